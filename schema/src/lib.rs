@@ -1,0 +1,48 @@
+//! The edgefn manifest (`edgefn.yaml`): its types, parsing with source positions, validation
+//! with compiler-grade diagnostics, and per-device desired-state resolution.
+//!
+//! This crate does no I/O beyond reading the bytes it is given: the project's files are reached
+//! through [`ProjectFiles`], implemented by the caller.
+//!
+//! ```
+//! use edgefn_schema::{Source, load};
+//! let src = Source::new("edgefn.yaml", "apiVersion: edgefn/v1\nproject: demo\n");
+//! let loaded = load(&src, None).expect("valid");
+//! assert_eq!(loaded.manifest.project, "demo");
+//! ```
+
+pub mod decode;
+pub mod diagnostic;
+pub mod load;
+pub mod manifest;
+pub mod quantity;
+pub mod resolve;
+pub mod source;
+pub mod topic;
+pub mod yaml;
+
+pub use diagnostic::{Code, Diagnostic, Diagnostics, Severity};
+pub use load::{EntryKind, Loaded, NoFiles, ProjectFiles, load};
+pub use manifest::{
+    API_VERSION, Binding, Device, DeviceSelector, Function, Handler, Manifest, Mode, Route,
+    RouteTarget, Runtime, Trigger,
+};
+pub use quantity::{Cpu, Duration, Memory};
+pub use resolve::{DesiredState, ResolvedBinding, ResolvedFunction, ResolvedRoute, resolve};
+pub use source::{Source, Span};
+
+/// The manifest's JSON Schema, generated from [`Manifest`].
+pub fn json_schema() -> String {
+    let mut schema = schemars::schema_for!(Manifest);
+    schema.insert(
+        "$id".into(),
+        serde_json::Value::String(SCHEMA_URL.into()),
+    );
+    let mut text = serde_json::to_string_pretty(&schema).expect("schema serializes");
+    text.push('\n');
+    text
+}
+
+/// Where editors find the schema (the checked-in `schema/edgefn.schema.json`).
+pub const SCHEMA_URL: &str =
+    "https://raw.githubusercontent.com/edgefn/edgefn/main/schema/edgefn.schema.json";

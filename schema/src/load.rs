@@ -1,0 +1,732 @@
+//! Loading `edgefn.yaml`: YAML → [`Manifest`], with every problem reported as a diagnostic.
+//!
+//! Three passes, each collecting diagnostics rather than stopping: YAML syntax
+//! ([`crate::yaml`]), shape and values (this module's `decode_*` functions), and cross-references
+//! and the project's files ([`check_references`], [`check_files`]). Files are reached only
+//! through [`ProjectFiles`], so this crate stays free of I/O.
+
+use std::collections::{BTreeMap, HashSet};
+
+use crate::decode::{Cx, Locations, Obj, first_line};
+use crate::diagnostic::{Code, Diagnostics, did_you_mean};
+use crate::manifest::{
+    API_VERSION, Binding, CLOUD_PREFIX, Device, DeviceSelector, Function, Handler, Manifest, Mode,
+    Route, RouteTarget, Runtime, Trigger, limits,
+};
+use crate::quantity::{Cpu, Duration, Memory};
+use crate::source::{Source, Span};
+use crate::topic;
+use crate::yaml::{self, Node, NodeKind};
+
+/// What exists at a path of the project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file (after following symlinks).
+    File,
+    /// A folder (after following symlinks).
+    Dir,
+}
+
+/// Read-only access to the project's files, relative to the folder holding the manifest.
+///
+/// Paths are `/`-separated and relative. The CLI implements this over the real file system;
+/// the cloud, which has no project tree, passes [`NoFiles`] and skips the file checks.
+pub trait ProjectFiles {
+    /// What is at `rel`, following symlinks; `None` when nothing is.
+    fn kind(&self, rel: &str) -> Option<EntryKind>;
+    /// Whether `rel`, with symlinks resolved, stays inside the project folder.
+    fn is_inside(&self, rel: &str) -> bool;
+}
+
+/// No project files: file checks are skipped.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoFiles;
+
+/// A manifest that passed validation, and the warnings found on the way.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// Warnings (no errors).
+    pub warnings: Diagnostics,
+    /// Where each value is in the source.
+    pub locations: Locations,
+}
+
+/// Parses and validates a manifest. `files` is `None` to skip the checks of the project's files.
+///
+/// Returns the manifest and its warnings, or every diagnostic (errors and warnings) when there
+/// is at least one error.
+pub fn load(source: &Source, files: Option<&dyn ProjectFiles>) -> Result<Loaded, Diagnostics> {
+    let (manifest, mut cx) = decode(source);
+    if let Some(manifest) = &manifest {
+        check_references(&mut cx, manifest);
+        if let Some(files) = files {
+            check_files(&mut cx, manifest, files);
+        }
+    }
+    let mut diags = cx.diags;
+    diags.sort();
+    match manifest {
+        Some(manifest) if !diags.has_errors() => Ok(Loaded {
+            manifest,
+            warnings: diags,
+            locations: cx.locs,
+        }),
+        _ => Err(diags),
+    }
+}
+
+const TOP_KEYS: &[&str] = &["apiVersion", "project", "functions", "devices", "bindings", "routes"];
+const FUNCTION_KEYS: &[&str] = &["path", "runtime", "handler", "memory", "cpu", "timeout", "env"];
+const DEVICE_KEYS: &[&str] = &["labels"];
+const BINDING_KEYS: &[&str] = &[
+    "name", "function", "devices", "mode", "triggers", "concurrency", "idleTimeout", "memory",
+    "cpu", "timeout", "env",
+];
+const SELECTOR_KEYS: &[&str] = &["names", "labels"];
+const ROUTE_KEYS: &[&str] = &["from", "to", "devices"];
+
+/// Shape-and-value pass. Returns a manifest whenever the file is a YAML mapping, with invalid
+/// parts left at placeholders (the diagnostics say what they were).
+fn decode(source: &Source) -> (Option<Manifest>, Cx<'_>) {
+    let mut cx = Cx::new(source);
+    let (root, diags) = yaml::parse(source);
+    cx.diags.extend(diags);
+    let Some(root) = root else {
+        return (None, cx);
+    };
+    let anchor = Span::new(0, 0);
+    if root.is_null() {
+        cx.emit(
+            cx.error(Code::MissingKey, anchor, "the manifest is empty")
+                .help("start with `apiVersion: edgefn/v1` and `project: NAME`, or run `edgefn init`"),
+        );
+        return (None, cx);
+    }
+    let Some(top) = cx.object(&root, "the manifest", TOP_KEYS, &["apiVersion", "project"], anchor)
+    else {
+        return (None, cx);
+    };
+
+    let api_version = top
+        .get("apiVersion")
+        .and_then(|n| cx.string(n, "`apiVersion`", "`edgefn/v1`").map(|v| (v, n.span)));
+    if let Some((v, span)) = &api_version {
+        if v != API_VERSION {
+            cx.emit(
+                cx.error(Code::ApiVersion, *span, format!("unsupported apiVersion `{v}`"))
+                    .label("not understood by this edgefn")
+                    .help(format!(
+                        "this edgefn reads `apiVersion: {API_VERSION}`; write that, or upgrade edgefn if the file was made by a newer one"
+                    )),
+            );
+        }
+    }
+    let project = top
+        .get("project")
+        .and_then(|n| {
+            let p = cx.string(n, "`project`", "`smart-factory`")?;
+            check_name(&mut cx, &p, n.span, "project");
+            Some(p)
+        })
+        .unwrap_or_default();
+
+    let mut manifest = Manifest {
+        api_version: api_version.map(|(v, _)| v).unwrap_or_default(),
+        project,
+        functions: BTreeMap::new(),
+        devices: BTreeMap::new(),
+        bindings: Vec::new(),
+        routes: Vec::new(),
+    };
+
+    if let Some(n) = top.get("functions") {
+        for (k, v) in cx.named_map(n, "`functions`", "`functions: { temp-filter: { path: ..., runtime: python3, handler: main.handle } }`").unwrap_or(&[]) {
+            let Some(name) = cx.string(k, "a function name", "`temp-filter`") else { continue };
+            check_name(&mut cx, &name, k.span, "function");
+            cx.locs.record(format!("functions.{name}"), k.span);
+            if let Some(f) = decode_function(&mut cx, &name, k, v) {
+                manifest.functions.insert(name, f);
+            }
+        }
+    }
+    if let Some(n) = top.get("devices") {
+        for (k, v) in cx.named_map(n, "`devices`", "`devices: { gw-01: { labels: { site: lab } } }`").unwrap_or(&[]) {
+            let Some(name) = cx.string(k, "a device name", "`gw-01`") else { continue };
+            check_name(&mut cx, &name, k.span, "device");
+            cx.locs.record(format!("devices.{name}"), k.span);
+            let mut device = Device::default();
+            if !v.is_null() {
+                if let Some(obj) = cx.object(v, &format!("device `{name}`"), DEVICE_KEYS, &[], k.span) {
+                    if let Some(l) = obj.get("labels") {
+                        device.labels = cx.string_map(l, &format!("the labels of device `{name}`"), &format!("devices.{name}.labels"));
+                    }
+                }
+            }
+            manifest.devices.insert(name, device);
+        }
+    }
+    if let Some(n) = top.get("bindings") {
+        for (i, item) in cx.seq(n, "`bindings`", "`bindings: [ { function: f, devices: { names: [gw-01] }, triggers: [ { topic: \"a/#\" } ] } ]`").unwrap_or(&[]).iter().enumerate() {
+            if let Some(b) = decode_binding(&mut cx, i, item) {
+                manifest.bindings.push(b);
+            }
+        }
+    }
+    if let Some(n) = top.get("routes") {
+        for (i, item) in cx.seq(n, "`routes`", "`routes: [ { from: \"alerts/#\", to: cloud } ]`").unwrap_or(&[]).iter().enumerate() {
+            if let Some(r) = decode_route(&mut cx, i, item) {
+                manifest.routes.push(r);
+            }
+        }
+    }
+    (Some(manifest), cx)
+}
+
+/// Names end up in topics, folders and container ids: keep them to a safe alphabet.
+fn check_name(cx: &mut Cx<'_>, name: &str, span: Span, kind: &str) {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !ok {
+        let fixed: String = name
+            .to_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+            .collect::<String>()
+            .trim_matches(['-', '_'])
+            .chars()
+            .take(63)
+            .collect();
+        let mut help = format!(
+            "a {kind} name uses lowercase letters, digits, `-` and `_`, starts and ends with a letter or digit, and has at most 63 characters"
+        );
+        if !fixed.is_empty() {
+            help.push_str(&format!(", e.g. `{fixed}`"));
+        }
+        cx.emit(
+            cx.error(Code::InvalidName, span, format!("`{name}` is not a valid {kind} name"))
+                .label("invalid name")
+                .help(help),
+        );
+    }
+}
+
+fn decode_limits(
+    cx: &mut Cx<'_>,
+    obj: &Obj<'_>,
+    path: &str,
+    owner: &str,
+) -> (Option<Memory>, Option<Cpu>, Option<Duration>) {
+    let memory = obj.get("memory").and_then(|n| {
+        cx.locs.record(format!("{path}.memory"), n.span);
+        cx.quantity(n, &format!("memory of {owner}"), limits::MIN_MEMORY, limits::MAX_MEMORY)
+    });
+    let cpu = obj.get("cpu").and_then(|n| {
+        cx.locs.record(format!("{path}.cpu"), n.span);
+        cx.quantity(n, &format!("cpu of {owner}"), limits::MIN_CPU, limits::MAX_CPU)
+    });
+    let timeout = obj.get("timeout").and_then(|n| {
+        cx.locs.record(format!("{path}.timeout"), n.span);
+        cx.quantity(n, &format!("timeout of {owner}"), limits::MIN_TIMEOUT, limits::MAX_TIMEOUT)
+    });
+    (memory, cpu, timeout)
+}
+
+fn decode_env(cx: &mut Cx<'_>, obj: &Obj<'_>, path: &str, owner: &str) -> BTreeMap<String, String> {
+    let Some(n) = obj.get("env") else {
+        return BTreeMap::new();
+    };
+    let env = cx.string_map(n, &format!("the env of {owner}"), &format!("{path}.env"));
+    if let NodeKind::Map(entries) = &n.kind {
+        for (k, _) in entries {
+            let Some(key) = k.as_str() else { continue };
+            let valid = key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                cx.emit(
+                    cx.error(Code::InvalidName, k.span, format!("`{key}` is not a valid environment variable name"))
+                        .label("invalid name")
+                        .help("use letters, digits and `_`, not starting with a digit, e.g. `THRESHOLD`"),
+                );
+            } else if key.starts_with("EDGEFN_") {
+                cx.emit(
+                    cx.error(Code::InvalidName, k.span, format!("`{key}` uses the reserved prefix `EDGEFN_`"))
+                        .label("reserved")
+                        .help("edgefn sets `EDGEFN_*` variables itself; choose another name"),
+                );
+            }
+        }
+    }
+    env
+}
+
+fn decode_function(cx: &mut Cx<'_>, name: &str, key: &Node, node: &Node) -> Option<Function> {
+    let owner = format!("function `{name}`");
+    let path_prefix = format!("functions.{name}");
+    let obj = cx.object(node, &owner, FUNCTION_KEYS, &["path", "runtime", "handler"], key.span)?;
+    let path = obj.get("path").and_then(|n| {
+        cx.locs.record(format!("{path_prefix}.path"), n.span);
+        cx.string(n, &format!("the path of {owner}"), "`functions/temp-filter`")
+    });
+    let runtime = obj.get("runtime").and_then(|n| {
+        let names: Vec<&str> = Runtime::ALL.iter().map(|r| r.as_str()).collect();
+        let chosen = cx.choice(n, "runtime", &names)?;
+        Runtime::ALL.into_iter().find(|r| r.as_str() == chosen)
+    });
+    let handler = obj.get("handler").and_then(|n| {
+        cx.locs.record(format!("{path_prefix}.handler"), n.span);
+        decode_handler(cx, n, runtime, &owner)
+    });
+    let (memory, cpu, timeout) = decode_limits(cx, &obj, &path_prefix, &owner);
+    let env = decode_env(cx, &obj, &path_prefix, &owner);
+    Some(Function {
+        path: path?,
+        runtime: runtime?,
+        handler: handler?,
+        memory,
+        cpu,
+        timeout,
+        env,
+    })
+}
+
+fn is_ident(s: &str) -> bool {
+    s.starts_with(|c: char| c.is_alphabetic() || c == '_' || c == '$')
+        && s.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '$')
+}
+
+fn decode_handler(cx: &mut Cx<'_>, node: &Node, runtime: Option<Runtime>, owner: &str) -> Option<Handler> {
+    match (&node.kind, runtime) {
+        (NodeKind::Seq(items), Some(Runtime::Exec) | None) => {
+            let mut argv = Vec::new();
+            for item in items {
+                argv.push(cx.string(item, &format!("an argument of the handler of {owner}"), "`\"./run.sh\"`")?);
+            }
+            if argv.first().is_none_or(String::is_empty) {
+                cx.emit(
+                    cx.error(Code::InvalidHandler, node.span, format!("the handler of {owner} has no program"))
+                        .label("empty")
+                        .help("list the program first, then its arguments: `handler: [\"./collect.sh\", \"--fast\"]`"),
+                );
+                return None;
+            }
+            Some(Handler::Argv(argv))
+        }
+        (NodeKind::Seq(_), Some(rt)) => {
+            cx.emit(
+                cx.error(Code::WrongType, first_line(cx.source, node.span), format!("a {rt} handler is one string, not a list"))
+                    .label("a list")
+                    .help(match rt {
+                        Runtime::Python3 => "write `handler: module.function`, e.g. `main.handle`",
+                        _ => "write `handler: file.export`, e.g. `index.handler`",
+                    }),
+            );
+            None
+        }
+        _ => {
+            let text = cx.string(node, &format!("the handler of {owner}"), "`main.handle`")?;
+            let valid = match runtime {
+                Some(Runtime::Python3) => text
+                    .rsplit_once('.')
+                    .is_some_and(|(module, func)| module.split('.').all(is_ident) && is_ident(func)),
+                Some(Runtime::Node) => text
+                    .rsplit_once('.')
+                    .is_some_and(|(file, export)| !file.is_empty() && !file.starts_with('/') && is_ident(export)),
+                Some(Runtime::Exec) | None => !text.trim().is_empty(),
+            };
+            if !valid {
+                let help = match runtime {
+                    Some(Runtime::Python3) => "a python3 handler is `module.function`: `main.handle` calls `handle(event, context)` in `main.py`",
+                    Some(Runtime::Node) => "a node handler is `file.export`: `index.handler` calls the `handler` export of `index.js`",
+                    _ => "an exec handler is the program to run: `./run.sh`, or a list `[\"./run.sh\", \"arg\"]`",
+                };
+                cx.emit(
+                    cx.error(Code::InvalidHandler, node.span, format!("`{text}` is not a valid handler for {owner}"))
+                        .label("invalid handler")
+                        .help(help),
+                );
+                return None;
+            }
+            Some(Handler::Entry(text))
+        }
+    }
+}
+
+fn decode_selector(cx: &mut Cx<'_>, node: &Node, path: &str, owner: &str, anchor: Span) -> Option<DeviceSelector> {
+    cx.locs.record(path.to_owned(), node.span);
+    let what = format!("the devices of {owner}");
+    let obj = cx.object(node, &what, SELECTOR_KEYS, &[], anchor)?;
+    match (obj.get_raw("names"), obj.get_raw("labels")) {
+        (Some(names), None) => {
+            let mut out = Vec::new();
+            for (j, item) in cx.seq(names, &format!("the device names of {owner}"), "`names: [gw-01, gw-02]`")?.iter().enumerate() {
+                cx.locs.record(format!("{path}.names[{j}]"), item.span);
+                out.push(cx.string(item, "a device name", "`gw-01`")?);
+            }
+            Some(DeviceSelector::Names(out))
+        }
+        (None, Some(labels)) => Some(DeviceSelector::Labels(cx.string_map(labels, &format!("the labels selected by {owner}"), &format!("{path}.labels")))),
+        (Some(_), Some(_)) | (None, None) => {
+            cx.emit(
+                cx.error(Code::InvalidSelector, first_line(cx.source, node.span), format!("{what} must say either `names` or `labels`"))
+                    .label("one of `names` or `labels`")
+                    .help("select devices by name, `devices: { names: [gw-01] }`, or by labels, `devices: { labels: { role: gateway } }` (`labels: {}` selects every device)"),
+            );
+            None
+        }
+    }
+}
+
+/// The span of the text of a topic inside its scalar (skipping an opening quote).
+fn topic_span(cx: &Cx<'_>, node: &Node, e: &topic::TopicError, skip: usize) -> Span {
+    let quoted = cx.source.text()[node.span.offset..].starts_with(['"', '\'']);
+    let start = node.span.offset + usize::from(quoted) + skip + e.offset;
+    if e.len == 0 { node.span } else { Span::new(start, e.len) }
+}
+
+fn check_filter(cx: &mut Cx<'_>, node: &Node, filter: &str, what: &str, skip: usize) {
+    if let Err(e) = topic::validate_filter(filter) {
+        let span = topic_span(cx, node, &e, skip);
+        cx.emit(
+            cx.error(Code::InvalidTopic, span, format!("invalid topic filter `{filter}` in {what}: {}", e.message))
+                .label(e.message.clone())
+                .help(e.help),
+        );
+    }
+}
+
+fn decode_binding(cx: &mut Cx<'_>, i: usize, node: &Node) -> Option<Binding> {
+    let path = format!("bindings[{i}]");
+    let anchor = first_line(cx.source, node.span);
+    cx.locs.record(path.clone(), anchor);
+    let fn_name = node.get("function").and_then(Node::as_str);
+    let owner = match fn_name {
+        Some(f) => format!("binding #{} (`{f}`)", i + 1),
+        None => format!("binding #{}", i + 1),
+    };
+    let obj = cx.object(node, &owner, BINDING_KEYS, &["function", "devices"], anchor)?;
+    let name = obj.get("name").and_then(|n| {
+        let s = cx.string(n, &format!("the name of {owner}"), "`filter-hot`")?;
+        check_name(cx, &s, n.span, "binding");
+        cx.locs.record(format!("{path}.name"), n.span);
+        Some(s)
+    });
+    let function = obj.get("function").and_then(|n| {
+        cx.locs.record(format!("{path}.function"), n.span);
+        cx.string(n, &format!("the function of {owner}"), "`temp-filter`")
+    });
+    let devices = obj.get("devices").and_then(|n| decode_selector(cx, n, &format!("{path}.devices"), &owner, anchor));
+    let mode = match obj.get("mode") {
+        Some(n) => match cx.choice(n, "mode", &["triggered", "continuous"])? {
+            "continuous" => Mode::Continuous,
+            _ => Mode::Triggered,
+        },
+        None => Mode::Triggered,
+    };
+    let mut triggers = Vec::new();
+    let triggers_node = obj.get_raw("triggers");
+    if let Some(n) = obj.get("triggers") {
+        for (j, item) in cx.seq(n, &format!("the triggers of {owner}"), "`triggers: [ { topic: \"sensors/#\" } ]`").unwrap_or(&[]).iter().enumerate() {
+            // `- "a/b"` is accepted as shorthand for `- topic: "a/b"`.
+            let topic_node = match &item.kind {
+                NodeKind::Scalar { .. } => Some(item),
+                _ => cx.object(item, &format!("trigger #{} of {owner}", j + 1), &["topic"], &["topic"], first_line(cx.source, item.span)).and_then(|o| o.get("topic")),
+            };
+            let Some(t) = topic_node else { continue };
+            let Some(filter) = cx.string(t, "a trigger topic", "`sensors/+/temperature`") else { continue };
+            check_filter(cx, t, &filter, &format!("trigger #{} of {owner}", j + 1), 0);
+            cx.locs.record(format!("{path}.triggers[{j}]"), t.span);
+            triggers.push(Trigger { topic: filter });
+        }
+    }
+    match (mode, triggers_node) {
+        (Mode::Continuous, Some(n)) if !n.is_null() && !matches!(&n.kind, NodeKind::Seq(v) if v.is_empty()) => {
+            let key = obj.node().entry("triggers").map_or(n.span, |(k, _)| k.span);
+            cx.emit(
+                cx.error(Code::ContinuousWithTriggers, key, format!("{owner} is continuous but lists triggers"))
+                    .label("triggers are ignored in continuous mode")
+                    .help("a continuous function runs all the time and is not invoked per message: remove `triggers`, or set `mode: triggered`"),
+            );
+        }
+        (Mode::Triggered, _) if triggers.is_empty() && (triggers_node.is_none_or(|n| n.is_null() || matches!(&n.kind, NodeKind::Seq(v) if v.is_empty()))) => {
+            let span = obj.node().entry("triggers").map_or(anchor, |(k, _)| k.span);
+            cx.emit(
+                cx.error(Code::TriggeredWithoutTriggers, span, format!("{owner} is triggered but has no triggers"))
+                    .label("nothing will ever invoke it")
+                    .help("add `triggers: [ { topic: \"sensors/#\" } ]`, or set `mode: continuous` to keep it running"),
+            );
+        }
+        _ => {}
+    }
+    let concurrency = obj.get("concurrency").and_then(|n| cx.number(n, &format!("the concurrency of {owner}"), 1, limits::MAX_CONCURRENCY));
+    let idle_timeout = obj.get("idleTimeout").and_then(|n| cx.quantity(n, &format!("idleTimeout of {owner}"), Duration(0), limits::MAX_IDLE_TIMEOUT));
+    let (memory, cpu, timeout) = decode_limits(cx, &obj, &path, &owner);
+    let env = decode_env(cx, &obj, &path, &owner);
+    Some(Binding {
+        name,
+        function: function?,
+        devices: devices?,
+        mode,
+        triggers,
+        concurrency,
+        idle_timeout,
+        memory,
+        cpu,
+        timeout,
+        env,
+    })
+}
+
+fn decode_route(cx: &mut Cx<'_>, i: usize, node: &Node) -> Option<Route> {
+    let path = format!("routes[{i}]");
+    let anchor = first_line(cx.source, node.span);
+    let owner = format!("route #{}", i + 1);
+    let obj = cx.object(node, &owner, ROUTE_KEYS, &["from", "to"], anchor)?;
+    let from_node = obj.get("from");
+    let from = from_node.and_then(|n| cx.string(n, &format!("the source of {owner}"), "`\"alerts/#\"`"));
+    let to = obj.get("to").and_then(|n| match cx.choice(n, "route target", &["cloud", "local"])? {
+        "cloud" => Some(RouteTarget::Cloud),
+        _ => Some(RouteTarget::Local),
+    });
+    let devices = match obj.get("devices") {
+        Some(n) => Some(decode_selector(cx, n, &format!("{path}.devices"), &owner, anchor)?),
+        None => None,
+    };
+    let (from, to, from_node) = (from?, to?, from_node?);
+    let route = Route { from, to, devices };
+    let from_cloud = route.from.starts_with(CLOUD_PREFIX);
+    match (from_cloud, to) {
+        (false, RouteTarget::Local) => {
+            cx.emit(
+                cx.error(Code::InvalidRoute, from_node.span, format!("{owner} goes from the local bus to the local bus"))
+                    .label("a local topic")
+                    .help(format!("to bring cloud messages down, write `from: \"{CLOUD_PREFIX}{}\"`; to send local messages up, write `to: cloud`", route.from)),
+            );
+            return None;
+        }
+        (true, RouteTarget::Cloud) => {
+            cx.emit(
+                cx.error(Code::InvalidRoute, from_node.span, format!("{owner} goes from the cloud to the cloud"))
+                    .label("a cloud topic")
+                    .help(format!("to bring cloud messages down, write `to: local`; to send local messages up, write `from: \"{}\"`", route.filter())),
+            );
+            return None;
+        }
+        _ => {}
+    }
+    let prefix = if from_cloud { CLOUD_PREFIX.len() } else { 0 };
+    check_filter(cx, from_node, route.filter(), &owner, prefix);
+    Some(route)
+}
+
+/// Cross-references: binding → function, selector → devices, unique binding names, unused
+/// functions.
+fn check_references(cx: &mut Cx<'_>, m: &Manifest) {
+    // Function names as written, even those whose definition had errors, so that a broken
+    // function does not also show up as "unknown" in every binding that uses it.
+    let defined: Vec<String> = m.functions.keys().cloned().collect();
+    let mut used = HashSet::new();
+    let mut names: BTreeMap<String, Span> = BTreeMap::new();
+    for (i, b) in m.bindings.iter().enumerate() {
+        let path = format!("bindings[{i}]");
+        let span = cx.locs.get(&format!("{path}.function")).unwrap_or_default();
+        if cx.locs.get(&format!("functions.{}", b.function)).is_none() {
+            let suggestion = did_you_mean(&b.function, defined.iter().map(String::as_str));
+            cx.emit(
+                cx.error(Code::UnknownFunction, span, format!("binding #{} runs `{}`, which is not defined", i + 1, b.function))
+                    .label(match suggestion {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => "no such function".to_owned(),
+                    })
+                    .help(if defined.is_empty() {
+                        "define it under `functions:`, or create one with `edgefn new NAME --runtime python3`".to_owned()
+                    } else {
+                        format!("define it under `functions:`, or use one of {}", crate::decode::list(&defined.iter().map(String::as_str).collect::<Vec<_>>()))
+                    }),
+            );
+        }
+        used.insert(b.function.clone());
+
+        let name = b.effective_name().to_owned();
+        let name_span = cx.locs.get(&format!("{path}.name")).unwrap_or(span);
+        if let Some(first) = names.get(&name) {
+            cx.emit(
+                cx.error(Code::DuplicateName, name_span, format!("two bindings are named `{name}`"))
+                    .label("second binding with this name")
+                    .with_label(*first, "first one")
+                    .help("a binding is named after its function unless it says `name:`; give one of them a distinct `name:`"),
+            );
+        } else {
+            names.insert(name, name_span);
+        }
+        check_selector(cx, m, &b.devices, &format!("{path}.devices"), &format!("binding #{}", i + 1));
+    }
+    for (i, r) in m.routes.iter().enumerate() {
+        if let Some(sel) = &r.devices {
+            check_selector(cx, m, sel, &format!("routes[{i}].devices"), &format!("route #{}", i + 1));
+        }
+    }
+    for name in &defined {
+        if !used.contains(name) {
+            let span = cx.locs.get(&format!("functions.{name}")).unwrap_or_default();
+            cx.emit(
+                cx.warning(Code::UnusedFunction, span, format!("function `{name}` is not bound to any device"))
+                    .label("never runs")
+                    .help(format!("add a binding with `function: {name}` to run it, or remove it")),
+            );
+        }
+    }
+}
+
+fn check_selector(cx: &mut Cx<'_>, m: &Manifest, sel: &DeviceSelector, path: &str, owner: &str) {
+    let span = cx.locs.get(path).map(|s| first_line(cx.source, s)).unwrap_or_default();
+    if let DeviceSelector::Names(names) = sel {
+        let mut unknown = false;
+        for (j, name) in names.iter().enumerate() {
+            if !m.devices.contains_key(name) {
+                unknown = true;
+                let at = cx.locs.get(&format!("{path}.names[{j}]")).unwrap_or(span);
+                let suggestion = did_you_mean(name, m.devices.keys().map(String::as_str));
+                cx.emit(
+                    cx.error(Code::UnknownDevice, at, format!("{owner} selects device `{name}`, which is not defined"))
+                        .label(match suggestion {
+                            Some(s) => format!("did you mean `{s}`?"),
+                            None => "no such device".to_owned(),
+                        })
+                        .help("add it under `devices:`, or correct the name"),
+                );
+            }
+        }
+        if unknown {
+            return;
+        }
+    }
+    if !m.devices.iter().any(|(n, d)| sel.matches(n, d)) {
+        cx.emit(
+            cx.warning(Code::SelectorMatchesNothing, span, format!("{owner} selects no device"))
+                .label("matches no device")
+                .help("no device has all these labels: check the labels under `devices:`; this runs nowhere until one does"),
+        );
+    }
+}
+
+/// Normalises a relative path lexically; `None` when it climbs above its start.
+fn normalise(rel: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in rel.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            p => parts.push(p),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+fn join(a: &str, b: &str) -> String {
+    if a.is_empty() { b.to_owned() } else { format!("{a}/{b}") }
+}
+
+/// The project's files: function folders and handler files exist and stay inside the project.
+fn check_files(cx: &mut Cx<'_>, m: &Manifest, files: &dyn ProjectFiles) {
+    for (name, f) in &m.functions {
+        let span = cx.locs.get(&format!("functions.{name}.path")).unwrap_or_default();
+        let owner = format!("function `{name}`");
+        let outside = |cx: &mut Cx<'_>, why: &str| {
+            cx.emit(
+                cx.error(Code::PathOutsideProject, span, format!("the path of {owner} {why}"))
+                    .label("outside the project")
+                    .help("a function's code must live in the project, next to edgefn.yaml, so it can be packaged: use a relative path such as `functions/NAME`"),
+            );
+        };
+        if f.path.starts_with('/') || f.path.contains('\\') || f.path.get(1..2) == Some(":") {
+            outside(cx, "is absolute");
+            continue;
+        }
+        let Some(dir) = normalise(&f.path) else {
+            outside(cx, "leaves the project folder");
+            continue;
+        };
+        if dir.is_empty() {
+            outside(cx, "is the project folder itself");
+            continue;
+        }
+        match files.kind(&dir) {
+            None => {
+                cx.emit(
+                    cx.error(Code::PathMissing, span, format!("the folder `{}` of {owner} does not exist", f.path))
+                        .label("no such folder")
+                        .help(format!("create it, or scaffold it with `edgefn new {name} --runtime {}`", f.runtime)),
+                );
+                continue;
+            }
+            Some(EntryKind::File) => {
+                cx.emit(
+                    cx.error(Code::PathMissing, span, format!("the path `{}` of {owner} is a file, not a folder", f.path))
+                        .label("a file")
+                        .help("a function's path is the folder holding its code"),
+                );
+                continue;
+            }
+            Some(EntryKind::Dir) => {}
+        }
+        if !files.is_inside(&dir) {
+            outside(cx, "resolves (through a symlink) to a folder outside the project");
+            continue;
+        }
+        check_handler_file(cx, name, f, &dir, files);
+    }
+}
+
+fn check_handler_file(cx: &mut Cx<'_>, name: &str, f: &Function, dir: &str, files: &dyn ProjectFiles) {
+    let span = cx.locs.get(&format!("functions.{name}.handler")).unwrap_or_default();
+    let (candidates, shown): (Vec<String>, String) = match (&f.runtime, &f.handler) {
+        (Runtime::Python3, Handler::Entry(h)) => {
+            let module = h.rsplit_once('.').map_or(h.as_str(), |(m, _)| m).replace('.', "/");
+            (vec![format!("{module}.py"), format!("{module}/__init__.py")], format!("{module}.py"))
+        }
+        (Runtime::Node, Handler::Entry(h)) => {
+            let file = h.rsplit_once('.').map_or(h.as_str(), |(f, _)| f);
+            (
+                ["", ".js", ".mjs", ".cjs"].iter().map(|ext| format!("{file}{ext}")).collect(),
+                format!("{file}.js"),
+            )
+        }
+        (Runtime::Exec, h) => {
+            let argv = h.argv();
+            let program = argv.first().cloned().unwrap_or_default();
+            // A bare command (`python3`) is looked up on the device's PATH, an absolute one is
+            // the device's own: only a path relative to the function folder is checked here.
+            if program.starts_with('/') || !program.contains('/') {
+                return;
+            }
+            (vec![program.clone()], program)
+        }
+        _ => return,
+    };
+    let found = candidates.iter().any(|c| {
+        normalise(&join(dir, c)).is_some_and(|p| files.kind(&p) == Some(EntryKind::File) && files.is_inside(&p))
+    });
+    if !found {
+        cx.emit(
+            cx.error(Code::HandlerMissing, span, format!("the handler of function `{name}` needs `{shown}`, which is not in `{dir}`"))
+                .label(format!("{dir}/{shown} not found"))
+                .help(format!("create `{dir}/{shown}`, or point `handler` at a file that exists")),
+        );
+    }
+}
+
+impl ProjectFiles for NoFiles {
+    fn kind(&self, _: &str) -> Option<EntryKind> {
+        None
+    }
+    fn is_inside(&self, _: &str) -> bool {
+        true
+    }
+}

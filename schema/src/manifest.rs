@@ -1,0 +1,289 @@
+//! The types of `edgefn.yaml`, version `edgefn/v1`.
+//!
+//! These types are the truth of the format: the JSON Schema is generated from them
+//! (`schema/edgefn.schema.json`), [`crate::decode`] fills them from YAML with diagnostics, and
+//! the control plane stores and serves them. Field names are camelCase, as in the file.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::quantity::{Cpu, Duration, Memory};
+
+/// The only `apiVersion` this edgefn understands.
+pub const API_VERSION: &str = "edgefn/v1";
+
+/// Defaults applied where the manifest says nothing.
+pub mod defaults {
+    use super::*;
+    /// Memory limit of a function instance.
+    pub const MEMORY: Memory = Memory::mib(128);
+    /// CPU limit of a function instance (one core).
+    pub const CPU: Cpu = Cpu(1000);
+    /// Time one invocation may take.
+    pub const TIMEOUT: Duration = Duration::secs(10);
+    /// Warm instances a triggered binding may run at once.
+    pub const CONCURRENCY: u32 = 1;
+    /// How long an idle warm instance is kept.
+    pub const IDLE_TIMEOUT: Duration = Duration::secs(300);
+}
+
+/// Allowed ranges, checked by validation.
+pub mod limits {
+    use super::*;
+    /// Smallest memory limit: below this no interpreter starts.
+    pub const MIN_MEMORY: Memory = Memory::mib(4);
+    /// Largest memory limit.
+    pub const MAX_MEMORY: Memory = Memory(1 << 40);
+    /// Smallest CPU limit (1 millicore).
+    pub const MIN_CPU: Cpu = Cpu(1);
+    /// Largest CPU limit (1024 cores).
+    pub const MAX_CPU: Cpu = Cpu(1_024_000);
+    /// Shortest invocation timeout.
+    pub const MIN_TIMEOUT: Duration = Duration(1);
+    /// Longest invocation timeout (one hour).
+    pub const MAX_TIMEOUT: Duration = Duration(3_600_000);
+    /// Longest idle timeout (one day).
+    pub const MAX_IDLE_TIMEOUT: Duration = Duration(86_400_000);
+    /// Most warm instances of one binding.
+    pub const MAX_CONCURRENCY: u32 = 1024;
+}
+
+/// An edgefn project: its functions, its devices, and which functions run where.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(title = "edgefn manifest (edgefn.yaml)")]
+pub struct Manifest {
+    /// Format version; `edgefn/v1`.
+    pub api_version: String,
+    /// Project name (lowercase letters, digits and `-`).
+    pub project: String,
+    /// Functions by name. Each is one folder, packaged as one bundle.
+    #[serde(default)]
+    pub functions: BTreeMap<String, Function>,
+    /// Devices by name.
+    #[serde(default)]
+    pub devices: BTreeMap<String, Device>,
+    /// Which functions run on which devices, and how.
+    #[serde(default)]
+    pub bindings: Vec<Binding>,
+    /// Message forwarding between each device's local bus and the cloud.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+/// A function: code in a folder, a runtime, a handler, and default limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Function {
+    /// Folder of the function's code, relative to the manifest.
+    pub path: String,
+    /// Language runtime.
+    pub runtime: Runtime,
+    /// Entry point: `module.func` (python3), `file.export` (node), or an argv list (exec).
+    pub handler: Handler,
+    /// Memory limit per instance (default `128Mi`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Memory>,
+    /// CPU limit per instance in cores (default `1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Cpu>,
+    /// Longest one invocation may take (default `10s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Environment variables.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+}
+
+/// The language a function is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// Python 3; handler `module.func`, called as `func(event, context)`.
+    Python3,
+    /// Node.js; handler `file.export`, sync or async.
+    Node,
+    /// Any executable that speaks the invocation protocol; handler is its argv.
+    Exec,
+}
+
+impl Runtime {
+    /// Every runtime, in the order users see them.
+    pub const ALL: [Runtime; 3] = [Runtime::Python3, Runtime::Node, Runtime::Exec];
+
+    /// The name used in the manifest.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::Python3 => "python3",
+            Runtime::Node => "node",
+            Runtime::Exec => "exec",
+        }
+    }
+}
+
+impl std::fmt::Display for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A function's entry point.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Handler {
+    /// `module.func` (python3), `file.export` (node), or a program path (exec).
+    Entry(String),
+    /// The argv of an exec function, program first.
+    Argv(Vec<String>),
+}
+
+impl Handler {
+    /// The handler as an argv list (an entry is a one-element list).
+    pub fn argv(&self) -> Vec<String> {
+        match self {
+            Handler::Entry(e) => vec![e.clone()],
+            Handler::Argv(v) => v.clone(),
+        }
+    }
+}
+
+/// A device of the fleet.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Device {
+    /// Labels that bindings and routes select devices by.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Which devices something applies to: by names, or by labels (all must match; `{}` matches
+/// every device).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum DeviceSelector {
+    /// These devices.
+    Names(Vec<String>),
+    /// Devices carrying all these labels.
+    Labels(BTreeMap<String, String>),
+}
+
+impl DeviceSelector {
+    /// Whether the selector picks the device `name` with `device`'s labels.
+    pub fn matches(&self, name: &str, device: &Device) -> bool {
+        match self {
+            DeviceSelector::Names(names) => names.iter().any(|n| n == name),
+            DeviceSelector::Labels(want) => want
+                .iter()
+                .all(|(k, v)| device.labels.get(k) == Some(v)),
+        }
+    }
+}
+
+/// How a function runs on a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Invoked for each message matching a trigger, on warm instances.
+    #[default]
+    Triggered,
+    /// One instance kept running, restarted with backoff when it exits.
+    Continuous,
+}
+
+impl Mode {
+    /// The name used in the manifest.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Triggered => "triggered",
+            Mode::Continuous => "continuous",
+        }
+    }
+}
+
+/// A message trigger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Trigger {
+    /// MQTT topic filter on the device bus (`+` one level, `#` the rest).
+    pub topic: String,
+}
+
+/// Runs a function on the selected devices.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Binding {
+    /// Name of the binding, unique in the manifest (default: the function's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The function to run.
+    pub function: String,
+    /// Where to run it.
+    pub devices: DeviceSelector,
+    /// `triggered` (default) or `continuous`.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Topic filters that invoke a triggered function.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<Trigger>,
+    /// Most warm instances at once (triggered; default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// Stop a warm instance idle this long (triggered; default `5m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<Duration>,
+    /// Overrides the function's memory limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Memory>,
+    /// Overrides the function's CPU limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Cpu>,
+    /// Overrides the function's timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Added to (and overriding) the function's environment.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+}
+
+impl Binding {
+    /// The binding's name: its own, or its function's.
+    pub fn effective_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.function)
+    }
+}
+
+/// Forwards messages between a device's local bus and the cloud.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Route {
+    /// Source topic filter: on the local bus (`alerts/#`), or on the cloud side with a
+    /// `cloud:` prefix (`cloud:commands/#`).
+    pub from: String,
+    /// `cloud` (from the local bus up) or `local` (from the cloud down).
+    pub to: RouteTarget,
+    /// Devices the route applies to (default: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<DeviceSelector>,
+}
+
+/// Where a route delivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteTarget {
+    /// Up to the cloud broker, under the device's namespace.
+    Cloud,
+    /// Onto the device's local bus.
+    Local,
+}
+
+/// The prefix of a route source on the cloud side.
+pub const CLOUD_PREFIX: &str = "cloud:";
+
+impl Route {
+    /// The source filter without its `cloud:` prefix.
+    pub fn filter(&self) -> &str {
+        self.from.strip_prefix(CLOUD_PREFIX).unwrap_or(&self.from)
+    }
+}

@@ -1,0 +1,170 @@
+//! Desired-state resolution: what one device should run under a manifest.
+//!
+//! [`resolve`] is a pure function of the manifest, the device's name and the functions' bundle
+//! digests. Its result holds only what concerns that device (its functions, bindings with
+//! effective limits, routes), in a canonical order, so [`DesiredState::digest`] changes exactly
+//! when something the device runs changes: a device a change does not touch keeps its digest.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::manifest::{Handler, Manifest, Mode, RouteTarget, Runtime, defaults};
+
+/// Everything one device runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DesiredState {
+    /// Project name.
+    pub project: String,
+    /// Device name.
+    pub device: String,
+    /// The functions this device's bindings use, by name.
+    pub functions: BTreeMap<String, ResolvedFunction>,
+    /// The bindings that select this device, sorted by name.
+    pub bindings: Vec<ResolvedBinding>,
+    /// The routes that apply to this device, in manifest order.
+    pub routes: Vec<ResolvedRoute>,
+}
+
+/// A function's code, as a device needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedFunction {
+    /// Language runtime.
+    pub runtime: Runtime,
+    /// Entry point.
+    pub handler: Handler,
+    /// sha256 of the function's bundle, when packaged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<String>,
+}
+
+/// A binding with every default and override applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedBinding {
+    /// Binding name, unique on the device.
+    pub name: String,
+    /// Function it runs.
+    pub function: String,
+    /// Triggered or continuous.
+    pub mode: Mode,
+    /// Topic filters (triggered).
+    pub triggers: Vec<String>,
+    /// Most warm instances.
+    pub concurrency: u32,
+    /// Idle instances are stopped after this many milliseconds.
+    pub idle_timeout_ms: u64,
+    /// Memory limit in bytes.
+    pub memory_bytes: u64,
+    /// CPU limit in millicores.
+    pub cpu_millis: u32,
+    /// Invocation timeout in milliseconds.
+    pub timeout_ms: u64,
+    /// Environment: the function's, then the binding's overrides.
+    pub env: BTreeMap<String, String>,
+}
+
+/// A route as it applies on a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedRoute {
+    /// Topic filter on the source side (without `cloud:`).
+    pub filter: String,
+    /// Direction.
+    pub to: RouteTarget,
+}
+
+impl DesiredState {
+    /// A stable digest of the state: sha256 (hex) of its canonical JSON.
+    ///
+    /// Canonical because every map is a `BTreeMap`, every list is in a defined order, and
+    /// serde_json writes struct fields in declaration order.
+    pub fn digest(&self) -> String {
+        let json = serde_json::to_vec(self).expect("desired state serializes");
+        hex(&Sha256::digest(&json))
+    }
+
+    /// True when the device runs nothing.
+    pub fn is_empty(&self) -> bool {
+        self.bindings.is_empty() && self.routes.is_empty()
+    }
+}
+
+/// Lowercase hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// What `device` runs under `manifest`; `bundles` maps function names to bundle digests.
+///
+/// Returns `None` when the manifest has no such device.
+pub fn resolve(
+    manifest: &Manifest,
+    device: &str,
+    bundles: &BTreeMap<String, String>,
+) -> Option<DesiredState> {
+    let dev = manifest.devices.get(device)?;
+    let mut functions = BTreeMap::new();
+    let mut bindings = Vec::new();
+    for b in manifest.bindings.iter().filter(|b| b.devices.matches(device, dev)) {
+        let Some(f) = manifest.functions.get(&b.function) else {
+            continue;
+        };
+        functions.insert(
+            b.function.clone(),
+            ResolvedFunction {
+                runtime: f.runtime,
+                handler: f.handler.clone(),
+                bundle: bundles.get(&b.function).cloned(),
+            },
+        );
+        let mut env = f.env.clone();
+        env.extend(b.env.clone());
+        let (triggers, concurrency, idle) = match b.mode {
+            Mode::Triggered => (
+                b.triggers.iter().map(|t| t.topic.clone()).collect(),
+                b.concurrency.unwrap_or(defaults::CONCURRENCY),
+                b.idle_timeout.unwrap_or(defaults::IDLE_TIMEOUT).millis(),
+            ),
+            // A continuous binding is one instance that never idles.
+            Mode::Continuous => (Vec::new(), 1, 0),
+        };
+        bindings.push(ResolvedBinding {
+            name: b.effective_name().to_owned(),
+            function: b.function.clone(),
+            mode: b.mode,
+            triggers,
+            concurrency,
+            idle_timeout_ms: idle,
+            memory_bytes: b.memory.or(f.memory).unwrap_or(defaults::MEMORY).bytes(),
+            cpu_millis: b.cpu.or(f.cpu).unwrap_or(defaults::CPU).millis(),
+            timeout_ms: b.timeout.or(f.timeout).unwrap_or(defaults::TIMEOUT).millis(),
+            env,
+        });
+    }
+    bindings.sort_by(|a, b| a.name.cmp(&b.name));
+    let routes = manifest
+        .routes
+        .iter()
+        .filter(|r| r.devices.as_ref().is_none_or(|s| s.matches(device, dev)))
+        .map(|r| ResolvedRoute {
+            filter: r.filter().to_owned(),
+            to: r.to,
+        })
+        .collect();
+    Some(DesiredState {
+        project: manifest.project.clone(),
+        device: device.to_owned(),
+        functions,
+        bindings,
+        routes,
+    })
+}
