@@ -77,6 +77,9 @@ pub struct Cx<'s> {
     pub diags: Diagnostics,
     /// Where things are.
     pub locs: Locations,
+    /// Names referred to (e.g. functions named by bindings), even from parts that failed to
+    /// decode, so that a broken binding does not make its function look unused.
+    pub referenced: std::collections::BTreeSet<String>,
 }
 
 impl<'s> Cx<'s> {
@@ -86,6 +89,7 @@ impl<'s> Cx<'s> {
             source,
             diags: Diagnostics::default(),
             locs: Locations::default(),
+            referenced: std::collections::BTreeSet::new(),
         }
     }
 
@@ -133,14 +137,14 @@ impl<'s> Cx<'s> {
                 Some(key) if keys.contains(&key) => {}
                 Some(key) => {
                     let suggestion = did_you_mean(key, keys.iter().copied());
-                    let help = match suggestion {
-                        Some(s) => format!("did you mean `{s}`?"),
-                        None => format!("{what} may have: {}", list(keys)),
-                    };
-                    self.emit(self.error(Code::UnknownKey, k.span, format!("unknown key `{key}` in {what}")).label(match suggestion {
-                        Some(s) => format!("did you mean `{s}`?"),
-                        None => "not a known key".to_owned(),
-                    }).help(help));
+                    self.emit(
+                        self.error(Code::UnknownKey, k.span, format!("unknown key `{key}` in {what}"))
+                            .label(match suggestion {
+                                Some(s) => format!("did you mean `{s}`?"),
+                                None => "not a known key".to_owned(),
+                            })
+                            .help(format!("{what} may have {}", list(keys))),
+                    );
                 }
                 None => self.wrong_type(k, "a string", &format!("a key of {what}"), "`name:`"),
             }
@@ -231,7 +235,12 @@ impl<'s> Cx<'s> {
         match text.parse::<T>() {
             Ok(v) if v >= min && v <= max => Some(v),
             Ok(v) => {
-                self.emit(self.error(Code::OutOfRange, node.span, format!("{what} `{text}` ({v}) is outside {min}..={max}")).label("out of range").help(format!("use a value from {min} to {max}")));
+                let bound = if v < min { format!("below the minimum `{min}`") } else { format!("above the maximum `{max}`") };
+                self.emit(
+                    self.error(Code::OutOfRange, node.span, format!("{what} `{text}` is {bound}"))
+                        .label("out of range")
+                        .help(format!("use a value from `{min}` to `{max}`")),
+                );
                 None
             }
             Err(e) => {

@@ -5,7 +5,7 @@
 //! and the project's files ([`check_references`], [`check_files`]). Files are reached only
 //! through [`ProjectFiles`], so this crate stays free of I/O.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use crate::decode::{Cx, Locations, Obj, first_line};
 use crate::diagnostic::{Code, Diagnostics, did_you_mean};
@@ -404,6 +404,9 @@ fn decode_binding(cx: &mut Cx<'_>, i: usize, node: &Node) -> Option<Binding> {
     let anchor = first_line(cx.source, node.span);
     cx.locs.record(path.clone(), anchor);
     let fn_name = node.get("function").and_then(Node::as_str);
+    if let Some(f) = fn_name {
+        cx.referenced.insert(format!("function:{f}"));
+    }
     let owner = match fn_name {
         Some(f) => format!("binding #{} (`{f}`)", i + 1),
         None => format!("binding #{}", i + 1),
@@ -529,7 +532,6 @@ fn check_references(cx: &mut Cx<'_>, m: &Manifest) {
     // Function names as written, even those whose definition had errors, so that a broken
     // function does not also show up as "unknown" in every binding that uses it.
     let defined: Vec<String> = m.functions.keys().cloned().collect();
-    let mut used = HashSet::new();
     let mut names: BTreeMap<String, Span> = BTreeMap::new();
     for (i, b) in m.bindings.iter().enumerate() {
         let path = format!("bindings[{i}]");
@@ -549,7 +551,6 @@ fn check_references(cx: &mut Cx<'_>, m: &Manifest) {
                     }),
             );
         }
-        used.insert(b.function.clone());
 
         let name = b.effective_name().to_owned();
         let name_span = cx.locs.get(&format!("{path}.name")).unwrap_or(span);
@@ -571,7 +572,7 @@ fn check_references(cx: &mut Cx<'_>, m: &Manifest) {
         }
     }
     for name in &defined {
-        if !used.contains(name) {
+        if !cx.referenced.contains(&format!("function:{name}")) {
             let span = cx.locs.get(&format!("functions.{name}")).unwrap_or_default();
             cx.emit(
                 cx.warning(Code::UnusedFunction, span, format!("function `{name}` is not bound to any device"))

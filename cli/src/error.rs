@@ -1,0 +1,77 @@
+//! The CLI's errors and the one place that maps them to exit codes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Something a command could not do. Problems in a manifest are not errors of this kind: they
+/// are diagnostics, rendered by [`crate::report`], and give [`Outcome::Failed`].
+#[derive(Debug, thiserror::Error, miette::Diagnostic)]
+pub enum CliError {
+    /// No manifest found.
+    #[error("no edgefn.yaml in {} or any parent folder", .searched.display())]
+    #[diagnostic(code(edgefn::cli::no_manifest), help("create a project with `edgefn init`, or name the manifest with `-f FILE`"))]
+    NoManifest {
+        /// Where the search started.
+        searched: PathBuf,
+    },
+    /// A file that would be overwritten.
+    #[error("{} already exists", .path.display())]
+    #[diagnostic(code(edgefn::cli::exists), help("{hint}"))]
+    Exists {
+        /// The file.
+        path: PathBuf,
+        /// How to go on.
+        hint: String,
+    },
+    /// A bad argument.
+    #[error("{message}")]
+    #[diagnostic(code(edgefn::cli::invalid_argument), help("{help}"))]
+    InvalidArgument {
+        /// What is wrong.
+        message: String,
+        /// How to fix it.
+        help: String,
+    },
+    /// A file-system operation failed.
+    #[error("could not {action} {}", .path.display())]
+    #[diagnostic(code(edgefn::cli::io))]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// To which path.
+        path: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl CliError {
+    /// Wraps an I/O error with what was being done.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| CliError::Io { action, path, source }
+    }
+}
+
+/// How a command ended, when it did not fail outright.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done.
+    Success,
+    /// Ran, and found problems (invalid manifest, failed tests).
+    Failed,
+}
+
+impl Outcome {
+    /// The process exit code.
+    pub fn exit_code(self) -> ExitCode {
+        match self {
+            Outcome::Success => ExitCode::SUCCESS,
+            Outcome::Failed => ExitCode::from(1),
+        }
+    }
+}
+
+/// Result of a command.
+pub type CliResult<T = Outcome> = Result<T, CliError>;

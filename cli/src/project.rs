@@ -1,0 +1,195 @@
+//! The user's project on disk: finding `edgefn.yaml`, reading it, and writing files safely.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use edgefn_schema::{EntryKind, ProjectFiles, Source};
+
+use crate::error::{CliError, CliResult};
+
+/// The manifest's file name.
+pub const MANIFEST: &str = "edgefn.yaml";
+
+/// A manifest file and the project folder holding it.
+#[derive(Debug, Clone)]
+pub struct Project {
+    /// The project folder.
+    pub root: PathBuf,
+    /// The manifest file.
+    pub manifest_path: PathBuf,
+}
+
+impl Project {
+    /// The manifest at `file`, or `edgefn.yaml` in the current folder or the nearest parent.
+    pub fn locate(file: Option<&Path>) -> CliResult<Self> {
+        if let Some(file) = file {
+            if !file.is_file() {
+                return Err(CliError::InvalidArgument {
+                    message: format!("{} is not a file", file.display()),
+                    help: "pass the path of an edgefn.yaml with `-f`".into(),
+                });
+            }
+            let root = file
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+            return Ok(Self {
+                root,
+                manifest_path: file.to_path_buf(),
+            });
+        }
+        let cwd = std::env::current_dir().map_err(CliError::io("read the current folder", "."))?;
+        let mut dir = cwd.as_path();
+        loop {
+            let candidate = dir.join(MANIFEST);
+            if candidate.is_file() {
+                return Ok(Self {
+                    root: dir.to_path_buf(),
+                    manifest_path: candidate,
+                });
+            }
+            match dir.parent() {
+                Some(parent) => dir = parent,
+                None => return Err(CliError::NoManifest { searched: cwd }),
+            }
+        }
+    }
+
+    /// Reads the manifest into a [`Source`] named by its path as the user would type it.
+    pub fn read_manifest(&self) -> CliResult<Source> {
+        let text = fs::read_to_string(&self.manifest_path)
+            .map_err(CliError::io("read", &self.manifest_path))?;
+        Ok(Source::new(display_path(&self.manifest_path), text))
+    }
+
+    /// The project's files, for the manifest's file checks.
+    pub fn files(&self) -> FsFiles {
+        FsFiles::new(&self.root)
+    }
+}
+
+/// A path relative to the current folder when it is under it, for messages.
+pub fn display_path(path: &Path) -> String {
+    let shown = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(&cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| path.to_path_buf());
+    shown.display().to_string()
+}
+
+/// [`ProjectFiles`] over the real file system.
+#[derive(Debug)]
+pub struct FsFiles {
+    root: PathBuf,
+    canonical_root: Option<PathBuf>,
+}
+
+impl FsFiles {
+    /// The files under `root`.
+    pub fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+            canonical_root: fs::canonicalize(root).ok(),
+        }
+    }
+}
+
+impl ProjectFiles for FsFiles {
+    fn kind(&self, rel: &str) -> Option<EntryKind> {
+        let meta = fs::metadata(self.root.join(rel)).ok()?;
+        if meta.is_dir() {
+            Some(EntryKind::Dir)
+        } else if meta.is_file() {
+            Some(EntryKind::File)
+        } else {
+            None
+        }
+    }
+
+    fn is_inside(&self, rel: &str) -> bool {
+        match (&self.canonical_root, fs::canonicalize(self.root.join(rel))) {
+            (Some(root), Ok(path)) => path.starts_with(root),
+            _ => false,
+        }
+    }
+}
+
+/// Writes `contents` to `path` atomically: a temporary file in the same folder, fsync, rename.
+/// A crash leaves the old file or the new one, never half of one.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> CliResult<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.edgefn-tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+        if let Ok(meta) = fs::metadata(path) {
+            fs::set_permissions(&tmp, meta.permissions())?;
+        }
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(CliError::io("write", path))
+}
+
+/// A file to create, and whether it should be executable.
+#[derive(Debug, Clone)]
+pub struct NewFile {
+    /// Where, relative to the base folder.
+    pub path: PathBuf,
+    /// What.
+    pub contents: String,
+    /// Mode 0755 rather than 0644.
+    pub executable: bool,
+}
+
+impl NewFile {
+    /// A regular file.
+    pub fn new(path: impl Into<PathBuf>, contents: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            contents: contents.into(),
+            executable: false,
+        }
+    }
+
+    /// An executable file.
+    pub fn executable(path: impl Into<PathBuf>, contents: impl Into<String>) -> Self {
+        Self {
+            executable: true,
+            ..Self::new(path, contents)
+        }
+    }
+}
+
+/// Creates `files` under `base`. Unless `force`, nothing is written when any of them exists, so
+/// a refused command leaves the folder as it was.
+pub fn create_files(base: &Path, files: &[NewFile], force: bool, hint: &str) -> CliResult<()> {
+    if !force {
+        if let Some(existing) = files.iter().map(|f| base.join(&f.path)).find(|p| p.exists()) {
+            return Err(CliError::Exists {
+                path: existing,
+                hint: hint.to_owned(),
+            });
+        }
+    }
+    for f in files {
+        let path = base.join(&f.path);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(CliError::io("create the folder", parent))?;
+        }
+        write_atomic(&path, f.contents.as_bytes())?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = if f.executable { 0o755 } else { 0o644 };
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+                .map_err(CliError::io("set the permissions of", &path))?;
+        }
+    }
+    Ok(())
+}

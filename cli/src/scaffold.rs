@@ -1,0 +1,174 @@
+//! The files `edgefn init` and `edgefn new` write.
+
+use edgefn_schema::{Runtime, SCHEMA_URL};
+
+use crate::project::NewFile;
+
+/// The first line of every scaffolded manifest, so editors with the YAML language server
+/// complete and check it against the JSON Schema.
+pub fn schema_comment() -> String {
+    format!("# yaml-language-server: $schema={SCHEMA_URL}")
+}
+
+/// The files of a new project.
+pub fn project(name: &str) -> Vec<NewFile> {
+    vec![
+        NewFile::new("edgefn.yaml", manifest(name)),
+        NewFile::new("functions/.gitkeep", ""),
+        NewFile::new(".gitignore", "# edgefn dev state (local control plane and agents)\n.edgefn/\n"),
+        NewFile::new(
+            ".edgefnignore",
+            "# Files left out of function bundles (gitignore syntax). `tests/` is always left out.\n__pycache__/\n*.pyc\nnode_modules/.cache/\n",
+        ),
+        NewFile::new(".github/workflows/edgefn.yml", CI_WORKFLOW),
+    ]
+}
+
+fn manifest(name: &str) -> String {
+    format!(
+        r#"{schema}
+apiVersion: edgefn/v1
+project: {name}
+
+# Functions, one folder each under functions/. Add one with:
+#   edgefn new NAME --runtime python3|node|exec
+functions:
+
+# The devices of the fleet, with labels that bindings and routes select them by.
+devices:
+  dev-01:
+    labels: {{ role: gateway }}
+
+# Which functions run on which devices, and how:
+#   - function: NAME
+#     devices: {{ labels: {{ role: gateway }} }}   # or {{ names: [dev-01] }}
+#     mode: triggered                              # or continuous
+#     triggers: [ {{ topic: "sensors/+/temperature" }} ]
+bindings: []
+
+# Message forwarding between each device's local bus and the cloud:
+#   - {{ from: "alerts/#", to: cloud }}
+#   - {{ from: "cloud:commands/#", to: local }}
+routes: []
+"#,
+        schema = schema_comment()
+    )
+}
+
+const CI_WORKFLOW: &str = r#"# Runs the functions' tests on every push, and applies the manifest to the control plane on main.
+# Set the repository variable EDGEFN_CLOUD (the control plane's URL) and the secret EDGEFN_TOKEN
+# (an admin token of edgefn-cloud).
+name: edgefn
+
+on:
+  push:
+    branches: [main]
+  pull_request:
+
+jobs:
+  test:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - name: Install edgefn
+        run: cargo install --locked edgefn
+      - name: Validate the manifest
+        run: edgefn validate --format short
+      - name: Run the functions' tests
+        run: edgefn test --junit edgefn-tests.xml
+
+  apply:
+    if: github.event_name == 'push' && github.ref == 'refs/heads/main'
+    needs: test
+    runs-on: ubuntu-latest
+    # One apply at a time; the control plane also refuses a stale parent revision.
+    concurrency: edgefn-apply
+    env:
+      EDGEFN_CLOUD: ${{ vars.EDGEFN_CLOUD }}
+      EDGEFN_TOKEN: ${{ secrets.EDGEFN_TOKEN }}
+    steps:
+      - uses: actions/checkout@v4
+      - name: Install edgefn
+        run: cargo install --locked edgefn
+      - name: Apply, and wait for the fleet to converge
+        run: edgefn apply --wait --output json
+"#;
+
+/// The manifest fields of a new function, as YAML text.
+pub fn function_fields(name: &str, runtime: Runtime) -> Vec<(&'static str, String)> {
+    let handler = match runtime {
+        Runtime::Python3 => "main.handle".to_owned(),
+        Runtime::Node => "index.handler".to_owned(),
+        Runtime::Exec => "[\"./handler.sh\"]".to_owned(),
+    };
+    vec![
+        ("path", format!("functions/{name}")),
+        ("runtime", runtime.as_str().to_owned()),
+        ("handler", handler),
+    ]
+}
+
+/// The files of a new function, relative to the project folder.
+pub fn function(name: &str, runtime: Runtime) -> Vec<NewFile> {
+    let dir = format!("functions/{name}");
+    let code = match runtime {
+        Runtime::Python3 => NewFile::new(format!("{dir}/main.py"), python(name)),
+        Runtime::Node => NewFile::new(format!("{dir}/index.js"), node(name)),
+        Runtime::Exec => NewFile::executable(format!("{dir}/handler.sh"), exec(name)),
+    };
+    vec![code, NewFile::new(format!("{dir}/tests/example.yaml"), test_case(name))]
+}
+
+fn python(name: &str) -> String {
+    format!(
+        r#""""{name}: an edgefn function.
+
+edgefn calls `handle(event, context)` once per message matching one of the binding's triggers:
+event["topic"] is the message's topic and event["payload"] its payload (parsed JSON when it is
+JSON). What the function returns is its result.
+"""
+
+
+def handle(event, context):
+    return {{"topic": event["topic"], "received": event["payload"]}}
+"#
+    )
+}
+
+fn node(name: &str) -> String {
+    format!(
+        r#"// {name}: an edgefn function.
+//
+// edgefn calls `handler(event, context)` once per message matching one of the binding's
+// triggers: event.topic is the message's topic and event.payload its payload (parsed JSON when
+// it is JSON). What the function returns (or its promise resolves to) is its result.
+
+exports.handler = async (event, context) => {{
+  return {{ topic: event.topic, received: event.payload }};
+}};
+"#
+    )
+}
+
+fn exec(name: &str) -> String {
+    format!(
+        r#"#!/bin/sh
+# {name}: an edgefn function run as a plain executable (runtime: exec).
+# See runtime/PROTOCOL.md in the edgefn repository for how an exec function talks to edgefn.
+echo "{name} started"
+exec sleep infinity
+"#
+    )
+}
+
+fn test_case(name: &str) -> String {
+    format!(
+        r#"# A test case for `edgefn test`: a simulated message, and what {name} should do with it.
+trigger:
+  topic: sensors/demo/temperature
+  payload: {{ celsius: 21.5 }}
+expect:
+  result: {{ topic: sensors/demo/temperature, received: {{ celsius: 21.5 }} }}
+"#
+    )
+}

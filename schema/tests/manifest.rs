@@ -1,0 +1,417 @@
+//! The manifest's diagnostics, one test per problem, each asserting the code and the line:column
+//! it points at; plus desired-state resolution and the JSON Schema.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use edgefn_schema::{
+    Code, Diagnostics, EntryKind, Mode, ProjectFiles, Severity, Source, load, resolve,
+};
+
+/// A project tree in memory: the file checks are what is tested, not the file system.
+#[derive(Default)]
+struct Tree {
+    files: BTreeSet<&'static str>,
+    dirs: BTreeSet<&'static str>,
+    escaping: BTreeSet<&'static str>,
+}
+
+impl ProjectFiles for Tree {
+    fn kind(&self, rel: &str) -> Option<EntryKind> {
+        if self.files.contains(rel) {
+            Some(EntryKind::File)
+        } else if self.dirs.contains(rel) {
+            Some(EntryKind::Dir)
+        } else {
+            None
+        }
+    }
+    fn is_inside(&self, rel: &str) -> bool {
+        !self.escaping.iter().any(|e| rel.starts_with(e))
+    }
+}
+
+fn tree() -> Tree {
+    Tree {
+        files: ["functions/filter/main.py", "functions/hello/index.js", "functions/collect/run.sh"].into(),
+        dirs: ["functions", "functions/filter", "functions/hello", "functions/collect", "functions/linked"].into(),
+        escaping: ["functions/linked"].into(),
+    }
+}
+
+const VALID: &str = r#"apiVersion: edgefn/v1
+project: demo
+functions:
+  filter:
+    path: functions/filter
+    runtime: python3
+    handler: main.handle
+    memory: 64Mi
+    cpu: 500m
+    timeout: 3s
+    env: { THRESHOLD: 40 }
+  hello:
+    path: functions/hello
+    runtime: node
+    handler: index.handler
+  collect:
+    path: functions/collect
+    runtime: exec
+    handler: ["./run.sh", "--fast"]
+devices:
+  gw-01: { labels: { site: sh, role: gateway } }
+  gw-02: { labels: { site: bj, role: gateway } }
+  vm-01: {}
+bindings:
+  - function: filter
+    devices: { labels: { role: gateway } }
+    triggers: [ { topic: "sensors/+/temperature" } ]
+    concurrency: 4
+    idleTimeout: 60s
+  - function: hello
+    devices: { names: [vm-01] }
+    triggers: [ "hello/#" ]
+    memory: 32Mi
+    env: { GREETING: hi }
+  - function: collect
+    devices: { names: [gw-01] }
+    mode: continuous
+routes:
+  - { from: "alerts/#", to: cloud }
+  - { from: "cloud:commands/#", to: local, devices: { labels: { site: sh } } }
+"#;
+
+fn check(text: &str) -> Result<edgefn_schema::Loaded, Diagnostics> {
+    load(&Source::new("edgefn.yaml", text), Some(&tree()))
+}
+
+/// Every diagnostic as (code, line, column), errors and warnings.
+fn problems(text: &str) -> Vec<(Code, usize, usize)> {
+    let diags = match check(text) {
+        Ok(l) => l.warnings,
+        Err(d) => d,
+    };
+    diags
+        .iter()
+        .map(|d| {
+            let loc = d.location();
+            (d.code, loc.line, loc.column)
+        })
+        .collect()
+}
+
+/// `VALID` with `from` replaced by `to` (which must occur).
+fn with(from: &str, to: &str) -> String {
+    assert!(VALID.contains(from), "{from:?} not in the valid manifest");
+    VALID.replacen(from, to, 1)
+}
+
+#[test]
+fn the_valid_manifest_loads_without_problems() {
+    let loaded = check(VALID).unwrap_or_else(|d| panic!("{:#?}", problems_of(&d)));
+    assert!(loaded.warnings.is_empty(), "{:?}", problems(VALID));
+    let m = loaded.manifest;
+    assert_eq!(m.functions.len(), 3);
+    assert_eq!(m.functions["filter"].env["THRESHOLD"], "40");
+    assert_eq!(m.bindings[1].triggers[0].topic, "hello/#");
+    assert_eq!(m.bindings[2].mode, Mode::Continuous);
+}
+
+fn problems_of(d: &Diagnostics) -> Vec<String> {
+    d.iter().map(|d| format!("{} {:?} {}", d.code, d.location(), d.message)).collect()
+}
+
+#[test]
+fn yaml_syntax_error() {
+    assert_eq!(problems(&with("project: demo\n", "project: [demo\n")), vec![(Code::YamlSyntax, 3, 10)]);
+}
+
+#[test]
+fn tabs_are_a_syntax_error() {
+    let p = problems(&with("  hello:\n", "\thello:\n"));
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].0, Code::YamlSyntax);
+    assert_eq!(p[0].1, 12);
+}
+
+#[test]
+fn unknown_key_with_suggestion() {
+    let text = with("    memory: 64Mi\n", "    memroy: 64Mi\n");
+    assert_eq!(problems(&text), vec![(Code::UnknownKey, 8, 5)]);
+    let d = check(&text).unwrap_err();
+    assert_eq!(d.0[0].labels[0].text, "did you mean `memory`?");
+}
+
+#[test]
+fn unknown_top_level_key() {
+    assert_eq!(problems(&with("project: demo\n", "project: demo\nfunction: {}\n")), vec![(Code::UnknownKey, 3, 1)]);
+}
+
+#[test]
+fn wrong_types() {
+    assert_eq!(problems(&with("    concurrency: 4\n", "    concurrency: four\n")), vec![(Code::WrongType, 28, 18)]);
+    assert_eq!(
+        problems(&with("  - { from: \"alerts/#\", to: cloud }\n", "  - alerts\n")),
+        vec![(Code::WrongType, 39, 5)]
+    );
+    assert_eq!(problems(&with("    triggers: [ \"hello/#\" ]\n", "    triggers: \"hello/#\"\n")), vec![(Code::WrongType, 32, 15)]);
+}
+
+#[test]
+fn missing_required_key() {
+    assert_eq!(problems(&with("    runtime: node\n", "")), vec![(Code::MissingKey, 12, 3)]);
+    assert_eq!(problems(&with("project: demo\n", "")), vec![(Code::MissingKey, 1, 1)]);
+}
+
+#[test]
+fn duplicate_function_names() {
+    let text = with("  collect:\n", "  hello:\n");
+    let p = problems(&text);
+    // `collect` is now undefined, so its binding is reported too.
+    assert_eq!(p, vec![(Code::DuplicateKey, 16, 3), (Code::UnknownFunction, 35, 15)]);
+    let d = check(&text).unwrap_err();
+    let first = d.0[0].source().line_col(d.0[0].labels[1].span.offset);
+    assert_eq!(first, (12, 3), "the second label points at the first definition");
+}
+
+#[test]
+fn duplicate_binding_names() {
+    let text = with("  - function: collect\n", "  - function: collect\n    name: hello\n");
+    assert_eq!(problems(&text), vec![(Code::DuplicateName, 36, 11)]);
+}
+
+#[test]
+fn binding_with_unknown_function() {
+    let text = with("  - function: hello\n", "  - function: helo\n");
+    assert_eq!(problems(&text), vec![(Code::UnusedFunction, 12, 3), (Code::UnknownFunction, 30, 15)]);
+    let d = check(&text).unwrap_err();
+    assert!(d.0.iter().any(|d| d.labels[0].text == "did you mean `hello`?"));
+}
+
+#[test]
+fn selector_naming_unknown_device() {
+    assert_eq!(problems(&with("names: [vm-01]", "names: [vm-1]")), vec![(Code::UnknownDevice, 31, 24)]);
+}
+
+#[test]
+fn selector_matching_nothing_is_a_warning() {
+    let text = with("{ labels: { role: gateway } }", "{ labels: { role: router } }");
+    assert_eq!(problems(&text), vec![(Code::SelectorMatchesNothing, 26, 14)]);
+    let loaded = check(&text).expect("only a warning");
+    assert_eq!(loaded.warnings.0[0].severity, Severity::Warning);
+}
+
+#[test]
+fn selector_with_both_or_neither() {
+    let text = with("{ names: [vm-01] }", "{ names: [vm-01], labels: {} }");
+    assert_eq!(problems(&text), vec![(Code::InvalidSelector, 31, 14)]);
+}
+
+#[test]
+fn topic_filter_hash_not_last() {
+    assert_eq!(problems(&with("sensors/+/temperature", "sensors/#/temperature")), vec![(Code::InvalidTopic, 27, 35)]);
+}
+
+#[test]
+fn topic_filter_plus_not_whole_level() {
+    assert_eq!(problems(&with("sensors/+/temperature", "sensors/s+/temperature")), vec![(Code::InvalidTopic, 27, 36)]);
+    assert_eq!(problems(&with("\"alerts/#\"", "\"alerts/x#\"")), vec![(Code::InvalidTopic, 39, 22)]);
+}
+
+#[test]
+fn route_topic_errors_point_past_the_cloud_prefix() {
+    assert_eq!(problems(&with("cloud:commands/#", "cloud:commands/+x")), vec![(Code::InvalidTopic, 40, 29)]);
+}
+
+#[test]
+fn route_direction_mismatch() {
+    assert_eq!(problems(&with("{ from: \"alerts/#\", to: cloud }", "{ from: \"alerts/#\", to: local }")), vec![(Code::InvalidRoute, 39, 13)]);
+}
+
+#[test]
+fn bad_quantities() {
+    assert_eq!(problems(&with("memory: 64Mi", "memory: 64MB")), vec![(Code::InvalidQuantity, 8, 13)]);
+    assert_eq!(problems(&with("cpu: 500m", "cpu: half")), vec![(Code::InvalidQuantity, 9, 10)]);
+    assert_eq!(problems(&with("timeout: 3s", "timeout: 3")), vec![(Code::InvalidQuantity, 10, 14)]);
+    assert_eq!(problems(&with("idleTimeout: 60s", "idleTimeout: 1y")), vec![(Code::InvalidQuantity, 29, 18)]);
+}
+
+#[test]
+fn out_of_range_quantities() {
+    assert_eq!(problems(&with("memory: 64Mi", "memory: 1Mi")), vec![(Code::OutOfRange, 8, 13)]);
+    assert_eq!(problems(&with("timeout: 3s", "timeout: 2h")), vec![(Code::OutOfRange, 10, 14)]);
+    assert_eq!(problems(&with("concurrency: 4", "concurrency: 0")), vec![(Code::OutOfRange, 28, 18)]);
+}
+
+#[test]
+fn continuous_binding_with_triggers() {
+    let text = with("    mode: continuous\n", "    mode: continuous\n    triggers: [ a/b ]\n");
+    assert_eq!(problems(&text), vec![(Code::ContinuousWithTriggers, 38, 5)]);
+}
+
+#[test]
+fn triggered_binding_without_triggers() {
+    assert_eq!(problems(&with("    mode: continuous\n", "")), vec![(Code::TriggeredWithoutTriggers, 35, 5)]);
+}
+
+#[test]
+fn function_path_missing() {
+    assert_eq!(problems(&with("path: functions/hello", "path: functions/gone")), vec![(Code::PathMissing, 13, 11)]);
+}
+
+#[test]
+fn function_path_outside_project() {
+    assert_eq!(problems(&with("path: functions/hello", "path: ../elsewhere")), vec![(Code::PathOutsideProject, 13, 11)]);
+    assert_eq!(problems(&with("path: functions/hello", "path: /opt/hello")), vec![(Code::PathOutsideProject, 13, 11)]);
+    // A folder inside the project that is a symlink to somewhere outside it.
+    assert_eq!(problems(&with("path: functions/hello", "path: functions/linked")), vec![(Code::PathOutsideProject, 13, 11)]);
+}
+
+#[test]
+fn handler_file_missing() {
+    assert_eq!(problems(&with("handler: main.handle", "handler: app.handle")), vec![(Code::HandlerMissing, 7, 14)]);
+    assert_eq!(problems(&with("handler: index.handler", "handler: server.handler")), vec![(Code::HandlerMissing, 15, 14)]);
+    assert_eq!(problems(&with("[\"./run.sh\", \"--fast\"]", "[\"./go.sh\"]")), vec![(Code::HandlerMissing, 19, 14)]);
+}
+
+#[test]
+fn handler_of_the_wrong_form() {
+    assert_eq!(problems(&with("handler: main.handle", "handler: main")), vec![(Code::InvalidHandler, 7, 14)]);
+    assert_eq!(problems(&with("handler: index.handler", "handler: [index.js]")), vec![(Code::WrongType, 15, 14)]);
+}
+
+#[test]
+fn unsupported_api_version() {
+    assert_eq!(problems(&with("edgefn/v1", "edgefn/v2")), vec![(Code::ApiVersion, 1, 13)]);
+}
+
+#[test]
+fn invalid_names() {
+    assert_eq!(problems(&with("  vm-01: {}\n", "  VM_01!: {}\n")), vec![(Code::InvalidName, 23, 3), (Code::UnknownDevice, 31, 24)]);
+    assert_eq!(problems(&with("THRESHOLD: 40", "1THRESHOLD: 40")), vec![(Code::InvalidName, 11, 12)]);
+}
+
+#[test]
+fn every_problem_is_reported_in_one_run() {
+    let text = VALID
+        .replacen("edgefn/v1", "edgefn/v9", 1)
+        .replacen("memory: 64Mi", "memory: lots", 1)
+        .replacen("runtime: node", "runtime: nodejs", 1)
+        .replacen("sensors/+/temperature", "sensors/#/x", 1)
+        .replacen("names: [gw-01]", "names: [gw-09]", 1);
+    let codes: Vec<Code> = problems(&text).into_iter().map(|p| p.0).collect();
+    assert_eq!(
+        codes,
+        vec![Code::ApiVersion, Code::InvalidQuantity, Code::InvalidValue, Code::InvalidTopic, Code::UnknownDevice]
+    );
+}
+
+#[test]
+fn empty_and_non_mapping_files() {
+    assert_eq!(problems(""), vec![(Code::MissingKey, 1, 1)]);
+    assert_eq!(problems("- a\n- b\n"), vec![(Code::WrongType, 1, 1)]);
+    assert_eq!(problems("a: 1\n---\nb: 2\n"), vec![(Code::YamlSyntax, 2, 1)]);
+}
+
+#[test]
+fn every_code_is_namespaced_and_unique() {
+    let mut seen = BTreeSet::new();
+    for code in Code::ALL {
+        assert!(code.as_str().starts_with("edgefn::manifest::"));
+        assert!(seen.insert(code.as_str()), "{code} twice");
+    }
+}
+
+// ---- desired-state resolution ----
+
+fn manifest(text: &str) -> edgefn_schema::Manifest {
+    check(text).unwrap_or_else(|d| panic!("{:#?}", problems_of(&d))).manifest
+}
+
+#[test]
+fn resolution_picks_what_each_device_runs() {
+    let m = manifest(VALID);
+    let none = BTreeMap::new();
+    let gw1 = resolve(&m, "gw-01", &none).expect("device exists");
+    let names: Vec<&str> = gw1.bindings.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["collect", "filter"]);
+    assert_eq!(gw1.functions.keys().collect::<Vec<_>>(), ["collect", "filter"]);
+    assert_eq!(gw1.routes.len(), 2);
+    let filter = &gw1.bindings[1];
+    assert_eq!((filter.memory_bytes, filter.cpu_millis, filter.timeout_ms), (64 << 20, 500, 3000));
+    assert_eq!((filter.concurrency, filter.idle_timeout_ms), (4, 60_000));
+    assert_eq!(filter.env["THRESHOLD"], "40");
+
+    let gw2 = resolve(&m, "gw-02", &none).expect("device exists");
+    assert_eq!(gw2.bindings.len(), 1);
+    assert_eq!(gw2.routes.len(), 1, "the cloud→local route is only for site sh");
+
+    let vm = resolve(&m, "vm-01", &none).expect("device exists");
+    let hello = &vm.bindings[0];
+    assert_eq!(hello.memory_bytes, 32 << 20, "binding override");
+    assert_eq!(hello.timeout_ms, 10_000, "default");
+    assert_eq!(hello.env["GREETING"], "hi");
+    assert!(resolve(&m, "nope", &none).is_none());
+}
+
+#[test]
+fn digest_is_stable_and_changes_only_for_touched_devices() {
+    let before = manifest(VALID);
+    let none = BTreeMap::new();
+    let digest = |m: &edgefn_schema::Manifest, d: &str| resolve(m, d, &none).expect("device").digest();
+    assert_eq!(digest(&before, "gw-01"), digest(&manifest(VALID), "gw-01"), "same input, same digest");
+    assert_eq!(digest(&before, "gw-01").len(), 64);
+
+    // Change only what vm-01 runs.
+    let after = manifest(&with("    memory: 32Mi\n", "    memory: 48Mi\n"));
+    assert_ne!(digest(&before, "vm-01"), digest(&after, "vm-01"));
+    assert_eq!(digest(&before, "gw-01"), digest(&after, "gw-01"));
+    assert_eq!(digest(&before, "gw-02"), digest(&after, "gw-02"));
+
+    // Reordering devices and comments changes nothing.
+    let reordered = with("  gw-01: { labels: { site: sh, role: gateway } }\n", "  # first\n  gw-01: { labels: { role: gateway, site: sh } }\n");
+    for d in ["gw-01", "gw-02", "vm-01"] {
+        assert_eq!(digest(&before, d), digest(&manifest(&reordered), d));
+    }
+
+    // A new bundle digest for `filter` touches the gateways only.
+    let bundles: BTreeMap<String, String> = [("filter".to_owned(), "ab".repeat(32))].into();
+    let with_bundle = |d: &str| resolve(&before, d, &bundles).expect("device").digest();
+    assert_ne!(digest(&before, "gw-02"), with_bundle("gw-02"));
+    assert_eq!(digest(&before, "vm-01"), with_bundle("vm-01"));
+}
+
+#[test]
+fn manifest_round_trips_through_json() {
+    let m = manifest(VALID);
+    let json = serde_json::to_string(&m).expect("serializes");
+    let back: edgefn_schema::Manifest = serde_json::from_str(&json).expect("deserializes");
+    assert_eq!(m, back);
+}
+
+// ---- JSON Schema ----
+
+#[test]
+fn checked_in_json_schema_is_current() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/edgefn.schema.json");
+    let fresh = edgefn_schema::json_schema();
+    if std::env::var_os("EDGEFN_BLESS").is_some() {
+        std::fs::write(path, &fresh).expect("write schema");
+    }
+    let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        on_disk == fresh,
+        "schema/edgefn.schema.json is stale: regenerate it with `EDGEFN_BLESS=1 cargo test -p edgefn-schema --test manifest`"
+    );
+}
+
+#[test]
+fn json_schema_describes_the_format() {
+    let schema: serde_json::Value = serde_json::from_str(&edgefn_schema::json_schema()).expect("json");
+    let props = &schema["properties"];
+    for key in ["apiVersion", "project", "functions", "devices", "bindings", "routes"] {
+        assert!(props.get(key).is_some(), "{key} missing");
+    }
+    assert_eq!(schema["additionalProperties"], false);
+    let required: Vec<&str> = schema["required"].as_array().expect("required").iter().filter_map(|v| v.as_str()).collect();
+    assert_eq!(required, ["apiVersion", "project"]);
+}
