@@ -25,16 +25,24 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a new edgefn project: manifest, functions/, .gitignore and a CI workflow
-    #[command(after_help = "Example:\n  edgefn init my-fleet\n  edgefn init . --name smart-factory")]
+    #[command(
+        after_help = "Example:\n  edgefn init my-fleet\n  edgefn init . --name smart-factory"
+    )]
     Init(InitArgs),
     /// Add a function: a working handler, a sample test case, and its entry in edgefn.yaml
-    #[command(after_help = "Example:\n  edgefn new temp-filter --runtime python3\n  edgefn new collector --runtime exec")]
+    #[command(
+        after_help = "Example:\n  edgefn new temp-filter --runtime python3\n  edgefn new collector --runtime exec"
+    )]
     New(NewArgs),
     /// Check edgefn.yaml (and the functions' test cases) and report every problem found
-    #[command(after_help = "Example:\n  edgefn validate\n  edgefn validate -f deploy/edgefn.yaml --format json")]
+    #[command(
+        after_help = "Example:\n  edgefn validate\n  edgefn validate -f deploy/edgefn.yaml --format json"
+    )]
     Validate(ValidateArgs),
     /// Print a shell completion script
-    #[command(after_help = "Example:\n  edgefn completions bash > ~/.local/share/bash-completion/completions/edgefn\n  edgefn completions zsh > \"${fpath[1]}/_edgefn\"")]
+    #[command(
+        after_help = "Example:\n  edgefn completions bash > ~/.local/share/bash-completion/completions/edgefn\n  edgefn completions zsh > \"${fpath[1]}/_edgefn\""
+    )]
     Completions(CompletionsArgs),
 }
 

@@ -12,7 +12,9 @@ use edgefn_schema::yaml::{self, Node, NodeKind};
 #[derive(Debug, thiserror::Error)]
 pub enum EditError {
     /// The manifest does not parse, or is not a mapping.
-    #[error("edgefn.yaml is not a YAML mapping that can be edited; fix it first (`edgefn validate` says how)")]
+    #[error(
+        "edgefn.yaml is not a YAML mapping that can be edited; fix it first (`edgefn validate` says how)"
+    )]
     Unparseable,
     /// A function of that name exists.
     #[error("function `{0}` is already in edgefn.yaml")]
@@ -23,13 +25,17 @@ pub enum EditError {
 }
 
 /// Inserts a function entry `name` with `fields` (key and YAML-formatted value, in order).
-pub fn add_function(text: &str, name: &str, fields: &[(&str, String)]) -> Result<String, EditError> {
+pub fn add_function(
+    text: &str,
+    name: &str,
+    fields: &[(&str, String)],
+) -> Result<String, EditError> {
     let source = Source::new("edgefn.yaml", text);
     let (Some(root), _) = yaml::parse(&source) else {
         return Err(EditError::Unparseable);
     };
     let NodeKind::Map(top) = &root.kind else {
-        return Err(if root.is_null() { EditError::Unparseable } else { EditError::Unparseable });
+        return Err(EditError::Unparseable);
     };
     let edited = match root.entry("functions") {
         None => {
@@ -60,14 +66,21 @@ pub fn add_function(text: &str, name: &str, fields: &[(&str, String)]) -> Result
                 NodeKind::Map(entries) if flow(text, value) && !entries.is_empty() => {
                     // `functions: { a: {...} }`: add `, name: {...}` before the closing brace.
                     let close = value.span.end() - 1;
-                    let inline: Vec<String> = fields.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-                    splice(text, close, &format!(", {name}: {{ {} }} ", inline.join(", ")).replace("  }", " }"))
+                    let inline: Vec<String> =
+                        fields.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                    splice(
+                        text,
+                        close,
+                        &format!(", {name}: {{ {} }} ", inline.join(", ")).replace("  }", " }"),
+                    )
                 }
                 NodeKind::Map(entries) if !entries.is_empty() => {
                     let (first_key, first_value) = &entries[0];
                     let entry_indent = " ".repeat(column(&source, first_key.span.offset));
                     let step = match &first_value.kind {
-                        NodeKind::Map(children) if !children.is_empty() && !flow(text, first_value) => {
+                        NodeKind::Map(children)
+                            if !children.is_empty() && !flow(text, first_value) =>
+                        {
                             column(&source, children[0].0.span.offset)
                                 .saturating_sub(column(&source, first_key.span.offset))
                                 .max(1)
@@ -99,7 +112,11 @@ pub fn add_function(text: &str, name: &str, fields: &[(&str, String)]) -> Result
     // The edit must load and contain the new function.
     let check = Source::new("edgefn.yaml", edited.as_str());
     match yaml::parse(&check) {
-        (Some(root), diags) if diags.is_empty() && root.get("functions").and_then(|f| f.get(name)).is_some() => Ok(edited),
+        (Some(root), diags)
+            if diags.is_empty() && root.get("functions").and_then(|f| f.get(name)).is_some() =>
+        {
+            Ok(edited)
+        }
         _ => Err(EditError::Failed),
     }
 }
@@ -177,25 +194,36 @@ mod tests {
 
     #[test]
     fn fills_an_empty_section() {
-        let text = "apiVersion: edgefn/v1\nproject: p\nfunctions:   # add functions here\ndevices: {}\n";
+        let text =
+            "apiVersion: edgefn/v1\nproject: p\nfunctions:   # add functions here\ndevices: {}\n";
         let out = add_function(text, "avg", &fields()).unwrap();
         assert!(out.starts_with("apiVersion: edgefn/v1\nproject: p\nfunctions:   # add functions here\n  avg:\n    path: functions/avg\n"), "{out}");
         let out = add_function("project: p\nfunctions: {}\n", "avg", &fields()).unwrap();
-        assert_eq!(out, "project: p\nfunctions: \n  avg:\n    path: functions/avg\n    runtime: python3\n    handler: main.handle\n");
+        assert_eq!(
+            out,
+            "project: p\nfunctions: \n  avg:\n    path: functions/avg\n    runtime: python3\n    handler: main.handle\n"
+        );
     }
 
     #[test]
     fn adds_the_section_before_devices() {
         let text = "apiVersion: edgefn/v1\nproject: p\n\ndevices:\n  d: {}\n";
         let out = add_function(text, "avg", &fields()).unwrap();
-        assert_eq!(out, "apiVersion: edgefn/v1\nproject: p\n\nfunctions:\n  avg:\n    path: functions/avg\n    runtime: python3\n    handler: main.handle\n\ndevices:\n  d: {}\n");
+        assert_eq!(
+            out,
+            "apiVersion: edgefn/v1\nproject: p\n\nfunctions:\n  avg:\n    path: functions/avg\n    runtime: python3\n    handler: main.handle\n\ndevices:\n  d: {}\n"
+        );
     }
 
     #[test]
     fn keeps_flow_style() {
-        let text = "project: p\nfunctions: { a: { path: functions/a, runtime: exec, handler: ./a } }\n";
+        let text =
+            "project: p\nfunctions: { a: { path: functions/a, runtime: exec, handler: ./a } }\n";
         let out = add_function(text, "avg", &fields()).unwrap();
-        assert_eq!(out, "project: p\nfunctions: { a: { path: functions/a, runtime: exec, handler: ./a }, avg: { path: functions/avg, runtime: python3, handler: main.handle } }\n");
+        assert_eq!(
+            out,
+            "project: p\nfunctions: { a: { path: functions/a, runtime: exec, handler: ./a }, avg: { path: functions/avg, runtime: python3, handler: main.handle } }\n"
+        );
     }
 
     #[test]
@@ -208,8 +236,17 @@ mod tests {
     #[test]
     fn refuses_duplicates_and_broken_files() {
         let text = "project: p\nfunctions:\n  avg:\n    path: x\n";
-        assert!(matches!(add_function(text, "avg", &fields()), Err(EditError::Exists(_))));
-        assert!(matches!(add_function("a: [1,\n", "avg", &fields()), Err(EditError::Unparseable)));
-        assert!(matches!(add_function("- 1\n", "avg", &fields()), Err(EditError::Unparseable)));
+        assert!(matches!(
+            add_function(text, "avg", &fields()),
+            Err(EditError::Exists(_))
+        ));
+        assert!(matches!(
+            add_function("a: [1,\n", "avg", &fields()),
+            Err(EditError::Unparseable)
+        ));
+        assert!(matches!(
+            add_function("- 1\n", "avg", &fields()),
+            Err(EditError::Unparseable)
+        ));
     }
 }

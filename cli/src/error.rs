@@ -9,7 +9,10 @@ use std::process::ExitCode;
 pub enum CliError {
     /// No manifest found.
     #[error("no edgefn.yaml in {} or any parent folder", .searched.display())]
-    #[diagnostic(code(edgefn::cli::no_manifest), help("create a project with `edgefn init`, or name the manifest with `-f FILE`"))]
+    #[diagnostic(
+        code(edgefn::cli::no_manifest),
+        help("create a project with `edgefn init`, or name the manifest with `-f FILE`")
+    )]
     NoManifest {
         /// Where the search started.
         searched: PathBuf,
@@ -48,9 +51,16 @@ pub enum CliError {
 
 impl CliError {
     /// Wraps an I/O error with what was being done.
-    pub fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+    pub fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
-        move |source| CliError::Io { action, path, source }
+        move |source| CliError::Io {
+            action,
+            path,
+            source,
+        }
     }
 }
 

@@ -118,8 +118,14 @@ impl ProjectFiles for FsFiles {
 /// Writes `contents` to `path` atomically: a temporary file in the same folder, fsync, rename.
 /// A crash leaves the old file or the new one, never half of one.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> CliResult<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.edgefn-tmp-{}", std::process::id()));
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;
@@ -170,7 +176,11 @@ impl NewFile {
 /// a refused command leaves the folder as it was.
 pub fn create_files(base: &Path, files: &[NewFile], force: bool, hint: &str) -> CliResult<()> {
     if !force {
-        if let Some(existing) = files.iter().map(|f| base.join(&f.path)).find(|p| p.exists()) {
+        if let Some(existing) = files
+            .iter()
+            .map(|f| base.join(&f.path))
+            .find(|p| p.exists())
+        {
             return Err(CliError::Exists {
                 path: existing,
                 hint: hint.to_owned(),

@@ -15,7 +15,10 @@ pub fn project(name: &str) -> Vec<NewFile> {
     vec![
         NewFile::new("edgefn.yaml", manifest(name)),
         NewFile::new("functions/.gitkeep", ""),
-        NewFile::new(".gitignore", "# edgefn dev state (local control plane and agents)\n.edgefn/\n"),
+        NewFile::new(
+            ".gitignore",
+            "# edgefn dev state (local control plane and agents)\n.edgefn/\n",
+        ),
         NewFile::new(
             ".edgefnignore",
             "# Files left out of function bundles (gitignore syntax). `tests/` is always left out.\n__pycache__/\n*.pyc\nnode_modules/.cache/\n",
@@ -116,7 +119,10 @@ pub fn function(name: &str, runtime: Runtime) -> Vec<NewFile> {
         Runtime::Node => NewFile::new(format!("{dir}/index.js"), node(name)),
         Runtime::Exec => NewFile::executable(format!("{dir}/handler.sh"), exec(name)),
     };
-    vec![code, NewFile::new(format!("{dir}/tests/example.yaml"), test_case(name))]
+    vec![
+        code,
+        NewFile::new(format!("{dir}/tests/example.yaml"), test_case(name)),
+    ]
 }
 
 fn python(name: &str) -> String {

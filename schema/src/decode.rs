@@ -32,7 +32,8 @@ impl Locations {
 
 /// The first line of a span: a readable place to point at a whole mapping.
 pub fn first_line(source: &Source, span: Span) -> Span {
-    let text = &source.text()[span.offset.min(source.text().len())..span.end().min(source.text().len())];
+    let text =
+        &source.text()[span.offset.min(source.text().len())..span.end().min(source.text().len())];
     let len = text.find('\n').unwrap_or(text.len());
     Span::new(span.offset, len.max(usize::from(span.len > 0)))
 }
@@ -110,12 +111,20 @@ impl<'s> Cx<'s> {
 
     fn wrong_type(&mut self, node: &Node, expected: &str, what: &str, example: &str) {
         let found = node.type_name();
-        let span = if node.span.len == 0 { node.span } else { first_line(self.source, node.span) };
-        self.emit(self.error(
-            Code::WrongType,
-            span,
-            format!("expected {expected} for {what}, found {found}"),
-        ).label(format!("this is {found}")).help(format!("write {what} as {expected}, e.g. {example}")));
+        let span = if node.span.len == 0 {
+            node.span
+        } else {
+            first_line(self.source, node.span)
+        };
+        self.emit(
+            self.error(
+                Code::WrongType,
+                span,
+                format!("expected {expected} for {what}, found {found}"),
+            )
+            .label(format!("this is {found}"))
+            .help(format!("write {what} as {expected}, e.g. {example}")),
+        );
     }
 
     /// Checks that `node` is a mapping with only `keys` (reporting unknown keys, with a
@@ -129,7 +138,12 @@ impl<'s> Cx<'s> {
         anchor: Span,
     ) -> Option<Obj<'n>> {
         let NodeKind::Map(entries) = &node.kind else {
-            self.wrong_type(node, "a mapping", what, &format!("`{}: ...`", keys.first().copied().unwrap_or("key")));
+            self.wrong_type(
+                node,
+                "a mapping",
+                what,
+                &format!("`{}: ...`", keys.first().copied().unwrap_or("key")),
+            );
             return None;
         };
         for (k, _) in entries {
@@ -138,12 +152,16 @@ impl<'s> Cx<'s> {
                 Some(key) => {
                     let suggestion = did_you_mean(key, keys.iter().copied());
                     self.emit(
-                        self.error(Code::UnknownKey, k.span, format!("unknown key `{key}` in {what}"))
-                            .label(match suggestion {
-                                Some(s) => format!("did you mean `{s}`?"),
-                                None => "not a known key".to_owned(),
-                            })
-                            .help(format!("{what} may have {}", list(keys))),
+                        self.error(
+                            Code::UnknownKey,
+                            k.span,
+                            format!("unknown key `{key}` in {what}"),
+                        )
+                        .label(match suggestion {
+                            Some(s) => format!("did you mean `{s}`?"),
+                            None => "not a known key".to_owned(),
+                        })
+                        .help(format!("{what} may have {}", list(keys))),
                     );
                 }
                 None => self.wrong_type(k, "a string", &format!("a key of {what}"), "`name:`"),
@@ -153,14 +171,23 @@ impl<'s> Cx<'s> {
             if node.get(key).is_none_or(Node::is_null) {
                 let present = node.entry(key);
                 let span = present.map_or(anchor, |(k, _)| k.span);
-                self.emit(self.error(Code::MissingKey, span, format!("{what} has no `{key}`")).label(format!("`{key}` is required here")).help(format!("add `{key}:` to {what}")));
+                self.emit(
+                    self.error(Code::MissingKey, span, format!("{what} has no `{key}`"))
+                        .label(format!("`{key}` is required here"))
+                        .help(format!("add `{key}:` to {what}")),
+                );
             }
         }
         Some(Obj { node })
     }
 
     /// A mapping with arbitrary keys (names of functions, devices, labels).
-    pub fn named_map<'n>(&mut self, node: &'n Node, what: &str, example: &str) -> Option<&'n [(Node, Node)]> {
+    pub fn named_map<'n>(
+        &mut self,
+        node: &'n Node,
+        what: &str,
+        example: &str,
+    ) -> Option<&'n [(Node, Node)]> {
         if node.is_null() {
             return Some(&[]);
         }
@@ -210,7 +237,15 @@ impl<'s> Cx<'s> {
         match text.parse::<i64>() {
             Ok(n) if n >= i64::from(min) && n <= i64::from(max) => u32::try_from(n).ok(),
             Ok(n) => {
-                self.emit(self.error(Code::OutOfRange, node.span, format!("{what} is {n}, outside {min}..={max}")).label("out of range").help(format!("use a value from {min} to {max}")));
+                self.emit(
+                    self.error(
+                        Code::OutOfRange,
+                        node.span,
+                        format!("{what} is {n}, outside {min}..={max}"),
+                    )
+                    .label("out of range")
+                    .help(format!("use a value from {min} to {max}")),
+                );
                 None
             }
             Err(_) => {
@@ -235,16 +270,32 @@ impl<'s> Cx<'s> {
         match text.parse::<T>() {
             Ok(v) if v >= min && v <= max => Some(v),
             Ok(v) => {
-                let bound = if v < min { format!("below the minimum `{min}`") } else { format!("above the maximum `{max}`") };
+                let bound = if v < min {
+                    format!("below the minimum `{min}`")
+                } else {
+                    format!("above the maximum `{max}`")
+                };
                 self.emit(
-                    self.error(Code::OutOfRange, node.span, format!("{what} `{text}` is {bound}"))
-                        .label("out of range")
-                        .help(format!("use a value from `{min}` to `{max}`")),
+                    self.error(
+                        Code::OutOfRange,
+                        node.span,
+                        format!("{what} `{text}` is {bound}"),
+                    )
+                    .label("out of range")
+                    .help(format!("use a value from `{min}` to `{max}`")),
                 );
                 None
             }
             Err(e) => {
-                self.emit(self.error(Code::InvalidQuantity, node.span, format!("invalid {what}: {}", e.message)).label("not a valid quantity").help(e.help));
+                self.emit(
+                    self.error(
+                        Code::InvalidQuantity,
+                        node.span,
+                        format!("invalid {what}: {}", e.message),
+                    )
+                    .label("not a valid quantity")
+                    .help(e.help),
+                );
                 None
             }
         }
@@ -257,12 +308,18 @@ impl<'s> Cx<'s> {
             return Some(c);
         }
         let suggestion = did_you_mean(&text, choices.iter().copied());
-        self.emit(self.error(Code::InvalidValue, node.span, format!("`{text}` is not a valid {what}"))
+        self.emit(
+            self.error(
+                Code::InvalidValue,
+                node.span,
+                format!("`{text}` is not a valid {what}"),
+            )
             .label(match suggestion {
                 Some(s) => format!("did you mean `{s}`?"),
                 None => format!("expected one of {}", list(choices)),
             })
-            .help(format!("{what} is one of {}", list(choices))));
+            .help(format!("{what} is one of {}", list(choices))),
+        );
         None
     }
 

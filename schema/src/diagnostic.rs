@@ -234,7 +234,7 @@ impl miette::Diagnostic for Diagnostic {
     }
 
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
-        Some(&*self.source.inner_named())
+        Some(self.source.inner_named())
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
@@ -279,10 +279,7 @@ impl Diagnostics {
         self.0.sort_by(|a, b| {
             let pa = a.labels.first().map_or(0, |l| l.span.offset);
             let pb = b.labels.first().map_or(0, |l| l.span.offset);
-            a.source
-                .name()
-                .cmp(b.source.name())
-                .then(pa.cmp(&pb))
+            a.source.name().cmp(b.source.name()).then(pa.cmp(&pb))
         });
     }
 
@@ -323,7 +320,12 @@ where
 {
     candidates
         .into_iter()
-        .map(|c| (strsim::jaro_winkler(&word.to_lowercase(), &c.to_lowercase()), c))
+        .map(|c| {
+            (
+                strsim::jaro_winkler(&word.to_lowercase(), &c.to_lowercase()),
+                c,
+            )
+        })
         .filter(|(score, _)| *score > 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, c)| c)

@@ -34,10 +34,7 @@ pub use source::{Source, Span};
 /// The manifest's JSON Schema, generated from [`Manifest`].
 pub fn json_schema() -> String {
     let mut schema = schemars::schema_for!(Manifest);
-    schema.insert(
-        "$id".into(),
-        serde_json::Value::String(SCHEMA_URL.into()),
-    );
+    schema.insert("$id".into(), serde_json::Value::String(SCHEMA_URL.into()));
     let mut text = serde_json::to_string_pretty(&schema).expect("schema serializes");
     text.push('\n');
     text

@@ -77,12 +77,30 @@ pub fn load(source: &Source, files: Option<&dyn ProjectFiles>) -> Result<Loaded,
     }
 }
 
-const TOP_KEYS: &[&str] = &["apiVersion", "project", "functions", "devices", "bindings", "routes"];
-const FUNCTION_KEYS: &[&str] = &["path", "runtime", "handler", "memory", "cpu", "timeout", "env"];
+const TOP_KEYS: &[&str] = &[
+    "apiVersion",
+    "project",
+    "functions",
+    "devices",
+    "bindings",
+    "routes",
+];
+const FUNCTION_KEYS: &[&str] = &[
+    "path", "runtime", "handler", "memory", "cpu", "timeout", "env",
+];
 const DEVICE_KEYS: &[&str] = &["labels"];
 const BINDING_KEYS: &[&str] = &[
-    "name", "function", "devices", "mode", "triggers", "concurrency", "idleTimeout", "memory",
-    "cpu", "timeout", "env",
+    "name",
+    "function",
+    "devices",
+    "mode",
+    "triggers",
+    "concurrency",
+    "idleTimeout",
+    "memory",
+    "cpu",
+    "timeout",
+    "env",
 ];
 const SELECTOR_KEYS: &[&str] = &["names", "labels"];
 const ROUTE_KEYS: &[&str] = &["from", "to", "devices"];
@@ -100,18 +118,26 @@ fn decode(source: &Source) -> (Option<Manifest>, Cx<'_>) {
     if root.is_null() {
         cx.emit(
             cx.error(Code::MissingKey, anchor, "the manifest is empty")
-                .help("start with `apiVersion: edgefn/v1` and `project: NAME`, or run `edgefn init`"),
+                .help(
+                    "start with `apiVersion: edgefn/v1` and `project: NAME`, or run `edgefn init`",
+                ),
         );
         return (None, cx);
     }
-    let Some(top) = cx.object(&root, "the manifest", TOP_KEYS, &["apiVersion", "project"], anchor)
-    else {
+    let Some(top) = cx.object(
+        &root,
+        "the manifest",
+        TOP_KEYS,
+        &["apiVersion", "project"],
+        anchor,
+    ) else {
         return (None, cx);
     };
 
-    let api_version = top
-        .get("apiVersion")
-        .and_then(|n| cx.string(n, "`apiVersion`", "`edgefn/v1`").map(|v| (v, n.span)));
+    let api_version = top.get("apiVersion").and_then(|n| {
+        cx.string(n, "`apiVersion`", "`edgefn/v1`")
+            .map(|v| (v, n.span))
+    });
     if let Some((v, span)) = &api_version {
         if v != API_VERSION {
             cx.emit(
@@ -152,15 +178,30 @@ fn decode(source: &Source) -> (Option<Manifest>, Cx<'_>) {
         }
     }
     if let Some(n) = top.get("devices") {
-        for (k, v) in cx.named_map(n, "`devices`", "`devices: { gw-01: { labels: { site: lab } } }`").unwrap_or(&[]) {
-            let Some(name) = cx.string(k, "a device name", "`gw-01`") else { continue };
+        for (k, v) in cx
+            .named_map(
+                n,
+                "`devices`",
+                "`devices: { gw-01: { labels: { site: lab } } }`",
+            )
+            .unwrap_or(&[])
+        {
+            let Some(name) = cx.string(k, "a device name", "`gw-01`") else {
+                continue;
+            };
             check_name(&mut cx, &name, k.span, "device");
             cx.locs.record(format!("devices.{name}"), k.span);
             let mut device = Device::default();
             if !v.is_null() {
-                if let Some(obj) = cx.object(v, &format!("device `{name}`"), DEVICE_KEYS, &[], k.span) {
+                if let Some(obj) =
+                    cx.object(v, &format!("device `{name}`"), DEVICE_KEYS, &[], k.span)
+                {
                     if let Some(l) = obj.get("labels") {
-                        device.labels = cx.string_map(l, &format!("the labels of device `{name}`"), &format!("devices.{name}.labels"));
+                        device.labels = cx.string_map(
+                            l,
+                            &format!("the labels of device `{name}`"),
+                            &format!("devices.{name}.labels"),
+                        );
                     }
                 }
             }
@@ -175,7 +216,16 @@ fn decode(source: &Source) -> (Option<Manifest>, Cx<'_>) {
         }
     }
     if let Some(n) = top.get("routes") {
-        for (i, item) in cx.seq(n, "`routes`", "`routes: [ { from: \"alerts/#\", to: cloud } ]`").unwrap_or(&[]).iter().enumerate() {
+        for (i, item) in cx
+            .seq(
+                n,
+                "`routes`",
+                "`routes: [ { from: \"alerts/#\", to: cloud } ]`",
+            )
+            .unwrap_or(&[])
+            .iter()
+            .enumerate()
+        {
             if let Some(r) = decode_route(&mut cx, i, item) {
                 manifest.routes.push(r);
             }
@@ -188,14 +238,22 @@ fn decode(source: &Source) -> (Option<Manifest>, Cx<'_>) {
 fn check_name(cx: &mut Cx<'_>, name: &str, span: Span, kind: &str) {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric());
     if !ok {
         let fixed: String = name
             .to_lowercase()
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '-'
+                }
+            })
             .collect::<String>()
             .trim_matches(['-', '_'])
             .chars()
@@ -208,9 +266,13 @@ fn check_name(cx: &mut Cx<'_>, name: &str, span: Span, kind: &str) {
             help.push_str(&format!(", e.g. `{fixed}`"));
         }
         cx.emit(
-            cx.error(Code::InvalidName, span, format!("`{name}` is not a valid {kind} name"))
-                .label("invalid name")
-                .help(help),
+            cx.error(
+                Code::InvalidName,
+                span,
+                format!("`{name}` is not a valid {kind} name"),
+            )
+            .label("invalid name")
+            .help(help),
         );
     }
 }
@@ -223,15 +285,30 @@ fn decode_limits(
 ) -> (Option<Memory>, Option<Cpu>, Option<Duration>) {
     let memory = obj.get("memory").and_then(|n| {
         cx.locs.record(format!("{path}.memory"), n.span);
-        cx.quantity(n, &format!("memory of {owner}"), limits::MIN_MEMORY, limits::MAX_MEMORY)
+        cx.quantity(
+            n,
+            &format!("memory of {owner}"),
+            limits::MIN_MEMORY,
+            limits::MAX_MEMORY,
+        )
     });
     let cpu = obj.get("cpu").and_then(|n| {
         cx.locs.record(format!("{path}.cpu"), n.span);
-        cx.quantity(n, &format!("cpu of {owner}"), limits::MIN_CPU, limits::MAX_CPU)
+        cx.quantity(
+            n,
+            &format!("cpu of {owner}"),
+            limits::MIN_CPU,
+            limits::MAX_CPU,
+        )
     });
     let timeout = obj.get("timeout").and_then(|n| {
         cx.locs.record(format!("{path}.timeout"), n.span);
-        cx.quantity(n, &format!("timeout of {owner}"), limits::MIN_TIMEOUT, limits::MAX_TIMEOUT)
+        cx.quantity(
+            n,
+            &format!("timeout of {owner}"),
+            limits::MIN_TIMEOUT,
+            limits::MAX_TIMEOUT,
+        )
     });
     (memory, cpu, timeout)
 }
@@ -248,15 +325,25 @@ fn decode_env(cx: &mut Cx<'_>, obj: &Obj<'_>, path: &str, owner: &str) -> BTreeM
                 && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
                 cx.emit(
-                    cx.error(Code::InvalidName, k.span, format!("`{key}` is not a valid environment variable name"))
-                        .label("invalid name")
-                        .help("use letters, digits and `_`, not starting with a digit, e.g. `THRESHOLD`"),
+                    cx.error(
+                        Code::InvalidName,
+                        k.span,
+                        format!("`{key}` is not a valid environment variable name"),
+                    )
+                    .label("invalid name")
+                    .help(
+                        "use letters, digits and `_`, not starting with a digit, e.g. `THRESHOLD`",
+                    ),
                 );
             } else if key.starts_with("EDGEFN_") {
                 cx.emit(
-                    cx.error(Code::InvalidName, k.span, format!("`{key}` uses the reserved prefix `EDGEFN_`"))
-                        .label("reserved")
-                        .help("edgefn sets `EDGEFN_*` variables itself; choose another name"),
+                    cx.error(
+                        Code::InvalidName,
+                        k.span,
+                        format!("`{key}` uses the reserved prefix `EDGEFN_`"),
+                    )
+                    .label("reserved")
+                    .help("edgefn sets `EDGEFN_*` variables itself; choose another name"),
                 );
             }
         }
@@ -267,10 +354,20 @@ fn decode_env(cx: &mut Cx<'_>, obj: &Obj<'_>, path: &str, owner: &str) -> BTreeM
 fn decode_function(cx: &mut Cx<'_>, name: &str, key: &Node, node: &Node) -> Option<Function> {
     let owner = format!("function `{name}`");
     let path_prefix = format!("functions.{name}");
-    let obj = cx.object(node, &owner, FUNCTION_KEYS, &["path", "runtime", "handler"], key.span)?;
+    let obj = cx.object(
+        node,
+        &owner,
+        FUNCTION_KEYS,
+        &["path", "runtime", "handler"],
+        key.span,
+    )?;
     let path = obj.get("path").and_then(|n| {
         cx.locs.record(format!("{path_prefix}.path"), n.span);
-        cx.string(n, &format!("the path of {owner}"), "`functions/temp-filter`")
+        cx.string(
+            n,
+            &format!("the path of {owner}"),
+            "`functions/temp-filter`",
+        )
     });
     let runtime = obj.get("runtime").and_then(|n| {
         let names: Vec<&str> = Runtime::ALL.iter().map(|r| r.as_str()).collect();
@@ -296,15 +393,25 @@ fn decode_function(cx: &mut Cx<'_>, name: &str, key: &Node, node: &Node) -> Opti
 
 fn is_ident(s: &str) -> bool {
     s.starts_with(|c: char| c.is_alphabetic() || c == '_' || c == '$')
-        && s.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '$')
+        && s.chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '$')
 }
 
-fn decode_handler(cx: &mut Cx<'_>, node: &Node, runtime: Option<Runtime>, owner: &str) -> Option<Handler> {
+fn decode_handler(
+    cx: &mut Cx<'_>,
+    node: &Node,
+    runtime: Option<Runtime>,
+    owner: &str,
+) -> Option<Handler> {
     match (&node.kind, runtime) {
         (NodeKind::Seq(items), Some(Runtime::Exec) | None) => {
             let mut argv = Vec::new();
             for item in items {
-                argv.push(cx.string(item, &format!("an argument of the handler of {owner}"), "`\"./run.sh\"`")?);
+                argv.push(cx.string(
+                    item,
+                    &format!("an argument of the handler of {owner}"),
+                    "`\"./run.sh\"`",
+                )?);
             }
             if argv.first().is_none_or(String::is_empty) {
                 cx.emit(
@@ -318,36 +425,50 @@ fn decode_handler(cx: &mut Cx<'_>, node: &Node, runtime: Option<Runtime>, owner:
         }
         (NodeKind::Seq(_), Some(rt)) => {
             cx.emit(
-                cx.error(Code::WrongType, first_line(cx.source, node.span), format!("a {rt} handler is one string, not a list"))
-                    .label("a list")
-                    .help(match rt {
-                        Runtime::Python3 => "write `handler: module.function`, e.g. `main.handle`",
-                        _ => "write `handler: file.export`, e.g. `index.handler`",
-                    }),
+                cx.error(
+                    Code::WrongType,
+                    first_line(cx.source, node.span),
+                    format!("a {rt} handler is one string, not a list"),
+                )
+                .label("a list")
+                .help(match rt {
+                    Runtime::Python3 => "write `handler: module.function`, e.g. `main.handle`",
+                    _ => "write `handler: file.export`, e.g. `index.handler`",
+                }),
             );
             None
         }
         _ => {
             let text = cx.string(node, &format!("the handler of {owner}"), "`main.handle`")?;
             let valid = match runtime {
-                Some(Runtime::Python3) => text
-                    .rsplit_once('.')
-                    .is_some_and(|(module, func)| module.split('.').all(is_ident) && is_ident(func)),
-                Some(Runtime::Node) => text
-                    .rsplit_once('.')
-                    .is_some_and(|(file, export)| !file.is_empty() && !file.starts_with('/') && is_ident(export)),
+                Some(Runtime::Python3) => text.rsplit_once('.').is_some_and(|(module, func)| {
+                    module.split('.').all(is_ident) && is_ident(func)
+                }),
+                Some(Runtime::Node) => text.rsplit_once('.').is_some_and(|(file, export)| {
+                    !file.is_empty() && !file.starts_with('/') && is_ident(export)
+                }),
                 Some(Runtime::Exec) | None => !text.trim().is_empty(),
             };
             if !valid {
                 let help = match runtime {
-                    Some(Runtime::Python3) => "a python3 handler is `module.function`: `main.handle` calls `handle(event, context)` in `main.py`",
-                    Some(Runtime::Node) => "a node handler is `file.export`: `index.handler` calls the `handler` export of `index.js`",
-                    _ => "an exec handler is the program to run: `./run.sh`, or a list `[\"./run.sh\", \"arg\"]`",
+                    Some(Runtime::Python3) => {
+                        "a python3 handler is `module.function`: `main.handle` calls `handle(event, context)` in `main.py`"
+                    }
+                    Some(Runtime::Node) => {
+                        "a node handler is `file.export`: `index.handler` calls the `handler` export of `index.js`"
+                    }
+                    _ => {
+                        "an exec handler is the program to run: `./run.sh`, or a list `[\"./run.sh\", \"arg\"]`"
+                    }
                 };
                 cx.emit(
-                    cx.error(Code::InvalidHandler, node.span, format!("`{text}` is not a valid handler for {owner}"))
-                        .label("invalid handler")
-                        .help(help),
+                    cx.error(
+                        Code::InvalidHandler,
+                        node.span,
+                        format!("`{text}` is not a valid handler for {owner}"),
+                    )
+                    .label("invalid handler")
+                    .help(help),
                 );
                 return None;
             }
@@ -356,20 +477,38 @@ fn decode_handler(cx: &mut Cx<'_>, node: &Node, runtime: Option<Runtime>, owner:
     }
 }
 
-fn decode_selector(cx: &mut Cx<'_>, node: &Node, path: &str, owner: &str, anchor: Span) -> Option<DeviceSelector> {
+fn decode_selector(
+    cx: &mut Cx<'_>,
+    node: &Node,
+    path: &str,
+    owner: &str,
+    anchor: Span,
+) -> Option<DeviceSelector> {
     cx.locs.record(path.to_owned(), node.span);
     let what = format!("the devices of {owner}");
     let obj = cx.object(node, &what, SELECTOR_KEYS, &[], anchor)?;
     match (obj.get_raw("names"), obj.get_raw("labels")) {
         (Some(names), None) => {
             let mut out = Vec::new();
-            for (j, item) in cx.seq(names, &format!("the device names of {owner}"), "`names: [gw-01, gw-02]`")?.iter().enumerate() {
+            for (j, item) in cx
+                .seq(
+                    names,
+                    &format!("the device names of {owner}"),
+                    "`names: [gw-01, gw-02]`",
+                )?
+                .iter()
+                .enumerate()
+            {
                 cx.locs.record(format!("{path}.names[{j}]"), item.span);
                 out.push(cx.string(item, "a device name", "`gw-01`")?);
             }
             Some(DeviceSelector::Names(out))
         }
-        (None, Some(labels)) => Some(DeviceSelector::Labels(cx.string_map(labels, &format!("the labels selected by {owner}"), &format!("{path}.labels")))),
+        (None, Some(labels)) => Some(DeviceSelector::Labels(cx.string_map(
+            labels,
+            &format!("the labels selected by {owner}"),
+            &format!("{path}.labels"),
+        ))),
         (Some(_), Some(_)) | (None, None) => {
             cx.emit(
                 cx.error(Code::InvalidSelector, first_line(cx.source, node.span), format!("{what} must say either `names` or `labels`"))
@@ -385,16 +524,24 @@ fn decode_selector(cx: &mut Cx<'_>, node: &Node, path: &str, owner: &str, anchor
 fn topic_span(cx: &Cx<'_>, node: &Node, e: &topic::TopicError, skip: usize) -> Span {
     let quoted = cx.source.text()[node.span.offset..].starts_with(['"', '\'']);
     let start = node.span.offset + usize::from(quoted) + skip + e.offset;
-    if e.len == 0 { node.span } else { Span::new(start, e.len) }
+    if e.len == 0 {
+        node.span
+    } else {
+        Span::new(start, e.len)
+    }
 }
 
 fn check_filter(cx: &mut Cx<'_>, node: &Node, filter: &str, what: &str, skip: usize) {
     if let Err(e) = topic::validate_filter(filter) {
         let span = topic_span(cx, node, &e, skip);
         cx.emit(
-            cx.error(Code::InvalidTopic, span, format!("invalid topic filter `{filter}` in {what}: {}", e.message))
-                .label(e.message.clone())
-                .help(e.help),
+            cx.error(
+                Code::InvalidTopic,
+                span,
+                format!("invalid topic filter `{filter}` in {what}: {}", e.message),
+            )
+            .label(e.message.clone())
+            .help(e.help),
         );
     }
 }
@@ -422,7 +569,9 @@ fn decode_binding(cx: &mut Cx<'_>, i: usize, node: &Node) -> Option<Binding> {
         cx.locs.record(format!("{path}.function"), n.span);
         cx.string(n, &format!("the function of {owner}"), "`temp-filter`")
     });
-    let devices = obj.get("devices").and_then(|n| decode_selector(cx, n, &format!("{path}.devices"), &owner, anchor));
+    let devices = obj
+        .get("devices")
+        .and_then(|n| decode_selector(cx, n, &format!("{path}.devices"), &owner, anchor));
     let mode = match obj.get("mode") {
         Some(n) => match cx.choice(n, "mode", &["triggered", "continuous"])? {
             "continuous" => Mode::Continuous,
@@ -433,21 +582,42 @@ fn decode_binding(cx: &mut Cx<'_>, i: usize, node: &Node) -> Option<Binding> {
     let mut triggers = Vec::new();
     let triggers_node = obj.get_raw("triggers");
     if let Some(n) = obj.get("triggers") {
-        for (j, item) in cx.seq(n, &format!("the triggers of {owner}"), "`triggers: [ { topic: \"sensors/#\" } ]`").unwrap_or(&[]).iter().enumerate() {
+        for (j, item) in cx
+            .seq(
+                n,
+                &format!("the triggers of {owner}"),
+                "`triggers: [ { topic: \"sensors/#\" } ]`",
+            )
+            .unwrap_or(&[])
+            .iter()
+            .enumerate()
+        {
             // `- "a/b"` is accepted as shorthand for `- topic: "a/b"`.
             let topic_node = match &item.kind {
                 NodeKind::Scalar { .. } => Some(item),
-                _ => cx.object(item, &format!("trigger #{} of {owner}", j + 1), &["topic"], &["topic"], first_line(cx.source, item.span)).and_then(|o| o.get("topic")),
+                _ => cx
+                    .object(
+                        item,
+                        &format!("trigger #{} of {owner}", j + 1),
+                        &["topic"],
+                        &["topic"],
+                        first_line(cx.source, item.span),
+                    )
+                    .and_then(|o| o.get("topic")),
             };
             let Some(t) = topic_node else { continue };
-            let Some(filter) = cx.string(t, "a trigger topic", "`sensors/+/temperature`") else { continue };
+            let Some(filter) = cx.string(t, "a trigger topic", "`sensors/+/temperature`") else {
+                continue;
+            };
             check_filter(cx, t, &filter, &format!("trigger #{} of {owner}", j + 1), 0);
             cx.locs.record(format!("{path}.triggers[{j}]"), t.span);
             triggers.push(Trigger { topic: filter });
         }
     }
     match (mode, triggers_node) {
-        (Mode::Continuous, Some(n)) if !n.is_null() && !matches!(&n.kind, NodeKind::Seq(v) if v.is_empty()) => {
+        (Mode::Continuous, Some(n))
+            if !n.is_null() && !matches!(&n.kind, NodeKind::Seq(v) if v.is_empty()) =>
+        {
             let key = obj.node().entry("triggers").map_or(n.span, |(k, _)| k.span);
             cx.emit(
                 cx.error(Code::ContinuousWithTriggers, key, format!("{owner} is continuous but lists triggers"))
@@ -455,7 +625,12 @@ fn decode_binding(cx: &mut Cx<'_>, i: usize, node: &Node) -> Option<Binding> {
                     .help("a continuous function runs all the time and is not invoked per message: remove `triggers`, or set `mode: triggered`"),
             );
         }
-        (Mode::Triggered, _) if triggers.is_empty() && (triggers_node.is_none_or(|n| n.is_null() || matches!(&n.kind, NodeKind::Seq(v) if v.is_empty()))) => {
+        (Mode::Triggered, _)
+            if triggers.is_empty()
+                && (triggers_node.is_none_or(|n| {
+                    n.is_null() || matches!(&n.kind, NodeKind::Seq(v) if v.is_empty())
+                })) =>
+        {
             let span = obj.node().entry("triggers").map_or(anchor, |(k, _)| k.span);
             cx.emit(
                 cx.error(Code::TriggeredWithoutTriggers, span, format!("{owner} is triggered but has no triggers"))
@@ -465,8 +640,22 @@ fn decode_binding(cx: &mut Cx<'_>, i: usize, node: &Node) -> Option<Binding> {
         }
         _ => {}
     }
-    let concurrency = obj.get("concurrency").and_then(|n| cx.number(n, &format!("the concurrency of {owner}"), 1, limits::MAX_CONCURRENCY));
-    let idle_timeout = obj.get("idleTimeout").and_then(|n| cx.quantity(n, &format!("idleTimeout of {owner}"), Duration(0), limits::MAX_IDLE_TIMEOUT));
+    let concurrency = obj.get("concurrency").and_then(|n| {
+        cx.number(
+            n,
+            &format!("the concurrency of {owner}"),
+            1,
+            limits::MAX_CONCURRENCY,
+        )
+    });
+    let idle_timeout = obj.get("idleTimeout").and_then(|n| {
+        cx.quantity(
+            n,
+            &format!("idleTimeout of {owner}"),
+            Duration(0),
+            limits::MAX_IDLE_TIMEOUT,
+        )
+    });
     let (memory, cpu, timeout) = decode_limits(cx, &obj, &path, &owner);
     let env = decode_env(cx, &obj, &path, &owner);
     Some(Binding {
@@ -490,13 +679,23 @@ fn decode_route(cx: &mut Cx<'_>, i: usize, node: &Node) -> Option<Route> {
     let owner = format!("route #{}", i + 1);
     let obj = cx.object(node, &owner, ROUTE_KEYS, &["from", "to"], anchor)?;
     let from_node = obj.get("from");
-    let from = from_node.and_then(|n| cx.string(n, &format!("the source of {owner}"), "`\"alerts/#\"`"));
-    let to = obj.get("to").and_then(|n| match cx.choice(n, "route target", &["cloud", "local"])? {
-        "cloud" => Some(RouteTarget::Cloud),
-        _ => Some(RouteTarget::Local),
-    });
+    let from =
+        from_node.and_then(|n| cx.string(n, &format!("the source of {owner}"), "`\"alerts/#\"`"));
+    let to =
+        obj.get("to").and_then(
+            |n| match cx.choice(n, "route target", &["cloud", "local"])? {
+                "cloud" => Some(RouteTarget::Cloud),
+                _ => Some(RouteTarget::Local),
+            },
+        );
     let devices = match obj.get("devices") {
-        Some(n) => Some(decode_selector(cx, n, &format!("{path}.devices"), &owner, anchor)?),
+        Some(n) => Some(decode_selector(
+            cx,
+            n,
+            &format!("{path}.devices"),
+            &owner,
+            anchor,
+        )?),
         None => None,
     };
     let (from, to, from_node) = (from?, to?, from_node?);
@@ -564,27 +763,52 @@ fn check_references(cx: &mut Cx<'_>, m: &Manifest) {
         } else {
             names.insert(name, name_span);
         }
-        check_selector(cx, m, &b.devices, &format!("{path}.devices"), &format!("binding #{}", i + 1));
+        check_selector(
+            cx,
+            m,
+            &b.devices,
+            &format!("{path}.devices"),
+            &format!("binding #{}", i + 1),
+        );
     }
     for (i, r) in m.routes.iter().enumerate() {
         if let Some(sel) = &r.devices {
-            check_selector(cx, m, sel, &format!("routes[{i}].devices"), &format!("route #{}", i + 1));
+            check_selector(
+                cx,
+                m,
+                sel,
+                &format!("routes[{i}].devices"),
+                &format!("route #{}", i + 1),
+            );
         }
     }
     for name in &defined {
         if !cx.referenced.contains(&format!("function:{name}")) {
-            let span = cx.locs.get(&format!("functions.{name}")).unwrap_or_default();
+            let span = cx
+                .locs
+                .get(&format!("functions.{name}"))
+                .unwrap_or_default();
             cx.emit(
-                cx.warning(Code::UnusedFunction, span, format!("function `{name}` is not bound to any device"))
-                    .label("never runs")
-                    .help(format!("add a binding with `function: {name}` to run it, or remove it")),
+                cx.warning(
+                    Code::UnusedFunction,
+                    span,
+                    format!("function `{name}` is not bound to any device"),
+                )
+                .label("never runs")
+                .help(format!(
+                    "add a binding with `function: {name}` to run it, or remove it"
+                )),
             );
         }
     }
 }
 
 fn check_selector(cx: &mut Cx<'_>, m: &Manifest, sel: &DeviceSelector, path: &str, owner: &str) {
-    let span = cx.locs.get(path).map(|s| first_line(cx.source, s)).unwrap_or_default();
+    let span = cx
+        .locs
+        .get(path)
+        .map(|s| first_line(cx.source, s))
+        .unwrap_or_default();
     if let DeviceSelector::Names(names) = sel {
         let mut unknown = false;
         for (j, name) in names.iter().enumerate() {
@@ -593,12 +817,16 @@ fn check_selector(cx: &mut Cx<'_>, m: &Manifest, sel: &DeviceSelector, path: &st
                 let at = cx.locs.get(&format!("{path}.names[{j}]")).unwrap_or(span);
                 let suggestion = did_you_mean(name, m.devices.keys().map(String::as_str));
                 cx.emit(
-                    cx.error(Code::UnknownDevice, at, format!("{owner} selects device `{name}`, which is not defined"))
-                        .label(match suggestion {
-                            Some(s) => format!("did you mean `{s}`?"),
-                            None => "no such device".to_owned(),
-                        })
-                        .help("add it under `devices:`, or correct the name"),
+                    cx.error(
+                        Code::UnknownDevice,
+                        at,
+                        format!("{owner} selects device `{name}`, which is not defined"),
+                    )
+                    .label(match suggestion {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => "no such device".to_owned(),
+                    })
+                    .help("add it under `devices:`, or correct the name"),
                 );
             }
         }
@@ -631,13 +859,20 @@ fn normalise(rel: &str) -> Option<String> {
 }
 
 fn join(a: &str, b: &str) -> String {
-    if a.is_empty() { b.to_owned() } else { format!("{a}/{b}") }
+    if a.is_empty() {
+        b.to_owned()
+    } else {
+        format!("{a}/{b}")
+    }
 }
 
 /// The project's files: function folders and handler files exist and stay inside the project.
 fn check_files(cx: &mut Cx<'_>, m: &Manifest, files: &dyn ProjectFiles) {
     for (name, f) in &m.functions {
-        let span = cx.locs.get(&format!("functions.{name}.path")).unwrap_or_default();
+        let span = cx
+            .locs
+            .get(&format!("functions.{name}.path"))
+            .unwrap_or_default();
         let owner = format!("function `{name}`");
         let outside = |cx: &mut Cx<'_>, why: &str| {
             cx.emit(
@@ -661,41 +896,73 @@ fn check_files(cx: &mut Cx<'_>, m: &Manifest, files: &dyn ProjectFiles) {
         match files.kind(&dir) {
             None => {
                 cx.emit(
-                    cx.error(Code::PathMissing, span, format!("the folder `{}` of {owner} does not exist", f.path))
-                        .label("no such folder")
-                        .help(format!("create it, or scaffold it with `edgefn new {name} --runtime {}`", f.runtime)),
+                    cx.error(
+                        Code::PathMissing,
+                        span,
+                        format!("the folder `{}` of {owner} does not exist", f.path),
+                    )
+                    .label("no such folder")
+                    .help(format!(
+                        "create it, or scaffold it with `edgefn new {name} --runtime {}`",
+                        f.runtime
+                    )),
                 );
                 continue;
             }
             Some(EntryKind::File) => {
                 cx.emit(
-                    cx.error(Code::PathMissing, span, format!("the path `{}` of {owner} is a file, not a folder", f.path))
-                        .label("a file")
-                        .help("a function's path is the folder holding its code"),
+                    cx.error(
+                        Code::PathMissing,
+                        span,
+                        format!("the path `{}` of {owner} is a file, not a folder", f.path),
+                    )
+                    .label("a file")
+                    .help("a function's path is the folder holding its code"),
                 );
                 continue;
             }
             Some(EntryKind::Dir) => {}
         }
         if !files.is_inside(&dir) {
-            outside(cx, "resolves (through a symlink) to a folder outside the project");
+            outside(
+                cx,
+                "resolves (through a symlink) to a folder outside the project",
+            );
             continue;
         }
         check_handler_file(cx, name, f, &dir, files);
     }
 }
 
-fn check_handler_file(cx: &mut Cx<'_>, name: &str, f: &Function, dir: &str, files: &dyn ProjectFiles) {
-    let span = cx.locs.get(&format!("functions.{name}.handler")).unwrap_or_default();
+fn check_handler_file(
+    cx: &mut Cx<'_>,
+    name: &str,
+    f: &Function,
+    dir: &str,
+    files: &dyn ProjectFiles,
+) {
+    let span = cx
+        .locs
+        .get(&format!("functions.{name}.handler"))
+        .unwrap_or_default();
     let (candidates, shown): (Vec<String>, String) = match (&f.runtime, &f.handler) {
         (Runtime::Python3, Handler::Entry(h)) => {
-            let module = h.rsplit_once('.').map_or(h.as_str(), |(m, _)| m).replace('.', "/");
-            (vec![format!("{module}.py"), format!("{module}/__init__.py")], format!("{module}.py"))
+            let module = h
+                .rsplit_once('.')
+                .map_or(h.as_str(), |(m, _)| m)
+                .replace('.', "/");
+            (
+                vec![format!("{module}.py"), format!("{module}/__init__.py")],
+                format!("{module}.py"),
+            )
         }
         (Runtime::Node, Handler::Entry(h)) => {
             let file = h.rsplit_once('.').map_or(h.as_str(), |(f, _)| f);
             (
-                ["", ".js", ".mjs", ".cjs"].iter().map(|ext| format!("{file}{ext}")).collect(),
+                ["", ".js", ".mjs", ".cjs"]
+                    .iter()
+                    .map(|ext| format!("{file}{ext}"))
+                    .collect(),
                 format!("{file}.js"),
             )
         }
@@ -712,13 +979,22 @@ fn check_handler_file(cx: &mut Cx<'_>, name: &str, f: &Function, dir: &str, file
         _ => return,
     };
     let found = candidates.iter().any(|c| {
-        normalise(&join(dir, c)).is_some_and(|p| files.kind(&p) == Some(EntryKind::File) && files.is_inside(&p))
+        normalise(&join(dir, c))
+            .is_some_and(|p| files.kind(&p) == Some(EntryKind::File) && files.is_inside(&p))
     });
     if !found {
         cx.emit(
-            cx.error(Code::HandlerMissing, span, format!("the handler of function `{name}` needs `{shown}`, which is not in `{dir}`"))
-                .label(format!("{dir}/{shown} not found"))
-                .help(format!("create `{dir}/{shown}`, or point `handler` at a file that exists")),
+            cx.error(
+                Code::HandlerMissing,
+                span,
+                format!(
+                    "the handler of function `{name}` needs `{shown}`, which is not in `{dir}`"
+                ),
+            )
+            .label(format!("{dir}/{shown} not found"))
+            .help(format!(
+                "create `{dir}/{shown}`, or point `handler` at a file that exists"
+            )),
         );
     }
 }

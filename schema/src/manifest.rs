@@ -98,7 +98,9 @@ pub struct Function {
 }
 
 /// The language a function is written in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Runtime {
     /// Python 3; handler `module.func`, called as `func(event, context)`.
@@ -174,9 +176,9 @@ impl DeviceSelector {
     pub fn matches(&self, name: &str, device: &Device) -> bool {
         match self {
             DeviceSelector::Names(names) => names.iter().any(|n| n == name),
-            DeviceSelector::Labels(want) => want
-                .iter()
-                .all(|(k, v)| device.labels.get(k) == Some(v)),
+            DeviceSelector::Labels(want) => {
+                want.iter().all(|(k, v)| device.labels.get(k) == Some(v))
+            }
         }
     }
 }

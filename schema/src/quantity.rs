@@ -53,7 +53,10 @@ impl FromStr for Memory {
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (digits, unit) = s.split_at(split);
         if digits.is_empty() {
-            return Err(err(format!("`{s}` is not an amount of memory"), MEMORY_HELP));
+            return Err(err(
+                format!("`{s}` is not an amount of memory"),
+                MEMORY_HELP,
+            ));
         }
         let factor: u64 = match unit {
             "" => 1,
@@ -72,10 +75,7 @@ impl FromStr for Memory {
                 ));
             }
             _ => {
-                return Err(err(
-                    format!("`{unit}` is not a memory unit"),
-                    MEMORY_HELP,
-                ));
+                return Err(err(format!("`{unit}` is not a memory unit"), MEMORY_HELP));
             }
         };
         let n: u64 = digits
@@ -89,7 +89,12 @@ impl FromStr for Memory {
 
 impl fmt::Display for Memory {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u64); 4] = [("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)];
+        const UNITS: [(&str, u64); 4] = [
+            ("Ti", 1 << 40),
+            ("Gi", 1 << 30),
+            ("Mi", 1 << 20),
+            ("Ki", 1 << 10),
+        ];
         for (unit, size) in UNITS {
             if self.0 >= size && self.0 % size == 0 {
                 return write!(f, "{}{unit}", self.0 / size);
@@ -224,10 +229,16 @@ impl FromStr for Duration {
                 "h" => 3_600_000,
                 "d" => 86_400_000,
                 "" => {
-                    return Err(err(format!("`{text}` has a number without a unit"), DURATION_HELP));
+                    return Err(err(
+                        format!("`{text}` has a number without a unit"),
+                        DURATION_HELP,
+                    ));
                 }
                 other => {
-                    return Err(err(format!("`{other}` is not a unit of time"), DURATION_HELP));
+                    return Err(err(
+                        format!("`{other}` is not a unit of time"),
+                        DURATION_HELP,
+                    ));
                 }
             };
             rest = &rest[unit_end..];
@@ -349,7 +360,12 @@ mod tests {
         assert_eq!("5m".parse::<Duration>().unwrap(), Duration(300_000));
         assert_eq!("1m30s".parse::<Duration>().unwrap(), Duration(90_000));
         assert_eq!("250ms".parse::<Duration>().unwrap(), Duration(250));
-        assert!("3".parse::<Duration>().unwrap_err().message.contains("no unit"));
+        assert!(
+            "3".parse::<Duration>()
+                .unwrap_err()
+                .message
+                .contains("no unit")
+        );
         assert!("3 sec".parse::<Duration>().is_err());
         assert!("s".parse::<Duration>().is_err());
         assert_eq!(Duration(90_000).to_string(), "1m30s");

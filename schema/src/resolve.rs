@@ -97,10 +97,12 @@ impl DesiredState {
 /// Lowercase hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// What `device` runs under `manifest`; `bundles` maps function names to bundle digests.
@@ -114,7 +116,11 @@ pub fn resolve(
     let dev = manifest.devices.get(device)?;
     let mut functions = BTreeMap::new();
     let mut bindings = Vec::new();
-    for b in manifest.bindings.iter().filter(|b| b.devices.matches(device, dev)) {
+    for b in manifest
+        .bindings
+        .iter()
+        .filter(|b| b.devices.matches(device, dev))
+    {
         let Some(f) = manifest.functions.get(&b.function) else {
             continue;
         };
@@ -146,7 +152,11 @@ pub fn resolve(
             idle_timeout_ms: idle,
             memory_bytes: b.memory.or(f.memory).unwrap_or(defaults::MEMORY).bytes(),
             cpu_millis: b.cpu.or(f.cpu).unwrap_or(defaults::CPU).millis(),
-            timeout_ms: b.timeout.or(f.timeout).unwrap_or(defaults::TIMEOUT).millis(),
+            timeout_ms: b
+                .timeout
+                .or(f.timeout)
+                .unwrap_or(defaults::TIMEOUT)
+                .millis(),
             env,
         });
     }

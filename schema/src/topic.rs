@@ -31,7 +31,10 @@ fn common(topic: &str) -> Result<(), TopicError> {
     }
     if topic.len() > MAX_TOPIC_LEN {
         return Err(TopicError {
-            message: format!("a topic of {} bytes; MQTT allows {MAX_TOPIC_LEN}", topic.len()),
+            message: format!(
+                "a topic of {} bytes; MQTT allows {MAX_TOPIC_LEN}",
+                topic.len()
+            ),
             offset: 0,
             len: topic.len(),
             help: "shorten the topic".into(),
@@ -69,7 +72,9 @@ pub fn validate_filter(filter: &str) -> Result<(), TopicError> {
         if let Some(pos) = level.find('#') {
             if *level != "#" {
                 return Err(TopicError {
-                    message: format!("`#` must be a whole topic level, but this level is `{level}`"),
+                    message: format!(
+                        "`#` must be a whole topic level, but this level is `{level}`"
+                    ),
                     offset: offset + pos,
                     len: 1,
                     help: format!(
@@ -92,7 +97,9 @@ pub fn validate_filter(filter: &str) -> Result<(), TopicError> {
         if let Some(pos) = level.find('+') {
             if *level != "+" {
                 return Err(TopicError {
-                    message: format!("`+` must be a whole topic level, but this level is `{level}`"),
+                    message: format!(
+                        "`+` must be a whole topic level, but this level is `{level}`"
+                    ),
                     offset: offset + pos,
                     len: 1,
                     help: format!(
@@ -183,7 +190,10 @@ mod tests {
     #[test]
     fn matching() {
         assert!(matches("sensors/+/temperature", "sensors/l1/temperature"));
-        assert!(!matches("sensors/+/temperature", "sensors/l1/x/temperature"));
+        assert!(!matches(
+            "sensors/+/temperature",
+            "sensors/l1/x/temperature"
+        ));
         assert!(matches("a/#", "a"));
         assert!(matches("a/#", "a/b/c"));
         assert!(matches("#", "x/y"));

@@ -174,10 +174,7 @@ pub fn parse(source: &Source) -> (Option<Node>, Diagnostics) {
                 builder.open(Open::Map(Vec::new(), None), span, anchor)
             }
             Event::SequenceEnd | Event::MappingEnd => builder.close(span, source, &mut diags),
-            Event::StreamStart
-            | Event::StreamEnd
-            | Event::DocumentEnd
-            | Event::Nothing => {}
+            Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => {}
         }
     }
     let root = builder.root.unwrap_or(Node {
@@ -217,10 +214,7 @@ impl CharOffsets {
         if self.table.is_empty() {
             char_index.min(self.len)
         } else {
-            self.table
-                .get(char_index)
-                .copied()
-                .unwrap_or(self.len)
+            self.table.get(char_index).copied().unwrap_or(self.len)
         }
     }
 }
@@ -357,6 +351,9 @@ mod tests {
     fn aliases_resolve() {
         let (root, diags) = load("a: &x {k: v}\nb: *x\n");
         assert!(diags.is_empty());
-        assert_eq!(root.unwrap().get("b").unwrap().get("k").unwrap().as_str(), Some("v"));
+        assert_eq!(
+            root.unwrap().get("b").unwrap().get("k").unwrap().as_str(),
+            Some("v")
+        );
     }
 }

@@ -32,8 +32,20 @@ impl ProjectFiles for Tree {
 
 fn tree() -> Tree {
     Tree {
-        files: ["functions/filter/main.py", "functions/hello/index.js", "functions/collect/run.sh"].into(),
-        dirs: ["functions", "functions/filter", "functions/hello", "functions/collect", "functions/linked"].into(),
+        files: [
+            "functions/filter/main.py",
+            "functions/hello/index.js",
+            "functions/collect/run.sh",
+        ]
+        .into(),
+        dirs: [
+            "functions",
+            "functions/filter",
+            "functions/hello",
+            "functions/collect",
+            "functions/linked",
+        ]
+        .into(),
         escaping: ["functions/linked"].into(),
     }
 }
@@ -117,12 +129,17 @@ fn the_valid_manifest_loads_without_problems() {
 }
 
 fn problems_of(d: &Diagnostics) -> Vec<String> {
-    d.iter().map(|d| format!("{} {:?} {}", d.code, d.location(), d.message)).collect()
+    d.iter()
+        .map(|d| format!("{} {:?} {}", d.code, d.location(), d.message))
+        .collect()
 }
 
 #[test]
 fn yaml_syntax_error() {
-    assert_eq!(problems(&with("project: demo\n", "project: [demo\n")), vec![(Code::YamlSyntax, 3, 10)]);
+    assert_eq!(
+        problems(&with("project: demo\n", "project: [demo\n")),
+        vec![(Code::YamlSyntax, 3, 10)]
+    );
 }
 
 #[test]
@@ -143,23 +160,44 @@ fn unknown_key_with_suggestion() {
 
 #[test]
 fn unknown_top_level_key() {
-    assert_eq!(problems(&with("project: demo\n", "project: demo\nfunction: {}\n")), vec![(Code::UnknownKey, 3, 1)]);
+    assert_eq!(
+        problems(&with("project: demo\n", "project: demo\nfunction: {}\n")),
+        vec![(Code::UnknownKey, 3, 1)]
+    );
 }
 
 #[test]
 fn wrong_types() {
-    assert_eq!(problems(&with("    concurrency: 4\n", "    concurrency: four\n")), vec![(Code::WrongType, 28, 18)]);
     assert_eq!(
-        problems(&with("  - { from: \"alerts/#\", to: cloud }\n", "  - alerts\n")),
+        problems(&with("    concurrency: 4\n", "    concurrency: four\n")),
+        vec![(Code::WrongType, 28, 18)]
+    );
+    assert_eq!(
+        problems(&with(
+            "  - { from: \"alerts/#\", to: cloud }\n",
+            "  - alerts\n"
+        )),
         vec![(Code::WrongType, 39, 5)]
     );
-    assert_eq!(problems(&with("    triggers: [ \"hello/#\" ]\n", "    triggers: \"hello/#\"\n")), vec![(Code::WrongType, 32, 15)]);
+    assert_eq!(
+        problems(&with(
+            "    triggers: [ \"hello/#\" ]\n",
+            "    triggers: \"hello/#\"\n"
+        )),
+        vec![(Code::WrongType, 32, 15)]
+    );
 }
 
 #[test]
 fn missing_required_key() {
-    assert_eq!(problems(&with("    runtime: node\n", "")), vec![(Code::MissingKey, 12, 3)]);
-    assert_eq!(problems(&with("project: demo\n", "")), vec![(Code::MissingKey, 1, 1)]);
+    assert_eq!(
+        problems(&with("    runtime: node\n", "")),
+        vec![(Code::MissingKey, 12, 3)]
+    );
+    assert_eq!(
+        problems(&with("project: demo\n", "")),
+        vec![(Code::MissingKey, 1, 1)]
+    );
 }
 
 #[test]
@@ -167,35 +205,63 @@ fn duplicate_function_names() {
     let text = with("  collect:\n", "  hello:\n");
     let p = problems(&text);
     // `collect` is now undefined, so its binding is reported too.
-    assert_eq!(p, vec![(Code::DuplicateKey, 16, 3), (Code::UnknownFunction, 35, 15)]);
+    assert_eq!(
+        p,
+        vec![(Code::DuplicateKey, 16, 3), (Code::UnknownFunction, 35, 15)]
+    );
     let d = check(&text).unwrap_err();
     let first = d.0[0].source().line_col(d.0[0].labels[1].span.offset);
-    assert_eq!(first, (12, 3), "the second label points at the first definition");
+    assert_eq!(
+        first,
+        (12, 3),
+        "the second label points at the first definition"
+    );
 }
 
 #[test]
 fn duplicate_binding_names() {
-    let text = with("  - function: collect\n", "  - function: collect\n    name: hello\n");
+    let text = with(
+        "  - function: collect\n",
+        "  - function: collect\n    name: hello\n",
+    );
     assert_eq!(problems(&text), vec![(Code::DuplicateName, 36, 11)]);
 }
 
 #[test]
 fn binding_with_unknown_function() {
     let text = with("  - function: hello\n", "  - function: helo\n");
-    assert_eq!(problems(&text), vec![(Code::UnusedFunction, 12, 3), (Code::UnknownFunction, 30, 15)]);
+    assert_eq!(
+        problems(&text),
+        vec![
+            (Code::UnusedFunction, 12, 3),
+            (Code::UnknownFunction, 30, 15)
+        ]
+    );
     let d = check(&text).unwrap_err();
-    assert!(d.0.iter().any(|d| d.labels[0].text == "did you mean `hello`?"));
+    assert!(
+        d.0.iter()
+            .any(|d| d.labels[0].text == "did you mean `hello`?")
+    );
 }
 
 #[test]
 fn selector_naming_unknown_device() {
-    assert_eq!(problems(&with("names: [vm-01]", "names: [vm-1]")), vec![(Code::UnknownDevice, 31, 24)]);
+    assert_eq!(
+        problems(&with("names: [vm-01]", "names: [vm-1]")),
+        vec![(Code::UnknownDevice, 31, 24)]
+    );
 }
 
 #[test]
 fn selector_matching_nothing_is_a_warning() {
-    let text = with("{ labels: { role: gateway } }", "{ labels: { role: router } }");
-    assert_eq!(problems(&text), vec![(Code::SelectorMatchesNothing, 26, 14)]);
+    let text = with(
+        "{ labels: { role: gateway } }",
+        "{ labels: { role: router } }",
+    );
+    assert_eq!(
+        problems(&text),
+        vec![(Code::SelectorMatchesNothing, 26, 14)]
+    );
     let loaded = check(&text).expect("only a warning");
     assert_eq!(loaded.warnings.0[0].severity, Severity::Warning);
 }
@@ -208,86 +274,167 @@ fn selector_with_both_or_neither() {
 
 #[test]
 fn topic_filter_hash_not_last() {
-    assert_eq!(problems(&with("sensors/+/temperature", "sensors/#/temperature")), vec![(Code::InvalidTopic, 27, 35)]);
+    assert_eq!(
+        problems(&with("sensors/+/temperature", "sensors/#/temperature")),
+        vec![(Code::InvalidTopic, 27, 35)]
+    );
 }
 
 #[test]
 fn topic_filter_plus_not_whole_level() {
-    assert_eq!(problems(&with("sensors/+/temperature", "sensors/s+/temperature")), vec![(Code::InvalidTopic, 27, 36)]);
-    assert_eq!(problems(&with("\"alerts/#\"", "\"alerts/x#\"")), vec![(Code::InvalidTopic, 39, 22)]);
+    assert_eq!(
+        problems(&with("sensors/+/temperature", "sensors/s+/temperature")),
+        vec![(Code::InvalidTopic, 27, 36)]
+    );
+    assert_eq!(
+        problems(&with("\"alerts/#\"", "\"alerts/x#\"")),
+        vec![(Code::InvalidTopic, 39, 22)]
+    );
 }
 
 #[test]
 fn route_topic_errors_point_past_the_cloud_prefix() {
-    assert_eq!(problems(&with("cloud:commands/#", "cloud:commands/+x")), vec![(Code::InvalidTopic, 40, 29)]);
+    assert_eq!(
+        problems(&with("cloud:commands/#", "cloud:commands/+x")),
+        vec![(Code::InvalidTopic, 40, 29)]
+    );
 }
 
 #[test]
 fn route_direction_mismatch() {
-    assert_eq!(problems(&with("{ from: \"alerts/#\", to: cloud }", "{ from: \"alerts/#\", to: local }")), vec![(Code::InvalidRoute, 39, 13)]);
+    assert_eq!(
+        problems(&with(
+            "{ from: \"alerts/#\", to: cloud }",
+            "{ from: \"alerts/#\", to: local }"
+        )),
+        vec![(Code::InvalidRoute, 39, 13)]
+    );
 }
 
 #[test]
 fn bad_quantities() {
-    assert_eq!(problems(&with("memory: 64Mi", "memory: 64MB")), vec![(Code::InvalidQuantity, 8, 13)]);
-    assert_eq!(problems(&with("cpu: 500m", "cpu: half")), vec![(Code::InvalidQuantity, 9, 10)]);
-    assert_eq!(problems(&with("timeout: 3s", "timeout: 3")), vec![(Code::InvalidQuantity, 10, 14)]);
-    assert_eq!(problems(&with("idleTimeout: 60s", "idleTimeout: 1y")), vec![(Code::InvalidQuantity, 29, 18)]);
+    assert_eq!(
+        problems(&with("memory: 64Mi", "memory: 64MB")),
+        vec![(Code::InvalidQuantity, 8, 13)]
+    );
+    assert_eq!(
+        problems(&with("cpu: 500m", "cpu: half")),
+        vec![(Code::InvalidQuantity, 9, 10)]
+    );
+    assert_eq!(
+        problems(&with("timeout: 3s", "timeout: 3")),
+        vec![(Code::InvalidQuantity, 10, 14)]
+    );
+    assert_eq!(
+        problems(&with("idleTimeout: 60s", "idleTimeout: 1y")),
+        vec![(Code::InvalidQuantity, 29, 18)]
+    );
 }
 
 #[test]
 fn out_of_range_quantities() {
-    assert_eq!(problems(&with("memory: 64Mi", "memory: 1Mi")), vec![(Code::OutOfRange, 8, 13)]);
-    assert_eq!(problems(&with("timeout: 3s", "timeout: 2h")), vec![(Code::OutOfRange, 10, 14)]);
-    assert_eq!(problems(&with("concurrency: 4", "concurrency: 0")), vec![(Code::OutOfRange, 28, 18)]);
+    assert_eq!(
+        problems(&with("memory: 64Mi", "memory: 1Mi")),
+        vec![(Code::OutOfRange, 8, 13)]
+    );
+    assert_eq!(
+        problems(&with("timeout: 3s", "timeout: 2h")),
+        vec![(Code::OutOfRange, 10, 14)]
+    );
+    assert_eq!(
+        problems(&with("concurrency: 4", "concurrency: 0")),
+        vec![(Code::OutOfRange, 28, 18)]
+    );
 }
 
 #[test]
 fn continuous_binding_with_triggers() {
-    let text = with("    mode: continuous\n", "    mode: continuous\n    triggers: [ a/b ]\n");
+    let text = with(
+        "    mode: continuous\n",
+        "    mode: continuous\n    triggers: [ a/b ]\n",
+    );
     assert_eq!(problems(&text), vec![(Code::ContinuousWithTriggers, 38, 5)]);
 }
 
 #[test]
 fn triggered_binding_without_triggers() {
-    assert_eq!(problems(&with("    mode: continuous\n", "")), vec![(Code::TriggeredWithoutTriggers, 35, 5)]);
+    assert_eq!(
+        problems(&with("    mode: continuous\n", "")),
+        vec![(Code::TriggeredWithoutTriggers, 35, 5)]
+    );
 }
 
 #[test]
 fn function_path_missing() {
-    assert_eq!(problems(&with("path: functions/hello", "path: functions/gone")), vec![(Code::PathMissing, 13, 11)]);
+    assert_eq!(
+        problems(&with("path: functions/hello", "path: functions/gone")),
+        vec![(Code::PathMissing, 13, 11)]
+    );
 }
 
 #[test]
 fn function_path_outside_project() {
-    assert_eq!(problems(&with("path: functions/hello", "path: ../elsewhere")), vec![(Code::PathOutsideProject, 13, 11)]);
-    assert_eq!(problems(&with("path: functions/hello", "path: /opt/hello")), vec![(Code::PathOutsideProject, 13, 11)]);
+    assert_eq!(
+        problems(&with("path: functions/hello", "path: ../elsewhere")),
+        vec![(Code::PathOutsideProject, 13, 11)]
+    );
+    assert_eq!(
+        problems(&with("path: functions/hello", "path: /opt/hello")),
+        vec![(Code::PathOutsideProject, 13, 11)]
+    );
     // A folder inside the project that is a symlink to somewhere outside it.
-    assert_eq!(problems(&with("path: functions/hello", "path: functions/linked")), vec![(Code::PathOutsideProject, 13, 11)]);
+    assert_eq!(
+        problems(&with("path: functions/hello", "path: functions/linked")),
+        vec![(Code::PathOutsideProject, 13, 11)]
+    );
 }
 
 #[test]
 fn handler_file_missing() {
-    assert_eq!(problems(&with("handler: main.handle", "handler: app.handle")), vec![(Code::HandlerMissing, 7, 14)]);
-    assert_eq!(problems(&with("handler: index.handler", "handler: server.handler")), vec![(Code::HandlerMissing, 15, 14)]);
-    assert_eq!(problems(&with("[\"./run.sh\", \"--fast\"]", "[\"./go.sh\"]")), vec![(Code::HandlerMissing, 19, 14)]);
+    assert_eq!(
+        problems(&with("handler: main.handle", "handler: app.handle")),
+        vec![(Code::HandlerMissing, 7, 14)]
+    );
+    assert_eq!(
+        problems(&with("handler: index.handler", "handler: server.handler")),
+        vec![(Code::HandlerMissing, 15, 14)]
+    );
+    assert_eq!(
+        problems(&with("[\"./run.sh\", \"--fast\"]", "[\"./go.sh\"]")),
+        vec![(Code::HandlerMissing, 19, 14)]
+    );
 }
 
 #[test]
 fn handler_of_the_wrong_form() {
-    assert_eq!(problems(&with("handler: main.handle", "handler: main")), vec![(Code::InvalidHandler, 7, 14)]);
-    assert_eq!(problems(&with("handler: index.handler", "handler: [index.js]")), vec![(Code::WrongType, 15, 14)]);
+    assert_eq!(
+        problems(&with("handler: main.handle", "handler: main")),
+        vec![(Code::InvalidHandler, 7, 14)]
+    );
+    assert_eq!(
+        problems(&with("handler: index.handler", "handler: [index.js]")),
+        vec![(Code::WrongType, 15, 14)]
+    );
 }
 
 #[test]
 fn unsupported_api_version() {
-    assert_eq!(problems(&with("edgefn/v1", "edgefn/v2")), vec![(Code::ApiVersion, 1, 13)]);
+    assert_eq!(
+        problems(&with("edgefn/v1", "edgefn/v2")),
+        vec![(Code::ApiVersion, 1, 13)]
+    );
 }
 
 #[test]
 fn invalid_names() {
-    assert_eq!(problems(&with("  vm-01: {}\n", "  VM_01!: {}\n")), vec![(Code::InvalidName, 23, 3), (Code::UnknownDevice, 31, 24)]);
-    assert_eq!(problems(&with("THRESHOLD: 40", "1THRESHOLD: 40")), vec![(Code::InvalidName, 11, 12)]);
+    assert_eq!(
+        problems(&with("  vm-01: {}\n", "  VM_01!: {}\n")),
+        vec![(Code::InvalidName, 23, 3), (Code::UnknownDevice, 31, 24)]
+    );
+    assert_eq!(
+        problems(&with("THRESHOLD: 40", "1THRESHOLD: 40")),
+        vec![(Code::InvalidName, 11, 12)]
+    );
 }
 
 #[test]
@@ -301,7 +448,13 @@ fn every_problem_is_reported_in_one_run() {
     let codes: Vec<Code> = problems(&text).into_iter().map(|p| p.0).collect();
     assert_eq!(
         codes,
-        vec![Code::ApiVersion, Code::InvalidQuantity, Code::InvalidValue, Code::InvalidTopic, Code::UnknownDevice]
+        vec![
+            Code::ApiVersion,
+            Code::InvalidQuantity,
+            Code::InvalidValue,
+            Code::InvalidTopic,
+            Code::UnknownDevice
+        ]
     );
 }
 
@@ -309,7 +462,10 @@ fn every_problem_is_reported_in_one_run() {
 fn empty_and_non_mapping_files() {
     assert_eq!(problems(""), vec![(Code::MissingKey, 1, 1)]);
     assert_eq!(problems("- a\n- b\n"), vec![(Code::WrongType, 1, 1)]);
-    assert_eq!(problems("a: 1\n---\nb: 2\n"), vec![(Code::YamlSyntax, 2, 1)]);
+    assert_eq!(
+        problems("a: 1\n---\nb: 2\n"),
+        vec![(Code::YamlSyntax, 2, 1)]
+    );
 }
 
 #[test]
@@ -324,7 +480,9 @@ fn every_code_is_namespaced_and_unique() {
 // ---- desired-state resolution ----
 
 fn manifest(text: &str) -> edgefn_schema::Manifest {
-    check(text).unwrap_or_else(|d| panic!("{:#?}", problems_of(&d))).manifest
+    check(text)
+        .unwrap_or_else(|d| panic!("{:#?}", problems_of(&d)))
+        .manifest
 }
 
 #[test]
@@ -334,16 +492,26 @@ fn resolution_picks_what_each_device_runs() {
     let gw1 = resolve(&m, "gw-01", &none).expect("device exists");
     let names: Vec<&str> = gw1.bindings.iter().map(|b| b.name.as_str()).collect();
     assert_eq!(names, ["collect", "filter"]);
-    assert_eq!(gw1.functions.keys().collect::<Vec<_>>(), ["collect", "filter"]);
+    assert_eq!(
+        gw1.functions.keys().collect::<Vec<_>>(),
+        ["collect", "filter"]
+    );
     assert_eq!(gw1.routes.len(), 2);
     let filter = &gw1.bindings[1];
-    assert_eq!((filter.memory_bytes, filter.cpu_millis, filter.timeout_ms), (64 << 20, 500, 3000));
+    assert_eq!(
+        (filter.memory_bytes, filter.cpu_millis, filter.timeout_ms),
+        (64 << 20, 500, 3000)
+    );
     assert_eq!((filter.concurrency, filter.idle_timeout_ms), (4, 60_000));
     assert_eq!(filter.env["THRESHOLD"], "40");
 
     let gw2 = resolve(&m, "gw-02", &none).expect("device exists");
     assert_eq!(gw2.bindings.len(), 1);
-    assert_eq!(gw2.routes.len(), 1, "the cloud→local route is only for site sh");
+    assert_eq!(
+        gw2.routes.len(),
+        1,
+        "the cloud→local route is only for site sh"
+    );
 
     let vm = resolve(&m, "vm-01", &none).expect("device exists");
     let hello = &vm.bindings[0];
@@ -357,8 +525,13 @@ fn resolution_picks_what_each_device_runs() {
 fn digest_is_stable_and_changes_only_for_touched_devices() {
     let before = manifest(VALID);
     let none = BTreeMap::new();
-    let digest = |m: &edgefn_schema::Manifest, d: &str| resolve(m, d, &none).expect("device").digest();
-    assert_eq!(digest(&before, "gw-01"), digest(&manifest(VALID), "gw-01"), "same input, same digest");
+    let digest =
+        |m: &edgefn_schema::Manifest, d: &str| resolve(m, d, &none).expect("device").digest();
+    assert_eq!(
+        digest(&before, "gw-01"),
+        digest(&manifest(VALID), "gw-01"),
+        "same input, same digest"
+    );
     assert_eq!(digest(&before, "gw-01").len(), 64);
 
     // Change only what vm-01 runs.
@@ -368,7 +541,10 @@ fn digest_is_stable_and_changes_only_for_touched_devices() {
     assert_eq!(digest(&before, "gw-02"), digest(&after, "gw-02"));
 
     // Reordering devices and comments changes nothing.
-    let reordered = with("  gw-01: { labels: { site: sh, role: gateway } }\n", "  # first\n  gw-01: { labels: { role: gateway, site: sh } }\n");
+    let reordered = with(
+        "  gw-01: { labels: { site: sh, role: gateway } }\n",
+        "  # first\n  gw-01: { labels: { role: gateway, site: sh } }\n",
+    );
     for d in ["gw-01", "gw-02", "vm-01"] {
         assert_eq!(digest(&before, d), digest(&manifest(&reordered), d));
     }
@@ -406,12 +582,25 @@ fn checked_in_json_schema_is_current() {
 
 #[test]
 fn json_schema_describes_the_format() {
-    let schema: serde_json::Value = serde_json::from_str(&edgefn_schema::json_schema()).expect("json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&edgefn_schema::json_schema()).expect("json");
     let props = &schema["properties"];
-    for key in ["apiVersion", "project", "functions", "devices", "bindings", "routes"] {
+    for key in [
+        "apiVersion",
+        "project",
+        "functions",
+        "devices",
+        "bindings",
+        "routes",
+    ] {
         assert!(props.get(key).is_some(), "{key} missing");
     }
     assert_eq!(schema["additionalProperties"], false);
-    let required: Vec<&str> = schema["required"].as_array().expect("required").iter().filter_map(|v| v.as_str()).collect();
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .expect("required")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
     assert_eq!(required, ["apiVersion", "project"]);
 }

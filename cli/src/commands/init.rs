@@ -47,11 +47,21 @@ fn default_name(dir: &std::path::Path) -> String {
     let cleaned: String = base
         .to_lowercase()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect::<String>()
         .trim_matches(['-', '_'])
         .chars()
         .take(63)
         .collect();
-    if cleaned.is_empty() { "edgefn-project".to_owned() } else { cleaned }
+    if cleaned.is_empty() {
+        "edgefn-project".to_owned()
+    } else {
+        cleaned
+    }
 }

@@ -12,7 +12,9 @@ use crate::scaffold;
 pub fn check_name(name: &str, kind: &str) -> CliResult<()> {
     let ok = !name.is_empty()
         && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric());
     if ok {
@@ -20,7 +22,9 @@ pub fn check_name(name: &str, kind: &str) -> CliResult<()> {
     } else {
         Err(CliError::InvalidArgument {
             message: format!("`{name}` is not a valid {kind} name"),
-            help: format!("a {kind} name uses lowercase letters, digits, `-` and `_`, starts and ends with a letter or digit, and has at most 63 characters"),
+            help: format!(
+                "a {kind} name uses lowercase letters, digits, `-` and `_`, starts and ends with a letter or digit, and has at most 63 characters"
+            ),
         })
     }
 }
@@ -39,7 +43,9 @@ pub fn run(args: &NewArgs) -> CliResult {
         Err(EditError::Exists(name)) => {
             return Err(CliError::Exists {
                 path: project.manifest_path.clone(),
-                hint: format!("function `{name}` is already defined there; choose another name, or pass --force to rewrite its files"),
+                hint: format!(
+                    "function `{name}` is already defined there; choose another name, or pass --force to rewrite its files"
+                ),
             });
         }
         Err(e) => {

@@ -42,9 +42,17 @@ pub fn run(args: &ValidateArgs) -> CliResult {
         } else {
             summary
         };
-        let _ = writeln!(err, "{}{summary}", if diags.has_errors() { "error: " } else { "" });
+        let _ = writeln!(
+            err,
+            "{}{summary}",
+            if diags.has_errors() { "error: " } else { "" }
+        );
     }
-    Ok(if diags.has_errors() { Outcome::Failed } else { Outcome::Success })
+    Ok(if diags.has_errors() {
+        Outcome::Failed
+    } else {
+        Outcome::Success
+    })
 }
 
 fn plural(n: usize) -> &'static str {

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs edgefn's whole test suite. Works on a fresh Debian machine: it installs what the tests
+# need (as root, with apt-get) before running them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v python3 >/dev/null || need+=(python3)
+command -v node >/dev/null || need+=(nodejs)
+if ((${#need[@]})); then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+  else
+    echo "the tests need: ${need[*]} (install them, or run this script as root on Debian/Ubuntu)" >&2
+    exit 1
+  fi
+fi
+
+cargo test --workspace --locked

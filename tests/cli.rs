@@ -1,0 +1,372 @@
+//! End-to-end tests of the `edgefn` binary: init, new, validate and completions, run as a user
+//! would, in temporary folders with a cleared environment.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `edgefn ARGS` in `dir`, with a clean environment and a temporary HOME.
+fn edgefn(dir: &Path, args: &[&str]) -> Output {
+    let home = tempfile::tempdir().expect("home");
+    Command::new(env!("CARGO_BIN_EXE_edgefn"))
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("HOME", home.path())
+        .env("NO_COLOR", "1")
+        .env("COLUMNS", "100")
+        .output()
+        .expect("run edgefn")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[track_caller]
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Compares `actual` with the checked-in file, or rewrites it when EDGEFN_BLESS is set.
+#[track_caller]
+fn snapshot(path: &Path, actual: &str) {
+    if std::env::var_os("EDGEFN_BLESS").is_some() {
+        fs::write(path, actual).expect("write snapshot");
+    }
+    let expected = fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        expected == actual,
+        "{} is stale; regenerate with `EDGEFN_BLESS=1 cargo test -p edgefn --test cli`.\n--- expected\n{expected}\n--- actual\n{actual}",
+        path.display()
+    );
+}
+
+#[test]
+fn init_creates_a_project_that_validates() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = ok(&edgefn(tmp.path(), &["init", "my-fleet"]));
+    assert!(out.contains("Created edgefn project `my-fleet`"), "{out}");
+    let root = tmp.path().join("my-fleet");
+    for f in [
+        "edgefn.yaml",
+        "functions/.gitkeep",
+        ".gitignore",
+        ".edgefnignore",
+        ".github/workflows/edgefn.yml",
+    ] {
+        assert!(root.join(f).is_file(), "{f} missing");
+    }
+    let manifest = fs::read_to_string(root.join("edgefn.yaml")).expect("manifest");
+    assert!(
+        manifest.starts_with("# yaml-language-server: $schema="),
+        "{manifest}"
+    );
+    let workflow = fs::read_to_string(root.join(".github/workflows/edgefn.yml")).expect("workflow");
+    assert!(workflow.contains("edgefn test") && workflow.contains("edgefn apply"));
+    let v = edgefn(&root, &["validate"]);
+    assert!(v.status.success(), "{}", text(&v.stderr));
+}
+
+#[test]
+fn init_never_overwrites_without_force() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    ok(&edgefn(tmp.path(), &["init", "."]));
+    let manifest = tmp.path().join("edgefn.yaml");
+    fs::write(&manifest, "# mine\n").expect("write");
+    let again = edgefn(tmp.path(), &["init", "."]);
+    assert_eq!(again.status.code(), Some(1));
+    let err = text(&again.stderr);
+    assert!(
+        err.contains("already exists") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read_to_string(&manifest).expect("read"),
+        "# mine\n",
+        "untouched"
+    );
+    ok(&edgefn(tmp.path(), &["init", ".", "--force"]));
+    assert!(
+        fs::read_to_string(&manifest)
+            .expect("read")
+            .contains("apiVersion: edgefn/v1")
+    );
+}
+
+#[test]
+fn init_rejects_a_bad_project_name() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = edgefn(tmp.path(), &["init", "x", "--name", "My Fleet"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("not a valid project name"));
+    assert!(!tmp.path().join("x/edgefn.yaml").exists());
+}
+
+#[test]
+fn new_adds_working_functions_and_keeps_the_manifest_layout() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    ok(&edgefn(tmp.path(), &["init", "."]));
+    let manifest = tmp.path().join("edgefn.yaml");
+    let before = fs::read_to_string(&manifest).expect("read");
+    for (name, runtime, file) in [
+        ("filter", "python3", "main.py"),
+        ("greeter", "node", "index.js"),
+        ("collector", "exec", "handler.sh"),
+    ] {
+        let out = ok(&edgefn(tmp.path(), &["new", name, "--runtime", runtime]));
+        assert!(out.contains(&format!("Created function `{name}`")), "{out}");
+        assert!(
+            tmp.path()
+                .join(format!("functions/{name}/{file}"))
+                .is_file()
+        );
+        assert!(
+            tmp.path()
+                .join(format!("functions/{name}/tests/example.yaml"))
+                .is_file()
+        );
+    }
+    let after = fs::read_to_string(&manifest).expect("read");
+    // Every line the user had is still there, in order: comments and layout are kept.
+    let mut rest = after.lines();
+    for line in before.lines() {
+        assert!(rest.any(|l| l == line), "lost line {line:?} in\n{after}");
+    }
+    assert!(after.contains("  filter:\n    path: functions/filter\n    runtime: python3\n    handler: main.handle\n"), "{after}");
+    // Valid, with a warning per unbound function.
+    let v = edgefn(tmp.path(), &["validate", "--format", "short"]);
+    assert!(v.status.success(), "{}", text(&v.stderr));
+    assert_eq!(text(&v.stderr).matches("unused_function").count(), 3);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(tmp.path().join("functions/collector/handler.sh"))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o111, 0o111, "exec handler is executable");
+    }
+}
+
+#[test]
+fn new_refuses_duplicates_bad_names_and_missing_projects() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let none = edgefn(tmp.path(), &["new", "f", "--runtime", "python3"]);
+    assert_eq!(none.status.code(), Some(1));
+    assert!(
+        text(&none.stderr).contains("edgefn init"),
+        "{}",
+        text(&none.stderr)
+    );
+
+    ok(&edgefn(tmp.path(), &["init", "."]));
+    ok(&edgefn(tmp.path(), &["new", "f", "--runtime", "python3"]));
+    let manifest = fs::read_to_string(tmp.path().join("edgefn.yaml")).expect("read");
+    let again = edgefn(tmp.path(), &["new", "f", "--runtime", "node"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again.stderr).contains("already defined"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert_eq!(
+        fs::read_to_string(tmp.path().join("edgefn.yaml")).expect("read"),
+        manifest
+    );
+    assert!(
+        !tmp.path().join("functions/f/index.js").exists(),
+        "nothing half-written"
+    );
+
+    let bad = edgefn(tmp.path(), &["new", "Bad/Name", "--runtime", "node"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(text(&bad.stderr).contains("not a valid function name"));
+
+    // An existing folder with the scaffold's file is not overwritten without --force.
+    fs::create_dir_all(tmp.path().join("functions/g")).expect("mkdir");
+    fs::write(tmp.path().join("functions/g/index.js"), "// mine\n").expect("write");
+    let clash = edgefn(tmp.path(), &["new", "g", "--runtime", "node"]);
+    assert_eq!(clash.status.code(), Some(1));
+    assert_eq!(
+        fs::read_to_string(tmp.path().join("functions/g/index.js")).expect("read"),
+        "// mine\n"
+    );
+    assert!(
+        !fs::read_to_string(tmp.path().join("edgefn.yaml"))
+            .expect("read")
+            .contains("  g:"),
+        "manifest untouched"
+    );
+}
+
+/// Five different mistakes → five diagnostics at the right places, exit 1.
+const FIVE_MISTAKES: &str = r#"apiVersion: edgefn/v1
+project: demo
+functions:
+  filter:
+    path: functions/filter
+    runtime: pyhton3
+    handler: main.handle
+    memory: 64MB
+devices:
+  gw-01: { labels: { role: gateway } }
+bindings:
+  - function: filter
+    devices: { names: [gw-01] }
+    triggers: [ { topic: "sensors/#/temperature" } ]
+  - function: fliter
+    devices: { labels: { role: gateway } }
+    mode: continuous
+    triggers: [ { topic: "x" } ]
+"#;
+
+fn five_mistakes_project() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().expect("tmp");
+    fs::create_dir_all(tmp.path().join("functions/filter")).expect("mkdir");
+    fs::write(
+        tmp.path().join("functions/filter/main.py"),
+        "def handle(e, c):\n    return e\n",
+    )
+    .expect("write");
+    fs::write(tmp.path().join("edgefn.yaml"), FIVE_MISTAKES).expect("write");
+    tmp
+}
+
+#[test]
+fn validate_reports_five_mistakes_at_their_positions() {
+    let tmp = five_mistakes_project();
+    let out = edgefn(tmp.path(), &["validate", "--format", "short"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("edgefn.yaml:"))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "edgefn.yaml:6:14: error[edgefn::manifest::invalid_value]: `pyhton3` is not a valid runtime",
+            "edgefn.yaml:8:13: error[edgefn::manifest::invalid_quantity]: invalid memory of function `filter`: `MB` is not a memory unit",
+            "edgefn.yaml:14:35: error[edgefn::manifest::invalid_topic]: invalid topic filter `sensors/#/temperature` in trigger #1 of binding #1 (`filter`): `#` must be the last level of a topic filter",
+            "edgefn.yaml:15:15: error[edgefn::manifest::unknown_function]: binding #2 runs `fliter`, which is not defined",
+            "edgefn.yaml:18:5: error[edgefn::manifest::continuous_with_triggers]: binding #2 (`fliter`) is continuous but lists triggers",
+        ],
+        "{err}"
+    );
+    assert!(err.contains("5 errors"), "{err}");
+}
+
+#[test]
+fn validate_human_report_snapshot() {
+    let tmp = five_mistakes_project();
+    let out = edgefn(tmp.path(), &["validate"]);
+    assert_eq!(out.status.code(), Some(1));
+    snapshot(
+        &repo().join("tests/snapshots/validate_five_mistakes.txt"),
+        &text(&out.stderr),
+    );
+}
+
+#[test]
+fn validate_json_is_machine_readable() {
+    let tmp = five_mistakes_project();
+    let out = edgefn(tmp.path(), &["validate", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json on stdout");
+    assert_eq!(report["errors"], 5);
+    let first = &report["diagnostics"][0];
+    assert_eq!(first["code"], "edgefn::manifest::invalid_value");
+    assert_eq!(
+        (first["line"].as_u64(), first["column"].as_u64()),
+        (Some(6), Some(14))
+    );
+    assert!(
+        first["help"]
+            .as_str()
+            .is_some_and(|h| h.contains("python3"))
+    );
+}
+
+#[test]
+fn validate_with_a_file_argument_and_a_missing_file() {
+    let tmp = five_mistakes_project();
+    let sub = tmp.path().join("sub");
+    fs::create_dir_all(&sub).expect("mkdir");
+    // Found from a subfolder, like cargo finds Cargo.toml.
+    assert_eq!(edgefn(&sub, &["validate"]).status.code(), Some(1));
+    let missing = edgefn(tmp.path(), &["validate", "-f", "nope.yaml"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing.stderr).contains("nope.yaml is not a file"));
+}
+
+#[test]
+fn validate_accepts_warnings_with_exit_zero() {
+    let tmp = five_mistakes_project();
+    let fixed = "apiVersion: edgefn/v1\nproject: demo\nfunctions:\n  filter:\n    path: functions/filter\n    runtime: python3\n    handler: main.handle\ndevices:\n  gw-01: {}\nbindings:\n  - function: filter\n    devices: { labels: { role: router } }\n    triggers: [ a/b ]\n";
+    fs::write(tmp.path().join("edgefn.yaml"), fixed).expect("write");
+    let out = edgefn(tmp.path(), &["validate", "--format", "short"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("warning[edgefn::manifest::selector_matches_nothing]"));
+}
+
+#[test]
+fn the_quickstart_example_validates_cleanly() {
+    let out = edgefn(
+        &repo().join("examples/quickstart"),
+        &["validate", "--format", "short"],
+    );
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+}
+
+#[test]
+fn checked_in_completions_are_current() {
+    let dir = repo().join("completions");
+    for (shell, file) in [
+        ("bash", "edgefn.bash"),
+        ("zsh", "_edgefn"),
+        ("fish", "edgefn.fish"),
+        ("powershell", "_edgefn.ps1"),
+        ("elvish", "edgefn.elv"),
+    ] {
+        let out = ok(&edgefn(&dir, &["completions", shell]));
+        assert!(
+            out.contains("validate"),
+            "{shell} completion mentions the subcommands"
+        );
+        snapshot(&dir.join(file), &out);
+    }
+}
+
+#[test]
+fn every_command_has_a_summary_and_an_example() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    for cmd in [
+        &[][..],
+        &["init"],
+        &["new"],
+        &["validate"],
+        &["completions"],
+    ] {
+        let mut args: Vec<&str> = cmd.to_vec();
+        args.push("--help");
+        let out = ok(&edgefn(tmp.path(), &args));
+        assert!(
+            out.contains("Example:"),
+            "{args:?} --help has no example:\n{out}"
+        );
+    }
+}
