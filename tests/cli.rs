@@ -370,3 +370,24 @@ fn every_command_has_a_summary_and_an_example() {
         );
     }
 }
+
+#[test]
+fn validate_checks_the_functions_test_cases() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    ok(&edgefn(tmp.path(), &["init", "."]));
+    ok(&edgefn(tmp.path(), &["new", "f", "--runtime", "python3"]));
+    fs::write(
+        tmp.path().join("functions/f/tests/bad.yaml"),
+        "trigger:\n  topic: sensors/+/temperature\nexpect:\n  result: 1\n",
+    )
+    .expect("write");
+    let out = edgefn(tmp.path(), &["validate", "--format", "short"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(
+            "functions/f/tests/bad.yaml:2:10: error[edgefn::manifest::wildcard_not_allowed]"
+        ),
+        "{err}"
+    );
+}

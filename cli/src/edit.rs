@@ -64,15 +64,12 @@ pub fn add_function(
             let indent = " ".repeat(column(&source, key.span.offset) + 2);
             match &value.kind {
                 NodeKind::Map(entries) if flow(text, value) && !entries.is_empty() => {
-                    // `functions: { a: {...} }`: add `, name: {...}` before the closing brace.
-                    let close = value.span.end() - 1;
+                    // `functions: { a: {...} }`: add `, name: {...}` after the last entry.
+                    let (last_key, last_value) = &entries[entries.len() - 1];
+                    let at = last_value.span.end().max(last_key.span.end());
                     let inline: Vec<String> =
                         fields.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-                    splice(
-                        text,
-                        close,
-                        &format!(", {name}: {{ {} }} ", inline.join(", ")).replace("  }", " }"),
-                    )
+                    splice(text, at, &format!(", {name}: {{ {} }}", inline.join(", ")))
                 }
                 NodeKind::Map(entries) if !entries.is_empty() => {
                     let (first_key, first_value) = &entries[0];

@@ -203,3 +203,22 @@ pub fn create_files(base: &Path, files: &[NewFile], force: bool, hint: &str) -> 
     }
     Ok(())
 }
+
+/// The test case files of each function: `<function path>/tests/*.yaml` (and `.yml`), sorted.
+pub fn test_case_files(root: &Path, manifest: &edgefn_schema::Manifest) -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    for (name, f) in &manifest.functions {
+        let dir = root.join(&f.path).join("tests");
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+            .collect();
+        files.sort();
+        out.extend(files.into_iter().map(|p| (name.clone(), p)));
+    }
+    out
+}

@@ -18,6 +18,7 @@ pub mod manifest;
 pub mod quantity;
 pub mod resolve;
 pub mod source;
+pub mod testcase;
 pub mod topic;
 pub mod yaml;
 

@@ -255,7 +255,13 @@ impl Builder {
         // event of a block collection sits at the start of whatever follows it).
         let flow = source.text()[start.offset..].starts_with(['[', '{']);
         let end = if flow {
-            end.end()
+            // The end event may reach past the bracket (to the next token): end at the bracket.
+            let text = source.text();
+            let limit = end.end().min(text.len());
+            text[..limit]
+                .rfind([']', '}'])
+                .filter(|i| *i >= start.offset)
+                .map_or(limit, |i| i + 1)
         } else {
             last_end.unwrap_or(start.end())
         };
@@ -320,6 +326,9 @@ mod tests {
         };
         assert_eq!(&text[items[0].span.offset..items[0].span.end()], "x");
         assert_eq!(&text[c.span.offset..c.span.end()], "[x, \"y\"]");
+        let (root, _) = load("a: { b: { c: 1 } , d: 2 }\n");
+        let b = root.unwrap().get("a").unwrap().get("b").unwrap().span;
+        assert_eq!(b.len, "{ c: 1 }".len());
     }
 
     #[test]

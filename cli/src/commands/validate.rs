@@ -13,11 +13,17 @@ pub fn run(args: &ValidateArgs) -> CliResult {
     let source = project.read_manifest()?;
     let files = project.files();
     let (diags, summary) = match edgefn_schema::load(&source, Some(&files)) {
-        Ok(loaded) => {
+        Ok(mut loaded) => {
+            let cases = check_test_cases(&project, &loaded.manifest, &mut loaded.warnings)?;
             let m = &loaded.manifest;
             let summary = format!(
-                "{}: ok — {} function{}, {} device{}, {} binding{}, {} route{}",
+                "{}: {} — {} function{}, {} device{}, {} binding{}, {} route{}, {cases} test case{}",
                 source.name(),
+                if loaded.warnings.has_errors() {
+                    "invalid test cases"
+                } else {
+                    "ok"
+                },
                 m.functions.len(),
                 plural(m.functions.len()),
                 m.devices.len(),
@@ -26,6 +32,7 @@ pub fn run(args: &ValidateArgs) -> CliResult {
                 plural(m.bindings.len()),
                 m.routes.len(),
                 plural(m.routes.len()),
+                plural(cases),
             );
             (loaded.warnings, summary)
         }
@@ -57,4 +64,23 @@ pub fn run(args: &ValidateArgs) -> CliResult {
 
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
+}
+
+/// Loads every test case of every function, adding their problems to `diags`; returns how many
+/// there are.
+fn check_test_cases(
+    project: &Project,
+    manifest: &edgefn_schema::Manifest,
+    diags: &mut edgefn_schema::Diagnostics,
+) -> CliResult<usize> {
+    let files = crate::project::test_case_files(&project.root, manifest);
+    for (_, path) in &files {
+        let text =
+            std::fs::read_to_string(path).map_err(crate::error::CliError::io("read", path))?;
+        let source = edgefn_schema::Source::new(crate::project::display_path(path), text);
+        if let Err(found) = edgefn_schema::testcase::load_test_case(&source) {
+            diags.extend(found);
+        }
+    }
+    Ok(files.len())
 }
