@@ -11,6 +11,8 @@
 //! assert_eq!(loaded.manifest.project, "demo");
 //! ```
 
+pub mod api;
+pub mod bundle;
 pub mod decode;
 pub mod diagnostic;
 pub mod load;

@@ -236,13 +236,7 @@ fn decode(source: &Source) -> (Option<Manifest>, Cx<'_>) {
 
 /// Names end up in topics, folders and container ids: keep them to a safe alphabet.
 fn check_name(cx: &mut Cx<'_>, name: &str, span: Span, kind: &str) {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    let ok = crate::manifest::valid_name(name);
     if !ok {
         let fixed: String = name
             .to_lowercase()

@@ -50,6 +50,19 @@ pub mod limits {
     pub const MAX_CONCURRENCY: u32 = 1024;
 }
 
+/// Whether `name` is a valid function, device, binding or project name: lowercase letters,
+/// digits, `-` and `_`, starting and ending with a letter or digit, at most 63 characters. Names
+/// end up in MQTT topics, folder names and container ids, so they keep to this safe alphabet.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
 /// An edgefn project: its functions, its devices, and which functions run where.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -10,13 +10,7 @@ use crate::scaffold;
 
 /// Checks a function or project name against the manifest's rules.
 pub fn check_name(name: &str, kind: &str) -> CliResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    let ok = edgefn_schema::manifest::valid_name(name);
     if ok {
         Ok(())
     } else {

@@ -1,0 +1,107 @@
+//! The one place domain errors become HTTP responses: a status and a JSON [`ErrorBody`].
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use edgefn_schema::api::{ErrorBody, ErrorDetail};
+
+use crate::store::StoreError;
+
+/// An API error.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    details: Option<serde_json::Value>,
+}
+
+impl ApiError {
+    /// An error with a status, a stable code and a message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    /// Adds details.
+    pub fn details(mut self, details: serde_json::Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    /// 400.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// 401.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// 403.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 500, for failures of the server itself. The message is logged, not sent.
+    pub fn internal(message: impl std::fmt::Display) -> Self {
+        tracing::error!("internal error: {message}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server failed; see its log",
+        )
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict { latest, expected } => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("the latest revision is {latest}, not {expected}: someone applied in between; re-run to apply on top of revision {latest}"),
+            )
+            .details(serde_json::json!({ "latest": latest })),
+            StoreError::MissingBundles(missing) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "missing_bundles",
+                format!("upload these bundles first: {}", missing.join(", ")),
+            )
+            .details(serde_json::json!({ "missing": missing })),
+            StoreError::DeviceExists(name) => ApiError::new(
+                StatusCode::CONFLICT,
+                "device_exists",
+                format!("device `{name}` is already registered; remove it first to issue a new token"),
+            ),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+                details: self.details,
+            },
+        };
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}

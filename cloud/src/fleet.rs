@@ -1,0 +1,103 @@
+//! What every device should run under the latest revision, computed once per revision.
+//!
+//! A [`FleetView`] is rebuilt when a revision is committed and published on a `watch` channel:
+//! a long-polling device waits on that channel and, when it changes, looks its own entry up in a
+//! hash map. Serving 10,000 waiting devices is then 10,000 lookups, not 10,000 resolutions.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use edgefn_schema::api::{DesiredResponse, Revision};
+use edgefn_schema::{DesiredState, Manifest, Source};
+
+/// One device's desired state, ready to send.
+#[derive(Debug, Clone)]
+pub struct DeviceDesired {
+    /// The state's digest (the ETag).
+    pub digest: String,
+    /// The JSON response body.
+    pub body: Arc<Vec<u8>>,
+    /// Bundles the device may download.
+    pub bundles: HashSet<String>,
+}
+
+/// The fleet under one revision.
+#[derive(Debug, Default)]
+pub struct FleetView {
+    /// Latest revision (0: none).
+    pub revision: u64,
+    /// Its manifest, parsed.
+    pub manifest: Option<Manifest>,
+    /// Its bundles.
+    pub bundles: BTreeMap<String, String>,
+    /// Desired state of each device in the manifest.
+    pub devices: HashMap<String, DeviceDesired>,
+}
+
+fn desired(revision: u64, state: DesiredState) -> DeviceDesired {
+    let bundles = state
+        .functions
+        .values()
+        .filter_map(|f| f.bundle.clone())
+        .collect();
+    let digest = state.digest();
+    let body = serde_json::to_vec(&DesiredResponse {
+        revision,
+        digest: digest.clone(),
+        state,
+    })
+    .expect("desired state serializes");
+    DeviceDesired {
+        digest,
+        body: Arc::new(body),
+        bundles,
+    }
+}
+
+impl FleetView {
+    /// The view of `revision` (`None`: nothing applied yet).
+    pub fn build(revision: Option<&Revision>) -> Self {
+        let Some(rev) = revision else {
+            return Self::default();
+        };
+        // Revisions are validated before they are stored; a manifest that no longer loads (an
+        // older edgefn's) serves empty states rather than failing every request.
+        let manifest =
+            edgefn_schema::load(&Source::new("edgefn.yaml", rev.manifest.as_str()), None)
+                .ok()
+                .map(|l| l.manifest);
+        let mut devices = HashMap::new();
+        if let Some(m) = &manifest {
+            for name in m.devices.keys() {
+                if let Some(state) = edgefn_schema::resolve(m, name, &rev.bundles) {
+                    devices.insert(name.clone(), desired(rev.summary.number, state));
+                }
+            }
+        }
+        Self {
+            revision: rev.summary.number,
+            manifest,
+            bundles: rev.bundles.clone(),
+            devices,
+        }
+    }
+
+    /// What `device` should run: its entry, or an empty state when the manifest does not list it.
+    pub fn desired_for(&self, device: &str) -> DeviceDesired {
+        if let Some(d) = self.devices.get(device) {
+            return d.clone();
+        }
+        let empty = DesiredState {
+            project: self
+                .manifest
+                .as_ref()
+                .map(|m| m.project.clone())
+                .unwrap_or_default(),
+            device: device.to_owned(),
+            functions: BTreeMap::new(),
+            bindings: Vec::new(),
+            routes: Vec::new(),
+        };
+        desired(self.revision, empty)
+    }
+}

@@ -1,0 +1,261 @@
+//! The control plane's HTTP API: request and response bodies, shared by `edgefn-cloud`, the
+//! CLI and the agent. The OpenAPI document (`cloud/openapi.json`) is generated from these types.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::resolve::DesiredState;
+
+/// Every error response: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `conflict`, `digest_mismatch`, `unauthorized`.
+    pub code: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+    /// Details, e.g. the current revision on a conflict, or manifest diagnostics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+}
+
+/// `POST /v1/bundles/missing`: which of these bundles the cloud lacks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct MissingBundlesRequest {
+    /// sha256 digests.
+    pub digests: Vec<String>,
+}
+
+/// The answer to [`MissingBundlesRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct MissingBundlesResponse {
+    /// The digests the cloud does not have.
+    pub missing: Vec<String>,
+}
+
+/// Where a revision came from.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Provenance {
+    /// Git commit id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// Git branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Commit author, `Name <email>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    /// First line of the commit message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Whether the work tree had uncommitted changes.
+    #[serde(default)]
+    pub dirty: bool,
+    /// The tool that submitted it, e.g. `edgefn 0.1.0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+}
+
+/// `POST /v1/revisions`: a manifest to apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NewRevision {
+    /// The manifest, as YAML text.
+    pub manifest: String,
+    /// Bundle digest of every function, by function name.
+    pub bundles: BTreeMap<String, String>,
+    /// Where it came from.
+    #[serde(default)]
+    pub provenance: Provenance,
+    /// The revision this one was made against (`0` when there is none yet). When the latest
+    /// revision differs, the cloud answers 409 and changes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_parent: Option<u64>,
+}
+
+/// A revision without its manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionSummary {
+    /// Revision number, from 1, with no gaps.
+    pub number: u64,
+    /// The revision it replaced (`0` for the first).
+    pub parent: u64,
+    /// When it was committed, in milliseconds since the Unix epoch.
+    pub created_ms: u64,
+    /// Where it came from.
+    pub provenance: Provenance,
+    /// Set when this revision is a rollback to an older one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_of: Option<u64>,
+}
+
+/// A whole revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Revision {
+    /// Number, parent, time, provenance.
+    #[serde(flatten)]
+    pub summary: RevisionSummary,
+    /// The manifest, as YAML text.
+    pub manifest: String,
+    /// Bundle digest of every function.
+    pub bundles: BTreeMap<String, String>,
+}
+
+/// The answer to `POST /v1/revisions` and `POST /v1/rollback`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyResponse {
+    /// The latest revision after the call.
+    pub revision: u64,
+    /// False when the submission equalled the latest revision: nothing was created.
+    pub created: bool,
+}
+
+/// `POST /v1/rollback`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackRequest {
+    /// The revision to return to (default: the one before the latest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<u64>,
+    /// As in [`NewRevision::expected_parent`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_parent: Option<u64>,
+}
+
+/// `POST /v1/devices`: register a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct NewDevice {
+    /// Device name, as in the manifest.
+    pub name: String,
+}
+
+/// The answer to [`NewDevice`]. The token is shown this once; the cloud keeps only its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DeviceRegistered {
+    /// Device name.
+    pub name: String,
+    /// The device's secret token.
+    pub token: String,
+}
+
+/// A registered device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceInfo {
+    /// Name.
+    pub name: String,
+    /// When it was registered (ms since the epoch).
+    pub registered_ms: u64,
+}
+
+/// `GET /v1/devices/{name}/desired`: what the device should run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DesiredResponse {
+    /// The latest revision (`0` when nothing was applied yet).
+    pub revision: u64,
+    /// Digest of `state`; also the response's ETag.
+    pub digest: String,
+    /// What to run.
+    pub state: DesiredState,
+}
+
+/// The state of a device's update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceState {
+    /// Downloading, staging or switching to a new release.
+    Updating,
+    /// Running its desired release.
+    Running,
+    /// A new release failed its health window; the previous one runs again.
+    RolledBack,
+    /// A release could not be applied (download, digest, extraction).
+    Failed,
+}
+
+/// One binding's state on a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FunctionStatus {
+    /// Binding name.
+    pub binding: String,
+    /// e.g. `running`, `idle`, `backoff`, `crash_loop`.
+    pub state: String,
+    /// Restarts since the release started.
+    #[serde(default)]
+    pub restarts: u64,
+    /// Invocations handled.
+    #[serde(default)]
+    pub invocations: u64,
+    /// Invocations that failed.
+    #[serde(default)]
+    pub errors: u64,
+    /// The last error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// `POST /v1/devices/{name}/status`: what a device runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusReport {
+    /// Digest of the desired state it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_digest: Option<String>,
+    /// Revision it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_revision: Option<u64>,
+    /// Update state.
+    pub state: DeviceState,
+    /// Why, for `rolled_back` and `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Per binding.
+    #[serde(default)]
+    pub functions: Vec<FunctionStatus>,
+}
+
+/// One device in `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceStatus {
+    /// Name.
+    pub name: String,
+    /// Has a token.
+    pub registered: bool,
+    /// Listed in the latest manifest.
+    pub in_manifest: bool,
+    /// Digest the device should run.
+    pub desired_digest: String,
+    /// Its last report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<StatusReport>,
+    /// When it last reported (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_ms: Option<u64>,
+    /// Runs exactly its desired state.
+    pub converged: bool,
+}
+
+/// `GET /v1/status`: the fleet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FleetStatus {
+    /// The latest revision (`0` when none).
+    pub revision: u64,
+    /// Every device in the manifest or registered, by name.
+    pub devices: Vec<DeviceStatus>,
+}
