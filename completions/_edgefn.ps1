@@ -28,6 +28,14 @@ Register-ArgumentCompleter -Native -CommandName 'edgefn' -ScriptBlock {
             [CompletionResult]::new('init', 'init', [CompletionResultType]::ParameterValue, 'Create a new edgefn project: manifest, functions/, .gitignore and a CI workflow')
             [CompletionResult]::new('new', 'new', [CompletionResultType]::ParameterValue, 'Add a function: a working handler, a sample test case, and its entry in edgefn.yaml')
             [CompletionResult]::new('validate', 'validate', [CompletionResultType]::ParameterValue, 'Check edgefn.yaml (and the functions'' test cases) and report every problem found')
+            [CompletionResult]::new('package', 'package', [CompletionResultType]::ParameterValue, 'Package each function into a reproducible bundle named by its sha256')
+            [CompletionResult]::new('apply', 'apply', [CompletionResultType]::ParameterValue, 'Validate, package, upload what the cloud lacks, and submit a new revision')
+            [CompletionResult]::new('diff', 'diff', [CompletionResultType]::ParameterValue, 'Show what applying would change on each device (exit 0: none, 2: changes, 1: error)')
+            [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show the fleet: desired and running revision, state and errors of each device')
+            [CompletionResult]::new('history', 'history', [CompletionResultType]::ParameterValue, 'List the revisions applied, newest first, with where they came from')
+            [CompletionResult]::new('rollback', 'rollback', [CompletionResultType]::ParameterValue, 'Apply an earlier revision again, as a new revision (default: the one before the latest)')
+            [CompletionResult]::new('device', 'device', [CompletionResultType]::ParameterValue, 'Register, list and remove devices')
+            [CompletionResult]::new('login', 'login', [CompletionResultType]::ParameterValue, 'Save the control plane''s URL and an admin token for later commands')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -63,6 +71,148 @@ Register-ArgumentCompleter -Native -CommandName 'edgefn' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'edgefn;package' {
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'The manifest (default: edgefn.yaml here or in a parent folder)')
+            [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'The manifest (default: edgefn.yaml here or in a parent folder)')
+            [CompletionResult]::new('--out', '--out', [CompletionResultType]::ParameterName, 'Write the bundles to this folder as `<sha256>.tar.zst`')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'edgefn;apply' {
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'The manifest (default: edgefn.yaml here or in a parent folder)')
+            [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'The manifest (default: edgefn.yaml here or in a parent folder)')
+            [CompletionResult]::new('--cloud', '--cloud', [CompletionResultType]::ParameterName, 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'How long `--wait` waits before failing')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--allow-dirty', '--allow-dirty', [CompletionResultType]::ParameterName, 'Apply even with uncommitted changes (the revision records that it was dirty)')
+            [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'Follow the rollout until every registered device runs the new revision')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'edgefn;diff' {
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'The manifest (default: edgefn.yaml here or in a parent folder)')
+            [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'The manifest (default: edgefn.yaml here or in a parent folder)')
+            [CompletionResult]::new('--cloud', '--cloud', [CompletionResultType]::ParameterName, 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'edgefn;status' {
+            [CompletionResult]::new('--cloud', '--cloud', [CompletionResultType]::ParameterName, 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'edgefn;history' {
+            [CompletionResult]::new('--limit', '--limit', [CompletionResultType]::ParameterName, 'How many revisions')
+            [CompletionResult]::new('--cloud', '--cloud', [CompletionResultType]::ParameterName, 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'edgefn;rollback' {
+            [CompletionResult]::new('--cloud', '--cloud', [CompletionResultType]::ParameterName, 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'How long `--wait` waits before failing')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'Follow the rollout until every registered device runs it')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'edgefn;device' {
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('add', 'add', [CompletionResultType]::ParameterValue, 'Register a device and write the one file its agent needs (cloud URL, name, token)')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List registered devices')
+            [CompletionResult]::new('remove', 'remove', [CompletionResultType]::ParameterValue, 'Remove a device and revoke its token')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'edgefn;device;add' {
+            [CompletionResult]::new('--label', '--label', [CompletionResultType]::ParameterName, 'A label `key=value`, added with the device to edgefn.yaml (repeatable)')
+            [CompletionResult]::new('--out', '--out', [CompletionResultType]::ParameterName, 'Where to write the agent''s configuration (it holds the token: mode 0600)')
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'The manifest to add the device to (default: edgefn.yaml here or in a parent folder, if any)')
+            [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'The manifest to add the device to (default: edgefn.yaml here or in a parent folder, if any)')
+            [CompletionResult]::new('--cloud', '--cloud', [CompletionResultType]::ParameterName, 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Overwrite the output file')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'edgefn;device;list' {
+            [CompletionResult]::new('--cloud', '--cloud', [CompletionResultType]::ParameterName, 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'edgefn;device;remove' {
+            [CompletionResult]::new('--cloud', '--cloud', [CompletionResultType]::ParameterName, 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'edgefn;device;help' {
+            [CompletionResult]::new('add', 'add', [CompletionResultType]::ParameterValue, 'Register a device and write the one file its agent needs (cloud URL, name, token)')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List registered devices')
+            [CompletionResult]::new('remove', 'remove', [CompletionResultType]::ParameterValue, 'Remove a device and revoke its token')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'edgefn;device;help;add' {
+            break
+        }
+        'edgefn;device;help;list' {
+            break
+        }
+        'edgefn;device;help;remove' {
+            break
+        }
+        'edgefn;device;help;help' {
+            break
+        }
+        'edgefn;login' {
+            [CompletionResult]::new('--cloud', '--cloud', [CompletionResultType]::ParameterName, 'Control plane URL')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token (default: read from standard input, so it stays out of the shell history)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'edgefn;completions' {
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
@@ -74,6 +224,14 @@ Register-ArgumentCompleter -Native -CommandName 'edgefn' -ScriptBlock {
             [CompletionResult]::new('init', 'init', [CompletionResultType]::ParameterValue, 'Create a new edgefn project: manifest, functions/, .gitignore and a CI workflow')
             [CompletionResult]::new('new', 'new', [CompletionResultType]::ParameterValue, 'Add a function: a working handler, a sample test case, and its entry in edgefn.yaml')
             [CompletionResult]::new('validate', 'validate', [CompletionResultType]::ParameterValue, 'Check edgefn.yaml (and the functions'' test cases) and report every problem found')
+            [CompletionResult]::new('package', 'package', [CompletionResultType]::ParameterValue, 'Package each function into a reproducible bundle named by its sha256')
+            [CompletionResult]::new('apply', 'apply', [CompletionResultType]::ParameterValue, 'Validate, package, upload what the cloud lacks, and submit a new revision')
+            [CompletionResult]::new('diff', 'diff', [CompletionResultType]::ParameterValue, 'Show what applying would change on each device (exit 0: none, 2: changes, 1: error)')
+            [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show the fleet: desired and running revision, state and errors of each device')
+            [CompletionResult]::new('history', 'history', [CompletionResultType]::ParameterValue, 'List the revisions applied, newest first, with where they came from')
+            [CompletionResult]::new('rollback', 'rollback', [CompletionResultType]::ParameterValue, 'Apply an earlier revision again, as a new revision (default: the one before the latest)')
+            [CompletionResult]::new('device', 'device', [CompletionResultType]::ParameterValue, 'Register, list and remove devices')
+            [CompletionResult]::new('login', 'login', [CompletionResultType]::ParameterValue, 'Save the control plane''s URL and an admin token for later commands')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
@@ -85,6 +243,42 @@ Register-ArgumentCompleter -Native -CommandName 'edgefn' -ScriptBlock {
             break
         }
         'edgefn;help;validate' {
+            break
+        }
+        'edgefn;help;package' {
+            break
+        }
+        'edgefn;help;apply' {
+            break
+        }
+        'edgefn;help;diff' {
+            break
+        }
+        'edgefn;help;status' {
+            break
+        }
+        'edgefn;help;history' {
+            break
+        }
+        'edgefn;help;rollback' {
+            break
+        }
+        'edgefn;help;device' {
+            [CompletionResult]::new('add', 'add', [CompletionResultType]::ParameterValue, 'Register a device and write the one file its agent needs (cloud URL, name, token)')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List registered devices')
+            [CompletionResult]::new('remove', 'remove', [CompletionResultType]::ParameterValue, 'Remove a device and revoke its token')
+            break
+        }
+        'edgefn;help;device;add' {
+            break
+        }
+        'edgefn;help;device;list' {
+            break
+        }
+        'edgefn;help;device;remove' {
+            break
+        }
+        'edgefn;help;login' {
             break
         }
         'edgefn;help;completions' {

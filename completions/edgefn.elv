@@ -25,6 +25,14 @@ set edit:completion:arg-completer[edgefn] = {|@words|
             cand init 'Create a new edgefn project: manifest, functions/, .gitignore and a CI workflow'
             cand new 'Add a function: a working handler, a sample test case, and its entry in edgefn.yaml'
             cand validate 'Check edgefn.yaml (and the functions'' test cases) and report every problem found'
+            cand package 'Package each function into a reproducible bundle named by its sha256'
+            cand apply 'Validate, package, upload what the cloud lacks, and submit a new revision'
+            cand diff 'Show what applying would change on each device (exit 0: none, 2: changes, 1: error)'
+            cand status 'Show the fleet: desired and running revision, state and errors of each device'
+            cand history 'List the revisions applied, newest first, with where they came from'
+            cand rollback 'Apply an earlier revision again, as a new revision (default: the one before the latest)'
+            cand device 'Register, list and remove devices'
+            cand login 'Save the control plane''s URL and an admin token for later commands'
             cand completions 'Print a shell completion script'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -56,6 +64,132 @@ set edit:completion:arg-completer[edgefn] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'edgefn;package'= {
+            cand -f 'The manifest (default: edgefn.yaml here or in a parent folder)'
+            cand --file 'The manifest (default: edgefn.yaml here or in a parent folder)'
+            cand --out 'Write the bundles to this folder as `<sha256>.tar.zst`'
+            cand --output 'Output format'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'edgefn;apply'= {
+            cand -f 'The manifest (default: edgefn.yaml here or in a parent folder)'
+            cand --file 'The manifest (default: edgefn.yaml here or in a parent folder)'
+            cand --cloud 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]'
+            cand --token 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]'
+            cand --timeout 'How long `--wait` waits before failing'
+            cand --output 'Output format'
+            cand --allow-dirty 'Apply even with uncommitted changes (the revision records that it was dirty)'
+            cand --wait 'Follow the rollout until every registered device runs the new revision'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'edgefn;diff'= {
+            cand -f 'The manifest (default: edgefn.yaml here or in a parent folder)'
+            cand --file 'The manifest (default: edgefn.yaml here or in a parent folder)'
+            cand --cloud 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]'
+            cand --token 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'edgefn;status'= {
+            cand --cloud 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]'
+            cand --token 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]'
+            cand --output 'Output format'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'edgefn;history'= {
+            cand --limit 'How many revisions'
+            cand --cloud 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]'
+            cand --token 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]'
+            cand --output 'Output format'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'edgefn;rollback'= {
+            cand --cloud 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]'
+            cand --token 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]'
+            cand --timeout 'How long `--wait` waits before failing'
+            cand --output 'Output format'
+            cand --wait 'Follow the rollout until every registered device runs it'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'edgefn;device'= {
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand add 'Register a device and write the one file its agent needs (cloud URL, name, token)'
+            cand list 'List registered devices'
+            cand remove 'Remove a device and revoke its token'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'edgefn;device;add'= {
+            cand --label 'A label `key=value`, added with the device to edgefn.yaml (repeatable)'
+            cand --out 'Where to write the agent''s configuration (it holds the token: mode 0600)'
+            cand -f 'The manifest to add the device to (default: edgefn.yaml here or in a parent folder, if any)'
+            cand --file 'The manifest to add the device to (default: edgefn.yaml here or in a parent folder, if any)'
+            cand --cloud 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]'
+            cand --token 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]'
+            cand --force 'Overwrite the output file'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'edgefn;device;list'= {
+            cand --cloud 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]'
+            cand --token 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]'
+            cand --output 'Output format'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'edgefn;device;remove'= {
+            cand --cloud 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]'
+            cand --token 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'edgefn;device;help'= {
+            cand add 'Register a device and write the one file its agent needs (cloud URL, name, token)'
+            cand list 'List registered devices'
+            cand remove 'Remove a device and revoke its token'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'edgefn;device;help;add'= {
+        }
+        &'edgefn;device;help;list'= {
+        }
+        &'edgefn;device;help;remove'= {
+        }
+        &'edgefn;device;help;help'= {
+        }
+        &'edgefn;login'= {
+            cand --cloud 'Control plane URL'
+            cand --token 'Admin token (default: read from standard input, so it stays out of the shell history)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'edgefn;completions'= {
             cand -h 'Print help'
             cand --help 'Print help'
@@ -66,6 +200,14 @@ set edit:completion:arg-completer[edgefn] = {|@words|
             cand init 'Create a new edgefn project: manifest, functions/, .gitignore and a CI workflow'
             cand new 'Add a function: a working handler, a sample test case, and its entry in edgefn.yaml'
             cand validate 'Check edgefn.yaml (and the functions'' test cases) and report every problem found'
+            cand package 'Package each function into a reproducible bundle named by its sha256'
+            cand apply 'Validate, package, upload what the cloud lacks, and submit a new revision'
+            cand diff 'Show what applying would change on each device (exit 0: none, 2: changes, 1: error)'
+            cand status 'Show the fleet: desired and running revision, state and errors of each device'
+            cand history 'List the revisions applied, newest first, with where they came from'
+            cand rollback 'Apply an earlier revision again, as a new revision (default: the one before the latest)'
+            cand device 'Register, list and remove devices'
+            cand login 'Save the control plane''s URL and an admin token for later commands'
             cand completions 'Print a shell completion script'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -74,6 +216,31 @@ set edit:completion:arg-completer[edgefn] = {|@words|
         &'edgefn;help;new'= {
         }
         &'edgefn;help;validate'= {
+        }
+        &'edgefn;help;package'= {
+        }
+        &'edgefn;help;apply'= {
+        }
+        &'edgefn;help;diff'= {
+        }
+        &'edgefn;help;status'= {
+        }
+        &'edgefn;help;history'= {
+        }
+        &'edgefn;help;rollback'= {
+        }
+        &'edgefn;help;device'= {
+            cand add 'Register a device and write the one file its agent needs (cloud URL, name, token)'
+            cand list 'List registered devices'
+            cand remove 'Remove a device and revoke its token'
+        }
+        &'edgefn;help;device;add'= {
+        }
+        &'edgefn;help;device;list'= {
+        }
+        &'edgefn;help;device;remove'= {
+        }
+        &'edgefn;help;login'= {
         }
         &'edgefn;help;completions'= {
         }

@@ -29,6 +29,14 @@ complete -c edgefn -n "__fish_edgefn_needs_command" -s V -l version -d 'Print ve
 complete -c edgefn -n "__fish_edgefn_needs_command" -f -a "init" -d 'Create a new edgefn project: manifest, functions/, .gitignore and a CI workflow'
 complete -c edgefn -n "__fish_edgefn_needs_command" -f -a "new" -d 'Add a function: a working handler, a sample test case, and its entry in edgefn.yaml'
 complete -c edgefn -n "__fish_edgefn_needs_command" -f -a "validate" -d 'Check edgefn.yaml (and the functions\' test cases) and report every problem found'
+complete -c edgefn -n "__fish_edgefn_needs_command" -f -a "package" -d 'Package each function into a reproducible bundle named by its sha256'
+complete -c edgefn -n "__fish_edgefn_needs_command" -f -a "apply" -d 'Validate, package, upload what the cloud lacks, and submit a new revision'
+complete -c edgefn -n "__fish_edgefn_needs_command" -f -a "diff" -d 'Show what applying would change on each device (exit 0: none, 2: changes, 1: error)'
+complete -c edgefn -n "__fish_edgefn_needs_command" -f -a "status" -d 'Show the fleet: desired and running revision, state and errors of each device'
+complete -c edgefn -n "__fish_edgefn_needs_command" -f -a "history" -d 'List the revisions applied, newest first, with where they came from'
+complete -c edgefn -n "__fish_edgefn_needs_command" -f -a "rollback" -d 'Apply an earlier revision again, as a new revision (default: the one before the latest)'
+complete -c edgefn -n "__fish_edgefn_needs_command" -f -a "device" -d 'Register, list and remove devices'
+complete -c edgefn -n "__fish_edgefn_needs_command" -f -a "login" -d 'Save the control plane\'s URL and an admin token for later commands'
 complete -c edgefn -n "__fish_edgefn_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c edgefn -n "__fish_edgefn_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c edgefn -n "__fish_edgefn_using_subcommand init" -l name -d 'Project name (default: the folder\'s name)' -r
@@ -48,10 +56,95 @@ short\t'One `file:line:col: severity[code]: message` line each, for editors and 
 json\t'A JSON document, for programs'"
 complete -c edgefn -n "__fish_edgefn_using_subcommand validate" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c edgefn -n "__fish_edgefn_using_subcommand validate" -s V -l version -d 'Print version'
+complete -c edgefn -n "__fish_edgefn_using_subcommand package" -s f -l file -d 'The manifest (default: edgefn.yaml here or in a parent folder)' -r -F
+complete -c edgefn -n "__fish_edgefn_using_subcommand package" -l out -d 'Write the bundles to this folder as `<sha256>.tar.zst`' -r -F
+complete -c edgefn -n "__fish_edgefn_using_subcommand package" -l output -d 'Output format' -r -f -a "text\t'For people'
+json\t'For programs'"
+complete -c edgefn -n "__fish_edgefn_using_subcommand package" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c edgefn -n "__fish_edgefn_using_subcommand package" -s V -l version -d 'Print version'
+complete -c edgefn -n "__fish_edgefn_using_subcommand apply" -s f -l file -d 'The manifest (default: edgefn.yaml here or in a parent folder)' -r -F
+complete -c edgefn -n "__fish_edgefn_using_subcommand apply" -l cloud -d 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand apply" -l token -d 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand apply" -l timeout -d 'How long `--wait` waits before failing' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand apply" -l output -d 'Output format' -r -f -a "text\t'For people'
+json\t'For programs'"
+complete -c edgefn -n "__fish_edgefn_using_subcommand apply" -l allow-dirty -d 'Apply even with uncommitted changes (the revision records that it was dirty)'
+complete -c edgefn -n "__fish_edgefn_using_subcommand apply" -l wait -d 'Follow the rollout until every registered device runs the new revision'
+complete -c edgefn -n "__fish_edgefn_using_subcommand apply" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c edgefn -n "__fish_edgefn_using_subcommand apply" -s V -l version -d 'Print version'
+complete -c edgefn -n "__fish_edgefn_using_subcommand diff" -s f -l file -d 'The manifest (default: edgefn.yaml here or in a parent folder)' -r -F
+complete -c edgefn -n "__fish_edgefn_using_subcommand diff" -l cloud -d 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand diff" -l token -d 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand diff" -s h -l help -d 'Print help'
+complete -c edgefn -n "__fish_edgefn_using_subcommand diff" -s V -l version -d 'Print version'
+complete -c edgefn -n "__fish_edgefn_using_subcommand status" -l cloud -d 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand status" -l token -d 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand status" -l output -d 'Output format' -r -f -a "text\t'For people'
+json\t'For programs'"
+complete -c edgefn -n "__fish_edgefn_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c edgefn -n "__fish_edgefn_using_subcommand status" -s V -l version -d 'Print version'
+complete -c edgefn -n "__fish_edgefn_using_subcommand history" -l limit -d 'How many revisions' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand history" -l cloud -d 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand history" -l token -d 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand history" -l output -d 'Output format' -r -f -a "text\t'For people'
+json\t'For programs'"
+complete -c edgefn -n "__fish_edgefn_using_subcommand history" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c edgefn -n "__fish_edgefn_using_subcommand history" -s V -l version -d 'Print version'
+complete -c edgefn -n "__fish_edgefn_using_subcommand rollback" -l cloud -d 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand rollback" -l token -d 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand rollback" -l timeout -d 'How long `--wait` waits before failing' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand rollback" -l output -d 'Output format' -r -f -a "text\t'For people'
+json\t'For programs'"
+complete -c edgefn -n "__fish_edgefn_using_subcommand rollback" -l wait -d 'Follow the rollout until every registered device runs it'
+complete -c edgefn -n "__fish_edgefn_using_subcommand rollback" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c edgefn -n "__fish_edgefn_using_subcommand rollback" -s V -l version -d 'Print version'
+complete -c edgefn -n "__fish_edgefn_using_subcommand device; and not __fish_seen_subcommand_from add list remove help" -s h -l help -d 'Print help'
+complete -c edgefn -n "__fish_edgefn_using_subcommand device; and not __fish_seen_subcommand_from add list remove help" -s V -l version -d 'Print version'
+complete -c edgefn -n "__fish_edgefn_using_subcommand device; and not __fish_seen_subcommand_from add list remove help" -f -a "add" -d 'Register a device and write the one file its agent needs (cloud URL, name, token)'
+complete -c edgefn -n "__fish_edgefn_using_subcommand device; and not __fish_seen_subcommand_from add list remove help" -f -a "list" -d 'List registered devices'
+complete -c edgefn -n "__fish_edgefn_using_subcommand device; and not __fish_seen_subcommand_from add list remove help" -f -a "remove" -d 'Remove a device and revoke its token'
+complete -c edgefn -n "__fish_edgefn_using_subcommand device; and not __fish_seen_subcommand_from add list remove help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c edgefn -n "__fish_edgefn_using_subcommand device; and __fish_seen_subcommand_from add" -l label -d 'A label `key=value`, added with the device to edgefn.yaml (repeatable)' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand device; and __fish_seen_subcommand_from add" -l out -d 'Where to write the agent\'s configuration (it holds the token: mode 0600)' -r -F
+complete -c edgefn -n "__fish_edgefn_using_subcommand device; and __fish_seen_subcommand_from add" -s f -l file -d 'The manifest to add the device to (default: edgefn.yaml here or in a parent folder, if any)' -r -F
+complete -c edgefn -n "__fish_edgefn_using_subcommand device; and __fish_seen_subcommand_from add" -l cloud -d 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand device; and __fish_seen_subcommand_from add" -l token -d 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand device; and __fish_seen_subcommand_from add" -l force -d 'Overwrite the output file'
+complete -c edgefn -n "__fish_edgefn_using_subcommand device; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'
+complete -c edgefn -n "__fish_edgefn_using_subcommand device; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
+complete -c edgefn -n "__fish_edgefn_using_subcommand device; and __fish_seen_subcommand_from list" -l cloud -d 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand device; and __fish_seen_subcommand_from list" -l token -d 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand device; and __fish_seen_subcommand_from list" -l output -d 'Output format' -r -f -a "text\t'For people'
+json\t'For programs'"
+complete -c edgefn -n "__fish_edgefn_using_subcommand device; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c edgefn -n "__fish_edgefn_using_subcommand device; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c edgefn -n "__fish_edgefn_using_subcommand device; and __fish_seen_subcommand_from remove" -l cloud -d 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand device; and __fish_seen_subcommand_from remove" -l token -d 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand device; and __fish_seen_subcommand_from remove" -s h -l help -d 'Print help'
+complete -c edgefn -n "__fish_edgefn_using_subcommand device; and __fish_seen_subcommand_from remove" -s V -l version -d 'Print version'
+complete -c edgefn -n "__fish_edgefn_using_subcommand device; and __fish_seen_subcommand_from help" -f -a "add" -d 'Register a device and write the one file its agent needs (cloud URL, name, token)'
+complete -c edgefn -n "__fish_edgefn_using_subcommand device; and __fish_seen_subcommand_from help" -f -a "list" -d 'List registered devices'
+complete -c edgefn -n "__fish_edgefn_using_subcommand device; and __fish_seen_subcommand_from help" -f -a "remove" -d 'Remove a device and revoke its token'
+complete -c edgefn -n "__fish_edgefn_using_subcommand device; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c edgefn -n "__fish_edgefn_using_subcommand login" -l cloud -d 'Control plane URL' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand login" -l token -d 'Admin token (default: read from standard input, so it stays out of the shell history)' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand login" -s h -l help -d 'Print help'
+complete -c edgefn -n "__fish_edgefn_using_subcommand login" -s V -l version -d 'Print version'
 complete -c edgefn -n "__fish_edgefn_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c edgefn -n "__fish_edgefn_using_subcommand completions" -s V -l version -d 'Print version'
-complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate completions help" -f -a "init" -d 'Create a new edgefn project: manifest, functions/, .gitignore and a CI workflow'
-complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate completions help" -f -a "new" -d 'Add a function: a working handler, a sample test case, and its entry in edgefn.yaml'
-complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate completions help" -f -a "validate" -d 'Check edgefn.yaml (and the functions\' test cases) and report every problem found'
-complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate completions help" -f -a "completions" -d 'Print a shell completion script'
-complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate package apply diff status history rollback device login completions help" -f -a "init" -d 'Create a new edgefn project: manifest, functions/, .gitignore and a CI workflow'
+complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate package apply diff status history rollback device login completions help" -f -a "new" -d 'Add a function: a working handler, a sample test case, and its entry in edgefn.yaml'
+complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate package apply diff status history rollback device login completions help" -f -a "validate" -d 'Check edgefn.yaml (and the functions\' test cases) and report every problem found'
+complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate package apply diff status history rollback device login completions help" -f -a "package" -d 'Package each function into a reproducible bundle named by its sha256'
+complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate package apply diff status history rollback device login completions help" -f -a "apply" -d 'Validate, package, upload what the cloud lacks, and submit a new revision'
+complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate package apply diff status history rollback device login completions help" -f -a "diff" -d 'Show what applying would change on each device (exit 0: none, 2: changes, 1: error)'
+complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate package apply diff status history rollback device login completions help" -f -a "status" -d 'Show the fleet: desired and running revision, state and errors of each device'
+complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate package apply diff status history rollback device login completions help" -f -a "history" -d 'List the revisions applied, newest first, with where they came from'
+complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate package apply diff status history rollback device login completions help" -f -a "rollback" -d 'Apply an earlier revision again, as a new revision (default: the one before the latest)'
+complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate package apply diff status history rollback device login completions help" -f -a "device" -d 'Register, list and remove devices'
+complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate package apply diff status history rollback device login completions help" -f -a "login" -d 'Save the control plane\'s URL and an admin token for later commands'
+complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate package apply diff status history rollback device login completions help" -f -a "completions" -d 'Print a shell completion script'
+complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate package apply diff status history rollback device login completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c edgefn -n "__fish_edgefn_using_subcommand help; and __fish_seen_subcommand_from device" -f -a "add" -d 'Register a device and write the one file its agent needs (cloud URL, name, token)'
+complete -c edgefn -n "__fish_edgefn_using_subcommand help; and __fish_seen_subcommand_from device" -f -a "list" -d 'List registered devices'
+complete -c edgefn -n "__fish_edgefn_using_subcommand help; and __fish_seen_subcommand_from device" -f -a "remove" -d 'Remove a device and revoke its token'

@@ -39,6 +39,35 @@ pub enum Command {
         after_help = "Example:\n  edgefn validate\n  edgefn validate -f deploy/edgefn.yaml --format json"
     )]
     Validate(ValidateArgs),
+    /// Package each function into a reproducible bundle named by its sha256
+    #[command(after_help = "Example:\n  edgefn package\n  edgefn package temp-filter --out dist/")]
+    Package(PackageArgs),
+    /// Validate, package, upload what the cloud lacks, and submit a new revision
+    #[command(
+        after_help = "Example:\n  EDGEFN_CLOUD=https://edgefn.example.com EDGEFN_TOKEN=... edgefn apply --wait\n  edgefn apply --output json"
+    )]
+    Apply(ApplyArgs),
+    /// Show what applying would change on each device (exit 0: none, 2: changes, 1: error)
+    #[command(after_help = "Example:\n  edgefn diff\n  edgefn diff || [ $? -eq 2 ]")]
+    Diff(DiffArgs),
+    /// Show the fleet: desired and running revision, state and errors of each device
+    #[command(after_help = "Example:\n  edgefn status\n  edgefn status gw-01 --output json")]
+    Status(StatusArgs),
+    /// List the revisions applied, newest first, with where they came from
+    #[command(after_help = "Example:\n  edgefn history --limit 5")]
+    History(HistoryArgs),
+    /// Apply an earlier revision again, as a new revision (default: the one before the latest)
+    #[command(after_help = "Example:\n  edgefn rollback\n  edgefn rollback 12 --wait")]
+    Rollback(RollbackArgs),
+    /// Register, list and remove devices
+    #[command(
+        subcommand,
+        after_help = "Example:\n  edgefn device add gw-03 --label site=lab --out gw-03.yaml\n  edgefn device list"
+    )]
+    Device(DeviceCommand),
+    /// Save the control plane's URL and an admin token for later commands
+    #[command(after_help = "Example:\n  edgefn login --cloud http://127.0.0.1:7070 < admin.token")]
+    Login(LoginArgs),
     /// Print a shell completion script
     #[command(
         after_help = "Example:\n  edgefn completions bash > ~/.local/share/bash-completion/completions/edgefn\n  edgefn completions zsh > \"${fpath[1]}/_edgefn\""
@@ -85,6 +114,184 @@ pub struct ValidateArgs {
     /// How to print problems
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
+}
+
+/// Where the control plane is.
+#[derive(Debug, Args)]
+pub struct CloudArgs {
+    /// Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]
+    #[arg(long, value_name = "URL")]
+    pub cloud: Option<String>,
+    /// Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+}
+
+/// Output format of commands that report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// For people
+    Text,
+    /// For programs
+    Json,
+}
+
+/// `edgefn package`.
+#[derive(Debug, Args)]
+pub struct PackageArgs {
+    /// Functions to package (default: all)
+    pub functions: Vec<String>,
+    /// The manifest (default: edgefn.yaml here or in a parent folder)
+    #[arg(long, short)]
+    pub file: Option<PathBuf>,
+    /// Write the bundles to this folder as `<sha256>.tar.zst`
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+/// `edgefn apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The manifest (default: edgefn.yaml here or in a parent folder)
+    #[arg(long, short)]
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub cloud: CloudArgs,
+    /// Apply even with uncommitted changes (the revision records that it was dirty)
+    #[arg(long)]
+    pub allow_dirty: bool,
+    /// Follow the rollout until every registered device runs the new revision
+    #[arg(long)]
+    pub wait: bool,
+    /// How long `--wait` waits before failing
+    #[arg(long, default_value = "5m", value_name = "DURATION")]
+    pub timeout: String,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+/// `edgefn diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The manifest (default: edgefn.yaml here or in a parent folder)
+    #[arg(long, short)]
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub cloud: CloudArgs,
+}
+
+/// `edgefn status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// One device, in detail
+    pub device: Option<String>,
+    #[command(flatten)]
+    pub cloud: CloudArgs,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+/// `edgefn history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// How many revisions
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    #[command(flatten)]
+    pub cloud: CloudArgs,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+/// `edgefn rollback`.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The revision to return to (default: the one before the latest)
+    pub revision: Option<u64>,
+    #[command(flatten)]
+    pub cloud: CloudArgs,
+    /// Follow the rollout until every registered device runs it
+    #[arg(long)]
+    pub wait: bool,
+    /// How long `--wait` waits before failing
+    #[arg(long, default_value = "5m", value_name = "DURATION")]
+    pub timeout: String,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+/// `edgefn device ...`.
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// Register a device and write the one file its agent needs (cloud URL, name, token)
+    #[command(
+        after_help = "Example:\n  edgefn device add gw-03 --label site=lab --label role=gateway --out gw-03.yaml"
+    )]
+    Add(DeviceAddArgs),
+    /// List registered devices
+    #[command(after_help = "Example:\n  edgefn device list --output json")]
+    List(DeviceListArgs),
+    /// Remove a device and revoke its token
+    #[command(after_help = "Example:\n  edgefn device remove gw-03")]
+    Remove(DeviceRemoveArgs),
+}
+
+/// `edgefn device add`.
+#[derive(Debug, Args)]
+pub struct DeviceAddArgs {
+    /// Device name
+    pub name: String,
+    /// A label `key=value`, added with the device to edgefn.yaml (repeatable)
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Where to write the agent's configuration (it holds the token: mode 0600)
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// The manifest to add the device to (default: edgefn.yaml here or in a parent folder, if any)
+    #[arg(long, short)]
+    pub file: Option<PathBuf>,
+    /// Overwrite the output file
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub cloud: CloudArgs,
+}
+
+/// `edgefn device list`.
+#[derive(Debug, Args)]
+pub struct DeviceListArgs {
+    #[command(flatten)]
+    pub cloud: CloudArgs,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+/// `edgefn device remove`.
+#[derive(Debug, Args)]
+pub struct DeviceRemoveArgs {
+    /// Device name
+    pub name: String,
+    #[command(flatten)]
+    pub cloud: CloudArgs,
+}
+
+/// `edgefn login`.
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Control plane URL
+    #[arg(long, value_name = "URL")]
+    pub cloud: String,
+    /// Admin token (default: read from standard input, so it stays out of the shell history)
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
 }
 
 /// `edgefn completions`.

@@ -24,9 +24,29 @@ pub enum EditError {
     Failed,
 }
 
+/// The manifest's top-level sections, in the order a new one is placed.
+const SECTIONS: [&str; 6] = [
+    "apiVersion",
+    "project",
+    "functions",
+    "devices",
+    "bindings",
+    "routes",
+];
+
 /// Inserts a function entry `name` with `fields` (key and YAML-formatted value, in order).
 pub fn add_function(
     text: &str,
+    name: &str,
+    fields: &[(&str, String)],
+) -> Result<String, EditError> {
+    add_entry(text, "functions", name, fields)
+}
+
+/// Inserts `name` with `fields` into the top-level mapping `section` (`functions`, `devices`).
+pub fn add_entry(
+    text: &str,
+    section: &str,
     name: &str,
     fields: &[(&str, String)],
 ) -> Result<String, EditError> {
@@ -37,13 +57,17 @@ pub fn add_function(
     let NodeKind::Map(top) = &root.kind else {
         return Err(EditError::Unparseable);
     };
-    let edited = match root.entry("functions") {
+    let later: &[&str] = SECTIONS
+        .iter()
+        .position(|s| *s == section)
+        .map_or(&[], |i| &SECTIONS[i + 1..]);
+    let edited = match root.entry(section) {
         None => {
-            // No `functions:` yet: add it before the first of the later sections, or at the end.
-            let block = format!("functions:\n{}", block_entry(name, fields, "  ", "  "));
+            // No such section yet: add it before the first of the later sections, or at the end.
+            let block = format!("{section}:\n{}", block_entry(name, fields, "  ", "  "));
             let before = top
                 .iter()
-                .find(|(k, _)| matches!(k.as_str(), Some("devices" | "bindings" | "routes")))
+                .find(|(k, _)| k.as_str().is_some_and(|k| later.contains(&k)))
                 .map(|(k, _)| line_start(text, k.span.offset));
             match before {
                 Some(at) => splice(text, at, &format!("{block}\n")),
@@ -69,7 +93,12 @@ pub fn add_function(
                     let at = last_value.span.end().max(last_key.span.end());
                     let inline: Vec<String> =
                         fields.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-                    splice(text, at, &format!(", {name}: {{ {} }}", inline.join(", ")))
+                    let value = if inline.is_empty() {
+                        "{}".to_owned()
+                    } else {
+                        format!("{{ {} }}", inline.join(", "))
+                    };
+                    splice(text, at, &format!(", {name}: {value}"))
                 }
                 NodeKind::Map(entries) if !entries.is_empty() => {
                     let (first_key, first_value) = &entries[0];
@@ -110,7 +139,7 @@ pub fn add_function(
     let check = Source::new("edgefn.yaml", edited.as_str());
     match yaml::parse(&check) {
         (Some(root), diags)
-            if diags.is_empty() && root.get("functions").and_then(|f| f.get(name)).is_some() =>
+            if diags.is_empty() && root.get(section).and_then(|f| f.get(name)).is_some() =>
         {
             Ok(edited)
         }
@@ -120,6 +149,9 @@ pub fn add_function(
 
 /// The YAML text of the entry as it is added to a block mapping.
 pub fn block_entry(name: &str, fields: &[(&str, String)], indent: &str, step: &str) -> String {
+    if fields.is_empty() {
+        return format!("{indent}{name}: {{}}\n");
+    }
     let mut out = format!("{indent}{name}:\n");
     for (k, v) in fields {
         out.push_str(&format!("{indent}{step}{k}: {v}\n"));
@@ -228,6 +260,24 @@ mod tests {
         let text = "project: p\nfunctions:\n  a:\n    path: functions/a";
         let out = add_function(text, "avg", &fields()).unwrap();
         assert!(out.ends_with("    path: functions/a\n  avg:\n    path: functions/avg\n    runtime: python3\n    handler: main.handle\n"), "{out}");
+    }
+
+    #[test]
+    fn adds_devices_in_the_style_of_the_section() {
+        let text = "project: p\ndevices:\n  gw-01: { labels: { a: b } }\nbindings: []\n";
+        let out = add_entry(
+            text,
+            "devices",
+            "gw-02",
+            &[("labels", "{ site: lab }".to_owned())],
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "project: p\ndevices:\n  gw-01: { labels: { a: b } }\n  gw-02:\n    labels: { site: lab }\nbindings: []\n"
+        );
+        let out = add_entry("project: p\nbindings: []\n", "devices", "gw-02", &[]).unwrap();
+        assert_eq!(out, "project: p\ndevices:\n  gw-02: {}\n\nbindings: []\n");
     }
 
     #[test]

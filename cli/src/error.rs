@@ -35,6 +35,17 @@ pub enum CliError {
         /// How to fix it.
         help: String,
     },
+    /// The control plane refused a request or could not be reached.
+    #[error("{message}")]
+    #[diagnostic(code(edgefn::cli::cloud), help("{help}"))]
+    Cloud {
+        /// What went wrong.
+        message: String,
+        /// How to go on.
+        help: String,
+        /// The API's error code, when it answered.
+        api_code: Option<String>,
+    },
     /// A file-system operation failed.
     #[error("could not {action} {}", .path.display())]
     #[diagnostic(code(edgefn::cli::io))]
@@ -71,6 +82,8 @@ pub enum Outcome {
     Success,
     /// Ran, and found problems (invalid manifest, failed tests).
     Failed,
+    /// Ran, and found changes (`edgefn diff`).
+    Changes,
 }
 
 impl Outcome {
@@ -79,6 +92,7 @@ impl Outcome {
         match self {
             Outcome::Success => ExitCode::SUCCESS,
             Outcome::Failed => ExitCode::from(1),
+            Outcome::Changes => ExitCode::from(2),
         }
     }
 }

@@ -7,10 +7,13 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod args;
+pub mod client;
 pub mod commands;
 pub mod edit;
 pub mod error;
+pub mod package;
 pub mod project;
+pub mod provenance;
 pub mod report;
 pub mod scaffold;
 

@@ -49,11 +49,7 @@ impl Metrics {
             );
         }
         let gauges = [
-            (
-                "edgefn_revision",
-                "The latest revision number.",
-                revision,
-            ),
+            ("edgefn_revision", "The latest revision number.", revision),
             (
                 "edgefn_devices_registered",
                 "Registered devices.",

@@ -220,6 +220,10 @@ pub struct StatusReport {
     pub running_revision: Option<u64>,
     /// Update state.
     pub state: DeviceState,
+    /// Digest of the desired state it was last asked to run (for `rolled_back` and `failed`:
+    /// the one that failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_digest: Option<String>,
     /// Why, for `rolled_back` and `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

@@ -1,13 +1,21 @@
 //! One module per subcommand. Each takes its parsed arguments and returns an [`Outcome`]; none
 //! calls `process::exit`.
 
+pub mod apply;
 pub mod completions;
+pub mod device;
+pub mod diff;
+pub mod fleet;
 pub mod init;
+pub mod login;
 pub mod new;
+pub mod package;
 pub mod validate;
 
-use crate::args::{Cli, Command};
+use crate::args::{Cli, Command, Format};
 use crate::error::{CliResult, Outcome};
+use crate::project::Project;
+use crate::report;
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> CliResult<Outcome> {
@@ -15,6 +23,35 @@ pub fn run(cli: Cli) -> CliResult<Outcome> {
         Command::Init(args) => init::run(&args),
         Command::New(args) => new::run(&args),
         Command::Validate(args) => validate::run(&args),
+        Command::Package(args) => package::run(&args),
+        Command::Apply(args) => apply::run(&args),
+        Command::Diff(args) => diff::run(&args),
+        Command::Status(args) => fleet::status(&args),
+        Command::History(args) => fleet::history(&args),
+        Command::Rollback(args) => fleet::rollback(&args),
+        Command::Device(cmd) => device::run(&cmd),
+        Command::Login(args) => login::run(&args),
         Command::Completions(args) => completions::run(&args),
+    }
+}
+
+/// Loads and validates the project's manifest for a command that uses it; prints its warnings,
+/// or all its diagnostics and `None` when it has errors (the command then fails with exit 1).
+pub fn load_valid(project: &Project) -> CliResult<Option<edgefn_schema::Loaded>> {
+    let source = project.read_manifest()?;
+    match edgefn_schema::load(&source, Some(&project.files())) {
+        Ok(loaded) => {
+            report::print(&loaded.warnings, Format::Human);
+            Ok(Some(loaded))
+        }
+        Err(diags) => {
+            report::print(&diags, Format::Human);
+            eprintln!(
+                "error: {}: {}; nothing was done",
+                source.name(),
+                report::counts(&diags)
+            );
+            Ok(None)
+        }
     }
 }

@@ -1,0 +1,235 @@
+//! Talking to the control plane: where it is, which token to send, and its errors turned into
+//! messages that say what to do.
+//!
+//! The cloud's address and token come from flags, else `EDGEFN_CLOUD` / `EDGEFN_TOKEN`, else the
+//! file `edgefn login` writes (`$XDG_CONFIG_HOME/edgefn/credentials.json`, mode 0600).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use edgefn_schema::api::ErrorBody;
+use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::CliError;
+
+/// Saved credentials.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Credentials {
+    /// Control plane URL.
+    pub cloud: String,
+    /// Admin token.
+    pub token: String,
+}
+
+/// Where `edgefn login` keeps credentials.
+pub fn credentials_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("EDGEFN_CONFIG") {
+        return Some(PathBuf::from(p));
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("edgefn").join("credentials.json"))
+}
+
+/// Reads saved credentials, if any.
+pub fn saved() -> Option<Credentials> {
+    let text = std::fs::read_to_string(credentials_path()?).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Saves credentials with mode 0600.
+pub fn save(creds: &Credentials) -> Result<PathBuf, CliError> {
+    let path = credentials_path().ok_or_else(|| CliError::InvalidArgument {
+        message: "no place to save credentials: neither XDG_CONFIG_HOME nor HOME is set".into(),
+        help: "set EDGEFN_CONFIG to a file path".into(),
+    })?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(CliError::io("create", dir))?;
+    }
+    let text = serde_json::to_string_pretty(creds).expect("credentials serialize");
+    crate::project::write_atomic(&path, text.as_bytes())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(CliError::io("protect", &path))?;
+    }
+    Ok(path)
+}
+
+/// A connection to the control plane.
+#[derive(Debug)]
+pub struct Client {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Client {
+    /// From flags, else the environment, else saved credentials.
+    pub fn from_args(cloud: Option<&str>, token: Option<&str>) -> Result<Self, CliError> {
+        let saved = saved();
+        let cloud = cloud
+            .map(str::to_owned)
+            .or_else(|| std::env::var("EDGEFN_CLOUD").ok().filter(|s| !s.is_empty()))
+            .or_else(|| saved.as_ref().map(|c| c.cloud.clone()))
+            .ok_or_else(|| CliError::InvalidArgument {
+                message: "no control plane given".into(),
+                help: "pass --cloud URL, set EDGEFN_CLOUD, or run `edgefn login --cloud URL`"
+                    .into(),
+            })?;
+        let token = token
+            .map(str::to_owned)
+            .or_else(|| std::env::var("EDGEFN_TOKEN").ok().filter(|s| !s.is_empty()))
+            .or_else(|| saved.as_ref().map(|c| c.token.clone()))
+            .ok_or_else(|| CliError::InvalidArgument {
+                message: "no token given".into(),
+                help: "pass --token, set EDGEFN_TOKEN, or run `edgefn login` (edgefn-cloud prints an admin token on first start)".into(),
+            })?;
+        Self::new(&cloud, &token)
+    }
+
+    /// A client for `cloud` with `token`.
+    pub fn new(cloud: &str, token: &str) -> Result<Self, CliError> {
+        let base = cloud.trim_end_matches('/').to_owned();
+        if !base.starts_with("http://") && !base.starts_with("https://") {
+            return Err(CliError::InvalidArgument {
+                message: format!("`{cloud}` is not an http:// or https:// URL"),
+                help: "give the control plane's URL, e.g. http://127.0.0.1:7070".into(),
+            });
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| CliError::InvalidArgument {
+                message: e.to_string(),
+                help: String::new(),
+            })?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(CliError::io(
+                "start the async runtime for",
+                "the HTTP client",
+            ))?;
+        Ok(Self {
+            base,
+            token: token.to_owned(),
+            http,
+            rt,
+        })
+    }
+
+    /// The control plane's URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn unreachable(&self, e: &reqwest::Error) -> CliError {
+        CliError::Cloud {
+            message: format!("cannot reach the control plane at {}: {e}", self.base),
+            help: "check the URL (--cloud, EDGEFN_CLOUD) and that edgefn-cloud is running".into(),
+            api_code: None,
+        }
+    }
+
+    fn send(&self, req: reqwest::RequestBuilder) -> Result<(StatusCode, Vec<u8>), CliError> {
+        self.rt.block_on(async {
+            let resp = req
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .map_err(|e| self.unreachable(&e))?;
+            let status = resp.status();
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| self.unreachable(&e))?
+                .to_vec();
+            Ok((status, body))
+        })
+    }
+
+    fn error(&self, status: StatusCode, body: &[u8]) -> CliError {
+        let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
+        let (code, message, details) = match parsed {
+            Some(b) => (Some(b.error.code), b.error.message, b.error.details),
+            None => (None, format!("the control plane answered {status}"), None),
+        };
+        let help = match status {
+            StatusCode::UNAUTHORIZED => {
+                "the token was refused: check EDGEFN_TOKEN or `edgefn login`".to_owned()
+            }
+            StatusCode::FORBIDDEN => "this needs an admin token".to_owned(),
+            _ => details
+                .and_then(|d| d.get("diagnostics").cloned())
+                .and_then(|d| serde_json::from_value::<Vec<String>>(d).ok())
+                .map(|lines| lines.join("\n"))
+                .unwrap_or_else(|| "see the message above".to_owned()),
+        };
+        CliError::Cloud {
+            message: format!("{message} (HTTP {})", status.as_u16()),
+            help,
+            api_code: code,
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(&self, status: StatusCode, body: &[u8]) -> Result<T, CliError> {
+        if !status.is_success() {
+            return Err(self.error(status, body));
+        }
+        serde_json::from_slice(body).map_err(|e| CliError::Cloud {
+            message: format!(
+                "the control plane sent an answer this edgefn does not understand: {e}"
+            ),
+            help: "use an edgefn of the same version as edgefn-cloud".into(),
+            api_code: None,
+        })
+    }
+
+    /// GET a JSON resource.
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
+        let (status, body) = self.send(self.http.get(format!("{}{path}", self.base)))?;
+        self.decode(status, &body)
+    }
+
+    /// POST JSON, returning the status and the decoded answer.
+    pub fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<(StatusCode, T), CliError> {
+        let (status, bytes) =
+            self.send(self.http.post(format!("{}{path}", self.base)).json(body))?;
+        Ok((status, self.decode(status, &bytes)?))
+    }
+
+    /// PUT raw bytes.
+    pub fn put_bytes(&self, path: &str, bytes: Vec<u8>) -> Result<StatusCode, CliError> {
+        let (status, body) = self.send(
+            self.http
+                .put(format!("{}{path}", self.base))
+                .header("content-type", "application/zstd")
+                .body(bytes),
+        )?;
+        if status.is_success() {
+            Ok(status)
+        } else {
+            Err(self.error(status, &body))
+        }
+    }
+
+    /// DELETE.
+    pub fn delete(&self, path: &str) -> Result<(), CliError> {
+        let (status, body) = self.send(self.http.delete(format!("{}{path}", self.base)))?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(self.error(status, &body))
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! `edgefn device add|list|remove`.
+
+use std::io::Write;
+
+use edgefn_schema::api::{DeviceInfo, DeviceRegistered, NewDevice};
+
+use crate::args::{DeviceAddArgs, DeviceCommand, DeviceListArgs, DeviceRemoveArgs, Output};
+use crate::client::Client;
+use crate::edit;
+use crate::error::{CliError, CliResult, Outcome};
+use crate::project::{self, Project};
+
+/// Runs a `device` subcommand.
+pub fn run(cmd: &DeviceCommand) -> CliResult {
+    match cmd {
+        DeviceCommand::Add(a) => add(a),
+        DeviceCommand::List(a) => list(a),
+        DeviceCommand::Remove(a) => remove(a),
+    }
+}
+
+fn parse_labels(labels: &[String]) -> Result<Vec<(String, String)>, CliError> {
+    labels
+        .iter()
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) if !k.is_empty() && !k.contains(char::is_whitespace) => {
+                Ok((k.to_owned(), v.to_owned()))
+            }
+            _ => Err(CliError::InvalidArgument {
+                message: format!("`{l}` is not a label"),
+                help: "write labels as --label key=value".into(),
+            }),
+        })
+        .collect()
+}
+
+fn add(args: &DeviceAddArgs) -> CliResult {
+    if !edgefn_schema::manifest::valid_name(&args.name) {
+        return Err(CliError::InvalidArgument {
+            message: format!("`{}` is not a valid device name", args.name),
+            help: "a device name uses lowercase letters, digits, `-` and `_`, starts and ends with a letter or digit, and has at most 63 characters".into(),
+        });
+    }
+    let labels = parse_labels(&args.labels)?;
+    if args.out.exists() && !args.force {
+        return Err(CliError::Exists {
+            path: args.out.clone(),
+            hint: "choose another --out file, or pass --force".into(),
+        });
+    }
+    // The manifest edit is prepared (and checked) before anything is registered.
+    let project = match (&args.file, Project::locate(args.file.as_deref())) {
+        (_, Ok(p)) => Some(p),
+        (Some(_), Err(e)) => return Err(e),
+        (None, Err(_)) => None,
+    };
+    let edited = match &project {
+        Some(p) => {
+            let text = p.read_manifest()?;
+            let fields = if labels.is_empty() {
+                Vec::new()
+            } else {
+                let inner: Vec<String> = labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {}", yaml_scalar(v)))
+                    .collect();
+                vec![("labels", format!("{{ {} }}", inner.join(", ")))]
+            };
+            match edit::add_entry(text.text(), "devices", &args.name, &fields) {
+                Ok(t) => Some(t),
+                Err(edit::EditError::Exists(_)) if labels.is_empty() => None,
+                Err(edit::EditError::Exists(_)) => {
+                    return Err(CliError::InvalidArgument {
+                        message: format!(
+                            "device `{}` is already in {}",
+                            args.name,
+                            p.manifest_path.display()
+                        ),
+                        help: "edit its labels there, and drop --label here".into(),
+                    });
+                }
+                Err(e) => {
+                    return Err(CliError::InvalidArgument {
+                        message: e.to_string(),
+                        help: "add the device under `devices:` by hand".into(),
+                    });
+                }
+            }
+        }
+        None => None,
+    };
+    let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
+    let (_, reg): (_, DeviceRegistered) = client.post(
+        "/v1/devices",
+        &NewDevice {
+            name: args.name.clone(),
+        },
+    )?;
+    let config = format!(
+        "# edgefn-agent configuration for device `{name}`. Keep it secret: it holds the device's token.\n# Run: edgefn-agent --config {file}\ncloud: {cloud}\ndevice: {name}\ntoken: {token}\n# data: /var/lib/edgefn-agent   # where releases and state live\n# sandbox: auto                 # container, process or auto\n",
+        name = reg.name,
+        file = args.out.display(),
+        cloud = client.base(),
+        token = reg.token,
+    );
+    project::write_atomic(&args.out, config.as_bytes())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&args.out, std::fs::Permissions::from_mode(0o600))
+            .map_err(CliError::io("protect", &args.out))?;
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "registered device `{}`; its agent configuration is in {} (mode 0600)",
+        reg.name,
+        args.out.display()
+    );
+    if let (Some(p), Some(text)) = (&project, edited) {
+        project::write_atomic(&p.manifest_path, text.as_bytes())?;
+        let _ = writeln!(
+            out,
+            "added `{}` to {}: commit and apply to give it functions",
+            reg.name,
+            p.manifest_path.display()
+        );
+    }
+    Ok(Outcome::Success)
+}
+
+fn yaml_scalar(v: &str) -> String {
+    let plain = !v.is_empty()
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+        && v.parse::<f64>().is_err()
+        && !matches!(v, "true" | "false" | "null" | "yes" | "no");
+    if plain {
+        v.to_owned()
+    } else {
+        serde_json::to_string(v).expect("string")
+    }
+}
+
+fn list(args: &DeviceListArgs) -> CliResult {
+    let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
+    let devices: Vec<DeviceInfo> = client.get("/v1/devices")?;
+    let mut out = std::io::stdout().lock();
+    match args.output {
+        Output::Json => {
+            let _ = writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&devices).expect("json")
+            );
+        }
+        Output::Text => {
+            for d in &devices {
+                let _ = writeln!(out, "{}", d.name);
+            }
+        }
+    }
+    Ok(Outcome::Success)
+}
+
+fn remove(args: &DeviceRemoveArgs) -> CliResult {
+    let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
+    client.delete(&format!("/v1/devices/{}", args.name))?;
+    let _ = writeln!(
+        std::io::stdout().lock(),
+        "removed device `{}`; its token no longer works",
+        args.name
+    );
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,187 @@
+//! `edgefn status`, `edgefn history` and `edgefn rollback`.
+
+use std::io::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use edgefn_schema::api::{ApplyResponse, FleetStatus, RevisionSummary, RollbackRequest};
+
+use crate::args::{HistoryArgs, Output, RollbackArgs, StatusArgs};
+use crate::client::Client;
+use crate::error::{CliError, CliResult, Outcome};
+
+fn ago(ms: u64) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let s = now.saturating_sub(ms) / 1000;
+    match s {
+        0..60 => format!("{s}s ago"),
+        60..3600 => format!("{}m ago", s / 60),
+        3600..86400 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86400),
+    }
+}
+
+fn json_out<T: serde::Serialize>(v: &T) {
+    let _ = writeln!(
+        std::io::stdout().lock(),
+        "{}",
+        serde_json::to_string_pretty(v).expect("json")
+    );
+}
+
+/// `edgefn status [DEVICE]`.
+pub fn status(args: &StatusArgs) -> CliResult {
+    let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
+    let mut fleet: FleetStatus = client.get("/v1/status")?;
+    if let Some(name) = &args.device {
+        fleet.devices.retain(|d| &d.name == name);
+        if fleet.devices.is_empty() {
+            return Err(CliError::InvalidArgument {
+                message: format!("no device `{name}` is registered or in the latest manifest"),
+                help: "see `edgefn status` for the fleet".into(),
+            });
+        }
+    }
+    if args.output == Output::Json {
+        json_out(&fleet);
+        return Ok(Outcome::Success);
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "revision {}", fleet.revision);
+    let _ = writeln!(
+        out,
+        "{:<20} {:<10} {:<10} {:<12} {:<10} MESSAGE",
+        "DEVICE", "DESIRED", "RUNNING", "STATE", "SEEN"
+    );
+    for d in &fleet.devices {
+        let running = d
+            .report
+            .as_ref()
+            .and_then(|r| r.running_revision)
+            .map_or("-".to_owned(), |r| r.to_string());
+        let state = match (&d.report, d.registered) {
+            (_, false) => "unregistered".to_owned(),
+            (None, true) => "never seen".to_owned(),
+            (Some(r), _) => serde_json::to_value(r.state)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+        };
+        let desired = if d.in_manifest {
+            fleet.revision.to_string()
+        } else {
+            "-".to_owned()
+        };
+        let seen = d.last_seen_ms.map_or("-".to_owned(), ago);
+        let mut message = d
+            .report
+            .as_ref()
+            .and_then(|r| r.message.clone())
+            .unwrap_or_default();
+        if d.converged {
+            message = if message.is_empty() {
+                "converged".into()
+            } else {
+                message
+            };
+        }
+        let _ = writeln!(
+            out,
+            "{:<20} {:<10} {:<10} {:<12} {:<10} {message}",
+            d.name, desired, running, state, seen
+        );
+        if args.device.is_some() {
+            if let Some(r) = &d.report {
+                for f in &r.functions {
+                    let _ = writeln!(
+                        out,
+                        "  {:<18} {:<12} restarts {:<4} invocations {:<8} errors {:<6} {}",
+                        f.binding,
+                        f.state,
+                        f.restarts,
+                        f.invocations,
+                        f.errors,
+                        f.last_error.as_deref().unwrap_or("")
+                    );
+                }
+            }
+        }
+    }
+    Ok(Outcome::Success)
+}
+
+/// `edgefn history`.
+pub fn history(args: &HistoryArgs) -> CliResult {
+    let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
+    let list: Vec<RevisionSummary> = client.get(&format!("/v1/revisions?limit={}", args.limit))?;
+    if args.output == Output::Json {
+        json_out(&list);
+        return Ok(Outcome::Success);
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "{:<6} {:<10} {:<10} {:<14} {:<24} NOTE",
+        "REV", "WHEN", "COMMIT", "BRANCH", "AUTHOR"
+    );
+    for r in &list {
+        let p = &r.provenance;
+        let commit = p.commit.as_deref().map_or("-".to_owned(), |c| {
+            c.chars().take(8).collect::<String>() + if p.dirty { "+" } else { "" }
+        });
+        let note = match r.rollback_of {
+            Some(n) => format!("rollback to {n}"),
+            None => p.message.clone().unwrap_or_default(),
+        };
+        let author: String = p
+            .author
+            .as_deref()
+            .unwrap_or("-")
+            .chars()
+            .take(24)
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:<6} {:<10} {:<10} {:<14} {:<24} {note}",
+            r.number,
+            ago(r.created_ms),
+            commit,
+            p.branch.as_deref().unwrap_or("-"),
+            author
+        );
+    }
+    Ok(Outcome::Success)
+}
+
+/// `edgefn rollback [REV]`.
+pub fn rollback(args: &RollbackArgs) -> CliResult {
+    let timeout = super::apply::parse_timeout(&args.timeout)?;
+    let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
+    let parent = super::apply::latest_revision(&client)?;
+    let (_, applied): (_, ApplyResponse) = client.post(
+        "/v1/rollback",
+        &RollbackRequest {
+            to: args.revision,
+            expected_parent: Some(parent),
+        },
+    )?;
+    if args.output == Output::Json {
+        json_out(&applied);
+    } else if applied.created {
+        eprintln!(
+            "rolled back: revision {} applies revision {} again",
+            applied.revision,
+            args.revision.unwrap_or(parent.saturating_sub(1))
+        );
+    } else {
+        eprintln!(
+            "no changes: revision {} already has that content",
+            applied.revision
+        );
+    }
+    if applied.created && args.wait {
+        return super::apply::wait_for_rollout(&client, timeout, args.output);
+    }
+    Ok(Outcome::Success)
+}

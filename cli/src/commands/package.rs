@@ -1,0 +1,83 @@
+//! `edgefn package`: one reproducible bundle per function.
+
+use std::io::Write;
+
+use crate::args::{Output, PackageArgs};
+use crate::error::{CliError, CliResult, Outcome};
+use crate::package;
+use crate::project::{self, Project};
+
+/// Packages the functions and prints function, digest and size.
+pub fn run(args: &PackageArgs) -> CliResult {
+    let project = Project::locate(args.file.as_deref())?;
+    let Some(loaded) = super::load_valid(&project)? else {
+        return Ok(Outcome::Failed);
+    };
+    for name in &args.functions {
+        if !loaded.manifest.functions.contains_key(name) {
+            return Err(CliError::InvalidArgument {
+                message: format!("no function `{name}` in the manifest"),
+                help: format!(
+                    "functions: {}",
+                    loaded
+                        .manifest
+                        .functions
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+    }
+    let mut bundles = Vec::new();
+    for (name, f) in &loaded.manifest.functions {
+        if args.functions.is_empty() || args.functions.contains(name) {
+            bundles.push(package::package(&project.root, name, &f.path)?);
+        }
+    }
+    if let Some(out) = &args.out {
+        std::fs::create_dir_all(out).map_err(CliError::io("create", out))?;
+        for b in &bundles {
+            project::write_atomic(&out.join(format!("{}.tar.zst", b.digest)), &b.bytes)?;
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    match args.output {
+        Output::Json => {
+            let list: Vec<serde_json::Value> = bundles
+                .iter()
+                .map(|b| serde_json::json!({"function": b.function, "digest": b.digest, "bytes": b.bytes.len(), "files": b.files}))
+                .collect();
+            let _ = writeln!(
+                stdout,
+                "{}",
+                serde_json::to_string_pretty(&list).expect("json")
+            );
+        }
+        Output::Text => {
+            let width = bundles
+                .iter()
+                .map(|b| b.function.len())
+                .max()
+                .unwrap_or(8)
+                .max(8);
+            let _ = writeln!(
+                stdout,
+                "{:width$}  {:64}  {:>10}  FILES",
+                "FUNCTION", "SHA256", "BYTES"
+            );
+            for b in &bundles {
+                let _ = writeln!(
+                    stdout,
+                    "{:width$}  {}  {:>10}  {}",
+                    b.function,
+                    b.digest,
+                    b.bytes.len(),
+                    b.files
+                );
+            }
+        }
+    }
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,170 @@
+//! Packaging a function's folder into a bundle: which files go in, and the checks on them.
+//!
+//! Everything under the function's folder goes in, except `tests/` (at its top), `.git`, and
+//! what `.edgefnignore` files exclude (gitignore syntax; one at the project's root and one in
+//! the function's folder may both apply). Symlinks are kept as links when they point inside the
+//! folder and refused when they point outside it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use edgefn_schema::bundle::{self, BundleFile, FileKind};
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+
+use crate::error::CliError;
+
+/// Name of the ignore files.
+pub const IGNORE_FILE: &str = ".edgefnignore";
+
+/// A packaged function.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// Function name.
+    pub function: String,
+    /// sha256 of `bytes`.
+    pub digest: String,
+    /// The archive.
+    pub bytes: Vec<u8>,
+    /// Number of files in it.
+    pub files: usize,
+}
+
+fn ignore_matcher(dir: &Path) -> Result<Option<Gitignore>, CliError> {
+    let file = dir.join(IGNORE_FILE);
+    if !file.is_file() {
+        return Ok(None);
+    }
+    let mut b = GitignoreBuilder::new(dir);
+    if let Some(e) = b.add(&file) {
+        return Err(CliError::InvalidArgument {
+            message: format!("{} has an invalid pattern: {e}", file.display()),
+            help: "fix the pattern; the file uses gitignore syntax".into(),
+        });
+    }
+    b.build().map(Some).map_err(|e| CliError::InvalidArgument {
+        message: format!("{}: {e}", file.display()),
+        help: "fix the pattern; the file uses gitignore syntax".into(),
+    })
+}
+
+/// Packs the function `name` whose folder is `root/path`.
+pub fn package(root: &Path, name: &str, path: &str) -> Result<Bundle, CliError> {
+    let dir = root.join(path);
+    let canonical =
+        fs::canonicalize(&dir).map_err(CliError::io("open the function folder", &dir))?;
+    let matchers: Vec<Gitignore> = [ignore_matcher(root)?, ignore_matcher(&dir)?]
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut files = Vec::new();
+    walk(&dir, &canonical, "", &matchers, &mut files)?;
+    let count = files.len();
+    let bytes = bundle::pack(files).map_err(|e| CliError::InvalidArgument {
+        message: format!("cannot package function `{name}`: {e}"),
+        help: "fix the file named above in the function's folder".into(),
+    })?;
+    Ok(Bundle {
+        function: name.to_owned(),
+        digest: bundle::digest(&bytes),
+        bytes,
+        files: count,
+    })
+}
+
+fn ignored(matchers: &[Gitignore], path: &Path, is_dir: bool) -> bool {
+    matchers
+        .iter()
+        .any(|m| m.matched_path_or_any_parents(path, is_dir).is_ignore())
+}
+
+fn walk(
+    dir: &Path,
+    top: &Path,
+    rel: &str,
+    matchers: &[Gitignore],
+    out: &mut Vec<BundleFile>,
+) -> Result<(), CliError> {
+    let mut entries: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(CliError::io("read", dir))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let rel_path = if rel.is_empty() {
+            name.clone()
+        } else {
+            format!("{rel}/{name}")
+        };
+        let meta = fs::symlink_metadata(&path).map_err(CliError::io("read", &path))?;
+        let ft = meta.file_type();
+        if name == ".git"
+            || (rel.is_empty() && name == "tests" && ft.is_dir())
+            || name == IGNORE_FILE
+        {
+            continue;
+        }
+        if ignored(matchers, &path, ft.is_dir()) {
+            continue;
+        }
+        if ft.is_symlink() {
+            let target = fs::read_link(&path).map_err(CliError::io("read the link", &path))?;
+            let target_text = target.to_string_lossy().into_owned();
+            let resolved = fs::canonicalize(&path).ok();
+            let inside = resolved.as_ref().is_some_and(|r| r.starts_with(top))
+                && bundle::check_link(&rel_path, &target_text).is_ok();
+            if !inside {
+                return Err(CliError::InvalidArgument {
+                    message: format!("symlink {} points to {}, outside the function folder", path.display(), target.display()),
+                    help: "a bundle holds only the function's folder: copy the file in, or list the link in .edgefnignore".into(),
+                });
+            }
+            out.push(BundleFile {
+                path: rel_path,
+                kind: FileKind::Symlink {
+                    target: target_text,
+                },
+            });
+        } else if ft.is_dir() {
+            walk(&path, top, &rel_path, matchers, out)?;
+        } else if ft.is_file() {
+            let data = fs::read(&path).map_err(CliError::io("read", &path))?;
+            #[cfg(unix)]
+            let executable = {
+                use std::os::unix::fs::PermissionsExt;
+                meta.permissions().mode() & 0o111 != 0
+            };
+            #[cfg(not(unix))]
+            let executable = false;
+            out.push(BundleFile {
+                path: rel_path,
+                kind: FileKind::Regular { data, executable },
+            });
+        } else {
+            return Err(CliError::InvalidArgument {
+                message: format!(
+                    "{} is not a regular file, folder or symlink",
+                    path.display()
+                ),
+                help: "remove it from the function folder, or list it in .edgefnignore".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Packs every function of a manifest, in name order.
+pub fn package_all(
+    root: &Path,
+    manifest: &edgefn_schema::Manifest,
+) -> Result<Vec<Bundle>, CliError> {
+    manifest
+        .functions
+        .iter()
+        .map(|(name, f)| package(root, name, &f.path))
+        .collect()
+}
