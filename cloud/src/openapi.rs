@@ -43,25 +43,141 @@ pub struct Operation {
 /// Every operation of the API. The router in [`crate::http`] serves exactly these; a test
 /// calls each of them on a running server.
 pub const OPERATIONS: &[Operation] = &[
-    Operation { method: "get", path: "/healthz", access: Access::Open, summary: "Liveness: answers `ok`.", request: None, response: (200, Some("text")) },
-    Operation { method: "get", path: "/metrics", access: Access::Admin, summary: "Counters and gauges in the Prometheus text format.", request: None, response: (200, Some("text")) },
-    Operation { method: "put", path: "/v1/bundles/{digest}", access: Access::Admin, summary: "Upload a bundle; the body's sha256 must equal `digest`. Idempotent: 201 when stored, 200 when already there.", request: Some("bytes"), response: (201, None) },
-    Operation { method: "get", path: "/v1/bundles/{digest}", access: Access::DeviceBundle, summary: "Download a bundle.", request: None, response: (200, Some("bytes")) },
-    Operation { method: "head", path: "/v1/bundles/{digest}", access: Access::DeviceBundle, summary: "Whether a bundle exists, and its size.", request: None, response: (200, None) },
-    Operation { method: "post", path: "/v1/bundles/missing", access: Access::Admin, summary: "Which of these bundles the cloud lacks.", request: Some("MissingBundlesRequest"), response: (200, Some("MissingBundlesResponse")) },
-    Operation { method: "post", path: "/v1/revisions", access: Access::Admin, summary: "Submit a manifest and its bundle digests as the next revision. 409 when `expectedParent` is not the latest; 200 with `created: false` when nothing changes.", request: Some("NewRevision"), response: (201, Some("ApplyResponse")) },
-    Operation { method: "get", path: "/v1/revisions", access: Access::Admin, summary: "Revisions, newest first (`?limit=`, default 20).", request: None, response: (200, Some("RevisionList")) },
-    Operation { method: "get", path: "/v1/revisions/{n}", access: Access::Admin, summary: "One revision with its manifest.", request: None, response: (200, Some("Revision")) },
-    Operation { method: "post", path: "/v1/rollback", access: Access::Admin, summary: "Apply an earlier revision again as a new revision (default: the one before the latest).", request: Some("RollbackRequest"), response: (201, Some("ApplyResponse")) },
-    Operation { method: "post", path: "/v1/devices", access: Access::Admin, summary: "Register a device; its token is in the answer, this once.", request: Some("NewDevice"), response: (201, Some("DeviceRegistered")) },
-    Operation { method: "get", path: "/v1/devices", access: Access::Admin, summary: "Registered devices.", request: None, response: (200, Some("DeviceList")) },
-    Operation { method: "delete", path: "/v1/devices/{name}", access: Access::Admin, summary: "Remove a device and revoke its token.", request: None, response: (204, None) },
-    Operation { method: "get", path: "/v1/devices/{name}/desired", access: Access::Device, summary: "The device's desired state. ETag is its digest; with `If-None-Match` and `?wait=SECONDS` (at most 300) the request waits for a change and answers 304 when there is none.", request: None, response: (200, Some("DesiredResponse")) },
-    Operation { method: "post", path: "/v1/devices/{name}/status", access: Access::Device, summary: "Report what the device runs.", request: Some("StatusReport"), response: (204, None) },
-    Operation { method: "get", path: "/v1/status", access: Access::Admin, summary: "Fleet status: each device's desired and reported state.", request: None, response: (200, Some("FleetStatus")) },
+    Operation {
+        method: "get",
+        path: "/healthz",
+        access: Access::Open,
+        summary: "Liveness: answers `ok`.",
+        request: None,
+        response: (200, Some("text")),
+    },
+    Operation {
+        method: "get",
+        path: "/metrics",
+        access: Access::Admin,
+        summary: "Counters and gauges in the Prometheus text format.",
+        request: None,
+        response: (200, Some("text")),
+    },
+    Operation {
+        method: "put",
+        path: "/v1/bundles/{digest}",
+        access: Access::Admin,
+        summary: "Upload a bundle; the body's sha256 must equal `digest`. Idempotent: 201 when stored, 200 when already there.",
+        request: Some("bytes"),
+        response: (201, None),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/bundles/{digest}",
+        access: Access::DeviceBundle,
+        summary: "Download a bundle.",
+        request: None,
+        response: (200, Some("bytes")),
+    },
+    Operation {
+        method: "head",
+        path: "/v1/bundles/{digest}",
+        access: Access::DeviceBundle,
+        summary: "Whether a bundle exists, and its size.",
+        request: None,
+        response: (200, None),
+    },
+    Operation {
+        method: "post",
+        path: "/v1/bundles/missing",
+        access: Access::Admin,
+        summary: "Which of these bundles the cloud lacks.",
+        request: Some("MissingBundlesRequest"),
+        response: (200, Some("MissingBundlesResponse")),
+    },
+    Operation {
+        method: "post",
+        path: "/v1/revisions",
+        access: Access::Admin,
+        summary: "Submit a manifest and its bundle digests as the next revision. 409 when `expectedParent` is not the latest; 200 with `created: false` when nothing changes.",
+        request: Some("NewRevision"),
+        response: (201, Some("ApplyResponse")),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/revisions",
+        access: Access::Admin,
+        summary: "Revisions, newest first (`?limit=`, default 20).",
+        request: None,
+        response: (200, Some("RevisionList")),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/revisions/{n}",
+        access: Access::Admin,
+        summary: "One revision with its manifest.",
+        request: None,
+        response: (200, Some("Revision")),
+    },
+    Operation {
+        method: "post",
+        path: "/v1/rollback",
+        access: Access::Admin,
+        summary: "Apply an earlier revision again as a new revision (default: the one before the latest).",
+        request: Some("RollbackRequest"),
+        response: (201, Some("ApplyResponse")),
+    },
+    Operation {
+        method: "post",
+        path: "/v1/devices",
+        access: Access::Admin,
+        summary: "Register a device; its token is in the answer, this once.",
+        request: Some("NewDevice"),
+        response: (201, Some("DeviceRegistered")),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/devices",
+        access: Access::Admin,
+        summary: "Registered devices.",
+        request: None,
+        response: (200, Some("DeviceList")),
+    },
+    Operation {
+        method: "delete",
+        path: "/v1/devices/{name}",
+        access: Access::Admin,
+        summary: "Remove a device and revoke its token.",
+        request: None,
+        response: (204, None),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/devices/{name}/desired",
+        access: Access::Device,
+        summary: "The device's desired state. ETag is its digest; with `If-None-Match` and `?wait=SECONDS` (at most 300) the request waits for a change and answers 304 when there is none.",
+        request: None,
+        response: (200, Some("DesiredResponse")),
+    },
+    Operation {
+        method: "post",
+        path: "/v1/devices/{name}/status",
+        access: Access::Device,
+        summary: "Report what the device runs.",
+        request: Some("StatusReport"),
+        response: (204, None),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/status",
+        access: Access::Admin,
+        summary: "Fleet status: each device's desired and reported state.",
+        request: None,
+        response: (200, Some("FleetStatus")),
+    },
 ];
 
-fn add<T: JsonSchema>(generator: &mut SchemaGenerator, schemas: &mut Map<String, Value>, name: &str) {
+fn add<T: JsonSchema>(
+    generator: &mut SchemaGenerator,
+    schemas: &mut Map<String, Value>,
+    name: &str,
+) {
     let schema = generator.subschema_for::<T>();
     let value = serde_json::to_value(schema).expect("schema serializes");
     // A referenced type is already in the definitions; keep the inline ones by name.
@@ -72,9 +188,13 @@ fn add<T: JsonSchema>(generator: &mut SchemaGenerator, schemas: &mut Map<String,
 
 fn content(schema: Option<&str>) -> Option<Value> {
     match schema? {
-        "bytes" => Some(json!({"application/zstd": {"schema": {"type": "string", "format": "binary"}}})),
+        "bytes" => {
+            Some(json!({"application/zstd": {"schema": {"type": "string", "format": "binary"}}}))
+        }
         "text" => Some(json!({"text/plain": {"schema": {"type": "string"}}})),
-        name => Some(json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{name}")}}})),
+        name => Some(
+            json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{name}")}}}),
+        ),
     }
 }
 
@@ -114,7 +234,9 @@ pub fn document() -> String {
         }
         if op.path.ends_with("/desired") {
             params.push(json!({"name": "wait", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 300}}));
-            params.push(json!({"name": "If-None-Match", "in": "header", "schema": {"type": "string"}}));
+            params.push(
+                json!({"name": "If-None-Match", "in": "header", "schema": {"type": "string"}}),
+            );
         }
         if op.path == "/v1/revisions" && op.method == "get" {
             params.push(json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}));
@@ -123,7 +245,10 @@ pub fn document() -> String {
             o.insert("parameters".into(), Value::Array(params));
         }
         if let Some(body) = content(op.request) {
-            o.insert("requestBody".into(), json!({"required": true, "content": body}));
+            o.insert(
+                "requestBody".into(),
+                json!({"required": true, "content": body}),
+            );
         }
         let mut responses = Map::new();
         let mut ok = json!({"description": "Success"});
@@ -132,9 +257,13 @@ pub fn document() -> String {
         }
         responses.insert(op.response.0.to_string(), ok);
         if op.path.ends_with("/desired") {
-            responses.insert("304".into(), json!({"description": "No change before the wait ended"}));
+            responses.insert(
+                "304".into(),
+                json!({"description": "No change before the wait ended"}),
+            );
         }
-        let error = json!({"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}});
+        let error =
+            json!({"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}});
         responses.insert("4XX".into(), json!({"description": "The request is wrong: bad input (400), no or unknown token (401), not allowed (403), not found (404), conflict (409), invalid manifest (422)", "content": error}));
         o.insert("responses".into(), Value::Object(responses));
         match op.access {
@@ -145,13 +274,18 @@ pub fn document() -> String {
                 o.insert("description".into(), json!("Needs an admin token."));
             }
             Access::Device => {
-                o.insert("description".into(), json!("Needs an admin token or the token of the device named in the path."));
+                o.insert(
+                    "description".into(),
+                    json!("Needs an admin token or the token of the device named in the path."),
+                );
             }
             Access::DeviceBundle => {
                 o.insert("description".into(), json!("Needs an admin token, or a device token whose desired state names this bundle."));
             }
         }
-        let entry = paths.entry(op.path.to_owned()).or_insert_with(|| Value::Object(Map::new()));
+        let entry = paths
+            .entry(op.path.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
         entry[op.method] = Value::Object(o);
     }
 

@@ -14,5 +14,8 @@ fn checked_in_openapi_document_is_current() {
     );
     let doc: serde_json::Value = serde_json::from_str(&fresh).expect("json");
     assert_eq!(doc["openapi"], "3.1.0");
-    assert!(doc["components"]["schemas"]["DesiredState"].is_object(), "nested types are defined");
+    assert!(
+        doc["components"]["schemas"]["DesiredState"].is_object(),
+        "nested types are defined"
+    );
 }

@@ -1,0 +1,830 @@
+//! End-to-end tests of the control plane: the real `edgefn-cloud` on port 0 with a temporary
+//! data folder, driven by the real `edgefn` and by raw HTTP requests.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn cli(dir: &Path, cloud: &Cloud, args: &[&str]) -> std::process::Output {
+    let env = cloud.env();
+    edgefn_env(
+        dir,
+        args,
+        &[(env[0].0, env[0].1.as_str()), (env[1].0, env[1].1.as_str())],
+    )
+}
+
+fn register(cloud: &Cloud, name: &str) -> String {
+    let r = http(
+        &cloud.addr(),
+        "POST",
+        "/v1/devices",
+        Some(&cloud.admin),
+        &[("Content-Type", "application/json")],
+        format!("{{\"name\":\"{name}\"}}").as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", text(&r.body));
+    r.json()["token"].as_str().expect("token").to_owned()
+}
+
+fn desired(cloud: &Cloud, device: &str, token: &str) -> Response {
+    http(
+        &cloud.addr(),
+        "GET",
+        &format!("/v1/devices/{device}/desired"),
+        Some(token),
+        &[],
+        b"",
+    )
+}
+
+#[test]
+fn apply_reapply_diff_history_rollback() {
+    let data = tempfile::tempdir().expect("data");
+    let cloud = Cloud::start(data.path());
+    let project = quickstart_repo();
+    let dir = project.path();
+
+    let diff = cli(dir, &cloud, &["diff"]);
+    assert_eq!(
+        diff.status.code(),
+        Some(2),
+        "changes before the first apply: {}",
+        text(&diff.stdout)
+    );
+    assert!(text(&diff.stdout).contains("+ temp-filter"));
+
+    let first = cli(dir, &cloud, &["apply", "--output", "json"]);
+    let applied: serde_json::Value = serde_json::from_str(&ok(&first)).expect("json");
+    assert_eq!(
+        (applied["revision"].as_u64(), applied["created"].as_bool()),
+        (Some(1), Some(true))
+    );
+    assert_eq!(applied["uploaded"].as_array().map(Vec::len), Some(3));
+
+    // Unchanged: nothing uploaded, no new revision.
+    let again = cli(dir, &cloud, &["apply", "--output", "json"]);
+    let again: serde_json::Value = serde_json::from_str(&ok(&again)).expect("json");
+    assert_eq!(
+        (again["revision"].as_u64(), again["created"].as_bool()),
+        (Some(1), Some(false))
+    );
+    assert_eq!(again["uploaded"].as_array().map(Vec::len), Some(0));
+    assert_eq!(cli(dir, &cloud, &["diff"]).status.code(), Some(0));
+
+    // Change one function's code: only the devices that run it change.
+    let token = register(&cloud, "gw-02");
+    let before = desired(&cloud, "gw-02", &token);
+    std::fs::write(
+        dir.join("functions/collector/collect.sh"),
+        "#!/bin/sh\necho v2\nsleep 60\n",
+    )
+    .expect("write");
+    let dirty = cli(dir, &cloud, &["apply"]);
+    assert_eq!(dirty.status.code(), Some(1), "a dirty tree is refused");
+    assert!(
+        text(&dirty.stderr).contains("uncommitted changes"),
+        "{}",
+        text(&dirty.stderr)
+    );
+    git(dir, &["commit", "-q", "-am", "collector v2"]);
+    let diff = cli(dir, &cloud, &["diff"]);
+    assert_eq!(diff.status.code(), Some(2));
+    let out = text(&diff.stdout);
+    assert!(
+        out.contains("gw-01:\n  ~ collector") && out.contains("gw-02: no changes"),
+        "{out}"
+    );
+    ok(&cli(dir, &cloud, &["apply"]));
+    let after = desired(&cloud, "gw-02", &token);
+    assert_eq!(
+        before.header("etag"),
+        after.header("etag"),
+        "gw-02 does not run the collector: same digest"
+    );
+
+    // History records provenance.
+    let history: serde_json::Value =
+        serde_json::from_str(&ok(&cli(dir, &cloud, &["history", "--output", "json"])))
+            .expect("json");
+    let list = history.as_array().expect("list");
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0]["number"], 2);
+    assert_eq!(list[0]["provenance"]["message"], "collector v2");
+    assert_eq!(list[0]["provenance"]["branch"], "main");
+    assert_eq!(
+        list[0]["provenance"]["author"],
+        "Test User <test@example.com>"
+    );
+    assert_eq!(list[0]["provenance"]["dirty"], false);
+    assert_eq!(
+        list[0]["provenance"]["commit"].as_str().map(str::len),
+        Some(40)
+    );
+
+    // Rollback makes revision 3 equal to revision 1.
+    let rb: serde_json::Value =
+        serde_json::from_str(&ok(&cli(dir, &cloud, &["rollback", "--output", "json"])))
+            .expect("json");
+    assert_eq!(rb["revision"], 3);
+    let r1 = http(
+        &cloud.addr(),
+        "GET",
+        "/v1/revisions/1",
+        Some(&cloud.admin),
+        &[],
+        b"",
+    )
+    .json();
+    let r3 = http(
+        &cloud.addr(),
+        "GET",
+        "/v1/revisions/3",
+        Some(&cloud.admin),
+        &[],
+        b"",
+    )
+    .json();
+    assert_eq!(r1["manifest"], r3["manifest"]);
+    assert_eq!(r1["bundles"], r3["bundles"]);
+    assert_eq!(r3["rollbackOf"], 1);
+    assert_eq!(
+        cli(dir, &cloud, &["diff"]).status.code(),
+        Some(2),
+        "the checkout (v2) now differs from the cloud (v1)"
+    );
+}
+
+#[test]
+fn allow_dirty_records_it() {
+    let data = tempfile::tempdir().expect("data");
+    let cloud = Cloud::start(data.path());
+    let project = quickstart_repo();
+    std::fs::write(project.path().join("notes.txt"), "untracked").expect("write");
+    ok(&cli(project.path(), &cloud, &["apply", "--allow-dirty"]));
+    let history = http(
+        &cloud.addr(),
+        "GET",
+        "/v1/revisions",
+        Some(&cloud.admin),
+        &[],
+        b"",
+    )
+    .json();
+    assert_eq!(history[0]["provenance"]["dirty"], true);
+}
+
+#[test]
+fn an_invalid_manifest_is_not_applied() {
+    let data = tempfile::tempdir().expect("data");
+    let cloud = Cloud::start(data.path());
+    let project = quickstart_repo();
+    let manifest = project.path().join("edgefn.yaml");
+    let text_before = std::fs::read_to_string(&manifest).expect("read");
+    std::fs::write(
+        &manifest,
+        text_before.replace("memory: 64Mi", "memory: 64MB"),
+    )
+    .expect("write");
+    git(project.path(), &["commit", "-q", "-am", "broken"]);
+    let out = cli(project.path(), &cloud, &["apply"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("edgefn::manifest::invalid_quantity"),
+        "{}",
+        text(&out.stderr)
+    );
+    let history = http(
+        &cloud.addr(),
+        "GET",
+        "/v1/revisions",
+        Some(&cloud.admin),
+        &[],
+        b"",
+    )
+    .json();
+    assert_eq!(history.as_array().map(Vec::len), Some(0), "nothing applied");
+}
+
+/// Uploads the quickstart's bundles and returns (manifest text, bundles JSON).
+fn upload_quickstart(cloud: &Cloud, dir: &Path) -> (String, serde_json::Value) {
+    let out = ok(&cli(
+        dir,
+        cloud,
+        &["package", "--output", "json", "--out", "dist"],
+    ));
+    let list: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let mut bundles = serde_json::Map::new();
+    for b in list.as_array().expect("list") {
+        let digest = b["digest"].as_str().expect("digest");
+        let bytes = std::fs::read(dir.join(format!("dist/{digest}.tar.zst"))).expect("bundle");
+        let r = http(
+            &cloud.addr(),
+            "PUT",
+            &format!("/v1/bundles/{digest}"),
+            Some(&cloud.admin),
+            &[],
+            &bytes,
+        );
+        assert!(r.status == 201 || r.status == 200, "{}", text(&r.body));
+        bundles.insert(
+            b["function"].as_str().expect("name").to_owned(),
+            b["digest"].clone(),
+        );
+    }
+    (
+        std::fs::read_to_string(dir.join("edgefn.yaml")).expect("manifest"),
+        serde_json::Value::Object(bundles),
+    )
+}
+
+fn submit(cloud: &Cloud, manifest: &str, bundles: &serde_json::Value, parent: u64) -> Response {
+    let body =
+        serde_json::json!({"manifest": manifest, "bundles": bundles, "expectedParent": parent});
+    http(
+        &cloud.addr(),
+        "POST",
+        "/v1/revisions",
+        Some(&cloud.admin),
+        &[("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+}
+
+#[test]
+fn concurrent_applies_on_one_parent_one_gets_a_conflict() {
+    let data = tempfile::tempdir().expect("data");
+    let cloud = Cloud::start(data.path());
+    let project = quickstart_repo();
+    let (manifest, bundles) = upload_quickstart(&cloud, project.path());
+    let other = manifest.replace("concurrency: 2", "concurrency: 3");
+    // Two CI jobs that both saw revision 0.
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| submit(&cloud, &manifest, &bundles, 0));
+        let b = s.spawn(|| submit(&cloud, &other, &bundles, 0));
+        (a.join().expect("a"), b.join().expect("b"))
+    });
+    let mut statuses = [a.status, b.status];
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses,
+        [201, 409],
+        "a: {} b: {}",
+        text(&a.body),
+        text(&b.body)
+    );
+    let conflict = if a.status == 409 { &a } else { &b };
+    assert_eq!(conflict.json()["error"]["code"], "conflict");
+    assert_eq!(conflict.json()["error"]["details"]["latest"], 1);
+    let history = http(
+        &cloud.addr(),
+        "GET",
+        "/v1/revisions",
+        Some(&cloud.admin),
+        &[],
+        b"",
+    )
+    .json();
+    assert_eq!(history.as_array().map(Vec::len), Some(1));
+}
+
+#[test]
+fn tokens_are_checked_on_every_endpoint() {
+    let data = tempfile::tempdir().expect("data");
+    let cloud = Cloud::start(data.path());
+    let project = quickstart_repo();
+    ok(&cli(project.path(), &cloud, &["apply"]));
+    let out_file = project.path().join("gw-01.yaml");
+    ok(&cli(
+        project.path(),
+        &cloud,
+        &[
+            "device",
+            "add",
+            "gw-01",
+            "--out",
+            out_file.to_str().expect("utf8"),
+        ],
+    ));
+    let config = std::fs::read_to_string(&out_file).expect("config");
+    let gw1 = config
+        .lines()
+        .find_map(|l| l.strip_prefix("token: "))
+        .expect("token")
+        .to_owned();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&out_file)
+                .expect("meta")
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+    }
+    let gw2 = register(&cloud, "gw-02");
+    let addr = cloud.addr();
+
+    // No token, a wrong one, another device's.
+    assert_eq!(
+        http(&addr, "GET", "/v1/devices/gw-01/desired", None, &[], b"").status,
+        401
+    );
+    assert_eq!(
+        http(
+            &addr,
+            "GET",
+            "/v1/devices/gw-01/desired",
+            Some("edgefn_dev_nope"),
+            &[],
+            b""
+        )
+        .status,
+        401
+    );
+    assert_eq!(
+        http(
+            &addr,
+            "GET",
+            "/v1/devices/gw-01/desired",
+            Some(&gw2),
+            &[],
+            b""
+        )
+        .status,
+        403
+    );
+    assert_eq!(
+        http(
+            &addr,
+            "POST",
+            "/v1/devices/gw-01/status",
+            Some(&gw2),
+            &[("Content-Type", "application/json")],
+            br#"{"state":"running"}"#
+        )
+        .status,
+        403
+    );
+    assert_eq!(desired(&cloud, "gw-01", &gw1).status, 200);
+    // A device token is not an admin token.
+    for (method, path) in [
+        ("GET", "/v1/status"),
+        ("GET", "/v1/revisions"),
+        ("GET", "/metrics"),
+        ("POST", "/v1/devices"),
+        ("GET", "/v1/devices"),
+    ] {
+        assert_eq!(
+            http(
+                &addr,
+                method,
+                path,
+                Some(&gw1),
+                &[("Content-Type", "application/json")],
+                b"{}"
+            )
+            .status,
+            403,
+            "{method} {path}"
+        );
+        assert_eq!(
+            http(&addr, method, path, None, &[], b"").status,
+            401,
+            "{method} {path}"
+        );
+    }
+    // Bundles: a device gets only those its desired state names.
+    let state = desired(&cloud, "gw-01", &gw1).json();
+    let collector = state["state"]["functions"]["collector"]["bundle"]
+        .as_str()
+        .expect("bundle")
+        .to_owned();
+    let own = http(
+        &addr,
+        "GET",
+        &format!("/v1/bundles/{collector}"),
+        Some(&gw1),
+        &[],
+        b"",
+    );
+    assert_eq!(own.status, 200);
+    assert_eq!(edgefn_schema::bundle::digest(&own.body), collector);
+    assert_eq!(
+        http(
+            &addr,
+            "GET",
+            &format!("/v1/bundles/{collector}"),
+            Some(&gw2),
+            &[],
+            b""
+        )
+        .status,
+        403,
+        "gw-02 does not run the collector"
+    );
+
+    // Revoked: the token stops working.
+    ok(&cli(project.path(), &cloud, &["device", "remove", "gw-01"]));
+    assert_eq!(desired(&cloud, "gw-01", &gw1).status, 401);
+    let list = ok(&cli(project.path(), &cloud, &["device", "list"]));
+    assert_eq!(list.trim(), "gw-02");
+    // The health check is the one open endpoint, and says nothing.
+    assert_eq!(http(&addr, "GET", "/healthz", None, &[], b"").body, b"ok\n");
+}
+
+#[test]
+fn bad_input_gets_a_json_4xx() {
+    let data = tempfile::tempdir().expect("data");
+    let cloud = Cloud::start(data.path());
+    let addr = cloud.addr();
+    let admin = Some(cloud.admin.as_str());
+    let json = [("Content-Type", "application/json")];
+    let zeros = "0".repeat(64);
+    let cases: Vec<(&str, String, &[(&str, &str)], &[u8], u16, &str)> = vec![
+        (
+            "PUT",
+            format!("/v1/bundles/{zeros}"),
+            &[],
+            b"not the bytes of that digest",
+            400,
+            "digest_mismatch",
+        ),
+        (
+            "PUT",
+            "/v1/bundles/xyz".into(),
+            &[],
+            b"x",
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/v1/revisions".into(),
+            &json,
+            b"{not json",
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/v1/revisions".into(),
+            &json,
+            br#"{"manifest": 5}"#,
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/v1/revisions".into(),
+            &json,
+            br#"{"manifest": "apiVersion: edgefn/v1\nproject: [x", "bundles": {}}"#,
+            422,
+            "invalid_manifest",
+        ),
+        (
+            "POST",
+            "/v1/devices".into(),
+            &json,
+            br#"{"name": "Not Valid"}"#,
+            400,
+            "bad_request",
+        ),
+        (
+            "GET",
+            "/v1/revisions/abc".into(),
+            &[],
+            b"",
+            400,
+            "bad_request",
+        ),
+        ("GET", "/v1/revisions/99".into(), &[], b"", 404, "not_found"),
+        (
+            "GET",
+            "/v1/revisions?limit=lots".into(),
+            &[],
+            b"",
+            400,
+            "bad_request",
+        ),
+        (
+            "DELETE",
+            "/v1/devices/ghost".into(),
+            &[],
+            b"",
+            404,
+            "not_found",
+        ),
+        ("GET", "/v1/nope".into(), &[], b"", 404, "not_found"),
+        (
+            "POST",
+            "/v1/rollback".into(),
+            &json,
+            b"{}",
+            409,
+            "nothing_to_roll_back",
+        ),
+        (
+            "POST",
+            "/v1/bundles/missing".into(),
+            &json,
+            br#"{"digests": ["short"]}"#,
+            400,
+            "bad_request",
+        ),
+    ];
+    for (method, path, headers, body, status, code) in cases {
+        let r = http(&addr, method, &path, admin, headers, body);
+        assert_eq!(r.status, status, "{method} {path}: {}", text(&r.body));
+        assert_eq!(r.json()["error"]["code"], code, "{method} {path}");
+    }
+    // A revision naming bundles the cloud does not have.
+    let manifest =
+        std::fs::read_to_string(repo().join("examples/quickstart/edgefn.yaml")).expect("read");
+    let bundles = serde_json::json!({"temp-filter": zeros, "greeter": zeros, "collector": zeros});
+    let r = submit(&cloud, &manifest, &bundles, 0);
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (422, Some("missing_bundles"))
+    );
+    let r = submit(
+        &cloud,
+        &manifest,
+        &serde_json::json!({"temp-filter": zeros}),
+        0,
+    );
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (422, Some("invalid_bundles"))
+    );
+    // Still healthy.
+    assert_eq!(http(&addr, "GET", "/healthz", None, &[], b"").status, 200);
+}
+
+#[test]
+fn every_documented_operation_is_served() {
+    let data = tempfile::tempdir().expect("data");
+    let cloud = Cloud::start(data.path());
+    for op in edgefn_cloud_operations() {
+        let path =
+            op.1.replace("{digest}", &"0".repeat(64))
+                .replace("{n}", "1")
+                .replace("{name}", "gw-01");
+        let r = http(
+            &cloud.addr(),
+            &op.0.to_uppercase(),
+            &path,
+            Some(&cloud.admin),
+            &[("Content-Type", "application/json")],
+            b"{}",
+        );
+        let unknown =
+            r.status == 405 || (r.status == 404 && text(&r.body).contains("no such endpoint"));
+        assert!(
+            !unknown,
+            "{} {path} is documented but not served ({})",
+            op.0, r.status
+        );
+    }
+}
+
+/// The documented operations, read from the checked-in OpenAPI document.
+fn edgefn_cloud_operations() -> Vec<(String, String)> {
+    let doc: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("cloud/openapi.json")).expect("read"),
+    )
+    .expect("json");
+    let mut ops = Vec::new();
+    for (path, methods) in doc["paths"].as_object().expect("paths") {
+        for method in methods.as_object().expect("methods").keys() {
+            ops.push((method.clone(), path.clone()));
+        }
+    }
+    assert!(ops.len() >= 15);
+    ops
+}
+
+#[test]
+fn long_poll_answers_when_the_device_changes() {
+    let data = tempfile::tempdir().expect("data");
+    let cloud = Cloud::start(data.path());
+    let project = quickstart_repo();
+    ok(&cli(project.path(), &cloud, &["apply"]));
+    let token = register(&cloud, "gw-02");
+    let first = desired(&cloud, "gw-02", &token);
+    let etag = first.header("etag").expect("etag").to_owned();
+    assert_eq!(
+        first.json()["digest"].as_str().map(|d| format!("\"{d}\"")),
+        Some(etag.clone())
+    );
+
+    // Nothing changes: 304 after the wait.
+    let quick = http(
+        &cloud.addr(),
+        "GET",
+        "/v1/devices/gw-02/desired?wait=1",
+        Some(&token),
+        &[("If-None-Match", &etag)],
+        b"",
+    );
+    assert_eq!(quick.status, 304);
+
+    // A change for gw-02 ends the wait early.
+    let started = Instant::now();
+    let addr = cloud.addr();
+    let poll = std::thread::spawn({
+        let (token, etag) = (token.clone(), etag.clone());
+        move || {
+            http(
+                &addr,
+                "GET",
+                "/v1/devices/gw-02/desired?wait=60",
+                Some(&token),
+                &[("If-None-Match", &etag)],
+                b"",
+            )
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let manifest = project.path().join("edgefn.yaml");
+    let t = std::fs::read_to_string(&manifest).expect("read");
+    std::fs::write(&manifest, t.replace("timeout: 3s", "timeout: 4s")).expect("write");
+    git(project.path(), &["commit", "-q", "-am", "longer timeout"]);
+    ok(&cli(project.path(), &cloud, &["apply"]));
+    let changed = poll.join().expect("poll");
+    assert_eq!(changed.status, 200);
+    assert_ne!(changed.header("etag"), Some(etag.as_str()));
+    assert_eq!(changed.json()["revision"], 2);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "answered on the change, not at the end of the wait"
+    );
+}
+
+#[test]
+fn a_restart_keeps_all_state() {
+    let data = tempfile::tempdir().expect("data");
+    let cloud = Cloud::start(data.path());
+    let project = quickstart_repo();
+    ok(&cli(project.path(), &cloud, &["apply"]));
+    let token = register(&cloud, "gw-01");
+    let report = br#"{"state":"running","runningRevision":1}"#;
+    assert_eq!(
+        http(
+            &cloud.addr(),
+            "POST",
+            "/v1/devices/gw-01/status",
+            Some(&token),
+            &[("Content-Type", "application/json")],
+            report
+        )
+        .status,
+        204
+    );
+    let before = desired(&cloud, "gw-01", &token);
+    assert!(cloud.stop().success(), "clean exit on SIGTERM");
+
+    let cloud = Cloud::start(data.path());
+    let after = desired(&cloud, "gw-01", &token);
+    assert_eq!(after.status, 200, "the device token survives");
+    assert_eq!(before.header("etag"), after.header("etag"));
+    let history = http(
+        &cloud.addr(),
+        "GET",
+        "/v1/revisions",
+        Some(&cloud.admin),
+        &[],
+        b"",
+    )
+    .json();
+    assert_eq!(history.as_array().map(Vec::len), Some(1));
+    let status = http(
+        &cloud.addr(),
+        "GET",
+        "/v1/status",
+        Some(&cloud.admin),
+        &[],
+        b"",
+    )
+    .json();
+    let gw1 = status["devices"]
+        .as_array()
+        .expect("devices")
+        .iter()
+        .find(|d| d["name"] == "gw-01")
+        .expect("gw-01")
+        .clone();
+    assert_eq!(gw1["report"]["runningRevision"], 1);
+    // Re-applying the same project after the restart is still "no changes".
+    let again: serde_json::Value = serde_json::from_str(&ok(&cli(
+        project.path(),
+        &cloud,
+        &["apply", "--output", "json"],
+    )))
+    .expect("json");
+    assert_eq!(again["created"], false);
+}
+
+#[test]
+fn sigkill_during_applies_leaves_whole_revisions() {
+    let data = tempfile::tempdir().expect("data");
+    let project = quickstart_repo();
+    let mut committed = 0u64;
+    for round in 0..5u64 {
+        let cloud = Cloud::start(data.path());
+        let (manifest, bundles) = upload_quickstart(&cloud, project.path());
+        // Submit revisions as fast as possible from another thread, and SIGKILL the cloud
+        // while they are in flight, after a different delay each round.
+        let addr = cloud.addr();
+        let admin = cloud.admin.clone();
+        let start = committed;
+        let submitter = std::thread::spawn(move || {
+            let mut parent = start;
+            for i in 0..10_000u64 {
+                let m = manifest.replace(
+                    "concurrency: 2",
+                    &format!("concurrency: {}", 2 + (parent + i) % 50),
+                );
+                let body = serde_json::json!({"manifest": m, "bundles": bundles, "expectedParent": parent});
+                let Ok(mut s) = std::net::TcpStream::connect(&addr) else {
+                    return;
+                };
+                use std::io::{Read, Write};
+                let b = body.to_string();
+                let req = format!(
+                    "POST /v1/revisions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {admin}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+                    b.len()
+                );
+                if s.write_all(req.as_bytes()).is_err() {
+                    return;
+                }
+                let mut out = String::new();
+                if s.read_to_string(&mut out).is_err() || !out.starts_with("HTTP/1.1 201") {
+                    return;
+                }
+                parent += 1;
+            }
+        });
+        std::thread::sleep(Duration::from_millis(150 + 70 * round));
+        cloud.kill();
+        submitter.join().expect("submitter");
+
+        let cloud = Cloud::start(data.path());
+        let history = http(
+            &cloud.addr(),
+            "GET",
+            "/v1/revisions?limit=1000",
+            Some(&cloud.admin),
+            &[],
+            b"",
+        )
+        .json();
+        let list = history.as_array().expect("list");
+        assert!(!list.is_empty(), "round {round}: revisions were committed");
+        // Numbered 1..=n without gaps, each whole: manifest valid, bundles stored.
+        let n = list[0]["number"].as_u64().expect("number");
+        assert_eq!(list.len() as u64, n.min(1000));
+        assert!(
+            n > committed,
+            "round {round}: revisions were committed before the kill, and none was lost"
+        );
+        let latest = http(
+            &cloud.addr(),
+            "GET",
+            &format!("/v1/revisions/{n}"),
+            Some(&cloud.admin),
+            &[],
+            b"",
+        )
+        .json();
+        let loaded = edgefn_schema::load(
+            &edgefn_schema::Source::new("edgefn.yaml", latest["manifest"].as_str().expect("text")),
+            None,
+        );
+        assert!(
+            loaded.is_ok(),
+            "round {round}: the latest revision is whole"
+        );
+        for digest in latest["bundles"].as_object().expect("bundles").values() {
+            let d = digest.as_str().expect("digest");
+            let r = http(
+                &cloud.addr(),
+                "GET",
+                &format!("/v1/bundles/{d}"),
+                Some(&cloud.admin),
+                &[],
+                b"",
+            );
+            assert_eq!(r.status, 200);
+            assert_eq!(edgefn_schema::bundle::digest(&r.body), d);
+        }
+        committed = n;
+        cloud.kill();
+    }
+}
