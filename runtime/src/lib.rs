@@ -1,5 +1,20 @@
 //! Runs edgefn functions: the invocation protocol, the python3 and node shims, the process and
 //! container sandboxes, the warm pool and the continuous supervisor.
-//!
-//! Not built yet: this crate is filled by issue #3. It exports nothing, so nothing can mistake it
-//! for a working runtime.
+
+pub mod error;
+pub mod function;
+mod instance;
+mod launch;
+pub mod log;
+pub mod pool;
+pub mod protocol;
+pub mod sandbox;
+pub mod shim;
+
+pub use error::{Exit, HandlerError, InvokeError, StartError};
+pub use function::{Event, FunctionSpec, Message, Reply};
+pub use log::{LogLine, LogSink, Stream};
+pub use pool::{Pool, PoolOptions, PoolStats};
+pub use protocol::{PROTOCOL_VERSION, Payload};
+pub use sandbox::{Sandbox, SandboxError, SandboxKind, SandboxOptions};
+pub use shim::Interpreters;

@@ -1,0 +1,78 @@
+//! What the runtime runs ([`FunctionSpec`]) and what crosses it ([`Event`], [`Reply`],
+//! [`Message`]).
+
+use std::path::PathBuf;
+
+use edgefn_schema::{Handler, ResolvedBinding, Runtime};
+
+use crate::protocol::{Payload, WireMessage};
+
+/// One function as bound on one device: everything needed to start its instances.
+#[derive(Debug, Clone)]
+pub struct FunctionSpec {
+    /// The binding with effective limits (concurrency, timeout, memory, CPU, env).
+    pub binding: ResolvedBinding,
+    /// Language runtime.
+    pub runtime: Runtime,
+    /// Entry point (`module.func`, `file.export`, or an argv).
+    pub handler: Handler,
+    /// The function's extracted bundle: the instance's working folder (`/fn` in a container).
+    pub bundle_dir: PathBuf,
+    /// Device name, passed to the function.
+    pub device: String,
+    /// Revision of the desired state, passed to the function.
+    pub revision: u64,
+}
+
+impl FunctionSpec {
+    /// The function's name.
+    pub fn function(&self) -> &str {
+        &self.binding.function
+    }
+}
+
+/// A message arriving for a function.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Topic it arrived on.
+    pub topic: String,
+    /// Its payload.
+    pub payload: Payload,
+}
+
+impl Event {
+    /// An event with a JSON payload.
+    pub fn json(topic: impl Into<String>, payload: serde_json::Value) -> Event {
+        Event {
+            topic: topic.into(),
+            payload: Payload::Json(payload),
+        }
+    }
+}
+
+/// A message a function publishes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// Topic to publish to.
+    pub topic: String,
+    /// Its payload.
+    pub payload: Payload,
+}
+
+impl Message {
+    pub(crate) fn from_wire(m: WireMessage) -> Result<Message, crate::protocol::ProtocolError> {
+        Ok(Message {
+            topic: m.topic,
+            payload: Payload::from_wire(m.payload, m.encoding)?,
+        })
+    }
+}
+
+/// A successful invocation's outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// What the handler returned.
+    pub result: Payload,
+    /// Messages it published, in order.
+    pub publish: Vec<Message>,
+}

@@ -1,0 +1,175 @@
+//! How instances of one function are started: the command line, environment and limits worked
+//! out once per pool or supervisor ([`Launch`]), and the running process ([`Running`]) whichever
+//! sandbox holds it.
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use edgefn_schema::Runtime;
+use nix::sys::signal::Signal;
+use tokio::process::{Child, ChildStderr, ChildStdout};
+
+use crate::error::{Exit, StartError};
+use crate::function::FunctionSpec;
+use crate::log::LogSink;
+use crate::protocol::{PROTOCOL_VERSION, WireContext};
+use crate::sandbox::process::{self, ProcessCommand, Rlimits};
+use crate::sandbox::{Sandbox, SandboxKind};
+use crate::shim;
+
+/// Address space a node instance may reserve beyond its memory limit: V8 reserves large virtual
+/// regions up front (node 20 does not start under a 512 MiB RLIMIT_AS), so its heap is capped
+/// with `--max-old-space-size` instead.
+const NODE_ADDRESS_SPACE_EXTRA: u64 = 2 << 30;
+
+/// Search path inside instances.
+const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Everything needed to start instances of one function.
+#[derive(Debug)]
+pub(crate) struct Launch {
+    pub(crate) spec: FunctionSpec,
+    pub(crate) sandbox: Sandbox,
+    pub(crate) log: LogSink,
+    pub(crate) function: Arc<str>,
+    pub(crate) binding: Arc<str>,
+    pub(crate) context: WireContext,
+    program: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+/// A started process and its output pipes.
+#[derive(Debug)]
+pub(crate) struct Started {
+    pub(crate) running: Running,
+    pub(crate) stdout: ChildStdout,
+    pub(crate) stderr: ChildStderr,
+}
+
+/// A running instance process.
+#[derive(Debug)]
+pub(crate) struct Running {
+    child: Child,
+    /// Leader of the instance's process group.
+    pid: i32,
+}
+
+/// How an instance process ended.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ended {
+    pub(crate) exit: Exit,
+    /// The container's cgroup OOM killer struck.
+    pub(crate) oom_killed: bool,
+}
+
+impl Running {
+    /// Sends `signal` to the whole instance.
+    pub(crate) fn signal(&self, signal: Signal) {
+        process::signal_group(self.pid, signal);
+    }
+
+    /// Waits for the process to end (cancel-safe; returns the same status when called again).
+    pub(crate) async fn wait(&mut self) -> Ended {
+        let exit = match self.child.wait().await {
+            Ok(s) => Exit::from_status(s),
+            Err(_) => Exit {
+                code: None,
+                signal: None,
+            },
+        };
+        Ended {
+            exit,
+            oom_killed: false,
+        }
+    }
+}
+
+impl Launch {
+    pub(crate) fn new(
+        spec: FunctionSpec,
+        sandbox: Sandbox,
+        log: LogSink,
+    ) -> Result<Launch, StartError> {
+        let bundle = match sandbox.kind() {
+            SandboxKind::Container => PathBuf::from("/fn"),
+            _ => spec.bundle_dir.clone(),
+        };
+        let (program, args) = shim::command_line(&spec, &sandbox.options().interpreters, &bundle)
+            .map_err(StartError::Sandbox)?;
+        let mut env: Vec<(String, String)> = vec![
+            ("PATH".into(), PATH.into()),
+            ("LANG".into(), "C.UTF-8".into()),
+            ("HOME".into(), "/tmp".into()),
+        ];
+        if spec.runtime == Runtime::Python3 {
+            env.push(("PYTHONUNBUFFERED".into(), "1".into()));
+            env.push(("PYTHONDONTWRITEBYTECODE".into(), "1".into()));
+        }
+        for (k, v) in &spec.binding.env {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.clone(), v.clone()));
+        }
+        env.retain(|(k, _)| !k.starts_with("EDGEFN_"));
+        env.extend([
+            ("EDGEFN_FUNCTION".into(), spec.binding.function.clone()),
+            ("EDGEFN_BINDING".into(), spec.binding.name.clone()),
+            ("EDGEFN_DEVICE".into(), spec.device.clone()),
+            ("EDGEFN_REVISION".into(), spec.revision.to_string()),
+            ("EDGEFN_MODE".into(), spec.binding.mode.as_str().into()),
+            ("EDGEFN_PROTOCOL".into(), PROTOCOL_VERSION.to_string()),
+        ]);
+        let context = WireContext {
+            function: spec.binding.function.clone(),
+            binding: spec.binding.name.clone(),
+            device: spec.device.clone(),
+            revision: spec.revision,
+        };
+        Ok(Launch {
+            function: spec.binding.function.as_str().into(),
+            binding: spec.binding.name.as_str().into(),
+            context,
+            spec,
+            sandbox,
+            log,
+            program,
+            args,
+            env,
+        })
+    }
+
+    /// Starts instance number `instance` with `channel` as its fd 3.
+    pub(crate) fn spawn(&self, instance: u64, channel: OwnedFd) -> std::io::Result<Started> {
+        let mut env = self.env.clone();
+        env.push(("EDGEFN_INSTANCE".into(), instance.to_string()));
+        let opts = self.sandbox.options();
+        let memory = self.spec.binding.memory_bytes;
+        let address_space = match self.spec.runtime {
+            Runtime::Node => memory.saturating_add(NODE_ADDRESS_SPACE_EXTRA),
+            Runtime::Python3 | Runtime::Exec => memory,
+        };
+        let cmd = ProcessCommand {
+            program: self.program.clone(),
+            args: self.args.clone(),
+            env,
+            cwd: self.spec.bundle_dir.clone(),
+            rlimits: Some(Rlimits {
+                address_space: Some(address_space),
+                cpu_seconds: opts.cpu_time.map(|d| d.as_secs().max(1)),
+                open_files: opts.max_open_files,
+            }),
+            stdin: None,
+        };
+        let spawned = process::spawn(cmd, &channel)?;
+        drop(channel);
+        Ok(Started {
+            running: Running {
+                child: spawned.child,
+                pid: spawned.pid,
+            },
+            stdout: spawned.stdout,
+            stderr: spawned.stderr,
+        })
+    }
+}

@@ -1,0 +1,121 @@
+//! The process sandbox: spawns an instance as a child in its own session (so its process group
+//! can be killed as a whole), with rlimits, a clean environment, the bundle as working folder and
+//! the channel socket on fd 3.
+
+use std::os::fd::{AsRawFd as _, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use nix::sys::resource::{Resource, setrlimit};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::process::{Child, ChildStderr, ChildStdout, Command};
+
+use crate::protocol::CHANNEL_FD;
+
+/// Resource limits applied with setrlimit before exec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Rlimits {
+    /// RLIMIT_AS in bytes.
+    pub(crate) address_space: Option<u64>,
+    /// RLIMIT_CPU in seconds.
+    pub(crate) cpu_seconds: Option<u64>,
+    /// RLIMIT_NOFILE.
+    pub(crate) open_files: u64,
+}
+
+/// What to run.
+#[derive(Debug)]
+pub(crate) struct ProcessCommand {
+    pub(crate) program: PathBuf,
+    pub(crate) args: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) cwd: PathBuf,
+    pub(crate) rlimits: Option<Rlimits>,
+    /// The child's stdin (default /dev/null).
+    pub(crate) stdin: Option<OwnedFd>,
+}
+
+/// A spawned child with its output pipes.
+#[derive(Debug)]
+pub(crate) struct Spawned {
+    pub(crate) child: Child,
+    pub(crate) pid: i32,
+    pub(crate) stdout: ChildStdout,
+    pub(crate) stderr: ChildStderr,
+}
+
+/// Spawns `cmd` with `channel` as its fd 3.
+pub(crate) fn spawn(cmd: ProcessCommand, channel: &OwnedFd) -> std::io::Result<Spawned> {
+    let mut c = Command::new(&cmd.program);
+    c.args(&cmd.args)
+        .env_clear()
+        .envs(cmd.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&cmd.cwd)
+        .stdin(match cmd.stdin {
+            Some(fd) => Stdio::from(fd),
+            None => Stdio::null(),
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    install_pre_exec(&mut c, channel.as_raw_fd(), cmd.rlimits);
+    let mut child = c.spawn().map_err(|e| with_program(e, &cmd.program))?;
+    let pid = child
+        .id()
+        .and_then(|p| i32::try_from(p).ok())
+        .ok_or_else(|| std::io::Error::other("spawned child has no pid"))?;
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(std::io::Error::other("child output pipes missing"));
+    };
+    Ok(Spawned {
+        child,
+        pid,
+        stdout,
+        stderr,
+    })
+}
+
+fn with_program(e: std::io::Error, program: &Path) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{}: {e}", program.display()))
+}
+
+/// Sets up the child between fork and exec: new session, channel on fd 3, rlimits.
+#[allow(unsafe_code)]
+fn install_pre_exec(c: &mut Command, channel: RawFd, rlimits: Option<Rlimits>) {
+    let hook = move || -> std::io::Result<()> {
+        nix::unistd::setsid()?;
+        if channel == CHANNEL_FD {
+            // Already at fd 3: only the close-on-exec flag must go.
+            nix::fcntl::fcntl(
+                channel,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+            )?;
+        } else {
+            // dup2 clears close-on-exec on the new descriptor.
+            nix::unistd::dup2(channel, CHANNEL_FD)?;
+        }
+        if let Some(r) = rlimits {
+            if let Some(bytes) = r.address_space {
+                setrlimit(Resource::RLIMIT_AS, bytes, bytes)?;
+            }
+            if let Some(secs) = r.cpu_seconds {
+                // The soft limit sends SIGXCPU, the hard one a second later SIGKILL.
+                setrlimit(Resource::RLIMIT_CPU, secs, secs.saturating_add(1))?;
+            }
+            setrlimit(Resource::RLIMIT_NOFILE, r.open_files, r.open_files)?;
+        }
+        Ok(())
+    };
+    // SAFETY: the hook runs in the forked child before exec. It only makes async-signal-safe
+    // system calls (setsid, fcntl, dup2, setrlimit) on values captured by copy, and neither
+    // allocates nor takes locks.
+    unsafe {
+        c.pre_exec(hook);
+    }
+}
+
+/// Sends `signal` to the process group led by `pid`; a group already gone is not an error.
+pub(crate) fn signal_group(pid: i32, signal: Signal) {
+    let _ = killpg(Pid::from_raw(pid), signal);
+}

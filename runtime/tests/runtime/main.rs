@@ -1,0 +1,4 @@
+//! End-to-end tests of the runtime with real processes (and, as root, real containers).
+
+mod common;
+mod pool;
