@@ -447,7 +447,16 @@ fn bad_input_gets_a_json_4xx() {
     let admin = Some(cloud.admin.as_str());
     let json = [("Content-Type", "application/json")];
     let zeros = "0".repeat(64);
-    let cases: Vec<(&str, String, &[(&str, &str)], &[u8], u16, &str)> = vec![
+    // method, path, headers, body, expected status, expected error code
+    type Case<'a> = (
+        &'a str,
+        String,
+        &'a [(&'a str, &'a str)],
+        &'a [u8],
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case<'_>> = vec![
         (
             "PUT",
             format!("/v1/bundles/{zeros}"),
@@ -651,7 +660,24 @@ fn long_poll_answers_when_the_device_changes() {
             )
         }
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // Wait until the long-poll is parked on the server (its gauge says so), then apply.
+    while !http(
+        &cloud.addr(),
+        "GET",
+        "/metrics",
+        Some(&cloud.admin),
+        &[],
+        b"",
+    )
+    .body
+    .windows(26)
+    .any(|w| w == b"edgefn_longpolls_waiting 1")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the long-poll never waited"
+        );
+    }
     let manifest = project.path().join("edgefn.yaml");
     let t = std::fs::read_to_string(&manifest).expect("read");
     std::fs::write(&manifest, t.replace("timeout: 3s", "timeout: 4s")).expect("write");
@@ -745,11 +771,10 @@ fn sigkill_during_applies_leaves_whole_revisions() {
         let admin = cloud.admin.clone();
         let start = committed;
         let submitter = std::thread::spawn(move || {
-            let mut parent = start;
-            for i in 0..10_000u64 {
+            for parent in start..start + 10_000 {
                 let m = manifest.replace(
                     "concurrency: 2",
-                    &format!("concurrency: {}", 2 + (parent + i) % 50),
+                    &format!("concurrency: {}", 2 + parent % 50),
                 );
                 let body = serde_json::json!({"manifest": m, "bundles": bundles, "expectedParent": parent});
                 let Ok(mut s) = std::net::TcpStream::connect(&addr) else {
@@ -768,11 +793,9 @@ fn sigkill_during_applies_leaves_whole_revisions() {
                 if s.read_to_string(&mut out).is_err() || !out.starts_with("HTTP/1.1 201") {
                     return;
                 }
-                parent += 1;
             }
         });
-        std::thread::sleep(Duration::from_millis(150 + 70 * round));
-        cloud.kill();
+        kill_after(cloud, Duration::from_millis(150 + 70 * round));
         submitter.join().expect("submitter");
 
         let cloud = Cloud::start(data.path());
@@ -827,4 +850,11 @@ fn sigkill_during_applies_leaves_whole_revisions() {
         committed = n;
         cloud.kill();
     }
+}
+
+/// SIGKILLs the cloud after `delay`: the chosen point of the crash test.
+#[allow(clippy::disallowed_methods)] // A plain thread waiting in a test, not async code.
+fn kill_after(cloud: Cloud, delay: Duration) {
+    std::thread::sleep(delay);
+    cloud.kill();
 }
