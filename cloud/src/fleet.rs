@@ -15,8 +15,8 @@ use edgefn_schema::{DesiredState, Manifest, Source};
 pub struct DeviceDesired {
     /// The state's digest (the ETag).
     pub digest: String,
-    /// The JSON response body.
-    pub body: Arc<Vec<u8>>,
+    /// The JSON response body (cheap to clone).
+    pub body: axum::body::Bytes,
     /// Bundles the device may download.
     pub bundles: HashSet<String>,
 }
@@ -31,10 +31,10 @@ pub struct FleetView {
     /// Its bundles.
     pub bundles: BTreeMap<String, String>,
     /// Desired state of each device in the manifest.
-    pub devices: HashMap<String, DeviceDesired>,
+    pub devices: HashMap<String, Arc<DeviceDesired>>,
 }
 
-fn desired(revision: u64, state: DesiredState) -> DeviceDesired {
+fn desired(revision: u64, state: DesiredState) -> Arc<DeviceDesired> {
     let bundles = state
         .functions
         .values()
@@ -47,11 +47,11 @@ fn desired(revision: u64, state: DesiredState) -> DeviceDesired {
         state,
     })
     .expect("desired state serializes");
-    DeviceDesired {
+    Arc::new(DeviceDesired {
         digest,
-        body: Arc::new(body),
+        body: body.into(),
         bundles,
-    }
+    })
 }
 
 impl FleetView {
@@ -83,9 +83,9 @@ impl FleetView {
     }
 
     /// What `device` should run: its entry, or an empty state when the manifest does not list it.
-    pub fn desired_for(&self, device: &str) -> DeviceDesired {
+    pub fn desired_for(&self, device: &str) -> Arc<DeviceDesired> {
         if let Some(d) = self.devices.get(device) {
-            return d.clone();
+            return Arc::clone(d);
         }
         let empty = DesiredState {
             project: self

@@ -1,7 +1,7 @@
 //! The HTTP API: routes, authentication and handlers.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
@@ -34,6 +34,18 @@ pub const MAX_JSON_BYTES: usize = 16 << 20;
 /// Longest long-poll.
 pub const MAX_WAIT_SECS: u64 = 300;
 
+/// Device reports, kept in memory and flushed to the store in batches.
+#[derive(Debug, Default)]
+struct Statuses {
+    last: HashMap<String, (StatusReport, u64)>,
+    dirty: HashSet<String>,
+}
+
+/// How often reports are written to the store. Reports are soft state that devices resend; one
+/// transaction per interval, rather than one per report, keeps a fleet's reports off the disk's
+/// critical path. At most this much is lost on a crash (a clean stop flushes).
+pub const STATUS_FLUSH: Duration = Duration::from_secs(1);
+
 /// Shared server state.
 pub struct AppState {
     store: Arc<dyn Store>,
@@ -43,6 +55,8 @@ pub struct AppState {
     fleet: watch::Sender<Arc<FleetView>>,
     commit: tokio::sync::Mutex<()>,
     shutdown: watch::Receiver<bool>,
+    /// Last report of each device, and the names reported since the last flush to the store.
+    statuses: Mutex<Statuses>,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
 }
@@ -84,6 +98,10 @@ impl AppState {
             .collect();
         let devices = records.into_iter().map(|r| (r.name.clone(), r)).collect();
         let view = FleetView::build(store.latest()?.as_ref());
+        let statuses = Statuses {
+            last: store.statuses()?.into_iter().collect(),
+            dirty: HashSet::new(),
+        };
         Ok(Arc::new(Self {
             store,
             admin,
@@ -92,8 +110,35 @@ impl AppState {
             fleet: watch::Sender::new(Arc::new(view)),
             commit: tokio::sync::Mutex::new(()),
             shutdown,
+            statuses: Mutex::new(statuses),
             metrics: Metrics::default(),
         }))
+    }
+
+    /// Writes the reports received since the last flush.
+    pub async fn flush_statuses(&self) -> Result<(), ApiError> {
+        let batch: Vec<(String, StatusReport, u64)> = {
+            let mut st = self.statuses.lock().map_err(ApiError::internal)?;
+            let names: Vec<String> = st.dirty.drain().collect();
+            names
+                .into_iter()
+                .filter_map(|n| st.last.get(&n).map(|(r, at)| (n, r.clone(), *at)))
+                .collect()
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let store = self.store.clone();
+        blocking(move || Ok(store.put_statuses(&batch)?)).await
+    }
+
+    fn status_snapshot(&self) -> Result<HashMap<String, (StatusReport, u64)>, ApiError> {
+        Ok(self
+            .statuses
+            .lock()
+            .map_err(ApiError::internal)?
+            .last
+            .clone())
     }
 
     fn view(&self) -> Arc<FleetView> {
@@ -222,8 +267,7 @@ async fn metrics(State(state): State<Arc<AppState>>, caller: Caller) -> Result<R
     caller.admin()?;
     let view = state.view();
     let registered = state.devices.read().map_err(ApiError::internal)?.len();
-    let store = state.store.clone();
-    let statuses = blocking(move || Ok(store.statuses()?)).await?;
+    let statuses = state.status_snapshot()?;
     let converged = statuses
         .iter()
         .filter(|(name, (r, _))| {
@@ -638,7 +682,7 @@ async fn desired(
                         HeaderValue::from_static("application/json"),
                     ),
                 ],
-                d.body.as_ref().clone(),
+                d.body.clone(),
             )
                 .into_response());
         }
@@ -694,8 +738,9 @@ async fn report_status(
         .metrics
         .status_reports
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let store = state.store.clone();
-    blocking(move || Ok(store.put_status(&name, &report, now_ms())?)).await?;
+    let mut st = state.statuses.lock().map_err(ApiError::internal)?;
+    st.dirty.insert(name.clone());
+    st.last.insert(name, (report, now_ms()));
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -705,8 +750,7 @@ async fn fleet_status(
 ) -> Result<Json<FleetStatus>, ApiError> {
     caller.admin()?;
     let view = state.view();
-    let store = state.store.clone();
-    let mut statuses = blocking(move || Ok(store.statuses()?)).await?;
+    let mut statuses = state.status_snapshot()?;
     let registered: HashSet<String> = state
         .devices
         .read()
@@ -732,7 +776,7 @@ async fn fleet_status(
             DeviceStatus {
                 registered: registered.contains(&name),
                 in_manifest: view.devices.contains_key(&name),
-                desired_digest: desired.digest,
+                desired_digest: desired.digest.clone(),
                 last_seen_ms: report.as_ref().map(|(_, at)| *at),
                 report: report.map(|(r, _)| r),
                 converged,

@@ -126,13 +126,35 @@ pub async fn serve(
 ) -> Result<(), CloudError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let store: Arc<dyn Store> = prepared.store;
-    let state = http::AppState::new(store, prepared.admin, stop_rx)?;
-    let app = http::router(state);
-    axum::serve(listener, app)
+    let state = http::AppState::new(store, prepared.admin, stop_rx.clone())?;
+    let flusher = tokio::spawn({
+        let state = state.clone();
+        let mut stop = stop_rx;
+        async move {
+            let mut tick = tokio::time::interval(http::STATUS_FLUSH);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+                if let Err(e) = state.flush_statuses().await {
+                    tracing::warn!("could not save device reports: {e:?}");
+                }
+            }
+        }
+    });
+    let app = http::router(state.clone());
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         })
         .await
-        .map_err(CloudError::Serve)
+        .map_err(CloudError::Serve);
+    let _ = flusher.await;
+    // Reports received since the last tick.
+    if let Err(e) = state.flush_statuses().await {
+        tracing::warn!("could not save device reports: {e:?}");
+    }
+    served
 }

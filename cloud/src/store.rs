@@ -130,8 +130,8 @@ pub trait Store: Send + Sync + 'static {
     fn remove_device(&self, name: &str) -> Result<bool, StoreError>;
     /// All registered devices.
     fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError>;
-    /// Records a device's status report.
-    fn put_status(&self, name: &str, report: &StatusReport, at_ms: u64) -> Result<(), StoreError>;
+    /// Records devices' status reports (name, report, time), in one transaction.
+    fn put_statuses(&self, batch: &[(String, StatusReport, u64)]) -> Result<(), StoreError>;
     /// Every device's last report and its time.
     fn statuses(&self) -> Result<BTreeMap<String, (StatusReport, u64)>, StoreError>;
     /// sha256 hashes of the admin tokens.
@@ -347,13 +347,14 @@ impl Store for LocalStore {
         Ok(out)
     }
 
-    fn put_status(&self, name: &str, report: &StatusReport, at_ms: u64) -> Result<(), StoreError> {
-        // Reports are soft state that devices resend: skip the fsync, so a fleet's reports do
-        // not queue behind the disk. A later durable commit persists them.
-        let mut tx = self.db.begin_write()?;
-        tx.set_durability(redb::Durability::None)?;
-        tx.open_table(STATUS)?
-            .insert(name, json(&(report, at_ms)).as_slice())?;
+    fn put_statuses(&self, batch: &[(String, StatusReport, u64)]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(STATUS)?;
+            for (name, report, at_ms) in batch {
+                t.insert(name.as_str(), json(&(report, at_ms)).as_slice())?;
+            }
+        }
         tx.commit()?;
         Ok(())
     }

@@ -171,7 +171,7 @@ pub fn parse(source: &Source) -> (Option<Node>, Diagnostics) {
             }
             Event::SequenceStart(anchor, _) => builder.open(Open::Seq(Vec::new()), span, anchor),
             Event::MappingStart(anchor, _) => {
-                builder.open(Open::Map(Vec::new(), None), span, anchor)
+                builder.open(Open::Map(Vec::new(), None, HashMap::new()), span, anchor)
             }
             Event::SequenceEnd | Event::MappingEnd => builder.close(span, source, &mut diags),
             Event::StreamStart | Event::StreamEnd | Event::DocumentEnd | Event::Nothing => {}
@@ -221,8 +221,9 @@ impl CharOffsets {
 
 enum Open {
     Seq(Vec<Node>),
-    /// Entries so far, and a key waiting for its value.
-    Map(Vec<(Node, Node)>, Option<Node>),
+    /// Entries so far, a key waiting for its value, and the keys seen (to find duplicates
+    /// without a quadratic scan of large mappings).
+    Map(Vec<(Node, Node)>, Option<Node>, HashMap<String, usize>),
 }
 
 #[derive(Default)]
@@ -246,7 +247,7 @@ impl Builder {
                 let last = items.last().map(|n| n.span.end());
                 (NodeKind::Seq(items), last)
             }
-            Open::Map(entries, _) => {
+            Open::Map(entries, _, _) => {
                 let last = entries.last().map(|(k, v)| k.span.end().max(v.span.end()));
                 (NodeKind::Map(entries), last)
             }
@@ -276,13 +277,11 @@ impl Builder {
         match self.stack.last_mut() {
             None => self.root = Some(node),
             Some((Open::Seq(items), _, _)) => items.push(node),
-            Some((Open::Map(entries, pending), _, _)) => match pending.take() {
+            Some((Open::Map(entries, pending, seen), _, _)) => match pending.take() {
                 None => *pending = Some(node),
                 Some(key) => {
                     if let Some(name) = key.as_str() {
-                        if let Some((first, _)) =
-                            entries.iter().find(|(k, _)| k.as_str() == Some(name))
-                        {
+                        if let Some((first, _)) = seen.get(name).map(|i| &entries[*i]) {
                             diags.push(
                                 Diagnostic::error(
                                     source,
@@ -298,6 +297,7 @@ impl Builder {
                             );
                             return;
                         }
+                        seen.insert(name.to_owned(), entries.len());
                     }
                     entries.push((key, node));
                 }
