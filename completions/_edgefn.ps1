@@ -28,6 +28,8 @@ Register-ArgumentCompleter -Native -CommandName 'edgefn' -ScriptBlock {
             [CompletionResult]::new('init', 'init', [CompletionResultType]::ParameterValue, 'Create a new edgefn project: manifest, functions/, .gitignore and a CI workflow')
             [CompletionResult]::new('new', 'new', [CompletionResultType]::ParameterValue, 'Add a function: a working handler, a sample test case, and its entry in edgefn.yaml')
             [CompletionResult]::new('validate', 'validate', [CompletionResultType]::ParameterValue, 'Check edgefn.yaml (and the functions'' test cases) and report every problem found')
+            [CompletionResult]::new('test', 'test', [CompletionResultType]::ParameterValue, 'Run the functions'' test cases (functions/*/tests/*.yaml), or simulate one message on a device')
+            [CompletionResult]::new('invoke', 'invoke', [CompletionResultType]::ParameterValue, 'Call a function once with an event, and print its result')
             [CompletionResult]::new('package', 'package', [CompletionResultType]::ParameterValue, 'Package each function into a reproducible bundle named by its sha256')
             [CompletionResult]::new('apply', 'apply', [CompletionResultType]::ParameterValue, 'Validate, package, upload what the cloud lacks, and submit a new revision')
             [CompletionResult]::new('diff', 'diff', [CompletionResultType]::ParameterValue, 'Show what applying would change on each device (exit 0: none, 2: changes, 1: error)')
@@ -65,6 +67,32 @@ Register-ArgumentCompleter -Native -CommandName 'edgefn' -ScriptBlock {
             [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'The manifest (default: edgefn.yaml here or in a parent folder)')
             [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'The manifest (default: edgefn.yaml here or in a parent folder)')
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'How to print problems')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'edgefn;test' {
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'The manifest (default: edgefn.yaml here or in a parent folder)')
+            [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'The manifest (default: edgefn.yaml here or in a parent folder)')
+            [CompletionResult]::new('--sandbox', '--sandbox', [CompletionResultType]::ParameterName, 'Where functions run')
+            [CompletionResult]::new('--junit', '--junit', [CompletionResultType]::ParameterName, 'Also write the results as JUnit XML to this file')
+            [CompletionResult]::new('--topic', '--topic', [CompletionResultType]::ParameterName, 'Simulate one message on this topic instead of running the cases')
+            [CompletionResult]::new('--payload', '--payload', [CompletionResultType]::ParameterName, 'The simulated message''s payload (JSON, or else text)')
+            [CompletionResult]::new('--device', '--device', [CompletionResultType]::ParameterName, 'The device the simulated message arrives on (default: every device)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'edgefn;invoke' {
+            [CompletionResult]::new('--event', '--event', [CompletionResultType]::ParameterName, 'The event''s payload (JSON, or else text)')
+            [CompletionResult]::new('--topic', '--topic', [CompletionResultType]::ParameterName, 'The event''s topic')
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'The manifest (default: edgefn.yaml here or in a parent folder)')
+            [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'The manifest (default: edgefn.yaml here or in a parent folder)')
+            [CompletionResult]::new('--sandbox', '--sandbox', [CompletionResultType]::ParameterName, 'Where the function runs')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -224,6 +252,8 @@ Register-ArgumentCompleter -Native -CommandName 'edgefn' -ScriptBlock {
             [CompletionResult]::new('init', 'init', [CompletionResultType]::ParameterValue, 'Create a new edgefn project: manifest, functions/, .gitignore and a CI workflow')
             [CompletionResult]::new('new', 'new', [CompletionResultType]::ParameterValue, 'Add a function: a working handler, a sample test case, and its entry in edgefn.yaml')
             [CompletionResult]::new('validate', 'validate', [CompletionResultType]::ParameterValue, 'Check edgefn.yaml (and the functions'' test cases) and report every problem found')
+            [CompletionResult]::new('test', 'test', [CompletionResultType]::ParameterValue, 'Run the functions'' test cases (functions/*/tests/*.yaml), or simulate one message on a device')
+            [CompletionResult]::new('invoke', 'invoke', [CompletionResultType]::ParameterValue, 'Call a function once with an event, and print its result')
             [CompletionResult]::new('package', 'package', [CompletionResultType]::ParameterValue, 'Package each function into a reproducible bundle named by its sha256')
             [CompletionResult]::new('apply', 'apply', [CompletionResultType]::ParameterValue, 'Validate, package, upload what the cloud lacks, and submit a new revision')
             [CompletionResult]::new('diff', 'diff', [CompletionResultType]::ParameterValue, 'Show what applying would change on each device (exit 0: none, 2: changes, 1: error)')
@@ -243,6 +273,12 @@ Register-ArgumentCompleter -Native -CommandName 'edgefn' -ScriptBlock {
             break
         }
         'edgefn;help;validate' {
+            break
+        }
+        'edgefn;help;test' {
+            break
+        }
+        'edgefn;help;invoke' {
             break
         }
         'edgefn;help;package' {

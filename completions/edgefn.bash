@@ -37,6 +37,9 @@ _edgefn() {
             edgefn,init)
                 cmd="edgefn__subcmd__init"
                 ;;
+            edgefn,invoke)
+                cmd="edgefn__subcmd__invoke"
+                ;;
             edgefn,login)
                 cmd="edgefn__subcmd__login"
                 ;;
@@ -51,6 +54,9 @@ _edgefn() {
                 ;;
             edgefn,status)
                 cmd="edgefn__subcmd__status"
+                ;;
+            edgefn,test)
+                cmd="edgefn__subcmd__test"
                 ;;
             edgefn,validate)
                 cmd="edgefn__subcmd__validate"
@@ -100,6 +106,9 @@ _edgefn() {
             edgefn__subcmd__help,init)
                 cmd="edgefn__subcmd__help__subcmd__init"
                 ;;
+            edgefn__subcmd__help,invoke)
+                cmd="edgefn__subcmd__help__subcmd__invoke"
+                ;;
             edgefn__subcmd__help,login)
                 cmd="edgefn__subcmd__help__subcmd__login"
                 ;;
@@ -114,6 +123,9 @@ _edgefn() {
                 ;;
             edgefn__subcmd__help,status)
                 cmd="edgefn__subcmd__help__subcmd__status"
+                ;;
+            edgefn__subcmd__help,test)
+                cmd="edgefn__subcmd__help__subcmd__test"
                 ;;
             edgefn__subcmd__help,validate)
                 cmd="edgefn__subcmd__help__subcmd__validate"
@@ -134,7 +146,7 @@ _edgefn() {
 
     case "${cmd}" in
         edgefn)
-            opts="-h -V --help --version init new validate package apply diff status history rollback device login completions help"
+            opts="-h -V --help --version init new validate test invoke package apply diff status history rollback device login completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -400,7 +412,7 @@ _edgefn() {
             return 0
             ;;
         edgefn__subcmd__help)
-            opts="init new validate package apply diff status history rollback device login completions help"
+            opts="init new validate test invoke package apply diff status history rollback device login completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -553,6 +565,20 @@ _edgefn() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        edgefn__subcmd__help__subcmd__invoke)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         edgefn__subcmd__help__subcmd__login)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -623,6 +649,20 @@ _edgefn() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        edgefn__subcmd__help__subcmd__test)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         edgefn__subcmd__help__subcmd__validate)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -676,6 +716,40 @@ _edgefn() {
             case "${prev}" in
                 --name)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__invoke)
+            opts="-f -h -V --event --topic --file --sandbox --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --event)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --topic)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sandbox)
+                    COMPREPLY=($(compgen -W "process container auto" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -814,6 +888,48 @@ _edgefn() {
                     ;;
                 --output)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__test)
+            opts="-f -h -V --file --sandbox --junit --topic --payload --device --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sandbox)
+                    COMPREPLY=($(compgen -W "process container auto" -- "${cur}"))
+                    return 0
+                    ;;
+                --junit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --topic)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --payload)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --device)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)

@@ -25,6 +25,8 @@ set edit:completion:arg-completer[edgefn] = {|@words|
             cand init 'Create a new edgefn project: manifest, functions/, .gitignore and a CI workflow'
             cand new 'Add a function: a working handler, a sample test case, and its entry in edgefn.yaml'
             cand validate 'Check edgefn.yaml (and the functions'' test cases) and report every problem found'
+            cand test 'Run the functions'' test cases (functions/*/tests/*.yaml), or simulate one message on a device'
+            cand invoke 'Call a function once with an event, and print its result'
             cand package 'Package each function into a reproducible bundle named by its sha256'
             cand apply 'Validate, package, upload what the cloud lacks, and submit a new revision'
             cand diff 'Show what applying would change on each device (exit 0: none, 2: changes, 1: error)'
@@ -59,6 +61,30 @@ set edit:completion:arg-completer[edgefn] = {|@words|
             cand -f 'The manifest (default: edgefn.yaml here or in a parent folder)'
             cand --file 'The manifest (default: edgefn.yaml here or in a parent folder)'
             cand --format 'How to print problems'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'edgefn;test'= {
+            cand -f 'The manifest (default: edgefn.yaml here or in a parent folder)'
+            cand --file 'The manifest (default: edgefn.yaml here or in a parent folder)'
+            cand --sandbox 'Where functions run'
+            cand --junit 'Also write the results as JUnit XML to this file'
+            cand --topic 'Simulate one message on this topic instead of running the cases'
+            cand --payload 'The simulated message''s payload (JSON, or else text)'
+            cand --device 'The device the simulated message arrives on (default: every device)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'edgefn;invoke'= {
+            cand --event 'The event''s payload (JSON, or else text)'
+            cand --topic 'The event''s topic'
+            cand -f 'The manifest (default: edgefn.yaml here or in a parent folder)'
+            cand --file 'The manifest (default: edgefn.yaml here or in a parent folder)'
+            cand --sandbox 'Where the function runs'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
@@ -200,6 +226,8 @@ set edit:completion:arg-completer[edgefn] = {|@words|
             cand init 'Create a new edgefn project: manifest, functions/, .gitignore and a CI workflow'
             cand new 'Add a function: a working handler, a sample test case, and its entry in edgefn.yaml'
             cand validate 'Check edgefn.yaml (and the functions'' test cases) and report every problem found'
+            cand test 'Run the functions'' test cases (functions/*/tests/*.yaml), or simulate one message on a device'
+            cand invoke 'Call a function once with an event, and print its result'
             cand package 'Package each function into a reproducible bundle named by its sha256'
             cand apply 'Validate, package, upload what the cloud lacks, and submit a new revision'
             cand diff 'Show what applying would change on each device (exit 0: none, 2: changes, 1: error)'
@@ -216,6 +244,10 @@ set edit:completion:arg-completer[edgefn] = {|@words|
         &'edgefn;help;new'= {
         }
         &'edgefn;help;validate'= {
+        }
+        &'edgefn;help;test'= {
+        }
+        &'edgefn;help;invoke'= {
         }
         &'edgefn;help;package'= {
         }

@@ -29,6 +29,8 @@ complete -c edgefn -n "__fish_edgefn_needs_command" -s V -l version -d 'Print ve
 complete -c edgefn -n "__fish_edgefn_needs_command" -f -a "init" -d 'Create a new edgefn project: manifest, functions/, .gitignore and a CI workflow'
 complete -c edgefn -n "__fish_edgefn_needs_command" -f -a "new" -d 'Add a function: a working handler, a sample test case, and its entry in edgefn.yaml'
 complete -c edgefn -n "__fish_edgefn_needs_command" -f -a "validate" -d 'Check edgefn.yaml (and the functions\' test cases) and report every problem found'
+complete -c edgefn -n "__fish_edgefn_needs_command" -f -a "test" -d 'Run the functions\' test cases (functions/*/tests/*.yaml), or simulate one message on a device'
+complete -c edgefn -n "__fish_edgefn_needs_command" -f -a "invoke" -d 'Call a function once with an event, and print its result'
 complete -c edgefn -n "__fish_edgefn_needs_command" -f -a "package" -d 'Package each function into a reproducible bundle named by its sha256'
 complete -c edgefn -n "__fish_edgefn_needs_command" -f -a "apply" -d 'Validate, package, upload what the cloud lacks, and submit a new revision'
 complete -c edgefn -n "__fish_edgefn_needs_command" -f -a "diff" -d 'Show what applying would change on each device (exit 0: none, 2: changes, 1: error)'
@@ -56,6 +58,24 @@ short\t'One `file:line:col: severity[code]: message` line each, for editors and 
 json\t'A JSON document, for programs'"
 complete -c edgefn -n "__fish_edgefn_using_subcommand validate" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c edgefn -n "__fish_edgefn_using_subcommand validate" -s V -l version -d 'Print version'
+complete -c edgefn -n "__fish_edgefn_using_subcommand test" -s f -l file -d 'The manifest (default: edgefn.yaml here or in a parent folder)' -r -F
+complete -c edgefn -n "__fish_edgefn_using_subcommand test" -l sandbox -d 'Where functions run' -r -f -a "process\t'A process group with rlimits'
+container\t'A container with cgroup limits (root on Linux)'
+auto\t'Container where possible, else process'"
+complete -c edgefn -n "__fish_edgefn_using_subcommand test" -l junit -d 'Also write the results as JUnit XML to this file' -r -F
+complete -c edgefn -n "__fish_edgefn_using_subcommand test" -l topic -d 'Simulate one message on this topic instead of running the cases' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand test" -l payload -d 'The simulated message\'s payload (JSON, or else text)' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand test" -l device -d 'The device the simulated message arrives on (default: every device)' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand test" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c edgefn -n "__fish_edgefn_using_subcommand test" -s V -l version -d 'Print version'
+complete -c edgefn -n "__fish_edgefn_using_subcommand invoke" -l event -d 'The event\'s payload (JSON, or else text)' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand invoke" -l topic -d 'The event\'s topic' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand invoke" -s f -l file -d 'The manifest (default: edgefn.yaml here or in a parent folder)' -r -F
+complete -c edgefn -n "__fish_edgefn_using_subcommand invoke" -l sandbox -d 'Where the function runs' -r -f -a "process\t'A process group with rlimits'
+container\t'A container with cgroup limits (root on Linux)'
+auto\t'Container where possible, else process'"
+complete -c edgefn -n "__fish_edgefn_using_subcommand invoke" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c edgefn -n "__fish_edgefn_using_subcommand invoke" -s V -l version -d 'Print version'
 complete -c edgefn -n "__fish_edgefn_using_subcommand package" -s f -l file -d 'The manifest (default: edgefn.yaml here or in a parent folder)' -r -F
 complete -c edgefn -n "__fish_edgefn_using_subcommand package" -l out -d 'Write the bundles to this folder as `<sha256>.tar.zst`' -r -F
 complete -c edgefn -n "__fish_edgefn_using_subcommand package" -l output -d 'Output format' -r -f -a "text\t'For people'
@@ -132,19 +152,21 @@ complete -c edgefn -n "__fish_edgefn_using_subcommand login" -s h -l help -d 'Pr
 complete -c edgefn -n "__fish_edgefn_using_subcommand login" -s V -l version -d 'Print version'
 complete -c edgefn -n "__fish_edgefn_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c edgefn -n "__fish_edgefn_using_subcommand completions" -s V -l version -d 'Print version'
-complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate package apply diff status history rollback device login completions help" -f -a "init" -d 'Create a new edgefn project: manifest, functions/, .gitignore and a CI workflow'
-complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate package apply diff status history rollback device login completions help" -f -a "new" -d 'Add a function: a working handler, a sample test case, and its entry in edgefn.yaml'
-complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate package apply diff status history rollback device login completions help" -f -a "validate" -d 'Check edgefn.yaml (and the functions\' test cases) and report every problem found'
-complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate package apply diff status history rollback device login completions help" -f -a "package" -d 'Package each function into a reproducible bundle named by its sha256'
-complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate package apply diff status history rollback device login completions help" -f -a "apply" -d 'Validate, package, upload what the cloud lacks, and submit a new revision'
-complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate package apply diff status history rollback device login completions help" -f -a "diff" -d 'Show what applying would change on each device (exit 0: none, 2: changes, 1: error)'
-complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate package apply diff status history rollback device login completions help" -f -a "status" -d 'Show the fleet: desired and running revision, state and errors of each device'
-complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate package apply diff status history rollback device login completions help" -f -a "history" -d 'List the revisions applied, newest first, with where they came from'
-complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate package apply diff status history rollback device login completions help" -f -a "rollback" -d 'Apply an earlier revision again, as a new revision (default: the one before the latest)'
-complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate package apply diff status history rollback device login completions help" -f -a "device" -d 'Register, list and remove devices'
-complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate package apply diff status history rollback device login completions help" -f -a "login" -d 'Save the control plane\'s URL and an admin token for later commands'
-complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate package apply diff status history rollback device login completions help" -f -a "completions" -d 'Print a shell completion script'
-complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate package apply diff status history rollback device login completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate test invoke package apply diff status history rollback device login completions help" -f -a "init" -d 'Create a new edgefn project: manifest, functions/, .gitignore and a CI workflow'
+complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate test invoke package apply diff status history rollback device login completions help" -f -a "new" -d 'Add a function: a working handler, a sample test case, and its entry in edgefn.yaml'
+complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate test invoke package apply diff status history rollback device login completions help" -f -a "validate" -d 'Check edgefn.yaml (and the functions\' test cases) and report every problem found'
+complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate test invoke package apply diff status history rollback device login completions help" -f -a "test" -d 'Run the functions\' test cases (functions/*/tests/*.yaml), or simulate one message on a device'
+complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate test invoke package apply diff status history rollback device login completions help" -f -a "invoke" -d 'Call a function once with an event, and print its result'
+complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate test invoke package apply diff status history rollback device login completions help" -f -a "package" -d 'Package each function into a reproducible bundle named by its sha256'
+complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate test invoke package apply diff status history rollback device login completions help" -f -a "apply" -d 'Validate, package, upload what the cloud lacks, and submit a new revision'
+complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate test invoke package apply diff status history rollback device login completions help" -f -a "diff" -d 'Show what applying would change on each device (exit 0: none, 2: changes, 1: error)'
+complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate test invoke package apply diff status history rollback device login completions help" -f -a "status" -d 'Show the fleet: desired and running revision, state and errors of each device'
+complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate test invoke package apply diff status history rollback device login completions help" -f -a "history" -d 'List the revisions applied, newest first, with where they came from'
+complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate test invoke package apply diff status history rollback device login completions help" -f -a "rollback" -d 'Apply an earlier revision again, as a new revision (default: the one before the latest)'
+complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate test invoke package apply diff status history rollback device login completions help" -f -a "device" -d 'Register, list and remove devices'
+complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate test invoke package apply diff status history rollback device login completions help" -f -a "login" -d 'Save the control plane\'s URL and an admin token for later commands'
+complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate test invoke package apply diff status history rollback device login completions help" -f -a "completions" -d 'Print a shell completion script'
+complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new validate test invoke package apply diff status history rollback device login completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c edgefn -n "__fish_edgefn_using_subcommand help; and __fish_seen_subcommand_from device" -f -a "add" -d 'Register a device and write the one file its agent needs (cloud URL, name, token)'
 complete -c edgefn -n "__fish_edgefn_using_subcommand help; and __fish_seen_subcommand_from device" -f -a "list" -d 'List registered devices'
 complete -c edgefn -n "__fish_edgefn_using_subcommand help; and __fish_seen_subcommand_from device" -f -a "remove" -d 'Remove a device and revoke its token'

@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+
 use std::process::{Command, Output};
 
 fn repo() -> PathBuf {
@@ -17,6 +18,7 @@ fn edgefn(dir: &Path, args: &[&str]) -> Output {
         .current_dir(dir)
         .env_clear()
         .env("HOME", home.path())
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("NO_COLOR", "1")
         .env("COLUMNS", "100")
         .output()
@@ -390,4 +392,132 @@ fn validate_checks_the_functions_test_cases() {
         ),
         "{err}"
     );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("mkdir");
+    for e in fs::read_dir(from).expect("read").flatten() {
+        let target = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            fs::copy(e.path(), &target).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn edgefn_test_passes_on_the_quickstart_and_writes_junit() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    copy_dir(&repo().join("examples/quickstart"), tmp.path());
+    let out = edgefn(tmp.path(), &["test", "--junit", "results.xml"]);
+    let stdout = ok(&out);
+    assert!(stdout.contains("PASS temp-filter/hot"), "{stdout}");
+    assert!(stdout.contains("PASS greeter/hello"), "{stdout}");
+    assert!(
+        stdout.trim_end().ends_with("4 passed, 0 failed"),
+        "{stdout}"
+    );
+    let junit = fs::read_to_string(tmp.path().join("results.xml")).expect("junit");
+    assert!(
+        junit.contains("<testsuites name=\"edgefn\" tests=\"4\" failures=\"0\">"),
+        "{junit}"
+    );
+    assert!(
+        junit.contains("<testcase classname=\"temp-filter\" name=\"hot\""),
+        "{junit}"
+    );
+}
+
+#[test]
+fn edgefn_test_fails_with_the_logs_of_the_failure() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    copy_dir(&repo().join("examples/quickstart"), tmp.path());
+    // The function now prints and computes the wrong thing.
+    let main = tmp.path().join("functions/temp-filter/main.py");
+    let code = fs::read_to_string(&main).expect("read");
+    fs::write(
+        &main,
+        code.replace(
+            "alert = celsius > THRESHOLD",
+            "print('threshold is', THRESHOLD)\n    alert = celsius < THRESHOLD",
+        ),
+    )
+    .expect("write");
+    let out = edgefn(
+        tmp.path(),
+        &["test", "temp-filter", "--junit", "results.xml"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("FAIL temp-filter/hot"), "{stdout}");
+    assert!(
+        stdout.contains("| [stdout] threshold is 40.0"),
+        "the failing case's logs are shown:\n{stdout}"
+    );
+    assert!(stdout.contains("PASS temp-filter/bad-payload"), "{stdout}");
+    assert!(
+        !stdout.contains("greeter"),
+        "only the named function ran: {stdout}"
+    );
+    assert!(
+        stdout.trim_end().ends_with("1 passed, 2 failed"),
+        "{stdout}"
+    );
+    let junit = fs::read_to_string(tmp.path().join("results.xml")).expect("junit");
+    assert!(
+        junit.contains("failures=\"2\"") && junit.contains("<failure message="),
+        "{junit}"
+    );
+}
+
+#[test]
+fn edgefn_test_simulates_a_message_and_invoke_calls_once() {
+    let dir = repo().join("examples/quickstart");
+    let out = ok(&edgefn(
+        &dir,
+        &[
+            "test",
+            "--topic",
+            "sensors/line7/temperature",
+            "--payload",
+            "{\"celsius\": 80}",
+            "--device",
+            "gw-02",
+        ],
+    ));
+    assert!(
+        out.contains("gw-02: sensors/line7/temperature fires 1 binding"),
+        "{out}"
+    );
+    assert!(out.contains("publishes alerts/line7 {\"celsius\":80.0,\"device\":\"gw-02\",\"line\":\"line7\"} → cloud (route alerts/#)"), "{out}");
+    let bad = edgefn(
+        &dir,
+        &["test", "--topic", "sensors/+/temperature", "--payload", "1"],
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("concrete topic"),
+        "{}",
+        text(&bad.stderr)
+    );
+    let out = ok(&edgefn(
+        &dir,
+        &["invoke", "greeter", "--event", "{\"name\": \"Ada\"}"],
+    ));
+    assert!(out.contains("\"greeting\": \"Hello, Ada!\""), "{out}");
+}
+
+#[test]
+fn new_functions_pass_their_own_tests_in_every_runtime() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    ok(&edgefn(tmp.path(), &["init", "."]));
+    for runtime in ["python3", "node", "exec"] {
+        ok(&edgefn(
+            tmp.path(),
+            &["new", &format!("fn-{runtime}"), "--runtime", runtime],
+        ));
+    }
+    let out = ok(&edgefn(tmp.path(), &["test"]));
+    assert!(out.trim_end().ends_with("3 passed, 0 failed"), "{out}");
 }

@@ -39,6 +39,16 @@ pub enum Command {
         after_help = "Example:\n  edgefn validate\n  edgefn validate -f deploy/edgefn.yaml --format json"
     )]
     Validate(ValidateArgs),
+    /// Run the functions' test cases (functions/*/tests/*.yaml), or simulate one message on a device
+    #[command(
+        after_help = "Example:\n  edgefn test\n  edgefn test temp-filter --junit results.xml\n  edgefn test --topic sensors/line1/temperature --payload '{\"celsius\": 45}' --device gw-01"
+    )]
+    Test(TestArgs),
+    /// Call a function once with an event, and print its result
+    #[command(
+        after_help = "Example:\n  edgefn invoke temp-filter --topic sensors/l1/temperature --event '{\"celsius\": 45}'"
+    )]
+    Invoke(InvokeArgs),
     /// Package each function into a reproducible bundle named by its sha256
     #[command(after_help = "Example:\n  edgefn package\n  edgefn package temp-filter --out dist/")]
     Package(PackageArgs),
@@ -292,6 +302,61 @@ pub struct LoginArgs {
     /// Admin token (default: read from standard input, so it stays out of the shell history)
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
+}
+
+/// Sandbox choice, as typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SandboxArg {
+    /// A process group with rlimits
+    Process,
+    /// A container with cgroup limits (root on Linux)
+    Container,
+    /// Container where possible, else process
+    Auto,
+}
+
+/// `edgefn test`.
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Functions whose cases to run (default: all)
+    pub functions: Vec<String>,
+    /// The manifest (default: edgefn.yaml here or in a parent folder)
+    #[arg(long, short)]
+    pub file: Option<PathBuf>,
+    /// Where functions run
+    #[arg(long, value_enum, default_value_t = SandboxArg::Process)]
+    pub sandbox: SandboxArg,
+    /// Also write the results as JUnit XML to this file
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Simulate one message on this topic instead of running the cases
+    #[arg(long, value_name = "TOPIC", conflicts_with = "functions")]
+    pub topic: Option<String>,
+    /// The simulated message's payload (JSON, or else text)
+    #[arg(long, value_name = "PAYLOAD", requires = "topic")]
+    pub payload: Option<String>,
+    /// The device the simulated message arrives on (default: every device)
+    #[arg(long, value_name = "DEVICE", requires = "topic")]
+    pub device: Option<String>,
+}
+
+/// `edgefn invoke`.
+#[derive(Debug, Args)]
+pub struct InvokeArgs {
+    /// The function
+    pub function: String,
+    /// The event's payload (JSON, or else text)
+    #[arg(long, value_name = "JSON", default_value = "null")]
+    pub event: String,
+    /// The event's topic
+    #[arg(long, default_value = "invoke")]
+    pub topic: String,
+    /// The manifest (default: edgefn.yaml here or in a parent folder)
+    #[arg(long, short)]
+    pub file: Option<PathBuf>,
+    /// Where the function runs
+    #[arg(long, value_enum, default_value_t = SandboxArg::Process)]
+    pub sandbox: SandboxArg,
 }
 
 /// `edgefn completions`.

@@ -121,7 +121,10 @@ pub fn function(name: &str, runtime: Runtime) -> Vec<NewFile> {
     };
     vec![
         code,
-        NewFile::new(format!("{dir}/tests/example.yaml"), test_case(name)),
+        NewFile::new(
+            format!("{dir}/tests/example.yaml"),
+            test_case(name, runtime),
+        ),
     ]
 }
 
@@ -158,23 +161,55 @@ exports.handler = async (event, context) => {{
 
 fn exec(name: &str) -> String {
     format!(
-        r#"#!/bin/sh
+        r#"#!/usr/bin/env bash
 # {name}: an edgefn function run as a plain executable (runtime: exec).
-# See runtime/PROTOCOL.md in the edgefn repository for how an exec function talks to edgefn.
-echo "{name} started"
-exec sleep infinity
+#
+# An exec function speaks the invocation protocol on file descriptor 3: frames of a 4-byte
+# big-endian length followed by that many bytes of JSON. It first sends
+#   {{"type":"hello","protocol":1}}
+# then, for each {{"type":"invoke","id":N,"topic":...,"payload":...}} it reads, answers
+#   {{"type":"result","id":N,"result":...}}        (or "error":{{"type":...,"message":...}})
+# stdout and stderr are the function's logs. This template answers with the topic it was
+# called on; for real work, parse the frame with jq or write the function in your language.
+set -euo pipefail
+export LC_ALL=C
+
+send() {{ # send JSON
+  local n=${{#1}}
+  printf "\\$(printf %03o $((n >> 24 & 255)))\\$(printf %03o $((n >> 16 & 255)))\\$(printf %03o $((n >> 8 & 255)))\\$(printf %03o $((n & 255)))%s" "$1" >&3
+}}
+
+recv() {{ # read one frame into $frame; fails when the channel closes
+  local len
+  len=$(dd bs=4 count=1 iflag=fullblock status=none <&3 | od -An -tu1)
+  [ -n "$len" ] || return 1
+  set -- $len
+  frame=$(dd bs=$(( ($1 << 24) | ($2 << 16) | ($3 << 8) | $4 )) count=1 iflag=fullblock status=none <&3)
+}}
+
+send '{{"type":"hello","protocol":1,"runtime":"bash"}}'
+while recv; do
+  id=$(sed -n 's/.*"id":\([0-9]*\).*/\1/p' <<<"$frame")
+  topic=$(sed -n 's/.*"topic":"\([^"]*\)".*/\1/p' <<<"$frame")
+  echo "called on $topic"
+  send "{{\"type\":\"result\",\"id\":$id,\"result\":{{\"topic\":\"$topic\",\"handled_by\":\"bash\"}}}}"
+done
 "#
     )
 }
 
-fn test_case(name: &str) -> String {
+fn test_case(name: &str, runtime: Runtime) -> String {
+    let result = match runtime {
+        Runtime::Exec => "{ topic: sensors/demo/temperature, handled_by: bash }",
+        _ => "{ topic: sensors/demo/temperature, received: { celsius: 21.5 } }",
+    };
     format!(
         r#"# A test case for `edgefn test`: a simulated message, and what {name} should do with it.
 trigger:
   topic: sensors/demo/temperature
   payload: {{ celsius: 21.5 }}
 expect:
-  result: {{ topic: sensors/demo/temperature, received: {{ celsius: 21.5 }} }}
+  result: {result}
 "#
     )
 }

@@ -31,7 +31,9 @@ pub use manifest::{
     RouteTarget, Runtime, Trigger,
 };
 pub use quantity::{Cpu, Duration, Memory};
-pub use resolve::{DesiredState, ResolvedBinding, ResolvedFunction, ResolvedRoute, resolve};
+pub use resolve::{
+    DesiredState, ResolvedBinding, ResolvedFunction, ResolvedRoute, defaults_binding, resolve,
+};
 pub use source::{Source, Span};
 
 /// The manifest's JSON Schema, generated from [`Manifest`].

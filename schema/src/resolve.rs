@@ -105,6 +105,25 @@ pub fn hex(bytes: &[u8]) -> String {
         })
 }
 
+/// A binding of `function` with the function's settings and the defaults, as if a binding
+/// named after it said nothing else (for running a function outside any binding, as
+/// `edgefn invoke` does). `None` when there is no such function.
+pub fn defaults_binding(manifest: &Manifest, function: &str) -> Option<ResolvedBinding> {
+    let f = manifest.functions.get(function)?;
+    Some(ResolvedBinding {
+        name: function.to_owned(),
+        function: function.to_owned(),
+        mode: Mode::Triggered,
+        triggers: Vec::new(),
+        concurrency: defaults::CONCURRENCY,
+        idle_timeout_ms: defaults::IDLE_TIMEOUT.millis(),
+        memory_bytes: f.memory.unwrap_or(defaults::MEMORY).bytes(),
+        cpu_millis: f.cpu.unwrap_or(defaults::CPU).millis(),
+        timeout_ms: f.timeout.unwrap_or(defaults::TIMEOUT).millis(),
+        env: f.env.clone(),
+    })
+}
+
 /// What `device` runs under `manifest`; `bundles` maps function names to bundle digests.
 ///
 /// Returns `None` when the manifest has no such device.

@@ -10,6 +10,7 @@ pub mod init;
 pub mod login;
 pub mod new;
 pub mod package;
+pub mod test;
 pub mod validate;
 
 use crate::args::{Cli, Command, Format};
@@ -23,6 +24,8 @@ pub fn run(cli: Cli) -> CliResult<Outcome> {
         Command::Init(args) => init::run(&args),
         Command::New(args) => new::run(&args),
         Command::Validate(args) => validate::run(&args),
+        Command::Test(args) => test::run(&args),
+        Command::Invoke(args) => test::invoke(&args),
         Command::Package(args) => package::run(&args),
         Command::Apply(args) => apply::run(&args),
         Command::Diff(args) => diff::run(&args),
