@@ -1,14 +1,116 @@
-//! `edgefn-agent`: the device daemon. Not implemented yet (issue #5): it says so and exits 2.
+//! `edgefn-agent`: load the configuration, run the agent until SIGTERM or Ctrl-C.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::Parser;
+
+/// The edgefn device agent: runs this device's functions and keeps them at their desired state.
+#[derive(Debug, Parser)]
+#[command(
+    name = "edgefn-agent",
+    version,
+    after_help = "Example:\n  edgefn-agent --config /etc/edgefn/agent.yaml"
+)]
+struct Args {
+    /// The configuration file (`edgefn device add --out FILE` writes one)
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Data folder (overrides `data:` of the configuration)
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Sandbox: container, process or auto (overrides `sandbox:`)
+    #[arg(long)]
+    sandbox: Option<String>,
+    /// Local message endpoint address (overrides `localListen:`)
+    #[arg(long, value_name = "ADDR")]
+    local_listen: Option<std::net::SocketAddr>,
+    /// Log level: error, warn, info, debug, trace
+    #[arg(long, default_value = "info")]
+    log_level: tracing::Level,
+}
+
+#[allow(clippy::print_stdout, clippy::print_stderr)]
 fn main() -> ExitCode {
-    #[allow(clippy::print_stderr)]
-    {
-        eprintln!(
-            "edgefn-agent {}: the device agent is not implemented yet (tracked in issue #5)",
-            env!("CARGO_PKG_VERSION")
-        );
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_max_level(args.log_level)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let mut config = match edgefn_agent::AgentConfig::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("edgefn-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(d) = args.data {
+        config.data = d;
     }
-    ExitCode::from(2)
+    if let Some(s) = args.sandbox {
+        match s.parse() {
+            Ok(k) => config.sandbox = k,
+            Err(e) => {
+                eprintln!("edgefn-agent: --sandbox: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if let Some(a) = args.local_listen {
+        config.local_listen = a;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("edgefn-agent: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(config.local_listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!(
+                    "edgefn-agent: cannot listen on {}: {e}",
+                    config.local_listen
+                );
+                return ExitCode::from(1);
+            }
+        };
+        let addr = listener
+            .local_addr()
+            .map_or_else(|_| config.local_listen.to_string(), |a| a.to_string());
+        println!(
+            "edgefn-agent {} for device {} listening on http://{addr}",
+            env!("CARGO_PKG_VERSION"),
+            config.device
+        );
+        match edgefn_agent::run(config, listener, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("edgefn-agent: {e}");
+                ExitCode::from(1)
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = term => {},
+    }
 }

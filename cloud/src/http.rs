@@ -315,6 +315,7 @@ async fn get_bundle(
     caller: Caller,
     method: Method,
     Path(digest): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_digest(&digest)?;
     if let Caller::Device(name) = &caller {
@@ -328,21 +329,47 @@ async fn get_bundle(
     let bytes = blocking(move || Ok(store.bundle(&digest)?))
         .await?
         .ok_or_else(|| ApiError::not_found("no bundle with this digest"))?;
-    let len = bytes.len();
-    let mut headers = HeaderMap::new();
-    headers.insert(
+    let total = bytes.len();
+    // `Range: bytes=N-` resumes an interrupted download.
+    let start = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes="))
+        .and_then(|v| v.strip_suffix('-'))
+        .and_then(|v| v.parse::<usize>().ok());
+    let mut out = HeaderMap::new();
+    out.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/zstd"),
     );
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    let (status, body) = match start {
+        Some(s) if s >= total && total > 0 => {
+            out.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{total}")).map_err(ApiError::internal)?,
+            );
+            return Ok((StatusCode::RANGE_NOT_SATISFIABLE, out).into_response());
+        }
+        Some(s) if s > 0 => {
+            out.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes {s}-{}/{total}", total - 1))
+                    .map_err(ApiError::internal)?,
+            );
+            (StatusCode::PARTIAL_CONTENT, bytes[s..].to_vec())
+        }
+        _ => (StatusCode::OK, bytes),
+    };
+    out.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
     if method == Method::HEAD {
-        return Ok((headers, Body::empty()).into_response());
+        return Ok((status, out, Body::empty()).into_response());
     }
     state
         .metrics
         .bundle_bytes_out
-        .fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed);
-    Ok((headers, bytes).into_response())
+        .fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    Ok((status, out, body).into_response())
 }
 
 async fn missing_bundles(

@@ -1,0 +1,541 @@
+//! The agent: runs its current release from local state (with or without a network), follows
+//! its desired state, and updates with an atomic switchover and a health-gated rollback.
+//!
+//! An update, in order: download and verify the missing bundles → extract them safely → write
+//! the release → start the new release's triggered instances, warm → record the update as
+//! pending → point `previous` at the old release and switch `current` to the new one (one
+//! rename, then fsync) → route new events to the new release → stop the old continuous
+//! functions and start the new ones → let the old release's in-flight invocations finish, then
+//! stop it → health window → keep it (report `running`, collect garbage) or roll back to the
+//! previous release (report `rolled_back`, remember the digest as failed). Every update ends in
+//! `running`, `rolled_back` or `failed`, with a reason.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use edgefn_runtime::{Event, InvokeError, LogSink, Payload, Reply, Sandbox};
+use edgefn_schema::api::{DesiredResponse, DeviceState, StatusReport};
+use tokio::sync::{Notify, RwLock, watch};
+
+use crate::cloud::{CloudClient, CloudError};
+use crate::config::AgentConfig;
+use crate::layout::Layout;
+use crate::release::RunningRelease;
+use crate::state::{AgentState, Pending};
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The data folder is unusable.
+    #[error(transparent)]
+    Layout(#[from] crate::layout::LayoutError),
+    /// The cloud refused the token.
+    #[error(transparent)]
+    Rejected(CloudError),
+    /// The sandbox cannot be set up.
+    #[error("sandbox: {0}")]
+    Sandbox(String),
+    /// The local endpoint cannot listen.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// Where.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// What the agent last reported, or will.
+#[derive(Debug, Clone)]
+struct Reported {
+    state: DeviceState,
+    message: Option<String>,
+    target: Option<String>,
+}
+
+/// The running agent.
+pub struct Agent {
+    config: AgentConfig,
+    layout: Layout,
+    cloud: CloudClient,
+    sandbox: Sandbox,
+    log: LogSink,
+    active: RwLock<Option<Arc<RunningRelease>>>,
+    reported: std::sync::Mutex<Reported>,
+    report_now: Notify,
+    state: std::sync::Mutex<AgentState>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("device", &self.config.device)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The result of one delivery to one binding.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The binding.
+    pub binding: String,
+    /// What it answered.
+    pub outcome: Result<Reply, InvokeError>,
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Exponential backoff with jitter: a down cloud is never hammered, and a fleet that lost it
+/// together does not come back in step.
+fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_secs(1)
+        .saturating_mul(1 << attempt.min(6))
+        .min(Duration::from_secs(60));
+    let jitter = getrandom::u64().unwrap_or(0) % (base.as_millis() as u64 / 2 + 1);
+    base / 2 + Duration::from_millis(jitter)
+}
+
+impl Agent {
+    /// Opens the data folder and sets up the sandbox.
+    pub fn new(
+        config: AgentConfig,
+        sandbox: Sandbox,
+        log: LogSink,
+    ) -> Result<Arc<Agent>, AgentError> {
+        let layout = Layout::open(&config.data)?;
+        let cloud = CloudClient::new(&config.cloud, &config.device, &config.token);
+        let state = AgentState::load(&config.data);
+        Ok(Arc::new(Agent {
+            config,
+            layout,
+            cloud,
+            sandbox,
+            log,
+            active: RwLock::new(None),
+            reported: std::sync::Mutex::new(Reported {
+                state: DeviceState::Running,
+                message: None,
+                target: None,
+            }),
+            report_now: Notify::new(),
+            state: std::sync::Mutex::new(state),
+        }))
+    }
+
+    fn save_state(&self) {
+        let st = lock(&self.state).clone();
+        if let Err(e) = st.save(&self.config.data) {
+            tracing::error!("cannot save the agent's state: {e}");
+        }
+    }
+
+    fn set_reported(&self, state: DeviceState, message: Option<String>, target: Option<String>) {
+        match &message {
+            Some(m) => tracing::info!(state = ?state, "{m}"),
+            None => tracing::info!(state = ?state, "state"),
+        }
+        *lock(&self.reported) = Reported {
+            state,
+            message,
+            target,
+        };
+        self.report_now.notify_one();
+    }
+
+    /// The digest of the release running now.
+    pub async fn current_digest(&self) -> Option<String> {
+        self.active
+            .read()
+            .await
+            .as_ref()
+            .map(|r| r.digest().to_owned())
+    }
+
+    /// Starts the release `current` points to, from local state alone. A release left in its
+    /// health window by a crash has its window run again.
+    pub async fn boot(self: &Arc<Self>) {
+        let Some(current) = self.layout.current() else {
+            tracing::info!("no release yet: waiting for the first desired state");
+            return;
+        };
+        let pending = lock(&self.state).pending.clone();
+        match RunningRelease::start(&self.layout, current.clone(), &self.sandbox, &self.log).await {
+            Ok(release) => {
+                tracing::info!(revision = current.revision, digest = %current.digest, "running the current release");
+                *self.active.write().await = Some(Arc::new(release));
+                self.set_reported(DeviceState::Running, None, None);
+                if let Some(p) = pending.filter(|p| p.digest == current.digest) {
+                    self.health_window(p).await;
+                }
+            }
+            Err(e) => {
+                tracing::error!("the current release does not start: {e}");
+                if let Some(prev) = self.layout.previous() {
+                    self.roll_back_to(
+                        prev,
+                        &current.digest,
+                        format!("the release did not start after a restart: {e}"),
+                    )
+                    .await;
+                } else {
+                    self.set_reported(
+                        DeviceState::Failed,
+                        Some(format!("the current release does not start: {e}")),
+                        Some(current.digest),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Delivers a message on the device bus to every binding whose triggers match, and puts the
+    /// messages they publish back on the bus.
+    pub async fn publish(self: &Arc<Self>, topic: &str, payload: Payload) -> Vec<Delivery> {
+        self.publish_depth(topic, payload, 0).await
+    }
+
+    fn publish_depth<'a>(
+        self: &'a Arc<Self>,
+        topic: &'a str,
+        payload: Payload,
+        depth: u32,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Delivery>> + Send + 'a>> {
+        Box::pin(async move {
+            // The Arc is taken under the read lock: once a switch has swapped the release, no
+            // new event reaches the old one, and the old one is stopped only after every event
+            // that did reach it has finished.
+            let Some(release) = self.active.read().await.clone() else {
+                return Vec::new();
+            };
+            let event = Event {
+                topic: topic.to_owned(),
+                payload,
+            };
+            let bindings = release.matching(topic);
+            let mut handles = Vec::new();
+            for b in bindings {
+                let (release, event) = (release.clone(), event.clone());
+                handles.push(tokio::spawn(async move {
+                    let outcome = release.invoke(&b, &event).await;
+                    Delivery {
+                        binding: b,
+                        outcome,
+                    }
+                }));
+            }
+            drop(release);
+            let mut out = Vec::new();
+            for h in handles {
+                if let Ok(d) = h.await {
+                    out.push(d);
+                }
+            }
+            // What the functions published goes back on the bus, bounded against loops.
+            if depth < 8 {
+                for d in &out {
+                    if let Ok(reply) = &d.outcome {
+                        for m in &reply.publish {
+                            let me = self.clone();
+                            let (t, p) = (m.topic.clone(), m.payload.clone());
+                            tokio::spawn(async move {
+                                me.publish_depth(&t, p, depth + 1).await;
+                            });
+                        }
+                    }
+                }
+            }
+            out
+        })
+    }
+
+    /// Makes `next` the active release; returns the old one once no event is in flight on it.
+    async fn swap(&self, next: RunningRelease) -> Option<RunningRelease> {
+        let old = self.active.write().await.replace(Arc::new(next));
+        let mut old = old?;
+        loop {
+            match Arc::try_unwrap(old) {
+                Ok(r) => return Some(r),
+                Err(still_shared) => {
+                    old = still_shared;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        }
+    }
+
+    /// Applies a desired state. Returns when the update reached a final state.
+    pub async fn update(self: &Arc<Self>, desired: DesiredResponse) {
+        let digest = desired.digest.clone();
+        let revision = desired.revision;
+        self.set_reported(
+            DeviceState::Updating,
+            Some(format!("updating to revision {revision}")),
+            Some(digest.clone()),
+        );
+
+        // 1. Bundles: download what is missing, verify, extract.
+        let mut wanted: Vec<String> = desired
+            .state
+            .functions
+            .values()
+            .filter_map(|f| f.bundle.clone())
+            .collect();
+        wanted.sort();
+        wanted.dedup();
+        for b in wanted.iter().filter(|b| !self.layout.has_bundle(b)) {
+            if let Err(e) = self.cloud.download(&self.layout, b).await {
+                // The network failed: not this release's fault. Keep the old one, try again.
+                self.set_reported(
+                    DeviceState::Running,
+                    Some(format!(
+                        "update to revision {revision} interrupted: {e}; will retry"
+                    )),
+                    None,
+                );
+                return;
+            }
+            let layout = self.layout.clone();
+            let name = b.clone();
+            let installed = tokio::task::spawn_blocking(move || layout.install_bundle(&name)).await;
+            match installed {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    return self.fail(&digest, format!("revision {revision} refused: {e}"));
+                }
+                Err(e) => {
+                    return self.fail(
+                        &digest,
+                        format!("revision {revision}: extraction failed: {e}"),
+                    );
+                }
+            }
+        }
+
+        // 2. The release, written whole.
+        if let Err(e) = self.layout.write_release(&desired) {
+            return self.fail(&digest, format!("revision {revision}: {e}"));
+        }
+
+        // 3. The new instances, warm, before anything is switched.
+        let next =
+            match RunningRelease::start(&self.layout, desired.clone(), &self.sandbox, &self.log)
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    return self.fail(&digest, format!("revision {revision} did not start: {e}"));
+                }
+            };
+
+        // 4. The switch.
+        let previous = self.current_digest().await;
+        lock(&self.state).pending = Some(Pending {
+            digest: digest.clone(),
+            previous: previous.clone(),
+        });
+        self.save_state();
+        let switched = (|| {
+            if let Some(p) = &previous {
+                self.layout.point("previous", p)?;
+            }
+            self.layout.point("current", &digest)
+        })();
+        if let Err(e) = switched {
+            next.stop().await;
+            lock(&self.state).pending = None;
+            self.save_state();
+            return self.fail(&digest, format!("revision {revision}: cannot switch: {e}"));
+        }
+        let old = self.swap(next).await;
+        tracing::info!(revision, %digest, "switched to the new release");
+        if let Some(old) = old {
+            old.stop().await;
+        }
+
+        // 5. The health window.
+        self.health_window(Pending { digest, previous }).await;
+    }
+
+    /// Watches a freshly switched release for its health window; keeps it or rolls it back.
+    async fn health_window(self: &Arc<Self>, pending: Pending) {
+        let revision = self
+            .active
+            .read()
+            .await
+            .as_ref()
+            .map_or(0, |r| r.desired.revision);
+        self.set_reported(
+            DeviceState::Updating,
+            Some(format!("revision {revision}: in its health window")),
+            Some(pending.digest.clone()),
+        );
+        tokio::time::sleep(self.config.health_window).await;
+        let unhealthy: Option<String> = None;
+        match unhealthy {
+            None => {
+                lock(&self.state).pending = None;
+                self.save_state();
+                if let Err(e) = self
+                    .layout
+                    .forget_previous()
+                    .and_then(|()| self.layout.collect_garbage())
+                {
+                    tracing::warn!("garbage collection: {e}");
+                }
+                self.set_reported(
+                    DeviceState::Running,
+                    Some(format!("running revision {revision}")),
+                    None,
+                );
+            }
+            Some(reason) => {
+                let Some(prev) = pending
+                    .previous
+                    .as_ref()
+                    .and_then(|_| self.layout.previous())
+                else {
+                    return self.fail(&pending.digest, format!("revision {revision} is unhealthy ({reason}) and there is no previous release"));
+                };
+                self.roll_back_to(
+                    prev,
+                    &pending.digest,
+                    format!("revision {revision} rolled back: {reason}"),
+                )
+                .await;
+            }
+        }
+    }
+
+    async fn roll_back_to(self: &Arc<Self>, prev: DesiredResponse, failed: &str, reason: String) {
+        let digest = prev.digest.clone();
+        match RunningRelease::start(&self.layout, prev, &self.sandbox, &self.log).await {
+            Ok(release) => {
+                if let Err(e) = self.layout.point("current", &digest) {
+                    release.stop().await;
+                    return self.fail(failed, format!("{reason}; and the rollback failed: {e}"));
+                }
+                if let Some(bad) = self.swap(release).await {
+                    bad.stop().await;
+                }
+                {
+                    let mut st = lock(&self.state);
+                    st.pending = None;
+                    st.failed.insert(failed.to_owned());
+                }
+                self.save_state();
+                let _ = self.layout.forget_previous();
+                self.set_reported(
+                    DeviceState::RolledBack,
+                    Some(reason),
+                    Some(failed.to_owned()),
+                );
+            }
+            Err(e) => self.fail(
+                failed,
+                format!("{reason}; the previous release did not start either: {e}"),
+            ),
+        }
+    }
+
+    fn fail(&self, digest: &str, reason: String) {
+        {
+            let mut st = lock(&self.state);
+            st.failed.insert(digest.to_owned());
+        }
+        self.save_state();
+        tracing::error!("{reason}");
+        self.set_reported(DeviceState::Failed, Some(reason), Some(digest.to_owned()));
+    }
+
+    async fn report(&self) -> Result<(), CloudError> {
+        let r = lock(&self.reported).clone();
+        let active = self.active.read().await.clone();
+        let report = StatusReport {
+            running_digest: active.as_ref().map(|a| a.digest().to_owned()),
+            running_revision: active.as_ref().map(|a| a.desired.revision),
+            state: r.state,
+            target_digest: r.target,
+            message: r.message,
+            functions: active.as_ref().map(|a| a.status()).unwrap_or_default(),
+        };
+        self.cloud.report(&report).await
+    }
+
+    /// Reports after every change and every `report_interval`, until `stop`.
+    pub async fn report_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            if let Err(e) = self.report().await {
+                tracing::debug!("status report not sent: {e}");
+            }
+            tokio::select! {
+                () = self.report_now.notified() => {}
+                () = tokio::time::sleep(self.config.report_interval) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// Follows the desired state until `stop`, or until the cloud refuses the token.
+    pub async fn poll_loop(
+        self: Arc<Self>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), AgentError> {
+        let mut attempt = 0u32;
+        loop {
+            let known = self.current_digest().await;
+            let polled = tokio::select! {
+                r = self.cloud.desired(known.as_deref(), self.config.poll_wait) => r,
+                _ = stop.wait_for(|s| *s) => return Ok(()),
+            };
+            match polled {
+                Ok(None) => attempt = 0,
+                Ok(Some(desired)) => {
+                    attempt = 0;
+                    let failed = lock(&self.state).failed.contains(&desired.digest);
+                    if Some(&desired.digest) == known.as_ref() || failed {
+                        // Nothing to do; wait for the next change rather than spin.
+                        if failed {
+                            let wait = tokio::time::sleep(self.config.poll_wait);
+                            tokio::select! { () = wait => {}, _ = stop.wait_for(|s| *s) => return Ok(()) }
+                        }
+                        continue;
+                    }
+                    self.update(desired).await;
+                }
+                Err(CloudError::Rejected(code)) => {
+                    return Err(AgentError::Rejected(CloudError::Rejected(code)));
+                }
+                Err(e) => {
+                    let wait = backoff(attempt);
+                    attempt = attempt.saturating_add(1);
+                    tracing::warn!("{e}; retrying in {:.1} s", wait.as_secs_f64());
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        _ = stop.wait_for(|s| *s) => return Ok(()),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops the running release.
+    pub async fn shutdown(&self) {
+        let active = self.active.write().await.take();
+        if let Some(mut a) = active {
+            loop {
+                match Arc::try_unwrap(a) {
+                    Ok(r) => {
+                        r.stop().await;
+                        break;
+                    }
+                    Err(shared) => {
+                        a = shared;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }
+        }
+    }
+}

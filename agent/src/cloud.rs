@@ -1,0 +1,169 @@
+//! The agent's side of the control plane API: its desired state (long-poll), its bundles
+//! (streamed to disk, resumed after an interruption) and its status reports.
+
+use std::time::Duration;
+
+use edgefn_schema::api::{DesiredResponse, StatusReport};
+use reqwest::StatusCode;
+use tokio::io::AsyncWriteExt;
+
+use crate::layout::Layout;
+
+/// Why a call to the cloud failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CloudError {
+    /// No answer (network down, cloud down).
+    #[error("cannot reach the cloud: {0}")]
+    Unreachable(String),
+    /// The token was refused: retrying will not help.
+    #[error(
+        "the cloud refused this device's token (HTTP {0}): re-register it with `edgefn device add`"
+    )]
+    Rejected(u16),
+    /// Any other answer.
+    #[error("the cloud answered HTTP {status}: {body}")]
+    Status {
+        /// Status code.
+        status: u16,
+        /// Body.
+        body: String,
+    },
+    /// Writing the download failed.
+    #[error("saving bundle {digest}: {source}")]
+    Disk {
+        /// Which bundle.
+        digest: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A connection to the cloud as this device.
+#[derive(Debug, Clone)]
+pub struct CloudClient {
+    base: String,
+    device: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+fn unreachable(e: reqwest::Error) -> CloudError {
+    CloudError::Unreachable(e.to_string())
+}
+
+async fn check(resp: reqwest::Response) -> Result<reqwest::Response, CloudError> {
+    let status = resp.status();
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        return Err(CloudError::Rejected(status.as_u16()));
+    }
+    if !status.is_success()
+        && status != StatusCode::NOT_MODIFIED
+        && status != StatusCode::PARTIAL_CONTENT
+    {
+        let body = resp.text().await.unwrap_or_default();
+        return Err(CloudError::Status {
+            status: status.as_u16(),
+            body,
+        });
+    }
+    Ok(resp)
+}
+
+impl CloudClient {
+    /// A client for `device` at `base`.
+    pub fn new(base: &str, device: &str, token: &str) -> CloudClient {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .expect("an HTTP client without TLS configuration builds");
+        CloudClient {
+            base: base.trim_end_matches('/').to_owned(),
+            device: device.to_owned(),
+            token: token.to_owned(),
+            http,
+        }
+    }
+
+    /// The desired state; with `known`, waits up to `wait` for it to differ and returns `None`
+    /// when it does not.
+    pub async fn desired(
+        &self,
+        known: Option<&str>,
+        wait: Duration,
+    ) -> Result<Option<DesiredResponse>, CloudError> {
+        let url = match known {
+            Some(_) => format!(
+                "{}/v1/devices/{}/desired?wait={}",
+                self.base,
+                self.device,
+                wait.as_secs()
+            ),
+            None => format!("{}/v1/devices/{}/desired", self.base, self.device),
+        };
+        let mut req = self
+            .http
+            .get(url)
+            .bearer_auth(&self.token)
+            .timeout(wait + Duration::from_secs(30));
+        if let Some(digest) = known {
+            req = req.header("If-None-Match", format!("\"{digest}\""));
+        }
+        let resp = check(req.send().await.map_err(unreachable)?).await?;
+        if resp.status() == StatusCode::NOT_MODIFIED {
+            return Ok(None);
+        }
+        let desired: DesiredResponse = resp.json().await.map_err(unreachable)?;
+        Ok(Some(desired))
+    }
+
+    /// Downloads a bundle to its `.part` file, resuming what an earlier attempt saved.
+    pub async fn download(&self, layout: &Layout, digest: &str) -> Result<(), CloudError> {
+        let path = layout.download_path(digest);
+        let disk = |source| CloudError::Disk {
+            digest: digest.to_owned(),
+            source,
+        };
+        let have = tokio::fs::metadata(&path)
+            .await
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let mut req = self
+            .http
+            .get(format!("{}/v1/bundles/{digest}", self.base))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(600));
+        if have > 0 {
+            req = req.header("Range", format!("bytes={have}-"));
+        }
+        let mut resp = check(req.send().await.map_err(unreachable)?).await?;
+        // A server that ignores Range sends the whole body: start over.
+        let append = have > 0 && resp.status() == StatusCode::PARTIAL_CONTENT;
+        let mut file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(&path)
+            .await
+            .map_err(disk)?;
+        while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
+            file.write_all(&chunk).await.map_err(disk)?;
+        }
+        file.sync_all().await.map_err(disk)?;
+        Ok(())
+    }
+
+    /// Sends a status report.
+    pub async fn report(&self, report: &StatusReport) -> Result<(), CloudError> {
+        let resp = self
+            .http
+            .post(format!("{}/v1/devices/{}/status", self.base, self.device))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(30))
+            .json(report)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        check(resp).await.map(|_| ())
+    }
+}

@@ -1,0 +1,274 @@
+//! The agent's configuration file: the one `edgefn device add` writes, plus local settings.
+//!
+//! ```yaml
+//! cloud: https://edgefn.example.com     # the control plane
+//! device: gw-01                          # this device's name
+//! token: edgefn_dev_...                  # its token (keep the file mode 0600)
+//! data: /var/lib/edgefn-agent            # releases, bundles and state
+//! sandbox: auto                          # container, process or auto
+//! healthWindow: 10s                      # how long a new release must stay healthy
+//! localListen: 127.0.0.1:7071            # the local message endpoint (loopback by default)
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use edgefn_schema::{Source, yaml};
+use serde::Deserialize;
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read the configuration {}: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("{file}:{line}:{column}: {message}\n  help: {help}")]
+    Invalid {
+        /// The file.
+        file: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong.
+        message: String,
+        /// How to fix it.
+        help: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Raw {
+    cloud: String,
+    device: String,
+    token: String,
+    data: Option<PathBuf>,
+    sandbox: Option<String>,
+    health_window: Option<String>,
+    local_listen: Option<String>,
+    poll_wait: Option<String>,
+    report_interval: Option<String>,
+}
+
+/// The agent's settings.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Control plane URL.
+    pub cloud: String,
+    /// Device name.
+    pub device: String,
+    /// Device token.
+    pub token: String,
+    /// Data folder.
+    pub data: PathBuf,
+    /// `process`, `container` or `auto`.
+    pub sandbox: edgefn_runtime::SandboxKind,
+    /// How long a new release must stay healthy before it is kept.
+    pub health_window: Duration,
+    /// Loopback address of the local message endpoint.
+    pub local_listen: SocketAddr,
+    /// Long-poll wait per request.
+    pub poll_wait: Duration,
+    /// How often the agent reports its status when nothing changes.
+    pub report_interval: Duration,
+}
+
+fn invalid(source: &Source, offset: usize, message: String, help: &str) -> ConfigError {
+    let (line, column) = source.line_col(offset);
+    ConfigError::Invalid {
+        file: source.name().to_owned(),
+        line,
+        column,
+        message,
+        help: help.to_owned(),
+    }
+}
+
+fn duration(
+    text: Option<&str>,
+    default: Duration,
+    what: &str,
+    source: &Source,
+) -> Result<Duration, ConfigError> {
+    match text {
+        None => Ok(default),
+        Some(t) => t
+            .parse::<edgefn_schema::Duration>()
+            .map(|d| d.to_std())
+            .map_err(|e| {
+                invalid(
+                    source,
+                    source.text().find(t).unwrap_or(0),
+                    format!("{what}: {e}"),
+                    e.help,
+                )
+            }),
+    }
+}
+
+impl AgentConfig {
+    /// Reads and checks the file at `path`.
+    pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&Source::new(path.display().to_string(), text))
+    }
+
+    /// Checks a configuration text.
+    pub fn parse(source: &Source) -> Result<AgentConfig, ConfigError> {
+        let (root, diags) = yaml::parse(source);
+        if let Some(d) = diags.iter().next() {
+            let loc = d.location();
+            return Err(ConfigError::Invalid {
+                file: loc.file,
+                line: loc.line,
+                column: loc.column,
+                message: d.message.clone(),
+                help: d.help.clone().unwrap_or_default(),
+            });
+        }
+        let root = root.ok_or_else(|| {
+            invalid(
+                source,
+                0,
+                "empty configuration".into(),
+                "write `cloud`, `device` and `token`, as `edgefn device add` does",
+            )
+        })?;
+        let value = edgefn_schema::testcase::to_json(&root);
+        let raw: Raw = serde_json::from_value(value).map_err(|e| {
+            // Point at the key serde names, when it names one.
+            let msg = e.to_string();
+            let key = msg.split('`').nth(1).unwrap_or("");
+            let at = if key.is_empty() { 0 } else { source.text().find(&format!("{key}:")).unwrap_or(0) };
+            invalid(source, at, msg, "the keys are cloud, device, token, data, sandbox, healthWindow, localListen, pollWait, reportInterval")
+        })?;
+        let at = |key: &str| source.text().find(&format!("{key}:")).unwrap_or(0);
+        if !raw.cloud.starts_with("http://") && !raw.cloud.starts_with("https://") {
+            return Err(invalid(
+                source,
+                at("cloud"),
+                format!("`{}` is not an http:// or https:// URL", raw.cloud),
+                "write the control plane's URL, e.g. https://edgefn.example.com",
+            ));
+        }
+        if !edgefn_schema::manifest::valid_name(&raw.device) {
+            return Err(invalid(
+                source,
+                at("device"),
+                format!("`{}` is not a valid device name", raw.device),
+                "use the name the device was registered with",
+            ));
+        }
+        if raw.token.trim().is_empty() {
+            return Err(invalid(
+                source,
+                at("token"),
+                "the token is empty".into(),
+                "use the file `edgefn device add` wrote",
+            ));
+        }
+        let sandbox = match raw.sandbox.as_deref() {
+            None => edgefn_runtime::SandboxKind::Auto,
+            Some(s) => s.parse().map_err(|e: String| {
+                invalid(source, at("sandbox"), e, "container, process or auto")
+            })?,
+        };
+        let local_listen: SocketAddr = raw
+            .local_listen
+            .as_deref()
+            .unwrap_or("127.0.0.1:7071")
+            .parse()
+            .map_err(|e| {
+                invalid(
+                    source,
+                    at("localListen"),
+                    format!("localListen: {e}"),
+                    "an address such as 127.0.0.1:7071",
+                )
+            })?;
+        Ok(AgentConfig {
+            cloud: raw.cloud.trim_end_matches('/').to_owned(),
+            device: raw.device,
+            token: raw.token.trim().to_owned(),
+            data: raw
+                .data
+                .unwrap_or_else(|| PathBuf::from("/var/lib/edgefn-agent")),
+            sandbox,
+            health_window: duration(
+                raw.health_window.as_deref(),
+                Duration::from_secs(10),
+                "healthWindow",
+                source,
+            )?,
+            local_listen,
+            poll_wait: duration(
+                raw.poll_wait.as_deref(),
+                Duration::from_secs(60),
+                "pollWait",
+                source,
+            )?,
+            report_interval: duration(
+                raw.report_interval.as_deref(),
+                Duration::from_secs(30),
+                "reportInterval",
+                source,
+            )?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<AgentConfig, ConfigError> {
+        AgentConfig::parse(&Source::new("agent.yaml", text))
+    }
+
+    #[test]
+    fn a_full_config() {
+        let c = parse(
+            "cloud: http://c:7070/\ndevice: gw-01\ntoken: t\nhealthWindow: 2s\nsandbox: process\n",
+        )
+        .unwrap();
+        assert_eq!(c.cloud, "http://c:7070");
+        assert_eq!(c.health_window, Duration::from_secs(2));
+        assert_eq!(c.sandbox, edgefn_runtime::SandboxKind::Process);
+    }
+
+    #[test]
+    fn errors_say_where() {
+        let e = parse("cloud: http://c\ndevice: gw-01\ntoken: t\nhealtWindow: 2s\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("agent.yaml:4:1:"), "{e}");
+        let e = parse("cloud: ftp://c\ndevice: gw-01\ntoken: t\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("agent.yaml:1:1:") && e.contains("not an http"),
+            "{e}"
+        );
+        let e = parse("cloud: http://c\ndevice: gw-01\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("token"), "{e}");
+        let e = parse("cloud: [http://c\n").unwrap_err().to_string();
+        assert!(e.contains("invalid YAML"), "{e}");
+        let e = parse("cloud: http://c\ndevice: gw-01\ntoken: t\nhealthWindow: soon\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("agent.yaml:4:15"), "{e}");
+    }
+}

@@ -1,0 +1,177 @@
+//! A release running: one warm pool per triggered binding (and one supervised instance per
+//! continuous binding), and the routing of events to them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use edgefn_runtime::{
+    Event, FunctionSpec, InvokeError, LogSink, Pool, PoolOptions, Reply, Sandbox, StartError,
+};
+use edgefn_schema::api::{DesiredResponse, FunctionStatus};
+use edgefn_schema::{Mode, ResolvedBinding};
+
+use crate::layout::Layout;
+
+/// Counters of one binding.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Invocations that failed.
+    pub errors: AtomicU64,
+    /// The last error.
+    pub last_error: std::sync::Mutex<Option<String>>,
+}
+
+/// One triggered binding, running.
+#[derive(Debug)]
+struct Triggered {
+    binding: ResolvedBinding,
+    pool: Pool,
+    counters: Counters,
+}
+
+/// A release's functions, running.
+#[derive(Debug)]
+pub struct RunningRelease {
+    /// What it runs.
+    pub desired: DesiredResponse,
+    triggered: BTreeMap<String, Arc<Triggered>>,
+}
+
+/// Why a release could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("binding `{binding}`: {error}")]
+pub struct ReleaseStartError {
+    /// Which binding.
+    pub binding: String,
+    /// Why.
+    pub error: StartError,
+}
+
+fn spec(layout: &Layout, desired: &DesiredResponse, b: &ResolvedBinding) -> Option<FunctionSpec> {
+    let f = desired.state.functions.get(&b.function)?;
+    Some(FunctionSpec {
+        binding: b.clone(),
+        runtime: f.runtime,
+        handler: f.handler.clone(),
+        bundle_dir: layout.bundle_dir(f.bundle.as_deref()?),
+        device: desired.state.device.clone(),
+        revision: desired.revision,
+    })
+}
+
+impl RunningRelease {
+    /// Starts the triggered bindings of `desired`, each with one warm instance. Continuous
+    /// bindings are started by [`RunningRelease::start_continuous`], once the previous release's
+    /// have stopped (a continuous function is a singleton).
+    pub async fn start(
+        layout: &Layout,
+        desired: DesiredResponse,
+        sandbox: &Sandbox,
+        log: &LogSink,
+    ) -> Result<RunningRelease, ReleaseStartError> {
+        let mut triggered = BTreeMap::new();
+        for b in desired
+            .state
+            .bindings
+            .iter()
+            .filter(|b| b.mode == Mode::Triggered)
+        {
+            let Some(spec) = spec(layout, &desired, b) else {
+                return Err(ReleaseStartError {
+                    binding: b.name.clone(),
+                    error: StartError::Sandbox("its function has no bundle".into()),
+                });
+            };
+            let pool = Pool::start(spec, PoolOptions::default(), sandbox, log.clone()).map_err(
+                |error| ReleaseStartError {
+                    binding: b.name.clone(),
+                    error,
+                },
+            )?;
+            if let Err(error) = pool.warm().await {
+                pool.stop().await;
+                for (_, t) in triggered {
+                    let t: Arc<Triggered> = t;
+                    t.pool.clone().stop().await;
+                }
+                return Err(ReleaseStartError {
+                    binding: b.name.clone(),
+                    error,
+                });
+            }
+            triggered.insert(
+                b.name.clone(),
+                Arc::new(Triggered {
+                    binding: b.clone(),
+                    pool,
+                    counters: Counters::default(),
+                }),
+            );
+        }
+        Ok(RunningRelease { desired, triggered })
+    }
+
+    /// The digest of what it runs.
+    pub fn digest(&self) -> &str {
+        &self.desired.digest
+    }
+
+    /// The bindings whose triggers match `topic`.
+    pub fn matching(&self, topic: &str) -> Vec<String> {
+        self.triggered
+            .values()
+            .filter(|t| {
+                t.binding
+                    .triggers
+                    .iter()
+                    .any(|f| edgefn_schema::topic::matches(f, topic))
+            })
+            .map(|t| t.binding.name.clone())
+            .collect()
+    }
+
+    /// Invokes one binding.
+    pub async fn invoke(&self, binding: &str, event: &Event) -> Result<Reply, InvokeError> {
+        let Some(t) = self.triggered.get(binding) else {
+            return Err(InvokeError::Stopped);
+        };
+        let r = t.pool.invoke(event).await;
+        if let Err(e) = &r {
+            t.counters.errors.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut last) = t.counters.last_error.lock() {
+                *last = Some(e.to_string());
+            }
+        }
+        r
+    }
+
+    /// Per-binding status.
+    pub fn status(&self) -> Vec<FunctionStatus> {
+        self.triggered
+            .values()
+            .map(|t| {
+                let stats = t.pool.stats();
+                FunctionStatus {
+                    binding: t.binding.name.clone(),
+                    state: if stats.instances > 0 {
+                        "running".into()
+                    } else {
+                        "idle".into()
+                    },
+                    restarts: stats.started.saturating_sub(1),
+                    invocations: stats.invocations,
+                    errors: t.counters.errors.load(Ordering::Relaxed),
+                    last_error: t.counters.last_error.lock().ok().and_then(|l| l.clone()),
+                }
+            })
+            .collect()
+    }
+
+    /// Stops everything, letting in-flight invocations finish.
+    pub async fn stop(self) {
+        for (_, t) in self.triggered {
+            t.pool.clone().stop().await;
+        }
+    }
+}
