@@ -64,7 +64,25 @@ pub(crate) struct Ended {
     pub(crate) oom_killed: bool,
 }
 
+/// Kills an instance from anywhere (e.g. a task reading its channel).
+#[derive(Debug, Clone)]
+pub(crate) struct Killer {
+    pid: i32,
+}
+
+impl Killer {
+    /// SIGKILLs the whole instance.
+    pub(crate) fn kill(&self) {
+        process::signal_group(self.pid, Signal::SIGKILL);
+    }
+}
+
 impl Running {
+    /// A handle that kills this instance.
+    pub(crate) fn killer(&self) -> Killer {
+        Killer { pid: self.pid }
+    }
+
     /// Sends `signal` to the whole instance.
     pub(crate) fn signal(&self, signal: Signal) {
         process::signal_group(self.pid, signal);
@@ -141,6 +159,13 @@ impl Launch {
 
     /// Starts instance number `instance` with `channel` as its fd 3.
     pub(crate) fn spawn(&self, instance: u64, channel: OwnedFd) -> std::io::Result<Started> {
+        let bundle = &self.spec.bundle_dir;
+        if !bundle.is_dir() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("the bundle folder {} does not exist", bundle.display()),
+            ));
+        }
         let mut env = self.env.clone();
         env.push(("EDGEFN_INSTANCE".into(), instance.to_string()));
         let opts = self.sandbox.options();

@@ -1,6 +1,7 @@
 //! Runs edgefn functions: the invocation protocol, the python3 and node shims, the process and
 //! container sandboxes, the warm pool and the continuous supervisor.
 
+pub mod continuous;
 pub mod error;
 pub mod function;
 mod instance;
@@ -11,6 +12,7 @@ pub mod protocol;
 pub mod sandbox;
 pub mod shim;
 
+pub use continuous::{Continuous, ContinuousOptions, ContinuousState, MessageSink};
 pub use error::{Exit, HandlerError, InvokeError, StartError};
 pub use function::{Event, FunctionSpec, Message, Reply};
 pub use log::{LogLine, LogSink, Stream};
