@@ -87,6 +87,18 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The crash tests' hook: SIGKILL this process when `point` is the configured one.
+pub fn crash_point(config: &AgentConfig, point: &str) {
+    if config.crash_at.as_deref() == Some(point) {
+        tracing::warn!("crash point `{point}`: killing myself with SIGKILL");
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &std::process::id().to_string()])
+            .status();
+        // SIGKILL is delivered before `kill` returns; never go on.
+        std::process::abort();
+    }
+}
+
 /// Exponential backoff with jitter: a down cloud is never hammered, and a fleet that lost it
 /// together does not come back in step.
 fn backoff(attempt: u32) -> Duration {
@@ -285,7 +297,7 @@ impl Agent {
         wanted.sort();
         wanted.dedup();
         for b in wanted.iter().filter(|b| !self.layout.has_bundle(b)) {
-            if let Err(e) = self.cloud.download(&self.layout, b).await {
+            if let Err(e) = self.cloud.download(&self.layout, b, &self.config).await {
                 // The network failed: not this release's fault. Keep the old one, try again.
                 self.set_reported(
                     DeviceState::Running,
@@ -298,7 +310,11 @@ impl Agent {
             }
             let layout = self.layout.clone();
             let name = b.clone();
-            let installed = tokio::task::spawn_blocking(move || layout.install_bundle(&name)).await;
+            let config = self.config.clone();
+            let installed = tokio::task::spawn_blocking(move || {
+                layout.install_bundle(&name, || crash_point(&config, "extract"))
+            })
+            .await;
             match installed {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
@@ -336,12 +352,14 @@ impl Agent {
             previous: previous.clone(),
         });
         self.save_state();
+        crash_point(&self.config, "before-switch");
         let switched = (|| {
             if let Some(p) = &previous {
                 self.layout.point("previous", p)?;
             }
             self.layout.point("current", &digest)
         })();
+        crash_point(&self.config, "after-switch");
         if let Err(e) = switched {
             next.stop().await;
             lock(&self.state).pending = None;

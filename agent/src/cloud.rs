@@ -117,7 +117,12 @@ impl CloudClient {
     }
 
     /// Downloads a bundle to its `.part` file, resuming what an earlier attempt saved.
-    pub async fn download(&self, layout: &Layout, digest: &str) -> Result<(), CloudError> {
+    pub async fn download(
+        &self,
+        layout: &Layout,
+        digest: &str,
+        config: &crate::config::AgentConfig,
+    ) -> Result<(), CloudError> {
         let path = layout.download_path(digest);
         let disk = |source| CloudError::Disk {
             digest: digest.to_owned(),
@@ -146,8 +151,14 @@ impl CloudClient {
             .open(&path)
             .await
             .map_err(disk)?;
+        let mut written = 0usize;
         while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
             file.write_all(&chunk).await.map_err(disk)?;
+            written += chunk.len();
+            if written >= 1 << 20 {
+                file.sync_data().await.map_err(disk)?;
+                crate::agent::crash_point(config, "download");
+            }
         }
         file.sync_all().await.map_err(disk)?;
         Ok(())

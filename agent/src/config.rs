@@ -79,6 +79,9 @@ pub struct AgentConfig {
     pub poll_wait: Duration,
     /// How often the agent reports its status when nothing changes.
     pub report_interval: Duration,
+    /// Testing hook: SIGKILL the agent at this point of an update (`download`, `extract`,
+    /// `before-switch`, `after-switch`). The binary sets it from `EDGEFN_AGENT_CRASH_AT`.
+    pub crash_at: Option<String>,
 }
 
 fn invalid(source: &Source, offset: usize, message: String, help: &str) -> ConfigError {
@@ -198,6 +201,7 @@ impl AgentConfig {
                 )
             })?;
         Ok(AgentConfig {
+            crash_at: None,
             cloud: raw.cloud.trim_end_matches('/').to_owned(),
             device: raw.device,
             token: raw.token.trim().to_owned(),

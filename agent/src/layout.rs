@@ -124,7 +124,7 @@ impl Layout {
 
     /// Verifies a downloaded archive against its digest and extracts it, safely, into place.
     /// The download is removed either way: a bad one is fetched again from the start.
-    pub fn install_bundle(&self, digest: &str) -> Result<(), LayoutError> {
+    pub fn install_bundle(&self, digest: &str, halfway: impl Fn()) -> Result<(), LayoutError> {
         let part = self.download_path(digest);
         let bytes = fs::read(&part).map_err(io("read", &part))?;
         let _ = fs::remove_file(&part);
@@ -146,7 +146,10 @@ impl Layout {
             .join(format!("{digest}.tmp-{}", std::process::id()));
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp).map_err(io("create", &tmp))?;
-        for f in &files {
+        for (i, f) in files.iter().enumerate() {
+            if i == files.len() / 2 {
+                halfway();
+            }
             write_entry(&tmp, f)?;
         }
         sync_dir(&tmp)?;

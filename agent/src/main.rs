@@ -60,6 +60,10 @@ fn main() -> ExitCode {
     if let Some(a) = args.local_listen {
         config.local_listen = a;
     }
+    // The crash tests' hook: die by SIGKILL at a chosen point of an update.
+    config.crash_at = std::env::var("EDGEFN_AGENT_CRASH_AT")
+        .ok()
+        .filter(|s| !s.is_empty());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

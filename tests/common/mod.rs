@@ -75,6 +75,11 @@ pub struct Cloud {
 impl Cloud {
     /// Starts a cloud on port 0 with its data in `data` (reused across restarts).
     pub fn start(data: &Path) -> Cloud {
+        Self::start_at(data, "127.0.0.1:0")
+    }
+
+    /// Starts a cloud listening on `addr`.
+    pub fn start_at(data: &Path, addr: &str) -> Cloud {
         let token_file = data.join("admin.token");
         std::fs::create_dir_all(data).expect("data dir");
         let mut child = Command::new(sibling_bin("edgefn-cloud"))
@@ -82,7 +87,7 @@ impl Cloud {
                 "--data",
                 &data.display().to_string(),
                 "--listen",
-                "127.0.0.1:0",
+                addr,
                 "--admin-token-file",
                 &token_file.display().to_string(),
                 "--log-level",
@@ -267,7 +272,12 @@ pub fn git(dir: &Path, args: &[&str]) {
         .current_dir(dir)
         .output()
         .expect("git");
-    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
 }
 
 /// Copies a folder recursively.
@@ -292,4 +302,128 @@ pub fn quickstart_repo() -> tempfile::TempDir {
     git(tmp.path(), &["add", "-A"]);
     git(tmp.path(), &["commit", "-q", "-m", "quickstart"]);
     tmp
+}
+
+/// A running `edgefn-agent`.
+pub struct AgentProc {
+    /// The process.
+    pub child: Child,
+    /// `host:port` of its local endpoint.
+    pub local: String,
+}
+
+impl AgentProc {
+    /// Starts an agent with `config`, its data in `data`, a local endpoint on port 0, and the
+    /// extra environment `env` (e.g. the crash hook). Returns once it listens.
+    #[allow(clippy::print_stderr)] // The agent's log, relayed into the test's output.
+    pub fn start(config: &Path, data: &Path, env: &[(&str, &str)]) -> AgentProc {
+        let mut cmd = Command::new(sibling_bin("edgefn-agent"));
+        cmd.args([
+            "--config",
+            &config.display().to_string(),
+            "--data",
+            &data.display().to_string(),
+            "--sandbox",
+            "process",
+            "--local-listen",
+            "127.0.0.1:0",
+            "--log-level",
+            "info",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start edgefn-agent");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        // The agent's log goes to the test's output, prefixed, for diagnosis.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("  agent| {line}");
+            }
+        });
+        let mut lines = BufReader::new(stdout).lines();
+        let local = loop {
+            let line = lines
+                .next()
+                .expect("edgefn-agent exited before listening")
+                .expect("read");
+            if let Some((_, addr)) = line.split_once("listening on http://") {
+                break addr.to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        AgentProc { child, local }
+    }
+
+    /// Puts a message on the device bus and waits for the deliveries.
+    pub fn publish(&self, topic: &str, payload: &serde_json::Value) -> serde_json::Value {
+        let r = http(
+            &self.local,
+            "POST",
+            &format!("/v1/publish?topic={topic}&wait=true"),
+            None,
+            &[("Content-Type", "application/json")],
+            payload.to_string().as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", text(&r.body));
+        r.json()
+    }
+
+    /// The digest of the release running now.
+    pub fn running(&self) -> Option<String> {
+        let r = http(&self.local, "GET", "/healthz", None, &[], b"");
+        r.json()["running"].as_str().map(str::to_owned)
+    }
+
+    /// Waits for the process to exit by itself; returns how it ended.
+    pub fn wait(mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the agent did not exit"
+            );
+            pause(20);
+        }
+    }
+
+    /// SIGKILL.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A short pause between two observations of something that changes by itself.
+#[allow(clippy::disallowed_methods)] // Tests are synchronous; this is not async code.
+pub fn pause(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+/// Polls `cond` every 20 ms until it holds, failing after `secs` seconds with `what`.
+#[track_caller]
+pub fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {secs} s waiting for: {what}"
+        );
+        pause(20);
+    }
 }

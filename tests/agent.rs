@@ -1,0 +1,587 @@
+//! End-to-end tests of the device agent with the real `edgefn-cloud`, `edgefn` and
+//! `edgefn-agent` binaries: updates, a switchover under load, SIGKILL at each point of an update,
+//! refused bundles, and booting with the cloud down.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const MAIN_PY: &str = r#"import os
+
+def handle(event, context):
+    seq = event["payload"]["seq"]
+    with open(os.environ["OUT"], "a") as f:
+        f.write("%s %s\n" % (os.environ["VERSION"], seq))
+    return {"version": os.environ["VERSION"], "seq": seq}
+"#;
+
+/// A project with one triggered python function on device `dev-a`, in git.
+struct Fleet {
+    project: tempfile::TempDir,
+    cloud: Cloud,
+    _cloud_data: tempfile::TempDir,
+    agent_config: PathBuf,
+    out: PathBuf,
+}
+
+fn manifest(version: u32, out: &Path) -> String {
+    format!(
+        "apiVersion: edgefn/v1\nproject: agent-test\nfunctions:\n  work:\n    path: functions/work\n    runtime: python3\n    handler: main.handle\n    env: {{ VERSION: \"{version}\", OUT: \"{}\" }}\ndevices:\n  dev-a: {{}}\nbindings:\n  - function: work\n    devices: {{ names: [dev-a] }}\n    triggers: [ {{ topic: \"jobs/#\" }} ]\n    concurrency: 2\n",
+        out.display()
+    )
+}
+
+impl Fleet {
+    fn new() -> Fleet {
+        let cloud_data = tempfile::tempdir().expect("data");
+        let cloud = Cloud::start(cloud_data.path());
+        let project = tempfile::tempdir().expect("project");
+        let out = project.path().join("seen.txt");
+        let dir = project.path().join("functions/work");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("main.py"), MAIN_PY).expect("write");
+        std::fs::write(project.path().join("edgefn.yaml"), manifest(1, &out)).expect("write");
+        std::fs::write(project.path().join(".gitignore"), "seen.txt\nagent.yaml\n").expect("write");
+        git(project.path(), &["init", "-q"]);
+        git(project.path(), &["add", "-A"]);
+        git(project.path(), &["commit", "-q", "-m", "v1"]);
+        let agent_config = project.path().join("agent.yaml");
+        let f = Fleet {
+            project,
+            cloud,
+            _cloud_data: cloud_data,
+            agent_config,
+            out,
+        };
+        ok(&f.cli(&[
+            "device",
+            "add",
+            "dev-a",
+            "--out",
+            f.agent_config.to_str().expect("utf8"),
+        ]));
+        let mut config = std::fs::read_to_string(&f.agent_config).expect("read");
+        config.push_str("healthWindow: 1s\npollWait: 5s\nreportInterval: 1s\n");
+        std::fs::write(&f.agent_config, config).expect("write");
+        f
+    }
+
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        let env = self.cloud.env();
+        edgefn_env(
+            self.project.path(),
+            args,
+            &[(env[0].0, env[0].1.as_str()), (env[1].0, env[1].1.as_str())],
+        )
+    }
+
+    /// Commits and applies version `v` of the manifest; `blob` adds that many random bytes to
+    /// the function's folder (so its bundle changes and takes a while to download).
+    fn apply(&self, v: u32, blob: usize) -> u64 {
+        std::fs::write(
+            self.project.path().join("edgefn.yaml"),
+            manifest(v, &self.out),
+        )
+        .expect("write");
+        if blob > 0 {
+            let mut bytes = vec![0u8; blob];
+            let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ u64::from(v);
+            for b in bytes.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            std::fs::write(self.project.path().join("functions/work/blob.bin"), bytes)
+                .expect("write");
+        }
+        git(self.project.path(), &["add", "-A"]);
+        git(
+            self.project.path(),
+            &["commit", "-q", "--allow-empty", "-m", &format!("v{v}")],
+        );
+        let out: serde_json::Value =
+            serde_json::from_str(&ok(&self.cli(&["apply", "--output", "json"]))).expect("json");
+        out["revision"].as_u64().expect("revision")
+    }
+
+    fn desired_digest(&self) -> String {
+        let s = http(
+            &self.cloud.addr(),
+            "GET",
+            "/v1/status",
+            Some(&self.cloud.admin),
+            &[],
+            b"",
+        )
+        .json();
+        s["devices"][0]["desiredDigest"]
+            .as_str()
+            .expect("digest")
+            .to_owned()
+    }
+
+    fn device_status(&self) -> serde_json::Value {
+        let s = http(
+            &self.cloud.addr(),
+            "GET",
+            "/v1/status",
+            Some(&self.cloud.admin),
+            &[],
+            b"",
+        )
+        .json();
+        s["devices"]
+            .as_array()
+            .expect("devices")
+            .iter()
+            .find(|d| d["name"] == "dev-a")
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn converged(&self) -> bool {
+        self.device_status()["converged"] == true
+    }
+}
+
+fn current_link(data: &Path) -> Option<String> {
+    let target = std::fs::read_link(data.join("current")).ok()?;
+    Some(target.file_stem()?.to_string_lossy().into_owned())
+}
+
+fn version_of(agent: &AgentProc, seq: u64) -> String {
+    let r = agent.publish("jobs/one", &serde_json::json!({"seq": seq}));
+    let d = r["deliveries"].as_array().expect("deliveries");
+    assert_eq!(d.len(), 1, "one binding fires: {r}");
+    d[0]["result"]["version"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no result: {r}"))
+        .to_owned()
+}
+
+#[test]
+fn apply_converges_and_a_switchover_under_load_loses_and_duplicates_nothing() {
+    let fleet = Fleet::new();
+    fleet.apply(1, 0);
+    let data = tempfile::tempdir().expect("agent data");
+    let agent = AgentProc::start(&fleet.agent_config, data.path(), &[]);
+    wait_until(30, "the device converges on revision 1", || {
+        fleet.converged()
+    });
+    assert_eq!(version_of(&agent, 0), "1");
+
+    // A steady stream of triggers through the switch to revision 2.
+    let local = agent.local.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            let mut answers = Vec::new();
+            let mut seq = 1u64;
+            let mut v2_seen = 0;
+            while v2_seen < 50 {
+                let started = Instant::now();
+                let body = serde_json::json!({ "seq": seq }).to_string();
+                let r = http(
+                    &local,
+                    "POST",
+                    "/v1/publish?topic=jobs/stream&wait=true",
+                    None,
+                    &[("Content-Type", "application/json")],
+                    body.as_bytes(),
+                );
+                let latency = started.elapsed();
+                let v = r.json();
+                let deliveries = v["deliveries"].as_array().cloned().unwrap_or_default();
+                if deliveries.len() == 1 && deliveries[0]["result"]["version"] == "2" {
+                    v2_seen += 1;
+                }
+                answers.push((seq, deliveries, latency));
+                seq += 1;
+                assert!(seq < 100_000, "revision 2 never answered");
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+            }
+            answers
+        }
+    });
+    pause(300);
+    fleet.apply(2, 0);
+    let answers = sender.join().expect("sender");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+
+    // Every trigger was delivered exactly once, to v1 until the switch and to v2 after it.
+    let mut switched = false;
+    let mut v1 = 0;
+    for (seq, deliveries, _) in &answers {
+        assert_eq!(
+            deliveries.len(),
+            1,
+            "trigger {seq} was delivered {} times: {deliveries:?}",
+            deliveries.len()
+        );
+        let version = deliveries[0]["result"]["version"]
+            .as_str()
+            .unwrap_or_else(|| panic!("trigger {seq} failed: {:?}", deliveries[0]));
+        match version {
+            "1" => {
+                assert!(!switched, "trigger {seq} reached v1 after v2 had answered");
+                v1 += 1;
+            }
+            _ => switched = true,
+        }
+    }
+    assert!(v1 > 0, "the stream ran before the switch");
+    let seen = std::fs::read_to_string(&fleet.out).expect("seen");
+    let mut count = std::collections::BTreeMap::new();
+    for line in seen.lines() {
+        let seq: u64 = line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("seq");
+        *count.entry(seq).or_insert(0) += 1;
+    }
+    for (seq, _, _) in &answers {
+        assert_eq!(
+            count.get(seq),
+            Some(&1),
+            "trigger {seq} ran {:?} times",
+            count.get(seq)
+        );
+    }
+    let worst = answers.iter().map(|a| a.2).max().unwrap_or_default();
+    eprintln!(
+        "{} triggers, {v1} on v1; slowest round trip during the switch: {worst:?}",
+        answers.len()
+    );
+    wait_until(30, "the device reports revision 2", || {
+        fleet.converged() && fleet.device_status()["report"]["runningRevision"] == 2
+    });
+    // The previous release is gone once the new one passed its window: one release kept.
+    wait_until(10, "garbage collection", || {
+        std::fs::read_dir(data.path().join("releases"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 1
+    });
+}
+
+#[test]
+fn sigkill_at_each_point_of_an_update_ends_on_the_old_or_the_new_release() {
+    for (i, point) in ["download", "extract", "before-switch", "after-switch"]
+        .into_iter()
+        .enumerate()
+    {
+        let fleet = Fleet::new();
+        fleet.apply(1, 0);
+        let v1 = fleet.desired_digest();
+        let data = tempfile::tempdir().expect("agent data");
+        let agent = AgentProc::start(&fleet.agent_config, data.path(), &[]);
+        wait_until(30, "revision 1 runs", || {
+            agent.running().as_deref() == Some(v1.as_str())
+        });
+        agent.kill();
+
+        // An agent that dies by SIGKILL at `point` of the update to v2 (a 3 MiB bundle, so the
+        // download is in progress when it dies there).
+        let crashing = AgentProc::start(
+            &fleet.agent_config,
+            data.path(),
+            &[("EDGEFN_AGENT_CRASH_AT", point)],
+        );
+        fleet.apply(2, 3 << 20);
+        let v2 = fleet.desired_digest();
+        let status = crashing.wait(Duration::from_secs(60));
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9),
+            "{point}: killed by SIGKILL"
+        );
+        let on_disk = current_link(data.path());
+        match point {
+            "after-switch" => assert_eq!(
+                on_disk.as_deref(),
+                Some(v2.as_str()),
+                "{point}: the switch was done"
+            ),
+            _ => assert_eq!(
+                on_disk.as_deref(),
+                Some(v1.as_str()),
+                "{point}: the switch was not done"
+            ),
+        }
+        if point == "download" {
+            let parts: Vec<_> = std::fs::read_dir(data.path().join("downloads"))
+                .expect("downloads")
+                .flatten()
+                .collect();
+            assert_eq!(parts.len(), 1, "the interrupted download is kept to resume");
+        }
+
+        // Restarted, it runs exactly the release `current` names, then converges on v2.
+        let agent = AgentProc::start(&fleet.agent_config, data.path(), &[]);
+        let first = agent.running();
+        assert!(
+            first == on_disk,
+            "{point}: boots on {first:?}, current is {on_disk:?}"
+        );
+        let answer = version_of(&agent, i as u64);
+        assert_eq!(
+            answer,
+            if first.as_deref() == Some(v1.as_str()) {
+                "1"
+            } else {
+                "2"
+            },
+            "{point}"
+        );
+        wait_until(60, "convergence on v2 after the crash", || {
+            agent.running().as_deref() == Some(v2.as_str()) && fleet.converged()
+        });
+        assert_eq!(version_of(&agent, 100 + i as u64), "2");
+        // Nothing half-done is left behind.
+        for dir in ["bundles", "releases", ""] {
+            for e in std::fs::read_dir(data.path().join(dir))
+                .expect("read")
+                .flatten()
+            {
+                assert!(
+                    !e.file_name().to_string_lossy().contains(".tmp-"),
+                    "{point}: leftover {:?}",
+                    e.path()
+                );
+            }
+        }
+    }
+}
+
+/// Uploads `bytes` as a bundle and submits a revision whose function uses it.
+fn submit_with_bundle(fleet: &Fleet, bytes: &[u8], version: u32) {
+    let digest = edgefn_schema::bundle::digest(bytes);
+    let r = http(
+        &fleet.cloud.addr(),
+        "PUT",
+        &format!("/v1/bundles/{digest}"),
+        Some(&fleet.cloud.admin),
+        &[],
+        bytes,
+    );
+    assert!(r.status == 201 || r.status == 200, "{}", text(&r.body));
+    let latest = http(
+        &fleet.cloud.addr(),
+        "GET",
+        "/v1/revisions?limit=1",
+        Some(&fleet.cloud.admin),
+        &[],
+        b"",
+    )
+    .json();
+    let parent = latest[0]["number"].as_u64().unwrap_or(0);
+    let body = serde_json::json!({"manifest": manifest(version, &fleet.out), "bundles": {"work": digest}, "expectedParent": parent});
+    let r = http(
+        &fleet.cloud.addr(),
+        "POST",
+        "/v1/revisions",
+        Some(&fleet.cloud.admin),
+        &[("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", text(&r.body));
+}
+
+fn wait_for_failure(fleet: &Fleet) -> String {
+    let mut message = String::new();
+    wait_until(30, "the device reports the update failed", || {
+        let s = fleet.device_status();
+        message = s["report"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        s["report"]["state"] == "failed"
+    });
+    message
+}
+
+#[test]
+fn a_bundle_corrupted_on_the_cloud_is_refused_and_the_old_release_keeps_running() {
+    let fleet = Fleet::new();
+    fleet.apply(1, 0);
+    let data = tempfile::tempdir().expect("agent data");
+    let agent = AgentProc::start(&fleet.agent_config, data.path(), &[]);
+    wait_until(30, "revision 1 runs", || fleet.converged());
+
+    // A good v2 bundle, uploaded, then damaged on the cloud's disk before the revision lands.
+    let good = edgefn_schema::bundle::pack(vec![edgefn_schema::bundle::BundleFile {
+        path: "main.py".into(),
+        kind: edgefn_schema::bundle::FileKind::Regular {
+            data: format!("{MAIN_PY}# v2\n").into_bytes(),
+            executable: false,
+        },
+    }])
+    .expect("pack");
+    let digest = edgefn_schema::bundle::digest(&good);
+    let r = http(
+        &fleet.cloud.addr(),
+        "PUT",
+        &format!("/v1/bundles/{digest}"),
+        Some(&fleet.cloud.admin),
+        &[],
+        &good,
+    );
+    assert_eq!(r.status, 201);
+    let on_disk = fleet.cloud.data.join("bundles").join(&digest);
+    let mut damaged = std::fs::read(&on_disk).expect("read");
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0xff;
+    std::fs::write(&on_disk, damaged).expect("write");
+    submit_with_bundle(&fleet, &good, 2);
+
+    let message = wait_for_failure(&fleet);
+    assert!(
+        message.contains("sha256") && message.contains("refused"),
+        "{message}"
+    );
+    assert_eq!(version_of(&agent, 1), "1", "the old release keeps running");
+    let cli_status = ok(&fleet.cli(&["status"]));
+    assert!(
+        cli_status.contains("failed") && cli_status.contains("refused"),
+        "edgefn status shows why:\n{cli_status}"
+    );
+}
+
+#[test]
+fn archives_escaping_the_bundle_are_refused() {
+    fn raw_tar(path: &str, kind: tar::EntryType, link: Option<&str>) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(if link.is_some() { 0 } else { 5 });
+        h.set_mode(0o644);
+        h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+        if let Some(l) = link {
+            h.as_old_mut().linkname[..l.len()].copy_from_slice(l.as_bytes());
+        }
+        h.set_cksum();
+        let data: &[u8] = if link.is_some() { b"" } else { b"pwned" };
+        b.append(&h, data).expect("append");
+        zstd::bulk::compress(&b.into_inner().expect("tar"), 1).expect("zstd")
+    }
+    for (i, (name, bytes)) in [
+        (
+            "dot-dot",
+            raw_tar("../../escaped.txt", tar::EntryType::Regular, None),
+        ),
+        (
+            "symlink out",
+            raw_tar("main.py", tar::EntryType::Symlink, Some("/etc/passwd")),
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let fleet = Fleet::new();
+        fleet.apply(1, 0);
+        let data = tempfile::tempdir().expect("agent data");
+        let agent = AgentProc::start(&fleet.agent_config, data.path(), &[]);
+        wait_until(30, "revision 1 runs", || fleet.converged());
+        submit_with_bundle(&fleet, &bytes, 2 + i as u32);
+        let message = wait_for_failure(&fleet);
+        assert!(
+            message.contains("unsafe or invalid archive"),
+            "{name}: {message}"
+        );
+        assert!(
+            !data.path().join("escaped.txt").exists()
+                && !data
+                    .path()
+                    .parent()
+                    .expect("parent")
+                    .join("escaped.txt")
+                    .exists(),
+            "{name}: nothing written outside"
+        );
+        assert_eq!(
+            version_of(&agent, 1),
+            "1",
+            "{name}: the old release keeps running"
+        );
+    }
+}
+
+#[test]
+fn the_agent_boots_and_runs_its_release_with_the_cloud_down_then_catches_up() {
+    let mut fleet = Fleet::new();
+    fleet.apply(1, 0);
+    let data = tempfile::tempdir().expect("agent data");
+    let agent = AgentProc::start(&fleet.agent_config, data.path(), &[]);
+    wait_until(30, "revision 1 runs", || fleet.converged());
+    agent.kill();
+
+    // The cloud goes away; the agent restarts with no network to it.
+    let addr = fleet.cloud.addr();
+    let cloud_data = fleet.cloud.data.clone();
+    let old = std::mem::replace(
+        &mut fleet.cloud,
+        Cloud::start(&tempfile::tempdir().expect("tmp").keep()),
+    );
+    old.kill();
+    let agent = AgentProc::start(&fleet.agent_config, data.path(), &[]);
+    assert!(
+        agent.running().is_some(),
+        "runs its release from local state"
+    );
+    assert_eq!(version_of(&agent, 7), "1", "and handles triggers");
+
+    // The cloud comes back on the same address; an update goes through.
+    let back = Cloud::start_at(&cloud_data, &addr);
+    let _ = std::mem::replace(&mut fleet.cloud, back);
+    fleet.apply(2, 0);
+    wait_until(60, "the update after the cloud came back", || {
+        version_of(&agent, 8) == "2"
+    });
+}
+
+#[test]
+fn a_bad_config_or_a_rejected_token_stops_the_agent_with_a_clear_error() {
+    let data = tempfile::tempdir().expect("data");
+    let missing = std::process::Command::new(sibling_bin("edgefn-agent"))
+        .args(["--config", "/nonexistent/agent.yaml"])
+        .output()
+        .expect("run");
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        text(&missing.stderr).contains("cannot read the configuration /nonexistent/agent.yaml"),
+        "{}",
+        text(&missing.stderr)
+    );
+
+    let bad = data.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "cloud: http://127.0.0.1:1\ndevice: Bad Name\ntoken: t\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(sibling_bin("edgefn-agent"))
+        .args(["--config", bad.to_str().expect("utf8")])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("bad.yaml:2:1: `Bad Name` is not a valid device name"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let fleet = Fleet::new();
+    ok(&fleet.cli(&["device", "remove", "dev-a"]));
+    let agent = AgentProc::start(&fleet.agent_config, data.path(), &[]);
+    let status = agent.wait(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1), "a revoked token stops the agent");
+}
