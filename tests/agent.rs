@@ -28,11 +28,23 @@ struct Fleet {
     out: PathBuf,
 }
 
+/// The daemon that runs continuously beside the triggered function.
+const GOOD_DAEMON: &str = "#!/bin/sh\necho \"daemon up\"\nwhile true; do sleep 1; done\n";
+
 fn manifest(version: u32, out: &Path) -> String {
     format!(
-        "apiVersion: edgefn/v1\nproject: agent-test\nfunctions:\n  work:\n    path: functions/work\n    runtime: python3\n    handler: main.handle\n    env: {{ VERSION: \"{version}\", OUT: \"{}\" }}\ndevices:\n  dev-a: {{}}\nbindings:\n  - function: work\n    devices: {{ names: [dev-a] }}\n    triggers: [ {{ topic: \"jobs/#\" }} ]\n    concurrency: 2\n",
+        "apiVersion: edgefn/v1\nproject: agent-test\nfunctions:\n  work:\n    path: functions/work\n    runtime: python3\n    handler: main.handle\n    env: {{ VERSION: \"{version}\", OUT: \"{}\" }}\n  daemon:\n    path: functions/daemon\n    runtime: exec\n    handler: [\"./run.sh\"]\ndevices:\n  dev-a: {{}}\nbindings:\n  - function: work\n    devices: {{ names: [dev-a] }}\n    triggers: [ {{ topic: \"jobs/#\" }} ]\n    concurrency: 2\n  - function: daemon\n    devices: {{ names: [dev-a] }}\n    mode: continuous\n",
         out.display()
     )
+}
+
+fn write_daemon(project: &Path, script: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = project.join("functions/daemon");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("run.sh"), script).expect("write");
+    std::fs::set_permissions(dir.join("run.sh"), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
 }
 
 impl Fleet {
@@ -45,6 +57,7 @@ impl Fleet {
         std::fs::create_dir_all(&dir).expect("mkdir");
         std::fs::write(dir.join("main.py"), MAIN_PY).expect("write");
         std::fs::write(project.path().join("edgefn.yaml"), manifest(1, &out)).expect("write");
+        write_daemon(project.path(), GOOD_DAEMON);
         std::fs::write(project.path().join(".gitignore"), "seen.txt\nagent.yaml\n").expect("write");
         git(project.path(), &["init", "-q"]);
         git(project.path(), &["add", "-A"]);
@@ -82,11 +95,16 @@ impl Fleet {
     /// Commits and applies version `v` of the manifest; `blob` adds that many random bytes to
     /// the function's folder (so its bundle changes and takes a while to download).
     fn apply(&self, v: u32, blob: usize) -> u64 {
+        self.apply_with_daemon(v, blob, GOOD_DAEMON)
+    }
+
+    fn apply_with_daemon(&self, v: u32, blob: usize, daemon: &str) -> u64 {
         std::fs::write(
             self.project.path().join("edgefn.yaml"),
             manifest(v, &self.out),
         )
         .expect("write");
+        write_daemon(self.project.path(), daemon);
         if blob > 0 {
             let mut bytes = vec![0u8; blob];
             let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ u64::from(v);
@@ -384,7 +402,18 @@ fn submit_with_bundle(fleet: &Fleet, bytes: &[u8], version: u32) {
     )
     .json();
     let parent = latest[0]["number"].as_u64().unwrap_or(0);
-    let body = serde_json::json!({"manifest": manifest(version, &fleet.out), "bundles": {"work": digest}, "expectedParent": parent});
+    let current = http(
+        &fleet.cloud.addr(),
+        "GET",
+        &format!("/v1/revisions/{parent}"),
+        Some(&fleet.cloud.admin),
+        &[],
+        b"",
+    )
+    .json();
+    let mut bundles = current["bundles"].clone();
+    bundles["work"] = serde_json::Value::String(digest);
+    let body = serde_json::json!({"manifest": manifest(version, &fleet.out), "bundles": bundles, "expectedParent": parent});
     let r = http(
         &fleet.cloud.addr(),
         "POST",
@@ -584,4 +613,69 @@ fn a_bad_config_or_a_rejected_token_stops_the_agent_with_a_clear_error() {
     let agent = AgentProc::start(&fleet.agent_config, data.path(), &[]);
     let status = agent.wait(Duration::from_secs(30));
     assert_eq!(status.code(), Some(1), "a revoked token stops the agent");
+}
+
+#[test]
+fn a_release_whose_daemon_exits_at_once_rolls_back_by_itself() {
+    let fleet = Fleet::new();
+    fleet.apply(1, 0);
+    let v1 = fleet.desired_digest();
+    let data = tempfile::tempdir().expect("agent data");
+    let agent = AgentProc::start(&fleet.agent_config, data.path(), &[]);
+    wait_until(30, "revision 1 runs", || fleet.converged());
+    let daemon = |s: &serde_json::Value| {
+        s["report"]["functions"]
+            .as_array()
+            .and_then(|f| f.iter().find(|f| f["binding"] == "daemon").cloned())
+            .unwrap_or_default()
+    };
+    wait_until(10, "the daemon runs", || {
+        daemon(&fleet.device_status())["state"] == "running"
+    });
+
+    fleet.apply_with_daemon(
+        2,
+        0,
+        "#!/bin/sh\necho 'cannot open /dev/sensor' >&2\nexit 3\n",
+    );
+    let mut message = String::new();
+    wait_until(60, "the device rolls back", || {
+        let s = fleet.device_status();
+        message = s["report"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        s["report"]["state"] == "rolled_back"
+    });
+    assert!(
+        message.contains("daemon"),
+        "the reason names the function: {message}"
+    );
+    assert_eq!(
+        current_link(data.path()).as_deref(),
+        Some(v1.as_str()),
+        "back on v1 on disk"
+    );
+    assert_eq!(agent.running().as_deref(), Some(v1.as_str()));
+    assert_eq!(version_of(&agent, 1), "1", "v1 answers triggers");
+    wait_until(10, "the old daemon runs again", || {
+        daemon(&fleet.device_status())["state"] == "running"
+    });
+    let status = ok(&fleet.cli(&["status"]));
+    assert!(
+        status.contains("rolled_back") && status.contains("daemon"),
+        "edgefn status shows why:\n{status}"
+    );
+
+    // The failed revision is not retried; a newer one is applied.
+    pause(1500);
+    assert_eq!(
+        agent.running().as_deref(),
+        Some(v1.as_str()),
+        "no retry of the failed revision"
+    );
+    fleet.apply(3, 0);
+    wait_until(60, "revision 3 runs", || {
+        fleet.converged() && version_of(&agent, 2) == "3"
+    });
 }

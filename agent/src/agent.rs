@@ -13,7 +13,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use edgefn_runtime::{Event, InvokeError, LogSink, Payload, Reply, Sandbox};
+use edgefn_runtime::{
+    ContinuousState, Event, InvokeError, LogSink, MessageSink, Payload, Reply, Sandbox,
+};
 use edgefn_schema::api::{DesiredResponse, DeviceState, StatusReport};
 use tokio::sync::{Notify, RwLock, watch};
 
@@ -176,7 +178,14 @@ impl Agent {
         match RunningRelease::start(&self.layout, current.clone(), &self.sandbox, &self.log).await {
             Ok(release) => {
                 tracing::info!(revision = current.revision, digest = %current.digest, "running the current release");
-                *self.active.write().await = Some(Arc::new(release));
+                let release = Arc::new(release);
+                *self.active.write().await = Some(release.clone());
+                if let Err(e) = release
+                    .start_continuous(&self.layout, &self.sandbox, &self.log, &self.message_sink())
+                    .await
+                {
+                    tracing::error!("{e}");
+                }
                 self.set_reported(DeviceState::Running, None, None);
                 if let Some(p) = pending.filter(|p| p.digest == current.digest) {
                     self.health_window(p).await;
@@ -371,6 +380,15 @@ impl Agent {
         if let Some(old) = old {
             old.stop().await;
         }
+        // Continuous functions are singletons: the new ones start once the old ones stopped.
+        if let Some(active) = self.active.read().await.clone() {
+            if let Err(e) = active
+                .start_continuous(&self.layout, &self.sandbox, &self.log, &self.message_sink())
+                .await
+            {
+                tracing::error!("{e}");
+            }
+        }
 
         // 5. The health window.
         self.health_window(Pending { digest, previous }).await;
@@ -389,9 +407,7 @@ impl Agent {
             Some(format!("revision {revision}: in its health window")),
             Some(pending.digest.clone()),
         );
-        tokio::time::sleep(self.config.health_window).await;
-        let unhealthy: Option<String> = None;
-        match unhealthy {
+        match self.watch_health().await {
             None => {
                 lock(&self.state).pending = None;
                 self.save_state();
@@ -426,6 +442,59 @@ impl Agent {
         }
     }
 
+    /// Watches the active release for the health window. Unhealthy: a continuous function in a
+    /// crash loop, restarted more than twice, or not running when the window ends.
+    async fn watch_health(&self) -> Option<String> {
+        let release = self.active.read().await.clone()?;
+        let deadline = tokio::time::Instant::now() + self.config.health_window;
+        loop {
+            for (binding, st) in release.continuous_states().await {
+                match st {
+                    ContinuousState::CrashLoop {
+                        reason, restarts, ..
+                    } => {
+                        return Some(format!(
+                            "continuous function `{binding}` is crash-looping ({restarts} restarts; last: {reason})"
+                        ));
+                    }
+                    ContinuousState::Backoff { restarts, .. }
+                    | ContinuousState::Starting { restarts }
+                        if restarts > 2 =>
+                    {
+                        return Some(format!(
+                            "continuous function `{binding}` keeps exiting ({restarts} restarts)"
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for (binding, st) in release.continuous_states().await {
+            if let ContinuousState::Backoff { reason, .. } = st {
+                return Some(format!(
+                    "continuous function `{binding}` is not running at the end of the health window: {reason}"
+                ));
+            }
+        }
+        None
+    }
+
+    /// Messages continuous functions publish go on the bus.
+    fn message_sink(self: &Arc<Self>) -> MessageSink {
+        let weak = Arc::downgrade(self);
+        MessageSink::new(move |m| {
+            if let Some(agent) = weak.upgrade() {
+                tokio::spawn(async move {
+                    agent.publish(&m.topic, m.payload).await;
+                });
+            }
+        })
+    }
+
     async fn roll_back_to(self: &Arc<Self>, prev: DesiredResponse, failed: &str, reason: String) {
         let digest = prev.digest.clone();
         match RunningRelease::start(&self.layout, prev, &self.sandbox, &self.log).await {
@@ -436,6 +505,19 @@ impl Agent {
                 }
                 if let Some(bad) = self.swap(release).await {
                     bad.stop().await;
+                }
+                if let Some(active) = self.active.read().await.clone() {
+                    if let Err(e) = active
+                        .start_continuous(
+                            &self.layout,
+                            &self.sandbox,
+                            &self.log,
+                            &self.message_sink(),
+                        )
+                        .await
+                    {
+                        tracing::error!("{e}");
+                    }
                 }
                 {
                     let mut st = lock(&self.state);
@@ -476,7 +558,10 @@ impl Agent {
             state: r.state,
             target_digest: r.target,
             message: r.message,
-            functions: active.as_ref().map(|a| a.status()).unwrap_or_default(),
+            functions: match &active {
+                Some(a) => a.status().await,
+                None => Vec::new(),
+            },
         };
         self.cloud.report(&report).await
     }

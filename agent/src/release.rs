@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use edgefn_runtime::{
-    Event, FunctionSpec, InvokeError, LogSink, Pool, PoolOptions, Reply, Sandbox, StartError,
+    Continuous, ContinuousOptions, ContinuousState, Event, FunctionSpec, InvokeError, LogSink,
+    MessageSink, Pool, PoolOptions, Reply, Sandbox, StartError,
 };
 use edgefn_schema::api::{DesiredResponse, FunctionStatus};
 use edgefn_schema::{Mode, ResolvedBinding};
@@ -36,6 +37,7 @@ pub struct RunningRelease {
     /// What it runs.
     pub desired: DesiredResponse,
     triggered: BTreeMap<String, Arc<Triggered>>,
+    continuous: tokio::sync::Mutex<BTreeMap<String, Continuous>>,
 }
 
 /// Why a release could not start.
@@ -109,7 +111,59 @@ impl RunningRelease {
                 }),
             );
         }
-        Ok(RunningRelease { desired, triggered })
+        Ok(RunningRelease {
+            desired,
+            triggered,
+            continuous: tokio::sync::Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Starts the continuous bindings (once the previous release's have stopped).
+    pub async fn start_continuous(
+        &self,
+        layout: &Layout,
+        sandbox: &Sandbox,
+        log: &LogSink,
+        publish: &MessageSink,
+    ) -> Result<(), ReleaseStartError> {
+        let mut running = self.continuous.lock().await;
+        for b in self
+            .desired
+            .state
+            .bindings
+            .iter()
+            .filter(|b| b.mode == Mode::Continuous)
+        {
+            let Some(spec) = spec(layout, &self.desired, b) else {
+                return Err(ReleaseStartError {
+                    binding: b.name.clone(),
+                    error: StartError::Sandbox("its function has no bundle".into()),
+                });
+            };
+            let c = Continuous::start(
+                spec,
+                ContinuousOptions::default(),
+                sandbox,
+                log.clone(),
+                publish.clone(),
+            )
+            .map_err(|error| ReleaseStartError {
+                binding: b.name.clone(),
+                error,
+            })?;
+            running.insert(b.name.clone(), c);
+        }
+        Ok(())
+    }
+
+    /// The state of each continuous binding.
+    pub async fn continuous_states(&self) -> Vec<(String, ContinuousState)> {
+        self.continuous
+            .lock()
+            .await
+            .iter()
+            .map(|(n, c)| (n.clone(), c.state()))
+            .collect()
     }
 
     /// The digest of what it runs.
@@ -147,29 +201,56 @@ impl RunningRelease {
     }
 
     /// Per-binding status.
-    pub fn status(&self) -> Vec<FunctionStatus> {
-        self.triggered
-            .values()
-            .map(|t| {
-                let stats = t.pool.stats();
+    pub async fn status(&self) -> Vec<FunctionStatus> {
+        let mut out: Vec<FunctionStatus> = self
+            .continuous_states()
+            .await
+            .into_iter()
+            .map(|(binding, st)| {
+                let (restarts, last_error) = match &st {
+                    ContinuousState::Starting { restarts }
+                    | ContinuousState::Running { restarts, .. } => (*restarts, None),
+                    ContinuousState::Backoff {
+                        restarts, reason, ..
+                    }
+                    | ContinuousState::CrashLoop {
+                        restarts, reason, ..
+                    } => (*restarts, Some(reason.clone())),
+                    ContinuousState::Stopped { .. } => (0, None),
+                };
                 FunctionStatus {
-                    binding: t.binding.name.clone(),
-                    state: if stats.instances > 0 {
-                        "running".into()
-                    } else {
-                        "idle".into()
-                    },
-                    restarts: stats.started.saturating_sub(1),
-                    invocations: stats.invocations,
-                    errors: t.counters.errors.load(Ordering::Relaxed),
-                    last_error: t.counters.last_error.lock().ok().and_then(|l| l.clone()),
+                    binding,
+                    state: st.name().to_owned(),
+                    restarts: u64::from(restarts),
+                    invocations: 0,
+                    errors: 0,
+                    last_error,
                 }
             })
-            .collect()
+            .collect();
+        out.extend(self.triggered.values().map(|t| {
+            let stats = t.pool.stats();
+            FunctionStatus {
+                binding: t.binding.name.clone(),
+                state: if stats.instances > 0 {
+                    "running".into()
+                } else {
+                    "idle".into()
+                },
+                restarts: stats.started.saturating_sub(1),
+                invocations: stats.invocations,
+                errors: t.counters.errors.load(Ordering::Relaxed),
+                last_error: t.counters.last_error.lock().ok().and_then(|l| l.clone()),
+            }
+        }));
+        out
     }
 
     /// Stops everything, letting in-flight invocations finish.
     pub async fn stop(self) {
+        for (_, c) in std::mem::take(&mut *self.continuous.lock().await) {
+            c.stop().await;
+        }
         for (_, t) in self.triggered {
             t.pool.clone().stop().await;
         }
