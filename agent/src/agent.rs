@@ -37,6 +37,9 @@ pub enum AgentError {
     /// The sandbox cannot be set up.
     #[error("sandbox: {0}")]
     Sandbox(String),
+    /// The outbox cannot be opened.
+    #[error("{0}")]
+    Outbox(String),
     /// The local endpoint cannot listen.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -66,6 +69,8 @@ pub struct Agent {
     reported: std::sync::Mutex<Reported>,
     report_now: Notify,
     state: std::sync::Mutex<AgentState>,
+    /// Messages bound for the cloud.
+    pub outbox: crate::outbox::Outbox,
 }
 
 impl std::fmt::Debug for Agent {
@@ -103,7 +108,7 @@ pub fn crash_point(config: &AgentConfig, point: &str) {
 
 /// Exponential backoff with jitter: a down cloud is never hammered, and a fleet that lost it
 /// together does not come back in step.
-fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     let base = Duration::from_secs(1)
         .saturating_mul(1 << attempt.min(6))
         .min(Duration::from_secs(60));
@@ -119,6 +124,8 @@ impl Agent {
         log: LogSink,
     ) -> Result<Arc<Agent>, AgentError> {
         let layout = Layout::open(&config.data)?;
+        let outbox = crate::outbox::Outbox::open(&config.data.join("outbox.redb"), config.outbox)
+            .map_err(|e| AgentError::Outbox(e.to_string()))?;
         let cloud = CloudClient::new(&config.cloud, &config.device, &config.token);
         let state = AgentState::load(&config.data);
         Ok(Arc::new(Agent {
@@ -135,7 +142,29 @@ impl Agent {
             }),
             report_now: Notify::new(),
             state: std::sync::Mutex::new(state),
+            outbox,
         }))
+    }
+
+    /// Delivers a message that came down from the cloud to the local bus, when a route
+    /// (`from: "cloud:FILTER"`, `to: local`) lets it.
+    pub async fn deliver_down(self: &Arc<Self>, topic: &str, payload: Vec<u8>) {
+        let allowed = self.active.read().await.as_ref().is_some_and(|r| {
+            r.desired.state.routes.iter().any(|route| {
+                route.to == edgefn_schema::RouteTarget::Local
+                    && edgefn_schema::topic::matches(&route.filter, topic)
+            })
+        });
+        if !allowed {
+            tracing::debug!(
+                topic,
+                "a message from the cloud that no route brings down: dropped"
+            );
+            return;
+        }
+        let payload =
+            serde_json::from_slice(&payload).map_or(Payload::Bytes(payload), Payload::Json);
+        self.publish(topic, payload).await;
     }
 
     fn save_state(&self) {
@@ -230,6 +259,20 @@ impl Agent {
             let Some(release) = self.active.read().await.clone() else {
                 return Vec::new();
             };
+            // Bound for the cloud: on disk before anyone is told the publish happened.
+            let up = release.desired.state.routes.iter().any(|r| {
+                r.to == edgefn_schema::RouteTarget::Cloud
+                    && edgefn_schema::topic::matches(&r.filter, topic)
+            });
+            if up {
+                let bytes = match &payload {
+                    Payload::Json(v) => serde_json::to_vec(v).unwrap_or_default(),
+                    Payload::Bytes(b) => b.clone(),
+                };
+                if let Err(e) = self.outbox.push(vec![(topic.to_owned(), bytes)]).await {
+                    tracing::error!("a message for the cloud could not be queued: {e}");
+                }
+            }
             let event = Event {
                 topic: topic.to_owned(),
                 payload,

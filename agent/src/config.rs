@@ -56,6 +56,9 @@ struct Raw {
     local_listen: Option<String>,
     poll_wait: Option<String>,
     report_interval: Option<String>,
+    mqtt: Option<String>,
+    outbox_max_bytes: Option<String>,
+    outbox_max_age: Option<String>,
 }
 
 /// The agent's settings.
@@ -79,6 +82,11 @@ pub struct AgentConfig {
     pub poll_wait: Duration,
     /// How often the agent reports its status when nothing changes.
     pub report_interval: Duration,
+    /// The cloud's MQTT broker (`mqtt://host:port`); without it, messages for the cloud wait
+    /// in the outbox.
+    pub mqtt: Option<crate::uplink::BrokerAddr>,
+    /// Bounds of the outbox.
+    pub outbox: crate::outbox::OutboxLimits,
     /// Testing hook: SIGKILL the agent at this point of an update (`download`, `extract`,
     /// `before-switch`, `after-switch`). The binary sets it from `EDGEFN_AGENT_CRASH_AT`.
     pub crash_at: Option<String>,
@@ -154,7 +162,7 @@ impl AgentConfig {
             let msg = e.to_string();
             let key = msg.split('`').nth(1).unwrap_or("");
             let at = if key.is_empty() { 0 } else { source.text().find(&format!("{key}:")).unwrap_or(0) };
-            invalid(source, at, msg, "the keys are cloud, device, token, data, sandbox, healthWindow, localListen, pollWait, reportInterval")
+            invalid(source, at, msg, "the keys are cloud, device, token, data, sandbox, healthWindow, localListen, pollWait, reportInterval, mqtt, outboxMaxBytes, outboxMaxAge")
         })?;
         let at = |key: &str| source.text().find(&format!("{key}:")).unwrap_or(0);
         if !raw.cloud.starts_with("http://") && !raw.cloud.starts_with("https://") {
@@ -200,7 +208,40 @@ impl AgentConfig {
                     "an address such as 127.0.0.1:7071",
                 )
             })?;
+        let mqtt = match raw.mqtt.as_deref() {
+            None => None,
+            Some(url) => Some(crate::uplink::BrokerAddr::parse(url).map_err(|e| {
+                invalid(
+                    source,
+                    at("mqtt"),
+                    e,
+                    "write the broker as mqtt://host:1883",
+                )
+            })?),
+        };
+        let mut outbox = crate::outbox::OutboxLimits::default();
+        if let Some(b) = raw.outbox_max_bytes.as_deref() {
+            outbox.max_bytes = b
+                .parse::<edgefn_schema::Memory>()
+                .map_err(|e| {
+                    invalid(
+                        source,
+                        at("outboxMaxBytes"),
+                        format!("outboxMaxBytes: {e}"),
+                        e.help,
+                    )
+                })?
+                .bytes();
+        }
+        outbox.max_age = duration(
+            raw.outbox_max_age.as_deref(),
+            outbox.max_age,
+            "outboxMaxAge",
+            source,
+        )?;
         Ok(AgentConfig {
+            mqtt,
+            outbox,
             crash_at: None,
             cloud: raw.cloud.trim_end_matches('/').to_owned(),
             device: raw.device,

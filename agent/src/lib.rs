@@ -9,8 +9,10 @@ pub mod cloud;
 pub mod config;
 pub mod layout;
 pub mod local;
+pub mod outbox;
 pub mod release;
 pub mod state;
+pub mod uplink;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -40,9 +42,22 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     let sandbox = sandbox(&config)?;
     tracing::info!(sandbox = %sandbox.kind(), "{}", sandbox.reason());
-    let log = LogSink::new(|l: LogLine| {
+    // Function output: the agent's log, and shipped up best-effort (dropped when the link is
+    // down and the small buffer is full).
+    let (log_tx, log_rx) = tokio::sync::mpsc::channel::<uplink::ShippedLog>(1024);
+    let log = LogSink::new(move |l: LogLine| {
         tracing::info!(target: "function", "[{}/{}#{}] {}", l.function, l.binding, l.instance, l.line);
+        let ts_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let json = serde_json::json!({"ts_ms": ts_ms, "binding": &*l.binding, "stream": l.stream.as_str(), "line": l.line});
+        let _ = log_tx.try_send(uplink::ShippedLog {
+            binding: l.binding.to_string(),
+            json: json.to_string().into_bytes(),
+        });
     });
+    let mqtt = config.mqtt.clone();
+    let (device, token) = (config.device.clone(), config.token.clone());
     let agent = Agent::new(config, sandbox, log)?;
     agent.boot().await;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -58,6 +73,27 @@ pub async fn run(
                 .await;
         }
     });
+    let (down_tx, mut down_rx) = tokio::sync::mpsc::unbounded_channel::<uplink::Downlink>();
+    let link = mqtt.map(|broker| {
+        tokio::spawn(uplink::run(
+            broker,
+            device,
+            token,
+            agent.outbox.clone(),
+            down_tx,
+            log_rx,
+            stop_rx.clone(),
+        ))
+    });
+    let downlink = tokio::spawn({
+        let agent = agent.clone();
+        async move {
+            while let Some(m) = down_rx.recv().await {
+                let agent = agent.clone();
+                tokio::spawn(async move { agent.deliver_down(&m.topic, m.payload).await });
+            }
+        }
+    });
     let poller = tokio::spawn(agent.clone().poll_loop(stop_rx));
     tokio::pin!(shutdown);
     let result = tokio::select! {
@@ -67,6 +103,10 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = local.await;
     let _ = reporter.await;
+    if let Some(link) = link {
+        let _ = link.await;
+    }
+    downlink.abort();
     Arc::clone(&agent).shutdown().await;
     result
 }
