@@ -342,7 +342,7 @@ async fn run_once(
     let oom = ended.oom_killed
         || ended.exit.code == Some(EXIT_OUT_OF_MEMORY)
         || oom_hint.load(std::sync::atomic::Ordering::Relaxed);
-    let reason = match problem {
+    let reason = match problem.or(ended.error) {
         Some(p) => p,
         None if oom => format!(
             "ran out of memory (limit {} bytes; {})",

@@ -82,8 +82,10 @@ impl Instance {
                 timeout_ms: start_timeout.as_millis() as u64,
             },
             Ok(Err(ProtocolError::Closed)) => {
-                let (exit, oom) = inst.reap().await;
-                if oom {
+                let (exit, oom, error) = inst.reap().await;
+                if let Some(e) = error {
+                    StartError::Sandbox(e)
+                } else if oom {
                     StartError::OutOfMemory {
                         limit_bytes: inst.memory_limit,
                         exit,
@@ -213,7 +215,7 @@ impl Instance {
     }
 
     async fn crashed(&mut self) -> InvokeError {
-        let (exit, oom) = self.reap().await;
+        let (exit, oom, _) = self.reap().await;
         if oom {
             InvokeError::OutOfMemory {
                 limit_bytes: self.memory_limit,
@@ -225,8 +227,8 @@ impl Instance {
     }
 
     /// Waits briefly for a process that closed its channel, kills what remains of its group,
-    /// drains its logs; returns its exit and whether it ran out of memory.
-    async fn reap(&mut self) -> (Exit, bool) {
+    /// drains its logs; returns its exit, whether it ran out of memory, and the sandbox's error.
+    async fn reap(&mut self) -> (Exit, bool, Option<String>) {
         let exit = match tokio::time::timeout(EXIT_WAIT, self.process.wait()).await {
             Ok(exit) => {
                 self.process.signal(Signal::SIGKILL);
@@ -242,7 +244,7 @@ impl Instance {
         let oom = exit.exit.code == Some(EXIT_OUT_OF_MEMORY)
             || exit.oom_killed
             || self.oom_hint.load(Ordering::Relaxed);
-        (exit.exit, oom)
+        (exit.exit, oom, exit.error)
     }
 
     async fn drain_logs(&mut self) {

@@ -4,7 +4,7 @@
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use edgefn_schema::Runtime;
 use nix::sys::signal::Signal;
@@ -14,6 +14,7 @@ use crate::error::{Exit, StartError};
 use crate::function::FunctionSpec;
 use crate::log::LogSink;
 use crate::protocol::{PROTOCOL_VERSION, WireContext};
+use crate::sandbox::container::{self, HelperConfig};
 use crate::sandbox::process::{self, ProcessCommand, Rlimits};
 use crate::sandbox::{Sandbox, SandboxKind};
 use crate::shim;
@@ -52,44 +53,78 @@ pub(crate) struct Started {
 #[derive(Debug)]
 pub(crate) struct Running {
     child: Child,
-    /// Leader of the instance's process group.
+    /// Leader of the instance's process group (the helper's, for a container).
     pid: i32,
+    container: Option<ContainerHandle>,
+    ended: Option<Ended>,
+}
+
+/// The runtime's ends of a container helper's pipes.
+#[derive(Debug)]
+struct ContainerHandle {
+    /// Closing it kills the container; a `TERM` line forwards SIGTERM.
+    control: Arc<Mutex<Option<std::fs::File>>>,
+    status: Option<OwnedFd>,
 }
 
 /// How an instance process ended.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Ended {
     pub(crate) exit: Exit,
     /// The container's cgroup OOM killer struck.
     pub(crate) oom_killed: bool,
+    /// The sandbox failed (container helper's report).
+    pub(crate) error: Option<String>,
 }
 
 /// Kills an instance from anywhere (e.g. a task reading its channel).
 #[derive(Debug, Clone)]
-pub(crate) struct Killer {
-    pid: i32,
+pub(crate) enum Killer {
+    Group(i32),
+    Container(Arc<Mutex<Option<std::fs::File>>>),
 }
 
 impl Killer {
     /// SIGKILLs the whole instance.
     pub(crate) fn kill(&self) {
-        process::signal_group(self.pid, Signal::SIGKILL);
+        match self {
+            Killer::Group(pid) => process::signal_group(*pid, Signal::SIGKILL),
+            Killer::Container(control) => {
+                control.lock().unwrap_or_else(|p| p.into_inner()).take();
+            }
+        }
     }
 }
 
 impl Running {
     /// A handle that kills this instance.
     pub(crate) fn killer(&self) -> Killer {
-        Killer { pid: self.pid }
+        match &self.container {
+            Some(c) => Killer::Container(c.control.clone()),
+            None => Killer::Group(self.pid),
+        }
     }
 
-    /// Sends `signal` to the whole instance.
+    /// Sends SIGTERM or SIGKILL to the whole instance.
     pub(crate) fn signal(&self, signal: Signal) {
-        process::signal_group(self.pid, signal);
+        match &self.container {
+            None => process::signal_group(self.pid, signal),
+            Some(c) => {
+                let mut control = c.control.lock().unwrap_or_else(|p| p.into_inner());
+                if signal == Signal::SIGKILL {
+                    control.take();
+                } else if let Some(f) = control.as_mut() {
+                    let _ = std::io::Write::write_all(f, b"TERM\n");
+                }
+            }
+        }
     }
 
     /// Waits for the process to end (cancel-safe; returns the same status when called again).
     pub(crate) async fn wait(&mut self) -> Ended {
+        if let Some(e) = &self.ended {
+            return e.clone();
+        }
         let exit = match self.child.wait().await {
             Ok(s) => Exit::from_status(s),
             Err(_) => Exit {
@@ -97,10 +132,27 @@ impl Running {
                 signal: None,
             },
         };
-        Ended {
-            exit,
-            oom_killed: false,
-        }
+        let ended = match &mut self.container {
+            None => Ended {
+                exit,
+                oom_killed: false,
+                error: None,
+            },
+            Some(c) => {
+                let report = c
+                    .status
+                    .take()
+                    .map(container::read_report)
+                    .unwrap_or_default();
+                Ended {
+                    exit: report.exit.unwrap_or(exit),
+                    oom_killed: report.oom,
+                    error: report.error,
+                }
+            }
+        };
+        self.ended = Some(ended.clone());
+        ended
     }
 }
 
@@ -111,7 +163,7 @@ impl Launch {
         log: LogSink,
     ) -> Result<Launch, StartError> {
         let bundle = match sandbox.kind() {
-            SandboxKind::Container => PathBuf::from("/fn"),
+            SandboxKind::Container => PathBuf::from(container::BUNDLE_MOUNT),
             _ => spec.bundle_dir.clone(),
         };
         let (program, args) = shim::command_line(&spec, &sandbox.options().interpreters, &bundle)
@@ -159,6 +211,9 @@ impl Launch {
 
     /// Starts instance number `instance` with `channel` as its fd 3.
     pub(crate) fn spawn(&self, instance: u64, channel: OwnedFd) -> std::io::Result<Started> {
+        if self.sandbox.kind() == SandboxKind::Container {
+            return self.spawn_container(instance, channel);
+        }
         let bundle = &self.spec.bundle_dir;
         if !bundle.is_dir() {
             return Err(std::io::Error::new(
@@ -185,6 +240,8 @@ impl Launch {
                 open_files: opts.max_open_files,
             }),
             stdin: None,
+            extra_fds: Vec::new(),
+            kill_on_drop: true,
         };
         let spawned = process::spawn(cmd, &channel)?;
         drop(channel);
@@ -192,6 +249,63 @@ impl Launch {
             running: Running {
                 child: spawned.child,
                 pid: spawned.pid,
+                container: None,
+                ended: None,
+            },
+            stdout: spawned.stdout,
+            stderr: spawned.stderr,
+        })
+    }
+
+    /// Starts the container helper for instance number `instance`.
+    fn spawn_container(&self, instance: u64, channel: OwnedFd) -> std::io::Result<Started> {
+        let opts = self.sandbox.options();
+        let Some(helper) = &opts.helper else {
+            return Err(std::io::Error::other(
+                "no sandbox helper program configured",
+            ));
+        };
+        let mut env = self.env.clone();
+        env.push(("EDGEFN_INSTANCE".into(), instance.to_string()));
+        let config = HelperConfig {
+            id: container::container_id(&self.binding, instance),
+            state_dir: opts.state_dir.clone(),
+            bundle_dir: std::fs::canonicalize(&self.spec.bundle_dir)?,
+            program: self.program.clone(),
+            args: self.args.clone(),
+            env,
+            memory_bytes: self.spec.binding.memory_bytes,
+            cpu_millis: self.spec.binding.cpu_millis,
+            max_pids: opts.max_pids,
+            max_open_files: opts.max_open_files,
+            probe: false,
+        };
+        let (control_read, control_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let (status_read, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let cmd = ProcessCommand {
+            program: helper.clone(),
+            args: vec![
+                container::HELPER_MARKER.into(),
+                serde_json::to_string(&config).map_err(std::io::Error::other)?,
+            ],
+            env: Vec::new(),
+            cwd: PathBuf::from("/"),
+            rlimits: None,
+            stdin: Some(control_read),
+            extra_fds: vec![(status_write, container::STATUS_FD)],
+            kill_on_drop: false,
+        };
+        let spawned = process::spawn(cmd, &channel)?;
+        drop(channel);
+        Ok(Started {
+            running: Running {
+                child: spawned.child,
+                pid: spawned.pid,
+                container: Some(ContainerHandle {
+                    control: Arc::new(Mutex::new(Some(std::fs::File::from(control_write)))),
+                    status: Some(status_read),
+                }),
+                ended: None,
             },
             stdout: spawned.stdout,
             stderr: spawned.stderr,

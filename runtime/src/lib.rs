@@ -18,5 +18,6 @@ pub use function::{Event, FunctionSpec, Message, Reply};
 pub use log::{LogLine, LogSink, Stream};
 pub use pool::{Pool, PoolOptions, PoolStats};
 pub use protocol::{PROTOCOL_VERSION, Payload};
+pub use sandbox::helper::sandbox_helper_main_if_requested;
 pub use sandbox::{Sandbox, SandboxError, SandboxKind, SandboxOptions};
 pub use shim::Interpreters;

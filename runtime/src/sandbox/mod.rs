@@ -7,6 +7,8 @@
 //!
 //! [`Sandbox::new`] resolves [`SandboxKind::Auto`] once and says why it picked what it picked.
 
+pub(crate) mod container;
+pub(crate) mod helper;
 pub(crate) mod process;
 
 use std::path::PathBuf;
@@ -172,6 +174,6 @@ impl Sandbox {
 }
 
 /// Why containers cannot be used here, or `None` when they can.
-fn container_unavailable(_options: &SandboxOptions) -> Option<String> {
-    Some("the container sandbox is not built yet".into())
+fn container_unavailable(options: &SandboxOptions) -> Option<String> {
+    container::unavailable(options)
 }

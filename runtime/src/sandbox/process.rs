@@ -34,6 +34,11 @@ pub(crate) struct ProcessCommand {
     pub(crate) rlimits: Option<Rlimits>,
     /// The child's stdin (default /dev/null).
     pub(crate) stdin: Option<OwnedFd>,
+    /// Descriptors the child gets at fixed numbers (after fd 3), e.g. the helper's status pipe.
+    pub(crate) extra_fds: Vec<(OwnedFd, RawFd)>,
+    /// Kill the child when its handle is dropped (not for the container helper, which must
+    /// clean up after itself).
+    pub(crate) kill_on_drop: bool,
 }
 
 /// A spawned child with its output pipes.
@@ -58,8 +63,16 @@ pub(crate) fn spawn(cmd: ProcessCommand, channel: &OwnedFd) -> std::io::Result<S
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    install_pre_exec(&mut c, channel.as_raw_fd(), cmd.rlimits);
+        .kill_on_drop(cmd.kill_on_drop);
+    let mut fds = [(-1, -1); 2];
+    for (slot, (fd, target)) in fds.iter_mut().zip(&cmd.extra_fds) {
+        *slot = (fd.as_raw_fd(), *target);
+    }
+    fds[fds.len() - 1] = (channel.as_raw_fd(), CHANNEL_FD);
+    if cmd.extra_fds.len() >= fds.len() {
+        return Err(std::io::Error::other("too many descriptors for the child"));
+    }
+    install_pre_exec(&mut c, fds, cmd.rlimits);
     let mut child = c.spawn().map_err(|e| with_program(e, &cmd.program))?;
     let pid = child
         .id()
@@ -80,20 +93,25 @@ fn with_program(e: std::io::Error, program: &Path) -> std::io::Error {
     std::io::Error::new(e.kind(), format!("{}: {e}", program.display()))
 }
 
-/// Sets up the child between fork and exec: new session, channel on fd 3, rlimits.
+/// Sets up the child between fork and exec: new session, descriptors at their numbers
+/// (`(source, target)` pairs, `-1` for unused), rlimits.
 #[allow(unsafe_code)]
-fn install_pre_exec(c: &mut Command, channel: RawFd, rlimits: Option<Rlimits>) {
+fn install_pre_exec(c: &mut Command, fds: [(RawFd, RawFd); 2], rlimits: Option<Rlimits>) {
     let hook = move || -> std::io::Result<()> {
         nix::unistd::setsid()?;
-        if channel == CHANNEL_FD {
-            // Already at fd 3: only the close-on-exec flag must go.
-            nix::fcntl::fcntl(
-                channel,
-                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-            )?;
-        } else {
-            // dup2 clears close-on-exec on the new descriptor.
-            nix::unistd::dup2(channel, CHANNEL_FD)?;
+        // Move every source out of the way first (a source may sit on another's target), then
+        // dup2 into place; dup2 clears close-on-exec on the new descriptor.
+        let mut moved = [(-1, -1); 2];
+        for (m, (src, dst)) in moved.iter_mut().zip(fds) {
+            if src >= 0 {
+                let high = nix::fcntl::fcntl(src, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10))?;
+                *m = (high, dst);
+            }
+        }
+        for (high, dst) in moved {
+            if high >= 0 {
+                nix::unistd::dup2(high, dst)?;
+            }
         }
         if let Some(r) = rlimits {
             if let Some(bytes) = r.address_space {
@@ -108,8 +126,8 @@ fn install_pre_exec(c: &mut Command, channel: RawFd, rlimits: Option<Rlimits>) {
         Ok(())
     };
     // SAFETY: the hook runs in the forked child before exec. It only makes async-signal-safe
-    // system calls (setsid, fcntl, dup2, setrlimit) on values captured by copy, and neither
-    // allocates nor takes locks.
+    // system calls (setsid, fcntl, dup2, setrlimit) on values captured by copy (fixed-size
+    // arrays), and neither allocates nor takes locks.
     unsafe {
         c.pre_exec(hook);
     }

@@ -1,6 +1,7 @@
 //! End-to-end tests of the runtime with real processes (and, as root, real containers).
 
 mod common;
+mod container;
 mod continuous;
 mod pool;
 mod shims;

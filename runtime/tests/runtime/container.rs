@@ -1,0 +1,301 @@
+//! The container sandbox (libcontainer), as root with cgroups. Elsewhere these tests print why
+//! they are skipped and pass.
+
+use std::path::{Path, PathBuf};
+
+use edgefn_runtime::{
+    Event, InvokeError, LogSink, Payload, Pool, PoolOptions, Sandbox, SandboxKind, SandboxOptions,
+};
+use edgefn_schema::Runtime;
+use serde_json::json;
+
+use crate::common::*;
+
+/// A container sandbox with its own state folder, or `None` (with the reason printed) where
+/// containers cannot work: not root, or no cgroups. As root with cgroups, failing to set one up
+/// fails the test.
+#[allow(clippy::print_stdout)] // the skip reason is for whoever reads the test output
+fn container() -> Option<(Sandbox, tempfile::TempDir)> {
+    if !nix_is_root() {
+        println!("skipped: container tests need root");
+        return None;
+    }
+    if !Path::new("/sys/fs/cgroup/memory").is_dir()
+        && !Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+    {
+        println!("skipped: no cgroup memory controller");
+        return None;
+    }
+    let state = tempfile::tempdir().expect("state dir");
+    let sandbox = Sandbox::new(SandboxOptions {
+        kind: SandboxKind::Container,
+        helper: Some(PathBuf::from(env!("CARGO_BIN_EXE_edgefn-sandbox-helper"))),
+        state_dir: state.path().to_path_buf(),
+        ..SandboxOptions::default()
+    })
+    .expect("containers work as root with cgroups");
+    assert_eq!(sandbox.kind(), SandboxKind::Container);
+    Some((sandbox, state))
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Containers and cgroups under `edgefn/` whose id mentions this process: none may remain.
+fn leftovers(state: &Path) -> Vec<String> {
+    let me = format!("-{}-", std::process::id());
+    let mut found = Vec::new();
+    let mut scan = |dir: PathBuf| {
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.contains(&me) {
+                    found.push(dir.join(name).display().to_string());
+                }
+            }
+        }
+    };
+    if let Ok(ctrls) = std::fs::read_dir("/sys/fs/cgroup") {
+        for c in ctrls.flatten() {
+            scan(c.path().join("edgefn"));
+        }
+    }
+    scan(PathBuf::from("/sys/fs/cgroup/edgefn"));
+    scan(state.join("state"));
+    scan(state.join("bundles"));
+    found
+}
+
+fn container_leftovers_of(state: &Path, pool_name: &str) -> Vec<String> {
+    leftovers(state)
+        .into_iter()
+        .filter(|p| p.contains(pool_name))
+        .collect()
+}
+
+#[tokio::test]
+async fn exec_echo_in_a_container_and_nothing_left_behind() {
+    let Some((sandbox, state)) = container() else {
+        return;
+    };
+    let mut spec = exec_spec(&[]);
+    let bin = tempfile::tempdir().expect("bundle");
+    std::fs::copy(echo_exe(), bin.path().join("echo")).expect("copy echo");
+    spec.bundle_dir = bin.path().to_path_buf();
+    spec.handler = edgefn_schema::Handler::Argv(vec!["./echo".into()]);
+    spec.binding.name = "ctr-echo".into();
+    let p = Pool::start(spec, PoolOptions::default(), &sandbox, LogSink::discard()).expect("pool");
+    for i in 0..3 {
+        let r = p
+            .invoke(&Event::json("t", json!({"i": i})))
+            .await
+            .expect("reply");
+        assert_eq!(r.result, Payload::Json(json!({"i": i})));
+    }
+    assert!(
+        !container_leftovers_of(state.path(), "ctr-echo").is_empty(),
+        "a running container has a cgroup and state"
+    );
+    p.stop().await;
+    assert_eq!(
+        container_leftovers_of(state.path(), "ctr-echo"),
+        Vec::<String>::new()
+    );
+}
+
+const PY_INSIDE: &str = r#"
+import os, socket
+
+def inside(event, context):
+    try:
+        open("/fn/new-file", "w")
+        bundle_writable = True
+    except OSError:
+        bundle_writable = False
+    with open("/tmp/scratch", "w") as f:
+        f.write("ok")
+    return {"pid": os.getpid(), "hostname": socket.gethostname(), "cwd": os.getcwd(),
+            "bundle_writable": bundle_writable, "root": sorted(os.listdir("/")),
+            "device": context.device}
+
+def fail(event, context):
+    raise KeyError("sensor")
+"#;
+
+#[tokio::test]
+async fn python_in_a_container_is_isolated() {
+    let Some((sandbox, state)) = container() else {
+        return;
+    };
+    let dir = bundle(&[("main.py", PY_INSIDE)]);
+    let mut spec = lang_spec(Runtime::Python3, "main.inside", dir.path());
+    spec.binding.name = "ctr-py".into();
+    let (log, mut rx) = logs();
+    let p = Pool::start(spec, PoolOptions::default(), &sandbox, log).expect("pool");
+    let r = p.invoke(&Event::json("t", json!(1))).await.expect("reply");
+    let Payload::Json(v) = &r.result else {
+        panic!("{r:?}")
+    };
+    assert_eq!(v["pid"], 1, "own pid namespace: {v}");
+    assert_eq!(v["hostname"], "edgefn", "own uts namespace: {v}");
+    assert_eq!(v["cwd"], "/fn");
+    assert_eq!(v["bundle_writable"], false);
+    assert_eq!(v["device"], "dev-1");
+    let root: Vec<&str> = v["root"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|x| x.as_str())
+        .collect();
+    assert!(
+        !root.contains(&"root") && !root.contains(&"home"),
+        "{root:?}"
+    );
+    p.stop().await;
+
+    let mut spec = lang_spec(Runtime::Python3, "main.fail", dir.path());
+    spec.binding.name = "ctr-py".into();
+    let p = Pool::start(spec, PoolOptions::default(), &sandbox, LogSink::discard()).expect("pool");
+    let err = p
+        .invoke(&Event::json("t", json!(1)))
+        .await
+        .expect_err("raises");
+    let InvokeError::Handler(h) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(h.kind, "KeyError");
+    p.stop().await;
+    drop(drain(&mut rx));
+    assert_eq!(
+        container_leftovers_of(state.path(), "ctr-py"),
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test]
+async fn node_in_a_container() {
+    let Some((sandbox, state)) = container() else {
+        return;
+    };
+    let dir = bundle(&[(
+        "index.js",
+        "exports.h = async (e) => ({ got: e.payload, pid: process.pid });\n",
+    )]);
+    let mut spec = lang_spec(Runtime::Node, "index.h", dir.path());
+    spec.binding.name = "ctr-node".into();
+    let p = Pool::start(spec, PoolOptions::default(), &sandbox, LogSink::discard()).expect("pool");
+    let r = p
+        .invoke(&Event::json("t", json!("x")))
+        .await
+        .expect("reply");
+    assert_eq!(r.result, Payload::Json(json!({"got": "x", "pid": 1})));
+    p.stop().await;
+    assert_eq!(
+        container_leftovers_of(state.path(), "ctr-node"),
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test]
+async fn cgroup_oom_kill_is_out_of_memory() {
+    let Some((sandbox, state)) = container() else {
+        return;
+    };
+    let mut spec = exec_spec(&[]);
+    spec.bundle_dir = echo_exe().parent().expect("dir").to_path_buf();
+    spec.handler = edgefn_schema::Handler::Argv(vec!["./echo".into()]);
+    spec.binding.name = "ctr-oom".into();
+    spec.binding.memory_bytes = 64 << 20;
+    spec.binding.timeout_ms = 20_000;
+    let p = Pool::start(spec, PoolOptions::default(), &sandbox, LogSink::discard()).expect("pool");
+    let ok = p.invoke(&Event::json("t", json!({"alloc_mb": 8}))).await;
+    assert_eq!(ok.expect("fits").result, Payload::Json(json!(8 << 20)));
+    let err = p
+        .invoke(&Event::json("t", json!({"alloc_mb": 200})))
+        .await
+        .expect_err("oom");
+    let InvokeError::OutOfMemory { exit, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(
+        exit.signal,
+        Some(9),
+        "the cgroup OOM killer SIGKILLs: {err}"
+    );
+    p.stop().await;
+    assert_eq!(
+        container_leftovers_of(state.path(), "ctr-oom"),
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test]
+async fn timeout_and_crash_in_a_container_clean_up() {
+    let Some((sandbox, state)) = container() else {
+        return;
+    };
+    let mut spec = exec_spec(&[]);
+    spec.bundle_dir = echo_exe().parent().expect("dir").to_path_buf();
+    spec.handler = edgefn_schema::Handler::Argv(vec!["./echo".into()]);
+    spec.binding.name = "ctr-tc".into();
+    spec.binding.timeout_ms = 300;
+    let p = Pool::start(spec, PoolOptions::default(), &sandbox, LogSink::discard()).expect("pool");
+    let err = p
+        .invoke(&Event::json("t", json!({"sleep_ms": 5000})))
+        .await
+        .expect_err("timeout");
+    assert!(matches!(err, InvokeError::Timeout { .. }), "{err:?}");
+    let err = p
+        .invoke(&Event::json("t", json!({"exit": 4})))
+        .await
+        .expect_err("crash");
+    let InvokeError::Crashed { exit } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(exit.code, Some(4));
+    p.invoke(&Event::json("t", json!(1)))
+        .await
+        .expect("replaced");
+    p.stop().await;
+    assert_eq!(
+        container_leftovers_of(state.path(), "ctr-tc"),
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test]
+async fn auto_says_what_it_picked() {
+    let state = tempfile::tempdir().expect("state");
+    let auto = Sandbox::new(SandboxOptions {
+        kind: SandboxKind::Auto,
+        helper: Some(PathBuf::from(env!("CARGO_BIN_EXE_edgefn-sandbox-helper"))),
+        state_dir: state.path().to_path_buf(),
+        ..SandboxOptions::default()
+    })
+    .expect("auto never fails");
+    assert_ne!(auto.kind(), SandboxKind::Auto);
+    assert!(!auto.reason().is_empty());
+    if container().is_some() {
+        assert_eq!(auto.kind(), SandboxKind::Container, "{}", auto.reason());
+    }
+    let no_helper = Sandbox::new(SandboxOptions {
+        kind: SandboxKind::Auto,
+        helper: None,
+        ..SandboxOptions::default()
+    })
+    .expect("auto never fails");
+    assert_eq!(no_helper.kind(), SandboxKind::Process);
+    assert!(
+        no_helper.reason().contains("using processes"),
+        "{}",
+        no_helper.reason()
+    );
+}
