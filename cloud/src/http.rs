@@ -1,7 +1,7 @@
 //! The HTTP API: routes, authentication and handlers.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
@@ -59,6 +59,8 @@ pub struct AppState {
     statuses: Mutex<Statuses>,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
+    /// The broker connection and message endpoints, when messages are enabled.
+    messaging: OnceLock<Arc<crate::messages::Messaging>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -112,6 +114,7 @@ impl AppState {
             shutdown,
             statuses: Mutex::new(statuses),
             metrics: Metrics::default(),
+            messaging: OnceLock::new(),
         }))
     }
 
@@ -144,6 +147,74 @@ impl AppState {
     fn view(&self) -> Arc<FleetView> {
         self.fleet.borrow().clone()
     }
+
+    /// Enables the message endpoints (once).
+    pub fn set_messaging(&self, m: Arc<crate::messages::Messaging>) {
+        let _ = self.messaging.set(m);
+    }
+
+    /// The message machinery, when enabled.
+    pub(crate) fn messaging(&self) -> Option<&Arc<crate::messages::Messaging>> {
+        self.messaging.get()
+    }
+
+    /// Turns true when the server stops.
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+
+    /// Whether `presented` is the sha256 of registered device `name`'s token (constant time).
+    pub(crate) fn device_token_matches(&self, name: &str, presented: &[u8; 32]) -> bool {
+        let devices = self
+            .devices
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        devices
+            .get(name)
+            .is_some_and(|r| auth::ct_eq(&r.token_hash, presented))
+    }
+
+    /// Each registered device's name and Mosquitto password hash.
+    pub(crate) fn mqtt_users(&self) -> Vec<(String, String)> {
+        let devices = self
+            .devices
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut users = Vec::new();
+        for r in devices.values() {
+            match &r.mqtt_hash {
+                Some(h) => users.push((r.name.clone(), h.clone())),
+                None => tracing::warn!(device = %r.name, "device registered before messages existed: it has no MQTT password hash; remove and add it again to give it MQTT access on Mosquitto"),
+            }
+        }
+        users
+    }
+
+    /// Whether `name` is registered or a device of the latest manifest.
+    pub(crate) fn is_known_device(&self, name: &str) -> bool {
+        self.view().devices.contains_key(name)
+            || self
+                .devices
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains_key(name)
+    }
+
+    /// Devices of the latest manifest having all of `labels`, sorted.
+    pub(crate) fn devices_with_labels(
+        &self,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Vec<String> {
+        let view = self.view();
+        let Some(m) = &view.manifest else {
+            return Vec::new();
+        };
+        m.devices
+            .iter()
+            .filter(|(_, d)| labels.iter().all(|(k, v)| d.labels.get(k) == Some(v)))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
 }
 
 /// Who is calling.
@@ -156,6 +227,11 @@ pub enum Caller {
 }
 
 impl Caller {
+    /// Fails unless this is an admin.
+    pub(crate) fn require_admin(&self) -> Result<(), ApiError> {
+        self.admin()
+    }
+
     fn admin(&self) -> Result<(), ApiError> {
         match self {
             Caller::Admin => Ok(()),
@@ -246,6 +322,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/devices/{name}/desired", get(desired))
         .route("/v1/devices/{name}/status", post(report_status))
         .route("/v1/status", get(fleet_status))
+        .route("/v1/publish", post(crate::messages::publish))
+        .route("/v1/messages", get(crate::messages::messages))
+        .route("/v1/devices/{name}/logs", get(crate::messages::logs))
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .merge(bundles)
         .fallback(|method: Method| async move {
@@ -594,11 +673,18 @@ async fn add_device(
             req.name
         )));
     }
+    if req.name == crate::mqtt::CLOUD_USER {
+        return Err(ApiError::bad_request(format!(
+            "`{}` is reserved: it is the control plane's own MQTT user; choose another name",
+            req.name
+        )));
+    }
     let token = auth::generate(auth::DEVICE_PREFIX).map_err(ApiError::internal)?;
     let record = DeviceRecord {
         name: req.name.clone(),
         token_hash: auth::hash(&token),
         registered_ms: now_ms(),
+        mqtt_hash: Some(crate::mqtt::mosquitto::hash(&token).map_err(ApiError::internal)?),
     };
     let store = state.store.clone();
     let stored = record.clone();
@@ -614,6 +700,11 @@ async fn add_device(
         .map_err(ApiError::internal)?
         .insert(record.name.clone(), record);
     tracing::info!(device = %req.name, "device registered");
+    if let Some(m) = state.messaging() {
+        if let Err(e) = m.write_mosquitto(&state).await {
+            tracing::error!(device = %req.name, "could not update Mosquitto's password file: {e}");
+        }
+    }
     Ok((
         StatusCode::CREATED,
         Json(DeviceRegistered {
@@ -660,6 +751,15 @@ async fn remove_device(
             .remove(&record.token_hash);
     }
     tracing::info!(device = %name, "device removed, token revoked");
+    if let Some(m) = state.messaging() {
+        if let Some(b) = &m.broker {
+            b.revoke(&name);
+        }
+        m.hub.forget(&name);
+        if let Err(e) = m.write_mosquitto(&state).await {
+            tracing::error!(device = %name, "could not update Mosquitto's password file: {e}");
+        }
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -8,7 +8,9 @@ pub mod auth;
 pub mod error;
 pub mod fleet;
 pub mod http;
+pub mod messages;
 pub mod metrics;
+pub mod mqtt;
 pub mod openapi;
 pub mod store;
 
@@ -53,6 +55,9 @@ pub enum CloudError {
     /// Serving failed.
     #[error("server: {0}")]
     Serve(std::io::Error),
+    /// Mosquitto's files could not be written or reloaded.
+    #[error("mosquitto: {0}")]
+    Mosquitto(String),
 }
 
 /// A store ready to serve, and an admin token to show the operator if one was just created.
@@ -60,6 +65,8 @@ pub enum CloudError {
 pub struct Prepared {
     store: Arc<LocalStore>,
     admin: Vec<[u8; 32]>,
+    data: PathBuf,
+    mqtt: mqtt::MqttMode,
     /// A newly created admin token (first start without a token file): show it once.
     pub new_admin_token: Option<String>,
 }
@@ -102,8 +109,99 @@ pub fn prepare(config: &Config) -> Result<Prepared, CloudError> {
     Ok(Prepared {
         store,
         admin,
+        data: config.data.clone(),
+        mqtt: mqtt::MqttMode::Disabled,
         new_admin_token,
     })
+}
+
+impl Prepared {
+    /// Serves messages through this broker (the default is none: the message endpoints
+    /// answer 503).
+    pub fn with_mqtt(mut self, mode: mqtt::MqttMode) -> Self {
+        self.mqtt = mode;
+        self
+    }
+}
+
+/// The cloud's own MQTT password, created in the data folder on first use.
+fn cloud_secret(data: &std::path::Path) -> Result<String, CloudError> {
+    let path = data.join(mqtt::CLOUD_SECRET_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if text.trim().len() >= 16 => Ok(text.trim().to_owned()),
+        Ok(_) => Err(CloudError::BadTokenFile(path)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = auth::generate("edgefn_mqtt_").map_err(CloudError::Random)?;
+            write_secret(&path, &secret).map_err(|source| CloudError::TokenFile {
+                path: path.clone(),
+                source,
+            })?;
+            Ok(secret)
+        }
+        Err(source) => Err(CloudError::TokenFile { path, source }),
+    }
+}
+
+/// Starts the broker (if embedded), writes Mosquitto's files (if external Mosquitto), and
+/// connects the cloud's client.
+async fn start_messaging(
+    state: &Arc<http::AppState>,
+    data: &std::path::Path,
+    mode: mqtt::MqttMode,
+    stop: watch::Receiver<bool>,
+) -> Result<(), CloudError> {
+    use crate::messages::{Messaging, RegistryAuth};
+    let secret = cloud_secret(data)?;
+    let cloud_hash = mqtt::mosquitto::hash(&secret).map_err(CloudError::Random)?;
+    let (opts, broker, mosquitto) = match mode {
+        mqtt::MqttMode::Disabled => return Ok(()),
+        mqtt::MqttMode::Embedded(listener) => {
+            let addr = listener.local_addr().map_err(CloudError::Serve)?;
+            listener.set_nonblocking(true).map_err(CloudError::Serve)?;
+            let listener = TcpListener::from_std(listener).map_err(CloudError::Serve)?;
+            let broker = mqtt::broker::Broker::new(Arc::new(RegistryAuth {
+                state: Arc::downgrade(state),
+                cloud: auth::hash(&secret),
+            }));
+            tokio::spawn(broker.clone().serve(listener, stop.clone()));
+            let at = mqtt::local_connect_addr(addr);
+            let opts = mqtt::hub::HubOptions {
+                host: at.ip().to_string(),
+                port: at.port(),
+                username: mqtt::CLOUD_USER.to_owned(),
+                password: secret.clone(),
+            };
+            (opts, Some(broker), None)
+        }
+        mqtt::MqttMode::External {
+            host,
+            port,
+            username,
+            password,
+            mosquitto,
+        } => {
+            let opts = mqtt::hub::HubOptions {
+                host,
+                port,
+                username: username.unwrap_or_else(|| mqtt::CLOUD_USER.to_owned()),
+                password: password.unwrap_or_else(|| secret.clone()),
+            };
+            (opts, None, mosquitto)
+        }
+    };
+    let hub = mqtt::hub::Hub::start(opts, stop);
+    let m = Arc::new(Messaging {
+        hub,
+        broker,
+        mosquitto,
+        cloud_hash,
+        writing: tokio::sync::Mutex::new(()),
+    });
+    state.set_messaging(m.clone());
+    if m.mosquitto.is_some() {
+        m.write_mosquitto(state).await.map_err(CloudError::Mosquitto)?;
+    }
+    Ok(())
 }
 
 fn write_secret(path: &std::path::Path, token: &str) -> std::io::Result<()> {
@@ -127,6 +225,7 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let store: Arc<dyn Store> = prepared.store;
     let state = http::AppState::new(store, prepared.admin, stop_rx.clone())?;
+    start_messaging(&state, &prepared.data, prepared.mqtt, stop_rx.clone()).await?;
     let flusher = tokio::spawn({
         let state = state.clone();
         let mut stop = stop_rx;

@@ -23,6 +23,21 @@ struct Args {
     /// Read the admin token from this file; on first start, write a new one there (mode 0600)
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
+    /// Address of the embedded MQTT broker, or `none` [default: 127.0.0.1:1883; if that address
+    /// is taken and none was given, the cloud runs without messages and says so]
+    #[arg(long, value_name = "ADDR|none", conflicts_with = "mqtt_url")]
+    mqtt_listen: Option<String>,
+    /// Use this external MQTT broker instead of the embedded one: mqtt://[USER[:PASSWORD]@]HOST[:PORT]
+    /// (default user `edgefn-cloud`, password: the secret in DATA/mqtt-cloud.secret)
+    #[arg(long, value_name = "URL")]
+    mqtt_url: Option<String>,
+    /// With --mqtt-url on Mosquitto 2.x: write its `passwd` and `acl` files into this folder
+    /// whenever devices change
+    #[arg(long, value_name = "DIR", requires = "mqtt_url")]
+    mosquitto_dir: Option<PathBuf>,
+    /// Send SIGHUP to the pid in this file after writing Mosquitto's files, so it reloads them
+    #[arg(long, value_name = "FILE", requires = "mosquitto_dir")]
+    mosquitto_pid_file: Option<PathBuf>,
     /// Log level: error, warn, info, debug, trace
     #[arg(long, default_value = "info")]
     log_level: tracing::Level,
@@ -37,8 +52,8 @@ fn main() -> ExitCode {
         .with_ansi(false)
         .init();
     let config = edgefn_cloud::Config {
-        data: args.data,
-        admin_token_file: args.admin_token_file,
+        data: args.data.clone(),
+        admin_token_file: args.admin_token_file.clone(),
     };
     let prepared = match edgefn_cloud::prepare(&config) {
         Ok(p) => p,
@@ -57,6 +72,19 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let mqtt = match mqtt_mode(&args) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("edgefn-cloud: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let edgefn_cloud::mqtt::MqttMode::Embedded(l) = &mqtt {
+        if let Ok(a) = l.local_addr() {
+            println!("edgefn-cloud MQTT broker on mqtt://{a}");
+        }
+    }
+    let prepared = prepared.with_mqtt(mqtt);
     runtime.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(args.listen).await {
             Ok(l) => l,
@@ -80,6 +108,41 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// The broker to use, from the arguments; binds the embedded broker's listener.
+#[allow(clippy::print_stderr)]
+fn mqtt_mode(args: &Args) -> Result<edgefn_cloud::mqtt::MqttMode, String> {
+    use edgefn_cloud::mqtt::{MosquittoFiles, MqttMode};
+    if let Some(url) = &args.mqtt_url {
+        let mut mode = edgefn_cloud::mqtt::parse_url(url)?;
+        if let (MqttMode::External { mosquitto, .. }, Some(dir)) = (&mut mode, &args.mosquitto_dir)
+        {
+            *mosquitto = Some(MosquittoFiles {
+                dir: dir.clone(),
+                pid_file: args.mosquitto_pid_file.clone(),
+            });
+        }
+        return Ok(mode);
+    }
+    let (addr, explicit) = match args.mqtt_listen.as_deref() {
+        Some("none") => return Ok(MqttMode::Disabled),
+        Some(a) => (a, true),
+        None => ("127.0.0.1:1883", false),
+    };
+    let parsed: SocketAddr = addr
+        .parse()
+        .map_err(|_| format!("--mqtt-listen `{addr}` is not an address such as 127.0.0.1:1883 (or `none`)"))?;
+    match std::net::TcpListener::bind(parsed) {
+        Ok(l) => Ok(MqttMode::Embedded(l)),
+        Err(e) if !explicit => {
+            eprintln!(
+                "edgefn-cloud: warning: the embedded MQTT broker cannot listen on {addr} ({e}); running without messages (give --mqtt-listen ADDR, or --mqtt-url)"
+            );
+            Ok(MqttMode::Disabled)
+        }
+        Err(e) => Err(format!("the embedded MQTT broker cannot listen on {addr}: {e}")),
+    }
 }
 
 async fn shutdown_signal() {

@@ -95,6 +95,11 @@ pub struct DeviceRecord {
     pub token_hash: [u8; 32],
     /// Registration time.
     pub registered_ms: u64,
+    /// Mosquitto's `$7$` hash of its token, computed at registration (when the token is
+    /// known) so that the cloud can write Mosquitto's password file; absent for devices
+    /// registered before the cloud had messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt_hash: Option<String>,
 }
 
 impl DeviceRecord {

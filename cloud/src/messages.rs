@@ -1,0 +1,365 @@
+//! The message endpoints (`POST /v1/publish`, `GET /v1/messages`, `GET /v1/devices/{name}/logs`)
+//! and what ties the broker to the device registry: credentials checked against it, files for
+//! Mosquitto rewritten when it changes, sessions of removed devices closed.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::auth;
+use crate::error::ApiError;
+use crate::http::{AppState, Caller};
+use crate::mqtt::broker::{Authenticator, Broker};
+use crate::mqtt::hub::Hub;
+use crate::mqtt::{Identity, MAX_PUBLISH_BYTES, MosquittoFiles, down_topic, mosquitto};
+
+/// The message machinery of a running control plane.
+#[derive(Debug)]
+pub struct Messaging {
+    /// The cloud's client of its broker.
+    pub hub: Arc<Hub>,
+    /// The embedded broker, when it is used.
+    pub broker: Option<Arc<Broker>>,
+    /// Mosquitto's files, when an external Mosquitto is used.
+    pub mosquitto: Option<MosquittoFiles>,
+    /// The cloud's own entry of Mosquitto's password file.
+    pub cloud_hash: String,
+    /// Serialises rewrites of Mosquitto's files.
+    pub writing: tokio::sync::Mutex<()>,
+}
+
+impl Messaging {
+    /// Rewrites Mosquitto's password and ACL files from the registry and has it reload them.
+    pub async fn write_mosquitto(&self, state: &AppState) -> Result<(), String> {
+        let Some(files) = self.mosquitto.clone() else {
+            return Ok(());
+        };
+        let _guard = self.writing.lock().await;
+        let mut users = state.mqtt_users();
+        users.push((crate::mqtt::CLOUD_USER.to_owned(), self.cloud_hash.clone()));
+        tokio::task::spawn_blocking(move || {
+            mosquitto::write(&files.dir, files.pid_file.as_deref(), &users)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+}
+
+/// Credentials of the embedded broker: the cloud's secret, or a device's name and token.
+#[derive(Debug)]
+pub struct RegistryAuth {
+    /// The registry.
+    pub state: Weak<AppState>,
+    /// sha256 of the cloud's own MQTT secret.
+    pub cloud: [u8; 32],
+}
+
+impl Authenticator for RegistryAuth {
+    fn authenticate(&self, username: &str, password: &str) -> Option<Identity> {
+        let presented = auth::hash(password);
+        if username == crate::mqtt::CLOUD_USER {
+            return auth::ct_eq(&self.cloud, &presented).then_some(Identity::Cloud);
+        }
+        let state = self.state.upgrade()?;
+        state
+            .device_token_matches(username, &presented)
+            .then(|| Identity::Device(username.to_owned()))
+    }
+}
+
+/// `POST /v1/publish`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    /// The devices to send to, by name.
+    #[serde(default)]
+    pub devices: Option<Vec<String>>,
+    /// Or: every device of the latest manifest with all these labels.
+    #[serde(default)]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// The device-local topic (concrete, no wildcards), e.g. `commands/greet`; it is sent to
+    /// `edgefn/<device>/down/<topic>`.
+    pub topic: String,
+    /// The payload: a JSON string is sent as its text, any other JSON value as JSON.
+    pub payload: serde_json::Value,
+}
+
+/// The answer to `POST /v1/publish`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PublishResponse {
+    /// The devices the message was sent to.
+    pub devices: Vec<String>,
+    /// The device-local topic.
+    pub topic: String,
+}
+
+fn messaging(state: &AppState) -> Result<&Arc<Messaging>, ApiError> {
+    state.messaging().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "messages_disabled",
+            "this control plane runs without an MQTT broker (started with `--mqtt-listen none` and no `--mqtt-url`)",
+        )
+    })
+}
+
+fn invalid_topic(kind: &str, topic: &str, e: &edgefn_schema::topic::TopicError) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_topic",
+        format!("`{topic}` is not a valid {kind}: {}", e.message),
+    )
+    .details(serde_json::json!({ "help": e.help }))
+}
+
+/// `POST /v1/publish`: sends a message down to devices.
+pub async fn publish(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: Result<Json<PublishRequest>, JsonRejection>,
+) -> Result<Json<PublishResponse>, ApiError> {
+    caller.require_admin()?;
+    let m = messaging(&state)?;
+    let req = body.map(|Json(v)| v).map_err(|e| {
+        ApiError::bad_request(format!("invalid request body: {}", e.body_text()))
+    })?;
+    if let Err(e) = edgefn_schema::topic::validate_topic(&req.topic) {
+        return Err(invalid_topic(
+            "topic to publish to (it must be concrete: no `+` or `#`)",
+            &req.topic,
+            &e,
+        ));
+    }
+    let payload = match req.payload {
+        serde_json::Value::String(s) => s.into_bytes(),
+        other => serde_json::to_vec(&other).map_err(ApiError::internal)?,
+    };
+    if payload.len() > MAX_PUBLISH_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "the payload is {} bytes; at most {} bytes ({} KiB) can be published",
+                payload.len(),
+                MAX_PUBLISH_BYTES,
+                MAX_PUBLISH_BYTES >> 10
+            ),
+        ));
+    }
+    let devices = match (req.devices, req.labels) {
+        (Some(names), None) => {
+            if names.is_empty() {
+                return Err(ApiError::bad_request("`devices` is empty: name at least one device"));
+            }
+            let unknown: Vec<String> = names
+                .iter()
+                .filter(|n| !state.is_known_device(n))
+                .cloned()
+                .collect();
+            if !unknown.is_empty() {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown_device",
+                    format!(
+                        "no device {} is registered or in the latest manifest",
+                        unknown
+                            .iter()
+                            .map(|n| format!("`{n}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+            let mut names = names;
+            names.sort();
+            names.dedup();
+            names
+        }
+        (None, Some(labels)) => {
+            let names = state.devices_with_labels(&labels);
+            if names.is_empty() {
+                let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "no_devices",
+                    format!(
+                        "no device of the latest manifest has the labels {}",
+                        wanted.join(", ")
+                    ),
+                ));
+            }
+            names
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "give either `devices` (names) or `labels` (key: value), not both",
+            ));
+        }
+    };
+    for d in &devices {
+        m.hub
+            .publish(down_topic(d, &req.topic), payload.clone())
+            .await
+            .map_err(ApiError::internal)?;
+    }
+    tracing::info!(topic = %req.topic, devices = devices.len(), "message sent down");
+    Ok(Json(PublishResponse {
+        devices,
+        topic: req.topic,
+    }))
+}
+
+/// `GET /v1/messages` query.
+#[derive(Debug, Deserialize)]
+pub struct MessagesQuery {
+    topic: Option<String>,
+}
+
+/// How long a stream waits for the hub to be connected before answering 503.
+const READY_WAIT: Duration = Duration::from_secs(10);
+
+fn ndjson(rx: mpsc::Receiver<Result<Bytes, std::io::Error>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx)),
+    )
+        .into_response()
+}
+
+fn json_line<T: Serialize>(v: &T) -> Bytes {
+    let mut line = serde_json::to_vec(v).unwrap_or_default();
+    line.push(b'\n');
+    line.into()
+}
+
+/// `GET /v1/messages?topic=FILTER`: what devices send up, as it arrives, one JSON object a line.
+pub async fn messages(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    query: Result<Query<MessagesQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let m = messaging(&state)?.clone();
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let Some(filter) = q.topic else {
+        return Err(ApiError::bad_request(
+            "give the topic filter to follow: `?topic=FILTER` (`#` for everything)",
+        ));
+    };
+    if let Err(e) = edgefn_schema::topic::validate_filter(&filter) {
+        return Err(invalid_topic("topic filter", &filter, &e));
+    }
+    let mut up = m.hub.subscribe_up();
+    if !m.hub.wait_ready(READY_WAIT).await {
+        return Err(not_connected());
+    }
+    let (tx, rx) = mpsc::channel(256);
+    let mut shutdown = state.shutdown_signal();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                msg = up.recv() => match msg {
+                    Ok(msg) => {
+                        if edgefn_schema::topic::matches(&filter, &msg.topic)
+                            && tx.send(Ok(json_line(&msg.line()))).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!("a /v1/messages stream fell behind and skipped {n} messages");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                () = tx.closed() => return,
+                () = crate::mqtt::stopped(&mut shutdown) => return,
+            }
+        }
+    });
+    Ok(ndjson(rx))
+}
+
+fn not_connected() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "broker_unreachable",
+        "the control plane is not connected to its MQTT broker; see its log",
+    )
+}
+
+/// `GET /v1/devices/{name}/logs` query.
+#[derive(Debug, Deserialize)]
+pub struct LogsQuery {
+    binding: Option<String>,
+    follow: Option<bool>,
+    tail: Option<usize>,
+}
+
+/// `GET /v1/devices/{name}/logs`: the device's last log lines, then (with `follow=true`) new
+/// ones as they arrive.
+pub async fn logs(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(name): Path<String>,
+    query: Result<Query<LogsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let m = messaging(&state)?.clone();
+    let Query(q) = query.map_err(|e| {
+        ApiError::bad_request(format!(
+            "{}; `follow` is true or false, `tail` a number of lines",
+            e.body_text()
+        ))
+    })?;
+    if !state.is_known_device(&name) {
+        return Err(ApiError::not_found(format!(
+            "no device `{name}` is registered or in the latest manifest"
+        )));
+    }
+    let tail = q.tail.unwrap_or(100).min(crate::mqtt::hub::LOG_RING);
+    let mut live = m.hub.subscribe_logs();
+    let recent = m.hub.recent_logs(&name, q.binding.as_deref(), tail);
+    let (tx, rx) = mpsc::channel(256);
+    let follow = q.follow.unwrap_or(false);
+    let binding = q.binding;
+    let mut shutdown = state.shutdown_signal();
+    tokio::spawn(async move {
+        for l in recent {
+            if tx.send(Ok(json_line(&l))).await.is_err() {
+                return;
+            }
+        }
+        if !follow {
+            return;
+        }
+        loop {
+            tokio::select! {
+                line = live.recv() => match line {
+                    Ok(l) => {
+                        if l.device == name
+                            && binding.as_deref().is_none_or(|b| l.of(b))
+                            && tx.send(Ok(json_line(&*l))).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                () = tx.closed() => return,
+                () = crate::mqtt::stopped(&mut shutdown) => return,
+            }
+        }
+    });
+    Ok(ndjson(rx))
+}

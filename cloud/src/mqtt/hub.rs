@@ -1,0 +1,325 @@
+//! The cloud as a client of its broker (embedded or external): it subscribes to what every
+//! device sends up and to their log lines, fans messages out to `GET /v1/messages` streams,
+//! keeps the last log lines of each device in a bounded ring, and publishes what
+//! `POST /v1/publish` sends down.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS, SubscribeFilter};
+use schemars::JsonSchema;
+use serde::Serialize;
+use tokio::sync::{broadcast, watch};
+
+use super::MAX_PACKET_BYTES;
+
+/// Log lines kept per device.
+pub const LOG_RING: usize = 1000;
+
+/// A message a device sent up.
+#[derive(Debug, Clone)]
+pub struct UpMessage {
+    /// The device.
+    pub device: String,
+    /// Its local topic (without `edgefn/<device>/up/`).
+    pub topic: String,
+    /// The payload, raw.
+    pub payload: Bytes,
+    /// When the cloud received it.
+    pub ts_ms: u64,
+}
+
+/// One line of an NDJSON stream of messages.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct MessageLine {
+    /// The device that sent it.
+    pub device: String,
+    /// Its local topic (without `edgefn/<device>/up/`).
+    pub topic: String,
+    /// The payload: its JSON value when it is JSON, else its text; `null` when it is not UTF-8.
+    pub payload: serde_json::Value,
+    /// The payload in base64, only when it is not UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_base64: Option<String>,
+    /// When the cloud received it (ms since the Unix epoch).
+    pub ts_ms: u64,
+}
+
+impl UpMessage {
+    /// The line sent to a stream.
+    pub fn line(&self) -> MessageLine {
+        let (payload, payload_base64) = payload_value(&self.payload);
+        MessageLine {
+            device: self.device.clone(),
+            topic: self.topic.clone(),
+            payload,
+            payload_base64,
+            ts_ms: self.ts_ms,
+        }
+    }
+}
+
+/// A payload as JSON: its value if it is JSON, its text if it is UTF-8, else base64.
+pub fn payload_value(bytes: &[u8]) -> (serde_json::Value, Option<String>) {
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) {
+        return (v, None);
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (serde_json::Value::String(s.to_owned()), None),
+        Err(_) => {
+            use base64::Engine;
+            (
+                serde_json::Value::Null,
+                Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+            )
+        }
+    }
+}
+
+/// A function's log line, shipped up by a device.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct LogLine {
+    /// The device.
+    pub device: String,
+    /// When the line was written (ms since the Unix epoch), as the device says.
+    pub ts_ms: u64,
+    /// The binding (function) that wrote it.
+    pub binding: String,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// The line.
+    pub line: String,
+}
+
+impl LogLine {
+    fn parse(device: &str, binding: &str, payload: &[u8]) -> LogLine {
+        let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
+        let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
+        LogLine {
+            device: device.to_owned(),
+            ts_ms: v.get("ts_ms").and_then(serde_json::Value::as_u64).unwrap_or_else(now_ms),
+            binding: field("binding").unwrap_or_else(|| binding.to_owned()),
+            stream: field("stream").unwrap_or_else(|| "stdout".to_owned()),
+            line: field("line")
+                .unwrap_or_else(|| String::from_utf8_lossy(payload).trim_end().to_owned()),
+        }
+    }
+
+    /// Whether this line is of `binding` (exactly, or `binding` followed by a character that
+    /// no function name holds, such as `temp-filter#1`).
+    pub fn of(&self, binding: &str) -> bool {
+        match self.binding.strip_prefix(binding) {
+            Some("") => true,
+            Some(rest) => rest
+                .chars()
+                .next()
+                .is_some_and(|c| !(c.is_ascii_alphanumeric() || c == '-' || c == '_')),
+            None => false,
+        }
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The cloud's connection to its broker.
+#[derive(Debug)]
+pub struct Hub {
+    client: AsyncClient,
+    up: broadcast::Sender<Arc<UpMessage>>,
+    log_tx: broadcast::Sender<Arc<LogLine>>,
+    logs: Mutex<HashMap<String, VecDeque<Arc<LogLine>>>>,
+    ready: watch::Sender<bool>,
+}
+
+/// How the hub connects.
+#[derive(Debug, Clone)]
+pub struct HubOptions {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+impl Hub {
+    /// Connects (and keeps reconnecting) to the broker until `shutdown` turns true.
+    pub fn start(opts: HubOptions, mut shutdown: watch::Receiver<bool>) -> Arc<Hub> {
+        let mut suffix = [0u8; 6];
+        let _ = getrandom::fill(&mut suffix);
+        let id = format!(
+            "{}.{}",
+            super::CLOUD_USER,
+            edgefn_schema::resolve::hex(&suffix)
+        );
+        let mut mo = MqttOptions::new(id, opts.host.clone(), opts.port);
+        mo.set_credentials(opts.username, opts.password)
+            .set_keep_alive(Duration::from_secs(30))
+            .set_clean_session(true)
+            .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
+        let (client, mut eventloop) = AsyncClient::new(mo, 1024);
+        let hub = Arc::new(Hub {
+            client,
+            up: broadcast::channel(4096).0,
+            log_tx: broadcast::channel(4096).0,
+            logs: Mutex::new(HashMap::new()),
+            ready: watch::Sender::new(false),
+        });
+        let h = hub.clone();
+        tokio::spawn(async move {
+            let mut failures = 0u32;
+            loop {
+                tokio::select! {
+                    ev = eventloop.poll() => match ev {
+                        Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                            failures = 0;
+                            let subs = ["edgefn/+/up/#", "edgefn/+/logs/#"]
+                                .map(|f| SubscribeFilter::new(f.to_owned(), QoS::AtLeastOnce));
+                            if let Err(e) = h.client.try_subscribe_many(subs) {
+                                tracing::warn!("mqtt: cannot subscribe: {e}");
+                            }
+                        }
+                        Ok(Event::Incoming(Incoming::SubAck(ack))) => {
+                            let refused = ack.return_codes.iter().any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure));
+                            if refused {
+                                tracing::error!("mqtt: the broker refused the cloud's subscriptions to edgefn/+/up/# and edgefn/+/logs/#: check its ACL");
+                            }
+                            h.ready.send_replace(!refused);
+                        }
+                        Ok(Event::Incoming(Incoming::Publish(p))) => h.incoming(&p.topic, p.payload),
+                        Ok(_) => {}
+                        Err(e) => {
+                            h.ready.send_replace(false);
+                            failures += 1;
+                            if failures == 1 || failures % 30 == 0 {
+                                tracing::warn!(host = %opts.host, port = opts.port, "mqtt: connection to the broker failed (retrying every second): {e}");
+                            }
+                            tokio::select! {
+                                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                                () = crate::mqtt::stopped(&mut shutdown) => break,
+                            }
+                        }
+                    },
+                    () = crate::mqtt::stopped(&mut shutdown) => break,
+                }
+            }
+            let _ = h.client.try_disconnect();
+        });
+        hub
+    }
+
+    fn incoming(&self, topic: &str, payload: Bytes) {
+        let Some((device, kind, rest)) = super::split_topic(topic) else {
+            return;
+        };
+        match kind {
+            "up" => {
+                let _ = self.up.send(Arc::new(UpMessage {
+                    device: device.to_owned(),
+                    topic: rest.to_owned(),
+                    payload,
+                    ts_ms: now_ms(),
+                }));
+            }
+            "logs" => {
+                let line = Arc::new(LogLine::parse(device, rest, &payload));
+                {
+                    let mut logs = self
+                        .logs
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let ring = logs.entry(device.to_owned()).or_default();
+                    if ring.len() >= LOG_RING {
+                        ring.pop_front();
+                    }
+                    ring.push_back(line.clone());
+                }
+                let _ = self.log_tx.send(line);
+            }
+            _ => {}
+        }
+    }
+
+    /// Waits up to `timeout` for the hub to be connected and subscribed.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let mut rx = self.ready.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|r| *r))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Messages sent up from now on.
+    pub fn subscribe_up(&self) -> broadcast::Receiver<Arc<UpMessage>> {
+        self.up.subscribe()
+    }
+
+    /// Log lines received from now on.
+    pub fn subscribe_logs(&self) -> broadcast::Receiver<Arc<LogLine>> {
+        self.log_tx.subscribe()
+    }
+
+    /// The last `tail` kept log lines of `device` (of `binding` only, when given).
+    pub fn recent_logs(&self, device: &str, binding: Option<&str>, tail: usize) -> Vec<LogLine> {
+        let logs = self
+            .logs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(ring) = logs.get(device) else {
+            return Vec::new();
+        };
+        let mut out: Vec<LogLine> = ring
+            .iter()
+            .rev()
+            .filter(|l| binding.is_none_or(|b| l.of(b)))
+            .take(tail)
+            .map(|l| (**l).clone())
+            .collect();
+        out.reverse();
+        out
+    }
+
+    /// Forgets the log lines of a removed device.
+    pub fn forget(&self, device: &str) {
+        self.logs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(device);
+    }
+
+    /// Publishes `payload` to `topic` with QoS 1 (queued while the broker is unreachable).
+    pub async fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), String> {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_parse_and_match_bindings() {
+        let l = LogLine::parse(
+            "gw-01",
+            "temp-filter",
+            br#"{"ts_ms":5,"binding":"temp-filter#1","stream":"stderr","line":"hot"}"#,
+        );
+        assert_eq!((l.ts_ms, l.stream.as_str(), l.line.as_str()), (5, "stderr", "hot"));
+        assert!(l.of("temp-filter") && l.of("temp-filter#1") && !l.of("temp"));
+        let raw = LogLine::parse("gw-01", "collector", b"plain text\n");
+        assert_eq!((raw.binding.as_str(), raw.line.as_str()), ("collector", "plain text"));
+        assert_eq!(payload_value(b"{\"a\":1}").0, serde_json::json!({"a": 1}));
+        assert_eq!(payload_value(b"hi").0, serde_json::json!("hi"));
+        assert!(payload_value(&[0xff, 0xfe]).1.is_some());
+    }
+}

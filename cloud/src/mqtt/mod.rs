@@ -1,0 +1,253 @@
+//! Messages between the cloud and its devices over MQTT: the topic namespace and its access
+//! rules, the embedded broker ([`broker`]), the files that confine devices on Mosquitto
+//! ([`mosquitto`]), and the cloud's own client of whichever broker is used ([`hub`]).
+//!
+//! Cloud-side topics, per device `<d>`:
+//! - `edgefn/<d>/up/<topic>`: what the device sends up (device: write; cloud: read);
+//! - `edgefn/<d>/logs/<binding>`: its functions' log lines (device: write; cloud: read);
+//! - `edgefn/<d>/down/<topic>`: what the cloud sends it (device: read; cloud: write).
+//!
+//! MQTT credentials: user name = device name, password = the device's token. The cloud itself
+//! connects as [`CLOUD_USER`] with a secret kept in its data folder, with full access.
+
+pub mod broker;
+pub mod hub;
+pub mod mosquitto;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The MQTT user name of the cloud itself; no device may be registered under it.
+pub const CLOUD_USER: &str = "edgefn-cloud";
+/// The file, in the data folder, holding the cloud's own MQTT password.
+pub const CLOUD_SECRET_FILE: &str = "mqtt-cloud.secret";
+/// Largest payload `POST /v1/publish` sends.
+pub const MAX_PUBLISH_BYTES: usize = 256 << 10;
+/// Largest MQTT packet the embedded broker accepts (a payload of up to 1 MiB plus its topic).
+pub const MAX_PACKET_BYTES: usize = (1 << 20) + (64 << 10);
+
+/// Where the cloud's broker is.
+#[derive(Debug)]
+pub enum MqttMode {
+    /// No broker: the message endpoints answer 503.
+    Disabled,
+    /// The embedded broker, on this bound listener.
+    Embedded(std::net::TcpListener),
+    /// An external broker.
+    External {
+        /// `host:port`.
+        host: String,
+        /// Port.
+        port: u16,
+        /// User name to connect with (default [`CLOUD_USER`]).
+        username: Option<String>,
+        /// Password (default: the secret in the data folder).
+        password: Option<String>,
+        /// For Mosquitto: write `passwd` and `acl` into this folder.
+        mosquitto: Option<MosquittoFiles>,
+    },
+}
+
+/// Where to write Mosquitto's files and how to make it reload them.
+#[derive(Debug, Clone)]
+pub struct MosquittoFiles {
+    /// Folder of `passwd` and `acl`.
+    pub dir: PathBuf,
+    /// A file holding Mosquitto's pid, sent SIGHUP after each change.
+    pub pid_file: Option<PathBuf>,
+}
+
+/// Parses `mqtt://[user[:password]@]host[:port]` (port 1883 by default).
+pub fn parse_url(url: &str) -> Result<MqttMode, String> {
+    let rest = if let Some(r) = url.strip_prefix("mqtt://") {
+        r
+    } else if url.starts_with("mqtts://") {
+        return Err(format!(
+            "`{url}`: TLS to the broker (mqtts://) is not supported by edgefn-cloud yet; use mqtt:// on a trusted network or a local TLS-terminating proxy"
+        ));
+    } else {
+        return Err(format!(
+            "`{url}` is not an MQTT URL: write mqtt://HOST:PORT"
+        ));
+    };
+    let rest = rest.trim_end_matches('/');
+    let (userinfo, hostport) = match rest.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, rest),
+    };
+    let (username, password) = match userinfo {
+        Some(u) => match u.split_once(':') {
+            Some((n, p)) => (Some(n.to_owned()), Some(p.to_owned())),
+            None => (Some(u.to_owned()), None),
+        },
+        None => (None, None),
+    };
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
+            h.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            p.parse::<u16>()
+                .map_err(|_| format!("`{url}`: `{p}` is not a port number"))?,
+        ),
+        _ => (hostport.to_owned(), 1883),
+    };
+    if host.is_empty() {
+        return Err(format!("`{url}` names no host"));
+    }
+    Ok(MqttMode::External {
+        host,
+        port,
+        username,
+        password,
+        mosquitto: None,
+    })
+}
+
+/// Who is connected to the broker.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Identity {
+    /// The control plane itself: full access.
+    Cloud,
+    /// A device, by name.
+    Device(String),
+}
+
+impl Identity {
+    /// The MQTT user name.
+    pub fn username(&self) -> &str {
+        match self {
+            Identity::Cloud => CLOUD_USER,
+            Identity::Device(d) => d,
+        }
+    }
+
+    /// Whether this client may publish to `topic` (a concrete topic).
+    pub fn may_publish(&self, topic: &str) -> bool {
+        match self {
+            Identity::Cloud => !topic.starts_with('$'),
+            Identity::Device(d) => {
+                under(topic, &["edgefn", d, "up"]) || under(topic, &["edgefn", d, "logs"])
+            }
+        }
+    }
+
+    /// Whether this client may subscribe to `filter`: a device only to filters whose every
+    /// match lies under `edgefn/<its name>/down/`.
+    pub fn may_subscribe(&self, filter: &str) -> bool {
+        match self {
+            Identity::Cloud => !filter.starts_with('$'),
+            Identity::Device(d) => under(filter, &["edgefn", d, "down"]),
+        }
+    }
+
+    /// Whether a message on `topic` may be delivered to this client (checked again at delivery,
+    /// whatever it subscribed to).
+    pub fn may_receive(&self, topic: &str) -> bool {
+        match self {
+            Identity::Cloud => true,
+            Identity::Device(d) => under(topic, &["edgefn", d, "down"]),
+        }
+    }
+}
+
+/// True when `topic` is `a/b/c/<at least one more level>` for `prefix = [a, b, c]`, each
+/// prefix level matched literally (so a `+` or `#` there never matches).
+fn under(topic: &str, prefix: &[&str]) -> bool {
+    let mut levels = topic.split('/');
+    for p in prefix {
+        if levels.next() != Some(*p) {
+            return false;
+        }
+    }
+    levels.next().is_some()
+}
+
+/// Splits `edgefn/<device>/<kind>/<rest>` into `(device, kind, rest)`.
+pub fn split_topic(topic: &str) -> Option<(&str, &str, &str)> {
+    let rest = topic.strip_prefix("edgefn/")?;
+    let (device, rest) = rest.split_once('/')?;
+    let (kind, rest) = rest.split_once('/')?;
+    if device.is_empty() || rest.is_empty() {
+        return None;
+    }
+    Some((device, kind, rest))
+}
+
+/// The cloud-side topic of a message sent down to `device` on its local `topic`.
+pub fn down_topic(device: &str, topic: &str) -> String {
+    format!("edgefn/{device}/down/{topic}")
+}
+
+/// Completes when `shutdown` turns true (or its sender is gone).
+pub(crate) async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+/// The address a client on this machine reaches a listener bound to `addr` at.
+pub fn local_connect_addr(addr: SocketAddr) -> SocketAddr {
+    let mut a = addr;
+    if a.ip().is_unspecified() {
+        a.set_ip(match a {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_are_confined_to_their_namespace() {
+        let d = Identity::Device("gw-01".into());
+        assert!(d.may_publish("edgefn/gw-01/up/alerts/line1"));
+        assert!(d.may_publish("edgefn/gw-01/logs/temp-filter"));
+        assert!(!d.may_publish("edgefn/gw-01/up"));
+        assert!(!d.may_publish("edgefn/gw-01/down/commands"));
+        assert!(!d.may_publish("edgefn/gw-02/up/alerts"));
+        assert!(!d.may_publish("edgefn/gw-01x/up/alerts"));
+        assert!(!d.may_publish("other/topic"));
+        assert!(d.may_subscribe("edgefn/gw-01/down/#"));
+        assert!(d.may_subscribe("edgefn/gw-01/down/commands/+"));
+        assert!(!d.may_subscribe("edgefn/gw-01/#"));
+        assert!(!d.may_subscribe("edgefn/+/down/#"));
+        assert!(!d.may_subscribe("edgefn/#"));
+        assert!(!d.may_subscribe("#"));
+        assert!(!d.may_subscribe("edgefn/gw-02/down/#"));
+        assert!(!d.may_subscribe("edgefn/gw-01/+/x"));
+        assert!(!d.may_subscribe("edgefn/gw-01/up/#"));
+        assert!(d.may_receive("edgefn/gw-01/down/a"));
+        assert!(!d.may_receive("edgefn/gw-02/down/a"));
+        assert!(Identity::Cloud.may_subscribe("edgefn/+/up/#"));
+        assert!(!Identity::Cloud.may_subscribe("$SYS/#"));
+    }
+
+    #[test]
+    fn urls_parse() {
+        let MqttMode::External {
+            host,
+            port,
+            username,
+            password,
+            ..
+        } = parse_url("mqtt://cloud:s3cret@broker.lan:1884").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (host.as_str(), port, username.as_deref(), password.as_deref()),
+            ("broker.lan", 1884, Some("cloud"), Some("s3cret"))
+        );
+        let MqttMode::External { host, port, .. } = parse_url("mqtt://127.0.0.1").unwrap() else {
+            panic!()
+        };
+        assert_eq!((host.as_str(), port), ("127.0.0.1", 1883));
+        assert!(parse_url("mqtts://x").is_err());
+        assert!(parse_url("http://x").is_err());
+        assert_eq!(
+            split_topic("edgefn/gw-01/up/alerts/l1"),
+            Some(("gw-01", "up", "alerts/l1"))
+        );
+    }
+}

@@ -1,0 +1,155 @@
+//! Confining devices on an external Mosquitto 2.x: its password file (hashes in Mosquitto's
+//! own `$7$` format) and ACL file, written atomically, then a SIGHUP to reload them.
+//!
+//! A device's hash is computed when it registers (the only time the cloud sees its token) and
+//! stored with the device record; `passwd` is rewritten from the registry on every change.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+use super::CLOUD_USER;
+
+/// PBKDF2 iterations: Mosquitto's default for `$7$`. Tokens are 256 random bits, so the
+/// work factor is not what protects them.
+const ITERATIONS: u32 = 101;
+/// Salt length of `mosquitto_passwd`.
+const SALT_BYTES: usize = 12;
+
+/// `$7$<iterations>$<base64 salt>$<base64 PBKDF2-HMAC-SHA512(password, salt)>`, as
+/// `mosquitto_passwd` writes for Mosquitto 2.x.
+pub fn hash(password: &str) -> Result<String, getrandom::Error> {
+    let mut salt = [0u8; SALT_BYTES];
+    getrandom::fill(&mut salt)?;
+    Ok(hash_with_salt(password, &salt, ITERATIONS))
+}
+
+fn hash_with_salt(password: &str, salt: &[u8], iterations: u32) -> String {
+    let mut out = [0u8; 64];
+    pbkdf2::pbkdf2_hmac::<sha2::Sha512>(password.as_bytes(), salt, iterations, &mut out);
+    format!(
+        "$7${iterations}${}${}",
+        STANDARD.encode(salt),
+        STANDARD.encode(out)
+    )
+}
+
+/// The ACL file: the cloud reads and writes everything under `edgefn/`; every other user
+/// (a device, by its name) writes `edgefn/<name>/up/#` and `edgefn/<name>/logs/#` and reads
+/// `edgefn/<name>/down/#`, nothing else.
+pub fn acl() -> String {
+    format!(
+        "# Written by edgefn-cloud; changes are overwritten.\n\
+         user {CLOUD_USER}\n\
+         topic readwrite edgefn/#\n\
+         \n\
+         # Every device, by its user name (%u):\n\
+         pattern write edgefn/%u/up/#\n\
+         pattern write edgefn/%u/logs/#\n\
+         pattern read edgefn/%u/down/#\n"
+    )
+}
+
+/// The password file for `users` (name, hash), sorted by name.
+pub fn passwd(users: &[(String, String)]) -> String {
+    let mut users: Vec<&(String, String)> = users.iter().collect();
+    users.sort();
+    let mut text = String::new();
+    for (name, hash) in users {
+        text.push_str(name);
+        text.push(':');
+        text.push_str(hash);
+        text.push('\n');
+    }
+    text
+}
+
+/// Writes `passwd` and `acl` into `dir` atomically (temporary file, fsync, rename, fsync of the
+/// folder), then sends SIGHUP to the pid in `pid_file` so Mosquitto reloads them.
+pub fn write(
+    dir: &Path,
+    pid_file: Option<&Path>,
+    users: &[(String, String)],
+) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    write_atomic(&dir.join("passwd"), passwd(users).as_bytes(), 0o640)?;
+    write_atomic(&dir.join("acl"), acl().as_bytes(), 0o644)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    if let Some(pid_file) = pid_file {
+        reload(pid_file)?;
+    }
+    Ok(())
+}
+
+/// Sends SIGHUP to the pid written in `pid_file`.
+pub fn reload(pid_file: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(pid_file)
+        .map_err(|e| format!("read Mosquitto's pid file {}: {e}", pid_file.display()))?;
+    let pid: u32 = text.trim().parse().map_err(|_| {
+        format!(
+            "{} holds `{}`, not a process id",
+            pid_file.display(),
+            text.trim()
+        )
+    })?;
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .map_err(|e| format!("run kill: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("kill -HUP {pid} failed ({status})"))
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
+    let tmp: PathBuf = path.with_extension(format!("tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
+        let mut f = opts.open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("write {}: {e}", path.display())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_have_mosquittos_layout() {
+        // PBKDF2-HMAC-SHA512 test vector (RFC 6070 style inputs, SHA-512 output).
+        let h = hash_with_salt("password", b"salt", 1);
+        let parts: Vec<&str> = h.split('$').collect();
+        assert_eq!(parts[..3], ["", "7", "1"]);
+        assert_eq!(parts[3], "c2FsdA==");
+        let raw = STANDARD.decode(parts[4]).unwrap();
+        assert_eq!(
+            edgefn_schema::resolve::hex(&raw[..8]),
+            "867f70cf1ade02cf"
+        );
+        let fresh = hash("tok").unwrap();
+        assert!(fresh.starts_with("$7$101$"));
+        assert_ne!(fresh, hash("tok").unwrap());
+    }
+
+    #[test]
+    fn files_list_users_and_patterns() {
+        let p = passwd(&[("gw-02".into(), "$7$b".into()), ("gw-01".into(), "$7$a".into())]);
+        assert_eq!(p, "gw-01:$7$a\ngw-02:$7$b\n");
+        assert!(acl().contains("pattern read edgefn/%u/down/#"));
+    }
+}
