@@ -41,7 +41,7 @@ fn echo_exe() -> PathBuf {
 
 fn spec(runtime: Runtime, dir: &Path, concurrency: u32) -> FunctionSpec {
     let handler = match runtime {
-        Runtime::Exec => Handler::Argv(vec![echo_exe().display().to_string()]),
+        Runtime::Exec => Handler::Argv(vec!["./echo".into()]),
         Runtime::Python3 => Handler::Entry("main.echo".into()),
         Runtime::Node => Handler::Entry("index.echo".into()),
     };
@@ -190,12 +190,18 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("main.py"), PY).expect("write");
     std::fs::write(dir.path().join("index.js"), JS).expect("write");
+    // In the bundle, so that a container (which sees only the bundle at /fn) can run it too.
+    std::fs::copy(echo_exe(), dir.path().join("echo")).expect("copy echo");
     let process = Sandbox::process();
     rt.block_on(async {
         println!("edgefn-runtime benchmarks (process sandbox unless noted)");
         for runtime in Runtime::ALL {
             let d = cold_start(runtime, dir.path(), &process, 10).await;
-            println!("cold start to first reply  {runtime:<8} process    p50 {:>8.2} ms", us(d) / 1e3);
+            println!(
+                "cold start to first reply  {:<8} process    p50 {:>8.2} ms",
+                runtime.as_str(),
+                us(d) / 1e3
+            );
         }
         let exec = round_trips(Runtime::Exec, dir.path(), &process, 20_000).await;
         let (p50, p99) = (percentile(&exec, 0.5), percentile(&exec, 0.99));
@@ -209,7 +215,8 @@ fn main() {
         for runtime in [Runtime::Python3, Runtime::Node] {
             let t = round_trips(runtime, dir.path(), &process, 5_000).await;
             println!(
-                "warm round trip            {runtime:<8} process    p50 {:>8.1} us  p99 {:>8.1} us",
+                "warm round trip            {:<8} process    p50 {:>8.1} us  p99 {:>8.1} us",
+                runtime.as_str(),
                 us(percentile(&t, 0.5)),
                 us(percentile(&t, 0.99)),
             );
@@ -223,7 +230,8 @@ fn main() {
                     String::new()
                 };
                 println!(
-                    "throughput                 {runtime:<8} concurrency {concurrency}  {rate:>9.0} /s{target}"
+                    "throughput                 {:<8} concurrency {concurrency}  {rate:>9.0} /s{target}",
+                    runtime.as_str()
                 );
             }
         }
@@ -237,7 +245,8 @@ fn main() {
                     String::new()
                 };
                 println!(
-                    "cold start to first reply  {runtime:<8} container  p50 {:>8.2} ms{target}",
+                    "cold start to first reply  {:<8} container  p50 {:>8.2} ms{target}",
+                    runtime.as_str(),
                     us(d) / 1e3
                 );
             }

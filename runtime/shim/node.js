@@ -133,6 +133,9 @@ async function serve(handler, ctx) {
 }
 
 async function main() {
+  // In a container the instance is pid 1, which the kernel shields from signals it does not
+  // handle: exit on SIGTERM explicitly.
+  process.on('SIGTERM', () => process.exit(128 + 15));
   const args = process.argv.slice(1).filter((a) => a !== '--');
   const spec = args[0];
   const mode = args[1] || 'triggered';

@@ -4,6 +4,7 @@ import base64
 import importlib
 import json
 import os
+import signal
 import sys
 import time
 import traceback
@@ -145,7 +146,14 @@ def _serve(handler, ctx):
             _send(reply)
 
 
+def _on_term(signum, frame):
+    # In a container the instance is pid 1, which the kernel shields from signals it does not
+    # handle: exit on SIGTERM explicitly (running `finally` blocks on the way out).
+    sys.exit(128 + signum)
+
+
 def main():
+    signal.signal(signal.SIGTERM, _on_term)
     spec = sys.argv[1]
     mode = sys.argv[2] if len(sys.argv) > 2 else "triggered"
     try:

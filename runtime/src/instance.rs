@@ -19,7 +19,8 @@ use crate::function::{Event, Message, Reply};
 use crate::launch::Launch;
 use crate::log::{LogLine, LogSink, MAX_LINE, Stream};
 use crate::protocol::{
-    self, EXIT_OUT_OF_MEMORY, FromInstance, PROTOCOL_VERSION, Payload, ProtocolError, ToInstance,
+    self, EXIT_OUT_OF_MEMORY, Encoding, FromInstance, PROTOCOL_VERSION, Payload, ProtocolError,
+    WireContext,
 };
 
 /// How long a crashed instance's log readers get to deliver its last lines.
@@ -135,14 +136,22 @@ impl Instance {
             .checked_add(timeout)
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(u64::MAX, |d| d.as_millis() as u64);
-        let (payload, encoding) = event.payload.to_wire();
-        let msg = ToInstance::Invoke {
+        let encoded;
+        let (payload, encoding) = match &event.payload {
+            Payload::Json(v) => (v, Encoding::Json),
+            Payload::Bytes(_) => {
+                encoded = event.payload.to_wire().0;
+                (&encoded, Encoding::Base64)
+            }
+        };
+        let msg = InvokeFrame {
+            kind: "invoke",
             id,
-            topic: event.topic.clone(),
+            topic: &event.topic,
             payload,
             encoding,
             deadline_ms,
-            context: launch.context.clone(),
+            context: &launch.context,
         };
         if let Err(e) = protocol::encode(&msg, &mut self.frame) {
             // Our own frame is bad (too large): the instance is untouched.
@@ -277,6 +286,20 @@ impl Drop for Instance {
     }
 }
 
+/// [`protocol::ToInstance::Invoke`] serialized from borrowed parts (the hot path clones nothing).
+#[derive(serde::Serialize)]
+struct InvokeFrame<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: u64,
+    topic: &'a str,
+    payload: &'a serde_json::Value,
+    #[serde(skip_serializing_if = "Encoding::is_json")]
+    encoding: Encoding,
+    deadline_ms: u64,
+    context: &'a WireContext,
+}
+
 fn frame_name(f: &FromInstance) -> &'static str {
     match f {
         FromInstance::Hello { .. } => "hello",
@@ -360,6 +383,39 @@ fn says_out_of_memory(line: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn borrowed_invoke_frame_is_a_to_instance_invoke() {
+        let context = WireContext {
+            function: "f".into(),
+            binding: "b".into(),
+            device: "d".into(),
+            revision: 2,
+        };
+        let payload = serde_json::json!({"x": [1, 2]});
+        let frame = InvokeFrame {
+            kind: "invoke",
+            id: 5,
+            topic: "a/b",
+            payload: &payload,
+            encoding: Encoding::Json,
+            deadline_ms: 9,
+            context: &context,
+        };
+        let json = serde_json::to_vec(&frame).expect("encodes");
+        let back: protocol::ToInstance = protocol::decode(&json).expect("decodes");
+        assert_eq!(
+            back,
+            protocol::ToInstance::Invoke {
+                id: 5,
+                topic: "a/b".into(),
+                payload,
+                encoding: Encoding::Json,
+                deadline_ms: 9,
+                context,
+            }
+        );
+    }
 
     #[test]
     fn recognises_out_of_memory_lines() {

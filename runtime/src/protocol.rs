@@ -35,7 +35,7 @@ pub enum Encoding {
 }
 
 impl Encoding {
-    fn is_json(&self) -> bool {
+    pub(crate) fn is_json(&self) -> bool {
         *self == Encoding::Json
     }
 }

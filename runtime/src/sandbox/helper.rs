@@ -78,6 +78,9 @@ fn run(cfg: &HelperConfig, status: &mut StatusWriter) -> Result<(), String> {
     let rootfs = ensure_rootfs(&cfg.state_dir)?;
     let bundle = cfg.state_dir.join("bundles").join(&cfg.id);
     let state_root = cfg.state_dir.join("state");
+    if cfg.probe {
+        sweep_stale(&cfg.state_dir);
+    }
     std::fs::create_dir_all(&bundle).map_err(|e| format!("{}: {e}", bundle.display()))?;
     std::fs::create_dir_all(&state_root).map_err(|e| format!("{}: {e}", state_root.display()))?;
     let result = create_and_run(cfg, &rootfs, &bundle, &state_root, status);
@@ -145,6 +148,28 @@ fn create_and_run(
     let _ = container.delete(true);
     status.send(&HelperStatus::Exited { code, signal, oom });
     Ok(())
+}
+
+/// Deletes containers (state, cgroups, OCI bundle) left behind by runtimes that are gone: a
+/// container id ends in `-<runtime pid>-<instance>-<nonce>`. This is for a runtime that was
+/// SIGKILLed together with its helpers; normally the helper deletes its container itself.
+fn sweep_stale(state_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(state_dir.join("state")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let id = e.file_name().to_string_lossy().into_owned();
+        let owner = id.rsplit('-').nth(2).and_then(|p| p.parse::<i32>().ok());
+        let Some(owner) = owner else { continue };
+        if Path::new("/proc").join(owner.to_string()).exists() {
+            continue;
+        }
+        if let Ok(mut c) = Container::load(e.path()) {
+            let _ = c.delete(true);
+        }
+        let _ = std::fs::remove_dir_all(e.path());
+        let _ = std::fs::remove_dir_all(state_dir.join("bundles").join(&id));
+    }
 }
 
 /// Forwards the control pipe (stdin) to the container: a `TERM` line sends SIGTERM; end of file

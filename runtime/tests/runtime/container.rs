@@ -299,3 +299,56 @@ async fn auto_says_what_it_picked() {
         no_helper.reason()
     );
 }
+
+#[tokio::test]
+async fn dropping_a_pool_without_stop_still_cleans_up() {
+    let Some((sandbox, state)) = container() else {
+        return;
+    };
+    let mut spec = exec_spec(&[]);
+    spec.bundle_dir = echo_exe().parent().expect("dir").to_path_buf();
+    spec.handler = edgefn_schema::Handler::Argv(vec!["./echo".into()]);
+    spec.binding.name = "ctr-drop".into();
+    let p = Pool::start(spec, PoolOptions::default(), &sandbox, LogSink::discard()).expect("pool");
+    p.invoke(&Event::json("t", json!(1))).await.expect("reply");
+    assert!(!container_leftovers_of(state.path(), "ctr-drop").is_empty());
+    drop(p);
+    eventually("the helper deleted its container", || {
+        container_leftovers_of(state.path(), "ctr-drop").is_empty()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn continuous_in_a_container_stops_with_sigterm() {
+    let Some((sandbox, state)) = container() else {
+        return;
+    };
+    let dir = bundle(&[(
+        "daemon.py",
+        "import time\ndef run(context):\n    context.publish('up', {'pid': __import__('os').getpid()})\n    time.sleep(1000)\n",
+    )]);
+    let mut spec = lang_spec(Runtime::Python3, "daemon.run", dir.path());
+    spec.binding.mode = edgefn_schema::Mode::Continuous;
+    spec.binding.name = "ctr-daemon".into();
+    let (sink, mut msgs) = edgefn_runtime::MessageSink::channel();
+    let c = edgefn_runtime::Continuous::start(
+        spec,
+        edgefn_runtime::ContinuousOptions::default(),
+        &sandbox,
+        LogSink::discard(),
+        sink,
+    )
+    .expect("start");
+    let m = tokio::time::timeout(std::time::Duration::from_secs(10), msgs.recv())
+        .await
+        .expect("published")
+        .expect("message");
+    assert_eq!(m.payload, Payload::Json(json!({"pid": 1})));
+    let exit = c.stop().await.expect("exit");
+    assert_eq!(exit.code, Some(143), "the shim exits on SIGTERM: {exit}");
+    assert_eq!(
+        container_leftovers_of(state.path(), "ctr-daemon"),
+        Vec::<String>::new()
+    );
+}
