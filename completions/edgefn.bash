@@ -43,17 +43,26 @@ _edgefn() {
             edgefn,login)
                 cmd="edgefn__subcmd__login"
                 ;;
+            edgefn,logs)
+                cmd="edgefn__subcmd__logs"
+                ;;
             edgefn,new)
                 cmd="edgefn__subcmd__new"
                 ;;
             edgefn,package)
                 cmd="edgefn__subcmd__package"
                 ;;
+            edgefn,publish)
+                cmd="edgefn__subcmd__publish"
+                ;;
             edgefn,rollback)
                 cmd="edgefn__subcmd__rollback"
                 ;;
             edgefn,status)
                 cmd="edgefn__subcmd__status"
+                ;;
+            edgefn,subscribe)
+                cmd="edgefn__subcmd__subscribe"
                 ;;
             edgefn,test)
                 cmd="edgefn__subcmd__test"
@@ -112,17 +121,26 @@ _edgefn() {
             edgefn__subcmd__help,login)
                 cmd="edgefn__subcmd__help__subcmd__login"
                 ;;
+            edgefn__subcmd__help,logs)
+                cmd="edgefn__subcmd__help__subcmd__logs"
+                ;;
             edgefn__subcmd__help,new)
                 cmd="edgefn__subcmd__help__subcmd__new"
                 ;;
             edgefn__subcmd__help,package)
                 cmd="edgefn__subcmd__help__subcmd__package"
                 ;;
+            edgefn__subcmd__help,publish)
+                cmd="edgefn__subcmd__help__subcmd__publish"
+                ;;
             edgefn__subcmd__help,rollback)
                 cmd="edgefn__subcmd__help__subcmd__rollback"
                 ;;
             edgefn__subcmd__help,status)
                 cmd="edgefn__subcmd__help__subcmd__status"
+                ;;
+            edgefn__subcmd__help,subscribe)
+                cmd="edgefn__subcmd__help__subcmd__subscribe"
                 ;;
             edgefn__subcmd__help,test)
                 cmd="edgefn__subcmd__help__subcmd__test"
@@ -146,7 +164,7 @@ _edgefn() {
 
     case "${cmd}" in
         edgefn)
-            opts="-h -V --help --version init new validate test invoke package apply diff status history rollback device login completions help"
+            opts="-h -V --help --version init new validate test invoke package apply diff status history rollback device login publish subscribe logs completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -412,7 +430,7 @@ _edgefn() {
             return 0
             ;;
         edgefn__subcmd__help)
-            opts="init new validate test invoke package apply diff status history rollback device login completions help"
+            opts="init new validate test invoke package apply diff status history rollback device login publish subscribe logs completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -593,6 +611,20 @@ _edgefn() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        edgefn__subcmd__help__subcmd__logs)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         edgefn__subcmd__help__subcmd__new)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -621,6 +653,20 @@ _edgefn() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        edgefn__subcmd__help__subcmd__publish)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         edgefn__subcmd__help__subcmd__rollback)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -636,6 +682,20 @@ _edgefn() {
             return 0
             ;;
         edgefn__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__help__subcmd__subscribe)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -781,6 +841,32 @@ _edgefn() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        edgefn__subcmd__logs)
+            opts="-f -h -V --follow --tail --cloud --token --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --tail)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cloud)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         edgefn__subcmd__new)
             opts="-r -f -h -V --runtime --file --force --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -841,6 +927,32 @@ _edgefn() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        edgefn__subcmd__publish)
+            opts="-h -V --label --cloud --token --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --label)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cloud)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         edgefn__subcmd__rollback)
             opts="-h -V --cloud --token --wait --timeout --output --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -888,6 +1000,32 @@ _edgefn() {
                     ;;
                 --output)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__subscribe)
+            opts="-h -V --count --json --cloud --token --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --count)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cloud)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)

@@ -35,6 +35,9 @@ set edit:completion:arg-completer[edgefn] = {|@words|
             cand rollback 'Apply an earlier revision again, as a new revision (default: the one before the latest)'
             cand device 'Register, list and remove devices'
             cand login 'Save the control plane''s URL and an admin token for later commands'
+            cand publish 'Send a message to devices, on their local topic (through the cloud''s MQTT broker)'
+            cand subscribe 'Print what devices send up to the cloud (`device topic payload` lines) until Ctrl-C'
+            cand logs 'Show a device''s function log lines (the last ones kept by the cloud), and follow new ones'
             cand completions 'Print a shell completion script'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -216,6 +219,36 @@ set edit:completion:arg-completer[edgefn] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'edgefn;publish'= {
+            cand --label 'Send to every device of the latest manifest with this label `key=value` (repeatable: all must match) instead of one device'
+            cand --cloud 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]'
+            cand --token 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'edgefn;subscribe'= {
+            cand --count 'Exit after this many messages'
+            cand --cloud 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]'
+            cand --token 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]'
+            cand --json 'Print each message as a JSON object (device, topic, payload, ts_ms)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'edgefn;logs'= {
+            cand --tail 'How many of the last lines to show first (the cloud keeps 1000 per device)'
+            cand --cloud 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]'
+            cand --token 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]'
+            cand -f 'Keep printing new lines as they arrive, until Ctrl-C'
+            cand --follow 'Keep printing new lines as they arrive, until Ctrl-C'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'edgefn;completions'= {
             cand -h 'Print help'
             cand --help 'Print help'
@@ -236,6 +269,9 @@ set edit:completion:arg-completer[edgefn] = {|@words|
             cand rollback 'Apply an earlier revision again, as a new revision (default: the one before the latest)'
             cand device 'Register, list and remove devices'
             cand login 'Save the control plane''s URL and an admin token for later commands'
+            cand publish 'Send a message to devices, on their local topic (through the cloud''s MQTT broker)'
+            cand subscribe 'Print what devices send up to the cloud (`device topic payload` lines) until Ctrl-C'
+            cand logs 'Show a device''s function log lines (the last ones kept by the cloud), and follow new ones'
             cand completions 'Print a shell completion script'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
@@ -273,6 +309,12 @@ set edit:completion:arg-completer[edgefn] = {|@words|
         &'edgefn;help;device;remove'= {
         }
         &'edgefn;help;login'= {
+        }
+        &'edgefn;help;publish'= {
+        }
+        &'edgefn;help;subscribe'= {
+        }
+        &'edgefn;help;logs'= {
         }
         &'edgefn;help;completions'= {
         }

@@ -361,6 +361,9 @@ fn every_command_has_a_summary_and_an_example() {
         &["init"],
         &["new"],
         &["validate"],
+        &["publish"],
+        &["subscribe"],
+        &["logs"],
         &["completions"],
     ] {
         let mut args: Vec<&str> = cmd.to_vec();

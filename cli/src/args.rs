@@ -78,6 +78,21 @@ pub enum Command {
     /// Save the control plane's URL and an admin token for later commands
     #[command(after_help = "Example:\n  edgefn login --cloud http://127.0.0.1:7070 < admin.token")]
     Login(LoginArgs),
+    /// Send a message to devices, on their local topic (through the cloud's MQTT broker)
+    #[command(
+        after_help = "Example:\n  edgefn publish gw-01 commands/greet '{\"name\": \"ada\"}'\n  edgefn publish --label site=shanghai commands/reload now"
+    )]
+    Publish(PublishArgs),
+    /// Print what devices send up to the cloud (`device topic payload` lines) until Ctrl-C
+    #[command(
+        after_help = "Example:\n  edgefn subscribe 'alerts/#'\n  edgefn subscribe '#' --count 10 --json"
+    )]
+    Subscribe(SubscribeArgs),
+    /// Show a device's function log lines (the last ones kept by the cloud), and follow new ones
+    #[command(
+        after_help = "Example:\n  edgefn logs gw-01\n  edgefn logs gw-01 temp-filter --follow"
+    )]
+    Logs(LogsArgs),
     /// Print a shell completion script
     #[command(
         after_help = "Example:\n  edgefn completions bash > ~/.local/share/bash-completion/completions/edgefn\n  edgefn completions zsh > \"${fpath[1]}/_edgefn\""
@@ -357,6 +372,53 @@ pub struct InvokeArgs {
     /// Where the function runs
     #[arg(long, value_enum, default_value_t = SandboxArg::Process)]
     pub sandbox: SandboxArg,
+}
+
+/// `edgefn publish`.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// DEVICE TOPIC PAYLOAD, or with --label: TOPIC PAYLOAD. The payload is sent as JSON when
+    /// it parses as JSON, else as text; `@FILE` reads it from a file
+    #[arg(value_name = "DEVICE|TOPIC|PAYLOAD", num_args = 2..=3, required = true)]
+    pub positional: Vec<String>,
+    /// Send to every device of the latest manifest with this label `key=value` (repeatable:
+    /// all must match) instead of one device
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    #[command(flatten)]
+    pub cloud: CloudArgs,
+}
+
+/// `edgefn subscribe`.
+#[derive(Debug, Args)]
+pub struct SubscribeArgs {
+    /// MQTT topic filter on the devices' local topics (`#` for everything)
+    pub topic: String,
+    /// Exit after this many messages
+    #[arg(long, value_name = "N")]
+    pub count: Option<usize>,
+    /// Print each message as a JSON object (device, topic, payload, ts_ms)
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub cloud: CloudArgs,
+}
+
+/// `edgefn logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The device
+    pub device: String,
+    /// Only this function's (binding's) lines
+    pub function: Option<String>,
+    /// Keep printing new lines as they arrive, until Ctrl-C
+    #[arg(long, short)]
+    pub follow: bool,
+    /// How many of the last lines to show first (the cloud keeps 1000 per device)
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub tail: usize,
+    #[command(flatten)]
+    pub cloud: CloudArgs,
 }
 
 /// `edgefn completions`.

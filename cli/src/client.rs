@@ -232,4 +232,41 @@ impl Client {
             Err(self.error(status, &body))
         }
     }
+
+    /// GET a stream of newline-delimited lines: `opened` once the answer's head arrived, then
+    /// `line` for each line until the server ends the stream or `line` answers `false`.
+    pub fn get_lines(
+        &self,
+        path: &str,
+        opened: impl FnOnce(),
+        mut line: impl FnMut(&str) -> Result<bool, CliError>,
+    ) -> Result<(), CliError> {
+        self.rt.block_on(async {
+            let mut resp = self
+                .http
+                .get(format!("{}{path}", self.base))
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .map_err(|e| self.unreachable(&e))?;
+            let status = resp.status();
+            if !status.is_success() {
+                let body = resp.bytes().await.map_err(|e| self.unreachable(&e))?;
+                return Err(self.error(status, &body));
+            }
+            opened();
+            let mut pending: Vec<u8> = Vec::new();
+            while let Some(chunk) = resp.chunk().await.map_err(|e| self.unreachable(&e))? {
+                pending.extend_from_slice(&chunk);
+                while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                    let text = String::from_utf8_lossy(&pending[..end]).into_owned();
+                    pending.drain(..=end);
+                    if !text.trim().is_empty() && !line(&text)? {
+                        return Ok(());
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
 }

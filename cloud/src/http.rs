@@ -184,7 +184,9 @@ impl AppState {
         for r in devices.values() {
             match &r.mqtt_hash {
                 Some(h) => users.push((r.name.clone(), h.clone())),
-                None => tracing::warn!(device = %r.name, "device registered before messages existed: it has no MQTT password hash; remove and add it again to give it MQTT access on Mosquitto"),
+                None => {
+                    tracing::warn!(device = %r.name, "device registered before messages existed: it has no MQTT password hash; remove and add it again to give it MQTT access on Mosquitto")
+                }
             }
         }
         users

@@ -199,7 +199,9 @@ async fn start_messaging(
     });
     state.set_messaging(m.clone());
     if m.mosquitto.is_some() {
-        m.write_mosquitto(state).await.map_err(CloudError::Mosquitto)?;
+        m.write_mosquitto(state)
+            .await
+            .map_err(CloudError::Mosquitto)?;
     }
     Ok(())
 }

@@ -130,9 +130,9 @@ fn mqtt_mode(args: &Args) -> Result<edgefn_cloud::mqtt::MqttMode, String> {
         Some(a) => (a, true),
         None => ("127.0.0.1:1883", false),
     };
-    let parsed: SocketAddr = addr
-        .parse()
-        .map_err(|_| format!("--mqtt-listen `{addr}` is not an address such as 127.0.0.1:1883 (or `none`)"))?;
+    let parsed: SocketAddr = addr.parse().map_err(|_| {
+        format!("--mqtt-listen `{addr}` is not an address such as 127.0.0.1:1883 (or `none`)")
+    })?;
     match std::net::TcpListener::bind(parsed) {
         Ok(l) => Ok(MqttMode::Embedded(l)),
         Err(e) if !explicit => {
@@ -141,7 +141,9 @@ fn mqtt_mode(args: &Args) -> Result<edgefn_cloud::mqtt::MqttMode, String> {
             );
             Ok(MqttMode::Disabled)
         }
-        Err(e) => Err(format!("the embedded MQTT broker cannot listen on {addr}: {e}")),
+        Err(e) => Err(format!(
+            "the embedded MQTT broker cannot listen on {addr}: {e}"
+        )),
     }
 }
 

@@ -39,7 +39,8 @@ pub struct Messaging {
 }
 
 impl Messaging {
-    /// Rewrites Mosquitto's password and ACL files from the registry and has it reload them.
+    /// Rewrites Mosquitto's password and ACL files from the registry and has it reload them
+    /// (a failed reload is logged: Mosquitto may not be running yet, and reads them at start).
     pub async fn write_mosquitto(&self, state: &AppState) -> Result<(), String> {
         let Some(files) = self.mosquitto.clone() else {
             return Ok(());
@@ -48,7 +49,18 @@ impl Messaging {
         let mut users = state.mqtt_users();
         users.push((crate::mqtt::CLOUD_USER.to_owned(), self.cloud_hash.clone()));
         tokio::task::spawn_blocking(move || {
-            mosquitto::write(&files.dir, files.pid_file.as_deref(), &users)
+            mosquitto::write(&files.dir, &users)?;
+            if let Some(pid_file) = &files.pid_file {
+                match mosquitto::reload(pid_file) {
+                    Ok(()) => tracing::info!(
+                        "Mosquitto's password and ACL files rewritten; reload signalled"
+                    ),
+                    Err(e) => {
+                        tracing::warn!("Mosquitto's files rewritten but it was not reloaded: {e}")
+                    }
+                }
+            }
+            Ok(())
         })
         .await
         .map_err(|e| e.to_string())?
@@ -130,9 +142,9 @@ pub async fn publish(
 ) -> Result<Json<PublishResponse>, ApiError> {
     caller.require_admin()?;
     let m = messaging(&state)?;
-    let req = body.map(|Json(v)| v).map_err(|e| {
-        ApiError::bad_request(format!("invalid request body: {}", e.body_text()))
-    })?;
+    let req = body
+        .map(|Json(v)| v)
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {}", e.body_text())))?;
     if let Err(e) = edgefn_schema::topic::validate_topic(&req.topic) {
         return Err(invalid_topic(
             "topic to publish to (it must be concrete: no `+` or `#`)",
@@ -159,7 +171,9 @@ pub async fn publish(
     let devices = match (req.devices, req.labels) {
         (Some(names), None) => {
             if names.is_empty() {
-                return Err(ApiError::bad_request("`devices` is empty: name at least one device"));
+                return Err(ApiError::bad_request(
+                    "`devices` is empty: name at least one device",
+                ));
             }
             let unknown: Vec<String> = names
                 .iter()

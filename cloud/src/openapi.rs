@@ -171,6 +171,30 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         response: (200, Some("FleetStatus")),
     },
+    Operation {
+        method: "post",
+        path: "/v1/publish",
+        access: Access::Admin,
+        summary: "Send a message down to devices (by `devices` names, or `labels` of the latest manifest's devices) on their local `topic`, i.e. MQTT `edgefn/<device>/down/<topic>`, QoS 1. 400 for a topic with wildcards, 413 for a payload over 256 KiB, 404 when no device matches, 503 without a broker.",
+        request: Some("PublishRequest"),
+        response: (200, Some("PublishResponse")),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/messages",
+        access: Access::Admin,
+        summary: "Follow what devices send up (MQTT `edgefn/<device>/up/<topic>`) whose local topic matches the MQTT filter `?topic=`: newline-delimited JSON, one message a line, until the client disconnects.",
+        request: None,
+        response: (200, Some("ndjson:MessageLine")),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/devices/{name}/logs",
+        access: Access::Admin,
+        summary: "The device's last function log lines (`?tail=`, default 100, at most the 1000 kept; `?binding=` to keep one function's), then with `?follow=true` new ones as they arrive: newline-delimited JSON.",
+        request: None,
+        response: (200, Some("ndjson:LogLine")),
+    },
 ];
 
 fn add<T: JsonSchema>(
@@ -192,6 +216,9 @@ fn content(schema: Option<&str>) -> Option<Value> {
             Some(json!({"application/zstd": {"schema": {"type": "string", "format": "binary"}}}))
         }
         "text" => Some(json!({"text/plain": {"schema": {"type": "string"}}})),
+        ndjson if ndjson.starts_with("ndjson:") => Some(
+            json!({"application/x-ndjson": {"schema": {"$ref": format!("#/components/schemas/{}", &ndjson[7..])}}}),
+        ),
         name => Some(
             json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{name}")}}}),
         ),
@@ -218,6 +245,10 @@ pub fn document() -> String {
     add::<DesiredResponse>(&mut generator, &mut schemas, "DesiredResponse");
     add::<StatusReport>(&mut generator, &mut schemas, "StatusReport");
     add::<FleetStatus>(&mut generator, &mut schemas, "FleetStatus");
+    add::<crate::messages::PublishRequest>(&mut generator, &mut schemas, "PublishRequest");
+    add::<crate::messages::PublishResponse>(&mut generator, &mut schemas, "PublishResponse");
+    add::<crate::mqtt::hub::MessageLine>(&mut generator, &mut schemas, "MessageLine");
+    add::<crate::mqtt::hub::LogLine>(&mut generator, &mut schemas, "LogLine");
     for (name, schema) in generator.take_definitions(true) {
         schemas.entry(name).or_insert(schema);
     }
@@ -237,6 +268,14 @@ pub fn document() -> String {
             params.push(
                 json!({"name": "If-None-Match", "in": "header", "schema": {"type": "string"}}),
             );
+        }
+        if op.path == "/v1/messages" {
+            params.push(json!({"name": "topic", "in": "query", "required": true, "description": "MQTT topic filter on the device-local topic (`#` for everything)", "schema": {"type": "string"}}));
+        }
+        if op.path.ends_with("/logs") {
+            params.push(json!({"name": "binding", "in": "query", "description": "Only this binding's (function's) lines", "schema": {"type": "string"}}));
+            params.push(json!({"name": "follow", "in": "query", "schema": {"type": "boolean", "default": false}}));
+            params.push(json!({"name": "tail", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 100}}));
         }
         if op.path == "/v1/revisions" && op.method == "get" {
             params.push(json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}));
@@ -264,7 +303,10 @@ pub fn document() -> String {
         }
         let error =
             json!({"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}});
-        responses.insert("4XX".into(), json!({"description": "The request is wrong: bad input (400), no or unknown token (401), not allowed (403), not found (404), conflict (409), invalid manifest (422)", "content": error}));
+        responses.insert("4XX".into(), json!({"description": "The request is wrong: bad input (400), no or unknown token (401), not allowed (403), not found (404), conflict (409), payload too large (413), invalid manifest (422)", "content": error}));
+        if op.path == "/v1/publish" || op.path == "/v1/messages" || op.path.ends_with("/logs") {
+            responses.insert("503".into(), json!({"description": "Messages are disabled (no broker), or the broker is unreachable", "content": error}));
+        }
         o.insert("responses".into(), Value::Object(responses));
         match op.access {
             Access::Open => {

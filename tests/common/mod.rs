@@ -123,6 +123,60 @@ impl Cloud {
         }
     }
 
+    /// Starts a cloud on port 0 with extra arguments (e.g. `--mqtt-listen 127.0.0.1:0`);
+    /// returns it and the embedded MQTT broker's `host:port` when it has one.
+    pub fn start_with(data: &Path, extra: &[&str]) -> (Cloud, Option<String>) {
+        let token_file = data.join("admin.token");
+        std::fs::create_dir_all(data).expect("data dir");
+        let mut child = Command::new(sibling_bin("edgefn-cloud"))
+            .args([
+                "--data",
+                &data.display().to_string(),
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-token-file",
+                &token_file.display().to_string(),
+                "--log-level",
+                "warn",
+            ])
+            .args(extra)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start edgefn-cloud");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut mqtt = None;
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("edgefn-cloud exited before listening")
+                .expect("read");
+            if let Some(addr) = line.strip_prefix("edgefn-cloud MQTT broker on mqtt://") {
+                mqtt = Some(addr.to_owned());
+            }
+            if let Some(url) = line.strip_prefix("edgefn-cloud listening on ") {
+                break url.to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        let admin = std::fs::read_to_string(&token_file)
+            .expect("admin token")
+            .trim()
+            .to_owned();
+        (
+            Cloud {
+                child,
+                url,
+                admin,
+                data: data.to_path_buf(),
+            },
+            mqtt,
+        )
+    }
+
     /// The environment the CLI needs to reach this cloud as admin.
     pub fn env(&self) -> [(&'static str, String); 2] {
         [

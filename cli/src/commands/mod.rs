@@ -8,6 +8,7 @@ pub mod diff;
 pub mod fleet;
 pub mod init;
 pub mod login;
+pub mod messages;
 pub mod new;
 pub mod package;
 pub mod test;
@@ -34,6 +35,9 @@ pub fn run(cli: Cli) -> CliResult<Outcome> {
         Command::Rollback(args) => fleet::rollback(&args),
         Command::Device(cmd) => device::run(&cmd),
         Command::Login(args) => login::run(&args),
+        Command::Publish(args) => messages::publish(&args),
+        Command::Subscribe(args) => messages::subscribe(&args),
+        Command::Logs(args) => messages::logs(&args),
         Command::Completions(args) => completions::run(&args),
     }
 }

@@ -194,16 +194,15 @@ impl Broker {
             .map_or_else(|_| "?".to_owned(), |a| a.to_string());
         let (mut rd, mut wr) = stream.into_split();
         let mut buf = BytesMut::with_capacity(4096);
-        let connect = match tokio::time::timeout(CONNECT_TIMEOUT, read_packet(&mut rd, &mut buf))
-            .await
-        {
-            Ok(Ok(Packet::Connect(c))) => c,
-            Ok(Ok(_)) | Err(_) => return,
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, "mqtt: bad first packet: {e}");
-                return;
-            }
-        };
+        let connect =
+            match tokio::time::timeout(CONNECT_TIMEOUT, read_packet(&mut rd, &mut buf)).await {
+                Ok(Ok(Packet::Connect(c))) => c,
+                Ok(Ok(_)) | Err(_) => return,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, "mqtt: bad first packet: {e}");
+                    return;
+                }
+            };
         let refuse = |code| Packet::ConnAck(ConnAck::new(code, false));
         if connect.protocol != Protocol::V4 {
             let _ = write_packet(&mut wr, &refuse(ConnectReturnCode::RefusedProtocolVersion)).await;
@@ -229,7 +228,10 @@ impl Broker {
             Some(connect.client_id.clone())
         };
         if let (Identity::Device(d), Some(id)) = (&identity, &client_id) {
-            let ok = id == d || id.strip_prefix(d.as_str()).is_some_and(|r| r.starts_with('.'));
+            let ok = id == d
+                || id
+                    .strip_prefix(d.as_str())
+                    .is_some_and(|r| r.starts_with('.'));
             if !ok {
                 tracing::info!(%peer, device = %d, client_id = %id, "mqtt: refused: client id not the device's");
                 let _ = write_packet(&mut wr, &refuse(ConnectReturnCode::BadClientId)).await;

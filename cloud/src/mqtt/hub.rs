@@ -99,7 +99,10 @@ impl LogLine {
         let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
         LogLine {
             device: device.to_owned(),
-            ts_ms: v.get("ts_ms").and_then(serde_json::Value::as_u64).unwrap_or_else(now_ms),
+            ts_ms: v
+                .get("ts_ms")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or_else(now_ms),
             binding: field("binding").unwrap_or_else(|| binding.to_owned()),
             stream: field("stream").unwrap_or_else(|| "stdout".to_owned()),
             line: field("line")
@@ -314,10 +317,16 @@ mod tests {
             "temp-filter",
             br#"{"ts_ms":5,"binding":"temp-filter#1","stream":"stderr","line":"hot"}"#,
         );
-        assert_eq!((l.ts_ms, l.stream.as_str(), l.line.as_str()), (5, "stderr", "hot"));
+        assert_eq!(
+            (l.ts_ms, l.stream.as_str(), l.line.as_str()),
+            (5, "stderr", "hot")
+        );
         assert!(l.of("temp-filter") && l.of("temp-filter#1") && !l.of("temp"));
         let raw = LogLine::parse("gw-01", "collector", b"plain text\n");
-        assert_eq!((raw.binding.as_str(), raw.line.as_str()), ("collector", "plain text"));
+        assert_eq!(
+            (raw.binding.as_str(), raw.line.as_str()),
+            ("collector", "plain text")
+        );
         assert_eq!(payload_value(b"{\"a\":1}").0, serde_json::json!({"a": 1}));
         assert_eq!(payload_value(b"hi").0, serde_json::json!("hi"));
         assert!(payload_value(&[0xff, 0xfe]).1.is_some());

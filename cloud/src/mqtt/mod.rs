@@ -236,7 +236,12 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            (host.as_str(), port, username.as_deref(), password.as_deref()),
+            (
+                host.as_str(),
+                port,
+                username.as_deref(),
+                password.as_deref()
+            ),
             ("broker.lan", 1884, Some("cloud"), Some("s3cret"))
         );
         let MqttMode::External { host, port, .. } = parse_url("mqtt://127.0.0.1").unwrap() else {

@@ -67,20 +67,13 @@ pub fn passwd(users: &[(String, String)]) -> String {
 }
 
 /// Writes `passwd` and `acl` into `dir` atomically (temporary file, fsync, rename, fsync of the
-/// folder), then sends SIGHUP to the pid in `pid_file` so Mosquitto reloads them.
-pub fn write(
-    dir: &Path,
-    pid_file: Option<&Path>,
-    users: &[(String, String)],
-) -> Result<(), String> {
+/// folder).
+pub fn write(dir: &Path, users: &[(String, String)]) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     write_atomic(&dir.join("passwd"), passwd(users).as_bytes(), 0o640)?;
     write_atomic(&dir.join("acl"), acl().as_bytes(), 0o644)?;
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
-    }
-    if let Some(pid_file) = pid_file {
-        reload(pid_file)?;
     }
     Ok(())
 }
@@ -137,10 +130,7 @@ mod tests {
         assert_eq!(parts[..3], ["", "7", "1"]);
         assert_eq!(parts[3], "c2FsdA==");
         let raw = STANDARD.decode(parts[4]).unwrap();
-        assert_eq!(
-            edgefn_schema::resolve::hex(&raw[..8]),
-            "867f70cf1ade02cf"
-        );
+        assert_eq!(edgefn_schema::resolve::hex(&raw[..8]), "867f70cf1ade02cf");
         let fresh = hash("tok").unwrap();
         assert!(fresh.starts_with("$7$101$"));
         assert_ne!(fresh, hash("tok").unwrap());
@@ -148,7 +138,10 @@ mod tests {
 
     #[test]
     fn files_list_users_and_patterns() {
-        let p = passwd(&[("gw-02".into(), "$7$b".into()), ("gw-01".into(), "$7$a".into())]);
+        let p = passwd(&[
+            ("gw-02".into(), "$7$b".into()),
+            ("gw-01".into(), "$7$a".into()),
+        ]);
         assert_eq!(p, "gw-01:$7$a\ngw-02:$7$b\n");
         assert!(acl().contains("pattern read edgefn/%u/down/#"));
     }

@@ -1,0 +1,225 @@
+//! `edgefn publish`, `edgefn subscribe` and `edgefn logs`: messages and log lines between the
+//! cloud and the devices, through the control plane's message endpoints.
+
+use std::io::Write;
+
+use crate::args::{LogsArgs, PublishArgs, SubscribeArgs};
+use crate::client::Client;
+use crate::error::{CliError, CliResult, Outcome};
+
+fn label_map(labels: &[String]) -> Result<serde_json::Map<String, serde_json::Value>, CliError> {
+    let mut map = serde_json::Map::new();
+    for l in labels {
+        match l.split_once('=') {
+            Some((k, v)) if !k.is_empty() && !k.contains(char::is_whitespace) => {
+                map.insert(k.to_owned(), serde_json::Value::String(v.to_owned()));
+            }
+            _ => {
+                return Err(CliError::InvalidArgument {
+                    message: format!("`{l}` is not a label"),
+                    help: "write labels as --label key=value".into(),
+                });
+            }
+        }
+    }
+    Ok(map)
+}
+
+/// The payload as typed: JSON when it parses, else the text itself.
+fn payload(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
+}
+
+/// The payload argument, or with `@FILE` the file's content.
+fn payload_arg(arg: &str) -> Result<serde_json::Value, CliError> {
+    match arg.strip_prefix('@') {
+        Some(file) => {
+            let text = std::fs::read_to_string(file).map_err(CliError::io("read", file))?;
+            Ok(payload(&text))
+        }
+        None => Ok(payload(arg)),
+    }
+}
+
+fn check_topic(topic: &str, filter: bool) -> Result<(), CliError> {
+    let checked = if filter {
+        edgefn_schema::topic::validate_filter(topic)
+    } else {
+        edgefn_schema::topic::validate_topic(topic)
+    };
+    checked.map_err(|e| CliError::InvalidArgument {
+        message: format!(
+            "`{topic}` is not a valid {}: {}",
+            if filter { "topic filter" } else { "topic" },
+            e.message
+        ),
+        help: e.help,
+    })
+}
+
+/// `edgefn publish`.
+pub fn publish(args: &PublishArgs) -> CliResult {
+    // With --label, the positionals are TOPIC PAYLOAD; without, DEVICE TOPIC PAYLOAD.
+    let (device, topic, text) = match (args.labels.is_empty(), args.positional.as_slice()) {
+        (true, [d, t, p]) => (Some(d.as_str()), t.as_str(), p.as_str()),
+        (false, [t, p]) => (None, t.as_str(), p.as_str()),
+        (true, _) => {
+            return Err(CliError::InvalidArgument {
+                message: "give a device, a topic and a payload".into(),
+                help: "edgefn publish gw-01 commands/greet '{\"name\": \"ada\"}', or select devices with --label key=value".into(),
+            });
+        }
+        (false, _) => {
+            return Err(CliError::InvalidArgument {
+                message: "with --label, give a topic and a payload (no device name)".into(),
+                help: "edgefn publish --label site=lab commands/greet hello".into(),
+            });
+        }
+    };
+    check_topic(topic, false)?;
+    let mut body = serde_json::json!({ "topic": topic, "payload": payload_arg(text)? });
+    match device {
+        Some(d) => body["devices"] = serde_json::json!([d]),
+        None => body["labels"] = serde_json::Value::Object(label_map(&args.labels)?),
+    }
+    let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
+    let (_, answer): (_, serde_json::Value) = client.post("/v1/publish", &body)?;
+    let devices: Vec<&str> = answer["devices"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|d| d.as_str()).collect())
+        .unwrap_or_default();
+    println!(
+        "sent `{topic}` to {} device{}: {}",
+        devices.len(),
+        if devices.len() == 1 { "" } else { "s" },
+        devices.join(", ")
+    );
+    Ok(Outcome::Success)
+}
+
+/// Query-string encoding of one value.
+fn encode(v: &str) -> String {
+    let mut out = String::new();
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn payload_text(line: &serde_json::Value) -> String {
+    if let Some(b64) = line.get("payload_base64").and_then(|v| v.as_str()) {
+        return format!("base64:{b64}");
+    }
+    match line.get("payload") {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+        None => String::new(),
+    }
+}
+
+/// `edgefn subscribe`.
+pub fn subscribe(args: &SubscribeArgs) -> CliResult {
+    check_topic(&args.topic, true)?;
+    let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
+    let mut seen = 0usize;
+    let stdout = std::io::stdout();
+    client.get_lines(
+        &format!("/v1/messages?topic={}", encode(&args.topic)),
+        || eprintln!("subscribed to `{}` (Ctrl-C to stop)", args.topic),
+        |line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+            let mut out = stdout.lock();
+            let _ = if args.json {
+                writeln!(out, "{line}")
+            } else {
+                writeln!(
+                    out,
+                    "{} {} {}",
+                    v["device"].as_str().unwrap_or("?"),
+                    v["topic"].as_str().unwrap_or("?"),
+                    payload_text(&v)
+                )
+            };
+            let _ = out.flush();
+            seen += 1;
+            Ok(args.count.is_none_or(|n| seen < n))
+        },
+    )?;
+    Ok(Outcome::Success)
+}
+
+/// `2026-01-02T03:04:05.678Z` for a time in ms since the Unix epoch.
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+/// `edgefn logs`.
+pub fn logs(args: &LogsArgs) -> CliResult {
+    let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
+    let mut path = format!(
+        "/v1/devices/{}/logs?tail={}&follow={}",
+        encode(&args.device),
+        args.tail,
+        args.follow
+    );
+    if let Some(f) = &args.function {
+        path.push_str(&format!("&binding={}", encode(f)));
+    }
+    let stdout = std::io::stdout();
+    client.get_lines(
+        &path,
+        || {},
+        |line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+            let mut out = stdout.lock();
+            let _ = writeln!(
+                out,
+                "{} {} {}: {}",
+                utc(v["ts_ms"].as_u64().unwrap_or(0)),
+                v["binding"].as_str().unwrap_or("?"),
+                v["stream"].as_str().unwrap_or("?"),
+                v["line"].as_str().unwrap_or("")
+            );
+            let _ = out.flush();
+            Ok(true)
+        },
+    )?;
+    Ok(Outcome::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_and_payloads_format() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(utc(1_709_251_200_123), "2024-03-01T00:00:00.123Z");
+        assert_eq!(payload("{\"a\": 1}"), serde_json::json!({"a": 1}));
+        assert_eq!(payload("hello"), serde_json::json!("hello"));
+        assert_eq!(encode("a/+/#"), "a%2F%2B%2F%23");
+    }
+}

@@ -1,0 +1,619 @@
+//! Messages between the cloud and devices over MQTT, end to end: the real `edgefn-cloud` with its
+//! embedded broker, and with a real Mosquitto it configures; devices played by rumqttc clients
+//! holding their name and token; the real `edgefn publish`, `subscribe` and `logs`.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{Cloud, edgefn_env, http, ok, pause, quickstart_repo, text, wait_until};
+use rumqttc::{Client, Event, Incoming, MqttOptions, QoS, SubscribeReasonCode};
+
+/// `edgefn ARGS` against `cloud`.
+fn cli(dir: &Path, cloud: &Cloud, args: &[&str]) -> std::process::Output {
+    let env = cloud.env();
+    edgefn_env(
+        dir,
+        args,
+        &[("EDGEFN_CLOUD", &env[0].1), ("EDGEFN_TOKEN", &env[1].1)],
+    )
+}
+
+/// Registers `name`; returns its token.
+fn register(cloud: &Cloud, name: &str) -> String {
+    let r = http(
+        &cloud.addr(),
+        "POST",
+        "/v1/devices",
+        Some(&cloud.admin),
+        &[("Content-Type", "application/json")],
+        format!("{{\"name\":\"{name}\"}}").as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", text(&r.body));
+    r.json()["token"].as_str().expect("token").to_owned()
+}
+
+/// A device's MQTT connection.
+struct Device {
+    client: Client,
+    events: mpsc::Receiver<Result<Incoming, String>>,
+}
+
+/// Connects as `user`/`password` with client id `id`; `Err` with the broker's refusal.
+fn connect(addr: &str, id: &str, user: &str, password: &str) -> Result<Device, String> {
+    let (host, port) = addr.rsplit_once(':').expect("host:port");
+    let mut opts = MqttOptions::new(id, host, port.parse().expect("port"));
+    opts.set_credentials(user, password)
+        .set_keep_alive(Duration::from_secs(10))
+        .set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut connection) = Client::new(opts, 100);
+    let (tx, events) = mpsc::channel();
+    std::thread::spawn(move || {
+        for ev in connection.iter() {
+            match ev {
+                Ok(Event::Incoming(i)) => {
+                    if tx.send(Ok(i)).is_err() {
+                        return;
+                    }
+                }
+                Ok(Event::Outgoing(_)) => {}
+                Err(e) => {
+                    let _ = tx.send(Err(format!("{e:?}")));
+                    return;
+                }
+            }
+        }
+    });
+    let dev = Device { client, events };
+    match dev.next(Duration::from_secs(10)) {
+        Some(Ok(Incoming::ConnAck(_))) => Ok(dev),
+        Some(Ok(other)) => Err(format!("unexpected {other:?}")),
+        Some(Err(e)) => Err(e),
+        None => Err("no CONNACK".into()),
+    }
+}
+
+impl Device {
+    fn next(&self, timeout: Duration) -> Option<Result<Incoming, String>> {
+        self.events.recv_timeout(timeout).ok()
+    }
+
+    /// Subscribes; returns the broker's answer.
+    fn subscribe(&self, filter: &str) -> SubscribeReasonCode {
+        self.client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .expect("subscribe");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            match self.next(Duration::from_secs(1)) {
+                Some(Ok(Incoming::SubAck(ack))) => return ack.return_codes[0],
+                Some(Err(e)) => panic!("connection failed while subscribing: {e}"),
+                _ => {}
+            }
+        }
+        panic!("no SUBACK for {filter}")
+    }
+
+    /// Publishes with QoS 1 and waits for the PUBACK.
+    fn publish(&self, topic: &str, payload: &str) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())
+            .expect("publish");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            match self.next(Duration::from_secs(1)) {
+                Some(Ok(Incoming::PubAck(_))) => return,
+                Some(Err(e)) => panic!("connection failed while publishing: {e}"),
+                _ => {}
+            }
+        }
+        panic!("no PUBACK for {topic}")
+    }
+
+    /// The next message received, as (topic, payload).
+    fn receive(&self, timeout: Duration) -> Option<(String, String)> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            match self.next(Duration::from_millis(200)) {
+                Some(Ok(Incoming::Publish(p))) => {
+                    return Some((p.topic, String::from_utf8_lossy(&p.payload).into_owned()));
+                }
+                Some(Err(e)) => panic!("connection failed while receiving: {e}"),
+                _ => {}
+            }
+        }
+        None
+    }
+}
+
+/// `edgefn subscribe FILTER --count N --json`, started and subscribed.
+struct Subscriber {
+    child: Child,
+}
+
+impl Subscriber {
+    fn start(cloud: &Cloud, filter: &str, count: usize) -> Subscriber {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_edgefn"))
+            .args(["subscribe", filter, "--count", &count.to_string(), "--json"])
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("EDGEFN_CLOUD", &cloud.url)
+            .env("EDGEFN_TOKEN", &cloud.admin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start edgefn subscribe");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        loop {
+            let line = lines
+                .next()
+                .expect("edgefn subscribe exited before subscribing")
+                .expect("read");
+            if line.starts_with("subscribed to") {
+                break;
+            }
+            assert!(!line.contains("error"), "edgefn subscribe: {line}");
+        }
+        Subscriber { child }
+    }
+
+    /// Waits for the exit (after `count` messages); returns the messages.
+    fn finish(mut self, timeout: Duration) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "edgefn subscribe failed: {status}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "edgefn subscribe did not get its messages in time"
+            );
+            pause(20);
+        }
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut self.child.stdout.take().expect("stdout"), &mut out)
+            .expect("read");
+        out.lines()
+            .map(|l| serde_json::from_str(l).expect("JSON line"))
+            .collect()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Everything a device may and may not do, the same on either broker. With `strict_suback`,
+/// subscriptions outside the namespace must be answered with the failure code (the embedded
+/// broker); otherwise they may be granted but must never deliver anything (Mosquitto checks
+/// each message against the receiver's ACL).
+fn namespace_scenario(cloud: &Cloud, mqtt: &str, strict_suback: bool) {
+    let project = quickstart_repo();
+    // gw-01 (site shanghai) and gw-02 (site beijing) are in the quickstart manifest.
+    ok(&cli(project.path(), cloud, &["apply"]));
+    let t1 = register(cloud, "gw-01");
+    let t2 = register(cloud, "gw-02");
+    let t3 = register(cloud, "gw-03");
+
+    // A wrong token, or another device's, is refused at CONNECT.
+    assert!(connect(mqtt, "gw-01", "gw-01", "edgefn_dev_wrong").is_err());
+    assert!(connect(mqtt, "gw-01", "gw-01", &t2).is_err());
+    assert!(connect(mqtt, "x", "nobody", &t1).is_err());
+
+    let d1 = connect(mqtt, "gw-01", "gw-01", &t1).expect("gw-01 connects");
+    let d2 = connect(mqtt, "gw-02", "gw-02", &t2).expect("gw-02 connects");
+    let d3 = connect(mqtt, "gw-03", "gw-03", &t3).expect("gw-03 connects");
+
+    // A device subscribes to its own down namespace; its attempts at others' get a failure
+    // code, or (Mosquitto, which may grant and then filter) never a message: checked below.
+    assert!(matches!(
+        d1.subscribe("edgefn/gw-01/down/#"),
+        SubscribeReasonCode::Success(_)
+    ));
+    assert!(matches!(
+        d2.subscribe("edgefn/gw-02/down/#"),
+        SubscribeReasonCode::Success(_)
+    ));
+    let probe = connect(mqtt, "gw-01.probe", "gw-01", &t1).expect("second gw-01 client");
+    let foreign = [
+        probe.subscribe("edgefn/gw-02/down/#"),
+        probe.subscribe("edgefn/+/down/#"),
+        probe.subscribe("#"),
+        probe.subscribe("edgefn/gw-02/up/#"),
+        probe.subscribe("edgefn/gw-01/up/#"),
+    ];
+    if strict_suback {
+        assert!(
+            foreign.iter().all(|c| *c == SubscribeReasonCode::Failure),
+            "{foreign:?}"
+        );
+    }
+
+    // What devices send up reaches `edgefn subscribe`, and only from their own namespace.
+    let sub = Subscriber::start(cloud, "alerts/#", 2);
+    d2.publish("edgefn/gw-01/up/alerts/forged", "forged by gw-02");
+    d2.publish("edgefn/gw-01/logs/forged", "forged by gw-02");
+    d1.publish("edgefn/gw-01/up/alerts/line1", "{\"celsius\": 45}");
+    d2.publish("edgefn/gw-02/up/alerts/line2", "hot");
+    let got = sub.finish(Duration::from_secs(20));
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0]["device"], "gw-01");
+    assert_eq!(got[0]["topic"], "alerts/line1");
+    assert_eq!(got[0]["payload"], serde_json::json!({"celsius": 45}));
+    assert_eq!(got[1]["device"], "gw-02");
+    assert_eq!(got[1]["payload"], "hot");
+
+    // A device cannot publish into another's down namespace either; `edgefn publish` reaches
+    // the named device, and only it.
+    d2.publish("edgefn/gw-01/down/commands/greet", "forged by gw-02");
+    let dir = project.path();
+    let out = ok(&cli(
+        dir,
+        cloud,
+        &["publish", "gw-02", "commands/greet", "for gw-02"],
+    ));
+    assert!(
+        out.contains("sent `commands/greet` to 1 device: gw-02"),
+        "{out}"
+    );
+    ok(&cli(
+        dir,
+        cloud,
+        &["publish", "gw-01", "commands/greet", "{\"name\": \"ada\"}"],
+    ));
+    assert_eq!(
+        d2.receive(Duration::from_secs(10)),
+        Some((
+            "edgefn/gw-02/down/commands/greet".into(),
+            "for gw-02".into()
+        ))
+    );
+    assert_eq!(
+        d1.receive(Duration::from_secs(10)),
+        Some((
+            "edgefn/gw-01/down/commands/greet".into(),
+            "{\"name\":\"ada\"}".into()
+        )),
+        "gw-01 received a message not meant for it"
+    );
+
+    // --label reaches exactly the labelled devices of the manifest.
+    let out = ok(&cli(
+        dir,
+        cloud,
+        &[
+            "publish",
+            "--label",
+            "site=beijing",
+            "commands/reload",
+            "now",
+        ],
+    ));
+    assert!(out.contains("to 1 device: gw-02"), "{out}");
+    ok(&cli(
+        dir,
+        cloud,
+        &["publish", "gw-01", "commands/after", "sentinel"],
+    ));
+    assert_eq!(
+        d2.receive(Duration::from_secs(10)),
+        Some(("edgefn/gw-02/down/commands/reload".into(), "now".into()))
+    );
+    assert_eq!(
+        d1.receive(Duration::from_secs(10)),
+        Some(("edgefn/gw-01/down/commands/after".into(), "sentinel".into()))
+    );
+    let out = ok(&cli(
+        dir,
+        cloud,
+        &["publish", "--label", "role=gateway", "commands/all", "x"],
+    ));
+    assert!(out.contains("to 2 devices: gw-01, gw-02"), "{out}");
+    assert!(d1.receive(Duration::from_secs(10)).is_some());
+    assert!(d2.receive(Duration::from_secs(10)).is_some());
+
+    // Bad topics and oversized payloads are refused with clear errors.
+    let bad = cli(dir, cloud, &["publish", "gw-01", "commands/+", "x"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("not a valid topic"),
+        "{}",
+        text(&bad.stderr)
+    );
+    let r = http(
+        &cloud.addr(),
+        "POST",
+        "/v1/publish",
+        Some(&cloud.admin),
+        &[("Content-Type", "application/json")],
+        br#"{"devices": ["gw-01"], "topic": "commands/#", "payload": "x"}"#,
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["code"], "invalid_topic");
+    let big = dir.join("big.txt");
+    std::fs::write(&big, "x".repeat(300 << 10)).expect("write");
+    let too_big = cli(
+        dir,
+        cloud,
+        &[
+            "publish",
+            "gw-01",
+            "commands/big",
+            &format!("@{}", big.display()),
+        ],
+    );
+    assert_eq!(too_big.status.code(), Some(1));
+    let err = text(&too_big.stderr);
+    assert!(
+        err.contains("at most 262144 bytes") && err.contains("HTTP 413"),
+        "{err}"
+    );
+    let none = cli(
+        dir,
+        cloud,
+        &["publish", "--label", "site=mars", "commands/x", "y"],
+    );
+    assert_eq!(none.status.code(), Some(1));
+    assert!(
+        text(&none.stderr).contains("no device of the latest manifest has the labels site=mars")
+    );
+    let unknown = cli(dir, cloud, &["publish", "gw-09", "commands/x", "y"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(text(&unknown.stderr).contains("`gw-09`"));
+    let bad_filter = http(
+        &cloud.addr(),
+        "GET",
+        "/v1/messages?topic=a/%23/b",
+        Some(&cloud.admin),
+        &[],
+        b"",
+    );
+    assert_eq!(bad_filter.status, 400);
+
+    // Logs shipped up are kept and shown by `edgefn logs`.
+    d1.publish(
+        "edgefn/gw-01/logs/greeter",
+        r#"{"ts_ms": 1709251200123, "binding": "greeter", "stream": "stderr", "line": "hello from greeter"}"#,
+    );
+    d1.publish(
+        "edgefn/gw-01/logs/collector",
+        r#"{"ts_ms": 1709251200456, "binding": "collector", "stream": "stdout", "line": "collected"}"#,
+    );
+    wait_until(10, "log lines kept", || {
+        ok(&cli(dir, cloud, &["logs", "gw-01"])).contains("collected")
+    });
+    let logs = ok(&cli(dir, cloud, &["logs", "gw-01"]));
+    assert_eq!(
+        logs,
+        "2024-03-01T00:00:00.123Z greeter stderr: hello from greeter\n2024-03-01T00:00:00.456Z collector stdout: collected\n"
+    );
+    let one = ok(&cli(dir, cloud, &["logs", "gw-01", "collector"]));
+    assert_eq!(one.lines().count(), 1, "{one}");
+    assert!(ok(&cli(dir, cloud, &["logs", "gw-02"])).is_empty());
+
+    // All that reached the probe, whatever it subscribed to, was gw-01's own down traffic.
+    while let Some((topic, payload)) = probe.receive(Duration::from_millis(500)) {
+        assert!(
+            topic.starts_with("edgefn/gw-01/down/"),
+            "gw-01 received {topic} ({payload}) through {foreign:?}"
+        );
+    }
+
+    // A removed device can no longer connect.
+    ok(&cli(dir, cloud, &["device", "remove", "gw-03"]));
+    wait_until(10, "gw-03 refused after its removal", || {
+        connect(mqtt, "gw-03", "gw-03", &t3).is_err()
+    });
+    drop(d3);
+    // The others still can.
+    assert!(connect(mqtt, "gw-02.probe", "gw-02", &t2).is_ok());
+}
+
+#[test]
+fn embedded_broker_confines_each_device_to_its_namespace() {
+    let data = tempfile::tempdir().expect("data");
+    let (cloud, mqtt) = Cloud::start_with(data.path(), &["--mqtt-listen", "127.0.0.1:0"]);
+    let mqtt = mqtt.expect("the embedded broker's address");
+    namespace_scenario(&cloud, &mqtt, true);
+}
+
+#[test]
+fn embedded_broker_checks_client_ids_and_keeps_persistent_sessions() {
+    let data = tempfile::tempdir().expect("data");
+    let (cloud, mqtt) = Cloud::start_with(data.path(), &["--mqtt-listen", "127.0.0.1:0"]);
+    let mqtt = mqtt.expect("address");
+    let project = quickstart_repo();
+    ok(&cli(project.path(), &cloud, &["apply"]));
+    let t1 = register(&cloud, "gw-01");
+    register(&cloud, "gw-02");
+    // A device's client id is its name, or its name and a `.suffix`.
+    assert!(connect(&mqtt, "gw-02", "gw-01", &t1).is_err());
+    assert!(connect(&mqtt, "gw-01x", "gw-01", &t1).is_err());
+    assert!(connect(&mqtt, "gw-01.tool", "gw-01", &t1).is_ok());
+
+    // A persistent session keeps what is sent while the device is away.
+    let (host, port) = mqtt.rsplit_once(':').expect("addr");
+    let persistent = |id: &str| {
+        let mut opts = MqttOptions::new(id, host, port.parse().expect("port"));
+        opts.set_credentials("gw-01", t1.as_str())
+            .set_clean_session(false)
+            .set_keep_alive(Duration::from_secs(10));
+        opts
+    };
+    {
+        let (client, mut conn) = Client::new(persistent("gw-01"), 10);
+        client
+            .subscribe("edgefn/gw-01/down/#", QoS::AtLeastOnce)
+            .expect("subscribe");
+        for ev in conn.iter() {
+            if let Ok(Event::Incoming(Incoming::SubAck(_))) = ev {
+                break;
+            }
+        }
+        client.disconnect().expect("disconnect");
+        for ev in conn.iter() {
+            if ev.is_err() || matches!(ev, Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect))) {
+                break;
+            }
+        }
+    }
+    pause(200);
+    ok(&cli(
+        project.path(),
+        &cloud,
+        &["publish", "gw-01", "commands/greet", "while away"],
+    ));
+    let (_client, mut conn) = Client::new(persistent("gw-01"), 10);
+    let mut got = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for ev in conn.iter() {
+        match ev {
+            Ok(Event::Incoming(Incoming::ConnAck(ack))) => assert!(ack.session_present),
+            Ok(Event::Incoming(Incoming::Publish(p))) => {
+                got = Some(String::from_utf8_lossy(&p.payload).into_owned());
+                break;
+            }
+            Err(e) => panic!("{e:?}"),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "nothing arrived");
+    }
+    assert_eq!(got.as_deref(), Some("while away"));
+}
+
+#[test]
+fn messages_are_refused_clearly_without_a_broker() {
+    let data = tempfile::tempdir().expect("data");
+    let (cloud, mqtt) = Cloud::start_with(data.path(), &["--mqtt-listen", "none"]);
+    assert!(mqtt.is_none());
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = cli(
+        tmp.path(),
+        &cloud,
+        &["publish", "gw-01", "commands/greet", "x"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("without an MQTT broker"),
+        "{}",
+        text(&out.stderr)
+    );
+    // The cloud's own MQTT user name is not a device name.
+    let r = http(
+        &cloud.addr(),
+        "POST",
+        "/v1/devices",
+        Some(&cloud.admin),
+        &[("Content-Type", "application/json")],
+        br#"{"name": "edgefn-cloud"}"#,
+    );
+    assert_eq!(r.status, 400);
+}
+
+/// The Mosquitto binary, if installed (scripts/test.sh installs it).
+fn mosquitto_bin() -> Option<PathBuf> {
+    [
+        "/usr/sbin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+        "/usr/bin/mosquitto",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())
+}
+
+/// A Mosquitto started for one test, on a free port, with the files edgefn-cloud writes.
+struct Mosquitto {
+    child: Child,
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+fn start_mosquitto(bin: &Path, dir: &Path, port: u16, pid_file: &Path) -> Mosquitto {
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "per_listener_settings false\nallow_anonymous false\npassword_file {d}/passwd\nacl_file {d}/acl\npersistence false\nuser root\nlog_dest stderr\nlog_type error\nlog_type warning\nlistener {port} 127.0.0.1\n",
+            d = dir.display()
+        ),
+    )
+    .expect("config");
+    let child = Command::new(bin)
+        .args(["-c", &conf.display().to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start mosquitto");
+    std::fs::write(pid_file, child.id().to_string()).expect("pid file");
+    let addr = format!("127.0.0.1:{port}");
+    wait_until(10, "mosquitto accepting connections", || {
+        std::net::TcpStream::connect(&addr).is_ok()
+    });
+    Mosquitto { child }
+}
+
+#[test]
+fn mosquitto_confines_each_device_to_its_namespace() {
+    let Some(bin) = mosquitto_bin() else {
+        if std::env::var_os("CI").is_some() {
+            panic!("mosquitto is not installed: run scripts/test.sh, which installs it");
+        }
+        eprintln!("SKIPPED: mosquitto is not installed (scripts/test.sh installs it)");
+        return;
+    };
+    let data = tempfile::tempdir().expect("data");
+    let mdir = tempfile::tempdir().expect("mosquitto dir");
+    let pid_file = mdir.path().join("mosquitto.pid");
+    let port = free_port();
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let (cloud, embedded) = Cloud::start_with(
+        data.path(),
+        &[
+            "--mqtt-url",
+            &url,
+            "--mosquitto-dir",
+            &mdir.path().display().to_string(),
+            "--mosquitto-pid-file",
+            &pid_file.display().to_string(),
+        ],
+    );
+    assert!(embedded.is_none());
+    // The cloud writes Mosquitto's files as it starts, before Mosquitto (which reads them at
+    // start) runs.
+    wait_until(10, "Mosquitto's files written", || {
+        mdir.path().join("acl").is_file() && mdir.path().join("passwd").is_file()
+    });
+    let acl = std::fs::read_to_string(mdir.path().join("acl")).expect("acl written");
+    assert!(acl.contains("pattern read edgefn/%u/down/#"), "{acl}");
+    let passwd = std::fs::read_to_string(mdir.path().join("passwd")).expect("passwd written");
+    assert!(passwd.starts_with("edgefn-cloud:$7$101$"), "{passwd}");
+    let _mosquitto = start_mosquitto(&bin, mdir.path(), port, &pid_file);
+    namespace_scenario(&cloud, &format!("127.0.0.1:{port}"), false);
+    let passwd = std::fs::read_to_string(mdir.path().join("passwd")).expect("passwd");
+    assert!(
+        passwd.contains("gw-01:$7$") && !passwd.contains("gw-03"),
+        "{passwd}"
+    );
+}
