@@ -87,6 +87,9 @@ pub enum InvokeError {
         /// How it ended.
         exit: Exit,
     },
+    /// The event does not fit in one frame ([`crate::protocol::MAX_FRAME`]); nothing was sent.
+    #[error("the event is too large: {0}")]
+    EventTooLarge(ProtocolError),
     /// Every instance is busy and the queue is full.
     #[error("overloaded: {concurrency} instances busy and {queued} invocations queued (the limit)")]
     Overloaded {

@@ -14,7 +14,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
 use tokio::net::UnixStream;
 use tokio::task::JoinHandle;
 
-use crate::error::{Exit, HandlerError, InvokeError, StartError};
+use crate::error::{Exit, InvokeError, StartError};
 use crate::function::{Event, Message, Reply};
 use crate::launch::Launch;
 use crate::log::{LogLine, LogSink, MAX_LINE, Stream};
@@ -122,8 +122,8 @@ impl Instance {
         Err(failure)
     }
 
-    /// Handles one event. `Err(InvokeError::Handler)` leaves the instance warm; any other error
-    /// means it was killed.
+    /// Handles one event. `Err(InvokeError::Handler)` and `Err(InvokeError::EventTooLarge)`
+    /// leave the instance warm; any other error means it was killed.
     pub(crate) async fn call(
         &mut self,
         event: &Event,
@@ -155,11 +155,7 @@ impl Instance {
         };
         if let Err(e) = protocol::encode(&msg, &mut self.frame) {
             // Our own frame is bad (too large): the instance is untouched.
-            return Err(InvokeError::Handler(HandlerError {
-                kind: "EventTooLarge".into(),
-                message: e.to_string(),
-                traceback: None,
-            }));
+            return Err(InvokeError::EventTooLarge(e));
         }
         let round_trip = async {
             protocol::write_frame(&mut self.chan, &self.frame).await?;

@@ -201,7 +201,10 @@ impl Pool {
         };
         let outcome = instance.call(event, &inner.launch, inner.timeout).await;
         inner.invocations.fetch_add(1, Ordering::Relaxed);
-        if matches!(outcome, Ok(_) | Err(InvokeError::Handler(_))) {
+        if matches!(
+            outcome,
+            Ok(_) | Err(InvokeError::Handler(_) | InvokeError::EventTooLarge(_))
+        ) {
             lease.instance = Some(instance);
         }
         drop(lease);

@@ -352,3 +352,66 @@ async fn continuous_in_a_container_stops_with_sigterm() {
         Vec::<String>::new()
     );
 }
+
+#[tokio::test]
+async fn containers_of_a_killed_runtime_are_swept_by_the_next_one() {
+    let Some((_, state)) = container() else {
+        return;
+    };
+    // A runtime pid that is certainly dead: a child we already reaped.
+    let mut gone = std::process::Command::new("/bin/true")
+        .spawn()
+        .expect("spawn");
+    let dead_pid = gone.id();
+    gone.wait().expect("wait");
+    let id = format!("stale-{dead_pid}-1-0000abcd");
+    let config = json!({
+        "id": id, "state_dir": state.path(), "bundle_dir": std::env::temp_dir(),
+        "program": "/usr/bin/sleep", "args": ["1000"], "env": [["PATH", "/usr/bin"]],
+        "memory_bytes": 64 << 20, "cpu_millis": 1000, "max_pids": 16, "max_open_files": 64,
+        "probe": true
+    });
+    let mut helper = std::process::Command::new(env!("CARGO_BIN_EXE_edgefn-sandbox-helper"))
+        .arg("__edgefn_sandbox_helper")
+        .arg(config.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("helper");
+    let mut started = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(helper.stdout.take().expect("stdout")),
+        &mut started,
+    )
+    .expect("status line");
+    assert!(started.contains("started"), "{started}");
+    // The helper dies without cleaning up, as if the whole runtime were SIGKILLed.
+    helper.kill().expect("kill helper");
+    helper.wait().expect("reap helper");
+    let stale = |state: &Path| {
+        let mut found: Vec<String> = Vec::new();
+        for dir in [
+            PathBuf::from("/sys/fs/cgroup/memory/edgefn").join(&id),
+            PathBuf::from("/sys/fs/cgroup/edgefn").join(&id),
+            state.join("state").join(&id),
+        ] {
+            if dir.exists() {
+                found.push(dir.display().to_string());
+            }
+        }
+        found
+    };
+    assert!(
+        !stale(state.path()).is_empty(),
+        "the container outlived its helper"
+    );
+    // The next runtime's probe sweeps it.
+    Sandbox::new(SandboxOptions {
+        kind: SandboxKind::Container,
+        helper: Some(PathBuf::from(env!("CARGO_BIN_EXE_edgefn-sandbox-helper"))),
+        state_dir: state.path().to_path_buf(),
+        ..SandboxOptions::default()
+    })
+    .expect("sandbox");
+    assert_eq!(stale(state.path()), Vec::<String>::new());
+}

@@ -333,3 +333,21 @@ async fn stop_fails_queued_invocations_and_kills_instances() {
         .expect_err("stopped");
     assert!(matches!(err, InvokeError::Stopped), "{err:?}");
 }
+
+#[tokio::test]
+async fn an_event_larger_than_a_frame_is_refused_and_the_instance_kept() {
+    let p = pool(&[], LogSink::discard());
+    p.invoke(&Event::json("t", json!(1))).await.expect("warm");
+    let huge = Event {
+        topic: "t".into(),
+        payload: Payload::Bytes(vec![7; edgefn_runtime::protocol::MAX_FRAME]),
+    };
+    let err = p.invoke(&huge).await.expect_err("too large");
+    assert!(matches!(err, InvokeError::EventTooLarge(_)), "{err:?}");
+    assert!(err.to_string().contains("exceeds the limit"), "{err}");
+    p.invoke(&Event::json("t", json!(2)))
+        .await
+        .expect("same instance");
+    assert_eq!(p.stats().started, 1);
+    p.stop().await;
+}
