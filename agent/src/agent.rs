@@ -240,13 +240,47 @@ impl Agent {
         }
     }
 
-    /// Delivers a message on the device bus to every binding whose triggers match, and puts the
-    /// messages they publish back on the bus.
+    /// Puts a message on the device bus and waits for every binding it triggers: first it is
+    /// queued for the cloud when a route sends it there (durably), then delivered. The messages
+    /// the functions publish go the same way (queued before this returns, delivered after).
     pub async fn publish(self: &Arc<Self>, topic: &str, payload: Payload) -> Vec<Delivery> {
-        self.publish_depth(topic, payload, 0).await
+        self.route_up(topic, &payload).await;
+        self.dispatch(topic, payload, 0).await
     }
 
-    fn publish_depth<'a>(
+    /// Like [`Agent::publish`], but returns once the message is accepted (queued for the cloud
+    /// when a route says so); the functions run afterwards. Messages accepted one after another
+    /// reach the cloud in that order.
+    pub async fn accept(self: &Arc<Self>, topic: &str, payload: Payload) {
+        self.route_up(topic, &payload).await;
+        let me = self.clone();
+        let topic = topic.to_owned();
+        tokio::spawn(async move {
+            me.dispatch(&topic, payload, 0).await;
+        });
+    }
+
+    /// Queues `payload` for the cloud when a route of the active release sends `topic` up;
+    /// returns once it is on disk.
+    async fn route_up(&self, topic: &str, payload: &Payload) {
+        let up = self.active.read().await.as_ref().is_some_and(|release| {
+            release.desired.state.routes.iter().any(|r| {
+                r.to == edgefn_schema::RouteTarget::Cloud
+                    && edgefn_schema::topic::matches(&r.filter, topic)
+            })
+        });
+        if up {
+            let bytes = match payload {
+                Payload::Json(v) => serde_json::to_vec(v).unwrap_or_default(),
+                Payload::Bytes(b) => b.clone(),
+            };
+            if let Err(e) = self.outbox.push(vec![(topic.to_owned(), bytes)]).await {
+                tracing::error!("a message for the cloud could not be queued: {e}");
+            }
+        }
+    }
+
+    fn dispatch<'a>(
         self: &'a Arc<Self>,
         topic: &'a str,
         payload: Payload,
@@ -259,20 +293,6 @@ impl Agent {
             let Some(release) = self.active.read().await.clone() else {
                 return Vec::new();
             };
-            // Bound for the cloud: on disk before anyone is told the publish happened.
-            let up = release.desired.state.routes.iter().any(|r| {
-                r.to == edgefn_schema::RouteTarget::Cloud
-                    && edgefn_schema::topic::matches(&r.filter, topic)
-            });
-            if up {
-                let bytes = match &payload {
-                    Payload::Json(v) => serde_json::to_vec(v).unwrap_or_default(),
-                    Payload::Bytes(b) => b.clone(),
-                };
-                if let Err(e) = self.outbox.push(vec![(topic.to_owned(), bytes)]).await {
-                    tracing::error!("a message for the cloud could not be queued: {e}");
-                }
-            }
             let event = Event {
                 topic: topic.to_owned(),
                 payload,
@@ -296,15 +316,17 @@ impl Agent {
                     out.push(d);
                 }
             }
-            // What the functions published goes back on the bus, bounded against loops.
-            if depth < 8 {
-                for d in &out {
-                    if let Ok(reply) = &d.outcome {
-                        for m in &reply.publish {
+            // What the functions published: queued for the cloud now, in order, then back on
+            // the bus (bounded against loops).
+            for d in &out {
+                if let Ok(reply) = &d.outcome {
+                    for m in &reply.publish {
+                        self.route_up(&m.topic, &m.payload).await;
+                        if depth < 8 {
                             let me = self.clone();
                             let (t, p) = (m.topic.clone(), m.payload.clone());
                             tokio::spawn(async move {
-                                me.publish_depth(&t, p, depth + 1).await;
+                                me.dispatch(&t, p, depth + 1).await;
                             });
                         }
                     }

@@ -43,10 +43,8 @@ async fn publish(
     let payload =
         serde_json::from_slice(&body).map_or_else(|_| Payload::Bytes(body.to_vec()), Payload::Json);
     if !q.wait {
-        let topic = q.topic.clone();
-        tokio::spawn(async move {
-            agent.publish(&topic, payload).await;
-        });
+        // 202 once the message is accepted: queued on disk if it is bound for the cloud.
+        agent.accept(&q.topic, payload).await;
         return StatusCode::ACCEPTED.into_response();
     }
     let deliveries = agent.publish(&q.topic, payload).await;

@@ -137,8 +137,8 @@ async fn connection(
     let mut wake = tokio::time::interval(Duration::from_millis(100));
     let client = Arc::new(client);
     loop {
-        // Fill the window from the outbox.
-        if connected && in_flight.len() < WINDOW {
+        // Refill the window from the outbox, in chunks.
+        if connected && in_flight.len() <= WINDOW / 2 {
             match outbox.peek_after(last_sent, WINDOW - in_flight.len()).await {
                 Ok(batch) => {
                     for (seq, m) in batch {
@@ -184,9 +184,11 @@ async fn connection(
                     if let Some(seq) = by_pkid.remove(&ack.pkid) {
                         in_flight.remove(&seq);
                         acked.insert(seq);
-                        // Everything up to the oldest message still in flight is acknowledged.
+                        // Everything up to the oldest message still in flight is acknowledged;
+                        // forget it in batches.
                         let upto = in_flight.first().map_or(last_sent, |s| s - 1);
-                        if acked.first().is_some_and(|s| *s <= upto) {
+                        let ready = acked.range(..=upto).count();
+                        if ready >= 64 || (in_flight.is_empty() && ready > 0) {
                             if let Err(e) = outbox.ack(upto).await {
                                 tracing::error!("{e}");
                             }

@@ -1,0 +1,378 @@
+//! End-to-end tests of the agent's messaging with a real Mosquitto started here: routes up and
+//! down, and the durable outbox through a broker outage and agent SIGKILLs.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+
+/// A Mosquitto broker on a free loopback port, with persistence in its folder.
+struct Mosquitto {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+fn mosquitto_bin() -> PathBuf {
+    ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .expect(
+            "mosquitto is not installed: scripts/test.sh installs it (apt-get install mosquitto)",
+        )
+}
+
+impl Mosquitto {
+    fn start(dir: &Path, port: Option<u16>) -> Mosquitto {
+        let port = port.unwrap_or_else(|| {
+            TcpListener::bind("127.0.0.1:0")
+                .expect("bind")
+                .local_addr()
+                .expect("addr")
+                .port()
+        });
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nuser root\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 100000\nlog_dest stderr\nlog_type error\n",
+                dir.display()
+            ),
+        )
+        .expect("conf");
+        let child = Command::new(mosquitto_bin())
+            .args(["-c", conf.to_str().expect("utf8")])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start mosquitto");
+        wait_until(10, "mosquitto accepts connections", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Mosquitto {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Stops it cleanly (SIGTERM: it saves its sessions and queued messages).
+    fn stop(mut self) -> u16 {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        self.port
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a cloud-side subscriber received: (edgefn-id, topic, payload).
+type Received = Arc<Mutex<Vec<(Option<u64>, String, Vec<u8>)>>>;
+
+/// A subscriber with a persistent session, in its own thread.
+fn subscribe(port: u16, filter: &str) -> Received {
+    let received: Received = Arc::default();
+    let out = received.clone();
+    let filter = filter.to_owned();
+    let ready = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let ready2 = ready.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        rt.block_on(async move {
+            let mut opts = MqttOptions::new("test-cloud-subscriber", "127.0.0.1", port);
+            opts.set_clean_start(false);
+            opts.set_session_expiry_interval(Some(3600));
+            opts.set_keep_alive(Duration::from_secs(5));
+            let (client, mut events) = AsyncClient::new(opts, 1000);
+            client
+                .subscribe(filter, QoS::AtLeastOnce)
+                .await
+                .expect("subscribe");
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let (lock, cv) = &*ready2;
+                        *lock.lock().expect("lock") = true;
+                        cv.notify_all();
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let id = p
+                            .properties
+                            .as_ref()
+                            .and_then(|pr| {
+                                pr.user_properties.iter().find(|(k, _)| k == "edgefn-id")
+                            })
+                            .and_then(|(_, v)| v.parse().ok());
+                        out.lock().expect("lock").push((
+                            id,
+                            String::from_utf8_lossy(&p.topic).into_owned(),
+                            p.payload.to_vec(),
+                        ));
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        });
+    });
+    let (lock, cv) = &*ready;
+    let guard = lock.lock().expect("lock");
+    let _ready = cv
+        .wait_timeout_while(guard, Duration::from_secs(10), |r| !*r)
+        .expect("wait");
+    received
+}
+
+/// Publishes one message as the cloud would, to `topic`.
+fn cloud_publish(port: u16, topic: &str, payload: &[u8]) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let (client, mut events) = AsyncClient::new(
+            MqttOptions::new("test-cloud-publisher", "127.0.0.1", port),
+            10,
+        );
+        client
+            .publish(topic, QoS::AtLeastOnce, false, payload.to_vec())
+            .await
+            .expect("publish");
+        loop {
+            if let Ok(Event::Incoming(Packet::PubAck(_))) = events.poll().await {
+                break;
+            }
+        }
+    });
+}
+
+const GREETER: &str = "exports.handler = async (event, context) => {\n  context.publish('alerts/greeting', { greeting: 'Hello, ' + event.payload.name + '!' });\n  return { ok: true };\n};\n";
+
+/// A cloud, a device `dev-a` with routes `alerts/#` up and `cloud:commands/#` down, a greeter
+/// triggered by `commands/greet`, and the agent's config pointing at `broker_port`.
+struct Setup {
+    _cloud_data: tempfile::TempDir,
+    cloud: Cloud,
+    project: tempfile::TempDir,
+    config: PathBuf,
+}
+
+fn setup(broker_port: u16) -> Setup {
+    let cloud_data = tempfile::tempdir().expect("data");
+    let cloud = Cloud::start(cloud_data.path());
+    let project = tempfile::tempdir().expect("project");
+    let dir = project.path();
+    std::fs::create_dir_all(dir.join("functions/greeter")).expect("mkdir");
+    std::fs::write(dir.join("functions/greeter/index.js"), GREETER).expect("write");
+    std::fs::write(
+        dir.join("edgefn.yaml"),
+        "apiVersion: edgefn/v1\nproject: msg\nfunctions:\n  greeter:\n    path: functions/greeter\n    runtime: node\n    handler: index.handler\ndevices:\n  dev-a: {}\n  dev-b: {}\nbindings:\n  - function: greeter\n    devices: { names: [dev-a] }\n    triggers: [ commands/greet ]\nroutes:\n  - { from: \"alerts/#\", to: cloud }\n  - { from: \"cloud:commands/#\", to: local }\n",
+    )
+    .expect("write");
+    std::fs::write(dir.join(".gitignore"), "agent.yaml\n").expect("write");
+    git(dir, &["init", "-q"]);
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", "messages"]);
+    let env = cloud.env();
+    let env = [(env[0].0, env[0].1.as_str()), (env[1].0, env[1].1.as_str())];
+    let config = dir.join("agent.yaml");
+    ok(&edgefn_env(
+        dir,
+        &[
+            "device",
+            "add",
+            "dev-a",
+            "--out",
+            config.to_str().expect("utf8"),
+        ],
+        &env,
+    ));
+    ok(&edgefn_env(dir, &["apply"], &env));
+    let mut text = std::fs::read_to_string(&config).expect("read");
+    text.push_str(&format!(
+        "mqtt: mqtt://127.0.0.1:{broker_port}\nhealthWindow: 1s\npollWait: 5s\n"
+    ));
+    std::fs::write(&config, text).expect("write");
+    Setup {
+        _cloud_data: cloud_data,
+        cloud,
+        project,
+        config,
+    }
+}
+
+fn converged(s: &Setup) -> bool {
+    let st = http(
+        &s.cloud.addr(),
+        "GET",
+        "/v1/status",
+        Some(&s.cloud.admin),
+        &[],
+        b"",
+    )
+    .json();
+    st["devices"].as_array().is_some_and(|d| {
+        d.iter()
+            .any(|d| d["name"] == "dev-a" && d["converged"] == true)
+    })
+}
+
+#[test]
+fn a_message_from_the_cloud_triggers_the_function_and_its_output_reaches_the_cloud() {
+    let broker_dir = tempfile::tempdir().expect("broker");
+    let broker = Mosquitto::start(broker_dir.path(), None);
+    let s = setup(broker.port);
+    let up = subscribe(broker.port, "edgefn/+/up/#");
+    let data = tempfile::tempdir().expect("agent");
+    let _agent = AgentProc::start(&s.config, data.path(), &[]);
+    wait_until(30, "dev-a converges", || converged(&s));
+    // The agent subscribes on connect; a message to another device's namespace is not for it.
+    wait_until(10, "the agent's session is up", || {
+        cloud_publish(
+            broker.port,
+            "edgefn/dev-a/down/commands/greet",
+            br#"{"name": "Ada"}"#,
+        );
+        pause(200);
+        !up.lock().expect("lock").is_empty()
+    });
+    cloud_publish(
+        broker.port,
+        "edgefn/dev-b/down/commands/greet",
+        br#"{"name": "Bob"}"#,
+    );
+    cloud_publish(
+        broker.port,
+        "edgefn/dev-a/down/other/greet",
+        br#"{"name": "Eve"}"#,
+    );
+    pause(500);
+    let got = up.lock().expect("lock").clone();
+    assert!(
+        got.iter()
+            .all(|(_, t, _)| t == "edgefn/dev-a/up/alerts/greeting"),
+        "{got:?}"
+    );
+    let payloads: Vec<String> = got
+        .iter()
+        .map(|(_, _, p)| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    assert!(
+        payloads.iter().all(|p| p.contains("Hello, Ada!")),
+        "only dev-a, only via the route: {payloads:?}"
+    );
+    assert!(
+        got.iter().all(|(id, _, _)| id.is_some()),
+        "each message carries its id"
+    );
+    let _ = s.project;
+}
+
+/// Produces `n` messages on the device bus through the local endpoint, `alerts/<i>` with the
+/// payload `{"seq": i}`; each returns once the message is in the outbox.
+fn produce(agent: &AgentProc, from: u64, n: u64) {
+    for i in from..from + n {
+        let r = http(
+            &agent.local,
+            "POST",
+            &format!("/v1/publish?topic=alerts/{i}"),
+            None,
+            &[("Content-Type", "application/json")],
+            format!("{{\"seq\":{i}}}").as_bytes(),
+        );
+        assert_eq!(r.status, 202, "{}", text(&r.body));
+    }
+}
+
+/// Every message arrived, in order, after dropping duplicates by id.
+fn check_all_in_order(received: &Received, n: u64) {
+    wait_until(120, "all messages arrive", || {
+        let got = received.lock().expect("lock");
+        let mut ids: Vec<u64> = got.iter().filter_map(|(id, _, _)| *id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.len() as u64 >= n
+    });
+    let got = received.lock().expect("lock").clone();
+    let mut seen = std::collections::HashSet::new();
+    let mut seqs = Vec::new();
+    for (id, topic, payload) in got {
+        if !seen.insert(id.expect("id")) {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&payload).expect("json");
+        let seq = v["seq"].as_u64().expect("seq");
+        assert_eq!(topic, format!("edgefn/dev-a/up/alerts/{seq}"));
+        seqs.push(seq);
+    }
+    assert_eq!(seqs.len() as u64, n, "every message, once");
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order");
+}
+
+fn outage(kills: usize) {
+    let broker_dir = tempfile::tempdir().expect("broker");
+    let broker = Mosquitto::start(broker_dir.path(), None);
+    let s = setup(broker.port);
+    let received = subscribe(broker.port, "edgefn/dev-a/up/#");
+    let data = tempfile::tempdir().expect("agent");
+    let mut agent = AgentProc::start(&s.config, data.path(), &[]);
+    wait_until(30, "dev-a converges", || converged(&s));
+
+    // The broker goes away for 30 s while the device produces 10,000 messages.
+    let started = std::time::Instant::now();
+    let (dir, port) = (broker.dir.clone(), broker.stop());
+    let total = 10_000u64;
+    let per_part = total / (kills as u64 + 1);
+    let mut produced = 0;
+    for part in 0..=kills {
+        let n = if part == kills {
+            total - produced
+        } else {
+            per_part
+        };
+        produce(&agent, produced, n);
+        produced += n;
+        if part < kills {
+            // SIGKILL the agent mid-outage, and start it again from its data folder.
+            agent.kill();
+            agent = AgentProc::start(&s.config, data.path(), &[]);
+        }
+    }
+    let outbox = data.path().join("outbox.redb");
+    assert!(outbox.is_file());
+    while started.elapsed() < Duration::from_secs(30) {
+        pause(100);
+    }
+    let _broker = Mosquitto::start(&dir, Some(port));
+    check_all_in_order(&received, total);
+    drop(agent);
+}
+
+#[test]
+fn ten_thousand_messages_survive_a_30_second_broker_outage_in_order() {
+    outage(0);
+}
+
+#[test]
+fn the_same_with_the_agent_sigkilled_twice_during_the_outage() {
+    outage(2);
+}
