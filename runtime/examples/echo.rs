@@ -6,7 +6,8 @@
 //!
 //! It doubles as the runtime's test function: a JSON object payload with one of these keys
 //! makes it misbehave on purpose:
-//! `{"sleep_ms": N}` sleeps before answering, `{"exit": N}` exits with code N,
+//! `{"sleep_ms": N}` sleeps before answering, `{"spin_ms": N}` burns CPU for N ms,
+//! `{"exit": N}` exits with code N,
 //! `{"abort": true}` aborts, `{"alloc_mb": N}` allocates and touches N MiB,
 //! `{"fail": "message"}` answers with an error, `{"publish": [[topic, payload], ...]}` publishes.
 //! Arguments: `--protocol N` announces protocol N (to test the handshake), `--init-error`
@@ -69,6 +70,13 @@ fn main() {
             // Not async code: this process handles one event at a time, blocking is the point.
             #[allow(clippy::disallowed_methods)]
             std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
+        if let Some(ms) = payload.get("spin_ms").and_then(Value::as_u64) {
+            let start = std::time::Instant::now();
+            let mut x = 0u64;
+            while start.elapsed().as_millis() < u128::from(ms) {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
         }
         if let Some(code) = payload.get("exit").and_then(Value::as_i64) {
             std::process::exit(code as i32);

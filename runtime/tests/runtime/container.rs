@@ -74,6 +74,34 @@ fn leftovers(state: &Path) -> Vec<String> {
     found
 }
 
+/// The cgroup of the running container of `binding` has the binding's limits (v1 or v2).
+fn assert_cgroup_limits(binding: &str, memory: u64, cpu_quota_us: u64, pids: u64) {
+    let prefix = format!("{binding}-{}-", std::process::id());
+    let find = |base: &str| -> Option<PathBuf> {
+        std::fs::read_dir(base).ok()?.flatten().find_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(&prefix).then(|| e.path())
+        })
+    };
+    let read = |p: PathBuf| {
+        std::fs::read_to_string(&p)
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    };
+    if let Some(mem) = find("/sys/fs/cgroup/memory/edgefn") {
+        assert_eq!(read(mem.join("memory.limit_in_bytes")), memory.to_string());
+        let cpu = find("/sys/fs/cgroup/cpu/edgefn").expect("cpu cgroup");
+        assert_eq!(read(cpu.join("cpu.cfs_quota_us")), cpu_quota_us.to_string());
+        let p = find("/sys/fs/cgroup/pids/edgefn").expect("pids cgroup");
+        assert_eq!(read(p.join("pids.max")), pids.to_string());
+    } else {
+        let cg = find("/sys/fs/cgroup/edgefn").expect("v2 cgroup");
+        assert_eq!(read(cg.join("memory.max")), memory.to_string());
+        assert_eq!(read(cg.join("cpu.max")), format!("{cpu_quota_us} 100000"));
+        assert_eq!(read(cg.join("pids.max")), pids.to_string());
+    }
+}
+
 fn container_leftovers_of(state: &Path, pool_name: &str) -> Vec<String> {
     leftovers(state)
         .into_iter()
@@ -100,10 +128,12 @@ async fn exec_echo_in_a_container_and_nothing_left_behind() {
             .expect("reply");
         assert_eq!(r.result, Payload::Json(json!({"i": i})));
     }
+    let running = container_leftovers_of(state.path(), "ctr-echo");
     assert!(
-        !container_leftovers_of(state.path(), "ctr-echo").is_empty(),
+        !running.is_empty(),
         "a running container has a cgroup and state"
     );
+    assert_cgroup_limits("ctr-echo", 256 << 20, 100_000, 256);
     p.stop().await;
     assert_eq!(
         container_leftovers_of(state.path(), "ctr-echo"),

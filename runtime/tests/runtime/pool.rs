@@ -351,3 +351,24 @@ async fn an_event_larger_than_a_frame_is_refused_and_the_instance_kept() {
     assert_eq!(p.stats().started, 1);
     p.stop().await;
 }
+
+#[tokio::test]
+async fn cpu_time_rlimit_ends_a_runaway_instance() {
+    let sandbox = Sandbox::new(edgefn_runtime::SandboxOptions {
+        cpu_time: Some(Duration::from_secs(1)),
+        ..edgefn_runtime::SandboxOptions::default()
+    })
+    .expect("process sandbox");
+    let mut spec = exec_spec(&[]);
+    spec.binding.timeout_ms = 30_000;
+    let p = Pool::start(spec, PoolOptions::default(), &sandbox, LogSink::discard()).expect("pool");
+    let err = p
+        .invoke(&Event::json("t", json!({"spin_ms": 20_000})))
+        .await
+        .expect_err("killed by RLIMIT_CPU");
+    let InvokeError::Crashed { exit } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(exit.signal, Some(24), "SIGXCPU: {err}");
+    p.stop().await;
+}

@@ -273,3 +273,33 @@ async fn node_heap_exhaustion_is_out_of_memory() {
     assert!(matches!(err, InvokeError::OutOfMemory { .. }), "{err:?}");
     p.stop().await;
 }
+
+#[tokio::test]
+async fn open_files_rlimit_applies() {
+    let dir = bundle(&[(
+        "main.py",
+        "def many(event, context):\n    return len([open('/dev/null') for _ in range(event['payload'])])\n",
+    )]);
+    let sandbox = Sandbox::new(edgefn_runtime::SandboxOptions {
+        max_open_files: 32,
+        ..edgefn_runtime::SandboxOptions::default()
+    })
+    .expect("process sandbox");
+    let spec = lang_spec(Runtime::Python3, "main.many", dir.path());
+    let p = Pool::start(spec, PoolOptions::default(), &sandbox, LogSink::discard()).expect("pool");
+    let ok = p
+        .invoke(&Event::json("t", json!(10)))
+        .await
+        .expect("10 files");
+    assert_eq!(ok.result, Payload::Json(json!(10)));
+    let err = p
+        .invoke(&Event::json("t", json!(64)))
+        .await
+        .expect_err("EMFILE");
+    let InvokeError::Handler(h) = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(h.kind, "OSError");
+    assert!(h.message.contains("Too many open files"), "{h:?}");
+    p.stop().await;
+}
