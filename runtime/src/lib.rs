@@ -16,6 +16,9 @@
 //!    to a [`MessageSink`].
 //! 4. Function output arrives line by line in the [`LogSink`] given to either.
 //!
+//! `Pool::start` and `Continuous::start` spawn tasks: call them inside a tokio runtime (with
+//! the `time`, `net`, `process` drivers enabled, i.e. `enable_all`).
+//!
 //! ```no_run
 //! # async fn demo(spec: edgefn_runtime::FunctionSpec) -> Result<(), Box<dyn std::error::Error>> {
 //! use edgefn_runtime::{Event, LogSink, Pool, PoolOptions, Sandbox};

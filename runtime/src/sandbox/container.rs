@@ -172,7 +172,9 @@ fn probe(helper: &Path, options: &SandboxOptions) -> Result<(), String> {
         (None, Some(exit)) if exit.success() => Ok(()),
         (None, Some(exit)) => Err(format!("trial container: /usr/bin/true ended with {exit}")),
         (None, None) => Err(format!(
-            "trial container: the helper ended with {} and said nothing ({})",
+            "trial container: {} ended with {} and said nothing (does it call \
+             edgefn_runtime::sandbox_helper_main_if_requested() first thing in main?) {}",
+            helper.display(),
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         )),
