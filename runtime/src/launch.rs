@@ -278,6 +278,7 @@ impl Launch {
             cpu_millis: self.spec.binding.cpu_millis,
             max_pids: opts.max_pids,
             max_open_files: opts.max_open_files,
+            user: opts.container_user,
             probe: false,
         };
         let (control_read, control_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;

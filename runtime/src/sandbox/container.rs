@@ -41,6 +41,9 @@ pub(crate) struct HelperConfig {
     pub(crate) cpu_millis: u32,
     pub(crate) max_pids: u64,
     pub(crate) max_open_files: u64,
+    /// uid and gid of the container's process (default root).
+    #[serde(default)]
+    pub(crate) user: Option<(u32, u32)>,
     /// A trial run: status on stdout instead of fd 4, and no control pipe.
     #[serde(default)]
     pub(crate) probe: bool,
@@ -153,6 +156,7 @@ fn probe(helper: &Path, options: &SandboxOptions) -> Result<(), String> {
         cpu_millis: 1000,
         max_pids: 16,
         max_open_files: 64,
+        user: options.container_user,
         probe: true,
     };
     let json = serde_json::to_string(&config).map_err(|e| e.to_string())?;

@@ -254,11 +254,12 @@ fn oci_spec(cfg: &HelperConfig, rootfs: &Path) -> serde_json::Value {
         json!({"destination": dst, "type": "bind", "source": src,
                "options": ["rbind", "ro", "nosuid", "nodev"]})
     };
+    let (uid, gid) = cfg.user.unwrap_or((0, 0));
     json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
-            "user": {"uid": 0, "gid": 0},
+            "user": {"uid": uid, "gid": gid},
             "args": args,
             "env": env,
             "cwd": BUNDLE_MOUNT,

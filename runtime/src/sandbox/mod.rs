@@ -74,6 +74,11 @@ pub struct SandboxOptions {
     pub cpu_time: Option<Duration>,
     /// Most processes in a container (cgroup pids limit).
     pub max_pids: u64,
+    /// User and group a container's process runs as. `None` runs it as root (uid 0) with only
+    /// the CAP_AUDIT_WRITE, CAP_KILL and CAP_NET_BIND_SERVICE capabilities; with a user such as
+    /// `(65534, 65534)` (nobody) it can no longer read root-only files of the host's `/etc`, but
+    /// the bundle must then be readable by that user.
+    pub container_user: Option<(u32, u32)>,
     /// The program that runs the container helper: a binary that calls
     /// [`crate::sandbox_helper_main_if_requested`] first thing in `main`, or the
     /// `edgefn-sandbox-helper` binary of this crate. Required for containers.
@@ -90,6 +95,7 @@ impl Default for SandboxOptions {
             max_open_files: 1024,
             cpu_time: Some(Duration::from_secs(3600)),
             max_pids: 256,
+            container_user: None,
             helper: None,
             state_dir: PathBuf::from("/run/edgefn"),
         }

@@ -445,3 +445,42 @@ async fn containers_of_a_killed_runtime_are_swept_by_the_next_one() {
     .expect("sandbox");
     assert_eq!(stale(state.path()), Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn a_container_user_cannot_read_root_only_files() {
+    let Some((_, state)) = container() else {
+        return;
+    };
+    let sandbox = Sandbox::new(SandboxOptions {
+        kind: SandboxKind::Container,
+        helper: Some(PathBuf::from(env!("CARGO_BIN_EXE_edgefn-sandbox-helper"))),
+        state_dir: state.path().to_path_buf(),
+        container_user: Some((65534, 65534)),
+        ..SandboxOptions::default()
+    })
+    .expect("sandbox");
+    let dir = bundle(&[(
+        "main.py",
+        "import os\ndef who(event, context):\n    try:\n        open('/etc/shadow').read()\n        shadow = True\n    except OSError:\n        shadow = False\n    return {'uid': os.getuid(), 'shadow': shadow}\n",
+    )]);
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(
+        dir.path().join("main.py"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .expect("chmod");
+    let mut spec = lang_spec(Runtime::Python3, "main.who", dir.path());
+    spec.binding.name = "ctr-user".into();
+    let p = Pool::start(spec, PoolOptions::default(), &sandbox, LogSink::discard()).expect("pool");
+    let r = p.invoke(&Event::json("t", json!(1))).await.expect("reply");
+    assert_eq!(
+        r.result,
+        Payload::Json(json!({"uid": 65534, "shadow": false}))
+    );
+    p.stop().await;
+    assert_eq!(
+        container_leftovers_of(state.path(), "ctr-user"),
+        Vec::<String>::new()
+    );
+}
