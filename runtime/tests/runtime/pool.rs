@@ -372,3 +372,77 @@ async fn cpu_time_rlimit_ends_a_runaway_instance() {
     assert_eq!(exit.signal, Some(24), "SIGXCPU: {err}");
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_invocations_with_crashes_and_cancellations_keep_the_books() {
+    let mut spec = exec_spec(&[]);
+    spec.binding.concurrency = 3;
+    let p = Pool::start(
+        spec,
+        PoolOptions::default(),
+        &Sandbox::process(),
+        LogSink::discard(),
+    )
+    .expect("pool");
+    let calls: Vec<_> = (0..150)
+        .map(|i| {
+            let p = p.clone();
+            tokio::spawn(async move {
+                let payload = if i % 10 == 7 {
+                    json!({"exit": 5})
+                } else {
+                    json!({"i": i})
+                };
+                (i, p.invoke(&Event::json("t", payload)).await)
+            })
+        })
+        .collect();
+    let (mut ok, mut crashed) = (0, 0);
+    for c in calls {
+        match c.await.expect("join") {
+            (i, Ok(r)) => {
+                assert_eq!(r.result, Payload::Json(json!({"i": i})));
+                ok += 1;
+            }
+            (_, Err(InvokeError::Crashed { exit })) => {
+                assert_eq!(exit.code, Some(5));
+                crashed += 1;
+            }
+            (_, Err(e)) => panic!("unexpected: {e:?}"),
+        }
+    }
+    assert_eq!((ok, crashed), (135, 15));
+    let s = p.stats();
+    assert!(s.instances <= 3 && s.queued == 0, "{s:?}");
+    assert_eq!(s.started, 3 + 15, "each crash replaced once: {s:?}");
+
+    // Callers that give up (dropped futures) while waiting or while being served leak nothing.
+    let impatient: Vec<_> = (0..30)
+        .map(|_| {
+            let p = p.clone();
+            tokio::spawn(async move {
+                tokio::time::timeout(
+                    Duration::from_millis(5),
+                    p.invoke(&Event::json("t", json!({"sleep_ms": 50}))),
+                )
+                .await
+            })
+        })
+        .collect();
+    for c in impatient {
+        assert!(c.await.expect("join").is_err(), "gave up");
+    }
+    let s = p.stats();
+    assert!(s.instances <= 3 && s.queued == 0, "{s:?}");
+    // All three slots are usable again.
+    let again: Vec<_> = (0..3)
+        .map(|i| {
+            let p = p.clone();
+            tokio::spawn(async move { p.invoke(&Event::json("t", json!(i))).await })
+        })
+        .collect();
+    for c in again {
+        c.await.expect("join").expect("served");
+    }
+    p.stop().await;
+}
