@@ -42,6 +42,8 @@ pub const QUEUE_LIMIT: usize = 10_000;
 const INFLIGHT_LIMIT: usize = 100;
 /// How long a new connection has to send CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client that does not take a packet for this long is disconnected.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Checks MQTT credentials.
 pub trait Authenticator: Send + Sync + 'static {
@@ -57,7 +59,7 @@ enum Cmd {
 struct Session {
     owner: Identity,
     subs: Vec<(String, QoS)>,
-    conn: Option<(u64, mpsc::UnboundedSender<Cmd>)>,
+    conn: Option<(u64, mpsc::Sender<Cmd>)>,
     clean: bool,
     queue: VecDeque<Publish>,
 }
@@ -136,7 +138,7 @@ impl Broker {
                 return true;
             }
             if let Some((_, tx)) = &s.conn {
-                let _ = tx.send(Cmd::Close);
+                close(tx);
             }
             false
         });
@@ -173,9 +175,14 @@ impl Broker {
             };
             let p = Publish::from_bytes(topic, q, payload.clone());
             let undelivered = match &s.conn {
-                Some((_, tx)) => match tx.send(Cmd::Deliver(p)) {
+                Some((_, tx)) => match tx.try_send(Cmd::Deliver(p)) {
                     Ok(()) => None,
-                    Err(mpsc::error::SendError(Cmd::Deliver(p))) => Some(p),
+                    // The client is going away: keep the message for its session.
+                    Err(mpsc::error::TrySendError::Closed(Cmd::Deliver(p))) => Some(p),
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        tracing::warn!(client = s.owner.username(), %topic, "mqtt: a client is {QUEUE_LIMIT} messages behind; message dropped for it");
+                        None
+                    }
                     Err(_) => None,
                 },
                 None => Some(p),
@@ -239,7 +246,7 @@ impl Broker {
             }
         }
 
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = mpsc::channel(QUEUE_LIMIT);
         let (conn_id, client_id, session_present, backlog) = {
             let mut st = lock(&self.state);
             st.next_conn += 1;
@@ -249,7 +256,7 @@ impl Broker {
             let mut backlog = VecDeque::new();
             if let Some(old) = st.sessions.remove(&client_id) {
                 if let Some((_, otx)) = &old.conn {
-                    let _ = otx.send(Cmd::Close);
+                    close(otx);
                 }
                 if !connect.clean_session && !old.clean && old.owner == identity {
                     present = true;
@@ -437,6 +444,10 @@ impl Conn {
         if p.qos == QoS::AtMostOnce {
             return write_packet(&mut self.wr, &Packet::Publish(p)).await;
         }
+        if self.pending.len() >= QUEUE_LIMIT {
+            // The client acknowledges nothing: drop the oldest rather than grow without end.
+            self.pending.pop_front();
+        }
         self.pending.push_back(p);
         self.fill().await
     }
@@ -485,5 +496,20 @@ async fn read_packet(rd: &mut OwnedReadHalf, buf: &mut BytesMut) -> Result<Packe
 async fn write_packet(wr: &mut OwnedWriteHalf, p: &Packet) -> Result<(), String> {
     let mut out = BytesMut::new();
     p.write(&mut out, usize::MAX).map_err(|e| e.to_string())?;
-    wr.write_all(&out).await.map_err(|e| e.to_string())
+    match tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&out)).await {
+        Ok(written) => written.map_err(|e| e.to_string()),
+        Err(_) => Err("the client takes no data".into()),
+    }
+}
+
+/// Asks a connection to close (it may already be closing).
+fn close(tx: &mpsc::Sender<Cmd>) {
+    if tx.try_send(Cmd::Close).is_err() {
+        // Full: the connection is far behind; dropping the sender side is not possible here,
+        // so spawn the send.
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(Cmd::Close).await;
+        });
+    }
 }
