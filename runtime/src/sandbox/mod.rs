@@ -1,6 +1,6 @@
 //! Sandboxes: how an instance's process is isolated and limited.
 //!
-//! - [`process`]: a child process in its own session and process group, with rlimits, a clean
+//! - `process`: a child process in its own session and process group, with rlimits, a clean
 //!   environment and the bundle as working folder; stopping kills the whole group.
 //! - `container` (Linux, root, cgroups): the instance runs in new pid/mount/ipc/uts namespaces
 //!   via libcontainer, with cgroup limits; the fork happens in a single-threaded helper process.
