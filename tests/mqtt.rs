@@ -134,6 +134,7 @@ impl Device {
 /// `edgefn subscribe FILTER --count N --json`, started and subscribed.
 struct Subscriber {
     child: Child,
+    stdout: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Subscriber {
@@ -160,7 +161,17 @@ impl Subscriber {
             }
             assert!(!line.contains("error"), "edgefn subscribe: {line}");
         }
-        Subscriber { child }
+        // Read stdout as it comes, so that a long output never fills the pipe.
+        let mut out = child.stdout.take().expect("stdout");
+        let stdout = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut out, &mut text);
+            text
+        });
+        Subscriber {
+            child,
+            stdout: Some(stdout),
+        }
     }
 
     /// Waits for the exit (after `count` messages); returns the messages.
@@ -177,9 +188,7 @@ impl Subscriber {
             );
             pause(20);
         }
-        let mut out = String::new();
-        std::io::Read::read_to_string(&mut self.child.stdout.take().expect("stdout"), &mut out)
-            .expect("read");
+        let out = self.stdout.take().expect("stdout").join().expect("reader");
         out.lines()
             .map(|l| serde_json::from_str(l).expect("JSON line"))
             .collect()
@@ -549,29 +558,47 @@ fn free_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
-fn start_mosquitto(bin: &Path, dir: &Path, port: u16, pid_file: &Path) -> Mosquitto {
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "per_listener_settings false\nallow_anonymous false\npassword_file {d}/passwd\nacl_file {d}/acl\npersistence false\nuser root\nlog_dest stderr\nlog_type error\nlog_type warning\nlistener {port} 127.0.0.1\n",
-            d = dir.display()
-        ),
-    )
-    .expect("config");
-    let child = Command::new(bin)
-        .args(["-c", &conf.display().to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start mosquitto");
-    std::fs::write(pid_file, child.id().to_string()).expect("pid file");
-    let addr = format!("127.0.0.1:{port}");
-    wait_until(10, "mosquitto accepting connections", || {
-        std::net::TcpStream::connect(&addr).is_ok()
-    });
-    Mosquitto { child }
+/// Starts Mosquitto on a free port, reading `passwd` and `acl` in `dir` (empty until the cloud
+/// writes them and signals a reload), and writes its pid to `pid_file`. A port taken between
+/// choosing and binding it is retried with another.
+fn start_mosquitto(bin: &Path, dir: &Path, pid_file: &Path) -> (Mosquitto, u16) {
+    for f in ["passwd", "acl"] {
+        std::fs::write(dir.join(f), "").expect("empty file");
+    }
+    for _ in 0..5 {
+        let port = free_port();
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "per_listener_settings false\nallow_anonymous false\npassword_file {d}/passwd\nacl_file {d}/acl\npersistence false\nuser root\nlog_dest stderr\nlog_type error\nlistener {port} 127.0.0.1\n",
+                d = dir.display()
+            ),
+        )
+        .expect("config");
+        let child = Command::new(bin)
+            .args(["-c", &conf.display().to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start mosquitto");
+        let mut m = Mosquitto { child };
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(&addr).is_ok() {
+                std::fs::write(pid_file, m.child.id().to_string()).expect("pid file");
+                return (m, port);
+            }
+            if m.child.try_wait().expect("wait").is_some() {
+                break;
+            }
+            pause(20);
+        }
+        drop(m);
+    }
+    panic!("mosquitto did not start");
 }
 
 #[test]
@@ -586,7 +613,7 @@ fn mosquitto_confines_each_device_to_its_namespace() {
     let data = tempfile::tempdir().expect("data");
     let mdir = tempfile::tempdir().expect("mosquitto dir");
     let pid_file = mdir.path().join("mosquitto.pid");
-    let port = free_port();
+    let (_mosquitto, port) = start_mosquitto(&bin, mdir.path(), &pid_file);
     let url = format!("mqtt://127.0.0.1:{port}");
     let (cloud, embedded) = Cloud::start_with(
         data.path(),
@@ -600,20 +627,87 @@ fn mosquitto_confines_each_device_to_its_namespace() {
         ],
     );
     assert!(embedded.is_none());
-    // The cloud writes Mosquitto's files as it starts, before Mosquitto (which reads them at
-    // start) runs.
+    // The cloud writes Mosquitto's files as it starts, and has it reload them.
     wait_until(10, "Mosquitto's files written", || {
-        mdir.path().join("acl").is_file() && mdir.path().join("passwd").is_file()
+        std::fs::read_to_string(mdir.path().join("passwd"))
+            .is_ok_and(|p| p.starts_with("edgefn-cloud:$7$101$"))
     });
     let acl = std::fs::read_to_string(mdir.path().join("acl")).expect("acl written");
     assert!(acl.contains("pattern read edgefn/%u/down/#"), "{acl}");
-    let passwd = std::fs::read_to_string(mdir.path().join("passwd")).expect("passwd written");
-    assert!(passwd.starts_with("edgefn-cloud:$7$101$"), "{passwd}");
-    let _mosquitto = start_mosquitto(&bin, mdir.path(), port, &pid_file);
     namespace_scenario(&cloud, &format!("127.0.0.1:{port}"), false);
     let passwd = std::fs::read_to_string(mdir.path().join("passwd")).expect("passwd");
     assert!(
         passwd.contains("gw-01:$7$") && !passwd.contains("gw-03"),
         "{passwd}"
     );
+}
+
+#[test]
+fn a_burst_arrives_whole_and_in_order_and_logs_follow() {
+    let data = tempfile::tempdir().expect("data");
+    let (cloud, mqtt) = Cloud::start_with(data.path(), &["--mqtt-listen", "127.0.0.1:0"]);
+    let mqtt = mqtt.expect("address");
+    let token = register(&cloud, "gw-01");
+    let dev = connect(&mqtt, "gw-01", "gw-01", &token).expect("connect");
+
+    const N: usize = 2000;
+    let sub = Subscriber::start(&cloud, "seq/+", N);
+    for i in 0..N {
+        dev.client
+            .publish(
+                format!("edgefn/gw-01/up/seq/{}", i % 3),
+                QoS::AtLeastOnce,
+                false,
+                i.to_string().into_bytes(),
+            )
+            .expect("publish");
+    }
+    let got = sub.finish(Duration::from_secs(60));
+    let seq: Vec<u64> = got
+        .iter()
+        .map(|m| m["payload"].as_u64().expect("a number"))
+        .collect();
+    assert_eq!(seq, (0..N as u64).collect::<Vec<_>>());
+
+    // `edgefn logs --follow` shows the kept lines, then new ones as they come.
+    let line = |n: u32| {
+        format!(
+            r#"{{"ts_ms": {n}, "binding": "collector", "stream": "stdout", "line": "line {n}"}}"#
+        )
+    };
+    dev.client
+        .publish(
+            "edgefn/gw-01/logs/collector",
+            QoS::AtLeastOnce,
+            false,
+            line(1).into_bytes(),
+        )
+        .expect("publish");
+    let tmp = tempfile::tempdir().expect("tmp");
+    wait_until(10, "the first line kept", || {
+        ok(&cli(tmp.path(), &cloud, &["logs", "gw-01"])).contains("line 1")
+    });
+    let mut follow = Command::new(env!("CARGO_BIN_EXE_edgefn"))
+        .args(["logs", "gw-01", "collector", "--follow"])
+        .env_clear()
+        .env("EDGEFN_CLOUD", &cloud.url)
+        .env("EDGEFN_TOKEN", &cloud.admin)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("edgefn logs --follow");
+    let mut lines = BufReader::new(follow.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a line").expect("read");
+    assert!(first.ends_with("collector stdout: line 1"), "{first}");
+    dev.client
+        .publish(
+            "edgefn/gw-01/logs/collector",
+            QoS::AtLeastOnce,
+            false,
+            line(2).into_bytes(),
+        )
+        .expect("publish");
+    let second = lines.next().expect("a line").expect("read");
+    assert!(second.ends_with("collector stdout: line 2"), "{second}");
+    let _ = follow.kill();
+    let _ = follow.wait();
 }
