@@ -24,4 +24,7 @@ if ((${#need[@]})); then
   fi
 fi
 
+# The end-to-end tests run the real binaries; `cargo test` builds only those of packages with
+# integration tests, so build them all first.
+cargo build --workspace --bins
 cargo test --workspace
