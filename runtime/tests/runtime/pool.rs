@@ -448,3 +448,23 @@ async fn many_concurrent_invocations_with_crashes_and_cancellations_keep_the_boo
     }
     p.stop().await;
 }
+
+#[tokio::test]
+async fn the_python_exec_example_speaks_the_protocol() {
+    let (log, mut rx) = logs();
+    let mut spec = exec_spec(&[]);
+    spec.bundle_dir = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/examples"));
+    spec.handler = edgefn_schema::Handler::Argv(vec!["/usr/bin/python3".into(), "echo.py".into()]);
+    let p = Pool::start(spec, PoolOptions::default(), &Sandbox::process(), log).expect("pool");
+    let r = p
+        .invoke(&Event::json("a/b", json!({"v": 1})))
+        .await
+        .expect("reply");
+    assert_eq!(
+        r.result,
+        Payload::Json(json!({"topic": "a/b", "payload": {"v": 1}}))
+    );
+    assert_eq!(r.publish[0].topic, "echo/a/b");
+    wait_for_line(&mut rx, |l| l.line == "event 1 on a/b").await;
+    p.stop().await;
+}
