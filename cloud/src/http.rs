@@ -355,7 +355,13 @@ async fn metrics(State(state): State<Arc<AppState>>, caller: Caller) -> Result<R
             r.running_digest.as_deref() == Some(view.desired_for(name).digest.as_str())
         })
         .count();
-    let text = state.metrics.render(view.revision, registered, converged);
+    let mut text = state.metrics.render(view.revision, registered, converged);
+    if let Some(m) = state.messaging() {
+        text.push_str(
+            &m.hub
+                .render_metrics(m.broker.as_ref().map(|b| b.connected())),
+        );
+    }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 

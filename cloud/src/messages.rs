@@ -220,11 +220,19 @@ pub async fn publish(
             ));
         }
     };
+    if !m.hub.wait_ready(PUBLISH_WAIT).await {
+        return Err(not_connected());
+    }
     for d in &devices {
         m.hub
             .publish(down_topic(d, &req.topic), payload.clone())
-            .await
-            .map_err(ApiError::internal)?;
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "broker_busy",
+                    format!("the connection to the broker is not keeping up ({e}); retry later"),
+                )
+            })?;
     }
     tracing::info!(topic = %req.topic, devices = devices.len(), "message sent down");
     Ok(Json(PublishResponse {
@@ -241,6 +249,8 @@ pub struct MessagesQuery {
 
 /// How long a stream waits for the hub to be connected before answering 503.
 const READY_WAIT: Duration = Duration::from_secs(10);
+/// How long a publish waits for the hub to be connected before answering 503.
+const PUBLISH_WAIT: Duration = Duration::from_secs(5);
 
 fn ndjson(rx: mpsc::Receiver<Result<Bytes, std::io::Error>>) -> Response {
     (

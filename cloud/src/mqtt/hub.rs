@@ -4,6 +4,7 @@
 //! `POST /v1/publish` sends down.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -138,6 +139,8 @@ pub struct Hub {
     log_tx: broadcast::Sender<Arc<LogLine>>,
     logs: Mutex<HashMap<String, VecDeque<Arc<LogLine>>>>,
     ready: watch::Sender<bool>,
+    /// Messages received from devices (`up`), log lines received, messages sent down.
+    pub counts: [AtomicU64; 3],
 }
 
 /// How the hub connects.
@@ -175,6 +178,7 @@ impl Hub {
             log_tx: broadcast::channel(4096).0,
             logs: Mutex::new(HashMap::new()),
             ready: watch::Sender::new(false),
+            counts: Default::default(),
         });
         let h = hub.clone();
         tokio::spawn(async move {
@@ -225,6 +229,7 @@ impl Hub {
         };
         match kind {
             "up" => {
+                self.counts[0].fetch_add(1, Ordering::Relaxed);
                 let _ = self.up.send(Arc::new(UpMessage {
                     device: device.to_owned(),
                     topic: rest.to_owned(),
@@ -233,6 +238,7 @@ impl Hub {
                 }));
             }
             "logs" => {
+                self.counts[1].fetch_add(1, Ordering::Relaxed);
                 let line = Arc::new(LogLine::parse(device, rest, &payload));
                 {
                     let mut logs = self
@@ -297,12 +303,40 @@ impl Hub {
             .remove(device);
     }
 
-    /// Publishes `payload` to `topic` with QoS 1 (queued while the broker is unreachable).
-    pub async fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), String> {
+    /// Hands `payload` for `topic` (QoS 1) to the connection; fails when its queue is full.
+    pub fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), String> {
         self.client
-            .publish(topic, QoS::AtLeastOnce, false, payload)
-            .await
-            .map_err(|e| e.to_string())
+            .try_publish(topic, QoS::AtLeastOnce, false, payload)
+            .map_err(|e| e.to_string())?;
+        self.counts[2].fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Lines for `/metrics`.
+    pub fn render_metrics(&self, clients: Option<usize>) -> String {
+        let get = |i: usize| self.counts[i].load(Ordering::Relaxed);
+        let mut out = format!(
+            "# HELP edgefn_mqtt_connected Whether the cloud is connected and subscribed to its broker.\n\
+             # TYPE edgefn_mqtt_connected gauge\n\
+             edgefn_mqtt_connected {}\n\
+             # HELP edgefn_messages_total Messages through the cloud's broker connection.\n\
+             # TYPE edgefn_messages_total counter\n\
+             edgefn_messages_total{{direction=\"up\"}} {}\n\
+             edgefn_messages_total{{direction=\"logs\"}} {}\n\
+             edgefn_messages_total{{direction=\"down\"}} {}\n",
+            u8::from(*self.ready.borrow()),
+            get(0),
+            get(1),
+            get(2)
+        );
+        if let Some(n) = clients {
+            out.push_str(&format!(
+                "# HELP edgefn_mqtt_clients Clients connected to the embedded broker.\n\
+                 # TYPE edgefn_mqtt_clients gauge\n\
+                 edgefn_mqtt_clients {n}\n"
+            ));
+        }
+        out
     }
 }
 
