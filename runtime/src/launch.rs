@@ -241,6 +241,7 @@ impl Launch {
             }),
             stdin: None,
             extra_fds: Vec::new(),
+            user: opts.run_as,
             kill_on_drop: true,
         };
         let spawned = process::spawn(cmd, &channel)?;
@@ -278,7 +279,7 @@ impl Launch {
             cpu_millis: self.spec.binding.cpu_millis,
             max_pids: opts.max_pids,
             max_open_files: opts.max_open_files,
-            user: opts.container_user,
+            user: opts.run_as,
             probe: false,
         };
         let (control_read, control_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
@@ -294,6 +295,8 @@ impl Launch {
             rlimits: None,
             stdin: Some(control_read),
             extra_fds: vec![(status_write, container::STATUS_FD)],
+            // The helper needs root; the container's process gets `run_as`.
+            user: None,
             kill_on_drop: false,
         };
         let spawned = process::spawn(cmd, &channel)?;

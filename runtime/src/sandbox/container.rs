@@ -156,7 +156,7 @@ fn probe(helper: &Path, options: &SandboxOptions) -> Result<(), String> {
         cpu_millis: 1000,
         max_pids: 16,
         max_open_files: 64,
-        user: options.container_user,
+        user: options.run_as,
         probe: true,
     };
     let json = serde_json::to_string(&config).map_err(|e| e.to_string())?;

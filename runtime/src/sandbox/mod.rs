@@ -74,11 +74,12 @@ pub struct SandboxOptions {
     pub cpu_time: Option<Duration>,
     /// Most processes in a container (cgroup pids limit).
     pub max_pids: u64,
-    /// User and group a container's process runs as. `None` runs it as root (uid 0) with only
-    /// the CAP_AUDIT_WRITE, CAP_KILL and CAP_NET_BIND_SERVICE capabilities; with a user such as
-    /// `(65534, 65534)` (nobody) it can no longer read root-only files of the host's `/etc`, but
-    /// the bundle must then be readable by that user.
-    pub container_user: Option<(u32, u32)>,
+    /// User and group (uid, gid) an instance runs as, in either sandbox. `None` keeps the
+    /// runtime's own user (root on a device). In a container, root keeps only the CAP_AUDIT_WRITE,
+    /// CAP_KILL and CAP_NET_BIND_SERVICE capabilities but can still read root-owned files of the
+    /// host's `/etc`; with a user such as `(65534, 65534)` (nobody) it cannot. The bundle must be
+    /// readable by that user.
+    pub run_as: Option<(u32, u32)>,
     /// The program that runs the container helper: a binary that calls
     /// [`crate::sandbox_helper_main_if_requested`] first thing in `main`, or the
     /// `edgefn-sandbox-helper` binary of this crate. Required for containers.
@@ -95,7 +96,7 @@ impl Default for SandboxOptions {
             max_open_files: 1024,
             cpu_time: Some(Duration::from_secs(3600)),
             max_pids: 256,
-            container_user: None,
+            run_as: None,
             helper: None,
             state_dir: PathBuf::from("/run/edgefn"),
         }

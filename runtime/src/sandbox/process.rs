@@ -36,6 +36,8 @@ pub(crate) struct ProcessCommand {
     pub(crate) stdin: Option<OwnedFd>,
     /// Descriptors the child gets at fixed numbers (after fd 3), e.g. the helper's status pipe.
     pub(crate) extra_fds: Vec<(OwnedFd, RawFd)>,
+    /// uid and gid to run as.
+    pub(crate) user: Option<(u32, u32)>,
     /// Kill the child when its handle is dropped (not for the container helper, which must
     /// clean up after itself).
     pub(crate) kill_on_drop: bool,
@@ -64,6 +66,9 @@ pub(crate) fn spawn(cmd: ProcessCommand, channel: &OwnedFd) -> std::io::Result<S
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(cmd.kill_on_drop);
+    if let Some((uid, gid)) = cmd.user {
+        c.uid(uid).gid(gid);
+    }
     let mut fds = [(-1, -1); 2];
     for (slot, (fd, target)) in fds.iter_mut().zip(&cmd.extra_fds) {
         *slot = (fd.as_raw_fd(), *target);

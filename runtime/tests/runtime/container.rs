@@ -455,7 +455,7 @@ async fn a_container_user_cannot_read_root_only_files() {
         kind: SandboxKind::Container,
         helper: Some(PathBuf::from(env!("CARGO_BIN_EXE_edgefn-sandbox-helper"))),
         state_dir: state.path().to_path_buf(),
-        container_user: Some((65534, 65534)),
+        run_as: Some((65534, 65534)),
         ..SandboxOptions::default()
     })
     .expect("sandbox");

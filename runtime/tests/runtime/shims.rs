@@ -303,3 +303,33 @@ async fn open_files_rlimit_applies() {
     assert!(h.message.contains("Too many open files"), "{h:?}");
     p.stop().await;
 }
+
+#[tokio::test]
+async fn process_sandbox_can_run_as_another_user() {
+    let dir = bundle(&[(
+        "main.py",
+        "import os\ndef who(event, context):\n    return [os.getuid(), os.getgid()]\n",
+    )]);
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(
+        dir.path().join("main.py"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .expect("chmod");
+    let sandbox = Sandbox::new(edgefn_runtime::SandboxOptions {
+        run_as: Some((65534, 65534)),
+        ..edgefn_runtime::SandboxOptions::default()
+    })
+    .expect("process sandbox");
+    let p = Pool::start(
+        lang_spec(Runtime::Python3, "main.who", dir.path()),
+        PoolOptions::default(),
+        &sandbox,
+        LogSink::discard(),
+    )
+    .expect("pool");
+    let r = p.invoke(&Event::json("t", json!(1))).await.expect("reply");
+    assert_eq!(r.result, Payload::Json(json!([65534, 65534])));
+    p.stop().await;
+}
