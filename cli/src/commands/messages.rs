@@ -189,10 +189,16 @@ pub fn logs(args: &LogsArgs) -> CliResult {
         path.push_str(&format!("&binding={}", encode(f)));
     }
     let stdout = std::io::stdout();
+    let mut shown = 0usize;
     client.get_lines(
         &path,
-        || {},
+        || {
+            if args.follow {
+                eprintln!("following the logs of `{}` (Ctrl-C to stop)", args.device);
+            }
+        },
         |line| {
+            shown += 1;
             let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
             let mut out = stdout.lock();
             let _ = writeln!(
@@ -207,6 +213,16 @@ pub fn logs(args: &LogsArgs) -> CliResult {
             Ok(true)
         },
     )?;
+    if shown == 0 && !args.follow {
+        eprintln!(
+            "no log lines from `{}`{} yet (the cloud keeps those its agent shipped since the cloud started)",
+            args.device,
+            args.function
+                .as_deref()
+                .map(|f| format!(" for `{f}`"))
+                .unwrap_or_default()
+        );
+    }
     Ok(Outcome::Success)
 }
 
