@@ -434,10 +434,20 @@ fn embedded_broker_confines_each_device_to_its_namespace() {
     let (cloud, mqtt) = Cloud::start_with(data.path(), &["--mqtt-listen", "127.0.0.1:0"]);
     let mqtt = mqtt.expect("the embedded broker's address");
     namespace_scenario(&cloud, &mqtt, true);
-    let metrics = http(&cloud.addr(), "GET", "/metrics", Some(&cloud.admin), &[], b"");
+    let metrics = http(
+        &cloud.addr(),
+        "GET",
+        "/metrics",
+        Some(&cloud.admin),
+        &[],
+        b"",
+    );
     let metrics = text(&metrics.body);
     assert!(metrics.contains("edgefn_mqtt_connected 1"), "{metrics}");
-    assert!(metrics.contains("edgefn_messages_total{direction=\"up\"} 2"), "{metrics}");
+    assert!(
+        metrics.contains("edgefn_messages_total{direction=\"up\"} 2"),
+        "{metrics}"
+    );
     assert!(metrics.contains("edgefn_mqtt_clients "), "{metrics}");
 }
 
