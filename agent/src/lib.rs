@@ -40,7 +40,13 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
-    let sandbox = sandbox(&config)?;
+    // Choosing the sandbox may run a trial container: blocking work, off the async threads.
+    let sandbox = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || sandbox(&config))
+            .await
+            .map_err(|e| AgentError::Sandbox(e.to_string()))??
+    };
     tracing::info!(sandbox = %sandbox.kind(), "{}", sandbox.reason());
     // Function output: the agent's log, and shipped up best-effort (dropped when the link is
     // down and the small buffer is full).

@@ -32,6 +32,8 @@ struct Args {
 
 #[allow(clippy::print_stdout, clippy::print_stderr)]
 fn main() -> ExitCode {
+    // When started as the container helper, this runs it and exits (before any thread starts).
+    edgefn_runtime::sandbox_helper_main_if_requested();
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_max_level(args.log_level)

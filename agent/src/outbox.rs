@@ -259,12 +259,38 @@ impl Store {
     }
 }
 
+/// A record: queued time (8 bytes, little-endian), topic length (2 bytes), topic, payload.
 fn encode(m: &OutMessage) -> Vec<u8> {
-    serde_json::to_vec(m).expect("messages serialize")
+    let mut out = Vec::with_capacity(10 + m.topic.len() + m.payload.len());
+    out.extend_from_slice(&m.queued_ms.to_le_bytes());
+    out.extend_from_slice(&(m.topic.len() as u16).to_le_bytes());
+    out.extend_from_slice(m.topic.as_bytes());
+    out.extend_from_slice(&m.payload);
+    out
 }
 
 fn decode(b: &[u8]) -> Result<OutMessage, OutboxError> {
-    serde_json::from_slice(b).map_err(|e| OutboxError(format!("corrupt message: {e}")))
+    let corrupt = || OutboxError("corrupt message record".into());
+    let queued_ms = u64::from_le_bytes(
+        b.get(..8)
+            .ok_or_else(corrupt)?
+            .try_into()
+            .map_err(|_| corrupt())?,
+    );
+    let len = u16::from_le_bytes(
+        b.get(8..10)
+            .ok_or_else(corrupt)?
+            .try_into()
+            .map_err(|_| corrupt())?,
+    ) as usize;
+    let topic = std::str::from_utf8(b.get(10..10 + len).ok_or_else(corrupt)?)
+        .map_err(|_| corrupt())?
+        .to_owned();
+    Ok(OutMessage {
+        topic,
+        payload: b[10 + len..].to_vec(),
+        queued_ms,
+    })
 }
 
 /// Most pushes merged into one commit.

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch};
 use crate::outbox::Outbox;
 
 /// Messages published at once and not yet acknowledged.
-const WINDOW: usize = 256;
+const WINDOW: usize = 1024;
 
 /// Where the broker is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +124,10 @@ async fn connection(
     opts.set_keep_alive(Duration::from_secs(30));
     opts.set_clean_start(false);
     opts.set_session_expiry_interval(Some(7 * 24 * 3600));
+    // Small messages must not wait for Nagle's algorithm.
+    let mut net = rumqttc::NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    opts.set_network_options(net);
     let (client, mut eventloop) = AsyncClient::new(opts, WINDOW * 2);
     let down_prefix = format!("edgefn/{device}/down/");
     let up_prefix = format!("edgefn/{device}/up/");
@@ -188,7 +192,7 @@ async fn connection(
                         // forget it in batches.
                         let upto = in_flight.first().map_or(last_sent, |s| s - 1);
                         let ready = acked.range(..=upto).count();
-                        if ready >= 64 || (in_flight.is_empty() && ready > 0) {
+                        if ready >= 512 || (in_flight.is_empty() && ready > 0) {
                             if let Err(e) = outbox.ack(upto).await {
                                 tracing::error!("{e}");
                             }

@@ -3,5 +3,7 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // When started as the container helper, this runs it and exits (before any thread starts).
+    edgefn_runtime::sandbox_helper_main_if_requested();
     edgefn::run(edgefn::Cli::parse())
 }
