@@ -179,6 +179,10 @@ struct Setup {
 fn setup(broker_port: u16) -> Setup {
     let cloud_data = tempfile::tempdir().expect("data");
     let cloud = Cloud::start(cloud_data.path());
+    setup_with(cloud_data, cloud, &format!("127.0.0.1:{broker_port}"))
+}
+
+fn setup_with(cloud_data: tempfile::TempDir, cloud: Cloud, broker: &str) -> Setup {
     let project = tempfile::tempdir().expect("project");
     let dir = project.path();
     std::fs::create_dir_all(dir.join("functions/greeter")).expect("mkdir");
@@ -209,7 +213,7 @@ fn setup(broker_port: u16) -> Setup {
     ok(&edgefn_env(dir, &["apply"], &env));
     let mut text = std::fs::read_to_string(&config).expect("read");
     text.push_str(&format!(
-        "mqtt: mqtt://127.0.0.1:{broker_port}\nhealthWindow: 1s\npollWait: 5s\n"
+        "mqtt: mqtt://{broker}\nhealthWindow: 1s\npollWait: 5s\n"
     ));
     std::fs::write(&config, text).expect("write");
     Setup {
@@ -375,4 +379,65 @@ fn ten_thousand_messages_survive_a_30_second_broker_outage_in_order() {
 #[test]
 fn the_same_with_the_agent_sigkilled_twice_during_the_outage() {
     outage(2);
+}
+
+#[test]
+fn with_the_embedded_broker_edgefn_publish_reaches_the_function_and_subscribe_sees_its_output() {
+    let cloud_data = tempfile::tempdir().expect("data");
+    let (cloud, mqtt) = Cloud::start_with(cloud_data.path(), &["--mqtt-listen", "127.0.0.1:0"]);
+    let mqtt = mqtt.expect("the embedded broker listens");
+    let s = setup_with(cloud_data, cloud, &mqtt);
+    let data = tempfile::tempdir().expect("agent");
+    let _agent = AgentProc::start(&s.config, data.path(), &[]);
+    wait_until(30, "dev-a converges", || converged(&s));
+    let env = s.cloud.env();
+    let env = [(env[0].0, env[0].1.as_str()), (env[1].0, env[1].1.as_str())];
+
+    // `edgefn subscribe` in the background, until one message.
+    let home = tempfile::tempdir().expect("home");
+    let mut sub = Command::new(env!("CARGO_BIN_EXE_edgefn"))
+        .args(["subscribe", "alerts/#", "--count", "1", "--json"])
+        .env_clear()
+        .env("HOME", home.path())
+        .env(env[0].0, env[0].1)
+        .env(env[1].0, env[1].1)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("subscribe");
+    let mut err = std::io::BufReader::new(sub.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while !line.contains("subscribed to") {
+        line.clear();
+        assert!(
+            std::io::BufRead::read_line(&mut err, &mut line).expect("read") > 0,
+            "subscribe exited early"
+        );
+    }
+    // The agent's MQTT session comes up a moment after convergence: publish until it answers.
+    let mut answered = false;
+    for _ in 0..50 {
+        ok(&edgefn_env(
+            s.project.path(),
+            &["publish", "dev-a", "commands/greet", "{\"name\": \"Ada\"}"],
+            &env,
+        ));
+        if sub.try_wait().expect("wait").is_some() {
+            answered = true;
+            break;
+        }
+        pause(200);
+        if sub.try_wait().expect("wait").is_some() {
+            answered = true;
+            break;
+        }
+    }
+    assert!(answered || sub.wait().is_ok());
+    let out = sub.wait_with_output().expect("output");
+    let line = text(&out.stdout);
+    let v: serde_json::Value =
+        serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["device"], "dev-a");
+    assert_eq!(v["topic"], "alerts/greeting");
+    assert_eq!(v["payload"]["greeting"], "Hello, Ada!");
 }

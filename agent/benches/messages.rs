@@ -123,6 +123,7 @@ async fn outbox_rate(port: u16, dir: &std::path::Path) -> f64 {
             host: "127.0.0.1".into(),
             port,
         },
+        uplink::Protocol::V5,
         "bench".into(),
         "t".into(),
         outbox.clone(),

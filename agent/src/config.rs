@@ -57,6 +57,7 @@ struct Raw {
     poll_wait: Option<String>,
     report_interval: Option<String>,
     mqtt: Option<String>,
+    mqtt_protocol: Option<String>,
     outbox_max_bytes: Option<String>,
     outbox_max_age: Option<String>,
 }
@@ -85,6 +86,8 @@ pub struct AgentConfig {
     /// The cloud's MQTT broker (`mqtt://host:port`); without it, messages for the cloud wait
     /// in the outbox.
     pub mqtt: Option<crate::uplink::BrokerAddr>,
+    /// MQTT version to speak.
+    pub mqtt_protocol: crate::uplink::Protocol,
     /// Bounds of the outbox.
     pub outbox: crate::outbox::OutboxLimits,
     /// Testing hook: SIGKILL the agent at this point of an update (`download`, `extract`,
@@ -162,7 +165,7 @@ impl AgentConfig {
             let msg = e.to_string();
             let key = msg.split('`').nth(1).unwrap_or("");
             let at = if key.is_empty() { 0 } else { source.text().find(&format!("{key}:")).unwrap_or(0) };
-            invalid(source, at, msg, "the keys are cloud, device, token, data, sandbox, healthWindow, localListen, pollWait, reportInterval, mqtt, outboxMaxBytes, outboxMaxAge")
+            invalid(source, at, msg, "the keys are cloud, device, token, data, sandbox, healthWindow, localListen, pollWait, reportInterval, mqtt, mqttProtocol, outboxMaxBytes, outboxMaxAge")
         })?;
         let at = |key: &str| source.text().find(&format!("{key}:")).unwrap_or(0);
         if !raw.cloud.starts_with("http://") && !raw.cloud.starts_with("https://") {
@@ -208,16 +211,44 @@ impl AgentConfig {
                     "an address such as 127.0.0.1:7071",
                 )
             })?;
+        // Default: the broker beside the control plane, on the standard port.
+        let cloud_host = raw
+            .cloud
+            .split("://")
+            .nth(1)
+            .unwrap_or("")
+            .split(['/', ':'])
+            .next()
+            .unwrap_or("")
+            .to_owned();
         let mqtt = match raw.mqtt.as_deref() {
-            None => None,
+            Some("none") => None,
+            None if cloud_host.is_empty() => None,
+            None => Some(crate::uplink::BrokerAddr {
+                host: cloud_host,
+                port: 1883,
+            }),
             Some(url) => Some(crate::uplink::BrokerAddr::parse(url).map_err(|e| {
                 invalid(
                     source,
                     at("mqtt"),
                     e,
-                    "write the broker as mqtt://host:1883",
+                    "write the broker as mqtt://host:1883, or `none`",
                 )
             })?),
+        };
+        let mqtt_protocol = match raw.mqtt_protocol.as_deref() {
+            None | Some("auto") => crate::uplink::Protocol::Auto,
+            Some("4" | "3.1.1") => crate::uplink::Protocol::V4,
+            Some("5") => crate::uplink::Protocol::V5,
+            Some(other) => {
+                return Err(invalid(
+                    source,
+                    at("mqttProtocol"),
+                    format!("`{other}` is not an MQTT version"),
+                    "auto, 5 or 3.1.1",
+                ));
+            }
         };
         let mut outbox = crate::outbox::OutboxLimits::default();
         if let Some(b) = raw.outbox_max_bytes.as_deref() {
@@ -241,6 +272,7 @@ impl AgentConfig {
         )?;
         Ok(AgentConfig {
             mqtt,
+            mqtt_protocol,
             outbox,
             crash_at: None,
             cloud: raw.cloud.trim_end_matches('/').to_owned(),

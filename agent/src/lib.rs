@@ -63,6 +63,7 @@ pub async fn run(
         });
     });
     let mqtt = config.mqtt.clone();
+    let protocol = config.mqtt_protocol;
     let (device, token) = (config.device.clone(), config.token.clone());
     let agent = Agent::new(config, sandbox, log)?;
     agent.boot().await;
@@ -83,6 +84,7 @@ pub async fn run(
     let link = mqtt.map(|broker| {
         tokio::spawn(uplink::run(
             broker,
+            protocol,
             device,
             token,
             agent.outbox.clone(),

@@ -10,7 +10,6 @@
 //! everything unacknowledged, in order.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::Outgoing;
@@ -76,9 +75,82 @@ pub struct ShippedLog {
     pub json: Vec<u8>,
 }
 
+/// The MQTT version spoken to the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// MQTT 3.1.1 (messages carry no id).
+    V4,
+    /// MQTT 5 (each message carries its id in the user property `edgefn-id`).
+    V5,
+    /// MQTT 5 when the broker accepts it, else 3.1.1 (the embedded broker speaks 3.1.1).
+    Auto,
+}
+
+/// Messages sent and not yet acknowledged, in order, tracked from the sequence numbers the
+/// outbox gave them to the packet ids the MQTT client gave them.
+#[derive(Debug, Default)]
+struct Window {
+    unnamed: VecDeque<u64>,
+    by_pkid: HashMap<u16, u64>,
+    acked: BTreeSet<u64>,
+    in_flight: BTreeSet<u64>,
+    last_sent: u64,
+}
+
+impl Window {
+    fn room(&self) -> usize {
+        if self.in_flight.len() <= WINDOW / 2 {
+            WINDOW - self.in_flight.len()
+        } else {
+            0
+        }
+    }
+
+    fn sent(&mut self, seq: u64) {
+        self.unnamed.push_back(seq);
+        self.in_flight.insert(seq);
+        self.last_sent = seq;
+    }
+
+    /// The client sent the next publish with `pkid`.
+    fn named(&mut self, pkid: u16) {
+        if let Some(seq) = self.unnamed.pop_front() {
+            self.by_pkid.insert(pkid, seq);
+        }
+    }
+
+    /// The broker acknowledged `pkid`; returns the sequence number up to which the outbox can
+    /// forget, when enough has accumulated (or nothing is left in flight).
+    fn acked(&mut self, pkid: u16) -> Option<u64> {
+        let seq = self.by_pkid.remove(&pkid)?;
+        self.in_flight.remove(&seq);
+        self.acked.insert(seq);
+        let upto = self.in_flight.first().map_or(self.last_sent, |s| s - 1);
+        let ready = self.acked.range(..=upto).count();
+        if ready >= 512 || (self.in_flight.is_empty() && ready > 0) {
+            self.acked = self.acked.split_off(&(upto + 1));
+            Some(upto)
+        } else {
+            None
+        }
+    }
+}
+
+/// What one connection needs.
+#[derive(Debug)]
+struct Link<'a> {
+    broker: &'a BrokerAddr,
+    device: &'a str,
+    token: &'a str,
+    outbox: &'a Outbox,
+    down: &'a mpsc::UnboundedSender<Downlink>,
+}
+
 /// Runs the link until `stop`.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     broker: BrokerAddr,
+    protocol: Protocol,
     device: String,
     token: String,
     outbox: Outbox,
@@ -86,21 +158,40 @@ pub async fn run(
     mut logs: mpsc::Receiver<ShippedLog>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let link = Link {
+        broker: &broker,
+        device: &device,
+        token: &token,
+        outbox: &outbox,
+        down: &down,
+    };
     let mut attempt = 0u32;
+    let mut v5 = protocol != Protocol::V4;
     loop {
-        let connected_once = connection(
-            &broker, &device, &token, &outbox, &down, &mut logs, &mut stop,
-        )
-        .await;
+        let connected_once = if v5 {
+            connection_v5(&link, &mut logs, &mut stop).await
+        } else {
+            connection_v4(&link, &mut logs, &mut stop).await
+        };
         if *stop.borrow() {
             return;
+        }
+        if !connected_once && protocol == Protocol::Auto {
+            // A broker that does not take MQTT 5 refuses the connection: try the other version.
+            v5 = !v5;
         }
         attempt = if connected_once {
             0
         } else {
             attempt.saturating_add(1)
         };
-        let wait = crate::agent::backoff(attempt);
+        // Brokers come back quickly: at most ~10 s between attempts (the HTTP poll, which a whole
+        // fleet shares with the control plane, backs off further).
+        let wait = if !connected_once && protocol == Protocol::Auto && !v5 {
+            Duration::ZERO
+        } else {
+            crate::agent::backoff(attempt.min(3))
+        };
         tracing::debug!("MQTT: reconnecting in {:.1} s", wait.as_secs_f64());
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
@@ -109,41 +200,50 @@ pub async fn run(
     }
 }
 
-/// One connection: returns when it breaks (true if it was established).
-async fn connection(
-    broker: &BrokerAddr,
-    device: &str,
-    token: &str,
-    outbox: &Outbox,
-    down: &mpsc::UnboundedSender<Downlink>,
-    logs: &mut mpsc::Receiver<ShippedLog>,
-    stop: &mut watch::Receiver<bool>,
-) -> bool {
-    let mut opts = MqttOptions::new(device, broker.host.clone(), broker.port);
-    opts.set_credentials(device, token);
-    opts.set_keep_alive(Duration::from_secs(30));
-    opts.set_clean_start(false);
-    opts.set_session_expiry_interval(Some(7 * 24 * 3600));
+fn nodelay() -> rumqttc::NetworkOptions {
     // Small messages must not wait for Nagle's algorithm.
     let mut net = rumqttc::NetworkOptions::new();
     net.set_tcp_nodelay(true);
-    opts.set_network_options(net);
+    net
+}
+
+/// Largest packet taken from the broker (the cloud sends payloads up to 256 KiB).
+const MAX_PACKET: usize = 1 << 20;
+
+async fn forget(outbox: &Outbox, upto: Option<u64>) {
+    if let Some(upto) = upto {
+        if let Err(e) = outbox.ack(upto).await {
+            tracing::error!("{e}");
+        }
+    }
+}
+
+/// One MQTT 5 connection: returns when it breaks (true if it was established).
+async fn connection_v5(
+    link: &Link<'_>,
+    logs: &mut mpsc::Receiver<ShippedLog>,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let mut opts = MqttOptions::new(link.device, link.broker.host.clone(), link.broker.port);
+    opts.set_credentials(link.device, link.token);
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_clean_start(false);
+    opts.set_session_expiry_interval(Some(7 * 24 * 3600));
+    opts.set_max_packet_size(Some(MAX_PACKET as u32));
+    opts.set_network_options(nodelay());
     let (client, mut eventloop) = AsyncClient::new(opts, WINDOW * 2);
-    let down_prefix = format!("edgefn/{device}/down/");
-    let up_prefix = format!("edgefn/{device}/up/");
+    let down_prefix = format!("edgefn/{}/down/", link.device);
+    let up_prefix = format!("edgefn/{}/up/", link.device);
     let mut connected = false;
-    // Sent, in order, waiting to learn their packet id; then by packet id.
-    let mut unnamed: VecDeque<u64> = VecDeque::new();
-    let mut by_pkid: HashMap<u16, u64> = HashMap::new();
-    let mut acked: BTreeSet<u64> = BTreeSet::new();
-    let mut in_flight: BTreeSet<u64> = BTreeSet::new();
-    let mut last_sent = 0u64;
+    let mut window = Window::default();
     let mut wake = tokio::time::interval(Duration::from_millis(100));
-    let client = Arc::new(client);
     loop {
-        // Refill the window from the outbox, in chunks.
-        if connected && in_flight.len() <= WINDOW / 2 {
-            match outbox.peek_after(last_sent, WINDOW - in_flight.len()).await {
+        if connected && window.room() > 0 {
+            match link
+                .outbox
+                .peek_after(window.last_sent, window.room())
+                .await
+            {
                 Ok(batch) => {
                     for (seq, m) in batch {
                         let props = PublishProperties {
@@ -162,9 +262,7 @@ async fn connection(
                         {
                             break;
                         }
-                        unnamed.push_back(seq);
-                        in_flight.insert(seq);
-                        last_sent = seq;
+                        window.sent(seq);
                     }
                 }
                 Err(e) => tracing::error!("{e}"),
@@ -174,36 +272,17 @@ async fn connection(
             event = eventloop.poll() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     connected = true;
-                    tracing::info!("MQTT: connected to {}:{}", broker.host, broker.port);
+                    tracing::info!("MQTT 5: connected to {}:{}", link.broker.host, link.broker.port);
                     if let Err(e) = client.subscribe(format!("{down_prefix}#"), QoS::AtLeastOnce).await {
                         tracing::warn!("MQTT: subscribe: {e}");
                     }
                 }
-                Ok(Event::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => {
-                    if let Some(seq) = unnamed.pop_front() {
-                        by_pkid.insert(pkid, seq);
-                    }
-                }
-                Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                    if let Some(seq) = by_pkid.remove(&ack.pkid) {
-                        in_flight.remove(&seq);
-                        acked.insert(seq);
-                        // Everything up to the oldest message still in flight is acknowledged;
-                        // forget it in batches.
-                        let upto = in_flight.first().map_or(last_sent, |s| s - 1);
-                        let ready = acked.range(..=upto).count();
-                        if ready >= 512 || (in_flight.is_empty() && ready > 0) {
-                            if let Err(e) = outbox.ack(upto).await {
-                                tracing::error!("{e}");
-                            }
-                            acked = acked.split_off(&(upto + 1));
-                        }
-                    }
-                }
+                Ok(Event::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => window.named(pkid),
+                Ok(Event::Incoming(Packet::PubAck(ack))) => forget(link.outbox, window.acked(ack.pkid)).await,
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let topic = String::from_utf8_lossy(&p.topic).into_owned();
                     if let Some(local) = topic.strip_prefix(&down_prefix) {
-                        let _ = down.send(Downlink { topic: local.to_owned(), payload: p.payload.to_vec() });
+                        let _ = link.down.send(Downlink { topic: local.to_owned(), payload: p.payload.to_vec() });
                     }
                 }
                 Ok(_) => {}
@@ -211,15 +290,102 @@ async fn connection(
                     if connected {
                         tracing::warn!("MQTT: connection lost: {e}");
                     } else {
-                        tracing::debug!("MQTT: cannot connect: {e}");
+                        tracing::debug!("MQTT 5: cannot connect: {e}");
                     }
                     return connected;
                 }
             },
-            () = outbox.pushed() => {}
+            () = link.outbox.pushed() => {}
             _ = wake.tick() => {}
             Some(log) = logs.recv(), if connected => {
-                let _ = client.try_publish(format!("edgefn/{device}/logs/{}", log.binding), QoS::AtMostOnce, false, log.json);
+                let _ = client.try_publish(format!("edgefn/{}/logs/{}", link.device, log.binding), QoS::AtMostOnce, false, log.json);
+            }
+            changed = stop.changed() => {
+                let stopping = changed.is_err() || *stop.borrow();
+                if stopping {
+                    let _ = client.disconnect().await;
+                    return connected;
+                }
+            }
+        }
+    }
+}
+
+/// One MQTT 3.1.1 connection (no message ids): returns when it breaks.
+async fn connection_v4(
+    link: &Link<'_>,
+    logs: &mut mpsc::Receiver<ShippedLog>,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let mut opts = MqttOptions::new(link.device, link.broker.host.clone(), link.broker.port);
+    opts.set_credentials(link.device, link.token);
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_clean_session(false);
+    opts.set_max_packet_size(MAX_PACKET, MAX_PACKET);
+    let (client, mut eventloop) = AsyncClient::new(opts, WINDOW * 2);
+    eventloop.network_options = nodelay();
+    let down_prefix = format!("edgefn/{}/down/", link.device);
+    let up_prefix = format!("edgefn/{}/up/", link.device);
+    let mut connected = false;
+    let mut window = Window::default();
+    let mut wake = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        if connected && window.room() > 0 {
+            match link
+                .outbox
+                .peek_after(window.last_sent, window.room())
+                .await
+            {
+                Ok(batch) => {
+                    for (seq, m) in batch {
+                        if client
+                            .try_publish(
+                                format!("{up_prefix}{}", m.topic),
+                                QoS::AtLeastOnce,
+                                false,
+                                m.payload,
+                            )
+                            .is_err()
+                        {
+                            break;
+                        }
+                        window.sent(seq);
+                    }
+                }
+                Err(e) => tracing::error!("{e}"),
+            }
+        }
+        tokio::select! {
+            event = eventloop.poll() => match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    connected = true;
+                    tracing::info!("MQTT 3.1.1: connected to {}:{}", link.broker.host, link.broker.port);
+                    if let Err(e) = client.subscribe(format!("{down_prefix}#"), QoS::AtLeastOnce).await {
+                        tracing::warn!("MQTT: subscribe: {e}");
+                    }
+                }
+                Ok(Event::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => window.named(pkid),
+                Ok(Event::Incoming(Packet::PubAck(ack))) => forget(link.outbox, window.acked(ack.pkid)).await,
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if let Some(local) = p.topic.strip_prefix(&down_prefix) {
+                        let _ = link.down.send(Downlink { topic: local.to_owned(), payload: p.payload.to_vec() });
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    if connected {
+                        tracing::warn!("MQTT: connection lost: {e}");
+                    } else {
+                        tracing::debug!("MQTT 3.1.1: cannot connect: {e}");
+                    }
+                    return connected;
+                }
+            },
+            () = link.outbox.pushed() => {}
+            _ = wake.tick() => {}
+            Some(log) = logs.recv(), if connected => {
+                let _ = client.try_publish(format!("edgefn/{}/logs/{}", link.device, log.binding), QoS::AtMostOnce, false, log.json);
             }
             changed = stop.changed() => {
                 let stopping = changed.is_err() || *stop.borrow();
