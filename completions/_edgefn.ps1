@@ -27,6 +27,7 @@ Register-ArgumentCompleter -Native -CommandName 'edgefn' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('init', 'init', [CompletionResultType]::ParameterValue, 'Create a new edgefn project: manifest, functions/, .gitignore and a CI workflow')
             [CompletionResult]::new('new', 'new', [CompletionResultType]::ParameterValue, 'Add a function: a working handler, a sample test case, and its entry in edgefn.yaml')
+            [CompletionResult]::new('dev', 'dev', [CompletionResultType]::ParameterValue, 'Run the project locally: a control plane, a broker and one agent per device, re-applied on every change')
             [CompletionResult]::new('validate', 'validate', [CompletionResultType]::ParameterValue, 'Check edgefn.yaml (and the functions'' test cases) and report every problem found')
             [CompletionResult]::new('test', 'test', [CompletionResultType]::ParameterValue, 'Run the functions'' test cases (functions/*/tests/*.yaml), or simulate one message on a device')
             [CompletionResult]::new('invoke', 'invoke', [CompletionResultType]::ParameterValue, 'Call a function once with an event, and print its result')
@@ -60,6 +61,17 @@ Register-ArgumentCompleter -Native -CommandName 'edgefn' -ScriptBlock {
             [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'The manifest to add the function to (default: edgefn.yaml here or in a parent folder)')
             [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'The manifest to add the function to (default: edgefn.yaml here or in a parent folder)')
             [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Overwrite the function''s files if they exist')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'edgefn;dev' {
+            [CompletionResult]::new('--device', '--device', [CompletionResultType]::ParameterName, 'Run only these devices of the manifest (default: all)')
+            [CompletionResult]::new('--sandbox', '--sandbox', [CompletionResultType]::ParameterName, 'Where functions run')
+            [CompletionResult]::new('--listen', '--listen', [CompletionResultType]::ParameterName, 'Address of the local control plane')
+            [CompletionResult]::new('--once', '--once', [CompletionResultType]::ParameterName, 'Stop after applying and starting the devices once (for scripts and checks)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -287,6 +299,7 @@ Register-ArgumentCompleter -Native -CommandName 'edgefn' -ScriptBlock {
         'edgefn;help' {
             [CompletionResult]::new('init', 'init', [CompletionResultType]::ParameterValue, 'Create a new edgefn project: manifest, functions/, .gitignore and a CI workflow')
             [CompletionResult]::new('new', 'new', [CompletionResultType]::ParameterValue, 'Add a function: a working handler, a sample test case, and its entry in edgefn.yaml')
+            [CompletionResult]::new('dev', 'dev', [CompletionResultType]::ParameterValue, 'Run the project locally: a control plane, a broker and one agent per device, re-applied on every change')
             [CompletionResult]::new('validate', 'validate', [CompletionResultType]::ParameterValue, 'Check edgefn.yaml (and the functions'' test cases) and report every problem found')
             [CompletionResult]::new('test', 'test', [CompletionResultType]::ParameterValue, 'Run the functions'' test cases (functions/*/tests/*.yaml), or simulate one message on a device')
             [CompletionResult]::new('invoke', 'invoke', [CompletionResultType]::ParameterValue, 'Call a function once with an event, and print its result')
@@ -309,6 +322,9 @@ Register-ArgumentCompleter -Native -CommandName 'edgefn' -ScriptBlock {
             break
         }
         'edgefn;help;new' {
+            break
+        }
+        'edgefn;help;dev' {
             break
         }
         'edgefn;help;validate' {

@@ -22,6 +22,9 @@ _edgefn() {
             edgefn,completions)
                 cmd="edgefn__subcmd__completions"
                 ;;
+            edgefn,dev)
+                cmd="edgefn__subcmd__dev"
+                ;;
             edgefn,device)
                 cmd="edgefn__subcmd__device"
                 ;;
@@ -100,6 +103,9 @@ _edgefn() {
             edgefn__subcmd__help,completions)
                 cmd="edgefn__subcmd__help__subcmd__completions"
                 ;;
+            edgefn__subcmd__help,dev)
+                cmd="edgefn__subcmd__help__subcmd__dev"
+                ;;
             edgefn__subcmd__help,device)
                 cmd="edgefn__subcmd__help__subcmd__device"
                 ;;
@@ -164,7 +170,7 @@ _edgefn() {
 
     case "${cmd}" in
         edgefn)
-            opts="-h -V --help --version init new validate test invoke package apply diff status history rollback device login publish subscribe logs completions help"
+            opts="-h -V --help --version init new dev validate test invoke package apply diff status history rollback device login publish subscribe logs completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -222,6 +228,32 @@ _edgefn() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__dev)
+            opts="-h -V --device --sandbox --listen --once --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --device)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sandbox)
+                    COMPREPLY=($(compgen -W "process container auto" -- "${cur}"))
+                    return 0
+                    ;;
+                --listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -430,7 +462,7 @@ _edgefn() {
             return 0
             ;;
         edgefn__subcmd__help)
-            opts="init new validate test invoke package apply diff status history rollback device login publish subscribe logs completions help"
+            opts="init new dev validate test invoke package apply diff status history rollback device login publish subscribe logs completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -458,6 +490,20 @@ _edgefn() {
             return 0
             ;;
         edgefn__subcmd__help__subcmd__completions)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__help__subcmd__dev)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

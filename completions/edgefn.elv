@@ -24,6 +24,7 @@ set edit:completion:arg-completer[edgefn] = {|@words|
             cand --version 'Print version'
             cand init 'Create a new edgefn project: manifest, functions/, .gitignore and a CI workflow'
             cand new 'Add a function: a working handler, a sample test case, and its entry in edgefn.yaml'
+            cand dev 'Run the project locally: a control plane, a broker and one agent per device, re-applied on every change'
             cand validate 'Check edgefn.yaml (and the functions'' test cases) and report every problem found'
             cand test 'Run the functions'' test cases (functions/*/tests/*.yaml), or simulate one message on a device'
             cand invoke 'Call a function once with an event, and print its result'
@@ -55,6 +56,16 @@ set edit:completion:arg-completer[edgefn] = {|@words|
             cand -f 'The manifest to add the function to (default: edgefn.yaml here or in a parent folder)'
             cand --file 'The manifest to add the function to (default: edgefn.yaml here or in a parent folder)'
             cand --force 'Overwrite the function''s files if they exist'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'edgefn;dev'= {
+            cand --device 'Run only these devices of the manifest (default: all)'
+            cand --sandbox 'Where functions run'
+            cand --listen 'Address of the local control plane'
+            cand --once 'Stop after applying and starting the devices once (for scripts and checks)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
@@ -258,6 +269,7 @@ set edit:completion:arg-completer[edgefn] = {|@words|
         &'edgefn;help'= {
             cand init 'Create a new edgefn project: manifest, functions/, .gitignore and a CI workflow'
             cand new 'Add a function: a working handler, a sample test case, and its entry in edgefn.yaml'
+            cand dev 'Run the project locally: a control plane, a broker and one agent per device, re-applied on every change'
             cand validate 'Check edgefn.yaml (and the functions'' test cases) and report every problem found'
             cand test 'Run the functions'' test cases (functions/*/tests/*.yaml), or simulate one message on a device'
             cand invoke 'Call a function once with an event, and print its result'
@@ -278,6 +290,8 @@ set edit:completion:arg-completer[edgefn] = {|@words|
         &'edgefn;help;init'= {
         }
         &'edgefn;help;new'= {
+        }
+        &'edgefn;help;dev'= {
         }
         &'edgefn;help;validate'= {
         }

@@ -74,6 +74,8 @@ fn sync_dir(dir: &Path) -> Result<(), LayoutError> {
 impl Layout {
     /// Opens (creating) the folder, and removes what a crash left half-done.
     pub fn open(root: &Path) -> Result<Layout, LayoutError> {
+        // Functions run with their bundle as working folder: every path handed out is absolute.
+        let root = &std::path::absolute(root).map_err(io("resolve", root))?;
         for sub in ["bundles", "downloads", "releases"] {
             let p = root.join(sub);
             fs::create_dir_all(&p).map_err(io("create", &p))?;

@@ -34,11 +34,24 @@ pub fn sandbox(config: &AgentConfig) -> Result<Sandbox, AgentError> {
     Sandbox::new(options).map_err(|e| AgentError::Sandbox(e.to_string()))
 }
 
+/// Called with each line a function prints (besides the agent's log).
+pub type LogHook = Arc<dyn Fn(&LogLine) + Send + Sync>;
+
 /// Runs the agent until `shutdown` completes or the cloud refuses its token.
 pub async fn run(
     config: AgentConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
+    run_with(config, listener, shutdown, None).await
+}
+
+/// [`run`], with every function output line also passed to `hook` (`edgefn dev` prints them).
+pub async fn run_with(
+    config: AgentConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    hook: Option<LogHook>,
 ) -> Result<(), AgentError> {
     // Choosing the sandbox may run a trial container: blocking work, off the async threads.
     let sandbox = {
@@ -52,6 +65,9 @@ pub async fn run(
     // down and the small buffer is full).
     let (log_tx, log_rx) = tokio::sync::mpsc::channel::<uplink::ShippedLog>(1024);
     let log = LogSink::new(move |l: LogLine| {
+        if let Some(h) = &hook {
+            h(&l);
+        }
         tracing::info!(target: "function", "[{}/{}#{}] {}", l.function, l.binding, l.instance, l.line);
         let ts_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -34,6 +34,11 @@ pub enum Command {
         after_help = "Example:\n  edgefn new temp-filter --runtime python3\n  edgefn new collector --runtime exec"
     )]
     New(NewArgs),
+    /// Run the project locally: a control plane, a broker and one agent per device, re-applied on every change
+    #[command(
+        after_help = "Example:\n  edgefn dev examples/quickstart\n  # then, in another terminal in the project:\n  edgefn publish gw-01 commands/greet '{\"name\": \"Ada\"}'\n  edgefn subscribe 'greetings/#'"
+    )]
+    Dev(DevArgs),
     /// Check edgefn.yaml (and the functions' test cases) and report every problem found
     #[command(
         after_help = "Example:\n  edgefn validate\n  edgefn validate -f deploy/edgefn.yaml --format json"
@@ -328,6 +333,26 @@ pub enum SandboxArg {
     Container,
     /// Container where possible, else process
     Auto,
+}
+
+/// `edgefn dev`.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// The project folder
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Run only these devices of the manifest (default: all)
+    #[arg(long = "device", value_name = "NAME")]
+    pub devices: Vec<String>,
+    /// Where functions run
+    #[arg(long, value_enum, default_value_t = SandboxArg::Process)]
+    pub sandbox: SandboxArg,
+    /// Address of the local control plane
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+    pub listen: String,
+    /// Stop after applying and starting the devices once (for scripts and checks)
+    #[arg(long, hide = true)]
+    pub once: bool,
 }
 
 /// `edgefn test`.

@@ -4,7 +4,7 @@
 //! The cloud's address and token come from flags, else `EDGEFN_CLOUD` / `EDGEFN_TOKEN`, else the
 //! file `edgefn login` writes (`$XDG_CONFIG_HOME/edgefn/credentials.json`, mode 0600).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use edgefn_schema::api::ErrorBody;
@@ -40,6 +40,29 @@ pub fn saved() -> Option<Credentials> {
     serde_json::from_str(&text).ok()
 }
 
+/// The session of an `edgefn dev` running for the project around the current folder.
+fn dev_session() -> Option<Credentials> {
+    let cwd = std::env::current_dir().ok()?;
+    for dir in cwd.ancestors() {
+        let path = dir
+            .join(crate::commands::dev::STATE_DIR)
+            .join("session.json");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let pid = v["pid"].as_u64()?;
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            return None;
+        }
+        return Some(Credentials {
+            cloud: v["cloud"].as_str()?.to_owned(),
+            token: v["token"].as_str()?.to_owned(),
+        });
+    }
+    None
+}
+
 /// Saves credentials with mode 0600.
 pub fn save(creds: &Credentials) -> Result<PathBuf, CliError> {
     let path = credentials_path().ok_or_else(|| CliError::InvalidArgument {
@@ -70,9 +93,15 @@ pub struct Client {
 }
 
 impl Client {
-    /// From flags, else the environment, else saved credentials.
+    /// From flags, else the environment, else a running `edgefn dev` session of the project
+    /// here, else saved credentials.
     pub fn from_args(cloud: Option<&str>, token: Option<&str>) -> Result<Self, CliError> {
-        let saved = saved();
+        let saved =
+            if cloud.is_none() && std::env::var("EDGEFN_CLOUD").map_or(true, |v| v.is_empty()) {
+                dev_session().or_else(saved)
+            } else {
+                saved()
+            };
         let cloud = cloud
             .map(str::to_owned)
             .or_else(|| std::env::var("EDGEFN_CLOUD").ok().filter(|s| !s.is_empty()))

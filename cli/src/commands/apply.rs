@@ -37,6 +37,86 @@ fn say(output: Output, line: &str) {
     }
 }
 
+/// What [`submit`] did.
+#[derive(Debug)]
+pub struct Submitted {
+    /// The cloud's answer.
+    pub applied: ApplyResponse,
+    /// Functions whose bundles were uploaded.
+    pub uploaded: Vec<String>,
+    /// What was submitted.
+    pub request: NewRevision,
+}
+
+/// Packages the project, uploads the bundles the cloud lacks, and submits the revision against
+/// the latest one.
+pub fn submit(
+    client: &Client,
+    project: &Project,
+    manifest: &edgefn_schema::Manifest,
+    manifest_text: &str,
+    provenance: edgefn_schema::api::Provenance,
+    output: Output,
+) -> Result<Submitted, CliError> {
+    let bundles = package::package_all(&project.root, manifest)?;
+    let parent = latest_revision(client)?;
+    let digests: Vec<String> = bundles.iter().map(|b| b.digest.clone()).collect();
+    let (_, missing): (_, MissingBundlesResponse) =
+        client.post("/v1/bundles/missing", &MissingBundlesRequest { digests })?;
+    let to_upload: Vec<&package::Bundle> = bundles
+        .iter()
+        .filter(|b| missing.missing.contains(&b.digest))
+        .collect();
+    let total: u64 = to_upload.iter().map(|b| b.bytes.len() as u64).sum();
+    let bar = (output == Output::Text && std::io::stderr().is_terminal() && !to_upload.is_empty())
+        .then(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "uploading {bar:30} {bytes}/{total_bytes} {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar
+        });
+    for b in &to_upload {
+        match &bar {
+            Some(bar) => bar.set_message(b.function.clone()),
+            None => say(
+                output,
+                &format!(
+                    "uploading {} ({} bytes, {})",
+                    b.function,
+                    b.bytes.len(),
+                    &b.digest[..12]
+                ),
+            ),
+        }
+        client.put_bytes(&format!("/v1/bundles/{}", b.digest), b.bytes.clone())?;
+        if let Some(bar) = &bar {
+            bar.inc(b.bytes.len() as u64);
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let request = NewRevision {
+        manifest: manifest_text.to_owned(),
+        bundles: bundles
+            .iter()
+            .map(|b| (b.function.clone(), b.digest.clone()))
+            .collect(),
+        provenance,
+        expected_parent: Some(parent),
+    };
+    let (_, applied): (_, ApplyResponse) = client.post("/v1/revisions", &request)?;
+    Ok(Submitted {
+        applied,
+        uploaded: to_upload.iter().map(|b| b.function.clone()).collect(),
+        request,
+    })
+}
+
 /// Runs `edgefn apply`.
 pub fn run(args: &ApplyArgs) -> CliResult {
     let timeout = parse_timeout(&args.timeout)?;
@@ -68,61 +148,15 @@ pub fn run(args: &ApplyArgs) -> CliResult {
         ..Default::default()
     });
     let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
-    let bundles = package::package_all(&project.root, &loaded.manifest)?;
-    let parent = latest_revision(&client)?;
-
-    let digests: Vec<String> = bundles.iter().map(|b| b.digest.clone()).collect();
-    let (_, missing): (_, MissingBundlesResponse) =
-        client.post("/v1/bundles/missing", &MissingBundlesRequest { digests })?;
-    let to_upload: Vec<&package::Bundle> = bundles
-        .iter()
-        .filter(|b| missing.missing.contains(&b.digest))
-        .collect();
-    let total: u64 = to_upload.iter().map(|b| b.bytes.len() as u64).sum();
-    let bar =
-        (args.output == Output::Text && std::io::stderr().is_terminal() && !to_upload.is_empty())
-            .then(|| {
-                let bar = indicatif::ProgressBar::new(total);
-                bar.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "uploading {bar:30} {bytes}/{total_bytes} {msg}",
-                    )
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                );
-                bar
-            });
-    for b in &to_upload {
-        match &bar {
-            Some(bar) => bar.set_message(b.function.clone()),
-            None => say(
-                args.output,
-                &format!(
-                    "uploading {} ({} bytes, {})",
-                    b.function,
-                    b.bytes.len(),
-                    &b.digest[..12]
-                ),
-            ),
-        }
-        client.put_bytes(&format!("/v1/bundles/{}", b.digest), b.bytes.clone())?;
-        if let Some(bar) = &bar {
-            bar.inc(b.bytes.len() as u64);
-        }
-    }
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-
-    let request = NewRevision {
-        manifest: source.text().to_owned(),
-        bundles: bundles
-            .iter()
-            .map(|b| (b.function.clone(), b.digest.clone()))
-            .collect(),
+    let submitted = submit(
+        &client,
+        &project,
+        &loaded.manifest,
+        source.text(),
         provenance,
-        expected_parent: Some(parent),
-    };
-    let (_, applied): (_, ApplyResponse) = client.post("/v1/revisions", &request)?;
+        args.output,
+    )?;
+    let (applied, to_upload, request) = (submitted.applied, submitted.uploaded, submitted.request);
     let outcome = if applied.created {
         say(
             args.output,
@@ -152,7 +186,7 @@ pub fn run(args: &ApplyArgs) -> CliResult {
         let json = serde_json::json!({
             "revision": applied.revision,
             "created": applied.created,
-            "uploaded": to_upload.iter().map(|b| &b.function).collect::<Vec<_>>(),
+            "uploaded": to_upload,
             "bundles": request.bundles,
             "converged": outcome == Outcome::Success && args.wait,
         });

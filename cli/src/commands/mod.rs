@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod completions;
+pub mod dev;
 pub mod device;
 pub mod diff;
 pub mod fleet;
@@ -24,6 +25,7 @@ pub fn run(cli: Cli) -> CliResult<Outcome> {
     match cli.command {
         Command::Init(args) => init::run(&args),
         Command::New(args) => new::run(&args),
+        Command::Dev(args) => dev::run(&args),
         Command::Validate(args) => validate::run(&args),
         Command::Test(args) => test::run(&args),
         Command::Invoke(args) => test::invoke(&args),

@@ -1,7 +1,10 @@
 // greeter: answers `commands/greet` messages sent down from the cloud.
-// Payload: {"name": "Ada"}; result: {"greeting": "Hello, Ada!"}.
+// Payload: {"name": "Ada"}; result: {"greeting": "Hello, Ada!"}, also published on
+// `greetings/<name>`, which a route sends up to the cloud.
 
 exports.handler = async (event, context) => {
   const name = (event.payload && event.payload.name) || "world";
-  return { greeting: `Hello, ${name}!` };
+  const greeting = `Hello, ${name}!`;
+  context.publish(`greetings/${name.toLowerCase()}`, { greeting, device: context.device });
+  return { greeting };
 };

@@ -1,0 +1,348 @@
+//! The product end to end: `edgefn dev` (the README's main job), and a day in the life of a
+//! team, from `edgefn init` to a rollback on two devices.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+
+/// A background `edgefn` process whose stdout lines are collected.
+struct Background {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Background {
+    fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Background {
+        let home = tempfile::tempdir().expect("home").keep();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_edgefn"));
+        cmd.args(args)
+            .current_dir(dir)
+            .env_clear()
+            .env("HOME", home)
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn edgefn");
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let out = lines.clone();
+        let stdout = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+                out.lock().expect("lock").push(l);
+            }
+        });
+        Background { child, lines }
+    }
+
+    fn wait_for(&self, secs: u64, needle: &str) {
+        wait_until(secs, needle, || {
+            self.lines
+                .lock()
+                .expect("lock")
+                .iter()
+                .any(|l| l.contains(needle))
+        });
+    }
+
+    fn text(&self) -> String {
+        self.lines.lock().expect("lock").join("\n")
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn edgefn_dev_runs_the_quickstart_answers_publish_and_hot_updates() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    copy_dir(&repo().join("examples/quickstart"), tmp.path());
+    let dir = tmp.path();
+    let dev = Background::start(dir, &["dev", "."], &[]);
+    dev.wait_for(60, "Watching for changes");
+    let out = dev.text();
+    assert!(out.contains("gw-01: collector (continuous); greeter (on commands/greet); temp-filter (on sensors/+/temperature)"), "{out}");
+    assert!(
+        out.contains("gw-01 runs revision 1") && out.contains("gw-02 runs revision 1"),
+        "{out}"
+    );
+    dev.wait_for(20, "[gw-01] collector: collector started");
+
+    // Another terminal in the project: subscribe, then publish; the function answers upstream.
+    let sub = Background::start(
+        dir,
+        &["subscribe", "greetings/#", "--count", "1", "--json"],
+        &[],
+    );
+    pause(500);
+    let greet = |name: &str| {
+        ok(&edgefn_env(
+            dir,
+            &[
+                "publish",
+                "gw-02",
+                "commands/greet",
+                &format!("{{\"name\": \"{name}\"}}"),
+            ],
+            &[],
+        ))
+    };
+    wait_until(30, "the greeting arrives upstream", || {
+        greet("Ada");
+        pause(300);
+        !sub.lines.lock().expect("lock").is_empty()
+    });
+    let first: serde_json::Value = serde_json::from_str(&sub.text()).expect("json");
+    assert_eq!(first["payload"]["greeting"], "Hello, Ada!");
+    assert_eq!(first["device"], "gw-02");
+
+    // Edit the code: a hot over-the-air update through the real path.
+    let code = dir.join("functions/greeter/index.js");
+    std::fs::write(
+        &code,
+        std::fs::read_to_string(&code)
+            .expect("read")
+            .replace("Hello", "Bonjour"),
+    )
+    .expect("write");
+    dev.wait_for(60, "gw-02 runs revision 2");
+    assert!(
+        dev.text()
+            .contains("revision 2 applied (uploaded: greeter)"),
+        "{}",
+        dev.text()
+    );
+    let sub = Background::start(
+        dir,
+        &["subscribe", "greetings/#", "--count", "1", "--json"],
+        &[],
+    );
+    pause(500);
+    wait_until(30, "the new greeting", || {
+        greet("Ada");
+        pause(300);
+        sub.text().contains("Bonjour, Ada!")
+    });
+
+    // A broken edit is reported and not applied.
+    std::fs::write(
+        dir.join("edgefn.yaml"),
+        std::fs::read_to_string(dir.join("edgefn.yaml"))
+            .expect("read")
+            .replace("memory: 96Mi", "memory: lots"),
+    )
+    .expect("write");
+    dev.wait_for(30, "not applied: fix the problems above");
+
+    // Ctrl-C stops everything cleanly: the devices' processes are gone.
+    let mut dev = dev;
+    let _ = Command::new("kill")
+        .args(["-INT", &dev.child.id().to_string()])
+        .status();
+    let status = dev.child.wait().expect("wait");
+    assert!(status.success(), "{status:?}");
+    assert!(dev.text().contains("stopped"));
+    let leftover = Command::new("pgrep")
+        .args(["-f", &dir.display().to_string()])
+        .output()
+        .expect("pgrep");
+    assert!(
+        text(&leftover.stdout).trim().is_empty(),
+        "processes left behind: {}",
+        text(&leftover.stdout)
+    );
+}
+
+#[test]
+fn a_day_in_the_life() {
+    // The control plane with its embedded broker, as a team would run it.
+    let cloud_data = tempfile::tempdir().expect("cloud");
+    let (cloud, mqtt) = Cloud::start_with(cloud_data.path(), &["--mqtt-listen", "127.0.0.1:0"]);
+    let mqtt = mqtt.expect("broker");
+    let env = cloud.env();
+    let env = [(env[0].0, env[0].1.as_str()), (env[1].0, env[1].1.as_str())];
+
+    // init → new → test.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("fleet");
+    ok(&edgefn_env(tmp.path(), &["init", "fleet"], &env));
+    ok(&edgefn_env(
+        &dir,
+        &["new", "shout", "--runtime", "python3"],
+        &env,
+    ));
+    std::fs::write(
+        dir.join("functions/shout/main.py"),
+        "def handle(event, context):\n    text = event[\"payload\"][\"text\"].upper()\n    context.publish(\"shouts/\" + context.device, {\"text\": text})\n    return {\"text\": text}\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.join("functions/shout/tests/example.yaml"),
+        "trigger:\n  topic: commands/shout\n  payload: { text: hi }\nexpect:\n  result: { text: HI }\n  publish:\n    - topic: shouts/dev-01\n",
+    )
+    .expect("write");
+    let manifest = std::fs::read_to_string(dir.join("edgefn.yaml")).expect("read");
+    let manifest = manifest
+        .replace("devices:\n  dev-01:\n    labels: { role: gateway }\n", "devices:\n  dev-01:\n    labels: { role: gateway }\n  dev-02:\n    labels: { role: gateway }\n")
+        .replace("bindings: []", "bindings:\n  - function: shout\n    devices: { labels: { role: gateway } }\n    triggers: [ commands/shout ]")
+        .replace("routes: []", "routes:\n  - { from: \"shouts/#\", to: cloud }\n  - { from: \"cloud:commands/#\", to: local }");
+    std::fs::write(dir.join("edgefn.yaml"), manifest).expect("write");
+    let tested = ok(&edgefn_env(&dir, &["test"], &env));
+    assert!(tested.contains("1 passed, 0 failed"), "{tested}");
+
+    // Apply from git, with provenance.
+    git(&dir, &["init", "-q"]);
+    let mut devices = Vec::new();
+    for d in ["dev-01", "dev-02"] {
+        let config = tmp.path().join(format!("{d}.yaml"));
+        ok(&edgefn_env(
+            &dir,
+            &["device", "add", d, "--out", config.to_str().expect("utf8")],
+            &env,
+        ));
+        let mut c = std::fs::read_to_string(&config).expect("read");
+        c.push_str(&format!(
+            "mqtt: mqtt://{mqtt}\nhealthWindow: 1s\npollWait: 5s\nreportInterval: 1s\n"
+        ));
+        std::fs::write(&config, c).expect("write");
+        devices.push(config);
+    }
+    git(&dir, &["add", "-A"]);
+    git(&dir, &["commit", "-q", "-m", "shout v1"]);
+    let v1: serde_json::Value =
+        serde_json::from_str(&ok(&edgefn_env(&dir, &["apply", "--output", "json"], &env)))
+            .expect("json");
+    assert_eq!(v1["revision"], 1);
+    let history = ok(&edgefn_env(&dir, &["history", "--output", "json"], &env));
+    assert!(
+        history.contains("\"message\": \"shout v1\"") && history.contains("\"branch\": \"main\""),
+        "{history}"
+    );
+
+    // Two agents converge.
+    let data: Vec<tempfile::TempDir> = devices
+        .iter()
+        .map(|_| tempfile::tempdir().expect("data"))
+        .collect();
+    let _agents: Vec<AgentProc> = devices
+        .iter()
+        .zip(&data)
+        .map(|(c, d)| AgentProc::start(c, d.path(), &[]))
+        .collect();
+    ok(&edgefn_env(
+        &dir,
+        &["apply", "--wait", "--timeout", "60s"],
+        &env,
+    ));
+    let shout = |expect: &str| {
+        let sub = Background::start(
+            &dir,
+            &["subscribe", "shouts/#", "--count", "2", "--json"],
+            &env,
+        );
+        pause(500);
+        wait_until(30, "both devices answer upstream", || {
+            ok(&edgefn_env(
+                &dir,
+                &[
+                    "publish",
+                    "--label",
+                    "role=gateway",
+                    "commands/shout",
+                    "{\"text\": \"hello\"}",
+                ],
+                &env,
+            ));
+            pause(400);
+            sub.lines.lock().expect("lock").len() >= 2
+        });
+        let lines = sub.lines.lock().expect("lock").clone();
+        let mut from: Vec<String> = lines
+            .iter()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).expect("json")["device"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect();
+        from.sort();
+        from.dedup();
+        assert_eq!(from, ["dev-01", "dev-02"], "{lines:?}");
+        assert!(lines.iter().all(|l| l.contains(expect)), "{lines:?}");
+    };
+    shout("HELLO");
+
+    // Change the code → apply → OTA switch on both.
+    let main = dir.join("functions/shout/main.py");
+    std::fs::write(
+        &main,
+        std::fs::read_to_string(&main)
+            .expect("read")
+            .replace(".upper()", ".upper() + \"!\""),
+    )
+    .expect("write");
+    std::fs::write(dir.join("functions/shout/tests/example.yaml"), "trigger:\n  topic: commands/shout\n  payload: { text: hi }\nexpect:\n  result: { text: HI! }\n").expect("write");
+    ok(&edgefn_env(&dir, &["test"], &env));
+    git(&dir, &["commit", "-q", "-am", "shout v2"]);
+    let diff = edgefn_env(&dir, &["diff"], &env);
+    assert_eq!(diff.status.code(), Some(2), "{}", text(&diff.stdout));
+    ok(&edgefn_env(
+        &dir,
+        &["apply", "--wait", "--timeout", "60s"],
+        &env,
+    ));
+    shout("HELLO!");
+
+    // Roll back: both devices back on the old code, in a new revision.
+    let rb: serde_json::Value = serde_json::from_str(&ok(&edgefn_env(
+        &dir,
+        &["rollback", "--wait", "--timeout", "60s", "--output", "json"],
+        &env,
+    )))
+    .expect("json");
+    assert_eq!(rb["revision"], 3);
+    let status: serde_json::Value = serde_json::from_str(&ok(&edgefn_env(
+        &dir,
+        &["status", "--output", "json"],
+        &env,
+    )))
+    .expect("json");
+    for d in status["devices"].as_array().expect("devices") {
+        assert_eq!(d["converged"], true, "{d}");
+    }
+    let r1 = http(
+        &cloud.addr(),
+        "GET",
+        "/v1/revisions/1",
+        Some(&cloud.admin),
+        &[],
+        b"",
+    )
+    .json();
+    let r3 = http(
+        &cloud.addr(),
+        "GET",
+        "/v1/revisions/3",
+        Some(&cloud.admin),
+        &[],
+        b"",
+    )
+    .json();
+    assert_eq!(r1["bundles"], r3["bundles"]);
+    shout("\"HELLO\"");
+}
