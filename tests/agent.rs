@@ -566,6 +566,15 @@ fn the_agent_boots_and_runs_its_release_with_the_cloud_down_then_catches_up() {
         agent.running().is_some(),
         "runs its release from local state"
     );
+    // Its continuous function starts too, offline.
+    let pattern = format!("{}/bundles/.*run.sh", data.path().display());
+    wait_until(20, "the daemon runs offline", || {
+        let out = std::process::Command::new("pgrep")
+            .args(["-f", &pattern])
+            .output()
+            .expect("pgrep");
+        !text(&out.stdout).trim().is_empty()
+    });
     assert_eq!(version_of(&agent, 7), "1", "and handles triggers");
 
     // The cloud comes back on the same address; an update goes through.

@@ -368,6 +368,24 @@ fn outage(kills: usize) {
     }
     let _broker = Mosquitto::start(&dir, Some(port));
     check_all_in_order(&received, total);
+    // The device reports its outbox drained.
+    wait_until(30, "the outbox reported empty", || {
+        let st = http(
+            &s.cloud.addr(),
+            "GET",
+            "/v1/status",
+            Some(&s.cloud.admin),
+            &[],
+            b"",
+        )
+        .json();
+        let device = st["devices"]
+            .as_array()
+            .and_then(|d| d.iter().find(|d| d["name"] == "dev-a").cloned())
+            .unwrap_or_default();
+        let o = &device["report"]["outbox"];
+        o["pending"] == 0 && o["dropped"] == 0 && o["sent"].as_u64().unwrap_or(0) >= total
+    });
     drop(agent);
 }
 

@@ -623,6 +623,15 @@ impl Agent {
             state: r.state,
             target_digest: r.target,
             message: r.message,
+            outbox: {
+                let o = self.outbox.stats().await;
+                Some(edgefn_schema::api::OutboxStatus {
+                    pending: o.pending,
+                    pending_bytes: o.pending_bytes,
+                    dropped: o.dropped,
+                    sent: o.sent,
+                })
+            },
             functions: match &active {
                 Some(a) => a.status().await,
                 None => Vec::new(),

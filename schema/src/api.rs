@@ -230,6 +230,23 @@ pub struct StatusReport {
     /// Per binding.
     #[serde(default)]
     pub functions: Vec<FunctionStatus>,
+    /// The device's outbox of messages for the cloud.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox: Option<OutboxStatus>,
+}
+
+/// A device's outbox of messages for the cloud.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxStatus {
+    /// Messages waiting to go up.
+    pub pending: u64,
+    /// Their payload bytes.
+    pub pending_bytes: u64,
+    /// Messages dropped for the outbox's size or age bound since it was created.
+    pub dropped: u64,
+    /// Messages the cloud's broker acknowledged since it was created.
+    pub sent: u64,
 }
 
 /// One device in `GET /v1/status`.

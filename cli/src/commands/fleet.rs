@@ -92,6 +92,13 @@ pub fn status(args: &StatusArgs) -> CliResult {
             d.name, desired, running, state, seen
         );
         if args.device.is_some() {
+            if let Some(o) = d.report.as_ref().and_then(|r| r.outbox) {
+                let _ = writeln!(
+                    out,
+                    "  outbox: {} pending ({} bytes), {} sent, {} dropped for its bounds",
+                    o.pending, o.pending_bytes, o.sent, o.dropped
+                );
+            }
             if let Some(r) = &d.report {
                 for f in &r.functions {
                     let _ = writeln!(
