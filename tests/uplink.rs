@@ -213,7 +213,7 @@ fn setup_with(cloud_data: tempfile::TempDir, cloud: Cloud, broker: &str) -> Setu
     ok(&edgefn_env(dir, &["apply"], &env));
     let mut text = std::fs::read_to_string(&config).expect("read");
     text.push_str(&format!(
-        "mqtt: mqtt://{broker}\nhealthWindow: 1s\npollWait: 5s\n"
+        "mqtt: mqtt://{broker}\nhealthWindow: 1s\npollWait: 5s\nreportInterval: 1s\n"
     ));
     std::fs::write(&config, text).expect("write");
     Setup {
