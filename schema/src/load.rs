@@ -238,21 +238,7 @@ fn decode(source: &Source) -> (Option<Manifest>, Cx<'_>) {
 fn check_name(cx: &mut Cx<'_>, name: &str, span: Span, kind: &str) {
     let ok = crate::manifest::valid_name(name);
     if !ok {
-        let fixed: String = name
-            .to_lowercase()
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '-'
-                }
-            })
-            .collect::<String>()
-            .trim_matches(['-', '_'])
-            .chars()
-            .take(63)
-            .collect();
+        let fixed = crate::manifest::suggest_name(name);
         let mut help = format!(
             "a {kind} name uses lowercase letters, digits, `-` and `_`, starts and ends with a letter or digit, and has at most 63 characters"
         );

@@ -63,6 +63,27 @@ pub fn valid_name(name: &str) -> bool {
         && name.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
+/// The closest valid name to `text` (lowercased, other characters made `-`, trimmed, cut at 63
+/// characters); empty when nothing of it is usable.
+pub fn suggest_name(text: &str) -> String {
+    text.to_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect::<String>()
+        .trim_matches(['-', '_'])
+        .chars()
+        .take(63)
+        .collect::<String>()
+        .trim_end_matches(['-', '_'])
+        .to_owned()
+}
+
 /// An edgefn project: its functions, its devices, and which functions run where.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -44,21 +44,7 @@ fn default_name(dir: &std::path::Path) -> String {
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_default();
-    let cleaned: String = base
-        .to_lowercase()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect::<String>()
-        .trim_matches(['-', '_'])
-        .chars()
-        .take(63)
-        .collect();
+    let cleaned = edgefn_schema::manifest::suggest_name(&base);
     if cleaned.is_empty() {
         "edgefn-project".to_owned()
     } else {
