@@ -10,6 +10,7 @@
 //! everything unacknowledged, in order.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::future::Future;
 use std::time::Duration;
 
 use rumqttc::Outgoing;
@@ -218,6 +219,106 @@ async fn forget(outbox: &Outbox, upto: Option<u64>) {
     }
 }
 
+/// What a connection's event loop yields, whatever the MQTT version.
+enum LinkEvent {
+    Connected,
+    Sent(u16),
+    Acked(u16),
+    Message(String, Vec<u8>),
+    Other,
+}
+
+/// The two rumqttc clients (MQTT 5 and 3.1.1) behind one face.
+trait Client: Send {
+    fn next(&mut self) -> impl Future<Output = Result<LinkEvent, String>> + Send;
+    fn publish(&self, topic: String, payload: Vec<u8>, id: u64) -> bool;
+    fn publish_log(&self, topic: String, payload: Vec<u8>);
+    fn subscribe(&self, filter: String) -> impl Future<Output = ()> + Send;
+    fn disconnect(&self) -> impl Future<Output = ()> + Send;
+}
+
+struct V5(AsyncClient, rumqttc::v5::EventLoop);
+
+impl Client for V5 {
+    async fn next(&mut self) -> Result<LinkEvent, String> {
+        Ok(match self.1.poll().await.map_err(|e| e.to_string())? {
+            Event::Incoming(Packet::ConnAck(_)) => LinkEvent::Connected,
+            Event::Outgoing(Outgoing::Publish(pkid)) if pkid != 0 => LinkEvent::Sent(pkid),
+            Event::Incoming(Packet::PubAck(ack)) => LinkEvent::Acked(ack.pkid),
+            Event::Incoming(Packet::Publish(p)) => LinkEvent::Message(
+                String::from_utf8_lossy(&p.topic).into_owned(),
+                p.payload.to_vec(),
+            ),
+            _ => LinkEvent::Other,
+        })
+    }
+    fn publish(&self, topic: String, payload: Vec<u8>, id: u64) -> bool {
+        let props = PublishProperties {
+            user_properties: vec![("edgefn-id".into(), id.to_string())],
+            ..PublishProperties::default()
+        };
+        self.0
+            .try_publish_with_properties(topic, QoS::AtLeastOnce, false, payload, props)
+            .is_ok()
+    }
+    fn publish_log(&self, topic: String, payload: Vec<u8>) {
+        let _ = self.0.try_publish(topic, QoS::AtMostOnce, false, payload);
+    }
+    fn subscribe(&self, filter: String) -> impl Future<Output = ()> + Send {
+        let client = self.0.clone();
+        async move {
+            if let Err(e) = client.subscribe(filter, QoS::AtLeastOnce).await {
+                tracing::warn!("MQTT: subscribe: {e}");
+            }
+        }
+    }
+    fn disconnect(&self) -> impl Future<Output = ()> + Send {
+        let client = self.0.clone();
+        async move {
+            let _ = client.disconnect().await;
+        }
+    }
+}
+
+struct V4(rumqttc::AsyncClient, rumqttc::EventLoop);
+
+impl Client for V4 {
+    async fn next(&mut self) -> Result<LinkEvent, String> {
+        use rumqttc::{Event, Packet};
+        Ok(match self.1.poll().await.map_err(|e| e.to_string())? {
+            Event::Incoming(Packet::ConnAck(_)) => LinkEvent::Connected,
+            Event::Outgoing(Outgoing::Publish(pkid)) if pkid != 0 => LinkEvent::Sent(pkid),
+            Event::Incoming(Packet::PubAck(ack)) => LinkEvent::Acked(ack.pkid),
+            Event::Incoming(Packet::Publish(p)) => LinkEvent::Message(p.topic, p.payload.to_vec()),
+            _ => LinkEvent::Other,
+        })
+    }
+    fn publish(&self, topic: String, payload: Vec<u8>, _id: u64) -> bool {
+        self.0
+            .try_publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+            .is_ok()
+    }
+    fn publish_log(&self, topic: String, payload: Vec<u8>) {
+        let _ = self
+            .0
+            .try_publish(topic, rumqttc::QoS::AtMostOnce, false, payload);
+    }
+    fn subscribe(&self, filter: String) -> impl Future<Output = ()> + Send {
+        let client = self.0.clone();
+        async move {
+            if let Err(e) = client.subscribe(filter, rumqttc::QoS::AtLeastOnce).await {
+                tracing::warn!("MQTT: subscribe: {e}");
+            }
+        }
+    }
+    fn disconnect(&self) -> impl Future<Output = ()> + Send {
+        let client = self.0.clone();
+        async move {
+            let _ = client.disconnect().await;
+        }
+    }
+}
+
 /// One MQTT 5 connection: returns when it breaks (true if it was established).
 async fn connection_v5(
     link: &Link<'_>,
@@ -231,84 +332,8 @@ async fn connection_v5(
     opts.set_session_expiry_interval(Some(7 * 24 * 3600));
     opts.set_max_packet_size(Some(MAX_PACKET as u32));
     opts.set_network_options(nodelay());
-    let (client, mut eventloop) = AsyncClient::new(opts, WINDOW * 2);
-    let down_prefix = format!("edgefn/{}/down/", link.device);
-    let up_prefix = format!("edgefn/{}/up/", link.device);
-    let mut connected = false;
-    let mut window = Window::default();
-    let mut wake = tokio::time::interval(Duration::from_millis(100));
-    loop {
-        if connected && window.room() > 0 {
-            match link
-                .outbox
-                .peek_after(window.last_sent, window.room())
-                .await
-            {
-                Ok(batch) => {
-                    for (seq, m) in batch {
-                        let props = PublishProperties {
-                            user_properties: vec![("edgefn-id".into(), seq.to_string())],
-                            ..PublishProperties::default()
-                        };
-                        if client
-                            .try_publish_with_properties(
-                                format!("{up_prefix}{}", m.topic),
-                                QoS::AtLeastOnce,
-                                false,
-                                m.payload,
-                                props,
-                            )
-                            .is_err()
-                        {
-                            break;
-                        }
-                        window.sent(seq);
-                    }
-                }
-                Err(e) => tracing::error!("{e}"),
-            }
-        }
-        tokio::select! {
-            event = eventloop.poll() => match event {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    connected = true;
-                    tracing::info!("MQTT 5: connected to {}:{}", link.broker.host, link.broker.port);
-                    if let Err(e) = client.subscribe(format!("{down_prefix}#"), QoS::AtLeastOnce).await {
-                        tracing::warn!("MQTT: subscribe: {e}");
-                    }
-                }
-                Ok(Event::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => window.named(pkid),
-                Ok(Event::Incoming(Packet::PubAck(ack))) => forget(link.outbox, window.acked(ack.pkid)).await,
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let topic = String::from_utf8_lossy(&p.topic).into_owned();
-                    if let Some(local) = topic.strip_prefix(&down_prefix) {
-                        let _ = link.down.send(Downlink { topic: local.to_owned(), payload: p.payload.to_vec() });
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    if connected {
-                        tracing::warn!("MQTT: connection lost: {e}");
-                    } else {
-                        tracing::debug!("MQTT 5: cannot connect: {e}");
-                    }
-                    return connected;
-                }
-            },
-            () = link.outbox.pushed() => {}
-            _ = wake.tick() => {}
-            Some(log) = logs.recv(), if connected => {
-                let _ = client.try_publish(format!("edgefn/{}/logs/{}", link.device, log.binding), QoS::AtMostOnce, false, log.json);
-            }
-            changed = stop.changed() => {
-                let stopping = changed.is_err() || *stop.borrow();
-                if stopping {
-                    let _ = client.disconnect().await;
-                    return connected;
-                }
-            }
-        }
-    }
+    let (client, eventloop) = AsyncClient::new(opts, WINDOW * 2);
+    connection(link, V5(client, eventloop), "MQTT 5", logs, stop).await
 }
 
 /// One MQTT 3.1.1 connection (no message ids): returns when it breaks.
@@ -317,14 +342,26 @@ async fn connection_v4(
     logs: &mut mpsc::Receiver<ShippedLog>,
     stop: &mut watch::Receiver<bool>,
 ) -> bool {
-    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-    let mut opts = MqttOptions::new(link.device, link.broker.host.clone(), link.broker.port);
+    let mut opts =
+        rumqttc::MqttOptions::new(link.device, link.broker.host.clone(), link.broker.port);
     opts.set_credentials(link.device, link.token);
     opts.set_keep_alive(Duration::from_secs(30));
     opts.set_clean_session(false);
     opts.set_max_packet_size(MAX_PACKET, MAX_PACKET);
-    let (client, mut eventloop) = AsyncClient::new(opts, WINDOW * 2);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, WINDOW * 2);
     eventloop.network_options = nodelay();
+    connection(link, V4(client, eventloop), "MQTT 3.1.1", logs, stop).await
+}
+
+/// Drives one connection: fills the send window from the outbox, forgets what the broker
+/// acknowledged, brings messages down, ships logs.
+async fn connection(
+    link: &Link<'_>,
+    mut client: impl Client,
+    version: &str,
+    logs: &mut mpsc::Receiver<ShippedLog>,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
     let down_prefix = format!("edgefn/{}/down/", link.device);
     let up_prefix = format!("edgefn/{}/up/", link.device);
     let mut connected = false;
@@ -339,15 +376,7 @@ async fn connection_v4(
             {
                 Ok(batch) => {
                     for (seq, m) in batch {
-                        if client
-                            .try_publish(
-                                format!("{up_prefix}{}", m.topic),
-                                QoS::AtLeastOnce,
-                                false,
-                                m.payload,
-                            )
-                            .is_err()
-                        {
+                        if !client.publish(format!("{up_prefix}{}", m.topic), m.payload, seq) {
                             break;
                         }
                         window.sent(seq);
@@ -357,27 +386,25 @@ async fn connection_v4(
             }
         }
         tokio::select! {
-            event = eventloop.poll() => match event {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+            event = client.next() => match event {
+                Ok(LinkEvent::Connected) => {
                     connected = true;
-                    tracing::info!("MQTT 3.1.1: connected to {}:{}", link.broker.host, link.broker.port);
-                    if let Err(e) = client.subscribe(format!("{down_prefix}#"), QoS::AtLeastOnce).await {
-                        tracing::warn!("MQTT: subscribe: {e}");
+                    tracing::info!("{version}: connected to {}:{}", link.broker.host, link.broker.port);
+                    client.subscribe(format!("{down_prefix}#")).await;
+                }
+                Ok(LinkEvent::Sent(pkid)) => window.named(pkid),
+                Ok(LinkEvent::Acked(pkid)) => forget(link.outbox, window.acked(pkid)).await,
+                Ok(LinkEvent::Message(topic, payload)) => {
+                    if let Some(local) = topic.strip_prefix(&down_prefix) {
+                        let _ = link.down.send(Downlink { topic: local.to_owned(), payload });
                     }
                 }
-                Ok(Event::Outgoing(Outgoing::Publish(pkid))) if pkid != 0 => window.named(pkid),
-                Ok(Event::Incoming(Packet::PubAck(ack))) => forget(link.outbox, window.acked(ack.pkid)).await,
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if let Some(local) = p.topic.strip_prefix(&down_prefix) {
-                        let _ = link.down.send(Downlink { topic: local.to_owned(), payload: p.payload.to_vec() });
-                    }
-                }
-                Ok(_) => {}
+                Ok(LinkEvent::Other) => {}
                 Err(e) => {
                     if connected {
                         tracing::warn!("MQTT: connection lost: {e}");
                     } else {
-                        tracing::debug!("MQTT 3.1.1: cannot connect: {e}");
+                        tracing::debug!("{version}: cannot connect: {e}");
                     }
                     return connected;
                 }
@@ -385,12 +412,11 @@ async fn connection_v4(
             () = link.outbox.pushed() => {}
             _ = wake.tick() => {}
             Some(log) = logs.recv(), if connected => {
-                let _ = client.try_publish(format!("edgefn/{}/logs/{}", link.device, log.binding), QoS::AtMostOnce, false, log.json);
+                client.publish_log(format!("edgefn/{}/logs/{}", link.device, log.binding), log.json);
             }
             changed = stop.changed() => {
-                let stopping = changed.is_err() || *stop.borrow();
-                if stopping {
-                    let _ = client.disconnect().await;
+                if changed.is_err() || *stop.borrow() {
+                    client.disconnect().await;
                     return connected;
                 }
             }
