@@ -512,40 +512,52 @@ impl Agent {
     async fn watch_health(&self) -> Option<String> {
         let release = self.active.read().await.clone()?;
         let deadline = tokio::time::Instant::now() + self.config.health_window;
+        let restarts = |st: &ContinuousState| match st {
+            ContinuousState::Starting { restarts }
+            | ContinuousState::Running { restarts, .. }
+            | ContinuousState::Backoff { restarts, .. }
+            | ContinuousState::CrashLoop { restarts, .. } => *restarts,
+            ContinuousState::Stopped { .. } => 0,
+        };
+        let at_start: std::collections::HashMap<String, u32> = release
+            .continuous_states()
+            .await
+            .iter()
+            .map(|(b, st)| (b.clone(), restarts(st)))
+            .collect();
+        // A continuous function that exits during the window (even once, even if it came back
+        // since) makes the release unhealthy: the previous one did not do that.
+        let mut last_reason: std::collections::HashMap<String, String> =
+            std::collections::HashMap::new();
         loop {
             for (binding, st) in release.continuous_states().await {
-                match st {
-                    ContinuousState::CrashLoop {
-                        reason, restarts, ..
-                    } => {
-                        return Some(format!(
-                            "continuous function `{binding}` is crash-looping ({restarts} restarts; last: {reason})"
-                        ));
-                    }
-                    ContinuousState::Backoff { restarts, .. }
-                    | ContinuousState::Starting { restarts }
-                        if restarts > 2 =>
-                    {
-                        return Some(format!(
-                            "continuous function `{binding}` keeps exiting ({restarts} restarts)"
-                        ));
-                    }
-                    _ => {}
+                if let ContinuousState::Backoff { reason, .. }
+                | ContinuousState::CrashLoop { reason, .. } = &st
+                {
+                    last_reason.insert(binding.clone(), reason.clone());
+                }
+                let exited =
+                    restarts(&st).saturating_sub(at_start.get(&binding).copied().unwrap_or(0));
+                if exited > 0
+                    || matches!(
+                        st,
+                        ContinuousState::Backoff { .. } | ContinuousState::CrashLoop { .. }
+                    )
+                {
+                    let why = last_reason
+                        .get(&binding)
+                        .cloned()
+                        .unwrap_or_else(|| "it exited".to_owned());
+                    return Some(format!(
+                        "continuous function `{binding}` exited during the health window ({why})"
+                    ));
                 }
             }
             if tokio::time::Instant::now() >= deadline {
-                break;
+                return None;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        for (binding, st) in release.continuous_states().await {
-            if let ContinuousState::Backoff { reason, .. } = st {
-                return Some(format!(
-                    "continuous function `{binding}` is not running at the end of the health window: {reason}"
-                ));
-            }
-        }
-        None
     }
 
     /// Messages continuous functions publish go on the bus.
