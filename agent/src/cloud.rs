@@ -72,6 +72,8 @@ async fn check(resp: reqwest::Response) -> Result<reqwest::Response, CloudError>
 impl CloudClient {
     /// A client for `device` at `base`.
     pub fn new(base: &str, device: &str, token: &str) -> CloudClient {
+        // https:// clouds: rustls with the ring provider (installed once per process).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .build()

@@ -131,6 +131,8 @@ impl Client {
                 help: "give the control plane's URL, e.g. http://127.0.0.1:7070".into(),
             });
         }
+        // https:// clouds: rustls with the ring provider (installed once per process).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .build()
