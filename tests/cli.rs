@@ -524,3 +524,25 @@ fn new_functions_pass_their_own_tests_in_every_runtime() {
     let out = ok(&edgefn(tmp.path(), &["test"]));
     assert!(out.trim_end().ends_with("3 passed, 0 failed"), "{out}");
 }
+
+#[test]
+fn edgefn_test_runs_the_quickstart_in_containers_as_root() {
+    let uid = Command::new("id").arg("-u").output().expect("id");
+    if text(&uid.stdout).trim() != "0" || !Path::new("/sys/fs/cgroup").is_dir() {
+        eprintln!("skipped: containers need root and cgroups");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    copy_dir(&repo().join("examples/quickstart"), tmp.path());
+    let out = edgefn(tmp.path(), &["test", "--sandbox", "container"]);
+    let stdout = ok(&out);
+    assert!(
+        text(&out.stderr).contains("sandbox: container"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.trim_end().ends_with("4 passed, 0 failed"),
+        "{stdout}"
+    );
+}
