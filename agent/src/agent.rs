@@ -352,7 +352,9 @@ impl Agent {
     }
 
     /// Applies a desired state. Returns when the update reached a final state.
-    pub async fn update(self: &Arc<Self>, desired: DesiredResponse) {
+    /// Returns false when the update was interrupted (a download failed) and should be tried
+    /// again later.
+    pub async fn update(self: &Arc<Self>, desired: DesiredResponse) -> bool {
         let digest = desired.digest.clone();
         let revision = desired.revision;
         self.set_reported(
@@ -380,7 +382,7 @@ impl Agent {
                     )),
                     None,
                 );
-                return;
+                return false;
             }
             let layout = self.layout.clone();
             let name = b.clone();
@@ -392,20 +394,25 @@ impl Agent {
             match installed {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
-                    return self.fail(&digest, format!("revision {revision} refused: {e}"));
+                    self.fail(&digest, format!("revision {revision} refused: {e}"));
+                    return true;
                 }
                 Err(e) => {
-                    return self.fail(
+                    self.fail(
                         &digest,
                         format!("revision {revision}: extraction failed: {e}"),
                     );
+                    return true;
                 }
             }
         }
 
         // 2. The release, written whole.
         if let Err(e) = self.layout.write_release(&desired) {
-            return self.fail(&digest, format!("revision {revision}: {e}"));
+            {
+                self.fail(&digest, format!("revision {revision}: {e}"));
+                return true;
+            }
         }
 
         // 3. The new instances, warm, before anything is switched.
@@ -415,7 +422,8 @@ impl Agent {
             {
                 Ok(r) => r,
                 Err(e) => {
-                    return self.fail(&digest, format!("revision {revision} did not start: {e}"));
+                    self.fail(&digest, format!("revision {revision} did not start: {e}"));
+                    return true;
                 }
             };
 
@@ -438,7 +446,10 @@ impl Agent {
             next.stop().await;
             lock(&self.state).pending = None;
             self.save_state();
-            return self.fail(&digest, format!("revision {revision}: cannot switch: {e}"));
+            {
+                self.fail(&digest, format!("revision {revision}: cannot switch: {e}"));
+                return true;
+            }
         }
         let old = self.swap(next).await;
         tracing::info!(revision, %digest, "switched to the new release");
@@ -457,6 +468,7 @@ impl Agent {
 
         // 5. The health window.
         self.health_window(Pending { digest, previous }).await;
+        true
     }
 
     /// Watches a freshly switched release for its health window; keeps it or rolls it back.
@@ -681,7 +693,6 @@ impl Agent {
             match polled {
                 Ok(None) => attempt = 0,
                 Ok(Some(desired)) => {
-                    attempt = 0;
                     let failed = lock(&self.state).failed.contains(&desired.digest);
                     if Some(&desired.digest) == known.as_ref() || failed {
                         // Nothing to do; wait for the next change rather than spin.
@@ -691,7 +702,17 @@ impl Agent {
                         }
                         continue;
                     }
-                    self.update(desired).await;
+                    if self.update(desired).await {
+                        attempt = 0;
+                    } else {
+                        // A download failed: wait before the next attempt, as for any outage.
+                        let wait = backoff(attempt);
+                        attempt = attempt.saturating_add(1);
+                        tokio::select! {
+                            () = tokio::time::sleep(wait) => {}
+                            _ = stop.wait_for(|s| *s) => return Ok(()),
+                        }
+                    }
                 }
                 Err(CloudError::Rejected(code)) => {
                     return Err(AgentError::Rejected(CloudError::Rejected(code)));
