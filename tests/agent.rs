@@ -192,6 +192,16 @@ fn apply_converges_and_a_switchover_under_load_loses_and_duplicates_nothing() {
         fleet.converged()
     });
     assert_eq!(version_of(&agent, 0), "1");
+    let daemon_pids = || {
+        let pattern = format!("{}/bundles/.*run.sh", data.path().display());
+        let out = std::process::Command::new("pgrep")
+            .args(["-f", &pattern])
+            .output()
+            .expect("pgrep");
+        text(&out.stdout).trim().to_owned()
+    };
+    wait_until(10, "the daemon runs", || !daemon_pids().is_empty());
+    let daemon_before = daemon_pids();
 
     // A steady stream of triggers through the switch to revision 2.
     let local = agent.local.clone();
@@ -282,6 +292,12 @@ fn apply_converges_and_a_switchover_under_load_loses_and_duplicates_nothing() {
     wait_until(30, "the device reports revision 2", || {
         fleet.converged() && fleet.device_status()["report"]["runningRevision"] == 2
     });
+    // The daemon did not change: it went on running through the update, not restarted.
+    assert_eq!(
+        daemon_pids(),
+        daemon_before,
+        "the unchanged continuous function kept its process"
+    );
     // The previous release is gone once the new one passed its window: one release kept.
     wait_until(10, "garbage collection", || {
         std::fs::read_dir(data.path().join("releases"))

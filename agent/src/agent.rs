@@ -210,7 +210,13 @@ impl Agent {
                 let release = Arc::new(release);
                 *self.active.write().await = Some(release.clone());
                 if let Err(e) = release
-                    .start_continuous(&self.layout, &self.sandbox, &self.log, &self.message_sink())
+                    .start_continuous(
+                        &self.layout,
+                        &self.sandbox,
+                        &self.log,
+                        &self.message_sink(),
+                        Default::default(),
+                    )
                     .await
                 {
                     tracing::error!("{e}");
@@ -453,18 +459,7 @@ impl Agent {
         }
         let old = self.swap(next).await;
         tracing::info!(revision, %digest, "switched to the new release");
-        if let Some(old) = old {
-            old.stop().await;
-        }
-        // Continuous functions are singletons: the new ones start once the old ones stopped.
-        if let Some(active) = self.active.read().await.clone() {
-            if let Err(e) = active
-                .start_continuous(&self.layout, &self.sandbox, &self.log, &self.message_sink())
-                .await
-            {
-                tracing::error!("{e}");
-            }
-        }
+        self.hand_over(old).await;
 
         // 5. The health window.
         self.health_window(Pending { digest, previous }).await;
@@ -584,6 +579,43 @@ impl Agent {
         })
     }
 
+    /// After a switch: stops the outgoing release, and starts the active one's continuous
+    /// functions once the outgoing ones stopped (they are singletons), except those that run
+    /// exactly the same thing in both releases: those go on without a restart.
+    async fn hand_over(self: &Arc<Self>, old: Option<RunningRelease>) {
+        let active = self.active.read().await.clone();
+        let mut kept = std::collections::BTreeMap::new();
+        if let Some(old) = old {
+            let outgoing = old.take_continuous().await;
+            let unchanged = active
+                .as_ref()
+                .map(|a| a.unchanged(&outgoing))
+                .unwrap_or_default();
+            for (name, _, c) in outgoing {
+                if unchanged.contains(&name) {
+                    kept.insert(name, c);
+                } else {
+                    c.stop().await;
+                }
+            }
+            old.stop().await;
+        }
+        if let Some(active) = active {
+            if let Err(e) = active
+                .start_continuous(
+                    &self.layout,
+                    &self.sandbox,
+                    &self.log,
+                    &self.message_sink(),
+                    kept,
+                )
+                .await
+            {
+                tracing::error!("{e}");
+            }
+        }
+    }
+
     async fn roll_back_to(self: &Arc<Self>, prev: DesiredResponse, failed: &str, reason: String) {
         let digest = prev.digest.clone();
         match RunningRelease::start(&self.layout, prev, &self.sandbox, &self.log).await {
@@ -592,22 +624,8 @@ impl Agent {
                     release.stop().await;
                     return self.fail(failed, format!("{reason}; and the rollback failed: {e}"));
                 }
-                if let Some(bad) = self.swap(release).await {
-                    bad.stop().await;
-                }
-                if let Some(active) = self.active.read().await.clone() {
-                    if let Err(e) = active
-                        .start_continuous(
-                            &self.layout,
-                            &self.sandbox,
-                            &self.log,
-                            &self.message_sink(),
-                        )
-                        .await
-                    {
-                        tracing::error!("{e}");
-                    }
-                }
+                let bad = self.swap(release).await;
+                self.hand_over(bad).await;
                 {
                     let mut st = lock(&self.state);
                     st.pending = None;

@@ -118,13 +118,55 @@ impl RunningRelease {
         })
     }
 
-    /// Starts the continuous bindings (once the previous release's have stopped).
+    /// What identifies a continuous binding's instance: its settings and its function's code.
+    /// Two releases with the same key run the very same thing.
+    fn continuous_key(&self, b: &ResolvedBinding) -> String {
+        serde_json::to_string(&(b, self.desired.state.functions.get(&b.function)))
+            .unwrap_or_default()
+    }
+
+    /// Takes the continuous supervisors out of this (outgoing) release, with their keys.
+    pub async fn take_continuous(&self) -> Vec<(String, String, Continuous)> {
+        let taken = std::mem::take(&mut *self.continuous.lock().await);
+        taken
+            .into_iter()
+            .map(|(name, c)| {
+                let key = self
+                    .desired
+                    .state
+                    .bindings
+                    .iter()
+                    .find(|b| b.name == name)
+                    .map(|b| self.continuous_key(b))
+                    .unwrap_or_default();
+                (name, key, c)
+            })
+            .collect()
+    }
+
+    /// Of `outgoing` supervisors, those this release runs unchanged (same binding, same code).
+    pub fn unchanged(&self, outgoing: &[(String, String, Continuous)]) -> Vec<String> {
+        outgoing
+            .iter()
+            .filter(|(name, key, _)| {
+                self.desired.state.bindings.iter().any(|b| {
+                    b.mode == Mode::Continuous && &b.name == name && &self.continuous_key(b) == key
+                })
+            })
+            .map(|(name, _, _)| name.clone())
+            .collect()
+    }
+
+    /// Starts the continuous bindings (once the previous release's have stopped), taking over
+    /// `kept`: supervisors of the previous release that run exactly the same thing, which go on
+    /// running without a restart.
     pub async fn start_continuous(
         &self,
         layout: &Layout,
         sandbox: &Sandbox,
         log: &LogSink,
         publish: &MessageSink,
+        mut kept: BTreeMap<String, Continuous>,
     ) -> Result<(), ReleaseStartError> {
         let mut running = self.continuous.lock().await;
         for b in self
@@ -134,6 +176,10 @@ impl RunningRelease {
             .iter()
             .filter(|b| b.mode == Mode::Continuous)
         {
+            if let Some(c) = kept.remove(&b.name) {
+                running.insert(b.name.clone(), c);
+                continue;
+            }
             let Some(spec) = spec(layout, &self.desired, b) else {
                 return Err(ReleaseStartError {
                     binding: b.name.clone(),
@@ -152,6 +198,9 @@ impl RunningRelease {
                 error,
             })?;
             running.insert(b.name.clone(), c);
+        }
+        for (_, c) in kept {
+            c.stop().await;
         }
         Ok(())
     }

@@ -78,8 +78,19 @@ impl Cloud {
         Self::start_at(data, "127.0.0.1:0")
     }
 
-    /// Starts a cloud listening on `addr`.
+    /// Starts a cloud listening on `addr`, without a broker (tests of messages use
+    /// [`Cloud::start_with`]).
     pub fn start_at(data: &Path, addr: &str) -> Cloud {
+        Self::spawn(data, addr, &["--mqtt-listen", "none"]).0
+    }
+
+    /// Starts a cloud on port 0 with extra arguments (e.g. `--mqtt-listen 127.0.0.1:0`);
+    /// returns it and the embedded MQTT broker's `host:port` when it has one.
+    pub fn start_with(data: &Path, extra: &[&str]) -> (Cloud, Option<String>) {
+        Self::spawn(data, "127.0.0.1:0", extra)
+    }
+
+    fn spawn(data: &Path, addr: &str, extra: &[&str]) -> (Cloud, Option<String>) {
         let token_file = data.join("admin.token");
         std::fs::create_dir_all(data).expect("data dir");
         let mut child = Command::new(sibling_bin("edgefn-cloud"))
@@ -88,52 +99,6 @@ impl Cloud {
                 &data.display().to_string(),
                 "--listen",
                 addr,
-                "--admin-token-file",
-                &token_file.display().to_string(),
-                "--log-level",
-                "warn",
-            ])
-            .env_clear()
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start edgefn-cloud");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .expect("edgefn-cloud exited before listening")
-                .expect("read");
-            if let Some(url) = line.strip_prefix("edgefn-cloud listening on ") {
-                break url.to_owned();
-            }
-        };
-        // Keep draining stdout so the process never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        let admin = std::fs::read_to_string(&token_file)
-            .expect("admin token")
-            .trim()
-            .to_owned();
-        Cloud {
-            child,
-            url,
-            admin,
-            data: data.to_path_buf(),
-        }
-    }
-
-    /// Starts a cloud on port 0 with extra arguments (e.g. `--mqtt-listen 127.0.0.1:0`);
-    /// returns it and the embedded MQTT broker's `host:port` when it has one.
-    pub fn start_with(data: &Path, extra: &[&str]) -> (Cloud, Option<String>) {
-        let token_file = data.join("admin.token");
-        std::fs::create_dir_all(data).expect("data dir");
-        let mut child = Command::new(sibling_bin("edgefn-cloud"))
-            .args([
-                "--data",
-                &data.display().to_string(),
-                "--listen",
-                "127.0.0.1:0",
                 "--admin-token-file",
                 &token_file.display().to_string(),
                 "--log-level",
