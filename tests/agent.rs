@@ -591,6 +591,18 @@ fn the_agent_boots_and_runs_its_release_with_the_cloud_down_then_catches_up() {
             .expect("pgrep");
         !text(&out.stdout).trim().is_empty()
     });
+    // Its output is kept on the device while nothing can be shipped.
+    wait_until(20, "the daemon's log line, kept locally", || {
+        let r = http(
+            &agent.local,
+            "GET",
+            "/v1/logs?binding=daemon&tail=10",
+            None,
+            &[],
+            b"",
+        );
+        r.status == 200 && text(&r.body).contains("daemon up")
+    });
     assert_eq!(version_of(&agent, 7), "1", "and handles triggers");
 
     // The cloud comes back on the same address; an update goes through.

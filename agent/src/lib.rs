@@ -64,6 +64,8 @@ pub async fn run_with(
     // Function output: the agent's log, and shipped up best-effort (dropped when the link is
     // down and the small buffer is full).
     let (log_tx, log_rx) = tokio::sync::mpsc::channel::<uplink::ShippedLog>(1024);
+    let ring = Arc::new(local::LogRing::new(1000));
+    let keep = ring.clone();
     let log = LogSink::new(move |l: LogLine| {
         if let Some(h) = &hook {
             h(&l);
@@ -73,6 +75,7 @@ pub async fn run_with(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let json = serde_json::json!({"ts_ms": ts_ms, "binding": &*l.binding, "stream": l.stream.as_str(), "line": l.line});
+        keep.push(json.clone());
         let _ = log_tx.try_send(uplink::ShippedLog {
             binding: l.binding.to_string(),
             json: json.to_string().into_bytes(),
@@ -86,7 +89,7 @@ pub async fn run_with(
     let (stop_tx, stop_rx) = watch::channel(false);
     let reporter = tokio::spawn(agent.clone().report_loop(stop_rx.clone()));
     let local = tokio::spawn({
-        let app = local::router(agent.clone());
+        let app = local::router(agent.clone(), ring);
         let mut stop = stop_rx.clone();
         async move {
             let _ = axum::serve(listener, app)

@@ -30,7 +30,7 @@ fn payload_json(p: &Payload) -> serde_json::Value {
 }
 
 async fn publish(
-    State(agent): State<Arc<Agent>>,
+    State((agent, _)): State<(Arc<Agent>, Arc<LogRing>)>,
     query: Result<Query<PublishQuery>, axum::extract::rejection::QueryRejection>,
     body: Bytes,
 ) -> Response {
@@ -62,14 +62,81 @@ async fn publish(
     Json(serde_json::json!({"deliveries": results})).into_response()
 }
 
-async fn health(State(agent): State<Arc<Agent>>) -> Json<serde_json::Value> {
+async fn health(State((agent, _)): State<(Arc<Agent>, Arc<LogRing>)>) -> Json<serde_json::Value> {
     Json(serde_json::json!({"running": agent.current_digest().await}))
 }
 
-/// The local endpoint's routes.
-pub fn router(agent: Arc<Agent>) -> Router {
+/// The last lines the device's functions printed, kept in a bounded ring (the newest win).
+#[derive(Debug)]
+pub struct LogRing {
+    lines: std::sync::Mutex<std::collections::VecDeque<serde_json::Value>>,
+    capacity: usize,
+}
+
+impl LogRing {
+    /// A ring of `capacity` lines.
+    pub fn new(capacity: usize) -> LogRing {
+        LogRing {
+            lines: std::sync::Mutex::new(std::collections::VecDeque::with_capacity(capacity)),
+            capacity,
+        }
+    }
+
+    /// Keeps a line, dropping the oldest when full.
+    pub fn push(&self, line: serde_json::Value) {
+        let mut lines = self
+            .lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if lines.len() == self.capacity {
+            lines.pop_front();
+        }
+        lines.push_back(line);
+    }
+
+    /// The last `tail` lines, of one binding when given.
+    pub fn tail(&self, binding: Option<&str>, tail: usize) -> Vec<serde_json::Value> {
+        let lines = self
+            .lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out: Vec<serde_json::Value> = lines
+            .iter()
+            .rev()
+            .filter(|l| binding.is_none_or(|b| l["binding"] == b))
+            .take(tail)
+            .cloned()
+            .collect();
+        out.reverse();
+        out
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct LogsQuery {
+    binding: Option<String>,
+    tail: Option<usize>,
+}
+
+async fn logs(
+    State((_, ring)): State<(Arc<Agent>, Arc<LogRing>)>,
+    query: Result<Query<LogsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({"error": "use ?binding=NAME&tail=N"})),
+        )
+            .into_response();
+    };
+    Json(ring.tail(q.binding.as_deref(), q.tail.unwrap_or(100))).into_response()
+}
+
+/// The local endpoint's routes: `POST /v1/publish`, `GET /v1/logs`, `GET /healthz`.
+pub fn router(agent: Arc<Agent>, ring: Arc<LogRing>) -> Router {
     Router::new()
         .route("/v1/publish", post(publish))
+        .route("/v1/logs", get(logs))
         .route("/healthz", get(health))
-        .with_state(agent)
+        .with_state((agent, ring))
 }
