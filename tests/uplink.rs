@@ -459,3 +459,149 @@ fn with_the_embedded_broker_edgefn_publish_reaches_the_function_and_subscribe_se
     assert_eq!(v["topic"], "alerts/greeting");
     assert_eq!(v["payload"]["greeting"], "Hello, Ada!");
 }
+
+/// Runs `openssl` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn the_agent_reaches_the_broker_over_tls_and_verifies_it() {
+    // A CA, and a certificate it signs for the broker at 127.0.0.1.
+    let pki = tempfile::tempdir().expect("pki");
+    let dir = pki.path();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=edgefn test CA",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n").expect("write");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+
+    // Mosquitto with a TLS listener (for the device) and a plain one (for the test's subscriber).
+    let free = || {
+        TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port()
+    };
+    let (tls_port, plain_port) = (free(), free());
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "per_listener_settings false\nallow_anonymous true\nuser root\nlistener {tls_port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\nlistener {plain_port} 127.0.0.1\nlog_dest stderr\nlog_type error\n",
+            d = dir.display()
+        ),
+    )
+    .expect("conf");
+    let mut broker = Command::new(mosquitto_bin())
+        .args(["-c", conf.to_str().expect("utf8")])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("mosquitto");
+    wait_until(10, "mosquitto listens", || {
+        std::net::TcpStream::connect(("127.0.0.1", plain_port)).is_ok()
+    });
+
+    let s = setup(plain_port);
+    // Point the agent at the TLS listener, trusting the test CA.
+    let config = std::fs::read_to_string(&s.config).expect("read").replace(
+        &format!("mqtt: mqtt://127.0.0.1:{plain_port}"),
+        &format!(
+            "mqtt: mqtts://127.0.0.1:{tls_port}\nmqttCa: {}",
+            dir.join("ca.pem").display()
+        ),
+    );
+    std::fs::write(&s.config, config).expect("write");
+    let received = subscribe(plain_port, "edgefn/dev-a/up/#");
+    let data = tempfile::tempdir().expect("agent");
+    let agent = AgentProc::start(&s.config, data.path(), &[]);
+    wait_until(30, "dev-a converges", || converged(&s));
+    produce(&agent, 0, 20);
+    check_all_in_order(&received, 20);
+
+    // Without the CA, the broker's certificate is not trusted: nothing goes up.
+    drop(agent);
+    let untrusting = std::fs::read_to_string(&s.config)
+        .expect("read")
+        .lines()
+        .filter(|l| !l.starts_with("mqttCa:"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&s.config, untrusting + "\n").expect("write");
+    let data = tempfile::tempdir().expect("agent");
+    let agent = AgentProc::start(&s.config, data.path(), &[]);
+    wait_until(30, "dev-a converges again", || converged(&s));
+    produce(&agent, 100, 5);
+    pause(3000);
+    let late = received
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|(_, t, _)| t.ends_with("/alerts/100"))
+        .count();
+    assert_eq!(
+        late, 0,
+        "a broker with an untrusted certificate gets nothing"
+    );
+    let _ = broker.kill();
+    let _ = broker.wait();
+}

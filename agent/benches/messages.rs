@@ -122,6 +122,7 @@ async fn outbox_rate(port: u16, dir: &std::path::Path) -> f64 {
         BrokerAddr {
             host: "127.0.0.1".into(),
             port,
+            tls: None,
         },
         uplink::Protocol::V5,
         "bench".into(),

@@ -58,6 +58,7 @@ struct Raw {
     report_interval: Option<String>,
     mqtt: Option<String>,
     mqtt_protocol: Option<String>,
+    mqtt_ca: Option<PathBuf>,
     outbox_max_bytes: Option<String>,
     outbox_max_age: Option<String>,
 }
@@ -165,7 +166,7 @@ impl AgentConfig {
             let msg = e.to_string();
             let key = msg.split('`').nth(1).unwrap_or("");
             let at = if key.is_empty() { 0 } else { source.text().find(&format!("{key}:")).unwrap_or(0) };
-            invalid(source, at, msg, "the keys are cloud, device, token, data, sandbox, healthWindow, localListen, pollWait, reportInterval, mqtt, mqttProtocol, outboxMaxBytes, outboxMaxAge")
+            invalid(source, at, msg, "the keys are cloud, device, token, data, sandbox, healthWindow, localListen, pollWait, reportInterval, mqtt, mqttProtocol, mqttCa, outboxMaxBytes, outboxMaxAge")
         })?;
         let at = |key: &str| source.text().find(&format!("{key}:")).unwrap_or(0);
         if !raw.cloud.starts_with("http://") && !raw.cloud.starts_with("https://") {
@@ -227,6 +228,7 @@ impl AgentConfig {
             None => Some(crate::uplink::BrokerAddr {
                 host: cloud_host,
                 port: 1883,
+                tls: None,
             }),
             Some(url) => Some(crate::uplink::BrokerAddr::parse(url).map_err(|e| {
                 invalid(
@@ -237,6 +239,28 @@ impl AgentConfig {
                 )
             })?),
         };
+        let mut mqtt = mqtt;
+        if let Some(ca_path) = &raw.mqtt_ca {
+            let ca = std::fs::read(ca_path).map_err(|e| {
+                invalid(
+                    source,
+                    at("mqttCa"),
+                    format!("cannot read {}: {e}", ca_path.display()),
+                    "the CA certificate (PEM) that signed the broker's certificate",
+                )
+            })?;
+            match mqtt.as_mut() {
+                Some(b) if b.tls.is_some() => b.tls = Some(Some(ca)),
+                _ => {
+                    return Err(invalid(
+                        source,
+                        at("mqttCa"),
+                        "mqttCa is set but the broker is not mqtts://".into(),
+                        "write `mqtt: mqtts://HOST:8883`, or remove mqttCa",
+                    ));
+                }
+            }
+        }
         let mqtt_protocol = match raw.mqtt_protocol.as_deref() {
             None | Some("auto") => crate::uplink::Protocol::Auto,
             Some("4" | "3.1.1") => crate::uplink::Protocol::V4,

@@ -31,22 +31,25 @@ pub struct BrokerAddr {
     pub host: String,
     /// Port.
     pub port: u16,
+    /// TLS (`mqtts://`): `None` for plain TCP; `Some(None)` to verify the broker against the
+    /// system's roots; `Some(Some(pem))` against this CA.
+    pub tls: Option<Option<Vec<u8>>>,
 }
 
 impl BrokerAddr {
-    /// Parses `mqtt://host:port`.
+    /// Parses `mqtt://host[:port]` (default 1883) or `mqtts://host[:port]` (TLS, default 8883).
     pub fn parse(url: &str) -> Result<BrokerAddr, String> {
-        let rest = if let Some(r) = url.strip_prefix("mqtt://") {
-            r
-        } else if url.starts_with("mqtts://") {
-            return Err("mqtts:// (TLS) is not supported by this agent yet: use mqtt:// on a trusted network, or a TLS-terminating tunnel".into());
+        let (rest, tls, default_port) = if let Some(r) = url.strip_prefix("mqtt://") {
+            (r, None, 1883)
+        } else if let Some(r) = url.strip_prefix("mqtts://") {
+            (r, Some(None), 8883)
         } else {
-            return Err(format!("`{url}` is not an mqtt:// URL"));
+            return Err(format!("`{url}` is not an mqtt:// or mqtts:// URL"));
         };
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
             Some((h, p)) => (h, p.parse().map_err(|_| format!("`{p}` is not a port"))?),
-            None => (rest, 1883),
+            None => (rest, default_port),
         };
         if host.is_empty() {
             return Err(format!("`{url}` has no host"));
@@ -54,7 +57,19 @@ impl BrokerAddr {
         Ok(BrokerAddr {
             host: host.to_owned(),
             port,
+            tls,
         })
+    }
+
+    /// The rumqttc transport for this address.
+    fn transport(&self) -> rumqttc::Transport {
+        // TLS is rustls with the ring provider (installed once per process).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        match &self.tls {
+            None => rumqttc::Transport::Tcp,
+            Some(None) => rumqttc::Transport::tls_with_default_config(),
+            Some(Some(ca)) => rumqttc::Transport::tls(ca.clone(), None, None),
+        }
     }
 }
 
@@ -332,6 +347,7 @@ async fn connection_v5(
     opts.set_session_expiry_interval(Some(7 * 24 * 3600));
     opts.set_max_packet_size(Some(MAX_PACKET as u32));
     opts.set_network_options(nodelay());
+    opts.set_transport(link.broker.transport());
     let (client, eventloop) = AsyncClient::new(opts, WINDOW * 2);
     connection(link, V5(client, eventloop), "MQTT 5", logs, stop).await
 }
@@ -348,6 +364,7 @@ async fn connection_v4(
     opts.set_keep_alive(Duration::from_secs(30));
     opts.set_clean_session(false);
     opts.set_max_packet_size(MAX_PACKET, MAX_PACKET);
+    opts.set_transport(link.broker.transport());
     let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, WINDOW * 2);
     eventloop.network_options = nodelay();
     connection(link, V4(client, eventloop), "MQTT 3.1.1", logs, stop).await
@@ -434,15 +451,13 @@ mod tests {
             BrokerAddr::parse("mqtt://cloud:1884").unwrap(),
             BrokerAddr {
                 host: "cloud".into(),
-                port: 1884
+                port: 1884,
+                tls: None
             }
         );
         assert_eq!(BrokerAddr::parse("mqtt://cloud").unwrap().port, 1883);
-        assert!(
-            BrokerAddr::parse("mqtts://cloud")
-                .unwrap_err()
-                .contains("TLS")
-        );
+        let tls = BrokerAddr::parse("mqtts://cloud").unwrap();
+        assert_eq!((tls.port, tls.tls), (8883, Some(None)));
         assert!(BrokerAddr::parse("http://cloud").is_err());
     }
 }
