@@ -6,12 +6,14 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Cloud, edgefn_env, http, ok, pause, quickstart_repo, text, wait_until};
+use common::{
+    Cloud, edgefn_env, http, mosquitto_bin, ok, pause, quickstart_repo, text, wait_until,
+};
 use rumqttc::{Client, Event, Incoming, MqttOptions, QoS, SubscribeReasonCode};
 
 /// `edgefn ARGS` against `cloud`.
@@ -542,18 +544,6 @@ fn messages_are_refused_clearly_without_a_broker() {
         br#"{"name": "edgefn-cloud"}"#,
     );
     assert_eq!(r.status, 400);
-}
-
-/// The Mosquitto binary, if installed (scripts/test.sh installs it).
-fn mosquitto_bin() -> Option<PathBuf> {
-    [
-        "/usr/sbin/mosquitto",
-        "/usr/local/sbin/mosquitto",
-        "/usr/bin/mosquitto",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .find(|p| p.is_file())
 }
 
 /// A Mosquitto started for one test, on a free port, with the files edgefn-cloud writes.

@@ -22,16 +22,6 @@ struct Mosquitto {
     dir: PathBuf,
 }
 
-fn mosquitto_bin() -> PathBuf {
-    ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-        .expect(
-            "mosquitto is not installed: scripts/test.sh installs it (apt-get install mosquitto)",
-        )
-}
-
 impl Mosquitto {
     fn start(dir: &Path, port: Option<u16>) -> Mosquitto {
         let port = port.unwrap_or_else(|| {
@@ -50,11 +40,13 @@ impl Mosquitto {
             ),
         )
         .expect("conf");
-        let child = Command::new(mosquitto_bin())
-            .args(["-c", conf.to_str().expect("utf8")])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start mosquitto");
+        let child = Command::new(mosquitto_bin().expect(
+            "mosquitto is not installed: scripts/test.sh installs it (apt-get install mosquitto)",
+        ))
+        .args(["-c", conf.to_str().expect("utf8")])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start mosquitto");
         wait_until(10, "mosquitto accepts connections", || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
@@ -552,11 +544,13 @@ fn the_agent_reaches_the_broker_over_tls_and_verifies_it() {
         ),
     )
     .expect("conf");
-    let mut broker = Command::new(mosquitto_bin())
-        .args(["-c", conf.to_str().expect("utf8")])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("mosquitto");
+    let mut broker = Command::new(mosquitto_bin().expect(
+        "mosquitto is not installed: scripts/test.sh installs it (apt-get install mosquitto)",
+    ))
+    .args(["-c", conf.to_str().expect("utf8")])
+    .stdout(Stdio::null())
+    .spawn()
+    .expect("mosquitto");
     wait_until(10, "mosquitto listens", || {
         std::net::TcpStream::connect(("127.0.0.1", plain_port)).is_ok()
     });

@@ -446,3 +446,15 @@ pub fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
         pause(20);
     }
 }
+
+/// The Mosquitto binary, if installed (scripts/test.sh installs it).
+pub fn mosquitto_bin() -> Option<PathBuf> {
+    [
+        "/usr/sbin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+        "/usr/bin/mosquitto",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.is_file())
+}
