@@ -599,3 +599,212 @@ fn the_agent_reaches_the_broker_over_tls_and_verifies_it() {
     let _ = broker.kill();
     let _ = broker.wait();
 }
+
+/// Messages received by a local client: (topic, payload).
+type LocalInbox = Arc<Mutex<Vec<(String, String)>>>;
+
+/// A client of the agent's local MQTT listener, speaking MQTT 5, subscribed to `filters`;
+/// returns its client and what it receives.
+async fn local_v5_client(
+    addr: &str,
+    id: &str,
+    password: &str,
+    filters: &[&str],
+) -> (AsyncClient, LocalInbox) {
+    let (host, port) = addr.rsplit_once(':').expect("host:port");
+    let mut opts = MqttOptions::new(id, host, port.parse().expect("port"));
+    opts.set_credentials("sensor", password);
+    let (client, mut events) = AsyncClient::new(opts, 100);
+    for f in filters {
+        client
+            .subscribe(*f, QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
+    }
+    let inbox: LocalInbox = Arc::default();
+    let out = inbox.clone();
+    let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(a))) => {
+                    let _ = acked_tx.send(a.return_codes);
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => out.lock().expect("lock").push((
+                    String::from_utf8_lossy(&p.topic).into_owned(),
+                    String::from_utf8_lossy(&p.payload).into_owned(),
+                )),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    });
+    for _ in filters {
+        let codes = tokio::time::timeout(Duration::from_secs(10), acked_rx.recv())
+            .await
+            .expect("SUBACK in time")
+            .expect("SUBACK");
+        assert!(
+            codes.iter().all(|c| matches!(
+                c,
+                rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(_)
+            )),
+            "{codes:?}"
+        );
+    }
+    (client, inbox)
+}
+
+async fn wait_for(inbox: &LocalInbox, what: &str, cond: impl Fn(&[(String, String)]) -> bool) {
+    for _ in 0..100 {
+        if cond(&inbox.lock().expect("lock")) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what}: got {:?}", inbox.lock().expect("lock"));
+}
+
+#[test]
+fn local_programs_use_the_bus_through_the_devices_own_mqtt_listener() {
+    let broker_dir = tempfile::tempdir().expect("broker");
+    let broker = Mosquitto::start(broker_dir.path(), None);
+    let s = setup(broker.port);
+    let mut text = std::fs::read_to_string(&s.config).expect("read");
+    text.push_str("localMqttPassword: local-secret\n");
+    std::fs::write(&s.config, text).expect("write");
+    let up = subscribe(broker.port, "edgefn/+/up/#");
+    let data = tempfile::tempdir().expect("agent");
+    let agent = AgentProc::start(&s.config, data.path(), &[]);
+    let local = agent
+        .mqtt
+        .clone()
+        .expect("the agent prints its local MQTT address");
+    assert!(local.starts_with("127.0.0.1:"), "loopback: {local}");
+    wait_until(30, "dev-a converges", || converged(&s));
+
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    rt.block_on(async {
+        // A program that watches alerts and commands (MQTT 5), and a sensor (MQTT 3.1.1).
+        let (_watcher, seen) = local_v5_client(
+            &local,
+            "watcher",
+            "local-secret",
+            &["alerts/#", "commands/#"],
+        )
+        .await;
+        let (host, port) = local.rsplit_once(':').expect("host:port");
+        let mut opts = rumqttc::MqttOptions::new("sensor-1", host, port.parse().expect("port"));
+        opts.set_credentials("sensor", "local-secret");
+        let (sensor, mut sensor_events) = rumqttc::AsyncClient::new(opts, 100);
+        let (acks_tx, mut acks) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(ev) = sensor_events.poll().await {
+                if let rumqttc::Event::Incoming(p) = ev {
+                    let _ = acks_tx.send(p);
+                }
+            }
+        });
+
+        // The sensor triggers the function: its output reaches the local watcher and, by the
+        // route, the cloud.
+        sensor
+            .publish(
+                "commands/greet",
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                br#"{"name":"Lin"}"#.to_vec(),
+            )
+            .await
+            .expect("publish");
+        wait_for(&seen, "the function's output on the local bus", |m| {
+            m.iter()
+                .any(|(t, p)| t == "alerts/greeting" && p.contains("Hello, Lin!"))
+        })
+        .await;
+        // What the sensor published reached the watcher once, through the broker (not twice).
+        wait_for(&seen, "the sensor's own message", |m| {
+            m.iter().filter(|(t, _)| t == "commands/greet").count() == 1
+        })
+        .await;
+        // A sensor message routed up goes to the cloud as it is.
+        sensor
+            .publish(
+                "alerts/temperature",
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                b"41.5".to_vec(),
+            )
+            .await
+            .expect("publish");
+        // A message from the cloud, brought down by the route, is on the local bus too.
+        let cloud_port = broker.port;
+        tokio::task::spawn_blocking(move || {
+            cloud_publish(
+                cloud_port,
+                "edgefn/dev-a/down/commands/greet",
+                br#"{"name":"Ada"}"#,
+            );
+        })
+        .await
+        .expect("publish from the cloud");
+        wait_for(&seen, "the cloud's message and its answer", |m| {
+            m.iter()
+                .any(|(t, p)| t == "commands/greet" && p.contains("Ada"))
+                && m.iter()
+                    .any(|(t, p)| t == "alerts/greeting" && p.contains("Hello, Ada!"))
+        })
+        .await;
+        let got = seen.lock().expect("lock").clone();
+        assert_eq!(
+            got.iter()
+                .filter(|(t, _)| t == "alerts/temperature")
+                .count(),
+            1,
+            "{got:?}"
+        );
+
+        // `$` topics are reserved: the subscription is refused.
+        sensor
+            .subscribe("$SYS/#", rumqttc::QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
+        let refused = loop {
+            match tokio::time::timeout(Duration::from_secs(10), acks.recv()).await {
+                Ok(Some(rumqttc::Packet::SubAck(a))) => break a.return_codes,
+                Ok(Some(_)) => {}
+                other => panic!("no SUBACK: {other:?}"),
+            }
+        };
+        assert_eq!(refused, vec![rumqttc::SubscribeReasonCode::Failure]);
+
+        // Without the password, no connection.
+        let mut opts = rumqttc::MqttOptions::new("intruder", host, port.parse().expect("port"));
+        opts.set_credentials("sensor", "guess");
+        let (_c, mut ev) = rumqttc::AsyncClient::new(opts, 10);
+        let refused = loop {
+            match tokio::time::timeout(Duration::from_secs(10), ev.poll()).await {
+                Ok(Err(rumqttc::ConnectionError::ConnectionRefused(code))) => break code,
+                Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(a)))) => {
+                    panic!("connected without the password: {a:?}")
+                }
+                Ok(_) => {}
+                Err(_) => panic!("no answer to CONNECT"),
+            }
+        };
+        assert_eq!(refused, rumqttc::ConnectReturnCode::BadUserNamePassword);
+    });
+
+    // In the cloud: both outputs of the function and the sensor's reading, once each.
+    wait_until(10, "the cloud receives the local messages", || {
+        let got = up.lock().expect("lock");
+        got.iter()
+            .any(|(_, t, p)| t == "edgefn/dev-a/up/alerts/temperature" && p == b"41.5")
+            && got
+                .iter()
+                .filter(|(_, t, _)| t == "edgefn/dev-a/up/alerts/greeting")
+                .count()
+                == 2
+    });
+    let _ = s.project;
+}

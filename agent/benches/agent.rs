@@ -186,6 +186,8 @@ fn main() {
             "process",
             "--local-listen",
             "127.0.0.1:0",
+            "--local-mqtt",
+            "127.0.0.1:0",
             "--log-level",
             "warn",
         ])
@@ -197,7 +199,7 @@ fn main() {
     let local = loop {
         let l = lines.next().unwrap().unwrap();
         if let Some((_, a)) = l.split_once("listening on http://") {
-            break a.to_owned();
+            break a.split(' ').next().unwrap_or(a).to_owned();
         }
     };
     let running = || -> String {

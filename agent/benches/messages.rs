@@ -214,6 +214,8 @@ fn latency(rt: &tokio::runtime::Runtime, port: u16, dir: &std::path::Path) {
             "process",
             "--local-listen",
             "127.0.0.1:0",
+            "--local-mqtt",
+            "127.0.0.1:0",
             "--log-level",
             "warn",
         ])

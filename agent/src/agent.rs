@@ -71,6 +71,8 @@ pub struct Agent {
     state: std::sync::Mutex<AgentState>,
     /// Messages bound for the cloud.
     pub outbox: crate::outbox::Outbox,
+    /// The local MQTT listener, once it is started: bus messages are delivered to its clients.
+    local_mqtt: std::sync::OnceLock<Arc<crate::local_mqtt::LocalBroker>>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -143,6 +145,7 @@ impl Agent {
             report_now: Notify::new(),
             state: std::sync::Mutex::new(state),
             outbox,
+            local_mqtt: std::sync::OnceLock::new(),
         }))
     }
 
@@ -251,7 +254,31 @@ impl Agent {
     /// the functions publish go the same way (queued before this returns, delivered after).
     pub async fn publish(self: &Arc<Self>, topic: &str, payload: Payload) -> Vec<Delivery> {
         self.route_up(topic, &payload).await;
+        self.echo_local(topic, &payload);
         self.dispatch(topic, payload, 0).await
+    }
+
+    /// Delivers the local MQTT listener's bus messages to its clients from now on.
+    pub fn attach_local_mqtt(&self, broker: Arc<crate::local_mqtt::LocalBroker>) {
+        let _ = self.local_mqtt.set(broker);
+    }
+
+    /// Hands a bus message to the local MQTT clients subscribed to it.
+    fn echo_local(&self, topic: &str, payload: &Payload) {
+        if let Some(b) = self.local_mqtt.get() {
+            crate::local_mqtt::echo(b, topic, payload);
+        }
+    }
+
+    /// A message a local MQTT client published: like [`Agent::accept`], but not handed back
+    /// to the local clients (the broker delivered it to them).
+    pub async fn accept_from_local_client(self: &Arc<Self>, topic: &str, payload: Payload) {
+        self.route_up(topic, &payload).await;
+        let me = self.clone();
+        let topic = topic.to_owned();
+        tokio::spawn(async move {
+            me.dispatch(&topic, payload, 0).await;
+        });
     }
 
     /// Like [`Agent::publish`], but returns once the message is accepted (queued for the cloud
@@ -259,6 +286,7 @@ impl Agent {
     /// reach the cloud in that order.
     pub async fn accept(self: &Arc<Self>, topic: &str, payload: Payload) {
         self.route_up(topic, &payload).await;
+        self.echo_local(topic, &payload);
         let me = self.clone();
         let topic = topic.to_owned();
         tokio::spawn(async move {
@@ -328,6 +356,7 @@ impl Agent {
                 if let Ok(reply) = &d.outcome {
                     for m in &reply.publish {
                         self.route_up(&m.topic, &m.payload).await;
+                        self.echo_local(&m.topic, &m.payload);
                         if depth < 8 {
                             let me = self.clone();
                             let (t, p) = (m.topic.clone(), m.payload.clone());

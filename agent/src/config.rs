@@ -8,6 +8,8 @@
 //! sandbox: auto                          # container, process or auto
 //! healthWindow: 10s                      # how long a new release must stay healthy
 //! localListen: 127.0.0.1:7071            # the local message endpoint (loopback by default)
+//! localMqtt: 127.0.0.1:1883              # the local MQTT listener, or `none`
+//! localMqttPassword: ...                 # required when localMqtt is not a loopback address
 //! ```
 
 use std::net::SocketAddr;
@@ -16,6 +18,9 @@ use std::time::Duration;
 
 use edgefn_schema::{Source, yaml};
 use serde::Deserialize;
+
+/// The local MQTT listener's address when the configuration names none.
+pub const DEFAULT_LOCAL_MQTT: &str = "127.0.0.1:1883";
 
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +59,8 @@ struct Raw {
     sandbox: Option<String>,
     health_window: Option<String>,
     local_listen: Option<String>,
+    local_mqtt: Option<String>,
+    local_mqtt_password: Option<String>,
     poll_wait: Option<String>,
     report_interval: Option<String>,
     mqtt: Option<String>,
@@ -80,6 +87,13 @@ pub struct AgentConfig {
     pub health_window: Duration,
     /// Loopback address of the local message endpoint.
     pub local_listen: SocketAddr,
+    /// Where the local MQTT listener listens (`None`: no listener).
+    pub local_mqtt: Option<SocketAddr>,
+    /// Whether `local_mqtt` was configured (a failure to listen on the default address is
+    /// only a warning; on a configured one it stops the agent).
+    pub local_mqtt_configured: bool,
+    /// The password local MQTT clients must give, if any.
+    pub local_mqtt_password: Option<String>,
     /// Long-poll wait per request.
     pub poll_wait: Duration,
     /// How often the agent reports its status when nothing changes.
@@ -166,7 +180,7 @@ impl AgentConfig {
             let msg = e.to_string();
             let key = msg.split('`').nth(1).unwrap_or("");
             let at = if key.is_empty() { 0 } else { source.text().find(&format!("{key}:")).unwrap_or(0) };
-            invalid(source, at, msg, "the keys are cloud, device, token, data, sandbox, healthWindow, localListen, pollWait, reportInterval, mqtt, mqttProtocol, mqttCa, outboxMaxBytes, outboxMaxAge")
+            invalid(source, at, msg, "the keys are cloud, device, token, data, sandbox, healthWindow, localListen, localMqtt, localMqttPassword, pollWait, reportInterval, mqtt, mqttProtocol, mqttCa, outboxMaxBytes, outboxMaxAge")
         })?;
         let at = |key: &str| source.text().find(&format!("{key}:")).unwrap_or(0);
         if !raw.cloud.starts_with("http://") && !raw.cloud.starts_with("https://") {
@@ -212,6 +226,28 @@ impl AgentConfig {
                     "an address such as 127.0.0.1:7071",
                 )
             })?;
+        let local_mqtt: Option<SocketAddr> = match raw.local_mqtt.as_deref() {
+            Some("none") => None,
+            text => Some(text.unwrap_or(DEFAULT_LOCAL_MQTT).parse().map_err(|e| {
+                invalid(
+                    source,
+                    at("localMqtt"),
+                    format!("localMqtt: {e}"),
+                    "an address such as 127.0.0.1:1883, or `none`",
+                )
+            })?),
+        };
+        let local_mqtt_password = raw.local_mqtt_password.filter(|p| !p.is_empty());
+        if let Some(addr) = local_mqtt {
+            if !addr.ip().is_loopback() && local_mqtt_password.is_none() {
+                return Err(invalid(
+                    source,
+                    at("localMqtt"),
+                    format!("localMqtt listens on {addr}, beyond this machine, without a password"),
+                    "set localMqttPassword (clients then log in with it), or listen on 127.0.0.1",
+                ));
+            }
+        }
         // Default: the broker beside the control plane, on the standard port.
         let cloud_host = raw
             .cloud
@@ -313,6 +349,9 @@ impl AgentConfig {
                 source,
             )?,
             local_listen,
+            local_mqtt,
+            local_mqtt_configured: raw.local_mqtt.is_some(),
+            local_mqtt_password,
             poll_wait: duration(
                 raw.poll_wait.as_deref(),
                 Duration::from_secs(60),
@@ -367,6 +406,24 @@ mod tests {
         assert!(e.contains("token"), "{e}");
         let e = parse("cloud: [http://c\n").unwrap_err().to_string();
         assert!(e.contains("invalid YAML"), "{e}");
+        let e = parse("cloud: http://c\ndevice: gw-01\ntoken: t\nlocalMqtt: 0.0.0.0:1883\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("agent.yaml:4:1:") && e.contains("without a password"),
+            "{e}"
+        );
+        let e = parse("cloud: http://c\ndevice: gw-01\ntoken: t\nlocalMqtt: port 1883\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("localMqtt"), "{e}");
+        let c = parse(
+            "cloud: http://c\ndevice: gw-01\ntoken: t\nlocalMqtt: 0.0.0.0:1884\nlocalMqttPassword: pw\n",
+        )
+        .unwrap();
+        assert_eq!(c.local_mqtt, Some("0.0.0.0:1884".parse().unwrap()));
+        let c = parse("cloud: http://c\ndevice: gw-01\ntoken: t\nlocalMqtt: none\n").unwrap();
+        assert!(c.local_mqtt.is_none());
         let e = parse("cloud: http://c\ndevice: gw-01\ntoken: t\nhealthWindow: soon\n")
             .unwrap_err()
             .to_string();

@@ -1,14 +1,15 @@
 //! The edgefn device agent: runs its release from local state, follows its desired state from
 //! the control plane, and updates with an atomic switchover and a health-gated rollback.
 //!
-//! The binary calls [`run`] with a loaded [`AgentConfig`], a bound local listener and a shutdown
-//! future.
+//! The binary calls [`run`] with a loaded [`AgentConfig`], its bound local [`Listeners`] and a
+//! shutdown future.
 
 pub mod agent;
 pub mod cloud;
 pub mod config;
 pub mod layout;
 pub mod local;
+pub mod local_mqtt;
 pub mod outbox;
 pub mod release;
 pub mod state;
@@ -37,19 +38,28 @@ pub fn sandbox(config: &AgentConfig) -> Result<Sandbox, AgentError> {
 /// Called with each line a function prints (besides the agent's log).
 pub type LogHook = Arc<dyn Fn(&LogLine) + Send + Sync>;
 
+/// The device-local listeners, bound by the caller (so it knows their addresses).
+#[derive(Debug)]
+pub struct Listeners {
+    /// The local HTTP endpoint (`POST /v1/publish`, `GET /v1/logs`, `GET /healthz`).
+    pub http: TcpListener,
+    /// The local MQTT listener, when there is one.
+    pub mqtt: Option<TcpListener>,
+}
+
 /// Runs the agent until `shutdown` completes or the cloud refuses its token.
 pub async fn run(
     config: AgentConfig,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
-    run_with(config, listener, shutdown, None).await
+    run_with(config, listeners, shutdown, None).await
 }
 
 /// [`run`], with every function output line also passed to `hook` (`edgefn dev` prints them).
 pub async fn run_with(
     config: AgentConfig,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
     hook: Option<LogHook>,
 ) -> Result<(), AgentError> {
@@ -84,9 +94,18 @@ pub async fn run_with(
     let mqtt = config.mqtt.clone();
     let protocol = config.mqtt_protocol;
     let (device, token) = (config.device.clone(), config.token.clone());
+    let local_password = config.local_mqtt_password.clone();
     let agent = Agent::new(config, sandbox, log)?;
-    agent.boot().await;
     let (stop_tx, stop_rx) = watch::channel(false);
+    // The local MQTT listener is up before the release starts, so a continuous function can
+    // connect to it at once.
+    let local_mqtt = listeners.mqtt.map(|l| {
+        let broker = local_mqtt::broker(&agent, local_password.as_deref());
+        agent.attach_local_mqtt(broker.clone());
+        tokio::spawn(broker.serve(l, stop_rx.clone()))
+    });
+    agent.boot().await;
+    let listener = listeners.http;
     let reporter = tokio::spawn(agent.clone().report_loop(stop_rx.clone()));
     let local = tokio::spawn({
         let app = local::router(agent.clone(), ring);
@@ -129,6 +148,9 @@ pub async fn run_with(
     };
     let _ = stop_tx.send(true);
     let _ = local.await;
+    if let Some(l) = local_mqtt {
+        let _ = l.await;
+    }
     let _ = reporter.await;
     if let Some(link) = link {
         let _ = link.await;

@@ -25,6 +25,9 @@ struct Args {
     /// Local message endpoint address (overrides `localListen:`)
     #[arg(long, value_name = "ADDR")]
     local_listen: Option<std::net::SocketAddr>,
+    /// Local MQTT listener address, or `none` (overrides `localMqtt:`)
+    #[arg(long, value_name = "ADDR")]
+    local_mqtt: Option<String>,
     /// Log level: error, warn, info, debug, trace
     #[arg(long, default_value = "info")]
     log_level: tracing::Level,
@@ -62,6 +65,28 @@ fn main() -> ExitCode {
     if let Some(a) = args.local_listen {
         config.local_listen = a;
     }
+    match args.local_mqtt.as_deref() {
+        None => {}
+        Some("none") => config.local_mqtt = None,
+        Some(a) => match a.parse::<std::net::SocketAddr>() {
+            Ok(addr) if addr.ip().is_loopback() || config.local_mqtt_password.is_some() => {
+                config.local_mqtt = Some(addr);
+                config.local_mqtt_configured = true;
+            }
+            Ok(addr) => {
+                eprintln!(
+                    "edgefn-agent: --local-mqtt {addr} listens beyond this machine: set localMqttPassword in the configuration, or listen on 127.0.0.1"
+                );
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!(
+                    "edgefn-agent: --local-mqtt `{a}`: {e} (write an address such as 127.0.0.1:1883, or `none`)"
+                );
+                return ExitCode::from(2);
+            }
+        },
+    }
     // The crash tests' hook: die by SIGKILL at a chosen point of an update.
     config.crash_at = std::env::var("EDGEFN_AGENT_CRASH_AT")
         .ok()
@@ -88,15 +113,40 @@ fn main() -> ExitCode {
                 return ExitCode::from(1);
             }
         };
+        let mqtt = match config.local_mqtt {
+            None => None,
+            Some(at) => match tokio::net::TcpListener::bind(at).await {
+                Ok(l) => Some(l),
+                Err(e) if config.local_mqtt_configured => {
+                    eprintln!("edgefn-agent: cannot listen for local MQTT clients on {at}: {e} (set localMqtt: to a free address, or `none`)");
+                    return ExitCode::from(1);
+                }
+                Err(e) => {
+                    // The default port may belong to a broker already on this device: the
+                    // agent's job goes on without its local listener.
+                    tracing::warn!("no local MQTT listener: cannot listen on {at}: {e} (set localMqtt: to a free address, or `none`)");
+                    None
+                }
+            },
+        };
         let addr = listener
             .local_addr()
             .map_or_else(|_| config.local_listen.to_string(), |a| a.to_string());
+        let mqtt_note = mqtt
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| format!(" and mqtt://{a}"))
+            .unwrap_or_default();
         println!(
-            "edgefn-agent {} for device {} listening on http://{addr}",
+            "edgefn-agent {} for device {} listening on http://{addr}{mqtt_note}",
             env!("CARGO_PKG_VERSION"),
             config.device
         );
-        match edgefn_agent::run(config, listener, shutdown_signal()).await {
+        let listeners = edgefn_agent::Listeners {
+            http: listener,
+            mqtt,
+        };
+        match edgefn_agent::run(config, listeners, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("edgefn-agent: {e}");

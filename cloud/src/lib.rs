@@ -159,10 +159,16 @@ async fn start_messaging(
             let addr = listener.local_addr().map_err(CloudError::Serve)?;
             listener.set_nonblocking(true).map_err(CloudError::Serve)?;
             let listener = TcpListener::from_std(listener).map_err(CloudError::Serve)?;
-            let broker = mqtt::broker::Broker::new(Arc::new(RegistryAuth {
-                state: Arc::downgrade(state),
-                cloud: auth::hash(&secret),
-            }));
+            let broker = edgefn_broker::Broker::with_options(
+                RegistryAuth {
+                    state: Arc::downgrade(state),
+                    cloud: auth::hash(&secret),
+                },
+                edgefn_broker::BrokerOptions {
+                    max_packet: mqtt::MAX_PACKET_BYTES,
+                    on_publish: None,
+                },
+            );
             tokio::spawn(broker.clone().serve(listener, stop.clone()));
             let at = mqtt::local_connect_addr(addr);
             let opts = mqtt::hub::HubOptions {

@@ -19,9 +19,9 @@ use tokio::sync::{broadcast, mpsc};
 use crate::auth;
 use crate::error::ApiError;
 use crate::http::{AppState, Caller};
-use crate::mqtt::broker::{Authenticator, Broker};
 use crate::mqtt::hub::Hub;
 use crate::mqtt::{Identity, MAX_PUBLISH_BYTES, MosquittoFiles, down_topic, mosquitto};
+use edgefn_broker::{Authenticator, Broker};
 
 /// The message machinery of a running control plane.
 #[derive(Debug)]
@@ -29,7 +29,7 @@ pub struct Messaging {
     /// The cloud's client of its broker.
     pub hub: Arc<Hub>,
     /// The embedded broker, when it is used.
-    pub broker: Option<Arc<Broker>>,
+    pub broker: Option<Arc<Broker<RegistryAuth>>>,
     /// Mosquitto's files, when an external Mosquitto is used.
     pub mosquitto: Option<MosquittoFiles>,
     /// The cloud's own entry of Mosquitto's password file.
@@ -77,7 +77,9 @@ pub struct RegistryAuth {
 }
 
 impl Authenticator for RegistryAuth {
-    fn authenticate(&self, username: &str, password: &str) -> Option<Identity> {
+    type Client = Identity;
+    fn authenticate(&self, username: Option<&str>, password: Option<&str>) -> Option<Identity> {
+        let (username, password) = (username?, password?);
         let presented = auth::hash(password);
         if username == crate::mqtt::CLOUD_USER {
             return auth::ct_eq(&self.cloud, &presented).then_some(Identity::Cloud);

@@ -329,6 +329,8 @@ pub struct AgentProc {
     pub child: Child,
     /// `host:port` of its local endpoint.
     pub local: String,
+    /// `host:port` of its local MQTT listener.
+    pub mqtt: Option<String>,
 }
 
 impl AgentProc {
@@ -345,6 +347,8 @@ impl AgentProc {
             "--sandbox",
             "process",
             "--local-listen",
+            "127.0.0.1:0",
+            "--local-mqtt",
             "127.0.0.1:0",
             "--log-level",
             "info",
@@ -366,17 +370,20 @@ impl AgentProc {
             }
         });
         let mut lines = BufReader::new(stdout).lines();
-        let local = loop {
+        let (local, mqtt) = loop {
             let line = lines
                 .next()
                 .expect("edgefn-agent exited before listening")
                 .expect("read");
-            if let Some((_, addr)) = line.split_once("listening on http://") {
-                break addr.to_owned();
+            // `... listening on http://ADDR and mqtt://ADDR`
+            if let Some((_, rest)) = line.split_once("listening on http://") {
+                let http = rest.split(' ').next().unwrap_or(rest).to_owned();
+                let mqtt = rest.split_once("mqtt://").map(|(_, a)| a.trim().to_owned());
+                break (http, mqtt);
             }
         };
         std::thread::spawn(move || for _ in lines {});
-        AgentProc { child, local }
+        AgentProc { child, local, mqtt }
     }
 
     /// Puts a message on the device bus and waits for the deliveries.

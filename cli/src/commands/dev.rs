@@ -291,13 +291,12 @@ pub fn run(args: &DevArgs) -> CliResult {
         let local = rt
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .map_err(CliError::io("listen on", "127.0.0.1"))?;
-        endpoints.push((
-            d.clone(),
-            local
-                .local_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_default(),
-        ));
+        let local_mqtt = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .map_err(CliError::io("listen on", "127.0.0.1"))?;
+        let addr_of =
+            |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        endpoints.push((d.clone(), addr_of(&local), addr_of(&local_mqtt)));
         let name = d.clone();
         let hook: edgefn_agent::LogHook = Arc::new(move |l| {
             let mut out = std::io::stdout().lock();
@@ -305,7 +304,10 @@ pub fn run(args: &DevArgs) -> CliResult {
         });
         agents.push(rt.spawn(edgefn_agent::run_with(
             config,
-            local,
+            edgefn_agent::Listeners {
+                http: local,
+                mqtt: Some(local_mqtt),
+            },
             stopped(stop_rx.clone()),
             Some(hook),
         )));
@@ -322,8 +324,10 @@ pub fn run(args: &DevArgs) -> CliResult {
         crate::project::display_path(&state)
     ));
     say(format!("  MQTT broker    mqtt://{broker_addr}"));
-    for (d, addr) in &endpoints {
-        say(format!("  agent {d:<8} local endpoint http://{addr}"));
+    for (d, addr, mqtt) in &endpoints {
+        say(format!(
+            "  agent {d:<8} local endpoint http://{addr}  local MQTT mqtt://{mqtt}"
+        ));
     }
     let source = project.read_manifest()?;
     let submitted = crate::commands::apply::submit(

@@ -1,5 +1,5 @@
 //! Messages between the cloud and its devices over MQTT: the topic namespace and its access
-//! rules, the embedded broker ([`broker`]), the files that confine devices on Mosquitto
+//! rules (enforced by the embedded broker, the `edgefn-broker` crate), the files that confine devices on Mosquitto
 //! ([`mosquitto`]), and the cloud's own client of whichever broker is used ([`hub`]).
 //!
 //! Cloud-side topics, per device `<d>`:
@@ -10,7 +10,6 @@
 //! MQTT credentials: user name = device name, password = the device's token. The cloud itself
 //! connects as [`CLOUD_USER`] with a secret kept in its data folder, with full access.
 
-pub mod broker;
 pub mod hub;
 pub mod mosquitto;
 
@@ -149,6 +148,33 @@ impl Identity {
     }
 }
 
+impl edgefn_broker::Client for Identity {
+    fn name(&self) -> &str {
+        self.username()
+    }
+    /// A device's client id is its name, or `<name>.<suffix>`; the cloud's is free.
+    fn may_use_client_id(&self, id: &str) -> bool {
+        match self {
+            Identity::Cloud => true,
+            Identity::Device(d) => {
+                id == d
+                    || id
+                        .strip_prefix(d.as_str())
+                        .is_some_and(|r| r.starts_with('.'))
+            }
+        }
+    }
+    fn may_publish(&self, topic: &str) -> bool {
+        Identity::may_publish(self, topic)
+    }
+    fn may_subscribe(&self, filter: &str) -> bool {
+        Identity::may_subscribe(self, filter)
+    }
+    fn may_receive(&self, topic: &str) -> bool {
+        Identity::may_receive(self, topic)
+    }
+}
+
 /// True when `topic` is `a/b/c/<at least one more level>` for `prefix = [a, b, c]`, each
 /// prefix level matched literally (so a `+` or `#` there never matches).
 fn under(topic: &str, prefix: &[&str]) -> bool {
@@ -177,10 +203,7 @@ pub fn down_topic(device: &str, topic: &str) -> String {
     format!("edgefn/{device}/down/{topic}")
 }
 
-/// Completes when `shutdown` turns true (or its sender is gone).
-pub(crate) async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|s| *s).await;
-}
+pub(crate) use edgefn_broker::stopped;
 
 /// The address a client on this machine reaches a listener bound to `addr` at.
 pub fn local_connect_addr(addr: SocketAddr) -> SocketAddr {

@@ -1,0 +1,113 @@
+//! The device's local MQTT listener: local sensors and programs publish onto the device bus and
+//! subscribe to what is on it, with any MQTT 3.1.1 or 5 client. It is the `edgefn-broker`
+//! broker, on loopback by default (`localMqtt:`), with a password required when it listens
+//! beyond this machine (`localMqttPassword:`).
+//!
+//! What a local client publishes is handled like `POST /v1/publish` of the local HTTP endpoint:
+//! queued on disk first when a route sends it to the cloud (the PUBACK comes after that), then
+//! delivered to the triggered bindings whose filters match. Every other message on the bus (a
+//! function's output, a message brought down from the cloud, one posted over HTTP, one a
+//! continuous function published) is delivered to the local subscribers. A client's own
+//! messages reach the other local subscribers through the broker itself, never twice.
+//! Topics starting with `$` are reserved.
+
+use std::sync::{Arc, Weak};
+
+use edgefn_broker::{Authenticator, Broker, BrokerOptions, Bytes, Client, Message, QoS};
+use edgefn_runtime::Payload;
+
+use crate::agent::Agent;
+
+/// A local client: any topic but `$...`.
+#[derive(Debug, Clone)]
+pub struct LocalClient {
+    name: String,
+}
+
+impl Client for LocalClient {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn may_publish(&self, topic: &str) -> bool {
+        !topic.starts_with('$')
+    }
+    fn may_subscribe(&self, filter: &str) -> bool {
+        !filter.starts_with('$')
+    }
+    fn may_receive(&self, topic: &str) -> bool {
+        !topic.starts_with('$')
+    }
+}
+
+/// Local credentials: none needed, unless a password is configured (any user name).
+#[derive(Debug)]
+pub struct LocalAuth {
+    password_hash: Option<[u8; 32]>,
+}
+
+fn sha256(s: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes()).into()
+}
+
+impl Authenticator for LocalAuth {
+    type Client = LocalClient;
+    fn authenticate(&self, username: Option<&str>, password: Option<&str>) -> Option<LocalClient> {
+        if let Some(want) = &self.password_hash {
+            let got = sha256(password?);
+            // Constant time: compare every byte.
+            if got.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) != 0 {
+                return None;
+            }
+        }
+        Some(LocalClient {
+            name: username.unwrap_or("local").to_owned(),
+        })
+    }
+}
+
+/// The local broker of a running agent.
+pub type LocalBroker = Broker<LocalAuth>;
+
+/// A broker that puts what local clients publish on `agent`'s bus.
+pub fn broker(agent: &Arc<Agent>, password: Option<&str>) -> Arc<LocalBroker> {
+    let weak: Weak<Agent> = Arc::downgrade(agent);
+    let options = BrokerOptions {
+        on_publish: Some(Arc::new(move |m: Message| {
+            let agent = weak.upgrade();
+            Box::pin(async move {
+                if let Some(agent) = agent {
+                    let payload = payload_from(m.payload.to_vec());
+                    agent.accept_from_local_client(&m.topic, payload).await;
+                }
+            })
+        })),
+        ..BrokerOptions::default()
+    };
+    Broker::with_options(
+        LocalAuth {
+            password_hash: password.map(sha256),
+        },
+        options,
+    )
+}
+
+/// A payload as the bus holds it: JSON when it parses as JSON, else bytes.
+pub fn payload_from(bytes: Vec<u8>) -> Payload {
+    serde_json::from_slice(&bytes).map_or(Payload::Bytes(bytes), Payload::Json)
+}
+
+/// Delivers a bus message to the local subscribers.
+pub fn echo(broker: &LocalBroker, topic: &str, payload: &Payload) {
+    let payload = match payload {
+        Payload::Json(v) => serde_json::to_vec(v).unwrap_or_default(),
+        Payload::Bytes(b) => b.clone(),
+    };
+    broker.publish(Message {
+        topic: topic.to_owned(),
+        payload: Bytes::from(payload),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        properties: Vec::new(),
+    });
+}

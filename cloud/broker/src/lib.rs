@@ -1,0 +1,1104 @@
+//! A small MQTT broker (3.1.1 and 5) that asks its owner, packet by packet, what each client may
+//! do. The cloud embeds it with per-device namespaces; the agent embeds it as the device's local
+//! listener, where local programs and sensors reach the device bus.
+//!
+//! Why not rumqttd: rumqttd 0.20 can check a client's credentials at CONNECT (an auth handler)
+//! but has no per-client rule for what it may publish or subscribe to; its only confinement is a
+//! topic prefix taken from a TLS client certificate's organisation. Putting a filtering proxy in
+//! front would mean parsing MQTT anyway, with the real broker still reachable behind it. This
+//! broker is small and enforces the rules at the one place every packet passes. It reuses
+//! rumqttc's packet codecs, so it adds no dependency to crates that already speak MQTT.
+//!
+//! What it does:
+//! - CONNECT (MQTT 3.1.1 or 5) with the credentials checked by an [`Authenticator`]; the client
+//!   id checked by [`Client::may_use_client_id`].
+//! - SUBSCRIBE checked filter by filter: a refused filter gets the failure code (0x80, or 0x87
+//!   "not authorized" in MQTT 5).
+//! - PUBLISH checked against the publisher's rights, and again against each receiver's rights
+//!   at delivery. A refused QoS 1 message is answered "not authorized" in MQTT 5; MQTT 3.1.1 has
+//!   no negative PUBACK, so there it is acknowledged and dropped.
+//! - QoS 0 and 1 (QoS 2 is accepted from clients and delivered as QoS 1).
+//! - Persistent sessions (MQTT 3.1.1 `clean session = false`; MQTT 5 a session expiry above 0):
+//!   subscriptions and up to [`QUEUE_LIMIT`] QoS 1 messages kept in memory while the client is
+//!   away, unacknowledged ones resent on reconnection.
+//! - MQTT 5 user properties are carried to receivers (edgefn's message ids travel in them).
+//! - Retained messages (up to [`RETAINED_LIMIT`] topics), keepalive, last will, session takeover.
+//! - An optional hook ([`BrokerOptions::on_publish`]) that sees every accepted message before
+//!   it is acknowledged: the agent queues messages for the cloud there, on disk.
+//!
+//! Not done: QoS 2 end to end, MQTT 5 topic aliases (the broker allows none), shared
+//! subscriptions, enhanced authentication, and keeping sessions across restarts.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use bytes::Bytes;
+use bytes::BytesMut;
+use rumqttc::mqttbytes::v4;
+use rumqttc::v5::mqttbytes::v5;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+
+/// Messages kept for a persistent session while its client is away; the oldest go first.
+pub const QUEUE_LIMIT: usize = 10_000;
+/// Retained messages kept, at most (one per topic); a new topic beyond this is not retained.
+pub const RETAINED_LIMIT: usize = 10_000;
+/// QoS 1 messages sent to a client and not yet acknowledged, at most.
+const INFLIGHT_LIMIT: usize = 100;
+/// How long a new connection has to send CONNECT.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A client that does not take a packet for this long is disconnected.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What one connected client may do.
+pub trait Client: Clone + Send + Sync + 'static {
+    /// Its name, for logs; sessions are resumed only by the same name.
+    fn name(&self) -> &str;
+    /// Whether it may connect with this client id (never empty here).
+    fn may_use_client_id(&self, id: &str) -> bool {
+        let _ = id;
+        true
+    }
+    /// Whether it may publish to `topic` (a valid, concrete topic).
+    fn may_publish(&self, topic: &str) -> bool;
+    /// Whether it may subscribe to `filter` (a valid filter).
+    fn may_subscribe(&self, filter: &str) -> bool;
+    /// Whether a message on `topic` may be delivered to it (checked again at delivery, whatever
+    /// it subscribed to).
+    fn may_receive(&self, topic: &str) -> bool;
+}
+
+/// Checks credentials.
+pub trait Authenticator: Send + Sync + 'static {
+    /// The rights of a connected client.
+    type Client: Client;
+    /// Who presents these credentials (each `None` when the CONNECT has none), or `None` to
+    /// refuse the connection.
+    fn authenticate(&self, username: Option<&str>, password: Option<&str>) -> Option<Self::Client>;
+}
+
+/// Quality of service: at most once or at least once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum QoS {
+    /// 0.
+    AtMostOnce,
+    /// 1.
+    AtLeastOnce,
+}
+
+/// A message through the broker.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// Its topic.
+    pub topic: String,
+    /// Its payload.
+    pub payload: Bytes,
+    /// QoS.
+    pub qos: QoS,
+    /// Retain flag.
+    pub retain: bool,
+    /// MQTT 5 user properties (dropped for MQTT 3.1.1 receivers).
+    pub properties: Vec<(String, String)>,
+}
+
+/// A hook called with every message a client publishes, after the access check and before it
+/// is acknowledged; the next packet of that client is read only once the future completes.
+pub type OnPublish = Arc<dyn Fn(Message) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// Settings of a broker.
+#[derive(Clone)]
+pub struct BrokerOptions {
+    /// Largest packet accepted or sent.
+    pub max_packet: usize,
+    /// Called with every accepted message (see [`OnPublish`]).
+    pub on_publish: Option<OnPublish>,
+}
+
+impl Default for BrokerOptions {
+    fn default() -> Self {
+        Self {
+            max_packet: (1 << 20) + (64 << 10),
+            on_publish: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for BrokerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerOptions")
+            .field("max_packet", &self.max_packet)
+            .field("on_publish", &self.on_publish.is_some())
+            .finish()
+    }
+}
+
+/// A message on its way to one receiver.
+#[derive(Debug, Clone)]
+struct Out {
+    msg: Arc<Message>,
+    qos: QoS,
+    retain: bool,
+    dup: bool,
+}
+
+enum Cmd {
+    Deliver(Out),
+    Close,
+}
+
+struct Session<C> {
+    owner: C,
+    subs: Vec<(String, QoS)>,
+    conn: Option<(u64, mpsc::Sender<Cmd>)>,
+    persistent: bool,
+    queue: VecDeque<Out>,
+}
+
+impl<C> Session<C> {
+    fn keep(&mut self, p: Out) {
+        if self.queue.len() >= QUEUE_LIMIT {
+            self.queue.pop_front();
+        }
+        self.queue.push_back(p);
+    }
+}
+
+struct State<C> {
+    sessions: HashMap<String, Session<C>>,
+    retained: HashMap<String, Arc<Message>>,
+    next_conn: u64,
+}
+
+/// The broker: sessions and routing. Serve connections with [`Broker::serve`] or
+/// [`Broker::serve_stream`].
+pub struct Broker<A: Authenticator> {
+    auth: A,
+    options: BrokerOptions,
+    state: Mutex<State<A::Client>>,
+}
+
+impl<A: Authenticator> std::fmt::Debug for Broker<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Completes when `shutdown` turns true (or its sender is gone).
+pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+impl<A: Authenticator> Broker<A> {
+    /// A broker that admits the clients `auth` accepts.
+    pub fn new(auth: A) -> Arc<Self> {
+        Self::with_options(auth, BrokerOptions::default())
+    }
+
+    /// A broker with settings.
+    pub fn with_options(auth: A, options: BrokerOptions) -> Arc<Self> {
+        Arc::new(Self {
+            auth,
+            options,
+            state: Mutex::new(State {
+                sessions: HashMap::new(),
+                retained: HashMap::new(),
+                next_conn: 0,
+            }),
+        })
+    }
+
+    /// Accepts connections on `listener` until `shutdown` turns true.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        let broker = self.clone();
+                        let stop = shutdown.clone();
+                        tokio::spawn(async move { broker.serve_stream(stream, peer.to_string(), stop).await });
+                    }
+                    Err(e) => {
+                        tracing::warn!("mqtt: accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                () = stopped(&mut shutdown) => return,
+            }
+        }
+    }
+
+    /// Closes the connections of the clients named `name` and forgets their sessions (e.g. a
+    /// device whose token was revoked).
+    pub fn revoke(&self, name: &str) {
+        let mut st = lock(&self.state);
+        st.sessions.retain(|_, s| {
+            if s.owner.name() != name {
+                return true;
+            }
+            if let Some((_, tx)) = &s.conn {
+                close(tx);
+            }
+            false
+        });
+    }
+
+    /// Number of connected clients.
+    pub fn connected(&self) -> usize {
+        lock(&self.state)
+            .sessions
+            .values()
+            .filter(|s| s.conn.is_some())
+            .count()
+    }
+
+    /// Delivers a message from the broker's owner (not from a client) to every subscriber
+    /// allowed to read it.
+    pub fn publish(&self, msg: Message) {
+        self.route(msg);
+    }
+
+    /// Delivers `msg` (already checked against the sender's rights) to every session
+    /// subscribed to its topic and allowed to read it; keeps it when it is retained.
+    fn route(&self, msg: Message) {
+        let msg = Arc::new(msg);
+        let mut st = lock(&self.state);
+        if msg.retain {
+            if msg.payload.is_empty() {
+                st.retained.remove(&msg.topic);
+            } else if st.retained.len() < RETAINED_LIMIT || st.retained.contains_key(&msg.topic) {
+                st.retained.insert(msg.topic.clone(), msg.clone());
+            }
+        }
+        let topic = msg.topic.as_str();
+        for s in st.sessions.values_mut() {
+            if !s.owner.may_receive(topic) {
+                continue;
+            }
+            let granted = s
+                .subs
+                .iter()
+                .filter(|(f, _)| edgefn_schema::topic::matches(f, topic))
+                .map(|(_, q)| *q)
+                .max();
+            let Some(granted) = granted else { continue };
+            let out = Out {
+                msg: msg.clone(),
+                qos: msg.qos.min(granted),
+                // A retained message delivered live carries no retain flag (MQTT 3.1.1 §3.3.1.3).
+                retain: false,
+                dup: false,
+            };
+            let undelivered = match &s.conn {
+                Some((_, tx)) => match tx.try_send(Cmd::Deliver(out)) {
+                    Ok(()) => None,
+                    // The client is going away: keep the message for its session.
+                    Err(mpsc::error::TrySendError::Closed(Cmd::Deliver(p))) => Some(p),
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        tracing::warn!(client = s.owner.name(), %topic, "mqtt: a client is {QUEUE_LIMIT} messages behind; message dropped for it");
+                        None
+                    }
+                    Err(_) => None,
+                },
+                None => Some(out),
+            };
+            if let Some(p) = undelivered {
+                if s.persistent && p.qos == QoS::AtLeastOnce {
+                    s.keep(p);
+                }
+            }
+        }
+    }
+
+    /// Serves one client connection (a TCP stream, or a TLS stream over one) until it ends.
+    pub async fn serve_stream<S>(
+        self: Arc<Self>,
+        stream: S,
+        peer: String,
+        mut shutdown: watch::Receiver<bool>,
+    ) where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let (mut rd, wr) = tokio::io::split(stream);
+        let mut buf = BytesMut::with_capacity(4096);
+        let max = self.options.max_packet;
+        let connect =
+            match tokio::time::timeout(CONNECT_TIMEOUT, read_connect(&mut rd, &mut buf, max)).await
+            {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, "mqtt: bad first packet: {e}");
+                    return;
+                }
+                Err(_) => return,
+            };
+        let version = connect.version;
+        let mut conn = Conn {
+            wr,
+            version,
+            inflight: VecDeque::new(),
+            pending: VecDeque::new(),
+            next_pkid: 0,
+            receive_max: connect.receive_max.clamp(1, INFLIGHT_LIMIT),
+            max_out: connect.max_packet.min(max),
+        };
+        let Some(client) = self
+            .auth
+            .authenticate(connect.username.as_deref(), connect.password.as_deref())
+        else {
+            tracing::info!(%peer, user = connect.username.as_deref(), "mqtt: refused: bad user name or password");
+            let _ = conn.connack(Some(Refusal::Credentials), false).await;
+            return;
+        };
+        let user = client.name().to_owned();
+        let client_id = if connect.client_id.is_empty() {
+            if connect.persistent && version == Version::V4 {
+                let _ = conn.connack(Some(Refusal::ClientId), false).await;
+                return;
+            }
+            None
+        } else if client.may_use_client_id(&connect.client_id) {
+            Some(connect.client_id.clone())
+        } else {
+            tracing::info!(%peer, %user, client_id = %connect.client_id, "mqtt: refused: client id not allowed for this user");
+            let _ = conn.connack(Some(Refusal::ClientId), false).await;
+            return;
+        };
+
+        let (tx, mut rx) = mpsc::channel(QUEUE_LIMIT);
+        let (conn_id, client_id, session_present) = {
+            let mut st = lock(&self.state);
+            st.next_conn += 1;
+            let conn_id = st.next_conn;
+            let client_id = client_id.unwrap_or_else(|| format!("{user}.auto-{conn_id}"));
+            let mut present = false;
+            if let Some(old) = st.sessions.remove(&client_id) {
+                if let Some((_, otx)) = &old.conn {
+                    close(otx);
+                }
+                if connect.resume && old.persistent && old.owner.name() == user {
+                    present = true;
+                    conn.pending = old.queue;
+                    st.sessions.insert(
+                        client_id.clone(),
+                        Session {
+                            owner: old.owner,
+                            subs: old.subs,
+                            conn: Some((conn_id, tx.clone())),
+                            persistent: connect.persistent,
+                            queue: VecDeque::new(),
+                        },
+                    );
+                }
+            }
+            if !present {
+                st.sessions.insert(
+                    client_id.clone(),
+                    Session {
+                        owner: client.clone(),
+                        subs: Vec::new(),
+                        conn: Some((conn_id, tx.clone())),
+                        persistent: connect.persistent,
+                        queue: VecDeque::new(),
+                    },
+                );
+            }
+            (conn_id, client_id, present)
+        };
+        drop(tx);
+        tracing::debug!(%peer, %user, %client_id, session_present, ?version, "mqtt: connected");
+
+        let keepalive = (connect.keep_alive > 0)
+            .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+        let mut clean_exit = false;
+        let result: Result<(), String> = async {
+            conn.connack(None, session_present).await?;
+            conn.fill().await?;
+            loop {
+                let idle = async {
+                    match keepalive {
+                        Some(k) => tokio::time::sleep(k).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    packet = read_packet(&mut rd, &mut buf, version, max) => {
+                        match packet? {
+                            In::Publish { msg, pkid, qos2 } => {
+                                if let Err(e) = edgefn_schema::topic::validate_topic(&msg.topic) {
+                                    return Err(format!("invalid topic `{}`: {}", msg.topic, e.message));
+                                }
+                                let allowed = client.may_publish(&msg.topic);
+                                let qos = msg.qos;
+                                if allowed {
+                                    if let Some(hook) = &self.options.on_publish {
+                                        hook(msg.clone()).await;
+                                    }
+                                    self.route(msg);
+                                } else {
+                                    tracing::info!(%user, topic = %msg.topic, "mqtt: publish outside the client's rights refused");
+                                }
+                                if qos2 {
+                                    conn.write(Reply::PubRec(pkid, allowed)).await?;
+                                } else if qos == QoS::AtLeastOnce {
+                                    conn.write(Reply::PubAck(pkid, allowed)).await?;
+                                }
+                            }
+                            In::PubRel(pkid) => conn.write(Reply::PubComp(pkid)).await?,
+                            In::PubAck(pkid) => {
+                                conn.inflight.retain(|(id, _)| *id != pkid);
+                                conn.fill().await?;
+                            }
+                            In::Subscribe { pkid, filters } => {
+                                let mut codes = Vec::with_capacity(filters.len());
+                                let mut retained = Vec::new();
+                                {
+                                    let mut guard = lock(&self.state);
+                                    let st = &mut *guard;
+                                    let session = st.sessions.get_mut(&client_id).filter(|s| s.conn.as_ref().is_some_and(|(c, _)| *c == conn_id));
+                                    let Some(session) = session else { return Err("session taken over".into()) };
+                                    for (filter, q) in filters {
+                                        let ok = edgefn_schema::topic::validate_filter(&filter).is_ok() && client.may_subscribe(&filter);
+                                        if !ok {
+                                            tracing::info!(%user, %filter, "mqtt: subscription refused");
+                                            codes.push(None);
+                                            continue;
+                                        }
+                                        for m in st.retained.values() {
+                                            if edgefn_schema::topic::matches(&filter, &m.topic) && client.may_receive(&m.topic) {
+                                                retained.push(Out { msg: m.clone(), qos: m.qos.min(q), retain: true, dup: false });
+                                            }
+                                        }
+                                        session.subs.retain(|(x, _)| *x != filter);
+                                        session.subs.push((filter, q));
+                                        codes.push(Some(q));
+                                    }
+                                }
+                                conn.write(Reply::SubAck(pkid, codes)).await?;
+                                for r in retained {
+                                    conn.send(r).await?;
+                                }
+                            }
+                            In::Unsubscribe { pkid, filters } => {
+                                if let Some(session) = lock(&self.state).sessions.get_mut(&client_id) {
+                                    session.subs.retain(|(x, _)| !filters.contains(x));
+                                }
+                                conn.write(Reply::UnsubAck(pkid, filters.len())).await?;
+                            }
+                            In::PingReq => conn.write(Reply::PingResp).await?,
+                            In::Disconnect { with_will } => {
+                                clean_exit = !with_will;
+                                return Ok(());
+                            }
+                            In::Ignored => {}
+                            In::Unexpected(what) => return Err(format!("unexpected packet {what}")),
+                        }
+                    }
+                    cmd = rx.recv() => match cmd {
+                        Some(Cmd::Deliver(p)) => conn.send(p).await?,
+                        Some(Cmd::Close) | None => return Err("closed by the broker".into()),
+                    },
+                    () = idle => return Err("keepalive expired".into()),
+                    () = stopped(&mut shutdown) => return Err("shutting down".into()),
+                }
+            }
+        }
+        .await;
+        if let Err(e) = &result {
+            tracing::debug!(%peer, %user, %client_id, "mqtt: connection ended: {e}");
+        }
+
+        // Keep what the client did not acknowledge, in order, for a persistent session.
+        {
+            let mut st = lock(&self.state);
+            let mine = st
+                .sessions
+                .get(&client_id)
+                .is_some_and(|s| s.conn.as_ref().is_some_and(|(c, _)| *c == conn_id));
+            if mine {
+                let persistent = st.sessions.get(&client_id).is_some_and(|s| s.persistent);
+                if !persistent {
+                    st.sessions.remove(&client_id);
+                } else if let Some(s) = st.sessions.get_mut(&client_id) {
+                    s.conn = None;
+                    let mut kept: VecDeque<Out> = conn
+                        .inflight
+                        .drain(..)
+                        .map(|(_, mut p)| {
+                            p.dup = true;
+                            p
+                        })
+                        .collect();
+                    kept.extend(conn.pending.drain(..));
+                    while let Ok(cmd) = rx.try_recv() {
+                        if let Cmd::Deliver(p) = cmd {
+                            kept.push_back(p);
+                        }
+                    }
+                    kept.retain(|p| p.qos == QoS::AtLeastOnce);
+                    kept.extend(s.queue.drain(..));
+                    for p in kept {
+                        s.keep(p);
+                    }
+                }
+            }
+        }
+        if !clean_exit {
+            if let Some(will) = connect.will {
+                if client.may_publish(&will.topic)
+                    && edgefn_schema::topic::validate_topic(&will.topic).is_ok()
+                {
+                    self.route(will);
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    V4,
+    V5,
+}
+
+/// What the first packet said, in either version.
+struct ConnectInfo {
+    version: Version,
+    client_id: String,
+    username: Option<String>,
+    password: Option<String>,
+    keep_alive: u16,
+    /// Keep the session after the connection ends.
+    persistent: bool,
+    /// Resume a kept session.
+    resume: bool,
+    will: Option<Message>,
+    receive_max: usize,
+    max_packet: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    Credentials,
+    ClientId,
+}
+
+/// A packet from a client, in either version.
+enum In {
+    Publish {
+        msg: Message,
+        pkid: u16,
+        qos2: bool,
+    },
+    PubAck(u16),
+    PubRel(u16),
+    Subscribe {
+        pkid: u16,
+        filters: Vec<(String, QoS)>,
+    },
+    Unsubscribe {
+        pkid: u16,
+        filters: Vec<String>,
+    },
+    PingReq,
+    Disconnect {
+        with_will: bool,
+    },
+    /// A packet with nothing to do (a PUBREC/PUBCOMP: the broker never sends QoS 2).
+    Ignored,
+    Unexpected(&'static str),
+}
+
+/// A packet to a client, other than PUBLISH.
+enum Reply {
+    /// `true` when the message was accepted.
+    PubAck(u16, bool),
+    PubRec(u16, bool),
+    PubComp(u16),
+    /// The granted QoS per filter, `None` when refused.
+    SubAck(u16, Vec<Option<QoS>>),
+    UnsubAck(u16, usize),
+    PingResp,
+}
+
+fn qos_in(q: u8) -> QoS {
+    if q == 0 {
+        QoS::AtMostOnce
+    } else {
+        QoS::AtLeastOnce
+    }
+}
+
+fn v4_qos(q: QoS) -> rumqttc::mqttbytes::QoS {
+    match q {
+        QoS::AtMostOnce => rumqttc::mqttbytes::QoS::AtMostOnce,
+        QoS::AtLeastOnce => rumqttc::mqttbytes::QoS::AtLeastOnce,
+    }
+}
+
+fn v5_qos(q: QoS) -> rumqttc::v5::mqttbytes::QoS {
+    match q {
+        QoS::AtMostOnce => rumqttc::v5::mqttbytes::QoS::AtMostOnce,
+        QoS::AtLeastOnce => rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+    }
+}
+
+/// Length of the fixed header and the remaining length, once enough bytes are there.
+fn fixed_header(buf: &[u8]) -> Option<(usize, usize)> {
+    let mut len = 0usize;
+    for (i, b) in buf.iter().skip(1).take(4).enumerate() {
+        len |= usize::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((i + 2, len));
+        }
+    }
+    None
+}
+
+async fn fill_buf<R: AsyncRead + Unpin>(rd: &mut R, buf: &mut BytesMut) -> Result<(), String> {
+    buf.reserve(4096);
+    let read = rd.read_buf(buf).await.map_err(|e| e.to_string())?;
+    if read == 0 {
+        return Err("connection closed".into());
+    }
+    Ok(())
+}
+
+/// Reads CONNECT in whichever version the client speaks (the protocol level is the 7th byte
+/// of the variable header: 0, 4, "MQTT", level).
+async fn read_connect<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<ConnectInfo, String> {
+    let level = loop {
+        if let Some((header, _)) = fixed_header(buf) {
+            if buf[0] >> 4 != 1 {
+                return Err("the first packet is not CONNECT".into());
+            }
+            if let Some(level) = buf.get(header + 6) {
+                break *level;
+            }
+        } else if buf.len() >= 5 {
+            return Err("malformed packet length".into());
+        }
+        fill_buf(rd, buf).await?;
+    };
+    if level == 5 {
+        let packet = loop {
+            match v5::Packet::read(buf, Some(max as u32)) {
+                Ok(p) => break p,
+                Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => {
+                    fill_buf(rd, buf).await?
+                }
+                Err(e) => return Err(format!("malformed CONNECT: {e}")),
+            }
+        };
+        let v5::Packet::Connect(c, will, login) = packet else {
+            return Err("the first packet is not CONNECT".into());
+        };
+        let props = c.properties.unwrap_or_else(v5::ConnectProperties::new);
+        let will = match will {
+            Some(w) => Some(Message {
+                topic: String::from_utf8(w.topic.to_vec())
+                    .map_err(|_| "a will topic that is not UTF-8")?,
+                payload: w.message,
+                qos: qos_in(w.qos as u8),
+                retain: w.retain,
+                properties: w.properties.map(|p| p.user_properties).unwrap_or_default(),
+            }),
+            None => None,
+        };
+        return Ok(ConnectInfo {
+            version: Version::V5,
+            client_id: c.client_id,
+            username: login.as_ref().map(|l| l.username.clone()),
+            password: login.map(|l| l.password),
+            keep_alive: c.keep_alive,
+            persistent: props.session_expiry_interval.unwrap_or(0) > 0,
+            resume: !c.clean_start,
+            will,
+            receive_max: usize::from(props.receive_maximum.unwrap_or(u16::MAX)),
+            max_packet: props.max_packet_size.map_or(usize::MAX, |m| m as usize),
+        });
+    }
+    let packet = loop {
+        match v4::Packet::read(buf, max) {
+            Ok(p) => break p,
+            Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => fill_buf(rd, buf).await?,
+            Err(rumqttc::mqttbytes::Error::InvalidProtocolLevel(_)) => {
+                return Err(format!("protocol level {level} is not MQTT 3.1.1 or 5"));
+            }
+            Err(e) => return Err(format!("malformed CONNECT: {e}")),
+        }
+    };
+    let v4::Packet::Connect(c) = packet else {
+        return Err("the first packet is not CONNECT".into());
+    };
+    Ok(ConnectInfo {
+        version: Version::V4,
+        client_id: c.client_id,
+        username: c.login.as_ref().map(|l| l.username.clone()),
+        password: c.login.map(|l| l.password),
+        keep_alive: c.keep_alive,
+        persistent: !c.clean_session,
+        resume: !c.clean_session,
+        will: c.last_will.map(|w| Message {
+            topic: w.topic,
+            payload: w.message,
+            qos: qos_in(w.qos as u8),
+            retain: w.retain,
+            properties: Vec::new(),
+        }),
+        receive_max: INFLIGHT_LIMIT,
+        max_packet: usize::MAX,
+    })
+}
+
+async fn read_packet<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    version: Version,
+    max: usize,
+) -> Result<In, String> {
+    loop {
+        let parsed = match version {
+            Version::V4 => match v4::Packet::read(buf, max) {
+                Ok(p) => Some(Ok(v4_in(p)?)),
+                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => None,
+                Err(e) => Some(Err(format!("malformed packet: {e}"))),
+            },
+            Version::V5 => {
+                // rumqttc's v5 reader refuses a DISCONNECT without a body (reason 0, as most
+                // clients send it).
+                if buf.len() >= 2 && buf[0] == 0xE0 && buf[1] == 0 {
+                    let _ = buf.split_to(2);
+                    return Ok(In::Disconnect { with_will: false });
+                }
+                match v5::Packet::read(buf, Some(max as u32)) {
+                    Ok(p) => Some(Ok(v5_in(p)?)),
+                    Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => None,
+                    Err(e) => Some(Err(format!("malformed packet: {e}"))),
+                }
+            }
+        };
+        match parsed {
+            Some(r) => return r,
+            None => fill_buf(rd, buf).await?,
+        }
+    }
+}
+
+fn v4_in(p: v4::Packet) -> Result<In, String> {
+    Ok(match p {
+        v4::Packet::Publish(p) => In::Publish {
+            qos2: p.qos == rumqttc::mqttbytes::QoS::ExactlyOnce,
+            pkid: p.pkid,
+            msg: Message {
+                topic: p.topic,
+                payload: p.payload,
+                qos: qos_in(p.qos as u8),
+                retain: p.retain,
+                properties: Vec::new(),
+            },
+        },
+        v4::Packet::PubAck(a) => In::PubAck(a.pkid),
+        v4::Packet::PubRel(r) => In::PubRel(r.pkid),
+        v4::Packet::PubRec(_) | v4::Packet::PubComp(_) => In::Ignored,
+        v4::Packet::Subscribe(s) => In::Subscribe {
+            pkid: s.pkid,
+            filters: s
+                .filters
+                .into_iter()
+                .map(|f| (f.path, qos_in(f.qos as u8)))
+                .collect(),
+        },
+        v4::Packet::Unsubscribe(u) => In::Unsubscribe {
+            pkid: u.pkid,
+            filters: u.topics,
+        },
+        v4::Packet::PingReq => In::PingReq,
+        v4::Packet::Disconnect => In::Disconnect { with_will: false },
+        v4::Packet::Connect(_) => In::Unexpected("a second CONNECT"),
+        _ => In::Unexpected("from the server side"),
+    })
+}
+
+fn v5_in(p: v5::Packet) -> Result<In, String> {
+    Ok(match p {
+        v5::Packet::Publish(p) => {
+            let props = p.properties.unwrap_or_default();
+            if props.topic_alias.is_some() {
+                return Err("a topic alias (this broker allows none)".into());
+            }
+            In::Publish {
+                qos2: p.qos == rumqttc::v5::mqttbytes::QoS::ExactlyOnce,
+                pkid: p.pkid,
+                msg: Message {
+                    topic: String::from_utf8(p.topic.to_vec())
+                        .map_err(|_| "a topic that is not UTF-8".to_owned())?,
+                    payload: p.payload,
+                    qos: qos_in(p.qos as u8),
+                    retain: p.retain,
+                    properties: props.user_properties,
+                },
+            }
+        }
+        v5::Packet::PubAck(a) => In::PubAck(a.pkid),
+        v5::Packet::PubRel(r) => In::PubRel(r.pkid),
+        v5::Packet::PubRec(_) | v5::Packet::PubComp(_) => In::Ignored,
+        v5::Packet::Subscribe(s) => In::Subscribe {
+            pkid: s.pkid,
+            filters: s
+                .filters
+                .into_iter()
+                .map(|f| (f.path, qos_in(f.qos as u8)))
+                .collect(),
+        },
+        v5::Packet::Unsubscribe(u) => In::Unsubscribe {
+            pkid: u.pkid,
+            filters: u.filters,
+        },
+        v5::Packet::PingReq(_) => In::PingReq,
+        v5::Packet::Disconnect(d) => In::Disconnect {
+            with_will: d.reason_code == v5::DisconnectReasonCode::DisconnectWithWillMessage,
+        },
+        v5::Packet::Auth(_) => In::Unexpected("AUTH (enhanced authentication is not supported)"),
+        v5::Packet::Connect(..) => In::Unexpected("a second CONNECT"),
+        _ => In::Unexpected("from the server side"),
+    })
+}
+
+struct Conn<W> {
+    wr: W,
+    version: Version,
+    inflight: VecDeque<(u16, Out)>,
+    pending: VecDeque<Out>,
+    next_pkid: u16,
+    receive_max: usize,
+    max_out: usize,
+}
+
+impl<W: AsyncWrite + Unpin> Conn<W> {
+    async fn write_bytes(&mut self, out: &[u8]) -> Result<(), String> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.wr.write_all(out)).await {
+            Ok(written) => written.map_err(|e| e.to_string()),
+            Err(_) => Err("the client takes no data".into()),
+        }
+    }
+
+    async fn connack(&mut self, refusal: Option<Refusal>, present: bool) -> Result<(), String> {
+        let mut out = BytesMut::new();
+        match self.version {
+            Version::V4 => {
+                use v4::ConnectReturnCode as C;
+                let code = match refusal {
+                    None => C::Success,
+                    Some(Refusal::Credentials) => C::BadUserNamePassword,
+                    Some(Refusal::ClientId) => C::BadClientId,
+                };
+                v4::Packet::ConnAck(v4::ConnAck::new(code, present))
+                    .write(&mut out, usize::MAX)
+                    .map_err(|e| e.to_string())
+            }
+            Version::V5 => {
+                use v5::ConnectReturnCode as C;
+                let code = match refusal {
+                    None => C::Success,
+                    Some(Refusal::Credentials) => C::BadUserNamePassword,
+                    Some(Refusal::ClientId) => C::ClientIdentifierNotValid,
+                };
+                let properties = v5::ConnAckProperties {
+                    session_expiry_interval: None,
+                    receive_max: Some(INFLIGHT_LIMIT as u16),
+                    max_qos: Some(1),
+                    retain_available: None,
+                    max_packet_size: None,
+                    assigned_client_identifier: None,
+                    topic_alias_max: None,
+                    reason_string: None,
+                    user_properties: Vec::new(),
+                    wildcard_subscription_available: None,
+                    subscription_identifiers_available: Some(0),
+                    shared_subscription_available: Some(0),
+                    server_keep_alive: None,
+                    response_information: None,
+                    server_reference: None,
+                    authentication_method: None,
+                    authentication_data: None,
+                };
+                v5::Packet::ConnAck(v5::ConnAck {
+                    session_present: present,
+                    code,
+                    properties: Some(properties),
+                })
+                .write(&mut out, None)
+                .map_err(|e| e.to_string())
+            }
+        }?;
+        self.write_bytes(&out).await
+    }
+
+    async fn write(&mut self, ack: Reply) -> Result<(), String> {
+        let mut out = BytesMut::new();
+        let written = match self.version {
+            Version::V4 => {
+                let p = match ack {
+                    Reply::PubAck(id, _) => v4::Packet::PubAck(v4::PubAck::new(id)),
+                    Reply::PubRec(id, _) => v4::Packet::PubRec(v4::PubRec::new(id)),
+                    Reply::PubComp(id) => v4::Packet::PubComp(v4::PubComp::new(id)),
+                    Reply::SubAck(id, codes) => v4::Packet::SubAck(v4::SubAck::new(
+                        id,
+                        codes
+                            .into_iter()
+                            .map(|c| match c {
+                                Some(q) => v4::SubscribeReasonCode::Success(v4_qos(q)),
+                                None => v4::SubscribeReasonCode::Failure,
+                            })
+                            .collect(),
+                    )),
+                    Reply::UnsubAck(id, _) => v4::Packet::UnsubAck(v4::UnsubAck::new(id)),
+                    Reply::PingResp => v4::Packet::PingResp,
+                };
+                p.write(&mut out, usize::MAX).map_err(|e| e.to_string())
+            }
+            Version::V5 => {
+                let p = match ack {
+                    Reply::PubAck(pkid, ok) => v5::Packet::PubAck(v5::PubAck {
+                        pkid,
+                        reason: if ok {
+                            v5::PubAckReason::Success
+                        } else {
+                            v5::PubAckReason::NotAuthorized
+                        },
+                        properties: None,
+                    }),
+                    Reply::PubRec(pkid, ok) => v5::Packet::PubRec(v5::PubRec {
+                        pkid,
+                        reason: if ok {
+                            v5::PubRecReason::Success
+                        } else {
+                            v5::PubRecReason::NotAuthorized
+                        },
+                        properties: None,
+                    }),
+                    Reply::PubComp(pkid) => v5::Packet::PubComp(v5::PubComp::new(pkid, None)),
+                    Reply::SubAck(pkid, codes) => v5::Packet::SubAck(v5::SubAck {
+                        pkid,
+                        return_codes: codes
+                            .into_iter()
+                            .map(|c| match c {
+                                Some(q) => v5::SubscribeReasonCode::Success(v5_qos(q)),
+                                None => v5::SubscribeReasonCode::NotAuthorized,
+                            })
+                            .collect(),
+                        properties: None,
+                    }),
+                    Reply::UnsubAck(pkid, n) => v5::Packet::UnsubAck(v5::UnsubAck {
+                        pkid,
+                        reasons: vec![v5::UnsubAckReason::Success; n],
+                        properties: None,
+                    }),
+                    Reply::PingResp => v5::Packet::PingResp(v5::PingResp),
+                };
+                p.write(&mut out, None).map_err(|e| e.to_string())
+            }
+        };
+        written?;
+        self.write_bytes(&out).await
+    }
+
+    async fn write_publish(&mut self, p: &Out, pkid: u16) -> Result<(), String> {
+        let mut out = BytesMut::new();
+        let m = &p.msg;
+        match self.version {
+            Version::V4 => v4::Packet::Publish(v4::Publish {
+                dup: p.dup,
+                qos: v4_qos(p.qos),
+                retain: p.retain,
+                topic: m.topic.clone(),
+                pkid,
+                payload: m.payload.clone(),
+            })
+            .write(&mut out, usize::MAX)
+            .map_err(|e| e.to_string())?,
+            Version::V5 => v5::Packet::Publish(v5::Publish {
+                dup: p.dup,
+                qos: v5_qos(p.qos),
+                retain: p.retain,
+                topic: Bytes::copy_from_slice(m.topic.as_bytes()),
+                pkid,
+                payload: m.payload.clone(),
+                properties: (!m.properties.is_empty()).then(|| v5::PublishProperties {
+                    user_properties: m.properties.clone(),
+                    ..Default::default()
+                }),
+            })
+            .write(&mut out, None)
+            .map_err(|e| e.to_string())?,
+        };
+        if out.len() > self.max_out {
+            tracing::debug!(topic = %m.topic, "mqtt: a message larger than the client accepts is not sent to it");
+            return Ok(());
+        }
+        self.write_bytes(&out).await
+    }
+
+    async fn send(&mut self, p: Out) -> Result<(), String> {
+        if p.qos == QoS::AtMostOnce {
+            return self.write_publish(&p, 0).await;
+        }
+        if self.pending.len() >= QUEUE_LIMIT {
+            // The client acknowledges nothing: drop the oldest rather than grow without end.
+            self.pending.pop_front();
+        }
+        self.pending.push_back(p);
+        self.fill().await
+    }
+
+    /// Sends pending QoS 1 messages while fewer than the limit are unacknowledged.
+    async fn fill(&mut self) -> Result<(), String> {
+        while self.inflight.len() < self.receive_max {
+            let Some(p) = self.pending.pop_front() else {
+                return Ok(());
+            };
+            if p.qos == QoS::AtMostOnce {
+                self.write_publish(&p, 0).await?;
+                continue;
+            }
+            loop {
+                self.next_pkid = self.next_pkid.wrapping_add(1).max(1);
+                let id = self.next_pkid;
+                if !self.inflight.iter().any(|(x, _)| *x == id) {
+                    break;
+                }
+            }
+            let id = self.next_pkid;
+            self.write_publish(&p, id).await?;
+            self.inflight.push_back((id, p));
+        }
+        Ok(())
+    }
+}
+
+/// Asks a connection to close (it may already be closing).
+fn close(tx: &mpsc::Sender<Cmd>) {
+    if tx.try_send(Cmd::Close).is_err() {
+        // Full: the connection is far behind; spawn the send.
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(Cmd::Close).await;
+        });
+    }
+}
