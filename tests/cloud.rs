@@ -858,3 +858,53 @@ fn kill_after(cloud: Cloud, delay: Duration) {
     std::thread::sleep(delay);
     cloud.kill();
 }
+
+#[test]
+fn bad_tls_settings_are_refused_with_what_is_wrong() {
+    let pki = tempfile::tempdir().expect("pki");
+    let dir = pki.path();
+    test_pki(dir);
+    // A second key, not the certificate's.
+    openssl(dir, &["genpkey", "-algorithm", "RSA", "-out", "other.key"]);
+    std::fs::write(dir.join("empty.pem"), "not a certificate\n").expect("write");
+    let data = tempfile::tempdir().expect("data");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(sibling_bin("edgefn-cloud"))
+            .args([
+                "--data",
+                data.path().to_str().expect("utf8"),
+                "--listen",
+                "127.0.0.1:0",
+                "--mqtt-listen",
+                "none",
+            ])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run edgefn-cloud");
+        assert!(!out.status.success(), "{args:?} was accepted");
+        text(&out.stderr)
+    };
+    let err = run(&["--tls-cert", "missing.pem", "--tls-key", "server.key"]);
+    assert!(err.contains("--tls-cert missing.pem"), "{err}");
+    let err = run(&["--tls-cert", "empty.pem", "--tls-key", "server.key"]);
+    assert!(err.contains("no certificate in it"), "{err}");
+    let err = run(&["--tls-cert", "server.pem", "--tls-key", "ca.pem"]);
+    assert!(
+        err.contains("--tls-key ca.pem") && err.contains("no usable private key"),
+        "{err}"
+    );
+    let err = run(&["--tls-cert", "server.pem", "--tls-key", "other.key"]);
+    assert!(err.contains("do not go together"), "{err}");
+    let err = run(&["--mqtts-listen", "127.0.0.1:0"]);
+    assert!(err.contains("--tls-cert"), "{err}");
+    let err = run(&[
+        "--tls-cert",
+        "server.pem",
+        "--tls-key",
+        "server.key",
+        "--mqtts-listen",
+        "127.0.0.1:0",
+    ]);
+    assert!(err.contains("plain listener"), "{err}");
+}

@@ -171,10 +171,34 @@ struct Setup {
 fn setup(broker_port: u16) -> Setup {
     let cloud_data = tempfile::tempdir().expect("data");
     let cloud = Cloud::start(cloud_data.path());
-    setup_with(cloud_data, cloud, &format!("127.0.0.1:{broker_port}"))
+    setup_with(
+        cloud_data,
+        cloud,
+        &format!("mqtt://127.0.0.1:{broker_port}"),
+        None,
+    )
 }
 
-fn setup_with(cloud_data: tempfile::TempDir, cloud: Cloud, broker: &str) -> Setup {
+/// The environment of the CLI for `cloud`, trusting `ca` when given.
+fn cli_env<'a>(
+    env: &'a [(&'static str, String); 2],
+    ca: Option<&'a str>,
+) -> Vec<(&'a str, &'a str)> {
+    let mut out = vec![(env[0].0, env[0].1.as_str()), (env[1].0, env[1].1.as_str())];
+    if let Some(ca) = ca {
+        out.push(("EDGEFN_CA_CERT", ca));
+    }
+    out
+}
+
+/// The project, device `dev-a` registered and its configuration written for the broker at
+/// `broker_url`; with `ca`, the CLI and the agent trust that CA for the control plane.
+fn setup_with(
+    cloud_data: tempfile::TempDir,
+    cloud: Cloud,
+    broker_url: &str,
+    ca: Option<&Path>,
+) -> Setup {
     let project = tempfile::tempdir().expect("project");
     let dir = project.path();
     std::fs::create_dir_all(dir.join("functions/greeter")).expect("mkdir");
@@ -189,7 +213,8 @@ fn setup_with(cloud_data: tempfile::TempDir, cloud: Cloud, broker: &str) -> Setu
     git(dir, &["add", "-A"]);
     git(dir, &["commit", "-q", "-m", "messages"]);
     let env = cloud.env();
-    let env = [(env[0].0, env[0].1.as_str()), (env[1].0, env[1].1.as_str())];
+    let ca_text = ca.map(|p| p.display().to_string());
+    let env = cli_env(&env, ca_text.as_deref());
     let config = dir.join("agent.yaml");
     ok(&edgefn_env(
         dir,
@@ -205,8 +230,11 @@ fn setup_with(cloud_data: tempfile::TempDir, cloud: Cloud, broker: &str) -> Setu
     ok(&edgefn_env(dir, &["apply"], &env));
     let mut text = std::fs::read_to_string(&config).expect("read");
     text.push_str(&format!(
-        "mqtt: mqtt://{broker}\nhealthWindow: 1s\npollWait: 5s\nreportInterval: 1s\n"
+        "mqtt: {broker_url}\nhealthWindow: 1s\npollWait: 5s\nreportInterval: 1s\n"
     ));
+    if let Some(ca) = &ca_text {
+        text.push_str(&format!("cloudCa: {ca}\n"));
+    }
     std::fs::write(&config, text).expect("write");
     Setup {
         _cloud_data: cloud_data,
@@ -393,15 +421,70 @@ fn the_same_with_the_agent_sigkilled_twice_during_the_outage() {
 
 #[test]
 fn with_the_embedded_broker_edgefn_publish_reaches_the_function_and_subscribe_sees_its_output() {
+    round_trip_through_the_embedded_broker(false);
+}
+
+#[test]
+fn the_same_over_https_and_mqtts_with_a_private_ca() {
+    round_trip_through_the_embedded_broker(true);
+}
+
+/// `edgefn publish` → cloud → embedded broker → agent → function → agent → broker → cloud →
+/// `edgefn subscribe`; with `tls`, the API is https and the device's broker link mqtts, with
+/// certificates from a test CA that the CLI and the agent are told to trust.
+fn round_trip_through_the_embedded_broker(tls: bool) {
+    let pki = tempfile::tempdir().expect("pki");
     let cloud_data = tempfile::tempdir().expect("data");
-    let (cloud, mqtt) = Cloud::start_with(cloud_data.path(), &["--mqtt-listen", "127.0.0.1:0"]);
-    let mqtt = mqtt.expect("the embedded broker listens");
-    let s = setup_with(cloud_data, cloud, &mqtt);
+    let (cloud, broker_url, ca) = if tls {
+        test_pki(pki.path());
+        let (cert, key) = (pki.path().join("server.pem"), pki.path().join("server.key"));
+        let (cloud, _) = Cloud::start_with(
+            cloud_data.path(),
+            &[
+                "--mqtt-listen",
+                "127.0.0.1:0",
+                "--tls-cert",
+                cert.to_str().expect("utf8"),
+                "--tls-key",
+                key.to_str().expect("utf8"),
+                "--mqtts-listen",
+                "127.0.0.1:0",
+            ],
+        );
+        assert!(cloud.url.starts_with("https://"), "{}", cloud.url);
+        let mqtts = cloud.mqtts.clone().expect("the broker listens for TLS");
+        (
+            cloud,
+            format!("mqtts://{mqtts}"),
+            Some(pki.path().join("ca.pem")),
+        )
+    } else {
+        let (cloud, mqtt) = Cloud::start_with(cloud_data.path(), &["--mqtt-listen", "127.0.0.1:0"]);
+        let mqtt = mqtt.expect("the embedded broker listens");
+        (cloud, format!("mqtt://{mqtt}"), None)
+    };
+    let s = setup_with(cloud_data, cloud, &broker_url, ca.as_deref());
     let data = tempfile::tempdir().expect("agent");
-    let _agent = AgentProc::start(&s.config, data.path(), &[]);
-    wait_until(30, "dev-a converges", || converged(&s));
+    let agent = AgentProc::start(&s.config, data.path(), &[]);
+    if tls {
+        // The agent fetched its desired state and bundle over https.
+        wait_until(30, "dev-a runs its release", || agent.running().is_some());
+    } else {
+        wait_until(30, "dev-a converges", || converged(&s));
+    }
     let env = s.cloud.env();
-    let env = [(env[0].0, env[0].1.as_str()), (env[1].0, env[1].1.as_str())];
+    let ca_text = ca.as_ref().map(|p| p.display().to_string());
+    let env = cli_env(&env, ca_text.as_deref());
+    if tls {
+        // Without the CA, the CLI does not trust the cloud, and says what to do.
+        let out = edgefn_env(s.project.path(), &["status"], &env[..2]);
+        assert!(!out.status.success());
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("certificate") && err.contains("EDGEFN_CA_CERT"),
+            "{err}"
+        );
+    }
 
     // `edgefn subscribe` in the background, until one message.
     let home = tempfile::tempdir().expect("home");
@@ -409,8 +492,7 @@ fn with_the_embedded_broker_edgefn_publish_reaches_the_function_and_subscribe_se
         .args(["subscribe", "alerts/#", "--count", "1", "--json"])
         .env_clear()
         .env("HOME", home.path())
-        .env(env[0].0, env[0].1)
-        .env(env[1].0, env[1].1)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -452,79 +534,12 @@ fn with_the_embedded_broker_edgefn_publish_reaches_the_function_and_subscribe_se
     assert_eq!(v["payload"]["greeting"], "Hello, Ada!");
 }
 
-/// Runs `openssl` in `dir`.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        text(&out.stderr)
-    );
-}
-
 #[test]
 fn the_agent_reaches_the_broker_over_tls_and_verifies_it() {
     // A CA, and a certificate it signs for the broker at 127.0.0.1.
     let pki = tempfile::tempdir().expect("pki");
     let dir = pki.path();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=edgefn test CA",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    );
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n").expect("write");
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "1",
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
+    test_pki(dir);
 
     // Mosquitto with a TLS listener (for the device) and a plain one (for the test's subscriber).
     let free = || {

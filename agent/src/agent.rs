@@ -37,6 +37,9 @@ pub enum AgentError {
     /// The sandbox cannot be set up.
     #[error("sandbox: {0}")]
     Sandbox(String),
+    /// The control plane's CA cannot be used.
+    #[error("{0}")]
+    Tls(String),
     /// The outbox cannot be opened.
     #[error("{0}")]
     Outbox(String),
@@ -128,7 +131,13 @@ impl Agent {
         let layout = Layout::open(&config.data)?;
         let outbox = crate::outbox::Outbox::open(&config.data.join("outbox.redb"), config.outbox)
             .map_err(|e| AgentError::Outbox(e.to_string()))?;
-        let cloud = CloudClient::new(&config.cloud, &config.device, &config.token);
+        let cloud = CloudClient::new(
+            &config.cloud,
+            &config.device,
+            &config.token,
+            config.cloud_ca.as_deref(),
+        )
+        .map_err(AgentError::Tls)?;
         let state = AgentState::load(&config.data);
         Ok(Arc::new(Agent {
             config,

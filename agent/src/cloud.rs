@@ -71,19 +71,29 @@ async fn check(resp: reqwest::Response) -> Result<reqwest::Response, CloudError>
 
 impl CloudClient {
     /// A client for `device` at `base`.
-    pub fn new(base: &str, device: &str, token: &str) -> CloudClient {
+    pub fn new(
+        base: &str,
+        device: &str,
+        token: &str,
+        ca: Option<&[u8]>,
+    ) -> Result<CloudClient, String> {
         // https:// clouds: rustls with the ring provider (installed once per process).
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+        if let Some(pem) = ca {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| format!("cloudCa: not a PEM certificate: {e}"))?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder
             .build()
-            .expect("an HTTP client without TLS configuration builds");
-        CloudClient {
+            .map_err(|e| format!("cloudCa: the certificate cannot be used: {e}"))?;
+        Ok(CloudClient {
             base: base.trim_end_matches('/').to_owned(),
             device: device.to_owned(),
             token: token.to_owned(),
             http,
-        }
+        })
     }
 
     /// The desired state; with `known`, waits up to `wait` for it to differ and returns `None`

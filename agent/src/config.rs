@@ -66,6 +66,7 @@ struct Raw {
     mqtt: Option<String>,
     mqtt_protocol: Option<String>,
     mqtt_ca: Option<PathBuf>,
+    cloud_ca: Option<PathBuf>,
     outbox_max_bytes: Option<String>,
     outbox_max_age: Option<String>,
 }
@@ -75,6 +76,9 @@ struct Raw {
 pub struct AgentConfig {
     /// Control plane URL.
     pub cloud: String,
+    /// A private CA (PEM) trusted for an https control plane, besides the system's roots; also
+    /// for an mqtts broker when `mqttCa` is not set.
+    pub cloud_ca: Option<Vec<u8>>,
     /// Device name.
     pub device: String,
     /// Device token.
@@ -180,7 +184,7 @@ impl AgentConfig {
             let msg = e.to_string();
             let key = msg.split('`').nth(1).unwrap_or("");
             let at = if key.is_empty() { 0 } else { source.text().find(&format!("{key}:")).unwrap_or(0) };
-            invalid(source, at, msg, "the keys are cloud, device, token, data, sandbox, healthWindow, localListen, localMqtt, localMqttPassword, pollWait, reportInterval, mqtt, mqttProtocol, mqttCa, outboxMaxBytes, outboxMaxAge")
+            invalid(source, at, msg, "the keys are cloud, device, token, data, sandbox, healthWindow, localListen, localMqtt, localMqttPassword, pollWait, reportInterval, mqtt, mqttProtocol, mqttCa, cloudCa, outboxMaxBytes, outboxMaxAge")
         })?;
         let at = |key: &str| source.text().find(&format!("{key}:")).unwrap_or(0);
         if !raw.cloud.starts_with("http://") && !raw.cloud.starts_with("https://") {
@@ -276,6 +280,33 @@ impl AgentConfig {
             })?),
         };
         let mut mqtt = mqtt;
+        let cloud_ca = match &raw.cloud_ca {
+            None => None,
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    invalid(
+                        source,
+                        at("cloudCa"),
+                        format!("cannot read {}: {e}", path.display()),
+                        "the CA certificate (PEM) that signed the control plane's certificate",
+                    )
+                })?;
+                if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                    return Err(invalid(
+                        source,
+                        at("cloudCa"),
+                        format!("{} holds no PEM certificate", path.display()),
+                        "the CA certificate (PEM: -----BEGIN CERTIFICATE-----)",
+                    ));
+                }
+                Some(pem)
+            }
+        };
+        if let (None, Some(ca), Some(b)) = (&raw.mqtt_ca, &cloud_ca, mqtt.as_mut()) {
+            if b.tls.is_some() {
+                b.tls = Some(Some(ca.clone()));
+            }
+        }
         if let Some(ca_path) = &raw.mqtt_ca {
             let ca = std::fs::read(ca_path).map_err(|e| {
                 invalid(
@@ -331,6 +362,7 @@ impl AgentConfig {
             source,
         )?;
         Ok(AgentConfig {
+            cloud_ca,
             mqtt,
             mqtt_protocol,
             outbox,
@@ -422,6 +454,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.local_mqtt, Some("0.0.0.0:1884".parse().unwrap()));
+        let e = parse("cloud: https://c\ndevice: gw-01\ntoken: t\ncloudCa: /nonexistent/ca.pem\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("agent.yaml:4:1:") && e.contains("/nonexistent/ca.pem"),
+            "{e}"
+        );
         let c = parse("cloud: http://c\ndevice: gw-01\ntoken: t\nlocalMqtt: none\n").unwrap();
         assert!(c.local_mqtt.is_none());
         let e = parse("cloud: http://c\ndevice: gw-01\ntoken: t\nhealthWindow: soon\n")

@@ -133,13 +133,27 @@ impl Client {
         }
         // https:// clouds: rustls with the ring provider (installed once per process).
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| CliError::InvalidArgument {
-                message: e.to_string(),
-                help: String::new(),
-            })?;
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+        // A private CA, trusted besides the system's roots.
+        if let Some(path) = std::env::var_os("EDGEFN_CA_CERT").filter(|p| !p.is_empty()) {
+            let path = PathBuf::from(path);
+            let pem = std::fs::read(&path).map_err(CliError::io("read EDGEFN_CA_CERT", &path))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| CliError::InvalidArgument {
+                    message: format!(
+                        "EDGEFN_CA_CERT={}: no PEM certificate in it",
+                        path.display()
+                    ),
+                    help: "give the CA's certificate (-----BEGIN CERTIFICATE-----)".into(),
+                })?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder.build().map_err(|e| CliError::InvalidArgument {
+            message: e.to_string(),
+            help: String::new(),
+        })?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -161,9 +175,21 @@ impl Client {
     }
 
     fn unreachable(&self, e: &reqwest::Error) -> CliError {
+        // The cause is at the end of the chain (e.g. the certificate problem).
+        let mut message = format!("cannot reach the control plane at {}: {e}", self.base);
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            message.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        let help = if message.contains("certificate") {
+            "if the control plane's certificate comes from a private CA, set EDGEFN_CA_CERT to that CA's certificate (PEM)"
+        } else {
+            "check the URL (--cloud, EDGEFN_CLOUD) and that edgefn-cloud is running"
+        };
         CliError::Cloud {
-            message: format!("cannot reach the control plane at {}: {e}", self.base),
-            help: "check the URL (--cloud, EDGEFN_CLOUD) and that edgefn-cloud is running".into(),
+            message,
+            help: help.into(),
             api_code: None,
         }
     }

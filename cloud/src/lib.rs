@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod mqtt;
 pub mod openapi;
 pub mod store;
+pub mod tls;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -67,6 +68,8 @@ pub struct Prepared {
     admin: Vec<[u8; 32]>,
     data: PathBuf,
     mqtt: mqtt::MqttMode,
+    tls: Option<tls::ServerConfig>,
+    mqtts: Option<std::net::TcpListener>,
     /// A newly created admin token (first start without a token file): show it once.
     pub new_admin_token: Option<String>,
 }
@@ -111,6 +114,8 @@ pub fn prepare(config: &Config) -> Result<Prepared, CloudError> {
         admin,
         data: config.data.clone(),
         mqtt: mqtt::MqttMode::Disabled,
+        tls: None,
+        mqtts: None,
         new_admin_token,
     })
 }
@@ -120,6 +125,18 @@ impl Prepared {
     /// answer 503).
     pub fn with_mqtt(mut self, mode: mqtt::MqttMode) -> Self {
         self.mqtt = mode;
+        self
+    }
+
+    /// Serves the API over TLS (https) with these settings, and the embedded broker also over
+    /// TLS (mqtts) on `mqtts` when given.
+    pub fn with_tls(
+        mut self,
+        config: tls::ServerConfig,
+        mqtts: Option<std::net::TcpListener>,
+    ) -> Self {
+        self.tls = Some(config);
+        self.mqtts = mqtts;
         self
     }
 }
@@ -148,6 +165,7 @@ async fn start_messaging(
     state: &Arc<http::AppState>,
     data: &std::path::Path,
     mode: mqtt::MqttMode,
+    mqtts: Option<(std::net::TcpListener, tls::ServerConfig)>,
     stop: watch::Receiver<bool>,
 ) -> Result<(), CloudError> {
     use crate::messages::{Messaging, RegistryAuth};
@@ -170,6 +188,18 @@ async fn start_messaging(
                 },
             );
             tokio::spawn(broker.clone().serve(listener, stop.clone()));
+            if let Some((l, config)) = mqtts {
+                l.set_nonblocking(true).map_err(CloudError::Serve)?;
+                let l = TcpListener::from_std(l).map_err(CloudError::Serve)?;
+                let mut streams = tls::accept(l, config, stop.clone());
+                let (broker, stop) = (broker.clone(), stop.clone());
+                tokio::spawn(async move {
+                    while let Some((stream, peer)) = streams.recv().await {
+                        let b = broker.clone();
+                        tokio::spawn(b.serve_stream(stream, peer.to_string(), stop.clone()));
+                    }
+                });
+            }
             let at = mqtt::local_connect_addr(addr);
             let opts = mqtt::hub::HubOptions {
                 host: at.ip().to_string(),
@@ -233,7 +263,19 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let store: Arc<dyn Store> = prepared.store;
     let state = http::AppState::new(store, prepared.admin, stop_rx.clone())?;
-    start_messaging(&state, &prepared.data, prepared.mqtt, stop_rx.clone()).await?;
+    let mqtts = match (prepared.mqtts, &prepared.tls) {
+        (Some(l), Some(config)) => Some((l, config.clone())),
+        _ => None,
+    };
+    start_messaging(
+        &state,
+        &prepared.data,
+        prepared.mqtt,
+        mqtts,
+        stop_rx.clone(),
+    )
+    .await?;
+    let tls_stop = stop_rx.clone();
     let flusher = tokio::spawn({
         let state = state.clone();
         let mut stop = stop_rx;
@@ -251,13 +293,25 @@ pub async fn serve(
         }
     });
     let app = http::router(state.clone());
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        })
-        .await
-        .map_err(CloudError::Serve);
+    let stopping = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    let served = match prepared.tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopping)
+                .await
+        }
+        Some(config) => {
+            let listener =
+                tls::TlsListener::new(listener, config, tls_stop).map_err(CloudError::Serve)?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopping)
+                .await
+        }
+    }
+    .map_err(CloudError::Serve);
     let _ = flusher.await;
     // Reports received since the last tick.
     if let Err(e) = state.flush_statuses().await {

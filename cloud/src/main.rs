@@ -38,6 +38,21 @@ struct Args {
     /// Send SIGHUP to the pid in this file after writing Mosquitto's files, so it reloads them
     #[arg(long, value_name = "FILE", requires = "mosquitto_dir")]
     mosquitto_pid_file: Option<PathBuf>,
+    /// Serve the API over https with this certificate chain (PEM; the server's certificate first)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Also serve the embedded broker over TLS (mqtts) on this address, with --tls-cert (the
+    /// plain listener stays for the cloud's own connection: keep it on 127.0.0.1)
+    #[arg(
+        long,
+        value_name = "ADDR",
+        requires = "tls_cert",
+        conflicts_with = "mqtt_url"
+    )]
+    mqtts_listen: Option<SocketAddr>,
     /// Log level: error, warn, info, debug, trace
     #[arg(long, default_value = "info")]
     log_level: tracing::Level,
@@ -83,8 +98,39 @@ fn main() -> ExitCode {
         if let Ok(a) = l.local_addr() {
             println!("edgefn-cloud MQTT broker on mqtt://{a}");
         }
+    } else if args.mqtts_listen.is_some() {
+        eprintln!(
+            "edgefn-cloud: --mqtts-listen needs the embedded broker's plain listener for the cloud's own connection: drop --mqtt-listen none (it listens on 127.0.0.1:1883 by default)"
+        );
+        return ExitCode::from(2);
     }
-    let prepared = prepared.with_mqtt(mqtt);
+    let mut prepared = prepared.with_mqtt(mqtt);
+    let mut scheme = "http";
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let config = match edgefn_cloud::tls::load(cert, key) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("edgefn-cloud: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let mqtts = match args.mqtts_listen.map(std::net::TcpListener::bind) {
+            None => None,
+            Some(Ok(l)) => Some(l),
+            Some(Err(e)) => {
+                eprintln!(
+                    "edgefn-cloud: the embedded MQTT broker cannot listen on {} (--mqtts-listen): {e}",
+                    args.mqtts_listen.map(|a| a.to_string()).unwrap_or_default()
+                );
+                return ExitCode::from(1);
+            }
+        };
+        if let Some(a) = mqtts.as_ref().and_then(|l| l.local_addr().ok()) {
+            println!("edgefn-cloud MQTT broker on mqtts://{a}");
+        }
+        prepared = prepared.with_tls(config, mqtts);
+        scheme = "https";
+    }
     runtime.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(args.listen).await {
             Ok(l) => l,
@@ -99,7 +145,7 @@ fn main() -> ExitCode {
         if let Some(token) = &prepared.new_admin_token {
             println!("admin token (shown once; keep it secret): {token}");
         }
-        println!("edgefn-cloud listening on http://{addr}");
+        println!("edgefn-cloud listening on {scheme}://{addr}");
         match edgefn_cloud::serve(prepared, listener, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

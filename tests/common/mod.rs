@@ -70,6 +70,8 @@ pub struct Cloud {
     pub admin: String,
     /// Data folder.
     pub data: PathBuf,
+    /// The embedded broker's TLS listener (`host:port`), when it has one.
+    pub mqtts: Option<String>,
 }
 
 impl Cloud {
@@ -114,6 +116,7 @@ impl Cloud {
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let mut mqtt = None;
+        let mut mqtts = None;
         let url = loop {
             let line = lines
                 .next()
@@ -121,6 +124,9 @@ impl Cloud {
                 .expect("read");
             if let Some(addr) = line.strip_prefix("edgefn-cloud MQTT broker on mqtt://") {
                 mqtt = Some(addr.to_owned());
+            }
+            if let Some(addr) = line.strip_prefix("edgefn-cloud MQTT broker on mqtts://") {
+                mqtts = Some(addr.to_owned());
             }
             if let Some(url) = line.strip_prefix("edgefn-cloud listening on ") {
                 break url.to_owned();
@@ -137,6 +143,7 @@ impl Cloud {
                 url,
                 admin,
                 data: data.to_path_buf(),
+                mqtts,
             },
             mqtt,
         )
@@ -152,7 +159,10 @@ impl Cloud {
 
     /// `host:port`.
     pub fn addr(&self) -> String {
-        self.url.trim_start_matches("http://").to_owned()
+        self.url
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_owned()
     }
 
     /// SIGKILL.
@@ -464,4 +474,77 @@ pub fn mosquitto_bin() -> Option<PathBuf> {
     .iter()
     .map(PathBuf::from)
     .find(|p| p.is_file())
+}
+
+/// Runs `openssl` in `dir`.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        text(&out.stderr)
+    );
+}
+
+/// A test CA (`ca.pem`) and a server certificate it signs for `localhost` and 127.0.0.1
+/// (`server.pem`, `server.key`), in `dir`.
+pub fn test_pki(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=edgefn test CA",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n").expect("write");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
 }

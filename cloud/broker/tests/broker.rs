@@ -38,7 +38,9 @@ impl Authenticator for Auth {
 }
 
 async fn start(hook: Option<edgefn_broker::OnPublish>) -> (u16, watch::Sender<bool>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let broker = Broker::with_options(
         Auth,
