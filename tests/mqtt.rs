@@ -716,3 +716,79 @@ fn a_burst_arrives_whole_and_in_order_and_logs_follow() {
     let _ = follow.kill();
     let _ = follow.wait();
 }
+
+#[test]
+fn the_cloud_drops_messages_a_device_sends_twice() {
+    let data = tempfile::tempdir().expect("data");
+    let (cloud, mqtt) = Cloud::start_with(data.path(), &["--mqtt-listen", "127.0.0.1:0"]);
+    let mqtt = mqtt.expect("address");
+    let token = register(&cloud, "gw-01");
+    // The device's outbox, as the agent sends it: MQTT 5, each message with its number and the
+    // outbox's identity.
+    let (host, port) = mqtt.rsplit_once(':').expect("host:port");
+    let mut opts = rumqttc::v5::MqttOptions::new("gw-01", host, port.parse().expect("port"));
+    opts.set_credentials("gw-01", &token);
+    let (client, mut connection) = rumqttc::v5::Client::new(opts, 100);
+    std::thread::spawn(move || for _ in connection.iter() {});
+    let sub = Subscriber::start(&cloud, "seq", 4);
+    let send = |outbox: &str, id: u64, payload: &str| {
+        let props = rumqttc::v5::mqttbytes::v5::PublishProperties {
+            user_properties: vec![
+                ("edgefn-id".into(), id.to_string()),
+                ("edgefn-outbox".into(), outbox.into()),
+            ],
+            ..Default::default()
+        };
+        client
+            .publish_with_properties(
+                "edgefn/gw-01/up/seq",
+                rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                false,
+                payload.as_bytes().to_vec(),
+                props,
+            )
+            .expect("publish");
+    };
+    send("aaaa", 1, "first");
+    send("aaaa", 2, "second");
+    // Resent after a lost acknowledgement: dropped.
+    send("aaaa", 1, "first again");
+    send("aaaa", 2, "second again");
+    send("aaaa", 3, "third");
+    // The device was reinstalled: a new outbox counts from 1 again.
+    send("bbbb", 1, "after reinstall");
+    let got = sub.finish(Duration::from_secs(30));
+    let seen: Vec<(String, u64)> = got
+        .iter()
+        .map(|m| {
+            (
+                m["payload"].as_str().expect("text").to_owned(),
+                m["id"].as_u64().expect("the message's number"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("first".to_owned(), 1),
+            ("second".to_owned(), 2),
+            ("third".to_owned(), 3),
+            ("after reinstall".to_owned(), 1)
+        ]
+    );
+    let metrics = text(
+        &http(
+            &cloud.addr(),
+            "GET",
+            "/metrics",
+            Some(&cloud.admin),
+            &[],
+            b"",
+        )
+        .body,
+    );
+    assert!(
+        metrics.contains("edgefn_messages_duplicates_total 2"),
+        "{metrics}"
+    );
+}

@@ -96,6 +96,9 @@ enum Command {
 /// A handle on the outbox; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Outbox {
+    /// This outbox's identity: random, made when the file is created, kept for its life.
+    /// Receivers use it with the sequence numbers to drop duplicates (`edgefn-outbox`).
+    pub identity: u64,
     tx: mpsc::Sender<Command>,
     wake: std::sync::Arc<tokio::sync::Notify>,
     thread: std::sync::Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
@@ -119,15 +122,25 @@ struct Store {
     limits: OutboxLimits,
     stats: OutboxStats,
     next_seq: u64,
+    identity: u64,
 }
 
 impl Store {
     fn open(path: &Path, limits: OutboxLimits) -> Result<Store, OutboxError> {
         let db = Database::create(path)?;
         let tx = db.begin_write()?;
-        let (next_seq, stats) = {
+        let (next_seq, stats, identity) = {
             let messages = tx.open_table(MESSAGES)?;
-            let meta = tx.open_table(META)?;
+            let mut meta = tx.open_table(META)?;
+            let known = meta.get("identity")?.map(|v| v.value());
+            let identity = match known {
+                Some(id) => id,
+                None => {
+                    let id = getrandom::u64().unwrap_or_else(|_| now_ms()) | 1;
+                    meta.insert("identity", id)?;
+                    id
+                }
+            };
             let get = |k: &str| meta.get(k).ok().flatten().map_or(0, |v| v.value());
             let mut stats = OutboxStats {
                 dropped: get("dropped"),
@@ -140,7 +153,11 @@ impl Store {
                 stats.pending_bytes += decode(v.value())?.payload.len() as u64;
             }
             let last = messages.last()?.map_or(0, |(k, _)| k.value());
-            (last.max(get("next_seq").saturating_sub(1)) + 1, stats)
+            (
+                last.max(get("next_seq").saturating_sub(1)) + 1,
+                stats,
+                identity,
+            )
         };
         tx.commit()?;
         Ok(Store {
@@ -149,6 +166,7 @@ impl Store {
             limits,
             stats,
             next_seq,
+            identity,
         })
     }
 
@@ -302,6 +320,7 @@ impl Outbox {
     /// Opens the outbox at `path` and starts its task.
     pub fn open(path: &Path, limits: OutboxLimits) -> Result<Outbox, OutboxError> {
         let mut store = Store::open(path, limits)?;
+        let identity = store.identity;
         let (tx, mut rx) = mpsc::channel::<Command>(MAX_BATCH);
         let wake = std::sync::Arc::new(tokio::sync::Notify::new());
         let wake_task = wake.clone();
@@ -353,6 +372,7 @@ impl Outbox {
             })
             .map_err(|e| OutboxError(e.to_string()))?;
         Ok(Outbox {
+            identity,
             tx,
             wake,
             thread: std::sync::Arc::new(std::sync::Mutex::new(Some(thread))),
@@ -432,8 +452,9 @@ mod tests {
     fn ordered_acked_and_kept_across_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("outbox.redb");
-        rt().block_on(async {
+        let identity = rt().block_on(async {
             let o = Outbox::open(&path, OutboxLimits::default()).unwrap();
+            let identity = o.identity;
             let pushes: Vec<_> = (0..100)
                 .map(|i| o.push(vec![(format!("t/{i}"), vec![i as u8])]))
                 .collect();
@@ -446,10 +467,16 @@ mod tests {
             o.ack(first[4].0).await.unwrap();
             assert_eq!(o.stats().await.pending, 95);
             o.close().await;
+            identity
         });
-        // Reopened (as after a restart): the rest is there, sequence numbers go on.
+        // Reopened (as after a restart): the rest is there, sequence numbers go on, under the
+        // same identity; another outbox has another.
+        let other = dir.path().join("other.redb");
         rt().block_on(async {
             let o = Outbox::open(&path, OutboxLimits::default()).unwrap();
+            assert_eq!(o.identity, identity);
+            let o2 = Outbox::open(&other, OutboxLimits::default()).unwrap();
+            assert_ne!(o2.identity, identity);
             let s = o.stats().await;
             assert_eq!((s.pending, s.sent), (95, 5));
             let all = o.peek(1000).await.unwrap();

@@ -252,7 +252,8 @@ trait Client: Send {
     fn disconnect(&self) -> impl Future<Output = ()> + Send;
 }
 
-struct V5(AsyncClient, rumqttc::v5::EventLoop);
+/// An MQTT 5 connection, and the outbox identity its messages carry.
+struct V5(AsyncClient, rumqttc::v5::EventLoop, String);
 
 impl Client for V5 {
     async fn next(&mut self) -> Result<LinkEvent, String> {
@@ -269,7 +270,10 @@ impl Client for V5 {
     }
     fn publish(&self, topic: String, payload: Vec<u8>, id: u64) -> bool {
         let props = PublishProperties {
-            user_properties: vec![("edgefn-id".into(), id.to_string())],
+            user_properties: vec![
+                ("edgefn-id".into(), id.to_string()),
+                ("edgefn-outbox".into(), self.2.clone()),
+            ],
             ..PublishProperties::default()
         };
         self.0
@@ -349,7 +353,8 @@ async fn connection_v5(
     opts.set_network_options(nodelay());
     opts.set_transport(link.broker.transport());
     let (client, eventloop) = AsyncClient::new(opts, WINDOW * 2);
-    connection(link, V5(client, eventloop), "MQTT 5", logs, stop).await
+    let identity = format!("{:016x}", link.outbox.identity);
+    connection(link, V5(client, eventloop, identity), "MQTT 5", logs, stop).await
 }
 
 /// One MQTT 3.1.1 connection (no message ids): returns when it breaks.

@@ -1,7 +1,15 @@
-//! The cloud as a client of its broker (embedded or external): it subscribes to what every
-//! device sends up and to their log lines, fans messages out to `GET /v1/messages` streams,
-//! keeps the last log lines of each device in a bounded ring, and publishes what
+//! The cloud as a client of its broker (embedded or external), over MQTT 5: it subscribes to
+//! what every device sends up and to their log lines, fans messages out to `GET /v1/messages`
+//! streams, keeps the last log lines of each device in a bounded ring, and publishes what
 //! `POST /v1/publish` sends down.
+//!
+//! Duplicates are dropped here. At-least-once delivery means a message the broker received but
+//! whose acknowledgement the agent never saw (a lost connection, an agent killed) is sent again.
+//! Each message from an agent's outbox carries its sequence number (user property `edgefn-id`)
+//! and the outbox's identity (`edgefn-outbox`, random, made when the outbox is created). The
+//! outbox sends in order and resends in order from its oldest unacknowledged message, so for
+//! one outbox a number at or below the highest seen is a duplicate; a new outbox (a device
+//! reinstalled) starts afresh. Messages without these properties pass through.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,7 +17,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS, SubscribeFilter};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet, SubscribeReasonCode};
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use schemars::JsonSchema;
 use serde::Serialize;
 use tokio::sync::{broadcast, watch};
@@ -30,6 +40,8 @@ pub struct UpMessage {
     pub payload: Bytes,
     /// When the cloud received it.
     pub ts_ms: u64,
+    /// Its sequence number in the device's outbox, when it came from one.
+    pub id: Option<u64>,
 }
 
 /// One line of an NDJSON stream of messages.
@@ -46,6 +58,10 @@ pub struct MessageLine {
     pub payload_base64: Option<String>,
     /// When the cloud received it (ms since the Unix epoch).
     pub ts_ms: u64,
+    /// Its sequence number in the device's outbox (increasing per device, gaps where the
+    /// outbox dropped messages past its bounds); absent for messages from other clients.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
 }
 
 impl UpMessage {
@@ -58,6 +74,7 @@ impl UpMessage {
             payload,
             payload_base64,
             ts_ms: self.ts_ms,
+            id: self.id,
         }
     }
 }
@@ -139,8 +156,11 @@ pub struct Hub {
     log_tx: broadcast::Sender<Arc<LogLine>>,
     logs: Mutex<HashMap<String, VecDeque<Arc<LogLine>>>>,
     ready: watch::Sender<bool>,
-    /// Messages received from devices (`up`), log lines received, messages sent down.
-    pub counts: [AtomicU64; 3],
+    /// Per device: its outbox's identity and the highest sequence number seen from it.
+    seen: Mutex<HashMap<String, (String, u64)>>,
+    /// Messages received from devices (`up`), log lines received, messages sent down,
+    /// duplicates dropped.
+    pub counts: [AtomicU64; 4],
 }
 
 /// How the hub connects.
@@ -169,8 +189,8 @@ impl Hub {
         let mut mo = MqttOptions::new(id, opts.host.clone(), opts.port);
         mo.set_credentials(opts.username, opts.password)
             .set_keep_alive(Duration::from_secs(30))
-            .set_clean_session(true)
-            .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
+            .set_clean_start(true)
+            .set_max_packet_size(Some(MAX_PACKET_BYTES as u32));
         let (client, mut eventloop) = AsyncClient::new(mo, 1024);
         let hub = Arc::new(Hub {
             client,
@@ -178,6 +198,7 @@ impl Hub {
             log_tx: broadcast::channel(4096).0,
             logs: Mutex::new(HashMap::new()),
             ready: watch::Sender::new(false),
+            seen: Mutex::new(HashMap::new()),
             counts: Default::default(),
         });
         let h = hub.clone();
@@ -186,22 +207,26 @@ impl Hub {
             loop {
                 tokio::select! {
                     ev = eventloop.poll() => match ev {
-                        Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                        Ok(Event::Incoming(Packet::ConnAck(_))) => {
                             failures = 0;
                             let subs = ["edgefn/+/up/#", "edgefn/+/logs/#"]
-                                .map(|f| SubscribeFilter::new(f.to_owned(), QoS::AtLeastOnce));
+                                .map(|f| Filter::new(f, QoS::AtLeastOnce));
                             if let Err(e) = h.client.try_subscribe_many(subs) {
                                 tracing::warn!("mqtt: cannot subscribe: {e}");
                             }
                         }
-                        Ok(Event::Incoming(Incoming::SubAck(ack))) => {
-                            let refused = ack.return_codes.iter().any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure));
+                        Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                            let refused = ack.return_codes.iter().any(|c| !matches!(c, SubscribeReasonCode::Success(_)));
                             if refused {
                                 tracing::error!("mqtt: the broker refused the cloud's subscriptions to edgefn/+/up/# and edgefn/+/logs/#: check its ACL");
                             }
                             h.ready.send_replace(!refused);
                         }
-                        Ok(Event::Incoming(Incoming::Publish(p))) => h.incoming(&p.topic, p.payload),
+                        Ok(Event::Incoming(Packet::Publish(p))) => {
+                            let topic = String::from_utf8_lossy(&p.topic);
+                            let props = p.properties.map(|p| p.user_properties).unwrap_or_default();
+                            h.incoming(&topic, p.payload, &props);
+                        }
                         Ok(_) => {}
                         Err(e) => {
                             h.ready.send_replace(false);
@@ -223,18 +248,49 @@ impl Hub {
         hub
     }
 
-    fn incoming(&self, topic: &str, payload: Bytes) {
+    /// Whether message `id` of outbox `outbox` from `device` was seen already; records it.
+    fn duplicate(&self, device: &str, outbox: &str, id: u64) -> bool {
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match seen.get_mut(device) {
+            Some((o, max)) if o == outbox => {
+                if id <= *max {
+                    return true;
+                }
+                *max = id;
+                false
+            }
+            _ => {
+                seen.insert(device.to_owned(), (outbox.to_owned(), id));
+                false
+            }
+        }
+    }
+
+    fn incoming(&self, topic: &str, payload: Bytes, props: &[(String, String)]) {
         let Some((device, kind, rest)) = super::split_topic(topic) else {
             return;
         };
+        let prop = |k: &str| props.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         match kind {
             "up" => {
+                let id = prop("edgefn-id").and_then(|v| v.parse::<u64>().ok());
+                if let (Some(id), Some(outbox)) = (id, prop("edgefn-outbox")) {
+                    if self.duplicate(device, outbox, id) {
+                        self.counts[3].fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%device, id, "a message received twice: dropped");
+                        return;
+                    }
+                }
                 self.counts[0].fetch_add(1, Ordering::Relaxed);
                 let _ = self.up.send(Arc::new(UpMessage {
                     device: device.to_owned(),
                     topic: rest.to_owned(),
                     payload,
                     ts_ms: now_ms(),
+                    id,
                 }));
             }
             "logs" => {
@@ -295,8 +351,12 @@ impl Hub {
         out
     }
 
-    /// Forgets the log lines of a removed device.
+    /// Forgets the log lines and message numbers of a removed device.
     pub fn forget(&self, device: &str) {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(device);
         self.logs
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -323,11 +383,15 @@ impl Hub {
              # TYPE edgefn_messages_total counter\n\
              edgefn_messages_total{{direction=\"up\"}} {}\n\
              edgefn_messages_total{{direction=\"logs\"}} {}\n\
-             edgefn_messages_total{{direction=\"down\"}} {}\n",
+             edgefn_messages_total{{direction=\"down\"}} {}\n\
+             # HELP edgefn_messages_duplicates_total Messages from devices received again (at-least-once resends) and dropped.\n\
+             # TYPE edgefn_messages_duplicates_total counter\n\
+             edgefn_messages_duplicates_total {}\n",
             u8::from(*self.ready.borrow()),
             get(0),
             get(1),
-            get(2)
+            get(2),
+            get(3)
         );
         if let Some(n) = clients {
             out.push_str(&format!(
