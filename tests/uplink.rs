@@ -823,3 +823,51 @@ fn local_programs_use_the_bus_through_the_devices_own_mqtt_listener() {
     });
     let _ = s.project;
 }
+
+#[test]
+fn what_the_local_listener_acknowledged_survives_an_agent_sigkill() {
+    let broker_dir = tempfile::tempdir().expect("broker");
+    let broker = Mosquitto::start(broker_dir.path(), None);
+    let s = setup(broker.port);
+    let received = subscribe(broker.port, "edgefn/dev-a/up/#");
+    let data = tempfile::tempdir().expect("agent");
+    let agent = AgentProc::start(&s.config, data.path(), &[]);
+    wait_until(30, "dev-a converges", || converged(&s));
+    let local = agent.mqtt.clone().expect("local MQTT");
+
+    // The cloud's broker is down; a local program publishes 500 messages with QoS 1 and
+    // waits for every PUBACK; the agent is SIGKILLed right after the last one.
+    let (dir, port) = (broker.dir.clone(), broker.stop());
+    const N: u64 = 500;
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    rt.block_on(async {
+        let (host, p) = local.rsplit_once(':').expect("host:port");
+        let opts = rumqttc::MqttOptions::new("sensor", host, p.parse().expect("port"));
+        let (client, mut events) = rumqttc::AsyncClient::new(opts, 1000);
+        for i in 0..N {
+            client
+                .publish(
+                    format!("alerts/{i}"),
+                    rumqttc::QoS::AtLeastOnce,
+                    false,
+                    format!("{{\"seq\":{i}}}").into_bytes(),
+                )
+                .await
+                .expect("publish");
+        }
+        let mut acked = 0;
+        while acked < N {
+            match tokio::time::timeout(Duration::from_secs(20), events.poll()).await {
+                Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))) => acked += 1,
+                Ok(Ok(_)) => {}
+                other => panic!("after {acked} PUBACKs: {other:?}"),
+            }
+        }
+    });
+    agent.kill();
+
+    // Back up: the restarted agent sends every acknowledged message, in order.
+    let _broker = Mosquitto::start(&dir, Some(port));
+    let _agent = AgentProc::start(&s.config, data.path(), &[]);
+    check_all_in_order(&received, N);
+}
