@@ -174,7 +174,7 @@ fn setup(broker_port: u16) -> Setup {
     setup_with(
         cloud_data,
         cloud,
-        &format!("mqtt://127.0.0.1:{broker_port}"),
+        Some(&format!("mqtt://127.0.0.1:{broker_port}")),
         None,
     )
 }
@@ -192,11 +192,12 @@ fn cli_env<'a>(
 }
 
 /// The project, device `dev-a` registered and its configuration written for the broker at
-/// `broker_url`; with `ca`, the CLI and the agent trust that CA for the control plane.
+/// `broker_url` (or the one the cloud gave, when `None`); with `ca`, the CLI and the agent
+/// trust that CA for the control plane.
 fn setup_with(
     cloud_data: tempfile::TempDir,
     cloud: Cloud,
-    broker_url: &str,
+    broker_url: Option<&str>,
     ca: Option<&Path>,
 ) -> Setup {
     let project = tempfile::tempdir().expect("project");
@@ -229,9 +230,10 @@ fn setup_with(
     ));
     ok(&edgefn_env(dir, &["apply"], &env));
     let mut text = std::fs::read_to_string(&config).expect("read");
-    text.push_str(&format!(
-        "mqtt: {broker_url}\nhealthWindow: 1s\npollWait: 5s\nreportInterval: 1s\n"
-    ));
+    if let Some(url) = broker_url {
+        text.push_str(&format!("mqtt: {url}\n"));
+    }
+    text.push_str("healthWindow: 1s\npollWait: 5s\nreportInterval: 1s\n");
     if let Some(ca) = &ca_text {
         text.push_str(&format!("cloudCa: {ca}\n"));
     }
@@ -438,6 +440,12 @@ fn round_trip_through_the_embedded_broker(tls: bool) {
     let (cloud, broker_url, ca) = if tls {
         test_pki(pki.path());
         let (cert, key) = (pki.path().join("server.pem"), pki.path().join("server.key"));
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let mqtts = format!("127.0.0.1:{port}");
         let (cloud, _) = Cloud::start_with(
             cloud_data.path(),
             &[
@@ -448,22 +456,25 @@ fn round_trip_through_the_embedded_broker(tls: bool) {
                 "--tls-key",
                 key.to_str().expect("utf8"),
                 "--mqtts-listen",
-                "127.0.0.1:0",
+                &mqtts,
+                "--device-mqtt-url",
+                &format!("mqtts://{mqtts}"),
             ],
         );
         assert!(cloud.url.starts_with("https://"), "{}", cloud.url);
-        let mqtts = cloud.mqtts.clone().expect("the broker listens for TLS");
-        (
-            cloud,
-            format!("mqtts://{mqtts}"),
-            Some(pki.path().join("ca.pem")),
-        )
+        assert_eq!(cloud.mqtts.as_deref(), Some(mqtts.as_str()));
+        // The broker URL comes from the cloud, through `edgefn device add`.
+        (cloud, None, Some(pki.path().join("ca.pem")))
     } else {
         let (cloud, mqtt) = Cloud::start_with(cloud_data.path(), &["--mqtt-listen", "127.0.0.1:0"]);
         let mqtt = mqtt.expect("the embedded broker listens");
-        (cloud, format!("mqtt://{mqtt}"), None)
+        (cloud, Some(format!("mqtt://{mqtt}")), None)
     };
-    let s = setup_with(cloud_data, cloud, &broker_url, ca.as_deref());
+    let s = setup_with(cloud_data, cloud, broker_url.as_deref(), ca.as_deref());
+    if tls {
+        let config = std::fs::read_to_string(&s.config).expect("read");
+        assert!(config.contains("\nmqtt: mqtts://127.0.0.1:"), "{config}");
+    }
     let data = tempfile::tempdir().expect("agent");
     let agent = AgentProc::start(&s.config, data.path(), &[]);
     if tls {

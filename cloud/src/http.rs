@@ -61,6 +61,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The broker connection and message endpoints, when messages are enabled.
     messaging: OnceLock<Arc<crate::messages::Messaging>>,
+    /// The broker URL given to newly registered devices.
+    device_mqtt_url: OnceLock<String>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -115,7 +117,13 @@ impl AppState {
             statuses: Mutex::new(statuses),
             metrics: Metrics::default(),
             messaging: OnceLock::new(),
+            device_mqtt_url: OnceLock::new(),
         }))
+    }
+
+    /// Tells devices registered from now on to use the broker at `url`.
+    pub fn set_device_mqtt_url(&self, url: String) {
+        let _ = self.device_mqtt_url.set(url);
     }
 
     /// Writes the reports received since the last flush.
@@ -729,6 +737,7 @@ async fn add_device(
         Json(DeviceRegistered {
             name: req.name,
             token,
+            mqtt: state.device_mqtt_url.get().cloned(),
         }),
     ))
 }

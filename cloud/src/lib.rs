@@ -70,6 +70,7 @@ pub struct Prepared {
     mqtt: mqtt::MqttMode,
     tls: Option<tls::ServerConfig>,
     mqtts: Option<std::net::TcpListener>,
+    device_mqtt_url: Option<String>,
     /// A newly created admin token (first start without a token file): show it once.
     pub new_admin_token: Option<String>,
 }
@@ -116,6 +117,7 @@ pub fn prepare(config: &Config) -> Result<Prepared, CloudError> {
         mqtt: mqtt::MqttMode::Disabled,
         tls: None,
         mqtts: None,
+        device_mqtt_url: None,
         new_admin_token,
     })
 }
@@ -125,6 +127,13 @@ impl Prepared {
     /// answer 503).
     pub fn with_mqtt(mut self, mode: mqtt::MqttMode) -> Self {
         self.mqtt = mode;
+        self
+    }
+
+    /// Gives newly registered devices this broker URL (`mqtt://` or `mqtts://`), which
+    /// `edgefn device add` writes into their configuration.
+    pub fn with_device_mqtt_url(mut self, url: String) -> Self {
+        self.device_mqtt_url = Some(url);
         self
     }
 
@@ -263,6 +272,9 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let store: Arc<dyn Store> = prepared.store;
     let state = http::AppState::new(store, prepared.admin, stop_rx.clone())?;
+    if let Some(url) = prepared.device_mqtt_url {
+        state.set_device_mqtt_url(url);
+    }
     let mqtts = match (prepared.mqtts, &prepared.tls) {
         (Some(l), Some(config)) => Some((l, config.clone())),
         _ => None,

@@ -53,6 +53,11 @@ struct Args {
         conflicts_with = "mqtt_url"
     )]
     mqtts_listen: Option<SocketAddr>,
+    /// The broker URL devices should use (e.g. mqtts://edge.example.com:8883): `edgefn device
+    /// add` writes it into each new device's configuration [default: none; agents then use the
+    /// control plane's host on port 1883]
+    #[arg(long, value_name = "URL")]
+    device_mqtt_url: Option<String>,
     /// Log level: error, warn, info, debug, trace
     #[arg(long, default_value = "info")]
     log_level: tracing::Level,
@@ -105,6 +110,19 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let mut prepared = prepared.with_mqtt(mqtt);
+    if let Some(url) = &args.device_mqtt_url {
+        let host = url
+            .strip_prefix("mqtt://")
+            .or_else(|| url.strip_prefix("mqtts://"))
+            .unwrap_or("");
+        if host.is_empty() || host.contains(char::is_whitespace) {
+            eprintln!(
+                "edgefn-cloud: --device-mqtt-url `{url}` is not a broker URL: write mqtt://HOST:PORT or mqtts://HOST:PORT"
+            );
+            return ExitCode::from(2);
+        }
+        prepared = prepared.with_device_mqtt_url(url.clone());
+    }
     let mut scheme = "http";
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         let config = match edgefn_cloud::tls::load(cert, key) {

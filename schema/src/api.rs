@@ -148,6 +148,9 @@ pub struct DeviceRegistered {
     pub name: String,
     /// The device's secret token.
     pub token: String,
+    /// The broker URL devices are told to use (`edgefn-cloud --device-mqtt-url`), if set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<String>,
 }
 
 /// A registered device.

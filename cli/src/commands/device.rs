@@ -96,13 +96,28 @@ fn add(args: &DeviceAddArgs) -> CliResult {
             name: args.name.clone(),
         },
     )?;
-    let config = format!(
-        "# edgefn-agent configuration for device `{name}`. Keep it secret: it holds the device's token.\n# Run: edgefn-agent --config {file}\ncloud: {cloud}\ndevice: {name}\ntoken: {token}\n# data: /var/lib/edgefn-agent   # where releases and state live\n# sandbox: auto                 # container, process or auto\n",
+    let mut config = format!(
+        "# edgefn-agent configuration for device `{name}`. Keep it secret: it holds the device's token.\n# Run: edgefn-agent --config {file}\ncloud: {cloud}\ndevice: {name}\ntoken: {token}\n",
         name = reg.name,
         file = args.out.display(),
         cloud = client.base(),
         token = reg.token,
     );
+    match &reg.mqtt {
+        Some(url) => config.push_str(&format!("mqtt: {url}\n")),
+        None => config.push_str("# mqtt: mqtt://HOST:1883          # the cloud's broker (default: the cloud's host, port 1883)\n"),
+    }
+    if client.base().starts_with("https://")
+        || reg
+            .mqtt
+            .as_deref()
+            .is_some_and(|u| u.starts_with("mqtts://"))
+    {
+        config.push_str(
+            "# cloudCa: /etc/edgefn/ca.pem      # the CA's certificate, if the cloud's comes from a private CA\n",
+        );
+    }
+    config.push_str("# data: /var/lib/edgefn-agent   # where releases and state live\n# sandbox: auto                 # container, process or auto\n# localMqtt: 127.0.0.1:1883     # the local MQTT listener for programs on the device, or none\n");
     project::write_atomic(&args.out, config.as_bytes())?;
     #[cfg(unix)]
     {
