@@ -99,6 +99,14 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// A payload as bytes on the wire: JSON text, or the bytes themselves.
+fn payload_bytes(payload: &Payload) -> Vec<u8> {
+    match payload {
+        Payload::Json(v) => serde_json::to_vec(v).unwrap_or_default(),
+        Payload::Bytes(b) => b.clone(),
+    }
+}
+
 /// The crash tests' hook: SIGKILL this process when `point` is the configured one.
 pub fn crash_point(config: &AgentConfig, point: &str) {
     if config.crash_at.as_deref() == Some(point) {
@@ -279,15 +287,32 @@ impl Agent {
         }
     }
 
-    /// A message a local MQTT client published: like [`Agent::accept`], but not handed back
-    /// to the local clients (the broker delivered it to them).
-    pub async fn accept_from_local_client(self: &Arc<Self>, topic: &str, payload: Payload) {
-        self.route_up(topic, &payload).await;
-        let me = self.clone();
-        let topic = topic.to_owned();
-        tokio::spawn(async move {
-            me.dispatch(&topic, payload, 0).await;
-        });
+    /// Messages local MQTT clients published, in order: like [`Agent::accept`] (those a route
+    /// sends up are queued for the cloud, in one commit, before this returns), but not handed
+    /// back to the local clients (the broker delivered them).
+    pub async fn accept_from_local_clients(self: &Arc<Self>, messages: Vec<(String, Payload)>) {
+        let up: Vec<(String, Vec<u8>)> = {
+            let active = self.active.read().await;
+            let Some(release) = active.as_ref() else {
+                return;
+            };
+            messages
+                .iter()
+                .filter(|(topic, _)| release.routes_up(topic))
+                .map(|(topic, payload)| (topic.clone(), payload_bytes(payload)))
+                .collect()
+        };
+        if !up.is_empty() {
+            if let Err(e) = self.outbox.push(up).await {
+                tracing::error!("messages for the cloud could not be queued: {e}");
+            }
+        }
+        for (topic, payload) in messages {
+            let me = self.clone();
+            tokio::spawn(async move {
+                me.dispatch(&topic, payload, 0).await;
+            });
+        }
     }
 
     /// Like [`Agent::publish`], but returns once the message is accepted (queued for the cloud
@@ -306,17 +331,14 @@ impl Agent {
     /// Queues `payload` for the cloud when a route of the active release sends `topic` up;
     /// returns once it is on disk.
     async fn route_up(&self, topic: &str, payload: &Payload) {
-        let up = self.active.read().await.as_ref().is_some_and(|release| {
-            release.desired.state.routes.iter().any(|r| {
-                r.to == edgefn_schema::RouteTarget::Cloud
-                    && edgefn_schema::topic::matches(&r.filter, topic)
-            })
-        });
+        let up = self
+            .active
+            .read()
+            .await
+            .as_ref()
+            .is_some_and(|release| release.routes_up(topic));
         if up {
-            let bytes = match payload {
-                Payload::Json(v) => serde_json::to_vec(v).unwrap_or_default(),
-                Payload::Bytes(b) => b.clone(),
-            };
+            let bytes = payload_bytes(payload);
             if let Err(e) = self.outbox.push(vec![(topic.to_owned(), bytes)]).await {
                 tracing::error!("a message for the cloud could not be queued: {e}");
             }

@@ -15,6 +15,7 @@ use std::sync::{Arc, Weak};
 
 use edgefn_broker::{Authenticator, Broker, BrokerOptions, Bytes, Client, Message, QoS};
 use edgefn_runtime::Payload;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::agent::Agent;
 
@@ -69,17 +70,45 @@ impl Authenticator for LocalAuth {
 /// The local broker of a running agent.
 pub type LocalBroker = Broker<LocalAuth>;
 
+/// A message from a local client, and who waits for it to be accepted.
+type Ingested = (String, Payload, oneshot::Sender<()>);
+
+/// Most messages accepted together (one outbox commit for those routed up).
+const INGEST_BATCH: usize = 1024;
+
 /// A broker that puts what local clients publish on `agent`'s bus.
+///
+/// Messages are taken in the order they arrive, from every client, by one task that accepts
+/// whatever has queued up in one go: the ones a route sends up are written to the outbox in one
+/// commit, and each is acknowledged to its client after that. So a client that streams many
+/// messages is not held to one disk commit per message.
 pub fn broker(agent: &Arc<Agent>, password: Option<&str>) -> Arc<LocalBroker> {
     let weak: Weak<Agent> = Arc::downgrade(agent);
+    let (tx, mut rx) = mpsc::unbounded_channel::<Ingested>();
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < INGEST_BATCH {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            let Some(agent) = weak.upgrade() else { return };
+            let (messages, done): (Vec<(String, Payload)>, Vec<oneshot::Sender<()>>) =
+                batch.into_iter().map(|(t, p, d)| ((t, p), d)).unzip();
+            agent.accept_from_local_clients(messages).await;
+            for d in done {
+                let _ = d.send(());
+            }
+        }
+    });
     let options = BrokerOptions {
         on_publish: Some(Arc::new(move |m: Message| {
-            let agent = weak.upgrade();
+            let (done, accepted) = oneshot::channel();
+            let _ = tx.send((m.topic, payload_from(m.payload.to_vec()), done));
             Box::pin(async move {
-                if let Some(agent) = agent {
-                    let payload = payload_from(m.payload.to_vec());
-                    agent.accept_from_local_client(&m.topic, payload).await;
-                }
+                let _ = accepted.await;
             })
         })),
         ..BrokerOptions::default()

@@ -220,6 +220,14 @@ impl RunningRelease {
         &self.desired.digest
     }
 
+    /// Whether a route of this release sends messages on `topic` to the cloud.
+    pub fn routes_up(&self, topic: &str) -> bool {
+        self.desired.state.routes.iter().any(|r| {
+            r.to == edgefn_schema::RouteTarget::Cloud
+                && edgefn_schema::topic::matches(&r.filter, topic)
+        })
+    }
+
     /// The bindings whose triggers match `topic`.
     pub fn matching(&self, topic: &str) -> Vec<String> {
         self.triggered

@@ -48,6 +48,8 @@ pub const QUEUE_LIMIT: usize = 10_000;
 pub const RETAINED_LIMIT: usize = 10_000;
 /// QoS 1 messages sent to a client and not yet acknowledged, at most.
 const INFLIGHT_LIMIT: usize = 100;
+/// Messages of one client waiting for the publish hook before more packets are read.
+const MAX_WAITING: usize = 1000;
 /// How long a new connection has to send CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client that does not take a packet for this long is disconnected.
@@ -104,8 +106,10 @@ pub struct Message {
     pub properties: Vec<(String, String)>,
 }
 
-/// A hook called with every message a client publishes, after the access check and before it
-/// is acknowledged; the next packet of that client is read only once the future completes.
+/// A hook called with every message a client publishes, after the access check: called at
+/// once and in order, as each message is read; the message is acknowledged when the returned
+/// future completes (acknowledgements keep the order of the messages, and up to 1000 messages
+/// of a client wait at a time).
 pub type OnPublish = Arc<dyn Fn(Message) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// Settings of a broker.
@@ -422,6 +426,7 @@ impl<A: Authenticator> Broker<A> {
         let keepalive = (connect.keep_alive > 0)
             .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
         let mut clean_exit = false;
+        let mut waiting: VecDeque<(Reply, Option<tokio::task::JoinHandle<()>>)> = VecDeque::new();
         let result: Result<(), String> = async {
             conn.connack(None, session_present).await?;
             conn.fill().await?;
@@ -433,7 +438,21 @@ impl<A: Authenticator> Broker<A> {
                     }
                 };
                 tokio::select! {
-                    packet = read_packet(&mut rd, &mut buf, version, max) => {
+                    () = async {
+                        if let Some((_, Some(h))) = waiting.front_mut() {
+                            let _ = h.await;
+                        }
+                    }, if waiting.front().is_some_and(|(_, h)| h.is_some()) => {
+                        if let Some((_, h)) = waiting.front_mut() {
+                            *h = None;
+                        }
+                        while waiting.front().is_some_and(|(_, h)| h.as_ref().is_none_or(|h| h.is_finished())) {
+                            if let Some((reply, _)) = waiting.pop_front() {
+                                conn.write(reply).await?;
+                            }
+                        }
+                    }
+                    packet = read_packet(&mut rd, &mut buf, version, max), if waiting.len() < MAX_WAITING => {
                         match packet? {
                             In::Publish { msg, pkid, qos2 } => {
                                 if let Err(e) = edgefn_schema::topic::validate_topic(&msg.topic) {
@@ -441,18 +460,30 @@ impl<A: Authenticator> Broker<A> {
                                 }
                                 let allowed = client.may_publish(&msg.topic);
                                 let qos = msg.qos;
+                                let mut wait = None;
                                 if allowed {
                                     if let Some(hook) = &self.options.on_publish {
-                                        hook(msg.clone()).await;
+                                        wait = Some(tokio::spawn(hook(msg.clone())));
                                     }
                                     self.route(msg);
                                 } else {
                                     tracing::info!(%user, topic = %msg.topic, "mqtt: publish outside the client's rights refused");
                                 }
-                                if qos2 {
-                                    conn.write(Reply::PubRec(pkid, allowed)).await?;
+                                let reply = if qos2 {
+                                    Some(Reply::PubRec(pkid, allowed))
                                 } else if qos == QoS::AtLeastOnce {
-                                    conn.write(Reply::PubAck(pkid, allowed)).await?;
+                                    Some(Reply::PubAck(pkid, allowed))
+                                } else {
+                                    None
+                                };
+                                // Acknowledgements go in the order the messages came, each once
+                                // its hook is done.
+                                if let Some(reply) = reply {
+                                    if wait.is_none() && waiting.is_empty() {
+                                        conn.write(reply).await?;
+                                    } else {
+                                        waiting.push_back((reply, wait));
+                                    }
                                 }
                             }
                             In::PubRel(pkid) => conn.write(Reply::PubComp(pkid)).await?,
