@@ -792,3 +792,101 @@ fn the_cloud_drops_messages_a_device_sends_twice() {
         "{metrics}"
     );
 }
+
+#[test]
+fn messages_kept_for_an_away_device_survive_a_cloud_sigkill() {
+    let data = tempfile::tempdir().expect("data");
+    let (cloud, mqtt) = Cloud::start_with(data.path(), &["--mqtt-listen", "127.0.0.1:0"]);
+    let mqtt = mqtt.expect("address");
+    let project = quickstart_repo();
+    let token = register(&cloud, "gw-01");
+    let persistent = |addr: &str| {
+        let (host, port) = addr.rsplit_once(':').expect("addr");
+        let mut opts = MqttOptions::new("gw-01", host, port.parse().expect("port"));
+        opts.set_credentials("gw-01", token.as_str())
+            .set_clean_session(false)
+            .set_keep_alive(Duration::from_secs(10));
+        opts
+    };
+    // The device subscribes with a persistent session, then goes away.
+    {
+        let (client, mut conn) = Client::new(persistent(&mqtt), 10);
+        client
+            .subscribe("edgefn/gw-01/down/#", QoS::AtLeastOnce)
+            .expect("subscribe");
+        for ev in conn.iter() {
+            if let Ok(Event::Incoming(Incoming::SubAck(_))) = ev {
+                break;
+            }
+        }
+        client.disconnect().expect("disconnect");
+        for ev in conn.iter() {
+            if ev.is_err() || matches!(ev, Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect))) {
+                break;
+            }
+        }
+    }
+    pause(200);
+    for n in 1..=3 {
+        ok(&cli(
+            project.path(),
+            &cloud,
+            &[
+                "publish",
+                "gw-01",
+                "commands/step",
+                &format!("{{\"n\": {n}}}"),
+            ],
+        ));
+    }
+    // Answered means stored: the cloud dies at once, and comes back on the same data.
+    cloud.kill();
+    let (cloud, mqtt) = Cloud::start_with(data.path(), &["--mqtt-listen", "127.0.0.1:0"]);
+    let mqtt = mqtt.expect("address");
+    let (_client, mut conn) = Client::new(persistent(&mqtt), 10);
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for ev in conn.iter() {
+        match ev {
+            Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                assert!(ack.session_present, "the session outlived the cloud");
+            }
+            Ok(Event::Incoming(Incoming::Publish(p))) => {
+                assert_eq!(p.topic, "edgefn/gw-01/down/commands/step");
+                got.push(String::from_utf8_lossy(&p.payload).into_owned());
+                if got.len() == 3 {
+                    break;
+                }
+            }
+            Err(e) => panic!("{e:?}"),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "only {got:?} arrived");
+    }
+    assert_eq!(got, vec![r#"{"n":1}"#, r#"{"n":2}"#, r#"{"n":3}"#]);
+
+    // A removed device's session goes with it.
+    let r = http(
+        &cloud.addr(),
+        "DELETE",
+        "/v1/devices/gw-01",
+        Some(&cloud.admin),
+        &[],
+        b"",
+    );
+    assert!(r.status < 300, "{}", text(&r.body));
+    drop(_client);
+    cloud.kill();
+    let (_cloud, mqtt) = Cloud::start_with(data.path(), &["--mqtt-listen", "127.0.0.1:0"]);
+    let token2 = register(&_cloud, "gw-01");
+    let mut opts = persistent(mqtt.as_deref().expect("address"));
+    opts.set_credentials("gw-01", token2.as_str());
+    let (_c, mut conn) = Client::new(opts, 10);
+    for ev in conn.iter() {
+        if let Ok(Event::Incoming(Incoming::ConnAck(ack))) = ev {
+            assert!(!ack.session_present, "a re-registered device starts afresh");
+            break;
+        }
+        assert!(ev.is_ok(), "{ev:?}");
+    }
+}

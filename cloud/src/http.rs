@@ -201,6 +201,14 @@ impl AppState {
     }
 
     /// Whether `name` is registered or a device of the latest manifest.
+    /// Whether `name` is a registered device (it has a token).
+    pub(crate) fn is_registered(&self, name: &str) -> bool {
+        self.devices
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains_key(name)
+    }
+
     pub(crate) fn is_known_device(&self, name: &str) -> bool {
         self.view().devices.contains_key(name)
             || self

@@ -56,6 +56,9 @@ pub enum CloudError {
     /// Serving failed.
     #[error("server: {0}")]
     Serve(std::io::Error),
+    /// The embedded broker's store cannot be used.
+    #[error("the embedded broker's store {0}")]
+    Broker(String),
     /// Mosquitto's files could not be written or reloaded.
     #[error("mosquitto: {0}")]
     Mosquitto(String),
@@ -186,6 +189,12 @@ async fn start_messaging(
             let addr = listener.local_addr().map_err(CloudError::Serve)?;
             listener.set_nonblocking(true).map_err(CloudError::Serve)?;
             let listener = TcpListener::from_std(listener).map_err(CloudError::Serve)?;
+            let path = data.join("mqtt.redb");
+            let persist = mqtt::persist::BrokerStore::open(&path)
+                .map_err(|e| CloudError::Broker(format!("{}: {e}", path.display())))?;
+            let stored = persist
+                .load()
+                .map_err(|e| CloudError::Broker(format!("{}: {e}", path.display())))?;
             let broker = edgefn_broker::Broker::with_options(
                 RegistryAuth {
                     state: Arc::downgrade(state),
@@ -194,8 +203,17 @@ async fn start_messaging(
                 edgefn_broker::BrokerOptions {
                     max_packet: mqtt::MAX_PACKET_BYTES,
                     on_publish: None,
+                    persistence: Some(Arc::new(persist)),
                 },
             );
+            let (sessions, queued) = (
+                stored.sessions.len(),
+                stored.sessions.iter().map(|s| s.queue.len()).sum::<usize>(),
+            );
+            broker.restore(stored);
+            if sessions > 0 {
+                tracing::info!(sessions, queued, "mqtt: persistent sessions restored");
+            }
             tokio::spawn(broker.clone().serve(listener, stop.clone()));
             if let Some((l, config)) = mqtts {
                 l.set_nonblocking(true).map_err(CloudError::Serve)?;

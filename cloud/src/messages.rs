@@ -89,6 +89,17 @@ impl Authenticator for RegistryAuth {
             .device_token_matches(username, &presented)
             .then(|| Identity::Device(username.to_owned()))
     }
+
+    /// A stored session is kept while its device is registered.
+    fn restore(&self, name: &str) -> Option<Identity> {
+        if name == crate::mqtt::CLOUD_USER {
+            return Some(Identity::Cloud);
+        }
+        let state = self.state.upgrade()?;
+        state
+            .is_registered(name)
+            .then(|| Identity::Device(name.to_owned()))
+    }
 }
 
 /// `POST /v1/publish`.
@@ -222,6 +233,30 @@ pub async fn publish(
             ));
         }
     };
+    if let Some(broker) = &m.broker {
+        // The embedded broker: straight in, each message stored for a device with a
+        // persistent session before this answers.
+        let messages = devices
+            .iter()
+            .map(|d| edgefn_broker::Message {
+                topic: down_topic(d, &req.topic),
+                payload: edgefn_broker::Bytes::from(payload.clone()),
+                qos: edgefn_broker::QoS::AtLeastOnce,
+                retain: false,
+                properties: Vec::new(),
+            })
+            .collect();
+        let broker = broker.clone();
+        tokio::task::spawn_blocking(move || broker.publish_many(messages))
+            .await
+            .map_err(ApiError::internal)?;
+        m.hub.count_down(devices.len() as u64);
+        tracing::info!(topic = %req.topic, devices = devices.len(), "message sent down");
+        return Ok(Json(PublishResponse {
+            devices,
+            topic: req.topic,
+        }));
+    }
     if !m.hub.wait_ready(PUBLISH_WAIT).await {
         return Err(not_connected());
     }

@@ -80,6 +80,12 @@ pub trait Authenticator: Send + Sync + 'static {
     /// Who presents these credentials (each `None` when the CONNECT has none), or `None` to
     /// refuse the connection.
     fn authenticate(&self, username: Option<&str>, password: Option<&str>) -> Option<Self::Client>;
+    /// The rights of the owner of a stored session, by name, or `None` when it no longer
+    /// exists (its session is then dropped).
+    fn restore(&self, name: &str) -> Option<Self::Client> {
+        let _ = name;
+        None
+    }
 }
 
 /// Quality of service: at most once or at least once.
@@ -119,6 +125,8 @@ pub struct BrokerOptions {
     pub max_packet: usize,
     /// Called with every accepted message (see [`OnPublish`]).
     pub on_publish: Option<OnPublish>,
+    /// Keeps sessions and retained messages across restarts (default: memory only).
+    pub persistence: Option<Arc<dyn Persistence>>,
 }
 
 impl Default for BrokerOptions {
@@ -126,6 +134,7 @@ impl Default for BrokerOptions {
         Self {
             max_packet: (1 << 20) + (64 << 10),
             on_publish: None,
+            persistence: None,
         }
     }
 }
@@ -135,6 +144,7 @@ impl std::fmt::Debug for BrokerOptions {
         f.debug_struct("BrokerOptions")
             .field("max_packet", &self.max_packet)
             .field("on_publish", &self.on_publish.is_some())
+            .field("persistence", &self.persistence.is_some())
             .finish()
     }
 }
@@ -146,6 +156,8 @@ struct Out {
     qos: QoS,
     retain: bool,
     dup: bool,
+    /// Its number in the session's store (0: not stored).
+    seq: u64,
 }
 
 enum Cmd {
@@ -159,15 +171,61 @@ struct Session<C> {
     conn: Option<(u64, mpsc::Sender<Cmd>)>,
     persistent: bool,
     queue: VecDeque<Out>,
+    /// The next number of a stored message.
+    next_seq: u64,
 }
 
 impl<C> Session<C> {
-    fn keep(&mut self, p: Out) {
-        if self.queue.len() >= QUEUE_LIMIT {
-            self.queue.pop_front();
-        }
+    /// Keeps a message for the client's return; returns the one dropped to make room.
+    fn keep(&mut self, p: Out) -> Option<Out> {
+        let dropped = if self.queue.len() >= QUEUE_LIMIT {
+            self.queue.pop_front()
+        } else {
+            None
+        };
         self.queue.push_back(p);
+        dropped
     }
+}
+
+/// Where a broker keeps its persistent sessions (subscriptions and the QoS 1 messages not yet
+/// acknowledged) and retained messages, so that they outlive a restart. Each call returns once
+/// its change is stored; calls come in the order of the changes, some under the broker's lock,
+/// so they should be quick.
+pub trait Persistence: Send + Sync + 'static {
+    /// A persistent session and its subscriptions (created or changed).
+    fn session(&self, client_id: &str, owner: &str, subs: &[(String, QoS)]);
+    /// Forgets a session and its messages.
+    fn forget_session(&self, client_id: &str);
+    /// Keeps messages for sessions: (client id, number, message).
+    fn keep(&self, messages: &[(&str, u64, &Message)]);
+    /// A kept message was acknowledged or dropped. Need not be durable at once: after a crash
+    /// the message is sent again, which at-least-once delivery allows.
+    fn done(&self, client_id: &str, seq: u64);
+    /// A retained message set (`Some`) or cleared (`None`).
+    fn retain(&self, topic: &str, message: Option<&Message>);
+}
+
+/// What a [`Persistence`] kept, loaded at start with [`Broker::restore`].
+#[derive(Debug, Default)]
+pub struct Stored {
+    /// Persistent sessions.
+    pub sessions: Vec<StoredSession>,
+    /// Retained messages.
+    pub retained: Vec<Message>,
+}
+
+/// A kept session.
+#[derive(Debug)]
+pub struct StoredSession {
+    /// Client id.
+    pub client_id: String,
+    /// Its owner's name (see [`Authenticator::restore`]).
+    pub owner: String,
+    /// Its subscriptions.
+    pub subs: Vec<(String, QoS)>,
+    /// Its messages, by number.
+    pub queue: Vec<(u64, Message)>,
 }
 
 struct State<C> {
@@ -247,15 +305,88 @@ impl<A: Authenticator> Broker<A> {
     /// device whose token was revoked).
     pub fn revoke(&self, name: &str) {
         let mut st = lock(&self.state);
-        st.sessions.retain(|_, s| {
+        let store = self.options.persistence.as_deref();
+        st.sessions.retain(|id, s| {
             if s.owner.name() != name {
                 return true;
             }
             if let Some((_, tx)) = &s.conn {
                 close(tx);
             }
+            if let (Some(p), true) = (store, s.persistent) {
+                p.forget_session(id);
+            }
             false
         });
+    }
+
+    /// Tells the store about kept messages of `client_id` acknowledged or dropped (under the
+    /// lock, so never before the message itself was stored).
+    fn forget_gone(&self, gone: &mut Vec<u64>, client_id: &str) {
+        if gone.iter().all(|n| *n == 0) {
+            gone.clear();
+            return;
+        }
+        if let Some(p) = self.options.persistence.as_deref() {
+            let _st = lock(&self.state);
+            for n in gone.drain(..) {
+                if n != 0 {
+                    p.done(client_id, n);
+                }
+            }
+        }
+        gone.clear();
+    }
+
+    /// Loads what a [`Persistence`] kept (call once, before serving).
+    pub fn restore(&self, stored: Stored) {
+        let store = self.options.persistence.as_deref();
+        let mut st = lock(&self.state);
+        for m in stored.retained {
+            st.retained.insert(m.topic.clone(), Arc::new(m));
+        }
+        for s in stored.sessions {
+            let Some(owner) = self.auth.restore(&s.owner) else {
+                if let Some(p) = store {
+                    p.forget_session(&s.client_id);
+                }
+                continue;
+            };
+            let next_seq = s.queue.iter().map(|(n, _)| *n).max().unwrap_or(0) + 1;
+            let queue = s
+                .queue
+                .into_iter()
+                .map(|(seq, m)| Out {
+                    qos: m.qos,
+                    retain: false,
+                    dup: true,
+                    seq,
+                    msg: Arc::new(m),
+                })
+                .collect();
+            st.sessions.insert(
+                s.client_id,
+                Session {
+                    owner,
+                    subs: s.subs,
+                    conn: None,
+                    persistent: true,
+                    queue,
+                    next_seq,
+                },
+            );
+        }
+    }
+
+    /// Delivers messages from the broker's owner, like [`Broker::publish`], storing those kept
+    /// for persistent sessions in one go.
+    pub fn publish_many(&self, messages: Vec<Message>) {
+        let mut st = lock(&self.state);
+        let mut kept = Vec::new();
+        for m in messages {
+            self.route_locked(&mut st, Arc::new(m), &mut kept);
+        }
+        self.store_kept(&kept);
     }
 
     /// Number of connected clients.
@@ -276,17 +407,47 @@ impl<A: Authenticator> Broker<A> {
     /// Delivers `msg` (already checked against the sender's rights) to every session
     /// subscribed to its topic and allowed to read it; keeps it when it is retained.
     fn route(&self, msg: Message) {
-        let msg = Arc::new(msg);
         let mut st = lock(&self.state);
+        let mut kept = Vec::new();
+        self.route_locked(&mut st, Arc::new(msg), &mut kept);
+        self.store_kept(&kept);
+    }
+
+    /// Stores the messages kept for persistent sessions (still under the lock, so that an
+    /// acknowledgement never overtakes its message).
+    fn store_kept(&self, kept: &[(String, u64, Arc<Message>)]) {
+        if let (Some(p), false) = (&self.options.persistence, kept.is_empty()) {
+            let refs: Vec<(&str, u64, &Message)> = kept
+                .iter()
+                .map(|(c, n, m)| (c.as_str(), *n, m.as_ref()))
+                .collect();
+            p.keep(&refs);
+        }
+    }
+
+    fn route_locked(
+        &self,
+        st: &mut State<A::Client>,
+        msg: Arc<Message>,
+        kept: &mut Vec<(String, u64, Arc<Message>)>,
+    ) {
+        let store = self.options.persistence.as_deref();
         if msg.retain {
             if msg.payload.is_empty() {
-                st.retained.remove(&msg.topic);
+                if st.retained.remove(&msg.topic).is_some() {
+                    if let Some(p) = store {
+                        p.retain(&msg.topic, None);
+                    }
+                }
             } else if st.retained.len() < RETAINED_LIMIT || st.retained.contains_key(&msg.topic) {
                 st.retained.insert(msg.topic.clone(), msg.clone());
+                if let Some(p) = store {
+                    p.retain(&msg.topic, Some(&msg));
+                }
             }
         }
         let topic = msg.topic.as_str();
-        for s in st.sessions.values_mut() {
+        for (client_id, s) in st.sessions.iter_mut() {
             if !s.owner.may_receive(topic) {
                 continue;
             }
@@ -297,12 +458,20 @@ impl<A: Authenticator> Broker<A> {
                 .map(|(_, q)| *q)
                 .max();
             let Some(granted) = granted else { continue };
+            let qos = msg.qos.min(granted);
+            let mut seq = 0;
+            if store.is_some() && s.persistent && qos == QoS::AtLeastOnce {
+                seq = s.next_seq;
+                s.next_seq += 1;
+                kept.push((client_id.clone(), seq, msg.clone()));
+            }
             let out = Out {
                 msg: msg.clone(),
-                qos: msg.qos.min(granted),
+                qos,
                 // A retained message delivered live carries no retain flag (MQTT 3.1.1 §3.3.1.3).
                 retain: false,
                 dup: false,
+                seq,
             };
             let undelivered = match &s.conn {
                 Some((_, tx)) => match tx.try_send(Cmd::Deliver(out)) {
@@ -311,6 +480,7 @@ impl<A: Authenticator> Broker<A> {
                     Err(mpsc::error::TrySendError::Closed(Cmd::Deliver(p))) => Some(p),
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         tracing::warn!(client = s.owner.name(), %topic, "mqtt: a client is {QUEUE_LIMIT} messages behind; message dropped for it");
+                        forget_kept(store, kept, client_id, seq);
                         None
                     }
                     Err(_) => None,
@@ -319,7 +489,9 @@ impl<A: Authenticator> Broker<A> {
             };
             if let Some(p) = undelivered {
                 if s.persistent && p.qos == QoS::AtLeastOnce {
-                    s.keep(p);
+                    if let Some(old) = s.keep(p) {
+                        forget_kept(store, kept, client_id, old.seq);
+                    }
                 }
             }
         }
@@ -356,6 +528,7 @@ impl<A: Authenticator> Broker<A> {
             next_pkid: 0,
             receive_max: connect.receive_max.clamp(1, INFLIGHT_LIMIT),
             max_out: connect.max_packet.min(max),
+            gone: Vec::new(),
         };
         let Some(client) = self
             .auth
@@ -380,6 +553,7 @@ impl<A: Authenticator> Broker<A> {
             return;
         };
 
+        let store = self.options.persistence.as_deref();
         let (tx, mut rx) = mpsc::channel(QUEUE_LIMIT);
         let (conn_id, client_id, session_present) = {
             let mut st = lock(&self.state);
@@ -402,11 +576,17 @@ impl<A: Authenticator> Broker<A> {
                             conn: Some((conn_id, tx.clone())),
                             persistent: connect.persistent,
                             queue: VecDeque::new(),
+                            next_seq: old.next_seq,
                         },
                     );
+                } else if let (Some(p), true) = (store, old.persistent) {
+                    p.forget_session(&client_id);
                 }
             }
             if !present {
+                if let (Some(p), true) = (store, connect.persistent) {
+                    p.session(&client_id, &user, &[]);
+                }
                 st.sessions.insert(
                     client_id.clone(),
                     Session {
@@ -415,6 +595,7 @@ impl<A: Authenticator> Broker<A> {
                         conn: Some((conn_id, tx.clone())),
                         persistent: connect.persistent,
                         queue: VecDeque::new(),
+                        next_seq: 1,
                     },
                 );
             }
@@ -488,7 +669,12 @@ impl<A: Authenticator> Broker<A> {
                             }
                             In::PubRel(pkid) => conn.write(Reply::PubComp(pkid)).await?,
                             In::PubAck(pkid) => {
-                                conn.inflight.retain(|(id, _)| *id != pkid);
+                                if let Some(i) = conn.inflight.iter().position(|(id, _)| *id == pkid) {
+                                    if let Some((_, out)) = conn.inflight.remove(i) {
+                                        conn.gone.push(out.seq);
+                                    }
+                                }
+                                self.forget_gone(&mut conn.gone, &client_id);
                                 conn.fill().await?;
                             }
                             In::Subscribe { pkid, filters } => {
@@ -508,12 +694,15 @@ impl<A: Authenticator> Broker<A> {
                                         }
                                         for m in st.retained.values() {
                                             if edgefn_schema::topic::matches(&filter, &m.topic) && client.may_receive(&m.topic) {
-                                                retained.push(Out { msg: m.clone(), qos: m.qos.min(q), retain: true, dup: false });
+                                                retained.push(Out { msg: m.clone(), qos: m.qos.min(q), retain: true, dup: false, seq: 0 });
                                             }
                                         }
                                         session.subs.retain(|(x, _)| *x != filter);
                                         session.subs.push((filter, q));
                                         codes.push(Some(q));
+                                    }
+                                    if let (Some(p), true) = (store, session.persistent) {
+                                        p.session(&client_id, &user, &session.subs);
                                     }
                                 }
                                 conn.write(Reply::SubAck(pkid, codes)).await?;
@@ -524,6 +713,9 @@ impl<A: Authenticator> Broker<A> {
                             In::Unsubscribe { pkid, filters } => {
                                 if let Some(session) = lock(&self.state).sessions.get_mut(&client_id) {
                                     session.subs.retain(|(x, _)| !filters.contains(x));
+                                    if let (Some(p), true) = (store, session.persistent) {
+                                        p.session(&client_id, &user, &session.subs);
+                                    }
                                 }
                                 conn.write(Reply::UnsubAck(pkid, filters.len())).await?;
                             }
@@ -537,7 +729,10 @@ impl<A: Authenticator> Broker<A> {
                         }
                     }
                     cmd = rx.recv() => match cmd {
-                        Some(Cmd::Deliver(p)) => conn.send(p).await?,
+                        Some(Cmd::Deliver(p)) => {
+                            conn.send(p).await?;
+                            self.forget_gone(&mut conn.gone, &client_id);
+                        }
                         Some(Cmd::Close) | None => return Err("closed by the broker".into()),
                     },
                     () = idle => return Err("keepalive expired".into()),
@@ -561,6 +756,9 @@ impl<A: Authenticator> Broker<A> {
                 let persistent = st.sessions.get(&client_id).is_some_and(|s| s.persistent);
                 if !persistent {
                     st.sessions.remove(&client_id);
+                    if let (Some(p), true) = (store, session_present) {
+                        p.forget_session(&client_id);
+                    }
                 } else if let Some(s) = st.sessions.get_mut(&client_id) {
                     s.conn = None;
                     let mut kept: VecDeque<Out> = conn
@@ -580,7 +778,11 @@ impl<A: Authenticator> Broker<A> {
                     kept.retain(|p| p.qos == QoS::AtLeastOnce);
                     kept.extend(s.queue.drain(..));
                     for p in kept {
-                        s.keep(p);
+                        if let (Some(old), Some(store)) = (s.keep(p), store) {
+                            if old.seq != 0 {
+                                store.done(&client_id, old.seq);
+                            }
+                        }
                     }
                 }
             }
@@ -919,6 +1121,8 @@ struct Conn<W> {
     next_pkid: u16,
     receive_max: usize,
     max_out: usize,
+    /// Numbers of stored messages acknowledged or dropped, to tell the store.
+    gone: Vec<u64>,
 }
 
 impl<W: AsyncWrite + Unpin> Conn<W> {
@@ -1092,7 +1296,9 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
         }
         if self.pending.len() >= QUEUE_LIMIT {
             // The client acknowledges nothing: drop the oldest rather than grow without end.
-            self.pending.pop_front();
+            if let Some(old) = self.pending.pop_front() {
+                self.gone.push(old.seq);
+            }
         }
         self.pending.push_back(p);
         self.fill().await
@@ -1120,6 +1326,26 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
             self.inflight.push_back((id, p));
         }
         Ok(())
+    }
+}
+
+/// A kept message is gone (acknowledged or dropped): tells the store, or takes it out of the
+/// batch about to be stored.
+fn forget_kept(
+    store: Option<&dyn Persistence>,
+    kept: &mut Vec<(String, u64, Arc<Message>)>,
+    client_id: &str,
+    seq: u64,
+) {
+    if seq == 0 {
+        return;
+    }
+    let before = kept.len();
+    kept.retain(|(c, n, _)| !(c == client_id && *n == seq));
+    if kept.len() == before {
+        if let Some(p) = store {
+            p.done(client_id, seq);
+        }
     }
 }
 

@@ -372,6 +372,11 @@ impl Hub {
         Ok(())
     }
 
+    /// Counts messages sent down without this connection (through the embedded broker).
+    pub fn count_down(&self, n: u64) {
+        self.counts[2].fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Lines for `/metrics`.
     pub fn render_metrics(&self, clients: Option<usize>) -> String {
         let get = |i: usize| self.counts[i].load(Ordering::Relaxed);

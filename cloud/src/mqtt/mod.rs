@@ -12,6 +12,7 @@
 
 pub mod hub;
 pub mod mosquitto;
+pub mod persist;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,0 +1,304 @@
+//! The embedded broker's persistent sessions and retained messages, in redb
+//! (`DATA/mqtt.redb`): what a device subscribed to and the QoS 1 messages sent to it and not yet
+//! acknowledged survive a restart of the cloud, even a SIGKILL. Each change is a transaction;
+//! messages are committed durably before the broker hands them to the device (and before
+//! `POST /v1/publish` answers), acknowledgements lazily (after a crash, a message acknowledged
+//! in the last moments is sent again, which at-least-once delivery allows).
+
+use std::path::Path;
+
+use edgefn_broker::{Message, Persistence, QoS, Stored, StoredSession};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+
+/// client id → owner and subscriptions.
+const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+/// (client id, number) → message.
+const QUEUE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("queue");
+/// topic → message.
+const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
+
+/// The broker's store.
+#[derive(Debug)]
+pub struct BrokerStore {
+    db: Database,
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn qos_byte(q: QoS) -> u8 {
+    match q {
+        QoS::AtMostOnce => 0,
+        QoS::AtLeastOnce => 1,
+    }
+}
+
+fn qos_of(b: u8) -> QoS {
+    if b == 0 {
+        QoS::AtMostOnce
+    } else {
+        QoS::AtLeastOnce
+    }
+}
+
+/// A small reader of the records below; `None` on a truncated or corrupt record.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn u8(&mut self) -> Option<u8> {
+        let (b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(*b)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        let (b, rest) = self.0.split_at_checked(4)?;
+        self.0 = rest;
+        Some(u32::from_le_bytes(b.try_into().ok()?))
+    }
+    fn bytes(&mut self) -> Option<&[u8]> {
+        let n = self.u32()? as usize;
+        let (b, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(b)
+    }
+    fn string(&mut self) -> Option<String> {
+        String::from_utf8(self.bytes()?.to_vec()).ok()
+    }
+}
+
+/// qos, retain, topic, properties, payload.
+fn encode_message(m: &Message) -> Vec<u8> {
+    let mut out = Vec::with_capacity(m.topic.len() + m.payload.len() + 16);
+    out.push(qos_byte(m.qos));
+    out.push(u8::from(m.retain));
+    put_str(&mut out, &m.topic);
+    out.extend_from_slice(&(m.properties.len() as u32).to_le_bytes());
+    for (k, v) in &m.properties {
+        put_str(&mut out, k);
+        put_str(&mut out, v);
+    }
+    out.extend_from_slice(&(m.payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&m.payload);
+    out
+}
+
+fn decode_message(bytes: &[u8]) -> Option<Message> {
+    let mut r = Reader(bytes);
+    let qos = qos_of(r.u8()?);
+    let retain = r.u8()? != 0;
+    let topic = r.string()?;
+    let n = r.u32()?;
+    let mut properties = Vec::new();
+    for _ in 0..n {
+        properties.push((r.string()?, r.string()?));
+    }
+    let payload = edgefn_broker::Bytes::copy_from_slice(r.bytes()?);
+    Some(Message {
+        topic,
+        payload,
+        qos,
+        retain,
+        properties,
+    })
+}
+
+/// owner, subscriptions (filter, qos).
+fn encode_session(owner: &str, subs: &[(String, QoS)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_str(&mut out, owner);
+    out.extend_from_slice(&(subs.len() as u32).to_le_bytes());
+    for (f, q) in subs {
+        put_str(&mut out, f);
+        out.push(qos_byte(*q));
+    }
+    out
+}
+
+fn decode_session(bytes: &[u8]) -> Option<(String, Vec<(String, QoS)>)> {
+    let mut r = Reader(bytes);
+    let owner = r.string()?;
+    let n = r.u32()?;
+    let mut subs = Vec::new();
+    for _ in 0..n {
+        subs.push((r.string()?, qos_of(r.u8()?)));
+    }
+    Some((owner, subs))
+}
+
+impl BrokerStore {
+    /// Opens (creating if needed) the store at `path`.
+    pub fn open(path: &Path) -> Result<BrokerStore, redb::Error> {
+        let db = Database::create(path)?;
+        let tx = db.begin_write()?;
+        tx.open_table(SESSIONS)?;
+        tx.open_table(QUEUE)?;
+        tx.open_table(RETAINED)?;
+        tx.commit()?;
+        Ok(BrokerStore { db })
+    }
+
+    /// Everything kept; corrupt records are skipped (and logged).
+    pub fn load(&self) -> Result<Stored, redb::Error> {
+        let tx = self.db.begin_read()?;
+        let sessions = tx.open_table(SESSIONS)?;
+        let queue = tx.open_table(QUEUE)?;
+        let retained = tx.open_table(RETAINED)?;
+        let mut stored = Stored::default();
+        for entry in sessions.iter()? {
+            let (k, v) = entry?;
+            let client_id = k.value().to_owned();
+            let Some((owner, subs)) = decode_session(v.value()) else {
+                tracing::warn!(%client_id, "mqtt: a corrupt stored session skipped");
+                continue;
+            };
+            let mut messages = Vec::new();
+            for m in queue.range((client_id.as_str(), 0)..=(client_id.as_str(), u64::MAX))? {
+                let (k, v) = m?;
+                match decode_message(v.value()) {
+                    Some(msg) => messages.push((k.value().1, msg)),
+                    None => tracing::warn!(%client_id, "mqtt: a corrupt stored message skipped"),
+                }
+            }
+            stored.sessions.push(StoredSession {
+                client_id,
+                owner,
+                subs,
+                queue: messages,
+            });
+        }
+        for entry in retained.iter()? {
+            let (_, v) = entry?;
+            if let Some(m) = decode_message(v.value()) {
+                stored.retained.push(m);
+            }
+        }
+        Ok(stored)
+    }
+
+    fn write(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
+    ) {
+        let result = (|| -> Result<(), redb::Error> {
+            let mut tx = self.db.begin_write()?;
+            if !durable {
+                tx.set_durability(Durability::None)?;
+            }
+            f(&tx)?;
+            tx.commit()?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            tracing::error!("mqtt: the broker's store failed: {e}");
+        }
+    }
+}
+
+impl Persistence for BrokerStore {
+    fn session(&self, client_id: &str, owner: &str, subs: &[(String, QoS)]) {
+        self.write(true, |tx| {
+            tx.open_table(SESSIONS)?
+                .insert(client_id, encode_session(owner, subs).as_slice())?;
+            Ok(())
+        });
+    }
+
+    fn forget_session(&self, client_id: &str) {
+        self.write(true, |tx| {
+            tx.open_table(SESSIONS)?.remove(client_id)?;
+            let mut queue = tx.open_table(QUEUE)?;
+            queue.retain_in((client_id, 0)..=(client_id, u64::MAX), |_, _| false)?;
+            Ok(())
+        });
+    }
+
+    fn keep(&self, messages: &[(&str, u64, &Message)]) {
+        self.write(true, |tx| {
+            let mut queue = tx.open_table(QUEUE)?;
+            for (client_id, seq, m) in messages {
+                queue.insert((*client_id, *seq), encode_message(m).as_slice())?;
+            }
+            Ok(())
+        });
+    }
+
+    fn done(&self, client_id: &str, seq: u64) {
+        self.write(false, |tx| {
+            tx.open_table(QUEUE)?.remove((client_id, seq))?;
+            Ok(())
+        });
+    }
+
+    fn retain(&self, topic: &str, message: Option<&Message>) {
+        self.write(true, |tx| {
+            let mut t = tx.open_table(RETAINED)?;
+            match message {
+                Some(m) => {
+                    t.insert(topic, encode_message(m).as_slice())?;
+                }
+                None => {
+                    t.remove(topic)?;
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_messages_and_retained_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mqtt.redb");
+        let m = |t: &str, p: &str| Message {
+            topic: t.into(),
+            payload: edgefn_broker::Bytes::copy_from_slice(p.as_bytes()),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: vec![("k".into(), "v".into())],
+        };
+        {
+            let s = BrokerStore::open(&path).unwrap();
+            s.session(
+                "gw-01",
+                "gw-01",
+                &[("edgefn/gw-01/down/#".into(), QoS::AtLeastOnce)],
+            );
+            s.session("gw-02", "gw-02", &[]);
+            let (a, b, c) = (m("x/1", "one"), m("x/2", "two"), m("x/3", "three"));
+            s.keep(&[("gw-01", 1, &a), ("gw-01", 2, &b), ("gw-02", 1, &c)]);
+            s.done("gw-01", 1);
+            s.forget_session("gw-02");
+            s.retain("r/1", Some(&m("r/1", "kept")));
+            s.retain("r/2", Some(&m("r/2", "cleared")));
+            s.retain("r/2", None);
+        }
+        let stored = BrokerStore::open(&path).unwrap().load().unwrap();
+        assert_eq!(stored.sessions.len(), 1);
+        let s = &stored.sessions[0];
+        assert_eq!((s.client_id.as_str(), s.owner.as_str()), ("gw-01", "gw-01"));
+        assert_eq!(
+            s.subs,
+            vec![("edgefn/gw-01/down/#".to_owned(), QoS::AtLeastOnce)]
+        );
+        assert_eq!(s.queue.len(), 1);
+        assert_eq!(s.queue[0].0, 2);
+        assert_eq!(&s.queue[0].1.payload[..], b"two");
+        assert_eq!(
+            s.queue[0].1.properties,
+            vec![("k".to_owned(), "v".to_owned())]
+        );
+        assert_eq!(stored.retained.len(), 1);
+        assert_eq!(stored.retained[0].topic, "r/1");
+        assert!(
+            decode_message(&[1, 0, 9]).is_none(),
+            "truncated records are refused"
+        );
+    }
+}
