@@ -350,6 +350,8 @@ async fn connection_v5(
     opts.set_clean_start(false);
     opts.set_session_expiry_interval(Some(7 * 24 * 3600));
     opts.set_max_packet_size(Some(MAX_PACKET as u32));
+    // rumqttc sizes a table by this bound up front (65,535 entries, 14 MB, by default).
+    opts.set_outgoing_inflight_upper_limit(WINDOW as u16);
     opts.set_network_options(nodelay());
     opts.set_transport(link.broker.transport());
     let (client, eventloop) = AsyncClient::new(opts, WINDOW * 2);

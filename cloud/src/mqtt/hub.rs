@@ -190,7 +190,9 @@ impl Hub {
         mo.set_credentials(opts.username, opts.password)
             .set_keep_alive(Duration::from_secs(30))
             .set_clean_start(true)
-            .set_max_packet_size(Some(MAX_PACKET_BYTES as u32));
+            .set_max_packet_size(Some(MAX_PACKET_BYTES as u32))
+            // rumqttc sizes a table by this bound up front (65,535 entries, 14 MB, by default).
+            .set_outgoing_inflight_upper_limit(1024);
         let (client, mut eventloop) = AsyncClient::new(mo, 1024);
         let hub = Arc::new(Hub {
             client,
