@@ -98,6 +98,8 @@ async fn run(n: usize, rate_secs: usize) {
             "127.0.0.1:0",
             "--admin-token-file",
             token_file.to_str().unwrap(),
+            "--mqtt-listen",
+            "none",
             "--log-level",
             "warn",
         ])
@@ -116,6 +118,8 @@ async fn run(n: usize, rate_secs: usize) {
         .unwrap()
         .trim()
         .to_owned();
+    // reqwest is built without a default TLS provider in this workspace.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(usize::MAX)
         .timeout(Duration::from_secs(120))
