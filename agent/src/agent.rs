@@ -291,22 +291,8 @@ impl Agent {
     /// sends up are queued for the cloud, in one commit, before this returns), but not handed
     /// back to the local clients (the broker delivered them).
     pub async fn accept_from_local_clients(self: &Arc<Self>, messages: Vec<(String, Payload)>) {
-        let up: Vec<(String, Vec<u8>)> = {
-            let active = self.active.read().await;
-            let Some(release) = active.as_ref() else {
-                return;
-            };
-            messages
-                .iter()
-                .filter(|(topic, _)| release.routes_up(topic))
-                .map(|(topic, payload)| (topic.clone(), payload_bytes(payload)))
-                .collect()
-        };
-        if !up.is_empty() {
-            if let Err(e) = self.outbox.push(up).await {
-                tracing::error!("messages for the cloud could not be queued: {e}");
-            }
-        }
+        let refs: Vec<(&str, &Payload)> = messages.iter().map(|(t, p)| (t.as_str(), p)).collect();
+        self.queue_up(&refs).await;
         for (topic, payload) in messages {
             let me = self.clone();
             tokio::spawn(async move {
@@ -331,17 +317,25 @@ impl Agent {
     /// Queues `payload` for the cloud when a route of the active release sends `topic` up;
     /// returns once it is on disk.
     async fn route_up(&self, topic: &str, payload: &Payload) {
-        let up = self
-            .active
-            .read()
-            .await
-            .as_ref()
-            .is_some_and(|release| release.routes_up(topic));
-        if up {
-            let bytes = payload_bytes(payload);
-            if let Err(e) = self.outbox.push(vec![(topic.to_owned(), bytes)]).await {
-                tracing::error!("a message for the cloud could not be queued: {e}");
-            }
+        self.queue_up(&[(topic, payload)]).await;
+    }
+
+    /// Queues, in one outbox commit, those of `messages` a route of the active release sends
+    /// to the cloud; returns once they are on disk.
+    async fn queue_up(&self, messages: &[(&str, &Payload)]) {
+        let up: Vec<(String, Vec<u8>)> = match self.active.read().await.as_ref() {
+            Some(release) => messages
+                .iter()
+                .filter(|(topic, _)| release.routes_up(topic))
+                .map(|(topic, payload)| ((*topic).to_owned(), payload_bytes(payload)))
+                .collect(),
+            None => return,
+        };
+        if up.is_empty() {
+            return;
+        }
+        if let Err(e) = self.outbox.push(up).await {
+            tracing::error!("messages for the cloud could not be queued: {e}");
         }
     }
 

@@ -22,6 +22,30 @@ use serde::Deserialize;
 /// The local MQTT listener's address when the configuration names none.
 pub const DEFAULT_LOCAL_MQTT: &str = "127.0.0.1:1883";
 
+/// Reads a local MQTT listener address (`none`: no listener); one beyond loopback needs a
+/// password. The error is (what is wrong, how to fix it).
+pub fn parse_local_mqtt(
+    text: &str,
+    has_password: bool,
+) -> Result<Option<SocketAddr>, (String, &'static str)> {
+    if text == "none" {
+        return Ok(None);
+    }
+    let addr: SocketAddr = text.parse().map_err(|e| {
+        (
+            format!("localMqtt `{text}`: {e}"),
+            "an address such as 127.0.0.1:1883, or `none`",
+        )
+    })?;
+    if !addr.ip().is_loopback() && !has_password {
+        return Err((
+            format!("localMqtt listens on {addr}, beyond this machine, without a password"),
+            "set localMqttPassword (clients then log in with it), or listen on 127.0.0.1",
+        ));
+    }
+    Ok(Some(addr))
+}
+
 /// Why the configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -230,28 +254,12 @@ impl AgentConfig {
                     "an address such as 127.0.0.1:7071",
                 )
             })?;
-        let local_mqtt: Option<SocketAddr> = match raw.local_mqtt.as_deref() {
-            Some("none") => None,
-            text => Some(text.unwrap_or(DEFAULT_LOCAL_MQTT).parse().map_err(|e| {
-                invalid(
-                    source,
-                    at("localMqtt"),
-                    format!("localMqtt: {e}"),
-                    "an address such as 127.0.0.1:1883, or `none`",
-                )
-            })?),
-        };
         let local_mqtt_password = raw.local_mqtt_password.filter(|p| !p.is_empty());
-        if let Some(addr) = local_mqtt {
-            if !addr.ip().is_loopback() && local_mqtt_password.is_none() {
-                return Err(invalid(
-                    source,
-                    at("localMqtt"),
-                    format!("localMqtt listens on {addr}, beyond this machine, without a password"),
-                    "set localMqttPassword (clients then log in with it), or listen on 127.0.0.1",
-                ));
-            }
-        }
+        let local_mqtt = parse_local_mqtt(
+            raw.local_mqtt.as_deref().unwrap_or(DEFAULT_LOCAL_MQTT),
+            local_mqtt_password.is_some(),
+        )
+        .map_err(|(message, help)| invalid(source, at("localMqtt"), message, help))?;
         // Default: the broker beside the control plane, on the standard port.
         let cloud_host = raw
             .cloud

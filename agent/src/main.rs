@@ -65,27 +65,18 @@ fn main() -> ExitCode {
     if let Some(a) = args.local_listen {
         config.local_listen = a;
     }
-    match args.local_mqtt.as_deref() {
-        None => {}
-        Some("none") => config.local_mqtt = None,
-        Some(a) => match a.parse::<std::net::SocketAddr>() {
-            Ok(addr) if addr.ip().is_loopback() || config.local_mqtt_password.is_some() => {
-                config.local_mqtt = Some(addr);
+    if let Some(a) = &args.local_mqtt {
+        let password = config.local_mqtt_password.is_some();
+        match edgefn_agent::config::parse_local_mqtt(a, password) {
+            Ok(addr) => {
+                config.local_mqtt = addr;
                 config.local_mqtt_configured = true;
             }
-            Ok(addr) => {
-                eprintln!(
-                    "edgefn-agent: --local-mqtt {addr} listens beyond this machine: set localMqttPassword in the configuration, or listen on 127.0.0.1"
-                );
+            Err((message, help)) => {
+                eprintln!("edgefn-agent: --local-mqtt: {message}\n  help: {help}");
                 return ExitCode::from(2);
             }
-            Err(e) => {
-                eprintln!(
-                    "edgefn-agent: --local-mqtt `{a}`: {e} (write an address such as 127.0.0.1:1883, or `none`)"
-                );
-                return ExitCode::from(2);
-            }
-        },
+        }
     }
     // The crash tests' hook: die by SIGKILL at a chosen point of an update.
     config.crash_at = std::env::var("EDGEFN_AGENT_CRASH_AT")

@@ -323,16 +323,11 @@ impl<A: Authenticator> Broker<A> {
     /// Tells the store about kept messages of `client_id` acknowledged or dropped (under the
     /// lock, so never before the message itself was stored).
     fn forget_gone(&self, gone: &mut Vec<u64>, client_id: &str) {
-        if gone.iter().all(|n| *n == 0) {
-            gone.clear();
-            return;
-        }
-        if let Some(p) = self.options.persistence.as_deref() {
+        gone.retain(|n| *n != 0);
+        if let (Some(p), false) = (self.options.persistence.as_deref(), gone.is_empty()) {
             let _st = lock(&self.state);
-            for n in gone.drain(..) {
-                if n != 0 {
-                    p.done(client_id, n);
-                }
+            for n in gone.iter() {
+                p.done(client_id, *n);
             }
         }
         gone.clear();
@@ -398,15 +393,10 @@ impl<A: Authenticator> Broker<A> {
             .count()
     }
 
-    /// Delivers a message from the broker's owner (not from a client) to every subscriber
-    /// allowed to read it.
+    /// Delivers `msg` (from the broker's owner, or from a client and already checked against
+    /// its rights) to every session subscribed to its topic and allowed to read it; keeps it
+    /// when it is retained.
     pub fn publish(&self, msg: Message) {
-        self.route(msg);
-    }
-
-    /// Delivers `msg` (already checked against the sender's rights) to every session
-    /// subscribed to its topic and allowed to read it; keeps it when it is retained.
-    fn route(&self, msg: Message) {
         let mut st = lock(&self.state);
         let mut kept = Vec::new();
         self.route_locked(&mut st, Arc::new(msg), &mut kept);
@@ -559,6 +549,8 @@ impl<A: Authenticator> Broker<A> {
             let mut st = lock(&self.state);
             st.next_conn += 1;
             let conn_id = st.next_conn;
+            // A session under an id the client was not told cannot be resumed: not kept.
+            let persistent = connect.persistent && client_id.is_some();
             let client_id = client_id.unwrap_or_else(|| format!("{user}.auto-{conn_id}"));
             let mut present = false;
             if let Some(old) = st.sessions.remove(&client_id) {
@@ -574,7 +566,7 @@ impl<A: Authenticator> Broker<A> {
                             owner: old.owner,
                             subs: old.subs,
                             conn: Some((conn_id, tx.clone())),
-                            persistent: connect.persistent,
+                            persistent,
                             queue: VecDeque::new(),
                             next_seq: old.next_seq,
                         },
@@ -584,7 +576,7 @@ impl<A: Authenticator> Broker<A> {
                 }
             }
             if !present {
-                if let (Some(p), true) = (store, connect.persistent) {
+                if let (Some(p), true) = (store, persistent) {
                     p.session(&client_id, &user, &[]);
                 }
                 st.sessions.insert(
@@ -593,7 +585,7 @@ impl<A: Authenticator> Broker<A> {
                         owner: client.clone(),
                         subs: Vec::new(),
                         conn: Some((conn_id, tx.clone())),
-                        persistent: connect.persistent,
+                        persistent,
                         queue: VecDeque::new(),
                         next_seq: 1,
                     },
@@ -646,7 +638,7 @@ impl<A: Authenticator> Broker<A> {
                                     if let Some(hook) = &self.options.on_publish {
                                         wait = Some(tokio::spawn(hook(msg.clone())));
                                     }
-                                    self.route(msg);
+                                    self.publish(msg);
                                 } else {
                                     tracing::info!(%user, topic = %msg.topic, "mqtt: publish outside the client's rights refused");
                                 }
@@ -792,7 +784,7 @@ impl<A: Authenticator> Broker<A> {
                 if client.may_publish(&will.topic)
                     && edgefn_schema::topic::validate_topic(&will.topic).is_ok()
                 {
-                    self.route(will);
+                    self.publish(will);
                 }
             }
         }
