@@ -411,6 +411,70 @@ fn outage(kills: usize) {
     drop(agent);
 }
 
+/// A TCP proxy to `upstream` that holds back the broker's first bytes (its CONNACK) for
+/// `delay`, as a loaded broker or a slow link does; counts the connections it accepted.
+fn slow_handshake_proxy(upstream: u16, delay: Duration) -> (u16, Arc<Mutex<usize>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let accepted = Arc::new(Mutex::new(0usize));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().map_while(Result::ok) {
+            *count.lock().expect("lock") += 1;
+            let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                continue;
+            };
+            let (mut c_read, mut s_write) = (
+                client.try_clone().expect("clone"),
+                server.try_clone().expect("clone"),
+            );
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c_read, &mut s_write);
+                let _ = s_write.shutdown(std::net::Shutdown::Write);
+            });
+            let (mut s_read, mut c_write) = (server, client);
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut first = [0u8; 4096];
+                let Ok(n) = s_read.read(&mut first) else {
+                    return;
+                };
+                pause(delay.as_millis() as u64);
+                if c_write.write_all(&first[..n]).is_ok() {
+                    let _ = std::io::copy(&mut s_read, &mut c_write);
+                }
+                let _ = c_write.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    (port, accepted)
+}
+
+/// A regression: rumqttc's `poll` is not cancel-safe while connecting, and the link used to
+/// poll inside a `select!` that woke every 100 ms. A CONNACK slower than that made the device
+/// abandon each attempt and dial again, for ever; with the embedded broker, an abandoned
+/// CONNECT that arrived last took the session over and closed the live connection.
+#[test]
+fn a_broker_slow_to_answer_connect_gets_one_connection_and_all_messages() {
+    let broker_dir = tempfile::tempdir().expect("broker");
+    let broker = Mosquitto::start(broker_dir.path(), None);
+    let (proxy, accepted) = slow_handshake_proxy(broker.port, Duration::from_millis(600));
+    let s = setup(proxy);
+    let received = subscribe(broker.port, "edgefn/dev-a/up/#");
+    let data = tempfile::tempdir().expect("agent");
+    let agent = AgentProc::start(&s.config, data.path(), &[]);
+    wait_until(30, "dev-a converges", || converged(&s));
+    produce(&agent, 0, 50);
+    check_all_in_order(&received, 50);
+    produce(&agent, 50, 50);
+    check_all_in_order(&received, 100);
+    assert_eq!(
+        *accepted.lock().expect("lock"),
+        1,
+        "the device connected once and kept that connection"
+    );
+}
+
 #[test]
 fn ten_thousand_messages_survive_a_30_second_broker_outage_in_order() {
     outage(0);

@@ -240,26 +240,35 @@ enum LinkEvent {
     Sent(u16),
     Acked(u16),
     Message(String, Vec<u8>),
+    /// The DISCONNECT went out.
+    Closed,
     Other,
 }
 
-/// The two rumqttc clients (MQTT 5 and 3.1.1) behind one face.
-trait Client: Send {
+/// The two rumqttc event loops (MQTT 5 and 3.1.1) behind one face.
+///
+/// `poll` is not cancel-safe: dropped while connecting, it drops a socket that already sent
+/// CONNECT and dials again, and the broker, seeing the abandoned CONNECT last, hands the session
+/// to it and closes the live connection. So an event loop runs in its own task (see `pump`),
+/// never inside a `select!` that could drop it half-way.
+trait Events: Send + 'static {
     fn next(&mut self) -> impl Future<Output = Result<LinkEvent, String>> + Send;
+}
+
+/// The two rumqttc clients behind one face.
+trait Client: Send {
     fn publish(&self, topic: String, payload: Vec<u8>, id: u64) -> bool;
     fn publish_log(&self, topic: String, payload: Vec<u8>);
     fn subscribe(&self, filter: String) -> impl Future<Output = ()> + Send;
     fn disconnect(&self) -> impl Future<Output = ()> + Send;
 }
 
-/// An MQTT 5 connection, and the outbox identity its messages carry.
-struct V5(AsyncClient, rumqttc::v5::EventLoop, String);
-
-impl Client for V5 {
+impl Events for rumqttc::v5::EventLoop {
     async fn next(&mut self) -> Result<LinkEvent, String> {
-        Ok(match self.1.poll().await.map_err(|e| e.to_string())? {
+        Ok(match self.poll().await.map_err(|e| e.to_string())? {
             Event::Incoming(Packet::ConnAck(_)) => LinkEvent::Connected,
             Event::Outgoing(Outgoing::Publish(pkid)) if pkid != 0 => LinkEvent::Sent(pkid),
+            Event::Outgoing(Outgoing::Disconnect) => LinkEvent::Closed,
             Event::Incoming(Packet::PubAck(ack)) => LinkEvent::Acked(ack.pkid),
             Event::Incoming(Packet::Publish(p)) => LinkEvent::Message(
                 String::from_utf8_lossy(&p.topic).into_owned(),
@@ -268,11 +277,56 @@ impl Client for V5 {
             _ => LinkEvent::Other,
         })
     }
+}
+
+impl Events for rumqttc::EventLoop {
+    async fn next(&mut self) -> Result<LinkEvent, String> {
+        use rumqttc::{Event, Packet};
+        Ok(match self.poll().await.map_err(|e| e.to_string())? {
+            Event::Incoming(Packet::ConnAck(_)) => LinkEvent::Connected,
+            Event::Outgoing(Outgoing::Publish(pkid)) if pkid != 0 => LinkEvent::Sent(pkid),
+            Event::Outgoing(Outgoing::Disconnect) => LinkEvent::Closed,
+            Event::Incoming(Packet::PubAck(ack)) => LinkEvent::Acked(ack.pkid),
+            Event::Incoming(Packet::Publish(p)) => LinkEvent::Message(p.topic, p.payload.to_vec()),
+            _ => LinkEvent::Other,
+        })
+    }
+}
+
+/// Polls an event loop to its first error in a task of its own; the connection reads the events
+/// from the returned channel (which is cancel-safe). Dropping the guard stops the task.
+fn pump(mut events: impl Events) -> (mpsc::Receiver<Result<LinkEvent, String>>, AbortOnDrop) {
+    let (tx, rx) = mpsc::channel(256);
+    let task = tokio::spawn(async move {
+        loop {
+            let event = events.next().await;
+            let end = event.is_err();
+            if tx.send(event).await.is_err() || end {
+                return;
+            }
+        }
+    });
+    (rx, AbortOnDrop(task))
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// An MQTT 5 client, and the outbox identity its messages carry.
+struct V5(AsyncClient, String);
+
+impl Client for V5 {
     fn publish(&self, topic: String, payload: Vec<u8>, id: u64) -> bool {
         let props = PublishProperties {
             user_properties: vec![
                 ("edgefn-id".into(), id.to_string()),
-                ("edgefn-outbox".into(), self.2.clone()),
+                ("edgefn-outbox".into(), self.1.clone()),
             ],
             ..PublishProperties::default()
         };
@@ -299,19 +353,9 @@ impl Client for V5 {
     }
 }
 
-struct V4(rumqttc::AsyncClient, rumqttc::EventLoop);
+struct V4(rumqttc::AsyncClient);
 
 impl Client for V4 {
-    async fn next(&mut self) -> Result<LinkEvent, String> {
-        use rumqttc::{Event, Packet};
-        Ok(match self.1.poll().await.map_err(|e| e.to_string())? {
-            Event::Incoming(Packet::ConnAck(_)) => LinkEvent::Connected,
-            Event::Outgoing(Outgoing::Publish(pkid)) if pkid != 0 => LinkEvent::Sent(pkid),
-            Event::Incoming(Packet::PubAck(ack)) => LinkEvent::Acked(ack.pkid),
-            Event::Incoming(Packet::Publish(p)) => LinkEvent::Message(p.topic, p.payload.to_vec()),
-            _ => LinkEvent::Other,
-        })
-    }
     fn publish(&self, topic: String, payload: Vec<u8>, _id: u64) -> bool {
         self.0
             .try_publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
@@ -356,7 +400,7 @@ async fn connection_v5(
     opts.set_transport(link.broker.transport());
     let (client, eventloop) = AsyncClient::new(opts, WINDOW * 2);
     let identity = format!("{:016x}", link.outbox.identity);
-    connection(link, V5(client, eventloop, identity), "MQTT 5", logs, stop).await
+    connection(link, V5(client, identity), eventloop, "MQTT 5", logs, stop).await
 }
 
 /// One MQTT 3.1.1 connection (no message ids): returns when it breaks.
@@ -374,14 +418,15 @@ async fn connection_v4(
     opts.set_transport(link.broker.transport());
     let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, WINDOW * 2);
     eventloop.network_options = nodelay();
-    connection(link, V4(client, eventloop), "MQTT 3.1.1", logs, stop).await
+    connection(link, V4(client), eventloop, "MQTT 3.1.1", logs, stop).await
 }
 
 /// Drives one connection: fills the send window from the outbox, forgets what the broker
 /// acknowledged, brings messages down, ships logs.
 async fn connection(
     link: &Link<'_>,
-    mut client: impl Client,
+    client: impl Client,
+    events: impl Events,
     version: &str,
     logs: &mut mpsc::Receiver<ShippedLog>,
     stop: &mut watch::Receiver<bool>,
@@ -391,6 +436,7 @@ async fn connection(
     let mut connected = false;
     let mut window = Window::default();
     let mut wake = tokio::time::interval(Duration::from_millis(100));
+    let (mut events, _pump) = pump(events);
     loop {
         if connected && window.room() > 0 {
             match link
@@ -410,7 +456,7 @@ async fn connection(
             }
         }
         tokio::select! {
-            event = client.next() => match event {
+            event = events.recv() => match event.unwrap_or_else(|| Err("the event loop stopped".into())) {
                 Ok(LinkEvent::Connected) => {
                     connected = true;
                     tracing::info!("{version}: connected to {}:{}", link.broker.host, link.broker.port);
@@ -423,7 +469,7 @@ async fn connection(
                         let _ = link.down.send(Downlink { topic: local.to_owned(), payload });
                     }
                 }
-                Ok(LinkEvent::Other) => {}
+                Ok(LinkEvent::Closed | LinkEvent::Other) => {}
                 Err(e) => {
                     if connected {
                         tracing::warn!("MQTT: connection lost: {e}");
@@ -440,7 +486,16 @@ async fn connection(
             }
             changed = stop.changed() => {
                 if changed.is_err() || *stop.borrow() {
+                    // A clean DISCONNECT, given a moment to go out.
                     client.disconnect().await;
+                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                        while let Some(Ok(e)) = events.recv().await {
+                            if matches!(e, LinkEvent::Closed) {
+                                break;
+                            }
+                        }
+                    })
+                    .await;
                     return connected;
                 }
             }

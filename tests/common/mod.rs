@@ -104,7 +104,8 @@ impl Cloud {
                 "--admin-token-file",
                 &token_file.display().to_string(),
                 "--log-level",
-                "warn",
+                // EDGEFN_TEST_CLOUD_LOG=debug shows the cloud's own account of a failing test.
+                &std::env::var("EDGEFN_TEST_CLOUD_LOG").unwrap_or_else(|_| "warn".into()),
             ])
             .args(extra)
             .env_clear()
