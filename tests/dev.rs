@@ -247,13 +247,32 @@ fn a_day_in_the_life() {
         &["apply", "--wait", "--timeout", "60s"],
         &env,
     ));
+    // Publish to both devices until each has answered upstream at least once (a device whose
+    // link is still connecting answers late, not never); every answer carries `expect`.
     let shout = |expect: &str| {
         let sub = Background::start(
             &dir,
-            &["subscribe", "shouts/#", "--count", "2", "--json"],
+            &["subscribe", "shouts/#", "--count", "1000", "--json"],
             &env,
         );
         pause(500);
+        let devices_seen = || {
+            let mut from: Vec<String> = sub
+                .lines
+                .lock()
+                .expect("lock")
+                .iter()
+                .map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).expect("json")["device"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+                .collect();
+            from.sort();
+            from.dedup();
+            from
+        };
         wait_until(30, "both devices answer upstream", || {
             ok(&edgefn_env(
                 &dir,
@@ -267,21 +286,10 @@ fn a_day_in_the_life() {
                 &env,
             ));
             pause(400);
-            sub.lines.lock().expect("lock").len() >= 2
+            devices_seen().len() >= 2
         });
+        assert_eq!(devices_seen(), ["dev-01", "dev-02"]);
         let lines = sub.lines.lock().expect("lock").clone();
-        let mut from: Vec<String> = lines
-            .iter()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).expect("json")["device"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned()
-            })
-            .collect();
-        from.sort();
-        from.dedup();
-        assert_eq!(from, ["dev-01", "dev-02"], "{lines:?}");
         assert!(lines.iter().all(|l| l.contains(expect)), "{lines:?}");
     };
     shout("HELLO");

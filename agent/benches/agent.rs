@@ -235,6 +235,30 @@ fn main() {
     println!(
         "agent RSS with the quickstart release running (function processes excluded): {rss:.1} MiB = {anon:.1} MiB anonymous (heap, stacks) + {file:.1} MiB mapped from files (its code and libc's: shared, reclaimable)"
     );
+    // Where the resident memory is, by mapping (the largest few).
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut by_map: BTreeMap<String, u64> = BTreeMap::new();
+    let mut current = String::new();
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or_default();
+        if first.contains('-') && first.chars().next().is_some_and(|c| c.is_ascii_hexdigit()) {
+            let perms = words.next().unwrap_or_default();
+            let path = words.nth(3).unwrap_or("[anonymous]");
+            let path = path.rsplit('/').next().unwrap_or(path);
+            current = format!("{path} {perms}");
+        } else if first == "Rss:" {
+            *by_map.entry(current.clone()).or_default() += words
+                .next()
+                .and_then(|k| k.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    let mut by_map: Vec<_> = by_map.into_iter().filter(|(_, kib)| *kib >= 128).collect();
+    by_map.sort_by_key(|(_, kib)| std::cmp::Reverse(*kib));
+    for (map, kib) in by_map.iter().take(8) {
+        println!("  {:>6.2} MiB  {map}", *kib as f64 / 1024.0);
+    }
 
     // A back-to-back trigger stream.
     let stream = |stop: Arc<AtomicBool>, out: Arc<Mutex<Vec<Duration>>>| {
