@@ -50,7 +50,8 @@ fn write_daemon(project: &Path, script: &str) {
 impl Fleet {
     fn new() -> Fleet {
         let cloud_data = tempfile::tempdir().expect("data");
-        let cloud = Cloud::start(cloud_data.path());
+        // A port the cloud can come back on after a restart.
+        let cloud = Cloud::start_at(cloud_data.path(), &format!("127.0.0.1:{}", server_port()));
         let project = tempfile::tempdir().expect("project");
         let out = project.path().join("seen.txt");
         let dir = project.path().join("functions/work");

@@ -12,7 +12,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{
-    Cloud, edgefn_env, http, mosquitto_bin, ok, pause, quickstart_repo, text, wait_until,
+    Cloud, edgefn_env, http, mosquitto_bin, ok, pause, quickstart_repo, server_port, text,
+    wait_until,
 };
 use rumqttc::{Client, Event, Incoming, MqttOptions, QoS, SubscribeReasonCode};
 
@@ -558,11 +559,6 @@ impl Drop for Mosquitto {
     }
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 /// Starts Mosquitto on a free port, reading `passwd` and `acl` in `dir` (empty until the cloud
 /// writes them and signals a reload), and writes its pid to `pid_file`. A port taken between
 /// choosing and binding it is retried with another.
@@ -571,7 +567,7 @@ fn start_mosquitto(bin: &Path, dir: &Path, pid_file: &Path) -> (Mosquitto, u16) 
         std::fs::write(dir.join(f), "").expect("empty file");
     }
     for _ in 0..5 {
-        let port = free_port();
+        let port = server_port();
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,

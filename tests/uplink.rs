@@ -24,13 +24,7 @@ struct Mosquitto {
 
 impl Mosquitto {
     fn start(dir: &Path, port: Option<u16>) -> Mosquitto {
-        let port = port.unwrap_or_else(|| {
-            TcpListener::bind("127.0.0.1:0")
-                .expect("bind")
-                .local_addr()
-                .expect("addr")
-                .port()
-        });
+        let port = port.unwrap_or_else(server_port);
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,

@@ -452,6 +452,22 @@ pub fn pause(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));
 }
 
+/// A free loopback port for a server that must come back on the same port after a restart.
+/// It is taken below Linux's ephemeral range (32768–60999), which port-0 listeners and outgoing
+/// connections draw from: a port from there could be taken by another test's client while the
+/// server is down. Random, so that tests running at once do not pick the same one.
+pub fn server_port() -> u16 {
+    use std::hash::{BuildHasher, RandomState};
+    for attempt in 0u64.. {
+        let r = RandomState::new().hash_one((std::process::id(), attempt));
+        let port = 20_000 + (r % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    unreachable!("some port below 32000 is free")
+}
+
 /// Polls `cond` every 20 ms until it holds, failing after `secs` seconds with `what`.
 #[track_caller]
 pub fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
