@@ -7,7 +7,8 @@
 //! A real control plane runs in this process on a loopback port; the real `edgefn-agent` binary
 //! (release build) runs the quickstart example's release for device `gw-01` with the process
 //! sandbox. It reports:
-//! - the agent's RSS once the release runs and idles (function processes excluded);
+//! - the agent's RSS once the release runs and idles (function processes excluded), the largest
+//!   mappings in it, and its idle working set (pages referenced in 5 s of idling);
 //! - for 10 updates, the time from the revision's submission until the agent runs it (its local
 //!   endpoint names the new digest) and until the cloud shows the device converged;
 //! - the latency of triggers sent back to back through the local endpoint while those updates
@@ -258,6 +259,21 @@ fn main() {
     by_map.sort_by_key(|(_, kib)| std::cmp::Reverse(*kib));
     for (map, kib) in by_map.iter().take(8) {
         println!("  {:>6.2} MiB  {map}", *kib as f64 / 1024.0);
+    }
+    // The idle working set: what the agent touches in 5 s of idling (the rest of its RSS is code
+    // run once at start-up, and neighbours the kernel maps around each page it faults in).
+    if std::fs::write(format!("/proc/{pid}/clear_refs"), "1").is_ok() {
+        std::thread::sleep(Duration::from_secs(5));
+        let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+        let referenced: u64 = smaps
+            .lines()
+            .filter_map(|l| l.strip_prefix("Referenced:"))
+            .filter_map(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .sum();
+        println!(
+            "agent idle working set (pages touched in 5 s idle): {:.1} MiB",
+            referenced as f64 / 1024.0
+        );
     }
 
     // A back-to-back trigger stream.
