@@ -437,6 +437,7 @@ async fn connection(
     let mut window = Window::default();
     let mut wake = tokio::time::interval(Duration::from_millis(100));
     let (mut events, _pump) = pump(events);
+    let mut batch = Vec::with_capacity(256);
     loop {
         if connected && window.room() > 0 {
             match link
@@ -456,29 +457,37 @@ async fn connection(
             }
         }
         tokio::select! {
-            event = events.recv() => match event.unwrap_or_else(|| Err("the event loop stopped".into())) {
-                Ok(LinkEvent::Connected) => {
-                    connected = true;
-                    tracing::info!("{version}: connected to {}:{}", link.broker.host, link.broker.port);
-                    client.subscribe(format!("{down_prefix}#")).await;
+            // All the events waiting, then one look at the outbox (not one per event).
+            n = events.recv_many(&mut batch, 256) => {
+                if n == 0 {
+                    batch.push(Err("the event loop stopped".into()));
                 }
-                Ok(LinkEvent::Sent(pkid)) => window.named(pkid),
-                Ok(LinkEvent::Acked(pkid)) => forget(link.outbox, window.acked(pkid)).await,
-                Ok(LinkEvent::Message(topic, payload)) => {
-                    if let Some(local) = topic.strip_prefix(&down_prefix) {
-                        let _ = link.down.send(Downlink { topic: local.to_owned(), payload });
+                for event in batch.drain(..) {
+                    match event {
+                        Ok(LinkEvent::Connected) => {
+                            connected = true;
+                            tracing::info!("{version}: connected to {}:{}", link.broker.host, link.broker.port);
+                            client.subscribe(format!("{down_prefix}#")).await;
+                        }
+                        Ok(LinkEvent::Sent(pkid)) => window.named(pkid),
+                        Ok(LinkEvent::Acked(pkid)) => forget(link.outbox, window.acked(pkid)).await,
+                        Ok(LinkEvent::Message(topic, payload)) => {
+                            if let Some(local) = topic.strip_prefix(&down_prefix) {
+                                let _ = link.down.send(Downlink { topic: local.to_owned(), payload });
+                            }
+                        }
+                        Ok(LinkEvent::Closed | LinkEvent::Other) => {}
+                        Err(e) => {
+                            if connected {
+                                tracing::warn!("MQTT: connection lost: {e}");
+                            } else {
+                                tracing::debug!("{version}: cannot connect: {e}");
+                            }
+                            return connected;
+                        }
                     }
                 }
-                Ok(LinkEvent::Closed | LinkEvent::Other) => {}
-                Err(e) => {
-                    if connected {
-                        tracing::warn!("MQTT: connection lost: {e}");
-                    } else {
-                        tracing::debug!("{version}: cannot connect: {e}");
-                    }
-                    return connected;
-                }
-            },
+            }
             () = link.outbox.pushed() => {}
             _ = wake.tick() => {}
             Some(log) = logs.recv(), if connected => {
