@@ -76,6 +76,9 @@ type Ingested = (String, Payload, oneshot::Sender<()>);
 /// Most messages accepted together (one outbox commit for those routed up).
 const INGEST_BATCH: usize = 1024;
 
+/// The longest a local client's persistent session outlives its connection.
+pub const LOCAL_SESSION_EXPIRY: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// A broker that puts what local clients publish on `agent`'s bus.
 ///
 /// Messages are taken in the order they arrive, from every client, by one task that accepts
@@ -111,6 +114,9 @@ pub fn broker(agent: &Arc<Agent>, password: Option<&str>) -> Arc<LocalBroker> {
                 let _ = accepted.await;
             })
         })),
+        // Local programs come and go, some with a new client id each time: a session (and the
+        // messages kept for it, in memory) ends after an hour without its client.
+        session_expiry_limit: Some(LOCAL_SESSION_EXPIRY),
         ..BrokerOptions::default()
     };
     Broker::with_options(

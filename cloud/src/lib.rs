@@ -204,6 +204,9 @@ async fn start_messaging(
                     max_packet: mqtt::MAX_PACKET_BYTES,
                     on_publish: None,
                     persistence: Some(Arc::new(persist)),
+                    // A device's session lasts as long as it asks (the agent: 7 days), and is
+                    // forgotten when the device is removed.
+                    session_expiry_limit: None,
                 },
             );
             let (sessions, queued) = (

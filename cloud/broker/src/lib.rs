@@ -20,20 +20,22 @@
 //! - QoS 0 and 1 (QoS 2 is accepted from clients and delivered as QoS 1).
 //! - Persistent sessions (MQTT 3.1.1 `clean session = false`; MQTT 5 a session expiry above 0):
 //!   subscriptions and up to [`QUEUE_LIMIT`] QoS 1 messages kept in memory while the client is
-//!   away, unacknowledged ones resent on reconnection.
+//!   away, unacknowledged ones resent on reconnection. A session ends once its client has been
+//!   away for its MQTT 5 session expiry interval, or for [`BrokerOptions::session_expiry_limit`]
+//!   when that is shorter (MQTT 3.1.1 sessions have no interval of their own: the limit, or never).
 //! - MQTT 5 user properties are carried to receivers (edgefn's message ids travel in them).
 //! - Retained messages (up to [`RETAINED_LIMIT`] topics), keepalive, last will, session takeover.
 //! - An optional hook ([`BrokerOptions::on_publish`]) that sees every accepted message before
 //!   it is acknowledged: the agent queues messages for the cloud there, on disk.
 //!
 //! Not done: QoS 2 end to end, MQTT 5 topic aliases (the broker allows none), shared
-//! subscriptions, enhanced authentication, and keeping sessions across restarts.
+//! subscriptions, enhanced authentication; sessions outlive a restart only with a [`Persistence`].
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use bytes::Bytes;
 use bytes::BytesMut;
@@ -52,6 +54,8 @@ const INFLIGHT_LIMIT: usize = 100;
 const MAX_WAITING: usize = 1000;
 /// How long a new connection has to send CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often [`Broker::serve`] ends expired sessions.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// A client that does not take a packet for this long is disconnected.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -127,6 +131,10 @@ pub struct BrokerOptions {
     pub on_publish: Option<OnPublish>,
     /// Keeps sessions and retained messages across restarts (default: memory only).
     pub persistence: Option<Arc<dyn Persistence>>,
+    /// The longest a persistent session outlives its connection: MQTT 5 clients may ask for
+    /// less; MQTT 3.1.1 clients, which cannot ask, get this. `None`: as long as each MQTT 5
+    /// client asks, and for ever for MQTT 3.1.1 (and for sessions restored from persistence).
+    pub session_expiry_limit: Option<Duration>,
 }
 
 impl Default for BrokerOptions {
@@ -135,6 +143,7 @@ impl Default for BrokerOptions {
             max_packet: (1 << 20) + (64 << 10),
             on_publish: None,
             persistence: None,
+            session_expiry_limit: None,
         }
     }
 }
@@ -145,6 +154,7 @@ impl std::fmt::Debug for BrokerOptions {
             .field("max_packet", &self.max_packet)
             .field("on_publish", &self.on_publish.is_some())
             .field("persistence", &self.persistence.is_some())
+            .field("session_expiry_limit", &self.session_expiry_limit)
             .finish()
     }
 }
@@ -170,6 +180,10 @@ struct Session<C> {
     subs: Vec<(String, QoS)>,
     conn: Option<(u64, mpsc::Sender<Cmd>)>,
     persistent: bool,
+    /// How long it outlives a connection (`None`: for ever).
+    expiry: Option<Duration>,
+    /// When it ends, while its client is away.
+    expires_at: Option<Instant>,
     queue: VecDeque<Out>,
     /// The next number of a stored message.
     next_seq: u64,
@@ -282,8 +296,11 @@ impl<A: Authenticator> Broker<A> {
         listener: tokio::net::TcpListener,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = sweep.tick() => self.expire_sessions(),
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
@@ -299,6 +316,24 @@ impl<A: Authenticator> Broker<A> {
                 () = stopped(&mut shutdown) => return,
             }
         }
+    }
+
+    /// Ends the sessions whose clients have been away past their expiry ([`Broker::serve`]
+    /// calls this every second; an owner that only uses [`Broker::serve_stream`] calls it).
+    pub fn expire_sessions(&self) {
+        let now = Instant::now();
+        let mut st = lock(&self.state);
+        let store = self.options.persistence.as_deref();
+        st.sessions.retain(|id, s| {
+            let expired = s.conn.is_none() && s.expires_at.is_some_and(|t| t <= now);
+            if expired {
+                tracing::debug!(client_id = %id, "mqtt: session expired");
+                if let (Some(p), true) = (store, s.persistent) {
+                    p.forget_session(id);
+                }
+            }
+            !expired
+        });
     }
 
     /// Closes the connections of the clients named `name` and forgets their sessions (e.g. a
@@ -359,6 +394,8 @@ impl<A: Authenticator> Broker<A> {
                     msg: Arc::new(m),
                 })
                 .collect();
+            // The interval its client asked for was not stored: the broker's limit applies.
+            let expiry = self.options.session_expiry_limit;
             st.sessions.insert(
                 s.client_id,
                 Session {
@@ -366,6 +403,8 @@ impl<A: Authenticator> Broker<A> {
                     subs: s.subs,
                     conn: None,
                     persistent: true,
+                    expiry,
+                    expires_at: expiry.map(|d| Instant::now() + d),
                     queue,
                     next_seq,
                 },
@@ -551,6 +590,10 @@ impl<A: Authenticator> Broker<A> {
             let conn_id = st.next_conn;
             // A session under an id the client was not told cannot be resumed: not kept.
             let persistent = connect.persistent && client_id.is_some();
+            let expiry = match (connect.expiry, self.options.session_expiry_limit) {
+                (Some(asked), Some(limit)) => Some(asked.min(limit)),
+                (asked, limit) => asked.or(limit),
+            };
             let client_id = client_id.unwrap_or_else(|| format!("{user}.auto-{conn_id}"));
             let mut present = false;
             if let Some(old) = st.sessions.remove(&client_id) {
@@ -567,6 +610,8 @@ impl<A: Authenticator> Broker<A> {
                             subs: old.subs,
                             conn: Some((conn_id, tx.clone())),
                             persistent,
+                            expiry,
+                            expires_at: None,
                             queue: VecDeque::new(),
                             next_seq: old.next_seq,
                         },
@@ -586,6 +631,8 @@ impl<A: Authenticator> Broker<A> {
                         subs: Vec::new(),
                         conn: Some((conn_id, tx.clone())),
                         persistent,
+                        expiry,
+                        expires_at: None,
                         queue: VecDeque::new(),
                         next_seq: 1,
                     },
@@ -753,6 +800,7 @@ impl<A: Authenticator> Broker<A> {
                     }
                 } else if let Some(s) = st.sessions.get_mut(&client_id) {
                     s.conn = None;
+                    s.expires_at = s.expiry.map(|d| Instant::now() + d);
                     let mut kept: VecDeque<Out> = conn
                         .inflight
                         .drain(..)
@@ -808,6 +856,8 @@ struct ConnectInfo {
     persistent: bool,
     /// Resume a kept session.
     resume: bool,
+    /// How long a kept session outlives the connection (`None`: for ever).
+    expiry: Option<Duration>,
     will: Option<Message>,
     receive_max: usize,
     max_packet: usize,
@@ -953,6 +1003,11 @@ async fn read_connect<R: AsyncRead + Unpin>(
             keep_alive: c.keep_alive,
             persistent: props.session_expiry_interval.unwrap_or(0) > 0,
             resume: !c.clean_start,
+            // 0xFFFFFFFF means never.
+            expiry: match props.session_expiry_interval {
+                Some(u32::MAX) => None,
+                s => Some(Duration::from_secs(u64::from(s.unwrap_or(0)))),
+            },
             will,
             receive_max: usize::from(props.receive_maximum.unwrap_or(u16::MAX)),
             max_packet: props.max_packet_size.map_or(usize::MAX, |m| m as usize),
@@ -979,6 +1034,7 @@ async fn read_connect<R: AsyncRead + Unpin>(
         keep_alive: c.keep_alive,
         persistent: !c.clean_session,
         resume: !c.clean_session,
+        expiry: None,
         will: c.last_will.map(|w| Message {
             topic: w.topic,
             payload: w.message,

@@ -38,17 +38,19 @@ impl Authenticator for Auth {
 }
 
 async fn start(hook: Option<edgefn_broker::OnPublish>) -> (u16, watch::Sender<bool>) {
+    start_with(BrokerOptions {
+        on_publish: hook,
+        ..BrokerOptions::default()
+    })
+    .await
+}
+
+async fn start_with(options: BrokerOptions) -> (u16, watch::Sender<bool>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let broker = Broker::with_options(
-        Auth,
-        BrokerOptions {
-            on_publish: hook,
-            ..BrokerOptions::default()
-        },
-    );
+    let broker = Broker::with_options(Auth, options);
     let (tx, rx) = watch::channel(false);
     tokio::spawn(broker.serve(listener, rx));
     (port, tx)
@@ -56,8 +58,19 @@ async fn start(hook: Option<edgefn_broker::OnPublish>) -> (u16, watch::Sender<bo
 
 /// An MQTT 5 client; its incoming packets go to the returned channel.
 fn v5(port: u16, id: &str, user: &str) -> (rumqttc::v5::AsyncClient, mpsc::UnboundedReceiver<P5>) {
+    v5_with(port, id, user, |_| {})
+}
+
+/// The same, with options set by `f`.
+fn v5_with(
+    port: u16,
+    id: &str,
+    user: &str,
+    f: impl FnOnce(&mut rumqttc::v5::MqttOptions),
+) -> (rumqttc::v5::AsyncClient, mpsc::UnboundedReceiver<P5>) {
     let mut o = rumqttc::v5::MqttOptions::new(id, "127.0.0.1", port);
     o.set_credentials(user, "pw");
+    f(&mut o);
     let (c, mut ev) = rumqttc::v5::AsyncClient::new(o, 10);
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -176,4 +189,103 @@ async fn mqtt5_properties_retained_messages_refusals_and_the_hook() {
         vec!["open/a".to_owned()],
         "the hook sees accepted messages only"
     );
+}
+
+/// A persistent MQTT 5 session asking for `expiry` seconds: connects, returns whether the broker
+/// had kept the session and the topics of the messages waiting in it, then disconnects.
+async fn visit_v5(port: u16, id: &str, expiry: u32, subscribe: bool) -> (bool, Vec<String>) {
+    let (c, mut rx) = v5_with(port, id, "reader", |o| {
+        o.set_clean_start(false);
+        o.set_session_expiry_interval(Some(expiry));
+    });
+    let P5::ConnAck(ack) = next(&mut rx, "CONNACK", |p| matches!(p, P5::ConnAck(_))).await else {
+        unreachable!()
+    };
+    if subscribe {
+        c.subscribe("open/#", rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        next(&mut rx, "SUBACK", |p| matches!(p, P5::SubAck(_))).await;
+    }
+    let mut got = Vec::new();
+    while let Ok(Some(p)) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
+        if let P5::Publish(p) = p {
+            got.push(String::from_utf8_lossy(&p.topic).into_owned());
+        }
+    }
+    c.disconnect().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    (ack.session_present, got)
+}
+
+/// The same for MQTT 3.1.1 (`clean session = false`; no expiry of its own).
+async fn visit_v4(port: u16, id: &str, subscribe: bool) -> (bool, Vec<String>) {
+    let mut o = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
+    o.set_credentials("reader", "pw");
+    o.set_clean_session(false);
+    let (c, mut ev) = rumqttc::AsyncClient::new(o, 10);
+    let mut present = None;
+    let mut got = Vec::new();
+    if subscribe {
+        c.subscribe("open/#", rumqttc::QoS::AtLeastOnce)
+            .await
+            .unwrap();
+    }
+    while let Ok(Ok(e)) = tokio::time::timeout(Duration::from_millis(300), ev.poll()).await {
+        match e {
+            rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(a)) => {
+                present = Some(a.session_present);
+            }
+            rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) => got.push(p.topic),
+            _ => {}
+        }
+    }
+    c.disconnect().await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_millis(300), ev.poll()).await;
+    (present.expect("CONNACK"), got)
+}
+
+/// A session ends once its client has been away past its expiry: the MQTT 5 interval it asked
+/// for, capped by the broker's limit, which is also what MQTT 3.1.1 sessions get.
+#[tokio::test]
+async fn persistent_sessions_end_after_their_expiry() {
+    let (port, _stop) = start_with(BrokerOptions {
+        session_expiry_limit: Some(Duration::from_secs(4)),
+        ..BrokerOptions::default()
+    })
+    .await;
+    // Four sessions subscribe and go away: MQTT 5 asking for 1 s, MQTT 5 asking for a day
+    // (capped to 4 s), and two MQTT 3.1.1 ones.
+    assert!(!visit_v5(port, "short", 1, true).await.0);
+    assert!(!visit_v5(port, "long", 86_400, true).await.0);
+    assert!(!visit_v4(port, "old-1", true).await.0);
+    assert!(!visit_v4(port, "old-2", true).await.0);
+    let (writer, mut win) = v5(port, "writer-1", "writer");
+    next(&mut win, "CONNACK", |p| matches!(p, P5::ConnAck(_))).await;
+    writer
+        .publish(
+            "open/kept",
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            false,
+            b"x".to_vec(),
+        )
+        .await
+        .unwrap();
+    next(&mut win, "PUBACK", |p| matches!(p, P5::PubAck(_))).await;
+
+    // 2.5 s later: the 1 s session is gone (with its message); the others are kept.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(visit_v5(port, "short", 1, false).await, (false, vec![]));
+    assert_eq!(
+        visit_v5(port, "long", 86_400, false).await,
+        (true, vec!["open/kept".to_owned()])
+    );
+    assert_eq!(
+        visit_v4(port, "old-1", false).await,
+        (true, vec!["open/kept".to_owned()])
+    );
+
+    // Past the limit, the MQTT 3.1.1 session left alone is gone too.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert_eq!(visit_v4(port, "old-2", false).await, (false, vec![]));
 }
