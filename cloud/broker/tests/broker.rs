@@ -204,7 +204,7 @@ async fn visit_v5(port: u16, id: &str, expiry: u32, subscribe: bool) -> (bool, V
     if subscribe {
         c.subscribe("open/#", rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
             .await
-            .unwrap();
+            .expect("request");
         next(&mut rx, "SUBACK", |p| matches!(p, P5::SubAck(_))).await;
     }
     let mut got = Vec::new();
@@ -213,7 +213,7 @@ async fn visit_v5(port: u16, id: &str, expiry: u32, subscribe: bool) -> (bool, V
             got.push(String::from_utf8_lossy(&p.topic).into_owned());
         }
     }
-    c.disconnect().await.unwrap();
+    c.disconnect().await.expect("request");
     tokio::time::sleep(Duration::from_millis(100)).await;
     (ack.session_present, got)
 }
@@ -229,7 +229,7 @@ async fn visit_v4(port: u16, id: &str, subscribe: bool) -> (bool, Vec<String>) {
     if subscribe {
         c.subscribe("open/#", rumqttc::QoS::AtLeastOnce)
             .await
-            .unwrap();
+            .expect("request");
     }
     while let Ok(Ok(e)) = tokio::time::timeout(Duration::from_millis(300), ev.poll()).await {
         match e {
@@ -240,7 +240,7 @@ async fn visit_v4(port: u16, id: &str, subscribe: bool) -> (bool, Vec<String>) {
             _ => {}
         }
     }
-    c.disconnect().await.unwrap();
+    c.disconnect().await.expect("request");
     let _ = tokio::time::timeout(Duration::from_millis(300), ev.poll()).await;
     (present.expect("CONNACK"), got)
 }
