@@ -2,6 +2,8 @@
 //!
 //! ```sh
 //! cargo bench -p edgefn-agent --bench agent
+//! # the packaged static build instead of this build's binary:
+//! EDGEFN_AGENT_BIN=target/x86_64-unknown-linux-musl/release/edgefn-agent cargo bench -p edgefn-agent --bench agent
 //! ```
 //!
 //! A real control plane runs in this process on a loopback port; the real `edgefn-agent` binary
@@ -177,7 +179,7 @@ fn main() {
     let agent_config = data.path().join("agent.yaml");
     std::fs::write(&agent_config, format!("cloud: http://{cloud}\ndevice: gw-01\ntoken: {token}\nhealthWindow: 1s\npollWait: 30s\nreportInterval: 5s\n")).unwrap();
 
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_edgefn-agent"))
+    let mut agent = Command::new(agent_bin())
         .args([
             "--config",
             agent_config.to_str().unwrap(),
@@ -354,4 +356,15 @@ fn main() {
     );
     let _ = agent.kill();
     let _ = agent.wait();
+}
+
+/// The agent binary measured: this build's, or the one `EDGEFN_AGENT_BIN` names (e.g. the
+/// static build `scripts/package-agent.sh` makes).
+fn agent_bin() -> std::path::PathBuf {
+    std::env::var_os("EDGEFN_AGENT_BIN")
+        .filter(|b| !b.is_empty())
+        .map_or_else(
+            || env!("CARGO_BIN_EXE_edgefn-agent").into(),
+            std::path::PathBuf::from,
+        )
 }

@@ -3,6 +3,8 @@
 //!
 //! ```sh
 //! cargo bench -p edgefn-agent --bench messages
+//! # the packaged static build instead of this build's binary:
+//! EDGEFN_AGENT_BIN=target/x86_64-unknown-linux-musl/release/edgefn-agent cargo bench -p edgefn-agent --bench messages
 //! ```
 //!
 //! - Drain rate: 20,000 messages queued in the outbox while the link was down, sent up once it
@@ -208,7 +210,7 @@ fn latency(rt: &tokio::runtime::Runtime, port: u16, dir: &std::path::Path) {
     });
     let agent_config = dir.join("agent.yaml");
     std::fs::write(&agent_config, format!("cloud: http://{cloud}\ndevice: dev-a\ntoken: {token}\nmqtt: mqtt://127.0.0.1:{port}\nhealthWindow: 1s\n")).unwrap();
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_edgefn-agent"))
+    let mut agent = Command::new(agent_bin())
         .args([
             "--config",
             agent_config.to_str().unwrap(),
@@ -417,4 +419,15 @@ async fn local(addr: &str) {
             "local MQTT publish into the outbox (QoS 1, acknowledged on disk), {conns} connection(s): {rate:.0} messages/s"
         );
     }
+}
+
+/// The agent binary measured: this build's, or the one `EDGEFN_AGENT_BIN` names (e.g. the
+/// static build `scripts/package-agent.sh` makes).
+fn agent_bin() -> std::path::PathBuf {
+    std::env::var_os("EDGEFN_AGENT_BIN")
+        .filter(|b| !b.is_empty())
+        .map_or_else(
+            || env!("CARGO_BIN_EXE_edgefn-agent").into(),
+            std::path::PathBuf::from,
+        )
 }
