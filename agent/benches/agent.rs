@@ -24,6 +24,9 @@
     clippy::disallowed_methods
 )]
 
+mod common;
+use common::agent_bin;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -356,15 +359,4 @@ fn main() {
     );
     let _ = agent.kill();
     let _ = agent.wait();
-}
-
-/// The agent binary measured: this build's, or the one `EDGEFN_AGENT_BIN` names (e.g. the
-/// static build `scripts/package-agent.sh` makes).
-fn agent_bin() -> std::path::PathBuf {
-    std::env::var_os("EDGEFN_AGENT_BIN")
-        .filter(|b| !b.is_empty())
-        .map_or_else(
-            || env!("CARGO_BIN_EXE_edgefn-agent").into(),
-            std::path::PathBuf::from,
-        )
 }

@@ -27,6 +27,9 @@
     clippy::disallowed_methods
 )]
 
+mod common;
+use common::agent_bin;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -419,15 +422,4 @@ async fn local(addr: &str) {
             "local MQTT publish into the outbox (QoS 1, acknowledged on disk), {conns} connection(s): {rate:.0} messages/s"
         );
     }
-}
-
-/// The agent binary measured: this build's, or the one `EDGEFN_AGENT_BIN` names (e.g. the
-/// static build `scripts/package-agent.sh` makes).
-fn agent_bin() -> std::path::PathBuf {
-    std::env::var_os("EDGEFN_AGENT_BIN")
-        .filter(|b| !b.is_empty())
-        .map_or_else(
-            || env!("CARGO_BIN_EXE_edgefn-agent").into(),
-            std::path::PathBuf::from,
-        )
 }
