@@ -908,3 +908,65 @@ fn bad_tls_settings_are_refused_with_what_is_wrong() {
     ]);
     assert!(err.contains("plain listener"), "{err}");
 }
+
+/// Every file the CLI writes that holds a token is created `0600` (its folder `0700` when the CLI
+/// creates it), and one that existed readable is replaced by a private one.
+#[cfg(unix)]
+#[test]
+fn files_holding_a_token_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+    let data = tempfile::tempdir().expect("data");
+    let cloud = Cloud::start(data.path());
+    let project = quickstart_repo();
+    let home = tempfile::tempdir().expect("home");
+
+    // `edgefn login`, into a folder that does not exist yet.
+    let creds = home.path().join("config").join("edgefn").join("login.json");
+    let creds_env = creds.to_str().expect("utf8");
+    ok(&edgefn_env(
+        project.path(),
+        &["login", "--cloud", &cloud.url, "--token", &cloud.admin],
+        &[("EDGEFN_CONFIG", creds_env)],
+    ));
+    assert_eq!(mode(&creds), 0o600, "credentials");
+    assert_eq!(mode(creds.parent().expect("folder")), 0o700, "their folder");
+    // Logging in again over a file someone made readable makes it private again.
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    ok(&edgefn_env(
+        project.path(),
+        &["login", "--cloud", &cloud.url, "--token", &cloud.admin],
+        &[("EDGEFN_CONFIG", creds_env)],
+    ));
+    assert_eq!(mode(&creds), 0o600, "credentials, replaced");
+
+    // `edgefn device add --out --force` over a readable file.
+    let out = home.path().join("gw-01.yaml");
+    std::fs::write(&out, "old\n").expect("write");
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    ok(&cli(
+        project.path(),
+        &cloud,
+        &[
+            "device",
+            "add",
+            "gw-01",
+            "--force",
+            "--out",
+            out.to_str().expect("utf8"),
+        ],
+    ));
+    assert!(
+        std::fs::read_to_string(&out)
+            .expect("read")
+            .contains("token: ")
+    );
+    assert_eq!(mode(&out), 0o600, "agent configuration");
+    // Nothing else (no temporary file) was left beside it.
+    let names: Vec<String> = std::fs::read_dir(home.path())
+        .expect("list")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}

@@ -80,6 +80,16 @@ fn edgefn_dev_runs_the_quickstart_answers_publish_and_hot_updates() {
         "{out}"
     );
     dev.wait_for(20, "[gw-01] collector: collector started");
+    // The session file names the admin token: the owner's alone, and so is its folder.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        let state = dir.join(".edgefn").join("dev");
+        assert_eq!(mode(&state.join("session.json")), 0o600, "session file");
+        assert_eq!(mode(&state.join("admin.token")), 0o600, "admin token");
+        assert_eq!(mode(&state), 0o700, "the session's folder");
+    }
 
     // Another terminal in the project: subscribe, then publish; the function answers upstream.
     let sub = Background::start(

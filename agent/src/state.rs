@@ -3,7 +3,6 @@
 //! a restart). Written whole, atomically.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -43,11 +42,7 @@ impl AgentState {
 
     /// Writes the state: temporary file, fsync, rename, fsync of the folder.
     pub fn save(&self, data: &Path) -> std::io::Result<()> {
-        let tmp = data.join(format!("state.json.tmp-{}", std::process::id()));
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(self).expect("state serializes"))?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path(data))?;
-        std::fs::File::open(data)?.sync_all()
+        let bytes = serde_json::to_vec_pretty(self).expect("state serializes");
+        edgefn_os::file::write_atomic(&path(data), &bytes, edgefn_os::file::PUBLIC)
     }
 }

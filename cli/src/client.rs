@@ -69,17 +69,11 @@ pub fn save(creds: &Credentials) -> Result<PathBuf, CliError> {
         message: "no place to save credentials: neither XDG_CONFIG_HOME nor HOME is set".into(),
         help: "set EDGEFN_CONFIG to a file path".into(),
     })?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(CliError::io("create", dir))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::project::create_private_folder(dir)?;
     }
     let text = serde_json::to_string_pretty(creds).expect("credentials serialize");
-    crate::project::write_atomic(&path, text.as_bytes())?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-            .map_err(CliError::io("protect", &path))?;
-    }
+    crate::project::write_secret(&path, text.as_bytes())?;
     Ok(path)
 }
 

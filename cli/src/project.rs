@@ -1,7 +1,6 @@
 //! The user's project on disk: finding `edgefn.yaml`, reading it, and writing files safely.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use edgefn_schema::{EntryKind, ProjectFiles, Source};
@@ -115,31 +114,24 @@ impl ProjectFiles for FsFiles {
     }
 }
 
-/// Writes `contents` to `path` atomically: a temporary file in the same folder, fsync, rename.
-/// A crash leaves the old file or the new one, never half of one.
+/// Writes `contents` to `path` atomically ([`edgefn_os::file::write_atomic`]): a crash leaves
+/// the old file or the new one, never half of one. An existing file keeps its permissions; a new
+/// one is created `0644` (before the umask). Files holding a secret use [`write_secret`].
 pub fn write_atomic(path: &Path, contents: &[u8]) -> CliResult<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.edgefn-tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(contents)?;
-        f.sync_all()?;
-        if let Ok(meta) = fs::metadata(path) {
-            fs::set_permissions(&tmp, meta.permissions())?;
-        }
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(CliError::io("write", path))
+    edgefn_os::file::write_atomic_keeping_mode(path, contents, edgefn_os::file::PUBLIC)
+        .map_err(CliError::io("write", path))
+}
+
+/// Writes a file that holds a secret (a token): atomically, and created with mode `0600`, so it
+/// is never readable by others, not even for a moment; a file it replaces becomes `0600` too.
+pub fn write_secret(path: &Path, contents: &[u8]) -> CliResult<()> {
+    edgefn_os::file::write_atomic(path, contents, edgefn_os::file::PRIVATE)
+        .map_err(CliError::io("write", path))
+}
+
+/// Creates a folder that holds secrets (and its missing parents) with mode `0700`.
+pub fn create_private_folder(dir: &Path) -> CliResult<()> {
+    edgefn_os::file::create_folder(dir, 0o700).map_err(CliError::io("create the folder", dir))
 }
 
 /// A file to create, and whether it should be executable.
@@ -192,14 +184,13 @@ pub fn create_files(base: &Path, files: &[NewFile], force: bool, hint: &str) -> 
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(CliError::io("create the folder", parent))?;
         }
-        write_atomic(&path, f.contents.as_bytes())?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = if f.executable { 0o755 } else { 0o644 };
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode))
-                .map_err(CliError::io("set the permissions of", &path))?;
-        }
+        let mode = if f.executable {
+            0o755
+        } else {
+            edgefn_os::file::PUBLIC
+        };
+        edgefn_os::file::write_atomic(&path, f.contents.as_bytes(), mode)
+            .map_err(CliError::io("write", &path))?;
     }
     Ok(())
 }

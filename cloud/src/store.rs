@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use edgefn_schema::api::{DeviceInfo, Provenance, Revision, RevisionSummary, StatusReport};
@@ -222,18 +221,7 @@ impl Store for LocalStore {
         if path.is_file() {
             return Ok(false);
         }
-        let tmp = self
-            .bundles
-            .join(format!(".tmp-{digest}-{}", std::process::id()));
-        let write = || -> std::io::Result<()> {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(bytes)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            fs::File::open(&self.bundles)?.sync_all()
-        };
-        write().map_err(|e| {
-            let _ = fs::remove_file(&tmp);
+        edgefn_os::file::write_atomic(&path, bytes, edgefn_os::file::PUBLIC).map_err(|e| {
             StoreError::Io {
                 action: "write bundle",
                 path: path.clone(),

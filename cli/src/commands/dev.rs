@@ -195,7 +195,8 @@ pub fn run(args: &DevArgs) -> CliResult {
         args.devices.clone()
     };
     let state = project.root.join(STATE_DIR);
-    std::fs::create_dir_all(&state).map_err(CliError::io("create", &state))?;
+    // It holds the admin token (and the session file that names it): the owner's alone.
+    project::create_private_folder(&state)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -241,7 +242,7 @@ pub fn run(args: &DevArgs) -> CliResult {
     let session = state.join("session.json");
     let session_json =
         serde_json::json!({"cloud": cloud_url, "token": admin, "pid": std::process::id()});
-    project::write_atomic(&session, session_json.to_string().as_bytes())?;
+    project::write_secret(&session, session_json.to_string().as_bytes())?;
 
     // Ctrl-C (or SIGTERM) ends the session.
     let interrupted = Arc::new(AtomicBool::new(false));

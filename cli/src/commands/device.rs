@@ -118,13 +118,7 @@ fn add(args: &DeviceAddArgs) -> CliResult {
         );
     }
     config.push_str("# data: /var/lib/edgefn-agent   # where releases and state live\n# sandbox: auto                 # container, process or auto\n# localMqtt: 127.0.0.1:1883     # the local MQTT listener for programs on the device, or none\n");
-    project::write_atomic(&args.out, config.as_bytes())?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&args.out, std::fs::Permissions::from_mode(0o600))
-            .map_err(CliError::io("protect", &args.out))?;
-    }
+    project::write_secret(&args.out, config.as_bytes())?;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,

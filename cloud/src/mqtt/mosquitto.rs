@@ -4,8 +4,7 @@
 //! A device's hash is computed when it registers (the only time the cloud sees its token) and
 //! stored with the device record; `passwd` is rewritten from the registry on every change.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -71,11 +70,7 @@ pub fn passwd(users: &[(String, String)]) -> String {
 pub fn write(dir: &Path, users: &[(String, String)]) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     write_atomic(&dir.join("passwd"), passwd(users).as_bytes(), 0o640)?;
-    write_atomic(&dir.join("acl"), acl().as_bytes(), 0o644)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    write_atomic(&dir.join("acl"), acl().as_bytes(), 0o644)
 }
 
 /// Sends SIGHUP to the pid written in `pid_file`.
@@ -101,21 +96,8 @@ pub fn reload(pid_file: &Path) -> Result<(), String> {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
-    let tmp: PathBuf = path.with_extension(format!("tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, mode);
-        let mut f = opts.open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("write {}: {e}", path.display())
-    })
+    edgefn_os::file::write_atomic(path, bytes, mode)
+        .map_err(|e| format!("write {}: {e}", path.display()))
 }
 
 #[cfg(test)]
