@@ -717,3 +717,40 @@ fn a_release_whose_daemon_exits_at_once_rolls_back_by_itself() {
         fleet.converged() && version_of(&agent, 2) == "3"
     });
 }
+
+/// A revision that does not change a device's desired state is not re-sent to it, and the
+/// device, already running what that revision asks of it, shows as running it.
+#[test]
+fn a_revision_that_leaves_a_device_unchanged_shows_it_running_that_revision() {
+    let fleet = Fleet::new();
+    fleet.apply(1, 0);
+    let data = tempfile::tempdir().expect("agent data");
+    let _agent = AgentProc::start(&fleet.agent_config, data.path(), &[]);
+    wait_until(30, "revision 1 runs", || fleet.converged());
+    let digest = fleet.desired_digest();
+
+    // Revision 2 adds another device: nothing changes for dev-a.
+    let path = fleet.project.path().join("edgefn.yaml");
+    let text = manifest(1, &fleet.out).replace("  dev-a: {}\n", "  dev-a: {}\n  dev-b: {}\n");
+    std::fs::write(&path, text).expect("write");
+    git(fleet.project.path(), &["commit", "-qam", "add dev-b"]);
+    ok(&fleet.cli(&["apply"]));
+    assert_eq!(
+        fleet.desired_digest(),
+        digest,
+        "dev-a's desired state is unchanged"
+    );
+    assert!(fleet.converged());
+    let status = ok(&fleet.cli(&["status"]));
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("dev-a "))
+        .unwrap_or_else(|| panic!("no dev-a line:\n{status}"));
+    let columns: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        columns[1..3],
+        ["2", "2"],
+        "desired and running revision:\n{status}"
+    );
+    assert!(line.contains("converged"), "{status}");
+}

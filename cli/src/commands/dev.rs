@@ -144,7 +144,7 @@ fn follow(client: &Client, devices: &[String], started: Instant, stop: &AtomicBo
                     say(format!(
                         "  {} runs revision {} ({} ms after the change)",
                         d.name,
-                        r.running_revision.unwrap_or(0),
+                        super::fleet::running_revision(d, status.revision).unwrap_or(0),
                         started.elapsed().as_millis()
                     ));
                     done.push(d.name.clone());

@@ -3,7 +3,9 @@
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use edgefn_schema::api::{ApplyResponse, FleetStatus, RevisionSummary, RollbackRequest};
+use edgefn_schema::api::{
+    ApplyResponse, DeviceStatus, FleetStatus, RevisionSummary, RollbackRequest,
+};
 
 use crate::args::{HistoryArgs, Output, RollbackArgs, StatusArgs};
 use crate::client::Client;
@@ -28,6 +30,17 @@ fn json_out<T: serde::Serialize>(v: &T) {
         "{}",
         serde_json::to_string_pretty(v).expect("json")
     );
+}
+
+/// The revision a device runs, as a user reads it: a converged device runs what the latest
+/// revision asks of it, even when it took that desired state at an older revision (one that
+/// did not change it is not re-sent); otherwise the revision it reported.
+pub(crate) fn running_revision(d: &DeviceStatus, latest: u64) -> Option<u64> {
+    if d.converged {
+        Some(latest)
+    } else {
+        d.report.as_ref().and_then(|r| r.running_revision)
+    }
 }
 
 /// `edgefn status [DEVICE]`.
@@ -55,11 +68,7 @@ pub fn status(args: &StatusArgs) -> CliResult {
         "DEVICE", "DESIRED", "RUNNING", "STATE", "SEEN"
     );
     for d in &fleet.devices {
-        let running = d
-            .report
-            .as_ref()
-            .and_then(|r| r.running_revision)
-            .map_or("-".to_owned(), |r| r.to_string());
+        let running = running_revision(d, fleet.revision).map_or("-".to_owned(), |r| r.to_string());
         let state = match (&d.report, d.registered) {
             (_, false) => "unregistered".to_owned(),
             (None, true) => "never seen".to_owned(),
@@ -80,10 +89,14 @@ pub fn status(args: &StatusArgs) -> CliResult {
             .and_then(|r| r.message.clone())
             .unwrap_or_default();
         if d.converged {
-            message = if message.is_empty() {
-                "converged".into()
-            } else {
-                message
+            let took = d.report.as_ref().and_then(|r| r.running_revision);
+            message = match took {
+                // The agent's own words name the revision it took the state at.
+                Some(r) if r < fleet.revision => {
+                    format!("converged (its desired state is unchanged since revision {r})")
+                }
+                _ if message.is_empty() => "converged".into(),
+                _ => message,
             };
         }
         let _ = writeln!(
