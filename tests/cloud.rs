@@ -970,3 +970,68 @@ fn files_holding_a_token_are_private() {
         .collect();
     assert_eq!(names.len(), 2, "{names:?}");
 }
+
+/// `edgefn publish` to a device where no route brings the topic down still sends it, but says
+/// that nothing there will see it, and which route would bring it down.
+#[test]
+fn publishing_a_topic_no_route_brings_down_warns_with_the_route_that_would() {
+    let data = tempfile::tempdir().expect("data");
+    let (cloud, _) = Cloud::start_with(data.path(), &["--mqtt-listen", "127.0.0.1:0"]);
+    let project = quickstart_repo();
+    ok(&cli(project.path(), &cloud, &["apply"]));
+
+    // The quickstart brings `cloud:commands/#` down: no warning.
+    let out = cli(
+        project.path(),
+        &cloud,
+        &["publish", "gw-02", "commands/greet", "{\"name\": \"Ada\"}"],
+    );
+    assert!(ok(&out).contains("sent `commands/greet` to 1 device: gw-02"));
+    assert!(
+        !text(&out.stderr).contains("warning"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Nothing brings `sensors/...` down.
+    let out = cli(
+        project.path(),
+        &cloud,
+        &["publish", "gw-02", "sensors/l1/temperature", "42"],
+    );
+    ok(&out);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("warning: no route brings `sensors/l1/temperature` down on gw-02")
+            && err.contains(r#"from: "cloud:sensors/#", to: local"#),
+        "{err}"
+    );
+    // The same for a label selector, naming every device; and in the API's answer.
+    let out = cli(
+        project.path(),
+        &cloud,
+        &[
+            "publish",
+            "--label",
+            "role=gateway",
+            "sensors/l1/temperature",
+            "42",
+        ],
+    );
+    ok(&out);
+    assert!(
+        text(&out.stderr).contains("down on gw-01, gw-02: the agents drop it"),
+        "{}",
+        text(&out.stderr)
+    );
+    let r = http(
+        &cloud.addr(),
+        "POST",
+        "/v1/publish",
+        Some(&cloud.admin),
+        &[("Content-Type", "application/json")],
+        br#"{"devices": ["gw-01"], "topic": "alerts/x", "payload": 1}"#,
+    );
+    assert_eq!(r.status, 200, "{}", text(&r.body));
+    assert_eq!(r.json()["unrouted"], serde_json::json!(["gw-01"]));
+}

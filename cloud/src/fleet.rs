@@ -19,6 +19,19 @@ pub struct DeviceDesired {
     pub body: axum::body::Bytes,
     /// Bundles the device may download.
     pub bundles: HashSet<String>,
+    /// Filters of the routes that bring messages from the cloud down to its bus
+    /// (`from: "cloud:FILTER"`, `to: local`): the agent drops anything else sent down.
+    pub down_filters: Vec<String>,
+}
+
+impl DeviceDesired {
+    /// Whether a message sent down on `topic` reaches the device's bus (a route brings it
+    /// down), by the rule the agent applies.
+    pub fn brings_down(&self, topic: &str) -> bool {
+        self.down_filters
+            .iter()
+            .any(|f| edgefn_schema::topic::matches(f, topic))
+    }
 }
 
 /// The fleet under one revision.
@@ -40,6 +53,12 @@ fn desired(revision: u64, state: DesiredState) -> Arc<DeviceDesired> {
         .values()
         .filter_map(|f| f.bundle.clone())
         .collect();
+    let down_filters = state
+        .routes
+        .iter()
+        .filter(|r| r.to == edgefn_schema::RouteTarget::Local)
+        .map(|r| r.filter.clone())
+        .collect();
     let digest = state.digest();
     let body = serde_json::to_vec(&DesiredResponse {
         revision,
@@ -51,6 +70,7 @@ fn desired(revision: u64, state: DesiredState) -> Arc<DeviceDesired> {
         digest,
         body: body.into(),
         bundles,
+        down_filters,
     })
 }
 

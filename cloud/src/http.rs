@@ -152,7 +152,8 @@ impl AppState {
             .clone())
     }
 
-    fn view(&self) -> Arc<FleetView> {
+    /// The fleet under the latest revision.
+    pub(crate) fn view(&self) -> Arc<FleetView> {
         self.fleet.borrow().clone()
     }
 

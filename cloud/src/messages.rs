@@ -126,6 +126,11 @@ pub struct PublishResponse {
     pub devices: Vec<String>,
     /// The device-local topic.
     pub topic: String,
+    /// Those of `devices` where no route of their desired state brings `topic` down to the
+    /// device's bus (`from: "cloud:FILTER"`, `to: local`): their agents drop the message, so
+    /// nothing there sees it. Empty when every device routes it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unrouted: Vec<String>,
 }
 
 fn messaging(state: &AppState) -> Result<&Arc<Messaging>, ApiError> {
@@ -233,6 +238,12 @@ pub async fn publish(
             ));
         }
     };
+    let view = state.view();
+    let unrouted: Vec<String> = devices
+        .iter()
+        .filter(|d| !view.desired_for(d).brings_down(&req.topic))
+        .cloned()
+        .collect();
     if let Some(broker) = &m.broker {
         // The embedded broker: straight in, each message stored for a device with a
         // persistent session before this answers.
@@ -255,6 +266,7 @@ pub async fn publish(
         return Ok(Json(PublishResponse {
             devices,
             topic: req.topic,
+            unrouted,
         }));
     }
     if !m.hub.wait_ready(PUBLISH_WAIT).await {
@@ -275,6 +287,7 @@ pub async fn publish(
     Ok(Json(PublishResponse {
         devices,
         topic: req.topic,
+        unrouted,
     }))
 }
 

@@ -94,7 +94,29 @@ pub fn publish(args: &PublishArgs) -> CliResult {
         if devices.len() == 1 { "" } else { "s" },
         devices.join(", ")
     );
+    let unrouted: Vec<&str> = answer["unrouted"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|d| d.as_str()).collect())
+        .unwrap_or_default();
+    if !unrouted.is_empty() {
+        eprintln!(
+            "warning: no route brings `{topic}` down on {}: the agent{} drop{} it, so nothing there will see it\n  help: add a route to edgefn.yaml and apply it, e.g. `- {{ from: \"cloud:{}\", to: local }}`",
+            unrouted.join(", "),
+            if unrouted.len() == 1 { "" } else { "s" },
+            if unrouted.len() == 1 { "s" } else { "" },
+            route_for(topic)
+        );
+    }
     Ok(Outcome::Success)
+}
+
+/// A route filter that would bring `topic` down: its first level and everything under it
+/// (`sensors/l1/temperature` → `sensors/#`), or the topic itself when it has one level.
+fn route_for(topic: &str) -> String {
+    match topic.split_once('/') {
+        Some((first, _)) => format!("{first}/#"),
+        None => topic.to_owned(),
+    }
 }
 
 /// Query-string encoding of one value.
