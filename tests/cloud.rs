@@ -1035,3 +1035,44 @@ fn publishing_a_topic_no_route_brings_down_warns_with_the_route_that_would() {
     assert_eq!(r.status, 200, "{}", text(&r.body));
     assert_eq!(r.json()["unrouted"], serde_json::json!(["gw-01"]));
 }
+
+/// The exit codes are those of the README's table: 0, 1, 2 (`diff`: changes) and 64 (usage),
+/// so `edgefn diff || [ $? -eq 2 ]` passes on changes and fails on a typo.
+#[test]
+fn exit_codes_are_the_documented_ones() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("readme");
+    let documented: Vec<i32> = readme
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("| "))
+        .filter_map(|l| l.split(" |").next()?.trim().parse().ok())
+        .collect();
+    assert_eq!(documented, [0, 1, 2, 64], "the README's exit-code table");
+
+    let data = tempfile::tempdir().expect("data");
+    let cloud = Cloud::start(data.path());
+    let project = quickstart_repo();
+    let code = |args: &[&str]| cli(project.path(), &cloud, args).status.code();
+    assert_eq!(code(&["validate"]), Some(0));
+    assert_eq!(code(&["--help"]), Some(0));
+    assert_eq!(code(&["diff"]), Some(2), "changes: nothing applied yet");
+    for typo in [
+        &["diff", "--nope"][..],
+        &["dif"],
+        &["device", "add"],
+        &["status", "--output", "yaml"],
+    ] {
+        let out = cli(project.path(), &cloud, typo);
+        assert_eq!(
+            out.status.code(),
+            Some(64),
+            "{typo:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(text(&out.stderr).contains("error"), "{}", text(&out.stderr));
+    }
+    ok(&cli(project.path(), &cloud, &["apply"]));
+    assert_eq!(code(&["diff"]), Some(0), "no changes");
+    std::fs::write(project.path().join("edgefn.yaml"), "apiVersion: nope\n").expect("write");
+    assert_eq!(code(&["validate"]), Some(1));
+    assert_eq!(code(&["diff"]), Some(1), "an invalid manifest is a failure");
+}

@@ -63,7 +63,9 @@ pub enum Command {
     )]
     Apply(ApplyArgs),
     /// Show what applying would change on each device (exit 0: none, 2: changes, 1: error)
-    #[command(after_help = "Example:\n  edgefn diff\n  edgefn diff || [ $? -eq 2 ]")]
+    #[command(
+        after_help = "Example:\n  edgefn diff\n  edgefn diff || [ $? -eq 2 ]\n\nExit codes: 0 no changes, 2 changes, 1 failure, 64 usage error."
+    )]
     Diff(DiffArgs),
     /// Show the fleet: desired and running revision, state and errors of each device
     #[command(after_help = "Example:\n  edgefn status\n  edgefn status gw-01 --output json")]

@@ -75,6 +75,17 @@ impl CliError {
     }
 }
 
+/// The exit code of a command line that does not parse (unknown command or flag, missing
+/// argument): `EX_USAGE` from BSD's `sysexits.h`, distinct from every code a command returns.
+///
+/// | code | meaning |
+/// |---|---|
+/// | 0 | success |
+/// | 1 | failure: invalid input, failed tests, a refused or failed apply, an unreachable control plane |
+/// | 2 | `edgefn diff` only: there are changes |
+/// | 64 | usage error: the command line itself is wrong |
+pub const USAGE_EXIT_CODE: u8 = 64;
+
 /// How a command ended, when it did not fail outright.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
