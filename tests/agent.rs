@@ -754,3 +754,74 @@ fn a_revision_that_leaves_a_device_unchanged_shows_it_running_that_revision() {
     );
     assert!(line.contains("converged"), "{status}");
 }
+
+/// `apply --wait` shows one line per device when it changes (never the same line twice), and on
+/// a timeout or a failure names each device and what it last said.
+#[test]
+fn apply_wait_shows_what_each_device_does_and_why_it_did_not_converge() {
+    let fleet = Fleet::new();
+    let lines_of = |out: &std::process::Output| -> Vec<String> {
+        text(&out.stderr).lines().map(str::to_owned).collect()
+    };
+    let no_repeats = |lines: &[String]| {
+        for (i, l) in lines.iter().enumerate() {
+            assert!(
+                !lines[..i].contains(l),
+                "line repeated: {l}\n{}",
+                lines.join("\n")
+            );
+        }
+    };
+    // No agent runs: a timeout that says why.
+    let out = fleet.cli(&["apply", "--wait", "--timeout", "3s"]);
+    assert_eq!(out.status.code(), Some(1));
+    let lines = lines_of(&out);
+    no_repeats(&lines);
+    let err = lines.join("\n");
+    assert!(
+        err.contains("timed out after 3s: 1 of 1 devices have not converged")
+            && err.contains("  dev-a: never seen (is its agent running and online?)"),
+        "{err}"
+    );
+
+    // With its agent, the device converges and says so, once.
+    let data = tempfile::tempdir().expect("agent data");
+    let _agent = AgentProc::start(&fleet.agent_config, data.path(), &[]);
+    wait_until(30, "revision 1 runs", || fleet.converged());
+    std::fs::write(
+        fleet.project.path().join("edgefn.yaml"),
+        manifest(2, &fleet.out),
+    )
+    .expect("write");
+    git(fleet.project.path(), &["commit", "-qam", "v2"]);
+    let out = fleet.cli(&["apply", "--wait", "--timeout", "60s"]);
+    let lines = lines_of(&out);
+    assert!(out.status.success(), "{}", lines.join("\n"));
+    no_repeats(&lines);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "dev-a: converged, runs revision 2"),
+        "{}",
+        lines.join("\n")
+    );
+
+    // A release whose daemon exits: the failure names the device and the reason.
+    write_daemon(
+        fleet.project.path(),
+        "#!/bin/sh\necho 'no sensor' >&2\nexit 3\n",
+    );
+    git(fleet.project.path(), &["add", "-A"]);
+    git(fleet.project.path(), &["commit", "-qm", "v3"]);
+    let out = fleet.cli(&["apply", "--wait", "--timeout", "60s"]);
+    assert_eq!(out.status.code(), Some(1));
+    let lines = lines_of(&out);
+    no_repeats(&lines);
+    let err = lines.join("\n");
+    assert!(
+        err.contains("1 of 1 devices failed to run revision 3: dev-a")
+            && err.contains("dev-a: rolled_back")
+            && err.contains("daemon"),
+        "{err}"
+    );
+}

@@ -5,8 +5,8 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use edgefn_schema::api::{
-    ApplyResponse, DeviceState, FleetStatus, MissingBundlesRequest, MissingBundlesResponse,
-    NewRevision, RevisionSummary,
+    ApplyResponse, DeviceState, DeviceStatus, FleetStatus, MissingBundlesRequest,
+    MissingBundlesResponse, NewRevision, RevisionSummary,
 };
 
 use crate::args::{ApplyArgs, Output};
@@ -199,22 +199,141 @@ pub fn run(args: &ApplyArgs) -> CliResult {
     Ok(outcome)
 }
 
+/// One device's progress, as a line: its state and what it says, what its functions report
+/// when they fail, and (with `seen`) when it last reported.
+fn progress_line(d: &DeviceStatus, revision: u64, seen: bool) -> String {
+    let Some(r) = &d.report else {
+        return format!("{}: never seen (is its agent running and online?)", d.name);
+    };
+    let seen = d
+        .last_seen_ms
+        .filter(|_| seen)
+        .map(|ms| format!(" (reported {})", super::fleet::ago(ms)))
+        .unwrap_or_default();
+    if d.converged {
+        return format!("{}: converged, runs revision {revision}", d.name);
+    }
+    let state = serde_json::to_value(r.state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let mut line = format!("{}: {state}", d.name);
+    if let Some(m) = r.message.as_deref().filter(|m| !m.is_empty()) {
+        line.push_str(": ");
+        line.push_str(m);
+    }
+    let failing: Vec<String> = r
+        .functions
+        .iter()
+        .filter(|f| f.last_error.is_some() || f.restarts > 0)
+        .map(|f| {
+            format!(
+                "{} {} ({} restarts{})",
+                f.binding,
+                f.state,
+                f.restarts,
+                f.last_error
+                    .as_deref()
+                    .map(|e| format!(", last error: {e}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    if !failing.is_empty() {
+        line.push_str("; ");
+        line.push_str(&failing.join("; "));
+    }
+    line.push_str(&seen);
+    line
+}
+
+/// Whether a device's report says the update to its desired state failed.
+fn has_failed(d: &DeviceStatus) -> bool {
+    d.report.as_ref().is_some_and(|r| {
+        matches!(r.state, DeviceState::Failed | DeviceState::RolledBack)
+            && r.target_digest.as_deref() == Some(d.desired_digest.as_str())
+    })
+}
+
+/// Where the rollout's progress goes: one live line per device on a terminal; elsewhere a plain
+/// line each time a device's line changes (never the same line twice).
+enum Progress {
+    Live(
+        indicatif::MultiProgress,
+        Vec<(String, indicatif::ProgressBar)>,
+    ),
+    Plain(std::collections::HashMap<String, String>),
+    Quiet,
+}
+
+impl Progress {
+    fn new(output: Output) -> Self {
+        match output {
+            Output::Text if std::io::stderr().is_terminal() => {
+                Progress::Live(indicatif::MultiProgress::new(), Vec::new())
+            }
+            Output::Text => Progress::Plain(Default::default()),
+            Output::Json => Progress::Quiet,
+        }
+    }
+
+    /// Shows a device's line; `d` and `revision` make it.
+    fn show(&mut self, d: &DeviceStatus, revision: u64) {
+        let name = d.name.as_str();
+        match self {
+            Progress::Live(multi, bars) => {
+                let bar = match bars.iter().find(|(n, _)| n == name) {
+                    Some((_, b)) => b.clone(),
+                    None => {
+                        let b = multi.add(indicatif::ProgressBar::new_spinner());
+                        b.set_style(
+                            indicatif::ProgressStyle::with_template("{spinner} {wide_msg}")
+                                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                        );
+                        b.enable_steady_tick(Duration::from_millis(120));
+                        bars.push((name.to_owned(), b.clone()));
+                        b
+                    }
+                };
+                bar.set_message(progress_line(d, revision, true));
+            }
+            Progress::Plain(last) => {
+                // Without the time since its report, which changes at every poll.
+                let line = progress_line(d, revision, false);
+                if last.get(name) != Some(&line) {
+                    eprintln!("{line}");
+                    last.insert(name.to_owned(), line);
+                }
+            }
+            Progress::Quiet => {}
+        }
+    }
+
+    /// Ends the live display, leaving each device's last line on the screen.
+    fn finish(&mut self) {
+        if let Progress::Live(_, bars) = self {
+            for (_, b) in bars.iter() {
+                b.finish();
+            }
+        }
+    }
+}
+
 /// Follows the rollout until every registered device of the manifest runs its desired state;
-/// fails when a device reports that the update failed or rolled back, or at the deadline.
+/// fails when a device reports that the update failed or rolled back, or at the deadline, naming
+/// each device that did not converge and what it last said.
 #[allow(clippy::disallowed_methods)] // A synchronous command polling between requests.
 pub fn wait_for_rollout(client: &Client, timeout: Duration, output: Output) -> CliResult {
     let deadline = Instant::now() + timeout;
-    let mut bar: Option<indicatif::ProgressBar> = None;
-    let mut warned = false;
+    let mut progress: Option<Progress> = None;
     loop {
         let status: FleetStatus = client.get("/v1/status")?;
-        let targets: Vec<_> = status
+        let targets: Vec<&DeviceStatus> = status
             .devices
             .iter()
             .filter(|d| d.in_manifest && d.registered)
             .collect();
-        if !warned {
-            warned = true;
+        let progress = progress.get_or_insert_with(|| {
             for d in status
                 .devices
                 .iter()
@@ -228,53 +347,29 @@ pub fn wait_for_rollout(client: &Client, timeout: Duration, output: Output) -> C
                     ),
                 );
             }
-            if output == Output::Text && std::io::stderr().is_terminal() {
-                let b = indicatif::ProgressBar::new(targets.len() as u64);
-                b.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "rolling out {bar:30} {pos}/{len} devices converged {msg}",
-                    )
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                );
-                bar = Some(b);
-            }
+            Progress::new(output)
+        });
+        for d in &targets {
+            progress.show(d, status.revision);
         }
         let converged = targets.iter().filter(|d| d.converged).count();
-        let failed: Vec<_> = targets
-            .iter()
-            .filter(|d| {
-                d.report.as_ref().is_some_and(|r| {
-                    matches!(r.state, DeviceState::Failed | DeviceState::RolledBack)
-                        && r.target_digest.as_deref() == Some(d.desired_digest.as_str())
-                })
-            })
-            .collect();
-        if let Some(b) = &bar {
-            b.set_position(converged as u64);
-        }
+        let failed: Vec<&&DeviceStatus> = targets.iter().filter(|d| has_failed(d)).collect();
         if !failed.is_empty() {
-            if let Some(b) = &bar {
-                b.abandon();
-            }
-            for d in &failed {
-                let r = d.report.as_ref().expect("filtered on a report");
-                eprintln!(
-                    "{}: {:?}: {}",
-                    d.name,
-                    r.state,
-                    r.message.as_deref().unwrap_or("no reason given")
-                );
-            }
+            progress.finish();
             return Err(CliError::Cloud {
-                message: format!("{} device(s) failed to run revision {}", failed.len(), status.revision),
-                help: "see `edgefn status` for details; `edgefn rollback` returns to the previous revision".into(),
+                message: format!(
+                    "{} of {} devices failed to run revision {}: {}",
+                    failed.len(),
+                    targets.len(),
+                    status.revision,
+                    failed.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+                help: "see what each device said above, or `edgefn status DEVICE`; `edgefn rollback` returns to the previous revision".into(),
                 api_code: None,
             });
         }
         if converged == targets.len() {
-            if let Some(b) = &bar {
-                b.finish_and_clear();
-            }
+            progress.finish();
             say(
                 output,
                 &format!(
@@ -286,22 +381,23 @@ pub fn wait_for_rollout(client: &Client, timeout: Duration, output: Output) -> C
             return Ok(Outcome::Success);
         }
         if Instant::now() >= deadline {
-            if let Some(b) = &bar {
-                b.abandon();
-            }
-            let pending: Vec<&str> = targets
+            progress.finish();
+            let pending: Vec<String> = targets
                 .iter()
                 .filter(|d| !d.converged)
-                .map(|d| d.name.as_str())
+                .map(|d| format!("\n  {}", progress_line(d, status.revision, true)))
                 .collect();
             return Err(CliError::Cloud {
-                message: format!("timed out: {} of {} devices have not converged: {}", pending.len(), targets.len(), pending.join(", ")),
-                help: "check that their agents are running and online (`edgefn status`), or wait longer with --timeout".into(),
+                message: format!(
+                    "timed out after {}s: {} of {} devices have not converged:{}",
+                    timeout.as_secs(),
+                    pending.len(),
+                    targets.len(),
+                    pending.concat()
+                ),
+                help: "a device never seen or not reporting for long is offline or its agent is not running; otherwise wait longer with --timeout".into(),
                 api_code: None,
             });
-        }
-        if bar.is_none() && output == Output::Text {
-            eprintln!("waiting: {converged}/{} devices converged", targets.len());
         }
         std::thread::sleep(Duration::from_millis(500));
     }

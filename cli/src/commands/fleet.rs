@@ -11,7 +11,8 @@ use crate::args::{HistoryArgs, Output, RollbackArgs, StatusArgs};
 use crate::client::Client;
 use crate::error::{CliError, CliResult, Outcome};
 
-fn ago(ms: u64) -> String {
+/// How long ago `ms` (milliseconds since the epoch) was, in the largest whole unit: `42s ago`.
+pub(crate) fn ago(ms: u64) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
