@@ -1076,3 +1076,54 @@ fn exit_codes_are_the_documented_ones() {
     assert_eq!(code(&["validate"]), Some(1));
     assert_eq!(code(&["diff"]), Some(1), "an invalid manifest is a failure");
 }
+
+/// `edgefn diff` says what changes in each changed function, per device: the bundle's digests,
+/// and each key of the function or its bindings (env, triggers, limits) that differs; and which
+/// routes come and go.
+#[test]
+fn diff_shows_what_changes_in_each_function() {
+    let data = tempfile::tempdir().expect("data");
+    let cloud = Cloud::start(data.path());
+    let project = quickstart_repo();
+    let dir = project.path();
+    ok(&cli(dir, &cloud, &["apply"]));
+    let path = dir.join("edgefn.yaml");
+    let manifest = std::fs::read_to_string(&path).expect("read");
+    let manifest = manifest
+        .replace("THRESHOLD: \"40\"", "THRESHOLD: \"45\"")
+        .replace(
+            "triggers: [ { topic: \"commands/greet\" } ]",
+            "triggers: [ { topic: \"commands/hello\" } ]",
+        )
+        .replace("    memory: 96Mi\n", "    memory: 128Mi\n")
+        .replace(
+            "  - { from: \"cloud:commands/#\", to: local }",
+            "  - { from: \"cloud:commands/#\", to: local }\n  - { from: \"status/#\", to: cloud }",
+        );
+    std::fs::write(&path, manifest).expect("write");
+    std::fs::write(
+        dir.join("functions/greeter/index.js"),
+        "exports.handler = async () => 1;\n",
+    )
+    .expect("write");
+    git(dir, &["commit", "-qam", "tune"]);
+    let out = cli(dir, &cloud, &["diff"]);
+    assert_eq!(out.status.code(), Some(2));
+    let diff = text(&out.stdout);
+    for want in [
+        "  ~ temp-filter\n      binding temp-filter: env.THRESHOLD: \"40\" → \"45\"",
+        "binding greeter: triggers: [\"commands/greet\"] → [\"commands/hello\"]",
+        "binding greeter: memoryBytes: 100663296 → 134217728",
+        "  + route status/# → cloud",
+    ] {
+        assert!(diff.contains(want), "missing {want:?} in:\n{diff}");
+    }
+    let bundle_line = diff
+        .lines()
+        .find(|l| l.trim_start().starts_with("bundle "))
+        .unwrap_or_else(|| panic!("no bundle line:\n{diff}"));
+    let digests: Vec<&str> = bundle_line.split_whitespace().collect();
+    assert_eq!(digests.len(), 4, "{bundle_line}");
+    assert_ne!(digests[1], digests[3]);
+    assert_eq!(digests[1].len(), 12);
+}

@@ -19,17 +19,31 @@ use crate::project::Project;
 pub struct DeviceDiff {
     /// Functions newly run there.
     pub added: Vec<String>,
-    /// Functions whose code, runtime, handler or binding settings change.
-    pub changed: Vec<String>,
+    /// Functions whose code, runtime, handler or binding settings change, each with what
+    /// changes.
+    pub changed: Vec<FunctionChange>,
     /// Functions no longer run there.
     pub removed: Vec<String>,
-    /// Routes differ.
-    pub routes: bool,
+    /// Routes added (`+ ...`) and removed (`- ...`), as `FILTER → TARGET`.
+    pub routes: Vec<String>,
+}
+
+/// One function that changes on a device, and how.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct FunctionChange {
+    /// Function name.
+    pub function: String,
+    /// One line per difference: `bundle OLD → NEW` (short digests), `runtime: "python3" →
+    /// "node"`, `binding NAME: env.KEY: "1" → "2"`, `+ binding NAME`, `- binding NAME`.
+    pub details: Vec<String>,
 }
 
 impl DeviceDiff {
     fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty() && !self.routes
+        self.added.is_empty()
+            && self.changed.is_empty()
+            && self.removed.is_empty()
+            && self.routes.is_empty()
     }
 }
 
@@ -39,6 +53,59 @@ fn state(
     bundles: &BTreeMap<String, String>,
 ) -> Option<DesiredState> {
     m.and_then(|m| edgefn_schema::resolve(m, device, bundles))
+}
+
+/// `value`'s leaves by dotted path (`env.THRESHOLD`); lists and scalars are leaves, as JSON.
+fn leaves(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                leaves(&path, v, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_owned(), other.to_string());
+        }
+    }
+}
+
+/// The keys whose values differ between two serialisable values, as `key: OLD → NEW` (an absent
+/// side shows as `(none)`).
+fn key_changes<T: serde::Serialize>(old: &T, new: &T, skip: &[&str]) -> Vec<String> {
+    let flat = |v: &T| {
+        let mut out = BTreeMap::new();
+        leaves("", &serde_json::to_value(v).unwrap_or_default(), &mut out);
+        out
+    };
+    let (a, b) = (flat(old), flat(new));
+    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|k| !skip.contains(&k.as_str()) && a.get(*k) != b.get(*k))
+        .map(|k| {
+            let show = |v: Option<&String>| v.cloned().unwrap_or_else(|| "(none)".into());
+            format!("{k}: {} → {}", show(a.get(k)), show(b.get(k)))
+        })
+        .collect()
+}
+
+fn short(digest: Option<&String>) -> String {
+    digest.map_or("(none)".into(), |d| d.chars().take(12).collect())
+}
+
+fn route_line(r: &edgefn_schema::ResolvedRoute) -> String {
+    let to = serde_json::to_value(&r.to)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    match r.to {
+        edgefn_schema::RouteTarget::Local => format!("cloud:{} → {to}", r.filter),
+        _ => format!("{} → {to}", r.filter),
+    }
 }
 
 /// Compares what a device runs under two desired states.
@@ -53,25 +120,61 @@ pub fn compare(old: Option<&DesiredState>, new: Option<&DesiredState>) -> Device
         removed: before.difference(&after).cloned().collect(),
         ..DeviceDiff::default()
     };
+    let (Some(old), Some(new)) = (old, new) else {
+        return d;
+    };
     for f in before.intersection(&after) {
-        let view = |s: Option<&DesiredState>| {
-            s.map(|s| {
-                (
-                    s.functions.get(f).cloned(),
-                    s.bindings
-                        .iter()
-                        .filter(|b| &b.function == f)
-                        .cloned()
-                        .collect::<Vec<_>>(),
-                )
-            })
+        let mut details = Vec::new();
+        let (fo, fnew) = (&old.functions[f], &new.functions[f]);
+        if fo.bundle != fnew.bundle {
+            details.push(format!(
+                "bundle {} → {}",
+                short(fo.bundle.as_ref()),
+                short(fnew.bundle.as_ref())
+            ));
+        }
+        details.extend(key_changes(fo, fnew, &["bundle"]));
+        let bindings = |s: &DesiredState| -> BTreeMap<String, edgefn_schema::ResolvedBinding> {
+            s.bindings
+                .iter()
+                .filter(|b| &b.function == f)
+                .map(|b| (b.name.clone(), b.clone()))
+                .collect()
         };
-        if view(old) != view(new) {
-            d.changed.push(f.clone());
+        let (bo, bn) = (bindings(old), bindings(new));
+        for name in bo.keys().chain(bn.keys()).collect::<BTreeSet<_>>() {
+            match (bo.get(name), bn.get(name)) {
+                (Some(a), Some(b)) => details.extend(
+                    key_changes(a, b, &[])
+                        .into_iter()
+                        .map(|c| format!("binding {name}: {c}")),
+                ),
+                (None, Some(_)) => details.push(format!("+ binding {name}")),
+                (Some(_), None) => details.push(format!("- binding {name}")),
+                (None, None) => {}
+            }
+        }
+        if !details.is_empty() {
+            d.changed.push(FunctionChange {
+                function: f.clone(),
+                details,
+            });
         }
     }
-    d.routes = old.map(|s| &s.routes) != new.map(|s| &s.routes)
-        && !(old.is_none_or(|s| s.routes.is_empty()) && new.is_none_or(|s| s.routes.is_empty()));
+    let (ro, rn): (Vec<String>, Vec<String>) = (
+        old.routes.iter().map(route_line).collect(),
+        new.routes.iter().map(route_line).collect(),
+    );
+    d.routes.extend(
+        rn.iter()
+            .filter(|r| !ro.contains(r))
+            .map(|r| format!("+ {r}")),
+    );
+    d.routes.extend(
+        ro.iter()
+            .filter(|r| !rn.contains(r))
+            .map(|r| format!("- {r}")),
+    );
     d
 }
 
@@ -130,14 +233,17 @@ pub fn run(args: &DiffArgs) -> CliResult {
         for f in &d.added {
             let _ = writeln!(out, "  + {f}");
         }
-        for f in &d.changed {
-            let _ = writeln!(out, "  ~ {f}");
+        for c in &d.changed {
+            let _ = writeln!(out, "  ~ {}", c.function);
+            for line in &c.details {
+                let _ = writeln!(out, "      {line}");
+            }
         }
         for f in &d.removed {
             let _ = writeln!(out, "  - {f}");
         }
-        if d.routes {
-            let _ = writeln!(out, "  ~ routes");
+        for r in &d.routes {
+            let _ = writeln!(out, "  {} route {}", &r[..1], &r[2..]);
         }
     }
     Ok(if any {
