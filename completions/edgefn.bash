@@ -184,7 +184,7 @@ _edgefn() {
             return 0
             ;;
         edgefn__subcmd__apply)
-            opts="-f -h -V --file --cloud --token --allow-dirty --wait --timeout --output --help --version"
+            opts="-f -h -V --file --cloud --token --allow-dirty --force --wait --timeout --output --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

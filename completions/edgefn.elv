@@ -122,6 +122,7 @@ set edit:completion:arg-completer[edgefn] = {|@words|
             cand --timeout 'How long `--wait` waits before failing'
             cand --output 'Output format'
             cand --allow-dirty 'Apply even with uncommitted changes (the revision records that it was dirty)'
+            cand --force 'Apply even when it undoes a rollback made with `edgefn rollback` (by applying the commit that was rolled back, or an older one)'
             cand --wait 'Follow the rollout until every registered device runs the new revision'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'

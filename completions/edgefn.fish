@@ -101,6 +101,7 @@ complete -c edgefn -n "__fish_edgefn_using_subcommand apply" -l timeout -d 'How 
 complete -c edgefn -n "__fish_edgefn_using_subcommand apply" -l output -d 'Output format' -r -f -a "text\t'For people'
 json\t'For programs'"
 complete -c edgefn -n "__fish_edgefn_using_subcommand apply" -l allow-dirty -d 'Apply even with uncommitted changes (the revision records that it was dirty)'
+complete -c edgefn -n "__fish_edgefn_using_subcommand apply" -l force -d 'Apply even when it undoes a rollback made with `edgefn rollback` (by applying the commit that was rolled back, or an older one)'
 complete -c edgefn -n "__fish_edgefn_using_subcommand apply" -l wait -d 'Follow the rollout until every registered device runs the new revision'
 complete -c edgefn -n "__fish_edgefn_using_subcommand apply" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c edgefn -n "__fish_edgefn_using_subcommand apply" -s V -l version -d 'Print version'

@@ -1127,3 +1127,74 @@ fn diff_shows_what_changes_in_each_function() {
     assert_ne!(digests[1], digests[3]);
     assert_eq!(digests[1].len(), 12);
 }
+
+/// After `edgefn rollback`, git and the control plane disagree: `status` and `diff` say so,
+/// `apply` of the rolled-back commit (a CI re-run) is refused unless `--force`, and a commit that
+/// comes after it (`git revert`, a fix) replaces the rollback.
+#[test]
+fn a_rollback_is_never_undone_silently_by_the_next_apply() {
+    let data = tempfile::tempdir().expect("data");
+    let cloud = Cloud::start(data.path());
+    let project = quickstart_repo();
+    let dir = project.path();
+    ok(&cli(dir, &cloud, &["apply"]));
+    let script = dir.join("functions/collector/collect.sh");
+    let original = std::fs::read_to_string(&script).expect("read");
+    std::fs::write(&script, "#!/bin/sh\necho broken\nexit 1\n").expect("write");
+    git(dir, &["commit", "-qam", "break the collector"]);
+    ok(&cli(dir, &cloud, &["apply"]));
+    ok(&cli(dir, &cloud, &["rollback"]));
+
+    let status = ok(&cli(dir, &cloud, &["status"]));
+    assert!(
+        status.contains("note: revision 3 is a rollback from revision 2 to revision 1"),
+        "{status}"
+    );
+    let diff = cli(dir, &cloud, &["diff"]);
+    let out = text(&diff.stdout);
+    assert!(
+        out.contains("drift: revision 3 is a rollback") && out.contains("would undo it"),
+        "{out}"
+    );
+
+    // CI re-runs on the rolled-back commit: refused, nothing created.
+    let again = cli(dir, &cloud, &["apply"]);
+    assert_eq!(again.status.code(), Some(1));
+    let err = text(&again.stderr);
+    assert!(
+        err.contains("applying this checkout would undo it") && err.contains("--force"),
+        "{err}"
+    );
+    let history = ok(&cli(dir, &cloud, &["history", "--output", "json"]));
+    let history: serde_json::Value = serde_json::from_str(&history).expect("json");
+    assert_eq!(history[0]["number"], 3, "nothing applied: {history}");
+
+    // A fix committed after it replaces the rollback, and says so.
+    std::fs::write(&script, original.replace("collector", "collector v2")).expect("write");
+    git(dir, &["commit", "-qam", "fix the collector"]);
+    let diff = text(&cli(dir, &cloud, &["diff"]).stdout);
+    assert!(
+        diff.contains("`edgefn apply` replaces it: commit"),
+        "{diff}"
+    );
+    let fixed = cli(dir, &cloud, &["apply"]);
+    ok(&fixed);
+    assert!(
+        text(&fixed.stderr).contains("revision 3 is a rollback from revision 2 to revision 1")
+            && text(&fixed.stderr).contains("replaced: commit"),
+        "{}",
+        text(&fixed.stderr)
+    );
+    let status = ok(&cli(dir, &cloud, &["status"]));
+    assert!(!status.contains("rollback"), "{status}");
+
+    // --force undoes a rollback on purpose.
+    ok(&cli(dir, &cloud, &["rollback"]));
+    let forced = cli(dir, &cloud, &["apply", "--force"]);
+    ok(&forced);
+    assert!(
+        text(&forced.stderr).contains("--force: undone"),
+        "{}",
+        text(&forced.stderr)
+    );
+}

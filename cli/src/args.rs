@@ -195,6 +195,10 @@ pub struct ApplyArgs {
     /// Apply even with uncommitted changes (the revision records that it was dirty)
     #[arg(long)]
     pub allow_dirty: bool,
+    /// Apply even when it undoes a rollback made with `edgefn rollback` (by applying the commit
+    /// that was rolled back, or an older one)
+    #[arg(long)]
+    pub force: bool,
     /// Follow the rollout until every registered device runs the new revision
     #[arg(long)]
     pub wait: bool,

@@ -9,6 +9,7 @@
 pub mod args;
 pub mod client;
 pub mod commands;
+pub mod drift;
 pub mod edit;
 pub mod error;
 pub mod package;

@@ -11,6 +11,7 @@ use edgefn_schema::api::{
 
 use crate::args::{ApplyArgs, Output};
 use crate::client::Client;
+use crate::drift::{self, Verdict};
 use crate::error::{CliError, CliResult, Outcome};
 use crate::project::Project;
 use crate::{package, provenance};
@@ -148,6 +149,18 @@ pub fn run(args: &ApplyArgs) -> CliResult {
         ..Default::default()
     });
     let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
+    // After a rollback, applying what was rolled back (or older) would undo it: refused
+    // without --force. Anything else replaces it, said once the new revision exists.
+    let drift = drift::detect(&client)?
+        .map(|d| (d.verdict(&project.root, provenance.commit.as_deref()), d));
+    if let Some((Verdict::Undoes(why), d)) = &drift {
+        if !args.force {
+            return Err(CliError::InvalidArgument {
+                message: format!("{}; applying this checkout would undo it: {why}", d.describe()),
+                help: "commit a fix after the rolled-back commit (for example `git revert COMMIT`) and apply that, or pass --force to undo the rollback".into(),
+            });
+        }
+    }
     let submitted = submit(
         &client,
         &project,
@@ -157,6 +170,21 @@ pub fn run(args: &ApplyArgs) -> CliResult {
         args.output,
     )?;
     let (applied, to_upload, request) = (submitted.applied, submitted.uploaded, submitted.request);
+    if let (true, Some((verdict, d))) = (applied.created, &drift) {
+        say(
+            args.output,
+            &match verdict {
+                Verdict::Undoes(why) => {
+                    format!("warning: {}; --force: undone ({why})", d.describe())
+                }
+                Verdict::Replaces(why) => format!("{}; replaced: {why}", d.describe()),
+                Verdict::Unknown(why) => format!(
+                    "warning: {}; replaced, without checking that this does not undo it: {why}",
+                    d.describe()
+                ),
+            },
+        );
+    }
     let outcome = if applied.created {
         say(
             args.output,

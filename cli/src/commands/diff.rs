@@ -98,7 +98,7 @@ fn short(digest: Option<&String>) -> String {
 }
 
 fn route_line(r: &edgefn_schema::ResolvedRoute) -> String {
-    let to = serde_json::to_value(&r.to)
+    let to = serde_json::to_value(r.to)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
@@ -207,6 +207,7 @@ pub fn run(args: &DiffArgs) -> CliResult {
     let mut out = std::io::stdout().lock();
     let mut any = false;
     let _ = writeln!(out, "against revision {latest} on {}", client.base());
+    let drift = crate::drift::detect(&client)?;
     for device in devices {
         let before = state(old_manifest.as_ref(), device, &old_bundles);
         let after = state(Some(new), device, &bundles);
@@ -245,6 +246,20 @@ pub fn run(args: &DiffArgs) -> CliResult {
         for r in &d.routes {
             let _ = writeln!(out, "  {} route {}", &r[..1], &r[2..]);
         }
+    }
+    if let Some(drift) = drift {
+        let commit = crate::provenance::read(&project.root).and_then(|p| p.commit);
+        let verdict = match drift.verdict(&project.root, commit.as_deref()) {
+            _ if !any => "this checkout describes the same: nothing to apply".to_owned(),
+            crate::drift::Verdict::Undoes(why) => {
+                format!("`edgefn apply` would undo it, so it refuses without --force: {why}")
+            }
+            crate::drift::Verdict::Replaces(why) => format!("`edgefn apply` replaces it: {why}"),
+            crate::drift::Verdict::Unknown(why) => format!(
+                "`edgefn apply` replaces it; whether that undoes the rollback is unknown: {why}"
+            ),
+        };
+        let _ = writeln!(out, "drift: {}\n  {verdict}", drift.describe());
     }
     Ok(if any {
         Outcome::Changes

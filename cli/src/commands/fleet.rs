@@ -61,8 +61,16 @@ pub fn status(args: &StatusArgs) -> CliResult {
         json_out(&fleet);
         return Ok(Outcome::Success);
     }
+    let drift = crate::drift::detect(&client)?;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "revision {}", fleet.revision);
+    if let Some(d) = drift {
+        let _ = writeln!(
+            out,
+            "note: {}; `edgefn diff` in the project says whether git describes it and what an apply would do",
+            d.describe()
+        );
+    }
     let _ = writeln!(
         out,
         "{:<20} {:<10} {:<10} {:<12} {:<10} MESSAGE",
