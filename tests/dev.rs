@@ -119,6 +119,37 @@ fn edgefn_dev_runs_the_quickstart_answers_publish_and_hot_updates() {
     assert_eq!(first["payload"]["greeting"], "Hello, Ada!");
     assert_eq!(first["device"], "gw-02");
 
+    // A command in the project says which control plane it talks to, and that it chose the
+    // dev session over the one `edgefn login` saved; a saved token never goes elsewhere.
+    let creds = dir.join("..").join(format!(
+        "login-{}.json",
+        dir.file_name().expect("name").to_string_lossy()
+    ));
+    std::fs::write(
+        &creds,
+        r#"{"cloud": "http://127.0.0.1:9", "token": "edgefn_admin_elsewhere"}"#,
+    )
+    .expect("write");
+    let creds_env = [("EDGEFN_CONFIG", creds.to_str().expect("utf8"))];
+    let out = edgefn_env(dir, &["status"], &creds_env);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("(the `edgefn dev` session running in this project, not the control plane `edgefn login` saved (http://127.0.0.1:9); pass --cloud to choose)"),
+        "{err}"
+    );
+    let out = edgefn_env(
+        dir,
+        &["status", "--cloud", "http://127.0.0.1:10"],
+        &creds_env,
+    );
+    assert!(
+        text(&out.stderr).contains("no token given"),
+        "the saved token is for another control plane: {}",
+        text(&out.stderr)
+    );
+    let _ = std::fs::remove_file(&creds);
+
     // Edit the code: a hot over-the-air update through the real path.
     let code = dir.join("functions/greeter/index.js");
     std::fs::write(

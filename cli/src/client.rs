@@ -88,23 +88,43 @@ pub struct Client {
 
 impl Client {
     /// From flags, else the environment, else a running `edgefn dev` session of the project
-    /// here, else saved credentials.
+    /// here, else saved credentials. Says on stderr which control plane it uses and why, and
+    /// when a dev session is chosen over a saved login, that it did: a command that can change
+    /// a real fleet never talks to the dev session (or the reverse) without saying so.
     pub fn from_args(cloud: Option<&str>, token: Option<&str>) -> Result<Self, CliError> {
-        let saved =
-            if cloud.is_none() && std::env::var("EDGEFN_CLOUD").map_or(true, |v| v.is_empty()) {
-                dev_session().or_else(saved)
-            } else {
-                saved()
-            };
-        let cloud = cloud
-            .map(str::to_owned)
-            .or_else(|| std::env::var("EDGEFN_CLOUD").ok().filter(|s| !s.is_empty()))
-            .or_else(|| saved.as_ref().map(|c| c.cloud.clone()))
-            .ok_or_else(|| CliError::InvalidArgument {
-                message: "no control plane given".into(),
-                help: "pass --cloud URL, set EDGEFN_CLOUD, or run `edgefn login --cloud URL`"
-                    .into(),
-            })?;
+        let env_cloud = std::env::var("EDGEFN_CLOUD").ok().filter(|s| !s.is_empty());
+        let login = saved();
+        let dev = if cloud.is_none() && env_cloud.is_none() {
+            dev_session()
+        } else {
+            None
+        };
+        let (cloud, origin) = match (cloud, env_cloud, &dev, &login) {
+            (Some(c), _, _, _) => (c.to_owned(), "--cloud".to_owned()),
+            (None, Some(c), _, _) => (c, "EDGEFN_CLOUD".to_owned()),
+            (None, None, Some(d), Some(l)) if l.cloud != d.cloud => (
+                d.cloud.clone(),
+                format!(
+                    "the `edgefn dev` session running in this project, not the control plane `edgefn login` saved ({}); pass --cloud to choose",
+                    l.cloud
+                ),
+            ),
+            (None, None, Some(d), _) => (
+                d.cloud.clone(),
+                "the `edgefn dev` session running in this project".to_owned(),
+            ),
+            (None, None, None, Some(l)) => (l.cloud.clone(), "saved by `edgefn login`".to_owned()),
+            (None, None, None, None) => {
+                return Err(CliError::InvalidArgument {
+                    message: "no control plane given".into(),
+                    help: "pass --cloud URL, set EDGEFN_CLOUD, or run `edgefn login --cloud URL`"
+                        .into(),
+                });
+            }
+        };
+        // A saved token goes only to the control plane it was saved for.
+        let same = |c: &Credentials| c.cloud.trim_end_matches('/') == cloud.trim_end_matches('/');
+        let saved = dev.into_iter().chain(login).find(|c| same(c));
         let token = token
             .map(str::to_owned)
             .or_else(|| std::env::var("EDGEFN_TOKEN").ok().filter(|s| !s.is_empty()))
@@ -113,7 +133,9 @@ impl Client {
                 message: "no token given".into(),
                 help: "pass --token, set EDGEFN_TOKEN, or run `edgefn login` (edgefn-cloud prints an admin token on first start)".into(),
             })?;
-        Self::new(&cloud, &token)
+        let client = Self::new(&cloud, &token)?;
+        eprintln!("control plane: {} ({origin})", client.base);
+        Ok(client)
     }
 
     /// A client for `cloud` with `token`.
