@@ -269,6 +269,7 @@ Register-ArgumentCompleter -Native -CommandName 'edgefn' -ScriptBlock {
         }
         'edgefn;subscribe' {
             [CompletionResult]::new('--count', '--count', [CompletionResultType]::ParameterName, 'Exit after this many messages')
+            [CompletionResult]::new('--reconnect-for', '--reconnect-for', [CompletionResultType]::ParameterName, 'When the control plane goes away, how long to keep trying to reconnect before failing')
             [CompletionResult]::new('--cloud', '--cloud', [CompletionResultType]::ParameterName, 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]')
             [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print each message as a JSON object (device, topic, payload, ts_ms)')
@@ -280,6 +281,7 @@ Register-ArgumentCompleter -Native -CommandName 'edgefn' -ScriptBlock {
         }
         'edgefn;logs' {
             [CompletionResult]::new('--tail', '--tail', [CompletionResultType]::ParameterName, 'How many of the last lines to show first (the cloud keeps 1000 per device)')
+            [CompletionResult]::new('--reconnect-for', '--reconnect-for', [CompletionResultType]::ParameterName, 'With --follow: when the control plane goes away, how long to keep trying to reconnect')
             [CompletionResult]::new('--cloud', '--cloud', [CompletionResultType]::ParameterName, 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]')
             [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]')
             [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Keep printing new lines as they arrive, until Ctrl-C')

@@ -888,13 +888,17 @@ _edgefn() {
             return 0
             ;;
         edgefn__subcmd__logs)
-            opts="-f -h -V --follow --tail --cloud --token --help --version"
+            opts="-f -h -V --follow --tail --reconnect-for --cloud --token --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --tail)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reconnect-for)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1056,13 +1060,17 @@ _edgefn() {
             return 0
             ;;
         edgefn__subcmd__subscribe)
-            opts="-h -V --count --json --cloud --token --help --version"
+            opts="-h -V --count --json --reconnect-for --cloud --token --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --count)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reconnect-for)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -242,6 +242,7 @@ set edit:completion:arg-completer[edgefn] = {|@words|
         }
         &'edgefn;subscribe'= {
             cand --count 'Exit after this many messages'
+            cand --reconnect-for 'When the control plane goes away, how long to keep trying to reconnect before failing'
             cand --cloud 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]'
             cand --token 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]'
             cand --json 'Print each message as a JSON object (device, topic, payload, ts_ms)'
@@ -252,6 +253,7 @@ set edit:completion:arg-completer[edgefn] = {|@words|
         }
         &'edgefn;logs'= {
             cand --tail 'How many of the last lines to show first (the cloud keeps 1000 per device)'
+            cand --reconnect-for 'With --follow: when the control plane goes away, how long to keep trying to reconnect'
             cand --cloud 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]'
             cand --token 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]'
             cand -f 'Keep printing new lines as they arrive, until Ctrl-C'

@@ -169,12 +169,14 @@ complete -c edgefn -n "__fish_edgefn_using_subcommand publish" -l token -d 'Admi
 complete -c edgefn -n "__fish_edgefn_using_subcommand publish" -s h -l help -d 'Print help'
 complete -c edgefn -n "__fish_edgefn_using_subcommand publish" -s V -l version -d 'Print version'
 complete -c edgefn -n "__fish_edgefn_using_subcommand subscribe" -l count -d 'Exit after this many messages' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand subscribe" -l reconnect-for -d 'When the control plane goes away, how long to keep trying to reconnect before failing' -r
 complete -c edgefn -n "__fish_edgefn_using_subcommand subscribe" -l cloud -d 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]' -r
 complete -c edgefn -n "__fish_edgefn_using_subcommand subscribe" -l token -d 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]' -r
 complete -c edgefn -n "__fish_edgefn_using_subcommand subscribe" -l json -d 'Print each message as a JSON object (device, topic, payload, ts_ms)'
 complete -c edgefn -n "__fish_edgefn_using_subcommand subscribe" -s h -l help -d 'Print help'
 complete -c edgefn -n "__fish_edgefn_using_subcommand subscribe" -s V -l version -d 'Print version'
 complete -c edgefn -n "__fish_edgefn_using_subcommand logs" -l tail -d 'How many of the last lines to show first (the cloud keeps 1000 per device)' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand logs" -l reconnect-for -d 'With --follow: when the control plane goes away, how long to keep trying to reconnect' -r
 complete -c edgefn -n "__fish_edgefn_using_subcommand logs" -l cloud -d 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]' -r
 complete -c edgefn -n "__fish_edgefn_using_subcommand logs" -l token -d 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]' -r
 complete -c edgefn -n "__fish_edgefn_using_subcommand logs" -s f -l follow -d 'Keep printing new lines as they arrive, until Ctrl-C'

@@ -1198,3 +1198,84 @@ fn a_rollback_is_never_undone_silently_by_the_next_apply() {
         text(&forced.stderr)
     );
 }
+
+/// `edgefn subscribe --reconnect-for D`, started in the background; its stderr lines collected.
+fn background_subscribe(
+    dir: &Path,
+    cloud: &Cloud,
+    reconnect_for: &str,
+) -> (
+    std::process::Child,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use std::io::BufRead;
+    let home = tempfile::tempdir().expect("home");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_edgefn"))
+        .args(["subscribe", "#", "--reconnect-for", reconnect_for])
+        .current_dir(dir)
+        .env_clear()
+        .env("HOME", home.path())
+        .envs(cloud.env())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("subscribe");
+    let lines: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let sink = lines.clone();
+    let err = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            sink.lock().expect("lock").push(l);
+        }
+    });
+    (child, lines)
+}
+
+/// `edgefn subscribe` says when the control plane goes away, reconnects when it comes back,
+/// and fails (exit 1, saying why) when it does not come back in time: never a silent exit 0.
+#[test]
+fn subscribe_says_when_the_control_plane_goes_away_and_comes_back() {
+    let data = tempfile::tempdir().expect("data");
+    let addr = format!("127.0.0.1:{}", server_port());
+    let broker = ["--mqtt-listen", "127.0.0.1:0"];
+    let (cloud, _) = Cloud::start_at_with(data.path(), &addr, &broker);
+    let dir = tempfile::tempdir().expect("dir");
+    let (mut sub, lines) = background_subscribe(dir.path(), &cloud, "60s");
+    let has = |needle: &str| {
+        lines
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|l| l.contains(needle))
+    };
+    wait_until(20, "subscribed", || has("subscribed to `#`"));
+    cloud.kill();
+    wait_until(20, "the loss is reported", || {
+        has("lost the stream from the control plane at http://")
+    });
+    assert!(sub.try_wait().expect("wait").is_none(), "still trying");
+    let (cloud, _) = Cloud::start_at_with(data.path(), &addr, &broker);
+    wait_until(30, "it subscribes again", || has("subscribed again to `#`"));
+    assert!(sub.try_wait().expect("wait").is_none(), "still following");
+    let _ = sub.kill();
+    let _ = sub.wait();
+
+    // It does not come back in time: exit 1, saying so.
+    let (mut sub, lines) = background_subscribe(dir.path(), &cloud, "1s");
+    let has = |needle: &str| {
+        lines
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|l| l.contains(needle))
+    };
+    wait_until(20, "subscribed", || has("subscribed to `#`"));
+    cloud.kill();
+    let mut status = None;
+    wait_until(30, "subscribe gives up", || {
+        status = sub.try_wait().expect("wait");
+        status.is_some()
+    });
+    assert_eq!(status.and_then(|s| s.code()), Some(1));
+    assert!(has("did not come back within 1s"), "{:?}", lines.lock());
+}

@@ -431,6 +431,9 @@ pub struct SubscribeArgs {
     /// Print each message as a JSON object (device, topic, payload, ts_ms)
     #[arg(long)]
     pub json: bool,
+    /// When the control plane goes away, how long to keep trying to reconnect before failing
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub reconnect_for: String,
     #[command(flatten)]
     pub cloud: CloudArgs,
 }
@@ -448,6 +451,9 @@ pub struct LogsArgs {
     /// How many of the last lines to show first (the cloud keeps 1000 per device)
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub tail: usize,
+    /// With --follow: when the control plane goes away, how long to keep trying to reconnect
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub reconnect_for: String,
     #[command(flatten)]
     pub cloud: CloudArgs,
 }

@@ -77,6 +77,19 @@ pub fn save(creds: &Credentials) -> Result<PathBuf, CliError> {
     Ok(path)
 }
 
+/// How long a stream may stay silent before it counts as lost: the control plane sends a
+/// keep-alive (a blank line) every 15 s.
+const STREAM_IDLE: Duration = Duration::from_secs(45);
+
+/// How a stream of lines ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The caller had what it wanted.
+    Stopped,
+    /// The control plane closed it, went away, or fell silent; why.
+    Lost(String),
+}
+
 /// A connection to the control plane.
 #[derive(Debug)]
 pub struct Client {
@@ -306,14 +319,19 @@ impl Client {
         }
     }
 
-    /// GET a stream of newline-delimited lines: `opened` once the answer's head arrived, then
-    /// `line` for each line until the server ends the stream or `line` answers `false`.
+    /// `GET path` as a stream of lines (NDJSON), each handed to `line` until it returns false.
+    /// `opened` runs once the server has answered 2xx. Blank lines are the server's keep-alives.
+    ///
+    /// # Errors
+    ///
+    /// When the request cannot be made or the server refuses it; once the stream is open, a
+    /// failure is not an error but [`StreamEnd::Lost`] (the caller decides whether to reconnect).
     pub fn get_lines(
         &self,
         path: &str,
         opened: impl FnOnce(),
         mut line: impl FnMut(&str) -> Result<bool, CliError>,
-    ) -> Result<(), CliError> {
+    ) -> Result<StreamEnd, CliError> {
         self.rt.block_on(async {
             let mut resp = self
                 .http
@@ -329,17 +347,27 @@ impl Client {
             }
             opened();
             let mut pending: Vec<u8> = Vec::new();
-            while let Some(chunk) = resp.chunk().await.map_err(|e| self.unreachable(&e))? {
+            loop {
+                let chunk = match tokio::time::timeout(STREAM_IDLE, resp.chunk()).await {
+                    Err(_) => {
+                        return Ok(StreamEnd::Lost(format!(
+                            "nothing from it for {}s (not even a keep-alive)",
+                            STREAM_IDLE.as_secs()
+                        )));
+                    }
+                    Ok(Err(e)) => return Ok(StreamEnd::Lost(e.to_string())),
+                    Ok(Ok(None)) => return Ok(StreamEnd::Lost("it closed the stream".into())),
+                    Ok(Ok(Some(chunk))) => chunk,
+                };
                 pending.extend_from_slice(&chunk);
                 while let Some(end) = pending.iter().position(|b| *b == b'\n') {
                     let text = String::from_utf8_lossy(&pending[..end]).into_owned();
                     pending.drain(..=end);
                     if !text.trim().is_empty() && !line(&text)? {
-                        return Ok(());
+                        return Ok(StreamEnd::Stopped);
                     }
                 }
             }
-            Ok(())
         })
     }
 }

@@ -310,6 +310,22 @@ fn ndjson(rx: mpsc::Receiver<Result<Bytes, std::io::Error>>) -> Response {
         .into_response()
 }
 
+/// How often a live stream sends a keep-alive (a blank line), so that a client can tell a quiet
+/// stream from a dead connection.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+
+fn keepalive() -> tokio::time::Interval {
+    let mut i = tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
+    i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    i
+}
+
+/// The line that marks a gap in a live stream: `{"dropped": N}` (N lines the stream skipped
+/// because its reader fell behind).
+fn dropped_line(n: u64) -> Bytes {
+    json_line(&serde_json::json!({ "dropped": n }))
+}
+
 fn json_line<T: Serialize>(v: &T) -> Bytes {
     let mut line = serde_json::to_vec(v).unwrap_or_default();
     line.push(b'\n');
@@ -340,6 +356,7 @@ pub async fn messages(
     let (tx, rx) = mpsc::channel(256);
     let mut shutdown = state.shutdown_signal();
     tokio::spawn(async move {
+        let mut keepalive = keepalive();
         loop {
             tokio::select! {
                 msg = up.recv() => match msg {
@@ -352,9 +369,17 @@ pub async fn messages(
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!("a /v1/messages stream fell behind and skipped {n} messages");
+                        if tx.send(Ok(dropped_line(n))).await.is_err() {
+                            return;
+                        }
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
+                _ = keepalive.tick() => {
+                    if tx.send(Ok(Bytes::from_static(b"\n"))).await.is_err() {
+                        return;
+                    }
+                }
                 () = tx.closed() => return,
                 () = crate::mqtt::stopped(&mut shutdown) => return,
             }
@@ -416,6 +441,7 @@ pub async fn logs(
         if !follow {
             return;
         }
+        let mut keepalive = keepalive();
         loop {
             tokio::select! {
                 line = live.recv() => match line {
@@ -427,9 +453,20 @@ pub async fn logs(
                             return;
                         }
                     }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    // Lines of every device pass through this channel, so `n` counts
+                    // lines of other devices too: an upper bound, said as such.
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        if tx.send(Ok(dropped_line(n))).await.is_err() {
+                            return;
+                        }
+                    }
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
+                _ = keepalive.tick() => {
+                    if tx.send(Ok(Bytes::from_static(b"\n"))).await.is_err() {
+                        return;
+                    }
+                }
                 () = tx.closed() => return,
                 () = crate::mqtt::stopped(&mut shutdown) => return,
             }

@@ -92,6 +92,12 @@ impl Cloud {
         Self::spawn(data, "127.0.0.1:0", extra)
     }
 
+    /// Starts a cloud listening on `addr` with extra arguments; returns it and its embedded
+    /// broker's `host:port` when it has one.
+    pub fn start_at_with(data: &Path, addr: &str, extra: &[&str]) -> (Cloud, Option<String>) {
+        Self::spawn(data, addr, extra)
+    }
+
     fn spawn(data: &Path, addr: &str, extra: &[&str]) -> (Cloud, Option<String>) {
         let token_file = data.join("admin.token");
         std::fs::create_dir_all(data).expect("data dir");

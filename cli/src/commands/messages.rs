@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use crate::args::{LogsArgs, PublishArgs, SubscribeArgs};
-use crate::client::Client;
+use crate::client::{Client, StreamEnd};
 use crate::error::{CliError, CliResult, Outcome};
 
 fn label_map(labels: &[String]) -> Result<serde_json::Map<String, serde_json::Value>, CliError> {
@@ -143,18 +143,117 @@ fn payload_text(line: &serde_json::Value) -> String {
     }
 }
 
+/// Follows a stream of lines until `line` has enough, reconnecting when the control plane goes
+/// away: it says so, tries again with backoff for `reconnect_for`, says when it is back (what
+/// was sent meanwhile is not shown: these streams are live), and fails when it does not come
+/// back in time. `path` gives the path of the first and of later connections.
+#[allow(clippy::disallowed_methods)] // A synchronous command waiting between attempts.
+fn follow(
+    client: &Client,
+    path: impl Fn(bool) -> String,
+    reconnect_for: std::time::Duration,
+    opened: impl Fn(bool),
+    mut line: impl FnMut(&str) -> Result<bool, CliError>,
+) -> CliResult {
+    // Since when the stream is lost, and the wait before the next attempt.
+    let mut lost: Option<std::time::Instant> = None;
+    let mut wait = std::time::Duration::from_millis(250);
+    let mut first = true;
+    loop {
+        let reopened = std::cell::Cell::new(false);
+        let end = client.get_lines(
+            &path(!first),
+            || {
+                reopened.set(true);
+                opened(!first);
+            },
+            &mut line,
+        );
+        if reopened.get() {
+            lost = None;
+            wait = std::time::Duration::from_millis(250);
+        }
+        match end {
+            Ok(StreamEnd::Stopped) => return Ok(Outcome::Success),
+            // The first connection's errors are the command's.
+            Err(e) if first => return Err(e),
+            Err(_) => {}
+            Ok(StreamEnd::Lost(why)) => {
+                eprintln!(
+                    "lost the stream from the control plane at {}: {why}; reconnecting",
+                    client.base()
+                );
+                lost = Some(std::time::Instant::now());
+            }
+        }
+        first = false;
+        let since = *lost.get_or_insert_with(std::time::Instant::now);
+        let left = reconnect_for.saturating_sub(since.elapsed());
+        if left.is_zero() {
+            return Err(CliError::Cloud {
+                message: format!(
+                    "the control plane at {} did not come back within {}s",
+                    client.base(),
+                    reconnect_for.as_secs()
+                ),
+                help: "check that edgefn-cloud is running; --reconnect-for sets how long to keep trying".into(),
+                api_code: None,
+            });
+        }
+        std::thread::sleep(wait.min(left));
+        wait = (wait * 2).min(std::time::Duration::from_secs(5));
+    }
+}
+
+fn reconnect_for(text: &str) -> Result<std::time::Duration, CliError> {
+    text.parse::<edgefn_schema::Duration>()
+        .map(|d| d.to_std())
+        .map_err(|e| CliError::InvalidArgument {
+            message: format!("--reconnect-for: {e}"),
+            help: e.help.into(),
+        })
+}
+
+/// A marker line the control plane sends in a stream when it had to skip lines for a slow
+/// reader, e.g. `{"dropped": 2012}`: shown as `… 2012 lines dropped …`.
+fn dropped_marker(v: &serde_json::Value, what: &str) -> Option<String> {
+    let n = v.get("dropped")?.as_u64()?;
+    Some(format!("… {n} {what} dropped (this stream fell behind) …"))
+}
+
 /// `edgefn subscribe`.
 pub fn subscribe(args: &SubscribeArgs) -> CliResult {
     check_topic(&args.topic, true)?;
+    let reconnect = reconnect_for(&args.reconnect_for)?;
     let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
     let mut seen = 0usize;
     let stdout = std::io::stdout();
-    client.get_lines(
-        &format!("/v1/messages?topic={}", encode(&args.topic)),
-        || eprintln!("subscribed to `{}` (Ctrl-C to stop)", args.topic),
+    let path = format!("/v1/messages?topic={}", encode(&args.topic));
+    follow(
+        &client,
+        |_| path.clone(),
+        reconnect,
+        |again| {
+            if again {
+                eprintln!(
+                    "subscribed again to `{}` (messages sent while it was away are not shown)",
+                    args.topic
+                );
+            } else {
+                eprintln!("subscribed to `{}` (Ctrl-C to stop)", args.topic);
+            }
+        },
         |line| {
             let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
             let mut out = stdout.lock();
+            if let Some(marker) = dropped_marker(&v, "messages") {
+                let _ = if args.json {
+                    writeln!(out, "{line}")
+                } else {
+                    writeln!(out, "{marker}")
+                };
+                return Ok(true);
+            }
             let _ = if args.json {
                 writeln!(out, "{line}")
             } else {
@@ -170,8 +269,7 @@ pub fn subscribe(args: &SubscribeArgs) -> CliResult {
             seen += 1;
             Ok(args.count.is_none_or(|n| seen < n))
         },
-    )?;
-    Ok(Outcome::Success)
+    )
 }
 
 /// `2026-01-02T03:04:05.678Z` for a time in ms since the Unix epoch.
@@ -200,42 +298,82 @@ fn utc(ms: u64) -> String {
 
 /// `edgefn logs`.
 pub fn logs(args: &LogsArgs) -> CliResult {
+    let reconnect = reconnect_for(&args.reconnect_for)?;
     let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
-    let mut path = format!(
-        "/v1/devices/{}/logs?tail={}&follow={}",
-        encode(&args.device),
-        args.tail,
-        args.follow
-    );
-    if let Some(f) = &args.function {
-        path.push_str(&format!("&binding={}", encode(f)));
-    }
+    let path = |again: bool| {
+        // After a reconnection, only new lines: the tail was shown already.
+        let mut p = format!(
+            "/v1/devices/{}/logs?tail={}&follow={}",
+            encode(&args.device),
+            if again { 0 } else { args.tail },
+            args.follow
+        );
+        if let Some(f) = &args.function {
+            p.push_str(&format!("&binding={}", encode(f)));
+        }
+        p
+    };
     let stdout = std::io::stdout();
     let mut shown = 0usize;
-    client.get_lines(
-        &path,
-        || {
-            if args.follow {
-                eprintln!("following the logs of `{}` (Ctrl-C to stop)", args.device);
-            }
-        },
+    let print = |line: &str, shown: &mut usize| {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+        let mut out = stdout.lock();
+        if let Some(marker) = dropped_marker(&v, "lines") {
+            let _ = writeln!(out, "{marker}");
+            return;
+        }
+        *shown += 1;
+        let _ = writeln!(
+            out,
+            "{} {} {}: {}",
+            utc(v["ts_ms"].as_u64().unwrap_or(0)),
+            v["binding"].as_str().unwrap_or("?"),
+            v["stream"].as_str().unwrap_or("?"),
+            v["line"].as_str().unwrap_or("")
+        );
+        let _ = out.flush();
+    };
+    if args.follow {
+        follow(
+            &client,
+            path,
+            reconnect,
+            |again| {
+                if again {
+                    eprintln!(
+                        "following the logs of `{}` again (lines written while the control plane was away may be missing)",
+                        args.device
+                    );
+                } else {
+                    eprintln!("following the logs of `{}` (Ctrl-C to stop)", args.device);
+                }
+            },
+            |line| {
+                print(line, &mut shown);
+                Ok(true)
+            },
+        )?;
+        return Ok(Outcome::Success);
+    }
+    let end = client.get_lines(
+        &path(false),
+        || {},
         |line| {
-            shown += 1;
-            let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
-            let mut out = stdout.lock();
-            let _ = writeln!(
-                out,
-                "{} {} {}: {}",
-                utc(v["ts_ms"].as_u64().unwrap_or(0)),
-                v["binding"].as_str().unwrap_or("?"),
-                v["stream"].as_str().unwrap_or("?"),
-                v["line"].as_str().unwrap_or("")
-            );
-            let _ = out.flush();
+            print(line, &mut shown);
             Ok(true)
         },
     )?;
-    if shown == 0 && !args.follow {
+    if let StreamEnd::Lost(why) = end {
+        // Without --follow the server ends the stream after the tail: only an error is news.
+        if why != "it closed the stream" {
+            return Err(CliError::Cloud {
+                message: format!("the logs were cut short: {why}"),
+                help: "try again".into(),
+                api_code: None,
+            });
+        }
+    }
+    if shown == 0 {
         eprintln!(
             "no log lines from `{}`{} yet (the cloud keeps those its agent shipped since the cloud started)",
             args.device,
