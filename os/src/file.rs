@@ -118,7 +118,7 @@ mod tests {
     use super::*;
 
     fn mode_of(path: &Path) -> u32 {
-        fs::metadata(path).unwrap().permissions().mode() & 0o777
+        fs::metadata(path).expect("metadata").permissions().mode() & 0o777
     }
 
     #[test]
