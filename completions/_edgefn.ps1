@@ -198,7 +198,7 @@ Register-ArgumentCompleter -Native -CommandName 'edgefn' -ScriptBlock {
         }
         'edgefn;device;add' {
             [CompletionResult]::new('--label', '--label', [CompletionResultType]::ParameterName, 'A label `key=value`, added with the device to edgefn.yaml (repeatable)')
-            [CompletionResult]::new('--out', '--out', [CompletionResultType]::ParameterName, 'Where to write the agent''s configuration (it holds the token: mode 0600)')
+            [CompletionResult]::new('--out', '--out', [CompletionResultType]::ParameterName, 'Where to write the agent''s configuration (it holds the token: mode 0600). Default: `devices/NAME.yaml` beside the saved login (`~/.config/edgefn/`), outside the project; a file inside a git work tree is added to its `.gitignore`')
             [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'The manifest to add the device to (default: edgefn.yaml here or in a parent folder, if any)')
             [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'The manifest to add the device to (default: edgefn.yaml here or in a parent folder, if any)')
             [CompletionResult]::new('--cloud', '--cloud', [CompletionResultType]::ParameterName, 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]')

@@ -181,7 +181,7 @@ set edit:completion:arg-completer[edgefn] = {|@words|
         }
         &'edgefn;device;add'= {
             cand --label 'A label `key=value`, added with the device to edgefn.yaml (repeatable)'
-            cand --out 'Where to write the agent''s configuration (it holds the token: mode 0600)'
+            cand --out 'Where to write the agent''s configuration (it holds the token: mode 0600). Default: `devices/NAME.yaml` beside the saved login (`~/.config/edgefn/`), outside the project; a file inside a git work tree is added to its `.gitignore`'
             cand -f 'The manifest to add the device to (default: edgefn.yaml here or in a parent folder, if any)'
             cand --file 'The manifest to add the device to (default: edgefn.yaml here or in a parent folder, if any)'
             cand --cloud 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]'

@@ -1279,3 +1279,77 @@ fn subscribe_says_when_the_control_plane_goes_away_and_comes_back() {
     assert_eq!(status.and_then(|s| s.code()), Some(1));
     assert!(has("did not come back within 1s"), "{:?}", lines.lock());
 }
+
+/// `edgefn device add` keeps the device's token out of git: by default the file goes beside the
+/// saved login, outside the project; a file asked for inside the work tree is git-ignored before
+/// it is written. `apply` names the files that make the tree dirty.
+#[test]
+fn device_files_stay_out_of_git_and_apply_names_dirty_files() {
+    let data = tempfile::tempdir().expect("data");
+    let cloud = Cloud::start(data.path());
+    let project = quickstart_repo();
+    let dir = project.path();
+    let config_home = tempfile::tempdir().expect("config");
+    let env = cloud.env();
+    let xdg = config_home.path().to_str().expect("utf8");
+    let with_xdg = [
+        (env[0].0, env[0].1.as_str()),
+        (env[1].0, env[1].1.as_str()),
+        ("XDG_CONFIG_HOME", xdg),
+    ];
+    let out = ok(&edgefn_env(dir, &["device", "add", "gw-01"], &with_xdg));
+    let file = config_home.path().join("edgefn/devices/gw-01.yaml");
+    assert!(out.contains(&file.display().to_string()), "{out}");
+    assert!(
+        std::fs::read_to_string(&file)
+            .expect("read")
+            .contains("token: ")
+    );
+
+    // Inside the project: ignored, so the tree stays clean but for .gitignore.
+    let out = ok(&cli(
+        dir,
+        &cloud,
+        &["device", "add", "gw-02", "--out", "gw-02.yaml"],
+    ));
+    assert!(
+        out.contains("added it to") && out.contains(".gitignore"),
+        "{out}"
+    );
+    let gitignore = std::fs::read_to_string(dir.join(".gitignore")).expect("read");
+    assert!(gitignore.contains("\n/gw-02.yaml\n"), "{gitignore}");
+    let status = std::process::Command::new("git")
+        .args(["status", "--porcelain"])
+        .current_dir(dir)
+        .output()
+        .expect("git");
+    let changed: Vec<String> = text(&status.stdout)
+        .lines()
+        .map(|l| l[3..].to_owned())
+        .collect();
+    assert_eq!(
+        changed,
+        [".gitignore"],
+        "only .gitignore changes, never the token's file"
+    );
+
+    // apply names what is dirty.
+    let refused = cli(dir, &cloud, &["apply"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr).contains("uncommitted changes: .gitignore"),
+        "{}",
+        text(&refused.stderr)
+    );
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-qm", "ignore the device file"]);
+    ok(&cli(dir, &cloud, &["apply"]));
+    // A second file in the same place is not added twice.
+    ok(&cli(dir, &cloud, &["device", "remove", "gw-02"]));
+    let again = ok(&cli(
+        dir,
+        &cloud,
+        &["device", "add", "gw-02", "--out", "gw-02.yaml", "--force"],
+    ));
+    assert!(!again.contains("added it to"), "{again}");
+}

@@ -268,7 +268,7 @@ pub struct RollbackArgs {
 pub enum DeviceCommand {
     /// Register a device and write the one file its agent needs (cloud URL, name, token)
     #[command(
-        after_help = "Example:\n  edgefn device add gw-03 --label site=lab --label role=gateway --out gw-03.yaml"
+        after_help = "Example:\n  edgefn device add gw-03 --label site=lab --label role=gateway   # writes ~/.config/edgefn/devices/gw-03.yaml"
     )]
     Add(DeviceAddArgs),
     /// List registered devices
@@ -287,9 +287,11 @@ pub struct DeviceAddArgs {
     /// A label `key=value`, added with the device to edgefn.yaml (repeatable)
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
-    /// Where to write the agent's configuration (it holds the token: mode 0600)
+    /// Where to write the agent's configuration (it holds the token: mode 0600). Default:
+    /// `devices/NAME.yaml` beside the saved login (`~/.config/edgefn/`), outside the project;
+    /// a file inside a git work tree is added to its `.gitignore`
     #[arg(long, value_name = "FILE")]
-    pub out: PathBuf,
+    pub out: Option<PathBuf>,
     /// The manifest to add the device to (default: edgefn.yaml here or in a parent folder, if any)
     #[arg(long, short)]
     pub file: Option<PathBuf>,

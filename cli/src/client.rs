@@ -23,15 +23,23 @@ pub struct Credentials {
     pub token: String,
 }
 
-/// Where `edgefn login` keeps credentials.
+/// edgefn's folder of the user's configuration: `$XDG_CONFIG_HOME/edgefn`, else
+/// `~/.config/edgefn`.
+pub fn config_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("edgefn"))
+}
+
+/// Where `edgefn login` keeps credentials: `EDGEFN_CONFIG`, else `credentials.json` in
+/// [`config_dir`].
 pub fn credentials_path() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("EDGEFN_CONFIG") {
         return Some(PathBuf::from(p));
     }
-    let base = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
-    Some(base.join("edgefn").join("credentials.json"))
+    Some(config_dir()?.join("credentials.json"))
 }
 
 /// Reads saved credentials, if any.

@@ -129,9 +129,16 @@ pub fn run(args: &ApplyArgs) -> CliResult {
     let provenance = provenance::read(&project.root);
     match &provenance {
         Some(p) if p.dirty && !args.allow_dirty => {
+            let files = provenance::dirty_files(&project.root);
+            let shown: Vec<&str> = files.iter().take(10).map(String::as_str).collect();
+            let more = files.len().saturating_sub(shown.len());
             return Err(CliError::InvalidArgument {
-                message: "the project has uncommitted changes".into(),
-                help: "commit them so the revision records exactly what was applied, or pass --allow-dirty".into(),
+                message: format!(
+                    "the project has uncommitted changes: {}{}",
+                    shown.join(", "),
+                    if more > 0 { format!(" and {more} more") } else { String::new() }
+                ),
+                help: "commit them so the revision records exactly what was applied (a file that holds a secret belongs in .gitignore, not in git), or pass --allow-dirty".into(),
             });
         }
         None if !args.allow_dirty => {

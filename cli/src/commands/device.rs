@@ -42,9 +42,19 @@ fn add(args: &DeviceAddArgs) -> CliResult {
         });
     }
     let labels = parse_labels(&args.labels)?;
-    if args.out.exists() && !args.force {
+    let out_path = match &args.out {
+        Some(p) => p.clone(),
+        None => crate::client::config_dir()
+            .ok_or_else(|| CliError::InvalidArgument {
+                message: "no place for the agent's configuration: neither XDG_CONFIG_HOME nor HOME is set".into(),
+                help: "name the file with --out FILE (outside the project: it holds a token)".into(),
+            })?
+            .join("devices")
+            .join(format!("{}.yaml", args.name)),
+    };
+    if out_path.exists() && !args.force {
         return Err(CliError::Exists {
-            path: args.out.clone(),
+            path: out_path,
             hint: "choose another --out file, or pass --force".into(),
         });
     }
@@ -99,7 +109,7 @@ fn add(args: &DeviceAddArgs) -> CliResult {
     let mut config = format!(
         "# edgefn-agent configuration for device `{name}`. Keep it secret: it holds the device's token.\n# Run: edgefn-agent --config {file}\ncloud: {cloud}\ndevice: {name}\ntoken: {token}\n",
         name = reg.name,
-        file = args.out.display(),
+        file = out_path.display(),
         cloud = client.base(),
         token = reg.token,
     );
@@ -118,14 +128,32 @@ fn add(args: &DeviceAddArgs) -> CliResult {
         );
     }
     config.push_str("# data: /var/lib/edgefn-agent   # where releases and state live\n# sandbox: auto                 # container, process or auto\n# localMqtt: 127.0.0.1:1883     # the local MQTT listener for programs on the device, or none\n");
-    project::write_secret(&args.out, config.as_bytes())?;
+    if let Some(dir) = out_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            project::create_private_folder(dir)?;
+        }
+    }
+    // Inside a git work tree, the file is ignored before it exists, so no `git add -A` can
+    // take the token into the repository.
+    let ignored_in = crate::provenance::ignore(&out_path).map_err(CliError::io(
+        "add the agent's configuration to",
+        ".gitignore",
+    ))?;
+    project::write_secret(&out_path, config.as_bytes())?;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "registered device `{}`; its agent configuration is in {} (mode 0600)",
+        "registered device `{}`; its agent configuration is in {} (mode 0600; it holds the device's token: copy it to the device, keep it out of git)",
         reg.name,
-        args.out.display()
+        out_path.display()
     );
+    if let Some(gitignore) = ignored_in {
+        let _ = writeln!(
+            out,
+            "added it to {} so that git never takes the token",
+            gitignore.display()
+        );
+    }
     if let (Some(p), Some(text)) = (&project, edited) {
         project::write_atomic(&p.manifest_path, text.as_bytes())?;
         let _ = writeln!(
