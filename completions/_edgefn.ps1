@@ -38,6 +38,7 @@ Register-ArgumentCompleter -Native -CommandName 'edgefn' -ScriptBlock {
             [CompletionResult]::new('history', 'history', [CompletionResultType]::ParameterValue, 'List the revisions applied, newest first, with where they came from')
             [CompletionResult]::new('rollback', 'rollback', [CompletionResultType]::ParameterValue, 'Apply an earlier revision again, as a new revision (default: the one before the latest)')
             [CompletionResult]::new('device', 'device', [CompletionResultType]::ParameterValue, 'Register, list and remove devices')
+            [CompletionResult]::new('token', 'token', [CompletionResultType]::ParameterValue, 'Create, list and revoke admin tokens (one per person or CI job; revoke a leaked one)')
             [CompletionResult]::new('login', 'login', [CompletionResultType]::ParameterValue, 'Save the control plane''s URL and an admin token for later commands')
             [CompletionResult]::new('publish', 'publish', [CompletionResultType]::ParameterValue, 'Send a message to devices, on their local topic (through the cloud''s MQTT broker)')
             [CompletionResult]::new('subscribe', 'subscribe', [CompletionResultType]::ParameterValue, 'Print what devices send up to the cloud (`device topic payload` lines) until Ctrl-C')
@@ -248,6 +249,65 @@ Register-ArgumentCompleter -Native -CommandName 'edgefn' -ScriptBlock {
         'edgefn;device;help;help' {
             break
         }
+        'edgefn;token' {
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Create an admin token and print it, once (the control plane keeps only its hash)')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the admin tokens: ids, names, when created, and which one you use; never a token')
+            [CompletionResult]::new('revoke', 'revoke', [CompletionResultType]::ParameterValue, 'Revoke an admin token at once (not the last one: create another first)')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'edgefn;token;create' {
+            [CompletionResult]::new('--cloud', '--cloud', [CompletionResultType]::ParameterName, 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'edgefn;token;list' {
+            [CompletionResult]::new('--cloud', '--cloud', [CompletionResultType]::ParameterName, 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'edgefn;token;revoke' {
+            [CompletionResult]::new('--cloud', '--cloud', [CompletionResultType]::ParameterName, 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'edgefn;token;help' {
+            [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Create an admin token and print it, once (the control plane keeps only its hash)')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the admin tokens: ids, names, when created, and which one you use; never a token')
+            [CompletionResult]::new('revoke', 'revoke', [CompletionResultType]::ParameterValue, 'Revoke an admin token at once (not the last one: create another first)')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'edgefn;token;help;create' {
+            break
+        }
+        'edgefn;token;help;list' {
+            break
+        }
+        'edgefn;token;help;revoke' {
+            break
+        }
+        'edgefn;token;help;help' {
+            break
+        }
         'edgefn;login' {
             [CompletionResult]::new('--cloud', '--cloud', [CompletionResultType]::ParameterName, 'Control plane URL')
             [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token (default: read from standard input, so it stays out of the shell history)')
@@ -313,6 +373,7 @@ Register-ArgumentCompleter -Native -CommandName 'edgefn' -ScriptBlock {
             [CompletionResult]::new('history', 'history', [CompletionResultType]::ParameterValue, 'List the revisions applied, newest first, with where they came from')
             [CompletionResult]::new('rollback', 'rollback', [CompletionResultType]::ParameterValue, 'Apply an earlier revision again, as a new revision (default: the one before the latest)')
             [CompletionResult]::new('device', 'device', [CompletionResultType]::ParameterValue, 'Register, list and remove devices')
+            [CompletionResult]::new('token', 'token', [CompletionResultType]::ParameterValue, 'Create, list and revoke admin tokens (one per person or CI job; revoke a leaked one)')
             [CompletionResult]::new('login', 'login', [CompletionResultType]::ParameterValue, 'Save the control plane''s URL and an admin token for later commands')
             [CompletionResult]::new('publish', 'publish', [CompletionResultType]::ParameterValue, 'Send a message to devices, on their local topic (through the cloud''s MQTT broker)')
             [CompletionResult]::new('subscribe', 'subscribe', [CompletionResultType]::ParameterValue, 'Print what devices send up to the cloud (`device topic payload` lines) until Ctrl-C')
@@ -370,6 +431,21 @@ Register-ArgumentCompleter -Native -CommandName 'edgefn' -ScriptBlock {
             break
         }
         'edgefn;help;device;remove' {
+            break
+        }
+        'edgefn;help;token' {
+            [CompletionResult]::new('create', 'create', [CompletionResultType]::ParameterValue, 'Create an admin token and print it, once (the control plane keeps only its hash)')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the admin tokens: ids, names, when created, and which one you use; never a token')
+            [CompletionResult]::new('revoke', 'revoke', [CompletionResultType]::ParameterValue, 'Revoke an admin token at once (not the last one: create another first)')
+            break
+        }
+        'edgefn;help;token;create' {
+            break
+        }
+        'edgefn;help;token;list' {
+            break
+        }
+        'edgefn;help;token;revoke' {
             break
         }
         'edgefn;help;login' {

@@ -35,6 +35,7 @@ set edit:completion:arg-completer[edgefn] = {|@words|
             cand history 'List the revisions applied, newest first, with where they came from'
             cand rollback 'Apply an earlier revision again, as a new revision (default: the one before the latest)'
             cand device 'Register, list and remove devices'
+            cand token 'Create, list and revoke admin tokens (one per person or CI job; revoke a leaked one)'
             cand login 'Save the control plane''s URL and an admin token for later commands'
             cand publish 'Send a message to devices, on their local topic (through the cloud''s MQTT broker)'
             cand subscribe 'Print what devices send up to the cloud (`device topic payload` lines) until Ctrl-C'
@@ -223,6 +224,56 @@ set edit:completion:arg-completer[edgefn] = {|@words|
         }
         &'edgefn;device;help;help'= {
         }
+        &'edgefn;token'= {
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand create 'Create an admin token and print it, once (the control plane keeps only its hash)'
+            cand list 'List the admin tokens: ids, names, when created, and which one you use; never a token'
+            cand revoke 'Revoke an admin token at once (not the last one: create another first)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'edgefn;token;create'= {
+            cand --cloud 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]'
+            cand --token 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]'
+            cand --output 'Output format'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'edgefn;token;list'= {
+            cand --cloud 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]'
+            cand --token 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]'
+            cand --output 'Output format'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'edgefn;token;revoke'= {
+            cand --cloud 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]'
+            cand --token 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'edgefn;token;help'= {
+            cand create 'Create an admin token and print it, once (the control plane keeps only its hash)'
+            cand list 'List the admin tokens: ids, names, when created, and which one you use; never a token'
+            cand revoke 'Revoke an admin token at once (not the last one: create another first)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'edgefn;token;help;create'= {
+        }
+        &'edgefn;token;help;list'= {
+        }
+        &'edgefn;token;help;revoke'= {
+        }
+        &'edgefn;token;help;help'= {
+        }
         &'edgefn;login'= {
             cand --cloud 'Control plane URL'
             cand --token 'Admin token (default: read from standard input, so it stays out of the shell history)'
@@ -283,6 +334,7 @@ set edit:completion:arg-completer[edgefn] = {|@words|
             cand history 'List the revisions applied, newest first, with where they came from'
             cand rollback 'Apply an earlier revision again, as a new revision (default: the one before the latest)'
             cand device 'Register, list and remove devices'
+            cand token 'Create, list and revoke admin tokens (one per person or CI job; revoke a leaked one)'
             cand login 'Save the control plane''s URL and an admin token for later commands'
             cand publish 'Send a message to devices, on their local topic (through the cloud''s MQTT broker)'
             cand subscribe 'Print what devices send up to the cloud (`device topic payload` lines) until Ctrl-C'
@@ -324,6 +376,17 @@ set edit:completion:arg-completer[edgefn] = {|@words|
         &'edgefn;help;device;list'= {
         }
         &'edgefn;help;device;remove'= {
+        }
+        &'edgefn;help;token'= {
+            cand create 'Create an admin token and print it, once (the control plane keeps only its hash)'
+            cand list 'List the admin tokens: ids, names, when created, and which one you use; never a token'
+            cand revoke 'Revoke an admin token at once (not the last one: create another first)'
+        }
+        &'edgefn;help;token;create'= {
+        }
+        &'edgefn;help;token;list'= {
+        }
+        &'edgefn;help;token;revoke'= {
         }
         &'edgefn;help;login'= {
         }

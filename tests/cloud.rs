@@ -1353,3 +1353,158 @@ fn device_files_stay_out_of_git_and_apply_names_dirty_files() {
     ));
     assert!(!again.contains("added it to"), "{again}");
 }
+
+/// Admin tokens are created, listed and revoked from the CLI; a revoked token fails at once and
+/// never comes back through its token file; the last one cannot be revoked; a lost token is
+/// replaced by starting once with a new token file, whose folder is created.
+#[test]
+fn admin_tokens_are_created_listed_and_revoked() {
+    let data = tempfile::tempdir().expect("data");
+    let cloud = Cloud::start(data.path());
+    let dir = tempfile::tempdir().expect("dir");
+    let as_admin = |token: &str, args: &[&str]| {
+        edgefn_env(
+            dir.path(),
+            args,
+            &[
+                ("EDGEFN_CLOUD", cloud.url.as_str()),
+                ("EDGEFN_TOKEN", token),
+            ],
+        )
+    };
+    let list = |token: &str| -> serde_json::Value {
+        serde_json::from_str(&ok(&as_admin(
+            token,
+            &["token", "list", "--output", "json"],
+        )))
+        .expect("json")
+    };
+    let first = list(&cloud.admin);
+    assert_eq!(first.as_array().map(Vec::len), Some(1), "{first}");
+    assert_eq!(first[0]["current"], true);
+    let first_id = first[0]["id"].as_str().expect("id").to_owned();
+
+    let ci = ok(&as_admin(&cloud.admin, &["token", "create", "ci"]))
+        .trim()
+        .to_owned();
+    assert!(ci.starts_with("edgefn_adm_"), "{ci}");
+    let both = list(&ci);
+    assert_eq!(both.as_array().map(Vec::len), Some(2));
+    let text_list = ok(&as_admin(&ci, &["token", "list"]));
+    assert!(
+        !text_list.contains(&ci) && !text_list.contains(&cloud.admin),
+        "never a token"
+    );
+    assert!(
+        text_list.contains("ci") && text_list.contains("(this one)"),
+        "{text_list}"
+    );
+
+    // The first token is revoked with the new one, and fails from then on.
+    ok(&as_admin(&ci, &["token", "revoke", &first_id]));
+    let refused = as_admin(&cloud.admin, &["status"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr).contains("401"),
+        "{}",
+        text(&refused.stderr)
+    );
+    // The last one cannot be revoked; an unknown id is a 404.
+    let ci_id = list(&ci)[0]["id"].as_str().expect("id").to_owned();
+    let last = as_admin(&ci, &["token", "revoke", &ci_id]);
+    assert_eq!(last.status.code(), Some(1));
+    assert!(
+        text(&last.stderr).contains("last admin token"),
+        "{}",
+        text(&last.stderr)
+    );
+    let unknown = as_admin(&ci, &["token", "revoke", "000000000000"]);
+    assert!(
+        text(&unknown.stderr).contains("no admin token"),
+        "{}",
+        text(&unknown.stderr)
+    );
+    let bad = as_admin(&ci, &["token", "create", "no spaces"]);
+    assert!(
+        text(&bad.stderr).contains("not a valid token name"),
+        "{}",
+        text(&bad.stderr)
+    );
+    cloud.stop();
+
+    // Restarted with the file that holds the revoked token: refused, saying why.
+    let token_file = data.path().join("admin.token");
+    let out = std::process::Command::new(sibling_bin("edgefn-cloud"))
+        .args([
+            "--data",
+            data.path().to_str().expect("utf8"),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--mqtt-listen",
+            "none",
+            "--admin-token-file",
+            token_file.to_str().expect("utf8"),
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("was revoked"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // Deleting the file gives a new token there, and the other tokens still work.
+    std::fs::remove_file(&token_file).expect("rm");
+    let (cloud, _) = Cloud::start_with(data.path(), &["--mqtt-listen", "none"]);
+    assert_ne!(cloud.admin, first_id);
+    let env = [
+        ("EDGEFN_CLOUD", cloud.url.as_str()),
+        ("EDGEFN_TOKEN", cloud.admin.as_str()),
+    ];
+    ok(&edgefn_env(dir.path(), &["status"], &env));
+    let env = [
+        ("EDGEFN_CLOUD", cloud.url.as_str()),
+        ("EDGEFN_TOKEN", ci.as_str()),
+    ];
+    ok(&edgefn_env(dir.path(), &["status"], &env));
+    drop(cloud);
+
+    // A token file in a folder that does not exist: the folder is created (0700), and the
+    // operator is told where the token is.
+    let other = tempfile::tempdir().expect("other");
+    let fresh = other.path().join("etc").join("edgefn").join("admin.token");
+    let mut child = std::process::Command::new(sibling_bin("edgefn-cloud"))
+        .args(["--data", other.path().join("data").to_str().expect("utf8")])
+        .args(["--listen", "127.0.0.1:0", "--mqtt-listen", "none"])
+        .args(["--admin-token-file", fresh.to_str().expect("utf8")])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run");
+    let mut said = String::new();
+    for line in std::io::BufRead::lines(std::io::BufReader::new(
+        child.stdout.take().expect("stdout"),
+    )) {
+        let line = line.expect("line");
+        said.push_str(&line);
+        said.push('\n');
+        if line.contains("listening on") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        said.contains(&format!("wrote a new admin token to {}", fresh.display())),
+        "{said}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode(&fresh), 0o600);
+        assert_eq!(mode(fresh.parent().expect("folder")), 0o700);
+    }
+}

@@ -79,9 +79,15 @@ pub enum Command {
     /// Register, list and remove devices
     #[command(
         subcommand,
-        after_help = "Example:\n  edgefn device add gw-03 --label site=lab --out gw-03.yaml\n  edgefn device list"
+        after_help = "Example:\n  edgefn device add gw-03 --label site=lab\n  edgefn device list"
     )]
     Device(DeviceCommand),
+    /// Create, list and revoke admin tokens (one per person or CI job; revoke a leaked one)
+    #[command(
+        subcommand,
+        after_help = "Example:\n  edgefn token create ci\n  edgefn token list\n  edgefn token revoke 3f9a0c1d2e4b"
+    )]
+    Token(TokenCommand),
     /// Save the control plane's URL and an admin token for later commands
     #[command(after_help = "Example:\n  edgefn login --cloud http://127.0.0.1:7070 < admin.token")]
     Login(LoginArgs),
@@ -298,6 +304,51 @@ pub struct DeviceAddArgs {
     /// Overwrite the output file
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub cloud: CloudArgs,
+}
+
+/// `edgefn token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create an admin token and print it, once (the control plane keeps only its hash)
+    #[command(after_help = "Example:\n  edgefn token create ci > ci.token")]
+    Create(TokenCreateArgs),
+    /// List the admin tokens: ids, names, when created, and which one you use; never a token
+    #[command(after_help = "Example:\n  edgefn token list --output json")]
+    List(TokenListArgs),
+    /// Revoke an admin token at once (not the last one: create another first)
+    #[command(after_help = "Example:\n  edgefn token revoke 3f9a0c1d2e4b")]
+    Revoke(TokenRevokeArgs),
+}
+
+/// `edgefn token create`.
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// What it is for (`ci`, `alice`)
+    pub name: String,
+    #[command(flatten)]
+    pub cloud: CloudArgs,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+/// `edgefn token list`.
+#[derive(Debug, Args)]
+pub struct TokenListArgs {
+    #[command(flatten)]
+    pub cloud: CloudArgs,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+/// `edgefn token revoke`.
+#[derive(Debug, Args)]
+pub struct TokenRevokeArgs {
+    /// The token's id (from `edgefn token list`)
+    pub id: String,
     #[command(flatten)]
     pub cloud: CloudArgs,
 }

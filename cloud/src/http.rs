@@ -48,8 +48,9 @@ pub const STATUS_FLUSH: Duration = Duration::from_secs(1);
 
 /// Shared server state.
 pub struct AppState {
-    store: Arc<dyn Store>,
-    admin: Vec<[u8; 32]>,
+    pub(crate) store: Arc<dyn Store>,
+    /// Hashes of the admin tokens not revoked.
+    pub(crate) admin: RwLock<Vec<[u8; 32]>>,
     devices: RwLock<HashMap<String, DeviceRecord>>,
     tokens: RwLock<HashMap<[u8; 32], String>>,
     fleet: watch::Sender<Arc<FleetView>>,
@@ -71,14 +72,14 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Runs blocking store work off the async threads.
-async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T, ApiError>
 where
     F: FnOnce() -> Result<T, ApiError> + Send + 'static,
     T: Send + 'static,
@@ -108,7 +109,7 @@ impl AppState {
         };
         Ok(Arc::new(Self {
             store,
-            admin,
+            admin: RwLock::new(admin),
             devices: RwLock::new(devices),
             tokens: RwLock::new(tokens),
             fleet: watch::Sender::new(Arc::new(view)),
@@ -293,6 +294,8 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         // Check every admin hash, without stopping early.
         let is_admin = state
             .admin
+            .read()
+            .map_err(ApiError::internal)?
             .iter()
             .fold(false, |found, h| auth::ct_eq(h, &presented) | found);
         if is_admin {
@@ -336,6 +339,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/revisions", post(create_revision).get(history))
         .route("/v1/revisions/{n}", get(revision))
         .route("/v1/rollback", post(rollback))
+        .route(
+            "/v1/tokens",
+            get(crate::tokens::list).post(crate::tokens::create),
+        )
+        .route(
+            "/v1/tokens/{id}",
+            axum::routing::delete(crate::tokens::revoke),
+        )
         .route("/v1/devices", post(add_device).get(list_devices))
         .route("/v1/devices/{name}", axum::routing::delete(remove_device))
         .route("/v1/devices/{name}/desired", get(desired))

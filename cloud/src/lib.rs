@@ -14,6 +14,7 @@ pub mod mqtt;
 pub mod openapi;
 pub mod store;
 pub mod tls;
+pub mod tokens;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -22,7 +23,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::store::{LocalStore, Store, StoreError};
+use crate::store::{AdminTokenRecord, LocalStore, Store, StoreError};
 
 /// How to run the control plane.
 #[derive(Debug, Clone)]
@@ -47,6 +48,9 @@ pub enum CloudError {
         /// Why.
         source: std::io::Error,
     },
+    /// The admin token file holds a token that was revoked.
+    #[error("admin token file {}: its token was revoked (`edgefn token revoke`); delete the file, or name a new one, to have a new token created", .0.display())]
+    RevokedTokenFile(PathBuf),
     /// The admin token file holds no usable token.
     #[error("admin token file {} is empty or too short (at least 16 characters)", .0.display())]
     BadTokenFile(PathBuf),
@@ -76,43 +80,71 @@ pub struct Prepared {
     device_mqtt_url: Option<String>,
     /// A newly created admin token (first start without a token file): show it once.
     pub new_admin_token: Option<String>,
+    /// The token file this start wrote a new admin token to, if it did: say so.
+    pub admin_token_written: Option<PathBuf>,
 }
 
 /// Opens the store in `config.data` and makes sure an admin token exists.
+///
+/// With `admin_token_file`: a file that does not exist yet gets a new token (its folder is
+/// created, mode 0700); the file's token is added to the store unless it was revoked, which is
+/// an error (a revoked token never comes back through its file). A lost token is replaced by
+/// starting once with a new file path. Without: the first start creates a token and shows it once.
 pub fn prepare(config: &Config) -> Result<Prepared, CloudError> {
     let store = Arc::new(LocalStore::open(&config.data)?);
     let mut new_admin_token = None;
+    let mut admin_token_written = None;
     if let Some(path) = &config.admin_token_file {
+        let file_error = |source| CloudError::TokenFile {
+            path: path.clone(),
+            source,
+        };
         let token = match std::fs::read_to_string(path) {
             Ok(text) => text.trim().to_owned(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let token = auth::generate(auth::ADMIN_PREFIX).map_err(CloudError::Random)?;
-                write_secret(path, &token).map_err(|source| CloudError::TokenFile {
-                    path: path.clone(),
-                    source,
-                })?;
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    if !dir.exists() {
+                        edgefn_os::file::create_folder(dir, 0o700).map_err(file_error)?;
+                    }
+                }
+                write_secret(path, &token).map_err(file_error)?;
+                admin_token_written = Some(path.clone());
                 token
             }
-            Err(source) => {
-                return Err(CloudError::TokenFile {
-                    path: path.clone(),
-                    source,
-                });
-            }
+            Err(source) => return Err(file_error(source)),
         };
         if token.len() < 16 {
             return Err(CloudError::BadTokenFile(path.clone()));
         }
         let h = auth::hash(&token);
-        if !store.admin_token_hashes()?.contains(&h) {
-            store.add_admin_token_hash(h)?;
+        match store.admin_tokens()?.iter().find(|r| r.hash == h) {
+            Some(r) if r.revoked_ms.is_some() => {
+                return Err(CloudError::RevokedTokenFile(path.clone()));
+            }
+            Some(_) => {}
+            None => store.add_admin_token(&AdminTokenRecord {
+                hash: h,
+                name: if admin_token_written.is_some() {
+                    "token-file".into()
+                } else {
+                    "initial".into()
+                },
+                created_ms: now_ms(),
+                revoked_ms: None,
+            })?,
         }
-    } else if store.admin_token_hashes()?.is_empty() {
+    } else if store.admin_tokens()?.iter().all(|r| r.revoked_ms.is_some()) {
         let token = auth::generate(auth::ADMIN_PREFIX).map_err(CloudError::Random)?;
-        store.add_admin_token_hash(auth::hash(&token))?;
+        store.add_admin_token(&AdminTokenRecord {
+            hash: auth::hash(&token),
+            name: "initial".into(),
+            created_ms: now_ms(),
+            revoked_ms: None,
+        })?;
         new_admin_token = Some(token);
     }
-    let admin = store.admin_token_hashes()?;
+    let admin = live_admin_hashes(store.as_ref())?;
     Ok(Prepared {
         store,
         admin,
@@ -122,7 +154,24 @@ pub fn prepare(config: &Config) -> Result<Prepared, CloudError> {
         mqtts: None,
         device_mqtt_url: None,
         new_admin_token,
+        admin_token_written,
     })
+}
+
+/// The hashes of the admin tokens not revoked.
+pub(crate) fn live_admin_hashes(store: &dyn Store) -> Result<Vec<[u8; 32]>, StoreError> {
+    Ok(store
+        .admin_tokens()?
+        .into_iter()
+        .filter(|r| r.revoked_ms.is_none())
+        .map(|r| r.hash)
+        .collect())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Prepared {

@@ -163,6 +163,13 @@ fn main() -> ExitCode {
         if let Some(token) = &prepared.new_admin_token {
             println!("admin token (shown once; keep it secret): {token}");
         }
+        if let Some(path) = &prepared.admin_token_written {
+            println!(
+                "wrote a new admin token to {} (mode 0600): `edgefn login --cloud URL < {}`",
+                path.display(),
+                path.display()
+            );
+        }
         println!("edgefn-cloud listening on {scheme}://{addr}");
         match edgefn_cloud::serve(prepared, listener, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,

@@ -5,9 +5,10 @@ use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
 use edgefn_schema::api::{
-    ApplyResponse, DesiredResponse, DeviceInfo, DeviceRegistered, ErrorBody, FleetStatus,
-    MissingBundlesRequest, MissingBundlesResponse, NewDevice, NewRevision, Revision,
-    RevisionSummary, RollbackRequest, StatusReport,
+    AdminTokenCreated, AdminTokenInfo, ApplyResponse, DesiredResponse, DeviceInfo,
+    DeviceRegistered, ErrorBody, FleetStatus, MissingBundlesRequest, MissingBundlesResponse,
+    NewAdminToken, NewDevice, NewRevision, Revision, RevisionSummary, RollbackRequest,
+    StatusReport,
 };
 
 /// Who may call an operation.
@@ -122,6 +123,30 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "Apply an earlier revision again as a new revision (default: the one before the latest).",
         request: Some("RollbackRequest"),
         response: (201, Some("ApplyResponse")),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/tokens",
+        access: Access::Admin,
+        summary: "The admin tokens not revoked: ids, names, creation times, and which one made this request; never a token.",
+        request: None,
+        response: (200, Some("AdminTokenList")),
+    },
+    Operation {
+        method: "post",
+        path: "/v1/tokens",
+        access: Access::Admin,
+        summary: "Create an admin token; the answer holds it, once (only its sha256 is stored).",
+        request: Some("NewAdminToken"),
+        response: (201, Some("AdminTokenCreated")),
+    },
+    Operation {
+        method: "delete",
+        path: "/v1/tokens/{id}",
+        access: Access::Admin,
+        summary: "Revoke an admin token, from the next request on. 409 for the last one (it would lock every admin out).",
+        request: None,
+        response: (204, None),
     },
     Operation {
         method: "post",
@@ -240,6 +265,9 @@ pub fn document() -> String {
     add::<Revision>(&mut generator, &mut schemas, "Revision");
     add::<RollbackRequest>(&mut generator, &mut schemas, "RollbackRequest");
     add::<NewDevice>(&mut generator, &mut schemas, "NewDevice");
+    add::<Vec<AdminTokenInfo>>(&mut generator, &mut schemas, "AdminTokenList");
+    add::<NewAdminToken>(&mut generator, &mut schemas, "NewAdminToken");
+    add::<AdminTokenCreated>(&mut generator, &mut schemas, "AdminTokenCreated");
     add::<DeviceRegistered>(&mut generator, &mut schemas, "DeviceRegistered");
     add::<Vec<DeviceInfo>>(&mut generator, &mut schemas, "DeviceList");
     add::<DesiredResponse>(&mut generator, &mut schemas, "DesiredResponse");

@@ -138,16 +138,53 @@ pub trait Store: Send + Sync + 'static {
     fn put_statuses(&self, batch: &[(String, StatusReport, u64)]) -> Result<(), StoreError>;
     /// Every device's last report and its time.
     fn statuses(&self) -> Result<BTreeMap<String, (StatusReport, u64)>, StoreError>;
-    /// sha256 hashes of the admin tokens.
-    fn admin_token_hashes(&self) -> Result<Vec<[u8; 32]>, StoreError>;
-    /// Adds an admin token hash.
-    fn add_admin_token_hash(&self, hash: [u8; 32]) -> Result<(), StoreError>;
+    /// The admin tokens, revoked ones included (their hashes, names, times).
+    fn admin_tokens(&self) -> Result<Vec<AdminTokenRecord>, StoreError>;
+    /// Adds an admin token (by its hash); an existing record with that hash is kept as it is.
+    fn add_admin_token(&self, record: &AdminTokenRecord) -> Result<(), StoreError>;
+    /// Revokes the admin token whose id is `id` at `when_ms`, unless it is the last one not
+    /// revoked. `Ok(None)` when no token not revoked has that id.
+    fn revoke_admin_token(&self, id: &str, when_ms: u64) -> Result<Option<Revoked>, StoreError>;
+}
+
+/// What [`Store::revoke_admin_token`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    /// Revoked: its hash.
+    Done([u8; 32]),
+    /// Refused: it is the last admin token, and revoking it would lock every admin out.
+    Last,
+}
+
+/// An admin token as stored: its sha256, never the token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminTokenRecord {
+    /// sha256 of the token.
+    pub hash: [u8; 32],
+    /// What it is for.
+    pub name: String,
+    /// When it was created (ms since the epoch; 0 when unknown).
+    pub created_ms: u64,
+    /// When it was revoked: a revoked token never authenticates again, even when a token file
+    /// still holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_ms: Option<u64>,
+}
+
+impl AdminTokenRecord {
+    /// Its id: the first 12 hex digits of its hash.
+    pub fn id(&self) -> String {
+        edgefn_schema::resolve::hex(&self.hash)[..12].to_owned()
+    }
 }
 
 const REVISIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("revisions");
 const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
 const STATUS: TableDefinition<&str, &[u8]> = TableDefinition::new("status");
-const ADMIN: TableDefinition<&[u8], u64> = TableDefinition::new("admin_tokens");
+/// The first format of the admin tokens: hash → 0. Migrated into [`ADMIN_TOKENS`] at open.
+const ADMIN_V1: TableDefinition<&[u8], u64> = TableDefinition::new("admin_tokens");
+/// Admin tokens: hash → JSON [`AdminTokenRecord`].
+const ADMIN_TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("admin_tokens_v2");
 
 /// redb metadata plus bundle files under one data folder.
 #[derive(Debug)]
@@ -183,7 +220,30 @@ impl LocalStore {
         tx.open_table(REVISIONS)?;
         tx.open_table(DEVICES)?;
         tx.open_table(STATUS)?;
-        tx.open_table(ADMIN)?;
+        {
+            // Tokens of the first format become records named `initial`, in the same
+            // transaction that empties the old table: whole or not at all.
+            let mut old = tx.open_table(ADMIN_V1)?;
+            let mut new = tx.open_table(ADMIN_TOKENS)?;
+            let hashes: Vec<Vec<u8>> = old
+                .iter()?
+                .map(|e| e.map(|(k, _)| k.value().to_vec()))
+                .collect::<Result<_, _>>()?;
+            for h in hashes {
+                if let Ok(hash) = <[u8; 32]>::try_from(h.as_slice()) {
+                    if new.get(hash.as_slice())?.is_none() {
+                        let record = AdminTokenRecord {
+                            hash,
+                            name: "initial".into(),
+                            created_ms: 0,
+                            revoked_ms: None,
+                        };
+                        new.insert(hash.as_slice(), json(&record).as_slice())?;
+                    }
+                }
+                old.remove(h.as_slice())?;
+            }
+        }
         tx.commit()?;
         // Temporary files of bundle writes a crash interrupted.
         if let Ok(entries) = fs::read_dir(&bundles) {
@@ -363,23 +423,118 @@ impl Store for LocalStore {
         Ok(out)
     }
 
-    fn admin_token_hashes(&self) -> Result<Vec<[u8; 32]>, StoreError> {
+    fn admin_tokens(&self) -> Result<Vec<AdminTokenRecord>, StoreError> {
         let tx = self.db.begin_read()?;
-        let t = tx.open_table(ADMIN)?;
+        let t = tx.open_table(ADMIN_TOKENS)?;
         let mut out = Vec::new();
         for entry in t.iter()? {
-            let (k, _) = entry?;
-            if let Ok(h) = <[u8; 32]>::try_from(k.value()) {
-                out.push(h);
-            }
+            let (_, v) = entry?;
+            out.push(parse(v.value())?);
         }
         Ok(out)
     }
 
-    fn add_admin_token_hash(&self, hash: [u8; 32]) -> Result<(), StoreError> {
+    fn add_admin_token(&self, record: &AdminTokenRecord) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;
-        tx.open_table(ADMIN)?.insert(hash.as_slice(), 0)?;
+        {
+            let mut t = tx.open_table(ADMIN_TOKENS)?;
+            if t.get(record.hash.as_slice())?.is_none() {
+                t.insert(record.hash.as_slice(), json(record).as_slice())?;
+            }
+        }
         tx.commit()?;
         Ok(())
+    }
+
+    fn revoke_admin_token(&self, id: &str, when_ms: u64) -> Result<Option<Revoked>, StoreError> {
+        let tx = self.db.begin_write()?;
+        let outcome = {
+            let mut t = tx.open_table(ADMIN_TOKENS)?;
+            let mut live: Vec<AdminTokenRecord> = Vec::new();
+            for entry in t.iter()? {
+                let (_, v) = entry?;
+                let r: AdminTokenRecord = parse(v.value())?;
+                if r.revoked_ms.is_none() {
+                    live.push(r);
+                }
+            }
+            match live.iter().find(|r| r.id() == id) {
+                None => None,
+                Some(_) if live.len() == 1 => Some(Revoked::Last),
+                Some(r) => {
+                    let revoked = AdminTokenRecord {
+                        revoked_ms: Some(when_ms),
+                        ..r.clone()
+                    };
+                    t.insert(r.hash.as_slice(), json(&revoked).as_slice())?;
+                    Some(Revoked::Done(r.hash))
+                }
+            }
+        };
+        tx.commit()?;
+        Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redb::ReadableTableMetadata;
+
+    use super::*;
+
+    /// A data folder from before named admin tokens (table `admin_tokens`: hash → 0) opens with
+    /// its tokens kept, named `initial`, in the new table; the old table is emptied.
+    #[test]
+    fn admin_tokens_of_the_first_format_are_migrated() {
+        let dir = tempfile::tempdir().expect("dir");
+        let hash = [7u8; 32];
+        {
+            let db = Database::create(dir.path().join("cloud.redb")).expect("db");
+            let tx = db.begin_write().expect("tx");
+            tx.open_table(ADMIN_V1)
+                .expect("table")
+                .insert(hash.as_slice(), 0)
+                .expect("insert");
+            tx.commit().expect("commit");
+        }
+        let store = LocalStore::open(dir.path()).expect("open");
+        let tokens = store.admin_tokens().expect("tokens");
+        assert_eq!(tokens.len(), 1);
+        assert_eq!(tokens[0].hash, hash);
+        assert_eq!(tokens[0].name, "initial");
+        assert_eq!(tokens[0].revoked_ms, None);
+        drop(store);
+        // Opening again changes nothing.
+        let store = LocalStore::open(dir.path()).expect("open again");
+        assert_eq!(store.admin_tokens().expect("tokens").len(), 1);
+        let tx = store.db.begin_read().expect("tx");
+        assert_eq!(tx.open_table(ADMIN_V1).expect("old").len().expect("len"), 0);
+    }
+
+    #[test]
+    fn the_last_admin_token_cannot_be_revoked() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = LocalStore::open(dir.path()).expect("open");
+        let record = |b: u8, name: &str| AdminTokenRecord {
+            hash: [b; 32],
+            name: name.into(),
+            created_ms: 1,
+            revoked_ms: None,
+        };
+        store.add_admin_token(&record(1, "a")).expect("add");
+        store.add_admin_token(&record(2, "b")).expect("add");
+        let a = record(1, "a").id();
+        assert_eq!(
+            store.revoke_admin_token(&a, 5).expect("revoke"),
+            Some(Revoked::Done([1; 32]))
+        );
+        assert_eq!(store.revoke_admin_token(&a, 6).expect("again"), None);
+        let b = record(2, "b").id();
+        assert_eq!(
+            store.revoke_admin_token(&b, 7).expect("last"),
+            Some(Revoked::Last)
+        );
+        let tokens = store.admin_tokens().expect("tokens");
+        assert_eq!(tokens.iter().filter(|r| r.revoked_ms.is_none()).count(), 1);
     }
 }

@@ -163,6 +163,41 @@ pub struct DeviceInfo {
     pub registered_ms: u64,
 }
 
+/// An admin token, as `GET /v1/tokens` lists it: never the token itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminTokenInfo {
+    /// Its id: the first 12 hex digits of the token's sha256 (`DELETE /v1/tokens/{id}`).
+    pub id: String,
+    /// What it is for, as given when it was created (`initial` for the first one).
+    pub name: String,
+    /// When it was created (ms since the epoch; `0` when unknown).
+    pub created_ms: u64,
+    /// Whether it is the token of this request.
+    #[serde(default)]
+    pub current: bool,
+}
+
+/// `POST /v1/tokens`: a new admin token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewAdminToken {
+    /// What it is for (`ci`, `alice`): 1 to 64 characters, letters, digits, `-`, `_`, `.`, `@`.
+    pub name: String,
+}
+
+/// The answer to `POST /v1/tokens`: the token, shown this once (only its hash is kept).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminTokenCreated {
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// The token (`edgefn_adm_` + 64 hex digits).
+    pub token: String,
+}
+
 /// `GET /v1/devices/{name}/desired`: what the device should run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

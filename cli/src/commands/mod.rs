@@ -13,6 +13,7 @@ pub mod messages;
 pub mod new;
 pub mod package;
 pub mod test;
+pub mod token;
 pub mod validate;
 
 use crate::args::{Cli, Command, Format};
@@ -36,6 +37,7 @@ pub fn run(cli: Cli) -> CliResult<Outcome> {
         Command::History(args) => fleet::history(&args),
         Command::Rollback(args) => fleet::rollback(&args),
         Command::Device(cmd) => device::run(&cmd),
+        Command::Token(cmd) => token::run(&cmd),
         Command::Login(args) => login::run(&args),
         Command::Publish(args) => messages::publish(&args),
         Command::Subscribe(args) => messages::subscribe(&args),
