@@ -16,6 +16,7 @@ pub mod package;
 pub mod project;
 pub mod provenance;
 pub mod report;
+pub mod rollout;
 pub mod scaffold;
 
 pub use args::Cli;

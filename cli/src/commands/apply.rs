@@ -1,36 +1,14 @@
 //! `edgefn apply`: validate → package → upload what the cloud lacks → submit a revision with its
 //! provenance; `--wait` follows the rollout.
 
-use std::io::{IsTerminal, Write};
-use std::time::{Duration, Instant};
-
-use edgefn_schema::api::{
-    ApplyResponse, DeviceState, DeviceStatus, FleetStatus, MissingBundlesRequest,
-    MissingBundlesResponse, NewRevision, RevisionSummary,
-};
+use std::io::Write;
 
 use crate::args::{ApplyArgs, Output};
 use crate::client::Client;
 use crate::drift::{self, Verdict};
 use crate::error::{CliError, CliResult, Outcome};
 use crate::project::Project;
-use crate::{package, provenance};
-
-/// Parses a `--timeout` value.
-pub fn parse_timeout(text: &str) -> Result<Duration, CliError> {
-    text.parse::<edgefn_schema::Duration>()
-        .map(|d| d.to_std())
-        .map_err(|e| CliError::InvalidArgument {
-            message: format!("--timeout: {e}"),
-            help: e.help.into(),
-        })
-}
-
-/// The latest revision number (0 when none).
-pub fn latest_revision(client: &Client) -> Result<u64, CliError> {
-    let history: Vec<RevisionSummary> = client.get("/v1/revisions?limit=1")?;
-    Ok(history.first().map_or(0, |r| r.number))
-}
+use crate::{provenance, rollout};
 
 fn say(output: Output, line: &str) {
     if output == Output::Text {
@@ -38,89 +16,9 @@ fn say(output: Output, line: &str) {
     }
 }
 
-/// What [`submit`] did.
-#[derive(Debug)]
-pub struct Submitted {
-    /// The cloud's answer.
-    pub applied: ApplyResponse,
-    /// Functions whose bundles were uploaded.
-    pub uploaded: Vec<String>,
-    /// What was submitted.
-    pub request: NewRevision,
-}
-
-/// Packages the project, uploads the bundles the cloud lacks, and submits the revision against
-/// the latest one.
-pub fn submit(
-    client: &Client,
-    project: &Project,
-    manifest: &edgefn_schema::Manifest,
-    manifest_text: &str,
-    provenance: edgefn_schema::api::Provenance,
-    output: Output,
-) -> Result<Submitted, CliError> {
-    let bundles = package::package_all(&project.root, manifest)?;
-    let parent = latest_revision(client)?;
-    let digests: Vec<String> = bundles.iter().map(|b| b.digest.clone()).collect();
-    let (_, missing): (_, MissingBundlesResponse) =
-        client.post("/v1/bundles/missing", &MissingBundlesRequest { digests })?;
-    let to_upload: Vec<&package::Bundle> = bundles
-        .iter()
-        .filter(|b| missing.missing.contains(&b.digest))
-        .collect();
-    let total: u64 = to_upload.iter().map(|b| b.bytes.len() as u64).sum();
-    let bar = (output == Output::Text && std::io::stderr().is_terminal() && !to_upload.is_empty())
-        .then(|| {
-            let bar = indicatif::ProgressBar::new(total);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "uploading {bar:30} {bytes}/{total_bytes} {msg}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar
-        });
-    for b in &to_upload {
-        match &bar {
-            Some(bar) => bar.set_message(b.function.clone()),
-            None => say(
-                output,
-                &format!(
-                    "uploading {} ({} bytes, {})",
-                    b.function,
-                    b.bytes.len(),
-                    &b.digest[..12]
-                ),
-            ),
-        }
-        client.put_bytes(&format!("/v1/bundles/{}", b.digest), b.bytes.clone())?;
-        if let Some(bar) = &bar {
-            bar.inc(b.bytes.len() as u64);
-        }
-    }
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    let request = NewRevision {
-        manifest: manifest_text.to_owned(),
-        bundles: bundles
-            .iter()
-            .map(|b| (b.function.clone(), b.digest.clone()))
-            .collect(),
-        provenance,
-        expected_parent: Some(parent),
-    };
-    let (_, applied): (_, ApplyResponse) = client.post("/v1/revisions", &request)?;
-    Ok(Submitted {
-        applied,
-        uploaded: to_upload.iter().map(|b| b.function.clone()).collect(),
-        request,
-    })
-}
-
 /// Runs `edgefn apply`.
 pub fn run(args: &ApplyArgs) -> CliResult {
-    let timeout = parse_timeout(&args.timeout)?;
+    let timeout = rollout::parse_timeout(&args.timeout)?;
     let project = Project::locate(args.file.as_deref())?;
     let Some(loaded) = super::load_valid(&project)? else {
         return Ok(Outcome::Failed);
@@ -168,7 +66,7 @@ pub fn run(args: &ApplyArgs) -> CliResult {
             });
         }
     }
-    let submitted = submit(
+    let submitted = rollout::submit(
         &client,
         &project,
         &loaded.manifest,
@@ -203,7 +101,7 @@ pub fn run(args: &ApplyArgs) -> CliResult {
             ),
         );
         if args.wait {
-            wait_for_rollout(&client, timeout, args.output)?
+            rollout::wait_for_rollout(&client, timeout, args.output)?
         } else {
             Outcome::Success
         }
@@ -232,208 +130,4 @@ pub fn run(args: &ApplyArgs) -> CliResult {
         );
     }
     Ok(outcome)
-}
-
-/// One device's progress, as a line: its state and what it says, what its functions report
-/// when they fail, and (with `seen`) when it last reported.
-fn progress_line(d: &DeviceStatus, revision: u64, seen: bool) -> String {
-    let Some(r) = &d.report else {
-        return format!("{}: never seen (is its agent running and online?)", d.name);
-    };
-    let seen = d
-        .last_seen_ms
-        .filter(|_| seen)
-        .map(|ms| format!(" (reported {})", super::fleet::ago(ms)))
-        .unwrap_or_default();
-    if d.converged {
-        return format!("{}: converged, runs revision {revision}", d.name);
-    }
-    let state = serde_json::to_value(r.state)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default();
-    let mut line = format!("{}: {state}", d.name);
-    if let Some(m) = r.message.as_deref().filter(|m| !m.is_empty()) {
-        line.push_str(": ");
-        line.push_str(m);
-    }
-    let failing: Vec<String> = r
-        .functions
-        .iter()
-        .filter(|f| f.last_error.is_some() || f.restarts > 0)
-        .map(|f| {
-            format!(
-                "{} {} ({} restarts{})",
-                f.binding,
-                f.state,
-                f.restarts,
-                f.last_error
-                    .as_deref()
-                    .map(|e| format!(", last error: {e}"))
-                    .unwrap_or_default()
-            )
-        })
-        .collect();
-    if !failing.is_empty() {
-        line.push_str("; ");
-        line.push_str(&failing.join("; "));
-    }
-    line.push_str(&seen);
-    line
-}
-
-/// Whether a device's report says the update to its desired state failed.
-fn has_failed(d: &DeviceStatus) -> bool {
-    d.report.as_ref().is_some_and(|r| {
-        matches!(r.state, DeviceState::Failed | DeviceState::RolledBack)
-            && r.target_digest.as_deref() == Some(d.desired_digest.as_str())
-    })
-}
-
-/// Where the rollout's progress goes: one live line per device on a terminal; elsewhere a plain
-/// line each time a device's line changes (never the same line twice).
-enum Progress {
-    Live(
-        indicatif::MultiProgress,
-        Vec<(String, indicatif::ProgressBar)>,
-    ),
-    Plain(std::collections::HashMap<String, String>),
-    Quiet,
-}
-
-impl Progress {
-    fn new(output: Output) -> Self {
-        match output {
-            Output::Text if std::io::stderr().is_terminal() => {
-                Progress::Live(indicatif::MultiProgress::new(), Vec::new())
-            }
-            Output::Text => Progress::Plain(Default::default()),
-            Output::Json => Progress::Quiet,
-        }
-    }
-
-    /// Shows a device's line; `d` and `revision` make it.
-    fn show(&mut self, d: &DeviceStatus, revision: u64) {
-        let name = d.name.as_str();
-        match self {
-            Progress::Live(multi, bars) => {
-                let bar = match bars.iter().find(|(n, _)| n == name) {
-                    Some((_, b)) => b.clone(),
-                    None => {
-                        let b = multi.add(indicatif::ProgressBar::new_spinner());
-                        b.set_style(
-                            indicatif::ProgressStyle::with_template("{spinner} {wide_msg}")
-                                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-                        );
-                        b.enable_steady_tick(Duration::from_millis(120));
-                        bars.push((name.to_owned(), b.clone()));
-                        b
-                    }
-                };
-                bar.set_message(progress_line(d, revision, true));
-            }
-            Progress::Plain(last) => {
-                // Without the time since its report, which changes at every poll.
-                let line = progress_line(d, revision, false);
-                if last.get(name) != Some(&line) {
-                    eprintln!("{line}");
-                    last.insert(name.to_owned(), line);
-                }
-            }
-            Progress::Quiet => {}
-        }
-    }
-
-    /// Ends the live display, leaving each device's last line on the screen.
-    fn finish(&mut self) {
-        if let Progress::Live(_, bars) = self {
-            for (_, b) in bars.iter() {
-                b.finish();
-            }
-        }
-    }
-}
-
-/// Follows the rollout until every registered device of the manifest runs its desired state;
-/// fails when a device reports that the update failed or rolled back, or at the deadline, naming
-/// each device that did not converge and what it last said.
-#[allow(clippy::disallowed_methods)] // A synchronous command polling between requests.
-pub fn wait_for_rollout(client: &Client, timeout: Duration, output: Output) -> CliResult {
-    let deadline = Instant::now() + timeout;
-    let mut progress: Option<Progress> = None;
-    loop {
-        let status: FleetStatus = client.get("/v1/status")?;
-        let targets: Vec<&DeviceStatus> = status
-            .devices
-            .iter()
-            .filter(|d| d.in_manifest && d.registered)
-            .collect();
-        let progress = progress.get_or_insert_with(|| {
-            for d in status
-                .devices
-                .iter()
-                .filter(|d| d.in_manifest && !d.registered)
-            {
-                say(
-                    output,
-                    &format!(
-                        "warning: {} is in the manifest but not registered (`edgefn device add {}`); not waiting for it",
-                        d.name, d.name
-                    ),
-                );
-            }
-            Progress::new(output)
-        });
-        for d in &targets {
-            progress.show(d, status.revision);
-        }
-        let converged = targets.iter().filter(|d| d.converged).count();
-        let failed: Vec<&&DeviceStatus> = targets.iter().filter(|d| has_failed(d)).collect();
-        if !failed.is_empty() {
-            progress.finish();
-            return Err(CliError::Cloud {
-                message: format!(
-                    "{} of {} devices failed to run revision {}: {}",
-                    failed.len(),
-                    targets.len(),
-                    status.revision,
-                    failed.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(", ")
-                ),
-                help: "see what each device said above, or `edgefn status DEVICE`; `edgefn rollback` returns to the previous revision".into(),
-                api_code: None,
-            });
-        }
-        if converged == targets.len() {
-            progress.finish();
-            say(
-                output,
-                &format!(
-                    "revision {}: {converged}/{} devices converged",
-                    status.revision,
-                    targets.len()
-                ),
-            );
-            return Ok(Outcome::Success);
-        }
-        if Instant::now() >= deadline {
-            progress.finish();
-            let pending: Vec<String> = targets
-                .iter()
-                .filter(|d| !d.converged)
-                .map(|d| format!("\n  {}", progress_line(d, status.revision, true)))
-                .collect();
-            return Err(CliError::Cloud {
-                message: format!(
-                    "timed out after {}s: {} of {} devices have not converged:{}",
-                    timeout.as_secs(),
-                    pending.len(),
-                    targets.len(),
-                    pending.concat()
-                ),
-                help: "a device never seen or not reporting for long is offline or its agent is not running; otherwise wait longer with --timeout".into(),
-                api_code: None,
-            });
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }

@@ -331,7 +331,7 @@ pub fn run(args: &DevArgs) -> CliResult {
         ));
     }
     let source = project.read_manifest()?;
-    let submitted = crate::commands::apply::submit(
+    let submitted = crate::rollout::submit(
         &client,
         &project,
         &loaded.manifest,
@@ -385,7 +385,7 @@ pub fn run(args: &DevArgs) -> CliResult {
             continue;
         };
         let source = project.read_manifest()?;
-        match crate::commands::apply::submit(
+        match crate::rollout::submit(
             &client,
             &project,
             &reloaded.manifest,

@@ -189,7 +189,7 @@ pub fn run(args: &DiffArgs) -> CliResult {
         .map(|b| (b.function, b.digest))
         .collect();
     let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
-    let latest = super::apply::latest_revision(&client)?;
+    let latest = crate::rollout::latest_revision(&client)?;
     let (old_manifest, old_bundles) = if latest == 0 {
         (None, BTreeMap::new())
     } else {

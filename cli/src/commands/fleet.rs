@@ -185,9 +185,9 @@ pub fn history(args: &HistoryArgs) -> CliResult {
 
 /// `edgefn rollback [REV]`.
 pub fn rollback(args: &RollbackArgs) -> CliResult {
-    let timeout = super::apply::parse_timeout(&args.timeout)?;
+    let timeout = crate::rollout::parse_timeout(&args.timeout)?;
     let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
-    let parent = super::apply::latest_revision(&client)?;
+    let parent = crate::rollout::latest_revision(&client)?;
     let (_, applied): (_, ApplyResponse) = client.post(
         "/v1/rollback",
         &RollbackRequest {
@@ -210,7 +210,7 @@ pub fn rollback(args: &RollbackArgs) -> CliResult {
         );
     }
     if applied.created && args.wait {
-        return super::apply::wait_for_rollout(&client, timeout, args.output);
+        return crate::rollout::wait_for_rollout(&client, timeout, args.output);
     }
     Ok(Outcome::Success)
 }
