@@ -394,3 +394,106 @@ fn a_day_in_the_life() {
     assert_eq!(r1["bundles"], r3["bundles"]);
     shout("\"HELLO\"");
 }
+
+/// The local endpoint dev printed for `device`.
+fn local_endpoint(dev: &Background, device: &str) -> String {
+    let text = dev.text();
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("agent {device} ")))
+        .unwrap_or_else(|| panic!("no endpoint line for {device}:\n{text}"));
+    line.split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("address")
+        .to_owned()
+}
+
+/// A greeting straight from `device`'s local bus (the agent's local endpoint).
+fn greeting(addr: &str) -> String {
+    let r = http(
+        addr,
+        "POST",
+        "/v1/publish?topic=commands/greet&wait=true",
+        None,
+        &[("Content-Type", "application/json")],
+        br#"{"name": "Ada"}"#,
+    );
+    r.json()["deliveries"][0]["result"]["greeting"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// `edgefn dev` says why an agent cannot run, applies every save (one made while the previous
+/// change rolls out included), starts devices added to the manifest and stops removed ones,
+/// and derives its hints from the project.
+#[test]
+fn edgefn_dev_applies_every_save_and_follows_the_devices_of_the_manifest() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    copy_dir(&repo().join("examples/quickstart"), tmp.path());
+    let dir = tmp.path();
+    // gw-02's data folder cannot be made: its agent fails, and dev says why.
+    std::fs::create_dir_all(dir.join(".edgefn/dev/agents")).expect("mkdir");
+    std::fs::write(dir.join(".edgefn/dev/agents/gw-02"), "in the way").expect("write");
+    let dev = Background::start(dir, &["dev"], &[]);
+    dev.wait_for(60, "Watching for changes");
+    let out = dev.text();
+    assert!(
+        out.contains("agent gw-02 stopped: ") && out.contains("Not a directory"),
+        "{out}"
+    );
+    assert!(out.contains("gw-01 runs revision 1"), "{out}");
+    assert!(
+        out.contains("edgefn publish gw-01 commands/greet '{}'   # fires greeter"),
+        "hints from the project: {out}"
+    );
+    let gw01 = local_endpoint(&dev, "gw-01");
+    assert_eq!(greeting(&gw01), "Hello, Ada!");
+
+    // Two saves in a row, the second while the first rolls out: the second is applied.
+    let code = dir.join("functions/greeter/index.js");
+    let original = std::fs::read_to_string(&code).expect("read");
+    std::fs::write(&code, original.replace("Hello", "Bonjour")).expect("write");
+    dev.wait_for(30, "change detected");
+    std::fs::write(&code, original.replace("Hello", "Hola")).expect("write");
+    wait_until(60, "the second save runs", || {
+        greeting(&gw01) == "Hola, Ada!"
+    });
+
+    // A device added to the manifest gets an agent, and runs its release.
+    let manifest = dir.join("edgefn.yaml");
+    let before = std::fs::read_to_string(&manifest).expect("read");
+    std::fs::write(
+        &manifest,
+        before.replace(
+            "  gw-02: { labels: { site: beijing, role: gateway } }\n",
+            "  gw-02: { labels: { site: beijing, role: gateway } }\n  gw-03: { labels: { site: lab, role: gateway } }\n",
+        ),
+    )
+    .expect("write");
+    dev.wait_for(60, "new device gw-03: started its agent");
+    dev.wait_for(60, "gw-03 runs revision");
+    assert_eq!(greeting(&local_endpoint(&dev, "gw-03")), "Hola, Ada!");
+    // And removed again: its agent stops.
+    std::fs::write(&manifest, before).expect("write");
+    dev.wait_for(60, "device gw-03 left the manifest: stopping its agent");
+
+    // Closing the terminal (SIGHUP) stops everything and removes the session file.
+    let mut dev = dev;
+    let _ = Command::new("kill")
+        .args(["-HUP", &dev.child.id().to_string()])
+        .status();
+    let status = dev.child.wait().expect("wait");
+    assert!(status.success(), "{status:?}");
+    assert!(!dir.join(".edgefn/dev/session.json").exists());
+    let leftover = Command::new("pgrep")
+        .args(["-f", &dir.display().to_string()])
+        .output()
+        .expect("pgrep");
+    assert!(
+        text(&leftover.stdout).trim().is_empty(),
+        "processes left behind: {}",
+        text(&leftover.stdout)
+    );
+}

@@ -121,25 +121,56 @@ fn provenance() -> Provenance {
     }
 }
 
-/// Waits until every running device reports revision `rev` (or failed), printing each; stops
-/// early on Ctrl-C.
+/// Waits until every running device converges (or fails), printing each as it does; returns
+/// early on Ctrl-C, when `pending()` says a newer change waits, or after a minute, saying which
+/// devices did not converge and what they last said. Agents that stop say why.
 #[allow(clippy::disallowed_methods)] // The synchronous main thread, polling between requests.
-fn follow(client: &Client, devices: &[String], started: Instant, stop: &AtomicBool) {
+fn follow(
+    client: &Client,
+    agents: &mut [DevAgent],
+    rt: &tokio::runtime::Runtime,
+    started: Instant,
+    stop: &AtomicBool,
+    pending: impl Fn() -> bool,
+) {
     let mut done: Vec<String> = Vec::new();
-    while done.len() < devices.len()
-        && started.elapsed() < Duration::from_secs(60)
-        && !stop.load(Ordering::Relaxed)
-    {
+    let mut last: Option<FleetStatus> = None;
+    loop {
+        for a in agents.iter_mut() {
+            a.reap(rt);
+            if a.stopped.is_some() && !done.contains(&a.name) {
+                done.push(a.name.clone());
+            }
+        }
+        if done.len() >= agents.len() || stop.load(Ordering::Relaxed) {
+            return;
+        }
+        if pending() {
+            say("  a newer change is waiting: applying it without waiting for the devices");
+            return;
+        }
+        if started.elapsed() >= Duration::from_secs(60) {
+            let status = last.as_ref();
+            for a in agents.iter().filter(|a| !done.contains(&a.name)) {
+                let line = status
+                    .and_then(|s| {
+                        s.devices
+                            .iter()
+                            .find(|d| d.name == a.name)
+                            .map(|d| crate::rollout::progress_line(d, s.revision, true))
+                    })
+                    .unwrap_or_else(|| format!("{}: no report", a.name));
+                say(format!("  not converged after 60 s: {line}"));
+            }
+            say("  (still watching: save again to re-apply, or see `edgefn status`)");
+            return;
+        }
         if let Ok(status) = client.get::<FleetStatus>("/v1/status") {
             for d in &status.devices {
-                if !devices.contains(&d.name) || done.contains(&d.name) {
+                if !agents.iter().any(|a| a.name == d.name) || done.contains(&d.name) {
                     continue;
                 }
                 let Some(r) = &d.report else { continue };
-                let state = serde_json::to_value(r.state)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default();
                 if d.converged {
                     say(format!(
                         "  {} runs revision {} ({} ms after the change)",
@@ -148,9 +179,11 @@ fn follow(client: &Client, devices: &[String], started: Instant, stop: &AtomicBo
                         started.elapsed().as_millis()
                     ));
                     done.push(d.name.clone());
-                } else if (state == "failed" || state == "rolled_back")
-                    && r.target_digest.as_deref() == Some(d.desired_digest.as_str())
-                {
+                } else if crate::rollout::has_failed(d) {
+                    let state = serde_json::to_value(r.state)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default();
                     say(format!(
                         "  {} {state}: {}",
                         d.name,
@@ -159,16 +192,84 @@ fn follow(client: &Client, devices: &[String], started: Instant, stop: &AtomicBo
                     done.push(d.name.clone());
                 }
             }
+            last = Some(status);
         }
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
+/// What to try in another terminal, from the project itself: a publish that a route brings down
+/// to a binding's trigger, and a subscribe to what routes send up.
+fn hints(m: &Manifest, devices: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut publish = None;
+    for d in devices {
+        let Some(state) = edgefn_schema::resolve(m, d, &BTreeMap::new()) else {
+            continue;
+        };
+        for b in state.bindings.iter().filter(|b| b.mode == Mode::Triggered) {
+            for t in &b.triggers {
+                // A concrete topic the trigger matches: wildcards filled in.
+                let topic = t
+                    .split('/')
+                    .map(|l| match l {
+                        "+" => "x",
+                        "#" => "x",
+                        other => other,
+                    })
+                    .collect::<Vec<_>>()
+                    .join("/");
+                let down = state.routes.iter().any(|r| {
+                    r.to == edgefn_schema::RouteTarget::Local
+                        && edgefn_schema::topic::matches(&r.filter, &topic)
+                });
+                if down && publish.is_none() {
+                    publish = Some(format!(
+                        "  edgefn publish {d} {topic} '{{}}'   # fires {}",
+                        b.name
+                    ));
+                }
+            }
+        }
+    }
+    let up: Vec<&str> = m
+        .routes
+        .iter()
+        .filter(|r| r.to == edgefn_schema::RouteTarget::Cloud)
+        .map(|r| r.from.as_str())
+        .collect();
+    if publish.is_some() || !up.is_empty() {
+        out.push("Try, in another terminal in this project:".to_owned());
+    }
+    if let Some(up) = up.first() {
+        out.push(format!(
+            "  edgefn subscribe '{up}'   # what the devices send up"
+        ));
+    }
+    out.extend(publish);
+    out.push("  edgefn status".to_owned());
+    out
+}
+
 /// Runs `edgefn dev`.
 #[allow(clippy::disallowed_methods)] // The synchronous main thread sleeps between polls.
 pub fn run(args: &DevArgs) -> CliResult {
-    let manifest_path = args.dir.join(project::MANIFEST);
-    let project = Project::locate(Some(&manifest_path))?;
+    // Like every command, the project is found from here upwards; a folder given names it.
+    let project = if args.dir == Path::new(".") {
+        Project::locate(None)
+    } else {
+        Project::locate(Some(&args.dir.join(project::MANIFEST)))
+    }
+    .map_err(|e| match e {
+        CliError::NoManifest { searched } => CliError::InvalidArgument {
+            message: format!(
+                "no edgefn.yaml in {} or any parent folder",
+                searched.display()
+            ),
+            help: "run `edgefn dev` in a project (or give its folder: `edgefn dev PATH`); `edgefn init NAME` creates one".into(),
+        },
+        other => other,
+    })?;
     let Some(loaded) = super::load_valid(&project)? else {
         return Ok(Outcome::Failed);
     };
@@ -244,13 +345,14 @@ pub fn run(args: &DevArgs) -> CliResult {
         serde_json::json!({"cloud": cloud_url, "token": admin, "pid": std::process::id()});
     project::write_secret(&session, session_json.to_string().as_bytes())?;
 
-    // Ctrl-C (or SIGTERM) ends the session.
+    // Ctrl-C, SIGTERM or SIGHUP (the terminal closed) ends the session: every agent and its
+    // functions stop, and the session file goes.
     let interrupted = Arc::new(AtomicBool::new(false));
     rt.spawn({
         let flag = interrupted.clone();
         async move {
-            let term = async {
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            let signal = |kind: tokio::signal::unix::SignalKind| async move {
+                match tokio::signal::unix::signal(kind) {
                     Ok(mut s) => {
                         s.recv().await;
                     }
@@ -259,59 +361,31 @@ pub fn run(args: &DevArgs) -> CliResult {
             };
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
-                () = term => {}
+                () = signal(tokio::signal::unix::SignalKind::terminate()) => {}
+                () = signal(tokio::signal::unix::SignalKind::hangup()) => {}
             }
             flag.store(true, Ordering::Relaxed);
         }
     });
 
-    // One agent per device, each with a fresh registration.
+    // One agent per device, each with a fresh registration and a stop signal of its own (a
+    // device removed from the manifest stops alone).
     let sandbox = match args.sandbox {
         SandboxArg::Process => "process",
         SandboxArg::Container => "container",
         SandboxArg::Auto => "auto",
     };
-    let mut agents = Vec::new();
-    let mut endpoints = Vec::new();
+    let env = DevEnv {
+        rt: &rt,
+        client: &client,
+        cloud_url: &cloud_url,
+        broker_addr: &broker_addr.to_string(),
+        sandbox,
+        state: &state,
+    };
+    let mut agents: Vec<DevAgent> = Vec::new();
     for d in &devices {
-        let _ = client.delete(&format!("/v1/devices/{d}"));
-        let (_, reg): (_, edgefn_schema::api::DeviceRegistered) = client.post(
-            "/v1/devices",
-            &edgefn_schema::api::NewDevice { name: d.clone() },
-        )?;
-        let text = format!(
-            "cloud: {cloud_url}\ndevice: {d}\ntoken: {}\ndata: {}\nsandbox: {sandbox}\nmqtt: mqtt://{broker_addr}\nhealthWindow: 1s\npollWait: 30s\nreportInterval: 2s\n",
-            reg.token,
-            state.join("agents").join(d).display()
-        );
-        let config = edgefn_agent::AgentConfig::parse(&edgefn_schema::Source::new(
-            format!("{d}.yaml"),
-            text,
-        ))
-        .map_err(|e| err(e.to_string()))?;
-        let local = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .map_err(CliError::io("listen on", "127.0.0.1"))?;
-        let local_mqtt = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .map_err(CliError::io("listen on", "127.0.0.1"))?;
-        let addr_of =
-            |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        endpoints.push((d.clone(), addr_of(&local), addr_of(&local_mqtt)));
-        let name = d.clone();
-        let hook: edgefn_agent::LogHook = Arc::new(move |l| {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "[{name}] {}: {}", l.binding, l.line);
-        });
-        agents.push(rt.spawn(edgefn_agent::run_with(
-            config,
-            edgefn_agent::Listeners {
-                http: local,
-                mqtt: Some(local_mqtt),
-            },
-            stopped(stop_rx.clone()),
-            Some(hook),
-        )));
+        agents.push(env.start_agent(d)?);
     }
 
     say(format!(
@@ -325,12 +399,15 @@ pub fn run(args: &DevArgs) -> CliResult {
         crate::project::display_path(&state)
     ));
     say(format!("  MQTT broker    mqtt://{broker_addr}"));
-    for (d, addr, mqtt) in &endpoints {
-        say(format!(
-            "  agent {d:<8} local endpoint http://{addr}  local MQTT mqtt://{mqtt}"
-        ));
+    for a in &agents {
+        say(a.endpoints.clone());
     }
     let source = project.read_manifest()?;
+    let mut last = fingerprint(
+        &project.root,
+        &project.manifest_path,
+        &function_dirs(&loaded.manifest),
+    );
     let submitted = crate::rollout::submit(
         &client,
         &project,
@@ -344,34 +421,45 @@ pub fn run(args: &DevArgs) -> CliResult {
         submitted.applied.revision
     ));
     describe(&loaded.manifest, &devices);
-    follow(&client, &devices, Instant::now(), &interrupted);
-    if let Some(d) = devices.first() {
-        say("Try, in another terminal in this project:");
-        say(format!(
-            "  edgefn publish {d} commands/greet '{{\"name\": \"Ada\"}}'"
-        ));
-        say("  edgefn subscribe '#'");
-        say("  edgefn status");
+    let changed = |last: &Vec<(PathBuf, u64, SystemTime)>, m: &Manifest| {
+        fingerprint(&project.root, &project.manifest_path, &function_dirs(m)) != *last
+    };
+    follow(
+        &client,
+        &mut agents,
+        &rt,
+        Instant::now(),
+        &interrupted,
+        || changed(&last, &loaded.manifest),
+    );
+    if agents.iter().all(|a| a.stopped.is_some()) && !agents.is_empty() {
+        stop_all(&rt, &stop_tx, agents, cloud_task, &session);
+        return Err(CliError::InvalidArgument {
+            message: "no agent could run: see why above".into(),
+            help: "with --sandbox container, run as root on Linux; or use --sandbox process".into(),
+        });
+    }
+    let alive: Vec<String> = agents
+        .iter()
+        .filter(|a| a.stopped.is_none())
+        .map(|a| a.name.clone())
+        .collect();
+    for hint in hints(&loaded.manifest, &alive) {
+        say(hint);
     }
     say("Watching for changes (Ctrl-C to stop)…");
 
     let mut manifest = loaded.manifest;
-    let mut last = fingerprint(
-        &project.root,
-        &project.manifest_path,
-        &function_dirs(&manifest),
-    );
     while !args.once && !interrupted.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(300));
-        let now = fingerprint(
-            &project.root,
-            &project.manifest_path,
-            &function_dirs(&manifest),
-        );
-        if now == last {
+        for a in &mut agents {
+            a.reap(&rt);
+        }
+        if !changed(&last, &manifest) {
             continue;
         }
-        // Let a burst of writes settle.
+        // Let a burst of writes settle, then take the fingerprint of what is applied: a save
+        // after this point is seen by the next round, never lost.
         std::thread::sleep(Duration::from_millis(200));
         last = fingerprint(
             &project.root,
@@ -384,6 +472,39 @@ pub fn run(args: &DevArgs) -> CliResult {
             say("  not applied: fix the problems above (still watching)");
             continue;
         };
+        // The fingerprint of the functions the new manifest names.
+        last = fingerprint(
+            &project.root,
+            &project.manifest_path,
+            &function_dirs(&reloaded.manifest),
+        );
+        // Devices added to the manifest get an agent; removed ones stop (unless --device
+        // chose the devices).
+        if args.devices.is_empty() {
+            for d in reloaded.manifest.devices.keys() {
+                if !agents.iter().any(|a| &a.name == d) {
+                    match env.start_agent(d) {
+                        Ok(a) => {
+                            say(format!("  new device {d}: started its agent"));
+                            say(a.endpoints.clone());
+                            agents.push(a);
+                        }
+                        Err(e) => say(format!("  new device {d}: its agent cannot start: {e}")),
+                    }
+                }
+            }
+            let (gone, kept): (Vec<DevAgent>, Vec<DevAgent>) = agents
+                .into_iter()
+                .partition(|a| !reloaded.manifest.devices.contains_key(&a.name));
+            agents = kept;
+            for a in gone {
+                say(format!(
+                    "  device {} left the manifest: stopping its agent",
+                    a.name
+                ));
+                a.stop(&rt);
+            }
+        }
         let source = project.read_manifest()?;
         match crate::rollout::submit(
             &client,
@@ -403,12 +524,9 @@ pub fn run(args: &DevArgs) -> CliResult {
                         s.uploaded.join(", ")
                     }
                 ));
-                let running: Vec<String> = devices
-                    .iter()
-                    .filter(|d| reloaded.manifest.devices.contains_key(*d))
-                    .cloned()
-                    .collect();
-                follow(&client, &running, started, &interrupted);
+                follow(&client, &mut agents, &rt, started, &interrupted, || {
+                    changed(&last, &reloaded.manifest)
+                });
             }
             Ok(s) => say(format!(
                 "  no change to what the devices run (revision {})",
@@ -417,22 +535,135 @@ pub fn run(args: &DevArgs) -> CliResult {
             Err(e) => say(format!("  not applied: {e}")),
         }
         manifest = reloaded.manifest;
-        last = fingerprint(
-            &project.root,
-            &project.manifest_path,
-            &function_dirs(&manifest),
-        );
     }
 
-    say("stopping…");
-    let _ = stop_tx.send(true);
-    rt.block_on(async {
-        for a in agents {
-            let _ = tokio::time::timeout(Duration::from_secs(20), a).await;
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(10), cloud_task).await;
-    });
-    let _ = std::fs::remove_file(&session);
-    say("stopped");
+    stop_all(&rt, &stop_tx, agents, cloud_task, &session);
     Ok(Outcome::Success)
+}
+
+/// What starting an agent needs.
+struct DevEnv<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    client: &'a Client,
+    cloud_url: &'a str,
+    broker_addr: &'a str,
+    sandbox: &'a str,
+    state: &'a Path,
+}
+
+/// One device's agent, running in this process.
+struct DevAgent {
+    name: String,
+    /// `  agent NAME local endpoint ... local MQTT ...`.
+    endpoints: String,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<Result<(), edgefn_agent::AgentError>>>,
+    /// Why it stopped, once it did.
+    stopped: Option<String>,
+}
+
+impl DevEnv<'_> {
+    /// Registers `d` afresh and starts its agent.
+    fn start_agent(&self, d: &str) -> Result<DevAgent, CliError> {
+        let _ = self.client.delete(&format!("/v1/devices/{d}"));
+        let (_, reg): (_, edgefn_schema::api::DeviceRegistered) = self.client.post(
+            "/v1/devices",
+            &edgefn_schema::api::NewDevice { name: d.to_owned() },
+        )?;
+        let text = format!(
+            "cloud: {}\ndevice: {d}\ntoken: {}\ndata: {}\nsandbox: {}\nmqtt: mqtt://{}\nhealthWindow: 1s\npollWait: 30s\nreportInterval: 2s\n",
+            self.cloud_url,
+            reg.token,
+            self.state.join("agents").join(d).display(),
+            self.sandbox,
+            self.broker_addr,
+        );
+        let config = edgefn_agent::AgentConfig::parse(&edgefn_schema::Source::new(
+            format!("{d}.yaml"),
+            text,
+        ))
+        .map_err(|e| err(e.to_string()))?;
+        let bind = || {
+            self.rt
+                .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+                .map_err(CliError::io("listen on", "127.0.0.1"))
+        };
+        let (local, local_mqtt) = (bind()?, bind()?);
+        let addr_of =
+            |l: &tokio::net::TcpListener| l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let endpoints = format!(
+            "  agent {d:<8} local endpoint http://{}  local MQTT mqtt://{}",
+            addr_of(&local),
+            addr_of(&local_mqtt)
+        );
+        let name = d.to_owned();
+        let hook: edgefn_agent::LogHook = Arc::new(move |l| {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "[{name}] {}: {}", l.binding, l.line);
+        });
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let task = self.rt.spawn(edgefn_agent::run_with(
+            config,
+            edgefn_agent::Listeners {
+                http: local,
+                mqtt: Some(local_mqtt),
+            },
+            async move {
+                let mut rx = stop_rx;
+                let _ = rx.wait_for(|s| *s).await;
+            },
+            Some(hook),
+        ));
+        Ok(DevAgent {
+            name: d.to_owned(),
+            endpoints,
+            stop,
+            task: Some(task),
+            stopped: None,
+        })
+    }
+}
+
+impl DevAgent {
+    /// Says once why the agent stopped, if it did.
+    fn reap(&mut self, rt: &tokio::runtime::Runtime) {
+        if self.task.as_ref().is_some_and(|t| t.is_finished()) {
+            let why = match self.task.take().map(|t| rt.block_on(t)) {
+                Some(Ok(Ok(()))) => "it stopped".to_owned(),
+                Some(Ok(Err(e))) => e.to_string(),
+                Some(Err(e)) => format!("it crashed: {e}"),
+                None => return,
+            };
+            say(format!("  agent {} stopped: {why}", self.name));
+            self.stopped = Some(why);
+        }
+    }
+
+    /// Stops the agent and waits for it (its functions with it).
+    fn stop(mut self, rt: &tokio::runtime::Runtime) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.task.take() {
+            let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(20), t).await });
+        }
+    }
+}
+
+fn stop_all(
+    rt: &tokio::runtime::Runtime,
+    cloud_stop: &tokio::sync::watch::Sender<bool>,
+    agents: Vec<DevAgent>,
+    cloud_task: tokio::task::JoinHandle<Result<(), edgefn_cloud::CloudError>>,
+    session: &Path,
+) {
+    say("stopping…");
+    for a in &agents {
+        let _ = a.stop.send(true);
+    }
+    for a in agents {
+        a.stop(rt);
+    }
+    let _ = cloud_stop.send(true);
+    let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), cloud_task).await });
+    let _ = std::fs::remove_file(session);
+    say("stopped");
 }
