@@ -825,3 +825,39 @@ fn apply_wait_shows_what_each_device_does_and_why_it_did_not_converge() {
         "{err}"
     );
 }
+
+/// After a release rolls back, applying content identical to what the device still runs (the
+/// result of `git revert`) converges at once: `apply --wait` succeeds, as the CI job needs.
+#[test]
+fn reverting_to_what_a_device_runs_converges_at_once() {
+    let fleet = Fleet::new();
+    fleet.apply(1, 0);
+    let data = tempfile::tempdir().expect("agent data");
+    let _agent = AgentProc::start(&fleet.agent_config, data.path(), &[]);
+    wait_until(30, "revision 1 runs", || fleet.converged());
+    fleet.apply_with_daemon(2, 0, "#!/bin/sh\necho 'no sensor' >&2\nexit 3\n");
+    wait_until(60, "revision 2 rolls back", || {
+        fleet.device_status()["report"]["state"] == "rolled_back"
+    });
+    // `git revert`: the manifest and daemon of revision 1 again.
+    std::fs::write(
+        fleet.project.path().join("edgefn.yaml"),
+        manifest(1, &fleet.out),
+    )
+    .expect("write");
+    write_daemon(fleet.project.path(), GOOD_DAEMON);
+    git(fleet.project.path(), &["add", "-A"]);
+    git(fleet.project.path(), &["commit", "-qm", "Revert v2"]);
+    let out = fleet.cli(&["apply", "--wait", "--timeout", "30s"]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("dev-a: converged, runs revision 3"),
+        "{}",
+        text(&out.stderr)
+    );
+}

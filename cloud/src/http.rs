@@ -372,6 +372,22 @@ async fn count(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
     resp
 }
 
+/// Whether a device whose last report is `r` runs exactly `desired`: it runs that digest, and
+/// is not updating to something else. A failure it reports about another target (the revision
+/// it rolled back from) does not count: a device already running the desired state — after a
+/// `git revert` of a bad revision, say — is converged at once, whatever happened before.
+fn converged(r: &StatusReport, desired: &str) -> bool {
+    use edgefn_schema::api::DeviceState;
+    r.running_digest.as_deref() == Some(desired)
+        && match r.state {
+            DeviceState::Running => true,
+            DeviceState::RolledBack | DeviceState::Failed => {
+                r.target_digest.as_deref() != Some(desired)
+            }
+            DeviceState::Updating => false,
+        }
+}
+
 async fn metrics(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Response, ApiError> {
     caller.admin()?;
     let view = state.view();
@@ -379,9 +395,7 @@ async fn metrics(State(state): State<Arc<AppState>>, caller: Caller) -> Result<R
     let statuses = state.status_snapshot()?;
     let converged = statuses
         .iter()
-        .filter(|(name, (r, _))| {
-            r.running_digest.as_deref() == Some(view.desired_for(name).digest.as_str())
-        })
+        .filter(|(name, (r, _))| converged(r, &view.desired_for(name).digest))
         .count();
     let mut text = state.metrics.render(view.revision, registered, converged);
     // The devices' outboxes, as they last reported them.
@@ -944,10 +958,9 @@ async fn fleet_status(
         .map(|name| {
             let desired = view.desired_for(&name);
             let report = statuses.remove(&name);
-            let converged = report.as_ref().is_some_and(|(r, _)| {
-                r.running_digest.as_deref() == Some(desired.digest.as_str())
-                    && r.state == edgefn_schema::api::DeviceState::Running
-            });
+            let converged = report
+                .as_ref()
+                .is_some_and(|(r, _)| converged(r, &desired.digest));
             DeviceStatus {
                 registered: registered.contains(&name),
                 in_manifest: view.devices.contains_key(&name),
