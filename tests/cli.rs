@@ -77,6 +77,15 @@ fn init_creates_a_project_that_validates() {
     );
     let workflow = fs::read_to_string(root.join(".github/workflows/edgefn.yml")).expect("workflow");
     assert!(workflow.contains("edgefn test") && workflow.contains("edgefn apply"));
+    // The edgefn that wrote it, installed once and cached.
+    assert!(
+        workflow.contains(&format!(
+            "cargo install --locked edgefn --version {}",
+            env!("CARGO_PKG_VERSION")
+        )) && workflow.contains("actions/cache@v4")
+            && workflow.contains("path: ~/.cargo/bin/edgefn"),
+        "{workflow}"
+    );
     let v = edgefn(&root, &["validate"]);
     assert!(v.status.success(), "{}", text(&v.stderr));
 }
@@ -545,4 +554,49 @@ fn edgefn_test_runs_the_quickstart_in_containers_as_root() {
         stdout.trim_end().ends_with("4 passed, 0 failed"),
         "{stdout}"
     );
+}
+
+/// `cargo install edgefn` (what the CI workflow of `edgefn init` runs) needs every crate it
+/// depends on to be packageable: each path dependency also names a version, and each crate has
+/// the metadata crates.io asks for.
+#[test]
+fn every_crate_can_be_packaged() {
+    let root = repo();
+    let workspace = fs::read_to_string(root.join("Cargo.toml")).expect("workspace");
+    let members: Vec<String> = workspace
+        .lines()
+        .find(|l| l.starts_with("members"))
+        .expect("members")
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect();
+    assert!(members.len() >= 6, "{members:?}");
+    let mut problems = Vec::new();
+    let check_deps = |file: &str, text: &str, problems: &mut Vec<String>| {
+        let mut section = String::new();
+        for line in text.lines() {
+            if line.starts_with('[') {
+                section = line.to_owned();
+                continue;
+            }
+            let dev = section.contains("dev-dependencies");
+            if line.contains("path = ") && line.contains('{') && !dev && !line.contains("version") {
+                problems.push(format!("{file}: `{line}` has a path and no version"));
+            }
+        }
+    };
+    check_deps("Cargo.toml", &workspace, &mut problems);
+    for m in &members {
+        let file = format!("{m}/Cargo.toml");
+        let text = fs::read_to_string(root.join(&file)).expect("crate manifest");
+        check_deps(&file, &text, &mut problems);
+        for key in ["description", "license", "repository"] {
+            if !text.lines().any(|l| l.starts_with(key)) {
+                problems.push(format!("{file}: no `{key}`"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

@@ -23,7 +23,7 @@ pub fn project(name: &str) -> Vec<NewFile> {
             ".edgefnignore",
             "# Files left out of function bundles (gitignore syntax). `tests/` is always left out.\n__pycache__/\n*.pyc\nnode_modules/.cache/\n",
         ),
-        NewFile::new(".github/workflows/edgefn.yml", CI_WORKFLOW),
+        NewFile::new(".github/workflows/edgefn.yml", ci_workflow()),
     ]
 }
 
@@ -58,6 +58,11 @@ routes: []
     )
 }
 
+/// The CI workflow `edgefn init` writes: the edgefn that wrote it, installed once and cached.
+fn ci_workflow() -> String {
+    CI_WORKFLOW.replace("{version}", env!("CARGO_PKG_VERSION"))
+}
+
 const CI_WORKFLOW: &str = r#"# Runs the functions' tests on every push, and applies the manifest to the control plane on main.
 # Set the repository variable EDGEFN_CLOUD (the control plane's URL) and the secret EDGEFN_TOKEN
 # (an admin token of edgefn-cloud).
@@ -73,8 +78,13 @@ jobs:
     runs-on: ubuntu-latest
     steps:
       - uses: actions/checkout@v4
-      - name: Install edgefn
-        run: cargo install --locked edgefn
+      - name: Cache edgefn
+        uses: actions/cache@v4
+        with:
+          path: ~/.cargo/bin/edgefn
+          key: edgefn-{version}-${{ runner.os }}-${{ runner.arch }}
+      - name: Install edgefn {version} (once; the cache keeps it)
+        run: command -v edgefn >/dev/null || cargo install --locked edgefn --version {version}
       - name: Validate the manifest
         run: edgefn validate --format short
       - name: Run the functions' tests
@@ -91,8 +101,13 @@ jobs:
       EDGEFN_TOKEN: ${{ secrets.EDGEFN_TOKEN }}
     steps:
       - uses: actions/checkout@v4
-      - name: Install edgefn
-        run: cargo install --locked edgefn
+      - name: Cache edgefn
+        uses: actions/cache@v4
+        with:
+          path: ~/.cargo/bin/edgefn
+          key: edgefn-{version}-${{ runner.os }}-${{ runner.arch }}
+      - name: Install edgefn {version} (once; the cache keeps it)
+        run: command -v edgefn >/dev/null || cargo install --locked edgefn --version {version}
       - name: Apply, and wait for the fleet to converge
         run: edgefn apply --wait --output json
 "#;
