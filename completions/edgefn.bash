@@ -1013,7 +1013,7 @@ _edgefn() {
             return 0
             ;;
         edgefn__subcmd__new)
-            opts="-r -f -h -V --runtime --file --force --help --version"
+            opts="-r -f -h -V --runtime --file --force --trigger --continuous --label --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1032,6 +1032,14 @@ _edgefn() {
                     return 0
                     ;;
                 -f)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --trigger)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --label)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -54,7 +54,10 @@ complete -c edgefn -n "__fish_edgefn_using_subcommand new" -s r -l runtime -d 'L
 node\t'Node.js: `exports.handler` in index.js'
 exec\t'Any executable that speaks the invocation protocol'"
 complete -c edgefn -n "__fish_edgefn_using_subcommand new" -s f -l file -d 'The manifest to add the function to (default: edgefn.yaml here or in a parent folder)' -r -F
+complete -c edgefn -n "__fish_edgefn_using_subcommand new" -l trigger -d 'Also bind it, triggered by messages on this topic filter (repeatable)' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand new" -l label -d 'With --trigger or --continuous: bind it to the devices with this label `key=value` (repeatable; default: every device)' -r
 complete -c edgefn -n "__fish_edgefn_using_subcommand new" -l force -d 'Overwrite the function\'s files if they exist'
+complete -c edgefn -n "__fish_edgefn_using_subcommand new" -l continuous -d 'Also bind it as a continuous function (one instance, restarted when it exits)'
 complete -c edgefn -n "__fish_edgefn_using_subcommand new" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c edgefn -n "__fish_edgefn_using_subcommand new" -s V -l version -d 'Print version'
 complete -c edgefn -n "__fish_edgefn_using_subcommand dev" -l device -d 'Run only these devices of the manifest (default: all)' -r

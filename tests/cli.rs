@@ -600,3 +600,62 @@ fn every_crate_can_be_packaged() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// `edgefn new --trigger/--continuous` also writes the binding (in the file's own style, the
+/// result validated); a bad topic or a --label without a binding writes nothing.
+#[test]
+fn new_can_bind_the_function_it_creates() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    ok(&edgefn(tmp.path(), &["init", "."]));
+    let manifest = tmp.path().join("edgefn.yaml");
+    ok(&edgefn(
+        tmp.path(),
+        &[
+            "new",
+            "temp-filter",
+            "--runtime",
+            "python3",
+            "--trigger",
+            "sensors/+/temperature",
+        ],
+    ));
+    ok(&edgefn(
+        tmp.path(),
+        &[
+            "new",
+            "collector",
+            "--runtime",
+            "exec",
+            "--continuous",
+            "--label",
+            "role=gateway",
+        ],
+    ));
+    let written = fs::read_to_string(&manifest).expect("read");
+    assert!(
+        written.contains("bindings:\n  - function: temp-filter\n    devices: { labels: {} }\n    triggers: [ { topic: \"sensors/+/temperature\" } ]\n  - function: collector\n    devices: { labels: { role: \"gateway\" } }\n    mode: continuous\n"),
+        "{written}"
+    );
+    let v = edgefn(tmp.path(), &["validate"]);
+    ok(&v);
+    assert!(
+        text(&v.stderr).contains("2 bindings"),
+        "{}",
+        text(&v.stderr)
+    );
+    for bad in [
+        &["new", "x", "--runtime", "node", "--trigger", "a/#/b"][..],
+        &["new", "y", "--runtime", "node", "--label", "role=gateway"],
+    ] {
+        let out = edgefn(tmp.path(), bad);
+        assert_eq!(out.status.code(), Some(1), "{bad:?}");
+        assert_eq!(
+            fs::read_to_string(&manifest).expect("read"),
+            written,
+            "untouched"
+        );
+        assert!(
+            !tmp.path().join("functions/x").exists() && !tmp.path().join("functions/y").exists()
+        );
+    }
+}

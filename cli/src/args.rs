@@ -141,6 +141,16 @@ pub struct NewArgs {
     /// Overwrite the function's files if they exist
     #[arg(long)]
     pub force: bool,
+    /// Also bind it, triggered by messages on this topic filter (repeatable)
+    #[arg(long = "trigger", value_name = "TOPIC", conflicts_with = "continuous")]
+    pub triggers: Vec<String>,
+    /// Also bind it as a continuous function (one instance, restarted when it exits)
+    #[arg(long)]
+    pub continuous: bool,
+    /// With --trigger or --continuous: bind it to the devices with this label `key=value`
+    /// (repeatable; default: every device)
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
 }
 
 /// `edgefn validate`.

@@ -52,6 +52,30 @@ pub fn run(args: &NewArgs) -> CliResult {
             });
         }
     };
+    // With --trigger or --continuous, a binding too, checked before anything is written.
+    let bind = !args.triggers.is_empty() || args.continuous;
+    if !bind && !args.labels.is_empty() {
+        return Err(CliError::InvalidArgument {
+            message:
+                "--label chooses the devices of a binding: add --trigger TOPIC or --continuous"
+                    .into(),
+            help: format!(
+                "edgefn new {} --runtime {runtime} --trigger 'sensors/+/temperature' --label role=gateway",
+                args.name
+            ),
+        });
+    }
+    let edited = match (edited, bind) {
+        (Some(text), true) => Some(
+            edit::append_item(&text, "bindings", &binding_fields(args)?).map_err(|e| {
+                CliError::InvalidArgument {
+                    message: e.to_string(),
+                    help: "add the binding by hand under `bindings:`".into(),
+                }
+            })?,
+        ),
+        (edited, _) => edited,
+    };
     let files = scaffold::function(&args.name, runtime);
     project::create_files(
         &project.root,
@@ -68,10 +92,70 @@ pub fn run(args: &NewArgs) -> CliResult {
         let _ = writeln!(out, "  {}", display_path(&project.root.join(&f.path)));
     }
     let _ = writeln!(out, "  added to {}", display_path(&project.manifest_path));
-    let _ = writeln!(
-        out,
-        "\nBind it to devices in `bindings:` of edgefn.yaml, e.g.:\n  - function: {}\n    devices: {{ labels: {{}} }}\n    triggers: [ {{ topic: \"sensors/+/temperature\" }} ]",
-        args.name
-    );
+    if bind {
+        let _ = writeln!(
+            out,
+            "  bound it in `bindings:` ({}, on {})",
+            if args.continuous {
+                "continuous".to_owned()
+            } else {
+                format!("triggered by {}", args.triggers.join(", "))
+            },
+            if args.labels.is_empty() {
+                "every device".to_owned()
+            } else {
+                format!("devices with {}", args.labels.join(", "))
+            }
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "\nBind it to devices: `edgefn new` with --trigger TOPIC or --continuous does it, or in `bindings:` of edgefn.yaml, e.g.:\n  - function: {}\n    devices: {{ labels: {{}} }}\n    triggers: [ {{ topic: \"sensors/+/temperature\" }} ]",
+            args.name
+        );
+    }
     Ok(Outcome::Success)
+}
+
+/// The binding `--trigger`/`--continuous`/`--label` ask for, as YAML fields.
+fn binding_fields(args: &NewArgs) -> CliResult<Vec<(&'static str, String)>> {
+    let mut labels = Vec::new();
+    for l in &args.labels {
+        match l.split_once('=') {
+            Some((k, v)) if edgefn_schema::manifest::valid_name(k) && !v.is_empty() => {
+                labels.push(format!(
+                    "{k}: {}",
+                    serde_json::to_string(v).expect("string")
+                ));
+            }
+            _ => {
+                return Err(CliError::InvalidArgument {
+                    message: format!("`{l}` is not a label"),
+                    help: "write labels as --label key=value".into(),
+                });
+            }
+        }
+    }
+    let devices = format!("{{ labels: {{ {} }} }}", labels.join(", "));
+    let mut fields = vec![
+        ("function", args.name.clone()),
+        ("devices", devices.replace("{  }", "{}")),
+    ];
+    if args.continuous {
+        fields.push(("mode", "continuous".into()));
+    } else {
+        let mut triggers = Vec::new();
+        for t in &args.triggers {
+            edgefn_schema::topic::validate_filter(t).map_err(|e| CliError::InvalidArgument {
+                message: format!("--trigger `{t}`: {}", e.message),
+                help: e.help,
+            })?;
+            triggers.push(format!(
+                "{{ topic: {} }}",
+                serde_json::to_string(t).expect("string")
+            ));
+        }
+        fields.push(("triggers", format!("[ {} ]", triggers.join(", "))));
+    }
+    Ok(fields)
 }
