@@ -79,6 +79,17 @@ fn add(args: &DeviceAddArgs) -> CliResult {
             match edit::add_entry(text.text(), "devices", &args.name, &fields) {
                 Ok(t) => Some(t),
                 Err(edit::EditError::Exists(_)) if labels.is_empty() => None,
+                // Already declared with these labels (as `edgefn init` declares dev-01): nothing
+                // to add.
+                Err(edit::EditError::Exists(_))
+                    if edgefn_schema::load(&text, None).ok().is_some_and(|l| {
+                        l.manifest.devices.get(&args.name).is_some_and(|d| {
+                            labels.iter().all(|(k, v)| d.labels.get(k) == Some(v))
+                        })
+                    }) =>
+                {
+                    None
+                }
                 Err(edit::EditError::Exists(_)) => {
                     return Err(CliError::InvalidArgument {
                         message: format!(
