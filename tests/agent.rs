@@ -717,3 +717,91 @@ fn a_release_whose_daemon_exits_at_once_rolls_back_by_itself() {
         fleet.converged() && version_of(&agent, 2) == "3"
     });
 }
+
+impl Fleet {
+    /// Replaces the agent configuration's `key: value` line.
+    fn set_config(&self, key: &str, value: &str) {
+        let text = std::fs::read_to_string(&self.agent_config).expect("read");
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{key}:")))
+            .map(str::to_owned)
+            .collect();
+        lines.push(format!("{key}: {value}"));
+        std::fs::write(&self.agent_config, lines.join("\n") + "\n").expect("write");
+    }
+}
+
+/// A regression: after refusing a revision the agent slept `pollWait` before asking again, so
+/// the fixed revision waited up to that long. Here `pollWait` is far longer than the test's
+/// patience: the fixed revision arrives only if the agent long-polls again at once.
+#[test]
+fn a_fixed_revision_arrives_at_once_after_a_refused_one() {
+    let fleet = Fleet::new();
+    fleet.set_config("pollWait", "300s");
+    fleet.apply(1, 0);
+    let data = tempfile::tempdir().expect("agent data");
+    let agent = AgentProc::start(&fleet.agent_config, data.path(), &[]);
+    wait_until(30, "revision 1 runs", || fleet.converged());
+    // Refused after its health window: rolled back.
+    fleet.apply_with_daemon(2, 0, "#!/bin/sh\nexit 3\n");
+    wait_until(60, "the device rolls back", || {
+        fleet.device_status()["report"]["state"] == "rolled_back"
+    });
+    fleet.apply(3, 0);
+    wait_until(60, "revision 3 runs", || {
+        fleet.converged() && version_of(&agent, 1) == "3"
+    });
+    // Refused before its switch (a bundle that is no archive): the same.
+    submit_with_bundle(&fleet, b"not an archive", 4);
+    wait_for_failure(&fleet);
+    fleet.apply(5, 0);
+    wait_until(60, "revision 5 runs", || {
+        fleet.converged() && version_of(&agent, 2) == "5"
+    });
+}
+
+/// A regression: an agent started before the first apply took the empty revision 0 into a
+/// health window, and the real revision waited for that window to end before its own began.
+/// Here health windows are far longer than the test's patience: an empty desired state enters
+/// none, and a newer revision supersedes one in its window, which stays the rollback target's
+/// business (`previous` keeps pointing at the release that last passed its window).
+#[test]
+fn an_agent_started_before_the_first_apply_is_not_held_by_health_windows() {
+    let fleet = Fleet::new();
+    fleet.set_config("healthWindow", "600s");
+    let empty = fleet.desired_digest();
+    let data = tempfile::tempdir().expect("agent data");
+    let agent = AgentProc::start(&fleet.agent_config, data.path(), &[]);
+    wait_until(30, "the empty revision 0 is kept at once", || {
+        let s = fleet.device_status();
+        s["converged"] == true && s["report"]["runningRevision"] == 0
+    });
+
+    let r1 = fleet.apply(1, 0);
+    wait_until(30, "revision 1 is in its health window", || {
+        let s = fleet.device_status();
+        s["report"]["runningRevision"] == r1 && s["report"]["state"] == "updating"
+    });
+    assert_eq!(version_of(&agent, 1), "1");
+    let r2 = fleet.apply(2, 0);
+    let mut report = serde_json::Value::Null;
+    wait_until(30, "revision 2 supersedes revision 1 in its window", || {
+        report = fleet.device_status()["report"].clone();
+        report["runningRevision"] == r2
+    });
+    assert_eq!(report["state"], "updating", "{report}");
+    assert!(
+        report["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&format!("revision {r2}: in its health window"))),
+        "{report}"
+    );
+    assert_eq!(version_of(&agent, 2), "2");
+    let previous = std::fs::read_link(data.path().join("previous")).expect("previous");
+    assert_eq!(
+        previous.file_stem().map(|s| s.to_string_lossy().into_owned()),
+        Some(empty),
+        "the rollback target is the release that passed its window, not the superseded one"
+    );
+}

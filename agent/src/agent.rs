@@ -76,6 +76,12 @@ pub struct Agent {
     pub outbox: crate::outbox::Outbox,
     /// The local MQTT listener, once it is started: bus messages are delivered to its clients.
     local_mqtt: std::sync::OnceLock<Arc<crate::local_mqtt::LocalBroker>>,
+    /// Held by an update from start to end, and by a health window while it keeps or rolls
+    /// back its release: one change to the releases at a time.
+    changing: tokio::sync::Mutex<()>,
+    /// The health window's generation: a switch to a newer release (or shutdown) moves it on,
+    /// which ends the window running for the release it supersedes without a verdict.
+    window: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -163,6 +169,8 @@ impl Agent {
             state: std::sync::Mutex::new(state),
             outbox,
             local_mqtt: std::sync::OnceLock::new(),
+            changing: tokio::sync::Mutex::new(()),
+            window: watch::channel(0).0,
         }))
     }
 
@@ -243,7 +251,7 @@ impl Agent {
                 }
                 self.set_reported(DeviceState::Running, None, None);
                 if let Some(p) = pending.filter(|p| p.digest == current.digest) {
-                    self.health_window(p).await;
+                    self.start_health_window(p).await;
                 }
             }
             Err(e) => {
@@ -414,7 +422,13 @@ impl Agent {
     /// Applies a desired state. Returns when the update reached a final state.
     /// Returns false when the update was interrupted (a download failed) and should be tried
     /// again later.
+    ///
+    /// A release still in its health window is superseded by the switch: its window ends without
+    /// a verdict, and the release that last passed its window stays the one to roll back to.
+    /// The new release's health window runs in a task of its own (the caller goes on polling);
+    /// an empty desired state needs none.
     pub async fn update(self: &Arc<Self>, desired: DesiredResponse) -> bool {
+        let _changing = self.changing.lock().await;
         let digest = desired.digest.clone();
         let revision = desired.revision;
         self.set_reported(
@@ -487,8 +501,13 @@ impl Agent {
                 }
             };
 
-        // 4. The switch.
-        let previous = self.current_digest().await;
+        // 4. The switch. A release still in its health window is superseded: the rollback
+        // target stays the release that last passed its window (`previous` already points there).
+        let superseded = lock(&self.state).pending.clone();
+        let previous = match &superseded {
+            Some(p) => p.previous.clone(),
+            None => self.current_digest().await,
+        };
         lock(&self.state).pending = Some(Pending {
             digest: digest.clone(),
             previous: previous.clone(),
@@ -496,7 +515,7 @@ impl Agent {
         self.save_state();
         crash_point(&self.config, "before-switch");
         let switched = (|| {
-            if let Some(p) = &previous {
+            if let (Some(p), None) = (&previous, &superseded) {
                 self.layout.point("previous", p)?;
             }
             self.layout.point("current", &digest)
@@ -504,24 +523,51 @@ impl Agent {
         crash_point(&self.config, "after-switch");
         if let Err(e) = switched {
             next.stop().await;
-            lock(&self.state).pending = None;
+            lock(&self.state).pending = superseded;
             self.save_state();
             {
                 self.fail(&digest, format!("revision {revision}: cannot switch: {e}"));
                 return true;
             }
         }
+        // The window of a superseded release ends here, without a verdict.
+        self.window.send_modify(|g| *g += 1);
         let old = self.swap(next).await;
         tracing::info!(revision, %digest, "switched to the new release");
         self.hand_over(old).await;
 
-        // 5. The health window.
-        self.health_window(Pending { digest, previous }).await;
+        // 5. The health window, while the caller goes on following the desired state; an empty
+        // desired state runs nothing that could be unhealthy and is kept at once.
+        if desired.state.functions.is_empty() {
+            self.keep(revision);
+        } else {
+            self.start_health_window(Pending { digest, previous }).await;
+        }
         true
     }
 
-    /// Watches a freshly switched release for its health window; keeps it or rolls it back.
-    async fn health_window(self: &Arc<Self>, pending: Pending) {
+    /// The active release passed its health window (or needs none): forgets the pending update
+    /// and the release before it, collects garbage, reports `running`.
+    fn keep(&self, revision: u64) {
+        lock(&self.state).pending = None;
+        self.save_state();
+        if let Err(e) = self
+            .layout
+            .forget_previous()
+            .and_then(|()| self.layout.collect_garbage())
+        {
+            tracing::warn!("garbage collection: {e}");
+        }
+        self.set_reported(
+            DeviceState::Running,
+            Some(format!("running revision {revision}")),
+            None,
+        );
+    }
+
+    /// Starts the health window of a freshly switched release, in a task of its own: it keeps
+    /// the release or rolls it back, unless a newer switch (or shutdown) supersedes it first.
+    async fn start_health_window(self: &Arc<Self>, pending: Pending) {
         let revision = self
             .active
             .read()
@@ -533,23 +579,31 @@ impl Agent {
             Some(format!("revision {revision}: in its health window")),
             Some(pending.digest.clone()),
         );
-        match self.watch_health().await {
-            None => {
-                lock(&self.state).pending = None;
-                self.save_state();
-                if let Err(e) = self
-                    .layout
-                    .forget_previous()
-                    .and_then(|()| self.layout.collect_garbage())
-                {
-                    tracing::warn!("garbage collection: {e}");
-                }
-                self.set_reported(
-                    DeviceState::Running,
-                    Some(format!("running revision {revision}")),
-                    None,
-                );
+        let generation = *self.window.borrow();
+        let mut superseded = self.window.subscribe();
+        let me = self.clone();
+        tokio::spawn(async move {
+            let verdict = tokio::select! {
+                v = me.watch_health() => v,
+                _ = superseded.wait_for(|g| *g != generation) => return,
+            };
+            let _changing = me.changing.lock().await;
+            if *me.window.borrow() != generation {
+                return;
             }
+            me.health_verdict(pending, revision, verdict).await;
+        });
+    }
+
+    /// Ends a health window: keeps the release, or rolls it back for `verdict`.
+    async fn health_verdict(
+        self: &Arc<Self>,
+        pending: Pending,
+        revision: u64,
+        verdict: Option<String>,
+    ) {
+        match verdict {
+            None => self.keep(revision),
             Some(reason) => {
                 let Some(prev) = pending
                     .previous
@@ -756,8 +810,13 @@ impl Agent {
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), AgentError> {
         let mut attempt = 0u32;
+        // A desired state this device refused: the next long-poll waits for one that differs
+        // from it (not from the running release, which the cloud would answer at once with the
+        // refused one again), so a fixed revision arrives the moment it is applied.
+        let mut refused: Option<String> = None;
         loop {
-            let known = self.current_digest().await;
+            let running = self.current_digest().await;
+            let known = refused.clone().or_else(|| running.clone());
             let polled = tokio::select! {
                 r = self.cloud.desired(known.as_deref(), self.config.poll_wait) => r,
                 _ = stop.wait_for(|s| *s) => return Ok(()),
@@ -765,17 +824,20 @@ impl Agent {
             match polled {
                 Ok(None) => attempt = 0,
                 Ok(Some(desired)) => {
-                    let failed = lock(&self.state).failed.contains(&desired.digest);
-                    if Some(&desired.digest) == known.as_ref() || failed {
-                        // Nothing to do; wait for the next change rather than spin.
-                        if failed {
-                            let wait = tokio::time::sleep(self.config.poll_wait);
-                            tokio::select! { () = wait => {}, _ = stop.wait_for(|s| *s) => return Ok(()) }
-                        }
+                    refused = None;
+                    if lock(&self.state).failed.contains(&desired.digest) {
+                        refused = Some(desired.digest);
                         continue;
                     }
+                    if Some(&desired.digest) == running.as_ref() {
+                        continue;
+                    }
+                    let digest = desired.digest.clone();
                     if self.update(desired).await {
                         attempt = 0;
+                        if lock(&self.state).failed.contains(&digest) {
+                            refused = Some(digest);
+                        }
                     } else {
                         // A download failed: wait before the next attempt, as for any outage.
                         let wait = backoff(attempt);
@@ -804,6 +866,9 @@ impl Agent {
 
     /// Stops the running release.
     pub async fn shutdown(&self) {
+        // A health window in progress ends without a verdict (it is run again at the next
+        // start) and lets go of the release.
+        self.window.send_modify(|g| *g += 1);
         let active = self.active.write().await.take();
         if let Some(mut a) = active {
             loop {

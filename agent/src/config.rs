@@ -115,10 +115,14 @@ pub struct AgentConfig {
     pub health_window: Duration,
     /// Loopback address of the local message endpoint.
     pub local_listen: SocketAddr,
+    /// Whether `local_listen` was configured. The rule of both local listeners: one that
+    /// cannot listen on a configured address stops the agent; on its default address (which
+    /// may belong to another agent or a broker on this device) it is only a warning, and the
+    /// agent runs without it.
+    pub local_listen_configured: bool,
     /// Where the local MQTT listener listens (`None`: no listener).
     pub local_mqtt: Option<SocketAddr>,
-    /// Whether `local_mqtt` was configured (a failure to listen on the default address is
-    /// only a warning; on a configured one it stops the agent).
+    /// Whether `local_mqtt` was configured (the same rule as `local_listen_configured`).
     pub local_mqtt_configured: bool,
     /// The password local MQTT clients must give, if any.
     pub local_mqtt_password: Option<String>,
@@ -389,6 +393,7 @@ impl AgentConfig {
                 source,
             )?,
             local_listen,
+            local_listen_configured: raw.local_listen.is_some(),
             local_mqtt,
             local_mqtt_configured: raw.local_mqtt.is_some(),
             local_mqtt_password,

@@ -305,7 +305,7 @@ pub fn run(args: &DevArgs) -> CliResult {
         agents.push(rt.spawn(edgefn_agent::run_with(
             config,
             edgefn_agent::Listeners {
-                http: local,
+                http: Some(local),
                 mqtt: Some(local_mqtt),
             },
             stopped(stop_rx.clone()),
