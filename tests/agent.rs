@@ -800,8 +800,132 @@ fn an_agent_started_before_the_first_apply_is_not_held_by_health_windows() {
     assert_eq!(version_of(&agent, 2), "2");
     let previous = std::fs::read_link(data.path().join("previous")).expect("previous");
     assert_eq!(
-        previous.file_stem().map(|s| s.to_string_lossy().into_owned()),
+        previous
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned()),
         Some(empty),
         "the rollback target is the release that passed its window, not the superseded one"
     );
+}
+
+/// `edgefn-agent` with `config` and `data`, and `args`, its output read in threads: returns the
+/// process, its first line of stdout and its stderr so far.
+#[allow(clippy::type_complexity)]
+fn start_agent_raw(
+    config: &Path,
+    data: &Path,
+    args: &[&str],
+) -> (
+    std::process::Child,
+    std::sync::mpsc::Receiver<String>,
+    std::sync::Arc<std::sync::Mutex<String>>,
+) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(sibling_bin("edgefn-agent"))
+        .args(["--config", config.to_str().expect("utf8")])
+        .args(["--data", data.to_str().expect("utf8")])
+        .args(["--sandbox", "process"])
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start edgefn-agent");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let err = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = err.clone();
+    let stderr = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let mut s = sink.lock().expect("lock");
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    (child, rx, err)
+}
+
+/// A regression: a second agent on one host (the README's "second machine", tried on one)
+/// exited because the default local HTTP address was taken, while the same clash of the local
+/// MQTT listener was only a warning. One rule for both: a busy default address is a warning and
+/// the agent runs without that listener; a busy address the configuration or a flag names
+/// stops the agent, saying which and how to fix it.
+#[test]
+fn a_second_agent_on_one_host_runs_without_the_busy_default_local_listeners() {
+    let fleet = Fleet::new();
+    fleet.apply(1, 0);
+    // The default addresses, busy (held here, or by whatever already holds them).
+    let _http = std::net::TcpListener::bind("127.0.0.1:7071");
+    let _mqtt = std::net::TcpListener::bind("127.0.0.1:1883");
+    assert!(std::net::TcpListener::bind("127.0.0.1:7071").is_err());
+    assert!(std::net::TcpListener::bind("127.0.0.1:1883").is_err());
+
+    let data = tempfile::tempdir().expect("agent data");
+    let (mut child, lines, err) = start_agent_raw(&fleet.agent_config, data.path(), &[]);
+    let first = lines
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| {
+            panic!(
+                "the agent printed nothing; stderr:\n{}",
+                err.lock().expect("lock")
+            )
+        });
+    assert!(
+        first.contains("for device dev-a with no local listener"),
+        "{first}"
+    );
+    wait_until(30, "the second agent runs its release", || {
+        fleet.converged()
+    });
+    assert!(child.try_wait().expect("wait").is_none(), "still running");
+    let warned = err.lock().expect("lock").clone();
+    for (what, fix) in [
+        ("the local message endpoint", "localListen:"),
+        ("local MQTT clients", "localMqtt:"),
+    ] {
+        assert!(
+            warned.contains(&format!(
+                "no listener for {what}: cannot listen on its default address"
+            )) && warned.contains(fix),
+            "{warned}"
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // Named explicitly, a busy address stops the agent, whichever listener it is.
+    for (flag, addr, what) in [
+        (
+            "--local-listen",
+            "127.0.0.1:7071",
+            "the local message endpoint",
+        ),
+        ("--local-mqtt", "127.0.0.1:1883", "local MQTT clients"),
+    ] {
+        let (mut child, _lines, err) =
+            start_agent_raw(&fleet.agent_config, data.path(), &[flag, addr]);
+        let status = child.wait().expect("wait");
+        assert_eq!(status.code(), Some(1), "{flag} {addr}");
+        wait_until(5, "the error is read", || {
+            !err.lock().expect("lock").is_empty()
+        });
+        let message = err.lock().expect("lock").clone();
+        assert!(
+            message.contains(&format!("cannot listen for {what} on {addr}")),
+            "{message}"
+        );
+    }
 }

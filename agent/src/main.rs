@@ -168,9 +168,7 @@ async fn bind_local(
 ) -> Result<Option<tokio::net::TcpListener>, String> {
     match tokio::net::TcpListener::bind(at).await {
         Ok(l) => Ok(Some(l)),
-        Err(e) if configured => Err(format!(
-            "cannot listen for {what} on {at}: {e} (set {fix})"
-        )),
+        Err(e) if configured => Err(format!("cannot listen for {what} on {at}: {e} (set {fix})")),
         Err(e) => {
             tracing::warn!(
                 "no listener for {what}: cannot listen on its default address {at}: {e} (set {fix})"
