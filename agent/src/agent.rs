@@ -74,6 +74,11 @@ pub struct Agent {
     state: std::sync::Mutex<AgentState>,
     /// Messages bound for the cloud.
     pub outbox: crate::outbox::Outbox,
+    /// The largest packet the cloud's broker takes (learned by the link).
+    pub limit: Arc<crate::uplink::PacketLimit>,
+    /// The filters of the active release's routes to the cloud, for checks that cannot wait
+    /// for the release's lock (the local MQTT listener's).
+    up_filters: std::sync::RwLock<Vec<String>>,
     /// The local MQTT listener, once it is started: bus messages are delivered to its clients.
     local_mqtt: std::sync::OnceLock<Arc<crate::local_mqtt::LocalBroker>>,
     /// Held by an update from start to end, and by a health window while it keeps or rolls
@@ -153,7 +158,13 @@ impl Agent {
         )
         .map_err(AgentError::Tls)?;
         let state = AgentState::load(&config.data);
+        let limit = Arc::new(crate::uplink::PacketLimit::new(
+            &config.device,
+            config.mqtt_max_packet,
+        ));
         Ok(Arc::new(Agent {
+            limit,
+            up_filters: std::sync::RwLock::new(Vec::new()),
             config,
             layout,
             cloud,
@@ -192,7 +203,9 @@ impl Agent {
         }
         let payload =
             serde_json::from_slice(&payload).map_or(Payload::Bytes(payload), Payload::Json);
-        self.publish(topic, payload).await;
+        if let Err(e) = self.publish(topic, payload).await {
+            tracing::warn!("a message from the cloud was not put on the bus: {e}");
+        }
     }
 
     fn save_state(&self) {
@@ -236,6 +249,7 @@ impl Agent {
             Ok(release) => {
                 tracing::info!(revision = current.revision, digest = %current.digest, "running the current release");
                 let release = Arc::new(release);
+                self.set_up_filters(&release);
                 *self.active.write().await = Some(release.clone());
                 if let Err(e) = release
                     .start_continuous(
@@ -277,10 +291,63 @@ impl Agent {
     /// Puts a message on the device bus and waits for every binding it triggers: first it is
     /// queued for the cloud when a route sends it there (durably), then delivered. The messages
     /// the functions publish go the same way (queued before this returns, delivered after).
-    pub async fn publish(self: &Arc<Self>, topic: &str, payload: Payload) -> Vec<Delivery> {
+    ///
+    /// A message routed to the cloud that is larger than the cloud's broker takes is refused
+    /// here, whole: not queued, not delivered.
+    pub async fn publish(
+        self: &Arc<Self>,
+        topic: &str,
+        payload: Payload,
+    ) -> Result<Vec<Delivery>, crate::uplink::TooLarge> {
+        self.check_up(topic, &payload)?;
         self.route_up(topic, &payload).await;
         self.echo_local(topic, &payload);
-        self.dispatch(topic, payload, 0).await
+        Ok(self.dispatch(topic, payload, 0).await)
+    }
+
+    /// Refuses a message that a route of the active release sends to the cloud and that is
+    /// larger than the cloud's broker takes; `len` is its payload's size in bytes.
+    pub fn too_large_up(&self, topic: &str, len: usize) -> Result<(), crate::uplink::TooLarge> {
+        match self.limit.check(topic, len) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let filters = self
+                    .up_filters
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if filters
+                    .iter()
+                    .any(|f| edgefn_schema::topic::matches(f, topic))
+                {
+                    Err(e)
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    fn check_up(&self, topic: &str, payload: &Payload) -> Result<(), crate::uplink::TooLarge> {
+        let len = match payload {
+            Payload::Bytes(b) => b.len(),
+            Payload::Json(v) => serde_json::to_vec(v).map_or(0, |b| b.len()),
+        };
+        self.too_large_up(topic, len)
+    }
+
+    fn set_up_filters(&self, release: &RunningRelease) {
+        let filters = release
+            .desired
+            .state
+            .routes
+            .iter()
+            .filter(|r| r.to == edgefn_schema::RouteTarget::Cloud)
+            .map(|r| r.filter.clone())
+            .collect();
+        *self
+            .up_filters
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = filters;
     }
 
     /// Delivers the local MQTT listener's bus messages to its clients from now on.
@@ -312,7 +379,13 @@ impl Agent {
     /// Like [`Agent::publish`], but returns once the message is accepted (queued for the cloud
     /// when a route says so); the functions run afterwards. Messages accepted one after another
     /// reach the cloud in that order.
-    pub async fn accept(self: &Arc<Self>, topic: &str, payload: Payload) {
+    /// A message too large for the cloud is refused, as by [`Agent::publish`].
+    pub async fn accept(
+        self: &Arc<Self>,
+        topic: &str,
+        payload: Payload,
+    ) -> Result<(), crate::uplink::TooLarge> {
+        self.check_up(topic, &payload)?;
         self.route_up(topic, &payload).await;
         self.echo_local(topic, &payload);
         let me = self.clone();
@@ -320,6 +393,7 @@ impl Agent {
         tokio::spawn(async move {
             me.dispatch(&topic, payload, 0).await;
         });
+        Ok(())
     }
 
     /// Queues `payload` for the cloud when a route of the active release sends `topic` up;
@@ -379,7 +453,23 @@ impl Agent {
             drop(release);
             let mut out = Vec::new();
             for h in handles {
-                if let Ok(d) = h.await {
+                if let Ok(mut d) = h.await {
+                    // A function's messages are published whole or not at all: one too large
+                    // for the cloud fails the invocation.
+                    let refused = d.outcome.as_ref().ok().and_then(|reply| {
+                        reply
+                            .publish
+                            .iter()
+                            .find_map(|m| self.check_up(&m.topic, &m.payload).err())
+                    });
+                    if let Some(e) = refused {
+                        tracing::error!(binding = %d.binding, "{e}");
+                        d.outcome = Err(InvokeError::Handler(edgefn_runtime::HandlerError {
+                            kind: "MessageTooLarge".into(),
+                            message: format!("nothing it published was sent: {e}"),
+                            traceback: None,
+                        }));
+                    }
                     out.push(d);
                 }
             }
@@ -406,6 +496,7 @@ impl Agent {
 
     /// Makes `next` the active release; returns the old one once no event is in flight on it.
     async fn swap(&self, next: RunningRelease) -> Option<RunningRelease> {
+        self.set_up_filters(&next);
         let old = self.active.write().await.replace(Arc::new(next));
         let mut old = old?;
         loop {
@@ -681,7 +772,9 @@ impl Agent {
         MessageSink::new(move |m| {
             if let Some(agent) = weak.upgrade() {
                 tokio::spawn(async move {
-                    agent.publish(&m.topic, m.payload).await;
+                    if let Err(e) = agent.publish(&m.topic, m.payload).await {
+                        tracing::error!("a continuous function's message was refused: {e}");
+                    }
                 });
             }
         })
@@ -780,6 +873,7 @@ impl Agent {
                     pending_bytes: o.pending_bytes,
                     dropped: o.dropped,
                     sent: o.sent,
+                    rejected: o.rejected,
                 })
             },
             functions: match &active {

@@ -10,6 +10,7 @@
 //! localListen: 127.0.0.1:7071            # the local message endpoint (loopback by default)
 //! localMqtt: 127.0.0.1:1883              # the local MQTT listener, or `none`
 //! localMqttPassword: ...                 # required when localMqtt is not a loopback address
+//! mqttMaxPacketSize: 1088Ki              # the largest MQTT packet the cloud's broker takes
 //! ```
 
 use std::net::SocketAddr;
@@ -93,6 +94,7 @@ struct Raw {
     cloud_ca: Option<PathBuf>,
     outbox_max_bytes: Option<String>,
     outbox_max_age: Option<String>,
+    mqtt_max_packet_size: Option<String>,
 }
 
 /// The agent's settings.
@@ -137,6 +139,10 @@ pub struct AgentConfig {
     pub mqtt_protocol: crate::uplink::Protocol,
     /// Bounds of the outbox.
     pub outbox: crate::outbox::OutboxLimits,
+    /// The largest MQTT packet the cloud's broker is known to take, in bytes
+    /// (`mqttMaxPacketSize`, default [`crate::uplink::DEFAULT_MAX_PACKET`]); a smaller Maximum
+    /// Packet Size announced by the broker (MQTT 5) wins.
+    pub mqtt_max_packet: u32,
     /// Testing hook: SIGKILL the agent at this point of an update (`download`, `extract`,
     /// `before-switch`, `after-switch`). The binary sets it from `EDGEFN_AGENT_CRASH_AT`.
     pub crash_at: Option<String>,
@@ -212,7 +218,7 @@ impl AgentConfig {
             let msg = e.to_string();
             let key = msg.split('`').nth(1).unwrap_or("");
             let at = if key.is_empty() { 0 } else { source.text().find(&format!("{key}:")).unwrap_or(0) };
-            invalid(source, at, msg, "the keys are cloud, device, token, data, sandbox, healthWindow, localListen, localMqtt, localMqttPassword, pollWait, reportInterval, mqtt, mqttProtocol, mqttCa, cloudCa, outboxMaxBytes, outboxMaxAge")
+            invalid(source, at, msg, "the keys are cloud, device, token, data, sandbox, healthWindow, localListen, localMqtt, localMqttPassword, pollWait, reportInterval, mqtt, mqttProtocol, mqttCa, cloudCa, outboxMaxBytes, outboxMaxAge, mqttMaxPacketSize")
         })?;
         let at = |key: &str| source.text().find(&format!("{key}:")).unwrap_or(0);
         if !raw.cloud.starts_with("http://") && !raw.cloud.starts_with("https://") {
@@ -367,6 +373,33 @@ impl AgentConfig {
                 })?
                 .bytes();
         }
+        let mqtt_max_packet = match raw.mqtt_max_packet_size.as_deref() {
+            None => crate::uplink::DEFAULT_MAX_PACKET,
+            Some(text) => {
+                let bytes = text
+                    .parse::<edgefn_schema::Memory>()
+                    .map_err(|e| {
+                        invalid(
+                            source,
+                            at("mqttMaxPacketSize"),
+                            format!("mqttMaxPacketSize: {e}"),
+                            e.help,
+                        )
+                    })?
+                    .bytes();
+                u32::try_from(bytes)
+                    .ok()
+                    .filter(|b| *b >= 1024)
+                    .ok_or_else(|| {
+                        invalid(
+                            source,
+                            at("mqttMaxPacketSize"),
+                            format!("mqttMaxPacketSize: {text} is not between 1Ki and 4Gi bytes"),
+                            "the largest MQTT packet the cloud's broker takes, e.g. 256Ki or 1Mi",
+                        )
+                    })?
+            }
+        };
         outbox.max_age = duration(
             raw.outbox_max_age.as_deref(),
             outbox.max_age,
@@ -378,6 +411,7 @@ impl AgentConfig {
             mqtt,
             mqtt_protocol,
             outbox,
+            mqtt_max_packet,
             crash_at: None,
             cloud: raw.cloud.trim_end_matches('/').to_owned(),
             device: raw.device,

@@ -126,6 +126,7 @@ pub async fn run_with(
             device,
             token,
             agent.outbox.clone(),
+            agent.limit.clone(),
             down_tx,
             log_rx,
             stop_rx.clone(),
