@@ -24,12 +24,17 @@ struct Mosquitto {
 
 impl Mosquitto {
     fn start(dir: &Path, port: Option<u16>) -> Mosquitto {
+        Self::start_with(dir, port, "")
+    }
+
+    /// With `extra` lines of configuration.
+    fn start_with(dir: &Path, port: Option<u16>, extra: &str) -> Mosquitto {
         let port = port.unwrap_or_else(server_port);
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nuser root\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 100000\nlog_dest stderr\nlog_type error\n",
+                "listener {port} 127.0.0.1\nuser root\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 100000\nlog_dest stderr\nlog_type error\n{extra}",
                 dir.display()
             ),
         )
@@ -1257,4 +1262,81 @@ fn a_queued_message_the_broker_cannot_take_is_set_aside_and_the_rest_flow() {
     wait_until(30, "the device reports two messages set aside", || {
         device_report(&s)["outbox"]["rejected"] == 2
     });
+}
+
+/// With Mosquitto's `max_packet_size` set: MQTT 5 learns the limit from its CONNACK (below the
+/// configured one), sets aside the queued message over it and refuses the next at the door;
+/// MQTT 3.1.1, which is told nothing, finds the message the broker closes the connection on
+/// and sets it aside. Either way the messages behind it flow, and it is counted.
+#[test]
+fn with_mosquittos_max_packet_size_the_messages_behind_a_too_large_one_flow() {
+    for (protocol, learned) in [("5", true), ("3.1.1", false)] {
+        let broker_dir = tempfile::tempdir().expect("broker");
+        let broker = Mosquitto::start_with(broker_dir.path(), None, "max_packet_size 65536\n");
+        let s = setup(broker.port);
+        let mut config = std::fs::read_to_string(&s.config).expect("read");
+        config.push_str(&format!("mqttProtocol: \"{protocol}\"\n"));
+        std::fs::write(&s.config, config).expect("write");
+        let up = subscribe(broker.port, "edgefn/dev-a/up/#");
+        let data = tempfile::tempdir().expect("agent");
+        let big = vec![b'x'; 100 << 10];
+        older_agent_queued(
+            data.path(),
+            vec![
+                ("alerts/small/0".into(), b"0".to_vec()),
+                ("alerts/big".into(), big.clone()),
+                ("alerts/small/1".into(), b"1".to_vec()),
+                ("alerts/small/2".into(), b"2".to_vec()),
+            ],
+        );
+        let agent = AgentProc::start(&s.config, data.path(), &[]);
+        wait_until(30, "dev-a converges", || converged(&s));
+        wait_until(60, "the messages behind the large one arrive", || {
+            up.lock()
+                .expect("lock")
+                .iter()
+                .any(|(_, t, _)| t == "edgefn/dev-a/up/alerts/small/2")
+        });
+        let got: Vec<String> = up
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(_, t, _)| t.clone())
+            .collect();
+        let mut seen = got.clone();
+        seen.dedup();
+        assert_eq!(
+            seen,
+            [0, 1, 2].map(|i| format!("edgefn/dev-a/up/alerts/small/{i}")),
+            "MQTT {protocol}: in order, the large one not among them"
+        );
+        wait_until(30, "the device reports the message set aside", || {
+            device_report(&s)["outbox"]["rejected"] == 1
+        });
+        let r = local_post(&agent, "alerts/big", false, &big);
+        if learned {
+            assert_eq!(r.status, 413, "{}", text(&r.body));
+            let e = r.json()["error"].as_str().unwrap_or_default().to_owned();
+            assert!(
+                e.contains("65536") && e.contains("Maximum Packet Size"),
+                "{e}"
+            );
+        } else {
+            // Nothing told the agent: the message is queued, and set aside in its turn.
+            assert_eq!(r.status, 202, "{}", text(&r.body));
+            assert_eq!(
+                local_post(&agent, "alerts/small/3", false, b"3").status,
+                202
+            );
+            wait_until(60, "the next message arrives", || {
+                up.lock()
+                    .expect("lock")
+                    .iter()
+                    .any(|(_, t, _)| t == "edgefn/dev-a/up/alerts/small/3")
+            });
+            wait_until(30, "the device reports two set aside", || {
+                device_report(&s)["outbox"]["rejected"] == 2
+            });
+        }
+    }
 }

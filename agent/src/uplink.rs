@@ -14,7 +14,11 @@
 //! are checked against it where they enter the device bus; one in the outbox that is still too
 //! large when its turn comes (queued by an older agent, or before a smaller limit was learned),
 //! or that the broker refuses with a negative PUBACK, is set aside and counted, never retried,
-//! so the messages behind it flow.
+//! so the messages behind it flow. A broker that cannot take a message without saying so
+//! (MQTT 3.1.1 has no way to; an MQTT 5 broker may announce no limit) closes the connection
+//! when it reads it: after such a break the link sends one message at a time until the one at
+//! the head is acknowledged, and sets it aside when the broker closed the connection
+//! [`STRIKES`] times in a row with it alone unacknowledged.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::future::Future;
@@ -298,14 +302,39 @@ pub async fn run(
     };
     let mut attempt = 0u32;
     let mut v5 = protocol != Protocol::V4;
+    // The message at the head of the window when connections broke, and how many times in a
+    // row: a broker that cannot take a message without saying so (MQTT 3.1.1, or no Maximum
+    // Packet Size announced) closes the connection each time it reads it.
+    let mut suspect: Option<(u64, u32)> = None;
     loop {
-        let connected_once = if v5 {
-            connection_v5(&link, &mut logs, &mut stop).await
+        let probe = suspect.map(|(seq, _)| seq);
+        let Ended {
+            connected: connected_once,
+            head,
+        } = if v5 {
+            connection_v5(&link, probe, &mut logs, &mut stop).await
         } else {
-            connection_v4(&link, &mut logs, &mut stop).await
+            connection_v4(&link, probe, &mut logs, &mut stop).await
         };
         if *stop.borrow() {
             return;
+        }
+        if let (true, Some(head)) = (connected_once, head) {
+            let strikes = match suspect {
+                Some((seq, n)) if seq == head => n + 1,
+                _ => 1,
+            };
+            if strikes >= STRIKES {
+                set_aside(
+                    &outbox,
+                    head,
+                    &format!("the broker closed the connection {strikes} times in a row with this message alone unacknowledged"),
+                )
+                .await;
+                suspect = None;
+            } else {
+                suspect = Some((head, strikes));
+            }
         }
         if !connected_once && protocol == Protocol::Auto {
             // A broker that does not take MQTT 5 refuses the connection: try the other version.
@@ -336,6 +365,18 @@ fn nodelay() -> rumqttc::NetworkOptions {
     let mut net = rumqttc::NetworkOptions::new();
     net.set_tcp_nodelay(true);
     net
+}
+
+/// Connections the broker closes in a row while one message alone waits for its
+/// acknowledgement (sent one at a time after the first) before that message is set aside.
+const STRIKES: u32 = 3;
+
+/// How a connection ended.
+struct Ended {
+    /// It was established.
+    connected: bool,
+    /// The oldest message sent on it and not acknowledged, when it broke.
+    head: Option<u64>,
 }
 
 /// Largest packet taken from the broker (the cloud sends payloads up to 256 KiB).
@@ -520,9 +561,10 @@ impl Client for V4 {
 /// One MQTT 5 connection: returns when it breaks (true if it was established).
 async fn connection_v5(
     link: &Link<'_>,
+    probe: Option<u64>,
     logs: &mut mpsc::Receiver<ShippedLog>,
     stop: &mut watch::Receiver<bool>,
-) -> bool {
+) -> Ended {
     let mut opts = MqttOptions::new(link.device, link.broker.host.clone(), link.broker.port);
     opts.set_credentials(link.device, link.token);
     opts.set_keep_alive(Duration::from_secs(30));
@@ -535,15 +577,25 @@ async fn connection_v5(
     opts.set_transport(link.broker.transport());
     let (client, eventloop) = AsyncClient::new(opts, WINDOW * 2);
     let identity = format!("{:016x}", link.outbox.identity);
-    connection(link, V5(client, identity), eventloop, "MQTT 5", logs, stop).await
+    connection(
+        link,
+        V5(client, identity),
+        eventloop,
+        "MQTT 5",
+        probe,
+        logs,
+        stop,
+    )
+    .await
 }
 
 /// One MQTT 3.1.1 connection (no message ids): returns when it breaks.
 async fn connection_v4(
     link: &Link<'_>,
+    probe: Option<u64>,
     logs: &mut mpsc::Receiver<ShippedLog>,
     stop: &mut watch::Receiver<bool>,
-) -> bool {
+) -> Ended {
     let mut opts =
         rumqttc::MqttOptions::new(link.device, link.broker.host.clone(), link.broker.port);
     opts.set_credentials(link.device, link.token);
@@ -553,19 +605,22 @@ async fn connection_v4(
     opts.set_transport(link.broker.transport());
     let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, WINDOW * 2);
     eventloop.network_options = nodelay();
-    connection(link, V4(client), eventloop, "MQTT 3.1.1", logs, stop).await
+    connection(link, V4(client), eventloop, "MQTT 3.1.1", probe, logs, stop).await
 }
 
 /// Drives one connection: fills the send window from the outbox, forgets what the broker
-/// acknowledged, brings messages down, ships logs.
+/// acknowledged, brings messages down, ships logs. With `probe` (a message at the head of the
+/// window when connections broke), messages go one at a time until that one is acknowledged.
+#[allow(clippy::too_many_arguments)]
 async fn connection(
     link: &Link<'_>,
     client: impl Client,
     events: impl Events,
     version: &str,
+    mut probe: Option<u64>,
     logs: &mut mpsc::Receiver<ShippedLog>,
     stop: &mut watch::Receiver<bool>,
-) -> bool {
+) -> Ended {
     let down_prefix = format!("edgefn/{}/down/", link.device);
     let up_prefix = format!("edgefn/{}/up/", link.device);
     let mut connected = false;
@@ -574,12 +629,15 @@ async fn connection(
     let (mut events, _pump) = pump(events);
     let mut batch = Vec::with_capacity(256);
     loop {
-        if connected && window.room() > 0 {
-            match link
-                .outbox
-                .peek_after(window.last_sent, window.room())
-                .await
-            {
+        if probe.is_some_and(|p| window.last_sent >= p && !window.in_flight.contains(&p)) {
+            probe = None;
+        }
+        let room = match probe {
+            Some(_) => usize::from(window.in_flight.is_empty()),
+            None => window.room(),
+        };
+        if connected && room > 0 {
+            match link.outbox.peek_after(window.last_sent, room).await {
                 Ok(batch) => {
                     for (seq, m) in batch {
                         if let Err(e) = link.limit.check(&m.topic, m.payload.len()) {
@@ -637,7 +695,10 @@ async fn connection(
                             } else {
                                 tracing::debug!("{version}: cannot connect: {e}");
                             }
-                            return connected;
+                            return Ended {
+                                connected,
+                                head: window.in_flight.first().copied(),
+                            };
                         }
                     }
                 }
@@ -659,7 +720,10 @@ async fn connection(
                         }
                     })
                     .await;
-                    return connected;
+                    return Ended {
+                        connected,
+                        head: None,
+                    };
                 }
             }
         }
