@@ -9,6 +9,13 @@
 //! stop it → health window → keep it (report `running`, collect garbage) or roll back to the
 //! previous release (report `rolled_back`, remember the digest as failed). Every update ends in
 //! `running`, `rolled_back` or `failed`, with a reason.
+//!
+//! The health window runs beside the long-poll: a newer desired state that arrives during it
+//! supersedes the release in its window (which ends without a verdict), and the release that
+//! last passed its window stays the one to roll back to. An empty desired state (revision 0,
+//! before the first apply) runs nothing that could be unhealthy and has no window. After a
+//! refused revision the agent long-polls again at once, for a desired state other than the
+//! refused one.
 
 use std::sync::Arc;
 use std::time::Duration;
