@@ -861,3 +861,215 @@ fn reverting_to_what_a_device_runs_converges_at_once() {
         text(&out.stderr)
     );
 }
+
+impl Fleet {
+    /// Replaces the agent configuration's `key: value` line.
+    fn set_config(&self, key: &str, value: &str) {
+        let text = std::fs::read_to_string(&self.agent_config).expect("read");
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{key}:")))
+            .map(str::to_owned)
+            .collect();
+        lines.push(format!("{key}: {value}"));
+        std::fs::write(&self.agent_config, lines.join("\n") + "\n").expect("write");
+    }
+}
+
+/// A regression: after refusing a revision the agent slept `pollWait` before asking again, so
+/// the fixed revision waited up to that long. Here `pollWait` is far longer than the test's
+/// patience: the fixed revision arrives only if the agent long-polls again at once.
+#[test]
+fn a_fixed_revision_arrives_at_once_after_a_refused_one() {
+    let fleet = Fleet::new();
+    fleet.set_config("pollWait", "300s");
+    fleet.apply(1, 0);
+    let data = tempfile::tempdir().expect("agent data");
+    let agent = AgentProc::start(&fleet.agent_config, data.path(), &[]);
+    wait_until(30, "revision 1 runs", || fleet.converged());
+    // Refused after its health window: rolled back.
+    fleet.apply_with_daemon(2, 0, "#!/bin/sh\nexit 3\n");
+    wait_until(60, "the device rolls back", || {
+        fleet.device_status()["report"]["state"] == "rolled_back"
+    });
+    fleet.apply(3, 0);
+    wait_until(60, "revision 3 runs", || {
+        fleet.converged() && version_of(&agent, 1) == "3"
+    });
+    // Refused before its switch (a bundle that is no archive): the same.
+    submit_with_bundle(&fleet, b"not an archive", 4);
+    wait_for_failure(&fleet);
+    fleet.apply(5, 0);
+    wait_until(60, "revision 5 runs", || {
+        fleet.converged() && version_of(&agent, 2) == "5"
+    });
+}
+
+/// A regression: an agent started before the first apply took the empty revision 0 into a
+/// health window, and the real revision waited for that window to end before its own began.
+/// Here health windows are far longer than the test's patience: an empty desired state enters
+/// none, and a newer revision supersedes one in its window, which stays the rollback target's
+/// business (`previous` keeps pointing at the release that last passed its window).
+#[test]
+fn an_agent_started_before_the_first_apply_is_not_held_by_health_windows() {
+    let fleet = Fleet::new();
+    fleet.set_config("healthWindow", "600s");
+    let empty = fleet.desired_digest();
+    let data = tempfile::tempdir().expect("agent data");
+    let agent = AgentProc::start(&fleet.agent_config, data.path(), &[]);
+    wait_until(30, "the empty revision 0 is kept at once", || {
+        let s = fleet.device_status();
+        s["converged"] == true && s["report"]["runningRevision"] == 0
+    });
+
+    let r1 = fleet.apply(1, 0);
+    wait_until(30, "revision 1 is in its health window", || {
+        let s = fleet.device_status();
+        s["report"]["runningRevision"] == r1 && s["report"]["state"] == "updating"
+    });
+    assert_eq!(version_of(&agent, 1), "1");
+    let r2 = fleet.apply(2, 0);
+    let mut report = serde_json::Value::Null;
+    wait_until(30, "revision 2 supersedes revision 1 in its window", || {
+        report = fleet.device_status()["report"].clone();
+        report["runningRevision"] == r2
+    });
+    assert_eq!(report["state"], "updating", "{report}");
+    assert!(
+        report["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&format!("revision {r2}: in its health window"))),
+        "{report}"
+    );
+    assert_eq!(version_of(&agent, 2), "2");
+    let previous = std::fs::read_link(data.path().join("previous")).expect("previous");
+    assert_eq!(
+        previous
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned()),
+        Some(empty),
+        "the rollback target is the release that passed its window, not the superseded one"
+    );
+}
+
+/// `edgefn-agent` with `config` and `data`, and `args`, its output read in threads: returns the
+/// process, its first line of stdout and its stderr so far.
+#[allow(clippy::type_complexity)]
+fn start_agent_raw(
+    config: &Path,
+    data: &Path,
+    args: &[&str],
+) -> (
+    std::process::Child,
+    std::sync::mpsc::Receiver<String>,
+    std::sync::Arc<std::sync::Mutex<String>>,
+) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(sibling_bin("edgefn-agent"))
+        .args(["--config", config.to_str().expect("utf8")])
+        .args(["--data", data.to_str().expect("utf8")])
+        .args(["--sandbox", "process"])
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start edgefn-agent");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let err = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = err.clone();
+    let stderr = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let mut s = sink.lock().expect("lock");
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    (child, rx, err)
+}
+
+/// A regression: a second agent on one host (the README's "second machine", tried on one)
+/// exited because the default local HTTP address was taken, while the same clash of the local
+/// MQTT listener was only a warning. One rule for both: a busy default address is a warning and
+/// the agent runs without that listener; a busy address the configuration or a flag names
+/// stops the agent, saying which and how to fix it.
+#[test]
+fn a_second_agent_on_one_host_runs_without_the_busy_default_local_listeners() {
+    let fleet = Fleet::new();
+    fleet.apply(1, 0);
+    // The default addresses, busy (held here, or by whatever already holds them).
+    let _http = std::net::TcpListener::bind("127.0.0.1:7071");
+    let _mqtt = std::net::TcpListener::bind("127.0.0.1:1883");
+    assert!(std::net::TcpListener::bind("127.0.0.1:7071").is_err());
+    assert!(std::net::TcpListener::bind("127.0.0.1:1883").is_err());
+
+    let data = tempfile::tempdir().expect("agent data");
+    let (mut child, lines, err) = start_agent_raw(&fleet.agent_config, data.path(), &[]);
+    let first = lines
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| {
+            panic!(
+                "the agent printed nothing; stderr:\n{}",
+                err.lock().expect("lock")
+            )
+        });
+    assert!(
+        first.contains("for device dev-a with no local listener"),
+        "{first}"
+    );
+    wait_until(30, "the second agent runs its release", || {
+        fleet.converged()
+    });
+    assert!(child.try_wait().expect("wait").is_none(), "still running");
+    let warned = err.lock().expect("lock").clone();
+    for (what, fix) in [
+        ("the local message endpoint", "localListen:"),
+        ("local MQTT clients", "localMqtt:"),
+    ] {
+        assert!(
+            warned.contains(&format!(
+                "no listener for {what}: cannot listen on its default address"
+            )) && warned.contains(fix),
+            "{warned}"
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // Named explicitly, a busy address stops the agent, whichever listener it is.
+    for (flag, addr, what) in [
+        (
+            "--local-listen",
+            "127.0.0.1:7071",
+            "the local message endpoint",
+        ),
+        ("--local-mqtt", "127.0.0.1:1883", "local MQTT clients"),
+    ] {
+        let (mut child, _lines, err) =
+            start_agent_raw(&fleet.agent_config, data.path(), &[flag, addr]);
+        let status = child.wait().expect("wait");
+        assert_eq!(status.code(), Some(1), "{flag} {addr}");
+        wait_until(5, "the error is read", || {
+            !err.lock().expect("lock").is_empty()
+        });
+        let message = err.lock().expect("lock").clone();
+        assert!(
+            message.contains(&format!("cannot listen for {what} on {addr}")),
+            "{message}"
+        );
+    }
+}

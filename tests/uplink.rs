@@ -24,12 +24,17 @@ struct Mosquitto {
 
 impl Mosquitto {
     fn start(dir: &Path, port: Option<u16>) -> Mosquitto {
+        Self::start_with(dir, port, "")
+    }
+
+    /// With `extra` lines of configuration.
+    fn start_with(dir: &Path, port: Option<u16>, extra: &str) -> Mosquitto {
         let port = port.unwrap_or_else(server_port);
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nuser root\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 100000\nlog_dest stderr\nlog_type error\n",
+                "listener {port} 127.0.0.1\nuser root\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 100000\nlog_dest stderr\nlog_type error\n{extra}",
                 dir.display()
             ),
         )
@@ -939,4 +944,399 @@ fn what_the_local_listener_acknowledged_survives_an_agent_sigkill() {
     let _broker = Mosquitto::start(&dir, Some(port));
     let _agent = AgentProc::start(&s.config, data.path(), &[]);
     check_all_in_order(&received, N);
+}
+
+/// `edgefn subscribe FILTER --json` in the background, once it is subscribed: each message it
+/// prints, parsed, on the returned channel.
+fn cli_subscribe(
+    env: &[(&str, &str)],
+    filter: &str,
+) -> (
+    std::process::Child,
+    std::sync::mpsc::Receiver<serde_json::Value>,
+    tempfile::TempDir,
+) {
+    use std::io::BufRead;
+    let home = tempfile::tempdir().expect("home");
+    let mut sub = Command::new(env!("CARGO_BIN_EXE_edgefn"))
+        .args(["subscribe", filter, "--json"])
+        .env_clear()
+        .env("HOME", home.path())
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("subscribe");
+    let mut err = std::io::BufReader::new(sub.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while !line.contains("subscribed to") {
+        line.clear();
+        assert!(
+            err.read_line(&mut line).expect("read") > 0,
+            "subscribe exited early"
+        );
+    }
+    let stdout = sub.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Ok(v) = serde_json::from_str(&line) {
+                let _ = tx.send(v);
+            }
+        }
+    });
+    (sub, rx, home)
+}
+
+/// The next message `edgefn subscribe` printed, within `secs`.
+fn next_message(rx: &std::sync::mpsc::Receiver<serde_json::Value>, secs: u64) -> serde_json::Value {
+    rx.recv_timeout(Duration::from_secs(secs))
+        .expect("a message reaches the cloud")
+}
+
+/// A cloud with its embedded broker, device `dev-a` set up for it, with `extra` lines in the
+/// agent's configuration.
+fn embedded_setup(extra: &str) -> Setup {
+    let cloud_data = tempfile::tempdir().expect("data");
+    let (cloud, mqtt) = Cloud::start_with(cloud_data.path(), &["--mqtt-listen", "127.0.0.1:0"]);
+    let mqtt = mqtt.expect("the embedded broker listens");
+    let s = setup_with(cloud_data, cloud, Some(&format!("mqtt://{mqtt}")), None);
+    let mut text = std::fs::read_to_string(&s.config).expect("read");
+    text.push_str(extra);
+    std::fs::write(&s.config, text).expect("write");
+    s
+}
+
+/// Posts `body` on `topic` to the agent's local endpoint.
+fn local_post(agent: &AgentProc, topic: &str, wait: bool, body: &[u8]) -> Response {
+    http(
+        &agent.local,
+        "POST",
+        &format!(
+            "/v1/publish?topic={topic}{}",
+            if wait { "&wait=true" } else { "" }
+        ),
+        None,
+        &[],
+        body,
+    )
+}
+
+/// Posts small messages on `alerts/ready` until the cloud sees one: the agent's link is up.
+fn until_the_link_is_up(agent: &AgentProc, rx: &std::sync::mpsc::Receiver<serde_json::Value>) {
+    for _ in 0..100 {
+        assert_eq!(local_post(agent, "alerts/ready", false, b"1").status, 202);
+        if let Ok(m) = rx.recv_timeout(Duration::from_millis(300)) {
+            assert_eq!(m["topic"], "alerts/ready", "{m}");
+            while rx.recv_timeout(Duration::from_millis(300)).is_ok() {}
+            return;
+        }
+    }
+    panic!("the agent's link to the broker never came up");
+}
+
+fn device_report(s: &Setup) -> serde_json::Value {
+    let st = http(
+        &s.cloud.addr(),
+        "GET",
+        "/v1/status",
+        Some(&s.cloud.admin),
+        &[],
+        b"",
+    )
+    .json();
+    st["devices"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["name"] == "dev-a").cloned())
+        .unwrap_or_default()["report"]
+        .clone()
+}
+
+/// A regression: one message larger than the broker takes, queued for the cloud, broke the
+/// link at each attempt to send it, for ever, and nothing behind it went up. Now every entry
+/// point refuses it: the local endpoint with 413, a function's publish by failing the
+/// invocation, the local MQTT listener with DISCONNECT 0x95 (MQTT 5) or by closing the
+/// connection (MQTT 3.1.1); and the messages after it flow.
+#[test]
+fn a_message_too_large_for_the_cloud_is_refused_where_it_enters() {
+    // The configured limit (64 KiB) is below what the embedded broker announces (1 MiB+).
+    let s = embedded_setup("mqttMaxPacketSize: 64Ki\n");
+    let env = s.cloud.env();
+    let env = cli_env(&env, None);
+    let (_sub, rx, _home) = cli_subscribe(&env, "alerts/#");
+    let data = tempfile::tempdir().expect("agent");
+    let agent = AgentProc::start(&s.config, data.path(), &[]);
+    wait_until(30, "dev-a converges", || converged(&s));
+    until_the_link_is_up(&agent, &rx);
+    let big = vec![b'x'; 100 << 10];
+
+    // The local endpoint: 413, in both modes, saying what is wrong.
+    for wait in [false, true] {
+        let r = local_post(&agent, "alerts/big", wait, &big);
+        assert_eq!(r.status, 413, "{}", text(&r.body));
+        let e = r.json()["error"].as_str().unwrap_or_default().to_owned();
+        assert!(
+            e.contains("`alerts/big` is too large for the cloud")
+                && e.contains("65536")
+                && e.contains("mqttMaxPacketSize"),
+            "{e}"
+        );
+    }
+    // A message not routed to the cloud is not limited by it.
+    assert_eq!(local_post(&agent, "local/big", false, &big).status, 202);
+
+    // A function whose output is too large: its invocation fails, clearly; nothing is sent.
+    let name = "n".repeat(100 << 10);
+    let r = local_post(
+        &agent,
+        "commands/greet",
+        true,
+        serde_json::json!({ "name": name }).to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", text(&r.body));
+    let d = r.json()["deliveries"][0].clone();
+    let e = d["error"].as_str().unwrap_or_default();
+    assert!(
+        e.contains("MessageTooLarge") && e.contains("`alerts/greeting` is too large"),
+        "{d}"
+    );
+
+    // The local MQTT listener: MQTT 5 is told (DISCONNECT 0x95, with the reason); MQTT 3.1.1,
+    // which cannot be, is disconnected.
+    let local = agent.mqtt.clone().expect("local MQTT");
+    let (host, port) = local.rsplit_once(':').expect("host:port");
+    let port: u16 = port.parse().expect("port");
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    rt.block_on(async {
+        let opts = MqttOptions::new("big-v5", host, port);
+        let (client, mut events) = AsyncClient::new(opts, 10);
+        client
+            .publish("alerts/big", QoS::AtLeastOnce, false, big.clone())
+            .await
+            .expect("publish");
+        let refused = loop {
+            match tokio::time::timeout(Duration::from_secs(10), events.poll()).await {
+                Ok(Err(rumqttc::v5::ConnectionError::MqttState(
+                    rumqttc::v5::StateError::ServerDisconnect {
+                        reason_code,
+                        reason_string,
+                    },
+                ))) => break (reason_code, reason_string.unwrap_or_default()),
+                Ok(Ok(Event::Incoming(Packet::PubAck(a)))) => panic!("accepted: {a:?}"),
+                Ok(Ok(_)) => {}
+                other => panic!("no DISCONNECT: {other:?}"),
+            }
+        };
+        assert_eq!(
+            refused.0,
+            rumqttc::v5::mqttbytes::v5::DisconnectReasonCode::PacketTooLarge
+        );
+        assert!(
+            refused.1.contains("too large for the cloud"),
+            "{}",
+            refused.1
+        );
+
+        let mut opts = rumqttc::MqttOptions::new("big-v4", host, port);
+        opts.set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut events) = rumqttc::AsyncClient::new(opts, 10);
+        client
+            .publish("alerts/big", rumqttc::QoS::AtLeastOnce, false, big.clone())
+            .await
+            .expect("publish");
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), events.poll()).await {
+                Ok(Err(_)) => break,
+                Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(a)))) => {
+                    panic!("accepted: {a:?}")
+                }
+                Ok(Ok(_)) => {}
+                Err(_) => panic!("still connected"),
+            }
+        }
+    });
+
+    // What comes after goes up, and nothing too large did.
+    for i in 0..3 {
+        assert_eq!(
+            local_post(&agent, &format!("alerts/after/{i}"), false, b"1").status,
+            202
+        );
+    }
+    for i in 0..3 {
+        let m = next_message(&rx, 30);
+        assert_eq!(m["topic"], format!("alerts/after/{i}"), "{m}");
+    }
+    let o = &device_report(&s)["outbox"];
+    assert_eq!(
+        o["rejected"], 0,
+        "refused at the door, nothing set aside: {o}"
+    );
+}
+
+/// Pushes messages into the outbox at `data`, as an older agent did.
+fn older_agent_queued(data: &Path, messages: Vec<(String, Vec<u8>)>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let o = edgefn_agent::outbox::Outbox::open(
+            &data.join("outbox.redb"),
+            edgefn_agent::outbox::OutboxLimits::default(),
+        )
+        .expect("outbox");
+        o.push(messages).await.expect("push");
+        o.close().await;
+    });
+}
+
+/// A message already in the outbox that the broker cannot take (an older agent queued it) is
+/// set aside and counted, in the device's status and the cloud's /metrics, and the messages
+/// behind it flow, also after a restart. The limit is the one the broker announced in CONNACK
+/// (the configured one is larger), which the entry points then use too.
+#[test]
+fn a_queued_message_the_broker_cannot_take_is_set_aside_and_the_rest_flow() {
+    let s = embedded_setup("mqttMaxPacketSize: 8Mi\n");
+    let env = s.cloud.env();
+    let env = cli_env(&env, None);
+    let (_sub, rx, _home) = cli_subscribe(&env, "alerts/#");
+    let data = tempfile::tempdir().expect("agent");
+    let big = vec![b'x'; 2_000_000];
+    older_agent_queued(
+        data.path(),
+        vec![
+            ("alerts/big".into(), big.clone()),
+            ("alerts/small/1".into(), b"1".to_vec()),
+            ("alerts/small/2".into(), b"2".to_vec()),
+        ],
+    );
+    let agent = AgentProc::start(&s.config, data.path(), &[]);
+    for i in 1..=2 {
+        let m = next_message(&rx, 30);
+        assert_eq!(m["topic"], format!("alerts/small/{i}"), "{m}");
+    }
+    wait_until(30, "the device reports one message set aside", || {
+        let o = device_report(&s)["outbox"].clone();
+        o["rejected"] == 1 && o["pending"] == 0
+    });
+    let metrics = text(
+        &http(
+            &s.cloud.addr(),
+            "GET",
+            "/metrics",
+            Some(&s.cloud.admin),
+            &[],
+            b"",
+        )
+        .body,
+    );
+    assert!(
+        metrics.contains("\nedgefn_outbox_rejected 1\n"),
+        "{metrics}"
+    );
+    // The limit the broker announced applies at the door too.
+    let r = local_post(&agent, "alerts/big", false, &big[..1_500_000]);
+    assert_eq!(r.status, 413, "{}", text(&r.body));
+    let e = r.json()["error"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        e.contains("Maximum Packet Size") && e.contains("1114112"),
+        "{e}"
+    );
+
+    // Again after a restart: nothing is stuck, the count goes on.
+    agent.kill();
+    older_agent_queued(
+        data.path(),
+        vec![
+            ("alerts/big".into(), big),
+            ("alerts/small/3".into(), b"3".to_vec()),
+        ],
+    );
+    let _agent = AgentProc::start(&s.config, data.path(), &[]);
+    let m = next_message(&rx, 30);
+    assert_eq!(m["topic"], "alerts/small/3", "{m}");
+    wait_until(30, "the device reports two messages set aside", || {
+        device_report(&s)["outbox"]["rejected"] == 2
+    });
+}
+
+/// With Mosquitto's `max_packet_size` set: MQTT 5 learns the limit from its CONNACK (below the
+/// configured one), sets aside the queued message over it and refuses the next at the door;
+/// MQTT 3.1.1, which is told nothing, finds the message the broker closes the connection on
+/// and sets it aside. Either way the messages behind it flow, and it is counted.
+#[test]
+fn with_mosquittos_max_packet_size_the_messages_behind_a_too_large_one_flow() {
+    for (protocol, learned) in [("5", true), ("3.1.1", false)] {
+        let broker_dir = tempfile::tempdir().expect("broker");
+        let broker = Mosquitto::start_with(broker_dir.path(), None, "max_packet_size 65536\n");
+        let s = setup(broker.port);
+        let mut config = std::fs::read_to_string(&s.config).expect("read");
+        config.push_str(&format!("mqttProtocol: \"{protocol}\"\n"));
+        std::fs::write(&s.config, config).expect("write");
+        let up = subscribe(broker.port, "edgefn/dev-a/up/#");
+        let data = tempfile::tempdir().expect("agent");
+        let big = vec![b'x'; 100 << 10];
+        older_agent_queued(
+            data.path(),
+            vec![
+                ("alerts/small/0".into(), b"0".to_vec()),
+                ("alerts/big".into(), big.clone()),
+                ("alerts/small/1".into(), b"1".to_vec()),
+                ("alerts/small/2".into(), b"2".to_vec()),
+            ],
+        );
+        let agent = AgentProc::start(&s.config, data.path(), &[]);
+        wait_until(30, "dev-a converges", || converged(&s));
+        wait_until(60, "the messages behind the large one arrive", || {
+            up.lock()
+                .expect("lock")
+                .iter()
+                .any(|(_, t, _)| t == "edgefn/dev-a/up/alerts/small/2")
+        });
+        let got: Vec<String> = up
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(_, t, _)| t.clone())
+            .collect();
+        let mut seen = got.clone();
+        seen.dedup();
+        assert_eq!(
+            seen,
+            [0, 1, 2].map(|i| format!("edgefn/dev-a/up/alerts/small/{i}")),
+            "MQTT {protocol}: in order, the large one not among them"
+        );
+        wait_until(30, "the device reports the message set aside", || {
+            device_report(&s)["outbox"]["rejected"] == 1
+        });
+        let r = local_post(&agent, "alerts/big", false, &big);
+        if learned {
+            assert_eq!(r.status, 413, "{}", text(&r.body));
+            let e = r.json()["error"].as_str().unwrap_or_default().to_owned();
+            assert!(
+                e.contains("65536") && e.contains("Maximum Packet Size"),
+                "{e}"
+            );
+        } else {
+            // Nothing told the agent: the message is queued, and set aside in its turn.
+            assert_eq!(r.status, 202, "{}", text(&r.body));
+            assert_eq!(
+                local_post(&agent, "alerts/small/3", false, b"3").status,
+                202
+            );
+            wait_until(60, "the next message arrives", || {
+                up.lock()
+                    .expect("lock")
+                    .iter()
+                    .any(|(_, t, _)| t == "edgefn/dev-a/up/alerts/small/3")
+            });
+            wait_until(30, "the device reports two set aside", || {
+                device_report(&s)["outbox"]["rejected"] == 2
+            });
+        }
+    }
 }

@@ -137,6 +137,10 @@ async fn outbox_rate(port: u16, dir: &std::path::Path) -> f64 {
         "bench".into(),
         "t".into(),
         outbox.clone(),
+        std::sync::Arc::new(uplink::PacketLimit::new(
+            "bench",
+            uplink::DEFAULT_MAX_PACKET,
+        )),
         down_tx,
         log_rx,
         stop_rx,

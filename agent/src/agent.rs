@@ -9,6 +9,13 @@
 //! stop it → health window → keep it (report `running`, collect garbage) or roll back to the
 //! previous release (report `rolled_back`, remember the digest as failed). Every update ends in
 //! `running`, `rolled_back` or `failed`, with a reason.
+//!
+//! The health window runs beside the long-poll: a newer desired state that arrives during it
+//! supersedes the release in its window (which ends without a verdict), and the release that
+//! last passed its window stays the one to roll back to. An empty desired state (revision 0,
+//! before the first apply) runs nothing that could be unhealthy and has no window. After a
+//! refused revision the agent long-polls again at once, for a desired state other than the
+//! refused one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,8 +81,19 @@ pub struct Agent {
     state: std::sync::Mutex<AgentState>,
     /// Messages bound for the cloud.
     pub outbox: crate::outbox::Outbox,
+    /// The largest packet the cloud's broker takes (learned by the link).
+    pub limit: Arc<crate::uplink::PacketLimit>,
+    /// The filters of the active release's routes to the cloud, for checks that cannot wait
+    /// for the release's lock (the local MQTT listener's).
+    up_filters: std::sync::RwLock<Vec<String>>,
     /// The local MQTT listener, once it is started: bus messages are delivered to its clients.
     local_mqtt: std::sync::OnceLock<Arc<crate::local_mqtt::LocalBroker>>,
+    /// Held by an update from start to end, and by a health window while it keeps or rolls
+    /// back its release: one change to the releases at a time.
+    changing: tokio::sync::Mutex<()>,
+    /// The health window's generation: a switch to a newer release (or shutdown) moves it on,
+    /// which ends the window running for the release it supersedes without a verdict.
+    window: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -147,7 +165,13 @@ impl Agent {
         )
         .map_err(AgentError::Tls)?;
         let state = AgentState::load(&config.data);
+        let limit = Arc::new(crate::uplink::PacketLimit::new(
+            &config.device,
+            config.mqtt_max_packet,
+        ));
         Ok(Arc::new(Agent {
+            limit,
+            up_filters: std::sync::RwLock::new(Vec::new()),
             config,
             layout,
             cloud,
@@ -163,6 +187,8 @@ impl Agent {
             state: std::sync::Mutex::new(state),
             outbox,
             local_mqtt: std::sync::OnceLock::new(),
+            changing: tokio::sync::Mutex::new(()),
+            window: watch::channel(0).0,
         }))
     }
 
@@ -184,7 +210,9 @@ impl Agent {
         }
         let payload =
             serde_json::from_slice(&payload).map_or(Payload::Bytes(payload), Payload::Json);
-        self.publish(topic, payload).await;
+        if let Err(e) = self.publish(topic, payload).await {
+            tracing::warn!("a message from the cloud was not put on the bus: {e}");
+        }
     }
 
     fn save_state(&self) {
@@ -228,6 +256,7 @@ impl Agent {
             Ok(release) => {
                 tracing::info!(revision = current.revision, digest = %current.digest, "running the current release");
                 let release = Arc::new(release);
+                self.set_up_filters(&release);
                 *self.active.write().await = Some(release.clone());
                 if let Err(e) = release
                     .start_continuous(
@@ -243,7 +272,7 @@ impl Agent {
                 }
                 self.set_reported(DeviceState::Running, None, None);
                 if let Some(p) = pending.filter(|p| p.digest == current.digest) {
-                    self.health_window(p).await;
+                    self.start_health_window(p).await;
                 }
             }
             Err(e) => {
@@ -269,10 +298,63 @@ impl Agent {
     /// Puts a message on the device bus and waits for every binding it triggers: first it is
     /// queued for the cloud when a route sends it there (durably), then delivered. The messages
     /// the functions publish go the same way (queued before this returns, delivered after).
-    pub async fn publish(self: &Arc<Self>, topic: &str, payload: Payload) -> Vec<Delivery> {
+    ///
+    /// A message routed to the cloud that is larger than the cloud's broker takes is refused
+    /// here, whole: not queued, not delivered.
+    pub async fn publish(
+        self: &Arc<Self>,
+        topic: &str,
+        payload: Payload,
+    ) -> Result<Vec<Delivery>, crate::uplink::TooLarge> {
+        self.check_up(topic, &payload)?;
         self.route_up(topic, &payload).await;
         self.echo_local(topic, &payload);
-        self.dispatch(topic, payload, 0).await
+        Ok(self.dispatch(topic, payload, 0).await)
+    }
+
+    /// Refuses a message that a route of the active release sends to the cloud and that is
+    /// larger than the cloud's broker takes; `len` is its payload's size in bytes.
+    pub fn too_large_up(&self, topic: &str, len: usize) -> Result<(), crate::uplink::TooLarge> {
+        match self.limit.check(topic, len) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let filters = self
+                    .up_filters
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if filters
+                    .iter()
+                    .any(|f| edgefn_schema::topic::matches(f, topic))
+                {
+                    Err(e)
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    fn check_up(&self, topic: &str, payload: &Payload) -> Result<(), crate::uplink::TooLarge> {
+        let len = match payload {
+            Payload::Bytes(b) => b.len(),
+            Payload::Json(v) => serde_json::to_vec(v).map_or(0, |b| b.len()),
+        };
+        self.too_large_up(topic, len)
+    }
+
+    fn set_up_filters(&self, release: &RunningRelease) {
+        let filters = release
+            .desired
+            .state
+            .routes
+            .iter()
+            .filter(|r| r.to == edgefn_schema::RouteTarget::Cloud)
+            .map(|r| r.filter.clone())
+            .collect();
+        *self
+            .up_filters
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = filters;
     }
 
     /// Delivers the local MQTT listener's bus messages to its clients from now on.
@@ -304,7 +386,13 @@ impl Agent {
     /// Like [`Agent::publish`], but returns once the message is accepted (queued for the cloud
     /// when a route says so); the functions run afterwards. Messages accepted one after another
     /// reach the cloud in that order.
-    pub async fn accept(self: &Arc<Self>, topic: &str, payload: Payload) {
+    /// A message too large for the cloud is refused, as by [`Agent::publish`].
+    pub async fn accept(
+        self: &Arc<Self>,
+        topic: &str,
+        payload: Payload,
+    ) -> Result<(), crate::uplink::TooLarge> {
+        self.check_up(topic, &payload)?;
         self.route_up(topic, &payload).await;
         self.echo_local(topic, &payload);
         let me = self.clone();
@@ -312,6 +400,7 @@ impl Agent {
         tokio::spawn(async move {
             me.dispatch(&topic, payload, 0).await;
         });
+        Ok(())
     }
 
     /// Queues `payload` for the cloud when a route of the active release sends `topic` up;
@@ -371,7 +460,23 @@ impl Agent {
             drop(release);
             let mut out = Vec::new();
             for h in handles {
-                if let Ok(d) = h.await {
+                if let Ok(mut d) = h.await {
+                    // A function's messages are published whole or not at all: one too large
+                    // for the cloud fails the invocation.
+                    let refused = d.outcome.as_ref().ok().and_then(|reply| {
+                        reply
+                            .publish
+                            .iter()
+                            .find_map(|m| self.check_up(&m.topic, &m.payload).err())
+                    });
+                    if let Some(e) = refused {
+                        tracing::error!(binding = %d.binding, "{e}");
+                        d.outcome = Err(InvokeError::Handler(edgefn_runtime::HandlerError {
+                            kind: "MessageTooLarge".into(),
+                            message: format!("nothing it published was sent: {e}"),
+                            traceback: None,
+                        }));
+                    }
                     out.push(d);
                 }
             }
@@ -398,6 +503,7 @@ impl Agent {
 
     /// Makes `next` the active release; returns the old one once no event is in flight on it.
     async fn swap(&self, next: RunningRelease) -> Option<RunningRelease> {
+        self.set_up_filters(&next);
         let old = self.active.write().await.replace(Arc::new(next));
         let mut old = old?;
         loop {
@@ -414,7 +520,13 @@ impl Agent {
     /// Applies a desired state. Returns when the update reached a final state.
     /// Returns false when the update was interrupted (a download failed) and should be tried
     /// again later.
+    ///
+    /// A release still in its health window is superseded by the switch: its window ends without
+    /// a verdict, and the release that last passed its window stays the one to roll back to.
+    /// The new release's health window runs in a task of its own (the caller goes on polling);
+    /// an empty desired state needs none.
     pub async fn update(self: &Arc<Self>, desired: DesiredResponse) -> bool {
+        let _changing = self.changing.lock().await;
         let digest = desired.digest.clone();
         let revision = desired.revision;
         self.set_reported(
@@ -487,8 +599,13 @@ impl Agent {
                 }
             };
 
-        // 4. The switch.
-        let previous = self.current_digest().await;
+        // 4. The switch. A release still in its health window is superseded: the rollback
+        // target stays the release that last passed its window (`previous` already points there).
+        let superseded = lock(&self.state).pending.clone();
+        let previous = match &superseded {
+            Some(p) => p.previous.clone(),
+            None => self.current_digest().await,
+        };
         lock(&self.state).pending = Some(Pending {
             digest: digest.clone(),
             previous: previous.clone(),
@@ -496,7 +613,7 @@ impl Agent {
         self.save_state();
         crash_point(&self.config, "before-switch");
         let switched = (|| {
-            if let Some(p) = &previous {
+            if let (Some(p), None) = (&previous, &superseded) {
                 self.layout.point("previous", p)?;
             }
             self.layout.point("current", &digest)
@@ -504,24 +621,51 @@ impl Agent {
         crash_point(&self.config, "after-switch");
         if let Err(e) = switched {
             next.stop().await;
-            lock(&self.state).pending = None;
+            lock(&self.state).pending = superseded;
             self.save_state();
             {
                 self.fail(&digest, format!("revision {revision}: cannot switch: {e}"));
                 return true;
             }
         }
+        // The window of a superseded release ends here, without a verdict.
+        self.window.send_modify(|g| *g += 1);
         let old = self.swap(next).await;
         tracing::info!(revision, %digest, "switched to the new release");
         self.hand_over(old).await;
 
-        // 5. The health window.
-        self.health_window(Pending { digest, previous }).await;
+        // 5. The health window, while the caller goes on following the desired state; an empty
+        // desired state runs nothing that could be unhealthy and is kept at once.
+        if desired.state.functions.is_empty() {
+            self.keep(revision);
+        } else {
+            self.start_health_window(Pending { digest, previous }).await;
+        }
         true
     }
 
-    /// Watches a freshly switched release for its health window; keeps it or rolls it back.
-    async fn health_window(self: &Arc<Self>, pending: Pending) {
+    /// The active release passed its health window (or needs none): forgets the pending update
+    /// and the release before it, collects garbage, reports `running`.
+    fn keep(&self, revision: u64) {
+        lock(&self.state).pending = None;
+        self.save_state();
+        if let Err(e) = self
+            .layout
+            .forget_previous()
+            .and_then(|()| self.layout.collect_garbage())
+        {
+            tracing::warn!("garbage collection: {e}");
+        }
+        self.set_reported(
+            DeviceState::Running,
+            Some(format!("running revision {revision}")),
+            None,
+        );
+    }
+
+    /// Starts the health window of a freshly switched release, in a task of its own: it keeps
+    /// the release or rolls it back, unless a newer switch (or shutdown) supersedes it first.
+    async fn start_health_window(self: &Arc<Self>, pending: Pending) {
         let revision = self
             .active
             .read()
@@ -533,23 +677,31 @@ impl Agent {
             Some(format!("revision {revision}: in its health window")),
             Some(pending.digest.clone()),
         );
-        match self.watch_health().await {
-            None => {
-                lock(&self.state).pending = None;
-                self.save_state();
-                if let Err(e) = self
-                    .layout
-                    .forget_previous()
-                    .and_then(|()| self.layout.collect_garbage())
-                {
-                    tracing::warn!("garbage collection: {e}");
-                }
-                self.set_reported(
-                    DeviceState::Running,
-                    Some(format!("running revision {revision}")),
-                    None,
-                );
+        let generation = *self.window.borrow();
+        let mut superseded = self.window.subscribe();
+        let me = self.clone();
+        tokio::spawn(async move {
+            let verdict = tokio::select! {
+                v = me.watch_health() => v,
+                _ = superseded.wait_for(|g| *g != generation) => return,
+            };
+            let _changing = me.changing.lock().await;
+            if *me.window.borrow() != generation {
+                return;
             }
+            me.health_verdict(pending, revision, verdict).await;
+        });
+    }
+
+    /// Ends a health window: keeps the release, or rolls it back for `verdict`.
+    async fn health_verdict(
+        self: &Arc<Self>,
+        pending: Pending,
+        revision: u64,
+        verdict: Option<String>,
+    ) {
+        match verdict {
+            None => self.keep(revision),
             Some(reason) => {
                 let Some(prev) = pending
                     .previous
@@ -627,7 +779,9 @@ impl Agent {
         MessageSink::new(move |m| {
             if let Some(agent) = weak.upgrade() {
                 tokio::spawn(async move {
-                    agent.publish(&m.topic, m.payload).await;
+                    if let Err(e) = agent.publish(&m.topic, m.payload).await {
+                        tracing::error!("a continuous function's message was refused: {e}");
+                    }
                 });
             }
         })
@@ -726,6 +880,7 @@ impl Agent {
                     pending_bytes: o.pending_bytes,
                     dropped: o.dropped,
                     sent: o.sent,
+                    rejected: o.rejected,
                 })
             },
             functions: match &active {
@@ -756,8 +911,13 @@ impl Agent {
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), AgentError> {
         let mut attempt = 0u32;
+        // A desired state this device refused: the next long-poll waits for one that differs
+        // from it (not from the running release, which the cloud would answer at once with the
+        // refused one again), so a fixed revision arrives the moment it is applied.
+        let mut refused: Option<String> = None;
         loop {
-            let known = self.current_digest().await;
+            let running = self.current_digest().await;
+            let known = refused.clone().or_else(|| running.clone());
             let polled = tokio::select! {
                 r = self.cloud.desired(known.as_deref(), self.config.poll_wait) => r,
                 _ = stop.wait_for(|s| *s) => return Ok(()),
@@ -765,17 +925,20 @@ impl Agent {
             match polled {
                 Ok(None) => attempt = 0,
                 Ok(Some(desired)) => {
-                    let failed = lock(&self.state).failed.contains(&desired.digest);
-                    if Some(&desired.digest) == known.as_ref() || failed {
-                        // Nothing to do; wait for the next change rather than spin.
-                        if failed {
-                            let wait = tokio::time::sleep(self.config.poll_wait);
-                            tokio::select! { () = wait => {}, _ = stop.wait_for(|s| *s) => return Ok(()) }
-                        }
+                    refused = None;
+                    if lock(&self.state).failed.contains(&desired.digest) {
+                        refused = Some(desired.digest);
                         continue;
                     }
+                    if Some(&desired.digest) == running.as_ref() {
+                        continue;
+                    }
+                    let digest = desired.digest.clone();
                     if self.update(desired).await {
                         attempt = 0;
+                        if lock(&self.state).failed.contains(&digest) {
+                            refused = Some(digest);
+                        }
                     } else {
                         // A download failed: wait before the next attempt, as for any outage.
                         let wait = backoff(attempt);
@@ -804,6 +967,9 @@ impl Agent {
 
     /// Stops the running release.
     pub async fn shutdown(&self) {
+        // A health window in progress ends without a verdict (it is run again at the next
+        // start) and lets go of the release.
+        self.window.send_modify(|g| *g += 1);
         let active = self.active.write().await.take();
         if let Some(mut a) = active {
             loop {

@@ -10,6 +10,7 @@
 //! localListen: 127.0.0.1:7071            # the local message endpoint (loopback by default)
 //! localMqtt: 127.0.0.1:1883              # the local MQTT listener, or `none`
 //! localMqttPassword: ...                 # required when localMqtt is not a loopback address
+//! mqttMaxPacketSize: 1088Ki              # the largest MQTT packet the cloud's broker takes
 //! ```
 
 use std::net::SocketAddr;
@@ -93,6 +94,7 @@ struct Raw {
     cloud_ca: Option<PathBuf>,
     outbox_max_bytes: Option<String>,
     outbox_max_age: Option<String>,
+    mqtt_max_packet_size: Option<String>,
 }
 
 /// The agent's settings.
@@ -115,10 +117,14 @@ pub struct AgentConfig {
     pub health_window: Duration,
     /// Loopback address of the local message endpoint.
     pub local_listen: SocketAddr,
+    /// Whether `local_listen` was configured. The rule of both local listeners: one that
+    /// cannot listen on a configured address stops the agent; on its default address (which
+    /// may belong to another agent or a broker on this device) it is only a warning, and the
+    /// agent runs without it.
+    pub local_listen_configured: bool,
     /// Where the local MQTT listener listens (`None`: no listener).
     pub local_mqtt: Option<SocketAddr>,
-    /// Whether `local_mqtt` was configured (a failure to listen on the default address is
-    /// only a warning; on a configured one it stops the agent).
+    /// Whether `local_mqtt` was configured (the same rule as `local_listen_configured`).
     pub local_mqtt_configured: bool,
     /// The password local MQTT clients must give, if any.
     pub local_mqtt_password: Option<String>,
@@ -133,6 +139,10 @@ pub struct AgentConfig {
     pub mqtt_protocol: crate::uplink::Protocol,
     /// Bounds of the outbox.
     pub outbox: crate::outbox::OutboxLimits,
+    /// The largest MQTT packet the cloud's broker is known to take, in bytes
+    /// (`mqttMaxPacketSize`, default [`crate::uplink::DEFAULT_MAX_PACKET`]); a smaller Maximum
+    /// Packet Size announced by the broker (MQTT 5) wins.
+    pub mqtt_max_packet: u32,
     /// Testing hook: SIGKILL the agent at this point of an update (`download`, `extract`,
     /// `before-switch`, `after-switch`). The binary sets it from `EDGEFN_AGENT_CRASH_AT`.
     pub crash_at: Option<String>,
@@ -208,7 +218,7 @@ impl AgentConfig {
             let msg = e.to_string();
             let key = msg.split('`').nth(1).unwrap_or("");
             let at = if key.is_empty() { 0 } else { source.text().find(&format!("{key}:")).unwrap_or(0) };
-            invalid(source, at, msg, "the keys are cloud, device, token, data, sandbox, healthWindow, localListen, localMqtt, localMqttPassword, pollWait, reportInterval, mqtt, mqttProtocol, mqttCa, cloudCa, outboxMaxBytes, outboxMaxAge")
+            invalid(source, at, msg, "the keys are cloud, device, token, data, sandbox, healthWindow, localListen, localMqtt, localMqttPassword, pollWait, reportInterval, mqtt, mqttProtocol, mqttCa, cloudCa, outboxMaxBytes, outboxMaxAge, mqttMaxPacketSize")
         })?;
         let at = |key: &str| source.text().find(&format!("{key}:")).unwrap_or(0);
         if !raw.cloud.starts_with("http://") && !raw.cloud.starts_with("https://") {
@@ -363,6 +373,33 @@ impl AgentConfig {
                 })?
                 .bytes();
         }
+        let mqtt_max_packet = match raw.mqtt_max_packet_size.as_deref() {
+            None => crate::uplink::DEFAULT_MAX_PACKET,
+            Some(text) => {
+                let bytes = text
+                    .parse::<edgefn_schema::Memory>()
+                    .map_err(|e| {
+                        invalid(
+                            source,
+                            at("mqttMaxPacketSize"),
+                            format!("mqttMaxPacketSize: {e}"),
+                            e.help,
+                        )
+                    })?
+                    .bytes();
+                u32::try_from(bytes)
+                    .ok()
+                    .filter(|b| *b >= 1024)
+                    .ok_or_else(|| {
+                        invalid(
+                            source,
+                            at("mqttMaxPacketSize"),
+                            format!("mqttMaxPacketSize: {text} is not between 1Ki and 4Gi bytes"),
+                            "the largest MQTT packet the cloud's broker takes, e.g. 256Ki or 1Mi",
+                        )
+                    })?
+            }
+        };
         outbox.max_age = duration(
             raw.outbox_max_age.as_deref(),
             outbox.max_age,
@@ -374,6 +411,7 @@ impl AgentConfig {
             mqtt,
             mqtt_protocol,
             outbox,
+            mqtt_max_packet,
             crash_at: None,
             cloud: raw.cloud.trim_end_matches('/').to_owned(),
             device: raw.device,
@@ -389,6 +427,7 @@ impl AgentConfig {
                 source,
             )?,
             local_listen,
+            local_listen_configured: raw.local_listen.is_some(),
             local_mqtt,
             local_mqtt_configured: raw.local_mqtt.is_some(),
             local_mqtt_password,

@@ -41,8 +41,9 @@ pub type LogHook = Arc<dyn Fn(&LogLine) + Send + Sync>;
 /// The device-local listeners, bound by the caller (so it knows their addresses).
 #[derive(Debug)]
 pub struct Listeners {
-    /// The local HTTP endpoint (`POST /v1/publish`, `GET /v1/logs`, `GET /healthz`).
-    pub http: TcpListener,
+    /// The local HTTP endpoint (`POST /v1/publish`, `GET /v1/logs`, `GET /healthz`), when
+    /// there is one.
+    pub http: Option<TcpListener>,
     /// The local MQTT listener, when there is one.
     pub mqtt: Option<TcpListener>,
 }
@@ -105,18 +106,17 @@ pub async fn run_with(
         tokio::spawn(broker.serve(l, stop_rx.clone()))
     });
     agent.boot().await;
-    let listener = listeners.http;
     let reporter = tokio::spawn(agent.clone().report_loop(stop_rx.clone()));
-    let local = tokio::spawn({
+    let local = listeners.http.map(|listener| {
         let app = local::router(agent.clone(), ring);
         let mut stop = stop_rx.clone();
-        async move {
+        tokio::spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = stop.wait_for(|s| *s).await;
                 })
                 .await;
-        }
+        })
     });
     let (down_tx, mut down_rx) = tokio::sync::mpsc::unbounded_channel::<uplink::Downlink>();
     let link = mqtt.map(|broker| {
@@ -126,6 +126,7 @@ pub async fn run_with(
             device,
             token,
             agent.outbox.clone(),
+            agent.limit.clone(),
             down_tx,
             log_rx,
             stop_rx.clone(),
@@ -147,7 +148,9 @@ pub async fn run_with(
         r = poller => r.unwrap_or(Ok(())),
     };
     let _ = stop_tx.send(true);
-    let _ = local.await;
+    if let Some(l) = local {
+        let _ = l.await;
+    }
     if let Some(l) = local_mqtt {
         let _ = l.await;
     }

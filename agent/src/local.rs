@@ -1,6 +1,8 @@
 //! The device's local message endpoint, on loopback by default: local sensors and programs put
 //! messages on the device bus with `POST /v1/publish?topic=T` (the body is the payload: JSON, or
-//! else bytes). With `&wait=true` the answer lists what each triggered binding returned.
+//! else bytes). With `&wait=true` the answer lists what each triggered binding returned. A
+//! message a route sends to the cloud that is larger than the cloud's broker takes is refused
+//! with 413 (nothing is queued or delivered).
 
 use std::sync::Arc;
 
@@ -42,12 +44,24 @@ async fn publish(
     }
     let payload =
         serde_json::from_slice(&body).map_or_else(|_| Payload::Bytes(body.to_vec()), Payload::Json);
+    let too_large = |e: crate::uplink::TooLarge| {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Json(serde_json::json!({"error": e.to_string(), "maxPacketBytes": e.max})),
+        )
+            .into_response()
+    };
     if !q.wait {
         // 202 once the message is accepted: queued on disk if it is bound for the cloud.
-        agent.accept(&q.topic, payload).await;
-        return StatusCode::ACCEPTED.into_response();
+        return match agent.accept(&q.topic, payload).await {
+            Ok(()) => StatusCode::ACCEPTED.into_response(),
+            Err(e) => too_large(e),
+        };
     }
-    let deliveries = agent.publish(&q.topic, payload).await;
+    let deliveries = match agent.publish(&q.topic, payload).await {
+        Ok(d) => d,
+        Err(e) => return too_large(e),
+    };
     let results: Vec<serde_json::Value> = deliveries
         .into_iter()
         .map(|d| match d.outcome {

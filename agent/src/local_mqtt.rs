@@ -9,7 +9,10 @@
 //! function's output, a message brought down from the cloud, one posted over HTTP, one a
 //! continuous function published) is delivered to the local subscribers. A client's own
 //! messages reach the other local subscribers through the broker itself, never twice.
-//! Topics starting with `$` are reserved.
+//! Topics starting with `$` are reserved. A message a route sends to the cloud that is larger
+//! than the cloud's broker takes is refused where it enters: MQTT 5 clients get DISCONNECT
+//! 0x95 (Packet too large) with the reason, MQTT 3.1.1 clients (which have no way to be told)
+//! are disconnected.
 
 use std::sync::{Arc, Weak};
 
@@ -106,7 +109,18 @@ pub fn broker(agent: &Arc<Agent>, password: Option<&str>) -> Arc<LocalBroker> {
             }
         }
     });
+    let check = Arc::downgrade(agent);
     let options = BrokerOptions {
+        // A message routed to the cloud that its broker cannot take ends the client's
+        // connection before anything is done with it: MQTT 5 DISCONNECT 0x95 (Packet too
+        // large) with the reason; MQTT 3.1.1 closes it.
+        too_large: Some(Arc::new(move |m: &Message| {
+            let agent = check.upgrade()?;
+            agent
+                .too_large_up(&m.topic, m.payload.len())
+                .err()
+                .map(|e| e.to_string())
+        })),
         on_publish: Some(Arc::new(move |m: Message| {
             let (done, accepted) = oneshot::channel();
             let _ = tx.send((m.topic, payload_from(m.payload.to_vec()), done));

@@ -64,6 +64,7 @@ fn main() -> ExitCode {
     }
     if let Some(a) = args.local_listen {
         config.local_listen = a;
+        config.local_listen_configured = true;
     }
     if let Some(a) = &args.local_mqtt {
         let password = config.local_mqtt_password.is_some();
@@ -94,49 +95,57 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(config.local_listen).await {
+        let http = match bind_local(
+            "the local message endpoint",
+            config.local_listen,
+            config.local_listen_configured,
+            "localListen: to a free address, e.g. 127.0.0.1:7072",
+        )
+        .await
+        {
             Ok(l) => l,
             Err(e) => {
-                eprintln!(
-                    "edgefn-agent: cannot listen on {}: {e}",
-                    config.local_listen
-                );
+                eprintln!("edgefn-agent: {e}");
                 return ExitCode::from(1);
             }
         };
         let mqtt = match config.local_mqtt {
             None => None,
-            Some(at) => match tokio::net::TcpListener::bind(at).await {
-                Ok(l) => Some(l),
-                Err(e) if config.local_mqtt_configured => {
-                    eprintln!("edgefn-agent: cannot listen for local MQTT clients on {at}: {e} (set localMqtt: to a free address, or `none`)");
-                    return ExitCode::from(1);
-                }
+            Some(at) => match bind_local(
+                "local MQTT clients",
+                at,
+                config.local_mqtt_configured,
+                "localMqtt: to a free address, e.g. 127.0.0.1:1884, or `none`",
+            )
+            .await
+            {
+                Ok(l) => l,
                 Err(e) => {
-                    // The default port may belong to a broker already on this device: the
-                    // agent's job goes on without its local listener.
-                    tracing::warn!("no local MQTT listener: cannot listen on {at}: {e} (set localMqtt: to a free address, or `none`)");
-                    None
+                    eprintln!("edgefn-agent: {e}");
+                    return ExitCode::from(1);
                 }
             },
         };
-        let addr = listener
-            .local_addr()
-            .map_or_else(|_| config.local_listen.to_string(), |a| a.to_string());
-        let mqtt_note = mqtt
-            .as_ref()
-            .and_then(|l| l.local_addr().ok())
-            .map(|a| format!(" and mqtt://{a}"))
-            .unwrap_or_default();
+        let bound = |l: &Option<tokio::net::TcpListener>, scheme: &str| {
+            l.as_ref()
+                .and_then(|l| l.local_addr().ok())
+                .map(|a| format!("{scheme}://{a}"))
+        };
+        let addrs: Vec<String> = [bound(&http, "http"), bound(&mqtt, "mqtt")]
+            .into_iter()
+            .flatten()
+            .collect();
+        let listening = if addrs.is_empty() {
+            "with no local listener".to_owned()
+        } else {
+            format!("listening on {}", addrs.join(" and "))
+        };
         println!(
-            "edgefn-agent {} for device {} listening on http://{addr}{mqtt_note}",
+            "edgefn-agent {} for device {} {listening}",
             env!("CARGO_PKG_VERSION"),
             config.device
         );
-        let listeners = edgefn_agent::Listeners {
-            http: listener,
-            mqtt,
-        };
+        let listeners = edgefn_agent::Listeners { http, mqtt };
         match edgefn_agent::run(config, listeners, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -145,6 +154,28 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// Binds a local listener, by the one rule of both: an address the configuration or a flag
+/// names must be free, or the agent stops (the error says so); the default address may belong
+/// to something else on this device (a second agent, a broker), so there the agent warns and
+/// runs without that listener.
+async fn bind_local(
+    what: &str,
+    at: std::net::SocketAddr,
+    configured: bool,
+    fix: &str,
+) -> Result<Option<tokio::net::TcpListener>, String> {
+    match tokio::net::TcpListener::bind(at).await {
+        Ok(l) => Ok(Some(l)),
+        Err(e) if configured => Err(format!("cannot listen for {what} on {at}: {e} (set {fix})")),
+        Err(e) => {
+            tracing::warn!(
+                "no listener for {what}: cannot listen on its default address {at}: {e} (set {fix})"
+            );
+            Ok(None)
+        }
+    }
 }
 
 async fn shutdown_signal() {

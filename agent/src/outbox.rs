@@ -11,6 +11,9 @@
 //!   drop the duplicates that at-least-once delivery can produce.
 //! - **Bounded.** At most `max_bytes` of payload and messages at most `max_age` old. Past either
 //!   bound the *oldest* messages are dropped, and counted (`dropped`), so that fresh data wins.
+//! - **Nothing is retried for ever.** A message the cloud's broker cannot take (larger than it
+//!   accepts, or refused) is set aside: removed and counted (`rejected`), so the messages behind
+//!   it flow.
 //! - **Reclaimed.** Acknowledged messages are deleted; when the outbox drains, the file is
 //!   compacted once it has grown past a few MiB.
 //!
@@ -48,6 +51,10 @@ pub struct OutboxStats {
     pub dropped: u64,
     /// Messages acknowledged by the cloud, since the outbox was created.
     pub sent: u64,
+    /// Messages set aside because the cloud's broker cannot take them (too large for it, or
+    /// refused), since the outbox was created.
+    #[serde(default)]
+    pub rejected: u64,
 }
 
 /// Bounds of the outbox.
@@ -90,6 +97,7 @@ enum Command {
         oneshot::Sender<Result<Vec<(u64, OutMessage)>, OutboxError>>,
     ),
     Ack(u64, oneshot::Sender<Result<(), OutboxError>>),
+    SetAside(u64, oneshot::Sender<Result<bool, OutboxError>>),
     Stats(oneshot::Sender<OutboxStats>),
 }
 
@@ -145,6 +153,7 @@ impl Store {
             let mut stats = OutboxStats {
                 dropped: get("dropped"),
                 sent: get("sent"),
+                rejected: get("rejected"),
                 ..OutboxStats::default()
             };
             for entry in messages.iter()? {
@@ -261,6 +270,30 @@ impl Store {
         Ok(())
     }
 
+    /// Removes message `seq`, which the broker cannot take, and counts it; `false` when it was
+    /// not there (already acknowledged or dropped).
+    fn set_aside(&mut self, seq: u64) -> Result<bool, OutboxError> {
+        let tx = self.db.begin_write()?;
+        let found = {
+            let mut messages = tx.open_table(MESSAGES)?;
+            let removed = messages.remove(seq)?.map(|v| v.value().to_vec());
+            match removed {
+                Some(v) => {
+                    let m = decode(&v)?;
+                    self.stats.pending -= 1;
+                    self.stats.pending_bytes -= m.payload.len() as u64;
+                    self.stats.rejected += 1;
+                    tx.open_table(META)?
+                        .insert("rejected", self.stats.rejected)?;
+                    true
+                }
+                None => false,
+            }
+        };
+        tx.commit()?;
+        Ok(found)
+    }
+
     /// Gives disk back once drained: a durable commit, then compaction.
     fn reclaim(&mut self) {
         // Only a file that grew (an outage's backlog) is worth compacting; an outbox that
@@ -362,6 +395,9 @@ impl Outbox {
                             Command::Ack(seq, reply) => {
                                 let _ = reply.send(store.ack(seq));
                             }
+                            Command::SetAside(seq, reply) => {
+                                let _ = reply.send(store.set_aside(seq));
+                            }
                             Command::Stats(reply) => {
                                 let _ = reply.send(store.stats);
                             }
@@ -426,6 +462,12 @@ impl Outbox {
         self.call(|r| Command::Ack(seq, r)).await?
     }
 
+    /// Sets message `seq` aside: the cloud's broker cannot take it (too large for it, or
+    /// refused). It is removed and counted in `rejected`; `false` when it was not there.
+    pub async fn set_aside(&self, seq: u64) -> Result<bool, OutboxError> {
+        self.call(|r| Command::SetAside(seq, r)).await?
+    }
+
     /// Counters.
     pub async fn stats(&self) -> OutboxStats {
         self.call(Command::Stats).await.unwrap_or_default()
@@ -487,6 +529,40 @@ mod tests {
             assert_eq!(again.last().unwrap().0, last + 1);
             o.ack(last + 1).await.unwrap();
             assert_eq!(o.stats().await.pending, 0);
+        });
+    }
+
+    #[test]
+    fn a_message_set_aside_is_counted_and_the_rest_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.redb");
+        rt().block_on(async {
+            let o = Outbox::open(&path, OutboxLimits::default()).unwrap();
+            o.push(vec![
+                ("big".into(), vec![1; 1000]),
+                ("a".into(), vec![2]),
+                ("b".into(), vec![3]),
+            ])
+            .await
+            .unwrap();
+            let all = o.peek(10).await.unwrap();
+            assert!(o.set_aside(all[0].0).await.unwrap());
+            assert!(!o.set_aside(all[0].0).await.unwrap(), "once");
+            let rest: Vec<String> = o
+                .peek(10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(_, m)| m.topic)
+                .collect();
+            assert_eq!(rest, ["a", "b"]);
+            let s = o.stats().await;
+            assert_eq!((s.pending, s.pending_bytes, s.rejected), (2, 2, 1));
+            o.close().await;
+        });
+        rt().block_on(async {
+            let o = Outbox::open(&path, OutboxLimits::default()).unwrap();
+            assert_eq!(o.stats().await.rejected, 1, "kept across a restart");
         });
     }
 

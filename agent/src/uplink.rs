@@ -8,9 +8,22 @@
 //! acknowledged it (and every message before it). Down: `edgefn/<device>/down/#`, QoS 1. After a
 //! lost connection the link reconnects with exponential backoff and jitter, and sends again
 //! everything unacknowledged, in order.
+//!
+//! Size: the largest packet the broker takes is its MQTT 5 CONNACK's Maximum Packet Size, or the
+//! configured `mqttMaxPacketSize` (the smaller, when both are known; [`PacketLimit`]). Messages
+//! are checked against it where they enter the device bus; one in the outbox that is still too
+//! large when its turn comes (queued by an older agent, or before a smaller limit was learned),
+//! or that the broker refuses with a negative PUBACK, is set aside and counted, never retried,
+//! so the messages behind it flow. A broker that cannot take a message without saying so
+//! (MQTT 3.1.1 has no way to; an MQTT 5 broker may announce no limit) closes the connection
+//! when it reads it: after such a break the link sends one message at a time until the one at
+//! the head is acknowledged, and sets it aside when the broker closed the connection
+//! [`STRIKES`] times in a row with it alone unacknowledged.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use rumqttc::Outgoing;
@@ -23,6 +36,99 @@ use crate::outbox::Outbox;
 
 /// Messages published at once and not yet acknowledged.
 const WINDOW: usize = 1024;
+
+/// The largest MQTT packet the cloud's embedded broker takes, and the default
+/// `mqttMaxPacketSize`: a payload of up to 1 MiB plus its topic.
+pub const DEFAULT_MAX_PACKET: u32 = (1 << 20) + (64 << 10);
+
+/// A message larger than the cloud's broker takes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the message on `{topic}` is too large for the cloud: {size} bytes as an MQTT packet, over the {max} bytes {by}; publish less (e.g. a reference to the data, or the data in parts)"
+)]
+pub struct TooLarge {
+    /// Its topic on the device bus.
+    pub topic: String,
+    /// Its size as the packet the link would send, in bytes.
+    pub size: usize,
+    /// The limit, in bytes.
+    pub max: u32,
+    /// Where the limit comes from.
+    pub by: &'static str,
+}
+
+/// The largest packet the cloud's broker takes: the Maximum Packet Size its last CONNACK
+/// announced (MQTT 5), capped by the configured limit (`mqttMaxPacketSize`), which alone
+/// applies until a broker announces one, and to brokers that announce none.
+#[derive(Debug)]
+pub struct PacketLimit {
+    configured: u32,
+    /// 0: none announced.
+    announced: AtomicU32,
+    /// `edgefn/<device>/up/`, which the link puts before each topic.
+    prefix: usize,
+}
+
+/// Bytes of the user properties each message carries (`edgefn-id` with a sequence number of
+/// up to 20 digits, `edgefn-outbox` with 16 hex digits), at most.
+const PROPERTY_BYTES: usize = (1 + 2 + 9 + 2 + 20) + (1 + 2 + 13 + 2 + 16);
+
+impl PacketLimit {
+    /// The limit of `device`'s link, `configured` bytes until a broker announces its own.
+    pub fn new(device: &str, configured: u32) -> PacketLimit {
+        PacketLimit {
+            configured,
+            announced: AtomicU32::new(0),
+            prefix: format!("edgefn/{device}/up/").len(),
+        }
+    }
+
+    /// Takes the Maximum Packet Size a CONNACK announced (`None`: it announced none).
+    pub fn announce(&self, max: Option<u32>) {
+        self.announced.store(max.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// The limit in bytes, and where it comes from.
+    pub fn max(&self) -> (u32, &'static str) {
+        match self.announced.load(Ordering::Relaxed) {
+            a if a != 0 && a < self.configured => {
+                (a, "the cloud's broker takes (its Maximum Packet Size)")
+            }
+            _ => (
+                self.configured,
+                "the cloud's broker is known to take (mqttMaxPacketSize)",
+            ),
+        }
+    }
+
+    /// The size of the packet that carries a message on `topic` with `payload` bytes up (MQTT 5
+    /// with its user properties, QoS 1: an upper bound for MQTT 3.1.1 too).
+    pub fn packet_size(&self, topic: &str, payload: usize) -> usize {
+        let remaining = 2 + self.prefix + topic.len() + 2 + 1 + PROPERTY_BYTES + payload;
+        let length_bytes = match remaining {
+            0..=127 => 1,
+            128..=16_383 => 2,
+            16_384..=2_097_151 => 3,
+            _ => 4,
+        };
+        1 + length_bytes + remaining
+    }
+
+    /// Whether a message on `topic` with `payload` bytes fits.
+    pub fn check(&self, topic: &str, payload: usize) -> Result<(), TooLarge> {
+        let size = self.packet_size(topic, payload);
+        let (max, by) = self.max();
+        if size > max as usize {
+            return Err(TooLarge {
+                topic: topic.to_owned(),
+                size,
+                max,
+                by,
+            });
+        }
+        Ok(())
+    }
+}
 
 /// Where the broker is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +241,16 @@ impl Window {
         }
     }
 
+    /// The sequence number of the message sent with `pkid`, while it is in flight.
+    fn seq_of(&self, pkid: u16) -> Option<u64> {
+        self.by_pkid.get(&pkid).copied()
+    }
+
+    /// Message `seq` was set aside instead of sent: the next look at the outbox starts after it.
+    fn skip(&mut self, seq: u64) {
+        self.last_sent = self.last_sent.max(seq);
+    }
+
     /// The broker acknowledged `pkid`; returns the sequence number up to which the outbox can
     /// forget, when enough has accumulated (or nothing is left in flight).
     fn acked(&mut self, pkid: u16) -> Option<u64> {
@@ -160,6 +276,7 @@ struct Link<'a> {
     token: &'a str,
     outbox: &'a Outbox,
     down: &'a mpsc::UnboundedSender<Downlink>,
+    limit: &'a PacketLimit,
 }
 
 /// Runs the link until `stop`.
@@ -170,6 +287,7 @@ pub async fn run(
     device: String,
     token: String,
     outbox: Outbox,
+    limit: Arc<PacketLimit>,
     down: mpsc::UnboundedSender<Downlink>,
     mut logs: mpsc::Receiver<ShippedLog>,
     mut stop: watch::Receiver<bool>,
@@ -180,17 +298,43 @@ pub async fn run(
         token: &token,
         outbox: &outbox,
         down: &down,
+        limit: &limit,
     };
     let mut attempt = 0u32;
     let mut v5 = protocol != Protocol::V4;
+    // The message at the head of the window when connections broke, and how many times in a
+    // row: a broker that cannot take a message without saying so (MQTT 3.1.1, or no Maximum
+    // Packet Size announced) closes the connection each time it reads it.
+    let mut suspect: Option<(u64, u32)> = None;
     loop {
-        let connected_once = if v5 {
-            connection_v5(&link, &mut logs, &mut stop).await
+        let probe = suspect.map(|(seq, _)| seq);
+        let Ended {
+            connected: connected_once,
+            head,
+        } = if v5 {
+            connection_v5(&link, probe, &mut logs, &mut stop).await
         } else {
-            connection_v4(&link, &mut logs, &mut stop).await
+            connection_v4(&link, probe, &mut logs, &mut stop).await
         };
         if *stop.borrow() {
             return;
+        }
+        if let (true, Some(head)) = (connected_once, head) {
+            let strikes = match suspect {
+                Some((seq, n)) if seq == head => n + 1,
+                _ => 1,
+            };
+            if strikes >= STRIKES {
+                set_aside(
+                    &outbox,
+                    head,
+                    &format!("the broker closed the connection {strikes} times in a row with this message alone unacknowledged"),
+                )
+                .await;
+                suspect = None;
+            } else {
+                suspect = Some((head, strikes));
+            }
         }
         if !connected_once && protocol == Protocol::Auto {
             // A broker that does not take MQTT 5 refuses the connection: try the other version.
@@ -223,6 +367,18 @@ fn nodelay() -> rumqttc::NetworkOptions {
     net
 }
 
+/// Connections the broker closes in a row while one message alone waits for its
+/// acknowledgement (sent one at a time after the first) before that message is set aside.
+const STRIKES: u32 = 3;
+
+/// How a connection ended.
+struct Ended {
+    /// It was established.
+    connected: bool,
+    /// The oldest message sent on it and not acknowledged, when it broke.
+    head: Option<u64>,
+}
+
 /// Largest packet taken from the broker (the cloud sends payloads up to 256 KiB).
 const MAX_PACKET: usize = 1 << 20;
 
@@ -234,11 +390,22 @@ async fn forget(outbox: &Outbox, upto: Option<u64>) {
     }
 }
 
+/// Sets aside message `seq` of the outbox, which the broker cannot take, saying why.
+async fn set_aside(outbox: &Outbox, seq: u64, why: &str) {
+    match outbox.set_aside(seq).await {
+        Ok(true) => tracing::warn!("MQTT: message {seq} set aside, not sent again: {why}"),
+        Ok(false) => {}
+        Err(e) => tracing::error!("{e}"),
+    }
+}
+
 /// What a connection's event loop yields, whatever the MQTT version.
 enum LinkEvent {
-    Connected,
+    /// CONNACK, with the Maximum Packet Size it announced (MQTT 5).
+    Connected(Option<u32>),
     Sent(u16),
-    Acked(u16),
+    /// PUBACK: whether the broker took the message (MQTT 5 reason codes below 0x80).
+    Acked(u16, bool),
     Message(String, Vec<u8>),
     /// The DISCONNECT went out.
     Closed,
@@ -266,10 +433,19 @@ trait Client: Send {
 impl Events for rumqttc::v5::EventLoop {
     async fn next(&mut self) -> Result<LinkEvent, String> {
         Ok(match self.poll().await.map_err(|e| e.to_string())? {
-            Event::Incoming(Packet::ConnAck(_)) => LinkEvent::Connected,
+            Event::Incoming(Packet::ConnAck(ack)) => {
+                LinkEvent::Connected(ack.properties.and_then(|p| p.max_packet_size))
+            }
             Event::Outgoing(Outgoing::Publish(pkid)) if pkid != 0 => LinkEvent::Sent(pkid),
             Event::Outgoing(Outgoing::Disconnect) => LinkEvent::Closed,
-            Event::Incoming(Packet::PubAck(ack)) => LinkEvent::Acked(ack.pkid),
+            Event::Incoming(Packet::PubAck(ack)) => {
+                use rumqttc::v5::mqttbytes::v5::PubAckReason;
+                let taken = matches!(
+                    ack.reason,
+                    PubAckReason::Success | PubAckReason::NoMatchingSubscribers
+                );
+                LinkEvent::Acked(ack.pkid, taken)
+            }
             Event::Incoming(Packet::Publish(p)) => LinkEvent::Message(
                 String::from_utf8_lossy(&p.topic).into_owned(),
                 p.payload.to_vec(),
@@ -283,10 +459,10 @@ impl Events for rumqttc::EventLoop {
     async fn next(&mut self) -> Result<LinkEvent, String> {
         use rumqttc::{Event, Packet};
         Ok(match self.poll().await.map_err(|e| e.to_string())? {
-            Event::Incoming(Packet::ConnAck(_)) => LinkEvent::Connected,
+            Event::Incoming(Packet::ConnAck(_)) => LinkEvent::Connected(None),
             Event::Outgoing(Outgoing::Publish(pkid)) if pkid != 0 => LinkEvent::Sent(pkid),
             Event::Outgoing(Outgoing::Disconnect) => LinkEvent::Closed,
-            Event::Incoming(Packet::PubAck(ack)) => LinkEvent::Acked(ack.pkid),
+            Event::Incoming(Packet::PubAck(ack)) => LinkEvent::Acked(ack.pkid, true),
             Event::Incoming(Packet::Publish(p)) => LinkEvent::Message(p.topic, p.payload.to_vec()),
             _ => LinkEvent::Other,
         })
@@ -385,9 +561,10 @@ impl Client for V4 {
 /// One MQTT 5 connection: returns when it breaks (true if it was established).
 async fn connection_v5(
     link: &Link<'_>,
+    probe: Option<u64>,
     logs: &mut mpsc::Receiver<ShippedLog>,
     stop: &mut watch::Receiver<bool>,
-) -> bool {
+) -> Ended {
     let mut opts = MqttOptions::new(link.device, link.broker.host.clone(), link.broker.port);
     opts.set_credentials(link.device, link.token);
     opts.set_keep_alive(Duration::from_secs(30));
@@ -400,15 +577,25 @@ async fn connection_v5(
     opts.set_transport(link.broker.transport());
     let (client, eventloop) = AsyncClient::new(opts, WINDOW * 2);
     let identity = format!("{:016x}", link.outbox.identity);
-    connection(link, V5(client, identity), eventloop, "MQTT 5", logs, stop).await
+    connection(
+        link,
+        V5(client, identity),
+        eventloop,
+        "MQTT 5",
+        probe,
+        logs,
+        stop,
+    )
+    .await
 }
 
 /// One MQTT 3.1.1 connection (no message ids): returns when it breaks.
 async fn connection_v4(
     link: &Link<'_>,
+    probe: Option<u64>,
     logs: &mut mpsc::Receiver<ShippedLog>,
     stop: &mut watch::Receiver<bool>,
-) -> bool {
+) -> Ended {
     let mut opts =
         rumqttc::MqttOptions::new(link.device, link.broker.host.clone(), link.broker.port);
     opts.set_credentials(link.device, link.token);
@@ -418,19 +605,22 @@ async fn connection_v4(
     opts.set_transport(link.broker.transport());
     let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, WINDOW * 2);
     eventloop.network_options = nodelay();
-    connection(link, V4(client), eventloop, "MQTT 3.1.1", logs, stop).await
+    connection(link, V4(client), eventloop, "MQTT 3.1.1", probe, logs, stop).await
 }
 
 /// Drives one connection: fills the send window from the outbox, forgets what the broker
-/// acknowledged, brings messages down, ships logs.
+/// acknowledged, brings messages down, ships logs. With `probe` (a message at the head of the
+/// window when connections broke), messages go one at a time until that one is acknowledged.
+#[allow(clippy::too_many_arguments)]
 async fn connection(
     link: &Link<'_>,
     client: impl Client,
     events: impl Events,
     version: &str,
+    mut probe: Option<u64>,
     logs: &mut mpsc::Receiver<ShippedLog>,
     stop: &mut watch::Receiver<bool>,
-) -> bool {
+) -> Ended {
     let down_prefix = format!("edgefn/{}/down/", link.device);
     let up_prefix = format!("edgefn/{}/up/", link.device);
     let mut connected = false;
@@ -439,14 +629,25 @@ async fn connection(
     let (mut events, _pump) = pump(events);
     let mut batch = Vec::with_capacity(256);
     loop {
-        if connected && window.room() > 0 {
-            match link
-                .outbox
-                .peek_after(window.last_sent, window.room())
-                .await
-            {
+        if probe.is_some_and(|p| window.last_sent >= p && !window.in_flight.contains(&p)) {
+            probe = None;
+        }
+        let room = match probe {
+            Some(_) => usize::from(window.in_flight.is_empty()),
+            None => window.room(),
+        };
+        if connected && room > 0 {
+            match link.outbox.peek_after(window.last_sent, room).await {
                 Ok(batch) => {
                     for (seq, m) in batch {
+                        if let Err(e) = link.limit.check(&m.topic, m.payload.len()) {
+                            // Never handed to the client: a packet over the broker's limit
+                            // would break the connection, and break it again after each
+                            // reconnection.
+                            set_aside(link.outbox, seq, &e.to_string()).await;
+                            window.skip(seq);
+                            continue;
+                        }
                         if !client.publish(format!("{up_prefix}{}", m.topic), m.payload, seq) {
                             break;
                         }
@@ -464,13 +665,24 @@ async fn connection(
                 }
                 for event in batch.drain(..) {
                     match event {
-                        Ok(LinkEvent::Connected) => {
+                        Ok(LinkEvent::Connected(max_packet)) => {
+                            link.limit.announce(max_packet);
+                            if let Some(max) = max_packet {
+                                tracing::debug!("{version}: the broker takes packets of up to {max} bytes");
+                            }
                             connected = true;
                             tracing::info!("{version}: connected to {}:{}", link.broker.host, link.broker.port);
                             client.subscribe(format!("{down_prefix}#")).await;
                         }
                         Ok(LinkEvent::Sent(pkid)) => window.named(pkid),
-                        Ok(LinkEvent::Acked(pkid)) => forget(link.outbox, window.acked(pkid)).await,
+                        Ok(LinkEvent::Acked(pkid, taken)) => {
+                            if !taken {
+                                if let Some(seq) = window.seq_of(pkid) {
+                                    set_aside(link.outbox, seq, "the broker refused it").await;
+                                }
+                            }
+                            forget(link.outbox, window.acked(pkid)).await;
+                        }
                         Ok(LinkEvent::Message(topic, payload)) => {
                             if let Some(local) = topic.strip_prefix(&down_prefix) {
                                 let _ = link.down.send(Downlink { topic: local.to_owned(), payload });
@@ -483,7 +695,10 @@ async fn connection(
                             } else {
                                 tracing::debug!("{version}: cannot connect: {e}");
                             }
-                            return connected;
+                            return Ended {
+                                connected,
+                                head: window.in_flight.first().copied(),
+                            };
                         }
                     }
                 }
@@ -505,7 +720,10 @@ async fn connection(
                         }
                     })
                     .await;
-                    return connected;
+                    return Ended {
+                        connected,
+                        head: None,
+                    };
                 }
             }
         }
@@ -515,6 +733,30 @@ async fn connection(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_limit_follows_the_broker_capped_by_the_configuration() {
+        let limit = PacketLimit::new("gw-01", 1000);
+        let size = limit.packet_size("alerts/x", 100);
+        // Fixed header, topic with the namespace, packet id, properties, payload.
+        let topic = "edgefn/gw-01/up/alerts/x".len();
+        assert_eq!(size, 1 + 2 + 2 + topic + 2 + 1 + PROPERTY_BYTES + 100);
+        assert!(limit.check("alerts/x", 100).is_ok());
+        let e = limit.check("alerts/x", 1000).unwrap_err();
+        assert_eq!(e.max, 1000);
+        assert!(e.to_string().contains("mqttMaxPacketSize"), "{e}");
+        limit.announce(Some(300));
+        let e = limit.check("alerts/x", 250).unwrap_err();
+        assert!(e.to_string().contains("Maximum Packet Size"), "{e}");
+        limit.announce(Some(5000));
+        assert_eq!(
+            limit.max().0,
+            1000,
+            "the configured limit caps a larger one"
+        );
+        limit.announce(None);
+        assert_eq!(limit.max().0, 1000);
+    }
 
     #[test]
     fn broker_urls() {

@@ -251,6 +251,7 @@ async fn start_messaging(
                 },
                 edgefn_broker::BrokerOptions {
                     max_packet: mqtt::MAX_PACKET_BYTES,
+                    too_large: None,
                     on_publish: None,
                     persistence: Some(Arc::new(persist)),
                     // A device's session lasts as long as it asks (the agent: 7 days), and is

@@ -285,6 +285,10 @@ pub struct OutboxStatus {
     pub dropped: u64,
     /// Messages the cloud's broker acknowledged since it was created.
     pub sent: u64,
+    /// Messages set aside since it was created because the cloud's broker cannot take them
+    /// (larger than it accepts, or refused), so that the messages behind them flow.
+    #[serde(default)]
+    pub rejected: u64,
 }
 
 /// One device in `GET /v1/status`.

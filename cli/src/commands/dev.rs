@@ -605,7 +605,7 @@ impl DevEnv<'_> {
         let task = self.rt.spawn(edgefn_agent::run_with(
             config,
             edgefn_agent::Listeners {
-                http: local,
+                http: Some(local),
                 mqtt: Some(local_mqtt),
             },
             async move {

@@ -117,8 +117,8 @@ pub fn status(args: &StatusArgs) -> CliResult {
             if let Some(o) = d.report.as_ref().and_then(|r| r.outbox) {
                 let _ = writeln!(
                     out,
-                    "  outbox: {} pending ({} bytes), {} sent, {} dropped for its bounds",
-                    o.pending, o.pending_bytes, o.sent, o.dropped
+                    "  outbox: {} pending ({} bytes), {} sent, {} dropped for its bounds, {} set aside (too large for the broker, or refused)",
+                    o.pending, o.pending_bytes, o.sent, o.dropped, o.rejected
                 );
             }
             if let Some(r) = &d.report {

@@ -27,6 +27,11 @@
 //! - Retained messages (up to [`RETAINED_LIMIT`] topics), keepalive, last will, session takeover.
 //! - An optional hook ([`BrokerOptions::on_publish`]) that sees every accepted message before
 //!   it is acknowledged: the agent queues messages for the cloud there, on disk.
+//! - A packet limit ([`BrokerOptions::max_packet`]), announced to MQTT 5 clients in CONNACK
+//!   (Maximum Packet Size). A larger packet, or a message the owner's check
+//!   ([`BrokerOptions::too_large`]) finds too large for where it goes next, ends the connection:
+//!   MQTT 5 with DISCONNECT 0x95 (Packet too large) and the reason; MQTT 3.1.1, which has no
+//!   way to refuse a message, by closing it.
 //!
 //! Not done: QoS 2 end to end, MQTT 5 topic aliases (the broker allows none), shared
 //! subscriptions, enhanced authentication; sessions outlive a restart only with a [`Persistence`].
@@ -122,11 +127,18 @@ pub struct Message {
 /// of a client wait at a time).
 pub type OnPublish = Arc<dyn Fn(Message) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
+/// Says why a message a client published is too large for where its owner sends it next
+/// (`None`: it is not). Called before anything is done with the message; a refusal ends the
+/// connection as a packet over [`BrokerOptions::max_packet`] does.
+pub type TooLarge = Arc<dyn Fn(&Message) -> Option<String> + Send + Sync>;
+
 /// Settings of a broker.
 #[derive(Clone)]
 pub struct BrokerOptions {
-    /// Largest packet accepted or sent.
+    /// Largest packet accepted or sent, in bytes; announced in MQTT 5 CONNACKs.
     pub max_packet: usize,
+    /// The owner's check of a message's size (see [`TooLarge`]).
+    pub too_large: Option<TooLarge>,
     /// Called with every accepted message (see [`OnPublish`]).
     pub on_publish: Option<OnPublish>,
     /// Keeps sessions and retained messages across restarts (default: memory only).
@@ -141,6 +153,7 @@ impl Default for BrokerOptions {
     fn default() -> Self {
         Self {
             max_packet: (1 << 20) + (64 << 10),
+            too_large: None,
             on_publish: None,
             persistence: None,
             session_expiry_limit: None,
@@ -152,6 +165,7 @@ impl std::fmt::Debug for BrokerOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BrokerOptions")
             .field("max_packet", &self.max_packet)
+            .field("too_large", &self.too_large.is_some())
             .field("on_publish", &self.on_publish.is_some())
             .field("persistence", &self.persistence.is_some())
             .field("session_expiry_limit", &self.session_expiry_limit)
@@ -557,6 +571,7 @@ impl<A: Authenticator> Broker<A> {
             next_pkid: 0,
             receive_max: connect.receive_max.clamp(1, INFLIGHT_LIMIT),
             max_out: connect.max_packet.min(max),
+            max_in: max,
             gone: Vec::new(),
         };
         let Some(client) = self
@@ -678,6 +693,10 @@ impl<A: Authenticator> Broker<A> {
                                 if let Err(e) = edgefn_schema::topic::validate_topic(&msg.topic) {
                                     return Err(format!("invalid topic `{}`: {}", msg.topic, e.message));
                                 }
+                                if let Some(why) = self.options.too_large.as_ref().and_then(|check| check(&msg)) {
+                                    tracing::info!(%user, topic = %msg.topic, "mqtt: message refused: {why}");
+                                    return Err(conn.too_large(why).await);
+                                }
                                 let allowed = client.may_publish(&msg.topic);
                                 let qos = msg.qos;
                                 let mut wait = None;
@@ -764,6 +783,11 @@ impl<A: Authenticator> Broker<A> {
                                 return Ok(());
                             }
                             In::Ignored => {}
+                            In::TooLarge(size) => {
+                                let why = format!("a packet of {size} bytes, over this broker's Maximum Packet Size of {max} bytes");
+                                tracing::info!(%user, "mqtt: {why}");
+                                return Err(conn.too_large(why).await);
+                            }
                             In::Unexpected(what) => return Err(format!("unexpected packet {what}")),
                         }
                     }
@@ -892,6 +916,8 @@ enum In {
     },
     /// A packet with nothing to do (a PUBREC/PUBCOMP: the broker never sends QoS 2).
     Ignored,
+    /// A packet whose remaining length (bytes) is over the limit; not read.
+    TooLarge(usize),
     Unexpected(&'static str),
 }
 
@@ -1058,6 +1084,9 @@ async fn read_packet<R: AsyncRead + Unpin>(
             Version::V4 => match v4::Packet::read(buf, max) {
                 Ok(p) => Some(Ok(v4_in(p)?)),
                 Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => None,
+                Err(rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(size)) => {
+                    Some(Ok(In::TooLarge(size)))
+                }
                 Err(e) => Some(Err(format!("malformed packet: {e}"))),
             },
             Version::V5 => {
@@ -1070,6 +1099,10 @@ async fn read_packet<R: AsyncRead + Unpin>(
                 match v5::Packet::read(buf, Some(max as u32)) {
                     Ok(p) => Some(Ok(v5_in(p)?)),
                     Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => None,
+                    Err(rumqttc::v5::mqttbytes::Error::PayloadSizeLimitExceeded {
+                        pkt_size,
+                        ..
+                    }) => Some(Ok(In::TooLarge(pkt_size))),
                     Err(e) => Some(Err(format!("malformed packet: {e}"))),
                 }
             }
@@ -1169,6 +1202,8 @@ struct Conn<W> {
     next_pkid: u16,
     receive_max: usize,
     max_out: usize,
+    /// The largest packet taken from the client (announced in MQTT 5 CONNACKs).
+    max_in: usize,
     /// Numbers of stored messages acknowledged or dropped, to tell the store.
     gone: Vec<u64>,
 }
@@ -1207,7 +1242,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
                     receive_max: Some(INFLIGHT_LIMIT as u16),
                     max_qos: Some(1),
                     retain_available: None,
-                    max_packet_size: None,
+                    max_packet_size: Some(u32::try_from(self.max_in).unwrap_or(u32::MAX)),
                     assigned_client_identifier: None,
                     topic_alias_max: None,
                     reason_string: None,
@@ -1231,6 +1266,28 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
             }
         }?;
         self.write_bytes(&out).await
+    }
+
+    /// Ends the connection for a packet too large: MQTT 5 says so (DISCONNECT 0x95, with
+    /// `why`); MQTT 3.1.1 has no way to, and is just closed. Returns the error that ends it.
+    async fn too_large(&mut self, why: String) -> String {
+        if self.version == Version::V5 {
+            let mut out = BytesMut::new();
+            let disconnect = v5::Packet::Disconnect(v5::Disconnect {
+                reason_code: v5::DisconnectReasonCode::PacketTooLarge,
+                properties: Some(v5::DisconnectProperties {
+                    session_expiry_interval: None,
+                    reason_string: Some(why.clone()),
+                    user_properties: Vec::new(),
+                    server_reference: None,
+                }),
+            });
+            if disconnect.write(&mut out, None).is_ok() {
+                let _ = self.write_bytes(&out).await;
+                let _ = self.wr.flush().await;
+            }
+        }
+        format!("packet too large: {why}")
     }
 
     async fn write(&mut self, ack: Reply) -> Result<(), String> {

@@ -289,3 +289,189 @@ async fn persistent_sessions_end_after_their_expiry() {
     tokio::time::sleep(Duration::from_millis(3000)).await;
     assert_eq!(visit_v4(port, "old-2", false).await, (false, vec![]));
 }
+
+/// A raw MQTT connection: packets written and read with rumqttc's codecs, so that what the
+/// broker sends (or does not) is seen as it is.
+struct Raw {
+    stream: tokio::net::TcpStream,
+    buf: bytes::BytesMut,
+    v5: bool,
+}
+
+impl Raw {
+    async fn connect(port: u16, v5: bool) -> (Raw, Option<u32>) {
+        use rumqttc::v5::mqttbytes::v5 as m5;
+        use tokio::io::AsyncWriteExt;
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        let mut raw = Raw {
+            stream,
+            buf: bytes::BytesMut::new(),
+            v5,
+        };
+        let mut out = bytes::BytesMut::new();
+        if v5 {
+            m5::Packet::Connect(
+                m5::Connect {
+                    keep_alive: 30,
+                    client_id: "raw".into(),
+                    clean_start: true,
+                    properties: None,
+                },
+                None,
+                Some(m5::Login::new("writer", "pw")),
+            )
+            .write(&mut out, None)
+            .expect("encode");
+        } else {
+            let mut c = rumqttc::mqttbytes::v4::Connect::new("raw");
+            c.set_login("writer", "pw");
+            rumqttc::mqttbytes::v4::Packet::Connect(c)
+                .write(&mut out, usize::MAX)
+                .expect("encode");
+        }
+        raw.stream.write_all(&out).await.expect("write");
+        let max = if v5 {
+            match raw.read5().await {
+                Some(P5::ConnAck(a)) => a.properties.and_then(|p| p.max_packet_size),
+                other => panic!("no CONNACK: {other:?}"),
+            }
+        } else {
+            match raw.read4().await {
+                Some(rumqttc::mqttbytes::v4::Packet::ConnAck(_)) => None,
+                other => panic!("no CONNACK: {other:?}"),
+            }
+        };
+        (raw, max)
+    }
+
+    async fn publish(&mut self, topic: &str, size: usize) {
+        use tokio::io::AsyncWriteExt;
+        let mut out = bytes::BytesMut::new();
+        if self.v5 {
+            let mut p = rumqttc::v5::mqttbytes::v5::Publish::new(
+                topic,
+                rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                vec![7u8; size],
+                None,
+            );
+            p.pkid = 1;
+            P5::Publish(p).write(&mut out, None).expect("encode");
+        } else {
+            let mut p = rumqttc::mqttbytes::v4::Publish::new(
+                topic,
+                rumqttc::mqttbytes::QoS::AtLeastOnce,
+                vec![7u8; size],
+            );
+            p.pkid = 1;
+            rumqttc::mqttbytes::v4::Packet::Publish(p)
+                .write(&mut out, usize::MAX)
+                .expect("encode");
+        }
+        // The broker may close the connection before it has read everything.
+        let _ = self.stream.write_all(&out).await;
+    }
+
+    async fn fill(&mut self) -> bool {
+        use tokio::io::AsyncReadExt;
+        matches!(
+            tokio::time::timeout(Duration::from_secs(10), self.stream.read_buf(&mut self.buf)).await,
+            Ok(Ok(n)) if n > 0
+        )
+    }
+
+    /// The next MQTT 5 packet, or `None` once the broker closed the connection.
+    async fn read5(&mut self) -> Option<P5> {
+        loop {
+            match P5::read(&mut self.buf, None) {
+                Ok(p) => return Some(p),
+                Err(rumqttc::v5::mqttbytes::Error::InsufficientBytes(_)) => {
+                    if !self.fill().await {
+                        return None;
+                    }
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// The next MQTT 3.1.1 packet, or `None` once the broker closed the connection.
+    async fn read4(&mut self) -> Option<rumqttc::mqttbytes::v4::Packet> {
+        loop {
+            match rumqttc::mqttbytes::v4::Packet::read(&mut self.buf, usize::MAX) {
+                Ok(p) => return Some(p),
+                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {
+                    if !self.fill().await {
+                        return None;
+                    }
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+}
+
+/// The limit is announced in CONNACK; a packet over it, or a message the owner finds too large
+/// for where it goes next, ends the connection: MQTT 5 with DISCONNECT 0x95 (Packet too large)
+/// and the reason, MQTT 3.1.1 (which cannot refuse a message) by closing it. Nothing refused
+/// reaches a subscriber.
+#[tokio::test]
+async fn packets_too_large_are_refused_in_each_versions_way() {
+    use rumqttc::v5::mqttbytes::v5::DisconnectReasonCode;
+    let check: edgefn_broker::TooLarge = Arc::new(|m: &Message| {
+        (m.topic == "open/up" && m.payload.len() > 100)
+            .then(|| "over the 100 bytes the uplink takes".to_owned())
+    });
+    let (port, _stop) = start_with(BrokerOptions {
+        max_packet: 4096,
+        too_large: Some(check),
+        ..BrokerOptions::default()
+    })
+    .await;
+    let (_reader, mut seen) = v5(port, "reader", "reader");
+    _reader
+        .subscribe("open/#", rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    next(&mut seen, "SUBACK", |p| matches!(p, P5::SubAck(_))).await;
+
+    for (topic, size, why) in [
+        ("open/x", 5000, "Maximum Packet Size of 4096 bytes"),
+        ("open/up", 200, "over the 100 bytes the uplink takes"),
+    ] {
+        let (mut raw, max) = Raw::connect(port, true).await;
+        assert_eq!(max, Some(4096), "announced in CONNACK");
+        raw.publish(topic, size).await;
+        match raw.read5().await {
+            Some(P5::Disconnect(d)) => {
+                assert_eq!(d.reason_code, DisconnectReasonCode::PacketTooLarge);
+                let reason = d
+                    .properties
+                    .and_then(|p| p.reason_string)
+                    .unwrap_or_default();
+                assert!(reason.contains(why), "{reason}");
+            }
+            other => panic!("no DISCONNECT for {topic}: {other:?}"),
+        }
+        assert!(raw.read5().await.is_none(), "closed after the DISCONNECT");
+
+        let (mut raw, max) = Raw::connect(port, false).await;
+        assert_eq!(max, None);
+        raw.publish(topic, size).await;
+        assert!(raw.read4().await.is_none(), "MQTT 3.1.1: closed, no packet");
+    }
+    // Under both limits, a message goes through (and is the only one the reader sees).
+    let (mut raw, _) = Raw::connect(port, true).await;
+    raw.publish("open/up", 100).await;
+    assert!(matches!(raw.read5().await, Some(P5::PubAck(_))));
+    let got = next(&mut seen, "the message", |p| matches!(p, P5::Publish(_))).await;
+    let P5::Publish(p) = got else { unreachable!() };
+    assert_eq!(p.payload.len(), 100);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), seen.recv())
+            .await
+            .is_err(),
+        "nothing refused was delivered"
+    );
+}
