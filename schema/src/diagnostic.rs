@@ -85,6 +85,12 @@ codes! {
     UnusedFunction => "edgefn::manifest::unused_function",
     /// A test case file that is not valid.
     InvalidTestCase => "edgefn::manifest::invalid_test_case",
+    /// Aliases that would expand the document past its budget (an "alias bomb").
+    AliasExpansion => "edgefn::manifest::alias_expansion",
+    /// Collections nested deeper than [`crate::yaml::MAX_DEPTH`].
+    NestingDepth => "edgefn::manifest::nesting_depth",
+    /// A file that is not UTF-8 text.
+    NotUtf8 => "edgefn::manifest::not_utf8",
 }
 
 impl fmt::Display for Code {
