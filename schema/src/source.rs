@@ -14,13 +14,20 @@ use crate::diagnostic::{Code, Diagnostic};
 pub struct Source {
     inner: Arc<miette::NamedSource<String>>,
     text: Arc<str>,
+    /// Byte offset of each line's start, so that [`Source::line_col`] costs a binary search,
+    /// not a scan: a file may have a diagnostic on each of its lines.
+    line_starts: Arc<[usize]>,
 }
 
 impl Source {
     /// Wraps `text`, read from the file called `name` (shown to users as it is).
     pub fn new(name: impl AsRef<str>, text: impl Into<String>) -> Self {
         let text: String = text.into();
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
         Self {
+            line_starts,
             text: Arc::from(text.as_str()),
             inner: Arc::new(miette::NamedSource::new(name, text).with_language("yaml")),
         }
@@ -77,10 +84,10 @@ impl Source {
     /// 1-based line and column (in characters) of a byte offset.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.text.len());
-        let before = &self.text[..offset];
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        let col = before[line_start..].chars().count() + 1;
+        // The first start is 0, so the line is at least 1.
+        let line = self.line_starts.partition_point(|&start| start <= offset);
+        let line_start = self.line_starts[line - 1];
+        let col = self.text[line_start..offset].chars().count() + 1;
         (line, col)
     }
 }
@@ -136,6 +143,20 @@ mod tests {
         assert_eq!((loc.file.as_str(), loc.line, loc.column), ("edgefn.yaml", 3, 10));
         assert!(d.message.contains("0xE9"), "{}", d.message);
         assert!(d.help.as_deref().unwrap().contains("UTF-8"));
+    }
+
+    #[test]
+    fn line_col_counts_lines_and_characters() {
+        let s = Source::new("t.yaml", "ab\nçd\n\nx");
+        let at = |o| s.line_col(o);
+        assert_eq!(at(0), (1, 1));
+        assert_eq!(at(2), (1, 3));
+        assert_eq!(at(3), (2, 1));
+        assert_eq!(at(5), (2, 2)); // after the two bytes of "ç"
+        assert_eq!(at(7), (3, 1));
+        assert_eq!(at(8), (4, 1));
+        assert_eq!(at(99), (4, 2));
+        assert_eq!(Source::new("e", "").line_col(0), (1, 1));
     }
 
     #[test]
