@@ -12,11 +12,18 @@ use crate::diagnostic::{Code, Diagnostic};
 /// A named piece of text (a manifest, a test case) that diagnostics point into.
 #[derive(Debug, Clone)]
 pub struct Source {
-    inner: Arc<miette::NamedSource<String>>,
-    text: Arc<str>,
-    /// Byte offset of each line's start, so that [`Source::line_col`] costs a binary search,
-    /// not a scan: a file may have a diagnostic on each of its lines.
-    line_starts: Arc<[usize]>,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    name: String,
+    text: String,
+    /// Byte offset of each line's start (after each `\n`), so that finding a line costs a
+    /// binary search, not a scan: a file may have a diagnostic on each of its lines.
+    line_starts: Vec<usize>,
+    /// Whether the text has a `\r` not followed by `\n`, which miette counts as a line break.
+    lone_cr: bool,
 }
 
 impl Source {
@@ -26,10 +33,16 @@ impl Source {
         let line_starts = std::iter::once(0)
             .chain(text.match_indices('\n').map(|(i, _)| i + 1))
             .collect();
+        let lone_cr = text
+            .match_indices('\r')
+            .any(|(i, _)| text.as_bytes().get(i + 1) != Some(&b'\n'));
         Self {
-            line_starts,
-            text: Arc::from(text.as_str()),
-            inner: Arc::new(miette::NamedSource::new(name, text).with_language("yaml")),
+            inner: Arc::new(Inner {
+                name: name.as_ref().to_owned(),
+                text,
+                line_starts,
+                lone_cr,
+            }),
         }
     }
 
@@ -69,26 +82,84 @@ impl Source {
 
     /// The file name given at construction.
     pub fn name(&self) -> &str {
-        self.inner.name()
+        &self.inner.name
     }
 
     /// The whole text.
     pub fn text(&self) -> &str {
-        &self.text
+        &self.inner.text
     }
 
-    pub(crate) fn inner_named(&self) -> &miette::NamedSource<String> {
-        &self.inner
+    /// The text for miette's snippets.
+    pub(crate) fn code(&self) -> &dyn miette::SourceCode {
+        &*self.inner
     }
 
     /// 1-based line and column (in characters) of a byte offset.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
-        let offset = offset.min(self.text.len());
+        let inner = &*self.inner;
+        let offset = offset.min(inner.text.len());
         // The first start is 0, so the line is at least 1.
-        let line = self.line_starts.partition_point(|&start| start <= offset);
-        let line_start = self.line_starts[line - 1];
-        let col = self.text[line_start..offset].chars().count() + 1;
+        let line = inner.line_starts.partition_point(|&start| start <= offset);
+        let line_start = inner.line_starts[line - 1];
+        let col = inner.text[line_start..offset].chars().count() + 1;
         (line, col)
+    }
+}
+
+impl miette::SourceCode for Inner {
+    /// What miette's own `read_span` of the whole text gives, computed from a window of a few
+    /// lines around the span: miette scans from the start of the text, which made rendering a
+    /// file's diagnostics quadratic in its size.
+    fn read_span<'a>(
+        &'a self,
+        span: &miette::SourceSpan,
+        context_lines_before: usize,
+        context_lines_after: usize,
+    ) -> Result<Box<dyn miette::SpanContents<'a> + 'a>, miette::MietteError> {
+        let text = self.text.as_str();
+        let end = span.offset().saturating_add(span.len());
+        let (window_start, lines_before) = if self.lone_cr || end > text.len() {
+            // Lines by miette's count differ from lines by `\n`: the slow, certain way.
+            (0, 0)
+        } else {
+            // The line of the span's start, the context lines before it, and one more (miette
+            // looks at the byte before an empty span).
+            let line = self
+                .line_starts
+                .partition_point(|&s| s <= span.offset())
+                .saturating_sub(1);
+            let first = line.saturating_sub(context_lines_before + 1);
+            (self.line_starts[first], first)
+        };
+        let window_end = if self.lone_cr || end > text.len() {
+            text.len()
+        } else {
+            // Two lines more than the context after the span's last line: miette stops there.
+            let last = self
+                .line_starts
+                .partition_point(|&s| s <= end)
+                .saturating_sub(1);
+            self.line_starts
+                .get(last + context_lines_after + 2)
+                .copied()
+                .unwrap_or(text.len())
+        };
+        let window = &text.as_bytes()[window_start..window_end];
+        let relative = miette::SourceSpan::new((span.offset() - window_start).into(), span.len());
+        let part = window.read_span(&relative, context_lines_before, context_lines_after)?;
+        let found = part.span();
+        Ok(Box::new(
+            miette::MietteSpanContents::new_named(
+                self.name.clone(),
+                part.data(),
+                miette::SourceSpan::new((found.offset() + window_start).into(), found.len()),
+                part.line() + lines_before,
+                part.column(),
+                part.line_count() + lines_before,
+            )
+            .with_language("yaml"),
+        ))
     }
 }
 
@@ -157,6 +228,52 @@ mod tests {
         assert_eq!(at(8), (4, 1));
         assert_eq!(at(99), (4, 2));
         assert_eq!(Source::new("e", "").line_col(0), (1, 1));
+    }
+
+    /// Every field of a span's contents, for comparing.
+    type Contents = (Vec<u8>, (usize, usize), usize, usize, usize, Option<String>);
+
+    fn contents(code: &dyn miette::SourceCode, span: (usize, usize), b: usize, a: usize) -> Option<Contents> {
+        let c = code.read_span(&span.into(), b, a).ok()?;
+        Some((
+            c.data().to_vec(),
+            (c.span().offset(), c.span().len()),
+            c.line(),
+            c.column(),
+            c.line_count(),
+            c.name().map(str::to_owned),
+        ))
+    }
+
+    #[test]
+    fn snippets_are_what_miette_reads_from_the_whole_text() {
+        for text in [
+            "",
+            "a",
+            "ab\ncd\n",
+            "one\ntwo\n\nfour: çé\nfive\nsix\nseven\n\n\nten",
+            "crlf: 1\r\nb: 2\r\n\r\nd: [x,\r\n  y]\r\n",
+            "lone\rcr\nmixed\r\nend",
+            "\n\n\n",
+        ] {
+            let ours = Source::new("f.yaml", text);
+            let theirs = miette::NamedSource::new("f.yaml", text.to_owned());
+            // Spans within the text (miette itself panics on some beyond it).
+            for offset in 0..=text.len() {
+                for len in 0..=(text.len() - offset).min(12) {
+                    for before in 0..3 {
+                        for after in 0..3 {
+                            let span = (offset, len);
+                            assert_eq!(
+                                contents(ours.code(), span, before, after),
+                                contents(&theirs, span, before, after),
+                                "{text:?} {span:?} {before} {after}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]
