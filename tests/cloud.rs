@@ -597,7 +597,9 @@ fn hostile_manifests_and_bodies_get_a_4xx_and_the_cloud_stays_up() {
     assert_eq!(r.status, 422, "{}", text(&r.body));
     let body = r.json();
     assert_eq!(body["error"]["code"], "invalid_manifest");
-    let first = body["error"]["details"]["diagnostics"][0].as_str().unwrap_or_default();
+    let first = body["error"]["details"]["diagnostics"][0]
+        .as_str()
+        .unwrap_or_default();
     assert!(
         first.starts_with("12:18: error[edgefn::manifest::alias_expansion]"),
         "{body}"
@@ -605,7 +607,10 @@ fn hostile_manifests_and_bodies_get_a_4xx_and_the_cloud_stays_up() {
     still_up();
 
     // Nesting 100 000 levels deep.
-    let deep = format!("apiVersion: edgefn/v1\nproject: d\nx:\n  {}a\n", "- ".repeat(100_000));
+    let deep = format!(
+        "apiVersion: edgefn/v1\nproject: d\nx:\n  {}a\n",
+        "- ".repeat(100_000)
+    );
     let r = submit(&cloud, &deep, &no_bundles, 0);
     assert_eq!(r.status, 422, "{}", text(&r.body));
     let body = r.json();
@@ -625,7 +630,9 @@ fn hostile_manifests_and_bodies_get_a_4xx_and_the_cloud_stays_up() {
     assert_eq!(r.status, 422, "{}", text(&r.body));
     let body = r.json();
     assert_eq!(
-        body["error"]["details"]["diagnostics"].as_array().map(Vec::len),
+        body["error"]["details"]["diagnostics"]
+            .as_array()
+            .map(Vec::len),
         Some(100)
     );
     assert!(
@@ -669,7 +676,11 @@ fn hostile_manifests_and_bodies_get_a_4xx_and_the_cloud_stays_up() {
         for key in [field, "x-unknown"] {
             let body = format!("{{\"{key}\": {nested}}}");
             let r = http(&addr, "POST", path, admin, &json, body.as_bytes());
-            assert!((400..500).contains(&r.status), "{path} {key}: {}", text(&r.body));
+            assert!(
+                (400..500).contains(&r.status),
+                "{path} {key}: {}",
+                text(&r.body)
+            );
         }
     }
     // Where any JSON value is welcome, the depth is what is refused.
@@ -684,7 +695,12 @@ fn hostile_manifests_and_bodies_get_a_4xx_and_the_cloud_stays_up() {
     still_up();
 
     // And an ordinary manifest still goes in.
-    let r = submit(&cloud, "apiVersion: edgefn/v1\nproject: fine\n", &no_bundles, 0);
+    let r = submit(
+        &cloud,
+        "apiVersion: edgefn/v1\nproject: fine\n",
+        &no_bundles,
+        0,
+    );
     assert_eq!(r.status, 201, "{}", text(&r.body));
 }
 

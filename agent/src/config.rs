@@ -461,7 +461,10 @@ mod tests {
         let e = load_bytes(b"cloud: http://c\ndevice: gw-\xE9\ntoken: t\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("agent.yaml:2:12:") && e.contains("not UTF-8"), "{e}");
+        assert!(
+            e.contains("agent.yaml:2:12:") && e.contains("not UTF-8"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -67,7 +67,9 @@ impl Source {
             &source,
             Code::NotUtf8,
             Span::new(at, '\u{FFFD}'.len_utf8()),
-            format!("the file is not UTF-8 text: byte 0x{bad:02X} is not part of a UTF-8 character"),
+            format!(
+                "the file is not UTF-8 text: byte 0x{bad:02X} is not part of a UTF-8 character"
+            ),
         )
         .label("this byte")
         .help(if utf16 {
@@ -211,7 +213,10 @@ mod tests {
         let d = Source::from_utf8("edgefn.yaml", bytes).unwrap_err();
         assert_eq!(d.code, Code::NotUtf8);
         let loc = d.location();
-        assert_eq!((loc.file.as_str(), loc.line, loc.column), ("edgefn.yaml", 3, 10));
+        assert_eq!(
+            (loc.file.as_str(), loc.line, loc.column),
+            ("edgefn.yaml", 3, 10)
+        );
         assert!(d.message.contains("0xE9"), "{}", d.message);
         assert!(d.help.as_deref().unwrap().contains("UTF-8"));
     }
@@ -233,7 +238,12 @@ mod tests {
     /// Every field of a span's contents, for comparing.
     type Contents = (Vec<u8>, (usize, usize), usize, usize, usize, Option<String>);
 
-    fn contents(code: &dyn miette::SourceCode, span: (usize, usize), b: usize, a: usize) -> Option<Contents> {
+    fn contents(
+        code: &dyn miette::SourceCode,
+        span: (usize, usize),
+        b: usize,
+        a: usize,
+    ) -> Option<Contents> {
         let c = code.read_span(&span.into(), b, a).ok()?;
         Some((
             c.data().to_vec(),
