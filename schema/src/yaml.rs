@@ -205,7 +205,7 @@ pub fn parse(source: &Source) -> (Option<Node>, Diagnostics) {
                     Some(cost) => {
                         // Count the copy before making it.
                         if !builder.charge(cost) {
-                            diags.push(expansion_error(source, span, builder.budget));
+                            diags.push(expansion_error(source, span, builder.budget, true));
                             return (None, diags);
                         }
                         (builder.anchors[&anchor].0.clone(), cost)
@@ -275,29 +275,46 @@ fn nesting_error(source: &Source, at: Span) -> Diagnostic {
     ))
 }
 
-/// The diagnostic for an alias (or anchor) whose copy would pass the expansion budget.
-fn expansion_error(source: &Source, at: Span, budget: usize) -> Diagnostic {
+/// The diagnostic for an alias (`alias`) or an anchored value whose copy would pass the
+/// expansion budget.
+fn expansion_error(source: &Source, at: Span, budget: usize, alias: bool) -> Diagnostic {
     let text = source.text();
-    let shown = text
-        .get(at.offset..at.end())
-        .filter(|t| !t.is_empty() && t.len() <= 64)
-        .map_or_else(|| "this alias".to_owned(), |t| format!("`{}`", t.trim()));
-    Diagnostic::error(
-        source,
-        Code::AliasExpansion,
-        Span::new(at.offset, at.len.max(1)),
-        format!(
-            "{shown} expands the document past its limit: aliases may copy at most {} MiB \
-             into a file of {} bytes",
-            budget >> 20,
-            text.len()
-        ),
-    )
-    .label("the expansion passes the limit here")
-    .help(
-        "each alias (`*name`) copies its anchor's whole value, and aliases of values that \
-         contain aliases multiply: write the repeated values out, or anchor smaller pieces",
-    )
+    let limit = format!(
+        "aliases may copy at most {} MiB into a file of {} bytes",
+        budget >> 20,
+        text.len()
+    );
+    let help = "each alias (`*name`) copies its anchor's whole value, and aliases of values \
+                that contain aliases multiply: write the repeated values out, or anchor smaller \
+                pieces";
+    if alias {
+        let shown = text
+            .get(at.offset..at.end())
+            .filter(|t| !t.is_empty() && t.len() <= 64)
+            .map_or_else(|| "this alias".to_owned(), |t| format!("`{}`", t.trim()));
+        Diagnostic::error(
+            source,
+            Code::AliasExpansion,
+            Span::new(at.offset, at.len.max(1)),
+            format!("{shown} expands the document past its limit: {limit}"),
+        )
+        .label("the expansion passes the limit here")
+        .help(help)
+    } else {
+        // Point at the first line of the value, not all of it.
+        let first_line = text
+            .get(at.offset..at.end())
+            .and_then(|t| t.find('\n'))
+            .unwrap_or(at.len);
+        Diagnostic::error(
+            source,
+            Code::AliasExpansion,
+            Span::new(at.offset, first_line.max(1)),
+            format!("the copy kept of this anchored value passes the document's limit: {limit}"),
+        )
+        .label("anchored here")
+        .help(help)
+    }
 }
 
 /// Maps saphyr's character indexes to byte offsets.
@@ -441,7 +458,12 @@ impl Builder {
             // The anchor keeps a copy, which counts like an alias's: nested anchors would
             // otherwise copy the same nodes once per level.
             if !self.charge(cost) {
-                return Err(Box::new(expansion_error(source, node.span, self.budget)));
+                return Err(Box::new(expansion_error(
+                    source,
+                    node.span,
+                    self.budget,
+                    false,
+                )));
             }
             self.anchors.insert(anchor, (node.clone(), cost));
         }
@@ -579,7 +601,10 @@ mod tests {
         text.push_str(&format!("{}- {long}\n", "  ".repeat(MAX_DEPTH - 1)));
         let (root, diags) = load(&text);
         assert!(root.is_none());
-        assert_eq!(diags.0[0].code, Code::AliasExpansion);
+        let d = &diags.0[0];
+        assert_eq!(d.code, Code::AliasExpansion);
+        assert!(d.message.contains("anchored value"), "{}", d.message);
+        assert!(primary_text(d).len() < 64, "{:?}", primary_text(d));
     }
 
     #[test]
