@@ -654,6 +654,41 @@ fn a_bad_config_or_a_rejected_token_stops_the_agent_with_a_clear_error() {
 }
 
 #[test]
+fn a_config_bomb_deep_nesting_or_bad_bytes_stop_the_agent_with_where() {
+    let dir = tempfile::tempdir().expect("dir");
+    let bomb = include_str!("../schema/tests/fixtures/alias-bomb.yaml");
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        (
+            "bomb.yaml",
+            bomb.as_bytes().to_vec(),
+            "bomb.yaml:12:18: `*e` expands the document past its limit",
+        ),
+        (
+            "deep.yaml",
+            format!("cloud:\n  {}x\n", "- ".repeat(100_000)).into_bytes(),
+            "deep.yaml:2:201: lists and mappings nested more than 100 deep",
+        ),
+        (
+            "latin1.yaml",
+            b"cloud: http://127.0.0.1:1\ndevice: caf\xE9\ntoken: t\n".to_vec(),
+            "latin1.yaml:2:12: the file is not UTF-8 text: byte 0xE9",
+        ),
+    ];
+    for (name, bytes, expected) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).expect("write");
+        let out = std::process::Command::new(sibling_bin("edgefn-agent"))
+            .args(["--config", path.to_str().expect("utf8")])
+            .output()
+            .expect("run");
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(expected), "{name}: {err}");
+        assert!(err.contains("help: "), "{name}: {err}");
+    }
+}
+
+#[test]
 fn a_release_whose_daemon_exits_at_once_rolls_back_by_itself() {
     let fleet = Fleet::new();
     fleet.apply(1, 0);

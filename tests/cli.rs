@@ -659,3 +659,159 @@ fn new_can_bind_the_function_it_creates() {
         );
     }
 }
+
+/// The 716-byte alias bomb of issue 11: nine levels of nine aliases.
+const ALIAS_BOMB: &str = include_str!("../schema/tests/fixtures/alias-bomb.yaml");
+
+/// The `file:line:col: error[CODE]` lines of a short report.
+fn short_errors(out: &Output) -> Vec<String> {
+    text(&out.stderr)
+        .lines()
+        .filter(|l| l.contains(": error["))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Asserts that `line` (`file:L:C: ...`) points at a `*` (an alias) of `yaml`.
+#[track_caller]
+fn assert_points_at_an_alias(line: &str, yaml: &str) {
+    let mut parts = line.split(':').skip(1).map(|n| n.parse::<usize>().ok());
+    let (Some(Some(l)), Some(Some(c))) = (parts.next(), parts.next()) else {
+        panic!("no line and column in {line}")
+    };
+    let at = yaml
+        .lines()
+        .nth(l - 1)
+        .and_then(|text| text.chars().nth(c - 1));
+    assert_eq!(at, Some('*'), "{line}");
+}
+
+#[test]
+fn validate_refuses_an_alias_bomb_at_its_alias() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    fs::write(tmp.path().join("edgefn.yaml"), ALIAS_BOMB).expect("write");
+    let out = edgefn(tmp.path(), &["validate", "--format", "short"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let errors = short_errors(&out);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("error[edgefn::manifest::alias_expansion]"),
+        "{errors:?}"
+    );
+    assert_points_at_an_alias(&errors[0], ALIAS_BOMB);
+}
+
+#[test]
+fn validate_refuses_deep_nesting_without_overflowing() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // 100 000 levels of compact block sequences: 200 KB.
+    let deep = format!(
+        "apiVersion: edgefn/v1\nproject: deep\nx:\n  {}a\n",
+        "- ".repeat(100_000)
+    );
+    fs::write(tmp.path().join("edgefn.yaml"), deep).expect("write");
+    let out = edgefn(tmp.path(), &["validate", "--format", "short"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let errors = short_errors(&out);
+    assert_eq!(
+        errors,
+        vec![
+            // The mapping is level 1, so the 100th `-` (column 201) starts level 101.
+            "edgefn.yaml:4:201: error[edgefn::manifest::nesting_depth]: lists and mappings \
+             nested more than 100 deep"
+        ],
+    );
+}
+
+#[test]
+fn a_manifest_that_is_not_utf8_is_reported_at_its_first_bad_byte() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // "café" in Latin-1: the é is the one byte 0xE9, at line 2, column 13.
+    fs::write(
+        tmp.path().join("edgefn.yaml"),
+        b"apiVersion: edgefn/v1\nproject: caf\xE9\n",
+    )
+    .expect("write");
+    let out = edgefn(tmp.path(), &["validate", "--format", "short"]);
+    assert_eq!(out.status.code(), Some(1));
+    let errors = short_errors(&out);
+    assert_eq!(errors.len(), 1, "{}", text(&out.stderr));
+    assert!(
+        errors[0].starts_with("edgefn.yaml:2:13: error[edgefn::manifest::not_utf8]: "),
+        "{errors:?}"
+    );
+    // JSON, for editors and CI.
+    let out = edgefn(tmp.path(), &["validate", "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let d = &report["diagnostics"][0];
+    assert_eq!(
+        (d["code"].as_str(), d["line"].as_u64(), d["column"].as_u64()),
+        (Some("edgefn::manifest::not_utf8"), Some(2), Some(13)),
+        "{report}"
+    );
+    // Every other command that reads the manifest says the same, with the place.
+    let out = edgefn(tmp.path(), &["new", "g", "--runtime", "python3"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("edgefn::manifest::not_utf8") && err.contains("edgefn.yaml:2:13"),
+        "{err}"
+    );
+}
+
+#[test]
+fn test_cases_are_read_with_the_same_bounds() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    ok(&edgefn(tmp.path(), &["init", "."]));
+    ok(&edgefn(tmp.path(), &["new", "f", "--runtime", "python3"]));
+    let tests = tmp.path().join("functions/f/tests");
+    fs::write(tests.join("bomb.yaml"), ALIAS_BOMB).expect("write");
+    fs::write(
+        tests.join("deep.yaml"),
+        format!(
+            "trigger:\n  topic: a/b\n  payload:\n    {}1\n",
+            "- ".repeat(100_000)
+        ),
+    )
+    .expect("write");
+    fs::write(
+        tests.join("latin1.yaml"),
+        b"description: caf\xE9\ntrigger:\n  topic: a/b\n",
+    )
+    .expect("write");
+    // `validate` reports all three, each at its place.
+    let out = edgefn(tmp.path(), &["validate", "--format", "short"]);
+    assert_eq!(out.status.code(), Some(1));
+    let errors = short_errors(&out);
+    assert_eq!(errors.len(), 3, "{}", text(&out.stderr));
+    let bomb = errors
+        .iter()
+        .find(|e| e.contains("bomb.yaml:"))
+        .expect("bomb");
+    assert!(
+        bomb.contains("error[edgefn::manifest::alias_expansion]"),
+        "{bomb}"
+    );
+    assert_points_at_an_alias(bomb.split_once("tests/").expect("a path").1, ALIAS_BOMB);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("deep.yaml:4:201: error[edgefn::manifest::nesting_depth]")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("latin1.yaml:1:17: error[edgefn::manifest::not_utf8]")),
+        "{errors:?}"
+    );
+    // `test` refuses to run, saying why.
+    let out = edgefn(tmp.path(), &["test"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    for code in ["alias_expansion", "nesting_depth", "not_utf8"] {
+        assert!(err.contains(&format!("edgefn::manifest::{code}")), "{err}");
+    }
+    assert!(err.contains("nothing was run"), "{err}");
+}

@@ -577,6 +577,134 @@ fn bad_input_gets_a_json_4xx() {
 }
 
 #[test]
+fn hostile_manifests_and_bodies_get_a_4xx_and_the_cloud_stays_up() {
+    let data = tempfile::tempdir().expect("data");
+    // With a broker, so that `/v1/publish` reads its body.
+    let (cloud, _) = Cloud::start_with(data.path(), &["--mqtt-listen", "127.0.0.1:0"]);
+    let addr = cloud.addr();
+    let admin = Some(cloud.admin.as_str());
+    let json = [("Content-Type", "application/json")];
+    let no_bundles = serde_json::json!({});
+    let still_up = || {
+        assert_eq!(http(&addr, "GET", "/healthz", None, &[], b"").status, 200);
+        let history = http(&addr, "GET", "/v1/revisions", admin, &[], b"");
+        assert_eq!(history.status, 200, "{}", text(&history.body));
+    };
+
+    // The alias bomb: 422 at the alias, and the cloud answers the next request.
+    let bomb = include_str!("../schema/tests/fixtures/alias-bomb.yaml");
+    let r = submit(&cloud, bomb, &no_bundles, 0);
+    assert_eq!(r.status, 422, "{}", text(&r.body));
+    let body = r.json();
+    assert_eq!(body["error"]["code"], "invalid_manifest");
+    let first = body["error"]["details"]["diagnostics"][0]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        first.starts_with("12:18: error[edgefn::manifest::alias_expansion]"),
+        "{body}"
+    );
+    still_up();
+
+    // Nesting 100 000 levels deep.
+    let deep = format!(
+        "apiVersion: edgefn/v1\nproject: d\nx:\n  {}a\n",
+        "- ".repeat(100_000)
+    );
+    let r = submit(&cloud, &deep, &no_bundles, 0);
+    assert_eq!(r.status, 422, "{}", text(&r.body));
+    let body = r.json();
+    assert_eq!(
+        body["error"]["details"]["diagnostics"][0],
+        "4:201: error[edgefn::manifest::nesting_depth]: lists and mappings nested more than 100 deep",
+        "{body}"
+    );
+    still_up();
+
+    // Twenty thousand problems: counted, the first hundred listed.
+    let mut many = String::from("apiVersion: edgefn/v1\nproject: many\n");
+    for _ in 0..20_000 {
+        many.push_str("project: again\n");
+    }
+    let r = submit(&cloud, &many, &no_bundles, 0);
+    assert_eq!(r.status, 422, "{}", text(&r.body));
+    let body = r.json();
+    assert_eq!(
+        body["error"]["details"]["diagnostics"]
+            .as_array()
+            .map(Vec::len),
+        Some(100)
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("the manifest has 20000 error(s) (the first 100 are listed)"),
+        "{}",
+        body["error"]["message"]
+    );
+
+    // A manifest over 1 MiB, in a body under the route's limit.
+    let big = format!(
+        "apiVersion: edgefn/v1\nproject: big\n# {}\n",
+        "x".repeat(1 << 20)
+    );
+    let r = submit(&cloud, &big, &no_bundles, 0);
+    assert_eq!(r.status, 413, "{}", text(&r.body));
+    assert_eq!(r.json()["error"]["code"], "manifest_too_large");
+
+    // Bodies over a route's limit: 4 MiB for revisions, 6 × 256 KiB + 64 KiB for messages.
+    for (path, limit) in [
+        ("/v1/revisions", 4 << 20),
+        ("/v1/publish", 6 * (256 << 10) + (64 << 10)),
+    ] {
+        let r = http(&addr, "POST", path, admin, &json, &vec![b' '; limit + 1]);
+        assert_eq!(r.status, 413, "{path}: {}", text(&r.body));
+        assert_eq!(r.json()["error"]["code"], "body_too_large", "{path}");
+    }
+
+    // JSON nested 100 000 deep, in every JSON body the cloud parses: as a field's value and
+    // as an unknown field's (which serde skips). serde_json stops at 128 levels.
+    let nested = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    for (path, field) in [
+        ("/v1/revisions", "manifest"),
+        ("/v1/bundles/missing", "digests"),
+        ("/v1/rollback", "to"),
+        ("/v1/devices", "name"),
+        ("/v1/publish", "payload"),
+    ] {
+        for key in [field, "x-unknown"] {
+            let body = format!("{{\"{key}\": {nested}}}");
+            let r = http(&addr, "POST", path, admin, &json, body.as_bytes());
+            assert!(
+                (400..500).contains(&r.status),
+                "{path} {key}: {}",
+                text(&r.body)
+            );
+        }
+    }
+    // Where any JSON value is welcome, the depth is what is refused.
+    let body = format!("{{\"payload\": {nested}, \"topic\": \"t\", \"devices\": []}}");
+    let r = http(&addr, "POST", "/v1/publish", admin, &json, body.as_bytes());
+    assert_eq!(r.status, 400, "{}", text(&r.body));
+    assert!(
+        text(&r.body).contains("recursion limit exceeded"),
+        "{}",
+        text(&r.body)
+    );
+    still_up();
+
+    // And an ordinary manifest still goes in.
+    let r = submit(
+        &cloud,
+        "apiVersion: edgefn/v1\nproject: fine\n",
+        &no_bundles,
+        0,
+    );
+    assert_eq!(r.status, 201, "{}", text(&r.body));
+}
+
+#[test]
 fn every_documented_operation_is_served() {
     let data = tempfile::tempdir().expect("data");
     let cloud = Cloud::start(data.path());

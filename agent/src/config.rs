@@ -148,6 +148,18 @@ pub struct AgentConfig {
     pub crash_at: Option<String>,
 }
 
+/// The YAML reader's diagnostic (syntax, alias expansion, nesting, not UTF-8) as an error.
+fn from_diagnostic(d: &edgefn_schema::Diagnostic) -> ConfigError {
+    let loc = d.location();
+    ConfigError::Invalid {
+        file: loc.file,
+        line: loc.line,
+        column: loc.column,
+        message: d.message.clone(),
+        help: d.help.clone().unwrap_or_default(),
+    }
+}
+
 fn invalid(source: &Source, offset: usize, message: String, help: &str) -> ConfigError {
     let (line, column) = source.line_col(offset);
     ConfigError::Invalid {
@@ -184,25 +196,20 @@ fn duration(
 impl AgentConfig {
     /// Reads and checks the file at `path`.
     pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&Source::new(path.display().to_string(), text))
+        let source = Source::from_utf8(path.display().to_string(), bytes)
+            .map_err(|d| from_diagnostic(&d))?;
+        Self::parse(&source)
     }
 
     /// Checks a configuration text.
     pub fn parse(source: &Source) -> Result<AgentConfig, ConfigError> {
         let (root, diags) = yaml::parse(source);
         if let Some(d) = diags.iter().next() {
-            let loc = d.location();
-            return Err(ConfigError::Invalid {
-                file: loc.file,
-                line: loc.line,
-                column: loc.column,
-                message: d.message.clone(),
-                help: d.help.clone().unwrap_or_default(),
-            });
+            return Err(from_diagnostic(d));
         }
         let root = root.ok_or_else(|| {
             invalid(
@@ -453,6 +460,50 @@ mod tests {
 
     fn parse(text: &str) -> Result<AgentConfig, ConfigError> {
         AgentConfig::parse(&Source::new("agent.yaml", text))
+    }
+
+    /// Writes `bytes` as a configuration file and loads it.
+    fn load_bytes(bytes: &[u8]) -> Result<AgentConfig, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agent.yaml");
+        std::fs::write(&path, bytes).expect("write");
+        AgentConfig::load(&path)
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_at_its_alias() {
+        let bomb = include_str!("../../schema/tests/fixtures/alias-bomb.yaml");
+        let e = load_bytes(bomb.as_bytes()).unwrap_err();
+        let ConfigError::Invalid {
+            line, ref message, ..
+        } = e
+        else {
+            panic!("{e}")
+        };
+        assert!(message.contains("expands the document"), "{e}");
+        assert!(bomb.lines().nth(line - 1).unwrap().contains("*"), "{e}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        for deep in [
+            format!("cloud: {}{}\n", "[".repeat(50_000), "]".repeat(50_000)),
+            format!("cloud:\n  {}x\n", "- ".repeat(100_000)),
+        ] {
+            let e = load_bytes(deep.as_bytes()).unwrap_err().to_string();
+            assert!(e.contains("nested more than"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_is_refused_with_where() {
+        let e = load_bytes(b"cloud: http://c\ndevice: gw-\xE9\ntoken: t\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("agent.yaml:2:12:") && e.contains("not UTF-8"),
+            "{e}"
+        );
     }
 
     #[test]

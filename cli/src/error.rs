@@ -46,6 +46,10 @@ pub enum CliError {
         /// The API's error code, when it answered.
         api_code: Option<String>,
     },
+    /// A file that is not text edgefn can read (not UTF-8), with where.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Source(SourceProblem),
     /// A file-system operation failed.
     #[error("could not {action} {}", .path.display())]
     #[diagnostic(code(edgefn::cli::io))]
@@ -58,6 +62,39 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// A problem of a file's text ([`edgefn_schema::Diagnostic`]), as an error: rendered with its
+/// snippet like any diagnostic.
+#[derive(Debug)]
+pub struct SourceProblem(pub Box<edgefn_schema::Diagnostic>);
+
+impl std::fmt::Display for SourceProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SourceProblem {}
+
+// By hand: `edgefn_schema::Diagnostic` has inherent builder methods (`help`, `labels`' kin)
+// that shadow the trait's in derived code.
+impl miette::Diagnostic for SourceProblem {
+    fn code<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        miette::Diagnostic::code(&*self.0)
+    }
+    fn severity(&self) -> Option<miette::Severity> {
+        miette::Diagnostic::severity(&*self.0)
+    }
+    fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        miette::Diagnostic::help(&*self.0)
+    }
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        miette::Diagnostic::source_code(&*self.0)
+    }
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
+        miette::Diagnostic::labels(&*self.0)
+    }
 }
 
 impl CliError {

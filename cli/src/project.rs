@@ -57,15 +57,25 @@ impl Project {
 
     /// Reads the manifest into a [`Source`] named by its path as the user would type it.
     pub fn read_manifest(&self) -> CliResult<Source> {
-        let text = fs::read_to_string(&self.manifest_path)
-            .map_err(CliError::io("read", &self.manifest_path))?;
-        Ok(Source::new(display_path(&self.manifest_path), text))
+        read_source(&self.manifest_path)
     }
 
     /// The project's files, for the manifest's file checks.
     pub fn files(&self) -> FsFiles {
         FsFiles::new(&self.root)
     }
+}
+
+/// Reads a YAML file (manifest, test case) into a [`Source`] named by its path as the user
+/// would type it.
+///
+/// # Errors
+/// [`CliError::Io`] when it cannot be read, [`CliError::Source`] (with line and column) when it
+/// is not UTF-8.
+pub fn read_source(path: &Path) -> CliResult<Source> {
+    let bytes = fs::read(path).map_err(CliError::io("read", path))?;
+    Source::from_utf8(display_path(path), bytes)
+        .map_err(|d| CliError::Source(crate::error::SourceProblem(d)))
 }
 
 /// A path relative to the current folder when it is under it, for messages.

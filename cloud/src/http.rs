@@ -29,8 +29,21 @@ use crate::store::{DeviceRecord, Draft, Store};
 
 /// Largest bundle accepted.
 pub const MAX_BUNDLE_BYTES: usize = 256 << 20;
-/// Largest JSON body accepted.
+/// Largest JSON body accepted, where a route sets no smaller limit.
 pub const MAX_JSON_BYTES: usize = 16 << 20;
+/// Largest manifest `POST /v1/revisions` accepts, in bytes of YAML. What reading it may cost
+/// is proportional: the tree, and what aliases copy (the YAML reader's
+/// `edgefn_schema::yaml::expansion_budget`).
+pub const MAX_MANIFEST_BYTES: usize = 1 << 20;
+/// Largest body of `POST /v1/revisions`: a manifest of [`MAX_MANIFEST_BYTES`] (which JSON
+/// escaping at most doubles: YAML has no other control characters than tab and line breaks)
+/// and its bundle map.
+pub const MAX_REVISION_BYTES: usize = 4 * MAX_MANIFEST_BYTES;
+/// Largest body of `POST /v1/publish`: a payload of [`crate::mqtt::MAX_PUBLISH_BYTES`], which
+/// JSON escaping may grow six times (`\u0000`), and the rest of the request.
+pub const MAX_PUBLISH_BODY_BYTES: usize = 6 * crate::mqtt::MAX_PUBLISH_BYTES + (64 << 10);
+/// Most manifest diagnostics listed in a 422 answer (the message gives their number).
+const MAX_LISTED_DIAGNOSTICS: usize = 100;
 /// Longest long-poll.
 pub const MAX_WAIT_SECS: u64 = 300;
 
@@ -310,8 +323,22 @@ impl FromRequestParts<Arc<AppState>> for Caller {
 }
 
 fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    body.map(|Json(v)| v)
-        .map_err(|e| ApiError::bad_request(format!("invalid request body: {}", e.body_text())))
+    body.map(|Json(v)| v).map_err(body_error)
+}
+
+/// A rejected JSON body: 413 past the route's size limit, 400 otherwise (including JSON nested
+/// deeper than serde_json's limit of 128).
+pub(crate) fn body_error(e: JsonRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "the request body is larger than this endpoint accepts; see the API document \
+             (cloud/openapi.json) for its limit",
+        )
+    } else {
+        ApiError::bad_request(format!("invalid request body: {}", e.body_text()))
+    }
 }
 
 fn check_digest(digest: &str) -> Result<(), ApiError> {
@@ -336,7 +363,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/v1/bundles/missing", post(missing_bundles))
-        .route("/v1/revisions", post(create_revision).get(history))
+        .route(
+            "/v1/revisions",
+            post(create_revision)
+                .layer(DefaultBodyLimit::max(MAX_REVISION_BYTES))
+                .get(history),
+        )
         .route("/v1/revisions/{n}", get(revision))
         .route("/v1/rollback", post(rollback))
         .route(
@@ -352,7 +384,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/devices/{name}/desired", get(desired))
         .route("/v1/devices/{name}/status", post(report_status))
         .route("/v1/status", get(fleet_status))
-        .route("/v1/publish", post(crate::messages::publish))
+        .route(
+            "/v1/publish",
+            post(crate::messages::publish).layer(DefaultBodyLimit::max(MAX_PUBLISH_BODY_BYTES)),
+        )
         .route("/v1/messages", get(crate::messages::messages))
         .route("/v1/devices/{name}/logs", get(crate::messages::logs))
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
@@ -539,14 +574,32 @@ async fn missing_bundles(
 
 /// Validates a submitted manifest and its bundle map; returns the manifest's diagnostics as
 /// a 422 when it has errors.
+///
+/// Runs in a blocking task: reading a manifest is bounded (by [`MAX_MANIFEST_BYTES`] and the
+/// YAML reader's budgets) but not small.
 fn validate_submission(req: &NewRevision) -> Result<edgefn_schema::Manifest, ApiError> {
+    if req.manifest.len() > MAX_MANIFEST_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "manifest_too_large",
+            format!(
+                "the manifest is {} bytes; the control plane accepts manifests of at most {} \
+                 bytes ({} MiB)",
+                req.manifest.len(),
+                MAX_MANIFEST_BYTES,
+                MAX_MANIFEST_BYTES >> 20
+            ),
+        ));
+    }
     let source = Source::new("edgefn.yaml", req.manifest.as_str());
     let manifest = match edgefn_schema::load(&source, None) {
         Ok(l) => l.manifest,
         Err(diags) => {
+            let errors = diags.error_count();
             let lines: Vec<String> = diags
                 .iter()
                 .filter(|d| d.is_error())
+                .take(MAX_LISTED_DIAGNOSTICS)
                 .map(|d| {
                     let l = d.location();
                     format!(
@@ -559,8 +612,12 @@ fn validate_submission(req: &NewRevision) -> Result<edgefn_schema::Manifest, Api
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_manifest",
                 format!(
-                    "the manifest has {} error(s); run `edgefn validate`",
-                    lines.len()
+                    "the manifest has {errors} error(s){}; run `edgefn validate`",
+                    if errors > lines.len() {
+                        format!(" (the first {} are listed)", lines.len())
+                    } else {
+                        String::new()
+                    }
                 ),
             )
             .details(serde_json::json!({ "diagnostics": lines })));
@@ -612,11 +669,13 @@ async fn commit(
         ));
     }
     let store = state.store.clone();
-    let revision = blocking(move || Ok(store.commit(draft, expected_parent)?)).await?;
-    let number = revision.summary.number;
-    state
-        .fleet
-        .send_replace(Arc::new(FleetView::build(Some(&revision))));
+    // The fleet view reads the manifest again and resolves every device: off the async threads.
+    let (number, view) = blocking(move || {
+        let revision = store.commit(draft, expected_parent)?;
+        Ok((revision.summary.number, FleetView::build(Some(&revision))))
+    })
+    .await?;
+    state.fleet.send_replace(Arc::new(view));
     tracing::info!(revision = number, "revision committed");
     Ok((
         StatusCode::CREATED,
@@ -634,7 +693,11 @@ async fn create_revision(
 ) -> Result<(StatusCode, Json<ApplyResponse>), ApiError> {
     caller.admin()?;
     let req = json_body(body)?;
-    let manifest = validate_submission(&req)?;
+    let (req, manifest) = blocking(move || {
+        let manifest = validate_submission(&req)?;
+        Ok((req, manifest))
+    })
+    .await?;
     let draft = Draft {
         manifest: req.manifest,
         bundles: req.bundles,
@@ -700,15 +763,20 @@ async fn rollback(
     let old = blocking(move || Ok(store.revision(to)?))
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no revision {to}")))?;
-    let manifest = edgefn_schema::load(&Source::new("edgefn.yaml", old.manifest.as_str()), None)
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_manifest",
-                format!("revision {to}'s manifest no longer validates"),
-            )
-        })?
-        .manifest;
+    let (old, manifest) = blocking(move || {
+        let manifest =
+            edgefn_schema::load(&Source::new("edgefn.yaml", old.manifest.as_str()), None)
+                .map_err(|_| {
+                    ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_manifest",
+                        format!("revision {to}'s manifest no longer validates"),
+                    )
+                })?
+                .manifest;
+        Ok((old, manifest))
+    })
+    .await?;
     let draft = Draft {
         manifest: old.manifest,
         bundles: old.bundles,

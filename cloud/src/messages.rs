@@ -160,9 +160,7 @@ pub async fn publish(
 ) -> Result<Json<PublishResponse>, ApiError> {
     caller.require_admin()?;
     let m = messaging(&state)?;
-    let req = body
-        .map(|Json(v)| v)
-        .map_err(|e| ApiError::bad_request(format!("invalid request body: {}", e.body_text())))?;
+    let req = body.map(|Json(v)| v).map_err(crate::http::body_error)?;
     if let Err(e) = edgefn_schema::topic::validate_topic(&req.topic) {
         return Err(invalid_topic(
             "topic to publish to (it must be concrete: no `+` or `#`)",

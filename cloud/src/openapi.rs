@@ -96,7 +96,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "post",
         path: "/v1/revisions",
         access: Access::Admin,
-        summary: "Submit a manifest and its bundle digests as the next revision. 409 when `expectedParent` is not the latest; 200 with `created: false` when nothing changes.",
+        summary: "Submit a manifest and its bundle digests as the next revision. 409 when `expectedParent` is not the latest; 200 with `created: false` when nothing changes. 422 with the manifest's diagnostics (the first 100); 413 for a body over 4 MiB or a manifest over 1 MiB.",
         request: Some("NewRevision"),
         response: (201, Some("ApplyResponse")),
     },
@@ -200,7 +200,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "post",
         path: "/v1/publish",
         access: Access::Admin,
-        summary: "Send a message down to devices (by `devices` names, or `labels` of the latest manifest's devices) on their local `topic`, i.e. MQTT `edgefn/<device>/down/<topic>`, QoS 1. 400 for a topic with wildcards, 413 for a payload over 256 KiB, 404 when no device matches, 503 without a broker.",
+        summary: "Send a message down to devices (by `devices` names, or `labels` of the latest manifest's devices) on their local `topic`, i.e. MQTT `edgefn/<device>/down/<topic>`, QoS 1. 400 for a topic with wildcards, 413 for a payload over 256 KiB (or a body over 1.6 MiB), 404 when no device matches, 503 without a broker.",
         request: Some("PublishRequest"),
         response: (200, Some("PublishResponse")),
     },
@@ -331,7 +331,7 @@ pub fn document() -> String {
         }
         let error =
             json!({"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}});
-        responses.insert("4XX".into(), json!({"description": "The request is wrong: bad input (400), no or unknown token (401), not allowed (403), not found (404), conflict (409), payload too large (413), invalid manifest (422)", "content": error}));
+        responses.insert("4XX".into(), json!({"description": "The request is wrong: bad input (400), no or unknown token (401), not allowed (403), not found (404), conflict (409), body or payload too large (413, also for JSON bodies over 16 MiB where no smaller limit is given), invalid manifest (422)", "content": error}));
         if op.path == "/v1/publish" || op.path == "/v1/messages" || op.path.ends_with("/logs") {
             responses.insert("503".into(), json!({"description": "Messages are disabled (no broker), or the broker is unreachable", "content": error}));
         }

@@ -85,6 +85,12 @@ codes! {
     UnusedFunction => "edgefn::manifest::unused_function",
     /// A test case file that is not valid.
     InvalidTestCase => "edgefn::manifest::invalid_test_case",
+    /// Aliases that would expand the document past its budget (an "alias bomb").
+    AliasExpansion => "edgefn::manifest::alias_expansion",
+    /// Collections nested deeper than [`crate::yaml::MAX_DEPTH`].
+    NestingDepth => "edgefn::manifest::nesting_depth",
+    /// A file that is not UTF-8 text.
+    NotUtf8 => "edgefn::manifest::not_utf8",
 }
 
 impl fmt::Display for Code {
@@ -234,7 +240,7 @@ impl miette::Diagnostic for Diagnostic {
     }
 
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
-        Some(self.source.inner_named())
+        Some(self.source.code())
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {

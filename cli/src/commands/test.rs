@@ -12,7 +12,7 @@ use edgefn_runtime::{
     SandboxOptions,
 };
 use edgefn_schema::testcase::{self, TestCase, TestTrigger};
-use edgefn_schema::{Manifest, Mode, ResolvedBinding, RouteTarget, Source, defaults_binding};
+use edgefn_schema::{Manifest, Mode, ResolvedBinding, RouteTarget, defaults_binding};
 
 use crate::args::{InvokeArgs, SandboxArg, TestArgs};
 use crate::error::{CliError, CliResult, Outcome};
@@ -248,8 +248,15 @@ pub fn run(args: &TestArgs) -> CliResult {
         if !args.functions.is_empty() && !args.functions.contains(&function) {
             continue;
         }
-        let text = std::fs::read_to_string(&path).map_err(CliError::io("read", &path))?;
-        match testcase::load_test_case(&Source::new(display_path(&path), text)) {
+        let source = match project::read_source(&path) {
+            Ok(source) => source,
+            Err(CliError::Source(crate::error::SourceProblem(d))) => {
+                diags.push(*d);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        match testcase::load_test_case(&source) {
             Ok(case) => cases.push((function, path, case)),
             Err(d) => diags.extend(d),
         }

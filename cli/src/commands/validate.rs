@@ -3,14 +3,27 @@
 use std::io::Write;
 
 use crate::args::{Format, ValidateArgs};
-use crate::error::{CliResult, Outcome};
+use crate::error::{CliError, CliResult, Outcome};
 use crate::project::Project;
 use crate::report;
 
 /// Loads and checks the manifest; exit 1 on errors, 0 with only warnings.
 pub fn run(args: &ValidateArgs) -> CliResult {
     let project = Project::locate(args.file.as_deref())?;
-    let source = project.read_manifest()?;
+    let source = match project.read_manifest() {
+        Ok(source) => source,
+        // A manifest that is not UTF-8 is reported like any other problem of its text.
+        Err(CliError::Source(crate::error::SourceProblem(d))) => {
+            let diags = edgefn_schema::Diagnostics(vec![*d]);
+            let summary = format!(
+                "{}: {}",
+                crate::project::display_path(&project.manifest_path),
+                report::counts(&diags)
+            );
+            return Ok(finish(&diags, &summary, args.format));
+        }
+        Err(e) => return Err(e),
+    };
     let files = project.files();
     let (diags, summary) = match edgefn_schema::load(&source, Some(&files)) {
         Ok(mut loaded) => {
@@ -41,13 +54,18 @@ pub fn run(args: &ValidateArgs) -> CliResult {
             (diags, summary)
         }
     };
-    report::print(&diags, args.format);
-    if args.format != Format::Json {
+    Ok(finish(&diags, &summary, args.format))
+}
+
+/// Prints the diagnostics and the summary line; the outcome they make.
+fn finish(diags: &edgefn_schema::Diagnostics, summary: &str, format: Format) -> Outcome {
+    report::print(diags, format);
+    if format != Format::Json {
         let mut err = std::io::stderr().lock();
         let summary = if diags.warning_count() > 0 && !diags.has_errors() {
-            format!("{summary} ({})", report::counts(&diags))
+            format!("{summary} ({})", report::counts(diags))
         } else {
-            summary
+            summary.to_owned()
         };
         let _ = writeln!(
             err,
@@ -55,11 +73,11 @@ pub fn run(args: &ValidateArgs) -> CliResult {
             if diags.has_errors() { "error: " } else { "" }
         );
     }
-    Ok(if diags.has_errors() {
+    if diags.has_errors() {
         Outcome::Failed
     } else {
         Outcome::Success
-    })
+    }
 }
 
 fn plural(n: usize) -> &'static str {
@@ -75,9 +93,14 @@ fn check_test_cases(
 ) -> CliResult<usize> {
     let files = crate::project::test_case_files(&project.root, manifest);
     for (_, path) in &files {
-        let text =
-            std::fs::read_to_string(path).map_err(crate::error::CliError::io("read", path))?;
-        let source = edgefn_schema::Source::new(crate::project::display_path(path), text);
+        let source = match crate::project::read_source(path) {
+            Ok(source) => source,
+            Err(CliError::Source(crate::error::SourceProblem(d))) => {
+                diags.push(*d);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if let Err(found) = edgefn_schema::testcase::load_test_case(&source) {
             diags.extend(found);
         }
