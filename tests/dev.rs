@@ -497,3 +497,108 @@ fn edgefn_dev_applies_every_save_and_follows_the_devices_of_the_manifest() {
         text(&leftover.stdout)
     );
 }
+
+/// The README's walkthrough, from `edgefn init` to a function on another machine, runs as
+/// printed: each ```sh block of that section in a fresh HOME, the server and the device in the
+/// background, until `edgefn status` shows the device converged.
+#[test]
+fn the_readme_walkthrough_runs_as_printed() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("readme");
+    let start = readme
+        .find("## From `edgefn init` to a function on another machine")
+        .expect("the walkthrough section");
+    let section = &readme[start..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    let blocks: Vec<&str> = section
+        .split("```sh\n")
+        .skip(1)
+        .map(|b| b.split("```").next().expect("block"))
+        .collect();
+    assert_eq!(
+        blocks.len(),
+        5,
+        "project, server, project, device, status: {blocks:?}"
+    );
+
+    let tmp = tempfile::tempdir().expect("tmp");
+    let home = tmp.path().join("home");
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&home).expect("home");
+    std::fs::create_dir_all(&work).expect("work");
+    let bins = sibling_bin("edgefn-cloud")
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bins.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let bash = |dir: &Path, script: &str| {
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg(script)
+            .current_dir(dir)
+            .env_clear()
+            .env("HOME", &home)
+            .env("PATH", &path)
+            .env("NO_COLOR", "1")
+            .env("GIT_AUTHOR_NAME", "Ada")
+            .env("GIT_AUTHOR_EMAIL", "ada@example.com")
+            .env("GIT_COMMITTER_NAME", "Ada")
+            .env("GIT_COMMITTER_EMAIL", "ada@example.com");
+        cmd
+    };
+    let run = |dir: &Path, block: &str| {
+        let out = bash(dir, &format!("set -euo pipefail\n{block}"))
+            .output()
+            .expect("bash");
+        assert!(
+            out.status.success(),
+            "README block failed:\n{block}\nstdout:\n{}\nstderr:\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        out
+    };
+    let background = |dir: &Path, block: &str| {
+        bash(dir, &format!("exec {}", block.trim()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn")
+    };
+    // Kills the process when the test ends, however it ends.
+    struct Killed(Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    run(&work, blocks[0]);
+    let project = work.join("my-fleet");
+    let mut cloud = Killed(background(&project, blocks[1]));
+    let stdout = cloud.0.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        let line = lines
+            .next()
+            .expect("edgefn-cloud exited before listening (are ports 7070 and 1883 free?)")
+            .expect("read");
+        if line.contains("listening on") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    run(&project, blocks[2]);
+    let _agent = Killed(background(&project, blocks[3]));
+    let mut last = String::new();
+    wait_until(90, "the device converges", || {
+        last = text(&run(&project, blocks[4]).stdout);
+        last.lines()
+            .any(|l| l.starts_with("dev-01 ") && l.contains("converged"))
+    });
+    drop(cloud);
+}

@@ -83,9 +83,10 @@ fn add(args: &DeviceAddArgs) -> CliResult {
                 // to add.
                 Err(edit::EditError::Exists(_))
                     if edgefn_schema::load(&text, None).ok().is_some_and(|l| {
-                        l.manifest.devices.get(&args.name).is_some_and(|d| {
-                            labels.iter().all(|(k, v)| d.labels.get(k) == Some(v))
-                        })
+                        l.manifest
+                            .devices
+                            .get(&args.name)
+                            .is_some_and(|d| labels.iter().all(|(k, v)| d.labels.get(k) == Some(v)))
                     }) =>
                 {
                     None

@@ -104,8 +104,11 @@ pub fn status(args: &StatusArgs) -> CliResult {
                 Some(r) if r < fleet.revision => {
                     format!("converged (its desired state is unchanged since revision {r})")
                 }
-                _ if message.is_empty() => "converged".into(),
-                _ => message,
+                // The agent's own "running revision N" says less than "converged".
+                _ if message.is_empty() || message.starts_with("running revision") => {
+                    "converged".into()
+                }
+                _ => format!("converged; {message}"),
             };
         }
         let _ = writeln!(
