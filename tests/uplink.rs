@@ -1340,3 +1340,96 @@ fn with_mosquittos_max_packet_size_the_messages_behind_a_too_large_one_flow() {
         }
     }
 }
+
+/// The agent says when its MQTT link fails (at its default log level, once, not at every retry)
+/// and when it recovers; `edgefn status` and `/metrics` show the link; a change reaches the
+/// cloud within seconds, not a whole `reportInterval` later.
+#[test]
+fn a_failing_mqtt_link_is_said_once_shown_in_status_and_its_recovery_too() {
+    let port = server_port();
+    let s = setup(port);
+    // A long report interval: only a change makes the agent report within the test's waits.
+    let config = std::fs::read_to_string(&s.config)
+        .expect("read")
+        .replace("reportInterval: 1s\n", "reportInterval: 300s\n");
+    std::fs::write(&s.config, config).expect("write");
+    let data = tempfile::tempdir().expect("agent");
+    let mut agent = Command::new(sibling_bin("edgefn-agent"))
+        .args(["--config", s.config.to_str().expect("utf8")])
+        .args(["--data", data.path().to_str().expect("utf8")])
+        .args([
+            "--sandbox",
+            "process",
+            "--local-listen",
+            "127.0.0.1:0",
+            "--local-mqtt",
+            "none",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("agent");
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = log.clone();
+    let stderr = agent.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for l in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            sink.lock().expect("lock").push(l);
+        }
+    });
+    let count = |needle: &str| {
+        log.lock()
+            .expect("lock")
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    };
+    let broker = format!("127.0.0.1:{port}");
+    wait_until(30, "the failure is said", || {
+        count(&format!("cannot reach the cloud's broker at {broker}")) == 1
+    });
+    wait_until(30, "dev-a converges", || converged(&s));
+    let env = s.cloud.env();
+    let env = cli_env(&env, None);
+    wait_until(10, "status shows the link down", || {
+        let out = ok(&edgefn_env(s.project.path(), &["status", "dev-a"], &env));
+        out.contains(&format!("link to {broker}: DOWN since")) && out.contains("MQTT link down")
+    });
+    let metrics = http(
+        &s.cloud.addr(),
+        "GET",
+        "/metrics",
+        Some(&s.cloud.admin),
+        &[],
+        b"",
+    );
+    assert!(
+        text(&metrics.body).contains("edgefn_devices_link_down 1"),
+        "{}",
+        text(&metrics.body)
+    );
+    pause(3000);
+    assert_eq!(
+        count("cannot reach the cloud's broker"),
+        1,
+        "said once, not at every retry: {:?}",
+        log.lock()
+    );
+
+    // The broker comes up: the recovery is said, and reported within seconds.
+    let dir = tempfile::tempdir().expect("mosquitto");
+    let _mosquitto = Mosquitto::start(dir.path(), Some(port));
+    wait_until(30, "the recovery is said", || {
+        count(&format!(
+            "connected to the cloud's broker at {broker} after"
+        )) == 1
+    });
+    wait_until(10, "status shows the link up", || {
+        let out = ok(&edgefn_env(s.project.path(), &["status", "dev-a"], &env));
+        out.contains(&format!("link to {broker}: up since")) && !out.contains("MQTT link down")
+    });
+    let _ = agent.kill();
+    let _ = agent.wait();
+}

@@ -143,6 +143,7 @@ async fn outbox_rate(port: u16, dir: &std::path::Path) -> f64 {
         )),
         down_tx,
         log_rx,
+        std::sync::Arc::new(uplink::LinkState::new(format!("127.0.0.1:{port}"))),
         stop_rx,
     ));
     while outbox.stats().await.pending > 0 {

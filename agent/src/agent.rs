@@ -83,6 +83,8 @@ pub struct Agent {
     pub outbox: crate::outbox::Outbox,
     /// The largest packet the cloud's broker takes (learned by the link).
     pub limit: Arc<crate::uplink::PacketLimit>,
+    /// The MQTT link's state, once the link is started (reported in the status).
+    pub link: std::sync::OnceLock<Arc<crate::uplink::LinkState>>,
     /// The filters of the active release's routes to the cloud, for checks that cannot wait
     /// for the release's lock (the local MQTT listener's).
     up_filters: std::sync::RwLock<Vec<String>>,
@@ -139,6 +141,10 @@ pub fn crash_point(config: &AgentConfig, point: &str) {
 
 /// Exponential backoff with jitter: a down cloud is never hammered, and a fleet that lost it
 /// together does not come back in step.
+/// How often the report loop looks for a change to report: a status change reaches the cloud
+/// within this long, not a whole `reportInterval` later.
+const CHANGE_CHECK: Duration = Duration::from_secs(1);
+
 pub(crate) fn backoff(attempt: u32) -> Duration {
     let base = Duration::from_secs(1)
         .saturating_mul(1 << attempt.min(6))
@@ -171,6 +177,7 @@ impl Agent {
         ));
         Ok(Arc::new(Agent {
             limit,
+            link: std::sync::OnceLock::new(),
             up_filters: std::sync::RwLock::new(Vec::new()),
             config,
             layout,
@@ -864,7 +871,8 @@ impl Agent {
         self.set_reported(DeviceState::Failed, Some(reason), Some(digest.to_owned()));
     }
 
-    async fn report(&self) -> Result<(), CloudError> {
+    /// The status report as of now.
+    async fn status(&self) -> StatusReport {
         let r = lock(&self.reported).clone();
         let active = self.active.read().await.clone();
         let report = StatusReport {
@@ -887,19 +895,32 @@ impl Agent {
                 Some(a) => a.status().await,
                 None => Vec::new(),
             },
+            link: self.link.get().map(|l| l.snapshot()),
         };
-        self.cloud.report(&report).await
+        report
     }
 
-    /// Reports after every change and every `report_interval`, until `stop`.
+    /// Reports at once after an update's change of state, within a second of any other change
+    /// (function counters and states, the outbox, the link), and every `report_interval` in
+    /// any case (the cloud sees the device alive), until `stop`.
     pub async fn report_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut sent: Option<StatusReport> = None;
+        let mut sent_at = tokio::time::Instant::now();
         loop {
-            if let Err(e) = self.report().await {
-                tracing::debug!("status report not sent: {e}");
+            let report = self.status().await;
+            let due = sent_at.elapsed() >= self.config.report_interval;
+            if due || sent.as_ref() != Some(&report) {
+                match self.cloud.report(&report).await {
+                    Ok(()) => {
+                        sent = Some(report);
+                        sent_at = tokio::time::Instant::now();
+                    }
+                    Err(e) => tracing::debug!("status report not sent: {e}"),
+                }
             }
             tokio::select! {
                 () = self.report_now.notified() => {}
-                () = tokio::time::sleep(self.config.report_interval) => {}
+                () = tokio::time::sleep(CHANGE_CHECK.min(self.config.report_interval)) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
         }

@@ -120,6 +120,11 @@ pub async fn run_with(
     });
     let (down_tx, mut down_rx) = tokio::sync::mpsc::unbounded_channel::<uplink::Downlink>();
     let link = mqtt.map(|broker| {
+        let state = Arc::new(uplink::LinkState::new(format!(
+            "{}:{}",
+            broker.host, broker.port
+        )));
+        let _ = agent.link.set(state.clone());
         tokio::spawn(uplink::run(
             broker,
             protocol,
@@ -129,6 +134,7 @@ pub async fn run_with(
             agent.limit.clone(),
             down_tx,
             log_rx,
+            state,
             stop_rx.clone(),
         ))
     });

@@ -277,6 +277,7 @@ struct Link<'a> {
     outbox: &'a Outbox,
     down: &'a mpsc::UnboundedSender<Downlink>,
     limit: &'a PacketLimit,
+    state: &'a LinkState,
 }
 
 /// Runs the link until `stop`.
@@ -290,6 +291,7 @@ pub async fn run(
     limit: Arc<PacketLimit>,
     down: mpsc::UnboundedSender<Downlink>,
     mut logs: mpsc::Receiver<ShippedLog>,
+    state: Arc<LinkState>,
     mut stop: watch::Receiver<bool>,
 ) {
     let link = Link {
@@ -299,6 +301,7 @@ pub async fn run(
         outbox: &outbox,
         down: &down,
         limit: &limit,
+        state: &state,
     };
     let mut attempt = 0u32;
     let mut v5 = protocol != Protocol::V4;
@@ -365,6 +368,85 @@ fn nodelay() -> rumqttc::NetworkOptions {
     let mut net = rumqttc::NetworkOptions::new();
     net.set_tcp_nodelay(true);
     net
+}
+
+/// The link's state, shared with the status report: up or down since when, and the last
+/// failure. The first failure after a start or a recovery is logged at `warn`, the recovery at
+/// `info`; the failed attempts in between at `debug` (they repeat every few seconds).
+#[derive(Debug)]
+pub struct LinkState {
+    state: std::sync::Mutex<edgefn_schema::api::LinkStatus>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl LinkState {
+    /// Down, since now, towards `broker` (`host:port`).
+    pub fn new(broker: String) -> Self {
+        Self {
+            state: std::sync::Mutex::new(edgefn_schema::api::LinkStatus {
+                up: false,
+                since_ms: now_ms(),
+                broker,
+                last_error: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, edgefn_schema::api::LinkStatus> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The link is up.
+    fn up(&self, version: &str) {
+        let mut s = self.lock();
+        let now = now_ms();
+        match &s.last_error {
+            Some(e) if !s.up => tracing::info!(
+                "{version}: connected to the cloud's broker at {} after {:.0} s down (last error: {e})",
+                s.broker,
+                now.saturating_sub(s.since_ms) as f64 / 1000.0
+            ),
+            _ => tracing::info!("{version}: connected to {}", s.broker),
+        }
+        s.up = true;
+        s.since_ms = now;
+    }
+
+    /// The link failed (`lost`: it was up); the first failure of a run of them is logged.
+    fn down(&self, error: &str, lost: bool) {
+        let mut s = self.lock();
+        let first = s.up || s.last_error.is_none() || lost;
+        if first {
+            tracing::warn!(
+                "MQTT: {} the cloud's broker at {}: {error}; retrying (messages for the cloud wait in the outbox)",
+                if lost {
+                    "lost the connection to"
+                } else {
+                    "cannot reach"
+                },
+                s.broker
+            );
+        } else {
+            tracing::debug!("MQTT: still cannot reach {}: {error}", s.broker);
+        }
+        if s.up {
+            s.since_ms = now_ms();
+        }
+        s.up = false;
+        s.last_error = Some(error.to_owned());
+    }
+
+    /// What the status report says.
+    pub fn snapshot(&self) -> edgefn_schema::api::LinkStatus {
+        self.lock().clone()
+    }
 }
 
 /// Connections the broker closes in a row while one message alone waits for its
@@ -671,7 +753,7 @@ async fn connection(
                                 tracing::debug!("{version}: the broker takes packets of up to {max} bytes");
                             }
                             connected = true;
-                            tracing::info!("{version}: connected to {}:{}", link.broker.host, link.broker.port);
+                            link.state.up(version);
                             client.subscribe(format!("{down_prefix}#")).await;
                         }
                         Ok(LinkEvent::Sent(pkid)) => window.named(pkid),
@@ -690,11 +772,7 @@ async fn connection(
                         }
                         Ok(LinkEvent::Closed | LinkEvent::Other) => {}
                         Err(e) => {
-                            if connected {
-                                tracing::warn!("MQTT: connection lost: {e}");
-                            } else {
-                                tracing::debug!("{version}: cannot connect: {e}");
-                            }
+                            link.state.down(&e.to_string(), connected);
                             return Ended {
                                 connected,
                                 head: window.in_flight.first().copied(),

@@ -435,13 +435,20 @@ async fn metrics(State(state): State<Arc<AppState>>, caller: Caller) -> Result<R
     let mut text = state.metrics.render(view.revision, registered, converged);
     // The devices' outboxes, as they last reported them.
     let (mut pending, mut dropped, mut rejected) = (0u64, 0u64, 0u64);
+    let mut links_down = 0u64;
     for (r, _) in statuses.values() {
         if let Some(o) = &r.outbox {
             pending += o.pending;
             dropped += o.dropped;
             rejected += o.rejected;
         }
+        if r.link.as_ref().is_some_and(|l| !l.up) {
+            links_down += 1;
+        }
     }
+    text.push_str(&format!(
+        "# HELP edgefn_devices_link_down Devices whose MQTT link to the broker was down at their last report.\n# TYPE edgefn_devices_link_down gauge\nedgefn_devices_link_down {links_down}\n"
+    ));
     text.push_str(&format!(
         "# HELP edgefn_outbox_pending Messages waiting in devices' outboxes, as last reported.\n# TYPE edgefn_outbox_pending gauge\nedgefn_outbox_pending {pending}\n# HELP edgefn_outbox_dropped Messages devices dropped for their outbox bounds, as last reported.\n# TYPE edgefn_outbox_dropped gauge\nedgefn_outbox_dropped {dropped}\n# HELP edgefn_outbox_rejected Messages devices set aside because the broker cannot take them (too large, or refused), as last reported.\n# TYPE edgefn_outbox_rejected gauge\nedgefn_outbox_rejected {rejected}\n"
     ));

@@ -271,6 +271,25 @@ pub struct StatusReport {
     /// The device's outbox of messages for the cloud.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbox: Option<OutboxStatus>,
+    /// Its MQTT link to the cloud's broker, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkStatus>,
+}
+
+/// A device's MQTT link to the cloud's broker, as its agent sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkStatus {
+    /// Connected now.
+    pub up: bool,
+    /// Since when it is up or down (ms since the epoch).
+    pub since_ms: u64,
+    /// The broker, `host:port`.
+    pub broker: String,
+    /// The last failure (refused login, unreachable broker, lost connection), kept after it
+    /// recovered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// A device's outbox of messages for the cloud.

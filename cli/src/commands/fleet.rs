@@ -111,12 +111,39 @@ pub fn status(args: &StatusArgs) -> CliResult {
                 _ => format!("converged; {message}"),
             };
         }
+        // A dead link is news even on a converged device: routes to and from the cloud stop.
+        if let Some(l) = d
+            .report
+            .as_ref()
+            .and_then(|r| r.link.as_ref())
+            .filter(|l| !l.up)
+        {
+            message = format!(
+                "MQTT link down since {}: {}{}{message}",
+                ago(l.since_ms),
+                l.last_error.as_deref().unwrap_or("not connected yet"),
+                if message.is_empty() { "" } else { "; " }
+            );
+        }
         let _ = writeln!(
             out,
             "{:<20} {:<10} {:<10} {:<12} {:<10} {message}",
             d.name, desired, running, state, seen
         );
         if args.device.is_some() {
+            if let Some(l) = d.report.as_ref().and_then(|r| r.link.as_ref()) {
+                let _ = writeln!(
+                    out,
+                    "  link to {}: {} since {}{}",
+                    l.broker,
+                    if l.up { "up" } else { "DOWN" },
+                    ago(l.since_ms),
+                    l.last_error
+                        .as_deref()
+                        .map(|e| format!(" (last error: {e})"))
+                        .unwrap_or_default()
+                );
+            }
             if let Some(o) = d.report.as_ref().and_then(|r| r.outbox) {
                 let _ = writeln!(
                     out,
