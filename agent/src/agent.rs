@@ -875,7 +875,7 @@ impl Agent {
     async fn status(&self) -> StatusReport {
         let r = lock(&self.reported).clone();
         let active = self.active.read().await.clone();
-        let report = StatusReport {
+        StatusReport {
             running_digest: active.as_ref().map(|a| a.digest().to_owned()),
             running_revision: active.as_ref().map(|a| a.desired.revision),
             state: r.state,
@@ -896,8 +896,7 @@ impl Agent {
                 None => Vec::new(),
             },
             link: self.link.get().map(|l| l.snapshot()),
-        };
-        report
+        }
     }
 
     /// Reports at once after an update's change of state, within a second of any other change
