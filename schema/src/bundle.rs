@@ -164,6 +164,13 @@ pub fn digest(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
+/// How many bytes a bundle inflates to (its tar stream), from the first bytes of its zstd
+/// frame (18 are always enough), when the frame says ([`pack`]'s always do). The files take
+/// about that much room once extracted.
+pub fn inflated_size(head: &[u8]) -> Option<u64> {
+    zstd::zstd_safe::get_frame_content_size(head).ok().flatten()
+}
+
 /// Whether `s` looks like a sha256 digest in lowercase hex.
 pub fn is_digest(s: &str) -> bool {
     s.len() == 64
@@ -1027,6 +1034,15 @@ mod tests {
             unpack_into(&big[..big.len() / 2], 4 << 20, &mut Refuse),
             Err(UnpackError::Bundle(BundleError::Corrupt(_)))
         ));
+    }
+
+
+    #[test]
+    fn a_packed_bundle_says_how_large_it_inflates() {
+        let bytes = pack(vec![file("zeros", &"0".repeat(100_000))]).unwrap();
+        let size = inflated_size(&bytes[..18]).unwrap();
+        assert!((100_000..110_000).contains(&size), "{size}");
+        assert_eq!(inflated_size(b"not zstd"), None);
     }
 
 }
