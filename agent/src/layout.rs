@@ -506,3 +506,327 @@ impl bundle::Sink for Folder<'_> {
             .map_err(|e| io("link", &self.path.join(path))(e.into()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bundle::Sink;
+    use tar::EntryType::{Link, Regular, Symlink};
+
+    /// An archive written by hand, as an attacker would: (path, type, link target, mode, data).
+    fn crafted(entries: &[(&str, tar::EntryType, Option<&str>, u32, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, kind, link, mode, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_size(data.len() as u64);
+            h.set_mode(*mode);
+            h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+            if let Some(l) = link {
+                h.as_old_mut().linkname[..l.len()].copy_from_slice(l.as_bytes());
+            }
+            h.set_cksum();
+            b.append(&h, *data).expect("append");
+        }
+        zstd::bulk::compress(&b.into_inner().expect("tar"), 1).expect("zstd")
+    }
+
+    /// A data folder inside a scratch folder, with `bytes` downloaded as bundle; returns the
+    /// layout and the bundle's digest.
+    fn downloaded(root: &Path, bytes: &[u8]) -> (Layout, String) {
+        let layout = Layout::open(&root.join("data")).expect("layout");
+        let digest = bundle::digest(bytes);
+        fs::write(layout.download_path(&digest), bytes).expect("write");
+        (layout, digest)
+    }
+
+    /// Every path under `dir`, relative to it.
+    fn tree(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in fs::read_dir(&d).expect("read").flatten() {
+                let p = e.path();
+                out.push(p.strip_prefix(dir).expect("under").display().to_string());
+                if p.is_dir() && !p.is_symlink() {
+                    todo.push(p);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_chain_of_links_cannot_carry_a_file_out_of_the_bundle() {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let before = tree(scratch.path());
+        for (what, entries) in [
+            (
+                "the issue's chain",
+                vec![
+                    ("main.py", Regular, None, 0o644, &b"x"[..]),
+                    ("a/b", Symlink, Some(".."), 0o777, b""),
+                    ("a/b/c", Symlink, Some(".."), 0o777, b""),
+                    ("a/b/c/pwned", Regular, None, 0o644, b"x"),
+                ],
+            ),
+            (
+                "one more level",
+                vec![
+                    ("a/b", Symlink, Some(".."), 0o777, &b""[..]),
+                    ("a/b/c", Symlink, Some(".."), 0o777, b""),
+                    ("a/b/c/d", Symlink, Some(".."), 0o777, b""),
+                    ("a/b/c/d/pwned", Regular, None, 0o644, b"x"),
+                ],
+            ),
+            (
+                "link to a link, then `..`",
+                vec![
+                    ("x/b", Symlink, Some(".."), 0o777, &b""[..]),
+                    ("up", Symlink, Some("x/b/.."), 0o777, b""),
+                    ("up/pwned", Regular, None, 0o644, b"x"),
+                ],
+            ),
+            (
+                "hard link to a link",
+                vec![
+                    ("l", Symlink, Some("."), 0o777, &b""[..]),
+                    ("h", Link, Some("l"), 0o644, b""),
+                ],
+            ),
+            (
+                "a link replacing a folder already written",
+                vec![
+                    ("a/pwned", Regular, None, 0o644, &b"x"[..]),
+                    ("a", Symlink, Some("."), 0o777, b""),
+                ],
+            ),
+        ] {
+            let (layout, digest) = downloaded(scratch.path(), &crafted(&entries));
+            let err = layout.install_bundle(&digest, || {}).expect_err(what);
+            assert!(
+                matches!(err, LayoutError::Bundle { .. }) && !err.is_storage(),
+                "{what}: {err}"
+            );
+            assert!(
+                err.to_string().contains("unsafe or invalid archive"),
+                "{what}: {err}"
+            );
+            assert!(!layout.has_bundle(&digest), "{what}");
+            let after: Vec<String> = tree(scratch.path())
+                .into_iter()
+                .filter(|p| p.contains("pwned"))
+                .collect();
+            assert!(after.is_empty(), "{what}: {after:?}");
+            // Nothing half-extracted is left, and the bad download is gone.
+            assert!(
+                tree(&layout.root().join("bundles")).is_empty(),
+                "{what}: {:?}",
+                tree(&layout.root().join("bundles"))
+            );
+            assert!(!layout.download_path(&digest).exists(), "{what}");
+        }
+        let _ = before;
+    }
+
+    #[test]
+    fn the_folder_sink_never_writes_through_a_link_already_on_disk() {
+        // Defence in depth: even if a link were there before the file (it never is), the file
+        // is not created through it.
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let outside = scratch.path().join("outside");
+        fs::create_dir(&outside).expect("mkdir");
+        let dir = scratch.path().join("bundle");
+        fs::create_dir(&dir).expect("mkdir");
+        std::os::unix::fs::symlink(&outside, dir.join("l")).expect("link");
+        std::os::unix::fs::symlink(&outside, dir.join("f")).expect("link");
+        let mut sink = Folder {
+            root: open_dir(&dir).expect("open"),
+            path: &dir,
+            files: 0,
+            halfway: &|| {},
+        };
+        assert!(sink.file("l/x", false, 1, &mut &b"x"[..]).is_err());
+        assert!(sink.file("l/deeper/x", false, 1, &mut &b"x"[..]).is_err());
+        assert!(sink.file("f", false, 1, &mut &b"x"[..]).is_err());
+        assert!(sink.symlink("l/y", "z").is_err());
+        assert!(tree(&outside).is_empty(), "{:?}", tree(&outside));
+        // Ordinary nested files and links are written.
+        sink.file("a/b/c.txt", true, 1, &mut &b"c"[..]).expect("file");
+        sink.symlink("a/c", "b/c.txt").expect("link");
+        assert_eq!(fs::read(dir.join("a/c")).expect("read"), b"c");
+    }
+
+    #[test]
+    fn setuid_entries_are_refused_by_name() {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let bytes = crafted(&[("bin/tool", Regular, None, 0o4755, b"x")]);
+        let (layout, digest) = downloaded(scratch.path(), &bytes);
+        let err = layout.install_bundle(&digest, || {}).expect_err("refused");
+        let text = err.to_string();
+        assert!(
+            text.contains("`bin/tool`") && text.contains("setuid"),
+            "{text}"
+        );
+        assert!(!layout.has_bundle(&digest));
+    }
+
+    #[test]
+    fn a_good_bundle_is_extracted_with_modes_and_links() {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let bytes = bundle::pack(vec![
+            bundle::BundleFile {
+                path: "bin/run.sh".into(),
+                kind: bundle::FileKind::Regular {
+                    data: b"#!/bin/sh\n".to_vec(),
+                    executable: true,
+                },
+            },
+            bundle::BundleFile {
+                path: "run".into(),
+                kind: bundle::FileKind::Symlink {
+                    target: "bin/run.sh".into(),
+                },
+            },
+        ])
+        .expect("pack");
+        let (layout, digest) = downloaded(scratch.path(), &bytes);
+        layout.install_bundle(&digest, || {}).expect("installed");
+        let dir = layout.bundle_dir(&digest);
+        assert_eq!(tree(&dir), ["bin", "bin/run.sh", "run"]);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(dir.join("bin/run.sh")).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o100, 0o100);
+        assert!(!layout.download_path(&digest).exists());
+    }
+
+    #[test]
+    fn reclaim_frees_debris_stale_downloads_and_unused_bundles_only() {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let layout = Layout::open(scratch.path()).expect("layout");
+        let (keep, stale) = ("a".repeat(64), "b".repeat(64));
+        fs::write(layout.download_path(&keep), vec![0u8; 10_000]).expect("write");
+        fs::write(layout.download_path(&stale), vec![0u8; 10_000]).expect("write");
+        fs::create_dir_all(layout.bundle_dir(&keep)).expect("mkdir");
+        fs::create_dir_all(layout.bundle_dir(&stale).join("deep")).expect("mkdir");
+        fs::write(layout.bundle_dir(&stale).join("deep/f"), vec![0u8; 10_000]).expect("write");
+        let debris = layout.root().join("bundles").join(format!("{keep}.tmp-1"));
+        fs::create_dir_all(&debris).expect("mkdir");
+        fs::write(debris.join("half"), vec![0u8; 10_000]).expect("write");
+        let freed = layout.reclaim(std::slice::from_ref(&keep)).expect("reclaim");
+        assert!(freed >= 30_000, "{freed}");
+        assert!(layout.download_path(&keep).exists() && layout.has_bundle(&keep));
+        assert!(!layout.download_path(&stale).exists() && !layout.has_bundle(&stale));
+        assert!(!debris.exists());
+    }
+
+    /// A tmpfs of `size` mounted on a new folder, unmounted when dropped; `None` (with a
+    /// message) where mounting is not permitted.
+    struct Tmpfs(tempfile::TempDir);
+
+    impl Tmpfs {
+        #[allow(clippy::print_stderr)]
+        fn mount(size: &str) -> Option<Tmpfs> {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                eprintln!("SKIPPED: cannot mount a tmpfs here (needs root): no full-disk test");
+                return None;
+            }
+            Some(Tmpfs(dir))
+        }
+
+        fn path(&self) -> &Path {
+            self.0.path()
+        }
+
+        /// Fills the file system with `filler` until a write fails.
+        fn fill(&self, filler: &Path) {
+            let mut f = fs::File::create(filler).expect("create");
+            let block = vec![0xa5u8; 4096];
+            while f.write_all(&block).is_ok() {}
+            let _ = f.sync_all();
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg(self.0.path())
+                .status();
+        }
+    }
+
+    #[test]
+    fn extraction_on_a_full_disk_is_a_storage_error_and_leaves_nothing_behind() {
+        let Some(fs_) = Tmpfs::mount("2m") else {
+            return;
+        };
+        let layout = Layout::open(&fs_.path().join("data")).expect("layout");
+        // 1.2 MiB of incompressible bytes: the download fits, the extraction does not.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let blob: Vec<u8> = (0..1_200_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let bytes = bundle::pack(vec![bundle::BundleFile {
+            path: "blob".into(),
+            kind: bundle::FileKind::Regular {
+                data: blob,
+                executable: false,
+            },
+        }])
+        .expect("pack");
+        let digest = bundle::digest(&bytes);
+        fs::write(layout.download_path(&digest), &bytes).expect("the download fits");
+        let err = layout.install_bundle(&digest, || {}).expect_err("no room");
+        assert!(err.is_storage() && err.is_full(), "{err}");
+        assert!(
+            err.to_string().starts_with("no space left on the device: the bundles need"),
+            "{err}"
+        );
+        // Measured before writing: nothing was written, the download is kept for later.
+        assert!(tree(&layout.root().join("bundles")).is_empty());
+        assert!(layout.download_path(&digest).exists());
+
+        // Past the measurement (something else fills the disk meanwhile): the write fails,
+        // is reported as the storage's, and the half-extracted folder is removed.
+        fs::remove_file(layout.download_path(&digest)).expect("rm");
+        let small = bundle::pack(vec![
+            bundle::BundleFile {
+                path: "a".into(),
+                kind: bundle::FileKind::Regular {
+                    data: vec![1u8; 10],
+                    executable: false,
+                },
+            },
+            bundle::BundleFile {
+                path: "b".into(),
+                kind: bundle::FileKind::Regular {
+                    data: vec![7u8; 200_000],
+                    executable: false,
+                },
+            },
+        ])
+        .expect("pack");
+        let small_digest = bundle::digest(&small);
+        fs::write(layout.download_path(&small_digest), &small).expect("fits");
+        let filler = fs_.path().join("filler");
+        let err = layout
+            .install_bundle(&small_digest, || fs_.fill(&filler))
+            .expect_err("full");
+        assert!(err.is_storage() && err.is_full(), "{err}");
+        assert!(!err.to_string().contains("invalid archive"), "{err}");
+        assert!(tree(&layout.root().join("bundles")).is_empty());
+    }
+}
