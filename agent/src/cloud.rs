@@ -251,3 +251,31 @@ impl CloudClient {
         check(resp).await.map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_write_to_a_full_disk_is_an_error_not_a_short_file() {
+        let Some(fs_) = crate::testfs::Tmpfs::mount("1m") else {
+            return;
+        };
+        fs_.fill(&fs_.path().join("filler"));
+        let path = fs_.path().join("bundle.part");
+        let mut file = tokio::fs::File::create(&path).await.expect("create");
+        // Tokio's file buffers the write and answers Ok: the error comes with the flush.
+        let written = file.write_all(&[1u8; 64 << 10]).await;
+        let saved = match written {
+            Ok(()) => flush_and_sync(&mut file).await,
+            Err(e) => Err(e),
+        };
+        let err = saved.expect_err("a full disk must fail the download");
+        assert!(crate::layout::is_full(&err), "{err}");
+        let e = CloudError::Disk {
+            digest: "d".into(),
+            source: err,
+        };
+        assert!(e.is_full());
+    }
+}

@@ -721,51 +721,9 @@ mod tests {
         assert!(!debris.exists());
     }
 
-    /// A tmpfs of `size` mounted on a new folder, unmounted when dropped; `None` (with a
-    /// message) where mounting is not permitted.
-    struct Tmpfs(tempfile::TempDir);
-
-    impl Tmpfs {
-        #[allow(clippy::print_stderr)]
-        fn mount(size: &str) -> Option<Tmpfs> {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let ok = std::process::Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-                .arg(dir.path())
-                .stderr(std::process::Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if !ok {
-                eprintln!("SKIPPED: cannot mount a tmpfs here (needs root): no full-disk test");
-                return None;
-            }
-            Some(Tmpfs(dir))
-        }
-
-        fn path(&self) -> &Path {
-            self.0.path()
-        }
-
-        /// Fills the file system with `filler` until a write fails.
-        fn fill(&self, filler: &Path) {
-            let mut f = fs::File::create(filler).expect("create");
-            let block = vec![0xa5u8; 4096];
-            while f.write_all(&block).is_ok() {}
-            let _ = f.sync_all();
-        }
-    }
-
-    impl Drop for Tmpfs {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg(self.0.path())
-                .status();
-        }
-    }
-
     #[test]
     fn extraction_on_a_full_disk_is_a_storage_error_and_leaves_nothing_behind() {
-        let Some(fs_) = Tmpfs::mount("2m") else {
+        let Some(fs_) = crate::testfs::Tmpfs::mount("2m") else {
             return;
         };
         let layout = Layout::open(&fs_.path().join("data")).expect("layout");
