@@ -717,3 +717,99 @@ fn a_release_whose_daemon_exits_at_once_rolls_back_by_itself() {
         fleet.converged() && version_of(&agent, 2) == "3"
     });
 }
+
+/// An archive written by hand, as an attacker would: (path, type, link target, mode, data).
+fn crafted(entries: &[(&str, tar::EntryType, Option<&str>, u32, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, kind, link, mode, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(*kind);
+        h.set_size(data.len() as u64);
+        h.set_mode(*mode);
+        h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+        if let Some(l) = link {
+            h.as_old_mut().linkname[..l.len()].copy_from_slice(l.as_bytes());
+        }
+        h.set_cksum();
+        b.append(&h, *data).expect("append");
+    }
+    zstd::bulk::compress(&b.into_inner().expect("tar"), 1).expect("zstd")
+}
+
+/// Every path under `dir` (links not followed) whose name is `name`.
+fn find_named(dir: &Path, name: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if e.file_name() == name {
+                out.push(p.clone());
+            }
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn links_an_archive_made_cannot_carry_its_files_out_and_setuid_entries_are_refused() {
+    use tar::EntryType::{Regular, Symlink};
+    let main: &[u8] = MAIN_PY.as_bytes();
+    for (i, (name, entries, expect)) in [
+        (
+            "the chain a/b -> .., a/b/c -> ..",
+            vec![
+                ("main.py", Regular, None, 0o644, main),
+                ("a/b", Symlink, Some(".."), 0o777, b""),
+                ("a/b/c", Symlink, Some(".."), 0o777, b""),
+                ("a/b/c/pwned", Regular, None, 0o644, b"pwned"),
+            ],
+            "under the symlink `a/b`",
+        ),
+        (
+            "a longer chain",
+            vec![
+                ("main.py", Regular, None, 0o644, main),
+                ("a/b", Symlink, Some(".."), 0o777, b""),
+                ("a/b/c", Symlink, Some(".."), 0o777, b""),
+                ("a/b/c/d", Symlink, Some(".."), 0o777, b""),
+                ("a/b/c/d/pwned", Regular, None, 0o644, b"pwned"),
+            ],
+            "under the symlink `a/b`",
+        ),
+        (
+            "a setuid file",
+            vec![("main.py", Regular, None, 0o4755, main)],
+            "`main.py` has the setuid or setgid bit",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let fleet = Fleet::new();
+        fleet.apply(1, 0);
+        let data = tempfile::tempdir().expect("agent data");
+        let agent = AgentProc::start(&fleet.agent_config, data.path(), &[]);
+        wait_until(30, "revision 1 runs", || fleet.converged());
+        submit_with_bundle(&fleet, &crafted(&entries), 2 + i as u32);
+        let message = wait_for_failure(&fleet);
+        assert!(
+            message.contains("unsafe or invalid archive") && message.contains(expect),
+            "{name}: {message}"
+        );
+        let pwned = find_named(data.path(), "pwned");
+        let beside = data.path().parent().expect("parent").join("pwned");
+        assert!(
+            pwned.is_empty() && !beside.exists(),
+            "{name}: written outside the bundle: {pwned:?}"
+        );
+        assert_eq!(
+            version_of(&agent, 1),
+            "1",
+            "{name}: the old release keeps running"
+        );
+    }
+}
