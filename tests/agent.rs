@@ -813,3 +813,109 @@ fn links_an_archive_made_cannot_carry_its_files_out_and_setuid_entries_are_refus
         );
     }
 }
+
+/// A tmpfs of `size` mounted on a new folder, unmounted when dropped; `None` (with a message)
+/// where mounting is not permitted.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    #[allow(clippy::print_stderr)]
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("SKIPPED: cannot mount a tmpfs here (needs root): no full-disk test");
+            return None;
+        }
+        Some(Tmpfs(dir))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// Writes `path` until the file system is full.
+fn fill(path: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).expect("create");
+    let block = vec![0x5au8; 4096];
+    while f.write_all(&block).is_ok() {}
+    let _ = f.sync_all();
+}
+
+#[test]
+fn on_a_full_disk_the_agent_reclaims_its_debris_reports_the_shortage_and_retries() {
+    let Some(disk) = Tmpfs::mount("12m") else {
+        return;
+    };
+    let fleet = Fleet::new();
+    fleet.apply(1, 0);
+    let data = disk.path().join("data");
+    let agent = AgentProc::start(&fleet.agent_config, &data, &[]);
+    wait_until(30, "revision 1 runs", || fleet.converged());
+
+    // 1. The disk is full of the agent's own debris: a stale download, a half-extracted
+    // folder, a bundle no release uses. The update makes room by itself.
+    let stale_part = data.join("downloads").join(format!("{}.part", "c".repeat(64)));
+    let unused = data.join("bundles").join("e".repeat(64));
+    let debris = data.join("bundles").join(format!("{}.tmp-1", "d".repeat(64)));
+    std::fs::create_dir_all(&unused).expect("mkdir");
+    std::fs::create_dir_all(&debris).expect("mkdir");
+    std::fs::write(&stale_part, vec![1u8; 3 << 20]).expect("write");
+    std::fs::write(unused.join("f"), vec![2u8; 3 << 20]).expect("write");
+    fill(&debris.join("half"));
+    fleet.apply(2, 1 << 20);
+    let v2 = fleet.desired_digest();
+    wait_until(60, "revision 2 runs on the once-full disk", || {
+        agent.running().as_deref() == Some(v2.as_str()) && fleet.converged()
+    });
+    assert_eq!(version_of(&agent, 2), "2");
+    assert!(
+        !stale_part.exists() && !unused.exists() && !debris.exists(),
+        "the agent's debris was reclaimed"
+    );
+
+    // 2. Something else fills the disk: the update says so, is not marked failed, and goes
+    // through once there is room again, with nobody touching the agent's files.
+    let filler = disk.path().join("filler");
+    fill(&filler);
+    fleet.apply(3, 1 << 20);
+    let v3 = fleet.desired_digest();
+    let mut message = String::new();
+    wait_until(60, "the device reports the full disk", || {
+        let s = fleet.device_status();
+        message = s["report"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        message.contains("no space left on the device")
+    });
+    assert!(
+        message.contains("the bundles need") && message.contains("free"),
+        "{message}"
+    );
+    let state = fleet.device_status()["report"]["state"].clone();
+    assert_ne!(state, "failed", "a full disk is not the release's fault");
+    assert_eq!(version_of(&agent, 3), "2", "the old release keeps running");
+    std::fs::remove_file(&filler).expect("rm");
+    wait_until(90, "revision 3 runs once there is room", || {
+        agent.running().as_deref() == Some(v3.as_str()) && fleet.converged()
+    });
+    assert_eq!(version_of(&agent, 4), "3");
+    drop(agent);
+}

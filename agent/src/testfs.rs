@@ -41,6 +41,7 @@ impl Tmpfs {
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount")
+            .arg("-l")
             .arg(self.0.path())
             .status();
     }
