@@ -223,7 +223,13 @@ impl Layout {
         let mut file = fs::File::open(&part).map_err(io("read", &part))?;
         let n = read_up_to(&mut file, &mut head).map_err(io("read", &part))?;
         if let Some(size) = bundle::inflated_size(&head[..n]) {
-            let need = size.min(MAX_BUNDLE_BYTES);
+            if size > MAX_BUNDLE_BYTES {
+                return Err(refused(format!(
+                    "unsafe or invalid archive: {}",
+                    bundle::BundleError::TooLarge(MAX_BUNDLE_BYTES)
+                )));
+            }
+            let need = size;
             let free = self.free_bytes()?;
             if free < need {
                 return Err(LayoutError::NoSpace { need, free });
