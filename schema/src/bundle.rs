@@ -32,8 +32,15 @@ const ZSTD_LEVEL: i32 = 9;
 /// 4 MiB; a frame asking for more is refused rather than allowed to allocate it.
 const WINDOW_LOG_MAX: u32 = 24;
 
-/// Most entries a bundle may hold: what the unpacker remembers per entry (its path) stays small.
+/// Most entries a bundle may hold (folders included): what the unpacker remembers per entry
+/// (its path) stays small.
 pub const MAX_ENTRIES: usize = 200_000;
+
+/// Most bytes of paths and link targets the unpacker remembers, folders included.
+pub const MAX_PATH_BYTES: usize = 32 << 20;
+
+/// Most path components a link's resolution may walk, links followed included.
+const MAX_STEPS: usize = 4096;
 
 /// Longest path or link target, in bytes (Linux's `PATH_MAX`).
 const MAX_NAME: u64 = 4096;
@@ -114,9 +121,11 @@ pub enum BundleError {
     /// Two entries with one path (the second would replace the first).
     #[error("`{0}` appears twice: an entry may not replace an earlier one")]
     Duplicate(String),
-    /// More entries than [`MAX_ENTRIES`].
-    #[error("the bundle holds more than {0} entries")]
-    TooManyEntries(usize),
+    /// More entries than [`MAX_ENTRIES`], or more bytes of paths than [`MAX_PATH_BYTES`].
+    #[error(
+        "the bundle holds more than {MAX_ENTRIES} entries or more than {MAX_PATH_BYTES} bytes of paths"
+    )]
+    TooManyEntries,
     /// Unpacked size past the cap.
     #[error("the bundle inflates past {0} bytes")]
     TooLarge(u64),
@@ -250,40 +259,53 @@ struct Tree {
     nodes: BTreeMap<String, Node>,
     /// Symlink paths, in archive order.
     links: Vec<String>,
+    /// Bytes of paths and targets held.
+    bytes: usize,
 }
 
 impl Tree {
     /// Adds an entry: refused when it replaces an earlier one, or lies under a file or a link.
     fn add(&mut self, path: &str, node: Node) -> Result<(), BundleError> {
-        for (i, _) in path.match_indices('/') {
-            match self.nodes.get(&path[..i]) {
+        // Parents, deepest first: a folder already known has only folders above it.
+        let mut new_dirs = Vec::new();
+        let mut end = path.len();
+        while let Some(i) = path[..end].rfind('/') {
+            let parent = &path[..i];
+            match self.nodes.get(parent) {
+                Some(Node::Dir) => break,
                 Some(Node::File) => {
                     return Err(BundleError::UnderFile {
                         path: path.to_owned(),
-                        file: path[..i].to_owned(),
+                        file: parent.to_owned(),
                     });
                 }
                 Some(Node::Link(_)) => {
                     return Err(BundleError::UnderLink {
                         path: path.to_owned(),
-                        link: path[..i].to_owned(),
+                        link: parent.to_owned(),
                     });
                 }
-                Some(Node::Dir) | None => {}
+                None => new_dirs.push(parent),
             }
+            end = i;
         }
         match self.nodes.get(path) {
             None => {}
             Some(Node::Dir) if node == Node::Dir => return Ok(()),
             Some(_) => return Err(BundleError::Duplicate(path.to_owned())),
         }
-        if self.nodes.len() + path.matches('/').count() >= MAX_ENTRIES {
-            return Err(BundleError::TooManyEntries(MAX_ENTRIES));
+        let target = match &node {
+            Node::Link(t) => t.len(),
+            _ => 0,
+        };
+        let bytes =
+            self.bytes + path.len() + target + new_dirs.iter().map(|d| d.len()).sum::<usize>();
+        if self.nodes.len() + 1 + new_dirs.len() > MAX_ENTRIES || bytes > MAX_PATH_BYTES {
+            return Err(BundleError::TooManyEntries);
         }
-        for (i, _) in path.match_indices('/') {
-            self.nodes
-                .entry(path[..i].to_owned())
-                .or_insert(Node::Dir);
+        self.bytes = bytes;
+        for d in new_dirs {
+            self.nodes.insert(d.to_owned(), Node::Dir);
         }
         if matches!(node, Node::Link(_)) {
             self.links.push(path.to_owned());
@@ -309,11 +331,10 @@ impl Tree {
             path: link.to_owned(),
             target: target.clone(),
         };
-        // Where we are (a folder, as components from the root), and what is left to walk.
-        let mut dir: Vec<&str> = link.split('/').collect();
-        dir.pop();
+        // Where we are (a folder, as a path from the root), and what is left to walk.
+        let mut here = link.rsplit_once('/').map_or("", |(d, _)| d).to_owned();
         let mut todo: VecDeque<&str> = VecDeque::new();
-        let mut hops = 0;
+        let (mut hops, mut steps) = (0, 0);
         let mut next = Some(target.as_str());
         loop {
             if let Some(t) = next.take() {
@@ -327,22 +348,31 @@ impl Tree {
             let Some(part) = todo.pop_front() else {
                 return Ok(());
             };
+            steps += 1;
+            if steps > MAX_STEPS {
+                return Err(BundleError::LinkLoop(link.to_owned()));
+            }
             match part {
                 "" | "." => {}
                 ".." => {
-                    if dir.pop().is_none() {
+                    if here.is_empty() {
                         return Err(outside());
                     }
+                    here.truncate(here.rfind('/').unwrap_or(0));
                 }
                 name => {
-                    dir.push(name);
-                    if let Some(Node::Link(t)) = self.nodes.get(&dir.join("/")) {
+                    let len = here.len();
+                    if len > 0 {
+                        here.push('/');
+                    }
+                    here.push_str(name);
+                    if let Some(Node::Link(t)) = self.nodes.get(&here) {
                         hops += 1;
                         if hops > MAX_HOPS {
                             return Err(BundleError::LinkLoop(link.to_owned()));
                         }
                         // A link's target is relative to the link's folder.
-                        dir.pop();
+                        here.truncate(len);
                         next = Some(t.as_str());
                     }
                 }
@@ -469,7 +499,8 @@ fn text(bytes: Vec<u8>) -> Result<String, BundleError> {
 /// regular files as they stream by, symlinks at the end once the whole tree is checked. Memory
 /// stays bounded whatever the archive inflates to: at most `max_bytes` are inflated (the sum of
 /// the files' sizes, and the tar stream itself), the zstd window is at most 16 MiB, and per
-/// entry only its path is remembered (at most [`MAX_ENTRIES`] of them).
+/// entry only its path is remembered (at most [`MAX_ENTRIES`] of them, [`MAX_PATH_BYTES`] in
+/// all).
 ///
 /// On an error the sink may have received some files already: it is the caller's job to throw
 /// them away (extract into a temporary folder).
@@ -1043,6 +1074,30 @@ mod tests {
         let size = inflated_size(&bytes[..18]).unwrap();
         assert!((100_000..110_000).contains(&size), "{size}");
         assert_eq!(inflated_size(b"not zstd"), None);
+    }
+
+
+    #[test]
+    fn what_the_unpacker_remembers_is_bounded() {
+        // Long, deep, distinct paths: refused once their bytes pass the cap.
+        let mut tree = Tree::default();
+        let segment = "d".repeat(200);
+        let mut refused = None;
+        for i in 0..10_000 {
+            let path = format!("{i}/{}", vec![segment.as_str(); 19].join("/"));
+            if let Err(e) = tree.add(&path, Node::File) {
+                refused = Some((i, e));
+                break;
+            }
+        }
+        let (at, err) = refused.expect("refused");
+        assert_eq!(err, BundleError::TooManyEntries);
+        assert!(at < 10_000 && tree.bytes <= MAX_PATH_BYTES, "{at}");
+        // A link target that walks too far is refused as a loop, not followed.
+        let mut tree = Tree::default();
+        let far = vec!["x/.."; 3000].join("/");
+        tree.add("l", Node::Link(far)).unwrap();
+        assert_eq!(tree.check_links(), Err(BundleError::LinkLoop("l".into())));
     }
 
 }
