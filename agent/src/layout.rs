@@ -458,7 +458,7 @@ impl Folder<'_> {
             Some((dirs, name)) => (Some(dirs), name),
             None => (None, path),
         };
-        let mut dir = rustix::io::dup(&self.root).map_err(fail("open"))?;
+        let mut dir = rustix::io::fcntl_dupfd_cloexec(&self.root, 0).map_err(fail("open"))?;
         for part in dirs.into_iter().flat_map(|d| d.split('/')) {
             match rustix::fs::mkdirat(&dir, part, Mode::from_raw_mode(0o755)) {
                 Ok(()) | Err(rustix::io::Errno::EXIST) => {}
