@@ -718,8 +718,11 @@ fn a_release_whose_daemon_exits_at_once_rolls_back_by_itself() {
     });
 }
 
+/// One crafted entry: path, type, link target, mode, contents.
+type Entry<'a> = (&'a str, tar::EntryType, Option<&'a str>, u32, &'a [u8]);
+
 /// An archive written by hand, as an attacker would: (path, type, link target, mode, data).
-fn crafted(entries: &[(&str, tar::EntryType, Option<&str>, u32, &[u8])]) -> Vec<u8> {
+fn crafted(entries: &[Entry<'_>]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for (path, kind, link, mode, data) in entries {
         let mut h = tar::Header::new_gnu();
@@ -871,9 +874,13 @@ fn on_a_full_disk_the_agent_reclaims_its_debris_reports_the_shortage_and_retries
 
     // 1. The disk is full of the agent's own debris: a stale download, a half-extracted
     // folder, a bundle no release uses. The update makes room by itself.
-    let stale_part = data.join("downloads").join(format!("{}.part", "c".repeat(64)));
+    let stale_part = data
+        .join("downloads")
+        .join(format!("{}.part", "c".repeat(64)));
     let unused = data.join("bundles").join("e".repeat(64));
-    let debris = data.join("bundles").join(format!("{}.tmp-1", "d".repeat(64)));
+    let debris = data
+        .join("bundles")
+        .join(format!("{}.tmp-1", "d".repeat(64)));
     std::fs::create_dir_all(&unused).expect("mkdir");
     std::fs::create_dir_all(&debris).expect("mkdir");
     std::fs::write(&stale_part, vec![1u8; 3 << 20]).expect("write");

@@ -188,10 +188,14 @@ impl Agent {
     }
 
     fn save_state(&self) {
-        let st = lock(&self.state).clone();
-        if let Err(e) = st.save(&self.config.data) {
+        if let Err(e) = self.try_save_state() {
             tracing::error!("cannot save the agent's state: {e}");
         }
+    }
+
+    fn try_save_state(&self) -> std::io::Result<()> {
+        let st = lock(&self.state).clone();
+        st.save(&self.config.data)
     }
 
     fn set_reported(&self, state: DeviceState, message: Option<String>, target: Option<String>) {
@@ -517,7 +521,19 @@ impl Agent {
             digest: digest.clone(),
             previous: previous.clone(),
         });
-        self.save_state();
+        // Without the pending update on disk, a crash after the switch would skip its health
+        // window: no switch then (a full disk is retried later).
+        if let Err(e) = self.try_save_state() {
+            lock(&self.state).pending = None;
+            next.stop().await;
+            if crate::layout::is_full(&e) {
+                let _ = self.layout.reclaim(&wanted);
+            }
+            return self.interrupted(
+                revision,
+                format!("cannot save the agent's state before the switch: {e}"),
+            );
+        }
         crash_point(&self.config, "before-switch");
         let switched = (|| {
             if let Some(p) = &previous {
@@ -573,7 +589,10 @@ impl Agent {
     /// Checks, before downloading, that the missing bundles fit; when they do not, frees what
     /// no release needs (debris, stale downloads, unused bundles) and measures again.
     async fn make_room(&self, wanted: &[String], missing: &[String]) -> Result<(), String> {
-        let need = self.space_needed(missing).await.map_err(|e| e.to_string())?;
+        let need = self
+            .space_needed(missing)
+            .await
+            .map_err(|e| e.to_string())?;
         let free = self.layout.free_bytes().map_err(|e| e.to_string())?;
         if free >= need {
             return Ok(());

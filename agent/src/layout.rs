@@ -181,12 +181,11 @@ impl Layout {
     /// Bytes free for the agent on the data folder's file system (`statvfs`, what an
     /// unprivileged writer may use).
     pub fn free_bytes(&self) -> Result<u64, LayoutError> {
-        let st = rustix::fs::statvfs(&self.root)
-            .map_err(|e| LayoutError::Io {
-                action: "measure the free space of",
-                path: self.root.clone(),
-                source: e.into(),
-            })?;
+        let st = rustix::fs::statvfs(&self.root).map_err(|e| LayoutError::Io {
+            action: "measure the free space of",
+            path: self.root.clone(),
+            source: e.into(),
+        })?;
         Ok(st.f_bavail.saturating_mul(st.f_frsize))
     }
 
@@ -519,8 +518,11 @@ mod tests {
     use bundle::Sink;
     use tar::EntryType::{Link, Regular, Symlink};
 
+    /// One crafted entry: path, type, link target, mode, contents.
+    type Entry<'a> = (&'a str, tar::EntryType, Option<&'a str>, u32, &'a [u8]);
+
     /// An archive written by hand, as an attacker would: (path, type, link target, mode, data).
-    fn crafted(entries: &[(&str, tar::EntryType, Option<&str>, u32, &[u8])]) -> Vec<u8> {
+    fn crafted(entries: &[Entry<'_>]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
         for (path, kind, link, mode, data) in entries {
             let mut h = tar::Header::new_gnu();
@@ -659,7 +661,8 @@ mod tests {
         assert!(sink.symlink("l/y", "z").is_err());
         assert!(tree(&outside).is_empty(), "{:?}", tree(&outside));
         // Ordinary nested files and links are written.
-        sink.file("a/b/c.txt", true, 1, &mut &b"c"[..]).expect("file");
+        sink.file("a/b/c.txt", true, 1, &mut &b"c"[..])
+            .expect("file");
         sink.symlink("a/c", "b/c.txt").expect("link");
         assert_eq!(fs::read(dir.join("a/c")).expect("read"), b"c");
     }
@@ -702,7 +705,10 @@ mod tests {
         let dir = layout.bundle_dir(&digest);
         assert_eq!(tree(&dir), ["bin", "bin/run.sh", "run"]);
         use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(dir.join("bin/run.sh")).expect("meta").permissions().mode();
+        let mode = fs::metadata(dir.join("bin/run.sh"))
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o100, 0o100);
         assert!(!layout.download_path(&digest).exists());
     }
@@ -720,7 +726,9 @@ mod tests {
         let debris = layout.root().join("bundles").join(format!("{keep}.tmp-1"));
         fs::create_dir_all(&debris).expect("mkdir");
         fs::write(debris.join("half"), vec![0u8; 10_000]).expect("write");
-        let freed = layout.reclaim(std::slice::from_ref(&keep)).expect("reclaim");
+        let freed = layout
+            .reclaim(std::slice::from_ref(&keep))
+            .expect("reclaim");
         assert!(freed >= 30_000, "{freed}");
         assert!(layout.download_path(&keep).exists() && layout.has_bundle(&keep));
         assert!(!layout.download_path(&stale).exists() && !layout.has_bundle(&stale));
@@ -756,7 +764,8 @@ mod tests {
         let err = layout.install_bundle(&digest, || {}).expect_err("no room");
         assert!(err.is_storage() && err.is_full(), "{err}");
         assert!(
-            err.to_string().starts_with("no space left on the device: the bundles need"),
+            err.to_string()
+                .starts_with("no space left on the device: the bundles need"),
             "{err}"
         );
         // Measured before writing: nothing was written, the download is kept for later.

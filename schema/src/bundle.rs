@@ -456,7 +456,9 @@ impl<R: Read> Read for Capped<R> {
             self.fault.set(Some(BundleError::TooLarge(self.max)));
             return Err(std::io::Error::other(BundleError::TooLarge(self.max)));
         }
-        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
         let n = self.read_inner(&mut buf[..want])?;
         self.left -= n as u64;
         Ok(n)
@@ -764,9 +766,12 @@ mod tests {
         assert!(unpack(&bytes, 2 << 20).is_ok());
     }
 
+    /// One crafted entry: path, type, link target, mode, contents.
+    type Entry<'a> = (&'a str, tar::EntryType, Option<&'a str>, u32, &'a [u8]);
+
     /// An archive written by hand, as an attacker would, bypassing `pack`'s checks: entries of
     /// (path, type, link target, mode, contents).
-    fn crafted(entries: &[(&str, tar::EntryType, Option<&str>, u32, &[u8])]) -> Vec<u8> {
+    fn crafted(entries: &[Entry<'_>]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
         for (path, kind, link, mode, data) in entries {
             let mut h = tar::Header::new_gnu();
@@ -1067,7 +1072,6 @@ mod tests {
         ));
     }
 
-
     #[test]
     fn a_packed_bundle_says_how_large_it_inflates() {
         let bytes = pack(vec![file("zeros", &"0".repeat(100_000))]).unwrap();
@@ -1075,7 +1079,6 @@ mod tests {
         assert!((100_000..110_000).contains(&size), "{size}");
         assert_eq!(inflated_size(b"not zstd"), None);
     }
-
 
     #[test]
     fn what_the_unpacker_remembers_is_bounded() {
@@ -1099,5 +1102,4 @@ mod tests {
         tree.add("l", Node::Link(far)).unwrap();
         assert_eq!(tree.check_links(), Err(BundleError::LinkLoop("l".into())));
     }
-
 }
