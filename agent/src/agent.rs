@@ -598,12 +598,12 @@ impl Agent {
             return Ok(());
         }
         let freed = self.layout.reclaim(wanted).map_err(|e| e.to_string())?;
-        let free = self.layout.free_bytes().map_err(|e| e.to_string())?;
         tracing::info!(
-            "{} short of room for the bundles: freed {} of debris and unused bundles",
-            crate::layout::human(need.saturating_sub(free)),
+            "{}: freed {} of debris, stale downloads and unused bundles",
+            crate::layout::need_free(need, free),
             crate::layout::human(freed),
         );
+        let free = self.layout.free_bytes().map_err(|e| e.to_string())?;
         if free >= need {
             Ok(())
         } else {

@@ -8,6 +8,11 @@
 //! <data>/current -> releases/<digest>.json   what runs; switched with one rename + fsync
 //! <data>/previous -> releases/<digest>.json  kept until the new release passed its window
 //! ```
+//!
+//! A bundle is verified and extracted streaming, from its download, never held in memory; the
+//! files are created through folder descriptors that never follow a link ([`Layout::install_bundle`]).
+//! A full disk is a storage error ([`LayoutError::is_storage`]): the update is retried later,
+//! after [`Layout::reclaim`] freed debris, stale downloads and bundles no release needs.
 
 use std::fs;
 use std::io::{Read, Write};
