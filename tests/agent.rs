@@ -1005,3 +1005,47 @@ fn the_agent_refuses_a_4_gib_bomb_in_bounded_memory() {
         assert_eq!(version_of(&agent, i as u64), "1");
     }
 }
+
+#[test]
+fn a_download_finished_before_a_crash_is_not_fetched_again() {
+    let fleet = Fleet::new();
+    fleet.apply(1, 0);
+    let data = tempfile::tempdir().expect("agent data");
+    let agent = AgentProc::start(&fleet.agent_config, data.path(), &[]);
+    wait_until(30, "revision 1 runs", || fleet.converged());
+    agent.kill();
+
+    // Revision 2's bundle lies whole in downloads/, as when the agent died between the end of
+    // the download and the extraction: the cloud answers its `Range` with 416.
+    let revision = fleet.apply(2, 64 << 10);
+    let r = http(
+        &fleet.cloud.addr(),
+        "GET",
+        &format!("/v1/revisions/{revision}"),
+        Some(&fleet.cloud.admin),
+        &[],
+        b"",
+    )
+    .json();
+    let digest = r["bundles"]["work"].as_str().expect("bundle").to_owned();
+    let bytes = http(
+        &fleet.cloud.addr(),
+        "GET",
+        &format!("/v1/bundles/{digest}"),
+        Some(&fleet.cloud.admin),
+        &[],
+        b"",
+    )
+    .body;
+    std::fs::write(
+        data.path().join("downloads").join(format!("{digest}.part")),
+        bytes,
+    )
+    .expect("write");
+    let v2 = fleet.desired_digest();
+    let agent = AgentProc::start(&fleet.agent_config, data.path(), &[]);
+    wait_until(60, "revision 2 runs", || {
+        agent.running().as_deref() == Some(v2.as_str()) && fleet.converged()
+    });
+    assert_eq!(version_of(&agent, 1), "2");
+}
