@@ -28,7 +28,7 @@ use tokio::sync::{Notify, RwLock, watch};
 
 use crate::cloud::{CloudClient, CloudError};
 use crate::config::AgentConfig;
-use crate::layout::Layout;
+use crate::layout::{Layout, LayoutError};
 use crate::release::RunningRelease;
 use crate::state::{AgentState, Pending};
 
@@ -223,10 +223,14 @@ impl Agent {
     }
 
     fn save_state(&self) {
-        let st = lock(&self.state).clone();
-        if let Err(e) = st.save(&self.config.data) {
+        if let Err(e) = self.try_save_state() {
             tracing::error!("cannot save the agent's state: {e}");
         }
+    }
+
+    fn try_save_state(&self) -> std::io::Result<()> {
+        let st = lock(&self.state).clone();
+        st.save(&self.config.data)
     }
 
     fn set_reported(&self, state: DeviceState, message: Option<String>, target: Option<String>) {
@@ -551,17 +555,26 @@ impl Agent {
             .collect();
         wanted.sort();
         wanted.dedup();
-        for b in wanted.iter().filter(|b| !self.layout.has_bundle(b)) {
+        let missing: Vec<String> = wanted
+            .iter()
+            .filter(|b| !self.layout.has_bundle(b))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            if let Err(e) = self.make_room(&wanted, &missing).await {
+                return self.interrupted(revision, e);
+            }
+        }
+        for b in &missing {
             if let Err(e) = self.cloud.download(&self.layout, b, &self.config).await {
-                // The network failed: not this release's fault. Keep the old one, try again.
-                self.set_reported(
-                    DeviceState::Running,
-                    Some(format!(
-                        "update to revision {revision} interrupted: {e}; will retry"
-                    )),
-                    None,
-                );
-                return false;
+                // The network or the disk failed: not this release's fault. Keep the old one,
+                // try again later.
+                let why = if e.is_full() {
+                    self.storage_full(&wanted, &missing).await
+                } else {
+                    e.to_string()
+                };
+                return self.interrupted(revision, why);
             }
             let layout = self.layout.clone();
             let name = b.clone();
@@ -572,6 +585,17 @@ impl Agent {
             .await;
             match installed {
                 Ok(Ok(())) => {}
+                Ok(Err(e)) if e.is_storage() => {
+                    let why = if e.is_full() && !matches!(e, LayoutError::NoSpace { .. }) {
+                        self.storage_full(&wanted, &missing).await
+                    } else {
+                        if e.is_full() {
+                            let _ = self.layout.reclaim(&wanted);
+                        }
+                        e.to_string()
+                    };
+                    return self.interrupted(revision, why);
+                }
                 Ok(Err(e)) => {
                     self.fail(&digest, format!("revision {revision} refused: {e}"));
                     return true;
@@ -588,10 +612,14 @@ impl Agent {
 
         // 2. The release, written whole.
         if let Err(e) = self.layout.write_release(&desired) {
-            {
-                self.fail(&digest, format!("revision {revision}: {e}"));
-                return true;
+            if e.is_storage() {
+                if e.is_full() {
+                    let _ = self.layout.reclaim(&wanted);
+                }
+                return self.interrupted(revision, e.to_string());
             }
+            self.fail(&digest, format!("revision {revision}: {e}"));
+            return true;
         }
 
         // 3. The new instances, warm, before anything is switched.
@@ -617,7 +645,19 @@ impl Agent {
             digest: digest.clone(),
             previous: previous.clone(),
         });
-        self.save_state();
+        // Without the pending update on disk, a crash after the switch would skip its health
+        // window: no switch then (a full disk is retried later).
+        if let Err(e) = self.try_save_state() {
+            lock(&self.state).pending = superseded;
+            next.stop().await;
+            if crate::layout::is_full(&e) {
+                let _ = self.layout.reclaim(&wanted);
+            }
+            return self.interrupted(
+                revision,
+                format!("cannot save the agent's state before the switch: {e}"),
+            );
+        }
         crash_point(&self.config, "before-switch");
         let switched = (|| {
             if let (Some(p), None) = (&previous, &superseded) {
@@ -649,6 +689,71 @@ impl Agent {
             self.start_health_window(Pending { digest, previous }).await;
         }
         true
+    }
+
+    /// Reports an update that stopped for a reason outside the release (the network, the
+    /// disk), keeping the old release: it is tried again later, never marked failed.
+    fn interrupted(&self, revision: u64, why: String) -> bool {
+        self.set_reported(
+            DeviceState::Running,
+            Some(format!(
+                "update to revision {revision} interrupted: {why}; will retry"
+            )),
+            None,
+        );
+        false
+    }
+
+    /// Bytes the `missing` bundles need on disk: what is left to download of each, plus at
+    /// least as much again once extracted (the exact figure is checked before extraction).
+    async fn space_needed(&self, missing: &[String]) -> Result<u64, CloudError> {
+        let mut need = 0u64;
+        for b in missing {
+            let size = self.cloud.bundle_size(b).await?;
+            need = need
+                .saturating_add(size.saturating_sub(self.layout.partial_bytes(b)))
+                .saturating_add(size);
+        }
+        Ok(need)
+    }
+
+    /// Checks, before downloading, that the missing bundles fit; when they do not, frees what
+    /// no release needs (debris, stale downloads, unused bundles) and measures again.
+    async fn make_room(&self, wanted: &[String], missing: &[String]) -> Result<(), String> {
+        let need = self
+            .space_needed(missing)
+            .await
+            .map_err(|e| e.to_string())?;
+        let free = self.layout.free_bytes().map_err(|e| e.to_string())?;
+        if free >= need {
+            return Ok(());
+        }
+        let freed = self.layout.reclaim(wanted).map_err(|e| e.to_string())?;
+        tracing::info!(
+            "{}: freed {} of debris, stale downloads and unused bundles",
+            crate::layout::need_free(need, free),
+            crate::layout::human(freed),
+        );
+        let free = self.layout.free_bytes().map_err(|e| e.to_string())?;
+        if free >= need {
+            Ok(())
+        } else {
+            Err(LayoutError::NoSpace { need, free }.to_string())
+        }
+    }
+
+    /// After a write failed on a full disk: frees what no release needs, and says how much
+    /// room the bundles need and how much there is.
+    async fn storage_full(&self, wanted: &[String], missing: &[String]) -> String {
+        let _ = self.layout.reclaim(wanted);
+        let free = self.layout.free_bytes().unwrap_or(0);
+        match self.space_needed(missing).await {
+            Ok(need) => LayoutError::NoSpace { need, free }.to_string(),
+            Err(_) => format!(
+                "no space left on the device: {} free",
+                crate::layout::human(free)
+            ),
+        }
     }
 
     /// The active release passed its health window (or needs none): forgets the pending update
@@ -951,6 +1056,19 @@ impl Agent {
                         continue;
                     }
                     if Some(&desired.digest) == running.as_ref() {
+                        // Already running it (the revert of a release that rolled back): the
+                        // device is converged, whatever it reported about an older target.
+                        let stale = matches!(
+                            lock(&self.reported).state,
+                            DeviceState::RolledBack | DeviceState::Failed
+                        );
+                        if stale {
+                            self.set_reported(
+                                DeviceState::Running,
+                                Some(format!("running revision {}", desired.revision)),
+                                None,
+                            );
+                        }
                         continue;
                     }
                     let digest = desired.digest.clone();

@@ -38,6 +38,21 @@ pub enum CloudError {
     },
 }
 
+impl CloudError {
+    /// Whether the data folder's file system is full (or the quota spent).
+    pub fn is_full(&self) -> bool {
+        matches!(self, CloudError::Disk { source, .. } if crate::layout::is_full(source))
+    }
+}
+
+/// Flushes what `file` still holds in its buffer, then syncs it to disk. Tokio's `sync_all`
+/// alone waits for a write in flight but drops its error: a full disk would pass as a short
+/// (even empty) file.
+pub(crate) async fn flush_and_sync(file: &mut tokio::fs::File) -> std::io::Result<()> {
+    file.flush().await?;
+    file.sync_all().await
+}
+
 /// A connection to the cloud as this device.
 #[derive(Debug, Clone)]
 pub struct CloudClient {
@@ -128,7 +143,30 @@ impl CloudClient {
         Ok(Some(desired))
     }
 
-    /// Downloads a bundle to its `.part` file, resuming what an earlier attempt saved.
+    /// The size of a bundle, in bytes (a `HEAD` request).
+    pub async fn bundle_size(&self, digest: &str) -> Result<u64, CloudError> {
+        let resp = self
+            .http
+            .head(format!("{}/v1/bundles/{digest}", self.base))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let resp = check(resp).await?;
+        resp.headers()
+            .get(reqwest::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| CloudError::Status {
+                status: resp.status().as_u16(),
+                body: format!("bundle {digest}: no Content-Length in the answer to HEAD"),
+            })
+    }
+
+    /// Downloads a bundle to its `.part` file, resuming what an earlier attempt saved. Every
+    /// write is checked, and the file is flushed and synced before this returns: `Ok` means
+    /// every byte the cloud announced is on disk.
     pub async fn download(
         &self,
         layout: &Layout,
@@ -152,7 +190,23 @@ impl CloudClient {
         if have > 0 {
             req = req.header("Range", format!("bytes={have}-"));
         }
-        let mut resp = check(req.send().await.map_err(unreachable)?).await?;
+        let resp = req.send().await.map_err(unreachable)?;
+        // Everything was saved before an interruption: nothing left to fetch.
+        if have > 0 && resp.status() == StatusCode::RANGE_NOT_SATISFIABLE {
+            let total = resp
+                .headers()
+                .get(reqwest::header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("bytes */"))
+                .and_then(|v| v.parse::<u64>().ok());
+            if total == Some(have) {
+                return Ok(());
+            }
+            // A stale or overlong partial file: start again.
+            let _ = tokio::fs::remove_file(&path).await;
+        }
+        let mut resp = check(resp).await?;
+        let expected = resp.content_length();
         // A server that ignores Range sends the whole body: start over.
         let append = have > 0 && resp.status() == StatusCode::PARTIAL_CONTENT;
         let mut file = tokio::fs::OpenOptions::new()
@@ -163,16 +217,23 @@ impl CloudClient {
             .open(&path)
             .await
             .map_err(disk)?;
-        let mut written = 0usize;
+        let mut written = 0u64;
+        let mut synced = 0u64;
         while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
             file.write_all(&chunk).await.map_err(disk)?;
-            written += chunk.len();
-            if written >= 1 << 20 {
-                file.sync_data().await.map_err(disk)?;
+            written += chunk.len() as u64;
+            if written - synced >= 1 << 20 {
+                flush_and_sync(&mut file).await.map_err(disk)?;
+                synced = written;
                 crate::agent::crash_point(config, "download");
             }
         }
-        file.sync_all().await.map_err(disk)?;
+        flush_and_sync(&mut file).await.map_err(disk)?;
+        if let Some(expected) = expected.filter(|e| *e != written) {
+            return Err(CloudError::Unreachable(format!(
+                "bundle {digest}: the download ended after {written} of {expected} bytes"
+            )));
+        }
         Ok(())
     }
 
@@ -188,5 +249,33 @@ impl CloudClient {
             .await
             .map_err(unreachable)?;
         check(resp).await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_write_to_a_full_disk_is_an_error_not_a_short_file() {
+        let Some(fs_) = crate::testfs::Tmpfs::mount("1m") else {
+            return;
+        };
+        fs_.fill(&fs_.path().join("filler"));
+        let path = fs_.path().join("bundle.part");
+        let mut file = tokio::fs::File::create(&path).await.expect("create");
+        // Tokio's file buffers the write and answers Ok: the error comes with the flush.
+        let written = file.write_all(&[1u8; 64 << 10]).await;
+        let saved = match written {
+            Ok(()) => flush_and_sync(&mut file).await,
+            Err(e) => Err(e),
+        };
+        let err = saved.expect_err("a full disk must fail the download");
+        assert!(crate::layout::is_full(&err), "{err}");
+        let e = CloudError::Disk {
+            digest: "d".into(),
+            source: err,
+        };
+        assert!(e.is_full());
     }
 }

@@ -15,6 +15,9 @@ pub mod release;
 pub mod state;
 pub mod uplink;
 
+#[cfg(test)]
+mod testfs;
+
 use std::future::Future;
 use std::sync::Arc;
 

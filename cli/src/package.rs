@@ -3,7 +3,8 @@
 //! Everything under the function's folder goes in, except `tests/` (at its top), `.git`, and
 //! what `.edgefnignore` files exclude (gitignore syntax; one at the project's root and one in
 //! the function's folder may both apply). Symlinks are kept as links when they point inside the
-//! folder and refused when they point outside it.
+//! folder and refused when they point outside it, or through another link to outside it (the
+//! bundle format's rules, [`bundle::pack`]). Files with the setuid or setgid bit are refused.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -132,12 +133,25 @@ fn walk(
         } else if ft.is_dir() {
             walk(&path, top, &rel_path, matchers, out)?;
         } else if ft.is_file() {
-            let data = fs::read(&path).map_err(CliError::io("read", &path))?;
             #[cfg(unix)]
             let executable = {
                 use std::os::unix::fs::PermissionsExt;
-                meta.permissions().mode() & 0o111 != 0
+                let mode = meta.permissions().mode();
+                if mode & 0o6000 != 0 {
+                    return Err(CliError::InvalidArgument {
+                        message: format!(
+                            "{} has the setuid or setgid bit, which a function never needs",
+                            path.display()
+                        ),
+                        help: format!(
+                            "clear it: chmod u-s,g-s {}, or list the file in .edgefnignore",
+                            path.display()
+                        ),
+                    });
+                }
+                mode & 0o111 != 0
             };
+            let data = fs::read(&path).map_err(CliError::io("read", &path))?;
             #[cfg(not(unix))]
             let executable = false;
             out.push(BundleFile {
@@ -167,4 +181,57 @@ pub fn package_all(
         .iter()
         .map(|(name, f)| package(root, name, &f.path))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    fn folder() -> tempfile::TempDir {
+        let root = tempfile::tempdir().expect("tempdir");
+        fs::create_dir_all(root.path().join("f/x")).expect("mkdir");
+        fs::write(root.path().join("f/main.py"), "x").expect("write");
+        root
+    }
+
+    fn refused(root: &Path) -> String {
+        match package(root, "f", "f") {
+            Err(CliError::InvalidArgument { message, help }) => format!("{message}\n{help}"),
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn setuid_and_setgid_files_are_refused_by_name() {
+        for mode in [0o4755, 0o2755] {
+            let root = folder();
+            let file = root.path().join("f/x/tool");
+            fs::write(&file, "#!/bin/sh\n").expect("write");
+            fs::set_permissions(&file, fs::Permissions::from_mode(mode)).expect("chmod");
+            let err = refused(root.path());
+            assert!(
+                err.contains("x/tool") && err.contains("setuid") && err.contains("chmod u-s,g-s"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn links_that_leave_through_other_links_are_refused_and_chains_inside_kept() {
+        let root = folder();
+        // `x/b` points at the function's folder; `a -> x/b/..` then names its parent.
+        symlink("..", root.path().join("f/x/b")).expect("link");
+        symlink("x/b/..", root.path().join("f/a")).expect("link");
+        let err = refused(root.path());
+        assert!(err.contains("outside the function folder"), "{err}");
+
+        let root = folder();
+        symlink("main.py", root.path().join("f/l1")).expect("link");
+        symlink("l1", root.path().join("f/l2")).expect("link");
+        symlink("../l2", root.path().join("f/x/l3")).expect("link");
+        let b = package(root.path(), "f", "f").expect("packaged");
+        let files = bundle::unpack(&b.bytes, 1 << 20).expect("unpacks");
+        assert_eq!(files.len(), 4);
+    }
 }
