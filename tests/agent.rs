@@ -650,7 +650,38 @@ fn a_bad_config_or_a_rejected_token_stops_the_agent_with_a_clear_error() {
     ok(&fleet.cli(&["device", "remove", "dev-a"]));
     let agent = AgentProc::start(&fleet.agent_config, data.path(), &[]);
     let status = agent.wait(Duration::from_secs(30));
-    assert_eq!(status.code(), Some(1), "a revoked token stops the agent");
+    assert_eq!(
+        status.code(),
+        Some(78),
+        "a revoked token stops the agent, with the status its systemd unit does not restart on"
+    );
+    let unit = std::fs::read_to_string(repo().join("examples/systemd/edgefn-agent.service"))
+        .expect("unit");
+    assert!(unit.contains("\nRestartPreventExitStatus=78\n"), "{unit}");
+
+    // A local MQTT listener configured at the cloud's broker address would take the messages
+    // meant for the cloud: refused, saying why.
+    let port = server_port();
+    let config = fleet.project.path().join("self.yaml");
+    let base = std::fs::read_to_string(&fleet.agent_config).expect("read");
+    std::fs::write(&config, format!("{base}mqtt: mqtt://localhost:{port}\n")).expect("write");
+    let out = std::process::Command::new(sibling_bin("edgefn-agent"))
+        .args(["--config", config.to_str().expect("utf8")])
+        .args(["--data", data.path().to_str().expect("utf8")])
+        .args([
+            "--local-listen",
+            "127.0.0.1:0",
+            "--local-mqtt",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("its messages for the cloud would go to its own listener"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

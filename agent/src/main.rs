@@ -109,7 +109,29 @@ fn main() -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        let mqtt = match config.local_mqtt {
+        // The uplink must never reach this device's own listener as if it were the cloud's
+        // broker: on one host, with the cloud's broker at the local listener's address, the
+        // local listener would take the messages meant for the cloud.
+        let local_mqtt = match (config.local_mqtt, &config.mqtt) {
+            (Some(at), Some(broker)) if is_own_address(&broker.host, broker.port, at) => {
+                let why = format!(
+                    "the cloud's broker (mqtt: {}:{}) is this device's local MQTT address {at}: its messages for the cloud would go to its own listener",
+                    broker.host, broker.port
+                );
+                if config.local_mqtt_configured {
+                    eprintln!(
+                        "edgefn-agent: {why}; set localMqtt: to another address (e.g. 127.0.0.1:1884) or `none`"
+                    );
+                    return ExitCode::from(1);
+                }
+                tracing::warn!(
+                    "no listener for local MQTT clients: {why} (set localMqtt: to another address, e.g. 127.0.0.1:1884)"
+                );
+                None
+            }
+            (at, _) => at,
+        };
+        let mqtt = match local_mqtt {
             None => None,
             Some(at) => match bind_local(
                 "local MQTT clients",
@@ -150,10 +172,41 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("edgefn-agent: {e}");
-                ExitCode::from(1)
+                // A token the cloud refuses (the device was removed) does not get better by
+                // restarting: its own status, which the systemd unit does not restart on.
+                if matches!(e, edgefn_agent::AgentError::Rejected(_)) {
+                    ExitCode::from(REJECTED_EXIT)
+                } else {
+                    ExitCode::from(1)
+                }
             }
         }
     })
+}
+
+/// The exit status when the cloud refuses the device's token: `EX_CONFIG` of BSD's
+/// `sysexits.h`; `examples/systemd/edgefn-agent.service` does not restart on it
+/// (`RestartPreventExitStatus=78`).
+const REJECTED_EXIT: u8 = 78;
+
+/// Whether `host:port` (the cloud's broker) names `at` (this device's local listener): the same
+/// port on a loopback, unspecified or identical address, or `localhost`.
+fn is_own_address(host: &str, port: u16, at: std::net::SocketAddr) -> bool {
+    if port != at.port() {
+        return false;
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => {
+            ip == at.ip()
+                || ((ip.is_loopback() || ip.is_unspecified())
+                    && (at.ip().is_loopback() || at.ip().is_unspecified()))
+        }
+        Err(_) => {
+            host.eq_ignore_ascii_case("localhost")
+                && (at.ip().is_loopback() || at.ip().is_unspecified())
+        }
+    }
 }
 
 /// Binds a local listener, by the one rule of both: an address the configuration or a flag
@@ -190,5 +243,24 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {},
         () = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_own_address;
+
+    #[test]
+    fn the_cloud_broker_at_the_local_listener_is_recognised() {
+        let at: std::net::SocketAddr = "127.0.0.1:1883".parse().expect("addr");
+        let any: std::net::SocketAddr = "0.0.0.0:1883".parse().expect("addr");
+        assert!(is_own_address("127.0.0.1", 1883, at));
+        assert!(is_own_address("localhost", 1883, at));
+        assert!(is_own_address("127.0.0.2", 1883, at));
+        assert!(is_own_address("::1", 1883, any));
+        assert!(is_own_address("[::1]", 1883, at));
+        assert!(!is_own_address("127.0.0.1", 1884, at));
+        assert!(!is_own_address("cloud.example.com", 1883, at));
+        assert!(!is_own_address("10.0.0.5", 1883, at));
     }
 }
