@@ -1433,3 +1433,82 @@ fn a_failing_mqtt_link_is_said_once_shown_in_status_and_its_recovery_too() {
     let _ = agent.kill();
     let _ = agent.wait();
 }
+
+/// A function that prints 5,000 lines at once: `edgefn logs --follow` gets them all, or the newest
+/// with a marker counting exactly those dropped (`… N lines dropped …`) — never a silent gap.
+#[test]
+fn a_burst_of_log_lines_arrives_whole_or_with_its_gap_counted() {
+    let s = embedded_setup("");
+    let dir = s.project.path();
+    std::fs::write(
+        dir.join("functions/greeter/index.js"),
+        "exports.handler = async () => {\n  for (let i = 0; i < 5000; i++) console.log('burst ' + i);\n  return 1;\n};\n",
+    )
+    .expect("write");
+    git(dir, &["commit", "-qam", "burst"]);
+    let env = s.cloud.env();
+    let env = cli_env(&env, None);
+    ok(&edgefn_env(dir, &["apply"], &env));
+    let data = tempfile::tempdir().expect("agent");
+    let agent = AgentProc::start(&s.config, data.path(), &[]);
+    wait_until(30, "dev-a converges", || converged(&s));
+    let (_sub, rx, _sub_home) = cli_subscribe(&env, "alerts/#");
+    until_the_link_is_up(&agent, &rx);
+
+    let home = tempfile::tempdir().expect("home");
+    let mut follow = Command::new(env!("CARGO_BIN_EXE_edgefn"))
+        .args(["logs", "dev-a", "greeter", "--follow", "--tail", "0"])
+        .env_clear()
+        .env("HOME", home.path())
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("logs --follow");
+    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sink = lines.clone();
+    let stdout = follow.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for l in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            sink.lock().expect("lock").push(l);
+        }
+    });
+    pause(1000);
+    assert_eq!(
+        local_post(&agent, "commands/greet", true, b"{}").status,
+        200
+    );
+    wait_until(60, "the last line arrives", || {
+        lines
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|l| l.ends_with("greeter stdout: burst 4999"))
+    });
+    pause(500);
+    let got = lines.lock().expect("lock").clone();
+    let mut seen = 0u64;
+    let mut dropped = 0u64;
+    let mut last: Option<u64> = None;
+    for l in &got {
+        if let Some(n) = l.split("burst ").nth(1).and_then(|n| n.parse::<u64>().ok()) {
+            assert!(last.is_none_or(|p| n > p), "in order: {n} after {last:?}");
+            last = Some(n);
+            seen += 1;
+        } else if let Some(n) = l
+            .split("… ")
+            .nth(1)
+            .and_then(|r| r.split(" lines dropped").next())
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            dropped += n;
+        }
+    }
+    assert_eq!(
+        seen + dropped,
+        5000,
+        "every line arrived or was counted: {seen} arrived, {dropped} counted as dropped"
+    );
+    let _ = follow.kill();
+    let _ = follow.wait();
+}

@@ -125,7 +125,7 @@ async fn outbox_rate(port: u16, dir: &std::path::Path) -> f64 {
     assert_eq!(outbox.stats().await.pending, N as u64);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (down_tx, _down_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (_log_tx, log_rx) = tokio::sync::mpsc::channel(1);
+    let logs = std::sync::Arc::new(uplink::LogQueue::new(1));
     let start = Instant::now();
     let link = tokio::spawn(uplink::run(
         BrokerAddr {
@@ -142,7 +142,7 @@ async fn outbox_rate(port: u16, dir: &std::path::Path) -> f64 {
             uplink::DEFAULT_MAX_PACKET,
         )),
         down_tx,
-        log_rx,
+        logs,
         std::sync::Arc::new(uplink::LinkState::new(format!("127.0.0.1:{port}"))),
         stop_rx,
     ));

@@ -38,6 +38,10 @@ pub fn sandbox(config: &AgentConfig) -> Result<Sandbox, AgentError> {
     Sandbox::new(options).map_err(|e| AgentError::Sandbox(e.to_string()))
 }
 
+/// Function log lines waiting for the link to the cloud, at most: past it the oldest go, and
+/// are counted and marked where the user reads the logs.
+const LOG_QUEUE_LINES: usize = 4096;
+
 /// Called with each line a function prints (besides the agent's log).
 pub type LogHook = Arc<dyn Fn(&LogLine) + Send + Sync>;
 
@@ -75,9 +79,10 @@ pub async fn run_with(
             .map_err(|e| AgentError::Sandbox(e.to_string()))??
     };
     tracing::info!(sandbox = %sandbox.kind(), "{}", sandbox.reason());
-    // Function output: the agent's log, and shipped up best-effort (dropped when the link is
-    // down and the small buffer is full).
-    let (log_tx, log_rx) = tokio::sync::mpsc::channel::<uplink::ShippedLog>(1024);
+    // Function output: the agent's log, and shipped up through a bounded queue that keeps the
+    // newest lines and says how many went (see `uplink::LogQueue`).
+    let log_queue = Arc::new(uplink::LogQueue::new(LOG_QUEUE_LINES));
+    let log_tx = log_queue.clone();
     let ring = Arc::new(local::LogRing::new(1000));
     let keep = ring.clone();
     let log = LogSink::new(move |l: LogLine| {
@@ -90,7 +95,7 @@ pub async fn run_with(
             .map_or(0, |d| d.as_millis() as u64);
         let json = serde_json::json!({"ts_ms": ts_ms, "binding": &*l.binding, "stream": l.stream.as_str(), "line": l.line});
         keep.push(json.clone());
-        let _ = log_tx.try_send(uplink::ShippedLog {
+        log_tx.push(uplink::ShippedLog {
             binding: l.binding.to_string(),
             json: json.to_string().into_bytes(),
         });
@@ -136,7 +141,7 @@ pub async fn run_with(
             agent.outbox.clone(),
             agent.limit.clone(),
             down_tx,
-            log_rx,
+            log_queue,
             state,
             stop_rx.clone(),
         ))

@@ -197,6 +197,103 @@ pub struct ShippedLog {
     pub json: Vec<u8>,
 }
 
+/// Function log lines waiting for the link: bounded, keeping the newest. When it is full the
+/// oldest line goes, counted per binding, and the count is shipped in its place as a marker line
+/// (`… N lines dropped …`, with `"dropped": N`) where the user reads the logs — never a silent gap.
+#[derive(Debug)]
+pub struct LogQueue {
+    inner: std::sync::Mutex<LogQueueInner>,
+    ready: tokio::sync::Notify,
+    capacity: usize,
+}
+
+#[derive(Debug, Default)]
+struct LogQueueInner {
+    lines: std::collections::VecDeque<ShippedLog>,
+    dropped: std::collections::BTreeMap<String, u64>,
+}
+
+impl LogQueue {
+    /// A queue of at most `capacity` lines.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            inner: std::sync::Mutex::default(),
+            ready: tokio::sync::Notify::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LogQueueInner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues a line; when full, the oldest line makes room and is counted.
+    pub fn push(&self, line: ShippedLog) {
+        {
+            let mut q = self.lock();
+            if q.lines.len() >= self.capacity {
+                if let Some(old) = q.lines.pop_front() {
+                    *q.dropped.entry(old.binding).or_default() += 1;
+                }
+            }
+            q.lines.push_back(line);
+        }
+        self.ready.notify_one();
+    }
+
+    /// The next line to ship: a marker for lines dropped, first, then the oldest line kept.
+    fn pop(&self) -> Option<ShippedLog> {
+        let mut q = self.lock();
+        if let Some((binding, n)) = q.dropped.pop_first() {
+            return Some(dropped_marker(&binding, n));
+        }
+        q.lines.pop_front()
+    }
+
+    /// Puts back a line the link could not take just now.
+    fn unpop(&self, line: ShippedLog) {
+        let mut q = self.lock();
+        match serde_json::from_slice::<serde_json::Value>(&line.json)
+            .ok()
+            .and_then(|v| v.get("dropped").and_then(serde_json::Value::as_u64))
+        {
+            // A marker goes back as its count.
+            Some(n) => *q.dropped.entry(line.binding).or_default() += n,
+            None => q.lines.push_front(line),
+        }
+    }
+
+    /// Lines dropped and not yet shipped as a marker, and lines waiting.
+    pub fn counts(&self) -> (u64, usize) {
+        let q = self.lock();
+        (q.dropped.values().sum(), q.lines.len())
+    }
+
+    async fn ready(&self) {
+        self.ready.notified().await;
+    }
+}
+
+/// The marker line shipped in place of `n` dropped lines of `binding`.
+fn dropped_marker(binding: &str, n: u64) -> ShippedLog {
+    let ts_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let json = serde_json::json!({
+        "ts_ms": ts_ms,
+        "binding": binding,
+        "stream": "stderr",
+        "line": format!("… {n} lines dropped (the link to the cloud could not keep up; the newest are kept) …"),
+        "dropped": n,
+    });
+    ShippedLog {
+        binding: binding.to_owned(),
+        json: json.to_string().into_bytes(),
+    }
+}
+
 /// The MQTT version spoken to the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -290,7 +387,7 @@ pub async fn run(
     outbox: Outbox,
     limit: Arc<PacketLimit>,
     down: mpsc::UnboundedSender<Downlink>,
-    mut logs: mpsc::Receiver<ShippedLog>,
+    logs: Arc<LogQueue>,
     state: Arc<LinkState>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -315,9 +412,9 @@ pub async fn run(
             connected: connected_once,
             head,
         } = if v5 {
-            connection_v5(&link, probe, &mut logs, &mut stop).await
+            connection_v5(&link, probe, &logs, &mut stop).await
         } else {
-            connection_v4(&link, probe, &mut logs, &mut stop).await
+            connection_v4(&link, probe, &logs, &mut stop).await
         };
         if *stop.borrow() {
             return;
@@ -507,7 +604,8 @@ trait Events: Send + 'static {
 /// The two rumqttc clients behind one face.
 trait Client: Send {
     fn publish(&self, topic: String, payload: Vec<u8>, id: u64) -> bool;
-    fn publish_log(&self, topic: String, payload: Vec<u8>);
+    /// Publishes a log line (QoS 0); false when the client cannot take it now.
+    fn publish_log(&self, topic: String, payload: Vec<u8>) -> bool;
     fn subscribe(&self, filter: String) -> impl Future<Output = ()> + Send;
     fn disconnect(&self) -> impl Future<Output = ()> + Send;
 }
@@ -592,8 +690,10 @@ impl Client for V5 {
             .try_publish_with_properties(topic, QoS::AtLeastOnce, false, payload, props)
             .is_ok()
     }
-    fn publish_log(&self, topic: String, payload: Vec<u8>) {
-        let _ = self.0.try_publish(topic, QoS::AtMostOnce, false, payload);
+    fn publish_log(&self, topic: String, payload: Vec<u8>) -> bool {
+        self.0
+            .try_publish(topic, QoS::AtMostOnce, false, payload)
+            .is_ok()
     }
     fn subscribe(&self, filter: String) -> impl Future<Output = ()> + Send {
         let client = self.0.clone();
@@ -619,10 +719,10 @@ impl Client for V4 {
             .try_publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
             .is_ok()
     }
-    fn publish_log(&self, topic: String, payload: Vec<u8>) {
-        let _ = self
-            .0
-            .try_publish(topic, rumqttc::QoS::AtMostOnce, false, payload);
+    fn publish_log(&self, topic: String, payload: Vec<u8>) -> bool {
+        self.0
+            .try_publish(topic, rumqttc::QoS::AtMostOnce, false, payload)
+            .is_ok()
     }
     fn subscribe(&self, filter: String) -> impl Future<Output = ()> + Send {
         let client = self.0.clone();
@@ -644,7 +744,7 @@ impl Client for V4 {
 async fn connection_v5(
     link: &Link<'_>,
     probe: Option<u64>,
-    logs: &mut mpsc::Receiver<ShippedLog>,
+    logs: &LogQueue,
     stop: &mut watch::Receiver<bool>,
 ) -> Ended {
     let mut opts = MqttOptions::new(link.device, link.broker.host.clone(), link.broker.port);
@@ -675,7 +775,7 @@ async fn connection_v5(
 async fn connection_v4(
     link: &Link<'_>,
     probe: Option<u64>,
-    logs: &mut mpsc::Receiver<ShippedLog>,
+    logs: &LogQueue,
     stop: &mut watch::Receiver<bool>,
 ) -> Ended {
     let mut opts =
@@ -700,7 +800,7 @@ async fn connection(
     events: impl Events,
     version: &str,
     mut probe: Option<u64>,
-    logs: &mut mpsc::Receiver<ShippedLog>,
+    logs: &LogQueue,
     stop: &mut watch::Receiver<bool>,
 ) -> Ended {
     let down_prefix = format!("edgefn/{}/down/", link.device);
@@ -710,6 +810,8 @@ async fn connection(
     let mut wake = tokio::time::interval(Duration::from_millis(100));
     let (mut events, _pump) = pump(events);
     let mut batch = Vec::with_capacity(256);
+    // The client's queue was full at the last try: logs wait for an event or the tick.
+    let mut logs_blocked = false;
     loop {
         if probe.is_some_and(|p| window.last_sent >= p && !window.in_flight.contains(&p)) {
             probe = None;
@@ -737,6 +839,18 @@ async fn connection(
                     }
                 }
                 Err(e) => tracing::error!("{e}"),
+            }
+        }
+        // Function logs, as many as the client takes now; the rest wait for the next round.
+        if connected {
+            logs_blocked = false;
+            while let Some(log) = logs.pop() {
+                let topic = format!("edgefn/{}/logs/{}", link.device, log.binding);
+                if !client.publish_log(topic, log.json.clone()) {
+                    logs.unpop(log);
+                    logs_blocked = true;
+                    break;
+                }
             }
         }
         tokio::select! {
@@ -783,9 +897,7 @@ async fn connection(
             }
             () = link.outbox.pushed() => {}
             _ = wake.tick() => {}
-            Some(log) = logs.recv(), if connected => {
-                client.publish_log(format!("edgefn/{}/logs/{}", link.device, log.binding), log.json);
-            }
+            () = logs.ready(), if connected && !logs_blocked => {}
             changed = stop.changed() => {
                 if changed.is_err() || *stop.borrow() {
                     // A clean DISCONNECT, given a moment to go out.
@@ -811,6 +923,48 @@ async fn connection(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn line(binding: &str, n: u32) -> ShippedLog {
+        ShippedLog {
+            binding: binding.into(),
+            json: format!("{{\"line\": \"{n}\"}}").into_bytes(),
+        }
+    }
+
+    #[test]
+    fn a_full_log_queue_keeps_the_newest_and_marks_what_it_dropped() {
+        let q = LogQueue::new(3);
+        for n in 0..5 {
+            q.push(line("a", n));
+        }
+        q.push(line("b", 5));
+        assert_eq!(q.counts(), (3, 3));
+        let marker = q.pop().expect("marker");
+        let v: serde_json::Value = serde_json::from_slice(&marker.json).expect("json");
+        assert_eq!(
+            (marker.binding.as_str(), v["dropped"].as_u64()),
+            ("a", Some(3))
+        );
+        assert!(
+            v["line"]
+                .as_str()
+                .expect("line")
+                .contains("3 lines dropped")
+        );
+        // A marker the client could not take goes back as its count, not lost.
+        q.unpop(marker);
+        assert_eq!(q.counts(), (3, 3));
+        assert!(
+            q.pop()
+                .is_some_and(|m| m.json.windows(9).any(|w| w == b"\"dropped\""))
+        );
+        let rest: Vec<Vec<u8>> = std::iter::from_fn(|| q.pop()).map(|l| l.json).collect();
+        assert_eq!(
+            rest,
+            [line("a", 3).json, line("a", 4).json, line("b", 5).json],
+            "the newest, in order"
+        );
+    }
 
     #[test]
     fn the_limit_follows_the_broker_capped_by_the_configuration() {

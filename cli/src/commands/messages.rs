@@ -318,9 +318,13 @@ pub fn logs(args: &LogsArgs) -> CliResult {
     let print = |line: &str, shown: &mut usize| {
         let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
         let mut out = stdout.lock();
-        if let Some(marker) = dropped_marker(&v, "lines") {
-            let _ = writeln!(out, "{marker}");
-            return;
+        // The control plane's marker (a stream that fell behind) has no line of its own; the
+        // agent's (lines it could not ship) is a line, shown like the others.
+        if v.get("line").is_none() {
+            if let Some(marker) = dropped_marker(&v, "lines") {
+                let _ = writeln!(out, "{marker}");
+                return;
+            }
         }
         *shown += 1;
         let _ = writeln!(
