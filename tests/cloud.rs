@@ -1636,3 +1636,43 @@ fn admin_tokens_are_created_listed_and_revoked() {
         assert_eq!(mode(fresh.parent().expect("folder")), 0o700);
     }
 }
+
+/// Empty states say what to do next; errors carry no empty help and no chain of layer names.
+#[test]
+fn empty_states_and_unreachable_clouds_say_what_to_do() {
+    let data = tempfile::tempdir().expect("data");
+    let (cloud, _) = Cloud::start_with(data.path(), &["--mqtt-listen", "127.0.0.1:0"]);
+    let project = quickstart_repo();
+    let dir = project.path();
+    let err_of = |args: &[&str]| text(&cli(dir, &cloud, args).stderr);
+    assert!(
+        err_of(&["status"]).contains("nothing is applied yet"),
+        "{}",
+        err_of(&["status"])
+    );
+    assert!(err_of(&["history"]).contains("no revision yet: `edgefn apply`"));
+    assert!(err_of(&["device", "list"]).contains("no device is registered"));
+    let rollback = err_of(&["rollback"]);
+    assert!(
+        rollback.contains("nothing has been applied yet") && !rollback.contains("help: \n"),
+        "{rollback}"
+    );
+    ok(&cli(dir, &cloud, &["apply"]));
+    let logs = err_of(&["logs", "gw-01", "no-such-function"]);
+    assert!(
+        logs.contains("runs no function or binding `no-such-function`")
+            && logs.contains("collector, greeter, temp-filter"),
+        "{logs}"
+    );
+    let unreachable = edgefn_env(
+        dir,
+        &["status", "--cloud", "http://127.0.0.1:9", "--token", "x"],
+        &[],
+    );
+    let err = text(&unreachable.stderr);
+    assert!(
+        err.contains("cannot reach the control plane at http://127.0.0.1:9: Connection refused")
+            && !err.contains("error sending request"),
+        "{err}"
+    );
+}

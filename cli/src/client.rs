@@ -212,13 +212,18 @@ impl Client {
     }
 
     fn unreachable(&self, e: &reqwest::Error) -> CliError {
-        // The cause is at the end of the chain (e.g. the certificate problem).
-        let mut message = format!("cannot reach the control plane at {}: {e}", self.base);
-        let mut source = std::error::Error::source(e);
-        while let Some(s) = source {
-            message.push_str(&format!(": {s}"));
-            source = s.source();
+        // The cause is at the end of the chain (the refused connection, the certificate
+        // problem); the links before it only repeat the URL and the layer names.
+        let mut root: &dyn std::error::Error = e;
+        while let Some(s) = root.source() {
+            root = s;
         }
+        let cause = if e.is_timeout() {
+            "it did not answer in time".to_owned()
+        } else {
+            root.to_string()
+        };
+        let message = format!("cannot reach the control plane at {}: {cause}", self.base);
         let help = if message.contains("certificate") {
             "if the control plane's certificate comes from a private CA, set EDGEFN_CA_CERT to that CA's certificate (PEM)"
         } else {
@@ -263,7 +268,7 @@ impl Client {
                 .and_then(|d| d.get("diagnostics").cloned())
                 .and_then(|d| serde_json::from_value::<Vec<String>>(d).ok())
                 .map(|lines| lines.join("\n"))
-                .unwrap_or_else(|| "see the message above".to_owned()),
+                .unwrap_or_default(),
         };
         CliError::Cloud {
             message: format!("{message} (HTTP {})", status.as_u16()),

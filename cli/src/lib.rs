@@ -35,9 +35,46 @@ pub fn run(cli: Cli) -> std::process::ExitCode {
             .with_links(false)
             .with_width(report::width());
             let mut out = String::new();
-            let _ = handler.render_report(&mut out, &err);
+            let _ = handler.render_report(&mut out, &Shown(&err));
             eprint!("{out}");
             std::process::ExitCode::from(1)
+        }
+    }
+}
+
+/// An error as shown: a help that says nothing (empty) is left out rather than printed as an
+/// empty `help:` line.
+struct Shown<'a>(&'a error::CliError);
+
+impl std::fmt::Debug for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.0, f)
+    }
+}
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self.0, f)
+    }
+}
+
+impl std::error::Error for Shown<'_> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(self.0)
+    }
+}
+
+impl miette::Diagnostic for Shown<'_> {
+    fn code<'b>(&'b self) -> Option<Box<dyn std::fmt::Display + 'b>> {
+        self.0.code()
+    }
+
+    fn help<'b>(&'b self) -> Option<Box<dyn std::fmt::Display + 'b>> {
+        let help = self.0.help()?;
+        if help.to_string().trim().is_empty() {
+            None
+        } else {
+            Some(help)
         }
     }
 }

@@ -762,7 +762,13 @@ async fn rollback(
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "nothing_to_roll_back",
-                "there is no revision before the latest one",
+                if latest == 0 {
+                    "nothing has been applied yet, so there is nothing to roll back".to_owned()
+                } else {
+                    format!(
+                        "revision {latest} is the only one: there is no earlier revision to go back to"
+                    )
+                },
             ));
         }
     };

@@ -423,6 +423,32 @@ pub async fn logs(
             "no device `{name}` is registered or in the latest manifest"
         )));
     }
+    // A function or binding the device does not run is a mistake worth saying, not an empty
+    // answer (a line the device logged under an older revision is still found by its name).
+    if let Some(b) = &q.binding {
+        let desired = state.view().desired_for(&name);
+        let runs: Vec<String> =
+            serde_json::from_slice::<edgefn_schema::api::DesiredResponse>(&desired.body)
+                .map(|d| {
+                    let mut names: Vec<String> =
+                        d.state.bindings.iter().map(|b| b.name.clone()).collect();
+                    names.extend(d.state.functions.keys().cloned());
+                    names.sort();
+                    names.dedup();
+                    names
+                })
+                .unwrap_or_default();
+        if !runs.contains(b) && m.hub.recent_logs(&name, Some(b), 1).is_empty() {
+            return Err(ApiError::not_found(format!(
+                "device `{name}` runs no function or binding `{b}` in the latest revision{}",
+                if runs.is_empty() {
+                    String::new()
+                } else {
+                    format!("; it runs: {}", runs.join(", "))
+                }
+            )));
+        }
+    }
     let tail = q.tail.unwrap_or(100).min(crate::mqtt::hub::LOG_RING);
     let mut live = m.hub.subscribe_logs();
     let recent = m.hub.recent_logs(&name, q.binding.as_deref(), tail);

@@ -27,7 +27,7 @@ pub const STATE_DIR: &str = ".edgefn/dev";
 fn err(message: impl Into<String>) -> CliError {
     CliError::InvalidArgument {
         message: message.into(),
-        help: "see the message above".into(),
+        help: String::new(),
     }
 }
 

@@ -204,6 +204,9 @@ fn list(args: &DeviceListArgs) -> CliResult {
             );
         }
         Output::Text => {
+            if devices.is_empty() {
+                eprintln!("no device is registered: `edgefn device add NAME` registers one");
+            }
             for d in &devices {
                 let _ = writeln!(out, "{}", d.name);
             }

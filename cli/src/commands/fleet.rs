@@ -62,6 +62,17 @@ pub fn status(args: &StatusArgs) -> CliResult {
         return Ok(Outcome::Success);
     }
     let drift = crate::drift::detect(&client)?;
+    if fleet.devices.is_empty() {
+        eprintln!(
+            "{}, and no device is registered: `edgefn apply` in the project applies it, `edgefn device add NAME` registers a device",
+            if fleet.revision == 0 {
+                "nothing is applied yet".to_owned()
+            } else {
+                format!("revision {} names no device", fleet.revision)
+            }
+        );
+        return Ok(Outcome::Success);
+    }
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "revision {}", fleet.revision);
     if let Some(d) = drift {
@@ -176,6 +187,10 @@ pub fn history(args: &HistoryArgs) -> CliResult {
     let list: Vec<RevisionSummary> = client.get(&format!("/v1/revisions?limit={}", args.limit))?;
     if args.output == Output::Json {
         json_out(&list);
+        return Ok(Outcome::Success);
+    }
+    if list.is_empty() {
+        eprintln!("no revision yet: `edgefn apply` in the project creates the first");
         return Ok(Outcome::Success);
     }
     let mut out = std::io::stdout().lock();
