@@ -118,6 +118,8 @@ fn edgefn_dev_runs_the_quickstart_answers_publish_and_hot_updates() {
     let first: serde_json::Value = serde_json::from_str(&sub.text()).expect("json");
     assert_eq!(first["payload"]["greeting"], "Hello, Ada!");
     assert_eq!(first["device"], "gw-02");
+    // Each invocation is one line of dev's output: device, binding, topic, outcome, time.
+    dev.wait_for(10, "[gw-02] greeter ← commands/greet: ok, ");
 
     // A command in the project says which control plane it talks to, and that it chose the
     // dev session over the one `edgefn login` saved; a saved token never goes elsewhere.
@@ -478,6 +480,31 @@ fn edgefn_dev_applies_every_save_and_follows_the_devices_of_the_manifest() {
     // And removed again: its agent stops.
     std::fs::write(&manifest, before).expect("write");
     dev.wait_for(60, "device gw-03 left the manifest: stopping its agent");
+
+    // A handler that throws: the error points at the project's file, not the bundle's copy.
+    std::fs::write(
+        &code,
+        "exports.handler = async (event) => {\n  return event.payload.missing.field;\n};\n",
+    )
+    .expect("write");
+    wait_until(60, "the throwing release runs", || {
+        http(
+            &gw01,
+            "POST",
+            "/v1/publish?topic=commands/greet&wait=true",
+            None,
+            &[],
+            b"{}",
+        )
+        .json()["deliveries"][0]["error"]
+            .is_string()
+    });
+    dev.wait_for(10, "[gw-01] greeter ← commands/greet: error, ");
+    let out = dev.text();
+    assert!(
+        out.contains("functions/greeter/index.js:2") && !out.contains("/bundles/"),
+        "{out}"
+    );
 
     // Closing the terminal (SIGHUP) stops everything and removes the session file.
     let mut dev = dev;

@@ -83,6 +83,8 @@ pub struct Agent {
     pub outbox: crate::outbox::Outbox,
     /// The largest packet the cloud's broker takes (learned by the link).
     pub limit: Arc<crate::uplink::PacketLimit>,
+    /// Told of every invocation of a triggered function (`edgefn dev` shows them).
+    invocations: std::sync::OnceLock<crate::InvocationHook>,
     /// The MQTT link's state, once the link is started (reported in the status).
     pub link: std::sync::OnceLock<Arc<crate::uplink::LinkState>>,
     /// The filters of the active release's routes to the cloud, for checks that cannot wait
@@ -177,6 +179,7 @@ impl Agent {
         ));
         Ok(Arc::new(Agent {
             limit,
+            invocations: std::sync::OnceLock::new(),
             link: std::sync::OnceLock::new(),
             up_filters: std::sync::RwLock::new(Vec::new()),
             config,
@@ -439,6 +442,11 @@ impl Agent {
         }
     }
 
+    /// Tells `hook` of every invocation from now on (once; a second hook is ignored).
+    pub fn on_invocation(&self, hook: crate::InvocationHook) {
+        let _ = self.invocations.set(hook);
+    }
+
     fn dispatch<'a>(
         self: &'a Arc<Self>,
         topic: &'a str,
@@ -460,8 +468,19 @@ impl Agent {
             let mut handles = Vec::new();
             for b in bindings {
                 let (release, event) = (release.clone(), event.clone());
+                let hook = self.invocations.get().cloned();
                 handles.push(tokio::spawn(async move {
+                    let started = std::time::Instant::now();
                     let outcome = release.invoke(&b, &event).await;
+                    if let Some(hook) = hook {
+                        hook(&crate::Invocation {
+                            function: release.function_of(&b).unwrap_or_default(),
+                            binding: b.clone(),
+                            topic: event.topic.clone(),
+                            outcome: outcome.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+                            duration: started.elapsed(),
+                        });
+                    }
                     Delivery {
                         binding: b,
                         outcome,

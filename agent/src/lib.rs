@@ -45,6 +45,42 @@ const LOG_QUEUE_LINES: usize = 4096;
 /// Called with each line a function prints (besides the agent's log).
 pub type LogHook = Arc<dyn Fn(&LogLine) + Send + Sync>;
 
+/// Called after each invocation of a triggered function, with what happened.
+pub type InvocationHook = Arc<dyn Fn(&Invocation) + Send + Sync>;
+
+/// One invocation, as an [`InvocationHook`] sees it.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// The binding.
+    pub binding: String,
+    /// Its function.
+    pub function: String,
+    /// The topic of the event.
+    pub topic: String,
+    /// `Ok`, or the error as the runtime words it (a handler's kind and message).
+    pub outcome: Result<(), String>,
+    /// How long it took.
+    pub duration: std::time::Duration,
+}
+
+/// What a host embedding the agent (`edgefn dev`) is told besides the agent's log.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Every line a function prints.
+    pub log: Option<LogHook>,
+    /// Every invocation of a triggered function.
+    pub invocation: Option<InvocationHook>,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooks")
+            .field("log", &self.log.is_some())
+            .field("invocation", &self.invocation.is_some())
+            .finish()
+    }
+}
+
 /// The device-local listeners, bound by the caller (so it knows their addresses).
 #[derive(Debug)]
 pub struct Listeners {
@@ -71,6 +107,21 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
     hook: Option<LogHook>,
 ) -> Result<(), AgentError> {
+    let hooks = Hooks {
+        log: hook,
+        invocation: None,
+    };
+    run_with_hooks(config, listeners, shutdown, hooks).await
+}
+
+/// [`run`], telling `hooks` what the functions print and each invocation.
+pub async fn run_with_hooks(
+    config: AgentConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    hooks: Hooks,
+) -> Result<(), AgentError> {
+    let hook = hooks.log;
     // Choosing the sandbox may run a trial container: blocking work, off the async threads.
     let sandbox = {
         let config = config.clone();
@@ -105,6 +156,9 @@ pub async fn run_with(
     let (device, token) = (config.device.clone(), config.token.clone());
     let local_password = config.local_mqtt_password.clone();
     let agent = Agent::new(config, sandbox, log)?;
+    if let Some(h) = hooks.invocation {
+        agent.on_invocation(h);
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     // The local MQTT listener is up before the release starts, so a continuous function can
     // connect to it at once.

@@ -228,6 +228,16 @@ impl RunningRelease {
         })
     }
 
+    /// The function a binding runs.
+    pub fn function_of(&self, binding: &str) -> Option<String> {
+        self.desired
+            .state
+            .bindings
+            .iter()
+            .find(|b| b.name == binding)
+            .map(|b| b.function.clone())
+    }
+
     /// The bindings whose triggers match `topic`.
     pub fn matching(&self, topic: &str) -> Vec<String> {
         self.triggered

@@ -382,6 +382,15 @@ pub fn run(args: &DevArgs) -> CliResult {
         broker_addr: &broker_addr.to_string(),
         sandbox,
         state: &state,
+        function_paths: Arc::new(
+            loaded
+                .manifest
+                .functions
+                .iter()
+                .map(|(n, f)| (n.clone(), f.path.clone()))
+                .collect(),
+        ),
+        recent_errors: Arc::default(),
     };
     let mut agents: Vec<DevAgent> = Vec::new();
     for d in &devices {
@@ -541,6 +550,41 @@ pub fn run(args: &DevArgs) -> CliResult {
     Ok(Outcome::Success)
 }
 
+/// `text` with the paths of a function's installed bundle (`…/bundles/<sha256>/x.js`, or
+/// `/fn/x.js` in a container) written as the project's (`functions/greeter/x.js`), so that an
+/// error points at the file the user edits.
+fn project_paths(text: &str, function_path: Option<&str>) -> String {
+    let Some(dir) = function_path else {
+        return text.to_owned();
+    };
+    let dir = dir.trim_end_matches('/');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("/bundles/") {
+        let after = &rest[at + "/bundles/".len()..];
+        let digest_ok = after.len() > 64
+            && after.as_bytes()[..64].iter().all(u8::is_ascii_hexdigit)
+            && after.as_bytes()[64] == b'/';
+        if !digest_ok {
+            out.push_str(&rest[..at + 1]);
+            rest = &rest[at + 1..];
+            continue;
+        }
+        // The path starts after the last space, quote or bracket before `/bundles/`.
+        let start = rest[..at]
+            .rfind(|c: char| c.is_whitespace() || "\"'(<[".contains(c))
+            .map_or(0, |i| i + 1);
+        out.push_str(&rest[..start]);
+        out.push_str(dir);
+        out.push('/');
+        rest = &after[65..];
+    }
+    out.push_str(rest);
+    out.replace(" /fn/", &format!(" {dir}/"))
+        .replace("\"/fn/", &format!("\"{dir}/"))
+        .replace("(/fn/", &format!("({dir}/"))
+}
+
 /// What starting an agent needs.
 struct DevEnv<'a> {
     rt: &'a tokio::runtime::Runtime,
@@ -549,6 +593,10 @@ struct DevEnv<'a> {
     broker_addr: &'a str,
     sandbox: &'a str,
     state: &'a Path,
+    /// Each function's folder in the project, by function name.
+    function_paths: Arc<BTreeMap<String, String>>,
+    /// Errors shown in the last seconds, with the device that showed each first.
+    recent_errors: Arc<std::sync::Mutex<Vec<(String, String, Instant)>>>,
 }
 
 /// One device's agent, running in this process.
@@ -597,12 +645,40 @@ impl DevEnv<'_> {
             addr_of(&local_mqtt)
         );
         let name = d.to_owned();
-        let hook: edgefn_agent::LogHook = Arc::new(move |l| {
+        let paths = self.function_paths.clone();
+        let log: edgefn_agent::LogHook = Arc::new(move |l| {
+            let line = project_paths(&l.line, paths.get(&*l.function).map(String::as_str));
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "[{name}] {}: {}", l.binding, l.line);
+            let _ = writeln!(out, "[{name}] {}: {line}", l.binding);
+        });
+        let name = d.to_owned();
+        let paths = self.function_paths.clone();
+        let recent = self.recent_errors.clone();
+        let invocation: edgefn_agent::InvocationHook = Arc::new(move |i| {
+            let ms = i.duration.as_millis();
+            let text = match &i.outcome {
+                Ok(()) => format!("ok, {ms} ms"),
+                Err(e) => {
+                    let e = project_paths(e, paths.get(&i.function).map(String::as_str));
+                    // The same error on several devices at once (one change, one mistake): the
+                    // whole of it once, then a reference to it.
+                    let mut recent = recent
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    recent.retain(|(_, _, at)| at.elapsed() < Duration::from_secs(5));
+                    match recent.iter().find(|(text, _, _)| *text == e) {
+                        Some((_, first, _)) => format!("error, {ms} ms (the same as on {first})"),
+                        None => {
+                            recent.push((e.clone(), name.clone(), Instant::now()));
+                            format!("error, {ms} ms: {e}")
+                        }
+                    }
+                }
+            };
+            say(format!("[{name}] {} ← {}: {text}", i.binding, i.topic));
         });
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let task = self.rt.spawn(edgefn_agent::run_with(
+        let task = self.rt.spawn(edgefn_agent::run_with_hooks(
             config,
             edgefn_agent::Listeners {
                 http: Some(local),
@@ -612,7 +688,10 @@ impl DevEnv<'_> {
                 let mut rx = stop_rx;
                 let _ = rx.wait_for(|s| *s).await;
             },
-            Some(hook),
+            edgefn_agent::Hooks {
+                log: Some(log),
+                invocation: Some(invocation),
+            },
         ));
         Ok(DevAgent {
             name: d.to_owned(),
@@ -666,4 +745,30 @@ fn stop_all(
     let _ = rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), cloud_task).await });
     let _ = std::fs::remove_file(session);
     say("stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::project_paths;
+
+    #[test]
+    fn bundle_paths_become_the_projects() {
+        let d = "a".repeat(64);
+        let line = format!(
+            "TypeError: x is not a function\n    at exports.handler (/tmp/p/.edgefn/dev/agents/gw-01/bundles/{d}/index.js:11:3)"
+        );
+        assert_eq!(
+            project_paths(&line, Some("functions/greeter")),
+            "TypeError: x is not a function\n    at exports.handler (functions/greeter/index.js:11:3)"
+        );
+        assert_eq!(
+            project_paths("File \"/fn/main.py\", line 4", Some("functions/f")),
+            "File \"functions/f/main.py\", line 4"
+        );
+        assert_eq!(
+            project_paths("/bundles/short/x", Some("f")),
+            "/bundles/short/x"
+        );
+        assert_eq!(project_paths("nothing", None), "nothing");
+    }
 }
