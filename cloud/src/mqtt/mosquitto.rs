@@ -69,8 +69,10 @@ pub fn passwd(users: &[(String, String)]) -> String {
 /// folder).
 pub fn write(dir: &Path, users: &[(String, String)]) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-    write_atomic(&dir.join("passwd"), passwd(users).as_bytes(), 0o640)?;
-    write_atomic(&dir.join("acl"), acl().as_bytes(), 0o644)
+    // The rules first, then the users they apply to: whoever sees the new users (Mosquitto
+    // on reload, a test) finds the rules already there.
+    write_atomic(&dir.join("acl"), acl().as_bytes(), 0o644)?;
+    write_atomic(&dir.join("passwd"), passwd(users).as_bytes(), 0o640)
 }
 
 /// Sends SIGHUP to the pid written in `pid_file`.
