@@ -218,8 +218,7 @@ impl Agent {
             );
             return;
         }
-        let payload =
-            serde_json::from_slice(&payload).map_or(Payload::Bytes(payload), Payload::Json);
+        let payload = Payload::from_message(payload);
         if let Err(e) = self.publish(topic, payload).await {
             tracing::warn!("a message from the cloud was not put on the bus: {e}");
         }

@@ -42,8 +42,7 @@ async fn publish(
     if let Err(e) = edgefn_schema::topic::validate_topic(&q.topic) {
         return (StatusCode::BAD_REQUEST, Json(serde_json::json!({"error": format!("topic `{}`: {}", q.topic, e.message), "help": e.help}))).into_response();
     }
-    let payload =
-        serde_json::from_slice(&body).map_or_else(|_| Payload::Bytes(body.to_vec()), Payload::Json);
+    let payload = Payload::from_message(body.to_vec());
     let too_large = |e: crate::uplink::TooLarge| {
         (
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -141,9 +141,9 @@ pub fn broker(agent: &Arc<Agent>, password: Option<&str>) -> Arc<LocalBroker> {
     )
 }
 
-/// A payload as the bus holds it: JSON when it parses as JSON, else bytes.
+/// A payload as the bus holds it: the payload contract of [`Payload::from_message`].
 pub fn payload_from(bytes: Vec<u8>) -> Payload {
-    serde_json::from_slice(&bytes).map_or(Payload::Bytes(bytes), Payload::Json)
+    Payload::from_message(bytes)
 }
 
 /// Delivers a bus message to the local subscribers.

@@ -56,6 +56,28 @@ impl Default for Payload {
 }
 
 impl Payload {
+    /// A message's bytes as a handler receives them. The payload contract, the same on every
+    /// path into a function (from the cloud, the local HTTP endpoint, the local MQTT listener,
+    /// `edgefn test --topic` and `edgefn invoke`):
+    ///
+    /// - a JSON document arrives as its value (`{"celsius": 45}` → an object, `42` → a number,
+    ///   `"hi"` → the string `hi`);
+    /// - other UTF-8 text arrives as a string (`hello` → `"hello"`);
+    /// - anything else arrives as bytes (`bytes` in python, a `Buffer` in node).
+    ///
+    /// So a sender chooses by what it sends: JSON for values, plain text for a string (or a
+    /// JSON string, the same to the handler), anything not UTF-8 for bytes. A function's JSON
+    /// result or published value goes out as JSON text, which reads back as the same value.
+    pub fn from_message(bytes: Vec<u8>) -> Payload {
+        if let Ok(v) = serde_json::from_slice(&bytes) {
+            return Payload::Json(v);
+        }
+        match String::from_utf8(bytes) {
+            Ok(text) => Payload::Json(Value::String(text)),
+            Err(e) => Payload::Bytes(e.into_bytes()),
+        }
+    }
+
     /// The payload as it goes on the wire: a value and its encoding.
     pub fn to_wire(&self) -> (Value, Encoding) {
         match self {
@@ -377,5 +399,21 @@ mod tests {
         };
         assert_eq!(error.expect("error").kind, "ValueError");
         assert_eq!(publish[0].encoding, Encoding::Base64);
+    }
+}
+
+#[cfg(test)]
+mod payload_contract {
+    use super::*;
+
+    #[test]
+    fn json_text_and_bytes_arrive_as_such() {
+        let p = |b: &[u8]| Payload::from_message(b.to_vec());
+        assert_eq!(p(br#"{"a": 1}"#), Payload::Json(serde_json::json!({"a": 1})));
+        assert_eq!(p(b"42"), Payload::Json(serde_json::json!(42)));
+        assert_eq!(p(br#""hi""#), Payload::Json(serde_json::json!("hi")));
+        assert_eq!(p(b"hello world"), Payload::Json(serde_json::json!("hello world")));
+        assert_eq!(p(b""), Payload::Json(serde_json::json!("")));
+        assert_eq!(p(b"\xff\x00"), Payload::Bytes(vec![0xff, 0]));
     }
 }

@@ -123,9 +123,10 @@ fn payload_json(p: &Payload) -> serde_json::Value {
     }
 }
 
+/// A payload typed on the command line, by the payload contract
+/// ([`Payload::from_message`]): JSON when it parses, else the text as a string.
 fn parse_payload(text: &str) -> Payload {
-    serde_json::from_str(text)
-        .map_or_else(|_| Payload::Bytes(text.as_bytes().to_vec()), Payload::Json)
+    Payload::from_message(text.as_bytes().to_vec())
 }
 
 /// What one case found.
