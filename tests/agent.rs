@@ -782,6 +782,21 @@ fn a_release_whose_daemon_exits_at_once_rolls_back_by_itself() {
     wait_until(60, "revision 3 runs", || {
         fleet.converged() && version_of(&agent, 2) == "3"
     });
+
+    // A rollback to the revision that failed here: not run again, and said, so that the
+    // rollback's --wait fails with the reason rather than the fleet quietly running revision 3.
+    let out = fleet.cli(&["rollback", "--wait", "--timeout", "30s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("already failed on this device"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        version_of(&agent, 3),
+        "3",
+        "the release before it keeps running"
+    );
 }
 
 /// A revision that does not change a device's desired state is not re-sent to it, and the

@@ -500,10 +500,11 @@ fn edgefn_dev_applies_every_save_and_follows_the_devices_of_the_manifest() {
             .is_string()
     });
     dev.wait_for(10, "[gw-01] greeter ← commands/greet: error, ");
+    dev.wait_for(10, "functions/greeter/index.js:2");
     let out = dev.text();
     assert!(
-        out.contains("functions/greeter/index.js:2") && !out.contains("/bundles/"),
-        "{out}"
+        !out.contains("gw-01/bundles/"),
+        "no bundle copy's path: {out}"
     );
 
     // Closing the terminal (SIGHUP) stops everything and removes the session file.

@@ -1070,6 +1070,21 @@ impl Agent {
                 Ok(Some(desired)) => {
                     refused = None;
                     if lock(&self.state).failed.contains(&desired.digest) {
+                        // A revision asking again for what failed here (a rollback to a broken
+                        // revision, say): not tried again, and said, so that the fleet's status
+                        // does not show a device quietly running something else.
+                        let already =
+                            lock(&self.reported).target.as_deref() == Some(desired.digest.as_str());
+                        if !already {
+                            let revision = desired.revision;
+                            self.set_reported(
+                                DeviceState::Failed,
+                                Some(format!(
+                                    "revision {revision} asks for a desired state that already failed on this device; not tried again (the release before it keeps running): apply a fix"
+                                )),
+                                Some(desired.digest.clone()),
+                            );
+                        }
                         refused = Some(desired.digest);
                         continue;
                     }

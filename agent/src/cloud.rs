@@ -17,7 +17,7 @@ pub enum CloudError {
     Unreachable(String),
     /// The token was refused: retrying will not help.
     #[error(
-        "the cloud refused this device's token (HTTP {0}): re-register it with `edgefn device add`"
+        "the cloud refused this device's token (HTTP {0}): re-register it with `edgefn device add NAME --force` (a new token, written over its file), or remove this agent"
     )]
     Rejected(u16),
     /// Any other answer.

@@ -63,14 +63,15 @@ fn ci_workflow() -> String {
     CI_WORKFLOW.replace("{version}", env!("CARGO_PKG_VERSION"))
 }
 
-const CI_WORKFLOW: &str = r#"# Runs the functions' tests on every push, and applies the manifest to the control plane on main.
+const CI_WORKFLOW: &str = r#"# Runs the functions' tests on every push, and applies the manifest to the control plane from the
+# default branch (main or master).
 # Set the repository variable EDGEFN_CLOUD (the control plane's URL) and the secret EDGEFN_TOKEN
 # (an admin token of edgefn-cloud).
 name: edgefn
 
 on:
   push:
-    branches: [main]
+    branches: [main, master]
   pull_request:
 
 jobs:
@@ -91,7 +92,7 @@ jobs:
         run: edgefn test --junit edgefn-tests.xml
 
   apply:
-    if: github.event_name == 'push' && github.ref == 'refs/heads/main'
+    if: github.event_name == 'push' && (github.ref == 'refs/heads/main' || github.ref == 'refs/heads/master')
     needs: test
     runs-on: ubuntu-latest
     # One apply at a time; the control plane also refuses a stale parent revision.
@@ -127,8 +128,20 @@ pub fn function_fields(name: &str, runtime: Runtime) -> Vec<(&'static str, Strin
 }
 
 /// The files of a new function, relative to the project folder.
-pub fn function(name: &str, runtime: Runtime) -> Vec<NewFile> {
+///
+/// `trigger`, the binding's first topic filter when it has one, gives the test case its topic
+/// (wildcards filled in with `demo`); the default is `sensors/demo/temperature`.
+pub fn function(name: &str, runtime: Runtime, trigger: Option<&str>) -> Vec<NewFile> {
     let dir = format!("functions/{name}");
+    let topic = trigger.map_or_else(
+        || "sensors/demo/temperature".to_owned(),
+        |t| {
+            t.split('/')
+                .map(|l| if l == "+" || l == "#" { "demo" } else { l })
+                .collect::<Vec<_>>()
+                .join("/")
+        },
+    );
     let code = match runtime {
         Runtime::Python3 => NewFile::new(format!("{dir}/main.py"), python(name)),
         Runtime::Node => NewFile::new(format!("{dir}/index.js"), node(name)),
@@ -138,7 +151,7 @@ pub fn function(name: &str, runtime: Runtime) -> Vec<NewFile> {
         code,
         NewFile::new(
             format!("{dir}/tests/example.yaml"),
-            test_case(name, runtime),
+            test_case(name, runtime, &topic),
         ),
     ]
 }
@@ -213,15 +226,16 @@ done
     )
 }
 
-fn test_case(name: &str, runtime: Runtime) -> String {
+fn test_case(name: &str, runtime: Runtime, topic: &str) -> String {
+    let quoted = serde_json::to_string(topic).expect("string");
     let result = match runtime {
-        Runtime::Exec => "{ topic: sensors/demo/temperature, handled_by: bash }",
-        _ => "{ topic: sensors/demo/temperature, received: { celsius: 21.5 } }",
+        Runtime::Exec => format!("{{ topic: {quoted}, handled_by: bash }}"),
+        _ => format!("{{ topic: {quoted}, received: {{ celsius: 21.5 }} }}"),
     };
     format!(
         r#"# A test case for `edgefn test`: a simulated message, and what {name} should do with it.
 trigger:
-  topic: sensors/demo/temperature
+  topic: {quoted}
   payload: {{ celsius: 21.5 }}
 expect:
   result: {result}

@@ -409,10 +409,16 @@ mod payload_contract {
     #[test]
     fn json_text_and_bytes_arrive_as_such() {
         let p = |b: &[u8]| Payload::from_message(b.to_vec());
-        assert_eq!(p(br#"{"a": 1}"#), Payload::Json(serde_json::json!({"a": 1})));
+        assert_eq!(
+            p(br#"{"a": 1}"#),
+            Payload::Json(serde_json::json!({"a": 1}))
+        );
         assert_eq!(p(b"42"), Payload::Json(serde_json::json!(42)));
         assert_eq!(p(br#""hi""#), Payload::Json(serde_json::json!("hi")));
-        assert_eq!(p(b"hello world"), Payload::Json(serde_json::json!("hello world")));
+        assert_eq!(
+            p(b"hello world"),
+            Payload::Json(serde_json::json!("hello world"))
+        );
         assert_eq!(p(b""), Payload::Json(serde_json::json!("")));
         assert_eq!(p(b"\xff\x00"), Payload::Bytes(vec![0xff, 0]));
     }

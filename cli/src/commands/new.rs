@@ -76,7 +76,11 @@ pub fn run(args: &NewArgs) -> CliResult {
         ),
         (edited, _) => edited,
     };
-    let files = scaffold::function(&args.name, runtime);
+    let files = scaffold::function(
+        &args.name,
+        runtime,
+        args.triggers.first().map(String::as_str),
+    );
     project::create_files(
         &project.root,
         &files,
@@ -92,6 +96,26 @@ pub fn run(args: &NewArgs) -> CliResult {
         let _ = writeln!(out, "  {}", display_path(&project.root.join(&f.path)));
     }
     let _ = writeln!(out, "  added to {}", display_path(&project.manifest_path));
+    if let Some(t) = args.triggers.first() {
+        // A message from the cloud reaches the function only through a route: say which.
+        let text = std::fs::read_to_string(&project.manifest_path).unwrap_or_default();
+        let routed = edgefn_schema::load(&edgefn_schema::Source::new("edgefn.yaml", text), None)
+            .ok()
+            .is_some_and(|l| {
+                l.manifest.routes.iter().any(|r| {
+                    r.from
+                        .strip_prefix(edgefn_schema::manifest::CLOUD_PREFIX)
+                        .is_some_and(|f| edgefn_schema::topic::matches(f, t) || f == t)
+                })
+            });
+        if !routed {
+            let first = t.split('/').next().unwrap_or(t);
+            let _ = writeln!(
+                out,
+                "  to send it messages from the cloud (`edgefn publish DEVICE {t} ...`), add a route under `routes:`:\n    - {{ from: \"cloud:{first}/#\", to: local }}"
+            );
+        }
+    }
     if bind {
         let _ = writeln!(
             out,
