@@ -24,12 +24,16 @@ use edgefn_runtime::{LogLine, LogSink, Sandbox, SandboxOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// The sandbox the configuration asks for.
+/// The sandbox the configuration asks for. Its instances are recorded in `DATA/instances` (see
+/// [`Sandbox::sweep_leftovers`]).
 pub fn sandbox(config: &AgentConfig) -> Result<Sandbox, AgentError> {
     let options = SandboxOptions {
         kind: config.sandbox,
         helper: std::env::current_exe().ok(),
         state_dir: config.data.join("containers"),
+        records: Some(std::path::absolute(config.data.join("instances")).map_err(|e| {
+            AgentError::Sandbox(format!("{}: {e}", config.data.display()))
+        })?),
         ..SandboxOptions::default()
     };
     Sandbox::new(options).map_err(|e| AgentError::Sandbox(e.to_string()))
@@ -63,14 +67,25 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
     hook: Option<LogHook>,
 ) -> Result<(), AgentError> {
-    // Choosing the sandbox may run a trial container: blocking work, off the async threads.
-    let sandbox = {
+    // Choosing the sandbox may run a trial container, and the sweep of what a previous run left
+    // may wait for containers to die: blocking work, off the async threads.
+    let (sandbox, swept) = {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || sandbox(&config))
-            .await
-            .map_err(|e| AgentError::Sandbox(e.to_string()))??
+        tokio::task::spawn_blocking(move || {
+            sandbox(&config).map(|s| {
+                // Before any instance starts: a continuous binding runs once, not once more per
+                // agent that died without stopping its instances.
+                let swept = s.sweep_leftovers();
+                (s, swept)
+            })
+        })
+        .await
+        .map_err(|e| AgentError::Sandbox(e.to_string()))??
     };
     tracing::info!(sandbox = %sandbox.kind(), "{}", sandbox.reason());
+    for line in swept {
+        tracing::warn!("left by a previous run: {line}");
+    }
     // Function output: the agent's log, and shipped up best-effort (dropped when the link is
     // down and the small buffer is full).
     let (log_tx, log_rx) = tokio::sync::mpsc::channel::<uplink::ShippedLog>(1024);

@@ -349,6 +349,12 @@ impl AgentProc {
     /// extra environment `env` (e.g. the crash hook). Returns once it listens.
     #[allow(clippy::print_stderr)] // The agent's log, relayed into the test's output.
     pub fn start(config: &Path, data: &Path, env: &[(&str, &str)]) -> AgentProc {
+        AgentProc::start_in(config, data, env, "process")
+    }
+
+    /// [`AgentProc::start`] with the sandbox `sandbox` (`process`, `container` or `auto`).
+    #[allow(clippy::print_stderr)] // The agent's log, relayed into the test's output.
+    pub fn start_in(config: &Path, data: &Path, env: &[(&str, &str)], sandbox: &str) -> AgentProc {
         let mut cmd = Command::new(sibling_bin("edgefn-agent"));
         cmd.args([
             "--config",
@@ -356,7 +362,7 @@ impl AgentProc {
             "--data",
             &data.display().to_string(),
             "--sandbox",
-            "process",
+            sandbox,
             "--local-listen",
             "127.0.0.1:0",
             "--local-mqtt",
