@@ -763,11 +763,14 @@ fn descendants(root: u32) -> Vec<Proc> {
         let (Ok(ppid), Ok(start)) = (f[1].parse::<u32>(), f[19].parse::<u64>()) else {
             continue;
         };
-        all.push((ppid, Proc {
-            pid,
-            start,
-            cmdline,
-        }));
+        all.push((
+            ppid,
+            Proc {
+                pid,
+                start,
+                cmdline,
+            },
+        ));
     }
     let mut found: Vec<Proc> = Vec::new();
     let mut parents = vec![root];
@@ -825,9 +828,11 @@ fn a_continuous_function_does_not_outlive_its_agent(sandbox: &str) {
     });
 
     let agent = AgentProc::start_in(&fleet.agent_config, data.path(), &[], sandbox);
-    wait_until(30, "the restarted agent killed what the old instance left", || {
-        !old.iter().any(alive)
-    });
+    wait_until(
+        30,
+        "the restarted agent killed what the old instance left",
+        || !old.iter().any(alive),
+    );
     wait_until(30, "the restarted agent runs the daemon", || {
         instances(&agent).len() == 1
     });

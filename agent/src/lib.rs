@@ -31,9 +31,10 @@ pub fn sandbox(config: &AgentConfig) -> Result<Sandbox, AgentError> {
         kind: config.sandbox,
         helper: std::env::current_exe().ok(),
         state_dir: config.data.join("containers"),
-        records: Some(std::path::absolute(config.data.join("instances")).map_err(|e| {
-            AgentError::Sandbox(format!("{}: {e}", config.data.display()))
-        })?),
+        records: Some(
+            std::path::absolute(config.data.join("instances"))
+                .map_err(|e| AgentError::Sandbox(format!("{}: {e}", config.data.display())))?,
+        ),
         ..SandboxOptions::default()
     };
     Sandbox::new(options).map_err(|e| AgentError::Sandbox(e.to_string()))

@@ -463,7 +463,10 @@ mod tests {
         };
         assert_eq!(result["a"], "x\u{fffd}");
         assert_eq!(result["b"], "\u{1f600}", "a pair is kept");
-        assert_eq!(result["c"], "\\ud83d", "an escaped backslash is not an escape");
+        assert_eq!(
+            result["c"], "\\ud83d",
+            "an escaped backslash is not an escape"
+        );
         assert_eq!(result["d"], "\u{fffd}\u{fffd}");
         assert_eq!(error.expect("error").message, "m\u{fffd}");
         let mut bad = br#"{"type":"publish","topic":"t","payload":"a"#.to_vec();
@@ -489,7 +492,11 @@ mod tests {
         assert_eq!(id, 9);
         let error = error.expect("error");
         assert_eq!(error.kind, UNREADABLE_RESULT);
-        assert!(error.message.contains("recursion limit"), "{}", error.message);
+        assert!(
+            error.message.contains("recursion limit"),
+            "{}",
+            error.message
+        );
         assert!(matches!(
             decode_from_instance(b"{\"type\":\"nonsense\"}"),
             Err(ProtocolError::Malformed(_))

@@ -257,7 +257,10 @@ mod tests {
         let swept = sweep(dir.path());
         assert_eq!(swept, [format!("killed process group {pid}")]);
         let status = child.wait().expect("wait");
-        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9));
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9)
+        );
         assert_eq!(std::fs::read_dir(dir.path()).expect("read").count(), 0);
     }
 }

@@ -133,7 +133,11 @@ async fn python_hostile_values_fail_the_event_not_the_instance() {
 
     let e = handler_error(&p, "raise-surrogateescape").await;
     assert_eq!(e.kind, "ValueError");
-    assert_eq!(e.message, format!("caf{FFFD} {FFFD}"), "the original error is kept");
+    assert_eq!(
+        e.message,
+        format!("caf{FFFD} {FFFD}"),
+        "the original error is kept"
+    );
     let e = handler_error(&p, "raise-lone").await;
     assert_eq!(e.kind, "RuntimeError");
     assert_eq!(e.message, format!("half {FFFD} of a pair"));
@@ -199,7 +203,10 @@ async fn node_hostile_values_fail_the_event_not_the_instance() {
         v,
         json!({"lone": format!("half {FFFD} of a pair"), "low": FFFD.to_string(), "pair": "😀"})
     );
-    assert_eq!(ok(&p, "return-lone-string").await.0, json!(FFFD.to_string()));
+    assert_eq!(
+        ok(&p, "return-lone-string").await.0,
+        json!(FFFD.to_string())
+    );
     for (case, kind) in [
         ("return-bigint", "TypeError"),
         ("return-circular", "TypeError"),
@@ -232,8 +239,14 @@ async fn node_hostile_values_fail_the_event_not_the_instance() {
 async fn node_stray_async_failures_are_logged_and_the_next_event_finishes() {
     let dir = bundle(&[("index.js", JS)]);
     for (case, logged) in [
-        ("stray-rejection", "unhandled promise rejection: Error: stray failure"),
-        ("stray-throw", "uncaught exception: Error: thrown from a timer"),
+        (
+            "stray-rejection",
+            "unhandled promise rejection: Error: stray failure",
+        ),
+        (
+            "stray-throw",
+            "uncaught exception: Error: thrown from a timer",
+        ),
     ] {
         let (log, mut rx) = logs();
         let p = pool(Runtime::Node, dir.path(), log);
@@ -284,7 +297,10 @@ async fn continuous_publish_of_hostile_text_arrives() {
             sink,
         )
         .expect("start");
-        let m = messages.recv().await.expect("a message");
+        let m = tokio::time::timeout(std::time::Duration::from_secs(10), messages.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{runtime}: no message within 10 s: {:?}", c.state()))
+            .expect("a message");
         assert_eq!(
             m.payload,
             Payload::Json(json!({"v": format!("half {FFFD}")})),
