@@ -758,7 +758,7 @@ fn descendants(root: u32) -> Vec<Proc> {
             .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
             .unwrap_or_default()
             .chars()
-            .take(120)
+            .take(400)
             .collect();
         let (Ok(ppid), Ok(start)) = (f[1].parse::<u32>(), f[19].parse::<u64>()) else {
             continue;
