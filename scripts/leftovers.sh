@@ -12,29 +12,40 @@
 set -uo pipefail
 
 run="${EDGEFN_TEST_RUN:?EDGEFN_TEST_RUN names the test run}"
-tmp="${TMPDIR:?TMPDIR is the test run's temporary folder}"
+tmp="${TMPDIR:?TMPDIR is the temporary folder of the test run}"
 tmp="${tmp%/}"
 target="$(cd "$(dirname "$0")/.." && pwd)/target/"
 grace="${1:-10}"
+
+# Field N of /proc/PID/stat, counting from the state (3) after the command name, which may hold
+# spaces and parentheses.
+stat_field() {
+  local rest
+  rest=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) || return 1
+  [ -n "$rest" ] || return 1
+  echo "$rest" | cut -d' ' -f$(($2 - 2))
+}
 
 # This script and the shells that started it are not leftovers.
 ancestors=" "
 p=$$
 while [ -n "$p" ] && [ "$p" != 0 ]; do
   ancestors+="$p "
-  p=$(awk '{ sub(/.*\) /, ""); print $2 }' "/proc/$p/stat" 2>/dev/null)
+  p=$(stat_field "$p" 4)
 done
 
 ours() {
   local pid=$1 state
   case "$ancestors" in *" $pid "*) return 1 ;; esac
-  state=$(awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$pid/stat" 2>/dev/null) || return 1
+  state=$(stat_field "$pid" 3) || return 1
   # Zombies are already dead; their parents reap them.
   [ -n "$state" ] && [ "$state" != Z ] || return 1
-  if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qxF "EDGEFN_TEST_RUN=$run"; then
+  # This script's own subshells (command substitutions) are not leftovers either.
+  [ "$(stat_field "$pid" 4)" != "$$" ] || return 1
+  if tr '\0' '\n' 2>/dev/null <"/proc/$pid/environ" | grep -qxF "EDGEFN_TEST_RUN=$run"; then
     return 0
   fi
-  if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$tmp/"; then
+  if tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF "$tmp/"; then
     return 0
   fi
   local link
@@ -66,9 +77,10 @@ while :; do
 done
 echo "the test run left these processes running:" >&2
 for pid in $pids; do
+  ours "$pid" || continue
   printf '  %s (parent %s, in %s): %s\n' "$pid" \
-    "$(awk '{ sub(/.*\) /, ""); print $2 }' "/proc/$pid/stat" 2>/dev/null)" \
+    "$(stat_field "$pid" 4)" \
     "$(readlink "/proc/$pid/cwd" 2>/dev/null)" \
-    "$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-200)" >&2
+    "$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | cut -c1-200)" >&2
 done
 exit 1

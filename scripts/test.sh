@@ -29,6 +29,8 @@ fi
 export EDGEFN_TEST_RUN="$$-$(date +%s%N)"
 TMPDIR="$(mktemp -d "${TMPDIR:-/tmp}/edgefn-test.XXXXXX")"
 export TMPDIR
+# Like /tmp itself: functions run as another user reach their bundles in it.
+chmod 0755 "$TMPDIR"
 trap 'rm -rf "$TMPDIR"' EXIT
 # The check sees a process of the run that is left (one planted here).
 sleep 600 &
