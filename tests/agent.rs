@@ -845,6 +845,22 @@ fn a_continuous_function_does_not_outlive_its_agent(sandbox: &str) {
     let now = instances(&agent);
     assert_eq!(now.len(), 1, "exactly one instance: {now:?}");
     assert!(!old.iter().any(alive), "nothing of the first run is left");
+
+    // A clean stop (SIGTERM) ends the instances and leaves no record to sweep.
+    let running = descendants(agent.child.id());
+    let pid = agent.child.id().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    let status = agent.wait(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "a clean stop");
+    wait_until(10, "the instance ends with its agent", || {
+        !running.iter().any(alive)
+    });
+    let records: Vec<_> = std::fs::read_dir(data.path().join("instances"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert_eq!(records, Vec::<PathBuf>::new(), "no record left");
 }
 
 #[test]

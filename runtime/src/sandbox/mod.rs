@@ -185,8 +185,8 @@ impl Sandbox {
     /// [`SandboxOptions::records`] (nothing without records): each one's whole process group,
     /// and for a container every process of its cgroup, then its container state. Records of
     /// runtimes still alive, this one included, are kept; a recorded pid now used by another
-    /// process (a different start time) is never signalled. Returns one line per instance
-    /// swept, saying what was done. Call it once at start, before starting instances (the
+    /// process (a different start time) is never signalled. Returns one line per instance that
+    /// had something left, saying what was done. Call it once at start, before starting instances (the
     /// singleton promise of a continuous binding depends on it). Blocking (it may wait a few
     /// seconds for a killed container's cgroup to empty).
     pub fn sweep_leftovers(&self) -> Vec<String> {

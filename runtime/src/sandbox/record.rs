@@ -95,7 +95,8 @@ pub(crate) fn write(
 
 /// Kills whatever the records in `dir` say a runtime that is gone left running, deletes their
 /// containers (cgroups and state) and removes the records. Records of runtimes still alive
-/// (this one included) are kept. Returns one line per instance swept, saying what was done.
+/// (this one included) are kept. Returns one line per instance that had something left, saying
+/// what was done.
 /// Blocking: it may wait up to a few seconds for killed containers to empty their cgroups.
 pub(crate) fn sweep(dir: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -120,36 +121,43 @@ pub(crate) fn sweep(dir: &Path) -> Vec<String> {
         if start_time(record.owner) == Some(record.owner_start) {
             continue;
         }
-        swept.push(sweep_one(&record));
+        swept.extend(sweep_one(&record));
         let _ = std::fs::remove_file(&path);
     }
     swept
 }
 
-fn sweep_one(r: &Record) -> String {
-    let mut what = match start_time(r.pid) {
+/// Kills what record `r` names; says what was done, or `None` when nothing was left.
+fn sweep_one(r: &Record) -> Option<String> {
+    let mut done = Vec::new();
+    match start_time(r.pid) {
         // The leader lives: the group is ours.
         Some(t) if t == r.start => match killpg(Pid::from_raw(r.pid), Signal::SIGKILL) {
-            Ok(()) => format!("killed process group {}", r.pid),
-            Err(e) => format!("process group {}: {e}", r.pid),
+            Ok(()) => done.push(format!("killed process group {}", r.pid)),
+            Err(e) => done.push(format!("cannot kill process group {}: {e}", r.pid)),
         },
         // The pid now names another process: not ours, leave it.
-        Some(_) => format!("process {} is gone (its pid was reused)", r.pid),
+        Some(_) => {}
         // The leader is gone. Its pid cannot be reused while its group has members, so any
         // process still in group `pid` is one the instance left.
-        None => match killpg(Pid::from_raw(r.pid), Signal::SIGKILL) {
-            Ok(()) => format!("killed what was left of process group {}", r.pid),
-            Err(_) => format!("process {} is gone", r.pid),
-        },
-    };
+        None => {
+            if killpg(Pid::from_raw(r.pid), Signal::SIGKILL).is_ok() {
+                done.push(format!("killed what was left of process group {}", r.pid));
+            }
+        }
+    }
     if let Some((id, state_dir)) = &r.container {
         let killed = kill_cgroup(id);
+        let existed = state_dir.join("state").join(id).exists()
+            || state_dir.join("bundles").join(id).exists();
         crate::sandbox::helper::delete_container(state_dir, id);
-        what.push_str(&format!(
-            "; container {id}: {killed} processes killed, deleted"
-        ));
+        if killed > 0 || existed {
+            done.push(format!(
+                "deleted container {id} ({killed} processes in its cgroup killed)"
+            ));
+        }
     }
-    what
+    (!done.is_empty()).then(|| done.join("; "))
 }
 
 /// The cgroup folders of container `id` (v2, or each v1 controller).
@@ -246,9 +254,9 @@ mod tests {
         )
         .expect("write");
         let swept = sweep(dir.path());
-        assert_eq!(swept.len(), 1, "{swept:?}");
-        assert!(swept[0].contains("reused"), "{swept:?}");
+        assert!(swept.is_empty(), "{swept:?}");
         assert!(child.try_wait().expect("wait").is_none(), "still running");
+        assert_eq!(std::fs::read_dir(dir.path()).expect("read").count(), 0);
         std::fs::write(
             dir.path().join("b.json"),
             serde_json::to_vec(&record(pid, start)).expect("json"),

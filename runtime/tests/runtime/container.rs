@@ -545,7 +545,10 @@ async fn a_container_left_by_a_dead_runtime_is_swept() {
         .await
         .expect("sweep");
     assert_eq!(swept.len(), 1, "{swept:?}");
-    assert!(swept[0].contains(&format!("container {id}")), "{swept:?}");
+    assert!(
+        swept[0].contains(&format!("deleted container {id}")),
+        "{swept:?}"
+    );
     assert!(!files[0].exists(), "the record is gone");
     assert!(
         !Path::new("/proc").join(pid.to_string()).exists()
