@@ -24,7 +24,27 @@ if ((${#need[@]})); then
   fi
 fi
 
+# Every process of the run is marked, and the tests' files are in a folder of the run's own, so
+# that the check at the end finds whatever the suite left running (scripts/leftovers.sh).
+export EDGEFN_TEST_RUN="$$-$(date +%s%N)"
+TMPDIR="$(mktemp -d "${TMPDIR:-/tmp}/edgefn-test.XXXXXX")"
+export TMPDIR
+# Like /tmp itself: functions run as another user reach their bundles in it.
+chmod 0755 "$TMPDIR"
+trap 'rm -rf "$TMPDIR"' EXIT
+# The check sees a process of the run that is left (one planted here).
+sleep 600 &
+planted=$!
+if scripts/leftovers.sh 0 2>/dev/null; then
+  echo "scripts/leftovers.sh missed a process of the run (pid $planted)" >&2
+  exit 1
+fi
+kill "$planted"
+wait "$planted" 2>/dev/null || true
+
 # The end-to-end tests run the real binaries; `cargo test` builds only those of packages with
 # integration tests, so build them all first.
 cargo build --workspace --bins
 cargo test --workspace
+# No process of the run outlives it: no agent, cloud, Mosquitto, function or container.
+scripts/leftovers.sh

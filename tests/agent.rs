@@ -1496,3 +1496,163 @@ fn a_download_finished_before_a_crash_is_not_fetched_again() {
     });
     assert_eq!(version_of(&agent, 1), "2");
 }
+
+/// A daemon that leaves a process of its own behind when it is killed (a background `sleep`
+/// in its process group), besides the shell that loops.
+const LINGERING_DAEMON: &str =
+    "#!/bin/sh\necho \"daemon up\"\nsleep 100000 &\nwhile true; do sleep 1; done\n";
+
+/// A process: pid, start time (`/proc/PID/stat` field 22) and command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Proc {
+    pid: u32,
+    start: u64,
+    cmdline: String,
+}
+
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// Whether `p` still runs (the same process: same pid and start time, and not a zombie).
+fn alive(p: &Proc) -> bool {
+    stat_fields(p.pid).is_some_and(|f| f[0] != "Z" && f[19].parse() == Ok(p.start))
+}
+
+/// Every live process below `root`.
+fn descendants(root: u32) -> Vec<Proc> {
+    let mut all = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Some(f) = stat_fields(pid) else { continue };
+        if f[0] == "Z" {
+            continue;
+        }
+        // The start is enough to tell (a shim's command line holds all its code).
+        let cmdline: String = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default()
+            .chars()
+            .take(400)
+            .collect();
+        let (Ok(ppid), Ok(start)) = (f[1].parse::<u32>(), f[19].parse::<u64>()) else {
+            continue;
+        };
+        all.push((
+            ppid,
+            Proc {
+                pid,
+                start,
+                cmdline,
+            },
+        ));
+    }
+    let mut found: Vec<Proc> = Vec::new();
+    let mut parents = vec![root];
+    while let Some(parent) = parents.pop() {
+        for (ppid, p) in &all {
+            if *ppid == parent && !found.contains(p) {
+                parents.push(p.pid);
+                found.push(p.clone());
+            }
+        }
+    }
+    found
+}
+
+fn is_root_with_cgroups() -> bool {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false);
+    root && (Path::new("/sys/fs/cgroup/memory").is_dir()
+        || Path::new("/sys/fs/cgroup/cgroup.controllers").exists())
+}
+
+/// SIGKILLs an agent running a continuous function that leaves a process behind: the function
+/// dies with the agent (parent-death signal, or the container helper's control pipe), what it
+/// left is killed by the restarted agent (the sweep of `DATA/instances`), and after the restart
+/// exactly one instance runs.
+fn a_continuous_function_does_not_outlive_its_agent(sandbox: &str) {
+    let fleet = Fleet::new();
+    fleet.apply_with_daemon(1, 0, LINGERING_DAEMON);
+    let data = tempfile::tempdir().expect("agent data");
+    let instances = |agent: &AgentProc| -> Vec<Proc> {
+        descendants(agent.child.id())
+            .into_iter()
+            .filter(|p| p.cmdline.starts_with("/bin/sh ") && p.cmdline.contains("run.sh"))
+            .collect()
+    };
+    let agent = AgentProc::start_in(&fleet.agent_config, data.path(), &[], sandbox);
+    wait_until(30, "the daemon and its background sleep run", || {
+        let below = descendants(agent.child.id());
+        below.iter().any(|p| p.cmdline.starts_with("/bin/sh "))
+            && below.iter().any(|p| p.cmdline.contains("sleep 100000"))
+    });
+    let old = descendants(agent.child.id());
+    let old_instances = instances(&agent);
+    assert_eq!(old_instances.len(), 1, "{old:?}");
+    agent.kill();
+
+    wait_until(10, "the instance dies with its agent", || {
+        !old_instances.iter().any(alive)
+    });
+
+    let agent = AgentProc::start_in(&fleet.agent_config, data.path(), &[], sandbox);
+    wait_until(
+        30,
+        "the restarted agent killed what the old instance left",
+        || !old.iter().any(alive),
+    );
+    wait_until(30, "the restarted agent runs the daemon", || {
+        instances(&agent).len() == 1
+    });
+    // Give a second copy the time to show up, were one started.
+    wait_until(10, "the daemon's background sleep runs", || {
+        descendants(agent.child.id())
+            .iter()
+            .any(|p| p.cmdline.contains("sleep 100000"))
+    });
+    let now = instances(&agent);
+    assert_eq!(now.len(), 1, "exactly one instance: {now:?}");
+    assert!(!old.iter().any(alive), "nothing of the first run is left");
+
+    // A clean stop (SIGTERM) ends the instances and leaves no record to sweep.
+    let running = descendants(agent.child.id());
+    let pid = agent.child.id().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    let status = agent.wait(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "a clean stop");
+    wait_until(10, "the instance ends with its agent", || {
+        !running.iter().any(alive)
+    });
+    let records: Vec<_> = std::fs::read_dir(data.path().join("instances"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert_eq!(records, Vec::<PathBuf>::new(), "no record left");
+}
+
+#[test]
+fn a_continuous_function_does_not_outlive_its_agent_in_the_process_sandbox() {
+    a_continuous_function_does_not_outlive_its_agent("process");
+}
+
+#[test]
+#[allow(clippy::print_stdout)] // the skip reason is for whoever reads the test output
+fn a_continuous_function_does_not_outlive_its_agent_in_the_container_sandbox() {
+    if !is_root_with_cgroups() {
+        println!("skipped: container tests need root and a cgroup memory controller");
+        return;
+    }
+    a_continuous_function_does_not_outlive_its_agent("container");
+}

@@ -27,12 +27,17 @@ use edgefn_runtime::{LogLine, LogSink, Sandbox, SandboxOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// The sandbox the configuration asks for.
+/// The sandbox the configuration asks for. Its instances are recorded in `DATA/instances` (see
+/// [`Sandbox::sweep_leftovers`]).
 pub fn sandbox(config: &AgentConfig) -> Result<Sandbox, AgentError> {
     let options = SandboxOptions {
         kind: config.sandbox,
         helper: std::env::current_exe().ok(),
         state_dir: config.data.join("containers"),
+        records: Some(
+            std::path::absolute(config.data.join("instances"))
+                .map_err(|e| AgentError::Sandbox(format!("{}: {e}", config.data.display())))?,
+        ),
         ..SandboxOptions::default()
     };
     Sandbox::new(options).map_err(|e| AgentError::Sandbox(e.to_string()))
@@ -122,14 +127,25 @@ pub async fn run_with_hooks(
     hooks: Hooks,
 ) -> Result<(), AgentError> {
     let hook = hooks.log;
-    // Choosing the sandbox may run a trial container: blocking work, off the async threads.
-    let sandbox = {
+    // Choosing the sandbox may run a trial container, and the sweep of what a previous run left
+    // may wait for containers to die: blocking work, off the async threads.
+    let (sandbox, swept) = {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || sandbox(&config))
-            .await
-            .map_err(|e| AgentError::Sandbox(e.to_string()))??
+        tokio::task::spawn_blocking(move || {
+            sandbox(&config).map(|s| {
+                // Before any instance starts: a continuous binding runs once, not once more per
+                // agent that died without stopping its instances.
+                let swept = s.sweep_leftovers();
+                (s, swept)
+            })
+        })
+        .await
+        .map_err(|e| AgentError::Sandbox(e.to_string()))??
     };
     tracing::info!(sandbox = %sandbox.kind(), "{}", sandbox.reason());
+    for line in swept {
+        tracing::warn!("left by a previous run: {line}");
+    }
     // Function output: the agent's log, and shipped up through a bounded queue that keeps the
     // newest lines and says how many went (see `uplink::LogQueue`).
     let log_queue = Arc::new(uplink::LogQueue::new(LOG_QUEUE_LINES));

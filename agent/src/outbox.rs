@@ -134,8 +134,23 @@ struct Store {
 }
 
 impl Store {
+    // A blocking wait, once, at start, and only while another process holds the file.
+    #[allow(clippy::disallowed_methods)]
     fn open(path: &Path, limits: OutboxLimits) -> Result<Store, OutboxError> {
-        let db = Database::create(path)?;
+        // redb locks the file per open file description: a child of a killed agent caught
+        // between fork and exec (its parent-death signal kills it a moment later) can hold the
+        // lock briefly. Wait for that, a little, rather than refuse to start.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let db = loop {
+            match Database::create(path) {
+                Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => break other?,
+            }
+        };
         let tx = db.begin_write()?;
         let (next_seq, stats, identity) = {
             let messages = tx.open_table(MESSAGES)?;

@@ -8,6 +8,8 @@ const path = require('path');
 const FD = 3;
 const PROTOCOL = 1;
 const MAX_FRAME = 16 << 20;
+// Longest error type, message or stack sent (in UTF-16 units).
+const MAX_TEXT = 64 << 10;
 
 function frame(msg) {
   const body = Buffer.from(JSON.stringify(msg));
@@ -39,16 +41,51 @@ function wireMessage(topic, payload) {
   return m;
 }
 
-function wireError(err) {
-  const isErr = err instanceof Error;
-  const stack = isErr && err.stack ? String(err.stack) : undefined;
-  process.stderr.write((stack || String(err)) + '\n');
-  return {
-    type: isErr ? (err.constructor && err.constructor.name) || err.name || 'Error' : 'Error',
-    message: isErr ? String(err.message) : String(err),
-    traceback: stack,
-  };
+// `String(value)`, or `fallback` when that throws (a hostile getter or toString, an object
+// without a prototype).
+function text(value, fallback) {
+  try {
+    return String(value);
+  } catch (_) {
+    return fallback;
+  }
 }
+
+// `fn()`, or `fallback` when it throws.
+function attempt(fn, fallback) {
+  try {
+    return fn();
+  } catch (_) {
+    return fallback;
+  }
+}
+
+// The wire form of a thrown value (its stack also goes to stderr); never throws.
+function wireError(err) {
+  const isErr = attempt(() => err instanceof Error, false);
+  const stack = isErr ? attempt(() => (err.stack ? text(err.stack, undefined) : undefined)) : undefined;
+  const type = isErr
+    ? attempt(() => text((err.constructor && err.constructor.name) || err.name || 'Error', 'Error'), 'Error')
+    : 'Error';
+  const message = isErr ? attempt(() => text(err.message, '<unprintable error>'), '<unprintable error>')
+    : text(err, '<unprintable value>');
+  attempt(() => process.stderr.write((stack || `${type}: ${message}`) + '\n'));
+  // Bounded, so that the error always fits in a frame.
+  const cut = (s) => (typeof s === 'string' && s.length > MAX_TEXT ? s.slice(0, MAX_TEXT) + '…' : s);
+  return { type: cut(type), message: cut(message), traceback: cut(stack) };
+}
+
+// A promise rejected with nothing to handle it, or an error thrown from a callback (a timer, an
+// event) outside of any event: logged against this instance; the event in flight, if any, goes
+// on, and the instance stays.
+process.on('unhandledRejection', (reason) => {
+  attempt(() => process.stderr.write('unhandled promise rejection: '));
+  wireError(reason);
+});
+process.on('uncaughtException', (err) => {
+  attempt(() => process.stderr.write('uncaught exception: '));
+  wireError(err);
+});
 
 class Context {
   constructor(stream) {

@@ -1,6 +1,7 @@
 # edgefn python3 shim: loads `module.func` from the bundle and serves the invocation protocol
 # (runtime/PROTOCOL.md) on fd 3. Run as: python3 -B -c <this file> <module.func> <triggered|continuous>
 import base64
+import codecs
 import importlib
 import json
 import os
@@ -12,15 +13,28 @@ import traceback
 FD = 3
 PROTOCOL = 1
 MAX_FRAME = 16 << 20
+MAX_TEXT = 64 << 10  # longest error type, message or traceback sent
 EXIT_OUT_OF_MEMORY = 251
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# NaN and infinities are not JSON: refusing them makes the handler's value an error, not a frame
+# the runtime cannot read.
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 _loads = json.loads
 _read = os.read
 _write = os.write
 
 
+def _utf8(text):
+    """`text` as UTF-8, with what cannot be encoded (lone surrogates, e.g. from bytes decoded
+    with `surrogateescape`) replaced by U+FFFD; surrogate pairs become the character they make."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        fixed = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+        return fixed.encode("utf-8", "replace")
+
+
 def _send(msg):
-    data = _dumps(msg).encode()
+    data = _utf8(_dumps(msg))
     if len(data) > MAX_FRAME:
         raise ValueError("frame of %d bytes exceeds the limit of %d bytes" % (len(data), MAX_FRAME))
     out = memoryview(len(data).to_bytes(4, "big") + data)
@@ -74,11 +88,40 @@ class Context:
         return max(0, self.deadline_ms - int(time.time() * 1000))
 
 
+def _text(value, fallback):
+    """`str(value)`, or `fallback` when that fails."""
+    try:
+        return str(value)
+    except BaseException:  # a hostile __str__ must not take the instance down
+        return fallback
+
+
 def _error(exc):
-    tb = traceback.format_exc()
-    sys.stderr.write(tb)
-    sys.stderr.flush()
-    return {"type": type(exc).__name__, "message": str(exc), "traceback": tb}
+    """The wire form of exception `exc` (its traceback also goes to stderr); never raises."""
+    name = _text(getattr(type(exc), "__name__", None), "Exception")
+    try:
+        tb = traceback.format_exc()
+    except BaseException:
+        tb = None
+    try:
+        sys.stderr.write(tb or ("%s: %s\n" % (name, _text(exc, ""))))
+        sys.stderr.flush()
+    except BaseException:
+        pass
+    # Bounded, so that the error always fits in a frame.
+    cut = lambda s: s if s is None or len(s) <= MAX_TEXT else s[:MAX_TEXT] + "\u2026"
+    return {"type": cut(name), "message": cut(_text(exc, "<unprintable %s>" % name)), "traceback": cut(tb)}
+
+
+def _reply(reply):
+    """Sends a result; when the handler's values cannot be sent (not JSON-serializable, NaN,
+    too deep, too large), sends the reason as the handler's error instead."""
+    try:
+        _send(reply)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        _send({"type": "result", "id": reply["id"], "error": _error(exc)})
 
 
 def _load(spec):
@@ -128,22 +171,31 @@ def _serve(handler, ctx):
             reply["result"] = value
             if enc:
                 reply["encoding"] = enc
-            if published:
-                reply["publish"] = published
-            try:
-                _send(reply)
-            except (TypeError, ValueError) as exc:
-                reply = {"type": "result", "id": msg["id"], "error": _error(exc)}
-                _send(reply)
         except MemoryError:
             traceback.print_exc()
             sys.stderr.flush()
             os._exit(EXIT_OUT_OF_MEMORY)
         except Exception as exc:  # the handler's failure becomes a structured error
             reply["error"] = _error(exc)
-            if published:
-                reply["publish"] = published
-            _send(reply)
+        if published:
+            reply["publish"] = published
+        try:
+            _reply(reply)
+        except MemoryError:
+            traceback.print_exc()
+            sys.stderr.flush()
+            os._exit(EXIT_OUT_OF_MEMORY)
+
+
+_surrogateescape = codecs.lookup_error("surrogateescape")
+_backslashreplace = codecs.lookup_error("backslashreplace")
+
+
+def _log_errors(err):
+    try:
+        return _surrogateescape(err)
+    except UnicodeError:
+        return _backslashreplace(err)
 
 
 def _on_term(signum, frame):
@@ -154,6 +206,14 @@ def _on_term(signum, frame):
 
 def main():
     signal.signal(signal.SIGTERM, _on_term)
+    # What a handler prints never fails for its text: bytes decoded with `surrogateescape` are
+    # written back as they were, other unencodable characters are escaped (`\ud83d`).
+    codecs.register_error("edgefn-log", _log_errors)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="edgefn-log")
+        except (AttributeError, ValueError):
+            pass
     spec = sys.argv[1]
     mode = sys.argv[2] if len(sys.argv) > 2 else "triggered"
     try:

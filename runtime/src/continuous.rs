@@ -375,7 +375,7 @@ async fn read_frames(
             Err(ProtocolError::Closed) => return,
             Err(e) => return fail(e.to_string()),
         }
-        match protocol::decode::<FromInstance>(&body) {
+        match protocol::decode_from_instance(&body) {
             Ok(FromInstance::Hello { protocol, .. }) if protocol != PROTOCOL_VERSION => {
                 return fail(
                     ProtocolError::VersionMismatch {

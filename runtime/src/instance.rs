@@ -96,7 +96,7 @@ impl Instance {
                 }
             }
             Ok(Err(e)) => StartError::Handshake(e),
-            Ok(Ok(())) => match protocol::decode::<FromInstance>(&inst.body) {
+            Ok(Ok(())) => match protocol::decode_from_instance(&inst.body) {
                 Ok(FromInstance::Hello { protocol, .. }) if protocol == PROTOCOL_VERSION => {
                     return Ok(inst);
                 }
@@ -187,7 +187,7 @@ impl Instance {
     }
 
     fn reply(&self, id: u64) -> Result<Result<Reply, InvokeError>, ProtocolError> {
-        match protocol::decode::<FromInstance>(&self.body)? {
+        match protocol::decode_from_instance(&self.body)? {
             FromInstance::Result {
                 id: got,
                 result,

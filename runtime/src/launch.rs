@@ -16,6 +16,7 @@ use crate::log::LogSink;
 use crate::protocol::{PROTOCOL_VERSION, WireContext};
 use crate::sandbox::container::{self, HelperConfig};
 use crate::sandbox::process::{self, ProcessCommand, Rlimits};
+use crate::sandbox::record::{self, RecordGuard};
 use crate::sandbox::{Sandbox, SandboxKind};
 use crate::shim;
 
@@ -57,6 +58,8 @@ pub(crate) struct Running {
     pid: i32,
     container: Option<ContainerHandle>,
     ended: Option<Ended>,
+    /// The record of this process for the start-up sweep, removed when this is dropped.
+    _record: Option<RecordGuard>,
 }
 
 /// The runtime's ends of a container helper's pipes.
@@ -243,19 +246,38 @@ impl Launch {
             extra_fds: Vec::new(),
             user: opts.run_as,
             kill_on_drop: true,
+            parent_death: true,
         };
         let spawned = process::spawn(cmd, &channel)?;
         drop(channel);
+        let record = self.record(spawned.pid, None)?;
         Ok(Started {
             running: Running {
                 child: spawned.child,
                 pid: spawned.pid,
                 container: None,
                 ended: None,
+                _record: record,
             },
             stdout: spawned.stdout,
             stderr: spawned.stderr,
         })
+    }
+
+    /// Records process `pid` (and its container) for the start-up sweep, when the sandbox keeps
+    /// records. Failing to record kills the process: an instance nothing could find after a
+    /// crash is not started.
+    fn record(
+        &self,
+        pid: i32,
+        container: Option<(String, PathBuf)>,
+    ) -> std::io::Result<Option<RecordGuard>> {
+        let Some(dir) = &self.sandbox.options().records else {
+            return Ok(None);
+        };
+        record::write(dir, pid, container)
+            .map(Some)
+            .inspect_err(|_| process::signal_group(pid, Signal::SIGKILL))
     }
 
     /// Starts the container helper for instance number `instance`.
@@ -298,18 +320,23 @@ impl Launch {
             // The helper needs root; the container's process gets `run_as`.
             user: None,
             kill_on_drop: false,
+            parent_death: false,
         };
+        let id = config.id.clone();
         let spawned = process::spawn(cmd, &channel)?;
         drop(channel);
+        let control = std::fs::File::from(control_write);
+        let record = self.record(spawned.pid, Some((id, opts.state_dir.clone())))?;
         Ok(Started {
             running: Running {
                 child: spawned.child,
                 pid: spawned.pid,
                 container: Some(ContainerHandle {
-                    control: Arc::new(Mutex::new(Some(std::fs::File::from(control_write)))),
+                    control: Arc::new(Mutex::new(Some(control))),
                     status: Some(status_read),
                 }),
                 ended: None,
+                _record: record,
             },
             stdout: spawned.stdout,
             stderr: spawned.stderr,

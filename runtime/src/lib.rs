@@ -15,6 +15,14 @@
 //!    [`Continuous::state`] / [`Continuous::watch`], [`Continuous::stop`]; what it publishes goes
 //!    to a [`MessageSink`].
 //! 4. Function output arrives line by line in the [`LogSink`] given to either.
+//! 5. On a device, give [`SandboxOptions::records`] a folder that survives a crash and call
+//!    [`Sandbox::sweep_leftovers`] once at start: what a runtime that died left running is
+//!    killed before anything starts again.
+//!
+//! No instance outlives the runtime: each one is SIGKILLed by the kernel when the runtime's
+//! process dies (a parent-death signal; a container's helper kills its container when its
+//! control pipe closes), and what an instance started itself is found at the next start through
+//! the records.
 //!
 //! `Pool::start` and `Continuous::start` spawn tasks: call them inside a tokio runtime (with
 //! the `time`, `net`, `process` drivers enabled, i.e. `enable_all`).

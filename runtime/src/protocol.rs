@@ -263,6 +263,92 @@ pub fn decode<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ProtocolError
     serde_json::from_slice(body).map_err(|e| ProtocolError::Malformed(e.to_string()))
 }
 
+/// Decodes one frame from an instance, forgiving what a handler's values can do to the text:
+///
+/// - bytes that are not UTF-8 are replaced with U+FFFD;
+/// - `\uXXXX` escapes of lone UTF-16 surrogates (what `JSON.stringify` writes for a string
+///   holding half of a surrogate pair) are replaced with `\ufffd`;
+/// - a frame that still cannot be decoded but begins as the shims begin a result
+///   (`{"type":"result","id":N`) becomes the handler error [`UNREADABLE_RESULT`] for event `N`
+///   (e.g. a result nested deeper than the decoder's 128 levels), so that the event fails and
+///   the instance stays.
+///
+/// Anything else that is not a frame is [`ProtocolError::Malformed`].
+pub fn decode_from_instance(body: &[u8]) -> Result<FromInstance, ProtocolError> {
+    let first = match serde_json::from_slice(body) {
+        Ok(f) => return Ok(f),
+        Err(e) => e,
+    };
+    let text = repair_surrogate_escapes(&String::from_utf8_lossy(body));
+    if let Ok(f) = serde_json::from_str(&text) {
+        return Ok(f);
+    }
+    if let Some(id) = result_id(body) {
+        return Ok(FromInstance::Result {
+            id,
+            result: Value::Null,
+            encoding: Encoding::Json,
+            error: Some(WireError {
+                kind: UNREADABLE_RESULT.into(),
+                message: format!("the runtime cannot read the handler's result: {first}"),
+                traceback: None,
+            }),
+            publish: Vec::new(),
+        });
+    }
+    Err(ProtocolError::Malformed(first.to_string()))
+}
+
+/// The error type of a result the runtime could not read (see [`decode_from_instance`]).
+pub const UNREADABLE_RESULT: &str = "UnreadableResult";
+
+/// The id of a frame that begins `{"type":"result","id":N`.
+fn result_id(body: &[u8]) -> Option<u64> {
+    let rest = body.strip_prefix(br#"{"type":"result","id":"#)?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+}
+
+/// JSON text with every `\u` escape of a lone UTF-16 surrogate replaced by `\ufffd` (pairs are
+/// kept).
+fn repair_surrogate_escapes(text: &str) -> String {
+    let b = text.as_bytes();
+    let escape = |i: usize| -> Option<u16> {
+        let hex = b.get(i..i + 6)?;
+        if hex[0] != b'\\' || hex[1] != b'u' {
+            return None;
+        }
+        u16::from_str_radix(std::str::from_utf8(&hex[2..]).ok()?, 16).ok()
+    };
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            out.push(b[i]);
+            i += 1;
+            continue;
+        }
+        match escape(i) {
+            Some(0xD800..=0xDBFF) if matches!(escape(i + 6), Some(0xDC00..=0xDFFF)) => {
+                out.extend_from_slice(&b[i..i + 12]);
+                i += 12;
+            }
+            Some(0xD800..=0xDFFF) => {
+                out.extend_from_slice(br"\ufffd");
+                i += 6;
+            }
+            // Any other escape, `\\` included, is copied whole.
+            _ => {
+                let end = (i + 2).min(b.len());
+                out.extend_from_slice(&b[i..end]);
+                i = end;
+            }
+        }
+    }
+    // Only ASCII was replaced, by ASCII: still UTF-8.
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn check_len(header: [u8; 4]) -> Result<usize, ProtocolError> {
     let len = u32::from_be_bytes(header) as usize;
     if len > MAX_FRAME {
@@ -388,6 +474,55 @@ mod tests {
         assert_eq!(v, Value::String("AAH/".into()));
         assert_eq!(Payload::from_wire(v, enc).expect("decodes"), p);
         assert!(Payload::from_wire(Value::Bool(true), Encoding::Base64).is_err());
+    }
+
+    #[test]
+    fn lone_surrogates_and_bad_bytes_become_replacement_characters() {
+        let body = br#"{"type":"result","id":3,"result":{"a":"x\ud83d","b":"\ud83d\ude00","c":"\\ud83d","d":"\udc80\ud800"},"error":{"type":"Error","message":"m\udfff"}}"#;
+        let FromInstance::Result { result, error, .. } = decode_from_instance(body).expect("ok")
+        else {
+            panic!("not a result")
+        };
+        assert_eq!(result["a"], "x\u{fffd}");
+        assert_eq!(result["b"], "\u{1f600}", "a pair is kept");
+        assert_eq!(
+            result["c"], "\\ud83d",
+            "an escaped backslash is not an escape"
+        );
+        assert_eq!(result["d"], "\u{fffd}\u{fffd}");
+        assert_eq!(error.expect("error").message, "m\u{fffd}");
+        let mut bad = br#"{"type":"publish","topic":"t","payload":"a"#.to_vec();
+        bad.extend_from_slice(b"\xed\xa0\xbd\xff\"}");
+        let FromInstance::Publish(m) = decode_from_instance(&bad).expect("ok") else {
+            panic!("not a publish")
+        };
+        assert_eq!(m.payload, "a\u{fffd}\u{fffd}\u{fffd}\u{fffd}");
+    }
+
+    #[test]
+    fn an_unreadable_result_fails_its_event_only() {
+        let deep = format!(
+            r#"{{"type":"result","id":9,"result":{}{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let FromInstance::Result { id, error, .. } =
+            decode_from_instance(deep.as_bytes()).expect("a result")
+        else {
+            panic!("not a result")
+        };
+        assert_eq!(id, 9);
+        let error = error.expect("error");
+        assert_eq!(error.kind, UNREADABLE_RESULT);
+        assert!(
+            error.message.contains("recursion limit"),
+            "{}",
+            error.message
+        );
+        assert!(matches!(
+            decode_from_instance(b"{\"type\":\"nonsense\"}"),
+            Err(ProtocolError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -348,6 +348,8 @@ pub struct AgentProc {
     pub local: String,
     /// `host:port` of its local MQTT listener.
     pub mqtt: Option<String>,
+    /// Its data folder, swept when it is dropped (see [`Drop`]).
+    data: Option<PathBuf>,
 }
 
 impl AgentProc {
@@ -355,6 +357,12 @@ impl AgentProc {
     /// extra environment `env` (e.g. the crash hook). Returns once it listens.
     #[allow(clippy::print_stderr)] // The agent's log, relayed into the test's output.
     pub fn start(config: &Path, data: &Path, env: &[(&str, &str)]) -> AgentProc {
+        AgentProc::start_in(config, data, env, "process")
+    }
+
+    /// [`AgentProc::start`] with the sandbox `sandbox` (`process`, `container` or `auto`).
+    #[allow(clippy::print_stderr)] // The agent's log, relayed into the test's output.
+    pub fn start_in(config: &Path, data: &Path, env: &[(&str, &str)], sandbox: &str) -> AgentProc {
         let mut cmd = Command::new(sibling_bin("edgefn-agent"));
         cmd.args([
             "--config",
@@ -362,7 +370,7 @@ impl AgentProc {
             "--data",
             &data.display().to_string(),
             "--sandbox",
-            "process",
+            sandbox,
             "--local-listen",
             "127.0.0.1:0",
             "--local-mqtt",
@@ -400,7 +408,12 @@ impl AgentProc {
             }
         };
         std::thread::spawn(move || for _ in lines {});
-        AgentProc { child, local, mqtt }
+        AgentProc {
+            child,
+            local,
+            mqtt,
+            data: Some(data.to_path_buf()),
+        }
     }
 
     /// Puts a message on the device bus and waits for the deliveries.
@@ -423,8 +436,10 @@ impl AgentProc {
         r.json()["running"].as_str().map(str::to_owned)
     }
 
-    /// Waits for the process to exit by itself; returns how it ended.
+    /// Waits for the process to exit by itself; returns how it ended. What its functions left
+    /// is left for the next agent on the same data folder to sweep.
     pub fn wait(mut self, timeout: Duration) -> std::process::ExitStatus {
+        self.data = None;
         let deadline = std::time::Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -438,17 +453,30 @@ impl AgentProc {
         }
     }
 
-    /// SIGKILL.
+    /// SIGKILL. What its functions left (their own children: the instances themselves die with
+    /// the agent) is left for the next agent on the same data folder to sweep.
     pub fn kill(mut self) {
+        self.data = None;
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
+/// SIGKILL, then what the agent's functions left is killed the way a restarted agent would
+/// (`Sandbox::sweep_leftovers` on its `DATA/instances`), so that no test leaves processes behind.
 impl Drop for AgentProc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(data) = self.data.take() {
+            let options = edgefn_runtime::SandboxOptions {
+                records: Some(data.join("instances")),
+                ..edgefn_runtime::SandboxOptions::default()
+            };
+            if let Ok(sandbox) = edgefn_runtime::Sandbox::new(options) {
+                sandbox.sweep_leftovers();
+            }
+        }
     }
 }
 

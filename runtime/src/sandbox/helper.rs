@@ -164,12 +164,19 @@ fn sweep_stale(state_dir: &Path) {
         if Path::new("/proc").join(owner.to_string()).exists() {
             continue;
         }
-        if let Ok(mut c) = Container::load(e.path()) {
-            let _ = c.delete(true);
-        }
-        let _ = std::fs::remove_dir_all(e.path());
-        let _ = std::fs::remove_dir_all(state_dir.join("bundles").join(&id));
+        delete_container(state_dir, &id);
     }
+}
+
+/// Deletes container `id` of state folder `state_dir` (killing what runs in it), its state and
+/// its OCI bundle; what is already gone is not an error.
+pub(crate) fn delete_container(state_dir: &Path, id: &str) {
+    let state = state_dir.join("state").join(id);
+    if let Ok(mut c) = Container::load(state.clone()) {
+        let _ = c.delete(true);
+    }
+    let _ = std::fs::remove_dir_all(state);
+    let _ = std::fs::remove_dir_all(state_dir.join("bundles").join(id));
 }
 
 /// Forwards the control pipe (stdin) to the container: a `TERM` line sends SIGTERM; end of file

@@ -10,6 +10,7 @@
 pub(crate) mod container;
 pub(crate) mod helper;
 pub(crate) mod process;
+pub(crate) mod record;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -86,6 +87,11 @@ pub struct SandboxOptions {
     pub helper: Option<PathBuf>,
     /// Folder for container state and root filesystems (e.g. `/run/edgefn`).
     pub state_dir: PathBuf,
+    /// Folder where every running instance process is recorded (pid, start time, container),
+    /// so that a later runtime can kill what this one left if it dies without stopping them
+    /// ([`Sandbox::sweep_leftovers`]); `None` (the default) keeps no records. Give a folder on
+    /// disk that survives the runtime (a device agent uses its data folder).
+    pub records: Option<PathBuf>,
 }
 
 impl Default for SandboxOptions {
@@ -99,6 +105,7 @@ impl Default for SandboxOptions {
             run_as: None,
             helper: None,
             state_dir: PathBuf::from("/run/edgefn"),
+            records: None,
         }
     }
 }
@@ -172,6 +179,21 @@ impl Sandbox {
     /// Why it was picked, in words.
     pub fn reason(&self) -> &str {
         &self.inner.reason
+    }
+
+    /// Kills the instances that a runtime which is gone left running, as recorded in
+    /// [`SandboxOptions::records`] (nothing without records): each one's whole process group,
+    /// and for a container every process of its cgroup, then its container state. Records of
+    /// runtimes still alive, this one included, are kept; a recorded pid now used by another
+    /// process (a different start time) is never signalled. Returns one line per instance that
+    /// had something left, saying what was done. Call it once at start, before starting instances (the
+    /// singleton promise of a continuous binding depends on it). Blocking (it may wait a few
+    /// seconds for a killed container's cgroup to empty).
+    pub fn sweep_leftovers(&self) -> Vec<String> {
+        match &self.inner.options.records {
+            Some(dir) => record::sweep(dir),
+            None => Vec::new(),
+        }
     }
 
     /// The options it was made from.

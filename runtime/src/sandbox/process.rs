@@ -1,10 +1,17 @@
 //! The process sandbox: spawns an instance as a child in its own session (so its process group
 //! can be killed as a whole), with rlimits, a clean environment, the bundle as working folder and
 //! the channel socket on fd 3.
+//!
+//! An instance must not outlive the runtime: it gets SIGKILL as its parent-death signal
+//! (`PR_SET_PDEATHSIG`). That signal fires when the *thread* that forked it ends, not the
+//! process, so every child is forked by one spawner thread that lives as long as the process
+//! ([`spawn`] hands the work to it), never by a tokio worker or blocking-pool thread, which may
+//! end while the instance runs.
 
 use std::os::fd::{AsRawFd as _, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{OnceLock, mpsc};
 
 use nix::sys::resource::{Resource, setrlimit};
 use nix::sys::signal::{Signal, killpg};
@@ -41,6 +48,9 @@ pub(crate) struct ProcessCommand {
     /// Kill the child when its handle is dropped (not for the container helper, which must
     /// clean up after itself).
     pub(crate) kill_on_drop: bool,
+    /// SIGKILL the child when this process dies (not for the container helper: it kills its
+    /// container and cleans up when its control pipe closes, which the runtime's death does).
+    pub(crate) parent_death: bool,
 }
 
 /// A spawned child with its output pipes.
@@ -77,8 +87,8 @@ pub(crate) fn spawn(cmd: ProcessCommand, channel: &OwnedFd) -> std::io::Result<S
     if cmd.extra_fds.len() >= fds.len() {
         return Err(std::io::Error::other("too many descriptors for the child"));
     }
-    install_pre_exec(&mut c, fds, cmd.rlimits);
-    let mut child = c.spawn().map_err(|e| with_program(e, &cmd.program))?;
+    install_pre_exec(&mut c, fds, cmd.rlimits, cmd.parent_death);
+    let mut child = spawn_on_spawner_thread(c).map_err(|e| with_program(e, &cmd.program))?;
     let pid = child
         .id()
         .and_then(|p| i32::try_from(p).ok())
@@ -94,16 +104,66 @@ pub(crate) fn spawn(cmd: ProcessCommand, channel: &OwnedFd) -> std::io::Result<S
     })
 }
 
+/// A job for the spawner thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Spawns `c` from the spawner thread (see the module documentation), within the current tokio
+/// runtime (its process driver reaps the child).
+fn spawn_on_spawner_thread(mut c: Command) -> std::io::Result<Child> {
+    static SPAWNER: OnceLock<Option<mpsc::Sender<Job>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("edgefn-spawner".into())
+            .spawn(move || {
+                for job in rx {
+                    job();
+                }
+            })
+            .ok()
+            .map(|_| tx)
+    });
+    let Some(spawner) = spawner else {
+        return Err(std::io::Error::other("cannot start the spawner thread"));
+    };
+    let handle = tokio::runtime::Handle::try_current().map_err(std::io::Error::other)?;
+    let (reply, answer) = mpsc::sync_channel(1);
+    spawner
+        .send(Box::new(move || {
+            let _runtime = handle.enter();
+            let _ = reply.send(c.spawn());
+        }))
+        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?;
+    answer
+        .recv()
+        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?
+}
+
 fn with_program(e: std::io::Error, program: &Path) -> std::io::Error {
     std::io::Error::new(e.kind(), format!("{}: {e}", program.display()))
 }
 
-/// Sets up the child between fork and exec: new session, descriptors at their numbers
-/// (`(source, target)` pairs, `-1` for unused), rlimits.
+/// Sets up the child between fork and exec: new session, parent-death signal, descriptors at
+/// their numbers (`(source, target)` pairs, `-1` for unused), rlimits.
 #[allow(unsafe_code)]
-fn install_pre_exec(c: &mut Command, fds: [(RawFd, RawFd); 2], rlimits: Option<Rlimits>) {
+fn install_pre_exec(
+    c: &mut Command,
+    fds: [(RawFd, RawFd); 2],
+    rlimits: Option<Rlimits>,
+    parent_death: bool,
+) {
+    let parent = nix::unistd::getpid();
     let hook = move || -> std::io::Result<()> {
         nix::unistd::setsid()?;
+        if parent_death {
+            // Set after the user change std does before this hook (a change of credentials
+            // clears it).
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            if nix::unistd::getppid() != parent {
+                // The runtime died before the signal was armed (no allocation after fork).
+                return Err(nix::errno::Errno::ESRCH.into());
+            }
+        }
         // Move every source out of the way first (a source may sit on another's target), then
         // dup2 into place; dup2 clears close-on-exec on the new descriptor.
         let mut moved = [(-1, -1); 2];
@@ -131,8 +191,8 @@ fn install_pre_exec(c: &mut Command, fds: [(RawFd, RawFd); 2], rlimits: Option<R
         Ok(())
     };
     // SAFETY: the hook runs in the forked child before exec. It only makes async-signal-safe
-    // system calls (setsid, fcntl, dup2, setrlimit) on values captured by copy (fixed-size
-    // arrays), and neither allocates nor takes locks.
+    // system calls (setsid, prctl, getppid, fcntl, dup2, setrlimit) on values captured by copy
+    // (fixed-size arrays, a pid), and neither allocates nor takes locks.
     unsafe {
         c.pre_exec(hook);
     }

@@ -484,3 +484,98 @@ async fn a_container_user_cannot_read_root_only_files() {
         Vec::<String>::new()
     );
 }
+
+/// A container whose runtime died (its record names a runtime that is gone) is killed by the
+/// next runtime's sweep: its processes, its cgroup and its state.
+#[tokio::test]
+async fn a_container_left_by_a_dead_runtime_is_swept() {
+    let Some((_, state)) = container() else {
+        return;
+    };
+    let records = tempfile::tempdir().expect("records");
+    let sandbox = Sandbox::new(SandboxOptions {
+        kind: SandboxKind::Container,
+        helper: Some(PathBuf::from(env!("CARGO_BIN_EXE_edgefn-sandbox-helper"))),
+        state_dir: state.path().to_path_buf(),
+        records: Some(records.path().to_path_buf()),
+        ..SandboxOptions::default()
+    })
+    .expect("containers work as root with cgroups");
+    let dir = bundle(&[(
+        "daemon.py",
+        "import time\ndef run(context):\n    context.publish('up', {'pid': __import__('os').getpid()})\n    time.sleep(1000)\n",
+    )]);
+    let mut spec = lang_spec(Runtime::Python3, "daemon.run", dir.path());
+    spec.binding.mode = edgefn_schema::Mode::Continuous;
+    spec.binding.name = "swept-daemon".into();
+    let (sink, mut msgs) = edgefn_runtime::MessageSink::channel();
+    let c = edgefn_runtime::Continuous::start(
+        spec,
+        edgefn_runtime::ContinuousOptions::default(),
+        &sandbox,
+        LogSink::discard(),
+        sink,
+    )
+    .expect("start");
+    tokio::time::timeout(std::time::Duration::from_secs(10), msgs.recv())
+        .await
+        .expect("published")
+        .expect("message");
+
+    // The runtime that started it is gone, as far as its record says.
+    let files: Vec<PathBuf> = std::fs::read_dir(records.path())
+        .expect("records")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(files.len(), 1, "one instance, one record: {files:?}");
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&files[0]).expect("read")).expect("json");
+    let id = record["container"][0]
+        .as_str()
+        .expect("container id")
+        .to_owned();
+    let pid = record["pid"].as_i64().expect("pid");
+    record["owner"] = json!(i32::MAX);
+    std::fs::write(&files[0], record.to_string()).expect("write");
+
+    let mut state_watch = c.watch();
+    let sweeper = sandbox.clone();
+    let swept = tokio::task::spawn_blocking(move || sweeper.sweep_leftovers())
+        .await
+        .expect("sweep");
+    assert_eq!(swept.len(), 1, "{swept:?}");
+    assert!(
+        swept[0].contains(&format!("deleted container {id}")),
+        "{swept:?}"
+    );
+    assert!(!files[0].exists(), "the record is gone");
+    assert!(
+        !Path::new("/proc").join(pid.to_string()).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s
+                .rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))),
+        "the helper is dead"
+    );
+    assert!(
+        !state.path().join("state").join(&id).exists(),
+        "its state is deleted"
+    );
+    assert!(
+        !Path::new("/sys/fs/cgroup/edgefn").join(&id).exists(),
+        "its cgroup is removed"
+    );
+    // The supervisor saw its instance end.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        state_watch.wait_for(|s| !matches!(s, edgefn_runtime::ContinuousState::Running { .. })),
+    )
+    .await
+    .expect("the instance ended")
+    .expect("watch");
+    c.stop().await;
+    assert_eq!(
+        container_leftovers_of(state.path(), "swept-daemon"),
+        Vec::<String>::new()
+    );
+}

@@ -3,5 +3,6 @@
 mod common;
 mod container;
 mod continuous;
+mod hostile;
 mod pool;
 mod shims;
