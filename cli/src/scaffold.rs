@@ -161,8 +161,9 @@ fn python(name: &str) -> String {
         r#""""{name}: an edgefn function.
 
 edgefn calls `handle(event, context)` once per message matching one of the binding's triggers:
-event["topic"] is the message's topic and event["payload"] its payload (parsed JSON when it is
-JSON). What the function returns is its result.
+event["topic"] is the message's topic and event["payload"] its payload: the JSON value when the
+message is JSON, a str when it is other text, bytes otherwise. What the function returns is its
+result; context.publish(topic, value) puts a message on the device's bus (routes may send it up).
 """
 
 
@@ -177,8 +178,10 @@ fn node(name: &str) -> String {
         r#"// {name}: an edgefn function.
 //
 // edgefn calls `handler(event, context)` once per message matching one of the binding's
-// triggers: event.topic is the message's topic and event.payload its payload (parsed JSON when
-// it is JSON). What the function returns (or its promise resolves to) is its result.
+// triggers: event.topic is the message's topic and event.payload its payload: the JSON value
+// when the message is JSON, a string when it is other text, a Buffer otherwise. What the function
+// returns (or its promise resolves to) is its result; context.publish(topic, value) puts a message
+// on the device's bus (routes may send it up).
 
 exports.handler = async (event, context) => {{
   return {{ topic: event.topic, received: event.payload }};
