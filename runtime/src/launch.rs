@@ -169,8 +169,9 @@ impl Launch {
             SandboxKind::Container => PathBuf::from(container::BUNDLE_MOUNT),
             _ => spec.bundle_dir.clone(),
         };
-        let (program, args) = shim::command_line(&spec, &sandbox.options().interpreters, &bundle)
-            .map_err(StartError::Sandbox)?;
+        let (program, args, shim_env) =
+            shim::command_line(&spec, &sandbox.options().interpreters, &bundle)
+                .map_err(StartError::Sandbox)?;
         let mut env: Vec<(String, String)> = vec![
             ("PATH".into(), PATH.into()),
             ("LANG".into(), "C.UTF-8".into()),
@@ -193,6 +194,7 @@ impl Launch {
             ("EDGEFN_MODE".into(), spec.binding.mode.as_str().into()),
             ("EDGEFN_PROTOCOL".into(), PROTOCOL_VERSION.to_string()),
         ]);
+        env.extend(shim_env);
         let context = WireContext {
             function: spec.binding.function.clone(),
             binding: spec.binding.name.clone(),

@@ -1,8 +1,10 @@
 //! The language shims, shipped inside the binary, and the command line that starts an instance
 //! of each runtime.
 //!
-//! The shims are passed to the interpreter on its command line (`python3 -B -c`, `node -e`), so
-//! nothing is written to disk and they work unchanged in a read-only container.
+//! A shim reaches its interpreter through the environment (`EDGEFN_SHIM`), run by a one-line
+//! bootstrap (`python3 -B -c …`, `node -e …`) that takes it out of the environment first: nothing
+//! is written to disk, it works unchanged in a read-only container, and `ps` shows a short
+//! command line that names the function, not kilobytes of shim source.
 
 use std::path::{Path, PathBuf};
 
@@ -33,13 +35,28 @@ impl Default for Interpreters {
     }
 }
 
-/// The program and arguments that start one instance; `bundle` is where the bundle is seen
-/// (its real folder for a process, `/fn` in a container).
+/// The variable that carries a shim's source to its bootstrap.
+pub(crate) const SHIM_VAR: &str = "EDGEFN_SHIM";
+
+/// Runs the python shim from [`SHIM_VAR`], removed from the environment first (the handler and
+/// its children do not see it); tracebacks name the shim `edgefn-shim.py`.
+const PYTHON_BOOT: &str =
+    "import os; exec(compile(os.environ.pop('EDGEFN_SHIM'), 'edgefn-shim.py', 'exec'))";
+/// The same for node.
+const NODE_BOOT: &str =
+    "const s = process.env.EDGEFN_SHIM; delete process.env.EDGEFN_SHIM; eval(s)";
+
+/// How an instance starts: its program, arguments and the environment it adds.
+pub(crate) type CommandLine = (PathBuf, Vec<String>, Vec<(String, String)>);
+
+/// The program, arguments and extra environment that start one instance; `bundle` is where the
+/// bundle is seen (its real folder for a process, `/fn` in a container). The last argument of a
+/// shim's command line is the function's name, so that `ps` names it.
 pub(crate) fn command_line(
     spec: &FunctionSpec,
     interpreters: &Interpreters,
     bundle: &Path,
-) -> Result<(PathBuf, Vec<String>), String> {
+) -> Result<CommandLine, String> {
     let mode = match spec.binding.mode {
         Mode::Triggered => "triggered",
         Mode::Continuous => "continuous",
@@ -57,10 +74,12 @@ pub(crate) fn command_line(
             vec![
                 "-B".into(),
                 "-c".into(),
-                PYTHON_SHIM.into(),
+                PYTHON_BOOT.into(),
                 entry()?,
                 mode.into(),
+                spec.binding.function.clone(),
             ],
+            vec![(SHIM_VAR.into(), PYTHON_SHIM.into())],
         )),
         Runtime::Node => {
             // The V8 heap limit is the effective memory limit of a node instance: three quarters
@@ -71,11 +90,13 @@ pub(crate) fn command_line(
                 vec![
                     format!("--max-old-space-size={heap_mib}"),
                     "-e".into(),
-                    NODE_SHIM.into(),
+                    NODE_BOOT.into(),
                     "--".into(),
                     entry()?,
                     mode.into(),
+                    spec.binding.function.clone(),
                 ],
+                vec![(SHIM_VAR.into(), NODE_SHIM.into())],
             ))
         }
         Runtime::Exec => {
@@ -89,7 +110,7 @@ pub(crate) fn command_line(
             } else {
                 program.to_path_buf()
             };
-            Ok((program, args.to_vec()))
+            Ok((program, args.to_vec(), Vec::new()))
         }
     }
 }

@@ -585,6 +585,14 @@ fn project_paths(text: &str, function_path: Option<&str>) -> String {
         .replace("(/fn/", &format!("({dir}/"))
 }
 
+/// Whether a traceback line is a frame of the language shim or of node's own internals (not the
+/// user's code): python's shim is compiled as `edgefn-shim.py`, node's runs in `[eval]`.
+pub(crate) fn is_shim_frame(line: &str) -> bool {
+    let l = line.trim_start();
+    l.starts_with("File \"edgefn-shim.py\"")
+        || (l.starts_with("at ") && (l.contains("[eval]") || l.contains("(node:")))
+}
+
 /// What starting an agent needs.
 struct DevEnv<'a> {
     rt: &'a tokio::runtime::Runtime,
@@ -647,6 +655,9 @@ impl DevEnv<'_> {
         let name = d.to_owned();
         let paths = self.function_paths.clone();
         let log: edgefn_agent::LogHook = Arc::new(move |l| {
+            if is_shim_frame(&l.line) {
+                return;
+            }
             let line = project_paths(&l.line, paths.get(&*l.function).map(String::as_str));
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "[{name}] {}: {line}", l.binding);
@@ -749,7 +760,22 @@ fn stop_all(
 
 #[cfg(test)]
 mod tests {
-    use super::project_paths;
+    use super::{is_shim_frame, project_paths};
+
+    #[test]
+    fn shim_frames_are_recognised() {
+        assert!(is_shim_frame(
+            "  File \"edgefn-shim.py\", line 120, in _serve"
+        ));
+        assert!(is_shim_frame(
+            "    at serve (eval at <anonymous> ([eval]:1:91), <anonymous>:150:20)"
+        ));
+        assert!(!is_shim_frame("  File \"/fn/main.py\", line 4, in handle"));
+        assert!(is_shim_frame("    at Socket.emit (node:events:524:28)"));
+        assert!(!is_shim_frame(
+            "    at exports.handler (functions/greeter/index.js:2:31)"
+        ));
+    }
 
     #[test]
     fn bundle_paths_become_the_projects() {

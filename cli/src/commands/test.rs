@@ -604,7 +604,11 @@ pub fn invoke(args: &InvokeArgs) -> CliResult {
         topic: args.topic.clone(),
         payload: parse_payload(&args.event),
     };
-    let sink = LogSink::new(|l: LogLine| eprintln!("[{}] {}", l.stream.as_str(), l.line));
+    let sink = LogSink::new(|l: LogLine| {
+        if !super::dev::is_shim_frame(&l.line) {
+            eprintln!("[{}] {}", l.stream.as_str(), l.line);
+        }
+    });
     let outcome = rt.block_on(async {
         let pool = Pool::start(spec, PoolOptions::default(), &sandbox, sink)?;
         let r = pool.invoke(&event).await;

@@ -333,3 +333,41 @@ async fn process_sandbox_can_run_as_another_user() {
     assert_eq!(r.result, Payload::Json(json!([65534, 65534])));
     p.stop().await;
 }
+
+/// An instance's command line is short and names its function (`ps` shows it, not kilobytes of
+/// shim source), and the shim's source is not left in the handler's environment.
+#[tokio::test]
+async fn instances_show_a_short_command_line_naming_the_function() {
+    let py = "import os\n\ndef me(event, context):\n    return {'cmdline': open('/proc/self/cmdline', 'rb').read().decode().split('\\0'), 'shim': 'EDGEFN_SHIM' in os.environ}\n";
+    let js = "exports.me = () => ({ cmdline: require('fs').readFileSync('/proc/self/cmdline', 'utf8').split('\\0'), shim: 'EDGEFN_SHIM' in process.env });\n";
+    let dir = bundle(&[("main.py", py), ("index.js", js)]);
+    for (runtime, handler) in [(Runtime::Python3, "main.me"), (Runtime::Node, "index.me")] {
+        let p = pool_for(runtime, handler, dir.path(), LogSink::discard());
+        let r = p
+            .invoke(&Event::json("t", json!(null)))
+            .await
+            .expect("invoke");
+        let Payload::Json(v) = &r.result else {
+            panic!("{r:?}")
+        };
+        let args: Vec<&str> = v["cmdline"]
+            .as_array()
+            .expect("cmdline")
+            .iter()
+            .filter_map(|a| a.as_str())
+            .filter(|a| !a.is_empty())
+            .collect();
+        let total: usize = args.iter().map(|a| a.len()).sum();
+        assert!(total < 400, "{runtime:?}: a short command line: {args:?}");
+        assert_eq!(
+            args.last().copied(),
+            Some("fn"),
+            "{runtime:?}: names the function: {args:?}"
+        );
+        assert_eq!(
+            v["shim"], false,
+            "{runtime:?}: the shim's source is not in the environment"
+        );
+        p.stop().await;
+    }
+}
