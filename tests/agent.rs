@@ -664,7 +664,11 @@ fn a_bad_config_or_a_rejected_token_stops_the_agent_with_a_clear_error() {
     let port = server_port();
     let config = fleet.project.path().join("self.yaml");
     let base = std::fs::read_to_string(&fleet.agent_config).expect("read");
-    std::fs::write(&config, format!("{base}mqtt: mqtt://localhost:{port}\n")).expect("write");
+    std::fs::write(
+        &config,
+        with_config(&base, &format!("mqtt: mqtt://localhost:{port}\n")),
+    )
+    .expect("write");
     let out = std::process::Command::new(sibling_bin("edgefn-agent"))
         .args(["--config", config.to_str().expect("utf8")])
         .args(["--data", data.path().to_str().expect("utf8")])

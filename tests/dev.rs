@@ -256,10 +256,11 @@ fn a_day_in_the_life() {
             &["device", "add", d, "--out", config.to_str().expect("utf8")],
             &env,
         ));
-        let mut c = std::fs::read_to_string(&config).expect("read");
-        c.push_str(&format!(
-            "mqtt: mqtt://{mqtt}\nhealthWindow: 1s\npollWait: 5s\nreportInterval: 1s\n"
-        ));
+        let c = std::fs::read_to_string(&config).expect("read");
+        let c = with_config(
+            &c,
+            &format!("mqtt: mqtt://{mqtt}\nhealthWindow: 1s\npollWait: 5s\nreportInterval: 1s\n"),
+        );
         std::fs::write(&config, c).expect("write");
         devices.push(config);
     }

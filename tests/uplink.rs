@@ -230,7 +230,7 @@ fn setup_with(
     ok(&edgefn_env(dir, &["apply"], &env));
     let mut text = std::fs::read_to_string(&config).expect("read");
     if let Some(url) = broker_url {
-        text.push_str(&format!("mqtt: {url}\n"));
+        text = with_config(&text, &format!("mqtt: {url}\n"));
     }
     text.push_str("healthWindow: 1s\npollWait: 5s\nreportInterval: 1s\n");
     if let Some(ca) = &ca_text {

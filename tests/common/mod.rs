@@ -599,3 +599,24 @@ pub fn test_pki(dir: &Path) {
         ],
     );
 }
+
+/// An agent configuration `text` with the `key: value` lines of `extra` set: any line of `text`
+/// for one of those keys is dropped first (a YAML key once), then `extra` is appended.
+pub fn with_config(text: &str, extra: &str) -> String {
+    let keys: Vec<&str> = extra
+        .lines()
+        .filter_map(|l| l.split_once(':').map(|(k, _)| k.trim()))
+        .filter(|k| !k.is_empty() && !k.starts_with('#'))
+        .collect();
+    let mut out: String = text
+        .lines()
+        .filter(|l| {
+            !keys
+                .iter()
+                .any(|k| l.strip_prefix(k).is_some_and(|r| r.starts_with(':')))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    out.push_str(extra);
+    out
+}

@@ -127,7 +127,12 @@ fn add(args: &DeviceAddArgs) -> CliResult {
     );
     match &reg.mqtt {
         Some(url) => config.push_str(&format!("mqtt: {url}\n")),
-        None => config.push_str("# mqtt: mqtt://HOST:1883          # the cloud's broker (default: the cloud's host, port 1883)\n"),
+        // The address written out, not left to a default: an agent on the cloud's own host
+        // must see that the broker is there (it never takes that address for itself).
+        None => config.push_str(&format!(
+            "mqtt: mqtt://{}:1883   # the cloud's broker: its host, the usual port (edgefn-cloud --device-mqtt-url sets it)\n",
+            cloud_host(client.base())
+        )),
     }
     if client.base().starts_with("https://")
         || reg
@@ -224,4 +229,34 @@ fn remove(args: &DeviceRemoveArgs) -> CliResult {
         args.name
     );
     Ok(Outcome::Success)
+}
+
+/// The host of a control plane URL (`https://cloud.example.com:7070/` → `cloud.example.com`,
+/// `http://[::1]:7070` → `[::1]`).
+fn cloud_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    if authority.starts_with('[') {
+        return authority
+            .split_once(']')
+            .map_or(authority, |(h, _)| &authority[..h.len() + 1]);
+    }
+    authority.split(':').next().unwrap_or(authority)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cloud_host;
+
+    #[test]
+    fn the_broker_host_is_the_clouds() {
+        assert_eq!(
+            cloud_host("https://cloud.example.com:7070/"),
+            "cloud.example.com"
+        );
+        assert_eq!(cloud_host("http://127.0.0.1:7070"), "127.0.0.1");
+        assert_eq!(cloud_host("http://[::1]:7070"), "[::1]");
+        assert_eq!(cloud_host("http://cloud"), "cloud");
+    }
 }
