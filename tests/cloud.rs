@@ -1428,10 +1428,12 @@ fn device_files_stay_out_of_git_and_apply_names_dirty_files() {
     let out = ok(&edgefn_env(dir, &["device", "add", "gw-01"], &with_xdg));
     let file = config_home.path().join("edgefn/devices/gw-01.yaml");
     assert!(out.contains(&file.display().to_string()), "{out}");
+    let written = std::fs::read_to_string(&file).expect("read");
+    assert!(written.contains("token: "), "{written}");
+    // The broker's address is written out (the cloud's host), never left to a default.
     assert!(
-        std::fs::read_to_string(&file)
-            .expect("read")
-            .contains("token: ")
+        written.contains("\nmqtt: mqtt://127.0.0.1:1883 "),
+        "{written}"
     );
 
     // Inside the project: ignored, so the tree stays clean but for .gitignore.
