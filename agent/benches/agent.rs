@@ -25,7 +25,7 @@
 )]
 
 mod common;
-use common::{agent_bin, http};
+use common::{agent_bin, control_plane, http};
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -80,24 +80,7 @@ fn main() {
         .unwrap();
 
     // The control plane, in this process.
-    let config = edgefn_cloud::Config {
-        data: data.path().join("cloud"),
-        admin_token_file: Some(data.path().join("admin.token")),
-    };
-    let prepared = edgefn_cloud::prepare(&config).unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let cloud = listener.local_addr().unwrap().to_string();
-    rt.spawn(edgefn_cloud::serve(
-        prepared,
-        listener,
-        std::future::pending(),
-    ));
-    let admin = std::fs::read_to_string(data.path().join("admin.token"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let (cloud, admin) = control_plane(&rt, data.path());
 
     // Bundles and revision 1 of the quickstart.
     let manifest_text = std::fs::read_to_string(quickstart.join("edgefn.yaml")).unwrap();

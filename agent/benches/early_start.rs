@@ -22,7 +22,7 @@
 )]
 
 mod common;
-use common::{agent_bin, http};
+use common::{agent_bin, control_plane, http};
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -40,24 +40,7 @@ fn run(window: &str) -> Duration {
         .enable_all()
         .build()
         .unwrap();
-    let config = edgefn_cloud::Config {
-        data: data.path().join("cloud"),
-        admin_token_file: Some(data.path().join("admin.token")),
-    };
-    let prepared = edgefn_cloud::prepare(&config).unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let cloud = listener.local_addr().unwrap().to_string();
-    rt.spawn(edgefn_cloud::serve(
-        prepared,
-        listener,
-        std::future::pending(),
-    ));
-    let admin = std::fs::read_to_string(data.path().join("admin.token"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let (cloud, admin) = control_plane(&rt, data.path());
 
     // The device, registered before any revision.
     let (_, b) = http(

@@ -278,11 +278,8 @@ impl LogQueue {
 
 /// The marker line shipped in place of `n` dropped lines of `binding`.
 fn dropped_marker(binding: &str, n: u64) -> ShippedLog {
-    let ts_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
     let json = serde_json::json!({
-        "ts_ms": ts_ms,
+        "ts_ms": crate::outbox::now_ms(),
         "binding": binding,
         "stream": "stderr",
         "line": format!("… {n} lines dropped (the link to the cloud could not keep up; the newest are kept) …"),
@@ -475,19 +472,13 @@ pub struct LinkState {
     state: std::sync::Mutex<edgefn_schema::api::LinkStatus>,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 impl LinkState {
     /// Down, since now, towards `broker` (`host:port`).
     pub fn new(broker: String) -> Self {
         Self {
             state: std::sync::Mutex::new(edgefn_schema::api::LinkStatus {
                 up: false,
-                since_ms: now_ms(),
+                since_ms: crate::outbox::now_ms(),
                 broker,
                 last_error: None,
             }),
@@ -503,7 +494,7 @@ impl LinkState {
     /// The link is up.
     fn up(&self, version: &str) {
         let mut s = self.lock();
-        let now = now_ms();
+        let now = crate::outbox::now_ms();
         match &s.last_error {
             Some(e) if !s.up => tracing::info!(
                 "{version}: connected to the cloud's broker at {} after {:.0} s down (last error: {e})",
@@ -534,7 +525,7 @@ impl LinkState {
             tracing::debug!("MQTT: still cannot reach {}: {error}", s.broker);
         }
         if s.up {
-            s.since_ms = now_ms();
+            s.since_ms = crate::outbox::now_ms();
         }
         s.up = false;
         s.last_error = Some(error.to_owned());

@@ -24,10 +24,15 @@ fn say(output: Output, line: &str) {
 
 /// Parses a `--timeout` value.
 pub fn parse_timeout(text: &str) -> Result<Duration, CliError> {
+    parse_duration("--timeout", text)
+}
+
+/// Parses the value of a duration flag (`30s`, `5m`), naming `flag` in the error.
+pub fn parse_duration(flag: &str, text: &str) -> Result<Duration, CliError> {
     text.parse::<edgefn_schema::Duration>()
         .map(|d| d.to_std())
         .map_err(|e| CliError::InvalidArgument {
-            message: format!("--timeout: {e}"),
+            message: format!("{flag}: {e}"),
             help: e.help.into(),
         })
 }

@@ -22,6 +22,8 @@ pub struct DeviceDesired {
     /// Filters of the routes that bring messages from the cloud down to its bus
     /// (`from: "cloud:FILTER"`, `to: local`): the agent drops anything else sent down.
     pub down_filters: Vec<String>,
+    /// The names of the bindings and functions it runs, sorted.
+    pub runs: Vec<String>,
 }
 
 impl DeviceDesired {
@@ -59,6 +61,10 @@ fn desired(revision: u64, state: DesiredState) -> Arc<DeviceDesired> {
         .filter(|r| r.to == edgefn_schema::RouteTarget::Local)
         .map(|r| r.filter.clone())
         .collect();
+    let mut runs: Vec<String> = state.bindings.iter().map(|b| b.name.clone()).collect();
+    runs.extend(state.functions.keys().cloned());
+    runs.sort();
+    runs.dedup();
     let digest = state.digest();
     let body = serde_json::to_vec(&DesiredResponse {
         revision,
@@ -71,6 +77,7 @@ fn desired(revision: u64, state: DesiredState) -> Arc<DeviceDesired> {
         body: body.into(),
         bundles,
         down_filters,
+        runs,
     })
 }
 

@@ -130,7 +130,7 @@ pub fn prepare(config: &Config) -> Result<Prepared, CloudError> {
                 } else {
                     "initial".into()
                 },
-                created_ms: now_ms(),
+                created_ms: http::now_ms(),
                 revoked_ms: None,
             })?,
         }
@@ -139,7 +139,7 @@ pub fn prepare(config: &Config) -> Result<Prepared, CloudError> {
         store.add_admin_token(&AdminTokenRecord {
             hash: auth::hash(&token),
             name: "initial".into(),
-            created_ms: now_ms(),
+            created_ms: http::now_ms(),
             revoked_ms: None,
         })?;
         new_admin_token = Some(token);
@@ -166,12 +166,6 @@ pub(crate) fn live_admin_hashes(store: &dyn Store) -> Result<Vec<[u8; 32]>, Stor
         .filter(|r| r.revoked_ms.is_none())
         .map(|r| r.hash)
         .collect())
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Prepared {

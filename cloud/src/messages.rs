@@ -426,18 +426,7 @@ pub async fn logs(
     // A function or binding the device does not run is a mistake worth saying, not an empty
     // answer (a line the device logged under an older revision is still found by its name).
     if let Some(b) = &q.binding {
-        let desired = state.view().desired_for(&name);
-        let runs: Vec<String> =
-            serde_json::from_slice::<edgefn_schema::api::DesiredResponse>(&desired.body)
-                .map(|d| {
-                    let mut names: Vec<String> =
-                        d.state.bindings.iter().map(|b| b.name.clone()).collect();
-                    names.extend(d.state.functions.keys().cloned());
-                    names.sort();
-                    names.dedup();
-                    names
-                })
-                .unwrap_or_default();
+        let runs = state.view().desired_for(&name).runs.clone();
         if !runs.contains(b) && m.hub.recent_logs(&name, Some(b), 1).is_empty() {
             return Err(ApiError::not_found(format!(
                 "device `{name}` runs no function or binding `{b}` in the latest revision{}",

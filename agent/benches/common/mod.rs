@@ -38,3 +38,30 @@ pub(crate) fn http(
     let status = String::from_utf8_lossy(&raw[9..12]).parse().unwrap();
     (status, raw[split + 4..].to_vec())
 }
+
+/// A control plane served by `rt` with its data under `data`: its `host:port` and admin token.
+#[allow(clippy::unwrap_used, dead_code)] // A bench: a failure is a panic; not every bench uses it.
+pub(crate) fn control_plane(
+    rt: &tokio::runtime::Runtime,
+    data: &std::path::Path,
+) -> (String, String) {
+    let config = edgefn_cloud::Config {
+        data: data.join("cloud"),
+        admin_token_file: Some(data.join("admin.token")),
+    };
+    let prepared = edgefn_cloud::prepare(&config).unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let cloud = listener.local_addr().unwrap().to_string();
+    rt.spawn(edgefn_cloud::serve(
+        prepared,
+        listener,
+        std::future::pending(),
+    ));
+    let admin = std::fs::read_to_string(data.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    (cloud, admin)
+}

@@ -205,15 +205,6 @@ fn follow(
     }
 }
 
-fn reconnect_for(text: &str) -> Result<std::time::Duration, CliError> {
-    text.parse::<edgefn_schema::Duration>()
-        .map(|d| d.to_std())
-        .map_err(|e| CliError::InvalidArgument {
-            message: format!("--reconnect-for: {e}"),
-            help: e.help.into(),
-        })
-}
-
 /// A marker line the control plane sends in a stream when it had to skip lines for a slow
 /// reader, e.g. `{"dropped": 2012}`: shown as `… 2012 lines dropped …`.
 fn dropped_marker(v: &serde_json::Value, what: &str) -> Option<String> {
@@ -224,7 +215,7 @@ fn dropped_marker(v: &serde_json::Value, what: &str) -> Option<String> {
 /// `edgefn subscribe`.
 pub fn subscribe(args: &SubscribeArgs) -> CliResult {
     check_topic(&args.topic, true)?;
-    let reconnect = reconnect_for(&args.reconnect_for)?;
+    let reconnect = crate::rollout::parse_duration("--reconnect-for", &args.reconnect_for)?;
     let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
     let mut seen = 0usize;
     let stdout = std::io::stdout();
@@ -298,7 +289,7 @@ fn utc(ms: u64) -> String {
 
 /// `edgefn logs`.
 pub fn logs(args: &LogsArgs) -> CliResult {
-    let reconnect = reconnect_for(&args.reconnect_for)?;
+    let reconnect = crate::rollout::parse_duration("--reconnect-for", &args.reconnect_for)?;
     let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
     let path = |again: bool| {
         // After a reconnection, only new lines: the tail was shown already.
