@@ -1660,3 +1660,56 @@ fn a_continuous_function_does_not_outlive_its_agent_in_the_container_sandbox() {
     }
     a_continuous_function_does_not_outlive_its_agent("container");
 }
+
+/// Plain programs (`interface: stdio` and `lines`) go from the manifest through the control
+/// plane's desired state to the agent, and answer messages on the device's bus.
+#[test]
+fn plain_programs_answer_messages_on_a_device() {
+    use std::os::unix::fs::PermissionsExt;
+    let fleet = Fleet::new();
+    let project = fleet.project.path();
+    for (name, script) in [
+        ("upper", "#!/bin/sh\necho \"$EDGEFN_TOPIC: $(tr a-z A-Z)\"\n"),
+        (
+            "count",
+            "#!/bin/sh\nk=0\nwhile IFS= read -r line; do k=$((k+1)); echo \"{\\\"seen\\\": $k, \\\"event\\\": $line}\"; done\n",
+        ),
+    ] {
+        let dir = project.join("functions").join(name);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("run.sh"), script).expect("write");
+        std::fs::set_permissions(dir.join("run.sh"), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+    }
+    let manifest = manifest(1, &fleet.out)
+        .replace(
+            "devices:\n",
+            "  upper:\n    path: functions/upper\n    runtime: exec\n    handler: [\"./run.sh\"]\n    interface: stdio\n  count:\n    path: functions/count\n    runtime: exec\n    handler: [\"./run.sh\"]\n    interface: lines\ndevices:\n",
+        )
+        + "  - function: upper\n    devices: { names: [dev-a] }\n    triggers: [ \"plain/upper/#\" ]\n  - function: count\n    devices: { names: [dev-a] }\n    triggers: [ \"plain/count\" ]\n";
+    std::fs::write(project.join("edgefn.yaml"), manifest).expect("write");
+    git(project, &["add", "-A"]);
+    git(project, &["commit", "-q", "-m", "plain programs"]);
+    ok(&fleet.cli(&["apply"]));
+    let data = tempfile::tempdir().expect("agent data");
+    let agent = AgentProc::start(&fleet.agent_config, data.path(), &[]);
+    wait_until(30, "the release runs", || fleet.converged());
+
+    let result = |topic: &str, payload: serde_json::Value| {
+        let r = agent.publish(topic, &payload);
+        let d = r["deliveries"].as_array().expect("deliveries");
+        assert_eq!(d.len(), 1, "one binding fires: {r}");
+        d[0]["result"].clone()
+    };
+    assert_eq!(
+        result("plain/upper/ada", serde_json::json!("hello")),
+        serde_json::json!("plain/upper/ada: HELLO")
+    );
+    for k in 1..=3 {
+        assert_eq!(
+            result("plain/count", serde_json::json!({"k": k})),
+            serde_json::json!({"seen": k, "event": {"topic": "plain/count", "payload": {"k": k}}}),
+            "one warm process counts every event"
+        );
+    }
+}

@@ -156,6 +156,11 @@ fn new_adds_working_functions_and_keeps_the_manifest_layout() {
         assert!(rest.any(|l| l == line), "lost line {line:?} in\n{after}");
     }
     assert!(after.contains("  filter:\n    path: functions/filter\n    runtime: python3\n    handler: main.handle\n"), "{after}");
+    // A new exec function is a plain program: the payload on stdin, the result on stdout.
+    assert!(
+        after.contains("    handler: [\"./handler.sh\"]\n    interface: stdio\n"),
+        "{after}"
+    );
     // Valid, with a warning per unbound function.
     let v = edgefn(tmp.path(), &["validate", "--format", "short"]);
     assert!(v.status.success(), "{}", text(&v.stderr));

@@ -56,6 +56,7 @@ fn spec(layout: &Layout, desired: &DesiredResponse, b: &ResolvedBinding) -> Opti
         binding: b.clone(),
         runtime: f.runtime,
         handler: f.handler.clone(),
+        interface: f.interface,
         bundle_dir: layout.bundle_dir(f.bundle.as_deref()?),
         device: desired.state.device.clone(),
         revision: desired.revision,

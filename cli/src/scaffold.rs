@@ -1,6 +1,6 @@
 //! The files `edgefn init` and `edgefn new` write.
 
-use edgefn_schema::{Runtime, SCHEMA_URL};
+use edgefn_schema::{Interface, Runtime, SCHEMA_URL};
 
 use crate::project::NewFile;
 
@@ -120,11 +120,17 @@ pub fn function_fields(name: &str, runtime: Runtime) -> Vec<(&'static str, Strin
         Runtime::Node => "index.handler".to_owned(),
         Runtime::Exec => "[\"./handler.sh\"]".to_owned(),
     };
-    vec![
+    let mut fields = vec![
         ("path", format!("functions/{name}")),
         ("runtime", runtime.as_str().to_owned()),
         ("handler", handler),
-    ]
+    ];
+    if runtime == Runtime::Exec {
+        // A plain program is what "any executable" means to most: the framed protocol is there
+        // for those who need publishing or warm instances (`interface: protocol`).
+        fields.push(("interface", Interface::Stdio.as_str().to_owned()));
+    }
+    fields
 }
 
 /// The files of a new function, relative to the project folder.
@@ -151,7 +157,7 @@ pub fn function(name: &str, runtime: Runtime, trigger: Option<&str>) -> Vec<NewF
         code,
         NewFile::new(
             format!("{dir}/tests/example.yaml"),
-            test_case(name, runtime, &topic),
+            test_case(name, &topic),
         ),
     ]
 }
@@ -192,49 +198,25 @@ exports.handler = async (event, context) => {{
 
 fn exec(name: &str) -> String {
     format!(
-        r#"#!/usr/bin/env bash
-# {name}: an edgefn function run as a plain executable (runtime: exec).
+        r#"#!/bin/sh
+# {name}: an edgefn function run as a plain program (runtime: exec, interface: stdio).
 #
-# An exec function speaks the invocation protocol on file descriptor 3: frames of a 4-byte
-# big-endian length followed by that many bytes of JSON. It first sends
-#   {{"type":"hello","protocol":1}}
-# then, for each {{"type":"invoke","id":N,"topic":...,"payload":...}} it reads, answers
-#   {{"type":"result","id":N,"result":...}}        (or "error":{{"type":...,"message":...}})
-# stdout and stderr are the function's logs. This template answers with the topic it was
-# called on; for real work, parse the frame with jq or write the function in your language.
-set -euo pipefail
-export LC_ALL=C
-
-send() {{ # send JSON
-  local n=${{#1}}
-  printf "\\$(printf %03o $((n >> 24 & 255)))\\$(printf %03o $((n >> 16 & 255)))\\$(printf %03o $((n >> 8 & 255)))\\$(printf %03o $((n & 255)))%s" "$1" >&3
-}}
-
-recv() {{ # read one frame into $frame; fails when the channel closes
-  local len
-  len=$(dd bs=4 count=1 iflag=fullblock status=none <&3 | od -An -tu1)
-  [ -n "$len" ] || return 1
-  set -- $len
-  frame=$(dd bs=$(( ($1 << 24) | ($2 << 16) | ($3 << 8) | $4 )) count=1 iflag=fullblock status=none <&3)
-}}
-
-send '{{"type":"hello","protocol":1,"runtime":"bash"}}'
-while recv; do
-  id=$(sed -n 's/.*"id":\([0-9]*\).*/\1/p' <<<"$frame")
-  topic=$(sed -n 's/.*"topic":"\([^"]*\)".*/\1/p' <<<"$frame")
-  echo "called on $topic"
-  send "{{\"type\":\"result\",\"id\":$id,\"result\":{{\"topic\":\"$topic\",\"handled_by\":\"bash\"}}}}"
-done
+# edgefn starts this program once per message matching one of the binding's triggers: the
+# message's payload arrives on stdin (JSON as JSON text, other text as it is, then end of file),
+# its topic in $EDGEFN_TOPIC. What it prints on stdout is its result (a JSON value when it is
+# JSON, else text; one trailing newline removed); exit status 0 means success. stderr is its log.
+# To keep one process warm that reads events in a loop, one line of JSON each, write
+# `interface: lines`; to publish messages, speak the invocation protocol (runtime/PROTOCOL.md).
+payload=$(cat)
+echo "called on $EDGEFN_TOPIC" >&2
+printf '{{"topic": "%s", "received": %s}}\n' "$EDGEFN_TOPIC" "$payload"
 "#
     )
 }
 
-fn test_case(name: &str, runtime: Runtime, topic: &str) -> String {
+fn test_case(name: &str, topic: &str) -> String {
     let quoted = serde_json::to_string(topic).expect("string");
-    let result = match runtime {
-        Runtime::Exec => format!("{{ topic: {quoted}, handled_by: bash }}"),
-        _ => format!("{{ topic: {quoted}, received: {{ celsius: 21.5 }} }}"),
-    };
+    let result = format!("{{ topic: {quoted}, received: {{ celsius: 21.5 }} }}");
     format!(
         r#"# A test case for `edgefn test`: a simulated message, and what {name} should do with it.
 trigger:

@@ -60,6 +60,7 @@ fn spec(runtime: Runtime, dir: &Path, concurrency: u32) -> FunctionSpec {
         },
         runtime,
         handler,
+        interface: edgefn_schema::Interface::Protocol,
         bundle_dir: dir.to_path_buf(),
         device: "bench".into(),
         revision: 1,

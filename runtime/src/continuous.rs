@@ -278,16 +278,28 @@ async fn run_once(
         Ok(p) => p,
         Err(e) => return failed(e.to_string()),
     };
-    let started = match launch.spawn(id, theirs.into()) {
+    let started = match launch.spawn(id, theirs.into(), &[]) {
         Ok(s) => s,
         Err(e) => return failed(e.to_string()),
     };
     let mut running = started.running;
     let oom_hint = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let logs = [
-        spawn_log_reader(started.stdout, launch, id, Stream::Stdout, oom_hint.clone()),
-        spawn_log_reader(started.stderr, launch, id, Stream::Stderr, oom_hint.clone()),
-    ];
+    let mut logs = vec![spawn_log_reader(
+        started.stderr,
+        launch,
+        id,
+        Stream::Stderr,
+        oom_hint.clone(),
+    )];
+    if let Some(stdout) = started.stdout {
+        logs.push(spawn_log_reader(
+            stdout,
+            launch,
+            id,
+            Stream::Stdout,
+            oom_hint.clone(),
+        ));
+    }
     let problem = Arc::new(Mutex::new(None::<String>));
     let frames = match ours
         .set_nonblocking(true)

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use edgefn_schema::{Handler, ResolvedBinding, Runtime};
+use edgefn_schema::{Handler, Interface, ResolvedBinding, Runtime};
 
 use crate::protocol::{Payload, WireMessage};
 
@@ -16,6 +16,9 @@ pub struct FunctionSpec {
     pub runtime: Runtime,
     /// Entry point (`module.func`, `file.export`, or an argv).
     pub handler: Handler,
+    /// How an exec function takes events: the framed protocol, or a plain program (stdin and
+    /// stdout, per event or in lines).
+    pub interface: Interface,
     /// The function's extracted bundle: the instance's working folder (`/fn` in a container).
     pub bundle_dir: PathBuf,
     /// Device name, passed to the function.

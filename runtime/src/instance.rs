@@ -3,18 +3,29 @@
 //! An instance handles one event at a time ([`Instance::call`]). Any failure other than the
 //! handler's own error leaves the instance dead: `call` kills it, collects its exit status and
 //! says why in the returned error.
+//!
+//! A plain program (`interface: stdio` or `lines`, an exec function that does not speak the
+//! framed protocol) has the channel as its stdin and stdout and never says hello. With `stdio` it
+//! gets one event — the payload's bytes, then end of file — and its stdout up to end of file is
+//! the result, its exit status 0 the success (OpenFaaS's classic watchdog contract); the instance
+//! is then spent, and the next event starts another (with the event's topic in `EDGEFN_TOPIC`).
+//! With `lines` it stays warm: each event is one line of JSON, `{"topic": …, "payload": …}` as
+//! the python and node handlers see it, and each result one line.
 
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use edgefn_schema::Interface;
 use nix::sys::signal::Signal;
-use tokio::io::{AsyncBufReadExt as _, AsyncRead, BufReader};
+use tokio::io::{
+    AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWriteExt as _, BufReader,
+};
 use tokio::net::UnixStream;
 use tokio::task::JoinHandle;
 
-use crate::error::{Exit, InvokeError, StartError};
+use crate::error::{Exit, HandlerError, InvokeError, StartError};
 use crate::function::{Event, Message, Reply};
 use crate::launch::Launch;
 use crate::log::{LogLine, LogSink, MAX_LINE, Stream};
@@ -40,28 +51,48 @@ pub(crate) struct Instance {
     next_call: u64,
     memory_limit: u64,
     dead: bool,
+    /// `Protocol`, or how a plain program takes events.
+    interface: Interface,
+    /// Bytes a `lines` program wrote after the end of its last result line.
+    pending: Vec<u8>,
+    /// A `stdio` program that handled its one event.
+    spent: bool,
 }
 
 impl Instance {
-    /// Starts an instance and waits for its `hello`.
+    /// Starts an instance and waits for its `hello` (a plain program says none); `extra_env`
+    /// is added to its environment.
     pub(crate) async fn start(
         launch: &Launch,
         id: u64,
         start_timeout: Duration,
+        extra_env: &[(String, String)],
     ) -> Result<Instance, StartError> {
         let (ours, theirs) = StdUnixStream::pair()
             .map_err(|e| StartError::Sandbox(format!("cannot create the channel: {e}")))?;
         let spawned = launch
-            .spawn(id, theirs.into())
+            .spawn(id, theirs.into(), extra_env)
             .map_err(|e| StartError::Sandbox(e.to_string()))?;
         ours.set_nonblocking(true)
             .map_err(|e| StartError::Sandbox(e.to_string()))?;
         let chan = UnixStream::from_std(ours).map_err(|e| StartError::Sandbox(e.to_string()))?;
         let oom_hint = Arc::new(AtomicBool::new(false));
-        let logs = vec![
-            spawn_log_reader(spawned.stdout, launch, id, Stream::Stdout, oom_hint.clone()),
-            spawn_log_reader(spawned.stderr, launch, id, Stream::Stderr, oom_hint.clone()),
-        ];
+        let mut logs = vec![spawn_log_reader(
+            spawned.stderr,
+            launch,
+            id,
+            Stream::Stderr,
+            oom_hint.clone(),
+        )];
+        if let Some(stdout) = spawned.stdout {
+            logs.push(spawn_log_reader(
+                stdout,
+                launch,
+                id,
+                Stream::Stdout,
+                oom_hint.clone(),
+            ));
+        }
         let mut inst = Instance {
             process: spawned.running,
             chan,
@@ -72,7 +103,18 @@ impl Instance {
             next_call: 1,
             memory_limit: launch.spec.binding.memory_bytes,
             dead: false,
+            interface: if launch.plain {
+                launch.spec.interface
+            } else {
+                Interface::Protocol
+            },
+            pending: Vec::new(),
+            spent: false,
         };
+        if launch.plain {
+            // A plain program is ready once started; one that cannot start failed in `spawn`.
+            return Ok(inst);
+        }
         let first = tokio::time::timeout(
             start_timeout,
             protocol::read_frame(&mut inst.chan, &mut inst.body),
@@ -130,6 +172,9 @@ impl Instance {
         launch: &Launch,
         timeout: Duration,
     ) -> Result<Reply, InvokeError> {
+        if self.interface != Interface::Protocol {
+            return self.call_plain(event, timeout).await;
+        }
         let id = self.next_call;
         self.next_call += 1;
         let deadline_ms = SystemTime::now()
@@ -183,6 +228,85 @@ impl Instance {
                     Err(InvokeError::Protocol(e))
                 }
             },
+        }
+    }
+
+    /// Whether the instance can take another event (a `stdio` program takes one).
+    pub(crate) fn reusable(&self) -> bool {
+        !self.spent && !self.dead
+    }
+
+    /// One event through a plain program (see the module documentation).
+    async fn call_plain(&mut self, event: &Event, timeout: Duration) -> Result<Reply, InvokeError> {
+        let input = plain_input(event, self.interface)?;
+        let stdio = self.interface == Interface::Stdio;
+        let (mut rx, mut tx) = self.chan.split();
+        let body = &mut self.body;
+        let pending = &mut self.pending;
+        body.clear();
+        let exchange = async {
+            let write = async {
+                // A program may exit without reading its input (`echo hi`): what it wrote
+                // still counts, so a failed write is not the event's failure.
+                let written = tx.write_all(&input).await;
+                if stdio {
+                    let _ = tx.shutdown().await;
+                }
+                written
+            };
+            let read = async {
+                if stdio {
+                    read_to_end_capped(&mut rx, body).await
+                } else {
+                    read_line_into(&mut rx, pending, body).await
+                }
+            };
+            let (written, read) = tokio::join!(write, read);
+            match (stdio, written, read) {
+                (_, _, Err(e)) => Err(e),
+                (false, Err(e), _) => Err(ProtocolError::Io(e)),
+                _ => Ok(()),
+            }
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Err(_) => {
+                self.kill().await;
+                Err(InvokeError::Timeout {
+                    timeout_ms: timeout.as_millis() as u64,
+                })
+            }
+            Ok(Err(ProtocolError::Closed)) => Err(self.crashed().await),
+            Ok(Err(ProtocolError::Io(e))) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                Err(self.crashed().await)
+            }
+            Ok(Err(e)) => {
+                self.kill().await;
+                Err(InvokeError::Protocol(e))
+            }
+            Ok(Ok(())) if stdio => {
+                self.spent = true;
+                let (exit, oom, error) = self.reap().await;
+                if oom {
+                    return Err(InvokeError::OutOfMemory {
+                        limit_bytes: self.memory_limit,
+                        exit,
+                    });
+                }
+                if let Some(error) = error {
+                    return Err(InvokeError::Protocol(ProtocolError::Unexpected(error)));
+                }
+                if !exit.success() {
+                    return Err(InvokeError::Handler(HandlerError {
+                        kind: "ExitStatus".into(),
+                        message: format!(
+                            "the program ended unsuccessfully ({exit}); its stderr is in the logs"
+                        ),
+                        traceback: None,
+                    }));
+                }
+                Ok(plain_reply(std::mem::take(&mut self.body)))
+            }
+            Ok(Ok(())) => Ok(plain_reply(std::mem::take(&mut self.body))),
         }
     }
 
@@ -279,6 +403,99 @@ impl Drop for Instance {
         for h in &self.logs {
             h.abort();
         }
+    }
+}
+
+/// What a plain program reads for one event: with `stdio` the payload's bytes (a string as its
+/// text, other JSON compact, bytes as they are); with `lines` the event `{"topic", "payload"}`
+/// as one line of compact JSON (which never holds a raw newline). Bytes cannot be a line: that
+/// event fails, the instance stays.
+fn plain_input(event: &Event, interface: Interface) -> Result<Vec<u8>, InvokeError> {
+    match (&event.payload, interface) {
+        (Payload::Json(serde_json::Value::String(s)), Interface::Stdio) => Ok(s.clone().into()),
+        (Payload::Json(v), Interface::Stdio) => Ok(serde_json::to_vec(v).unwrap_or_default()),
+        (Payload::Bytes(b), Interface::Stdio) => Ok(b.clone()),
+        (Payload::Json(v), _) => {
+            let mut line =
+                serde_json::to_vec(&serde_json::json!({"topic": event.topic, "payload": v}))
+                    .unwrap_or_default();
+            line.push(b'\n');
+            Ok(line)
+        }
+        (Payload::Bytes(_), _) => Err(InvokeError::Handler(HandlerError {
+            kind: "UnsupportedPayload".into(),
+            message: "this event's payload is binary, and a `lines` program reads one line of \
+                      JSON per event: send JSON or text, or use `interface: stdio`"
+                .into(),
+            traceback: None,
+        })),
+    }
+}
+
+/// A plain program's output as the result: by the payload contract (JSON when it is a JSON
+/// document, else text, else bytes), one trailing newline removed.
+fn plain_reply(mut out: Vec<u8>) -> Reply {
+    if out.last() == Some(&b'\n') {
+        out.pop();
+        if out.last() == Some(&b'\r') {
+            out.pop();
+        }
+    }
+    Reply {
+        result: Payload::from_message(out),
+        publish: Vec::new(),
+    }
+}
+
+/// Reads a `stdio` program's stdout to its end, at most [`protocol::MAX_FRAME`] bytes. A reset
+/// (the program exited leaving input unread) is an end like any other.
+async fn read_to_end_capped<R: AsyncRead + Unpin>(
+    r: &mut R,
+    out: &mut Vec<u8>,
+) -> Result<(), ProtocolError> {
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = match r.read(&mut chunk).await {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+            Err(e) => return Err(ProtocolError::Io(e)),
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        if out.len() + n > protocol::MAX_FRAME {
+            return Err(ProtocolError::TooLarge { len: out.len() + n });
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Reads one line of a `lines` program into `line` (without its newline), keeping what follows
+/// it in `pending`; at most [`protocol::MAX_FRAME`] bytes. End of file first is `Closed`.
+async fn read_line_into<R: AsyncRead + Unpin>(
+    r: &mut R,
+    pending: &mut Vec<u8>,
+    line: &mut Vec<u8>,
+) -> Result<(), ProtocolError> {
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some(i) = pending.iter().position(|b| *b == b'\n') {
+            line.extend_from_slice(&pending[..i]);
+            pending.drain(..=i);
+            return Ok(());
+        }
+        if pending.len() > protocol::MAX_FRAME {
+            return Err(ProtocolError::TooLarge { len: pending.len() });
+        }
+        let n = match r.read(&mut chunk).await {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+            Err(e) => return Err(ProtocolError::Io(e)),
+        };
+        if n == 0 {
+            return Err(ProtocolError::Closed);
+        }
+        pending.extend_from_slice(&chunk[..n]);
     }
 }
 

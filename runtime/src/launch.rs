@@ -6,7 +6,7 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use edgefn_schema::Runtime;
+use edgefn_schema::{Interface, Mode, Runtime};
 use nix::sys::signal::Signal;
 use tokio::process::{Child, ChildStderr, ChildStdout};
 
@@ -37,6 +37,10 @@ pub(crate) struct Launch {
     pub(crate) function: Arc<str>,
     pub(crate) binding: Arc<str>,
     pub(crate) context: WireContext,
+    /// A triggered plain program (`interface: stdio` or `lines`): the channel is its stdin and
+    /// stdout, and it never says hello. A continuous plain program needs nothing of the
+    /// runtime: it simply runs, its stdout and stderr logs.
+    pub(crate) plain: bool,
     program: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
@@ -46,7 +50,8 @@ pub(crate) struct Launch {
 #[derive(Debug)]
 pub(crate) struct Started {
     pub(crate) running: Running,
-    pub(crate) stdout: ChildStdout,
+    /// The instance's stdout, a log; absent for a plain program, whose stdout is the channel.
+    pub(crate) stdout: Option<ChildStdout>,
     pub(crate) stderr: ChildStderr,
 }
 
@@ -202,6 +207,9 @@ impl Launch {
             revision: spec.revision,
         };
         Ok(Launch {
+            plain: spec.runtime == Runtime::Exec
+                && spec.interface != Interface::Protocol
+                && spec.binding.mode == Mode::Triggered,
             function: spec.binding.function.as_str().into(),
             binding: spec.binding.name.as_str().into(),
             context,
@@ -214,10 +222,22 @@ impl Launch {
         })
     }
 
-    /// Starts instance number `instance` with `channel` as its fd 3.
-    pub(crate) fn spawn(&self, instance: u64, channel: OwnedFd) -> std::io::Result<Started> {
+    /// Whether each event gets a process of its own (`interface: stdio`).
+    pub(crate) fn per_event(&self) -> bool {
+        self.plain && self.spec.interface == Interface::Stdio
+    }
+
+    /// Starts instance number `instance` with `channel` as its fd 3 (or stdin and stdout, for a
+    /// plain program) and `extra_env` added to its environment (a per-event program's
+    /// `EDGEFN_TOPIC`).
+    pub(crate) fn spawn(
+        &self,
+        instance: u64,
+        channel: OwnedFd,
+        extra_env: &[(String, String)],
+    ) -> std::io::Result<Started> {
         if self.sandbox.kind() == SandboxKind::Container {
-            return self.spawn_container(instance, channel);
+            return self.spawn_container(instance, channel, extra_env);
         }
         let bundle = &self.spec.bundle_dir;
         if !bundle.is_dir() {
@@ -228,6 +248,7 @@ impl Launch {
         }
         let mut env = self.env.clone();
         env.push(("EDGEFN_INSTANCE".into(), instance.to_string()));
+        env.extend(extra_env.iter().cloned());
         let opts = self.sandbox.options();
         let memory = self.spec.binding.memory_bytes;
         let address_space = match self.spec.runtime {
@@ -245,6 +266,7 @@ impl Launch {
                 open_files: opts.max_open_files,
             }),
             stdin: None,
+            channel_as_stdio: self.plain,
             extra_fds: Vec::new(),
             user: opts.run_as,
             kill_on_drop: true,
@@ -283,7 +305,12 @@ impl Launch {
     }
 
     /// Starts the container helper for instance number `instance`.
-    fn spawn_container(&self, instance: u64, channel: OwnedFd) -> std::io::Result<Started> {
+    fn spawn_container(
+        &self,
+        instance: u64,
+        channel: OwnedFd,
+        extra_env: &[(String, String)],
+    ) -> std::io::Result<Started> {
         let opts = self.sandbox.options();
         let Some(helper) = &opts.helper else {
             return Err(std::io::Error::other(
@@ -292,6 +319,7 @@ impl Launch {
         };
         let mut env = self.env.clone();
         env.push(("EDGEFN_INSTANCE".into(), instance.to_string()));
+        env.extend(extra_env.iter().cloned());
         let config = HelperConfig {
             id: container::container_id(&self.binding, instance),
             state_dir: opts.state_dir.clone(),
@@ -305,6 +333,7 @@ impl Launch {
             max_open_files: opts.max_open_files,
             user: opts.run_as,
             probe: false,
+            channel_as_stdio: self.plain,
         };
         let (control_read, control_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let (status_read, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
@@ -318,6 +347,7 @@ impl Launch {
             cwd: PathBuf::from("/"),
             rlimits: None,
             stdin: Some(control_read),
+            channel_as_stdio: false,
             extra_fds: vec![(status_write, container::STATUS_FD)],
             // The helper needs root; the container's process gets `run_as`.
             user: None,

@@ -194,17 +194,25 @@ impl Pool {
             Some(i) => i,
             None => {
                 let id = inner.next_instance.fetch_add(1, Ordering::Relaxed);
-                let i = Instance::start(&inner.launch, id, inner.start_timeout).await?;
+                // A program started for this one event learns its topic from the environment.
+                let env = if inner.launch.per_event() {
+                    vec![("EDGEFN_TOPIC".to_owned(), event.topic.clone())]
+                } else {
+                    Vec::new()
+                };
+                let i = Instance::start(&inner.launch, id, inner.start_timeout, &env).await?;
                 inner.started.fetch_add(1, Ordering::Relaxed);
                 i
             }
         };
         let outcome = instance.call(event, &inner.launch, inner.timeout).await;
         inner.invocations.fetch_add(1, Ordering::Relaxed);
-        if matches!(
-            outcome,
-            Ok(_) | Err(InvokeError::Handler(_) | InvokeError::EventTooLarge(_))
-        ) {
+        if instance.reusable()
+            && matches!(
+                outcome,
+                Ok(_) | Err(InvokeError::Handler(_) | InvokeError::EventTooLarge(_))
+            )
+        {
             lease.instance = Some(instance);
         }
         drop(lease);
@@ -251,8 +259,12 @@ impl Pool {
     }
 
     /// Starts one instance now (if below concurrency) so that the first event finds it warm.
+    /// A per-event program (`interface: stdio`) has nothing to warm: each event starts one.
     pub async fn warm(&self) -> Result<(), StartError> {
         let inner = &self.inner;
+        if inner.launch.per_event() {
+            return Ok(());
+        }
         {
             let mut st = lock(&inner.state);
             if st.stopping || st.live >= inner.concurrency {
@@ -266,7 +278,7 @@ impl Pool {
             armed: true,
         };
         let id = inner.next_instance.fetch_add(1, Ordering::Relaxed);
-        let i = Instance::start(&inner.launch, id, inner.start_timeout).await?;
+        let i = Instance::start(&inner.launch, id, inner.start_timeout, &[]).await?;
         inner.started.fetch_add(1, Ordering::Relaxed);
         lease.instance = Some(i);
         Ok(())

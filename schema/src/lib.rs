@@ -27,8 +27,8 @@ pub mod yaml;
 pub use diagnostic::{Code, Diagnostic, Diagnostics, Severity};
 pub use load::{EntryKind, Loaded, NoFiles, ProjectFiles, load};
 pub use manifest::{
-    API_VERSION, Binding, Device, DeviceSelector, Function, Handler, Manifest, Mode, Route,
-    RouteTarget, Runtime, Trigger,
+    API_VERSION, Binding, Device, DeviceSelector, Function, Handler, Interface, Manifest, Mode,
+    Route, RouteTarget, Runtime, Trigger,
 };
 pub use quantity::{Cpu, Duration, Memory};
 pub use resolve::{

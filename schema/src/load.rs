@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use crate::decode::{Cx, Locations, Obj, first_line};
 use crate::diagnostic::{Code, Diagnostics, did_you_mean};
 use crate::manifest::{
-    API_VERSION, Binding, CLOUD_PREFIX, Device, DeviceSelector, Function, Handler, Manifest, Mode,
-    Route, RouteTarget, Runtime, Trigger, limits,
+    API_VERSION, Binding, CLOUD_PREFIX, Device, DeviceSelector, Function, Handler, Interface,
+    Manifest, Mode, Route, RouteTarget, Runtime, Trigger, limits,
 };
 use crate::quantity::{Cpu, Duration, Memory};
 use crate::source::{Source, Span};
@@ -86,7 +86,14 @@ const TOP_KEYS: &[&str] = &[
     "routes",
 ];
 const FUNCTION_KEYS: &[&str] = &[
-    "path", "runtime", "handler", "memory", "cpu", "timeout", "env",
+    "path",
+    "runtime",
+    "handler",
+    "interface",
+    "memory",
+    "cpu",
+    "timeout",
+    "env",
 ];
 const DEVICE_KEYS: &[&str] = &["labels"];
 const BINDING_KEYS: &[&str] = &[
@@ -358,12 +365,37 @@ fn decode_function(cx: &mut Cx<'_>, name: &str, key: &Node, node: &Node) -> Opti
         cx.locs.record(format!("{path_prefix}.handler"), n.span);
         decode_handler(cx, n, runtime, &owner)
     });
+    let interface = match obj.get("interface") {
+        None => Some(Interface::Protocol),
+        Some(n) => {
+            cx.locs.record(format!("{path_prefix}.interface"), n.span);
+            let names: Vec<&str> = Interface::ALL.iter().map(|i| i.as_str()).collect();
+            let chosen = cx.choice(n, "interface", &names);
+            let chosen = chosen.and_then(|c| Interface::ALL.into_iter().find(|i| i.as_str() == c));
+            match (chosen, runtime) {
+                (Some(i), Some(rt)) if rt != Runtime::Exec && !i.is_protocol() => {
+                    cx.emit(
+                        cx.error(
+                            Code::InvalidValue,
+                            n.span,
+                            format!("{owner} is a {rt} function: only exec functions choose an interface"),
+                        )
+                        .label("only for `runtime: exec`")
+                        .help("remove `interface`; a python3 or node handler is called through its shim"),
+                    );
+                    None
+                }
+                (chosen, _) => chosen,
+            }
+        }
+    };
     let (memory, cpu, timeout) = decode_limits(cx, &obj, &path_prefix, &owner);
     let env = decode_env(cx, &obj, &path_prefix, &owner);
     Some(Function {
         path: path?,
         runtime: runtime?,
         handler: handler?,
+        interface: interface?,
         memory,
         cpu,
         timeout,

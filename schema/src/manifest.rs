@@ -117,6 +117,9 @@ pub struct Function {
     pub runtime: Runtime,
     /// Entry point: `module.func` (python3), `file.export` (node), or an argv list (exec).
     pub handler: Handler,
+    /// How an exec function takes its events (default `protocol`): see [`Interface`].
+    #[serde(default, skip_serializing_if = "Interface::is_protocol")]
+    pub interface: Interface,
     /// Memory limit per instance (default `128Mi`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<Memory>,
@@ -160,6 +163,52 @@ impl Runtime {
 }
 
 impl std::fmt::Display for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How an `exec` function takes events and gives results.
+///
+/// `stdio` is the contract of OpenFaaS's classic watchdog (one process per request, the request
+/// on stdin, the response on stdout); `lines` is the same kept warm, one event per line, as the
+/// serverless "line protocol" filters do. Python and node functions always use `protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Interface {
+    /// The framed invocation protocol (`runtime/PROTOCOL.md`) on fd 3: warm instances,
+    /// publishing, structured errors.
+    #[default]
+    Protocol,
+    /// A plain program started once per event: the event's payload on stdin (closed after it),
+    /// the result on stdout (one trailing newline removed), exit status 0 for success; stderr
+    /// is its log.
+    Stdio,
+    /// A plain program kept warm that reads events in a loop: each event one line of JSON on
+    /// stdin, each result one line on stdout (JSON, or else text), in order; stderr is its log.
+    Lines,
+}
+
+impl Interface {
+    /// Every interface, in the order users see them.
+    pub const ALL: [Interface; 3] = [Interface::Protocol, Interface::Stdio, Interface::Lines];
+
+    /// The name used in the manifest.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interface::Protocol => "protocol",
+            Interface::Stdio => "stdio",
+            Interface::Lines => "lines",
+        }
+    }
+
+    /// Whether this is the default, framed protocol.
+    pub fn is_protocol(&self) -> bool {
+        *self == Interface::Protocol
+    }
+}
+
+impl std::fmt::Display for Interface {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }

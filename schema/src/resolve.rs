@@ -11,7 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::manifest::{Handler, Manifest, Mode, RouteTarget, Runtime, defaults};
+use crate::manifest::{Handler, Interface, Manifest, Mode, RouteTarget, Runtime, defaults};
 
 /// Everything one device runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -37,6 +37,10 @@ pub struct ResolvedFunction {
     pub runtime: Runtime,
     /// Entry point.
     pub handler: Handler,
+    /// How an exec function takes its events; absent for the default (`protocol`), so the
+    /// digests of existing desired states do not change.
+    #[serde(default, skip_serializing_if = "Interface::is_protocol")]
+    pub interface: Interface,
     /// sha256 of the function's bundle, when packaged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bundle: Option<String>,
@@ -148,6 +152,7 @@ pub fn resolve(
             ResolvedFunction {
                 runtime: f.runtime,
                 handler: f.handler.clone(),
+                interface: f.interface,
                 bundle: bundles.get(&b.function).cloned(),
             },
         );

@@ -604,3 +604,62 @@ fn json_schema_describes_the_format() {
         .collect();
     assert_eq!(required, ["apiVersion", "project"]);
 }
+
+#[test]
+fn exec_functions_choose_an_interface() {
+    let text = with(
+        "    handler: [\"./run.sh\", \"--fast\"]\n",
+        "    handler: [\"./run.sh\", \"--fast\"]\n    interface: lines\n",
+    );
+    let m = check(&text)
+        .unwrap_or_else(|d| panic!("{:#?}", problems_of(&d)))
+        .manifest;
+    assert_eq!(
+        m.functions["collect"].interface,
+        edgefn_schema::Interface::Lines
+    );
+    assert_eq!(
+        check(VALID).expect("valid").manifest.functions["collect"].interface,
+        edgefn_schema::Interface::Protocol,
+        "the framed protocol is the default"
+    );
+    // A typo gets a suggestion, at the value.
+    let typo = with(
+        "    handler: [\"./run.sh\", \"--fast\"]\n",
+        "    handler: [\"./run.sh\", \"--fast\"]\n    interface: stdi\n",
+    );
+    assert_eq!(problems(&typo), vec![(Code::InvalidValue, 20, 16)]);
+    let d = check(&typo).unwrap_err();
+    assert!(d.0[0].labels[0].text.contains("`stdio`"), "{:?}", d.0[0]);
+    // Only exec functions have one: a python handler is always called through its shim.
+    let python = with(
+        "    handler: main.handle\n",
+        "    handler: main.handle\n    interface: stdio\n",
+    );
+    assert_eq!(problems(&python), vec![(Code::InvalidValue, 8, 16)]);
+    assert!(
+        check(&python).unwrap_err().0[0]
+            .message
+            .contains("only exec functions")
+    );
+}
+
+#[test]
+fn the_interface_changes_the_desired_state_only_when_chosen() {
+    let device = |text: &str| {
+        let m = check(text).expect("valid").manifest;
+        resolve(&m, "gw-01", &BTreeMap::new()).expect("gw-01")
+    };
+    let plain = device(VALID);
+    let json = serde_json::to_string(&plain).expect("json");
+    assert!(!json.contains("interface"), "default left out: {json}");
+    let lines = device(&with(
+        "    handler: [\"./run.sh\", \"--fast\"]\n",
+        "    handler: [\"./run.sh\", \"--fast\"]\n    interface: lines\n",
+    ));
+    assert_ne!(plain.digest(), lines.digest());
+    assert_eq!(
+        lines.functions["collect"].interface,
+        edgefn_schema::Interface::Lines
+    );
+}

@@ -110,6 +110,7 @@ fn spec(
         binding,
         runtime: f.runtime,
         handler: f.handler.clone(),
+        interface: f.interface,
         bundle_dir: root.join(&f.path),
         device: device.to_owned(),
         revision: 0,

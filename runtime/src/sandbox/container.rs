@@ -47,6 +47,10 @@ pub(crate) struct HelperConfig {
     /// A trial run: status on stdout instead of fd 4, and no control pipe.
     #[serde(default)]
     pub(crate) probe: bool,
+    /// The channel (the helper's fd 3) becomes the container process's stdin and stdout
+    /// instead of its fd 3: a plain program.
+    #[serde(default)]
+    pub(crate) channel_as_stdio: bool,
 }
 
 /// One line the helper writes on its status pipe.
@@ -158,6 +162,7 @@ fn probe(helper: &Path, options: &SandboxOptions) -> Result<(), String> {
         max_open_files: 64,
         user: options.run_as,
         probe: true,
+        channel_as_stdio: false,
     };
     let json = serde_json::to_string(&config).map_err(|e| e.to_string())?;
     let out = std::process::Command::new(helper)

@@ -110,13 +110,18 @@ fn create_and_run(
         // SAFETY: `dup` was just returned by F_DUPFD_CLOEXEC and is owned by nobody else.
         Ok(unsafe { OwnedFd::from_raw_fd(dup) })
     };
-    let devnull = std::fs::File::open("/dev/null").map_err(|e| e.to_string())?;
+    let (stdin, stdout, preserved): (OwnedFd, OwnedFd, i32) = if cfg.channel_as_stdio {
+        (fd(3)?, fd(3)?, 0)
+    } else {
+        let devnull = std::fs::File::open("/dev/null").map_err(|e| e.to_string())?;
+        (devnull.into(), fd(1)?, 1)
+    };
     let mut container = ContainerBuilder::new(cfg.id.clone(), SyscallType::default())
         .with_root_path(state_root)
         .map_err(|e| format!("container state folder: {e}"))?
-        .with_preserved_fds(1)
-        .with_stdin(devnull)
-        .with_stdout(fd(1)?)
+        .with_preserved_fds(preserved)
+        .with_stdin(stdin)
+        .with_stdout(stdout)
         .with_stderr(fd(2)?)
         .validate_id()
         .map_err(|e| format!("container id: {e}"))?

@@ -41,6 +41,9 @@ pub(crate) struct ProcessCommand {
     pub(crate) rlimits: Option<Rlimits>,
     /// The child's stdin (default /dev/null).
     pub(crate) stdin: Option<OwnedFd>,
+    /// The channel becomes the child's stdin and stdout instead of its fd 3 (a plain program:
+    /// events in, results out); only stderr is then a log pipe.
+    pub(crate) channel_as_stdio: bool,
     /// Descriptors the child gets at fixed numbers (after fd 3), e.g. the helper's status pipe.
     pub(crate) extra_fds: Vec<(OwnedFd, RawFd)>,
     /// uid and gid to run as.
@@ -58,24 +61,30 @@ pub(crate) struct ProcessCommand {
 pub(crate) struct Spawned {
     pub(crate) child: Child,
     pub(crate) pid: i32,
-    pub(crate) stdout: ChildStdout,
+    /// Absent when the channel is the child's stdout.
+    pub(crate) stdout: Option<ChildStdout>,
     pub(crate) stderr: ChildStderr,
 }
 
-/// Spawns `cmd` with `channel` as its fd 3.
+/// Spawns `cmd` with `channel` as its fd 3 (or as its stdin and stdout: `channel_as_stdio`).
 pub(crate) fn spawn(cmd: ProcessCommand, channel: &OwnedFd) -> std::io::Result<Spawned> {
     let mut c = Command::new(&cmd.program);
     c.args(&cmd.args)
         .env_clear()
         .envs(cmd.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&cmd.cwd)
-        .stdin(match cmd.stdin {
+        .stderr(Stdio::piped())
+        .kill_on_drop(cmd.kill_on_drop);
+    if cmd.channel_as_stdio {
+        c.stdin(Stdio::from(channel.try_clone()?))
+            .stdout(Stdio::from(channel.try_clone()?));
+    } else {
+        c.stdin(match cmd.stdin {
             Some(fd) => Stdio::from(fd),
             None => Stdio::null(),
         })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(cmd.kill_on_drop);
+        .stdout(Stdio::piped());
+    }
     if let Some((uid, gid)) = cmd.user {
         c.uid(uid).gid(gid);
     }
@@ -83,7 +92,9 @@ pub(crate) fn spawn(cmd: ProcessCommand, channel: &OwnedFd) -> std::io::Result<S
     for (slot, (fd, target)) in fds.iter_mut().zip(&cmd.extra_fds) {
         *slot = (fd.as_raw_fd(), *target);
     }
-    fds[fds.len() - 1] = (channel.as_raw_fd(), CHANNEL_FD);
+    if !cmd.channel_as_stdio {
+        fds[fds.len() - 1] = (channel.as_raw_fd(), CHANNEL_FD);
+    }
     if cmd.extra_fds.len() >= fds.len() {
         return Err(std::io::Error::other("too many descriptors for the child"));
     }
@@ -93,7 +104,8 @@ pub(crate) fn spawn(cmd: ProcessCommand, channel: &OwnedFd) -> std::io::Result<S
         .id()
         .and_then(|p| i32::try_from(p).ok())
         .ok_or_else(|| std::io::Error::other("spawned child has no pid"))?;
-    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+    let stdout = child.stdout.take();
+    let Some(stderr) = child.stderr.take() else {
         return Err(std::io::Error::other("child output pipes missing"));
     };
     Ok(Spawned {

@@ -42,6 +42,7 @@ pub fn exec_spec(args: &[&str]) -> FunctionSpec {
     argv.extend(args.iter().map(|s| s.to_string()));
     FunctionSpec {
         binding: binding("echo", Mode::Triggered),
+        interface: edgefn_schema::Interface::Protocol,
         runtime: Runtime::Exec,
         handler: Handler::Argv(argv),
         bundle_dir: std::env::temp_dir(),
@@ -62,6 +63,7 @@ pub fn bundle(files: &[(&str, &str)]) -> tempfile::TempDir {
 pub fn lang_spec(runtime: Runtime, handler: &str, dir: &Path) -> FunctionSpec {
     FunctionSpec {
         binding: binding("fn", Mode::Triggered),
+        interface: edgefn_schema::Interface::Protocol,
         runtime,
         handler: Handler::Entry(handler.into()),
         bundle_dir: dir.to_path_buf(),

@@ -15,7 +15,7 @@ use crate::common::*;
 /// containers cannot work: not root, or no cgroups. As root with cgroups, failing to set one up
 /// fails the test.
 #[allow(clippy::print_stdout)] // the skip reason is for whoever reads the test output
-fn container() -> Option<(Sandbox, tempfile::TempDir)> {
+pub(crate) fn container() -> Option<(Sandbox, tempfile::TempDir)> {
     if !nix_is_root() {
         println!("skipped: container tests need root");
         return None;

@@ -15,6 +15,7 @@ use crate::common::*;
 fn sh(script: &str) -> FunctionSpec {
     FunctionSpec {
         binding: binding("daemon", Mode::Continuous),
+        interface: edgefn_schema::Interface::Protocol,
         runtime: Runtime::Exec,
         handler: Handler::Argv(vec!["/bin/sh".into(), "-c".into(), script.into()]),
         bundle_dir: std::env::temp_dir(),

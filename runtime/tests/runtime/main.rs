@@ -4,5 +4,6 @@ mod common;
 mod container;
 mod continuous;
 mod hostile;
+mod plain;
 mod pool;
 mod shims;
