@@ -1669,7 +1669,10 @@ fn plain_programs_answer_messages_on_a_device() {
     let fleet = Fleet::new();
     let project = fleet.project.path();
     for (name, script) in [
-        ("upper", "#!/bin/sh\necho \"$EDGEFN_TOPIC: $(tr a-z A-Z)\"\n"),
+        (
+            "upper",
+            "#!/bin/sh\necho \"$EDGEFN_TOPIC: $(tr a-z A-Z)\"\n",
+        ),
         (
             "count",
             "#!/bin/sh\nk=0\nwhile IFS= read -r line; do k=$((k+1)); echo \"{\\\"seen\\\": $k, \\\"event\\\": $line}\"; done\n",

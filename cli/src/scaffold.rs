@@ -155,10 +155,7 @@ pub fn function(name: &str, runtime: Runtime, trigger: Option<&str>) -> Vec<NewF
     };
     vec![
         code,
-        NewFile::new(
-            format!("{dir}/tests/example.yaml"),
-            test_case(name, &topic),
-        ),
+        NewFile::new(format!("{dir}/tests/example.yaml"), test_case(name, &topic)),
     ]
 }
 

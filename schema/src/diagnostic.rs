@@ -91,6 +91,10 @@ codes! {
     NestingDepth => "edgefn::manifest::nesting_depth",
     /// A file that is not UTF-8 text.
     NotUtf8 => "edgefn::manifest::not_utf8",
+    /// A `${device.…}` placeholder in `env` that is not closed or names no known field.
+    InvalidPlaceholder => "edgefn::manifest::invalid_placeholder",
+    /// A `${device.labels.KEY}` or `${device.vars.KEY}` that a device running it does not have.
+    UndefinedDeviceValue => "edgefn::manifest::undefined_device_value",
 }
 
 impl fmt::Display for Code {

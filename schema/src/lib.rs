@@ -22,6 +22,7 @@ pub mod resolve;
 pub mod source;
 pub mod testcase;
 pub mod topic;
+pub mod vars;
 pub mod yaml;
 
 pub use diagnostic::{Code, Diagnostic, Diagnostics, Severity};

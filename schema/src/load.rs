@@ -61,6 +61,7 @@ pub fn load(source: &Source, files: Option<&dyn ProjectFiles>) -> Result<Loaded,
     let (manifest, mut cx) = decode(source);
     if let Some(manifest) = &manifest {
         check_references(&mut cx, manifest);
+        check_device_values(&mut cx, manifest);
         if let Some(files) = files {
             check_files(&mut cx, manifest, files);
         }
@@ -95,7 +96,7 @@ const FUNCTION_KEYS: &[&str] = &[
     "timeout",
     "env",
 ];
-const DEVICE_KEYS: &[&str] = &["labels"];
+const DEVICE_KEYS: &[&str] = &["labels", "vars"];
 const BINDING_KEYS: &[&str] = &[
     "name",
     "function",
@@ -208,6 +209,13 @@ fn decode(source: &Source) -> (Option<Manifest>, Cx<'_>) {
                             l,
                             &format!("the labels of device `{name}`"),
                             &format!("devices.{name}.labels"),
+                        );
+                    }
+                    if let Some(v) = obj.get("vars") {
+                        device.vars = cx.string_map(
+                            v,
+                            &format!("the vars of device `{name}`"),
+                            &format!("devices.{name}.vars"),
                         );
                     }
                 }
@@ -735,6 +743,110 @@ fn decode_route(cx: &mut Cx<'_>, i: usize, node: &Node) -> Option<Route> {
     let prefix = if from_cloud { CLOUD_PREFIX.len() } else { 0 };
     check_filter(cx, from_node, route.filter(), &owner, prefix);
     Some(route)
+}
+
+/// `${device.…}` placeholders in `env` (see [`crate::vars`]): each well formed, and each label or
+/// value it names defined on every device that runs it — one diagnostic per placeholder, at its
+/// value, listing the devices that lack it.
+fn check_device_values(cx: &mut Cx<'_>, m: &Manifest) {
+    use crate::vars::{self, Piece};
+    let mut bad = BTreeMap::new();
+    let envs = m
+        .functions
+        .iter()
+        .flat_map(|(n, f)| {
+            f.env
+                .iter()
+                .map(move |(k, v)| (format!("functions.{n}.env.{k}"), v))
+        })
+        .chain(m.bindings.iter().enumerate().flat_map(|(i, b)| {
+            b.env
+                .iter()
+                .map(move |(k, v)| (format!("bindings[{i}].env.{k}"), v))
+        }));
+    for (path, value) in envs {
+        if let Err(e) = vars::parse(value) {
+            bad.insert(path, e);
+        }
+    }
+    for (path, e) in &bad {
+        let span = cx.locs.get(path).unwrap_or_default();
+        cx.emit(
+            cx.error(Code::InvalidPlaceholder, span, e.why.clone())
+                .label("invalid placeholder")
+                .help("write `$${device.` for a literal `${device.`"),
+        );
+    }
+    // (where, placeholder) → devices that run it without the label or value it names.
+    let mut missing: BTreeMap<(String, String), Vec<&str>> = BTreeMap::new();
+    for (i, b) in m.bindings.iter().enumerate() {
+        let Some(f) = m.functions.get(&b.function) else {
+            continue;
+        };
+        let values = f
+            .env
+            .iter()
+            .filter(|(k, _)| !b.env.contains_key(*k))
+            .map(|(k, v)| (format!("functions.{}.env.{k}", b.function), v))
+            .chain(
+                b.env
+                    .iter()
+                    .map(|(k, v)| (format!("bindings[{i}].env.{k}"), v)),
+            );
+        for (path, value) in values {
+            if !vars::has_placeholders(value) || bad.contains_key(&path) {
+                continue;
+            }
+            let Ok(pieces) = vars::parse(value) else {
+                continue;
+            };
+            for piece in pieces {
+                let (shown, lacks): (String, Box<dyn Fn(&Device) -> bool>) = match piece {
+                    Piece::Label(k) => (
+                        format!("${{device.labels.{k}}}"),
+                        Box::new(move |d: &Device| !d.labels.contains_key(k)),
+                    ),
+                    Piece::Var(k) => (
+                        format!("${{device.vars.{k}}}"),
+                        Box::new(move |d: &Device| !d.vars.contains_key(k)),
+                    ),
+                    Piece::Text(_) | Piece::Name => continue,
+                };
+                for (name, d) in &m.devices {
+                    if b.devices.matches(name, d) && lacks(d) {
+                        let list = missing.entry((path.clone(), shown.clone())).or_default();
+                        if !list.contains(&name.as_str()) {
+                            list.push(name);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for ((path, shown), devices) in missing {
+        let span = cx.locs.get(&path).unwrap_or_default();
+        let quoted: Vec<String> = devices.iter().map(|d| format!("`{d}`")).collect();
+        let names = match quoted.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+            _ => quoted.concat(),
+        };
+        let (what, fix) = if shown.starts_with("${device.vars.") {
+            let key = &shown["${device.vars.".len()..shown.len() - 1];
+            ("value", format!("`vars: {{ {key}: ... }}`"))
+        } else {
+            let key = &shown["${device.labels.".len()..shown.len() - 1];
+            ("label", format!("`labels: {{ {key}: ... }}`"))
+        };
+        cx.emit(
+            cx.error(
+                Code::UndefinedDeviceValue,
+                span,
+                format!("`{shown}` is used on {names}, which {} no such {what}", if devices.len() == 1 { "has" } else { "have" }),
+            )
+            .label(format!("undefined on {names}"))
+            .help(format!("give each of these devices {fix} under `devices:`, or narrow the binding's `devices`")),
+        );
+    }
 }
 
 /// Cross-references: binding → function, selector → devices, unique binding names, unused

@@ -241,6 +241,9 @@ pub struct Device {
     /// Labels that bindings and routes select devices by.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Values of this device that `env` can use: `${device.vars.KEY}` (see [`crate::vars`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vars: BTreeMap<String, String>,
 }
 
 /// Which devices something applies to: by names, or by labels (all must match; `{}` matches

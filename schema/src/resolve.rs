@@ -158,6 +158,13 @@ pub fn resolve(
         );
         let mut env = f.env.clone();
         env.extend(b.env.clone());
+        // Per-device values; a validated manifest defines every one (a placeholder that cannot
+        // be expanded is kept as written).
+        for v in env.values_mut() {
+            if let Ok(expanded) = crate::vars::expand(v, device, dev) {
+                *v = expanded;
+            }
+        }
         let (triggers, concurrency, idle) = match b.mode {
             Mode::Triggered => (
                 b.triggers.iter().map(|t| t.topic.clone()).collect(),

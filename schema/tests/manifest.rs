@@ -663,3 +663,109 @@ fn the_interface_changes_the_desired_state_only_when_chosen() {
         edgefn_schema::Interface::Lines
     );
 }
+
+#[test]
+fn device_values_reach_env_per_device_and_move_only_that_devices_digest() {
+    let text = with(
+        "  gw-01: { labels: { site: sh, role: gateway } }\n  gw-02: { labels: { site: bj, role: gateway } }\n",
+        "  gw-01: { labels: { site: sh, role: gateway }, vars: { LINE: \"7\" } }\n  gw-02: { labels: { site: bj, role: gateway }, vars: { LINE: \"9\" } }\n",
+    )
+    .replacen(
+        "    concurrency: 4\n",
+        "    concurrency: 4\n    env: { LINE: \"line-${device.vars.LINE}\", WHERE: \"${device.name}@${device.labels.site}\", LITERAL: \"$${device.name} $HOME\" }\n",
+        1,
+    );
+    let m = check(&text)
+        .unwrap_or_else(|d| panic!("{:#?}", problems_of(&d)))
+        .manifest;
+    let none = BTreeMap::new();
+    let env = |m: &edgefn_schema::Manifest, device: &str| {
+        let s = resolve(m, device, &none).expect("device");
+        let b = s
+            .bindings
+            .iter()
+            .find(|b| b.name == "filter")
+            .expect("filter");
+        (b.env.clone(), s.digest())
+    };
+    let (gw1, d1) = env(&m, "gw-01");
+    let (gw2, d2) = env(&m, "gw-02");
+    assert_eq!(gw1["LINE"], "line-7");
+    assert_eq!(gw2["LINE"], "line-9");
+    assert_eq!(gw1["WHERE"], "gw-01@sh");
+    assert_eq!(gw1["LITERAL"], "${device.name} $HOME");
+    assert_eq!(gw1["THRESHOLD"], "40", "the function's own env is kept");
+    // One device's value changes: only its digest moves.
+    let changed = check(&text.replace("LINE: \"9\"", "LINE: \"10\""))
+        .expect("valid")
+        .manifest;
+    let (gw2b, d2b) = env(&changed, "gw-02");
+    assert_eq!(gw2b["LINE"], "line-10");
+    assert_ne!(d2, d2b);
+    assert_eq!(env(&changed, "gw-01").1, d1);
+}
+
+#[test]
+fn undefined_and_malformed_device_values_are_reported_where_they_are_used() {
+    // gw-02 has no LINE; vm-01 does not run `filter`, so it needs none.
+    let text = with(
+        "  gw-01: { labels: { site: sh, role: gateway } }\n",
+        "  gw-01: { labels: { site: sh, role: gateway }, vars: { LINE: \"7\" } }\n",
+    )
+    .replacen(
+        "    concurrency: 4\n",
+        "    concurrency: 4\n    env: { LINE: \"${device.vars.LINE}\", ROLE: \"${device.labels.zone}\" }\n",
+        1,
+    );
+    let d = check(&text).unwrap_err();
+    let p = problems(&text);
+    assert_eq!(
+        p,
+        vec![
+            (Code::UndefinedDeviceValue, 29, 18),
+            (Code::UndefinedDeviceValue, 29, 47),
+        ],
+        "{:#?}",
+        problems_of(&d)
+    );
+    let messages = problems_of(&d).join("\n");
+    assert!(
+        messages.contains("`${device.vars.LINE}` is used on `gw-02`, which has no such value"),
+        "{messages}"
+    );
+    assert!(
+        messages.contains(
+            "`${device.labels.zone}` is used on `gw-01` and `gw-02`, which have no such label"
+        ),
+        "{messages}"
+    );
+
+    let bad = with(
+        "    env: { THRESHOLD: 40 }\n",
+        "    env: { THRESHOLD: \"${device.colour}\" }\n",
+    );
+    assert_eq!(problems(&bad), vec![(Code::InvalidPlaceholder, 11, 23)]);
+    let unclosed = with(
+        "    env: { THRESHOLD: 40 }\n",
+        "    env: { THRESHOLD: \"${device.name\" }\n",
+    );
+    let d = check(&unclosed).unwrap_err();
+    assert!(
+        problems_of(&d)[0].contains("not closed"),
+        "{:?}",
+        problems_of(&d)
+    );
+}
+
+/// The manifest the README shows is valid, as printed (its file checks aside: it has no project).
+#[test]
+fn the_readmes_manifest_is_valid() {
+    let readme = include_str!("../../README.md");
+    let section = &readme[readme.find("## The manifest").expect("section")..];
+    let start = section.find("```yaml\n").expect("yaml block") + "```yaml\n".len();
+    let yaml = &section[start..start + section[start..].find("```").expect("end")];
+    let loaded = load(&Source::new("README.md", yaml), None)
+        .unwrap_or_else(|d| panic!("{:#?}", problems_of(&d)));
+    let s = resolve(&loaded.manifest, "gw-01", &BTreeMap::new()).expect("gw-01");
+    assert_eq!(s.bindings[0].env["LINE"], "7");
+}
