@@ -801,14 +801,14 @@ fn check_device_values(cx: &mut Cx<'_>, m: &Manifest) {
                 continue;
             };
             for piece in pieces {
-                let (shown, key, of): (String, &str, fn(&Device) -> &BTreeMap<String, String>) =
-                    match piece {
-                        Piece::Label(k) => (format!("${{device.labels.{k}}}"), k, |d| &d.labels),
-                        Piece::Var(k) => (format!("${{device.vars.{k}}}"), k, |d| &d.vars),
-                        Piece::Text(_) | Piece::Name => continue,
-                    };
+                let (shown, labels, key) = match piece {
+                    Piece::Label(k) => (format!("${{device.labels.{k}}}"), true, k),
+                    Piece::Var(k) => (format!("${{device.vars.{k}}}"), false, k),
+                    Piece::Text(_) | Piece::Name => continue,
+                };
                 for (name, d) in &m.devices {
-                    if b.devices.matches(name, d) && !of(d).contains_key(key) {
+                    let values = if labels { &d.labels } else { &d.vars };
+                    if b.devices.matches(name, d) && !values.contains_key(key) {
                         let list = missing.entry((path.clone(), shown.clone())).or_default();
                         if !list.contains(&name.as_str()) {
                             list.push(name);
