@@ -155,7 +155,10 @@ pub fn function(name: &str, runtime: Runtime, trigger: Option<&str>) -> Vec<NewF
     };
     vec![
         code,
-        NewFile::new(format!("{dir}/tests/example.yaml"), test_case(name, &topic)),
+        NewFile::new(
+            format!("{dir}/tests/example.yaml"),
+            test_case(name, runtime, &topic),
+        ),
     ]
 }
 
@@ -205,15 +208,21 @@ fn exec(name: &str) -> String {
 # To keep one process warm that reads events in a loop, one line of JSON each, write
 # `interface: lines`; to publish messages, speak the invocation protocol (runtime/PROTOCOL.md).
 payload=$(cat)
-echo "called on $EDGEFN_TOPIC" >&2
-printf '{{"topic": "%s", "received": %s}}\n' "$EDGEFN_TOPIC" "$payload"
+echo "called on $EDGEFN_TOPIC with $payload" >&2
+# The result: here the payload itself, which reads back as the same value (JSON as JSON, text
+# as text). Print only the result on stdout; log on stderr.
+printf '%s\n' "$payload"
 "#
     )
 }
 
-fn test_case(name: &str, topic: &str) -> String {
+fn test_case(name: &str, runtime: Runtime, topic: &str) -> String {
     let quoted = serde_json::to_string(topic).expect("string");
-    let result = format!("{{ topic: {quoted}, received: {{ celsius: 21.5 }} }}");
+    let result = match runtime {
+        // The stdio template answers with its payload.
+        Runtime::Exec => "{ celsius: 21.5 }".to_owned(),
+        _ => format!("{{ topic: {quoted}, received: {{ celsius: 21.5 }} }}"),
+    };
     format!(
         r#"# A test case for `edgefn test`: a simulated message, and what {name} should do with it.
 trigger:

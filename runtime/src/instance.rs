@@ -57,6 +57,8 @@ pub(crate) struct Instance {
     pending: Vec<u8>,
     /// A `stdio` program that handled its one event.
     spent: bool,
+    /// Its instance number.
+    id: u64,
 }
 
 impl Instance {
@@ -110,6 +112,7 @@ impl Instance {
             },
             pending: Vec::new(),
             spent: false,
+            id,
         };
         if launch.plain {
             // A plain program is ready once started; one that cannot start failed in `spawn`.
@@ -236,6 +239,39 @@ impl Instance {
         !self.spent && !self.dead
     }
 
+    /// Checks a warm instance before it is given an event: a `lines` program's output since its
+    /// last answer is logged (a banner, a stray line: never taken for the next event's result),
+    /// and one that has exited is reported dead, so that the event goes to a fresh instance
+    /// instead of failing.
+    pub(crate) fn still_warm(&mut self, launch: &Launch) -> bool {
+        if self.interface != Interface::Lines {
+            return true;
+        }
+        let mut chunk = [0u8; 8192];
+        let alive = loop {
+            match self.chan.try_read(&mut chunk) {
+                Ok(0) => break false,
+                Ok(n) => self.pending.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break true,
+                Err(_) => break false,
+            }
+        };
+        if !self.pending.is_empty() {
+            let text = String::from_utf8_lossy(&self.pending).into_owned();
+            self.pending.clear();
+            for line in text.lines() {
+                launch.log.emit(LogLine {
+                    function: launch.function.clone(),
+                    binding: launch.binding.clone(),
+                    instance: self.id,
+                    stream: Stream::Stdout,
+                    line: format!("(not an answer: printed between events) {line}"),
+                });
+            }
+        }
+        alive
+    }
+
     /// One event through a plain program (see the module documentation).
     async fn call_plain(&mut self, event: &Event, timeout: Duration) -> Result<Reply, InvokeError> {
         let input = plain_input(event, self.interface)?;
@@ -278,6 +314,17 @@ impl Instance {
             Ok(Err(ProtocolError::Closed)) => Err(self.crashed().await),
             Ok(Err(ProtocolError::Io(e))) if e.kind() == std::io::ErrorKind::BrokenPipe => {
                 Err(self.crashed().await)
+            }
+            Ok(Err(ProtocolError::TooLarge { len })) => {
+                self.kill().await;
+                Err(InvokeError::Handler(HandlerError {
+                    kind: "ResultTooLarge".into(),
+                    message: format!(
+                        "the program wrote {len} bytes or more for one result; a result is at most {} bytes (16 MiB). The program was stopped.",
+                        protocol::MAX_FRAME
+                    ),
+                    traceback: None,
+                }))
             }
             Ok(Err(e)) => {
                 self.kill().await;

@@ -190,7 +190,11 @@ impl Pool {
     pub async fn invoke(&self, event: &Event) -> Result<Reply, InvokeError> {
         let mut lease = self.acquire().await?;
         let inner = &self.inner;
-        let mut instance = match lease.instance.take() {
+        let warm = lease
+            .instance
+            .take()
+            .and_then(|mut i| i.still_warm(&inner.launch).then_some(i));
+        let mut instance = match warm {
             Some(i) => i,
             None => {
                 let id = inner.next_instance.fetch_add(1, Ordering::Relaxed);

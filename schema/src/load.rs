@@ -699,6 +699,9 @@ fn decode_route(cx: &mut Cx<'_>, i: usize, node: &Node) -> Option<Route> {
     let owner = format!("route #{}", i + 1);
     let obj = cx.object(node, &owner, ROUTE_KEYS, &["from", "to"], anchor)?;
     let from_node = obj.get("from");
+    if let Some(n) = from_node {
+        cx.locs.record(format!("{path}.from"), n.span);
+    }
     let from =
         from_node.and_then(|n| cx.string(n, &format!("the source of {owner}"), "`\"alerts/#\"`"));
     let to =
@@ -767,6 +770,37 @@ fn check_device_values(cx: &mut Cx<'_>, m: &Manifest) {
     for (path, value) in envs {
         if let Err(e) = vars::parse(value) {
             bad.insert(path, e);
+        }
+    }
+    // Topics are matched as written: a placeholder there would never match anything.
+    let topics = m
+        .bindings
+        .iter()
+        .enumerate()
+        .flat_map(|(i, b)| {
+            b.triggers
+                .iter()
+                .enumerate()
+                .map(move |(j, t)| (format!("bindings[{i}].triggers[{j}]"), t.topic.as_str()))
+        })
+        .chain(
+            m.routes
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (format!("routes[{i}].from"), r.from.as_str())),
+        );
+    for (path, topic) in topics {
+        if vars::has_placeholders(topic) {
+            let span = cx.locs.get(&path).unwrap_or_default();
+            cx.emit(
+                cx.error(
+                    Code::InvalidPlaceholder,
+                    span,
+                    format!("`{topic}`: `${{device.…}}` placeholders are expanded only in `env`, not in topics"),
+                )
+                .label("matched as written")
+                .help("a device's own topics come from its function: read the value from an `env` variable (`LINE: \"${device.vars.LINE}\"`) and publish or filter on it there, or use `+` in the filter"),
+            );
         }
     }
     for (path, e) in &bad {

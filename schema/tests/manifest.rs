@@ -769,3 +769,24 @@ fn the_readmes_manifest_is_valid() {
     let s = resolve(&loaded.manifest, "gw-01", &BTreeMap::new()).expect("gw-01");
     assert_eq!(s.bindings[0].env["LINE"], "7");
 }
+
+#[test]
+fn placeholders_in_topics_are_refused_where_they_are() {
+    let text = with(
+        "    triggers: [ { topic: \"sensors/+/temperature\" } ]\n",
+        "    triggers: [ { topic: \"sensors/${device.vars.LINE}/temperature\" } ]\n",
+    );
+    assert_eq!(problems(&text), vec![(Code::InvalidPlaceholder, 27, 26)]);
+    let route = with(
+        "  - { from: \"alerts/#\", to: cloud }\n",
+        "  - { from: \"alerts/${device.name}\", to: cloud }\n",
+    );
+    let d = check(&route).unwrap_err();
+    assert_eq!(d.0.len(), 1, "{:#?}", problems_of(&d));
+    assert_eq!(d.0[0].code, Code::InvalidPlaceholder);
+    assert!(
+        d.0[0].message.contains("only in `env`"),
+        "{:?}",
+        d.0[0].message
+    );
+}

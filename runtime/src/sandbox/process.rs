@@ -152,7 +152,15 @@ fn spawn_on_spawner_thread(mut c: Command) -> std::io::Result<Child> {
 }
 
 fn with_program(e: std::io::Error, program: &Path) -> std::io::Error {
-    std::io::Error::new(e.kind(), format!("{}: {e}", program.display()))
+    let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+        format!(
+            " (is it executable? `chmod +x {}`, and commit the mode)",
+            program.display()
+        )
+    } else {
+        String::new()
+    };
+    std::io::Error::new(e.kind(), format!("{}: {e}{hint}", program.display()))
 }
 
 /// Sets up the child between fork and exec: new session, parent-death signal, descriptors at

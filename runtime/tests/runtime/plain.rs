@@ -200,10 +200,18 @@ async fn lines_refuses_binary_events_and_stays_warm() {
 }
 
 #[tokio::test]
-async fn lines_program_that_exits_is_a_crash_and_is_replaced() {
-    // Answers one line, then exits.
+async fn lines_program_that_exits_between_events_is_replaced_before_the_next() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let pidfile = dir.path().join("pid");
+    // Answers one line, says which process it was, then exits.
     let p = pool(
-        sh(Interface::Lines, "read -r line; echo \"$line\""),
+        sh(
+            Interface::Lines,
+            &format!(
+                "read -r line; echo \"$line\"; echo $$ > {}",
+                pidfile.display()
+            ),
+        ),
         &Sandbox::process(),
         LogSink::discard(),
     );
@@ -215,17 +223,98 @@ async fn lines_program_that_exits_is_a_crash_and_is_replaced() {
         r.result,
         Payload::Json(json!({"topic": "t", "payload": {"a": 1}}))
     );
-    let err = p
+    eventually("the program has exited", || {
+        std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+            .is_some_and(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map_or(true, |s| s.contains(") Z "))
+            })
+    })
+    .await;
+    // The next event is not lost on the dead instance: it goes to a fresh one.
+    let r = p
         .invoke(&Event::json("t", json!(2)))
         .await
-        .expect_err("gone");
-    assert!(matches!(err, InvokeError::Crashed { .. }), "{err:?}");
-    let r = p
-        .invoke(&Event::json("t", json!(3)))
-        .await
         .expect("a new instance");
-    assert_eq!(r.result, Payload::Json(json!({"topic": "t", "payload": 3})));
+    assert_eq!(r.result, Payload::Json(json!({"topic": "t", "payload": 2})));
     assert_eq!(p.stats().started, 2);
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn lines_program_that_exits_without_answering_is_a_crash() {
+    let p = pool(
+        sh(Interface::Lines, "read -r line; exit 0"),
+        &Sandbox::process(),
+        LogSink::discard(),
+    );
+    let err = p
+        .invoke(&Event::json("t", json!(1)))
+        .await
+        .expect_err("no answer");
+    assert!(matches!(err, InvokeError::Crashed { .. }), "{err:?}");
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn lines_output_between_answers_is_logged_not_taken_for_the_next_result() {
+    let (log, mut rx) = logs();
+    // Two lines per event, in one write: only the first is the answer.
+    let p = pool(
+        sh(
+            Interface::Lines,
+            r#"k=0; while IFS= read -r line; do k=$((k+1)); printf '{"answer": %d}\n{"stray": %d}\n' "$k" "$k"; done"#,
+        ),
+        &Sandbox::process(),
+        log,
+    );
+    for k in 1..=3 {
+        let r = p.invoke(&Event::json("t", json!(k))).await.expect("reply");
+        assert_eq!(r.result, Payload::Json(json!({"answer": k})));
+    }
+    wait_for_line(&mut rx, |l| {
+        l.line == "(not an answer: printed between events) {\"stray\": 2}"
+    })
+    .await;
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn stdio_output_past_the_result_limit_is_a_clear_error() {
+    let p = pool(
+        sh(Interface::Stdio, "head -c 20000000 /dev/zero"),
+        &Sandbox::process(),
+        LogSink::discard(),
+    );
+    let err = p.invoke(&ev("t", text("x"))).await.expect_err("too large");
+    match &err {
+        InvokeError::Handler(h) => {
+            assert_eq!(h.kind, "ResultTooLarge");
+            assert!(h.message.contains("16 MiB"), "{h}");
+        }
+        other => panic!("expected a handler error, got {other:?}"),
+    }
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn a_program_without_the_execute_bit_says_how_to_fix_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tmp");
+    let prog = dir.path().join("m.sh");
+    std::fs::write(&prog, "#!/bin/sh\ncat\n").expect("write");
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let mut spec = sh(Interface::Stdio, "");
+    spec.handler = Handler::Argv(vec!["./m.sh".into()]);
+    spec.bundle_dir = dir.path().to_path_buf();
+    let p = pool(spec, &Sandbox::process(), LogSink::discard());
+    let err = p
+        .invoke(&ev("t", text("x")))
+        .await
+        .expect_err("not executable");
+    assert!(err.to_string().contains("chmod +x"), "{err}");
     p.stop().await;
 }
 
