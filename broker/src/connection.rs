@@ -309,7 +309,7 @@ impl<A: Authenticator> Broker<A> {
                                         conn.gone.push(out.seq);
                                     }
                                 }
-                                self.forget_gone(&mut conn.gone, &client_id).await;
+                                self.forget_gone(&mut conn.gone, &client_id, conn_id).await;
                                 conn.fill().await?;
                             }
                             In::Subscribe { pkid, filters } => {
@@ -347,7 +347,7 @@ impl<A: Authenticator> Broker<A> {
                     out = rx.recv() => match out {
                         Some(p) => {
                             conn.send(p).await?;
-                            self.forget_gone(&mut conn.gone, &client_id).await;
+                            self.forget_gone(&mut conn.gone, &client_id, conn_id).await;
                         }
                         // The session was taken over or revoked.
                         None => return Err(ConnError::ClosedByBroker),
@@ -364,7 +364,7 @@ impl<A: Authenticator> Broker<A> {
         }
 
         // Keep what the client did not acknowledge, in order, for a persistent session.
-        self.forget_gone(&mut conn.gone, &client_id).await;
+        self.forget_gone(&mut conn.gone, &client_id, conn_id).await;
         let mut left: VecDeque<Out> = conn
             .inflight
             .drain(..)

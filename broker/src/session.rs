@@ -319,18 +319,28 @@ impl<A: Authenticator> Broker<A> {
     }
 
     /// Tells the store that kept messages of `client_id` (numbers in `gone`; 0: not stored)
-    /// were acknowledged or dropped. Their [`Change::Keep`] went to the writer before the
-    /// messages reached the connection, so these follow it.
-    pub(crate) async fn forget_gone(&self, gone: &mut Vec<u64>, client_id: &str) {
+    /// were acknowledged or dropped by connection `conn_id`. Their [`Change::Keep`] went to the
+    /// writer before the messages reached the connection, so these follow it. Once the session
+    /// is no longer this connection's, they are left out: a new session numbers its messages
+    /// from 1 again, and a resumed one resends what is left (at-least-once).
+    pub(crate) async fn forget_gone(&self, gone: &mut Vec<u64>, client_id: &str, conn_id: u64) {
         gone.retain(|n| *n != 0);
         if gone.is_empty() || self.writer.is_none() {
             gone.clear();
             return;
         }
         let mut slot = self.slot_or_memory().await;
-        for n in gone.drain(..) {
-            slot.forget(client_id, n);
+        let st = self.lock();
+        if st
+            .sessions
+            .get(client_id)
+            .is_some_and(|s| s.attached_to(conn_id))
+        {
+            for n in gone.drain(..) {
+                slot.forget(client_id, n);
+            }
+            slot.send().detach();
         }
-        slot.send().detach();
+        gone.clear();
     }
 }

@@ -491,27 +491,34 @@ struct TestStore {
     committed: Mutex<Vec<Change>>,
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl TestStore {
     fn gate(&self, closed: bool) {
-        *self.closed.lock().unwrap() = closed;
+        *lock(&self.closed) = closed;
         self.opened.notify_all();
     }
 }
 
 impl Persistence for TestStore {
     fn commit(&self, changes: &[Change]) -> Result<(), StoreError> {
-        if let Some(tx) = &*self.started.lock().unwrap() {
+        if let Some(tx) = &*lock(&self.started) {
             let _ = tx.send(());
         }
-        let mut closed = self.closed.lock().unwrap();
+        let mut closed = lock(&self.closed);
         while *closed {
-            closed = self.opened.wait(closed).unwrap();
+            closed = self
+                .opened
+                .wait(closed)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
         drop(closed);
         if self.fail.load(Ordering::SeqCst) {
             return Err(std::io::Error::other("no space left (test)").into());
         }
-        self.committed.lock().unwrap().extend_from_slice(changes);
+        lock(&self.committed).extend_from_slice(changes);
         Ok(())
     }
 }
