@@ -886,3 +886,163 @@ fn messages_kept_for_an_away_device_survive_a_cloud_sigkill() {
         assert!(ev.is_ok(), "{ev:?}");
     }
 }
+
+/// `edgefn-cloud` with its embedded broker, allowed to write files of at most `limit_kib` KiB
+/// (RLIMIT_FSIZE, with SIGXFSZ ignored: a write past the limit fails with EFBIG, as one on a
+/// full disk fails with ENOSPC). Returns it and its broker's `host:port`.
+fn cloud_with_file_limit(data: &Path, limit_kib: u64) -> (Cloud, String) {
+    let token_file = data.join("admin.token");
+    let cloud = common::sibling_bin("edgefn-cloud");
+    // `ulimit -f` counts 512-byte blocks; the ignored signal and the limit survive the exec.
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            "trap '' XFSZ; ulimit -f \"$1\" || exit 1; shift; exec \"$@\"",
+            "sh",
+            &(limit_kib * 2).to_string(),
+        ])
+        .arg(&cloud)
+        .args(["--data", &data.display().to_string()])
+        .args(["--listen", "127.0.0.1:0", "--mqtt-listen", "127.0.0.1:0"])
+        .args(["--admin-token-file", &token_file.display().to_string()])
+        .args(["--log-level", "error"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start edgefn-cloud");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut mqtt = None;
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("edgefn-cloud exited before listening")
+            .expect("read");
+        if let Some(addr) = line.strip_prefix("edgefn-cloud MQTT broker on mqtt://") {
+            mqtt = Some(addr.to_owned());
+        }
+        if let Some(url) = line.strip_prefix("edgefn-cloud listening on ") {
+            break url.to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let admin = std::fs::read_to_string(&token_file)
+        .expect("admin token")
+        .trim()
+        .to_owned();
+    let cloud = Cloud {
+        child,
+        url,
+        admin,
+        data: data.to_path_buf(),
+        mqtts: None,
+    };
+    (cloud, mqtt.expect("the embedded broker's address"))
+}
+
+/// `POST /v1/publish` answers only once the message is stored for the device's persistent
+/// session: when the broker's store cannot write (its file may not grow), the answer is 503
+/// `message_not_stored`, never 200. After a SIGKILL, exactly the messages answered 200 come
+/// back, in order.
+#[test]
+fn a_publish_the_broker_could_not_store_is_an_error() {
+    let data = tempfile::tempdir().expect("data");
+    let (cloud, mqtt) = cloud_with_file_limit(data.path(), 2048);
+    let token = register(&cloud, "gw-01");
+    let persistent = |addr: &str| {
+        let (host, port) = addr.rsplit_once(':').expect("addr");
+        let mut opts = MqttOptions::new("gw-01", host, port.parse().expect("port"));
+        opts.set_credentials("gw-01", token.as_str())
+            .set_clean_session(false)
+            .set_keep_alive(Duration::from_secs(10))
+            .set_max_packet_size(1 << 20, 1 << 20);
+        opts
+    };
+    {
+        let (client, mut conn) = Client::new(persistent(&mqtt), 10);
+        client
+            .subscribe("edgefn/gw-01/down/#", QoS::AtLeastOnce)
+            .expect("subscribe");
+        for ev in conn.iter() {
+            if let Ok(Event::Incoming(Incoming::SubAck(_))) = ev {
+                break;
+            }
+        }
+        client.disconnect().expect("disconnect");
+        for ev in conn.iter() {
+            if ev.is_err() || matches!(ev, Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect))) {
+                break;
+            }
+        }
+    }
+    // 200 KB messages for the away device, until the store's file cannot grow.
+    let padding = "x".repeat(200_000);
+    let mut accepted = 0;
+    let refused = loop {
+        let n = accepted + 1;
+        assert!(n <= 100, "20 MB stored under a 2 MiB file limit");
+        let body = serde_json::json!({
+            "devices": ["gw-01"],
+            "topic": "commands/step",
+            "payload": format!("{n}:{padding}"),
+        });
+        let r = http(
+            &cloud.addr(),
+            "POST",
+            "/v1/publish",
+            Some(&cloud.admin),
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        );
+        if r.status != 200 {
+            break r;
+        }
+        accepted = n;
+    };
+    assert_eq!(refused.status, 503, "{}", text(&refused.body));
+    assert_eq!(
+        refused.json()["error"]["code"],
+        "message_not_stored",
+        "{}",
+        text(&refused.body)
+    );
+    assert!(accepted > 0, "the first messages fit");
+
+    // What was answered 200 is on disk: all of it, and nothing else (a last message, sent
+    // after the restart, comes right after them).
+    cloud.kill();
+    let (cloud, mqtt) = Cloud::start_with(data.path(), &["--mqtt-listen", "127.0.0.1:0"]);
+    let r = http(
+        &cloud.addr(),
+        "POST",
+        "/v1/publish",
+        Some(&cloud.admin),
+        &[("Content-Type", "application/json")],
+        br#"{"devices": ["gw-01"], "topic": "commands/step", "payload": "last:"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", text(&r.body));
+    let (_client, mut conn) = Client::new(persistent(&mqtt.expect("address")), 10);
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for ev in conn.iter() {
+        match ev {
+            Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                assert!(ack.session_present, "the session outlived the cloud");
+            }
+            Ok(Event::Incoming(Incoming::Publish(p))) => {
+                let text = String::from_utf8_lossy(&p.payload);
+                got.push(text.split(':').next().unwrap_or_default().to_owned());
+                if got.last().is_some_and(|n| n == "last") {
+                    break;
+                }
+            }
+            Err(e) => panic!("{e:?}"),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "only {got:?} arrived");
+    }
+    let mut want: Vec<String> = (1..=accepted).map(|n| n.to_string()).collect();
+    want.push("last".into());
+    assert_eq!(got, want);
+}

@@ -897,7 +897,7 @@ async fn remove_device(
     tracing::info!(device = %name, "device removed, token revoked");
     if let Some(m) = state.messaging() {
         if let Some(b) = &m.broker {
-            b.revoke(&name);
+            b.revoke(&name).await;
         }
         m.hub.forget(&name);
         if let Err(e) = m.write_mosquitto(&state).await {

@@ -255,10 +255,14 @@ pub async fn publish(
                 properties: Vec::new(),
             })
             .collect();
-        let broker = broker.clone();
-        tokio::task::spawn_blocking(move || broker.publish_many(messages))
-            .await
-            .map_err(ApiError::internal)?;
+        broker.publish_many(messages).await.map_err(|e| {
+            let cause = std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"));
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "message_not_stored",
+                format!("{e}{cause}: the message may not reach every device; retry later (a device may then get it twice)"),
+            )
+        })?;
         m.hub.count_down(devices.len() as u64);
         tracing::info!(topic = %req.topic, devices = devices.len(), "message sent down");
         return Ok(Json(PublishResponse {

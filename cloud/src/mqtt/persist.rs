@@ -1,13 +1,15 @@
 //! The embedded broker's persistent sessions and retained messages, in redb
 //! (`DATA/mqtt.redb`): what a device subscribed to and the QoS 1 messages sent to it and not yet
-//! acknowledged survive a restart of the cloud, even a SIGKILL. Each change is a transaction;
-//! messages are committed durably before the broker hands them to the device (and before
-//! `POST /v1/publish` answers), acknowledgements lazily (after a crash, a message acknowledged
-//! in the last moments is sent again, which at-least-once delivery allows).
+//! acknowledged survive a restart of the cloud, even a SIGKILL. The broker's store thread calls
+//! [`Persistence::commit`] with every change queued since the last commit: one transaction per
+//! group, durable before the broker acknowledges anything in it (so before `POST /v1/publish`
+//! answers); a group of acknowledgements only is committed lazily (after a crash, a message
+//! acknowledged in the last moments is sent again, which at-least-once delivery allows). A
+//! failed commit is returned to the broker, which tells whoever waits for it.
 
 use std::path::Path;
 
-use edgefn_broker::{Message, Persistence, QoS, Stored, StoredSession};
+use edgefn_broker::{Change, Message, Persistence, QoS, StoreError, Stored, StoredSession};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 /// client id → owner and subscriptions.
@@ -176,75 +178,61 @@ impl BrokerStore {
         }
         Ok(stored)
     }
-
-    fn write(
-        &self,
-        durable: bool,
-        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
-    ) {
-        let result = (|| -> Result<(), redb::Error> {
-            let mut tx = self.db.begin_write()?;
-            if !durable {
-                tx.set_durability(Durability::None)?;
-            }
-            f(&tx)?;
-            tx.commit()?;
-            Ok(())
-        })();
-        if let Err(e) = result {
-            tracing::error!("mqtt: the broker's store failed: {e}");
-        }
-    }
 }
 
 impl Persistence for BrokerStore {
-    fn session(&self, client_id: &str, owner: &str, subs: &[(String, QoS)]) {
-        self.write(true, |tx| {
-            tx.open_table(SESSIONS)?
-                .insert(client_id, encode_session(owner, subs).as_slice())?;
-            Ok(())
-        });
-    }
-
-    fn forget_session(&self, client_id: &str) {
-        self.write(true, |tx| {
-            tx.open_table(SESSIONS)?.remove(client_id)?;
+    /// One transaction for the whole group; durable unless it only forgets acknowledged
+    /// messages.
+    fn commit(&self, changes: &[Change]) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write()?;
+        if !changes.iter().any(Change::needs_sync) {
+            tx.set_durability(Durability::None)?;
+        }
+        {
+            let mut sessions = tx.open_table(SESSIONS)?;
             let mut queue = tx.open_table(QUEUE)?;
-            queue.retain_in((client_id, 0)..=(client_id, u64::MAX), |_, _| false)?;
-            Ok(())
-        });
-    }
-
-    fn keep(&self, messages: &[(&str, u64, &Message)]) {
-        self.write(true, |tx| {
-            let mut queue = tx.open_table(QUEUE)?;
-            for (client_id, seq, m) in messages {
-                queue.insert((*client_id, *seq), encode_message(m).as_slice())?;
-            }
-            Ok(())
-        });
-    }
-
-    fn done(&self, client_id: &str, seq: u64) {
-        self.write(false, |tx| {
-            tx.open_table(QUEUE)?.remove((client_id, seq))?;
-            Ok(())
-        });
-    }
-
-    fn retain(&self, topic: &str, message: Option<&Message>) {
-        self.write(true, |tx| {
-            let mut t = tx.open_table(RETAINED)?;
-            match message {
-                Some(m) => {
-                    t.insert(topic, encode_message(m).as_slice())?;
+            let mut retained = tx.open_table(RETAINED)?;
+            for change in changes {
+                match change {
+                    Change::Session {
+                        client_id,
+                        owner,
+                        subs,
+                    } => {
+                        sessions
+                            .insert(client_id.as_str(), encode_session(owner, subs).as_slice())?;
+                    }
+                    Change::ForgetSession { client_id } => {
+                        let id = client_id.as_str();
+                        sessions.remove(id)?;
+                        queue.retain_in((id, 0)..=(id, u64::MAX), |_, _| false)?;
+                    }
+                    Change::Keep {
+                        client_id,
+                        seq,
+                        message,
+                    } => {
+                        queue.insert(
+                            (client_id.as_str(), *seq),
+                            encode_message(message).as_slice(),
+                        )?;
+                    }
+                    Change::Done { client_id, seq } => {
+                        queue.remove((client_id.as_str(), *seq))?;
+                    }
+                    Change::Retain { topic, message } => match message {
+                        Some(m) => {
+                            retained.insert(topic.as_str(), encode_message(m).as_slice())?;
+                        }
+                        None => {
+                            retained.remove(topic.as_str())?;
+                        }
+                    },
                 }
-                None => {
-                    t.remove(topic)?;
-                }
             }
-            Ok(())
-        });
+        }
+        tx.commit()?;
+        Ok(())
     }
 }
 
@@ -265,19 +253,60 @@ mod tests {
         };
         {
             let s = BrokerStore::open(&path).unwrap();
-            s.session(
-                "gw-01",
-                "gw-01",
-                &[("edgefn/gw-01/down/#".into(), QoS::AtLeastOnce)],
-            );
-            s.session("gw-02", "gw-02", &[]);
+            let id = |c: &str| c.to_owned();
             let (a, b, c) = (m("x/1", "one"), m("x/2", "two"), m("x/3", "three"));
-            s.keep(&[("gw-01", 1, &a), ("gw-01", 2, &b), ("gw-02", 1, &c)]);
-            s.done("gw-01", 1);
-            s.forget_session("gw-02");
-            s.retain("r/1", Some(&m("r/1", "kept")));
-            s.retain("r/2", Some(&m("r/2", "cleared")));
-            s.retain("r/2", None);
+            s.commit(&[
+                Change::Session {
+                    client_id: id("gw-01"),
+                    owner: id("gw-01"),
+                    subs: vec![("edgefn/gw-01/down/#".into(), QoS::AtLeastOnce)],
+                },
+                Change::Session {
+                    client_id: id("gw-02"),
+                    owner: id("gw-02"),
+                    subs: vec![],
+                },
+                Change::Keep {
+                    client_id: id("gw-01"),
+                    seq: 1,
+                    message: a.into(),
+                },
+                Change::Keep {
+                    client_id: id("gw-01"),
+                    seq: 2,
+                    message: b.into(),
+                },
+                Change::Keep {
+                    client_id: id("gw-02"),
+                    seq: 1,
+                    message: c.into(),
+                },
+            ])
+            .unwrap();
+            // Acknowledgements alone: a lazy commit, made durable by the next one.
+            s.commit(&[Change::Done {
+                client_id: id("gw-01"),
+                seq: 1,
+            }])
+            .unwrap();
+            s.commit(&[
+                Change::ForgetSession {
+                    client_id: id("gw-02"),
+                },
+                Change::Retain {
+                    topic: id("r/1"),
+                    message: Some(m("r/1", "kept").into()),
+                },
+                Change::Retain {
+                    topic: id("r/2"),
+                    message: Some(m("r/2", "cleared").into()),
+                },
+                Change::Retain {
+                    topic: id("r/2"),
+                    message: None,
+                },
+            ])
+            .unwrap();
         }
         let stored = BrokerStore::open(&path).unwrap().load().unwrap();
         assert_eq!(stored.sessions.len(), 1);

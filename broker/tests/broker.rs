@@ -1,11 +1,15 @@
 //! The broker over real TCP with rumqttc clients of both versions: MQTT 5 user properties
 //! reach MQTT 5 receivers, retained messages, refusals answered in each version's way, and the
-//! publish hook.
+//! publish hook; a store that fails or is slow.
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use edgefn_broker::{Authenticator, Broker, BrokerOptions, Client, Message};
+use edgefn_broker::{
+    Authenticator, Broker, BrokerOptions, Change, Client, Message, PersistError, Persistence,
+    StoreError,
+};
 use rumqttc::v5::mqttbytes::v5::{Packet as P5, PubAckReason};
 use tokio::sync::{mpsc, watch};
 
@@ -474,4 +478,221 @@ async fn packets_too_large_are_refused_in_each_versions_way() {
             .is_err(),
         "nothing refused was delivered"
     );
+}
+
+/// A store for the broker under test: it fails while `fail` is set, holds each commit while its
+/// gate is closed, says when a commit starts, and keeps what it committed.
+#[derive(Default)]
+struct TestStore {
+    fail: AtomicBool,
+    closed: Mutex<bool>,
+    opened: Condvar,
+    started: Mutex<Option<mpsc::UnboundedSender<()>>>,
+    committed: Mutex<Vec<Change>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl TestStore {
+    fn gate(&self, closed: bool) {
+        *lock(&self.closed) = closed;
+        self.opened.notify_all();
+    }
+}
+
+impl Persistence for TestStore {
+    fn commit(&self, changes: &[Change]) -> Result<(), StoreError> {
+        if let Some(tx) = &*lock(&self.started) {
+            let _ = tx.send(());
+        }
+        let mut closed = lock(&self.closed);
+        while *closed {
+            closed = self
+                .opened
+                .wait(closed)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        drop(closed);
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("no space left (test)").into());
+        }
+        lock(&self.committed).extend_from_slice(changes);
+        Ok(())
+    }
+}
+
+async fn start_stored(store: Arc<TestStore>) -> (Arc<Broker<Auth>>, u16, watch::Sender<bool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let broker = Broker::with_options(
+        Auth,
+        BrokerOptions {
+            persistence: Some(store),
+            ..BrokerOptions::default()
+        },
+    );
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(broker.clone().serve(listener, rx));
+    (broker, port, tx)
+}
+
+fn message(topic: &str) -> Message {
+    Message {
+        topic: topic.into(),
+        payload: edgefn_broker::Bytes::from_static(b"x"),
+        qos: edgefn_broker::QoS::AtLeastOnce,
+        retain: false,
+        properties: Vec::new(),
+    }
+}
+
+/// A message kept for a persistent session is acknowledged only once it is stored, and a
+/// failed commit is an error to whoever published it: `publish_many` returns it; a client's
+/// QoS 1 PUBLISH gets no PUBACK but the end of its connection (MQTT 5: DISCONNECT 0x80 with
+/// the reason; MQTT 3.1.1: closed), so that it sends the message again.
+#[tokio::test]
+async fn a_failed_commit_is_an_error_to_the_publisher() {
+    use rumqttc::v5::mqttbytes::v5::DisconnectReasonCode;
+    let store = Arc::new(TestStore::default());
+    let (broker, port, _stop) = start_stored(store.clone()).await;
+    // A persistent session subscribed to `open/#`, away: what it should get is stored.
+    visit_v5(port, "away", 3600, true).await;
+
+    broker
+        .publish_many(vec![message("open/a")])
+        .await
+        .expect("stored");
+    assert!(
+        store.committed.lock().unwrap().iter().any(
+            |c| matches!(c, Change::Keep { client_id, message, .. } if client_id == "away" && message.topic == "open/a")
+        ),
+        "publish_many returns after the commit"
+    );
+
+    store.fail.store(true, Ordering::SeqCst);
+    let err = broker
+        .publish_many(vec![message("open/b")])
+        .await
+        .expect_err("a failed commit is an error");
+    assert!(matches!(err, PersistError::Failed(_)), "{err:?}");
+    let source = std::error::Error::source(&err).expect("the store's error is kept as the source");
+    assert_eq!(source.to_string(), "no space left (test)");
+
+    let (mut raw, _) = Raw::connect(port, true).await;
+    raw.publish("open/c", 10).await;
+    match raw.read5().await {
+        Some(P5::Disconnect(d)) => {
+            assert_eq!(d.reason_code, DisconnectReasonCode::UnspecifiedError);
+            let reason = d
+                .properties
+                .and_then(|p| p.reason_string)
+                .unwrap_or_default();
+            assert!(reason.contains("no space left (test)"), "{reason}");
+        }
+        other => panic!("no DISCONNECT, no PUBACK: {other:?}"),
+    }
+    assert!(raw.read5().await.is_none(), "closed after the DISCONNECT");
+    let (mut raw, _) = Raw::connect(port, false).await;
+    raw.publish("open/c", 10).await;
+    assert!(raw.read4().await.is_none(), "MQTT 3.1.1: closed, no PUBACK");
+
+    // The store works again: so does publishing.
+    store.fail.store(false, Ordering::SeqCst);
+    let (mut raw, _) = Raw::connect(port, true).await;
+    raw.publish("open/d", 10).await;
+    assert!(matches!(raw.read5().await, Some(P5::PubAck(_))));
+    broker
+        .publish_many(vec![message("open/e")])
+        .await
+        .expect("stored");
+}
+
+/// While a commit is on the disk, only what waits for it waits: the PUBACK of the message being
+/// stored comes after the commit, and meanwhile other clients connect, subscribe and exchange
+/// messages (the broker's lock is never held around I/O).
+#[tokio::test]
+async fn a_slow_store_holds_up_only_what_waits_for_it() {
+    use rumqttc::v5::mqttbytes::QoS;
+    let store = Arc::new(TestStore::default());
+    let (started_tx, mut started) = mpsc::unbounded_channel();
+    *store.started.lock().unwrap() = Some(started_tx);
+    let (broker, port, _stop) = start_stored(store.clone()).await;
+    visit_v5(port, "away", 3600, true).await;
+    while started.try_recv().is_ok() {}
+
+    store.gate(true);
+    let (mut raw, _) = Raw::connect(port, true).await;
+    raw.publish("open/slow", 10).await;
+    // The commit of the message kept for `away` has started, and is held.
+    started.recv().await.expect("a commit");
+
+    let (reader, mut rin) = v5(port, "live-reader", "reader");
+    next(&mut rin, "CONNACK", |p| matches!(p, P5::ConnAck(_))).await;
+    reader
+        .subscribe("open/live", QoS::AtMostOnce)
+        .await
+        .unwrap();
+    next(&mut rin, "SUBACK", |p| matches!(p, P5::SubAck(_))).await;
+    let (writer, mut win) = v5(port, "live-writer", "writer");
+    next(&mut win, "CONNACK", |p| matches!(p, P5::ConnAck(_))).await;
+    writer
+        .publish("open/live", QoS::AtMostOnce, false, b"hi".to_vec())
+        .await
+        .unwrap();
+    next(&mut rin, "the live message", |p| {
+        matches!(p, P5::Publish(_))
+    })
+    .await;
+    assert!(broker.connected() >= 3, "the broker's state answers");
+
+    // The commit is still held, so the PUBACK cannot have been sent.
+    let mut byte = [0u8; 1];
+    assert!(
+        raw.buf.is_empty()
+            && matches!(raw.stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "no PUBACK before the commit"
+    );
+    store.gate(false);
+    assert!(matches!(raw.read5().await, Some(P5::PubAck(_))));
+}
+
+/// What the owner sends a client arrives in the order it was sent: 1,000 numbered QoS 1
+/// messages, half of them stored, through one connection's queue and its inflight window.
+#[tokio::test]
+async fn a_clients_messages_arrive_in_the_order_they_were_sent() {
+    let store = Arc::new(TestStore::default());
+    let (broker, port, _stop) = start_stored(store).await;
+    let (reader, mut rin) = v5_with(port, "ordered", "reader", |o| {
+        o.set_clean_start(false);
+        o.set_session_expiry_interval(Some(3600));
+    });
+    next(&mut rin, "CONNACK", |p| matches!(p, P5::ConnAck(_))).await;
+    reader
+        .subscribe("open/#", rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    next(&mut rin, "SUBACK", |p| matches!(p, P5::SubAck(_))).await;
+    for n in 0..1000u32 {
+        let mut m = message("open/n");
+        m.payload = edgefn_broker::Bytes::from(n.to_string());
+        if n % 2 == 0 {
+            broker.publish(m);
+        } else {
+            broker.publish_many(vec![m]).await.expect("stored");
+        }
+    }
+    for n in 0..1000u32 {
+        let P5::Publish(p) = next(&mut rin, "the next message", |p| {
+            matches!(p, P5::Publish(_))
+        })
+        .await
+        else {
+            unreachable!()
+        };
+        assert_eq!(String::from_utf8_lossy(&p.payload), n.to_string());
+    }
 }
