@@ -4,7 +4,7 @@
 //! The cloud's address and token come from flags, else `EDGEFN_CLOUD` / `EDGEFN_TOKEN`, else the
 //! file `edgefn login` writes (`$XDG_CONFIG_HOME/edgefn/credentials.json`, mode 0600).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use edgefn_schema::api::ErrorBody;
@@ -50,25 +50,11 @@ pub fn saved() -> Option<Credentials> {
 
 /// The session of an `edgefn dev` running for the project around the current folder.
 fn dev_session() -> Option<Credentials> {
-    let cwd = std::env::current_dir().ok()?;
-    for dir in cwd.ancestors() {
-        let path = dir
-            .join(crate::commands::dev::STATE_DIR)
-            .join("session.json");
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            continue;
-        };
-        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-        let pid = v["pid"].as_u64()?;
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            return None;
-        }
-        return Some(Credentials {
-            cloud: v["cloud"].as_str()?.to_owned(),
-            token: v["token"].as_str()?.to_owned(),
-        });
-    }
-    None
+    let session = crate::session::find(&std::env::current_dir().ok()?)?;
+    Some(Credentials {
+        cloud: session.cloud,
+        token: session.token,
+    })
 }
 
 /// Saves credentials with mode 0600.

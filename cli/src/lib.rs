@@ -12,12 +12,15 @@ pub mod commands;
 pub mod drift;
 pub mod edit;
 pub mod error;
+pub mod function_output;
+pub mod human;
 pub mod package;
 pub mod project;
 pub mod provenance;
 pub mod report;
 pub mod rollout;
 pub mod scaffold;
+pub mod session;
 
 pub use args::Cli;
 pub use error::{CliError, Outcome};

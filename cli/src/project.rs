@@ -223,3 +223,24 @@ pub fn test_case_files(root: &Path, manifest: &edgefn_schema::Manifest) -> Vec<(
     }
     out
 }
+
+/// Loads and validates the project's manifest for a command that uses it; prints its warnings,
+/// or all its diagnostics and `None` when it has errors (the command then fails with exit 1).
+pub(crate) fn load_valid(project: &Project) -> CliResult<Option<edgefn_schema::Loaded>> {
+    let source = project.read_manifest()?;
+    match edgefn_schema::load(&source, Some(&project.files())) {
+        Ok(loaded) => {
+            crate::report::print(&loaded.warnings, crate::args::Format::Human);
+            Ok(Some(loaded))
+        }
+        Err(diags) => {
+            crate::report::print(&diags, crate::args::Format::Human);
+            eprintln!(
+                "error: {}: {}; nothing was done",
+                source.name(),
+                crate::report::counts(&diags)
+            );
+            Ok(None)
+        }
+    }
+}

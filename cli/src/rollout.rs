@@ -123,6 +123,17 @@ pub fn submit(
     })
 }
 
+/// The revision a device runs, as a user reads it: a converged device runs what the latest
+/// revision asks of it, even when it took that desired state at an older revision (one that
+/// did not change it is not re-sent); otherwise the revision it reported.
+pub(crate) fn running_revision(d: &DeviceStatus, latest: u64) -> Option<u64> {
+    if d.converged {
+        Some(latest)
+    } else {
+        d.report.as_ref().and_then(|r| r.running_revision)
+    }
+}
+
 /// One device's progress, as a line: its state and what it says, what its functions report
 /// when they fail, and (with `seen`) when it last reported.
 pub(crate) fn progress_line(d: &DeviceStatus, revision: u64, seen: bool) -> String {
@@ -132,7 +143,7 @@ pub(crate) fn progress_line(d: &DeviceStatus, revision: u64, seen: bool) -> Stri
     let seen = d
         .last_seen_ms
         .filter(|_| seen)
-        .map(|ms| format!(" (reported {})", crate::commands::fleet::ago(ms)))
+        .map(|ms| format!(" (reported {})", crate::human::ago(ms)))
         .unwrap_or_default();
     if d.converged {
         return format!("{}: converged, runs revision {revision}", d.name);

@@ -2,7 +2,23 @@
 
 use edgefn_schema::{Runtime, SCHEMA_URL};
 
+use crate::error::{CliError, CliResult};
 use crate::project::NewFile;
+
+/// Checks a function or project name against the manifest's rules.
+pub fn check_name(name: &str, kind: &str) -> CliResult<()> {
+    let ok = edgefn_schema::manifest::valid_name(name);
+    if ok {
+        Ok(())
+    } else {
+        Err(CliError::InvalidArgument {
+            message: format!("`{name}` is not a valid {kind} name"),
+            help: format!(
+                "a {kind} name uses lowercase letters, digits, `-` and `_`, starts and ends with a letter or digit, and has at most 63 characters"
+            ),
+        })
+    }
+}
 
 /// The first line of every scaffolded manifest, so editors with the YAML language server
 /// complete and check it against the JSON Schema.

@@ -12,7 +12,7 @@ use crate::args::DiffArgs;
 use crate::client::Client;
 use crate::error::{CliResult, Outcome};
 use crate::package;
-use crate::project::Project;
+use crate::project::{self, Project};
 
 /// What changes on one device.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -181,7 +181,7 @@ pub fn compare(old: Option<&DesiredState>, new: Option<&DesiredState>) -> Device
 /// Runs `edgefn diff`.
 pub fn run(args: &DiffArgs) -> CliResult {
     let project = Project::locate(args.file.as_deref())?;
-    let Some(loaded) = super::load_valid(&project)? else {
+    let Some(loaded) = project::load_valid(&project)? else {
         return Ok(Outcome::Failed);
     };
     let bundles: BTreeMap<String, String> = package::package_all(&project.root, &loaded.manifest)?

@@ -15,7 +15,7 @@ pub fn run(args: &InitArgs) -> CliResult {
         Some(n) => n.clone(),
         None => default_name(&args.dir),
     };
-    crate::commands::new::check_name(&name, "project")?;
+    scaffold::check_name(&name, "project")?;
     let files = scaffold::project(&name);
     project::create_files(
         &args.dir,

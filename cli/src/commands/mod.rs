@@ -16,10 +16,8 @@ pub mod test;
 pub mod token;
 pub mod validate;
 
-use crate::args::{Cli, Command, Format};
+use crate::args::{Cli, Command};
 use crate::error::{CliResult, Outcome};
-use crate::project::Project;
-use crate::report;
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> CliResult<Outcome> {
@@ -43,26 +41,5 @@ pub fn run(cli: Cli) -> CliResult<Outcome> {
         Command::Subscribe(args) => messages::subscribe(&args),
         Command::Logs(args) => messages::logs(&args),
         Command::Completions(args) => completions::run(&args),
-    }
-}
-
-/// Loads and validates the project's manifest for a command that uses it; prints its warnings,
-/// or all its diagnostics and `None` when it has errors (the command then fails with exit 1).
-pub fn load_valid(project: &Project) -> CliResult<Option<edgefn_schema::Loaded>> {
-    let source = project.read_manifest()?;
-    match edgefn_schema::load(&source, Some(&project.files())) {
-        Ok(loaded) => {
-            report::print(&loaded.warnings, Format::Human);
-            Ok(Some(loaded))
-        }
-        Err(diags) => {
-            report::print(&diags, Format::Human);
-            eprintln!(
-                "error: {}: {}; nothing was done",
-                source.name(),
-                report::counts(&diags)
-            );
-            Ok(None)
-        }
     }
 }

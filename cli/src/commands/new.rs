@@ -8,25 +8,10 @@ use crate::error::{CliError, CliResult, Outcome};
 use crate::project::{self, Project, display_path};
 use crate::scaffold;
 
-/// Checks a function or project name against the manifest's rules.
-pub fn check_name(name: &str, kind: &str) -> CliResult<()> {
-    let ok = edgefn_schema::manifest::valid_name(name);
-    if ok {
-        Ok(())
-    } else {
-        Err(CliError::InvalidArgument {
-            message: format!("`{name}` is not a valid {kind} name"),
-            help: format!(
-                "a {kind} name uses lowercase letters, digits, `-` and `_`, starts and ends with a letter or digit, and has at most 63 characters"
-            ),
-        })
-    }
-}
-
 /// Writes the function's files, then adds it to the manifest. The manifest is checked before
 /// anything is written, so a refusal leaves the project untouched.
 pub fn run(args: &NewArgs) -> CliResult {
-    check_name(&args.name, "function")?;
+    scaffold::check_name(&args.name, "function")?;
     let project = Project::locate(args.file.as_deref())?;
     let runtime = args.runtime.into();
     let source = project.read_manifest()?;

@@ -10,7 +10,7 @@ use crate::project::{self, Project};
 /// Packages the functions and prints function, digest and size.
 pub fn run(args: &PackageArgs) -> CliResult {
     let project = Project::locate(args.file.as_deref())?;
-    let Some(loaded) = super::load_valid(&project)? else {
+    let Some(loaded) = project::load_valid(&project)? else {
         return Ok(Outcome::Failed);
     };
     for name in &args.functions {

@@ -224,7 +224,7 @@ fn check(case: &TestCase, outcome: &Result<Reply, InvokeError>) -> Vec<String> {
 /// Runs `edgefn test`.
 pub fn run(args: &TestArgs) -> CliResult {
     let project = Project::locate(args.file.as_deref())?;
-    let Some(loaded) = super::load_valid(&project)? else {
+    let Some(loaded) = project::load_valid(&project)? else {
         return Ok(Outcome::Failed);
     };
     let m = &loaded.manifest;
@@ -583,7 +583,7 @@ fn simulate(args: &TestArgs, project: &Project, m: &Manifest, topic: &str) -> Cl
 /// Runs `edgefn invoke`.
 pub fn invoke(args: &InvokeArgs) -> CliResult {
     let project = Project::locate(args.file.as_deref())?;
-    let Some(loaded) = super::load_valid(&project)? else {
+    let Some(loaded) = project::load_valid(&project)? else {
         return Ok(Outcome::Failed);
     };
     let m = &loaded.manifest;
@@ -605,7 +605,7 @@ pub fn invoke(args: &InvokeArgs) -> CliResult {
         payload: parse_payload(&args.event),
     };
     let sink = LogSink::new(|l: LogLine| {
-        if !super::dev::is_shim_frame(&l.line) {
+        if !crate::function_output::is_shim_frame(&l.line) {
             eprintln!("[{}] {}", l.stream.as_str(), l.line);
         }
     });

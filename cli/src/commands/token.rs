@@ -63,7 +63,7 @@ fn list(args: &TokenListArgs) -> CliResult {
         let created = if t.created_ms == 0 {
             "-".to_owned()
         } else {
-            super::fleet::ago(t.created_ms)
+            crate::human::ago(t.created_ms)
         };
         let _ = writeln!(
             out,
