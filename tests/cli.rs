@@ -534,6 +534,91 @@ fn new_functions_pass_their_own_tests_in_every_runtime() {
     assert!(out.trim_end().ends_with("3 passed, 0 failed"), "{out}");
 }
 
+/// Every line a case prints is shown with its failure, the last ones too: a handler that prints
+/// thousands of lines right before it returns loses none of them, on either stream, in any run
+/// (`edgefn test` waits for the end of the instance's output, not for a moment).
+#[test]
+fn edgefn_test_shows_every_line_printed_right_before_returning() {
+    const LINES: usize = 40_000;
+    let tmp = tempfile::tempdir().expect("tmp");
+    ok(&edgefn(tmp.path(), &["init", "."]));
+    for runtime in ["python3", "node"] {
+        ok(&edgefn(
+            tmp.path(),
+            &["new", &format!("chatty-{runtime}"), "--runtime", runtime],
+        ));
+    }
+    // Each prints LINES lines on stdout and one last line on stderr, then returns what its
+    // test case does not expect. The python one first makes its stdout pipe hold a megabyte
+    // (F_SETPIPE_SZ), so that it returns with most of its output not yet read.
+    fs::write(
+        tmp.path().join("functions/chatty-python3/main.py"),
+        format!(
+            "import fcntl, sys\n\ndef handle(event, context):\n    try:\n        fcntl.fcntl(1, 1031, 1 << 20)\n    except OSError:\n        pass\n    for i in range({LINES}):\n        print(f'line {{i}} of {LINES}')\n    print('the last word', file=sys.stderr)\n    return 'wrong'\n"
+        ),
+    )
+    .expect("write");
+    fs::write(
+        tmp.path().join("functions/chatty-node/index.js"),
+        format!(
+            "exports.handler = async () => {{\n  for (let i = 0; i < {LINES}; i++) console.log(`line ${{i}} of {LINES}`);\n  console.error('the last word');\n  return 'wrong';\n}};\n"
+        ),
+    )
+    .expect("write");
+    for run in 0..3 {
+        let out = edgefn(tmp.path(), &["test"]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "run {run}: {}",
+            text(&out.stderr)
+        );
+        let stdout = text(&out.stdout);
+        assert!(
+            stdout.trim_end().ends_with("0 passed, 2 failed"),
+            "{stdout}"
+        );
+        for function in ["chatty-python3", "chatty-node"] {
+            let at = stdout
+                .find(&format!("FAIL {function}/example"))
+                .unwrap_or_else(|| panic!("run {run}: no FAIL {function}:\n{stdout}"));
+            // The case's block ends at the next case (or the summary).
+            let block = &stdout[at..];
+            let end = block[1..].find("FAIL ").map_or(block.len(), |e| e + 1);
+            let logs: Vec<&str> = block[..end]
+                .lines()
+                .filter_map(|l| l.strip_prefix("     | "))
+                .collect();
+            let expected: Vec<String> = (0..LINES)
+                .map(|i| format!("[stdout] line {i} of {LINES}"))
+                .collect();
+            let stdout_lines: Vec<&str> = logs
+                .iter()
+                .copied()
+                .filter(|l| l.starts_with("[stdout]"))
+                .collect();
+            assert_eq!(
+                stdout_lines.len(),
+                LINES,
+                "run {run}, {function}: {} of {LINES} lines shown; the last: {:?}",
+                stdout_lines.len(),
+                stdout_lines.last()
+            );
+            assert!(
+                stdout_lines
+                    .iter()
+                    .zip(&expected)
+                    .all(|(got, want)| got == want),
+                "run {run}, {function}: lines out of order or changed"
+            );
+            assert!(
+                logs.contains(&"[stderr] the last word"),
+                "run {run}, {function}: the last line on stderr is missing"
+            );
+        }
+    }
+}
+
 #[test]
 fn edgefn_test_runs_the_quickstart_in_containers_as_root() {
     let uid = Command::new("id").arg("-u").output().expect("id");

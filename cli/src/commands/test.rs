@@ -315,16 +315,19 @@ pub fn run(args: &TestArgs) -> CliResult {
     })
 }
 
+/// Runs each case on an instance of its own, and takes the logs it wrote.
+///
+/// A case's log lines are all of its instance's output: the pool is stopped once the case has
+/// its answer, which ends the instance, and the channel of lines closes only when the runtime's
+/// readers of its stdout and stderr have reached their end. No line arrives after that, and none
+/// is waited for by the clock. (An instance per case also means that no case sees what an
+/// earlier one left in its process.)
 async fn run_cases(
     sandbox: &Sandbox,
     root: &Path,
     m: &Manifest,
     cases: Vec<(String, PathBuf, TestCase)>,
 ) -> Result<Vec<CaseResult>, CliError> {
-    let mut pools: BTreeMap<
-        (String, String, String),
-        (Pool, tokio::sync::mpsc::UnboundedReceiver<LogLine>),
-    > = BTreeMap::new();
     let mut results = Vec::new();
     for (function, file, case) in cases {
         let (binding, device) = binding_for(
@@ -333,22 +336,17 @@ async fn run_cases(
             case.binding.as_deref(),
             case.device.as_deref(),
         )?;
-        let key = (function.clone(), binding.name.clone(), device.clone());
-        if !pools.contains_key(&key) {
-            let (sink, rx) = LogSink::channel();
-            let pool = Pool::start(
-                spec(m, root, &function, binding, &device),
-                PoolOptions::default(),
-                sandbox,
-                sink,
-            )
-            .map_err(|e| CliError::InvalidArgument {
-                message: format!("cannot start `{function}`: {e}"),
-                help: "see the function's logs".into(),
-            })?;
-            pools.insert(key.clone(), (pool, rx));
-        }
-        let (pool, logs) = pools.get_mut(&key).expect("inserted above");
+        let (sink, mut logs) = LogSink::channel();
+        let pool = Pool::start(
+            spec(m, root, &function, binding, &device),
+            PoolOptions::default(),
+            sandbox,
+            sink,
+        )
+        .map_err(|e| CliError::InvalidArgument {
+            message: format!("cannot start `{function}`: {e}"),
+            help: "see the function's logs".into(),
+        })?;
         let event = match &case.trigger {
             TestTrigger::Message { topic, payload } => Event {
                 topic: topic.clone(),
@@ -365,13 +363,19 @@ async fn run_cases(
                 ),
             },
         };
-        let started = Instant::now();
-        let outcome = pool.invoke(&event).await;
+        // The instance starts before the clock does: a case's time is its handler's.
+        let mut started = Instant::now();
+        let outcome = match pool.warm().await {
+            Ok(()) => {
+                started = Instant::now();
+                pool.invoke(&event).await
+            }
+            Err(e) => Err(e.into()),
+        };
         let elapsed = started.elapsed();
-        // Give the instance's output a moment to arrive, then take what belongs to this case.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        pool.stop().await;
         let mut lines = Vec::new();
-        while let Ok(l) = logs.try_recv() {
+        while let Some(l) = logs.recv().await {
             lines.push(l);
         }
         let name = file
@@ -386,9 +390,6 @@ async fn run_cases(
             failures: check(&case, &outcome),
             logs: lines,
         });
-    }
-    for (_, (pool, _)) in pools {
-        pool.stop().await;
     }
     Ok(results)
 }
@@ -517,11 +518,21 @@ fn simulate(args: &TestArgs, project: &Project, m: &Manifest, topic: &str) -> Cl
                 topic: topic.to_owned(),
                 payload: payload.clone(),
             };
-            let outcome = rt.block_on(async {
-                let pool = Pool::start(spec, PoolOptions::default(), &sandbox, sink)?;
-                let r = pool.invoke(&event).await;
-                pool.stop().await;
-                r
+            // The binding's output is all in once the channel closes: the pool stopped, its
+            // instance ended, and the runtime's readers reached the end of its output.
+            let (outcome, lines) = rt.block_on(async {
+                let r = async {
+                    let pool = Pool::start(spec, PoolOptions::default(), &sandbox, sink)?;
+                    let r = pool.invoke(&event).await;
+                    pool.stop().await;
+                    r
+                }
+                .await;
+                let mut lines = Vec::new();
+                while let Some(l) = logs.recv().await {
+                    lines.push(l);
+                }
+                (r, lines)
             });
             match outcome {
                 Ok(reply) => {
@@ -568,7 +579,7 @@ fn simulate(args: &TestArgs, project: &Project, m: &Manifest, topic: &str) -> Cl
                     let _ = writeln!(out, "  {} ✗ {e}", b.name);
                 }
             }
-            while let Ok(l) = logs.try_recv() {
+            for l in lines {
                 let _ = writeln!(out, "    | {}", l.line);
             }
         }
@@ -604,6 +615,8 @@ pub fn invoke(args: &InvokeArgs) -> CliResult {
         topic: args.topic.clone(),
         payload: parse_payload(&args.event),
     };
+    // Printed as they come; the pool's stop returns once the runtime has read the instance's
+    // output to its end, so the last lines are out before the result.
     let sink = LogSink::new(|l: LogLine| {
         if !crate::function_output::is_shim_frame(&l.line) {
             eprintln!("[{}] {}", l.stream.as_str(), l.line);
