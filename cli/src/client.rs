@@ -173,10 +173,7 @@ impl Client {
                 })?;
             builder = builder.tls_certs_merge(certs);
         }
-        let http = builder.build().map_err(|e| CliError::InvalidArgument {
-            message: e.to_string(),
-            help: String::new(),
-        })?;
+        let http = builder.build().map_err(|e| CliError::failed("", "", e))?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -197,28 +194,10 @@ impl Client {
         &self.base
     }
 
-    fn unreachable(&self, e: &reqwest::Error) -> CliError {
-        // The cause is at the end of the chain (the refused connection, the certificate
-        // problem); the links before it only repeat the URL and the layer names.
-        let mut root: &dyn std::error::Error = e;
-        while let Some(s) = root.source() {
-            root = s;
-        }
-        let cause = if e.is_timeout() {
-            "it did not answer in time".to_owned()
-        } else {
-            root.to_string()
-        };
-        let message = format!("cannot reach the control plane at {}: {cause}", self.base);
-        let help = if message.contains("certificate") {
-            "if the control plane's certificate comes from a private CA, set EDGEFN_CA_CERT to that CA's certificate (PEM)"
-        } else {
-            "check the URL (--cloud, EDGEFN_CLOUD) and that edgefn-cloud is running"
-        };
-        CliError::Cloud {
-            message,
-            help: help.into(),
-            api_code: None,
+    fn unreachable(&self, source: reqwest::Error) -> CliError {
+        CliError::Unreachable {
+            base: self.base.clone(),
+            source,
         }
     }
 
@@ -228,12 +207,12 @@ impl Client {
                 .bearer_auth(&self.token)
                 .send()
                 .await
-                .map_err(|e| self.unreachable(&e))?;
+                .map_err(|e| self.unreachable(e))?;
             let status = resp.status();
             let body = resp
                 .bytes()
                 .await
-                .map_err(|e| self.unreachable(&e))?
+                .map_err(|e| self.unreachable(e))?
                 .to_vec();
             Ok((status, body))
         })
@@ -267,13 +246,7 @@ impl Client {
         if !status.is_success() {
             return Err(self.error(status, body));
         }
-        serde_json::from_slice(body).map_err(|e| CliError::Cloud {
-            message: format!(
-                "the control plane sent an answer this edgefn does not understand: {e}"
-            ),
-            help: "use an edgefn of the same version as edgefn-cloud".into(),
-            api_code: None,
-        })
+        serde_json::from_slice(body).map_err(|source| CliError::BadAnswer { source })
     }
 
     /// GET a JSON resource.
@@ -338,10 +311,10 @@ impl Client {
                 .bearer_auth(&self.token)
                 .send()
                 .await
-                .map_err(|e| self.unreachable(&e))?;
+                .map_err(|e| self.unreachable(e))?;
             let status = resp.status();
             if !status.is_success() {
-                let body = resp.bytes().await.map_err(|e| self.unreachable(&e))?;
+                let body = resp.bytes().await.map_err(|e| self.unreachable(e))?;
                 return Err(self.error(status, &body));
             }
             opened();

@@ -46,7 +46,8 @@ pub fn run(cli: Cli) -> std::process::ExitCode {
 }
 
 /// An error as shown: a help that says nothing (empty) is left out rather than printed as an
-/// empty `help:` line.
+/// empty `help:` line, and causes its message already says are not repeated below it
+/// ([`error::unsaid_causes`]).
 struct Shown<'a>(&'a error::CliError);
 
 impl std::fmt::Debug for Shown<'_> {
@@ -63,7 +64,7 @@ impl std::fmt::Display for Shown<'_> {
 
 impl std::error::Error for Shown<'_> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        std::error::Error::source(self.0)
+        error::unsaid_causes(self.0)
     }
 }
 

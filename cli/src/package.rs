@@ -37,14 +37,18 @@ fn ignore_matcher(dir: &Path) -> Result<Option<Gitignore>, CliError> {
     }
     let mut b = GitignoreBuilder::new(dir);
     if let Some(e) = b.add(&file) {
-        return Err(CliError::InvalidArgument {
-            message: format!("{} has an invalid pattern: {e}", file.display()),
-            help: "fix the pattern; the file uses gitignore syntax".into(),
-        });
+        return Err(CliError::failed(
+            format!("{} has an invalid pattern", file.display()),
+            "fix the pattern; the file uses gitignore syntax",
+            e,
+        ));
     }
-    b.build().map(Some).map_err(|e| CliError::InvalidArgument {
-        message: format!("{}: {e}", file.display()),
-        help: "fix the pattern; the file uses gitignore syntax".into(),
+    b.build().map(Some).map_err(|e| {
+        CliError::failed(
+            file.display().to_string(),
+            "fix the pattern; the file uses gitignore syntax",
+            e,
+        )
     })
 }
 
@@ -60,9 +64,12 @@ pub fn package(root: &Path, name: &str, path: &str) -> Result<Bundle, CliError> 
     let mut files = Vec::new();
     walk(&dir, &canonical, "", &matchers, &mut files)?;
     let count = files.len();
-    let bytes = bundle::pack(files).map_err(|e| CliError::InvalidArgument {
-        message: format!("cannot package function `{name}`: {e}"),
-        help: "fix the file named above in the function's folder".into(),
+    let bytes = bundle::pack(files).map_err(|e| {
+        CliError::failed(
+            format!("cannot package function `{name}`"),
+            "fix the file named above in the function's folder",
+            e,
+        )
     })?;
     Ok(Bundle {
         function: name.to_owned(),

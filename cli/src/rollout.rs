@@ -31,10 +31,7 @@ pub fn parse_timeout(text: &str) -> Result<Duration, CliError> {
 pub fn parse_duration(flag: &str, text: &str) -> Result<Duration, CliError> {
     text.parse::<edgefn_schema::Duration>()
         .map(|d| d.to_std())
-        .map_err(|e| CliError::InvalidArgument {
-            message: format!("{flag}: {e}"),
-            help: e.help.into(),
-        })
+        .map_err(|e| CliError::failed(flag, e.help, e))
 }
 
 /// The latest revision number (0 when none).

@@ -101,9 +101,9 @@ fn add(args: &DeviceAddArgs) -> CliResult {
                         help: "edit its labels there, and drop --label here".into(),
                     });
                 }
-                Err(e) => {
-                    return Err(CliError::InvalidArgument {
-                        message: e.to_string(),
+                Err(source) => {
+                    return Err(CliError::Edit {
+                        source,
                         help: "add the device under `devices:` by hand".into(),
                     });
                 }

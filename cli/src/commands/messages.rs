@@ -47,13 +47,15 @@ fn check_topic(topic: &str, filter: bool) -> Result<(), CliError> {
     } else {
         edgefn_schema::topic::validate_topic(topic)
     };
-    checked.map_err(|e| CliError::InvalidArgument {
-        message: format!(
-            "`{topic}` is not a valid {}: {}",
-            if filter { "topic filter" } else { "topic" },
-            e.message
-        ),
-        help: e.help,
+    checked.map_err(|e| {
+        CliError::failed(
+            format!(
+                "`{topic}` is not a valid {}",
+                if filter { "topic filter" } else { "topic" }
+            ),
+            e.help.clone(),
+            e,
+        )
     })
 }
 

@@ -27,9 +27,9 @@ pub fn run(args: &NewArgs) -> CliResult {
                 ),
             });
         }
-        Err(e) => {
-            return Err(CliError::InvalidArgument {
-                message: e.to_string(),
+        Err(source) => {
+            return Err(CliError::Edit {
+                source,
                 help: format!(
                     "add it by hand under `functions:`:\n{}",
                     edit::block_entry(&args.name, &fields, "  ", "  ")
@@ -52,9 +52,9 @@ pub fn run(args: &NewArgs) -> CliResult {
     }
     let edited = match (edited, bind) {
         (Some(text), true) => Some(
-            edit::append_item(&text, "bindings", &binding_fields(args)?).map_err(|e| {
-                CliError::InvalidArgument {
-                    message: e.to_string(),
+            edit::append_item(&text, "bindings", &binding_fields(args)?).map_err(|source| {
+                CliError::Edit {
+                    source,
                     help: "add the binding by hand under `bindings:`".into(),
                 }
             })?,
@@ -155,10 +155,8 @@ fn binding_fields(args: &NewArgs) -> CliResult<Vec<(&'static str, String)>> {
     } else {
         let mut triggers = Vec::new();
         for t in &args.triggers {
-            edgefn_schema::topic::validate_filter(t).map_err(|e| CliError::InvalidArgument {
-                message: format!("--trigger `{t}`: {}", e.message),
-                help: e.help,
-            })?;
+            edgefn_schema::topic::validate_filter(t)
+                .map_err(|e| CliError::failed(format!("--trigger `{t}`"), e.help.clone(), e))?;
             triggers.push(format!(
                 "{{ topic: {} }}",
                 serde_json::to_string(t).expect("string")

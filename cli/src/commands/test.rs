@@ -31,9 +31,12 @@ fn sandbox(arg: SandboxArg) -> Result<Sandbox, CliError> {
         state_dir: std::env::temp_dir().join(format!("edgefn-test-{}", std::process::id())),
         ..SandboxOptions::default()
     };
-    Sandbox::new(options).map_err(|e| CliError::InvalidArgument {
-        message: e.to_string(),
-        help: "use --sandbox process, or run as root on Linux for containers".into(),
+    Sandbox::new(options).map_err(|e| {
+        CliError::failed(
+            "",
+            "use --sandbox process, or run as root on Linux for containers",
+            e,
+        )
     })
 }
 
@@ -343,9 +346,12 @@ async fn run_cases(
             sandbox,
             sink,
         )
-        .map_err(|e| CliError::InvalidArgument {
-            message: format!("cannot start `{function}`: {e}"),
-            help: "see the function's logs".into(),
+        .map_err(|e| {
+            CliError::failed(
+                format!("cannot start `{function}`"),
+                "see the function's logs",
+                e,
+            )
         })?;
         let event = match &case.trigger {
             TestTrigger::Message { topic, payload } => Event {
@@ -464,12 +470,8 @@ fn junit(results: &[CaseResult]) -> String {
 /// `edgefn test --topic T --payload P [--device D]`: which bindings fire on each device, what
 /// they return and publish, and where the routes send it.
 fn simulate(args: &TestArgs, project: &Project, m: &Manifest, topic: &str) -> CliResult {
-    if let Err(e) = edgefn_schema::topic::validate_topic(topic) {
-        return Err(CliError::InvalidArgument {
-            message: format!("--topic `{topic}`: {}", e.message),
-            help: e.help,
-        });
-    }
+    edgefn_schema::topic::validate_topic(topic)
+        .map_err(|e| CliError::failed(format!("--topic `{topic}`"), e.help.clone(), e))?;
     let devices: Vec<String> = match &args.device {
         Some(d) if !m.devices.contains_key(d) => {
             return Err(CliError::InvalidArgument {

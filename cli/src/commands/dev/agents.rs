@@ -7,7 +7,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::err;
 use super::output::say;
 use crate::client::Client;
 use crate::error::CliError;
@@ -58,7 +57,7 @@ impl DevEnv<'_> {
             format!("{d}.yaml"),
             text,
         ))
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| CliError::failed("", "", e))?;
         let bind = || {
             self.rt
                 .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))

@@ -36,14 +36,6 @@ use crate::error::{CliError, CliResult, Outcome};
 use crate::project::{self, Project};
 use crate::session::{self, STATE_DIR, Session};
 
-/// A failure of the session's own making, with no advice to give.
-fn err(message: impl Into<String>) -> CliError {
-    CliError::InvalidArgument {
-        message: message.into(),
-        help: String::new(),
-    }
-}
-
 /// What a revision applied by `edgefn dev` records: a dirty working tree, by this tool.
 fn provenance() -> Provenance {
     Provenance {
@@ -112,7 +104,7 @@ pub fn run(args: &DevArgs) -> CliResult {
         admin_token_file: Some(state.join("admin.token")),
     };
     let prepared = edgefn_cloud::prepare(&cloud_config)
-        .map_err(|e| err(format!("the local control plane: {e}")))?;
+        .map_err(|e| CliError::failed("the local control plane", "", e))?;
     let broker = std::net::TcpListener::bind("127.0.0.1:0")
         .map_err(CliError::io("listen for MQTT on", "127.0.0.1"))?;
     let broker_addr = broker
@@ -121,7 +113,7 @@ pub fn run(args: &DevArgs) -> CliResult {
     let prepared = prepared.with_mqtt(edgefn_cloud::mqtt::MqttMode::Embedded(broker));
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(&args.listen))
-        .map_err(|e| err(format!("cannot listen on {}: {e}", args.listen)))?;
+        .map_err(|e| CliError::failed(format!("cannot listen on {}", args.listen), "", e))?;
     let cloud_url = format!(
         "http://{}",
         listener
