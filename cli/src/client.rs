@@ -16,16 +16,16 @@ use crate::error::CliError;
 
 /// Saved credentials.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Credentials {
+pub(crate) struct Credentials {
     /// Control plane URL.
-    pub cloud: String,
+    pub(crate) cloud: String,
     /// Admin token.
-    pub token: String,
+    pub(crate) token: String,
 }
 
 /// edgefn's folder of the user's configuration: `$XDG_CONFIG_HOME/edgefn`, else
 /// `~/.config/edgefn`.
-pub fn config_dir() -> Option<PathBuf> {
+pub(crate) fn config_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
@@ -35,7 +35,7 @@ pub fn config_dir() -> Option<PathBuf> {
 
 /// Where `edgefn login` keeps credentials: `EDGEFN_CONFIG`, else `credentials.json` in
 /// [`config_dir`].
-pub fn credentials_path() -> Option<PathBuf> {
+pub(crate) fn credentials_path() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("EDGEFN_CONFIG") {
         return Some(PathBuf::from(p));
     }
@@ -43,7 +43,7 @@ pub fn credentials_path() -> Option<PathBuf> {
 }
 
 /// Reads saved credentials, if any.
-pub fn saved() -> Option<Credentials> {
+pub(crate) fn saved() -> Option<Credentials> {
     let text = std::fs::read_to_string(credentials_path()?).ok()?;
     serde_json::from_str(&text).ok()
 }
@@ -58,7 +58,7 @@ fn dev_session() -> Option<Credentials> {
 }
 
 /// Saves credentials with mode 0600.
-pub fn save(creds: &Credentials) -> Result<PathBuf, CliError> {
+pub(crate) fn save(creds: &Credentials) -> Result<PathBuf, CliError> {
     let path = credentials_path().ok_or_else(|| CliError::InvalidArgument {
         message: "no place to save credentials: neither XDG_CONFIG_HOME nor HOME is set".into(),
         help: "set EDGEFN_CONFIG to a file path".into(),
@@ -77,7 +77,7 @@ const STREAM_IDLE: Duration = Duration::from_secs(45);
 
 /// How a stream of lines ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StreamEnd {
+pub(crate) enum StreamEnd {
     /// The caller had what it wanted.
     Stopped,
     /// The control plane closed it, went away, or fell silent; why.
@@ -86,7 +86,7 @@ pub enum StreamEnd {
 
 /// A connection to the control plane.
 #[derive(Debug)]
-pub struct Client {
+pub(crate) struct Client {
     base: String,
     token: String,
     http: reqwest::Client,
@@ -98,7 +98,7 @@ impl Client {
     /// here, else saved credentials. Says on stderr which control plane it uses and why, and
     /// when a dev session is chosen over a saved login, that it did: a command that can change
     /// a real fleet never talks to the dev session (or the reverse) without saying so.
-    pub fn from_args(cloud: Option<&str>, token: Option<&str>) -> Result<Self, CliError> {
+    pub(crate) fn from_args(cloud: Option<&str>, token: Option<&str>) -> Result<Self, CliError> {
         let env_cloud = std::env::var("EDGEFN_CLOUD").ok().filter(|s| !s.is_empty());
         let login = saved();
         let dev = if cloud.is_none() && env_cloud.is_none() {
@@ -146,7 +146,7 @@ impl Client {
     }
 
     /// A client for `cloud` with `token`.
-    pub fn new(cloud: &str, token: &str) -> Result<Self, CliError> {
+    pub(crate) fn new(cloud: &str, token: &str) -> Result<Self, CliError> {
         let base = cloud.trim_end_matches('/').to_owned();
         if !base.starts_with("http://") && !base.starts_with("https://") {
             return Err(CliError::InvalidArgument {
@@ -190,7 +190,7 @@ impl Client {
     }
 
     /// The control plane's URL.
-    pub fn base(&self) -> &str {
+    pub(crate) fn base(&self) -> &str {
         &self.base
     }
 
@@ -220,9 +220,9 @@ impl Client {
 
     fn error(&self, status: StatusCode, body: &[u8]) -> CliError {
         let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
-        let (code, message, details) = match parsed {
-            Some(b) => (Some(b.error.code), b.error.message, b.error.details),
-            None => (None, format!("the control plane answered {status}"), None),
+        let (message, details) = match parsed {
+            Some(b) => (b.error.message, b.error.details),
+            None => (format!("the control plane answered {status}"), None),
         };
         let help = match status {
             StatusCode::UNAUTHORIZED => {
@@ -238,7 +238,6 @@ impl Client {
         CliError::Cloud {
             message: format!("{message} (HTTP {})", status.as_u16()),
             help,
-            api_code: code,
         }
     }
 
@@ -250,13 +249,13 @@ impl Client {
     }
 
     /// GET a JSON resource.
-    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
+    pub(crate) fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
         let (status, body) = self.send(self.http.get(format!("{}{path}", self.base)))?;
         self.decode(status, &body)
     }
 
     /// POST JSON, returning the status and the decoded answer.
-    pub fn post<B: Serialize, T: DeserializeOwned>(
+    pub(crate) fn post<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
@@ -267,7 +266,7 @@ impl Client {
     }
 
     /// PUT raw bytes.
-    pub fn put_bytes(&self, path: &str, bytes: Vec<u8>) -> Result<StatusCode, CliError> {
+    pub(crate) fn put_bytes(&self, path: &str, bytes: Vec<u8>) -> Result<StatusCode, CliError> {
         let (status, body) = self.send(
             self.http
                 .put(format!("{}{path}", self.base))
@@ -282,7 +281,7 @@ impl Client {
     }
 
     /// DELETE.
-    pub fn delete(&self, path: &str) -> Result<(), CliError> {
+    pub(crate) fn delete(&self, path: &str) -> Result<(), CliError> {
         let (status, body) = self.send(self.http.delete(format!("{}{path}", self.base)))?;
         if status.is_success() {
             Ok(())
@@ -298,7 +297,7 @@ impl Client {
     ///
     /// When the request cannot be made or the server refuses it; once the stream is open, a
     /// failure is not an error but [`StreamEnd::Lost`] (the caller decides whether to reconnect).
-    pub fn get_lines(
+    pub(crate) fn get_lines(
         &self,
         path: &str,
         opened: impl FnOnce(),

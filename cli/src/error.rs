@@ -6,7 +6,7 @@ use std::process::ExitCode;
 /// Something a command could not do. Problems in a manifest are not errors of this kind: they
 /// are diagnostics, rendered by [`crate::report`], and give [`Outcome::Failed`].
 #[derive(Debug, thiserror::Error, miette::Diagnostic)]
-pub enum CliError {
+pub(crate) enum CliError {
     /// No manifest found.
     #[error("no edgefn.yaml in {} or any parent folder", .searched.display())]
     #[diagnostic(
@@ -43,8 +43,6 @@ pub enum CliError {
         message: String,
         /// How to go on.
         help: String,
-        /// The API's error code, when it answered.
-        api_code: Option<String>,
     },
     /// The control plane could not be reached, or did not answer in time. The message names its
     /// cause: the last link of `source`'s chain (the earlier ones repeat the URL and layer names).
@@ -112,7 +110,7 @@ pub enum CliError {
 /// A problem of a file's text ([`edgefn_schema::Diagnostic`]), as an error: rendered with its
 /// snippet like any diagnostic.
 #[derive(Debug)]
-pub struct SourceProblem(pub Box<edgefn_schema::Diagnostic>);
+pub(crate) struct SourceProblem(pub Box<edgefn_schema::Diagnostic>);
 
 impl std::fmt::Display for SourceProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -143,7 +141,7 @@ impl miette::Diagnostic for SourceProblem {
 }
 
 /// Any error kept as a cause, whole: its own sources with it.
-pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub(crate) type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 fn with_context(context: &str, source: &Cause) -> String {
     if context.is_empty() {
@@ -195,7 +193,7 @@ pub(crate) fn unsaid_causes<'a>(
 
 impl CliError {
     /// Wraps another error as [`CliError::Failed`].
-    pub fn failed(
+    pub(crate) fn failed(
         context: impl Into<String>,
         help: impl Into<String>,
         source: impl Into<Cause>,
@@ -208,7 +206,7 @@ impl CliError {
     }
 
     /// Wraps an I/O error with what was being done.
-    pub fn io(
+    pub(crate) fn io(
         action: &'static str,
         path: impl Into<PathBuf>,
     ) -> impl FnOnce(std::io::Error) -> Self {
@@ -234,7 +232,7 @@ pub const USAGE_EXIT_CODE: u8 = 64;
 
 /// How a command ended, when it did not fail outright.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Done.
     Success,
     /// Ran, and found problems (invalid manifest, failed tests).
@@ -245,7 +243,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// The process exit code.
-    pub fn exit_code(self) -> ExitCode {
+    pub(crate) fn exit_code(self) -> ExitCode {
         match self {
             Outcome::Success => ExitCode::SUCCESS,
             Outcome::Failed => ExitCode::from(1),
@@ -255,7 +253,7 @@ impl Outcome {
 }
 
 /// Result of a command.
-pub type CliResult<T = Outcome> = Result<T, CliError>;
+pub(crate) type CliResult<T = Outcome> = Result<T, CliError>;
 
 #[cfg(test)]
 mod tests {

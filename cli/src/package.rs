@@ -15,19 +15,19 @@ use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use crate::error::CliError;
 
 /// Name of the ignore files.
-pub const IGNORE_FILE: &str = ".edgefnignore";
+pub(crate) const IGNORE_FILE: &str = ".edgefnignore";
 
 /// A packaged function.
 #[derive(Debug, Clone)]
-pub struct Bundle {
+pub(crate) struct Bundle {
     /// Function name.
-    pub function: String,
+    pub(crate) function: String,
     /// sha256 of `bytes`.
-    pub digest: String,
+    pub(crate) digest: String,
     /// The archive.
-    pub bytes: Vec<u8>,
+    pub(crate) bytes: Vec<u8>,
     /// Number of files in it.
-    pub files: usize,
+    pub(crate) files: usize,
 }
 
 fn ignore_matcher(dir: &Path) -> Result<Option<Gitignore>, CliError> {
@@ -53,7 +53,7 @@ fn ignore_matcher(dir: &Path) -> Result<Option<Gitignore>, CliError> {
 }
 
 /// Packs the function `name` whose folder is `root/path`.
-pub fn package(root: &Path, name: &str, path: &str) -> Result<Bundle, CliError> {
+pub(crate) fn package(root: &Path, name: &str, path: &str) -> Result<Bundle, CliError> {
     let dir = root.join(path);
     let canonical =
         fs::canonicalize(&dir).map_err(CliError::io("open the function folder", &dir))?;
@@ -179,7 +179,7 @@ fn walk(
 }
 
 /// Packs every function of a manifest, in name order.
-pub fn package_all(
+pub(crate) fn package_all(
     root: &Path,
     manifest: &edgefn_schema::Manifest,
 ) -> Result<Vec<Bundle>, CliError> {

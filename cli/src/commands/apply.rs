@@ -17,7 +17,7 @@ fn say(output: Output, line: &str) {
 }
 
 /// Runs `edgefn apply`.
-pub fn run(args: &ApplyArgs) -> CliResult {
+pub(crate) fn run(args: &ApplyArgs) -> CliResult {
     let timeout = rollout::parse_timeout(&args.timeout)?;
     let project = Project::locate(args.file.as_deref())?;
     let Some(loaded) = project::load_valid(&project)? else {

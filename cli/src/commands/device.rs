@@ -11,7 +11,7 @@ use crate::error::{CliError, CliResult, Outcome};
 use crate::project::{self, Project};
 
 /// Runs a `device` subcommand.
-pub fn run(cmd: &DeviceCommand) -> CliResult {
+pub(crate) fn run(cmd: &DeviceCommand) -> CliResult {
     match cmd {
         DeviceCommand::Add(a) => add(a),
         DeviceCommand::List(a) => list(a),

@@ -17,7 +17,7 @@ fn json_out<T: serde::Serialize>(v: &T) {
 }
 
 /// `edgefn status [DEVICE]`.
-pub fn status(args: &StatusArgs) -> CliResult {
+pub(crate) fn status(args: &StatusArgs) -> CliResult {
     let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
     let mut fleet: FleetStatus = client.get("/v1/status")?;
     if let Some(name) = &args.device {
@@ -155,7 +155,7 @@ pub fn status(args: &StatusArgs) -> CliResult {
 }
 
 /// `edgefn history`.
-pub fn history(args: &HistoryArgs) -> CliResult {
+pub(crate) fn history(args: &HistoryArgs) -> CliResult {
     let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
     let list: Vec<RevisionSummary> = client.get(&format!("/v1/revisions?limit={}", args.limit))?;
     if args.output == Output::Json {
@@ -202,7 +202,7 @@ pub fn history(args: &HistoryArgs) -> CliResult {
 }
 
 /// `edgefn rollback [REV]`.
-pub fn rollback(args: &RollbackArgs) -> CliResult {
+pub(crate) fn rollback(args: &RollbackArgs) -> CliResult {
     let timeout = crate::rollout::parse_timeout(&args.timeout)?;
     let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
     let parent = crate::rollout::latest_revision(&client)?;

@@ -60,7 +60,7 @@ fn check_topic(topic: &str, filter: bool) -> Result<(), CliError> {
 }
 
 /// `edgefn publish`.
-pub fn publish(args: &PublishArgs) -> CliResult {
+pub(crate) fn publish(args: &PublishArgs) -> CliResult {
     // With --label, the positionals are TOPIC PAYLOAD; without, DEVICE TOPIC PAYLOAD.
     let (device, topic, text) = match (args.labels.is_empty(), args.positional.as_slice()) {
         (true, [d, t, p]) => (Some(d.as_str()), t.as_str(), p.as_str()),
@@ -199,7 +199,6 @@ fn follow(
                     reconnect_for.as_secs()
                 ),
                 help: "check that edgefn-cloud is running; --reconnect-for sets how long to keep trying".into(),
-                api_code: None,
             });
         }
         std::thread::sleep(wait.min(left));
@@ -215,7 +214,7 @@ fn dropped_marker(v: &serde_json::Value, what: &str) -> Option<String> {
 }
 
 /// `edgefn subscribe`.
-pub fn subscribe(args: &SubscribeArgs) -> CliResult {
+pub(crate) fn subscribe(args: &SubscribeArgs) -> CliResult {
     check_topic(&args.topic, true)?;
     let reconnect = crate::rollout::parse_duration("--reconnect-for", &args.reconnect_for)?;
     let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
@@ -290,7 +289,7 @@ fn utc(ms: u64) -> String {
 }
 
 /// `edgefn logs`.
-pub fn logs(args: &LogsArgs) -> CliResult {
+pub(crate) fn logs(args: &LogsArgs) -> CliResult {
     let reconnect = crate::rollout::parse_duration("--reconnect-for", &args.reconnect_for)?;
     let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
     let path = |again: bool| {
@@ -366,7 +365,6 @@ pub fn logs(args: &LogsArgs) -> CliResult {
             return Err(CliError::Cloud {
                 message: format!("the logs were cut short: {why}"),
                 help: "try again".into(),
-                api_code: None,
             });
         }
     }

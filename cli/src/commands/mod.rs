@@ -1,26 +1,26 @@
 //! One module per subcommand. Each takes its parsed arguments and returns an [`Outcome`]; none
 //! calls `process::exit`.
 
-pub mod apply;
-pub mod completions;
-pub mod dev;
-pub mod device;
-pub mod diff;
-pub mod fleet;
-pub mod init;
-pub mod login;
-pub mod messages;
-pub mod new;
-pub mod package;
-pub mod test;
-pub mod token;
-pub mod validate;
+pub(crate) mod apply;
+pub(crate) mod completions;
+pub(crate) mod dev;
+pub(crate) mod device;
+pub(crate) mod diff;
+pub(crate) mod fleet;
+pub(crate) mod init;
+pub(crate) mod login;
+pub(crate) mod messages;
+pub(crate) mod new;
+pub(crate) mod package;
+pub(crate) mod test;
+pub(crate) mod token;
+pub(crate) mod validate;
 
 use crate::args::{Cli, Command};
 use crate::error::{CliResult, Outcome};
 
 /// Runs the parsed command line.
-pub fn run(cli: Cli) -> CliResult<Outcome> {
+pub(crate) fn run(cli: Cli) -> CliResult<Outcome> {
     match cli.command {
         Command::Init(args) => init::run(&args),
         Command::New(args) => new::run(&args),

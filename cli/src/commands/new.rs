@@ -10,7 +10,7 @@ use crate::scaffold;
 
 /// Writes the function's files, then adds it to the manifest. The manifest is checked before
 /// anything is written, so a refusal leaves the project untouched.
-pub fn run(args: &NewArgs) -> CliResult {
+pub(crate) fn run(args: &NewArgs) -> CliResult {
     scaffold::check_name(&args.name, "function")?;
     let project = Project::locate(args.file.as_deref())?;
     let runtime = args.runtime.into();

@@ -8,7 +8,7 @@ use crate::package;
 use crate::project::{self, Project};
 
 /// Packages the functions and prints function, digest and size.
-pub fn run(args: &PackageArgs) -> CliResult {
+pub(crate) fn run(args: &PackageArgs) -> CliResult {
     let project = Project::locate(args.file.as_deref())?;
     let Some(loaded) = project::load_valid(&project)? else {
         return Ok(Outcome::Failed);

@@ -225,7 +225,7 @@ fn check(case: &TestCase, outcome: &Result<Reply, InvokeError>) -> Vec<String> {
 }
 
 /// Runs `edgefn test`.
-pub fn run(args: &TestArgs) -> CliResult {
+pub(crate) fn run(args: &TestArgs) -> CliResult {
     let project = Project::locate(args.file.as_deref())?;
     let Some(loaded) = project::load_valid(&project)? else {
         return Ok(Outcome::Failed);
@@ -594,7 +594,7 @@ fn simulate(args: &TestArgs, project: &Project, m: &Manifest, topic: &str) -> Cl
 }
 
 /// Runs `edgefn invoke`.
-pub fn invoke(args: &InvokeArgs) -> CliResult {
+pub(crate) fn invoke(args: &InvokeArgs) -> CliResult {
     let project = Project::locate(args.file.as_deref())?;
     let Some(loaded) = project::load_valid(&project)? else {
         return Ok(Outcome::Failed);

@@ -9,7 +9,7 @@ use crate::client::Client;
 use crate::error::{CliResult, Outcome};
 
 /// Runs a `token` subcommand.
-pub fn run(cmd: &TokenCommand) -> CliResult {
+pub(crate) fn run(cmd: &TokenCommand) -> CliResult {
     match cmd {
         TokenCommand::Create(a) => create(a),
         TokenCommand::List(a) => list(a),

@@ -47,7 +47,7 @@ fn provenance() -> Provenance {
 }
 
 /// Runs `edgefn dev`.
-pub fn run(args: &DevArgs) -> CliResult {
+pub(crate) fn run(args: &DevArgs) -> CliResult {
     // Like every command, the project is found from here upwards; a folder given names it.
     let project = if args.dir == Path::new(".") {
         Project::locate(None)
