@@ -18,8 +18,8 @@ pub struct ErrorBody {
 /// What went wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorDetail {
-    /// Stable machine-readable code, e.g. `conflict`, `digest_mismatch`, `unauthorized`: one
-    /// of [`ErrorCode`] (kept a string, so that a client reads codes newer than itself).
+    /// Stable machine-readable code, e.g. `conflict`, `digest_mismatch`, `unauthorized` (the
+    /// codes of `ErrorCode`; a string, so that a client reads codes newer than itself).
     pub code: String,
     /// What is wrong and how to fix it.
     pub message: String,
@@ -367,8 +367,8 @@ pub enum FunctionState {
     Idle,
     /// Continuous: the instance ended; the next starts after a pause.
     Backoff,
-    /// Continuous: like `backoff`, after several quick failures in a row. Agents before 0.1
-    /// sent `crash-loop`, still read.
+    /// Continuous: like `backoff`, after several quick failures in a row (`crash-loop`, as
+    /// older agents sent it, is read too).
     #[serde(alias = "crash-loop")]
     CrashLoop,
     /// Continuous: stopped on request.
