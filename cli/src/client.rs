@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use edgefn_schema::api::ErrorBody;
+use edgefn_schema::api::{ErrorBody, ErrorCode};
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -154,26 +154,30 @@ impl Client {
                 help: "give the control plane's URL, e.g. http://127.0.0.1:7070".into(),
             });
         }
-        // https:// clouds: rustls with the ring provider (installed once per process).
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
         // A private CA, trusted besides the system's roots.
-        if let Some(path) = std::env::var_os("EDGEFN_CA_CERT").filter(|p| !p.is_empty()) {
-            let path = PathBuf::from(path);
-            let pem = std::fs::read(&path).map_err(CliError::io("read EDGEFN_CA_CERT", &path))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .ok()
-                .filter(|c| !c.is_empty())
-                .ok_or_else(|| CliError::InvalidArgument {
-                    message: format!(
-                        "EDGEFN_CA_CERT={}: no PEM certificate in it",
-                        path.display()
-                    ),
-                    help: "give the CA's certificate (-----BEGIN CERTIFICATE-----)".into(),
-                })?;
-            builder = builder.tls_certs_merge(certs);
-        }
-        let http = builder.build().map_err(|e| CliError::failed("", "", e))?;
+        let ca = match std::env::var_os("EDGEFN_CA_CERT").filter(|p| !p.is_empty()) {
+            Some(path) => {
+                let path = PathBuf::from(path);
+                let pem =
+                    std::fs::read(&path).map_err(CliError::io("read EDGEFN_CA_CERT", &path))?;
+                Some((path, pem))
+            }
+            None => None,
+        };
+        let http = edgefn_os::http::client(ca.as_ref().map(|(_, pem)| pem.as_slice())).map_err(
+            |e| match (e, &ca) {
+                (
+                    e @ (edgefn_os::http::ClientError::NoCertificate
+                    | edgefn_os::http::ClientError::Pem(_)),
+                    Some((path, _)),
+                ) => CliError::failed(
+                    format!("EDGEFN_CA_CERT={}", path.display()),
+                    "give the CA's certificate (-----BEGIN CERTIFICATE-----)",
+                    e,
+                ),
+                (e, _) => CliError::failed("", "", e),
+            },
+        )?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -220,15 +224,21 @@ impl Client {
 
     fn error(&self, status: StatusCode, body: &[u8]) -> CliError {
         let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
-        let (message, details) = match parsed {
-            Some(b) => (b.error.message, b.error.details),
-            None => (format!("the control plane answered {status}"), None),
+        let (code, message, details) = match parsed {
+            Some(b) => (b.error.code(), b.error.message, b.error.details),
+            None => (None, format!("the control plane answered {status}"), None),
         };
-        let help = match status {
-            StatusCode::UNAUTHORIZED => {
+        // By the API's error code; by the status when the answer has none (not the cloud's).
+        let code = code.or(match status {
+            StatusCode::UNAUTHORIZED => Some(ErrorCode::Unauthorized),
+            StatusCode::FORBIDDEN => Some(ErrorCode::Forbidden),
+            _ => None,
+        });
+        let help = match code {
+            Some(ErrorCode::Unauthorized) => {
                 "the token was refused: check EDGEFN_TOKEN or `edgefn login`".to_owned()
             }
-            StatusCode::FORBIDDEN => "this needs an admin token".to_owned(),
+            Some(ErrorCode::Forbidden) => "this needs an admin token".to_owned(),
             _ => details
                 .and_then(|d| d.get("diagnostics").cloned())
                 .and_then(|d| serde_json::from_value::<Vec<String>>(d).ok())

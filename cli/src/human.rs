@@ -1,12 +1,8 @@
 //! Values written for people: how long ago something happened.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 /// How long ago `ms` (milliseconds since the epoch) was, in the largest whole unit: `42s ago`.
 pub(crate) fn ago(ms: u64) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now = edgefn_os::time::now_ms();
     let s = now.saturating_sub(ms) / 1000;
     match s {
         0..60 => format!("{s}s ago"),

@@ -1,55 +1,36 @@
-//! The `edgefn dev` session: where a running `edgefn dev` keeps its state under the project, and
-//! the session file (`.edgefn/dev/session.json`, mode 0600) through which other terminals in the
-//! project find its control plane and admin token.
-//!
-//! `edgefn dev` ([`crate::commands::dev`]) writes the file when its control plane is up and
-//! removes it when it stops; [`crate::client::Client::from_args`] reads it.
+//! The `edgefn dev` session file, as the CLI keeps it: written into the project's state folder
+//! by `edgefn dev` ([`crate::commands::dev`]) when its control plane is up, removed when it
+//! stops, and found by [`crate::client::Client::from_args`] from the current folder upwards.
+//! Its format and place are the schema's ([`edgefn_schema::dev_session`]); the file's mode
+//! (0600: it holds the admin token) and the liveness check of its process are this module's.
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+pub(crate) use edgefn_schema::dev_session::{DevSession, STATE_DIR};
 
 use crate::error::CliResult;
 
-/// Where `edgefn dev` keeps its state, under the project root.
-pub(crate) const STATE_DIR: &str = ".edgefn/dev";
-
-/// The session file's name, in [`STATE_DIR`].
-const FILE: &str = "session.json";
-
-/// What a running session tells other terminals: `{"cloud": URL, "token": TOKEN, "pid": N}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct Session {
-    /// The embedded control plane's URL (`http://127.0.0.1:PORT`).
-    pub(crate) cloud: String,
-    /// Its admin token.
-    pub(crate) token: String,
-    /// The process id of the `edgefn dev` that runs it; a session whose process is gone is stale.
-    pub(crate) pid: u32,
-}
-
 /// The session file of the state folder `state` (the project's [`STATE_DIR`]).
-pub(crate) fn path(state: &Path) -> PathBuf {
-    state.join(FILE)
+fn path(state: &Path) -> PathBuf {
+    state.join(edgefn_schema::dev_session::FILE)
 }
 
-/// Writes the session file into `state`, readable by its owner only.
-pub(crate) fn write(state: &Path, session: &Session) -> CliResult<PathBuf> {
+/// Writes the session file into `state`, readable by its owner only; returns its path.
+pub(crate) fn write(state: &Path, session: &DevSession) -> CliResult<PathBuf> {
     let path = path(state);
-    let text = serde_json::to_string(session).expect("a session serializes");
-    crate::project::write_secret(&path, text.as_bytes())?;
+    crate::project::write_secret(&path, &session.to_json())?;
     Ok(path)
 }
 
-/// The session of an `edgefn dev` running for the project around `dir`: the nearest
-/// `.edgefn/dev/session.json` at or above `dir`, when its process still runs. `None` when there
-/// is none, it does not parse, or its process is gone.
-pub(crate) fn find(dir: &Path) -> Option<Session> {
+/// The session of an `edgefn dev` running for the project around `dir`: the nearest session
+/// file at or above `dir`, when its process still runs. `None` when there is none, it does not
+/// parse, or its process is gone.
+pub(crate) fn find(dir: &Path) -> Option<DevSession> {
     for dir in dir.ancestors() {
-        let Ok(text) = std::fs::read_to_string(path(&dir.join(STATE_DIR))) else {
+        let Ok(bytes) = std::fs::read(path(&dir.join(STATE_DIR))) else {
             continue;
         };
-        let session: Session = serde_json::from_str(&text).ok()?;
+        let session = DevSession::from_json(&bytes)?;
         if !Path::new(&format!("/proc/{}", session.pid)).exists() {
             return None;
         }

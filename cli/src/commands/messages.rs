@@ -1,18 +1,22 @@
 //! `edgefn publish`, `edgefn subscribe` and `edgefn logs`: messages and log lines between the
 //! cloud and the devices, through the control plane's message endpoints.
 
+use std::collections::BTreeMap;
 use std::io::Write;
+
+use edgefn_schema::api::{PublishRequest, PublishResponse};
+use edgefn_schema::wire;
 
 use crate::args::{LogsArgs, PublishArgs, SubscribeArgs};
 use crate::client::{Client, StreamEnd};
 use crate::error::{CliError, CliResult, Outcome};
 
-fn label_map(labels: &[String]) -> Result<serde_json::Map<String, serde_json::Value>, CliError> {
-    let mut map = serde_json::Map::new();
+fn label_map(labels: &[String]) -> Result<BTreeMap<String, String>, CliError> {
+    let mut map = BTreeMap::new();
     for l in labels {
         match l.split_once('=') {
             Some((k, v)) if !k.is_empty() && !k.contains(char::is_whitespace) => {
-                map.insert(k.to_owned(), serde_json::Value::String(v.to_owned()));
+                map.insert(k.to_owned(), v.to_owned());
             }
             _ => {
                 return Err(CliError::InvalidArgument {
@@ -79,27 +83,25 @@ pub(crate) fn publish(args: &PublishArgs) -> CliResult {
         }
     };
     check_topic(topic, false)?;
-    let mut body = serde_json::json!({ "topic": topic, "payload": payload_arg(text)? });
-    match device {
-        Some(d) => body["devices"] = serde_json::json!([d]),
-        None => body["labels"] = serde_json::Value::Object(label_map(&args.labels)?),
-    }
+    let (devices, labels) = match device {
+        Some(d) => (Some(vec![d.to_owned()]), None),
+        None => (None, Some(label_map(&args.labels)?)),
+    };
+    let body = PublishRequest {
+        devices,
+        labels,
+        topic: topic.to_owned(),
+        payload: payload_arg(text)?,
+    };
     let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
-    let (_, answer): (_, serde_json::Value) = client.post("/v1/publish", &body)?;
-    let devices: Vec<&str> = answer["devices"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|d| d.as_str()).collect())
-        .unwrap_or_default();
+    let (_, answer): (_, PublishResponse) = client.post("/v1/publish", &body)?;
+    let (devices, unrouted) = (answer.devices, answer.unrouted);
     println!(
         "sent `{topic}` to {} device{}: {}",
         devices.len(),
         if devices.len() == 1 { "" } else { "s" },
         devices.join(", ")
     );
-    let unrouted: Vec<&str> = answer["unrouted"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|d| d.as_str()).collect())
-        .unwrap_or_default();
     if !unrouted.is_empty() {
         eprintln!(
             "warning: no route brings `{topic}` down on {}: the agent{} drop{} it, so nothing there will see it\n  help: add a route to edgefn.yaml and apply it, e.g. `- {{ from: \"cloud:{}\", to: local }}`",
@@ -307,26 +309,31 @@ pub(crate) fn logs(args: &LogsArgs) -> CliResult {
     };
     let stdout = std::io::stdout();
     let mut shown = 0usize;
-    let print = |line: &str, shown: &mut usize| {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+    let print = |text: &str, shown: &mut usize| {
         let mut out = stdout.lock();
-        // The control plane's marker (a stream that fell behind) has no line of its own; the
-        // agent's (lines it could not ship) is a line, shown like the others.
-        if v.get("line").is_none() {
-            if let Some(marker) = dropped_marker(&v, "lines") {
-                let _ = writeln!(out, "{marker}");
-                return;
+        let (ts_ms, binding, stream, line) = match serde_json::from_str::<wire::LogLine>(text) {
+            Ok(l) => (l.ts_ms, l.binding, l.stream.as_str().to_owned(), l.line),
+            Err(_) => {
+                let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+                // The control plane's marker (a stream that fell behind) has no line of its
+                // own; the agent's (lines it could not ship) is a line, shown like the others.
+                if v.get("line").is_none() {
+                    if let Some(marker) = dropped_marker(&v, "lines") {
+                        let _ = writeln!(out, "{marker}");
+                        return;
+                    }
+                }
+                let field = |k: &str, or: &str| v[k].as_str().unwrap_or(or).to_owned();
+                (
+                    v["ts_ms"].as_u64().unwrap_or(0),
+                    field("binding", "?"),
+                    field("stream", "?"),
+                    field("line", ""),
+                )
             }
-        }
+        };
         *shown += 1;
-        let _ = writeln!(
-            out,
-            "{} {} {}: {}",
-            utc(v["ts_ms"].as_u64().unwrap_or(0)),
-            v["binding"].as_str().unwrap_or("?"),
-            v["stream"].as_str().unwrap_or("?"),
-            v["line"].as_str().unwrap_or("")
-        );
+        let _ = writeln!(out, "{} {binding} {stream}: {line}", utc(ts_ms));
         let _ = out.flush();
     };
     if args.follow {

@@ -87,10 +87,14 @@ pub(crate) fn run(args: &NewArgs) -> CliResult {
         let routed = edgefn_schema::load(&edgefn_schema::Source::new("edgefn.yaml", text), None)
             .ok()
             .is_some_and(|l| {
+                // The routing rule, applied to the trigger's filter as a topic: a route's `+`
+                // or `#` covers the trigger's wildcard level as it covers any other.
                 l.manifest.routes.iter().any(|r| {
-                    r.from
-                        .strip_prefix(edgefn_schema::manifest::CLOUD_PREFIX)
-                        .is_some_and(|f| edgefn_schema::topic::matches(f, t) || f == t)
+                    edgefn_schema::ResolvedRoute {
+                        filter: r.filter().to_owned(),
+                        to: r.to,
+                    }
+                    .carries(edgefn_schema::RouteTarget::Local, t)
                 })
             });
         if !routed {

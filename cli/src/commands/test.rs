@@ -492,26 +492,15 @@ fn simulate(args: &TestArgs, project: &Project, m: &Manifest, topic: &str) -> Cl
     let mut failed = false;
     for device in devices {
         let state = edgefn_schema::resolve(m, &device, &BTreeMap::new()).expect("device exists");
-        let firing: Vec<&ResolvedBinding> = state
-            .bindings
-            .iter()
-            .filter(|b| {
-                b.mode == Mode::Triggered
-                    && b.triggers
-                        .iter()
-                        .any(|t| edgefn_schema::topic::matches(t, topic))
-            })
-            .collect();
+        let firing: Vec<&ResolvedBinding> = state.triggered_by(topic).collect();
         let _ = writeln!(
             out,
             "{device}: {topic} fires {} binding{}",
             firing.len(),
             if firing.len() == 1 { "" } else { "s" }
         );
-        for r in &state.routes {
-            if r.to == RouteTarget::Cloud && edgefn_schema::topic::matches(&r.filter, topic) {
-                let _ = writeln!(out, "  the message itself → cloud (route {})", r.filter);
-            }
+        for r in state.routes_to(RouteTarget::Cloud, topic) {
+            let _ = writeln!(out, "  the message itself → cloud (route {})", r.filter);
         }
         for b in firing {
             let spec = spec(m, &project.root, &b.function, b.clone(), &device);
@@ -541,23 +530,11 @@ fn simulate(args: &TestArgs, project: &Project, m: &Manifest, topic: &str) -> Cl
                     let _ = writeln!(out, "  {} → {}", b.name, payload_json(&reply.result));
                     for msg in &reply.publish {
                         let dest: Vec<String> = state
-                            .routes
-                            .iter()
-                            .filter(|r| {
-                                r.to == RouteTarget::Cloud
-                                    && edgefn_schema::topic::matches(&r.filter, &msg.topic)
-                            })
+                            .routes_to(RouteTarget::Cloud, &msg.topic)
                             .map(|r| format!("cloud (route {})", r.filter))
                             .collect();
                         let local: Vec<&str> = state
-                            .bindings
-                            .iter()
-                            .filter(|o| {
-                                o.mode == Mode::Triggered
-                                    && o.triggers
-                                        .iter()
-                                        .any(|t| edgefn_schema::topic::matches(t, &msg.topic))
-                            })
+                            .triggered_by(&msg.topic)
                             .map(|o| o.name.as_str())
                             .collect();
                         let mut to = dest;

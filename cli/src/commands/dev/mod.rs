@@ -34,7 +34,7 @@ use crate::args::{DevArgs, Output, SandboxArg};
 use crate::client::Client;
 use crate::error::{CliError, CliResult, Outcome};
 use crate::project::{self, Project};
-use crate::session::{self, STATE_DIR, Session};
+use crate::session::{self, DevSession, STATE_DIR};
 
 /// What a revision applied by `edgefn dev` records: a dirty working tree, by this tool.
 fn provenance() -> Provenance {
@@ -136,7 +136,7 @@ pub(crate) fn run(args: &DevArgs) -> CliResult {
     let client = Client::new(&cloud_url, &admin)?;
     let session = session::write(
         &state,
-        &Session {
+        &DevSession {
             cloud: cloud_url.clone(),
             token: admin,
             pid: std::process::id(),
@@ -146,22 +146,15 @@ pub(crate) fn run(args: &DevArgs) -> CliResult {
     // Ctrl-C, SIGTERM or SIGHUP (the terminal closed) ends the session: every agent and its
     // functions stop, and the session file goes.
     let interrupted = Interrupt::default();
+    // The handlers are installed here, before the agents start.
+    let signalled = {
+        let _in_runtime = rt.enter();
+        edgefn_os::signal::shutdown_or_hangup()
+    };
     rt.spawn({
         let flag = interrupted.clone();
         async move {
-            let signal = |kind: tokio::signal::unix::SignalKind| async move {
-                match tokio::signal::unix::signal(kind) {
-                    Ok(mut s) => {
-                        s.recv().await;
-                    }
-                    Err(_) => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                () = signal(tokio::signal::unix::SignalKind::terminate()) => {}
-                () = signal(tokio::signal::unix::SignalKind::hangup()) => {}
-            }
+            signalled.await;
             flag.set();
         }
     });

@@ -59,10 +59,7 @@ pub(super) fn hints(m: &Manifest, devices: &[String]) -> Vec<String> {
                     })
                     .collect::<Vec<_>>()
                     .join("/");
-                let down = state.routes.iter().any(|r| {
-                    r.to == edgefn_schema::RouteTarget::Local
-                        && edgefn_schema::topic::matches(&r.filter, &topic)
-                });
+                let down = state.brings_down(&topic);
                 if down && publish.is_none() {
                     publish = Some(format!(
                         "  edgefn publish {d} {topic} '{{}}'   # fires {}",
