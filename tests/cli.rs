@@ -619,6 +619,66 @@ fn edgefn_test_shows_every_line_printed_right_before_returning() {
     }
 }
 
+/// `edgefn test --topic` answers the shared routing table (`edgefn_schema::conformance`) as the
+/// agent and the cloud do: for each topic, the bindings it fires on the device and the routes
+/// that send it up.
+#[test]
+fn edgefn_test_topic_answers_the_shared_routing_table() {
+    use edgefn_schema::conformance::{DEVICE, MANIFEST, ROUTES};
+    // An exec handler that speaks the protocol: the one `edgefn new --runtime exec` writes.
+    let scratch = tempfile::tempdir().expect("tmp");
+    ok(&edgefn(scratch.path(), &["init", "."]));
+    ok(&edgefn(
+        scratch.path(),
+        &["new", "echo", "--runtime", "exec"],
+    ));
+    let handler = fs::read(scratch.path().join("functions/echo/handler.sh")).expect("handler");
+    let tmp = tempfile::tempdir().expect("tmp");
+    fs::write(tmp.path().join("edgefn.yaml"), MANIFEST).expect("manifest");
+    for f in ["temp-filter", "greeter", "audit", "collector"] {
+        let dir = tmp.path().join("functions").join(f);
+        fs::create_dir_all(&dir).expect("mkdir");
+        let run = dir.join("run");
+        fs::write(&run, &handler).expect("run");
+        let mut perms = fs::metadata(&run).expect("meta").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        fs::set_permissions(&run, perms).expect("chmod");
+    }
+    for case in ROUTES {
+        let out = ok(&edgefn(
+            tmp.path(),
+            &["test", "--topic", case.topic, "--device", DEVICE],
+        ));
+        let n = case.triggered.len();
+        assert!(
+            out.contains(&format!(
+                "{DEVICE}: {} fires {n} binding{}",
+                case.topic,
+                if n == 1 { "" } else { "s" }
+            )),
+            "{}: {out}",
+            case.topic
+        );
+        let up: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("  the message itself → cloud (route "))
+            .map(|r| r.trim_end_matches(')'))
+            .collect();
+        assert_eq!(up, case.up, "{}: routes up\n{out}", case.topic);
+        let fired: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("  "))
+            .filter(|l| !l.starts_with(' ') && !l.starts_with("the message itself"))
+            .filter_map(|l| l.split_once(" → ").map(|(name, _)| name))
+            .collect();
+        assert_eq!(
+            fired, case.triggered,
+            "{}: bindings fired\n{out}",
+            case.topic
+        );
+    }
+}
+
 #[test]
 fn edgefn_test_runs_the_quickstart_in_containers_as_root() {
     let uid = Command::new("id").arg("-u").output().expect("id");
