@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
+use edgefn_os::backoff::Backoff;
 use edgefn_schema::api::{PublishRequest, PublishResponse};
 use edgefn_schema::wire;
 
@@ -151,6 +152,9 @@ fn payload_text(line: &serde_json::Value) -> String {
 /// away: it says so, tries again with backoff for `reconnect_for`, says when it is back (what
 /// was sent meanwhile is not shown: these streams are live), and fails when it does not come
 /// back in time. `path` gives the path of the first and of later connections.
+///
+/// The waits between attempts are a retry backoff (250 ms doubling to 5 s, no jitter: one
+/// client): nothing signals that the control plane is back but a connection that succeeds.
 #[allow(clippy::disallowed_methods)] // A synchronous command waiting between attempts.
 fn follow(
     client: &Client,
@@ -161,7 +165,11 @@ fn follow(
 ) -> CliResult {
     // Since when the stream is lost, and the wait before the next attempt.
     let mut lost: Option<std::time::Instant> = None;
-    let mut wait = std::time::Duration::from_millis(250);
+    const BACKOFF: Backoff = Backoff::new(
+        std::time::Duration::from_millis(250),
+        std::time::Duration::from_secs(5),
+    );
+    let mut attempt = 0;
     let mut first = true;
     loop {
         let reopened = std::cell::Cell::new(false);
@@ -175,7 +183,7 @@ fn follow(
         );
         if reopened.get() {
             lost = None;
-            wait = std::time::Duration::from_millis(250);
+            attempt = 0;
         }
         match end {
             Ok(StreamEnd::Stopped) => return Ok(Outcome::Success),
@@ -203,8 +211,8 @@ fn follow(
                 help: "check that edgefn-cloud is running; --reconnect-for sets how long to keep trying".into(),
             });
         }
-        std::thread::sleep(wait.min(left));
-        wait = (wait * 2).min(std::time::Duration::from_secs(5));
+        std::thread::sleep(BACKOFF.base(attempt).min(left));
+        attempt += 1;
     }
 }
 
