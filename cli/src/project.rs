@@ -252,3 +252,19 @@ pub(crate) fn load_valid(project: &Project) -> CliResult<Option<edgefn_schema::L
         }
     }
 }
+
+/// The error for a name the command line gives that the manifest does not have: `no {kind}
+/// `{name}` in the manifest`, with the names it has (`kind`: `function`, `device`).
+pub(crate) fn not_in_manifest<'a>(
+    kind: &str,
+    name: &str,
+    names: impl Iterator<Item = &'a String>,
+) -> CliError {
+    CliError::InvalidArgument {
+        message: format!("no {kind} `{name}` in the manifest"),
+        help: format!(
+            "{kind}s: {}",
+            names.map(String::as_str).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}

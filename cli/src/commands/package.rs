@@ -15,19 +15,11 @@ pub(crate) fn run(args: &PackageArgs) -> CliResult {
     };
     for name in &args.functions {
         if !loaded.manifest.functions.contains_key(name) {
-            return Err(CliError::InvalidArgument {
-                message: format!("no function `{name}` in the manifest"),
-                help: format!(
-                    "functions: {}",
-                    loaded
-                        .manifest
-                        .functions
-                        .keys()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            });
+            return Err(project::not_in_manifest(
+                "function",
+                name,
+                loaded.manifest.functions.keys(),
+            ));
         }
     }
     let mut bundles = Vec::new();

@@ -236,13 +236,7 @@ pub(crate) fn run(args: &TestArgs) -> CliResult {
     }
     for f in &args.functions {
         if !m.functions.contains_key(f) {
-            return Err(CliError::InvalidArgument {
-                message: format!("no function `{f}` in the manifest"),
-                help: format!(
-                    "functions: {}",
-                    m.functions.keys().cloned().collect::<Vec<_>>().join(", ")
-                ),
-            });
+            return Err(project::not_in_manifest("function", f, m.functions.keys()));
         }
     }
     // Load every case first: a broken case file fails the run before anything starts.
@@ -474,13 +468,7 @@ fn simulate(args: &TestArgs, project: &Project, m: &Manifest, topic: &str) -> Cl
         .map_err(|e| CliError::failed(format!("--topic `{topic}`"), e.help.clone(), e))?;
     let devices: Vec<String> = match &args.device {
         Some(d) if !m.devices.contains_key(d) => {
-            return Err(CliError::InvalidArgument {
-                message: format!("no device `{d}` in the manifest"),
-                help: format!(
-                    "devices: {}",
-                    m.devices.keys().cloned().collect::<Vec<_>>().join(", ")
-                ),
-            });
+            return Err(project::not_in_manifest("device", d, m.devices.keys()));
         }
         Some(d) => vec![d.clone()],
         None => m.devices.keys().cloned().collect(),
@@ -578,13 +566,11 @@ pub(crate) fn invoke(args: &InvokeArgs) -> CliResult {
     };
     let m = &loaded.manifest;
     if !m.functions.contains_key(&args.function) {
-        return Err(CliError::InvalidArgument {
-            message: format!("no function `{}` in the manifest", args.function),
-            help: format!(
-                "functions: {}",
-                m.functions.keys().cloned().collect::<Vec<_>>().join(", ")
-            ),
-        });
+        return Err(project::not_in_manifest(
+            "function",
+            &args.function,
+            m.functions.keys(),
+        ));
     }
     let (binding, device) = binding_for(m, &args.function, None, None)?;
     let sandbox = sandbox(args.sandbox)?;

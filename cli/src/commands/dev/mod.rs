@@ -72,19 +72,11 @@ pub(crate) fn run(args: &DevArgs) -> CliResult {
     } else {
         for d in &args.devices {
             if !loaded.manifest.devices.contains_key(d) {
-                return Err(CliError::InvalidArgument {
-                    message: format!("no device `{d}` in the manifest"),
-                    help: format!(
-                        "devices: {}",
-                        loaded
-                            .manifest
-                            .devices
-                            .keys()
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                });
+                return Err(project::not_in_manifest(
+                    "device",
+                    d,
+                    loaded.manifest.devices.keys(),
+                ));
             }
         }
         args.devices.clone()
