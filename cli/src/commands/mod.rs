@@ -1,5 +1,6 @@
 //! One module per subcommand. Each takes its parsed arguments and returns an [`Outcome`]; none
-//! calls `process::exit`.
+//! calls `process::exit`, and none uses another: what commands share lives in the modules beside
+//! `commands/` (`client`, `rollout`, `session`, `project`, `function_output`, ...).
 
 pub(crate) mod apply;
 pub(crate) mod completions;
