@@ -539,6 +539,151 @@ fn new_functions_pass_their_own_tests_in_every_runtime() {
     assert!(out.trim_end().ends_with("3 passed, 0 failed"), "{out}");
 }
 
+/// Every line a case prints is shown with its failure, the last ones too: a handler that prints
+/// thousands of lines right before it returns loses none of them, on either stream, in any run
+/// (`edgefn test` waits for the end of the instance's output, not for a moment).
+#[test]
+fn edgefn_test_shows_every_line_printed_right_before_returning() {
+    const LINES: usize = 40_000;
+    let tmp = tempfile::tempdir().expect("tmp");
+    ok(&edgefn(tmp.path(), &["init", "."]));
+    for runtime in ["python3", "node"] {
+        ok(&edgefn(
+            tmp.path(),
+            &["new", &format!("chatty-{runtime}"), "--runtime", runtime],
+        ));
+    }
+    // Each prints LINES lines on stdout and one last line on stderr, then returns what its
+    // test case does not expect. The python one first makes its stdout pipe hold a megabyte
+    // (F_SETPIPE_SZ), so that it returns with most of its output not yet read.
+    fs::write(
+        tmp.path().join("functions/chatty-python3/main.py"),
+        format!(
+            "import fcntl, sys\n\ndef handle(event, context):\n    try:\n        fcntl.fcntl(1, 1031, 1 << 20)\n    except OSError:\n        pass\n    for i in range({LINES}):\n        print(f'line {{i}} of {LINES}')\n    print('the last word', file=sys.stderr)\n    return 'wrong'\n"
+        ),
+    )
+    .expect("write");
+    fs::write(
+        tmp.path().join("functions/chatty-node/index.js"),
+        format!(
+            "exports.handler = async () => {{\n  for (let i = 0; i < {LINES}; i++) console.log(`line ${{i}} of {LINES}`);\n  console.error('the last word');\n  return 'wrong';\n}};\n"
+        ),
+    )
+    .expect("write");
+    for run in 0..3 {
+        let out = edgefn(tmp.path(), &["test"]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "run {run}: {}",
+            text(&out.stderr)
+        );
+        let stdout = text(&out.stdout);
+        assert!(
+            stdout.trim_end().ends_with("0 passed, 2 failed"),
+            "{stdout}"
+        );
+        for function in ["chatty-python3", "chatty-node"] {
+            let at = stdout
+                .find(&format!("FAIL {function}/example"))
+                .unwrap_or_else(|| panic!("run {run}: no FAIL {function}:\n{stdout}"));
+            // The case's block ends at the next case (or the summary).
+            let block = &stdout[at..];
+            let end = block[1..].find("FAIL ").map_or(block.len(), |e| e + 1);
+            let logs: Vec<&str> = block[..end]
+                .lines()
+                .filter_map(|l| l.strip_prefix("     | "))
+                .collect();
+            let expected: Vec<String> = (0..LINES)
+                .map(|i| format!("[stdout] line {i} of {LINES}"))
+                .collect();
+            let stdout_lines: Vec<&str> = logs
+                .iter()
+                .copied()
+                .filter(|l| l.starts_with("[stdout]"))
+                .collect();
+            assert_eq!(
+                stdout_lines.len(),
+                LINES,
+                "run {run}, {function}: {} of {LINES} lines shown; the last: {:?}",
+                stdout_lines.len(),
+                stdout_lines.last()
+            );
+            assert!(
+                stdout_lines
+                    .iter()
+                    .zip(&expected)
+                    .all(|(got, want)| got == want),
+                "run {run}, {function}: lines out of order or changed"
+            );
+            assert!(
+                logs.contains(&"[stderr] the last word"),
+                "run {run}, {function}: the last line on stderr is missing"
+            );
+        }
+    }
+}
+
+/// `edgefn test --topic` answers the shared routing table (`edgefn_schema::conformance`) as the
+/// agent and the cloud do: for each topic, the bindings it fires on the device and the routes
+/// that send it up.
+#[test]
+fn edgefn_test_topic_answers_the_shared_routing_table() {
+    use edgefn_schema::conformance::{DEVICE, MANIFEST, ROUTES};
+    // An exec handler that speaks the protocol: the one `edgefn new --runtime exec` writes.
+    let scratch = tempfile::tempdir().expect("tmp");
+    ok(&edgefn(scratch.path(), &["init", "."]));
+    ok(&edgefn(
+        scratch.path(),
+        &["new", "echo", "--runtime", "exec"],
+    ));
+    let handler = fs::read(scratch.path().join("functions/echo/handler.sh")).expect("handler");
+    let tmp = tempfile::tempdir().expect("tmp");
+    fs::write(tmp.path().join("edgefn.yaml"), MANIFEST).expect("manifest");
+    for f in ["temp-filter", "greeter", "audit", "collector"] {
+        let dir = tmp.path().join("functions").join(f);
+        fs::create_dir_all(&dir).expect("mkdir");
+        let run = dir.join("run");
+        fs::write(&run, &handler).expect("run");
+        let mut perms = fs::metadata(&run).expect("meta").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        fs::set_permissions(&run, perms).expect("chmod");
+    }
+    for case in ROUTES {
+        let out = ok(&edgefn(
+            tmp.path(),
+            &["test", "--topic", case.topic, "--device", DEVICE],
+        ));
+        let n = case.triggered.len();
+        assert!(
+            out.contains(&format!(
+                "{DEVICE}: {} fires {n} binding{}",
+                case.topic,
+                if n == 1 { "" } else { "s" }
+            )),
+            "{}: {out}",
+            case.topic
+        );
+        let up: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("  the message itself → cloud (route "))
+            .map(|r| r.trim_end_matches(')'))
+            .collect();
+        assert_eq!(up, case.up, "{}: routes up\n{out}", case.topic);
+        let fired: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("  "))
+            .filter(|l| !l.starts_with(' ') && !l.starts_with("the message itself"))
+            .filter_map(|l| l.split_once(" → ").map(|(name, _)| name))
+            .collect();
+        assert_eq!(
+            fired, case.triggered,
+            "{}: bindings fired\n{out}",
+            case.topic
+        );
+    }
+}
+
 #[test]
 fn edgefn_test_runs_the_quickstart_in_containers_as_root() {
     let uid = Command::new("id").arg("-u").output().expect("id");

@@ -18,12 +18,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Create a new edgefn project: manifest, functions/, .gitignore and a CI workflow
     #[command(
         after_help = "Example:\n  edgefn init my-fleet\n  edgefn init . --name smart-factory"
@@ -115,69 +115,69 @@ pub enum Command {
 
 /// `edgefn init`.
 #[derive(Debug, Args)]
-pub struct InitArgs {
+pub(crate) struct InitArgs {
     /// Folder to create the project in (created if missing)
     #[arg(default_value = ".")]
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// Project name (default: the folder's name)
     #[arg(long)]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// Overwrite files that already exist
     #[arg(long)]
-    pub force: bool,
+    pub(crate) force: bool,
 }
 
 /// `edgefn new`.
 #[derive(Debug, Args)]
-pub struct NewArgs {
+pub(crate) struct NewArgs {
     /// Function name: lowercase letters, digits, `-` and `_`
-    pub name: String,
+    pub(crate) name: String,
     /// Language runtime of the function
     #[arg(long, short, value_enum)]
-    pub runtime: RuntimeArg,
+    pub(crate) runtime: RuntimeArg,
     /// The manifest to add the function to (default: edgefn.yaml here or in a parent folder)
     #[arg(long, short)]
-    pub file: Option<PathBuf>,
+    pub(crate) file: Option<PathBuf>,
     /// Overwrite the function's files if they exist
     #[arg(long)]
-    pub force: bool,
+    pub(crate) force: bool,
     /// Also bind it, triggered by messages on this topic filter (repeatable)
     #[arg(long = "trigger", value_name = "TOPIC", conflicts_with = "continuous")]
-    pub triggers: Vec<String>,
+    pub(crate) triggers: Vec<String>,
     /// Also bind it as a continuous function (one instance, restarted when it exits)
     #[arg(long)]
-    pub continuous: bool,
+    pub(crate) continuous: bool,
     /// With --trigger or --continuous: bind it to the devices with this label `key=value`
     /// (repeatable; default: every device)
     #[arg(long = "label", value_name = "KEY=VALUE")]
-    pub labels: Vec<String>,
+    pub(crate) labels: Vec<String>,
 }
 
 /// `edgefn validate`.
 #[derive(Debug, Args)]
-pub struct ValidateArgs {
+pub(crate) struct ValidateArgs {
     /// The manifest (default: edgefn.yaml here or in a parent folder)
     #[arg(long, short)]
-    pub file: Option<PathBuf>,
+    pub(crate) file: Option<PathBuf>,
     /// How to print problems
     #[arg(long, value_enum, default_value_t = Format::Human)]
-    pub format: Format,
+    pub(crate) format: Format,
 }
 
 /// Where the control plane is.
 #[derive(Debug, Args)]
-pub struct CloudArgs {
+pub(crate) struct CloudArgs {
     /// Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]
     #[arg(long, value_name = "URL")]
-    pub cloud: Option<String>,
+    pub(crate) cloud: Option<String>,
     /// Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]
     #[arg(long, value_name = "TOKEN")]
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
 }
 
 /// Output format of commands that report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Output {
+pub(crate) enum Output {
     /// For people
     Text,
     /// For programs
@@ -186,102 +186,102 @@ pub enum Output {
 
 /// `edgefn package`.
 #[derive(Debug, Args)]
-pub struct PackageArgs {
+pub(crate) struct PackageArgs {
     /// Functions to package (default: all)
-    pub functions: Vec<String>,
+    pub(crate) functions: Vec<String>,
     /// The manifest (default: edgefn.yaml here or in a parent folder)
     #[arg(long, short)]
-    pub file: Option<PathBuf>,
+    pub(crate) file: Option<PathBuf>,
     /// Write the bundles to this folder as `<sha256>.tar.zst`
     #[arg(long)]
-    pub out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
     /// Output format
     #[arg(long, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
+    pub(crate) output: Output,
 }
 
 /// `edgefn apply`.
 #[derive(Debug, Args)]
-pub struct ApplyArgs {
+pub(crate) struct ApplyArgs {
     /// The manifest (default: edgefn.yaml here or in a parent folder)
     #[arg(long, short)]
-    pub file: Option<PathBuf>,
+    pub(crate) file: Option<PathBuf>,
     #[command(flatten)]
-    pub cloud: CloudArgs,
+    pub(crate) cloud: CloudArgs,
     /// Apply even with uncommitted changes (the revision records that it was dirty)
     #[arg(long)]
-    pub allow_dirty: bool,
+    pub(crate) allow_dirty: bool,
     /// Apply even when it undoes a rollback made with `edgefn rollback` (by applying the commit
     /// that was rolled back, or an older one)
     #[arg(long)]
-    pub force: bool,
+    pub(crate) force: bool,
     /// Follow the rollout until every registered device runs the new revision
     #[arg(long)]
-    pub wait: bool,
+    pub(crate) wait: bool,
     /// How long `--wait` waits before failing
     #[arg(long, default_value = "5m", value_name = "DURATION")]
-    pub timeout: String,
+    pub(crate) timeout: String,
     /// Output format
     #[arg(long, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
+    pub(crate) output: Output,
 }
 
 /// `edgefn diff`.
 #[derive(Debug, Args)]
-pub struct DiffArgs {
+pub(crate) struct DiffArgs {
     /// The manifest (default: edgefn.yaml here or in a parent folder)
     #[arg(long, short)]
-    pub file: Option<PathBuf>,
+    pub(crate) file: Option<PathBuf>,
     #[command(flatten)]
-    pub cloud: CloudArgs,
+    pub(crate) cloud: CloudArgs,
 }
 
 /// `edgefn status`.
 #[derive(Debug, Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// One device, in detail
-    pub device: Option<String>,
+    pub(crate) device: Option<String>,
     #[command(flatten)]
-    pub cloud: CloudArgs,
+    pub(crate) cloud: CloudArgs,
     /// Output format
     #[arg(long, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
+    pub(crate) output: Output,
 }
 
 /// `edgefn history`.
 #[derive(Debug, Args)]
-pub struct HistoryArgs {
+pub(crate) struct HistoryArgs {
     /// How many revisions
     #[arg(long, default_value_t = 20)]
-    pub limit: usize,
+    pub(crate) limit: usize,
     #[command(flatten)]
-    pub cloud: CloudArgs,
+    pub(crate) cloud: CloudArgs,
     /// Output format
     #[arg(long, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
+    pub(crate) output: Output,
 }
 
 /// `edgefn rollback`.
 #[derive(Debug, Args)]
-pub struct RollbackArgs {
+pub(crate) struct RollbackArgs {
     /// The revision to return to (default: the one before the latest)
-    pub revision: Option<u64>,
+    pub(crate) revision: Option<u64>,
     #[command(flatten)]
-    pub cloud: CloudArgs,
+    pub(crate) cloud: CloudArgs,
     /// Follow the rollout until every registered device runs it
     #[arg(long)]
-    pub wait: bool,
+    pub(crate) wait: bool,
     /// How long `--wait` waits before failing
     #[arg(long, default_value = "5m", value_name = "DURATION")]
-    pub timeout: String,
+    pub(crate) timeout: String,
     /// Output format
     #[arg(long, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
+    pub(crate) output: Output,
 }
 
 /// `edgefn device ...`.
 #[derive(Debug, Subcommand)]
-pub enum DeviceCommand {
+pub(crate) enum DeviceCommand {
     /// Register a device and write the one file its agent needs (cloud URL, name, token)
     #[command(
         after_help = "Example:\n  edgefn device add gw-03 --label site=lab --label role=gateway   # writes ~/.config/edgefn/devices/gw-03.yaml"
@@ -297,30 +297,30 @@ pub enum DeviceCommand {
 
 /// `edgefn device add`.
 #[derive(Debug, Args)]
-pub struct DeviceAddArgs {
+pub(crate) struct DeviceAddArgs {
     /// Device name
-    pub name: String,
+    pub(crate) name: String,
     /// A label `key=value`, added with the device to edgefn.yaml (repeatable)
     #[arg(long = "label", value_name = "KEY=VALUE")]
-    pub labels: Vec<String>,
+    pub(crate) labels: Vec<String>,
     /// Where to write the agent's configuration (it holds the token: mode 0600). Default:
     /// `devices/NAME.yaml` beside the saved login (`~/.config/edgefn/`), outside the project;
     /// a file inside a git work tree is added to its `.gitignore`
     #[arg(long, value_name = "FILE")]
-    pub out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
     /// The manifest to add the device to (default: edgefn.yaml here or in a parent folder, if any)
     #[arg(long, short)]
-    pub file: Option<PathBuf>,
+    pub(crate) file: Option<PathBuf>,
     /// Overwrite the output file
     #[arg(long)]
-    pub force: bool,
+    pub(crate) force: bool,
     #[command(flatten)]
-    pub cloud: CloudArgs,
+    pub(crate) cloud: CloudArgs,
 }
 
 /// `edgefn token ...`.
 #[derive(Debug, Subcommand)]
-pub enum TokenCommand {
+pub(crate) enum TokenCommand {
     /// Create an admin token and print it, once (the control plane keeps only its hash)
     #[command(after_help = "Example:\n  edgefn token create ci > ci.token")]
     Create(TokenCreateArgs),
@@ -334,68 +334,68 @@ pub enum TokenCommand {
 
 /// `edgefn token create`.
 #[derive(Debug, Args)]
-pub struct TokenCreateArgs {
+pub(crate) struct TokenCreateArgs {
     /// What it is for (`ci`, `alice`)
-    pub name: String,
+    pub(crate) name: String,
     #[command(flatten)]
-    pub cloud: CloudArgs,
+    pub(crate) cloud: CloudArgs,
     /// Output format
     #[arg(long, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
+    pub(crate) output: Output,
 }
 
 /// `edgefn token list`.
 #[derive(Debug, Args)]
-pub struct TokenListArgs {
+pub(crate) struct TokenListArgs {
     #[command(flatten)]
-    pub cloud: CloudArgs,
+    pub(crate) cloud: CloudArgs,
     /// Output format
     #[arg(long, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
+    pub(crate) output: Output,
 }
 
 /// `edgefn token revoke`.
 #[derive(Debug, Args)]
-pub struct TokenRevokeArgs {
+pub(crate) struct TokenRevokeArgs {
     /// The token's id (from `edgefn token list`)
-    pub id: String,
+    pub(crate) id: String,
     #[command(flatten)]
-    pub cloud: CloudArgs,
+    pub(crate) cloud: CloudArgs,
 }
 
 /// `edgefn device list`.
 #[derive(Debug, Args)]
-pub struct DeviceListArgs {
+pub(crate) struct DeviceListArgs {
     #[command(flatten)]
-    pub cloud: CloudArgs,
+    pub(crate) cloud: CloudArgs,
     /// Output format
     #[arg(long, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
+    pub(crate) output: Output,
 }
 
 /// `edgefn device remove`.
 #[derive(Debug, Args)]
-pub struct DeviceRemoveArgs {
+pub(crate) struct DeviceRemoveArgs {
     /// Device name
-    pub name: String,
+    pub(crate) name: String,
     #[command(flatten)]
-    pub cloud: CloudArgs,
+    pub(crate) cloud: CloudArgs,
 }
 
 /// `edgefn login`.
 #[derive(Debug, Args)]
-pub struct LoginArgs {
+pub(crate) struct LoginArgs {
     /// Control plane URL
     #[arg(long, value_name = "URL")]
-    pub cloud: String,
+    pub(crate) cloud: String,
     /// Admin token (default: read from standard input, so it stays out of the shell history)
     #[arg(long, value_name = "TOKEN")]
-    pub token: Option<String>,
+    pub(crate) token: Option<String>,
 }
 
 /// Sandbox choice, as typed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SandboxArg {
+pub(crate) enum SandboxArg {
     /// A process group with rlimits
     Process,
     /// A container with cgroup limits (root on Linux)
@@ -406,132 +406,132 @@ pub enum SandboxArg {
 
 /// `edgefn dev`.
 #[derive(Debug, Args)]
-pub struct DevArgs {
+pub(crate) struct DevArgs {
     /// The project folder
     #[arg(default_value = ".")]
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// Run only these devices of the manifest (default: all)
     #[arg(long = "device", value_name = "NAME")]
-    pub devices: Vec<String>,
+    pub(crate) devices: Vec<String>,
     /// Where functions run
     #[arg(long, value_enum, default_value_t = SandboxArg::Process)]
-    pub sandbox: SandboxArg,
+    pub(crate) sandbox: SandboxArg,
     /// Address of the local control plane
     #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
-    pub listen: String,
+    pub(crate) listen: String,
     /// Stop after applying and starting the devices once (for scripts and checks)
     #[arg(long, hide = true)]
-    pub once: bool,
+    pub(crate) once: bool,
 }
 
 /// `edgefn test`.
 #[derive(Debug, Args)]
-pub struct TestArgs {
+pub(crate) struct TestArgs {
     /// Functions whose cases to run (default: all)
-    pub functions: Vec<String>,
+    pub(crate) functions: Vec<String>,
     /// The manifest (default: edgefn.yaml here or in a parent folder)
     #[arg(long, short)]
-    pub file: Option<PathBuf>,
+    pub(crate) file: Option<PathBuf>,
     /// Where functions run
     #[arg(long, value_enum, default_value_t = SandboxArg::Process)]
-    pub sandbox: SandboxArg,
+    pub(crate) sandbox: SandboxArg,
     /// Also write the results as JUnit XML to this file
     #[arg(long, value_name = "FILE")]
-    pub junit: Option<PathBuf>,
+    pub(crate) junit: Option<PathBuf>,
     /// Simulate one message on this topic instead of running the cases
     #[arg(long, value_name = "TOPIC", conflicts_with = "functions")]
-    pub topic: Option<String>,
+    pub(crate) topic: Option<String>,
     /// The simulated message's payload (JSON, or else text)
     #[arg(long, value_name = "PAYLOAD", requires = "topic")]
-    pub payload: Option<String>,
+    pub(crate) payload: Option<String>,
     /// The device the simulated message arrives on (default: every device)
     #[arg(long, value_name = "DEVICE", requires = "topic")]
-    pub device: Option<String>,
+    pub(crate) device: Option<String>,
 }
 
 /// `edgefn invoke`.
 #[derive(Debug, Args)]
-pub struct InvokeArgs {
+pub(crate) struct InvokeArgs {
     /// The function
-    pub function: String,
+    pub(crate) function: String,
     /// The event's payload (JSON, or else text)
     #[arg(long, value_name = "JSON", default_value = "null")]
-    pub event: String,
+    pub(crate) event: String,
     /// The event's topic
     #[arg(long, default_value = "invoke")]
-    pub topic: String,
+    pub(crate) topic: String,
     /// The manifest (default: edgefn.yaml here or in a parent folder)
     #[arg(long, short)]
-    pub file: Option<PathBuf>,
+    pub(crate) file: Option<PathBuf>,
     /// Where the function runs
     #[arg(long, value_enum, default_value_t = SandboxArg::Process)]
-    pub sandbox: SandboxArg,
+    pub(crate) sandbox: SandboxArg,
 }
 
 /// `edgefn publish`.
 #[derive(Debug, Args)]
-pub struct PublishArgs {
+pub(crate) struct PublishArgs {
     /// DEVICE TOPIC PAYLOAD, or with --label: TOPIC PAYLOAD. The payload is sent as JSON when
     /// it parses as JSON, else as text; `@FILE` reads it from a file
     #[arg(value_name = "DEVICE|TOPIC|PAYLOAD", num_args = 2..=3, required = true)]
-    pub positional: Vec<String>,
+    pub(crate) positional: Vec<String>,
     /// Send to every device of the latest manifest with this label `key=value` (repeatable:
     /// all must match) instead of one device
     #[arg(long = "label", value_name = "KEY=VALUE")]
-    pub labels: Vec<String>,
+    pub(crate) labels: Vec<String>,
     #[command(flatten)]
-    pub cloud: CloudArgs,
+    pub(crate) cloud: CloudArgs,
 }
 
 /// `edgefn subscribe`.
 #[derive(Debug, Args)]
-pub struct SubscribeArgs {
+pub(crate) struct SubscribeArgs {
     /// MQTT topic filter on the devices' local topics (`#` for everything)
-    pub topic: String,
+    pub(crate) topic: String,
     /// Exit after this many messages
     #[arg(long, value_name = "N")]
-    pub count: Option<usize>,
+    pub(crate) count: Option<usize>,
     /// Print each message as a JSON object (device, topic, payload, ts_ms)
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// When the control plane goes away, how long to keep trying to reconnect before failing
     #[arg(long, default_value = "60s", value_name = "DURATION")]
-    pub reconnect_for: String,
+    pub(crate) reconnect_for: String,
     #[command(flatten)]
-    pub cloud: CloudArgs,
+    pub(crate) cloud: CloudArgs,
 }
 
 /// `edgefn logs`.
 #[derive(Debug, Args)]
-pub struct LogsArgs {
+pub(crate) struct LogsArgs {
     /// The device
-    pub device: String,
+    pub(crate) device: String,
     /// Only this function's (binding's) lines
-    pub function: Option<String>,
+    pub(crate) function: Option<String>,
     /// Keep printing new lines as they arrive, until Ctrl-C
     #[arg(long, short)]
-    pub follow: bool,
+    pub(crate) follow: bool,
     /// How many of the last lines to show first (the cloud keeps 1000 per device)
     #[arg(long, default_value_t = 100, value_name = "N")]
-    pub tail: usize,
+    pub(crate) tail: usize,
     /// With --follow: when the control plane goes away, how long to keep trying to reconnect
     #[arg(long, default_value = "60s", value_name = "DURATION")]
-    pub reconnect_for: String,
+    pub(crate) reconnect_for: String,
     #[command(flatten)]
-    pub cloud: CloudArgs,
+    pub(crate) cloud: CloudArgs,
 }
 
 /// `edgefn completions`.
 #[derive(Debug, Args)]
-pub struct CompletionsArgs {
+pub(crate) struct CompletionsArgs {
     /// The shell to complete for
     #[arg(value_enum)]
-    pub shell: clap_complete::Shell,
+    pub(crate) shell: clap_complete::Shell,
 }
 
 /// A function runtime, as typed on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum RuntimeArg {
+pub(crate) enum RuntimeArg {
     /// Python 3: `handle(event, context)` in main.py
     Python3,
     /// Node.js: `exports.handler` in index.js
@@ -552,7 +552,7 @@ impl From<RuntimeArg> for edgefn_schema::Runtime {
 
 /// Output format of diagnostics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// Source snippets with labels, for people
     Human,
     /// One `file:line:col: severity[code]: message` line each, for editors and grep

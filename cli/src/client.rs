@@ -4,10 +4,10 @@
 //! The cloud's address and token come from flags, else `EDGEFN_CLOUD` / `EDGEFN_TOKEN`, else the
 //! file `edgefn login` writes (`$XDG_CONFIG_HOME/edgefn/credentials.json`, mode 0600).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use edgefn_schema::api::ErrorBody;
+use edgefn_schema::api::{ErrorBody, ErrorCode};
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -16,16 +16,16 @@ use crate::error::CliError;
 
 /// Saved credentials.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Credentials {
+pub(crate) struct Credentials {
     /// Control plane URL.
-    pub cloud: String,
+    pub(crate) cloud: String,
     /// Admin token.
-    pub token: String,
+    pub(crate) token: String,
 }
 
 /// edgefn's folder of the user's configuration: `$XDG_CONFIG_HOME/edgefn`, else
 /// `~/.config/edgefn`.
-pub fn config_dir() -> Option<PathBuf> {
+pub(crate) fn config_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
@@ -35,7 +35,7 @@ pub fn config_dir() -> Option<PathBuf> {
 
 /// Where `edgefn login` keeps credentials: `EDGEFN_CONFIG`, else `credentials.json` in
 /// [`config_dir`].
-pub fn credentials_path() -> Option<PathBuf> {
+pub(crate) fn credentials_path() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("EDGEFN_CONFIG") {
         return Some(PathBuf::from(p));
     }
@@ -43,36 +43,22 @@ pub fn credentials_path() -> Option<PathBuf> {
 }
 
 /// Reads saved credentials, if any.
-pub fn saved() -> Option<Credentials> {
+pub(crate) fn saved() -> Option<Credentials> {
     let text = std::fs::read_to_string(credentials_path()?).ok()?;
     serde_json::from_str(&text).ok()
 }
 
 /// The session of an `edgefn dev` running for the project around the current folder.
 fn dev_session() -> Option<Credentials> {
-    let cwd = std::env::current_dir().ok()?;
-    for dir in cwd.ancestors() {
-        let path = dir
-            .join(crate::commands::dev::STATE_DIR)
-            .join("session.json");
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            continue;
-        };
-        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-        let pid = v["pid"].as_u64()?;
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            return None;
-        }
-        return Some(Credentials {
-            cloud: v["cloud"].as_str()?.to_owned(),
-            token: v["token"].as_str()?.to_owned(),
-        });
-    }
-    None
+    let session = crate::session::find(&std::env::current_dir().ok()?)?;
+    Some(Credentials {
+        cloud: session.cloud,
+        token: session.token,
+    })
 }
 
 /// Saves credentials with mode 0600.
-pub fn save(creds: &Credentials) -> Result<PathBuf, CliError> {
+pub(crate) fn save(creds: &Credentials) -> Result<PathBuf, CliError> {
     let path = credentials_path().ok_or_else(|| CliError::InvalidArgument {
         message: "no place to save credentials: neither XDG_CONFIG_HOME nor HOME is set".into(),
         help: "set EDGEFN_CONFIG to a file path".into(),
@@ -91,7 +77,7 @@ const STREAM_IDLE: Duration = Duration::from_secs(45);
 
 /// How a stream of lines ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StreamEnd {
+pub(crate) enum StreamEnd {
     /// The caller had what it wanted.
     Stopped,
     /// The control plane closed it, went away, or fell silent; why.
@@ -100,7 +86,7 @@ pub enum StreamEnd {
 
 /// A connection to the control plane.
 #[derive(Debug)]
-pub struct Client {
+pub(crate) struct Client {
     base: String,
     token: String,
     http: reqwest::Client,
@@ -112,7 +98,7 @@ impl Client {
     /// here, else saved credentials. Says on stderr which control plane it uses and why, and
     /// when a dev session is chosen over a saved login, that it did: a command that can change
     /// a real fleet never talks to the dev session (or the reverse) without saying so.
-    pub fn from_args(cloud: Option<&str>, token: Option<&str>) -> Result<Self, CliError> {
+    pub(crate) fn from_args(cloud: Option<&str>, token: Option<&str>) -> Result<Self, CliError> {
         let env_cloud = std::env::var("EDGEFN_CLOUD").ok().filter(|s| !s.is_empty());
         let login = saved();
         let dev = if cloud.is_none() && env_cloud.is_none() {
@@ -160,7 +146,7 @@ impl Client {
     }
 
     /// A client for `cloud` with `token`.
-    pub fn new(cloud: &str, token: &str) -> Result<Self, CliError> {
+    pub(crate) fn new(cloud: &str, token: &str) -> Result<Self, CliError> {
         let base = cloud.trim_end_matches('/').to_owned();
         if !base.starts_with("http://") && !base.starts_with("https://") {
             return Err(CliError::InvalidArgument {
@@ -168,29 +154,30 @@ impl Client {
                 help: "give the control plane's URL, e.g. http://127.0.0.1:7070".into(),
             });
         }
-        // https:// clouds: rustls with the ring provider (installed once per process).
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
         // A private CA, trusted besides the system's roots.
-        if let Some(path) = std::env::var_os("EDGEFN_CA_CERT").filter(|p| !p.is_empty()) {
-            let path = PathBuf::from(path);
-            let pem = std::fs::read(&path).map_err(CliError::io("read EDGEFN_CA_CERT", &path))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .ok()
-                .filter(|c| !c.is_empty())
-                .ok_or_else(|| CliError::InvalidArgument {
-                    message: format!(
-                        "EDGEFN_CA_CERT={}: no PEM certificate in it",
-                        path.display()
-                    ),
-                    help: "give the CA's certificate (-----BEGIN CERTIFICATE-----)".into(),
-                })?;
-            builder = builder.tls_certs_merge(certs);
-        }
-        let http = builder.build().map_err(|e| CliError::InvalidArgument {
-            message: e.to_string(),
-            help: String::new(),
-        })?;
+        let ca = match std::env::var_os("EDGEFN_CA_CERT").filter(|p| !p.is_empty()) {
+            Some(path) => {
+                let path = PathBuf::from(path);
+                let pem =
+                    std::fs::read(&path).map_err(CliError::io("read EDGEFN_CA_CERT", &path))?;
+                Some((path, pem))
+            }
+            None => None,
+        };
+        let http = edgefn_os::http::client(ca.as_ref().map(|(_, pem)| pem.as_slice())).map_err(
+            |e| match (e, &ca) {
+                (
+                    e @ (edgefn_os::http::ClientError::NoCertificate
+                    | edgefn_os::http::ClientError::Pem(_)),
+                    Some((path, _)),
+                ) => CliError::failed(
+                    format!("EDGEFN_CA_CERT={}", path.display()),
+                    "give the CA's certificate (-----BEGIN CERTIFICATE-----)",
+                    e,
+                ),
+                (e, _) => CliError::failed("", "", e),
+            },
+        )?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -207,32 +194,14 @@ impl Client {
     }
 
     /// The control plane's URL.
-    pub fn base(&self) -> &str {
+    pub(crate) fn base(&self) -> &str {
         &self.base
     }
 
-    fn unreachable(&self, e: &reqwest::Error) -> CliError {
-        // The cause is at the end of the chain (the refused connection, the certificate
-        // problem); the links before it only repeat the URL and the layer names.
-        let mut root: &dyn std::error::Error = e;
-        while let Some(s) = root.source() {
-            root = s;
-        }
-        let cause = if e.is_timeout() {
-            "it did not answer in time".to_owned()
-        } else {
-            root.to_string()
-        };
-        let message = format!("cannot reach the control plane at {}: {cause}", self.base);
-        let help = if message.contains("certificate") {
-            "if the control plane's certificate comes from a private CA, set EDGEFN_CA_CERT to that CA's certificate (PEM)"
-        } else {
-            "check the URL (--cloud, EDGEFN_CLOUD) and that edgefn-cloud is running"
-        };
-        CliError::Cloud {
-            message,
-            help: help.into(),
-            api_code: None,
+    fn unreachable(&self, source: reqwest::Error) -> CliError {
+        CliError::Unreachable {
+            base: self.base.clone(),
+            source,
         }
     }
 
@@ -242,12 +211,12 @@ impl Client {
                 .bearer_auth(&self.token)
                 .send()
                 .await
-                .map_err(|e| self.unreachable(&e))?;
+                .map_err(|e| self.unreachable(e))?;
             let status = resp.status();
             let body = resp
                 .bytes()
                 .await
-                .map_err(|e| self.unreachable(&e))?
+                .map_err(|e| self.unreachable(e))?
                 .to_vec();
             Ok((status, body))
         })
@@ -256,14 +225,20 @@ impl Client {
     fn error(&self, status: StatusCode, body: &[u8]) -> CliError {
         let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
         let (code, message, details) = match parsed {
-            Some(b) => (Some(b.error.code), b.error.message, b.error.details),
+            Some(b) => (b.error.code(), b.error.message, b.error.details),
             None => (None, format!("the control plane answered {status}"), None),
         };
-        let help = match status {
-            StatusCode::UNAUTHORIZED => {
+        // By the API's error code; by the status when the answer has none (not the cloud's).
+        let code = code.or(match status {
+            StatusCode::UNAUTHORIZED => Some(ErrorCode::Unauthorized),
+            StatusCode::FORBIDDEN => Some(ErrorCode::Forbidden),
+            _ => None,
+        });
+        let help = match code {
+            Some(ErrorCode::Unauthorized) => {
                 "the token was refused: check EDGEFN_TOKEN or `edgefn login`".to_owned()
             }
-            StatusCode::FORBIDDEN => "this needs an admin token".to_owned(),
+            Some(ErrorCode::Forbidden) => "this needs an admin token".to_owned(),
             _ => details
                 .and_then(|d| d.get("diagnostics").cloned())
                 .and_then(|d| serde_json::from_value::<Vec<String>>(d).ok())
@@ -273,7 +248,6 @@ impl Client {
         CliError::Cloud {
             message: format!("{message} (HTTP {})", status.as_u16()),
             help,
-            api_code: code,
         }
     }
 
@@ -281,23 +255,17 @@ impl Client {
         if !status.is_success() {
             return Err(self.error(status, body));
         }
-        serde_json::from_slice(body).map_err(|e| CliError::Cloud {
-            message: format!(
-                "the control plane sent an answer this edgefn does not understand: {e}"
-            ),
-            help: "use an edgefn of the same version as edgefn-cloud".into(),
-            api_code: None,
-        })
+        serde_json::from_slice(body).map_err(|source| CliError::BadAnswer { source })
     }
 
     /// GET a JSON resource.
-    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
+    pub(crate) fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CliError> {
         let (status, body) = self.send(self.http.get(format!("{}{path}", self.base)))?;
         self.decode(status, &body)
     }
 
     /// POST JSON, returning the status and the decoded answer.
-    pub fn post<B: Serialize, T: DeserializeOwned>(
+    pub(crate) fn post<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
@@ -308,7 +276,7 @@ impl Client {
     }
 
     /// PUT raw bytes.
-    pub fn put_bytes(&self, path: &str, bytes: Vec<u8>) -> Result<StatusCode, CliError> {
+    pub(crate) fn put_bytes(&self, path: &str, bytes: Vec<u8>) -> Result<StatusCode, CliError> {
         let (status, body) = self.send(
             self.http
                 .put(format!("{}{path}", self.base))
@@ -323,7 +291,7 @@ impl Client {
     }
 
     /// DELETE.
-    pub fn delete(&self, path: &str) -> Result<(), CliError> {
+    pub(crate) fn delete(&self, path: &str) -> Result<(), CliError> {
         let (status, body) = self.send(self.http.delete(format!("{}{path}", self.base)))?;
         if status.is_success() {
             Ok(())
@@ -339,7 +307,7 @@ impl Client {
     ///
     /// When the request cannot be made or the server refuses it; once the stream is open, a
     /// failure is not an error but [`StreamEnd::Lost`] (the caller decides whether to reconnect).
-    pub fn get_lines(
+    pub(crate) fn get_lines(
         &self,
         path: &str,
         opened: impl FnOnce(),
@@ -352,10 +320,10 @@ impl Client {
                 .bearer_auth(&self.token)
                 .send()
                 .await
-                .map_err(|e| self.unreachable(&e))?;
+                .map_err(|e| self.unreachable(e))?;
             let status = resp.status();
             if !status.is_success() {
-                let body = resp.bytes().await.map_err(|e| self.unreachable(&e))?;
+                let body = resp.bytes().await.map_err(|e| self.unreachable(e))?;
                 return Err(self.error(status, &body));
             }
             opened();

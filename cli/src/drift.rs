@@ -18,18 +18,18 @@ use crate::error::CliError;
 
 /// The control plane's latest revision, when git did not make it.
 #[derive(Debug, Clone)]
-pub struct Drift {
+pub(crate) struct Drift {
     /// The latest revision (a rollback).
-    pub latest: RevisionSummary,
+    pub(crate) latest: RevisionSummary,
     /// The revision it rolled back to.
-    pub to: u64,
+    pub(crate) to: u64,
     /// The revision it replaced: what was rolled back.
-    pub rolled_back: Option<RevisionSummary>,
+    pub(crate) rolled_back: Option<RevisionSummary>,
 }
 
 /// What applying a commit would do to the drift.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// The commit does not come after the rolled-back one: applying it undoes the rollback.
     Undoes(String),
     /// The commit comes after the rolled-back one: applying it replaces the rollback.
@@ -39,7 +39,7 @@ pub enum Verdict {
 }
 
 /// Reads the latest revisions; `Some` when the latest one is a rollback.
-pub fn detect(client: &Client) -> Result<Option<Drift>, CliError> {
+pub(crate) fn detect(client: &Client) -> Result<Option<Drift>, CliError> {
     let recent: Vec<RevisionSummary> = client.get("/v1/revisions?limit=2")?;
     let Some(latest) = recent.first().cloned() else {
         return Ok(None);
@@ -62,7 +62,7 @@ fn short(commit: &str) -> &str {
 impl Drift {
     /// One line saying what the control plane holds, e.g. `revision 5 is a rollback (from
     /// revision 4 to revision 3), made with edgefn rollback, not from git`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!(
             "revision {} is a rollback from revision {} to revision {}, made with `edgefn rollback`, not from git",
             self.latest.number, self.latest.parent, self.to
@@ -70,7 +70,7 @@ impl Drift {
     }
 
     /// What applying `commit` (in the repository holding `root`) would do.
-    pub fn verdict(&self, root: &Path, commit: Option<&str>) -> Verdict {
+    pub(crate) fn verdict(&self, root: &Path, commit: Option<&str>) -> Verdict {
         let bad = self
             .rolled_back
             .as_ref()

@@ -10,7 +10,7 @@ use edgefn_schema::yaml::{self, Node, NodeKind};
 
 /// Why the manifest could not be edited automatically.
 #[derive(Debug, thiserror::Error)]
-pub enum EditError {
+pub(crate) enum EditError {
     /// The manifest does not parse, or is not a mapping.
     #[error(
         "edgefn.yaml is not a YAML mapping that can be edited; fix it first (`edgefn validate` says how)"
@@ -35,7 +35,7 @@ const SECTIONS: [&str; 6] = [
 ];
 
 /// Inserts a function entry `name` with `fields` (key and YAML-formatted value, in order).
-pub fn add_function(
+pub(crate) fn add_function(
     text: &str,
     name: &str,
     fields: &[(&str, String)],
@@ -44,7 +44,7 @@ pub fn add_function(
 }
 
 /// Inserts `name` with `fields` into the top-level mapping `section` (`functions`, `devices`).
-pub fn add_entry(
+pub(crate) fn add_entry(
     text: &str,
     section: &str,
     name: &str,
@@ -149,7 +149,7 @@ pub fn add_entry(
 
 /// Appends an item to the top-level sequence `section` (`bindings`, `routes`): `fields` (key and
 /// YAML-formatted value, in order) as one mapping, in the style the sequence already uses.
-pub fn append_item(
+pub(crate) fn append_item(
     text: &str,
     section: &str,
     fields: &[(&str, String)],
@@ -240,7 +240,12 @@ pub fn append_item(
 }
 
 /// The YAML text of the entry as it is added to a block mapping.
-pub fn block_entry(name: &str, fields: &[(&str, String)], indent: &str, step: &str) -> String {
+pub(crate) fn block_entry(
+    name: &str,
+    fields: &[(&str, String)],
+    indent: &str,
+    step: &str,
+) -> String {
     if fields.is_empty() {
         return format!("{indent}{name}: {{}}\n");
     }

@@ -1,26 +1,33 @@
 //! The `edgefn` command line: scaffolding, validation and (as later issues land) testing,
 //! packaging and applying projects.
 //!
-//! `main.rs` only parses arguments and calls [`run`]; each subcommand lives in [`commands`].
+//! `main.rs` only parses arguments and calls [`run`]; each subcommand lives in `commands/`, one
+//! module per command, and no command uses another: what several share is a module beside
+//! `commands/` (the control-plane client, submitting and following a revision, the `edgefn dev`
+//! session file, the project on disk, packaging, function output, reports). Nothing but [`Cli`],
+//! [`run`] and [`USAGE_EXIT_CODE`] is public: the binary is this library's only user.
 
 // The CLI's job is to print.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-pub mod args;
-pub mod client;
-pub mod commands;
-pub mod drift;
-pub mod edit;
-pub mod error;
-pub mod package;
-pub mod project;
-pub mod provenance;
-pub mod report;
-pub mod rollout;
-pub mod scaffold;
+pub(crate) mod args;
+pub(crate) mod client;
+pub(crate) mod commands;
+pub(crate) mod drift;
+pub(crate) mod edit;
+pub(crate) mod error;
+pub(crate) mod function_output;
+pub(crate) mod human;
+pub(crate) mod package;
+pub(crate) mod project;
+pub(crate) mod provenance;
+pub(crate) mod report;
+pub(crate) mod rollout;
+pub(crate) mod scaffold;
+pub(crate) mod session;
 
 pub use args::Cli;
-pub use error::{CliError, Outcome};
+pub use error::USAGE_EXIT_CODE;
 
 /// Runs a parsed command line, printing errors; returns the process exit code.
 pub fn run(cli: Cli) -> std::process::ExitCode {
@@ -43,7 +50,8 @@ pub fn run(cli: Cli) -> std::process::ExitCode {
 }
 
 /// An error as shown: a help that says nothing (empty) is left out rather than printed as an
-/// empty `help:` line.
+/// empty `help:` line, and causes its message already says are not repeated below it
+/// ([`error::unsaid_causes`]).
 struct Shown<'a>(&'a error::CliError);
 
 impl std::fmt::Debug for Shown<'_> {
@@ -60,7 +68,7 @@ impl std::fmt::Display for Shown<'_> {
 
 impl std::error::Error for Shown<'_> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        std::error::Error::source(self.0)
+        error::unsaid_causes(self.0)
     }
 }
 

@@ -12,7 +12,7 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             let _ = e.print();
             if e.use_stderr() {
-                edgefn::error::USAGE_EXIT_CODE.into()
+                edgefn::USAGE_EXIT_CODE.into()
             } else {
                 std::process::ExitCode::SUCCESS
             }

@@ -15,19 +15,19 @@ use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use crate::error::CliError;
 
 /// Name of the ignore files.
-pub const IGNORE_FILE: &str = ".edgefnignore";
+pub(crate) const IGNORE_FILE: &str = ".edgefnignore";
 
 /// A packaged function.
 #[derive(Debug, Clone)]
-pub struct Bundle {
+pub(crate) struct Bundle {
     /// Function name.
-    pub function: String,
+    pub(crate) function: String,
     /// sha256 of `bytes`.
-    pub digest: String,
+    pub(crate) digest: String,
     /// The archive.
-    pub bytes: Vec<u8>,
+    pub(crate) bytes: Vec<u8>,
     /// Number of files in it.
-    pub files: usize,
+    pub(crate) files: usize,
 }
 
 fn ignore_matcher(dir: &Path) -> Result<Option<Gitignore>, CliError> {
@@ -37,19 +37,23 @@ fn ignore_matcher(dir: &Path) -> Result<Option<Gitignore>, CliError> {
     }
     let mut b = GitignoreBuilder::new(dir);
     if let Some(e) = b.add(&file) {
-        return Err(CliError::InvalidArgument {
-            message: format!("{} has an invalid pattern: {e}", file.display()),
-            help: "fix the pattern; the file uses gitignore syntax".into(),
-        });
+        return Err(CliError::failed(
+            format!("{} has an invalid pattern", file.display()),
+            "fix the pattern; the file uses gitignore syntax",
+            e,
+        ));
     }
-    b.build().map(Some).map_err(|e| CliError::InvalidArgument {
-        message: format!("{}: {e}", file.display()),
-        help: "fix the pattern; the file uses gitignore syntax".into(),
+    b.build().map(Some).map_err(|e| {
+        CliError::failed(
+            file.display().to_string(),
+            "fix the pattern; the file uses gitignore syntax",
+            e,
+        )
     })
 }
 
 /// Packs the function `name` whose folder is `root/path`.
-pub fn package(root: &Path, name: &str, path: &str) -> Result<Bundle, CliError> {
+pub(crate) fn package(root: &Path, name: &str, path: &str) -> Result<Bundle, CliError> {
     let dir = root.join(path);
     let canonical =
         fs::canonicalize(&dir).map_err(CliError::io("open the function folder", &dir))?;
@@ -60,9 +64,12 @@ pub fn package(root: &Path, name: &str, path: &str) -> Result<Bundle, CliError> 
     let mut files = Vec::new();
     walk(&dir, &canonical, "", &matchers, &mut files)?;
     let count = files.len();
-    let bytes = bundle::pack(files).map_err(|e| CliError::InvalidArgument {
-        message: format!("cannot package function `{name}`: {e}"),
-        help: "fix the file named above in the function's folder".into(),
+    let bytes = bundle::pack(files).map_err(|e| {
+        CliError::failed(
+            format!("cannot package function `{name}`"),
+            "fix the file named above in the function's folder",
+            e,
+        )
     })?;
     Ok(Bundle {
         function: name.to_owned(),
@@ -172,7 +179,7 @@ fn walk(
 }
 
 /// Packs every function of a manifest, in name order.
-pub fn package_all(
+pub(crate) fn package_all(
     root: &Path,
     manifest: &edgefn_schema::Manifest,
 ) -> Result<Vec<Bundle>, CliError> {

@@ -5,7 +5,7 @@ use std::path::Path;
 use edgefn_schema::api::Provenance;
 
 /// Reads the provenance of the project at `root`. `None` when it is not in a git repository.
-pub fn read(root: &Path) -> Option<Provenance> {
+pub(crate) fn read(root: &Path) -> Option<Provenance> {
     let repo = git2::Repository::discover(root).ok()?;
     let mut p = Provenance {
         tool: Some(format!("edgefn {}", env!("CARGO_PKG_VERSION"))),
@@ -55,7 +55,7 @@ pub fn read(root: &Path) -> Option<Provenance> {
 /// # Errors
 ///
 /// Reading or writing the `.gitignore`.
-pub fn ignore(file: &Path) -> std::io::Result<Option<std::path::PathBuf>> {
+pub(crate) fn ignore(file: &Path) -> std::io::Result<Option<std::path::PathBuf>> {
     let dir = match file.parent().filter(|d| !d.as_os_str().is_empty()) {
         Some(d) => d.to_path_buf(),
         None => std::path::PathBuf::from("."),
@@ -108,7 +108,7 @@ pub fn ignore(file: &Path) -> std::io::Result<Option<std::path::PathBuf>> {
 
 /// The files under the project folder `root` that make its work tree dirty (changed, staged,
 /// untracked; not ignored), relative to the repository, sorted. Empty outside git.
-pub fn dirty_files(root: &Path) -> Vec<String> {
+pub(crate) fn dirty_files(root: &Path) -> Vec<String> {
     let Ok(repo) = git2::Repository::discover(root) else {
         return Vec::new();
     };

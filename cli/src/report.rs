@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::args::Format;
 
 /// Renders one diagnostic as a miette graphical report.
-pub fn render_human(d: &Diagnostic, color: bool, width: usize) -> String {
+pub(crate) fn render_human(d: &Diagnostic, color: bool, width: usize) -> String {
     let theme = if color {
         GraphicalTheme::unicode()
     } else {
@@ -26,7 +26,7 @@ pub fn render_human(d: &Diagnostic, color: bool, width: usize) -> String {
 }
 
 /// `file:line:col: severity[code]: message`.
-pub fn render_short(d: &Diagnostic) -> String {
+pub(crate) fn render_short(d: &Diagnostic) -> String {
     let loc = d.location();
     format!(
         "{}:{}:{}: {}[{}]: {}",
@@ -112,12 +112,12 @@ fn to_json(diags: &Diagnostics) -> String {
 }
 
 /// Whether to color output on stderr: a terminal, and `NO_COLOR` unset.
-pub fn stderr_color() -> bool {
+pub(crate) fn stderr_color() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Terminal width for wrapping, from `COLUMNS` or 100.
-pub fn width() -> usize {
+pub(crate) fn width() -> usize {
     std::env::var("COLUMNS")
         .ok()
         .and_then(|c| c.parse().ok())
@@ -126,7 +126,7 @@ pub fn width() -> usize {
 }
 
 /// Prints `diags` in `format`: human and short go to stderr, JSON to stdout.
-pub fn print(diags: &Diagnostics, format: Format) {
+pub(crate) fn print(diags: &Diagnostics, format: Format) {
     match format {
         Format::Json => {
             let mut out = std::io::stdout().lock();
@@ -150,7 +150,7 @@ pub fn print(diags: &Diagnostics, format: Format) {
 }
 
 /// "2 errors and 1 warning".
-pub fn counts(diags: &Diagnostics) -> String {
+pub(crate) fn counts(diags: &Diagnostics) -> String {
     let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
     match (diags.error_count(), diags.warning_count()) {
         (0, w) => plural(w, "warning"),

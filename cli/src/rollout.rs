@@ -23,40 +23,37 @@ fn say(output: Output, line: &str) {
 }
 
 /// Parses a `--timeout` value.
-pub fn parse_timeout(text: &str) -> Result<Duration, CliError> {
+pub(crate) fn parse_timeout(text: &str) -> Result<Duration, CliError> {
     parse_duration("--timeout", text)
 }
 
 /// Parses the value of a duration flag (`30s`, `5m`), naming `flag` in the error.
-pub fn parse_duration(flag: &str, text: &str) -> Result<Duration, CliError> {
+pub(crate) fn parse_duration(flag: &str, text: &str) -> Result<Duration, CliError> {
     text.parse::<edgefn_schema::Duration>()
         .map(|d| d.to_std())
-        .map_err(|e| CliError::InvalidArgument {
-            message: format!("{flag}: {e}"),
-            help: e.help.into(),
-        })
+        .map_err(|e| CliError::failed(flag, e.help, e))
 }
 
 /// The latest revision number (0 when none).
-pub fn latest_revision(client: &Client) -> Result<u64, CliError> {
+pub(crate) fn latest_revision(client: &Client) -> Result<u64, CliError> {
     let history: Vec<RevisionSummary> = client.get("/v1/revisions?limit=1")?;
     Ok(history.first().map_or(0, |r| r.number))
 }
 
 /// What [`submit`] did.
 #[derive(Debug)]
-pub struct Submitted {
+pub(crate) struct Submitted {
     /// The cloud's answer.
-    pub applied: ApplyResponse,
+    pub(crate) applied: ApplyResponse,
     /// Functions whose bundles were uploaded.
-    pub uploaded: Vec<String>,
+    pub(crate) uploaded: Vec<String>,
     /// What was submitted.
-    pub request: NewRevision,
+    pub(crate) request: NewRevision,
 }
 
 /// Packages the project, uploads the bundles the cloud lacks, and submits the revision against
 /// the latest one.
-pub fn submit(
+pub(crate) fn submit(
     client: &Client,
     project: &Project,
     manifest: &edgefn_schema::Manifest,
@@ -123,6 +120,17 @@ pub fn submit(
     })
 }
 
+/// The revision a device runs, as a user reads it: a converged device runs what the latest
+/// revision asks of it, even when it took that desired state at an older revision (one that
+/// did not change it is not re-sent); otherwise the revision it reported.
+pub(crate) fn running_revision(d: &DeviceStatus, latest: u64) -> Option<u64> {
+    if d.converged {
+        Some(latest)
+    } else {
+        d.report.as_ref().and_then(|r| r.running_revision)
+    }
+}
+
 /// One device's progress, as a line: its state and what it says, what its functions report
 /// when they fail, and (with `seen`) when it last reported.
 pub(crate) fn progress_line(d: &DeviceStatus, revision: u64, seen: bool) -> String {
@@ -132,7 +140,7 @@ pub(crate) fn progress_line(d: &DeviceStatus, revision: u64, seen: bool) -> Stri
     let seen = d
         .last_seen_ms
         .filter(|_| seen)
-        .map(|ms| format!(" (reported {})", crate::commands::fleet::ago(ms)))
+        .map(|ms| format!(" (reported {})", crate::human::ago(ms)))
         .unwrap_or_default();
     if d.converged {
         return format!("{}: converged, runs revision {revision}", d.name);
@@ -247,7 +255,7 @@ impl Progress {
 /// fails when a device reports that the update failed or rolled back, or at the deadline, naming
 /// each device that did not converge and what it last said.
 #[allow(clippy::disallowed_methods)] // A synchronous command polling between requests.
-pub fn wait_for_rollout(client: &Client, timeout: Duration, output: Output) -> CliResult {
+pub(crate) fn wait_for_rollout(client: &Client, timeout: Duration, output: Output) -> CliResult {
     let deadline = Instant::now() + timeout;
     let mut progress: Option<Progress> = None;
     loop {
@@ -289,7 +297,6 @@ pub fn wait_for_rollout(client: &Client, timeout: Duration, output: Output) -> C
                     failed.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(", ")
                 ),
                 help: "see what each device said above, or `edgefn status DEVICE`; `edgefn rollback` returns to the previous revision".into(),
-                api_code: None,
             });
         }
         if converged == targets.len() {
@@ -320,7 +327,6 @@ pub fn wait_for_rollout(client: &Client, timeout: Duration, output: Output) -> C
                     pending.concat()
                 ),
                 help: "a device never seen or not reporting for long is offline or its agent is not running; otherwise wait longer with --timeout".into(),
-                api_code: None,
             });
         }
         std::thread::sleep(Duration::from_millis(500));

@@ -2,16 +2,32 @@
 
 use edgefn_schema::{Interface, Runtime, SCHEMA_URL};
 
+use crate::error::{CliError, CliResult};
 use crate::project::NewFile;
+
+/// Checks a function or project name against the manifest's rules.
+pub(crate) fn check_name(name: &str, kind: &str) -> CliResult<()> {
+    let ok = edgefn_schema::manifest::valid_name(name);
+    if ok {
+        Ok(())
+    } else {
+        Err(CliError::InvalidArgument {
+            message: format!("`{name}` is not a valid {kind} name"),
+            help: format!(
+                "a {kind} name uses lowercase letters, digits, `-` and `_`, starts and ends with a letter or digit, and has at most 63 characters"
+            ),
+        })
+    }
+}
 
 /// The first line of every scaffolded manifest, so editors with the YAML language server
 /// complete and check it against the JSON Schema.
-pub fn schema_comment() -> String {
+pub(crate) fn schema_comment() -> String {
     format!("# yaml-language-server: $schema={SCHEMA_URL}")
 }
 
 /// The files of a new project.
-pub fn project(name: &str) -> Vec<NewFile> {
+pub(crate) fn project(name: &str) -> Vec<NewFile> {
     vec![
         NewFile::new("edgefn.yaml", manifest(name)),
         NewFile::new("functions/.gitkeep", ""),
@@ -114,7 +130,7 @@ jobs:
 "#;
 
 /// The manifest fields of a new function, as YAML text.
-pub fn function_fields(name: &str, runtime: Runtime) -> Vec<(&'static str, String)> {
+pub(crate) fn function_fields(name: &str, runtime: Runtime) -> Vec<(&'static str, String)> {
     let handler = match runtime {
         Runtime::Python3 => "main.handle".to_owned(),
         Runtime::Node => "index.handler".to_owned(),
@@ -137,7 +153,7 @@ pub fn function_fields(name: &str, runtime: Runtime) -> Vec<(&'static str, Strin
 ///
 /// `trigger`, the binding's first topic filter when it has one, gives the test case its topic
 /// (wildcards filled in with `demo`); the default is `sensors/demo/temperature`.
-pub fn function(name: &str, runtime: Runtime, trigger: Option<&str>) -> Vec<NewFile> {
+pub(crate) fn function(name: &str, runtime: Runtime, trigger: Option<&str>) -> Vec<NewFile> {
     let dir = format!("functions/{name}");
     let topic = trigger.map_or_else(
         || "sensors/demo/temperature".to_owned(),

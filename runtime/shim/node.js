@@ -27,6 +27,13 @@ function sendSync(msg) {
   while (off < buf.length) off += fs.writeSync(FD, buf, off);
 }
 
+// Resolves once what `stream` has queued is written to its file: node writes to a pipe
+// asynchronously, queueing what the pipe cannot take at once.
+function flushed(stream) {
+  if (!stream.writableLength) return Promise.resolve();
+  return new Promise((resolve) => stream.write('', () => resolve()));
+}
+
 function wirePayload(value) {
   if (Buffer.isBuffer(value) || value instanceof Uint8Array) {
     return [Buffer.from(value).toString('base64'), 'base64'];
@@ -154,6 +161,9 @@ async function serve(handler, ctx) {
       } catch (err) {
         out = frame({ type: 'result', id: msg.id, error: wireError(err) });
       }
+      // What the handler printed is in its pipes before its result is sent: an invocation's
+      // logs are what its instance wrote before it answered (`edgefn test` shows them).
+      await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
       sock.write(out);
     }
     busy = false;

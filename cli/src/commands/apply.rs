@@ -7,7 +7,7 @@ use crate::args::{ApplyArgs, Output};
 use crate::client::Client;
 use crate::drift::{self, Verdict};
 use crate::error::{CliError, CliResult, Outcome};
-use crate::project::Project;
+use crate::project::{self, Project};
 use crate::{provenance, rollout};
 
 fn say(output: Output, line: &str) {
@@ -17,10 +17,10 @@ fn say(output: Output, line: &str) {
 }
 
 /// Runs `edgefn apply`.
-pub fn run(args: &ApplyArgs) -> CliResult {
+pub(crate) fn run(args: &ApplyArgs) -> CliResult {
     let timeout = rollout::parse_timeout(&args.timeout)?;
     let project = Project::locate(args.file.as_deref())?;
-    let Some(loaded) = super::load_valid(&project)? else {
+    let Some(loaded) = project::load_valid(&project)? else {
         return Ok(Outcome::Failed);
     };
     let source = project.read_manifest()?;

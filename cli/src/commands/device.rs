@@ -2,6 +2,7 @@
 
 use std::io::Write;
 
+use edgefn_schema::MqttUrl;
 use edgefn_schema::api::{DeviceInfo, DeviceRegistered, NewDevice};
 
 use crate::args::{DeviceAddArgs, DeviceCommand, DeviceListArgs, DeviceRemoveArgs, Output};
@@ -11,7 +12,7 @@ use crate::error::{CliError, CliResult, Outcome};
 use crate::project::{self, Project};
 
 /// Runs a `device` subcommand.
-pub fn run(cmd: &DeviceCommand) -> CliResult {
+pub(crate) fn run(cmd: &DeviceCommand) -> CliResult {
     match cmd {
         DeviceCommand::Add(a) => add(a),
         DeviceCommand::List(a) => list(a),
@@ -101,9 +102,9 @@ fn add(args: &DeviceAddArgs) -> CliResult {
                         help: "edit its labels there, and drop --label here".into(),
                     });
                 }
-                Err(e) => {
-                    return Err(CliError::InvalidArgument {
-                        message: e.to_string(),
+                Err(source) => {
+                    return Err(CliError::Edit {
+                        source,
                         help: "add the device under `devices:` by hand".into(),
                     });
                 }
@@ -130,15 +131,25 @@ fn add(args: &DeviceAddArgs) -> CliResult {
         // The address written out, not left to a default: an agent on the cloud's own host
         // must see that the broker is there (it never takes that address for itself).
         None => config.push_str(&format!(
-            "mqtt: mqtt://{}:1883   # the cloud's broker: its host, the usual port (edgefn-cloud --device-mqtt-url sets it)\n",
-            cloud_host(client.base())
+            "mqtt: {}   # the cloud's broker: its host, the usual port (edgefn-cloud --device-mqtt-url sets it)\n",
+            MqttUrl {
+                tls: false,
+                host: cloud_host(client.base())
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned(),
+                port: edgefn_schema::mqtt_url::MQTT_PORT,
+                username: None,
+                password: None,
+            }
         )),
     }
     if client.base().starts_with("https://")
         || reg
             .mqtt
             .as_deref()
-            .is_some_and(|u| u.starts_with("mqtts://"))
+            .and_then(|u| MqttUrl::parse(u).ok())
+            .is_some_and(|u| u.tls)
     {
         config.push_str(
             "# cloudCa: /etc/edgefn/ca.pem      # the CA's certificate, if the cloud's comes from a private CA\n",

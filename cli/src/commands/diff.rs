@@ -12,30 +12,30 @@ use crate::args::DiffArgs;
 use crate::client::Client;
 use crate::error::{CliResult, Outcome};
 use crate::package;
-use crate::project::Project;
+use crate::project::{self, Project};
 
 /// What changes on one device.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct DeviceDiff {
+pub(crate) struct DeviceDiff {
     /// Functions newly run there.
-    pub added: Vec<String>,
+    pub(crate) added: Vec<String>,
     /// Functions whose code, runtime, handler or binding settings change, each with what
     /// changes.
-    pub changed: Vec<FunctionChange>,
+    pub(crate) changed: Vec<FunctionChange>,
     /// Functions no longer run there.
-    pub removed: Vec<String>,
+    pub(crate) removed: Vec<String>,
     /// Routes added (`+ ...`) and removed (`- ...`), as `FILTER → TARGET`.
-    pub routes: Vec<String>,
+    pub(crate) routes: Vec<String>,
 }
 
 /// One function that changes on a device, and how.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct FunctionChange {
+pub(crate) struct FunctionChange {
     /// Function name.
-    pub function: String,
+    pub(crate) function: String,
     /// One line per difference: `bundle OLD → NEW` (short digests), `runtime: "python3" →
     /// "node"`, `binding NAME: env.KEY: "1" → "2"`, `+ binding NAME`, `- binding NAME`.
-    pub details: Vec<String>,
+    pub(crate) details: Vec<String>,
 }
 
 impl DeviceDiff {
@@ -109,7 +109,7 @@ fn route_line(r: &edgefn_schema::ResolvedRoute) -> String {
 }
 
 /// Compares what a device runs under two desired states.
-pub fn compare(old: Option<&DesiredState>, new: Option<&DesiredState>) -> DeviceDiff {
+pub(crate) fn compare(old: Option<&DesiredState>, new: Option<&DesiredState>) -> DeviceDiff {
     let fns = |s: Option<&DesiredState>| -> BTreeSet<String> {
         s.map(|s| s.functions.keys().cloned().collect())
             .unwrap_or_default()
@@ -179,9 +179,9 @@ pub fn compare(old: Option<&DesiredState>, new: Option<&DesiredState>) -> Device
 }
 
 /// Runs `edgefn diff`.
-pub fn run(args: &DiffArgs) -> CliResult {
+pub(crate) fn run(args: &DiffArgs) -> CliResult {
     let project = Project::locate(args.file.as_deref())?;
-    let Some(loaded) = super::load_valid(&project)? else {
+    let Some(loaded) = project::load_valid(&project)? else {
         return Ok(Outcome::Failed);
     };
     let bundles: BTreeMap<String, String> = package::package_all(&project.root, &loaded.manifest)?

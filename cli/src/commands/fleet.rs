@@ -1,29 +1,12 @@
 //! `edgefn status`, `edgefn history` and `edgefn rollback`.
 
 use std::io::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use edgefn_schema::api::{
-    ApplyResponse, DeviceStatus, FleetStatus, RevisionSummary, RollbackRequest,
-};
+use edgefn_schema::api::{ApplyResponse, FleetStatus, RevisionSummary, RollbackRequest};
 
 use crate::args::{HistoryArgs, Output, RollbackArgs, StatusArgs};
 use crate::client::Client;
 use crate::error::{CliError, CliResult, Outcome};
-
-/// How long ago `ms` (milliseconds since the epoch) was, in the largest whole unit: `42s ago`.
-pub(crate) fn ago(ms: u64) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let s = now.saturating_sub(ms) / 1000;
-    match s {
-        0..60 => format!("{s}s ago"),
-        60..3600 => format!("{}m ago", s / 60),
-        3600..86400 => format!("{}h ago", s / 3600),
-        _ => format!("{}d ago", s / 86400),
-    }
-}
 
 fn json_out<T: serde::Serialize>(v: &T) {
     let _ = writeln!(
@@ -33,19 +16,8 @@ fn json_out<T: serde::Serialize>(v: &T) {
     );
 }
 
-/// The revision a device runs, as a user reads it: a converged device runs what the latest
-/// revision asks of it, even when it took that desired state at an older revision (one that
-/// did not change it is not re-sent); otherwise the revision it reported.
-pub(crate) fn running_revision(d: &DeviceStatus, latest: u64) -> Option<u64> {
-    if d.converged {
-        Some(latest)
-    } else {
-        d.report.as_ref().and_then(|r| r.running_revision)
-    }
-}
-
 /// `edgefn status [DEVICE]`.
-pub fn status(args: &StatusArgs) -> CliResult {
+pub(crate) fn status(args: &StatusArgs) -> CliResult {
     let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
     let mut fleet: FleetStatus = client.get("/v1/status")?;
     if let Some(name) = &args.device {
@@ -88,7 +60,8 @@ pub fn status(args: &StatusArgs) -> CliResult {
         "DEVICE", "DESIRED", "RUNNING", "STATE", "SEEN"
     );
     for d in &fleet.devices {
-        let running = running_revision(d, fleet.revision).map_or("-".to_owned(), |r| r.to_string());
+        let running = crate::rollout::running_revision(d, fleet.revision)
+            .map_or("-".to_owned(), |r| r.to_string());
         let state = match (&d.report, d.registered) {
             (_, false) => "unregistered".to_owned(),
             (None, true) => "never seen".to_owned(),
@@ -102,7 +75,7 @@ pub fn status(args: &StatusArgs) -> CliResult {
         } else {
             "-".to_owned()
         };
-        let seen = d.last_seen_ms.map_or("-".to_owned(), ago);
+        let seen = d.last_seen_ms.map_or("-".to_owned(), crate::human::ago);
         let mut message = d
             .report
             .as_ref()
@@ -131,7 +104,7 @@ pub fn status(args: &StatusArgs) -> CliResult {
         {
             message = format!(
                 "MQTT link down since {}: {}{}{message}",
-                ago(l.since_ms),
+                crate::human::ago(l.since_ms),
                 l.last_error.as_deref().unwrap_or("not connected yet"),
                 if message.is_empty() { "" } else { "; " }
             );
@@ -148,7 +121,7 @@ pub fn status(args: &StatusArgs) -> CliResult {
                     "  link to {}: {} since {}{}",
                     l.broker,
                     if l.up { "up" } else { "DOWN" },
-                    ago(l.since_ms),
+                    crate::human::ago(l.since_ms),
                     l.last_error
                         .as_deref()
                         .map(|e| format!(" (last error: {e})"))
@@ -182,7 +155,7 @@ pub fn status(args: &StatusArgs) -> CliResult {
 }
 
 /// `edgefn history`.
-pub fn history(args: &HistoryArgs) -> CliResult {
+pub(crate) fn history(args: &HistoryArgs) -> CliResult {
     let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
     let list: Vec<RevisionSummary> = client.get(&format!("/v1/revisions?limit={}", args.limit))?;
     if args.output == Output::Json {
@@ -219,7 +192,7 @@ pub fn history(args: &HistoryArgs) -> CliResult {
             out,
             "{:<6} {:<10} {:<10} {:<14} {:<24} {note}",
             r.number,
-            ago(r.created_ms),
+            crate::human::ago(r.created_ms),
             commit,
             p.branch.as_deref().unwrap_or("-"),
             author
@@ -229,7 +202,7 @@ pub fn history(args: &HistoryArgs) -> CliResult {
 }
 
 /// `edgefn rollback [REV]`.
-pub fn rollback(args: &RollbackArgs) -> CliResult {
+pub(crate) fn rollback(args: &RollbackArgs) -> CliResult {
     let timeout = crate::rollout::parse_timeout(&args.timeout)?;
     let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
     let parent = crate::rollout::latest_revision(&client)?;

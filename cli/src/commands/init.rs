@@ -9,13 +9,13 @@ use crate::project::{self, display_path};
 use crate::scaffold;
 
 /// Creates the project's files; refuses to overwrite any without `--force`.
-pub fn run(args: &InitArgs) -> CliResult {
+pub(crate) fn run(args: &InitArgs) -> CliResult {
     fs::create_dir_all(&args.dir).map_err(CliError::io("create the folder", &args.dir))?;
     let name = match &args.name {
         Some(n) => n.clone(),
         None => default_name(&args.dir),
     };
-    crate::commands::new::check_name(&name, "project")?;
+    scaffold::check_name(&name, "project")?;
     let files = scaffold::project(&name);
     project::create_files(
         &args.dir,

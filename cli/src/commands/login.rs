@@ -9,7 +9,7 @@ use crate::client::{self, Client, Credentials};
 use crate::error::{CliError, CliResult, Outcome};
 
 /// Runs `edgefn login`.
-pub fn run(args: &LoginArgs) -> CliResult {
+pub(crate) fn run(args: &LoginArgs) -> CliResult {
     let token = match &args.token {
         Some(t) => t.trim().to_owned(),
         None => {

@@ -1,18 +1,23 @@
 //! `edgefn publish`, `edgefn subscribe` and `edgefn logs`: messages and log lines between the
 //! cloud and the devices, through the control plane's message endpoints.
 
+use std::collections::BTreeMap;
 use std::io::Write;
+
+use edgefn_os::backoff::Backoff;
+use edgefn_schema::api::{PublishRequest, PublishResponse};
+use edgefn_schema::wire;
 
 use crate::args::{LogsArgs, PublishArgs, SubscribeArgs};
 use crate::client::{Client, StreamEnd};
 use crate::error::{CliError, CliResult, Outcome};
 
-fn label_map(labels: &[String]) -> Result<serde_json::Map<String, serde_json::Value>, CliError> {
-    let mut map = serde_json::Map::new();
+fn label_map(labels: &[String]) -> Result<BTreeMap<String, String>, CliError> {
+    let mut map = BTreeMap::new();
     for l in labels {
         match l.split_once('=') {
             Some((k, v)) if !k.is_empty() && !k.contains(char::is_whitespace) => {
-                map.insert(k.to_owned(), serde_json::Value::String(v.to_owned()));
+                map.insert(k.to_owned(), v.to_owned());
             }
             _ => {
                 return Err(CliError::InvalidArgument {
@@ -47,18 +52,20 @@ fn check_topic(topic: &str, filter: bool) -> Result<(), CliError> {
     } else {
         edgefn_schema::topic::validate_topic(topic)
     };
-    checked.map_err(|e| CliError::InvalidArgument {
-        message: format!(
-            "`{topic}` is not a valid {}: {}",
-            if filter { "topic filter" } else { "topic" },
-            e.message
-        ),
-        help: e.help,
+    checked.map_err(|e| {
+        CliError::failed(
+            format!(
+                "`{topic}` is not a valid {}",
+                if filter { "topic filter" } else { "topic" }
+            ),
+            e.help.clone(),
+            e,
+        )
     })
 }
 
 /// `edgefn publish`.
-pub fn publish(args: &PublishArgs) -> CliResult {
+pub(crate) fn publish(args: &PublishArgs) -> CliResult {
     // With --label, the positionals are TOPIC PAYLOAD; without, DEVICE TOPIC PAYLOAD.
     let (device, topic, text) = match (args.labels.is_empty(), args.positional.as_slice()) {
         (true, [d, t, p]) => (Some(d.as_str()), t.as_str(), p.as_str()),
@@ -77,27 +84,25 @@ pub fn publish(args: &PublishArgs) -> CliResult {
         }
     };
     check_topic(topic, false)?;
-    let mut body = serde_json::json!({ "topic": topic, "payload": payload_arg(text)? });
-    match device {
-        Some(d) => body["devices"] = serde_json::json!([d]),
-        None => body["labels"] = serde_json::Value::Object(label_map(&args.labels)?),
-    }
+    let (devices, labels) = match device {
+        Some(d) => (Some(vec![d.to_owned()]), None),
+        None => (None, Some(label_map(&args.labels)?)),
+    };
+    let body = PublishRequest {
+        devices,
+        labels,
+        topic: topic.to_owned(),
+        payload: payload_arg(text)?,
+    };
     let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
-    let (_, answer): (_, serde_json::Value) = client.post("/v1/publish", &body)?;
-    let devices: Vec<&str> = answer["devices"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|d| d.as_str()).collect())
-        .unwrap_or_default();
+    let (_, answer): (_, PublishResponse) = client.post("/v1/publish", &body)?;
+    let (devices, unrouted) = (answer.devices, answer.unrouted);
     println!(
         "sent `{topic}` to {} device{}: {}",
         devices.len(),
         if devices.len() == 1 { "" } else { "s" },
         devices.join(", ")
     );
-    let unrouted: Vec<&str> = answer["unrouted"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|d| d.as_str()).collect())
-        .unwrap_or_default();
     if !unrouted.is_empty() {
         eprintln!(
             "warning: no route brings `{topic}` down on {}: the agent{} drop{} it, so nothing there will see it\n  help: add a route to edgefn.yaml and apply it, e.g. `- {{ from: \"cloud:{}\", to: local }}`",
@@ -147,6 +152,9 @@ fn payload_text(line: &serde_json::Value) -> String {
 /// away: it says so, tries again with backoff for `reconnect_for`, says when it is back (what
 /// was sent meanwhile is not shown: these streams are live), and fails when it does not come
 /// back in time. `path` gives the path of the first and of later connections.
+///
+/// The waits between attempts are a retry backoff (250 ms doubling to 5 s, no jitter: one
+/// client): nothing signals that the control plane is back but a connection that succeeds.
 #[allow(clippy::disallowed_methods)] // A synchronous command waiting between attempts.
 fn follow(
     client: &Client,
@@ -157,7 +165,11 @@ fn follow(
 ) -> CliResult {
     // Since when the stream is lost, and the wait before the next attempt.
     let mut lost: Option<std::time::Instant> = None;
-    let mut wait = std::time::Duration::from_millis(250);
+    const BACKOFF: Backoff = Backoff::new(
+        std::time::Duration::from_millis(250),
+        std::time::Duration::from_secs(5),
+    );
+    let mut attempt = 0;
     let mut first = true;
     loop {
         let reopened = std::cell::Cell::new(false);
@@ -171,7 +183,7 @@ fn follow(
         );
         if reopened.get() {
             lost = None;
-            wait = std::time::Duration::from_millis(250);
+            attempt = 0;
         }
         match end {
             Ok(StreamEnd::Stopped) => return Ok(Outcome::Success),
@@ -197,11 +209,10 @@ fn follow(
                     reconnect_for.as_secs()
                 ),
                 help: "check that edgefn-cloud is running; --reconnect-for sets how long to keep trying".into(),
-                api_code: None,
             });
         }
-        std::thread::sleep(wait.min(left));
-        wait = (wait * 2).min(std::time::Duration::from_secs(5));
+        std::thread::sleep(BACKOFF.base(attempt).min(left));
+        attempt += 1;
     }
 }
 
@@ -213,7 +224,7 @@ fn dropped_marker(v: &serde_json::Value, what: &str) -> Option<String> {
 }
 
 /// `edgefn subscribe`.
-pub fn subscribe(args: &SubscribeArgs) -> CliResult {
+pub(crate) fn subscribe(args: &SubscribeArgs) -> CliResult {
     check_topic(&args.topic, true)?;
     let reconnect = crate::rollout::parse_duration("--reconnect-for", &args.reconnect_for)?;
     let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
@@ -288,7 +299,7 @@ fn utc(ms: u64) -> String {
 }
 
 /// `edgefn logs`.
-pub fn logs(args: &LogsArgs) -> CliResult {
+pub(crate) fn logs(args: &LogsArgs) -> CliResult {
     let reconnect = crate::rollout::parse_duration("--reconnect-for", &args.reconnect_for)?;
     let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
     let path = |again: bool| {
@@ -306,26 +317,31 @@ pub fn logs(args: &LogsArgs) -> CliResult {
     };
     let stdout = std::io::stdout();
     let mut shown = 0usize;
-    let print = |line: &str, shown: &mut usize| {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+    let print = |text: &str, shown: &mut usize| {
         let mut out = stdout.lock();
-        // The control plane's marker (a stream that fell behind) has no line of its own; the
-        // agent's (lines it could not ship) is a line, shown like the others.
-        if v.get("line").is_none() {
-            if let Some(marker) = dropped_marker(&v, "lines") {
-                let _ = writeln!(out, "{marker}");
-                return;
+        let (ts_ms, binding, stream, line) = match serde_json::from_str::<wire::LogLine>(text) {
+            Ok(l) => (l.ts_ms, l.binding, l.stream.as_str().to_owned(), l.line),
+            Err(_) => {
+                let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+                // The control plane's marker (a stream that fell behind) has no line of its
+                // own; the agent's (lines it could not ship) is a line, shown like the others.
+                if v.get("line").is_none() {
+                    if let Some(marker) = dropped_marker(&v, "lines") {
+                        let _ = writeln!(out, "{marker}");
+                        return;
+                    }
+                }
+                let field = |k: &str, or: &str| v[k].as_str().unwrap_or(or).to_owned();
+                (
+                    v["ts_ms"].as_u64().unwrap_or(0),
+                    field("binding", "?"),
+                    field("stream", "?"),
+                    field("line", ""),
+                )
             }
-        }
+        };
         *shown += 1;
-        let _ = writeln!(
-            out,
-            "{} {} {}: {}",
-            utc(v["ts_ms"].as_u64().unwrap_or(0)),
-            v["binding"].as_str().unwrap_or("?"),
-            v["stream"].as_str().unwrap_or("?"),
-            v["line"].as_str().unwrap_or("")
-        );
+        let _ = writeln!(out, "{} {binding} {stream}: {line}", utc(ts_ms));
         let _ = out.flush();
     };
     if args.follow {
@@ -364,7 +380,6 @@ pub fn logs(args: &LogsArgs) -> CliResult {
             return Err(CliError::Cloud {
                 message: format!("the logs were cut short: {why}"),
                 help: "try again".into(),
-                api_code: None,
             });
         }
     }

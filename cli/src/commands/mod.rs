@@ -1,28 +1,27 @@
 //! One module per subcommand. Each takes its parsed arguments and returns an [`Outcome`]; none
-//! calls `process::exit`.
+//! calls `process::exit`, and none uses another: what commands share lives in the modules beside
+//! `commands/` (`client`, `rollout`, `session`, `project`, `function_output`, ...).
 
-pub mod apply;
-pub mod completions;
-pub mod dev;
-pub mod device;
-pub mod diff;
-pub mod fleet;
-pub mod init;
-pub mod login;
-pub mod messages;
-pub mod new;
-pub mod package;
-pub mod test;
-pub mod token;
-pub mod validate;
+pub(crate) mod apply;
+pub(crate) mod completions;
+pub(crate) mod dev;
+pub(crate) mod device;
+pub(crate) mod diff;
+pub(crate) mod fleet;
+pub(crate) mod init;
+pub(crate) mod login;
+pub(crate) mod messages;
+pub(crate) mod new;
+pub(crate) mod package;
+pub(crate) mod test;
+pub(crate) mod token;
+pub(crate) mod validate;
 
-use crate::args::{Cli, Command, Format};
+use crate::args::{Cli, Command};
 use crate::error::{CliResult, Outcome};
-use crate::project::Project;
-use crate::report;
 
 /// Runs the parsed command line.
-pub fn run(cli: Cli) -> CliResult<Outcome> {
+pub(crate) fn run(cli: Cli) -> CliResult<Outcome> {
     match cli.command {
         Command::Init(args) => init::run(&args),
         Command::New(args) => new::run(&args),
@@ -43,26 +42,5 @@ pub fn run(cli: Cli) -> CliResult<Outcome> {
         Command::Subscribe(args) => messages::subscribe(&args),
         Command::Logs(args) => messages::logs(&args),
         Command::Completions(args) => completions::run(&args),
-    }
-}
-
-/// Loads and validates the project's manifest for a command that uses it; prints its warnings,
-/// or all its diagnostics and `None` when it has errors (the command then fails with exit 1).
-pub fn load_valid(project: &Project) -> CliResult<Option<edgefn_schema::Loaded>> {
-    let source = project.read_manifest()?;
-    match edgefn_schema::load(&source, Some(&project.files())) {
-        Ok(loaded) => {
-            report::print(&loaded.warnings, Format::Human);
-            Ok(Some(loaded))
-        }
-        Err(diags) => {
-            report::print(&diags, Format::Human);
-            eprintln!(
-                "error: {}: {}; nothing was done",
-                source.name(),
-                report::counts(&diags)
-            );
-            Ok(None)
-        }
     }
 }

@@ -8,25 +8,10 @@ use crate::error::{CliError, CliResult, Outcome};
 use crate::project::{self, Project, display_path};
 use crate::scaffold;
 
-/// Checks a function or project name against the manifest's rules.
-pub fn check_name(name: &str, kind: &str) -> CliResult<()> {
-    let ok = edgefn_schema::manifest::valid_name(name);
-    if ok {
-        Ok(())
-    } else {
-        Err(CliError::InvalidArgument {
-            message: format!("`{name}` is not a valid {kind} name"),
-            help: format!(
-                "a {kind} name uses lowercase letters, digits, `-` and `_`, starts and ends with a letter or digit, and has at most 63 characters"
-            ),
-        })
-    }
-}
-
 /// Writes the function's files, then adds it to the manifest. The manifest is checked before
 /// anything is written, so a refusal leaves the project untouched.
-pub fn run(args: &NewArgs) -> CliResult {
-    check_name(&args.name, "function")?;
+pub(crate) fn run(args: &NewArgs) -> CliResult {
+    scaffold::check_name(&args.name, "function")?;
     let project = Project::locate(args.file.as_deref())?;
     let runtime = args.runtime.into();
     let source = project.read_manifest()?;
@@ -42,9 +27,9 @@ pub fn run(args: &NewArgs) -> CliResult {
                 ),
             });
         }
-        Err(e) => {
-            return Err(CliError::InvalidArgument {
-                message: e.to_string(),
+        Err(source) => {
+            return Err(CliError::Edit {
+                source,
                 help: format!(
                     "add it by hand under `functions:`:\n{}",
                     edit::block_entry(&args.name, &fields, "  ", "  ")
@@ -67,9 +52,9 @@ pub fn run(args: &NewArgs) -> CliResult {
     }
     let edited = match (edited, bind) {
         (Some(text), true) => Some(
-            edit::append_item(&text, "bindings", &binding_fields(args)?).map_err(|e| {
-                CliError::InvalidArgument {
-                    message: e.to_string(),
+            edit::append_item(&text, "bindings", &binding_fields(args)?).map_err(|source| {
+                CliError::Edit {
+                    source,
                     help: "add the binding by hand under `bindings:`".into(),
                 }
             })?,
@@ -102,10 +87,14 @@ pub fn run(args: &NewArgs) -> CliResult {
         let routed = edgefn_schema::load(&edgefn_schema::Source::new("edgefn.yaml", text), None)
             .ok()
             .is_some_and(|l| {
+                // The routing rule, applied to the trigger's filter as a topic: a route's `+`
+                // or `#` covers the trigger's wildcard level as it covers any other.
                 l.manifest.routes.iter().any(|r| {
-                    r.from
-                        .strip_prefix(edgefn_schema::manifest::CLOUD_PREFIX)
-                        .is_some_and(|f| edgefn_schema::topic::matches(f, t) || f == t)
+                    edgefn_schema::ResolvedRoute {
+                        filter: r.filter().to_owned(),
+                        to: r.to,
+                    }
+                    .carries(edgefn_schema::RouteTarget::Local, t)
                 })
             });
         if !routed {
@@ -170,10 +159,8 @@ fn binding_fields(args: &NewArgs) -> CliResult<Vec<(&'static str, String)>> {
     } else {
         let mut triggers = Vec::new();
         for t in &args.triggers {
-            edgefn_schema::topic::validate_filter(t).map_err(|e| CliError::InvalidArgument {
-                message: format!("--trigger `{t}`: {}", e.message),
-                help: e.help,
-            })?;
+            edgefn_schema::topic::validate_filter(t)
+                .map_err(|e| CliError::failed(format!("--trigger `{t}`"), e.help.clone(), e))?;
             triggers.push(format!(
                 "{{ topic: {} }}",
                 serde_json::to_string(t).expect("string")

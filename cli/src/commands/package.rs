@@ -8,26 +8,18 @@ use crate::package;
 use crate::project::{self, Project};
 
 /// Packages the functions and prints function, digest and size.
-pub fn run(args: &PackageArgs) -> CliResult {
+pub(crate) fn run(args: &PackageArgs) -> CliResult {
     let project = Project::locate(args.file.as_deref())?;
-    let Some(loaded) = super::load_valid(&project)? else {
+    let Some(loaded) = project::load_valid(&project)? else {
         return Ok(Outcome::Failed);
     };
     for name in &args.functions {
         if !loaded.manifest.functions.contains_key(name) {
-            return Err(CliError::InvalidArgument {
-                message: format!("no function `{name}` in the manifest"),
-                help: format!(
-                    "functions: {}",
-                    loaded
-                        .manifest
-                        .functions
-                        .keys()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            });
+            return Err(project::not_in_manifest(
+                "function",
+                name,
+                loaded.manifest.functions.keys(),
+            ));
         }
     }
     let mut bundles = Vec::new();

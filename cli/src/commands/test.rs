@@ -31,9 +31,12 @@ fn sandbox(arg: SandboxArg) -> Result<Sandbox, CliError> {
         state_dir: std::env::temp_dir().join(format!("edgefn-test-{}", std::process::id())),
         ..SandboxOptions::default()
     };
-    Sandbox::new(options).map_err(|e| CliError::InvalidArgument {
-        message: e.to_string(),
-        help: "use --sandbox process, or run as root on Linux for containers".into(),
+    Sandbox::new(options).map_err(|e| {
+        CliError::failed(
+            "",
+            "use --sandbox process, or run as root on Linux for containers",
+            e,
+        )
     })
 }
 
@@ -223,9 +226,9 @@ fn check(case: &TestCase, outcome: &Result<Reply, InvokeError>) -> Vec<String> {
 }
 
 /// Runs `edgefn test`.
-pub fn run(args: &TestArgs) -> CliResult {
+pub(crate) fn run(args: &TestArgs) -> CliResult {
     let project = Project::locate(args.file.as_deref())?;
-    let Some(loaded) = super::load_valid(&project)? else {
+    let Some(loaded) = project::load_valid(&project)? else {
         return Ok(Outcome::Failed);
     };
     let m = &loaded.manifest;
@@ -234,13 +237,7 @@ pub fn run(args: &TestArgs) -> CliResult {
     }
     for f in &args.functions {
         if !m.functions.contains_key(f) {
-            return Err(CliError::InvalidArgument {
-                message: format!("no function `{f}` in the manifest"),
-                help: format!(
-                    "functions: {}",
-                    m.functions.keys().cloned().collect::<Vec<_>>().join(", ")
-                ),
-            });
+            return Err(project::not_in_manifest("function", f, m.functions.keys()));
         }
     }
     // Load every case first: a broken case file fails the run before anything starts.
@@ -316,16 +313,19 @@ pub fn run(args: &TestArgs) -> CliResult {
     })
 }
 
+/// Runs each case on an instance of its own, and takes the logs it wrote.
+///
+/// A case's log lines are all of its instance's output: the pool is stopped once the case has
+/// its answer, which ends the instance, and the channel of lines closes only when the runtime's
+/// readers of its stdout and stderr have reached their end. No line arrives after that, and none
+/// is waited for by the clock. (An instance per case also means that no case sees what an
+/// earlier one left in its process.)
 async fn run_cases(
     sandbox: &Sandbox,
     root: &Path,
     m: &Manifest,
     cases: Vec<(String, PathBuf, TestCase)>,
 ) -> Result<Vec<CaseResult>, CliError> {
-    let mut pools: BTreeMap<
-        (String, String, String),
-        (Pool, tokio::sync::mpsc::UnboundedReceiver<LogLine>),
-    > = BTreeMap::new();
     let mut results = Vec::new();
     for (function, file, case) in cases {
         let (binding, device) = binding_for(
@@ -334,22 +334,20 @@ async fn run_cases(
             case.binding.as_deref(),
             case.device.as_deref(),
         )?;
-        let key = (function.clone(), binding.name.clone(), device.clone());
-        if !pools.contains_key(&key) {
-            let (sink, rx) = LogSink::channel();
-            let pool = Pool::start(
-                spec(m, root, &function, binding, &device),
-                PoolOptions::default(),
-                sandbox,
-                sink,
+        let (sink, mut logs) = LogSink::channel();
+        let pool = Pool::start(
+            spec(m, root, &function, binding, &device),
+            PoolOptions::default(),
+            sandbox,
+            sink,
+        )
+        .map_err(|e| {
+            CliError::failed(
+                format!("cannot start `{function}`"),
+                "see the function's logs",
+                e,
             )
-            .map_err(|e| CliError::InvalidArgument {
-                message: format!("cannot start `{function}`: {e}"),
-                help: "see the function's logs".into(),
-            })?;
-            pools.insert(key.clone(), (pool, rx));
-        }
-        let (pool, logs) = pools.get_mut(&key).expect("inserted above");
+        })?;
         let event = match &case.trigger {
             TestTrigger::Message { topic, payload } => Event {
                 topic: topic.clone(),
@@ -366,13 +364,19 @@ async fn run_cases(
                 ),
             },
         };
-        let started = Instant::now();
-        let outcome = pool.invoke(&event).await;
+        // The instance starts before the clock does: a case's time is its handler's.
+        let mut started = Instant::now();
+        let outcome = match pool.warm().await {
+            Ok(()) => {
+                started = Instant::now();
+                pool.invoke(&event).await
+            }
+            Err(e) => Err(e.into()),
+        };
         let elapsed = started.elapsed();
-        // Give the instance's output a moment to arrive, then take what belongs to this case.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        pool.stop().await;
         let mut lines = Vec::new();
-        while let Ok(l) = logs.try_recv() {
+        while let Some(l) = logs.recv().await {
             lines.push(l);
         }
         let name = file
@@ -387,9 +391,6 @@ async fn run_cases(
             failures: check(&case, &outcome),
             logs: lines,
         });
-    }
-    for (_, (pool, _)) in pools {
-        pool.stop().await;
     }
     Ok(results)
 }
@@ -464,21 +465,11 @@ fn junit(results: &[CaseResult]) -> String {
 /// `edgefn test --topic T --payload P [--device D]`: which bindings fire on each device, what
 /// they return and publish, and where the routes send it.
 fn simulate(args: &TestArgs, project: &Project, m: &Manifest, topic: &str) -> CliResult {
-    if let Err(e) = edgefn_schema::topic::validate_topic(topic) {
-        return Err(CliError::InvalidArgument {
-            message: format!("--topic `{topic}`: {}", e.message),
-            help: e.help,
-        });
-    }
+    edgefn_schema::topic::validate_topic(topic)
+        .map_err(|e| CliError::failed(format!("--topic `{topic}`"), e.help.clone(), e))?;
     let devices: Vec<String> = match &args.device {
         Some(d) if !m.devices.contains_key(d) => {
-            return Err(CliError::InvalidArgument {
-                message: format!("no device `{d}` in the manifest"),
-                help: format!(
-                    "devices: {}",
-                    m.devices.keys().cloned().collect::<Vec<_>>().join(", ")
-                ),
-            });
+            return Err(project::not_in_manifest("device", d, m.devices.keys()));
         }
         Some(d) => vec![d.clone()],
         None => m.devices.keys().cloned().collect(),
@@ -490,26 +481,15 @@ fn simulate(args: &TestArgs, project: &Project, m: &Manifest, topic: &str) -> Cl
     let mut failed = false;
     for device in devices {
         let state = edgefn_schema::resolve(m, &device, &BTreeMap::new()).expect("device exists");
-        let firing: Vec<&ResolvedBinding> = state
-            .bindings
-            .iter()
-            .filter(|b| {
-                b.mode == Mode::Triggered
-                    && b.triggers
-                        .iter()
-                        .any(|t| edgefn_schema::topic::matches(t, topic))
-            })
-            .collect();
+        let firing: Vec<&ResolvedBinding> = state.triggered_by(topic).collect();
         let _ = writeln!(
             out,
             "{device}: {topic} fires {} binding{}",
             firing.len(),
             if firing.len() == 1 { "" } else { "s" }
         );
-        for r in &state.routes {
-            if r.to == RouteTarget::Cloud && edgefn_schema::topic::matches(&r.filter, topic) {
-                let _ = writeln!(out, "  the message itself → cloud (route {})", r.filter);
-            }
+        for r in state.routes_to(RouteTarget::Cloud, topic) {
+            let _ = writeln!(out, "  the message itself → cloud (route {})", r.filter);
         }
         for b in firing {
             let spec = spec(m, &project.root, &b.function, b.clone(), &device);
@@ -518,34 +498,32 @@ fn simulate(args: &TestArgs, project: &Project, m: &Manifest, topic: &str) -> Cl
                 topic: topic.to_owned(),
                 payload: payload.clone(),
             };
-            let outcome = rt.block_on(async {
-                let pool = Pool::start(spec, PoolOptions::default(), &sandbox, sink)?;
-                let r = pool.invoke(&event).await;
-                pool.stop().await;
-                r
+            // The binding's output is all in once the channel closes: the pool stopped, its
+            // instance ended, and the runtime's readers reached the end of its output.
+            let (outcome, lines) = rt.block_on(async {
+                let r = async {
+                    let pool = Pool::start(spec, PoolOptions::default(), &sandbox, sink)?;
+                    let r = pool.invoke(&event).await;
+                    pool.stop().await;
+                    r
+                }
+                .await;
+                let mut lines = Vec::new();
+                while let Some(l) = logs.recv().await {
+                    lines.push(l);
+                }
+                (r, lines)
             });
             match outcome {
                 Ok(reply) => {
                     let _ = writeln!(out, "  {} → {}", b.name, payload_json(&reply.result));
                     for msg in &reply.publish {
                         let dest: Vec<String> = state
-                            .routes
-                            .iter()
-                            .filter(|r| {
-                                r.to == RouteTarget::Cloud
-                                    && edgefn_schema::topic::matches(&r.filter, &msg.topic)
-                            })
+                            .routes_to(RouteTarget::Cloud, &msg.topic)
                             .map(|r| format!("cloud (route {})", r.filter))
                             .collect();
                         let local: Vec<&str> = state
-                            .bindings
-                            .iter()
-                            .filter(|o| {
-                                o.mode == Mode::Triggered
-                                    && o.triggers
-                                        .iter()
-                                        .any(|t| edgefn_schema::topic::matches(t, &msg.topic))
-                            })
+                            .triggered_by(&msg.topic)
                             .map(|o| o.name.as_str())
                             .collect();
                         let mut to = dest;
@@ -569,7 +547,7 @@ fn simulate(args: &TestArgs, project: &Project, m: &Manifest, topic: &str) -> Cl
                     let _ = writeln!(out, "  {} ✗ {e}", b.name);
                 }
             }
-            while let Ok(l) = logs.try_recv() {
+            for l in lines {
                 let _ = writeln!(out, "    | {}", l.line);
             }
         }
@@ -582,20 +560,18 @@ fn simulate(args: &TestArgs, project: &Project, m: &Manifest, topic: &str) -> Cl
 }
 
 /// Runs `edgefn invoke`.
-pub fn invoke(args: &InvokeArgs) -> CliResult {
+pub(crate) fn invoke(args: &InvokeArgs) -> CliResult {
     let project = Project::locate(args.file.as_deref())?;
-    let Some(loaded) = super::load_valid(&project)? else {
+    let Some(loaded) = project::load_valid(&project)? else {
         return Ok(Outcome::Failed);
     };
     let m = &loaded.manifest;
     if !m.functions.contains_key(&args.function) {
-        return Err(CliError::InvalidArgument {
-            message: format!("no function `{}` in the manifest", args.function),
-            help: format!(
-                "functions: {}",
-                m.functions.keys().cloned().collect::<Vec<_>>().join(", ")
-            ),
-        });
+        return Err(project::not_in_manifest(
+            "function",
+            &args.function,
+            m.functions.keys(),
+        ));
     }
     let (binding, device) = binding_for(m, &args.function, None, None)?;
     let sandbox = sandbox(args.sandbox)?;
@@ -605,8 +581,10 @@ pub fn invoke(args: &InvokeArgs) -> CliResult {
         topic: args.topic.clone(),
         payload: parse_payload(&args.event),
     };
+    // Printed as they come; the pool's stop returns once the runtime has read the instance's
+    // output to its end, so the last lines are out before the result.
     let sink = LogSink::new(|l: LogLine| {
-        if !super::dev::is_shim_frame(&l.line) {
+        if !crate::function_output::is_shim_frame(&l.line) {
             eprintln!("[{}] {}", l.stream.as_str(), l.line);
         }
     });

@@ -9,7 +9,7 @@ use crate::client::Client;
 use crate::error::{CliResult, Outcome};
 
 /// Runs a `token` subcommand.
-pub fn run(cmd: &TokenCommand) -> CliResult {
+pub(crate) fn run(cmd: &TokenCommand) -> CliResult {
     match cmd {
         TokenCommand::Create(a) => create(a),
         TokenCommand::List(a) => list(a),
@@ -63,7 +63,7 @@ fn list(args: &TokenListArgs) -> CliResult {
         let created = if t.created_ms == 0 {
             "-".to_owned()
         } else {
-            super::fleet::ago(t.created_ms)
+            crate::human::ago(t.created_ms)
         };
         let _ = writeln!(
             out,

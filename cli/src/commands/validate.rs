@@ -8,7 +8,7 @@ use crate::project::Project;
 use crate::report;
 
 /// Loads and checks the manifest; exit 1 on errors, 0 with only warnings.
-pub fn run(args: &ValidateArgs) -> CliResult {
+pub(crate) fn run(args: &ValidateArgs) -> CliResult {
     let project = Project::locate(args.file.as_deref())?;
     let source = match project.read_manifest() {
         Ok(source) => source,
