@@ -143,9 +143,9 @@ pub struct AgentConfig {
     /// (`mqttMaxPacketSize`, default [`crate::uplink::DEFAULT_MAX_PACKET`]); a smaller Maximum
     /// Packet Size announced by the broker (MQTT 5) wins.
     pub mqtt_max_packet: u32,
-    /// Testing hook: SIGKILL the agent at this point of an update (`download`, `extract`,
-    /// `before-switch`, `after-switch`). The binary sets it from `EDGEFN_AGENT_CRASH_AT`.
-    pub crash_at: Option<String>,
+    /// Testing hook: SIGKILL the agent at this point of an update. The binary sets it from
+    /// `EDGEFN_AGENT_CRASH_AT` (see [`crate::fault`]).
+    pub crash_at: Option<crate::fault::CrashPoint>,
 }
 
 /// The YAML reader's diagnostic (syntax, alias expansion, nesting, not UTF-8) as an error.

@@ -80,9 +80,18 @@ fn main() -> ExitCode {
         }
     }
     // The crash tests' hook: die by SIGKILL at a chosen point of an update.
-    config.crash_at = std::env::var("EDGEFN_AGENT_CRASH_AT")
+    if let Some(point) = std::env::var("EDGEFN_AGENT_CRASH_AT")
         .ok()
-        .filter(|s| !s.is_empty());
+        .filter(|s| !s.is_empty())
+    {
+        match point.parse() {
+            Ok(p) => config.crash_at = Some(p),
+            Err(e) => {
+                eprintln!("edgefn-agent: EDGEFN_AGENT_CRASH_AT: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

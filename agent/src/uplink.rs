@@ -369,7 +369,7 @@ struct Link<'a> {
     device: &'a str,
     token: &'a str,
     outbox: &'a Outbox,
-    down: &'a mpsc::UnboundedSender<Downlink>,
+    down: &'a mpsc::Sender<Downlink>,
     limit: &'a PacketLimit,
     state: &'a LinkState,
 }
@@ -383,7 +383,7 @@ pub async fn run(
     token: String,
     outbox: Outbox,
     limit: Arc<PacketLimit>,
-    down: mpsc::UnboundedSender<Downlink>,
+    down: mpsc::Sender<Downlink>,
     logs: Arc<LogQueue>,
     state: Arc<LinkState>,
     mut stop: watch::Receiver<bool>,
@@ -447,7 +447,7 @@ pub async fn run(
         let wait = if !connected_once && protocol == Protocol::Auto && !v5 {
             Duration::ZERO
         } else {
-            crate::agent::backoff(attempt.min(3))
+            crate::retry::backoff(attempt.min(3))
         };
         tracing::debug!("MQTT: reconnecting in {:.1} s", wait.as_secs_f64());
         tokio::select! {
@@ -872,7 +872,9 @@ async fn connection(
                         }
                         Ok(LinkEvent::Message(topic, payload)) => {
                             if let Some(local) = topic.strip_prefix(&down_prefix) {
-                                let _ = link.down.send(Downlink { topic: local.to_owned(), payload });
+                                // In order, into the bus's one consumer of the downlink; a
+                                // full queue holds the link back (bounded, nothing dropped).
+                                let _ = link.down.send(Downlink { topic: local.to_owned(), payload }).await;
                             }
                         }
                         Ok(LinkEvent::Closed | LinkEvent::Other) => {}
