@@ -629,9 +629,9 @@ mod tests {
             assert!(after.is_empty(), "{what}: {after:?}");
             // Nothing half-extracted is left, and the bad download is gone.
             assert!(
-                tree(&layout.root().join("bundles")).is_empty(),
+                tree(&layout.root.join("bundles")).is_empty(),
                 "{what}: {:?}",
-                tree(&layout.root().join("bundles"))
+                tree(&layout.root.join("bundles"))
             );
             assert!(!layout.download_path(&digest).exists(), "{what}");
         }
@@ -723,7 +723,7 @@ mod tests {
         fs::create_dir_all(layout.bundle_dir(&keep)).expect("mkdir");
         fs::create_dir_all(layout.bundle_dir(&stale).join("deep")).expect("mkdir");
         fs::write(layout.bundle_dir(&stale).join("deep/f"), vec![0u8; 10_000]).expect("write");
-        let debris = layout.root().join("bundles").join(format!("{keep}.tmp-1"));
+        let debris = layout.root.join("bundles").join(format!("{keep}.tmp-1"));
         fs::create_dir_all(&debris).expect("mkdir");
         fs::write(debris.join("half"), vec![0u8; 10_000]).expect("write");
         let freed = layout
@@ -769,7 +769,7 @@ mod tests {
             "{err}"
         );
         // Measured before writing: nothing was written, the download is kept for later.
-        assert!(tree(&layout.root().join("bundles")).is_empty());
+        assert!(tree(&layout.root.join("bundles")).is_empty());
         assert!(layout.download_path(&digest).exists());
 
         // Past the measurement (something else fills the disk meanwhile): the write fails,
@@ -800,6 +800,6 @@ mod tests {
             .expect_err("full");
         assert!(err.is_storage() && err.is_full(), "{err}");
         assert!(!err.to_string().contains("invalid archive"), "{err}");
-        assert!(tree(&layout.root().join("bundles")).is_empty());
+        assert!(tree(&layout.root.join("bundles")).is_empty());
     }
 }
