@@ -46,15 +46,8 @@ pub enum LayoutError {
         /// Which.
         digest: String,
         /// Why.
-        reason: String,
-    },
-    /// A release file is unreadable.
-    #[error("release {}: {reason}", .path.display())]
-    Release {
-        /// Which.
-        path: PathBuf,
-        /// Why.
-        reason: String,
+        #[source]
+        reason: Refusal,
     },
     /// The data folder's file system has too little room, measured before writing.
     #[error("no space left on the device: {}", need_free(*.need, *.free))]
@@ -64,6 +57,20 @@ pub enum LayoutError {
         /// Bytes free.
         free: u64,
     },
+}
+
+/// Why a downloaded bundle was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// Its bytes are not those its digest names.
+    #[error("the downloaded bytes have sha256 {actual}: refused")]
+    Digest {
+        /// The sha256 of what was downloaded.
+        actual: String,
+    },
+    /// The archive is unsafe or invalid (see `schema::bundle`).
+    #[error("unsafe or invalid archive: {0}")]
+    Archive(#[source] bundle::BundleError),
 }
 
 impl LayoutError {
@@ -203,7 +210,7 @@ impl Layout {
     /// removes the half-extracted folder, so a retry starts clean.
     pub(crate) fn install_bundle(&self, digest: &str, halfway: impl Fn()) -> Result<(), LayoutError> {
         let part = self.download_path(digest);
-        let refused = |reason: String| {
+        let refused = |reason: Refusal| {
             let _ = fs::remove_file(&part);
             LayoutError::Bundle {
                 digest: digest.to_owned(),
@@ -213,9 +220,7 @@ impl Layout {
         let mut file = fs::File::open(&part).map_err(io("read", &part))?;
         let actual = sha256_of(&mut file).map_err(io("read", &part))?;
         if actual != digest {
-            return Err(refused(format!(
-                "the downloaded bytes have sha256 {actual}: refused"
-            )));
+            return Err(refused(Refusal::Digest { actual }));
         }
         // Room for the files, measured before writing any.
         let mut head = [0u8; 18];
@@ -223,10 +228,9 @@ impl Layout {
         let n = read_up_to(&mut file, &mut head).map_err(io("read", &part))?;
         if let Some(size) = bundle::inflated_size(&head[..n]) {
             if size > MAX_BUNDLE_BYTES {
-                return Err(refused(format!(
-                    "unsafe or invalid archive: {}",
-                    bundle::BundleError::TooLarge(MAX_BUNDLE_BYTES)
-                )));
+                return Err(refused(Refusal::Archive(bundle::BundleError::TooLarge(
+                    MAX_BUNDLE_BYTES,
+                ))));
             }
             let need = size;
             let free = self.free_bytes()?;
@@ -255,7 +259,7 @@ impl Layout {
                 &mut sink,
             )
             .map_err(|e| match e {
-                UnpackError::Bundle(e) => refused(format!("unsafe or invalid archive: {e}")),
+                UnpackError::Bundle(e) => refused(Refusal::Archive(e)),
                 UnpackError::Sink(e) => e,
             })?;
             sync_dir(&tmp)?;

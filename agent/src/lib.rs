@@ -31,7 +31,7 @@ use std::sync::Arc;
 pub use cloud::{CaError, CloudError};
 pub use config::{AgentConfig, ConfigError};
 pub use error::AgentError;
-pub use layout::LayoutError;
+pub use layout::{LayoutError, Refusal};
 use edgefn_runtime::{LogLine, LogSink, Sandbox, SandboxOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;

@@ -75,14 +75,26 @@ impl Default for OutboxLimits {
     }
 }
 
-/// Why the outbox failed.
+/// Why the outbox failed. Cheap to clone: one group commit's error goes to every push in it.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("outbox: {0}")]
-pub struct OutboxError(String);
+pub enum OutboxError {
+    /// The database failed (open, transaction, commit, read).
+    #[error("outbox: {0}")]
+    Store(#[source] std::sync::Arc<redb::Error>),
+    /// A record in the database is not one the outbox wrote.
+    #[error("outbox: corrupt message record")]
+    Corrupt,
+    /// The outbox's thread cannot be started.
+    #[error("outbox: cannot start its thread: {0}")]
+    Thread(#[source] std::sync::Arc<std::io::Error>),
+    /// The outbox's thread has stopped.
+    #[error("outbox: the outbox is closed")]
+    Closed,
+}
 
 impl<E: Into<redb::Error>> From<E> for OutboxError {
     fn from(e: E) -> Self {
-        OutboxError(e.into().to_string())
+        OutboxError::Store(std::sync::Arc::new(e.into()))
     }
 }
 
@@ -335,7 +347,7 @@ fn encode(m: &OutMessage) -> Vec<u8> {
 }
 
 fn decode(b: &[u8]) -> Result<OutMessage, OutboxError> {
-    let corrupt = || OutboxError("corrupt message record".into());
+    let corrupt = || OutboxError::Corrupt;
     let queued_ms = u64::from_le_bytes(
         b.get(..8)
             .ok_or_else(corrupt)?
@@ -421,7 +433,7 @@ impl Outbox {
                     }
                 }
             })
-            .map_err(|e| OutboxError(e.to_string()))?;
+            .map_err(|e| OutboxError::Thread(std::sync::Arc::new(e)))?;
         Ok(Outbox {
             identity,
             tx,
@@ -448,9 +460,9 @@ impl Outbox {
         self.tx
             .send(make(reply))
             .await
-            .map_err(|_| OutboxError("the outbox is closed".into()))?;
+            .map_err(|_| OutboxError::Closed)?;
         rx.await
-            .map_err(|_| OutboxError("the outbox is closed".into()))
+            .map_err(|_| OutboxError::Closed)
     }
 
     /// Queues messages; returns once they are on disk.
