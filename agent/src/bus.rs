@@ -351,3 +351,60 @@ impl Bus {
         sink
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use edgefn_schema::api::DesiredResponse;
+    use edgefn_schema::conformance;
+
+    use super::*;
+    use crate::outbox::OutboxLimits;
+    use crate::release::RunningRelease;
+
+    /// Item 3 of issue 13: the schema's table of topics and routes gives the same answers
+    /// through the agent's own entry points — the bindings a message on the bus invokes, the
+    /// check of a message routed to the cloud, and the route that brings one down.
+    #[test]
+    fn the_shared_routing_table_gives_the_same_answers_on_the_bus() {
+        let dir = tempfile::tempdir().expect("dir");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        rt.block_on(async {
+            let outbox = Outbox::open(&dir.path().join("o.redb"), OutboxLimits::default())
+                .expect("outbox");
+            // A limit nothing fits under: a message is refused exactly when a route sends it up.
+            let limit = Arc::new(PacketLimit::new(conformance::DEVICE, 1));
+            let live = Arc::new(Live::default());
+            let bus = Bus::new(live.clone(), outbox, limit);
+            let desired = DesiredResponse {
+                revision: 1,
+                digest: "conformance".into(),
+                state: conformance::desired_state(),
+            };
+            assert!(live.swap(RunningRelease::idle(desired)).await.is_none());
+            let release = live.get().await.expect("active");
+            for case in conformance::ROUTES {
+                assert_eq!(
+                    release.matching(case.topic),
+                    case.triggered,
+                    "bindings invoked by {}",
+                    case.topic
+                );
+                assert_eq!(
+                    bus.too_large_up(case.topic, 10).is_err(),
+                    !case.up.is_empty(),
+                    "sent up: {}",
+                    case.topic
+                );
+                assert_eq!(
+                    release.routes_down(case.topic),
+                    !case.down.is_empty(),
+                    "brought down: {}",
+                    case.topic
+                );
+            }
+        });
+    }
+}

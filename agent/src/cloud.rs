@@ -50,14 +50,8 @@ pub enum CloudError {
 
 /// The private CA of an https control plane (`cloudCa`) cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum CaError {
-    /// Not PEM certificates.
-    #[error("cloudCa: not a PEM certificate: {0}")]
-    NotPem(#[source] reqwest::Error),
-    /// The HTTP client cannot be built with it.
-    #[error("cloudCa: the certificate cannot be used: {0}")]
-    Unusable(#[source] reqwest::Error),
-}
+#[error("cloudCa: {0}")]
+pub struct CaError(#[source] pub edgefn_os::http::ClientError);
 
 impl CloudError {
     /// Whether the data folder's file system is full (or the quota spent).
@@ -113,17 +107,8 @@ impl CloudClient {
         token: &str,
         ca: Option<&[u8]>,
     ) -> Result<CloudClient, CaError> {
-        // https:// clouds: rustls with the ring provider (installed once per process).
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
-        if let Some(pem) = ca {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(CaError::NotPem)?;
-            builder = builder.tls_certs_merge(certs);
-        }
-        let http = builder
-            .build()
-            .map_err(CaError::Unusable)?;
+        // https:// clouds: rustls with the ring provider, the system's roots and `cloudCa`.
+        let http = edgefn_os::http::client(ca).map_err(CaError)?;
         Ok(CloudClient {
             base: base.trim_end_matches('/').to_owned(),
             device: device.to_owned(),

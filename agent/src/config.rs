@@ -299,7 +299,7 @@ impl AgentConfig {
                 invalid(
                     source,
                     at("mqtt"),
-                    e,
+                    e.to_string(),
                     "write the broker as mqtt://host:1883, or `none`",
                 )
             })?),

@@ -32,7 +32,8 @@ pub use cloud::{CaError, CloudError};
 pub use config::{AgentConfig, ConfigError};
 pub use error::AgentError;
 pub use layout::{LayoutError, Refusal};
-use edgefn_runtime::{LogLine, LogSink, Sandbox, SandboxOptions};
+use edgefn_runtime::{LogLine, LogSink, Sandbox, SandboxOptions, Stream};
+use edgefn_schema::wire::{LogRecord, LogStream};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -181,13 +182,21 @@ pub async fn run_with_hooks(
             h(&l);
         }
         tracing::info!(target: "function", "[{}/{}#{}] {}", l.function, l.binding, l.instance, l.line);
-        let ts_ms = outbox::now_ms();
-        let json = serde_json::json!({"ts_ms": ts_ms, "binding": &*l.binding, "stream": l.stream.as_str(), "line": l.line});
-        keep.push(json.clone());
-        log_tx.push(uplink::ShippedLog {
+        let record = LogRecord {
+            ts_ms: edgefn_os::time::now_ms(),
             binding: l.binding.to_string(),
-            json: json.to_string().into_bytes(),
+            stream: match l.stream {
+                Stream::Stdout => LogStream::Stdout,
+                Stream::Stderr => LogStream::Stderr,
+            },
+            line: l.line,
+            dropped: None,
+        };
+        log_tx.push(uplink::ShippedLog {
+            binding: record.binding.clone(),
+            json: record.to_json(),
         });
+        keep.push(record);
     });
     let faults = fault::Faults::new(config.crash_at);
     let layout = layout::Layout::open(&config.data)?;

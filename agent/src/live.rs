@@ -6,6 +6,7 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
+use edgefn_schema::DesiredState;
 use tokio::sync::{Notify, RwLock};
 
 use crate::release::RunningRelease;
@@ -71,12 +72,12 @@ impl Lease {
     }
 }
 
-/// The active release, and the filters of its routes to the cloud (for checks that cannot wait
-/// for the slot's lock: the local MQTT listener's, made inside the broker).
+/// The active release, and its desired state again for checks that cannot wait for the slot's
+/// lock (the local MQTT listener's, made inside the broker).
 #[derive(Debug, Default)]
 pub(crate) struct Live {
     active: RwLock<Option<Lease>>,
-    up_filters: std::sync::RwLock<Vec<String>>,
+    state: std::sync::RwLock<Option<Arc<DesiredState>>>,
 }
 
 impl Live {
@@ -97,7 +98,11 @@ impl Live {
 
     /// Makes `next` the active release; returns the old one once no lease on it is left.
     pub(crate) async fn swap(&self, next: RunningRelease) -> Option<RunningRelease> {
-        self.set_up_filters(&next);
+        *self
+            .state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(Arc::new(next.desired.state.clone()));
         let old = self.active.write().await.replace(Lease::new(next));
         Some(old?.into_inner().await)
     }
@@ -111,18 +116,10 @@ impl Live {
     /// Whether a route of the active release sends `topic` to the cloud, without waiting for
     /// the slot's lock.
     pub(crate) fn routes_up_now(&self, topic: &str) -> bool {
-        self.up_filters
+        self.state
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .any(|f| edgefn_schema::topic::matches(f, topic))
-    }
-
-    fn set_up_filters(&self, release: &RunningRelease) {
-        let filters = release.up_filters();
-        *self
-            .up_filters
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = filters;
+            .as_ref()
+            .is_some_and(|s| s.sends_up(topic))
     }
 }

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use edgefn_runtime::Payload;
+use edgefn_schema::wire::LogRecord;
 use serde::Deserialize;
 
 use crate::bus::Bus;
@@ -82,7 +83,7 @@ async fn health(State((bus, _)): State<(Arc<Bus>, Arc<LogRing>)>) -> Json<serde_
 /// The last lines the device's functions printed, kept in a bounded ring (the newest win).
 #[derive(Debug)]
 pub(crate) struct LogRing {
-    lines: std::sync::Mutex<std::collections::VecDeque<serde_json::Value>>,
+    lines: std::sync::Mutex<std::collections::VecDeque<LogRecord>>,
     capacity: usize,
 }
 
@@ -96,7 +97,7 @@ impl LogRing {
     }
 
     /// Keeps a line, dropping the oldest when full.
-    pub(crate) fn push(&self, line: serde_json::Value) {
+    pub(crate) fn push(&self, line: LogRecord) {
         let mut lines = self
             .lines
             .lock()
@@ -108,15 +109,15 @@ impl LogRing {
     }
 
     /// The last `tail` lines, of one binding when given.
-    pub(crate) fn tail(&self, binding: Option<&str>, tail: usize) -> Vec<serde_json::Value> {
+    pub(crate) fn tail(&self, binding: Option<&str>, tail: usize) -> Vec<LogRecord> {
         let lines = self
             .lines
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut out: Vec<serde_json::Value> = lines
+        let mut out: Vec<LogRecord> = lines
             .iter()
             .rev()
-            .filter(|l| binding.is_none_or(|b| l["binding"] == b))
+            .filter(|l| binding.is_none_or(|b| l.binding == b))
             .take(tail)
             .cloned()
             .collect();

@@ -177,7 +177,13 @@ fn main() -> ExitCode {
             config.device
         );
         let listeners = edgefn_agent::Listeners { http, mqtt };
-        match edgefn_agent::run(config, listeners, shutdown_signal()).await {
+        match edgefn_agent::run(
+            config,
+            listeners,
+            // SIGTERM or Ctrl-C. The handlers are installed here, at once, not when the future
+            // is first polled (after boot): a SIGTERM while the agent starts is a clean stop too.
+            edgefn_os::signal::shutdown(),
+        ).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("edgefn-agent: {e}");
@@ -236,27 +242,6 @@ async fn bind_local(
                 "no listener for {what}: cannot listen on its default address {at}: {e} (set {fix})"
             );
             Ok(None)
-        }
-    }
-}
-
-/// Completes on SIGTERM or Ctrl-C. The SIGTERM handler is installed at once, not when the future
-/// is first polled (after boot): a SIGTERM while the agent starts is a clean stop too, not the
-/// default action that kills it with its work half done.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    async move {
-        let term = async {
-            match term {
-                Some(mut s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            () = term => {},
         }
     }
 }

@@ -20,7 +20,7 @@
 //! One task owns the database; callers talk to it through a channel.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -130,11 +130,6 @@ impl std::fmt::Debug for Command {
     }
 }
 
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 struct Store {
     db: Database,
@@ -171,7 +166,7 @@ impl Store {
             let identity = match known {
                 Some(id) => id,
                 None => {
-                    let id = getrandom::u64().unwrap_or_else(|_| now_ms()) | 1;
+                    let id = getrandom::u64().unwrap_or_else(|_| edgefn_os::time::now_ms()) | 1;
                     meta.insert("identity", id)?;
                     id
                 }
@@ -208,7 +203,7 @@ impl Store {
 
     /// Commits a batch of pushes in one transaction, dropping the oldest past the bounds.
     fn push(&mut self, batch: &[(String, Vec<u8>)]) -> Result<(), OutboxError> {
-        let now = now_ms();
+        let now = edgefn_os::time::now_ms();
         let tx = self.db.begin_write()?;
         {
             let mut messages = tx.open_table(MESSAGES)?;

@@ -1,7 +1,7 @@
 //! Polling: following the desired state with a long-poll, and starting an update when it
 //! changes. After a refused revision the agent long-polls again at once, for a desired state
 //! other than the refused one; after a failure it waits (exponential backoff with jitter,
-//! [`crate::retry::backoff`]).
+//! [`crate::retry::POLL`]).
 
 use std::sync::Arc;
 
@@ -83,14 +83,14 @@ pub(crate) async fn run(
                         continue;
                     }
                     // A download failed: wait before the next attempt, as for any outage.
-                    Outcome::Interrupted => crate::retry::backoff(attempt),
+                    Outcome::Interrupted => crate::retry::POLL.delay(attempt),
                 }
             }
             Err(CloudError::Rejected(code)) => {
                 return Err(AgentError::Rejected(CloudError::Rejected(code)));
             }
             Err(e) => {
-                let wait = crate::retry::backoff(attempt);
+                let wait = crate::retry::POLL.delay(attempt);
                 tracing::warn!("{e}; retrying in {:.1} s", wait.as_secs_f64());
                 wait
             }

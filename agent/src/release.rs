@@ -118,6 +118,17 @@ impl RunningRelease {
         })
     }
 
+    /// A release that runs nothing: its triggered bindings answer [`InvokeError::Stopped`]
+    /// (tests of routing, which need no instances).
+    #[cfg(test)]
+    pub(crate) fn idle(desired: DesiredResponse) -> RunningRelease {
+        RunningRelease {
+            desired,
+            triggered: BTreeMap::new(),
+            continuous: tokio::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
+
     /// What identifies a continuous binding's instance: its settings and its function's code.
     /// Two releases with the same key run the very same thing.
     fn continuous_key(&self, b: &ResolvedBinding) -> String {
@@ -228,24 +239,11 @@ impl RunningRelease {
             .collect()
     }
 
-    /// The filters of the routes that send messages to the cloud.
-    pub(crate) fn up_filters(&self) -> Vec<String> {
-        self.desired
-            .state
-            .routes
-            .iter()
-            .filter(|r| r.to == edgefn_schema::RouteTarget::Cloud)
-            .map(|r| r.filter.clone())
-            .collect()
-    }
-
     /// Whether a route of this release brings messages on `topic` from the cloud down to the
-    /// device bus (`from: "cloud:FILTER"`, `to: local`).
+    /// device bus (`from: "cloud:FILTER"`, `to: local`; the one matcher,
+    /// [`edgefn_schema::DesiredState::brings_down`]).
     pub(crate) fn routes_down(&self, topic: &str) -> bool {
-        self.desired.state.routes.iter().any(|r| {
-            r.to == edgefn_schema::RouteTarget::Local
-                && edgefn_schema::topic::matches(&r.filter, topic)
-        })
+        self.desired.state.brings_down(topic)
     }
 
     /// The digest of what it runs.
@@ -253,12 +251,10 @@ impl RunningRelease {
         &self.desired.digest
     }
 
-    /// Whether a route of this release sends messages on `topic` to the cloud.
+    /// Whether a route of this release sends messages on `topic` to the cloud (the one
+    /// matcher, [`edgefn_schema::DesiredState::sends_up`]).
     pub(crate) fn routes_up(&self, topic: &str) -> bool {
-        self.desired.state.routes.iter().any(|r| {
-            r.to == edgefn_schema::RouteTarget::Cloud
-                && edgefn_schema::topic::matches(&r.filter, topic)
-        })
+        self.desired.state.sends_up(topic)
     }
 
     /// The function a binding runs.
@@ -272,16 +268,12 @@ impl RunningRelease {
     }
 
     /// The bindings whose triggers match `topic`.
+    /// (the one matcher, [`edgefn_schema::DesiredState::triggered_by`]), by name.
     pub(crate) fn matching(&self, topic: &str) -> Vec<String> {
-        self.triggered
-            .values()
-            .filter(|t| {
-                t.binding
-                    .triggers
-                    .iter()
-                    .any(|f| edgefn_schema::topic::matches(f, topic))
-            })
-            .map(|t| t.binding.name.clone())
+        self.desired
+            .state
+            .triggered_by(topic)
+            .map(|b| b.name.clone())
             .collect()
     }
 

@@ -1,14 +1,13 @@
-//! Retry backoff, in one place: the long-poll and the MQTT link wait by it after a failure.
+//! Retry backoff, in one place: how long the long-poll and the MQTT link wait after a failure
+//! (the schedule itself is `edgefn_os::backoff::Backoff`: exponential, capped, with jitter).
 
 use std::time::Duration;
 
-/// Exponential backoff with jitter for the `attempt`-th retry (0-based): half of
-/// `min(1 s × 2^attempt, 60 s)` plus a random part of up to as much again, so a down cloud is
-/// never hammered, and a fleet that lost it together does not come back in step.
-pub(crate) fn backoff(attempt: u32) -> Duration {
-    let base = Duration::from_secs(1)
-        .saturating_mul(1 << attempt.min(6))
-        .min(Duration::from_secs(60));
-    let jitter = getrandom::u64().unwrap_or(0) % (base.as_millis() as u64 / 2 + 1);
-    base / 2 + Duration::from_millis(jitter)
-}
+use edgefn_os::backoff::Backoff;
+
+/// The long-poll of the desired state, and downloads: 1 s doubling to 60 s. A whole fleet
+/// shares the control plane, so it backs off further than the link.
+pub(crate) const POLL: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+
+/// The MQTT link: brokers come back quickly, so at most ~8 s between attempts.
+pub(crate) const LINK: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(8));

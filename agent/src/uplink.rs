@@ -32,6 +32,8 @@ use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use tokio::sync::{mpsc, watch};
 
+use edgefn_schema::wire::{self, Kind, LogRecord, LogStream};
+
 use crate::outbox::Outbox;
 
 /// Messages published at once and not yet acknowledged.
@@ -79,7 +81,7 @@ impl PacketLimit {
         PacketLimit {
             configured,
             announced: AtomicU32::new(0),
-            prefix: format!("edgefn/{device}/up/").len(),
+            prefix: wire::prefix(device, Kind::Up).len(),
         }
     }
 
@@ -143,27 +145,16 @@ pub struct BrokerAddr {
 }
 
 impl BrokerAddr {
-    /// Parses `mqtt://host[:port]` (default 1883) or `mqtts://host[:port]` (TLS, default 8883).
-    pub fn parse(url: &str) -> Result<BrokerAddr, String> {
-        let (rest, tls, default_port) = if let Some(r) = url.strip_prefix("mqtt://") {
-            (r, None, 1883)
-        } else if let Some(r) = url.strip_prefix("mqtts://") {
-            (r, Some(None), 8883)
-        } else {
-            return Err(format!("`{url}` is not an mqtt:// or mqtts:// URL"));
-        };
-        let rest = rest.trim_end_matches('/');
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse().map_err(|_| format!("`{p}` is not a port"))?),
-            None => (rest, default_port),
-        };
-        if host.is_empty() {
-            return Err(format!("`{url}` has no host"));
-        }
+    /// Parses `mqtt://host[:port]` (default 1883) or `mqtts://host[:port]` (TLS against the
+    /// system's roots, default 8883), IPv6 hosts in brackets (`mqtt://[::1]:1883`), by the one
+    /// parser of `schema` ([`edgefn_schema::MqttUrl`]). A user name or password in the URL is
+    /// not used: the link always signs in as the device, with its token.
+    pub fn parse(url: &str) -> Result<BrokerAddr, edgefn_schema::MqttUrlError> {
+        let url = edgefn_schema::MqttUrl::parse(url)?;
         Ok(BrokerAddr {
-            host: host.to_owned(),
-            port,
-            tls,
+            host: url.host,
+            port: url.port,
+            tls: url.tls.then_some(None),
         })
     }
 
@@ -278,16 +269,18 @@ impl LogQueue {
 
 /// The marker line shipped in place of `n` dropped lines of `binding`.
 fn dropped_marker(binding: &str, n: u64) -> ShippedLog {
-    let json = serde_json::json!({
-        "ts_ms": crate::outbox::now_ms(),
-        "binding": binding,
-        "stream": "stderr",
-        "line": format!("… {n} lines dropped (the link to the cloud could not keep up; the newest are kept) …"),
-        "dropped": n,
-    });
+    let record = LogRecord {
+        ts_ms: edgefn_os::time::now_ms(),
+        binding: binding.to_owned(),
+        stream: LogStream::Stderr,
+        line: format!(
+            "… {n} lines dropped (the link to the cloud could not keep up; the newest are kept) …"
+        ),
+        dropped: Some(n),
+    };
     ShippedLog {
         binding: binding.to_owned(),
-        json: json.to_string().into_bytes(),
+        json: record.to_json(),
     }
 }
 
@@ -447,7 +440,7 @@ pub async fn run(
         let wait = if !connected_once && protocol == Protocol::Auto && !v5 {
             Duration::ZERO
         } else {
-            crate::retry::backoff(attempt.min(3))
+            crate::retry::LINK.delay(attempt)
         };
         tracing::debug!("MQTT: reconnecting in {:.1} s", wait.as_secs_f64());
         tokio::select! {
@@ -478,7 +471,7 @@ impl LinkState {
         Self {
             state: std::sync::Mutex::new(edgefn_schema::api::LinkStatus {
                 up: false,
-                since_ms: crate::outbox::now_ms(),
+                since_ms: edgefn_os::time::now_ms(),
                 broker,
                 last_error: None,
             }),
@@ -494,7 +487,7 @@ impl LinkState {
     /// The link is up.
     fn up(&self, version: &str) {
         let mut s = self.lock();
-        let now = crate::outbox::now_ms();
+        let now = edgefn_os::time::now_ms();
         match &s.last_error {
             Some(e) if !s.up => tracing::info!(
                 "{version}: connected to the cloud's broker at {} after {:.0} s down (last error: {e})",
@@ -525,7 +518,7 @@ impl LinkState {
             tracing::debug!("MQTT: still cannot reach {}: {error}", s.broker);
         }
         if s.up {
-            s.since_ms = crate::outbox::now_ms();
+            s.since_ms = edgefn_os::time::now_ms();
         }
         s.up = false;
         s.last_error = Some(error.to_owned());
@@ -672,8 +665,8 @@ impl Client for V5 {
     fn publish(&self, topic: String, payload: Vec<u8>, id: u64) -> bool {
         let props = PublishProperties {
             user_properties: vec![
-                ("edgefn-id".into(), id.to_string()),
-                ("edgefn-outbox".into(), self.1.clone()),
+                (wire::PROP_ID.into(), id.to_string()),
+                (wire::PROP_OUTBOX.into(), self.1.clone()),
             ],
             ..PublishProperties::default()
         };
@@ -794,8 +787,8 @@ async fn connection(
     logs: &LogQueue,
     stop: &mut watch::Receiver<bool>,
 ) -> Ended {
-    let down_prefix = format!("edgefn/{}/down/", link.device);
-    let up_prefix = format!("edgefn/{}/up/", link.device);
+    let down_prefix = wire::prefix(link.device, Kind::Down);
+    let up_prefix = wire::prefix(link.device, Kind::Up);
     let mut connected = false;
     let mut window = Window::default();
     let mut wake = tokio::time::interval(Duration::from_millis(100));
@@ -836,7 +829,7 @@ async fn connection(
         if connected {
             logs_blocked = false;
             while let Some(log) = logs.pop() {
-                let topic = format!("edgefn/{}/logs/{}", link.device, log.binding);
+                let topic = wire::topic(link.device, Kind::Logs, &log.binding);
                 if !client.publish_log(topic, log.json.clone()) {
                     logs.unpop(log);
                     logs_blocked = true;
@@ -859,7 +852,7 @@ async fn connection(
                             }
                             connected = true;
                             link.state.up(version);
-                            client.subscribe(format!("{down_prefix}#")).await;
+                            client.subscribe(wire::down_filter(link.device)).await;
                         }
                         Ok(LinkEvent::Sent(pkid)) => window.named(pkid),
                         Ok(LinkEvent::Acked(pkid, taken)) => {
