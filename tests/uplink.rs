@@ -1548,11 +1548,17 @@ fn downlink_keeps_order() {
         .map(|_| {
             let m = next_message(&rx, 60);
             assert_eq!(m["topic"], "alerts/greeting", "{m}");
-            m["payload"]["greeting"].as_str().unwrap_or_default().to_owned()
+            m["payload"]["greeting"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
         })
         .collect();
     let want: Vec<String> = (0..N).map(|i| format!("Hello, {i}!")).collect();
     let _ = sub.kill();
     let _ = sub.wait();
-    assert_eq!(got, want, "the function saw the commands in the order they were sent");
+    assert_eq!(
+        got, want,
+        "the function saw the commands in the order they were sent"
+    );
 }

@@ -134,11 +134,7 @@ impl Bus {
 
     /// Delivers a message that came down from the cloud to the local bus, when a route lets it.
     async fn deliver_down(self: &Arc<Self>, topic: &str, payload: Vec<u8>) {
-        let allowed = self
-            .live
-            .get()
-            .await
-            .is_some_and(|r| r.routes_down(topic));
+        let allowed = self.live.get().await.is_some_and(|r| r.routes_down(topic));
         if !allowed {
             tracing::debug!(
                 topic,
@@ -372,8 +368,8 @@ mod tests {
             .build()
             .expect("rt");
         rt.block_on(async {
-            let outbox = Outbox::open(&dir.path().join("o.redb"), OutboxLimits::default())
-                .expect("outbox");
+            let outbox =
+                Outbox::open(&dir.path().join("o.redb"), OutboxLimits::default()).expect("outbox");
             // A limit nothing fits under: a message is refused exactly when a route sends it up.
             let limit = Arc::new(PacketLimit::new(conformance::DEVICE, 1));
             let live = Arc::new(Live::default());

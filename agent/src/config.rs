@@ -21,7 +21,7 @@ use edgefn_schema::{Source, yaml};
 use serde::Deserialize;
 
 /// The local MQTT listener's address when the configuration names none.
-pub const DEFAULT_LOCAL_MQTT: &str = "127.0.0.1:1883";
+pub(crate) const DEFAULT_LOCAL_MQTT: &str = "127.0.0.1:1883";
 
 /// Reads a local MQTT listener address (`none`: no listener); one beyond loopback needs a
 /// password. The error is (what is wrong, how to fix it).

@@ -208,7 +208,11 @@ impl Layout {
     /// The download is removed when the bytes or the archive are bad (a bad one is fetched
     /// again from the start) and once the bundle is in place; a storage error keeps it, and
     /// removes the half-extracted folder, so a retry starts clean.
-    pub(crate) fn install_bundle(&self, digest: &str, halfway: impl Fn()) -> Result<(), LayoutError> {
+    pub(crate) fn install_bundle(
+        &self,
+        digest: &str,
+        halfway: impl Fn(),
+    ) -> Result<(), LayoutError> {
         let part = self.download_path(digest);
         let refused = |reason: Refusal| {
             let _ = fs::remove_file(&part);

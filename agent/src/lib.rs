@@ -30,28 +30,29 @@ use std::sync::Arc;
 
 pub use cloud::{CaError, CloudError};
 pub use config::{AgentConfig, ConfigError};
-pub use error::AgentError;
-pub use layout::{LayoutError, Refusal};
 use edgefn_runtime::{LogLine, LogSink, Sandbox, SandboxOptions, Stream};
 use edgefn_schema::wire::{LogRecord, LogStream};
+pub use error::AgentError;
+pub use layout::{LayoutError, Refusal};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// The sandbox the configuration asks for. Its instances are recorded in `DATA/instances` (see
 /// [`Sandbox::sweep_leftovers`]).
 fn sandbox(config: &AgentConfig) -> Result<Sandbox, AgentError> {
-    let options = SandboxOptions {
-        kind: config.sandbox,
-        helper: std::env::current_exe().ok(),
-        state_dir: config.data.join("containers"),
-        records: Some(std::path::absolute(config.data.join("instances")).map_err(|source| {
-            AgentError::DataFolder {
-                path: config.data.clone(),
-                source,
-            }
-        })?),
-        ..SandboxOptions::default()
-    };
+    let options =
+        SandboxOptions {
+            kind: config.sandbox,
+            helper: std::env::current_exe().ok(),
+            state_dir: config.data.join("containers"),
+            records: Some(std::path::absolute(config.data.join("instances")).map_err(
+                |source| AgentError::DataFolder {
+                    path: config.data.clone(),
+                    source,
+                },
+            )?),
+            ..SandboxOptions::default()
+        };
     Sandbox::new(options).map_err(AgentError::Sandbox)
 }
 

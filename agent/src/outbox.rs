@@ -130,7 +130,6 @@ impl std::fmt::Debug for Command {
     }
 }
 
-
 struct Store {
     db: Database,
     path: std::path::PathBuf,
@@ -456,8 +455,7 @@ impl Outbox {
             .send(make(reply))
             .await
             .map_err(|_| OutboxError::Closed)?;
-        rx.await
-            .map_err(|_| OutboxError::Closed)
+        rx.await.map_err(|_| OutboxError::Closed)
     }
 
     /// Queues messages; returns once they are on disk.
@@ -466,12 +464,13 @@ impl Outbox {
     }
 
     /// The oldest `n` messages, with their sequence numbers.
-    pub async fn peek(&self, n: usize) -> Result<Vec<(u64, OutMessage)>, OutboxError> {
+    #[cfg(test)]
+    pub(crate) async fn peek(&self, n: usize) -> Result<Vec<(u64, OutMessage)>, OutboxError> {
         self.peek_after(0, n).await
     }
 
     /// The oldest `n` messages whose sequence number is above `after`.
-    pub async fn peek_after(
+    pub(crate) async fn peek_after(
         &self,
         after: u64,
         n: usize,
@@ -480,13 +479,13 @@ impl Outbox {
     }
 
     /// Forgets every message up to `seq`, acknowledged by the cloud.
-    pub async fn ack(&self, seq: u64) -> Result<(), OutboxError> {
+    pub(crate) async fn ack(&self, seq: u64) -> Result<(), OutboxError> {
         self.call(|r| Command::Ack(seq, r)).await?
     }
 
     /// Sets message `seq` aside: the cloud's broker cannot take it (too large for it, or
     /// refused). It is removed and counted in `rejected`; `false` when it was not there.
-    pub async fn set_aside(&self, seq: u64) -> Result<bool, OutboxError> {
+    pub(crate) async fn set_aside(&self, seq: u64) -> Result<bool, OutboxError> {
         self.call(|r| Command::SetAside(seq, r)).await?
     }
 
@@ -496,7 +495,7 @@ impl Outbox {
     }
 
     /// Resolves when a push has landed since the last call (for the sender to wake up).
-    pub async fn pushed(&self) {
+    pub(crate) async fn pushed(&self) {
         self.wake.notified().await;
     }
 }

@@ -195,9 +195,7 @@ impl Updater {
             let name = b.clone();
             let faults = self.faults;
             let installed = self
-                .disk(move |layout| {
-                    layout.install_bundle(&name, || faults.at(CrashPoint::Extract))
-                })
+                .disk(move |layout| layout.install_bundle(&name, || faults.at(CrashPoint::Extract)))
                 .await;
             match installed {
                 Ok(()) => {}
@@ -229,7 +227,8 @@ impl Updater {
                 }
                 return self.interrupted(revision, e.to_string());
             }
-            self.fail(&digest, format!("revision {revision}: {e}")).await;
+            self.fail(&digest, format!("revision {revision}: {e}"))
+                .await;
             return Outcome::Done;
         }
 

@@ -48,7 +48,7 @@ pub const DEFAULT_MAX_PACKET: u32 = (1 << 20) + (64 << 10);
 #[error(
     "the message on `{topic}` is too large for the cloud: {size} bytes as an MQTT packet, over the {max} bytes {by}; publish less (e.g. a reference to the data, or the data in parts)"
 )]
-pub struct TooLarge {
+pub(crate) struct TooLarge {
     /// Its topic on the device bus.
     pub topic: String,
     /// Its size as the packet the link would send, in bytes.
@@ -86,12 +86,12 @@ impl PacketLimit {
     }
 
     /// Takes the Maximum Packet Size a CONNACK announced (`None`: it announced none).
-    pub fn announce(&self, max: Option<u32>) {
+    pub(crate) fn announce(&self, max: Option<u32>) {
         self.announced.store(max.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// The limit in bytes, and where it comes from.
-    pub fn max(&self) -> (u32, &'static str) {
+    pub(crate) fn max(&self) -> (u32, &'static str) {
         match self.announced.load(Ordering::Relaxed) {
             a if a != 0 && a < self.configured => {
                 (a, "the cloud's broker takes (its Maximum Packet Size)")
@@ -105,7 +105,7 @@ impl PacketLimit {
 
     /// The size of the packet that carries a message on `topic` with `payload` bytes up (MQTT 5
     /// with its user properties, QoS 1: an upper bound for MQTT 3.1.1 too).
-    pub fn packet_size(&self, topic: &str, payload: usize) -> usize {
+    pub(crate) fn packet_size(&self, topic: &str, payload: usize) -> usize {
         let remaining = 2 + self.prefix + topic.len() + 2 + 1 + PROPERTY_BYTES + payload;
         let length_bytes = match remaining {
             0..=127 => 1,
@@ -117,7 +117,7 @@ impl PacketLimit {
     }
 
     /// Whether a message on `topic` with `payload` bytes fits.
-    pub fn check(&self, topic: &str, payload: usize) -> Result<(), TooLarge> {
+    pub(crate) fn check(&self, topic: &str, payload: usize) -> Result<(), TooLarge> {
         let size = self.packet_size(topic, payload);
         let (max, by) = self.max();
         if size > max as usize {
@@ -181,7 +181,7 @@ pub struct Downlink {
 
 /// A function log line to ship.
 #[derive(Debug, Clone)]
-pub struct ShippedLog {
+pub(crate) struct ShippedLog {
     /// Binding.
     pub binding: String,
     /// JSON payload.
@@ -221,7 +221,7 @@ impl LogQueue {
     }
 
     /// Queues a line; when full, the oldest line makes room and is counted.
-    pub fn push(&self, line: ShippedLog) {
+    pub(crate) fn push(&self, line: ShippedLog) {
         {
             let mut q = self.lock();
             if q.lines.len() >= self.capacity {
@@ -257,7 +257,8 @@ impl LogQueue {
     }
 
     /// Lines dropped and not yet shipped as a marker, and lines waiting.
-    pub fn counts(&self) -> (u64, usize) {
+    #[cfg(test)]
+    pub(crate) fn counts(&self) -> (u64, usize) {
         let q = self.lock();
         (q.dropped.values().sum(), q.lines.len())
     }
@@ -525,7 +526,7 @@ impl LinkState {
     }
 
     /// What the status report says.
-    pub fn snapshot(&self) -> edgefn_schema::api::LinkStatus {
+    pub(crate) fn snapshot(&self) -> edgefn_schema::api::LinkStatus {
         self.lock().clone()
     }
 }
