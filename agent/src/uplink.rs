@@ -18,7 +18,7 @@
 //! (MQTT 3.1.1 has no way to; an MQTT 5 broker may announce no limit) closes the connection
 //! when it reads it: after such a break the link sends one message at a time until the one at
 //! the head is acknowledged, and sets it aside when the broker closed the connection
-//! [`STRIKES`] times in a row with it alone unacknowledged.
+//! three times (`STRIKES`) in a row with it alone unacknowledged.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::future::Future;
