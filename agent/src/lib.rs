@@ -295,3 +295,26 @@ pub async fn run_with_hooks(
     updater.shutdown().await;
     result
 }
+
+#[cfg(test)]
+mod tests {
+    /// Blocking work runs beside the async threads, not on them: on a runtime of one thread,
+    /// a blocking step that waits for an async task to act finishes (on that thread it would
+    /// wait for ever).
+    #[test]
+    fn blocking_work_leaves_the_async_thread_free() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("rt");
+        rt.block_on(async {
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let step = super::blocking(move || rx.recv().is_ok());
+            let other = async move {
+                tokio::task::yield_now().await;
+                tx.send(()).expect("send");
+            };
+            let (done, ()) = tokio::join!(step, other);
+            assert!(done);
+        });
+    }
+}

@@ -123,3 +123,45 @@ impl Live {
             .is_some_and(|s| s.sends_up(topic))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use edgefn_schema::api::DesiredResponse;
+
+    use super::*;
+
+    fn idle(digest: &str) -> RunningRelease {
+        RunningRelease::idle(DesiredResponse {
+            revision: 1,
+            digest: digest.into(),
+            state: edgefn_schema::conformance::desired_state(),
+        })
+    }
+
+    /// The switch hands back the outgoing release once the last event holding it is done:
+    /// woken by that lease's drop, not by polling.
+    #[test]
+    fn a_swap_returns_the_old_release_when_its_last_lease_goes() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("rt");
+        rt.block_on(async {
+            let live = Arc::new(Live::default());
+            assert!(live.swap(idle("a")).await.is_none());
+            let in_flight = live.get().await.expect("a lease");
+            let swap = tokio::spawn({
+                let live = live.clone();
+                async move { live.swap(idle("b")).await.map(|r| r.digest().to_owned()) }
+            });
+            // The swap runs as far as it can: the slot holds the new release at once, and
+            // the old one is still held.
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(live.digest().await.as_deref(), Some("b"));
+            assert!(!swap.is_finished(), "an event still holds the old release");
+            drop(in_flight);
+            assert_eq!(swap.await.expect("swap").as_deref(), Some("a"));
+        });
+    }
+}
