@@ -576,6 +576,20 @@ enum LinkEvent {
     Other,
 }
 
+/// Why a connection broke: the MQTT client's error, kept whole.
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    /// The MQTT 5 client's.
+    #[error("{0}")]
+    V5(#[source] rumqttc::v5::ConnectionError),
+    /// The MQTT 3.1.1 client's.
+    #[error("{0}")]
+    V4(#[source] rumqttc::ConnectionError),
+    /// The event loop's task ended.
+    #[error("the event loop stopped")]
+    Stopped,
+}
+
 /// The two rumqttc event loops (MQTT 5 and 3.1.1) behind one face.
 ///
 /// `poll` is not cancel-safe: dropped while connecting, it drops a socket that already sent
@@ -583,7 +597,7 @@ enum LinkEvent {
 /// to it and closes the live connection. So an event loop runs in its own task (see `pump`),
 /// never inside a `select!` that could drop it half-way.
 trait Events: Send + 'static {
-    fn next(&mut self) -> impl Future<Output = Result<LinkEvent, String>> + Send;
+    fn next(&mut self) -> impl Future<Output = Result<LinkEvent, LinkError>> + Send;
 }
 
 /// The two rumqttc clients behind one face.
@@ -596,8 +610,8 @@ trait Client: Send {
 }
 
 impl Events for rumqttc::v5::EventLoop {
-    async fn next(&mut self) -> Result<LinkEvent, String> {
-        Ok(match self.poll().await.map_err(|e| e.to_string())? {
+    async fn next(&mut self) -> Result<LinkEvent, LinkError> {
+        Ok(match self.poll().await.map_err(LinkError::V5)? {
             Event::Incoming(Packet::ConnAck(ack)) => {
                 LinkEvent::Connected(ack.properties.and_then(|p| p.max_packet_size))
             }
@@ -621,9 +635,9 @@ impl Events for rumqttc::v5::EventLoop {
 }
 
 impl Events for rumqttc::EventLoop {
-    async fn next(&mut self) -> Result<LinkEvent, String> {
+    async fn next(&mut self) -> Result<LinkEvent, LinkError> {
         use rumqttc::{Event, Packet};
-        Ok(match self.poll().await.map_err(|e| e.to_string())? {
+        Ok(match self.poll().await.map_err(LinkError::V4)? {
             Event::Incoming(Packet::ConnAck(_)) => LinkEvent::Connected(None),
             Event::Outgoing(Outgoing::Publish(pkid)) if pkid != 0 => LinkEvent::Sent(pkid),
             Event::Outgoing(Outgoing::Disconnect) => LinkEvent::Closed,
@@ -636,7 +650,7 @@ impl Events for rumqttc::EventLoop {
 
 /// Polls an event loop to its first error in a task of its own; the connection reads the events
 /// from the returned channel (which is cancel-safe). Dropping the guard stops the task.
-fn pump(mut events: impl Events) -> (mpsc::Receiver<Result<LinkEvent, String>>, AbortOnDrop) {
+fn pump(mut events: impl Events) -> (mpsc::Receiver<Result<LinkEvent, LinkError>>, AbortOnDrop) {
     let (tx, rx) = mpsc::channel(256);
     let task = tokio::spawn(async move {
         loop {
@@ -842,7 +856,7 @@ async fn connection(
             // All the events waiting, then one look at the outbox (not one per event).
             n = events.recv_many(&mut batch, 256) => {
                 if n == 0 {
-                    batch.push(Err("the event loop stopped".into()));
+                    batch.push(Err(LinkError::Stopped));
                 }
                 for event in batch.drain(..) {
                     match event {
