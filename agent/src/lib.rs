@@ -128,21 +128,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
-    run_with(config, listeners, shutdown, None).await
-}
-
-/// [`run`], with every function output line also passed to `hook` (`edgefn dev` prints them).
-pub async fn run_with(
-    config: AgentConfig,
-    listeners: Listeners,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    hook: Option<LogHook>,
-) -> Result<(), AgentError> {
-    let hooks = Hooks {
-        log: hook,
-        invocation: None,
-    };
-    run_with_hooks(config, listeners, shutdown, hooks).await
+    run_with_hooks(config, listeners, shutdown, Hooks::default()).await
 }
 
 /// [`run`], telling `hooks` what the functions print and each invocation.
