@@ -30,8 +30,8 @@ use std::sync::Arc;
 
 pub use cloud::{CaError, CloudError};
 pub use config::{AgentConfig, ConfigError};
-use edgefn_runtime::{LogLine, LogSink, Sandbox, SandboxOptions, Stream};
-use edgefn_schema::wire::{LogRecord, LogStream};
+use edgefn_runtime::{LogLine, LogSink, Sandbox, SandboxOptions};
+use edgefn_schema::wire::LogRecord;
 pub use error::AgentError;
 pub use layout::{LayoutError, Refusal};
 use tokio::net::TcpListener;
@@ -172,10 +172,7 @@ pub async fn run_with_hooks(
         let record = LogRecord {
             ts_ms: edgefn_os::time::now_ms(),
             binding: l.binding.to_string(),
-            stream: match l.stream {
-                Stream::Stdout => LogStream::Stdout,
-                Stream::Stderr => LogStream::Stderr,
-            },
+            stream: l.stream,
             line: l.line,
             dropped: None,
         };
