@@ -124,7 +124,7 @@ async fn outbox_rate(port: u16, dir: &std::path::Path) -> f64 {
     }
     assert_eq!(outbox.stats().await.pending, N as u64);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let (down_tx, _down_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (down_tx, _down_rx) = tokio::sync::mpsc::channel(1024);
     let logs = std::sync::Arc::new(uplink::LogQueue::new(1));
     let start = Instant::now();
     let link = tokio::spawn(uplink::run(

@@ -12,15 +12,25 @@ use crate::layout::Layout;
 /// Why a call to the cloud failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CloudError {
-    /// No answer (network down, cloud down).
+    /// No answer (network down, cloud down), or an answer cut short.
     #[error("cannot reach the cloud: {0}")]
-    Unreachable(String),
+    Unreachable(#[source] reqwest::Error),
+    /// A download ended before the length the cloud announced.
+    #[error("bundle {digest}: the download ended after {written} of {expected} bytes")]
+    Short {
+        /// Which bundle.
+        digest: String,
+        /// Bytes received.
+        written: u64,
+        /// Bytes announced.
+        expected: u64,
+    },
     /// The token was refused: retrying will not help.
     #[error(
         "the cloud refused this device's token (HTTP {0}): re-register it with `edgefn device add NAME --force` (a new token, written over its file), or remove this agent"
     )]
     Rejected(u16),
-    /// Any other answer.
+    /// Any other answer (or a `HEAD` without the length it asked for).
     #[error("the cloud answered HTTP {status}: {body}")]
     Status {
         /// Status code.
@@ -38,9 +48,14 @@ pub enum CloudError {
     },
 }
 
+/// The private CA of an https control plane (`cloudCa`) cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("cloudCa: {0}")]
+pub struct CaError(#[source] pub edgefn_os::http::ClientError);
+
 impl CloudError {
     /// Whether the data folder's file system is full (or the quota spent).
-    pub fn is_full(&self) -> bool {
+    pub(crate) fn is_full(&self) -> bool {
         matches!(self, CloudError::Disk { source, .. } if crate::layout::is_full(source))
     }
 }
@@ -55,7 +70,7 @@ pub(crate) async fn flush_and_sync(file: &mut tokio::fs::File) -> std::io::Resul
 
 /// A connection to the cloud as this device.
 #[derive(Debug, Clone)]
-pub struct CloudClient {
+pub(crate) struct CloudClient {
     base: String,
     device: String,
     token: String,
@@ -63,7 +78,7 @@ pub struct CloudClient {
 }
 
 fn unreachable(e: reqwest::Error) -> CloudError {
-    CloudError::Unreachable(e.to_string())
+    CloudError::Unreachable(e)
 }
 
 async fn check(resp: reqwest::Response) -> Result<reqwest::Response, CloudError> {
@@ -86,23 +101,14 @@ async fn check(resp: reqwest::Response) -> Result<reqwest::Response, CloudError>
 
 impl CloudClient {
     /// A client for `device` at `base`.
-    pub fn new(
+    pub(crate) fn new(
         base: &str,
         device: &str,
         token: &str,
         ca: Option<&[u8]>,
-    ) -> Result<CloudClient, String> {
-        // https:// clouds: rustls with the ring provider (installed once per process).
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
-        if let Some(pem) = ca {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| format!("cloudCa: not a PEM certificate: {e}"))?;
-            builder = builder.tls_certs_merge(certs);
-        }
-        let http = builder
-            .build()
-            .map_err(|e| format!("cloudCa: the certificate cannot be used: {e}"))?;
+    ) -> Result<CloudClient, CaError> {
+        // https:// clouds: rustls with the ring provider, the system's roots and `cloudCa`.
+        let http = edgefn_os::http::client(ca).map_err(CaError)?;
         Ok(CloudClient {
             base: base.trim_end_matches('/').to_owned(),
             device: device.to_owned(),
@@ -113,7 +119,7 @@ impl CloudClient {
 
     /// The desired state; with `known`, waits up to `wait` for it to differ and returns `None`
     /// when it does not.
-    pub async fn desired(
+    pub(crate) async fn desired(
         &self,
         known: Option<&str>,
         wait: Duration,
@@ -144,7 +150,7 @@ impl CloudClient {
     }
 
     /// The size of a bundle, in bytes (a `HEAD` request).
-    pub async fn bundle_size(&self, digest: &str) -> Result<u64, CloudError> {
+    pub(crate) async fn bundle_size(&self, digest: &str) -> Result<u64, CloudError> {
         let resp = self
             .http
             .head(format!("{}/v1/bundles/{digest}", self.base))
@@ -167,11 +173,11 @@ impl CloudClient {
     /// Downloads a bundle to its `.part` file, resuming what an earlier attempt saved. Every
     /// write is checked, and the file is flushed and synced before this returns: `Ok` means
     /// every byte the cloud announced is on disk.
-    pub async fn download(
+    pub(crate) async fn download(
         &self,
         layout: &Layout,
         digest: &str,
-        config: &crate::config::AgentConfig,
+        faults: crate::fault::Faults,
     ) -> Result<(), CloudError> {
         let path = layout.download_path(digest);
         let disk = |source| CloudError::Disk {
@@ -225,20 +231,22 @@ impl CloudClient {
             if written - synced >= 1 << 20 {
                 flush_and_sync(&mut file).await.map_err(disk)?;
                 synced = written;
-                crate::agent::crash_point(config, "download");
+                faults.at(crate::fault::CrashPoint::Download);
             }
         }
         flush_and_sync(&mut file).await.map_err(disk)?;
         if let Some(expected) = expected.filter(|e| *e != written) {
-            return Err(CloudError::Unreachable(format!(
-                "bundle {digest}: the download ended after {written} of {expected} bytes"
-            )));
+            return Err(CloudError::Short {
+                digest: digest.to_owned(),
+                written,
+                expected,
+            });
         }
         Ok(())
     }
 
     /// Sends a status report.
-    pub async fn report(&self, report: &StatusReport) -> Result<(), CloudError> {
+    pub(crate) async fn report(&self, report: &StatusReport) -> Result<(), CloudError> {
         let resp = self
             .http
             .post(format!("{}/v1/devices/{}/status", self.base, self.device))

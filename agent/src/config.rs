@@ -21,7 +21,7 @@ use edgefn_schema::{Source, yaml};
 use serde::Deserialize;
 
 /// The local MQTT listener's address when the configuration names none.
-pub const DEFAULT_LOCAL_MQTT: &str = "127.0.0.1:1883";
+pub(crate) const DEFAULT_LOCAL_MQTT: &str = "127.0.0.1:1883";
 
 /// Reads a local MQTT listener address (`none`: no listener); one beyond loopback needs a
 /// password. The error is (what is wrong, how to fix it).
@@ -143,9 +143,9 @@ pub struct AgentConfig {
     /// (`mqttMaxPacketSize`, default [`crate::uplink::DEFAULT_MAX_PACKET`]); a smaller Maximum
     /// Packet Size announced by the broker (MQTT 5) wins.
     pub mqtt_max_packet: u32,
-    /// Testing hook: SIGKILL the agent at this point of an update (`download`, `extract`,
-    /// `before-switch`, `after-switch`). The binary sets it from `EDGEFN_AGENT_CRASH_AT`.
-    pub crash_at: Option<String>,
+    /// Testing hook: SIGKILL the agent at this point of an update. The binary sets it from
+    /// `EDGEFN_AGENT_CRASH_AT` (see [`crate::fault`]).
+    pub crash_at: Option<crate::fault::CrashPoint>,
 }
 
 /// The YAML reader's diagnostic (syntax, alias expansion, nesting, not UTF-8) as an error.
@@ -299,7 +299,7 @@ impl AgentConfig {
                 invalid(
                     source,
                     at("mqtt"),
-                    e,
+                    e.to_string(),
                     "write the broker as mqtt://host:1883, or `none`",
                 )
             })?),

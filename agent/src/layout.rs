@@ -25,7 +25,7 @@ use rustix::fs::{Mode, OFlags};
 use sha2::{Digest, Sha256};
 
 /// Largest size a bundle may inflate to.
-pub const MAX_BUNDLE_BYTES: u64 = 1 << 30;
+pub(crate) const MAX_BUNDLE_BYTES: u64 = 1 << 30;
 
 /// Why a step failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,15 +46,8 @@ pub enum LayoutError {
         /// Which.
         digest: String,
         /// Why.
-        reason: String,
-    },
-    /// A release file is unreadable.
-    #[error("release {}: {reason}", .path.display())]
-    Release {
-        /// Which.
-        path: PathBuf,
-        /// Why.
-        reason: String,
+        #[source]
+        reason: Refusal,
     },
     /// The data folder's file system has too little room, measured before writing.
     #[error("no space left on the device: {}", need_free(*.need, *.free))]
@@ -64,6 +57,20 @@ pub enum LayoutError {
         /// Bytes free.
         free: u64,
     },
+}
+
+/// Why a downloaded bundle was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// Its bytes are not those its digest names.
+    #[error("the downloaded bytes have sha256 {actual}: refused")]
+    Digest {
+        /// The sha256 of what was downloaded.
+        actual: String,
+    },
+    /// The archive is unsafe or invalid (see `schema::bundle`).
+    #[error("unsafe or invalid archive: {0}")]
+    Archive(#[source] bundle::BundleError),
 }
 
 impl LayoutError {
@@ -84,12 +91,12 @@ impl LayoutError {
 }
 
 /// Whether `e` says the file system is full (`ENOSPC`) or the quota spent (`EDQUOT`).
-pub fn is_full(e: &std::io::Error) -> bool {
+pub(crate) fn is_full(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::StorageFull || e.kind() == std::io::ErrorKind::QuotaExceeded
 }
 
 /// A byte count for people: `1.5 MiB`.
-pub fn human(bytes: u64) -> String {
+pub(crate) fn human(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
     let mut v = bytes as f64;
     let mut u = 0;
@@ -105,7 +112,7 @@ pub fn human(bytes: u64) -> String {
 }
 
 /// "the bundles need X, Y free".
-pub fn need_free(need: u64, free: u64) -> String {
+pub(crate) fn need_free(need: u64, free: u64) -> String {
     format!("the bundles need {}, {} free", human(need), human(free))
 }
 
@@ -120,7 +127,7 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Layou
 
 /// The data folder.
 #[derive(Debug, Clone)]
-pub struct Layout {
+pub(crate) struct Layout {
     root: PathBuf,
 }
 
@@ -132,7 +139,7 @@ fn sync_dir(dir: &Path) -> Result<(), LayoutError> {
 
 impl Layout {
     /// Opens (creating) the folder, and removes what a crash left half-done.
-    pub fn open(root: &Path) -> Result<Layout, LayoutError> {
+    pub(crate) fn open(root: &Path) -> Result<Layout, LayoutError> {
         // Functions run with their bundle as working folder: every path handed out is absolute.
         let root = &std::path::absolute(root).map_err(io("resolve", root))?;
         for sub in ["bundles", "downloads", "releases"] {
@@ -163,29 +170,24 @@ impl Layout {
         Ok(layout)
     }
 
-    /// The folder.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// Where an extracted bundle lives.
-    pub fn bundle_dir(&self, digest: &str) -> PathBuf {
+    pub(crate) fn bundle_dir(&self, digest: &str) -> PathBuf {
         self.root.join("bundles").join(digest)
     }
 
     /// Whether a bundle is extracted (and so verified).
-    pub fn has_bundle(&self, digest: &str) -> bool {
+    pub(crate) fn has_bundle(&self, digest: &str) -> bool {
         self.bundle_dir(digest).is_dir()
     }
 
     /// Where a download in progress is kept.
-    pub fn download_path(&self, digest: &str) -> PathBuf {
+    pub(crate) fn download_path(&self, digest: &str) -> PathBuf {
         self.root.join("downloads").join(format!("{digest}.part"))
     }
 
     /// Bytes free for the agent on the data folder's file system (`statvfs`, what an
     /// unprivileged writer may use).
-    pub fn free_bytes(&self) -> Result<u64, LayoutError> {
+    pub(crate) fn free_bytes(&self) -> Result<u64, LayoutError> {
         let st = rustix::fs::statvfs(&self.root).map_err(|e| LayoutError::Io {
             action: "measure the free space of",
             path: self.root.clone(),
@@ -195,7 +197,7 @@ impl Layout {
     }
 
     /// Bytes of a download in progress (0 when there is none).
-    pub fn partial_bytes(&self, digest: &str) -> u64 {
+    pub(crate) fn partial_bytes(&self, digest: &str) -> u64 {
         fs::metadata(self.download_path(digest)).map_or(0, |m| m.len())
     }
 
@@ -206,9 +208,13 @@ impl Layout {
     /// The download is removed when the bytes or the archive are bad (a bad one is fetched
     /// again from the start) and once the bundle is in place; a storage error keeps it, and
     /// removes the half-extracted folder, so a retry starts clean.
-    pub fn install_bundle(&self, digest: &str, halfway: impl Fn()) -> Result<(), LayoutError> {
+    pub(crate) fn install_bundle(
+        &self,
+        digest: &str,
+        halfway: impl Fn(),
+    ) -> Result<(), LayoutError> {
         let part = self.download_path(digest);
-        let refused = |reason: String| {
+        let refused = |reason: Refusal| {
             let _ = fs::remove_file(&part);
             LayoutError::Bundle {
                 digest: digest.to_owned(),
@@ -218,9 +224,7 @@ impl Layout {
         let mut file = fs::File::open(&part).map_err(io("read", &part))?;
         let actual = sha256_of(&mut file).map_err(io("read", &part))?;
         if actual != digest {
-            return Err(refused(format!(
-                "the downloaded bytes have sha256 {actual}: refused"
-            )));
+            return Err(refused(Refusal::Digest { actual }));
         }
         // Room for the files, measured before writing any.
         let mut head = [0u8; 18];
@@ -228,10 +232,9 @@ impl Layout {
         let n = read_up_to(&mut file, &mut head).map_err(io("read", &part))?;
         if let Some(size) = bundle::inflated_size(&head[..n]) {
             if size > MAX_BUNDLE_BYTES {
-                return Err(refused(format!(
-                    "unsafe or invalid archive: {}",
-                    bundle::BundleError::TooLarge(MAX_BUNDLE_BYTES)
-                )));
+                return Err(refused(Refusal::Archive(bundle::BundleError::TooLarge(
+                    MAX_BUNDLE_BYTES,
+                ))));
             }
             let need = size;
             let free = self.free_bytes()?;
@@ -260,7 +263,7 @@ impl Layout {
                 &mut sink,
             )
             .map_err(|e| match e {
-                UnpackError::Bundle(e) => refused(format!("unsafe or invalid archive: {e}")),
+                UnpackError::Bundle(e) => refused(Refusal::Archive(e)),
                 UnpackError::Sink(e) => e,
             })?;
             sync_dir(&tmp)?;
@@ -280,7 +283,7 @@ impl Layout {
     }
 
     /// Writes a release file, whole.
-    pub fn write_release(&self, desired: &DesiredResponse) -> Result<(), LayoutError> {
+    pub(crate) fn write_release(&self, desired: &DesiredResponse) -> Result<(), LayoutError> {
         let path = self.release_path(&desired.digest);
         let tmp = self.root.join("releases").join(format!(
             "{}.tmp-{}",
@@ -304,18 +307,18 @@ impl Layout {
     }
 
     /// The release `current` points to.
-    pub fn current(&self) -> Option<DesiredResponse> {
+    pub(crate) fn current(&self) -> Option<DesiredResponse> {
         self.read_link("current")
     }
 
     /// The release `previous` points to.
-    pub fn previous(&self) -> Option<DesiredResponse> {
+    pub(crate) fn previous(&self) -> Option<DesiredResponse> {
         self.read_link("previous")
     }
 
     /// Points `name` (`current` or `previous`) at the release `digest`: a new symlink renamed
     /// over the old one (atomic), then an fsync of the folder (durable).
-    pub fn point(&self, name: &str, digest: &str) -> Result<(), LayoutError> {
+    pub(crate) fn point(&self, name: &str, digest: &str) -> Result<(), LayoutError> {
         let link = self.root.join(name);
         let tmp = self.root.join(format!("{name}.tmp-{}", std::process::id()));
         let _ = fs::remove_file(&tmp);
@@ -326,7 +329,7 @@ impl Layout {
     }
 
     /// Removes `previous`.
-    pub fn forget_previous(&self) -> Result<(), LayoutError> {
+    pub(crate) fn forget_previous(&self) -> Result<(), LayoutError> {
         let link = self.root.join("previous");
         match fs::remove_file(&link) {
             Ok(()) => sync_dir(&self.root),
@@ -336,14 +339,14 @@ impl Layout {
     }
 
     /// Deletes releases other than current and previous, and bundles they do not use.
-    pub fn collect_garbage(&self) -> Result<(), LayoutError> {
+    pub(crate) fn collect_garbage(&self) -> Result<(), LayoutError> {
         self.reclaim(&[]).map(|_| ())
     }
 
     /// Frees what no release needs: releases other than current and previous, bundles that
     /// neither they nor `wanted` use, downloads of bundles not in `wanted`, and debris
     /// (`*.tmp-*`) of steps that failed. Returns the bytes freed.
-    pub fn reclaim(&self, wanted: &[String]) -> Result<u64, LayoutError> {
+    pub(crate) fn reclaim(&self, wanted: &[String]) -> Result<u64, LayoutError> {
         let keep: Vec<DesiredResponse> = [self.current(), self.previous()]
             .into_iter()
             .flatten()
@@ -634,9 +637,9 @@ mod tests {
             assert!(after.is_empty(), "{what}: {after:?}");
             // Nothing half-extracted is left, and the bad download is gone.
             assert!(
-                tree(&layout.root().join("bundles")).is_empty(),
+                tree(&layout.root.join("bundles")).is_empty(),
                 "{what}: {:?}",
-                tree(&layout.root().join("bundles"))
+                tree(&layout.root.join("bundles"))
             );
             assert!(!layout.download_path(&digest).exists(), "{what}");
         }
@@ -728,7 +731,7 @@ mod tests {
         fs::create_dir_all(layout.bundle_dir(&keep)).expect("mkdir");
         fs::create_dir_all(layout.bundle_dir(&stale).join("deep")).expect("mkdir");
         fs::write(layout.bundle_dir(&stale).join("deep/f"), vec![0u8; 10_000]).expect("write");
-        let debris = layout.root().join("bundles").join(format!("{keep}.tmp-1"));
+        let debris = layout.root.join("bundles").join(format!("{keep}.tmp-1"));
         fs::create_dir_all(&debris).expect("mkdir");
         fs::write(debris.join("half"), vec![0u8; 10_000]).expect("write");
         let freed = layout
@@ -774,7 +777,7 @@ mod tests {
             "{err}"
         );
         // Measured before writing: nothing was written, the download is kept for later.
-        assert!(tree(&layout.root().join("bundles")).is_empty());
+        assert!(tree(&layout.root.join("bundles")).is_empty());
         assert!(layout.download_path(&digest).exists());
 
         // Past the measurement (something else fills the disk meanwhile): the write fails,
@@ -805,6 +808,6 @@ mod tests {
             .expect_err("full");
         assert!(err.is_storage() && err.is_full(), "{err}");
         assert!(!err.to_string().contains("invalid archive"), "{err}");
-        assert!(tree(&layout.root().join("bundles")).is_empty());
+        assert!(tree(&layout.root.join("bundles")).is_empty());
     }
 }

@@ -4,15 +4,22 @@
 //! The binary calls [`run`] with a loaded [`AgentConfig`], its bound local [`Listeners`] and a
 //! shutdown future.
 
-pub mod agent;
-pub mod cloud;
+mod bus;
+mod cloud;
 pub mod config;
-pub mod layout;
-pub mod local;
-pub mod local_mqtt;
+mod error;
+pub mod fault;
+mod layout;
+mod live;
+mod local;
+mod local_mqtt;
 pub mod outbox;
-pub mod release;
-pub mod state;
+mod poll;
+mod release;
+mod report;
+mod retry;
+mod state;
+mod update;
 pub mod uplink;
 
 #[cfg(test)]
@@ -21,26 +28,45 @@ mod testfs;
 use std::future::Future;
 use std::sync::Arc;
 
-pub use agent::{Agent, AgentError};
+pub use cloud::{CaError, CloudError};
 pub use config::{AgentConfig, ConfigError};
 use edgefn_runtime::{LogLine, LogSink, Sandbox, SandboxOptions};
+use edgefn_schema::wire::LogRecord;
+pub use error::AgentError;
+pub use layout::{LayoutError, Refusal};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// The sandbox the configuration asks for. Its instances are recorded in `DATA/instances` (see
 /// [`Sandbox::sweep_leftovers`]).
-pub fn sandbox(config: &AgentConfig) -> Result<Sandbox, AgentError> {
-    let options = SandboxOptions {
-        kind: config.sandbox,
-        helper: std::env::current_exe().ok(),
-        state_dir: config.data.join("containers"),
-        records: Some(
-            std::path::absolute(config.data.join("instances"))
-                .map_err(|e| AgentError::Sandbox(format!("{}: {e}", config.data.display())))?,
-        ),
-        ..SandboxOptions::default()
-    };
-    Sandbox::new(options).map_err(|e| AgentError::Sandbox(e.to_string()))
+fn sandbox(config: &AgentConfig) -> Result<Sandbox, AgentError> {
+    let options =
+        SandboxOptions {
+            kind: config.sandbox,
+            helper: std::env::current_exe().ok(),
+            state_dir: config.data.join("containers"),
+            records: Some(std::path::absolute(config.data.join("instances")).map_err(
+                |source| AgentError::DataFolder {
+                    path: config.data.clone(),
+                    source,
+                },
+            )?),
+            ..SandboxOptions::default()
+        };
+    Sandbox::new(options).map_err(AgentError::Sandbox)
+}
+
+/// Runs blocking work (fsync, rename, folder removal, a redb commit) on a blocking thread and
+/// waits for it, so it never stalls the async threads. A panic in `f` goes on in the caller.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            // Only a runtime shutting down cancels a blocking task before it starts.
+            Err(e) => panic!("blocking work cancelled: {e}"),
+        },
+    }
 }
 
 /// Function log lines waiting for the link to the cloud, at most: past it the oldest go, and
@@ -102,21 +128,7 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
-    run_with(config, listeners, shutdown, None).await
-}
-
-/// [`run`], with every function output line also passed to `hook` (`edgefn dev` prints them).
-pub async fn run_with(
-    config: AgentConfig,
-    listeners: Listeners,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    hook: Option<LogHook>,
-) -> Result<(), AgentError> {
-    let hooks = Hooks {
-        log: hook,
-        invocation: None,
-    };
-    run_with_hooks(config, listeners, shutdown, hooks).await
+    run_with_hooks(config, listeners, shutdown, Hooks::default()).await
 }
 
 /// [`run`], telling `hooks` what the functions print and each invocation.
@@ -140,7 +152,7 @@ pub async fn run_with_hooks(
             })
         })
         .await
-        .map_err(|e| AgentError::Sandbox(e.to_string()))??
+        .map_err(AgentError::Join)??
     };
     tracing::info!(sandbox = %sandbox.kind(), "{}", sandbox.reason());
     for line in swept {
@@ -157,36 +169,67 @@ pub async fn run_with_hooks(
             h(&l);
         }
         tracing::info!(target: "function", "[{}/{}#{}] {}", l.function, l.binding, l.instance, l.line);
-        let ts_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        let json = serde_json::json!({"ts_ms": ts_ms, "binding": &*l.binding, "stream": l.stream.as_str(), "line": l.line});
-        keep.push(json.clone());
-        log_tx.push(uplink::ShippedLog {
+        let record = LogRecord {
+            ts_ms: edgefn_os::time::now_ms(),
             binding: l.binding.to_string(),
-            json: json.to_string().into_bytes(),
+            stream: l.stream,
+            line: l.line,
+            dropped: None,
+        };
+        log_tx.push(uplink::ShippedLog {
+            binding: record.binding.clone(),
+            json: record.to_json(),
         });
+        keep.push(record);
     });
-    let mqtt = config.mqtt.clone();
-    let protocol = config.mqtt_protocol;
-    let (device, token) = (config.device.clone(), config.token.clone());
-    let local_password = config.local_mqtt_password.clone();
-    let agent = Agent::new(config, sandbox, log)?;
+    let faults = fault::Faults::new(config.crash_at);
+    let layout = layout::Layout::open(&config.data)?;
+    let outbox = outbox::Outbox::open(&config.data.join("outbox.redb"), config.outbox)?;
+    let cloud = cloud::CloudClient::new(
+        &config.cloud,
+        &config.device,
+        &config.token,
+        config.cloud_ca.as_deref(),
+    )?;
+    let limit = Arc::new(uplink::PacketLimit::new(
+        &config.device,
+        config.mqtt_max_packet,
+    ));
+    let bus = bus::Bus::new(Arc::new(live::Live::default()), outbox, limit);
     if let Some(h) = hooks.invocation {
-        agent.on_invocation(h);
+        bus.on_invocation(h);
     }
+    let reporter = Arc::new(report::Reporter::new(
+        cloud.clone(),
+        bus.clone(),
+        config.report_interval,
+    ));
+    let updater = update::Updater::new(
+        layout,
+        cloud,
+        sandbox,
+        log,
+        bus.clone(),
+        reporter.clone(),
+        state::StateFile::load(&config.data),
+        faults,
+        config.health_window,
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     // The local MQTT listener is up before the release starts, so a continuous function can
     // connect to it at once.
     let local_mqtt = listeners.mqtt.map(|l| {
-        let broker = local_mqtt::broker(&agent, local_password.as_deref());
-        agent.attach_local_mqtt(broker.clone());
+        let broker = local_mqtt::broker(&bus, config.local_mqtt_password.as_deref());
+        let echo = broker.clone();
+        bus.attach_local(Box::new(move |topic, payload| {
+            local_mqtt::echo(&echo, topic, payload);
+        }));
         tokio::spawn(broker.serve(l, stop_rx.clone()))
     });
-    agent.boot().await;
-    let reporter = tokio::spawn(agent.clone().report_loop(stop_rx.clone()));
+    updater.boot().await;
+    let reporting = tokio::spawn(reporter.clone().run(stop_rx.clone()));
     let local = listeners.http.map(|listener| {
-        let app = local::router(agent.clone(), ring);
+        let app = local::router(bus.clone(), ring);
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -196,36 +239,26 @@ pub async fn run_with_hooks(
                 .await;
         })
     });
-    let (down_tx, mut down_rx) = tokio::sync::mpsc::unbounded_channel::<uplink::Downlink>();
-    let link = mqtt.map(|broker| {
+    let link = config.mqtt.clone().map(|broker| {
         let state = Arc::new(uplink::LinkState::new(format!(
             "{}:{}",
             broker.host, broker.port
         )));
-        let _ = agent.link.set(state.clone());
+        reporter.attach_link(state.clone());
         tokio::spawn(uplink::run(
             broker,
-            protocol,
-            device,
-            token,
-            agent.outbox.clone(),
-            agent.limit.clone(),
-            down_tx,
+            config.mqtt_protocol,
+            config.device.clone(),
+            config.token.clone(),
+            bus.outbox().clone(),
+            bus.limit().clone(),
+            bus.downlink(),
             log_queue,
             state,
             stop_rx.clone(),
         ))
     });
-    let downlink = tokio::spawn({
-        let agent = agent.clone();
-        async move {
-            while let Some(m) = down_rx.recv().await {
-                let agent = agent.clone();
-                tokio::spawn(async move { agent.deliver_down(&m.topic, m.payload).await });
-            }
-        }
-    });
-    let poller = tokio::spawn(agent.clone().poll_loop(stop_rx));
+    let poller = tokio::spawn(poll::run(updater.clone(), stop_rx, config.poll_wait));
     tokio::pin!(shutdown);
     let result = tokio::select! {
         () = &mut shutdown => Ok(()),
@@ -238,11 +271,33 @@ pub async fn run_with_hooks(
     if let Some(l) = local_mqtt {
         let _ = l.await;
     }
-    let _ = reporter.await;
+    let _ = reporting.await;
     if let Some(link) = link {
         let _ = link.await;
     }
-    downlink.abort();
-    Arc::clone(&agent).shutdown().await;
+    updater.shutdown().await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    /// Blocking work runs beside the async threads, not on them: on a runtime of one thread,
+    /// a blocking step that waits for an async task to act finishes (on that thread it would
+    /// wait for ever).
+    #[test]
+    fn blocking_work_leaves_the_async_thread_free() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("rt");
+        rt.block_on(async {
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let step = super::blocking(move || rx.recv().is_ok());
+            let other = async move {
+                tokio::task::yield_now().await;
+                tx.send(()).expect("send");
+            };
+            let (done, ()) = tokio::join!(step, other);
+            assert!(done);
+        });
+    }
 }

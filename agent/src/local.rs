@@ -13,9 +13,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use edgefn_runtime::Payload;
+use edgefn_schema::wire::LogRecord;
 use serde::Deserialize;
 
-use crate::agent::Agent;
+use crate::bus::Bus;
 
 #[derive(Debug, Deserialize)]
 struct PublishQuery {
@@ -32,7 +33,7 @@ fn payload_json(p: &Payload) -> serde_json::Value {
 }
 
 async fn publish(
-    State((agent, _)): State<(Arc<Agent>, Arc<LogRing>)>,
+    State((bus, _)): State<(Arc<Bus>, Arc<LogRing>)>,
     query: Result<Query<PublishQuery>, axum::extract::rejection::QueryRejection>,
     body: Bytes,
 ) -> Response {
@@ -52,12 +53,12 @@ async fn publish(
     };
     if !q.wait {
         // 202 once the message is accepted: queued on disk if it is bound for the cloud.
-        return match agent.accept(&q.topic, payload).await {
+        return match bus.accept(&q.topic, payload).await {
             Ok(()) => StatusCode::ACCEPTED.into_response(),
             Err(e) => too_large(e),
         };
     }
-    let deliveries = match agent.publish(&q.topic, payload).await {
+    let deliveries = match bus.publish(&q.topic, payload).await {
         Ok(d) => d,
         Err(e) => return too_large(e),
     };
@@ -75,20 +76,20 @@ async fn publish(
     Json(serde_json::json!({"deliveries": results})).into_response()
 }
 
-async fn health(State((agent, _)): State<(Arc<Agent>, Arc<LogRing>)>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({"running": agent.current_digest().await}))
+async fn health(State((bus, _)): State<(Arc<Bus>, Arc<LogRing>)>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({"running": bus.live().digest().await}))
 }
 
 /// The last lines the device's functions printed, kept in a bounded ring (the newest win).
 #[derive(Debug)]
-pub struct LogRing {
-    lines: std::sync::Mutex<std::collections::VecDeque<serde_json::Value>>,
+pub(crate) struct LogRing {
+    lines: std::sync::Mutex<std::collections::VecDeque<LogRecord>>,
     capacity: usize,
 }
 
 impl LogRing {
     /// A ring of `capacity` lines.
-    pub fn new(capacity: usize) -> LogRing {
+    pub(crate) fn new(capacity: usize) -> LogRing {
         LogRing {
             lines: std::sync::Mutex::new(std::collections::VecDeque::with_capacity(capacity)),
             capacity,
@@ -96,7 +97,7 @@ impl LogRing {
     }
 
     /// Keeps a line, dropping the oldest when full.
-    pub fn push(&self, line: serde_json::Value) {
+    pub(crate) fn push(&self, line: LogRecord) {
         let mut lines = self
             .lines
             .lock()
@@ -108,15 +109,15 @@ impl LogRing {
     }
 
     /// The last `tail` lines, of one binding when given.
-    pub fn tail(&self, binding: Option<&str>, tail: usize) -> Vec<serde_json::Value> {
+    pub(crate) fn tail(&self, binding: Option<&str>, tail: usize) -> Vec<LogRecord> {
         let lines = self
             .lines
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut out: Vec<serde_json::Value> = lines
+        let mut out: Vec<LogRecord> = lines
             .iter()
             .rev()
-            .filter(|l| binding.is_none_or(|b| l["binding"] == b))
+            .filter(|l| binding.is_none_or(|b| l.binding == b))
             .take(tail)
             .cloned()
             .collect();
@@ -132,7 +133,7 @@ struct LogsQuery {
 }
 
 async fn logs(
-    State((_, ring)): State<(Arc<Agent>, Arc<LogRing>)>,
+    State((_, ring)): State<(Arc<Bus>, Arc<LogRing>)>,
     query: Result<Query<LogsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Ok(Query(q)) = query else {
@@ -146,10 +147,10 @@ async fn logs(
 }
 
 /// The local endpoint's routes: `POST /v1/publish`, `GET /v1/logs`, `GET /healthz`.
-pub fn router(agent: Arc<Agent>, ring: Arc<LogRing>) -> Router {
+pub(crate) fn router(bus: Arc<Bus>, ring: Arc<LogRing>) -> Router {
     Router::new()
         .route("/v1/publish", post(publish))
         .route("/v1/logs", get(logs))
         .route("/healthz", get(health))
-        .with_state((agent, ring))
+        .with_state((bus, ring))
 }

@@ -20,11 +20,11 @@ use edgefn_broker::{Authenticator, Broker, BrokerOptions, Bytes, Client, Message
 use edgefn_runtime::Payload;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::agent::Agent;
+use crate::bus::Bus;
 
 /// A local client: any topic but `$...`.
 #[derive(Debug, Clone)]
-pub struct LocalClient {
+pub(crate) struct LocalClient {
     name: String,
 }
 
@@ -45,7 +45,7 @@ impl Client for LocalClient {
 
 /// Local credentials: none needed, unless a password is configured (any user name).
 #[derive(Debug)]
-pub struct LocalAuth {
+pub(crate) struct LocalAuth {
     password_hash: Option<[u8; 32]>,
 }
 
@@ -71,7 +71,7 @@ impl Authenticator for LocalAuth {
 }
 
 /// The local broker of a running agent.
-pub type LocalBroker = Broker<LocalAuth>;
+pub(crate) type LocalBroker = Broker<LocalAuth>;
 
 /// A message from a local client, and who waits for it to be accepted.
 type Ingested = (String, Payload, oneshot::Sender<()>);
@@ -79,18 +79,31 @@ type Ingested = (String, Payload, oneshot::Sender<()>);
 /// Most messages accepted together (one outbox commit for those routed up).
 const INGEST_BATCH: usize = 1024;
 
-/// The longest a local client's persistent session outlives its connection.
-pub const LOCAL_SESSION_EXPIRY: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Messages from local clients waiting to be accepted, at most, before the broker's hook falls
+/// back to waiting for room (see [`broker`]).
+const INGEST_QUEUE: usize = 8 * INGEST_BATCH;
 
-/// A broker that puts what local clients publish on `agent`'s bus.
+/// The longest a local client's persistent session outlives its connection.
+pub(crate) const LOCAL_SESSION_EXPIRY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A broker that puts what local clients publish on the bus.
 ///
 /// Messages are taken in the order they arrive, from every client, by one task that accepts
 /// whatever has queued up in one go: the ones a route sends up are written to the outbox in one
-/// commit, and each is acknowledged to its client after that. So a client that streams many
-/// messages is not held to one disk commit per message.
-pub fn broker(agent: &Arc<Agent>, password: Option<&str>) -> Arc<LocalBroker> {
-    let weak: Weak<Agent> = Arc::downgrade(agent);
-    let (tx, mut rx) = mpsc::unbounded_channel::<Ingested>();
+/// commit, and each is acknowledged to its client after that; then they go, in the same order,
+/// to the bus's consumer for local clients, which delivers them to the bindings. So a client
+/// that streams many messages is not held to one disk commit per message.
+///
+/// The queue to the ingest task is bounded ([`INGEST_QUEUE`]). The broker's hook is a plain
+/// call that cannot wait, made in the order messages arrive: it queues each message there and
+/// then. Only when the queue is full (the disk stalls while clients stream) does the message
+/// wait for room in its acknowledgement's future instead, which lets messages that arrive in
+/// the meantime pass it. The broker holds back reading from a client while its QoS 1
+/// acknowledgements wait, which bounds what each client can have outstanding.
+pub(crate) fn broker(bus: &Arc<Bus>, password: Option<&str>) -> Arc<LocalBroker> {
+    let weak: Weak<Bus> = Arc::downgrade(bus);
+    let deliver = bus.local_clients();
+    let (tx, mut rx) = mpsc::channel::<Ingested>(INGEST_QUEUE);
     tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
@@ -100,31 +113,41 @@ pub fn broker(agent: &Arc<Agent>, password: Option<&str>) -> Arc<LocalBroker> {
                     Err(_) => break,
                 }
             }
-            let Some(agent) = weak.upgrade() else { return };
+            let Some(bus) = weak.upgrade() else { return };
             let (messages, done): (Vec<(String, Payload)>, Vec<oneshot::Sender<()>>) =
                 batch.into_iter().map(|(t, p, d)| ((t, p), d)).unzip();
-            agent.accept_from_local_clients(messages).await;
+            bus.queue_from_local_clients(&messages).await;
             for d in done {
                 let _ = d.send(());
             }
+            drop(bus);
+            for m in messages {
+                let _ = deliver.send(m).await;
+            }
         }
     });
-    let check = Arc::downgrade(agent);
+    let check = Arc::downgrade(bus);
     let options = BrokerOptions {
         // A message routed to the cloud that its broker cannot take ends the client's
         // connection before anything is done with it: MQTT 5 DISCONNECT 0x95 (Packet too
         // large) with the reason; MQTT 3.1.1 closes it.
         too_large: Some(Arc::new(move |m: &Message| {
-            let agent = check.upgrade()?;
-            agent
-                .too_large_up(&m.topic, m.payload.len())
+            let bus = check.upgrade()?;
+            bus.too_large_up(&m.topic, m.payload.len())
                 .err()
                 .map(|e| e.to_string())
         })),
         on_publish: Some(Arc::new(move |m: Message| {
             let (done, accepted) = oneshot::channel();
-            let _ = tx.send((m.topic, payload_from(m.payload.to_vec()), done));
+            let full = match tx.try_send((m.topic, payload_from(m.payload.to_vec()), done)) {
+                Ok(()) => None,
+                Err(mpsc::error::TrySendError::Full(m)) => Some((tx.clone(), m)),
+                Err(mpsc::error::TrySendError::Closed(_)) => None,
+            };
             Box::pin(async move {
+                if let Some((tx, m)) = full {
+                    let _ = tx.send(m).await;
+                }
                 let _ = accepted.await;
             })
         })),
@@ -142,12 +165,12 @@ pub fn broker(agent: &Arc<Agent>, password: Option<&str>) -> Arc<LocalBroker> {
 }
 
 /// A payload as the bus holds it: the payload contract of [`Payload::from_message`].
-pub fn payload_from(bytes: Vec<u8>) -> Payload {
+pub(crate) fn payload_from(bytes: Vec<u8>) -> Payload {
     Payload::from_message(bytes)
 }
 
 /// Delivers a bus message to the local subscribers.
-pub fn echo(broker: &LocalBroker, topic: &str, payload: &Payload) {
+pub(crate) fn echo(broker: &LocalBroker, topic: &str, payload: &Payload) {
     let payload = match payload {
         Payload::Json(v) => serde_json::to_vec(v).unwrap_or_default(),
         Payload::Bytes(b) => b.clone(),

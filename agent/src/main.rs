@@ -80,9 +80,18 @@ fn main() -> ExitCode {
         }
     }
     // The crash tests' hook: die by SIGKILL at a chosen point of an update.
-    config.crash_at = std::env::var("EDGEFN_AGENT_CRASH_AT")
+    if let Some(point) = std::env::var("EDGEFN_AGENT_CRASH_AT")
         .ok()
-        .filter(|s| !s.is_empty());
+        .filter(|s| !s.is_empty())
+    {
+        match point.parse() {
+            Ok(p) => config.crash_at = Some(p),
+            Err(e) => {
+                eprintln!("edgefn-agent: EDGEFN_AGENT_CRASH_AT: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -168,7 +177,13 @@ fn main() -> ExitCode {
             config.device
         );
         let listeners = edgefn_agent::Listeners { http, mqtt };
-        match edgefn_agent::run(config, listeners, shutdown_signal()).await {
+        match edgefn_agent::run(
+            config,
+            listeners,
+            // SIGTERM or Ctrl-C. The handlers are installed here, at once, not when the future
+            // is first polled (after boot): a SIGTERM while the agent starts is a clean stop too.
+            edgefn_os::signal::shutdown(),
+        ).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("edgefn-agent: {e}");
@@ -227,27 +242,6 @@ async fn bind_local(
                 "no listener for {what}: cannot listen on its default address {at}: {e} (set {fix})"
             );
             Ok(None)
-        }
-    }
-}
-
-/// Completes on SIGTERM or Ctrl-C. The SIGTERM handler is installed at once, not when the future
-/// is first polled (after boot): a SIGTERM while the agent starts is a clean stop too, not the
-/// default action that kills it with its work half done.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    async move {
-        let term = async {
-            match term {
-                Some(mut s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            () = term => {},
         }
     }
 }

@@ -20,7 +20,7 @@
 //! One task owns the database; callers talk to it through a channel.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -75,14 +75,26 @@ impl Default for OutboxLimits {
     }
 }
 
-/// Why the outbox failed.
+/// Why the outbox failed. Cheap to clone: one group commit's error goes to every push in it.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("outbox: {0}")]
-pub struct OutboxError(String);
+pub enum OutboxError {
+    /// The database failed (open, transaction, commit, read).
+    #[error("outbox: {0}")]
+    Store(#[source] std::sync::Arc<redb::Error>),
+    /// A record in the database is not one the outbox wrote.
+    #[error("outbox: corrupt message record")]
+    Corrupt,
+    /// The outbox's thread cannot be started.
+    #[error("outbox: cannot start its thread: {0}")]
+    Thread(#[source] std::sync::Arc<std::io::Error>),
+    /// The outbox's thread has stopped.
+    #[error("outbox: the outbox is closed")]
+    Closed,
+}
 
 impl<E: Into<redb::Error>> From<E> for OutboxError {
     fn from(e: E) -> Self {
-        OutboxError(e.into().to_string())
+        OutboxError::Store(std::sync::Arc::new(e.into()))
     }
 }
 
@@ -116,12 +128,6 @@ impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Command")
     }
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 struct Store {
@@ -159,7 +165,7 @@ impl Store {
             let identity = match known {
                 Some(id) => id,
                 None => {
-                    let id = getrandom::u64().unwrap_or_else(|_| now_ms()) | 1;
+                    let id = getrandom::u64().unwrap_or_else(|_| edgefn_os::time::now_ms()) | 1;
                     meta.insert("identity", id)?;
                     id
                 }
@@ -196,7 +202,7 @@ impl Store {
 
     /// Commits a batch of pushes in one transaction, dropping the oldest past the bounds.
     fn push(&mut self, batch: &[(String, Vec<u8>)]) -> Result<(), OutboxError> {
-        let now = now_ms();
+        let now = edgefn_os::time::now_ms();
         let tx = self.db.begin_write()?;
         {
             let mut messages = tx.open_table(MESSAGES)?;
@@ -335,7 +341,7 @@ fn encode(m: &OutMessage) -> Vec<u8> {
 }
 
 fn decode(b: &[u8]) -> Result<OutMessage, OutboxError> {
-    let corrupt = || OutboxError("corrupt message record".into());
+    let corrupt = || OutboxError::Corrupt;
     let queued_ms = u64::from_le_bytes(
         b.get(..8)
             .ok_or_else(corrupt)?
@@ -421,7 +427,7 @@ impl Outbox {
                     }
                 }
             })
-            .map_err(|e| OutboxError(e.to_string()))?;
+            .map_err(|e| OutboxError::Thread(std::sync::Arc::new(e)))?;
         Ok(Outbox {
             identity,
             tx,
@@ -448,9 +454,8 @@ impl Outbox {
         self.tx
             .send(make(reply))
             .await
-            .map_err(|_| OutboxError("the outbox is closed".into()))?;
-        rx.await
-            .map_err(|_| OutboxError("the outbox is closed".into()))
+            .map_err(|_| OutboxError::Closed)?;
+        rx.await.map_err(|_| OutboxError::Closed)
     }
 
     /// Queues messages; returns once they are on disk.
@@ -459,12 +464,13 @@ impl Outbox {
     }
 
     /// The oldest `n` messages, with their sequence numbers.
-    pub async fn peek(&self, n: usize) -> Result<Vec<(u64, OutMessage)>, OutboxError> {
+    #[cfg(test)]
+    pub(crate) async fn peek(&self, n: usize) -> Result<Vec<(u64, OutMessage)>, OutboxError> {
         self.peek_after(0, n).await
     }
 
     /// The oldest `n` messages whose sequence number is above `after`.
-    pub async fn peek_after(
+    pub(crate) async fn peek_after(
         &self,
         after: u64,
         n: usize,
@@ -473,13 +479,13 @@ impl Outbox {
     }
 
     /// Forgets every message up to `seq`, acknowledged by the cloud.
-    pub async fn ack(&self, seq: u64) -> Result<(), OutboxError> {
+    pub(crate) async fn ack(&self, seq: u64) -> Result<(), OutboxError> {
         self.call(|r| Command::Ack(seq, r)).await?
     }
 
     /// Sets message `seq` aside: the cloud's broker cannot take it (too large for it, or
     /// refused). It is removed and counted in `rejected`; `false` when it was not there.
-    pub async fn set_aside(&self, seq: u64) -> Result<bool, OutboxError> {
+    pub(crate) async fn set_aside(&self, seq: u64) -> Result<bool, OutboxError> {
         self.call(|r| Command::SetAside(seq, r)).await?
     }
 
@@ -489,7 +495,7 @@ impl Outbox {
     }
 
     /// Resolves when a push has landed since the last call (for the sender to wake up).
-    pub async fn pushed(&self) {
+    pub(crate) async fn pushed(&self) {
         self.wake.notified().await;
     }
 }

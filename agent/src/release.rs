@@ -16,11 +16,11 @@ use crate::layout::Layout;
 
 /// Counters of one binding.
 #[derive(Debug, Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     /// Invocations that failed.
-    pub errors: AtomicU64,
+    pub(crate) errors: AtomicU64,
     /// The last error.
-    pub last_error: std::sync::Mutex<Option<String>>,
+    pub(crate) last_error: std::sync::Mutex<Option<String>>,
 }
 
 /// One triggered binding, running.
@@ -33,9 +33,9 @@ struct Triggered {
 
 /// A release's functions, running.
 #[derive(Debug)]
-pub struct RunningRelease {
+pub(crate) struct RunningRelease {
     /// What it runs.
-    pub desired: DesiredResponse,
+    pub(crate) desired: DesiredResponse,
     triggered: BTreeMap<String, Arc<Triggered>>,
     continuous: tokio::sync::Mutex<BTreeMap<String, Continuous>>,
 }
@@ -43,11 +43,11 @@ pub struct RunningRelease {
 /// Why a release could not start.
 #[derive(Debug, thiserror::Error)]
 #[error("binding `{binding}`: {error}")]
-pub struct ReleaseStartError {
+pub(crate) struct ReleaseStartError {
     /// Which binding.
-    pub binding: String,
+    pub(crate) binding: String,
     /// Why.
-    pub error: StartError,
+    pub(crate) error: StartError,
 }
 
 fn spec(layout: &Layout, desired: &DesiredResponse, b: &ResolvedBinding) -> Option<FunctionSpec> {
@@ -67,7 +67,7 @@ impl RunningRelease {
     /// Starts the triggered bindings of `desired`, each with one warm instance. Continuous
     /// bindings are started by [`RunningRelease::start_continuous`], once the previous release's
     /// have stopped (a continuous function is a singleton).
-    pub async fn start(
+    pub(crate) async fn start(
         layout: &Layout,
         desired: DesiredResponse,
         sandbox: &Sandbox,
@@ -119,6 +119,17 @@ impl RunningRelease {
         })
     }
 
+    /// A release that runs nothing: its triggered bindings answer [`InvokeError::Stopped`]
+    /// (tests of routing, which need no instances).
+    #[cfg(test)]
+    pub(crate) fn idle(desired: DesiredResponse) -> RunningRelease {
+        RunningRelease {
+            desired,
+            triggered: BTreeMap::new(),
+            continuous: tokio::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
+
     /// What identifies a continuous binding's instance: its settings and its function's code.
     /// Two releases with the same key run the very same thing.
     fn continuous_key(&self, b: &ResolvedBinding) -> String {
@@ -127,7 +138,7 @@ impl RunningRelease {
     }
 
     /// Takes the continuous supervisors out of this (outgoing) release, with their keys.
-    pub async fn take_continuous(&self) -> Vec<(String, String, Continuous)> {
+    pub(crate) async fn take_continuous(&self) -> Vec<(String, String, Continuous)> {
         let taken = std::mem::take(&mut *self.continuous.lock().await);
         taken
             .into_iter()
@@ -146,7 +157,7 @@ impl RunningRelease {
     }
 
     /// Of `outgoing` supervisors, those this release runs unchanged (same binding, same code).
-    pub fn unchanged(&self, outgoing: &[(String, String, Continuous)]) -> Vec<String> {
+    pub(crate) fn unchanged(&self, outgoing: &[(String, String, Continuous)]) -> Vec<String> {
         outgoing
             .iter()
             .filter(|(name, key, _)| {
@@ -161,7 +172,7 @@ impl RunningRelease {
     /// Starts the continuous bindings (once the previous release's have stopped), taking over
     /// `kept`: supervisors of the previous release that run exactly the same thing, which go on
     /// running without a restart.
-    pub async fn start_continuous(
+    pub(crate) async fn start_continuous(
         &self,
         layout: &Layout,
         sandbox: &Sandbox,
@@ -207,7 +218,7 @@ impl RunningRelease {
     }
 
     /// The state of each continuous binding.
-    pub async fn continuous_states(&self) -> Vec<(String, ContinuousState)> {
+    pub(crate) async fn continuous_states(&self) -> Vec<(String, ContinuousState)> {
         self.continuous
             .lock()
             .await
@@ -216,21 +227,39 @@ impl RunningRelease {
             .collect()
     }
 
+    /// A watch on each continuous binding's state, which changes with each of its starts,
+    /// exits and restarts.
+    pub(crate) async fn continuous_watches(
+        &self,
+    ) -> Vec<(String, tokio::sync::watch::Receiver<ContinuousState>)> {
+        self.continuous
+            .lock()
+            .await
+            .iter()
+            .map(|(n, c)| (n.clone(), c.watch()))
+            .collect()
+    }
+
+    /// Whether a route of this release brings messages on `topic` from the cloud down to the
+    /// device bus (`from: "cloud:FILTER"`, `to: local`; the one matcher,
+    /// [`edgefn_schema::DesiredState::brings_down`]).
+    pub(crate) fn routes_down(&self, topic: &str) -> bool {
+        self.desired.state.brings_down(topic)
+    }
+
     /// The digest of what it runs.
-    pub fn digest(&self) -> &str {
+    pub(crate) fn digest(&self) -> &str {
         &self.desired.digest
     }
 
-    /// Whether a route of this release sends messages on `topic` to the cloud.
-    pub fn routes_up(&self, topic: &str) -> bool {
-        self.desired.state.routes.iter().any(|r| {
-            r.to == edgefn_schema::RouteTarget::Cloud
-                && edgefn_schema::topic::matches(&r.filter, topic)
-        })
+    /// Whether a route of this release sends messages on `topic` to the cloud (the one
+    /// matcher, [`edgefn_schema::DesiredState::sends_up`]).
+    pub(crate) fn routes_up(&self, topic: &str) -> bool {
+        self.desired.state.sends_up(topic)
     }
 
     /// The function a binding runs.
-    pub fn function_of(&self, binding: &str) -> Option<String> {
+    pub(crate) fn function_of(&self, binding: &str) -> Option<String> {
         self.desired
             .state
             .bindings
@@ -240,21 +269,17 @@ impl RunningRelease {
     }
 
     /// The bindings whose triggers match `topic`.
-    pub fn matching(&self, topic: &str) -> Vec<String> {
-        self.triggered
-            .values()
-            .filter(|t| {
-                t.binding
-                    .triggers
-                    .iter()
-                    .any(|f| edgefn_schema::topic::matches(f, topic))
-            })
-            .map(|t| t.binding.name.clone())
+    /// (the one matcher, [`edgefn_schema::DesiredState::triggered_by`]), by name.
+    pub(crate) fn matching(&self, topic: &str) -> Vec<String> {
+        self.desired
+            .state
+            .triggered_by(topic)
+            .map(|b| b.name.clone())
             .collect()
     }
 
     /// Invokes one binding.
-    pub async fn invoke(&self, binding: &str, event: &Event) -> Result<Reply, InvokeError> {
+    pub(crate) async fn invoke(&self, binding: &str, event: &Event) -> Result<Reply, InvokeError> {
         let Some(t) = self.triggered.get(binding) else {
             return Err(InvokeError::Stopped);
         };
@@ -269,7 +294,7 @@ impl RunningRelease {
     }
 
     /// Per-binding status.
-    pub async fn status(&self) -> Vec<FunctionStatus> {
+    pub(crate) async fn status(&self) -> Vec<FunctionStatus> {
         let mut out: Vec<FunctionStatus> = self
             .continuous_states()
             .await
@@ -315,7 +340,7 @@ impl RunningRelease {
     }
 
     /// Stops everything, letting in-flight invocations finish.
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         for (_, c) in std::mem::take(&mut *self.continuous.lock().await) {
             c.stop().await;
         }

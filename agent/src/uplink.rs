@@ -18,7 +18,7 @@
 //! (MQTT 3.1.1 has no way to; an MQTT 5 broker may announce no limit) closes the connection
 //! when it reads it: after such a break the link sends one message at a time until the one at
 //! the head is acknowledged, and sets it aside when the broker closed the connection
-//! [`STRIKES`] times in a row with it alone unacknowledged.
+//! three times (`STRIKES`) in a row with it alone unacknowledged.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::future::Future;
@@ -31,6 +31,8 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use tokio::sync::{mpsc, watch};
+
+use edgefn_schema::wire::{self, Kind, LogRecord, LogStream};
 
 use crate::outbox::Outbox;
 
@@ -46,7 +48,7 @@ pub const DEFAULT_MAX_PACKET: u32 = (1 << 20) + (64 << 10);
 #[error(
     "the message on `{topic}` is too large for the cloud: {size} bytes as an MQTT packet, over the {max} bytes {by}; publish less (e.g. a reference to the data, or the data in parts)"
 )]
-pub struct TooLarge {
+pub(crate) struct TooLarge {
     /// Its topic on the device bus.
     pub topic: String,
     /// Its size as the packet the link would send, in bytes.
@@ -79,17 +81,17 @@ impl PacketLimit {
         PacketLimit {
             configured,
             announced: AtomicU32::new(0),
-            prefix: format!("edgefn/{device}/up/").len(),
+            prefix: wire::prefix(device, Kind::Up).len(),
         }
     }
 
     /// Takes the Maximum Packet Size a CONNACK announced (`None`: it announced none).
-    pub fn announce(&self, max: Option<u32>) {
+    pub(crate) fn announce(&self, max: Option<u32>) {
         self.announced.store(max.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// The limit in bytes, and where it comes from.
-    pub fn max(&self) -> (u32, &'static str) {
+    pub(crate) fn max(&self) -> (u32, &'static str) {
         match self.announced.load(Ordering::Relaxed) {
             a if a != 0 && a < self.configured => {
                 (a, "the cloud's broker takes (its Maximum Packet Size)")
@@ -103,7 +105,7 @@ impl PacketLimit {
 
     /// The size of the packet that carries a message on `topic` with `payload` bytes up (MQTT 5
     /// with its user properties, QoS 1: an upper bound for MQTT 3.1.1 too).
-    pub fn packet_size(&self, topic: &str, payload: usize) -> usize {
+    pub(crate) fn packet_size(&self, topic: &str, payload: usize) -> usize {
         let remaining = 2 + self.prefix + topic.len() + 2 + 1 + PROPERTY_BYTES + payload;
         let length_bytes = match remaining {
             0..=127 => 1,
@@ -115,7 +117,7 @@ impl PacketLimit {
     }
 
     /// Whether a message on `topic` with `payload` bytes fits.
-    pub fn check(&self, topic: &str, payload: usize) -> Result<(), TooLarge> {
+    pub(crate) fn check(&self, topic: &str, payload: usize) -> Result<(), TooLarge> {
         let size = self.packet_size(topic, payload);
         let (max, by) = self.max();
         if size > max as usize {
@@ -143,27 +145,16 @@ pub struct BrokerAddr {
 }
 
 impl BrokerAddr {
-    /// Parses `mqtt://host[:port]` (default 1883) or `mqtts://host[:port]` (TLS, default 8883).
-    pub fn parse(url: &str) -> Result<BrokerAddr, String> {
-        let (rest, tls, default_port) = if let Some(r) = url.strip_prefix("mqtt://") {
-            (r, None, 1883)
-        } else if let Some(r) = url.strip_prefix("mqtts://") {
-            (r, Some(None), 8883)
-        } else {
-            return Err(format!("`{url}` is not an mqtt:// or mqtts:// URL"));
-        };
-        let rest = rest.trim_end_matches('/');
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse().map_err(|_| format!("`{p}` is not a port"))?),
-            None => (rest, default_port),
-        };
-        if host.is_empty() {
-            return Err(format!("`{url}` has no host"));
-        }
+    /// Parses `mqtt://host[:port]` (default 1883) or `mqtts://host[:port]` (TLS against the
+    /// system's roots, default 8883), IPv6 hosts in brackets (`mqtt://[::1]:1883`), by the one
+    /// parser of `schema` ([`edgefn_schema::MqttUrl`]). A user name or password in the URL is
+    /// not used: the link always signs in as the device, with its token.
+    pub fn parse(url: &str) -> Result<BrokerAddr, edgefn_schema::MqttUrlError> {
+        let url = edgefn_schema::MqttUrl::parse(url)?;
         Ok(BrokerAddr {
-            host: host.to_owned(),
-            port,
-            tls,
+            host: url.host,
+            port: url.port,
+            tls: url.tls.then_some(None),
         })
     }
 
@@ -190,7 +181,7 @@ pub struct Downlink {
 
 /// A function log line to ship.
 #[derive(Debug, Clone)]
-pub struct ShippedLog {
+pub(crate) struct ShippedLog {
     /// Binding.
     pub binding: String,
     /// JSON payload.
@@ -230,7 +221,7 @@ impl LogQueue {
     }
 
     /// Queues a line; when full, the oldest line makes room and is counted.
-    pub fn push(&self, line: ShippedLog) {
+    pub(crate) fn push(&self, line: ShippedLog) {
         {
             let mut q = self.lock();
             if q.lines.len() >= self.capacity {
@@ -266,7 +257,8 @@ impl LogQueue {
     }
 
     /// Lines dropped and not yet shipped as a marker, and lines waiting.
-    pub fn counts(&self) -> (u64, usize) {
+    #[cfg(test)]
+    pub(crate) fn counts(&self) -> (u64, usize) {
         let q = self.lock();
         (q.dropped.values().sum(), q.lines.len())
     }
@@ -278,16 +270,18 @@ impl LogQueue {
 
 /// The marker line shipped in place of `n` dropped lines of `binding`.
 fn dropped_marker(binding: &str, n: u64) -> ShippedLog {
-    let json = serde_json::json!({
-        "ts_ms": crate::outbox::now_ms(),
-        "binding": binding,
-        "stream": "stderr",
-        "line": format!("… {n} lines dropped (the link to the cloud could not keep up; the newest are kept) …"),
-        "dropped": n,
-    });
+    let record = LogRecord {
+        ts_ms: edgefn_os::time::now_ms(),
+        binding: binding.to_owned(),
+        stream: LogStream::Stderr,
+        line: format!(
+            "… {n} lines dropped (the link to the cloud could not keep up; the newest are kept) …"
+        ),
+        dropped: Some(n),
+    };
     ShippedLog {
         binding: binding.to_owned(),
-        json: json.to_string().into_bytes(),
+        json: record.to_json(),
     }
 }
 
@@ -369,7 +363,7 @@ struct Link<'a> {
     device: &'a str,
     token: &'a str,
     outbox: &'a Outbox,
-    down: &'a mpsc::UnboundedSender<Downlink>,
+    down: &'a mpsc::Sender<Downlink>,
     limit: &'a PacketLimit,
     state: &'a LinkState,
 }
@@ -383,7 +377,7 @@ pub async fn run(
     token: String,
     outbox: Outbox,
     limit: Arc<PacketLimit>,
-    down: mpsc::UnboundedSender<Downlink>,
+    down: mpsc::Sender<Downlink>,
     logs: Arc<LogQueue>,
     state: Arc<LinkState>,
     mut stop: watch::Receiver<bool>,
@@ -447,7 +441,7 @@ pub async fn run(
         let wait = if !connected_once && protocol == Protocol::Auto && !v5 {
             Duration::ZERO
         } else {
-            crate::agent::backoff(attempt.min(3))
+            crate::retry::LINK.delay(attempt)
         };
         tracing::debug!("MQTT: reconnecting in {:.1} s", wait.as_secs_f64());
         tokio::select! {
@@ -478,7 +472,7 @@ impl LinkState {
         Self {
             state: std::sync::Mutex::new(edgefn_schema::api::LinkStatus {
                 up: false,
-                since_ms: crate::outbox::now_ms(),
+                since_ms: edgefn_os::time::now_ms(),
                 broker,
                 last_error: None,
             }),
@@ -494,7 +488,7 @@ impl LinkState {
     /// The link is up.
     fn up(&self, version: &str) {
         let mut s = self.lock();
-        let now = crate::outbox::now_ms();
+        let now = edgefn_os::time::now_ms();
         match &s.last_error {
             Some(e) if !s.up => tracing::info!(
                 "{version}: connected to the cloud's broker at {} after {:.0} s down (last error: {e})",
@@ -525,14 +519,14 @@ impl LinkState {
             tracing::debug!("MQTT: still cannot reach {}: {error}", s.broker);
         }
         if s.up {
-            s.since_ms = crate::outbox::now_ms();
+            s.since_ms = edgefn_os::time::now_ms();
         }
         s.up = false;
         s.last_error = Some(error.to_owned());
     }
 
     /// What the status report says.
-    pub fn snapshot(&self) -> edgefn_schema::api::LinkStatus {
+    pub(crate) fn snapshot(&self) -> edgefn_schema::api::LinkStatus {
         self.lock().clone()
     }
 }
@@ -582,6 +576,20 @@ enum LinkEvent {
     Other,
 }
 
+/// Why a connection broke: the MQTT client's error, kept whole.
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    /// The MQTT 5 client's.
+    #[error("{0}")]
+    V5(#[source] rumqttc::v5::ConnectionError),
+    /// The MQTT 3.1.1 client's.
+    #[error("{0}")]
+    V4(#[source] rumqttc::ConnectionError),
+    /// The event loop's task ended.
+    #[error("the event loop stopped")]
+    Stopped,
+}
+
 /// The two rumqttc event loops (MQTT 5 and 3.1.1) behind one face.
 ///
 /// `poll` is not cancel-safe: dropped while connecting, it drops a socket that already sent
@@ -589,7 +597,7 @@ enum LinkEvent {
 /// to it and closes the live connection. So an event loop runs in its own task (see `pump`),
 /// never inside a `select!` that could drop it half-way.
 trait Events: Send + 'static {
-    fn next(&mut self) -> impl Future<Output = Result<LinkEvent, String>> + Send;
+    fn next(&mut self) -> impl Future<Output = Result<LinkEvent, LinkError>> + Send;
 }
 
 /// The two rumqttc clients behind one face.
@@ -602,8 +610,8 @@ trait Client: Send {
 }
 
 impl Events for rumqttc::v5::EventLoop {
-    async fn next(&mut self) -> Result<LinkEvent, String> {
-        Ok(match self.poll().await.map_err(|e| e.to_string())? {
+    async fn next(&mut self) -> Result<LinkEvent, LinkError> {
+        Ok(match self.poll().await.map_err(LinkError::V5)? {
             Event::Incoming(Packet::ConnAck(ack)) => {
                 LinkEvent::Connected(ack.properties.and_then(|p| p.max_packet_size))
             }
@@ -627,9 +635,9 @@ impl Events for rumqttc::v5::EventLoop {
 }
 
 impl Events for rumqttc::EventLoop {
-    async fn next(&mut self) -> Result<LinkEvent, String> {
+    async fn next(&mut self) -> Result<LinkEvent, LinkError> {
         use rumqttc::{Event, Packet};
-        Ok(match self.poll().await.map_err(|e| e.to_string())? {
+        Ok(match self.poll().await.map_err(LinkError::V4)? {
             Event::Incoming(Packet::ConnAck(_)) => LinkEvent::Connected(None),
             Event::Outgoing(Outgoing::Publish(pkid)) if pkid != 0 => LinkEvent::Sent(pkid),
             Event::Outgoing(Outgoing::Disconnect) => LinkEvent::Closed,
@@ -642,7 +650,7 @@ impl Events for rumqttc::EventLoop {
 
 /// Polls an event loop to its first error in a task of its own; the connection reads the events
 /// from the returned channel (which is cancel-safe). Dropping the guard stops the task.
-fn pump(mut events: impl Events) -> (mpsc::Receiver<Result<LinkEvent, String>>, AbortOnDrop) {
+fn pump(mut events: impl Events) -> (mpsc::Receiver<Result<LinkEvent, LinkError>>, AbortOnDrop) {
     let (tx, rx) = mpsc::channel(256);
     let task = tokio::spawn(async move {
         loop {
@@ -672,8 +680,8 @@ impl Client for V5 {
     fn publish(&self, topic: String, payload: Vec<u8>, id: u64) -> bool {
         let props = PublishProperties {
             user_properties: vec![
-                ("edgefn-id".into(), id.to_string()),
-                ("edgefn-outbox".into(), self.1.clone()),
+                (wire::PROP_ID.into(), id.to_string()),
+                (wire::PROP_OUTBOX.into(), self.1.clone()),
             ],
             ..PublishProperties::default()
         };
@@ -794,8 +802,8 @@ async fn connection(
     logs: &LogQueue,
     stop: &mut watch::Receiver<bool>,
 ) -> Ended {
-    let down_prefix = format!("edgefn/{}/down/", link.device);
-    let up_prefix = format!("edgefn/{}/up/", link.device);
+    let down_prefix = wire::prefix(link.device, Kind::Down);
+    let up_prefix = wire::prefix(link.device, Kind::Up);
     let mut connected = false;
     let mut window = Window::default();
     let mut wake = tokio::time::interval(Duration::from_millis(100));
@@ -836,7 +844,7 @@ async fn connection(
         if connected {
             logs_blocked = false;
             while let Some(log) = logs.pop() {
-                let topic = format!("edgefn/{}/logs/{}", link.device, log.binding);
+                let topic = wire::topic(link.device, Kind::Logs, &log.binding);
                 if !client.publish_log(topic, log.json.clone()) {
                     logs.unpop(log);
                     logs_blocked = true;
@@ -848,7 +856,7 @@ async fn connection(
             // All the events waiting, then one look at the outbox (not one per event).
             n = events.recv_many(&mut batch, 256) => {
                 if n == 0 {
-                    batch.push(Err("the event loop stopped".into()));
+                    batch.push(Err(LinkError::Stopped));
                 }
                 for event in batch.drain(..) {
                     match event {
@@ -859,7 +867,7 @@ async fn connection(
                             }
                             connected = true;
                             link.state.up(version);
-                            client.subscribe(format!("{down_prefix}#")).await;
+                            client.subscribe(wire::down_filter(link.device)).await;
                         }
                         Ok(LinkEvent::Sent(pkid)) => window.named(pkid),
                         Ok(LinkEvent::Acked(pkid, taken)) => {
@@ -872,7 +880,9 @@ async fn connection(
                         }
                         Ok(LinkEvent::Message(topic, payload)) => {
                             if let Some(local) = topic.strip_prefix(&down_prefix) {
-                                let _ = link.down.send(Downlink { topic: local.to_owned(), payload });
+                                // In order, into the bus's one consumer of the downlink; a
+                                // full queue holds the link back (bounded, nothing dropped).
+                                let _ = link.down.send(Downlink { topic: local.to_owned(), payload }).await;
                             }
                         }
                         Ok(LinkEvent::Closed | LinkEvent::Other) => {}

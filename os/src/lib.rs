@@ -2,7 +2,7 @@
 //! written once so that every side follows the same rules. This crate depends on no other
 //! edgefn crate.
 //!
-//! - [`file`]: whole-or-nothing writes with the file's mode set when it is created.
+//! - [`file`](mod@file): whole-or-nothing writes with the file's mode set when it is created.
 //! - [`time`]: the current time in milliseconds since the Unix epoch.
 //! - [`signal`]: the shutdown signal (SIGINT or SIGTERM) as a future.
 //! - [`backoff`]: exponential backoff with a cap and jitter, for retries.

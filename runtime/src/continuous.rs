@@ -19,6 +19,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use edgefn_os::backoff::Backoff;
 use edgefn_schema::api::FunctionState;
 
 use crate::error::{Exit, StartError};
@@ -234,10 +235,7 @@ async fn supervise(
         }
         failures = failures.saturating_add(1);
         restarts = restarts.saturating_add(1);
-        let delay = opts
-            .backoff_initial
-            .saturating_mul(1u32 << (failures - 1).min(20))
-            .min(opts.backoff_max);
+        let delay = Backoff::new(opts.backoff_initial, opts.backoff_max).base(failures - 1);
         let until = Instant::now() + delay;
         state.send_replace(if failures >= opts.crash_loop_after {
             ContinuousState::CrashLoop {

@@ -15,7 +15,7 @@
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use edgefn_schema::Interface;
 use nix::sys::signal::Signal;
@@ -180,10 +180,8 @@ impl Instance {
         }
         let id = self.next_call;
         self.next_call += 1;
-        let deadline_ms = SystemTime::now()
-            .checked_add(timeout)
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(u64::MAX, |d| d.as_millis() as u64);
+        let deadline_ms = edgefn_os::time::now_ms()
+            .saturating_add(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
         let encoded;
         let (payload, encoding) = match &event.payload {
             Payload::Json(v) => (v, Encoding::Json),

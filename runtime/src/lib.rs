@@ -53,15 +53,15 @@
 //! This crate never prints and never reads the environment; only the helper reads its
 //! arguments.
 
-pub mod continuous;
-pub mod error;
-pub mod function;
+mod continuous;
+mod error;
+mod function;
 mod instance;
 mod launch;
-pub mod log;
-pub mod pool;
+mod log;
+mod pool;
 pub mod protocol;
-pub mod sandbox;
+mod sandbox;
 pub mod shim;
 
 pub use continuous::{Continuous, ContinuousOptions, ContinuousState, MessageSink};

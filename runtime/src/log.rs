@@ -3,24 +3,9 @@
 
 use std::sync::Arc;
 
-/// Which stream a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Stream {
-    /// Standard output.
-    Stdout,
-    /// Standard error (tracebacks land here).
-    Stderr,
-}
-
-impl Stream {
-    /// `stdout` or `stderr`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stream::Stdout => "stdout",
-            Stream::Stderr => "stderr",
-        }
-    }
-}
+/// Which stream a line came from: the schema's [`LogStream`](edgefn_schema::wire::LogStream),
+/// so that a line keeps one spelling (`stdout`, `stderr`) from the instance to the cloud.
+pub use edgefn_schema::wire::LogStream as Stream;
 
 /// One line of a function's output, without its line ending.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,12 +18,12 @@ pub struct LogLine {
     pub instance: u64,
     /// Where the line was written.
     pub stream: Stream,
-    /// The text (invalid UTF-8 replaced; lines longer than [`MAX_LINE`] are split).
+    /// The text (invalid UTF-8 replaced; lines longer than 64 KiB are split).
     pub line: String,
 }
 
-/// Longest line delivered in one piece.
-pub const MAX_LINE: usize = 64 * 1024;
+/// Longest line delivered in one piece (64 KiB).
+pub(crate) const MAX_LINE: usize = 64 * 1024;
 
 /// Receives log lines; called from the runtime's tasks, so it must not block for long.
 #[derive(Clone)]

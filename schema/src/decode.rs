@@ -2,7 +2,7 @@
 //!
 //! [`Cx`] is a small toolkit (mapping with known keys, string, number in range, quantity,
 //! choice...) that records a diagnostic and returns `None` instead of stopping, so one run
-//! reports all the problems of a file. The manifest-specific walk is in [`crate::load`].
+//! reports all the problems of a file. The manifest-specific walk is in [`crate::load`](mod@crate::load).
 
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
@@ -14,24 +14,24 @@ use crate::yaml::{Node, NodeKind};
 
 /// Spans of decoded values, by path (`functions.temp-filter.memory`, `bindings[0].function`).
 #[derive(Debug, Clone, Default)]
-pub struct Locations {
+pub(crate) struct Locations {
     spans: HashMap<String, Span>,
 }
 
 impl Locations {
     /// Records where the value at `path` is.
-    pub fn record(&mut self, path: impl Into<String>, span: Span) {
+    pub(crate) fn record(&mut self, path: impl Into<String>, span: Span) {
         self.spans.insert(path.into(), span);
     }
 
     /// Where the value at `path` is, if recorded.
-    pub fn get(&self, path: &str) -> Option<Span> {
+    pub(crate) fn get(&self, path: &str) -> Option<Span> {
         self.spans.get(path).copied()
     }
 }
 
 /// The first line of a span: a readable place to point at a whole mapping.
-pub fn first_line(source: &Source, span: Span) -> Span {
+pub(crate) fn first_line(source: &Source, span: Span) -> Span {
     let text =
         &source.text()[span.offset.min(source.text().len())..span.end().min(source.text().len())];
     let len = text.find('\n').unwrap_or(text.len());
@@ -40,38 +40,30 @@ pub fn first_line(source: &Source, span: Span) -> Span {
 
 /// A mapping whose keys have been checked against the keys it may have.
 #[derive(Debug, Clone, Copy)]
-pub struct Obj<'n> {
+pub(crate) struct Obj<'n> {
     node: &'n Node,
 }
 
 impl<'n> Obj<'n> {
     /// The value under `key`, when present and not null.
-    pub fn get(&self, key: &str) -> Option<&'n Node> {
+    pub(crate) fn get(&self, key: &str) -> Option<&'n Node> {
         self.node.get(key).filter(|n| !n.is_null())
     }
 
     /// The value under `key`, even if null.
-    pub fn get_raw(&self, key: &str) -> Option<&'n Node> {
+    pub(crate) fn get_raw(&self, key: &str) -> Option<&'n Node> {
         self.node.get(key)
     }
 
     /// The mapping node itself.
-    pub fn node(&self) -> &'n Node {
+    pub(crate) fn node(&self) -> &'n Node {
         self.node
-    }
-
-    /// Entries in source order.
-    pub fn entries(&self) -> &'n [(Node, Node)] {
-        match &self.node.kind {
-            NodeKind::Map(e) => e,
-            _ => &[],
-        }
     }
 }
 
 /// Decoding context: the source, the diagnostics found so far and the locations recorded.
 #[derive(Debug)]
-pub struct Cx<'s> {
+pub(crate) struct Cx<'s> {
     /// The file being decoded.
     pub source: &'s Source,
     /// Problems found.
@@ -85,7 +77,7 @@ pub struct Cx<'s> {
 
 impl<'s> Cx<'s> {
     /// A fresh context for `source`.
-    pub fn new(source: &'s Source) -> Self {
+    pub(crate) fn new(source: &'s Source) -> Self {
         Self {
             source,
             diags: Diagnostics::default(),
@@ -95,17 +87,17 @@ impl<'s> Cx<'s> {
     }
 
     /// An error at `span`, to finish with `.label()`/`.help()` and [`Cx::emit`].
-    pub fn error(&self, code: Code, span: Span, message: impl Into<String>) -> Diagnostic {
+    pub(crate) fn error(&self, code: Code, span: Span, message: impl Into<String>) -> Diagnostic {
         Diagnostic::error(self.source, code, span, message)
     }
 
     /// A warning at `span`, to finish and [`Cx::emit`].
-    pub fn warning(&self, code: Code, span: Span, message: impl Into<String>) -> Diagnostic {
+    pub(crate) fn warning(&self, code: Code, span: Span, message: impl Into<String>) -> Diagnostic {
         Diagnostic::warning(self.source, code, span, message)
     }
 
     /// Records a diagnostic.
-    pub fn emit(&mut self, d: Diagnostic) {
+    pub(crate) fn emit(&mut self, d: Diagnostic) {
         self.diags.push(d);
     }
 
@@ -129,7 +121,7 @@ impl<'s> Cx<'s> {
 
     /// Checks that `node` is a mapping with only `keys` (reporting unknown keys, with a
     /// suggestion) and all of `required` (reported at `anchor`).
-    pub fn object<'n>(
+    pub(crate) fn object<'n>(
         &mut self,
         node: &'n Node,
         what: &str,
@@ -182,7 +174,7 @@ impl<'s> Cx<'s> {
     }
 
     /// A mapping with arbitrary keys (names of functions, devices, labels).
-    pub fn named_map<'n>(
+    pub(crate) fn named_map<'n>(
         &mut self,
         node: &'n Node,
         what: &str,
@@ -201,7 +193,12 @@ impl<'s> Cx<'s> {
     }
 
     /// A sequence.
-    pub fn seq<'n>(&mut self, node: &'n Node, what: &str, example: &str) -> Option<&'n [Node]> {
+    pub(crate) fn seq<'n>(
+        &mut self,
+        node: &'n Node,
+        what: &str,
+        example: &str,
+    ) -> Option<&'n [Node]> {
         if node.is_null() {
             return Some(&[]);
         }
@@ -215,7 +212,7 @@ impl<'s> Cx<'s> {
     }
 
     /// Any scalar, as text.
-    pub fn string(&mut self, node: &Node, what: &str, example: &str) -> Option<String> {
+    pub(crate) fn string(&mut self, node: &Node, what: &str, example: &str) -> Option<String> {
         match node.as_str() {
             Some(s) => Some(s.to_owned()),
             None => {
@@ -226,7 +223,7 @@ impl<'s> Cx<'s> {
     }
 
     /// A whole number within `min..=max`.
-    pub fn number(&mut self, node: &Node, what: &str, min: u32, max: u32) -> Option<u32> {
+    pub(crate) fn number(&mut self, node: &Node, what: &str, min: u32, max: u32) -> Option<u32> {
         let text = match &node.kind {
             NodeKind::Scalar { value, plain: true } if !node.is_null() => value,
             _ => {
@@ -256,7 +253,7 @@ impl<'s> Cx<'s> {
     }
 
     /// A quantity (memory, cpu, duration) within `min..=max`.
-    pub fn quantity<T>(&mut self, node: &Node, what: &str, min: T, max: T) -> Option<T>
+    pub(crate) fn quantity<T>(&mut self, node: &Node, what: &str, min: T, max: T) -> Option<T>
     where
         T: FromStr<Err = QuantityError> + PartialOrd + std::fmt::Display,
     {
@@ -302,7 +299,12 @@ impl<'s> Cx<'s> {
     }
 
     /// One of `choices`.
-    pub fn choice<'c>(&mut self, node: &Node, what: &str, choices: &[&'c str]) -> Option<&'c str> {
+    pub(crate) fn choice<'c>(
+        &mut self,
+        node: &Node,
+        what: &str,
+        choices: &[&'c str],
+    ) -> Option<&'c str> {
         let text = self.string(node, what, &format!("`{}`", choices[0]))?;
         if let Some(c) = choices.iter().find(|c| **c == text) {
             return Some(c);
@@ -325,7 +327,12 @@ impl<'s> Cx<'s> {
 
     /// A mapping of strings to strings (env, labels). Scalars of any YAML type are taken as
     /// their text, so `PORT: 8080` means `"8080"`.
-    pub fn string_map(&mut self, node: &Node, what: &str, path: &str) -> BTreeMap<String, String> {
+    pub(crate) fn string_map(
+        &mut self,
+        node: &Node,
+        what: &str,
+        path: &str,
+    ) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         let Some(entries) = self.named_map(node, what, "`{ KEY: value }`") else {
             return out;
@@ -344,7 +351,7 @@ impl<'s> Cx<'s> {
 }
 
 /// `a`, `b` or `c` with backticks.
-pub fn list(items: &[&str]) -> String {
+pub(crate) fn list(items: &[&str]) -> String {
     let quoted: Vec<String> = items.iter().map(|i| format!("`{i}`")).collect();
     match quoted.len() {
         0 => String::new(),

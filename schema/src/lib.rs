@@ -14,7 +14,7 @@
 pub mod api;
 pub mod bundle;
 pub mod conformance;
-pub mod decode;
+mod decode;
 pub mod dev_session;
 pub mod diagnostic;
 pub mod load;

@@ -2,12 +2,12 @@
 //!
 //! Three passes, each collecting diagnostics rather than stopping: YAML syntax
 //! ([`crate::yaml`]), shape and values (this module's `decode_*` functions), and cross-references
-//! and the project's files ([`check_references`], [`check_files`]). Files are reached only
+//! and the project's files (`check_references`, `check_files`). Files are reached only
 //! through [`ProjectFiles`], so this crate stays free of I/O.
 
 use std::collections::BTreeMap;
 
-use crate::decode::{Cx, Locations, Obj, first_line};
+use crate::decode::{Cx, Obj, first_line};
 use crate::diagnostic::{Code, Diagnostics, did_you_mean};
 use crate::manifest::{
     API_VERSION, Binding, CLOUD_PREFIX, Device, DeviceSelector, Function, Handler, Interface,
@@ -49,8 +49,6 @@ pub struct Loaded {
     pub manifest: Manifest,
     /// Warnings (no errors).
     pub warnings: Diagnostics,
-    /// Where each value is in the source.
-    pub locations: Locations,
 }
 
 /// Parses and validates a manifest. `files` is `None` to skip the checks of the project's files.
@@ -72,7 +70,6 @@ pub fn load(source: &Source, files: Option<&dyn ProjectFiles>) -> Result<Loaded,
         Some(manifest) if !diags.has_errors() => Ok(Loaded {
             manifest,
             warnings: diags,
-            locations: cx.locs,
         }),
         _ => Err(diags),
     }

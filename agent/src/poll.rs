@@ -1,0 +1,104 @@
+//! Polling: following the desired state with a long-poll, and starting an update when it
+//! changes. After a refused revision the agent long-polls again at once, for a desired state
+//! other than the refused one; after a failure it waits (exponential backoff with jitter,
+//! [`crate::retry::POLL`]).
+
+use std::sync::Arc;
+
+use edgefn_schema::api::DeviceState;
+use tokio::sync::watch;
+
+use crate::AgentError;
+use crate::cloud::CloudError;
+use crate::update::{Outcome, Updater};
+
+/// Follows the desired state until `stop`, or until the cloud refuses the token.
+pub(crate) async fn run(
+    updater: Arc<Updater>,
+    mut stop: watch::Receiver<bool>,
+    poll_wait: std::time::Duration,
+) -> Result<(), AgentError> {
+    let u = &updater;
+    let mut attempt = 0u32;
+    // A desired state this device refused: the next long-poll waits for one that differs
+    // from it (not from the running release, which the cloud would answer at once with the
+    // refused one again), so a fixed revision arrives the moment it is applied.
+    let mut refused: Option<String> = None;
+    loop {
+        let running = u.bus.live().digest().await;
+        let known = refused.clone().or_else(|| running.clone());
+        let polled = tokio::select! {
+            r = u.cloud.desired(known.as_deref(), poll_wait) => r,
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        };
+        let wait = match polled {
+            Ok(None) => {
+                attempt = 0;
+                continue;
+            }
+            Ok(Some(desired)) => {
+                refused = None;
+                if u.state.lock().failed.contains(&desired.digest) {
+                    // A revision asking again for what failed here (a rollback to a broken
+                    // revision, say): not tried again, and said, so that the fleet's status
+                    // does not show a device quietly running something else.
+                    let already =
+                        u.reporter.get().target.as_deref() == Some(desired.digest.as_str());
+                    if !already {
+                        let revision = desired.revision;
+                        u.reporter.set(
+                            DeviceState::Failed,
+                            Some(format!(
+                                "revision {revision} asks for a desired state that already failed on this device; not tried again (the release before it keeps running): apply a fix"
+                            )),
+                            Some(desired.digest.clone()),
+                        );
+                    }
+                    refused = Some(desired.digest);
+                    continue;
+                }
+                if Some(&desired.digest) == running.as_ref() {
+                    // Already running it (the revert of a release that rolled back): the
+                    // device is converged, whatever it reported about an older target.
+                    let stale = matches!(
+                        u.reporter.get().state,
+                        DeviceState::RolledBack | DeviceState::Failed
+                    );
+                    if stale {
+                        u.reporter.set(
+                            DeviceState::Running,
+                            Some(format!("running revision {}", desired.revision)),
+                            None,
+                        );
+                    }
+                    continue;
+                }
+                let digest = desired.digest.clone();
+                match u.update(desired).await {
+                    Outcome::Done => {
+                        attempt = 0;
+                        if u.state.lock().failed.contains(&digest) {
+                            refused = Some(digest);
+                        }
+                        continue;
+                    }
+                    // A download failed: wait before the next attempt, as for any outage.
+                    Outcome::Interrupted => crate::retry::POLL.delay(attempt),
+                }
+            }
+            Err(CloudError::Rejected(code)) => {
+                return Err(AgentError::Rejected(CloudError::Rejected(code)));
+            }
+            Err(e) => {
+                let wait = crate::retry::POLL.delay(attempt);
+                tracing::warn!("{e}; retrying in {:.1} s", wait.as_secs_f64());
+                wait
+            }
+        };
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        }
+    }
+}
