@@ -48,19 +48,32 @@ fn signals(hangup: bool) -> impl Future<Output = ()> + Send + 'static {
 mod tests {
     use std::time::Duration;
 
+    fn kill(signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &std::process::id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
     /// A real SIGTERM sent to this process ends the future (the handler, installed at the
     /// call, keeps the default action from killing the test).
     #[tokio::test]
     async fn sigterm_completes_it() {
         let stop = super::shutdown();
-        let pid = std::process::id();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
+        kill("-TERM");
         tokio::time::timeout(Duration::from_secs(60), stop)
             .await
             .expect("SIGTERM ends the shutdown future");
+    }
+
+    /// A real SIGHUP ends the terminal-bound variant.
+    #[tokio::test]
+    async fn sighup_completes_the_hangup_variant() {
+        let stop = super::shutdown_or_hangup();
+        kill("-HUP");
+        tokio::time::timeout(Duration::from_secs(60), stop)
+            .await
+            .expect("SIGHUP ends the shutdown_or_hangup future");
     }
 }

@@ -22,6 +22,20 @@ pub struct LogLine {
     pub line: String,
 }
 
+impl LogLine {
+    /// The record a device ships and serves for this line (`edgefn/<d>/logs/<binding>`),
+    /// written at `ts_ms` (ms since the Unix epoch, e.g. `edgefn_os::time::now_ms()`).
+    pub fn to_record(&self, ts_ms: u64) -> edgefn_schema::wire::LogRecord {
+        edgefn_schema::wire::LogRecord {
+            ts_ms,
+            binding: self.binding.to_string(),
+            stream: self.stream,
+            line: self.line.clone(),
+            dropped: None,
+        }
+    }
+}
+
 /// Longest line delivered in one piece (64 KiB).
 pub(crate) const MAX_LINE: usize = 64 * 1024;
 
@@ -59,5 +73,25 @@ impl LogSink {
 impl std::fmt::Debug for LogSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("LogSink")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_becomes_the_record_a_device_ships() {
+        let line = LogLine {
+            function: "temp-filter".into(),
+            binding: "temp-filter".into(),
+            instance: 3,
+            stream: Stream::Stderr,
+            line: "hot".into(),
+        };
+        assert_eq!(
+            String::from_utf8(line.to_record(5).to_json()).unwrap(),
+            r#"{"ts_ms":5,"binding":"temp-filter","stream":"stderr","line":"hot"}"#
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The types of `edgefn.yaml`, version `edgefn/v1`.
 //!
 //! These types are the truth of the format: the JSON Schema is generated from them
-//! (`schema/edgefn.schema.json`), [`crate::decode`] fills them from YAML with diagnostics, and
+//! (`schema/edgefn.schema.json`), [`crate::load()`] fills them from YAML with diagnostics, and
 //! the control plane stores and serves them. Field names are camelCase, as in the file.
 
 use std::collections::BTreeMap;

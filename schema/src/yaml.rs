@@ -3,7 +3,7 @@
 //! serde-based YAML loaders stop at the first error and forget positions. edgefn wants every
 //! problem of a file in one run, each pointing at its line and column, so it loads the document
 //! into this small [`Node`] tree (built from saphyr-parser's spanned events) and decodes the tree
-//! by hand in [`crate::decode`].
+//! by hand (the crate's decoder, behind [`crate::load()`]).
 //!
 //! Every file edgefn reads as YAML (the manifest, test cases, the agent's configuration) comes
 //! through [`parse`], which bounds what a small input can cost: aliases may copy at most
