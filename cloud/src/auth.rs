@@ -4,24 +4,24 @@
 use sha2::{Digest, Sha256};
 
 /// Prefix of admin tokens (lets secret scanners recognise them).
-pub const ADMIN_PREFIX: &str = "edgefn_adm_";
+pub(crate) const ADMIN_PREFIX: &str = "edgefn_adm_";
 /// Prefix of device tokens.
-pub const DEVICE_PREFIX: &str = "edgefn_dev_";
+pub(crate) const DEVICE_PREFIX: &str = "edgefn_dev_";
 
 /// A new random token: `prefix` + 64 hex digits (256 bits).
-pub fn generate(prefix: &str) -> Result<String, getrandom::Error> {
+pub(crate) fn generate(prefix: &str) -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)?;
     Ok(format!("{prefix}{}", edgefn_schema::resolve::hex(&bytes)))
 }
 
 /// The stored form of a token.
-pub fn hash(token: &str) -> [u8; 32] {
+pub(crate) fn hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
 /// Equality whose time does not depend on where the inputs differ.
-pub fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+pub(crate) fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     let diff = a
         .iter()
         .zip(b.iter())

@@ -12,24 +12,24 @@ use edgefn_schema::{DesiredState, Manifest, Source};
 
 /// One device's desired state, ready to send.
 #[derive(Debug, Clone)]
-pub struct DeviceDesired {
+pub(crate) struct DeviceDesired {
     /// The state's digest (the ETag).
-    pub digest: String,
+    pub(crate) digest: String,
     /// The JSON response body (cheap to clone).
-    pub body: axum::body::Bytes,
+    pub(crate) body: axum::body::Bytes,
     /// Bundles the device may download.
-    pub bundles: HashSet<String>,
+    pub(crate) bundles: HashSet<String>,
     /// Filters of the routes that bring messages from the cloud down to its bus
     /// (`from: "cloud:FILTER"`, `to: local`): the agent drops anything else sent down.
-    pub down_filters: Vec<String>,
+    pub(crate) down_filters: Vec<String>,
     /// The names of the bindings and functions it runs, sorted.
-    pub runs: Vec<String>,
+    pub(crate) runs: Vec<String>,
 }
 
 impl DeviceDesired {
     /// Whether a message sent down on `topic` reaches the device's bus (a route brings it
     /// down), by the rule the agent applies.
-    pub fn brings_down(&self, topic: &str) -> bool {
+    pub(crate) fn brings_down(&self, topic: &str) -> bool {
         self.down_filters
             .iter()
             .any(|f| edgefn_schema::topic::matches(f, topic))
@@ -38,15 +38,15 @@ impl DeviceDesired {
 
 /// The fleet under one revision.
 #[derive(Debug, Default)]
-pub struct FleetView {
+pub(crate) struct FleetView {
     /// Latest revision (0: none).
-    pub revision: u64,
+    pub(crate) revision: u64,
     /// Its manifest, parsed.
-    pub manifest: Option<Manifest>,
+    pub(crate) manifest: Option<Manifest>,
     /// Its bundles.
-    pub bundles: BTreeMap<String, String>,
+    pub(crate) bundles: BTreeMap<String, String>,
     /// Desired state of each device in the manifest.
-    pub devices: HashMap<String, Arc<DeviceDesired>>,
+    pub(crate) devices: HashMap<String, Arc<DeviceDesired>>,
 }
 
 fn desired(revision: u64, state: DesiredState) -> Arc<DeviceDesired> {
@@ -83,7 +83,7 @@ fn desired(revision: u64, state: DesiredState) -> Arc<DeviceDesired> {
 
 impl FleetView {
     /// The view of `revision` (`None`: nothing applied yet).
-    pub fn build(revision: Option<&Revision>) -> Self {
+    pub(crate) fn build(revision: Option<&Revision>) -> Self {
         let Some(rev) = revision else {
             return Self::default();
         };
@@ -110,7 +110,7 @@ impl FleetView {
     }
 
     /// What `device` should run: its entry, or an empty state when the manifest does not list it.
-    pub fn desired_for(&self, device: &str) -> Arc<DeviceDesired> {
+    pub(crate) fn desired_for(&self, device: &str) -> Arc<DeviceDesired> {
         if let Some(d) = self.devices.get(device) {
             return Arc::clone(d);
         }

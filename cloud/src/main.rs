@@ -99,7 +99,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if let edgefn_cloud::mqtt::MqttMode::Embedded(l) = &mqtt {
+    if let edgefn_cloud::MqttMode::Embedded(l) = &mqtt {
         if let Ok(a) = l.local_addr() {
             println!("edgefn-cloud MQTT broker on mqtt://{a}");
         }
@@ -183,10 +183,10 @@ fn main() -> ExitCode {
 
 /// The broker to use, from the arguments; binds the embedded broker's listener.
 #[allow(clippy::print_stderr)]
-fn mqtt_mode(args: &Args) -> Result<edgefn_cloud::mqtt::MqttMode, String> {
-    use edgefn_cloud::mqtt::{MosquittoFiles, MqttMode};
+fn mqtt_mode(args: &Args) -> Result<edgefn_cloud::MqttMode, String> {
+    use edgefn_cloud::{MosquittoFiles, MqttMode};
     if let Some(url) = &args.mqtt_url {
-        let mut mode = edgefn_cloud::mqtt::parse_url(url)?;
+        let mut mode = edgefn_cloud::parse_mqtt_url(url)?;
         if let (MqttMode::External { mosquitto, .. }, Some(dir)) = (&mut mode, &args.mosquitto_dir)
         {
             *mosquitto = Some(MosquittoFiles {

@@ -27,46 +27,46 @@ use tokio::sync::{broadcast, watch};
 use super::MAX_PACKET_BYTES;
 
 /// Log lines kept per device.
-pub const LOG_RING: usize = 1000;
+pub(crate) const LOG_RING: usize = 1000;
 
 /// A message a device sent up.
 #[derive(Debug, Clone)]
-pub struct UpMessage {
+pub(crate) struct UpMessage {
     /// The device.
-    pub device: String,
+    pub(crate) device: String,
     /// Its local topic (without `edgefn/<device>/up/`).
-    pub topic: String,
+    pub(crate) topic: String,
     /// The payload, raw.
-    pub payload: Bytes,
+    pub(crate) payload: Bytes,
     /// When the cloud received it.
-    pub ts_ms: u64,
+    pub(crate) ts_ms: u64,
     /// Its sequence number in the device's outbox, when it came from one.
-    pub id: Option<u64>,
+    pub(crate) id: Option<u64>,
 }
 
 /// One line of an NDJSON stream of messages.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct MessageLine {
+pub(crate) struct MessageLine {
     /// The device that sent it.
-    pub device: String,
+    pub(crate) device: String,
     /// Its local topic (without `edgefn/<device>/up/`).
-    pub topic: String,
+    pub(crate) topic: String,
     /// The payload: its JSON value when it is JSON, else its text; `null` when it is not UTF-8.
-    pub payload: serde_json::Value,
+    pub(crate) payload: serde_json::Value,
     /// The payload in base64, only when it is not UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub payload_base64: Option<String>,
+    pub(crate) payload_base64: Option<String>,
     /// When the cloud received it (ms since the Unix epoch).
-    pub ts_ms: u64,
+    pub(crate) ts_ms: u64,
     /// Its sequence number in the device's outbox (increasing per device, gaps where the
     /// outbox dropped messages past its bounds); absent for messages from other clients.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<u64>,
+    pub(crate) id: Option<u64>,
 }
 
 impl UpMessage {
     /// The line sent to a stream.
-    pub fn line(&self) -> MessageLine {
+    pub(crate) fn line(&self) -> MessageLine {
         let (payload, payload_base64) = payload_value(&self.payload);
         MessageLine {
             device: self.device.clone(),
@@ -80,7 +80,7 @@ impl UpMessage {
 }
 
 /// A payload as JSON: its value if it is JSON, its text if it is UTF-8, else base64.
-pub fn payload_value(bytes: &[u8]) -> (serde_json::Value, Option<String>) {
+pub(crate) fn payload_value(bytes: &[u8]) -> (serde_json::Value, Option<String>) {
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) {
         return (v, None);
     }
@@ -98,17 +98,17 @@ pub fn payload_value(bytes: &[u8]) -> (serde_json::Value, Option<String>) {
 
 /// A function's log line, shipped up by a device.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct LogLine {
+pub(crate) struct LogLine {
     /// The device.
-    pub device: String,
+    pub(crate) device: String,
     /// When the line was written (ms since the Unix epoch), as the device says.
-    pub ts_ms: u64,
+    pub(crate) ts_ms: u64,
     /// The binding (function) that wrote it.
-    pub binding: String,
+    pub(crate) binding: String,
     /// `stdout` or `stderr`.
-    pub stream: String,
+    pub(crate) stream: String,
     /// The line.
-    pub line: String,
+    pub(crate) line: String,
 }
 
 impl LogLine {
@@ -130,7 +130,7 @@ impl LogLine {
 
     /// Whether this line is of `binding` (exactly, or `binding` followed by a character that
     /// no function name holds, such as `temp-filter#1`).
-    pub fn of(&self, binding: &str) -> bool {
+    pub(crate) fn of(&self, binding: &str) -> bool {
         match self.binding.strip_prefix(binding) {
             Some("") => true,
             Some(rest) => rest
@@ -150,7 +150,7 @@ pub(crate) fn now_ms() -> u64 {
 
 /// The cloud's connection to its broker.
 #[derive(Debug)]
-pub struct Hub {
+pub(crate) struct Hub {
     client: AsyncClient,
     up: broadcast::Sender<Arc<UpMessage>>,
     log_tx: broadcast::Sender<Arc<LogLine>>,
@@ -160,25 +160,25 @@ pub struct Hub {
     seen: Mutex<HashMap<String, (String, u64)>>,
     /// Messages received from devices (`up`), log lines received, messages sent down,
     /// duplicates dropped.
-    pub counts: [AtomicU64; 4],
+    pub(crate) counts: [AtomicU64; 4],
 }
 
 /// How the hub connects.
 #[derive(Debug, Clone)]
-pub struct HubOptions {
+pub(crate) struct HubOptions {
     /// Broker host.
-    pub host: String,
+    pub(crate) host: String,
     /// Broker port.
-    pub port: u16,
+    pub(crate) port: u16,
     /// User name.
-    pub username: String,
+    pub(crate) username: String,
     /// Password.
-    pub password: String,
+    pub(crate) password: String,
 }
 
 impl Hub {
     /// Connects (and keeps reconnecting) to the broker until `shutdown` turns true.
-    pub fn start(opts: HubOptions, mut shutdown: watch::Receiver<bool>) -> Arc<Hub> {
+    pub(crate) fn start(opts: HubOptions, mut shutdown: watch::Receiver<bool>) -> Arc<Hub> {
         let mut suffix = [0u8; 6];
         let _ = getrandom::fill(&mut suffix);
         let id = format!(
@@ -316,7 +316,7 @@ impl Hub {
     }
 
     /// Waits up to `timeout` for the hub to be connected and subscribed.
-    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+    pub(crate) async fn wait_ready(&self, timeout: Duration) -> bool {
         let mut rx = self.ready.subscribe();
         tokio::time::timeout(timeout, rx.wait_for(|r| *r))
             .await
@@ -324,17 +324,22 @@ impl Hub {
     }
 
     /// Messages sent up from now on.
-    pub fn subscribe_up(&self) -> broadcast::Receiver<Arc<UpMessage>> {
+    pub(crate) fn subscribe_up(&self) -> broadcast::Receiver<Arc<UpMessage>> {
         self.up.subscribe()
     }
 
     /// Log lines received from now on.
-    pub fn subscribe_logs(&self) -> broadcast::Receiver<Arc<LogLine>> {
+    pub(crate) fn subscribe_logs(&self) -> broadcast::Receiver<Arc<LogLine>> {
         self.log_tx.subscribe()
     }
 
     /// The last `tail` kept log lines of `device` (of `binding` only, when given).
-    pub fn recent_logs(&self, device: &str, binding: Option<&str>, tail: usize) -> Vec<LogLine> {
+    pub(crate) fn recent_logs(
+        &self,
+        device: &str,
+        binding: Option<&str>,
+        tail: usize,
+    ) -> Vec<LogLine> {
         let logs = self
             .logs
             .lock()
@@ -354,7 +359,7 @@ impl Hub {
     }
 
     /// Forgets the log lines and message numbers of a removed device.
-    pub fn forget(&self, device: &str) {
+    pub(crate) fn forget(&self, device: &str) {
         self.seen
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -366,7 +371,7 @@ impl Hub {
     }
 
     /// Hands `payload` for `topic` (QoS 1) to the connection; fails when its queue is full.
-    pub fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), String> {
+    pub(crate) fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), String> {
         self.client
             .try_publish(topic, QoS::AtLeastOnce, false, payload)
             .map_err(|e| e.to_string())?;
@@ -375,12 +380,12 @@ impl Hub {
     }
 
     /// Counts messages sent down without this connection (through the embedded broker).
-    pub fn count_down(&self, n: u64) {
+    pub(crate) fn count_down(&self, n: u64) {
         self.counts[2].fetch_add(n, Ordering::Relaxed);
     }
 
     /// Lines for `/metrics`.
-    pub fn render_metrics(&self, clients: Option<usize>) -> String {
+    pub(crate) fn render_metrics(&self, clients: Option<usize>) -> String {
         let get = |i: usize| self.counts[i].load(Ordering::Relaxed);
         let mut out = format!(
             "# HELP edgefn_mqtt_connected Whether the cloud is connected and subscribed to its broker.\n\
