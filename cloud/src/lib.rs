@@ -238,8 +238,14 @@ async fn start_messaging(
     stop: watch::Receiver<bool>,
 ) -> Result<(), CloudError> {
     use crate::messaging::{Messaging, RegistryAuth};
-    let secret = cloud_secret(data)?;
-    let cloud_hash = mqtt::mosquitto::hash(&secret).map_err(CloudError::Random)?;
+    // A file read (and, the first time, a synced write) and a PBKDF2 hash: off the async threads.
+    let secret_in = data.to_path_buf();
+    let (secret, cloud_hash) = tokio::task::spawn_blocking(move || {
+        let secret = cloud_secret(&secret_in)?;
+        let hash = mqtt::mosquitto::hash(&secret).map_err(CloudError::Random)?;
+        Ok::<_, CloudError>((secret, hash))
+    })
+    .await??;
     let (opts, broker, mosquitto) = match mode {
         mqtt::MqttMode::Disabled => return Ok(()),
         mqtt::MqttMode::Embedded(listener) => {

@@ -371,10 +371,13 @@ impl Hub {
     }
 
     /// Hands `payload` for `topic` (QoS 1) to the connection; fails when its queue is full.
-    pub(crate) fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), String> {
+    pub(crate) fn publish(
+        &self,
+        topic: String,
+        payload: Vec<u8>,
+    ) -> Result<(), rumqttc::v5::ClientError> {
         self.client
-            .try_publish(topic, QoS::AtLeastOnce, false, payload)
-            .map_err(|e| e.to_string())?;
+            .try_publish(topic, QoS::AtLeastOnce, false, payload)?;
         self.counts[2].fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
