@@ -287,7 +287,7 @@ impl RunningRelease {
                 };
                 FunctionStatus {
                     binding,
-                    state: st.name().to_owned(),
+                    state: st.kind(),
                     restarts: u64::from(restarts),
                     invocations: 0,
                     errors: 0,
@@ -300,9 +300,9 @@ impl RunningRelease {
             FunctionStatus {
                 binding: t.binding.name.clone(),
                 state: if stats.instances > 0 {
-                    "running".into()
+                    edgefn_schema::api::FunctionState::Running
                 } else {
-                    "idle".into()
+                    edgefn_schema::api::FunctionState::Idle
                 },
                 restarts: stats.started.saturating_sub(1),
                 invocations: stats.invocations,

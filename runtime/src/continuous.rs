@@ -19,6 +19,8 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use edgefn_schema::api::FunctionState;
+
 use crate::error::{Exit, StartError};
 use crate::function::{FunctionSpec, Message};
 use crate::instance::spawn_log_reader;
@@ -97,15 +99,20 @@ pub enum ContinuousState {
 }
 
 impl ContinuousState {
-    /// `starting`, `running`, `backoff`, `crash-loop` or `stopped`.
-    pub fn name(&self) -> &'static str {
+    /// The state as a device reports it (`FunctionStatus::state`).
+    pub fn kind(&self) -> FunctionState {
         match self {
-            ContinuousState::Starting { .. } => "starting",
-            ContinuousState::Running { .. } => "running",
-            ContinuousState::Backoff { .. } => "backoff",
-            ContinuousState::CrashLoop { .. } => "crash-loop",
-            ContinuousState::Stopped { .. } => "stopped",
+            ContinuousState::Starting { .. } => FunctionState::Starting,
+            ContinuousState::Running { .. } => FunctionState::Running,
+            ContinuousState::Backoff { .. } => FunctionState::Backoff,
+            ContinuousState::CrashLoop { .. } => FunctionState::CrashLoop,
+            ContinuousState::Stopped { .. } => FunctionState::Stopped,
         }
+    }
+
+    /// `starting`, `running`, `backoff`, `crash_loop` or `stopped`: [`Self::kind`] as text.
+    pub fn name(&self) -> &'static str {
+        self.kind().as_str()
     }
 }
 

@@ -18,13 +18,144 @@ pub struct ErrorBody {
 /// What went wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorDetail {
-    /// Stable machine-readable code, e.g. `conflict`, `digest_mismatch`, `unauthorized`.
+    /// Stable machine-readable code, e.g. `conflict`, `digest_mismatch`, `unauthorized`: one
+    /// of [`ErrorCode`] (kept a string, so that a client reads codes newer than itself).
     pub code: String,
     /// What is wrong and how to fix it.
     pub message: String,
     /// Details, e.g. the current revision on a conflict, or manifest diagnostics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<serde_json::Value>,
+}
+
+impl ErrorDetail {
+    /// The code, when this edgefn knows it.
+    pub fn code(&self) -> Option<ErrorCode> {
+        ErrorCode::parse(&self.code)
+    }
+}
+
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal, $status:literal;)*) => {
+        /// The stable code of an API error ([`ErrorDetail::code`]), with the HTTP status it
+        /// always comes with. Codes are part of the API: clients and scripts match them, so a
+        /// code is never renamed or reused (like the manifest's [`crate::Code`]s).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, in declaration order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            /// The code on the wire, e.g. `digest_mismatch`.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $name,)*
+                }
+            }
+
+            /// The HTTP status of a response with this code.
+            pub fn status(self) -> u16 {
+                match self {
+                    $(ErrorCode::$variant => $status,)*
+                }
+            }
+
+            /// The code spelled `s`, if this edgefn knows it.
+            pub fn parse(s: &str) -> Option<ErrorCode> {
+                match s {
+                    $($name => Some(ErrorCode::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// A request the API cannot take (malformed JSON, a bad parameter).
+    BadRequest => "bad_request", 400;
+    /// No token, or one the control plane does not know.
+    Unauthorized => "unauthorized", 401;
+    /// A token without the right (a device's token on an admin endpoint).
+    Forbidden => "forbidden", 403;
+    /// No such resource.
+    NotFound => "not_found", 404;
+    /// The control plane failed; its log says why.
+    Internal => "internal", 500;
+    /// The latest revision is not the one the request was made against (details: `latest`).
+    Conflict => "conflict", 409;
+    /// The revision names bundles the control plane lacks (details: `missing`).
+    MissingBundles => "missing_bundles", 422;
+    /// A device of that name is registered already.
+    DeviceExists => "device_exists", 409;
+    /// A request body larger than the control plane takes.
+    BodyTooLarge => "body_too_large", 413;
+    /// The broker's queue for the message is full; try again.
+    BrokerBusy => "broker_busy", 503;
+    /// The control plane is not connected to its broker.
+    BrokerUnreachable => "broker_unreachable", 503;
+    /// An uploaded bundle whose sha256 is not the digest it was sent under.
+    DigestMismatch => "digest_mismatch", 400;
+    /// A revision whose bundles do not match its functions.
+    InvalidBundles => "invalid_bundles", 422;
+    /// A manifest with errors (details: `diagnostics`).
+    InvalidManifest => "invalid_manifest", 422;
+    /// A topic or topic filter that is not valid MQTT (details: `help`).
+    InvalidTopic => "invalid_topic", 400;
+    /// Deleting the last admin token, which would lock everyone out.
+    LastAdminToken => "last_admin_token", 409;
+    /// A manifest larger than the control plane takes.
+    ManifestTooLarge => "manifest_too_large", 413;
+    /// The control plane runs without an MQTT broker.
+    MessagesDisabled => "messages_disabled", 503;
+    /// A publish by labels that selects no device.
+    NoDevices => "no_devices", 404;
+    /// A rollback with no earlier revision to return to.
+    NothingToRollBack => "nothing_to_roll_back", 409;
+    /// A message payload larger than `POST /v1/publish` sends.
+    PayloadTooLarge => "payload_too_large", 413;
+    /// A device name that is not registered.
+    UnknownDevice => "unknown_device", 404;
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `POST /v1/publish`: a message for devices. Give `devices` or `labels`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    /// The devices to send to, by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<Vec<String>>,
+    /// Or: every device of the latest manifest with all these labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// The device-local topic (concrete, no wildcards), e.g. `commands/greet`; it is sent to
+    /// `edgefn/<device>/down/<topic>`.
+    pub topic: String,
+    /// The payload: a JSON string is sent as its text, any other JSON value as JSON.
+    pub payload: serde_json::Value,
+}
+
+/// The answer to `POST /v1/publish`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PublishResponse {
+    /// The devices the message was sent to.
+    pub devices: Vec<String>,
+    /// The device-local topic.
+    pub topic: String,
+    /// Those of `devices` where no route of their desired state brings `topic` down to the
+    /// device's bus (`from: "cloud:FILTER"`, `to: local`): their agents drop the message, so
+    /// nothing there sees it. Empty when every device routes it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unrouted: Vec<String>,
 }
 
 /// `POST /v1/bundles/missing`: which of these bundles the cloud lacks.
@@ -224,14 +355,55 @@ pub enum DeviceState {
     Failed,
 }
 
+/// Where one binding is on a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FunctionState {
+    /// Continuous: starting an instance.
+    Starting,
+    /// Continuous: an instance runs. Triggered: at least one instance is warm.
+    Running,
+    /// Triggered: no instance is warm (the next event starts one).
+    Idle,
+    /// Continuous: the instance ended; the next starts after a pause.
+    Backoff,
+    /// Continuous: like `backoff`, after several quick failures in a row. Agents before 0.1
+    /// sent `crash-loop`, still read.
+    #[serde(alias = "crash-loop")]
+    CrashLoop,
+    /// Continuous: stopped on request.
+    Stopped,
+}
+
+impl FunctionState {
+    /// The state on the wire: `starting`, `running`, `idle`, `backoff`, `crash_loop` or
+    /// `stopped`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FunctionState::Starting => "starting",
+            FunctionState::Running => "running",
+            FunctionState::Idle => "idle",
+            FunctionState::Backoff => "backoff",
+            FunctionState::CrashLoop => "crash_loop",
+            FunctionState::Stopped => "stopped",
+        }
+    }
+}
+
+impl std::fmt::Display for FunctionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One binding's state on a device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FunctionStatus {
     /// Binding name.
     pub binding: String,
-    /// e.g. `running`, `idle`, `backoff`, `crash_loop`.
-    pub state: String,
+    /// Where it is.
+    pub state: FunctionState,
     /// Restarts since the release started.
     #[serde(default)]
     pub restarts: u64,
@@ -340,4 +512,71 @@ pub struct FleetStatus {
     pub revision: u64,
     /// Every device in the manifest or registered, by name.
     pub devices: Vec<DeviceStatus>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_are_stable_and_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for c in ErrorCode::ALL {
+            assert!(seen.insert(c.as_str()), "{c} twice");
+            assert_eq!(ErrorCode::parse(c.as_str()), Some(*c));
+            assert!((400..600).contains(&c.status()));
+        }
+        assert_eq!(ErrorCode::DigestMismatch.as_str(), "digest_mismatch");
+        assert_eq!(ErrorCode::parse("no_such_code"), None);
+    }
+
+    #[test]
+    fn function_states_have_one_spelling_and_read_the_old_one() {
+        let json = serde_json::to_string(&FunctionState::CrashLoop).unwrap();
+        assert_eq!(json, "\"crash_loop\"");
+        for s in ["\"crash_loop\"", "\"crash-loop\""] {
+            assert_eq!(
+                serde_json::from_str::<FunctionState>(s).unwrap(),
+                FunctionState::CrashLoop
+            );
+        }
+        for st in [
+            FunctionState::Starting,
+            FunctionState::Running,
+            FunctionState::Idle,
+            FunctionState::Backoff,
+            FunctionState::CrashLoop,
+            FunctionState::Stopped,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&st).unwrap(),
+                format!("\"{}\"", st.as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn publish_bodies_keep_their_shape() {
+        let req: PublishRequest = serde_json::from_str(
+            r#"{"devices":["gw-01"],"topic":"commands/greet","payload":{"name":"ada"}}"#,
+        )
+        .unwrap();
+        assert_eq!(req.devices.as_deref(), Some(&["gw-01".to_owned()][..]));
+        assert_eq!(
+            serde_json::to_string(&req).unwrap(),
+            r#"{"devices":["gw-01"],"topic":"commands/greet","payload":{"name":"ada"}}"#
+        );
+        assert!(
+            serde_json::from_str::<PublishRequest>(r#"{"topic":"a","payload":1,"x":1}"#).is_err()
+        );
+        let resp = PublishResponse {
+            devices: vec!["gw-01".into()],
+            topic: "a".into(),
+            unrouted: vec![],
+        };
+        assert_eq!(
+            serde_json::to_string(&resp).unwrap(),
+            r#"{"devices":["gw-01"],"topic":"a"}"#
+        );
+    }
 }

@@ -13,15 +13,19 @@
 
 pub mod api;
 pub mod bundle;
+pub mod conformance;
 pub mod decode;
+pub mod dev_session;
 pub mod diagnostic;
 pub mod load;
 pub mod manifest;
+pub mod mqtt_url;
 pub mod quantity;
 pub mod resolve;
 pub mod source;
 pub mod testcase;
 pub mod topic;
+pub mod wire;
 pub mod yaml;
 
 pub use diagnostic::{Code, Diagnostic, Diagnostics, Severity};
@@ -30,6 +34,7 @@ pub use manifest::{
     API_VERSION, Binding, Device, DeviceSelector, Function, Handler, Manifest, Mode, Route,
     RouteTarget, Runtime, Trigger,
 };
+pub use mqtt_url::{MqttUrl, MqttUrlError};
 pub use quantity::{Cpu, Duration, Memory};
 pub use resolve::{
     DesiredState, ResolvedBinding, ResolvedFunction, ResolvedRoute, defaults_binding, resolve,

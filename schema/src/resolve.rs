@@ -92,6 +92,59 @@ impl DesiredState {
     pub fn is_empty(&self) -> bool {
         self.bindings.is_empty() && self.routes.is_empty()
     }
+
+    /// The routes that carry a message on `topic` to `to`, in manifest order: with
+    /// [`RouteTarget::Cloud`], those sending a message on the device's bus up to the cloud;
+    /// with [`RouteTarget::Local`], those bringing a message the cloud sent down on `topic`
+    /// onto the bus (the agent drops anything no route brings down).
+    pub fn routes_to<'a>(
+        &'a self,
+        to: RouteTarget,
+        topic: &'a str,
+    ) -> impl Iterator<Item = &'a ResolvedRoute> + 'a {
+        self.routes.iter().filter(move |r| r.carries(to, topic))
+    }
+
+    /// Whether a route sends a message on the device's bus on `topic` up to the cloud.
+    pub fn sends_up(&self, topic: &str) -> bool {
+        self.routes_to(RouteTarget::Cloud, topic).next().is_some()
+    }
+
+    /// Whether a route brings a message the cloud sent down on `topic` onto the device's bus.
+    pub fn brings_down(&self, topic: &str) -> bool {
+        self.routes_to(RouteTarget::Local, topic).next().is_some()
+    }
+
+    /// The bindings a message on the device's bus on `topic` invokes, sorted by name (the
+    /// order of [`DesiredState::bindings`]).
+    pub fn triggered_by<'a>(
+        &'a self,
+        topic: &'a str,
+    ) -> impl Iterator<Item = &'a ResolvedBinding> + 'a {
+        self.bindings
+            .iter()
+            .filter(move |b| b.is_triggered_by(topic))
+    }
+}
+
+impl ResolvedRoute {
+    /// Whether this route carries a message on `topic` to `to`: the one rule of routing,
+    /// behind [`DesiredState::routes_to`].
+    pub fn carries(&self, to: RouteTarget, topic: &str) -> bool {
+        self.to == to && crate::topic::matches(&self.filter, topic)
+    }
+}
+
+impl ResolvedBinding {
+    /// Whether a message on `topic` invokes this binding: it is triggered and one of its
+    /// triggers matches. The one rule of triggering, behind [`DesiredState::triggered_by`].
+    pub fn is_triggered_by(&self, topic: &str) -> bool {
+        self.mode == Mode::Triggered
+            && self
+                .triggers
+                .iter()
+                .any(|f| crate::topic::matches(f, topic))
+    }
 }
 
 /// Lowercase hex of bytes.
