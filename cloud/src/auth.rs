@@ -1,5 +1,5 @@
 //! Tokens: generated from the OS's random source, stored only as sha256 hashes, compared in
-//! constant time.
+//! constant time (`edgefn_os::secret::ct_eq`).
 
 use sha2::{Digest, Sha256};
 
@@ -20,18 +20,10 @@ pub(crate) fn hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// Equality whose time does not depend on where the inputs differ.
-pub(crate) fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    let diff = a
-        .iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | std::hint::black_box(x ^ y));
-    diff == 0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use edgefn_os::secret::ct_eq;
 
     #[test]
     fn tokens_are_unique_and_hashes_compare() {

@@ -2,24 +2,22 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use edgefn_schema::api::{ErrorBody, ErrorDetail};
+use edgefn_schema::api::{ErrorBody, ErrorCode, ErrorDetail};
 
 use crate::store::StoreError;
 
 /// An API error.
 #[derive(Debug)]
 pub(crate) struct ApiError {
-    status: StatusCode,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
     details: Option<serde_json::Value>,
 }
 
 impl ApiError {
-    /// An error with a status, a stable code and a message.
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error with a stable code (which gives its HTTP status) and a message.
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            status,
             code,
             message: message.into(),
             details: None,
@@ -34,32 +32,28 @@ impl ApiError {
 
     /// 400.
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+        Self::new(ErrorCode::BadRequest, message)
     }
 
     /// 401.
     pub(crate) fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        Self::new(ErrorCode::Unauthorized, message)
     }
 
     /// 403.
     pub(crate) fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+        Self::new(ErrorCode::Forbidden, message)
     }
 
     /// 404.
     pub(crate) fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(ErrorCode::NotFound, message)
     }
 
     /// 500, for failures of the server itself. The message is logged, not sent.
     pub(crate) fn internal(message: impl std::fmt::Display) -> Self {
         tracing::error!("internal error: {message}");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the server failed; see its log",
-        )
+        Self::new(ErrorCode::Internal, "the server failed; see its log")
     }
 }
 
@@ -67,21 +61,18 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict { latest, expected } => ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                format!("the latest revision is {latest}, not {expected}: someone applied in between; re-run to apply on top of revision {latest}"),
+ ErrorCode::Conflict,
+ format!("the latest revision is {latest}, not {expected}: someone applied in between; re-run to apply on top of revision {latest}"),
             )
             .details(serde_json::json!({ "latest": latest })),
             StoreError::MissingBundles(missing) => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "missing_bundles",
-                format!("upload these bundles first: {}", missing.join(", ")),
+ ErrorCode::MissingBundles,
+ format!("upload these bundles first: {}", missing.join(", ")),
             )
             .details(serde_json::json!({ "missing": missing })),
             StoreError::DeviceExists(name) => ApiError::new(
-                StatusCode::CONFLICT,
-                "device_exists",
-                format!("device `{name}` is already registered; remove it first to issue a new token"),
+ ErrorCode::DeviceExists,
+ format!("device `{name}` is already registered; remove it first to issue a new token"),
             ),
             other => ApiError::internal(other),
         }
@@ -90,15 +81,17 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = ErrorBody {
             error: ErrorDetail {
-                code: self.code.to_owned(),
+                code: self.code.as_str().to_owned(),
                 message: self.message,
                 details: self.details,
             },
         };
-        let mut resp = (self.status, axum::Json(body)).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
+        let mut resp = (status, axum::Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

@@ -17,7 +17,7 @@ mod store;
 pub mod tls;
 
 pub use messaging::mosquitto::MosquittoError;
-pub use messaging::{MosquittoFiles, MqttMode, parse_url as parse_mqtt_url};
+pub use messaging::{BrokerUrlError, MosquittoFiles, MqttMode, parse_url as parse_mqtt_url};
 pub use store::StoreError;
 
 use std::future::Future;
@@ -144,7 +144,7 @@ pub fn prepare(config: &Config) -> Result<Prepared, CloudError> {
                 } else {
                     "initial".into()
                 },
-                created_ms: api::now_ms(),
+                created_ms: edgefn_os::time::now_ms(),
                 revoked_ms: None,
             })?,
         }
@@ -153,7 +153,7 @@ pub fn prepare(config: &Config) -> Result<Prepared, CloudError> {
         store.add_admin_token(&AdminTokenRecord {
             hash: auth::hash(&token),
             name: "initial".into(),
-            created_ms: api::now_ms(),
+            created_ms: edgefn_os::time::now_ms(),
             revoked_ms: None,
         })?;
         new_admin_token = Some(token);

@@ -273,10 +273,10 @@ pub fn document() -> String {
     add::<DesiredResponse>(&mut generator, &mut schemas, "DesiredResponse");
     add::<StatusReport>(&mut generator, &mut schemas, "StatusReport");
     add::<FleetStatus>(&mut generator, &mut schemas, "FleetStatus");
-    add::<crate::api::PublishRequest>(&mut generator, &mut schemas, "PublishRequest");
-    add::<crate::api::PublishResponse>(&mut generator, &mut schemas, "PublishResponse");
+    add::<edgefn_schema::api::PublishRequest>(&mut generator, &mut schemas, "PublishRequest");
+    add::<edgefn_schema::api::PublishResponse>(&mut generator, &mut schemas, "PublishResponse");
     add::<crate::messaging::hub::MessageLine>(&mut generator, &mut schemas, "MessageLine");
-    add::<crate::messaging::hub::LogLine>(&mut generator, &mut schemas, "LogLine");
+    add::<edgefn_schema::wire::LogLine>(&mut generator, &mut schemas, "LogLine");
     for (name, schema) in generator.take_definitions(true) {
         schemas.entry(name).or_insert(schema);
     }

@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::auth;
 use crate::error::ApiError;
 use crate::store::DeviceRecord;
 
@@ -112,10 +111,9 @@ impl Registry {
     /// constant time and without stopping early, before the device tokens are looked up.
     pub(crate) fn authenticate(&self, presented: &[u8; 32]) -> Option<Caller> {
         let entries = self.read();
-        let is_admin = entries
-            .admin
-            .iter()
-            .fold(false, |found, h| auth::ct_eq(h, presented) | found);
+        let is_admin = entries.admin.iter().fold(false, |found, h| {
+            edgefn_os::secret::ct_eq(h, presented) | found
+        });
         if is_admin {
             return Some(Caller::Admin);
         }
@@ -130,7 +128,7 @@ impl Registry {
         self.read()
             .devices
             .get(name)
-            .is_some_and(|r| auth::ct_eq(&r.token_hash, presented))
+            .is_some_and(|r| edgefn_os::secret::ct_eq(&r.token_hash, presented))
     }
 
     /// Whether `name` is a registered device (it has a token).
@@ -179,6 +177,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth;
 
     fn record(name: &str, token: &str) -> DeviceRecord {
         DeviceRecord {

@@ -17,6 +17,7 @@ use super::json_body;
 use crate::error::{ApiError, blocking};
 use crate::registry::Caller;
 use crate::state::AppState;
+use edgefn_schema::api::ErrorCode;
 
 fn check_digest(digest: &str) -> Result<(), ApiError> {
     if bundle::is_digest(digest) {
@@ -39,8 +40,7 @@ pub(super) async fn put_bundle(
     let actual = bundle::digest(&body);
     if actual != digest {
         return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "digest_mismatch",
+            ErrorCode::DigestMismatch,
             format!(
                 "the body's sha256 is {actual}, not {digest}: the upload was corrupted or named wrongly"
             ),

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use edgefn_schema::api::{DeviceRegistered, NewDevice, StatusReport};
 use serde::Deserialize;
 
-use super::{MAX_WAIT_SECS, json_body, now_ms};
+use super::{MAX_WAIT_SECS, json_body};
 use crate::auth;
 use crate::error::ApiError;
 use crate::messaging::mosquitto;
@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::registry::Caller;
 use crate::state::AppState;
 use crate::store::DeviceRecord;
+use edgefn_os::time::now_ms;
 
 pub(super) async fn add_device(
     State(state): State<Arc<AppState>>,

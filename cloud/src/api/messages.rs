@@ -1,7 +1,6 @@
 //! The message endpoints (`POST /v1/publish`, `GET /v1/messages`, `GET /v1/devices/{name}/logs`):
 //! requests checked and answered here, messages carried by [`crate::messaging`].
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,62 +8,32 @@ use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 
+use edgefn_schema::api::ErrorCode;
+use edgefn_schema::api::{PublishRequest, PublishResponse};
+use edgefn_schema::wire::{self, Kind};
+
 use crate::error::ApiError;
-use crate::messaging::{MAX_PUBLISH_BYTES, Messaging, down_topic};
+use crate::messaging::{MAX_PUBLISH_BYTES, Messaging};
 use crate::registry::Caller;
 use crate::state::AppState;
-
-/// `POST /v1/publish`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct PublishRequest {
-    /// The devices to send to, by name.
-    #[serde(default)]
-    pub devices: Option<Vec<String>>,
-    /// Or: every device of the latest manifest with all these labels.
-    #[serde(default)]
-    pub labels: Option<BTreeMap<String, String>>,
-    /// The device-local topic (concrete, no wildcards), e.g. `commands/greet`; it is sent to
-    /// `edgefn/<device>/down/<topic>`.
-    pub topic: String,
-    /// The payload: a JSON string is sent as its text, any other JSON value as JSON.
-    pub payload: serde_json::Value,
-}
-
-/// The answer to `POST /v1/publish`.
-#[derive(Debug, Serialize, JsonSchema)]
-pub(crate) struct PublishResponse {
-    /// The devices the message was sent to.
-    pub devices: Vec<String>,
-    /// The device-local topic.
-    pub topic: String,
-    /// Those of `devices` where no route of their desired state brings `topic` down to the
-    /// device's bus (`from: "cloud:FILTER"`, `to: local`): their agents drop the message, so
-    /// nothing there sees it. Empty when every device routes it.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub unrouted: Vec<String>,
-}
 
 fn messaging(state: &AppState) -> Result<&Arc<Messaging>, ApiError> {
     state.messaging().ok_or_else(|| {
         ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "messages_disabled",
-            "this control plane runs without an MQTT broker (started with `--mqtt-listen none` and no `--mqtt-url`)",
+ ErrorCode::MessagesDisabled,
+ "this control plane runs without an MQTT broker (started with `--mqtt-listen none` and no `--mqtt-url`)",
         )
     })
 }
 
 fn invalid_topic(kind: &str, topic: &str, e: &edgefn_schema::topic::TopicError) -> ApiError {
     ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "invalid_topic",
+        ErrorCode::InvalidTopic,
         format!("`{topic}` is not a valid {kind}: {}", e.message),
     )
     .details(serde_json::json!({ "help": e.help }))
@@ -92,8 +61,7 @@ pub(super) async fn publish(
     };
     if payload.len() > MAX_PUBLISH_BYTES {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             format!(
                 "the payload is {} bytes; at most {} bytes ({} KiB) can be published",
                 payload.len(),
@@ -116,8 +84,7 @@ pub(super) async fn publish(
                 .collect();
             if !unknown.is_empty() {
                 return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "unknown_device",
+                    ErrorCode::UnknownDevice,
                     format!(
                         "no device {} is registered or in the latest manifest",
                         unknown
@@ -138,8 +105,7 @@ pub(super) async fn publish(
             if names.is_empty() {
                 let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "no_devices",
+                    ErrorCode::NoDevices,
                     format!(
                         "no device of the latest manifest has the labels {}",
                         wanted.join(", ")
@@ -166,7 +132,7 @@ pub(super) async fn publish(
         let messages = devices
             .iter()
             .map(|d| edgefn_broker::Message {
-                topic: down_topic(d, &req.topic),
+                topic: wire::topic(d, Kind::Down, &req.topic),
                 payload: edgefn_broker::Bytes::from(payload.clone()),
                 qos: edgefn_broker::QoS::AtLeastOnce,
                 retain: false,
@@ -190,11 +156,10 @@ pub(super) async fn publish(
     }
     for d in &devices {
         m.hub
-            .publish(down_topic(d, &req.topic), payload.clone())
+            .publish(wire::topic(d, Kind::Down, &req.topic), payload.clone())
             .map_err(|e| {
                 ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "broker_busy",
+                    ErrorCode::BrokerBusy,
                     format!("the connection to the broker is not keeping up ({e}); retry later"),
                 )
             })?;
@@ -306,8 +271,7 @@ pub(super) async fn messages(
 
 fn not_connected() -> ApiError {
     ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "broker_unreachable",
+        ErrorCode::BrokerUnreachable,
         "the control plane is not connected to its MQTT broker; see its log",
     )
 }

@@ -19,7 +19,6 @@ mod status;
 mod tokens;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
@@ -30,12 +29,11 @@ use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 
-pub(crate) use messages::{PublishRequest, PublishResponse};
-
 use crate::auth;
 use crate::error::ApiError;
 use crate::registry::Caller;
 use crate::state::AppState;
+use edgefn_schema::api::ErrorCode;
 
 /// Largest bundle accepted.
 const MAX_BUNDLE_BYTES: usize = 256 << 20;
@@ -54,13 +52,6 @@ const MAX_REVISION_BYTES: usize = 4 * MAX_MANIFEST_BYTES;
 const MAX_PUBLISH_BODY_BYTES: usize = 6 * crate::messaging::MAX_PUBLISH_BYTES + (64 << 10);
 /// Longest long-poll, in seconds.
 const MAX_WAIT_SECS: u64 = 300;
-
-/// Milliseconds since the Unix epoch (0 if the clock is before it).
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 impl Caller {
     /// Fails unless this is an admin.
@@ -119,8 +110,7 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
 fn body_error(e: JsonRejection) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
+            ErrorCode::BodyTooLarge,
             "the request body is larger than this endpoint accepts; see the API document \
              (cloud/openapi.json) for its limit",
         )

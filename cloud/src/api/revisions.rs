@@ -12,12 +12,14 @@ use edgefn_schema::api::{ApplyResponse, NewRevision, Provenance, RollbackRequest
 use edgefn_schema::{Source, bundle};
 use serde::Deserialize;
 
-use super::{MAX_MANIFEST_BYTES, json_body, now_ms};
+use super::{MAX_MANIFEST_BYTES, json_body};
 use crate::error::{ApiError, blocking};
 use crate::fleet::FleetView;
 use crate::registry::Caller;
 use crate::state::AppState;
 use crate::store::Draft;
+use edgefn_os::time::now_ms;
+use edgefn_schema::api::ErrorCode;
 
 /// Most manifest diagnostics listed in a 422 answer (the message gives their number).
 const MAX_LISTED_DIAGNOSTICS: usize = 100;
@@ -30,8 +32,7 @@ const MAX_LISTED_DIAGNOSTICS: usize = 100;
 fn validate_submission(req: &NewRevision) -> Result<edgefn_schema::Manifest, ApiError> {
     if req.manifest.len() > MAX_MANIFEST_BYTES {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "manifest_too_large",
+            ErrorCode::ManifestTooLarge,
             format!(
                 "the manifest is {} bytes; the control plane accepts manifests of at most {} \
                  bytes ({} MiB)",
@@ -59,8 +60,7 @@ fn validate_submission(req: &NewRevision) -> Result<edgefn_schema::Manifest, Api
                 })
                 .collect();
             return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_manifest",
+                ErrorCode::InvalidManifest,
                 format!(
                     "the manifest has {errors} error(s){}; run `edgefn validate`",
                     if errors > lines.len() {
@@ -92,8 +92,7 @@ fn validate_submission(req: &NewRevision) -> Result<edgefn_schema::Manifest, Api
     }
     if !problems.is_empty() {
         return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_bundles",
+            ErrorCode::InvalidBundles,
             problems.join("; "),
         ));
     }
@@ -203,8 +202,7 @@ pub(super) async fn rollback(
         None if latest >= 2 => latest - 1,
         None => {
             return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "nothing_to_roll_back",
+                ErrorCode::NothingToRollBack,
                 if latest == 0 {
                     "nothing has been applied yet, so there is nothing to roll back".to_owned()
                 } else {
@@ -224,8 +222,7 @@ pub(super) async fn rollback(
             edgefn_schema::load(&Source::new("edgefn.yaml", old.manifest.as_str()), None)
                 .map_err(|_| {
                     ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "invalid_manifest",
+                        ErrorCode::InvalidManifest,
                         format!("revision {to}'s manifest no longer validates"),
                     )
                 })?

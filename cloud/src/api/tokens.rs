@@ -11,13 +11,14 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use edgefn_schema::api::{AdminTokenCreated, AdminTokenInfo, NewAdminToken};
 
-use super::now_ms;
 use crate::auth;
 use crate::error::ApiError;
 use crate::error::blocking;
 use crate::registry::Caller;
 use crate::state::AppState;
 use crate::store::{AdminTokenRecord, Revoked};
+use edgefn_os::time::now_ms;
+use edgefn_schema::api::ErrorCode;
 
 /// The hash of the request's bearer token (the caller is authenticated already).
 fn presented(headers: &HeaderMap) -> Option<[u8; 32]> {
@@ -125,8 +126,7 @@ pub(super) async fn revoke(
             "no admin token `{id}` (see `edgefn token list`)"
         ))),
         Some(Revoked::Last) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "last_admin_token",
+            ErrorCode::LastAdminToken,
             format!(
                 "`{id}` is the last admin token: revoking it would lock every admin out; create another first (`edgefn token create NAME`)"
             ),

@@ -14,9 +14,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
+use edgefn_os::time::now_ms;
+use edgefn_schema::wire::{self, Kind, LogLine, LogRecord};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Filter, Packet, SubscribeReasonCode};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
@@ -96,56 +98,10 @@ pub(crate) fn payload_value(bytes: &[u8]) -> (serde_json::Value, Option<String>)
     }
 }
 
-/// A function's log line, shipped up by a device.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
-pub(crate) struct LogLine {
-    /// The device.
-    pub(crate) device: String,
-    /// When the line was written (ms since the Unix epoch), as the device says.
-    pub(crate) ts_ms: u64,
-    /// The binding (function) that wrote it.
-    pub(crate) binding: String,
-    /// `stdout` or `stderr`.
-    pub(crate) stream: String,
-    /// The line.
-    pub(crate) line: String,
-}
-
-impl LogLine {
-    fn parse(device: &str, binding: &str, payload: &[u8]) -> LogLine {
-        let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
-        let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
-        LogLine {
-            device: device.to_owned(),
-            ts_ms: v
-                .get("ts_ms")
-                .and_then(serde_json::Value::as_u64)
-                .unwrap_or_else(now_ms),
-            binding: field("binding").unwrap_or_else(|| binding.to_owned()),
-            stream: field("stream").unwrap_or_else(|| "stdout".to_owned()),
-            line: field("line")
-                .unwrap_or_else(|| String::from_utf8_lossy(payload).trim_end().to_owned()),
-        }
-    }
-
-    /// Whether this line is of `binding` (exactly, or `binding` followed by a character that
-    /// no function name holds, such as `temp-filter#1`).
-    pub(crate) fn of(&self, binding: &str) -> bool {
-        match self.binding.strip_prefix(binding) {
-            Some("") => true,
-            Some(rest) => rest
-                .chars()
-                .next()
-                .is_some_and(|c| !(c.is_ascii_alphanumeric() || c == '-' || c == '_')),
-            None => false,
-        }
-    }
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+/// The line `device` shipped on `edgefn/<device>/logs/<binding>` with `payload` (read
+/// leniently: see [`LogRecord::parse`]).
+fn log_line(device: &str, binding: &str, payload: &[u8]) -> LogLine {
+    LogLine::new(device, LogRecord::parse(binding, payload, now_ms()))
 }
 
 /// The cloud's connection to its broker.
@@ -211,7 +167,7 @@ impl Hub {
                     ev = eventloop.poll() => match ev {
                         Ok(Event::Incoming(Packet::ConnAck(_))) => {
                             failures = 0;
-                            let subs = ["edgefn/+/up/#", "edgefn/+/logs/#"]
+                            let subs = wire::CLOUD_FILTERS
                                 .map(|f| Filter::new(f, QoS::AtLeastOnce));
                             if let Err(e) = h.client.try_subscribe_many(subs) {
                                 tracing::warn!("mqtt: cannot subscribe: {e}");
@@ -272,14 +228,14 @@ impl Hub {
     }
 
     fn incoming(&self, topic: &str, payload: Bytes, props: &[(String, String)]) {
-        let Some((device, kind, rest)) = super::split_topic(topic) else {
+        let Some(wire::Topic { device, kind, rest }) = wire::parse(topic) else {
             return;
         };
         let prop = |k: &str| props.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         match kind {
-            "up" => {
-                let id = prop("edgefn-id").and_then(|v| v.parse::<u64>().ok());
-                if let (Some(id), Some(outbox)) = (id, prop("edgefn-outbox")) {
+            Kind::Up => {
+                let id = prop(wire::PROP_ID).and_then(|v| v.parse::<u64>().ok());
+                if let (Some(id), Some(outbox)) = (id, prop(wire::PROP_OUTBOX)) {
                     if self.duplicate(device, outbox, id) {
                         self.counts[3].fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(%device, id, "a message received twice: dropped");
@@ -295,9 +251,9 @@ impl Hub {
                     id,
                 }));
             }
-            "logs" => {
+            Kind::Logs => {
                 self.counts[1].fetch_add(1, Ordering::Relaxed);
-                let line = Arc::new(LogLine::parse(device, rest, &payload));
+                let line = Arc::new(log_line(device, rest, &payload));
                 {
                     let mut logs = self
                         .logs
@@ -311,7 +267,7 @@ impl Hub {
                 }
                 let _ = self.log_tx.send(line);
             }
-            _ => {}
+            Kind::Down => {}
         }
     }
 
@@ -375,9 +331,10 @@ impl Hub {
         &self,
         topic: String,
         payload: Vec<u8>,
-    ) -> Result<(), rumqttc::v5::ClientError> {
+    ) -> Result<(), Box<rumqttc::v5::ClientError>> {
         self.client
-            .try_publish(topic, QoS::AtLeastOnce, false, payload)?;
+            .try_publish(topic, QoS::AtLeastOnce, false, payload)
+            .map_err(Box::new)?;
         self.counts[2].fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -425,7 +382,7 @@ mod tests {
 
     #[test]
     fn log_lines_parse_and_match_bindings() {
-        let l = LogLine::parse(
+        let l = log_line(
             "gw-01",
             "temp-filter",
             br#"{"ts_ms":5,"binding":"temp-filter#1","stream":"stderr","line":"hot"}"#,
@@ -435,7 +392,7 @@ mod tests {
             (5, "stderr", "hot")
         );
         assert!(l.of("temp-filter") && l.of("temp-filter#1") && !l.of("temp"));
-        let raw = LogLine::parse("gw-01", "collector", b"plain text\n");
+        let raw = log_line("gw-01", "collector", b"plain text\n");
         assert_eq!(
             (raw.binding.as_str(), raw.line.as_str()),
             ("collector", "plain text")

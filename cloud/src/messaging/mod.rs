@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Weak};
 
 use edgefn_broker::{Authenticator, Broker};
+use edgefn_schema::wire::{self, Kind};
 
 use crate::auth;
 use crate::registry::Registry;
@@ -68,47 +69,32 @@ pub struct MosquittoFiles {
     pub pid_file: Option<PathBuf>,
 }
 
-/// Parses `mqtt://[user[:password]@]host[:port]` (port 1883 by default).
-pub fn parse_url(url: &str) -> Result<MqttMode, String> {
-    let rest = if let Some(r) = url.strip_prefix("mqtt://") {
-        r
-    } else if url.starts_with("mqtts://") {
-        return Err(format!(
-            "`{url}`: TLS to the broker (mqtts://) is not supported by edgefn-cloud yet; use mqtt:// on a trusted network or a local TLS-terminating proxy"
-        ));
-    } else {
-        return Err(format!(
-            "`{url}` is not an MQTT URL: write mqtt://HOST:PORT"
-        ));
-    };
-    let rest = rest.trim_end_matches('/');
-    let (userinfo, hostport) = match rest.rsplit_once('@') {
-        Some((u, h)) => (Some(u), h),
-        None => (None, rest),
-    };
-    let (username, password) = match userinfo {
-        Some(u) => match u.split_once(':') {
-            Some((n, p)) => (Some(n.to_owned()), Some(p.to_owned())),
-            None => (Some(u.to_owned()), None),
-        },
-        None => (None, None),
-    };
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
-            h.trim_start_matches('[').trim_end_matches(']').to_owned(),
-            p.parse::<u16>()
-                .map_err(|_| format!("`{url}`: `{p}` is not a port number"))?,
-        ),
-        _ => (hostport.to_owned(), 1883),
-    };
-    if host.is_empty() {
-        return Err(format!("`{url}` names no host"));
+/// Why `--mqtt-url` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerUrlError {
+    /// Not a broker URL.
+    #[error(transparent)]
+    Url(#[from] edgefn_schema::MqttUrlError),
+    /// `mqtts://`: the cloud's own client has no TLS yet.
+    #[error(
+        "`{0}`: TLS to the broker (mqtts://) is not supported by edgefn-cloud yet; use mqtt:// on a trusted network or a local TLS-terminating proxy"
+    )]
+    Tls(String),
+}
+
+/// The external broker at `url`: `mqtt://[user[:password]@]host[:port]` (port 1883 by
+/// default; the schema's one parser, `edgefn_schema::MqttUrl`). `mqtts://` is refused: the
+/// cloud's own client has no TLS yet.
+pub fn parse_url(url: &str) -> Result<MqttMode, BrokerUrlError> {
+    let parsed = edgefn_schema::MqttUrl::parse(url)?;
+    if parsed.tls {
+        return Err(BrokerUrlError::Tls(url.to_owned()));
     }
     Ok(MqttMode::External {
-        host,
-        port,
-        username,
-        password,
+        host: parsed.host,
+        port: parsed.port,
+        username: parsed.username,
+        password: parsed.password,
         mosquitto: None,
     })
 }
@@ -171,7 +157,7 @@ impl Authenticator for RegistryAuth {
         let (username, password) = (username?, password?);
         let presented = auth::hash(password);
         if username == CLOUD_USER {
-            return auth::ct_eq(&self.cloud, &presented).then_some(Identity::Cloud);
+            return edgefn_os::secret::ct_eq(&self.cloud, &presented).then_some(Identity::Cloud);
         }
         let registry = self.registry.upgrade()?;
         registry
@@ -214,7 +200,7 @@ impl Identity {
         match self {
             Identity::Cloud => !topic.starts_with('$'),
             Identity::Device(d) => {
-                under(topic, &["edgefn", d, "up"]) || under(topic, &["edgefn", d, "logs"])
+                wire::is_under(topic, d, Kind::Up) || wire::is_under(topic, d, Kind::Logs)
             }
         }
     }
@@ -224,7 +210,7 @@ impl Identity {
     pub(crate) fn may_subscribe(&self, filter: &str) -> bool {
         match self {
             Identity::Cloud => !filter.starts_with('$'),
-            Identity::Device(d) => under(filter, &["edgefn", d, "down"]),
+            Identity::Device(d) => wire::is_under(filter, d, Kind::Down),
         }
     }
 
@@ -233,7 +219,7 @@ impl Identity {
     pub(crate) fn may_receive(&self, topic: &str) -> bool {
         match self {
             Identity::Cloud => true,
-            Identity::Device(d) => under(topic, &["edgefn", d, "down"]),
+            Identity::Device(d) => wire::is_under(topic, d, Kind::Down),
         }
     }
 }
@@ -263,34 +249,6 @@ impl edgefn_broker::Client for Identity {
     fn may_receive(&self, topic: &str) -> bool {
         Identity::may_receive(self, topic)
     }
-}
-
-/// True when `topic` is `a/b/c/<at least one more level>` for `prefix = [a, b, c]`, each
-/// prefix level matched literally (so a `+` or `#` there never matches).
-fn under(topic: &str, prefix: &[&str]) -> bool {
-    let mut levels = topic.split('/');
-    for p in prefix {
-        if levels.next() != Some(*p) {
-            return false;
-        }
-    }
-    levels.next().is_some()
-}
-
-/// Splits `edgefn/<device>/<kind>/<rest>` into `(device, kind, rest)`.
-pub(crate) fn split_topic(topic: &str) -> Option<(&str, &str, &str)> {
-    let rest = topic.strip_prefix("edgefn/")?;
-    let (device, rest) = rest.split_once('/')?;
-    let (kind, rest) = rest.split_once('/')?;
-    if device.is_empty() || rest.is_empty() {
-        return None;
-    }
-    Some((device, kind, rest))
-}
-
-/// The cloud-side topic of a message sent down to `device` on its local `topic`.
-pub(crate) fn down_topic(device: &str, topic: &str) -> String {
-    format!("edgefn/{device}/down/{topic}")
 }
 
 pub(crate) use edgefn_broker::stopped;
@@ -363,9 +321,5 @@ mod tests {
         assert_eq!((host.as_str(), port), ("127.0.0.1", 1883));
         assert!(parse_url("mqtts://x").is_err());
         assert!(parse_url("http://x").is_err());
-        assert_eq!(
-            split_topic("edgefn/gw-01/up/alerts/l1"),
-            Some(("gw-01", "up", "alerts/l1"))
-        );
     }
 }
