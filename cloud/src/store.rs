@@ -33,7 +33,10 @@ pub enum StoreError {
     DeviceExists(String),
     /// The database failed.
     #[error("database: {0}")]
-    Database(String),
+    Database(#[source] redb::Error),
+    /// A stored record does not decode.
+    #[error("database: corrupt record: {0}")]
+    Corrupt(#[source] serde_json::Error),
     /// A file operation failed.
     #[error("{action} {}: {source}", .path.display())]
     Io {
@@ -48,7 +51,7 @@ pub enum StoreError {
 
 impl From<redb::Error> for StoreError {
     fn from(e: redb::Error) -> Self {
-        StoreError::Database(e.to_string())
+        StoreError::Database(e)
     }
 }
 
@@ -56,7 +59,7 @@ macro_rules! from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
             fn from(e: $t) -> Self {
-                StoreError::Database(redb::Error::from(e).to_string())
+                StoreError::Database(redb::Error::from(e))
             }
         }
     )*};
@@ -207,7 +210,7 @@ fn json<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Database(format!("corrupt record: {e}")))
+    serde_json::from_slice(bytes).map_err(StoreError::Corrupt)
 }
 
 impl LocalStore {
