@@ -51,7 +51,7 @@ pub enum MqttMode {
         host: String,
         /// Port.
         port: u16,
-        /// User name to connect with (default [`CLOUD_USER`]).
+        /// User name to connect with (default `edgefn-cloud`).
         username: Option<String>,
         /// Password (default: the secret in the data folder).
         password: Option<String>,
