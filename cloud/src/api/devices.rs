@@ -55,7 +55,7 @@ pub(super) async fn add_device(
                     name,
                     token_hash: auth::hash(&secret),
                     registered_ms: now_ms(),
-                    // PBKDF2: deliberately slow, so off the async threads with the store write.
+                    // PBKDF2-SHA512: CPU work, done off the async threads with the store write.
                     mqtt_hash: Some(mosquitto::hash(&secret).map_err(ApiError::internal)?),
                 };
                 store.add_device(&record)?;
