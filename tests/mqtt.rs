@@ -1046,3 +1046,48 @@ fn a_publish_the_broker_could_not_store_is_an_error() {
     want.push("last".into());
     assert_eq!(got, want);
 }
+
+/// Cloud → device order, at the broker: 1,000 numbered commands sent one after another with
+/// `POST /v1/publish` reach the device's MQTT session in the order they were sent, each once.
+/// (`tests/uplink.rs` checks the same through the agent, to a program on the device's bus.)
+#[test]
+fn a_thousand_commands_reach_a_device_session_in_order() {
+    const N: u64 = 1000;
+    let data = tempfile::tempdir().expect("data");
+    let (cloud, mqtt) = Cloud::start_with(data.path(), &["--mqtt-listen", "127.0.0.1:0"]);
+    let mqtt = mqtt.expect("the embedded broker's address");
+    let token = register(&cloud, "gw-01");
+    let dev = connect(&mqtt, "gw-01", "gw-01", &token).expect("connect");
+    assert!(matches!(
+        dev.subscribe("edgefn/gw-01/down/#"),
+        SubscribeReasonCode::Success(_)
+    ));
+    let (addr, admin) = (cloud.addr(), cloud.admin.clone());
+    let sender = std::thread::spawn(move || {
+        for i in 0..N {
+            let r = http(
+                &addr,
+                "POST",
+                "/v1/publish",
+                Some(&admin),
+                &[("Content-Type", "application/json")],
+                format!(
+                    r#"{{"devices": ["gw-01"], "topic": "commands/seq", "payload": {{"n": {i}}}}}"#
+                )
+                .as_bytes(),
+            );
+            assert_eq!(r.status, 200, "{}", text(&r.body));
+        }
+    });
+    let mut got = Vec::new();
+    while (got.len() as u64) < N {
+        let Some((topic, payload)) = dev.receive(Duration::from_secs(30)) else {
+            panic!("{} of {N} commands arrived: {got:?}", got.len());
+        };
+        assert_eq!(topic, "edgefn/gw-01/down/commands/seq");
+        let v: serde_json::Value = serde_json::from_str(&payload).expect("json");
+        got.push(v["n"].as_u64().expect("n"));
+    }
+    sender.join().expect("sender");
+    assert_eq!(got, (0..N).collect::<Vec<_>>(), "in the order sent");
+}

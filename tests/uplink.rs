@@ -1562,3 +1562,93 @@ fn downlink_keeps_order() {
         "the function saw the commands in the order they were sent"
     );
 }
+
+/// Cloud → device order: 1,000 numbered commands sent one after another with `POST
+/// /v1/publish` to one device reach a program on the device's local bus in the order they were
+/// sent, each once. Nothing on the way (the cloud's handler, the embedded broker, the agent's
+/// link and its local bus) may let one command overtake another.
+#[test]
+fn a_thousand_commands_from_the_cloud_reach_the_device_in_order() {
+    const N: u64 = 1000;
+    let s = embedded_setup("localMqttPassword: local-secret\n");
+    let data = tempfile::tempdir().expect("agent");
+    let agent = AgentProc::start(&s.config, data.path(), &[]);
+    wait_until(30, "dev-a converges", || converged(&s));
+    let local = agent.mqtt.clone().expect("local MQTT");
+    let addr = s.cloud.addr();
+    let admin = s.cloud.admin.clone();
+    let publish = move |topic: &str, payload: serde_json::Value| {
+        let body = serde_json::json!({ "devices": ["dev-a"], "topic": topic, "payload": payload });
+        let r = http(
+            &addr,
+            "POST",
+            "/v1/publish",
+            Some(&admin),
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    };
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    rt.block_on(async {
+        let (_watcher, seen) =
+            local_v5_client(&local, "watcher", "local-secret", &["commands/#"]).await;
+        // The agent's link to the broker comes up a moment after convergence: send a probe
+        // until it arrives.
+        let mut up = false;
+        for _ in 0..100 {
+            let p = publish.clone();
+            tokio::task::spawn_blocking(move || p("commands/probe", serde_json::json!("probe")))
+                .await
+                .expect("probe");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if seen
+                .lock()
+                .expect("lock")
+                .iter()
+                .any(|(t, _)| t == "commands/probe")
+            {
+                up = true;
+                break;
+            }
+        }
+        assert!(up, "the device's link to the broker never came up");
+        let p = publish.clone();
+        tokio::task::spawn_blocking(move || {
+            for i in 0..N {
+                p("commands/seq", serde_json::json!({ "n": i }));
+            }
+        })
+        .await
+        .expect("publish");
+        wait_for(&seen, "every command on the local bus", |m| {
+            m.iter().filter(|(t, _)| t == "commands/seq").count() as u64 >= N
+        })
+        .await;
+        let got: Vec<u64> = seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(t, _)| t == "commands/seq")
+            .map(|(_, p)| {
+                serde_json::from_str::<serde_json::Value>(p).expect("json")["n"]
+                    .as_u64()
+                    .expect("n")
+            })
+            .collect();
+        let expected: Vec<u64> = (0..N).collect();
+        if got != expected {
+            let first = got
+                .iter()
+                .zip(&expected)
+                .position(|(a, b)| a != b)
+                .unwrap_or(got.len().min(expected.len()));
+            panic!(
+                "{} commands arrived, out of order from position {first}: {:?}",
+                got.len(),
+                &got[first.saturating_sub(3)..(first + 10).min(got.len())]
+            );
+        }
+    });
+    let _ = s.project;
+}

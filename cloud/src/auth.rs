@@ -1,37 +1,29 @@
 //! Tokens: generated from the OS's random source, stored only as sha256 hashes, compared in
-//! constant time.
+//! constant time (`edgefn_os::secret::ct_eq`).
 
 use sha2::{Digest, Sha256};
 
 /// Prefix of admin tokens (lets secret scanners recognise them).
-pub const ADMIN_PREFIX: &str = "edgefn_adm_";
+pub(crate) const ADMIN_PREFIX: &str = "edgefn_adm_";
 /// Prefix of device tokens.
-pub const DEVICE_PREFIX: &str = "edgefn_dev_";
+pub(crate) const DEVICE_PREFIX: &str = "edgefn_dev_";
 
 /// A new random token: `prefix` + 64 hex digits (256 bits).
-pub fn generate(prefix: &str) -> Result<String, getrandom::Error> {
+pub(crate) fn generate(prefix: &str) -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)?;
     Ok(format!("{prefix}{}", edgefn_schema::resolve::hex(&bytes)))
 }
 
 /// The stored form of a token.
-pub fn hash(token: &str) -> [u8; 32] {
+pub(crate) fn hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
-}
-
-/// Equality whose time does not depend on where the inputs differ.
-pub fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    let diff = a
-        .iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | std::hint::black_box(x ^ y));
-    diff == 0
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use edgefn_os::secret::ct_eq;
 
     #[test]
     fn tokens_are_unique_and_hashes_compare() {

@@ -2,24 +2,22 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use edgefn_schema::api::{ErrorBody, ErrorDetail};
+use edgefn_schema::api::{ErrorBody, ErrorCode, ErrorDetail};
 
 use crate::store::StoreError;
 
 /// An API error.
 #[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
+pub(crate) struct ApiError {
+    code: ErrorCode,
     message: String,
     details: Option<serde_json::Value>,
 }
 
 impl ApiError {
-    /// An error with a status, a stable code and a message.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error with a stable code (which gives its HTTP status) and a message.
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            status,
             code,
             message: message.into(),
             details: None,
@@ -27,39 +25,35 @@ impl ApiError {
     }
 
     /// Adds details.
-    pub fn details(mut self, details: serde_json::Value) -> Self {
+    pub(crate) fn details(mut self, details: serde_json::Value) -> Self {
         self.details = Some(details);
         self
     }
 
     /// 400.
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::BadRequest, message)
     }
 
     /// 401.
-    pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    pub(crate) fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthorized, message)
     }
 
     /// 403.
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    pub(crate) fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
     }
 
     /// 404.
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::NotFound, message)
     }
 
     /// 500, for failures of the server itself. The message is logged, not sent.
-    pub fn internal(message: impl std::fmt::Display) -> Self {
+    pub(crate) fn internal(message: impl std::fmt::Display) -> Self {
         tracing::error!("internal error: {message}");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the server failed; see its log",
-        )
+        Self::new(ErrorCode::Internal, "the server failed; see its log")
     }
 }
 
@@ -67,21 +61,18 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict { latest, expected } => ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                format!("the latest revision is {latest}, not {expected}: someone applied in between; re-run to apply on top of revision {latest}"),
+ ErrorCode::Conflict,
+ format!("the latest revision is {latest}, not {expected}: someone applied in between; re-run to apply on top of revision {latest}"),
             )
             .details(serde_json::json!({ "latest": latest })),
             StoreError::MissingBundles(missing) => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "missing_bundles",
-                format!("upload these bundles first: {}", missing.join(", ")),
+ ErrorCode::MissingBundles,
+ format!("upload these bundles first: {}", missing.join(", ")),
             )
             .details(serde_json::json!({ "missing": missing })),
             StoreError::DeviceExists(name) => ApiError::new(
-                StatusCode::CONFLICT,
-                "device_exists",
-                format!("device `{name}` is already registered; remove it first to issue a new token"),
+ ErrorCode::DeviceExists,
+ format!("device `{name}` is already registered; remove it first to issue a new token"),
             ),
             other => ApiError::internal(other),
         }
@@ -90,18 +81,32 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = ErrorBody {
             error: ErrorDetail {
-                code: self.code.to_owned(),
+                code: self.code.as_str().to_owned(),
                 message: self.message,
                 details: self.details,
             },
         };
-        let mut resp = (self.status, axum::Json(body)).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
+        let mut resp = (status, axum::Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         resp
     }
+}
+
+/// Runs blocking work (store reads and writes, file writes, parsing) off the async threads: a
+/// task that panicked is an internal error.
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+where
+    F: FnOnce() -> Result<T, ApiError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)?
 }

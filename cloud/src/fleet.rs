@@ -8,45 +8,46 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use edgefn_schema::api::{DesiredResponse, Revision};
-use edgefn_schema::{DesiredState, Manifest, Source};
+use edgefn_schema::{DesiredState, Manifest, ResolvedRoute, RouteTarget, Source};
 
 /// One device's desired state, ready to send.
 #[derive(Debug, Clone)]
-pub struct DeviceDesired {
+pub(crate) struct DeviceDesired {
     /// The state's digest (the ETag).
-    pub digest: String,
+    pub(crate) digest: String,
     /// The JSON response body (cheap to clone).
-    pub body: axum::body::Bytes,
+    pub(crate) body: axum::body::Bytes,
     /// Bundles the device may download.
-    pub bundles: HashSet<String>,
-    /// Filters of the routes that bring messages from the cloud down to its bus
-    /// (`from: "cloud:FILTER"`, `to: local`): the agent drops anything else sent down.
-    pub down_filters: Vec<String>,
+    pub(crate) bundles: HashSet<String>,
+    /// The routes that bring messages from the cloud down to its bus (`from: "cloud:FILTER"`,
+    /// `to: local`): the agent drops anything else sent down.
+    pub(crate) down_routes: Vec<ResolvedRoute>,
     /// The names of the bindings and functions it runs, sorted.
-    pub runs: Vec<String>,
+    pub(crate) runs: Vec<String>,
 }
 
 impl DeviceDesired {
     /// Whether a message sent down on `topic` reaches the device's bus (a route brings it
-    /// down), by the rule the agent applies.
-    pub fn brings_down(&self, topic: &str) -> bool {
-        self.down_filters
+    /// down), by the rule the agent applies (`ResolvedRoute::carries`, the schema's one
+    /// routing rule).
+    pub(crate) fn brings_down(&self, topic: &str) -> bool {
+        self.down_routes
             .iter()
-            .any(|f| edgefn_schema::topic::matches(f, topic))
+            .any(|r| r.carries(RouteTarget::Local, topic))
     }
 }
 
 /// The fleet under one revision.
 #[derive(Debug, Default)]
-pub struct FleetView {
+pub(crate) struct FleetView {
     /// Latest revision (0: none).
-    pub revision: u64,
+    pub(crate) revision: u64,
     /// Its manifest, parsed.
-    pub manifest: Option<Manifest>,
+    pub(crate) manifest: Option<Manifest>,
     /// Its bundles.
-    pub bundles: BTreeMap<String, String>,
+    pub(crate) bundles: BTreeMap<String, String>,
     /// Desired state of each device in the manifest.
-    pub devices: HashMap<String, Arc<DeviceDesired>>,
+    pub(crate) devices: HashMap<String, Arc<DeviceDesired>>,
 }
 
 fn desired(revision: u64, state: DesiredState) -> Arc<DeviceDesired> {
@@ -55,11 +56,11 @@ fn desired(revision: u64, state: DesiredState) -> Arc<DeviceDesired> {
         .values()
         .filter_map(|f| f.bundle.clone())
         .collect();
-    let down_filters = state
+    let down_routes = state
         .routes
         .iter()
-        .filter(|r| r.to == edgefn_schema::RouteTarget::Local)
-        .map(|r| r.filter.clone())
+        .filter(|r| r.to == RouteTarget::Local)
+        .cloned()
         .collect();
     let mut runs: Vec<String> = state.bindings.iter().map(|b| b.name.clone()).collect();
     runs.extend(state.functions.keys().cloned());
@@ -76,14 +77,14 @@ fn desired(revision: u64, state: DesiredState) -> Arc<DeviceDesired> {
         digest,
         body: body.into(),
         bundles,
-        down_filters,
+        down_routes,
         runs,
     })
 }
 
 impl FleetView {
     /// The view of `revision` (`None`: nothing applied yet).
-    pub fn build(revision: Option<&Revision>) -> Self {
+    pub(crate) fn build(revision: Option<&Revision>) -> Self {
         let Some(rev) = revision else {
             return Self::default();
         };
@@ -110,7 +111,7 @@ impl FleetView {
     }
 
     /// What `device` should run: its entry, or an empty state when the manifest does not list it.
-    pub fn desired_for(&self, device: &str) -> Arc<DeviceDesired> {
+    pub(crate) fn desired_for(&self, device: &str) -> Arc<DeviceDesired> {
         if let Some(d) = self.devices.get(device) {
             return Arc::clone(d);
         }
@@ -126,5 +127,26 @@ impl FleetView {
             routes: Vec::new(),
         };
         desired(self.revision, empty)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use edgefn_schema::conformance;
+
+    /// The shared matcher table through the cloud's entry point: what `POST /v1/publish`
+    /// reports as `unrouted` is exactly what the table says no route brings down.
+    #[test]
+    fn the_cloud_answers_the_shared_routing_table() {
+        let d = super::desired(1, conformance::desired_state());
+        for case in conformance::ROUTES {
+            assert_eq!(
+                d.brings_down(case.topic),
+                !case.down.is_empty(),
+                "{}: routes down {:?}",
+                case.topic,
+                case.down
+            );
+        }
     }
 }

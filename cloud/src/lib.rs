@@ -4,17 +4,21 @@
 //! The binary is a thin shell: it parses arguments, calls [`prepare`] (open the store, set up
 //! the admin token) and [`serve`] with a bound listener and a shutdown future.
 
-pub mod auth;
-pub mod error;
-pub mod fleet;
-pub mod http;
-pub mod messages;
-pub mod metrics;
-pub mod mqtt;
+mod api;
+mod auth;
+mod error;
+mod fleet;
+mod messaging;
+mod metrics;
 pub mod openapi;
-pub mod store;
+mod registry;
+mod state;
+mod store;
 pub mod tls;
-pub mod tokens;
+
+pub use messaging::mosquitto::MosquittoError;
+pub use messaging::{BrokerUrlError, MosquittoFiles, MqttMode, parse_url as parse_mqtt_url};
+pub use store::StoreError;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -23,7 +27,9 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::store::{AdminTokenRecord, LocalStore, Store, StoreError};
+use crate::messaging as mqtt;
+use crate::state::AppState;
+use crate::store::{AdminTokenRecord, LocalStore, Store};
 
 /// How to run the control plane.
 #[derive(Debug, Clone)]
@@ -56,16 +62,24 @@ pub enum CloudError {
     BadTokenFile(PathBuf),
     /// No randomness.
     #[error("could not generate a token: {0}")]
-    Random(getrandom::Error),
+    Random(#[source] getrandom::Error),
     /// Serving failed.
     #[error("server: {0}")]
-    Serve(std::io::Error),
+    Serve(#[source] std::io::Error),
+    /// A start-up task off the async threads panicked.
+    #[error("start-up task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
     /// The embedded broker's store cannot be used.
-    #[error("the embedded broker's store {0}")]
-    Broker(String),
+    #[error("the embedded broker's store {}: {source}", .path.display())]
+    Broker {
+        /// The store's file.
+        path: PathBuf,
+        /// Why.
+        source: redb::Error,
+    },
     /// Mosquitto's files could not be written or reloaded.
     #[error("mosquitto: {0}")]
-    Mosquitto(String),
+    Mosquitto(#[source] MosquittoError),
 }
 
 /// A store ready to serve, and an admin token to show the operator if one was just created.
@@ -130,7 +144,7 @@ pub fn prepare(config: &Config) -> Result<Prepared, CloudError> {
                 } else {
                     "initial".into()
                 },
-                created_ms: http::now_ms(),
+                created_ms: edgefn_os::time::now_ms(),
                 revoked_ms: None,
             })?,
         }
@@ -139,7 +153,7 @@ pub fn prepare(config: &Config) -> Result<Prepared, CloudError> {
         store.add_admin_token(&AdminTokenRecord {
             hash: auth::hash(&token),
             name: "initial".into(),
-            created_ms: http::now_ms(),
+            created_ms: edgefn_os::time::now_ms(),
             revoked_ms: None,
         })?;
         new_admin_token = Some(token);
@@ -217,15 +231,21 @@ fn cloud_secret(data: &std::path::Path) -> Result<String, CloudError> {
 /// Starts the broker (if embedded), writes Mosquitto's files (if external Mosquitto), and
 /// connects the cloud's client.
 async fn start_messaging(
-    state: &Arc<http::AppState>,
+    state: &Arc<AppState>,
     data: &std::path::Path,
     mode: mqtt::MqttMode,
     mqtts: Option<(std::net::TcpListener, tls::ServerConfig)>,
     stop: watch::Receiver<bool>,
 ) -> Result<(), CloudError> {
-    use crate::messages::{Messaging, RegistryAuth};
-    let secret = cloud_secret(data)?;
-    let cloud_hash = mqtt::mosquitto::hash(&secret).map_err(CloudError::Random)?;
+    use crate::messaging::{Messaging, RegistryAuth};
+    // A file read (and, the first time, a synced write) and a PBKDF2 hash: off the async threads.
+    let secret_in = data.to_path_buf();
+    let (secret, cloud_hash) = tokio::task::spawn_blocking(move || {
+        let secret = cloud_secret(&secret_in)?;
+        let hash = mqtt::mosquitto::hash(&secret).map_err(CloudError::Random)?;
+        Ok::<_, CloudError>((secret, hash))
+    })
+    .await??;
     let (opts, broker, mosquitto) = match mode {
         mqtt::MqttMode::Disabled => return Ok(()),
         mqtt::MqttMode::Embedded(listener) => {
@@ -233,14 +253,20 @@ async fn start_messaging(
             listener.set_nonblocking(true).map_err(CloudError::Serve)?;
             let listener = TcpListener::from_std(listener).map_err(CloudError::Serve)?;
             let path = data.join("mqtt.redb");
-            let persist = mqtt::persist::BrokerStore::open(&path)
-                .map_err(|e| CloudError::Broker(format!("{}: {e}", path.display())))?;
-            let stored = persist
-                .load()
-                .map_err(|e| CloudError::Broker(format!("{}: {e}", path.display())))?;
+            // Opening and reading the store is file work: off the async threads.
+            let (persist, stored) = tokio::task::spawn_blocking(move || {
+                let broker_error = |source| CloudError::Broker {
+                    path: path.clone(),
+                    source,
+                };
+                let persist = mqtt::persist::BrokerStore::open(&path).map_err(broker_error)?;
+                let stored = persist.load().map_err(broker_error)?;
+                Ok::<_, CloudError>((persist, stored))
+            })
+            .await??;
             let broker = edgefn_broker::Broker::with_options(
                 RegistryAuth {
-                    state: Arc::downgrade(state),
+                    registry: Arc::downgrade(&state.registry),
                     cloud: auth::hash(&secret),
                 },
                 edgefn_broker::BrokerOptions {
@@ -309,7 +335,7 @@ async fn start_messaging(
     });
     state.set_messaging(m.clone());
     if m.mosquitto.is_some() {
-        m.write_mosquitto(state)
+        m.write_mosquitto(&state.registry)
             .await
             .map_err(CloudError::Mosquitto)?;
     }
@@ -336,7 +362,11 @@ pub async fn serve(
 ) -> Result<(), CloudError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let store: Arc<dyn Store> = prepared.store;
-    let state = http::AppState::new(store, prepared.admin, stop_rx.clone())?;
+    let admin = prepared.admin;
+    let shutdown_rx = stop_rx.clone();
+    // Reads the whole registry, the latest revision and the reports: off the async threads.
+    let state =
+        tokio::task::spawn_blocking(move || AppState::load(store, admin, shutdown_rx)).await??;
     if let Some(url) = prepared.device_mqtt_url {
         state.set_device_mqtt_url(url);
     }
@@ -357,7 +387,7 @@ pub async fn serve(
         let state = state.clone();
         let mut stop = stop_rx;
         async move {
-            let mut tick = tokio::time::interval(http::STATUS_FLUSH);
+            let mut tick = tokio::time::interval(state::STATUS_FLUSH);
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
@@ -369,7 +399,7 @@ pub async fn serve(
             }
         }
     });
-    let app = http::router(state.clone());
+    let app = api::router(state.clone());
     let stopping = async move {
         shutdown.await;
         let _ = stop_tx.send(true);

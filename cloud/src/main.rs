@@ -99,7 +99,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if let edgefn_cloud::mqtt::MqttMode::Embedded(l) = &mqtt {
+    if let edgefn_cloud::MqttMode::Embedded(l) = &mqtt {
         if let Ok(a) = l.local_addr() {
             println!("edgefn-cloud MQTT broker on mqtt://{a}");
         }
@@ -111,14 +111,8 @@ fn main() -> ExitCode {
     }
     let mut prepared = prepared.with_mqtt(mqtt);
     if let Some(url) = &args.device_mqtt_url {
-        let host = url
-            .strip_prefix("mqtt://")
-            .or_else(|| url.strip_prefix("mqtts://"))
-            .unwrap_or("");
-        if host.is_empty() || host.contains(char::is_whitespace) {
-            eprintln!(
-                "edgefn-cloud: --device-mqtt-url `{url}` is not a broker URL: write mqtt://HOST:PORT or mqtts://HOST:PORT"
-            );
+        if let Err(e) = edgefn_schema::MqttUrl::parse(url) {
+            eprintln!("edgefn-cloud: --device-mqtt-url: {e}");
             return ExitCode::from(2);
         }
         prepared = prepared.with_device_mqtt_url(url.clone());
@@ -171,7 +165,7 @@ fn main() -> ExitCode {
             );
         }
         println!("edgefn-cloud listening on {scheme}://{addr}");
-        match edgefn_cloud::serve(prepared, listener, shutdown_signal()).await {
+        match edgefn_cloud::serve(prepared, listener, edgefn_os::signal::shutdown()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("edgefn-cloud: {e}");
@@ -183,10 +177,10 @@ fn main() -> ExitCode {
 
 /// The broker to use, from the arguments; binds the embedded broker's listener.
 #[allow(clippy::print_stderr)]
-fn mqtt_mode(args: &Args) -> Result<edgefn_cloud::mqtt::MqttMode, String> {
-    use edgefn_cloud::mqtt::{MosquittoFiles, MqttMode};
+fn mqtt_mode(args: &Args) -> Result<edgefn_cloud::MqttMode, String> {
+    use edgefn_cloud::{MosquittoFiles, MqttMode};
     if let Some(url) = &args.mqtt_url {
-        let mut mode = edgefn_cloud::mqtt::parse_url(url)?;
+        let mut mode = edgefn_cloud::parse_mqtt_url(url).map_err(|e| e.to_string())?;
         if let (MqttMode::External { mosquitto, .. }, Some(dir)) = (&mut mode, &args.mosquitto_dir)
         {
             *mosquitto = Some(MosquittoFiles {
@@ -215,26 +209,5 @@ fn mqtt_mode(args: &Args) -> Result<edgefn_cloud::mqtt::MqttMode, String> {
         Err(e) => Err(format!(
             "the embedded MQTT broker cannot listen on {addr}: {e}"
         )),
-    }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
     }
 }

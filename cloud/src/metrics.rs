@@ -5,30 +5,30 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Process-wide counters.
 #[derive(Debug, Default)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     /// Responses by status class (index 1..=5 for 1xx..5xx).
-    pub responses: [AtomicU64; 6],
+    pub(crate) responses: [AtomicU64; 6],
     /// Long-polls waiting now.
-    pub longpolls_waiting: AtomicU64,
+    pub(crate) longpolls_waiting: AtomicU64,
     /// Desired-state responses with a body (changes delivered).
-    pub desired_served: AtomicU64,
+    pub(crate) desired_served: AtomicU64,
     /// Bundle bytes received.
-    pub bundle_bytes_in: AtomicU64,
+    pub(crate) bundle_bytes_in: AtomicU64,
     /// Bundle bytes served.
-    pub bundle_bytes_out: AtomicU64,
+    pub(crate) bundle_bytes_out: AtomicU64,
     /// Status reports received.
-    pub status_reports: AtomicU64,
+    pub(crate) status_reports: AtomicU64,
 }
 
 impl Metrics {
     /// Counts a response with `status`.
-    pub fn response(&self, status: u16) {
+    pub(crate) fn response(&self, status: u16) {
         let class = usize::from(status / 100).min(5);
         self.responses[class].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Renders the counters and the given gauges.
-    pub fn render(
+    pub(crate) fn render(
         &self,
         revision: u64,
         devices_registered: usize,

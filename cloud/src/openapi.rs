@@ -41,7 +41,7 @@ pub struct Operation {
     pub response: (u16, Option<&'static str>),
 }
 
-/// Every operation of the API. The router in [`crate::http`] serves exactly these; a test
+/// Every operation of the API. The router in `crate::api` serves exactly these; a test
 /// calls each of them on a running server.
 pub const OPERATIONS: &[Operation] = &[
     Operation {
@@ -273,10 +273,10 @@ pub fn document() -> String {
     add::<DesiredResponse>(&mut generator, &mut schemas, "DesiredResponse");
     add::<StatusReport>(&mut generator, &mut schemas, "StatusReport");
     add::<FleetStatus>(&mut generator, &mut schemas, "FleetStatus");
-    add::<crate::messages::PublishRequest>(&mut generator, &mut schemas, "PublishRequest");
-    add::<crate::messages::PublishResponse>(&mut generator, &mut schemas, "PublishResponse");
-    add::<crate::mqtt::hub::MessageLine>(&mut generator, &mut schemas, "MessageLine");
-    add::<crate::mqtt::hub::LogLine>(&mut generator, &mut schemas, "LogLine");
+    add::<edgefn_schema::api::PublishRequest>(&mut generator, &mut schemas, "PublishRequest");
+    add::<edgefn_schema::api::PublishResponse>(&mut generator, &mut schemas, "PublishResponse");
+    add::<crate::messaging::hub::MessageLine>(&mut generator, &mut schemas, "MessageLine");
+    add::<edgefn_schema::wire::LogLine>(&mut generator, &mut schemas, "LogLine");
     for (name, schema) in generator.take_definitions(true) {
         schemas.entry(name).or_insert(schema);
     }

@@ -33,7 +33,10 @@ pub enum StoreError {
     DeviceExists(String),
     /// The database failed.
     #[error("database: {0}")]
-    Database(String),
+    Database(#[source] redb::Error),
+    /// A stored record does not decode.
+    #[error("database: corrupt record: {0}")]
+    Corrupt(#[source] serde_json::Error),
     /// A file operation failed.
     #[error("{action} {}: {source}", .path.display())]
     Io {
@@ -48,7 +51,7 @@ pub enum StoreError {
 
 impl From<redb::Error> for StoreError {
     fn from(e: redb::Error) -> Self {
-        StoreError::Database(e.to_string())
+        StoreError::Database(e)
     }
 }
 
@@ -56,7 +59,7 @@ macro_rules! from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
             fn from(e: $t) -> Self {
-                StoreError::Database(redb::Error::from(e).to_string())
+                StoreError::Database(redb::Error::from(e))
             }
         }
     )*};
@@ -72,38 +75,38 @@ from_redb!(
 
 /// A revision about to be committed.
 #[derive(Debug, Clone)]
-pub struct Draft {
+pub(crate) struct Draft {
     /// Manifest text.
-    pub manifest: String,
+    pub(crate) manifest: String,
     /// Bundle digests by function.
-    pub bundles: BTreeMap<String, String>,
+    pub(crate) bundles: BTreeMap<String, String>,
     /// Where it came from.
-    pub provenance: Provenance,
+    pub(crate) provenance: Provenance,
     /// Set for rollbacks.
-    pub rollback_of: Option<u64>,
+    pub(crate) rollback_of: Option<u64>,
     /// Commit time.
-    pub created_ms: u64,
+    pub(crate) created_ms: u64,
 }
 
 /// A registered device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeviceRecord {
+pub(crate) struct DeviceRecord {
     /// Name.
-    pub name: String,
+    pub(crate) name: String,
     /// sha256 of its token.
-    pub token_hash: [u8; 32],
+    pub(crate) token_hash: [u8; 32],
     /// Registration time.
-    pub registered_ms: u64,
+    pub(crate) registered_ms: u64,
     /// Mosquitto's `$7$` hash of its token, computed at registration (when the token is
     /// known) so that the cloud can write Mosquitto's password file; absent for devices
     /// registered before the cloud had messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mqtt_hash: Option<String>,
+    pub(crate) mqtt_hash: Option<String>,
 }
 
 impl DeviceRecord {
     /// The public part.
-    pub fn info(&self) -> DeviceInfo {
+    pub(crate) fn info(&self) -> DeviceInfo {
         DeviceInfo {
             name: self.name.clone(),
             registered_ms: self.registered_ms,
@@ -112,7 +115,7 @@ impl DeviceRecord {
 }
 
 /// The control plane's persistent state.
-pub trait Store: Send + Sync + 'static {
+pub(crate) trait Store: Send + Sync + 'static {
     /// Whether the bundle is stored.
     fn has_bundle(&self, digest: &str) -> Result<bool, StoreError>;
     /// Stores a bundle whose digest the caller verified; `false` when it was already there.
@@ -149,7 +152,7 @@ pub trait Store: Send + Sync + 'static {
 
 /// What [`Store::revoke_admin_token`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Revoked {
+pub(crate) enum Revoked {
     /// Revoked: its hash.
     Done([u8; 32]),
     /// Refused: it is the last admin token, and revoking it would lock every admin out.
@@ -158,22 +161,22 @@ pub enum Revoked {
 
 /// An admin token as stored: its sha256, never the token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AdminTokenRecord {
+pub(crate) struct AdminTokenRecord {
     /// sha256 of the token.
-    pub hash: [u8; 32],
+    pub(crate) hash: [u8; 32],
     /// What it is for.
-    pub name: String,
+    pub(crate) name: String,
     /// When it was created (ms since the epoch; 0 when unknown).
-    pub created_ms: u64,
+    pub(crate) created_ms: u64,
     /// When it was revoked: a revoked token never authenticates again, even when a token file
     /// still holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revoked_ms: Option<u64>,
+    pub(crate) revoked_ms: Option<u64>,
 }
 
 impl AdminTokenRecord {
     /// Its id: the first 12 hex digits of its hash.
-    pub fn id(&self) -> String {
+    pub(crate) fn id(&self) -> String {
         edgefn_schema::resolve::hex(&self.hash)[..12].to_owned()
     }
 }
@@ -188,7 +191,7 @@ const ADMIN_TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("admin_
 
 /// redb metadata plus bundle files under one data folder.
 #[derive(Debug)]
-pub struct LocalStore {
+pub(crate) struct LocalStore {
     db: Database,
     bundles: PathBuf,
 }
@@ -207,12 +210,12 @@ fn json<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Database(format!("corrupt record: {e}")))
+    serde_json::from_slice(bytes).map_err(StoreError::Corrupt)
 }
 
 impl LocalStore {
     /// Opens (creating if needed) the store in `dir`.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+    pub(crate) fn open(dir: &Path) -> Result<Self, StoreError> {
         let bundles = dir.join("bundles");
         fs::create_dir_all(&bundles).map_err(io("create", &bundles))?;
         let db = Database::create(dir.join("cloud.redb"))?;

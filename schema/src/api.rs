@@ -111,6 +111,9 @@ error_codes! {
     ManifestTooLarge => "manifest_too_large", 413;
     /// The control plane runs without an MQTT broker.
     MessagesDisabled => "messages_disabled", 503;
+    /// The broker could not store a message for its devices (`POST /v1/publish`): nothing
+    /// was answered as sent; retrying may deliver it twice to a device that already got it.
+    MessageNotStored => "message_not_stored", 503;
     /// A publish by labels that selects no device.
     NoDevices => "no_devices", 404;
     /// A rollback with no earlier revision to return to.

@@ -102,7 +102,7 @@ pub(crate) fn run(args: &DevArgs) -> CliResult {
     let broker_addr = broker
         .local_addr()
         .map_err(CliError::io("read the address of", "the broker"))?;
-    let prepared = prepared.with_mqtt(edgefn_cloud::mqtt::MqttMode::Embedded(broker));
+    let prepared = prepared.with_mqtt(edgefn_cloud::MqttMode::Embedded(broker));
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(&args.listen))
         .map_err(|e| CliError::failed(format!("cannot listen on {}", args.listen), "", e))?;

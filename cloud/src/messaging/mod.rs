@@ -1,6 +1,9 @@
 //! Messages between the cloud and its devices over MQTT: the topic namespace and its access
-//! rules (enforced by the embedded broker, the `edgefn-broker` crate), the files that confine devices on Mosquitto
-//! ([`mosquitto`]), and the cloud's own client of whichever broker is used ([`hub`]).
+//! rules (enforced by the embedded broker, the `edgefn-broker` crate), the files that confine
+//! devices on Mosquitto ([`mosquitto`]), the embedded broker's store ([`persist`]), the cloud's
+//! own client of whichever broker is used ([`hub`]), and what ties them to the device registry
+//! ([`Messaging`], [`RegistryAuth`]): credentials checked against it, files for Mosquitto
+//! rewritten when it changes. The HTTP endpoints are in `crate::api::messages`.
 //!
 //! Cloud-side topics, per device `<d>`:
 //! - `edgefn/<d>/up/<topic>`: what the device sends up (device: write; cloud: read);
@@ -10,21 +13,30 @@
 //! MQTT credentials: user name = device name, password = the device's token. The cloud itself
 //! connects as [`CLOUD_USER`] with a secret kept in its data folder, with full access.
 
-pub mod hub;
-pub mod mosquitto;
-pub mod persist;
+pub(crate) mod hub;
+pub(crate) mod mosquitto;
+pub(crate) mod persist;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+
+use edgefn_broker::{Authenticator, Broker};
+use edgefn_schema::wire::{self, Kind};
+
+use crate::auth;
+use crate::registry::Registry;
+use hub::Hub;
+use mosquitto::MosquittoError;
 
 /// The MQTT user name of the cloud itself; no device may be registered under it.
-pub const CLOUD_USER: &str = "edgefn-cloud";
+pub(crate) const CLOUD_USER: &str = "edgefn-cloud";
 /// The file, in the data folder, holding the cloud's own MQTT password.
-pub const CLOUD_SECRET_FILE: &str = "mqtt-cloud.secret";
+pub(crate) const CLOUD_SECRET_FILE: &str = "mqtt-cloud.secret";
 /// Largest payload `POST /v1/publish` sends.
-pub const MAX_PUBLISH_BYTES: usize = 256 << 10;
+pub(crate) const MAX_PUBLISH_BYTES: usize = 256 << 10;
 /// Largest MQTT packet the embedded broker accepts (a payload of up to 1 MiB plus its topic).
-pub const MAX_PACKET_BYTES: usize = (1 << 20) + (64 << 10);
+pub(crate) const MAX_PACKET_BYTES: usize = (1 << 20) + (64 << 10);
 
 /// Where the cloud's broker is.
 #[derive(Debug)]
@@ -39,7 +51,7 @@ pub enum MqttMode {
         host: String,
         /// Port.
         port: u16,
-        /// User name to connect with (default [`CLOUD_USER`]).
+        /// User name to connect with (default `edgefn-cloud`).
         username: Option<String>,
         /// Password (default: the secret in the data folder).
         password: Option<String>,
@@ -57,54 +69,117 @@ pub struct MosquittoFiles {
     pub pid_file: Option<PathBuf>,
 }
 
-/// Parses `mqtt://[user[:password]@]host[:port]` (port 1883 by default).
-pub fn parse_url(url: &str) -> Result<MqttMode, String> {
-    let rest = if let Some(r) = url.strip_prefix("mqtt://") {
-        r
-    } else if url.starts_with("mqtts://") {
-        return Err(format!(
-            "`{url}`: TLS to the broker (mqtts://) is not supported by edgefn-cloud yet; use mqtt:// on a trusted network or a local TLS-terminating proxy"
-        ));
-    } else {
-        return Err(format!(
-            "`{url}` is not an MQTT URL: write mqtt://HOST:PORT"
-        ));
-    };
-    let rest = rest.trim_end_matches('/');
-    let (userinfo, hostport) = match rest.rsplit_once('@') {
-        Some((u, h)) => (Some(u), h),
-        None => (None, rest),
-    };
-    let (username, password) = match userinfo {
-        Some(u) => match u.split_once(':') {
-            Some((n, p)) => (Some(n.to_owned()), Some(p.to_owned())),
-            None => (Some(u.to_owned()), None),
-        },
-        None => (None, None),
-    };
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
-            h.trim_start_matches('[').trim_end_matches(']').to_owned(),
-            p.parse::<u16>()
-                .map_err(|_| format!("`{url}`: `{p}` is not a port number"))?,
-        ),
-        _ => (hostport.to_owned(), 1883),
-    };
-    if host.is_empty() {
-        return Err(format!("`{url}` names no host"));
+/// Why `--mqtt-url` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerUrlError {
+    /// Not a broker URL.
+    #[error(transparent)]
+    Url(#[from] edgefn_schema::MqttUrlError),
+    /// `mqtts://`: the cloud's own client has no TLS yet.
+    #[error(
+        "`{0}`: TLS to the broker (mqtts://) is not supported by edgefn-cloud yet; use mqtt:// on a trusted network or a local TLS-terminating proxy"
+    )]
+    Tls(String),
+}
+
+/// The external broker at `url`: `mqtt://[user[:password]@]host[:port]` (port 1883 by
+/// default; the schema's one parser, `edgefn_schema::MqttUrl`). `mqtts://` is refused: the
+/// cloud's own client has no TLS yet.
+pub fn parse_url(url: &str) -> Result<MqttMode, BrokerUrlError> {
+    let parsed = edgefn_schema::MqttUrl::parse(url)?;
+    if parsed.tls {
+        return Err(BrokerUrlError::Tls(url.to_owned()));
     }
     Ok(MqttMode::External {
-        host,
-        port,
-        username,
-        password,
+        host: parsed.host,
+        port: parsed.port,
+        username: parsed.username,
+        password: parsed.password,
         mosquitto: None,
     })
 }
 
+/// The message machinery of a running control plane.
+#[derive(Debug)]
+pub(crate) struct Messaging {
+    /// The cloud's client of its broker.
+    pub(crate) hub: Arc<Hub>,
+    /// The embedded broker, when it is used.
+    pub(crate) broker: Option<Arc<Broker<RegistryAuth>>>,
+    /// Mosquitto's files, when an external Mosquitto is used.
+    pub(crate) mosquitto: Option<MosquittoFiles>,
+    /// The cloud's own entry of Mosquitto's password file.
+    pub(crate) cloud_hash: String,
+    /// Serialises rewrites of Mosquitto's files.
+    pub(crate) writing: tokio::sync::Mutex<()>,
+}
+
+impl Messaging {
+    /// Rewrites Mosquitto's password and ACL files from the registry and has it reload them
+    /// (a failed reload is logged: Mosquitto may not be running yet, and reads them at start).
+    pub(crate) async fn write_mosquitto(&self, registry: &Registry) -> Result<(), MosquittoError> {
+        let Some(files) = self.mosquitto.clone() else {
+            return Ok(());
+        };
+        let _guard = self.writing.lock().await;
+        let mut users = registry.mqtt_users();
+        users.push((CLOUD_USER.to_owned(), self.cloud_hash.clone()));
+        tokio::task::spawn_blocking(move || {
+            mosquitto::write(&files.dir, &users)?;
+            if let Some(pid_file) = &files.pid_file {
+                match mosquitto::reload(pid_file) {
+                    Ok(()) => tracing::info!(
+                        "Mosquitto's password and ACL files rewritten; reload signalled"
+                    ),
+                    Err(e) => {
+                        tracing::warn!("Mosquitto's files rewritten but it was not reloaded: {e}")
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await?
+    }
+}
+
+/// Credentials of the embedded broker: the cloud's secret, or a device's name and token.
+#[derive(Debug)]
+pub(crate) struct RegistryAuth {
+    /// The registry (weak: the broker must not keep the state alive).
+    pub(crate) registry: Weak<Registry>,
+    /// sha256 of the cloud's own MQTT secret.
+    pub(crate) cloud: [u8; 32],
+}
+
+impl Authenticator for RegistryAuth {
+    type Client = Identity;
+    fn authenticate(&self, username: Option<&str>, password: Option<&str>) -> Option<Identity> {
+        let (username, password) = (username?, password?);
+        let presented = auth::hash(password);
+        if username == CLOUD_USER {
+            return edgefn_os::secret::ct_eq(&self.cloud, &presented).then_some(Identity::Cloud);
+        }
+        let registry = self.registry.upgrade()?;
+        registry
+            .device_token_matches(username, &presented)
+            .then(|| Identity::Device(username.to_owned()))
+    }
+
+    /// A stored session is kept while its device is registered.
+    fn restore(&self, name: &str) -> Option<Identity> {
+        if name == CLOUD_USER {
+            return Some(Identity::Cloud);
+        }
+        let registry = self.registry.upgrade()?;
+        registry
+            .is_registered(name)
+            .then(|| Identity::Device(name.to_owned()))
+    }
+}
+
 /// Who is connected to the broker.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Identity {
+pub(crate) enum Identity {
     /// The control plane itself: full access.
     Cloud,
     /// A device, by name.
@@ -113,7 +188,7 @@ pub enum Identity {
 
 impl Identity {
     /// The MQTT user name.
-    pub fn username(&self) -> &str {
+    pub(crate) fn username(&self) -> &str {
         match self {
             Identity::Cloud => CLOUD_USER,
             Identity::Device(d) => d,
@@ -121,30 +196,30 @@ impl Identity {
     }
 
     /// Whether this client may publish to `topic` (a concrete topic).
-    pub fn may_publish(&self, topic: &str) -> bool {
+    pub(crate) fn may_publish(&self, topic: &str) -> bool {
         match self {
             Identity::Cloud => !topic.starts_with('$'),
             Identity::Device(d) => {
-                under(topic, &["edgefn", d, "up"]) || under(topic, &["edgefn", d, "logs"])
+                wire::is_under(topic, d, Kind::Up) || wire::is_under(topic, d, Kind::Logs)
             }
         }
     }
 
     /// Whether this client may subscribe to `filter`: a device only to filters whose every
     /// match lies under `edgefn/<its name>/down/`.
-    pub fn may_subscribe(&self, filter: &str) -> bool {
+    pub(crate) fn may_subscribe(&self, filter: &str) -> bool {
         match self {
             Identity::Cloud => !filter.starts_with('$'),
-            Identity::Device(d) => under(filter, &["edgefn", d, "down"]),
+            Identity::Device(d) => wire::is_under(filter, d, Kind::Down),
         }
     }
 
     /// Whether a message on `topic` may be delivered to this client (checked again at delivery,
     /// whatever it subscribed to).
-    pub fn may_receive(&self, topic: &str) -> bool {
+    pub(crate) fn may_receive(&self, topic: &str) -> bool {
         match self {
             Identity::Cloud => true,
-            Identity::Device(d) => under(topic, &["edgefn", d, "down"]),
+            Identity::Device(d) => wire::is_under(topic, d, Kind::Down),
         }
     }
 }
@@ -176,38 +251,10 @@ impl edgefn_broker::Client for Identity {
     }
 }
 
-/// True when `topic` is `a/b/c/<at least one more level>` for `prefix = [a, b, c]`, each
-/// prefix level matched literally (so a `+` or `#` there never matches).
-fn under(topic: &str, prefix: &[&str]) -> bool {
-    let mut levels = topic.split('/');
-    for p in prefix {
-        if levels.next() != Some(*p) {
-            return false;
-        }
-    }
-    levels.next().is_some()
-}
-
-/// Splits `edgefn/<device>/<kind>/<rest>` into `(device, kind, rest)`.
-pub fn split_topic(topic: &str) -> Option<(&str, &str, &str)> {
-    let rest = topic.strip_prefix("edgefn/")?;
-    let (device, rest) = rest.split_once('/')?;
-    let (kind, rest) = rest.split_once('/')?;
-    if device.is_empty() || rest.is_empty() {
-        return None;
-    }
-    Some((device, kind, rest))
-}
-
-/// The cloud-side topic of a message sent down to `device` on its local `topic`.
-pub fn down_topic(device: &str, topic: &str) -> String {
-    format!("edgefn/{device}/down/{topic}")
-}
-
 pub(crate) use edgefn_broker::stopped;
 
 /// The address a client on this machine reaches a listener bound to `addr` at.
-pub fn local_connect_addr(addr: SocketAddr) -> SocketAddr {
+pub(crate) fn local_connect_addr(addr: SocketAddr) -> SocketAddr {
     let mut a = addr;
     if a.ip().is_unspecified() {
         a.set_ip(match a {
@@ -274,9 +321,5 @@ mod tests {
         assert_eq!((host.as_str(), port), ("127.0.0.1", 1883));
         assert!(parse_url("mqtts://x").is_err());
         assert!(parse_url("http://x").is_err());
-        assert_eq!(
-            split_topic("edgefn/gw-01/up/alerts/l1"),
-            Some(("gw-01", "up", "alerts/l1"))
-        );
     }
 }

@@ -21,7 +21,7 @@ const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
 
 /// The broker's store.
 #[derive(Debug)]
-pub struct BrokerStore {
+pub(crate) struct BrokerStore {
     db: Database,
 }
 
@@ -131,7 +131,7 @@ fn decode_session(bytes: &[u8]) -> Option<(String, Vec<(String, QoS)>)> {
 
 impl BrokerStore {
     /// Opens (creating if needed) the store at `path`.
-    pub fn open(path: &Path) -> Result<BrokerStore, redb::Error> {
+    pub(crate) fn open(path: &Path) -> Result<BrokerStore, redb::Error> {
         let db = Database::create(path)?;
         let tx = db.begin_write()?;
         tx.open_table(SESSIONS)?;
@@ -142,7 +142,7 @@ impl BrokerStore {
     }
 
     /// Everything kept; corrupt records are skipped (and logged).
-    pub fn load(&self) -> Result<Stored, redb::Error> {
+    pub(crate) fn load(&self) -> Result<Stored, redb::Error> {
         let tx = self.db.begin_read()?;
         let sessions = tx.open_table(SESSIONS)?;
         let queue = tx.open_table(QUEUE)?;

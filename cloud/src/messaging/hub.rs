@@ -14,9 +14,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
+use edgefn_os::time::now_ms;
+use edgefn_schema::wire::{self, Kind, LogLine, LogRecord};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Filter, Packet, SubscribeReasonCode};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
@@ -27,46 +29,46 @@ use tokio::sync::{broadcast, watch};
 use super::MAX_PACKET_BYTES;
 
 /// Log lines kept per device.
-pub const LOG_RING: usize = 1000;
+pub(crate) const LOG_RING: usize = 1000;
 
 /// A message a device sent up.
 #[derive(Debug, Clone)]
-pub struct UpMessage {
+pub(crate) struct UpMessage {
     /// The device.
-    pub device: String,
+    pub(crate) device: String,
     /// Its local topic (without `edgefn/<device>/up/`).
-    pub topic: String,
+    pub(crate) topic: String,
     /// The payload, raw.
-    pub payload: Bytes,
+    pub(crate) payload: Bytes,
     /// When the cloud received it.
-    pub ts_ms: u64,
+    pub(crate) ts_ms: u64,
     /// Its sequence number in the device's outbox, when it came from one.
-    pub id: Option<u64>,
+    pub(crate) id: Option<u64>,
 }
 
 /// One line of an NDJSON stream of messages.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct MessageLine {
+pub(crate) struct MessageLine {
     /// The device that sent it.
-    pub device: String,
+    pub(crate) device: String,
     /// Its local topic (without `edgefn/<device>/up/`).
-    pub topic: String,
+    pub(crate) topic: String,
     /// The payload: its JSON value when it is JSON, else its text; `null` when it is not UTF-8.
-    pub payload: serde_json::Value,
+    pub(crate) payload: serde_json::Value,
     /// The payload in base64, only when it is not UTF-8.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub payload_base64: Option<String>,
+    pub(crate) payload_base64: Option<String>,
     /// When the cloud received it (ms since the Unix epoch).
-    pub ts_ms: u64,
+    pub(crate) ts_ms: u64,
     /// Its sequence number in the device's outbox (increasing per device, gaps where the
     /// outbox dropped messages past its bounds); absent for messages from other clients.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<u64>,
+    pub(crate) id: Option<u64>,
 }
 
 impl UpMessage {
     /// The line sent to a stream.
-    pub fn line(&self) -> MessageLine {
+    pub(crate) fn line(&self) -> MessageLine {
         let (payload, payload_base64) = payload_value(&self.payload);
         MessageLine {
             device: self.device.clone(),
@@ -80,7 +82,7 @@ impl UpMessage {
 }
 
 /// A payload as JSON: its value if it is JSON, its text if it is UTF-8, else base64.
-pub fn payload_value(bytes: &[u8]) -> (serde_json::Value, Option<String>) {
+pub(crate) fn payload_value(bytes: &[u8]) -> (serde_json::Value, Option<String>) {
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) {
         return (v, None);
     }
@@ -96,61 +98,15 @@ pub fn payload_value(bytes: &[u8]) -> (serde_json::Value, Option<String>) {
     }
 }
 
-/// A function's log line, shipped up by a device.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
-pub struct LogLine {
-    /// The device.
-    pub device: String,
-    /// When the line was written (ms since the Unix epoch), as the device says.
-    pub ts_ms: u64,
-    /// The binding (function) that wrote it.
-    pub binding: String,
-    /// `stdout` or `stderr`.
-    pub stream: String,
-    /// The line.
-    pub line: String,
-}
-
-impl LogLine {
-    fn parse(device: &str, binding: &str, payload: &[u8]) -> LogLine {
-        let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
-        let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
-        LogLine {
-            device: device.to_owned(),
-            ts_ms: v
-                .get("ts_ms")
-                .and_then(serde_json::Value::as_u64)
-                .unwrap_or_else(now_ms),
-            binding: field("binding").unwrap_or_else(|| binding.to_owned()),
-            stream: field("stream").unwrap_or_else(|| "stdout".to_owned()),
-            line: field("line")
-                .unwrap_or_else(|| String::from_utf8_lossy(payload).trim_end().to_owned()),
-        }
-    }
-
-    /// Whether this line is of `binding` (exactly, or `binding` followed by a character that
-    /// no function name holds, such as `temp-filter#1`).
-    pub fn of(&self, binding: &str) -> bool {
-        match self.binding.strip_prefix(binding) {
-            Some("") => true,
-            Some(rest) => rest
-                .chars()
-                .next()
-                .is_some_and(|c| !(c.is_ascii_alphanumeric() || c == '-' || c == '_')),
-            None => false,
-        }
-    }
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+/// The line `device` shipped on `edgefn/<device>/logs/<binding>` with `payload` (read
+/// leniently: see [`LogRecord::parse`]).
+fn log_line(device: &str, binding: &str, payload: &[u8]) -> LogLine {
+    LogLine::new(device, LogRecord::parse(binding, payload, now_ms()))
 }
 
 /// The cloud's connection to its broker.
 #[derive(Debug)]
-pub struct Hub {
+pub(crate) struct Hub {
     client: AsyncClient,
     up: broadcast::Sender<Arc<UpMessage>>,
     log_tx: broadcast::Sender<Arc<LogLine>>,
@@ -160,25 +116,25 @@ pub struct Hub {
     seen: Mutex<HashMap<String, (String, u64)>>,
     /// Messages received from devices (`up`), log lines received, messages sent down,
     /// duplicates dropped.
-    pub counts: [AtomicU64; 4],
+    pub(crate) counts: [AtomicU64; 4],
 }
 
 /// How the hub connects.
 #[derive(Debug, Clone)]
-pub struct HubOptions {
+pub(crate) struct HubOptions {
     /// Broker host.
-    pub host: String,
+    pub(crate) host: String,
     /// Broker port.
-    pub port: u16,
+    pub(crate) port: u16,
     /// User name.
-    pub username: String,
+    pub(crate) username: String,
     /// Password.
-    pub password: String,
+    pub(crate) password: String,
 }
 
 impl Hub {
     /// Connects (and keeps reconnecting) to the broker until `shutdown` turns true.
-    pub fn start(opts: HubOptions, mut shutdown: watch::Receiver<bool>) -> Arc<Hub> {
+    pub(crate) fn start(opts: HubOptions, mut shutdown: watch::Receiver<bool>) -> Arc<Hub> {
         let mut suffix = [0u8; 6];
         let _ = getrandom::fill(&mut suffix);
         let id = format!(
@@ -211,7 +167,7 @@ impl Hub {
                     ev = eventloop.poll() => match ev {
                         Ok(Event::Incoming(Packet::ConnAck(_))) => {
                             failures = 0;
-                            let subs = ["edgefn/+/up/#", "edgefn/+/logs/#"]
+                            let subs = wire::CLOUD_FILTERS
                                 .map(|f| Filter::new(f, QoS::AtLeastOnce));
                             if let Err(e) = h.client.try_subscribe_many(subs) {
                                 tracing::warn!("mqtt: cannot subscribe: {e}");
@@ -272,14 +228,14 @@ impl Hub {
     }
 
     fn incoming(&self, topic: &str, payload: Bytes, props: &[(String, String)]) {
-        let Some((device, kind, rest)) = super::split_topic(topic) else {
+        let Some(wire::Topic { device, kind, rest }) = wire::parse(topic) else {
             return;
         };
         let prop = |k: &str| props.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         match kind {
-            "up" => {
-                let id = prop("edgefn-id").and_then(|v| v.parse::<u64>().ok());
-                if let (Some(id), Some(outbox)) = (id, prop("edgefn-outbox")) {
+            Kind::Up => {
+                let id = prop(wire::PROP_ID).and_then(|v| v.parse::<u64>().ok());
+                if let (Some(id), Some(outbox)) = (id, prop(wire::PROP_OUTBOX)) {
                     if self.duplicate(device, outbox, id) {
                         self.counts[3].fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(%device, id, "a message received twice: dropped");
@@ -295,9 +251,9 @@ impl Hub {
                     id,
                 }));
             }
-            "logs" => {
+            Kind::Logs => {
                 self.counts[1].fetch_add(1, Ordering::Relaxed);
-                let line = Arc::new(LogLine::parse(device, rest, &payload));
+                let line = Arc::new(log_line(device, rest, &payload));
                 {
                     let mut logs = self
                         .logs
@@ -311,12 +267,12 @@ impl Hub {
                 }
                 let _ = self.log_tx.send(line);
             }
-            _ => {}
+            Kind::Down => {}
         }
     }
 
     /// Waits up to `timeout` for the hub to be connected and subscribed.
-    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+    pub(crate) async fn wait_ready(&self, timeout: Duration) -> bool {
         let mut rx = self.ready.subscribe();
         tokio::time::timeout(timeout, rx.wait_for(|r| *r))
             .await
@@ -324,17 +280,22 @@ impl Hub {
     }
 
     /// Messages sent up from now on.
-    pub fn subscribe_up(&self) -> broadcast::Receiver<Arc<UpMessage>> {
+    pub(crate) fn subscribe_up(&self) -> broadcast::Receiver<Arc<UpMessage>> {
         self.up.subscribe()
     }
 
     /// Log lines received from now on.
-    pub fn subscribe_logs(&self) -> broadcast::Receiver<Arc<LogLine>> {
+    pub(crate) fn subscribe_logs(&self) -> broadcast::Receiver<Arc<LogLine>> {
         self.log_tx.subscribe()
     }
 
     /// The last `tail` kept log lines of `device` (of `binding` only, when given).
-    pub fn recent_logs(&self, device: &str, binding: Option<&str>, tail: usize) -> Vec<LogLine> {
+    pub(crate) fn recent_logs(
+        &self,
+        device: &str,
+        binding: Option<&str>,
+        tail: usize,
+    ) -> Vec<LogLine> {
         let logs = self
             .logs
             .lock()
@@ -354,7 +315,7 @@ impl Hub {
     }
 
     /// Forgets the log lines and message numbers of a removed device.
-    pub fn forget(&self, device: &str) {
+    pub(crate) fn forget(&self, device: &str) {
         self.seen
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -366,21 +327,25 @@ impl Hub {
     }
 
     /// Hands `payload` for `topic` (QoS 1) to the connection; fails when its queue is full.
-    pub fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), String> {
+    pub(crate) fn publish(
+        &self,
+        topic: String,
+        payload: Vec<u8>,
+    ) -> Result<(), Box<rumqttc::v5::ClientError>> {
         self.client
             .try_publish(topic, QoS::AtLeastOnce, false, payload)
-            .map_err(|e| e.to_string())?;
+            .map_err(Box::new)?;
         self.counts[2].fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
     /// Counts messages sent down without this connection (through the embedded broker).
-    pub fn count_down(&self, n: u64) {
+    pub(crate) fn count_down(&self, n: u64) {
         self.counts[2].fetch_add(n, Ordering::Relaxed);
     }
 
     /// Lines for `/metrics`.
-    pub fn render_metrics(&self, clients: Option<usize>) -> String {
+    pub(crate) fn render_metrics(&self, clients: Option<usize>) -> String {
         let get = |i: usize| self.counts[i].load(Ordering::Relaxed);
         let mut out = format!(
             "# HELP edgefn_mqtt_connected Whether the cloud is connected and subscribed to its broker.\n\
@@ -417,7 +382,7 @@ mod tests {
 
     #[test]
     fn log_lines_parse_and_match_bindings() {
-        let l = LogLine::parse(
+        let l = log_line(
             "gw-01",
             "temp-filter",
             br#"{"ts_ms":5,"binding":"temp-filter#1","stream":"stderr","line":"hot"}"#,
@@ -427,7 +392,7 @@ mod tests {
             (5, "stderr", "hot")
         );
         assert!(l.of("temp-filter") && l.of("temp-filter#1") && !l.of("temp"));
-        let raw = LogLine::parse("gw-01", "collector", b"plain text\n");
+        let raw = log_line("gw-01", "collector", b"plain text\n");
         assert_eq!(
             (raw.binding.as_str(), raw.line.as_str()),
             ("collector", "plain text")

@@ -4,7 +4,7 @@
 //! A device's hash is computed when it registers (the only time the cloud sees its token) and
 //! stored with the device record; `passwd` is rewritten from the registry on every change.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -19,7 +19,7 @@ const SALT_BYTES: usize = 12;
 
 /// `$7$<iterations>$<base64 salt>$<base64 PBKDF2-HMAC-SHA512(password, salt)>`, as
 /// `mosquitto_passwd` writes for Mosquitto 2.x.
-pub fn hash(password: &str) -> Result<String, getrandom::Error> {
+pub(crate) fn hash(password: &str) -> Result<String, getrandom::Error> {
     let mut salt = [0u8; SALT_BYTES];
     getrandom::fill(&mut salt)?;
     Ok(hash_with_salt(password, &salt, ITERATIONS))
@@ -38,7 +38,7 @@ fn hash_with_salt(password: &str, salt: &[u8], iterations: u32) -> String {
 /// The ACL file: the cloud reads and writes everything under `edgefn/`; every other user
 /// (a device, by its name) writes `edgefn/<name>/up/#` and `edgefn/<name>/logs/#` and reads
 /// `edgefn/<name>/down/#`, nothing else.
-pub fn acl() -> String {
+pub(crate) fn acl() -> String {
     format!(
         "# Written by edgefn-cloud; changes are overwritten.\n\
          user {CLOUD_USER}\n\
@@ -52,7 +52,7 @@ pub fn acl() -> String {
 }
 
 /// The password file for `users` (name, hash), sorted by name.
-pub fn passwd(users: &[(String, String)]) -> String {
+pub(crate) fn passwd(users: &[(String, String)]) -> String {
     let mut users: Vec<&(String, String)> = users.iter().collect();
     users.sort();
     let mut text = String::new();
@@ -65,10 +65,53 @@ pub fn passwd(users: &[(String, String)]) -> String {
     text
 }
 
+/// Why Mosquitto's files could not be written, or Mosquitto not told to reload them.
+#[derive(Debug, thiserror::Error)]
+pub enum MosquittoError {
+    /// A file operation failed.
+    #[error("{action} {}: {source}", .path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The pid file holds no process id.
+    #[error("{} holds `{text}`, not a process id", .path.display())]
+    BadPid {
+        /// The pid file.
+        path: PathBuf,
+        /// What it holds, trimmed.
+        text: String,
+    },
+    /// `kill -HUP` failed.
+    #[error("kill -HUP {pid} failed ({status})")]
+    Kill {
+        /// The process signalled.
+        pid: u32,
+        /// How `kill` ended.
+        status: std::process::ExitStatus,
+    },
+    /// The task writing the files panicked or was cancelled.
+    #[error("the task writing Mosquitto's files failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> MosquittoError {
+    let path = path.to_path_buf();
+    move |source| MosquittoError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
 /// Writes `passwd` and `acl` into `dir` atomically (temporary file, fsync, rename, fsync of the
 /// folder).
-pub fn write(dir: &Path, users: &[(String, String)]) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+pub(crate) fn write(dir: &Path, users: &[(String, String)]) -> Result<(), MosquittoError> {
+    std::fs::create_dir_all(dir).map_err(io("create", dir))?;
     // The rules first, then the users they apply to: whoever sees the new users (Mosquitto
     // on reload, a test) finds the rules already there.
     write_atomic(&dir.join("acl"), acl().as_bytes(), 0o644)?;
@@ -76,30 +119,26 @@ pub fn write(dir: &Path, users: &[(String, String)]) -> Result<(), String> {
 }
 
 /// Sends SIGHUP to the pid written in `pid_file`.
-pub fn reload(pid_file: &Path) -> Result<(), String> {
-    let text = std::fs::read_to_string(pid_file)
-        .map_err(|e| format!("read Mosquitto's pid file {}: {e}", pid_file.display()))?;
-    let pid: u32 = text.trim().parse().map_err(|_| {
-        format!(
-            "{} holds `{}`, not a process id",
-            pid_file.display(),
-            text.trim()
-        )
+pub(crate) fn reload(pid_file: &Path) -> Result<(), MosquittoError> {
+    let text =
+        std::fs::read_to_string(pid_file).map_err(io("read Mosquitto's pid file", pid_file))?;
+    let pid: u32 = text.trim().parse().map_err(|_| MosquittoError::BadPid {
+        path: pid_file.to_path_buf(),
+        text: text.trim().to_owned(),
     })?;
     let status = std::process::Command::new("kill")
         .args(["-HUP", &pid.to_string()])
         .status()
-        .map_err(|e| format!("run kill: {e}"))?;
+        .map_err(io("run kill for", pid_file))?;
     if status.success() {
         Ok(())
     } else {
-        Err(format!("kill -HUP {pid} failed ({status})"))
+        Err(MosquittoError::Kill { pid, status })
     }
 }
 
-fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
-    edgefn_os::file::write_atomic(path, bytes, mode)
-        .map_err(|e| format!("write {}: {e}", path.display()))
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), MosquittoError> {
+    edgefn_os::file::write_atomic(path, bytes, mode).map_err(io("write", path))
 }
 
 #[cfg(test)]

@@ -13,8 +13,12 @@ use edgefn_schema::api::{AdminTokenCreated, AdminTokenInfo, NewAdminToken};
 
 use crate::auth;
 use crate::error::ApiError;
-use crate::http::{AppState, Caller, blocking, now_ms};
+use crate::error::blocking;
+use crate::registry::Caller;
+use crate::state::AppState;
 use crate::store::{AdminTokenRecord, Revoked};
+use edgefn_os::time::now_ms;
+use edgefn_schema::api::ErrorCode;
 
 /// The hash of the request's bearer token (the caller is authenticated already).
 fn presented(headers: &HeaderMap) -> Option<[u8; 32]> {
@@ -30,7 +34,7 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// `GET /v1/tokens`: the admin tokens not revoked, oldest first.
-pub async fn list(
+pub(super) async fn list(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     headers: HeaderMap,
@@ -55,7 +59,7 @@ pub async fn list(
 }
 
 /// `POST /v1/tokens`: a new admin token, answered once.
-pub async fn create(
+pub(super) async fn create(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     body: Result<Json<NewAdminToken>, JsonRejection>,
@@ -78,12 +82,13 @@ pub async fn create(
     };
     let store = state.store.clone();
     let stored = record.clone();
-    blocking(move || Ok(store.add_admin_token(&stored)?)).await?;
     state
-        .admin
-        .write()
-        .map_err(ApiError::internal)?
-        .push(record.hash);
+        .registry
+        .change(
+            move || Ok(store.add_admin_token(&stored)?),
+            |entries, ()| entries.add_admin(record.hash),
+        )
+        .await?;
     tracing::info!(id = %record.id(), name = %record.name, "admin token created");
     Ok((
         StatusCode::CREATED,
@@ -96,7 +101,7 @@ pub async fn create(
 }
 
 /// `DELETE /v1/tokens/{id}`: revokes a token; it fails from the next request on.
-pub async fn revoke(
+pub(super) async fn revoke(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     id: Result<Path<String>, PathRejection>,
@@ -105,23 +110,28 @@ pub async fn revoke(
     let Path(id) = id.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let store = state.store.clone();
     let key = id.clone();
-    match blocking(move || Ok(store.revoke_admin_token(&key, now_ms())?)).await? {
+    let revoked = state
+        .registry
+        .change(
+            move || Ok(store.revoke_admin_token(&key, now_ms())?),
+            |entries, revoked| {
+                if let Some(Revoked::Done(hash)) = revoked {
+                    entries.revoke_admin(hash);
+                }
+            },
+        )
+        .await?;
+    match revoked {
         None => Err(ApiError::not_found(format!(
             "no admin token `{id}` (see `edgefn token list`)"
         ))),
         Some(Revoked::Last) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "last_admin_token",
+            ErrorCode::LastAdminToken,
             format!(
                 "`{id}` is the last admin token: revoking it would lock every admin out; create another first (`edgefn token create NAME`)"
             ),
         )),
-        Some(Revoked::Done(hash)) => {
-            state
-                .admin
-                .write()
-                .map_err(ApiError::internal)?
-                .retain(|h| *h != hash);
+        Some(Revoked::Done(_)) => {
             tracing::info!(%id, "admin token revoked");
             Ok(StatusCode::NO_CONTENT)
         }

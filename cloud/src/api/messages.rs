@@ -1,166 +1,53 @@
-//! The message endpoints (`POST /v1/publish`, `GET /v1/messages`, `GET /v1/devices/{name}/logs`)
-//! and what ties the broker to the device registry: credentials checked against it, files for
-//! Mosquitto rewritten when it changes, sessions of removed devices closed.
+//! The message endpoints (`POST /v1/publish`, `GET /v1/messages`, `GET /v1/devices/{name}/logs`):
+//! requests checked and answered here, messages carried by [`crate::messaging`].
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::auth;
+use edgefn_schema::api::ErrorCode;
+use edgefn_schema::api::{PublishRequest, PublishResponse};
+use edgefn_schema::wire::{self, Kind};
+
 use crate::error::ApiError;
-use crate::http::{AppState, Caller};
-use crate::mqtt::hub::Hub;
-use crate::mqtt::{Identity, MAX_PUBLISH_BYTES, MosquittoFiles, down_topic, mosquitto};
-use edgefn_broker::{Authenticator, Broker};
-
-/// The message machinery of a running control plane.
-#[derive(Debug)]
-pub struct Messaging {
-    /// The cloud's client of its broker.
-    pub hub: Arc<Hub>,
-    /// The embedded broker, when it is used.
-    pub broker: Option<Arc<Broker<RegistryAuth>>>,
-    /// Mosquitto's files, when an external Mosquitto is used.
-    pub mosquitto: Option<MosquittoFiles>,
-    /// The cloud's own entry of Mosquitto's password file.
-    pub cloud_hash: String,
-    /// Serialises rewrites of Mosquitto's files.
-    pub writing: tokio::sync::Mutex<()>,
-}
-
-impl Messaging {
-    /// Rewrites Mosquitto's password and ACL files from the registry and has it reload them
-    /// (a failed reload is logged: Mosquitto may not be running yet, and reads them at start).
-    pub async fn write_mosquitto(&self, state: &AppState) -> Result<(), String> {
-        let Some(files) = self.mosquitto.clone() else {
-            return Ok(());
-        };
-        let _guard = self.writing.lock().await;
-        let mut users = state.mqtt_users();
-        users.push((crate::mqtt::CLOUD_USER.to_owned(), self.cloud_hash.clone()));
-        tokio::task::spawn_blocking(move || {
-            mosquitto::write(&files.dir, &users)?;
-            if let Some(pid_file) = &files.pid_file {
-                match mosquitto::reload(pid_file) {
-                    Ok(()) => tracing::info!(
-                        "Mosquitto's password and ACL files rewritten; reload signalled"
-                    ),
-                    Err(e) => {
-                        tracing::warn!("Mosquitto's files rewritten but it was not reloaded: {e}")
-                    }
-                }
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| e.to_string())?
-    }
-}
-
-/// Credentials of the embedded broker: the cloud's secret, or a device's name and token.
-#[derive(Debug)]
-pub struct RegistryAuth {
-    /// The registry.
-    pub state: Weak<AppState>,
-    /// sha256 of the cloud's own MQTT secret.
-    pub cloud: [u8; 32],
-}
-
-impl Authenticator for RegistryAuth {
-    type Client = Identity;
-    fn authenticate(&self, username: Option<&str>, password: Option<&str>) -> Option<Identity> {
-        let (username, password) = (username?, password?);
-        let presented = auth::hash(password);
-        if username == crate::mqtt::CLOUD_USER {
-            return auth::ct_eq(&self.cloud, &presented).then_some(Identity::Cloud);
-        }
-        let state = self.state.upgrade()?;
-        state
-            .device_token_matches(username, &presented)
-            .then(|| Identity::Device(username.to_owned()))
-    }
-
-    /// A stored session is kept while its device is registered.
-    fn restore(&self, name: &str) -> Option<Identity> {
-        if name == crate::mqtt::CLOUD_USER {
-            return Some(Identity::Cloud);
-        }
-        let state = self.state.upgrade()?;
-        state
-            .is_registered(name)
-            .then(|| Identity::Device(name.to_owned()))
-    }
-}
-
-/// `POST /v1/publish`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PublishRequest {
-    /// The devices to send to, by name.
-    #[serde(default)]
-    pub devices: Option<Vec<String>>,
-    /// Or: every device of the latest manifest with all these labels.
-    #[serde(default)]
-    pub labels: Option<BTreeMap<String, String>>,
-    /// The device-local topic (concrete, no wildcards), e.g. `commands/greet`; it is sent to
-    /// `edgefn/<device>/down/<topic>`.
-    pub topic: String,
-    /// The payload: a JSON string is sent as its text, any other JSON value as JSON.
-    pub payload: serde_json::Value,
-}
-
-/// The answer to `POST /v1/publish`.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct PublishResponse {
-    /// The devices the message was sent to.
-    pub devices: Vec<String>,
-    /// The device-local topic.
-    pub topic: String,
-    /// Those of `devices` where no route of their desired state brings `topic` down to the
-    /// device's bus (`from: "cloud:FILTER"`, `to: local`): their agents drop the message, so
-    /// nothing there sees it. Empty when every device routes it.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub unrouted: Vec<String>,
-}
+use crate::messaging::{MAX_PUBLISH_BYTES, Messaging};
+use crate::registry::Caller;
+use crate::state::AppState;
 
 fn messaging(state: &AppState) -> Result<&Arc<Messaging>, ApiError> {
     state.messaging().ok_or_else(|| {
         ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "messages_disabled",
-            "this control plane runs without an MQTT broker (started with `--mqtt-listen none` and no `--mqtt-url`)",
+ ErrorCode::MessagesDisabled,
+ "this control plane runs without an MQTT broker (started with `--mqtt-listen none` and no `--mqtt-url`)",
         )
     })
 }
 
 fn invalid_topic(kind: &str, topic: &str, e: &edgefn_schema::topic::TopicError) -> ApiError {
     ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "invalid_topic",
+        ErrorCode::InvalidTopic,
         format!("`{topic}` is not a valid {kind}: {}", e.message),
     )
     .details(serde_json::json!({ "help": e.help }))
 }
 
 /// `POST /v1/publish`: sends a message down to devices.
-pub async fn publish(
+pub(super) async fn publish(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     body: Result<Json<PublishRequest>, JsonRejection>,
 ) -> Result<Json<PublishResponse>, ApiError> {
     caller.require_admin()?;
     let m = messaging(&state)?;
-    let req = body.map(|Json(v)| v).map_err(crate::http::body_error)?;
+    let req = body.map(|Json(v)| v).map_err(super::body_error)?;
     if let Err(e) = edgefn_schema::topic::validate_topic(&req.topic) {
         return Err(invalid_topic(
             "topic to publish to (it must be concrete: no `+` or `#`)",
@@ -174,8 +61,7 @@ pub async fn publish(
     };
     if payload.len() > MAX_PUBLISH_BYTES {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             format!(
                 "the payload is {} bytes; at most {} bytes ({} KiB) can be published",
                 payload.len(),
@@ -198,8 +84,7 @@ pub async fn publish(
                 .collect();
             if !unknown.is_empty() {
                 return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "unknown_device",
+                    ErrorCode::UnknownDevice,
                     format!(
                         "no device {} is registered or in the latest manifest",
                         unknown
@@ -220,8 +105,7 @@ pub async fn publish(
             if names.is_empty() {
                 let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "no_devices",
+                    ErrorCode::NoDevices,
                     format!(
                         "no device of the latest manifest has the labels {}",
                         wanted.join(", ")
@@ -248,7 +132,7 @@ pub async fn publish(
         let messages = devices
             .iter()
             .map(|d| edgefn_broker::Message {
-                topic: down_topic(d, &req.topic),
+                topic: wire::topic(d, Kind::Down, &req.topic),
                 payload: edgefn_broker::Bytes::from(payload.clone()),
                 qos: edgefn_broker::QoS::AtLeastOnce,
                 retain: false,
@@ -258,8 +142,7 @@ pub async fn publish(
         broker.publish_many(messages).await.map_err(|e| {
             let cause = std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"));
             ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "message_not_stored",
+                ErrorCode::MessageNotStored,
                 format!("{e}{cause}: the message may not reach every device; retry later (a device may then get it twice)"),
             )
         })?;
@@ -276,11 +159,10 @@ pub async fn publish(
     }
     for d in &devices {
         m.hub
-            .publish(down_topic(d, &req.topic), payload.clone())
+            .publish(wire::topic(d, Kind::Down, &req.topic), payload.clone())
             .map_err(|e| {
                 ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "broker_busy",
+                    ErrorCode::BrokerBusy,
                     format!("the connection to the broker is not keeping up ({e}); retry later"),
                 )
             })?;
@@ -295,7 +177,7 @@ pub async fn publish(
 
 /// `GET /v1/messages` query.
 #[derive(Debug, Deserialize)]
-pub struct MessagesQuery {
+pub(super) struct MessagesQuery {
     topic: Option<String>,
 }
 
@@ -335,7 +217,7 @@ fn json_line<T: Serialize>(v: &T) -> Bytes {
 }
 
 /// `GET /v1/messages?topic=FILTER`: what devices send up, as it arrives, one JSON object a line.
-pub async fn messages(
+pub(super) async fn messages(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     query: Result<Query<MessagesQuery>, QueryRejection>,
@@ -383,7 +265,7 @@ pub async fn messages(
                     }
                 }
                 () = tx.closed() => return,
-                () = crate::mqtt::stopped(&mut shutdown) => return,
+                () = crate::messaging::stopped(&mut shutdown) => return,
             }
         }
     });
@@ -392,15 +274,14 @@ pub async fn messages(
 
 fn not_connected() -> ApiError {
     ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "broker_unreachable",
+        ErrorCode::BrokerUnreachable,
         "the control plane is not connected to its MQTT broker; see its log",
     )
 }
 
 /// `GET /v1/devices/{name}/logs` query.
 #[derive(Debug, Deserialize)]
-pub struct LogsQuery {
+pub(super) struct LogsQuery {
     binding: Option<String>,
     follow: Option<bool>,
     tail: Option<usize>,
@@ -408,7 +289,7 @@ pub struct LogsQuery {
 
 /// `GET /v1/devices/{name}/logs`: the device's last log lines, then (with `follow=true`) new
 /// ones as they arrive.
-pub async fn logs(
+pub(super) async fn logs(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     Path(name): Path<String>,
@@ -442,7 +323,7 @@ pub async fn logs(
             )));
         }
     }
-    let tail = q.tail.unwrap_or(100).min(crate::mqtt::hub::LOG_RING);
+    let tail = q.tail.unwrap_or(100).min(crate::messaging::hub::LOG_RING);
     let mut live = m.hub.subscribe_logs();
     let recent = m.hub.recent_logs(&name, q.binding.as_deref(), tail);
     let (tx, rx) = mpsc::channel(256);
@@ -485,7 +366,7 @@ pub async fn logs(
                     }
                 }
                 () = tx.closed() => return,
-                () = crate::mqtt::stopped(&mut shutdown) => return,
+                () = crate::messaging::stopped(&mut shutdown) => return,
             }
         }
     });

@@ -1,0 +1,244 @@
+//! Revisions: `POST /v1/revisions` validates and commits a manifest with its bundle map,
+//! `GET /v1/revisions` lists them, `GET /v1/revisions/{n}` shows one, `POST /v1/rollback`
+//! applies an earlier one again as a new revision. Each commit publishes a new fleet view.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use edgefn_schema::api::{ApplyResponse, NewRevision, Provenance, RollbackRequest};
+use edgefn_schema::{Source, bundle};
+use serde::Deserialize;
+
+use super::{MAX_MANIFEST_BYTES, json_body};
+use crate::error::{ApiError, blocking};
+use crate::fleet::FleetView;
+use crate::registry::Caller;
+use crate::state::AppState;
+use crate::store::Draft;
+use edgefn_os::time::now_ms;
+use edgefn_schema::api::ErrorCode;
+
+/// Most manifest diagnostics listed in a 422 answer (the message gives their number).
+const MAX_LISTED_DIAGNOSTICS: usize = 100;
+
+/// Validates a submitted manifest and its bundle map; returns the manifest's diagnostics as
+/// a 422 when it has errors.
+///
+/// Runs in a blocking task: reading a manifest is bounded (by [`MAX_MANIFEST_BYTES`] and the
+/// YAML reader's budgets) but not small.
+fn validate_submission(req: &NewRevision) -> Result<edgefn_schema::Manifest, ApiError> {
+    if req.manifest.len() > MAX_MANIFEST_BYTES {
+        return Err(ApiError::new(
+            ErrorCode::ManifestTooLarge,
+            format!(
+                "the manifest is {} bytes; the control plane accepts manifests of at most {} \
+                 bytes ({} MiB)",
+                req.manifest.len(),
+                MAX_MANIFEST_BYTES,
+                MAX_MANIFEST_BYTES >> 20
+            ),
+        ));
+    }
+    let source = Source::new("edgefn.yaml", req.manifest.as_str());
+    let manifest = match edgefn_schema::load(&source, None) {
+        Ok(l) => l.manifest,
+        Err(diags) => {
+            let errors = diags.error_count();
+            let lines: Vec<String> = diags
+                .iter()
+                .filter(|d| d.is_error())
+                .take(MAX_LISTED_DIAGNOSTICS)
+                .map(|d| {
+                    let l = d.location();
+                    format!(
+                        "{}:{}: {}[{}]: {}",
+                        l.line, l.column, "error", d.code, d.message
+                    )
+                })
+                .collect();
+            return Err(ApiError::new(
+                ErrorCode::InvalidManifest,
+                format!(
+                    "the manifest has {errors} error(s){}; run `edgefn validate`",
+                    if errors > lines.len() {
+                        format!(" (the first {} are listed)", lines.len())
+                    } else {
+                        String::new()
+                    }
+                ),
+            )
+            .details(serde_json::json!({ "diagnostics": lines })));
+        }
+    };
+    let mut problems = Vec::new();
+    for name in manifest.functions.keys() {
+        match req.bundles.get(name) {
+            None => problems.push(format!("function `{name}` has no bundle digest")),
+            Some(d) if !bundle::is_digest(d) => {
+                problems.push(format!("the bundle of `{name}` is not a sha256 digest"))
+            }
+            Some(_) => {}
+        }
+    }
+    for name in req.bundles.keys() {
+        if !manifest.functions.contains_key(name) {
+            problems.push(format!(
+                "bundle for `{name}`, which the manifest does not define"
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidBundles,
+            problems.join("; "),
+        ));
+    }
+    Ok(manifest)
+}
+
+/// Commits a draft unless it equals the latest revision; publishes the new fleet view.
+async fn commit(
+    state: &Arc<AppState>,
+    draft: Draft,
+    manifest: &edgefn_schema::Manifest,
+    expected_parent: Option<u64>,
+) -> Result<(StatusCode, Json<ApplyResponse>), ApiError> {
+    let _guard = state.commit.lock().await;
+    let view = state.view();
+    if view.manifest.as_ref() == Some(manifest) && view.bundles == draft.bundles {
+        return Ok((
+            StatusCode::OK,
+            Json(ApplyResponse {
+                revision: view.revision,
+                created: false,
+            }),
+        ));
+    }
+    let store = state.store.clone();
+    // The fleet view reads the manifest again and resolves every device: off the async threads.
+    let (number, view) = blocking(move || {
+        let revision = store.commit(draft, expected_parent)?;
+        Ok((revision.summary.number, FleetView::build(Some(&revision))))
+    })
+    .await?;
+    state.publish_view(view);
+    tracing::info!(revision = number, "revision committed");
+    Ok((
+        StatusCode::CREATED,
+        Json(ApplyResponse {
+            revision: number,
+            created: true,
+        }),
+    ))
+}
+
+pub(super) async fn create_revision(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: Result<Json<NewRevision>, JsonRejection>,
+) -> Result<(StatusCode, Json<ApplyResponse>), ApiError> {
+    caller.require_admin()?;
+    let req = json_body(body)?;
+    let (req, manifest) = blocking(move || {
+        let manifest = validate_submission(&req)?;
+        Ok((req, manifest))
+    })
+    .await?;
+    let draft = Draft {
+        manifest: req.manifest,
+        bundles: req.bundles,
+        provenance: req.provenance,
+        rollback_of: None,
+        created_ms: now_ms(),
+    };
+    commit(&state, draft, &manifest, req.expected_parent).await
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct HistoryQuery {
+    limit: Option<usize>,
+}
+
+pub(super) async fn history(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<edgefn_schema::api::RevisionSummary>>, ApiError> {
+    caller.require_admin()?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = q.limit.unwrap_or(20).min(1000);
+    let store = state.store.clone();
+    Ok(Json(blocking(move || Ok(store.history(limit)?)).await?))
+}
+
+pub(super) async fn revision(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    path: Result<Path<u64>, axum::extract::rejection::PathRejection>,
+) -> Result<Json<edgefn_schema::api::Revision>, ApiError> {
+    caller.require_admin()?;
+    let Path(n) =
+        path.map_err(|_| ApiError::bad_request("a revision number is a positive whole number"))?;
+    let store = state.store.clone();
+    blocking(move || Ok(store.revision(n)?))
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no revision {n}")))
+}
+
+pub(super) async fn rollback(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: Result<Json<RollbackRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<ApplyResponse>), ApiError> {
+    caller.require_admin()?;
+    let req = json_body(body)?;
+    let latest = state.view().revision;
+    let to = match req.to {
+        Some(n) => n,
+        None if latest >= 2 => latest - 1,
+        None => {
+            return Err(ApiError::new(
+                ErrorCode::NothingToRollBack,
+                if latest == 0 {
+                    "nothing has been applied yet, so there is nothing to roll back".to_owned()
+                } else {
+                    format!(
+                        "revision {latest} is the only one: there is no earlier revision to go back to"
+                    )
+                },
+            ));
+        }
+    };
+    let store = state.store.clone();
+    let old = blocking(move || Ok(store.revision(to)?))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no revision {to}")))?;
+    let (old, manifest) = blocking(move || {
+        let manifest =
+            edgefn_schema::load(&Source::new("edgefn.yaml", old.manifest.as_str()), None)
+                .map_err(|_| {
+                    ApiError::new(
+                        ErrorCode::InvalidManifest,
+                        format!("revision {to}'s manifest no longer validates"),
+                    )
+                })?
+                .manifest;
+        Ok((old, manifest))
+    })
+    .await?;
+    let draft = Draft {
+        manifest: old.manifest,
+        bundles: old.bundles,
+        provenance: Provenance {
+            message: Some(format!("rollback to revision {to}")),
+            ..old.summary.provenance
+        },
+        rollback_of: Some(to),
+        created_ms: now_ms(),
+    };
+    commit(&state, draft, &manifest, req.expected_parent).await
+}

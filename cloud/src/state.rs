@@ -1,0 +1,188 @@
+//! The control plane's state, shared by every handler: the store, the registry of devices and
+//! tokens, the fleet view of the latest revision, the devices' last reports, the counters, and
+//! the message machinery when messages are enabled.
+//!
+//! Dependencies point one way: `api` (the handlers) → `state` → `registry`, `fleet`, `store`,
+//! `messaging`. Nothing here knows about HTTP routes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use edgefn_schema::api::StatusReport;
+use tokio::sync::watch;
+
+use crate::error::{ApiError, blocking};
+use crate::fleet::FleetView;
+use crate::messaging::Messaging;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::store::{Store, StoreError};
+
+/// How often reports are written to the store. Reports are soft state that devices resend; one
+/// transaction per interval, rather than one per report, keeps a fleet's reports off the disk's
+/// critical path. At most this much is lost on a crash (a clean stop flushes).
+pub(crate) const STATUS_FLUSH: Duration = Duration::from_secs(1);
+
+/// Device reports, kept in memory and flushed to the store in batches.
+#[derive(Debug, Default)]
+struct Statuses {
+    /// Each device's last report and when it came (ms since the Unix epoch).
+    last: HashMap<String, (StatusReport, u64)>,
+    /// The devices that reported since the last flush.
+    dirty: HashSet<String>,
+}
+
+/// Shared server state.
+pub(crate) struct AppState {
+    pub(crate) store: Arc<dyn Store>,
+    /// Devices, their tokens, and the admin tokens.
+    pub(crate) registry: Arc<Registry>,
+    fleet: watch::Sender<Arc<FleetView>>,
+    /// Held while a revision is committed, so that revisions are compared and committed one
+    /// at a time.
+    pub(crate) commit: tokio::sync::Mutex<()>,
+    shutdown: watch::Receiver<bool>,
+    /// Last report of each device, and the names reported since the last flush to the store.
+    statuses: Mutex<Statuses>,
+    /// Counters for `/metrics`.
+    pub(crate) metrics: Metrics,
+    /// The broker connection and message endpoints, when messages are enabled.
+    messaging: OnceLock<Arc<Messaging>>,
+    /// The broker URL given to newly registered devices.
+    device_mqtt_url: OnceLock<String>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// State over `store`, with the admin token hashes allowed. Reads the store: call it off
+    /// the async threads.
+    pub(crate) fn load(
+        store: Arc<dyn Store>,
+        admin: Vec<[u8; 32]>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Arc<Self>, StoreError> {
+        let registry = Registry::new(store.devices()?, admin);
+        let view = FleetView::build(store.latest()?.as_ref());
+        let statuses = Statuses {
+            last: store.statuses()?.into_iter().collect(),
+            dirty: HashSet::new(),
+        };
+        Ok(Arc::new(Self {
+            store,
+            registry: Arc::new(registry),
+            fleet: watch::Sender::new(Arc::new(view)),
+            commit: tokio::sync::Mutex::new(()),
+            shutdown,
+            statuses: Mutex::new(statuses),
+            metrics: Metrics::default(),
+            messaging: OnceLock::new(),
+            device_mqtt_url: OnceLock::new(),
+        }))
+    }
+
+    /// Tells devices registered from now on to use the broker at `url`.
+    pub(crate) fn set_device_mqtt_url(&self, url: String) {
+        let _ = self.device_mqtt_url.set(url);
+    }
+
+    /// The broker URL given to newly registered devices, if one was set.
+    pub(crate) fn device_mqtt_url(&self) -> Option<&String> {
+        self.device_mqtt_url.get()
+    }
+
+    /// Records `report` as device `name`'s last, received at `at_ms`.
+    pub(crate) fn record_status(&self, name: String, report: StatusReport, at_ms: u64) {
+        let mut st = self
+            .statuses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.dirty.insert(name.clone());
+        st.last.insert(name, (report, at_ms));
+    }
+
+    /// Writes the reports received since the last flush (off the async threads).
+    pub(crate) async fn flush_statuses(&self) -> Result<(), ApiError> {
+        let batch: Vec<(String, StatusReport, u64)> = {
+            let mut st = self
+                .statuses
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let names: Vec<String> = st.dirty.drain().collect();
+            names
+                .into_iter()
+                .filter_map(|n| st.last.get(&n).map(|(r, at)| (n, r.clone(), *at)))
+                .collect()
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let store = self.store.clone();
+        blocking(move || Ok(store.put_statuses(&batch)?)).await
+    }
+
+    /// Every device's last report and its time.
+    pub(crate) fn status_snapshot(&self) -> HashMap<String, (StatusReport, u64)> {
+        self.statuses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .last
+            .clone()
+    }
+
+    /// The fleet under the latest revision.
+    pub(crate) fn view(&self) -> Arc<FleetView> {
+        self.fleet.borrow().clone()
+    }
+
+    /// A receiver that sees each new fleet view.
+    pub(crate) fn subscribe_view(&self) -> watch::Receiver<Arc<FleetView>> {
+        self.fleet.subscribe()
+    }
+
+    /// Publishes the view of a newly committed revision to every waiting device.
+    pub(crate) fn publish_view(&self, view: FleetView) {
+        self.fleet.send_replace(Arc::new(view));
+    }
+
+    /// Enables the message endpoints (once).
+    pub(crate) fn set_messaging(&self, m: Arc<Messaging>) {
+        let _ = self.messaging.set(m);
+    }
+
+    /// The message machinery, when enabled.
+    pub(crate) fn messaging(&self) -> Option<&Arc<Messaging>> {
+        self.messaging.get()
+    }
+
+    /// Turns true when the server stops.
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+
+    /// Whether `name` is a registered device or a device of the latest manifest.
+    pub(crate) fn is_known_device(&self, name: &str) -> bool {
+        self.view().devices.contains_key(name) || self.registry.is_registered(name)
+    }
+
+    /// Devices of the latest manifest having all of `labels`, sorted.
+    pub(crate) fn devices_with_labels(
+        &self,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Vec<String> {
+        let view = self.view();
+        let Some(m) = &view.manifest else {
+            return Vec::new();
+        };
+        m.devices
+            .iter()
+            .filter(|(_, d)| labels.iter().all(|(k, v)| d.labels.get(k) == Some(v)))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+}
