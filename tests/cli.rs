@@ -630,7 +630,8 @@ fn edgefn_test_shows_every_line_printed_right_before_returning() {
 #[test]
 fn edgefn_test_topic_answers_the_shared_routing_table() {
     use edgefn_schema::conformance::{DEVICE, MANIFEST, ROUTES};
-    // An exec handler that speaks the protocol: the one `edgefn new --runtime exec` writes.
+    // The plain (stdio) program `edgefn new --runtime exec` writes; the table's functions are
+    // declared `interface: stdio`.
     let scratch = tempfile::tempdir().expect("tmp");
     ok(&edgefn(scratch.path(), &["init", "."]));
     ok(&edgefn(

@@ -47,10 +47,10 @@ pub const DEVICE: &str = "gw-01";
 pub const MANIFEST: &str = r##"apiVersion: edgefn/v1
 project: conformance
 functions:
-  temp-filter: { path: functions/temp-filter, runtime: exec, handler: ["./run"] }
-  greeter: { path: functions/greeter, runtime: exec, handler: ["./run"] }
-  audit: { path: functions/audit, runtime: exec, handler: ["./run"] }
-  collector: { path: functions/collector, runtime: exec, handler: ["./run"] }
+  temp-filter: { path: functions/temp-filter, runtime: exec, handler: ["./run"], interface: stdio }
+  greeter: { path: functions/greeter, runtime: exec, handler: ["./run"], interface: stdio }
+  audit: { path: functions/audit, runtime: exec, handler: ["./run"], interface: stdio }
+  collector: { path: functions/collector, runtime: exec, handler: ["./run"], interface: stdio }
 devices:
   gw-01: { labels: { role: gateway } }
   gw-02: { labels: { role: gateway } }
