@@ -195,7 +195,14 @@ async function main() {
   }
   sendSync({ type: 'hello', protocol: PROTOCOL, runtime: `node ${process.version}` });
   if (mode === 'continuous') {
-    await handler(new Context(true));
+    // The function runs until its promise settles, also when it awaits nothing node counts as
+    // pending work (`await new Promise(() => {})`): without a timer, node would exit at once.
+    const alive = setInterval(() => {}, 1 << 30);
+    try {
+      await handler(new Context(true));
+    } finally {
+      clearInterval(alive);
+    }
     return;
   }
   await serve(handler, new Context(false));
