@@ -8,13 +8,15 @@
 mod common;
 
 use std::path::PathBuf;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 use fantoccini::{Client, ClientBuilder, Locator};
 
-/// `chromedriver` on a free port, killed when dropped.
+/// `chromedriver` on a free port in a process group of its own, killed with its browsers when
+/// dropped (also when a test fails with sessions open).
 struct Driver {
     child: Child,
     url: String,
@@ -25,6 +27,7 @@ impl Driver {
         let port = server_port();
         let child = Command::new(chromedriver())
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -39,6 +42,9 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
