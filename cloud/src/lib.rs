@@ -6,6 +6,7 @@
 
 mod api;
 mod auth;
+mod console;
 mod error;
 mod fleet;
 mod messaging;
@@ -399,6 +400,9 @@ pub async fn serve(
             }
         }
     });
+    if prepared.tls.is_some() {
+        state.set_https();
+    }
     let app = api::router(state.clone());
     let stopping = async move {
         shutdown.await;

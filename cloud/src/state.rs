@@ -51,6 +51,13 @@ pub(crate) struct AppState {
     messaging: OnceLock<Arc<Messaging>>,
     /// The broker URL given to newly registered devices.
     device_mqtt_url: OnceLock<String>,
+    /// The web console's sessions.
+    pub(crate) console: crate::console::Sessions,
+    /// Counts changes to what `GET /v1/status` shows (reports, revisions, registrations): the
+    /// console's live pages wait on it.
+    changes: watch::Sender<u64>,
+    /// Served over TLS: the console's cookie is `Secure`.
+    https: OnceLock<bool>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -83,6 +90,9 @@ impl AppState {
             metrics: Metrics::default(),
             messaging: OnceLock::new(),
             device_mqtt_url: OnceLock::new(),
+            console: crate::console::Sessions::default(),
+            changes: watch::Sender::new(0),
+            https: OnceLock::new(),
         }))
     }
 
@@ -104,6 +114,28 @@ impl AppState {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         st.dirty.insert(name.clone());
         st.last.insert(name, (report, at_ms));
+        drop(st);
+        self.changed();
+    }
+
+    /// Tells the console's live pages that the fleet's status changed.
+    pub(crate) fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that wakes on each change of the fleet's status.
+    pub(crate) fn subscribe_changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Records that the API is served over TLS.
+    pub(crate) fn set_https(&self) {
+        let _ = self.https.set(true);
+    }
+
+    /// Whether the API is served over TLS.
+    pub(crate) fn https(&self) -> bool {
+        self.https.get().copied().unwrap_or(false)
     }
 
     /// Writes the reports received since the last flush (off the async threads).
@@ -148,6 +180,7 @@ impl AppState {
     /// Publishes the view of a newly committed revision to every waiting device.
     pub(crate) fn publish_view(&self, view: FleetView) {
         self.fleet.send_replace(Arc::new(view));
+        self.changed();
     }
 
     /// Enables the message endpoints (once).

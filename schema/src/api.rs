@@ -505,6 +505,9 @@ pub struct DeviceStatus {
     pub last_seen_ms: Option<u64>,
     /// Runs exactly its desired state.
     pub converged: bool,
+    /// Its labels in the latest manifest.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// `GET /v1/status`: the fleet.

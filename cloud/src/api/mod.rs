@@ -18,6 +18,8 @@ mod revisions;
 mod status;
 mod tokens;
 
+pub(crate) use status::fleet_status_of;
+
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
@@ -83,6 +85,14 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
+        if parts.headers.get(header::AUTHORIZATION).is_none() {
+            // The web console's session cookie (CSRF-checked for changes) stands for an admin.
+            if let Some(caller) =
+                crate::console::session_caller(state, &parts.method, &parts.headers)
+            {
+                return caller;
+            }
+        }
         let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
             ApiError::unauthorized("no token: send `Authorization: Bearer TOKEN`")
         })?;
@@ -160,6 +170,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/messages", get(messages::messages))
         .route("/v1/devices/{name}/logs", get(messages::logs))
+        .merge(crate::console::routes())
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .merge(bundles)
         .fallback(|method: Method| async move {

@@ -75,6 +75,11 @@ pub(super) async fn fleet_status(
     caller: Caller,
 ) -> Result<Json<FleetStatus>, ApiError> {
     caller.require_admin()?;
+    Ok(Json(fleet_status_of(&state)))
+}
+
+/// The fleet's status: every device of the latest manifest or registered, by name.
+pub(crate) fn fleet_status_of(state: &AppState) -> FleetStatus {
     let view = state.view();
     let mut statuses = state.status_snapshot();
     let registered: HashSet<String> = state.registry.device_names().into_iter().collect();
@@ -99,12 +104,18 @@ pub(super) async fn fleet_status(
                 last_seen_ms: report.as_ref().map(|(_, at)| *at),
                 report: report.map(|(r, _)| r),
                 converged,
+                labels: view
+                    .manifest
+                    .as_ref()
+                    .and_then(|m| m.devices.get(&name))
+                    .map(|d| d.labels.clone())
+                    .unwrap_or_default(),
                 name,
             }
         })
         .collect();
-    Ok(Json(FleetStatus {
+    FleetStatus {
         revision: view.revision,
         devices,
-    }))
+    }
 }

@@ -1,0 +1,449 @@
+// The edgefn console: a small single-page app over the control plane's own API (/v1/...).
+// It signs in with an admin token for a session cookie (HttpOnly, SameSite=Strict) and sends
+// the session's CSRF token with every change. Everything outside data is built with DOM calls:
+// text from the fleet (names, labels, log lines, commit messages) only ever becomes text nodes.
+"use strict";
+
+const state = { csrf: null, stream: null, page: 0, filters: { q: "", label: "", state: "" } };
+const PAGE = 50;
+
+// ---- DOM and API helpers ---------------------------------------------------------------------
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "class") el.className = v;
+    else el.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+function show(...nodes) {
+  const main = document.getElementById("main");
+  main.replaceChildren(...nodes);
+}
+
+function toast(text, error) {
+  const t = h("div", { class: error ? "error" : "" }, text);
+  document.getElementById("toast").append(t);
+  setTimeout(() => t.remove(), error ? 8000 : 4000);
+}
+
+class ApiError extends Error {
+  constructor(status, body) {
+    const e = (body && body.error) || {};
+    super(e.message || `HTTP ${status}`);
+    this.status = status;
+    this.code = e.code;
+  }
+}
+
+async function api(method, path, body) {
+  const headers = { Accept: "application/json" };
+  if (method !== "GET") headers["X-CSRF-Token"] = state.csrf || "";
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const r = await fetch(path, {
+    method,
+    headers,
+    credentials: "same-origin",
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await r.text();
+  let json = null;
+  try { json = text ? JSON.parse(text) : null; } catch (_) { json = null; }
+  if (r.status === 401 && path !== "/console/session") {
+    signedOut("Your session ended: sign in again.");
+    throw new ApiError(401, json);
+  }
+  if (!r.ok) throw new ApiError(r.status, json);
+  return json;
+}
+
+function ago(ms) {
+  if (!ms) return "never";
+  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.round(s / 60)} min ago`;
+  if (s < 86400) return `${Math.round(s / 3600)} h ago`;
+  return new Date(ms).toISOString().replace("T", " ").slice(0, 16);
+}
+
+function when(ms) {
+  return new Date(ms).toISOString().replace("T", " ").slice(0, 19) + " UTC";
+}
+
+const STATE_CLASS = {
+  running: "ok", converged: "ok", updating: "warn", downloading: "warn",
+  failed: "bad", rolled_back: "bad", crash_loop: "bad", backoff: "warn",
+};
+
+function pill(text) {
+  return h("span", { class: "pill " + (STATE_CLASS[text] || "") }, text);
+}
+
+function deviceState(d) {
+  if (!d.registered) return "unregistered";
+  if (!d.report) return "never seen";
+  return d.report.state || "unknown";
+}
+
+function failing(d) {
+  const fs = (d.report && d.report.functions) || [];
+  return fs.filter((f) => f.state === "crash_loop" || f.state === "backoff" || f.errors > 0);
+}
+
+// ---- Session ---------------------------------------------------------------------------------
+
+function signedOut(message) {
+  state.csrf = null;
+  stopStream();
+  document.getElementById("nav").hidden = true;
+  const input = h("input", { id: "token", type: "password", autocomplete: "current-password",
+    required: true, "aria-describedby": "token-help" });
+  const error = h("p", { class: "bad", role: "alert" }, message || "");
+  const form = h("form", { class: "card signin", onsubmit: async (e) => {
+    e.preventDefault();
+    try {
+      const r = await api("POST", "/console/session", { token: input.value });
+      state.csrf = r.csrf;
+      input.value = "";
+      signedIn();
+    } catch (err) {
+      error.textContent = err.status === 401 ? "That token is not an admin token of this control plane." : err.message;
+    }
+  } },
+    h("h1", {}, "Sign in"),
+    h("label", { for: "token" }, "Admin token",
+      input),
+    h("p", { id: "token-help", class: "muted" },
+      "The token `edgefn-cloud` wrote at its first start, or one from `edgefn token create`."),
+    error,
+    h("button", { type: "submit" }, "Sign in"));
+  show(form);
+  input.focus();
+}
+
+function signedIn() {
+  document.getElementById("nav").hidden = false;
+  route();
+}
+
+async function signOut() {
+  try { await api("DELETE", "/console/session"); } catch (_) { /* signed out either way */ }
+  signedOut("Signed out.");
+}
+
+// ---- Live status -----------------------------------------------------------------------------
+
+function stopStream() {
+  if (state.stream) { state.stream.close(); state.stream = null; }
+}
+
+// Calls `render(status)` now and on every change of the fleet's status: the server sends the
+// whole status once (`status`), then only the devices that changed (`delta`).
+function liveStatus(render) {
+  stopStream();
+  const es = new EventSource("/console/events");
+  state.stream = es;
+  let current = null;
+  es.addEventListener("status", (e) => {
+    try { current = JSON.parse(e.data); render(current); } catch (err) { toast(err.message, true); }
+  });
+  es.addEventListener("delta", (e) => {
+    if (!current) return;
+    try {
+      const d = JSON.parse(e.data);
+      const changed = new Map(d.devices.map((x) => [x.name, x]));
+      const removed = new Set(d.removed || []);
+      const kept = current.devices.filter((x) => !removed.has(x.name) && !changed.has(x.name));
+      current = { revision: d.revision, devices: kept.concat([...changed.values()]) };
+      current.devices.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+      render(current);
+    } catch (err) { toast(err.message, true); }
+  });
+  es.addEventListener("error", () => {
+    if (es.readyState === EventSource.CLOSED) {
+      api("GET", "/console/session").then((s) => { if (!s.signedIn) signedOut("Your session ended: sign in again."); })
+        .catch(() => {});
+    }
+  });
+}
+
+// ---- Fleet -----------------------------------------------------------------------------------
+
+function fleetView() {
+  const f = state.filters;
+  const q = h("input", { id: "f-q", type: "search", value: f.q, placeholder: "name" });
+  const label = h("input", { id: "f-label", type: "search", value: f.label, placeholder: "site=shanghai" });
+  const st = h("select", { id: "f-state" },
+    ["", "running", "updating", "failed", "rolled_back", "never seen", "unregistered", "not converged"]
+      .map((s) => h("option", { value: s, selected: s === f.state }, s || "any")));
+  const summary = h("p", { class: "muted", id: "fleet-summary" }, "Loading…");
+  const body = h("tbody", { id: "fleet-rows" });
+  const pager = h("div", { class: "pager" });
+  let last = null;
+  const render = (status) => {
+    last = status;
+    const wantLabel = f.label.includes("=") ? f.label.split("=", 2).map((s) => s.trim()) : null;
+    const rows = status.devices.filter((d) => {
+      if (f.q && !d.name.includes(f.q)) return false;
+      if (wantLabel && ((d.labels || {})[wantLabel[0]] !== wantLabel[1])) return false;
+      if (f.state === "not converged") return !d.converged;
+      if (f.state && deviceState(d) !== f.state) return false;
+      return true;
+    });
+    const converged = status.devices.filter((d) => d.converged).length;
+    summary.textContent = `Revision ${status.revision}: ${converged} of ${status.devices.length} devices converged` +
+      (rows.length !== status.devices.length ? `; ${rows.length} shown by the filters` : "");
+    const pages = Math.max(1, Math.ceil(rows.length / PAGE));
+    state.page = Math.min(state.page, pages - 1);
+    body.replaceChildren(...rows.slice(state.page * PAGE, (state.page + 1) * PAGE).map((d) => {
+      const r = d.report || {};
+      const bad = failing(d);
+      return h("tr", { "data-device": d.name },
+        h("td", {}, h("a", { href: "#/devices/" + encodeURIComponent(d.name) }, d.name)),
+        h("td", { class: "hide-narrow wrap labels" }, Object.entries(d.labels || {}).map(([k, v]) => `${k}=${v}`).join(", ")),
+        h("td", {}, pill(deviceState(d)), " ", d.converged ? h("span", { class: "ok" }, "✓ converged") : h("span", { class: "warn" }, "not converged")),
+        h("td", {}, r.runningRevision ?? "—"),
+        h("td", { class: "hide-narrow" }, ago(d.lastSeenMs)),
+        h("td", { class: "hide-narrow" }, r.outbox ? String(r.outbox.pending ?? 0) : "—"),
+        h("td", { class: "wrap" }, bad.length ? bad.map((x) => x.binding).join(", ") : h("span", { class: "muted" }, "none")));
+    }));
+    pager.replaceChildren(
+      h("button", { type: "button", class: "secondary", disabled: state.page === 0,
+        onclick: () => { state.page--; render(last); } }, "Previous"),
+      h("span", { class: "muted" }, `page ${state.page + 1} of ${pages}`),
+      h("button", { type: "button", class: "secondary", disabled: state.page >= pages - 1,
+        onclick: () => { state.page++; render(last); } }, "Next"));
+  };
+  const refilter = () => {
+    f.q = q.value.trim(); f.label = label.value.trim(); f.state = st.value; state.page = 0;
+    if (last) render(last);
+  };
+  for (const el of [q, label]) el.addEventListener("input", refilter);
+  st.addEventListener("change", refilter);
+  show(
+    h("h1", {}, "Fleet"),
+    h("div", { class: "row" },
+      h("label", { for: "f-q" }, "Device", q),
+      h("label", { for: "f-label" }, "Label", label),
+      h("label", { for: "f-state" }, "State", st)),
+    summary,
+    h("div", { class: "scroll" }, h("table", {},
+      h("thead", {}, h("tr", {}, h("th", {}, "Device"), h("th", { class: "hide-narrow" }, "Labels"), h("th", {}, "State"), h("th", {}, "Running"),
+        h("th", { class: "hide-narrow" }, "Last seen"), h("th", { class: "hide-narrow" }, "Outbox"),
+        h("th", {}, "Failing functions"))),
+      body)),
+    pager);
+  liveStatus(render);
+}
+
+// ---- Device ----------------------------------------------------------------------------------
+
+function deviceView(name) {
+  const head = h("div", { class: "card", id: "device-summary" }, "Loading…");
+  const fns = h("tbody", { id: "device-functions" });
+  const logs = h("div", { class: "logs", id: "device-logs", "aria-live": "off", tabindex: "0" });
+  const binding = h("select", { id: "log-binding" }, h("option", { value: "" }, "every function"));
+  const follow = h("button", { type: "button", class: "secondary", id: "log-follow" }, "Follow");
+  let logAbort = null;
+  const bindings = new Set();
+  const render = (status) => {
+    const d = status.devices.find((x) => x.name === name);
+    if (!d) { head.replaceChildren(h("p", { class: "bad" }, `No device named ${name}.`)); return; }
+    const r = d.report || {};
+    head.replaceChildren(h("dl", { class: "kv" },
+      h("dt", {}, "State"), h("dd", {}, pill(deviceState(d)), " ", d.converged ? "converged" : "not converged"),
+      h("dt", {}, "Labels"), h("dd", {}, Object.entries(d.labels || {}).map(([k, v]) => `${k}=${v}`).join(", ") || "—"),
+      h("dt", {}, "Running revision"), h("dd", {}, r.runningRevision ?? "—"),
+      h("dt", {}, "Desired digest"), h("dd", {}, d.desiredDigest.slice(0, 12)),
+      h("dt", {}, "Last seen"), h("dd", {}, ago(d.lastSeenMs)),
+      h("dt", {}, "Message"), h("dd", {}, r.message || "—"),
+      h("dt", {}, "Link"), h("dd", {}, r.link ? (r.link.up ? "up" : "down" + (r.link.lastError ? `: ${r.link.lastError}` : "")) : "—")));
+    const list = r.functions || [];
+    fns.replaceChildren(...list.map((f) => h("tr", {},
+      h("td", {}, f.binding), h("td", {}, pill(f.state)), h("td", {}, f.restarts ?? 0),
+      h("td", {}, f.invocations ?? 0), h("td", {}, f.errors ?? 0), h("td", { class: "wrap" }, f.lastError || ""))));
+    for (const f of list) {
+      if (!bindings.has(f.binding)) {
+        bindings.add(f.binding);
+        binding.append(h("option", { value: f.binding }, f.binding));
+      }
+    }
+  };
+  const line = (l) => {
+    if (l.line === undefined) {
+      const n = l.dropped ?? 0;
+      return h("div", { class: "marker" }, `… ${n} lines dropped …`);
+    }
+    return h("div", { class: l.stream === "stderr" ? "stderr" : "" },
+      `${new Date(l.ts_ms ?? l.tsMs ?? Date.now()).toISOString().slice(11, 19)} ${l.binding} | ${l.line}`);
+  };
+  const loadLogs = async (followIt) => {
+    if (logAbort) logAbort.abort();
+    logAbort = new AbortController();
+    const q = new URLSearchParams({ tail: "200" });
+    if (binding.value) q.set("binding", binding.value);
+    if (followIt) q.set("follow", "true");
+    logs.replaceChildren();
+    try {
+      const r = await fetch(`/v1/devices/${encodeURIComponent(name)}/logs?${q}`,
+        { credentials: "same-origin", signal: logAbort.signal });
+      if (!r.ok) throw new Error(`logs: HTTP ${r.status}`);
+      const reader = r.body.getReader();
+      const dec = new TextDecoder();
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += dec.decode(value, { stream: true });
+        let i;
+        while ((i = buf.indexOf("\n")) >= 0) {
+          const text = buf.slice(0, i); buf = buf.slice(i + 1);
+          if (!text.trim()) continue;
+          let l; try { l = JSON.parse(text); } catch (_) { continue; }
+          if (l.keepalive) continue;
+          logs.append(line(l));
+          while (logs.childNodes.length > 2000) logs.firstChild.remove();
+          logs.scrollTop = logs.scrollHeight;
+        }
+      }
+      if (!logs.childNodes.length) logs.append(h("div", { class: "muted" }, "No log lines yet."));
+    } catch (err) {
+      if (err.name !== "AbortError") toast(err.message, true);
+    }
+  };
+  let following = false;
+  follow.addEventListener("click", () => {
+    following = !following;
+    follow.textContent = following ? "Stop following" : "Follow";
+    follow.setAttribute("aria-pressed", String(following));
+    loadLogs(following);
+  });
+  binding.addEventListener("change", () => loadLogs(following));
+
+  const topic = h("input", { id: "pub-topic", placeholder: "commands/greet", required: true });
+  const payload = h("textarea", { id: "pub-payload", placeholder: '{"name": "Ada"}' });
+  const sent = h("p", { class: "muted", id: "pub-result", role: "status" });
+  const publish = h("form", { class: "card", onsubmit: async (e) => {
+    e.preventDefault();
+    let body = payload.value;
+    try { body = JSON.parse(payload.value); } catch (_) { /* text */ }
+    try {
+      const r = await api("POST", "/v1/publish", { devices: [name], topic: topic.value, payload: body });
+      sent.textContent = `Sent to ${JSON.stringify(r.devices ?? r.sent ?? r)}.`;
+    } catch (err) { sent.textContent = ""; toast(err.message, true); }
+  } },
+    h("h2", {}, "Send a message down"),
+    h("p", { class: "muted" }, "Published to the device's cloud topic; a route with `from: \"cloud:…\"` brings it onto the device's bus."),
+    h("div", { class: "row" }, h("label", { for: "pub-topic" }, "Topic", topic)),
+    h("label", { for: "pub-payload" }, "Payload (JSON, or text)", payload),
+    h("div", { class: "row" }, h("button", { type: "submit" }, "Send")),
+    sent);
+
+  show(
+    h("p", {}, h("a", { href: "#/" }, "← Fleet")),
+    h("h1", {}, name),
+    head,
+    h("h2", {}, "Functions"),
+    h("div", { class: "scroll" }, h("table", {},
+      h("thead", {}, h("tr", {}, h("th", {}, "Binding"), h("th", {}, "State"), h("th", {}, "Restarts"),
+        h("th", {}, "Invocations"), h("th", {}, "Errors"), h("th", {}, "Last error"))),
+      fns)),
+    h("h2", {}, "Logs"),
+    h("div", { class: "row" }, h("label", { for: "log-binding" }, "Function", binding), follow),
+    logs,
+    publish);
+  liveStatus(render);
+  loadLogs(false);
+  state.cleanup = () => { if (logAbort) logAbort.abort(); };
+}
+
+// ---- Revisions -------------------------------------------------------------------------------
+
+async function revisionsView() {
+  show(h("h1", {}, "Revisions"), h("p", { class: "muted" }, "Loading…"));
+  const revs = (await api("GET", "/v1/revisions?limit=100")) || [];
+  if (!revs.length) {
+    show(h("h1", {}, "Revisions"), h("p", { class: "muted" }, "No revision yet: `edgefn apply` makes the first."));
+    return;
+  }
+  show(h("h1", {}, "Revisions"),
+    h("div", { class: "scroll" }, h("table", {},
+      h("thead", {}, h("tr", {}, h("th", {}, "#"), h("th", {}, "When"), h("th", {}, "Commit"),
+        h("th", { class: "hide-narrow" }, "Branch"), h("th", { class: "hide-narrow" }, "Author"), h("th", {}, "Message"))),
+      h("tbody", { id: "revision-rows" }, revs.map((r) => {
+        const p = r.provenance || {};
+        return h("tr", { "data-revision": r.number },
+          h("td", {}, h("a", { href: `#/revisions/${r.number}` }, String(r.number))),
+          h("td", {}, when(r.createdMs)),
+          h("td", {}, p.commit ? p.commit.slice(0, 8) + (p.dirty ? "+" : "") : "—"),
+          h("td", { class: "hide-narrow wrap" }, p.branch || "—"),
+          h("td", { class: "hide-narrow wrap" }, p.author || "—"),
+          h("td", { class: "wrap" }, r.rollbackOf ? `rollback to ${r.rollbackOf}` : (p.message || p.tool || "")));
+      })))));
+}
+
+async function revisionView(n) {
+  const [rev, list] = await Promise.all([api("GET", `/v1/revisions/${n}`), api("GET", "/v1/revisions?limit=1")]);
+  const latest = (list && list[0] && list[0].number) || 0;
+  const p = rev.provenance || {};
+  const result = h("p", { role: "status", id: "rollback-result" });
+  const button = h("button", { type: "button", class: "danger", id: "rollback",
+    disabled: n === latest, onclick: async () => {
+      if (!window.confirm(`Roll the fleet back to revision ${n}? This applies it again as a new revision.`)) return;
+      button.disabled = true;
+      try {
+        const r = await api("POST", "/v1/rollback", { to: n, expectedParent: latest });
+        result.textContent = `Revision ${r.revision} now returns the fleet to revision ${n}.`;
+        toast(result.textContent);
+      } catch (err) {
+        button.disabled = false;
+        result.textContent = err.status === 409 ? "Someone applied a revision meanwhile: reload and look again." : err.message;
+      }
+    } }, n === latest ? "This is the latest revision" : `Roll back to revision ${n}`);
+  show(
+    h("p", {}, h("a", { href: "#/revisions" }, "← Revisions")),
+    h("h1", {}, `Revision ${n}`),
+    h("div", { class: "card" }, h("dl", { class: "kv" },
+      h("dt", {}, "When"), h("dd", {}, when(rev.createdMs)),
+      h("dt", {}, "Commit"), h("dd", {}, p.commit || "—"),
+      h("dt", {}, "Branch"), h("dd", {}, p.branch || "—"),
+      h("dt", {}, "Author"), h("dd", {}, p.author || "—"),
+      h("dt", {}, "Message"), h("dd", {}, p.message || "—"),
+      h("dt", {}, "Submitted by"), h("dd", {}, p.tool || "—"))),
+    h("div", { class: "row" }, button), result,
+    h("h2", {}, "Manifest"),
+    h("pre", {}, typeof rev.manifest === "string" ? rev.manifest : JSON.stringify(rev.manifest, null, 2)));
+}
+
+// ---- Routing ---------------------------------------------------------------------------------
+
+async function route() {
+  if (state.cleanup) { state.cleanup(); state.cleanup = null; }
+  stopStream();
+  if (!state.csrf) return;
+  const hash = location.hash.replace(/^#/, "") || "/";
+  const parts = hash.split("/").filter(Boolean).map(decodeURIComponent);
+  try {
+    if (parts[0] === "devices" && parts[1]) deviceView(parts[1]);
+    else if (parts[0] === "revisions" && parts[1]) await revisionView(Number(parts[1]));
+    else if (parts[0] === "revisions") await revisionsView();
+    else fleetView();
+  } catch (err) {
+    if (err.status !== 401) show(h("p", { class: "bad", role: "alert" }, err.message));
+  }
+  document.getElementById("main").focus();
+}
+
+window.addEventListener("hashchange", route);
+document.getElementById("signout").addEventListener("click", signOut);
+api("GET", "/console/session").then((s) => {
+  if (s && s.signedIn) { state.csrf = s.csrf; signedIn(); } else signedOut();
+}).catch(() => signedOut());

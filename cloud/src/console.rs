@@ -1,0 +1,401 @@
+//! The web console (`/`): a small single-page app embedded in the binary (`cloud/console/`:
+//! one HTML page, one script, one style sheet; no build step, no CDN), over the control plane's
+//! own API. Why a small SPA: the API already answers everything the pages show, so the console
+//! adds no second way to read or change the fleet — every action goes through the same handlers
+//! and checks as `edgefn` does.
+//!
+//! Signing in exchanges an admin token for a session: a random 256-bit id in a cookie
+//! (`HttpOnly`, `SameSite=Strict`, `Path=/`, 12 h, `Secure` over https), stored here only as its
+//! sha256, with the admin token it came from (revoking that token ends the session) and a CSRF
+//! token the page sends as `X-CSRF-Token` with every request that changes something (compared in
+//! constant time; the OWASP synchronizer-token pattern). Pages are served with a
+//! Content-Security-Policy that allows scripts, styles and connections from this origin only, no
+//! inline script, no framing.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::{Method, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+
+use crate::auth;
+use crate::error::ApiError;
+use crate::registry::Caller;
+use crate::state::AppState;
+
+/// The session cookie's name.
+pub(crate) const COOKIE: &str = "edgefn_session";
+/// The header that carries the session's CSRF token.
+pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
+/// How long a session lasts, in milliseconds (12 h).
+const LIFETIME_MS: u64 = 12 * 3600 * 1000;
+/// Most sessions kept at once; past it the oldest ends (a bound on what sign-ins can cost).
+const MAX_SESSIONS: usize = 10_000;
+
+const INDEX: &str = include_str!("../console/index.html");
+const APP_JS: &str = include_str!("../console/app.js");
+const APP_CSS: &str = include_str!("../console/app.css");
+
+/// What every console page is served with (CSP Level 3; `frame-ancestors` replaces
+/// X-Frame-Options).
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// One signed-in browser.
+#[derive(Debug, Clone)]
+struct Session {
+    /// sha256 of the admin token it was made with.
+    token: [u8; 32],
+    csrf: String,
+    expires_ms: u64,
+}
+
+/// The sessions, by the sha256 of their cookie's value. In memory: a restart signs everyone out.
+#[derive(Debug, Default)]
+pub(crate) struct Sessions {
+    by_id: Mutex<HashMap<[u8; 32], Session>>,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Session>> {
+        self.by_id.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new session for the admin token whose hash is `token`: its cookie value and CSRF token.
+    fn create(&self, token: [u8; 32], now_ms: u64) -> Result<(String, Session), ApiError> {
+        let id =
+            auth::generate("").map_err(|e| ApiError::internal(format!("no randomness: {e}")))?;
+        let csrf =
+            auth::generate("").map_err(|e| ApiError::internal(format!("no randomness: {e}")))?;
+        let session = Session {
+            token,
+            csrf,
+            expires_ms: now_ms + LIFETIME_MS,
+        };
+        let mut map = self.lock();
+        map.retain(|_, s| s.expires_ms > now_ms);
+        if map.len() >= MAX_SESSIONS {
+            if let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, s)| s.expires_ms)
+                .map(|(k, _)| *k)
+            {
+                map.remove(&oldest);
+            }
+        }
+        map.insert(auth::hash(&id), session.clone());
+        Ok((id, session))
+    }
+
+    fn get(&self, id: &str, now_ms: u64) -> Option<Session> {
+        let key = auth::hash(id);
+        let mut map = self.lock();
+        match map.get(&key) {
+            Some(s) if s.expires_ms > now_ms => Some(s.clone()),
+            Some(_) => {
+                map.remove(&key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn remove(&self, id: &str) {
+        self.lock().remove(&auth::hash(id));
+    }
+}
+
+/// The session cookie's value in `headers`, if any.
+fn cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v)
+}
+
+/// The caller a request's session cookie stands for, when it has one and no `Authorization`
+/// header: an admin, while the session lasts and its admin token is not revoked. A request that
+/// changes something (any method but GET and HEAD) must also carry the session's CSRF token.
+///
+/// `None` when the request has no session cookie (the caller then needs a token).
+pub(crate) fn session_caller(
+    state: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Option<Result<Caller, ApiError>> {
+    let id = cookie(headers)?;
+    let now = edgefn_os::time::now_ms();
+    let Some(session) = state.console.get(id, now) else {
+        return Some(Err(ApiError::unauthorized(
+            "your console session ended: sign in again",
+        )));
+    };
+    if state.registry.authenticate(&session.token).is_none() {
+        state.console.remove(id);
+        return Some(Err(ApiError::unauthorized(
+            "the admin token this session was made with was revoked: sign in again",
+        )));
+    }
+    if method != Method::GET && method != Method::HEAD {
+        let sent = headers
+            .get(CSRF_HEADER)
+            .map(HeaderValue::as_bytes)
+            .unwrap_or_default();
+        if !edgefn_os::secret::ct_eq(sent, session.csrf.as_bytes()) {
+            return Some(Err(ApiError::forbidden(
+                "missing or wrong CSRF token: reload the console page",
+            )));
+        }
+    }
+    Some(Ok(Caller::Admin))
+}
+
+fn page(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn index() -> Response {
+    page("text/html; charset=utf-8", INDEX)
+}
+
+async fn app_js() -> Response {
+    page("text/javascript; charset=utf-8", APP_JS)
+}
+
+async fn app_css() -> Response {
+    page("text/css; charset=utf-8", APP_CSS)
+}
+
+/// `GET /console/session`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionInfo {
+    signed_in: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    csrf: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_ms: Option<u64>,
+}
+
+async fn session_info(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let now = edgefn_os::time::now_ms();
+    let session = cookie(&headers)
+        .and_then(|id| state.console.get(id, now))
+        .filter(|s| state.registry.authenticate(&s.token).is_some());
+    let info = match session {
+        Some(s) => SessionInfo {
+            signed_in: true,
+            csrf: Some(s.csrf),
+            expires_ms: Some(s.expires_ms),
+        },
+        None => SessionInfo {
+            signed_in: false,
+            csrf: None,
+            expires_ms: None,
+        },
+    };
+    ([(header::CACHE_CONTROL, "no-store")], Json(info)).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignIn {
+    token: String,
+}
+
+/// `POST /console/session {"token": ADMIN_TOKEN}`: a session cookie for an admin token.
+async fn sign_in(
+    State(state): State<Arc<AppState>>,
+    body: Result<Json<SignIn>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(SignIn { token }) = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                edgefn_schema::api::ErrorCode::BodyTooLarge,
+                "a sign-in body is at most 16 KiB: {\"token\": ADMIN_TOKEN}",
+            )
+        } else {
+            ApiError::bad_request(format!("invalid request body: {}", e.body_text()))
+        }
+    })?;
+    let hash = auth::hash(token.trim());
+    match state.registry.authenticate(&hash) {
+        Some(Caller::Admin) => {}
+        _ => {
+            return Err(ApiError::unauthorized(
+                "not an admin token of this control plane",
+            ));
+        }
+    }
+    let (id, session) = state.console.create(hash, edgefn_os::time::now_ms())?;
+    let secure = if state.https() { "; Secure" } else { "" };
+    let cookie = format!(
+        "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
+        LIFETIME_MS / 1000
+    );
+    Ok((
+        StatusCode::CREATED,
+        [
+            (header::SET_COOKIE, cookie),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+        Json(SessionInfo {
+            signed_in: true,
+            csrf: Some(session.csrf),
+            expires_ms: Some(session.expires_ms),
+        }),
+    )
+        .into_response())
+}
+
+/// `DELETE /console/session`: signs out (the session ends here, not only in the browser).
+async fn sign_out(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(caller) = session_caller(&state, &Method::DELETE, &headers) {
+        caller?;
+    }
+    if let Some(id) = cookie(&headers) {
+        state.console.remove(id);
+    }
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(
+            header::SET_COOKIE,
+            format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+        )],
+    )
+        .into_response())
+}
+
+/// `GET /console/events`: the fleet's status as server-sent events: `status` (the body of
+/// `GET /v1/status`) at once, then `delta` (`{"revision", "devices": [changed], "removed":
+/// [names]}`) after each change — a report, a revision, a device added or removed — at most
+/// every 250 ms, so an open page costs the changed devices, not the fleet, per change.
+async fn events(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(4);
+    let mut changes = state.subscribe_changes();
+    tokio::spawn(async move {
+        let mut sent: HashMap<String, String> = HashMap::new();
+        let mut first = true;
+        loop {
+            let status = crate::api::fleet_status_of(&state);
+            let event = if first {
+                first = false;
+                sent = status
+                    .devices
+                    .iter()
+                    .map(|d| (d.name.clone(), serde_json::to_string(d).unwrap_or_default()))
+                    .collect();
+                Event::default().event("status").json_data(&status)
+            } else {
+                let mut now: HashMap<String, String> = HashMap::with_capacity(status.devices.len());
+                let mut changed = Vec::new();
+                for d in &status.devices {
+                    let json = serde_json::to_string(d).unwrap_or_default();
+                    if sent.get(&d.name) != Some(&json) {
+                        changed.push(d);
+                    }
+                    now.insert(d.name.clone(), json);
+                }
+                let removed: Vec<&String> = sent.keys().filter(|n| !now.contains_key(*n)).collect();
+                let delta = serde_json::json!({
+                    "revision": status.revision,
+                    "devices": changed,
+                    "removed": removed,
+                });
+                let event = Event::default().event("delta").json_data(&delta);
+                sent = now;
+                event
+            };
+            let Ok(event) = event else { return };
+            if tx.send(Ok(event)).await.is_err() {
+                return; // the page went away
+            }
+            if changes.changed().await.is_err() {
+                return; // the control plane is stopping
+            }
+            // Coalesce a burst of reports into one event.
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            changes.borrow_and_update();
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    Ok((
+        [(header::CACHE_CONTROL, "no-store")],
+        Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))),
+    )
+        .into_response())
+}
+
+/// The console's routes: the page and its assets, the session, the live status.
+pub(crate) fn routes() -> axum::Router<Arc<AppState>> {
+    axum::Router::new()
+        .route("/", get(index))
+        .route("/console/app.js", get(app_js))
+        .route("/console/app.css", get(app_css))
+        .route(
+            "/console/session",
+            get(session_info)
+                .post(sign_in)
+                .delete(sign_out)
+                .layer(axum::extract::DefaultBodyLimit::max(16 << 10)),
+        )
+        .route("/console/events", get(events))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_expire_and_are_found_only_by_their_id() {
+        let s = Sessions::default();
+        let (id, made) = s.create([7; 32], 1_000).expect("session");
+        assert_eq!(s.get(&id, 2_000).map(|x| x.csrf), Some(made.csrf.clone()));
+        assert!(s.get("not-the-id", 2_000).is_none());
+        assert!(s.get(&id, 1_000 + LIFETIME_MS).is_none(), "expired");
+        assert!(s.get(&id, 2_000).is_none(), "an expired session is gone");
+        let (id, _) = s.create([7; 32], 1_000).expect("session");
+        s.remove(&id);
+        assert!(s.get(&id, 2_000).is_none());
+    }
+
+    #[test]
+    fn the_cookie_is_read_among_others() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; edgefn_session=abc; b=2"),
+        );
+        assert_eq!(cookie(&h), Some("abc"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("edgefn_sessionx=abc"),
+        );
+        assert_eq!(cookie(&h), None);
+    }
+}

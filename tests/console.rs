@@ -1,0 +1,607 @@
+//! The web console in a real browser: Chromium (Debian's `chromium` and `chromium-driver`,
+//! installed by scripts/test.sh) driven through WebDriver (fantoccini), against the real
+//! `edgefn-cloud` with two real agents. Screenshots of each page go to
+//! `target/console-screenshots/`; with `EDGEFN_BLESS=1` the main ones are copied to
+//! `docs/console/` for the README.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::path::PathBuf;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use fantoccini::{Client, ClientBuilder, Locator};
+
+/// `chromedriver` on a free port in a process group of its own, killed with its browsers when
+/// dropped (also when a test fails with sessions open).
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Driver {
+    fn start() -> Driver {
+        let port = server_port();
+        let child = Command::new(chromedriver())
+            .arg(format!("--port={port}"))
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let url = format!("http://127.0.0.1:{port}");
+        wait_until(20, "chromedriver listens", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Driver { child, url }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn chromedriver() -> PathBuf {
+    ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect("chromedriver: apt-get install chromium chromium-driver (scripts/test.sh does)")
+}
+
+async fn browser(driver: &Driver, width: u32, height: u32) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     format!("--window-size={width},{height}")],
+        }),
+    );
+    caps.insert(
+        "goog:loggingPrefs".into(),
+        serde_json::json!({"browser": "ALL"}),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a Chromium session")
+}
+
+fn shots() -> PathBuf {
+    let dir = repo().join("target/console-screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot folder");
+    dir
+}
+
+async fn screenshot(c: &Client, name: &str) {
+    let png = c.screenshot().await.expect("screenshot");
+    std::fs::write(shots().join(format!("{name}.png")), &png).expect("write screenshot");
+    if std::env::var_os("EDGEFN_BLESS").is_some() {
+        let docs = repo().join("docs/console");
+        std::fs::create_dir_all(&docs).expect("docs/console");
+        std::fs::write(docs.join(format!("{name}.png")), &png).expect("write");
+    }
+}
+
+/// Waits (10 s at most) until the element `css` has text containing `want`; returns the text.
+async fn text_of(c: &Client, css: &str, want: &str) -> String {
+    let mut last = String::new();
+    for _ in 0..100 {
+        if let Ok(e) = c.find(Locator::Css(css)).await {
+            last = e.text().await.unwrap_or_default();
+            if last.contains(want) {
+                return last;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("`{css}` never showed {want:?}; it shows {last:?}");
+}
+
+/// The browser's console messages at SEVERE level (errors) since the last call.
+async fn console_errors(c: &Client) -> Vec<String> {
+    let logs = c
+        .execute("return (window.__edgefnErrors || []).splice(0);", vec![])
+        .await
+        .expect("read errors");
+    logs.as_array()
+        .map(|a| a.iter().map(|v| v.to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// Installs a hook that records errors and failed resource loads in the page (CSP violations
+/// included), where `console_errors` finds them.
+async fn watch_errors(c: &Client) {
+    c.execute(
+        "window.__edgefnErrors = window.__edgefnErrors || [];
+         window.addEventListener('error', e => window.__edgefnErrors.push(String(e.message || e.type)));
+         window.addEventListener('unhandledrejection', e => window.__edgefnErrors.push(String(e.reason)));
+         document.addEventListener('securitypolicyviolation', e => window.__edgefnErrors.push('CSP: ' + e.violatedDirective));
+         const orig = console.error; console.error = (...a) => { window.__edgefnErrors.push(a.join(' ')); orig(...a); };",
+        vec![],
+    )
+    .await
+    .expect("install the error hook");
+}
+
+/// A project from the quickstart with a commit message full of markup, two registered devices
+/// and their agent files.
+struct Fleet {
+    cloud: Cloud,
+    _data: tempfile::TempDir,
+    project: tempfile::TempDir,
+    agents: Vec<AgentProc>,
+    _agent_data: Vec<tempfile::TempDir>,
+}
+
+const HOSTILE: &str =
+    "<script>window.__pwned=1</script><img src=x onerror=\"window.__pwned=2\"> \"quotes' & more";
+
+fn fleet() -> Fleet {
+    let data = tempfile::tempdir().expect("cloud data");
+    // With its embedded broker, which carries the functions' logs up.
+    let mqtt = format!("127.0.0.1:{}", server_port());
+    let (cloud, _) = Cloud::start_with(
+        data.path(),
+        &[
+            "--mqtt-listen",
+            &mqtt,
+            "--device-mqtt-url",
+            &format!("mqtt://{mqtt}"),
+        ],
+    );
+    let project = quickstart_repo();
+    let env = cloud.env();
+    let env = [(env[0].0, env[0].1.as_str()), (env[1].0, env[1].1.as_str())];
+    let mut agents = Vec::new();
+    let mut agent_data = Vec::new();
+    for d in ["gw-01", "gw-02"] {
+        let config = project.path().join(format!("{d}.yaml"));
+        ok(&edgefn_env(
+            project.path(),
+            &["device", "add", d, "--out", config.to_str().expect("utf8")],
+            &env,
+        ));
+        let mut text = std::fs::read_to_string(&config).expect("agent file");
+        text.push_str("reportInterval: 1s\npollWait: 5s\nhealthWindow: 1s\n");
+        std::fs::write(&config, text).expect("write");
+    }
+    // A label with markup in it, for the fleet page.
+    let manifest = project.path().join("edgefn.yaml");
+    let text = std::fs::read_to_string(&manifest).expect("manifest");
+    std::fs::write(
+        &manifest,
+        text.replace(
+            "site: beijing",
+            "site: \"<b onmouseover=alert(1)>beijing</b>\"",
+        ),
+    )
+    .expect("write");
+    // The temp-filter logs a line with markup in it, for the logs panel.
+    let main = project.path().join("functions/temp-filter/main.py");
+    let code = std::fs::read_to_string(&main).expect("main.py");
+    std::fs::write(
+        &main,
+        code.replacen(
+            "def handle(event, context):\n",
+            &format!("def handle(event, context):\n    print({HOSTILE:?})\n"),
+            1,
+        ),
+    )
+    .expect("write");
+    git(project.path(), &["add", "-A"]);
+    git(project.path(), &["commit", "-q", "-m", HOSTILE]);
+    ok(&edgefn_env(project.path(), &["apply"], &env));
+    for d in ["gw-01", "gw-02"] {
+        let dd = tempfile::tempdir().expect("agent data");
+        agents.push(AgentProc::start(
+            &project.path().join(format!("{d}.yaml")),
+            dd.path(),
+            &[],
+        ));
+        agent_data.push(dd);
+    }
+    Fleet {
+        cloud,
+        _data: data,
+        project,
+        agents,
+        _agent_data: agent_data,
+    }
+}
+
+#[test]
+fn the_console_signs_in_watches_the_fleet_follows_logs_rolls_back_and_signs_out() {
+    let fleet = fleet();
+    let driver = Driver::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let c = browser(&driver, 1280, 800).await;
+        c.goto(&format!("{}/", fleet.cloud.url))
+            .await
+            .expect("open");
+        watch_errors(&c).await;
+
+        // Sign in: a wrong token is refused with a message, the right one opens the fleet.
+        let token = c
+            .wait()
+            .for_element(Locator::Css("#token"))
+            .await
+            .expect("sign-in form");
+        screenshot(&c, "sign-in").await;
+        token
+            .send_keys("edgefn_adm_not-a-token\n")
+            .await
+            .expect("type");
+        text_of(&c, "form [role=alert]", "not an admin token").await;
+        let token = c.find(Locator::Css("#token")).await.expect("field");
+        token.clear().await.expect("clear");
+        // By keyboard: Enter submits.
+        token
+            .send_keys(&format!("{}\n", fleet.cloud.admin))
+            .await
+            .expect("type");
+        watch_errors(&c).await;
+
+        // Both agents converge, live: the page is not reloaded.
+        text_of(&c, "#fleet-summary", "2 of 2 devices converged").await;
+        text_of(&c, "#fleet-rows tr[data-device=gw-01]", "converged").await;
+        text_of(
+            &c,
+            "#fleet-rows tr[data-device=gw-02]",
+            "site=<b onmouseover=alert(1)>beijing</b>",
+        )
+        .await;
+        // Filters: by label, then by state.
+        let label = c
+            .find(Locator::Css("#f-label"))
+            .await
+            .expect("label filter");
+        label.send_keys("role=gateway").await.expect("type");
+        text_of(&c, "#fleet-summary", "2 of 2 devices converged").await;
+        label.clear().await.expect("clear");
+        label.send_keys("site=shanghai").await.expect("type");
+        text_of(&c, "#fleet-summary", "1 shown by the filters").await;
+        label.clear().await.expect("clear");
+        label.send_keys(" ").await.expect("type");
+        screenshot(&c, "fleet").await;
+
+        // The device page: functions, and logs that follow.
+        c.find(Locator::Css("#fleet-rows tr[data-device=gw-01] a"))
+            .await
+            .expect("link")
+            .click()
+            .await
+            .expect("open device");
+        watch_errors(&c).await;
+        text_of(&c, "#device-functions", "temp-filter").await;
+        c.find(Locator::Css("#log-follow"))
+            .await
+            .expect("follow")
+            .click()
+            .await
+            .expect("follow logs");
+        let r = fleet.agents[0].publish(
+            "sensors/line1/temperature",
+            &serde_json::json!({"celsius": 50}),
+        );
+        assert_eq!(r["deliveries"].as_array().map(Vec::len), Some(1), "{r}");
+        let logs = text_of(&c, "#device-logs", "onerror").await;
+        assert!(
+            logs.contains(HOSTILE),
+            "the log line is shown as text: {logs}"
+        );
+        screenshot(&c, "device").await;
+
+        // Revisions, with the hostile commit message as text; roll back to revision 1 after a
+        // second apply.
+        let env = fleet.cloud.env();
+        let env = [(env[0].0, env[0].1.as_str()), (env[1].0, env[1].1.as_str())];
+        let manifest = fleet.project.path().join("edgefn.yaml");
+        let text = std::fs::read_to_string(&manifest).expect("manifest");
+        std::fs::write(
+            &manifest,
+            text.replace("THRESHOLD: \"40\"", "THRESHOLD: \"45\""),
+        )
+        .expect("write");
+        git(fleet.project.path(), &["commit", "-qam", "threshold 45"]);
+        ok(&edgefn_env(fleet.project.path(), &["apply"], &env));
+        c.goto(&format!("{}/#/revisions", fleet.cloud.url))
+            .await
+            .expect("revisions");
+        watch_errors(&c).await;
+        let row = text_of(&c, "#revision-rows tr[data-revision='1']", "<script>").await;
+        assert!(row.contains("onerror"), "{row}");
+        screenshot(&c, "revisions").await;
+        c.find(Locator::Css("#revision-rows tr[data-revision='1'] a"))
+            .await
+            .expect("revision link")
+            .click()
+            .await
+            .expect("open revision 1");
+        watch_errors(&c).await;
+        c.wait()
+            .for_element(Locator::Css("#rollback"))
+            .await
+            .expect("rollback button")
+            .click()
+            .await
+            .expect("roll back");
+        c.accept_alert().await.expect("confirm the rollback");
+        text_of(&c, "#rollback-result", "returns the fleet to revision 1").await;
+        let history = http(
+            &fleet.cloud.addr(),
+            "GET",
+            "/v1/revisions?limit=1",
+            Some(&fleet.cloud.admin),
+            &[],
+            b"",
+        )
+        .json();
+        assert_eq!(history[0]["rollbackOf"], 1, "{history}");
+        assert_eq!(
+            c.execute("return window.__pwned === undefined;", vec![])
+                .await
+                .expect("script"),
+            serde_json::json!(true),
+            "markup from the fleet never runs"
+        );
+
+        // The page's own requests need its CSRF token: one without it is refused.
+        let refused = c
+            .execute_async(
+                "const done = arguments[0];
+                 fetch('/v1/rollback', {method: 'POST', credentials: 'same-origin',
+                   headers: {'Content-Type': 'application/json'}, body: '{}'})
+                   .then(r => done(r.status));",
+                vec![],
+            )
+            .await
+            .expect("fetch");
+        assert_eq!(refused, serde_json::json!(403));
+
+        let errors = console_errors(&c).await;
+        assert!(errors.is_empty(), "errors in the browser: {errors:?}");
+
+        // Sign out: the session ends on the server too.
+        c.find(Locator::Css("#signout"))
+            .await
+            .expect("sign out")
+            .click()
+            .await
+            .expect("click");
+        c.wait()
+            .for_element(Locator::Css("#token"))
+            .await
+            .expect("signed out");
+        let after = c
+            .execute_async(
+                "const done = arguments[0];
+                 fetch('/v1/status', {credentials: 'same-origin'}).then(r => done(r.status));",
+                vec![],
+            )
+            .await
+            .expect("fetch");
+        assert_eq!(after, serde_json::json!(401));
+        c.close().await.expect("close");
+
+        // A phone's width: the fleet page still works, without the wide columns.
+        let phone = browser(&driver, 390, 844).await;
+        phone
+            .goto(&format!("{}/", fleet.cloud.url))
+            .await
+            .expect("open");
+        let token = phone
+            .wait()
+            .for_element(Locator::Css("#token"))
+            .await
+            .expect("form");
+        token
+            .send_keys(&format!("{}\n", fleet.cloud.admin))
+            .await
+            .expect("type");
+        text_of(&phone, "#fleet-summary", "devices converged").await;
+        let hidden = phone
+            .execute(
+                "return getComputedStyle(document.querySelector('th.hide-narrow')).display;",
+                vec![],
+            )
+            .await
+            .expect("style");
+        assert_eq!(hidden, serde_json::json!("none"));
+        screenshot(&phone, "fleet-phone").await;
+        phone.close().await.expect("close");
+    });
+}
+
+/// Sessions are checked on the server: a forged or missing cookie, and changes without the
+/// CSRF token, are refused with the API's errors; the pages forbid inline and foreign scripts.
+#[test]
+fn sessions_and_csrf_are_enforced_and_pages_carry_a_strict_csp() {
+    let data = tempfile::tempdir().expect("data");
+    let cloud = Cloud::start(data.path());
+    let addr = cloud.addr();
+    let page = http(&addr, "GET", "/", None, &[], b"");
+    assert_eq!(page.status, 200);
+    let csp = page
+        .header("content-security-policy")
+        .expect("CSP")
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+
+    let forged = http(
+        &addr,
+        "GET",
+        "/v1/status",
+        None,
+        &[("Cookie", "edgefn_session=0123456789abcdef")],
+        b"",
+    );
+    assert_eq!(forged.status, 401, "{}", text(&forged.body));
+
+    let wrong = http(
+        &addr,
+        "POST",
+        "/console/session",
+        None,
+        &[("Content-Type", "application/json")],
+        br#"{"token": "edgefn_adm_nope"}"#,
+    );
+    assert_eq!(wrong.status, 401);
+    let long = format!(r#"{{"token": "{}"}}"#, "x".repeat(100_000));
+    let long = http(
+        &addr,
+        "POST",
+        "/console/session",
+        None,
+        &[("Content-Type", "application/json")],
+        long.as_bytes(),
+    );
+    assert_eq!(
+        long.status,
+        413,
+        "a sign-in body is small: {}",
+        text(&long.body)
+    );
+
+    let signed = http(
+        &addr,
+        "POST",
+        "/console/session",
+        None,
+        &[("Content-Type", "application/json")],
+        format!(r#"{{"token": "{}"}}"#, cloud.admin).as_bytes(),
+    );
+    assert_eq!(signed.status, 201, "{}", text(&signed.body));
+    let set = signed.header("set-cookie").expect("cookie").to_owned();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    let cookie = set.split(';').next().expect("pair").to_owned();
+    let csrf = signed.json()["csrf"].as_str().expect("csrf").to_owned();
+
+    let status = http(
+        &addr,
+        "GET",
+        "/v1/status",
+        None,
+        &[("Cookie", &cookie)],
+        b"",
+    );
+    assert_eq!(status.status, 200, "a session reads like an admin token");
+    let no_csrf = http(
+        &addr,
+        "POST",
+        "/v1/rollback",
+        None,
+        &[("Cookie", &cookie), ("Content-Type", "application/json")],
+        b"{}",
+    );
+    assert_eq!(no_csrf.status, 403, "{}", text(&no_csrf.body));
+    let bad_csrf = http(
+        &addr,
+        "POST",
+        "/v1/rollback",
+        None,
+        &[
+            ("Cookie", &cookie),
+            ("X-CSRF-Token", "nope"),
+            ("Content-Type", "application/json"),
+        ],
+        b"{}",
+    );
+    assert_eq!(bad_csrf.status, 403);
+    let with_csrf = http(
+        &addr,
+        "POST",
+        "/v1/rollback",
+        None,
+        &[
+            ("Cookie", &cookie),
+            ("X-CSRF-Token", &csrf),
+            ("Content-Type", "application/json"),
+        ],
+        b"{}",
+    );
+    assert_eq!(
+        with_csrf.status,
+        409,
+        "past the CSRF check, the API's own answer (nothing to roll back): {}",
+        text(&with_csrf.body)
+    );
+
+    // Revoking the admin token the session came from ends the session.
+    let tokens = http(&addr, "GET", "/v1/tokens", Some(&cloud.admin), &[], b"").json();
+    let made = http(
+        &addr,
+        "POST",
+        "/v1/tokens",
+        Some(&cloud.admin),
+        &[("Content-Type", "application/json")],
+        br#"{"name": "second"}"#,
+    )
+    .json();
+    let second = made["token"].as_str().expect("token").to_owned();
+    let signed = http(
+        &addr,
+        "POST",
+        "/console/session",
+        None,
+        &[("Content-Type", "application/json")],
+        format!(r#"{{"token": "{second}"}}"#).as_bytes(),
+    );
+    let cookie2 = signed
+        .header("set-cookie")
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_owned();
+    let id = made["id"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| made["id"].to_string());
+    let revoked = http(
+        &addr,
+        "DELETE",
+        &format!("/v1/tokens/{id}"),
+        Some(&cloud.admin),
+        &[],
+        b"",
+    );
+    assert!(
+        revoked.status == 204 || revoked.status == 200,
+        "{} {}",
+        revoked.status,
+        text(&revoked.body)
+    );
+    let after = http(
+        &addr,
+        "GET",
+        "/v1/status",
+        None,
+        &[("Cookie", &cookie2)],
+        b"",
+    );
+    assert_eq!(after.status, 401, "{tokens}");
+}
