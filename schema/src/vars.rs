@@ -107,7 +107,7 @@ pub enum Missing {
 /// # Errors
 ///
 /// A malformed placeholder, or one the device has no value for. A validated manifest has
-/// neither ([`crate::load`] reports both, with their locations).
+/// neither ([`crate::load()`] reports both, with their locations).
 pub fn expand(value: &str, name: &str, device: &Device) -> Result<String, ExpandError> {
     if !has_placeholders(value) {
         return Ok(value.to_owned());
