@@ -107,8 +107,9 @@ Register-ArgumentCompleter -Native -CommandName 'edgefn' -ScriptBlock {
             break
         }
         'edgefn;invoke' {
-            [CompletionResult]::new('--event', '--event', [CompletionResultType]::ParameterName, 'The event''s payload (JSON, or else text)')
+            [CompletionResult]::new('--event', '--event', [CompletionResultType]::ParameterName, 'The event''s payload (JSON, or else text; `@FILE` reads it from a file)')
             [CompletionResult]::new('--topic', '--topic', [CompletionResultType]::ParameterName, 'The event''s topic')
+            [CompletionResult]::new('--device', '--device', [CompletionResultType]::ParameterName, 'Run it as on this device of the manifest (its binding''s settings and its values in `env`; default: the first device its first binding selects)')
             [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'The manifest (default: edgefn.yaml here or in a parent folder)')
             [CompletionResult]::new('--file', '--file', [CompletionResultType]::ParameterName, 'The manifest (default: edgefn.yaml here or in a parent folder)')
             [CompletionResult]::new('--sandbox', '--sandbox', [CompletionResultType]::ParameterName, 'Where the function runs')

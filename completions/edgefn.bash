@@ -927,7 +927,7 @@ _edgefn() {
             return 0
             ;;
         edgefn__subcmd__invoke)
-            opts="-f -h -V --event --topic --file --sandbox --help --version"
+            opts="-f -h -V --event --topic --device --file --sandbox --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -938,6 +938,10 @@ _edgefn() {
                     return 0
                     ;;
                 --topic)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --device)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

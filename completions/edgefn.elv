@@ -98,8 +98,9 @@ set edit:completion:arg-completer[edgefn] = {|@words|
             cand --version 'Print version'
         }
         &'edgefn;invoke'= {
-            cand --event 'The event''s payload (JSON, or else text)'
+            cand --event 'The event''s payload (JSON, or else text; `@FILE` reads it from a file)'
             cand --topic 'The event''s topic'
+            cand --device 'Run it as on this device of the manifest (its binding''s settings and its values in `env`; default: the first device its first binding selects)'
             cand -f 'The manifest (default: edgefn.yaml here or in a parent folder)'
             cand --file 'The manifest (default: edgefn.yaml here or in a parent folder)'
             cand --sandbox 'Where the function runs'

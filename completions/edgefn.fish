@@ -84,8 +84,9 @@ complete -c edgefn -n "__fish_edgefn_using_subcommand test" -l payload -d 'The s
 complete -c edgefn -n "__fish_edgefn_using_subcommand test" -l device -d 'The device the simulated message arrives on (default: every device)' -r
 complete -c edgefn -n "__fish_edgefn_using_subcommand test" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c edgefn -n "__fish_edgefn_using_subcommand test" -s V -l version -d 'Print version'
-complete -c edgefn -n "__fish_edgefn_using_subcommand invoke" -l event -d 'The event\'s payload (JSON, or else text)' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand invoke" -l event -d 'The event\'s payload (JSON, or else text; `@FILE` reads it from a file)' -r
 complete -c edgefn -n "__fish_edgefn_using_subcommand invoke" -l topic -d 'The event\'s topic' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand invoke" -l device -d 'Run it as on this device of the manifest (its binding\'s settings and its values in `env`; default: the first device its first binding selects)' -r
 complete -c edgefn -n "__fish_edgefn_using_subcommand invoke" -s f -l file -d 'The manifest (default: edgefn.yaml here or in a parent folder)' -r -F
 complete -c edgefn -n "__fish_edgefn_using_subcommand invoke" -l sandbox -d 'Where the function runs' -r -f -a "process\t'A process group with rlimits'
 container\t'A container with cgroup limits (root on Linux)'

@@ -966,3 +966,85 @@ fn test_cases_are_read_with_the_same_bounds() {
     }
     assert!(err.contains("nothing was run"), "{err}");
 }
+
+/// `edgefn invoke --device` and a test case's `device:` run a function as on that device (its
+/// binding, its values in `env`), and refuse a device that does not run it; `--event @FILE`
+/// reads the payload from a file, up to a limit.
+#[test]
+fn invoke_and_test_run_a_function_as_on_a_device_that_runs_it() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("functions/line");
+    fs::create_dir_all(dir.join("tests")).expect("mkdir");
+    fs::write(
+        dir.join("main.py"),
+        "import os\n\ndef handle(event, context):\n    return {\"line\": os.environ[\"LINE\"], \"got\": event[\"payload\"]}\n",
+    )
+    .expect("write");
+    fs::write(
+        tmp.path().join("edgefn.yaml"),
+        "apiVersion: edgefn/v1\nproject: lines\nfunctions:\n  line: { path: functions/line, runtime: python3, handler: main.handle }\ndevices:\n  gw-01: { labels: { role: gateway }, vars: { LINE: \"7\" } }\n  gw-02: { labels: { role: gateway }, vars: { LINE: \"9\" } }\n  vm-01: { labels: { role: vm } }\nbindings:\n  - function: line\n    devices: { labels: { role: gateway } }\n    triggers: [ \"lines/#\" ]\n    env: { LINE: \"line-${device.vars.LINE}\" }\n",
+    )
+    .expect("manifest");
+    let out = ok(&edgefn(
+        tmp.path(),
+        &["invoke", "line", "--device", "gw-02", "--event", "1"],
+    ));
+    assert!(out.contains("\"line\": \"line-9\""), "{out}");
+    let out = ok(&edgefn(tmp.path(), &["invoke", "line"]));
+    assert!(
+        out.contains("\"line\": \"line-7\""),
+        "the first device by default: {out}"
+    );
+
+    let wrong = edgefn(tmp.path(), &["invoke", "line", "--device", "vm-01"]);
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(
+        text(&wrong.stderr).contains("does not run on device `vm-01`"),
+        "{}",
+        text(&wrong.stderr)
+    );
+    let typo = edgefn(tmp.path(), &["invoke", "line", "--device", "gw-03"]);
+    assert_eq!(typo.status.code(), Some(1));
+    assert!(
+        text(&typo.stderr).contains("gw-03"),
+        "{}",
+        text(&typo.stderr)
+    );
+
+    // The payload from a file; a file past the limit is refused before anything runs.
+    fs::write(tmp.path().join("event.json"), "{\"from\": \"a file\"}").expect("write");
+    let out = ok(&edgefn(
+        tmp.path(),
+        &["invoke", "line", "--event", "@event.json"],
+    ));
+    assert!(out.contains("\"from\": \"a file\""), "{out}");
+    let big = tmp.path().join("big.bin");
+    let f = fs::File::create(&big).expect("create");
+    f.set_len(17 << 20).expect("grow");
+    let refused = edgefn(tmp.path(), &["invoke", "line", "--event", "@big.bin"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr).contains("larger than a payload may be"),
+        "{}",
+        text(&refused.stderr)
+    );
+
+    // A test case on a device the function does not run on is an error, not a run without
+    // that device's values.
+    fs::write(
+        dir.join("tests/on-vm.yaml"),
+        "device: vm-01\ntrigger: { topic: lines/a, payload: 1 }\nexpect: { result: { line: x, got: 1 } }\n",
+    )
+    .expect("case");
+    let out = edgefn(tmp.path(), &["test"]);
+    assert_eq!(out.status.code(), Some(1));
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(all.contains("does not run on device `vm-01`"), "{all}");
+    fs::write(
+        dir.join("tests/on-vm.yaml"),
+        "device: gw-02\ntrigger: { topic: lines/a, payload: 1 }\nexpect: { result: { line: line-9, got: 1 } }\n",
+    )
+    .expect("case");
+    let out = ok(&edgefn(tmp.path(), &["test"]));
+    assert!(out.contains("1 passed, 0 failed"), "{out}");
+}

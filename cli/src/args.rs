@@ -454,12 +454,16 @@ pub(crate) struct TestArgs {
 pub(crate) struct InvokeArgs {
     /// The function
     pub(crate) function: String,
-    /// The event's payload (JSON, or else text)
+    /// The event's payload (JSON, or else text; `@FILE` reads it from a file)
     #[arg(long, value_name = "JSON", default_value = "null")]
     pub(crate) event: String,
     /// The event's topic
     #[arg(long, default_value = "invoke")]
     pub(crate) topic: String,
+    /// Run it as on this device of the manifest (its binding's settings and its values in
+    /// `env`; default: the first device its first binding selects)
+    #[arg(long)]
+    pub(crate) device: Option<String>,
     /// The manifest (default: edgefn.yaml here or in a parent folder)
     #[arg(long, short)]
     pub(crate) file: Option<PathBuf>,

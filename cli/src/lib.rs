@@ -19,6 +19,7 @@ pub(crate) mod error;
 pub(crate) mod function_output;
 pub(crate) mod human;
 pub(crate) mod package;
+pub(crate) mod payload;
 pub(crate) mod project;
 pub(crate) mod provenance;
 pub(crate) mod report;

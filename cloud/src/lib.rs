@@ -251,6 +251,7 @@ async fn start_messaging(
         mqtt::MqttMode::Disabled => return Ok(()),
         mqtt::MqttMode::Embedded(listener) => {
             let addr = listener.local_addr().map_err(CloudError::Serve)?;
+            state.set_broker_port(addr.port());
             listener.set_nonblocking(true).map_err(CloudError::Serve)?;
             let listener = TcpListener::from_std(listener).map_err(CloudError::Serve)?;
             let path = data.join("mqtt.redb");

@@ -58,6 +58,8 @@ pub(crate) struct AppState {
     changes: watch::Sender<u64>,
     /// Served over TLS: the console's cookie is `Secure`.
     https: OnceLock<bool>,
+    /// The embedded broker's port.
+    broker_port: OnceLock<u16>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -93,6 +95,7 @@ impl AppState {
             console: crate::console::Sessions::default(),
             changes: watch::Sender::new(0),
             https: OnceLock::new(),
+            broker_port: OnceLock::new(),
         }))
     }
 
@@ -126,6 +129,16 @@ impl AppState {
     /// A receiver that wakes on each change of the fleet's status.
     pub(crate) fn subscribe_changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    /// Records the port the embedded broker listens on.
+    pub(crate) fn set_broker_port(&self, port: u16) {
+        let _ = self.broker_port.set(port);
+    }
+
+    /// The port the embedded broker listens on, when there is one.
+    pub(crate) fn broker_port(&self) -> Option<u16> {
+        self.broker_port.get().copied()
     }
 
     /// Records that the API is served over TLS.

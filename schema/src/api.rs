@@ -285,6 +285,10 @@ pub struct DeviceRegistered {
     /// The broker URL devices are told to use (`edgefn-cloud --device-mqtt-url`), if set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mqtt: Option<String>,
+    /// Without such a URL: the port the embedded broker listens on, which devices reach on the
+    /// control plane's host (absent when the cloud has no embedded broker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt_port: Option<u16>,
 }
 
 /// A registered device.

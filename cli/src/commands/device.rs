@@ -131,14 +131,14 @@ fn add(args: &DeviceAddArgs) -> CliResult {
         // The address written out, not left to a default: an agent on the cloud's own host
         // must see that the broker is there (it never takes that address for itself).
         None => config.push_str(&format!(
-            "mqtt: {}   # the cloud's broker: its host, the usual port (edgefn-cloud --device-mqtt-url sets it)\n",
+            "mqtt: {}   # the cloud's broker: its host, the port it listens on (edgefn-cloud --device-mqtt-url sets another)\n",
             MqttUrl {
                 tls: false,
                 host: cloud_host(client.base())
                     .trim_start_matches('[')
                     .trim_end_matches(']')
                     .to_owned(),
-                port: edgefn_schema::mqtt_url::MQTT_PORT,
+                port: reg.mqtt_port.unwrap_or(edgefn_schema::mqtt_url::MQTT_PORT),
                 username: None,
                 password: None,
             }

@@ -35,15 +35,11 @@ fn payload(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
 }
 
-/// The payload argument, or with `@FILE` the file's content.
+/// The payload argument, or with `@FILE` the file's content (at most 2 MiB: the cloud refuses
+/// more than about 1 MiB with its own error).
 fn payload_arg(arg: &str) -> Result<serde_json::Value, CliError> {
-    match arg.strip_prefix('@') {
-        Some(file) => {
-            let text = std::fs::read_to_string(file).map_err(CliError::io("read", file))?;
-            Ok(payload(&text))
-        }
-        None => Ok(payload(arg)),
-    }
+    let bytes = crate::payload::bytes(arg, 2 << 20)?;
+    Ok(payload(&String::from_utf8_lossy(&bytes)))
 }
 
 fn check_topic(topic: &str, filter: bool) -> Result<(), CliError> {

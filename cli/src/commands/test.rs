@@ -61,6 +61,11 @@ fn binding_for(
         .iter()
         .filter(|b| b.function == function)
         .collect();
+    if let Some(d) = device {
+        if !m.devices.contains_key(d) {
+            return Err(project::not_in_manifest("device", d, m.devices.keys()));
+        }
+    }
     let chosen = match binding {
         Some(name) => Some(
             *bindings
@@ -71,8 +76,31 @@ fn binding_for(
                     help: "fix `binding:` in the test case".into(),
                 })?,
         ),
-        None => bindings.first().copied(),
+        // On a given device: the function's first binding that runs there.
+        None => match device {
+            Some(d) if !bindings.is_empty() => Some(
+                *bindings
+                    .iter()
+                    .find(|b| b.devices.matches(d, &m.devices[d]))
+                    .ok_or_else(|| CliError::InvalidArgument {
+                        message: format!("function `{function}` does not run on device `{d}`: none of its bindings selects it"),
+                        help: "choose a device its bindings select, or add one to a binding's `devices`".into(),
+                    })?,
+            ),
+            _ => bindings.first().copied(),
+        },
     };
+    if let (Some(d), Some(b)) = (device, chosen) {
+        if !b.devices.matches(d, &m.devices[d]) {
+            return Err(CliError::InvalidArgument {
+                message: format!(
+                    "binding `{}` does not run on device `{d}`",
+                    b.effective_name()
+                ),
+                help: "choose a device the binding's `devices` selects".into(),
+            });
+        }
+    }
     let device = match (device, chosen) {
         (Some(d), _) => d.to_owned(),
         (None, Some(b)) => m
@@ -91,10 +119,21 @@ fn binding_for(
     });
     let mut resolved = match resolved {
         Some(r) => r,
-        None => defaults_binding(m, function).ok_or_else(|| CliError::InvalidArgument {
-            message: format!("no function `{function}` in the manifest"),
-            help: "see `edgefn validate`".into(),
-        })?,
+        None => {
+            let mut r = defaults_binding(m, function).ok_or_else(|| CliError::InvalidArgument {
+                message: format!("no function `{function}` in the manifest"),
+                help: "see `edgefn validate`".into(),
+            })?;
+            // An unbound function run as on a device still sees that device's values.
+            if let Some(dev) = m.devices.get(&device) {
+                for v in r.env.values_mut() {
+                    if let Ok(x) = edgefn_schema::vars::expand(v, &device, dev) {
+                        *v = x;
+                    }
+                }
+            }
+            r
+        }
     };
     resolved.mode = Mode::Triggered;
     resolved.concurrency = resolved.concurrency.max(1);
@@ -573,13 +612,16 @@ pub(crate) fn invoke(args: &InvokeArgs) -> CliResult {
             m.functions.keys(),
         ));
     }
-    let (binding, device) = binding_for(m, &args.function, None, None)?;
+    let (binding, device) = binding_for(m, &args.function, None, args.device.as_deref())?;
     let sandbox = sandbox(args.sandbox)?;
     let rt = runtime()?;
     let spec = spec(m, &project.root, &args.function, binding, &device);
     let event = Event {
         topic: args.topic.clone(),
-        payload: parse_payload(&args.event),
+        payload: Payload::from_message(crate::payload::bytes(
+            &args.event,
+            edgefn_runtime::protocol::MAX_FRAME as u64,
+        )?),
     };
     // Printed as they come; the pool's stop returns once the runtime has read the instance's
     // output to its end, so the last lines are out before the result.

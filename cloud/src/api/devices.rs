@@ -76,6 +76,10 @@ pub(super) async fn add_device(
             name: req.name,
             token,
             mqtt: state.device_mqtt_url().cloned(),
+            mqtt_port: match state.device_mqtt_url() {
+                Some(_) => None,
+                None => state.broker_port(),
+            },
         }),
     ))
 }
