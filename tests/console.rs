@@ -604,4 +604,36 @@ fn sessions_and_csrf_are_enforced_and_pages_carry_a_strict_csp() {
         b"",
     );
     assert_eq!(after.status, 401, "{tokens}");
+
+    // A page following the live status does not hold up the control plane's stop.
+    use std::io::{BufRead, Write};
+    let mut events = std::net::TcpStream::connect(&addr).expect("connect");
+    write!(
+        events,
+        "GET /console/events HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .expect("request");
+    let mut reader = std::io::BufReader::new(events.try_clone().expect("clone"));
+    let mut line = String::new();
+    let mut saw_status = false;
+    for _ in 0..50 {
+        line.clear();
+        if reader.read_line(&mut line).expect("read") == 0 {
+            break;
+        }
+        if line.starts_with("event: status") {
+            saw_status = true;
+            break;
+        }
+    }
+    assert!(saw_status, "the live status starts with the whole status");
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(cloud.stop());
+    });
+    let stopped = done_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the control plane stops with a console page open");
+    assert!(stopped.success(), "{stopped:?}");
+    drop(events);
 }

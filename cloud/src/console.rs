@@ -298,6 +298,7 @@ async fn events(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Re
     caller.require_admin()?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(4);
     let mut changes = state.subscribe_changes();
+    let mut shutdown = state.shutdown_signal();
     tokio::spawn(async move {
         let mut sent: HashMap<String, String> = HashMap::new();
         let mut first = true;
@@ -335,8 +336,10 @@ async fn events(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Re
             if tx.send(Ok(event)).await.is_err() {
                 return; // the page went away
             }
-            if changes.changed().await.is_err() {
-                return; // the control plane is stopping
+            // The stream ends when the control plane stops, so that it can.
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return },
+                () = crate::messaging::stopped(&mut shutdown) => return,
             }
             // Coalesce a burst of reports into one event.
             tokio::time::sleep(Duration::from_millis(250)).await;

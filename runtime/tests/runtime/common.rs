@@ -79,7 +79,7 @@ pub fn logs() -> (LogSink, UnboundedReceiver<LogLine>) {
 /// Receives log lines until one satisfies `pred`; panics after 10 s.
 pub async fn wait_for_line(
     rx: &mut UnboundedReceiver<LogLine>,
-    pred: impl Fn(&LogLine) -> bool,
+    mut pred: impl FnMut(&LogLine) -> bool,
 ) -> LogLine {
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {

@@ -125,6 +125,22 @@ async fn handler_error(p: &Pool, case: &str) -> edgefn_runtime::HandlerError {
     }
 }
 
+/// Waits for a line matching `a` and one matching `b`, in either order: stdout and stderr are
+/// read by two tasks, so their lines reach the log in no set order.
+async fn both_lines(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<edgefn_runtime::LogLine>,
+    a: impl Fn(&edgefn_runtime::LogLine) -> bool,
+    b: impl Fn(&edgefn_runtime::LogLine) -> bool,
+) {
+    let (mut seen_a, mut seen_b) = (false, false);
+    wait_for_line(rx, |l| {
+        seen_a |= a(l);
+        seen_b |= b(l);
+        seen_a && seen_b
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn python_hostile_values_fail_the_event_not_the_instance() {
     let dir = bundle(&[("main.py", PY)]);
@@ -173,8 +189,12 @@ async fn python_hostile_values_fail_the_event_not_the_instance() {
 
     let (v, _) = ok(&p, "log-text").await;
     assert_eq!(v, json!("logged"));
-    wait_for_line(&mut rx, |l| l.line == r"out half \ud83d of a pair").await;
-    wait_for_line(&mut rx, |l| l.line.starts_with("err caf")).await;
+    both_lines(
+        &mut rx,
+        |l| l.line == r"out half \ud83d of a pair",
+        |l| l.line.starts_with("err caf"),
+    )
+    .await;
 
     assert_eq!(ok(&p, "fine").await.0, json!("ok"));
     assert_eq!(p.stats().started, 1, "one warm instance took it all");
@@ -225,8 +245,12 @@ async fn node_hostile_values_fail_the_event_not_the_instance() {
     );
 
     assert_eq!(ok(&p, "log-text").await.0, json!("logged"));
-    wait_for_line(&mut rx, |l| l.line == format!("out half {FFFD} of a pair")).await;
-    wait_for_line(&mut rx, |l| l.line == format!("err {FFFD}")).await;
+    both_lines(
+        &mut rx,
+        |l| l.line == format!("out half {FFFD} of a pair"),
+        |l| l.line == format!("err {FFFD}"),
+    )
+    .await;
 
     assert_eq!(ok(&p, "fine").await.0, json!("ok"));
     assert_eq!(p.stats().started, 1, "one warm instance took it all");
