@@ -12,7 +12,9 @@
 //! it applies a change and measures the time until every device has received it, and until every
 //! device has reported it (the cloud's fleet status shows all converged). It also reports the
 //! cloud's RSS while the N long-polls wait, its CPU time during the rollout, and the rate of
-//! non-waiting desired-state requests.
+//! non-waiting desired-state requests. Last, the web console at that size: the bytes and time
+//! of the first status an open page receives, and the delay from a device's report to the
+//! change reaching the page.
 //!
 //! Traffic goes only to 127.0.0.1; every loop is bounded in count and time.
 
@@ -343,6 +345,66 @@ async fn run(n: usize, rate_secs: usize) {
     println!(
         "cloud CPU time during the rollout: {cpu:.2} s; peak RSS {:.1} MiB",
         proc_field(pid, "VmHWM:") as f64 / 1024.0
+    );
+
+    // The web console at this fleet size: what an open page first receives (the whole status,
+    // as one server-sent event), and how long a device's report takes to reach it.
+    let signed = http
+        .post(format!("{url}/console/session"))
+        .json(&serde_json::json!({ "token": admin }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), 201);
+    let cookie = signed.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let t = Instant::now();
+    let mut events = http
+        .get(format!("{url}/console/events"))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let first_end = loop {
+        buf.extend_from_slice(&events.chunk().await.unwrap().expect("the first event"));
+        if let Some(i) = buf.windows(2).position(|w| w == b"\n\n") {
+            break i + 2;
+        }
+    };
+    let first = t.elapsed();
+    println!(
+        "console, first page's status with {n} devices: {:.1} KiB in {:.0} ms",
+        first_end as f64 / 1024.0,
+        first.as_secs_f64() * 1000.0
+    );
+    buf.drain(..first_end);
+    let (name, token) = (&names[0], &tokens[0]);
+    let t = Instant::now();
+    let r = http
+        .post(format!("{url}/v1/devices/{name}/status"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"state": "failed", "message": "bench"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let needle = format!("\"name\":\"{name}\"");
+    loop {
+        let text = String::from_utf8_lossy(&buf);
+        if text.contains("event: delta") && text.contains(&needle) {
+            break;
+        }
+        buf.extend_from_slice(&events.chunk().await.unwrap().expect("a delta"));
+    }
+    println!(
+        "console, a device's report → the change in an open page: {:.0} ms (changes are sent at most every 250 ms)",
+        t.elapsed().as_secs_f64() * 1000.0
     );
     let _ = child.kill();
     let _ = child.wait();
