@@ -375,6 +375,55 @@ fn the_console_signs_in_watches_the_fleet_follows_logs_rolls_back_and_signs_out(
             .expect("fetch");
         assert_eq!(refused, serde_json::json!(403));
 
+        // Add a device: registered, with its agent's configuration to download.
+        c.goto(&format!("{}/#/add-device", fleet.cloud.url))
+            .await
+            .expect("add a device");
+        watch_errors(&c).await;
+        let name = c
+            .wait()
+            .for_element(Locator::Css("#new-device"))
+            .await
+            .expect("the form");
+        // A name the API refuses: its message, as text.
+        c.execute(
+            "document.getElementById('new-device').removeAttribute('pattern');",
+            vec![],
+        )
+        .await
+        .expect("script");
+        name.send_keys("<script>x</script>\n").await.expect("type");
+        let refused = text_of(&c, "#new-device-result [role=alert]", "").await;
+        assert!(!refused.is_empty(), "the refusal is shown");
+        name.clear().await.expect("clear");
+        name.send_keys("gw-03\n").await.expect("type");
+        let config = text_of(&c, "#agent-config-text", "token: edgefn_dev_").await;
+        assert!(config.contains("device: gw-03"), "{config}");
+        assert!(
+            config.contains(&format!("cloud: {}", fleet.cloud.url)),
+            "{config}"
+        );
+        assert!(config.contains("mqtt: mqtt://127.0.0.1:"), "{config}");
+        let link = c
+            .find(Locator::Css("#agent-config"))
+            .await
+            .expect("download link");
+        assert_eq!(
+            link.attr("download").await.expect("attr").as_deref(),
+            Some("gw-03.yaml")
+        );
+        screenshot(&c, "add-device").await;
+        let devices = http(
+            &fleet.cloud.addr(),
+            "GET",
+            "/v1/devices",
+            Some(&fleet.cloud.admin),
+            &[],
+            b"",
+        )
+        .json();
+        assert!(devices.to_string().contains("gw-03"), "{devices}");
+
         let errors = console_errors(&c).await;
         assert!(errors.is_empty(), "errors in the browser: {errors:?}");
 

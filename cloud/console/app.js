@@ -423,6 +423,48 @@ async function revisionView(n) {
     h("pre", {}, typeof rev.manifest === "string" ? rev.manifest : JSON.stringify(rev.manifest, null, 2)));
 }
 
+// ---- Add a device ----------------------------------------------------------------------------
+
+// The agent's configuration for a registered device: what `edgefn device add` writes.
+function agentConfig(r) {
+  const host = location.hostname.includes(":") ? `[${location.hostname}]` : location.hostname;
+  const mqtt = r.mqtt || `mqtt://${host}:${r.mqtt_port || 1883}`;
+  return `# edgefn-agent configuration for device \`${r.name}\`. Keep it secret: it holds the device's token.\n` +
+    `# Run: edgefn-agent --config ${r.name}.yaml\n` +
+    `cloud: ${location.origin}\ndevice: ${r.name}\ntoken: ${r.token}\nmqtt: ${mqtt}\n`;
+}
+
+function addDeviceView() {
+  const name = h("input", { id: "new-device", required: true, pattern: "[a-z0-9][a-z0-9-]*",
+    placeholder: "gw-03", autocomplete: "off" });
+  const result = h("div", { id: "new-device-result" });
+  const form = h("form", { class: "card", onsubmit: async (e) => {
+    e.preventDefault();
+    result.replaceChildren();
+    try {
+      const r = await api("POST", "/v1/devices", { name: name.value.trim() });
+      const text = agentConfig(r);
+      const url = URL.createObjectURL(new Blob([text], { type: "application/yaml" }));
+      result.replaceChildren(h("div", { class: "card" },
+        h("h2", {}, `Device ${r.name} is registered`),
+        h("p", { class: "warn" }, "Its token is shown this once and the control plane keeps only its hash: download the file now, and keep it secret."),
+        h("p", {}, h("a", { id: "agent-config", href: url, download: `${r.name}.yaml` }, `Download ${r.name}.yaml`)),
+        h("pre", { id: "agent-config-text" }, text),
+        h("p", { class: "muted" }, "On the device: ", h("code", {}, `edgefn-agent --config ${r.name}.yaml`),
+          ". It runs what the manifest binds to it once the device is listed under `devices:` and applied.")));
+      name.value = "";
+    } catch (err) {
+      result.replaceChildren(h("p", { class: "bad", role: "alert" }, err.message));
+    }
+  } },
+    h("h1", {}, "Add a device"),
+    h("p", { class: "muted" }, "Registers the device with the control plane and gives you its agent's configuration file, with its own token."),
+    h("div", { class: "row" }, h("label", { for: "new-device" }, "Device name", name),
+      h("button", { type: "submit" }, "Register")));
+  show(form, result);
+  name.focus();
+}
+
 // ---- Routing ---------------------------------------------------------------------------------
 
 async function route() {
@@ -435,6 +477,7 @@ async function route() {
     if (parts[0] === "devices" && parts[1]) deviceView(parts[1]);
     else if (parts[0] === "revisions" && parts[1]) await revisionView(Number(parts[1]));
     else if (parts[0] === "revisions") await revisionsView();
+    else if (parts[0] === "add-device") addDeviceView();
     else fleetView();
   } catch (err) {
     if (err.status !== 401) show(h("p", { class: "bad", role: "alert" }, err.message));
