@@ -136,6 +136,25 @@ async fn watch_errors(c: &Client) {
     .expect("install the error hook");
 }
 
+/// Opens `url` and hooks the page's errors (see [`watch_errors`]).
+async fn open(c: &Client, url: &str) {
+    c.goto(url)
+        .await
+        .unwrap_or_else(|e| panic!("open {url}: {e}"));
+    watch_errors(c).await;
+}
+
+/// Clicks the element `css` once it is on the page.
+async fn click(c: &Client, css: &str) {
+    c.wait()
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("`{css}` never appeared: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click `{css}`: {e}"));
+}
+
 /// A project from the quickstart with a commit message full of markup, two registered devices
 /// and their agent files.
 struct Fleet {
@@ -232,10 +251,7 @@ fn the_console_signs_in_watches_the_fleet_follows_logs_rolls_back_and_signs_out(
         .expect("runtime");
     rt.block_on(async {
         let c = browser(&driver, 1280, 800).await;
-        c.goto(&format!("{}/", fleet.cloud.url))
-            .await
-            .expect("open");
-        watch_errors(&c).await;
+        open(&c, &format!("{}/", fleet.cloud.url)).await;
 
         // Sign in: a wrong token is refused with a message, the right one opens the fleet.
         let token = c
@@ -282,20 +298,10 @@ fn the_console_signs_in_watches_the_fleet_follows_logs_rolls_back_and_signs_out(
         screenshot(&c, "fleet").await;
 
         // The device page: functions, and logs that follow.
-        c.find(Locator::Css("#fleet-rows tr[data-device=gw-01] a"))
-            .await
-            .expect("link")
-            .click()
-            .await
-            .expect("open device");
+        click(&c, "#fleet-rows tr[data-device=gw-01] a").await;
         watch_errors(&c).await;
         text_of(&c, "#device-functions", "temp-filter").await;
-        c.find(Locator::Css("#log-follow"))
-            .await
-            .expect("follow")
-            .click()
-            .await
-            .expect("follow logs");
+        click(&c, "#log-follow").await;
         let r = fleet.agents[0].publish(
             "sensors/line1/temperature",
             &serde_json::json!({"celsius": 50}),
@@ -321,27 +327,13 @@ fn the_console_signs_in_watches_the_fleet_follows_logs_rolls_back_and_signs_out(
         .expect("write");
         git(fleet.project.path(), &["commit", "-qam", "threshold 45"]);
         ok(&edgefn_env(fleet.project.path(), &["apply"], &env));
-        c.goto(&format!("{}/#/revisions", fleet.cloud.url))
-            .await
-            .expect("revisions");
-        watch_errors(&c).await;
+        open(&c, &format!("{}/#/revisions", fleet.cloud.url)).await;
         let row = text_of(&c, "#revision-rows tr[data-revision='1']", "<script>").await;
         assert!(row.contains("onerror"), "{row}");
         screenshot(&c, "revisions").await;
-        c.find(Locator::Css("#revision-rows tr[data-revision='1'] a"))
-            .await
-            .expect("revision link")
-            .click()
-            .await
-            .expect("open revision 1");
+        click(&c, "#revision-rows tr[data-revision='1'] a").await;
         watch_errors(&c).await;
-        c.wait()
-            .for_element(Locator::Css("#rollback"))
-            .await
-            .expect("rollback button")
-            .click()
-            .await
-            .expect("roll back");
+        click(&c, "#rollback").await;
         c.accept_alert().await.expect("confirm the rollback");
         text_of(&c, "#rollback-result", "returns the fleet to revision 1").await;
         let history = http(
@@ -376,10 +368,7 @@ fn the_console_signs_in_watches_the_fleet_follows_logs_rolls_back_and_signs_out(
         assert_eq!(refused, serde_json::json!(403));
 
         // Add a device: registered, with its agent's configuration to download.
-        c.goto(&format!("{}/#/add-device", fleet.cloud.url))
-            .await
-            .expect("add a device");
-        watch_errors(&c).await;
+        open(&c, &format!("{}/#/add-device", fleet.cloud.url)).await;
         let name = c
             .wait()
             .for_element(Locator::Css("#new-device"))
@@ -428,12 +417,7 @@ fn the_console_signs_in_watches_the_fleet_follows_logs_rolls_back_and_signs_out(
         assert!(errors.is_empty(), "errors in the browser: {errors:?}");
 
         // Sign out: the session ends on the server too.
-        c.find(Locator::Css("#signout"))
-            .await
-            .expect("sign out")
-            .click()
-            .await
-            .expect("click");
+        click(&c, "#signout").await;
         c.wait()
             .for_element(Locator::Css("#token"))
             .await

@@ -208,20 +208,8 @@ impl Instance {
             protocol::read_frame(&mut self.chan, &mut self.body).await
         };
         match tokio::time::timeout(timeout, round_trip).await {
-            Err(_) => {
-                self.kill().await;
-                Err(InvokeError::Timeout {
-                    timeout_ms: timeout.as_millis() as u64,
-                })
-            }
-            Ok(Err(ProtocolError::Closed)) => Err(self.crashed().await),
-            Ok(Err(ProtocolError::Io(e))) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                Err(self.crashed().await)
-            }
-            Ok(Err(e)) => {
-                self.kill().await;
-                Err(InvokeError::Protocol(e))
-            }
+            Err(_) => Err(self.broken(None, timeout).await),
+            Ok(Err(e)) => Err(self.broken(Some(e), timeout).await),
             Ok(Ok(())) => match self.reply(id) {
                 Ok(r) => r,
                 Err(e) => {
@@ -229,6 +217,27 @@ impl Instance {
                     Err(InvokeError::Protocol(e))
                 }
             },
+        }
+    }
+
+    /// What a failed exchange with the instance means: past `timeout` (`None`) or a broken
+    /// protocol it is killed; a channel it closed is a crash (with its exit status).
+    async fn broken(&mut self, failure: Option<ProtocolError>, timeout: Duration) -> InvokeError {
+        match failure {
+            None => {
+                self.kill().await;
+                InvokeError::Timeout {
+                    timeout_ms: timeout.as_millis() as u64,
+                }
+            }
+            Some(ProtocolError::Closed) => self.crashed().await,
+            Some(ProtocolError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.crashed().await
+            }
+            Some(e) => {
+                self.kill().await;
+                InvokeError::Protocol(e)
+            }
         }
     }
 
@@ -303,16 +312,7 @@ impl Instance {
             }
         };
         match tokio::time::timeout(timeout, exchange).await {
-            Err(_) => {
-                self.kill().await;
-                Err(InvokeError::Timeout {
-                    timeout_ms: timeout.as_millis() as u64,
-                })
-            }
-            Ok(Err(ProtocolError::Closed)) => Err(self.crashed().await),
-            Ok(Err(ProtocolError::Io(e))) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                Err(self.crashed().await)
-            }
+            Err(_) => Err(self.broken(None, timeout).await),
             Ok(Err(ProtocolError::TooLarge { len })) => {
                 self.kill().await;
                 Err(InvokeError::Handler(HandlerError {
@@ -324,10 +324,7 @@ impl Instance {
                     traceback: None,
                 }))
             }
-            Ok(Err(e)) => {
-                self.kill().await;
-                Err(InvokeError::Protocol(e))
-            }
+            Ok(Err(e)) => Err(self.broken(Some(e), timeout).await),
             Ok(Ok(())) if stdio => {
                 self.spent = true;
                 let (exit, oom, error) = self.reap().await;

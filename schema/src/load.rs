@@ -809,7 +809,8 @@ fn check_device_values(cx: &mut Cx<'_>, m: &Manifest) {
         );
     }
     // (where, placeholder) → devices that run it without the label or value it names.
-    let mut missing: BTreeMap<(String, String), Vec<&str>> = BTreeMap::new();
+    // (where, `labels` or `vars`, key) → devices that run it without that label or value.
+    let mut missing: BTreeMap<(String, &str, &str), Vec<&str>> = BTreeMap::new();
     for (i, b) in m.bindings.iter().enumerate() {
         let Some(f) = m.functions.get(&b.function) else {
             continue;
@@ -832,15 +833,19 @@ fn check_device_values(cx: &mut Cx<'_>, m: &Manifest) {
                 continue;
             };
             for piece in pieces {
-                let (shown, labels, key) = match piece {
-                    Piece::Label(k) => (format!("${{device.labels.{k}}}"), true, k),
-                    Piece::Var(k) => (format!("${{device.vars.{k}}}"), false, k),
+                let (field, key) = match piece {
+                    Piece::Label(k) => ("labels", k),
+                    Piece::Var(k) => ("vars", k),
                     Piece::Text(_) | Piece::Name => continue,
                 };
                 for (name, d) in &m.devices {
-                    let values = if labels { &d.labels } else { &d.vars };
+                    let values = if field == "labels" {
+                        &d.labels
+                    } else {
+                        &d.vars
+                    };
                     if b.devices.matches(name, d) && !values.contains_key(key) {
-                        let list = missing.entry((path.clone(), shown.clone())).or_default();
+                        let list = missing.entry((path.clone(), field, key)).or_default();
                         if !list.contains(&name.as_str()) {
                             list.push(name);
                         }
@@ -849,20 +854,16 @@ fn check_device_values(cx: &mut Cx<'_>, m: &Manifest) {
             }
         }
     }
-    for ((path, shown), devices) in missing {
+    for ((path, field, key), devices) in missing {
+        let shown = format!("${{device.{field}.{key}}}");
         let span = cx.locs.get(&path).unwrap_or_default();
         let quoted: Vec<String> = devices.iter().map(|d| format!("`{d}`")).collect();
         let names = match quoted.split_last() {
             Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
             _ => quoted.concat(),
         };
-        let (what, fix) = if shown.starts_with("${device.vars.") {
-            let key = &shown["${device.vars.".len()..shown.len() - 1];
-            ("value", format!("`vars: {{ {key}: ... }}`"))
-        } else {
-            let key = &shown["${device.labels.".len()..shown.len() - 1];
-            ("label", format!("`labels: {{ {key}: ... }}`"))
-        };
+        let what = if field == "vars" { "value" } else { "label" };
+        let fix = format!("`{field}: {{ {key}: ... }}`");
         cx.emit(
             cx.error(
                 Code::UndefinedDeviceValue,

@@ -39,7 +39,11 @@ fn payload(text: &str) -> serde_json::Value {
 /// more than about 1 MiB with its own error).
 fn payload_arg(arg: &str) -> Result<serde_json::Value, CliError> {
     let bytes = crate::payload::bytes(arg, 2 << 20)?;
-    Ok(payload(&String::from_utf8_lossy(&bytes)))
+    let text = String::from_utf8(bytes).map_err(|_| CliError::InvalidArgument {
+        message: format!("{arg}: the payload is not UTF-8 text"),
+        help: "`edgefn publish` sends JSON or text; encode binary data (base64) first".into(),
+    })?;
+    Ok(payload(&text))
 }
 
 fn check_topic(topic: &str, filter: bool) -> Result<(), CliError> {
