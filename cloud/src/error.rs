@@ -70,6 +70,16 @@ impl From<StoreError> for ApiError {
  format!("upload these bundles first: {}", missing.join(", ")),
             )
             .details(serde_json::json!({ "missing": missing })),
+            StoreError::SecretsUnavailable { not_set, gone } if !not_set.is_empty() => ApiError::new(
+ ErrorCode::SecretNotSet,
+ format!("{} secret(s) named by the manifest are not set: {}; set each with `edgefn secret set NAME`, then apply again", not_set.len(), not_set.join(", ")),
+            )
+            .details(serde_json::json!({ "missing": not_set, "gone": gone })),
+            StoreError::SecretsUnavailable { gone, .. } => ApiError::new(
+ ErrorCode::SecretVersionGone,
+ format!("these secret versions are no longer kept (the control plane keeps the last {}): {}; set the secret again, or apply instead of rolling back", edgefn_schema::api::SECRET_VERSIONS_KEPT, gone.join(", ")),
+            )
+            .details(serde_json::json!({ "missing": gone })),
             StoreError::DeviceExists(name) => ApiError::new(
  ErrorCode::DeviceExists,
  format!("device `{name}` is already registered; remove it first to issue a new token"),

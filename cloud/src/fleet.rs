@@ -24,6 +24,8 @@ pub(crate) struct DeviceDesired {
     pub(crate) down_routes: Vec<ResolvedRoute>,
     /// The names of the bindings and functions it runs, sorted.
     pub(crate) runs: Vec<String>,
+    /// The secrets its bindings name, with their versions: all it may fetch.
+    pub(crate) secrets: BTreeMap<String, u64>,
 }
 
 impl DeviceDesired {
@@ -46,6 +48,8 @@ pub(crate) struct FleetView {
     pub(crate) manifest: Option<Manifest>,
     /// Its bundles.
     pub(crate) bundles: BTreeMap<String, String>,
+    /// The secret versions it pinned.
+    pub(crate) secrets: BTreeMap<String, u64>,
     /// Desired state of each device in the manifest.
     pub(crate) devices: HashMap<String, Arc<DeviceDesired>>,
 }
@@ -66,6 +70,7 @@ fn desired(revision: u64, state: DesiredState) -> Arc<DeviceDesired> {
     runs.extend(state.functions.keys().cloned());
     runs.sort();
     runs.dedup();
+    let secrets = state.secrets();
     let digest = state.digest();
     let body = serde_json::to_vec(&DesiredResponse {
         revision,
@@ -79,6 +84,7 @@ fn desired(revision: u64, state: DesiredState) -> Arc<DeviceDesired> {
         bundles,
         down_routes,
         runs,
+        secrets,
     })
 }
 
@@ -97,7 +103,8 @@ impl FleetView {
         let mut devices = HashMap::new();
         if let Some(m) = &manifest {
             for name in m.devices.keys() {
-                if let Some(state) = edgefn_schema::resolve(m, name, &rev.bundles) {
+                if let Some(mut state) = edgefn_schema::resolve(m, name, &rev.bundles) {
+                    state.pin_secrets(&rev.secrets);
                     devices.insert(name.clone(), desired(rev.summary.number, state));
                 }
             }
@@ -106,6 +113,7 @@ impl FleetView {
             revision: rev.summary.number,
             manifest,
             bundles: rev.bundles.clone(),
+            secrets: rev.secrets.clone(),
             devices,
         }
     }

@@ -13,12 +13,14 @@ mod messaging;
 mod metrics;
 pub mod openapi;
 mod registry;
+mod secrets;
 mod state;
 mod store;
 pub mod tls;
 
 pub use messaging::mosquitto::MosquittoError;
 pub use messaging::{BrokerUrlError, MosquittoFiles, MqttMode, parse_url as parse_mqtt_url};
+pub use secrets::KeyError;
 pub use store::StoreError;
 
 use std::future::Future;
@@ -39,6 +41,10 @@ pub struct Config {
     pub data: PathBuf,
     /// Read the admin token from this file, or write a new one there on first start.
     pub admin_token_file: Option<PathBuf>,
+    /// The key that seals secrets at rest (64 hex digits), created there, mode 0600, when the
+    /// first secret is set. Must be outside `data`. Default: `DATA.secret-key`, beside the
+    /// data folder.
+    pub secret_key_file: Option<PathBuf>,
 }
 
 /// Why the control plane could not start.
@@ -81,12 +87,16 @@ pub enum CloudError {
     /// Mosquitto's files could not be written or reloaded.
     #[error("mosquitto: {0}")]
     Mosquitto(#[source] MosquittoError),
+    /// The secrets key cannot be used.
+    #[error(transparent)]
+    SecretKey(#[from] KeyError),
 }
 
 /// A store ready to serve, and an admin token to show the operator if one was just created.
 #[derive(Debug)]
 pub struct Prepared {
     store: Arc<LocalStore>,
+    keyring: secrets::Keyring,
     admin: Vec<[u8; 32]>,
     data: PathBuf,
     mqtt: mqtt::MqttMode,
@@ -160,8 +170,14 @@ pub fn prepare(config: &Config) -> Result<Prepared, CloudError> {
         new_admin_token = Some(token);
     }
     let admin = live_admin_hashes(store.as_ref())?;
+    let key_file = config
+        .secret_key_file
+        .clone()
+        .unwrap_or_else(|| secrets::default_key_file(&config.data));
+    let keyring = secrets::Keyring::open(&key_file, &config.data, store.as_ref())?;
     Ok(Prepared {
         store,
+        keyring,
         admin,
         data: config.data.clone(),
         mqtt: mqtt::MqttMode::Disabled,
@@ -369,6 +385,7 @@ pub async fn serve(
     // Reads the whole registry, the latest revision and the reports: off the async threads.
     let state =
         tokio::task::spawn_blocking(move || AppState::load(store, admin, shutdown_rx)).await??;
+    state.set_keyring(prepared.keyring);
     if let Some(url) = prepared.device_mqtt_url {
         state.set_device_mqtt_url(url);
     }

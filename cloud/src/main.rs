@@ -23,6 +23,11 @@ struct Args {
     /// Read the admin token from this file; on first start, write a new one there (mode 0600)
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
+    /// The key that seals secrets at rest (64 hex digits), created there (mode 0600) when the
+    /// first secret is set; keep it outside the data folder and its backups [default:
+    /// DATA.secret-key, beside the data folder; also from $EDGEFN_SECRET_KEY_FILE]
+    #[arg(long, value_name = "PATH")]
+    secret_key_file: Option<PathBuf>,
     /// Address of the embedded MQTT broker, or `none` [default: 127.0.0.1:1883; if that address
     /// is taken and none was given, the cloud runs without messages and says so]
     #[arg(long, value_name = "ADDR|none", conflicts_with = "mqtt_url")]
@@ -74,6 +79,10 @@ fn main() -> ExitCode {
     let config = edgefn_cloud::Config {
         data: args.data.clone(),
         admin_token_file: args.admin_token_file.clone(),
+        secret_key_file: args
+            .secret_key_file
+            .clone()
+            .or_else(|| std::env::var_os("EDGEFN_SECRET_KEY_FILE").map(PathBuf::from)),
     };
     let prepared = match edgefn_cloud::prepare(&config) {
         Ok(p) => p,

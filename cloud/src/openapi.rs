@@ -22,6 +22,8 @@ pub enum Access {
     Device,
     /// An admin token, or a device token whose desired state names the bundle.
     DeviceBundle,
+    /// Only the token of the device named in the path (never an admin token).
+    DeviceOnly,
 }
 
 /// One documented operation.
@@ -220,6 +222,38 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         response: (200, Some("ndjson:LogLine")),
     },
+    Operation {
+        method: "get",
+        path: "/v1/secrets",
+        access: Access::Admin,
+        summary: "The secrets: names, versions kept, when last set, and which functions and bindings of the latest revision use each. Never a value.",
+        request: None,
+        response: (200, Some("SecretList")),
+    },
+    Operation {
+        method: "put",
+        path: "/v1/secrets/{name}",
+        access: Access::Admin,
+        summary: "Set a new version of a secret: the body is the value (1 byte to 64 KiB; 413 `secret_too_large`, 400 `invalid_secret` for an empty value or a bad name). Stored sealed (ChaCha20-Poly1305) under a key kept outside the data folder. When the latest revision uses the secret, a new revision with the new version is committed (a rollout).",
+        request: Some("secret"),
+        response: (201, Some("SecretSetResponse")),
+    },
+    Operation {
+        method: "delete",
+        path: "/v1/secrets/{name}",
+        access: Access::Admin,
+        summary: "Forget every value of a secret (its version numbers are never reused). 409 `secret_in_use` while the latest revision uses it.",
+        request: None,
+        response: (204, None),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/devices/{name}/secrets/{secret}",
+        access: Access::DeviceOnly,
+        summary: "The value of a secret the device's desired state names, at the version it names (`?version=` must equal it): raw bytes, `Cache-Control: no-store`, the version in `edgefn-secret-version`. 404 for a secret or version its desired state does not name.",
+        request: None,
+        response: (200, Some("secret")),
+    },
 ];
 
 fn add<T: JsonSchema>(
@@ -241,6 +275,9 @@ fn content(schema: Option<&str>) -> Option<Value> {
             Some(json!({"application/zstd": {"schema": {"type": "string", "format": "binary"}}}))
         }
         "text" => Some(json!({"text/plain": {"schema": {"type": "string"}}})),
+        "secret" => Some(
+            json!({"application/octet-stream": {"schema": {"type": "string", "format": "binary", "minLength": 1, "maxLength": edgefn_schema::api::MAX_SECRET_BYTES}}}),
+        ),
         ndjson if ndjson.starts_with("ndjson:") => Some(
             json!({"application/x-ndjson": {"schema": {"$ref": format!("#/components/schemas/{}", &ndjson[7..])}}}),
         ),
@@ -277,6 +314,12 @@ pub fn document() -> String {
     add::<edgefn_schema::api::PublishResponse>(&mut generator, &mut schemas, "PublishResponse");
     add::<crate::messaging::hub::MessageLine>(&mut generator, &mut schemas, "MessageLine");
     add::<edgefn_schema::wire::LogLine>(&mut generator, &mut schemas, "LogLine");
+    add::<Vec<edgefn_schema::api::SecretInfo>>(&mut generator, &mut schemas, "SecretList");
+    add::<edgefn_schema::api::SecretSetResponse>(
+        &mut generator,
+        &mut schemas,
+        "SecretSetResponse",
+    );
     for (name, schema) in generator.take_definitions(true) {
         schemas.entry(name).or_insert(schema);
     }
@@ -304,6 +347,9 @@ pub fn document() -> String {
             params.push(json!({"name": "binding", "in": "query", "description": "Only this binding's (function's) lines", "schema": {"type": "string"}}));
             params.push(json!({"name": "follow", "in": "query", "schema": {"type": "boolean", "default": false}}));
             params.push(json!({"name": "tail", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 100}}));
+        }
+        if op.path.ends_with("/secrets/{secret}") {
+            params.push(json!({"name": "version", "in": "query", "description": "The version the desired state names (default: that one)", "schema": {"type": "integer", "minimum": 1}}));
         }
         if op.path == "/v1/revisions" && op.method == "get" {
             params.push(json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}));
@@ -348,6 +394,9 @@ pub fn document() -> String {
                     "description".into(),
                     json!("Needs an admin token or the token of the device named in the path."),
                 );
+            }
+            Access::DeviceOnly => {
+                o.insert("description".into(), json!("Needs the token of the device named in the path; an admin token is refused (403)."));
             }
             Access::DeviceBundle => {
                 o.insert("description".into(), json!("Needs an admin token, or a device token whose desired state names this bundle."));

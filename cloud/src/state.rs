@@ -60,6 +60,8 @@ pub(crate) struct AppState {
     https: OnceLock<bool>,
     /// The embedded broker's port.
     broker_port: OnceLock<u16>,
+    /// The key that seals secrets (set once at start).
+    keyring: OnceLock<crate::secrets::Keyring>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -96,7 +98,18 @@ impl AppState {
             changes: watch::Sender::new(0),
             https: OnceLock::new(),
             broker_port: OnceLock::new(),
+            keyring: OnceLock::new(),
         }))
+    }
+
+    /// Uses `keyring` to seal and open secrets.
+    pub(crate) fn set_keyring(&self, keyring: crate::secrets::Keyring) {
+        let _ = self.keyring.set(keyring);
+    }
+
+    /// The secrets key (set at start).
+    pub(crate) fn keyring(&self) -> &crate::secrets::Keyring {
+        self.keyring.get().expect("the keyring is set before serving")
     }
 
     /// Tells devices registered from now on to use the broker at `url`.

@@ -28,6 +28,15 @@ pub enum StoreError {
     /// Bundles named by a revision are not stored.
     #[error("missing bundles: {}", .0.join(", "))]
     MissingBundles(Vec<String>),
+    /// Secret versions a revision names are not stored: never set (or removed), or no longer
+    /// kept (older than the last [`edgefn_schema::api::SECRET_VERSIONS_KEPT`]).
+    #[error("secrets not set: {}; versions no longer kept: {}", .not_set.join(", "), .gone.join(", "))]
+    SecretsUnavailable {
+        /// Names with no value at all.
+        not_set: Vec<String>,
+        /// `NAME@VERSION`s set once but no longer kept.
+        gone: Vec<String>,
+    },
     /// A device of that name is already registered.
     #[error("device `{0}` is already registered")]
     DeviceExists(String),
@@ -86,6 +95,45 @@ pub(crate) struct Draft {
     pub(crate) rollback_of: Option<u64>,
     /// Commit time.
     pub(crate) created_ms: u64,
+    /// The version of each secret its bindings name, checked to be stored in the commit's
+    /// transaction.
+    pub(crate) secrets: BTreeMap<String, u64>,
+}
+
+/// A secret's sealed versions (values encrypted by `crate::secrets`), stored by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SecretRecord {
+    /// Its name.
+    pub(crate) name: String,
+    /// The last version issued (from 1); never decreases, even when the secret is removed, so
+    /// a version number names one value forever.
+    pub(crate) last: u64,
+    /// The versions kept, oldest first; empty once removed.
+    pub(crate) versions: Vec<SealedVersion>,
+}
+
+impl SecretRecord {
+    /// The sealed value of `version`, when kept.
+    pub(crate) fn version(&self, version: u64) -> Option<&SealedVersion> {
+        self.versions.iter().find(|v| v.version == version)
+    }
+
+    /// The latest version kept.
+    pub(crate) fn latest(&self) -> Option<&SealedVersion> {
+        self.versions.last()
+    }
+}
+
+/// One version of a secret, sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SealedVersion {
+    /// Its number.
+    pub(crate) version: u64,
+    /// When it was set, ms since the Unix epoch.
+    pub(crate) created_ms: u64,
+    /// Nonce, ciphertext and tag (`crate::secrets::seal`), base64.
+    pub(crate) sealed: String,
 }
 
 /// A registered device.
@@ -148,6 +196,25 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Revokes the admin token whose id is `id` at `when_ms`, unless it is the last one not
     /// revoked. `Ok(None)` when no token not revoked has that id.
     fn revoke_admin_token(&self, id: &str, when_ms: u64) -> Result<Option<Revoked>, StoreError>;
+    /// Every secret record (removed ones too: they keep their last version number).
+    fn secrets(&self) -> Result<Vec<SecretRecord>, StoreError>;
+    /// One secret record.
+    fn secret(&self, name: &str) -> Result<Option<SecretRecord>, StoreError>;
+    /// Stores a new version of secret `name`, sealed by `seal` (given the new version's
+    /// number), keeping the last `keep` versions; returns the new version.
+    fn put_secret(
+        &self,
+        name: &str,
+        created_ms: u64,
+        keep: usize,
+        seal: &mut dyn FnMut(u64) -> Vec<u8>,
+    ) -> Result<u64, StoreError>;
+    /// Forgets every value of secret `name` (its version counter stays); false when it had none.
+    fn remove_secret(&self, name: &str) -> Result<bool, StoreError>;
+    /// A value sealed with the secrets key when it was first used, to recognise that key.
+    fn key_check(&self) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores [`Store::key_check`].
+    fn set_key_check(&self, sealed: &[u8]) -> Result<(), StoreError>;
 }
 
 /// What [`Store::revoke_admin_token`] did.
@@ -184,6 +251,11 @@ impl AdminTokenRecord {
 const REVISIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("revisions");
 const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
 const STATUS: TableDefinition<&str, &[u8]> = TableDefinition::new("status");
+/// Secrets: name → JSON [`SecretRecord`] (values sealed, never in plain text).
+const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
+/// Small facts about the store: `secret_key_check` (see [`Store::key_check`]).
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const KEY_CHECK: &str = "secret_key_check";
 /// The first format of the admin tokens: hash → 0. Migrated into [`ADMIN_TOKENS`] at open.
 const ADMIN_V1: TableDefinition<&[u8], u64> = TableDefinition::new("admin_tokens");
 /// Admin tokens: hash → JSON [`AdminTokenRecord`].
@@ -223,6 +295,8 @@ impl LocalStore {
         tx.open_table(REVISIONS)?;
         tx.open_table(DEVICES)?;
         tx.open_table(STATUS)?;
+        tx.open_table(SECRETS)?;
+        tx.open_table(META)?;
         {
             // Tokens of the first format become records named `initial`, in the same
             // transaction that empties the old table: whole or not at all.
@@ -341,6 +415,25 @@ impl Store for LocalStore {
             return Err(StoreError::MissingBundles(missing));
         }
         let tx = self.db.begin_write()?;
+        {
+            // Every pinned secret version is stored, checked in the commit's transaction.
+            let t = tx.open_table(SECRETS)?;
+            let (mut not_set, mut gone) = (Vec::new(), Vec::new());
+            for (name, version) in &draft.secrets {
+                let record: Option<SecretRecord> = match t.get(name.as_str())? {
+                    Some(v) => Some(parse(v.value())?),
+                    None => None,
+                };
+                match record {
+                    Some(r) if r.version(*version).is_some() => {}
+                    Some(r) if !r.versions.is_empty() => gone.push(format!("{name}@{version}")),
+                    _ => not_set.push(name.clone()),
+                }
+            }
+            if !not_set.is_empty() || !gone.is_empty() {
+                return Err(StoreError::SecretsUnavailable { not_set, gone });
+            }
+        }
         let revision = {
             let mut t = tx.open_table(REVISIONS)?;
             let latest = t.last()?.map_or(0, |(k, _)| k.value());
@@ -359,6 +452,7 @@ impl Store for LocalStore {
                 },
                 manifest: draft.manifest,
                 bundles: draft.bundles,
+                secrets: draft.secrets,
             };
             t.insert(latest + 1, json(&revision).as_slice())?;
             revision
@@ -476,6 +570,95 @@ impl Store for LocalStore {
         };
         tx.commit()?;
         Ok(outcome)
+    }
+
+    fn secrets(&self) -> Result<Vec<SecretRecord>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(SECRETS)?;
+        let mut out = Vec::new();
+        for entry in t.iter()? {
+            let (_, v) = entry?;
+            out.push(parse(v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn secret(&self, name: &str) -> Result<Option<SecretRecord>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(SECRETS)?;
+        match t.get(name)? {
+            Some(v) => Ok(Some(parse(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put_secret(
+        &self,
+        name: &str,
+        created_ms: u64,
+        keep: usize,
+        seal: &mut dyn FnMut(u64) -> Vec<u8>,
+    ) -> Result<u64, StoreError> {
+        use base64::Engine as _;
+        let tx = self.db.begin_write()?;
+        let version = {
+            let mut t = tx.open_table(SECRETS)?;
+            let mut record: SecretRecord = match t.get(name)? {
+                Some(v) => parse(v.value())?,
+                None => SecretRecord {
+                    name: name.to_owned(),
+                    last: 0,
+                    versions: Vec::new(),
+                },
+            };
+            record.last += 1;
+            let version = record.last;
+            record.versions.push(SealedVersion {
+                version,
+                created_ms,
+                sealed: base64::engine::general_purpose::STANDARD.encode(seal(version)),
+            });
+            let excess = record.versions.len().saturating_sub(keep.max(1));
+            record.versions.drain(..excess);
+            t.insert(name, json(&record).as_slice())?;
+            version
+        };
+        tx.commit()?;
+        Ok(version)
+    }
+
+    fn remove_secret(&self, name: &str) -> Result<bool, StoreError> {
+        let tx = self.db.begin_write()?;
+        let had = {
+            let mut t = tx.open_table(SECRETS)?;
+            let record: Option<SecretRecord> = match t.get(name)? {
+                Some(v) => Some(parse(v.value())?),
+                None => None,
+            };
+            match record {
+                Some(mut r) if !r.versions.is_empty() => {
+                    r.versions.clear();
+                    t.insert(name, json(&r).as_slice())?;
+                    true
+                }
+                _ => false,
+            }
+        };
+        tx.commit()?;
+        Ok(had)
+    }
+
+    fn key_check(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(META)?;
+        Ok(t.get(KEY_CHECK)?.map(|v| v.value().to_vec()))
+    }
+
+    fn set_key_check(&self, sealed: &[u8]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(META)?.insert(KEY_CHECK, sealed)?;
+        tx.commit()?;
+        Ok(())
     }
 }
 

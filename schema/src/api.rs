@@ -122,6 +122,55 @@ error_codes! {
     PayloadTooLarge => "payload_too_large", 413;
     /// A device name that is not registered.
     UnknownDevice => "unknown_device", 404;
+    /// A revision names secrets that are not set (details: `missing`, every one of them).
+    SecretNotSet => "secret_not_set", 422;
+    /// A secret value larger than [`MAX_SECRET_BYTES`].
+    SecretTooLarge => "secret_too_large", 413;
+    /// A secret name that is not valid, or an empty value.
+    InvalidSecret => "invalid_secret", 400;
+    /// Removing a secret the latest revision uses (details: `usedBy`).
+    SecretInUse => "secret_in_use", 409;
+    /// A rollback to a revision whose secret version is no longer kept (details: `missing`).
+    SecretVersionGone => "secret_version_gone", 422;
+}
+
+/// The largest secret value, in bytes (64 KiB): secrets are keys, passwords and certificates,
+/// not data. Checked by `edgefn secret set` before sending and by the control plane.
+pub const MAX_SECRET_BYTES: usize = 64 * 1024;
+
+/// The versions of a secret the control plane keeps: the latest and the ones before it, so that
+/// a rollback to a recent revision finds the value it ran with.
+pub const SECRET_VERSIONS_KEPT: usize = 5;
+
+/// One secret, as `GET /v1/secrets` lists it: never its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretInfo {
+    /// Its name.
+    pub name: String,
+    /// Its latest version (from 1; a name's versions are never reused, even after removal).
+    pub version: u64,
+    /// When the latest version was set, in milliseconds since the Unix epoch.
+    pub updated_ms: u64,
+    /// The versions kept, oldest first (at most [`SECRET_VERSIONS_KEPT`]).
+    pub versions: Vec<u64>,
+    /// The bindings and functions of the latest revision that use it (`binding/NAME`,
+    /// `function/NAME`), sorted.
+    pub used_by: Vec<String>,
+}
+
+/// The answer to `PUT /v1/secrets/{name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretSetResponse {
+    /// The secret's name.
+    pub name: String,
+    /// The version just stored.
+    pub version: u64,
+    /// The revision made to roll the new version out (the latest revision's manifest and
+    /// bundles with this version), when the latest revision uses the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -244,6 +293,10 @@ pub struct Revision {
     pub manifest: String,
     /// Bundle digest of every function.
     pub bundles: BTreeMap<String, String>,
+    /// The version of each secret its bindings name, pinned when it was committed (never a
+    /// value).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, u64>,
 }
 
 /// The answer to `POST /v1/revisions` and `POST /v1/rollback`.

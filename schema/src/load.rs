@@ -92,6 +92,7 @@ const FUNCTION_KEYS: &[&str] = &[
     "cpu",
     "timeout",
     "env",
+    "secrets",
 ];
 const DEVICE_KEYS: &[&str] = &["labels", "vars"];
 const BINDING_KEYS: &[&str] = &[
@@ -106,6 +107,7 @@ const BINDING_KEYS: &[&str] = &[
     "cpu",
     "timeout",
     "env",
+    "secrets",
 ];
 const SELECTOR_KEYS: &[&str] = &["names", "labels"];
 const ROUTE_KEYS: &[&str] = &["from", "to", "devices"];
@@ -343,6 +345,45 @@ fn decode_env(cx: &mut Cx<'_>, obj: &Obj<'_>, path: &str, owner: &str) -> BTreeM
     env
 }
 
+/// `secrets: [db-password, api-key]`: names of secrets, each valid and listed once.
+fn decode_secrets(cx: &mut Cx<'_>, obj: &Obj<'_>, path: &str, owner: &str) -> Vec<String> {
+    let Some(n) = obj.get("secrets") else {
+        return Vec::new();
+    };
+    let items = cx
+        .seq(
+            n,
+            &format!("the secrets of {owner}"),
+            "`secrets: [db-password]`",
+        )
+        .unwrap_or(&[]);
+    let mut names: Vec<String> = Vec::new();
+    for (j, item) in items.iter().enumerate() {
+        let Some(name) = cx.string(item, "a secret name", "`db-password`") else {
+            continue;
+        };
+        cx.locs.record(format!("{path}.secrets[{j}]"), item.span);
+        if !crate::manifest::valid_secret_name(&name) {
+            check_name(cx, &name, item.span, "secret");
+            continue;
+        }
+        if names.contains(&name) {
+            cx.emit(
+                cx.error(
+                    Code::DuplicateName,
+                    item.span,
+                    format!("{owner} lists the secret `{name}` twice"),
+                )
+                .label("listed before")
+                .help("list each secret once"),
+            );
+            continue;
+        }
+        names.push(name);
+    }
+    names
+}
+
 fn decode_function(cx: &mut Cx<'_>, name: &str, key: &Node, node: &Node) -> Option<Function> {
     let owner = format!("function `{name}`");
     let path_prefix = format!("functions.{name}");
@@ -396,6 +437,7 @@ fn decode_function(cx: &mut Cx<'_>, name: &str, key: &Node, node: &Node) -> Opti
     };
     let (memory, cpu, timeout) = decode_limits(cx, &obj, &path_prefix, &owner);
     let env = decode_env(cx, &obj, &path_prefix, &owner);
+    let secrets = decode_secrets(cx, &obj, &path_prefix, &owner);
     Some(Function {
         path: path?,
         runtime: runtime?,
@@ -405,6 +447,7 @@ fn decode_function(cx: &mut Cx<'_>, name: &str, key: &Node, node: &Node) -> Opti
         cpu,
         timeout,
         env,
+        secrets,
     })
 }
 
@@ -675,6 +718,7 @@ fn decode_binding(cx: &mut Cx<'_>, i: usize, node: &Node) -> Option<Binding> {
     });
     let (memory, cpu, timeout) = decode_limits(cx, &obj, &path, &owner);
     let env = decode_env(cx, &obj, &path, &owner);
+    let secrets = decode_secrets(cx, &obj, &path, &owner);
     Some(Binding {
         name,
         function: function?,
@@ -687,6 +731,7 @@ fn decode_binding(cx: &mut Cx<'_>, i: usize, node: &Node) -> Option<Binding> {
         cpu,
         timeout,
         env,
+        secrets,
     })
 }
 

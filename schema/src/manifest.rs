@@ -107,6 +107,35 @@ pub struct Manifest {
     pub routes: Vec<Route>,
 }
 
+impl Manifest {
+    /// Every secret the manifest names, with who names it (`function/NAME`, `binding/NAME`,
+    /// sorted): what a revision of it needs set.
+    pub fn secret_users(&self) -> BTreeMap<String, Vec<String>> {
+        let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (name, f) in &self.functions {
+            for s in &f.secrets {
+                users
+                    .entry(s.clone())
+                    .or_default()
+                    .push(format!("function/{name}"));
+            }
+        }
+        for b in &self.bindings {
+            for s in &b.secrets {
+                users
+                    .entry(s.clone())
+                    .or_default()
+                    .push(format!("binding/{}", b.effective_name()));
+            }
+        }
+        for v in users.values_mut() {
+            v.sort();
+            v.dedup();
+        }
+        users
+    }
+}
+
 /// A function: code in a folder, a runtime, a handler, and default limits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -132,6 +161,16 @@ pub struct Function {
     /// Environment variables.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Names of the secrets it needs (`edgefn secret set NAME`), each handed to it as a file:
+    /// `/run/secrets/NAME` in a container, `$EDGEFN_SECRETS_DIR/NAME` in the process sandbox.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+}
+
+/// Whether `name` is a valid secret name: the rule of [`valid_name`] (a secret's name is a file
+/// name in the function's secrets folder, so it keeps to the same safe alphabet).
+pub fn valid_secret_name(name: &str) -> bool {
+    valid_name(name)
 }
 
 /// The language a function is written in.
@@ -333,12 +372,29 @@ pub struct Binding {
     /// Added to (and overriding) the function's environment.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// Secrets this binding needs besides its function's (see [`Function::secrets`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
 impl Binding {
     /// The binding's name: its own, or its function's.
     pub fn effective_name(&self) -> &str {
         self.name.as_deref().unwrap_or(&self.function)
+    }
+
+    /// The secrets the binding hands its function: the function's, then its own, sorted and
+    /// without repeats (`function` is the binding's function, when the manifest defines it).
+    pub fn secret_names(&self, function: Option<&Function>) -> Vec<String> {
+        let mut names: Vec<String> = function
+            .map(|f| f.secrets.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .chain(self.secrets.iter().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 }
 

@@ -70,6 +70,12 @@ pub struct ResolvedBinding {
     pub timeout_ms: u64,
     /// Environment: the function's, then the binding's overrides.
     pub env: BTreeMap<String, String>,
+    /// The secrets handed to the function as files, by name, each with the version it runs
+    /// with (see [`DesiredState::pin_secrets`]; 0 where none is pinned, as for `edgefn test`,
+    /// which reads local values). Never a value: a new version moves the digest, so setting a
+    /// secret is a rollout. Absent when there are none, so existing digests do not change.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, u64>,
 }
 
 /// A route as it applies on a device.
@@ -90,6 +96,27 @@ impl DesiredState {
     pub fn digest(&self) -> String {
         let json = serde_json::to_vec(self).expect("desired state serializes");
         hex(&Sha256::digest(&json))
+    }
+
+    /// Pins every secret the bindings name to its version in `versions` (name → version);
+    /// names `versions` lacks keep the version they had. The control plane pins the versions a
+    /// revision recorded when it was committed.
+    pub fn pin_secrets(&mut self, versions: &BTreeMap<String, u64>) {
+        for b in &mut self.bindings {
+            for (name, version) in &mut b.secrets {
+                if let Some(v) = versions.get(name) {
+                    *version = *v;
+                }
+            }
+        }
+    }
+
+    /// Every secret the bindings name, with its version, sorted by name.
+    pub fn secrets(&self) -> BTreeMap<String, u64> {
+        self.bindings
+            .iter()
+            .flat_map(|b| b.secrets.iter().map(|(n, v)| (n.clone(), *v)))
+            .collect()
     }
 
     /// True when the device runs nothing.
@@ -178,6 +205,7 @@ pub fn defaults_binding(manifest: &Manifest, function: &str) -> Option<ResolvedB
         cpu_millis: f.cpu.unwrap_or(defaults::CPU).millis(),
         timeout_ms: f.timeout.unwrap_or(defaults::TIMEOUT).millis(),
         env: f.env.clone(),
+        secrets: f.secrets.iter().map(|n| (n.clone(), 0)).collect(),
     })
 }
 
@@ -242,6 +270,11 @@ pub fn resolve(
                 .unwrap_or(defaults::TIMEOUT)
                 .millis(),
             env,
+            secrets: b
+                .secret_names(Some(f))
+                .into_iter()
+                .map(|n| (n, 0))
+                .collect(),
         });
     }
     bindings.sort_by(|a, b| a.name.cmp(&b.name));

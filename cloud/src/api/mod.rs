@@ -8,6 +8,7 @@
 //! | [`status`] | `GET /v1/status`, `GET /metrics` |
 //! | [`tokens`] | `GET`/`POST /v1/tokens`, `DELETE /v1/tokens/{id}` |
 //! | [`messages`] | `POST /v1/publish`, `GET /v1/messages`, `GET /v1/devices/{name}/logs` |
+//! | [`secrets`] | `PUT`/`DELETE /v1/secrets/{name}`, `GET /v1/secrets`, `GET /v1/devices/{name}/secrets/{secret}` |
 //!
 //! Handlers read and change [`AppState`]; the state knows nothing of them.
 
@@ -15,6 +16,7 @@ mod bundles;
 mod devices;
 mod messages;
 mod revisions;
+mod secrets;
 mod status;
 mod tokens;
 
@@ -164,6 +166,19 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/devices/{name}/desired", get(devices::desired))
         .route("/v1/devices/{name}/status", post(devices::report_status))
         .route("/v1/status", get(status::fleet_status))
+        .route("/v1/secrets", get(secrets::list))
+        .route(
+            "/v1/secrets/{name}",
+            put(secrets::set)
+                .layer(DefaultBodyLimit::max(
+                    edgefn_schema::api::MAX_SECRET_BYTES + 1,
+                ))
+                .delete(secrets::remove),
+        )
+        .route(
+            "/v1/devices/{name}/secrets/{secret}",
+            get(secrets::device_secret),
+        )
         .route(
             "/v1/publish",
             post(messages::publish).layer(DefaultBodyLimit::max(MAX_PUBLISH_BODY_BYTES)),

@@ -2,6 +2,7 @@
 //! `GET /v1/revisions` lists them, `GET /v1/revisions/{n}` shows one, `POST /v1/rollback`
 //! applies an earlier one again as a new revision. Each commit publishes a new fleet view.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -17,7 +18,7 @@ use crate::error::{ApiError, blocking};
 use crate::fleet::FleetView;
 use crate::registry::Caller;
 use crate::state::AppState;
-use crate::store::Draft;
+use crate::store::{Draft, Store, StoreError};
 use edgefn_os::time::now_ms;
 use edgefn_schema::api::ErrorCode;
 
@@ -99,16 +100,74 @@ fn validate_submission(req: &NewRevision) -> Result<edgefn_schema::Manifest, Api
     Ok(manifest)
 }
 
-/// Commits a draft unless it equals the latest revision; publishes the new fleet view.
-async fn commit(
+/// Which secret versions a revision runs with.
+#[derive(Debug)]
+pub(super) enum Pins {
+    /// The latest version of each (an apply, a secret set).
+    Latest,
+    /// These (a rollback: the versions the older revision ran with); a name they lack gets
+    /// its latest version.
+    Kept(BTreeMap<String, u64>),
+}
+
+/// The latest version of each secret in `names`; every name without a value is listed in one
+/// [`StoreError::SecretsUnavailable`].
+pub(super) fn latest_versions(
+    store: &dyn Store,
+    names: &[String],
+) -> Result<BTreeMap<String, u64>, StoreError> {
+    let mut versions = BTreeMap::new();
+    let mut not_set = Vec::new();
+    for name in names {
+        match store.secret(name)?.as_ref().and_then(|r| r.latest()) {
+            Some(v) => {
+                versions.insert(name.clone(), v.version);
+            }
+            None => not_set.push(name.clone()),
+        }
+    }
+    if not_set.is_empty() {
+        Ok(versions)
+    } else {
+        Err(StoreError::SecretsUnavailable {
+            not_set,
+            gone: Vec::new(),
+        })
+    }
+}
+
+/// Commits a draft unless it equals the latest revision; publishes the new fleet view. The
+/// draft's secret versions are chosen here, under the commit lock, by `pins`.
+pub(super) async fn commit(
     state: &Arc<AppState>,
-    draft: Draft,
+    mut draft: Draft,
     manifest: &edgefn_schema::Manifest,
     expected_parent: Option<u64>,
+    pins: Pins,
 ) -> Result<(StatusCode, Json<ApplyResponse>), ApiError> {
     let _guard = state.commit.lock().await;
+    let names: Vec<String> = manifest.secret_users().into_keys().collect();
+    let store = state.store.clone();
+    draft.secrets = blocking(move || {
+        let mut latest_needed = names.clone();
+        let mut pinned = BTreeMap::new();
+        if let Pins::Kept(kept) = &pins {
+            latest_needed.retain(|n| !kept.contains_key(n));
+            pinned.extend(
+                names
+                    .iter()
+                    .filter_map(|n| kept.get(n).map(|v| (n.clone(), *v))),
+            );
+        }
+        pinned.extend(latest_versions(store.as_ref(), &latest_needed)?);
+        Ok(pinned)
+    })
+    .await?;
     let view = state.view();
-    if view.manifest.as_ref() == Some(manifest) && view.bundles == draft.bundles {
+    if view.manifest.as_ref() == Some(manifest)
+        && view.bundles == draft.bundles
+        && view.secrets == draft.secrets
+    {
         return Ok((
             StatusCode::OK,
             Json(ApplyResponse {
@@ -153,8 +212,9 @@ pub(super) async fn create_revision(
         provenance: req.provenance,
         rollback_of: None,
         created_ms: now_ms(),
+        secrets: BTreeMap::new(),
     };
-    commit(&state, draft, &manifest, req.expected_parent).await
+    commit(&state, draft, &manifest, req.expected_parent, Pins::Latest).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -231,14 +291,22 @@ pub(super) async fn rollback(
     })
     .await?;
     let draft = Draft {
-        manifest: old.manifest,
-        bundles: old.bundles,
+        manifest: old.manifest.clone(),
+        bundles: old.bundles.clone(),
         provenance: Provenance {
             message: Some(format!("rollback to revision {to}")),
-            ..old.summary.provenance
+            ..old.summary.provenance.clone()
         },
         rollback_of: Some(to),
         created_ms: now_ms(),
+        secrets: BTreeMap::new(),
     };
-    commit(&state, draft, &manifest, req.expected_parent).await
+    commit(
+        &state,
+        draft,
+        &manifest,
+        req.expected_parent,
+        Pins::Kept(old.secrets),
+    )
+    .await
 }
