@@ -245,6 +245,36 @@ impl CloudClient {
         Ok(())
     }
 
+    /// The value of secret `name` at `version`, as this device's desired state names it: at
+    /// most [`edgefn_schema::api::MAX_SECRET_BYTES`], read in chunks (a longer answer is an
+    /// error, never truncated). The value is held only by the caller, never logged.
+    pub(crate) async fn secret(&self, name: &str, version: u64) -> Result<Vec<u8>, CloudError> {
+        let max = edgefn_schema::api::MAX_SECRET_BYTES;
+        let resp = self
+            .http
+            .get(format!(
+                "{}/v1/devices/{}/secrets/{name}?version={version}",
+                self.base, self.device
+            ))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let mut resp = check(resp).await?;
+        let mut value = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
+            if value.len() + chunk.len() > max {
+                return Err(CloudError::Status {
+                    status: resp.status().as_u16(),
+                    body: format!("secret `{name}` version {version}: more than {max} bytes"),
+                });
+            }
+            value.extend_from_slice(&chunk);
+        }
+        Ok(value)
+    }
+
     /// Sends a status report.
     pub(crate) async fn report(&self, report: &StatusReport) -> Result<(), CloudError> {
         let resp = self

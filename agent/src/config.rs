@@ -11,6 +11,7 @@
 //! localMqtt: 127.0.0.1:1883              # the local MQTT listener, or `none`
 //! localMqttPassword: ...                 # required when localMqtt is not a loopback address
 //! mqttMaxPacketSize: 1088Ki              # the largest MQTT packet the cloud's broker takes
+//! secretsDir: /run/edgefn-secrets        # where secrets are kept: a memory file system
 //! ```
 
 use std::net::SocketAddr;
@@ -95,6 +96,7 @@ struct Raw {
     outbox_max_bytes: Option<String>,
     outbox_max_age: Option<String>,
     mqtt_max_packet_size: Option<String>,
+    secrets_dir: Option<PathBuf>,
 }
 
 /// The agent's settings.
@@ -128,6 +130,9 @@ pub struct AgentConfig {
     pub local_mqtt_configured: bool,
     /// The password local MQTT clients must give, if any.
     pub local_mqtt_password: Option<String>,
+    /// Where the functions' secrets are kept: a folder on a memory file system (tmpfs or
+    /// ramfs), never the data folder. Default: a private folder under `/dev/shm`, else `/run`.
+    pub secrets_dir: Option<PathBuf>,
     /// Long-poll wait per request.
     pub poll_wait: Duration,
     /// How often the agent reports its status when nothing changes.
@@ -225,7 +230,7 @@ impl AgentConfig {
             let msg = e.to_string();
             let key = msg.split('`').nth(1).unwrap_or("");
             let at = if key.is_empty() { 0 } else { source.text().find(&format!("{key}:")).unwrap_or(0) };
-            invalid(source, at, msg, "the keys are cloud, device, token, data, sandbox, healthWindow, localListen, localMqtt, localMqttPassword, pollWait, reportInterval, mqtt, mqttProtocol, mqttCa, cloudCa, outboxMaxBytes, outboxMaxAge, mqttMaxPacketSize")
+            invalid(source, at, msg, "the keys are cloud, device, token, data, sandbox, healthWindow, localListen, localMqtt, localMqttPassword, pollWait, reportInterval, mqtt, mqttProtocol, mqttCa, cloudCa, outboxMaxBytes, outboxMaxAge, mqttMaxPacketSize, secretsDir")
         })?;
         let at = |key: &str| source.text().find(&format!("{key}:")).unwrap_or(0);
         if !raw.cloud.starts_with("http://") && !raw.cloud.starts_with("https://") {
@@ -414,6 +419,7 @@ impl AgentConfig {
             source,
         )?;
         Ok(AgentConfig {
+            secrets_dir: raw.secrets_dir,
             cloud_ca,
             mqtt,
             mqtt_protocol,

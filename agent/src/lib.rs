@@ -18,6 +18,7 @@ mod poll;
 mod release;
 mod report;
 mod retry;
+mod secrets;
 mod state;
 mod update;
 pub mod uplink;
@@ -182,6 +183,14 @@ pub async fn run_with_hooks(
         });
         keep.push(record);
     });
+    let secret_folders = {
+        let (dir, data, owner) = (
+            config.secrets_dir.clone(),
+            config.data.clone(),
+            sandbox.options().run_as,
+        );
+        blocking(move || secrets::SecretFolders::open(dir.as_deref(), &data, owner)).await
+    };
     let faults = fault::Faults::new(config.crash_at);
     let layout = layout::Layout::open(&config.data)?;
     let outbox = outbox::Outbox::open(&config.data.join("outbox.redb"), config.outbox)?;
@@ -214,6 +223,7 @@ pub async fn run_with_hooks(
         state::StateFile::load(&config.data),
         faults,
         config.health_window,
+        secret_folders,
     );
     let (stop_tx, stop_rx) = watch::channel(false);
     // The local MQTT listener is up before the release starts, so a continuous function can

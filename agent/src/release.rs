@@ -13,6 +13,7 @@ use edgefn_schema::api::{DesiredResponse, FunctionStatus};
 use edgefn_schema::{Mode, ResolvedBinding};
 
 use crate::layout::Layout;
+use crate::secrets::SecretFolders;
 
 /// Counters of one binding.
 #[derive(Debug, Default)]
@@ -38,6 +39,8 @@ pub(crate) struct RunningRelease {
     pub(crate) desired: DesiredResponse,
     triggered: BTreeMap<String, Arc<Triggered>>,
     continuous: tokio::sync::Mutex<BTreeMap<String, Continuous>>,
+    /// Where its bindings' secrets are.
+    secrets: SecretFolders,
 }
 
 /// Why a release could not start.
@@ -50,7 +53,12 @@ pub(crate) struct ReleaseStartError {
     pub(crate) error: StartError,
 }
 
-fn spec(layout: &Layout, desired: &DesiredResponse, b: &ResolvedBinding) -> Option<FunctionSpec> {
+fn spec(
+    layout: &Layout,
+    desired: &DesiredResponse,
+    b: &ResolvedBinding,
+    secrets: &SecretFolders,
+) -> Option<FunctionSpec> {
     let f = desired.state.functions.get(&b.function)?;
     Some(FunctionSpec {
         binding: b.clone(),
@@ -60,6 +68,7 @@ fn spec(layout: &Layout, desired: &DesiredResponse, b: &ResolvedBinding) -> Opti
         bundle_dir: layout.bundle_dir(f.bundle.as_deref()?),
         device: desired.state.device.clone(),
         revision: desired.revision,
+        secrets_dir: secrets.folder(b),
     })
 }
 
@@ -72,6 +81,7 @@ impl RunningRelease {
         desired: DesiredResponse,
         sandbox: &Sandbox,
         log: &LogSink,
+        secrets: &SecretFolders,
     ) -> Result<RunningRelease, ReleaseStartError> {
         let mut triggered = BTreeMap::new();
         for b in desired
@@ -80,7 +90,7 @@ impl RunningRelease {
             .iter()
             .filter(|b| b.mode == Mode::Triggered)
         {
-            let Some(spec) = spec(layout, &desired, b) else {
+            let Some(spec) = spec(layout, &desired, b, secrets) else {
                 return Err(ReleaseStartError {
                     binding: b.name.clone(),
                     error: StartError::Sandbox("its function has no bundle".into()),
@@ -116,6 +126,7 @@ impl RunningRelease {
             desired,
             triggered,
             continuous: tokio::sync::Mutex::new(BTreeMap::new()),
+            secrets: secrets.clone(),
         })
     }
 
@@ -192,7 +203,7 @@ impl RunningRelease {
                 running.insert(b.name.clone(), c);
                 continue;
             }
-            let Some(spec) = spec(layout, &self.desired, b) else {
+            let Some(spec) = spec(layout, &self.desired, b, &self.secrets) else {
                 return Err(ReleaseStartError {
                     binding: b.name.clone(),
                     error: StartError::Sandbox("its function has no bundle".into()),

@@ -33,6 +33,7 @@ use crate::fault::{CrashPoint, Faults};
 use crate::layout::{Layout, LayoutError};
 use crate::release::RunningRelease;
 use crate::report::Reporter;
+use crate::secrets::SecretFolders;
 use crate::state::{Pending, StateFile};
 
 /// What an update needs; shared by the poll (which starts updates) and the health windows.
@@ -47,6 +48,8 @@ pub(crate) struct Updater {
     pub(crate) state: Arc<StateFile>,
     pub(crate) faults: Faults,
     pub(crate) health_window: Duration,
+    /// Where the functions' secrets are kept (a memory file system).
+    pub(crate) secrets: SecretFolders,
     /// Held by an update from start to end, and by a health window while it keeps or rolls
     /// back its release: one change to the releases at a time.
     changing: tokio::sync::Mutex<()>,
@@ -78,8 +81,10 @@ impl Updater {
         state: Arc<StateFile>,
         faults: Faults,
         health_window: Duration,
+        secrets: SecretFolders,
     ) -> Arc<Updater> {
         Arc::new(Updater {
+            secrets,
             layout,
             cloud,
             sandbox,
@@ -114,7 +119,18 @@ impl Updater {
             return;
         };
         let pending = self.state.lock().pending.clone();
-        match RunningRelease::start(&self.layout, current.clone(), &self.sandbox, &self.log).await {
+        // Kept in memory: after a reboot they are fetched again (the cloud must be reachable).
+        if let Err(e) = self.secrets.ensure(&self.cloud, &current.state).await {
+            tracing::warn!("the current release's secrets: {e}");
+        }
+        match RunningRelease::start(
+            &self.layout,
+            current.clone(),
+            &self.sandbox,
+            &self.log,
+            &self.secrets,
+        )
+        .await {
             Ok(release) => {
                 tracing::info!(revision = current.revision, digest = %current.digest, "running the current release");
                 // Nothing was active: nothing to wait for.
@@ -218,6 +234,16 @@ impl Updater {
             }
         }
 
+        // 1b. Secrets: the values of the versions the desired state names, into memory.
+        if let Err(e) = self.secrets.ensure(&self.cloud, &desired.state).await {
+            if self.secrets.unavailable() {
+                self.fail(&digest, format!("revision {revision} refused: {e}"))
+                    .await;
+                return Outcome::Done;
+            }
+            return self.interrupted(revision, e);
+        }
+
         // 2. The release, written whole.
         let release = desired.clone();
         if let Err(e) = self.disk(move |l| l.write_release(&release)).await {
@@ -234,8 +260,14 @@ impl Updater {
 
         // 3. The new instances, warm, before anything is switched.
         let next =
-            match RunningRelease::start(&self.layout, desired.clone(), &self.sandbox, &self.log)
-                .await
+            match RunningRelease::start(
+                &self.layout,
+                desired.clone(),
+                &self.sandbox,
+                &self.log,
+                &self.secrets,
+            )
+            .await
             {
                 Ok(r) => r,
                 Err(e) => {
@@ -297,6 +329,17 @@ impl Updater {
         let old = self.bus.live().swap(next).await;
         tracing::info!(revision, %digest, "switched to the new release");
         self.hand_over(old).await;
+        // Secrets folders no kept release (this one, the one to roll back to) uses.
+        let (secrets, kept) = (self.secrets.clone(), desired.state.clone());
+        self.disk(move |layout| {
+            let previous = layout.previous();
+            let mut keep = vec![&kept];
+            if let Some(p) = &previous {
+                keep.push(&p.state);
+            }
+            secrets.prune(&keep);
+        })
+        .await;
 
         // 5. The health window, while the caller goes on following the desired state; an empty
         // desired state runs nothing that could be unhealthy and is kept at once.
@@ -588,7 +631,12 @@ impl Updater {
 
     async fn roll_back_to(self: &Arc<Self>, prev: DesiredResponse, failed: &str, reason: String) {
         let digest = prev.digest.clone();
-        match RunningRelease::start(&self.layout, prev, &self.sandbox, &self.log).await {
+        if let Err(e) = self.secrets.ensure(&self.cloud, &prev.state).await {
+            tracing::warn!("the previous release's secrets: {e}");
+        }
+        match RunningRelease::start(&self.layout, prev, &self.sandbox, &self.log, &self.secrets)
+            .await
+        {
             Ok(release) => {
                 if let Err(e) = self.disk(move |l| l.point("current", &digest)).await {
                     release.stop().await;

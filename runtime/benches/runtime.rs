@@ -57,6 +57,7 @@ fn spec(runtime: Runtime, dir: &Path, concurrency: u32) -> FunctionSpec {
             cpu_millis: 2000,
             timeout_ms: 10_000,
             env: BTreeMap::new(),
+            secrets: BTreeMap::new(),
         },
         runtime,
         handler,
@@ -64,6 +65,7 @@ fn spec(runtime: Runtime, dir: &Path, concurrency: u32) -> FunctionSpec {
         bundle_dir: dir.to_path_buf(),
         device: "bench".into(),
         revision: 1,
+        secrets_dir: None,
     }
 }
 

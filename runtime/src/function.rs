@@ -25,7 +25,17 @@ pub struct FunctionSpec {
     pub device: String,
     /// Revision of the desired state, passed to the function.
     pub revision: u64,
+    /// The folder holding the binding's secrets, one file per secret (a private folder on a
+    /// memory file system): bound read-only at `/run/secrets` in a container, named by
+    /// `EDGEFN_SECRETS_DIR` in the process sandbox. Never passed as environment values.
+    pub secrets_dir: Option<PathBuf>,
 }
+
+/// Where a function's secrets are inside a container: one file per secret, read-only.
+pub const SECRETS_MOUNT: &str = "/run/secrets";
+
+/// The environment variable naming the folder of a function's secrets.
+pub const SECRETS_DIR_ENV: &str = "EDGEFN_SECRETS_DIR";
 
 impl FunctionSpec {
     /// The function's name.

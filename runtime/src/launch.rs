@@ -199,6 +199,17 @@ impl Launch {
             ("EDGEFN_MODE".into(), spec.binding.mode.as_str().into()),
             ("EDGEFN_PROTOCOL".into(), PROTOCOL_VERSION.to_string()),
         ]);
+        if spec.secrets_dir.is_some() {
+            let dir = match sandbox.kind() {
+                SandboxKind::Container => container::SECRETS_MOUNT.to_owned(),
+                _ => spec
+                    .secrets_dir
+                    .as_ref()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default(),
+            };
+            env.push((crate::function::SECRETS_DIR_ENV.into(), dir));
+        }
         env.extend(shim_env);
         let context = WireContext {
             function: spec.binding.function.clone(),
@@ -334,6 +345,7 @@ impl Launch {
             user: opts.run_as,
             probe: false,
             channel_as_stdio: self.plain,
+            secrets_dir: self.spec.secrets_dir.clone(),
         };
         let (control_read, control_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let (status_read, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;

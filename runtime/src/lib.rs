@@ -66,7 +66,7 @@ pub mod shim;
 
 pub use continuous::{Continuous, ContinuousOptions, ContinuousState, MessageSink};
 pub use error::{Exit, HandlerError, InvokeError, StartError};
-pub use function::{Event, FunctionSpec, Message, Reply};
+pub use function::{Event, FunctionSpec, Message, Reply, SECRETS_DIR_ENV, SECRETS_MOUNT};
 pub use log::{LogLine, LogSink, Stream};
 pub use pool::{Pool, PoolOptions, PoolStats};
 pub use protocol::{PROTOCOL_VERSION, Payload};

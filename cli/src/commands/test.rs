@@ -156,6 +156,7 @@ fn spec(
         bundle_dir: root.join(&f.path),
         device: device.to_owned(),
         revision: 0,
+        secrets_dir: None,
     }
 }
 

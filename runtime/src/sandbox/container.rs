@@ -24,6 +24,7 @@ pub(crate) const STATUS_FD: i32 = 4;
 
 /// Where the bundle is inside a container.
 pub(crate) const BUNDLE_MOUNT: &str = "/fn";
+pub(crate) use crate::function::SECRETS_MOUNT;
 
 /// Everything the helper needs, passed as JSON in argv\[2\].
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,6 +52,9 @@ pub(crate) struct HelperConfig {
     /// instead of its fd 3: a plain program.
     #[serde(default)]
     pub(crate) channel_as_stdio: bool,
+    /// The function's secrets folder on the host, bound read-only at [`SECRETS_MOUNT`].
+    #[serde(default)]
+    pub(crate) secrets_dir: Option<PathBuf>,
 }
 
 /// One line the helper writes on its status pipe.
@@ -163,6 +167,7 @@ fn probe(helper: &Path, options: &SandboxOptions) -> Result<(), String> {
         user: options.run_as,
         probe: true,
         channel_as_stdio: false,
+        secrets_dir: None,
     };
     let json = serde_json::to_string(&config).map_err(|e| e.to_string())?;
     let out = std::process::Command::new(helper)

@@ -18,7 +18,7 @@ use nix::unistd::Pid;
 use serde_json::json;
 
 use crate::sandbox::container::{
-    BUNDLE_MOUNT, HELPER_MARKER, HelperConfig, HelperStatus, STATUS_FD,
+    BUNDLE_MOUNT, HELPER_MARKER, SECRETS_MOUNT, HelperConfig, HelperStatus, STATUS_FD,
 };
 
 /// If this process was started as the sandbox helper (argv\[1\] is the helper marker), runs the
@@ -236,7 +236,7 @@ fn oom_killed(id: &str) -> bool {
 fn ensure_rootfs(state_dir: &Path) -> Result<PathBuf, String> {
     let rootfs = state_dir.join("rootfs");
     let fail = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
-    for dir in ["usr", "etc", "fn", "tmp", "proc", "dev"] {
+    for dir in ["usr", "etc", "fn", "tmp", "proc", "dev", "run/secrets"] {
         let p = rootfs.join(dir);
         std::fs::create_dir_all(&p).map_err(|e| fail(&p, e))?;
     }
@@ -267,7 +267,7 @@ fn oci_spec(cfg: &HelperConfig, rootfs: &Path) -> serde_json::Value {
                "options": ["rbind", "ro", "nosuid", "nodev"]})
     };
     let (uid, gid) = cfg.user.unwrap_or((0, 0));
-    json!({
+    let mut spec = json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
@@ -309,5 +309,10 @@ fn oci_spec(cfg: &HelperConfig, rootfs: &Path) -> serde_json::Value {
             "readonlyPaths": ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
                               "/proc/sysrq-trigger"]
         }
-    })
+    });
+    // The function's secrets, read-only at /run/secrets (a memory file system on the host).
+    if let (Some(dir), Some(mounts)) = (&cfg.secrets_dir, spec["mounts"].as_array_mut()) {
+        mounts.push(ro_bind(dir, SECRETS_MOUNT));
+    }
+    spec
 }

@@ -34,6 +34,7 @@ pub fn binding(name: &str, mode: Mode) -> ResolvedBinding {
         cpu_millis: 1000,
         timeout_ms: 5_000,
         env: BTreeMap::new(),
+        secrets: BTreeMap::new(),
     }
 }
 
@@ -48,6 +49,7 @@ pub fn exec_spec(args: &[&str]) -> FunctionSpec {
         bundle_dir: std::env::temp_dir(),
         device: "dev-1".into(),
         revision: 7,
+        secrets_dir: None,
     }
 }
 
@@ -69,6 +71,7 @@ pub fn lang_spec(runtime: Runtime, handler: &str, dir: &Path) -> FunctionSpec {
         bundle_dir: dir.to_path_buf(),
         device: "dev-1".into(),
         revision: 7,
+        secrets_dir: None,
     }
 }
 

@@ -21,6 +21,7 @@ fn sh(script: &str) -> FunctionSpec {
         bundle_dir: std::env::temp_dir(),
         device: "dev-1".into(),
         revision: 1,
+        secrets_dir: None,
     }
 }
 

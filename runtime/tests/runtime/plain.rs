@@ -19,6 +19,7 @@ fn sh(interface: Interface, script: &str) -> FunctionSpec {
         bundle_dir: std::env::temp_dir(),
         device: "dev-1".into(),
         revision: 3,
+        secrets_dir: None,
     }
 }
 

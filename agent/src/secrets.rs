@@ -1,0 +1,279 @@
+//! The functions' secrets on the device: fetched from the control plane (only those the desired
+//! state names, at the versions it names), kept on a memory file system, handed to each binding
+//! as a folder of files.
+//!
+//! The root is a private folder on tmpfs or ramfs: `secretsDir` from the configuration, or
+//! `/dev/shm/edgefn-agent-<id>` (else `/run/edgefn-agent-<id>`), `<id>` derived from the data
+//! folder so that two agents on one host keep apart. Nothing is written to the data folder, so
+//! no value reaches a disk or a backup, and a reboot forgets them all (they are fetched again
+//! when the agent next updates or boots with the cloud reachable). Without a memory file system
+//! a release that names secrets does not start, and says why; one that names none is not
+//! affected.
+//!
+//! Each binding's folder is named after the binding and a digest of its secrets' names and
+//! versions (`<binding>-<12 hex>`), so releases with the same versions share it and a new
+//! version is a new folder. A folder is written whole (files in a `.tmp-*` folder, then one
+//! rename) and never changed; folders no kept release uses are removed.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use edgefn_schema::{DesiredState, ResolvedBinding};
+use sha2::{Digest, Sha256};
+
+use crate::cloud::CloudClient;
+
+/// `f_type` of tmpfs (`TMPFS_MAGIC`, linux/magic.h).
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+/// `f_type` of ramfs (`RAMFS_MAGIC`, linux/magic.h).
+const RAMFS_MAGIC: i64 = 0x8584_58f6;
+
+/// Where the secrets of this agent's functions are kept.
+#[derive(Debug, Clone)]
+pub(crate) struct SecretFolders {
+    /// The root folder, or why there is none.
+    root: Result<PathBuf, String>,
+    /// Owner of the files (the sandbox's `run_as`), so the function can read them.
+    owner: Option<(u32, u32)>,
+}
+
+/// Whether `path` is on a memory file system.
+fn in_memory(path: &Path) -> bool {
+    rustix::fs::statfs(path).is_ok_and(|s| {
+        #[allow(clippy::unnecessary_cast)]
+        let t = s.f_type as i64;
+        t == TMPFS_MAGIC || t == RAMFS_MAGIC
+    })
+}
+
+fn hex12(bytes: &[u8]) -> String {
+    edgefn_schema::resolve::hex(&Sha256::digest(bytes))[..12].to_owned()
+}
+
+impl SecretFolders {
+    /// The folders of the agent whose data folder is `data`, under `configured` when given.
+    /// Never fails: a missing memory file system is reported when a release needs it.
+    pub(crate) fn open(
+        configured: Option<&Path>,
+        data: &Path,
+        owner: Option<(u32, u32)>,
+    ) -> SecretFolders {
+        let root = Self::choose(configured, data).and_then(|root| {
+            let mode = if owner.is_some() { 0o711 } else { 0o700 };
+            match std::fs::DirBuilder::new().mode(mode).create(&root) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(format!("cannot create {}: {e}", root.display())),
+            }
+            // Narrowed even when it existed: nobody else lists or reads it.
+            std::fs::set_permissions(&root, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| format!("{}: {e}", root.display()))?;
+            // Folders a crash left half written.
+            if let Ok(entries) = std::fs::read_dir(&root) {
+                for e in entries.flatten() {
+                    if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+            Ok(root)
+        });
+        SecretFolders { root, owner }
+    }
+
+    fn choose(configured: Option<&Path>, data: &Path) -> Result<PathBuf, String> {
+        if let Some(dir) = configured {
+            let probe = if dir.exists() {
+                dir
+            } else {
+                dir.parent().unwrap_or(Path::new("/"))
+            };
+            if !in_memory(probe) {
+                return Err(format!(
+                    "secretsDir {} is not on a memory file system (tmpfs or ramfs): secrets are kept only in memory; mount a tmpfs there or choose a folder under /dev/shm",
+                    dir.display()
+                ));
+            }
+            return Ok(dir.to_owned());
+        }
+        let data = std::path::absolute(data).unwrap_or_else(|_| data.to_owned());
+        let id = hex12(data.as_os_str().as_encoded_bytes());
+        for base in ["/dev/shm", "/run"] {
+            if in_memory(Path::new(base)) {
+                return Ok(Path::new(base).join(format!("edgefn-agent-{id}")));
+            }
+        }
+        Err("neither /dev/shm nor /run is a memory file system, and no `secretsDir` is configured: secrets are kept only in memory; mount a tmpfs and name it with `secretsDir`".into())
+    }
+
+    /// Whether there is no memory file system to keep secrets in (a release naming secrets
+    /// cannot run here; retrying does not help).
+    pub(crate) fn unavailable(&self) -> bool {
+        self.root.is_err()
+    }
+
+    /// The folder of `binding`'s secrets; `None` when it names none.
+    pub(crate) fn folder(&self, binding: &ResolvedBinding) -> Option<PathBuf> {
+        if binding.secrets.is_empty() {
+            return None;
+        }
+        let root = self
+            .root
+            .clone()
+            .unwrap_or_else(|_| PathBuf::from("/nonexistent-edgefn-secrets"));
+        Some(root.join(Self::folder_name(binding)))
+    }
+
+    fn folder_name(binding: &ResolvedBinding) -> String {
+        let pins: String = binding
+            .secrets
+            .iter()
+            .map(|(n, v)| format!("{n}={v}\n"))
+            .collect();
+        format!("{}-{}", binding.name, hex12(pins.as_bytes()))
+    }
+
+    /// Makes sure every binding of `state` has its secrets folder, fetching what is missing
+    /// from the control plane. The error says what failed, never a value.
+    pub(crate) async fn ensure(
+        &self,
+        cloud: &CloudClient,
+        state: &DesiredState,
+    ) -> Result<(), String> {
+        let wanted: Vec<&ResolvedBinding> = state
+            .bindings
+            .iter()
+            .filter(|b| !b.secrets.is_empty())
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let root = self.root.clone()?;
+        let mut fetched: BTreeMap<(String, u64), Vec<u8>> = BTreeMap::new();
+        for b in wanted {
+            let dir = root.join(Self::folder_name(b));
+            if dir.is_dir() {
+                continue;
+            }
+            let mut files = Vec::new();
+            for (name, version) in &b.secrets {
+                let key = (name.clone(), *version);
+                if !fetched.contains_key(&key) {
+                    let value = cloud.secret(name, *version).await.map_err(|e| {
+                        format!("cannot fetch secret `{name}` version {version}: {e}")
+                    })?;
+                    fetched.insert(key.clone(), value);
+                }
+                files.push((name.clone(), fetched[&key].clone()));
+            }
+            let (root, owner) = (root.clone(), self.owner);
+            crate::blocking(move || write_folder(&root, &dir, &files, owner))
+                .await
+                .map_err(|e| format!("cannot write the secrets of `{}`: {e}", b.name))?;
+        }
+        Ok(())
+    }
+
+    /// Removes the folders no binding of `keep` uses.
+    pub(crate) fn prune(&self, keep: &[&DesiredState]) {
+        let Ok(root) = &self.root else { return };
+        let used: Vec<String> = keep
+            .iter()
+            .flat_map(|s| s.bindings.iter())
+            .filter(|b| !b.secrets.is_empty())
+            .map(Self::folder_name)
+            .collect();
+        if let Ok(entries) = std::fs::read_dir(root) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !used.contains(&name) && !name.starts_with(".tmp-") {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+    }
+}
+
+/// Writes `files` into a new folder and renames it to `dir`: the folder 0500 and each file
+/// 0400, owned by `owner` when given, created with `O_EXCL|O_NOFOLLOW`.
+fn write_folder(
+    root: &Path,
+    dir: &Path,
+    files: &[(String, Vec<u8>)],
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<()> {
+    let mut suffix = [0u8; 6];
+    getrandom::fill(&mut suffix).map_err(std::io::Error::other)?;
+    let tmp = root.join(format!(".tmp-{}", edgefn_schema::resolve::hex(&suffix)));
+    std::fs::DirBuilder::new().mode(0o700).create(&tmp)?;
+    let written = (|| {
+        for (name, value) in files {
+            let path = tmp.join(name);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o400)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(&path)?;
+            f.write_all(value)?;
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
+            }
+        }
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&tmp, Some(uid), Some(gid))?;
+        }
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o500))?;
+        match std::fs::rename(&tmp, dir) {
+            // Another update wrote the same folder first: the same values.
+            Err(_) if dir.is_dir() => Ok(()),
+            other => other,
+        }
+    })();
+    if tmp.exists() {
+        let _ = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o700));
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_configured_folder_off_memory_is_refused_with_the_reason() {
+        let data = tempfile::tempdir().expect("tmp");
+        // The data folder's own file system is not where secrets go unless it is in memory.
+        let dir = data.path().join("secrets");
+        let f = SecretFolders::open(Some(&dir), data.path(), None);
+        if !in_memory(data.path()) {
+            let err = f.root.expect_err("refused");
+            assert!(err.contains("not on a memory file system"), "{err}");
+        }
+    }
+
+    #[test]
+    fn folders_are_written_whole_and_private() {
+        let Ok(base) = tempfile::tempdir_in("/dev/shm") else {
+            return;
+        };
+        let data = tempfile::tempdir().expect("tmp");
+        let f = SecretFolders::open(Some(&base.path().join("s")), data.path(), None);
+        let root = f.root.clone().expect("in memory");
+        let dir = root.join("b-1");
+        write_folder(&root, &dir, &[("db-password".into(), b"v1".to_vec())], None)
+            .expect("written");
+        let meta = std::fs::metadata(dir.join("db-password")).expect("file");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o400);
+        assert_eq!(
+            std::fs::metadata(&root).expect("root").permissions().mode() & 0o777,
+            0o700
+        );
+        assert_eq!(std::fs::read(dir.join("db-password")).expect("read"), b"v1");
+        f.prune(&[]);
+        assert!(!dir.exists());
+    }
+}
