@@ -182,6 +182,7 @@ fn latency(rt: &tokio::runtime::Runtime, port: u16, dir: &std::path::Path) {
     let config = edgefn_cloud::Config {
         data: dir.join("cloud"),
         admin_token_file: Some(dir.join("admin.token")),
+        secret_key_file: None,
     };
     let prepared = edgefn_cloud::prepare(&config).unwrap();
     let listener = rt

@@ -88,6 +88,13 @@ pub(crate) enum Command {
         after_help = "Example:\n  edgefn token create ci\n  edgefn token list\n  edgefn token revoke 3f9a0c1d2e4b"
     )]
     Token(TokenCommand),
+    /// Set, list and remove secrets: values functions read as files, kept encrypted by the
+    /// control plane, never in git
+    #[command(
+        subcommand,
+        after_help = "Example:\n  printf %s \"$DB_PASSWORD\" | edgefn secret set db-password\n  edgefn secret list\n  edgefn secret rm db-password"
+    )]
+    Secret(SecretCommand),
     /// Save the control plane's URL and an admin token for later commands
     #[command(after_help = "Example:\n  edgefn login --cloud http://127.0.0.1:7070 < admin.token")]
     Login(LoginArgs),
@@ -330,6 +337,64 @@ pub(crate) enum TokenCommand {
     /// Revoke an admin token at once (not the last one: create another first)
     #[command(after_help = "Example:\n  edgefn token revoke 3f9a0c1d2e4b")]
     Revoke(TokenRevokeArgs),
+}
+
+/// `edgefn secret ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum SecretCommand {
+    /// Set a new version of a secret (the value from stdin, or --from-file); when the latest
+    /// revision uses it, a new revision rolls it out
+    #[command(
+        after_help = "The value is at most 64 KiB and not empty. From stdin one trailing newline is removed (what `echo` adds); --from-file takes the file's bytes as they are.\n\nExample:\n  printf %s \"$DB_PASSWORD\" | edgefn secret set db-password --wait\n  edgefn secret set tls-key --from-file key.pem"
+    )]
+    Set(SecretSetArgs),
+    /// List the secrets: names, versions, when set, which functions and bindings use them; never
+    /// a value
+    #[command(after_help = "Example:\n  edgefn secret list --output json")]
+    List(SecretListArgs),
+    /// Remove a secret's values (refused while the latest revision uses it)
+    #[command(after_help = "Example:\n  edgefn secret rm db-password")]
+    Rm(SecretRmArgs),
+}
+
+/// `edgefn secret set`.
+#[derive(Debug, Args)]
+pub(crate) struct SecretSetArgs {
+    /// The secret's name (lowercase letters, digits, `-`, `_`), as listed under `secrets:`
+    pub(crate) name: String,
+    /// Read the value from this file (its exact bytes) instead of stdin
+    #[arg(long, value_name = "PATH")]
+    pub(crate) from_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) cloud: CloudArgs,
+    /// Follow the rollout the new version starts until every registered device runs it
+    #[arg(long)]
+    pub(crate) wait: bool,
+    /// How long `--wait` waits before failing
+    #[arg(long, default_value = "5m", value_name = "DURATION")]
+    pub(crate) timeout: String,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub(crate) output: Output,
+}
+
+/// `edgefn secret list`.
+#[derive(Debug, Args)]
+pub(crate) struct SecretListArgs {
+    #[command(flatten)]
+    pub(crate) cloud: CloudArgs,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub(crate) output: Output,
+}
+
+/// `edgefn secret rm`.
+#[derive(Debug, Args)]
+pub(crate) struct SecretRmArgs {
+    /// The secret's name
+    pub(crate) name: String,
+    #[command(flatten)]
+    pub(crate) cloud: CloudArgs,
 }
 
 /// `edgefn token create`.

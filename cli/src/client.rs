@@ -290,6 +290,25 @@ impl Client {
         }
     }
 
+    /// PUT raw bytes (`application/octet-stream`), returning the decoded JSON answer.
+    pub(crate) fn put_raw<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        bytes: Vec<u8>,
+    ) -> Result<T, CliError> {
+        let (status, body) = self.send(
+            self.http
+                .put(format!("{}{path}", self.base))
+                .header("content-type", "application/octet-stream")
+                .header(
+                    "user-agent",
+                    format!("edgefn {}", env!("CARGO_PKG_VERSION")),
+                )
+                .body(bytes),
+        )?;
+        self.decode(status, &body)
+    }
+
     /// DELETE.
     pub(crate) fn delete(&self, path: &str) -> Result<(), CliError> {
         let (status, body) = self.send(self.http.delete(format!("{}{path}", self.base)))?;

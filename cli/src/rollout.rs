@@ -51,6 +51,35 @@ pub(crate) struct Submitted {
     pub(crate) request: NewRevision,
 }
 
+/// Checks that every secret `manifest` names is set on the control plane; otherwise an error
+/// listing every missing one, with who uses it (nothing is uploaded before this check).
+pub(crate) fn check_secrets_set(
+    client: &Client,
+    manifest: &edgefn_schema::Manifest,
+) -> Result<(), CliError> {
+    let users = manifest.secret_users();
+    if users.is_empty() {
+        return Ok(());
+    }
+    let set: Vec<edgefn_schema::api::SecretInfo> = client.get("/v1/secrets")?;
+    let missing: Vec<String> = users
+        .iter()
+        .filter(|(name, _)| !set.iter().any(|s| &s.name == *name))
+        .map(|(name, who)| format!("`{name}` (used by {})", who.join(", ")))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::InvalidArgument {
+        message: format!(
+            "{} secret(s) the manifest names are not set on the control plane: {}; nothing was uploaded",
+            missing.len(),
+            missing.join(", ")
+        ),
+        help: "set each with `printf %s \"$VALUE\" | edgefn secret set NAME` (or `--from-file PATH`), then apply again".into(),
+    })
+}
+
 /// Packages the project, uploads the bundles the cloud lacks, and submits the revision against
 /// the latest one.
 pub(crate) fn submit(
@@ -61,6 +90,7 @@ pub(crate) fn submit(
     provenance: edgefn_schema::api::Provenance,
     output: Output,
 ) -> Result<Submitted, CliError> {
+    check_secrets_set(client, manifest)?;
     let bundles = package::package_all(&project.root, manifest)?;
     let parent = latest_revision(client)?;
     let digests: Vec<String> = bundles.iter().map(|b| b.digest.clone()).collect();

@@ -33,7 +33,7 @@ pub(crate) fn project(name: &str) -> Vec<NewFile> {
         NewFile::new("functions/.gitkeep", ""),
         NewFile::new(
             ".gitignore",
-            "# edgefn dev state (local control plane and agents)\n.edgefn/\n",
+            "# edgefn dev state (local control plane and agents)\n.edgefn/\n# local values of secrets for `edgefn test` and `edgefn dev` (never in git)\nsecrets.local.yaml\n",
         ),
         NewFile::new(
             ".edgefnignore",

@@ -48,6 +48,7 @@ pub(crate) fn control_plane(
     let config = edgefn_cloud::Config {
         data: data.join("cloud"),
         admin_token_file: Some(data.join("admin.token")),
+        secret_key_file: None,
     };
     let prepared = edgefn_cloud::prepare(&config).unwrap();
     let listener = rt

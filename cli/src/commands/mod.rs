@@ -13,6 +13,7 @@ pub(crate) mod login;
 pub(crate) mod messages;
 pub(crate) mod new;
 pub(crate) mod package;
+pub(crate) mod secret;
 pub(crate) mod test;
 pub(crate) mod token;
 pub(crate) mod validate;
@@ -37,6 +38,7 @@ pub(crate) fn run(cli: Cli) -> CliResult<Outcome> {
         Command::Rollback(args) => fleet::rollback(&args),
         Command::Device(cmd) => device::run(&cmd),
         Command::Token(cmd) => token::run(&cmd),
+        Command::Secret(cmd) => secret::run(&cmd),
         Command::Login(args) => login::run(&args),
         Command::Publish(args) => messages::publish(&args),
         Command::Subscribe(args) => messages::subscribe(&args),

@@ -1,6 +1,7 @@
 //! `edgefn test` and `edgefn invoke`: functions run by the same runtime the agent uses, on this
 //! machine, against simulated messages.
 
+use crate::local_secrets::LocalSecrets;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write;
@@ -146,9 +147,11 @@ fn spec(
     function: &str,
     binding: ResolvedBinding,
     device: &str,
-) -> edgefn_runtime::FunctionSpec {
+    secrets: &mut LocalSecrets,
+) -> Result<edgefn_runtime::FunctionSpec, CliError> {
     let f = &m.functions[function];
-    edgefn_runtime::FunctionSpec {
+    let secrets_dir = secrets.folder_for(&binding)?;
+    Ok(edgefn_runtime::FunctionSpec {
         binding,
         runtime: f.runtime,
         handler: f.handler.clone(),
@@ -156,8 +159,8 @@ fn spec(
         bundle_dir: root.join(&f.path),
         device: device.to_owned(),
         revision: 0,
-        secrets_dir: None,
-    }
+        secrets_dir,
+    })
 }
 
 fn payload_json(p: &Payload) -> serde_json::Value {
@@ -315,7 +318,8 @@ pub(crate) fn run(args: &TestArgs) -> CliResult {
     let sandbox = sandbox(args.sandbox)?;
     eprintln!("sandbox: {} ({})", sandbox.kind(), sandbox.reason());
     let rt = runtime()?;
-    let results = rt.block_on(run_cases(&sandbox, &project.root, m, cases))?;
+    let mut secrets = LocalSecrets::load(&project.root)?;
+    let results = rt.block_on(run_cases(&sandbox, &project.root, m, cases, &mut secrets))?;
 
     let mut out = std::io::stdout().lock();
     let failed = results.iter().filter(|r| !r.failures.is_empty()).count();
@@ -365,6 +369,7 @@ async fn run_cases(
     root: &Path,
     m: &Manifest,
     cases: Vec<(String, PathBuf, TestCase)>,
+    secrets: &mut LocalSecrets,
 ) -> Result<Vec<CaseResult>, CliError> {
     let mut results = Vec::new();
     for (function, file, case) in cases {
@@ -376,7 +381,7 @@ async fn run_cases(
         )?;
         let (sink, mut logs) = LogSink::channel();
         let pool = Pool::start(
-            spec(m, root, &function, binding, &device),
+            spec(m, root, &function, binding, &device, secrets)?,
             PoolOptions::default(),
             sandbox,
             sink,
@@ -515,6 +520,7 @@ fn simulate(args: &TestArgs, project: &Project, m: &Manifest, topic: &str) -> Cl
         None => m.devices.keys().cloned().collect(),
     };
     let payload = parse_payload(args.payload.as_deref().unwrap_or("null"));
+    let mut secrets = LocalSecrets::load(&project.root)?;
     let sandbox = sandbox(args.sandbox)?;
     let rt = runtime()?;
     let mut out = std::io::stdout().lock();
@@ -532,7 +538,7 @@ fn simulate(args: &TestArgs, project: &Project, m: &Manifest, topic: &str) -> Cl
             let _ = writeln!(out, "  the message itself → cloud (route {})", r.filter);
         }
         for b in firing {
-            let spec = spec(m, &project.root, &b.function, b.clone(), &device);
+            let spec = spec(m, &project.root, &b.function, b.clone(), &device, &mut secrets)?;
             let (sink, mut logs) = LogSink::channel();
             let event = Event {
                 topic: topic.to_owned(),
@@ -616,7 +622,15 @@ pub(crate) fn invoke(args: &InvokeArgs) -> CliResult {
     let (binding, device) = binding_for(m, &args.function, None, args.device.as_deref())?;
     let sandbox = sandbox(args.sandbox)?;
     let rt = runtime()?;
-    let spec = spec(m, &project.root, &args.function, binding, &device);
+    let mut secrets = LocalSecrets::load(&project.root)?;
+    let spec = spec(
+        m,
+        &project.root,
+        &args.function,
+        binding,
+        &device,
+        &mut secrets,
+    )?;
     let event = Event {
         topic: args.topic.clone(),
         payload: Payload::from_message(crate::payload::bytes(

@@ -94,6 +94,8 @@ pub(crate) fn run(args: &DevArgs) -> CliResult {
     let cloud_config = edgefn_cloud::Config {
         data: state.join("cloud"),
         admin_token_file: Some(state.join("admin.token")),
+        // Beside the data folder, not in it (both git-ignored under `.edgefn/`).
+        secret_key_file: Some(state.join("cloud.secret-key")),
     };
     let prepared = edgefn_cloud::prepare(&cloud_config)
         .map_err(|e| CliError::failed("the local control plane", "", e))?;
@@ -200,6 +202,13 @@ pub(crate) fn run(args: &DevArgs) -> CliResult {
         &project.manifest_path,
         &function_dirs(&loaded.manifest),
     );
+    let mut secrets_sent = std::collections::BTreeMap::new();
+    crate::local_secrets::push_changed(
+        &client,
+        &project.root,
+        &loaded.manifest,
+        &mut secrets_sent,
+    )?;
     let submitted = crate::rollout::submit(
         &client,
         &project,
@@ -301,14 +310,23 @@ pub(crate) fn run(args: &DevArgs) -> CliResult {
             }
         }
         let source = project.read_manifest()?;
-        match crate::rollout::submit(
+        let submitted = crate::local_secrets::push_changed(
             &client,
-            &project,
+            &project.root,
             &reloaded.manifest,
-            source.text(),
-            provenance(),
-            Output::Json,
-        ) {
+            &mut secrets_sent,
+        )
+        .and_then(|()| {
+            crate::rollout::submit(
+                &client,
+                &project,
+                &reloaded.manifest,
+                source.text(),
+                provenance(),
+                Output::Json,
+            )
+        });
+        match submitted {
             Ok(s) if s.applied.created => {
                 say(format!(
                     "  revision {} applied (uploaded: {}); switching devices…",

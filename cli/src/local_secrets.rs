@@ -1,0 +1,240 @@
+//! Local values of secrets, for `edgefn test`, `edgefn invoke` and `edgefn dev`: the
+//! git-ignored `secrets.local.yaml` beside `edgefn.yaml` (`edgefn init` lists it in
+//! `.gitignore`), a map of secret names to values:
+//!
+//! ```yaml
+//! db-password: "local-only"
+//! tls-key: |
+//!   -----BEGIN PRIVATE KEY-----
+//!   ...
+//! ```
+//!
+//! A function gets them as a device does, as files in a private folder (`EDGEFN_SECRETS_DIR`,
+//! `/run/secrets` in a container), made under `/dev/shm` when it exists and removed when the
+//! command ends. A secret the function needs that the file lacks is an error naming the file.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use edgefn_schema::api::MAX_SECRET_BYTES;
+use edgefn_schema::{ResolvedBinding, Source};
+
+use crate::error::CliError;
+
+/// The file's name, beside the manifest.
+pub(crate) const FILE: &str = "secrets.local.yaml";
+
+/// The local values, and the folders made for the functions (removed on drop).
+#[derive(Debug)]
+pub(crate) struct LocalSecrets {
+    file: PathBuf,
+    values: BTreeMap<String, Vec<u8>>,
+    dir: Option<PathBuf>,
+}
+
+fn invalid(file: &Path, line: usize, message: String) -> CliError {
+    CliError::InvalidArgument {
+        message: format!("{}:{line}: {message}", file.display()),
+        help: format!(
+            "{FILE} maps secret names to values, e.g. `db-password: \"local-only\"`"
+        ),
+    }
+}
+
+impl LocalSecrets {
+    /// Reads `ROOT/secrets.local.yaml` (no file: no values). At most 1 MiB is read.
+    pub(crate) fn load(root: &Path) -> Result<LocalSecrets, CliError> {
+        let file = root.join(FILE);
+        let mut values = BTreeMap::new();
+        let mut bytes = Vec::new();
+        match std::fs::File::open(&file) {
+            Ok(f) => {
+                f.take((1 << 20) + 1)
+                    .read_to_end(&mut bytes)
+                    .map_err(CliError::io("read", &file))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(LocalSecrets {
+                    file,
+                    values,
+                    dir: None,
+                });
+            }
+            Err(e) => return Err(CliError::io("read", &file)(e)),
+        }
+        if bytes.len() > 1 << 20 {
+            return Err(invalid(&file, 1, "larger than 1 MiB".into()));
+        }
+        let source = Source::from_utf8(file.display().to_string(), bytes)
+            .map_err(|d| invalid(&file, d.location().line, d.message.clone()))?;
+        let (root_node, diags) = edgefn_schema::yaml::parse(&source);
+        if let Some(d) = diags.iter().next() {
+            return Err(invalid(&file, d.location().line, d.message.clone()));
+        }
+        let json = root_node
+            .as_ref()
+            .map(edgefn_schema::testcase::to_json)
+            .unwrap_or(serde_json::Value::Null);
+        let map = match json {
+            serde_json::Value::Object(map) => map,
+            serde_json::Value::Null => serde_json::Map::new(),
+            _ => return Err(invalid(&file, 1, "not a map of names to values".into())),
+        };
+        for (name, value) in map {
+            let line = source
+                .text()
+                .lines()
+                .position(|l| l.trim_start().starts_with(&format!("{name}:")))
+                .map_or(1, |i| i + 1);
+            if !edgefn_schema::manifest::valid_secret_name(&name) {
+                return Err(invalid(
+                    &file,
+                    line,
+                    format!("`{name}` is not a valid secret name (lowercase letters, digits, `-`, `_`)"),
+                ));
+            }
+            let value = match value {
+                serde_json::Value::String(s) => s.into_bytes(),
+                serde_json::Value::Number(n) => n.to_string().into_bytes(),
+                serde_json::Value::Bool(b) => b.to_string().into_bytes(),
+                _ => {
+                    return Err(invalid(
+                        &file,
+                        line,
+                        format!("the value of `{name}` is not text"),
+                    ));
+                }
+            };
+            if value.is_empty() || value.len() > MAX_SECRET_BYTES {
+                return Err(invalid(
+                    &file,
+                    line,
+                    format!(
+                        "the value of `{name}` is {} bytes: a secret has 1 to {MAX_SECRET_BYTES}",
+                        value.len()
+                    ),
+                ));
+            }
+            values.insert(name, value);
+        }
+        Ok(LocalSecrets {
+            file,
+            values,
+            dir: None,
+        })
+    }
+
+    /// The local value of `name`, or an error naming the file to add it to.
+    pub(crate) fn value(&self, name: &str, used_by: &str) -> Result<&[u8], CliError> {
+        self.values
+            .get(name)
+            .map(Vec::as_slice)
+            .ok_or_else(|| CliError::InvalidArgument {
+                message: format!("{used_by} needs secret `{name}`, which has no local value"),
+                help: format!(
+                    "add it to {} (git-ignored): `{name}: \"VALUE\"`",
+                    self.file.display()
+                ),
+            })
+    }
+
+    /// The folder of `binding`'s secrets, written now (0700, files 0400); `None` when it
+    /// names none.
+    pub(crate) fn folder_for(
+        &mut self,
+        binding: &ResolvedBinding,
+    ) -> Result<Option<PathBuf>, CliError> {
+        if binding.secrets.is_empty() {
+            return Ok(None);
+        }
+        let base = match &self.dir {
+            Some(d) => d.clone(),
+            None => {
+                let parent = if Path::new("/dev/shm").is_dir() {
+                    PathBuf::from("/dev/shm")
+                } else {
+                    std::env::temp_dir()
+                };
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.subsec_nanos())
+                    .unwrap_or(0);
+                let d = parent.join(format!("edgefn-secrets-{}-{nanos}", std::process::id()));
+                std::fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(&d)
+                    .map_err(CliError::io("create the folder", &d))?;
+                self.dir = Some(d.clone());
+                d
+            }
+        };
+        let dir = base.join(&binding.name);
+        if dir.is_dir() {
+            return Ok(Some(dir));
+        }
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(CliError::io("create the folder", &dir))?;
+        for name in binding.secrets.keys() {
+            let value = self.value(name, &format!("`{}`", binding.name))?.to_vec();
+            let path = dir.join(name);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o400)
+                .open(&path)
+                .map_err(CliError::io("write", &path))?;
+            std::io::Write::write_all(&mut f, &value).map_err(CliError::io("write", &path))?;
+        }
+        Ok(Some(dir))
+    }
+
+    /// The local values of the secrets in `names`, each `(name, value)`; an error names the
+    /// first one missing and the file to add it to.
+    pub(crate) fn values_of<'a>(
+        &self,
+        names: impl IntoIterator<Item = (&'a String, &'a Vec<String>)>,
+    ) -> Result<Vec<(String, Vec<u8>)>, CliError> {
+        names
+            .into_iter()
+            .map(|(name, users)| {
+                self.value(name, &users.join(", "))
+                    .map(|v| (name.clone(), v.to_vec()))
+            })
+            .collect()
+    }
+}
+
+/// `edgefn dev`: sets on the local control plane each secret `manifest` names whose local
+/// value is new or changed since `sent` (so an unchanged value starts no rollout).
+pub(crate) fn push_changed(
+    client: &crate::client::Client,
+    root: &Path,
+    manifest: &edgefn_schema::Manifest,
+    sent: &mut BTreeMap<String, Vec<u8>>,
+) -> Result<(), CliError> {
+    let users = manifest.secret_users();
+    if users.is_empty() {
+        return Ok(());
+    }
+    let local = LocalSecrets::load(root)?;
+    for (name, value) in local.values_of(users.iter())? {
+        if sent.get(&name) != Some(&value) {
+            let _: edgefn_schema::api::SecretSetResponse =
+                client.put_raw(&format!("/v1/secrets/{name}"), value.clone())?;
+            sent.insert(name, value);
+        }
+    }
+    Ok(())
+}
+
+impl Drop for LocalSecrets {
+    fn drop(&mut self) {
+        if let Some(d) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
