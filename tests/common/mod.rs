@@ -98,7 +98,21 @@ impl Cloud {
         Self::spawn(data, addr, extra)
     }
 
+    /// [`Cloud::start_with`], its log (stderr) written to `log` instead of the test's output.
+    pub fn start_logged(data: &Path, extra: &[&str], log: &Path) -> (Cloud, Option<String>) {
+        Self::spawn_logged(data, "127.0.0.1:0", extra, Some(log))
+    }
+
     fn spawn(data: &Path, addr: &str, extra: &[&str]) -> (Cloud, Option<String>) {
+        Self::spawn_logged(data, addr, extra, None)
+    }
+
+    fn spawn_logged(
+        data: &Path,
+        addr: &str,
+        extra: &[&str],
+        log: Option<&Path>,
+    ) -> (Cloud, Option<String>) {
         let token_file = data.join("admin.token");
         std::fs::create_dir_all(data).expect("data dir");
         let mut child = Command::new(sibling_bin("edgefn-cloud"))
@@ -111,13 +125,19 @@ impl Cloud {
                 &token_file.display().to_string(),
                 "--log-level",
                 // EDGEFN_TEST_CLOUD_LOG=debug shows the cloud's own account of a failing test.
-                &std::env::var("EDGEFN_TEST_CLOUD_LOG").unwrap_or_else(|_| "warn".into()),
+                // A log kept in a file is kept whole (tests search it).
+                &std::env::var("EDGEFN_TEST_CLOUD_LOG").unwrap_or_else(|_| {
+                    if log.is_some() { "debug" } else { "warn" }.into()
+                }),
             ])
             .args(extra)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(match log {
+                Some(path) => Stdio::from(std::fs::File::create(path).expect("cloud log file")),
+                None => Stdio::inherit(),
+            })
             .spawn()
             .expect("start edgefn-cloud");
         let stdout = child.stdout.take().expect("stdout");
@@ -350,6 +370,8 @@ pub struct AgentProc {
     pub mqtt: Option<String>,
     /// Its data folder, swept when it is dropped (see [`Drop`]).
     data: Option<PathBuf>,
+    /// Everything it printed (stdout and stderr), as it came.
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl AgentProc {
@@ -389,9 +411,15 @@ impl AgentProc {
         let stdout = child.stdout.take().expect("stdout");
         let stderr = child.stderr.take().expect("stderr");
         // The agent's log goes to the test's output, prefixed, for diagnosis.
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let keep = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("  agent| {line}");
+                if let Ok(mut l) = keep.lock() {
+                    l.push_str(&line);
+                    l.push('\n');
+                }
             }
         });
         let mut lines = BufReader::new(stdout).lines();
@@ -407,12 +435,21 @@ impl AgentProc {
                 break (http, mqtt);
             }
         };
-        std::thread::spawn(move || for _ in lines {});
+        let keep = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Ok(mut l) = keep.lock() {
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            }
+        });
         AgentProc {
             child,
             local,
             mqtt,
             data: Some(data.to_path_buf()),
+            log,
         }
     }
 
