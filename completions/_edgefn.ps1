@@ -39,6 +39,7 @@ Register-ArgumentCompleter -Native -CommandName 'edgefn' -ScriptBlock {
             [CompletionResult]::new('rollback', 'rollback', [CompletionResultType]::ParameterValue, 'Apply an earlier revision again, as a new revision (default: the one before the latest)')
             [CompletionResult]::new('device', 'device', [CompletionResultType]::ParameterValue, 'Register, list and remove devices')
             [CompletionResult]::new('token', 'token', [CompletionResultType]::ParameterValue, 'Create, list and revoke admin tokens (one per person or CI job; revoke a leaked one)')
+            [CompletionResult]::new('secret', 'secret', [CompletionResultType]::ParameterValue, 'Set, list and remove secrets: values functions read as files, kept encrypted by the control plane, never in git')
             [CompletionResult]::new('login', 'login', [CompletionResultType]::ParameterValue, 'Save the control plane''s URL and an admin token for later commands')
             [CompletionResult]::new('publish', 'publish', [CompletionResultType]::ParameterValue, 'Send a message to devices, on their local topic (through the cloud''s MQTT broker)')
             [CompletionResult]::new('subscribe', 'subscribe', [CompletionResultType]::ParameterValue, 'Print what devices send up to the cloud (`device topic payload` lines) until Ctrl-C')
@@ -312,6 +313,68 @@ Register-ArgumentCompleter -Native -CommandName 'edgefn' -ScriptBlock {
         'edgefn;token;help;help' {
             break
         }
+        'edgefn;secret' {
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('set', 'set', [CompletionResultType]::ParameterValue, 'Set a new version of a secret (the value from stdin, or --from-file); when the latest revision uses it, a new revision rolls it out')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the secrets: names, versions, when set, which functions and bindings use them; never a value')
+            [CompletionResult]::new('rm', 'rm', [CompletionResultType]::ParameterValue, 'Remove a secret''s values (refused while the latest revision uses it)')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'edgefn;secret;set' {
+            [CompletionResult]::new('--from-file', '--from-file', [CompletionResultType]::ParameterName, 'Read the value from this file (its exact bytes) instead of stdin')
+            [CompletionResult]::new('--cloud', '--cloud', [CompletionResultType]::ParameterName, 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'How long `--wait` waits before failing')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'Follow the rollout the new version starts until every registered device runs it')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'edgefn;secret;list' {
+            [CompletionResult]::new('--cloud', '--cloud', [CompletionResultType]::ParameterName, 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'edgefn;secret;rm' {
+            [CompletionResult]::new('--cloud', '--cloud', [CompletionResultType]::ParameterName, 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'edgefn;secret;help' {
+            [CompletionResult]::new('set', 'set', [CompletionResultType]::ParameterValue, 'Set a new version of a secret (the value from stdin, or --from-file); when the latest revision uses it, a new revision rolls it out')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the secrets: names, versions, when set, which functions and bindings use them; never a value')
+            [CompletionResult]::new('rm', 'rm', [CompletionResultType]::ParameterValue, 'Remove a secret''s values (refused while the latest revision uses it)')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'edgefn;secret;help;set' {
+            break
+        }
+        'edgefn;secret;help;list' {
+            break
+        }
+        'edgefn;secret;help;rm' {
+            break
+        }
+        'edgefn;secret;help;help' {
+            break
+        }
         'edgefn;login' {
             [CompletionResult]::new('--cloud', '--cloud', [CompletionResultType]::ParameterName, 'Control plane URL')
             [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token (default: read from standard input, so it stays out of the shell history)')
@@ -378,6 +441,7 @@ Register-ArgumentCompleter -Native -CommandName 'edgefn' -ScriptBlock {
             [CompletionResult]::new('rollback', 'rollback', [CompletionResultType]::ParameterValue, 'Apply an earlier revision again, as a new revision (default: the one before the latest)')
             [CompletionResult]::new('device', 'device', [CompletionResultType]::ParameterValue, 'Register, list and remove devices')
             [CompletionResult]::new('token', 'token', [CompletionResultType]::ParameterValue, 'Create, list and revoke admin tokens (one per person or CI job; revoke a leaked one)')
+            [CompletionResult]::new('secret', 'secret', [CompletionResultType]::ParameterValue, 'Set, list and remove secrets: values functions read as files, kept encrypted by the control plane, never in git')
             [CompletionResult]::new('login', 'login', [CompletionResultType]::ParameterValue, 'Save the control plane''s URL and an admin token for later commands')
             [CompletionResult]::new('publish', 'publish', [CompletionResultType]::ParameterValue, 'Send a message to devices, on their local topic (through the cloud''s MQTT broker)')
             [CompletionResult]::new('subscribe', 'subscribe', [CompletionResultType]::ParameterValue, 'Print what devices send up to the cloud (`device topic payload` lines) until Ctrl-C')
@@ -450,6 +514,21 @@ Register-ArgumentCompleter -Native -CommandName 'edgefn' -ScriptBlock {
             break
         }
         'edgefn;help;token;revoke' {
+            break
+        }
+        'edgefn;help;secret' {
+            [CompletionResult]::new('set', 'set', [CompletionResultType]::ParameterValue, 'Set a new version of a secret (the value from stdin, or --from-file); when the latest revision uses it, a new revision rolls it out')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the secrets: names, versions, when set, which functions and bindings use them; never a value')
+            [CompletionResult]::new('rm', 'rm', [CompletionResultType]::ParameterValue, 'Remove a secret''s values (refused while the latest revision uses it)')
+            break
+        }
+        'edgefn;help;secret;set' {
+            break
+        }
+        'edgefn;help;secret;list' {
+            break
+        }
+        'edgefn;help;secret;rm' {
             break
         }
         'edgefn;help;login' {

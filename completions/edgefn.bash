@@ -61,6 +61,9 @@ _edgefn() {
             edgefn,rollback)
                 cmd="edgefn__subcmd__rollback"
                 ;;
+            edgefn,secret)
+                cmd="edgefn__subcmd__secret"
+                ;;
             edgefn,status)
                 cmd="edgefn__subcmd__status"
                 ;;
@@ -145,6 +148,9 @@ _edgefn() {
             edgefn__subcmd__help,rollback)
                 cmd="edgefn__subcmd__help__subcmd__rollback"
                 ;;
+            edgefn__subcmd__help,secret)
+                cmd="edgefn__subcmd__help__subcmd__secret"
+                ;;
             edgefn__subcmd__help,status)
                 cmd="edgefn__subcmd__help__subcmd__status"
                 ;;
@@ -169,6 +175,15 @@ _edgefn() {
             edgefn__subcmd__help__subcmd__device,remove)
                 cmd="edgefn__subcmd__help__subcmd__device__subcmd__remove"
                 ;;
+            edgefn__subcmd__help__subcmd__secret,list)
+                cmd="edgefn__subcmd__help__subcmd__secret__subcmd__list"
+                ;;
+            edgefn__subcmd__help__subcmd__secret,rm)
+                cmd="edgefn__subcmd__help__subcmd__secret__subcmd__rm"
+                ;;
+            edgefn__subcmd__help__subcmd__secret,set)
+                cmd="edgefn__subcmd__help__subcmd__secret__subcmd__set"
+                ;;
             edgefn__subcmd__help__subcmd__token,create)
                 cmd="edgefn__subcmd__help__subcmd__token__subcmd__create"
                 ;;
@@ -177,6 +192,30 @@ _edgefn() {
                 ;;
             edgefn__subcmd__help__subcmd__token,revoke)
                 cmd="edgefn__subcmd__help__subcmd__token__subcmd__revoke"
+                ;;
+            edgefn__subcmd__secret,help)
+                cmd="edgefn__subcmd__secret__subcmd__help"
+                ;;
+            edgefn__subcmd__secret,list)
+                cmd="edgefn__subcmd__secret__subcmd__list"
+                ;;
+            edgefn__subcmd__secret,rm)
+                cmd="edgefn__subcmd__secret__subcmd__rm"
+                ;;
+            edgefn__subcmd__secret,set)
+                cmd="edgefn__subcmd__secret__subcmd__set"
+                ;;
+            edgefn__subcmd__secret__subcmd__help,help)
+                cmd="edgefn__subcmd__secret__subcmd__help__subcmd__help"
+                ;;
+            edgefn__subcmd__secret__subcmd__help,list)
+                cmd="edgefn__subcmd__secret__subcmd__help__subcmd__list"
+                ;;
+            edgefn__subcmd__secret__subcmd__help,rm)
+                cmd="edgefn__subcmd__secret__subcmd__help__subcmd__rm"
+                ;;
+            edgefn__subcmd__secret__subcmd__help,set)
+                cmd="edgefn__subcmd__secret__subcmd__help__subcmd__set"
                 ;;
             edgefn__subcmd__token,create)
                 cmd="edgefn__subcmd__token__subcmd__create"
@@ -209,7 +248,7 @@ _edgefn() {
 
     case "${cmd}" in
         edgefn)
-            opts="-h -V --help --version init new dev validate test invoke package apply diff status history rollback device token login publish subscribe logs completions help"
+            opts="-h -V --help --version init new dev validate test invoke package apply diff status history rollback device token secret login publish subscribe logs completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -501,7 +540,7 @@ _edgefn() {
             return 0
             ;;
         edgefn__subcmd__help)
-            opts="init new dev validate test invoke package apply diff status history rollback device token login publish subscribe logs completions help"
+            opts="init new dev validate test invoke package apply diff status history rollback device token secret login publish subscribe logs completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -755,6 +794,62 @@ _edgefn() {
         edgefn__subcmd__help__subcmd__rollback)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__help__subcmd__secret)
+            opts="set list rm"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__help__subcmd__secret__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__help__subcmd__secret__subcmd__rm)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__help__subcmd__secret__subcmd__set)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1117,6 +1212,172 @@ _edgefn() {
                 return 0
             fi
             case "${prev}" in
+                --cloud)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__secret)
+            opts="-h -V --help --version set list rm help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__secret__subcmd__help)
+            opts="set list rm help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__secret__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__secret__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__secret__subcmd__help__subcmd__rm)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__secret__subcmd__help__subcmd__set)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__secret__subcmd__list)
+            opts="-h -V --cloud --token --output --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --cloud)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__secret__subcmd__rm)
+            opts="-h -V --cloud --token --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --cloud)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__secret__subcmd__set)
+            opts="-h -V --from-file --cloud --token --wait --timeout --output --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --from-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --cloud)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

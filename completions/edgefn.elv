@@ -36,6 +36,7 @@ set edit:completion:arg-completer[edgefn] = {|@words|
             cand rollback 'Apply an earlier revision again, as a new revision (default: the one before the latest)'
             cand device 'Register, list and remove devices'
             cand token 'Create, list and revoke admin tokens (one per person or CI job; revoke a leaked one)'
+            cand secret 'Set, list and remove secrets: values functions read as files, kept encrypted by the control plane, never in git'
             cand login 'Save the control plane''s URL and an admin token for later commands'
             cand publish 'Send a message to devices, on their local topic (through the cloud''s MQTT broker)'
             cand subscribe 'Print what devices send up to the cloud (`device topic payload` lines) until Ctrl-C'
@@ -278,6 +279,59 @@ set edit:completion:arg-completer[edgefn] = {|@words|
         }
         &'edgefn;token;help;help'= {
         }
+        &'edgefn;secret'= {
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand set 'Set a new version of a secret (the value from stdin, or --from-file); when the latest revision uses it, a new revision rolls it out'
+            cand list 'List the secrets: names, versions, when set, which functions and bindings use them; never a value'
+            cand rm 'Remove a secret''s values (refused while the latest revision uses it)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'edgefn;secret;set'= {
+            cand --from-file 'Read the value from this file (its exact bytes) instead of stdin'
+            cand --cloud 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]'
+            cand --token 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]'
+            cand --timeout 'How long `--wait` waits before failing'
+            cand --output 'Output format'
+            cand --wait 'Follow the rollout the new version starts until every registered device runs it'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'edgefn;secret;list'= {
+            cand --cloud 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]'
+            cand --token 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]'
+            cand --output 'Output format'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'edgefn;secret;rm'= {
+            cand --cloud 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]'
+            cand --token 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'edgefn;secret;help'= {
+            cand set 'Set a new version of a secret (the value from stdin, or --from-file); when the latest revision uses it, a new revision rolls it out'
+            cand list 'List the secrets: names, versions, when set, which functions and bindings use them; never a value'
+            cand rm 'Remove a secret''s values (refused while the latest revision uses it)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'edgefn;secret;help;set'= {
+        }
+        &'edgefn;secret;help;list'= {
+        }
+        &'edgefn;secret;help;rm'= {
+        }
+        &'edgefn;secret;help;help'= {
+        }
         &'edgefn;login'= {
             cand --cloud 'Control plane URL'
             cand --token 'Admin token (default: read from standard input, so it stays out of the shell history)'
@@ -339,6 +393,7 @@ set edit:completion:arg-completer[edgefn] = {|@words|
             cand rollback 'Apply an earlier revision again, as a new revision (default: the one before the latest)'
             cand device 'Register, list and remove devices'
             cand token 'Create, list and revoke admin tokens (one per person or CI job; revoke a leaked one)'
+            cand secret 'Set, list and remove secrets: values functions read as files, kept encrypted by the control plane, never in git'
             cand login 'Save the control plane''s URL and an admin token for later commands'
             cand publish 'Send a message to devices, on their local topic (through the cloud''s MQTT broker)'
             cand subscribe 'Print what devices send up to the cloud (`device topic payload` lines) until Ctrl-C'
@@ -391,6 +446,17 @@ set edit:completion:arg-completer[edgefn] = {|@words|
         &'edgefn;help;token;list'= {
         }
         &'edgefn;help;token;revoke'= {
+        }
+        &'edgefn;help;secret'= {
+            cand set 'Set a new version of a secret (the value from stdin, or --from-file); when the latest revision uses it, a new revision rolls it out'
+            cand list 'List the secrets: names, versions, when set, which functions and bindings use them; never a value'
+            cand rm 'Remove a secret''s values (refused while the latest revision uses it)'
+        }
+        &'edgefn;help;secret;set'= {
+        }
+        &'edgefn;help;secret;list'= {
+        }
+        &'edgefn;help;secret;rm'= {
         }
         &'edgefn;help;login'= {
         }

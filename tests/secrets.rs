@@ -132,6 +132,7 @@ struct Setup {
     cloud_data: tempfile::TempDir,
     key_dir: tempfile::TempDir,
     cloud_log: PathBuf,
+    _logs: tempfile::TempDir,
     agent_config: PathBuf,
     /// Every API answer and CLI output the test saw.
     seen: Vec<(String, Vec<u8>)>,
@@ -141,8 +142,8 @@ impl Setup {
     fn new() -> Setup {
         let cloud_data = tempfile::tempdir().expect("data");
         let key_dir = tempfile::tempdir().expect("key dir");
-        let logs = tempfile::tempdir().expect("logs").keep();
-        let cloud_log = logs.join("cloud.log");
+        let logs = tempfile::tempdir().expect("logs");
+        let cloud_log = logs.path().join("cloud.log");
         let key = key_dir.path().join("secret.key");
         let (cloud, _) = Cloud::start_logged(
             cloud_data.path(),
@@ -174,6 +175,7 @@ impl Setup {
             cloud_data,
             key_dir,
             cloud_log,
+            _logs: logs,
             agent_config,
             seen: Vec::new(),
         };

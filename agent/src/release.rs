@@ -138,6 +138,7 @@ impl RunningRelease {
             desired,
             triggered: BTreeMap::new(),
             continuous: tokio::sync::Mutex::new(BTreeMap::new()),
+            secrets: SecretFolders::open(Some(std::path::Path::new("/dev/shm")), "/".as_ref(), None),
         }
     }
 

@@ -60,27 +60,31 @@ impl SecretFolders {
         data: &Path,
         owner: Option<(u32, u32)>,
     ) -> SecretFolders {
-        let root = Self::choose(configured, data).and_then(|root| {
-            let mode = if owner.is_some() { 0o711 } else { 0o700 };
-            match std::fs::DirBuilder::new().mode(mode).create(&root) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(format!("cannot create {}: {e}", root.display())),
-            }
-            // Narrowed even when it existed: nobody else lists or reads it.
-            std::fs::set_permissions(&root, std::fs::Permissions::from_mode(mode))
-                .map_err(|e| format!("{}: {e}", root.display()))?;
+        let root = Self::choose(configured, data);
+        if let Ok(root) = &root {
             // Folders a crash left half written.
-            if let Ok(entries) = std::fs::read_dir(&root) {
+            if let Ok(entries) = std::fs::read_dir(root) {
                 for e in entries.flatten() {
                     if e.file_name().to_string_lossy().starts_with(".tmp-") {
                         let _ = std::fs::remove_dir_all(e.path());
                     }
                 }
             }
-            Ok(root)
-        });
+        }
         SecretFolders { root, owner }
+    }
+
+    /// Creates the root (when a release first needs it): 0700, or 0711 when the functions run
+    /// as another user, who may then pass through it to their own folders but not list it.
+    fn create_root(root: &Path, owner: Option<(u32, u32)>) -> std::io::Result<()> {
+        let mode = if owner.is_some() { 0o711 } else { 0o700 };
+        match std::fs::DirBuilder::new().mode(mode).create(root) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        // Narrowed even when it existed: nobody else lists or reads it.
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(mode))
     }
 
     fn choose(configured: Option<&Path>, data: &Path) -> Result<PathBuf, String> {
@@ -169,7 +173,10 @@ impl SecretFolders {
                 files.push((name.clone(), fetched[&key].clone()));
             }
             let (root, owner) = (root.clone(), self.owner);
-            crate::blocking(move || write_folder(&root, &dir, &files, owner))
+            crate::blocking(move || {
+                Self::create_root(&root, owner)?;
+                write_folder(&root, &dir, &files, owner)
+            })
                 .await
                 .map_err(|e| format!("cannot write the secrets of `{}`: {e}", b.name))?;
         }
@@ -263,6 +270,8 @@ mod tests {
         let data = tempfile::tempdir().expect("tmp");
         let f = SecretFolders::open(Some(&base.path().join("s")), data.path(), None);
         let root = f.root.clone().expect("in memory");
+        assert!(!root.exists(), "made only when a release needs it");
+        SecretFolders::create_root(&root, None).expect("root");
         let dir = root.join("b-1");
         write_folder(&root, &dir, &[("db-password".into(), b"v1".to_vec())], None)
             .expect("written");

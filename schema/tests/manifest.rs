@@ -790,3 +790,74 @@ fn placeholders_in_topics_are_refused_where_they_are() {
         d.0[0].message
     );
 }
+
+#[test]
+fn secrets_are_names_each_valid_and_listed_once() {
+    let text = with(
+        "    env: { THRESHOLD: 40 }\n",
+        "    env: { THRESHOLD: 40 }\n    secrets: [db-password, api-key]\n",
+    );
+    let text = text.replacen(
+        "    concurrency: 4\n",
+        "    concurrency: 4\n    secrets: [api-key, tls-cert]\n",
+        1,
+    );
+    let m = check(&text)
+        .unwrap_or_else(|d| panic!("{:#?}", problems_of(&d)))
+        .manifest;
+    assert_eq!(m.functions["filter"].secrets, ["db-password", "api-key"]);
+    assert_eq!(
+        m.bindings[0].secret_names(m.functions.get("filter")),
+        ["api-key", "db-password", "tls-cert"],
+        "the function's and the binding's, sorted, once"
+    );
+    let users = m.secret_users();
+    assert_eq!(users["api-key"], ["binding/filter", "function/filter"]);
+    assert_eq!(users["tls-cert"], ["binding/filter"]);
+
+    // A bad name, a repeated one, and not a list: each at its place.
+    let bad = with(
+        "    env: { THRESHOLD: 40 }\n",
+        "    env: { THRESHOLD: 40 }\n    secrets: [db-password, DB Password, db-password]\n",
+    );
+    assert_eq!(
+        problems(&bad),
+        [(Code::InvalidName, 12, 28), (Code::DuplicateName, 12, 41)]
+    );
+    let not_list = with(
+        "    env: { THRESHOLD: 40 }\n",
+        "    env: { THRESHOLD: 40 }\n    secrets: db-password\n",
+    );
+    assert_eq!(problems(&not_list), [(Code::WrongType, 12, 14)]);
+}
+
+#[test]
+fn a_secret_version_moves_only_the_digests_of_devices_that_use_it() {
+    let text = with(
+        "    env: { GREETING: hi }\n",
+        "    env: { GREETING: hi }\n    secrets: [api-key]\n",
+    );
+    let m = manifest(&text);
+    let none = BTreeMap::new();
+    let state = |d: &str, v: u64| {
+        let mut s = resolve(&m, d, &none).expect("device");
+        s.pin_secrets(&[("api-key".to_owned(), v)].into());
+        s
+    };
+    let vm = state("vm-01", 3);
+    let hello = vm.bindings.iter().find(|b| b.name == "hello").expect("hello");
+    assert_eq!(hello.secrets, [("api-key".to_owned(), 3)].into());
+    assert_eq!(vm.secrets(), [("api-key".to_owned(), 3)].into());
+    assert_ne!(state("vm-01", 3).digest(), state("vm-01", 4).digest());
+    assert_eq!(state("gw-01", 3).digest(), state("gw-01", 4).digest());
+    // A device whose bindings name no secret keeps the digest it had before secrets existed.
+    assert_eq!(
+        state("gw-01", 3).digest(),
+        resolve(&manifest(VALID), "gw-01", &none)
+            .expect("device")
+            .digest()
+    );
+    // The desired state names versions, never values.
+    let json = serde_json::to_string(&vm).expect("json");
+    assert!(json.contains(r#""secrets":{"api-key":3}"#), "{json}");
+}
