@@ -199,10 +199,14 @@ impl Setup {
         let env = self.env();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let out = edgefn_stdin(self.project.path(), args, &env, stdin);
-        self.seen
-            .push((format!("edgefn {} (stdout)", args.join(" ")), out.stdout.clone()));
-        self.seen
-            .push((format!("edgefn {} (stderr)", args.join(" ")), out.stderr.clone()));
+        self.seen.push((
+            format!("edgefn {} (stdout)", args.join(" ")),
+            out.stdout.clone(),
+        ));
+        self.seen.push((
+            format!("edgefn {} (stderr)", args.join(" ")),
+            out.stderr.clone(),
+        ));
         out
     }
 
@@ -244,9 +248,8 @@ impl Setup {
             .to_owned()
     }
 
-    fn device_get(&mut self, token: &str, path: &str) -> Response {
-        let r = http(&self.cloud().addr(), "GET", path, Some(token), &[], b"");
-        r
+    fn device_get(&self, token: &str, path: &str) -> Response {
+        http(&self.cloud().addr(), "GET", path, Some(token), &[], b"")
     }
 
     fn revisions(&mut self) -> Vec<serde_json::Value> {
@@ -317,7 +320,10 @@ fn a_secret_reaches_a_function_as_a_file_and_nowhere_else(sandbox: &str) {
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(err.contains("`api-key` (used by binding/reader)"), "{err}");
-    assert!(err.contains("`db-password` (used by function/reader)"), "{err}");
+    assert!(
+        err.contains("`db-password` (used by function/reader)"),
+        "{err}"
+    );
     assert!(err.contains("edgefn secret set"), "{err}");
     assert!(s.revisions().is_empty(), "no revision");
     assert_eq!(
@@ -329,24 +335,54 @@ fn a_secret_reaches_a_function_as_a_file_and_nowhere_else(sandbox: &str) {
     // Bad values and names, refused before sending.
     let out = s.cli_stdin(&["secret", "set", "db-password"], b"");
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("is empty"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("is empty"),
+        "{}",
+        text(&out.stderr)
+    );
     let big = s.project.path().join("big.bin");
     std::fs::write(&big, vec![b'x'; 64 * 1024 + 1]).expect("write");
-    let out = s.cli(&["secret", "set", "db-password", "--from-file", big.to_str().expect("utf8")]);
+    let out = s.cli(&[
+        "secret",
+        "set",
+        "db-password",
+        "--from-file",
+        big.to_str().expect("utf8"),
+    ]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("more than 65536 bytes"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("more than 65536 bytes"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = s.cli_stdin(&["secret", "set", "DB Password"], b"v");
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("not a valid secret name"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not a valid secret name"),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(text(&out.stderr).contains("db-password"), "suggests a name");
     // And by the control plane itself.
     let r = s.api("PUT", "/v1/secrets/db-password", &vec![b'x'; 64 * 1024 + 1]);
-    assert_eq!((r.status, r.json()["error"]["code"].clone()), (413, "secret_too_large".into()));
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].clone()),
+        (413, "secret_too_large".into())
+    );
     let r = s.api("PUT", "/v1/secrets/db-password", b"");
-    assert_eq!((r.status, r.json()["error"]["code"].clone()), (400, "invalid_secret".into()));
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].clone()),
+        (400, "invalid_secret".into())
+    );
     let r = s.api("PUT", "/v1/secrets/Bad.Name", b"v");
-    assert_eq!((r.status, r.json()["error"]["code"].clone()), (400, "invalid_secret".into()));
-    assert_eq!(s.api("GET", "/v1/secrets", b"").json(), serde_json::json!([]));
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].clone()),
+        (400, "invalid_secret".into())
+    );
+    assert_eq!(
+        s.api("GET", "/v1/secrets", b"").json(),
+        serde_json::json!([])
+    );
     // The cloud refuses a revision naming unset secrets too (422, all listed).
     let r = s.api(
         "POST",
@@ -363,11 +399,20 @@ fn a_secret_reaches_a_function_as_a_file_and_nowhere_else(sandbox: &str) {
     );
 
     // Set: from stdin (one trailing newline dropped) and from a file (as is).
-    let out = s.cli_stdin(&["secret", "set", "db-password"], format!("{db1}\n").as_bytes());
+    let out = s.cli_stdin(
+        &["secret", "set", "db-password"],
+        format!("{db1}\n").as_bytes(),
+    );
     ok(&out);
     let api_file = s.project.path().join("api.txt");
     std::fs::write(&api_file, &api).expect("write");
-    s.cli_ok(&["secret", "set", "api-key", "--from-file", api_file.to_str().expect("utf8")]);
+    s.cli_ok(&[
+        "secret",
+        "set",
+        "api-key",
+        "--from-file",
+        api_file.to_str().expect("utf8"),
+    ]);
     std::fs::remove_file(&api_file).expect("rm");
     std::fs::remove_file(&big).expect("rm");
     git(s.project.path(), &["status", "--short"]);
@@ -383,10 +428,25 @@ fn a_secret_reaches_a_function_as_a_file_and_nowhere_else(sandbox: &str) {
     s.cli_ok(&["apply", "--wait", "--timeout", "60s"]);
     let got = read_secrets(&agent);
     assert_eq!(got["db-password"]["length"], db1.len(), "{got}");
-    assert_eq!(got["db-password"]["sha256"], sha256_hex(db1.as_bytes()), "{got}");
-    assert_eq!(got["api-key"]["sha256"], sha256_hex(api.as_bytes()), "{got}");
-    assert_eq!(got["db-password"]["inEnv"], false, "never in the environment: {got}");
-    assert_eq!(got["files"], serde_json::json!(["api-key", "db-password"]), "{got}");
+    assert_eq!(
+        got["db-password"]["sha256"],
+        sha256_hex(db1.as_bytes()),
+        "{got}"
+    );
+    assert_eq!(
+        got["api-key"]["sha256"],
+        sha256_hex(api.as_bytes()),
+        "{got}"
+    );
+    assert_eq!(
+        got["db-password"]["inEnv"], false,
+        "never in the environment: {got}"
+    );
+    assert_eq!(
+        got["files"],
+        serde_json::json!(["api-key", "db-password"]),
+        "{got}"
+    );
     if sandbox == "container" {
         // Read-only even to root inside: a read-only bind mount.
         assert_eq!(got["writable"], false, "read-only: {got}");
@@ -407,7 +467,11 @@ fn a_secret_reaches_a_function_as_a_file_and_nowhere_else(sandbox: &str) {
         db2.as_bytes(),
     );
     ok(&out);
-    assert!(text(&out.stderr).contains("rolls it out"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("rolls it out"),
+        "{}",
+        text(&out.stderr)
+    );
     let revisions = s.revisions();
     assert_eq!(revisions.len(), before + 1, "one new revision");
     assert!(
@@ -419,7 +483,11 @@ fn a_secret_reaches_a_function_as_a_file_and_nowhere_else(sandbox: &str) {
     );
     wait_until(30, "dev-a converges", || s.converged());
     let got = read_secrets(&agent);
-    assert_eq!(got["db-password"]["sha256"], sha256_hex(db2.as_bytes()), "{got}");
+    assert_eq!(
+        got["db-password"]["sha256"],
+        sha256_hex(db2.as_bytes()),
+        "{got}"
+    );
 
     // Who may fetch a value: only dev-a, only what its desired state names, only that version.
     let dev_a = s.device_token("dev-a");
@@ -432,27 +500,48 @@ fn a_secret_reaches_a_function_as_a_file_and_nowhere_else(sandbox: &str) {
         .expect("db-password listed")["version"]
         .as_u64()
         .expect("version");
-    let r = s.device_get(&dev_a, &format!("/v1/devices/dev-a/secrets/db-password?version={version}"));
+    let r = s.device_get(
+        &dev_a,
+        &format!("/v1/devices/dev-a/secrets/db-password?version={version}"),
+    );
     assert_eq!(r.status, 200);
     assert_eq!(r.body, db2.as_bytes(), "the device's own, named secret");
     assert_eq!(r.header("cache-control"), Some("no-store"));
-    let r = s.device_get(&dev_a, &format!("/v1/devices/dev-a/secrets/db-password?version={}", version + 1));
+    let r = s.device_get(
+        &dev_a,
+        &format!(
+            "/v1/devices/dev-a/secrets/db-password?version={}",
+            version + 1
+        ),
+    );
     assert_eq!(r.status, 404, "a version its desired state does not name");
     s.cli_stdin(&["secret", "set", "unused"], b"not-for-devices");
     let r = s.device_get(&dev_a, "/v1/devices/dev-a/secrets/unused");
     assert_eq!(r.status, 404, "a secret its desired state does not name");
     let b_config = s.project.path().join("agent-dev-b.yaml");
-    s.cli_ok(&["device", "add", "dev-b", "--out", b_config.to_str().expect("utf8")]);
+    s.cli_ok(&[
+        "device",
+        "add",
+        "dev-b",
+        "--out",
+        b_config.to_str().expect("utf8"),
+    ]);
     let dev_b = s.device_token("dev-b");
     let r = s.device_get(&dev_b, "/v1/devices/dev-a/secrets/db-password");
     assert_eq!(r.status, 403, "another device's secret");
     let r = s.device_get(&dev_b, "/v1/devices/dev-b/secrets/db-password");
-    assert_eq!(r.status, 404, "a secret dev-b's desired state does not name");
+    assert_eq!(
+        r.status, 404,
+        "a secret dev-b's desired state does not name"
+    );
     let r = s.api("GET", "/v1/devices/dev-a/secrets/db-password", b"");
     assert_eq!(r.status, 403, "never to an admin token");
     // Removing a secret in use is refused.
     let r = s.api("DELETE", "/v1/secrets/db-password", b"");
-    assert_eq!((r.status, r.json()["error"]["code"].clone()), (409, "secret_in_use".into()));
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].clone()),
+        (409, "secret_in_use".into())
+    );
     assert_eq!(s.api("DELETE", "/v1/secrets/unused", b"").status, 204);
 
     // What people and scripts see: names, versions, users; never a value.
@@ -484,7 +573,10 @@ fn a_secret_reaches_a_function_as_a_file_and_nowhere_else(sandbox: &str) {
     }
     s.assert_nowhere(&[&db1, &db2, &api], agent_data.path(), &log);
     assert!(
-        !s.key_dir.path().join("secret.key").starts_with(s.cloud_data.path()),
+        !s.key_dir
+            .path()
+            .join("secret.key")
+            .starts_with(s.cloud_data.path()),
         "the key is outside the data folder"
     );
 }
@@ -535,7 +627,11 @@ fn cloud_start_fails(data: &Path, key: &Path) -> String {
         .stdin(Stdio::null())
         .output()
         .expect("run edgefn-cloud");
-    assert!(!out.status.success(), "refused to start: {}", text(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "refused to start: {}",
+        text(&out.stdout)
+    );
     text(&out.stderr)
 }
 
@@ -546,11 +642,23 @@ fn a_missing_malformed_or_wrong_key_stops_the_control_plane_with_a_clear_error()
     let key = keys.path().join("secret.key");
     let (cloud, _) = Cloud::start_with(
         data.path(),
-        &["--mqtt-listen", "none", "--secret-key-file", key.to_str().expect("utf8")],
+        &[
+            "--mqtt-listen",
+            "none",
+            "--secret-key-file",
+            key.to_str().expect("utf8"),
+        ],
     );
     // No key before the first secret; then one, 0600.
     assert!(!key.exists(), "created on first use");
-    let r = http(&cloud.addr(), "PUT", "/v1/secrets/db-password", Some(&cloud.admin), &[], b"v1");
+    let r = http(
+        &cloud.addr(),
+        "PUT",
+        "/v1/secrets/db-password",
+        Some(&cloud.admin),
+        &[],
+        b"v1",
+    );
     assert_eq!(r.status, 201, "{}", text(&r.body));
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
@@ -562,7 +670,10 @@ fn a_missing_malformed_or_wrong_key_stops_the_control_plane_with_a_clear_error()
     // Missing.
     let gone = keys.path().join("elsewhere.key");
     let err = cloud_start_fails(data.path(), &gone);
-    assert!(err.contains("does not exist") && err.contains("holds secrets"), "{err}");
+    assert!(
+        err.contains("does not exist") && err.contains("holds secrets"),
+        "{err}"
+    );
     // Malformed.
     let bad = keys.path().join("bad.key");
     std::fs::write(&bad, "not a key\n").expect("write");
@@ -582,9 +693,22 @@ fn a_missing_malformed_or_wrong_key_stops_the_control_plane_with_a_clear_error()
     // The right key still opens it all, and a device is served nothing it was not given.
     let (cloud, _) = Cloud::start_with(
         data.path(),
-        &["--mqtt-listen", "none", "--secret-key-file", key.to_str().expect("utf8")],
+        &[
+            "--mqtt-listen",
+            "none",
+            "--secret-key-file",
+            key.to_str().expect("utf8"),
+        ],
     );
-    let list = http(&cloud.addr(), "GET", "/v1/secrets", Some(&cloud.admin), &[], b"").json();
+    let list = http(
+        &cloud.addr(),
+        "GET",
+        "/v1/secrets",
+        Some(&cloud.admin),
+        &[],
+        b"",
+    )
+    .json();
     assert_eq!(list[0]["name"], "db-password");
     assert_eq!(list[0]["version"], 1);
 }

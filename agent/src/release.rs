@@ -138,7 +138,11 @@ impl RunningRelease {
             desired,
             triggered: BTreeMap::new(),
             continuous: tokio::sync::Mutex::new(BTreeMap::new()),
-            secrets: SecretFolders::open(Some(std::path::Path::new("/dev/shm")), "/".as_ref(), None),
+            secrets: SecretFolders::open(
+                Some(std::path::Path::new("/dev/shm")),
+                "/".as_ref(),
+                None,
+            ),
         }
     }
 

@@ -177,8 +177,8 @@ impl SecretFolders {
                 Self::create_root(&root, owner)?;
                 write_folder(&root, &dir, &files, owner)
             })
-                .await
-                .map_err(|e| format!("cannot write the secrets of `{}`: {e}", b.name))?;
+            .await
+            .map_err(|e| format!("cannot write the secrets of `{}`: {e}", b.name))?;
         }
         Ok(())
     }

@@ -130,7 +130,8 @@ impl Updater {
             &self.log,
             &self.secrets,
         )
-        .await {
+        .await
+        {
             Ok(release) => {
                 tracing::info!(revision = current.revision, digest = %current.digest, "running the current release");
                 // Nothing was active: nothing to wait for.
@@ -259,23 +260,22 @@ impl Updater {
         }
 
         // 3. The new instances, warm, before anything is switched.
-        let next =
-            match RunningRelease::start(
-                &self.layout,
-                desired.clone(),
-                &self.sandbox,
-                &self.log,
-                &self.secrets,
-            )
-            .await
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    self.fail(&digest, format!("revision {revision} did not start: {e}"))
-                        .await;
-                    return Outcome::Done;
-                }
-            };
+        let next = match RunningRelease::start(
+            &self.layout,
+            desired.clone(),
+            &self.sandbox,
+            &self.log,
+            &self.secrets,
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                self.fail(&digest, format!("revision {revision} did not start: {e}"))
+                    .await;
+                return Outcome::Done;
+            }
+        };
 
         // 4. The switch. A release still in its health window is superseded: the rollback
         // target stays the release that last passed its window (`previous` already points there).

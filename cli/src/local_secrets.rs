@@ -37,9 +37,7 @@ pub(crate) struct LocalSecrets {
 fn invalid(file: &Path, line: usize, message: String) -> CliError {
     CliError::InvalidArgument {
         message: format!("{}:{line}: {message}", file.display()),
-        help: format!(
-            "{FILE} maps secret names to values, e.g. `db-password: \"local-only\"`"
-        ),
+        help: format!("{FILE} maps secret names to values, e.g. `db-password: \"local-only\"`"),
     }
 }
 
@@ -92,7 +90,9 @@ impl LocalSecrets {
                 return Err(invalid(
                     &file,
                     line,
-                    format!("`{name}` is not a valid secret name (lowercase letters, digits, `-`, `_`)"),
+                    format!(
+                        "`{name}` is not a valid secret name (lowercase letters, digits, `-`, `_`)"
+                    ),
                 ));
             }
             let value = match value {

@@ -315,11 +315,7 @@ pub fn document() -> String {
     add::<crate::messaging::hub::MessageLine>(&mut generator, &mut schemas, "MessageLine");
     add::<edgefn_schema::wire::LogLine>(&mut generator, &mut schemas, "LogLine");
     add::<Vec<edgefn_schema::api::SecretInfo>>(&mut generator, &mut schemas, "SecretList");
-    add::<edgefn_schema::api::SecretSetResponse>(
-        &mut generator,
-        &mut schemas,
-        "SecretSetResponse",
-    );
+    add::<edgefn_schema::api::SecretSetResponse>(&mut generator, &mut schemas, "SecretSetResponse");
     for (name, schema) in generator.take_definitions(true) {
         schemas.entry(name).or_insert(schema);
     }

@@ -139,11 +139,9 @@ impl Keyring {
                 }
             }
             (None, Some(_)) => return Err(KeyError::Missing(path.to_owned())),
-            (Some(k), None) => store.set_key_check(&seal_with(
-                k,
-                b"edgefn-key-check",
-                KEY_CHECK_PLAIN,
-            )?)?,
+            (Some(k), None) => {
+                store.set_key_check(&seal_with(k, b"edgefn-key-check", KEY_CHECK_PLAIN)?)?
+            }
             (None, None) => {}
         }
         Ok(Keyring {
@@ -245,7 +243,10 @@ mod tests {
         );
         assert_eq!(open(&key, "db-password", 2, &sealed), None);
         assert_eq!(open(&key, "api-key", 3, &sealed), None);
-        assert_eq!(open(&key_of(&[8; KEY_BYTES]), "db-password", 3, &sealed), None);
+        assert_eq!(
+            open(&key_of(&[8; KEY_BYTES]), "db-password", 3, &sealed),
+            None
+        );
         assert_eq!(open(&key, "db-password", 3, &sealed[..10]), None);
     }
 

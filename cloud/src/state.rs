@@ -109,7 +109,9 @@ impl AppState {
 
     /// The secrets key (set at start).
     pub(crate) fn keyring(&self) -> &crate::secrets::Keyring {
-        self.keyring.get().expect("the keyring is set before serving")
+        self.keyring
+            .get()
+            .expect("the keyring is set before serving")
     }
 
     /// Tells devices registered from now on to use the broker at `url`.

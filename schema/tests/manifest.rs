@@ -845,7 +845,11 @@ fn a_secret_version_moves_only_the_digests_of_devices_that_use_it() {
         s
     };
     let vm = state("vm-01", 3);
-    let hello = vm.bindings.iter().find(|b| b.name == "hello").expect("hello");
+    let hello = vm
+        .bindings
+        .iter()
+        .find(|b| b.name == "hello")
+        .expect("hello");
     assert_eq!(hello.secrets, [("api-key".to_owned(), 3)].into());
     assert_eq!(vm.secrets(), [("api-key".to_owned(), 3)].into());
     assert_ne!(state("vm-01", 3).digest(), state("vm-01", 4).digest());

@@ -126,9 +126,8 @@ impl Cloud {
                 "--log-level",
                 // EDGEFN_TEST_CLOUD_LOG=debug shows the cloud's own account of a failing test.
                 // A log kept in a file is kept whole (tests search it).
-                &std::env::var("EDGEFN_TEST_CLOUD_LOG").unwrap_or_else(|_| {
-                    if log.is_some() { "debug" } else { "warn" }.into()
-                }),
+                &std::env::var("EDGEFN_TEST_CLOUD_LOG")
+                    .unwrap_or_else(|_| if log.is_some() { "debug" } else { "warn" }.into()),
             ])
             .args(extra)
             .env_clear()

@@ -41,12 +41,14 @@ fn check_name(name: &str) -> Result<(), CliError> {
 /// The value to set: the file's bytes, or stdin's without one trailing newline; at most
 /// [`MAX_SECRET_BYTES`] (one byte more is read to tell), and not empty.
 fn read_value(args: &SecretSetArgs) -> Result<Vec<u8>, CliError> {
-    let too_large = |from: &str| CliError::InvalidArgument {
+    let too_large = |from: &str| {
+        CliError::InvalidArgument {
         message: format!(
             "{from} holds more than {MAX_SECRET_BYTES} bytes ({} KiB), the largest secret",
             MAX_SECRET_BYTES >> 10
         ),
         help: "a secret is a key, a password or a certificate; keep larger data in the function's bundle or fetch it at run time".into(),
+    }
     };
     let mut value = Vec::new();
     let from = match &args.from_file {
@@ -145,11 +147,7 @@ fn list(args: &SecretListArgs) -> CliResult {
         );
         return Ok(Outcome::Success);
     }
-    let _ = writeln!(
-        out,
-        "{:<24} {:<8} {:<10} USED BY",
-        "NAME", "VERSION", "SET"
-    );
+    let _ = writeln!(out, "{:<24} {:<8} {:<10} USED BY", "NAME", "VERSION", "SET");
     for s in &secrets {
         let _ = writeln!(
             out,

@@ -538,7 +538,14 @@ fn simulate(args: &TestArgs, project: &Project, m: &Manifest, topic: &str) -> Cl
             let _ = writeln!(out, "  the message itself → cloud (route {})", r.filter);
         }
         for b in firing {
-            let spec = spec(m, &project.root, &b.function, b.clone(), &device, &mut secrets)?;
+            let spec = spec(
+                m,
+                &project.root,
+                &b.function,
+                b.clone(),
+                &device,
+                &mut secrets,
+            )?;
             let (sink, mut logs) = LogSink::channel();
             let event = Event {
                 topic: topic.to_owned(),

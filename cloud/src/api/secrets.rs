@@ -9,12 +9,12 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use edgefn_schema::api::{
     ErrorCode, MAX_SECRET_BYTES, Provenance, SECRET_VERSIONS_KEPT, SecretInfo, SecretSetResponse,
 };
@@ -243,7 +243,9 @@ pub(super) async fn device_secret(
             return Err(ApiError::not_found(format!(
                 "the desired state of `{device}` does not name secret `{}`{}",
                 name.escape_debug(),
-                q.version.map(|v| format!(" version {v}")).unwrap_or_default()
+                q.version
+                    .map(|v| format!(" version {v}"))
+                    .unwrap_or_default()
             )));
         }
     };
