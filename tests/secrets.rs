@@ -712,3 +712,51 @@ fn a_missing_malformed_or_wrong_key_stops_the_control_plane_with_a_clear_error()
     assert_eq!(list[0]["name"], "db-password");
     assert_eq!(list[0]["version"], 1);
 }
+
+/// A rollback runs with the secret versions its revision pinned, while the control plane keeps
+/// them (the last five); past that it is refused with a code saying so. Versions are never
+/// reused, even after a removal.
+#[test]
+fn a_rollback_pins_the_versions_it_ran_with_while_they_are_kept() {
+    let mut s = Setup::new();
+    let pins = |s: &mut Setup, n: u64| s.api("GET", &format!("/v1/revisions/{n}"), b"").json()["secrets"].clone();
+    ok(&s.cli_stdin(&["secret", "set", "db-password"], b"one"));
+    ok(&s.cli_stdin(&["secret", "set", "api-key"], b"key"));
+    s.cli_ok(&["apply"]);
+    assert_eq!(pins(&mut s, 1), serde_json::json!({"api-key": 1, "db-password": 1}));
+    ok(&s.cli_stdin(&["secret", "set", "db-password"], b"two"));
+    assert_eq!(pins(&mut s, 2), serde_json::json!({"api-key": 1, "db-password": 2}));
+    // Applying again changes nothing: the same manifest, bundles and versions.
+    let out = s.cli(&["apply"]);
+    assert!(text(&out.stderr).contains("no changes"), "{}", text(&out.stderr));
+    s.cli_ok(&["rollback", "1"]);
+    assert_eq!(pins(&mut s, 3), serde_json::json!({"api-key": 1, "db-password": 1}));
+    for v in 3..=7 {
+        ok(&s.cli_stdin(&["secret", "set", "db-password"], format!("v{v}").as_bytes()));
+    }
+    let listed = s.api("GET", "/v1/secrets", b"").json();
+    let db = listed
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|x| x["name"] == "db-password")
+        .cloned()
+        .expect("listed");
+    assert_eq!(db["versions"], serde_json::json!([3, 4, 5, 6, 7]), "the last five kept");
+    let out = s.cli(&["rollback", "1"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("db-password@1") && err.contains("no longer kept"), "{err}");
+
+    // Removed, then set again: the next version number, never an old one.
+    ok(&s.cli_stdin(&["secret", "set", "spare"], b"a"));
+    s.cli_ok(&["secret", "rm", "spare"]);
+    let out = s.cli(&["secret", "rm", "spare"]);
+    assert!(!out.status.success(), "already removed: {}", text(&out.stderr));
+    let set: serde_json::Value = serde_json::from_str(&ok(&s.cli_stdin(
+        &["secret", "set", "spare", "--output", "json"],
+        b"b",
+    )))
+    .expect("json");
+    assert_eq!(set["version"], 2);
+}
