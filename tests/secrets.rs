@@ -760,3 +760,57 @@ fn a_rollback_pins_the_versions_it_ran_with_while_they_are_kept() {
     .expect("json");
     assert_eq!(set["version"], 2);
 }
+
+/// `edgefn test` and `edgefn invoke` hand a function the local values of its secrets, from the
+/// git-ignored `secrets.local.yaml`, as files; a value the file lacks is an error naming the
+/// file. `edgefn init` lists the file in `.gitignore`.
+#[test]
+fn edgefn_test_reads_local_values_from_the_git_ignored_file() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = edgefn_stdin(tmp.path(), &["init", "demo"], &[], b"");
+    ok(&out);
+    let project = tmp.path().join("demo");
+    let gitignore = std::fs::read_to_string(project.join(".gitignore")).expect("gitignore");
+    assert!(gitignore.lines().any(|l| l == "secrets.local.yaml"), "{gitignore}");
+
+    let dir = project.join("functions/reader");
+    std::fs::create_dir_all(dir.join("tests")).expect("mkdir");
+    std::fs::write(
+        dir.join("main.py"),
+        "import hashlib, os\n\ndef handle(event, context):\n    d = os.environ[\"EDGEFN_SECRETS_DIR\"]\n    with open(os.path.join(d, \"db-password\"), \"rb\") as f:\n        v = f.read()\n    return {\"files\": sorted(os.listdir(d)), \"db\": hashlib.sha256(v).hexdigest()}\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.join("tests/reads.yaml"),
+        format!(
+            "trigger: {{ topic: read/now, payload: {{}} }}\nexpect:\n  result:\n    files: [api-key, db-password]\n    db: \"{}\"\n",
+            sha256_hex(b"local-db")
+        ),
+    )
+    .expect("write");
+    std::fs::write(project.join("edgefn.yaml"), MANIFEST).expect("write");
+    let run = |args: &[&str]| edgefn_stdin(&project, args, &[], b"");
+
+    // No local values: the error names the secret and the file to add it to.
+    let out = run(&["test"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("secret `api-key`") && err.contains("secrets.local.yaml"), "{err}");
+
+    // With them: the function reads them as files, as on a device.
+    std::fs::write(
+        project.join("secrets.local.yaml"),
+        "db-password: local-db\napi-key: \"local-key\"\n",
+    )
+    .expect("write");
+    ok(&run(&["test"]));
+    let out = ok(&run(&["invoke", "reader", "--topic", "read/now", "--event", "{}"]));
+    assert!(out.contains(&sha256_hex(b"local-db")), "{out}");
+    assert!(!out.contains("local-key"), "the value is not printed: {out}");
+
+    // A bad entry is an error with its line.
+    std::fs::write(project.join("secrets.local.yaml"), "db-password: ok\nBad Name: x\n")
+        .expect("write");
+    let err = text(&run(&["test"]).stderr);
+    assert!(err.contains("secrets.local.yaml:2") && err.contains("Bad Name"), "{err}");
+}
