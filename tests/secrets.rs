@@ -719,20 +719,38 @@ fn a_missing_malformed_or_wrong_key_stops_the_control_plane_with_a_clear_error()
 #[test]
 fn a_rollback_pins_the_versions_it_ran_with_while_they_are_kept() {
     let mut s = Setup::new();
-    let pins = |s: &mut Setup, n: u64| s.api("GET", &format!("/v1/revisions/{n}"), b"").json()["secrets"].clone();
+    let pins = |s: &mut Setup, n: u64| {
+        s.api("GET", &format!("/v1/revisions/{n}"), b"").json()["secrets"].clone()
+    };
     ok(&s.cli_stdin(&["secret", "set", "db-password"], b"one"));
     ok(&s.cli_stdin(&["secret", "set", "api-key"], b"key"));
     s.cli_ok(&["apply"]);
-    assert_eq!(pins(&mut s, 1), serde_json::json!({"api-key": 1, "db-password": 1}));
+    assert_eq!(
+        pins(&mut s, 1),
+        serde_json::json!({"api-key": 1, "db-password": 1})
+    );
     ok(&s.cli_stdin(&["secret", "set", "db-password"], b"two"));
-    assert_eq!(pins(&mut s, 2), serde_json::json!({"api-key": 1, "db-password": 2}));
+    assert_eq!(
+        pins(&mut s, 2),
+        serde_json::json!({"api-key": 1, "db-password": 2})
+    );
     // Applying again changes nothing: the same manifest, bundles and versions.
     let out = s.cli(&["apply"]);
-    assert!(text(&out.stderr).contains("no changes"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no changes"),
+        "{}",
+        text(&out.stderr)
+    );
     s.cli_ok(&["rollback", "1"]);
-    assert_eq!(pins(&mut s, 3), serde_json::json!({"api-key": 1, "db-password": 1}));
+    assert_eq!(
+        pins(&mut s, 3),
+        serde_json::json!({"api-key": 1, "db-password": 1})
+    );
     for v in 3..=7 {
-        ok(&s.cli_stdin(&["secret", "set", "db-password"], format!("v{v}").as_bytes()));
+        ok(&s.cli_stdin(
+            &["secret", "set", "db-password"],
+            format!("v{v}").as_bytes(),
+        ));
     }
     let listed = s.api("GET", "/v1/secrets", b"").json();
     let db = listed
@@ -742,21 +760,31 @@ fn a_rollback_pins_the_versions_it_ran_with_while_they_are_kept() {
         .find(|x| x["name"] == "db-password")
         .cloned()
         .expect("listed");
-    assert_eq!(db["versions"], serde_json::json!([3, 4, 5, 6, 7]), "the last five kept");
+    assert_eq!(
+        db["versions"],
+        serde_json::json!([3, 4, 5, 6, 7]),
+        "the last five kept"
+    );
     let out = s.cli(&["rollback", "1"]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
-    assert!(err.contains("db-password@1") && err.contains("no longer kept"), "{err}");
+    assert!(
+        err.contains("db-password@1") && err.contains("no longer kept"),
+        "{err}"
+    );
 
     // Removed, then set again: the next version number, never an old one.
     ok(&s.cli_stdin(&["secret", "set", "spare"], b"a"));
     s.cli_ok(&["secret", "rm", "spare"]);
     let out = s.cli(&["secret", "rm", "spare"]);
-    assert!(!out.status.success(), "already removed: {}", text(&out.stderr));
-    let set: serde_json::Value = serde_json::from_str(&ok(&s.cli_stdin(
-        &["secret", "set", "spare", "--output", "json"],
-        b"b",
-    )))
+    assert!(
+        !out.status.success(),
+        "already removed: {}",
+        text(&out.stderr)
+    );
+    let set: serde_json::Value = serde_json::from_str(&ok(
+        &s.cli_stdin(&["secret", "set", "spare", "--output", "json"], b"b")
+    ))
     .expect("json");
     assert_eq!(set["version"], 2);
 }
@@ -771,7 +799,10 @@ fn edgefn_test_reads_local_values_from_the_git_ignored_file() {
     ok(&out);
     let project = tmp.path().join("demo");
     let gitignore = std::fs::read_to_string(project.join(".gitignore")).expect("gitignore");
-    assert!(gitignore.lines().any(|l| l == "secrets.local.yaml"), "{gitignore}");
+    assert!(
+        gitignore.lines().any(|l| l == "secrets.local.yaml"),
+        "{gitignore}"
+    );
 
     let dir = project.join("functions/reader");
     std::fs::create_dir_all(dir.join("tests")).expect("mkdir");
@@ -795,7 +826,10 @@ fn edgefn_test_reads_local_values_from_the_git_ignored_file() {
     let out = run(&["test"]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
-    assert!(err.contains("secret `api-key`") && err.contains("secrets.local.yaml"), "{err}");
+    assert!(
+        err.contains("secret `api-key`") && err.contains("secrets.local.yaml"),
+        "{err}"
+    );
 
     // With them: the function reads them as files, as on a device.
     std::fs::write(
@@ -804,13 +838,24 @@ fn edgefn_test_reads_local_values_from_the_git_ignored_file() {
     )
     .expect("write");
     ok(&run(&["test"]));
-    let out = ok(&run(&["invoke", "reader", "--topic", "read/now", "--event", "{}"]));
+    let out = ok(&run(&[
+        "invoke", "reader", "--topic", "read/now", "--event", "{}",
+    ]));
     assert!(out.contains(&sha256_hex(b"local-db")), "{out}");
-    assert!(!out.contains("local-key"), "the value is not printed: {out}");
+    assert!(
+        !out.contains("local-key"),
+        "the value is not printed: {out}"
+    );
 
     // A bad entry is an error with its line.
-    std::fs::write(project.join("secrets.local.yaml"), "db-password: ok\nBad Name: x\n")
-        .expect("write");
+    std::fs::write(
+        project.join("secrets.local.yaml"),
+        "db-password: ok\nBad Name: x\n",
+    )
+    .expect("write");
     let err = text(&run(&["test"]).stderr);
-    assert!(err.contains("secrets.local.yaml:2") && err.contains("Bad Name"), "{err}");
+    assert!(
+        err.contains("secrets.local.yaml:2") && err.contains("Bad Name"),
+        "{err}"
+    );
 }
