@@ -859,3 +859,108 @@ fn edgefn_test_reads_local_values_from_the_git_ignored_file() {
         "{err}"
     );
 }
+
+/// `edgefn dev` sets the local values on its own control plane and its agents hand them to the
+/// function as files; without a local value it stops at once and names the file.
+#[test]
+fn edgefn_dev_runs_functions_with_their_local_values() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let project = tmp.path();
+    let dir = project.join("functions/reader");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("main.py"), READER_PY).expect("write");
+    std::fs::write(project.join("edgefn.yaml"), MANIFEST).expect("write");
+
+    let out = edgefn_stdin(project, &["dev", ".", "--sandbox", "process"], &[], b"");
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("secrets.local.yaml") && err.contains("api-key"),
+        "{err}"
+    );
+
+    std::fs::write(
+        project.join("secrets.local.yaml"),
+        "db-password: dev-db\napi-key: dev-key\n",
+    )
+    .expect("write");
+    let home = tempfile::tempdir().expect("home");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edgefn"))
+        .args(["dev", ".", "--sandbox", "process"])
+        .current_dir(project)
+        .env_clear()
+        .env("HOME", home.path())
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn edgefn dev");
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = child.stdout.take().expect("stdout");
+    let _dev = Killed(child);
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let keep = lines.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            keep.lock().expect("lock").push(l);
+        }
+    });
+    let has = |needle: &str| {
+        lines
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|l| l.contains(needle))
+    };
+    wait_until(60, "edgefn dev watches", || has("Watching for changes"));
+    let endpoint = lines
+        .lock()
+        .expect("lock")
+        .iter()
+        .find(|l| l.trim_start().starts_with("agent dev-a "))
+        .and_then(|l| l.split("http://").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .expect("dev-a's endpoint")
+        .to_owned();
+    let r = http(
+        &endpoint,
+        "POST",
+        "/v1/publish?topic=read/now&wait=true",
+        None,
+        &[("Content-Type", "application/json")],
+        b"{}",
+    );
+    let got = &r.json()["deliveries"][0]["result"];
+    assert_eq!(got["db-password"]["sha256"], sha256_hex(b"dev-db"), "{got}");
+    assert_eq!(got["api-key"]["sha256"], sha256_hex(b"dev-key"), "{got}");
+    let out = lines.lock().expect("lock").join("\n");
+    assert!(!out.contains("dev-db") && !out.contains("dev-key"), "{out}");
+    // Stopped, it removes the folders that held them.
+    let pid = _dev.0.id();
+    let ours = |e: &std::fs::DirEntry| {
+        e.file_name()
+            .to_string_lossy()
+            .starts_with(&format!("edgefn-dev-{pid}-"))
+    };
+    assert!(
+        std::fs::read_dir("/dev/shm").is_ok_and(|d| d.flatten().any(|e| ours(&e))),
+        "the values are kept on /dev/shm while it runs"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    wait_until(30, "edgefn dev stops", || {
+        std::fs::read_dir("/dev/shm").is_ok_and(|d| !d.flatten().any(|e| ours(&e)))
+    });
+}

@@ -45,7 +45,7 @@ impl DevEnv<'_> {
             "/v1/devices",
             &edgefn_schema::api::NewDevice { name: d.to_owned() },
         )?;
-        let text = format!(
+        let mut text = format!(
             "cloud: {}\ndevice: {d}\ntoken: {}\ndata: {}\nsandbox: {}\nmqtt: mqtt://{}\nhealthWindow: 1s\npollWait: 30s\nreportInterval: 2s\n",
             self.cloud_url,
             reg.token,
@@ -53,6 +53,10 @@ impl DevEnv<'_> {
             self.sandbox,
             self.broker_addr,
         );
+        // Secrets in memory, in a folder this session removes when it ends.
+        if let Some(dir) = super::secrets_dir(d) {
+            text.push_str(&format!("secretsDir: {}\n", dir.display()));
+        }
         let config = edgefn_agent::AgentConfig::parse(&edgefn_schema::Source::new(
             format!("{d}.yaml"),
             text,

@@ -351,5 +351,32 @@ pub(crate) fn run(args: &DevArgs) -> CliResult {
     }
 
     stop_all(&rt, &stop_tx, agents, cloud_task, &session);
+    remove_secrets_dirs();
     Ok(Outcome::Success)
+}
+
+/// The prefix of this session's secrets folders on `/dev/shm`.
+fn secrets_prefix() -> String {
+    format!("edgefn-dev-{}-", std::process::id())
+}
+
+/// The folder where device `device`'s agent keeps its secrets in this session: on `/dev/shm`
+/// (a memory file system), `None` without one (the agent then chooses, or refuses to run
+/// secrets).
+fn secrets_dir(device: &str) -> Option<std::path::PathBuf> {
+    let shm = std::path::Path::new("/dev/shm");
+    shm.is_dir()
+        .then(|| shm.join(format!("{}{device}", secrets_prefix())))
+}
+
+/// Removes this session's secrets folders (their files are the local values).
+fn remove_secrets_dirs() {
+    let prefix = secrets_prefix();
+    if let Ok(entries) = std::fs::read_dir("/dev/shm") {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
 }
