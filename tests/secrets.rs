@@ -741,6 +741,32 @@ fn a_rollback_pins_the_versions_it_ran_with_while_they_are_kept() {
         "{}",
         text(&out.stderr)
     );
+    // A device that reports running revision 1 (rolled back on its own) may still fetch what
+    // revision 1 named for it; the latest names version 2.
+    let dev_a = s.device_token("dev-a");
+    let path = "/v1/devices/dev-a/secrets/db-password?version=1";
+    assert_eq!(
+        s.device_get(&dev_a, path).status,
+        404,
+        "not what it runs yet"
+    );
+    let report = serde_json::json!({"runningRevision": 1, "state": "running", "functions": []});
+    let r = http(
+        &s.cloud().addr(),
+        "POST",
+        "/v1/devices/dev-a/status",
+        Some(&dev_a),
+        &[("Content-Type", "application/json")],
+        report.to_string().as_bytes(),
+    );
+    assert!(r.status < 300, "{}", text(&r.body));
+    let r = s.device_get(&dev_a, path);
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"one"[..]));
+    assert_eq!(
+        s.device_get(&dev_a, "/v1/devices/dev-a/secrets/db-password?version=2")
+            .body,
+        b"two"
+    );
     s.cli_ok(&["rollback", "1"]);
     assert_eq!(
         pins(&mut s, 3),

@@ -186,6 +186,16 @@ impl AppState {
         blocking(move || Ok(store.put_statuses(&batch)?)).await
     }
 
+    /// The revision device `name` last reported running.
+    pub(crate) fn running_revision(&self, name: &str) -> Option<u64> {
+        self.statuses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .last
+            .get(name)
+            .and_then(|(r, _)| r.running_revision)
+    }
+
     /// Every device's last report and its time.
     pub(crate) fn status_snapshot(&self) -> HashMap<String, (StatusReport, u64)> {
         self.statuses

@@ -209,6 +209,28 @@ pub(super) async fn remove(
     }
 }
 
+/// The version of `secret` that revision `n`'s desired state for `device` names, if any.
+fn pinned_in(
+    store: &dyn crate::store::Store,
+    n: u64,
+    device: &str,
+    secret: &str,
+) -> Result<Option<u64>, crate::store::StoreError> {
+    let Some(rev) = store.revision(n)? else {
+        return Ok(None);
+    };
+    let source = edgefn_schema::Source::new("edgefn.yaml", rev.manifest.as_str());
+    let Ok(loaded) = edgefn_schema::load(&source, None) else {
+        return Ok(None);
+    };
+    Ok(
+        edgefn_schema::resolve(&loaded.manifest, device, &rev.bundles).and_then(|mut s| {
+            s.pin_secrets(&rev.secrets);
+            s.secrets().get(secret).copied()
+        }),
+    )
+}
+
 #[derive(Debug, Deserialize)]
 pub(super) struct VersionQuery {
     version: Option<u64>,
@@ -234,8 +256,23 @@ pub(super) async fn device_secret(
         }
     }
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let desired = state.view().desired_for(&device);
-    let pinned = desired.secrets.get(&name).copied();
+    let view = state.view();
+    let mut pinned = view.desired_for(&device).secrets.get(&name).copied();
+    // A device that runs an older revision (rolled back on its own, then restarted) may fetch
+    // what that revision's desired state names for it, as it reported.
+    if pinned.is_none() || q.version.is_some_and(|v| Some(v) != pinned) {
+        if let Some(n) = state
+            .running_revision(&device)
+            .filter(|n| *n != view.revision)
+        {
+            let (st, d, secret) = (state.clone(), device.clone(), name.clone());
+            if let Some(v) = blocking(move || Ok(pinned_in(&*st.store, n, &d, &secret)?)).await? {
+                if q.version.is_none_or(|want| want == v) {
+                    pinned = Some(v);
+                }
+            }
+        }
+    }
     let version = match (pinned, q.version) {
         (Some(p), None) => p,
         (Some(p), Some(v)) if p == v => p,
