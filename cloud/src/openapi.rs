@@ -250,7 +250,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "get",
         path: "/v1/devices/{name}/secrets/{secret}",
         access: Access::DeviceOnly,
-        summary: "The value of a secret the device's desired state names, at the version it names (`?version=` must equal it): raw bytes, `Cache-Control: no-store`, the version in `edgefn-secret-version`. 404 for a secret or version its desired state does not name.",
+        summary: "The value of a secret the device's desired state names (under the latest revision, or the revision it last reported running), at the version it names (`?version=` must equal it): raw bytes, `Cache-Control: no-store`, the version in `edgefn-secret-version`. 404 for a secret or version its desired state does not name.",
         request: None,
         response: (200, Some("secret")),
     },
