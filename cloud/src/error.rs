@@ -24,6 +24,11 @@ impl ApiError {
         }
     }
 
+    /// Its code.
+    pub(crate) fn code(&self) -> ErrorCode {
+        self.code
+    }
+
     /// Adds details.
     pub(crate) fn details(mut self, details: serde_json::Value) -> Self {
         self.details = Some(details);

@@ -189,9 +189,19 @@ fn aad(name: &str, version: u64) -> Vec<u8> {
     format!("edgefn-secret\0{name}\0{version}").into_bytes()
 }
 
-fn seal_with(key: &LessSafeKey, aad: &[u8], plain: &[u8]) -> Result<Vec<u8>, KeyError> {
+/// A fresh random nonce (96 bits: random nonces are safe far beyond the number of versions a
+/// control plane seals).
+pub(crate) fn nonce() -> Result<[u8; NONCE_LEN], KeyError> {
     let mut nonce = [0u8; NONCE_LEN];
     getrandom::fill(&mut nonce).map_err(KeyError::Random)?;
+    Ok(nonce)
+}
+
+fn seal_with(key: &LessSafeKey, aad: &[u8], plain: &[u8]) -> Result<Vec<u8>, KeyError> {
+    Ok(seal_with_nonce(key, aad, plain, nonce()?))
+}
+
+fn seal_with_nonce(key: &LessSafeKey, aad: &[u8], plain: &[u8], nonce: [u8; NONCE_LEN]) -> Vec<u8> {
     let mut out = plain.to_vec();
     key.seal_in_place_append_tag(
         Nonce::assume_unique_for_key(nonce),
@@ -201,7 +211,7 @@ fn seal_with(key: &LessSafeKey, aad: &[u8], plain: &[u8]) -> Result<Vec<u8>, Key
     .expect("a value under the AEAD's size limit");
     let mut sealed = nonce.to_vec();
     sealed.extend_from_slice(&out);
-    Ok(sealed)
+    sealed
 }
 
 fn open_with(key: &LessSafeKey, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
@@ -212,14 +222,16 @@ fn open_with(key: &LessSafeKey, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
     Some(plain.to_vec())
 }
 
-/// Seals version `version` of secret `name`: nonce ‖ ciphertext ‖ tag.
+/// Seals version `version` of secret `name` with `nonce` (from [`nonce`], used once): nonce ‖
+/// ciphertext ‖ tag.
 pub(crate) fn seal(
     key: &LessSafeKey,
     name: &str,
     version: u64,
     value: &[u8],
-) -> Result<Vec<u8>, KeyError> {
-    seal_with(key, &aad(name, version), value)
+    nonce: [u8; NONCE_LEN],
+) -> Vec<u8> {
+    seal_with_nonce(key, &aad(name, version), value, nonce)
 }
 
 /// Opens what [`seal`] made for `name` and `version`; `None` when it does not open (another
@@ -235,7 +247,7 @@ mod tests {
     #[test]
     fn a_sealed_value_opens_only_under_its_name_version_and_key() {
         let key = key_of(&[7; KEY_BYTES]);
-        let sealed = seal(&key, "db-password", 3, b"hunter2").expect("seal");
+        let sealed = seal(&key, "db-password", 3, b"hunter2", nonce().expect("nonce"));
         assert!(!sealed.windows(7).any(|w| w == b"hunter2"));
         assert_eq!(
             open(&key, "db-password", 3, &sealed).as_deref(),

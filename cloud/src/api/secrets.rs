@@ -88,51 +88,66 @@ pub(super) async fn set(
         .map(|s| s.chars().take(100).collect::<String>());
     let st = state.clone();
     let secret = name.clone();
-    let (version, latest) = blocking(move || {
+    let version = blocking(move || {
         let store = st.store.as_ref();
         let key = st.keyring().key(store).map_err(key_error)?;
-        let mut sealed = Ok(());
-        let version = store.put_secret(&secret, now_ms(), SECRET_VERSIONS_KEPT, &mut |v| {
-            crate::secrets::seal(&key, &secret, v, &value).unwrap_or_else(|e| {
-                sealed = Err(e);
-                Vec::new()
-            })
-        })?;
-        if let Err(e) = sealed {
-            // No randomness for the nonce: forget the unusable version at once.
-            let _ = store.remove_secret(&secret);
-            return Err(key_error(e));
-        }
-        Ok((version, store.latest()?))
+        let nonce = crate::secrets::nonce().map_err(key_error)?;
+        Ok(
+            store.put_secret(&secret, now_ms(), SECRET_VERSIONS_KEPT, &mut |v| {
+                crate::secrets::seal(&key, &secret, v, &value, nonce)
+            })?,
+        )
     })
     .await?;
     tracing::info!(secret = %name, version, "secret set");
-    // A new value is a rollout: the latest revision again, with this version.
-    let uses = state
-        .view()
-        .manifest
-        .as_ref()
-        .is_some_and(|m| m.secret_users().contains_key(&name));
+    // A new value is a rollout: the latest revision again, with this version. Made against
+    // that revision (a concurrent apply wins, and the rollout is made on top of it instead).
     let mut revision = None;
-    if let (true, Some(latest)) = (uses, latest) {
-        let manifest = state.view().manifest.clone();
-        if let Some(manifest) = manifest {
-            let draft = Draft {
-                manifest: latest.manifest,
-                bundles: latest.bundles,
-                provenance: Provenance {
-                    message: Some(format!("secret set {name} (version {version})")),
-                    tool,
-                    ..Provenance::default()
-                },
-                rollback_of: None,
-                created_ms: now_ms(),
-                secrets: Default::default(),
+    for _ in 0..3 {
+        let store = state.store.clone();
+        let latest = blocking(move || {
+            let Some(rev) = store.latest()? else {
+                return Ok(None);
             };
-            let (_, Json(applied)) = commit(&state, draft, &manifest, None, Pins::Latest).await?;
-            if applied.created {
-                revision = Some(applied.revision);
+            let source = edgefn_schema::Source::new("edgefn.yaml", rev.manifest.as_str());
+            Ok(edgefn_schema::load(&source, None)
+                .ok()
+                .map(|l| (rev, l.manifest)))
+        })
+        .await?;
+        let Some((latest, manifest)) = latest else {
+            break;
+        };
+        if !manifest.secret_users().contains_key(&name) {
+            break;
+        }
+        let draft = Draft {
+            manifest: latest.manifest,
+            bundles: latest.bundles,
+            provenance: Provenance {
+                message: Some(format!("secret set {name} (version {version})")),
+                tool: tool.clone(),
+                ..Provenance::default()
+            },
+            rollback_of: None,
+            created_ms: now_ms(),
+            secrets: Default::default(),
+        };
+        match commit(
+            &state,
+            draft,
+            &manifest,
+            Some(latest.summary.number),
+            Pins::Latest,
+        )
+        .await
+        {
+            Ok((_, Json(applied))) => {
+                revision = applied.created.then_some(applied.revision);
+                break;
             }
+            Err(e) if e.code() == ErrorCode::Conflict => continue,
+            Err(e) => return Err(e),
         }
     }
     Ok((
