@@ -990,3 +990,88 @@ fn edgefn_dev_runs_functions_with_their_local_values() {
         std::fs::read_dir("/dev/shm").is_ok_and(|d| !d.flatten().any(|e| ours(&e)))
     });
 }
+
+/// A new value that breaks the function is rolled back like any release: the health window
+/// sees the continuous function fail, the device returns to the release with the old version,
+/// whose secrets folder was kept, and the function runs again with the old value.
+#[test]
+fn a_value_that_breaks_the_function_is_rolled_back_under_the_health_window() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut s = Setup::new();
+    let dir = s.project.path().join("functions/watcher");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    // Runs while its token is good; exits at once on a value it cannot use.
+    std::fs::write(
+        dir.join("run.sh"),
+        "#!/bin/sh\nif [ \"$(cat \"$EDGEFN_SECRETS_DIR/token\")\" = broken ]; then echo 'the token is refused' >&2; exit 3; fi\necho watching\nwhile true; do sleep 1; done\n",
+    )
+    .expect("write");
+    std::fs::set_permissions(dir.join("run.sh"), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    std::fs::write(
+        s.project.path().join("edgefn.yaml"),
+        "apiVersion: edgefn/v1\nproject: secrets-test\nfunctions:\n  watcher:\n    path: functions/watcher\n    runtime: exec\n    handler: [\"./run.sh\"]\n    secrets: [token]\ndevices:\n  dev-a: {}\nbindings:\n  - function: watcher\n    devices: { names: [dev-a] }\n    mode: continuous\n",
+    )
+    .expect("write");
+    std::fs::remove_dir_all(s.project.path().join("functions/reader")).expect("rm");
+    git(s.project.path(), &["add", "-A"]);
+    git(s.project.path(), &["commit", "-q", "-m", "watcher"]);
+    ok(&s.cli_stdin(&["secret", "set", "token"], b"good"));
+
+    let shm = tempfile::tempdir_in("/dev/shm").expect("a memory file system at /dev/shm");
+    let mut config = std::fs::read_to_string(&s.agent_config).expect("read");
+    config.push_str(&format!("secretsDir: {}\n", shm.path().join("s").display()));
+    std::fs::write(&s.agent_config, config).expect("write");
+    let data = tempfile::tempdir().expect("agent data");
+    let agent = AgentProc::start(&s.agent_config, data.path(), &[]);
+    s.cli_ok(&["apply", "--wait", "--timeout", "60s"]);
+    let report = |s: &mut Setup| {
+        s.api("GET", "/v1/status", b"").json()["devices"]
+            .as_array()
+            .and_then(|d| d.iter().find(|d| d["name"] == "dev-a").cloned())
+            .unwrap_or_default()["report"]
+            .clone()
+    };
+    let watcher_runs = |s: &mut Setup| {
+        report(s)["functions"].as_array().is_some_and(|f| {
+            f.iter()
+                .any(|f| f["binding"] == "watcher" && f["state"] == "running")
+        })
+    };
+    wait_until(30, "the watcher runs", || watcher_runs(&mut s));
+    let good = report(&mut s)["runningDigest"].clone();
+
+    let out = s.cli_stdin(
+        &["secret", "set", "token", "--wait", "--timeout", "60s"],
+        b"broken",
+    );
+    assert!(
+        !out.status.success(),
+        "the rollout fails: {}",
+        text(&out.stderr)
+    );
+    let mut last = serde_json::Value::Null;
+    wait_until(60, "dev-a rolls back", || {
+        last = report(&mut s);
+        last["state"] == "rolled_back"
+    });
+    assert!(
+        last["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("watcher")),
+        "{last}"
+    );
+    assert_eq!(
+        last["runningDigest"], good,
+        "back on the release with the old version"
+    );
+    wait_until(30, "the watcher runs again, with the old value", || {
+        watcher_runs(&mut s)
+    });
+    let log = agent.log.lock().expect("log").clone();
+    assert!(
+        log.contains("the token is refused"),
+        "the new value was tried"
+    );
+    let _ = shm;
+}
