@@ -8,11 +8,13 @@
 //! | [`status`] | `GET /v1/status`, `GET /metrics` |
 //! | [`tokens`] | `GET`/`POST /v1/tokens`, `DELETE /v1/tokens/{id}` |
 //! | [`messages`] | `POST /v1/publish`, `GET /v1/messages`, `GET /v1/devices/{name}/logs` |
+//! | [`invoke`] | `POST /v1/devices/{name}/invoke` |
 //!
 //! Handlers read and change [`AppState`]; the state knows nothing of them.
 
 mod bundles;
 mod devices;
+mod invoke;
 mod messages;
 mod revisions;
 mod status;
@@ -170,6 +172,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/messages", get(messages::messages))
         .route("/v1/devices/{name}/logs", get(messages::logs))
+        .route(
+            "/v1/devices/{name}/invoke",
+            post(invoke::invoke).layer(DefaultBodyLimit::max(invoke::MAX_INVOKE_BODY_BYTES)),
+        )
         .merge(crate::console::routes())
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .merge(bundles)
