@@ -1690,12 +1690,24 @@ fn invoke_setup() -> Setup {
     let config = dir.join("agent.yaml");
     ok(&edgefn_env(
         dir,
-        &["device", "add", "dev-a", "--out", config.to_str().expect("utf8")],
+        &[
+            "device",
+            "add",
+            "dev-a",
+            "--out",
+            config.to_str().expect("utf8"),
+        ],
         &env,
     ));
     ok(&edgefn_env(
         dir,
-        &["device", "add", "dev-b", "--out", dir.join("b.yaml").to_str().expect("utf8")],
+        &[
+            "device",
+            "add",
+            "dev-b",
+            "--out",
+            dir.join("b.yaml").to_str().expect("utf8"),
+        ],
         &env,
     ));
     ok(&edgefn_env(dir, &["apply"], &env));
@@ -1821,7 +1833,10 @@ fn a_function_runs_on_the_device_on_request_and_an_offline_device_times_out_with
         stderr.contains("[stdout] shout got {'celsius': 45}"),
         "{stderr}"
     );
-    assert!(stderr.contains("ran `shout` (function `shout`) on dev-a in"), "{stderr}");
+    assert!(
+        stderr.contains("ran `shout` (function `shout`) on dev-a in"),
+        "{stderr}"
+    );
     let failed = edgefn_env(
         dir,
         &["invoke", "shout", "--device", "dev-a", "--event", "fail"],
@@ -1876,7 +1891,12 @@ fn a_function_runs_on_the_device_on_request_and_an_offline_device_times_out_with
         &device_token,
         &serde_json::json!({"function": "shout"}),
     );
-    assert_eq!(r.status, 403, "a device token cannot invoke: {}", text(&r.body));
+    assert_eq!(
+        r.status,
+        403,
+        "a device token cannot invoke: {}",
+        text(&r.body)
+    );
     let r = invoke_http(
         &s,
         "dev-a",

@@ -465,7 +465,12 @@ pub(crate) struct InvokeArgs {
     #[arg(long, value_name = "NAME", conflicts_with_all = ["as_device", "file", "sandbox"])]
     pub(crate) device: Option<String>,
     /// With --device: how long to wait for the device's answer (at most 60s)
-    #[arg(long, value_name = "DURATION", default_value = "10s", requires = "device")]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10s",
+        requires = "device"
+    )]
     pub(crate) timeout: String,
     /// Run it here as on this device of the manifest (its binding's settings and its values in
     /// `env`; default: the first device its first binding selects)

@@ -247,7 +247,10 @@ impl Client {
                 .and_then(|d| serde_json::from_value::<Vec<String>>(d).ok())
                 .filter(|n| !n.is_empty())
                 .map(|n| format!("it runs: {}", n.join(", ")))
-                .unwrap_or_else(|| "bind the function to the device in edgefn.yaml and run `edgefn apply`".to_owned()),
+                .unwrap_or_else(|| {
+                    "bind the function to the device in edgefn.yaml and run `edgefn apply`"
+                        .to_owned()
+                }),
             _ => details
                 .and_then(|d| d.get("diagnostics").cloned())
                 .and_then(|d| serde_json::from_value::<Vec<String>>(d).ok())

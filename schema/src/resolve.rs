@@ -158,11 +158,9 @@ impl DesiredState {
                     .bindings
                     .iter()
                     .any(|b| b.mode == Mode::Continuous && (b.name == name || b.function == name));
-                let suggestion = crate::diagnostic::did_you_mean(
-                    name,
-                    names.iter().map(String::as_str),
-                )
-                .map(str::to_owned);
+                let suggestion =
+                    crate::diagnostic::did_you_mean(name, names.iter().map(String::as_str))
+                        .map(str::to_owned);
                 Err(NotInvocable::NotBound {
                     name: name.to_owned(),
                     device: self.device.clone(),

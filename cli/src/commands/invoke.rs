@@ -20,7 +20,10 @@ pub(crate) fn on_device(args: &InvokeArgs) -> CliResult {
     let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
     if !(1..=INVOKE_MAX_TIMEOUT_MS).contains(&timeout_ms) {
         return Err(CliError::InvalidArgument {
-            message: format!("--timeout {}: a device is waited for 1ms to 60s", args.timeout),
+            message: format!(
+                "--timeout {}: a device is waited for 1ms to 60s",
+                args.timeout
+            ),
             help: "give e.g. --timeout 30s".into(),
         });
     }

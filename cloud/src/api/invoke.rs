@@ -94,7 +94,11 @@ pub(super) async fn invoke(
     };
     let wait = Duration::from_millis(timeout_ms);
     let started = std::time::Instant::now();
-    if !m.hub.wait_ready(wait.min(super::messages::PUBLISH_WAIT)).await {
+    if !m
+        .hub
+        .wait_ready(wait.min(super::messages::PUBLISH_WAIT))
+        .await
+    {
         return Err(super::messages::not_connected());
     }
     let bytes = serde_json::to_vec(&request).map_err(ApiError::internal)?;

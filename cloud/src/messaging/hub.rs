@@ -320,7 +320,9 @@ impl Hub {
                     Some(w) => {
                         let _ = w.reply.send(payload);
                     }
-                    None => tracing::debug!(%device, id = rest, "a reply nobody waits for (late, or not ours): dropped"),
+                    None => {
+                        tracing::debug!(%device, id = rest, "a reply nobody waits for (late, or not ours): dropped")
+                    }
                 }
             }
             Kind::Down | Kind::Invoke => {}
