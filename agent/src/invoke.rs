@@ -110,12 +110,17 @@ pub(crate) fn start(bus: Arc<Bus>, captures: Arc<Captures>) -> InvokeChannels {
             tokio::spawn(async move {
                 let reply = answer(&bus, &captures, &request.payload).await;
                 let bytes = serde_json::to_vec(&reply).expect("a reply serializes");
-                let _ = answers
-                    .send(RawInvocation {
+                // Only useful now: a reply the link cannot take (it is down, or that far
+                // behind) is dropped, and the cloud's wait times out.
+                if answers
+                    .try_send(RawInvocation {
                         id: request.id,
                         payload: bytes,
                     })
-                    .await;
+                    .is_err()
+                {
+                    tracing::warn!("an invocation's reply was dropped: the link to the cloud is down or behind");
+                }
             });
         }
     });

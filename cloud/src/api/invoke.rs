@@ -119,6 +119,7 @@ pub(super) async fn invoke(
                 format!("the connection to the broker is not keeping up ({e}); retry later"),
             ),
             InvokeWaitError::Timeout => timed_out(&state, &name, &request.binding, timeout_ms),
+            InvokeWaitError::Random(e) => ApiError::internal(format!("no randomness: {e}")),
         })?;
     let answer: InvokeResponse = serde_json::from_slice(&reply).map_err(|e| {
         ApiError::new(

@@ -53,6 +53,8 @@ pub(crate) enum InvokeWaitError {
     NotSent(Box<rumqttc::v5::ClientError>),
     /// No reply by the deadline.
     Timeout,
+    /// No randomness for the request's id.
+    Random(getrandom::Error),
 }
 
 /// The waiter of an invocation, removed from the map when dropped (answered, timed out, or the
@@ -345,7 +347,7 @@ impl Hub {
         wait: Duration,
     ) -> Result<Bytes, InvokeWaitError> {
         let mut raw = [0u8; 16];
-        let _ = getrandom::fill(&mut raw);
+        getrandom::fill(&mut raw).map_err(InvokeWaitError::Random)?;
         let id = edgefn_schema::resolve::hex(&raw);
         let (tx, rx) = oneshot::channel();
         {
