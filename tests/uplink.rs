@@ -1971,3 +1971,45 @@ fn a_function_runs_on_the_device_on_request_and_an_offline_device_times_out_with
     );
     drop(agent);
 }
+
+/// A measurement, not a check: the round trip of 300 invocations on request, one after
+/// another (HTTP request → cloud → embedded broker → agent → function → reply → answer; a new
+/// HTTP connection each, as the CLI makes), and the time the device reports for each.
+/// `cargo test -p edgefn --test uplink invoke_round_trip -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement: run it by name with --ignored --nocapture"]
+#[allow(clippy::print_stderr)]
+fn invoke_round_trip_latency() {
+    let s = invoke_setup();
+    let data = tempfile::tempdir().expect("agent");
+    let _agent = AgentProc::start(&s.config, data.path(), &[]);
+    wait_until(60, "dev-a converges", || converged(&s));
+    until_it_answers(&s, "warm-up");
+    let mut round = Vec::new();
+    let mut device = Vec::new();
+    for i in 0..300 {
+        let started = std::time::Instant::now();
+        let r = invoke_http(
+            &s,
+            "dev-a",
+            &s.cloud.admin,
+            &serde_json::json!({"function": "shout", "payload": i, "timeoutMs": 5000}),
+        );
+        round.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(r.status, 200, "{}", text(&r.body));
+        device.push(r.json()["durationMs"].as_f64().unwrap_or(0.0));
+    }
+    let pct = |v: &mut Vec<f64>, p: f64| {
+        v.sort_by(f64::total_cmp);
+        v[((v.len() as f64 - 1.0) * p).round() as usize]
+    };
+    eprintln!(
+        "invoke round trip over {} calls: p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms; on the device: p50 {:.1} ms, p95 {:.1} ms",
+        round.len(),
+        pct(&mut round, 0.5),
+        pct(&mut round, 0.95),
+        pct(&mut round, 1.0),
+        pct(&mut device, 0.5),
+        pct(&mut device, 0.95),
+    );
+}

@@ -8,9 +8,9 @@
 //! A request whose deadline has passed by this device's clock is not run (it answers
 //! `Expired`), so a request delayed past the point where the cloud stopped waiting never runs.
 //! The log lines are those of the binding's instances from the start of the invocation until
-//! [`LOG_SETTLE`] after its answer (the readers of an instance's pipes may deliver a line
-//! written just before the answer a moment after it); an invocation running beside it on the
-//! same binding may add its lines.
+//! its lines have gone quiet for [`LOG_QUIET`] after its answer, [`LOG_SETTLE`] at most (the
+//! readers of an instance's pipes may deliver a line written just before the answer a moment
+//! after it); an invocation running beside it on the same binding may add its lines.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,8 +25,10 @@ use tokio::sync::mpsc;
 use crate::bus::Bus;
 use crate::uplink::{InvokeChannels, RawInvocation};
 
-/// How long after a function's answer its log lines are still collected.
+/// How long after a function's answer its log lines are still collected, at most.
 const LOG_SETTLE: Duration = Duration::from_millis(100);
+/// After the answer, collecting ends once no line came for this long.
+const LOG_QUIET: Duration = Duration::from_millis(25);
 /// Log lines a reply carries at most; past it they are counted.
 const MAX_LINES: usize = 200;
 /// Bytes of log text a reply carries at most.
@@ -40,6 +42,8 @@ pub(crate) struct Captures {
     active: AtomicUsize,
     next: AtomicU64,
     by_id: std::sync::Mutex<HashMap<u64, Capture>>,
+    /// Told of each line a capture kept.
+    kept: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
@@ -83,10 +87,12 @@ impl Captures {
         if self.active.load(Ordering::Relaxed) == 0 {
             return;
         }
+        let mut kept = false;
         for c in self.lock().values_mut() {
             if c.binding != *line.binding {
                 continue;
             }
+            kept = true;
             if c.lines.len() >= MAX_LINES || c.bytes + line.line.len() > MAX_LOG_BYTES {
                 c.left_out += 1;
             } else {
@@ -94,6 +100,20 @@ impl Captures {
                 c.lines.push(line.to_record(ts_ms));
             }
         }
+        if kept {
+            self.kept.notify_waiters();
+        }
+    }
+
+    /// Returns once no line was kept for [`LOG_QUIET`], or after [`LOG_SETTLE`].
+    async fn settle(&self) {
+        let _ = tokio::time::timeout(LOG_SETTLE, async {
+            while tokio::time::timeout(LOG_QUIET, self.kept.notified())
+                .await
+                .is_ok()
+            {}
+        })
+        .await;
     }
 }
 
@@ -119,7 +139,9 @@ pub(crate) fn start(bus: Arc<Bus>, captures: Arc<Captures>) -> InvokeChannels {
                     })
                     .is_err()
                 {
-                    tracing::warn!("an invocation's reply was dropped: the link to the cloud is down or behind");
+                    tracing::warn!(
+                        "an invocation's reply was dropped: the link to the cloud is down or behind"
+                    );
                 }
             });
         }
@@ -205,7 +227,7 @@ async fn answer(bus: &Arc<Bus>, captures: &Captures, request: &[u8]) -> InvokeRe
         )
         .await;
     let duration_ms = started.elapsed().as_millis() as u64;
-    tokio::time::sleep(LOG_SETTLE).await;
+    captures.settle().await;
     let (logs, left_out) = captures.finish(capture);
     let mut reply = InvokeResponse {
         binding: req.binding,
