@@ -379,6 +379,79 @@ mod tests {
         assert_eq!(c.active.load(Ordering::Relaxed), 0);
     }
 
+    /// Requests the device does not run say why: unreadable, past their deadline (never run),
+    /// before any release, for a binding the release lacks or runs continuously.
+    #[test]
+    fn requests_that_cannot_run_are_answered_with_the_reason() {
+        use crate::live::Live;
+        use crate::outbox::{Outbox, OutboxLimits};
+        use crate::release::RunningRelease;
+        use crate::uplink::PacketLimit;
+        use edgefn_schema::api::DesiredResponse;
+        use edgefn_schema::conformance;
+
+        let dir = tempfile::tempdir().expect("dir");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        rt.block_on(async {
+            let outbox =
+                Outbox::open(&dir.path().join("o.redb"), OutboxLimits::default()).expect("outbox");
+            let live = Arc::new(Live::default());
+            let bus = Bus::new(
+                live.clone(),
+                outbox,
+                Arc::new(PacketLimit::new(conformance::DEVICE, 1 << 20)),
+            );
+            let captures = Captures::default();
+            let request = |binding: &str, deadline_ms: u64| {
+                serde_json::to_vec(&wire::InvokeRequest {
+                    binding: binding.into(),
+                    topic: "invoke".into(),
+                    payload: serde_json::Value::Null,
+                    deadline_ms,
+                    timeout_ms: 1000,
+                })
+                .expect("json")
+            };
+            let later = edgefn_os::time::now_ms() + 60_000;
+            let kind = |r: InvokeResponse| r.error.map(|e| (e.kind, e.message)).expect("an error");
+
+            let (k, _) = kind(answer(&bus, &captures, b"{not json").await);
+            assert_eq!(k, "BadRequest");
+            let (k, m) = kind(answer(&bus, &captures, &request("x", 1)).await);
+            assert_eq!(k, "Expired");
+            assert!(m.contains("after its deadline"), "{m}");
+            let (k, m) = kind(answer(&bus, &captures, &request("x", later)).await);
+            assert_eq!(
+                (k.as_str(), m.as_str()),
+                ("NotRunning", "the device runs no release yet")
+            );
+
+            let state = conformance::desired_state();
+            let continuous = state
+                .bindings
+                .iter()
+                .find(|b| b.mode == edgefn_schema::Mode::Continuous)
+                .map(|b| b.name.clone());
+            let desired = DesiredResponse {
+                revision: 7,
+                digest: "conformance".into(),
+                state,
+            };
+            assert!(live.swap(RunningRelease::idle(desired)).await.is_none());
+            let (k, m) = kind(answer(&bus, &captures, &request("nope", later)).await);
+            assert_eq!(k, "NotRunning");
+            assert!(m.contains("revision 7") && m.contains("`nope`"), "{m}");
+            if let Some(c) = continuous {
+                let (k, _) = kind(answer(&bus, &captures, &request(&c, later)).await);
+                assert_eq!(k, "NotRunning", "a continuous binding takes no invocations");
+            }
+            assert_eq!(captures.active.load(Ordering::Relaxed), 0);
+        });
+    }
+
     #[test]
     fn a_reply_too_large_leaves_out_what_it_must_and_says_so() {
         let big = "x".repeat(MAX_REPLY_BYTES);

@@ -657,6 +657,38 @@ mod tests {
     }
 
     #[test]
+    fn invoke_bodies_keep_their_shape() {
+        let req: InvokeRequest =
+            serde_json::from_str(r#"{"function":"temp-filter","timeoutMs":2000}"#).unwrap();
+        assert_eq!(
+            (req.payload, req.timeout_ms, req.topic),
+            (serde_json::Value::Null, Some(2000), None)
+        );
+        assert!(serde_json::from_str::<InvokeRequest>(r#"{"function":"f","timeout":1}"#).is_err());
+        let ok = InvokeResponse {
+            binding: "temp-filter".into(),
+            function: "temp-filter".into(),
+            result: Some(serde_json::json!({"alert": true})),
+            duration_ms: 3,
+            ..InvokeResponse::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&ok).unwrap(),
+            r#"{"binding":"temp-filter","function":"temp-filter","result":{"alert":true},"logs":[],"durationMs":3}"#
+        );
+        let failed: InvokeResponse = serde_json::from_str(
+            r#"{"binding":"b","function":"f","error":{"kind":"ValueError","message":"no"},"durationMs":1}"#,
+        )
+        .unwrap();
+        assert_eq!(failed.error.map(|e| e.kind).as_deref(), Some("ValueError"));
+        assert_eq!(ErrorCode::DeviceTimeout.status(), 504);
+        assert_eq!(
+            ErrorCode::parse("not_invocable"),
+            Some(ErrorCode::NotInvocable)
+        );
+    }
+
+    #[test]
     fn publish_bodies_keep_their_shape() {
         let req: PublishRequest = serde_json::from_str(
             r#"{"devices":["gw-01"],"topic":"commands/greet","payload":{"name":"ada"}}"#,
