@@ -785,6 +785,19 @@ fn the_invoke_panel_runs_a_function_on_a_device_and_shows_its_answer_as_text() {
         .await
         .expect("scroll");
         screenshot(&c, "invoke").await;
+        // The panel's endpoint needs the session's CSRF token like every change.
+        let refused = c
+            .execute_async(
+                "const done = arguments[0];
+                 fetch('/v1/devices/gw-01/invoke', {method: 'POST', credentials: 'same-origin',
+                   headers: {'Content-Type': 'application/json'},
+                   body: JSON.stringify({function: 'temp-filter'})})
+                   .then(r => done(r.status));",
+                vec![],
+            )
+            .await
+            .expect("fetch");
+        assert_eq!(refused, serde_json::json!(403));
 
         // An offline device: a clear timeout within the wait asked for.
         fleet.agents.remove(1).kill();

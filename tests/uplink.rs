@@ -1905,6 +1905,22 @@ fn a_function_runs_on_the_device_on_request_and_an_offline_device_times_out_with
     );
     assert_eq!(r.status, 400, "{}", text(&r.body));
     assert!(text(&r.body).contains("timeoutMs"), "{}", text(&r.body));
+    let r = invoke_http(
+        &s,
+        "dev-a",
+        &s.cloud.admin,
+        &serde_json::json!({"function": "shout", "payload": "x".repeat(300 << 10)}),
+    );
+    assert_eq!(r.status, 413, "{}", text(&r.body));
+    assert_eq!(r.json()["error"]["code"], "payload_too_large");
+    let r = invoke_http(
+        &s,
+        "dev-a",
+        &s.cloud.admin,
+        &serde_json::json!({"function": "shout", "topic": "jobs/+"}),
+    );
+    assert_eq!(r.status, 400, "{}", text(&r.body));
+    assert_eq!(r.json()["error"]["code"], "invalid_topic");
 
     // Offline: a clear timeout, within the deadline (and not long before it).
     agent.kill();
