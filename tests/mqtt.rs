@@ -619,6 +619,18 @@ fn messages_are_refused_clearly_without_a_broker() {
         "{}",
         text(&out.stderr)
     );
+    // An invocation on request needs the broker too.
+    let out = cli(
+        tmp.path(),
+        &cloud,
+        &["invoke", "greeter", "--device", "gw-01"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("without an MQTT broker") && text(&out.stderr).contains("503"),
+        "{}",
+        text(&out.stderr)
+    );
     // The cloud's own MQTT user name is not a device name.
     let r = http(
         &cloud.addr(),
