@@ -670,3 +670,172 @@ fn sessions_and_csrf_are_enforced_and_pages_carry_a_strict_csp() {
     assert!(stopped.success(), "{stopped:?}");
     drop(events);
 }
+
+/// Issue 15's invoke panel, in the browser: a function bound on a real agent runs on request
+/// and its answer and the logs it wrote show, as text (a topic with markup and quotes, the
+/// log line full of markup); the same for an offline device gives a clear timeout. Through the
+/// API's own endpoint, with the session and its CSRF token.
+#[test]
+fn the_invoke_panel_runs_a_function_on_a_device_and_shows_its_answer_as_text() {
+    let mut fleet = fleet();
+    let driver = Driver::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let c = browser(&driver, 1280, 800).await;
+        open(&c, &format!("{}/", fleet.cloud.url)).await;
+        let token = c
+            .wait()
+            .for_element(Locator::Css("#token"))
+            .await
+            .expect("sign-in form");
+        token
+            .send_keys(&format!("{}\n", fleet.cloud.admin))
+            .await
+            .expect("type");
+        text_of(&c, "#fleet-summary", "2 of 2 devices converged").await;
+        open(&c, &format!("{}/#/devices/gw-01", fleet.cloud.url)).await;
+        text_of(&c, "#invoke-function", "temp-filter").await;
+        c.find(Locator::Css("#invoke-function"))
+            .await
+            .expect("function picker")
+            .select_by_value("temp-filter")
+            .await
+            .expect("pick temp-filter");
+        let topic = c
+            .find(Locator::Css("#invoke-topic"))
+            .await
+            .expect("topic field");
+        assert_eq!(
+            topic.attr("placeholder").await.expect("attr").as_deref(),
+            Some("sensors/+/temperature"),
+            "the trigger is the hint"
+        );
+        let hostile_line = "<img src=x onerror=\"window.__pwned=4\">'q'";
+        topic
+            .send_keys(&format!("sensors/{hostile_line}/temperature"))
+            .await
+            .expect("type");
+        c.find(Locator::Css("#invoke-payload"))
+            .await
+            .expect("payload field")
+            .send_keys("{\"celsius\": 50}")
+            .await
+            .expect("type");
+        // The agent's link comes up a moment after convergence: a request before it times
+        // out (and never runs later); ask again until it answers.
+        let mut shown = String::new();
+        for _ in 0..20 {
+            c.find(Locator::Css("#invoke-timeout"))
+                .await
+                .expect("wait field")
+                .clear()
+                .await
+                .expect("clear");
+            c.find(Locator::Css("#invoke-timeout"))
+                .await
+                .expect("wait field")
+                .send_keys("2")
+                .await
+                .expect("type");
+            click(&c, "#invoke-run").await;
+            shown = text_of(&c, "#invoke-result", "").await;
+            for _ in 0..50 {
+                shown = c
+                    .find(Locator::Css("#invoke-result"))
+                    .await
+                    .expect("result")
+                    .text()
+                    .await
+                    .unwrap_or_default();
+                if !shown.contains("Waiting for") {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if shown.contains("answered in") {
+                break;
+            }
+        }
+        assert!(shown.contains("temp-filter answered in"), "{shown}");
+        let value = text_of(&c, "#invoke-value", "\"alert\": true").await;
+        // Shown as JSON text: the markup and quotes as they are, escaped only as JSON escapes.
+        let as_json = serde_json::to_string(hostile_line).expect("json");
+        assert!(value.contains(&as_json), "the result, as text: {value}");
+        let published = text_of(&c, "#invoke-published", "alerts/").await;
+        assert!(
+            published.contains(&format!("alerts/{hostile_line} ")) && published.contains(&as_json),
+            "{published}"
+        );
+        let logs = text_of(&c, "#invoke-logs", "onerror").await;
+        assert!(logs.contains(HOSTILE), "the log line, as text: {logs}");
+        assert_eq!(
+            c.execute("return window.__pwned === undefined;", vec![])
+                .await
+                .expect("script"),
+            serde_json::json!(true),
+            "markup in an answer never runs"
+        );
+        c.execute(
+            "document.getElementById('invoke-panel').scrollIntoView();",
+            vec![],
+        )
+        .await
+        .expect("scroll");
+        screenshot(&c, "invoke").await;
+        // The panel's endpoint needs the session's CSRF token like every change.
+        let refused = c
+            .execute_async(
+                "const done = arguments[0];
+                 fetch('/v1/devices/gw-01/invoke', {method: 'POST', credentials: 'same-origin',
+                   headers: {'Content-Type': 'application/json'},
+                   body: JSON.stringify({function: 'temp-filter'})})
+                   .then(r => done(r.status));",
+                vec![],
+            )
+            .await
+            .expect("fetch");
+        assert_eq!(refused, serde_json::json!(403));
+
+        // An offline device: a clear timeout within the wait asked for.
+        fleet.agents.remove(1).kill();
+        open(&c, &format!("{}/#/devices/gw-02", fleet.cloud.url)).await;
+        text_of(&c, "#invoke-function", "temp-filter").await;
+        c.find(Locator::Css("#invoke-function"))
+            .await
+            .expect("function picker")
+            .select_by_value("temp-filter")
+            .await
+            .expect("pick temp-filter");
+        c.find(Locator::Css("#invoke-topic"))
+            .await
+            .expect("topic field")
+            .send_keys("sensors/line2/temperature")
+            .await
+            .expect("type");
+        let wait = c
+            .find(Locator::Css("#invoke-timeout"))
+            .await
+            .expect("wait field");
+        wait.clear().await.expect("clear");
+        wait.send_keys("1").await.expect("type");
+        click(&c, "#invoke-run").await;
+        let timeout = text_of(&c, "#invoke-result [role=alert]", "No answer in time.").await;
+        assert!(
+            timeout.contains("did not answer") && timeout.contains("will not run later"),
+            "{timeout}"
+        );
+        c.execute(
+            "document.getElementById('invoke-panel').scrollIntoView();",
+            vec![],
+        )
+        .await
+        .expect("scroll");
+        screenshot(&c, "invoke-timeout").await;
+        let errors = console_errors(&c).await;
+        assert!(errors.is_empty(), "errors in the browser: {errors:?}");
+        c.close().await.expect("close");
+    });
+}

@@ -359,10 +359,91 @@ function deviceView(name) {
     h("h2", {}, "Logs"),
     h("div", { class: "row" }, h("label", { for: "log-binding" }, "Function", binding), follow),
     logs,
-    publish);
+    publish,
+    invokePanel(name));
   liveStatus(render);
   loadLogs(false);
   state.cleanup = () => { if (logAbort) logAbort.abort(); };
+}
+
+// ---- Invoke panel: run a function on the device now (POST /v1/devices/{name}/invoke) ----------
+
+function invokePanel(name) {
+  const fn = h("select", { id: "invoke-function", required: true });
+  const topic = h("input", { id: "invoke-topic", placeholder: "invoke" });
+  const payload = h("textarea", { id: "invoke-payload", placeholder: '{"celsius": 45}' });
+  const timeout = h("input", { id: "invoke-timeout", type: "number", min: "1", max: "60", value: "10" });
+  const run = h("button", { type: "submit", id: "invoke-run" }, "Invoke");
+  const result = h("div", { id: "invoke-result", role: "status", "aria-live": "polite" });
+  const triggers = new Map();
+  const suggestTopic = () => {
+    const t = triggers.get(fn.value) || [];
+    topic.placeholder = t.length ? t.join(", ") : "invoke";
+    topic.value = t.length === 1 && !/[+#]/.test(t[0]) ? t[0] : "";
+  };
+  fn.addEventListener("change", suggestTopic);
+  api("GET", `/v1/devices/${encodeURIComponent(name)}/desired`).then((d) => {
+    const bound = ((d && d.state && d.state.bindings) || []).filter((b) => b.mode !== "continuous");
+    for (const b of bound) triggers.set(b.name, b.triggers || []);
+    fn.replaceChildren(...bound.map((b) =>
+      h("option", { value: b.name }, b.name === b.function ? b.name : `${b.name} (${b.function})`)));
+    if (!bound.length) {
+      fn.append(h("option", { value: "" }, "no triggered function is bound here"));
+      run.disabled = true;
+    }
+    suggestTopic();
+  }).catch((err) => toast(err.message, true));
+  const answer = (r) => {
+    const out = [];
+    if (r.error) {
+      out.push(h("p", {}, pill("failed"), " ", h("strong", {}, r.error.kind), `: ${r.error.message}`));
+      if (r.error.traceback) out.push(h("pre", { id: "invoke-traceback" }, r.error.traceback));
+    } else {
+      out.push(h("p", {}, h("span", { class: "pill ok" }, "ok"), ` ${r.binding} answered in ${r.durationMs} ms`));
+      const value = r.resultBase64 !== undefined ? { base64: r.resultBase64 } : (r.result ?? null);
+      out.push(h("h3", {}, "Result"), h("pre", { id: "invoke-value" }, JSON.stringify(value, null, 2)));
+    }
+    if ((r.published || []).length) {
+      out.push(h("h3", {}, "Published"), h("pre", { id: "invoke-published" },
+        r.published.map((m) => `${m.topic} ${JSON.stringify(m.payload)}`).join("\n")));
+    }
+    out.push(h("h3", {}, "Logs it wrote"));
+    const lines = (r.logs || []).map((l) => h("div", { class: l.stream === "stderr" ? "stderr" : "" },
+      `${new Date(l.ts_ms ?? Date.now()).toISOString().slice(11, 23)} | ${l.line}`));
+    out.push(h("div", { class: "logs", id: "invoke-logs", tabindex: "0" },
+      lines.length ? lines : h("div", { class: "muted" }, "No log lines.")));
+    if (r.truncated) out.push(h("p", { class: "muted" }, `The device cut its reply to fit: ${r.truncated}`));
+    return out;
+  };
+  return h("form", { class: "card", id: "invoke-panel", onsubmit: async (e) => {
+    e.preventDefault();
+    let body = payload.value;
+    if (!body.trim()) body = null;
+    else { try { body = JSON.parse(body); } catch (_) { /* text */ } }
+    const seconds = Math.min(60, Math.max(1, Number(timeout.value) || 10));
+    run.disabled = true;
+    result.replaceChildren(h("p", { class: "muted" }, `Waiting for ${name} (up to ${seconds} s)…`));
+    try {
+      const req = { function: fn.value, payload: body, timeoutMs: Math.round(seconds * 1000) };
+      if (topic.value.trim()) req.topic = topic.value.trim();
+      const r = await api("POST", `/v1/devices/${encodeURIComponent(name)}/invoke`, req);
+      result.replaceChildren(...answer(r));
+    } catch (err) {
+      const head = err.code === "device_timeout" ? "No answer in time. " : "";
+      result.replaceChildren(h("p", { class: "bad", role: "alert" }, head + err.message));
+    } finally {
+      run.disabled = false;
+    }
+  } },
+    h("h2", {}, "Invoke a function"),
+    h("p", { class: "muted" }, "Runs the function on the device now, as a message on its trigger would, and shows its answer and the log lines it wrote. Nothing is queued: an offline device gives a timeout, and the request never runs later."),
+    h("div", { class: "row" },
+      h("label", { for: "invoke-function" }, "Function", fn),
+      h("label", { for: "invoke-topic" }, "Topic", topic),
+      h("label", { for: "invoke-timeout" }, "Wait (s)", timeout)),
+    h("label", { for: "invoke-payload" }, "Payload (JSON, or text)", payload),
+    h("div", { class: "row" }, run),
+    result);
 }
 
 // ---- Revisions -------------------------------------------------------------------------------

@@ -254,6 +254,14 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         response: (200, Some("secret")),
     },
+    Operation {
+        method: "post",
+        path: "/v1/devices/{name}/invoke",
+        access: Access::Admin,
+        summary: "Run a function (a triggered binding, or a function with one triggered binding there) on the device now, with `payload` as the event, and wait up to `timeoutMs` (default 10 s, at most 60 s) for its answer: its result or error, the log lines it wrote, its time on the device. The request goes out at MQTT QoS 0 (`edgefn/<device>/invoke/<id>`) with its deadline and never runs later. 404 for a device not registered, 422 `not_invocable` for a function it does not run (with a suggestion), 413 for a payload over 256 KiB, 504 `device_timeout` when no answer came in time, 503 without a broker.",
+        request: Some("InvokeRequest"),
+        response: (200, Some("InvokeResponse")),
+    },
 ];
 
 fn add<T: JsonSchema>(
@@ -316,6 +324,8 @@ pub fn document() -> String {
     add::<edgefn_schema::wire::LogLine>(&mut generator, &mut schemas, "LogLine");
     add::<Vec<edgefn_schema::api::SecretInfo>>(&mut generator, &mut schemas, "SecretList");
     add::<edgefn_schema::api::SecretSetResponse>(&mut generator, &mut schemas, "SecretSetResponse");
+    add::<edgefn_schema::api::InvokeRequest>(&mut generator, &mut schemas, "InvokeRequest");
+    add::<edgefn_schema::api::InvokeResponse>(&mut generator, &mut schemas, "InvokeResponse");
     for (name, schema) in generator.take_definitions(true) {
         schemas.entry(name).or_insert(schema);
     }
@@ -374,8 +384,16 @@ pub fn document() -> String {
         let error =
             json!({"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}});
         responses.insert("4XX".into(), json!({"description": "The request is wrong: bad input (400), no or unknown token (401), not allowed (403), not found (404), conflict (409), body or payload too large (413, also for JSON bodies over 16 MiB where no smaller limit is given), invalid manifest (422)", "content": error}));
-        if op.path == "/v1/publish" || op.path == "/v1/messages" || op.path.ends_with("/logs") {
+        if op.path == "/v1/publish"
+            || op.path == "/v1/messages"
+            || op.path.ends_with("/logs")
+            || op.path.ends_with("/invoke")
+        {
             responses.insert("503".into(), json!({"description": "Messages are disabled (no broker), or the broker is unreachable", "content": error}));
+        }
+        if op.path.ends_with("/invoke") {
+            responses.insert("504".into(), json!({"description": "`device_timeout`: the device did not answer by the deadline (offline or busy); the request is dropped and never runs later", "content": error}));
+            responses.insert("502".into(), json!({"description": "`invalid_reply`: the device answered with something that is not an invocation reply", "content": error}));
         }
         o.insert("responses".into(), Value::Object(responses));
         match op.access {

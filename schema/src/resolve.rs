@@ -156,6 +156,93 @@ impl DesiredState {
             .iter()
             .filter(move |b| b.is_triggered_by(topic))
     }
+
+    /// The binding an invocation on request (`POST /v1/devices/{name}/invoke`, `edgefn invoke
+    /// --device`) runs for `name`: the triggered binding of that name, else the one triggered
+    /// binding of the function of that name. Continuous bindings have no invocations to give.
+    ///
+    /// # Errors
+    ///
+    /// [`NotInvocable`]: nothing of that name runs here as a triggered binding (with the
+    /// closest name as a suggestion and the names that would do), or the function has several
+    /// triggered bindings here (name one).
+    pub fn binding_to_invoke(&self, name: &str) -> Result<&ResolvedBinding, NotInvocable> {
+        let triggered = || self.bindings.iter().filter(|b| b.mode == Mode::Triggered);
+        if let Some(b) = triggered().find(|b| b.name == name) {
+            return Ok(b);
+        }
+        let of_function: Vec<&ResolvedBinding> =
+            triggered().filter(|b| b.function == name).collect();
+        match of_function.as_slice() {
+            [one] => Ok(one),
+            [] => {
+                let mut names: Vec<String> = triggered()
+                    .flat_map(|b| [b.name.clone(), b.function.clone()])
+                    .collect();
+                names.sort();
+                names.dedup();
+                let continuous = self
+                    .bindings
+                    .iter()
+                    .any(|b| b.mode == Mode::Continuous && (b.name == name || b.function == name));
+                let suggestion =
+                    crate::diagnostic::did_you_mean(name, names.iter().map(String::as_str))
+                        .map(str::to_owned);
+                Err(NotInvocable::NotBound {
+                    name: name.to_owned(),
+                    device: self.device.clone(),
+                    continuous,
+                    suggestion,
+                    names,
+                })
+            }
+            several => Err(NotInvocable::Ambiguous {
+                name: name.to_owned(),
+                device: self.device.clone(),
+                bindings: several.iter().map(|b| b.name.clone()).collect(),
+            }),
+        }
+    }
+}
+
+/// Why [`DesiredState::binding_to_invoke`] found no binding to invoke.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotInvocable {
+    /// No triggered binding or function of that name on the device.
+    #[error(
+        "`{name}` is not a triggered binding or function of device `{device}`{}{}",
+        if *.continuous { " (it runs there continuously: a continuous binding takes no invocations)" } else { "" },
+        match (.suggestion, .names.is_empty()) {
+            (Some(s), _) => format!("; did you mean `{s}`?"),
+            (None, true) => "; it runs no triggered function (bind one in the manifest and apply it)".to_owned(),
+            (None, false) => format!("; it runs {}", .names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")),
+        }
+    )]
+    NotBound {
+        /// The name asked for.
+        name: String,
+        /// The device.
+        device: String,
+        /// Whether a continuous binding has that name (or runs that function).
+        continuous: bool,
+        /// The closest name that would do, when one is close.
+        suggestion: Option<String>,
+        /// The bindings and functions that would do, sorted.
+        names: Vec<String>,
+    },
+    /// The function has several triggered bindings on the device.
+    #[error(
+        "function `{name}` has several bindings on device `{device}`: name one of {}",
+        .bindings.iter().map(|b| format!("`{b}`")).collect::<Vec<_>>().join(", ")
+    )]
+    Ambiguous {
+        /// The function.
+        name: String,
+        /// The device.
+        device: String,
+        /// Its triggered bindings there.
+        bindings: Vec<String>,
+    },
 }
 
 impl ResolvedRoute {

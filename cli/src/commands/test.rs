@@ -626,7 +626,7 @@ pub(crate) fn invoke(args: &InvokeArgs) -> CliResult {
             m.functions.keys(),
         ));
     }
-    let (binding, device) = binding_for(m, &args.function, None, args.device.as_deref())?;
+    let (binding, device) = binding_for(m, &args.function, None, args.as_device.as_deref())?;
     let sandbox = sandbox(args.sandbox)?;
     let rt = runtime()?;
     let mut secrets = LocalSecrets::load(&project.root)?;

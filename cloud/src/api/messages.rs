@@ -22,7 +22,7 @@ use crate::messaging::{MAX_PUBLISH_BYTES, Messaging};
 use crate::registry::Caller;
 use crate::state::AppState;
 
-fn messaging(state: &AppState) -> Result<&Arc<Messaging>, ApiError> {
+pub(super) fn messaging(state: &AppState) -> Result<&Arc<Messaging>, ApiError> {
     state.messaging().ok_or_else(|| {
         ApiError::new(
  ErrorCode::MessagesDisabled,
@@ -184,7 +184,7 @@ pub(super) struct MessagesQuery {
 /// How long a stream waits for the hub to be connected before answering 503.
 const READY_WAIT: Duration = Duration::from_secs(10);
 /// How long a publish waits for the hub to be connected before answering 503.
-const PUBLISH_WAIT: Duration = Duration::from_secs(5);
+pub(super) const PUBLISH_WAIT: Duration = Duration::from_secs(5);
 
 fn ndjson(rx: mpsc::Receiver<Result<Bytes, std::io::Error>>) -> Response {
     (
@@ -272,7 +272,7 @@ pub(super) async fn messages(
     Ok(ndjson(rx))
 }
 
-fn not_connected() -> ApiError {
+pub(super) fn not_connected() -> ApiError {
     ApiError::new(
         ErrorCode::BrokerUnreachable,
         "the control plane is not connected to its MQTT broker; see its log",

@@ -9,11 +9,13 @@
 //! | [`tokens`] | `GET`/`POST /v1/tokens`, `DELETE /v1/tokens/{id}` |
 //! | [`messages`] | `POST /v1/publish`, `GET /v1/messages`, `GET /v1/devices/{name}/logs` |
 //! | [`secrets`] | `PUT`/`DELETE /v1/secrets/{name}`, `GET /v1/secrets`, `GET /v1/devices/{name}/secrets/{secret}` |
+//! | [`invoke`] | `POST /v1/devices/{name}/invoke` |
 //!
 //! Handlers read and change [`AppState`]; the state knows nothing of them.
 
 mod bundles;
 mod devices;
+mod invoke;
 mod messages;
 mod revisions;
 mod secrets;
@@ -185,6 +187,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/messages", get(messages::messages))
         .route("/v1/devices/{name}/logs", get(messages::logs))
+        .route(
+            "/v1/devices/{name}/invoke",
+            post(invoke::invoke).layer(DefaultBodyLimit::max(invoke::MAX_INVOKE_BODY_BYTES)),
+        )
         .merge(crate::console::routes())
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .merge(bundles)
