@@ -864,6 +864,8 @@ fn a_secret_version_moves_only_the_digests_of_devices_that_use_it() {
     // The desired state names versions, never values.
     let json = serde_json::to_string(&vm).expect("json");
     assert!(json.contains(r#""secrets":{"api-key":3}"#), "{json}");
+}
+
 /// The binding an invocation on request runs: a triggered binding by its name, or the one
 /// triggered binding of a function; a continuous one, a typo, an unbound function and a
 /// function with several bindings are refused with what would do.
