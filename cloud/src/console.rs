@@ -161,6 +161,28 @@ pub(crate) fn session_caller(
     Some(Ok(Caller::Admin))
 }
 
+/// The sha256 of the admin token behind a request: its bearer token, or the token its console
+/// session was made with. `None` when it has neither (the handler's `Caller` refused it then).
+pub(crate) fn admin_token_hash(state: &AppState, headers: &HeaderMap) -> Option<[u8; 32]> {
+    if let Some(v) = headers.get(header::AUTHORIZATION) {
+        return v
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| auth::hash(t.trim()));
+    }
+    let id = cookie(headers)?;
+    state
+        .console
+        .get(id, edgefn_os::time::now_ms())
+        .map(|s| s.token)
+}
+
+/// Whether a request comes from a console session (no `Authorization` header, a session cookie).
+pub(crate) fn is_session(headers: &HeaderMap) -> bool {
+    headers.get(header::AUTHORIZATION).is_none() && cookie(headers).is_some()
+}
+
 fn page(content_type: &'static str, body: &'static str) -> Response {
     (
         [

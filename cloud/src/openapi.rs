@@ -109,6 +109,46 @@ pub const OPERATIONS: &[Operation] = &[
         response: (200, Some("RevisionList")),
     },
     Operation {
+        method: "post",
+        path: "/v1/bindings",
+        access: Access::Admin,
+        summary: "Bind a function to devices (by names or labels) as a new revision: the latest revision's manifest with one binding appended, validated as `POST /v1/revisions` does, its provenance `tool: console` (from a console session) or `api`, and the admin token's name as author. 409 when `expectedParent` is not the latest; 400 when the function already runs on a selected device; 404 for an unknown function; body at most 64 KiB.",
+        request: Some("NewBinding"),
+        response: (201, Some("BindingCreated")),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/revisions/{from}/diff/{to}",
+        access: Access::Admin,
+        summary: "Per device, what changes from one revision's desired states to the other's: functions, bindings and routes added, removed or changed, with the names of the changed fields (env keys, never values).",
+        request: None,
+        response: (200, Some("RevisionDiff")),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/functions",
+        access: Access::Admin,
+        summary: "The latest revision's functions: runtime, bundle, the bindings that run each and the devices they select.",
+        request: None,
+        response: (200, Some("FunctionList")),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/bundles/{digest}/files",
+        access: Access::Admin,
+        summary: "A bundle's entries (path, size, mode, symlink target; the first 1,000 and the total), read with the devices' checked unpacker (inflating at most 1 GiB).",
+        request: None,
+        response: (200, Some("BundleListing")),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/bundles/{digest}/files/{path}",
+        access: Access::Admin,
+        summary: "The first 64 KiB of one file of a bundle, as text when it is UTF-8 text (`binary: true` otherwise).",
+        request: None,
+        response: (200, Some("BundleFilePreview")),
+    },
+    Operation {
         method: "get",
         path: "/v1/revisions/{n}",
         access: Access::Admin,
@@ -277,6 +317,16 @@ pub fn document() -> String {
     add::<edgefn_schema::api::PublishResponse>(&mut generator, &mut schemas, "PublishResponse");
     add::<crate::messaging::hub::MessageLine>(&mut generator, &mut schemas, "MessageLine");
     add::<edgefn_schema::wire::LogLine>(&mut generator, &mut schemas, "LogLine");
+    add::<edgefn_schema::console::NewBinding>(&mut generator, &mut schemas, "NewBinding");
+    add::<edgefn_schema::console::BindingCreated>(&mut generator, &mut schemas, "BindingCreated");
+    add::<edgefn_schema::console::RevisionDiff>(&mut generator, &mut schemas, "RevisionDiff");
+    add::<Vec<edgefn_schema::console::FunctionInfo>>(&mut generator, &mut schemas, "FunctionList");
+    add::<edgefn_schema::console::BundleListing>(&mut generator, &mut schemas, "BundleListing");
+    add::<edgefn_schema::console::BundleFilePreview>(
+        &mut generator,
+        &mut schemas,
+        "BundleFilePreview",
+    );
     for (name, schema) in generator.take_definitions(true) {
         schemas.entry(name).or_insert(schema);
     }
@@ -288,7 +338,7 @@ pub fn document() -> String {
         let mut params = Vec::new();
         for segment in op.path.split('/') {
             if let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                params.push(json!({"name": name, "in": "path", "required": true, "schema": {"type": if name == "n" { "integer" } else { "string" }}}));
+                params.push(json!({"name": name, "in": "path", "required": true, "schema": {"type": if matches!(name, "n" | "from" | "to") { "integer" } else { "string" }}}));
             }
         }
         if op.path.ends_with("/desired") {

@@ -7,16 +7,20 @@
 //! | [`devices`] | `POST`/`GET /v1/devices`, `DELETE /v1/devices/{name}`, `GET …/desired`, `POST …/status` |
 //! | [`status`] | `GET /v1/status`, `GET /metrics` |
 //! | [`tokens`] | `GET`/`POST /v1/tokens`, `DELETE /v1/tokens/{id}` |
+//! | [`bindings`] | `POST /v1/bindings` (bind a function with a click) |
+//! | [`views`] | `GET /v1/revisions/{from}/diff/{to}`, `GET /v1/functions`, `GET /v1/bundles/{digest}/files[/{path}]` |
 //! | [`messages`] | `POST /v1/publish`, `GET /v1/messages`, `GET /v1/devices/{name}/logs` |
 //!
 //! Handlers read and change [`AppState`]; the state knows nothing of them.
 
+mod bindings;
 mod bundles;
 mod devices;
 mod messages;
 mod revisions;
 mod status;
 mod tokens;
+mod views;
 
 pub(crate) use status::fleet_status_of;
 
@@ -151,6 +155,17 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/revisions/{n}", get(revisions::revision))
         .route("/v1/rollback", post(revisions::rollback))
+        .route(
+            "/v1/bindings",
+            post(bindings::bind).layer(DefaultBodyLimit::max(bindings::MAX_BIND_BYTES)),
+        )
+        .route(
+            "/v1/revisions/{from}/diff/{to}",
+            get(views::revision_diff),
+        )
+        .route("/v1/functions", get(views::functions))
+        .route("/v1/bundles/{digest}/files", get(views::bundle_files))
+        .route("/v1/bundles/{digest}/files/{*path}", get(views::bundle_file))
         .route("/v1/tokens", get(tokens::list).post(tokens::create))
         .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
         .route(

@@ -29,7 +29,7 @@ const MAX_LISTED_DIAGNOSTICS: usize = 100;
 ///
 /// Runs in a blocking task: reading a manifest is bounded (by [`MAX_MANIFEST_BYTES`] and the
 /// YAML reader's budgets) but not small.
-fn validate_submission(req: &NewRevision) -> Result<edgefn_schema::Manifest, ApiError> {
+pub(super) fn validate_submission(req: &NewRevision) -> Result<edgefn_schema::Manifest, ApiError> {
     if req.manifest.len() > MAX_MANIFEST_BYTES {
         return Err(ApiError::new(
             ErrorCode::ManifestTooLarge,
@@ -100,7 +100,7 @@ fn validate_submission(req: &NewRevision) -> Result<edgefn_schema::Manifest, Api
 }
 
 /// Commits a draft unless it equals the latest revision; publishes the new fleet view.
-async fn commit(
+pub(super) async fn commit(
     state: &Arc<AppState>,
     draft: Draft,
     manifest: &edgefn_schema::Manifest,
