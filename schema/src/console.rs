@@ -30,9 +30,10 @@ pub struct NewBinding {
     /// The binding's name (default: the function's name, or `FUNCTION-N` when that is taken).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// `triggered` (default) or `continuous`.
-    #[serde(default)]
-    pub mode: Mode,
+    /// `triggered` or `continuous` (default: the mode of the function's first binding, else
+    /// `triggered`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
     /// Topic filters of a triggered binding (default: those of the function's first binding,
     /// if it has one).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -144,13 +144,14 @@ pub(super) async fn bind(
                 .find(|n| !taken(n))
                 .unwrap_or_default(),
         };
-        let triggers = match (&req.triggers, req.mode) {
+        let first = base.bindings.iter().find(|b| b.function == req.function);
+        let mode = req
+            .mode
+            .unwrap_or_else(|| first.map_or(Mode::Triggered, |b| b.mode));
+        let triggers = match (&req.triggers, mode) {
             (Some(t), _) => t.clone(),
             (None, Mode::Continuous) => Vec::new(),
-            (None, Mode::Triggered) => base
-                .bindings
-                .iter()
-                .find(|b| b.function == req.function)
+            (None, Mode::Triggered) => first
                 .map(|b| b.triggers.iter().map(|t| t.topic.clone()).collect())
                 .unwrap_or_default(),
         };
@@ -159,7 +160,7 @@ pub(super) async fn bind(
             own_name,
             &req.function,
             &req.devices,
-            req.mode,
+            mode,
             &triggers,
         );
         let text = edgefn_schema::edit::append_item(&latest.manifest, "bindings", &fields)
