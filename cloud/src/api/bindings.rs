@@ -72,6 +72,15 @@ pub(super) async fn bind(
         ));
     };
     let parent = latest.summary.number;
+    // A choice made against an older revision is refused before anything is read from the
+    // newer one (the commit checks it again, in its transaction).
+    if let Some(expected) = req.expected_parent.filter(|e| *e != parent) {
+        return Err(crate::store::StoreError::Conflict {
+            latest: parent,
+            expected,
+        }
+        .into());
+    }
     let (request, manifest, binding, devices) = blocking(move || {
         let base = edgefn_schema::load(&Source::new("edgefn.yaml", latest.manifest.as_str()), None)
             .map_err(|_| {
