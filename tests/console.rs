@@ -794,7 +794,7 @@ fn the_console_binds_with_a_click_and_shows_diffs_functions_and_bundles() {
         click(&c, "#compare-submit").await;
         let row = text_of(&c, "#diff-rows tr[data-device=gw-02]", "collector-2").await;
         assert!(row.contains("+ functions: collector"), "{row}");
-        text_of(&c, "#diff-summary", "1 device change, 1 do not").await;
+        text_of(&c, "#diff-summary", "Changed: 1 device; unchanged: 1").await;
         let from = text_of(&c, "#diff-from", "<script>").await;
         assert!(from.contains(HOSTILE), "the commit message as text: {from}");
         screenshot(&c, "revision-diff").await;
@@ -889,5 +889,127 @@ fn the_console_binds_with_a_click_and_shows_diffs_functions_and_bundles() {
         let errors = console_errors(&phone).await;
         assert!(errors.is_empty(), "errors in the browser: {errors:?}");
         phone.close().await.expect("close");
+    });
+}
+
+/// The overview is paged and filtered on the server: with 122 devices, a page holds 100, the
+/// counts cover the fleet, the filters narrow it, and a report changes the visible page live.
+#[test]
+fn the_overview_pages_and_filters_many_devices_on_the_server() {
+    let data = tempfile::tempdir().expect("data");
+    let cloud = Cloud::start(data.path());
+    let project = quickstart_repo();
+    let env = cloud.env();
+    let env = [(env[0].0, env[0].1.as_str()), (env[1].0, env[1].1.as_str())];
+    ok(&edgefn_env(project.path(), &["apply"], &env));
+    let mut gw01 = String::new();
+    for i in 0..120 {
+        let r = http(
+            &cloud.addr(),
+            "POST",
+            "/v1/devices",
+            Some(&cloud.admin),
+            &[("Content-Type", "application/json")],
+            format!(r#"{{"name": "dev-{i:03}"}}"#).as_bytes(),
+        );
+        assert_eq!(r.status, 201, "{}", text(&r.body));
+    }
+    for d in ["gw-01", "gw-02"] {
+        let r = http(
+            &cloud.addr(),
+            "POST",
+            "/v1/devices",
+            Some(&cloud.admin),
+            &[("Content-Type", "application/json")],
+            format!(r#"{{"name": "{d}"}}"#).as_bytes(),
+        );
+        if d == "gw-01" {
+            gw01 = r.json()["token"].as_str().expect("token").to_owned();
+        }
+    }
+    // The page's API: bounded, and its filters checked.
+    let bad = http(
+        &cloud.addr(),
+        "GET",
+        "/v1/status/page?size=100000",
+        Some(&cloud.admin),
+        &[],
+        b"",
+    );
+    assert_eq!(bad.status, 400, "{}", text(&bad.body));
+    let bad = http(
+        &cloud.addr(),
+        "GET",
+        "/v1/status/page?state=%3Cscript%3E",
+        Some(&cloud.admin),
+        &[],
+        b"",
+    );
+    assert_eq!(bad.status, 400, "{}", text(&bad.body));
+    let page = http(
+        &cloud.addr(),
+        "GET",
+        "/v1/status/page?page=1&size=100",
+        Some(&cloud.admin),
+        &[],
+        b"",
+    )
+    .json();
+    assert_eq!(page["counts"]["total"], 122, "{page}");
+    assert_eq!(page["devices"].as_array().map(Vec::len), Some(22));
+
+    let driver = Driver::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let c = browser(&driver, 1280, 800).await;
+        sign_in(&c, &format!("{}/", cloud.url), &cloud.admin).await;
+        text_of(&c, "#fleet-summary", "0 of 122 devices converged").await;
+        text_of(&c, "#page-of", "page 1 of 2").await;
+        let rows = c
+            .find_all(Locator::Css("#fleet-rows tr"))
+            .await
+            .expect("rows");
+        assert_eq!(rows.len(), 100, "one page");
+        screenshot(&c, "fleet-paged").await;
+        click(&c, "#page-next").await;
+        text_of(&c, "#page-of", "page 2 of 2").await;
+        text_of(&c, "#fleet-rows tr[data-device=gw-01]", "never seen").await;
+
+        // A report changes the visible page, live, and the counts.
+        let r = http(
+            &cloud.addr(),
+            "POST",
+            "/v1/devices/gw-01/status",
+            Some(&gw01),
+            &[("Content-Type", "application/json")],
+            br#"{"state": "failed", "message": "<b>bench</b>"}"#,
+        );
+        assert_eq!(r.status, 204, "{}", text(&r.body));
+        text_of(&c, "#fleet-rows tr[data-device=gw-01]", "failed").await;
+        text_of(&c, "#fleet-summary", "failed 1").await;
+
+        // Filters, on the server: a name, a label, a state.
+        let q = c.find(Locator::Css("#f-q")).await.expect("name filter");
+        q.send_keys("dev-11").await.expect("type");
+        text_of(&c, "#fleet-summary", "10 shown by the filters").await;
+        text_of(&c, "#page-of", "page 1 of 1").await;
+        q.clear().await.expect("clear");
+        q.send_keys(" ").await.expect("type");
+        let label = c.find(Locator::Css("#f-label")).await.expect("label");
+        label.send_keys("site=shanghai").await.expect("type");
+        text_of(&c, "#fleet-summary", "1 shown by the filters").await;
+        text_of(&c, "#fleet-rows", "gw-01").await;
+        label.clear().await.expect("clear");
+        label.send_keys(" ").await.expect("type");
+        choose(&c, "#f-state", "failed").await;
+        text_of(&c, "#fleet-summary", "1 shown by the filters").await;
+        choose(&c, "#f-state", "never seen").await;
+        text_of(&c, "#fleet-summary", "121 shown by the filters").await;
+        let errors = console_errors(&c).await;
+        assert!(errors.is_empty(), "errors in the browser: {errors:?}");
+        c.close().await.expect("close");
     });
 }

@@ -5,7 +5,7 @@
 "use strict";
 
 const state = { csrf: null, stream: null, page: 0, filters: { q: "", label: "", state: "" } };
-const PAGE = 50;
+const PAGE = 100;
 
 // ---- DOM and API helpers ---------------------------------------------------------------------
 
@@ -147,10 +147,17 @@ function stopStream() {
 
 // Calls `render(status)` now and on every change of the fleet's status: the server sends the
 // whole status once (`status`), then only the devices that changed (`delta`).
-function liveStatus(render) {
+//
+// With `query` (page, size and filters, as GET /v1/status/page takes them), `render(page)` gets
+// one page of the fleet and its counts instead, now and whenever they change.
+function liveStatus(render, query) {
   stopStream();
-  const es = new EventSource("/console/events");
+  const params = query ? new URLSearchParams(Object.entries(query).filter(([, v]) => v !== "" && v !== undefined)) : null;
+  const es = new EventSource(params ? `/console/events?${params}` : "/console/events");
   state.stream = es;
+  es.addEventListener("page", (e) => {
+    try { render(JSON.parse(e.data)); } catch (err) { toast(err.message, true); }
+  });
   let current = null;
   es.addEventListener("status", (e) => {
     try { current = JSON.parse(e.data); render(current); } catch (err) { toast(err.message, true); }
@@ -177,6 +184,9 @@ function liveStatus(render) {
 
 // ---- Fleet -----------------------------------------------------------------------------------
 
+// The overview is paged and filtered on the server: the page's stream carries one page of
+// devices and the whole fleet's counts (`page` events), sent again when they change, so an
+// open page costs one page, not the fleet, at 10,000 devices.
 function fleetView() {
   const f = state.filters;
   const q = h("input", { id: "f-q", type: "search", value: f.q, placeholder: "name" });
@@ -184,30 +194,22 @@ function fleetView() {
   const st = h("select", { id: "f-state" },
     ["", "running", "updating", "failed", "rolled_back", "never seen", "unregistered", "not converged"]
       .map((s) => h("option", { value: s, selected: s === f.state }, s || "any")));
-  const summary = h("p", { class: "muted", id: "fleet-summary" }, "Loading…");
+  const summary = h("p", { class: "muted", id: "fleet-summary", "aria-live": "polite" }, "Loading…");
   const body = h("tbody", { id: "fleet-rows" });
   const pager = h("div", { class: "pager" });
-  let last = null;
-  const render = (status) => {
-    last = status;
-    const wantLabel = f.label.includes("=") ? f.label.split("=", 2).map((s) => s.trim()) : null;
-    const rows = status.devices.filter((d) => {
-      if (f.q && !d.name.includes(f.q)) return false;
-      if (wantLabel && ((d.labels || {})[wantLabel[0]] !== wantLabel[1])) return false;
-      if (f.state === "not converged") return !d.converged;
-      if (f.state && deviceState(d) !== f.state) return false;
-      return true;
-    });
-    const converged = status.devices.filter((d) => d.converged).length;
-    summary.textContent = `Revision ${status.revision}: ${converged} of ${status.devices.length} devices converged` +
-      (rows.length !== status.devices.length ? `; ${rows.length} shown by the filters` : "");
-    const pages = Math.max(1, Math.ceil(rows.length / PAGE));
-    state.page = Math.min(state.page, pages - 1);
-    body.replaceChildren(...rows.slice(state.page * PAGE, (state.page + 1) * PAGE).map((d) => {
+  const render = (p) => {
+    const c = p.counts;
+    const filtered = f.q || f.label || f.state;
+    const states = Object.entries(c.byState || {}).map(([k, v]) => `${k} ${v}`).join(", ");
+    summary.textContent = `Revision ${p.revision}: ${c.converged} of ${c.total} devices converged` +
+      (filtered ? `; ${p.matching} shown by the filters` : "") + (states ? ` (${states})` : "");
+    const pages = Math.max(1, Math.ceil(p.matching / PAGE));
+    if (state.page > pages - 1) { state.page = pages - 1; subscribe(); return; }
+    body.replaceChildren(...p.devices.map((d) => {
       const r = d.report || {};
       const bad = failing(d);
       return h("tr", { "data-device": d.name },
-        h("td", {}, h("a", { href: "#/devices/" + encodeURIComponent(d.name) }, d.name)),
+        h("td", { class: "wrap" }, h("a", { href: "#/devices/" + encodeURIComponent(d.name) }, d.name)),
         h("td", { class: "hide-narrow wrap labels" }, Object.entries(d.labels || {}).map(([k, v]) => `${k}=${v}`).join(", ")),
         h("td", {}, pill(deviceState(d)), " ", d.converged ? h("span", { class: "ok" }, "✓ converged") : h("span", { class: "warn" }, "not converged")),
         h("td", {}, r.runningRevision ?? "—"),
@@ -216,15 +218,18 @@ function fleetView() {
         h("td", { class: "wrap" }, bad.length ? bad.map((x) => x.binding).join(", ") : h("span", { class: "muted" }, "none")));
     }));
     pager.replaceChildren(
-      h("button", { type: "button", class: "secondary", disabled: state.page === 0,
-        onclick: () => { state.page--; render(last); } }, "Previous"),
-      h("span", { class: "muted" }, `page ${state.page + 1} of ${pages}`),
-      h("button", { type: "button", class: "secondary", disabled: state.page >= pages - 1,
-        onclick: () => { state.page++; render(last); } }, "Next"));
+      h("button", { type: "button", class: "secondary", id: "page-prev", disabled: state.page === 0,
+        onclick: () => { state.page--; subscribe(); } }, "Previous"),
+      h("span", { class: "muted", id: "page-of" }, `page ${state.page + 1} of ${pages}`),
+      h("button", { type: "button", class: "secondary", id: "page-next", disabled: state.page >= pages - 1,
+        onclick: () => { state.page++; subscribe(); } }, "Next"));
   };
+  const subscribe = () => liveStatus(render, { page: state.page, size: PAGE, q: f.q, label: f.label, state: f.state });
+  let timer = null;
   const refilter = () => {
     f.q = q.value.trim(); f.label = label.value.trim(); f.state = st.value; state.page = 0;
-    if (last) render(last);
+    clearTimeout(timer);
+    timer = setTimeout(subscribe, 200);
   };
   for (const el of [q, label]) el.addEventListener("input", refilter);
   st.addEventListener("change", refilter);
@@ -241,7 +246,8 @@ function fleetView() {
         h("th", {}, "Failing functions"))),
       body)),
     pager);
-  liveStatus(render);
+  subscribe();
+  state.cleanup = () => clearTimeout(timer);
 }
 
 // ---- Device ----------------------------------------------------------------------------------
@@ -360,7 +366,7 @@ function deviceView(name) {
     h("div", { class: "row" }, h("label", { for: "log-binding" }, "Function", binding), follow),
     logs,
     publish);
-  liveStatus(render);
+  liveStatus(render, { name, size: 1 });
   loadLogs(false);
   state.cleanup = () => { if (logAbort) logAbort.abort(); };
 }
@@ -594,8 +600,8 @@ async function bundleView(digest, path) {
     preview.replaceChildren(h("h2", {}, p.path),
       p.binary
         ? h("p", { class: "muted", id: "bundle-binary" }, `A binary file of ${bytes(p.size)}: not shown.`)
-        : h("pre", { id: "bundle-text", tabindex: "0" }, p.text),
-      p.truncated && !p.binary ? h("p", { class: "muted" }, `The first ${bytes(p.text.length)} of ${bytes(p.size)}.`) : null);
+        : h("pre", { id: "bundle-text", tabindex: "0" }, p.text));
+    if (p.truncated && !p.binary) preview.append(h("p", { class: "muted" }, `The beginning of a file of ${bytes(p.size)}.`));
     preview.scrollIntoView();
   }
 }
@@ -630,7 +636,7 @@ async function diffView(from, to) {
     h("h1", {}, `Revision ${from} → ${to}`),
     h("dl", { class: "kv card" }, h("dt", {}, "From"), h("dd", { id: "diff-from" }, describe(a)),
       h("dt", {}, "To"), h("dd", { id: "diff-to" }, describe(b))),
-    h("p", { class: "muted", id: "diff-summary" }, `${d.devices.length} device${d.devices.length === 1 ? "" : "s"} change, ${d.unchanged} do not. Environment changes name the keys, never the values.`),
+    h("p", { class: "muted", id: "diff-summary" }, `Changed: ${d.devices.length} device${d.devices.length === 1 ? "" : "s"}; unchanged: ${d.unchanged}. Environment changes name the keys, never the values.`),
     d.devices.length ? h("div", { class: "scroll" }, h("table", {},
       h("thead", {}, h("tr", {}, h("th", {}, "Device"), h("th", {}, "Change"), h("th", {}, "What changes"))),
       h("tbody", { id: "diff-rows" }, rows))) : null);

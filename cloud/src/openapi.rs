@@ -150,6 +150,14 @@ pub const OPERATIONS: &[Operation] = &[
     },
     Operation {
         method: "get",
+        path: "/v1/status/page",
+        access: Access::Admin,
+        summary: "One page of the fleet (`?page=` from 0, `size=` 1 to 500, default 100), filtered by `q` (part of the name), `name` (exact), `label` (`KEY=VALUE[,…]`) and `state` (`running`, `updating`, `failed`, `rolled_back`, `never seen`, `unregistered`, `converged`, `not converged`), with the counts of the whole fleet.",
+        request: None,
+        response: (200, Some("FleetPage")),
+    },
+    Operation {
+        method: "get",
         path: "/v1/revisions/{n}",
         access: Access::Admin,
         summary: "One revision with its manifest.",
@@ -317,6 +325,7 @@ pub fn document() -> String {
     add::<edgefn_schema::api::PublishResponse>(&mut generator, &mut schemas, "PublishResponse");
     add::<crate::messaging::hub::MessageLine>(&mut generator, &mut schemas, "MessageLine");
     add::<edgefn_schema::wire::LogLine>(&mut generator, &mut schemas, "LogLine");
+    add::<edgefn_schema::console::FleetPage>(&mut generator, &mut schemas, "FleetPage");
     add::<edgefn_schema::console::NewBinding>(&mut generator, &mut schemas, "NewBinding");
     add::<edgefn_schema::console::BindingCreated>(&mut generator, &mut schemas, "BindingCreated");
     add::<edgefn_schema::console::RevisionDiff>(&mut generator, &mut schemas, "RevisionDiff");
@@ -354,6 +363,18 @@ pub fn document() -> String {
             params.push(json!({"name": "binding", "in": "query", "description": "Only this binding's (function's) lines", "schema": {"type": "string"}}));
             params.push(json!({"name": "follow", "in": "query", "schema": {"type": "boolean", "default": false}}));
             params.push(json!({"name": "tail", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 100}}));
+        }
+        if op.path == "/v1/status/page" {
+            for (name, ty) in [
+                ("page", "integer"),
+                ("size", "integer"),
+                ("q", "string"),
+                ("name", "string"),
+                ("label", "string"),
+                ("state", "string"),
+            ] {
+                params.push(json!({"name": name, "in": "query", "schema": {"type": ty}}));
+            }
         }
         if op.path == "/v1/revisions" && op.method == "get" {
             params.push(json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}));

@@ -5,6 +5,7 @@
 //! | [`bundles`] | `PUT`/`GET`/`HEAD /v1/bundles/{digest}`, `POST /v1/bundles/missing` |
 //! | [`revisions`] | `POST`/`GET /v1/revisions`, `GET /v1/revisions/{n}`, `POST /v1/rollback` |
 //! | [`devices`] | `POST`/`GET /v1/devices`, `DELETE /v1/devices/{name}`, `GET …/desired`, `POST …/status` |
+//! | [`fleet_page`] | `GET /v1/status/page` (one page of the fleet, filtered, with its counts) |
 //! | [`status`] | `GET /v1/status`, `GET /metrics` |
 //! | [`tokens`] | `GET`/`POST /v1/tokens`, `DELETE /v1/tokens/{id}` |
 //! | [`bindings`] | `POST /v1/bindings` (bind a function with a click) |
@@ -16,12 +17,14 @@
 mod bindings;
 mod bundles;
 mod devices;
+mod fleet_page;
 mod messages;
 mod revisions;
 mod status;
 mod tokens;
 mod views;
 
+pub(crate) use fleet_page::{PageQuery, fleet_page_of};
 pub(crate) use status::fleet_status_of;
 
 use std::sync::Arc;
@@ -179,6 +182,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/v1/devices/{name}/desired", get(devices::desired))
         .route("/v1/devices/{name}/status", post(devices::report_status))
         .route("/v1/status", get(status::fleet_status))
+        .route("/v1/status/page", get(fleet_page::fleet_page))
         .route(
             "/v1/publish",
             post(messages::publish).layer(DefaultBodyLimit::max(MAX_PUBLISH_BODY_BYTES)),
