@@ -1795,7 +1795,10 @@ fn a_binding_made_outside_git_is_never_undone_silently() {
         &serde_json::json!({"function": "x".repeat(70_000), "devices": {"names": ["gw-02"]}}),
     );
     assert_eq!(long.status, 413);
-    assert_eq!(get_json(&cloud, "/v1/revisions?limit=1").json()[0]["number"], 1);
+    assert_eq!(
+        get_json(&cloud, "/v1/revisions?limit=1").json()[0]["number"],
+        1
+    );
 
     let made = post_json(
         &cloud,
@@ -1829,8 +1832,14 @@ fn a_binding_made_outside_git_is_never_undone_silently() {
     let diff = diff.json();
     assert_eq!(diff["unchanged"], 1, "{diff}");
     assert_eq!(diff["devices"][0]["device"], "gw-02");
-    assert_eq!(diff["devices"][0]["functionsAdded"], serde_json::json!(["collector"]));
-    assert_eq!(diff["devices"][0]["bindingsAdded"], serde_json::json!(["collector-2"]));
+    assert_eq!(
+        diff["devices"][0]["functionsAdded"],
+        serde_json::json!(["collector"])
+    );
+    assert_eq!(
+        diff["devices"][0]["bindingsAdded"],
+        serde_json::json!(["collector-2"])
+    );
     assert_eq!(get_json(&cloud, "/v1/revisions/1/diff/9").status, 404);
     assert_eq!(get_json(&cloud, "/v1/revisions/1/diff/x").status, 400);
 
@@ -1852,7 +1861,9 @@ fn a_binding_made_outside_git_is_never_undone_silently() {
     assert_eq!(script["executable"], true, "{files}");
     let preview = get_json(&cloud, &format!("/v1/bundles/{digest}/files/collect.sh")).json();
     assert!(
-        preview["text"].as_str().is_some_and(|t| t.starts_with("#!/bin/sh")),
+        preview["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("#!/bin/sh")),
         "{preview}"
     );
     assert_eq!(preview["binary"], false);
@@ -1890,11 +1901,15 @@ fn a_binding_made_outside_git_is_never_undone_silently() {
         .collect::<Vec<_>>()
         .join(" ");
     assert!(
-        err.contains("applying this checkout would undo: binding `collector-2` (collector on gw-02)")
-            && err.contains("--force"),
+        err.contains(
+            "applying this checkout would undo: binding `collector-2` (collector on gw-02)"
+        ) && err.contains("--force"),
         "{err}"
     );
-    assert_eq!(get_json(&cloud, "/v1/revisions?limit=1").json()[0]["number"], 2);
+    assert_eq!(
+        get_json(&cloud, "/v1/revisions?limit=1").json()[0]["number"],
+        2
+    );
 
     // Committing the same change in git replaces it without a word of warning.
     let path = dir.join("edgefn.yaml");

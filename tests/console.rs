@@ -225,7 +225,10 @@ fn fleet() -> Fleet {
     .expect("write");
     // A file whose name and contents are markup, for the bundle view.
     std::fs::write(
-        project.path().join("functions/temp-filter").join(HOSTILE_FILE),
+        project
+            .path()
+            .join("functions/temp-filter")
+            .join(HOSTILE_FILE),
         HOSTILE,
     )
     .expect("write");
@@ -807,7 +810,11 @@ fn the_console_binds_with_a_click_and_shows_diffs_functions_and_bundles() {
         click(&c, "#functions-rows tr[data-function=temp-filter] a.bundle").await;
         let files = text_of(&c, "#bundle-files", "main.py").await;
         assert!(files.contains(HOSTILE_FILE), "{files}");
-        click(&c, &format!("#bundle-files tr[data-path={:?}] a", HOSTILE_FILE)).await;
+        click(
+            &c,
+            &format!("#bundle-files tr[data-path={:?}] a", HOSTILE_FILE),
+        )
+        .await;
         let shown = text_of(&c, "#bundle-text", "<script>").await;
         assert_eq!(shown, HOSTILE);
         click(&c, "#bundle-files tr[data-path='main.py'] a").await;
@@ -821,14 +828,23 @@ fn the_console_binds_with_a_click_and_shows_diffs_functions_and_bundles() {
             .for_element(Locator::Css("#bind-labels"))
             .await
             .expect("form");
-        ok(&edgefn_env(fleet.project.path(), &["apply", "--force"], &env));
+        ok(&edgefn_env(
+            fleet.project.path(),
+            &["apply", "--force"],
+            &env,
+        ));
         let labels = c.find(Locator::Css("#bind-labels")).await.expect("labels");
         labels
             .send_keys("site=<img src=x onerror=window.__pwned=4>")
             .await
             .expect("type");
         click(&c, "#bind-submit").await;
-        text_of(&c, "#bind-result [role=alert]", "Someone applied a revision").await;
+        text_of(
+            &c,
+            "#bind-result [role=alert]",
+            "Someone applied a revision",
+        )
+        .await;
         // Against the latest: labels that select nothing are refused, the markup stays text.
         open(&c, &format!("{base}/#/bind/temp-filter")).await;
         let labels = c

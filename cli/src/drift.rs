@@ -149,7 +149,8 @@ pub(crate) fn detect_outside_git(client: &Client) -> Result<Option<Outside>, Cli
     if latest.rollback_of.is_some() || p.commit.is_some() || by_edgefn {
         return Ok(None);
     }
-    let rev: edgefn_schema::api::Revision = client.get(&format!("/v1/revisions/{}", latest.number))?;
+    let rev: edgefn_schema::api::Revision =
+        client.get(&format!("/v1/revisions/{}", latest.number))?;
     let manifest = edgefn_schema::load(
         &edgefn_schema::Source::new("edgefn.yaml", rev.manifest.as_str()),
         None,

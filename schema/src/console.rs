@@ -217,7 +217,11 @@ pub fn diff_states(
             Some(_) => {}
         }
     }
-    d.bindings_removed = ba.keys().filter(|n| !bb.contains_key(*n)).cloned().collect();
+    d.bindings_removed = ba
+        .keys()
+        .filter(|n| !bb.contains_key(*n))
+        .cloned()
+        .collect();
     let (ra, rb): (Vec<String>, Vec<String>) = (
         a.routes.iter().map(route_line).collect(),
         b.routes.iter().map(route_line).collect(),
@@ -365,7 +369,14 @@ mod tests {
         .expect("changes");
         assert_eq!(d2.functions_added, vec!["f"]);
         assert_eq!(d2.bindings_added, vec!["f-2"]);
-        assert!(diff_states("gw-01", state(BASE, "gw-01").as_ref(), state(BASE, "gw-01").as_ref()).is_none());
+        assert!(
+            diff_states(
+                "gw-01",
+                state(BASE, "gw-01").as_ref(),
+                state(BASE, "gw-01").as_ref()
+            )
+            .is_none()
+        );
         assert_eq!(
             diff_states("gw-09", None, state(BASE, "gw-01").as_ref()).map(|d| d.change),
             Some("added".to_owned())

@@ -55,7 +55,11 @@ pub fn binding_fields(
     let selector = match devices {
         DeviceSelector::Names(names) => format!(
             "{{ names: [{}] }}",
-            names.iter().map(|n| quote(n)).collect::<Vec<_>>().join(", ")
+            names
+                .iter()
+                .map(|n| quote(n))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         DeviceSelector::Labels(labels) => format!(
             "{{ labels: {{ {} }} }}",
@@ -302,9 +306,6 @@ mod tests {
                 .and_then(Node::as_str),
             Some(hostile)
         );
-        assert_eq!(
-            item.get("triggers").map(|t| t.type_name()),
-            Some("a list")
-        );
+        assert_eq!(item.get("triggers").map(|t| t.type_name()), Some("a list"));
     }
 }

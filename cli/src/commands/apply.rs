@@ -114,7 +114,11 @@ pub(crate) fn run(args: &ApplyArgs) -> CliResult {
             &if undone.is_empty() {
                 format!("{}; replaced: this checkout has its change", o.describe())
             } else {
-                format!("warning: {}; --force: undone ({})", o.describe(), undone.join("; "))
+                format!(
+                    "warning: {}; --force: undone ({})",
+                    o.describe(),
+                    undone.join("; ")
+                )
             },
         );
     }

@@ -81,7 +81,12 @@ impl PageQuery {
             )));
         }
         let mut labels = BTreeMap::new();
-        for part in self.label.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        for part in self
+            .label
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
             let Some((k, v)) = part.split_once('=') else {
                 return Err(ApiError::bad_request(
                     "`label` is KEY=VALUE, or several separated by commas",

@@ -162,13 +162,13 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             "/v1/bindings",
             post(bindings::bind).layer(DefaultBodyLimit::max(bindings::MAX_BIND_BYTES)),
         )
-        .route(
-            "/v1/revisions/{from}/diff/{to}",
-            get(views::revision_diff),
-        )
+        .route("/v1/revisions/{from}/diff/{to}", get(views::revision_diff))
         .route("/v1/functions", get(views::functions))
         .route("/v1/bundles/{digest}/files", get(views::bundle_files))
-        .route("/v1/bundles/{digest}/files/{*path}", get(views::bundle_file))
+        .route(
+            "/v1/bundles/{digest}/files/{*path}",
+            get(views::bundle_file),
+        )
         .route("/v1/tokens", get(tokens::list).post(tokens::create))
         .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
         .route(

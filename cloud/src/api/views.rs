@@ -57,7 +57,10 @@ pub(super) async fn revision_diff(
                 .ok_or_else(|| ApiError::not_found(format!("no revision {n}")))
         };
         let (a, b) = (get(from)?, get(to)?);
-        let (ma, mb) = (manifest_of(&a.manifest, from)?, manifest_of(&b.manifest, to)?);
+        let (ma, mb) = (
+            manifest_of(&a.manifest, from)?,
+            manifest_of(&b.manifest, to)?,
+        );
         let names: BTreeSet<&String> = ma.devices.keys().chain(mb.devices.keys()).collect();
         let mut devices = Vec::new();
         let mut unchanged = 0u64;
