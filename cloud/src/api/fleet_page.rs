@@ -98,6 +98,16 @@ impl PageQuery {
     }
 }
 
+/// The states [`state_name`] gives, in the order the counts are kept.
+const STATE_NAMES: [&str; 6] = [
+    "running",
+    "updating",
+    "failed",
+    "rolled_back",
+    "never seen",
+    "unregistered",
+];
+
 /// A device's state as the overview names it.
 fn state_name(registered: bool, report: Option<&StatusReport>) -> &'static str {
     match (registered, report) {
@@ -130,6 +140,7 @@ pub(crate) fn fleet_page_of(
     let no_labels = BTreeMap::new();
     state.with_statuses(|statuses| {
         let mut counts = FleetCounts::default();
+        let mut by_state = [0u64; STATE_NAMES.len()];
         let mut matching = 0u64;
         let mut page = Vec::new();
         let skip = query.page.saturating_mul(size);
@@ -142,7 +153,7 @@ pub(crate) fn fleet_page_of(
             let st = state_name(registered.contains(name), report.map(|(r, _)| r));
             counts.total += 1;
             counts.converged += u64::from(is_converged);
-            *counts.by_state.entry(st.to_owned()).or_default() += 1;
+            by_state[STATE_NAMES.iter().position(|n| *n == st).unwrap_or(0)] += 1;
             let device_labels = view
                 .manifest
                 .as_ref()
@@ -174,6 +185,12 @@ pub(crate) fn fleet_page_of(
             }
             matching += 1;
         }
+        counts.by_state = STATE_NAMES
+            .iter()
+            .zip(by_state)
+            .filter(|(_, n)| *n > 0)
+            .map(|(s, n)| ((*s).to_owned(), n))
+            .collect();
         FleetPage {
             revision: view.revision,
             counts,
