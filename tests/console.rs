@@ -806,6 +806,13 @@ fn the_console_binds_with_a_click_and_shows_diffs_functions_and_bundles() {
         open(&c, &format!("{base}/#/functions")).await;
         let collector = text_of(&c, "#functions-rows tr[data-function=collector]", "gw-02").await;
         assert!(collector.contains("gw-01"), "{collector}");
+        let links = c
+            .find_all(Locator::Css(
+                "#functions-rows tr[data-function=collector] a.chip",
+            ))
+            .await
+            .expect("device links");
+        assert_eq!(links.len(), 2, "a link per device: {collector}");
         screenshot(&c, "functions").await;
         click(&c, "#functions-rows tr[data-function=temp-filter] a.bundle").await;
         let files = text_of(&c, "#bundle-files", "main.py").await;

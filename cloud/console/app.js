@@ -562,8 +562,8 @@ async function functionsView() {
     h("td", {}, f.runtime),
     h("td", { class: "wrap hide-narrow" }, f.bindings.join(", ") || "—"),
     h("td", { class: "wrap" }, f.devices.length
-      ? [f.devices.slice(0, 20).map((d) => h("a", { href: "#/devices/" + encodeURIComponent(d), class: "chip" }, d)),
-        f.devices.length > 20 ? ` and ${f.devices.length - 20} more` : ""]
+      ? f.devices.slice(0, 20).map((d) => h("a", { href: "#/devices/" + encodeURIComponent(d), class: "chip" }, d))
+        .concat(f.devices.length > 20 ? [` and ${f.devices.length - 20} more`] : [])
       : h("span", { class: "muted" }, "none")),
     h("td", {}, f.bundle ? h("a", { href: `#/bundles/${f.bundle}`, class: "bundle" }, f.bundle.slice(0, 12)) : "—"),
     h("td", {}, h("a", { href: "#/bind/" + encodeURIComponent(f.name) }, "Bind…"))));
