@@ -216,6 +216,19 @@ impl AppState {
             .map(|(_, at)| *at)
     }
 
+    /// Runs `f` on every device's last report and its time, without copying them (the lock is
+    /// held meanwhile: keep `f` short).
+    pub(crate) fn with_statuses<T>(
+        &self,
+        f: impl FnOnce(&HashMap<String, (StatusReport, u64)>) -> T,
+    ) -> T {
+        f(&self
+            .statuses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .last)
+    }
+
     /// The fleet under the latest revision.
     pub(crate) fn view(&self) -> Arc<FleetView> {
         self.fleet.borrow().clone()

@@ -14,9 +14,11 @@
 pub mod api;
 pub mod bundle;
 pub mod conformance;
+pub mod console;
 mod decode;
 pub mod dev_session;
 pub mod diagnostic;
+pub mod edit;
 pub mod load;
 pub mod manifest;
 pub mod mqtt_url;

@@ -66,6 +66,24 @@ pub(crate) fn run(args: &ApplyArgs) -> CliResult {
             });
         }
     }
+    // A change made outside git (a binding added in the console) that this checkout lacks
+    // would be undone: refused without --force, and said.
+    let outside = drift::detect_outside_git(&client)?.map(|o| {
+        let undone = o.undone_by(&loaded.manifest);
+        (o, undone)
+    });
+    if let Some((o, undone)) = &outside {
+        if !undone.is_empty() && !args.force {
+            return Err(CliError::InvalidArgument {
+                message: format!(
+                    "{}; applying this checkout would undo: {}",
+                    o.describe(),
+                    undone.join("; ")
+                ),
+                help: "add the change to edgefn.yaml in git (`edgefn diff` shows it) and apply that, or pass --force to undo it".into(),
+            });
+        }
+    }
     let submitted = rollout::submit(
         &client,
         &project,
@@ -87,6 +105,20 @@ pub(crate) fn run(args: &ApplyArgs) -> CliResult {
                     "warning: {}; replaced, without checking that this does not undo it: {why}",
                     d.describe()
                 ),
+            },
+        );
+    }
+    if let (true, Some((o, undone))) = (applied.created, &outside) {
+        say(
+            args.output,
+            &if undone.is_empty() {
+                format!("{}; replaced: this checkout has its change", o.describe())
+            } else {
+                format!(
+                    "warning: {}; --force: undone ({})",
+                    o.describe(),
+                    undone.join("; ")
+                )
             },
         );
     }

@@ -247,6 +247,18 @@ pub(crate) fn run(args: &DiffArgs) -> CliResult {
             let _ = writeln!(out, "  {} route {}", &r[..1], &r[2..]);
         }
     }
+    if let Some(o) = crate::drift::detect_outside_git(&client)? {
+        let undone = o.undone_by(new);
+        let verdict = if undone.is_empty() {
+            "this checkout has its change: `edgefn apply` replaces it".to_owned()
+        } else {
+            format!(
+                "`edgefn apply` would undo {}, so it refuses without --force",
+                undone.join("; ")
+            )
+        };
+        let _ = writeln!(out, "drift: {}\n  {verdict}", o.describe());
+    }
     if let Some(drift) = drift {
         let commit = crate::provenance::read(&project.root).and_then(|p| p.commit);
         let verdict = match drift.verdict(&project.root, commit.as_deref()) {

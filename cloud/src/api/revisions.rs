@@ -30,7 +30,7 @@ const MAX_LISTED_DIAGNOSTICS: usize = 100;
 ///
 /// Runs in a blocking task: reading a manifest is bounded (by [`MAX_MANIFEST_BYTES`] and the
 /// YAML reader's budgets) but not small.
-fn validate_submission(req: &NewRevision) -> Result<edgefn_schema::Manifest, ApiError> {
+pub(super) fn validate_submission(req: &NewRevision) -> Result<edgefn_schema::Manifest, ApiError> {
     if req.manifest.len() > MAX_MANIFEST_BYTES {
         return Err(ApiError::new(
             ErrorCode::ManifestTooLarge,
