@@ -145,14 +145,22 @@ async fn open(c: &Client, url: &str) {
 }
 
 /// Clicks the element `css` once it is on the page.
+/// A live page may replace the element between finding and clicking it (the overview renders
+/// its page again when a device reports): a stale element is found again, as a person's click
+/// would land on the new one.
 async fn click(c: &Client, css: &str) {
-    c.wait()
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("`{css}` never appeared: {e}"))
-        .click()
-        .await
-        .unwrap_or_else(|e| panic!("click `{css}`: {e}"));
+    for attempt in 0.. {
+        let found = c
+            .wait()
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("`{css}` never appeared: {e}"));
+        match found.click().await {
+            Ok(()) => return,
+            Err(e) if e.is_stale_element_reference() && attempt < 20 => {}
+            Err(e) => panic!("click `{css}`: {e}"),
+        }
+    }
 }
 
 /// A project from the quickstart with a commit message full of markup, two registered devices
