@@ -27,6 +27,10 @@ pub(crate) enum ConnError {
     Level(u8),
     #[error("unexpected packet: {0}")]
     Unexpected(&'static str),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("invalid topic alias: {0}")]
+    TopicAlias(String),
     #[error("invalid topic `{topic}`")]
     Topic {
         topic: String,

@@ -57,10 +57,12 @@ mod options;
 mod persist;
 mod routing;
 mod session;
+mod subscription;
 
 pub use access::{Authenticator, Client};
 pub use broker::{Broker, stopped};
 pub use bytes::Bytes;
-pub use message::{Message, QoS};
+pub use message::{Message, PublishProperties, QoS};
 pub use options::{BrokerOptions, OnPublish, TooLarge};
 pub use persist::{Change, PersistError, Persistence, StoreError, Stored, StoredSession};
+pub use subscription::Subscription;
