@@ -207,7 +207,13 @@ impl MemStore {
                     queue: s.queue.clone(),
                 })
                 .collect(),
-            retained: self.retained.lock().expect("store lock").values().cloned().collect(),
+            retained: self
+                .retained
+                .lock()
+                .expect("store lock")
+                .values()
+                .cloned()
+                .collect(),
         }
     }
 }
@@ -241,7 +247,9 @@ impl Drop for Target {
 }
 
 async fn listener() -> (tokio::net::TcpListener, u16) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("test I/O");
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("test I/O");
     let port = l.local_addr().expect("test I/O").port();
     (l, port)
 }
@@ -399,7 +407,9 @@ impl C5 {
             }),
         };
         f(&mut c);
-        let s = TcpStream::connect(("127.0.0.1", t.port)).await.expect("test I/O");
+        let s = TcpStream::connect(("127.0.0.1", t.port))
+            .await
+            .expect("test I/O");
         s.set_nodelay(true).expect("test I/O");
         let mut me = C5 {
             s,
@@ -557,7 +567,9 @@ struct C4 {
 
 impl C4 {
     async fn connect(t: &Target, id: &str, clean: bool) -> (C4, v4::ConnAck) {
-        let s = TcpStream::connect(("127.0.0.1", t.port)).await.expect("test I/O");
+        let s = TcpStream::connect(("127.0.0.1", t.port))
+            .await
+            .expect("test I/O");
         let mut me = C4 {
             s,
             buf: BytesMut::new(),
@@ -770,7 +782,9 @@ conformance!(
 /// MQTT 3.1.1 [MQTT-3.1.2-2]: a protocol level the server does not support is answered with
 /// CONNACK 0x01 (unacceptable protocol level), then the connection is closed.
 async fn unsupported_protocol_level(t: Target) {
-    let mut s = TcpStream::connect(("127.0.0.1", t.port)).await.expect("test I/O");
+    let mut s = TcpStream::connect(("127.0.0.1", t.port))
+        .await
+        .expect("test I/O");
     // CONNECT, "MQTT", level 3, clean session, keepalive 60, client id "old".
     let body = [
         0, 4, b'M', b'Q', b'T', b'T', 3, 0x02, 0, 60, 0, 3, b'o', b'l', b'd',
@@ -842,7 +856,7 @@ conformance!(
     mosquitto: "Mosquitto 2.0.11 closes the connection without a DISCONNECT (no reason code)"
 );
 
-/// MQTT 5 [MQTT-3.1.2-?] §3.1.2.11.9 / §4.12: a CONNECT with an Authentication Method the
+/// MQTT 5 §3.1.2.11.9 and §4.12: a CONNECT with an Authentication Method the
 /// server does not support is refused with CONNACK 0x8C (Bad authentication method).
 async fn bad_authentication_method(t: Target) {
     let (_, ack) = C5::connect(&t, "auth", |c| {
@@ -1075,7 +1089,7 @@ async fn mqtt5_4_1_qos2_session_state_outlives_a_restart_cloud() {
 /// The cloud's device namespaces: a device's PUBLISH outside its namespace is refused with
 /// 0x87 (Not authorized, MQTT 5 §3.4.2.1) for QoS 1 and 2, acknowledged and dropped in MQTT
 /// 3.1.1 ([MQTT-3.3.5-2]); its SUBSCRIBE to another device's filter, or a shared subscription
-/// over one ([MQTT-3.9.3-?] §3.9.3, authorised on the underlying filter), gets 0x87 (0x80 in
+/// over one (§4.8.2, authorised on the underlying filter), gets 0x87 (0x80 in
 /// MQTT 3.1.1); its own namespace works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt5_3_4_2_1_not_authorized_0x87_cloud_device_namespaces() {
@@ -1140,7 +1154,9 @@ async fn mqtt5_3_4_2_1_not_authorized_0x87_cloud_device_namespaces() {
     );
     // MQTT 3.1.1: acknowledged, dropped; SUBACK 0x80.
     let mut d4 = {
-        let s = TcpStream::connect(("127.0.0.1", t.port)).await.expect("test I/O");
+        let s = TcpStream::connect(("127.0.0.1", t.port))
+            .await
+            .expect("test I/O");
         C4 {
             s,
             buf: BytesMut::new(),
@@ -1201,7 +1217,9 @@ async fn mqtt5_3_2_2_2_bad_password_0x86_agent_local_password() {
     .await;
     assert_eq!(a.code, v5::ConnectReturnCode::BadUserNamePassword);
     let mut c4 = C4 {
-        s: TcpStream::connect(("127.0.0.1", t.port)).await.expect("test I/O"),
+        s: TcpStream::connect(("127.0.0.1", t.port))
+            .await
+            .expect("test I/O"),
         buf: BytesMut::new(),
     };
     c4.send(v4::Packet::Connect(v4::Connect {
@@ -1228,3 +1246,370 @@ async fn mqtt5_3_2_2_2_bad_password_0x86_agent_local_password() {
         v5::SubscribeReasonCode::Success(_)
     ));
 }
+
+// ---------------------------------------------------------------------------------------------
+// MQTT 5 properties and options.
+
+/// Connects a client that keeps its session for 300 s.
+fn keep300(c: &mut Connect5) {
+    c.connect.clean_start = false;
+    c.connect.properties = Some(v5::ConnectProperties {
+        session_expiry_interval: Some(300),
+        ..props()
+    });
+}
+
+/// MQTT 5 [MQTT-3.3.2-5]: a message whose expiry interval passed before onward delivery
+/// started is not delivered; [MQTT-3.3.2-6]: one delivered later carries the interval less the
+/// time it waited in the server.
+async fn message_expiry(t: Target) {
+    let (mut r, _) = C5::ok(&t, "expiry-r", |c| {
+        keep300(c);
+        c.connect.clean_start = true;
+    })
+    .await;
+    r.sub(&t.topic("exp/#"), QoS::AtLeastOnce).await;
+    r.disconnect().await;
+    let (mut p, _) = C5::ok(&t, "expiry-p", |_| {}).await;
+    for (i, (name, expiry)) in [("short", Some(1)), ("long", Some(100)), ("end", None)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut m = publish5(
+            &t.topic(&format!("exp/{name}")),
+            QoS::AtLeastOnce,
+            i as u16 + 1,
+            name,
+        );
+        m.properties = Some(v5::PublishProperties {
+            message_expiry_interval: expiry,
+            ..Default::default()
+        });
+        p.send(Packet::Publish(m)).await;
+        assert!(matches!(p.recv().await, Packet::PubAck(_)));
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (mut r, ack) = C5::ok(&t, "expiry-r", keep300).await;
+    assert!(ack.session_present);
+    let got = until(&mut r, &t.topic("exp/end")).await;
+    assert_eq!(payloads(&got), ["long"]);
+    let left = got[0]
+        .properties
+        .as_ref()
+        .and_then(|p| p.message_expiry_interval);
+    assert!(
+        left.is_some_and(|s| (1..100).contains(&s)),
+        "expiry sent {left:?}"
+    );
+}
+conformance!(mqtt5_3_3_2_5_message_expiry, message_expiry);
+
+/// MQTT 5 [MQTT-3.3.2-4] (Payload Format Indicator), [MQTT-3.3.2-20] (Content Type),
+/// [MQTT-3.3.2-15] (Response Topic), [MQTT-3.3.2-16] (Correlation Data), [MQTT-3.3.2-17] and
+/// [MQTT-3.3.2-18] (User Properties, in order): forwarded unaltered to the receiver.
+async fn properties_forwarded(t: Target) {
+    let (mut r, _) = C5::ok(&t, "props-r", |_| {}).await;
+    r.sub(&t.topic("props"), QoS::AtLeastOnce).await;
+    let (mut p, _) = C5::ok(&t, "props-p", |_| {}).await;
+    let sent = v5::PublishProperties {
+        payload_format_indicator: Some(1),
+        content_type: Some("application/json".into()),
+        response_topic: Some(t.topic("props/reply")),
+        correlation_data: Some(Bytes::from_static(b"\x00\x01req-7")),
+        user_properties: vec![
+            ("a".into(), "1".into()),
+            ("b".into(), "2".into()),
+            ("a".into(), "3".into()),
+        ],
+        ..Default::default()
+    };
+    let mut m = publish5(&t.topic("props"), QoS::AtLeastOnce, 1, "{}");
+    m.properties = Some(sent.clone());
+    p.send(Packet::Publish(m)).await;
+    assert!(matches!(p.recv().await, Packet::PubAck(_)));
+    let got = r.publish().await.properties.expect("properties");
+    assert_eq!(got.payload_format_indicator, sent.payload_format_indicator);
+    assert_eq!(got.content_type, sent.content_type);
+    assert_eq!(got.response_topic, sent.response_topic);
+    assert_eq!(got.correlation_data, sent.correlation_data);
+    assert_eq!(got.user_properties, sent.user_properties);
+}
+conformance!(
+    mqtt5_3_3_2_4_15_16_17_18_20_properties_forwarded_unaltered,
+    properties_forwarded
+);
+
+/// MQTT 5 [MQTT-3.8.3-3]: with No Local, a client's own messages are not sent back to it.
+async fn no_local(t: Target) {
+    let (mut c, _) = C5::ok(&t, "nolocal", |_| {}).await;
+    let mut f = v5::Filter::new(t.topic("nl"), QoS::AtLeastOnce);
+    f.nolocal = true;
+    c.subscribe(1, vec![f], None).await;
+    c.pub1(&t.topic("nl"), 2, "mine").await;
+    let (mut o, _) = C5::ok(&t, "nolocal-other", |_| {}).await;
+    o.pub1(&t.topic("nl"), 1, "theirs").await;
+    assert_eq!(&c.publish().await.payload[..], b"theirs");
+}
+conformance!(mqtt5_3_8_3_3_no_local, no_local);
+
+/// MQTT 5 [MQTT-3.3.1-12], [MQTT-3.3.1-13]: Retain As Published keeps a live message's retain
+/// flag; without it the flag is 0.
+async fn retain_as_published(t: Target) {
+    let topic = t.topic("rap");
+    let (mut keep, _) = C5::ok(&t, "rap-1", |_| {}).await;
+    let mut f = v5::Filter::new(&topic, QoS::AtLeastOnce);
+    f.preserve_retain = true;
+    keep.subscribe(1, vec![f], None).await;
+    let (mut plain, _) = C5::ok(&t, "rap-0", |_| {}).await;
+    plain.sub(&topic, QoS::AtLeastOnce).await;
+    let (mut p, _) = C5::ok(&t, "rap-p", |_| {}).await;
+    let mut m = publish5(&topic, QoS::AtLeastOnce, 1, "r");
+    m.retain = true;
+    p.send(Packet::Publish(m)).await;
+    assert!(matches!(p.recv().await, Packet::PubAck(_)));
+    assert!(keep.publish().await.retain);
+    assert!(!plain.publish().await.retain);
+    // Clear it.
+    let mut m = publish5(&topic, QoS::AtLeastOnce, 2, "");
+    m.retain = true;
+    p.send(Packet::Publish(m)).await;
+    assert!(matches!(p.recv().await, Packet::PubAck(_)));
+}
+conformance!(mqtt5_3_3_1_12_13_retain_as_published, retain_as_published);
+
+/// MQTT 5 [MQTT-3.3.1-9] (Retain Handling 0: retained messages sent at every subscribe),
+/// [MQTT-3.3.1-10] (1: only when the subscription did not exist), [MQTT-3.3.1-11] (2: never).
+async fn retain_handling(t: Target) {
+    let topic = t.topic("rh/x");
+    let (mut p, _) = C5::ok(&t, "rh-p", |_| {}).await;
+    let mut m = publish5(&topic, QoS::AtLeastOnce, 1, "kept");
+    m.retain = true;
+    p.send(Packet::Publish(m)).await;
+    assert!(matches!(p.recv().await, Packet::PubAck(_)));
+    let (mut c, _) = C5::ok(&t, "rh", |_| {}).await;
+    let filter = |f: String, rule| {
+        let mut f = v5::Filter::new(f, QoS::AtMostOnce);
+        f.retain_forward_rule = rule;
+        vec![f]
+    };
+    use v5::RetainForwardRule as R;
+    for _ in 0..2 {
+        c.subscribe(1, filter(t.topic("rh/#"), R::OnEverySubscribe), None)
+            .await;
+        let m = c.publish().await;
+        assert!(m.retain && &m.payload[..] == b"kept");
+    }
+    c.subscribe(2, filter(t.topic("rh/#"), R::OnNewSubscribe), None)
+        .await;
+    c.ping().await;
+    c.subscribe(3, filter(t.topic("rh/+"), R::OnNewSubscribe), None)
+        .await;
+    assert_eq!(&c.publish().await.payload[..], b"kept");
+    c.subscribe(4, filter(t.topic("+/x"), R::Never), None).await;
+    c.ping().await;
+    let mut m = publish5(&topic, QoS::AtLeastOnce, 2, "");
+    m.retain = true;
+    p.send(Packet::Publish(m)).await;
+    assert!(matches!(p.recv().await, Packet::PubAck(_)));
+}
+conformance!(mqtt5_3_3_1_9_10_11_retain_handling, retain_handling);
+
+/// MQTT 5 [MQTT-3.1.3-6], [MQTT-3.2.2-16]: an empty client id gets one assigned by the
+/// server, sent in CONNACK's Assigned Client Identifier; a session kept under it resumes.
+async fn assigned_client_identifier(t: Target) {
+    let (c, ack) = C5::ok(&t, "", keep300).await;
+    let id = ack
+        .properties
+        .and_then(|p| p.assigned_client_identifier)
+        .expect("an Assigned Client Identifier");
+    assert!(!id.is_empty());
+    c.disconnect().await;
+    let (_, again) = C5::ok(&t, &id, keep300).await;
+    assert!(again.session_present);
+}
+conformance!(
+    mqtt5_3_2_2_16_assigned_client_identifier,
+    assigned_client_identifier
+);
+
+/// MQTT 5 §3.3.2.3.4 [MQTT-3.3.2-12]: a Topic Alias the client set maps to its topic for the
+/// rest of the connection (a PUBLISH with an empty topic and the alias reaches the topic's
+/// subscribers), and not beyond it: a new connection using it without setting it is a protocol
+/// error (DISCONNECT 0x82).
+async fn topic_alias(t: Target) {
+    let (mut r, _) = C5::ok(&t, "alias-r", |_| {}).await;
+    r.sub(&t.topic("alias"), QoS::AtLeastOnce).await;
+    let (mut p, _) = C5::ok(&t, "alias-p", |_| {}).await;
+    let aliased = |topic: &str, pkid, payload| {
+        let mut m = publish5(topic, QoS::AtLeastOnce, pkid, payload);
+        m.properties = Some(v5::PublishProperties {
+            topic_alias: Some(1),
+            ..Default::default()
+        });
+        Packet::Publish(m)
+    };
+    p.send(aliased(&t.topic("alias"), 1, "set")).await;
+    assert!(matches!(p.recv().await, Packet::PubAck(_)));
+    p.send(aliased("", 2, "used")).await;
+    assert!(matches!(p.recv().await, Packet::PubAck(_)));
+    for want in ["set", "used"] {
+        let m = r.publish().await;
+        assert_eq!(
+            (m.topic, &m.payload[..]),
+            (Bytes::from(t.topic("alias")), want.as_bytes())
+        );
+        r.send(Packet::PubAck(v5::PubAck::new(m.pkid, None))).await;
+    }
+    p.disconnect().await;
+    let (mut p, _) = C5::ok(&t, "alias-p", |_| {}).await;
+    p.send(aliased("", 3, "unset")).await;
+    assert_eq!(
+        p.closed().await,
+        Some(v5::DisconnectReasonCode::ProtocolError)
+    );
+}
+conformance!(
+    mqtt5_3_3_2_12_topic_alias_per_connection,
+    topic_alias,
+    mosquitto: "Mosquitto 2.0.11 closes the connection without a DISCONNECT (no reason code; §4.13.1 says it SHOULD send one)"
+);
+
+/// MQTT 5 [MQTT-3.1.3-9]: the will is not published when the client is back before its Will
+/// Delay Interval has passed; it is published once the interval passed without it.
+async fn will_delay(t: Target) {
+    let (mut s, _) = C5::ok(&t, "will-s", |_| {}).await;
+    s.sub(&t.topic("will"), QoS::AtLeastOnce).await;
+    let with_will = |c: &mut Connect5| {
+        keep300(c);
+        c.will = Some(v5::LastWill {
+            topic: Bytes::from(t.topic("will")),
+            message: Bytes::from_static(b"gone"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Some(v5::LastWillProperties {
+                delay_interval: Some(2),
+                payload_format_indicator: None,
+                message_expiry_interval: None,
+                content_type: None,
+                response_topic: None,
+                correlation_data: None,
+                user_properties: Vec::new(),
+            }),
+        });
+    };
+    let (w, _) = C5::ok(&t, "will-w", with_will).await;
+    drop(w); // No DISCONNECT: the will is due, after 2 s.
+    let (w, _) = C5::ok(&t, "will-w", with_will).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    s.ping().await;
+    drop(w);
+    let m = s.publish().await;
+    assert_eq!(&m.payload[..], b"gone");
+}
+conformance!(mqtt5_3_1_3_9_will_delay, will_delay);
+
+/// MQTT 5 [MQTT-3.1.2-23]: a session with an expiry interval above 0 is kept after the
+/// connection closes (CONNACK Session Present on return, messages published meanwhile
+/// delivered); §3.14.2.2.2: an interval of 0 set at DISCONNECT ends it.
+async fn session_expiry(t: Target) {
+    let (mut c, _) = C5::ok(&t, "sess", |c| {
+        keep300(c);
+        c.connect.clean_start = true;
+    })
+    .await;
+    c.sub(&t.topic("sess"), QoS::AtLeastOnce).await;
+    c.disconnect().await;
+    let (mut p, _) = C5::ok(&t, "sess-p", |_| {}).await;
+    p.pub1(&t.topic("sess"), 1, "meanwhile").await;
+    let (mut c, ack) = C5::ok(&t, "sess", keep300).await;
+    assert!(ack.session_present);
+    let m = c.publish().await;
+    assert_eq!(&m.payload[..], b"meanwhile");
+    c.send(Packet::PubAck(v5::PubAck::new(m.pkid, None))).await;
+    c.send(Packet::Disconnect(v5::Disconnect {
+        reason_code: v5::DisconnectReasonCode::NormalDisconnection,
+        properties: Some(v5::DisconnectProperties {
+            session_expiry_interval: Some(0),
+            reason_string: None,
+            user_properties: Vec::new(),
+            server_reference: None,
+        }),
+    }))
+    .await;
+    assert_eq!(c.closed().await, None);
+    let (_, ack) = C5::ok(&t, "sess", keep300).await;
+    assert!(!ack.session_present);
+}
+conformance!(mqtt5_3_1_2_23_session_expiry, session_expiry);
+
+/// MQTT 5 [MQTT-3.3.4-3] / [MQTT-3.3.4-4] / [MQTT-3.3.4-5]: a message matching subscriptions
+/// with identifiers carries them (all in one copy, or each in its own copy).
+async fn subscription_identifiers(t: Target) {
+    let (mut c, _) = C5::ok(&t, "subid", |_| {}).await;
+    c.subscribe(
+        1,
+        vec![v5::Filter::new(t.topic("sid/#"), QoS::AtLeastOnce)],
+        Some(42),
+    )
+    .await;
+    c.subscribe(
+        2,
+        vec![v5::Filter::new(t.topic("sid/+"), QoS::AtLeastOnce)],
+        Some(7),
+    )
+    .await;
+    c.sub(&t.topic("sid-end"), QoS::AtLeastOnce).await;
+    let (mut p, _) = C5::ok(&t, "subid-p", |_| {}).await;
+    p.pub1(&t.topic("sid/x"), 1, "x").await;
+    p.pub1(&t.topic("sid-end"), 2, "end").await;
+    let mut ids: Vec<usize> = until(&mut c, &t.topic("sid-end"))
+        .await
+        .into_iter()
+        .flat_map(|m| {
+            m.properties
+                .map(|p| p.subscription_identifiers)
+                .unwrap_or_default()
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(ids, [7, 42]);
+}
+conformance!(
+    mqtt5_3_3_4_3_subscription_identifiers,
+    subscription_identifiers
+);
+
+// ---------------------------------------------------------------------------------------------
+// Shared subscriptions.
+
+/// MQTT 5 §4.8.2: a message matching a shared subscription goes to one member
+/// of the group (none gets it twice, every message reaches the group); these brokers take
+/// turns, so both members get some.
+async fn shared_subscription(t: Target) {
+    let mut members = Vec::new();
+    for id in ["share-a", "share-b"] {
+        let (mut m, _) = C5::ok(&t, id, |_| {}).await;
+        m.sub(&format!("$share/g/{}", t.topic("sh")), QoS::AtLeastOnce)
+            .await;
+        m.sub(&t.topic("sh-end"), QoS::AtLeastOnce).await;
+        members.push(m);
+    }
+    let (mut p, _) = C5::ok(&t, "share-p", |_| {}).await;
+    for i in 1..=10u16 {
+        p.pub1(&t.topic("sh"), i, &i.to_string()).await;
+    }
+    p.pub1(&t.topic("sh-end"), 11, "end").await;
+    let mut all = Vec::new();
+    for m in &mut members {
+        let got = payloads(&until(m, &t.topic("sh-end")).await);
+        assert!(!got.is_empty(), "a member got nothing");
+        all.extend(got);
+    }
+    all.sort_by_key(|s| s.parse::<u32>().unwrap_or(0));
+    let want: Vec<String> = (1..=10).map(|i: u32| i.to_string()).collect();
+    assert_eq!(all, want);
+}
+conformance!(
+    mqtt5_4_8_2_shared_subscription_one_member_per_message,
+    shared_subscription
+);

@@ -431,4 +431,82 @@ mod tests {
             "truncated records are refused"
         );
     }
+
+    /// QoS 2, MQTT 5 properties, expiry and subscription options are kept; records written
+    /// before them (QoS byte 0/1, a message ending at its payload) read as they did.
+    #[test]
+    fn qos2_properties_and_older_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = BrokerStore::open(&dir.path().join("mqtt.redb")).unwrap();
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_900_000_000_123);
+        let m = Message {
+            v5: PublishProperties {
+                payload_format_indicator: Some(1),
+                content_type: Some("text/plain".into()),
+                response_topic: Some("edgefn/gw-01/up/reply".into()),
+                correlation_data: Some(edgefn_broker::Bytes::from_static(b"\x00id")),
+            },
+            expires_at: Some(at),
+            ..Message::new("x/1", b"hi".to_vec(), QoS::ExactlyOnce, false)
+        };
+        let sub = Subscription {
+            no_local: true,
+            retain_as_published: true,
+            id: Some(70_000),
+            ..Subscription::new("$share/g/edgefn/gw-01/down/#", QoS::ExactlyOnce)
+        };
+        s.commit(&[
+            Change::Session {
+                client_id: "gw-01".into(),
+                owner: "gw-01".into(),
+                subs: vec![sub.clone(), Subscription::new("a/#", QoS::AtMostOnce)],
+            },
+            Change::Keep {
+                client_id: "gw-01".into(),
+                seq: 1,
+                message: m.clone().into(),
+            },
+        ])
+        .unwrap();
+        let stored = s.load().unwrap();
+        let got = &stored.sessions[0];
+        assert_eq!(
+            got.subs,
+            vec![sub, Subscription::new("a/#", QoS::AtMostOnce)]
+        );
+        let back = &got.queue[0].1;
+        assert_eq!(
+            (back.qos, &back.v5, back.expires_at),
+            (QoS::ExactlyOnce, &m.v5, Some(at))
+        );
+
+        // An older message record: qos 1, retain 0, topic, no properties, payload: nothing after.
+        let mut old = vec![1, 0];
+        put_str(&mut old, "t/old");
+        old.extend_from_slice(&0u32.to_le_bytes());
+        old.extend_from_slice(&2u32.to_le_bytes());
+        old.extend_from_slice(b"ok");
+        let read = decode_message(&old).unwrap();
+        assert_eq!(
+            (read.qos, &read.payload[..], read.expires_at),
+            (QoS::AtLeastOnce, &b"ok"[..], None)
+        );
+        assert_eq!(read.v5, PublishProperties::default());
+        // An older session record: owner, one filter at QoS 1.
+        let mut old = Vec::new();
+        put_str(&mut old, "gw-01");
+        old.extend_from_slice(&1u32.to_le_bytes());
+        put_str(&mut old, "edgefn/gw-01/down/#");
+        old.push(1);
+        assert_eq!(
+            decode_session(&old).unwrap().1,
+            vec![Subscription::new("edgefn/gw-01/down/#", QoS::AtLeastOnce)]
+        );
+        let mut bad = encode_message(&m);
+        bad.pop();
+        assert!(
+            decode_message(&bad).is_none(),
+            "a truncated MQTT 5 part is refused"
+        );
+    }
 }
