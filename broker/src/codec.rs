@@ -38,6 +38,9 @@ pub(crate) struct ConnectInfo {
     pub(crate) will_delay: Duration,
     pub(crate) receive_max: usize,
     pub(crate) max_packet: usize,
+    /// The MQTT 5 Topic Alias Maximum the client takes (§3.1.2.11.5): how many aliases the
+    /// broker may set towards it.
+    pub(crate) topic_alias_max: u16,
     /// MQTT 5 Authentication Method (enhanced authentication, not supported).
     pub(crate) auth_method: Option<String>,
 }
@@ -167,6 +170,8 @@ pub(crate) enum Goodbye {
     NotAuthorized,
     /// 0x94.
     TopicAlias,
+    /// 0x93.
+    ReceiveMaximum,
 }
 
 /// The Topic Alias Maximum announced to MQTT 5 clients (§3.2.2.3.8).
@@ -306,6 +311,7 @@ pub(crate) async fn read_connect<R: AsyncRead + Unpin>(
             will_delay,
             receive_max: usize::from(props.receive_maximum.unwrap_or(u16::MAX)),
             max_packet: props.max_packet_size.map_or(usize::MAX, |m| m as usize),
+            topic_alias_max: props.topic_alias_max.unwrap_or(0),
             auth_method: props.authentication_method,
         });
     }
@@ -338,6 +344,7 @@ pub(crate) async fn read_connect<R: AsyncRead + Unpin>(
         will_delay: Duration::ZERO,
         receive_max: INFLIGHT_LIMIT,
         max_packet: usize::MAX,
+        topic_alias_max: 0,
         auth_method: None,
     })
 }
@@ -587,6 +594,7 @@ pub(crate) fn disconnect(reason: Goodbye, why: String) -> Result<BytesMut, ConnE
             Goodbye::TakenOver => D::SessionTakenOver,
             Goodbye::NotAuthorized => D::NotAuthorized,
             Goodbye::TopicAlias => D::TopicAliasInvalid,
+            Goodbye::ReceiveMaximum => D::ReceiveMaximumExceeded,
         },
         properties: Some(v5::DisconnectProperties {
             session_expiry_interval: None,
@@ -696,13 +704,15 @@ pub(crate) fn reply(version: Version, reply: Reply) -> Result<BytesMut, ConnErro
 }
 
 /// A PUBLISH of `p` under packet id `pkid` (0 for QoS 0); MQTT 5 ones carry the message's
-/// properties, the time it has left (`expiry`, seconds) and the matching subscriptions'
-/// identifiers.
+/// properties, the time it has left (`expiry`, seconds), the matching subscriptions'
+/// identifiers and, with `alias`, a Topic Alias (`(alias, true)`: it is set here, with the
+/// topic; `(alias, false)`: it stands for the topic, which is left empty).
 pub(crate) fn publish(
     version: Version,
     p: &Out,
     pkid: u16,
     expiry: Option<u32>,
+    alias: Option<(u16, bool)>,
 ) -> Result<BytesMut, ConnError> {
     let mut out = BytesMut::new();
     let m = &p.msg;
@@ -721,18 +731,23 @@ pub(crate) fn publish(
             let has_props = !m.properties.is_empty()
                 || m.v5 != PublishProperties::default()
                 || expiry.is_some()
-                || !p.sub_ids.is_empty();
+                || !p.sub_ids.is_empty()
+                || alias.is_some();
+            let topic = match alias {
+                Some((_, false)) => Bytes::new(),
+                _ => Bytes::copy_from_slice(m.topic.as_bytes()),
+            };
             v5::Packet::Publish(v5::Publish {
                 dup: p.dup,
                 qos: v5_qos(p.qos),
                 retain: p.retain,
-                topic: Bytes::copy_from_slice(m.topic.as_bytes()),
+                topic,
                 pkid,
                 payload: m.payload.clone(),
                 properties: has_props.then(|| v5::PublishProperties {
                     payload_format_indicator: m.v5.payload_format_indicator,
                     message_expiry_interval: expiry,
-                    topic_alias: None,
+                    topic_alias: alias.map(|(a, _)| a),
                     response_topic: m.v5.response_topic.clone(),
                     correlation_data: m.v5.correlation_data.clone(),
                     user_properties: m.properties.clone(),

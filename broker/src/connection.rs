@@ -45,6 +45,10 @@ struct Conn<W> {
     max_in: usize,
     /// Numbers of stored messages acknowledged or dropped, to tell the store.
     gone: Vec<u64>,
+    /// MQTT 5 topic aliases set towards the client (§3.3.2.3.4), at most its Topic Alias
+    /// Maximum, first come first kept.
+    aliases_out: HashMap<Arc<str>, u16>,
+    alias_max_out: u16,
 }
 
 impl<W: AsyncWrite + Unpin> Conn<W> {
@@ -108,12 +112,25 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
         if expiry == Some(0) && !p.dup {
             return Ok(false);
         }
-        let out: BytesMut = codec::publish(self.version, p, pkid, expiry.map(|s| s.max(1)))?;
+        let alias = if self.alias_max_out == 0 {
+            None
+        } else if let Some(a) = self.aliases_out.get(p.msg.topic.as_str()) {
+            Some((*a, false))
+        } else if self.aliases_out.len() < usize::from(self.alias_max_out) {
+            // Kept once the packet that sets it is sent.
+            Some((self.aliases_out.len() as u16 + 1, true))
+        } else {
+            None
+        };
+        let out: BytesMut = codec::publish(self.version, p, pkid, expiry.map(|s| s.max(1)), alias)?;
         if out.len() > self.max_out {
             tracing::debug!(topic = %p.msg.topic, "mqtt: a message larger than the client accepts is not sent to it");
             return Ok(false);
         }
         self.write_bytes(&out).await?;
+        if let Some((a, true)) = alias {
+            self.aliases_out.insert(Arc::from(p.msg.topic.as_str()), a);
+        }
         Ok(true)
     }
 
@@ -236,6 +253,8 @@ impl<A: Authenticator> Broker<A> {
             max_out: connect.max_packet.min(max),
             max_in: max,
             gone: Vec::new(),
+            aliases_out: HashMap::new(),
+            alias_max_out: connect.topic_alias_max,
         };
         if connect.auth_method.is_some() {
             tracing::info!(%peer, "mqtt: refused: enhanced authentication is not supported");
@@ -325,6 +344,8 @@ impl<A: Authenticator> Broker<A> {
         let mut aliases: HashMap<u16, String> = HashMap::new();
         // Acknowledgements held for their message's hook and commit, in the order received.
         let mut waiting: VecDeque<(Reply, Option<Done>)> = VecDeque::new();
+        // The PUBACKs among them (QoS 1 messages not yet acknowledged).
+        let mut unacked1: usize = 0;
         let result: Result<(), ConnError> = async {
             if let Err(e) = opened.stored.wait().await {
                 let _ = conn.connack(Some(Refusal::Unavailable), false, Accepted::default()).await;
@@ -354,6 +375,9 @@ impl<A: Authenticator> Broker<A> {
                         }
                         while waiting.front().is_some_and(|(_, f)| f.is_none()) {
                             if let Some((reply, _)) = waiting.pop_front() {
+                                if matches!(reply, Reply::PubAck(..)) {
+                                    unacked1 -= 1;
+                                }
                                 conn.write(reply).await?;
                             }
                         }
@@ -397,6 +421,11 @@ impl<A: Authenticator> Broker<A> {
                                         waiting.push_back((reply, None));
                                     }
                                     continue;
+                                }
+                                // MQTT 5 [MQTT-3.3.4-9]: no more QoS 1 and 2 messages awaiting
+                                // their acknowledgement than the Receive Maximum announced.
+                                if version == Version::V5 && qos != QoS::AtMostOnce && qos2_in.len() + unacked1 >= INFLIGHT_LIMIT {
+                                    return Err(ConnError::ReceiveMaximum);
                                 }
                                 if refused.is_none() {
                                     if let Some(why) = self.options.too_large.as_ref().and_then(|check| check(&msg)) {
@@ -445,6 +474,9 @@ impl<A: Authenticator> Broker<A> {
                                     if done.is_none() && waiting.is_empty() {
                                         conn.write(reply).await?;
                                     } else {
+                                        if matches!(reply, Reply::PubAck(..)) {
+                                            unacked1 += 1;
+                                        }
                                         waiting.push_back((reply, done));
                                     }
                                 }
@@ -549,6 +581,7 @@ impl<A: Authenticator> Broker<A> {
                         Some(Goodbye::ProtocolError)
                     }
                     ConnError::TopicAlias(_) => Some(Goodbye::TopicAlias),
+                    ConnError::ReceiveMaximum => Some(Goodbye::ReceiveMaximum),
                     ConnError::KeepaliveExpired => Some(Goodbye::KeepAlive),
                     ConnError::ShuttingDown => Some(Goodbye::ShuttingDown),
                     ConnError::ClosedByBroker | ConnError::TakenOver => {

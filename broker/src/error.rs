@@ -29,6 +29,8 @@ pub(crate) enum ConnError {
     Unexpected(&'static str),
     #[error("protocol error: {0}")]
     Protocol(String),
+    #[error("more QoS 1 and 2 messages awaiting acknowledgement than the Receive Maximum")]
+    ReceiveMaximum,
     #[error("invalid topic alias: {0}")]
     TopicAlias(String),
     #[error("invalid topic `{topic}`")]

@@ -1613,3 +1613,76 @@ conformance!(
     mqtt5_4_8_2_shared_subscription_one_member_per_message,
     shared_subscription
 );
+
+/// MQTT 5 §3.3.2.3.4 and [MQTT-3.3.2-10]/[MQTT-3.3.2-11]: a server may set Topic Aliases
+/// towards a client that allows them (its CONNECT's Topic Alias Maximum), never above that
+/// maximum; a PUBLISH using one has an empty topic and means the topic the alias was set to.
+async fn topic_alias_server_to_client(t: Target) {
+    let (mut r, _) = C5::ok(&t, "alias-in", |c| {
+        c.connect.properties = Some(v5::ConnectProperties {
+            topic_alias_max: Some(1),
+            ..props()
+        })
+    })
+    .await;
+    r.sub(&t.topic("alias-in/#"), QoS::AtMostOnce).await;
+    let (mut p, _) = C5::ok(&t, "alias-in-p", |_| {}).await;
+    for (i, topic) in ["a", "a", "b", "a"].into_iter().enumerate() {
+        p.pub1(&t.topic(&format!("alias-in/{topic}")), i as u16 + 1, topic)
+            .await;
+    }
+    let mut aliases = HashMap::new();
+    for _ in 0..4 {
+        let m = r.publish().await;
+        let alias = m.properties.and_then(|p| p.topic_alias);
+        let topic = match (alias, m.topic.is_empty()) {
+            (Some(a), true) => aliases.get(&a).cloned().expect("an alias set before"),
+            (Some(a), false) => {
+                assert!(a == 1, "alias {a} above the maximum of 1");
+                aliases.insert(a, m.topic.clone());
+                m.topic
+            }
+            (None, _) => m.topic,
+        };
+        assert_eq!(
+            topic,
+            Bytes::from(t.topic(&format!("alias-in/{}", String::from_utf8_lossy(&m.payload))))
+        );
+    }
+    assert!(!aliases.is_empty(), "no alias was set");
+}
+conformance!(
+    mqtt5_3_3_2_11_topic_alias_server_to_client,
+    topic_alias_server_to_client,
+    mosquitto: "Mosquitto 2.0.11 sets no topic aliases towards clients"
+);
+
+/// MQTT 5 [MQTT-3.3.4-9] and §4.9: a client that has more QoS 2 messages awaiting their
+/// PUBCOMP than the server's Receive Maximum is disconnected with 0x93 (Receive Maximum
+/// exceeded).
+async fn receive_maximum_exceeded(t: Target) {
+    let (mut c, ack) = C5::ok(&t, "flow", |_| {}).await;
+    let max = ack
+        .properties
+        .and_then(|p| p.receive_max)
+        .unwrap_or(u16::MAX);
+    assert!(max < 1000, "a Receive Maximum this test can exceed: {max}");
+    for i in 1..=max + 1 {
+        c.send(Packet::Publish(publish5(
+            &t.topic("flow"),
+            QoS::ExactlyOnce,
+            i,
+            "x",
+        )))
+        .await;
+    }
+    assert_eq!(
+        c.closed().await,
+        Some(v5::DisconnectReasonCode::ReceiveMaximumExceeded)
+    );
+}
+conformance!(
+    mqtt5_3_3_4_9_receive_maximum_exceeded_0x93,
+    receive_maximum_exceeded,
+    mosquitto: "Mosquitto 2.0.11 keeps the connection open past its Receive Maximum (no DISCONNECT 0x93)"
+);
