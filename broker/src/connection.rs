@@ -108,7 +108,10 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
     /// Writes a PUBLISH; `false` when it is not sent: expired (MQTT 5 §3.3.2.3.3), or larger
     /// than the client takes (§3.1.2.11.4).
     async fn write_publish(&mut self, p: &Out, pkid: u16) -> Result<bool, ConnError> {
-        let expiry = p.msg.seconds_left(SystemTime::now());
+        let expiry = p
+            .msg
+            .expires_at
+            .and_then(|_| p.msg.seconds_left(SystemTime::now()));
         if expiry == Some(0) && !p.dup {
             return Ok(false);
         }

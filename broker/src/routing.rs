@@ -75,7 +75,7 @@ impl<A: Authenticator> Broker<A> {
         slot: &mut Slot<'_>,
         from: Option<&str>,
     ) {
-        if msg.expired(SystemTime::now()) {
+        if msg.expires_at.is_some() && msg.expired(SystemTime::now()) {
             return;
         }
         if msg.retain {

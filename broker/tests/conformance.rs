@@ -1686,3 +1686,31 @@ conformance!(
     receive_maximum_exceeded,
     mosquitto: "Mosquitto 2.0.11 keeps the connection open past its Receive Maximum (no DISCONNECT 0x93)"
 );
+
+/// MQTT 5 [MQTT-3.3.4-7]: the server sends no more unacknowledged QoS 1 messages than the
+/// client's Receive Maximum; the next goes once one is acknowledged.
+async fn client_receive_maximum(t: Target) {
+    let (mut r, _) = C5::ok(&t, "recvmax", |c| {
+        c.connect.properties = Some(v5::ConnectProperties {
+            receive_maximum: Some(2),
+            ..props()
+        })
+    })
+    .await;
+    r.sub(&t.topic("recvmax"), QoS::AtLeastOnce).await;
+    let (mut p, _) = C5::ok(&t, "recvmax-p", |_| {}).await;
+    for i in 1..=3u16 {
+        p.pub1(&t.topic("recvmax"), i, &i.to_string()).await;
+    }
+    let first = r.publish().await;
+    let second = r.publish().await;
+    assert_eq!(
+        (&first.payload[..], &second.payload[..]),
+        (&b"1"[..], &b"2"[..])
+    );
+    r.ping().await;
+    r.send(Packet::PubAck(v5::PubAck::new(first.pkid, None)))
+        .await;
+    assert_eq!(&r.publish().await.payload[..], b"3");
+}
+conformance!(mqtt5_3_3_4_7_client_receive_maximum, client_receive_maximum);
