@@ -511,6 +511,9 @@ pub(crate) struct Accepted {
     /// The session expiry interval the broker applies when it is not the one asked
     /// (§3.2.2.3.2), in seconds.
     pub(crate) session_expiry: Option<u32>,
+    /// The keep alive the broker holds the client to when it is not the one asked
+    /// (§3.2.2.3.14), in seconds.
+    pub(crate) server_keep_alive: Option<u16>,
 }
 
 /// CONNACK: accepted, or refused for a reason. MQTT 5 ones announce this broker's limits
@@ -561,7 +564,7 @@ pub(crate) fn connack(
                 wildcard_subscription_available: None,
                 subscription_identifiers_available: None,
                 shared_subscription_available: None,
-                server_keep_alive: None,
+                server_keep_alive: accepted.server_keep_alive,
                 response_information: None,
                 server_reference: None,
                 authentication_method: None,

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::access::{Authenticator, Client};
@@ -25,7 +25,9 @@ use crate::codec::{
 };
 use crate::error::{ConnError, chain};
 use crate::message::{Out, QoS};
-use crate::options::{CONNECT_TIMEOUT, INFLIGHT_LIMIT, MAX_WAITING, QUEUE_LIMIT, WRITE_TIMEOUT};
+use crate::options::{
+    CONNECT_TIMEOUT, INFLIGHT_LIMIT, LINGER, MAX_WAITING, QUEUE_LIMIT, WRITE_TIMEOUT,
+};
 use crate::persist::PersistError;
 use crate::session::Leaving;
 
@@ -49,6 +51,8 @@ struct Conn<W> {
     /// Maximum, first come first kept.
     aliases_out: HashMap<Arc<str>, u16>,
     alias_max_out: u16,
+    /// A DISCONNECT was sent: the connection is closed gracefully.
+    said_goodbye: bool,
 }
 
 impl<W: AsyncWrite + Unpin> Conn<W> {
@@ -76,6 +80,7 @@ impl<W: AsyncWrite + Unpin> Conn<W> {
             if let Ok(out) = codec::disconnect(reason, why) {
                 let _ = self.write_bytes(&out).await;
                 let _ = self.wr.flush().await;
+                self.said_goodbye = true;
             }
         }
         error
@@ -258,6 +263,7 @@ impl<A: Authenticator> Broker<A> {
             gone: Vec::new(),
             aliases_out: HashMap::new(),
             alias_max_out: connect.topic_alias_max,
+            said_goodbye: false,
         };
         if connect.auth_method.is_some() {
             tracing::info!(%peer, "mqtt: refused: enhanced authentication is not supported");
@@ -339,8 +345,15 @@ impl<A: Authenticator> Broker<A> {
         let mut qos2_in: HashSet<u16> = opened.qos2_in;
         tracing::debug!(%peer, %user, %client_id, session_present, ?version, "mqtt: connected");
 
-        let keepalive = (connect.keep_alive > 0)
-            .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+        let mut keep_alive = connect.keep_alive;
+        if let (Version::V5, Some(max)) = (version, self.options.max_keep_alive) {
+            if keep_alive == 0 || keep_alive > max {
+                keep_alive = max;
+                accepted.server_keep_alive = Some(max);
+            }
+        }
+        let keepalive =
+            (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
         let mut clean_exit = false;
         let mut expiry_at_disconnect: Option<u32> = None;
         // MQTT 5 topic aliases the client set (§3.3.2.3.4), for this connection only.
@@ -671,6 +684,17 @@ impl<A: Authenticator> Broker<A> {
                     }
                 }
             }
+        }
+        if conn.said_goodbye {
+            // Closed gracefully: FIN, then what the client still sends (a PUBREL already on its
+            // way) is read and dropped for a moment, so that it reads the DISCONNECT rather than
+            // a reset.
+            let _ = conn.wr.shutdown().await;
+            let _ = tokio::time::timeout(LINGER, async {
+                let mut sink = [0u8; 4096];
+                while let Ok(1..) = rd.read(&mut sink).await {}
+            })
+            .await;
         }
     }
 }

@@ -1714,3 +1714,37 @@ async fn client_receive_maximum(t: Target) {
     assert_eq!(&r.publish().await.payload[..], b"3");
 }
 conformance!(mqtt5_3_3_4_7_client_receive_maximum, client_receive_maximum);
+
+/// MQTT 5 §3.2.2.3.14 [MQTT-3.2.2-21]/[MQTT-3.2.2-22]: a broker with a keep alive limit
+/// ([`BrokerOptions::max_keep_alive`], not set by the cloud or the agent) tells a client that
+/// asks for more, or for none, its Server Keep Alive and holds it to it: a client silent past
+/// 1.5 times that is disconnected with 0x8D (Keep Alive timeout); one that asks for less is told
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_3_2_2_21_server_keep_alive() {
+    let (l, port) = listener().await;
+    let broker = Broker::with_options(
+        LocalAuth,
+        BrokerOptions {
+            max_keep_alive: Some(1),
+            ..BrokerOptions::default()
+        },
+    );
+    let (stop, rx) = watch::channel(false);
+    tokio::spawn(broker.serve(l, rx));
+    let t = Target {
+        kind: Kind::Agent,
+        port,
+        stop: Some(stop),
+        child: None,
+        _dir: None,
+    };
+    let (mut c, ack) = C5::ok(&t, "ka", |c| c.connect.keep_alive = 0).await;
+    assert_eq!(ack.properties.and_then(|p| p.server_keep_alive), Some(1));
+    assert_eq!(
+        c.closed().await,
+        Some(v5::DisconnectReasonCode::KeepAliveTimeout)
+    );
+    let (_, ack) = C5::ok(&t, "ka-2", |c| c.connect.keep_alive = 1).await;
+    assert_eq!(ack.properties.and_then(|p| p.server_keep_alive), None);
+}
