@@ -415,7 +415,9 @@ impl<A: Authenticator> Broker<A> {
                                     }
                                 }
                                 let qos = msg.qos;
-                                codec::set_expiry(&mut msg, SystemTime::now(), expiry);
+                                if expiry.is_some() {
+                                    codec::set_expiry(&mut msg, SystemTime::now(), expiry);
+                                }
                                 // A well-formed topic the broker does not take (a `$` topic,
                                 // MQTT 5 §4.7.2) is refused with 0x90; anything else invalid
                                 // (a wildcard, an empty topic) is a malformed packet.
