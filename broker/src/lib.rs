@@ -60,7 +60,10 @@
 //!   (QoS 2: its PUBREC), a SUBSCRIBE its SUBACK, and [`Broker::publish_many`] returns, after it;
 //!   a failed commit is an error to whoever waits.
 //!
-//! Not done: enhanced authentication (AUTH), a server keep alive of its own, the QoS 2 state of
+//! - An optional keep alive limit for MQTT 5 clients ([`BrokerOptions::max_keep_alive`]: CONNACK
+//!   Server Keep Alive), off unless the owner sets it.
+//!
+//! Not done: enhanced authentication (AUTH), the QoS 2 state of
 //! exchanges in progress across a restart (a QoS 2 message kept for an away client is stored
 //! and delivered after a restart; one whose PUBREC had come is sent again as a PUBLISH, and the
 //! packet ids a client's unfinished QoS 2 PUBLISHes hold are forgotten, so a PUBLISH resent after
