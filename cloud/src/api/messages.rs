@@ -131,12 +131,13 @@ pub(super) async fn publish(
         // persistent session before this answers.
         let messages = devices
             .iter()
-            .map(|d| edgefn_broker::Message {
-                topic: wire::topic(d, Kind::Down, &req.topic),
-                payload: edgefn_broker::Bytes::from(payload.clone()),
-                qos: edgefn_broker::QoS::AtLeastOnce,
-                retain: false,
-                properties: Vec::new(),
+            .map(|d| {
+                edgefn_broker::Message::new(
+                    wire::topic(d, Kind::Down, &req.topic),
+                    edgefn_broker::Bytes::from(payload.clone()),
+                    edgefn_broker::QoS::AtLeastOnce,
+                    false,
+                )
             })
             .collect();
         broker.publish_many(messages).await.map_err(|e| {
