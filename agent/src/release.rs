@@ -58,6 +58,7 @@ fn spec(layout: &Layout, desired: &DesiredResponse, b: &ResolvedBinding) -> Opti
         handler: f.handler.clone(),
         interface: f.interface,
         bundle_dir: layout.bundle_dir(f.bundle.as_deref()?),
+        layer_dir: f.layer.as_deref().map(|l| layout.bundle_dir(l)),
         device: desired.state.device.clone(),
         revision: desired.revision,
     })

@@ -46,15 +46,18 @@ pub(crate) struct FleetView {
     pub(crate) manifest: Option<Manifest>,
     /// Its bundles.
     pub(crate) bundles: BTreeMap<String, String>,
+    /// Its dependency layers.
+    pub(crate) layers: edgefn_schema::Layers,
     /// Desired state of each device in the manifest.
     pub(crate) devices: HashMap<String, Arc<DeviceDesired>>,
 }
 
 fn desired(revision: u64, state: DesiredState) -> Arc<DeviceDesired> {
+    // A device may download its functions' bundles and dependency layers.
     let bundles = state
         .functions
         .values()
-        .filter_map(|f| f.bundle.clone())
+        .flat_map(|f| f.archives().cloned())
         .collect();
     let down_routes = state
         .routes
@@ -97,7 +100,7 @@ impl FleetView {
         let mut devices = HashMap::new();
         if let Some(m) = &manifest {
             for name in m.devices.keys() {
-                if let Some(state) = edgefn_schema::resolve(m, name, &rev.bundles) {
+                if let Some(state) = edgefn_schema::resolve_with_layers(m, name, &rev.bundles, &rev.layers) {
                     devices.insert(name.clone(), desired(rev.summary.number, state));
                 }
             }
@@ -106,6 +109,7 @@ impl FleetView {
             revision: rev.summary.number,
             manifest,
             bundles: rev.bundles.clone(),
+            layers: rev.layers.clone(),
             devices,
         }
     }

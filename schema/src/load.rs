@@ -11,7 +11,7 @@ use crate::decode::{Cx, Obj, first_line};
 use crate::diagnostic::{Code, Diagnostics, did_you_mean};
 use crate::manifest::{
     API_VERSION, Binding, CLOUD_PREFIX, Device, DeviceSelector, Function, Handler, Interface,
-    Manifest, Mode, Route, RouteTarget, Runtime, Trigger, limits,
+    Manifest, Mode, Platform, Route, RouteTarget, Runtime, Trigger, limits,
 };
 use crate::quantity::{Cpu, Duration, Memory};
 use crate::source::{Source, Span};
@@ -93,7 +93,7 @@ const FUNCTION_KEYS: &[&str] = &[
     "timeout",
     "env",
 ];
-const DEVICE_KEYS: &[&str] = &["labels", "vars"];
+const DEVICE_KEYS: &[&str] = &["labels", "vars", "platform"];
 const BINDING_KEYS: &[&str] = &[
     "name",
     "function",
@@ -214,6 +214,12 @@ fn decode(source: &Source) -> (Option<Manifest>, Cx<'_>) {
                             &format!("the vars of device `{name}`"),
                             &format!("devices.{name}.vars"),
                         );
+                    }
+                    if let Some(p) = obj.get("platform") {
+                        let names: Vec<&str> = Platform::ALL.iter().map(|p| p.as_str()).collect();
+                        device.platform = cx
+                            .choice(p, "platform", &names)
+                            .and_then(Platform::parse);
                     }
                 }
             }

@@ -11,7 +11,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::manifest::{Handler, Interface, Manifest, Mode, RouteTarget, Runtime, defaults};
+use crate::manifest::{
+    Handler, Interface, Manifest, Mode, Platform, RouteTarget, Runtime, defaults,
+};
 
 /// Everything one device runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -44,7 +46,23 @@ pub struct ResolvedFunction {
     /// sha256 of the function's bundle, when packaged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bundle: Option<String>,
+    /// sha256 of the function's dependency layer for this device's platform (a bundle of the
+    /// same format: pip's `--target` folder for python3, a `node_modules/` folder for node);
+    /// absent when the function has none, so the digests of existing desired states do not
+    /// change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<String>,
 }
+
+impl ResolvedFunction {
+    /// The archives this function needs on the device, by digest: its bundle, then its layer.
+    pub fn archives(&self) -> impl Iterator<Item = &String> {
+        self.bundle.iter().chain(self.layer.iter())
+    }
+}
+
+/// Dependency layers: function name → platform → layer digest (see [`resolve_with_layers`]).
+pub type Layers = BTreeMap<String, BTreeMap<Platform, String>>;
 
 /// A binding with every default and override applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -183,13 +201,27 @@ pub fn defaults_binding(manifest: &Manifest, function: &str) -> Option<ResolvedB
 
 /// What `device` runs under `manifest`; `bundles` maps function names to bundle digests.
 ///
-/// Returns `None` when the manifest has no such device.
+/// Returns `None` when the manifest has no such device. The functions have no dependency
+/// layers: [`resolve_with_layers`] names them.
 pub fn resolve(
     manifest: &Manifest,
     device: &str,
     bundles: &BTreeMap<String, String>,
 ) -> Option<DesiredState> {
+    resolve_with_layers(manifest, device, bundles, &Layers::new())
+}
+
+/// [`resolve`], with each function's dependency layer for the device's platform
+/// ([`crate::Device::platform`]) taken from `layers` (function → platform → digest). A function
+/// without a layer for that platform gets none.
+pub fn resolve_with_layers(
+    manifest: &Manifest,
+    device: &str,
+    bundles: &BTreeMap<String, String>,
+    layers: &Layers,
+) -> Option<DesiredState> {
     let dev = manifest.devices.get(device)?;
+    let platform = dev.platform();
     let mut functions = BTreeMap::new();
     let mut bindings = Vec::new();
     for b in manifest
@@ -207,6 +239,10 @@ pub fn resolve(
                 handler: f.handler.clone(),
                 interface: f.interface,
                 bundle: bundles.get(&b.function).cloned(),
+                layer: layers
+                    .get(&b.function)
+                    .and_then(|by| by.get(&platform))
+                    .cloned(),
             },
         );
         let mut env = f.env.clone();

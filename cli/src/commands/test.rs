@@ -146,17 +146,20 @@ fn spec(
     function: &str,
     binding: ResolvedBinding,
     device: &str,
-) -> edgefn_runtime::FunctionSpec {
+) -> Result<edgefn_runtime::FunctionSpec, CliError> {
     let f = &m.functions[function];
-    edgefn_runtime::FunctionSpec {
+    // The function's dependencies, as devices get them, built for this machine.
+    let layer_dir = crate::layers::for_host(root, function, f)?;
+    Ok(edgefn_runtime::FunctionSpec {
         binding,
         runtime: f.runtime,
         handler: f.handler.clone(),
         interface: f.interface,
         bundle_dir: root.join(&f.path),
+        layer_dir,
         device: device.to_owned(),
         revision: 0,
-    }
+    })
 }
 
 fn payload_json(p: &Payload) -> serde_json::Value {
@@ -375,7 +378,7 @@ async fn run_cases(
         )?;
         let (sink, mut logs) = LogSink::channel();
         let pool = Pool::start(
-            spec(m, root, &function, binding, &device),
+            spec(m, root, &function, binding, &device)?,
             PoolOptions::default(),
             sandbox,
             sink,
@@ -531,7 +534,7 @@ fn simulate(args: &TestArgs, project: &Project, m: &Manifest, topic: &str) -> Cl
             let _ = writeln!(out, "  the message itself → cloud (route {})", r.filter);
         }
         for b in firing {
-            let spec = spec(m, &project.root, &b.function, b.clone(), &device);
+            let spec = spec(m, &project.root, &b.function, b.clone(), &device)?;
             let (sink, mut logs) = LogSink::channel();
             let event = Event {
                 topic: topic.to_owned(),
@@ -615,7 +618,7 @@ pub(crate) fn invoke(args: &InvokeArgs) -> CliResult {
     let (binding, device) = binding_for(m, &args.function, None, args.device.as_deref())?;
     let sandbox = sandbox(args.sandbox)?;
     let rt = runtime()?;
-    let spec = spec(m, &project.root, &args.function, binding, &device);
+    let spec = spec(m, &project.root, &args.function, binding, &device)?;
     let event = Event {
         topic: args.topic.clone(),
         payload: Payload::from_message(crate::payload::bytes(

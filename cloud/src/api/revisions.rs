@@ -90,6 +90,7 @@ fn validate_submission(req: &NewRevision) -> Result<edgefn_schema::Manifest, Api
             ));
         }
     }
+    layer_problems(&manifest, &req.layers, &mut problems);
     if !problems.is_empty() {
         return Err(ApiError::new(
             ErrorCode::InvalidBundles,
@@ -97,6 +98,43 @@ fn validate_submission(req: &NewRevision) -> Result<edgefn_schema::Manifest, Api
         ));
     }
     Ok(manifest)
+}
+
+/// What is wrong with a revision's dependency layers: a layer of a function the manifest does
+/// not define, a digest that is not one, or a function with layers that lacks one for the
+/// platform of a device that runs it (that device would run without its dependencies).
+fn layer_problems(
+    manifest: &edgefn_schema::Manifest,
+    layers: &edgefn_schema::Layers,
+    problems: &mut Vec<String>,
+) {
+    for (name, by_platform) in layers {
+        if !manifest.functions.contains_key(name) {
+            problems.push(format!(
+                "layers for `{name}`, which the manifest does not define"
+            ));
+            continue;
+        }
+        for (platform, digest) in by_platform {
+            if !bundle::is_digest(digest) {
+                problems.push(format!(
+                    "the {platform} layer of `{name}` is not a sha256 digest"
+                ));
+            }
+        }
+        for (device_name, device) in &manifest.devices {
+            let platform = device.platform();
+            let runs = manifest
+                .bindings
+                .iter()
+                .any(|b| &b.function == name && b.devices.matches(device_name, device));
+            if runs && !by_platform.contains_key(&platform) {
+                problems.push(format!(
+                    "`{name}` has dependency layers but none for {platform}, the platform of device `{device_name}` that runs it"
+                ));
+            }
+        }
+    }
 }
 
 /// Commits a draft unless it equals the latest revision; publishes the new fleet view.
@@ -108,7 +146,10 @@ async fn commit(
 ) -> Result<(StatusCode, Json<ApplyResponse>), ApiError> {
     let _guard = state.commit.lock().await;
     let view = state.view();
-    if view.manifest.as_ref() == Some(manifest) && view.bundles == draft.bundles {
+    if view.manifest.as_ref() == Some(manifest)
+        && view.bundles == draft.bundles
+        && view.layers == draft.layers
+    {
         return Ok((
             StatusCode::OK,
             Json(ApplyResponse {
@@ -150,6 +191,7 @@ pub(super) async fn create_revision(
     let draft = Draft {
         manifest: req.manifest,
         bundles: req.bundles,
+        layers: req.layers,
         provenance: req.provenance,
         rollback_of: None,
         created_ms: now_ms(),
@@ -233,6 +275,7 @@ pub(super) async fn rollback(
     let draft = Draft {
         manifest: old.manifest,
         bundles: old.bundles,
+        layers: old.layers,
         provenance: Provenance {
             message: Some(format!("rollback to revision {to}")),
             ..old.summary.provenance

@@ -18,7 +18,7 @@ use nix::unistd::Pid;
 use serde_json::json;
 
 use crate::sandbox::container::{
-    BUNDLE_MOUNT, HELPER_MARKER, HelperConfig, HelperStatus, STATUS_FD,
+    BUNDLE_MOUNT, HELPER_MARKER, LAYER_MOUNT, HelperConfig, HelperStatus, STATUS_FD,
 };
 
 /// If this process was started as the sandbox helper (argv\[1\] is the helper marker), runs the
@@ -236,7 +236,7 @@ fn oom_killed(id: &str) -> bool {
 fn ensure_rootfs(state_dir: &Path) -> Result<PathBuf, String> {
     let rootfs = state_dir.join("rootfs");
     let fail = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
-    for dir in ["usr", "etc", "fn", "tmp", "proc", "dev"] {
+    for dir in ["usr", "etc", "fn", "layer", "tmp", "proc", "dev"] {
         let p = rootfs.join(dir);
         std::fs::create_dir_all(&p).map_err(|e| fail(&p, e))?;
     }
@@ -267,6 +267,21 @@ fn oci_spec(cfg: &HelperConfig, rootfs: &Path) -> serde_json::Value {
                "options": ["rbind", "ro", "nosuid", "nodev"]})
     };
     let (uid, gid) = cfg.user.unwrap_or((0, 0));
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc"}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+               "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+               "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+               "options": ["nosuid", "nodev", "mode=1777", "size=65536k"]}),
+        ro_bind(Path::new("/usr"), "/usr"),
+        ro_bind(Path::new("/etc"), "/etc"),
+        ro_bind(&cfg.bundle_dir, BUNDLE_MOUNT),
+    ];
+    if let Some(layer) = &cfg.layer_dir {
+        mounts.push(ro_bind(layer, LAYER_MOUNT));
+    }
     json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -283,18 +298,7 @@ fn oci_spec(cfg: &HelperConfig, rootfs: &Path) -> serde_json::Value {
         },
         "root": {"path": rootfs, "readonly": true},
         "hostname": "edgefn",
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc"},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
-             "options": ["nosuid", "nodev", "mode=1777", "size=65536k"]},
-            ro_bind(Path::new("/usr"), "/usr"),
-            ro_bind(Path::new("/etc"), "/etc"),
-            ro_bind(&cfg.bundle_dir, BUNDLE_MOUNT),
-        ],
+        "mounts": mounts,
         "linux": {
             "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
             "cgroupsPath": format!("/edgefn/{}", cfg.id),

@@ -46,6 +46,7 @@ pub fn exec_spec(args: &[&str]) -> FunctionSpec {
         runtime: Runtime::Exec,
         handler: Handler::Argv(argv),
         bundle_dir: std::env::temp_dir(),
+        layer_dir: None,
         device: "dev-1".into(),
         revision: 7,
     }
@@ -67,6 +68,7 @@ pub fn lang_spec(runtime: Runtime, handler: &str, dir: &Path) -> FunctionSpec {
         runtime,
         handler: Handler::Entry(handler.into()),
         bundle_dir: dir.to_path_buf(),
+        layer_dir: None,
         device: "dev-1".into(),
         revision: 7,
     }

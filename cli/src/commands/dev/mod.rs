@@ -207,6 +207,7 @@ pub(crate) fn run(args: &DevArgs) -> CliResult {
         source.text(),
         provenance(),
         Output::Json,
+        true,
     )?;
     say(format!(
         "applied revision {}; what runs where:",
@@ -308,6 +309,7 @@ pub(crate) fn run(args: &DevArgs) -> CliResult {
             source.text(),
             provenance(),
             Output::Json,
+            true,
         ) {
             Ok(s) if s.applied.created => {
                 say(format!(
