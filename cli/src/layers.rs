@@ -87,12 +87,14 @@ fn tool(root: &Path, f: &Function) -> Result<Option<Tool>, CliError> {
                 return Ok(Some(Tool::Npm));
             }
             let text = read_bounded(&dir.join(PACKAGE_JSON))?;
-            let json: serde_json::Value = serde_json::from_slice(&text).map_err(|e| {
-                CliError::InvalidArgument {
-                    message: format!("{} is not valid JSON: {e}", dir.join(PACKAGE_JSON).display()),
+            let json: serde_json::Value =
+                serde_json::from_slice(&text).map_err(|e| CliError::InvalidArgument {
+                    message: format!(
+                        "{} is not valid JSON: {e}",
+                        dir.join(PACKAGE_JSON).display()
+                    ),
                     help: "fix the file; npm reads it as JSON".into(),
-                }
-            })?;
+                })?;
             if json
                 .get("dependencies")
                 .and_then(|d| d.as_object())
@@ -239,10 +241,8 @@ fn versions(tool: Tool) -> Result<&'static (String, String), CliError> {
     let (cell, ask): (_, fn() -> Result<(String, String), String>) = match tool {
         Tool::Pip => (&PIP, || {
             let python = output(
-                Command::new("python3").args([
-                    "-c",
-                    "import sys; print('%d.%d' % sys.version_info[:2])",
-                ]),
+                Command::new("python3")
+                    .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"]),
             )?;
             let pip = output(Command::new("python3").args(["-m", "pip", "--version"]))?;
             let pip = pip.split_whitespace().nth(1).unwrap_or_default().to_owned();
@@ -322,9 +322,15 @@ fn build(
     let work = tempfile::Builder::new()
         .prefix("edgefn-layer-")
         .tempdir()
-        .map_err(CliError::io("create a temporary folder", std::env::temp_dir()))?;
+        .map_err(CliError::io(
+            "create a temporary folder",
+            std::env::temp_dir(),
+        ))?;
     let (tree, prefix) = match tool {
-        Tool::Pip => (pip(&dir, &inputs[0], work.path(), platform, interpreter)?, ""),
+        Tool::Pip => (
+            pip(&dir, &inputs[0], work.path(), platform, interpreter)?,
+            "",
+        ),
         Tool::Npm => (npm(&dir, work.path(), platform)?, "node_modules"),
     };
     let mut files = Vec::new();
@@ -463,14 +469,28 @@ fn check_requirements(path: &Path, text: &[u8]) -> Result<(), CliError> {
                 "a layer holds binary wheels only: require a published version by name",
             );
         }
-        let url = line.split_once(" @ ").map(|(_, u)| u.trim()).unwrap_or(line);
-        if lower.starts_with('.') || lower.starts_with('/') || lower.starts_with('~') || url.starts_with("file:") {
+        let url = line
+            .split_once(" @ ")
+            .map(|(_, u)| u.trim())
+            .unwrap_or(line);
+        if lower.starts_with('.')
+            || lower.starts_with('/')
+            || lower.starts_with('~')
+            || url.starts_with("file:")
+        {
             return refuse(
                 "installs from a local path",
                 "a layer holds published wheels only: require the package by name and version from an index",
             );
         }
-        if url.contains("://") && !url.split(['#', ';']).next().unwrap_or("").trim().ends_with(".whl") {
+        if url.contains("://")
+            && !url
+                .split(['#', ';'])
+                .next()
+                .unwrap_or("")
+                .trim()
+                .ends_with(".whl")
+        {
             return refuse(
                 "names an archive that is not a wheel, built from source",
                 "require a published version by name, or point at a `.whl` built for the device's platform",
@@ -490,16 +510,26 @@ fn pip(
 ) -> Result<PathBuf, CliError> {
     let target = work.join("layer");
     let mut cmd = Command::new("python3");
-    cmd.args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input"])
-        .args(["--root-user-action=ignore", "--no-compile", "--no-warn-script-location"])
-        .arg("--target")
-        .arg(&target)
-        .args(["--only-binary=:all:", "--implementation", "cp"])
-        .args(["--python-version", python]);
+    cmd.args([
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "--no-input",
+    ])
+    .args([
+        "--root-user-action=ignore",
+        "--no-compile",
+        "--no-warn-script-location",
+    ])
+    .arg("--target")
+    .arg(&target)
+    .args(["--only-binary=:all:", "--implementation", "cp"])
+    .args(["--python-version", python]);
     for tag in wheel_tags(platform) {
         cmd.args(["--platform", &tag]);
     }
-    cmd.arg("-r").arg(requirements).current_dir(dir);
+    cmd.args(["-r", REQUIREMENTS]).current_dir(dir);
     let out = run_tool(&mut cmd, "pip")?;
     if !out.0 {
         let stderr = &out.1;
@@ -550,9 +580,15 @@ fn npm(dir: &Path, work: &Path, platform: Platform) -> Result<PathBuf, CliError>
         Platform::LinuxArmV7 => "arm",
     };
     let mut cmd = Command::new("npm");
-    cmd.args(["ci", "--omit=dev", "--ignore-scripts", "--no-audit", "--no-fund"])
-        .args(["--os=linux", &format!("--cpu={cpu}"), "--loglevel=error"])
-        .current_dir(work);
+    cmd.args([
+        "ci",
+        "--omit=dev",
+        "--ignore-scripts",
+        "--no-audit",
+        "--no-fund",
+    ])
+    .args(["--os=linux", &format!("--cpu={cpu}"), "--loglevel=error"])
+    .current_dir(work);
     let (ok, stderr) = run_tool(&mut cmd, "npm")?;
     if !ok {
         if stderr.contains("in sync") || stderr.contains("EUSAGE") {
@@ -761,7 +797,11 @@ mod tests {
 
     #[test]
     fn wheel_tags_name_the_cpu() {
-        assert!(wheel_tags(Platform::LinuxArmV7).iter().all(|t| t.ends_with("_armv7l")));
+        assert!(
+            wheel_tags(Platform::LinuxArmV7)
+                .iter()
+                .all(|t| t.ends_with("_armv7l"))
+        );
         assert!(wheel_tags(Platform::LinuxAmd64).contains(&"manylinux2014_x86_64".to_owned()));
         assert!(wheel_tags(Platform::LinuxArm64).contains(&"manylinux_2_17_aarch64".to_owned()));
     }

@@ -114,7 +114,11 @@ pub(crate) fn submit(
             Some(bar) => bar.set_message(what.clone()),
             None => say(
                 output,
-                &format!("uploading {what} ({} bytes, {})", bytes.len(), &digest[..12]),
+                &format!(
+                    "uploading {what} ({} bytes, {})",
+                    bytes.len(),
+                    &digest[..12]
+                ),
             ),
         }
         client.put_bytes(&format!("/v1/bundles/{digest}"), bytes.to_vec())?;

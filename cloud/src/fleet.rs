@@ -100,7 +100,9 @@ impl FleetView {
         let mut devices = HashMap::new();
         if let Some(m) = &manifest {
             for name in m.devices.keys() {
-                if let Some(state) = edgefn_schema::resolve_with_layers(m, name, &rev.bundles, &rev.layers) {
+                if let Some(state) =
+                    edgefn_schema::resolve_with_layers(m, name, &rev.bundles, &rev.layers)
+                {
                     devices.insert(name.clone(), desired(rev.summary.number, state));
                 }
             }

@@ -38,8 +38,8 @@ pub use manifest::{
 pub use mqtt_url::{MqttUrl, MqttUrlError};
 pub use quantity::{Cpu, Duration, Memory};
 pub use resolve::{
-    DesiredState, Layers, ResolvedBinding, ResolvedFunction, ResolvedRoute, defaults_binding, resolve,
-    resolve_with_layers,
+    DesiredState, Layers, ResolvedBinding, ResolvedFunction, ResolvedRoute, defaults_binding,
+    resolve, resolve_with_layers,
 };
 pub use source::{Source, Span};
 

@@ -217,9 +217,8 @@ fn decode(source: &Source) -> (Option<Manifest>, Cx<'_>) {
                     }
                     if let Some(p) = obj.get("platform") {
                         let names: Vec<&str> = Platform::ALL.iter().map(|p| p.as_str()).collect();
-                        device.platform = cx
-                            .choice(p, "platform", &names)
-                            .and_then(Platform::parse);
+                        device.platform =
+                            cx.choice(p, "platform", &names).and_then(Platform::parse);
                     }
                 }
             }

@@ -18,7 +18,7 @@ use nix::unistd::Pid;
 use serde_json::json;
 
 use crate::sandbox::container::{
-    BUNDLE_MOUNT, HELPER_MARKER, LAYER_MOUNT, HelperConfig, HelperStatus, STATUS_FD,
+    BUNDLE_MOUNT, HELPER_MARKER, HelperConfig, HelperStatus, LAYER_MOUNT, STATUS_FD,
 };
 
 /// If this process was started as the sandbox helper (argv\[1\] is the helper marker), runs the
