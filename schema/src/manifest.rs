@@ -245,7 +245,8 @@ pub struct Device {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub vars: BTreeMap<String, String>,
     /// The device's operating system and CPU, which its functions' dependency layers are built
-    /// for (`pip` wheels, npm's optional native packages); absent means [`Platform::DEFAULT`].
+    /// for (pip's wheels, npm's optional native packages): `linux/amd64` (the default, when
+    /// absent), `linux/arm64` or `linux/arm/v7`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<Platform>,
 }

@@ -298,3 +298,56 @@ pub fn resolve_with_layers(
         routes,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Source, load};
+
+    const MANIFEST: &str = "apiVersion: edgefn/v1\nproject: p\nfunctions:\n  f: { path: f, runtime: python3, handler: main.handle }\n  g: { path: g, runtime: python3, handler: main.handle }\ndevices:\n  x86: {}\n  pi: { platform: linux/arm64 }\n  old-pi: { platform: linux/arm/v7 }\nbindings:\n  - { function: f, devices: { labels: {} }, triggers: [ { topic: a } ] }\n  - { function: g, devices: { names: [pi] }, triggers: [ { topic: b } ] }\n";
+
+    #[test]
+    fn each_device_gets_the_layer_of_its_platform_and_no_layer_changes_no_digest() {
+        let m = load(&Source::new("edgefn.yaml", MANIFEST), None)
+            .expect("valid")
+            .manifest;
+        let bundles: BTreeMap<String, String> =
+            [("f".to_owned(), "b".repeat(64)), ("g".to_owned(), "c".repeat(64))].into();
+        let layers: Layers = [(
+            "f".to_owned(),
+            [
+                (Platform::LinuxAmd64, "1".repeat(64)),
+                (Platform::LinuxArm64, "2".repeat(64)),
+                (Platform::LinuxArmV7, "3".repeat(64)),
+            ]
+            .into(),
+        )]
+        .into();
+        let layer = |d: &str, f: &str| {
+            resolve_with_layers(&m, d, &bundles, &layers).expect("device").functions[f]
+                .layer
+                .clone()
+        };
+        assert_eq!(layer("x86", "f"), Some("1".repeat(64)), "default platform");
+        assert_eq!(layer("pi", "f"), Some("2".repeat(64)));
+        assert_eq!(layer("old-pi", "f"), Some("3".repeat(64)));
+        assert_eq!(layer("pi", "g"), None, "g has no dependencies");
+        let pi = resolve_with_layers(&m, "pi", &bundles, &layers).expect("device");
+        let archives: Vec<&String> = pi.functions["f"].archives().collect();
+        assert_eq!(archives, [&"b".repeat(64), &"2".repeat(64)]);
+        // Without layers, a state is what it was before layers existed: no `layer` key.
+        let plain = resolve(&m, "pi", &bundles).expect("device");
+        let json = serde_json::to_string(&plain).expect("json");
+        assert!(!json.contains("layer"), "{json}");
+        // A new layer for one platform moves only the devices of that platform.
+        let mut changed = layers.clone();
+        changed
+            .get_mut("f")
+            .expect("f")
+            .insert(Platform::LinuxArmV7, "4".repeat(64));
+        let digest = |d: &str, l: &Layers| resolve_with_layers(&m, d, &bundles, l).expect("d").digest();
+        assert_eq!(digest("x86", &layers), digest("x86", &changed));
+        assert_eq!(digest("pi", &layers), digest("pi", &changed));
+        assert_ne!(digest("old-pi", &layers), digest("old-pi", &changed));
+    }
+}
