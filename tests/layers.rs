@@ -436,3 +436,123 @@ fn source_builds_lock_mismatches_and_links_out_of_a_layer_are_refused_clearly() 
     let err = refused(&p.edgefn(None, &["package"]));
     assert!(err.contains("no package-lock.json"), "{err}");
 }
+
+#[test]
+fn the_cloud_checks_a_revisions_layers_and_a_device_reads_only_the_layer_of_its_platform() {
+    let cloud_data = tempfile::tempdir().expect("cloud data");
+    let cloud = Cloud::start(cloud_data.path());
+    let admin = Some(cloud.admin.as_str());
+    let json = [("Content-Type", "application/json")];
+    let mut digests = Vec::new();
+    for body in [&b"code"[..], b"amd64 layer", b"arm64 layer"] {
+        let digest = {
+            use std::fmt::Write;
+            let sum = <sha2::Sha256 as sha2::Digest>::digest(body);
+            sum.iter().fold(String::new(), |mut s, b| {
+                let _ = write!(s, "{b:02x}");
+                s
+            })
+        };
+        let r = http(
+            &cloud.addr(),
+            "PUT",
+            &format!("/v1/bundles/{digest}"),
+            admin,
+            &[],
+            body,
+        );
+        assert!(r.status < 300, "{}", text(&r.body));
+        digests.push(digest);
+    }
+    let (code, amd64, arm64) = (&digests[0], &digests[1], &digests[2]);
+    let manifest = "apiVersion: edgefn/v1\nproject: p\nfunctions:\n  f: { path: f, runtime: python3, handler: main.handle }\ndevices:\n  x86: {}\n  pi: { platform: linux/arm64 }\nbindings:\n  - { function: f, devices: { labels: {} }, triggers: [ { topic: a } ] }\n";
+    let submit = |layers: serde_json::Value| {
+        let body =
+            serde_json::json!({"manifest": manifest, "bundles": {"f": code}, "layers": layers});
+        http(
+            &cloud.addr(),
+            "POST",
+            "/v1/revisions",
+            admin,
+            &json,
+            body.to_string().as_bytes(),
+        )
+    };
+    // A layer for one platform only: the other device would run without its dependencies.
+    let r = submit(serde_json::json!({"f": {"linux/amd64": amd64}}));
+    assert_eq!(r.status, 422, "{}", text(&r.body));
+    let msg = r.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        msg.contains("none for linux/arm64") && msg.contains("`pi`"),
+        "{msg}"
+    );
+    // Layers of an unknown function, a digest that is not one, a platform that is not one.
+    let r = submit(
+        serde_json::json!({"nope": {"linux/amd64": amd64}, "f": {"linux/amd64": "x", "linux/arm64": arm64}}),
+    );
+    assert_eq!(r.status, 422, "{}", text(&r.body));
+    let msg = r.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        msg.contains("`nope`") && msg.contains("not a sha256 digest"),
+        "{msg}"
+    );
+    let r = submit(serde_json::json!({"f": {"linux/mips": amd64}}));
+    assert_eq!(r.status, 400, "{}", text(&r.body));
+    // A layer the cloud lacks.
+    let r = submit(serde_json::json!({"f": {"linux/amd64": amd64, "linux/arm64": "0".repeat(64)}}));
+    assert_eq!(r.status, 422, "{}", text(&r.body));
+    assert_eq!(
+        r.json()["error"]["code"],
+        "missing_bundles",
+        "{}",
+        text(&r.body)
+    );
+    let r = submit(serde_json::json!({"f": {"linux/amd64": amd64, "linux/arm64": arm64}}));
+    assert_eq!(r.status, 201, "{}", text(&r.body));
+
+    // Each device reads the layer of its own platform, and not the other.
+    let r = http(
+        &cloud.addr(),
+        "POST",
+        "/v1/devices",
+        admin,
+        &json,
+        br#"{"name":"pi"}"#,
+    );
+    assert!(r.status < 300, "{}", text(&r.body));
+    let token = r.json()["token"].as_str().expect("token").to_owned();
+    let get = |digest: &str| {
+        http(
+            &cloud.addr(),
+            "GET",
+            &format!("/v1/bundles/{digest}"),
+            Some(&token),
+            &[],
+            b"",
+        )
+        .status
+    };
+    assert_eq!(get(code), 200);
+    assert_eq!(get(arm64), 200);
+    assert_eq!(get(amd64), 403);
+    let desired = http(
+        &cloud.addr(),
+        "GET",
+        "/v1/devices/pi/desired",
+        Some(&token),
+        &[],
+        b"",
+    );
+    assert_eq!(
+        desired.json()["state"]["functions"]["f"]["layer"],
+        arm64.as_str(),
+        "{}",
+        text(&desired.body)
+    );
+}

@@ -311,8 +311,11 @@ mod tests {
         let m = load(&Source::new("edgefn.yaml", MANIFEST), None)
             .expect("valid")
             .manifest;
-        let bundles: BTreeMap<String, String> =
-            [("f".to_owned(), "b".repeat(64)), ("g".to_owned(), "c".repeat(64))].into();
+        let bundles: BTreeMap<String, String> = [
+            ("f".to_owned(), "b".repeat(64)),
+            ("g".to_owned(), "c".repeat(64)),
+        ]
+        .into();
         let layers: Layers = [(
             "f".to_owned(),
             [
@@ -324,7 +327,9 @@ mod tests {
         )]
         .into();
         let layer = |d: &str, f: &str| {
-            resolve_with_layers(&m, d, &bundles, &layers).expect("device").functions[f]
+            resolve_with_layers(&m, d, &bundles, &layers)
+                .expect("device")
+                .functions[f]
                 .layer
                 .clone()
         };
@@ -345,7 +350,8 @@ mod tests {
             .get_mut("f")
             .expect("f")
             .insert(Platform::LinuxArmV7, "4".repeat(64));
-        let digest = |d: &str, l: &Layers| resolve_with_layers(&m, d, &bundles, l).expect("d").digest();
+        let digest =
+            |d: &str, l: &Layers| resolve_with_layers(&m, d, &bundles, l).expect("d").digest();
         assert_eq!(digest("x86", &layers), digest("x86", &changed));
         assert_eq!(digest("pi", &layers), digest("pi", &changed));
         assert_ne!(digest("old-pi", &layers), digest("old-pi", &changed));
