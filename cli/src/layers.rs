@@ -234,11 +234,14 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, CliError> {
     fs::read(path).map_err(CliError::io("read", path))
 }
 
+/// (interpreter version, installer version), or why they could not be asked.
+type Versions = Result<(String, String), String>;
+
 /// The interpreter and installer versions a layer depends on, asked once per run.
 fn versions(tool: Tool) -> Result<&'static (String, String), CliError> {
-    static PIP: OnceLock<Result<(String, String), String>> = OnceLock::new();
-    static NPM: OnceLock<Result<(String, String), String>> = OnceLock::new();
-    let (cell, ask): (_, fn() -> Result<(String, String), String>) = match tool {
+    static PIP: OnceLock<Versions> = OnceLock::new();
+    static NPM: OnceLock<Versions> = OnceLock::new();
+    let (cell, ask): (_, fn() -> Versions) = match tool {
         Tool::Pip => (&PIP, || {
             let python = output(
                 Command::new("python3")
