@@ -313,11 +313,11 @@ fn build(
     }
     let key = edgefn_schema::resolve::hex(&h.finalize());
     let cache = cache_dir();
-    if let Some(bytes) = cache.as_deref().and_then(|c| cached(c, &key)) {
-        return Ok((!bytes.is_empty()).then(|| Layer {
+    if let Some(hit) = cache.as_deref().and_then(|c| cached(c, &key)) {
+        return Ok(hit.map(|(digest, bytes)| Layer {
             function: name.to_owned(),
             platform,
-            digest: bundle::digest(&bytes),
+            digest,
             bytes,
             cached: true,
         }));
@@ -350,42 +350,51 @@ fn build(
             help: "a layer holds only what its installer wrote into its folder: remove the dependency that links or writes outside it (a `file:` or `link:` dependency, an absolute symlink)".into(),
         })?
     };
+    let digest = (!bytes.is_empty()).then(|| bundle::digest(&bytes));
     if let Some(c) = &cache {
         // The cache only saves time: failing to write it is not the package's failure.
-        let _ = store(c, &key, &bytes);
+        let _ = store(c, &key, digest.as_deref(), &bytes);
     }
-    Ok((!bytes.is_empty()).then(|| Layer {
+    Ok(digest.map(|digest| Layer {
         function: name.to_owned(),
         platform,
-        digest: bundle::digest(&bytes),
+        digest,
         bytes,
         cached: false,
     }))
 }
 
-/// A cached layer (empty: the lock installs nothing), checked against its digest.
-fn cached(cache: &Path, key: &str) -> Option<Vec<u8>> {
-    let digest = fs::read_to_string(cache.join("keys").join(key)).ok()?;
-    let digest = digest.trim();
+/// A cached layer: (digest, bytes), or `None` for a lock that installs nothing. The entry
+/// records the archive's digest and length; the file is checked against the length only (the
+/// control plane and the agent check every archive's sha256 again, and hashing a large layer on
+/// every package is what the cache saves).
+fn cached(cache: &Path, key: &str) -> Option<Option<(String, Vec<u8>)>> {
+    let entry = fs::read_to_string(cache.join("keys").join(key)).ok()?;
+    let mut words = entry.split_whitespace();
+    let digest = words.next()?;
     if digest == "empty" {
-        return Some(Vec::new());
+        return Some(None);
+    }
+    let len: u64 = words.next()?.parse().ok()?;
+    if !bundle::is_digest(digest) {
+        return None;
     }
     let bytes = fs::read(cache.join(format!("{digest}.tar.zst"))).ok()?;
-    (bundle::digest(&bytes) == digest).then_some(bytes)
+    (bytes.len() as u64 == len).then(|| Some((digest.to_owned(), bytes)))
 }
 
-fn store(cache: &Path, key: &str, bytes: &[u8]) -> Result<(), CliError> {
+fn store(cache: &Path, key: &str, digest: Option<&str>, bytes: &[u8]) -> Result<(), CliError> {
     let keys = cache.join("keys");
     fs::create_dir_all(&keys).map_err(CliError::io("create", &keys))?;
-    let digest = if bytes.is_empty() {
-        "empty".to_owned()
-    } else {
-        let d = bundle::digest(bytes);
-        edgefn_os::file::write_atomic(&cache.join(format!("{d}.tar.zst")), bytes, 0o644)
-            .map_err(CliError::io("write", cache))?;
-        d
+    let entry = match digest {
+        None => "empty".to_owned(),
+        Some(d) => {
+            edgefn_os::file::write_atomic(&cache.join(format!("{d}.tar.zst")), bytes, 0o644)
+                .map_err(CliError::io("write", cache))?;
+            format!("{d} {}", bytes.len())
+        }
     };
-    edgefn_os::file::write_atomic(&keys.join(key), digest.as_bytes(), 0o644)
+    edgefn_os::file::write_atomic(&keys.join(key), entry.as_bytes(), 0o644)
         .map_err(CliError::io("write", &keys))
 }
 
