@@ -556,3 +556,90 @@ fn the_cloud_checks_a_revisions_layers_and_a_device_reads_only_the_layer_of_its_
         text(&desired.body)
     );
 }
+
+/// `edgefn dev` in the background, its stdout collected; killed when dropped.
+struct Dev {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn edgefn_dev_runs_functions_with_layers_built_for_this_machine() {
+    use std::io::BufRead;
+    let project = Project::example();
+    // A device of another platform: its agent runs here, so dev builds for this machine.
+    let manifest = project.path("edgefn.yaml");
+    let text = std::fs::read_to_string(&manifest).expect("read");
+    std::fs::write(
+        &manifest,
+        text.replace("platform: linux/amd64", "platform: linux/arm64"),
+    )
+    .expect("write");
+    let home = tempfile::tempdir().expect("home");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_edgefn"))
+        .args(["dev", "."])
+        .current_dir(project.dir.path())
+        .env_clear()
+        .env("HOME", home.path())
+        .env("XDG_CACHE_HOME", project.cache.path())
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("edgefn dev");
+    let stdout = child.stdout.take().expect("stdout");
+    let dev = Dev {
+        child,
+        lines: Default::default(),
+    };
+    let lines = dev.lines.clone();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            lines.lock().expect("lock").push(l);
+        }
+    });
+    let output = || dev.lines.lock().expect("lock").join("\n");
+    wait_until(120, "edgefn dev watches", || {
+        output().contains("Watching for changes")
+    });
+    let out = output();
+    let addr = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("agent gw-01 "))
+        .and_then(|l| l.split("http://").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no endpoint line:\n{out}"))
+        .to_owned();
+    let ask = |topic: &str, payload: &str| {
+        let r = http(
+            &addr,
+            "POST",
+            &format!("/v1/publish?topic={topic}&wait=true"),
+            None,
+            &[("Content-Type", "application/json")],
+            payload.as_bytes(),
+        );
+        r.json()["deliveries"][0]["result"].clone()
+    };
+    assert_eq!(
+        ask("units/convert", r#"{"text": "dev"}"#),
+        serde_json::json!({"six": "1.16.0", "text": "DEV"}),
+        "{}",
+        output()
+    );
+    assert_eq!(
+        ask("durations/parse", r#"{"duration": "1m"}"#),
+        serde_json::json!({"ms": 60000, "version": "2.1.3"})
+    );
+}
