@@ -50,15 +50,18 @@ pub(crate) struct FleetView {
     pub(crate) bundles: BTreeMap<String, String>,
     /// The secret versions it pinned.
     pub(crate) secrets: BTreeMap<String, u64>,
+    /// Its dependency layers.
+    pub(crate) layers: edgefn_schema::Layers,
     /// Desired state of each device in the manifest.
     pub(crate) devices: HashMap<String, Arc<DeviceDesired>>,
 }
 
 fn desired(revision: u64, state: DesiredState) -> Arc<DeviceDesired> {
+    // A device may download its functions' bundles and dependency layers.
     let bundles = state
         .functions
         .values()
-        .filter_map(|f| f.bundle.clone())
+        .flat_map(|f| f.archives().cloned())
         .collect();
     let down_routes = state
         .routes
@@ -103,7 +106,9 @@ impl FleetView {
         let mut devices = HashMap::new();
         if let Some(m) = &manifest {
             for name in m.devices.keys() {
-                if let Some(mut state) = edgefn_schema::resolve(m, name, &rev.bundles) {
+                if let Some(mut state) =
+                    edgefn_schema::resolve_with_layers(m, name, &rev.bundles, &rev.layers)
+                {
                     state.pin_secrets(&rev.secrets);
                     devices.insert(name.clone(), desired(rev.summary.number, state));
                 }
@@ -114,6 +119,7 @@ impl FleetView {
             manifest,
             bundles: rev.bundles.clone(),
             secrets: rev.secrets.clone(),
+            layers: rev.layers.clone(),
             devices,
         }
     }

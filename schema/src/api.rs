@@ -347,6 +347,11 @@ pub struct NewRevision {
     pub manifest: String,
     /// Bundle digest of every function, by function name.
     pub bundles: BTreeMap<String, String>,
+    /// Dependency layers: function name → platform (`linux/arm64`, ...) → layer digest, for
+    /// each function with dependencies and each platform of the devices that run it. Layers are
+    /// uploaded like bundles (`PUT /v1/bundles/{digest}`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub layers: crate::Layers,
     /// Where it came from.
     #[serde(default)]
     pub provenance: Provenance,
@@ -388,6 +393,9 @@ pub struct Revision {
     /// value).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, u64>,
+    /// Dependency layers, as in [`NewRevision::layers`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub layers: crate::Layers,
 }
 
 /// The answer to `POST /v1/revisions` and `POST /v1/rollback`.

@@ -91,7 +91,9 @@ pub(crate) fn run(args: &ApplyArgs) -> CliResult {
         source.text(),
         provenance,
         args.output,
+        false,
     )?;
+    let uploaded_bytes = submitted.uploaded_bytes;
     let (applied, to_upload, request) = (submitted.applied, submitted.uploaded, submitted.request);
     if let (true, Some((verdict, d))) = (applied.created, &drift) {
         say(
@@ -126,10 +128,11 @@ pub(crate) fn run(args: &ApplyArgs) -> CliResult {
         say(
             args.output,
             &format!(
-                "applied revision {} ({} bundle{} uploaded)",
+                "applied revision {} ({} archive{} uploaded, {} bytes)",
                 applied.revision,
                 to_upload.len(),
-                if to_upload.len() == 1 { "" } else { "s" }
+                if to_upload.len() == 1 { "" } else { "s" },
+                uploaded_bytes
             ),
         );
         if args.wait {
@@ -152,7 +155,9 @@ pub(crate) fn run(args: &ApplyArgs) -> CliResult {
             "revision": applied.revision,
             "created": applied.created,
             "uploaded": to_upload,
+            "uploadedBytes": uploaded_bytes,
             "bundles": request.bundles,
+            "layers": request.layers,
             "converged": outcome == Outcome::Success && args.wait,
         });
         let _ = writeln!(

@@ -177,6 +177,7 @@ pub(super) async fn bind(
         let request = NewRevision {
             manifest: text,
             bundles: latest.bundles,
+            layers: latest.layers,
             provenance: Provenance {
                 author: who,
                 message: Some(format!(
@@ -197,6 +198,7 @@ pub(super) async fn bind(
     let draft = Draft {
         manifest: request.manifest,
         bundles: request.bundles,
+        layers: request.layers,
         provenance: request.provenance,
         rollback_of: None,
         created_ms: edgefn_os::time::now_ms(),

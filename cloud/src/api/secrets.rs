@@ -135,6 +135,7 @@ pub(super) async fn set(
         let draft = Draft {
             manifest: latest.manifest,
             bundles: latest.bundles,
+            layers: latest.layers,
             provenance: Provenance {
                 message: Some(format!("secret set {name} (version {version})")),
                 tool: tool.clone(),
