@@ -9,6 +9,7 @@
 //! and `apply` says so. When git cannot tell (B is unknown here, as in a shallow clone), `apply`
 //! goes on and says that it could not check.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use edgefn_schema::api::RevisionSummary;
@@ -134,30 +135,65 @@ pub(crate) struct Outside {
     pub(crate) latest: RevisionSummary,
     /// Its manifest, when it still loads.
     pub(crate) manifest: Option<edgefn_schema::Manifest>,
+    /// The manifest of the revision it was made from (`None`: none, or it no longer loads),
+    /// so that only what the change itself did counts as undone.
+    pub(crate) parent: Option<edgefn_schema::Manifest>,
 }
 
-/// Reads the latest revision; `Some` when it has no git commit and is not a rollback (which
-/// [`detect`] covers) nor the first revision of a project applied outside git with
-/// `--allow-dirty` by `edgefn` itself.
+/// Reads the latest revision; `Some` when the control plane made it as an edit outside git (a
+/// binding added in the web console, `provenance.tool: console`, or through `POST
+/// /v1/bindings`, `api`) and no commit describes it. Revisions `edgefn` submitted (with or
+/// without git), rollbacks (which [`detect`] covers) and revisions posted by other programs
+/// without that mark are not such edits.
 pub(crate) fn detect_outside_git(client: &Client) -> Result<Option<Outside>, CliError> {
     let recent: Vec<RevisionSummary> = client.get("/v1/revisions?limit=1")?;
     let Some(latest) = recent.into_iter().next() else {
         return Ok(None);
     };
     let p = &latest.provenance;
-    let by_edgefn = p.tool.as_deref().is_some_and(|t| t.starts_with("edgefn"));
-    if latest.rollback_of.is_some() || p.commit.is_some() || by_edgefn {
+    let edited = matches!(p.tool.as_deref(), Some("console" | "api"));
+    if !edited || latest.rollback_of.is_some() || p.commit.is_some() {
         return Ok(None);
     }
-    let rev: edgefn_schema::api::Revision =
-        client.get(&format!("/v1/revisions/{}", latest.number))?;
-    let manifest = edgefn_schema::load(
-        &edgefn_schema::Source::new("edgefn.yaml", rev.manifest.as_str()),
-        None,
-    )
-    .ok()
-    .map(|l| l.manifest);
-    Ok(Some(Outside { latest, manifest }))
+    let manifest_of = |number: u64| -> Result<Option<edgefn_schema::Manifest>, CliError> {
+        let rev: edgefn_schema::api::Revision = client.get(&format!("/v1/revisions/{number}"))?;
+        Ok(edgefn_schema::load(
+            &edgefn_schema::Source::new("edgefn.yaml", rev.manifest.as_str()),
+            None,
+        )
+        .ok()
+        .map(|l| l.manifest))
+    };
+    let manifest = manifest_of(latest.number)?;
+    let parent = match latest.parent {
+        0 => None,
+        n => manifest_of(n)?,
+    };
+    Ok(Some(Outside {
+        latest,
+        manifest,
+        parent,
+    }))
+}
+
+/// What an edit outside git changed (from `parent` to `remote`, by key) that `local` does not
+/// have as the edit left it: one phrase per item, from `say(key, what the edit made it, whether
+/// it existed before)`.
+fn undone<V: PartialEq>(
+    parent: &BTreeMap<String, &V>,
+    remote: &BTreeMap<String, &V>,
+    local: &BTreeMap<String, &V>,
+    mut say: impl FnMut(&str, Option<&V>, bool) -> String,
+    out: &mut Vec<String>,
+) {
+    let keys: std::collections::BTreeSet<&String> = parent.keys().chain(remote.keys()).collect();
+    for key in keys {
+        let (before, after) = (parent.get(key), remote.get(key));
+        if before == after || local.get(key) == after {
+            continue;
+        }
+        out.push(say(key, after.copied(), before.is_some()));
+    }
 }
 
 fn selector(s: &edgefn_schema::DeviceSelector) -> String {
@@ -196,49 +232,151 @@ impl Outside {
         )
     }
 
-    /// What applying `local` would undo: the bindings, functions, devices and routes of the
-    /// latest revision that `local` lacks or has otherwise, one phrase each. Empty when `local`
-    /// holds all of them (git has the change).
+    /// What applying `local` would undo: what the edit changed from the revision it was made
+    /// from — bindings, functions, devices and routes added, changed or removed — that `local`
+    /// lacks or has otherwise, one phrase each. Empty when `local` has the edit (or leaves
+    /// alone everything it touched), so a checkout that moved on elsewhere is not refused.
     pub(crate) fn undone_by(&self, local: &edgefn_schema::Manifest) -> Vec<String> {
         let Some(remote) = &self.manifest else {
             return vec!["a manifest this edgefn cannot read".into()];
         };
-        let mut out = Vec::new();
-        for b in &remote.bindings {
-            let name = b.effective_name();
-            match local.bindings.iter().find(|x| x.effective_name() == name) {
-                None => out.push(format!(
-                    "binding `{name}` ({} on {})",
-                    b.function,
-                    selector(&b.devices)
-                )),
-                Some(x) if x != b => out.push(format!("binding `{name}`'s settings")),
-                Some(_) => {}
-            }
+        use edgefn_schema::Manifest;
+        fn bindings(m: Option<&Manifest>) -> BTreeMap<String, &edgefn_schema::Binding> {
+            m.map(|m| {
+                m.bindings
+                    .iter()
+                    .map(|b| (b.effective_name().to_owned(), b))
+                    .collect()
+            })
+            .unwrap_or_default()
         }
-        for (name, f) in &remote.functions {
-            match local.functions.get(name) {
-                None => out.push(format!("function `{name}`")),
-                Some(x) if x != f => out.push(format!("function `{name}`'s settings")),
-                Some(_) => {}
-            }
+        fn functions(m: Option<&Manifest>) -> BTreeMap<String, &edgefn_schema::Function> {
+            m.map(|m| m.functions.iter().map(|(k, v)| (k.clone(), v)).collect())
+                .unwrap_or_default()
         }
-        for (name, d) in &remote.devices {
-            match local.devices.get(name) {
-                None => out.push(format!("device `{name}`")),
-                Some(x) if x != d => out.push(format!("device `{name}`'s labels or values")),
-                Some(_) => {}
-            }
+        fn devices(m: Option<&Manifest>) -> BTreeMap<String, &edgefn_schema::Device> {
+            m.map(|m| m.devices.iter().map(|(k, v)| (k.clone(), v)).collect())
+                .unwrap_or_default()
         }
-        for r in &remote.routes {
-            if !local.routes.contains(r) {
+        fn routes(m: Option<&Manifest>) -> BTreeMap<String, &edgefn_schema::Route> {
+            let name = |r: &edgefn_schema::Route| {
                 let to = match r.to {
                     edgefn_schema::RouteTarget::Cloud => "cloud",
                     edgefn_schema::RouteTarget::Local => "local",
                 };
-                out.push(format!("route {} → {to}", r.from));
-            }
+                format!("route {} → {to}", r.from)
+            };
+            m.map(|m| m.routes.iter().map(|r| (name(r), r)).collect())
+                .unwrap_or_default()
         }
+        let mut out = Vec::new();
+        let parent = self.parent.as_ref();
+        undone(
+            &bindings(parent),
+            &bindings(Some(remote)),
+            &bindings(Some(local)),
+            |name, after, existed| match (after, existed) {
+                (Some(b), false) => format!(
+                    "binding `{name}` ({} on {})",
+                    b.function,
+                    selector(&b.devices)
+                ),
+                (Some(_), true) => format!("binding `{name}`'s settings"),
+                (None, _) => format!("the removal of binding `{name}`"),
+            },
+            &mut out,
+        );
+        undone(
+            &functions(parent),
+            &functions(Some(remote)),
+            &functions(Some(local)),
+            |name, after, existed| match (after, existed) {
+                (Some(_), false) => format!("function `{name}`"),
+                (Some(_), true) => format!("function `{name}`'s settings"),
+                (None, _) => format!("the removal of function `{name}`"),
+            },
+            &mut out,
+        );
+        undone(
+            &devices(parent),
+            &devices(Some(remote)),
+            &devices(Some(local)),
+            |name, after, existed| match (after, existed) {
+                (Some(_), false) => format!("device `{name}`"),
+                (Some(_), true) => format!("device `{name}`'s labels or values"),
+                (None, _) => format!("the removal of device `{name}`"),
+            },
+            &mut out,
+        );
+        undone(
+            &routes(parent),
+            &routes(Some(remote)),
+            &routes(Some(local)),
+            |name, after, _| match after {
+                Some(_) => name.to_owned(),
+                None => format!("the removal of {name}"),
+            },
+            &mut out,
+        );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(text: &str) -> edgefn_schema::Manifest {
+        edgefn_schema::load(&edgefn_schema::Source::new("edgefn.yaml", text), None)
+            .unwrap_or_else(|_| panic!("valid: {text}"))
+            .manifest
+    }
+
+    const BASE: &str = "apiVersion: edgefn/v1\nproject: p\nfunctions:\n  a: { path: fa, runtime: python3, handler: main.handle, env: { V: \"1\" } }\n  b: { path: fb, runtime: python3, handler: main.handle }\ndevices:\n  d1: {}\n  d2: {}\nbindings:\n  - function: a\n    devices: { names: [d1] }\n    triggers: [ { topic: \"x\" } ]\n";
+    const BIND_B: &str = "  - function: b\n    name: b-1\n    devices: { names: [d2] }\n    triggers: [ { topic: \"y\" } ]\n";
+
+    fn outside(parent: &str, edited: &str) -> Outside {
+        Outside {
+            latest: RevisionSummary {
+                number: 2,
+                parent: 1,
+                created_ms: 0,
+                provenance: edgefn_schema::api::Provenance {
+                    tool: Some("console".into()),
+                    ..Default::default()
+                },
+                rollback_of: None,
+            },
+            manifest: Some(manifest(edited)),
+            parent: Some(manifest(parent)),
+        }
+    }
+
+    /// Only what the edit itself changed counts: a checkout that lacks the console's binding
+    /// undoes it; one that has it, or changed something else besides, does not; one that
+    /// changed the very binding the edit added undoes it.
+    #[test]
+    fn only_the_edits_own_changes_are_undone() {
+        let edited = format!("{BASE}{BIND_B}");
+        let o = outside(BASE, &edited);
+        assert_eq!(
+            o.undone_by(&manifest(BASE)),
+            ["binding `b-1` (b on d2)"],
+            "a checkout without the edit"
+        );
+        assert!(o.undone_by(&manifest(&edited)).is_empty(), "git has it");
+        let moved_on = edited.replace("V: \"1\"", "V: \"2\"");
+        assert!(
+            o.undone_by(&manifest(&moved_on)).is_empty(),
+            "the checkout changed function a, which the edit did not touch"
+        );
+        let other = format!("{BASE}{}", BIND_B.replace("topic: \"y\"", "topic: \"z\""));
+        assert_eq!(o.undone_by(&manifest(&other)), ["binding `b-1` (b on d2)"]);
+        // An edit that removed a binding: a checkout that still has it undoes the removal.
+        let removal = outside(&edited, BASE);
+        assert_eq!(
+            removal.undone_by(&manifest(&edited)),
+            ["the removal of binding `b-1`"]
+        );
     }
 }
