@@ -89,6 +89,7 @@ pub(crate) fn submit(
     manifest_text: &str,
     provenance: edgefn_schema::api::Provenance,
     output: Output,
+    sign: Option<&edgefn_schema::signing::SigningKey>,
 ) -> Result<Submitted, CliError> {
     check_secrets_set(client, manifest)?;
     let bundles = package::package_all(&project.root, manifest)?;
@@ -133,14 +134,30 @@ pub(crate) fn submit(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    let bundles: std::collections::BTreeMap<String, String> = bundles
+        .iter()
+        .map(|b| (b.function.clone(), b.digest.clone()))
+        .collect();
+    let signatures = match sign {
+        None => None,
+        Some(key) => {
+            let pins = crate::signing::latest_secret_versions(client, manifest)?;
+            Some(crate::signing::sign_revision(
+                client,
+                key,
+                manifest,
+                &bundles,
+                &pins,
+                parent + 1,
+            )?)
+        }
+    };
     let request = NewRevision {
         manifest: manifest_text.to_owned(),
-        bundles: bundles
-            .iter()
-            .map(|b| (b.function.clone(), b.digest.clone()))
-            .collect(),
+        bundles,
         provenance,
         expected_parent: Some(parent),
+        signatures,
     };
     let (_, applied): (_, ApplyResponse) = client.post("/v1/revisions", &request)?;
     Ok(Submitted {

@@ -53,6 +53,7 @@ pub(crate) fn run(args: &ApplyArgs) -> CliResult {
         tool: Some(format!("edgefn {}", env!("CARGO_PKG_VERSION"))),
         ..Default::default()
     });
+    let sign_key = crate::signing::load_key(args.sign_key.as_deref())?;
     let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
     // After a rollback, applying what was rolled back (or older) would undo it: refused
     // without --force. Anything else replaces it, said once the new revision exists.
@@ -73,6 +74,7 @@ pub(crate) fn run(args: &ApplyArgs) -> CliResult {
         source.text(),
         provenance,
         args.output,
+        sign_key.as_ref(),
     )?;
     let (applied, to_upload, request) = (submitted.applied, submitted.uploaded, submitted.request);
     if let (true, Some((verdict, d))) = (applied.created, &drift) {

@@ -216,6 +216,7 @@ pub(crate) fn run(args: &DevArgs) -> CliResult {
         source.text(),
         provenance(),
         Output::Json,
+        None,
     )?;
     say(format!(
         "applied revision {}; what runs where:",
@@ -324,6 +325,7 @@ pub(crate) fn run(args: &DevArgs) -> CliResult {
                 source.text(),
                 provenance(),
                 Output::Json,
+                None,
             )
         });
         match submitted {
