@@ -63,7 +63,9 @@ impl fmt::Display for PublicKey {
 
 /// Why a text is not a public key (the message says what the text should be).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}; a public key is written `ed25519:` and the base64 of its 32 bytes, as `edgefn keygen` prints it")]
+#[error(
+    "{0}; a public key is written `ed25519:` and the base64 of its 32 bytes, as `edgefn keygen` prints it"
+)]
 pub struct PublicKeyError(String);
 
 impl FromStr for PublicKey {
@@ -71,7 +73,10 @@ impl FromStr for PublicKey {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let b64 = text.trim().strip_prefix(KEY_PREFIX).ok_or_else(|| {
-            PublicKeyError(format!("`{}` does not start with `{KEY_PREFIX}`", clip(text)))
+            PublicKeyError(format!(
+                "`{}` does not start with `{KEY_PREFIX}`",
+                clip(text)
+            ))
         })?;
         let bytes = STANDARD
             .decode(b64)
@@ -116,13 +121,17 @@ impl PublicKey {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SigningKeyError {
     /// No PEM block of a private key.
-    #[error("it holds no `-----BEGIN PRIVATE KEY-----` block (an ed25519 key in PKCS#8 PEM, as `edgefn keygen` writes)")]
+    #[error(
+        "it holds no `-----BEGIN PRIVATE KEY-----` block (an ed25519 key in PKCS#8 PEM, as `edgefn keygen` writes)"
+    )]
     NotPem,
     /// The PEM block is not base64.
     #[error("its PEM block is not base64")]
     Base64,
     /// The block is not an ed25519 PKCS#8 key.
-    #[error("its key is not an ed25519 private key in PKCS#8 ({0}); write one with `edgefn keygen`")]
+    #[error(
+        "its key is not an ed25519 private key in PKCS#8 ({0}); write one with `edgefn keygen`"
+    )]
     NotEd25519(String),
     /// No randomness for a new key.
     #[error("no randomness for a new key")]

@@ -237,10 +237,9 @@ async fn check_signatures(
         signatures: None,
     };
     let signatures = signatures.clone();
-    let problems = blocking(move || {
-        Ok(FleetView::build(Some(&revision)).signature_problems(&signatures))
-    })
-    .await?;
+    let problems =
+        blocking(move || Ok(FleetView::build(Some(&revision)).signature_problems(&signatures)))
+            .await?;
     if problems.is_empty() {
         return Ok(());
     }
