@@ -1,10 +1,11 @@
-//! What checking a signed desired state costs an agent with `trustedKeys`: the state's digest
+//! What checking a signed desired state costs an agent with `trustedKeys` (the agent's
+//! `trust::Trust::refusal` runs exactly these `edgefn_schema` calls): the state's digest
 //! (sha256 of its canonical JSON), the statement, and one ed25519 verification — per desired
 //! state received, before any download. Measured on the shared conformance state (two
 //! functions, bindings with secrets and routes) and on a state of 50 bindings.
 //!
 //! ```sh
-//! cargo bench -p edgefn-agent --bench signing
+//! cargo bench -p edgefn-schema --features signing --bench signing
 //! ```
 
 #![allow(
@@ -22,12 +23,20 @@ use edgefn_schema::signing::{SigningKey, statement};
 fn measure(label: &str, state: &DesiredState) {
     let (key, _) = SigningKey::generate().unwrap();
     let public = key.public();
-    let sig = key.sign(&statement(&state.project, &state.device, 7, &state.digest()));
+    let sig = key.sign(&statement(
+        &state.project,
+        &state.device,
+        7,
+        &state.digest(),
+    ));
     let bytes = serde_json::to_vec(state).unwrap().len();
     let rounds = 2_000u32;
     // Warm up.
     for _ in 0..100 {
-        assert!(public.verifies(&statement(&state.project, &state.device, 7, &state.digest()), &sig));
+        assert!(public.verifies(
+            &statement(&state.project, &state.device, 7, &state.digest()),
+            &sig
+        ));
     }
     let start = Instant::now();
     for _ in 0..rounds {
