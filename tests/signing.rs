@@ -3,7 +3,7 @@
 //! trusts the key; the agent refuses, and keeps running its release, an unsigned state, one
 //! byte of a stored revision changed in the control plane's store, a signature moved from
 //! another device, a key it does not trust, and an older signed state replayed from a copy of
-//! the control plane's data folder. Bad input: a malformed key file, signatures that do not
+//! the control plane's data folder; a signed rollback runs. Bad input: a malformed key file, signatures that do not
 //! match what the control plane computes.
 
 #[path = "common/mod.rs"]
@@ -331,6 +331,16 @@ fn signed_revisions_run_and_unsigned_tampered_retargeted_untrusted_or_replayed_o
     let message = fleet.wait_for_refusal("older than revision 4");
     assert!(message.contains("revision 3"), "{message}");
     assert_eq!(version_of(&agent), "4", "the release keeps serving");
+
+    // A signed rollback makes a new signed revision (4, on the restored store) and runs.
+    let out = fleet.cli(&["rollback", "1", "--sign-key", &key, "--output", "json"]);
+    let rolled: serde_json::Value = serde_json::from_str(&ok(&out)).expect("json");
+    assert_eq!(rolled["revision"], 4, "{rolled}");
+    wait_until(30, "the signed rollback runs", || {
+        let r = fleet.report();
+        r["state"] == "running" && r["runningRevision"] == 4
+    });
+    assert_eq!(version_of(&agent), "1");
     drop(agent);
 }
 
