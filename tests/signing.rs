@@ -415,3 +415,87 @@ fn a_malformed_trusted_key_stops_the_agent_with_where() {
         "{err}"
     );
 }
+
+/// `edgefn secret set` makes a revision the control plane cannot sign: it says so after a
+/// signed revision, and a signed apply of the same manifest then makes a signed revision
+/// (equal content, but the latest was unsigned) that pins the new version.
+#[test]
+fn a_secret_set_after_a_signed_revision_warns_and_a_signed_apply_signs_it() {
+    let fleet = Fleet::new();
+    // The control plane creates its secrets key beside its data folder: removed at the end.
+    struct RemoveOnDrop(PathBuf);
+    impl Drop for RemoveOnDrop {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let mut key_file = fleet.cloud_data.path().as_os_str().to_owned();
+    key_file.push(".secret-key");
+    let _key_file = RemoveOnDrop(PathBuf::from(key_file));
+    let (key, _) = keygen(&fleet, "signing.pem");
+    let key = key.to_str().expect("utf8").to_owned();
+    let with_secret = manifest(1).replace(
+        "    env: { VERSION: \"1\" }\n",
+        "    env: { VERSION: \"1\" }\n    secrets: [api-key]\n",
+    );
+    std::fs::write(fleet.project.path().join("edgefn.yaml"), &with_secret).expect("write");
+    let value = fleet.project.path().join("value.txt");
+    std::fs::write(&value, "v1").expect("write");
+    let v = value.to_str().expect("utf8");
+    ok(&fleet.cli(&["secret", "set", "api-key", "--from-file", v]));
+    let r1 = fleet.cli(&[
+        "apply",
+        "--allow-dirty",
+        "--sign-key",
+        &key,
+        "--output",
+        "json",
+    ]);
+    let r1: serde_json::Value = serde_json::from_str(&ok(&r1)).expect("json");
+    assert_eq!(r1["revision"], 1);
+
+    std::fs::write(&value, "v2").expect("write");
+    let out = fleet.cli(&["secret", "set", "api-key", "--from-file", v]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("revision 2 is not signed") && err.contains("edgefn apply --sign-key"),
+        "{err}"
+    );
+    let get = |n: u64| {
+        http(
+            &fleet.cloud().addr(),
+            "GET",
+            &format!("/v1/revisions/{n}"),
+            Some(&fleet.cloud().admin),
+            &[],
+            b"",
+        )
+        .json()
+    };
+    assert!(get(2).get("signatures").is_none(), "{}", get(2));
+    let r3 = fleet.cli(&[
+        "apply",
+        "--allow-dirty",
+        "--sign-key",
+        &key,
+        "--output",
+        "json",
+    ]);
+    let r3: serde_json::Value = serde_json::from_str(&ok(&r3)).expect("json");
+    assert_eq!(r3["revision"], 3, "{r3}");
+    let rev3 = get(3);
+    assert_eq!(rev3["secrets"]["api-key"], 2, "{rev3}");
+    assert!(rev3["signatures"]["devices"]["dev-a"].is_string(), "{rev3}");
+    // Applied signed again, unchanged: nothing new.
+    let again = fleet.cli(&[
+        "apply",
+        "--allow-dirty",
+        "--sign-key",
+        &key,
+        "--output",
+        "json",
+    ]);
+    let again: serde_json::Value = serde_json::from_str(&ok(&again)).expect("json");
+    assert_eq!(again["revision"], 3, "{again}");
+}
