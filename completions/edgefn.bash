@@ -1046,7 +1046,7 @@ _edgefn() {
             return 0
             ;;
         edgefn__subcmd__invoke)
-            opts="-f -h -V --event --topic --device --file --sandbox --help --version"
+            opts="-f -h -V --event --topic --device --timeout --as-device --file --sandbox --cloud --token --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1064,6 +1064,14 @@ _edgefn() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --as-device)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -1074,6 +1082,14 @@ _edgefn() {
                     ;;
                 --sandbox)
                     COMPREPLY=($(compgen -W "process container auto" -- "${cur}"))
+                    return 0
+                    ;;
+                --cloud)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)

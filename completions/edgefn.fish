@@ -31,7 +31,7 @@ complete -c edgefn -n "__fish_edgefn_needs_command" -f -a "new" -d 'Add a functi
 complete -c edgefn -n "__fish_edgefn_needs_command" -f -a "dev" -d 'Run the project locally: a control plane, a broker and one agent per device, re-applied on every change'
 complete -c edgefn -n "__fish_edgefn_needs_command" -f -a "validate" -d 'Check edgefn.yaml (and the functions\' test cases) and report every problem found'
 complete -c edgefn -n "__fish_edgefn_needs_command" -f -a "test" -d 'Run the functions\' test cases (functions/*/tests/*.yaml), or simulate one message on a device'
-complete -c edgefn -n "__fish_edgefn_needs_command" -f -a "invoke" -d 'Call a function once with an event, and print its result'
+complete -c edgefn -n "__fish_edgefn_needs_command" -f -a "invoke" -d 'Call a function once with an event, and print its result: here, or on a device'
 complete -c edgefn -n "__fish_edgefn_needs_command" -f -a "package" -d 'Package each function into a reproducible bundle named by its sha256'
 complete -c edgefn -n "__fish_edgefn_needs_command" -f -a "apply" -d 'Validate, package, upload what the cloud lacks, and submit a new revision'
 complete -c edgefn -n "__fish_edgefn_needs_command" -f -a "diff" -d 'Show what applying would change on each device (exit 0: none, 2: changes, 1: error)'
@@ -88,11 +88,15 @@ complete -c edgefn -n "__fish_edgefn_using_subcommand test" -s h -l help -d 'Pri
 complete -c edgefn -n "__fish_edgefn_using_subcommand test" -s V -l version -d 'Print version'
 complete -c edgefn -n "__fish_edgefn_using_subcommand invoke" -l event -d 'The event\'s payload (JSON, or else text; `@FILE` reads it from a file)' -r
 complete -c edgefn -n "__fish_edgefn_using_subcommand invoke" -l topic -d 'The event\'s topic' -r
-complete -c edgefn -n "__fish_edgefn_using_subcommand invoke" -l device -d 'Run it as on this device of the manifest (its binding\'s settings and its values in `env`; default: the first device its first binding selects)' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand invoke" -l device -d 'Run it on this registered device, through the control plane: the function (or binding) its current desired state runs there, with the logs it wrote' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand invoke" -l timeout -d 'With --device: how long to wait for the device\'s answer (at most 60s)' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand invoke" -l as-device -d 'Run it here as on this device of the manifest (its binding\'s settings and its values in `env`; default: the first device its first binding selects)' -r
 complete -c edgefn -n "__fish_edgefn_using_subcommand invoke" -s f -l file -d 'The manifest (default: edgefn.yaml here or in a parent folder)' -r -F
 complete -c edgefn -n "__fish_edgefn_using_subcommand invoke" -l sandbox -d 'Where the function runs' -r -f -a "process\t'A process group with rlimits'
 container\t'A container with cgroup limits (root on Linux)'
 auto\t'Container where possible, else process'"
+complete -c edgefn -n "__fish_edgefn_using_subcommand invoke" -l cloud -d 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]' -r
+complete -c edgefn -n "__fish_edgefn_using_subcommand invoke" -l token -d 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]' -r
 complete -c edgefn -n "__fish_edgefn_using_subcommand invoke" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c edgefn -n "__fish_edgefn_using_subcommand invoke" -s V -l version -d 'Print version'
 complete -c edgefn -n "__fish_edgefn_using_subcommand package" -s f -l file -d 'The manifest (default: edgefn.yaml here or in a parent folder)' -r -F
@@ -257,7 +261,7 @@ complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_
 complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new dev validate test invoke package apply diff status history rollback keygen device token secret login publish subscribe logs completions help" -f -a "dev" -d 'Run the project locally: a control plane, a broker and one agent per device, re-applied on every change'
 complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new dev validate test invoke package apply diff status history rollback keygen device token secret login publish subscribe logs completions help" -f -a "validate" -d 'Check edgefn.yaml (and the functions\' test cases) and report every problem found'
 complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new dev validate test invoke package apply diff status history rollback keygen device token secret login publish subscribe logs completions help" -f -a "test" -d 'Run the functions\' test cases (functions/*/tests/*.yaml), or simulate one message on a device'
-complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new dev validate test invoke package apply diff status history rollback keygen device token secret login publish subscribe logs completions help" -f -a "invoke" -d 'Call a function once with an event, and print its result'
+complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new dev validate test invoke package apply diff status history rollback keygen device token secret login publish subscribe logs completions help" -f -a "invoke" -d 'Call a function once with an event, and print its result: here, or on a device'
 complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new dev validate test invoke package apply diff status history rollback keygen device token secret login publish subscribe logs completions help" -f -a "package" -d 'Package each function into a reproducible bundle named by its sha256'
 complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new dev validate test invoke package apply diff status history rollback keygen device token secret login publish subscribe logs completions help" -f -a "apply" -d 'Validate, package, upload what the cloud lacks, and submit a new revision'
 complete -c edgefn -n "__fish_edgefn_using_subcommand help; and not __fish_seen_subcommand_from init new dev validate test invoke package apply diff status history rollback keygen device token secret login publish subscribe logs completions help" -f -a "diff" -d 'Show what applying would change on each device (exit 0: none, 2: changes, 1: error)'

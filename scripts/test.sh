@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 need=()
 command -v python3 >/dev/null || need+=(python3)
 command -v node >/dev/null || need+=(nodejs)
+# Dependency layers are installed with pip and npm (tests/layers.rs; PyPI and npm's registry).
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+command -v npm >/dev/null || need+=(npm)
 # tests/mqtt.rs starts its own Mosquitto processes (never the system service).
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 # tests/console.rs drives the web console in Chromium through chromedriver.

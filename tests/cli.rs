@@ -967,7 +967,7 @@ fn test_cases_are_read_with_the_same_bounds() {
     assert!(err.contains("nothing was run"), "{err}");
 }
 
-/// `edgefn invoke --device` and a test case's `device:` run a function as on that device (its
+/// `edgefn invoke --as-device` and a test case's `device:` run a function as on that device (its
 /// binding, its values in `env`), and refuse a device that does not run it; `--event @FILE`
 /// reads the payload from a file, up to a limit.
 #[test]
@@ -987,7 +987,7 @@ fn invoke_and_test_run_a_function_as_on_a_device_that_runs_it() {
     .expect("manifest");
     let out = ok(&edgefn(
         tmp.path(),
-        &["invoke", "line", "--device", "gw-02", "--event", "1"],
+        &["invoke", "line", "--as-device", "gw-02", "--event", "1"],
     ));
     assert!(out.contains("\"line\": \"line-9\""), "{out}");
     let out = ok(&edgefn(tmp.path(), &["invoke", "line"]));
@@ -996,14 +996,14 @@ fn invoke_and_test_run_a_function_as_on_a_device_that_runs_it() {
         "the first device by default: {out}"
     );
 
-    let wrong = edgefn(tmp.path(), &["invoke", "line", "--device", "vm-01"]);
+    let wrong = edgefn(tmp.path(), &["invoke", "line", "--as-device", "vm-01"]);
     assert_eq!(wrong.status.code(), Some(1));
     assert!(
         text(&wrong.stderr).contains("does not run on device `vm-01`"),
         "{}",
         text(&wrong.stderr)
     );
-    let typo = edgefn(tmp.path(), &["invoke", "line", "--device", "gw-03"]);
+    let typo = edgefn(tmp.path(), &["invoke", "line", "--as-device", "gw-03"]);
     assert_eq!(typo.status.code(), Some(1));
     assert!(
         text(&typo.stderr).contains("gw-03"),

@@ -1716,3 +1716,219 @@ fn device_add_writes_the_port_the_embedded_broker_listens_on() {
         "{written}"
     );
 }
+
+fn post_json(cloud: &Cloud, path: &str, body: &serde_json::Value) -> Response {
+    http(
+        &cloud.addr(),
+        "POST",
+        path,
+        Some(&cloud.admin),
+        &[("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+}
+
+fn get_json(cloud: &Cloud, path: &str) -> Response {
+    http(&cloud.addr(), "GET", path, Some(&cloud.admin), &[], b"")
+}
+
+/// A binding made outside git (`POST /v1/bindings`, as the console does) is a new revision made
+/// from the latest manifest's text (comments kept), through the same checks as an apply (409 on
+/// a stale parent); `status` and `diff` then say git lacks it, and `apply` from git says what it
+/// would undo and refuses without `--force`.
+#[test]
+fn a_binding_made_outside_git_is_never_undone_silently() {
+    let data = tempfile::tempdir().expect("data");
+    let cloud = Cloud::start(data.path());
+    let project = quickstart_repo();
+    let dir = project.path();
+
+    let r = post_json(
+        &cloud,
+        "/v1/bindings",
+        &serde_json::json!({"function": "collector", "devices": {"names": ["gw-02"]}}),
+    );
+    assert_eq!(r.status, 409, "nothing applied yet: {}", text(&r.body));
+    ok(&cli(dir, &cloud, &["apply"]));
+
+    // Bad input: each refused with what is wrong, nothing committed.
+    let hostile = "<script>alert(\"x\")</script>".repeat(100);
+    for (body, status, says) in [
+        (
+            serde_json::json!({"function": hostile, "devices": {"names": ["gw-02"]}}),
+            404,
+            "has no function",
+        ),
+        (
+            serde_json::json!({"function": "collector", "devices": {"names": [hostile]}}),
+            400,
+            "not a device of revision 1",
+        ),
+        (
+            serde_json::json!({"function": "collector", "devices": {"labels": {"site": hostile}}}),
+            404,
+            "select no device",
+        ),
+        (
+            serde_json::json!({"function": "collector", "devices": {"names": ["gw-01"]}}),
+            400,
+            "already runs on gw-01",
+        ),
+        (
+            serde_json::json!({"function": "collector", "devices": {"names": ["gw-02"]}, "mode": "triggered", "triggers": ["a/+b"]}),
+            422,
+            "the manifest has",
+        ),
+        (
+            serde_json::json!({"function": "collector", "devices": {"names": ["gw-02"]}, "expectedParent": 0}),
+            409,
+            "latest revision is 1",
+        ),
+    ] {
+        let r = post_json(&cloud, "/v1/bindings", &body);
+        assert_eq!(r.status, status, "{body}: {}", text(&r.body));
+        assert!(text(&r.body).contains(says), "{}", text(&r.body));
+    }
+    let long = post_json(
+        &cloud,
+        "/v1/bindings",
+        &serde_json::json!({"function": "x".repeat(70_000), "devices": {"names": ["gw-02"]}}),
+    );
+    assert_eq!(long.status, 413);
+    assert_eq!(
+        get_json(&cloud, "/v1/revisions?limit=1").json()[0]["number"],
+        1
+    );
+
+    let made = post_json(
+        &cloud,
+        "/v1/bindings",
+        &serde_json::json!({"function": "collector", "devices": {"names": ["gw-02"]}, "mode": "continuous", "expectedParent": 1}),
+    );
+    assert_eq!(made.status, 201, "{}", text(&made.body));
+    let made = made.json();
+    assert_eq!(made["revision"], 2);
+    assert_eq!(made["binding"], "collector-2");
+    assert_eq!(made["devices"], serde_json::json!(["gw-02"]));
+    let rev = get_json(&cloud, "/v1/revisions/2").json();
+    assert_eq!(rev["provenance"]["tool"], "api", "{rev}");
+    assert!(
+        rev["provenance"]["author"]
+            .as_str()
+            .is_some_and(|a| a.contains("admin token `token-file`")),
+        "{rev}"
+    );
+    let manifest = rev["manifest"].as_str().expect("manifest");
+    assert!(
+        manifest.starts_with("# yaml-language-server")
+            && manifest.contains("# exec (shell): a daemon that samples a sensor")
+            && manifest.contains("  - name: \"collector-2\"\n    function: \"collector\"\n"),
+        "the latest text with one binding appended: {manifest}"
+    );
+
+    // The revision diff: gw-02 gains the collector, gw-01 does not change.
+    let diff = get_json(&cloud, "/v1/revisions/1/diff/2");
+    assert_eq!(diff.status, 200, "{}", text(&diff.body));
+    let diff = diff.json();
+    assert_eq!(diff["unchanged"], 1, "{diff}");
+    assert_eq!(diff["devices"][0]["device"], "gw-02");
+    assert_eq!(
+        diff["devices"][0]["functionsAdded"],
+        serde_json::json!(["collector"])
+    );
+    assert_eq!(
+        diff["devices"][0]["bindingsAdded"],
+        serde_json::json!(["collector-2"])
+    );
+    assert_eq!(get_json(&cloud, "/v1/revisions/1/diff/9").status, 404);
+    assert_eq!(get_json(&cloud, "/v1/revisions/1/diff/x").status, 400);
+
+    // Functions, and a bundle's files.
+    let functions = get_json(&cloud, "/v1/functions").json();
+    let collector = functions
+        .as_array()
+        .and_then(|a| a.iter().find(|f| f["name"] == "collector"))
+        .expect("collector")
+        .clone();
+    assert_eq!(collector["devices"], serde_json::json!(["gw-01", "gw-02"]));
+    let digest = collector["bundle"].as_str().expect("bundle");
+    let files = get_json(&cloud, &format!("/v1/bundles/{digest}/files")).json();
+    let script = files["files"]
+        .as_array()
+        .and_then(|a| a.iter().find(|f| f["path"] == "collect.sh"))
+        .expect("collect.sh")
+        .clone();
+    assert_eq!(script["executable"], true, "{files}");
+    let preview = get_json(&cloud, &format!("/v1/bundles/{digest}/files/collect.sh")).json();
+    assert!(
+        preview["text"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("#!/bin/sh")),
+        "{preview}"
+    );
+    assert_eq!(preview["binary"], false);
+    assert_eq!(
+        get_json(&cloud, &format!("/v1/bundles/{digest}/files/nope.txt")).status,
+        404
+    );
+    assert_eq!(get_json(&cloud, "/v1/bundles/nothex/files").status, 400);
+    assert_eq!(
+        get_json(&cloud, &format!("/v1/bundles/{}/files", "0".repeat(64))).status,
+        404
+    );
+
+    // Git does not have it: status and diff say so, apply refuses without --force.
+    let status = ok(&cli(dir, &cloud, &["status"]));
+    assert!(
+        status.contains("note: revision 2 was made through the API by admin token `token-file`")
+            && status.contains("lacks binding `collector-2` (collector on gw-02)"),
+        "{status}"
+    );
+    let diff = cli(dir, &cloud, &["diff"]);
+    assert_eq!(diff.status.code(), Some(2), "the apply would change gw-02");
+    let out = text(&diff.stdout);
+    assert!(
+        out.contains("drift: revision 2 was made through the API")
+            && out.contains("`edgefn apply` would undo binding `collector-2` (collector on gw-02), so it refuses without --force"),
+        "{out}"
+    );
+    let refused = cli(dir, &cloud, &["apply"]);
+    assert_eq!(refused.status.code(), Some(1));
+    // The message as one line (the error report wraps it).
+    let err = text(&refused.stderr)
+        .replace('│', " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        err.contains(
+            "applying this checkout would undo: binding `collector-2` (collector on gw-02)"
+        ) && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(
+        get_json(&cloud, "/v1/revisions?limit=1").json()[0]["number"],
+        2
+    );
+
+    // Committing the same change in git replaces it without a word of warning.
+    let path = dir.join("edgefn.yaml");
+    let local = std::fs::read_to_string(&path).expect("read").replace(
+        "routes:\n",
+        "  - { name: collector-2, function: collector, devices: { names: [gw-02] }, mode: continuous }\n\nroutes:\n",
+    );
+    std::fs::write(&path, local).expect("write");
+    git(dir, &["commit", "-qam", "the console's binding"]);
+    let diff = text(&cli(dir, &cloud, &["diff"]).stdout);
+    assert!(diff.contains("this checkout has its change"), "{diff}");
+
+    // --force undoes it on purpose.
+    git(dir, &["reset", "-q", "--hard", "HEAD~1"]);
+    let forced = cli(dir, &cloud, &["apply", "--force"]);
+    ok(&forced);
+    assert!(
+        text(&forced.stderr).contains("--force: undone (binding `collector-2`"),
+        "{}",
+        text(&forced.stderr)
+    );
+}

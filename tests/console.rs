@@ -145,14 +145,22 @@ async fn open(c: &Client, url: &str) {
 }
 
 /// Clicks the element `css` once it is on the page.
+/// A live page may replace the element between finding and clicking it (the overview renders
+/// its page again when a device reports): a stale element is found again, as a person's click
+/// would land on the new one.
 async fn click(c: &Client, css: &str) {
-    c.wait()
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("`{css}` never appeared: {e}"))
-        .click()
-        .await
-        .unwrap_or_else(|e| panic!("click `{css}`: {e}"));
+    for attempt in 0.. {
+        let found = c
+            .wait()
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("`{css}` never appeared: {e}"));
+        match found.click().await {
+            Ok(()) => return,
+            Err(e) if e.is_stale_element_reference() && attempt < 20 => {}
+            Err(e) => panic!("click `{css}`: {e}"),
+        }
+    }
 }
 
 /// A project from the quickstart with a commit message full of markup, two registered devices
@@ -167,6 +175,9 @@ struct Fleet {
 
 const HOSTILE: &str =
     "<script>window.__pwned=1</script><img src=x onerror=\"window.__pwned=2\"> \"quotes' & more";
+
+/// A file name with markup in it (in the temp-filter's bundle).
+const HOSTILE_FILE: &str = "<img src=x onerror=\"window.__pwned=3\">'.txt";
 
 fn fleet() -> Fleet {
     let data = tempfile::tempdir().expect("cloud data");
@@ -218,6 +229,15 @@ fn fleet() -> Fleet {
             &format!("def handle(event, context):\n    print({HOSTILE:?})\n"),
             1,
         ),
+    )
+    .expect("write");
+    // A file whose name and contents are markup, for the bundle view.
+    std::fs::write(
+        project
+            .path()
+            .join("functions/temp-filter")
+            .join(HOSTILE_FILE),
+        HOSTILE,
     )
     .expect("write");
     git(project.path(), &["add", "-A"]);
@@ -669,4 +689,527 @@ fn sessions_and_csrf_are_enforced_and_pages_carry_a_strict_csp() {
         .expect("the control plane stops with a console page open");
     assert!(stopped.success(), "{stopped:?}");
     drop(events);
+}
+
+/// Waits (`secs` at most) until the element `css` has text containing `want`.
+async fn text_within(c: &Client, css: &str, want: &str, secs: u64) -> String {
+    let mut last = String::new();
+    for _ in 0..secs * 10 {
+        if let Ok(e) = c.find(Locator::Css(css)).await {
+            last = e.text().await.unwrap_or_default();
+            if last.contains(want) {
+                return last;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("`{css}` never showed {want:?}; it shows {last:?}");
+}
+
+/// Selects the option `value` of the `<select>` `css`.
+async fn choose(c: &Client, css: &str, value: &str) {
+    c.wait()
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("`{css}` never appeared: {e}"))
+        .select_by_value(value)
+        .await
+        .unwrap_or_else(|e| panic!("choose {value} in `{css}`: {e}"));
+}
+
+/// Signs in with the admin token on the page at `url`.
+async fn sign_in(c: &Client, url: &str, admin: &str) {
+    open(c, url).await;
+    c.wait()
+        .for_element(Locator::Css("#token"))
+        .await
+        .expect("sign-in form")
+        .send_keys(&format!("{admin}\n"))
+        .await
+        .expect("type");
+    c.wait()
+        .for_element(Locator::Css("#nav:not([hidden])"))
+        .await
+        .expect("signed in");
+    watch_errors(c).await;
+}
+
+/// Bind with a click: the collector runs on gw-02 (its real agent takes it); the drift shows in
+/// `edgefn status`; a bind that races an apply gets the API's 409, shown in the page; the CSRF
+/// token is required. Then the revision diff, the functions page and a bundle's files, with
+/// markup in file names, contents and commit messages shown as text.
+#[test]
+fn the_console_binds_with_a_click_and_shows_diffs_functions_and_bundles() {
+    let fleet = fleet();
+    let driver = Driver::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let env = fleet.cloud.env();
+    let env = [(env[0].0, env[0].1.as_str()), (env[1].0, env[1].1.as_str())];
+    rt.block_on(async {
+        let c = browser(&driver, 1280, 800).await;
+        let base = fleet.cloud.url.clone();
+        sign_in(&c, &format!("{base}/#/bind"), &fleet.cloud.admin).await;
+
+        // Bind the collector to gw-02, by keyboard: choose, type, Enter.
+        choose(&c, "#bind-function", "collector").await;
+        let device = c.find(Locator::Css("#bind-device")).await.expect("device");
+        device.send_keys("gw-02").await.expect("type");
+        screenshot(&c, "bind").await;
+        device.send_keys("\n").await.expect("submit");
+        let done = text_of(&c, "#bind-result", "Revision 2 runs collector on gw-02").await;
+        assert!(done.contains("binding collector-2"), "{done}");
+        assert!(done.contains("Git does not have this change"), "{done}");
+
+        // The device takes it: its real agent runs the collector.
+        click(&c, "#bind-result a[href='#/devices/gw-02']").await;
+        watch_errors(&c).await;
+        let fns = text_within(&c, "#device-functions", "collector-2", 60).await;
+        assert!(fns.contains("temp-filter"), "{fns}");
+        let rev = http(
+            &fleet.cloud.addr(),
+            "GET",
+            "/v1/revisions/2",
+            Some(&fleet.cloud.admin),
+            &[],
+            b"",
+        )
+        .json();
+        assert_eq!(rev["provenance"]["tool"], "console", "{rev}");
+        assert!(
+            rev["provenance"]["author"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("admin token `")),
+            "{rev}"
+        );
+
+        // Git does not have it: `edgefn status` in the project says so.
+        let status = ok(&edgefn_env(fleet.project.path(), &["status"], &env));
+        assert!(
+            status.contains("note: revision 2 was made in the web console")
+                && status.contains("lacks binding `collector-2` (collector on gw-02)"),
+            "{status}"
+        );
+
+        // The revision diff, picked on the revisions page.
+        open(&c, &format!("{base}/#/revisions")).await;
+        let from = c
+            .wait()
+            .for_element(Locator::Css("#diff-a"))
+            .await
+            .expect("compare form");
+        from.clear().await.expect("clear");
+        from.send_keys("1").await.expect("type");
+        click(&c, "#compare-submit").await;
+        let row = text_of(&c, "#diff-rows tr[data-device=gw-02]", "collector-2").await;
+        assert!(row.contains("+ functions: collector"), "{row}");
+        text_of(&c, "#diff-summary", "Changed: 1 device; unchanged: 1").await;
+        let from = text_of(&c, "#diff-from", "<script>").await;
+        assert!(from.contains(HOSTILE), "the commit message as text: {from}");
+        screenshot(&c, "revision-diff").await;
+
+        // Functions: who runs what; a bundle's files, a name and contents with markup as text.
+        open(&c, &format!("{base}/#/functions")).await;
+        let collector = text_of(&c, "#functions-rows tr[data-function=collector]", "gw-02").await;
+        assert!(collector.contains("gw-01"), "{collector}");
+        let links = c
+            .find_all(Locator::Css(
+                "#functions-rows tr[data-function=collector] a.chip",
+            ))
+            .await
+            .expect("device links");
+        assert_eq!(links.len(), 2, "a link per device: {collector}");
+        screenshot(&c, "functions").await;
+        click(&c, "#functions-rows tr[data-function=temp-filter] a.bundle").await;
+        let files = text_of(&c, "#bundle-files", "main.py").await;
+        assert!(files.contains(HOSTILE_FILE), "{files}");
+        click(
+            &c,
+            &format!("#bundle-files tr[data-path={:?}] a", HOSTILE_FILE),
+        )
+        .await;
+        let shown = text_of(&c, "#bundle-text", "<script>").await;
+        assert_eq!(shown, HOSTILE);
+        click(&c, "#bundle-files tr[data-path='main.py'] a").await;
+        text_of(&c, "#bundle-text", "def handle(event, context):").await;
+        screenshot(&c, "bundle").await;
+
+        // A bind that races an apply: the page was made against revision 2; `edgefn apply
+        // --force` from git (revision 3) gets there first, and the click gets the API's 409.
+        open(&c, &format!("{base}/#/bind/greeter")).await;
+        c.wait()
+            .for_element(Locator::Css("#bind-labels"))
+            .await
+            .expect("form");
+        ok(&edgefn_env(
+            fleet.project.path(),
+            &["apply", "--force"],
+            &env,
+        ));
+        let labels = c.find(Locator::Css("#bind-labels")).await.expect("labels");
+        labels
+            .send_keys("site=<img src=x onerror=window.__pwned=4>")
+            .await
+            .expect("type");
+        click(&c, "#bind-submit").await;
+        text_of(
+            &c,
+            "#bind-result [role=alert]",
+            "Someone applied a revision",
+        )
+        .await;
+        // Against the latest: labels that select nothing are refused, the markup stays text.
+        open(&c, &format!("{base}/#/bind/temp-filter")).await;
+        let labels = c
+            .wait()
+            .for_element(Locator::Css("#bind-labels"))
+            .await
+            .expect("labels");
+        labels
+            .send_keys("site=<img src=x onerror=window.__pwned=4>\n")
+            .await
+            .expect("type");
+        text_of(&c, "#bind-result [role=alert]", "select no device").await;
+        assert_eq!(
+            c.execute("return window.__pwned === undefined;", vec![])
+                .await
+                .expect("script"),
+            serde_json::json!(true),
+            "markup never runs"
+        );
+
+        // The bind needs the page's CSRF token: missing or forged, 403.
+        for token in [None, Some("forged")] {
+            let status = c
+                .execute_async(
+                    "const [token, done] = arguments;
+                     const headers = {'Content-Type': 'application/json'};
+                     if (token) headers['X-CSRF-Token'] = token;
+                     fetch('/v1/bindings', {method: 'POST', credentials: 'same-origin', headers,
+                       body: JSON.stringify({function: 'greeter', devices: {names: ['gw-01']}})})
+                       .then(r => done(r.status));",
+                    vec![serde_json::json!(token)],
+                )
+                .await
+                .expect("fetch");
+            assert_eq!(status, serde_json::json!(403), "CSRF token {token:?}");
+        }
+        let errors = console_errors(&c).await;
+        assert!(errors.is_empty(), "errors in the browser: {errors:?}");
+        c.close().await.expect("close");
+
+        // A phone's width: the bind form and the functions page fit.
+        let phone = browser(&driver, 390, 844).await;
+        sign_in(&phone, &format!("{base}/#/bind"), &fleet.cloud.admin).await;
+        phone
+            .wait()
+            .for_element(Locator::Css("#bind-submit"))
+            .await
+            .expect("form");
+        let fits = phone
+            .execute(
+                "return document.documentElement.scrollWidth <= window.innerWidth;",
+                vec![],
+            )
+            .await
+            .expect("width");
+        assert_eq!(fits, serde_json::json!(true), "no sideways scrolling");
+        screenshot(&phone, "bind-phone").await;
+        let errors = console_errors(&phone).await;
+        assert!(errors.is_empty(), "errors in the browser: {errors:?}");
+        phone.close().await.expect("close");
+    });
+}
+
+/// The overview is paged and filtered on the server: with 122 devices, a page holds 100, the
+/// counts cover the fleet, the filters narrow it, and a report changes the visible page live.
+#[test]
+fn the_overview_pages_and_filters_many_devices_on_the_server() {
+    let data = tempfile::tempdir().expect("data");
+    let cloud = Cloud::start(data.path());
+    let project = quickstart_repo();
+    let env = cloud.env();
+    let env = [(env[0].0, env[0].1.as_str()), (env[1].0, env[1].1.as_str())];
+    ok(&edgefn_env(project.path(), &["apply"], &env));
+    let mut gw01 = String::new();
+    for i in 0..120 {
+        let r = http(
+            &cloud.addr(),
+            "POST",
+            "/v1/devices",
+            Some(&cloud.admin),
+            &[("Content-Type", "application/json")],
+            format!(r#"{{"name": "dev-{i:03}"}}"#).as_bytes(),
+        );
+        assert_eq!(r.status, 201, "{}", text(&r.body));
+    }
+    for d in ["gw-01", "gw-02"] {
+        let r = http(
+            &cloud.addr(),
+            "POST",
+            "/v1/devices",
+            Some(&cloud.admin),
+            &[("Content-Type", "application/json")],
+            format!(r#"{{"name": "{d}"}}"#).as_bytes(),
+        );
+        if d == "gw-01" {
+            gw01 = r.json()["token"].as_str().expect("token").to_owned();
+        }
+    }
+    // The page's API: bounded, and its filters checked.
+    let bad = http(
+        &cloud.addr(),
+        "GET",
+        "/v1/status/page?size=100000",
+        Some(&cloud.admin),
+        &[],
+        b"",
+    );
+    assert_eq!(bad.status, 400, "{}", text(&bad.body));
+    let bad = http(
+        &cloud.addr(),
+        "GET",
+        "/v1/status/page?state=%3Cscript%3E",
+        Some(&cloud.admin),
+        &[],
+        b"",
+    );
+    assert_eq!(bad.status, 400, "{}", text(&bad.body));
+    let page = http(
+        &cloud.addr(),
+        "GET",
+        "/v1/status/page?page=1&size=100",
+        Some(&cloud.admin),
+        &[],
+        b"",
+    )
+    .json();
+    assert_eq!(page["counts"]["total"], 122, "{page}");
+    assert_eq!(page["devices"].as_array().map(Vec::len), Some(22));
+
+    let driver = Driver::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let c = browser(&driver, 1280, 800).await;
+        sign_in(&c, &format!("{}/", cloud.url), &cloud.admin).await;
+        text_of(&c, "#fleet-summary", "0 of 122 devices converged").await;
+        text_of(&c, "#page-of", "page 1 of 2").await;
+        let rows = c
+            .find_all(Locator::Css("#fleet-rows tr"))
+            .await
+            .expect("rows");
+        assert_eq!(rows.len(), 100, "one page");
+        screenshot(&c, "fleet-paged").await;
+        click(&c, "#page-next").await;
+        text_of(&c, "#page-of", "page 2 of 2").await;
+        text_of(&c, "#fleet-rows tr[data-device=gw-01]", "never seen").await;
+
+        // A report changes the visible page, live, and the counts.
+        let r = http(
+            &cloud.addr(),
+            "POST",
+            "/v1/devices/gw-01/status",
+            Some(&gw01),
+            &[("Content-Type", "application/json")],
+            br#"{"state": "failed", "message": "<b>bench</b>"}"#,
+        );
+        assert_eq!(r.status, 204, "{}", text(&r.body));
+        text_of(&c, "#fleet-rows tr[data-device=gw-01]", "failed").await;
+        text_of(&c, "#fleet-summary", "failed 1").await;
+
+        // Filters, on the server: a name, a label, a state.
+        let q = c.find(Locator::Css("#f-q")).await.expect("name filter");
+        q.send_keys("dev-11").await.expect("type");
+        text_of(&c, "#fleet-summary", "10 shown by the filters").await;
+        text_of(&c, "#page-of", "page 1 of 1").await;
+        q.clear().await.expect("clear");
+        q.send_keys(" ").await.expect("type");
+        let label = c.find(Locator::Css("#f-label")).await.expect("label");
+        label.send_keys("site=shanghai").await.expect("type");
+        text_of(&c, "#fleet-summary", "1 shown by the filters").await;
+        text_of(&c, "#fleet-rows", "gw-01").await;
+        label.clear().await.expect("clear");
+        label.send_keys(" ").await.expect("type");
+        choose(&c, "#f-state", "failed").await;
+        text_of(&c, "#fleet-summary", "1 shown by the filters").await;
+        choose(&c, "#f-state", "never seen").await;
+        text_of(&c, "#fleet-summary", "121 shown by the filters").await;
+        let errors = console_errors(&c).await;
+        assert!(errors.is_empty(), "errors in the browser: {errors:?}");
+        c.close().await.expect("close");
+    });
+}
+
+/// Issue 15's invoke panel, in the browser: a function bound on a real agent runs on request
+/// and its answer and the logs it wrote show, as text (a topic with markup and quotes, the
+/// log line full of markup); the same for an offline device gives a clear timeout. Through the
+/// API's own endpoint, with the session and its CSRF token.
+#[test]
+fn the_invoke_panel_runs_a_function_on_a_device_and_shows_its_answer_as_text() {
+    let mut fleet = fleet();
+    let driver = Driver::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let c = browser(&driver, 1280, 800).await;
+        open(&c, &format!("{}/", fleet.cloud.url)).await;
+        let token = c
+            .wait()
+            .for_element(Locator::Css("#token"))
+            .await
+            .expect("sign-in form");
+        token
+            .send_keys(&format!("{}\n", fleet.cloud.admin))
+            .await
+            .expect("type");
+        text_of(&c, "#fleet-summary", "2 of 2 devices converged").await;
+        open(&c, &format!("{}/#/devices/gw-01", fleet.cloud.url)).await;
+        text_of(&c, "#invoke-function", "temp-filter").await;
+        c.find(Locator::Css("#invoke-function"))
+            .await
+            .expect("function picker")
+            .select_by_value("temp-filter")
+            .await
+            .expect("pick temp-filter");
+        let topic = c
+            .find(Locator::Css("#invoke-topic"))
+            .await
+            .expect("topic field");
+        assert_eq!(
+            topic.attr("placeholder").await.expect("attr").as_deref(),
+            Some("sensors/+/temperature"),
+            "the trigger is the hint"
+        );
+        let hostile_line = "<img src=x onerror=\"window.__pwned=4\">'q'";
+        topic
+            .send_keys(&format!("sensors/{hostile_line}/temperature"))
+            .await
+            .expect("type");
+        c.find(Locator::Css("#invoke-payload"))
+            .await
+            .expect("payload field")
+            .send_keys("{\"celsius\": 50}")
+            .await
+            .expect("type");
+        // The agent's link comes up a moment after convergence: a request before it times
+        // out (and never runs later); ask again until it answers.
+        let mut shown = String::new();
+        for _ in 0..20 {
+            c.find(Locator::Css("#invoke-timeout"))
+                .await
+                .expect("wait field")
+                .clear()
+                .await
+                .expect("clear");
+            c.find(Locator::Css("#invoke-timeout"))
+                .await
+                .expect("wait field")
+                .send_keys("2")
+                .await
+                .expect("type");
+            click(&c, "#invoke-run").await;
+            shown = text_of(&c, "#invoke-result", "").await;
+            for _ in 0..50 {
+                shown = c
+                    .find(Locator::Css("#invoke-result"))
+                    .await
+                    .expect("result")
+                    .text()
+                    .await
+                    .unwrap_or_default();
+                if !shown.contains("Waiting for") {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if shown.contains("answered in") {
+                break;
+            }
+        }
+        assert!(shown.contains("temp-filter answered in"), "{shown}");
+        let value = text_of(&c, "#invoke-value", "\"alert\": true").await;
+        // Shown as JSON text: the markup and quotes as they are, escaped only as JSON escapes.
+        let as_json = serde_json::to_string(hostile_line).expect("json");
+        assert!(value.contains(&as_json), "the result, as text: {value}");
+        let published = text_of(&c, "#invoke-published", "alerts/").await;
+        assert!(
+            published.contains(&format!("alerts/{hostile_line} ")) && published.contains(&as_json),
+            "{published}"
+        );
+        let logs = text_of(&c, "#invoke-logs", "onerror").await;
+        assert!(logs.contains(HOSTILE), "the log line, as text: {logs}");
+        assert_eq!(
+            c.execute("return window.__pwned === undefined;", vec![])
+                .await
+                .expect("script"),
+            serde_json::json!(true),
+            "markup in an answer never runs"
+        );
+        c.execute(
+            "document.getElementById('invoke-panel').scrollIntoView();",
+            vec![],
+        )
+        .await
+        .expect("scroll");
+        screenshot(&c, "invoke").await;
+        // The panel's endpoint needs the session's CSRF token like every change.
+        let refused = c
+            .execute_async(
+                "const done = arguments[0];
+                 fetch('/v1/devices/gw-01/invoke', {method: 'POST', credentials: 'same-origin',
+                   headers: {'Content-Type': 'application/json'},
+                   body: JSON.stringify({function: 'temp-filter'})})
+                   .then(r => done(r.status));",
+                vec![],
+            )
+            .await
+            .expect("fetch");
+        assert_eq!(refused, serde_json::json!(403));
+
+        // An offline device: a clear timeout within the wait asked for.
+        fleet.agents.remove(1).kill();
+        open(&c, &format!("{}/#/devices/gw-02", fleet.cloud.url)).await;
+        text_of(&c, "#invoke-function", "temp-filter").await;
+        c.find(Locator::Css("#invoke-function"))
+            .await
+            .expect("function picker")
+            .select_by_value("temp-filter")
+            .await
+            .expect("pick temp-filter");
+        c.find(Locator::Css("#invoke-topic"))
+            .await
+            .expect("topic field")
+            .send_keys("sensors/line2/temperature")
+            .await
+            .expect("type");
+        let wait = c
+            .find(Locator::Css("#invoke-timeout"))
+            .await
+            .expect("wait field");
+        wait.clear().await.expect("clear");
+        wait.send_keys("1").await.expect("type");
+        click(&c, "#invoke-run").await;
+        let timeout = text_of(&c, "#invoke-result [role=alert]", "No answer in time.").await;
+        assert!(
+            timeout.contains("did not answer") && timeout.contains("will not run later"),
+            "{timeout}"
+        );
+        c.execute(
+            "document.getElementById('invoke-panel').scrollIntoView();",
+            vec![],
+        )
+        .await
+        .expect("scroll");
+        screenshot(&c, "invoke-timeout").await;
+        let errors = console_errors(&c).await;
+        assert!(errors.is_empty(), "errors in the browser: {errors:?}");
+        c.close().await.expect("close");
+    });
 }

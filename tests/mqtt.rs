@@ -299,6 +299,89 @@ fn namespace_scenario(cloud: &Cloud, mqtt: &str, strict_suback: bool) {
         "gw-01 received a message not meant for it"
     );
 
+    // Invocations on request: a device reads only its own requests and answers only for
+    // itself; another device can neither read gw-01's requests nor answer them.
+    let spy = connect(mqtt, "gw-02.spy", "gw-02", &t2).expect("second gw-02 client");
+    let spied = [
+        spy.subscribe("edgefn/gw-01/invoke/+"),
+        spy.subscribe("edgefn/+/invoke/+"),
+        spy.subscribe("edgefn/gw-01/reply/+"),
+        spy.subscribe("edgefn/gw-02/reply/+"),
+    ];
+    if strict_suback {
+        assert!(
+            spied.iter().all(|c| *c == SubscribeReasonCode::Failure),
+            "{spied:?}"
+        );
+    }
+    assert!(matches!(
+        spy.subscribe("edgefn/gw-02/down/#"),
+        SubscribeReasonCode::Success(_)
+    ));
+    assert!(matches!(
+        d1.subscribe("edgefn/gw-01/invoke/+"),
+        SubscribeReasonCode::Success(_)
+    ));
+    let call = std::thread::spawn({
+        let (addr, admin) = (cloud.addr(), cloud.admin.clone());
+        move || {
+            http(
+                &addr,
+                "POST",
+                "/v1/devices/gw-01/invoke",
+                Some(&admin),
+                &[("Content-Type", "application/json")],
+                br#"{"function": "temp-filter", "payload": {"celsius": 45}, "timeoutMs": 20000}"#,
+            )
+        }
+    });
+    let (topic, request) = d1
+        .receive(Duration::from_secs(20))
+        .expect("gw-01 receives the invocation request");
+    let id = topic
+        .strip_prefix("edgefn/gw-01/invoke/")
+        .unwrap_or_else(|| panic!("{topic}"))
+        .to_owned();
+    assert_eq!(id.len(), 32, "{id}");
+    let request: serde_json::Value = serde_json::from_str(&request).expect("JSON request");
+    assert_eq!(request["binding"], "temp-filter");
+    assert_eq!(request["payload"], serde_json::json!({"celsius": 45}));
+    assert!(request["deadline_ms"].as_u64().is_some(), "{request}");
+    // gw-02 answers for gw-01, in gw-01's namespace (refused) and in its own (not gw-01's
+    // answer); then gw-01 answers. The cloud hears gw-01.
+    let forged = r#"{"binding": "forged", "function": "forged", "logs": [], "durationMs": 1}"#;
+    d2.publish(&format!("edgefn/gw-01/reply/{id}"), forged);
+    d2.publish(&format!("edgefn/gw-02/reply/{id}"), forged);
+    d1.publish(
+        &format!("edgefn/gw-01/reply/{id}"),
+        r#"{"binding": "temp-filter", "function": "temp-filter", "result": {"alert": true}, "logs": [], "durationMs": 3}"#,
+    );
+    let r = call.join().expect("invoke");
+    assert_eq!(r.status, 200, "{}", text(&r.body));
+    assert_eq!(r.json()["binding"], "temp-filter", "{}", text(&r.body));
+    assert_eq!(r.json()["result"]["alert"], true);
+    // The spy saw none of it: the first thing it receives is what is sent to gw-02.
+    ok(&cli(
+        project.path(),
+        cloud,
+        &["publish", "gw-02", "commands/spy-check", "sentinel"],
+    ));
+    assert_eq!(
+        spy.receive(Duration::from_secs(10)),
+        Some((
+            "edgefn/gw-02/down/commands/spy-check".into(),
+            "sentinel".into()
+        ))
+    );
+    assert_eq!(
+        d2.receive(Duration::from_secs(10)),
+        Some((
+            "edgefn/gw-02/down/commands/spy-check".into(),
+            "sentinel".into()
+        ))
+    );
+    drop(spy);
+
     // --label reaches exactly the labelled devices of the manifest.
     let out = ok(&cli(
         dir,
@@ -413,10 +496,11 @@ fn namespace_scenario(cloud: &Cloud, mqtt: &str, strict_suback: bool) {
     assert_eq!(one.lines().count(), 1, "{one}");
     assert!(ok(&cli(dir, cloud, &["logs", "gw-02"])).is_empty());
 
-    // All that reached the probe, whatever it subscribed to, was gw-01's own down traffic.
+    // All that reached the probe, whatever it subscribed to, was gw-01's own down traffic (and,
+    // on Mosquitto, which grants `#` and then filters, its own invocation request).
     while let Some((topic, payload)) = probe.receive(Duration::from_millis(500)) {
         assert!(
-            topic.starts_with("edgefn/gw-01/down/"),
+            topic.starts_with("edgefn/gw-01/down/") || topic.starts_with("edgefn/gw-01/invoke/"),
             "gw-01 received {topic} ({payload}) through {foreign:?}"
         );
     }
@@ -535,6 +619,18 @@ fn messages_are_refused_clearly_without_a_broker() {
         "{}",
         text(&out.stderr)
     );
+    // An invocation on request needs the broker too.
+    let out = cli(
+        tmp.path(),
+        &cloud,
+        &["invoke", "greeter", "--device", "gw-01"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("without an MQTT broker") && text(&out.stderr).contains("503"),
+        "{}",
+        text(&out.stderr)
+    );
     // The cloud's own MQTT user name is not a device name.
     let r = http(
         &cloud.addr(),
@@ -635,6 +731,8 @@ fn mosquitto_confines_each_device_to_its_namespace() {
     });
     let acl = std::fs::read_to_string(mdir.path().join("acl")).expect("acl written");
     assert!(acl.contains("pattern read edgefn/%u/down/#"), "{acl}");
+    assert!(acl.contains("pattern read edgefn/%u/invoke/+"), "{acl}");
+    assert!(acl.contains("pattern write edgefn/%u/reply/+"), "{acl}");
     namespace_scenario(&cloud, &format!("127.0.0.1:{port}"), false);
     let passwd = std::fs::read_to_string(mdir.path().join("passwd")).expect("passwd");
     assert!(

@@ -144,6 +144,7 @@ async fn outbox_rate(port: u16, dir: &std::path::Path) -> f64 {
         down_tx,
         logs,
         std::sync::Arc::new(uplink::LinkState::new(format!("127.0.0.1:{port}"))),
+        None,
         stop_rx,
     ));
     while outbox.stats().await.pending > 0 {

@@ -18,7 +18,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use edgefn_runtime::{Event, InvokeError, MessageSink, Payload, Reply};
 use tokio::sync::mpsc;
 
-use crate::live::Live;
+use crate::live::{Lease, Live};
 use crate::outbox::Outbox;
 use crate::uplink::{Downlink, PacketLimit, TooLarge};
 
@@ -263,6 +263,34 @@ impl Bus {
                 payload,
             };
             let bindings = release.matching(topic);
+            self.run_bindings(release, bindings, event, depth).await
+        })
+    }
+
+    /// Runs `binding` of the release `release` holds with `event` now, as a triggered event
+    /// would (the same lease, pool, concurrency, timeout and counters); what it publishes goes
+    /// on the bus as usual. For invocations on request from the cloud ([`crate::invoke`]).
+    pub(crate) async fn invoke_binding(
+        self: &Arc<Self>,
+        release: Lease,
+        binding: String,
+        event: Event,
+    ) -> Option<Delivery> {
+        self.run_bindings(release, vec![binding], event, 0)
+            .await
+            .pop()
+    }
+
+    /// Delivers `event` to `bindings` of `release` and waits for them; then puts what they
+    /// published on the bus.
+    fn run_bindings<'a>(
+        self: &'a Arc<Self>,
+        release: Lease,
+        bindings: Vec<String>,
+        event: Event,
+        depth: u32,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Delivery>> + Send + 'a>> {
+        Box::pin(async move {
             let mut handles = Vec::new();
             for b in bindings {
                 let (release, event) = (release.clone(), event.clone());

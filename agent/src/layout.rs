@@ -355,7 +355,12 @@ impl Layout {
             keep.iter().map(|r| format!("{}.json", r.digest)).collect();
         let mut keep_bundles: Vec<String> = keep
             .iter()
-            .flat_map(|r| r.state.functions.values().filter_map(|f| f.bundle.clone()))
+            .flat_map(|r| {
+                r.state
+                    .functions
+                    .values()
+                    .flat_map(|f| f.archives().cloned())
+            })
             .collect();
         keep_bundles.extend(wanted.iter().cloned());
         let keep_parts: Vec<String> = wanted.iter().map(|d| format!("{d}.part")).collect();

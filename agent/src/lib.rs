@@ -9,6 +9,7 @@ mod cloud;
 pub mod config;
 mod error;
 pub mod fault;
+mod invoke;
 mod layout;
 mod live;
 mod local;
@@ -166,13 +167,18 @@ pub async fn run_with_hooks(
     let log_tx = log_queue.clone();
     let ring = Arc::new(local::LogRing::new(1000));
     let keep = ring.clone();
+    // Lines collected for invocations on request while they run.
+    let captures = Arc::new(invoke::Captures::default());
+    let capture = captures.clone();
     let log = LogSink::new(move |l: LogLine| {
         if let Some(h) = &hook {
             h(&l);
         }
         tracing::info!(target: "function", "[{}/{}#{}] {}", l.function, l.binding, l.instance, l.line);
+        let ts_ms = edgefn_os::time::now_ms();
+        capture.offer(&l, ts_ms);
         let record = LogRecord {
-            ts_ms: edgefn_os::time::now_ms(),
+            ts_ms,
             binding: l.binding.to_string(),
             stream: l.stream,
             line: l.line,
@@ -266,6 +272,7 @@ pub async fn run_with_hooks(
             bus.downlink(),
             log_queue,
             state,
+            Some(invoke::start(bus.clone(), captures)),
             stop_rx.clone(),
         ))
     });

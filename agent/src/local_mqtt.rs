@@ -175,11 +175,10 @@ pub(crate) fn echo(broker: &LocalBroker, topic: &str, payload: &Payload) {
         Payload::Json(v) => serde_json::to_vec(v).unwrap_or_default(),
         Payload::Bytes(b) => b.clone(),
     };
-    broker.publish(Message {
-        topic: topic.to_owned(),
-        payload: Bytes::from(payload),
-        qos: QoS::AtLeastOnce,
-        retain: false,
-        properties: Vec::new(),
-    });
+    broker.publish(Message::new(
+        topic,
+        Bytes::from(payload),
+        QoS::AtLeastOnce,
+        false,
+    ));
 }

@@ -66,6 +66,7 @@ fn spec(
         handler: f.handler.clone(),
         interface: f.interface,
         bundle_dir: layout.bundle_dir(f.bundle.as_deref()?),
+        layer_dir: f.layer.as_deref().map(|l| layout.bundle_dir(l)),
         device: desired.state.device.clone(),
         revision: desired.revision,
         secrets_dir: secrets.folder(b),

@@ -180,11 +180,13 @@ impl Updater {
         );
 
         // 1. Bundles: download what is missing, verify, extract.
+        // Dependency layers are bundles too: downloaded once, shared by every function and
+        // release that names them.
         let mut wanted: Vec<String> = desired
             .state
             .functions
             .values()
-            .filter_map(|f| f.bundle.clone())
+            .flat_map(|f| f.archives().cloned())
             .collect();
         wanted.sort();
         wanted.dedup();

@@ -5,7 +5,10 @@
 //! (clean start off, long session expiry) so messages sent down while the device is offline wait
 //! for it. Up: each outbox message is published QoS 1 on `edgefn/<device>/up/<topic>` with its
 //! sequence number in the user property `edgefn-id`; it leaves the outbox only when the broker
-//! acknowledged it (and every message before it). Down: `edgefn/<device>/down/#`, QoS 1. After a
+//! acknowledged it (and every message before it). Down: `edgefn/<device>/down/#`, QoS 1.
+//! Invocations on request: `edgefn/<device>/invoke/+` at QoS 0 (so no broker keeps a request
+//! for an absent device), handed to [`crate::invoke`]; their replies go out at QoS 0 on
+//! `edgefn/<device>/reply/<id>`, beside the outbox, not through it. After a
 //! lost connection the link reconnects with exponential backoff and jitter, and sends again
 //! everything unacknowledged, in order.
 //!
@@ -177,6 +180,25 @@ pub struct Downlink {
     pub topic: String,
     /// Bytes.
     pub payload: Vec<u8>,
+}
+
+/// An invocation request or reply as the link carries it: the request's id (the last level
+/// of its topic) and the JSON bytes.
+#[derive(Debug, Clone)]
+pub struct RawInvocation {
+    /// The request's id.
+    pub id: String,
+    /// JSON: a `wire::InvokeRequest`, or an `api::InvokeResponse`.
+    pub payload: Vec<u8>,
+}
+
+/// Where the link hands invocation requests, and where it takes their replies from.
+#[derive(Debug)]
+pub struct InvokeChannels {
+    /// Requests from the cloud (a full queue drops the request: the cloud times out).
+    pub requests: mpsc::Sender<RawInvocation>,
+    /// Replies to publish.
+    pub replies: mpsc::Receiver<RawInvocation>,
 }
 
 /// A function log line to ship.
@@ -366,6 +388,11 @@ struct Link<'a> {
     down: &'a mpsc::Sender<Downlink>,
     limit: &'a PacketLimit,
     state: &'a LinkState,
+    /// Where requests go, and where replies come from (held by one connection at a time).
+    invoke: Option<(
+        &'a mpsc::Sender<RawInvocation>,
+        &'a tokio::sync::Mutex<mpsc::Receiver<RawInvocation>>,
+    )>,
 }
 
 /// Runs the link until `stop`.
@@ -380,8 +407,13 @@ pub async fn run(
     down: mpsc::Sender<Downlink>,
     logs: Arc<LogQueue>,
     state: Arc<LinkState>,
+    invoke: Option<InvokeChannels>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let (requests, replies) = match invoke {
+        Some(c) => (Some(c.requests), Some(tokio::sync::Mutex::new(c.replies))),
+        None => (None, None),
+    };
     let link = Link {
         broker: &broker,
         device: &device,
@@ -390,6 +422,7 @@ pub async fn run(
         down: &down,
         limit: &limit,
         state: &state,
+        invoke: requests.as_ref().zip(replies.as_ref()),
     };
     let mut attempt = 0u32;
     let mut v5 = protocol != Protocol::V4;
@@ -605,7 +638,8 @@ trait Client: Send {
     fn publish(&self, topic: String, payload: Vec<u8>, id: u64) -> bool;
     /// Publishes a log line (QoS 0); false when the client cannot take it now.
     fn publish_log(&self, topic: String, payload: Vec<u8>) -> bool;
-    fn subscribe(&self, filter: String) -> impl Future<Output = ()> + Send;
+    /// Subscribes at QoS 1, or at QoS 0 with `at_most_once`.
+    fn subscribe(&self, filter: String, at_most_once: bool) -> impl Future<Output = ()> + Send;
     fn disconnect(&self) -> impl Future<Output = ()> + Send;
 }
 
@@ -694,10 +728,15 @@ impl Client for V5 {
             .try_publish(topic, QoS::AtMostOnce, false, payload)
             .is_ok()
     }
-    fn subscribe(&self, filter: String) -> impl Future<Output = ()> + Send {
+    fn subscribe(&self, filter: String, at_most_once: bool) -> impl Future<Output = ()> + Send {
         let client = self.0.clone();
+        let qos = if at_most_once {
+            QoS::AtMostOnce
+        } else {
+            QoS::AtLeastOnce
+        };
         async move {
-            if let Err(e) = client.subscribe(filter, QoS::AtLeastOnce).await {
+            if let Err(e) = client.subscribe(filter, qos).await {
                 tracing::warn!("MQTT: subscribe: {e}");
             }
         }
@@ -723,10 +762,15 @@ impl Client for V4 {
             .try_publish(topic, rumqttc::QoS::AtMostOnce, false, payload)
             .is_ok()
     }
-    fn subscribe(&self, filter: String) -> impl Future<Output = ()> + Send {
+    fn subscribe(&self, filter: String, at_most_once: bool) -> impl Future<Output = ()> + Send {
         let client = self.0.clone();
+        let qos = if at_most_once {
+            rumqttc::QoS::AtMostOnce
+        } else {
+            rumqttc::QoS::AtLeastOnce
+        };
         async move {
-            if let Err(e) = client.subscribe(filter, rumqttc::QoS::AtLeastOnce).await {
+            if let Err(e) = client.subscribe(filter, qos).await {
                 tracing::warn!("MQTT: subscribe: {e}");
             }
         }
@@ -804,6 +848,11 @@ async fn connection(
 ) -> Ended {
     let down_prefix = wire::prefix(link.device, Kind::Down);
     let up_prefix = wire::prefix(link.device, Kind::Up);
+    let invoke_prefix = wire::prefix(link.device, Kind::Invoke);
+    let mut replies = match link.invoke {
+        Some((_, replies)) => Some(replies.lock().await),
+        None => None,
+    };
     let mut connected = false;
     let mut window = Window::default();
     let mut wake = tokio::time::interval(Duration::from_millis(100));
@@ -867,7 +916,10 @@ async fn connection(
                             }
                             connected = true;
                             link.state.up(version);
-                            client.subscribe(wire::down_filter(link.device)).await;
+                            client.subscribe(wire::down_filter(link.device), false).await;
+                            if link.invoke.is_some() {
+                                client.subscribe(wire::invoke_filter(link.device), true).await;
+                            }
                         }
                         Ok(LinkEvent::Sent(pkid)) => window.named(pkid),
                         Ok(LinkEvent::Acked(pkid, taken)) => {
@@ -883,6 +935,12 @@ async fn connection(
                                 // In order, into the bus's one consumer of the downlink; a
                                 // full queue holds the link back (bounded, nothing dropped).
                                 let _ = link.down.send(Downlink { topic: local.to_owned(), payload }).await;
+                            } else if let (Some(id), Some((requests, _))) = (topic.strip_prefix(&invoke_prefix), link.invoke) {
+                                // Never waited for: the link goes on; a request that finds the
+                                // queue full is dropped, and the cloud's wait times out.
+                                if requests.try_send(RawInvocation { id: id.to_owned(), payload }).is_err() {
+                                    tracing::warn!("an invocation request was dropped: too many waiting");
+                                }
                             }
                         }
                         Ok(LinkEvent::Closed | LinkEvent::Other) => {}
@@ -899,6 +957,12 @@ async fn connection(
             () = link.outbox.pushed() => {}
             _ = wake.tick() => {}
             () = logs.ready(), if connected && !logs_blocked => {}
+            Some(reply) = next_reply(&mut replies), if connected => {
+                let topic = wire::topic(link.device, Kind::Reply, &reply.id);
+                if !client.publish_log(topic, reply.payload) {
+                    tracing::warn!("an invocation's reply was dropped: the link is not keeping up");
+                }
+            }
             changed = stop.changed() => {
                 if changed.is_err() || *stop.borrow() {
                     // A clean DISCONNECT, given a moment to go out.
@@ -918,6 +982,16 @@ async fn connection(
                 }
             }
         }
+    }
+}
+
+/// The next reply to publish; never, without replies.
+async fn next_reply(
+    replies: &mut Option<tokio::sync::MutexGuard<'_, mpsc::Receiver<RawInvocation>>>,
+) -> Option<RawInvocation> {
+    match replies {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -19,6 +19,8 @@ pub(crate) struct State<C> {
     pub(crate) sessions: HashMap<String, Session<C>>,
     pub(crate) retained: HashMap<String, Arc<Message>>,
     pub(crate) next_conn: u64,
+    /// Shared subscriptions' turns, by `group/filter`: which member gets the next message.
+    pub(crate) share_next: HashMap<String, usize>,
 }
 
 /// The broker: sessions and routing. Serve connections with [`Broker::serve`] or
@@ -59,6 +61,7 @@ impl<A: Authenticator> Broker<A> {
                 sessions: HashMap::new(),
                 retained: HashMap::new(),
                 next_conn: 0,
+                share_next: HashMap::new(),
             }),
             writer,
         })

@@ -1,7 +1,7 @@
 //! MQTT 3.1.1 and 5 on the wire, through rumqttc's packet codecs: packets read into the
 //! broker's version-neutral [`In`], and the broker's replies encoded in the client's version.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::v4;
@@ -9,7 +9,7 @@ use rumqttc::v5::mqttbytes::v5;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::error::ConnError;
-use crate::message::{Message, Out, QoS};
+use crate::message::{Message, Out, PublishProperties, QoS};
 use crate::options::INFLIGHT_LIMIT;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,8 +32,17 @@ pub(crate) struct ConnectInfo {
     /// How long a kept session outlives the connection (`None`: for ever).
     pub(crate) expiry: Option<Duration>,
     pub(crate) will: Option<Message>,
+    /// The will's Message Expiry Interval, in seconds.
+    pub(crate) will_expiry: Option<u32>,
+    /// MQTT 5 Will Delay Interval (§3.1.3.2.2).
+    pub(crate) will_delay: Duration,
     pub(crate) receive_max: usize,
     pub(crate) max_packet: usize,
+    /// The MQTT 5 Topic Alias Maximum the client takes (§3.1.2.11.5): how many aliases the
+    /// broker may set towards it.
+    pub(crate) topic_alias_max: u16,
+    /// MQTT 5 Authentication Method (enhanced authentication, not supported).
+    pub(crate) auth_method: Option<String>,
 }
 
 /// Why a CONNECT is refused.
@@ -43,6 +52,50 @@ pub(crate) enum Refusal {
     ClientId,
     /// The session could not be stored.
     Unavailable,
+    /// MQTT 5 enhanced authentication (an Authentication Method) is not supported (0x8C).
+    AuthMethod,
+    /// A protocol level other than 4 or 5 (3.1.1: 0x01, 5: 0x84).
+    Version,
+}
+
+/// One SUBSCRIBE filter with its MQTT 5 options (§3.8.3.1); MQTT 3.1.1 ones have the defaults.
+#[derive(Debug, Clone)]
+pub(crate) struct SubRequest {
+    pub(crate) filter: String,
+    pub(crate) qos: QoS,
+    pub(crate) no_local: bool,
+    pub(crate) retain_as_published: bool,
+    /// Retain Handling: 0 send retained messages at subscribe, 1 only for a new subscription,
+    /// 2 never.
+    pub(crate) retain_handling: u8,
+}
+
+/// Why a subscription is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SubRefusal {
+    /// Outside the client's rights (0x87).
+    NotAuthorized,
+    /// Not a valid filter here (0x8F).
+    FilterInvalid,
+}
+
+/// Why an unsubscription did nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UnsubResult {
+    Success,
+    /// 0x11.
+    NoSubscription,
+    /// 0x8F.
+    FilterInvalid,
+}
+
+/// Why a PUBLISH is refused with an acknowledgement (MQTT 5 reason codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PubRefusal {
+    /// 0x87.
+    NotAuthorized,
+    /// 0x90: a topic that is well formed but not taken here (a `$` topic).
+    TopicNameInvalid,
 }
 
 /// A packet from a client, in either version.
@@ -50,13 +103,21 @@ pub(crate) enum In {
     Publish {
         msg: Message,
         pkid: u16,
-        qos2: bool,
+        /// MQTT 5 Topic Alias (§3.3.2.3.4).
+        alias: Option<u16>,
+        /// The Message Expiry Interval, in seconds.
+        expiry: Option<u32>,
     },
     PubAck(u16),
+    /// PUBREC, and whether it accepted the message (reason below 0x80).
+    PubRec(u16, bool),
     PubRel(u16),
+    PubComp(u16),
     Subscribe {
         pkid: u16,
-        filters: Vec<(String, QoS)>,
+        filters: Vec<SubRequest>,
+        /// MQTT 5 Subscription Identifier (§3.8.2.1.2).
+        id: Option<usize>,
     },
     Unsubscribe {
         pkid: u16,
@@ -65,9 +126,9 @@ pub(crate) enum In {
     PingReq,
     Disconnect {
         with_will: bool,
+        /// MQTT 5 Session Expiry Interval set at DISCONNECT (§3.14.2.2.2), in seconds.
+        session_expiry: Option<u32>,
     },
-    /// A packet with nothing to do (a PUBREC/PUBCOMP: the broker never sends QoS 2).
-    Ignored,
     /// A packet whose remaining length (bytes) is over the limit; not read.
     TooLarge(usize),
     Unexpected(&'static str),
@@ -76,13 +137,15 @@ pub(crate) enum In {
 /// A packet to a client, other than PUBLISH.
 #[derive(Debug)]
 pub(crate) enum Reply {
-    /// `true` when the message was accepted.
-    PubAck(u16, bool),
-    PubRec(u16, bool),
-    PubComp(u16),
-    /// The granted QoS per filter, `None` when refused.
-    SubAck(u16, Vec<Option<QoS>>),
-    UnsubAck(u16, usize),
+    /// `None` when the message was accepted.
+    PubAck(u16, Option<PubRefusal>),
+    PubRec(u16, Option<PubRefusal>),
+    PubRel(u16),
+    /// `false`: the packet id was not awaiting a PUBREL (MQTT 5: 0x92).
+    PubComp(u16, bool),
+    /// The granted QoS per filter, or why it was refused.
+    SubAck(u16, Vec<Result<QoS, SubRefusal>>),
+    UnsubAck(u16, Vec<UnsubResult>),
     PingResp,
 }
 
@@ -93,20 +156,36 @@ pub(crate) enum Goodbye {
     PacketTooLarge,
     /// 0x80: what the client sent could not be stored.
     UnspecifiedError,
+    /// 0x81.
+    Malformed,
+    /// 0x82.
+    ProtocolError,
+    /// 0x8B.
+    ShuttingDown,
+    /// 0x8D.
+    KeepAlive,
+    /// 0x8E.
+    TakenOver,
+    /// 0x87: the client's rights were revoked.
+    NotAuthorized,
+    /// 0x94.
+    TopicAlias,
+    /// 0x93.
+    ReceiveMaximum,
 }
 
+/// The Topic Alias Maximum announced to MQTT 5 clients (§3.2.2.3.8).
+pub(crate) const TOPIC_ALIAS_MAX: u16 = 64;
+
 fn qos_in(q: u8) -> QoS {
-    if q == 0 {
-        QoS::AtMostOnce
-    } else {
-        QoS::AtLeastOnce
-    }
+    QoS::from_u8(q).unwrap_or(QoS::ExactlyOnce)
 }
 
 fn v4_qos(q: QoS) -> rumqttc::mqttbytes::QoS {
     match q {
         QoS::AtMostOnce => rumqttc::mqttbytes::QoS::AtMostOnce,
         QoS::AtLeastOnce => rumqttc::mqttbytes::QoS::AtLeastOnce,
+        QoS::ExactlyOnce => rumqttc::mqttbytes::QoS::ExactlyOnce,
     }
 }
 
@@ -114,7 +193,12 @@ fn v5_qos(q: QoS) -> rumqttc::v5::mqttbytes::QoS {
     match q {
         QoS::AtMostOnce => rumqttc::v5::mqttbytes::QoS::AtMostOnce,
         QoS::AtLeastOnce => rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        QoS::ExactlyOnce => rumqttc::v5::mqttbytes::QoS::ExactlyOnce,
     }
+}
+
+fn expires(now: SystemTime, seconds: Option<u32>) -> Option<SystemTime> {
+    seconds.map(|s| now + Duration::from_secs(u64::from(s)))
 }
 
 /// Length of the fixed header and the remaining length, once enough bytes are there.
@@ -173,15 +257,41 @@ pub(crate) async fn read_connect<R: AsyncRead + Unpin>(
             return Err(not_connect);
         };
         let props = c.properties.unwrap_or_else(v5::ConnectProperties::new);
+        let mut will_delay = Duration::ZERO;
         let will = match will {
-            Some(w) => Some(Message {
-                topic: String::from_utf8(w.topic.to_vec()).map_err(ConnError::TopicNotUtf8)?,
-                payload: w.message,
-                qos: qos_in(w.qos as u8),
-                retain: w.retain,
-                properties: w.properties.map(|p| p.user_properties).unwrap_or_default(),
-            }),
+            Some(w) => {
+                let p = w.properties.unwrap_or(v5::LastWillProperties {
+                    delay_interval: None,
+                    payload_format_indicator: None,
+                    message_expiry_interval: None,
+                    content_type: None,
+                    response_topic: None,
+                    correlation_data: None,
+                    user_properties: Vec::new(),
+                });
+                will_delay = Duration::from_secs(u64::from(p.delay_interval.unwrap_or(0)));
+                Some(Message {
+                    topic: String::from_utf8(w.topic.to_vec()).map_err(ConnError::TopicNotUtf8)?,
+                    payload: w.message,
+                    qos: qos_in(w.qos as u8),
+                    retain: w.retain,
+                    properties: p.user_properties,
+                    v5: PublishProperties {
+                        payload_format_indicator: p.payload_format_indicator,
+                        content_type: p.content_type,
+                        response_topic: p.response_topic,
+                        correlation_data: p.correlation_data,
+                    },
+                    // From when it is published (§3.1.3.2.4); set then.
+                    expires_at: None,
+                })
+                .map(|m| (m, p.message_expiry_interval))
+            }
             None => None,
+        };
+        let (will, will_expiry) = match will {
+            Some((m, e)) => (Some(m), e),
+            None => (None, None),
         };
         return Ok(ConnectInfo {
             version: Version::V5,
@@ -197,8 +307,12 @@ pub(crate) async fn read_connect<R: AsyncRead + Unpin>(
                 s => Some(Duration::from_secs(u64::from(s.unwrap_or(0)))),
             },
             will,
+            will_expiry,
+            will_delay,
             receive_max: usize::from(props.receive_maximum.unwrap_or(u16::MAX)),
             max_packet: props.max_packet_size.map_or(usize::MAX, |m| m as usize),
+            topic_alias_max: props.topic_alias_max.unwrap_or(0),
+            auth_method: props.authentication_method,
         });
     }
     let packet = loop {
@@ -223,15 +337,15 @@ pub(crate) async fn read_connect<R: AsyncRead + Unpin>(
         persistent: !c.clean_session,
         resume: !c.clean_session,
         expiry: None,
-        will: c.last_will.map(|w| Message {
-            topic: w.topic,
-            payload: w.message,
-            qos: qos_in(w.qos as u8),
-            retain: w.retain,
-            properties: Vec::new(),
-        }),
+        will: c
+            .last_will
+            .map(|w| Message::new(w.topic, w.message, qos_in(w.qos as u8), w.retain)),
+        will_expiry: None,
+        will_delay: Duration::ZERO,
         receive_max: INFLIGHT_LIMIT,
         max_packet: usize::MAX,
+        topic_alias_max: 0,
+        auth_method: None,
     })
 }
 
@@ -257,7 +371,10 @@ pub(crate) async fn read_packet<R: AsyncRead + Unpin>(
                 // clients send it).
                 if buf.len() >= 2 && buf[0] == 0xE0 && buf[1] == 0 {
                     let _ = buf.split_to(2);
-                    return Ok(In::Disconnect { with_will: false });
+                    return Ok(In::Disconnect {
+                        with_will: false,
+                        session_expiry: None,
+                    });
                 }
                 match v5::Packet::read(buf, Some(max as u32)) {
                     Ok(p) => Some(v5_in(p)),
@@ -280,25 +397,28 @@ pub(crate) async fn read_packet<R: AsyncRead + Unpin>(
 fn v4_in(p: v4::Packet) -> In {
     match p {
         v4::Packet::Publish(p) => In::Publish {
-            qos2: p.qos == rumqttc::mqttbytes::QoS::ExactlyOnce,
             pkid: p.pkid,
-            msg: Message {
-                topic: p.topic,
-                payload: p.payload,
-                qos: qos_in(p.qos as u8),
-                retain: p.retain,
-                properties: Vec::new(),
-            },
+            alias: None,
+            expiry: None,
+            msg: Message::new(p.topic, p.payload, qos_in(p.qos as u8), p.retain),
         },
         v4::Packet::PubAck(a) => In::PubAck(a.pkid),
+        v4::Packet::PubRec(r) => In::PubRec(r.pkid, true),
         v4::Packet::PubRel(r) => In::PubRel(r.pkid),
-        v4::Packet::PubRec(_) | v4::Packet::PubComp(_) => In::Ignored,
+        v4::Packet::PubComp(c) => In::PubComp(c.pkid),
         v4::Packet::Subscribe(s) => In::Subscribe {
             pkid: s.pkid,
+            id: None,
             filters: s
                 .filters
                 .into_iter()
-                .map(|f| (f.path, qos_in(f.qos as u8)))
+                .map(|f| SubRequest {
+                    filter: f.path,
+                    qos: qos_in(f.qos as u8),
+                    no_local: false,
+                    retain_as_published: false,
+                    retain_handling: 0,
+                })
                 .collect(),
         },
         v4::Packet::Unsubscribe(u) => In::Unsubscribe {
@@ -306,7 +426,10 @@ fn v4_in(p: v4::Packet) -> In {
             filters: u.topics,
         },
         v4::Packet::PingReq => In::PingReq,
-        v4::Packet::Disconnect => In::Disconnect { with_will: false },
+        v4::Packet::Disconnect => In::Disconnect {
+            with_will: false,
+            session_expiry: None,
+        },
         v4::Packet::Connect(_) => In::Unexpected("a second CONNECT"),
         _ => In::Unexpected("from the server side"),
     }
@@ -316,32 +439,53 @@ fn v5_in(p: v5::Packet) -> Result<In, ConnError> {
     Ok(match p {
         v5::Packet::Publish(p) => {
             let props = p.properties.unwrap_or_default();
-            if props.topic_alias.is_some() {
-                return Err(ConnError::Unexpected(
-                    "a topic alias (this broker allows none)",
-                ));
-            }
             In::Publish {
-                qos2: p.qos == rumqttc::v5::mqttbytes::QoS::ExactlyOnce,
                 pkid: p.pkid,
+                alias: props.topic_alias,
+                expiry: props.message_expiry_interval,
                 msg: Message {
                     topic: String::from_utf8(p.topic.to_vec()).map_err(ConnError::TopicNotUtf8)?,
                     payload: p.payload,
                     qos: qos_in(p.qos as u8),
                     retain: p.retain,
                     properties: props.user_properties,
+                    v5: PublishProperties {
+                        payload_format_indicator: props.payload_format_indicator,
+                        content_type: props.content_type,
+                        response_topic: props.response_topic,
+                        correlation_data: props.correlation_data,
+                    },
+                    expires_at: None,
                 },
             }
         }
         v5::Packet::PubAck(a) => In::PubAck(a.pkid),
+        v5::Packet::PubRec(r) => In::PubRec(
+            r.pkid,
+            matches!(
+                r.reason,
+                v5::PubRecReason::Success | v5::PubRecReason::NoMatchingSubscribers
+            ),
+        ),
         v5::Packet::PubRel(r) => In::PubRel(r.pkid),
-        v5::Packet::PubRec(_) | v5::Packet::PubComp(_) => In::Ignored,
+        v5::Packet::PubComp(c) => In::PubComp(c.pkid),
         v5::Packet::Subscribe(s) => In::Subscribe {
             pkid: s.pkid,
+            id: s.properties.and_then(|p| p.id),
             filters: s
                 .filters
                 .into_iter()
-                .map(|f| (f.path, qos_in(f.qos as u8)))
+                .map(|f| SubRequest {
+                    filter: f.path,
+                    qos: qos_in(f.qos as u8),
+                    no_local: f.nolocal,
+                    retain_as_published: f.preserve_retain,
+                    retain_handling: match f.retain_forward_rule {
+                        v5::RetainForwardRule::OnEverySubscribe => 0,
+                        v5::RetainForwardRule::OnNewSubscribe => 1,
+                        v5::RetainForwardRule::Never => 2,
+                    },
+                })
                 .collect(),
         },
         v5::Packet::Unsubscribe(u) => In::Unsubscribe {
@@ -351,6 +495,7 @@ fn v5_in(p: v5::Packet) -> Result<In, ConnError> {
         v5::Packet::PingReq(_) => In::PingReq,
         v5::Packet::Disconnect(d) => In::Disconnect {
             with_will: d.reason_code == v5::DisconnectReasonCode::DisconnectWithWillMessage,
+            session_expiry: d.properties.and_then(|p| p.session_expiry_interval),
         },
         v5::Packet::Auth(_) => In::Unexpected("AUTH (enhanced authentication is not supported)"),
         v5::Packet::Connect(..) => In::Unexpected("a second CONNECT"),
@@ -358,13 +503,27 @@ fn v5_in(p: v5::Packet) -> Result<In, ConnError> {
     })
 }
 
+/// What a CONNACK tells an accepted MQTT 5 client besides the session.
+#[derive(Debug, Default)]
+pub(crate) struct Accepted {
+    /// The client id the broker gave a client that sent an empty one (§3.2.2.3.7).
+    pub(crate) assigned_client_id: Option<String>,
+    /// The session expiry interval the broker applies when it is not the one asked
+    /// (§3.2.2.3.2), in seconds.
+    pub(crate) session_expiry: Option<u32>,
+    /// The keep alive the broker holds the client to when it is not the one asked
+    /// (§3.2.2.3.14), in seconds.
+    pub(crate) server_keep_alive: Option<u16>,
+}
+
 /// CONNACK: accepted, or refused for a reason. MQTT 5 ones announce this broker's limits
-/// (`max_in`: Maximum Packet Size).
+/// (`max_in`: Maximum Packet Size) and features.
 pub(crate) fn connack(
     version: Version,
     refusal: Option<Refusal>,
     present: bool,
     max_in: usize,
+    accepted: Accepted,
 ) -> Result<BytesMut, ConnError> {
     let mut out = BytesMut::new();
     match version {
@@ -374,7 +533,8 @@ pub(crate) fn connack(
                 None => C::Success,
                 Some(Refusal::Credentials) => C::BadUserNamePassword,
                 Some(Refusal::ClientId) => C::BadClientId,
-                Some(Refusal::Unavailable) => C::ServiceUnavailable,
+                Some(Refusal::Unavailable | Refusal::AuthMethod) => C::ServiceUnavailable,
+                Some(Refusal::Version) => C::RefusedProtocolVersion,
             };
             v4::Packet::ConnAck(v4::ConnAck::new(code, present))
                 .write(&mut out, usize::MAX)
@@ -387,21 +547,24 @@ pub(crate) fn connack(
                 Some(Refusal::Credentials) => C::BadUserNamePassword,
                 Some(Refusal::ClientId) => C::ClientIdentifierNotValid,
                 Some(Refusal::Unavailable) => C::ServerUnavailable,
+                Some(Refusal::AuthMethod) => C::BadAuthenticationMethod,
+                Some(Refusal::Version) => C::UnsupportedProtocolVersion,
             };
             let properties = v5::ConnAckProperties {
-                session_expiry_interval: None,
+                session_expiry_interval: accepted.session_expiry,
                 receive_max: Some(INFLIGHT_LIMIT as u16),
-                max_qos: Some(1),
+                // QoS 2 is supported: no Maximum QoS (§3.2.2.3.4).
+                max_qos: None,
                 retain_available: None,
                 max_packet_size: Some(u32::try_from(max_in).unwrap_or(u32::MAX)),
-                assigned_client_identifier: None,
-                topic_alias_max: None,
+                assigned_client_identifier: accepted.assigned_client_id,
+                topic_alias_max: Some(TOPIC_ALIAS_MAX),
                 reason_string: None,
                 user_properties: Vec::new(),
                 wildcard_subscription_available: None,
-                subscription_identifiers_available: Some(0),
-                shared_subscription_available: Some(0),
-                server_keep_alive: None,
+                subscription_identifiers_available: None,
+                shared_subscription_available: None,
+                server_keep_alive: accepted.server_keep_alive,
                 response_information: None,
                 server_reference: None,
                 authentication_method: None,
@@ -410,7 +573,7 @@ pub(crate) fn connack(
             v5::Packet::ConnAck(v5::ConnAck {
                 session_present: present,
                 code,
-                properties: Some(properties),
+                properties: (refusal.is_none()).then_some(properties),
             })
             .write(&mut out, None)
             .map_err(ConnError::Encode5)?;
@@ -421,11 +584,20 @@ pub(crate) fn connack(
 
 /// An MQTT 5 DISCONNECT from the broker, with a reason string.
 pub(crate) fn disconnect(reason: Goodbye, why: String) -> Result<BytesMut, ConnError> {
+    use v5::DisconnectReasonCode as D;
     let mut out = BytesMut::new();
     v5::Packet::Disconnect(v5::Disconnect {
         reason_code: match reason {
-            Goodbye::PacketTooLarge => v5::DisconnectReasonCode::PacketTooLarge,
-            Goodbye::UnspecifiedError => v5::DisconnectReasonCode::UnspecifiedError,
+            Goodbye::PacketTooLarge => D::PacketTooLarge,
+            Goodbye::UnspecifiedError => D::UnspecifiedError,
+            Goodbye::Malformed => D::MalformedPacket,
+            Goodbye::ProtocolError => D::ProtocolError,
+            Goodbye::ShuttingDown => D::ServerShuttingDown,
+            Goodbye::KeepAlive => D::KeepAliveTimeout,
+            Goodbye::TakenOver => D::SessionTakenOver,
+            Goodbye::NotAuthorized => D::NotAuthorized,
+            Goodbye::TopicAlias => D::TopicAliasInvalid,
+            Goodbye::ReceiveMaximum => D::ReceiveMaximumExceeded,
         },
         properties: Some(v5::DisconnectProperties {
             session_expiry_interval: None,
@@ -445,16 +617,19 @@ pub(crate) fn reply(version: Version, reply: Reply) -> Result<BytesMut, ConnErro
     match version {
         Version::V4 => {
             let p = match reply {
+                // MQTT 3.1.1 has no negative acknowledgement: a refused message is acknowledged
+                // and dropped (§3.3.5, [MQTT-3.3.5-2]).
                 Reply::PubAck(id, _) => v4::Packet::PubAck(v4::PubAck::new(id)),
                 Reply::PubRec(id, _) => v4::Packet::PubRec(v4::PubRec::new(id)),
-                Reply::PubComp(id) => v4::Packet::PubComp(v4::PubComp::new(id)),
+                Reply::PubRel(id) => v4::Packet::PubRel(v4::PubRel::new(id)),
+                Reply::PubComp(id, _) => v4::Packet::PubComp(v4::PubComp::new(id)),
                 Reply::SubAck(id, codes) => v4::Packet::SubAck(v4::SubAck::new(
                     id,
                     codes
                         .into_iter()
                         .map(|c| match c {
-                            Some(q) => v4::SubscribeReasonCode::Success(v4_qos(q)),
-                            None => v4::SubscribeReasonCode::Failure,
+                            Ok(q) => v4::SubscribeReasonCode::Success(v4_qos(q)),
+                            Err(_) => v4::SubscribeReasonCode::Failure,
                         })
                         .collect(),
                 )),
@@ -465,39 +640,62 @@ pub(crate) fn reply(version: Version, reply: Reply) -> Result<BytesMut, ConnErro
         }
         Version::V5 => {
             let p = match reply {
-                Reply::PubAck(pkid, ok) => v5::Packet::PubAck(v5::PubAck {
+                Reply::PubAck(pkid, refused) => v5::Packet::PubAck(v5::PubAck {
                     pkid,
-                    reason: if ok {
-                        v5::PubAckReason::Success
-                    } else {
-                        v5::PubAckReason::NotAuthorized
+                    reason: match refused {
+                        None => v5::PubAckReason::Success,
+                        Some(PubRefusal::NotAuthorized) => v5::PubAckReason::NotAuthorized,
+                        Some(PubRefusal::TopicNameInvalid) => v5::PubAckReason::TopicNameInvalid,
                     },
                     properties: None,
                 }),
-                Reply::PubRec(pkid, ok) => v5::Packet::PubRec(v5::PubRec {
+                Reply::PubRec(pkid, refused) => v5::Packet::PubRec(v5::PubRec {
                     pkid,
-                    reason: if ok {
-                        v5::PubRecReason::Success
-                    } else {
-                        v5::PubRecReason::NotAuthorized
+                    reason: match refused {
+                        None => v5::PubRecReason::Success,
+                        Some(PubRefusal::NotAuthorized) => v5::PubRecReason::NotAuthorized,
+                        Some(PubRefusal::TopicNameInvalid) => v5::PubRecReason::TopicNameInvalid,
                     },
                     properties: None,
                 }),
-                Reply::PubComp(pkid) => v5::Packet::PubComp(v5::PubComp::new(pkid, None)),
+                Reply::PubRel(pkid) => v5::Packet::PubRel(v5::PubRel::new(pkid, None)),
+                Reply::PubComp(pkid, found) => v5::Packet::PubComp(v5::PubComp {
+                    pkid,
+                    reason: if found {
+                        v5::PubCompReason::Success
+                    } else {
+                        v5::PubCompReason::PacketIdentifierNotFound
+                    },
+                    properties: None,
+                }),
                 Reply::SubAck(pkid, codes) => v5::Packet::SubAck(v5::SubAck {
                     pkid,
                     return_codes: codes
                         .into_iter()
                         .map(|c| match c {
-                            Some(q) => v5::SubscribeReasonCode::Success(v5_qos(q)),
-                            None => v5::SubscribeReasonCode::NotAuthorized,
+                            Ok(q) => v5::SubscribeReasonCode::Success(v5_qos(q)),
+                            Err(SubRefusal::NotAuthorized) => {
+                                v5::SubscribeReasonCode::NotAuthorized
+                            }
+                            Err(SubRefusal::FilterInvalid) => {
+                                v5::SubscribeReasonCode::TopicFilterInvalid
+                            }
                         })
                         .collect(),
                     properties: None,
                 }),
-                Reply::UnsubAck(pkid, n) => v5::Packet::UnsubAck(v5::UnsubAck {
+                Reply::UnsubAck(pkid, results) => v5::Packet::UnsubAck(v5::UnsubAck {
                     pkid,
-                    reasons: vec![v5::UnsubAckReason::Success; n],
+                    reasons: results
+                        .into_iter()
+                        .map(|r| match r {
+                            UnsubResult::Success => v5::UnsubAckReason::Success,
+                            UnsubResult::NoSubscription => {
+                                v5::UnsubAckReason::NoSubscriptionExisted
+                            }
+                            UnsubResult::FilterInvalid => v5::UnsubAckReason::TopicFilterInvalid,
+                        })
+                        .collect(),
                     properties: None,
                 }),
                 Reply::PingResp => v5::Packet::PingResp(v5::PingResp),
@@ -508,8 +706,17 @@ pub(crate) fn reply(version: Version, reply: Reply) -> Result<BytesMut, ConnErro
     Ok(out)
 }
 
-/// A PUBLISH of `p` under packet id `pkid` (0 for QoS 0).
-pub(crate) fn publish(version: Version, p: &Out, pkid: u16) -> Result<BytesMut, ConnError> {
+/// A PUBLISH of `p` under packet id `pkid` (0 for QoS 0); MQTT 5 ones carry the message's
+/// properties, the time it has left (`expiry`, seconds), the matching subscriptions'
+/// identifiers and, with `alias`, a Topic Alias (`(alias, true)`: it is set here, with the
+/// topic; `(alias, false)`: it stands for the topic, which is left empty).
+pub(crate) fn publish(
+    version: Version,
+    p: &Out,
+    pkid: u16,
+    expiry: Option<u32>,
+    alias: Option<(u16, bool)>,
+) -> Result<BytesMut, ConnError> {
     let mut out = BytesMut::new();
     let m = &p.msg;
     match version {
@@ -523,20 +730,42 @@ pub(crate) fn publish(version: Version, p: &Out, pkid: u16) -> Result<BytesMut, 
         })
         .write(&mut out, usize::MAX)
         .map_err(ConnError::Encode4)?,
-        Version::V5 => v5::Packet::Publish(v5::Publish {
-            dup: p.dup,
-            qos: v5_qos(p.qos),
-            retain: p.retain,
-            topic: Bytes::copy_from_slice(m.topic.as_bytes()),
-            pkid,
-            payload: m.payload.clone(),
-            properties: (!m.properties.is_empty()).then(|| v5::PublishProperties {
-                user_properties: m.properties.clone(),
-                ..Default::default()
-            }),
-        })
-        .write(&mut out, None)
-        .map_err(ConnError::Encode5)?,
+        Version::V5 => {
+            let has_props = !m.properties.is_empty()
+                || m.v5 != PublishProperties::default()
+                || expiry.is_some()
+                || !p.sub_ids.is_empty()
+                || alias.is_some();
+            let topic = match alias {
+                Some((_, false)) => Bytes::new(),
+                _ => Bytes::copy_from_slice(m.topic.as_bytes()),
+            };
+            v5::Packet::Publish(v5::Publish {
+                dup: p.dup,
+                qos: v5_qos(p.qos),
+                retain: p.retain,
+                topic,
+                pkid,
+                payload: m.payload.clone(),
+                properties: has_props.then(|| v5::PublishProperties {
+                    payload_format_indicator: m.v5.payload_format_indicator,
+                    message_expiry_interval: expiry,
+                    topic_alias: alias.map(|(a, _)| a),
+                    response_topic: m.v5.response_topic.clone(),
+                    correlation_data: m.v5.correlation_data.clone(),
+                    user_properties: m.properties.clone(),
+                    subscription_identifiers: p.sub_ids.clone(),
+                    content_type: m.v5.content_type.clone(),
+                }),
+            })
+            .write(&mut out, None)
+            .map_err(ConnError::Encode5)?
+        }
     };
     Ok(out)
+}
+
+/// Sets a message's expiry from its interval, counted from `now`.
+pub(crate) fn set_expiry(msg: &mut Message, now: SystemTime, seconds: Option<u32>) {
+    msg.expires_at = expires(now, seconds);
 }

@@ -27,6 +27,12 @@ pub(crate) enum ConnError {
     Level(u8),
     #[error("unexpected packet: {0}")]
     Unexpected(&'static str),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("more QoS 1 and 2 messages awaiting acknowledgement than the Receive Maximum")]
+    ReceiveMaximum,
+    #[error("invalid topic alias: {0}")]
+    TopicAlias(String),
     #[error("invalid topic `{topic}`")]
     Topic {
         topic: String,

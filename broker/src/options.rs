@@ -22,6 +22,9 @@ pub(crate) const MAX_WAITING: usize = 1000;
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often [`crate::Broker::serve`] ends expired sessions.
 pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How long a connection the broker ended with a DISCONNECT stays open to read what the client
+/// still sends (dropped), so that it reads the DISCONNECT rather than a reset.
+pub(crate) const LINGER: Duration = Duration::from_secs(1);
 /// A client that does not take a packet for this long is disconnected.
 pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -57,6 +60,11 @@ pub struct BrokerOptions {
     /// less; MQTT 3.1.1 clients, which cannot ask, get this. `None`: as long as each MQTT 5
     /// client asks, and for ever for MQTT 3.1.1 (and for sessions restored from persistence).
     pub session_expiry_limit: Option<Duration>,
+    /// The longest keep alive an MQTT 5 client gets, in seconds: one that asks for more, or
+    /// for none (0), is told this value in CONNACK's Server Keep Alive (MQTT 5 §3.2.2.3.14) and
+    /// held to it. MQTT 3.1.1 clients, which cannot be told, keep theirs. `None` (default):
+    /// each client's own.
+    pub max_keep_alive: Option<u16>,
 }
 
 impl Default for BrokerOptions {
@@ -67,6 +75,7 @@ impl Default for BrokerOptions {
             on_publish: None,
             persistence: None,
             session_expiry_limit: None,
+            max_keep_alive: None,
         }
     }
 }
@@ -79,6 +88,7 @@ impl std::fmt::Debug for BrokerOptions {
             .field("on_publish", &self.on_publish.is_some())
             .field("persistence", &self.persistence.is_some())
             .field("session_expiry_limit", &self.session_expiry_limit)
+            .field("max_keep_alive", &self.max_keep_alive)
             .finish()
     }
 }

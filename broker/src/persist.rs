@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::message::{Message, QoS};
+use crate::message::Message;
+use crate::subscription::Subscription;
 
 /// Operations waiting for the writer thread, at most; more wait for a place.
 const CHANNEL: usize = 1024;
@@ -26,21 +27,21 @@ pub type StoreError = Box<dyn std::error::Error + Send + Sync>;
 /// them.
 #[derive(Debug, Clone)]
 pub enum Change {
-    /// A persistent session and its subscriptions (filter, granted QoS), created or changed.
+    /// A persistent session and its subscriptions, created or changed.
     Session {
         /// Client id.
         client_id: String,
         /// Its owner's name (see [`crate::Authenticator::restore`]).
         owner: String,
         /// Its subscriptions, whole.
-        subs: Vec<(String, QoS)>,
+        subs: Vec<Subscription>,
     },
     /// Forget a session and every message kept for it.
     ForgetSession {
         /// Client id.
         client_id: String,
     },
-    /// A QoS 1 message kept for a session until it is acknowledged.
+    /// A QoS 1 or 2 message kept for a session until it is acknowledged (PUBACK, or PUBCOMP).
     Keep {
         /// Client id.
         client_id: String,
@@ -101,7 +102,7 @@ pub struct StoredSession {
     /// Its owner's name (see [`crate::Authenticator::restore`]).
     pub owner: String,
     /// Its subscriptions.
-    pub subs: Vec<(String, QoS)>,
+    pub subs: Vec<Subscription>,
     /// Its messages, by number.
     pub queue: Vec<(u64, Message)>,
 }

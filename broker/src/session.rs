@@ -2,18 +2,20 @@
 //! (with the QoS 1 messages for it), ended by expiry, revocation or a clean client, and restored
 //! from a [`crate::Persistence`] at start.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 
 use crate::access::{Authenticator, Client};
 use crate::broker::Broker;
 use crate::codec::ConnectInfo;
 use crate::message::{Out, QoS};
-use crate::options::QUEUE_LIMIT;
+use crate::options::{QUEUE_LIMIT, WRITE_TIMEOUT};
 use crate::persist::{Ack, Change, PersistError, Slot, Stored};
+use crate::subscription::Subscription;
 
 /// The connection a session is attached to.
 pub(crate) struct Attached {
@@ -23,6 +25,11 @@ pub(crate) struct Attached {
     pub(crate) tx: mpsc::Sender<Out>,
     /// Tells it to close.
     pub(crate) close: Arc<Notify>,
+    /// Set when it is closed because another connection takes its session over.
+    pub(crate) taken_over: Arc<AtomicBool>,
+    /// Changes (its sender is dropped) once the connection has handed its state back to the
+    /// session.
+    pub(crate) ended: watch::Receiver<()>,
 }
 
 impl Attached {
@@ -34,7 +41,7 @@ impl Attached {
 
 pub(crate) struct Session<C> {
     pub(crate) owner: C,
-    pub(crate) subs: Vec<(String, QoS)>,
+    pub(crate) subs: Vec<Subscription>,
     pub(crate) conn: Option<Attached>,
     pub(crate) persistent: bool,
     /// How long it outlives a connection (`None`: for ever).
@@ -44,6 +51,10 @@ pub(crate) struct Session<C> {
     pub(crate) queue: VecDeque<Out>,
     /// The next number of a stored message.
     pub(crate) next_seq: u64,
+    /// Packet ids of QoS 2 messages from the client that were answered with PUBREC and wait
+    /// for its PUBREL: a PUBLISH resent under one of them is not delivered again (MQTT 5
+    /// §4.3.3, MQTT 3.1.1 §4.3.3).
+    pub(crate) qos2_in: HashSet<u16>,
 }
 
 impl<C> Session<C> {
@@ -64,6 +75,16 @@ impl<C> Session<C> {
     }
 }
 
+/// What a connection leaves to its session as it ends.
+pub(crate) struct Leaving {
+    /// What the client did not acknowledge, in order, then what was on its way to it.
+    pub(crate) left: VecDeque<Out>,
+    /// QoS 2 packet ids from the client awaiting PUBREL.
+    pub(crate) qos2_in: HashSet<u16>,
+    /// The MQTT 5 session expiry interval the client's DISCONNECT set, in seconds.
+    pub(crate) expiry_at_disconnect: Option<u32>,
+}
+
 /// A session attached to a new connection.
 pub(crate) struct Opened {
     pub(crate) conn_id: u64,
@@ -72,8 +93,14 @@ pub(crate) struct Opened {
     pub(crate) present: bool,
     /// Its messages to send first, oldest first.
     pub(crate) pending: VecDeque<Out>,
+    /// QoS 2 packet ids from the client awaiting PUBREL (a resumed session's).
+    pub(crate) qos2_in: HashSet<u16>,
     pub(crate) rx: mpsc::Receiver<Out>,
     pub(crate) close: Arc<Notify>,
+    /// Whether it was closed for another connection.
+    pub(crate) taken_over: Arc<AtomicBool>,
+    /// Dropped when the connection has handed its state back (see [`Attached::ended`]).
+    pub(crate) ended: watch::Sender<()>,
     /// The commit of the session's record.
     pub(crate) stored: Ack,
 }
@@ -96,10 +123,28 @@ impl<A: Authenticator> Broker<A> {
         client_id: Option<String>,
         connect: &ConnectInfo,
     ) -> Result<Opened, PersistError> {
+        // A connection that has the session now is closed first, and hands back what it has
+        // not finished (in-flight messages, QoS 2 state) before the session is resumed.
+        if let Some(id) = &client_id {
+            for _ in 0..3 {
+                let ended = {
+                    let st = self.lock();
+                    st.sessions.get(id).and_then(|s| s.conn.as_ref()).map(|c| {
+                        c.taken_over.store(true, Ordering::Relaxed);
+                        c.close();
+                        c.ended.clone()
+                    })
+                };
+                let Some(mut ended) = ended else { break };
+                let _ = tokio::time::timeout(WRITE_TIMEOUT, ended.changed()).await;
+            }
+        }
         let mut slot = self.slot().await?;
         let user = client.name();
         let (tx, rx) = mpsc::channel(QUEUE_LIMIT);
         let close = Arc::new(Notify::new());
+        let taken_over = Arc::new(AtomicBool::new(false));
+        let (ended, ended_rx) = watch::channel(());
         let mut st = self.lock();
         st.next_conn += 1;
         let conn_id = st.next_conn;
@@ -114,9 +159,12 @@ impl<A: Authenticator> Broker<A> {
             id: conn_id,
             tx,
             close: close.clone(),
+            taken_over: taken_over.clone(),
+            ended: ended_rx,
         };
         let mut present = false;
         let mut pending = VecDeque::new();
+        let mut qos2_in = HashSet::new();
         let mut attached = Some(attached);
         if let Some(old) = st.sessions.remove(&client_id) {
             if let Some(c) = &old.conn {
@@ -125,6 +173,7 @@ impl<A: Authenticator> Broker<A> {
             if connect.resume && old.persistent && old.owner.name() == user {
                 present = true;
                 pending = old.queue;
+                qos2_in = old.qos2_in;
                 st.sessions.insert(
                     client_id.clone(),
                     Session {
@@ -136,6 +185,7 @@ impl<A: Authenticator> Broker<A> {
                         expires_at: None,
                         queue: VecDeque::new(),
                         next_seq: old.next_seq,
+                        qos2_in: HashSet::new(),
                     },
                 );
             } else if old.persistent {
@@ -163,6 +213,7 @@ impl<A: Authenticator> Broker<A> {
                     expires_at: None,
                     queue: VecDeque::new(),
                     next_seq: 1,
+                    qos2_in: HashSet::new(),
                 },
             );
         }
@@ -173,8 +224,11 @@ impl<A: Authenticator> Broker<A> {
             client_id,
             present,
             pending,
+            qos2_in,
             rx,
             close,
+            taken_over,
+            ended,
             stored,
         })
     }
@@ -187,19 +241,44 @@ impl<A: Authenticator> Broker<A> {
         client_id: &str,
         conn_id: u64,
         was_present: bool,
-        left: VecDeque<Out>,
+        leaving: Leaving,
         rx: &mut mpsc::Receiver<Out>,
     ) {
+        let Leaving {
+            left,
+            qos2_in,
+            expiry_at_disconnect,
+        } = leaving;
         let mut slot = self.slot_or_memory().await;
         let mut st = self.lock();
-        let persistent = match st.sessions.get(client_id) {
-            Some(s) if s.attached_to(conn_id) => s.persistent,
+        let persistent = match st.sessions.get_mut(client_id) {
+            Some(s) if s.attached_to(conn_id) => {
+                // MQTT 5 §3.14.2.2.2: the client may change the interval as it leaves (not from
+                // 0, which the connection refuses earlier).
+                if let Some(secs) = expiry_at_disconnect {
+                    if s.persistent {
+                        let asked =
+                            (secs != u32::MAX).then(|| Duration::from_secs(u64::from(secs)));
+                        s.expiry = match (asked, self.options.session_expiry_limit) {
+                            (Some(a), Some(l)) => Some(a.min(l)),
+                            (a, l) => a.or(l),
+                        };
+                        if secs == 0 {
+                            s.persistent = false;
+                        }
+                    }
+                }
+                s.persistent
+            }
             // Taken over, revoked or gone: not this connection's to change.
             _ => return,
         };
         if !persistent {
-            st.sessions.remove(client_id);
-            if was_present {
+            let was_stored = st
+                .sessions
+                .remove(client_id)
+                .is_some_and(|_| was_present || expiry_at_disconnect == Some(0));
+            if was_stored {
                 slot.push(Change::ForgetSession {
                     client_id: client_id.to_owned(),
                 });
@@ -207,12 +286,13 @@ impl<A: Authenticator> Broker<A> {
         } else if let Some(s) = st.sessions.get_mut(client_id) {
             s.conn = None;
             s.expires_at = s.expiry.map(|d| Instant::now() + d);
+            s.qos2_in = qos2_in;
             let mut kept = left;
             // Routing hands messages over under the lock: what is in the channel now is all.
             while let Ok(p) = rx.try_recv() {
                 kept.push_back(p);
             }
-            kept.retain(|p| p.qos == QoS::AtLeastOnce);
+            kept.retain(|p| p.qos != QoS::AtMostOnce);
             kept.extend(s.queue.drain(..));
             for p in kept {
                 if let Some(old) = s.keep(p) {
@@ -296,6 +376,9 @@ impl<A: Authenticator> Broker<A> {
                     retain: false,
                     dup: true,
                     seq,
+                    sub_ids: Vec::new(),
+                    released: false,
+                    pkid: 0,
                     msg: Arc::new(m),
                 })
                 .collect();
@@ -312,6 +395,7 @@ impl<A: Authenticator> Broker<A> {
                     expires_at: expiry.map(|d| Instant::now() + d),
                     queue,
                     next_seq,
+                    qos2_in: HashSet::new(),
                 },
             );
         }

@@ -541,13 +541,12 @@ async fn start_stored(store: Arc<TestStore>) -> (Arc<Broker<Auth>>, u16, watch::
 }
 
 fn message(topic: &str) -> Message {
-    Message {
-        topic: topic.into(),
-        payload: edgefn_broker::Bytes::from_static(b"x"),
-        qos: edgefn_broker::QoS::AtLeastOnce,
-        retain: false,
-        properties: Vec::new(),
-    }
+    Message::new(
+        topic,
+        edgefn_broker::Bytes::from_static(b"x"),
+        edgefn_broker::QoS::AtLeastOnce,
+        false,
+    )
 }
 
 /// A message kept for a persistent session is acknowledged only once it is stored, and a

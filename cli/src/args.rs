@@ -49,9 +49,9 @@ pub(crate) enum Command {
         after_help = "Example:\n  edgefn test\n  edgefn test temp-filter --junit results.xml\n  edgefn test --topic sensors/line1/temperature --payload '{\"celsius\": 45}' --device gw-01"
     )]
     Test(TestArgs),
-    /// Call a function once with an event, and print its result
+    /// Call a function once with an event, and print its result: here, or on a device
     #[command(
-        after_help = "Example:\n  edgefn invoke temp-filter --topic sensors/l1/temperature --event '{\"celsius\": 45}'"
+        after_help = "Example:\n  edgefn invoke temp-filter --topic sensors/l1/temperature --event '{\"celsius\": 45}'\n  edgefn invoke temp-filter --as-device gw-01 --event '{\"celsius\": 45}'\n  edgefn invoke temp-filter --device gw-01 --event '{\"celsius\": 45}'"
     )]
     Invoke(InvokeArgs),
     /// Package each function into a reproducible bundle named by its sha256
@@ -549,16 +549,30 @@ pub(crate) struct InvokeArgs {
     /// The event's topic
     #[arg(long, default_value = "invoke")]
     pub(crate) topic: String,
-    /// Run it as on this device of the manifest (its binding's settings and its values in
-    /// `env`; default: the first device its first binding selects)
-    #[arg(long)]
+    /// Run it on this registered device, through the control plane: the function (or binding)
+    /// its current desired state runs there, with the logs it wrote
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["as_device", "file", "sandbox"])]
     pub(crate) device: Option<String>,
+    /// With --device: how long to wait for the device's answer (at most 60s)
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10s",
+        requires = "device"
+    )]
+    pub(crate) timeout: String,
+    /// Run it here as on this device of the manifest (its binding's settings and its values in
+    /// `env`; default: the first device its first binding selects)
+    #[arg(long, value_name = "NAME")]
+    pub(crate) as_device: Option<String>,
     /// The manifest (default: edgefn.yaml here or in a parent folder)
     #[arg(long, short)]
     pub(crate) file: Option<PathBuf>,
     /// Where the function runs
     #[arg(long, value_enum, default_value_t = SandboxArg::Process)]
     pub(crate) sandbox: SandboxArg,
+    #[command(flatten)]
+    pub(crate) cloud: CloudArgs,
 }
 
 /// `edgefn publish`.

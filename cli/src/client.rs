@@ -239,6 +239,18 @@ impl Client {
                 "the token was refused: check EDGEFN_TOKEN or `edgefn login`".to_owned()
             }
             Some(ErrorCode::Forbidden) => "this needs an admin token".to_owned(),
+            Some(ErrorCode::DeviceTimeout) => {
+                "see whether the device is online with `edgefn status`".to_owned()
+            }
+            Some(ErrorCode::NotInvocable) => details
+                .and_then(|d| d.get("names").cloned())
+                .and_then(|d| serde_json::from_value::<Vec<String>>(d).ok())
+                .filter(|n| !n.is_empty())
+                .map(|n| format!("it runs: {}", n.join(", ")))
+                .unwrap_or_else(|| {
+                    "bind the function to the device in edgefn.yaml and run `edgefn apply`"
+                        .to_owned()
+                }),
             _ => details
                 .and_then(|d| d.get("diagnostics").cloned())
                 .and_then(|d| serde_json::from_value::<Vec<String>>(d).ok())

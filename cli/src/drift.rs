@@ -122,3 +122,123 @@ impl Drift {
         }
     }
 }
+
+/// The control plane's latest revision when it was made outside git (today: a binding made in
+/// the web console, `provenance.tool: console`, or through `POST /v1/bindings`): no commit
+/// describes it, so git does not have its change. Applying a checkout whose manifest lacks that
+/// change would undo it: `apply` says what and refuses without `--force`; `status` and `diff`
+/// say it.
+#[derive(Debug, Clone)]
+pub(crate) struct Outside {
+    /// The latest revision.
+    pub(crate) latest: RevisionSummary,
+    /// Its manifest, when it still loads.
+    pub(crate) manifest: Option<edgefn_schema::Manifest>,
+}
+
+/// Reads the latest revision; `Some` when it has no git commit and is not a rollback (which
+/// [`detect`] covers) nor the first revision of a project applied outside git with
+/// `--allow-dirty` by `edgefn` itself.
+pub(crate) fn detect_outside_git(client: &Client) -> Result<Option<Outside>, CliError> {
+    let recent: Vec<RevisionSummary> = client.get("/v1/revisions?limit=1")?;
+    let Some(latest) = recent.into_iter().next() else {
+        return Ok(None);
+    };
+    let p = &latest.provenance;
+    let by_edgefn = p.tool.as_deref().is_some_and(|t| t.starts_with("edgefn"));
+    if latest.rollback_of.is_some() || p.commit.is_some() || by_edgefn {
+        return Ok(None);
+    }
+    let rev: edgefn_schema::api::Revision =
+        client.get(&format!("/v1/revisions/{}", latest.number))?;
+    let manifest = edgefn_schema::load(
+        &edgefn_schema::Source::new("edgefn.yaml", rev.manifest.as_str()),
+        None,
+    )
+    .ok()
+    .map(|l| l.manifest);
+    Ok(Some(Outside { latest, manifest }))
+}
+
+fn selector(s: &edgefn_schema::DeviceSelector) -> String {
+    match s {
+        edgefn_schema::DeviceSelector::Names(n) => n.join(", "),
+        edgefn_schema::DeviceSelector::Labels(l) => l
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+impl Outside {
+    /// One line: `revision 4 was made in the console by admin token `initial` (…): "bind f to
+    /// gw-02", not from git`.
+    pub(crate) fn describe(&self) -> String {
+        let p = &self.latest.provenance;
+        let place = match p.tool.as_deref() {
+            Some("console") => "in the web console".to_owned(),
+            Some("api") => "through the API".to_owned(),
+            Some(t) => format!("by {t}"),
+            None => "without provenance".to_owned(),
+        };
+        format!(
+            "revision {} was made {place}{}{}, not from git",
+            self.latest.number,
+            p.author
+                .as_deref()
+                .map(|a| format!(" by {a}"))
+                .unwrap_or_default(),
+            p.message
+                .as_deref()
+                .map(|m| format!(" ({m:?})"))
+                .unwrap_or_default()
+        )
+    }
+
+    /// What applying `local` would undo: the bindings, functions, devices and routes of the
+    /// latest revision that `local` lacks or has otherwise, one phrase each. Empty when `local`
+    /// holds all of them (git has the change).
+    pub(crate) fn undone_by(&self, local: &edgefn_schema::Manifest) -> Vec<String> {
+        let Some(remote) = &self.manifest else {
+            return vec!["a manifest this edgefn cannot read".into()];
+        };
+        let mut out = Vec::new();
+        for b in &remote.bindings {
+            let name = b.effective_name();
+            match local.bindings.iter().find(|x| x.effective_name() == name) {
+                None => out.push(format!(
+                    "binding `{name}` ({} on {})",
+                    b.function,
+                    selector(&b.devices)
+                )),
+                Some(x) if x != b => out.push(format!("binding `{name}`'s settings")),
+                Some(_) => {}
+            }
+        }
+        for (name, f) in &remote.functions {
+            match local.functions.get(name) {
+                None => out.push(format!("function `{name}`")),
+                Some(x) if x != f => out.push(format!("function `{name}`'s settings")),
+                Some(_) => {}
+            }
+        }
+        for (name, d) in &remote.devices {
+            match local.devices.get(name) {
+                None => out.push(format!("device `{name}`")),
+                Some(x) if x != d => out.push(format!("device `{name}`'s labels or values")),
+                Some(_) => {}
+            }
+        }
+        for r in &remote.routes {
+            if !local.routes.contains(r) {
+                let to = match r.to {
+                    edgefn_schema::RouteTarget::Cloud => "cloud",
+                    edgefn_schema::RouteTarget::Local => "local",
+                };
+                out.push(format!("route {} → {to}", r.from));
+            }
+        }
+        out
+    }
+}

@@ -148,95 +148,18 @@ pub(crate) fn add_entry(
 }
 
 /// Appends an item to the top-level sequence `section` (`bindings`, `routes`): `fields` (key and
-/// YAML-formatted value, in order) as one mapping, in the style the sequence already uses.
+/// YAML-formatted value, in order) as one mapping, in the style the sequence already uses. The
+/// edit itself is the schema's ([`edgefn_schema::edit::append_item`]), which the control plane's
+/// console uses too.
 pub(crate) fn append_item(
     text: &str,
     section: &str,
     fields: &[(&str, String)],
 ) -> Result<String, EditError> {
-    let source = Source::new("edgefn.yaml", text);
-    let (Some(root), _) = yaml::parse(&source) else {
-        return Err(EditError::Unparseable);
-    };
-    let NodeKind::Map(top) = &root.kind else {
-        return Err(EditError::Unparseable);
-    };
-    let count = |root: &Node| match root.get(section).map(|v| &v.kind) {
-        Some(NodeKind::Seq(items)) => items.len(),
-        _ => 0,
-    };
-    let before = count(&root);
-    let item_block = |indent: &str| {
-        let mut out = String::new();
-        for (i, (k, v)) in fields.iter().enumerate() {
-            let lead = if i == 0 {
-                format!("{indent}- ")
-            } else {
-                format!("{indent}  ")
-            };
-            out.push_str(&format!("{lead}{k}: {v}\n"));
-        }
-        out
-    };
-    let inline = || {
-        let parts: Vec<String> = fields.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-        format!("{{ {} }}", parts.join(", "))
-    };
-    let later: &[&str] = SECTIONS
-        .iter()
-        .position(|s| *s == section)
-        .map_or(&[], |i| &SECTIONS[i + 1..]);
-    let edited = match root.entry(section) {
-        None => {
-            let block = format!("{section}:\n{}", item_block("  "));
-            let at = top
-                .iter()
-                .find(|(k, _)| k.as_str().is_some_and(|k| later.contains(&k)))
-                .map(|(k, _)| line_start(text, k.span.offset));
-            match at {
-                Some(at) => splice(text, at, &format!("{block}\n")),
-                None => insert_line(text, text.len(), &block),
-            }
-        }
-        Some((key, value)) => match &value.kind {
-            NodeKind::Seq(items) if flow(text, value) && !items.is_empty() => {
-                let last = &items[items.len() - 1];
-                splice(text, last.span.end(), &format!(", {}", inline()))
-            }
-            NodeKind::Seq(items) if !items.is_empty() => {
-                // The dash is two columns left of the first item's content, by convention;
-                // read it from the text rather than assume.
-                let first = &items[0];
-                let line = line_start(text, first.span.offset);
-                let dash = text[line..first.span.offset]
-                    .rfind('-')
-                    .map_or(column(&source, key.span.offset) + 2, |i| i);
-                let last = &items[items.len() - 1];
-                let at = line_end(
-                    text,
-                    last.span.end().saturating_sub(1).max(last.span.offset),
-                );
-                insert_line(text, at, &item_block(&" ".repeat(dash)))
-            }
-            _ if value.is_null() || matches!(&value.kind, NodeKind::Seq(e) if e.is_empty()) => {
-                let mut t = text.to_owned();
-                if !value.is_null() {
-                    // `bindings: []` → `bindings:` (the spaces before the value go too).
-                    let from = text[..value.span.offset].trim_end_matches(' ').len();
-                    t.replace_range(from..value.span.end(), "");
-                }
-                let at = line_end(&t, key.span.end());
-                let indent = " ".repeat(column(&source, key.span.offset) + 2);
-                insert_line(&t, at, &item_block(&indent))
-            }
-            _ => return Err(EditError::Unparseable),
-        },
-    };
-    let check = Source::new("edgefn.yaml", edited.as_str());
-    match yaml::parse(&check) {
-        (Some(root), diags) if diags.is_empty() && count(&root) == before + 1 => Ok(edited),
-        _ => Err(EditError::Failed),
-    }
+    edgefn_schema::edit::append_item(text, section, fields).map_err(|e| match e {
+        edgefn_schema::edit::EditError::Unparseable => EditError::Unparseable,
+        edgefn_schema::edit::EditError::Failed => EditError::Failed,
+    })
 }
 
 /// The YAML text of the entry as it is added to a block mapping.

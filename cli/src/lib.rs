@@ -18,6 +18,7 @@ pub(crate) mod edit;
 pub(crate) mod error;
 pub(crate) mod function_output;
 pub(crate) mod human;
+pub(crate) mod layers;
 pub(crate) mod local_secrets;
 pub(crate) mod package;
 pub(crate) mod payload;

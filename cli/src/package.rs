@@ -5,6 +5,8 @@
 //! the function's folder may both apply). Symlinks are kept as links when they point inside the
 //! folder and refused when they point outside it, or through another link to outside it (the
 //! bundle format's rules, [`bundle::pack`]). Files with the setuid or setgid bit are refused.
+//! A folder with `package-lock.json` leaves its top `node_modules/` out: its dependencies travel
+//! in a layer of their own (`crate::layers`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -62,7 +64,8 @@ pub(crate) fn package(root: &Path, name: &str, path: &str) -> Result<Bundle, Cli
         .flatten()
         .collect();
     let mut files = Vec::new();
-    walk(&dir, &canonical, "", &matchers, &mut files)?;
+    let skip_modules = crate::layers::has_node_lock(&dir);
+    walk(&dir, &canonical, "", &matchers, skip_modules, &mut files)?;
     let count = files.len();
     let bytes = bundle::pack(files).map_err(|e| {
         CliError::failed(
@@ -90,6 +93,7 @@ fn walk(
     top: &Path,
     rel: &str,
     matchers: &[Gitignore],
+    skip_modules: bool,
     out: &mut Vec<BundleFile>,
 ) -> Result<(), CliError> {
     let mut entries: Vec<PathBuf> = fs::read_dir(dir)
@@ -113,6 +117,7 @@ fn walk(
         if name == ".git"
             || (rel.is_empty() && name == "tests" && ft.is_dir())
             || name == IGNORE_FILE
+            || (rel.is_empty() && skip_modules && name == "node_modules")
         {
             continue;
         }
@@ -138,7 +143,7 @@ fn walk(
                 },
             });
         } else if ft.is_dir() {
-            walk(&path, top, &rel_path, matchers, out)?;
+            walk(&path, top, &rel_path, matchers, skip_modules, out)?;
         } else if ft.is_file() {
             #[cfg(unix)]
             let executable = {

@@ -45,8 +45,11 @@ pub(crate) fn latest_revision(client: &Client) -> Result<u64, CliError> {
 pub(crate) struct Submitted {
     /// The cloud's answer.
     pub(crate) applied: ApplyResponse,
-    /// Functions whose bundles were uploaded.
+    /// Functions whose bundles were uploaded, and dependency layers (`NAME (dependencies,
+    /// PLATFORM)`).
     pub(crate) uploaded: Vec<String>,
+    /// Bytes uploaded.
+    pub(crate) uploaded_bytes: u64,
     /// What was submitted.
     pub(crate) request: NewRevision,
 }
@@ -80,28 +83,65 @@ pub(crate) fn check_secrets_set(
     })
 }
 
-/// Packages the project, uploads the bundles the cloud lacks, and submits the revision against
-/// the latest one.
+/// How [`submit`] reports, builds layers and signs.
+pub(crate) struct How<'a> {
+    /// Progress as text (a bar on a terminal) or nothing but the result (JSON).
+    pub(crate) output: Output,
+    /// Layers built for this machine's platform and named for every platform (`edgefn dev`:
+    /// its agents run here), instead of one per device platform.
+    pub(crate) host_layers: bool,
+    /// The key that signs each device's desired state (`--sign-key`), if any.
+    pub(crate) sign: Option<&'a edgefn_schema::signing::SigningKey>,
+}
+
+/// Packages the project (bundles and dependency layers), uploads the archives the cloud lacks,
+/// and submits the revision against the latest one, as `how` says.
 pub(crate) fn submit(
     client: &Client,
     project: &Project,
     manifest: &edgefn_schema::Manifest,
     manifest_text: &str,
     provenance: edgefn_schema::api::Provenance,
-    output: Output,
-    sign: Option<&edgefn_schema::signing::SigningKey>,
+    how: How<'_>,
 ) -> Result<Submitted, CliError> {
+    let How {
+        output,
+        host_layers,
+        sign,
+    } = how;
     check_secrets_set(client, manifest)?;
     let bundles = package::package_all(&project.root, manifest)?;
+    // Dependency layers: for each device's platform, or (`edgefn dev`, whose agents run here)
+    // built for this machine and named for every platform.
+    let host = if host_layers {
+        Some(crate::layers::host_platform())
+    } else {
+        None
+    };
+    let layers = crate::layers::build_all(&project.root, manifest, host.transpose()?)?;
     let parent = latest_revision(client)?;
-    let digests: Vec<String> = bundles.iter().map(|b| b.digest.clone()).collect();
+    // Everything the revision names, each archive once: (what it is, digest, bytes).
+    let mut archives: Vec<(String, &str, &[u8])> = bundles
+        .iter()
+        .map(|b| (b.function.clone(), b.digest.as_str(), b.bytes.as_slice()))
+        .collect();
+    for l in &layers {
+        if !archives.iter().any(|(_, d, _)| *d == l.digest) {
+            archives.push((
+                format!("{} (dependencies, {})", l.function, l.platform),
+                l.digest.as_str(),
+                l.bytes.as_slice(),
+            ));
+        }
+    }
+    let digests: Vec<String> = archives.iter().map(|(_, d, _)| (*d).to_owned()).collect();
     let (_, missing): (_, MissingBundlesResponse) =
         client.post("/v1/bundles/missing", &MissingBundlesRequest { digests })?;
-    let to_upload: Vec<&package::Bundle> = bundles
+    let to_upload: Vec<&(String, &str, &[u8])> = archives
         .iter()
-        .filter(|b| missing.missing.contains(&b.digest))
+        .filter(|(_, d, _)| missing.missing.iter().any(|m| m == d))
         .collect();
-    let total: u64 = to_upload.iter().map(|b| b.bytes.len() as u64).sum();
+    let total: u64 = to_upload.iter().map(|(_, _, b)| b.len() as u64).sum();
     let bar = (output == Output::Text && std::io::stderr().is_terminal() && !to_upload.is_empty())
         .then(|| {
             let bar = indicatif::ProgressBar::new(total);
@@ -113,22 +153,21 @@ pub(crate) fn submit(
             );
             bar
         });
-    for b in &to_upload {
+    for (what, digest, bytes) in &to_upload {
         match &bar {
-            Some(bar) => bar.set_message(b.function.clone()),
+            Some(bar) => bar.set_message(what.clone()),
             None => say(
                 output,
                 &format!(
-                    "uploading {} ({} bytes, {})",
-                    b.function,
-                    b.bytes.len(),
-                    &b.digest[..12]
+                    "uploading {what} ({} bytes, {})",
+                    bytes.len(),
+                    &digest[..12]
                 ),
             ),
         }
-        client.put_bytes(&format!("/v1/bundles/{}", b.digest), b.bytes.clone())?;
+        client.put_bytes(&format!("/v1/bundles/{digest}"), bytes.to_vec())?;
         if let Some(bar) = &bar {
-            bar.inc(b.bytes.len() as u64);
+            bar.inc(bytes.len() as u64);
         }
     }
     if let Some(bar) = bar {
@@ -138,6 +177,7 @@ pub(crate) fn submit(
         .iter()
         .map(|b| (b.function.clone(), b.digest.clone()))
         .collect();
+    let layers = crate::layers::digests(&layers);
     let signatures = match sign {
         None => None,
         Some(key) => {
@@ -147,6 +187,7 @@ pub(crate) fn submit(
                 key,
                 manifest,
                 &bundles,
+                &layers,
                 &pins,
                 parent + 1,
             )?)
@@ -155,6 +196,7 @@ pub(crate) fn submit(
     let request = NewRevision {
         manifest: manifest_text.to_owned(),
         bundles,
+        layers,
         provenance,
         expected_parent: Some(parent),
         signatures,
@@ -162,7 +204,8 @@ pub(crate) fn submit(
     let (_, applied): (_, ApplyResponse) = client.post("/v1/revisions", &request)?;
     Ok(Submitted {
         applied,
-        uploaded: to_upload.iter().map(|b| b.function.clone()).collect(),
+        uploaded: to_upload.iter().map(|(what, _, _)| what.clone()).collect(),
+        uploaded_bytes: to_upload.iter().map(|(_, _, b)| b.len() as u64).sum(),
         request,
     })
 }

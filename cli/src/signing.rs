@@ -74,7 +74,7 @@ pub(crate) fn latest_secret_versions(
 }
 
 /// Signs, for revision `revision`, the desired state of every device of `manifest` (with
-/// `bundles` and the secret versions `pins`), and the empty state of every registered device
+/// `bundles`, its dependency `layers` and the secret versions `pins`), and the empty state of every registered device
 /// the manifest does not list (so that removing a device from the manifest also reaches a
 /// device that checks signatures).
 pub(crate) fn sign_revision(
@@ -82,13 +82,15 @@ pub(crate) fn sign_revision(
     key: &SigningKey,
     manifest: &Manifest,
     bundles: &BTreeMap<String, String>,
+    layers: &edgefn_schema::Layers,
     pins: &BTreeMap<String, u64>,
     revision: u64,
 ) -> Result<RevisionSignatures, CliError> {
     let registered: Vec<DeviceInfo> = client.get("/v1/devices")?;
     let mut devices = BTreeMap::new();
     for name in manifest.devices.keys() {
-        if let Some(mut state) = edgefn_schema::resolve(manifest, name, bundles) {
+        if let Some(mut state) = edgefn_schema::resolve_with_layers(manifest, name, bundles, layers)
+        {
             state.pin_secrets(pins);
             devices.insert(name.clone(), sign_state(key, &state, revision));
         }

@@ -5,7 +5,7 @@
 "use strict";
 
 const state = { csrf: null, stream: null, page: 0, filters: { q: "", label: "", state: "" } };
-const PAGE = 50;
+const PAGE = 100;
 
 // ---- DOM and API helpers ---------------------------------------------------------------------
 
@@ -147,10 +147,17 @@ function stopStream() {
 
 // Calls `render(status)` now and on every change of the fleet's status: the server sends the
 // whole status once (`status`), then only the devices that changed (`delta`).
-function liveStatus(render) {
+//
+// With `query` (page, size and filters, as GET /v1/status/page takes them), `render(page)` gets
+// one page of the fleet and its counts instead, now and whenever they change.
+function liveStatus(render, query) {
   stopStream();
-  const es = new EventSource("/console/events");
+  const params = query ? new URLSearchParams(Object.entries(query).filter(([, v]) => v !== "" && v !== undefined)) : null;
+  const es = new EventSource(params ? `/console/events?${params}` : "/console/events");
   state.stream = es;
+  es.addEventListener("page", (e) => {
+    try { render(JSON.parse(e.data)); } catch (err) { toast(err.message, true); }
+  });
   let current = null;
   es.addEventListener("status", (e) => {
     try { current = JSON.parse(e.data); render(current); } catch (err) { toast(err.message, true); }
@@ -177,6 +184,9 @@ function liveStatus(render) {
 
 // ---- Fleet -----------------------------------------------------------------------------------
 
+// The overview is paged and filtered on the server: the page's stream carries one page of
+// devices and the whole fleet's counts (`page` events), sent again when they change, so an
+// open page costs one page, not the fleet, at 10,000 devices.
 function fleetView() {
   const f = state.filters;
   const q = h("input", { id: "f-q", type: "search", value: f.q, placeholder: "name" });
@@ -184,30 +194,22 @@ function fleetView() {
   const st = h("select", { id: "f-state" },
     ["", "running", "updating", "failed", "rolled_back", "never seen", "unregistered", "not converged"]
       .map((s) => h("option", { value: s, selected: s === f.state }, s || "any")));
-  const summary = h("p", { class: "muted", id: "fleet-summary" }, "Loading…");
+  const summary = h("p", { class: "muted", id: "fleet-summary", "aria-live": "polite" }, "Loading…");
   const body = h("tbody", { id: "fleet-rows" });
   const pager = h("div", { class: "pager" });
-  let last = null;
-  const render = (status) => {
-    last = status;
-    const wantLabel = f.label.includes("=") ? f.label.split("=", 2).map((s) => s.trim()) : null;
-    const rows = status.devices.filter((d) => {
-      if (f.q && !d.name.includes(f.q)) return false;
-      if (wantLabel && ((d.labels || {})[wantLabel[0]] !== wantLabel[1])) return false;
-      if (f.state === "not converged") return !d.converged;
-      if (f.state && deviceState(d) !== f.state) return false;
-      return true;
-    });
-    const converged = status.devices.filter((d) => d.converged).length;
-    summary.textContent = `Revision ${status.revision}: ${converged} of ${status.devices.length} devices converged` +
-      (rows.length !== status.devices.length ? `; ${rows.length} shown by the filters` : "");
-    const pages = Math.max(1, Math.ceil(rows.length / PAGE));
-    state.page = Math.min(state.page, pages - 1);
-    body.replaceChildren(...rows.slice(state.page * PAGE, (state.page + 1) * PAGE).map((d) => {
+  const render = (p) => {
+    const c = p.counts;
+    const filtered = f.q || f.label || f.state;
+    const states = Object.entries(c.byState || {}).map(([k, v]) => `${k} ${v}`).join(", ");
+    summary.textContent = `Revision ${p.revision}: ${c.converged} of ${c.total} devices converged` +
+      (filtered ? `; ${p.matching} shown by the filters` : "") + (states ? ` (${states})` : "");
+    const pages = Math.max(1, Math.ceil(p.matching / PAGE));
+    if (state.page > pages - 1) { state.page = pages - 1; subscribe(); return; }
+    body.replaceChildren(...p.devices.map((d) => {
       const r = d.report || {};
       const bad = failing(d);
       return h("tr", { "data-device": d.name },
-        h("td", {}, h("a", { href: "#/devices/" + encodeURIComponent(d.name) }, d.name)),
+        h("td", { class: "wrap" }, h("a", { href: "#/devices/" + encodeURIComponent(d.name) }, d.name)),
         h("td", { class: "hide-narrow wrap labels" }, Object.entries(d.labels || {}).map(([k, v]) => `${k}=${v}`).join(", ")),
         h("td", {}, pill(deviceState(d)), " ", d.converged ? h("span", { class: "ok" }, "✓ converged") : h("span", { class: "warn" }, "not converged")),
         h("td", {}, r.runningRevision ?? "—"),
@@ -216,15 +218,18 @@ function fleetView() {
         h("td", { class: "wrap" }, bad.length ? bad.map((x) => x.binding).join(", ") : h("span", { class: "muted" }, "none")));
     }));
     pager.replaceChildren(
-      h("button", { type: "button", class: "secondary", disabled: state.page === 0,
-        onclick: () => { state.page--; render(last); } }, "Previous"),
-      h("span", { class: "muted" }, `page ${state.page + 1} of ${pages}`),
-      h("button", { type: "button", class: "secondary", disabled: state.page >= pages - 1,
-        onclick: () => { state.page++; render(last); } }, "Next"));
+      h("button", { type: "button", class: "secondary", id: "page-prev", disabled: state.page === 0,
+        onclick: () => { state.page--; subscribe(); } }, "Previous"),
+      h("span", { class: "muted", id: "page-of" }, `page ${state.page + 1} of ${pages}`),
+      h("button", { type: "button", class: "secondary", id: "page-next", disabled: state.page >= pages - 1,
+        onclick: () => { state.page++; subscribe(); } }, "Next"));
   };
+  const subscribe = () => liveStatus(render, { page: state.page, size: PAGE, q: f.q, label: f.label, state: f.state });
+  let timer = null;
   const refilter = () => {
     f.q = q.value.trim(); f.label = label.value.trim(); f.state = st.value; state.page = 0;
-    if (last) render(last);
+    clearTimeout(timer);
+    timer = setTimeout(subscribe, 200);
   };
   for (const el of [q, label]) el.addEventListener("input", refilter);
   st.addEventListener("change", refilter);
@@ -241,7 +246,8 @@ function fleetView() {
         h("th", {}, "Failing functions"))),
       body)),
     pager);
-  liveStatus(render);
+  subscribe();
+  state.cleanup = () => clearTimeout(timer);
 }
 
 // ---- Device ----------------------------------------------------------------------------------
@@ -359,10 +365,91 @@ function deviceView(name) {
     h("h2", {}, "Logs"),
     h("div", { class: "row" }, h("label", { for: "log-binding" }, "Function", binding), follow),
     logs,
-    publish);
-  liveStatus(render);
+    publish,
+    invokePanel(name));
+  liveStatus(render, { name, size: 1 });
   loadLogs(false);
   state.cleanup = () => { if (logAbort) logAbort.abort(); };
+}
+
+// ---- Invoke panel: run a function on the device now (POST /v1/devices/{name}/invoke) ----------
+
+function invokePanel(name) {
+  const fn = h("select", { id: "invoke-function", required: true });
+  const topic = h("input", { id: "invoke-topic", placeholder: "invoke" });
+  const payload = h("textarea", { id: "invoke-payload", placeholder: '{"celsius": 45}' });
+  const timeout = h("input", { id: "invoke-timeout", type: "number", min: "1", max: "60", value: "10" });
+  const run = h("button", { type: "submit", id: "invoke-run" }, "Invoke");
+  const result = h("div", { id: "invoke-result", role: "status", "aria-live": "polite" });
+  const triggers = new Map();
+  const suggestTopic = () => {
+    const t = triggers.get(fn.value) || [];
+    topic.placeholder = t.length ? t.join(", ") : "invoke";
+    topic.value = t.length === 1 && !/[+#]/.test(t[0]) ? t[0] : "";
+  };
+  fn.addEventListener("change", suggestTopic);
+  api("GET", `/v1/devices/${encodeURIComponent(name)}/desired`).then((d) => {
+    const bound = ((d && d.state && d.state.bindings) || []).filter((b) => b.mode !== "continuous");
+    for (const b of bound) triggers.set(b.name, b.triggers || []);
+    fn.replaceChildren(...bound.map((b) =>
+      h("option", { value: b.name }, b.name === b.function ? b.name : `${b.name} (${b.function})`)));
+    if (!bound.length) {
+      fn.append(h("option", { value: "" }, "no triggered function is bound here"));
+      run.disabled = true;
+    }
+    suggestTopic();
+  }).catch((err) => toast(err.message, true));
+  const answer = (r) => {
+    const out = [];
+    if (r.error) {
+      out.push(h("p", {}, pill("failed"), " ", h("strong", {}, r.error.kind), `: ${r.error.message}`));
+      if (r.error.traceback) out.push(h("pre", { id: "invoke-traceback" }, r.error.traceback));
+    } else {
+      out.push(h("p", {}, h("span", { class: "pill ok" }, "ok"), ` ${r.binding} answered in ${r.durationMs} ms`));
+      const value = r.resultBase64 !== undefined ? { base64: r.resultBase64 } : (r.result ?? null);
+      out.push(h("h3", {}, "Result"), h("pre", { id: "invoke-value" }, JSON.stringify(value, null, 2)));
+    }
+    if ((r.published || []).length) {
+      out.push(h("h3", {}, "Published"), h("pre", { id: "invoke-published" },
+        r.published.map((m) => `${m.topic} ${JSON.stringify(m.payload)}`).join("\n")));
+    }
+    out.push(h("h3", {}, "Logs it wrote"));
+    const lines = (r.logs || []).map((l) => h("div", { class: l.stream === "stderr" ? "stderr" : "" },
+      `${new Date(l.ts_ms ?? Date.now()).toISOString().slice(11, 23)} | ${l.line}`));
+    out.push(h("div", { class: "logs", id: "invoke-logs", tabindex: "0" },
+      lines.length ? lines : h("div", { class: "muted" }, "No log lines.")));
+    if (r.truncated) out.push(h("p", { class: "muted" }, `The device cut its reply to fit: ${r.truncated}`));
+    return out;
+  };
+  return h("form", { class: "card", id: "invoke-panel", onsubmit: async (e) => {
+    e.preventDefault();
+    let body = payload.value;
+    if (!body.trim()) body = null;
+    else { try { body = JSON.parse(body); } catch (_) { /* text */ } }
+    const seconds = Math.min(60, Math.max(1, Number(timeout.value) || 10));
+    run.disabled = true;
+    result.replaceChildren(h("p", { class: "muted" }, `Waiting for ${name} (up to ${seconds} s)…`));
+    try {
+      const req = { function: fn.value, payload: body, timeoutMs: Math.round(seconds * 1000) };
+      if (topic.value.trim()) req.topic = topic.value.trim();
+      const r = await api("POST", `/v1/devices/${encodeURIComponent(name)}/invoke`, req);
+      result.replaceChildren(...answer(r));
+    } catch (err) {
+      const head = err.code === "device_timeout" ? "No answer in time. " : "";
+      result.replaceChildren(h("p", { class: "bad", role: "alert" }, head + err.message));
+    } finally {
+      run.disabled = false;
+    }
+  } },
+    h("h2", {}, "Invoke a function"),
+    h("p", { class: "muted" }, "Runs the function on the device now, as a message on its trigger would, and shows its answer and the log lines it wrote. Nothing is queued: an offline device gives a timeout, and the request never runs later."),
+    h("div", { class: "row" },
+      h("label", { for: "invoke-function" }, "Function", fn),
+      h("label", { for: "invoke-topic" }, "Topic", topic),
+      h("label", { for: "invoke-timeout" }, "Wait (s)", timeout)),
+    h("label", { for: "invoke-payload" }, "Payload (JSON, or text)", payload),
+    h("div", { class: "row" }, run),
+    result);
 }
 
 // ---- Revisions -------------------------------------------------------------------------------
@@ -465,6 +552,199 @@ function addDeviceView() {
   name.focus();
 }
 
+// ---- Bind, functions, bundles, revision diffs ---------------------------------------------------
+
+function bytes(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1 << 20) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${(n / (1 << 20)).toFixed(1)} MiB`;
+}
+
+// "site=lab, role=gw" → {site: "lab", role: "gw"}, or null when a part has no "=".
+function parseLabels(text) {
+  const out = {};
+  for (const part of text.split(",").map((s) => s.trim()).filter(Boolean)) {
+    const i = part.indexOf("=");
+    if (i <= 0) return null;
+    out[part.slice(0, i).trim()] = part.slice(i + 1).trim();
+  }
+  return Object.keys(out).length ? out : null;
+}
+
+// Bind with a click: a function, and a device or a label selector → a new revision made from
+// the latest one (POST /v1/bindings, the same commit path and checks as `edgefn apply`).
+async function bindView(preset) {
+  show(h("h1", {}, "Bind a function"), h("p", { class: "muted" }, "Loading…"));
+  const [fns, status, revs] = await Promise.all([api("GET", "/v1/functions"),
+    api("GET", "/v1/status"), api("GET", "/v1/revisions?limit=1")]);
+  const latest = (revs && revs[0] && revs[0].number) || 0;
+  if (!fns.length) {
+    show(h("h1", {}, "Bind a function"), h("p", { class: "muted" }, "The latest revision has no function: `edgefn apply` a project first."));
+    return;
+  }
+  const fn = h("select", { id: "bind-function", required: true },
+    fns.map((f) => h("option", { value: f.name, selected: f.name === preset }, `${f.name} (${f.runtime})`)));
+  const names = status.devices.filter((d) => d.inManifest).map((d) => d.name);
+  const list = h("datalist", { id: "bind-devices" }, names.slice(0, 1000).map((n) => h("option", { value: n })));
+  const byDevice = h("input", { type: "radio", name: "bind-by", id: "bind-by-device", value: "device", checked: true });
+  const byLabels = h("input", { type: "radio", name: "bind-by", id: "bind-by-labels", value: "labels" });
+  const device = h("input", { id: "bind-device", list: "bind-devices", autocomplete: "off", placeholder: names[0] || "gw-01" });
+  const labels = h("input", { id: "bind-labels", autocomplete: "off", placeholder: "site=shanghai, role=gateway" });
+  const result = h("div", { id: "bind-result", role: "status" });
+  const button = h("button", { type: "submit", id: "bind-submit" }, "Bind");
+  const form = h("form", { class: "card", onsubmit: async (e) => {
+    e.preventDefault();
+    result.replaceChildren();
+    let devices;
+    if (byLabels.checked) {
+      const l = parseLabels(labels.value);
+      if (!l) { result.replaceChildren(h("p", { class: "bad", role: "alert" }, "Labels are KEY=VALUE pairs separated by commas.")); return; }
+      devices = { labels: l };
+    } else {
+      if (!device.value.trim()) { result.replaceChildren(h("p", { class: "bad", role: "alert" }, "Name a device.")); return; }
+      devices = { names: [device.value.trim()] };
+    }
+    button.disabled = true;
+    try {
+      const r = await api("POST", "/v1/bindings", { function: fn.value, devices, expectedParent: latest });
+      result.replaceChildren(h("div", { class: "card" },
+        h("p", { class: "ok" }, `Revision ${r.revision} runs ${fn.value} on ${r.devices.join(", ")} (binding ${r.binding}).`),
+        h("p", { class: "warn" }, "Git does not have this change: add the binding to edgefn.yaml, or the next `edgefn apply` from git refuses without --force (it would undo it)."),
+        h("p", {}, r.devices.slice(0, 20).map((d) => h("a", { href: "#/devices/" + encodeURIComponent(d), class: "chip" }, d)))));
+    } catch (err) {
+      button.disabled = false;
+      result.replaceChildren(h("p", { class: "bad", role: "alert" }, err.status === 409
+        ? `Someone applied a revision since this page loaded (it was made against revision ${latest}): nothing was changed. ${err.message}. Reload and bind again.`
+        : err.message));
+    }
+  } },
+    h("p", { class: "muted" }, `A new revision made from revision ${latest}: its manifest with one binding added, recorded as made in the console, by your admin token.`),
+    h("div", { class: "row" }, h("label", { for: "bind-function" }, "Function", fn)),
+    h("fieldset", {}, h("legend", {}, "Where"),
+      h("div", { class: "row" },
+        h("label", { class: "inline", for: "bind-by-device" }, byDevice, "A device"),
+        h("label", { for: "bind-device" }, "Device", device)),
+      h("div", { class: "row" },
+        h("label", { class: "inline", for: "bind-by-labels" }, byLabels, "Devices with labels"),
+        h("label", { for: "bind-labels" }, "Labels", labels))),
+    list,
+    h("div", { class: "row" }, button));
+  device.addEventListener("focus", () => { byDevice.checked = true; });
+  labels.addEventListener("focus", () => { byLabels.checked = true; });
+  show(h("h1", {}, "Bind a function"), form, result);
+  fn.focus();
+}
+
+async function functionsView() {
+  show(h("h1", {}, "Functions"), h("p", { class: "muted" }, "Loading…"));
+  const fns = (await api("GET", "/v1/functions")) || [];
+  const rows = fns.map((f) => h("tr", { "data-function": f.name },
+    h("td", { class: "wrap" }, f.name),
+    h("td", {}, f.runtime),
+    h("td", { class: "wrap hide-narrow" }, f.bindings.join(", ") || "—"),
+    h("td", { class: "wrap" }, f.devices.length
+      ? f.devices.slice(0, 20).map((d) => h("a", { href: "#/devices/" + encodeURIComponent(d), class: "chip" }, d))
+        .concat(f.devices.length > 20 ? [` and ${f.devices.length - 20} more`] : [])
+      : h("span", { class: "muted" }, "none")),
+    h("td", {}, f.bundle ? h("a", { href: `#/bundles/${f.bundle}`, class: "bundle" }, f.bundle.slice(0, 12)) : "—"),
+    h("td", {}, h("a", { href: "#/bind/" + encodeURIComponent(f.name) }, "Bind…"))));
+  show(h("h1", {}, "Functions"),
+    h("p", { class: "muted" }, "The latest revision's functions and the devices whose desired state runs them."),
+    fns.length ? h("div", { class: "scroll" }, h("table", {},
+      h("thead", {}, h("tr", {}, h("th", {}, "Function"), h("th", {}, "Runtime"), h("th", { class: "hide-narrow" }, "Bindings"),
+        h("th", {}, "Devices"), h("th", {}, "Bundle"), h("th", {}, ""))),
+      h("tbody", { id: "functions-rows" }, rows)))
+      : h("p", { class: "muted" }, "No function yet: `edgefn apply` makes the first revision."));
+}
+
+async function bundleView(digest, path) {
+  show(h("h1", {}, "Bundle"), h("p", { class: "muted" }, "Loading…"));
+  const listing = await api("GET", `/v1/bundles/${encodeURIComponent(digest)}/files`);
+  const preview = h("div", { id: "bundle-preview" });
+  const rows = listing.files.map((f) => h("tr", { "data-path": f.path },
+    h("td", { class: "wrap" }, f.target === undefined
+      ? h("a", { href: `#/bundles/${digest}/${encodeURIComponent(f.path)}` }, f.path)
+      : `${f.path} → ${f.target}`),
+    h("td", {}, f.target === undefined ? bytes(f.size) : "link"),
+    h("td", { class: "hide-narrow" }, f.executable ? "0755" : "0644")));
+  show(
+    h("p", {}, h("a", { href: "#/functions" }, "← Functions")),
+    h("h1", {}, "Bundle ", h("code", {}, digest.slice(0, 12))),
+    h("p", { class: "muted" }, `${bytes(listing.bytes)} compressed, ${listing.total} entries` +
+      (listing.total > listing.files.length ? ` (the first ${listing.files.length} are listed)` : "") + ". Read-only."),
+    h("div", { class: "scroll" }, h("table", {},
+      h("thead", {}, h("tr", {}, h("th", {}, "File"), h("th", {}, "Size"), h("th", { class: "hide-narrow" }, "Mode"))),
+      h("tbody", { id: "bundle-files" }, rows))),
+    preview);
+  if (path) {
+    const p = await api("GET", `/v1/bundles/${encodeURIComponent(digest)}/files/${path.split("/").map(encodeURIComponent).join("/")}`);
+    preview.replaceChildren(h("h2", {}, p.path),
+      p.binary
+        ? h("p", { class: "muted", id: "bundle-binary" }, `A binary file of ${bytes(p.size)}: not shown.`)
+        : h("pre", { id: "bundle-text", tabindex: "0" }, p.text));
+    if (p.truncated && !p.binary) preview.append(h("p", { class: "muted" }, `The beginning of a file of ${bytes(p.size)}.`));
+    preview.scrollIntoView();
+  }
+}
+
+function diffItems(label, names, cls) {
+  return names && names.length ? h("li", { class: cls }, `${label}: ${names.join(", ")}`) : null;
+}
+
+async function diffView(from, to) {
+  show(h("h1", {}, `Revision ${from} → ${to}`), h("p", { class: "muted" }, "Loading…"));
+  const [d, a, b] = await Promise.all([api("GET", `/v1/revisions/${from}/diff/${to}`),
+    api("GET", `/v1/revisions/${from}`), api("GET", `/v1/revisions/${to}`)]);
+  const describe = (r) => {
+    const p = r.provenance || {};
+    return `${r.number}: ${r.rollbackOf ? `rollback to ${r.rollbackOf}` : (p.message || "")}` +
+      (p.commit ? ` (${p.commit.slice(0, 8)})` : p.tool ? ` (${p.tool}${p.author ? ", " + p.author : ""})` : "");
+  };
+  const rows = d.devices.map((c) => h("tr", { "data-device": c.device },
+    h("td", {}, h("a", { href: "#/devices/" + encodeURIComponent(c.device) }, c.device)),
+    h("td", {}, pill(c.change)),
+    h("td", { class: "wrap" }, h("ul", { class: "changes" },
+      diffItems("+ functions", c.functionsAdded, "ok"),
+      diffItems("− functions", c.functionsRemoved, "bad"),
+      (c.functionsChanged || []).map((x) => h("li", { class: "warn" }, `~ function ${x.name}: ${x.fields.join(", ")}`)),
+      diffItems("+ bindings", c.bindingsAdded, "ok"),
+      diffItems("− bindings", c.bindingsRemoved, "bad"),
+      (c.bindingsChanged || []).map((x) => h("li", { class: "warn" }, `~ binding ${x.name}: ${x.fields.join(", ")}`)),
+      diffItems("+ routes", c.routesAdded, "ok"),
+      diffItems("− routes", c.routesRemoved, "bad")))));
+  show(
+    h("p", {}, h("a", { href: "#/revisions" }, "← Revisions")),
+    h("h1", {}, `Revision ${from} → ${to}`),
+    h("dl", { class: "kv card" }, h("dt", {}, "From"), h("dd", { id: "diff-from" }, describe(a)),
+      h("dt", {}, "To"), h("dd", { id: "diff-to" }, describe(b))),
+    h("p", { class: "muted", id: "diff-summary" }, `Changed: ${d.devices.length} device${d.devices.length === 1 ? "" : "s"}; unchanged: ${d.unchanged}. Environment changes name the keys, never the values.`),
+    d.devices.length ? h("div", { class: "scroll" }, h("table", {},
+      h("thead", {}, h("tr", {}, h("th", {}, "Device"), h("th", {}, "Change"), h("th", {}, "What changes"))),
+      h("tbody", { id: "diff-rows" }, rows))) : null);
+}
+
+// The "compare two revisions" form on the revisions page.
+function compareForm(latest) {
+  const from = h("input", { id: "diff-a", type: "number", min: 1, max: latest, value: Math.max(1, latest - 1), required: true });
+  const to = h("input", { id: "diff-b", type: "number", min: 1, max: latest, value: latest, required: true });
+  return h("form", { class: "row card", id: "compare", onsubmit: (e) => {
+    e.preventDefault();
+    location.hash = `#/diff/${Number(from.value)}/${Number(to.value)}`;
+  } },
+    h("label", { for: "diff-a" }, "From revision", from),
+    h("label", { for: "diff-b" }, "To revision", to),
+    h("button", { type: "submit", id: "compare-submit" }, "Compare"));
+}
+
+// Adds the compare form above the revisions table, once it is shown.
+async function revisionsWithCompare() {
+  await revisionsView();
+  const rows = document.getElementById("revision-rows");
+  if (!rows) return;
+  const latest = Number(rows.firstChild && rows.firstChild.getAttribute("data-revision")) || 1;
+  rows.closest(".scroll").before(compareForm(latest));
+}
+
 // ---- Routing ---------------------------------------------------------------------------------
 
 async function route() {
@@ -476,7 +756,11 @@ async function route() {
   try {
     if (parts[0] === "devices" && parts[1]) deviceView(parts[1]);
     else if (parts[0] === "revisions" && parts[1]) await revisionView(Number(parts[1]));
-    else if (parts[0] === "revisions") await revisionsView();
+    else if (parts[0] === "revisions") await revisionsWithCompare();
+    else if (parts[0] === "diff" && parts[2]) await diffView(Number(parts[1]), Number(parts[2]));
+    else if (parts[0] === "bind") await bindView(parts[1]);
+    else if (parts[0] === "functions") await functionsView();
+    else if (parts[0] === "bundles" && parts[1]) await bundleView(parts[1], parts.slice(2).join("/"));
     else if (parts[0] === "add-device") addDeviceView();
     else fleetView();
   } catch (err) {

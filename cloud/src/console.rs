@@ -161,6 +161,28 @@ pub(crate) fn session_caller(
     Some(Ok(Caller::Admin))
 }
 
+/// The sha256 of the admin token behind a request: its bearer token, or the token its console
+/// session was made with. `None` when it has neither (the handler's `Caller` refused it then).
+pub(crate) fn admin_token_hash(state: &AppState, headers: &HeaderMap) -> Option<[u8; 32]> {
+    if let Some(v) = headers.get(header::AUTHORIZATION) {
+        return v
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| auth::hash(t.trim()));
+    }
+    let id = cookie(headers)?;
+    state
+        .console
+        .get(id, edgefn_os::time::now_ms())
+        .map(|s| s.token)
+}
+
+/// Whether a request comes from a console session (no `Authorization` header, a session cookie).
+pub(crate) fn is_session(headers: &HeaderMap) -> bool {
+    headers.get(header::AUTHORIZATION).is_none() && cookie(headers).is_some()
+}
+
 fn page(content_type: &'static str, body: &'static str) -> Response {
     (
         [
@@ -294,8 +316,26 @@ async fn sign_out(
 /// `GET /v1/status`) at once, then `delta` (`{"revision", "devices": [changed], "removed":
 /// [names]}`) after each change — a report, a revision, a device added or removed — at most
 /// every 250 ms, so an open page costs the changed devices, not the fleet, per change.
-async fn events(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Response, ApiError> {
+///
+/// With a page query (`?page=N&size=…&q=…&name=…&label=…&state=…`, as `GET /v1/status/page`),
+/// the stream is of `page` events instead: that page of the fleet and the whole fleet's
+/// counts, at once and again whenever they change — what an open overview needs at 10,000
+/// devices.
+async fn events(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    query: Result<
+        axum::extract::Query<crate::api::PageQuery>,
+        axum::extract::rejection::QueryRejection,
+    >,
+    uri: axum::http::Uri,
+) -> Result<Response, ApiError> {
     caller.require_admin()?;
+    if uri.query().is_some_and(|q| !q.is_empty()) {
+        let axum::extract::Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let labels = q.check()?;
+        return Ok(page_events(state, q, labels));
+    }
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(4);
     let mut changes = state.subscribe_changes();
     let mut shutdown = state.shutdown_signal();
@@ -352,6 +392,46 @@ async fn events(State(state): State<Arc<AppState>>, caller: Caller) -> Result<Re
         Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))),
     )
         .into_response())
+}
+
+/// The live stream of one page of the fleet: a `page` event at once, then again after a change
+/// (coalesced over 250 ms) when the page or the counts differ from what was sent.
+fn page_events(
+    state: Arc<AppState>,
+    query: crate::api::PageQuery,
+    labels: std::collections::BTreeMap<String, String>,
+) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(4);
+    let mut changes = state.subscribe_changes();
+    let mut shutdown = state.shutdown_signal();
+    tokio::spawn(async move {
+        let mut sent = String::new();
+        loop {
+            let page = crate::api::fleet_page_of(&state, &query, &labels);
+            let Ok(json) = serde_json::to_string(&page) else {
+                return;
+            };
+            if json != sent {
+                let event = Event::default().event("page").data(json.as_str());
+                if tx.send(Ok(event)).await.is_err() {
+                    return; // the page went away
+                }
+                sent = json;
+            }
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { return },
+                () = crate::messaging::stopped(&mut shutdown) => return,
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            changes.borrow_and_update();
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))),
+    )
+        .into_response()
 }
 
 /// The console's routes: the page and its assets, the session, the live status.

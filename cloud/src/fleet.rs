@@ -50,6 +50,8 @@ pub(crate) struct FleetView {
     pub(crate) bundles: BTreeMap<String, String>,
     /// The secret versions it pinned.
     pub(crate) secrets: BTreeMap<String, u64>,
+    /// Its dependency layers.
+    pub(crate) layers: edgefn_schema::Layers,
     /// Desired state of each device in the manifest.
     pub(crate) devices: HashMap<String, Arc<DeviceDesired>>,
     /// The signatures its applier made, when it was applied signed.
@@ -70,10 +72,11 @@ fn desired(
     state: DesiredState,
     signature: Option<DesiredSignature>,
 ) -> Arc<DeviceDesired> {
+    // A device may download its functions' bundles and dependency layers.
     let bundles = state
         .functions
         .values()
-        .filter_map(|f| f.bundle.clone())
+        .flat_map(|f| f.archives().cloned())
         .collect();
     let down_routes = state
         .routes
@@ -119,7 +122,9 @@ impl FleetView {
         let mut devices = HashMap::new();
         if let Some(m) = &manifest {
             for name in m.devices.keys() {
-                if let Some(mut state) = edgefn_schema::resolve(m, name, &rev.bundles) {
+                if let Some(mut state) =
+                    edgefn_schema::resolve_with_layers(m, name, &rev.bundles, &rev.layers)
+                {
                     state.pin_secrets(&rev.secrets);
                     let signature = signature_of(rev.signatures.as_ref(), name);
                     devices.insert(name.clone(), desired(rev.summary.number, state, signature));
@@ -131,6 +136,7 @@ impl FleetView {
             manifest,
             bundles: rev.bundles.clone(),
             secrets: rev.secrets.clone(),
+            layers: rev.layers.clone(),
             devices,
             signatures: rev.signatures.clone(),
         }

@@ -295,6 +295,8 @@ async fn start_messaging(
                     // A device's session lasts as long as it asks (the agent: 7 days), and is
                     // forgotten when the device is removed.
                     session_expiry_limit: None,
+                    // Each client's own keep alive (the agent's: 30 s).
+                    max_keep_alive: None,
                 },
             );
             let (sessions, queued) = (

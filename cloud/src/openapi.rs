@@ -111,6 +111,54 @@ pub const OPERATIONS: &[Operation] = &[
         response: (200, Some("RevisionList")),
     },
     Operation {
+        method: "post",
+        path: "/v1/bindings",
+        access: Access::Admin,
+        summary: "Bind a function to devices (by names or labels) as a new revision: the latest revision's manifest with one binding appended, validated as `POST /v1/revisions` does, its provenance `tool: console` (from a console session) or `api`, and the admin token's name as author. 409 when `expectedParent` is not the latest; 400 when the function already runs on a selected device; 404 for an unknown function; body at most 64 KiB.",
+        request: Some("NewBinding"),
+        response: (201, Some("BindingCreated")),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/revisions/{from}/diff/{to}",
+        access: Access::Admin,
+        summary: "Per device, what changes from one revision's desired states to the other's: functions, bindings and routes added, removed or changed, with the names of the changed fields (env keys, never values).",
+        request: None,
+        response: (200, Some("RevisionDiff")),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/functions",
+        access: Access::Admin,
+        summary: "The latest revision's functions: runtime, bundle, the bindings that run each and the devices they select.",
+        request: None,
+        response: (200, Some("FunctionList")),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/bundles/{digest}/files",
+        access: Access::Admin,
+        summary: "A bundle's entries (path, size, mode, symlink target; the first 1,000 and the total), read with the devices' checked unpacker (inflating at most 1 GiB).",
+        request: None,
+        response: (200, Some("BundleListing")),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/bundles/{digest}/files/{path}",
+        access: Access::Admin,
+        summary: "The first 64 KiB of one file of a bundle, as text when it is UTF-8 text (`binary: true` otherwise).",
+        request: None,
+        response: (200, Some("BundleFilePreview")),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/status/page",
+        access: Access::Admin,
+        summary: "One page of the fleet (`?page=` from 0, `size=` 1 to 500, default 100), filtered by `q` (part of the name), `name` (exact), `label` (`KEY=VALUE[,…]`) and `state` (`running`, `updating`, `failed`, `rolled_back`, `never seen`, `unregistered`, `converged`, `not converged`), with the counts of the whole fleet.",
+        request: None,
+        response: (200, Some("FleetPage")),
+    },
+    Operation {
         method: "get",
         path: "/v1/revisions/{n}",
         access: Access::Admin,
@@ -254,6 +302,14 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         response: (200, Some("secret")),
     },
+    Operation {
+        method: "post",
+        path: "/v1/devices/{name}/invoke",
+        access: Access::Admin,
+        summary: "Run a function (a triggered binding, or a function with one triggered binding there) on the device now, with `payload` as the event, and wait up to `timeoutMs` (default 10 s, at most 60 s) for its answer: its result or error, the log lines it wrote, its time on the device. The request goes out at MQTT QoS 0 (`edgefn/<device>/invoke/<id>`) with its deadline and never runs later. 404 for a device not registered, 422 `not_invocable` for a function it does not run (with a suggestion), 413 for a payload over 256 KiB, 504 `device_timeout` when no answer came in time, 503 without a broker.",
+        request: Some("InvokeRequest"),
+        response: (200, Some("InvokeResponse")),
+    },
 ];
 
 fn add<T: JsonSchema>(
@@ -316,6 +372,19 @@ pub fn document() -> String {
     add::<edgefn_schema::wire::LogLine>(&mut generator, &mut schemas, "LogLine");
     add::<Vec<edgefn_schema::api::SecretInfo>>(&mut generator, &mut schemas, "SecretList");
     add::<edgefn_schema::api::SecretSetResponse>(&mut generator, &mut schemas, "SecretSetResponse");
+    add::<edgefn_schema::api::InvokeRequest>(&mut generator, &mut schemas, "InvokeRequest");
+    add::<edgefn_schema::api::InvokeResponse>(&mut generator, &mut schemas, "InvokeResponse");
+    add::<edgefn_schema::console::FleetPage>(&mut generator, &mut schemas, "FleetPage");
+    add::<edgefn_schema::console::NewBinding>(&mut generator, &mut schemas, "NewBinding");
+    add::<edgefn_schema::console::BindingCreated>(&mut generator, &mut schemas, "BindingCreated");
+    add::<edgefn_schema::console::RevisionDiff>(&mut generator, &mut schemas, "RevisionDiff");
+    add::<Vec<edgefn_schema::console::FunctionInfo>>(&mut generator, &mut schemas, "FunctionList");
+    add::<edgefn_schema::console::BundleListing>(&mut generator, &mut schemas, "BundleListing");
+    add::<edgefn_schema::console::BundleFilePreview>(
+        &mut generator,
+        &mut schemas,
+        "BundleFilePreview",
+    );
     for (name, schema) in generator.take_definitions(true) {
         schemas.entry(name).or_insert(schema);
     }
@@ -327,7 +396,7 @@ pub fn document() -> String {
         let mut params = Vec::new();
         for segment in op.path.split('/') {
             if let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-                params.push(json!({"name": name, "in": "path", "required": true, "schema": {"type": if name == "n" { "integer" } else { "string" }}}));
+                params.push(json!({"name": name, "in": "path", "required": true, "schema": {"type": if matches!(name, "n" | "from" | "to") { "integer" } else { "string" }}}));
             }
         }
         if op.path.ends_with("/desired") {
@@ -347,6 +416,18 @@ pub fn document() -> String {
         }
         if op.path.ends_with("/secrets/{secret}") {
             params.push(json!({"name": "version", "in": "query", "description": "The version the desired state names (default: that one)", "schema": {"type": "integer", "minimum": 1}}));
+        }
+        if op.path == "/v1/status/page" {
+            for (name, ty) in [
+                ("page", "integer"),
+                ("size", "integer"),
+                ("q", "string"),
+                ("name", "string"),
+                ("label", "string"),
+                ("state", "string"),
+            ] {
+                params.push(json!({"name": name, "in": "query", "schema": {"type": ty}}));
+            }
         }
         if op.path == "/v1/revisions" && op.method == "get" {
             params.push(json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}));
@@ -375,8 +456,16 @@ pub fn document() -> String {
         let error =
             json!({"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}});
         responses.insert("4XX".into(), json!({"description": "The request is wrong: bad input (400), no or unknown token (401), not allowed (403), not found (404), conflict (409), body or payload too large (413, also for JSON bodies over 16 MiB where no smaller limit is given), invalid manifest (422)", "content": error}));
-        if op.path == "/v1/publish" || op.path == "/v1/messages" || op.path.ends_with("/logs") {
+        if op.path == "/v1/publish"
+            || op.path == "/v1/messages"
+            || op.path.ends_with("/logs")
+            || op.path.ends_with("/invoke")
+        {
             responses.insert("503".into(), json!({"description": "Messages are disabled (no broker), or the broker is unreachable", "content": error}));
+        }
+        if op.path.ends_with("/invoke") {
+            responses.insert("504".into(), json!({"description": "`device_timeout`: the device did not answer by the deadline (offline or busy); the request is dropped and never runs later", "content": error}));
+            responses.insert("502".into(), json!({"description": "`invalid_reply`: the device answered with something that is not an invocation reply", "content": error}));
         }
         o.insert("responses".into(), Value::Object(responses));
         match op.access {

@@ -205,6 +205,30 @@ impl AppState {
             .clone()
     }
 
+    /// When `name` last reported its status (ms since the Unix epoch), since this process
+    /// started or as stored.
+    pub(crate) fn last_report_ms(&self, name: &str) -> Option<u64> {
+        self.statuses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .last
+            .get(name)
+            .map(|(_, at)| *at)
+    }
+
+    /// Runs `f` on every device's last report and its time, without copying them (the lock is
+    /// held meanwhile: keep `f` short).
+    pub(crate) fn with_statuses<T>(
+        &self,
+        f: impl FnOnce(&HashMap<String, (StatusReport, u64)>) -> T,
+    ) -> T {
+        f(&self
+            .statuses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .last)
+    }
+
     /// The fleet under the latest revision.
     pub(crate) fn view(&self) -> Arc<FleetView> {
         self.fleet.borrow().clone()

@@ -89,6 +89,8 @@ pub(crate) struct Draft {
     pub(crate) manifest: String,
     /// Bundle digests by function.
     pub(crate) bundles: BTreeMap<String, String>,
+    /// Dependency layer digests by function and platform.
+    pub(crate) layers: edgefn_schema::Layers,
     /// Where it came from.
     pub(crate) provenance: Provenance,
     /// Set for rollbacks.
@@ -410,6 +412,7 @@ impl Store for LocalStore {
         let missing: Vec<String> = draft
             .bundles
             .values()
+            .chain(draft.layers.values().flat_map(|by| by.values()))
             .filter(|d| !self.bundle_path(d).is_file())
             .cloned()
             .collect();
@@ -456,6 +459,7 @@ impl Store for LocalStore {
                 bundles: draft.bundles,
                 secrets: draft.secrets,
                 signatures: draft.signatures,
+                layers: draft.layers,
             };
             t.insert(latest + 1, json(&revision).as_slice())?;
             revision

@@ -63,6 +63,7 @@ fn spec(runtime: Runtime, dir: &Path, concurrency: u32) -> FunctionSpec {
         handler,
         interface: edgefn_schema::Interface::Protocol,
         bundle_dir: dir.to_path_buf(),
+        layer_dir: None,
         device: "bench".into(),
         revision: 1,
         secrets_dir: None,

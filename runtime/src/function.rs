@@ -21,6 +21,10 @@ pub struct FunctionSpec {
     pub interface: Interface,
     /// The function's extracted bundle: the instance's working folder (`/fn` in a container).
     pub bundle_dir: PathBuf,
+    /// The function's extracted dependency layer, when it has one: on python's search path
+    /// (`PYTHONPATH`, after the bundle) or node's (`NODE_PATH`, its `node_modules/`); bound
+    /// read-only at `/layer` in a container.
+    pub layer_dir: Option<PathBuf>,
     /// Device name, passed to the function.
     pub device: String,
     /// Revision of the desired state, passed to the function.

@@ -164,6 +164,26 @@ impl Running {
     }
 }
 
+/// Points the interpreter at a dependency layer through its own search path: `PYTHONPATH` for
+/// python (after the function's folder, which the shim puts first on `sys.path`), `NODE_PATH`
+/// at the layer's `node_modules/` for node (found by `require` after the function's own
+/// `node_modules/`, if it has one). A value the binding set is kept, after the layer's.
+fn layer_env(env: &mut Vec<(String, String)>, runtime: Runtime, layer: &std::path::Path) {
+    let (var, dir) = match runtime {
+        Runtime::Python3 => ("PYTHONPATH", layer.to_path_buf()),
+        Runtime::Node => ("NODE_PATH", layer.join("node_modules")),
+        Runtime::Exec => return,
+    };
+    let mut value = dir.display().to_string();
+    if let Some(i) = env.iter().position(|(k, _)| k == var) {
+        let (_, theirs) = env.remove(i);
+        if !theirs.is_empty() {
+            value = format!("{value}:{theirs}");
+        }
+    }
+    env.push((var.into(), value));
+}
+
 impl Launch {
     pub(crate) fn new(
         spec: FunctionSpec,
@@ -211,6 +231,13 @@ impl Launch {
             env.push((crate::function::SECRETS_DIR_ENV.into(), dir));
         }
         env.extend(shim_env);
+        if let Some(layer) = &spec.layer_dir {
+            let layer = match sandbox.kind() {
+                SandboxKind::Container => PathBuf::from(container::LAYER_MOUNT),
+                _ => layer.clone(),
+            };
+            layer_env(&mut env, spec.runtime, &layer);
+        }
         let context = WireContext {
             function: spec.binding.function.clone(),
             binding: spec.binding.name.clone(),
@@ -335,6 +362,12 @@ impl Launch {
             id: container::container_id(&self.binding, instance),
             state_dir: opts.state_dir.clone(),
             bundle_dir: std::fs::canonicalize(&self.spec.bundle_dir)?,
+            layer_dir: self
+                .spec
+                .layer_dir
+                .as_ref()
+                .map(std::fs::canonicalize)
+                .transpose()?,
             program: self.program.clone(),
             args: self.args.clone(),
             env,

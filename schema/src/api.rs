@@ -135,6 +135,15 @@ error_codes! {
     /// A signed revision whose signatures do not match the desired states the control plane
     /// computes (details: `devices`, each with why).
     InvalidSignatures => "invalid_signatures", 422;
+    /// An invocation of a function the device does not run as a triggered binding under its
+    /// current desired state (`POST /v1/devices/{name}/invoke`; details: `suggestion`,
+    /// `names`).
+    NotInvocable => "not_invocable", 422;
+    /// No answer from the device by the invocation's deadline (it is offline, or busy): the
+    /// request is forgotten and never runs later.
+    DeviceTimeout => "device_timeout", 504;
+    /// The device answered an invocation with something the control plane cannot read.
+    InvalidReply => "invalid_reply", 502;
 }
 
 /// The largest secret value, in bytes (64 KiB): secrets are keys, passwords and certificates,
@@ -213,6 +222,88 @@ pub struct PublishResponse {
     pub unrouted: Vec<String>,
 }
 
+/// How long `POST /v1/devices/{name}/invoke` waits for the device when the request says not.
+pub const INVOKE_DEFAULT_TIMEOUT_MS: u64 = 10_000;
+/// The longest an invocation may wait for its device.
+pub const INVOKE_MAX_TIMEOUT_MS: u64 = 60_000;
+
+/// `POST /v1/devices/{name}/invoke`: run a function on that device now and wait for its answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InvokeRequest {
+    /// A triggered binding of the device, or a function with one triggered binding there.
+    pub function: String,
+    /// The event's payload: a JSON string is sent as its text, any other JSON value as JSON
+    /// (the function gets the text as JSON when it is a JSON document). Default `null`; at most
+    /// 256 KiB.
+    #[serde(default)]
+    pub payload: serde_json::Value,
+    /// The event's topic as the function sees it (default `invoke`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// How long to wait for the device's answer, in ms: 1 to 60,000 (default 10,000). The
+    /// function's own timeout still applies on the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// A function's answer to an invocation on request: the body of a 200 to
+/// `POST /v1/devices/{name}/invoke`, and the reply the device publishes on
+/// `edgefn/<d>/reply/<id>` (JSON). It succeeded when `error` is absent.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InvokeResponse {
+    /// The binding that ran.
+    pub binding: String,
+    /// Its function.
+    pub function: String,
+    /// What the function returned, when it succeeded: its JSON value, or its text; absent
+    /// (or `null`) for nothing, and when it is not UTF-8 (see `resultBase64`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    /// The result in base64, only when it is not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_base64: Option<String>,
+    /// Why it failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<InvokeFailure>,
+    /// The messages it published (they went on the device's bus as usual).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub published: Vec<PublishedMessage>,
+    /// The log lines its binding wrote during the invocation, oldest first.
+    #[serde(default)]
+    pub logs: Vec<crate::wire::LogRecord>,
+    /// Set when lines, published messages or the result were left out to keep the reply
+    /// within 512 KiB: what was left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<String>,
+    /// How long it took on the device, in ms.
+    pub duration_ms: u64,
+}
+
+/// Why an invocation failed.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InvokeFailure {
+    /// The error's kind: the handler's exception (e.g. `ValueError`), or the runtime's
+    /// (`TimeoutError`, `Crashed`, …), or the device's (`NotRunning`, `Expired`).
+    pub kind: String,
+    /// What went wrong.
+    pub message: String,
+    /// The handler's traceback, when it gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceback: Option<String>,
+}
+
+/// A message a function published during an invocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PublishedMessage {
+    /// Its device-local topic.
+    pub topic: String,
+    /// Its payload: JSON, or text; `null` when left out (see `truncated`) or not UTF-8.
+    pub payload: serde_json::Value,
+}
+
 /// `POST /v1/bundles/missing`: which of these bundles the cloud lacks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct MissingBundlesRequest {
@@ -259,6 +350,11 @@ pub struct NewRevision {
     pub manifest: String,
     /// Bundle digest of every function, by function name.
     pub bundles: BTreeMap<String, String>,
+    /// Dependency layers: function name → platform (`linux/arm64`, ...) → layer digest, for
+    /// each function with dependencies and each platform of the devices that run it. Layers are
+    /// uploaded like bundles (`PUT /v1/bundles/{digest}`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub layers: crate::Layers,
     /// Where it came from.
     #[serde(default)]
     pub provenance: Provenance,
@@ -332,6 +428,9 @@ pub struct Revision {
     /// The signatures of its desired states, when it was applied signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signatures: Option<RevisionSignatures>,
+    /// Dependency layers, as in [`NewRevision::layers`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub layers: crate::Layers,
 }
 
 /// The answer to `POST /v1/revisions` and `POST /v1/rollback`.
@@ -658,6 +757,38 @@ mod tests {
                 format!("\"{}\"", st.as_str())
             );
         }
+    }
+
+    #[test]
+    fn invoke_bodies_keep_their_shape() {
+        let req: InvokeRequest =
+            serde_json::from_str(r#"{"function":"temp-filter","timeoutMs":2000}"#).unwrap();
+        assert_eq!(
+            (req.payload, req.timeout_ms, req.topic),
+            (serde_json::Value::Null, Some(2000), None)
+        );
+        assert!(serde_json::from_str::<InvokeRequest>(r#"{"function":"f","timeout":1}"#).is_err());
+        let ok = InvokeResponse {
+            binding: "temp-filter".into(),
+            function: "temp-filter".into(),
+            result: Some(serde_json::json!({"alert": true})),
+            duration_ms: 3,
+            ..InvokeResponse::default()
+        };
+        assert_eq!(
+            serde_json::to_string(&ok).unwrap(),
+            r#"{"binding":"temp-filter","function":"temp-filter","result":{"alert":true},"logs":[],"durationMs":3}"#
+        );
+        let failed: InvokeResponse = serde_json::from_str(
+            r#"{"binding":"b","function":"f","error":{"kind":"ValueError","message":"no"},"durationMs":1}"#,
+        )
+        .unwrap();
+        assert_eq!(failed.error.map(|e| e.kind).as_deref(), Some("ValueError"));
+        assert_eq!(ErrorCode::DeviceTimeout.status(), 504);
+        assert_eq!(
+            ErrorCode::parse("not_invocable"),
+            Some(ErrorCode::NotInvocable)
+        );
     }
 
     #[test]

@@ -323,8 +323,9 @@ impl Extend<Diagnostic> for Diagnostics {
     }
 }
 
-/// The closest of `candidates` to `word`, if one is close enough to be a likely typo.
-pub(crate) fn did_you_mean<'a, I>(word: &str, candidates: I) -> Option<&'a str>
+/// The closest of `candidates` to `word`, if one is close enough to be a likely typo
+/// (Jaro-Winkler similarity above 0.8, ignoring case).
+pub fn did_you_mean<'a, I>(word: &str, candidates: I) -> Option<&'a str>
 where
     I: IntoIterator<Item = &'a str>,
 {

@@ -14,9 +14,11 @@
 pub mod api;
 pub mod bundle;
 pub mod conformance;
+pub mod console;
 mod decode;
 pub mod dev_session;
 pub mod diagnostic;
+pub mod edit;
 pub mod load;
 pub mod manifest;
 pub mod mqtt_url;
@@ -35,12 +37,13 @@ pub use diagnostic::{Code, Diagnostic, Diagnostics, Severity};
 pub use load::{EntryKind, Loaded, NoFiles, ProjectFiles, load};
 pub use manifest::{
     API_VERSION, Binding, Device, DeviceSelector, Function, Handler, Interface, Manifest, Mode,
-    Route, RouteTarget, Runtime, Trigger,
+    Platform, Route, RouteTarget, Runtime, Trigger,
 };
 pub use mqtt_url::{MqttUrl, MqttUrlError};
 pub use quantity::{Cpu, Duration, Memory};
 pub use resolve::{
-    DesiredState, ResolvedBinding, ResolvedFunction, ResolvedRoute, defaults_binding, resolve,
+    DesiredState, Layers, ResolvedBinding, ResolvedFunction, ResolvedRoute, defaults_binding,
+    resolve, resolve_with_layers,
 };
 pub use source::{Source, Span};
 

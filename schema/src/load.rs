@@ -11,7 +11,7 @@ use crate::decode::{Cx, Obj, first_line};
 use crate::diagnostic::{Code, Diagnostics, did_you_mean};
 use crate::manifest::{
     API_VERSION, Binding, CLOUD_PREFIX, Device, DeviceSelector, Function, Handler, Interface,
-    Manifest, Mode, Route, RouteTarget, Runtime, Trigger, limits,
+    Manifest, Mode, Platform, Route, RouteTarget, Runtime, Trigger, limits,
 };
 use crate::quantity::{Cpu, Duration, Memory};
 use crate::source::{Source, Span};
@@ -94,7 +94,7 @@ const FUNCTION_KEYS: &[&str] = &[
     "env",
     "secrets",
 ];
-const DEVICE_KEYS: &[&str] = &["labels", "vars"];
+const DEVICE_KEYS: &[&str] = &["labels", "vars", "platform"];
 const BINDING_KEYS: &[&str] = &[
     "name",
     "function",
@@ -216,6 +216,11 @@ fn decode(source: &Source) -> (Option<Manifest>, Cx<'_>) {
                             &format!("the vars of device `{name}`"),
                             &format!("devices.{name}.vars"),
                         );
+                    }
+                    if let Some(p) = obj.get("platform") {
+                        let names: Vec<&str> = Platform::ALL.iter().map(|p| p.as_str()).collect();
+                        device.platform =
+                            cx.choice(p, "platform", &names).and_then(Platform::parse);
                     }
                 }
             }

@@ -283,6 +283,79 @@ pub struct Device {
     /// Values of this device that `env` can use: `${device.vars.KEY}` (see [`crate::vars`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub vars: BTreeMap<String, String>,
+    /// The device's operating system and CPU, which its functions' dependency layers are built
+    /// for (pip's wheels, npm's optional native packages): `linux/amd64` (the default, when
+    /// absent), `linux/arm64` or `linux/arm/v7`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+}
+
+impl Device {
+    /// The platform the device's dependency layers are built for: its `platform:`, else
+    /// [`Platform::DEFAULT`].
+    pub fn platform(&self) -> Platform {
+        self.platform.unwrap_or(Platform::DEFAULT)
+    }
+}
+
+/// A device's operating system and CPU, in the OCI image index's spelling (`os/arch[/variant]`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+pub enum Platform {
+    /// 64-bit x86 (`x86_64`).
+    #[serde(rename = "linux/amd64")]
+    LinuxAmd64,
+    /// 64-bit ARM (`aarch64`: Raspberry Pi 3 and later with a 64-bit OS, Jetson, Graviton).
+    #[serde(rename = "linux/arm64")]
+    LinuxArm64,
+    /// 32-bit ARMv7 with hard float (`armv7l`: Raspberry Pi OS 32-bit, many industrial boards).
+    #[serde(rename = "linux/arm/v7")]
+    LinuxArmV7,
+}
+
+impl Platform {
+    /// Every platform, in the order users see them.
+    pub const ALL: [Platform; 3] = [
+        Platform::LinuxAmd64,
+        Platform::LinuxArm64,
+        Platform::LinuxArmV7,
+    ];
+
+    /// A device without `platform:`: `linux/amd64`, the same on every machine that reads the
+    /// manifest (not the machine's own), so a manifest means one thing everywhere.
+    pub const DEFAULT: Platform = Platform::LinuxAmd64;
+
+    /// The name used in the manifest, e.g. `linux/arm/v7`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::LinuxAmd64 => "linux/amd64",
+            Platform::LinuxArm64 => "linux/arm64",
+            Platform::LinuxArmV7 => "linux/arm/v7",
+        }
+    }
+
+    /// The platform named `name` (as in the manifest).
+    pub fn parse(name: &str) -> Option<Platform> {
+        Platform::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+
+    /// The platform of the machine this program was built for, when it is one of these.
+    pub fn host() -> Option<Platform> {
+        match std::env::consts::ARCH {
+            "x86_64" => Some(Platform::LinuxAmd64),
+            "aarch64" => Some(Platform::LinuxArm64),
+            "arm" => Some(Platform::LinuxArmV7),
+            _ => None,
+        }
+        .filter(|_| std::env::consts::OS == "linux")
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Which devices something applies to: by names, or by labels (all must match; `{}` matches

@@ -11,7 +11,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::manifest::{Handler, Interface, Manifest, Mode, RouteTarget, Runtime, defaults};
+use crate::manifest::{
+    Handler, Interface, Manifest, Mode, Platform, RouteTarget, Runtime, defaults,
+};
 
 /// Everything one device runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -44,7 +46,23 @@ pub struct ResolvedFunction {
     /// sha256 of the function's bundle, when packaged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bundle: Option<String>,
+    /// sha256 of the function's dependency layer for this device's platform (a bundle of the
+    /// same format: pip's `--target` folder for python3, a `node_modules/` folder for node);
+    /// absent when the function has none, so the digests of existing desired states do not
+    /// change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<String>,
 }
+
+impl ResolvedFunction {
+    /// The archives this function needs on the device, by digest: its bundle, then its layer.
+    pub fn archives(&self) -> impl Iterator<Item = &String> {
+        self.bundle.iter().chain(self.layer.iter())
+    }
+}
+
+/// Dependency layers: function name → platform → layer digest (see [`resolve_with_layers`]).
+pub type Layers = BTreeMap<String, BTreeMap<Platform, String>>;
 
 /// A binding with every default and override applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -168,6 +186,93 @@ impl DesiredState {
             .iter()
             .filter(move |b| b.is_triggered_by(topic))
     }
+
+    /// The binding an invocation on request (`POST /v1/devices/{name}/invoke`, `edgefn invoke
+    /// --device`) runs for `name`: the triggered binding of that name, else the one triggered
+    /// binding of the function of that name. Continuous bindings have no invocations to give.
+    ///
+    /// # Errors
+    ///
+    /// [`NotInvocable`]: nothing of that name runs here as a triggered binding (with the
+    /// closest name as a suggestion and the names that would do), or the function has several
+    /// triggered bindings here (name one).
+    pub fn binding_to_invoke(&self, name: &str) -> Result<&ResolvedBinding, NotInvocable> {
+        let triggered = || self.bindings.iter().filter(|b| b.mode == Mode::Triggered);
+        if let Some(b) = triggered().find(|b| b.name == name) {
+            return Ok(b);
+        }
+        let of_function: Vec<&ResolvedBinding> =
+            triggered().filter(|b| b.function == name).collect();
+        match of_function.as_slice() {
+            [one] => Ok(one),
+            [] => {
+                let mut names: Vec<String> = triggered()
+                    .flat_map(|b| [b.name.clone(), b.function.clone()])
+                    .collect();
+                names.sort();
+                names.dedup();
+                let continuous = self
+                    .bindings
+                    .iter()
+                    .any(|b| b.mode == Mode::Continuous && (b.name == name || b.function == name));
+                let suggestion =
+                    crate::diagnostic::did_you_mean(name, names.iter().map(String::as_str))
+                        .map(str::to_owned);
+                Err(NotInvocable::NotBound {
+                    name: name.to_owned(),
+                    device: self.device.clone(),
+                    continuous,
+                    suggestion,
+                    names,
+                })
+            }
+            several => Err(NotInvocable::Ambiguous {
+                name: name.to_owned(),
+                device: self.device.clone(),
+                bindings: several.iter().map(|b| b.name.clone()).collect(),
+            }),
+        }
+    }
+}
+
+/// Why [`DesiredState::binding_to_invoke`] found no binding to invoke.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotInvocable {
+    /// No triggered binding or function of that name on the device.
+    #[error(
+        "`{name}` is not a triggered binding or function of device `{device}`{}{}",
+        if *.continuous { " (it runs there continuously: a continuous binding takes no invocations)" } else { "" },
+        match (.suggestion, .names.is_empty()) {
+            (Some(s), _) => format!("; did you mean `{s}`?"),
+            (None, true) => "; it runs no triggered function (bind one in the manifest and apply it)".to_owned(),
+            (None, false) => format!("; it runs {}", .names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")),
+        }
+    )]
+    NotBound {
+        /// The name asked for.
+        name: String,
+        /// The device.
+        device: String,
+        /// Whether a continuous binding has that name (or runs that function).
+        continuous: bool,
+        /// The closest name that would do, when one is close.
+        suggestion: Option<String>,
+        /// The bindings and functions that would do, sorted.
+        names: Vec<String>,
+    },
+    /// The function has several triggered bindings on the device.
+    #[error(
+        "function `{name}` has several bindings on device `{device}`: name one of {}",
+        .bindings.iter().map(|b| format!("`{b}`")).collect::<Vec<_>>().join(", ")
+    )]
+    Ambiguous {
+        /// The function.
+        name: String,
+        /// The device.
+        device: String,
+        /// Its triggered bindings there.
+        bindings: Vec<String>,
+    },
 }
 
 impl ResolvedRoute {
@@ -223,13 +328,27 @@ pub fn defaults_binding(manifest: &Manifest, function: &str) -> Option<ResolvedB
 
 /// What `device` runs under `manifest`; `bundles` maps function names to bundle digests.
 ///
-/// Returns `None` when the manifest has no such device.
+/// Returns `None` when the manifest has no such device. The functions have no dependency
+/// layers: [`resolve_with_layers`] names them.
 pub fn resolve(
     manifest: &Manifest,
     device: &str,
     bundles: &BTreeMap<String, String>,
 ) -> Option<DesiredState> {
+    resolve_with_layers(manifest, device, bundles, &Layers::new())
+}
+
+/// [`resolve`], with each function's dependency layer for the device's platform
+/// ([`crate::Device::platform`]) taken from `layers` (function → platform → digest). A function
+/// without a layer for that platform gets none.
+pub fn resolve_with_layers(
+    manifest: &Manifest,
+    device: &str,
+    bundles: &BTreeMap<String, String>,
+    layers: &Layers,
+) -> Option<DesiredState> {
     let dev = manifest.devices.get(device)?;
+    let platform = dev.platform();
     let mut functions = BTreeMap::new();
     let mut bindings = Vec::new();
     for b in manifest
@@ -247,6 +366,10 @@ pub fn resolve(
                 handler: f.handler.clone(),
                 interface: f.interface,
                 bundle: bundles.get(&b.function).cloned(),
+                layer: layers
+                    .get(&b.function)
+                    .and_then(|by| by.get(&platform))
+                    .cloned(),
             },
         );
         let mut env = f.env.clone();
@@ -306,4 +429,63 @@ pub fn resolve(
         bindings,
         routes,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Source, load};
+
+    const MANIFEST: &str = "apiVersion: edgefn/v1\nproject: p\nfunctions:\n  f: { path: f, runtime: python3, handler: main.handle }\n  g: { path: g, runtime: python3, handler: main.handle }\ndevices:\n  x86: {}\n  pi: { platform: linux/arm64 }\n  old-pi: { platform: linux/arm/v7 }\nbindings:\n  - { function: f, devices: { labels: {} }, triggers: [ { topic: a } ] }\n  - { function: g, devices: { names: [pi] }, triggers: [ { topic: b } ] }\n";
+
+    #[test]
+    fn each_device_gets_the_layer_of_its_platform_and_no_layer_changes_no_digest() {
+        let m = load(&Source::new("edgefn.yaml", MANIFEST), None)
+            .expect("valid")
+            .manifest;
+        let bundles: BTreeMap<String, String> = [
+            ("f".to_owned(), "b".repeat(64)),
+            ("g".to_owned(), "c".repeat(64)),
+        ]
+        .into();
+        let layers: Layers = [(
+            "f".to_owned(),
+            [
+                (Platform::LinuxAmd64, "1".repeat(64)),
+                (Platform::LinuxArm64, "2".repeat(64)),
+                (Platform::LinuxArmV7, "3".repeat(64)),
+            ]
+            .into(),
+        )]
+        .into();
+        let layer = |d: &str, f: &str| {
+            resolve_with_layers(&m, d, &bundles, &layers)
+                .expect("device")
+                .functions[f]
+                .layer
+                .clone()
+        };
+        assert_eq!(layer("x86", "f"), Some("1".repeat(64)), "default platform");
+        assert_eq!(layer("pi", "f"), Some("2".repeat(64)));
+        assert_eq!(layer("old-pi", "f"), Some("3".repeat(64)));
+        assert_eq!(layer("pi", "g"), None, "g has no dependencies");
+        let pi = resolve_with_layers(&m, "pi", &bundles, &layers).expect("device");
+        let archives: Vec<&String> = pi.functions["f"].archives().collect();
+        assert_eq!(archives, [&"b".repeat(64), &"2".repeat(64)]);
+        // Without layers, a state is what it was before layers existed: no `layer` key.
+        let plain = resolve(&m, "pi", &bundles).expect("device");
+        let json = serde_json::to_string(&plain).expect("json");
+        assert!(!json.contains("layer"), "{json}");
+        // A new layer for one platform moves only the devices of that platform.
+        let mut changed = layers.clone();
+        changed
+            .get_mut("f")
+            .expect("f")
+            .insert(Platform::LinuxArmV7, "4".repeat(64));
+        let digest =
+            |d: &str, l: &Layers| resolve_with_layers(&m, d, &bundles, l).expect("d").digest();
+        assert_eq!(digest("x86", &layers), digest("x86", &changed));
+        assert_eq!(digest("pi", &layers), digest("pi", &changed));
+        assert_ne!(digest("old-pi", &layers), digest("old-pi", &changed));
+    }
 }

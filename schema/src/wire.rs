@@ -9,8 +9,14 @@
 //! | `edgefn/<d>/up/<topic>` | what the device sends up (routes `to: cloud`) | write | read |
 //! | `edgefn/<d>/logs/<binding>` | its functions' log lines, one [`LogRecord`] each | write | read |
 //! | `edgefn/<d>/down/<topic>` | what the cloud sends it (`POST /v1/publish`) | read | write |
+//! | `edgefn/<d>/invoke/<id>` | a request to run a function now, one [`InvokeRequest`] | read | write |
+//! | `edgefn/<d>/reply/<id>` | its answer, one [`InvokeResponse`](crate::api::InvokeResponse) | write | read |
 //!
-//! `<topic>` is the device-local topic: what the device's bus and its routes see.
+//! `<topic>` is the device-local topic: what the device's bus and its routes see. `<id>` is the
+//! request's random id (32 hex digits), which its reply repeats. Requests and replies travel at
+//! QoS 0: a request is only worth running before its deadline, so no broker keeps one for an
+//! absent device (a session's queue holds QoS 1 messages only), and the device also drops one
+//! whose deadline has passed.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -34,15 +40,21 @@ pub enum Kind {
     Down,
     /// `logs`: the device's functions' log lines, under the binding's name.
     Logs,
+    /// `invoke`: requests from the cloud to run a function now, under the request's id.
+    Invoke,
+    /// `reply`: the device's answers to them, under the request's id.
+    Reply,
 }
 
 impl Kind {
-    /// `up`, `down` or `logs`.
+    /// `up`, `down`, `logs`, `invoke` or `reply`.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Up => "up",
             Kind::Down => "down",
             Kind::Logs => "logs",
+            Kind::Invoke => "invoke",
+            Kind::Reply => "reply",
         }
     }
 
@@ -52,6 +64,8 @@ impl Kind {
             "up" => Some(Kind::Up),
             "down" => Some(Kind::Down),
             "logs" => Some(Kind::Logs),
+            "invoke" => Some(Kind::Invoke),
+            "reply" => Some(Kind::Reply),
             _ => None,
         }
     }
@@ -79,9 +93,39 @@ pub fn down_filter(device: &str) -> String {
     format!("{NAMESPACE}/{device}/down/#")
 }
 
-/// What the cloud subscribes to: every device's messages and log lines
-/// (`edgefn/+/up/#`, `edgefn/+/logs/#`).
-pub const CLOUD_FILTERS: [&str; 2] = ["edgefn/+/up/#", "edgefn/+/logs/#"];
+/// `edgefn/<device>/invoke/+`: what a device subscribes to for invocation requests (at QoS 0).
+pub fn invoke_filter(device: &str) -> String {
+    format!("{NAMESPACE}/{device}/invoke/+")
+}
+
+/// What the cloud subscribes to: every device's messages, log lines and invocation replies
+/// (`edgefn/+/up/#`, `edgefn/+/logs/#`, `edgefn/+/reply/+`).
+pub const CLOUD_FILTERS: [&str; 3] = ["edgefn/+/up/#", "edgefn/+/logs/#", "edgefn/+/reply/+"];
+
+/// Longest payload of an invocation request, in bytes (as `POST /v1/publish`'s).
+pub const MAX_INVOKE_PAYLOAD: usize = 256 << 10;
+
+/// Largest reply a device sends, in bytes of JSON: past it the agent leaves out, in turn,
+/// what the function published, its log lines and its result, and says so in the reply.
+pub const MAX_REPLY_BYTES: usize = 512 << 10;
+
+/// A request to run a function on a device now, published by the cloud on
+/// `edgefn/<d>/invoke/<id>` (JSON, QoS 0); the device answers on `edgefn/<d>/reply/<id>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct InvokeRequest {
+    /// The triggered binding to run (the cloud resolved a function's name to it).
+    pub binding: String,
+    /// The event's topic, as the function sees it.
+    pub topic: String,
+    /// The event's payload: a JSON string is its text, any other value JSON (the one payload
+    /// contract: the device reads the text as JSON when it is a JSON document).
+    pub payload: serde_json::Value,
+    /// When the cloud stops waiting (ms since the Unix epoch, by the cloud's clock): a device
+    /// whose clock is past it does not run the request.
+    pub deadline_ms: u64,
+    /// How long the cloud waits from sending it, in ms (for messages about a late request).
+    pub timeout_ms: u64,
+}
 
 /// A cloud-side topic taken apart by [`parse`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,7 +311,7 @@ mod tests {
         ] {
             assert_eq!(parse(bad), None, "{bad}");
         }
-        for kind in [Kind::Up, Kind::Down, Kind::Logs] {
+        for kind in [Kind::Up, Kind::Down, Kind::Logs, Kind::Invoke, Kind::Reply] {
             let t = topic("d", kind, "a/b");
             assert_eq!(
                 parse(&t).map(|t| (t.device, t.kind, t.rest)),
@@ -289,6 +333,10 @@ mod tests {
         assert!(!is_under("edgefn/+/down/#", "gw-01", Kind::Down));
         assert!(!is_under("edgefn/gw-01/down", "gw-01", Kind::Down));
         assert!(!is_under("edgefn/gw-01x/down/a", "gw-01", Kind::Down));
+        assert!(is_under(&invoke_filter("gw-01"), "gw-01", Kind::Invoke));
+        assert!(!is_under(&invoke_filter("gw-01"), "gw-02", Kind::Invoke));
+        assert!(!is_under("edgefn/gw-01/invoke", "gw-01", Kind::Invoke));
+        assert!(!is_under("edgefn/+/invoke/+", "gw-01", Kind::Invoke));
     }
 
     #[test]

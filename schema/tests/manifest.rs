@@ -865,3 +865,73 @@ fn a_secret_version_moves_only_the_digests_of_devices_that_use_it() {
     let json = serde_json::to_string(&vm).expect("json");
     assert!(json.contains(r#""secrets":{"api-key":3}"#), "{json}");
 }
+
+/// The binding an invocation on request runs: a triggered binding by its name, or the one
+/// triggered binding of a function; a continuous one, a typo, an unbound function and a
+/// function with several bindings are refused with what would do.
+#[test]
+fn the_binding_to_invoke_is_found_by_binding_or_function() {
+    use edgefn_schema::resolve::NotInvocable;
+    let text = with(
+        "  - function: collect\n",
+        "  - function: filter\n    name: filter-sh\n    devices: { names: [gw-01] }\n    triggers: [ \"sh/#\" ]\n  - function: collect\n",
+    );
+    let m = manifest(&text);
+    let none = BTreeMap::new();
+    let gw1 = resolve(&m, "gw-01", &none).expect("device exists");
+    assert_eq!(
+        gw1.binding_to_invoke("filter-sh").map(|b| b.name.as_str()),
+        Ok("filter-sh")
+    );
+    assert_eq!(
+        gw1.binding_to_invoke("filter").map(|b| b.name.as_str()),
+        Ok("filter"),
+        "a binding's name wins over its function's"
+    );
+    let gw2 = resolve(&m, "gw-02", &none).expect("device exists");
+    assert_eq!(
+        gw2.binding_to_invoke("filter").map(|b| b.mode),
+        Ok(Mode::Triggered)
+    );
+    let typo = gw1.binding_to_invoke("filtr").expect_err("a typo");
+    assert!(
+        matches!(&typo, NotInvocable::NotBound { suggestion: Some(s), .. } if s == "filter"),
+        "{typo:?}"
+    );
+    assert!(
+        typo.to_string().contains("did you mean `filter`?"),
+        "{typo}"
+    );
+    let continuous = gw1.binding_to_invoke("collect").expect_err("continuous");
+    assert!(
+        continuous
+            .to_string()
+            .contains("continuous binding takes no invocations"),
+        "{continuous}"
+    );
+    let unbound = gw2.binding_to_invoke("hello").expect_err("not on gw-02");
+    assert!(
+        matches!(&unbound, NotInvocable::NotBound { names, .. } if names == &["filter".to_owned()]),
+        "{unbound:?}"
+    );
+    // Two triggered bindings of one function, neither named after it: name one.
+    let two = with(
+        "  - function: hello\n",
+        "  - function: hello\n    name: hello-b\n    devices: { names: [vm-01] }\n    triggers: [ \"x/#\" ]\n  - function: hello\n    name: hello-a\n",
+    );
+    let m = manifest(&two);
+    let vm = resolve(&m, "vm-01", &none).expect("device exists");
+    let ambiguous = vm.binding_to_invoke("hello").expect_err("two bindings");
+    assert_eq!(
+        ambiguous,
+        NotInvocable::Ambiguous {
+            name: "hello".into(),
+            device: "vm-01".into(),
+            bindings: vec!["hello-a".into(), "hello-b".into()],
+        }
+    );
+    assert_eq!(
+        vm.binding_to_invoke("hello-b").map(|b| b.name.as_str()),
+        Ok("hello-b")
+    );
+}

@@ -67,15 +67,37 @@ pub(crate) fn run(args: &ApplyArgs) -> CliResult {
             });
         }
     }
+    // A change made outside git (a binding added in the console) that this checkout lacks
+    // would be undone: refused without --force, and said.
+    let outside = drift::detect_outside_git(&client)?.map(|o| {
+        let undone = o.undone_by(&loaded.manifest);
+        (o, undone)
+    });
+    if let Some((o, undone)) = &outside {
+        if !undone.is_empty() && !args.force {
+            return Err(CliError::InvalidArgument {
+                message: format!(
+                    "{}; applying this checkout would undo: {}",
+                    o.describe(),
+                    undone.join("; ")
+                ),
+                help: "add the change to edgefn.yaml in git (`edgefn diff` shows it) and apply that, or pass --force to undo it".into(),
+            });
+        }
+    }
     let submitted = rollout::submit(
         &client,
         &project,
         &loaded.manifest,
         source.text(),
         provenance,
-        args.output,
-        sign_key.as_ref(),
+        rollout::How {
+            output: args.output,
+            host_layers: false,
+            sign: sign_key.as_ref(),
+        },
     )?;
+    let uploaded_bytes = submitted.uploaded_bytes;
     let (applied, to_upload, request) = (submitted.applied, submitted.uploaded, submitted.request);
     if let (true, Some((verdict, d))) = (applied.created, &drift) {
         say(
@@ -92,14 +114,29 @@ pub(crate) fn run(args: &ApplyArgs) -> CliResult {
             },
         );
     }
+    if let (true, Some((o, undone))) = (applied.created, &outside) {
+        say(
+            args.output,
+            &if undone.is_empty() {
+                format!("{}; replaced: this checkout has its change", o.describe())
+            } else {
+                format!(
+                    "warning: {}; --force: undone ({})",
+                    o.describe(),
+                    undone.join("; ")
+                )
+            },
+        );
+    }
     let outcome = if applied.created {
         say(
             args.output,
             &format!(
-                "applied revision {} ({} bundle{} uploaded)",
+                "applied revision {} ({} archive{} uploaded, {} bytes)",
                 applied.revision,
                 to_upload.len(),
-                if to_upload.len() == 1 { "" } else { "s" }
+                if to_upload.len() == 1 { "" } else { "s" },
+                uploaded_bytes
             ),
         );
         if args.wait {
@@ -122,7 +159,9 @@ pub(crate) fn run(args: &ApplyArgs) -> CliResult {
             "revision": applied.revision,
             "created": applied.created,
             "uploaded": to_upload,
+            "uploadedBytes": uploaded_bytes,
             "bundles": request.bundles,
+            "layers": request.layers,
             "converged": outcome == Outcome::Success && args.wait,
         });
         let _ = writeln!(

@@ -51,8 +51,9 @@ fn state(
     m: Option<&Manifest>,
     device: &str,
     bundles: &BTreeMap<String, String>,
+    layers: &edgefn_schema::Layers,
 ) -> Option<DesiredState> {
-    m.and_then(|m| edgefn_schema::resolve(m, device, bundles))
+    m.and_then(|m| edgefn_schema::resolve_with_layers(m, device, bundles, layers))
 }
 
 /// `value`'s leaves by dotted path (`env.THRESHOLD`); lists and scalars are leaves, as JSON.
@@ -188,16 +189,21 @@ pub(crate) fn run(args: &DiffArgs) -> CliResult {
         .into_iter()
         .map(|b| (b.function, b.digest))
         .collect();
+    let layers = crate::layers::digests(&crate::layers::build_all(
+        &project.root,
+        &loaded.manifest,
+        None,
+    )?);
     let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
     let latest = crate::rollout::latest_revision(&client)?;
-    let (old_manifest, old_bundles) = if latest == 0 {
-        (None, BTreeMap::new())
+    let (old_manifest, old_bundles, old_layers) = if latest == 0 {
+        (None, BTreeMap::new(), edgefn_schema::Layers::new())
     } else {
         let rev: Revision = client.get(&format!("/v1/revisions/{latest}"))?;
         let m = edgefn_schema::load(&Source::new("edgefn.yaml", rev.manifest.as_str()), None)
             .ok()
             .map(|l| l.manifest);
-        (m, rev.bundles)
+        (m, rev.bundles, rev.layers)
     };
     let new = &loaded.manifest;
     let mut devices: BTreeSet<&String> = new.devices.keys().collect();
@@ -209,8 +215,8 @@ pub(crate) fn run(args: &DiffArgs) -> CliResult {
     let _ = writeln!(out, "against revision {latest} on {}", client.base());
     let drift = crate::drift::detect(&client)?;
     for device in devices {
-        let before = state(old_manifest.as_ref(), device, &old_bundles);
-        let after = state(Some(new), device, &bundles);
+        let before = state(old_manifest.as_ref(), device, &old_bundles, &old_layers);
+        let after = state(Some(new), device, &bundles, &layers);
         let d = compare(before.as_ref(), after.as_ref());
         match (&before, &after) {
             (None, Some(_)) => {
@@ -246,6 +252,18 @@ pub(crate) fn run(args: &DiffArgs) -> CliResult {
         for r in &d.routes {
             let _ = writeln!(out, "  {} route {}", &r[..1], &r[2..]);
         }
+    }
+    if let Some(o) = crate::drift::detect_outside_git(&client)? {
+        let undone = o.undone_by(new);
+        let verdict = if undone.is_empty() {
+            "this checkout has its change: `edgefn apply` replaces it".to_owned()
+        } else {
+            format!(
+                "`edgefn apply` would undo {}, so it refuses without --force",
+                undone.join("; ")
+            )
+        };
+        let _ = writeln!(out, "drift: {}\n  {verdict}", o.describe());
     }
     if let Some(drift) = drift {
         let commit = crate::provenance::read(&project.root).and_then(|p| p.commit);

@@ -45,8 +45,35 @@ pub(crate) fn status(args: &StatusArgs) -> CliResult {
         );
         return Ok(Outcome::Success);
     }
+    // A change made outside git: said, with what this checkout (if run in one) lacks of it.
+    let outside = crate::drift::detect_outside_git(&client)?.and_then(|o| {
+        let local = crate::project::Project::locate(None)
+            .ok()
+            .and_then(|p| p.read_manifest().ok())
+            .and_then(|s| edgefn_schema::load(&s, None).ok())
+            .map(|l| l.manifest);
+        match local {
+            Some(m) => {
+                let undone = o.undone_by(&m);
+                (!undone.is_empty()).then(|| {
+                    format!(
+                        "note: {}; git does not have it: this checkout lacks {}; `edgefn diff` says what an apply would do",
+                        o.describe(),
+                        undone.join("; ")
+                    )
+                })
+            }
+            None => Some(format!(
+                "note: {}; git does not have it unless someone committed the same change",
+                o.describe()
+            )),
+        }
+    });
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "revision {}", fleet.revision);
+    if let Some(line) = outside {
+        let _ = writeln!(out, "{line}");
+    }
     if let Some(d) = drift {
         let _ = writeln!(
             out,
@@ -242,7 +269,7 @@ pub(crate) fn rollback(args: &RollbackArgs) -> CliResult {
 }
 
 /// The signatures of a rollback to revision `to`, made as revision `parent + 1`: `to`'s
-/// manifest and bundles, with the secret versions it ran with (the latest for any it lacks),
+/// manifest, bundles and layers, with the secret versions it ran with (the latest for any it lacks),
 /// as the control plane pins them. `None` when `to` does not exist or no longer validates (the
 /// control plane then says so).
 fn sign_rollback(
@@ -266,6 +293,7 @@ fn sign_rollback(
         key,
         &loaded.manifest,
         &old.bundles,
+        &old.layers,
         &pins,
         parent + 1,
     )

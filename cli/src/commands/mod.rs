@@ -9,6 +9,7 @@ pub(crate) mod device;
 pub(crate) mod diff;
 pub(crate) mod fleet;
 pub(crate) mod init;
+pub(crate) mod invoke;
 pub(crate) mod keygen;
 pub(crate) mod login;
 pub(crate) mod messages;
@@ -30,6 +31,7 @@ pub(crate) fn run(cli: Cli) -> CliResult<Outcome> {
         Command::Dev(args) => dev::run(&args),
         Command::Validate(args) => validate::run(&args),
         Command::Test(args) => test::run(&args),
+        Command::Invoke(args) if args.device.is_some() => invoke::on_device(&args),
         Command::Invoke(args) => test::invoke(&args),
         Command::Package(args) => package::run(&args),
         Command::Apply(args) => apply::run(&args),

@@ -28,19 +28,26 @@ pub(crate) fn run(args: &PackageArgs) -> CliResult {
             bundles.push(package::package(&project.root, name, &f.path)?);
         }
     }
+    // Dependency layers, for the platforms of the devices that run each function.
+    let mut layers = crate::layers::build_all(&project.root, &loaded.manifest, None)?;
+    layers.retain(|l| args.functions.is_empty() || args.functions.contains(&l.function));
     if let Some(out) = &args.out {
         std::fs::create_dir_all(out).map_err(CliError::io("create", out))?;
         for b in &bundles {
             project::write_atomic(&out.join(format!("{}.tar.zst", b.digest)), &b.bytes)?;
         }
+        for l in &layers {
+            project::write_atomic(&out.join(format!("{}.tar.zst", l.digest)), &l.bytes)?;
+        }
     }
     let mut stdout = std::io::stdout().lock();
     match args.output {
         Output::Json => {
-            let list: Vec<serde_json::Value> = bundles
+            let mut list: Vec<serde_json::Value> = bundles
                 .iter()
                 .map(|b| serde_json::json!({"function": b.function, "digest": b.digest, "bytes": b.bytes.len(), "files": b.files}))
                 .collect();
+            list.extend(layers.iter().map(|l| serde_json::json!({"function": l.function, "layer": l.platform.as_str(), "digest": l.digest, "bytes": l.bytes.len(), "cached": l.cached})));
             let _ = writeln!(
                 stdout,
                 "{}",
@@ -67,6 +74,17 @@ pub(crate) fn run(args: &PackageArgs) -> CliResult {
                     b.digest,
                     b.bytes.len(),
                     b.files
+                );
+            }
+            for l in &layers {
+                let _ = writeln!(
+                    stdout,
+                    "{:width$}  {}  {:>10}  dependencies for {}{}",
+                    l.function,
+                    l.digest,
+                    l.bytes.len(),
+                    l.platform,
+                    if l.cached { " (cached)" } else { "" }
                 );
             }
         }

@@ -151,12 +151,15 @@ fn spec(
 ) -> Result<edgefn_runtime::FunctionSpec, CliError> {
     let f = &m.functions[function];
     let secrets_dir = secrets.folder_for(&binding)?;
+    // The function's dependencies, as devices get them, built for this machine.
+    let layer_dir = crate::layers::for_host(root, function, f)?;
     Ok(edgefn_runtime::FunctionSpec {
         binding,
         runtime: f.runtime,
         handler: f.handler.clone(),
         interface: f.interface,
         bundle_dir: root.join(&f.path),
+        layer_dir,
         device: device.to_owned(),
         revision: 0,
         secrets_dir,
@@ -626,7 +629,7 @@ pub(crate) fn invoke(args: &InvokeArgs) -> CliResult {
             m.functions.keys(),
         ));
     }
-    let (binding, device) = binding_for(m, &args.function, None, args.device.as_deref())?;
+    let (binding, device) = binding_for(m, &args.function, None, args.as_device.as_deref())?;
     let sandbox = sandbox(args.sandbox)?;
     let rt = runtime()?;
     let mut secrets = LocalSecrets::load(&project.root)?;

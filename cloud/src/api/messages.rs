@@ -22,7 +22,7 @@ use crate::messaging::{MAX_PUBLISH_BYTES, Messaging};
 use crate::registry::Caller;
 use crate::state::AppState;
 
-fn messaging(state: &AppState) -> Result<&Arc<Messaging>, ApiError> {
+pub(super) fn messaging(state: &AppState) -> Result<&Arc<Messaging>, ApiError> {
     state.messaging().ok_or_else(|| {
         ApiError::new(
  ErrorCode::MessagesDisabled,
@@ -131,12 +131,13 @@ pub(super) async fn publish(
         // persistent session before this answers.
         let messages = devices
             .iter()
-            .map(|d| edgefn_broker::Message {
-                topic: wire::topic(d, Kind::Down, &req.topic),
-                payload: edgefn_broker::Bytes::from(payload.clone()),
-                qos: edgefn_broker::QoS::AtLeastOnce,
-                retain: false,
-                properties: Vec::new(),
+            .map(|d| {
+                edgefn_broker::Message::new(
+                    wire::topic(d, Kind::Down, &req.topic),
+                    edgefn_broker::Bytes::from(payload.clone()),
+                    edgefn_broker::QoS::AtLeastOnce,
+                    false,
+                )
             })
             .collect();
         broker.publish_many(messages).await.map_err(|e| {
@@ -184,7 +185,7 @@ pub(super) struct MessagesQuery {
 /// How long a stream waits for the hub to be connected before answering 503.
 const READY_WAIT: Duration = Duration::from_secs(10);
 /// How long a publish waits for the hub to be connected before answering 503.
-const PUBLISH_WAIT: Duration = Duration::from_secs(5);
+pub(super) const PUBLISH_WAIT: Duration = Duration::from_secs(5);
 
 fn ndjson(rx: mpsc::Receiver<Result<Bytes, std::io::Error>>) -> Response {
     (
@@ -272,7 +273,7 @@ pub(super) async fn messages(
     Ok(ndjson(rx))
 }
 
-fn not_connected() -> ApiError {
+pub(super) fn not_connected() -> ApiError {
     ApiError::new(
         ErrorCode::BrokerUnreachable,
         "the control plane is not connected to its MQTT broker; see its log",

@@ -5,21 +5,30 @@
 //! | [`bundles`] | `PUT`/`GET`/`HEAD /v1/bundles/{digest}`, `POST /v1/bundles/missing` |
 //! | [`revisions`] | `POST`/`GET /v1/revisions`, `GET /v1/revisions/{n}`, `POST /v1/rollback` |
 //! | [`devices`] | `POST`/`GET /v1/devices`, `DELETE /v1/devices/{name}`, `GET …/desired`, `POST …/status` |
+//! | [`fleet_page`] | `GET /v1/status/page` (one page of the fleet, filtered, with its counts) |
 //! | [`status`] | `GET /v1/status`, `GET /metrics` |
 //! | [`tokens`] | `GET`/`POST /v1/tokens`, `DELETE /v1/tokens/{id}` |
+//! | [`bindings`] | `POST /v1/bindings` (bind a function with a click) |
+//! | [`views`] | `GET /v1/revisions/{from}/diff/{to}`, `GET /v1/functions`, `GET /v1/bundles/{digest}/files[/{path}]` |
 //! | [`messages`] | `POST /v1/publish`, `GET /v1/messages`, `GET /v1/devices/{name}/logs` |
 //! | [`secrets`] | `PUT`/`DELETE /v1/secrets/{name}`, `GET /v1/secrets`, `GET /v1/devices/{name}/secrets/{secret}` |
+//! | [`invoke`] | `POST /v1/devices/{name}/invoke` |
 //!
 //! Handlers read and change [`AppState`]; the state knows nothing of them.
 
+mod bindings;
 mod bundles;
 mod devices;
+mod fleet_page;
+mod invoke;
 mod messages;
 mod revisions;
 mod secrets;
 mod status;
 mod tokens;
+mod views;
 
+pub(crate) use fleet_page::{PageQuery, fleet_page_of};
 pub(crate) use status::fleet_status_of;
 
 use std::sync::Arc;
@@ -153,6 +162,17 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/revisions/{n}", get(revisions::revision))
         .route("/v1/rollback", post(revisions::rollback))
+        .route(
+            "/v1/bindings",
+            post(bindings::bind).layer(DefaultBodyLimit::max(bindings::MAX_BIND_BYTES)),
+        )
+        .route("/v1/revisions/{from}/diff/{to}", get(views::revision_diff))
+        .route("/v1/functions", get(views::functions))
+        .route("/v1/bundles/{digest}/files", get(views::bundle_files))
+        .route(
+            "/v1/bundles/{digest}/files/{*path}",
+            get(views::bundle_file),
+        )
         .route("/v1/tokens", get(tokens::list).post(tokens::create))
         .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
         .route(
@@ -179,12 +199,17 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             "/v1/devices/{name}/secrets/{secret}",
             get(secrets::device_secret),
         )
+        .route("/v1/status/page", get(fleet_page::fleet_page))
         .route(
             "/v1/publish",
             post(messages::publish).layer(DefaultBodyLimit::max(MAX_PUBLISH_BODY_BYTES)),
         )
         .route("/v1/messages", get(messages::messages))
         .route("/v1/devices/{name}/logs", get(messages::logs))
+        .route(
+            "/v1/devices/{name}/invoke",
+            post(invoke::invoke).layer(DefaultBodyLimit::max(invoke::MAX_INVOKE_BODY_BYTES)),
+        )
         .merge(crate::console::routes())
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .merge(bundles)

@@ -30,7 +30,7 @@ const MAX_LISTED_DIAGNOSTICS: usize = 100;
 ///
 /// Runs in a blocking task: reading a manifest is bounded (by [`MAX_MANIFEST_BYTES`] and the
 /// YAML reader's budgets) but not small.
-fn validate_submission(req: &NewRevision) -> Result<edgefn_schema::Manifest, ApiError> {
+pub(super) fn validate_submission(req: &NewRevision) -> Result<edgefn_schema::Manifest, ApiError> {
     if req.manifest.len() > MAX_MANIFEST_BYTES {
         return Err(ApiError::new(
             ErrorCode::ManifestTooLarge,
@@ -91,6 +91,7 @@ fn validate_submission(req: &NewRevision) -> Result<edgefn_schema::Manifest, Api
             ));
         }
     }
+    layer_problems(&manifest, &req.layers, &mut problems);
     if !problems.is_empty() {
         return Err(ApiError::new(
             ErrorCode::InvalidBundles,
@@ -98,6 +99,43 @@ fn validate_submission(req: &NewRevision) -> Result<edgefn_schema::Manifest, Api
         ));
     }
     Ok(manifest)
+}
+
+/// What is wrong with a revision's dependency layers: a layer of a function the manifest does
+/// not define, a digest that is not one, or a function with layers that lacks one for the
+/// platform of a device that runs it (that device would run without its dependencies).
+fn layer_problems(
+    manifest: &edgefn_schema::Manifest,
+    layers: &edgefn_schema::Layers,
+    problems: &mut Vec<String>,
+) {
+    for (name, by_platform) in layers {
+        if !manifest.functions.contains_key(name) {
+            problems.push(format!(
+                "layers for `{name}`, which the manifest does not define"
+            ));
+            continue;
+        }
+        for (platform, digest) in by_platform {
+            if !bundle::is_digest(digest) {
+                problems.push(format!(
+                    "the {platform} layer of `{name}` is not a sha256 digest"
+                ));
+            }
+        }
+        for (device_name, device) in &manifest.devices {
+            let platform = device.platform();
+            let runs = manifest
+                .bindings
+                .iter()
+                .any(|b| &b.function == name && b.devices.matches(device_name, device));
+            if runs && !by_platform.contains_key(&platform) {
+                problems.push(format!(
+                    "`{name}` has dependency layers but none for {platform}, the platform of device `{device_name}` that runs it"
+                ));
+            }
+        }
+    }
 }
 
 /// Which secret versions a revision runs with.
@@ -170,6 +208,7 @@ pub(super) async fn commit(
     if view.manifest.as_ref() == Some(manifest)
         && view.bundles == draft.bundles
         && view.secrets == draft.secrets
+        && view.layers == draft.layers
         && (draft.signatures.is_none()
             || signer(view.signatures.as_ref()) == signer(draft.signatures.as_ref()))
     {
@@ -233,6 +272,7 @@ async fn check_signatures(
         },
         manifest: draft.manifest.clone(),
         bundles: draft.bundles.clone(),
+        layers: draft.layers.clone(),
         secrets: draft.secrets.clone(),
         signatures: None,
     };
@@ -272,6 +312,7 @@ pub(super) async fn create_revision(
     let draft = Draft {
         manifest: req.manifest,
         bundles: req.bundles,
+        layers: req.layers,
         provenance: req.provenance,
         rollback_of: None,
         created_ms: now_ms(),
@@ -357,6 +398,7 @@ pub(super) async fn rollback(
     let draft = Draft {
         manifest: old.manifest.clone(),
         bundles: old.bundles.clone(),
+        layers: old.layers.clone(),
         provenance: Provenance {
             message: Some(format!("rollback to revision {to}")),
             ..old.summary.provenance.clone()

@@ -82,10 +82,21 @@ pub(super) async fn set(
             "a secret value cannot be empty",
         ));
     }
-    let tool = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.chars().take(100).collect::<String>());
+    // The rollout revision is the control plane's own (the same manifest as the latest, new
+    // versions): named so, `edgefn apply`'s drift check never takes it for a change made
+    // outside git, with the caller's user agent kept beside.
+    let tool = Some(
+        match headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(ua) => format!(
+                "edgefn-cloud secret set (from {})",
+                ua.chars().take(100).collect::<String>()
+            ),
+            None => "edgefn-cloud secret set".to_owned(),
+        },
+    );
     let st = state.clone();
     let secret = name.clone();
     let version = blocking(move || {
@@ -124,6 +135,7 @@ pub(super) async fn set(
         let draft = Draft {
             manifest: latest.manifest,
             bundles: latest.bundles,
+            layers: latest.layers,
             provenance: Provenance {
                 message: Some(format!("secret set {name} (version {version})")),
                 tool: tool.clone(),

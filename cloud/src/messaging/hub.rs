@@ -1,7 +1,10 @@
 //! The cloud as a client of its broker (embedded or external), over MQTT 5: it subscribes to
 //! what every device sends up and to their log lines, fans messages out to `GET /v1/messages`
-//! streams, keeps the last log lines of each device in a bounded ring, and publishes what
-//! `POST /v1/publish` sends down.
+//! streams, keeps the last log lines of each device in a bounded ring, publishes what
+//! `POST /v1/publish` sends down, and carries invocations on request
+//! (`POST /v1/devices/{name}/invoke`): each request goes out at QoS 0 under a random id and its
+//! waiter sits in a bounded map until the device's reply with that id arrives or the deadline
+//! passes; either way the waiter is removed, so nothing is left pending.
 //!
 //! Duplicates are dropped here. At-least-once delivery means a message the broker received but
 //! whose acknowledgement the agent never saw (a lost connection, an agent killed) is sent again.
@@ -24,12 +27,48 @@ use rumqttc::v5::mqttbytes::v5::{Filter, Packet, SubscribeReasonCode};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use schemars::JsonSchema;
 use serde::Serialize;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 
 use super::MAX_PACKET_BYTES;
 
 /// Log lines kept per device.
 pub(crate) const LOG_RING: usize = 1000;
+
+/// Invocations waiting for their device's reply at once, at most.
+pub(crate) const MAX_WAITERS: usize = 1024;
+
+/// An invocation waiting for its reply: the device it went to, and where the reply goes.
+#[derive(Debug)]
+struct Waiter {
+    device: String,
+    reply: oneshot::Sender<Bytes>,
+}
+
+/// Why an invocation got no reply.
+#[derive(Debug)]
+pub(crate) enum InvokeWaitError {
+    /// [`MAX_WAITERS`] invocations are waiting already.
+    Busy,
+    /// The request could not be handed to the connection.
+    NotSent(Box<rumqttc::v5::ClientError>),
+    /// No reply by the deadline.
+    Timeout,
+    /// No randomness for the request's id.
+    Random(getrandom::Error),
+}
+
+/// The waiter of an invocation, removed from the map when dropped (answered, timed out, or the
+/// HTTP request abandoned).
+struct Pending<'a> {
+    hub: &'a Hub,
+    id: String,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.hub.waiters().remove(&self.id);
+    }
+}
 
 /// A message a device sent up.
 #[derive(Debug, Clone)]
@@ -114,6 +153,8 @@ pub(crate) struct Hub {
     ready: watch::Sender<bool>,
     /// Per device: its outbox's identity and the highest sequence number seen from it.
     seen: Mutex<HashMap<String, (String, u64)>>,
+    /// Invocations waiting for a reply, by request id.
+    waiting: Mutex<HashMap<String, Waiter>>,
     /// Messages received from devices (`up`), log lines received, messages sent down,
     /// duplicates dropped.
     pub(crate) counts: [AtomicU64; 4],
@@ -157,6 +198,7 @@ impl Hub {
             logs: Mutex::new(HashMap::new()),
             ready: watch::Sender::new(false),
             seen: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(HashMap::new()),
             counts: Default::default(),
         });
         let h = hub.clone();
@@ -176,7 +218,7 @@ impl Hub {
                         Ok(Event::Incoming(Packet::SubAck(ack))) => {
                             let refused = ack.return_codes.iter().any(|c| !matches!(c, SubscribeReasonCode::Success(_)));
                             if refused {
-                                tracing::error!("mqtt: the broker refused the cloud's subscriptions to edgefn/+/up/# and edgefn/+/logs/#: check its ACL");
+                                tracing::error!("mqtt: the broker refused the cloud's subscriptions to {}: check its ACL", wire::CLOUD_FILTERS.join(", "));
                             }
                             h.ready.send_replace(!refused);
                         }
@@ -267,8 +309,82 @@ impl Hub {
                 }
                 let _ = self.log_tx.send(line);
             }
-            Kind::Down => {}
+            Kind::Reply => {
+                let waiter = {
+                    let mut waiting = self.waiters();
+                    match waiting.get(rest) {
+                        // Only the device the request went to answers it.
+                        Some(w) if w.device == device => waiting.remove(rest),
+                        _ => None,
+                    }
+                };
+                match waiter {
+                    Some(w) => {
+                        let _ = w.reply.send(payload);
+                    }
+                    None => {
+                        tracing::debug!(%device, id = rest, "a reply nobody waits for (late, or not ours): dropped")
+                    }
+                }
+            }
+            Kind::Down | Kind::Invoke => {}
         }
+    }
+
+    fn waiters(&self) -> std::sync::MutexGuard<'_, HashMap<String, Waiter>> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sends `request` to `device` (QoS 0, on `edgefn/<device>/invoke/<id>` with a new random
+    /// id) and waits up to `wait` for the reply's bytes. The waiter is gone when this returns
+    /// or is dropped: a reply after that is dropped.
+    pub(crate) async fn invoke(
+        &self,
+        device: &str,
+        request: Vec<u8>,
+        wait: Duration,
+    ) -> Result<Bytes, InvokeWaitError> {
+        let mut raw = [0u8; 16];
+        getrandom::fill(&mut raw).map_err(InvokeWaitError::Random)?;
+        let id = edgefn_schema::resolve::hex(&raw);
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut waiting = self.waiters();
+            if waiting.len() >= MAX_WAITERS {
+                return Err(InvokeWaitError::Busy);
+            }
+            waiting.insert(
+                id.clone(),
+                Waiter {
+                    device: device.to_owned(),
+                    reply: tx,
+                },
+            );
+        }
+        let pending = Pending { hub: self, id };
+        // QoS 0: no broker keeps it for an absent device, so it never runs after the deadline.
+        self.client
+            .try_publish(
+                wire::topic(device, Kind::Invoke, &pending.id),
+                QoS::AtMostOnce,
+                false,
+                request,
+            )
+            .map_err(|e| InvokeWaitError::NotSent(Box::new(e)))?;
+        self.counts[2].fetch_add(1, Ordering::Relaxed);
+        let reply = tokio::time::timeout(wait, rx).await;
+        drop(pending);
+        match reply {
+            Ok(Ok(bytes)) => Ok(bytes),
+            _ => Err(InvokeWaitError::Timeout),
+        }
+    }
+
+    /// Invocations waiting for a reply now.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiters().len()
     }
 
     /// Waits up to `timeout` for the hub to be connected and subscribed.
@@ -358,12 +474,16 @@ impl Hub {
              edgefn_messages_total{{direction=\"down\"}} {}\n\
              # HELP edgefn_messages_duplicates_total Messages from devices received again (at-least-once resends) and dropped.\n\
              # TYPE edgefn_messages_duplicates_total counter\n\
-             edgefn_messages_duplicates_total {}\n",
+             edgefn_messages_duplicates_total {}\n\
+             # HELP edgefn_invocations_waiting Invocations on request waiting for their device's reply.\n\
+             # TYPE edgefn_invocations_waiting gauge\n\
+             edgefn_invocations_waiting {}\n",
             u8::from(*self.ready.borrow()),
             get(0),
             get(1),
             get(2),
-            get(3)
+            get(3),
+            self.waiting()
         );
         if let Some(n) = clients {
             out.push_str(&format!(

@@ -8,7 +8,9 @@
 //! Cloud-side topics, per device `<d>`:
 //! - `edgefn/<d>/up/<topic>`: what the device sends up (device: write; cloud: read);
 //! - `edgefn/<d>/logs/<binding>`: its functions' log lines (device: write; cloud: read);
-//! - `edgefn/<d>/down/<topic>`: what the cloud sends it (device: read; cloud: write).
+//! - `edgefn/<d>/down/<topic>`: what the cloud sends it (device: read; cloud: write);
+//! - `edgefn/<d>/invoke/<id>`: requests to run a function now (device: read; cloud: write);
+//! - `edgefn/<d>/reply/<id>`: the device's answers to them (device: write; cloud: read).
 //!
 //! MQTT credentials: user name = device name, password = the device's token. The cloud itself
 //! connects as [`CLOUD_USER`] with a secret kept in its data folder, with full access.
@@ -199,18 +201,20 @@ impl Identity {
     pub(crate) fn may_publish(&self, topic: &str) -> bool {
         match self {
             Identity::Cloud => !topic.starts_with('$'),
-            Identity::Device(d) => {
-                wire::is_under(topic, d, Kind::Up) || wire::is_under(topic, d, Kind::Logs)
-            }
+            Identity::Device(d) => [Kind::Up, Kind::Logs, Kind::Reply]
+                .into_iter()
+                .any(|k| wire::is_under(topic, d, k)),
         }
     }
 
     /// Whether this client may subscribe to `filter`: a device only to filters whose every
-    /// match lies under `edgefn/<its name>/down/`.
+    /// match lies under `edgefn/<its name>/down/` or `edgefn/<its name>/invoke/`.
     pub(crate) fn may_subscribe(&self, filter: &str) -> bool {
         match self {
             Identity::Cloud => !filter.starts_with('$'),
-            Identity::Device(d) => wire::is_under(filter, d, Kind::Down),
+            Identity::Device(d) => {
+                wire::is_under(filter, d, Kind::Down) || wire::is_under(filter, d, Kind::Invoke)
+            }
         }
     }
 
@@ -219,7 +223,9 @@ impl Identity {
     pub(crate) fn may_receive(&self, topic: &str) -> bool {
         match self {
             Identity::Cloud => true,
-            Identity::Device(d) => wire::is_under(topic, d, Kind::Down),
+            Identity::Device(d) => {
+                wire::is_under(topic, d, Kind::Down) || wire::is_under(topic, d, Kind::Invoke)
+            }
         }
     }
 }
@@ -290,6 +296,17 @@ mod tests {
         assert!(!d.may_subscribe("edgefn/gw-01/up/#"));
         assert!(d.may_receive("edgefn/gw-01/down/a"));
         assert!(!d.may_receive("edgefn/gw-02/down/a"));
+        // Invocations: a device reads only its own requests and answers only for itself.
+        assert!(d.may_subscribe("edgefn/gw-01/invoke/+"));
+        assert!(!d.may_subscribe("edgefn/gw-02/invoke/+"));
+        assert!(!d.may_subscribe("edgefn/+/invoke/+"));
+        assert!(d.may_receive("edgefn/gw-01/invoke/abc"));
+        assert!(!d.may_receive("edgefn/gw-02/invoke/abc"));
+        assert!(d.may_publish("edgefn/gw-01/reply/abc"));
+        assert!(!d.may_publish("edgefn/gw-02/reply/abc"));
+        assert!(!d.may_publish("edgefn/gw-01/invoke/abc"));
+        assert!(!d.may_subscribe("edgefn/gw-01/reply/+"));
+        assert!(!d.may_receive("edgefn/gw-01/reply/abc"));
         assert!(Identity::Cloud.may_subscribe("edgefn/+/up/#"));
         assert!(!Identity::Cloud.may_subscribe("$SYS/#"));
     }

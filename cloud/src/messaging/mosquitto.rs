@@ -36,8 +36,9 @@ fn hash_with_salt(password: &str, salt: &[u8], iterations: u32) -> String {
 }
 
 /// The ACL file: the cloud reads and writes everything under `edgefn/`; every other user
-/// (a device, by its name) writes `edgefn/<name>/up/#` and `edgefn/<name>/logs/#` and reads
-/// `edgefn/<name>/down/#`, nothing else.
+/// (a device, by its name) writes `edgefn/<name>/up/#`, `edgefn/<name>/logs/#` and
+/// `edgefn/<name>/reply/+` and reads `edgefn/<name>/down/#` and `edgefn/<name>/invoke/+`,
+/// nothing else.
 pub(crate) fn acl() -> String {
     format!(
         "# Written by edgefn-cloud; changes are overwritten.\n\
@@ -47,7 +48,9 @@ pub(crate) fn acl() -> String {
          # Every device, by its user name (%u):\n\
          pattern write edgefn/%u/up/#\n\
          pattern write edgefn/%u/logs/#\n\
-         pattern read edgefn/%u/down/#\n"
+         pattern write edgefn/%u/reply/+\n\
+         pattern read edgefn/%u/down/#\n\
+         pattern read edgefn/%u/invoke/+\n"
     )
 }
 

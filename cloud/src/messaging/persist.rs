@@ -6,10 +6,19 @@
 //! answers); a group of acknowledgements only is committed lazily (after a crash, a message
 //! acknowledged in the last moments is sent again, which at-least-once delivery allows). A
 //! failed commit is returned to the broker, which tells whoever waits for it.
+//!
+//! Records written before QoS 2 and MQTT 5 properties read as they did: a message record may
+//! end after its payload (no MQTT 5 properties, no expiry), and a subscription's QoS byte
+//! carries its options in bits the older records left at 0.
 
 use std::path::Path;
 
-use edgefn_broker::{Change, Message, Persistence, QoS, StoreError, Stored, StoredSession};
+use std::time::{Duration, SystemTime};
+
+use edgefn_broker::{
+    Change, Message, Persistence, PublishProperties, QoS, StoreError, Stored, StoredSession,
+    Subscription,
+};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 /// client id → owner and subscriptions.
@@ -31,17 +40,28 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 }
 
 fn qos_byte(q: QoS) -> u8 {
-    match q {
-        QoS::AtMostOnce => 0,
-        QoS::AtLeastOnce => 1,
-    }
+    q.as_u8()
 }
 
-fn qos_of(b: u8) -> QoS {
-    if b == 0 {
-        QoS::AtMostOnce
-    } else {
-        QoS::AtLeastOnce
+/// The QoS in the low 2 bits (0, 1 or 2; 3 is corrupt).
+fn qos_of(b: u8) -> Option<QoS> {
+    QoS::from_u8(b & 0b11)
+}
+
+/// A subscription's QoS byte: bits 0-1 QoS, 2 No Local, 3 Retain As Published, 4 a
+/// Subscription Identifier follows (u32).
+const NO_LOCAL: u8 = 1 << 2;
+const RETAIN_AS_PUBLISHED: u8 = 1 << 3;
+const HAS_ID: u8 = 1 << 4;
+
+fn put_opt_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
+    match b {
+        Some(b) => {
+            out.push(1);
+            out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            out.extend_from_slice(b);
+        }
+        None => out.push(0),
     }
 }
 
@@ -68,9 +88,30 @@ impl Reader<'_> {
     fn string(&mut self) -> Option<String> {
         String::from_utf8(self.bytes()?.to_vec()).ok()
     }
+    fn u64(&mut self) -> Option<u64> {
+        let (b, rest) = self.0.split_at_checked(8)?;
+        self.0 = rest;
+        Some(u64::from_le_bytes(b.try_into().ok()?))
+    }
+    fn opt_bytes(&mut self) -> Option<Option<&[u8]>> {
+        match self.u8()? {
+            0 => Some(None),
+            1 => Some(Some(self.bytes()?)),
+            _ => None,
+        }
+    }
+    fn opt_string(&mut self) -> Option<Option<String>> {
+        match self.opt_bytes()? {
+            None => Some(None),
+            Some(b) => Some(Some(String::from_utf8(b.to_vec()).ok()?)),
+        }
+    }
 }
 
-/// qos, retain, topic, properties, payload.
+/// qos, retain, topic, properties, payload, then, when the message has any, its MQTT 5 part:
+/// 1, payload format indicator (1 + u8, or 0), content type, response topic, correlation data
+/// (each 1 + length-prefixed bytes, or 0), expiry (1 + u64 milliseconds since the Unix epoch,
+/// or 0).
 fn encode_message(m: &Message) -> Vec<u8> {
     let mut out = Vec::with_capacity(m.topic.len() + m.payload.len() + 16);
     out.push(qos_byte(m.qos));
@@ -83,12 +124,32 @@ fn encode_message(m: &Message) -> Vec<u8> {
     }
     out.extend_from_slice(&(m.payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&m.payload);
+    if m.v5 != PublishProperties::default() || m.expires_at.is_some() {
+        out.push(1);
+        match m.v5.payload_format_indicator {
+            Some(b) => out.extend_from_slice(&[1, b]),
+            None => out.push(0),
+        }
+        put_opt_bytes(&mut out, m.v5.content_type.as_deref().map(str::as_bytes));
+        put_opt_bytes(&mut out, m.v5.response_topic.as_deref().map(str::as_bytes));
+        put_opt_bytes(&mut out, m.v5.correlation_data.as_deref());
+        match m.expires_at {
+            Some(t) => {
+                let ms = t
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                out.push(1);
+                out.extend_from_slice(&ms.to_le_bytes());
+            }
+            None => out.push(0),
+        }
+    }
     out
 }
 
 fn decode_message(bytes: &[u8]) -> Option<Message> {
     let mut r = Reader(bytes);
-    let qos = qos_of(r.u8()?);
+    let qos = qos_of(r.u8()?)?;
     let retain = r.u8()? != 0;
     let topic = r.string()?;
     let n = r.u32()?;
@@ -97,34 +158,77 @@ fn decode_message(bytes: &[u8]) -> Option<Message> {
         properties.push((r.string()?, r.string()?));
     }
     let payload = edgefn_broker::Bytes::copy_from_slice(r.bytes()?);
+    let mut v5 = PublishProperties::default();
+    let mut expires_at = None;
+    if !r.0.is_empty() {
+        if r.u8()? != 1 {
+            return None;
+        }
+        v5.payload_format_indicator = match r.u8()? {
+            0 => None,
+            1 => Some(r.u8()?),
+            _ => return None,
+        };
+        v5.content_type = r.opt_string()?;
+        v5.response_topic = r.opt_string()?;
+        v5.correlation_data = r.opt_bytes()?.map(edgefn_broker::Bytes::copy_from_slice);
+        expires_at = match r.u8()? {
+            0 => None,
+            1 => Some(SystemTime::UNIX_EPOCH + Duration::from_millis(r.u64()?)),
+            _ => return None,
+        };
+    }
     Some(Message {
         topic,
         payload,
         qos,
         retain,
         properties,
+        v5,
+        expires_at,
     })
 }
 
-/// owner, subscriptions (filter, qos).
-fn encode_session(owner: &str, subs: &[(String, QoS)]) -> Vec<u8> {
+/// owner, subscriptions (filter, QoS byte with the options, then the identifier if any).
+fn encode_session(owner: &str, subs: &[Subscription]) -> Vec<u8> {
     let mut out = Vec::new();
     put_str(&mut out, owner);
     out.extend_from_slice(&(subs.len() as u32).to_le_bytes());
-    for (f, q) in subs {
-        put_str(&mut out, f);
-        out.push(qos_byte(*q));
+    for s in subs {
+        put_str(&mut out, &s.filter);
+        let mut b = qos_byte(s.qos);
+        if s.no_local {
+            b |= NO_LOCAL;
+        }
+        if s.retain_as_published {
+            b |= RETAIN_AS_PUBLISHED;
+        }
+        if s.id.is_some() {
+            b |= HAS_ID;
+        }
+        out.push(b);
+        if let Some(id) = s.id {
+            out.extend_from_slice(&u32::try_from(id).unwrap_or(u32::MAX).to_le_bytes());
+        }
     }
     out
 }
 
-fn decode_session(bytes: &[u8]) -> Option<(String, Vec<(String, QoS)>)> {
+fn decode_session(bytes: &[u8]) -> Option<(String, Vec<Subscription>)> {
     let mut r = Reader(bytes);
     let owner = r.string()?;
     let n = r.u32()?;
     let mut subs = Vec::new();
     for _ in 0..n {
-        subs.push((r.string()?, qos_of(r.u8()?)));
+        let filter = r.string()?;
+        let b = r.u8()?;
+        let mut s = Subscription::new(filter, qos_of(b)?);
+        s.no_local = b & NO_LOCAL != 0;
+        s.retain_as_published = b & RETAIN_AS_PUBLISHED != 0;
+        if b & HAS_ID != 0 {
+            s.id = Some(r.u32()? as usize);
+        }
+        subs.push(s);
     }
     Some((owner, subs))
 }
@@ -245,11 +349,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mqtt.redb");
         let m = |t: &str, p: &str| Message {
-            topic: t.into(),
-            payload: edgefn_broker::Bytes::copy_from_slice(p.as_bytes()),
-            qos: QoS::AtLeastOnce,
-            retain: false,
             properties: vec![("k".into(), "v".into())],
+            ..Message::new(t, p.as_bytes().to_vec(), QoS::AtLeastOnce, false)
         };
         {
             let s = BrokerStore::open(&path).unwrap();
@@ -259,7 +360,7 @@ mod tests {
                 Change::Session {
                     client_id: id("gw-01"),
                     owner: id("gw-01"),
-                    subs: vec![("edgefn/gw-01/down/#".into(), QoS::AtLeastOnce)],
+                    subs: vec![Subscription::new("edgefn/gw-01/down/#", QoS::AtLeastOnce)],
                 },
                 Change::Session {
                     client_id: id("gw-02"),
@@ -314,7 +415,7 @@ mod tests {
         assert_eq!((s.client_id.as_str(), s.owner.as_str()), ("gw-01", "gw-01"));
         assert_eq!(
             s.subs,
-            vec![("edgefn/gw-01/down/#".to_owned(), QoS::AtLeastOnce)]
+            vec![Subscription::new("edgefn/gw-01/down/#", QoS::AtLeastOnce)]
         );
         assert_eq!(s.queue.len(), 1);
         assert_eq!(s.queue[0].0, 2);
@@ -328,6 +429,84 @@ mod tests {
         assert!(
             decode_message(&[1, 0, 9]).is_none(),
             "truncated records are refused"
+        );
+    }
+
+    /// QoS 2, MQTT 5 properties, expiry and subscription options are kept; records written
+    /// before them (QoS byte 0/1, a message ending at its payload) read as they did.
+    #[test]
+    fn qos2_properties_and_older_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = BrokerStore::open(&dir.path().join("mqtt.redb")).unwrap();
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_900_000_000_123);
+        let m = Message {
+            v5: PublishProperties {
+                payload_format_indicator: Some(1),
+                content_type: Some("text/plain".into()),
+                response_topic: Some("edgefn/gw-01/up/reply".into()),
+                correlation_data: Some(edgefn_broker::Bytes::from_static(b"\x00id")),
+            },
+            expires_at: Some(at),
+            ..Message::new("x/1", b"hi".to_vec(), QoS::ExactlyOnce, false)
+        };
+        let sub = Subscription {
+            no_local: true,
+            retain_as_published: true,
+            id: Some(70_000),
+            ..Subscription::new("$share/g/edgefn/gw-01/down/#", QoS::ExactlyOnce)
+        };
+        s.commit(&[
+            Change::Session {
+                client_id: "gw-01".into(),
+                owner: "gw-01".into(),
+                subs: vec![sub.clone(), Subscription::new("a/#", QoS::AtMostOnce)],
+            },
+            Change::Keep {
+                client_id: "gw-01".into(),
+                seq: 1,
+                message: m.clone().into(),
+            },
+        ])
+        .unwrap();
+        let stored = s.load().unwrap();
+        let got = &stored.sessions[0];
+        assert_eq!(
+            got.subs,
+            vec![sub, Subscription::new("a/#", QoS::AtMostOnce)]
+        );
+        let back = &got.queue[0].1;
+        assert_eq!(
+            (back.qos, &back.v5, back.expires_at),
+            (QoS::ExactlyOnce, &m.v5, Some(at))
+        );
+
+        // An older message record: qos 1, retain 0, topic, no properties, payload: nothing after.
+        let mut old = vec![1, 0];
+        put_str(&mut old, "t/old");
+        old.extend_from_slice(&0u32.to_le_bytes());
+        old.extend_from_slice(&2u32.to_le_bytes());
+        old.extend_from_slice(b"ok");
+        let read = decode_message(&old).unwrap();
+        assert_eq!(
+            (read.qos, &read.payload[..], read.expires_at),
+            (QoS::AtLeastOnce, &b"ok"[..], None)
+        );
+        assert_eq!(read.v5, PublishProperties::default());
+        // An older session record: owner, one filter at QoS 1.
+        let mut old = Vec::new();
+        put_str(&mut old, "gw-01");
+        old.extend_from_slice(&1u32.to_le_bytes());
+        put_str(&mut old, "edgefn/gw-01/down/#");
+        old.push(1);
+        assert_eq!(
+            decode_session(&old).unwrap().1,
+            vec![Subscription::new("edgefn/gw-01/down/#", QoS::AtLeastOnce)]
+        );
+        let mut bad = encode_message(&m);
+        bad.pop();
+        assert!(
+            decode_message(&bad).is_none(),
+            "a truncated MQTT 5 part is refused"
         );
     }
 }

@@ -26,6 +26,9 @@ pub(crate) const STATUS_FD: i32 = 4;
 pub(crate) const BUNDLE_MOUNT: &str = "/fn";
 pub(crate) use crate::function::SECRETS_MOUNT;
 
+/// Where a function's dependency layer is inside a container (read-only).
+pub(crate) const LAYER_MOUNT: &str = "/layer";
+
 /// Everything the helper needs, passed as JSON in argv\[2\].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct HelperConfig {
@@ -35,6 +38,9 @@ pub(crate) struct HelperConfig {
     pub(crate) state_dir: PathBuf,
     /// The function's bundle on the host, bound read-only at `/fn`.
     pub(crate) bundle_dir: PathBuf,
+    /// The function's dependency layer on the host, bound read-only at [`LAYER_MOUNT`].
+    #[serde(default)]
+    pub(crate) layer_dir: Option<PathBuf>,
     pub(crate) program: PathBuf,
     pub(crate) args: Vec<String>,
     pub(crate) env: Vec<(String, String)>,
@@ -157,6 +163,7 @@ fn probe(helper: &Path, options: &SandboxOptions) -> Result<(), String> {
         id: container_id("probe", 0),
         state_dir: options.state_dir.clone(),
         bundle_dir: std::env::temp_dir(),
+        layer_dir: None,
         program: PathBuf::from("/usr/bin/true"),
         args: vec![],
         env: vec![("PATH".into(), "/usr/bin:/bin".into())],

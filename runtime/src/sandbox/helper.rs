@@ -18,7 +18,7 @@ use nix::unistd::Pid;
 use serde_json::json;
 
 use crate::sandbox::container::{
-    BUNDLE_MOUNT, HELPER_MARKER, HelperConfig, HelperStatus, SECRETS_MOUNT, STATUS_FD,
+    BUNDLE_MOUNT, HELPER_MARKER, HelperConfig, HelperStatus, LAYER_MOUNT, SECRETS_MOUNT, STATUS_FD,
 };
 
 /// If this process was started as the sandbox helper (argv\[1\] is the helper marker), runs the
@@ -236,7 +236,16 @@ fn oom_killed(id: &str) -> bool {
 fn ensure_rootfs(state_dir: &Path) -> Result<PathBuf, String> {
     let rootfs = state_dir.join("rootfs");
     let fail = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
-    for dir in ["usr", "etc", "fn", "tmp", "proc", "dev", "run/secrets"] {
+    for dir in [
+        "usr",
+        "etc",
+        "fn",
+        "layer",
+        "tmp",
+        "proc",
+        "dev",
+        "run/secrets",
+    ] {
         let p = rootfs.join(dir);
         std::fs::create_dir_all(&p).map_err(|e| fail(&p, e))?;
     }
@@ -267,7 +276,26 @@ fn oci_spec(cfg: &HelperConfig, rootfs: &Path) -> serde_json::Value {
                "options": ["rbind", "ro", "nosuid", "nodev"]})
     };
     let (uid, gid) = cfg.user.unwrap_or((0, 0));
-    let mut spec = json!({
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc"}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+               "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+               "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+               "options": ["nosuid", "nodev", "mode=1777", "size=65536k"]}),
+        ro_bind(Path::new("/usr"), "/usr"),
+        ro_bind(Path::new("/etc"), "/etc"),
+        ro_bind(&cfg.bundle_dir, BUNDLE_MOUNT),
+    ];
+    if let Some(layer) = &cfg.layer_dir {
+        mounts.push(ro_bind(layer, LAYER_MOUNT));
+    }
+    // The function's secrets, read-only at /run/secrets (a memory file system on the host).
+    if let Some(dir) = &cfg.secrets_dir {
+        mounts.push(ro_bind(dir, SECRETS_MOUNT));
+    }
+    json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
@@ -283,18 +311,7 @@ fn oci_spec(cfg: &HelperConfig, rootfs: &Path) -> serde_json::Value {
         },
         "root": {"path": rootfs, "readonly": true},
         "hostname": "edgefn",
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc"},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
-             "options": ["nosuid", "nodev", "mode=1777", "size=65536k"]},
-            ro_bind(Path::new("/usr"), "/usr"),
-            ro_bind(Path::new("/etc"), "/etc"),
-            ro_bind(&cfg.bundle_dir, BUNDLE_MOUNT),
-        ],
+        "mounts": mounts,
         "linux": {
             "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
             "cgroupsPath": format!("/edgefn/{}", cfg.id),
@@ -309,10 +326,5 @@ fn oci_spec(cfg: &HelperConfig, rootfs: &Path) -> serde_json::Value {
             "readonlyPaths": ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
                               "/proc/sysrq-trigger"]
         }
-    });
-    // The function's secrets, read-only at /run/secrets (a memory file system on the host).
-    if let (Some(dir), Some(mounts)) = (&cfg.secrets_dir, spec["mounts"].as_array_mut()) {
-        mounts.push(ro_bind(dir, SECRETS_MOUNT));
-    }
-    spec
+    })
 }

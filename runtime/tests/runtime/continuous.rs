@@ -19,6 +19,7 @@ fn sh(script: &str) -> FunctionSpec {
         runtime: Runtime::Exec,
         handler: Handler::Argv(vec!["/bin/sh".into(), "-c".into(), script.into()]),
         bundle_dir: std::env::temp_dir(),
+        layer_dir: None,
         device: "dev-1".into(),
         revision: 1,
         secrets_dir: None,

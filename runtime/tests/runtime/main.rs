@@ -4,6 +4,7 @@ mod common;
 mod container;
 mod continuous;
 mod hostile;
+mod layers;
 mod plain;
 mod pool;
 mod shims;
