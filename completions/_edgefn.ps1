@@ -37,6 +37,7 @@ Register-ArgumentCompleter -Native -CommandName 'edgefn' -ScriptBlock {
             [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show the fleet: desired and running revision, state and errors of each device')
             [CompletionResult]::new('history', 'history', [CompletionResultType]::ParameterValue, 'List the revisions applied, newest first, with where they came from')
             [CompletionResult]::new('rollback', 'rollback', [CompletionResultType]::ParameterValue, 'Apply an earlier revision again, as a new revision (default: the one before the latest)')
+            [CompletionResult]::new('keygen', 'keygen', [CompletionResultType]::ParameterValue, 'Make an ed25519 key to sign revisions with; prints the public key for agents'' trustedKeys')
             [CompletionResult]::new('device', 'device', [CompletionResultType]::ParameterValue, 'Register, list and remove devices')
             [CompletionResult]::new('token', 'token', [CompletionResultType]::ParameterValue, 'Create, list and revoke admin tokens (one per person or CI job; revoke a leaked one)')
             [CompletionResult]::new('secret', 'secret', [CompletionResultType]::ParameterValue, 'Set, list and remove secrets: values functions read as files, kept encrypted by the control plane, never in git')
@@ -141,6 +142,7 @@ Register-ArgumentCompleter -Native -CommandName 'edgefn' -ScriptBlock {
             [CompletionResult]::new('--cloud', '--cloud', [CompletionResultType]::ParameterName, 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]')
             [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]')
             [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'How long `--wait` waits before failing')
+            [CompletionResult]::new('--sign-key', '--sign-key', [CompletionResultType]::ParameterName, 'Sign what each device will run with this ed25519 key (PKCS#8 PEM, from `edgefn keygen`); default: the file named by EDGEFN_SIGN_KEY_FILE, if set')
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
             [CompletionResult]::new('--allow-dirty', '--allow-dirty', [CompletionResultType]::ParameterName, 'Apply even with uncommitted changes (the revision records that it was dirty)')
             [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Apply even when it undoes a rollback made with `edgefn rollback` (by applying the commit that was rolled back, or an older one)')
@@ -187,10 +189,20 @@ Register-ArgumentCompleter -Native -CommandName 'edgefn' -ScriptBlock {
             [CompletionResult]::new('--cloud', '--cloud', [CompletionResultType]::ParameterName, 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]')
             [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]')
             [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'How long `--wait` waits before failing')
+            [CompletionResult]::new('--sign-key', '--sign-key', [CompletionResultType]::ParameterName, 'Sign the new revision''s desired states with this ed25519 key (as `edgefn apply --sign-key`); default: the file named by EDGEFN_SIGN_KEY_FILE, if set')
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
             [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'Follow the rollout until every registered device runs it')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'edgefn;keygen' {
+            [CompletionResult]::new('--out', '--out', [CompletionResultType]::ParameterName, 'Where to write the private key (mode 0600; default: ~/.config/edgefn/signing.key)')
+            [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Overwrite the file if it exists (the old key is lost)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
@@ -443,6 +455,7 @@ Register-ArgumentCompleter -Native -CommandName 'edgefn' -ScriptBlock {
             [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show the fleet: desired and running revision, state and errors of each device')
             [CompletionResult]::new('history', 'history', [CompletionResultType]::ParameterValue, 'List the revisions applied, newest first, with where they came from')
             [CompletionResult]::new('rollback', 'rollback', [CompletionResultType]::ParameterValue, 'Apply an earlier revision again, as a new revision (default: the one before the latest)')
+            [CompletionResult]::new('keygen', 'keygen', [CompletionResultType]::ParameterValue, 'Make an ed25519 key to sign revisions with; prints the public key for agents'' trustedKeys')
             [CompletionResult]::new('device', 'device', [CompletionResultType]::ParameterValue, 'Register, list and remove devices')
             [CompletionResult]::new('token', 'token', [CompletionResultType]::ParameterValue, 'Create, list and revoke admin tokens (one per person or CI job; revoke a leaked one)')
             [CompletionResult]::new('secret', 'secret', [CompletionResultType]::ParameterValue, 'Set, list and remove secrets: values functions read as files, kept encrypted by the control plane, never in git')
@@ -488,6 +501,9 @@ Register-ArgumentCompleter -Native -CommandName 'edgefn' -ScriptBlock {
             break
         }
         'edgefn;help;rollback' {
+            break
+        }
+        'edgefn;help;keygen' {
             break
         }
         'edgefn;help;device' {

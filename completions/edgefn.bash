@@ -43,6 +43,9 @@ _edgefn() {
             edgefn,invoke)
                 cmd="edgefn__subcmd__invoke"
                 ;;
+            edgefn,keygen)
+                cmd="edgefn__subcmd__keygen"
+                ;;
             edgefn,login)
                 cmd="edgefn__subcmd__login"
                 ;;
@@ -129,6 +132,9 @@ _edgefn() {
                 ;;
             edgefn__subcmd__help,invoke)
                 cmd="edgefn__subcmd__help__subcmd__invoke"
+                ;;
+            edgefn__subcmd__help,keygen)
+                cmd="edgefn__subcmd__help__subcmd__keygen"
                 ;;
             edgefn__subcmd__help,login)
                 cmd="edgefn__subcmd__help__subcmd__login"
@@ -248,7 +254,7 @@ _edgefn() {
 
     case "${cmd}" in
         edgefn)
-            opts="-h -V --help --version init new dev validate test invoke package apply diff status history rollback device token secret login publish subscribe logs completions help"
+            opts="-h -V --help --version init new dev validate test invoke package apply diff status history rollback keygen device token secret login publish subscribe logs completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -262,7 +268,7 @@ _edgefn() {
             return 0
             ;;
         edgefn__subcmd__apply)
-            opts="-f -h -V --file --cloud --token --allow-dirty --force --wait --timeout --output --help --version"
+            opts="-f -h -V --file --cloud --token --allow-dirty --force --wait --timeout --sign-key --output --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -285,6 +291,10 @@ _edgefn() {
                     return 0
                     ;;
                 --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sign-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -540,7 +550,7 @@ _edgefn() {
             return 0
             ;;
         edgefn__subcmd__help)
-            opts="init new dev validate test invoke package apply diff status history rollback device token secret login publish subscribe logs completions help"
+            opts="init new dev validate test invoke package apply diff status history rollback keygen device token secret login publish subscribe logs completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -708,6 +718,20 @@ _edgefn() {
             return 0
             ;;
         edgefn__subcmd__help__subcmd__invoke)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__help__subcmd__keygen)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -1075,6 +1099,24 @@ _edgefn() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        edgefn__subcmd__keygen)
+            opts="-h -V --out --force --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         edgefn__subcmd__login)
             opts="-h -V --cloud --token --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -1222,7 +1264,7 @@ _edgefn() {
             return 0
             ;;
         edgefn__subcmd__rollback)
-            opts="-h -V --cloud --token --wait --timeout --output --help --version"
+            opts="-h -V --cloud --token --wait --timeout --sign-key --output --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1237,6 +1279,10 @@ _edgefn() {
                     return 0
                     ;;
                 --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sign-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -34,6 +34,7 @@ set edit:completion:arg-completer[edgefn] = {|@words|
             cand status 'Show the fleet: desired and running revision, state and errors of each device'
             cand history 'List the revisions applied, newest first, with where they came from'
             cand rollback 'Apply an earlier revision again, as a new revision (default: the one before the latest)'
+            cand keygen 'Make an ed25519 key to sign revisions with; prints the public key for agents'' trustedKeys'
             cand device 'Register, list and remove devices'
             cand token 'Create, list and revoke admin tokens (one per person or CI job; revoke a leaked one)'
             cand secret 'Set, list and remove secrets: values functions read as files, kept encrypted by the control plane, never in git'
@@ -130,6 +131,7 @@ set edit:completion:arg-completer[edgefn] = {|@words|
             cand --cloud 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]'
             cand --token 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]'
             cand --timeout 'How long `--wait` waits before failing'
+            cand --sign-key 'Sign what each device will run with this ed25519 key (PKCS#8 PEM, from `edgefn keygen`); default: the file named by EDGEFN_SIGN_KEY_FILE, if set'
             cand --output 'Output format'
             cand --allow-dirty 'Apply even with uncommitted changes (the revision records that it was dirty)'
             cand --force 'Apply even when it undoes a rollback made with `edgefn rollback` (by applying the commit that was rolled back, or an older one)'
@@ -172,10 +174,19 @@ set edit:completion:arg-completer[edgefn] = {|@words|
             cand --cloud 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]'
             cand --token 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]'
             cand --timeout 'How long `--wait` waits before failing'
+            cand --sign-key 'Sign the new revision''s desired states with this ed25519 key (as `edgefn apply --sign-key`); default: the file named by EDGEFN_SIGN_KEY_FILE, if set'
             cand --output 'Output format'
             cand --wait 'Follow the rollout until every registered device runs it'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'edgefn;keygen'= {
+            cand --out 'Where to write the private key (mode 0600; default: ~/.config/edgefn/signing.key)'
+            cand --force 'Overwrite the file if it exists (the old key is lost)'
+            cand -h 'Print help'
+            cand --help 'Print help'
             cand -V 'Print version'
             cand --version 'Print version'
         }
@@ -395,6 +406,7 @@ set edit:completion:arg-completer[edgefn] = {|@words|
             cand status 'Show the fleet: desired and running revision, state and errors of each device'
             cand history 'List the revisions applied, newest first, with where they came from'
             cand rollback 'Apply an earlier revision again, as a new revision (default: the one before the latest)'
+            cand keygen 'Make an ed25519 key to sign revisions with; prints the public key for agents'' trustedKeys'
             cand device 'Register, list and remove devices'
             cand token 'Create, list and revoke admin tokens (one per person or CI job; revoke a leaked one)'
             cand secret 'Set, list and remove secrets: values functions read as files, kept encrypted by the control plane, never in git'
@@ -428,6 +440,8 @@ set edit:completion:arg-completer[edgefn] = {|@words|
         &'edgefn;help;history'= {
         }
         &'edgefn;help;rollback'= {
+        }
+        &'edgefn;help;keygen'= {
         }
         &'edgefn;help;device'= {
             cand add 'Register a device and write the one file its agent needs (cloud URL, name, token)'

@@ -406,6 +406,7 @@ mod tests {
                 revision: 1,
                 digest: "conformance".into(),
                 state: conformance::desired_state(),
+                signature: None,
             };
             assert!(live.swap(RunningRelease::idle(desired)).await.is_none());
             let release = live.get().await.expect("active");

@@ -119,17 +119,22 @@ impl CloudClient {
 
     /// The desired state; with `known`, waits up to `wait` for it to differ and returns `None`
     /// when it does not.
+    ///
+    /// With `after`, also answers when the latest revision is newer than `after`, even with the
+    /// digest `known` (an agent that refused a state for its signature waits for it signed anew).
     pub(crate) async fn desired(
         &self,
         known: Option<&str>,
+        after: Option<u64>,
         wait: Duration,
     ) -> Result<Option<DesiredResponse>, CloudError> {
         let url = match known {
             Some(_) => format!(
-                "{}/v1/devices/{}/desired?wait={}",
+                "{}/v1/devices/{}/desired?wait={}{}",
                 self.base,
                 self.device,
-                wait.as_secs()
+                wait.as_secs(),
+                after.map(|a| format!("&after={a}")).unwrap_or_default()
             ),
             None => format!("{}/v1/devices/{}/desired", self.base, self.device),
         };

@@ -12,6 +12,7 @@
 //! localMqttPassword: ...                 # required when localMqtt is not a loopback address
 //! mqttMaxPacketSize: 1088Ki              # the largest MQTT packet the cloud's broker takes
 //! secretsDir: /run/edgefn-secrets        # where secrets are kept: a memory file system
+//! trustedKeys: [ed25519:BASE64...]       # run only revisions signed by one of these keys
 //! ```
 
 use std::net::SocketAddr;
@@ -97,6 +98,7 @@ struct Raw {
     outbox_max_age: Option<String>,
     mqtt_max_packet_size: Option<String>,
     secrets_dir: Option<PathBuf>,
+    trusted_keys: Option<Vec<String>>,
 }
 
 /// The agent's settings.
@@ -151,6 +153,11 @@ pub struct AgentConfig {
     /// Testing hook: SIGKILL the agent at this point of an update. The binary sets it from
     /// `EDGEFN_AGENT_CRASH_AT` (see [`crate::fault`]).
     pub crash_at: Option<crate::fault::CrashPoint>,
+    /// The public keys whose signatures it trusts (`trustedKeys`, `ed25519:BASE64` each, as
+    /// `edgefn keygen` prints them; several for rotation). When set, the agent runs only
+    /// desired states signed by one of them for this device and a revision no older than the
+    /// newest it accepted; empty: every state is accepted.
+    pub trusted_keys: Vec<edgefn_schema::signing::PublicKey>,
 }
 
 /// The YAML reader's diagnostic (syntax, alias expansion, nesting, not UTF-8) as an error.
@@ -230,7 +237,7 @@ impl AgentConfig {
             let msg = e.to_string();
             let key = msg.split('`').nth(1).unwrap_or("");
             let at = if key.is_empty() { 0 } else { source.text().find(&format!("{key}:")).unwrap_or(0) };
-            invalid(source, at, msg, "the keys are cloud, device, token, data, sandbox, healthWindow, localListen, localMqtt, localMqttPassword, pollWait, reportInterval, mqtt, mqttProtocol, mqttCa, cloudCa, outboxMaxBytes, outboxMaxAge, mqttMaxPacketSize, secretsDir")
+            invalid(source, at, msg, "the keys are cloud, device, token, data, sandbox, healthWindow, localListen, localMqtt, localMqttPassword, pollWait, reportInterval, mqtt, mqttProtocol, mqttCa, cloudCa, outboxMaxBytes, outboxMaxAge, mqttMaxPacketSize, secretsDir, trustedKeys")
         })?;
         let at = |key: &str| source.text().find(&format!("{key}:")).unwrap_or(0);
         if !raw.cloud.starts_with("http://") && !raw.cloud.starts_with("https://") {
@@ -418,7 +425,24 @@ impl AgentConfig {
             "outboxMaxAge",
             source,
         )?;
+        let mut trusted_keys = Vec::new();
+        for (i, text) in raw.trusted_keys.iter().flatten().enumerate() {
+            let key = text.parse().map_err(|e: edgefn_schema::signing::PublicKeyError| {
+                let offset = source
+                    .text()
+                    .find(text.as_str())
+                    .unwrap_or_else(|| at("trustedKeys"));
+                invalid(
+                    source,
+                    offset,
+                    format!("trustedKeys[{i}]: {e}"),
+                    "paste the line `edgefn keygen` printed, e.g. `trustedKeys: [\"ed25519:...\"]`",
+                )
+            })?;
+            trusted_keys.push(key);
+        }
         Ok(AgentConfig {
+            trusted_keys,
             secrets_dir: raw.secrets_dir,
             cloud_ca,
             mqtt,
@@ -466,6 +490,23 @@ mod tests {
 
     fn parse(text: &str) -> Result<AgentConfig, ConfigError> {
         AgentConfig::parse(&Source::new("agent.yaml", text))
+    }
+
+    #[test]
+    fn trusted_keys_are_read_and_a_malformed_one_is_located() {
+        let base = "cloud: http://c\ndevice: gw-01\ntoken: t\n";
+        let key = "ed25519:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        let c = parse(&format!("{base}trustedKeys:\n  - {key}\n")).unwrap();
+        assert_eq!(c.trusted_keys.len(), 1);
+        assert_eq!(c.trusted_keys[0].to_string(), key);
+        assert!(parse(base).unwrap().trusted_keys.is_empty());
+        let e = parse(&format!(
+            "{base}trustedKeys:\n  - {key}\n  - ed25519:nope\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("agent.yaml:6:5: trustedKeys[1]:"), "{e}");
+        assert!(e.contains("ed25519:nope") && e.contains("help:"), "{e}");
     }
 
     /// Writes `bytes` as a configuration file and loads it.

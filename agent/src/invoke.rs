@@ -439,6 +439,7 @@ mod tests {
                 revision: 7,
                 digest: "conformance".into(),
                 state,
+                signature: None,
             };
             assert!(live.swap(RunningRelease::idle(desired)).await.is_none());
             let (k, m) = kind(answer(&bus, &captures, &request("nope", later)).await);

@@ -21,6 +21,7 @@ mod report;
 mod retry;
 mod secrets;
 mod state;
+mod trust;
 mod update;
 pub mod uplink;
 
@@ -275,7 +276,15 @@ pub async fn run_with_hooks(
             stop_rx.clone(),
         ))
     });
-    let poller = tokio::spawn(poll::run(updater.clone(), stop_rx, config.poll_wait));
+    let poller = tokio::spawn(poll::run(
+        updater.clone(),
+        stop_rx,
+        config.poll_wait,
+        trust::Trust {
+            device: config.device.clone(),
+            keys: config.trusted_keys.clone(),
+        },
+    ));
     tokio::pin!(shutdown);
     let result = tokio::select! {
         () = &mut shutdown => Ok(()),

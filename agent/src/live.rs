@@ -135,6 +135,7 @@ mod tests {
             revision: 1,
             digest: digest.into(),
             state: edgefn_schema::conformance::desired_state(),
+            signature: None,
         })
     }
 

@@ -17,6 +17,7 @@ pub(crate) async fn run(
     updater: Arc<Updater>,
     mut stop: watch::Receiver<bool>,
     poll_wait: std::time::Duration,
+    trust: crate::trust::Trust,
 ) -> Result<(), AgentError> {
     let u = &updater;
     let mut attempt = 0u32;
@@ -24,11 +25,14 @@ pub(crate) async fn run(
     // from it (not from the running release, which the cloud would answer at once with the
     // refused one again), so a fixed revision arrives the moment it is applied.
     let mut refused: Option<String> = None;
+    // The revision of a state refused for its signature: the next long-poll also ends when a
+    // newer revision exists, which may serve the same state signed anew.
+    let mut refused_revision: Option<u64> = None;
     loop {
         let running = u.bus.live().digest().await;
         let known = refused.clone().or_else(|| running.clone());
         let polled = tokio::select! {
-            r = u.cloud.desired(known.as_deref(), poll_wait) => r,
+            r = u.cloud.desired(known.as_deref(), refused_revision, poll_wait) => r,
             _ = stop.wait_for(|s| *s) => return Ok(()),
         };
         let wait = match polled {
@@ -38,6 +42,33 @@ pub(crate) async fn run(
             }
             Ok(Some(desired)) => {
                 refused = None;
+                refused_revision = None;
+                if trust.checks() {
+                    let accepted = u.state.lock().accepted_revision;
+                    if let Some(reason) = trust.refusal(&desired, accepted) {
+                        // Said once per state; the running release is left alone.
+                        let already = u.reporter.get().target.as_deref()
+                            == Some(desired.digest.as_str())
+                            && u.reporter.get().message.as_deref() == Some(reason.as_str());
+                        if !already {
+                            tracing::warn!("{reason}");
+                            u.reporter.set(
+                                DeviceState::Failed,
+                                Some(reason),
+                                Some(desired.digest.clone()),
+                            );
+                        }
+                        refused_revision = Some(desired.revision);
+                        refused = Some(desired.digest);
+                        continue;
+                    }
+                    if accepted.is_none_or(|n| desired.revision > n) {
+                        u.state.lock().accepted_revision = Some(desired.revision);
+                        if let Err(e) = u.state.save().await {
+                            tracing::warn!("could not write the agent's state: {e}");
+                        }
+                    }
+                }
                 if u.state.lock().failed.contains(&desired.digest) {
                     // A revision asking again for what failed here (a rollback to a broken
                     // revision, say): not tried again, and said, so that the fleet's status

@@ -25,6 +25,10 @@ pub(crate) struct AgentState {
     /// The update in its health window.
     #[serde(default)]
     pub(crate) pending: Option<Pending>,
+    /// The newest revision whose signed desired state this device accepted (with
+    /// `trustedKeys`): an older one served later is a replay, and refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) accepted_revision: Option<u64>,
 }
 
 fn path(data: &Path) -> PathBuf {

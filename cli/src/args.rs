@@ -76,6 +76,11 @@ pub(crate) enum Command {
     /// Apply an earlier revision again, as a new revision (default: the one before the latest)
     #[command(after_help = "Example:\n  edgefn rollback\n  edgefn rollback 12 --wait")]
     Rollback(RollbackArgs),
+    /// Make an ed25519 key to sign revisions with; prints the public key for agents' trustedKeys
+    #[command(
+        after_help = "Example:\n  edgefn keygen --out ~/.config/edgefn/signing.key\n  edgefn apply --sign-key ~/.config/edgefn/signing.key"
+    )]
+    Keygen(KeygenArgs),
     /// Register, list and remove devices
     #[command(
         subcommand,
@@ -228,9 +233,24 @@ pub(crate) struct ApplyArgs {
     /// How long `--wait` waits before failing
     #[arg(long, default_value = "5m", value_name = "DURATION")]
     pub(crate) timeout: String,
+    /// Sign what each device will run with this ed25519 key (PKCS#8 PEM, from `edgefn
+    /// keygen`); default: the file named by EDGEFN_SIGN_KEY_FILE, if set
+    #[arg(long, value_name = "FILE")]
+    pub(crate) sign_key: Option<PathBuf>,
     /// Output format
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub(crate) output: Output,
+}
+
+/// `edgefn keygen`.
+#[derive(Debug, Args)]
+pub(crate) struct KeygenArgs {
+    /// Where to write the private key (mode 0600; default: ~/.config/edgefn/signing.key)
+    #[arg(long, value_name = "FILE")]
+    pub(crate) out: Option<PathBuf>,
+    /// Overwrite the file if it exists (the old key is lost)
+    #[arg(long)]
+    pub(crate) force: bool,
 }
 
 /// `edgefn diff`.
@@ -281,6 +301,10 @@ pub(crate) struct RollbackArgs {
     /// How long `--wait` waits before failing
     #[arg(long, default_value = "5m", value_name = "DURATION")]
     pub(crate) timeout: String,
+    /// Sign the new revision's desired states with this ed25519 key (as `edgefn apply
+    /// --sign-key`); default: the file named by EDGEFN_SIGN_KEY_FILE, if set
+    #[arg(long, value_name = "FILE")]
+    pub(crate) sign_key: Option<PathBuf>,
     /// Output format
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub(crate) output: Output,

@@ -28,6 +28,7 @@ pub(crate) mod report;
 pub(crate) mod rollout;
 pub(crate) mod scaffold;
 pub(crate) mod session;
+pub(crate) mod signing;
 
 pub use args::Cli;
 pub use error::USAGE_EXIT_CODE;

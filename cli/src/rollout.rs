@@ -83,18 +83,32 @@ pub(crate) fn check_secrets_set(
     })
 }
 
+/// How [`submit`] reports, builds layers and signs.
+pub(crate) struct How<'a> {
+    /// Progress as text (a bar on a terminal) or nothing but the result (JSON).
+    pub(crate) output: Output,
+    /// Layers built for this machine's platform and named for every platform (`edgefn dev`:
+    /// its agents run here), instead of one per device platform.
+    pub(crate) host_layers: bool,
+    /// The key that signs each device's desired state (`--sign-key`), if any.
+    pub(crate) sign: Option<&'a edgefn_schema::signing::SigningKey>,
+}
+
 /// Packages the project (bundles and dependency layers), uploads the archives the cloud lacks,
-/// and submits the revision against the latest one. With `host_layers`, layers are built for
-/// this machine's platform and named for every platform (`edgefn dev`: its agents run here).
+/// and submits the revision against the latest one, as `how` says.
 pub(crate) fn submit(
     client: &Client,
     project: &Project,
     manifest: &edgefn_schema::Manifest,
     manifest_text: &str,
     provenance: edgefn_schema::api::Provenance,
-    output: Output,
-    host_layers: bool,
+    how: How<'_>,
 ) -> Result<Submitted, CliError> {
+    let How {
+        output,
+        host_layers,
+        sign,
+    } = how;
     check_secrets_set(client, manifest)?;
     let bundles = package::package_all(&project.root, manifest)?;
     // Dependency layers: for each device's platform, or (`edgefn dev`, whose agents run here)
@@ -159,15 +173,33 @@ pub(crate) fn submit(
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
+    let bundles: std::collections::BTreeMap<String, String> = bundles
+        .iter()
+        .map(|b| (b.function.clone(), b.digest.clone()))
+        .collect();
+    let layers = crate::layers::digests(&layers);
+    let signatures = match sign {
+        None => None,
+        Some(key) => {
+            let pins = crate::signing::latest_secret_versions(client, manifest)?;
+            Some(crate::signing::sign_revision(
+                client,
+                key,
+                manifest,
+                &bundles,
+                &layers,
+                &pins,
+                parent + 1,
+            )?)
+        }
+    };
     let request = NewRevision {
         manifest: manifest_text.to_owned(),
-        bundles: bundles
-            .iter()
-            .map(|b| (b.function.clone(), b.digest.clone()))
-            .collect(),
-        layers: crate::layers::digests(&layers),
+        bundles,
+        layers,
         provenance,
         expected_parent: Some(parent),
+        signatures,
     };
     let (_, applied): (_, ApplyResponse) = client.post("/v1/revisions", &request)?;
     Ok(Submitted {

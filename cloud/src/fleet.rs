@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use edgefn_schema::api::{DesiredResponse, Revision};
+use edgefn_schema::api::{DesiredResponse, DesiredSignature, Revision, RevisionSignatures};
 use edgefn_schema::{DesiredState, Manifest, ResolvedRoute, RouteTarget, Source};
 
 /// One device's desired state, ready to send.
@@ -54,9 +54,24 @@ pub(crate) struct FleetView {
     pub(crate) layers: edgefn_schema::Layers,
     /// Desired state of each device in the manifest.
     pub(crate) devices: HashMap<String, Arc<DeviceDesired>>,
+    /// The signatures its applier made, when it was applied signed.
+    pub(crate) signatures: Option<RevisionSignatures>,
 }
 
-fn desired(revision: u64, state: DesiredState) -> Arc<DeviceDesired> {
+/// `device`'s signature in `signatures`, as served.
+fn signature_of(signatures: Option<&RevisionSignatures>, device: &str) -> Option<DesiredSignature> {
+    let s = signatures?;
+    s.devices.get(device).map(|sig| DesiredSignature {
+        key: s.key.clone(),
+        signature: sig.clone(),
+    })
+}
+
+fn desired(
+    revision: u64,
+    state: DesiredState,
+    signature: Option<DesiredSignature>,
+) -> Arc<DeviceDesired> {
     // A device may download its functions' bundles and dependency layers.
     let bundles = state
         .functions
@@ -79,6 +94,7 @@ fn desired(revision: u64, state: DesiredState) -> Arc<DeviceDesired> {
         revision,
         digest: digest.clone(),
         state,
+        signature,
     })
     .expect("desired state serializes");
     Arc::new(DeviceDesired {
@@ -110,7 +126,8 @@ impl FleetView {
                     edgefn_schema::resolve_with_layers(m, name, &rev.bundles, &rev.layers)
                 {
                     state.pin_secrets(&rev.secrets);
-                    devices.insert(name.clone(), desired(rev.summary.number, state));
+                    let signature = signature_of(rev.signatures.as_ref(), name);
+                    devices.insert(name.clone(), desired(rev.summary.number, state, signature));
                 }
             }
         }
@@ -121,7 +138,46 @@ impl FleetView {
             secrets: rev.secrets.clone(),
             layers: rev.layers.clone(),
             devices,
+            signatures: rev.signatures.clone(),
         }
+    }
+
+    /// Checks that `signatures` sign, with their key, what each device runs under this view:
+    /// every device of the manifest has a signature of its statement, and a signature for a
+    /// device the manifest does not list signs its empty state. The problems, one per device,
+    /// sorted; empty when all is well.
+    pub(crate) fn signature_problems(&self, signatures: &RevisionSignatures) -> Vec<String> {
+        let key: edgefn_schema::signing::PublicKey = match signatures.key.parse() {
+            Ok(k) => k,
+            Err(e) => return vec![format!("key: {e}")],
+        };
+        let project = self
+            .manifest
+            .as_ref()
+            .map(|m| m.project.as_str())
+            .unwrap_or_default();
+        let mut problems = Vec::new();
+        let mut names: Vec<&String> = self.devices.keys().collect();
+        names.sort();
+        for name in names {
+            if !signatures.devices.contains_key(name) {
+                problems.push(format!("{name}: no signature"));
+            }
+        }
+        for (name, sig) in &signatures.devices {
+            let digest = self.desired_for(name).digest.clone();
+            let statement =
+                edgefn_schema::signing::statement(project, name, self.revision, &digest);
+            if !key.verifies(&statement, sig) {
+                problems.push(format!(
+                    "{name}: the signature does not match revision {} with desired state {}",
+                    self.revision,
+                    &digest[..12]
+                ));
+            }
+        }
+        problems.sort();
+        problems
     }
 
     /// What `device` should run: its entry, or an empty state when the manifest does not list it.
@@ -129,18 +185,18 @@ impl FleetView {
         if let Some(d) = self.devices.get(device) {
             return Arc::clone(d);
         }
-        let empty = DesiredState {
-            project: self
-                .manifest
+        let empty = DesiredState::empty(
+            self.manifest
                 .as_ref()
-                .map(|m| m.project.clone())
+                .map(|m| m.project.as_str())
                 .unwrap_or_default(),
-            device: device.to_owned(),
-            functions: BTreeMap::new(),
-            bindings: Vec::new(),
-            routes: Vec::new(),
-        };
-        desired(self.revision, empty)
+            device,
+        );
+        desired(
+            self.revision,
+            empty,
+            signature_of(self.signatures.as_ref(), device),
+        )
     }
 }
 
@@ -152,7 +208,7 @@ mod tests {
     /// reports as `unrouted` is exactly what the table says no route brings down.
     #[test]
     fn the_cloud_answers_the_shared_routing_table() {
-        let d = super::desired(1, conformance::desired_state());
+        let d = super::desired(1, conformance::desired_state(), None);
         for case in conformance::ROUTES {
             assert_eq!(
                 d.brings_down(case.topic),

@@ -100,6 +100,8 @@ pub(crate) struct Draft {
     /// The version of each secret its bindings name, checked to be stored in the commit's
     /// transaction.
     pub(crate) secrets: BTreeMap<String, u64>,
+    /// The signatures of its desired states, checked against them before the commit.
+    pub(crate) signatures: Option<edgefn_schema::api::RevisionSignatures>,
 }
 
 /// A secret's sealed versions (values encrypted by `crate::secrets`), stored by name.
@@ -456,6 +458,7 @@ impl Store for LocalStore {
                 manifest: draft.manifest,
                 bundles: draft.bundles,
                 secrets: draft.secrets,
+                signatures: draft.signatures,
                 layers: draft.layers,
             };
             t.insert(latest + 1, json(&revision).as_slice())?;

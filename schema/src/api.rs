@@ -132,6 +132,9 @@ error_codes! {
     SecretInUse => "secret_in_use", 409;
     /// A rollback to a revision whose secret version is no longer kept (details: `missing`).
     SecretVersionGone => "secret_version_gone", 422;
+    /// A signed revision whose signatures do not match the desired states the control plane
+    /// computes (details: `devices`, each with why).
+    InvalidSignatures => "invalid_signatures", 422;
     /// An invocation of a function the device does not run as a triggered binding under its
     /// current desired state (`POST /v1/devices/{name}/invoke`; details: `suggestion`,
     /// `names`).
@@ -359,6 +362,35 @@ pub struct NewRevision {
     /// revision differs, the cloud answers 409 and changes nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_parent: Option<u64>,
+    /// The signatures of what each device will run under it (`edgefn apply --sign-key`).
+    /// Requires `expectedParent`: the revision signed is `expectedParent + 1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signatures: Option<RevisionSignatures>,
+}
+
+/// The signatures of a revision's desired states, made by whoever applied it (the control
+/// plane holds no private key). Each signs, with ed25519, the statement
+/// `edgefn_schema::signing::statement(project, device, revision, digest)` of one device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionSignatures {
+    /// The public key that signed, `ed25519:` and the base64 of its 32 bytes.
+    pub key: String,
+    /// Each device's signature (standard base64 of 64 bytes), by device name: every device
+    /// of the manifest, and any registered device it no longer lists (whose desired state is
+    /// then empty).
+    pub devices: BTreeMap<String, String>,
+}
+
+/// The signature served with a device's desired state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DesiredSignature {
+    /// The public key that signed (`ed25519:BASE64`).
+    pub key: String,
+    /// The signature of the statement of the device, the revision and the state's digest
+    /// (standard base64).
+    pub signature: String,
 }
 
 /// A revision without its manifest.
@@ -393,6 +425,9 @@ pub struct Revision {
     /// value).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, u64>,
+    /// The signatures of its desired states, when it was applied signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signatures: Option<RevisionSignatures>,
     /// Dependency layers, as in [`NewRevision::layers`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub layers: crate::Layers,
@@ -418,6 +453,9 @@ pub struct RollbackRequest {
     /// As in [`NewRevision::expected_parent`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_parent: Option<u64>,
+    /// As in [`NewRevision::signatures`]: of the desired states under the revision made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signatures: Option<RevisionSignatures>,
 }
 
 /// `POST /v1/devices`: register a device.
@@ -498,6 +536,10 @@ pub struct DesiredResponse {
     pub digest: String,
     /// What to run.
     pub state: DesiredState,
+    /// Its signature, when the revision was applied signed. An agent with `trustedKeys`
+    /// refuses a state without a valid one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<DesiredSignature>,
 }
 
 /// The state of a device's update.

@@ -24,6 +24,8 @@ pub mod manifest;
 pub mod mqtt_url;
 pub mod quantity;
 pub mod resolve;
+#[cfg(feature = "signing")]
+pub mod signing;
 pub mod source;
 pub mod testcase;
 pub mod topic;

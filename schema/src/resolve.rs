@@ -137,6 +137,18 @@ impl DesiredState {
             .collect()
     }
 
+    /// The state of a device that runs nothing: what the control plane serves a registered
+    /// device its manifest does not list.
+    pub fn empty(project: &str, device: &str) -> DesiredState {
+        DesiredState {
+            project: project.to_owned(),
+            device: device.to_owned(),
+            functions: BTreeMap::new(),
+            bindings: Vec::new(),
+            routes: Vec::new(),
+        }
+    }
+
     /// True when the device runs nothing.
     pub fn is_empty(&self) -> bool {
         self.bindings.is_empty() && self.routes.is_empty()

@@ -53,6 +53,7 @@ pub(crate) fn run(args: &ApplyArgs) -> CliResult {
         tool: Some(format!("edgefn {}", env!("CARGO_PKG_VERSION"))),
         ..Default::default()
     });
+    let sign_key = crate::signing::load_key(args.sign_key.as_deref())?;
     let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
     // After a rollback, applying what was rolled back (or older) would undo it: refused
     // without --force. Anything else replaces it, said once the new revision exists.
@@ -90,8 +91,11 @@ pub(crate) fn run(args: &ApplyArgs) -> CliResult {
         &loaded.manifest,
         source.text(),
         provenance,
-        args.output,
-        false,
+        rollout::How {
+            output: args.output,
+            host_layers: false,
+            sign: sign_key.as_ref(),
+        },
     )?;
     let uploaded_bytes = submitted.uploaded_bytes;
     let (applied, to_upload, request) = (submitted.applied, submitted.uploaded, submitted.request);

@@ -232,12 +232,20 @@ pub(crate) fn history(args: &HistoryArgs) -> CliResult {
 pub(crate) fn rollback(args: &RollbackArgs) -> CliResult {
     let timeout = crate::rollout::parse_timeout(&args.timeout)?;
     let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
+    let sign_key = crate::signing::load_key(args.sign_key.as_deref())?;
     let parent = crate::rollout::latest_revision(&client)?;
+    let to = args.revision.unwrap_or(parent.saturating_sub(1));
+    let signatures = match &sign_key {
+        // Nothing to sign: the control plane says why there is nothing to roll back to.
+        Some(key) if to >= 1 => sign_rollback(&client, key, to, parent)?,
+        _ => None,
+    };
     let (_, applied): (_, ApplyResponse) = client.post(
         "/v1/rollback",
         &RollbackRequest {
             to: args.revision,
             expected_parent: Some(parent),
+            signatures,
         },
     )?;
     if args.output == Output::Json {
@@ -258,4 +266,36 @@ pub(crate) fn rollback(args: &RollbackArgs) -> CliResult {
         return crate::rollout::wait_for_rollout(&client, timeout, args.output);
     }
     Ok(Outcome::Success)
+}
+
+/// The signatures of a rollback to revision `to`, made as revision `parent + 1`: `to`'s
+/// manifest, bundles and layers, with the secret versions it ran with (the latest for any it lacks),
+/// as the control plane pins them. `None` when `to` does not exist or no longer validates (the
+/// control plane then says so).
+fn sign_rollback(
+    client: &Client,
+    key: &edgefn_schema::signing::SigningKey,
+    to: u64,
+    parent: u64,
+) -> Result<Option<edgefn_schema::api::RevisionSignatures>, crate::error::CliError> {
+    let old: edgefn_schema::api::Revision = match client.get(&format!("/v1/revisions/{to}")) {
+        Ok(r) => r,
+        Err(_) => return Ok(None),
+    };
+    let source = edgefn_schema::Source::new("edgefn.yaml", old.manifest.as_str());
+    let Ok(loaded) = edgefn_schema::load(&source, None) else {
+        return Ok(None);
+    };
+    let mut pins = crate::signing::latest_secret_versions(client, &loaded.manifest)?;
+    pins.extend(old.secrets.clone());
+    crate::signing::sign_revision(
+        client,
+        key,
+        &loaded.manifest,
+        &old.bundles,
+        &old.layers,
+        &pins,
+        parent + 1,
+    )
+    .map(Some)
 }

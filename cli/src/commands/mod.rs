@@ -10,6 +10,7 @@ pub(crate) mod diff;
 pub(crate) mod fleet;
 pub(crate) mod init;
 pub(crate) mod invoke;
+pub(crate) mod keygen;
 pub(crate) mod login;
 pub(crate) mod messages;
 pub(crate) mod new;
@@ -38,6 +39,7 @@ pub(crate) fn run(cli: Cli) -> CliResult<Outcome> {
         Command::Status(args) => fleet::status(&args),
         Command::History(args) => fleet::history(&args),
         Command::Rollback(args) => fleet::rollback(&args),
+        Command::Keygen(args) => keygen::run(&args),
         Command::Device(cmd) => device::run(&cmd),
         Command::Token(cmd) => token::run(&cmd),
         Command::Secret(cmd) => secret::run(&cmd),

@@ -108,6 +108,15 @@ fn set(args: &SecretSetArgs) -> CliResult {
                     "set secret `{}` version {}; revision {revision} rolls it out",
                     set.name, set.version
                 );
+                // The control plane cannot sign: after a signed revision, say how to sign this one.
+                let before: Option<edgefn_schema::api::Revision> = client
+                    .get(&format!("/v1/revisions/{}", revision.saturating_sub(1)))
+                    .ok();
+                if before.is_some_and(|r| r.signatures.is_some()) {
+                    eprintln!(
+                        "warning: revision {revision} is not signed (the control plane cannot sign), so agents with trustedKeys refuse it and keep the old value: sign it with `edgefn apply --sign-key FILE`"
+                    );
+                }
             }
             if args.wait {
                 rollout::wait_for_rollout(&client, timeout, args.output)?

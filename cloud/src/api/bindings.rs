@@ -189,6 +189,9 @@ pub(super) async fn bind(
                 ..Provenance::default()
             },
             expected_parent: Some(req.expected_parent.unwrap_or(parent)),
+            // The control plane cannot sign: devices that check signatures refuse this
+            // revision until an apply signs its manifest (as for `edgefn secret set`).
+            signatures: None,
         };
         // The same checks as any submitted revision.
         let manifest = validate_submission(&request)?;
@@ -199,6 +202,7 @@ pub(super) async fn bind(
         manifest: request.manifest,
         bundles: request.bundles,
         layers: request.layers,
+        signatures: None,
         provenance: request.provenance,
         rollback_of: None,
         created_ms: edgefn_os::time::now_ms(),

@@ -133,6 +133,9 @@ pub(super) async fn remove_device(
 #[derive(Debug, Deserialize)]
 pub(super) struct WaitQuery {
     wait: Option<u64>,
+    /// Answer also when the latest revision is newer than this one, even with the same
+    /// digest: an agent that refused a state for its signature waits for it signed anew.
+    after: Option<u64>,
 }
 
 /// Strips quotes and a weak prefix from an `If-None-Match` value.
@@ -159,8 +162,11 @@ pub(super) async fn desired(
     let mut shutdown = state.shutdown_signal();
     let waiting = WaitGuard::new(&state.metrics);
     loop {
-        let d = rx.borrow_and_update().desired_for(&name);
-        if known.as_deref() != Some(d.digest.as_str()) {
+        let (d, revision) = {
+            let view = rx.borrow_and_update();
+            (view.desired_for(&name), view.revision)
+        };
+        if known.as_deref() != Some(d.digest.as_str()) || q.after.is_some_and(|a| revision > a) {
             drop(waiting);
             state
                 .metrics

@@ -202,10 +202,15 @@ pub(super) async fn commit(
     })
     .await?;
     let view = state.view();
+    // Unchanged when it runs the same thing signed the same way: applying signed what runs
+    // unsigned (after `edgefn secret set`, say) makes a signed revision.
+    let signer = |s: Option<&edgefn_schema::api::RevisionSignatures>| s.map(|s| s.key.clone());
     if view.manifest.as_ref() == Some(manifest)
         && view.bundles == draft.bundles
         && view.secrets == draft.secrets
         && view.layers == draft.layers
+        && (draft.signatures.is_none()
+            || signer(view.signatures.as_ref()) == signer(draft.signatures.as_ref()))
     {
         return Ok((
             StatusCode::OK,
@@ -214,6 +219,9 @@ pub(super) async fn commit(
                 created: false,
             }),
         ));
+    }
+    if let Some(signatures) = &draft.signatures {
+        check_signatures(&draft, signatures, view.revision, expected_parent).await?;
     }
     let store = state.store.clone();
     // The fleet view reads the manifest again and resolves every device: off the async threads.
@@ -231,6 +239,62 @@ pub(super) async fn commit(
             created: true,
         }),
     ))
+}
+
+/// Checks a signed draft's signatures against the desired states the control plane computes
+/// for it as revision `expected_parent + 1` (the number the commit gives it, or it fails with
+/// 409): a 422 naming every device whose signature does not match.
+async fn check_signatures(
+    draft: &Draft,
+    signatures: &edgefn_schema::api::RevisionSignatures,
+    latest: u64,
+    expected_parent: Option<u64>,
+) -> Result<(), ApiError> {
+    let Some(parent) = expected_parent else {
+        return Err(ApiError::bad_request(
+            "a signed revision needs `expectedParent`: the revision signed is the one after it",
+        ));
+    };
+    if parent != latest {
+        return Err(StoreError::Conflict {
+            latest,
+            expected: parent,
+        }
+        .into());
+    }
+    let revision = edgefn_schema::api::Revision {
+        summary: edgefn_schema::api::RevisionSummary {
+            number: parent + 1,
+            parent,
+            created_ms: draft.created_ms,
+            provenance: draft.provenance.clone(),
+            rollback_of: draft.rollback_of,
+        },
+        manifest: draft.manifest.clone(),
+        bundles: draft.bundles.clone(),
+        layers: draft.layers.clone(),
+        secrets: draft.secrets.clone(),
+        signatures: None,
+    };
+    let signatures = signatures.clone();
+    let problems =
+        blocking(move || Ok(FleetView::build(Some(&revision)).signature_problems(&signatures)))
+            .await?;
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::InvalidSignatures,
+        format!(
+            "the signatures do not match what {} device(s) would run under revision {}: {}; \
+             sign with `edgefn apply --sign-key` against the latest revision (a secret set in \
+             between changes what devices run: apply again)",
+            problems.len(),
+            parent + 1,
+            problems.join("; ")
+        ),
+    )
+    .details(serde_json::json!({ "devices": problems })))
 }
 
 pub(super) async fn create_revision(
@@ -253,6 +317,7 @@ pub(super) async fn create_revision(
         rollback_of: None,
         created_ms: now_ms(),
         secrets: BTreeMap::new(),
+        signatures: req.signatures,
     };
     commit(&state, draft, &manifest, req.expected_parent, Pins::Latest).await
 }
@@ -341,6 +406,7 @@ pub(super) async fn rollback(
         rollback_of: Some(to),
         created_ms: now_ms(),
         secrets: BTreeMap::new(),
+        signatures: req.signatures,
     };
     commit(
         &state,

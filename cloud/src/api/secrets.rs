@@ -144,6 +144,9 @@ pub(super) async fn set(
             rollback_of: None,
             created_ms: now_ms(),
             secrets: Default::default(),
+            // Unsigned: the control plane holds no signing key. Agents with `trustedKeys`
+            // refuse it until it is applied again signed (`edgefn apply --sign-key`).
+            signatures: None,
         };
         match commit(
             &state,

@@ -215,8 +215,11 @@ pub(crate) fn run(args: &DevArgs) -> CliResult {
         &loaded.manifest,
         source.text(),
         provenance(),
-        Output::Json,
-        true,
+        crate::rollout::How {
+            output: Output::Json,
+            host_layers: true,
+            sign: None,
+        },
     )?;
     say(format!(
         "applied revision {}; what runs where:",
@@ -324,8 +327,11 @@ pub(crate) fn run(args: &DevArgs) -> CliResult {
                 &reloaded.manifest,
                 source.text(),
                 provenance(),
-                Output::Json,
-                true,
+                crate::rollout::How {
+                    output: Output::Json,
+                    host_layers: true,
+                    sign: None,
+                },
             )
         });
         match submitted {
