@@ -39,8 +39,17 @@ impl DeviceDesired {
     }
 }
 
+/// A rollout's hold on a view: the devices it has not reached are served the baseline's state.
+#[derive(Debug)]
+pub(crate) struct Overlay {
+    /// The view of the baseline revision.
+    pub(crate) baseline: Arc<FleetView>,
+    /// The devices served the view's own revision.
+    pub(crate) reached: HashSet<String>,
+}
+
 /// The fleet under one revision.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct FleetView {
     /// Latest revision (0: none).
     pub(crate) revision: u64,
@@ -52,6 +61,9 @@ pub(crate) struct FleetView {
     pub(crate) secrets: BTreeMap<String, u64>,
     /// Desired state of each device in the manifest.
     pub(crate) devices: HashMap<String, Arc<DeviceDesired>>,
+    /// While the revision rolls out (or after it halted): the devices still served the
+    /// baseline ([`crate::rollout`]).
+    pub(crate) overlay: Option<Arc<Overlay>>,
 }
 
 fn desired(revision: u64, state: DesiredState) -> Arc<DeviceDesired> {
@@ -115,11 +127,32 @@ impl FleetView {
             bundles: rev.bundles.clone(),
             secrets: rev.secrets.clone(),
             devices,
+            overlay: None,
         }
     }
 
-    /// What `device` should run: its entry, or an empty state when the manifest does not list it.
+    /// The same view without a rollout's overlay.
+    pub(crate) fn without_overlay(&self) -> Self {
+        Self {
+            overlay: None,
+            ..self.clone()
+        }
+    }
+
+    /// What `device` should run: the baseline's state while a rollout has not reached it, else
+    /// [`Self::own_desired_for`].
     pub(crate) fn desired_for(&self, device: &str) -> Arc<DeviceDesired> {
+        if let Some(o) = &self.overlay {
+            if !o.reached.contains(device) {
+                return o.baseline.desired_for(device);
+            }
+        }
+        self.own_desired_for(device)
+    }
+
+    /// What `device` runs under this view's revision: its entry, or an empty state when the
+    /// manifest does not list it.
+    pub(crate) fn own_desired_for(&self, device: &str) -> Arc<DeviceDesired> {
         if let Some(d) = self.devices.get(device) {
             return Arc::clone(d);
         }

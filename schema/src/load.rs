@@ -311,8 +311,13 @@ fn decode_rollout(cx: &mut Cx<'_>, node: &Node) -> Option<Rollout> {
         let what = format!("rollout stage {}", i + 1);
         let path = format!("rollout.stages[{i}]");
         cx.locs.record(path.clone(), item.span);
-        let Some(obj) = cx.object(item, &what, STAGE_KEYS, &[], first_line(cx.source, item.span))
-        else {
+        let Some(obj) = cx.object(
+            item,
+            &what,
+            STAGE_KEYS,
+            &[],
+            first_line(cx.source, item.span),
+        ) else {
             ok = false;
             continue;
         };
@@ -320,7 +325,12 @@ fn decode_rollout(cx: &mut Cx<'_>, node: &Node) -> Option<Rollout> {
         let devices_node = obj.get("devices");
         let percent_node = obj.get("percent");
         if let Some(n) = devices_node {
-            stage.devices = cx.number(n, &format!("the device count of {what}"), 1, MAX_STAGE_DEVICES);
+            stage.devices = cx.number(
+                n,
+                &format!("the device count of {what}"),
+                1,
+                MAX_STAGE_DEVICES,
+            );
             ok &= stage.devices.is_some();
         }
         if let Some(n) = percent_node {
@@ -328,10 +338,19 @@ fn decode_rollout(cx: &mut Cx<'_>, node: &Node) -> Option<Rollout> {
             ok &= stage.percent.is_some();
         }
         if let Some(n) = obj.get("labels") {
-            stage.labels = cx.string_map(n, &format!("the labels of {what}"), &format!("{path}.labels"));
+            stage.labels = cx.string_map(
+                n,
+                &format!("the labels of {what}"),
+                &format!("{path}.labels"),
+            );
         }
         if let Some(n) = obj.get("bake") {
-            stage.bake = cx.quantity(n, &format!("the bake time of {what}"), crate::Duration(0), MAX_ROLLOUT_WAIT);
+            stage.bake = cx.quantity(
+                n,
+                &format!("the bake time of {what}"),
+                crate::Duration(0),
+                MAX_ROLLOUT_WAIT,
+            );
             ok &= stage.bake.is_some();
         }
         if let Some(n) = obj.get("maxFailures") {
@@ -344,9 +363,13 @@ fn decode_rollout(cx: &mut Cx<'_>, node: &Node) -> Option<Rollout> {
                 Err(e) => {
                     ok = false;
                     cx.emit(
-                        cx.error(Code::OutOfRange, first_line(cx.source, n.span), format!("invalid `maxFailures` in {what}: {}", e.message))
-                            .label("not a failure threshold")
-                            .help(e.help),
+                        cx.error(
+                            Code::OutOfRange,
+                            first_line(cx.source, n.span),
+                            format!("invalid `maxFailures` in {what}: {}", e.message),
+                        )
+                        .label("not a failure threshold")
+                        .help(e.help),
                     );
                 }
             }
@@ -377,7 +400,11 @@ fn decode_rollout(cx: &mut Cx<'_>, node: &Node) -> Option<Rollout> {
             };
             if shrinks {
                 ok = false;
-                let (field, node) = if stage.devices.is_some() { ("devices", devices_node) } else { ("percent", percent_node) };
+                let (field, node) = if stage.devices.is_some() {
+                    ("devices", devices_node)
+                } else {
+                    ("percent", percent_node)
+                };
                 let span = node.map_or(item.span, |n| n.span);
                 cx.emit(
                     cx.error(Code::InvalidRollout, span, format!("{what} reaches fewer devices than stage {} (`{field}` goes down)", j + 1))
@@ -407,9 +434,13 @@ fn check_rollout(cx: &mut Cx<'_>, m: &Manifest) {
     let span = cx.locs.get("rollout").unwrap_or_default();
     if m.devices.is_empty() {
         cx.emit(
-            cx.error(Code::InvalidRollout, span, "a rollout on a manifest with no devices")
-                .label("nothing to roll out to")
-                .help("add devices under `devices:`, or remove `rollout:`"),
+            cx.error(
+                Code::InvalidRollout,
+                span,
+                "a rollout on a manifest with no devices",
+            )
+            .label("nothing to roll out to")
+            .help("add devices under `devices:`, or remove `rollout:`"),
         );
         return;
     }
@@ -417,8 +448,7 @@ fn check_rollout(cx: &mut Cx<'_>, m: &Manifest) {
         if stage.labels.is_empty() {
             continue;
         }
-        if m
-            .devices
+        if m.devices
             .values()
             .any(|d| stage.labels.iter().all(|(k, v)| d.labels.get(k) == Some(v)))
         {
@@ -433,7 +463,11 @@ fn check_rollout(cx: &mut Cx<'_>, m: &Manifest) {
         let at = cx
             .locs
             .get(&format!("rollout.stages[{i}].labels.{key}"))
-            .or_else(|| cx.locs.get(&format!("rollout.stages[{i}]")).map(|s| first_line(cx.source, s)))
+            .or_else(|| {
+                cx.locs
+                    .get(&format!("rollout.stages[{i}]"))
+                    .map(|s| first_line(cx.source, s))
+            })
             .unwrap_or(span);
         cx.emit(
             cx.error(

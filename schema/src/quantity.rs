@@ -277,8 +277,7 @@ pub enum FailureThreshold {
     Percent(u32),
 }
 
-const THRESHOLD_HELP: &str =
-    "write a number of devices, `maxFailures: 0`, or a percentage of the stage's devices, `maxFailures: 10%`";
+const THRESHOLD_HELP: &str = "write a number of devices, `maxFailures: 0`, or a percentage of the stage's devices, `maxFailures: 10%`";
 
 impl FailureThreshold {
     /// The most failures tolerated among `devices` devices.
@@ -306,7 +305,10 @@ impl FromStr for FailureThreshold {
             None => (text, false),
         };
         if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
-            return Err(err(format!("`{text}` is not a failure threshold"), THRESHOLD_HELP));
+            return Err(err(
+                format!("`{text}` is not a failure threshold"),
+                THRESHOLD_HELP,
+            ));
         }
         let n: u32 = digits
             .parse()

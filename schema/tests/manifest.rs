@@ -973,7 +973,10 @@ fn rollout_percentages_that_go_down_or_pass_100_are_errors_with_locations() {
     let counts = with_rollout("  stages:\n    - { devices: 2 }\n    - { devices: 1 }\n");
     assert_eq!(problems(&counts), vec![(Code::InvalidRollout, 44, 18)]);
     let msg = problems_of(&check(&down).unwrap_err()).join("\n");
-    assert!(msg.contains("rollout stage 2 reaches fewer devices than stage 1"), "{msg}");
+    assert!(
+        msg.contains("rollout stage 2 reaches fewer devices than stage 1"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -990,7 +993,8 @@ fn rollout_thresholds_out_of_range_are_errors() {
 
 #[test]
 fn rollout_stages_that_select_nothing_or_unknown_labels_are_errors() {
-    let unknown = with_rollout("  stages:\n    - { labels: { ring: canary } }\n    - { percent: 100 }\n");
+    let unknown =
+        with_rollout("  stages:\n    - { labels: { ring: canary } }\n    - { percent: 100 }\n");
     assert_eq!(problems(&unknown), vec![(Code::InvalidRollout, 43, 25)]);
     let msg = problems_of(&check(&unknown).unwrap_err()).join("\n");
     assert!(msg.contains("`ring: canary`, and no device is"), "{msg}");

@@ -188,6 +188,7 @@ pub(super) async fn bind(
                 ..Provenance::default()
             },
             expected_parent: Some(req.expected_parent.unwrap_or(parent)),
+            rollout: None,
         };
         // The same checks as any submitted revision.
         let manifest = validate_submission(&request)?;
