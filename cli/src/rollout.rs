@@ -90,6 +90,27 @@ pub(crate) fn submit(
     provenance: edgefn_schema::api::Provenance,
     output: Output,
 ) -> Result<Submitted, CliError> {
+    submit_with(
+        client,
+        project,
+        manifest,
+        manifest_text,
+        provenance,
+        output,
+        None,
+    )
+}
+
+/// [`submit`], overriding the manifest's `rollout:` with `rollout` when given.
+pub(crate) fn submit_with(
+    client: &Client,
+    project: &Project,
+    manifest: &edgefn_schema::Manifest,
+    manifest_text: &str,
+    provenance: edgefn_schema::api::Provenance,
+    output: Output,
+    rollout: Option<edgefn_schema::api::RolloutOverride>,
+) -> Result<Submitted, CliError> {
     check_secrets_set(client, manifest)?;
     let bundles = package::package_all(&project.root, manifest)?;
     let parent = latest_revision(client)?;
@@ -141,6 +162,7 @@ pub(crate) fn submit(
             .collect(),
         provenance,
         expected_parent: Some(parent),
+        rollout,
     };
     let (_, applied): (_, ApplyResponse) = client.post("/v1/revisions", &request)?;
     Ok(Submitted {

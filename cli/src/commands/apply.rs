@@ -84,13 +84,15 @@ pub(crate) fn run(args: &ApplyArgs) -> CliResult {
             });
         }
     }
-    let submitted = rollout::submit(
+    let submitted = rollout::submit_with(
         &client,
         &project,
         &loaded.manifest,
         source.text(),
         provenance,
         args.output,
+        args.rollout
+            .map(|crate::args::RolloutMode::None| edgefn_schema::api::RolloutOverride::None),
     )?;
     let (applied, to_upload, request) = (submitted.applied, submitted.uploaded, submitted.request);
     if let (true, Some((verdict, d))) = (applied.created, &drift) {
@@ -132,7 +134,9 @@ pub(crate) fn run(args: &ApplyArgs) -> CliResult {
                 if to_upload.len() == 1 { "" } else { "s" }
             ),
         );
-        if args.wait {
+        if args.wait && applied.rollout {
+            crate::commands::rollout::follow(&client, applied.revision, timeout, args.output)?
+        } else if args.wait {
             rollout::wait_for_rollout(&client, timeout, args.output)?
         } else {
             Outcome::Success

@@ -17,6 +17,7 @@ pub(crate) mod package;
 pub(crate) mod secret;
 pub(crate) mod test;
 pub(crate) mod token;
+pub(crate) mod rollout;
 pub(crate) mod validate;
 
 use crate::args::{Cli, Command};
@@ -41,6 +42,7 @@ pub(crate) fn run(cli: Cli) -> CliResult<Outcome> {
         Command::Device(cmd) => device::run(&cmd),
         Command::Token(cmd) => token::run(&cmd),
         Command::Secret(cmd) => secret::run(&cmd),
+        Command::Rollout(cmd) => rollout::run(&cmd),
         Command::Login(args) => login::run(&args),
         Command::Publish(args) => messages::publish(&args),
         Command::Subscribe(args) => messages::subscribe(&args),
