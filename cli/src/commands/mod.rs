@@ -14,10 +14,10 @@ pub(crate) mod login;
 pub(crate) mod messages;
 pub(crate) mod new;
 pub(crate) mod package;
+pub(crate) mod rollout;
 pub(crate) mod secret;
 pub(crate) mod test;
 pub(crate) mod token;
-pub(crate) mod rollout;
 pub(crate) mod validate;
 
 use crate::args::{Cli, Command};

@@ -22,7 +22,9 @@ pub(crate) fn run(cmd: &RolloutCommand) -> CliResult {
     let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
     let status: RolloutStatus = match action {
         None => client.get("/v1/rollout")?,
-        Some(a) => client.post(&format!("/v1/rollout/{a}"), &()).map(|(_, s)| s)?,
+        Some(a) => client
+            .post(&format!("/v1/rollout/{a}"), &())
+            .map(|(_, s)| s)?,
     };
     if args.wait {
         if args.output == Output::Text {
@@ -158,7 +160,9 @@ pub(crate) fn follow(
                     status.stage,
                     status.stages.len()
                 ),
-                help: "the rollout goes on in the control plane; `edgefn rollout status` follows it".into(),
+                help:
+                    "the rollout goes on in the control plane; `edgefn rollout status` follows it"
+                        .into(),
             });
         }
         std::thread::sleep(Duration::from_millis(500));
