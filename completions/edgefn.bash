@@ -61,6 +61,9 @@ _edgefn() {
             edgefn,rollback)
                 cmd="edgefn__subcmd__rollback"
                 ;;
+            edgefn,rollout)
+                cmd="edgefn__subcmd__rollout"
+                ;;
             edgefn,secret)
                 cmd="edgefn__subcmd__secret"
                 ;;
@@ -148,6 +151,9 @@ _edgefn() {
             edgefn__subcmd__help,rollback)
                 cmd="edgefn__subcmd__help__subcmd__rollback"
                 ;;
+            edgefn__subcmd__help,rollout)
+                cmd="edgefn__subcmd__help__subcmd__rollout"
+                ;;
             edgefn__subcmd__help,secret)
                 cmd="edgefn__subcmd__help__subcmd__secret"
                 ;;
@@ -175,6 +181,18 @@ _edgefn() {
             edgefn__subcmd__help__subcmd__device,remove)
                 cmd="edgefn__subcmd__help__subcmd__device__subcmd__remove"
                 ;;
+            edgefn__subcmd__help__subcmd__rollout,abort)
+                cmd="edgefn__subcmd__help__subcmd__rollout__subcmd__abort"
+                ;;
+            edgefn__subcmd__help__subcmd__rollout,pause)
+                cmd="edgefn__subcmd__help__subcmd__rollout__subcmd__pause"
+                ;;
+            edgefn__subcmd__help__subcmd__rollout,resume)
+                cmd="edgefn__subcmd__help__subcmd__rollout__subcmd__resume"
+                ;;
+            edgefn__subcmd__help__subcmd__rollout,status)
+                cmd="edgefn__subcmd__help__subcmd__rollout__subcmd__status"
+                ;;
             edgefn__subcmd__help__subcmd__secret,list)
                 cmd="edgefn__subcmd__help__subcmd__secret__subcmd__list"
                 ;;
@@ -192,6 +210,36 @@ _edgefn() {
                 ;;
             edgefn__subcmd__help__subcmd__token,revoke)
                 cmd="edgefn__subcmd__help__subcmd__token__subcmd__revoke"
+                ;;
+            edgefn__subcmd__rollout,abort)
+                cmd="edgefn__subcmd__rollout__subcmd__abort"
+                ;;
+            edgefn__subcmd__rollout,help)
+                cmd="edgefn__subcmd__rollout__subcmd__help"
+                ;;
+            edgefn__subcmd__rollout,pause)
+                cmd="edgefn__subcmd__rollout__subcmd__pause"
+                ;;
+            edgefn__subcmd__rollout,resume)
+                cmd="edgefn__subcmd__rollout__subcmd__resume"
+                ;;
+            edgefn__subcmd__rollout,status)
+                cmd="edgefn__subcmd__rollout__subcmd__status"
+                ;;
+            edgefn__subcmd__rollout__subcmd__help,abort)
+                cmd="edgefn__subcmd__rollout__subcmd__help__subcmd__abort"
+                ;;
+            edgefn__subcmd__rollout__subcmd__help,help)
+                cmd="edgefn__subcmd__rollout__subcmd__help__subcmd__help"
+                ;;
+            edgefn__subcmd__rollout__subcmd__help,pause)
+                cmd="edgefn__subcmd__rollout__subcmd__help__subcmd__pause"
+                ;;
+            edgefn__subcmd__rollout__subcmd__help,resume)
+                cmd="edgefn__subcmd__rollout__subcmd__help__subcmd__resume"
+                ;;
+            edgefn__subcmd__rollout__subcmd__help,status)
+                cmd="edgefn__subcmd__rollout__subcmd__help__subcmd__status"
                 ;;
             edgefn__subcmd__secret,help)
                 cmd="edgefn__subcmd__secret__subcmd__help"
@@ -248,7 +296,7 @@ _edgefn() {
 
     case "${cmd}" in
         edgefn)
-            opts="-h -V --help --version init new dev validate test invoke package apply diff status history rollback device token secret login publish subscribe logs completions help"
+            opts="-h -V --help --version init new dev validate test invoke package apply diff status history rollback device token secret rollout login publish subscribe logs completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -262,7 +310,7 @@ _edgefn() {
             return 0
             ;;
         edgefn__subcmd__apply)
-            opts="-f -h -V --file --cloud --token --allow-dirty --force --wait --timeout --output --help --version"
+            opts="-f -h -V --file --cloud --token --allow-dirty --force --wait --timeout --rollout --output --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -286,6 +334,10 @@ _edgefn() {
                     ;;
                 --timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rollout)
+                    COMPREPLY=($(compgen -W "none" -- "${cur}"))
                     return 0
                     ;;
                 --output)
@@ -540,7 +592,7 @@ _edgefn() {
             return 0
             ;;
         edgefn__subcmd__help)
-            opts="init new dev validate test invoke package apply diff status history rollback device token secret login publish subscribe logs completions help"
+            opts="init new dev validate test invoke package apply diff status history rollback device token secret rollout login publish subscribe logs completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -794,6 +846,76 @@ _edgefn() {
         edgefn__subcmd__help__subcmd__rollback)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__help__subcmd__rollout)
+            opts="status pause resume abort"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__help__subcmd__rollout__subcmd__abort)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__help__subcmd__rollout__subcmd__pause)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__help__subcmd__rollout__subcmd__resume)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__help__subcmd__rollout__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1224,6 +1346,224 @@ _edgefn() {
         edgefn__subcmd__rollback)
             opts="-h -V --cloud --token --wait --timeout --output --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --cloud)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__rollout)
+            opts="-h -V --help --version status pause resume abort help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__rollout__subcmd__abort)
+            opts="-h -V --cloud --token --wait --timeout --output --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --cloud)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__rollout__subcmd__help)
+            opts="status pause resume abort help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__rollout__subcmd__help__subcmd__abort)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__rollout__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__rollout__subcmd__help__subcmd__pause)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__rollout__subcmd__help__subcmd__resume)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__rollout__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__rollout__subcmd__pause)
+            opts="-h -V --cloud --token --wait --timeout --output --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --cloud)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__rollout__subcmd__resume)
+            opts="-h -V --cloud --token --wait --timeout --output --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --cloud)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__rollout__subcmd__status)
+            opts="-h -V --cloud --token --wait --timeout --output --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
