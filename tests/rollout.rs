@@ -364,3 +364,64 @@ fn a_rollout_survives_a_sigkill_of_the_control_plane_and_ends() {
                 .all(|d| fleet.device(d)["report"]["runningRevision"] == 2)
     });
 }
+
+/// A device that never reports halts its stage at the report deadline, with a reason naming
+/// it; `--rollout none` skips the rollout and reaches every device at once.
+#[test]
+fn a_device_that_never_reports_halts_the_rollout_at_its_deadline() {
+    let data = tempfile::tempdir().expect("data");
+    let cloud = Cloud::start(data.path());
+    let project = tempfile::tempdir().expect("project");
+    write_daemon(project.path(), GOOD);
+    let env = cloud.env();
+    let env = [(env[0].0, env[0].1.as_str()), (env[1].0, env[1].1.as_str())];
+    let apply = |v: u32, rollout: &str, args: &[&str]| {
+        std::fs::write(project.path().join("edgefn.yaml"), manifest(v, rollout)).expect("write");
+        let mut all = vec!["apply", "--allow-dirty"];
+        all.extend_from_slice(args);
+        edgefn_env(project.path(), &all, &env)
+    };
+    ok(&apply(1, "", &[]));
+    let quick =
+        "rollout:\n  deadline: 2s\n  stages:\n    - { devices: 1 }\n    - { percent: 100 }\n";
+    let out = apply(2, quick, &["--wait", "--timeout", "60s"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("did not report revision 2 running within the deadline of 2s"),
+        "{err}"
+    );
+    let r = http(
+        &cloud.addr(),
+        "GET",
+        "/v1/rollout",
+        Some(&cloud.admin),
+        &[],
+        b"",
+    )
+    .json();
+    assert_eq!(r["state"], "halted", "{r}");
+    let canary = r["stages"][0]["devices"][0].as_str().expect("canary");
+    assert!(
+        r["reason"].as_str().unwrap_or_default().contains(canary),
+        "{r}"
+    );
+
+    // --rollout none: no rollout; `GET /v1/rollout` says revision 3 had none.
+    let out = apply(3, quick, &["--rollout", "none"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r = http(
+        &cloud.addr(),
+        "GET",
+        "/v1/rollout",
+        Some(&cloud.admin),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 404);
+    assert!(
+        text(&r.body).contains("revision 3 has no rollout"),
+        "{}",
+        text(&r.body)
+    );
+}
