@@ -266,6 +266,9 @@ const MAX_ROLLOUT_WAIT: crate::Duration = crate::Duration(86_400_000);
 /// Most devices a stage may name by count.
 const MAX_STAGE_DEVICES: u32 = 1_000_000;
 
+/// The count and percentage a stage reached last, and the stage's index.
+type StageReach = (Option<u32>, Option<u32>, usize);
+
 /// `rollout:` — shapes and values; the checks against the devices are in [`check_rollout`].
 fn decode_rollout(cx: &mut Cx<'_>, node: &Node) -> Option<Rollout> {
     let obj = cx.object(
@@ -305,8 +308,7 @@ fn decode_rollout(cx: &mut Cx<'_>, node: &Node) -> Option<Rollout> {
     let mut ok = true;
     // The last count and percentage seen, by selector (labels), with the stage number: stages
     // are cumulative, so within one selector they only go up.
-    let mut last: BTreeMap<Vec<(String, String)>, (Option<u32>, Option<u32>, usize)> =
-        BTreeMap::new();
+    let mut last: BTreeMap<Vec<(String, String)>, StageReach> = BTreeMap::new();
     for (i, item) in items.iter().enumerate() {
         let what = format!("rollout stage {}", i + 1);
         let path = format!("rollout.stages[{i}]");

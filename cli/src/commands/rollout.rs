@@ -102,6 +102,7 @@ fn state_name(s: RolloutDeviceState) -> &'static str {
 
 /// Follows the rollout of `revision` until it ends: success when it completes, an error
 /// when it halts, is aborted or superseded, or `timeout` passes.
+#[allow(clippy::disallowed_methods)] // A synchronous command polling between requests.
 pub(crate) fn follow(
     client: &Client,
     revision: u64,
