@@ -395,4 +395,119 @@ mod tests {
         let order = stable_order("p", m.devices.keys().cloned());
         assert_eq!(p[0][0], order[0]);
     }
+
+    /// The view of revision 2 of a four-device manifest with `rollout`.
+    fn view(rollout: &str) -> (FleetView, RolloutRecord) {
+        let text = format!(
+            "apiVersion: edgefn/v1\nproject: p\ndevices:\n  a: {{}}\n  b: {{}}\n  c: {{}}\n  d: {{}}\n{rollout}"
+        );
+        let rev = edgefn_schema::api::Revision {
+            summary: edgefn_schema::api::RevisionSummary {
+                number: 2,
+                parent: 1,
+                created_ms: 0,
+                provenance: Default::default(),
+                rollback_of: None,
+            },
+            manifest: text.clone(),
+            bundles: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+        };
+        let view = FleetView::build(Some(&rev));
+        let m = view.manifest.clone().unwrap();
+        let record = RolloutRecord::start(2, 1, &m, m.rollout.as_ref().unwrap(), 1_000);
+        (view, record)
+    }
+
+    fn report(view: &FleetView, name: &str, state: DeviceState) -> StatusReport {
+        let digest = view.own_desired_for(name).digest.clone();
+        StatusReport {
+            running_digest: Some(if state == DeviceState::Running {
+                digest.clone()
+            } else {
+                "old".into()
+            }),
+            running_revision: Some(2),
+            state,
+            target_digest: Some(digest),
+            message: Some("boom".into()),
+            functions: Vec::new(),
+            outbox: None,
+            link: None,
+        }
+    }
+
+    const TWO: &str = "rollout:\n  deadline: 10s\n  stages: [ { devices: 1, bake: 2s }, { percent: 100, maxFailures: 1 } ]\n";
+
+    /// Converged for the bake time: the next stage; then the last stage completes.
+    #[test]
+    fn a_stage_advances_after_its_bake_time_and_the_last_completes() {
+        let (view, r) = view(TWO);
+        let canary = r.stages[0][0].clone();
+        let mut reports = std::collections::HashMap::new();
+        assert_eq!(
+            step(&r, &view, &reports, 2_000),
+            r,
+            "nothing reported: waits"
+        );
+        reports.insert(
+            canary.clone(),
+            (report(&view, &canary, DeviceState::Running), 0),
+        );
+        let r = step(&r, &view, &reports, 3_000);
+        assert_eq!((r.stage, r.healthy_since_ms), (0, Some(3_000)));
+        assert_eq!(step(&r, &view, &reports, 4_999).stage, 0, "still baking");
+        let r = step(&r, &view, &reports, 5_000);
+        assert_eq!((r.stage, r.stage_started_ms), (1, 5_000));
+        assert_eq!(r.reached().unwrap().len(), 4);
+        // One failure is within `maxFailures: 1`; the others converge: completed.
+        for (i, name) in r.stages[1].clone().iter().enumerate() {
+            let state = if i == 0 {
+                DeviceState::RolledBack
+            } else {
+                DeviceState::Running
+            };
+            reports.insert(name.clone(), (report(&view, name, state), 0));
+        }
+        let r = step(&r, &view, &reports, 6_000);
+        assert_eq!(r.state, RolloutState::Completed, "{:?}", r.reason);
+        assert_eq!(r.reached(), None, "everyone on the revision");
+    }
+
+    /// Failures past the threshold, or silence past the deadline, halt: nobody is reached.
+    #[test]
+    fn failures_or_a_missed_deadline_halt_with_a_reason() {
+        let (view, r) = view(TWO);
+        let canary = r.stages[0][0].clone();
+        let mut reports = std::collections::HashMap::new();
+        reports.insert(
+            canary.clone(),
+            (report(&view, &canary, DeviceState::RolledBack), 0),
+        );
+        let halted = step(&r, &view, &reports, 2_000);
+        assert_eq!(halted.state, RolloutState::Halted);
+        let reason = halted.reason.clone().unwrap();
+        assert!(
+            reason.contains(&format!("{canary} rolled back: boom")),
+            "{reason}"
+        );
+        assert_eq!(halted.reached(), Some(HashSet::new()));
+        assert_eq!(step(&halted, &view, &reports, 99_000), halted, "final");
+
+        let silent = step(&r, &view, &std::collections::HashMap::new(), 11_000);
+        assert_eq!(silent.state, RolloutState::Halted);
+        assert!(
+            silent
+                .reason
+                .unwrap()
+                .contains("within the deadline of 10s")
+        );
+
+        let mut paused = r.clone();
+        paused.state = RolloutState::Paused;
+        assert_eq!(
+            step(&paused, &view, &std::collections::HashMap::new(), 99_000),
+            paused
+        );
+    }
 }
