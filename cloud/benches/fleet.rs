@@ -479,6 +479,7 @@ async fn run(n: usize, rate_secs: usize) {
         let (http, url) = (http.clone(), url.clone());
         followers.push(tokio::spawn(async move {
             let mut etag = String::new();
+            // Until aborted at the end, or the cloud goes.
             loop {
                 let mut req = http
                     .get(format!("{url}/v1/devices/{name}/desired?wait=30"))
@@ -522,7 +523,12 @@ async fn run(n: usize, rate_secs: usize) {
                 .count()
         }
     };
+    let t = Instant::now();
     while converged().await < n {
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "the followers did not converge"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut staged = manifest(n, 3);
@@ -567,6 +573,10 @@ async fn run(n: usize, rate_secs: usize) {
             assert_eq!(state, "completed", "{r}");
             break;
         }
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "the rollout did not end: {r}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     println!(
