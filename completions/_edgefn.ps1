@@ -41,6 +41,7 @@ Register-ArgumentCompleter -Native -CommandName 'edgefn' -ScriptBlock {
             [CompletionResult]::new('device', 'device', [CompletionResultType]::ParameterValue, 'Register, list and remove devices')
             [CompletionResult]::new('token', 'token', [CompletionResultType]::ParameterValue, 'Create, list and revoke admin tokens (one per person or CI job; revoke a leaked one)')
             [CompletionResult]::new('secret', 'secret', [CompletionResultType]::ParameterValue, 'Set, list and remove secrets: values functions read as files, kept encrypted by the control plane, never in git')
+            [CompletionResult]::new('rollout', 'rollout', [CompletionResultType]::ParameterValue, 'Follow and steer the latest revision''s progressive rollout (`rollout:` in the manifest)')
             [CompletionResult]::new('login', 'login', [CompletionResultType]::ParameterValue, 'Save the control plane''s URL and an admin token for later commands')
             [CompletionResult]::new('publish', 'publish', [CompletionResultType]::ParameterValue, 'Send a message to devices, on their local topic (through the cloud''s MQTT broker)')
             [CompletionResult]::new('subscribe', 'subscribe', [CompletionResultType]::ParameterValue, 'Print what devices send up to the cloud (`device topic payload` lines) until Ctrl-C')
@@ -143,10 +144,11 @@ Register-ArgumentCompleter -Native -CommandName 'edgefn' -ScriptBlock {
             [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]')
             [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'How long `--wait` waits before failing')
             [CompletionResult]::new('--sign-key', '--sign-key', [CompletionResultType]::ParameterName, 'Sign what each device will run with this ed25519 key (PKCS#8 PEM, from `edgefn keygen`); default: the file named by EDGEFN_SIGN_KEY_FILE, if set')
+            [CompletionResult]::new('--rollout', '--rollout', [CompletionResultType]::ParameterName, '`none`: every device takes the revision at once, whatever the manifest''s `rollout:` says (default: as the manifest says)')
             [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
             [CompletionResult]::new('--allow-dirty', '--allow-dirty', [CompletionResultType]::ParameterName, 'Apply even with uncommitted changes (the revision records that it was dirty)')
             [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Apply even when it undoes a rollback made with `edgefn rollback` (by applying the commit that was rolled back, or an older one)')
-            [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'Follow the rollout until every registered device runs the new revision')
+            [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'Follow the rollout until every registered device runs the new revision (with a progressive rollout: through its stages; exit 1 when it halts or is aborted)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -391,6 +393,89 @@ Register-ArgumentCompleter -Native -CommandName 'edgefn' -ScriptBlock {
         'edgefn;secret;help;help' {
             break
         }
+        'edgefn;rollout' {
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show the rollout: state, stage, and each device''s stage and state')
+            [CompletionResult]::new('pause', 'pause', [CompletionResultType]::ParameterValue, 'Hold the rollout at its stage until resumed (nothing advances, nothing halts)')
+            [CompletionResult]::new('resume', 'resume', [CompletionResultType]::ParameterValue, 'Continue a paused rollout (its stage''s deadline and bake time start again)')
+            [CompletionResult]::new('abort', 'abort', [CompletionResultType]::ParameterValue, 'End the rollout: every device goes back to the baseline revision')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'edgefn;rollout;status' {
+            [CompletionResult]::new('--cloud', '--cloud', [CompletionResultType]::ParameterName, 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'How long `--wait` waits before failing')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'Then follow the rollout to its end (exit 1 unless it completes)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'edgefn;rollout;pause' {
+            [CompletionResult]::new('--cloud', '--cloud', [CompletionResultType]::ParameterName, 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'How long `--wait` waits before failing')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'Then follow the rollout to its end (exit 1 unless it completes)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'edgefn;rollout;resume' {
+            [CompletionResult]::new('--cloud', '--cloud', [CompletionResultType]::ParameterName, 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'How long `--wait` waits before failing')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'Then follow the rollout to its end (exit 1 unless it completes)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'edgefn;rollout;abort' {
+            [CompletionResult]::new('--cloud', '--cloud', [CompletionResultType]::ParameterName, 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]')
+            [CompletionResult]::new('--timeout', '--timeout', [CompletionResultType]::ParameterName, 'How long `--wait` waits before failing')
+            [CompletionResult]::new('--output', '--output', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'Then follow the rollout to its end (exit 1 unless it completes)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'edgefn;rollout;help' {
+            [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show the rollout: state, stage, and each device''s stage and state')
+            [CompletionResult]::new('pause', 'pause', [CompletionResultType]::ParameterValue, 'Hold the rollout at its stage until resumed (nothing advances, nothing halts)')
+            [CompletionResult]::new('resume', 'resume', [CompletionResultType]::ParameterValue, 'Continue a paused rollout (its stage''s deadline and bake time start again)')
+            [CompletionResult]::new('abort', 'abort', [CompletionResultType]::ParameterValue, 'End the rollout: every device goes back to the baseline revision')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'edgefn;rollout;help;status' {
+            break
+        }
+        'edgefn;rollout;help;pause' {
+            break
+        }
+        'edgefn;rollout;help;resume' {
+            break
+        }
+        'edgefn;rollout;help;abort' {
+            break
+        }
+        'edgefn;rollout;help;help' {
+            break
+        }
         'edgefn;login' {
             [CompletionResult]::new('--cloud', '--cloud', [CompletionResultType]::ParameterName, 'Control plane URL')
             [CompletionResult]::new('--token', '--token', [CompletionResultType]::ParameterName, 'Admin token (default: read from standard input, so it stays out of the shell history)')
@@ -459,6 +544,7 @@ Register-ArgumentCompleter -Native -CommandName 'edgefn' -ScriptBlock {
             [CompletionResult]::new('device', 'device', [CompletionResultType]::ParameterValue, 'Register, list and remove devices')
             [CompletionResult]::new('token', 'token', [CompletionResultType]::ParameterValue, 'Create, list and revoke admin tokens (one per person or CI job; revoke a leaked one)')
             [CompletionResult]::new('secret', 'secret', [CompletionResultType]::ParameterValue, 'Set, list and remove secrets: values functions read as files, kept encrypted by the control plane, never in git')
+            [CompletionResult]::new('rollout', 'rollout', [CompletionResultType]::ParameterValue, 'Follow and steer the latest revision''s progressive rollout (`rollout:` in the manifest)')
             [CompletionResult]::new('login', 'login', [CompletionResultType]::ParameterValue, 'Save the control plane''s URL and an admin token for later commands')
             [CompletionResult]::new('publish', 'publish', [CompletionResultType]::ParameterValue, 'Send a message to devices, on their local topic (through the cloud''s MQTT broker)')
             [CompletionResult]::new('subscribe', 'subscribe', [CompletionResultType]::ParameterValue, 'Print what devices send up to the cloud (`device topic payload` lines) until Ctrl-C')
@@ -549,6 +635,25 @@ Register-ArgumentCompleter -Native -CommandName 'edgefn' -ScriptBlock {
             break
         }
         'edgefn;help;secret;rm' {
+            break
+        }
+        'edgefn;help;rollout' {
+            [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show the rollout: state, stage, and each device''s stage and state')
+            [CompletionResult]::new('pause', 'pause', [CompletionResultType]::ParameterValue, 'Hold the rollout at its stage until resumed (nothing advances, nothing halts)')
+            [CompletionResult]::new('resume', 'resume', [CompletionResultType]::ParameterValue, 'Continue a paused rollout (its stage''s deadline and bake time start again)')
+            [CompletionResult]::new('abort', 'abort', [CompletionResultType]::ParameterValue, 'End the rollout: every device goes back to the baseline revision')
+            break
+        }
+        'edgefn;help;rollout;status' {
+            break
+        }
+        'edgefn;help;rollout;pause' {
+            break
+        }
+        'edgefn;help;rollout;resume' {
+            break
+        }
+        'edgefn;help;rollout;abort' {
             break
         }
         'edgefn;help;login' {

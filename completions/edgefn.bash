@@ -64,6 +64,9 @@ _edgefn() {
             edgefn,rollback)
                 cmd="edgefn__subcmd__rollback"
                 ;;
+            edgefn,rollout)
+                cmd="edgefn__subcmd__rollout"
+                ;;
             edgefn,secret)
                 cmd="edgefn__subcmd__secret"
                 ;;
@@ -154,6 +157,9 @@ _edgefn() {
             edgefn__subcmd__help,rollback)
                 cmd="edgefn__subcmd__help__subcmd__rollback"
                 ;;
+            edgefn__subcmd__help,rollout)
+                cmd="edgefn__subcmd__help__subcmd__rollout"
+                ;;
             edgefn__subcmd__help,secret)
                 cmd="edgefn__subcmd__help__subcmd__secret"
                 ;;
@@ -181,6 +187,18 @@ _edgefn() {
             edgefn__subcmd__help__subcmd__device,remove)
                 cmd="edgefn__subcmd__help__subcmd__device__subcmd__remove"
                 ;;
+            edgefn__subcmd__help__subcmd__rollout,abort)
+                cmd="edgefn__subcmd__help__subcmd__rollout__subcmd__abort"
+                ;;
+            edgefn__subcmd__help__subcmd__rollout,pause)
+                cmd="edgefn__subcmd__help__subcmd__rollout__subcmd__pause"
+                ;;
+            edgefn__subcmd__help__subcmd__rollout,resume)
+                cmd="edgefn__subcmd__help__subcmd__rollout__subcmd__resume"
+                ;;
+            edgefn__subcmd__help__subcmd__rollout,status)
+                cmd="edgefn__subcmd__help__subcmd__rollout__subcmd__status"
+                ;;
             edgefn__subcmd__help__subcmd__secret,list)
                 cmd="edgefn__subcmd__help__subcmd__secret__subcmd__list"
                 ;;
@@ -198,6 +216,36 @@ _edgefn() {
                 ;;
             edgefn__subcmd__help__subcmd__token,revoke)
                 cmd="edgefn__subcmd__help__subcmd__token__subcmd__revoke"
+                ;;
+            edgefn__subcmd__rollout,abort)
+                cmd="edgefn__subcmd__rollout__subcmd__abort"
+                ;;
+            edgefn__subcmd__rollout,help)
+                cmd="edgefn__subcmd__rollout__subcmd__help"
+                ;;
+            edgefn__subcmd__rollout,pause)
+                cmd="edgefn__subcmd__rollout__subcmd__pause"
+                ;;
+            edgefn__subcmd__rollout,resume)
+                cmd="edgefn__subcmd__rollout__subcmd__resume"
+                ;;
+            edgefn__subcmd__rollout,status)
+                cmd="edgefn__subcmd__rollout__subcmd__status"
+                ;;
+            edgefn__subcmd__rollout__subcmd__help,abort)
+                cmd="edgefn__subcmd__rollout__subcmd__help__subcmd__abort"
+                ;;
+            edgefn__subcmd__rollout__subcmd__help,help)
+                cmd="edgefn__subcmd__rollout__subcmd__help__subcmd__help"
+                ;;
+            edgefn__subcmd__rollout__subcmd__help,pause)
+                cmd="edgefn__subcmd__rollout__subcmd__help__subcmd__pause"
+                ;;
+            edgefn__subcmd__rollout__subcmd__help,resume)
+                cmd="edgefn__subcmd__rollout__subcmd__help__subcmd__resume"
+                ;;
+            edgefn__subcmd__rollout__subcmd__help,status)
+                cmd="edgefn__subcmd__rollout__subcmd__help__subcmd__status"
                 ;;
             edgefn__subcmd__secret,help)
                 cmd="edgefn__subcmd__secret__subcmd__help"
@@ -254,7 +302,7 @@ _edgefn() {
 
     case "${cmd}" in
         edgefn)
-            opts="-h -V --help --version init new dev validate test invoke package apply diff status history rollback keygen device token secret login publish subscribe logs completions help"
+            opts="-h -V --help --version init new dev validate test invoke package apply diff status history rollback keygen device token secret rollout login publish subscribe logs completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -268,7 +316,7 @@ _edgefn() {
             return 0
             ;;
         edgefn__subcmd__apply)
-            opts="-f -h -V --file --cloud --token --allow-dirty --force --wait --timeout --sign-key --output --help --version"
+            opts="-f -h -V --file --cloud --token --allow-dirty --force --wait --timeout --sign-key --rollout --output --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -296,6 +344,10 @@ _edgefn() {
                     ;;
                 --sign-key)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --rollout)
+                    COMPREPLY=($(compgen -W "none" -- "${cur}"))
                     return 0
                     ;;
                 --output)
@@ -550,7 +602,7 @@ _edgefn() {
             return 0
             ;;
         edgefn__subcmd__help)
-            opts="init new dev validate test invoke package apply diff status history rollback keygen device token secret login publish subscribe logs completions help"
+            opts="init new dev validate test invoke package apply diff status history rollback keygen device token secret rollout login publish subscribe logs completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -818,6 +870,76 @@ _edgefn() {
         edgefn__subcmd__help__subcmd__rollback)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__help__subcmd__rollout)
+            opts="status pause resume abort"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__help__subcmd__rollout__subcmd__abort)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__help__subcmd__rollout__subcmd__pause)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__help__subcmd__rollout__subcmd__resume)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__help__subcmd__rollout__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1283,6 +1405,224 @@ _edgefn() {
                     return 0
                     ;;
                 --sign-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__rollout)
+            opts="-h -V --help --version status pause resume abort help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__rollout__subcmd__abort)
+            opts="-h -V --cloud --token --wait --timeout --output --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --cloud)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__rollout__subcmd__help)
+            opts="status pause resume abort help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__rollout__subcmd__help__subcmd__abort)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__rollout__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__rollout__subcmd__help__subcmd__pause)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__rollout__subcmd__help__subcmd__resume)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__rollout__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__rollout__subcmd__pause)
+            opts="-h -V --cloud --token --wait --timeout --output --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --cloud)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__rollout__subcmd__resume)
+            opts="-h -V --cloud --token --wait --timeout --output --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --cloud)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        edgefn__subcmd__rollout__subcmd__status)
+            opts="-h -V --cloud --token --wait --timeout --output --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --cloud)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

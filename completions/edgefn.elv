@@ -38,6 +38,7 @@ set edit:completion:arg-completer[edgefn] = {|@words|
             cand device 'Register, list and remove devices'
             cand token 'Create, list and revoke admin tokens (one per person or CI job; revoke a leaked one)'
             cand secret 'Set, list and remove secrets: values functions read as files, kept encrypted by the control plane, never in git'
+            cand rollout 'Follow and steer the latest revision''s progressive rollout (`rollout:` in the manifest)'
             cand login 'Save the control plane''s URL and an admin token for later commands'
             cand publish 'Send a message to devices, on their local topic (through the cloud''s MQTT broker)'
             cand subscribe 'Print what devices send up to the cloud (`device topic payload` lines) until Ctrl-C'
@@ -132,10 +133,11 @@ set edit:completion:arg-completer[edgefn] = {|@words|
             cand --token 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]'
             cand --timeout 'How long `--wait` waits before failing'
             cand --sign-key 'Sign what each device will run with this ed25519 key (PKCS#8 PEM, from `edgefn keygen`); default: the file named by EDGEFN_SIGN_KEY_FILE, if set'
+            cand --rollout '`none`: every device takes the revision at once, whatever the manifest''s `rollout:` says (default: as the manifest says)'
             cand --output 'Output format'
             cand --allow-dirty 'Apply even with uncommitted changes (the revision records that it was dirty)'
             cand --force 'Apply even when it undoes a rollback made with `edgefn rollback` (by applying the commit that was rolled back, or an older one)'
-            cand --wait 'Follow the rollout until every registered device runs the new revision'
+            cand --wait 'Follow the rollout until every registered device runs the new revision (with a progressive rollout: through its stages; exit 1 when it halts or is aborted)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
@@ -347,6 +349,78 @@ set edit:completion:arg-completer[edgefn] = {|@words|
         }
         &'edgefn;secret;help;help'= {
         }
+        &'edgefn;rollout'= {
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand status 'Show the rollout: state, stage, and each device''s stage and state'
+            cand pause 'Hold the rollout at its stage until resumed (nothing advances, nothing halts)'
+            cand resume 'Continue a paused rollout (its stage''s deadline and bake time start again)'
+            cand abort 'End the rollout: every device goes back to the baseline revision'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'edgefn;rollout;status'= {
+            cand --cloud 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]'
+            cand --token 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]'
+            cand --timeout 'How long `--wait` waits before failing'
+            cand --output 'Output format'
+            cand --wait 'Then follow the rollout to its end (exit 1 unless it completes)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'edgefn;rollout;pause'= {
+            cand --cloud 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]'
+            cand --token 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]'
+            cand --timeout 'How long `--wait` waits before failing'
+            cand --output 'Output format'
+            cand --wait 'Then follow the rollout to its end (exit 1 unless it completes)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'edgefn;rollout;resume'= {
+            cand --cloud 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]'
+            cand --token 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]'
+            cand --timeout 'How long `--wait` waits before failing'
+            cand --output 'Output format'
+            cand --wait 'Then follow the rollout to its end (exit 1 unless it completes)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'edgefn;rollout;abort'= {
+            cand --cloud 'Control plane URL [default: $EDGEFN_CLOUD, or the one saved by `edgefn login`]'
+            cand --token 'Admin token [default: $EDGEFN_TOKEN, or the one saved by `edgefn login`]'
+            cand --timeout 'How long `--wait` waits before failing'
+            cand --output 'Output format'
+            cand --wait 'Then follow the rollout to its end (exit 1 unless it completes)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'edgefn;rollout;help'= {
+            cand status 'Show the rollout: state, stage, and each device''s stage and state'
+            cand pause 'Hold the rollout at its stage until resumed (nothing advances, nothing halts)'
+            cand resume 'Continue a paused rollout (its stage''s deadline and bake time start again)'
+            cand abort 'End the rollout: every device goes back to the baseline revision'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'edgefn;rollout;help;status'= {
+        }
+        &'edgefn;rollout;help;pause'= {
+        }
+        &'edgefn;rollout;help;resume'= {
+        }
+        &'edgefn;rollout;help;abort'= {
+        }
+        &'edgefn;rollout;help;help'= {
+        }
         &'edgefn;login'= {
             cand --cloud 'Control plane URL'
             cand --token 'Admin token (default: read from standard input, so it stays out of the shell history)'
@@ -410,6 +484,7 @@ set edit:completion:arg-completer[edgefn] = {|@words|
             cand device 'Register, list and remove devices'
             cand token 'Create, list and revoke admin tokens (one per person or CI job; revoke a leaked one)'
             cand secret 'Set, list and remove secrets: values functions read as files, kept encrypted by the control plane, never in git'
+            cand rollout 'Follow and steer the latest revision''s progressive rollout (`rollout:` in the manifest)'
             cand login 'Save the control plane''s URL and an admin token for later commands'
             cand publish 'Send a message to devices, on their local topic (through the cloud''s MQTT broker)'
             cand subscribe 'Print what devices send up to the cloud (`device topic payload` lines) until Ctrl-C'
@@ -475,6 +550,20 @@ set edit:completion:arg-completer[edgefn] = {|@words|
         &'edgefn;help;secret;list'= {
         }
         &'edgefn;help;secret;rm'= {
+        }
+        &'edgefn;help;rollout'= {
+            cand status 'Show the rollout: state, stage, and each device''s stage and state'
+            cand pause 'Hold the rollout at its stage until resumed (nothing advances, nothing halts)'
+            cand resume 'Continue a paused rollout (its stage''s deadline and bake time start again)'
+            cand abort 'End the rollout: every device goes back to the baseline revision'
+        }
+        &'edgefn;help;rollout;status'= {
+        }
+        &'edgefn;help;rollout;pause'= {
+        }
+        &'edgefn;help;rollout;resume'= {
+        }
+        &'edgefn;help;rollout;abort'= {
         }
         &'edgefn;help;login'= {
         }

@@ -100,6 +100,12 @@ pub(crate) enum Command {
         after_help = "Example:\n  printf %s \"$DB_PASSWORD\" | edgefn secret set db-password\n  edgefn secret list\n  edgefn secret rm db-password"
     )]
     Secret(SecretCommand),
+    /// Follow and steer the latest revision's progressive rollout (`rollout:` in the manifest)
+    #[command(
+        subcommand,
+        after_help = "Example:\n  edgefn rollout status\n  edgefn rollout pause\n  edgefn rollout resume --wait\n  edgefn rollout abort"
+    )]
+    Rollout(RolloutCommand),
     /// Save the control plane's URL and an admin token for later commands
     #[command(after_help = "Example:\n  edgefn login --cloud http://127.0.0.1:7070 < admin.token")]
     Login(LoginArgs),
@@ -227,7 +233,8 @@ pub(crate) struct ApplyArgs {
     /// that was rolled back, or an older one)
     #[arg(long)]
     pub(crate) force: bool,
-    /// Follow the rollout until every registered device runs the new revision
+    /// Follow the rollout until every registered device runs the new revision (with a
+    /// progressive rollout: through its stages; exit 1 when it halts or is aborted)
     #[arg(long)]
     pub(crate) wait: bool,
     /// How long `--wait` waits before failing
@@ -237,6 +244,10 @@ pub(crate) struct ApplyArgs {
     /// keygen`); default: the file named by EDGEFN_SIGN_KEY_FILE, if set
     #[arg(long, value_name = "FILE")]
     pub(crate) sign_key: Option<PathBuf>,
+    /// `none`: every device takes the revision at once, whatever the manifest's `rollout:`
+    /// says (default: as the manifest says)
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub(crate) rollout: Option<RolloutMode>,
     /// Output format
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub(crate) output: Output,
@@ -251,6 +262,13 @@ pub(crate) struct KeygenArgs {
     /// Overwrite the file if it exists (the old key is lost)
     #[arg(long)]
     pub(crate) force: bool,
+}
+
+/// `edgefn apply --rollout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum RolloutMode {
+    /// No rollout: every device at once
+    None,
 }
 
 /// `edgefn diff`.
@@ -361,6 +379,39 @@ pub(crate) enum TokenCommand {
     /// Revoke an admin token at once (not the last one: create another first)
     #[command(after_help = "Example:\n  edgefn token revoke 3f9a0c1d2e4b")]
     Revoke(TokenRevokeArgs),
+}
+
+/// `edgefn rollout ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum RolloutCommand {
+    /// Show the rollout: state, stage, and each device's stage and state
+    #[command(after_help = "Example:\n  edgefn rollout status --output json")]
+    Status(RolloutArgs),
+    /// Hold the rollout at its stage until resumed (nothing advances, nothing halts)
+    #[command(after_help = "Example:\n  edgefn rollout pause")]
+    Pause(RolloutArgs),
+    /// Continue a paused rollout (its stage's deadline and bake time start again)
+    #[command(after_help = "Example:\n  edgefn rollout resume --wait")]
+    Resume(RolloutArgs),
+    /// End the rollout: every device goes back to the baseline revision
+    #[command(after_help = "Example:\n  edgefn rollout abort")]
+    Abort(RolloutArgs),
+}
+
+/// The arguments of every `edgefn rollout` subcommand.
+#[derive(Debug, Args)]
+pub(crate) struct RolloutArgs {
+    #[command(flatten)]
+    pub(crate) cloud: CloudArgs,
+    /// Then follow the rollout to its end (exit 1 unless it completes)
+    #[arg(long)]
+    pub(crate) wait: bool,
+    /// How long `--wait` waits before failing
+    #[arg(long, default_value = "30m", value_name = "DURATION")]
+    pub(crate) timeout: String,
+    /// Output format
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub(crate) output: Output,
 }
 
 /// `edgefn secret ...`.

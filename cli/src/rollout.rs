@@ -92,6 +92,8 @@ pub(crate) struct How<'a> {
     pub(crate) host_layers: bool,
     /// The key that signs each device's desired state (`--sign-key`), if any.
     pub(crate) sign: Option<&'a edgefn_schema::signing::SigningKey>,
+    /// Overrides the manifest's `rollout:` (`apply --rollout none`).
+    pub(crate) rollout: Option<edgefn_schema::api::RolloutOverride>,
 }
 
 /// Packages the project (bundles and dependency layers), uploads the archives the cloud lacks,
@@ -108,6 +110,7 @@ pub(crate) fn submit(
         output,
         host_layers,
         sign,
+        rollout,
     } = how;
     check_secrets_set(client, manifest)?;
     let bundles = package::package_all(&project.root, manifest)?;
@@ -200,6 +203,7 @@ pub(crate) fn submit(
         provenance,
         expected_parent: Some(parent),
         signatures,
+        rollout,
     };
     let (_, applied): (_, ApplyResponse) = client.post("/v1/revisions", &request)?;
     Ok(Submitted {

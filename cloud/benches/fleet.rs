@@ -16,6 +16,8 @@
 //! of the first status an open page receives, and the delay from a device's report to the
 //! change reaching the page — for the whole-fleet stream (`/console/events`) and for the paged
 //! overview the console opens (`/console/events?page=0&size=100`, and `GET /v1/status/page`).
+//! Then a progressive rollout in three stages (5 % → 25 % → 100 %, no bake time) to agents
+//! that follow every change: the time each stage takes, and the cloud's CPU time.
 //!
 //! Traffic goes only to 127.0.0.1; every loop is bounded in count and time.
 
@@ -467,6 +469,124 @@ async fn run(n: usize, rate_secs: usize) {
         "console, a device's report → the change in an open page of 100: {:.0} ms (changes are sent at most every 250 ms)",
         t.elapsed().as_secs_f64() * 1000.0
     );
+    drop(paged);
+
+    // A three-stage progressive rollout (5 % → 25 % → 100 %, no bake time): simulated agents
+    // that follow every change (long-poll, report what they got, again); the time each stage
+    // takes from its start to the next, as `GET /v1/rollout` shows it (polled every 10 ms).
+    let mut followers = Vec::new();
+    for (name, token) in names.iter().cloned().zip(tokens.iter().cloned()) {
+        let (http, url) = (http.clone(), url.clone());
+        followers.push(tokio::spawn(async move {
+            let mut etag = String::new();
+            // Until aborted at the end, or the cloud goes.
+            loop {
+                let mut req = http
+                    .get(format!("{url}/v1/devices/{name}/desired?wait=30"))
+                    .bearer_auth(&token);
+                if !etag.is_empty() {
+                    req = req.header("If-None-Match", format!("\"{etag}\""));
+                }
+                let Ok(r) = req.send().await else { break };
+                if r.status() != 200 {
+                    continue;
+                }
+                let Ok(v) = r.json::<serde_json::Value>().await else { break };
+                etag = v["digest"].as_str().unwrap_or_default().to_owned();
+                let body = serde_json::json!({"state": "running", "runningDigest": etag, "runningRevision": v["revision"]});
+                let _ = http
+                    .post(format!("{url}/v1/devices/{name}/status"))
+                    .bearer_auth(&token)
+                    .json(&body)
+                    .send()
+                    .await;
+            }
+        }));
+    }
+    let converged = || {
+        let (http, url, admin) = (http.clone(), url.clone(), admin.clone());
+        async move {
+            let s: serde_json::Value = http
+                .get(format!("{url}/v1/status"))
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            s["devices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|d| d["converged"] == true)
+                .count()
+        }
+    };
+    let t = Instant::now();
+    while converged().await < n {
+        assert!(
+            t.elapsed() < Duration::from_secs(300),
+            "the followers did not converge"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut staged = manifest(n, 3);
+    staged.push_str("rollout:\n  deadline: 5m\n  stages: [ { percent: 5 }, { percent: 25 }, { percent: 100 } ]\n");
+    let body =
+        serde_json::json!({"manifest": staged, "bundles": {"f": digest}, "expectedParent": 2});
+    let cpu_before = cpu_ticks(pid);
+    let start = Instant::now();
+    let r = http
+        .post(format!("{url}/v1/revisions"))
+        .bearer_auth(&admin)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let (mut stage, mut stage_start) = (1u64, Instant::now());
+    loop {
+        let r: serde_json::Value = http
+            .get(format!("{url}/v1/rollout"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let now_stage = r["stage"].as_u64().unwrap_or(0);
+        let state = r["state"].as_str().unwrap_or_default().to_owned();
+        if now_stage != stage || state != "running" {
+            let devices = r["stages"][stage as usize - 1]["devices"]
+                .as_array()
+                .map_or(0, Vec::len);
+            println!(
+                "rollout stage {stage} ({devices} devices added): {:.3} s",
+                stage_start.elapsed().as_secs_f64()
+            );
+            stage = now_stage;
+            stage_start = Instant::now();
+        }
+        if state != "running" {
+            assert_eq!(state, "completed", "{r}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "the rollout did not end: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!(
+        "three-stage rollout of {n} devices: {:.3} s in all; cloud CPU time {:.2} s",
+        start.elapsed().as_secs_f64(),
+        (cpu_ticks(pid) - cpu_before) as f64 / 100.0
+    );
+    for f in followers {
+        f.abort();
+    }
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -39,8 +39,17 @@ impl DeviceDesired {
     }
 }
 
+/// A rollout's hold on a view: the devices it has not reached are served the baseline's state.
+#[derive(Debug)]
+pub(crate) struct Overlay {
+    /// The view of the baseline revision.
+    pub(crate) baseline: Arc<FleetView>,
+    /// The devices served the view's own revision.
+    pub(crate) reached: HashSet<String>,
+}
+
 /// The fleet under one revision.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct FleetView {
     /// Latest revision (0: none).
     pub(crate) revision: u64,
@@ -56,6 +65,9 @@ pub(crate) struct FleetView {
     pub(crate) devices: HashMap<String, Arc<DeviceDesired>>,
     /// The signatures its applier made, when it was applied signed.
     pub(crate) signatures: Option<RevisionSignatures>,
+    /// While the revision rolls out (or after it halted): the devices still served the
+    /// baseline ([`crate::rollout`]).
+    pub(crate) overlay: Option<Arc<Overlay>>,
 }
 
 /// `device`'s signature in `signatures`, as served.
@@ -139,6 +151,7 @@ impl FleetView {
             layers: rev.layers.clone(),
             devices,
             signatures: rev.signatures.clone(),
+            overlay: None,
         }
     }
 
@@ -165,7 +178,7 @@ impl FleetView {
             }
         }
         for (name, sig) in &signatures.devices {
-            let digest = self.desired_for(name).digest.clone();
+            let digest = self.own_desired_for(name).digest.clone();
             let statement =
                 edgefn_schema::signing::statement(project, name, self.revision, &digest);
             if !key.verifies(&statement, sig) {
@@ -180,8 +193,28 @@ impl FleetView {
         problems
     }
 
-    /// What `device` should run: its entry, or an empty state when the manifest does not list it.
+    /// The same view without a rollout's overlay.
+    pub(crate) fn without_overlay(&self) -> Self {
+        Self {
+            overlay: None,
+            ..self.clone()
+        }
+    }
+
+    /// What `device` should run: the baseline's state while a rollout has not reached it, else
+    /// [`Self::own_desired_for`].
     pub(crate) fn desired_for(&self, device: &str) -> Arc<DeviceDesired> {
+        if let Some(o) = &self.overlay {
+            if !o.reached.contains(device) {
+                return o.baseline.desired_for(device);
+            }
+        }
+        self.own_desired_for(device)
+    }
+
+    /// What `device` runs under this view's revision: its entry, or an empty state when the
+    /// manifest does not list it.
+    pub(crate) fn own_desired_for(&self, device: &str) -> Arc<DeviceDesired> {
         if let Some(d) = self.devices.get(device) {
             return Arc::clone(d);
         }

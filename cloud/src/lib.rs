@@ -13,6 +13,7 @@ mod messaging;
 mod metrics;
 pub mod openapi;
 mod registry;
+mod rollout;
 mod secrets;
 mod state;
 mod store;
@@ -406,7 +407,7 @@ pub async fn serve(
     let tls_stop = stop_rx.clone();
     let flusher = tokio::spawn({
         let state = state.clone();
-        let mut stop = stop_rx;
+        let mut stop = stop_rx.clone();
         async move {
             let mut tick = tokio::time::interval(state::STATUS_FLUSH);
             loop {
@@ -420,6 +421,7 @@ pub async fn serve(
             }
         }
     });
+    let driver = tokio::spawn(api::drive_rollouts(state.clone(), stop_rx.clone()));
     if prepared.tls.is_some() {
         state.set_https();
     }
@@ -444,6 +446,7 @@ pub async fn serve(
     }
     .map_err(CloudError::Serve);
     let _ = flusher.await;
+    let _ = driver.await;
     // Reports received since the last tick.
     if let Err(e) = state.flush_statuses().await {
         tracing::warn!("could not save device reports: {e:?}");

@@ -8,7 +8,7 @@ use edgefn_schema::api::{
     AdminTokenCreated, AdminTokenInfo, ApplyResponse, DesiredResponse, DeviceInfo,
     DeviceRegistered, ErrorBody, FleetStatus, MissingBundlesRequest, MissingBundlesResponse,
     NewAdminToken, NewDevice, NewRevision, Revision, RevisionSummary, RollbackRequest,
-    StatusReport,
+    RolloutStatus, StatusReport,
 };
 
 /// Who may call an operation.
@@ -173,6 +173,38 @@ pub const OPERATIONS: &[Operation] = &[
         summary: "Apply an earlier revision again as a new revision (default: the one before the latest).",
         request: Some("RollbackRequest"),
         response: (201, Some("ApplyResponse")),
+    },
+    Operation {
+        method: "get",
+        path: "/v1/rollout",
+        access: Access::Admin,
+        summary: "The latest revision's progressive rollout: state, stage, each device's stage and state (404 when it reached every device at once).",
+        request: None,
+        response: (200, Some("RolloutStatus")),
+    },
+    Operation {
+        method: "post",
+        path: "/v1/rollout/pause",
+        access: Access::Admin,
+        summary: "Hold the running rollout at its stage: no stage starts, none halts, until resumed (409 when it is not running).",
+        request: None,
+        response: (200, Some("RolloutStatus")),
+    },
+    Operation {
+        method: "post",
+        path: "/v1/rollout/resume",
+        access: Access::Admin,
+        summary: "Continue a paused rollout; its stage's deadline and bake time start again (409 when it is not paused).",
+        request: None,
+        response: (200, Some("RolloutStatus")),
+    },
+    Operation {
+        method: "post",
+        path: "/v1/rollout/abort",
+        access: Access::Admin,
+        summary: "End the rollout: every device is served the baseline revision again (409 when it has ended).",
+        request: None,
+        response: (200, Some("RolloutStatus")),
     },
     Operation {
         method: "get",
@@ -357,6 +389,7 @@ pub fn document() -> String {
     add::<Vec<RevisionSummary>>(&mut generator, &mut schemas, "RevisionList");
     add::<Revision>(&mut generator, &mut schemas, "Revision");
     add::<RollbackRequest>(&mut generator, &mut schemas, "RollbackRequest");
+    add::<RolloutStatus>(&mut generator, &mut schemas, "RolloutStatus");
     add::<NewDevice>(&mut generator, &mut schemas, "NewDevice");
     add::<Vec<AdminTokenInfo>>(&mut generator, &mut schemas, "AdminTokenList");
     add::<NewAdminToken>(&mut generator, &mut schemas, "NewAdminToken");

@@ -17,6 +17,7 @@ use crate::fleet::FleetView;
 use crate::messaging::Messaging;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::rollout::RolloutRecord;
 use crate::store::{Store, StoreError};
 
 /// How often reports are written to the store. Reports are soft state that devices resend; one
@@ -62,6 +63,8 @@ pub(crate) struct AppState {
     broker_port: OnceLock<u16>,
     /// The key that seals secrets (set once at start).
     keyring: OnceLock<crate::secrets::Keyring>,
+    /// The latest revision's rollout, if it had one ([`crate::rollout`]).
+    rollout: Mutex<Option<RolloutRecord>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -79,7 +82,19 @@ impl AppState {
         shutdown: watch::Receiver<bool>,
     ) -> Result<Arc<Self>, StoreError> {
         let registry = Registry::new(store.devices()?, admin);
-        let view = FleetView::build(store.latest()?.as_ref());
+        let mut view = FleetView::build(store.latest()?.as_ref());
+        // The latest revision's rollout, with the view of its baseline.
+        let rollout = match store.rollout()? {
+            Some(bytes) => {
+                Some(serde_json::from_slice::<RolloutRecord>(&bytes).map_err(StoreError::Corrupt)?)
+            }
+            None => None,
+        }
+        .filter(|r| r.revision == view.revision);
+        if let Some(r) = &rollout {
+            let baseline = Arc::new(FleetView::build(store.revision(r.baseline)?.as_ref()));
+            view = crate::rollout::overlaid(&view, r, Some(&baseline));
+        }
         let statuses = Statuses {
             last: store.statuses()?.into_iter().collect(),
             dirty: HashSet::new(),
@@ -99,6 +114,7 @@ impl AppState {
             https: OnceLock::new(),
             broker_port: OnceLock::new(),
             keyring: OnceLock::new(),
+            rollout: Mutex::new(rollout),
         }))
     }
 
@@ -243,6 +259,49 @@ impl AppState {
     pub(crate) fn publish_view(&self, view: FleetView) {
         self.fleet.send_replace(Arc::new(view));
         self.changed();
+    }
+
+    /// The latest revision's rollout record, if it has one.
+    pub(crate) fn rollout_record(&self) -> Option<RolloutRecord> {
+        self.rollout
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Publishes the view of a newly committed revision with its rollout (`None`: no rollout,
+    /// every device takes it), whose baseline is `baseline`. Call it holding the commit lock.
+    pub(crate) fn publish_rollout_view(
+        &self,
+        view: FleetView,
+        record: Option<RolloutRecord>,
+        baseline: Option<Arc<FleetView>>,
+    ) {
+        let view = match &record {
+            Some(r) => crate::rollout::overlaid(&view, r, baseline.as_ref()),
+            None => view,
+        };
+        *self
+            .rollout
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = record;
+        self.publish_view(view);
+    }
+
+    /// Replaces the latest revision's rollout record (already stored) and serves what it
+    /// decides. Call it holding the commit lock.
+    pub(crate) fn update_rollout(&self, record: RolloutRecord) {
+        let view = self.view();
+        if view.revision != record.revision {
+            return;
+        }
+        let baseline = view.overlay.as_ref().map(|o| Arc::clone(&o.baseline));
+        let next = crate::rollout::overlaid(&view, &record, baseline.as_ref());
+        *self
+            .rollout
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(record);
+        self.publish_view(next);
     }
 
     /// Enables the message endpoints (once).

@@ -180,9 +180,20 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn revision(&self, n: u64) -> Result<Option<Revision>, StoreError>;
     /// The newest `limit` revisions, newest first.
     fn history(&self, limit: usize) -> Result<Vec<RevisionSummary>, StoreError>;
-    /// Commits `draft` as the next revision, if the latest is `expected_parent` (when given)
-    /// and every bundle it names is stored; both checked in the committing transaction.
-    fn commit(&self, draft: Draft, expected_parent: Option<u64>) -> Result<Revision, StoreError>;
+    /// Commits `draft` as the next revision (refused with [`StoreError::Conflict`] when
+    /// `expected_parent` is given and is not the latest), storing what `rollout` makes of the new revision (when it makes
+    /// something) as the rollout record in the same transaction: a revision and its rollout
+    /// are committed together or not at all.
+    fn commit_rollout(
+        &self,
+        draft: Draft,
+        expected_parent: Option<u64>,
+        rollout: &mut dyn FnMut(&Revision) -> Option<Vec<u8>>,
+    ) -> Result<Revision, StoreError>;
+    /// The rollout record (JSON, see `crate::rollout::RolloutRecord`), if one was stored.
+    fn rollout(&self) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Replaces the rollout record.
+    fn put_rollout(&self, record: &[u8]) -> Result<(), StoreError>;
     /// Registers a device.
     fn add_device(&self, record: &DeviceRecord) -> Result<(), StoreError>;
     /// Removes a device and its token; `false` when there was none.
@@ -260,6 +271,8 @@ const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 /// Small facts about the store: `secret_key_check` (see [`Store::key_check`]).
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const KEY_CHECK: &str = "secret_key_check";
+/// The latest revision's rollout record, in [`META`].
+const ROLLOUT: &str = "rollout";
 /// The first format of the admin tokens: hash → 0. Migrated into [`ADMIN_TOKENS`] at open.
 const ADMIN_V1: TableDefinition<&[u8], u64> = TableDefinition::new("admin_tokens");
 /// Admin tokens: hash → JSON [`AdminTokenRecord`].
@@ -408,7 +421,25 @@ impl Store for LocalStore {
         Ok(out)
     }
 
-    fn commit(&self, draft: Draft, expected_parent: Option<u64>) -> Result<Revision, StoreError> {
+    fn rollout(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(META)?;
+        Ok(t.get(ROLLOUT)?.map(|v| v.value().to_vec()))
+    }
+
+    fn put_rollout(&self, record: &[u8]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(META)?.insert(ROLLOUT, record)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn commit_rollout(
+        &self,
+        draft: Draft,
+        expected_parent: Option<u64>,
+        rollout: &mut dyn FnMut(&Revision) -> Option<Vec<u8>>,
+    ) -> Result<Revision, StoreError> {
         let missing: Vec<String> = draft
             .bundles
             .values()
@@ -464,6 +495,9 @@ impl Store for LocalStore {
             t.insert(latest + 1, json(&revision).as_slice())?;
             revision
         };
+        if let Some(record) = rollout(&revision) {
+            tx.open_table(META)?.insert(ROLLOUT, record.as_slice())?;
+        }
         tx.commit()?;
         Ok(revision)
     }

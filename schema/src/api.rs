@@ -139,6 +139,9 @@ error_codes! {
     /// current desired state (`POST /v1/devices/{name}/invoke`; details: `suggestion`,
     /// `names`).
     NotInvocable => "not_invocable", 422;
+    /// `POST /v1/rollout/pause|resume|abort` on a rollout that is not in a state to take it
+    /// (none, or it has ended).
+    RolloutNotRunning => "rollout_not_running", 409;
     /// No answer from the device by the invocation's deadline (it is offline, or busy): the
     /// request is forgotten and never runs later.
     DeviceTimeout => "device_timeout", 504;
@@ -366,6 +369,10 @@ pub struct NewRevision {
     /// Requires `expectedParent`: the revision signed is `expectedParent + 1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signatures: Option<RevisionSignatures>,
+    /// Overrides the manifest's `rollout:` for this revision: `none` reaches every device at
+    /// once (absent: as the manifest says).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutOverride>,
 }
 
 /// The signatures of a revision's desired states, made by whoever applied it (the control
@@ -391,6 +398,127 @@ pub struct DesiredSignature {
     /// The signature of the statement of the device, the revision and the state's digest
     /// (standard base64).
     pub signature: String,
+}
+
+/// How `POST /v1/revisions` overrides the manifest's `rollout:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RolloutOverride {
+    /// No rollout: every device takes the revision at once.
+    None,
+}
+
+/// Where a progressive rollout stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RolloutState {
+    /// Reaching its stages.
+    Running,
+    /// Held by an operator (`edgefn rollout pause`): no stage starts, none halts.
+    Paused,
+    /// Final: every device runs the revision.
+    Completed,
+    /// Final: a stage failed (its failures passed the threshold, or a device did not report
+    /// in time); every device is back on the baseline.
+    Halted,
+    /// Final: an operator aborted it; every device is back on the baseline.
+    Aborted,
+    /// Final: a newer revision was applied; that one's rollout decides what devices run.
+    Superseded,
+}
+
+impl RolloutState {
+    /// Whether the rollout has ended.
+    pub fn is_final(self) -> bool {
+        !matches!(self, RolloutState::Running | RolloutState::Paused)
+    }
+
+    /// The state as users see it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutState::Running => "running",
+            RolloutState::Paused => "paused",
+            RolloutState::Completed => "completed",
+            RolloutState::Halted => "halted",
+            RolloutState::Aborted => "aborted",
+            RolloutState::Superseded => "superseded",
+        }
+    }
+}
+
+/// Where one device stands in a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RolloutDeviceState {
+    /// In a stage not reached yet: served the baseline.
+    Waiting,
+    /// Served the new revision, not yet running it.
+    Pending,
+    /// Runs the new revision (converged).
+    Converged,
+    /// Rolled back from, or failed to run, the new revision.
+    Failed,
+    /// Back on the baseline (the rollout halted or was aborted).
+    Reverted,
+}
+
+/// One device of a rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutDevice {
+    /// Device name.
+    pub name: String,
+    /// The stage (from 1) that reaches it.
+    pub stage: usize,
+    /// Where it stands.
+    pub state: RolloutDeviceState,
+}
+
+/// One stage of a rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStageStatus {
+    /// The devices this stage adds (earlier stages' devices stay on the revision).
+    pub devices: Vec<String>,
+    /// How long its devices must run the revision converged, in milliseconds.
+    pub bake_ms: u64,
+    /// The failures it tolerates (`2`, `10%`).
+    pub max_failures: String,
+}
+
+/// `GET /v1/rollout`: the latest revision's rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// The revision being rolled out.
+    pub revision: u64,
+    /// The revision devices not reached (or reverted) run: the last one that reached the
+    /// whole fleet.
+    pub baseline: u64,
+    /// Where it stands.
+    pub state: RolloutState,
+    /// Why it ended (final states), or why it is paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The current stage, from 1 (the last reached one when final).
+    pub stage: usize,
+    /// Every stage.
+    pub stages: Vec<RolloutStageStatus>,
+    /// Each stage's report deadline, in milliseconds.
+    pub deadline_ms: u64,
+    /// When the current stage started, in milliseconds since the Unix epoch.
+    pub stage_started_ms: u64,
+    /// Since when every device of the current stage has run the revision converged (ms since
+    /// the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_since_ms: Option<u64>,
+    /// When it started and ended (ms since the epoch).
+    pub started_ms: u64,
+    /// When it reached its final state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_ms: Option<u64>,
+    /// Every device of the fleet, with its stage and state.
+    pub devices: Vec<RolloutDevice>,
 }
 
 /// A revision without its manifest.
@@ -441,6 +569,10 @@ pub struct ApplyResponse {
     pub revision: u64,
     /// False when the submission equalled the latest revision: nothing was created.
     pub created: bool,
+    /// True when the revision reaches the fleet through a progressive rollout (`GET
+    /// /v1/rollout` follows it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollout: bool,
 }
 
 /// `POST /v1/rollback`.

@@ -95,6 +95,9 @@ codes! {
     InvalidPlaceholder => "edgefn::manifest::invalid_placeholder",
     /// A `${device.labels.KEY}` or `${device.vars.KEY}` that a device running it does not have.
     UndefinedDeviceValue => "edgefn::manifest::undefined_device_value",
+    /// A `rollout:` that cannot run: stages that select nothing or go down, an unknown label,
+    /// no devices to roll out to.
+    InvalidRollout => "edgefn::manifest::invalid_rollout",
 }
 
 impl fmt::Display for Code {

@@ -37,10 +37,10 @@ pub use diagnostic::{Code, Diagnostic, Diagnostics, Severity};
 pub use load::{EntryKind, Loaded, NoFiles, ProjectFiles, load};
 pub use manifest::{
     API_VERSION, Binding, Device, DeviceSelector, Function, Handler, Interface, Manifest, Mode,
-    Platform, Route, RouteTarget, Runtime, Trigger,
+    Platform, Rollout, RolloutStage, Route, RouteTarget, Runtime, Trigger,
 };
 pub use mqtt_url::{MqttUrl, MqttUrlError};
-pub use quantity::{Cpu, Duration, Memory};
+pub use quantity::{Cpu, Duration, FailureThreshold, Memory};
 pub use resolve::{
     DesiredState, Layers, ResolvedBinding, ResolvedFunction, ResolvedRoute, defaults_binding,
     resolve, resolve_with_layers,

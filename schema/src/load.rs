@@ -11,7 +11,7 @@ use crate::decode::{Cx, Obj, first_line};
 use crate::diagnostic::{Code, Diagnostics, did_you_mean};
 use crate::manifest::{
     API_VERSION, Binding, CLOUD_PREFIX, Device, DeviceSelector, Function, Handler, Interface,
-    Manifest, Mode, Platform, Route, RouteTarget, Runtime, Trigger, limits,
+    Manifest, Mode, Platform, Rollout, RolloutStage, Route, RouteTarget, Runtime, Trigger, limits,
 };
 use crate::quantity::{Cpu, Duration, Memory};
 use crate::source::{Source, Span};
@@ -60,6 +60,7 @@ pub fn load(source: &Source, files: Option<&dyn ProjectFiles>) -> Result<Loaded,
     if let Some(manifest) = &manifest {
         check_references(&mut cx, manifest);
         check_device_values(&mut cx, manifest);
+        check_rollout(&mut cx, manifest);
         if let Some(files) = files {
             check_files(&mut cx, manifest, files);
         }
@@ -82,6 +83,7 @@ const TOP_KEYS: &[&str] = &[
     "devices",
     "bindings",
     "routes",
+    "rollout",
 ];
 const FUNCTION_KEYS: &[&str] = &[
     "path",
@@ -172,6 +174,7 @@ fn decode(source: &Source) -> (Option<Manifest>, Cx<'_>) {
         devices: BTreeMap::new(),
         bindings: Vec::new(),
         routes: Vec::new(),
+        rollout: None,
     };
 
     if let Some(n) = top.get("functions") {
@@ -250,7 +253,239 @@ fn decode(source: &Source) -> (Option<Manifest>, Cx<'_>) {
             }
         }
     }
+    if let Some(n) = top.get("rollout") {
+        if !n.is_null() {
+            manifest.rollout = decode_rollout(&mut cx, n);
+            if let Some((k, _)) = root.entry("rollout") {
+                cx.locs.record("rollout", k.span);
+            }
+        }
+    }
     (Some(manifest), cx)
+}
+
+const ROLLOUT_KEYS: &[&str] = &["stages", "deadline"];
+const STAGE_KEYS: &[&str] = &["devices", "percent", "labels", "bake", "maxFailures"];
+/// Longest bake time and report deadline of a rollout stage (one day).
+const MAX_ROLLOUT_WAIT: crate::Duration = crate::Duration(86_400_000);
+/// Most devices a stage may name by count.
+const MAX_STAGE_DEVICES: u32 = 1_000_000;
+
+/// The count and percentage a stage reached last, and the stage's index.
+type StageReach = (Option<u32>, Option<u32>, usize);
+
+/// `rollout:` — shapes and values; the checks against the devices are in [`check_rollout`].
+fn decode_rollout(cx: &mut Cx<'_>, node: &Node) -> Option<Rollout> {
+    let obj = cx.object(
+        node,
+        "`rollout`",
+        ROLLOUT_KEYS,
+        &["stages"],
+        first_line(cx.source, node.span),
+    )?;
+    let deadline = obj.get("deadline").and_then(|n| {
+        cx.quantity(
+            n,
+            "the rollout's report deadline",
+            crate::Duration::secs(1),
+            MAX_ROLLOUT_WAIT,
+        )
+    });
+    let stages_node = obj.get("stages")?;
+    let items = cx.seq(
+        stages_node,
+        "`rollout.stages`",
+        "`stages: [ { devices: 1, bake: 5m }, { percent: 100 } ]`",
+    )?;
+    if items.is_empty() {
+        cx.emit(
+            cx.error(
+                Code::InvalidRollout,
+                first_line(cx.source, stages_node.span),
+                "the rollout has no stages",
+            )
+            .label("no stage")
+            .help("list the stages, e.g. `stages: [ { devices: 1, bake: 5m }, { percent: 100 } ]`"),
+        );
+        return None;
+    }
+    let mut stages = Vec::new();
+    let mut ok = true;
+    // The last count and percentage seen, by selector (labels), with the stage number: stages
+    // are cumulative, so within one selector they only go up.
+    let mut last: BTreeMap<Vec<(String, String)>, StageReach> = BTreeMap::new();
+    for (i, item) in items.iter().enumerate() {
+        let what = format!("rollout stage {}", i + 1);
+        let path = format!("rollout.stages[{i}]");
+        cx.locs.record(path.clone(), item.span);
+        let Some(obj) = cx.object(
+            item,
+            &what,
+            STAGE_KEYS,
+            &[],
+            first_line(cx.source, item.span),
+        ) else {
+            ok = false;
+            continue;
+        };
+        let mut stage = RolloutStage::default();
+        let devices_node = obj.get("devices");
+        let percent_node = obj.get("percent");
+        if let Some(n) = devices_node {
+            stage.devices = cx.number(
+                n,
+                &format!("the device count of {what}"),
+                1,
+                MAX_STAGE_DEVICES,
+            );
+            ok &= stage.devices.is_some();
+        }
+        if let Some(n) = percent_node {
+            stage.percent = cx.number(n, &format!("the percentage of {what}"), 1, 100);
+            ok &= stage.percent.is_some();
+        }
+        if let Some(n) = obj.get("labels") {
+            stage.labels = cx.string_map(
+                n,
+                &format!("the labels of {what}"),
+                &format!("{path}.labels"),
+            );
+        }
+        if let Some(n) = obj.get("bake") {
+            stage.bake = cx.quantity(
+                n,
+                &format!("the bake time of {what}"),
+                crate::Duration(0),
+                MAX_ROLLOUT_WAIT,
+            );
+            ok &= stage.bake.is_some();
+        }
+        if let Some(n) = obj.get("maxFailures") {
+            let text = match n.as_str() {
+                Some(t) if !n.is_null() => t.to_owned(),
+                _ => String::new(),
+            };
+            match text.parse::<crate::FailureThreshold>() {
+                Ok(t) => stage.max_failures = Some(t),
+                Err(e) => {
+                    ok = false;
+                    cx.emit(
+                        cx.error(
+                            Code::OutOfRange,
+                            first_line(cx.source, n.span),
+                            format!("invalid `maxFailures` in {what}: {}", e.message),
+                        )
+                        .label("not a failure threshold")
+                        .help(e.help),
+                    );
+                }
+            }
+        }
+        if devices_node.is_some() && percent_node.is_some() {
+            ok = false;
+            cx.emit(
+                cx.error(Code::InvalidRollout, first_line(cx.source, item.span), format!("{what} gives both `devices` and `percent`"))
+                    .label("one of `devices` or `percent`")
+                    .help("a stage reaches a number of devices, `devices: 1`, or a share of them, `percent: 25`"),
+            );
+        }
+        if devices_node.is_none() && percent_node.is_none() && obj.get("labels").is_none() {
+            ok = false;
+            cx.emit(
+                cx.error(Code::InvalidRollout, first_line(cx.source, item.span), format!("{what} selects no devices"))
+                    .label("no `devices`, `percent` or `labels`")
+                    .help("say which devices the stage reaches: `devices: 1`, `percent: 25` or `labels: { ring: canary }`"),
+            );
+        }
+        let key: Vec<(String, String)> = stage.labels.clone().into_iter().collect();
+        let prev = last.get(&key).copied();
+        if let Some((pd, pp, j)) = prev {
+            let shrinks = match (stage.devices, stage.percent, pd, pp) {
+                (Some(d), _, Some(p), _) => d < p,
+                (_, Some(c), _, Some(p)) => c < p,
+                _ => false,
+            };
+            if shrinks {
+                ok = false;
+                let (field, node) = if stage.devices.is_some() {
+                    ("devices", devices_node)
+                } else {
+                    ("percent", percent_node)
+                };
+                let span = node.map_or(item.span, |n| n.span);
+                cx.emit(
+                    cx.error(Code::InvalidRollout, span, format!("{what} reaches fewer devices than stage {} (`{field}` goes down)", j + 1))
+                        .label("smaller than an earlier stage")
+                        .help("stages are cumulative: each reaches the earlier stages' devices and more, so `devices` and `percent` only go up (e.g. `percent: 5`, then `25`, then `100`)"),
+                );
+            }
+        }
+        let entry = last.entry(key).or_insert((None, None, i));
+        if stage.devices.is_some() {
+            entry.0 = stage.devices;
+        }
+        if stage.percent.is_some() {
+            entry.1 = stage.percent;
+        }
+        entry.2 = i;
+        stages.push(stage);
+    }
+    ok.then_some(Rollout { stages, deadline })
+}
+
+/// A rollout needs devices, and each stage's labels must select some.
+fn check_rollout(cx: &mut Cx<'_>, m: &Manifest) {
+    let Some(r) = &m.rollout else {
+        return;
+    };
+    let span = cx.locs.get("rollout").unwrap_or_default();
+    if m.devices.is_empty() {
+        cx.emit(
+            cx.error(
+                Code::InvalidRollout,
+                span,
+                "a rollout on a manifest with no devices",
+            )
+            .label("nothing to roll out to")
+            .help("add devices under `devices:`, or remove `rollout:`"),
+        );
+        return;
+    }
+    for (i, stage) in r.stages.iter().enumerate() {
+        if stage.labels.is_empty() {
+            continue;
+        }
+        if m.devices
+            .values()
+            .any(|d| stage.labels.iter().all(|(k, v)| d.labels.get(k) == Some(v)))
+        {
+            continue;
+        }
+        // Point at the first label no device has with that value.
+        let (key, value) = stage
+            .labels
+            .iter()
+            .find(|(k, v)| !m.devices.values().any(|d| d.labels.get(*k) == Some(*v)))
+            .unwrap_or_else(|| stage.labels.iter().next().expect("labels is not empty"));
+        let at = cx
+            .locs
+            .get(&format!("rollout.stages[{i}].labels.{key}"))
+            .or_else(|| {
+                cx.locs
+                    .get(&format!("rollout.stages[{i}]"))
+                    .map(|s| first_line(cx.source, s))
+            })
+            .unwrap_or(span);
+        cx.emit(
+            cx.error(
+                Code::InvalidRollout,
+                at,
+                format!("rollout stage {} selects devices labelled `{key}: {value}`, and no device is", i + 1),
+            )
+            .label("no device has this label")
+            .help("label devices under `devices:` (e.g. `labels: { ring: canary }`), or correct the stage's labels"),
+        );
+    }
 }
 
 /// Names end up in topics, folders and container ids: keep them to a safe alphabet.

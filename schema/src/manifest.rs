@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::quantity::{Cpu, Duration, Memory};
+use crate::quantity::{Cpu, Duration, FailureThreshold, Memory};
 
 /// The only `apiVersion` this edgefn understands.
 pub const API_VERSION: &str = "edgefn/v1";
@@ -105,6 +105,60 @@ pub struct Manifest {
     /// Message forwarding between each device's local bus and the cloud.
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// How each revision of this manifest reaches the fleet: in stages, each gated on the
+    /// health of its devices (absent: every device at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+}
+
+/// A progressive rollout: the control plane serves a new revision to one stage of devices at a
+/// time, moves on when the stage's devices run it healthy for the stage's bake time, and halts
+/// by itself — every device back on the previous revision — when a stage fails.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rollout {
+    /// The stages, in order. Each names the devices that run the new revision once it is
+    /// reached (cumulative: a stage's devices include the earlier stages'); the last stage
+    /// should reach every device (`percent: 100`), or the rollout completes with the rest on
+    /// the new revision anyway.
+    pub stages: Vec<RolloutStage>,
+    /// How long a stage's devices have, from the stage's start, to report the new revision
+    /// running; a device that has not by then halts the rollout (default `5m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<Duration>,
+}
+
+/// One stage of a [`Rollout`]: which devices it reaches, how long they must run healthy, and
+/// how many may fail.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RolloutStage {
+    /// Reach this many devices in all (the first in the rollout's stable order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<u32>,
+    /// Reach this percentage (1 to 100) of the devices in all, rounded up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u32>,
+    /// Only devices with all these labels (with `devices` or `percent`: that many of them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// How long the stage's devices must all run the revision converged before the next stage
+    /// starts (default `0s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bake: Option<Duration>,
+    /// Failed devices the stage tolerates (default `0`): one more halts the rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_failures: Option<FailureThreshold>,
+}
+
+impl Rollout {
+    /// The default report deadline of a stage.
+    pub const DEFAULT_DEADLINE: Duration = Duration::secs(300);
+
+    /// The report deadline of each stage.
+    pub fn deadline(&self) -> Duration {
+        self.deadline.unwrap_or(Self::DEFAULT_DEADLINE)
+    }
 }
 
 impl Manifest {

@@ -267,6 +267,75 @@ impl fmt::Display for Duration {
     }
 }
 
+/// How many failed devices a rollout stage tolerates: a count (`0`, `2`) or a percentage of
+/// the stage's devices (`10%`, 0 to 100). A stage halts when its failures are *more* than this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureThreshold {
+    /// At most this many devices.
+    Count(u32),
+    /// At most this percentage (0..=100) of the stage's devices, rounded down.
+    Percent(u32),
+}
+
+const THRESHOLD_HELP: &str = "write a number of devices, `maxFailures: 0`, or a percentage of the stage's devices, `maxFailures: 10%`";
+
+impl FailureThreshold {
+    /// The most failures tolerated among `devices` devices.
+    pub fn allowed(self, devices: usize) -> usize {
+        match self {
+            FailureThreshold::Count(n) => n as usize,
+            FailureThreshold::Percent(p) => devices * p as usize / 100,
+        }
+    }
+}
+
+impl Default for FailureThreshold {
+    fn default() -> Self {
+        FailureThreshold::Count(0)
+    }
+}
+
+impl FromStr for FailureThreshold {
+    type Err = QuantityError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let text = s.trim();
+        let (digits, percent) = match text.strip_suffix('%') {
+            Some(d) => (d.trim_end(), true),
+            None => (text, false),
+        };
+        if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+            return Err(err(
+                format!("`{text}` is not a failure threshold"),
+                THRESHOLD_HELP,
+            ));
+        }
+        let n: u32 = digits
+            .parse()
+            .map_err(|_| err(format!("`{text}` is too large"), THRESHOLD_HELP))?;
+        if percent {
+            if n > 100 {
+                return Err(err(
+                    format!("`{text}` is more than 100%"),
+                    "a percentage of the stage's devices is from `0%` to `100%`",
+                ));
+            }
+            Ok(FailureThreshold::Percent(n))
+        } else {
+            Ok(FailureThreshold::Count(n))
+        }
+    }
+}
+
+impl fmt::Display for FailureThreshold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailureThreshold::Count(n) => write!(f, "{n}"),
+            FailureThreshold::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
 macro_rules! string_quantity {
     ($ty:ident, $name:literal, $schema:tt) => {
         impl Serialize for $ty {
@@ -314,6 +383,12 @@ string_quantity!(Cpu, "Cpu", {
     "type": ["string", "number"],
     "pattern": "^([0-9]+m|[0-9]*\\.?[0-9]{1,3})$",
     "examples": ["0.5", "500m", 2]
+});
+string_quantity!(FailureThreshold, "FailureThreshold", {
+    "description": "Failed devices a rollout stage tolerates: a count (`0`, `2`) or a percentage of the stage's devices (`10%`).",
+    "type": ["string", "integer"],
+    "pattern": "^[0-9]+%?$",
+    "examples": [0, "10%"]
 });
 string_quantity!(Duration, "Duration", {
     "description": "A duration with units: `500ms`, `3s`, `5m`, `1h`, `1m30s`.",

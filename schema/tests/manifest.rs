@@ -935,3 +935,83 @@ fn the_binding_to_invoke_is_found_by_binding_or_function() {
         Ok("hello-b")
     );
 }
+
+/// `VALID` with `rollout` appended (top level).
+fn with_rollout(rollout: &str) -> String {
+    format!("{VALID}rollout:\n{rollout}")
+}
+
+#[test]
+fn a_rollout_loads_with_its_stages() {
+    let text = with_rollout(
+        "  deadline: 2m\n  stages:\n    - { labels: { site: sh }, bake: 30s }\n    - { percent: 25, bake: 1m, maxFailures: 10% }\n    - { percent: 100, maxFailures: 1 }\n",
+    );
+    let m = check(&text)
+        .unwrap_or_else(|d| panic!("{:#?}", problems_of(&d)))
+        .manifest;
+    let r = m.rollout.expect("a rollout");
+    assert_eq!(r.deadline(), edgefn_schema::Duration::secs(120));
+    assert_eq!(r.stages.len(), 3);
+    assert_eq!(r.stages[0].labels["site"], "sh");
+    assert_eq!(r.stages[0].bake, Some(edgefn_schema::Duration::secs(30)));
+    assert_eq!(
+        r.stages[1].max_failures,
+        Some(edgefn_schema::FailureThreshold::Percent(10))
+    );
+    assert_eq!(r.stages[2].percent, Some(100));
+    // A manifest without `rollout:` has none: every device at once, as before.
+    assert!(check(VALID).unwrap().manifest.rollout.is_none());
+}
+
+#[test]
+fn rollout_percentages_that_go_down_or_pass_100_are_errors_with_locations() {
+    // Line 41 is `rollout:`; stages start on line 43.
+    let down = with_rollout("  stages:\n    - { percent: 25 }\n    - { percent: 10 }\n");
+    assert_eq!(problems(&down), vec![(Code::InvalidRollout, 44, 18)]);
+    let over = with_rollout("  stages:\n    - { percent: 150 }\n");
+    assert_eq!(problems(&over), vec![(Code::OutOfRange, 43, 18)]);
+    let counts = with_rollout("  stages:\n    - { devices: 2 }\n    - { devices: 1 }\n");
+    assert_eq!(problems(&counts), vec![(Code::InvalidRollout, 44, 18)]);
+    let msg = problems_of(&check(&down).unwrap_err()).join("\n");
+    assert!(
+        msg.contains("rollout stage 2 reaches fewer devices than stage 1"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn rollout_thresholds_out_of_range_are_errors() {
+    let pct = with_rollout("  stages:\n    - { percent: 100, maxFailures: 120% }\n");
+    assert_eq!(problems(&pct), vec![(Code::OutOfRange, 43, 36)]);
+    let msg = problems_of(&check(&pct).unwrap_err()).join("\n");
+    assert!(msg.contains("more than 100%"), "{msg}");
+    let neg = with_rollout("  stages:\n    - { percent: 100, maxFailures: -1 }\n");
+    assert_eq!(problems(&neg), vec![(Code::OutOfRange, 43, 36)]);
+    let bake = with_rollout("  stages:\n    - { percent: 100, bake: 2d }\n");
+    assert_eq!(problems(&bake), vec![(Code::OutOfRange, 43, 29)]);
+}
+
+#[test]
+fn rollout_stages_that_select_nothing_or_unknown_labels_are_errors() {
+    let unknown =
+        with_rollout("  stages:\n    - { labels: { ring: canary } }\n    - { percent: 100 }\n");
+    assert_eq!(problems(&unknown), vec![(Code::InvalidRollout, 43, 25)]);
+    let msg = problems_of(&check(&unknown).unwrap_err()).join("\n");
+    assert!(msg.contains("`ring: canary`, and no device is"), "{msg}");
+    let empty = with_rollout("  stages:\n    - { bake: 1m }\n");
+    assert_eq!(problems(&empty), vec![(Code::InvalidRollout, 43, 7)]);
+    let both = with_rollout("  stages:\n    - { devices: 1, percent: 5 }\n");
+    assert_eq!(problems(&both), vec![(Code::InvalidRollout, 43, 7)]);
+    let none = with_rollout("  stages: []\n");
+    assert_eq!(problems(&none), vec![(Code::InvalidRollout, 42, 11)]);
+    let typo = with_rollout("  stages:\n    - { percent: 100, bakes: 1m }\n");
+    assert_eq!(problems(&typo), vec![(Code::UnknownKey, 43, 23)]);
+}
+
+#[test]
+fn a_rollout_without_devices_is_an_error() {
+    let text = "apiVersion: edgefn/v1\nproject: demo\nrollout:\n  stages: [ { percent: 100 } ]\n";
+    assert_eq!(problems(text), vec![(Code::InvalidRollout, 3, 1)]);
+    let msg = problems_of(&check(text).unwrap_err()).join("\n");
+    assert!(msg.contains("no devices"), "{msg}");
+}

@@ -95,6 +95,9 @@ pub(crate) fn run(args: &ApplyArgs) -> CliResult {
             output: args.output,
             host_layers: false,
             sign: sign_key.as_ref(),
+            rollout: args
+                .rollout
+                .map(|crate::args::RolloutMode::None| edgefn_schema::api::RolloutOverride::None),
         },
     )?;
     let uploaded_bytes = submitted.uploaded_bytes;
@@ -139,7 +142,9 @@ pub(crate) fn run(args: &ApplyArgs) -> CliResult {
                 uploaded_bytes
             ),
         );
-        if args.wait {
+        if args.wait && applied.rollout {
+            crate::commands::rollout::follow(&client, applied.revision, timeout, args.output)?
+        } else if args.wait {
             rollout::wait_for_rollout(&client, timeout, args.output)?
         } else {
             Outcome::Success

@@ -15,6 +15,7 @@ pub(crate) mod login;
 pub(crate) mod messages;
 pub(crate) mod new;
 pub(crate) mod package;
+pub(crate) mod rollout;
 pub(crate) mod secret;
 pub(crate) mod test;
 pub(crate) mod token;
@@ -43,6 +44,7 @@ pub(crate) fn run(cli: Cli) -> CliResult<Outcome> {
         Command::Device(cmd) => device::run(&cmd),
         Command::Token(cmd) => token::run(&cmd),
         Command::Secret(cmd) => secret::run(&cmd),
+        Command::Rollout(cmd) => rollout::run(&cmd),
         Command::Login(args) => login::run(&args),
         Command::Publish(args) => messages::publish(&args),
         Command::Subscribe(args) => messages::subscribe(&args),

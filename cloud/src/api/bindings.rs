@@ -192,6 +192,7 @@ pub(super) async fn bind(
             // The control plane cannot sign: devices that check signatures refuse this
             // revision until an apply signs its manifest (as for `edgefn secret set`).
             signatures: None,
+            rollout: None,
         };
         // The same checks as any submitted revision.
         let manifest = validate_submission(&request)?;

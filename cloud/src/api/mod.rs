@@ -23,13 +23,15 @@ mod fleet_page;
 mod invoke;
 mod messages;
 mod revisions;
+mod rollouts;
 mod secrets;
 mod status;
 mod tokens;
 mod views;
 
 pub(crate) use fleet_page::{PageQuery, fleet_page_of};
-pub(crate) use status::fleet_status_of;
+pub(crate) use rollouts::drive as drive_rollouts;
+pub(crate) use status::{converged, fleet_status_of};
 
 use std::sync::Arc;
 
@@ -162,6 +164,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/revisions/{n}", get(revisions::revision))
         .route("/v1/rollback", post(revisions::rollback))
+        .route("/v1/rollout", get(rollouts::show))
+        .route("/v1/rollout/pause", post(rollouts::pause))
+        .route("/v1/rollout/resume", post(rollouts::resume))
+        .route("/v1/rollout/abort", post(rollouts::abort))
         .route(
             "/v1/bindings",
             post(bindings::bind).layer(DefaultBodyLimit::max(bindings::MAX_BIND_BYTES)),

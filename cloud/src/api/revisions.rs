@@ -17,10 +17,12 @@ use super::{MAX_MANIFEST_BYTES, json_body};
 use crate::error::{ApiError, blocking};
 use crate::fleet::FleetView;
 use crate::registry::Caller;
+use crate::rollout::RolloutRecord;
 use crate::state::AppState;
 use crate::store::{Draft, Store, StoreError};
 use edgefn_os::time::now_ms;
 use edgefn_schema::api::ErrorCode;
+use edgefn_schema::api::RolloutState;
 
 /// Most manifest diagnostics listed in a 422 answer (the message gives their number).
 const MAX_LISTED_DIAGNOSTICS: usize = 100;
@@ -175,14 +177,37 @@ pub(super) fn latest_versions(
 }
 
 /// Commits a draft unless it equals the latest revision; publishes the new fleet view. The
-/// draft's secret versions are chosen here, under the commit lock, by `pins`.
+/// draft's secret versions are chosen here, under the commit lock, by `pins`. The revision
+/// rolls out as its manifest's `rollout:` says, except for a rollback (every device at once).
 pub(super) async fn commit(
+    state: &Arc<AppState>,
+    draft: Draft,
+    manifest: &edgefn_schema::Manifest,
+    expected_parent: Option<u64>,
+    pins: Pins,
+) -> Result<(StatusCode, Json<ApplyResponse>), ApiError> {
+    commit_with(state, draft, manifest, expected_parent, pins, None).await
+}
+
+/// [`commit`], with the apply's override of the manifest's `rollout:`.
+///
+/// A rollout starts from the *baseline*: the latest revision, or — when the latest one's own
+/// rollout has not completed (running, paused, halted or aborted) — that rollout's baseline,
+/// the last revision that reached the whole fleet. A rollout still running is superseded:
+/// its record ends `superseded`, and the new revision's stages decide what every device runs.
+/// The first revision has nothing to roll out from and reaches every device at once.
+pub(super) async fn commit_with(
     state: &Arc<AppState>,
     mut draft: Draft,
     manifest: &edgefn_schema::Manifest,
     expected_parent: Option<u64>,
     pins: Pins,
+    rollout: Option<edgefn_schema::api::RolloutOverride>,
 ) -> Result<(StatusCode, Json<ApplyResponse>), ApiError> {
+    let spec = match (&pins, rollout) {
+        (Pins::Kept(_), _) | (_, Some(edgefn_schema::api::RolloutOverride::None)) => None,
+        _ => manifest.rollout.clone(),
+    };
     let _guard = state.commit.lock().await;
     let names: Vec<String> = manifest.secret_users().into_keys().collect();
     let store = state.store.clone();
@@ -217,6 +242,7 @@ pub(super) async fn commit(
             Json(ApplyResponse {
                 revision: view.revision,
                 created: false,
+                rollout: false,
             }),
         ));
     }
@@ -224,19 +250,77 @@ pub(super) async fn commit(
         check_signatures(&draft, signatures, view.revision, expected_parent).await?;
     }
     let store = state.store.clone();
+    let previous = state
+        .rollout_record()
+        .filter(|r| r.revision == view.revision);
+    let baseline = match &previous {
+        Some(r) if r.state != RolloutState::Completed => r.baseline,
+        _ => view.revision,
+    };
+    let spec = spec.filter(|_| baseline > 0);
+    let baseline_view: Option<Arc<FleetView>> = match &view.overlay {
+        _ if spec.is_none() => None,
+        Some(o) if o.baseline.revision == baseline => Some(Arc::clone(&o.baseline)),
+        _ if view.revision == baseline => Some(Arc::new(view.without_overlay())),
+        _ => None,
+    };
+    let manifest_for_plan = manifest.clone();
     // The fleet view reads the manifest again and resolves every device: off the async threads.
-    let (number, view) = blocking(move || {
-        let revision = store.commit(draft, expected_parent)?;
-        Ok((revision.summary.number, FleetView::build(Some(&revision))))
+    let (number, new_view, record, baseline_view) = blocking(move || {
+        let now = now_ms();
+        let mut record = None;
+        let revision = store.commit_rollout(draft, expected_parent, &mut |rev| match &spec {
+            Some(spec) => {
+                let r = RolloutRecord::start(
+                    rev.summary.number,
+                    baseline,
+                    &manifest_for_plan,
+                    spec,
+                    now,
+                );
+                let bytes = serde_json::to_vec(&r).expect("a rollout record serializes");
+                record = Some(r);
+                Some(bytes)
+            }
+            None => previous
+                .clone()
+                .filter(|p| !p.state.is_final())
+                .map(|mut p| {
+                    p.end(
+                        RolloutState::Superseded,
+                        format!(
+                            "revision {} was applied without a rollout",
+                            rev.summary.number
+                        ),
+                        now,
+                    );
+                    serde_json::to_vec(&p).expect("a rollout record serializes")
+                }),
+        })?;
+        let baseline_view = match (&record, baseline_view) {
+            (Some(_), Some(b)) => Some(b),
+            (Some(_), None) => Some(Arc::new(FleetView::build(
+                store.revision(baseline)?.as_ref(),
+            ))),
+            (None, _) => None,
+        };
+        Ok((
+            revision.summary.number,
+            FleetView::build(Some(&revision)),
+            record,
+            baseline_view,
+        ))
     })
     .await?;
-    state.publish_view(view);
-    tracing::info!(revision = number, "revision committed");
+    let rolling = record.is_some();
+    state.publish_rollout_view(new_view, record, baseline_view);
+    tracing::info!(revision = number, rollout = rolling, "revision committed");
     Ok((
         StatusCode::CREATED,
         Json(ApplyResponse {
             revision: number,
             created: true,
+            rollout: rolling,
         }),
     ))
 }
@@ -319,7 +403,15 @@ pub(super) async fn create_revision(
         secrets: BTreeMap::new(),
         signatures: req.signatures,
     };
-    commit(&state, draft, &manifest, req.expected_parent, Pins::Latest).await
+    commit_with(
+        &state,
+        draft,
+        &manifest,
+        req.expected_parent,
+        Pins::Latest,
+        req.rollout,
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]

@@ -17,7 +17,7 @@ use crate::state::AppState;
 /// is not updating to something else. A failure it reports about another target (the revision
 /// it rolled back from) does not count: a device already running the desired state — after a
 /// `git revert` of a bad revision, say — is converged at once, whatever happened before.
-pub(super) fn converged(r: &StatusReport, desired: &str) -> bool {
+pub(crate) fn converged(r: &StatusReport, desired: &str) -> bool {
     use edgefn_schema::api::DeviceState;
     r.running_digest.as_deref() == Some(desired)
         && match r.state {

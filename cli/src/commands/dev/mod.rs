@@ -219,6 +219,7 @@ pub(crate) fn run(args: &DevArgs) -> CliResult {
             output: Output::Json,
             host_layers: true,
             sign: None,
+            rollout: None,
         },
     )?;
     say(format!(
@@ -331,6 +332,7 @@ pub(crate) fn run(args: &DevArgs) -> CliResult {
                     output: Output::Json,
                     host_layers: true,
                     sign: None,
+                    rollout: None,
                 },
             )
         });
