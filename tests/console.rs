@@ -1213,3 +1213,63 @@ fn the_invoke_panel_runs_a_function_on_a_device_and_shows_its_answer_as_text() {
         c.close().await.expect("close");
     });
 }
+
+/// Issue 16's rollout in the console: a revision with a `rollout:` section shows its stage and
+/// devices on the revisions page, and the page pauses, resumes and aborts it through the API's
+/// own endpoints (with the session's CSRF token), each change confirmed by `GET /v1/rollout`.
+#[test]
+fn the_revisions_page_shows_a_rollout_and_pauses_resumes_and_aborts_it() {
+    let fleet = fleet();
+    let env = fleet.cloud.env();
+    let env = [(env[0].0, env[0].1.as_str()), (env[1].0, env[1].1.as_str())];
+    // A second revision that rolls out to one canary first, baking for longer than the test.
+    let manifest = fleet.project.path().join("edgefn.yaml");
+    let text = std::fs::read_to_string(&manifest).expect("manifest");
+    let text = text.replace("THRESHOLD: \"40\"", "THRESHOLD: \"41\"")
+        + "\nrollout:\n  deadline: 10m\n  stages:\n    - { devices: 1, bake: 10m }\n    - { percent: 100 }\n";
+    std::fs::write(&manifest, text).expect("write");
+    git(
+        fleet.project.path(),
+        &["commit", "-qam", "roll out in stages"],
+    );
+    ok(&edgefn_env(fleet.project.path(), &["apply"], &env));
+    let rollout_state = || -> String {
+        let r = http(
+            &fleet.cloud.addr(),
+            "GET",
+            "/v1/rollout",
+            Some(&fleet.cloud.admin),
+            &[],
+            b"",
+        )
+        .json();
+        r["state"].as_str().unwrap_or_default().to_owned()
+    };
+    assert_eq!(rollout_state(), "running");
+    let driver = Driver::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let c = browser(&driver, 1280, 800).await;
+        sign_in(&c, &format!("{}/", fleet.cloud.url), &fleet.cloud.admin).await;
+        open(&c, &format!("{}/#/revisions", fleet.cloud.url)).await;
+        text_of(&c, "#rollout-state", "running, stage 1 of 2").await;
+        text_of(&c, "#rollout-stages", "600 s").await;
+        screenshot(&c, "rollout").await;
+        click(&c, "#rollout-pause").await;
+        text_of(&c, "#rollout-state", "paused").await;
+        assert_eq!(rollout_state(), "paused");
+        click(&c, "#rollout-resume").await;
+        text_of(&c, "#rollout-state", "running").await;
+        assert_eq!(rollout_state(), "running");
+        click(&c, "#rollout-abort").await;
+        c.accept_alert().await.expect("confirm the abort");
+        text_of(&c, "#rollout-state", "aborted").await;
+        assert_eq!(rollout_state(), "aborted");
+        let errors = console_errors(&c).await;
+        assert!(errors.is_empty(), "errors in the browser: {errors:?}");
+        c.close().await.expect("close");
+    });
+}

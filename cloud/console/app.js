@@ -736,13 +736,60 @@ function compareForm(latest) {
     h("button", { type: "submit", id: "compare-submit" }, "Compare"));
 }
 
-// Adds the compare form above the revisions table, once it is shown.
+// The latest revision's progressive rollout (`GET /v1/rollout`): its state, stages and devices,
+// with pause, resume and abort through the API's own endpoints. Refreshed every 2 s while shown.
+function rolloutPanel() {
+  const box = h("section", { class: "card", id: "rollout", "aria-live": "polite" });
+  let timer = null;
+  const act = (what, label, danger) => h("button", {
+    type: "button", id: `rollout-${what}`, class: danger ? "danger" : "",
+    onclick: async (e) => {
+      if (what === "abort" && !window.confirm("Abort the rollout? Every device goes back to the baseline revision.")) return;
+      e.target.disabled = true;
+      try { await api("POST", `/v1/rollout/${what}`); } catch (err) { toast(err.message); }
+      render();
+    } }, label);
+  async function render() {
+    clearTimeout(timer);
+    let r = null;
+    try { r = await api("GET", "/v1/rollout"); } catch (err) { if (err.status !== 404) { box.replaceChildren(h("h2", {}, "Rollout"), h("p", { class: "bad" }, err.message)); return; } }
+    if (!r) {
+      box.replaceChildren(h("h2", {}, "Rollout"), h("p", { class: "muted", id: "rollout-state" }, "The latest revision reached every device at once (no rollout: in its manifest)."));
+      return;
+    }
+    const counts = {};
+    for (const d of r.devices) counts[d.state] = (counts[d.state] || 0) + 1;
+    const controls = [];
+    if (r.state === "running") controls.push(act("pause", "Pause"), act("abort", "Abort", true));
+    if (r.state === "paused") controls.push(act("resume", "Resume"), act("abort", "Abort", true));
+    box.replaceChildren(
+      h("h2", {}, "Rollout"),
+      h("p", { id: "rollout-state", "data-state": r.state },
+        `Revision ${r.revision} (devices not reached run revision ${r.baseline}): ${r.state}, stage ${r.stage} of ${r.stages.length}` + (r.reason ? `. ${r.reason}` : "")),
+      h("div", { class: "scroll" }, h("table", {},
+        h("thead", {}, h("tr", {}, h("th", {}, "Stage"), h("th", {}, "Devices it adds"), h("th", {}, "Bake"), h("th", {}, "Failures allowed"))),
+        h("tbody", { id: "rollout-stages" }, r.stages.map((st, i) => h("tr", { class: i + 1 === r.stage ? "current" : "" },
+          h("td", {}, String(i + 1)),
+          h("td", { class: "wrap" }, st.devices.join(", ") || "—"),
+          h("td", {}, `${Math.round(st.bakeMs / 1000)} s`),
+          h("td", {}, st.maxFailures)))))),
+      h("p", { id: "rollout-devices" }, Object.keys(counts).sort().map((k) => `${counts[k]} ${k}`).join(", ")),
+      controls.length ? h("div", { class: "row" }, ...controls) : null);
+    if (!["completed", "halted", "aborted", "superseded"].includes(r.state)) timer = setTimeout(render, 2000);
+  }
+  render();
+  return { box, stop: () => clearTimeout(timer) };
+}
+
+// Adds the rollout panel and the compare form above the revisions table, once it is shown.
 async function revisionsWithCompare() {
   await revisionsView();
   const rows = document.getElementById("revision-rows");
   if (!rows) return;
   const latest = Number(rows.firstChild && rows.firstChild.getAttribute("data-revision")) || 1;
-  rows.closest(".scroll").before(compareForm(latest));
+  const rollout = rolloutPanel();
+  state.cleanup = rollout.stop;
+  rows.closest(".scroll").before(rollout.box, compareForm(latest));
 }
 
 // ---- Routing ---------------------------------------------------------------------------------
