@@ -329,6 +329,18 @@ fn pause_holds_resume_continues_and_abort_returns_everyone() {
                 .all(|(d, digest)| fleet.device(d)["desiredDigest"] == *digest)
     });
     assert_eq!(fleet.post("/v1/rollout/abort").status, 409);
+    // The aborted revision never reached the fleet: applying the same commit again makes a
+    // new revision that rolls out afresh, not "no changes".
+    let out = ok(&fleet.cli(&["apply", "--output", "json"]));
+    let applied: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(applied["created"], true, "{applied}");
+    assert_eq!(applied["revision"], 4, "{applied}");
+    let r = fleet.rollout();
+    assert_eq!(
+        (r["revision"].clone(), r["baseline"].clone()),
+        (4.into(), 2.into()),
+        "{r}"
+    );
 }
 
 #[test]

@@ -772,6 +772,19 @@ fn a_rollback_pins_the_versions_it_ran_with_while_they_are_kept() {
         pins(&mut s, 3),
         serde_json::json!({"api-key": 1, "db-password": 1})
     );
+    // What was rolled back is the new value (revision 2, made by the control plane from the
+    // same commit): applying that commit again would bring it back, so it is refused.
+    let out = s.cli(&["apply"]);
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("rolled back") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(
+        s.api("GET", "/v1/revisions?limit=1", b"").json()[0]["number"],
+        3,
+        "nothing applied"
+    );
     for v in 3..=7 {
         ok(&s.cli_stdin(
             &["secret", "set", "db-password"],

@@ -41,14 +41,38 @@ pub(crate) enum Verdict {
 
 /// Reads the latest revisions; `Some` when the latest one is a rollback.
 pub(crate) fn detect(client: &Client) -> Result<Option<Drift>, CliError> {
-    let recent: Vec<RevisionSummary> = client.get("/v1/revisions?limit=2")?;
+    let recent: Vec<RevisionSummary> = client.get("/v1/revisions?limit=20")?;
     let Some(latest) = recent.first().cloned() else {
         return Ok(None);
     };
     let Some(to) = latest.rollback_of else {
         return Ok(None);
     };
-    let rolled_back = recent.into_iter().find(|r| r.number == latest.parent);
+    // A revision the control plane made itself (a new secret version: the same manifest as its
+    // parent) has no commit; what was rolled back is then the commit of the nearest revision
+    // before it that has one, so re-applying that commit is seen to undo the rollback.
+    let by_cloud = |r: &RevisionSummary| {
+        r.provenance.commit.is_none()
+            && r.rollback_of.is_none()
+            && r.provenance
+                .tool
+                .as_deref()
+                .is_some_and(|t| t.starts_with("edgefn-cloud"))
+    };
+    let mut rolled_back = recent.iter().find(|r| r.number == latest.parent).cloned();
+    if let Some(r) = rolled_back.as_mut().filter(|r| by_cloud(r)) {
+        let mut at = r.parent;
+        while let Some(before) = recent.iter().find(|x| x.number == at) {
+            if before.provenance.commit.is_some() {
+                r.provenance.commit = before.provenance.commit.clone();
+                break;
+            }
+            if !by_cloud(before) {
+                break;
+            }
+            at = before.parent;
+        }
+    }
     Ok(Some(Drift {
         latest,
         to,

@@ -118,7 +118,14 @@ fn set(args: &SecretSetArgs) -> CliResult {
                     );
                 }
             }
-            if args.wait {
+            // A manifest with `rollout:` rolls the new version out in stages: follow those.
+            let staged = args.wait
+                && client
+                    .get::<edgefn_schema::api::RolloutStatus>("/v1/rollout")
+                    .is_ok_and(|r| r.revision == revision);
+            if staged {
+                crate::commands::rollout::follow(&client, revision, timeout, args.output)?
+            } else if args.wait {
                 rollout::wait_for_rollout(&client, timeout, args.output)?
             } else {
                 Outcome::Success

@@ -154,7 +154,7 @@ fn timed_out(state: &AppState, device: &str, binding: &str, timeout_ms: u64) -> 
     ApiError::new(
         ErrorCode::DeviceTimeout,
         format!(
-            "device `{device}` did not answer the invocation of `{binding}` within {timeout_ms} ms ({seen}); it may be offline or busy. The request is dropped and will not run later; retry when the device is online, or give a longer `timeoutMs`"
+            "device `{device}` did not answer the invocation of `{binding}` within {timeout_ms} ms ({seen}); it may be offline or busy. The request is dropped and will not run later; retry when the device is online, or wait longer (`timeoutMs`; `edgefn invoke --timeout`)"
         ),
     )
 }

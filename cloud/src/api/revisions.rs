@@ -230,7 +230,15 @@ pub(super) async fn commit_with(
     // Unchanged when it runs the same thing signed the same way: applying signed what runs
     // unsigned (after `edgefn secret set`, say) makes a signed revision.
     let signer = |s: Option<&edgefn_schema::api::RevisionSignatures>| s.map(|s| s.key.clone());
-    if view.manifest.as_ref() == Some(manifest)
+    // A revision whose rollout halted or was aborted never reached the fleet: applying it
+    // again makes a new revision that rolls out afresh (from the same baseline), instead of
+    // "no changes" while devices stay on the baseline.
+    let stopped = state.rollout_record().is_some_and(|r| {
+        r.revision == view.revision
+            && matches!(r.state, RolloutState::Halted | RolloutState::Aborted)
+    });
+    if !stopped
+        && view.manifest.as_ref() == Some(manifest)
         && view.bundles == draft.bundles
         && view.secrets == draft.secrets
         && view.layers == draft.layers
