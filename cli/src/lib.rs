@@ -22,6 +22,7 @@ pub(crate) mod layers;
 pub(crate) mod local_secrets;
 pub(crate) mod package;
 pub(crate) mod payload;
+pub(crate) mod progressive;
 pub(crate) mod project;
 pub(crate) mod provenance;
 pub(crate) mod report;

@@ -143,7 +143,7 @@ pub(crate) fn run(args: &ApplyArgs) -> CliResult {
             ),
         );
         if args.wait && applied.rollout {
-            crate::commands::rollout::follow(&client, applied.revision, timeout, args.output)?
+            crate::progressive::follow(&client, applied.revision, timeout, args.output)?
         } else if args.wait {
             rollout::wait_for_rollout(&client, timeout, args.output)?
         } else {

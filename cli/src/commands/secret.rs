@@ -124,7 +124,7 @@ fn set(args: &SecretSetArgs) -> CliResult {
                     .get::<edgefn_schema::api::RolloutStatus>("/v1/rollout")
                     .is_ok_and(|r| r.revision == revision);
             if staged {
-                crate::commands::rollout::follow(&client, revision, timeout, args.output)?
+                crate::progressive::follow(&client, revision, timeout, args.output)?
             } else if args.wait {
                 rollout::wait_for_rollout(&client, timeout, args.output)?
             } else {
