@@ -140,8 +140,31 @@ impl LocalSecrets {
             })
     }
 
+    /// An error naming every secret of `names` (each with who needs it) that has no local
+    /// value, and the file to add them to; `Ok` when all have one.
+    fn check_all<'a>(
+        &self,
+        names: impl IntoIterator<Item = (&'a String, String)>,
+    ) -> Result<(), CliError> {
+        let missing: Vec<String> = names
+            .into_iter()
+            .filter(|(name, _)| !self.values.contains_key(*name))
+            .map(|(name, who)| format!("secret `{name}` (needed by {who})"))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(CliError::InvalidArgument {
+            message: format!("no local value for {}", missing.join(", ")),
+            help: format!(
+                "add each to {} (git-ignored), one `NAME: \"VALUE\"` a line",
+                self.file.display()
+            ),
+        })
+    }
+
     /// The folder of `binding`'s secrets, written now (0700, files 0400); `None` when it
-    /// names none.
+    /// names none. Every value is checked first, so a missing one leaves no partial folder.
     pub(crate) fn folder_for(
         &mut self,
         binding: &ResolvedBinding,
@@ -149,6 +172,8 @@ impl LocalSecrets {
         if binding.secrets.is_empty() {
             return Ok(None);
         }
+        let who = format!("`{}`", binding.name);
+        self.check_all(binding.secrets.keys().map(|n| (n, who.clone())))?;
         let base = match &self.dir {
             Some(d) => d.clone(),
             None => {
@@ -192,12 +217,14 @@ impl LocalSecrets {
         Ok(Some(dir))
     }
 
-    /// The local values of the secrets in `names`, each `(name, value)`; an error names the
-    /// first one missing and the file to add it to.
+    /// The local values of the secrets in `names`, each `(name, value)`; an error names every
+    /// one missing and the file to add them to.
     pub(crate) fn values_of<'a>(
         &self,
         names: impl IntoIterator<Item = (&'a String, &'a Vec<String>)>,
     ) -> Result<Vec<(String, Vec<u8>)>, CliError> {
+        let names: Vec<(&String, &Vec<String>)> = names.into_iter().collect();
+        self.check_all(names.iter().map(|(n, users)| (*n, users.join(", "))))?;
         names
             .into_iter()
             .map(|(name, users)| {
