@@ -33,7 +33,7 @@ use tokio::sync::watch;
 
 use crate::messaging as mqtt;
 use crate::state::AppState;
-use crate::store::{AdminTokenRecord, LocalStore, Store};
+use crate::store::{AdminTokenRecord, LocalStore, PgStore, Store};
 
 /// How to run the control plane.
 #[derive(Debug, Clone)]
@@ -46,6 +46,12 @@ pub struct Config {
     /// first secret is set. Must be outside `data`. Default: `DATA.secret-key`, beside the
     /// data folder.
     pub secret_key_file: Option<PathBuf>,
+    /// Where the control plane's state lives: `None` for the embedded store in `data` (redb and
+    /// bundle files), or a PostgreSQL URL (`postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`;
+    /// the password may come from `$PGPASSWORD` instead). With PostgreSQL, `data` still holds
+    /// what is local to this process: the embedded broker's sessions and the cloud's MQTT
+    /// password.
+    pub store: Option<String>,
 }
 
 /// Why the control plane could not start.
@@ -94,9 +100,8 @@ pub enum CloudError {
 }
 
 /// A store ready to serve, and an admin token to show the operator if one was just created.
-#[derive(Debug)]
 pub struct Prepared {
-    store: Arc<LocalStore>,
+    store: Arc<dyn Store>,
     keyring: secrets::Keyring,
     admin: Vec<[u8; 32]>,
     data: PathBuf,
@@ -110,14 +115,38 @@ pub struct Prepared {
     pub admin_token_written: Option<PathBuf>,
 }
 
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("data", &self.data)
+            .field("admin_token_written", &self.admin_token_written)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Opens the store in `config.data` and makes sure an admin token exists.
 ///
 /// With `admin_token_file`: a file that does not exist yet gets a new token (its folder is
 /// created, mode 0700); the file's token is added to the store unless it was revoked, which is
 /// an error (a revoked token never comes back through its file). A lost token is replaced by
 /// starting once with a new file path. Without: the first start creates a token and shows it once.
+///
+/// With a PostgreSQL `store`, waits for the database to come up (saying so in the log every
+/// attempt), then brings its schema up to date.
 pub fn prepare(config: &Config) -> Result<Prepared, CloudError> {
-    let store = Arc::new(LocalStore::open(&config.data)?);
+    let store: Arc<dyn Store> = match &config.store {
+        None => Arc::new(LocalStore::open(&config.data)?),
+        Some(url) => {
+            std::fs::create_dir_all(&config.data).map_err(|source| StoreError::Io {
+                action: "create",
+                path: config.data.clone(),
+                source,
+            })?;
+            let pg = PgStore::connect(url, store::postgres::Retry::FOREVER)?;
+            tracing::info!("state in PostgreSQL at {}", pg.shown());
+            Arc::new(pg)
+        }
+    };
     let mut new_admin_token = None;
     let mut admin_token_written = None;
     if let Some(path) = &config.admin_token_file {

@@ -1,6 +1,7 @@
-//! Storage for the control plane, behind the [`Store`] trait so that a PostgreSQL or
-//! object-store backend can come later without touching the HTTP handlers.
+//! Storage for the control plane, behind the [`Store`] trait, so that the HTTP handlers do not
+//! know where state lives.
 //!
+//! [`PgStore`] (`--store postgres://…`, in [`postgres`]) keeps it in PostgreSQL.
 //! [`LocalStore`] is the embedded default: metadata in redb (ACID, crash-safe), bundles as files
 //! named by their digest, written atomically (temporary file, fsync, rename, fsync of the folder).
 //! A revision is committed in one redb transaction after checking that all its bundles exist, so
@@ -13,6 +14,9 @@ use std::path::{Path, PathBuf};
 use edgefn_schema::api::{DeviceInfo, Provenance, Revision, RevisionSummary, StatusReport};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
+
+pub(crate) mod postgres;
+pub(crate) use postgres::PgStore;
 
 /// What can go wrong in a store.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +47,25 @@ pub enum StoreError {
     /// The database failed.
     #[error("database: {0}")]
     Database(#[source] redb::Error),
+    /// The database cannot be reached (down, restarting, the connection lost): retrying later
+    /// may succeed. A write it interrupted was rolled back whole, or (when the connection was
+    /// lost while committing) may have been committed.
+    #[error("the database {store} is unavailable: {reason}")]
+    Unavailable {
+        /// The database, without its password.
+        store: String,
+        /// Why.
+        reason: String,
+    },
+    /// PostgreSQL refused a request (what retrying does not fix).
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
+    /// A `--store` value that is not a usable database URL.
+    #[error("--store: {0}")]
+    BadUrl(String),
+    /// The database's schema is not one this program can use.
+    #[error("{0}")]
+    Schema(String),
     /// A stored record does not decode.
     #[error("database: corrupt record: {0}")]
     Corrupt(#[source] serde_json::Error),
