@@ -15,6 +15,8 @@ use edgefn_schema::api::{DeviceInfo, Provenance, Revision, RevisionSummary, Stat
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+#[cfg(test)]
+mod contract;
 pub(crate) mod postgres;
 pub(crate) use postgres::PgStore;
 

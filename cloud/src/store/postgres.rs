@@ -286,6 +286,7 @@ impl PgStore {
     }
 
     /// [`PgStore::connect`], migrating only up to version `target` (tests of upgrades).
+    #[allow(clippy::disallowed_methods)] // Runs before the async runtime, or on a blocking thread.
     pub(crate) fn connect_to(url: &str, retry: Retry, target: i32) -> Result<Self, StoreError> {
         let config = config(url)?;
         let shown = shown_url(Some(&config), url);
@@ -796,10 +797,11 @@ impl Store for PgStore {
             &[&name, &big(version), &big(created_ms), &seal(version)],
         )
         .map_err(|e| self.err(e))?;
-        let keep = big(keep.max(1) as u64);
+        // The last `keep` versions stay.
+        let oldest_dropped = big(version.saturating_sub(keep.max(1) as u64));
         tx.execute(
-            "DELETE FROM secret_versions WHERE name = $1 AND version <= $2 - $3",
-            &[&name, &big(version), &keep],
+            "DELETE FROM secret_versions WHERE name = $1 AND version <= $2",
+            &[&name, &oldest_dropped],
         )
         .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
@@ -860,4 +862,290 @@ fn secret_records(rows: &[postgres::Row]) -> Vec<SecretRecord> {
         }
     }
     out
+}
+
+#[cfg(test)]
+#[path = "../../../tests/common/postgres.rs"]
+mod test_server;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Barrier};
+
+    use super::test_server::{PG_PASSWORD, PgServer};
+    use super::*;
+    use crate::store::contract::{check, draft};
+
+    const QUICK: Retry = Retry {
+        first: Duration::from_millis(10),
+        max: Duration::from_millis(50),
+        attempts: Some(3),
+    };
+
+    #[test]
+    fn the_postgres_store_keeps_the_contract() {
+        let mut server = PgServer::start();
+        let db = server.create_db();
+        let store = PgStore::connect(&server.url(&db), QUICK).expect("connect");
+        check(&store);
+        // Starting again on a migrated database changes nothing.
+        drop(store);
+        let store = PgStore::connect(&server.url(&db), QUICK).expect("again");
+        assert_eq!(
+            server.psql(&db, "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"),
+            "1,2"
+        );
+        assert_eq!(store.history(10).expect("history").len(), 4);
+    }
+
+    /// Two processes sharing the database (two pools, as two replicas have) commit on the same
+    /// parent at once, round after round: one succeeds and the other gets a conflict naming the
+    /// new latest revision; no number is taken twice or skipped.
+    #[test]
+    fn racing_commits_give_one_revision_and_one_conflict() {
+        let mut server = PgServer::start();
+        let db = server.create_db();
+        let url = server.url(&db);
+        let a = Arc::new(PgStore::connect(&url, QUICK).expect("a"));
+        let b = Arc::new(PgStore::connect(&url, QUICK).expect("b"));
+        let digest = "d".repeat(64);
+        a.put_bundle(&digest, b"x").expect("bundle");
+        for parent in 0..10u64 {
+            let barrier = Arc::new(Barrier::new(2));
+            let results: Vec<Result<Revision, StoreError>> = [a.clone(), b.clone()]
+                .into_iter()
+                .enumerate()
+                .map(|(i, store)| {
+                    let (barrier, digest) = (barrier.clone(), digest.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        store.commit_rollout(
+                            draft(&[("f", &digest)], &[], parent * 10 + i as u64),
+                            Some(parent),
+                            &mut |_| None,
+                        )
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|t| t.join().expect("thread"))
+                .collect();
+            let ok: Vec<&Revision> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+            assert_eq!(ok.len(), 1, "round {parent}: {results:?}");
+            assert_eq!(ok[0].summary.number, parent + 1);
+            let conflict = results.iter().find_map(|r| r.as_ref().err());
+            assert!(
+                matches!(conflict, Some(StoreError::Conflict { latest, expected }) if *latest == parent + 1 && *expected == parent),
+                "round {parent}: {conflict:?}"
+            );
+        }
+        let numbers: Vec<u64> = a
+            .history(100)
+            .expect("history")
+            .iter()
+            .map(|s| s.number)
+            .collect();
+        assert_eq!(numbers, (1..=10).rev().collect::<Vec<_>>());
+    }
+
+    /// A database written by the first release of the schema (version 1: revisions without
+    /// their summary column) is brought to version 2 at start, its data kept and readable.
+    #[test]
+    fn an_upgrade_from_schema_version_1_keeps_the_data() {
+        let mut server = PgServer::start();
+        let db = server.create_db();
+        let url = server.url(&db);
+        drop(PgStore::connect_to(&url, QUICK, 1).expect("version 1"));
+        assert_eq!(
+            server.psql(&db, "SELECT max(version) FROM schema_migrations"),
+            "1"
+        );
+        // What version 1 stored: a revision as one JSON body, a device, a secret, a token.
+        let old = Revision {
+            summary: RevisionSummary {
+                number: 1,
+                parent: 0,
+                created_ms: 1_700_000_000_000,
+                provenance: edgefn_schema::api::Provenance {
+                    commit: Some("abc123".into()),
+                    ..Default::default()
+                },
+                rollback_of: None,
+            },
+            manifest: "name: old\n".into(),
+            bundles: BTreeMap::from([("f".to_owned(), "e".repeat(64))]),
+            secrets: BTreeMap::from([("db".to_owned(), 1)]),
+            signatures: None,
+            layers: Default::default(),
+        };
+        let body = String::from_utf8(json(&old)).expect("utf-8").replace('\'', "''");
+        server.psql(
+            &db,
+            &format!(
+                "INSERT INTO revisions (number, created_ms, body) VALUES (1, 1700000000000, '{body}');
+                 INSERT INTO bundles VALUES ('{e}', '\\x00');
+                 INSERT INTO devices VALUES ('gw-01', '\\x{h}', 5, NULL);
+                 INSERT INTO secrets VALUES ('db', 1);
+                 INSERT INTO secret_versions VALUES ('db', 1, 6, '\\x0102');
+                 INSERT INTO admin_tokens VALUES ('\\x{h}', 'initial', 0, NULL);",
+                e = "e".repeat(64),
+                h = "07".repeat(32),
+            ),
+        );
+        let store = PgStore::connect(&url, QUICK).expect("upgrade");
+        assert_eq!(
+            server.psql(&db, "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"),
+            "1,2"
+        );
+        assert_eq!(store.history(10).expect("history"), vec![old.summary.clone()]);
+        assert_eq!(store.latest().expect("latest"), Some(old.clone()));
+        assert_eq!(store.devices().expect("devices")[0].token_hash, [7; 32]);
+        assert_eq!(store.admin_tokens().expect("tokens")[0].hash, [7; 32]);
+        let next = store
+            .commit_rollout(
+                draft(&[("f", &"e".repeat(64))], &[("db", 1)], 2),
+                Some(1),
+                &mut |_| None,
+            )
+            .expect("commit on the upgraded schema");
+        assert_eq!(next.summary.number, 2);
+        assert_eq!(store.history(10).expect("history").len(), 2);
+    }
+
+    /// A schema newer than this program, or a released migration edited since, is refused
+    /// with what to do; nothing is written.
+    #[test]
+    fn a_schema_this_program_does_not_know_is_refused() {
+        let mut server = PgServer::start();
+        let db = server.create_db();
+        let url = server.url(&db);
+        drop(PgStore::connect(&url, QUICK).expect("migrate"));
+        server.psql(
+            &db,
+            "INSERT INTO schema_migrations (version, name, checksum) VALUES (99, 'future', 'x')",
+        );
+        let e = PgStore::connect(&url, QUICK).expect_err("newer");
+        let m = e.to_string();
+        assert!(matches!(e, StoreError::Schema(_)), "{e:?}");
+        assert!(m.contains("version 99") && m.contains("newer"), "{m}");
+        server.psql(&db, "DELETE FROM schema_migrations WHERE version = 99");
+        server.psql(
+            &db,
+            "UPDATE schema_migrations SET checksum = 'edited' WHERE version = 2",
+        );
+        let m = PgStore::connect(&url, QUICK).expect_err("edited").to_string();
+        assert!(m.contains("migration 2") && m.contains("changed"), "{m}");
+    }
+
+    /// A database that is down at start: a clear error naming it (never the password) once
+    /// retrying gives up, and a connection as soon as it comes up while retrying. Errors that
+    /// retrying cannot fix (a wrong password, no such database) are said at once.
+    #[test]
+    fn a_database_down_at_start_is_waited_for_and_named_without_its_password() {
+        let mut server = PgServer::start();
+        let db = server.create_db();
+        let url = server.url(&db);
+        server.stop();
+        let e = PgStore::connect(&url, QUICK).expect_err("down");
+        let m = e.to_string();
+        assert!(matches!(e, StoreError::Unavailable { .. }), "{e:?}");
+        assert!(
+            m.contains(&format!("postgres://edgefn@127.0.0.1:{}/{db}", server.port)),
+            "{m}"
+        );
+        assert!(!m.contains(PG_PASSWORD), "{m}");
+        // Waiting: it connects once the server is up.
+        let waiting = std::thread::spawn({
+            let url = url.clone();
+            move || PgStore::connect(&url, Retry::FOREVER)
+        });
+        server.start_again();
+        let store = waiting.join().expect("thread").expect("connected once up");
+        assert_eq!(store.latest().expect("latest"), None);
+
+        let wrong = url.replace(PG_PASSWORD, "not-the-password");
+        let m = PgStore::connect(&wrong, Retry::FOREVER)
+            .expect_err("wrong password")
+            .to_string();
+        assert!(m.contains("password authentication failed"), "{m}");
+        assert!(!m.contains("not-the-password"), "{m}");
+        let missing = url.replace(&db, "no_such_db");
+        let m = PgStore::connect(&missing, Retry::FOREVER)
+            .expect_err("no database")
+            .to_string();
+        assert!(m.contains("no_such_db") && m.contains("does not exist"), "{m}");
+        let m = PgStore::connect("mysql://x@y/z", QUICK)
+            .expect_err("not postgres")
+            .to_string();
+        assert!(m.contains("postgres://USER"), "{m}");
+    }
+
+    /// PostgreSQL crashes while a revision is being committed (its insert done, the rollout
+    /// record waiting on a lock): the commit fails as unavailable, and after the restart the
+    /// database holds neither the revision nor its rollout; the store carries on.
+    #[test]
+    fn a_crash_mid_commit_leaves_no_partial_revision() {
+        let mut server = PgServer::start();
+        let db = server.create_db();
+        let store = Arc::new(PgStore::connect(&server.url(&db), QUICK).expect("connect"));
+        let digest = "d".repeat(64);
+        store.put_bundle(&digest, b"x").expect("bundle");
+        store
+            .commit_rollout(draft(&[("f", &digest)], &[], 1), Some(0), &mut |_| None)
+            .expect("first");
+        let mut holder = server.session(&db);
+        {
+            use std::io::Write as _;
+            let stdin = holder.stdin.as_mut().expect("stdin");
+            writeln!(stdin, "BEGIN; LOCK TABLE meta IN ACCESS EXCLUSIVE MODE;").expect("lock");
+            stdin.flush().expect("flush");
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while server.psql(
+            &db,
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'meta' AND l.mode = 'AccessExclusiveLock' AND l.granted",
+        ) != "1"
+        {
+            assert!(std::time::Instant::now() < deadline, "the lock was never taken");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let committing = std::thread::spawn({
+            let (store, digest) = (store.clone(), digest.clone());
+            move || {
+                store.commit_rollout(draft(&[("f", &digest)], &[], 2), Some(1), &mut |_| {
+                    Some(b"{\"revision\":2}".to_vec())
+                })
+            }
+        });
+        // Until the commit waits on the lock, its revision inserted.
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while server.psql(
+            &db,
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'edgefn-cloud' AND wait_event_type = 'Lock'",
+        ) != "1"
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the commit never waited: {}",
+                server.psql(&db, "SELECT application_name, state, wait_event_type, query FROM pg_stat_activity")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server.crash();
+        let result = committing.join().expect("thread");
+        assert!(
+            matches!(result, Err(StoreError::Unavailable { .. })),
+            "{result:?}"
+        );
+        let _ = holder.kill();
+        let _ = holder.wait();
+        server.start_again();
+        assert_eq!(server.psql(&db, "SELECT max(number) FROM revisions"), "1");
+        assert_eq!(server.psql(&db, "SELECT count(*) FROM meta WHERE key = 'rollout'"), "0");
+        assert_eq!(store.latest().expect("latest").map(|r| r.summary.number), Some(1));
+        let again = store
+            .commit_rollout(draft(&[("f", &digest)], &[], 3), Some(1), &mut |_| None)
+            .expect("after the restart");
+        assert_eq!(again.summary.number, 2);
+    }
 }
