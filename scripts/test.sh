@@ -15,6 +15,8 @@ command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitt
 # tests/console.rs drives the web console in Chromium through chromedriver.
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
+# tests/postgres.rs and the cloud's store tests start their own PostgreSQL clusters.
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 if ((${#need[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq
@@ -23,6 +25,9 @@ if ((${#need[@]})); then
     # need none (they start their own on free ports), so stop it if it runs.
     if [[ " ${need[*]} " == *" mosquitto "* ]] && command -v service >/dev/null; then
       service mosquitto stop >/dev/null 2>&1 || true
+    fi
+    if [[ " ${need[*]} " == *" postgresql "* ]] && command -v service >/dev/null; then
+      service postgresql stop >/dev/null 2>&1 || true
     fi
   else
     echo "the tests need: ${need[*]} (install them, or run this script as root on Debian/Ubuntu)" >&2

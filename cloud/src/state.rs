@@ -73,7 +73,48 @@ impl std::fmt::Debug for AppState {
     }
 }
 
+/// The fleet view of the latest stored revision, with its rollout (and the view of that
+/// rollout's baseline) when it has one.
+fn stored_view(store: &dyn Store) -> Result<(FleetView, Option<RolloutRecord>), StoreError> {
+    let mut view = FleetView::build(store.latest()?.as_ref());
+    let rollout = match store.rollout()? {
+        Some(bytes) => {
+            Some(serde_json::from_slice::<RolloutRecord>(&bytes).map_err(StoreError::Corrupt)?)
+        }
+        None => None,
+    }
+    .filter(|r| r.revision == view.revision);
+    if let Some(r) = &rollout {
+        let baseline = Arc::new(FleetView::build(store.revision(r.baseline)?.as_ref()));
+        view = crate::rollout::overlaid(&view, r, Some(&baseline));
+    }
+    Ok((view, rollout))
+}
+
 impl AppState {
+    /// Reads the latest revision again and serves it when it is not the one served: after
+    /// another process sharing the database committed one (a commit here then conflicts), or
+    /// after a commit whose connection was lost while committing. Blocking; call it holding
+    /// the commit lock. Whether the view changed.
+    pub(crate) fn reload_latest(&self) -> Result<bool, StoreError> {
+        let latest = self.store.history(1)?.first().map_or(0, |s| s.number);
+        if latest == self.view().revision {
+            return Ok(false);
+        }
+        let (view, rollout) = stored_view(self.store.as_ref())?;
+        tracing::info!(
+            revision = view.revision,
+            "serving a revision committed by another process"
+        );
+        *self
+            .rollout
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = rollout;
+        self.fleet.send_replace(Arc::new(view));
+        self.changed();
+        Ok(true)
+    }
+
     /// State over `store`, with the admin token hashes allowed. Reads the store: call it off
     /// the async threads.
     pub(crate) fn load(
@@ -82,19 +123,7 @@ impl AppState {
         shutdown: watch::Receiver<bool>,
     ) -> Result<Arc<Self>, StoreError> {
         let registry = Registry::new(store.devices()?, admin);
-        let mut view = FleetView::build(store.latest()?.as_ref());
-        // The latest revision's rollout, with the view of its baseline.
-        let rollout = match store.rollout()? {
-            Some(bytes) => {
-                Some(serde_json::from_slice::<RolloutRecord>(&bytes).map_err(StoreError::Corrupt)?)
-            }
-            None => None,
-        }
-        .filter(|r| r.revision == view.revision);
-        if let Some(r) = &rollout {
-            let baseline = Arc::new(FleetView::build(store.revision(r.baseline)?.as_ref()));
-            view = crate::rollout::overlaid(&view, r, Some(&baseline));
-        }
+        let (view, rollout) = stored_view(store.as_ref())?;
         let statuses = Statuses {
             last: store.statuses()?.into_iter().collect(),
             dirty: HashSet::new(),

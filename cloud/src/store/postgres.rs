@@ -57,7 +57,8 @@ type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
 /// The store in a PostgreSQL database.
 pub(crate) struct PgStore {
-    pool: Pool,
+    /// Always `Some` until dropped (see the `Drop` impl).
+    pool: Option<Pool>,
     /// The database as shown in messages: its URL without the password.
     shown: String,
 }
@@ -339,7 +340,10 @@ impl PgStore {
             // A connection PostgreSQL closed (a restart, a failover) is replaced before use.
             .test_on_check_out(true)
             .build_unchecked(PostgresConnectionManager::new(config, NoTls));
-        Ok(Self { pool, shown })
+        Ok(Self {
+            pool: Some(pool),
+            shown,
+        })
     }
 
     /// The database as shown in messages (no password).
@@ -348,7 +352,8 @@ impl PgStore {
     }
 
     fn conn(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>, StoreError> {
-        self.pool.get().map_err(|e| StoreError::Unavailable {
+        let pool = self.pool.as_ref().expect("the pool lives until the store is dropped");
+        pool.get().map_err(|e| StoreError::Unavailable {
             store: self.shown.clone(),
             reason: e.to_string(),
         })
@@ -411,6 +416,22 @@ impl PgStore {
             .collect();
         missing.dedup();
         Ok(missing)
+    }
+}
+
+impl Drop for PgStore {
+    /// Closes the connections on a thread of its own: closing a synchronous connection blocks
+    /// on its runtime, which must not happen on a thread of the async runtime (where the
+    /// control plane's state is dropped when it stops).
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            let closing = std::thread::Builder::new()
+                .name("pg-close".into())
+                .spawn(move || drop(pool));
+            if let Ok(t) = closing {
+                let _ = t.join();
+            }
+        }
     }
 }
 
