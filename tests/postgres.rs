@@ -127,7 +127,13 @@ fn apply_converges_with_the_state_in_postgres() {
     ok(&cli(
         project.path(),
         &cloud1,
-        &["device", "add", "dev-a", "--out", config.to_str().expect("utf8")],
+        &[
+            "device",
+            "add",
+            "dev-a",
+            "--out",
+            config.to_str().expect("utf8"),
+        ],
     ));
     let mut text = std::fs::read_to_string(&config).expect("read");
     text.push_str("healthWindow: 1s\npollWait: 2s\nreportInterval: 1s\n");
@@ -162,7 +168,10 @@ fn apply_converges_with_the_state_in_postgres() {
         d["converged"] == true && d["report"]["runningRevision"] == 2
     });
     assert_eq!(pg.psql(&db, "SELECT count(*) FROM revisions"), "2");
-    assert_eq!(pg.psql(&db, "SELECT string_agg(name, ',') FROM devices"), "dev-a");
+    assert_eq!(
+        pg.psql(&db, "SELECT string_agg(name, ',') FROM devices"),
+        "dev-a"
+    );
 }
 
 /// Two control-plane processes on one database: applies racing on the same parent, one to
@@ -172,7 +181,10 @@ fn applies_racing_on_two_processes_give_one_201_and_one_409() {
     let mut pg = PgServer::start();
     let db = pg.create_db();
     let url = pg.url(&db);
-    let (data_a, data_b) = (tempfile::tempdir().expect("a"), tempfile::tempdir().expect("b"));
+    let (data_a, data_b) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
     let a = cloud(data_a.path(), "127.0.0.1:0", &url);
     let b = cloud(data_b.path(), "127.0.0.1:0", &url);
     let project = project(1);
@@ -240,7 +252,10 @@ fn a_database_down_at_start_is_retried_until_it_comes_up() {
         )),
         "{text}"
     );
-    assert!(!text.contains(PG_PASSWORD), "the password is never logged: {text}");
+    assert!(
+        !text.contains(PG_PASSWORD),
+        "the password is never logged: {text}"
+    );
     assert!(child.try_wait().expect("wait").is_none(), "still waiting");
     pg.start_again();
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
@@ -253,7 +268,10 @@ fn a_database_down_at_start_is_retried_until_it_comes_up() {
         if let Some(u) = line.strip_prefix("edgefn-cloud listening on ") {
             break u.to_owned();
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "never listened");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never listened"
+        );
     };
     std::thread::spawn(move || for _ in lines {});
     let admin = std::fs::read_to_string(data.path().join("admin.token")).expect("token");

@@ -46,12 +46,6 @@ pub struct Config {
     /// first secret is set. Must be outside `data`. Default: `DATA.secret-key`, beside the
     /// data folder.
     pub secret_key_file: Option<PathBuf>,
-    /// Where the control plane's state lives: `None` for the embedded store in `data` (redb and
-    /// bundle files), or a PostgreSQL URL (`postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`;
-    /// the password may come from `$PGPASSWORD` instead). With PostgreSQL, `data` still holds
-    /// what is local to this process: the embedded broker's sessions and the cloud's MQTT
-    /// password.
-    pub store: Option<String>,
 }
 
 /// Why the control plane could not start.
@@ -130,11 +124,18 @@ impl std::fmt::Debug for Prepared {
 /// created, mode 0700); the file's token is added to the store unless it was revoked, which is
 /// an error (a revoked token never comes back through its file). A lost token is replaced by
 /// starting once with a new file path. Without: the first start creates a token and shows it once.
-///
-/// With a PostgreSQL `store`, waits for the database to come up (saying so in the log every
-/// attempt), then brings its schema up to date.
 pub fn prepare(config: &Config) -> Result<Prepared, CloudError> {
-    let store: Arc<dyn Store> = match &config.store {
+    prepare_with_store(config, None)
+}
+
+/// [`prepare`], with the state in the PostgreSQL database at `store` when given
+/// (`postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`; the password may come from
+/// `$PGPASSWORD` instead) rather than in `config.data`: waits for the database to come up
+/// (saying so in the log at every attempt, never with the password), then brings its schema up
+/// to date. `config.data` still holds what is local to this process: the embedded broker's
+/// sessions (`mqtt.redb`) and the cloud's MQTT password (`mqtt-cloud.secret`).
+pub fn prepare_with_store(config: &Config, store: Option<&str>) -> Result<Prepared, CloudError> {
+    let store: Arc<dyn Store> = match store {
         None => Arc::new(LocalStore::open(&config.data)?),
         Some(url) => {
             std::fs::create_dir_all(&config.data).map_err(|source| StoreError::Io {

@@ -89,9 +89,8 @@ fn main() -> ExitCode {
             .secret_key_file
             .clone()
             .or_else(|| std::env::var_os("EDGEFN_SECRET_KEY_FILE").map(PathBuf::from)),
-        store: args.store.clone(),
     };
-    let prepared = match edgefn_cloud::prepare(&config) {
+    let prepared = match edgefn_cloud::prepare_with_store(&config, args.store.as_deref()) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("edgefn-cloud: {e}");

@@ -71,10 +71,7 @@ fn owner() -> Option<(u32, u32)> {
         .find(|l| l.starts_with("postgres:"))
         .expect("a `postgres` user to run PostgreSQL as (the postgresql package creates it)");
     let f: Vec<&str> = line.split(':').collect();
-    Some((
-        f[2].parse().expect("uid"),
-        f[3].parse().expect("gid"),
-    ))
+    Some((f[2].parse().expect("uid"), f[3].parse().expect("gid")))
 }
 
 impl PgServer {
@@ -265,7 +262,10 @@ impl PgServer {
     pub fn create_db(&mut self) -> String {
         self.next_db += 1;
         let name = format!("edgefn_test_{}", self.next_db);
-        self.psql("postgres", &format!("CREATE DATABASE {name} OWNER {PG_USER}"));
+        self.psql(
+            "postgres",
+            &format!("CREATE DATABASE {name} OWNER {PG_USER}"),
+        );
         name
     }
 

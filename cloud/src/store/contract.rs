@@ -23,10 +23,7 @@ pub(crate) fn draft(bundles: &[(&str, &str)], secrets: &[(&str, u64)], created_m
         },
         rollback_of: None,
         created_ms,
-        secrets: secrets
-            .iter()
-            .map(|(n, v)| ((*n).to_owned(), *v))
-            .collect(),
+        secrets: secrets.iter().map(|(n, v)| ((*n).to_owned(), *v)).collect(),
         signatures: None,
     }
 }
@@ -55,7 +52,9 @@ pub(crate) fn check(store: &dyn Store) {
 
     // Revisions: missing bundles refused, nothing committed.
     assert_eq!(store.latest().expect("latest"), None);
-    match store.commit_rollout(draft(&[("f", &a), ("g", &b)], &[], 1), Some(0), &mut |_| None) {
+    match store.commit_rollout(draft(&[("f", &a), ("g", &b)], &[], 1), Some(0), &mut |_| {
+        None
+    }) {
         Err(StoreError::MissingBundles(m)) => assert_eq!(m, vec![b.clone()]),
         other => panic!("missing bundle: {other:?}"),
     }
@@ -106,9 +105,14 @@ pub(crate) fn check(store: &dyn Store) {
 
     // Secrets: versions numbered from 1, the last `keep` kept, a removal keeps the counter.
     assert_eq!(store.secret("db").expect("secret"), None);
-    match store.commit_rollout(draft(&[("f", &a)], &[("db", 1)], 40), Some(3), &mut |_| None) {
+    match store.commit_rollout(draft(&[("f", &a)], &[("db", 1)], 40), Some(3), &mut |_| {
+        None
+    }) {
         Err(StoreError::SecretsUnavailable { not_set, gone }) => {
-            assert_eq!((not_set, gone), (vec!["db".to_owned()], Vec::<String>::new()));
+            assert_eq!(
+                (not_set, gone),
+                (vec!["db".to_owned()], Vec::<String>::new())
+            );
         }
         other => panic!("secret not set: {other:?}"),
     }
@@ -146,7 +150,9 @@ pub(crate) fn check(store: &dyn Store) {
         other => panic!("secret gone: {other:?}"),
     }
     let r4 = store
-        .commit_rollout(draft(&[("f", &a)], &[("db", 4)], 40), Some(3), &mut |_| None)
+        .commit_rollout(draft(&[("f", &a)], &[("db", 4)], 40), Some(3), &mut |_| {
+            None
+        })
         .expect("commit with a secret");
     assert_eq!(r4.secrets, BTreeMap::from([("db".to_owned(), 4)]));
     store
@@ -229,15 +235,21 @@ pub(crate) fn check(store: &dyn Store) {
     tokens.sort_by_key(|t| t.hash);
     assert_eq!(tokens, vec![token(1, "a"), token(2, "b")]);
     assert_eq!(
-        store.revoke_admin_token(&token(1, "a").id(), 9).expect("revoke"),
+        store
+            .revoke_admin_token(&token(1, "a").id(), 9)
+            .expect("revoke"),
         Some(Revoked::Done([1; 32]))
     );
     assert_eq!(
-        store.revoke_admin_token(&token(1, "a").id(), 9).expect("again"),
+        store
+            .revoke_admin_token(&token(1, "a").id(), 9)
+            .expect("again"),
         None
     );
     assert_eq!(
-        store.revoke_admin_token(&token(2, "b").id(), 9).expect("last"),
+        store
+            .revoke_admin_token(&token(2, "b").id(), 9)
+            .expect("last"),
         Some(Revoked::Last)
     );
     let revoked = store

@@ -196,8 +196,9 @@ fn unbig(v: i64) -> u64 {
 }
 
 fn hash32(bytes: &[u8]) -> Result<[u8; 32], StoreError> {
-    <[u8; 32]>::try_from(bytes)
-        .map_err(|_| StoreError::Postgres(format!("a stored hash is {} bytes, not 32", bytes.len())))
+    <[u8; 32]>::try_from(bytes).map_err(|_| {
+        StoreError::Postgres(format!("a stored hash is {} bytes, not 32", bytes.len()))
+    })
 }
 
 /// Applies the migrations not applied yet, up to version `target`, in one transaction under an
@@ -235,9 +236,8 @@ pub(crate) fn migrate(
     }
     let mut version = applied.last_key_value().map_or(0, |(v, _)| *v);
     for (v, name, sql) in MIGRATIONS.iter().filter(|m| m.0 <= target) {
-        let checksum = edgefn_schema::resolve::hex(&<sha2::Sha256 as sha2::Digest>::digest(
-            sql.as_bytes(),
-        ));
+        let checksum =
+            edgefn_schema::resolve::hex(&<sha2::Sha256 as sha2::Digest>::digest(sql.as_bytes()));
         match applied.get(v) {
             Some(c) if *c == checksum => continue,
             Some(_) => {
@@ -352,7 +352,10 @@ impl PgStore {
     }
 
     fn conn(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>, StoreError> {
-        let pool = self.pool.as_ref().expect("the pool lives until the store is dropped");
+        let pool = self
+            .pool
+            .as_ref()
+            .expect("the pool lives until the store is dropped");
         pool.get().map_err(|e| StoreError::Unavailable {
             store: self.shown.clone(),
             reason: e.to_string(),
@@ -890,6 +893,7 @@ fn secret_records(rows: &[postgres::Row]) -> Vec<SecretRecord> {
 mod test_server;
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Synchronous tests polling the database.
 mod tests {
     use std::sync::{Arc, Barrier};
 
@@ -913,7 +917,10 @@ mod tests {
         drop(store);
         let store = PgStore::connect(&server.url(&db), QUICK).expect("again");
         assert_eq!(
-            server.psql(&db, "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"),
+            server.psql(
+                &db,
+                "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"
+            ),
             "1,2"
         );
         assert_eq!(store.history(10).expect("history").len(), 4);
@@ -999,7 +1006,9 @@ mod tests {
             signatures: None,
             layers: Default::default(),
         };
-        let body = String::from_utf8(json(&old)).expect("utf-8").replace('\'', "''");
+        let body = String::from_utf8(json(&old))
+            .expect("utf-8")
+            .replace('\'', "''");
         server.psql(
             &db,
             &format!(
@@ -1015,10 +1024,16 @@ mod tests {
         );
         let store = PgStore::connect(&url, QUICK).expect("upgrade");
         assert_eq!(
-            server.psql(&db, "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"),
+            server.psql(
+                &db,
+                "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"
+            ),
             "1,2"
         );
-        assert_eq!(store.history(10).expect("history"), vec![old.summary.clone()]);
+        assert_eq!(
+            store.history(10).expect("history"),
+            vec![old.summary.clone()]
+        );
         assert_eq!(store.latest().expect("latest"), Some(old.clone()));
         assert_eq!(store.devices().expect("devices")[0].token_hash, [7; 32]);
         assert_eq!(store.admin_tokens().expect("tokens")[0].hash, [7; 32]);
@@ -1054,7 +1069,9 @@ mod tests {
             &db,
             "UPDATE schema_migrations SET checksum = 'edited' WHERE version = 2",
         );
-        let m = PgStore::connect(&url, QUICK).expect_err("edited").to_string();
+        let m = PgStore::connect(&url, QUICK)
+            .expect_err("edited")
+            .to_string();
         assert!(m.contains("migration 2") && m.contains("changed"), "{m}");
     }
 
@@ -1094,7 +1111,10 @@ mod tests {
         let m = PgStore::connect(&missing, Retry::FOREVER)
             .expect_err("no database")
             .to_string();
-        assert!(m.contains("no_such_db") && m.contains("does not exist"), "{m}");
+        assert!(
+            m.contains("no_such_db") && m.contains("does not exist"),
+            "{m}"
+        );
         let m = PgStore::connect("mysql://x@y/z", QUICK)
             .expect_err("not postgres")
             .to_string();
@@ -1162,8 +1182,14 @@ mod tests {
         let _ = holder.wait();
         server.start_again();
         assert_eq!(server.psql(&db, "SELECT max(number) FROM revisions"), "1");
-        assert_eq!(server.psql(&db, "SELECT count(*) FROM meta WHERE key = 'rollout'"), "0");
-        assert_eq!(store.latest().expect("latest").map(|r| r.summary.number), Some(1));
+        assert_eq!(
+            server.psql(&db, "SELECT count(*) FROM meta WHERE key = 'rollout'"),
+            "0"
+        );
+        assert_eq!(
+            store.latest().expect("latest").map(|r| r.summary.number),
+            Some(1)
+        );
         let again = store
             .commit_rollout(draft(&[("f", &digest)], &[], 3), Some(1), &mut |_| None)
             .expect("after the restart");
