@@ -349,3 +349,91 @@ fn a_database_lost_mid_apply_answers_503_and_keeps_no_partial_revision() {
     assert_eq!(again.json()["revision"], 2);
     assert_eq!(get(&c, "/v1/rollout").status, 200);
 }
+
+fn register(cloud: &Cloud, name: &str) -> String {
+    let r = http(
+        &cloud.addr(),
+        "POST",
+        "/v1/devices",
+        Some(&cloud.admin),
+        &[("Content-Type", "application/json")],
+        format!("{{\"name\":\"{name}\"}}").as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", text(&r.body));
+    r.json()["token"].as_str().expect("token").to_owned()
+}
+
+/// Long-polls `cloud` for `device`'s desired state changing from `etag`, on a thread; returns
+/// once the poll is parked on the server.
+fn park_long_poll(
+    cloud: &Cloud,
+    device: &str,
+    token: &str,
+    etag: &str,
+) -> std::thread::JoinHandle<Response> {
+    let addr = cloud.addr();
+    let (path, token, etag) = (
+        format!("/v1/devices/{device}/desired?wait=60"),
+        token.to_owned(),
+        etag.to_owned(),
+    );
+    let poll = std::thread::spawn(move || {
+        http(&addr, "GET", &path, Some(&token), &[("If-None-Match", &etag)], b"")
+    });
+    wait_until(30, "the long-poll is parked", || {
+        get(cloud, "/metrics")
+            .body
+            .windows(26)
+            .any(|w| w == b"edgefn_longpolls_waiting 1")
+    });
+    poll
+}
+
+/// Two processes on one database: a device long-polling B wakes when an apply lands on A
+/// (PostgreSQL LISTEN/NOTIFY), and again after PostgreSQL restarted (B's listener reconnects
+/// and reads the latest revision again).
+#[test]
+fn a_device_long_polling_one_process_wakes_when_an_apply_lands_on_another() {
+    let mut pg = PgServer::start();
+    let db = pg.create_db();
+    let url = pg.url(&db);
+    let (data_a, data_b) = (tempfile::tempdir().expect("a"), tempfile::tempdir().expect("b"));
+    let a = cloud(data_a.path(), "127.0.0.1:0", &url);
+    let project = project(1);
+    let bundles = upload(&a, project.path());
+    assert_eq!(submit(&a, &manifest(1, ""), &bundles, 0).status, 201);
+    let token = register(&a, "dev-a");
+    let b = cloud(data_b.path(), "127.0.0.1:0", &url);
+    let desired = |c: &Cloud| {
+        http(
+            &c.addr(),
+            "GET",
+            "/v1/devices/dev-a/desired",
+            Some(&token),
+            &[],
+            b"",
+        )
+    };
+    let first = desired(&b);
+    assert_eq!(first.status, 200, "{}", text(&first.body));
+    assert_eq!(first.json()["revision"], 1);
+    let etag = first.header("etag").expect("etag").to_owned();
+
+    let poll = park_long_poll(&b, "dev-a", &token, &etag);
+    assert_eq!(submit(&a, &manifest(2, ""), &bundles, 1).status, 201);
+    let woke = poll.join().expect("poll");
+    assert_eq!(woke.status, 200, "{}", text(&woke.body));
+    assert_eq!(woke.json()["revision"], 2);
+    assert_eq!(get(&b, "/v1/status").json()["revision"], 2);
+
+    // PostgreSQL restarts; the next apply on A still reaches the device waiting on B.
+    let etag = woke.header("etag").expect("etag").to_owned();
+    let poll = park_long_poll(&b, "dev-a", &token, &etag);
+    pg.crash();
+    pg.start_again();
+    let r = submit(&a, &manifest(3, ""), &bundles, 2);
+    assert_eq!(r.status, 201, "{}", text(&r.body));
+    let woke = poll.join().expect("poll");
+    assert_eq!(woke.status, 200, "{}", text(&woke.body));
+    assert_eq!(woke.json()["revision"], 3);
+}

@@ -419,6 +419,21 @@ pub async fn serve(
     let state =
         tokio::task::spawn_blocking(move || AppState::load(store, admin, shutdown_rx)).await??;
     state.set_keyring(prepared.keyring);
+    // Another process sharing the store committed or changed a rollout: serve it (and wake the
+    // long-polls it concerns).
+    let weak = Arc::downgrade(&state);
+    state.store.watch_changes(
+        Box::new(move || {
+            let Some(state) = weak.upgrade() else {
+                return;
+            };
+            let _serialised = state.commit.blocking_lock();
+            if let Err(e) = state.reload_latest() {
+                tracing::warn!("could not read the latest revision again: {e}");
+            }
+        }),
+        stop_rx.clone(),
+    );
     if let Some(url) = prepared.device_mqtt_url {
         state.set_device_mqtt_url(url);
     }

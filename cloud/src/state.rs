@@ -99,7 +99,22 @@ impl AppState {
     pub(crate) fn reload_latest(&self) -> Result<bool, StoreError> {
         let latest = self.store.history(1)?.first().map_or(0, |s| s.number);
         if latest == self.view().revision {
-            return Ok(false);
+            // The same revision: its rollout may have moved on (another process's driver, or
+            // a pause, resume or abort through it).
+            let stored = match self.store.rollout()? {
+                Some(bytes) => Some(
+                    serde_json::from_slice::<RolloutRecord>(&bytes)
+                        .map_err(StoreError::Corrupt)?,
+                ),
+                None => None,
+            };
+            return Ok(match stored {
+                Some(r) if r.revision == latest && Some(&r) != self.rollout_record().as_ref() => {
+                    self.update_rollout(r);
+                    true
+                }
+                _ => false,
+            });
         }
         let (view, rollout) = stored_view(self.store.as_ref())?;
         tracing::info!(

@@ -255,6 +255,17 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn key_check(&self) -> Result<Option<Vec<u8>>, StoreError>;
     /// Stores [`Store::key_check`].
     fn set_key_check(&self, sealed: &[u8]) -> Result<(), StoreError>;
+    /// Calls `changed`, on a thread of its own, whenever another process sharing this store may
+    /// have committed a revision or changed its rollout record, and once after each
+    /// (re)connection (so what was missed meanwhile is read again), until `stop` turns true.
+    /// A store no other process shares (the default) never calls it.
+    fn watch_changes(
+        &self,
+        changed: Box<dyn Fn() + Send>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let _ = (changed, stop);
+    }
 }
 
 /// What [`Store::revoke_admin_token`] did.

@@ -52,6 +52,11 @@ const MIGRATION_LOCK: i64 = 0x6564_6765_666e;
 /// The keys of [`META`]-like rows in table `meta`.
 const KEY_CHECK: &str = "secret_key_check";
 const ROLLOUT: &str = "rollout";
+/// The channel every process sharing the database LISTENs on: a NOTIFY on it (sent by the
+/// transaction that commits a revision or changes the rollout record, delivered when it
+/// commits) says "read the latest revision and rollout again". A hint only: the database is
+/// the truth, and a listener that lost its connection reads again when it is back.
+const CHANGES: &str = "edgefn_changes";
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
@@ -59,6 +64,8 @@ type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 pub(crate) struct PgStore {
     /// Always `Some` until dropped (see the `Drop` impl).
     pool: Option<Pool>,
+    /// How to connect (the listener of [`Store::watch_changes`] has a connection of its own).
+    config: postgres::Config,
     /// The database as shown in messages: its URL without the password.
     shown: String,
 }
@@ -339,9 +346,10 @@ impl PgStore {
             .connection_timeout(CHECKOUT_TIMEOUT)
             // A connection PostgreSQL closed (a restart, a failover) is replaced before use.
             .test_on_check_out(true)
-            .build_unchecked(PostgresConnectionManager::new(config, NoTls));
+            .build_unchecked(PostgresConnectionManager::new(config.clone(), NoTls));
         Ok(Self {
             pool: Some(pool),
+            config,
             shown,
         })
     }
@@ -610,6 +618,11 @@ impl Store for PgStore {
             )
             .map_err(|e| self.err(e))?;
         }
+        tx.execute(
+            "SELECT pg_notify($1, $2)",
+            &[&CHANGES, &revision.summary.number.to_string()],
+        )
+        .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
         Ok(revision)
     }
@@ -619,7 +632,17 @@ impl Store for PgStore {
     }
 
     fn put_rollout(&self, record: &[u8]) -> Result<(), StoreError> {
-        self.set_meta(ROLLOUT, record)
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(|e| self.err(e))?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ($1, $2)
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            &[&ROLLOUT, &record],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.execute("SELECT pg_notify($1, 'rollout')", &[&CHANGES])
+            .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
     }
 
     fn add_device(&self, record: &DeviceRecord) -> Result<(), StoreError> {
@@ -846,6 +869,81 @@ impl Store for PgStore {
 
     fn set_key_check(&self, sealed: &[u8]) -> Result<(), StoreError> {
         self.set_meta(KEY_CHECK, sealed)
+    }
+
+    fn watch_changes(
+        &self,
+        changed: Box<dyn Fn() + Send>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let (config, shown) = (self.config.clone(), self.shown.clone());
+        let listener = std::thread::Builder::new()
+            .name("pg-listen".into())
+            .spawn(move || listen(&config, &shown, changed.as_ref(), &stop));
+        if let Err(e) = listener {
+            tracing::error!("cannot start the PostgreSQL listener: {e}; revisions committed by other processes are served after a restart");
+        }
+    }
+}
+
+/// The listener of [`Store::watch_changes`]: LISTEN on [`CHANGES`] over a connection of its
+/// own, `changed` on each notification and after each (re)connection; reconnects with backoff.
+/// Checks `stop` every second.
+#[allow(clippy::disallowed_methods)] // A thread of its own, not an async worker.
+fn listen(
+    config: &postgres::Config,
+    shown: &str,
+    changed: &dyn Fn(),
+    stop: &tokio::sync::watch::Receiver<bool>,
+) {
+    use postgres::fallible_iterator::FallibleIterator as _;
+    const TICK: Duration = Duration::from_secs(1);
+    let mut wait = Retry::FOREVER.first;
+    while !*stop.borrow() {
+        let connected = config
+            .connect(NoTls)
+            .and_then(|mut c| c.batch_execute(&format!("LISTEN {CHANGES}")).map(|()| c));
+        let mut client = match connected {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(
+                    "PostgreSQL at {shown}: cannot listen for changes ({}); retrying in {:.1} s",
+                    db_message(&e),
+                    wait.as_secs_f64()
+                );
+                let until = std::time::Instant::now() + wait;
+                while std::time::Instant::now() < until && !*stop.borrow() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                wait = (wait * 2).min(Retry::FOREVER.max);
+                continue;
+            }
+        };
+        wait = Retry::FOREVER.first;
+        // What was committed while not listening.
+        changed();
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let next = client.notifications().timeout_iter(TICK).next();
+            match next {
+                Ok(Some(_)) => {
+                    // Those that came meanwhile are covered by one reading.
+                    while let Ok(Some(_)) = client.notifications().iter().next() {}
+                    changed();
+                }
+                Ok(None) if client.is_closed() => break,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(
+                        "PostgreSQL at {shown}: the connection listening for changes was lost ({}); reconnecting",
+                        db_message(&e)
+                    );
+                    break;
+                }
+            }
+        }
     }
 }
 
