@@ -389,9 +389,10 @@ fn park_long_poll(
     poll
 }
 
-/// Two processes on one database: a device long-polling B wakes when an apply lands on A
-/// (PostgreSQL LISTEN/NOTIFY), and again after PostgreSQL restarted (B's listener reconnects
-/// and reads the latest revision again).
+/// Two processes on one database: a device registered through A is known to B; long-polling
+/// B, it wakes when an apply lands on A (PostgreSQL LISTEN/NOTIFY), and again after PostgreSQL
+/// restarted (B's listener reconnects and reads the latest revision again); removed through A,
+/// B refuses its token.
 #[test]
 fn a_device_long_polling_one_process_wakes_when_an_apply_lands_on_another() {
     let mut pg = PgServer::start();
@@ -402,8 +403,9 @@ fn a_device_long_polling_one_process_wakes_when_an_apply_lands_on_another() {
     let project = project(1);
     let bundles = upload(&a, project.path());
     assert_eq!(submit(&a, &manifest(1, ""), &bundles, 0).status, 201);
-    let token = register(&a, "dev-a");
     let b = cloud(data_b.path(), "127.0.0.1:0", &url);
+    // Registered through A, known to B.
+    let token = register(&a, "dev-a");
     let desired = |c: &Cloud| {
         http(
             &c.addr(),
@@ -414,8 +416,10 @@ fn a_device_long_polling_one_process_wakes_when_an_apply_lands_on_another() {
             b"",
         )
     };
+    wait_until(30, "B knows the device registered through A", || {
+        desired(&b).status == 200
+    });
     let first = desired(&b);
-    assert_eq!(first.status, 200, "{}", text(&first.body));
     assert_eq!(first.json()["revision"], 1);
     let etag = first.header("etag").expect("etag").to_owned();
 
@@ -436,4 +440,11 @@ fn a_device_long_polling_one_process_wakes_when_an_apply_lands_on_another() {
     let woke = poll.join().expect("poll");
     assert_eq!(woke.status, 200, "{}", text(&woke.body));
     assert_eq!(woke.json()["revision"], 3);
+
+    // Removed through A: B refuses its token.
+    let r = http(&a.addr(), "DELETE", "/v1/devices/dev-a", Some(&a.admin), &[], b"");
+    assert!(r.status == 204 || r.status == 200, "{}", text(&r.body));
+    wait_until(30, "B refuses the removed device's token", || {
+        desired(&b).status == 401
+    });
 }

@@ -423,13 +423,24 @@ pub async fn serve(
     // long-polls it concerns).
     let weak = Arc::downgrade(&state);
     state.store.watch_changes(
-        Box::new(move || {
+        Box::new(move |what| {
             let Some(state) = weak.upgrade() else {
                 return;
             };
-            let _serialised = state.commit.blocking_lock();
-            if let Err(e) = state.reload_latest() {
-                tracing::warn!("could not read the latest revision again: {e}");
+            if what != store::Changed::Revisions {
+                let store = state.store.clone();
+                let read = state.registry.reload(|| {
+                    Ok::<_, StoreError>((store.devices()?, live_admin_hashes(store.as_ref())?))
+                });
+                if let Err(e) = read {
+                    tracing::warn!("could not read the devices and admin tokens again: {e}");
+                }
+            }
+            if what != store::Changed::Registry {
+                let _serialised = state.commit.blocking_lock();
+                if let Err(e) = state.reload_latest() {
+                    tracing::warn!("could not read the latest revision again: {e}");
+                }
             }
         }),
         stop_rx.clone(),

@@ -85,6 +85,23 @@ impl Registry {
         }
     }
 
+    /// Replaces every entry with what `load` reads (the store's devices and live admin token
+    /// hashes), between two changes: after another process sharing the store changed them.
+    /// Blocking: call it from a thread of its own, not an async worker.
+    pub(crate) fn reload<E>(
+        &self,
+        load: impl FnOnce() -> Result<(Vec<DeviceRecord>, Vec<[u8; 32]>), E>,
+    ) -> Result<(), E> {
+        let _one_at_a_time = self.changing.blocking_lock();
+        let (devices, admin) = load()?;
+        let fresh = Self::new(devices, admin)
+            .entries
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        *self.entries.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+        Ok(())
+    }
+
     fn read(&self) -> RwLockReadGuard<'_, Entries> {
         self.entries.read().unwrap_or_else(PoisonError::into_inner)
     }

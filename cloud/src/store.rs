@@ -256,16 +256,27 @@ pub(crate) trait Store: Send + Sync + 'static {
     /// Stores [`Store::key_check`].
     fn set_key_check(&self, sealed: &[u8]) -> Result<(), StoreError>;
     /// Calls `changed`, on a thread of its own, whenever another process sharing this store may
-    /// have committed a revision or changed its rollout record, and once after each
-    /// (re)connection (so what was missed meanwhile is read again), until `stop` turns true.
-    /// A store no other process shares (the default) never calls it.
+    /// have changed something this process keeps in memory, and with [`Changed::Everything`]
+    /// after each (re)connection (so what was missed meanwhile is read again), until `stop`
+    /// turns true. A store no other process shares (the default) never calls it.
     fn watch_changes(
         &self,
-        changed: Box<dyn Fn() + Send>,
+        changed: Box<dyn Fn(Changed) + Send>,
         stop: tokio::sync::watch::Receiver<bool>,
     ) {
         let _ = (changed, stop);
     }
+}
+
+/// What another process sharing the store changed ([`Store::watch_changes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Changed {
+    /// The latest revision or its rollout record.
+    Revisions,
+    /// Devices or admin tokens.
+    Registry,
+    /// Anything (read everything again).
+    Everything,
 }
 
 /// What [`Store::revoke_admin_token`] did.

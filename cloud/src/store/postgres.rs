@@ -26,7 +26,7 @@ use postgres::NoTls;
 use r2d2_postgres::PostgresConnectionManager;
 
 use super::{
-    AdminTokenRecord, DeviceRecord, Draft, Revoked, SealedVersion, SecretRecord, Store, StoreError,
+    AdminTokenRecord, Changed, DeviceRecord, Draft, Revoked, SealedVersion, SecretRecord, Store, StoreError,
     json, parse,
 };
 
@@ -57,6 +57,9 @@ const ROLLOUT: &str = "rollout";
 /// commits) says "read the latest revision and rollout again". A hint only: the database is
 /// the truth, and a listener that lost its connection reads again when it is back.
 const CHANGES: &str = "edgefn_changes";
+/// The payload of a [`CHANGES`] notification for a change of devices or admin tokens (others
+/// carry a revision number or `rollout`).
+const REGISTRY: &str = "registry";
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
@@ -354,6 +357,14 @@ impl PgStore {
         })
     }
 
+    /// Tells the other processes sharing the database, when `tx` commits, that devices or admin
+    /// tokens changed.
+    fn notify_registry(&self, tx: &mut postgres::Transaction<'_>) -> Result<(), StoreError> {
+        tx.execute("SELECT pg_notify($1, $2)", &[&CHANGES, &REGISTRY])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     /// The database as shown in messages (no password).
     pub(crate) fn shown(&self) -> &str {
         &self.shown
@@ -646,8 +657,9 @@ impl Store for PgStore {
     }
 
     fn add_device(&self, record: &DeviceRecord) -> Result<(), StoreError> {
-        let n = self
-            .conn()?
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(|e| self.err(e))?;
+        let n = tx
             .execute(
                 "INSERT INTO devices (name, token_hash, registered_ms, mqtt_hash)
                  VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
@@ -662,7 +674,8 @@ impl Store for PgStore {
         if n == 0 {
             return Err(StoreError::DeviceExists(record.name.clone()));
         }
-        Ok(())
+        self.notify_registry(&mut tx)?;
+        tx.commit().map_err(|e| self.err(e))
     }
 
     fn remove_device(&self, name: &str) -> Result<bool, StoreError> {
@@ -673,6 +686,7 @@ impl Store for PgStore {
             .map_err(|e| self.err(e))?;
         tx.execute("DELETE FROM device_status WHERE name = $1", &[&name])
             .map_err(|e| self.err(e))?;
+        self.notify_registry(&mut tx)?;
         tx.commit().map_err(|e| self.err(e))?;
         Ok(n == 1)
     }
@@ -744,8 +758,9 @@ impl Store for PgStore {
     }
 
     fn add_admin_token(&self, record: &AdminTokenRecord) -> Result<(), StoreError> {
-        self.conn()?
-            .execute(
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(|e| self.err(e))?;
+        tx.execute(
                 "INSERT INTO admin_tokens (hash, name, created_ms, revoked_ms)
                  VALUES ($1, $2, $3, $4) ON CONFLICT (hash) DO NOTHING",
                 &[
@@ -756,7 +771,8 @@ impl Store for PgStore {
                 ],
             )
             .map_err(|e| self.err(e))?;
-        Ok(())
+        self.notify_registry(&mut tx)?;
+        tx.commit().map_err(|e| self.err(e))
     }
 
     fn revoke_admin_token(&self, id: &str, when_ms: u64) -> Result<Option<Revoked>, StoreError> {
@@ -786,6 +802,7 @@ impl Store for PgStore {
                 Some(Revoked::Done(r.hash))
             }
         };
+        self.notify_registry(&mut tx)?;
         tx.commit().map_err(|e| self.err(e))?;
         Ok(outcome)
     }
@@ -873,7 +890,7 @@ impl Store for PgStore {
 
     fn watch_changes(
         &self,
-        changed: Box<dyn Fn() + Send>,
+        changed: Box<dyn Fn(Changed) + Send>,
         stop: tokio::sync::watch::Receiver<bool>,
     ) {
         let (config, shown) = (self.config.clone(), self.shown.clone());
@@ -893,7 +910,7 @@ impl Store for PgStore {
 fn listen(
     config: &postgres::Config,
     shown: &str,
-    changed: &dyn Fn(),
+    changed: &dyn Fn(Changed),
     stop: &tokio::sync::watch::Receiver<bool>,
 ) {
     use postgres::fallible_iterator::FallibleIterator as _;
@@ -921,17 +938,25 @@ fn listen(
         };
         wait = Retry::FOREVER.first;
         // What was committed while not listening.
-        changed();
+        changed(Changed::Everything);
         loop {
             if *stop.borrow() {
                 return;
             }
             let next = client.notifications().timeout_iter(TICK).next();
             match next {
-                Ok(Some(_)) => {
-                    // Those that came meanwhile are covered by one reading.
-                    while let Ok(Some(_)) = client.notifications().iter().next() {}
-                    changed();
+                Ok(Some(first)) => {
+                    // Those that came meanwhile are covered by one reading of each kind.
+                    let mut kinds = vec![first.payload() == REGISTRY];
+                    while let Ok(Some(n)) = client.notifications().iter().next() {
+                        kinds.push(n.payload() == REGISTRY);
+                    }
+                    if kinds.contains(&true) {
+                        changed(Changed::Registry);
+                    }
+                    if kinds.contains(&false) {
+                        changed(Changed::Revisions);
+                    }
                 }
                 Ok(None) if client.is_closed() => break,
                 Ok(None) => {}
