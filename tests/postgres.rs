@@ -378,7 +378,14 @@ fn park_long_poll(
         etag.to_owned(),
     );
     let poll = std::thread::spawn(move || {
-        http(&addr, "GET", &path, Some(&token), &[("If-None-Match", &etag)], b"")
+        http(
+            &addr,
+            "GET",
+            &path,
+            Some(&token),
+            &[("If-None-Match", &etag)],
+            b"",
+        )
     });
     wait_until(30, "the long-poll is parked", || {
         get(cloud, "/metrics")
@@ -398,7 +405,10 @@ fn a_device_long_polling_one_process_wakes_when_an_apply_lands_on_another() {
     let mut pg = PgServer::start();
     let db = pg.create_db();
     let url = pg.url(&db);
-    let (data_a, data_b) = (tempfile::tempdir().expect("a"), tempfile::tempdir().expect("b"));
+    let (data_a, data_b) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
     let a = cloud(data_a.path(), "127.0.0.1:0", &url);
     let project = project(1);
     let bundles = upload(&a, project.path());
@@ -442,9 +452,152 @@ fn a_device_long_polling_one_process_wakes_when_an_apply_lands_on_another() {
     assert_eq!(woke.json()["revision"], 3);
 
     // Removed through A: B refuses its token.
-    let r = http(&a.addr(), "DELETE", "/v1/devices/dev-a", Some(&a.admin), &[], b"");
+    let r = http(
+        &a.addr(),
+        "DELETE",
+        "/v1/devices/dev-a",
+        Some(&a.admin),
+        &[],
+        b"",
+    );
     assert!(r.status == 204 || r.status == 200, "{}", text(&r.body));
     wait_until(30, "B refuses the removed device's token", || {
         desired(&b).status == 401
+    });
+}
+
+/// HAProxy (Debian's) in front of the given `host:port` backends, health-checked on
+/// `/healthz`; stopped when dropped.
+struct Haproxy {
+    child: std::process::Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Haproxy {
+    fn start(backends: &[String]) -> Haproxy {
+        let bin = ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
+            .into_iter()
+            .find(|p| Path::new(p).is_file())
+            .expect("HAProxy is not installed: `apt-get install haproxy`, or run scripts/test.sh");
+        let dir = tempfile::tempdir().expect("dir");
+        let port = server_port();
+        let servers: String = backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| format!("    server cloud{i} {b} check inter 200ms fall 1 rise 1\n"))
+            .collect();
+        // Long-polls wait up to 60 s: the timeouts are longer. A request whose replica is
+        // down is sent to another (redispatch).
+        let config = format!(
+            "global\n    maxconn 512\n\ndefaults\n    mode http\n    timeout connect 2s\n    timeout client 90s\n    timeout server 90s\n    retries 3\n    option redispatch\n\nfrontend api\n    bind 127.0.0.1:{port}\n    default_backend clouds\n\nbackend clouds\n    balance roundrobin\n    option httpchk GET /healthz\n{servers}"
+        );
+        let cfg = dir.path().join("haproxy.cfg");
+        std::fs::write(&cfg, config).expect("config");
+        let check = Command::new(bin)
+            .arg("-c")
+            .arg("-f")
+            .arg(&cfg)
+            .output()
+            .expect("haproxy -c");
+        assert!(check.status.success(), "{}", text(&check.stderr));
+        let child = Command::new(bin)
+            .arg("-db")
+            .arg("-f")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start haproxy");
+        let addr = format!("127.0.0.1:{port}");
+        wait_until(30, "HAProxy listens", || {
+            std::net::TcpStream::connect(&addr).is_ok()
+        });
+        Haproxy {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Two replicas on one database behind HAProxy: the CLI and a real agent talk only to
+/// HAProxy; the agent converges on revision 1; with one replica SIGKILLed, the next apply
+/// still lands and the agent converges on it through the other.
+#[test]
+fn two_replicas_behind_haproxy_keep_serving_when_one_is_killed() {
+    let mut pg = PgServer::start();
+    let db = pg.create_db();
+    let url = pg.url(&db);
+    let (data_a, data_b) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let a = cloud(data_a.path(), "127.0.0.1:0", &url);
+    let b = cloud(data_b.path(), "127.0.0.1:0", &url);
+    let lb = Haproxy::start(&[a.addr(), b.addr()]);
+    // The CLI sees one control plane: HAProxy, with A's admin token (valid on both).
+    let front_url = format!("http://{}", lb.addr);
+    let admin = a.admin.clone();
+    let front = |dir: &Path, args: &[&str]| {
+        edgefn_env(
+            dir,
+            args,
+            &[
+                ("EDGEFN_CLOUD", front_url.as_str()),
+                ("EDGEFN_TOKEN", admin.as_str()),
+            ],
+        )
+    };
+    let project = project(1);
+    let config: PathBuf = project.path().join("dev-a.agent.yaml");
+    ok(&front(
+        project.path(),
+        &[
+            "device",
+            "add",
+            "dev-a",
+            "--out",
+            config.to_str().expect("utf8"),
+        ],
+    ));
+    let mut text_config = std::fs::read_to_string(&config).expect("read");
+    assert!(
+        text_config.contains(&lb.addr),
+        "the agent is given HAProxy's address"
+    );
+    text_config.push_str("healthWindow: 1s\npollWait: 2s\nreportInterval: 1s\n");
+    std::fs::write(&config, text_config).expect("write");
+    // Both replicas know the device before it starts (registered through one of them).
+    for c in [&a, &b] {
+        wait_until(30, "the replica knows dev-a", || {
+            get(c, "/v1/devices").json().to_string().contains("dev-a")
+        });
+    }
+    ok(&front(project.path(), &["apply"]));
+    let agent_data = tempfile::tempdir().expect("agent data");
+    let _agent = AgentProc::start(&config, agent_data.path(), &[]);
+    wait_until(60, "dev-a runs revision 1", || {
+        device(&b, "dev-a")["report"]["runningRevision"] == 1
+            || device(&a, "dev-a")["report"]["runningRevision"] == 1
+    });
+
+    a.kill();
+    std::fs::write(project.path().join("edgefn.yaml"), manifest(2, "")).expect("write");
+    git(project.path(), &["commit", "-q", "-am", "v2"]);
+    let out: serde_json::Value =
+        serde_json::from_str(&ok(&front(project.path(), &["apply", "--output", "json"])))
+            .expect("json");
+    assert_eq!(out["revision"], 2, "{out}");
+    wait_until(60, "dev-a converges on revision 2 through B", || {
+        let d = device(&b, "dev-a");
+        d["converged"] == true && d["report"]["runningRevision"] == 2
     });
 }

@@ -103,8 +103,7 @@ impl AppState {
             // a pause, resume or abort through it).
             let stored = match self.store.rollout()? {
                 Some(bytes) => Some(
-                    serde_json::from_slice::<RolloutRecord>(&bytes)
-                        .map_err(StoreError::Corrupt)?,
+                    serde_json::from_slice::<RolloutRecord>(&bytes).map_err(StoreError::Corrupt)?,
                 ),
                 None => None,
             };

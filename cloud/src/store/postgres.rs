@@ -26,8 +26,8 @@ use postgres::NoTls;
 use r2d2_postgres::PostgresConnectionManager;
 
 use super::{
-    AdminTokenRecord, Changed, DeviceRecord, Draft, Revoked, SealedVersion, SecretRecord, Store, StoreError,
-    json, parse,
+    AdminTokenRecord, Changed, DeviceRecord, Draft, Revoked, SealedVersion, SecretRecord, Store,
+    StoreError, json, parse,
 };
 
 /// The schema's migrations: version, name, SQL. Applied in order, each once, at start; never
@@ -761,16 +761,16 @@ impl Store for PgStore {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction().map_err(|e| self.err(e))?;
         tx.execute(
-                "INSERT INTO admin_tokens (hash, name, created_ms, revoked_ms)
+            "INSERT INTO admin_tokens (hash, name, created_ms, revoked_ms)
                  VALUES ($1, $2, $3, $4) ON CONFLICT (hash) DO NOTHING",
-                &[
-                    &record.hash.as_slice(),
-                    &record.name,
-                    &big(record.created_ms),
-                    &record.revoked_ms.map(big),
-                ],
-            )
-            .map_err(|e| self.err(e))?;
+            &[
+                &record.hash.as_slice(),
+                &record.name,
+                &big(record.created_ms),
+                &record.revoked_ms.map(big),
+            ],
+        )
+        .map_err(|e| self.err(e))?;
         self.notify_registry(&mut tx)?;
         tx.commit().map_err(|e| self.err(e))
     }
@@ -898,7 +898,9 @@ impl Store for PgStore {
             .name("pg-listen".into())
             .spawn(move || listen(&config, &shown, changed.as_ref(), &stop));
         if let Err(e) = listener {
-            tracing::error!("cannot start the PostgreSQL listener: {e}; revisions committed by other processes are served after a restart");
+            tracing::error!(
+                "cannot start the PostgreSQL listener: {e}; revisions committed by other processes are served after a restart"
+            );
         }
     }
 }
