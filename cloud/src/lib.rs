@@ -427,16 +427,41 @@ pub async fn serve(
             let Some(state) = weak.upgrade() else {
                 return;
             };
-            if what != store::Changed::Revisions {
-                let store = state.store.clone();
-                let read = state.registry.reload(|| {
-                    Ok::<_, StoreError>((store.devices()?, live_admin_hashes(store.as_ref())?))
-                });
-                if let Err(e) = read {
-                    tracing::warn!("could not read the devices and admin tokens again: {e}");
-                }
+            let (store, registry) = (state.store.as_ref(), &state.registry);
+            let read = match &what {
+                store::Changed::Devices(names) => registry.reload(
+                    || {
+                        names
+                            .iter()
+                            .map(|n| Ok((n.clone(), store.device(n)?)))
+                            .collect::<Result<Vec<_>, StoreError>>()
+                    },
+                    |entries, found| {
+                        for (name, record) in found {
+                            match record {
+                                Some(r) => entries.insert_device(r),
+                                None => entries.remove_device(&name),
+                            }
+                        }
+                    },
+                ),
+                store::Changed::AdminTokens => registry.reload(
+                    || live_admin_hashes(store),
+                    |entries, hashes| entries.set_admins(hashes),
+                ),
+                store::Changed::Everything => registry.reload(
+                    || Ok((store.devices()?, live_admin_hashes(store)?)),
+                    |entries, (devices, hashes)| {
+                        entries.set_devices(devices);
+                        entries.set_admins(hashes);
+                    },
+                ),
+                store::Changed::Revisions => Ok(()),
+            };
+            if let Err(e) = read {
+                tracing::warn!("could not read the devices and admin tokens again: {e}");
             }
-            if what != store::Changed::Registry {
+            if matches!(what, store::Changed::Revisions | store::Changed::Everything) {
                 let _serialised = state.commit.blocking_lock();
                 if let Err(e) = state.reload_latest() {
                     tracing::warn!("could not read the latest revision again: {e}");

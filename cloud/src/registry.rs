@@ -59,6 +59,20 @@ impl Entries {
     pub(crate) fn revoke_admin(&mut self, hash: &[u8; 32]) {
         self.admin.retain(|h| h != hash);
     }
+
+    /// Allows exactly these admin tokens, by their sha256.
+    pub(crate) fn set_admins(&mut self, hashes: Vec<[u8; 32]>) {
+        self.admin = hashes;
+    }
+
+    /// Replaces every device.
+    pub(crate) fn set_devices(&mut self, devices: Vec<DeviceRecord>) {
+        self.devices.clear();
+        self.tokens.clear();
+        for d in devices {
+            self.insert_device(d);
+        }
+    }
 }
 
 /// The registry of devices, their tokens and the admin tokens.
@@ -85,20 +99,20 @@ impl Registry {
         }
     }
 
-    /// Replaces every entry with what `load` reads (the store's devices and live admin token
-    /// hashes), between two changes: after another process sharing the store changed them.
-    /// Blocking: call it from a thread of its own, not an async worker.
-    pub(crate) fn reload<E>(
+    /// Applies what `read` finds in the store, between two changes (so that it cannot undo a
+    /// change of this process): after another process sharing the store changed devices or
+    /// admin tokens. Blocking: call it from a thread of its own, not an async worker.
+    pub(crate) fn reload<T, E>(
         &self,
-        load: impl FnOnce() -> Result<(Vec<DeviceRecord>, Vec<[u8; 32]>), E>,
+        read: impl FnOnce() -> Result<T, E>,
+        apply: impl FnOnce(&mut Entries, T),
     ) -> Result<(), E> {
         let _one_at_a_time = self.changing.blocking_lock();
-        let (devices, admin) = load()?;
-        let fresh = Self::new(devices, admin)
-            .entries
-            .into_inner()
-            .unwrap_or_else(PoisonError::into_inner);
-        *self.entries.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+        let found = read()?;
+        apply(
+            &mut self.entries.write().unwrap_or_else(PoisonError::into_inner),
+            found,
+        );
         Ok(())
     }
 

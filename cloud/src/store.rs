@@ -225,6 +225,10 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn remove_device(&self, name: &str) -> Result<bool, StoreError>;
     /// All registered devices.
     fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError>;
+    /// The registered device `name`, if it is.
+    fn device(&self, name: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        Ok(self.devices()?.into_iter().find(|d| d.name == name))
+    }
     /// Records devices' status reports (name, report, time), in one transaction.
     fn put_statuses(&self, batch: &[(String, StatusReport, u64)]) -> Result<(), StoreError>;
     /// Every device's last report and its time.
@@ -269,12 +273,14 @@ pub(crate) trait Store: Send + Sync + 'static {
 }
 
 /// What another process sharing the store changed ([`Store::watch_changes`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Changed {
     /// The latest revision or its rollout record.
     Revisions,
-    /// Devices or admin tokens.
-    Registry,
+    /// These devices were registered or removed.
+    Devices(Vec<String>),
+    /// Admin tokens were added or revoked.
+    AdminTokens,
     /// Anything (read everything again).
     Everything,
 }

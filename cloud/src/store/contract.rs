@@ -214,6 +214,11 @@ pub(crate) fn check(store: &dyn Store) {
     assert!(store.remove_device("gw-01").expect("remove"));
     assert!(!store.remove_device("gw-01").expect("remove again"));
     assert_eq!(store.devices().expect("devices"), vec![dev("gw-02", 2)]);
+    assert_eq!(
+        store.device("gw-02").expect("device"),
+        Some(dev("gw-02", 2))
+    );
+    assert_eq!(store.device("gw-01").expect("device"), None);
     assert!(
         !store.statuses().expect("statuses").contains_key("gw-01"),
         "a removed device's report goes with it"

@@ -57,9 +57,11 @@ const ROLLOUT: &str = "rollout";
 /// commits) says "read the latest revision and rollout again". A hint only: the database is
 /// the truth, and a listener that lost its connection reads again when it is back.
 const CHANGES: &str = "edgefn_changes";
-/// The payload of a [`CHANGES`] notification for a change of devices or admin tokens (others
-/// carry a revision number or `rollout`).
-const REGISTRY: &str = "registry";
+/// The payload of a [`CHANGES`] notification for a device registered or removed: this, then
+/// its name. Admin tokens: [`ADMIN_TOKENS`]. Others carry a revision number or `rollout`.
+const DEVICE: &str = "device:";
+/// The payload of a [`CHANGES`] notification for admin tokens added or revoked.
+const ADMIN_TOKENS: &str = "admin-tokens";
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
@@ -357,10 +359,10 @@ impl PgStore {
         })
     }
 
-    /// Tells the other processes sharing the database, when `tx` commits, that devices or admin
-    /// tokens changed.
-    fn notify_registry(&self, tx: &mut postgres::Transaction<'_>) -> Result<(), StoreError> {
-        tx.execute("SELECT pg_notify($1, $2)", &[&CHANGES, &REGISTRY])
+    /// Tells the other processes sharing the database, when `tx` commits, that what `payload`
+    /// names changed (see [`CHANGES`]).
+    fn notify(&self, tx: &mut postgres::Transaction<'_>, payload: &str) -> Result<(), StoreError> {
+        tx.execute("SELECT pg_notify($1, $2)", &[&CHANGES, &payload])
             .map_err(|e| self.err(e))?;
         Ok(())
     }
@@ -674,7 +676,7 @@ impl Store for PgStore {
         if n == 0 {
             return Err(StoreError::DeviceExists(record.name.clone()));
         }
-        self.notify_registry(&mut tx)?;
+        self.notify(&mut tx, &format!("{DEVICE}{}", record.name))?;
         tx.commit().map_err(|e| self.err(e))
     }
 
@@ -686,7 +688,7 @@ impl Store for PgStore {
             .map_err(|e| self.err(e))?;
         tx.execute("DELETE FROM device_status WHERE name = $1", &[&name])
             .map_err(|e| self.err(e))?;
-        self.notify_registry(&mut tx)?;
+        self.notify(&mut tx, &format!("{DEVICE}{name}"))?;
         tx.commit().map_err(|e| self.err(e))?;
         Ok(n == 1)
     }
@@ -708,6 +710,24 @@ impl Store for PgStore {
                 })
             })
             .collect()
+    }
+
+    fn device(&self, name: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        self.conn()?
+            .query_opt(
+                "SELECT name, token_hash, registered_ms, mqtt_hash FROM devices WHERE name = $1",
+                &[&name],
+            )
+            .map_err(|e| self.err(e))?
+            .map(|r| {
+                Ok(DeviceRecord {
+                    name: r.get(0),
+                    token_hash: hash32(r.get(1))?,
+                    registered_ms: unbig(r.get(2)),
+                    mqtt_hash: r.get(3),
+                })
+            })
+            .transpose()
     }
 
     fn put_statuses(&self, batch: &[(String, StatusReport, u64)]) -> Result<(), StoreError> {
@@ -771,7 +791,7 @@ impl Store for PgStore {
             ],
         )
         .map_err(|e| self.err(e))?;
-        self.notify_registry(&mut tx)?;
+        self.notify(&mut tx, ADMIN_TOKENS)?;
         tx.commit().map_err(|e| self.err(e))
     }
 
@@ -802,7 +822,7 @@ impl Store for PgStore {
                 Some(Revoked::Done(r.hash))
             }
         };
-        self.notify_registry(&mut tx)?;
+        self.notify(&mut tx, ADMIN_TOKENS)?;
         tx.commit().map_err(|e| self.err(e))?;
         Ok(outcome)
     }
@@ -949,14 +969,27 @@ fn listen(
             match next {
                 Ok(Some(first)) => {
                     // Those that came meanwhile are covered by one reading of each kind.
-                    let mut kinds = vec![first.payload() == REGISTRY];
+                    let mut payloads = vec![first.payload().to_owned()];
                     while let Ok(Some(n)) = client.notifications().iter().next() {
-                        kinds.push(n.payload() == REGISTRY);
+                        payloads.push(n.payload().to_owned());
                     }
-                    if kinds.contains(&true) {
-                        changed(Changed::Registry);
+                    let mut devices: Vec<String> = payloads
+                        .iter()
+                        .filter_map(|p| p.strip_prefix(DEVICE))
+                        .map(str::to_owned)
+                        .collect();
+                    devices.sort();
+                    devices.dedup();
+                    if !devices.is_empty() {
+                        changed(Changed::Devices(devices));
                     }
-                    if kinds.contains(&false) {
+                    if payloads.iter().any(|p| p == ADMIN_TOKENS) {
+                        changed(Changed::AdminTokens);
+                    }
+                    if payloads
+                        .iter()
+                        .any(|p| p != ADMIN_TOKENS && !p.starts_with(DEVICE))
+                    {
                         changed(Changed::Revisions);
                     }
                 }
