@@ -218,13 +218,15 @@ fn applies_racing_on_two_processes_give_one_201_and_one_409() {
     }
 }
 
-/// PostgreSQL down when the cloud starts: it says which database (never the password) and
-/// that it retries, keeps retrying, and serves once the database is up.
+/// PostgreSQL down when the cloud starts: it says which database (never the password, given
+/// here in `$PGPASSWORD`) and why, and that it retries; keeps retrying, and serves once the
+/// database is up.
 #[test]
 fn a_database_down_at_start_is_retried_until_it_comes_up() {
     let mut pg = PgServer::start();
     let db = pg.create_db();
-    let url = pg.url(&db);
+    // The password from $PGPASSWORD, as the README recommends.
+    let url = pg.url(&db).replace(&format!(":{PG_PASSWORD}@"), "@");
     pg.stop();
     let data = tempfile::tempdir().expect("data");
     let log = data.path().join("cloud.log");
@@ -236,6 +238,7 @@ fn a_database_down_at_start_is_retried_until_it_comes_up() {
         .args(["--store", &url])
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("PGPASSWORD", PG_PASSWORD)
         .stdout(Stdio::piped())
         .stderr(Stdio::from(std::fs::File::create(&log).expect("log")))
         .spawn()
@@ -252,6 +255,7 @@ fn a_database_down_at_start_is_retried_until_it_comes_up() {
         )),
         "{text}"
     );
+    assert!(text.contains("Connection refused"), "says why: {text}");
     assert!(
         !text.contains(PG_PASSWORD),
         "the password is never logged: {text}"

@@ -169,7 +169,8 @@ pub(crate) fn shown_url(config: Option<&postgres::Config>, url: &str) -> String 
     )
 }
 
-/// Whether `e` is about reaching the database (retrying can help) rather than the request.
+/// Whether `e` is about reaching the database (retrying can help) rather than the request or
+/// the configuration (a wrong password, a missing database: said at once).
 fn transient(e: &postgres::Error) -> bool {
     if let Some(code) = e.code() {
         let c = code.code();
@@ -184,17 +185,19 @@ fn transient(e: &postgres::Error) -> bool {
     if e.is_closed() {
         return true;
     }
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if s.is::<std::io::Error>() {
-            return true;
-        }
-        source = s.source();
-    }
-    // Errors of the client itself that name neither a database error nor I/O are about the
-    // connection (timeouts, unexpected messages) too.
-    !e.to_string().starts_with("error serializing")
-        && !e.to_string().starts_with("error deserializing")
+    // The client's own errors, by kind (their messages are the kinds' names): I/O, connecting,
+    // timeouts and a garbled connection are; TLS, authentication, configuration and type
+    // errors are not.
+    let m = e.to_string();
+    [
+        "error communicating with the server",
+        "error connecting to server",
+        "timeout waiting for server",
+        "unexpected message from server",
+        "error parsing response from server",
+    ]
+    .iter()
+    .any(|k| m.starts_with(k))
 }
 
 /// `u64` as PostgreSQL's `bigint` (every number the store keeps is far below 2^63).
@@ -311,7 +314,8 @@ impl PgStore {
                 Ok(c) => break c,
                 Err(e) if transient(&e) && retry.attempts.is_none_or(|n| attempt < n) => {
                     tracing::warn!(
-                        "PostgreSQL at {shown} is not reachable ({e}); retrying in {:.1} s",
+                        "PostgreSQL at {shown} is not reachable ({}); retrying in {:.1} s",
+                        db_message(&e),
                         wait.as_secs_f64()
                     );
                     std::thread::sleep(wait);
@@ -320,7 +324,7 @@ impl PgStore {
                 Err(e) if transient(&e) => {
                     return Err(StoreError::Unavailable {
                         store: shown,
-                        reason: e.to_string(),
+                        reason: db_message(&e),
                     });
                 }
                 Err(e) => {
@@ -472,7 +476,19 @@ fn db_message(e: &postgres::Error) -> String {
             }
             m
         }
-        None => e.to_string(),
+        None => {
+            // The kind, then what caused it ("error connecting to server: Connection refused").
+            let mut m = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                let text = s.to_string();
+                if !m.contains(&text) {
+                    m.push_str(&format!(": {text}"));
+                }
+                source = s.source();
+            }
+            m
+        }
     }
 }
 
@@ -1265,6 +1281,14 @@ mod tests {
             .to_string();
         assert!(m.contains("password authentication failed"), "{m}");
         assert!(!m.contains("not-the-password"), "{m}");
+        if std::env::var_os("PGPASSWORD").is_none() {
+            // No password at all, where the server asks for one: said at once, not retried.
+            let none = url.replace(&format!(":{PG_PASSWORD}@"), "@");
+            let m = PgStore::connect(&none, Retry::FOREVER)
+                .expect_err("no password")
+                .to_string();
+            assert!(m.contains("password missing"), "{m}");
+        }
         let missing = url.replace(&db, "no_such_db");
         let m = PgStore::connect(&missing, Retry::FOREVER)
             .expect_err("no database")
