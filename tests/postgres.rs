@@ -402,8 +402,8 @@ fn park_long_poll(
 
 /// Two processes on one database: a device registered through A is known to B; long-polling
 /// B, it wakes when an apply lands on A (PostgreSQL LISTEN/NOTIFY), and again after PostgreSQL
-/// restarted (B's listener reconnects and reads the latest revision again); removed through A,
-/// B refuses its token.
+/// restarted (B's listener reconnects and reads the latest revision again); a report sent to B
+/// is shown by A; removed through A, B refuses its token.
 #[test]
 fn a_device_long_polling_one_process_wakes_when_an_apply_lands_on_another() {
     let mut pg = PgServer::start();
@@ -454,6 +454,20 @@ fn a_device_long_polling_one_process_wakes_when_an_apply_lands_on_another() {
     let woke = poll.join().expect("poll");
     assert_eq!(woke.status, 200, "{}", text(&woke.body));
     assert_eq!(woke.json()["revision"], 3);
+
+    // A report sent to B is seen by A (through the database, within a flush or two).
+    let report = http(
+        &b.addr(),
+        "POST",
+        "/v1/devices/dev-a/status",
+        Some(&token),
+        &[("Content-Type", "application/json")],
+        br#"{"state":"running","runningRevision":3}"#,
+    );
+    assert_eq!(report.status, 204, "{}", text(&report.body));
+    wait_until(30, "A shows the report B received", || {
+        device(&a, "dev-a")["report"]["runningRevision"] == 3
+    });
 
     // Removed through A: B refuses its token.
     let r = http(

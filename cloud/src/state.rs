@@ -32,6 +32,9 @@ struct Statuses {
     last: HashMap<String, (StatusReport, u64)>,
     /// The devices that reported since the last flush.
     dirty: HashSet<String>,
+    /// Where [`Store::statuses_since`] reads from next: reports other processes sharing the
+    /// store received.
+    seen: u64,
 }
 
 /// Shared server state.
@@ -141,6 +144,7 @@ impl AppState {
         let statuses = Statuses {
             last: store.statuses()?.into_iter().collect(),
             dirty: HashSet::new(),
+            seen: 0,
         };
         Ok(Arc::new(Self {
             store,
@@ -225,24 +229,51 @@ impl AppState {
         self.https.get().copied().unwrap_or(false)
     }
 
-    /// Writes the reports received since the last flush (off the async threads).
+    /// Writes the reports received since the last flush, then reads those that other
+    /// processes sharing the store received meanwhile, keeping the newer of two reports of a
+    /// device (off the async threads).
     pub(crate) async fn flush_statuses(&self) -> Result<(), ApiError> {
-        let batch: Vec<(String, StatusReport, u64)> = {
+        let (batch, seen): (Vec<(String, StatusReport, u64)>, u64) = {
             let mut st = self
                 .statuses
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let names: Vec<String> = st.dirty.drain().collect();
-            names
+            let batch = names
                 .into_iter()
                 .filter_map(|n| st.last.get(&n).map(|(r, at)| (n, r.clone(), *at)))
-                .collect()
+                .collect();
+            (batch, st.seen)
         };
-        if batch.is_empty() {
+        let store = self.store.clone();
+        let others = blocking(move || {
+            if !batch.is_empty() {
+                store.put_statuses(&batch)?;
+            }
+            Ok(store.statuses_since(seen)?)
+        })
+        .await?;
+        if others.reports.is_empty() && others.last == seen {
             return Ok(());
         }
-        let store = self.store.clone();
-        blocking(move || Ok(store.put_statuses(&batch)?)).await
+        let mut newer = false;
+        {
+            let mut st = self
+                .statuses
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            st.seen = st.seen.max(others.last);
+            for (name, report, at) in others.reports {
+                if st.last.get(&name).is_none_or(|(_, mine)| *mine < at) {
+                    st.last.insert(name, (report, at));
+                    newer = true;
+                }
+            }
+        }
+        if newer {
+            self.changed();
+        }
+        Ok(())
     }
 
     /// The revision device `name` last reported running.

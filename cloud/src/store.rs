@@ -233,6 +233,15 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn put_statuses(&self, batch: &[(String, StatusReport, u64)]) -> Result<(), StoreError>;
     /// Every device's last report and its time.
     fn statuses(&self) -> Result<BTreeMap<String, (StatusReport, u64)>, StoreError>;
+    /// The reports written (by any process sharing the store) after position `seq` of the
+    /// store's sequence of report writes (0: from the start), and the position to ask from
+    /// next. A store no other process writes to (the default) has nothing to add.
+    fn statuses_since(&self, seq: u64) -> Result<StatusesSince, StoreError> {
+        Ok(StatusesSince {
+            reports: Vec::new(),
+            last: seq,
+        })
+    }
     /// The admin tokens, revoked ones included (their hashes, names, times).
     fn admin_tokens(&self) -> Result<Vec<AdminTokenRecord>, StoreError>;
     /// Adds an admin token (by its hash); an existing record with that hash is kept as it is.
@@ -270,6 +279,15 @@ pub(crate) trait Store: Send + Sync + 'static {
     ) {
         let _ = (changed, stop);
     }
+}
+
+/// What [`Store::statuses_since`] found.
+#[derive(Debug, Clone)]
+pub(crate) struct StatusesSince {
+    /// Device name, report, and when it was received (ms since the Unix epoch).
+    pub(crate) reports: Vec<(String, StatusReport, u64)>,
+    /// The position to ask from next.
+    pub(crate) last: u64,
 }
 
 /// What another process sharing the store changed ([`Store::watch_changes`]).

@@ -26,8 +26,8 @@ use postgres::NoTls;
 use r2d2_postgres::PostgresConnectionManager;
 
 use super::{
-    AdminTokenRecord, Changed, DeviceRecord, Draft, Revoked, SealedVersion, SecretRecord, Store,
-    StoreError, json, parse,
+    AdminTokenRecord, Changed, DeviceRecord, Draft, Revoked, SealedVersion, SecretRecord,
+    StatusesSince, Store, StoreError, json, parse,
 };
 
 /// The schema's migrations: version, name, SQL. Applied in order, each once, at start; never
@@ -38,6 +38,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         2,
         "revision_summaries",
         include_str!("migrations/0002_revision_summaries.sql"),
+    ),
+    (
+        3,
+        "status_sequence",
+        include_str!("migrations/0003_status_sequence.sql"),
     ),
 ];
 
@@ -762,7 +767,8 @@ impl Store for PgStore {
             .execute(
                 "INSERT INTO device_status (name, report, at_ms)
                  SELECT * FROM unnest($1::text[], $2::text[]::jsonb[], $3::bigint[])
-                 ON CONFLICT (name) DO UPDATE SET report = EXCLUDED.report, at_ms = EXCLUDED.at_ms",
+                 ON CONFLICT (name) DO UPDATE SET report = EXCLUDED.report, at_ms = EXCLUDED.at_ms,
+                     seq = nextval('device_status_seq')",
                 &[&names, &reports, &times],
             )
             .map_err(|e| self.err(e))?;
@@ -779,6 +785,24 @@ impl Store for PgStore {
                 Ok((r.get(0), (report, unbig(r.get(2)))))
             })
             .collect()
+    }
+
+    fn statuses_since(&self, seq: u64) -> Result<StatusesSince, StoreError> {
+        let rows = self
+            .conn()?
+            .query(
+                "SELECT name, report::text, at_ms, seq FROM device_status WHERE seq > $1 ORDER BY seq",
+                &[&big(seq)],
+            )
+            .map_err(|e| self.err(e))?;
+        let mut last = seq;
+        let mut reports = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let report: StatusReport = parse(r.get::<_, &str>(1).as_bytes())?;
+            reports.push((r.get(0), report, unbig(r.get(2))));
+            last = last.max(unbig(r.get(3)));
+        }
+        Ok(StatusesSince { reports, last })
     }
 
     fn admin_tokens(&self) -> Result<Vec<AdminTokenRecord>, StoreError> {
@@ -1087,6 +1111,17 @@ mod tests {
         let db = server.create_db();
         let store = PgStore::connect(&server.url(&db), QUICK).expect("connect");
         check(&store);
+        // Reports as a sequence of writes: what was written since a position, once.
+        let since = store.statuses_since(0).expect("since");
+        let names: Vec<&str> = since.reports.iter().map(|r| r.0.as_str()).collect();
+        assert_eq!(names, vec!["gw-02"], "the removed device's report is gone");
+        assert!(
+            store
+                .statuses_since(since.last)
+                .expect("since")
+                .reports
+                .is_empty()
+        );
         // Starting again on a migrated database changes nothing.
         drop(store);
         let store = PgStore::connect(&server.url(&db), QUICK).expect("again");
@@ -1095,7 +1130,7 @@ mod tests {
                 &db,
                 "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"
             ),
-            "1,2"
+            "1,2,3"
         );
         assert_eq!(store.history(10).expect("history").len(), 4);
     }
@@ -1202,7 +1237,7 @@ mod tests {
                 &db,
                 "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"
             ),
-            "1,2"
+            "1,2,3"
         );
         assert_eq!(
             store.history(10).expect("history"),
