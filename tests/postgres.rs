@@ -619,3 +619,162 @@ fn two_replicas_behind_haproxy_keep_serving_when_one_is_killed() {
         d["converged"] == true && d["report"]["runningRevision"] == 2
     });
 }
+
+/// The manifest of [`a_staged_rollout_continues_through_the_other_replica_when_its_driver_is_killed`]:
+/// the daemon on `dev-a` and `dev-b`, at version `v`, with `rollout` appended.
+fn fleet_manifest(version: u32, rollout: &str) -> String {
+    format!(
+        "apiVersion: edgefn/v1\nproject: pg-test\nfunctions:\n  daemon:\n    path: functions/daemon\n    runtime: exec\n    handler: [\"./run.sh\"]\n    env: {{ VERSION: \"{version}\" }}\ndevices:\n  dev-a: {{}}\n  dev-b: {{}}\nbindings:\n  - function: daemon\n    devices: {{ names: [dev-a, dev-b] }}\n    mode: continuous\n{rollout}"
+    )
+}
+
+/// Which `edgefn-cloud` process holds the rollout driver's advisory lock, as PostgreSQL sees
+/// it (the holder's connection is named `edgefn-cloud pid N`); the pids of every holder.
+fn driver_pids(pg: &PgServer, db: &str) -> Vec<u32> {
+    pg.psql(
+        db,
+        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+         WHERE l.locktype = 'advisory' AND l.granted",
+    )
+    .lines()
+    .filter_map(|l| l.strip_prefix("edgefn-cloud pid "))
+    .map(|p| p.parse().expect("pid"))
+    .collect()
+}
+
+/// Two replicas behind HAProxy, two real agents: exactly one replica drives a staged rollout
+/// (holds the advisory lock); SIGKILLed while its canary stage bakes, the lock moves to the
+/// other, which steps the rollout to its end: both devices converge on the new revision, and
+/// the history holds revisions 1 and 2 once each.
+#[test]
+fn a_staged_rollout_continues_through_the_other_replica_when_its_driver_is_killed() {
+    let mut pg = PgServer::start();
+    let db = pg.create_db();
+    let url = pg.url(&db);
+    let (data_a, data_b) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let a = cloud(data_a.path(), "127.0.0.1:0", &url);
+    let b = cloud(data_b.path(), "127.0.0.1:0", &url);
+    let lb = Haproxy::start(&[a.addr(), b.addr()]);
+    let front_url = format!("http://{}", lb.addr);
+    let admin = a.admin.clone();
+    let front = |dir: &Path, args: &[&str]| {
+        edgefn_env(
+            dir,
+            args,
+            &[
+                ("EDGEFN_CLOUD", front_url.as_str()),
+                ("EDGEFN_TOKEN", admin.as_str()),
+            ],
+        )
+    };
+    let front_get = |path: &str| http(&lb.addr, "GET", path, Some(&admin), &[], b"");
+    let project = project(1);
+    std::fs::write(project.path().join("edgefn.yaml"), fleet_manifest(1, "")).expect("write");
+    git(project.path(), &["commit", "-q", "-am", "two devices"]);
+    let mut agents = Vec::new();
+    let mut agent_dirs = Vec::new();
+    for name in ["dev-a", "dev-b"] {
+        let config: PathBuf = project.path().join(format!("{name}.agent.yaml"));
+        ok(&front(
+            project.path(),
+            &[
+                "device",
+                "add",
+                name,
+                "--out",
+                config.to_str().expect("utf8"),
+            ],
+        ));
+        let mut text_config = std::fs::read_to_string(&config).expect("read");
+        text_config.push_str("healthWindow: 1s\npollWait: 2s\nreportInterval: 1s\n");
+        std::fs::write(&config, text_config).expect("write");
+        agent_dirs.push((name, config));
+    }
+    for c in [&a, &b] {
+        wait_until(30, "the replica knows both devices", || {
+            let list = get(c, "/v1/devices").json().to_string();
+            list.contains("dev-a") && list.contains("dev-b")
+        });
+    }
+    ok(&front(project.path(), &["apply"]));
+    for (_, config) in &agent_dirs {
+        let data = tempfile::tempdir().expect("agent data");
+        agents.push((AgentProc::start(config, data.path(), &[]), data));
+    }
+    wait_until(60, "both devices run revision 1", || {
+        ["dev-a", "dev-b"]
+            .iter()
+            .all(|d| device(&b, d)["report"]["runningRevision"] == 1)
+    });
+    wait_until(30, "one replica drives rollouts", || {
+        driver_pids(&pg, &db).len() == 1
+    });
+    let pids = [a.child.id(), b.child.id()];
+    let leader = driver_pids(&pg, &db)[0];
+    assert!(pids.contains(&leader), "{leader} is one of {pids:?}");
+
+    // Revision 2 rolls out in two stages: one device, bake, then everyone.
+    let rollout = "rollout:\n  deadline: 60s\n  stages:\n    - { devices: 1, bake: 4s }\n    - { percent: 100, bake: 1s }\n";
+    std::fs::write(
+        project.path().join("edgefn.yaml"),
+        fleet_manifest(2, rollout),
+    )
+    .expect("write");
+    git(project.path(), &["commit", "-q", "-am", "v2"]);
+    ok(&front(project.path(), &["apply"]));
+    let started = front_get("/v1/rollout").json();
+    assert_eq!(started["revision"], 2, "{started}");
+    let canary = started["stages"][0]["devices"][0]
+        .as_str()
+        .expect("canary")
+        .to_owned();
+    wait_until(60, "the canary runs revision 2", || {
+        device(&b, &canary)["report"]["runningRevision"] == 2
+    });
+    let middle = front_get("/v1/rollout").json();
+    assert_eq!(middle["state"], "running", "killed in the middle: {middle}");
+    assert_eq!(driver_pids(&pg, &db), vec![leader], "still one driver");
+
+    // SIGKILL the driver: its session ends, the other replica takes the lock.
+    let survivor = if leader == a.child.id() {
+        a.kill();
+        b
+    } else {
+        b.kill();
+        a
+    };
+    wait_until(30, "the survivor drives rollouts", || {
+        driver_pids(&pg, &db) == vec![survivor.child.id()]
+    });
+    wait_until(90, "the rollout completes through the survivor", || {
+        get(&survivor, "/v1/rollout").json()["state"] == "completed"
+    });
+    wait_until(60, "both devices converge on revision 2", || {
+        ["dev-a", "dev-b"].iter().all(|d| {
+            let d = device(&survivor, d);
+            d["converged"] == true && d["report"]["runningRevision"] == 2
+        })
+    });
+    let history = get(&survivor, "/v1/revisions").json();
+    let numbers: Vec<u64> = history
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|r| r["number"].as_u64().expect("number"))
+        .collect();
+    assert_eq!(
+        numbers,
+        vec![2, 1],
+        "no revision lost or duplicated: {history}"
+    );
+    assert_eq!(
+        pg.psql(
+            &db,
+            "SELECT count(*), count(DISTINCT number) FROM revisions"
+        ),
+        "2|2"
+    );
+}

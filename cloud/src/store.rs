@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use edgefn_schema::api::{DeviceInfo, Provenance, Revision, RevisionSummary, StatusReport};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -278,6 +279,26 @@ pub(crate) trait Store: Send + Sync + 'static {
         stop: tokio::sync::watch::Receiver<bool>,
     ) {
         let _ = (changed, stop);
+    }
+    /// Whether this process is the one that drives running rollouts, kept current until `stop`
+    /// turns true: of all the processes sharing the store, at most one holds it at a time (the
+    /// PostgreSQL store: a session-level advisory lock on a connection of its own, so it moves
+    /// to another process when the holder dies). A store no other process shares (the default):
+    /// always true.
+    fn rollout_driver(
+        &self,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Arc<std::sync::atomic::AtomicBool> {
+        let _ = stop;
+        Arc::new(std::sync::atomic::AtomicBool::new(true))
+    }
+    /// Replaces the rollout record only if it still is `expected` (a JSON document compared by
+    /// value); false when another process changed it meanwhile (nothing written). The default,
+    /// for a store no other process shares: [`Store::put_rollout`] (the caller's commit lock
+    /// already rules out a change meanwhile).
+    fn replace_rollout(&self, expected: &[u8], record: &[u8]) -> Result<bool, StoreError> {
+        let _ = expected;
+        self.put_rollout(record).map(|()| true)
     }
 }
 

@@ -152,10 +152,16 @@ pub(super) async fn abort(
 pub(crate) async fn drive(state: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(crate::rollout::TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Several processes may share the store: only the one holding the driver's role steps the
+    // record; the others serve what it writes (the store's change notifications).
+    let driver = state.store.rollout_driver(stop.clone());
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => break,
+        }
+        if !driver.load(std::sync::atomic::Ordering::SeqCst) {
+            continue;
         }
         let Some(record) = state.rollout_record() else {
             continue;
@@ -178,16 +184,29 @@ pub(crate) async fn drive(state: Arc<AppState>, mut stop: tokio::sync::watch::Re
             continue;
         }
         let store = state.store.clone();
-        let bytes = match serde_json::to_vec(&next) {
-            Ok(b) => b,
-            Err(e) => {
+        let (before, bytes) = match (serde_json::to_vec(&record), serde_json::to_vec(&next)) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => {
                 tracing::error!("could not encode the rollout: {e}");
                 continue;
             }
         };
-        if let Err(e) = blocking(move || Ok(store.put_rollout(&bytes)?)).await {
-            tracing::warn!("could not save the rollout: {e:?}");
-            continue;
+        // Written only over the record it was stepped from: a driver that has just lost its
+        // role (or read a stale record) never overwrites another process's step.
+        match blocking(move || Ok(store.replace_rollout(&before, &bytes)?)).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!("the rollout was changed by another process; reading it again");
+                let st = state.clone();
+                if let Err(e) = blocking(move || Ok(st.reload_latest()?)).await {
+                    tracing::warn!("could not read the rollout again: {e:?}");
+                }
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!("could not save the rollout: {e:?}");
+                continue;
+            }
         }
         if next.stage != record.stage || next.state != record.state {
             tracing::info!(

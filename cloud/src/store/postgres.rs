@@ -67,6 +67,9 @@ const CHANGES: &str = "edgefn_changes";
 const DEVICE: &str = "device:";
 /// The payload of a [`CHANGES`] notification for admin tokens added or revoked.
 const ADMIN_TOKENS: &str = "admin-tokens";
+/// The session-level advisory lock held by the process that drives rollouts
+/// ([`Store::rollout_driver`]): "edgefn-rollout" in ASCII, distinct from [`MIGRATION_LOCK`].
+pub(crate) const DRIVER_LOCK: i64 = 0x0065_6466_6e72_6f6c;
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
@@ -948,6 +951,43 @@ impl Store for PgStore {
         self.set_meta(KEY_CHECK, sealed)
     }
 
+    fn replace_rollout(&self, expected: &[u8], record: &[u8]) -> Result<bool, StoreError> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(|e| self.err(e))?;
+        // Compared as jsonb: by value, whatever the key order or spacing of either encoding.
+        let n = tx
+            .execute(
+                "UPDATE meta SET value = $2 WHERE key = $1
+                 AND convert_from(value, 'UTF8')::jsonb = convert_from($3, 'UTF8')::jsonb",
+                &[&ROLLOUT, &record, &expected],
+            )
+            .map_err(|e| self.err(e))?;
+        if n == 0 {
+            return Ok(false);
+        }
+        tx.execute("SELECT pg_notify($1, 'rollout')", &[&CHANGES])
+            .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(true)
+    }
+
+    fn rollout_driver(
+        &self,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+        let held = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (config, shown, flag) = (self.config.clone(), self.shown.clone(), held.clone());
+        let thread = std::thread::Builder::new()
+            .name("pg-driver".into())
+            .spawn(move || hold_driver_lock(config, &shown, &flag, &stop));
+        if let Err(e) = thread {
+            tracing::error!(
+                "cannot start the rollout driver's election: {e}; this process will not drive rollouts"
+            );
+        }
+        held
+    }
+
     fn watch_changes(
         &self,
         changed: Box<dyn Fn(Changed) + Send>,
@@ -1045,6 +1085,75 @@ fn listen(
             }
         }
     }
+}
+
+/// The election of [`Store::rollout_driver`]: on a connection of its own (named
+/// `edgefn-cloud pid N` in `pg_stat_activity`), tries `pg_try_advisory_lock(DRIVER_LOCK)` every
+/// second until it gets it, then checks every second that the connection is alive (the lock is
+/// the session's: PostgreSQL releases it when the session ends — the process died or the
+/// connection was lost — and another process takes it on its next try). `held` is true only
+/// while the lock is known held; false on any error (the connection is then dropped, so the
+/// lock is released too) and when `stop` turns true.
+#[allow(clippy::disallowed_methods)] // A thread of its own, not an async worker.
+fn hold_driver_lock(
+    mut config: postgres::Config,
+    shown: &str,
+    held: &std::sync::atomic::AtomicBool,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) {
+    use std::sync::atomic::Ordering;
+    const TICK: Duration = Duration::from_secs(1);
+    config.application_name(&format!("edgefn-cloud pid {}", std::process::id()));
+    let pause = |d: Duration| {
+        let until = std::time::Instant::now() + d;
+        while std::time::Instant::now() < until && !*stop.borrow() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let mut wait = Retry::FOREVER.first;
+    while !*stop.borrow() {
+        let mut client = match config.connect(NoTls) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(
+                    "PostgreSQL at {shown}: cannot take part in the rollout driver's election ({}); retrying in {:.1} s",
+                    db_message(&e),
+                    wait.as_secs_f64()
+                );
+                pause(wait);
+                wait = (wait * 2).min(Retry::FOREVER.max);
+                continue;
+            }
+        };
+        wait = Retry::FOREVER.first;
+        while !*stop.borrow() {
+            let checked = if held.load(Ordering::SeqCst) {
+                client.simple_query("SELECT 1").map(|_| true)
+            } else {
+                client
+                    .query_one("SELECT pg_try_advisory_lock($1)", &[&DRIVER_LOCK])
+                    .map(|row| row.get::<_, bool>(0))
+            };
+            match checked {
+                Ok(now) => {
+                    if now && !held.swap(true, Ordering::SeqCst) {
+                        tracing::info!("this process drives rollouts now");
+                    }
+                }
+                Err(e) => {
+                    if held.swap(false, Ordering::SeqCst) {
+                        tracing::warn!(
+                            "PostgreSQL at {shown}: lost the rollout driver's connection ({}); another process may drive rollouts now",
+                            db_message(&e)
+                        );
+                    }
+                    break;
+                }
+            }
+            pause(TICK);
+        }
+    }
+    held.store(false, Ordering::SeqCst);
 }
 
 fn admin_record(r: &postgres::Row) -> Result<AdminTokenRecord, StoreError> {
