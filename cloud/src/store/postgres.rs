@@ -1247,6 +1247,72 @@ mod tests {
     /// Two processes sharing the database (two pools, as two replicas have) commit on the same
     /// parent at once, round after round: one succeeds and the other gets a conflict naming the
     /// new latest revision; no number is taken twice or skipped.
+    /// Two stores on one database: exactly one is the rollout driver; when it stops (its
+    /// session ends) the other takes over. A rollout step written over a record that changed
+    /// meanwhile is refused and writes nothing.
+    #[test]
+    fn one_rollout_driver_and_steps_only_over_the_record_they_came_from() {
+        use std::sync::atomic::Ordering;
+        let mut server = PgServer::start();
+        let db = server.create_db();
+        let url = server.url(&db);
+        let a = PgStore::connect(&url, QUICK).expect("a");
+        let b = PgStore::connect(&url, QUICK).expect("b");
+        let (stop_a, stop_rx_a) = tokio::sync::watch::channel(false);
+        let (_stop_b, stop_rx_b) = tokio::sync::watch::channel(false);
+        let (da, db_) = (a.rollout_driver(stop_rx_a), b.rollout_driver(stop_rx_b));
+        let held = || (da.load(Ordering::SeqCst), db_.load(Ordering::SeqCst));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while held() != (true, false) && held() != (false, true) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no driver: {:?}",
+                held()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Never both, over a few election rounds.
+        for _ in 0..30 {
+            assert_ne!(held(), (true, true));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if held() == (true, false) {
+            stop_a.send(true).expect("stop");
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while held() != (false, true) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no takeover: {:?}",
+                    held()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+
+        a.put_rollout(br#"{"stage": 0, "state": "running"}"#)
+            .expect("put");
+        // The same document, encoded differently: replaced.
+        assert!(
+            b.replace_rollout(
+                br#"{ "state":"running","stage":0 }"#,
+                br#"{"stage": 1, "state": "running"}"#
+            )
+            .expect("replace")
+        );
+        // Stepped from the old record: refused, nothing written.
+        assert!(
+            !a.replace_rollout(
+                br#"{"stage": 0, "state": "running"}"#,
+                br#"{"stage": 1, "state": "halted"}"#
+            )
+            .expect("replace")
+        );
+        assert_eq!(
+            a.rollout().expect("read").as_deref(),
+            Some(&br#"{"stage": 1, "state": "running"}"#[..])
+        );
+    }
+
     #[test]
     fn racing_commits_give_one_revision_and_one_conflict() {
         let mut server = PgServer::start();
