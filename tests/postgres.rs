@@ -778,3 +778,159 @@ fn a_staged_rollout_continues_through_the_other_replica_when_its_driver_is_kille
         "2|2"
     );
 }
+
+/// An anonymous Mosquitto on a free port, for one test; killed when dropped.
+struct Mosquitto {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    fn start() -> Mosquitto {
+        let dir = tempfile::tempdir().expect("dir");
+        let port = server_port();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nuser root\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\n"
+            ),
+        )
+        .expect("conf");
+        let child = Command::new(mosquitto_bin().expect(
+            "mosquitto is not installed: scripts/test.sh installs it (apt-get install mosquitto)",
+        ))
+        .args(["-c", conf.to_str().expect("utf8")])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start mosquitto");
+        wait_until(10, "mosquitto accepts connections", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Mosquitto {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Publishes `(id, copies)` messages up as device `dev-a`'s outbox `outbox` would: each on
+/// `edgefn/dev-a/up/alerts/<id>` with the outbox's user properties, `copies` times (the
+/// resends of at-least-once delivery), at QoS 1, waiting for every acknowledgement.
+fn publish_up(port: u16, outbox: &str, messages: &[(u64, usize)]) {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let (client, mut events) =
+            AsyncClient::new(MqttOptions::new("dev-a", "127.0.0.1", port), 1000);
+        let mut sent = 0;
+        for &(id, copies) in messages {
+            for _ in 0..copies {
+                let props = PublishProperties {
+                    user_properties: vec![
+                        ("edgefn-id".into(), id.to_string()),
+                        ("edgefn-outbox".into(), outbox.into()),
+                    ],
+                    ..Default::default()
+                };
+                client
+                    .publish_with_properties(
+                        format!("edgefn/dev-a/up/alerts/{id}"),
+                        QoS::AtLeastOnce,
+                        false,
+                        format!("{{\"seq\":{id}}}"),
+                        props,
+                    )
+                    .await
+                    .expect("publish");
+                sent += 1;
+            }
+        }
+        let mut acked = 0;
+        while acked < sent {
+            if let Ok(Event::Incoming(Packet::PubAck(_))) = events.poll().await {
+                acked += 1;
+            }
+        }
+        let _ = client.disconnect().await;
+    });
+}
+
+/// The value of the `/metrics` line starting with `prefix`.
+fn metric(cloud: &Cloud, prefix: &str) -> u64 {
+    let r = get(cloud, "/metrics");
+    text(&r.body)
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no `{prefix}` in /metrics"))
+}
+
+/// Two replicas on one database and one Mosquitto: their subscription to what devices send up
+/// is an MQTT 5 shared subscription (each message reaches one replica), and the marks of the
+/// messages handled are in the database: 30 messages, each published twice (resends, which
+/// the broker may hand to either replica), are handled 30 times in all — once each — and
+/// both replicas handle some.
+#[test]
+fn messages_sent_up_are_handled_once_across_replicas_on_one_mosquitto() {
+    let mut pg = PgServer::start();
+    let db = pg.create_db();
+    let url = pg.url(&db);
+    let broker = Mosquitto::start();
+    let mqtt_url = format!("mqtt://127.0.0.1:{}", broker.port);
+    let (data_a, data_b) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let start = |data: &Path| {
+        Cloud::start_at_with(
+            data,
+            "127.0.0.1:0",
+            &["--mqtt-url", &mqtt_url, "--store", &url],
+        )
+        .0
+    };
+    let (a, b) = (start(data_a.path()), start(data_b.path()));
+    for c in [&a, &b] {
+        wait_until(30, "the replica is subscribed", || {
+            metric(c, "edgefn_mqtt_connected ") == 1
+        });
+    }
+    let n = 30u64;
+    let messages: Vec<(u64, usize)> = (1..=n).map(|id| (id, 2)).collect();
+    publish_up(broker.port, "outbox-1", &messages);
+    let up = |c: &Cloud| metric(c, "edgefn_messages_total{direction=\"up\"} ");
+    let dup = |c: &Cloud| metric(c, "edgefn_messages_duplicates_total ");
+    wait_until(30, "every copy reached a replica", || {
+        up(&a) + up(&b) + dup(&a) + dup(&b) >= 2 * n
+    });
+    assert_eq!(
+        (up(&a) + up(&b), dup(&a) + dup(&b)),
+        (n, n),
+        "each message handled once, each resend dropped"
+    );
+    assert!(up(&a) > 0 && up(&b) > 0, "both replicas handled some");
+    assert_eq!(
+        pg.psql(&db, "SELECT count(*) FROM message_marks"),
+        n.to_string()
+    );
+    // A new outbox (the device reinstalled) starts afresh.
+    publish_up(broker.port, "outbox-2", &[(1, 1)]);
+    wait_until(30, "the new outbox's message is handled", || {
+        up(&a) + up(&b) == n + 1
+    });
+}

@@ -357,6 +357,7 @@ async fn start_messaging(
                 port: at.port(),
                 username: mqtt::CLOUD_USER.to_owned(),
                 password: secret.clone(),
+                shared: None,
             };
             (opts, Some(broker), None)
         }
@@ -372,6 +373,11 @@ async fn start_messaging(
                 port,
                 username: username.unwrap_or_else(|| mqtt::CLOUD_USER.to_owned()),
                 password: password.unwrap_or_else(|| secret.clone()),
+                // Replicas on one store and one broker: each message sent up reaches one.
+                shared: state
+                    .store
+                    .shared()
+                    .then(|| mqtt::hub::SharedMarks(state.store.clone())),
             };
             (opts, None, mosquitto)
         }

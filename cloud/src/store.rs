@@ -292,6 +292,26 @@ pub(crate) trait Store: Send + Sync + 'static {
         let _ = stop;
         Arc::new(std::sync::atomic::AtomicBool::new(true))
     }
+    /// Whether other processes may share this store (then messages from devices reach one
+    /// process each through an MQTT 5 shared subscription, and [`Store::mark_message`]
+    /// decides which are new). Default: false.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Marks message `id` of outbox `outbox` from `device` as handled: `Some(true)` when no
+    /// process sharing the store marked it before (handle it), `Some(false)` when one did (a
+    /// resend: drop it); `None` for a store no other process shares (the caller decides in
+    /// memory). Marks expire after the outbox's resend window.
+    fn mark_message(
+        &self,
+        device: &str,
+        outbox: &str,
+        id: u64,
+        now_ms: u64,
+    ) -> Result<Option<bool>, StoreError> {
+        let _ = (device, outbox, id, now_ms);
+        Ok(None)
+    }
     /// Replaces the rollout record only if it still is `expected` (a JSON document compared by
     /// value); false when another process changed it meanwhile (nothing written). The default,
     /// for a store no other process shares: [`Store::put_rollout`] (the caller's commit lock

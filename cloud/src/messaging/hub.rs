@@ -155,6 +155,8 @@ pub(crate) struct Hub {
     seen: Mutex<HashMap<String, (String, u64)>>,
     /// Invocations waiting for a reply, by request id.
     waiting: Mutex<HashMap<String, Waiter>>,
+    /// Marks in the store shared with other processes, when it is (see [`HubOptions::shared`]).
+    shared: Option<SharedMarks>,
     /// Messages received from devices (`up`), log lines received, messages sent down,
     /// duplicates dropped.
     pub(crate) counts: [AtomicU64; 4],
@@ -171,6 +173,40 @@ pub(crate) struct HubOptions {
     pub(crate) username: String,
     /// Password.
     pub(crate) password: String,
+    /// When other processes share the store (and the broker): the store that marks which
+    /// messages were handled, and the subscription to messages sent up is an MQTT 5 shared
+    /// subscription ([`SHARE_GROUP`]), so each message reaches one of the processes.
+    pub(crate) shared: Option<SharedMarks>,
+}
+
+/// The MQTT 5 shared-subscription group of the processes sharing a store: each message sent
+/// up reaches one process of the group.
+pub(crate) const SHARE_GROUP: &str = "edgefn";
+
+/// The store that marks messages handled across processes ([`crate::store::Store::mark_message`]).
+#[derive(Clone)]
+pub(crate) struct SharedMarks(pub(crate) Arc<dyn crate::store::Store>);
+
+impl std::fmt::Debug for SharedMarks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedMarks")
+    }
+}
+
+/// The filters the cloud subscribes to: [`wire::CLOUD_FILTERS`], messages sent up shared in
+/// [`SHARE_GROUP`] when `shared` (log lines and replies are not: every process keeps the log
+/// lines for its streams, and a reply goes to the process that sent its request).
+pub(crate) fn cloud_filters(shared: bool) -> Vec<String> {
+    wire::CLOUD_FILTERS
+        .iter()
+        .map(|f| {
+            if shared && f.contains("/up/") {
+                format!("$share/{SHARE_GROUP}/{f}")
+            } else {
+                (*f).to_owned()
+            }
+        })
+        .collect()
 }
 
 impl Hub {
@@ -199,8 +235,10 @@ impl Hub {
             ready: watch::Sender::new(false),
             seen: Mutex::new(HashMap::new()),
             waiting: Mutex::new(HashMap::new()),
+            shared: opts.shared.clone(),
             counts: Default::default(),
         });
+        let filters = cloud_filters(hub.shared.is_some());
         let h = hub.clone();
         tokio::spawn(async move {
             let mut failures = 0u32;
@@ -209,8 +247,9 @@ impl Hub {
                     ev = eventloop.poll() => match ev {
                         Ok(Event::Incoming(Packet::ConnAck(_))) => {
                             failures = 0;
-                            let subs = wire::CLOUD_FILTERS
-                                .map(|f| Filter::new(f, QoS::AtLeastOnce));
+                            let subs = filters
+                                .iter()
+                                .map(|f| Filter::new(f.clone(), QoS::AtLeastOnce));
                             if let Err(e) = h.client.try_subscribe_many(subs) {
                                 tracing::warn!("mqtt: cannot subscribe: {e}");
                             }
@@ -218,7 +257,7 @@ impl Hub {
                         Ok(Event::Incoming(Packet::SubAck(ack))) => {
                             let refused = ack.return_codes.iter().any(|c| !matches!(c, SubscribeReasonCode::Success(_)));
                             if refused {
-                                tracing::error!("mqtt: the broker refused the cloud's subscriptions to {}: check its ACL", wire::CLOUD_FILTERS.join(", "));
+                                tracing::error!("mqtt: the broker refused the cloud's subscriptions to {}: check its ACL", filters.join(", "));
                             }
                             h.ready.send_replace(!refused);
                         }
@@ -249,7 +288,26 @@ impl Hub {
     }
 
     /// Whether message `id` of outbox `outbox` from `device` was seen already; records it.
+    /// Shared with other processes: whether any of them marked it in the store (a message of
+    /// one outbox may reach them in any order, so each message has its own mark); if the
+    /// store cannot say, the message is handled (at least once rather than lost).
     fn duplicate(&self, device: &str, outbox: &str, id: u64) -> bool {
+        if let Some(SharedMarks(store)) = &self.shared {
+            let mark = || store.mark_message(device, outbox, id, now_ms());
+            // A database round trip: the async worker lets others run meanwhile.
+            let marked = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+                Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(mark),
+                _ => mark(),
+            };
+            match marked {
+                Ok(Some(first)) => return !first,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(%device, id, "cannot mark a message as handled ({e}); handling it");
+                    return false;
+                }
+            }
+        }
         let mut seen = self
             .seen
             .lock()

@@ -44,7 +44,18 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "status_sequence",
         include_str!("migrations/0003_status_sequence.sql"),
     ),
+    (
+        4,
+        "message_marks",
+        include_str!("migrations/0004_message_marks.sql"),
+    ),
 ];
+
+/// How long a message's de-duplication mark is kept: longer than an agent's outbox keeps
+/// resending a message (its messages expire within a day).
+const MARK_TTL_MS: u64 = 2 * 24 * 3600 * 1000;
+/// Expired marks are deleted by every this many-th mark written.
+const MARK_SWEEP_EVERY: u64 = 1024;
 
 /// How long a request waits for a pooled connection before it is answered 503.
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -81,6 +92,9 @@ pub(crate) struct PgStore {
     config: postgres::Config,
     /// The database as shown in messages: its URL without the password.
     shown: String,
+    /// Messages marked by this process ([`Store::mark_message`]), to sweep expired marks now
+    /// and then.
+    marks: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -368,6 +382,7 @@ impl PgStore {
             pool: Some(pool),
             config,
             shown,
+            marks: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -949,6 +964,38 @@ impl Store for PgStore {
 
     fn set_key_check(&self, sealed: &[u8]) -> Result<(), StoreError> {
         self.set_meta(KEY_CHECK, sealed)
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    fn mark_message(
+        &self,
+        device: &str,
+        outbox: &str,
+        id: u64,
+        now_ms: u64,
+    ) -> Result<Option<bool>, StoreError> {
+        let mut conn = self.conn()?;
+        let n = conn
+            .execute(
+                "INSERT INTO message_marks (device, outbox, id, expires_ms) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT DO NOTHING",
+                &[&device, &outbox, &big(id), &big(now_ms + MARK_TTL_MS)],
+            )
+            .map_err(|e| self.err(e))?;
+        let written = self
+            .marks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if written % MARK_SWEEP_EVERY == MARK_SWEEP_EVERY - 1 {
+            conn.execute(
+                "DELETE FROM message_marks WHERE expires_ms < $1",
+                &[&big(now_ms)],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        Ok(Some(n == 1))
     }
 
     fn replace_rollout(&self, expected: &[u8], record: &[u8]) -> Result<bool, StoreError> {
