@@ -1286,7 +1286,20 @@ mod tests {
                 &db,
                 "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"
             ),
-            "1,2,3"
+            "1,2,3,4"
+        );
+        // Message marks: the first mark of a message says "first", a second says "seen".
+        assert_eq!(
+            store.mark_message("d", "o", 7, 1).expect("mark"),
+            Some(true)
+        );
+        assert_eq!(
+            store.mark_message("d", "o", 7, 2).expect("mark"),
+            Some(false)
+        );
+        assert_eq!(
+            store.mark_message("d", "o2", 7, 2).expect("mark"),
+            Some(true)
         );
         assert_eq!(store.history(10).expect("history").len(), 4);
     }
@@ -1459,7 +1472,7 @@ mod tests {
                 &db,
                 "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"
             ),
-            "1,2,3"
+            "1,2,3,4"
         );
         assert_eq!(
             store.history(10).expect("history"),
