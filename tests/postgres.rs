@@ -99,13 +99,24 @@ fn upload(cloud: &Cloud, dir: &Path) -> serde_json::Value {
 }
 
 fn submit(cloud: &Cloud, manifest: &str, bundles: &serde_json::Value, parent: u64) -> Response {
+    submit_to(&cloud.addr(), &cloud.admin, manifest, bundles, parent)
+}
+
+/// [`submit`] to `addr` (a cloud or a load balancer) with `admin`.
+fn submit_to(
+    addr: &str,
+    admin: &str,
+    manifest: &str,
+    bundles: &serde_json::Value,
+    parent: u64,
+) -> Response {
     let body =
         serde_json::json!({"manifest": manifest, "bundles": bundles, "expectedParent": parent});
     http(
-        &cloud.addr(),
+        addr,
         "POST",
         "/v1/revisions",
-        Some(&cloud.admin),
+        Some(admin),
         &[("Content-Type", "application/json")],
         body.to_string().as_bytes(),
     )
@@ -933,4 +944,47 @@ fn messages_sent_up_are_handled_once_across_replicas_on_one_mosquitto() {
     wait_until(30, "the new outbox's message is handled", || {
         up(&a) + up(&b) == n + 1
     });
+}
+
+/// Two applies racing through HAProxy (round robin over two replicas on one database): one
+/// `201` and one `409 conflict` in each round, and both replicas then hold and serve the same
+/// history.
+#[test]
+fn applies_racing_through_haproxy_give_one_201_and_one_409() {
+    let mut pg = PgServer::start();
+    let db = pg.create_db();
+    let url = pg.url(&db);
+    let (data_a, data_b) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let a = cloud(data_a.path(), "127.0.0.1:0", &url);
+    let b = cloud(data_b.path(), "127.0.0.1:0", &url);
+    let lb = Haproxy::start(&[a.addr(), b.addr()]);
+    let project = project(1);
+    let bundles = upload(&a, project.path());
+    for round in 0..5u64 {
+        let send = |v: u64| submit_to(&lb.addr, &a.admin, &manifest(v as u32, ""), &bundles, round);
+        let (r1, r2) = std::thread::scope(|s| {
+            let t1 = s.spawn(|| send(2 * round + 1));
+            let t2 = s.spawn(|| send(2 * round + 2));
+            (t1.join().expect("1"), t2.join().expect("2"))
+        });
+        let mut statuses = [r1.status, r2.status];
+        statuses.sort_unstable();
+        assert_eq!(
+            statuses,
+            [201, 409],
+            "round {round}: {} / {}",
+            text(&r1.body),
+            text(&r2.body)
+        );
+    }
+    for c in [&a, &b] {
+        wait_until(30, "the replica serves revision 5", || {
+            get(c, "/v1/status").json()["revision"] == 5
+        });
+        let history = get(c, "/v1/revisions").json();
+        assert_eq!(history.as_array().map(Vec::len), Some(5), "{history}");
+    }
 }
