@@ -921,9 +921,47 @@ fn messages_sent_up_are_handled_once_across_replicas_on_one_mosquitto() {
             metric(c, "edgefn_mqtt_connected ") == 1
         });
     }
+    // A live stream on A: it sees every message once, whichever replica the broker chose.
+    let stream = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let (addr, admin, sink) = (a.addr(), a.admin.clone(), stream.clone());
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+        write!(
+            s,
+            "GET /v1/messages?topic=%23 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {admin}\r\n\r\n"
+        )
+        .expect("request");
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().expect("lock").extend_from_slice(&buf[..n]);
+        }
+    });
+    wait_until(30, "the stream is open", || {
+        String::from_utf8_lossy(&stream.lock().expect("lock")).contains(" 200 ")
+    });
     let n = 30u64;
     let messages: Vec<(u64, usize)> = (1..=n).map(|id| (id, 2)).collect();
     publish_up(broker.port, "outbox-1", &messages);
+    let streamed = || {
+        let text = String::from_utf8_lossy(&stream.lock().expect("lock")).into_owned();
+        (1..=n)
+            .map(|i| text.matches(&format!("\"alerts/{i}\"")).count())
+            .collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !streamed().iter().all(|&c| c >= 1) {
+        assert!(
+            Instant::now() < deadline,
+            "A's stream shows every message: {:?}\n{}",
+            streamed(),
+            String::from_utf8_lossy(&stream.lock().expect("lock"))
+        );
+        pause(50);
+    }
     let up = |c: &Cloud| metric(c, "edgefn_messages_total{direction=\"up\"} ");
     let dup = |c: &Cloud| metric(c, "edgefn_messages_duplicates_total ");
     wait_until(30, "every copy reached a replica", || {
@@ -944,6 +982,11 @@ fn messages_sent_up_are_handled_once_across_replicas_on_one_mosquitto() {
     wait_until(30, "the new outbox's message is handled", || {
         up(&a) + up(&b) == n + 1
     });
+    // (Its topic is alerts/1 again: a new outbox numbers from 1.)
+    wait_until(30, "A's stream shows it", || streamed()[0] == 2);
+    let mut once = vec![1; n as usize];
+    once[0] = 2;
+    assert_eq!(streamed(), once, "each message streamed once");
 }
 
 /// Two applies racing through HAProxy (round robin over two replicas on one database): one

@@ -462,8 +462,13 @@ pub async fn serve(
                         entries.set_admins(hashes);
                     },
                 ),
-                store::Changed::Revisions => Ok(()),
+                store::Changed::Revisions | store::Changed::Messages => Ok(()),
             };
+            if matches!(what, store::Changed::Messages | store::Changed::Everything) {
+                if let Some(m) = state.messaging() {
+                    m.hub.stream_shared();
+                }
+            }
             if let Err(e) = read {
                 tracing::warn!("could not read the devices and admin tokens again: {e}");
             }

@@ -312,6 +312,19 @@ pub(crate) trait Store: Send + Sync + 'static {
         let _ = (device, outbox, id, now_ms);
         Ok(None)
     }
+    /// Passes message `m`, sent up and handled by this process, to the live streams of every
+    /// process sharing the store (each reads it through [`Store::messages_since`] when told
+    /// [`Changed::Messages`]): true when it did (then this process, too, streams it from
+    /// there, not directly). Default (a store no other process shares): false.
+    fn share_message(&self, m: &SharedMessage) -> Result<bool, StoreError> {
+        let _ = m;
+        Ok(false)
+    }
+    /// The messages [`Store::share_message`] passed after position `seq` (a page of them), and
+    /// the position to ask from next. Default: none.
+    fn messages_since(&self, seq: u64) -> Result<(Vec<SharedMessage>, u64), StoreError> {
+        Ok((Vec::new(), seq))
+    }
     /// Replaces the rollout record only if it still is `expected` (a JSON document compared by
     /// value); false when another process changed it meanwhile (nothing written). The default,
     /// for a store no other process shares: [`Store::put_rollout`] (the caller's commit lock
@@ -331,9 +344,26 @@ pub(crate) struct StatusesSince {
     pub(crate) last: u64,
 }
 
+/// A message sent up, passed to every process's streams ([`Store::share_message`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SharedMessage {
+    /// The device that sent it.
+    pub(crate) device: String,
+    /// Its local topic (without `edgefn/<device>/up/`).
+    pub(crate) topic: String,
+    /// The payload, raw.
+    pub(crate) payload: Vec<u8>,
+    /// When it was received (ms since the Unix epoch).
+    pub(crate) ts_ms: u64,
+    /// Its number in the device's outbox, when it came from one.
+    pub(crate) id: Option<u64>,
+}
+
 /// What another process sharing the store changed ([`Store::watch_changes`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Changed {
+    /// Messages were passed to every process's streams ([`Store::share_message`]).
+    Messages,
     /// The latest revision or its rollout record.
     Revisions,
     /// These devices were registered or removed.

@@ -157,6 +157,12 @@ pub(crate) struct Hub {
     waiting: Mutex<HashMap<String, Waiter>>,
     /// Marks in the store shared with other processes, when it is (see [`HubOptions::shared`]).
     shared: Option<SharedMarks>,
+    /// The position of the last shared message streamed here ([`Hub::stream_shared`]).
+    shared_seq: AtomicU64,
+    /// Held while reading shared messages, so each is streamed once.
+    shared_read: Mutex<()>,
+    /// When the hub started (ms since the Unix epoch).
+    started_ms: u64,
     /// Messages received from devices (`up`), log lines received, messages sent down,
     /// duplicates dropped.
     pub(crate) counts: [AtomicU64; 4],
@@ -236,6 +242,9 @@ impl Hub {
             seen: Mutex::new(HashMap::new()),
             waiting: Mutex::new(HashMap::new()),
             shared: opts.shared.clone(),
+            shared_seq: AtomicU64::new(0),
+            shared_read: Mutex::new(()),
+            started_ms: now_ms(),
             counts: Default::default(),
         });
         let filters = cloud_filters(hub.shared.is_some());
@@ -343,13 +352,39 @@ impl Hub {
                     }
                 }
                 self.counts[0].fetch_add(1, Ordering::Relaxed);
-                let _ = self.up.send(Arc::new(UpMessage {
+                let msg = UpMessage {
                     device: device.to_owned(),
                     topic: rest.to_owned(),
                     payload,
                     ts_ms: now_ms(),
                     id,
-                }));
+                };
+                // Shared: every process's streams get it through the store (this one's too).
+                if let Some(SharedMarks(store)) = &self.shared {
+                    let m = crate::store::SharedMessage {
+                        device: msg.device.clone(),
+                        topic: msg.topic.clone(),
+                        payload: msg.payload.to_vec(),
+                        ts_ms: msg.ts_ms,
+                        id: msg.id,
+                    };
+                    let share = || store.share_message(&m);
+                    let shared =
+                        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+                            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                                tokio::task::block_in_place(share)
+                            }
+                            _ => share(),
+                        };
+                    match shared {
+                        Ok(true) => return,
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(%device, "cannot pass a message to the other processes' streams ({e}); streaming it here only")
+                        }
+                    }
+                }
+                let _ = self.up.send(Arc::new(msg));
             }
             Kind::Logs => {
                 self.counts[1].fetch_add(1, Ordering::Relaxed);
@@ -486,6 +521,47 @@ impl Hub {
             .collect();
         out.reverse();
         out
+    }
+
+    /// Streams here the messages passed through the store since the last read (all
+    /// processes' shared messages, see [`HubOptions::shared`]). Blocking: reads the store.
+    pub(crate) fn stream_shared(&self) {
+        let Some(SharedMarks(store)) = &self.shared else {
+            return;
+        };
+        let _one_reader = self
+            .shared_read
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The first read skips what was received before this process connected (its streams
+        // are all newer).
+        let first = self.shared_seq.load(Ordering::SeqCst) == 0;
+        loop {
+            let from = self.shared_seq.load(Ordering::SeqCst);
+            let (messages, last) = match store.messages_since(from) {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!("cannot read the messages other processes received: {e}");
+                    return;
+                }
+            };
+            self.shared_seq.store(last, Ordering::SeqCst);
+            if messages.is_empty() {
+                return;
+            }
+            for m in messages {
+                if first && m.ts_ms < self.started_ms {
+                    continue;
+                }
+                let _ = self.up.send(Arc::new(UpMessage {
+                    device: m.device,
+                    topic: m.topic,
+                    payload: Bytes::from(m.payload),
+                    ts_ms: m.ts_ms,
+                    id: m.id,
+                }));
+            }
+        }
     }
 
     /// Forgets the log lines and message numbers of a removed device.

@@ -27,7 +27,7 @@ use r2d2_postgres::PostgresConnectionManager;
 
 use super::{
     AdminTokenRecord, Changed, DeviceRecord, Draft, Revoked, SealedVersion, SecretRecord,
-    StatusesSince, Store, StoreError, json, parse,
+    SharedMessage, StatusesSince, Store, StoreError, json, parse,
 };
 
 /// The schema's migrations: version, name, SQL. Applied in order, each once, at start; never
@@ -49,7 +49,20 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "message_marks",
         include_str!("migrations/0004_message_marks.sql"),
     ),
+    (
+        5,
+        "shared_messages",
+        include_str!("migrations/0005_shared_messages.sql"),
+    ),
 ];
+
+/// How long a message passed to the other processes' streams is kept (they read it within
+/// milliseconds; a process that was not listening reads what it missed, up to this old).
+const SHARED_MESSAGE_TTL_MS: u64 = 5 * 60 * 1000;
+/// The payload of a [`CHANGES`] notification for messages passed to every process's streams.
+const MESSAGES: &str = "messages";
+/// Messages read at once by [`Store::messages_since`].
+const MESSAGES_PAGE: i64 = 1000;
 
 /// How long a message's de-duplication mark is kept: longer than an agent's outbox keeps
 /// resending a message (its messages expire within a day).
@@ -998,6 +1011,64 @@ impl Store for PgStore {
         Ok(Some(n == 1))
     }
 
+    fn share_message(&self, m: &SharedMessage) -> Result<bool, StoreError> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(|e| self.err(e))?;
+        // Inserts queue (readers never wait), so sequence numbers are committed in order and a
+        // reader that saw N never misses a smaller one committed later.
+        tx.batch_execute("LOCK TABLE up_messages IN EXCLUSIVE MODE")
+            .map_err(|e| self.err(e))?;
+        tx.execute(
+            "INSERT INTO up_messages (device, topic, payload, ts_ms, id) VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &m.device,
+                &m.topic,
+                &m.payload.as_slice(),
+                &big(m.ts_ms),
+                &m.id.map(big),
+            ],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.execute("SELECT pg_notify($1, $2)", &[&CHANGES, &MESSAGES])
+            .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        let written = self
+            .marks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if written % MARK_SWEEP_EVERY == MARK_SWEEP_EVERY - 1 {
+            conn.execute(
+                "DELETE FROM up_messages WHERE ts_ms < $1",
+                &[&big(m.ts_ms.saturating_sub(SHARED_MESSAGE_TTL_MS))],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        Ok(true)
+    }
+
+    fn messages_since(&self, seq: u64) -> Result<(Vec<SharedMessage>, u64), StoreError> {
+        let mut conn = self.conn()?;
+        let rows = conn
+            .query(
+                "SELECT seq, device, topic, payload, ts_ms, id FROM up_messages
+                 WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&big(seq), &MESSAGES_PAGE],
+            )
+            .map_err(|e| self.err(e))?;
+        let mut last = seq;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            last = unbig(r.get(0));
+            out.push(SharedMessage {
+                device: r.get(1),
+                topic: r.get(2),
+                payload: r.get(3),
+                ts_ms: unbig(r.get(4)),
+                id: r.get::<_, Option<i64>>(5).map(unbig),
+            });
+        }
+        Ok((out, last))
+    }
+
     fn replace_rollout(&self, expected: &[u8], record: &[u8]) -> Result<bool, StoreError> {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction().map_err(|e| self.err(e))?;
@@ -1113,9 +1184,12 @@ fn listen(
                     if payloads.iter().any(|p| p == ADMIN_TOKENS) {
                         changed(Changed::AdminTokens);
                     }
+                    if payloads.iter().any(|p| p == MESSAGES) {
+                        changed(Changed::Messages);
+                    }
                     if payloads
                         .iter()
-                        .any(|p| p != ADMIN_TOKENS && !p.starts_with(DEVICE))
+                        .any(|p| p != ADMIN_TOKENS && p != MESSAGES && !p.starts_with(DEVICE))
                     {
                         changed(Changed::Revisions);
                     }
@@ -1286,7 +1360,7 @@ mod tests {
                 &db,
                 "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"
             ),
-            "1,2,3,4"
+            "1,2,3,4,5"
         );
         // Message marks: the first mark of a message says "first", a second says "seen".
         assert_eq!(
@@ -1472,7 +1546,7 @@ mod tests {
                 &db,
                 "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"
             ),
-            "1,2,3,4"
+            "1,2,3,4,5"
         );
         assert_eq!(
             store.history(10).expect("history"),
