@@ -736,6 +736,12 @@ fn a_staged_rollout_continues_through_the_other_replica_when_its_driver_is_kille
     .expect("write");
     git(project.path(), &["commit", "-q", "-am", "v2"]);
     ok(&front(project.path(), &["apply"]));
+    // The other replica reads the new revision when its NOTIFY arrives (milliseconds).
+    wait_until(30, "both replicas serve revision 2's rollout", || {
+        [&a, &b]
+            .iter()
+            .all(|c| get(c, "/v1/rollout").json()["revision"] == 2)
+    });
     let started = front_get("/v1/rollout").json();
     assert_eq!(started["revision"], 2, "{started}");
     let canary = started["stages"][0]["devices"][0]
