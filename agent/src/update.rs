@@ -520,6 +520,10 @@ impl Updater {
     /// crash loop. Woken by each change of a continuous function's state, not by polling.
     async fn watch_health(&self) -> Option<String> {
         let release = self.bus.live().get().await?;
+        // A binding that could not start for want of a device node fails the window at once.
+        if let Some((binding, why)) = release.unavailable().iter().next() {
+            return Some(format!("binding `{binding}` cannot start: {why}"));
+        }
         let deadline = tokio::time::Instant::now() + self.health_window;
         let restarts = |st: &ContinuousState| match st {
             ContinuousState::Starting { restarts }

@@ -58,6 +58,8 @@ fn spec(runtime: Runtime, dir: &Path, concurrency: u32) -> FunctionSpec {
             timeout_ms: 10_000,
             env: BTreeMap::new(),
             secrets: BTreeMap::new(),
+            device_nodes: Vec::new(),
+            gpu: None,
         },
         runtime,
         handler,

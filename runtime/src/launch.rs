@@ -15,6 +15,7 @@ use crate::function::FunctionSpec;
 use crate::log::LogSink;
 use crate::protocol::{PROTOCOL_VERSION, WireContext};
 use crate::sandbox::container::{self, HelperConfig};
+use crate::sandbox::devices;
 use crate::sandbox::process::{self, ProcessCommand, Rlimits};
 use crate::sandbox::record::{self, RecordGuard};
 use crate::sandbox::{Sandbox, SandboxKind};
@@ -284,6 +285,9 @@ impl Launch {
                 format!("the bundle folder {} does not exist", bundle.display()),
             ));
         }
+        // No isolation of devices here, but a node the binding asks for must be present.
+        devices::grant(&self.spec.binding, false)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::NotFound, e))?;
         let mut env = self.env.clone();
         env.push(("EDGEFN_INSTANCE".into(), instance.to_string()));
         env.extend(extra_env.iter().cloned());
@@ -355,6 +359,8 @@ impl Launch {
                 "no sandbox helper program configured",
             ));
         };
+        let granted = devices::grant(&self.spec.binding, true)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::NotFound, e))?;
         let mut env = self.env.clone();
         env.push(("EDGEFN_INSTANCE".into(), instance.to_string()));
         env.extend(extra_env.iter().cloned());
@@ -379,6 +385,8 @@ impl Launch {
             probe: false,
             channel_as_stdio: self.plain,
             secrets_dir: self.spec.secrets_dir.clone(),
+            device_nodes: granted.nodes,
+            read_only_files: granted.libraries,
         };
         let (control_read, control_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let (status_read, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;

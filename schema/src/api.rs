@@ -706,11 +706,14 @@ pub enum FunctionState {
     CrashLoop,
     /// Continuous: stopped on request.
     Stopped,
+    /// Not started: the device lacks something the binding asks for, such as a device node
+    /// (`lastError` names it). Its release fails its health window.
+    Unavailable,
 }
 
 impl FunctionState {
-    /// The state on the wire: `starting`, `running`, `idle`, `backoff`, `crash_loop` or
-    /// `stopped`.
+    /// The state on the wire: `starting`, `running`, `idle`, `backoff`, `crash_loop`,
+    /// `stopped` or `unavailable`.
     pub fn as_str(self) -> &'static str {
         match self {
             FunctionState::Starting => "starting",
@@ -719,6 +722,7 @@ impl FunctionState {
             FunctionState::Backoff => "backoff",
             FunctionState::CrashLoop => "crash_loop",
             FunctionState::Stopped => "stopped",
+            FunctionState::Unavailable => "unavailable",
         }
     }
 }
@@ -883,6 +887,7 @@ mod tests {
             FunctionState::Backoff,
             FunctionState::CrashLoop,
             FunctionState::Stopped,
+            FunctionState::Unavailable,
         ] {
             assert_eq!(
                 serde_json::to_string(&st).unwrap(),

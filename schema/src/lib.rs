@@ -36,7 +36,7 @@ pub mod yaml;
 pub use diagnostic::{Code, Diagnostic, Diagnostics, Severity};
 pub use load::{EntryKind, Loaded, NoFiles, ProjectFiles, load};
 pub use manifest::{
-    API_VERSION, Binding, Device, DeviceSelector, Function, Handler, Interface, Manifest, Mode,
+    API_VERSION, Binding, Device, DeviceSelector, Function, Gpu, Handler, Interface, Manifest, Mode,
     Platform, Rollout, RolloutStage, Route, RouteTarget, Runtime, Trigger,
 };
 pub use mqtt_url::{MqttUrl, MqttUrlError};

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use crate::decode::{Cx, Obj, first_line};
 use crate::diagnostic::{Code, Diagnostics, did_you_mean};
 use crate::manifest::{
-    API_VERSION, Binding, CLOUD_PREFIX, Device, DeviceSelector, Function, Handler, Interface,
+    API_VERSION, Binding, CLOUD_PREFIX, Device, DeviceSelector, Function, Gpu, Handler, Interface,
     Manifest, Mode, Platform, Rollout, RolloutStage, Route, RouteTarget, Runtime, Trigger, limits,
 };
 use crate::quantity::{Cpu, Duration, Memory};
@@ -95,6 +95,8 @@ const FUNCTION_KEYS: &[&str] = &[
     "timeout",
     "env",
     "secrets",
+    "deviceNodes",
+    "gpu",
 ];
 const DEVICE_KEYS: &[&str] = &["labels", "vars", "platform"];
 const BINDING_KEYS: &[&str] = &[
@@ -110,6 +112,8 @@ const BINDING_KEYS: &[&str] = &[
     "timeout",
     "env",
     "secrets",
+    "deviceNodes",
+    "gpu",
 ];
 const SELECTOR_KEYS: &[&str] = &["names", "labels"];
 const ROUTE_KEYS: &[&str] = &["from", "to", "devices"];
@@ -624,6 +628,65 @@ fn decode_secrets(cx: &mut Cx<'_>, obj: &Obj<'_>, path: &str, owner: &str) -> Ve
     names
 }
 
+/// `deviceNodes: [/dev/dri/renderD128]`: absolute paths under `/dev/`, each listed once; and
+/// `gpu: nvidia`.
+fn decode_device_nodes(
+    cx: &mut Cx<'_>,
+    obj: &Obj<'_>,
+    path: &str,
+    owner: &str,
+) -> (Vec<String>, Option<Gpu>) {
+    let gpu = obj.get("gpu").and_then(|n| {
+        cx.locs.record(format!("{path}.gpu"), n.span);
+        let names: Vec<&str> = Gpu::ALL.iter().map(|g| g.as_str()).collect();
+        let chosen = cx.choice(n, "gpu", &names)?;
+        Gpu::ALL.into_iter().find(|g| g.as_str() == chosen)
+    });
+    let Some(n) = obj.get("deviceNodes") else {
+        return (Vec::new(), gpu);
+    };
+    let items = cx
+        .seq(
+            n,
+            &format!("the device nodes of {owner}"),
+            "`deviceNodes: [/dev/dri/renderD128]`",
+        )
+        .unwrap_or(&[]);
+    let mut paths: Vec<String> = Vec::new();
+    for (j, item) in items.iter().enumerate() {
+        let Some(p) = cx.string(item, "a device node", "`/dev/dri/renderD128`") else {
+            continue;
+        };
+        cx.locs.record(format!("{path}.deviceNodes[{j}]"), item.span);
+        if let Some(why) = crate::manifest::device_node_problem(&p) {
+            cx.emit(
+                cx.error(
+                    Code::InvalidDeviceNode,
+                    item.span,
+                    format!("{owner} asks for the device node `{p}`, but {why}"),
+                )
+                .label("not a device node under /dev")
+                .help("name a node under `/dev` by its absolute path, e.g. `/dev/dri/renderD128`"),
+            );
+            continue;
+        }
+        if paths.contains(&p) {
+            cx.emit(
+                cx.error(
+                    Code::DuplicateName,
+                    item.span,
+                    format!("{owner} lists the device node `{p}` twice"),
+                )
+                .label("listed before")
+                .help("list each device node once"),
+            );
+            continue;
+        }
+        paths.push(p);
+    }
+    (paths, gpu)
+}
+
 fn decode_function(cx: &mut Cx<'_>, name: &str, key: &Node, node: &Node) -> Option<Function> {
     let owner = format!("function `{name}`");
     let path_prefix = format!("functions.{name}");
@@ -678,6 +741,7 @@ fn decode_function(cx: &mut Cx<'_>, name: &str, key: &Node, node: &Node) -> Opti
     let (memory, cpu, timeout) = decode_limits(cx, &obj, &path_prefix, &owner);
     let env = decode_env(cx, &obj, &path_prefix, &owner);
     let secrets = decode_secrets(cx, &obj, &path_prefix, &owner);
+    let (device_nodes, gpu) = decode_device_nodes(cx, &obj, &path_prefix, &owner);
     Some(Function {
         path: path?,
         runtime: runtime?,
@@ -688,6 +752,8 @@ fn decode_function(cx: &mut Cx<'_>, name: &str, key: &Node, node: &Node) -> Opti
         timeout,
         env,
         secrets,
+        device_nodes,
+        gpu,
     })
 }
 
@@ -959,6 +1025,7 @@ fn decode_binding(cx: &mut Cx<'_>, i: usize, node: &Node) -> Option<Binding> {
     let (memory, cpu, timeout) = decode_limits(cx, &obj, &path, &owner);
     let env = decode_env(cx, &obj, &path, &owner);
     let secrets = decode_secrets(cx, &obj, &path, &owner);
+    let (device_nodes, gpu) = decode_device_nodes(cx, &obj, &path, &owner);
     Some(Binding {
         name,
         function: function?,
@@ -972,6 +1039,8 @@ fn decode_binding(cx: &mut Cx<'_>, i: usize, node: &Node) -> Option<Binding> {
         timeout,
         env,
         secrets,
+        device_nodes,
+        gpu,
     })
 }
 

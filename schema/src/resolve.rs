@@ -94,6 +94,14 @@ pub struct ResolvedBinding {
     /// secret is a rollout. Absent when there are none, so existing digests do not change.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, u64>,
+    /// Device nodes the function may open (`/dev/...`, sorted, each once): the function's
+    /// `deviceNodes`, then the binding's. Absent when empty, so existing digests do not change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub device_nodes: Vec<String>,
+    /// The GPU whose nodes and driver libraries the function gets (expanded on the device,
+    /// which knows how many GPUs it has). Absent when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<crate::manifest::Gpu>,
 }
 
 /// A route as it applies on a device.
@@ -323,6 +331,13 @@ pub fn defaults_binding(manifest: &Manifest, function: &str) -> Option<ResolvedB
         timeout_ms: f.timeout.unwrap_or(defaults::TIMEOUT).millis(),
         env: f.env.clone(),
         secrets: f.secrets.iter().map(|n| (n.clone(), 0)).collect(),
+        device_nodes: {
+            let mut paths = f.device_nodes.clone();
+            paths.sort();
+            paths.dedup();
+            paths
+        },
+        gpu: f.gpu,
     })
 }
 
@@ -410,6 +425,8 @@ pub fn resolve_with_layers(
                 .into_iter()
                 .map(|n| (n, 0))
                 .collect(),
+            device_nodes: b.device_node_paths(Some(f)),
+            gpu: b.gpu.or(f.gpu),
         });
     }
     bindings.sort_by(|a, b| a.name.cmp(&b.name));

@@ -35,6 +35,8 @@ pub fn binding(name: &str, mode: Mode) -> ResolvedBinding {
         timeout_ms: 5_000,
         env: BTreeMap::new(),
         secrets: BTreeMap::new(),
+        device_nodes: Vec::new(),
+        gpu: None,
     }
 }
 
