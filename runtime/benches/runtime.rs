@@ -58,6 +58,7 @@ fn spec(runtime: Runtime, dir: &Path, concurrency: u32) -> FunctionSpec {
             timeout_ms: 10_000,
             env: BTreeMap::new(),
             secrets: BTreeMap::new(),
+            models: Vec::new(),
         },
         runtime,
         handler,
@@ -67,6 +68,8 @@ fn spec(runtime: Runtime, dir: &Path, concurrency: u32) -> FunctionSpec {
         device: "bench".into(),
         revision: 1,
         secrets_dir: None,
+        models: Default::default(),
+        models_dir: None,
     }
 }
 

@@ -61,6 +61,10 @@ pub(crate) struct HelperConfig {
     /// The function's secrets folder on the host, bound read-only at [`SECRETS_MOUNT`].
     #[serde(default)]
     pub(crate) secrets_dir: Option<PathBuf>,
+    /// The function's models on the host (name → file or folder), each bound read-only at
+    /// `/models/NAME`.
+    #[serde(default)]
+    pub(crate) models: Vec<(String, PathBuf)>,
 }
 
 /// One line the helper writes on its status pipe.
@@ -175,6 +179,7 @@ fn probe(helper: &Path, options: &SandboxOptions) -> Result<(), String> {
         probe: true,
         channel_as_stdio: false,
         secrets_dir: None,
+        models: Vec::new(),
     };
     let json = serde_json::to_string(&config).map_err(|e| e.to_string())?;
     let out = std::process::Command::new(helper)

@@ -76,6 +76,19 @@ impl StatusWriter {
 
 fn run(cfg: &HelperConfig, status: &mut StatusWriter) -> Result<(), String> {
     let rootfs = ensure_rootfs(&cfg.state_dir)?;
+    // Mount points of the models: a file for a file, a folder for a folder (the root is
+    // shared and read-only inside; an empty entry is all it holds).
+    for (name, path) in &cfg.models {
+        let point = rootfs.join("models").join(name);
+        let made = if path.is_dir() {
+            std::fs::create_dir_all(&point)
+        } else if point.exists() {
+            Ok(())
+        } else {
+            std::fs::File::create(&point).map(drop)
+        };
+        made.map_err(|e| format!("{}: {e}", point.display()))?;
+    }
     let bundle = cfg.state_dir.join("bundles").join(&cfg.id);
     let state_root = cfg.state_dir.join("state");
     if cfg.probe {
@@ -245,6 +258,7 @@ fn ensure_rootfs(state_dir: &Path) -> Result<PathBuf, String> {
         "proc",
         "dev",
         "run/secrets",
+        "models",
     ] {
         let p = rootfs.join(dir);
         std::fs::create_dir_all(&p).map_err(|e| fail(&p, e))?;
@@ -294,6 +308,10 @@ fn oci_spec(cfg: &HelperConfig, rootfs: &Path) -> serde_json::Value {
     // The function's secrets, read-only at /run/secrets (a memory file system on the host).
     if let Some(dir) = &cfg.secrets_dir {
         mounts.push(ro_bind(dir, SECRETS_MOUNT));
+    }
+    // The binding's models, each read-only at /models/NAME; no other model is visible.
+    for (name, path) in &cfg.models {
+        mounts.push(ro_bind(path, &format!("{}/{name}", crate::function::MODELS_MOUNT)));
     }
     json!({
         "ociVersion": "1.0.2",
