@@ -160,42 +160,54 @@ pub(crate) fn artifacts(prepared: &[Prepared]) -> Models {
         .collect()
 }
 
-/// A folder of links named after the models, each to the project's file or folder: what
-/// `$EDGEFN_MODELS_DIR` points at for `edgefn test`, `invoke` and `dev`. Removed on drop.
+/// The project's models for `edgefn test` and `invoke`, read where they are: for each binding,
+/// a temporary folder of links named after its models (`$EDGEFN_MODELS_DIR`), each to the
+/// project's file or folder. The folders are removed on drop.
 #[derive(Debug)]
 pub(crate) struct LocalModels {
-    dir: tempfile::TempDir,
     /// Model name → the project's file or folder (absolute).
-    pub(crate) paths: BTreeMap<String, PathBuf>,
+    paths: BTreeMap<String, PathBuf>,
+    dirs: Vec<tempfile::TempDir>,
 }
 
 impl LocalModels {
-    /// The folder of links.
-    pub(crate) fn dir(&self) -> &Path {
-        self.dir.path()
+    /// The models `manifest` defines, under the project folder `root`.
+    pub(crate) fn new(root: &Path, manifest: &edgefn_schema::Manifest) -> Result<Self, CliError> {
+        let mut paths = BTreeMap::new();
+        for m in &manifest.models {
+            let p = root.join(&m.path);
+            let target = std::path::absolute(&p).map_err(CliError::io("resolve", &p))?;
+            paths.insert(m.name.clone(), target);
+        }
+        Ok(LocalModels {
+            paths,
+            dirs: Vec::new(),
+        })
     }
-}
 
-/// The links for the models `manifest` defines (every one: a function sees only those its
-/// binding names, through the runtime's `FunctionSpec::models`).
-pub(crate) fn local_dir(
-    root: &Path,
-    manifest: &edgefn_schema::Manifest,
-) -> Result<Option<LocalModels>, CliError> {
-    if manifest.models.is_empty() {
-        return Ok(None);
+    /// The models of a binding that names `names`: name → path, and a folder of links to
+    /// exactly those (`None` when there are none).
+    pub(crate) fn for_binding(
+        &mut self,
+        names: &[String],
+    ) -> Result<(BTreeMap<String, PathBuf>, Option<PathBuf>), CliError> {
+        let models: BTreeMap<String, PathBuf> = names
+            .iter()
+            .filter_map(|n| self.paths.get(n).map(|p| (n.clone(), p.clone())))
+            .collect();
+        if models.is_empty() {
+            return Ok((models, None));
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("edgefn-models-")
+            .tempdir()
+            .map_err(CliError::io("create", std::env::temp_dir()))?;
+        for (name, target) in &models {
+            let link = dir.path().join(name);
+            std::os::unix::fs::symlink(target, &link).map_err(CliError::io("link", &link))?;
+        }
+        let path = dir.path().to_path_buf();
+        self.dirs.push(dir);
+        Ok((models, Some(path)))
     }
-    let dir = tempfile::Builder::new()
-        .prefix("edgefn-models-")
-        .tempdir()
-        .map_err(CliError::io("create", std::env::temp_dir()))?;
-    let mut paths = BTreeMap::new();
-    for m in &manifest.models {
-        let target = std::path::absolute(root.join(&m.path))
-            .map_err(CliError::io("resolve", root.join(&m.path)))?;
-        std::os::unix::fs::symlink(&target, dir.path().join(&m.name))
-            .map_err(CliError::io("link", dir.path().join(&m.name)))?;
-        paths.insert(m.name.clone(), target);
-    }
-    Ok(Some(LocalModels { dir, paths }))
 }

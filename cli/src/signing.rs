@@ -74,7 +74,7 @@ pub(crate) fn latest_secret_versions(
 }
 
 /// Signs, for revision `revision`, the desired state of every device of `manifest` (with
-/// `bundles`, its dependency `layers` and the secret versions `pins`), and the empty state of every registered device
+/// `bundles`, its dependency `layers`, its `models` and the secret versions `pins`), and the empty state of every registered device
 /// the manifest does not list (so that removing a device from the manifest also reaches a
 /// device that checks signatures).
 pub(crate) fn sign_revision(
@@ -83,13 +83,14 @@ pub(crate) fn sign_revision(
     manifest: &Manifest,
     bundles: &BTreeMap<String, String>,
     layers: &edgefn_schema::Layers,
+    models: &edgefn_schema::Models,
     pins: &BTreeMap<String, u64>,
     revision: u64,
 ) -> Result<RevisionSignatures, CliError> {
     let registered: Vec<DeviceInfo> = client.get("/v1/devices")?;
     let mut devices = BTreeMap::new();
     for name in manifest.devices.keys() {
-        if let Some(mut state) = edgefn_schema::resolve_with_layers(manifest, name, bundles, layers)
+        if let Some(mut state) = edgefn_schema::resolve_with_models(manifest, name, bundles, layers, models)
         {
             state.pin_secrets(pins);
             devices.insert(name.clone(), sign_state(key, &state, revision));

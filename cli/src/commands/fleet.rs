@@ -294,6 +294,7 @@ fn sign_rollback(
         &loaded.manifest,
         &old.bundles,
         &old.layers,
+        &old.models,
         &pins,
         parent + 1,
     )
