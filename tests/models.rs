@@ -268,7 +268,11 @@ fn a_model_moves_once_and_a_code_only_change_moves_no_model_bytes() {
     std::fs::write(&main, MAIN_PY.replace("\"v1\"", "\"v2\"")).expect("write");
     project.commit("v2");
     let second = project.apply(&cloud);
-    assert_eq!(second["uploaded"], serde_json::json!(["classify"]), "{second}");
+    assert_eq!(
+        second["uploaded"],
+        serde_json::json!(["classify"]),
+        "{second}"
+    );
     assert_eq!(second["models"], first["models"]);
     let moved_up = second["uploadedBytes"].as_u64().expect("bytes");
     assert_eq!(
@@ -277,9 +281,14 @@ fn a_model_moves_once_and_a_code_only_change_moves_no_model_bytes() {
     );
     assert!(moved_up < 4 << 10, "{moved_up} bytes uploaded");
     let revision = second["revision"].as_u64().expect("revision");
-    wait_until(60, "gw-01 runs the new code", || converged(&cloud, revision));
+    wait_until(60, "gw-01 runs the new code", || {
+        converged(&cloud, revision)
+    });
     let r = result(&agent, serde_json::json!({}));
-    assert_eq!((r["version"].as_str(), r["loads"].as_u64()), (Some("v2"), Some(1)));
+    assert_eq!(
+        (r["version"].as_str(), r["loads"].as_u64()),
+        (Some("v2"), Some(1))
+    );
     let new_code = second["bundles"]["classify"].as_str().expect("bundle");
     assert_eq!(
         metric(&cloud, "edgefn_bundle_bytes_served_total") - served_before,

@@ -22,8 +22,8 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use edgefn_schema::api::DesiredResponse;
-use edgefn_schema::{DesiredState, ModelArtifact, ModelKind, ResolvedBinding};
 use edgefn_schema::bundle::{self, UnpackError};
+use edgefn_schema::{DesiredState, ModelArtifact, ModelKind, ResolvedBinding};
 use rustix::fs::{Mode, OFlags};
 use sha2::{Digest, Sha256};
 

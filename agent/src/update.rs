@@ -200,9 +200,12 @@ impl Updater {
             if let Err(e) = self.make_room(&wanted, &missing, &file_models).await {
                 // A model larger than the room there is, even after everything else that can
                 // go went: refused (the old release keeps running), not retried for ever.
-                if let Some(model) = desired.state.models.iter().find_map(|(name, m)| {
-                    (e.1 && missing.contains(&m.digest)).then_some(name)
-                }) {
+                if let Some(model) = desired
+                    .state
+                    .models
+                    .iter()
+                    .find_map(|(name, m)| (e.1 && missing.contains(&m.digest)).then_some(name))
+                {
                     self.fail(
                         &digest,
                         format!(

@@ -304,7 +304,11 @@ impl Client {
 
     /// PUT a file's bytes, streamed from disk (a model of hundreds of MB is never held in
     /// memory).
-    pub(crate) fn put_file(&self, path: &str, file: &std::path::Path) -> Result<StatusCode, CliError> {
+    pub(crate) fn put_file(
+        &self,
+        path: &str,
+        file: &std::path::Path,
+    ) -> Result<StatusCode, CliError> {
         let (status, body) = self.rt.block_on(async {
             let f = tokio::fs::File::open(file)
                 .await
@@ -325,7 +329,11 @@ impl Client {
                 .await
                 .map_err(|e| self.unreachable(e))?;
             let status = resp.status();
-            let body = resp.bytes().await.map_err(|e| self.unreachable(e))?.to_vec();
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| self.unreachable(e))?
+                .to_vec();
             Ok::<_, CliError>((status, body))
         })?;
         if status.is_success() {

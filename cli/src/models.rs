@@ -88,11 +88,7 @@ fn file_digest(path: &Path) -> Result<String, CliError> {
         if let Some(parent) = entry.parent() {
             let _ = fs::create_dir_all(parent);
         }
-        let _ = edgefn_os::file::write_atomic(
-            &entry,
-            digest.as_bytes(),
-            edgefn_os::file::PUBLIC,
-        );
+        let _ = edgefn_os::file::write_atomic(&entry, digest.as_bytes(), edgefn_os::file::PUBLIC);
     }
     Ok(digest)
 }

@@ -157,21 +157,24 @@ pub(crate) fn submit(
             models_to_upload.push(m);
         }
     }
-    let total: u64 = to_upload.iter().map(|(_, _, b)| b.len() as u64).sum::<u64>()
+    let total: u64 = to_upload
+        .iter()
+        .map(|(_, _, b)| b.len() as u64)
+        .sum::<u64>()
         + models_to_upload.iter().map(|m| m.bytes).sum::<u64>();
     let bar = (output == Output::Text
         && std::io::stderr().is_terminal()
         && (!to_upload.is_empty() || !models_to_upload.is_empty()))
-        .then(|| {
-            let bar = indicatif::ProgressBar::new(total);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "uploading {bar:30} {bytes}/{total_bytes} {msg}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar
-        });
+    .then(|| {
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "uploading {bar:30} {bytes}/{total_bytes} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
     for (what, digest, bytes) in &to_upload {
         match &bar {
             Some(bar) => bar.set_message(what.clone()),

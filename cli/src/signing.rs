@@ -90,7 +90,8 @@ pub(crate) fn sign_revision(
     let registered: Vec<DeviceInfo> = client.get("/v1/devices")?;
     let mut devices = BTreeMap::new();
     for name in manifest.devices.keys() {
-        if let Some(mut state) = edgefn_schema::resolve_with_models(manifest, name, bundles, layers, models)
+        if let Some(mut state) =
+            edgefn_schema::resolve_with_models(manifest, name, bundles, layers, models)
         {
             state.pin_secrets(pins);
             devices.insert(name.clone(), sign_state(key, &state, revision));

@@ -132,9 +132,13 @@ impl FleetView {
         let mut devices = HashMap::new();
         if let Some(m) = &manifest {
             for name in m.devices.keys() {
-                if let Some(mut state) =
-                    edgefn_schema::resolve_with_models(m, name, &rev.bundles, &rev.layers, &rev.models)
-                {
+                if let Some(mut state) = edgefn_schema::resolve_with_models(
+                    m,
+                    name,
+                    &rev.bundles,
+                    &rev.layers,
+                    &rev.models,
+                ) {
                     state.pin_secrets(&rev.secrets);
                     let signature = signature_of(rev.signatures.as_ref(), name);
                     devices.insert(name.clone(), desired(rev.summary.number, state, signature));

@@ -11,7 +11,8 @@ use crate::decode::{Cx, Obj, first_line};
 use crate::diagnostic::{Code, Diagnostics, did_you_mean};
 use crate::manifest::{
     API_VERSION, Binding, CLOUD_PREFIX, Device, DeviceSelector, Function, Handler, Interface,
-    Manifest, Mode, Model, Platform, Rollout, RolloutStage, Route, RouteTarget, Runtime, Trigger, limits,
+    Manifest, Mode, Model, Platform, Rollout, RolloutStage, Route, RouteTarget, Runtime, Trigger,
+    limits,
 };
 use crate::quantity::{Cpu, Duration, Memory};
 use crate::source::{Source, Span};
@@ -648,7 +649,13 @@ fn decode_models(cx: &mut Cx<'_>, node: &Node) -> Vec<Model> {
         let path = format!("models[{i}]");
         let anchor = first_line(cx.source, item.span);
         cx.locs.record(path.clone(), anchor);
-        let Some(obj) = cx.object(item, &format!("model #{}", i + 1), MODEL_KEYS, &["name", "path"], anchor) else {
+        let Some(obj) = cx.object(
+            item,
+            &format!("model #{}", i + 1),
+            MODEL_KEYS,
+            &["name", "path"],
+            anchor,
+        ) else {
             continue;
         };
         let name = obj.get("name").and_then(|n| {
@@ -680,7 +687,11 @@ fn decode_models(cx: &mut Cx<'_>, node: &Node) -> Vec<Model> {
         });
         let file = obj.get("path").and_then(|n| {
             cx.locs.record(format!("{path}.path"), n.span);
-            cx.string(n, &format!("the path of model #{}", i + 1), "`models/digits.onnx`")
+            cx.string(
+                n,
+                &format!("the path of model #{}", i + 1),
+                "`models/digits.onnx`",
+            )
         });
         if let (Some(name), Some(path)) = (name, file) {
             cx.locs.record(format!("model:{name}"), anchor);
@@ -1411,17 +1422,30 @@ fn check_model_refs(cx: &mut Cx<'_>, m: &Manifest) {
     let mut uses: Vec<(String, String, &Vec<String>)> = m
         .functions
         .iter()
-        .map(|(n, f)| (format!("functions.{n}"), format!("function `{n}`"), &f.models))
+        .map(|(n, f)| {
+            (
+                format!("functions.{n}"),
+                format!("function `{n}`"),
+                &f.models,
+            )
+        })
         .collect();
     uses.extend(m.bindings.iter().enumerate().map(|(i, b)| {
-        (format!("bindings[{i}]"), format!("binding #{}", i + 1), &b.models)
+        (
+            format!("bindings[{i}]"),
+            format!("binding #{}", i + 1),
+            &b.models,
+        )
     }));
     for (path, owner, names) in uses {
         for (j, name) in names.iter().enumerate() {
             if defined.contains(&name.as_str()) {
                 continue;
             }
-            let span = cx.locs.get(&format!("{path}.models[{j}]")).unwrap_or_default();
+            let span = cx
+                .locs
+                .get(&format!("{path}.models[{j}]"))
+                .unwrap_or_default();
             let suggestion = did_you_mean(name, defined.iter().copied());
             cx.emit(
                 cx.error(Code::UnknownModel, span, format!("{owner} names the model `{name}`, which is not defined"))
@@ -1442,7 +1466,10 @@ fn check_model_refs(cx: &mut Cx<'_>, m: &Manifest) {
 /// Each model's file or folder exists and stays inside the project.
 fn check_model_files(cx: &mut Cx<'_>, m: &Manifest, files: &dyn ProjectFiles) {
     for (i, model) in m.models.iter().enumerate() {
-        let span = cx.locs.get(&format!("models[{i}].path")).unwrap_or_default();
+        let span = cx
+            .locs
+            .get(&format!("models[{i}].path"))
+            .unwrap_or_default();
         let owner = format!("model `{}`", model.name);
         let outside = |cx: &mut Cx<'_>, why: &str| {
             cx.emit(
@@ -1473,7 +1500,10 @@ fn check_model_files(cx: &mut Cx<'_>, m: &Manifest, files: &dyn ProjectFiles) {
             continue;
         }
         if !files.is_inside(&rel) {
-            outside(cx, "resolves (through a symlink) to a path outside the project");
+            outside(
+                cx,
+                "resolves (through a symlink) to a path outside the project",
+            );
         }
     }
 }

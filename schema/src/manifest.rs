@@ -135,7 +135,10 @@ impl Model {
     /// The environment variable that holds the model's path: `EDGEFN_MODEL_` and the name
     /// upper-cased, `-` as `_` (`digits-v2` → `EDGEFN_MODEL_DIGITS_V2`).
     pub fn env_var(name: &str) -> String {
-        format!("EDGEFN_MODEL_{}", name.to_ascii_uppercase().replace('-', "_"))
+        format!(
+            "EDGEFN_MODEL_{}",
+            name.to_ascii_uppercase().replace('-', "_")
+        )
     }
 }
 

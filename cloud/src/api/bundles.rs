@@ -64,16 +64,14 @@ impl std::io::Read for Upload {
                     self.current = chunk;
                 }
                 Some(Err(e)) => {
-                    self.refused = Some(ApiError::bad_request(format!(
-                        "the upload broke off: {e}"
-                    )));
+                    self.refused =
+                        Some(ApiError::bad_request(format!("the upload broke off: {e}")));
                     return Err(std::io::Error::other(e));
                 }
                 None => {
                     // The end: the bytes must be what their name says.
-                    let actual = edgefn_schema::resolve::hex(
-                        &std::mem::take(&mut self.hasher).finalize(),
-                    );
+                    let actual =
+                        edgefn_schema::resolve::hex(&std::mem::take(&mut self.hasher).finalize());
                     if actual != self.digest {
                         self.refused = Some(ApiError::new(
                             ErrorCode::DigestMismatch,

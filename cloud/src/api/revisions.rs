@@ -154,7 +154,9 @@ fn model_problems(
                 "an artifact for model `{name}`, which the manifest does not define"
             ));
         } else if !bundle::is_digest(&artifact.digest) {
-            problems.push(format!("the artifact of model `{name}` is not a sha256 digest"));
+            problems.push(format!(
+                "the artifact of model `{name}` is not a sha256 digest"
+            ));
         }
     }
     for m in &manifest.models {

@@ -311,7 +311,10 @@ fn oci_spec(cfg: &HelperConfig, rootfs: &Path) -> serde_json::Value {
     }
     // The binding's models, each read-only at /models/NAME; no other model is visible.
     for (name, path) in &cfg.models {
-        mounts.push(ro_bind(path, &format!("{}/{name}", crate::function::MODELS_MOUNT)));
+        mounts.push(ro_bind(
+            path,
+            &format!("{}/{name}", crate::function::MODELS_MOUNT),
+        ));
     }
     json!({
         "ociVersion": "1.0.2",
