@@ -63,6 +63,19 @@ fn spec(
     secrets: &SecretFolders,
 ) -> Option<FunctionSpec> {
     let f = desired.state.functions.get(&b.function)?;
+    // Only the models this binding names, and a folder of links to exactly those.
+    let models = layout.binding_models(&desired.state, b);
+    let models_dir = if models.is_empty() {
+        None
+    } else {
+        match layout.model_links(&models) {
+            Ok(dir) => Some(dir),
+            Err(e) => {
+                tracing::warn!(binding = %b.name, "the models folder: {e}");
+                None
+            }
+        }
+    };
     Some(FunctionSpec {
         binding: b.clone(),
         runtime: f.runtime,
@@ -73,6 +86,8 @@ fn spec(
         device: desired.state.device.clone(),
         revision: desired.revision,
         secrets_dir: secrets.folder(b),
+        models: models.iter().cloned().collect(),
+        models_dir,
     })
 }
 
@@ -380,14 +395,18 @@ impl RunningRelease {
                 last_error: t.counters.last_error.lock().ok().and_then(|l| l.clone()),
             }
         }));
-        out.extend(self.unavailable.iter().map(|(binding, why)| FunctionStatus {
-            binding: binding.clone(),
-            state: edgefn_schema::api::FunctionState::Unavailable,
-            restarts: 0,
-            invocations: 0,
-            errors: 0,
-            last_error: Some(why.clone()),
-        }));
+        out.extend(
+            self.unavailable
+                .iter()
+                .map(|(binding, why)| FunctionStatus {
+                    binding: binding.clone(),
+                    state: edgefn_schema::api::FunctionState::Unavailable,
+                    restarts: 0,
+                    invocations: 0,
+                    errors: 0,
+                    last_error: Some(why.clone()),
+                }),
+        );
         out
     }
 

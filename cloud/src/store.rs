@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use edgefn_schema::api::{DeviceInfo, Provenance, Revision, RevisionSummary, StatusReport};
@@ -91,6 +92,8 @@ pub(crate) struct Draft {
     pub(crate) bundles: BTreeMap<String, String>,
     /// Dependency layer digests by function and platform.
     pub(crate) layers: edgefn_schema::Layers,
+    /// Model artifacts by model name.
+    pub(crate) models: edgefn_schema::Models,
     /// Where it came from.
     pub(crate) provenance: Provenance,
     /// Set for rollbacks.
@@ -166,6 +169,14 @@ impl DeviceRecord {
     }
 }
 
+/// A stored bundle being read: its whole size, and its bytes from the offset asked for.
+pub(crate) struct BundleRead {
+    /// The bundle's whole size, in bytes.
+    pub(crate) size: u64,
+    /// Its bytes from the offset on.
+    pub(crate) reader: Box<dyn Read + Send>,
+}
+
 /// The control plane's persistent state.
 pub(crate) trait Store: Send + Sync + 'static {
     /// Whether the bundle is stored.
@@ -174,6 +185,35 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn put_bundle(&self, digest: &str, bytes: &[u8]) -> Result<bool, StoreError>;
     /// A bundle's bytes.
     fn bundle(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores a bundle read from `body` to its end, streaming (a model of hundreds of MB is
+    /// never held whole); `false` when it was already there. `body` checks the digest itself
+    /// and fails its last read when it is wrong: a failed read stores nothing.
+    ///
+    /// The default reads `body` whole and calls [`Store::put_bundle`]; stores override it to
+    /// stream.
+    fn put_bundle_from(&self, digest: &str, body: &mut dyn Read) -> Result<bool, StoreError> {
+        let mut bytes = Vec::new();
+        body.read_to_end(&mut bytes)
+            .map_err(|e| io("receive bundle", Path::new(digest))(e))?;
+        self.put_bundle(digest, &bytes)
+    }
+    /// A bundle's size in bytes and a reader of its bytes from `offset` on (a ranged,
+    /// streaming read: `Range: bytes=N-`); `None` when it is not stored. An `offset` past the
+    /// end reads nothing.
+    ///
+    /// The default reads the bundle whole through [`Store::bundle`]; stores override it to
+    /// stream.
+    fn bundle_from(&self, digest: &str, offset: u64) -> Result<Option<BundleRead>, StoreError> {
+        Ok(self.bundle(digest)?.map(|bytes| {
+            let size = bytes.len() as u64;
+            let mut cursor = std::io::Cursor::new(bytes);
+            cursor.set_position(offset.min(size));
+            BundleRead {
+                size,
+                reader: Box::new(cursor),
+            }
+        }))
+    }
     /// The latest revision.
     fn latest(&self) -> Result<Option<Revision>, StoreError>;
     /// Revision `n`.
@@ -394,6 +434,53 @@ impl Store for LocalStore {
         }
     }
 
+    fn put_bundle_from(&self, digest: &str, body: &mut dyn Read) -> Result<bool, StoreError> {
+        let path = self.bundle_path(digest);
+        if path.is_file() {
+            // Still read to the end: the caller's digest check and the client's upload finish.
+            std::io::copy(body, &mut std::io::sink()).map_err(io("receive bundle", &path))?;
+            return Ok(false);
+        }
+        // Into a temporary file beside it (removed at start if a crash leaves it), then renamed.
+        let tmp = self.bundles.join(format!(
+            ".tmp-{digest}-{}-{}",
+            std::process::id(),
+            edgefn_os::time::now_ms()
+        ));
+        let written = (|| {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
+            std::io::copy(body, &mut f)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            fs::File::open(&self.bundles)?.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(io("write bundle", &path)(e));
+        }
+        Ok(true)
+    }
+
+    fn bundle_from(&self, digest: &str, offset: u64) -> Result<Option<BundleRead>, StoreError> {
+        use std::io::{Seek, SeekFrom};
+        let path = self.bundle_path(digest);
+        let mut f = match fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io("read", &path)(e)),
+        };
+        let size = f.metadata().map_err(io("read", &path))?.len();
+        f.seek(SeekFrom::Start(offset.min(size)))
+            .map_err(io("read", &path))?;
+        Ok(Some(BundleRead {
+            size,
+            reader: Box::new(f),
+        }))
+    }
+
     fn latest(&self) -> Result<Option<Revision>, StoreError> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(REVISIONS)?;
@@ -444,6 +531,7 @@ impl Store for LocalStore {
             .bundles
             .values()
             .chain(draft.layers.values().flat_map(|by| by.values()))
+            .chain(draft.models.values().map(|m| &m.digest))
             .filter(|d| !self.bundle_path(d).is_file())
             .cloned()
             .collect();
@@ -491,6 +579,7 @@ impl Store for LocalStore {
                 secrets: draft.secrets,
                 signatures: draft.signatures,
                 layers: draft.layers,
+                models: draft.models,
             };
             t.insert(latest + 1, json(&revision).as_slice())?;
             revision

@@ -60,6 +60,7 @@ fn spec(runtime: Runtime, dir: &Path, concurrency: u32) -> FunctionSpec {
             secrets: BTreeMap::new(),
             device_nodes: Vec::new(),
             gpu: None,
+            models: Vec::new(),
         },
         runtime,
         handler,
@@ -69,6 +70,8 @@ fn spec(runtime: Runtime, dir: &Path, concurrency: u32) -> FunctionSpec {
         device: "bench".into(),
         revision: 1,
         secrets_dir: None,
+        models: Default::default(),
+        models_dir: None,
     }
 }
 

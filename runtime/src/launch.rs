@@ -231,6 +231,26 @@ impl Launch {
             };
             env.push((crate::function::SECRETS_DIR_ENV.into(), dir));
         }
+        // Models: the folder and one variable per model (in a container, where they are bound).
+        if !spec.models.is_empty() {
+            let container = sandbox.kind() == SandboxKind::Container;
+            let dir = match (&spec.models_dir, container) {
+                (_, true) => Some(crate::function::MODELS_MOUNT.to_owned()),
+                (Some(d), false) => Some(d.display().to_string()),
+                (None, false) => None,
+            };
+            if let Some(dir) = dir {
+                env.push((crate::function::MODELS_DIR_ENV.into(), dir));
+            }
+            for (name, path) in &spec.models {
+                let at = if container {
+                    format!("{}/{name}", crate::function::MODELS_MOUNT)
+                } else {
+                    path.display().to_string()
+                };
+                env.push((edgefn_schema::Model::env_var(name), at));
+            }
+        }
         env.extend(shim_env);
         if let Some(layer) = &spec.layer_dir {
             let layer = match sandbox.kind() {
@@ -374,6 +394,12 @@ impl Launch {
                 .as_ref()
                 .map(std::fs::canonicalize)
                 .transpose()?,
+            models: self
+                .spec
+                .models
+                .iter()
+                .map(|(n, p)| Ok((n.clone(), std::fs::canonicalize(p)?)))
+                .collect::<std::io::Result<_>>()?,
             program: self.program.clone(),
             args: self.args.clone(),
             env,

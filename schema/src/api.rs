@@ -358,6 +358,10 @@ pub struct NewRevision {
     /// uploaded like bundles (`PUT /v1/bundles/{digest}`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub layers: crate::Layers,
+    /// The artifact of every model the manifest defines, by model name. Uploaded like bundles
+    /// (`PUT /v1/bundles/{digest}`, streamed), only when the cloud lacks them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: crate::Models,
     /// Where it came from.
     #[serde(default)]
     pub provenance: Provenance,
@@ -559,6 +563,9 @@ pub struct Revision {
     /// Dependency layers, as in [`NewRevision::layers`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub layers: crate::Layers,
+    /// Models, as in [`NewRevision::models`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: crate::Models,
 }
 
 /// The answer to `POST /v1/revisions` and `POST /v1/rollback`.

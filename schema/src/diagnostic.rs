@@ -101,6 +101,8 @@ codes! {
     /// A device node (`deviceNodes`) that is not an absolute path under `/dev/`, or has `.` or
     /// `..` components.
     InvalidDeviceNode => "edgefn::manifest::invalid_device_node",
+    /// A function or binding names a model that `models:` does not define.
+    UnknownModel => "edgefn::manifest::unknown_model",
 }
 
 impl fmt::Display for Code {

@@ -109,6 +109,37 @@ pub struct Manifest {
     /// health of its devices (absent: every device at once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<Rollout>,
+    /// Machine-learning models (or any large read-only data): each a file or a folder of the
+    /// project, shipped to the devices that run a function naming it as a content-addressed
+    /// artifact (sha256), apart from the code, so a code-only change moves no model bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<Model>,
+}
+
+/// A model: a file or a folder of the project that functions read at run time.
+///
+/// A function that names it (`models: [NAME]`, on the function or a binding) finds it at
+/// `$EDGEFN_MODELS_DIR/NAME` (the file, or the folder, as in the project) and at
+/// `$EDGEFN_MODEL_<NAME>` (the name upper-cased, `-` as `_`); read-only, at `/models/NAME` in a
+/// container. It counts towards the memory limit of the instance that loads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Model {
+    /// The model's name (lowercase letters, digits and `-`), unique in the manifest.
+    pub name: String,
+    /// The file or folder, relative to the manifest (for example `models/digits.onnx`).
+    pub path: String,
+}
+
+impl Model {
+    /// The environment variable that holds the model's path: `EDGEFN_MODEL_` and the name
+    /// upper-cased, `-` as `_` (`digits-v2` → `EDGEFN_MODEL_DIGITS_V2`).
+    pub fn env_var(name: &str) -> String {
+        format!(
+            "EDGEFN_MODEL_{}",
+            name.to_ascii_uppercase().replace('-', "_")
+        )
+    }
 }
 
 /// A progressive rollout: the control plane serves a new revision to one stage of devices at a
@@ -219,6 +250,10 @@ pub struct Function {
     /// `/run/secrets/NAME` in a container, `$EDGEFN_SECRETS_DIR/NAME` in the process sandbox.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// Names of the models it reads (defined under `models:`), found at
+    /// `$EDGEFN_MODELS_DIR/NAME`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
     /// Device nodes its instances may open, absolute paths under `/dev` (for example
     /// `/dev/dri/renderD128`): bound into a container's `/dev` and allowed by its device cgroup
     /// (read, write, mknod), nothing else. A device that lacks one does not start the binding
@@ -572,6 +607,10 @@ pub struct Binding {
     /// Overrides the function's GPU (see [`Gpu`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<Gpu>,
+    /// Models this binding hands its function besides the function's (see
+    /// [`Function::models`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
 }
 
 impl Binding {
@@ -606,6 +645,20 @@ impl Binding {
         paths.sort();
         paths.dedup();
         paths
+    }
+
+    /// The models the binding hands its function: the function's, then its own, sorted and
+    /// without repeats.
+    pub fn model_names(&self, function: Option<&Function>) -> Vec<String> {
+        let mut names: Vec<String> = function
+            .map(|f| f.models.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .chain(self.models.iter().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 }
 

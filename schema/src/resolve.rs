@@ -29,7 +29,38 @@ pub struct DesiredState {
     pub bindings: Vec<ResolvedBinding>,
     /// The routes that apply to this device, in manifest order.
     pub routes: Vec<ResolvedRoute>,
+    /// The models this device's bindings name, by name, each with its artifact's digest;
+    /// absent when there are none, so the digests of existing desired states do not change.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: Models,
 }
+
+/// A model as shipped: its artifact's sha256 and whether it is a file or a folder.
+///
+/// A file model's artifact is the file's bytes, unchanged (so its digest is what `sha256sum`
+/// prints, and nothing is compressed); a folder model's is a bundle of the folder
+/// ([`crate::bundle`] format).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelArtifact {
+    /// sha256 (lowercase hex) of the artifact.
+    pub digest: String,
+    /// A file or a folder.
+    pub kind: ModelKind,
+}
+
+/// What a model is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ModelKind {
+    /// One file, shipped as it is.
+    File,
+    /// A folder, shipped as a bundle.
+    Folder,
+}
+
+/// Models: model name → artifact (see [`resolve_with_models`]).
+pub type Models = BTreeMap<String, ModelArtifact>;
 
 /// A function's code, as a device needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -102,6 +133,10 @@ pub struct ResolvedBinding {
     /// which knows how many GPUs it has). Absent when none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu: Option<crate::manifest::Gpu>,
+    /// The models handed to the function (the function's and the binding's, sorted), each
+    /// described in [`DesiredState::models`]. Absent when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
 }
 
 /// A route as it applies on a device.
@@ -154,7 +189,22 @@ impl DesiredState {
             functions: BTreeMap::new(),
             bindings: Vec::new(),
             routes: Vec::new(),
+            models: Models::new(),
         }
+    }
+
+    /// Every archive the device downloads, keeps and may read for this state, by digest,
+    /// sorted and without repeats: the functions' bundles and layers, and the models.
+    pub fn artifacts(&self) -> Vec<String> {
+        let mut all: Vec<String> = self
+            .functions
+            .values()
+            .flat_map(|f| f.archives().cloned())
+            .chain(self.models.values().map(|m| m.digest.clone()))
+            .collect();
+        all.sort();
+        all.dedup();
+        all
     }
 
     /// True when the device runs nothing.
@@ -338,6 +388,7 @@ pub fn defaults_binding(manifest: &Manifest, function: &str) -> Option<ResolvedB
             paths
         },
         gpu: f.gpu,
+        models: f.models.clone(),
     })
 }
 
@@ -361,6 +412,19 @@ pub fn resolve_with_layers(
     device: &str,
     bundles: &BTreeMap<String, String>,
     layers: &Layers,
+) -> Option<DesiredState> {
+    resolve_with_models(manifest, device, bundles, layers, &Models::new())
+}
+
+/// [`resolve_with_layers`], with the artifacts of the models the device's bindings name taken
+/// from `models` (model name → artifact). A model `models` lacks is left out of
+/// [`DesiredState::models`] (the binding still names it).
+pub fn resolve_with_models(
+    manifest: &Manifest,
+    device: &str,
+    bundles: &BTreeMap<String, String>,
+    layers: &Layers,
+    models: &Models,
 ) -> Option<DesiredState> {
     let dev = manifest.devices.get(device)?;
     let platform = dev.platform();
@@ -427,8 +491,14 @@ pub fn resolve_with_layers(
                 .collect(),
             device_nodes: b.device_node_paths(Some(f)),
             gpu: b.gpu.or(f.gpu),
+            models: b.model_names(Some(f)),
         });
     }
+    let used: Models = bindings
+        .iter()
+        .flat_map(|b| b.models.iter())
+        .filter_map(|n| models.get(n).map(|a| (n.clone(), a.clone())))
+        .collect();
     bindings.sort_by(|a, b| a.name.cmp(&b.name));
     let routes = manifest
         .routes
@@ -445,6 +515,7 @@ pub fn resolve_with_layers(
         functions,
         bindings,
         routes,
+        models: used,
     })
 }
 

@@ -52,8 +52,9 @@ fn state(
     device: &str,
     bundles: &BTreeMap<String, String>,
     layers: &edgefn_schema::Layers,
+    models: &edgefn_schema::Models,
 ) -> Option<DesiredState> {
-    m.and_then(|m| edgefn_schema::resolve_with_layers(m, device, bundles, layers))
+    m.and_then(|m| edgefn_schema::resolve_with_models(m, device, bundles, layers, models))
 }
 
 /// `value`'s leaves by dotted path (`env.THRESHOLD`); lists and scalars are leaves, as JSON.
@@ -194,16 +195,25 @@ pub(crate) fn run(args: &DiffArgs) -> CliResult {
         &loaded.manifest,
         None,
     )?);
+    let models = crate::models::artifacts(&crate::models::prepare_all(
+        &project.root,
+        &loaded.manifest,
+    )?);
     let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
     let latest = crate::rollout::latest_revision(&client)?;
-    let (old_manifest, old_bundles, old_layers) = if latest == 0 {
-        (None, BTreeMap::new(), edgefn_schema::Layers::new())
+    let (old_manifest, old_bundles, old_layers, old_models) = if latest == 0 {
+        (
+            None,
+            BTreeMap::new(),
+            edgefn_schema::Layers::new(),
+            edgefn_schema::Models::new(),
+        )
     } else {
         let rev: Revision = client.get(&format!("/v1/revisions/{latest}"))?;
         let m = edgefn_schema::load(&Source::new("edgefn.yaml", rev.manifest.as_str()), None)
             .ok()
             .map(|l| l.manifest);
-        (m, rev.bundles, rev.layers)
+        (m, rev.bundles, rev.layers, rev.models)
     };
     let new = &loaded.manifest;
     let mut devices: BTreeSet<&String> = new.devices.keys().collect();
@@ -215,8 +225,14 @@ pub(crate) fn run(args: &DiffArgs) -> CliResult {
     let _ = writeln!(out, "against revision {latest} on {}", client.base());
     let drift = crate::drift::detect(&client)?;
     for device in devices {
-        let before = state(old_manifest.as_ref(), device, &old_bundles, &old_layers);
-        let after = state(Some(new), device, &bundles, &layers);
+        let before = state(
+            old_manifest.as_ref(),
+            device,
+            &old_bundles,
+            &old_layers,
+            &old_models,
+        );
+        let after = state(Some(new), device, &bundles, &layers, &models);
         let d = compare(before.as_ref(), after.as_ref());
         match (&before, &after) {
             (None, Some(_)) => {

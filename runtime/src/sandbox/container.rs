@@ -68,6 +68,10 @@ pub(crate) struct HelperConfig {
     /// Files bound read-only at their own path (GPU driver libraries outside `/usr`).
     #[serde(default)]
     pub(crate) read_only_files: Vec<PathBuf>,
+    /// The function's models on the host (name → file or folder), each bound read-only at
+    /// `/models/NAME`.
+    #[serde(default)]
+    pub(crate) models: Vec<(String, PathBuf)>,
 }
 
 /// One line the helper writes on its status pipe.
@@ -184,6 +188,7 @@ fn probe(helper: &Path, options: &SandboxOptions) -> Result<(), String> {
         secrets_dir: None,
         device_nodes: Vec::new(),
         read_only_files: Vec::new(),
+        models: Vec::new(),
     };
     let json = serde_json::to_string(&config).map_err(|e| e.to_string())?;
     let out = std::process::Command::new(helper)

@@ -76,6 +76,19 @@ impl StatusWriter {
 
 fn run(cfg: &HelperConfig, status: &mut StatusWriter) -> Result<(), String> {
     let rootfs = ensure_rootfs(&cfg.state_dir)?;
+    // Mount points of the models: a file for a file, a folder for a folder (the root is
+    // shared and read-only inside; an empty entry is all it holds).
+    for (name, path) in &cfg.models {
+        let point = rootfs.join("models").join(name);
+        let made = if path.is_dir() {
+            std::fs::create_dir_all(&point)
+        } else if point.exists() {
+            Ok(())
+        } else {
+            std::fs::File::create(&point).map(drop)
+        };
+        made.map_err(|e| format!("{}: {e}", point.display()))?;
+    }
     let bundle = cfg.state_dir.join("bundles").join(&cfg.id);
     let state_root = cfg.state_dir.join("state");
     if cfg.probe {
@@ -176,7 +189,10 @@ const EXTRA_V1_RULES: [&str; 6] = [
 /// standard set and the `asked` nodes, leaving exactly: `/dev/null`, `zero`, `full`, `random`,
 /// `urandom`, `tty` and `asked`, each `rwm`. A cgroup v2 host keeps libcontainer's eBPF program
 /// (the extra nodes are still absent from the container's `/dev`).
-fn narrow_device_cgroup(id: &str, asked: &[crate::sandbox::devices::DeviceNode]) -> Result<(), String> {
+fn narrow_device_cgroup(
+    id: &str,
+    asked: &[crate::sandbox::devices::DeviceNode],
+) -> Result<(), String> {
     let cgroup = Path::new("/sys/fs/cgroup/devices/edgefn").join(id);
     if !cgroup.is_dir() {
         return Ok(());
@@ -285,6 +301,7 @@ fn ensure_rootfs(state_dir: &Path) -> Result<PathBuf, String> {
         "proc",
         "dev",
         "run/secrets",
+        "models",
     ] {
         let p = rootfs.join(dir);
         std::fs::create_dir_all(&p).map_err(|e| fail(&p, e))?;
@@ -338,8 +355,10 @@ fn oci_spec(cfg: &HelperConfig, rootfs: &Path) -> serde_json::Value {
     // The device nodes the binding asked for, bound at their own path in the container's /dev
     // (a tmpfs without `nodev`), and GPU driver libraries outside /usr, read-only.
     for n in &cfg.device_nodes {
-        mounts.push(json!({"destination": n.path, "type": "bind", "source": n.path,
-                           "options": ["bind", "nosuid", "noexec"]}));
+        mounts.push(
+            json!({"destination": n.path, "type": "bind", "source": n.path,
+                           "options": ["bind", "nosuid", "noexec"]}),
+        );
     }
     for f in &cfg.read_only_files {
         mounts.push(json!({"destination": f, "type": "bind", "source": f,
@@ -351,6 +370,13 @@ fn oci_spec(cfg: &HelperConfig, rootfs: &Path) -> serde_json::Value {
         json!({"allow": true, "type": n.kind.to_string(), "major": n.major, "minor": n.minor,
                "access": "rwm"})
     }));
+    // The binding's models, each read-only at /models/NAME; no other model is visible.
+    for (name, path) in &cfg.models {
+        mounts.push(ro_bind(
+            path,
+            &format!("{}/{name}", crate::function::MODELS_MOUNT),
+        ));
+    }
     json!({
         "ociVersion": "1.0.2",
         "process": {
