@@ -1,15 +1,17 @@
 //! Storage for the control plane, behind the [`Store`] trait so that a PostgreSQL or
 //! object-store backend can come later without touching the HTTP handlers.
 //!
-//! [`LocalStore`] is the embedded default: metadata in redb (ACID, crash-safe), bundles as files
-//! named by their digest, written atomically (temporary file, fsync, rename, fsync of the folder).
-//! A revision is committed in one redb transaction after checking that all its bundles exist, so
-//! after a crash it is either there whole or absent.
+//! [`LocalStore`] is the embedded default: metadata in redb (ACID, crash-safe), bundles in the
+//! configured [`Objects`] (files named by their digest in `DATA/bundles`, written atomically, or an
+//! S3-compatible object store). A revision is committed in one redb transaction after checking
+//! that all its bundles exist (in S3: a HEAD each), so after a crash it is either there whole or
+//! absent, and no revision names a bundle that is not stored.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::objects::{ObjectRead, Objects, ObjectsError};
 use edgefn_schema::api::{DeviceInfo, Provenance, Revision, RevisionSummary, StatusReport};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -46,6 +48,9 @@ pub enum StoreError {
     /// A stored record does not decode.
     #[error("database: corrupt record: {0}")]
     Corrupt(#[source] serde_json::Error),
+    /// The object store holding bundles failed (see [`ObjectsError`]).
+    #[error(transparent)]
+    Objects(#[from] ObjectsError),
     /// A file operation failed.
     #[error("{action} {}: {source}", .path.display())]
     Io {
@@ -174,6 +179,20 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn put_bundle(&self, digest: &str, bytes: &[u8]) -> Result<bool, StoreError>;
     /// A bundle's bytes.
     fn bundle(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// A bundle from byte `start` on, streamed (its size, and its bytes from `start`); `None`
+    /// when absent. The default reads it whole with [`Store::bundle`].
+    fn read_bundle(&self, digest: &str, start: u64) -> Result<Option<ObjectRead>, StoreError> {
+        Ok(self.bundle(digest)?.map(|b| {
+            let total = b.len() as u64;
+            let start = start.min(total);
+            let rest = bytes::Bytes::from(b).slice(usize::try_from(start).unwrap_or(0)..);
+            ObjectRead {
+                total,
+                start,
+                body: Box::pin(futures_util::stream::iter([Ok(rest)])),
+            }
+        }))
+    }
     /// The latest revision.
     fn latest(&self) -> Result<Option<Revision>, StoreError>;
     /// Revision `n`.
@@ -278,11 +297,11 @@ const ADMIN_V1: TableDefinition<&[u8], u64> = TableDefinition::new("admin_tokens
 /// Admin tokens: hash → JSON [`AdminTokenRecord`].
 const ADMIN_TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("admin_tokens_v2");
 
-/// redb metadata plus bundle files under one data folder.
+/// redb metadata under one data folder, bundles in [`Objects`].
 #[derive(Debug)]
 pub(crate) struct LocalStore {
     db: Database,
-    bundles: PathBuf,
+    objects: std::sync::Arc<dyn Objects>,
 }
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
@@ -303,10 +322,19 @@ fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StoreError> {
 }
 
 impl LocalStore {
-    /// Opens (creating if needed) the store in `dir`.
+    /// Opens (creating if needed) the store in `dir`, its bundles in `dir/bundles`.
+    #[cfg(test)]
     pub(crate) fn open(dir: &Path) -> Result<Self, StoreError> {
-        let bundles = dir.join("bundles");
-        fs::create_dir_all(&bundles).map_err(io("create", &bundles))?;
+        let objects = crate::objects::Folder::open(&dir.join("bundles"))?;
+        Self::open_with(dir, std::sync::Arc::new(objects))
+    }
+
+    /// Opens (creating if needed) the store in `dir`, its bundles in `objects`.
+    pub(crate) fn open_with(
+        dir: &Path,
+        objects: std::sync::Arc<dyn Objects>,
+    ) -> Result<Self, StoreError> {
+        fs::create_dir_all(dir).map_err(io("create", dir))?;
         let db = Database::create(dir.join("cloud.redb"))?;
         let tx = db.begin_write()?;
         tx.open_table(REVISIONS)?;
@@ -339,19 +367,7 @@ impl LocalStore {
             }
         }
         tx.commit()?;
-        // Temporary files of bundle writes a crash interrupted.
-        if let Ok(entries) = fs::read_dir(&bundles) {
-            for e in entries.flatten() {
-                if e.file_name().to_string_lossy().starts_with(".tmp-") {
-                    let _ = fs::remove_file(e.path());
-                }
-            }
-        }
-        Ok(Self { db, bundles })
-    }
-
-    fn bundle_path(&self, digest: &str) -> PathBuf {
-        self.bundles.join(digest)
+        Ok(Self { db, objects })
     }
 
     fn read_revision(
@@ -367,31 +383,21 @@ impl LocalStore {
 
 impl Store for LocalStore {
     fn has_bundle(&self, digest: &str) -> Result<bool, StoreError> {
-        Ok(self.bundle_path(digest).is_file())
+        Ok(self.objects.has(digest)?)
     }
 
     fn put_bundle(&self, digest: &str, bytes: &[u8]) -> Result<bool, StoreError> {
-        let path = self.bundle_path(digest);
-        if path.is_file() {
-            return Ok(false);
-        }
-        edgefn_os::file::write_atomic(&path, bytes, edgefn_os::file::PUBLIC).map_err(|e| {
-            StoreError::Io {
-                action: "write bundle",
-                path: path.clone(),
-                source: e,
-            }
-        })?;
-        Ok(true)
+        Ok(self
+            .objects
+            .put(digest, bytes::Bytes::copy_from_slice(bytes))?)
     }
 
     fn bundle(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let path = self.bundle_path(digest);
-        match fs::read(&path) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io("read", &path)(e)),
-        }
+        Ok(self.objects.get(digest)?)
+    }
+
+    fn read_bundle(&self, digest: &str, start: u64) -> Result<Option<ObjectRead>, StoreError> {
+        Ok(self.objects.read(digest, start)?)
     }
 
     fn latest(&self) -> Result<Option<Revision>, StoreError> {
@@ -440,13 +446,16 @@ impl Store for LocalStore {
         expected_parent: Option<u64>,
         rollout: &mut dyn FnMut(&Revision) -> Option<Vec<u8>>,
     ) -> Result<Revision, StoreError> {
-        let missing: Vec<String> = draft
+        let mut missing: Vec<String> = Vec::new();
+        for d in draft
             .bundles
             .values()
             .chain(draft.layers.values().flat_map(|by| by.values()))
-            .filter(|d| !self.bundle_path(d).is_file())
-            .cloned()
-            .collect();
+        {
+            if !missing.contains(d) && !self.objects.has(d)? {
+                missing.push(d.clone());
+            }
+        }
         if !missing.is_empty() {
             return Err(StoreError::MissingBundles(missing));
         }

@@ -75,25 +75,26 @@ pub(super) async fn get_bundle(
             ));
         }
     }
-    let store = state.store.clone();
-    let bytes = blocking(move || Ok(store.bundle(&digest)?))
-        .await?
-        .ok_or_else(|| ApiError::not_found("no bundle with this digest"))?;
-    let total = bytes.len();
     // `Range: bytes=N-` resumes an interrupted download.
     let start = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("bytes="))
         .and_then(|v| v.strip_suffix('-'))
-        .and_then(|v| v.parse::<usize>().ok());
+        .and_then(|v| v.parse::<u64>().ok());
+    let store = state.store.clone();
+    // Streamed from the store (a file or an object store), never held whole in memory.
+    let read = blocking(move || Ok(store.read_bundle(&digest, start.unwrap_or(0))?))
+        .await?
+        .ok_or_else(|| ApiError::not_found("no bundle with this digest"))?;
+    let total = read.total;
     let mut out = HeaderMap::new();
     out.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/zstd"),
     );
     out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    let (status, body) = match start {
+    let status = match start {
         Some(s) if s >= total && total > 0 => {
             out.insert(
                 header::CONTENT_RANGE,
@@ -107,19 +108,20 @@ pub(super) async fn get_bundle(
                 HeaderValue::from_str(&format!("bytes {s}-{}/{total}", total - 1))
                     .map_err(ApiError::internal)?,
             );
-            (StatusCode::PARTIAL_CONTENT, bytes[s..].to_vec())
+            StatusCode::PARTIAL_CONTENT
         }
-        _ => (StatusCode::OK, bytes),
+        _ => StatusCode::OK,
     };
-    out.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    let len = total - read.start;
+    out.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     if method == Method::HEAD {
         return Ok((status, out, Body::empty()).into_response());
     }
     state
         .metrics
         .bundle_bytes_out
-        .fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
-    Ok((status, out, body).into_response())
+        .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+    Ok((status, out, Body::from_stream(read.body)).into_response())
 }
 
 pub(super) async fn missing_bundles(
