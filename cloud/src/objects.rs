@@ -424,8 +424,34 @@ impl S3 {
         use object_store::{Error, ObjectStore};
         let prefix = object_store::path::Path::from(self.prefix.trim_end_matches('/'));
         let at = endpoint.map_or_else(|| "AWS".to_owned(), |e| e.to_owned());
+        // A list answers S3's error codes (in the error's text: `object_store` keeps them
+        // there, its kinds only for single-object requests).
+        let code = |e: &Error, codes: &[&str]| {
+            let text = e.to_string();
+            codes.iter().any(|c| text.contains(&format!("<Code>{c}</Code>")))
+        };
         match self.block_on(self.store.list_with_delimiter(Some(&prefix))) {
             Ok(_) => Ok(()),
+            Err(e) if code(&e, &["NoSuchBucket"]) => Err(format!(
+                "the bucket `{bucket}` does not exist at {at}: create it, or fix the bucket name (and AWS_ENDPOINT_URL, AWS_REGION)"
+            )),
+            Err(e)
+                if code(
+                    &e,
+                    &[
+                        "AccessDenied",
+                        "InvalidAccessKeyId",
+                        "SignatureDoesNotMatch",
+                        "InvalidToken",
+                        "ExpiredToken",
+                        "AuthorizationHeaderMalformed",
+                    ],
+                ) =>
+            {
+                Err(format!(
+                    "{at} refused the credentials for bucket `{bucket}`: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN, AWS_REGION), and that they may list, read and write the bucket"
+                ))
+            }
             Err(Error::NotFound { .. }) => Err(format!(
                 "the bucket `{bucket}` does not exist at {at}: create it, or fix the bucket name (and AWS_ENDPOINT_URL, AWS_REGION)"
             )),
