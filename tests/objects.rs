@@ -408,6 +408,7 @@ fn the_object_store_down_during_an_apply_fails_it_whole_and_it_goes_through_once
     let out = fleet.commit_and_apply(2, "# v2");
     assert!(!out.status.success(), "{}", all_output(&out));
     let said = all_output(&out);
+    eprintln!("edgefn apply with the object store down said:\n{said}");
     assert!(
         said.contains("object store") && said.contains("try again"),
         "{said}"
