@@ -100,7 +100,10 @@ impl S3Server {
             ("AWS_ACCESS_KEY_ID", ACCESS_KEY.into()),
             ("AWS_SECRET_ACCESS_KEY", secret.into()),
             ("AWS_REGION", "us-east-1".into()),
-            ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", self.port)),
+            (
+                "AWS_ENDPOINT_URL",
+                format!("http://127.0.0.1:{}", self.port),
+            ),
             ("AWS_ALLOW_HTTP", "true".into()),
         ]
     }
@@ -253,7 +256,10 @@ impl Fleet {
     /// The cloud's log: it never holds the secret key.
     fn log_without_secret(&self) -> String {
         let log = std::fs::read_to_string(&self.cloud_log).unwrap_or_default();
-        assert!(!log.contains(SECRET_KEY), "the secret key is in the log:\n{log}");
+        assert!(
+            !log.contains(SECRET_KEY),
+            "the secret key is in the log:\n{log}"
+        );
         log
     }
 }
@@ -277,7 +283,11 @@ fn bundles_go_to_the_object_store_once_and_an_agent_downloads_them_from_there() 
     let fleet = Fleet::new(&s3, "fleet-a");
     let out = fleet.commit_and_apply(1, "");
     assert!(out.status.success(), "{}", all_output(&out));
-    assert!(all_output(&out).contains("uploading"), "{}", all_output(&out));
+    assert!(
+        all_output(&out).contains("uploading"),
+        "{}",
+        all_output(&out)
+    );
 
     // The bundle is an object in the bucket, under the prefix; none is in the data folder.
     let objects = s3.objects("fleet-a");
@@ -297,8 +307,8 @@ fn bundles_go_to_the_object_store_once_and_an_agent_downloads_them_from_there() 
     assert_eq!(version_of(&agent), "1");
 
     // The cloud serves it from the object store, whole and from an offset (a resumed download).
-    let stored = std::fs::read(s3_root.path().join(BUCKET).join("fleet-a").join(&digest))
-        .expect("object");
+    let stored =
+        std::fs::read(s3_root.path().join(BUCKET).join("fleet-a").join(&digest)).expect("object");
     let whole = fleet.admin("GET", &format!("/v1/bundles/{digest}"), &[], b"");
     assert_eq!(whole.status, 200);
     assert_eq!(whole.body, stored);
@@ -328,12 +338,24 @@ fn bundles_go_to_the_object_store_once_and_an_agent_downloads_them_from_there() 
     // object is not written again.
     let out = fleet.commit_and_apply(2, "");
     assert!(out.status.success(), "{}", all_output(&out));
-    assert!(!all_output(&out).contains("uploading"), "{}", all_output(&out));
-    assert_eq!(s3.objects("fleet-a"), objects, "the object was not rewritten");
+    assert!(
+        !all_output(&out).contains("uploading"),
+        "{}",
+        all_output(&out)
+    );
+    assert_eq!(
+        s3.objects("fleet-a"),
+        objects,
+        "the object was not rewritten"
+    );
     // Uploading it again by hand is answered 200 (already stored), and writes nothing either.
     let again = fleet.admin("PUT", &format!("/v1/bundles/{digest}"), &[], &stored);
     assert_eq!(again.status, 200, "{}", text(&again.body));
-    assert_eq!(s3.objects("fleet-a"), objects, "the object was not rewritten");
+    assert_eq!(
+        s3.objects("fleet-a"),
+        objects,
+        "the object was not rewritten"
+    );
     wait_until(60, "revision 2 runs", || {
         fleet.converged() && version_of(&agent) == "2"
     });
@@ -370,7 +392,9 @@ fn the_object_store_down_during_an_apply_fails_it_whole_and_it_goes_through_once
         "POST",
         "/v1/bundles/missing",
         &[("Content-Type", "application/json")],
-        serde_json::json!({ "digests": [digest] }).to_string().as_bytes(),
+        serde_json::json!({ "digests": [digest] })
+            .to_string()
+            .as_bytes(),
     );
     assert_eq!(missing.status, 200, "{}", text(&missing.body));
     s3.stop();

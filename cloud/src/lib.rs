@@ -21,8 +21,8 @@ mod store;
 pub mod tls;
 
 pub use messaging::mosquitto::MosquittoError;
-pub use objects::ObjectsError;
 pub use messaging::{BrokerUrlError, MosquittoFiles, MqttMode, parse_url as parse_mqtt_url};
+pub use objects::ObjectsError;
 pub use secrets::KeyError;
 pub use store::StoreError;
 

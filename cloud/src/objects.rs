@@ -382,7 +382,11 @@ impl S3 {
                 _ => {}
             }
         }
-        if endpoint.as_deref().is_some_and(|e| e.starts_with("http://")) && !allow_http {
+        if endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://"))
+            && !allow_http
+        {
             return Err(config(format!(
                 "the endpoint {} is plain http: set AWS_ALLOW_HTTP=true to allow it (the bundles and the request signatures then travel unencrypted), or use https",
                 endpoint.unwrap_or_default()
@@ -414,7 +418,7 @@ impl S3 {
             runtime: Some(runtime),
         };
         s3.check(&bucket, endpoint.as_deref())
-            .map_err(|message| config(message))?;
+            .map_err(config)?;
         Ok(s3)
     }
 
@@ -428,7 +432,9 @@ impl S3 {
         // there, its kinds only for single-object requests).
         let code = |e: &Error, codes: &[&str]| {
             let text = e.to_string();
-            codes.iter().any(|c| text.contains(&format!("<Code>{c}</Code>")))
+            codes
+                .iter()
+                .any(|c| text.contains(&format!("<Code>{c}</Code>")))
         };
         match self.block_on(self.store.list_with_delimiter(Some(&prefix))) {
             Ok(_) => Ok(()),
@@ -565,7 +571,10 @@ mod tests {
             ("/srv/bundles", "not a URL"),
             ("s3://", "no bucket"),
             ("s3:///prefix", "no bucket"),
-            ("s3://key:secret@bucket", "credentials and endpoints do not go"),
+            (
+                "s3://key:secret@bucket",
+                "credentials and endpoints do not go",
+            ),
             ("s3://Bad_Bucket", "not a valid bucket name"),
             ("s3://ab", "not a valid bucket name"),
             ("s3://bucket/a/../b", "`..` part"),
@@ -591,14 +600,28 @@ mod tests {
         let bytes: Vec<u8> = (0..(CHUNK * 2 + 17)).map(|i| (i % 251) as u8).collect();
         let digest = edgefn_schema::bundle::digest(&bytes);
         assert!(!folder.has(&digest).expect("has"));
-        assert!(folder.put(&digest, Bytes::from(bytes.clone())).expect("put"));
-        assert!(!folder.put(&digest, Bytes::from(bytes.clone())).expect("again"));
+        assert!(
+            folder
+                .put(&digest, Bytes::from(bytes.clone()))
+                .expect("put")
+        );
+        assert!(
+            !folder
+                .put(&digest, Bytes::from(bytes.clone()))
+                .expect("again")
+        );
         assert!(folder.has(&digest).expect("has"));
         assert_eq!(folder.get(&digest).expect("get"), Some(bytes.clone()));
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("rt");
-        for start in [0u64, 5, CHUNK as u64, bytes.len() as u64, bytes.len() as u64 + 9] {
+        for start in [
+            0u64,
+            5,
+            CHUNK as u64,
+            bytes.len() as u64,
+            bytes.len() as u64 + 9,
+        ] {
             let read = folder.read(&digest, start).expect("read").expect("there");
             assert_eq!(read.total, bytes.len() as u64);
             let got: Vec<u8> = rt.block_on(async {
