@@ -41,6 +41,13 @@ pub(crate) const S3_RETRIES: usize = 3;
 pub(crate) const S3_RETRY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The size of the chunks [`Folder`] streams a file in.
 const CHUNK: usize = 256 * 1024;
+/// The part size of [`Objects::put_file`]'s multipart uploads to S3 (S3 takes 5 MiB to 5 GiB
+/// per part, at most 10,000 parts: objects up to 80 GiB); a smaller file is one PUT.
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) const S3_PART: usize = 8 * 1024 * 1024;
+/// How many parts of one upload are in flight at once (memory: this many × [`S3_PART`]).
+#[cfg_attr(not(test), allow(dead_code))]
+const S3_PARTS_IN_FLIGHT: usize = 2;
 
 /// Why an object operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +116,13 @@ pub(crate) trait Objects: Send + Sync + fmt::Debug + 'static {
     /// Stores `bytes` as `digest` unless already stored: `true` when it stored them, `false`
     /// when they were there. Atomic: after a failure, the object is absent or whole.
     fn put(&self, digest: &str, bytes: Bytes) -> Result<bool, ObjectsError>;
+    /// Stores the file at `path` as `digest` unless already stored, without reading it into
+    /// memory (for large objects: models): `true` when it stored it. The caller checked that
+    /// the file's sha256 is `digest` and keeps the file unchanged meanwhile. Atomic like
+    /// [`Objects::put`]: S3 gets a multipart upload in parts of [`S3_PART`] bytes, aborted on
+    /// failure, so the object appears only when complete.
+    #[cfg_attr(not(test), allow(dead_code))] // For models' uploads (streamed to a file first).
+    fn put_file(&self, digest: &str, path: &Path) -> Result<bool, ObjectsError>;
     /// The whole object, read into memory (bundles are small: use [`Objects::read`] for
     /// anything that may be large).
     fn get(&self, digest: &str) -> Result<Option<Vec<u8>>, ObjectsError>;
@@ -135,7 +149,7 @@ pub(crate) trait Objects: Send + Sync + fmt::Debug + 'static {
 pub(crate) fn open(url: Option<&str>, default: &Path) -> Result<Arc<dyn Objects>, ObjectsError> {
     match url {
         None => Ok(Arc::new(Folder::open(default)?)),
-        Some(url) => Ok(Arc::new(S3::open(url)?)),
+        Some(url) => Ok(Arc::new(S3::open(url, std::env::vars_os())?)),
     }
 }
 
@@ -161,7 +175,9 @@ impl Folder {
         std::fs::create_dir_all(dir).map_err(io("create", dir))?;
         if let Ok(entries) = std::fs::read_dir(dir) {
             for e in entries.flatten() {
-                if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                // `edgefn_os::file::write_atomic`'s `.NAME.tmp-…`, and `.tmp-…` of older versions.
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') && name.contains(".tmp-") {
                     let _ = std::fs::remove_file(e.path());
                 }
             }
@@ -192,6 +208,35 @@ impl Objects for Folder {
         }
         edgefn_os::file::write_atomic(&path, &bytes, edgefn_os::file::PUBLIC)
             .map_err(io("write bundle", &path))?;
+        Ok(true)
+    }
+
+    fn put_file(&self, digest: &str, from: &Path) -> Result<bool, ObjectsError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.path(digest);
+        if path.is_file() {
+            return Ok(false);
+        }
+        let tmp = self
+            .dir
+            .join(format!(".{digest}.tmp-{}", std::process::id()));
+        let copy = || -> std::io::Result<()> {
+            let mut src = std::fs::File::open(from)?;
+            let mut dst = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(edgefn_os::file::PUBLIC)
+                .open(&tmp)?;
+            std::io::copy(&mut src, &mut dst)?;
+            dst.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            edgefn_os::file::sync_folder(&self.dir)
+        };
+        copy().map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            io("write bundle", &path)(e)
+        })?;
         Ok(true)
     }
 
@@ -338,7 +383,11 @@ fn parse_url(url: &str) -> Result<(String, String), ObjectsError> {
 }
 
 impl S3 {
-    fn open(url: &str) -> Result<Self, ObjectsError> {
+    /// Opens `url` configured by the `AWS_*` variables among `env`.
+    fn open(
+        url: &str,
+        env: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+    ) -> Result<Self, ObjectsError> {
         use object_store::aws::AmazonS3Builder;
         use object_store::{BackoffConfig, ClientOptions, RetryConfig};
 
@@ -364,7 +413,7 @@ impl S3 {
         // AWS_TIMEOUT and AWS_CONNECT_TIMEOUT override them).
         let mut endpoint = None;
         let mut allow_http = false;
-        for (key, value) in std::env::vars_os() {
+        for (key, value) in env {
             let (Some(key), Some(value)) = (key.to_str(), value.to_str()) else {
                 continue;
             };
@@ -417,8 +466,7 @@ impl S3 {
             url: shown,
             runtime: Some(runtime),
         };
-        s3.check(&bucket, endpoint.as_deref())
-            .map_err(config)?;
+        s3.check(&bucket, endpoint.as_deref()).map_err(config)?;
         Ok(s3)
     }
 
@@ -513,6 +561,51 @@ impl Objects for S3 {
         self.block_on(self.store.put(&self.location(digest), bytes.into()))
             .map_err(|e| self.failed("store", digest, e))?;
         Ok(true)
+    }
+
+    fn put_file(&self, digest: &str, path: &Path) -> Result<bool, ObjectsError> {
+        use object_store::{ObjectStoreExt, WriteMultipart};
+        if self.has(digest)? {
+            return Ok(false);
+        }
+        let mut file = std::fs::File::open(path).map_err(io("open", path))?;
+        let size = file.metadata().map_err(io("stat", path))?.len();
+        if size <= S3_PART as u64 {
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes).map_err(io("read", path))?;
+            return self.put(digest, Bytes::from(bytes));
+        }
+        let location = self.location(digest);
+        let done = self.block_on(async {
+            let upload = self.store.put_multipart(&location).await.map_err(Ok)?;
+            let mut writer = WriteMultipart::new_with_chunk_size(upload, S3_PART);
+            let mut buf = vec![0; S3_PART];
+            loop {
+                // A bounded number of parts in flight: the file is never held whole.
+                if let Err(e) = writer.wait_for_capacity(S3_PARTS_IN_FLIGHT).await {
+                    let _ = writer.abort().await;
+                    return Err(Ok(e));
+                }
+                let n = match file.read(&mut buf) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = writer.abort().await;
+                        return Err(Err(e));
+                    }
+                };
+                if n == 0 {
+                    break;
+                }
+                writer.write(&buf[..n]);
+            }
+            // On failure `finish` aborts the upload: no object appears.
+            writer.finish().await.map_err(Ok)
+        });
+        match done {
+            Ok(_) => Ok(true),
+            Err(Ok(e)) => Err(self.failed("store", digest, e)),
+            Err(Err(e)) => Err(io("read", path)(e)),
+        }
     }
 
     fn get(&self, digest: &str) -> Result<Option<Vec<u8>>, ObjectsError> {
@@ -639,5 +732,140 @@ mod tests {
         }
         assert!(folder.read(&"0".repeat(64), 0).expect("read").is_none());
         assert!(folder.get(&"0".repeat(64)).expect("get").is_none());
+
+        // A file is stored by copy, once.
+        let other: Vec<u8> = bytes.iter().rev().copied().collect();
+        let other_digest = edgefn_schema::bundle::digest(&other);
+        let file = dir.path().join("upload");
+        std::fs::write(&file, &other).expect("write");
+        assert!(folder.put_file(&other_digest, &file).expect("put_file"));
+        assert!(!folder.put_file(&other_digest, &file).expect("again"));
+        assert_eq!(folder.get(&other_digest).expect("get"), Some(other));
+        let names: Vec<String> = std::fs::read_dir(dir.path().join("bundles"))
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 2, "no temporary file is left: {names:?}");
+    }
+
+    /// `s3s-fs` (crates.io; scripts/test.sh installs it) on a free port, serving `root`.
+    struct S3sFs(std::process::Child, u16);
+
+    impl Drop for S3sFs {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn s3s_fs(root: &Path) -> S3sFs {
+        let bin = std::env::var_os("PATH")
+            .and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join("s3s-fs"))
+                    .find(|p| p.is_file())
+            })
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .map(|h| PathBuf::from(h).join(".cache/edgefn-tools/bin/s3s-fs"))
+                    .filter(|p| p.is_file())
+            })
+            .expect("s3s-fs is not installed: scripts/test.sh installs it");
+        for _ in 0..20 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let mut child = std::process::Command::new(&bin)
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--access-key", "ak-unit", "--secret-key", "sk-unit"])
+                .arg(root)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("start s3s-fs");
+            for _ in 0..500 {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // The port was taken meanwhile: another one.
+                }
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return S3sFs(child, port);
+                }
+                #[allow(clippy::disallowed_methods)] // A synchronous test.
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("s3s-fs did not start")
+    }
+
+    #[test]
+    fn s3_stores_large_files_in_parts_and_streams_them_from_an_offset() {
+        let root = tempfile::tempdir().expect("tmp");
+        std::fs::create_dir_all(root.path().join("unit")).expect("bucket");
+        let server = s3s_fs(root.path());
+        let env = [
+            ("AWS_ACCESS_KEY_ID", "ak-unit".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "sk-unit".to_owned()),
+            ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", server.1)),
+            ("AWS_ALLOW_HTTP", "true".to_owned()),
+            ("HOME", "/nonexistent".to_owned()),
+        ]
+        .map(|(k, v)| (k.into(), v.into()));
+        let s3 = S3::open("s3://unit/models/", env).expect("open");
+        assert_eq!(s3.describe(), "s3://unit/models");
+
+        // Three parts and a bit, never in memory whole on the way up.
+        let len = S3_PART * 3 + 12_345;
+        let bytes: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+        let digest = edgefn_schema::bundle::digest(&bytes);
+        let file = root.path().join("model.bin");
+        std::fs::write(&file, &bytes).expect("write");
+        assert!(!s3.has(&digest).expect("has"));
+        assert!(s3.put_file(&digest, &file).expect("put_file"));
+        assert!(!s3.put_file(&digest, &file).expect("again"));
+        assert!(s3.has(&digest).expect("has"));
+        assert_eq!(
+            std::fs::read(root.path().join("unit/models").join(&digest)).expect("object"),
+            bytes
+        );
+        // A small file is one PUT.
+        let small = b"a small bundle".to_vec();
+        let small_digest = edgefn_schema::bundle::digest(&small);
+        std::fs::write(&file, &small).expect("write");
+        assert!(s3.put_file(&small_digest, &file).expect("put_file"));
+        assert_eq!(s3.get(&small_digest).expect("get"), Some(small));
+
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("rt");
+        for start in [0, 1, S3_PART as u64 + 7, len as u64 - 1, len as u64] {
+            let read = s3.read(&digest, start).expect("read").expect("there");
+            assert_eq!((read.total, read.start), (len as u64, start));
+            let got = rt.block_on(async {
+                read.body
+                    .try_fold(Vec::new(), |mut all, b| async move {
+                        all.extend_from_slice(&b);
+                        Ok(all)
+                    })
+                    .await
+                    .expect("stream")
+            });
+            assert!(got == bytes[start as usize..], "from {start}");
+        }
+        assert!(s3.read(&"0".repeat(64), 0).expect("read").is_none());
+        assert!(s3.get(&"0".repeat(64)).expect("get").is_none());
+
+        // The server gone: a clear error naming the store, in bounded time (retries).
+        drop(server);
+        let e = s3.has(&digest).expect_err("down").to_string();
+        assert!(
+            e.contains("the object store s3://unit/models failed to check"),
+            "{e}"
+        );
+        assert!(!e.contains("sk-unit"), "{e}");
+        drop(s3);
     }
 }
