@@ -39,6 +39,8 @@ pub(crate) const S3_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) const S3_RETRIES: usize = 3;
 /// No retry starts this long after the first attempt.
 pub(crate) const S3_RETRY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many HEAD requests [`Objects::missing`] has in flight at once.
+pub(crate) const S3_CHECKS_IN_FLIGHT: usize = 16;
 /// The size of the chunks [`Folder`] streams a file in.
 const CHUNK: usize = 256 * 1024;
 /// The part size of [`Objects::put_file`]'s multipart uploads to S3 (S3 takes 5 MiB to 5 GiB
@@ -113,6 +115,17 @@ pub(crate) trait Objects: Send + Sync + fmt::Debug + 'static {
     fn describe(&self) -> String;
     /// Whether `digest` is stored (S3: a HEAD request).
     fn has(&self, digest: &str) -> Result<bool, ObjectsError>;
+    /// Which of `digests` are not stored, in their order, each once (S3: up to
+    /// [`S3_CHECKS_IN_FLIGHT`] HEAD requests at once).
+    fn missing(&self, digests: &[&str]) -> Result<Vec<String>, ObjectsError> {
+        let mut out: Vec<String> = Vec::new();
+        for d in digests {
+            if !out.iter().any(|m| m == d) && !self.has(d)? {
+                out.push((*d).to_owned());
+            }
+        }
+        Ok(out)
+    }
     /// Stores `bytes` as `digest` unless already stored: `true` when it stored them, `false`
     /// when they were there. Atomic: after a failure, the object is absent or whole.
     fn put(&self, digest: &str, bytes: Bytes) -> Result<bool, ObjectsError>;
@@ -553,6 +566,39 @@ impl Objects for S3 {
         }
     }
 
+    fn missing(&self, digests: &[&str]) -> Result<Vec<String>, ObjectsError> {
+        use object_store::ObjectStoreExt;
+        let mut unique: Vec<&str> = Vec::new();
+        for d in digests {
+            if !unique.contains(d) {
+                unique.push(d);
+            }
+        }
+        let found: Vec<(usize, Result<bool, object_store::Error>)> = self.block_on(
+            futures_util::stream::iter(unique.iter().enumerate())
+                .map(|(i, d)| async move {
+                    let r = match self.store.head(&self.location(d)).await {
+                        Ok(_) => Ok(true),
+                        Err(object_store::Error::NotFound { .. }) => Ok(false),
+                        Err(e) => Err(e),
+                    };
+                    (i, r)
+                })
+                .buffer_unordered(S3_CHECKS_IN_FLIGHT)
+                .collect(),
+        );
+        let mut present = vec![false; unique.len()];
+        for (i, r) in found {
+            present[i] = r.map_err(|e| self.failed("check", unique[i], e))?;
+        }
+        Ok(unique
+            .iter()
+            .zip(present)
+            .filter(|(_, p)| !p)
+            .map(|(d, _)| (*d).to_owned())
+            .collect())
+    }
+
     fn put(&self, digest: &str, bytes: Bytes) -> Result<bool, ObjectsError> {
         use object_store::ObjectStoreExt;
         if self.has(digest)? {
@@ -730,6 +776,13 @@ mod tests {
             assert_eq!(read.start as usize, from);
             assert_eq!(got, bytes[from..], "from {start}");
         }
+        let absent = "0".repeat(64);
+        assert_eq!(
+            folder
+                .missing(&[&absent, &digest, &absent])
+                .expect("missing"),
+            vec![absent.clone()]
+        );
         assert!(folder.read(&"0".repeat(64), 0).expect("read").is_none());
         assert!(folder.get(&"0".repeat(64)).expect("get").is_none());
 
@@ -855,6 +908,12 @@ mod tests {
             });
             assert!(got == bytes[start as usize..], "from {start}");
         }
+        let absent = "0".repeat(64);
+        assert_eq!(
+            s3.missing(&[&absent, &digest, &small_digest, &absent])
+                .expect("missing"),
+            vec![absent.clone()]
+        );
         assert!(s3.read(&"0".repeat(64), 0).expect("read").is_none());
         assert!(s3.get(&"0".repeat(64)).expect("get").is_none());
 

@@ -175,6 +175,16 @@ impl DeviceRecord {
 pub(crate) trait Store: Send + Sync + 'static {
     /// Whether the bundle is stored.
     fn has_bundle(&self, digest: &str) -> Result<bool, StoreError>;
+    /// Which of `digests` are not stored, in their order, each once.
+    fn missing_bundles(&self, digests: &[&str]) -> Result<Vec<String>, StoreError> {
+        let mut out: Vec<String> = Vec::new();
+        for d in digests {
+            if !out.iter().any(|m| m == d) && !self.has_bundle(d)? {
+                out.push((*d).to_owned());
+            }
+        }
+        Ok(out)
+    }
     /// Stores a bundle whose digest the caller verified; `false` when it was already there.
     fn put_bundle(&self, digest: &str, bytes: &[u8]) -> Result<bool, StoreError>;
     /// A bundle's bytes.
@@ -386,6 +396,10 @@ impl Store for LocalStore {
         Ok(self.objects.has(digest)?)
     }
 
+    fn missing_bundles(&self, digests: &[&str]) -> Result<Vec<String>, StoreError> {
+        Ok(self.objects.missing(digests)?)
+    }
+
     fn put_bundle(&self, digest: &str, bytes: &[u8]) -> Result<bool, StoreError> {
         Ok(self
             .objects
@@ -446,16 +460,13 @@ impl Store for LocalStore {
         expected_parent: Option<u64>,
         rollout: &mut dyn FnMut(&Revision) -> Option<Vec<u8>>,
     ) -> Result<Revision, StoreError> {
-        let mut missing: Vec<String> = Vec::new();
-        for d in draft
+        let named: Vec<&str> = draft
             .bundles
             .values()
             .chain(draft.layers.values().flat_map(|by| by.values()))
-        {
-            if !missing.contains(d) && !self.objects.has(d)? {
-                missing.push(d.clone());
-            }
-        }
+            .map(String::as_str)
+            .collect();
+        let missing = self.objects.missing(&named)?;
         if !missing.is_empty() {
             return Err(StoreError::MissingBundles(missing));
         }

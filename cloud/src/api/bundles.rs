@@ -136,13 +136,8 @@ pub(super) async fn missing_bundles(
     }
     let store = state.store.clone();
     let missing = blocking(move || {
-        let mut missing = Vec::new();
-        for d in req.digests {
-            if !store.has_bundle(&d)? {
-                missing.push(d);
-            }
-        }
-        Ok(missing)
+        let digests: Vec<&str> = req.digests.iter().map(String::as_str).collect();
+        Ok(store.missing_bundles(&digests)?)
     })
     .await?;
     Ok(Json(MissingBundlesResponse { missing }))
