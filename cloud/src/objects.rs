@@ -16,7 +16,8 @@
 //! Every method blocks: call it off the async threads (the store's callers use
 //! `crate::error::blocking`). [`S3`] drives its requests on a runtime of its own, so its
 //! methods also work before the server's runtime exists (at start) and panic if called on an
-//! async thread. Each S3 request is bounded in time ([`S3_TIMEOUT`], [`S3_CONNECT_TIMEOUT`]) and
+//! async thread. Each S3 request is bounded in time ([`S3_TIMEOUT`], [`S3_CONNECT_TIMEOUT`],
+//! [`S3_READ_TIMEOUT`]; a streamed read by [`S3_STREAM_TIMEOUT`]) and
 //! transient failures (connection errors, 5xx, throttling) are retried [`S3_RETRIES`] times with
 //! exponential backoff, within [`S3_RETRY_TIMEOUT`].
 
@@ -31,8 +32,14 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt, TryStreamExt};
 
 /// How long one S3 request may take, body included, unless `AWS_TIMEOUT` says otherwise
-/// (e.g. `AWS_TIMEOUT=600s` for large models over a slow link).
+/// (e.g. `AWS_TIMEOUT=600s` for large uploads over a slow link). Not for the streamed reads of
+/// [`Objects::read`], which go at the pace of the device downloading: [`S3_READ_TIMEOUT`]
+/// bounds each of their reads, and [`S3_STREAM_TIMEOUT`] the whole.
 pub(crate) const S3_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long one read of a response may wait for bytes from S3 (`AWS_READ_TIMEOUT`).
+pub(crate) const S3_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a streamed read ([`Objects::read`]) may last in all.
+pub(crate) const S3_STREAM_TIMEOUT: &str = "6h";
 /// How long connecting to the S3 endpoint may take (`AWS_CONNECT_TIMEOUT` overrides it).
 pub(crate) const S3_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many times a failed S3 request is retried when the failure may be transient.
@@ -309,6 +316,8 @@ impl Objects for Folder {
 /// Objects in an S3-compatible object store, through `object_store`.
 pub(crate) struct S3 {
     store: object_store::aws::AmazonS3,
+    /// The same store, for streamed reads (see [`S3_STREAM_TIMEOUT`]).
+    streams: object_store::aws::AmazonS3,
     /// `PREFIX/` or empty.
     prefix: String,
     /// `s3://bucket/prefix`, for messages.
@@ -415,6 +424,7 @@ impl S3 {
             .with_client_options(
                 ClientOptions::new()
                     .with_timeout(S3_TIMEOUT)
+                    .with_read_timeout(S3_READ_TIMEOUT)
                     .with_connect_timeout(S3_CONNECT_TIMEOUT),
             )
             .with_retry(RetryConfig {
@@ -454,8 +464,18 @@ impl S3 {
                 endpoint.unwrap_or_default()
             )));
         }
+        let builder = builder.with_bucket_name(&bucket);
+        let streams = builder
+            .clone()
+            .with_config(
+                object_store::aws::AmazonS3ConfigKey::Client(
+                    object_store::ClientConfigKey::Timeout,
+                ),
+                S3_STREAM_TIMEOUT,
+            )
+            .build()
+            .map_err(|e| config(format!("cannot be used: {e}")))?;
         let store = builder
-            .with_bucket_name(&bucket)
             .build()
             .map_err(|e| config(format!("cannot be used: {e}")))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -471,6 +491,7 @@ impl S3 {
         };
         let s3 = Self {
             store,
+            streams,
             prefix: if prefix.is_empty() {
                 String::new()
             } else {
@@ -679,7 +700,7 @@ impl Objects for S3 {
                 range: (start > 0).then_some(GetRange::Offset(start)),
                 ..GetOptions::default()
             };
-            let r = self.store.get_opts(&location, options).await?;
+            let r = self.streams.get_opts(&location, options).await?;
             Ok((meta.size, Some(r)))
         });
         match got {
