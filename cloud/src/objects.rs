@@ -134,8 +134,9 @@ pub(crate) trait Objects: Send + Sync + fmt::Debug + 'static {
         Ok(out)
     }
     /// Stores `bytes` as `digest` unless already stored: `true` when it stored them, `false`
-    /// when they were there. Atomic: after a failure, the object is absent or whole.
-    fn put(&self, digest: &str, bytes: Bytes) -> Result<bool, ObjectsError>;
+    /// when they were there. Atomic: after a failure, the object is absent or whole. (S3
+    /// copies the bytes into its request: use [`Objects::put_file`] for large objects.)
+    fn put(&self, digest: &str, bytes: &[u8]) -> Result<bool, ObjectsError>;
     /// Stores the file at `path` as `digest` unless already stored, without reading it into
     /// memory (for large objects: models): `true` when it stored it. The caller checked that
     /// the file's sha256 is `digest` and keeps the file unchanged meanwhile. Atomic like
@@ -221,12 +222,12 @@ impl Objects for Folder {
         Ok(self.path(digest).is_file())
     }
 
-    fn put(&self, digest: &str, bytes: Bytes) -> Result<bool, ObjectsError> {
+    fn put(&self, digest: &str, bytes: &[u8]) -> Result<bool, ObjectsError> {
         let path = self.path(digest);
         if path.is_file() {
             return Ok(false);
         }
-        edgefn_os::file::write_atomic(&path, &bytes, edgefn_os::file::PUBLIC)
+        edgefn_os::file::write_atomic(&path, bytes, edgefn_os::file::PUBLIC)
             .map_err(io("write bundle", &path))?;
         Ok(true)
     }
@@ -620,12 +621,13 @@ impl Objects for S3 {
             .collect())
     }
 
-    fn put(&self, digest: &str, bytes: Bytes) -> Result<bool, ObjectsError> {
+    fn put(&self, digest: &str, bytes: &[u8]) -> Result<bool, ObjectsError> {
         use object_store::ObjectStoreExt;
         if self.has(digest)? {
             return Ok(false);
         }
-        self.block_on(self.store.put(&self.location(digest), bytes.into()))
+        let payload = Bytes::copy_from_slice(bytes).into();
+        self.block_on(self.store.put(&self.location(digest), payload))
             .map_err(|e| self.failed("store", digest, e))?;
         Ok(true)
     }
@@ -640,7 +642,7 @@ impl Objects for S3 {
         if size <= S3_PART as u64 {
             let mut bytes = Vec::new();
             file.read_to_end(&mut bytes).map_err(io("read", path))?;
-            return self.put(digest, Bytes::from(bytes));
+            return self.put(digest, &bytes);
         }
         let location = self.location(digest);
         let done = self.block_on(async {
@@ -760,16 +762,8 @@ mod tests {
         let bytes: Vec<u8> = (0..(CHUNK * 2 + 17)).map(|i| (i % 251) as u8).collect();
         let digest = edgefn_schema::bundle::digest(&bytes);
         assert!(!folder.has(&digest).expect("has"));
-        assert!(
-            folder
-                .put(&digest, Bytes::from(bytes.clone()))
-                .expect("put")
-        );
-        assert!(
-            !folder
-                .put(&digest, Bytes::from(bytes.clone()))
-                .expect("again")
-        );
+        assert!(folder.put(&digest, &bytes).expect("put"));
+        assert!(!folder.put(&digest, &bytes).expect("again"));
         assert!(folder.has(&digest).expect("has"));
         assert_eq!(folder.get(&digest).expect("get"), Some(bytes.clone()));
         let rt = tokio::runtime::Builder::new_current_thread()

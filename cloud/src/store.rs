@@ -401,9 +401,7 @@ impl Store for LocalStore {
     }
 
     fn put_bundle(&self, digest: &str, bytes: &[u8]) -> Result<bool, StoreError> {
-        Ok(self
-            .objects
-            .put(digest, bytes::Bytes::copy_from_slice(bytes))?)
+        Ok(self.objects.put(digest, bytes)?)
     }
 
     fn bundle(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
