@@ -462,7 +462,7 @@ impl S3 {
         {
             return Err(config(format!(
                 "the endpoint {} is plain http: set AWS_ALLOW_HTTP=true to allow it (the bundles and the request signatures then travel unencrypted), or use https",
-                endpoint.unwrap_or_default()
+                redacted(&endpoint.unwrap_or_default())
             )));
         }
         let builder = builder.with_bucket_name(&bucket);
@@ -510,7 +510,7 @@ impl S3 {
     fn check(&self, bucket: &str, endpoint: Option<&str>) -> Result<(), String> {
         use object_store::{Error, ObjectStore};
         let prefix = object_store::path::Path::from(self.prefix.trim_end_matches('/'));
-        let at = endpoint.map_or_else(|| "AWS".to_owned(), |e| e.to_owned());
+        let at = endpoint.map_or_else(|| "AWS".to_owned(), redacted);
         // A list answers S3's error codes (in the error's text: `object_store` keeps them
         // there, its kinds only for single-object requests).
         let code = |e: &Error, codes: &[&str]| {
@@ -745,6 +745,11 @@ mod tests {
             assert!(e.contains(says), "{url}: {e}");
             assert!(!e.contains("secret@"), "{url}: {e}");
         }
+        assert_eq!(
+            redacted("http://user:pass@minio:9000/x"),
+            "http://***@minio:9000/x"
+        );
+        assert_eq!(redacted("http://minio:9000/a@b"), "http://minio:9000/a@b");
         assert_eq!(
             parse_url("s3://edgefn-bundles").expect("ok"),
             ("edgefn-bundles".into(), String::new())
