@@ -89,6 +89,17 @@ impl From<StoreError> for ApiError {
  ErrorCode::DeviceExists,
  format!("device `{name}` is already registered; remove it first to issue a new token"),
             ),
+            StoreError::Objects(e @ crate::objects::ObjectsError::Unavailable { .. }) => {
+                tracing::warn!("{e}");
+                let store = match &e {
+                    crate::objects::ObjectsError::Unavailable { store, .. } => store.clone(),
+                    _ => String::new(),
+                };
+                ApiError::new(
+                    ErrorCode::ObjectStoreUnavailable,
+                    format!("the object store that keeps bundles ({store}) failed or is unreachable; nothing was stored or committed: try again later (the control plane's log says why)"),
+                )
+            }
             other => ApiError::internal(other),
         }
     }

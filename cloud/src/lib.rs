@@ -11,6 +11,7 @@ mod error;
 mod fleet;
 mod messaging;
 mod metrics;
+mod objects;
 pub mod openapi;
 mod registry;
 mod rollout;
@@ -21,6 +22,7 @@ pub mod tls;
 
 pub use messaging::mosquitto::MosquittoError;
 pub use messaging::{BrokerUrlError, MosquittoFiles, MqttMode, parse_url as parse_mqtt_url};
+pub use objects::ObjectsError;
 pub use secrets::KeyError;
 pub use store::StoreError;
 
@@ -46,6 +48,10 @@ pub struct Config {
     /// first secret is set. Must be outside `data`. Default: `DATA.secret-key`, beside the
     /// data folder.
     pub secret_key_file: Option<PathBuf>,
+    /// Where bundles (and dependency layers) are kept: `s3://BUCKET[/PREFIX]`, an
+    /// S3-compatible object store configured by the `AWS_*` variables (see the README), or
+    /// `None` for files in `DATA/bundles`.
+    pub objects: Option<String>,
 }
 
 /// Why the control plane could not start.
@@ -54,6 +60,9 @@ pub enum CloudError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The object store cannot be used (`--objects`).
+    #[error(transparent)]
+    Objects(#[from] ObjectsError),
     /// The admin token file could not be used.
     #[error("admin token file {}: {source}", .path.display())]
     TokenFile {
@@ -117,7 +126,9 @@ pub struct Prepared {
 /// an error (a revoked token never comes back through its file). A lost token is replaced by
 /// starting once with a new file path. Without: the first start creates a token and shows it once.
 pub fn prepare(config: &Config) -> Result<Prepared, CloudError> {
-    let store = Arc::new(LocalStore::open(&config.data)?);
+    let objects = objects::open(config.objects.as_deref(), &config.data.join("bundles"))?;
+    tracing::info!("bundles in {}", objects.describe());
+    let store = Arc::new(LocalStore::open_with(&config.data, objects)?);
     let mut new_admin_token = None;
     let mut admin_token_written = None;
     if let Some(path) = &config.admin_token_file {

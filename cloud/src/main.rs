@@ -63,6 +63,12 @@ struct Args {
     /// control plane's host on port 1883]
     #[arg(long, value_name = "URL")]
     device_mqtt_url: Option<String>,
+    /// Keep bundles (and dependency layers) in an S3-compatible object store:
+    /// s3://BUCKET[/PREFIX]; endpoint, region and credentials from AWS_ENDPOINT_URL,
+    /// AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (AWS_ALLOW_HTTP=true for a plain-http
+    /// endpoint) [default: files in DATA/bundles]
+    #[arg(long, value_name = "URL")]
+    objects: Option<String>,
     /// Log level: error, warn, info, debug, trace
     #[arg(long, default_value = "info")]
     log_level: tracing::Level,
@@ -83,6 +89,7 @@ fn main() -> ExitCode {
             .secret_key_file
             .clone()
             .or_else(|| std::env::var_os("EDGEFN_SECRET_KEY_FILE").map(PathBuf::from)),
+        objects: args.objects.clone(),
     };
     let prepared = match edgefn_cloud::prepare(&config) {
         Ok(p) => p,

@@ -114,6 +114,9 @@ error_codes! {
     /// The broker could not store a message for its devices (`POST /v1/publish`): nothing
     /// was answered as sent; retrying may deliver it twice to a device that already got it.
     MessageNotStored => "message_not_stored", 503;
+    /// The object store that keeps bundles (`edgefn-cloud --objects`) failed or cannot be
+    /// reached (after retries): nothing was stored or committed; try again.
+    ObjectStoreUnavailable => "object_store_unavailable", 503;
     /// A publish by labels that selects no device.
     NoDevices => "no_devices", 404;
     /// A rollback with no earlier revision to return to.

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use axum::Json;
-use std::io::Read;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::JsonRejection;
@@ -182,18 +181,18 @@ pub(super) async fn get_bundle(
         .and_then(|v| v.strip_suffix('-'))
         .and_then(|v| v.parse::<u64>().ok());
     let store = state.store.clone();
-    let offset = start.unwrap_or(0);
-    let read = blocking(move || Ok(store.bundle_from(&digest, offset)?))
+    // Streamed from the store (a file or an object store), never held whole in memory.
+    let read = blocking(move || Ok(store.read_bundle(&digest, start.unwrap_or(0))?))
         .await?
         .ok_or_else(|| ApiError::not_found("no bundle with this digest"))?;
-    let total = read.size;
+    let total = read.total;
     let mut out = HeaderMap::new();
     out.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
     out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    let (status, from) = match start {
+    let status = match start {
         Some(s) if s >= total && total > 0 => {
             out.insert(
                 header::CONTENT_RANGE,
@@ -207,48 +206,20 @@ pub(super) async fn get_bundle(
                 HeaderValue::from_str(&format!("bytes {s}-{}/{total}", total - 1))
                     .map_err(ApiError::internal)?,
             );
-            (StatusCode::PARTIAL_CONTENT, s)
+            StatusCode::PARTIAL_CONTENT
         }
-        _ => (StatusCode::OK, 0),
+        _ => StatusCode::OK,
     };
-    let length = total - from;
-    out.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    let len = total - read.start;
+    out.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     if method == Method::HEAD {
         return Ok((status, out, Body::empty()).into_response());
     }
     state
         .metrics
         .bundle_bytes_out
-        .fetch_add(length, std::sync::atomic::Ordering::Relaxed);
-    // Streamed from the store in 256 KiB pieces, read on a blocking thread: a model of
-    // hundreds of MB is never held whole.
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
-    let mut reader = read.reader;
-    tokio::task::spawn_blocking(move || {
-        let mut left = length;
-        while left > 0 {
-            let mut buf = vec![0u8; (256 << 10).min(left as usize)];
-            let item = match reader.read(&mut buf) {
-                Ok(0) => Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the stored bundle ended early",
-                )),
-                Ok(n) => {
-                    buf.truncate(n);
-                    left -= n as u64;
-                    Ok(Bytes::from(buf))
-                }
-                Err(e) => Err(e),
-            };
-            let stop = item.is_err();
-            // The client went away: stop reading.
-            if tx.blocking_send(item).is_err() || stop {
-                break;
-            }
-        }
-    });
-    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
-    Ok((status, out, body).into_response())
+        .fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+    Ok((status, out, Body::from_stream(read.body)).into_response())
 }
 
 pub(super) async fn missing_bundles(
@@ -263,13 +234,8 @@ pub(super) async fn missing_bundles(
     }
     let store = state.store.clone();
     let missing = blocking(move || {
-        let mut missing = Vec::new();
-        for d in req.digests {
-            if !store.has_bundle(&d)? {
-                missing.push(d);
-            }
-        }
-        Ok(missing)
+        let digests: Vec<&str> = req.digests.iter().map(String::as_str).collect();
+        Ok(store.missing_bundles(&digests)?)
     })
     .await?;
     Ok(Json(MissingBundlesResponse { missing }))
