@@ -420,3 +420,129 @@ fn a_missing_model_file_and_an_unknown_model_name_are_refused_with_their_place()
         "{err}"
     );
 }
+
+#[test]
+fn the_cloud_stores_a_model_streamed_and_serves_it_from_any_offset() {
+    let data = tempfile::tempdir().expect("data");
+    let cloud = Cloud::start(data.path());
+    let addr = cloud.addr();
+    let admin = Some(cloud.admin.as_str());
+    let model = model_bytes(3 << 20, 11);
+    let digest = sha256_hex(&model);
+
+    // Bytes that are not the digest's: refused, nothing stored (not even a temporary file).
+    let bad = http(
+        &addr,
+        "PUT",
+        &format!("/v1/bundles/{digest}"),
+        admin,
+        &[],
+        &model[1..],
+    );
+    assert_eq!(bad.status, 400, "{}", text(&bad.body));
+    assert_eq!(bad.json()["error"]["code"], "digest_mismatch");
+    let stored: Vec<_> = std::fs::read_dir(data.path().join("bundles"))
+        .expect("bundles")
+        .collect();
+    assert!(stored.is_empty(), "{stored:?}");
+
+    let put = http(
+        &addr,
+        "PUT",
+        &format!("/v1/bundles/{digest}"),
+        admin,
+        &[],
+        &model,
+    );
+    assert_eq!(put.status, 201, "{}", text(&put.body));
+    let again = http(
+        &addr,
+        "PUT",
+        &format!("/v1/bundles/{digest}"),
+        admin,
+        &[],
+        &model,
+    );
+    assert_eq!(again.status, 200, "already stored");
+
+    let whole = http(
+        &addr,
+        "GET",
+        &format!("/v1/bundles/{digest}"),
+        admin,
+        &[],
+        b"",
+    );
+    assert_eq!((whole.status, whole.body.len()), (200, model.len()));
+    assert!(whole.body == model);
+    let from = 1_000_003;
+    let tail = http(
+        &addr,
+        "GET",
+        &format!("/v1/bundles/{digest}"),
+        admin,
+        &[("Range", &format!("bytes={from}-"))],
+        b"",
+    );
+    assert_eq!(tail.status, 206);
+    assert_eq!(
+        tail.header("content-range"),
+        Some(format!("bytes {from}-{}/{}", model.len() - 1, model.len()).as_str())
+    );
+    assert!(tail.body == model[from..]);
+    let past = http(
+        &addr,
+        "GET",
+        &format!("/v1/bundles/{digest}"),
+        admin,
+        &[("Range", &format!("bytes={}-", model.len()))],
+        b"",
+    );
+    assert_eq!(past.status, 416);
+    assert_eq!(
+        past.header("content-range"),
+        Some(format!("bytes */{}", model.len()).as_str())
+    );
+}
+
+#[test]
+fn a_folder_model_arrives_whole_as_in_the_project() {
+    let project = Project::new(b"weights");
+    let root = project.path("");
+    std::fs::create_dir_all(root.join("models/tok/vocab")).expect("mkdir");
+    std::fs::write(root.join("models/tok/vocab/words.txt"), "a\nb\n").expect("write");
+    std::fs::write(root.join("models/tok/config.json"), "{\"n\": 2}").expect("write");
+    let manifest = Project::manifest(true)
+        .replace(
+            "models:\n",
+            "models:\n  - name: tok\n    path: models/tok\n",
+        )
+        .replace("models: [digits]", "models: [digits, tok]");
+    std::fs::write(root.join("edgefn.yaml"), manifest).expect("write");
+    std::fs::write(
+        root.join("functions/classify/main.py"),
+        "import os\n\ndef handle(event, context):\n    d = os.environ[\"EDGEFN_MODEL_TOK\"]\n    with open(os.path.join(d, \"vocab\", \"words.txt\")) as f:\n        words = f.read().split()\n    return {\"files\": sorted(os.listdir(d)), \"words\": words,\n            \"listed\": sorted(os.listdir(os.environ[\"EDGEFN_MODELS_DIR\"]))}\n",
+    )
+    .expect("write");
+    project.commit("folder model");
+    let expected = serde_json::json!({
+        "files": ["config.json", "vocab"],
+        "words": ["a", "b"],
+        "listed": ["digits", "tok"],
+    });
+    let local = ok(&project.edgefn(None, &["invoke", "classify", "--event", "{}"]));
+    let local: serde_json::Value = serde_json::from_str(&local).expect("json");
+    assert_eq!(local, expected);
+
+    let cloud_data = tempfile::tempdir().expect("cloud data");
+    let cloud = Cloud::start(cloud_data.path());
+    let config = project.device(&cloud);
+    let applied = project.apply(&cloud);
+    assert_eq!(applied["models"]["tok"]["kind"], "folder", "{applied}");
+    let data = tempfile::tempdir().expect("agent data");
+    let agent = AgentProc::start(&config, data.path(), &[]);
+    let revision = applied["revision"].as_u64().expect("revision");
+    wait_until(60, "gw-01 converges", || converged(&cloud, revision));
+    assert_eq!(result(&agent, serde_json::json!({})), expected);
+    agent.kill();
+}

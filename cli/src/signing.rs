@@ -88,6 +88,7 @@ pub(crate) struct Artifacts<'a> {
 /// `artifacts` and the secret versions `pins`), and the empty state of every registered device
 /// the manifest does not list (so that removing a device from the manifest also reaches a
 /// device that checks signatures).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn sign_revision(
     client: &Client,
     key: &SigningKey,

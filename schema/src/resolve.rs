@@ -576,4 +576,48 @@ mod tests {
         assert_eq!(digest("pi", &layers), digest("pi", &changed));
         assert_ne!(digest("old-pi", &layers), digest("old-pi", &changed));
     }
+
+    #[test]
+    fn a_device_gets_only_the_models_its_bindings_name_and_no_model_changes_no_digest() {
+        let text = "apiVersion: edgefn/v1\nproject: p\nmodels:\n  - { name: digits, path: m/d.onnx }\n  - { name: words, path: m/w }\nfunctions:\n  f: { path: f, runtime: python3, handler: main.handle, models: [digits] }\n  g: { path: g, runtime: python3, handler: main.handle }\ndevices:\n  a: {}\n  b: {}\nbindings:\n  - { function: f, devices: { names: [a] }, triggers: [ { topic: x } ], models: [words] }\n  - { function: g, devices: { names: [b] }, triggers: [ { topic: y } ] }\n";
+        let m = load(&Source::new("edgefn.yaml", text), None)
+            .expect("valid")
+            .manifest;
+        let bundles: BTreeMap<String, String> = [
+            ("f".to_owned(), "b".repeat(64)),
+            ("g".to_owned(), "c".repeat(64)),
+        ]
+        .into();
+        let artifact = |d: &str, kind| ModelArtifact {
+            digest: d.repeat(64),
+            kind,
+        };
+        let models: Models = [
+            ("digits".to_owned(), artifact("1", ModelKind::File)),
+            ("words".to_owned(), artifact("2", ModelKind::Folder)),
+        ]
+        .into();
+        let a = resolve_with_models(&m, "a", &bundles, &Layers::new(), &models).expect("a");
+        assert_eq!(a.bindings[0].models, ["digits", "words"]);
+        assert_eq!(a.models, models);
+        assert_eq!(
+            a.artifacts(),
+            ["1".repeat(64), "2".repeat(64), "b".repeat(64)]
+        );
+        // A device whose bindings name no model: the state it had before models existed.
+        let b = resolve_with_models(&m, "b", &bundles, &Layers::new(), &models).expect("b");
+        let json = serde_json::to_string(&b).expect("json");
+        assert!(!json.contains("models"), "{json}");
+        assert_eq!(b.digest(), resolve(&m, "b", &bundles).expect("b").digest());
+        // A new model digest moves only the devices that use it; new code keeps the models.
+        let mut changed = models.clone();
+        changed.insert("digits".to_owned(), artifact("3", ModelKind::File));
+        let digest = |d: &str, ms: &Models| {
+            resolve_with_models(&m, d, &bundles, &Layers::new(), ms)
+                .expect("d")
+                .digest()
+        };
+        assert_ne!(digest("a", &models), digest("a", &changed));
+        assert_eq!(digest("b", &models), digest("b", &changed));
+    }
 }
