@@ -114,6 +114,40 @@ impl fmt::Debug for ObjectRead {
     }
 }
 
+/// An [`ObjectRead`] as a blocking [`std::io::Read`], for code on a blocking thread of the
+/// tokio runtime (`spawn_blocking`) that reads an object with a synchronous parser.
+pub(crate) struct BlockingRead {
+    body: Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>,
+    current: Bytes,
+    runtime: tokio::runtime::Handle,
+}
+
+impl BlockingRead {
+    /// Reads `read`'s bytes. Panics outside a tokio runtime's context.
+    pub(crate) fn new(read: ObjectRead) -> Self {
+        BlockingRead {
+            body: read.body,
+            current: Bytes::new(),
+            runtime: tokio::runtime::Handle::current(),
+        }
+    }
+}
+
+impl std::io::Read for BlockingRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use futures_util::StreamExt;
+        while self.current.is_empty() {
+            match self.runtime.block_on(self.body.next()) {
+                Some(chunk) => self.current = chunk?,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
 /// A store of immutable objects named by their sha256 digest. The caller checks digests (a
 /// name is always 64 lowercase hex digits, and `put` gets bytes whose sha256 it is).
 pub(crate) trait Objects: Send + Sync + fmt::Debug + 'static {

@@ -189,20 +189,22 @@ async fn read_bundle(
     blocking(move || {
         // Streamed from the store: a stored model of hundreds of MB is never held whole.
         let read = store
-            .bundle_from(&digest, 0)?
+            .read_bundle(&digest, 0)?
             .ok_or_else(|| ApiError::not_found("no bundle with this digest"))?;
+        let size = read.total;
         let mut lister = Lister {
             want,
             ..Lister::default()
         };
-        let reader = std::io::BufReader::with_capacity(64 << 10, read.reader);
+        let reader =
+            std::io::BufReader::with_capacity(64 << 10, crate::objects::BlockingRead::new(read));
         bundle::unpack_into(reader, MAX_INFLATED, &mut lister).map_err(|e| {
             ApiError::new(
                 edgefn_schema::api::ErrorCode::Internal,
                 format!("the stored bundle cannot be read: {e}"),
             )
         })?;
-        Ok((lister, read.size))
+        Ok((lister, size))
     })
     .await
 }
