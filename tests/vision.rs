@@ -60,10 +60,7 @@ impl Project {
     }
 
     fn env(&self, cloud: Option<&Cloud>) -> Vec<(&'static str, String)> {
-        let mut env = vec![(
-            "XDG_CACHE_HOME",
-            self.cache.path().display().to_string(),
-        )];
+        let mut env = vec![("XDG_CACHE_HOME", self.cache.path().display().to_string())];
         if let Some(c) = cloud {
             env.extend(c.env());
         }
@@ -113,11 +110,7 @@ fn the_example_passes_its_test_cases() {
     let project = Project::example();
     let out = project.edgefn(None, &["test"]);
     let stdout = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        text(&out.stderr)
-    );
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     for case in ["digit-0", "digit-3", "digit-7", "digit-9", "wrong-shape"] {
         assert!(
             stdout.contains(&format!("PASS classify/{case}")),
@@ -150,10 +143,9 @@ fn an_image_from_the_cloud_is_classified_on_a_real_agent_and_the_answer_arrives_
     std::fs::write(&config, text_config).expect("write");
 
     // The code bundle, the layer (onnxruntime, numpy, ...) and the model go up.
-    let applied: serde_json::Value = serde_json::from_str(&ok(&project.edgefn(
-        Some(&cloud),
-        &["apply", "--output", "json"],
-    )))
+    let applied: serde_json::Value = serde_json::from_str(&ok(
+        &project.edgefn(Some(&cloud), &["apply", "--output", "json"])
+    ))
     .expect("json");
     let revision = applied["revision"].as_u64().expect("revision");
 
@@ -186,10 +178,7 @@ fn an_image_from_the_cloud_is_classified_on_a_real_agent_and_the_answer_arrives_
     // MQTT session comes up a moment after convergence, so publish until the answer is seen.
     let image = zero().to_string();
     for _ in 0..50 {
-        ok(&project.edgefn(
-            Some(&cloud),
-            &["publish", "gw-01", "images/cam-1", &image],
-        ));
+        ok(&project.edgefn(Some(&cloud), &["publish", "gw-01", "images/cam-1", &image]));
         pause(300);
         if sub.try_wait().expect("wait").is_some() {
             break;
@@ -205,11 +194,17 @@ fn an_image_from_the_cloud_is_classified_on_a_real_agent_and_the_answer_arrives_
     assert_eq!(answer["device"], "gw-01", "{answer}");
     assert_eq!(answer["topic"], "predictions/cam-1", "{answer}");
     assert_eq!(answer["payload"]["class"], 0, "{answer}");
-    let confidence = answer["payload"]["confidence"].as_f64().expect("confidence");
+    let confidence = answer["payload"]["confidence"]
+        .as_f64()
+        .expect("confidence");
     assert!((0.9..=1.0).contains(&confidence), "{answer}");
 
     // The other shapes, on the device bus: each case's expected class.
-    for (file, class) in [("digit-3.yaml", 3), ("digit-7.yaml", 7), ("digit-9.yaml", 9)] {
+    for (file, class) in [
+        ("digit-3.yaml", 3),
+        ("digit-7.yaml", 7),
+        ("digit-9.yaml", 9),
+    ] {
         let d = delivery(&agent, "images/cam-2", &test_case_payload(file));
         assert_eq!(d["result"]["class"], class, "{file}: {d}");
         assert_eq!(d["publish"][0]["topic"], "predictions/cam-2", "{d}");
@@ -228,7 +223,11 @@ fn an_image_from_the_cloud_is_classified_on_a_real_agent_and_the_answer_arrives_
             && error.contains("pixels has 3 numbers"),
         "{d}"
     );
-    let d = delivery(&agent, "images/cam-1", &serde_json::json!({"base64": "AAAA"}));
+    let d = delivery(
+        &agent,
+        "images/cam-1",
+        &serde_json::json!({"base64": "AAAA"}),
+    );
     assert!(
         d["error"]
             .as_str()
@@ -244,4 +243,3 @@ fn an_image_from_the_cloud_is_classified_on_a_real_agent_and_the_answer_arrives_
 fn agent_log(agent: &AgentProc) -> String {
     agent.log.lock().map(|l| l.clone()).unwrap_or_default()
 }
-
