@@ -63,7 +63,7 @@ struct Args {
     /// control plane's host on port 1883]
     #[arg(long, value_name = "URL")]
     device_mqtt_url: Option<String>,
-    /// Keep bundles (and dependency layers) in an S3-compatible object store:
+    /// Keep bundles, dependency layers and models in an S3-compatible object store:
     /// s3://BUCKET[/PREFIX]; endpoint, region and credentials from AWS_ENDPOINT_URL,
     /// AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (AWS_ALLOW_HTTP=true for a plain-http
     /// endpoint) [default: files in DATA/bundles]
