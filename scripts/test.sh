@@ -15,6 +15,10 @@ command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need+=(mosquitt
 # tests/console.rs drives the web console in Chromium through chromedriver.
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
+# tests/postgres.rs and the cloud's store tests start their own PostgreSQL clusters.
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
+# tests/postgres.rs puts two control planes behind HAProxy (its own process, never the service).
+[ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null || need+=(haproxy)
 if ((${#need[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq
@@ -24,6 +28,11 @@ if ((${#need[@]})); then
     if [[ " ${need[*]} " == *" mosquitto "* ]] && command -v service >/dev/null; then
       service mosquitto stop >/dev/null 2>&1 || true
     fi
+    for service in postgresql haproxy; do
+      if [[ " ${need[*]} " == *" $service "* ]] && command -v service >/dev/null; then
+        service "$service" stop >/dev/null 2>&1 || true
+      fi
+    done
   else
     echo "the tests need: ${need[*]} (install them, or run this script as root on Debian/Ubuntu)" >&2
     exit 1

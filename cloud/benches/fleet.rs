@@ -3,7 +3,11 @@
 //! ```sh
 //! cargo bench -p edgefn-cloud --bench fleet -- --devices 1000
 //! cargo bench -p edgefn-cloud --bench fleet -- --devices 10000
+//! cargo bench -p edgefn-cloud --bench fleet -- --devices 10000 --store postgres://USER@HOST/DB
 //! ```
+//!
+//! `--store URL` runs the cloud with its state in that (empty) PostgreSQL database; the
+//! password, if any, from `$PGPASSWORD`.
 //!
 //! It starts the real `edgefn-cloud` binary on a loopback port with a temporary data folder,
 //! registers N devices (each with its own token), applies a revision that runs a function on all
@@ -43,6 +47,16 @@ fn arg(name: &str, default: usize) -> usize {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// `--store URL` passed on to the cloud, when given.
+fn store_arg() -> Vec<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == "--store")
+        .and_then(|i| args.get(i + 1))
+        .map(|url| vec!["--store".to_owned(), url.clone()])
+        .unwrap_or_default()
 }
 
 fn proc_field(pid: u32, key: &str) -> u64 {
@@ -108,6 +122,7 @@ async fn run(n: usize, rate_secs: usize) {
             "--log-level",
             "warn",
         ])
+        .args(store_arg())
         .stdout(Stdio::piped())
         .spawn()
         .expect("start edgefn-cloud");

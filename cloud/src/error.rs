@@ -6,6 +6,9 @@ use edgefn_schema::api::{ErrorBody, ErrorCode, ErrorDetail};
 
 use crate::store::StoreError;
 
+/// Seconds a client waits before retrying a request answered `store_unavailable`.
+const STORE_RETRY_AFTER: &str = "2";
+
 /// An API error.
 #[derive(Debug)]
 pub(crate) struct ApiError {
@@ -89,6 +92,13 @@ impl From<StoreError> for ApiError {
  ErrorCode::DeviceExists,
  format!("device `{name}` is already registered; remove it first to issue a new token"),
             ),
+            StoreError::Unavailable { store, reason } => {
+                tracing::warn!("the database {store} is unavailable: {reason}");
+                ApiError::new(
+ ErrorCode::StoreUnavailable,
+ format!("the control plane's database is unavailable ({reason}); retry in a few seconds"),
+                )
+            }
             StoreError::Objects(e @ crate::objects::ObjectsError::Unavailable { .. }) => {
                 tracing::warn!("{e}");
                 let store = match &e {
@@ -117,6 +127,12 @@ impl IntoResponse for ApiError {
             },
         };
         let mut resp = (status, axum::Json(body)).into_response();
+        if self.code == ErrorCode::StoreUnavailable {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(STORE_RETRY_AFTER),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

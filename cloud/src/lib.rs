@@ -35,7 +35,7 @@ use tokio::sync::watch;
 
 use crate::messaging as mqtt;
 use crate::state::AppState;
-use crate::store::{AdminTokenRecord, LocalStore, Store};
+use crate::store::{AdminTokenRecord, LocalStore, PgStore, Store};
 
 /// How to run the control plane.
 #[derive(Debug, Clone)]
@@ -103,9 +103,8 @@ pub enum CloudError {
 }
 
 /// A store ready to serve, and an admin token to show the operator if one was just created.
-#[derive(Debug)]
 pub struct Prepared {
-    store: Arc<LocalStore>,
+    store: Arc<dyn Store>,
     keyring: secrets::Keyring,
     admin: Vec<[u8; 32]>,
     data: PathBuf,
@@ -119,6 +118,15 @@ pub struct Prepared {
     pub admin_token_written: Option<PathBuf>,
 }
 
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("data", &self.data)
+            .field("admin_token_written", &self.admin_token_written)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Opens the store in `config.data` and makes sure an admin token exists.
 ///
 /// With `admin_token_file`: a file that does not exist yet gets a new token (its folder is
@@ -126,9 +134,44 @@ pub struct Prepared {
 /// an error (a revoked token never comes back through its file). A lost token is replaced by
 /// starting once with a new file path. Without: the first start creates a token and shows it once.
 pub fn prepare(config: &Config) -> Result<Prepared, CloudError> {
-    let objects = objects::open(config.objects.as_deref(), &config.data.join("bundles"))?;
-    tracing::info!("bundles in {}", objects.describe());
-    let store = Arc::new(LocalStore::open_with(&config.data, objects)?);
+    prepare_with_store(config, None)
+}
+
+/// [`prepare`], with the state in the PostgreSQL database at `store` when given
+/// (`postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`; the password may come from
+/// `$PGPASSWORD` instead) rather than in `config.data`: waits for the database to come up
+/// (saying so in the log at every attempt, never with the password), then brings its schema up
+/// to date. `config.data` still holds what is local to this process: the embedded broker's
+/// sessions (`mqtt.redb`) and the cloud's MQTT password (`mqtt-cloud.secret`).
+pub fn prepare_with_store(config: &Config, store: Option<&str>) -> Result<Prepared, CloudError> {
+    let store: Arc<dyn Store> = match store {
+        None => {
+            let objects = objects::open(config.objects.as_deref(), &config.data.join("bundles"))?;
+            tracing::info!("bundles in {}", objects.describe());
+            Arc::new(LocalStore::open_with(&config.data, objects)?)
+        }
+        Some(url) => {
+            std::fs::create_dir_all(&config.data).map_err(|source| StoreError::Io {
+                action: "create",
+                path: config.data.clone(),
+                source,
+            })?;
+            let pg = PgStore::connect(url, store::postgres::Retry::FOREVER)?;
+            tracing::info!("state in PostgreSQL at {}", pg.shown());
+            match config.objects.as_deref() {
+                // Bundles in the object store, the rest in the database.
+                Some(url) => {
+                    let objects = objects::open(Some(url), &config.data.join("bundles"))?;
+                    tracing::info!("bundles in {}", objects.describe());
+                    Arc::new(pg.with_objects(objects, config.data.join("uploads"))?)
+                }
+                None => {
+                    tracing::info!("bundles in PostgreSQL");
+                    Arc::new(pg)
+                }
+            }
+        }
+    };
     let mut new_admin_token = None;
     let mut admin_token_written = None;
     if let Some(path) = &config.admin_token_file {
@@ -400,6 +443,57 @@ pub async fn serve(
     let state =
         tokio::task::spawn_blocking(move || AppState::load(store, admin, shutdown_rx)).await??;
     state.set_keyring(prepared.keyring);
+    // Another process sharing the store committed or changed a rollout: serve it (and wake the
+    // long-polls it concerns).
+    let weak = Arc::downgrade(&state);
+    state.store.watch_changes(
+        Box::new(move |what| {
+            let Some(state) = weak.upgrade() else {
+                return;
+            };
+            let (store, registry) = (state.store.as_ref(), &state.registry);
+            let read = match &what {
+                store::Changed::Devices(names) => registry.reload(
+                    || {
+                        names
+                            .iter()
+                            .map(|n| Ok((n.clone(), store.device(n)?)))
+                            .collect::<Result<Vec<_>, StoreError>>()
+                    },
+                    |entries, found| {
+                        for (name, record) in found {
+                            match record {
+                                Some(r) => entries.insert_device(r),
+                                None => entries.remove_device(&name),
+                            }
+                        }
+                    },
+                ),
+                store::Changed::AdminTokens => registry.reload(
+                    || live_admin_hashes(store),
+                    |entries, hashes| entries.set_admins(hashes),
+                ),
+                store::Changed::Everything => registry.reload(
+                    || Ok((store.devices()?, live_admin_hashes(store)?)),
+                    |entries, (devices, hashes)| {
+                        entries.set_devices(devices);
+                        entries.set_admins(hashes);
+                    },
+                ),
+                store::Changed::Revisions => Ok(()),
+            };
+            if let Err(e) = read {
+                tracing::warn!("could not read the devices and admin tokens again: {e}");
+            }
+            if matches!(what, store::Changed::Revisions | store::Changed::Everything) {
+                let _serialised = state.commit.blocking_lock();
+                if let Err(e) = state.reload_latest() {
+                    tracing::warn!("could not read the latest revision again: {e}");
+                }
+            }
+        }),
+        stop_rx.clone(),
+    );
     if let Some(url) = prepared.device_mqtt_url {
         state.set_device_mqtt_url(url);
     }

@@ -14,9 +14,15 @@ use clap::Parser;
     after_help = "Example:\n  edgefn-cloud --data /var/lib/edgefn --listen 0.0.0.0:7070 --admin-token-file /etc/edgefn/admin.token"
 )]
 struct Args {
-    /// Folder for the database and bundles (created if missing)
+    /// Folder for the database and bundles (created if missing); with --store, for what stays
+    /// local to this process: the embedded broker's sessions and the cloud's MQTT password
     #[arg(long, default_value = "edgefn-data")]
     data: PathBuf,
+    /// Keep the control plane's state in this PostgreSQL database instead of the data folder:
+    /// postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (the password may come from $PGPASSWORD
+    /// instead). Waits for the database to come up; migrates its schema at start
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
     /// Address to listen on (port 0 picks a free one)
     #[arg(long, default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
@@ -91,7 +97,7 @@ fn main() -> ExitCode {
             .or_else(|| std::env::var_os("EDGEFN_SECRET_KEY_FILE").map(PathBuf::from)),
         objects: args.objects.clone(),
     };
-    let prepared = match edgefn_cloud::prepare(&config) {
+    let prepared = match edgefn_cloud::prepare_with_store(&config, args.store.as_deref()) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("edgefn-cloud: {e}");

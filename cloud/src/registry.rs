@@ -59,6 +59,20 @@ impl Entries {
     pub(crate) fn revoke_admin(&mut self, hash: &[u8; 32]) {
         self.admin.retain(|h| h != hash);
     }
+
+    /// Allows exactly these admin tokens, by their sha256.
+    pub(crate) fn set_admins(&mut self, hashes: Vec<[u8; 32]>) {
+        self.admin = hashes;
+    }
+
+    /// Replaces every device.
+    pub(crate) fn set_devices(&mut self, devices: Vec<DeviceRecord>) {
+        self.devices.clear();
+        self.tokens.clear();
+        for d in devices {
+            self.insert_device(d);
+        }
+    }
 }
 
 /// The registry of devices, their tokens and the admin tokens.
@@ -83,6 +97,23 @@ impl Registry {
             entries: RwLock::new(entries),
             changing: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Applies what `read` finds in the store, between two changes (so that it cannot undo a
+    /// change of this process): after another process sharing the store changed devices or
+    /// admin tokens. Blocking: call it from a thread of its own, not an async worker.
+    pub(crate) fn reload<T, E>(
+        &self,
+        read: impl FnOnce() -> Result<T, E>,
+        apply: impl FnOnce(&mut Entries, T),
+    ) -> Result<(), E> {
+        let _one_at_a_time = self.changing.blocking_lock();
+        let found = read()?;
+        apply(
+            &mut self.entries.write().unwrap_or_else(PoisonError::into_inner),
+            found,
+        );
+        Ok(())
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Entries> {

@@ -32,6 +32,9 @@ struct Statuses {
     last: HashMap<String, (StatusReport, u64)>,
     /// The devices that reported since the last flush.
     dirty: HashSet<String>,
+    /// Where [`Store::statuses_since`] reads from next: reports other processes sharing the
+    /// store received.
+    seen: u64,
 }
 
 /// Shared server state.
@@ -73,7 +76,62 @@ impl std::fmt::Debug for AppState {
     }
 }
 
+/// The fleet view of the latest stored revision, with its rollout (and the view of that
+/// rollout's baseline) when it has one.
+fn stored_view(store: &dyn Store) -> Result<(FleetView, Option<RolloutRecord>), StoreError> {
+    let mut view = FleetView::build(store.latest()?.as_ref());
+    let rollout = match store.rollout()? {
+        Some(bytes) => {
+            Some(serde_json::from_slice::<RolloutRecord>(&bytes).map_err(StoreError::Corrupt)?)
+        }
+        None => None,
+    }
+    .filter(|r| r.revision == view.revision);
+    if let Some(r) = &rollout {
+        let baseline = Arc::new(FleetView::build(store.revision(r.baseline)?.as_ref()));
+        view = crate::rollout::overlaid(&view, r, Some(&baseline));
+    }
+    Ok((view, rollout))
+}
+
 impl AppState {
+    /// Reads the latest revision again and serves it when it is not the one served: after
+    /// another process sharing the database committed one (a commit here then conflicts), or
+    /// after a commit whose connection was lost while committing. Blocking; call it holding
+    /// the commit lock. Whether the view changed.
+    pub(crate) fn reload_latest(&self) -> Result<bool, StoreError> {
+        let latest = self.store.history(1)?.first().map_or(0, |s| s.number);
+        if latest == self.view().revision {
+            // The same revision: its rollout may have moved on (another process's driver, or
+            // a pause, resume or abort through it).
+            let stored = match self.store.rollout()? {
+                Some(bytes) => Some(
+                    serde_json::from_slice::<RolloutRecord>(&bytes).map_err(StoreError::Corrupt)?,
+                ),
+                None => None,
+            };
+            return Ok(match stored {
+                Some(r) if r.revision == latest && Some(&r) != self.rollout_record().as_ref() => {
+                    self.update_rollout(r);
+                    true
+                }
+                _ => false,
+            });
+        }
+        let (view, rollout) = stored_view(self.store.as_ref())?;
+        tracing::info!(
+            revision = view.revision,
+            "serving a revision committed by another process"
+        );
+        *self
+            .rollout
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = rollout;
+        self.fleet.send_replace(Arc::new(view));
+        self.changed();
+        Ok(true)
+    }
+
     /// State over `store`, with the admin token hashes allowed. Reads the store: call it off
     /// the async threads.
     pub(crate) fn load(
@@ -82,22 +140,11 @@ impl AppState {
         shutdown: watch::Receiver<bool>,
     ) -> Result<Arc<Self>, StoreError> {
         let registry = Registry::new(store.devices()?, admin);
-        let mut view = FleetView::build(store.latest()?.as_ref());
-        // The latest revision's rollout, with the view of its baseline.
-        let rollout = match store.rollout()? {
-            Some(bytes) => {
-                Some(serde_json::from_slice::<RolloutRecord>(&bytes).map_err(StoreError::Corrupt)?)
-            }
-            None => None,
-        }
-        .filter(|r| r.revision == view.revision);
-        if let Some(r) = &rollout {
-            let baseline = Arc::new(FleetView::build(store.revision(r.baseline)?.as_ref()));
-            view = crate::rollout::overlaid(&view, r, Some(&baseline));
-        }
+        let (view, rollout) = stored_view(store.as_ref())?;
         let statuses = Statuses {
             last: store.statuses()?.into_iter().collect(),
             dirty: HashSet::new(),
+            seen: 0,
         };
         Ok(Arc::new(Self {
             store,
@@ -182,24 +229,51 @@ impl AppState {
         self.https.get().copied().unwrap_or(false)
     }
 
-    /// Writes the reports received since the last flush (off the async threads).
+    /// Writes the reports received since the last flush, then reads those that other
+    /// processes sharing the store received meanwhile, keeping the newer of two reports of a
+    /// device (off the async threads).
     pub(crate) async fn flush_statuses(&self) -> Result<(), ApiError> {
-        let batch: Vec<(String, StatusReport, u64)> = {
+        let (batch, seen): (Vec<(String, StatusReport, u64)>, u64) = {
             let mut st = self
                 .statuses
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let names: Vec<String> = st.dirty.drain().collect();
-            names
+            let batch = names
                 .into_iter()
                 .filter_map(|n| st.last.get(&n).map(|(r, at)| (n, r.clone(), *at)))
-                .collect()
+                .collect();
+            (batch, st.seen)
         };
-        if batch.is_empty() {
+        let store = self.store.clone();
+        let others = blocking(move || {
+            if !batch.is_empty() {
+                store.put_statuses(&batch)?;
+            }
+            Ok(store.statuses_since(seen)?)
+        })
+        .await?;
+        if others.reports.is_empty() && others.last == seen {
             return Ok(());
         }
-        let store = self.store.clone();
-        blocking(move || Ok(store.put_statuses(&batch)?)).await
+        let mut newer = false;
+        {
+            let mut st = self
+                .statuses
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            st.seen = st.seen.max(others.last);
+            for (name, report, at) in others.reports {
+                if st.last.get(&name).is_none_or(|(_, mine)| *mine < at) {
+                    st.last.insert(name, (report, at));
+                    newer = true;
+                }
+            }
+        }
+        if newer {
+            self.changed();
+        }
+        Ok(())
     }
 
     /// The revision device `name` last reported running.

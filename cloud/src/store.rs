@@ -1,6 +1,7 @@
-//! Storage for the control plane, behind the [`Store`] trait so that a PostgreSQL or
-//! object-store backend can come later without touching the HTTP handlers.
+//! Storage for the control plane, behind the [`Store`] trait, so that the HTTP handlers do not
+//! know where state lives.
 //!
+//! [`PgStore`] (`--store postgres://…`, in [`postgres`]) keeps it in PostgreSQL.
 //! [`LocalStore`] is the embedded default: metadata in redb (ACID, crash-safe), bundles in the
 //! configured [`Objects`] (files named by their digest in `DATA/bundles`, written atomically, or an
 //! S3-compatible object store). A revision is committed in one redb transaction after checking
@@ -16,6 +17,11 @@ use crate::objects::{ObjectRead, Objects, ObjectsError};
 use edgefn_schema::api::{DeviceInfo, Provenance, Revision, RevisionSummary, StatusReport};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
+
+#[cfg(test)]
+mod contract;
+pub(crate) mod postgres;
+pub(crate) use postgres::PgStore;
 
 /// What can go wrong in a store.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +52,25 @@ pub enum StoreError {
     /// The database failed.
     #[error("database: {0}")]
     Database(#[source] redb::Error),
+    /// The database cannot be reached (down, restarting, the connection lost): retrying later
+    /// may succeed. A write it interrupted was rolled back whole, or (when the connection was
+    /// lost while committing) may have been committed.
+    #[error("the database {store} is unavailable: {reason}")]
+    Unavailable {
+        /// The database, without its password.
+        store: String,
+        /// Why.
+        reason: String,
+    },
+    /// PostgreSQL refused a request (what retrying does not fix).
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
+    /// A `--store` value that is not a usable database URL.
+    #[error("--store: {0}")]
+    BadUrl(String),
+    /// The database's schema is not one this program can use.
+    #[error("{0}")]
+    Schema(String),
     /// A stored record does not decode.
     #[error("database: corrupt record: {0}")]
     Corrupt(#[source] serde_json::Error),
@@ -244,10 +269,23 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn remove_device(&self, name: &str) -> Result<bool, StoreError>;
     /// All registered devices.
     fn devices(&self) -> Result<Vec<DeviceRecord>, StoreError>;
+    /// The registered device `name`, if it is.
+    fn device(&self, name: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        Ok(self.devices()?.into_iter().find(|d| d.name == name))
+    }
     /// Records devices' status reports (name, report, time), in one transaction.
     fn put_statuses(&self, batch: &[(String, StatusReport, u64)]) -> Result<(), StoreError>;
     /// Every device's last report and its time.
     fn statuses(&self) -> Result<BTreeMap<String, (StatusReport, u64)>, StoreError>;
+    /// The reports written (by any process sharing the store) after position `seq` of the
+    /// store's sequence of report writes (0: from the start), and the position to ask from
+    /// next. A store no other process writes to (the default) has nothing to add.
+    fn statuses_since(&self, seq: u64) -> Result<StatusesSince, StoreError> {
+        Ok(StatusesSince {
+            reports: Vec::new(),
+            last: seq,
+        })
+    }
     /// The admin tokens, revoked ones included (their hashes, names, times).
     fn admin_tokens(&self) -> Result<Vec<AdminTokenRecord>, StoreError>;
     /// Adds an admin token (by its hash); an existing record with that hash is kept as it is.
@@ -274,6 +312,39 @@ pub(crate) trait Store: Send + Sync + 'static {
     fn key_check(&self) -> Result<Option<Vec<u8>>, StoreError>;
     /// Stores [`Store::key_check`].
     fn set_key_check(&self, sealed: &[u8]) -> Result<(), StoreError>;
+    /// Calls `changed`, on a thread of its own, whenever another process sharing this store may
+    /// have changed something this process keeps in memory, and with [`Changed::Everything`]
+    /// after each (re)connection (so what was missed meanwhile is read again), until `stop`
+    /// turns true. A store no other process shares (the default) never calls it.
+    fn watch_changes(
+        &self,
+        changed: Box<dyn Fn(Changed) + Send>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let _ = (changed, stop);
+    }
+}
+
+/// What [`Store::statuses_since`] found.
+#[derive(Debug, Clone)]
+pub(crate) struct StatusesSince {
+    /// Device name, report, and when it was received (ms since the Unix epoch).
+    pub(crate) reports: Vec<(String, StatusReport, u64)>,
+    /// The position to ask from next.
+    pub(crate) last: u64,
+}
+
+/// What another process sharing the store changed ([`Store::watch_changes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Changed {
+    /// The latest revision or its rollout record.
+    Revisions,
+    /// These devices were registered or removed.
+    Devices(Vec<String>),
+    /// Admin tokens were added or revoked.
+    AdminTokens,
+    /// Anything (read everything again).
+    Everything,
 }
 
 /// What [`Store::revoke_admin_token`] did.

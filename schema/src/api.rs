@@ -97,6 +97,10 @@ error_codes! {
     BrokerBusy => "broker_busy", 503;
     /// The control plane is not connected to its broker.
     BrokerUnreachable => "broker_unreachable", 503;
+    /// The control plane's database cannot be reached: retry after the `Retry-After` header's
+    /// seconds. A change it interrupted was not made, or (when the connection was lost while
+    /// committing) was made whole: re-reading tells which.
+    StoreUnavailable => "store_unavailable", 503;
     /// An uploaded bundle whose sha256 is not the digest it was sent under.
     DigestMismatch => "digest_mismatch", 400;
     /// A revision whose bundles do not match its functions.

@@ -300,11 +300,12 @@ pub(super) async fn commit_with(
         _ => None,
     };
     let manifest_for_plan = manifest.clone();
+    let st = state.clone();
     // The fleet view reads the manifest again and resolves every device: off the async threads.
     let (number, new_view, record, baseline_view) = blocking(move || {
         let now = now_ms();
         let mut record = None;
-        let revision = store.commit_rollout(draft, expected_parent, &mut |rev| match &spec {
+        let committed = store.commit_rollout(draft, expected_parent, &mut |rev| match &spec {
             Some(spec) => {
                 let r = RolloutRecord::start(
                     rev.summary.number,
@@ -331,7 +332,19 @@ pub(super) async fn commit_with(
                     );
                     serde_json::to_vec(&p).expect("a rollout record serializes")
                 }),
-        })?;
+        });
+        let revision = match committed {
+            Ok(r) => r,
+            // Another process sharing the database committed (a conflict), or the outcome is
+            // unknown (the connection was lost): serve what the database holds.
+            Err(e @ (StoreError::Conflict { .. } | StoreError::Unavailable { .. })) => {
+                if let Err(again) = st.reload_latest() {
+                    tracing::debug!("could not read the latest revision again: {again}");
+                }
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         let baseline_view = match (&record, baseline_view) {
             (Some(_), Some(b)) => Some(b),
             (Some(_), None) => Some(Arc::new(FleetView::build(

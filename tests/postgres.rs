@@ -1,0 +1,621 @@
+//! End-to-end tests of `edgefn-cloud --store postgres://…` against a real PostgreSQL server
+//! (a throwaway cluster per test, tests/common/postgres.rs): the control-plane flow with a
+//! real agent, two processes on one database racing applies, the database down at start, and
+//! the database lost in the middle of an apply.
+
+#[path = "common/mod.rs"]
+mod common;
+#[path = "common/postgres.rs"]
+mod pg;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use pg::{PG_PASSWORD, PgServer};
+
+const DAEMON: &str = "#!/bin/sh\necho \"daemon up\"\nwhile true; do sleep 1; done\n";
+
+fn manifest(version: u32, rollout: &str) -> String {
+    format!(
+        "apiVersion: edgefn/v1\nproject: pg-test\nfunctions:\n  daemon:\n    path: functions/daemon\n    runtime: exec\n    handler: [\"./run.sh\"]\n    env: {{ VERSION: \"{version}\" }}\ndevices:\n  dev-a: {{}}\nbindings:\n  - function: daemon\n    devices: {{ names: [dev-a] }}\n    mode: continuous\n{rollout}"
+    )
+}
+
+/// A project (in git) with one daemon on device `dev-a`, at version `v`.
+fn project(v: u32) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let project = tempfile::tempdir().expect("project");
+    let dir = project.path().join("functions/daemon");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("run.sh"), DAEMON).expect("write");
+    std::fs::set_permissions(dir.join("run.sh"), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    std::fs::write(project.path().join("edgefn.yaml"), manifest(v, "")).expect("write");
+    std::fs::write(project.path().join(".gitignore"), "*.agent.yaml\ndist/\n").expect("write");
+    git(project.path(), &["init", "-q"]);
+    git(project.path(), &["add", "-A"]);
+    git(project.path(), &["commit", "-q", "-m", &format!("v{v}")]);
+    project
+}
+
+fn cli(dir: &Path, cloud: &Cloud, args: &[&str]) -> std::process::Output {
+    let env = cloud.env();
+    edgefn_env(
+        dir,
+        args,
+        &[(env[0].0, env[0].1.as_str()), (env[1].0, env[1].1.as_str())],
+    )
+}
+
+/// A cloud keeping its state in `url`, its local files in `data`.
+fn cloud(data: &Path, addr: &str, url: &str) -> Cloud {
+    Cloud::start_at_with(data, addr, &["--mqtt-listen", "none", "--store", url]).0
+}
+
+fn get(cloud: &Cloud, path: &str) -> Response {
+    http(&cloud.addr(), "GET", path, Some(&cloud.admin), &[], b"")
+}
+
+fn device(cloud: &Cloud, name: &str) -> serde_json::Value {
+    get(cloud, "/v1/status").json()["devices"]
+        .as_array()
+        .expect("devices")
+        .iter()
+        .find(|d| d["name"] == name)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Packages the project and uploads its bundles; the bundles map of a submission.
+fn upload(cloud: &Cloud, dir: &Path) -> serde_json::Value {
+    let out = ok(&cli(
+        dir,
+        cloud,
+        &["package", "--output", "json", "--out", "dist"],
+    ));
+    let list: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let mut bundles = serde_json::Map::new();
+    for b in list.as_array().expect("list") {
+        let digest = b["digest"].as_str().expect("digest");
+        let bytes = std::fs::read(dir.join(format!("dist/{digest}.tar.zst"))).expect("bundle");
+        let r = http(
+            &cloud.addr(),
+            "PUT",
+            &format!("/v1/bundles/{digest}"),
+            Some(&cloud.admin),
+            &[],
+            &bytes,
+        );
+        assert!(r.status == 201 || r.status == 200, "{}", text(&r.body));
+        bundles.insert(
+            b["function"].as_str().expect("name").to_owned(),
+            b["digest"].clone(),
+        );
+    }
+    serde_json::Value::Object(bundles)
+}
+
+fn submit(cloud: &Cloud, manifest: &str, bundles: &serde_json::Value, parent: u64) -> Response {
+    let body =
+        serde_json::json!({"manifest": manifest, "bundles": bundles, "expectedParent": parent});
+    http(
+        &cloud.addr(),
+        "POST",
+        "/v1/revisions",
+        Some(&cloud.admin),
+        &[("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+}
+
+/// The whole flow with the state in PostgreSQL: apply, an agent converges; the cloud restarted
+/// with an empty data folder still knows the revision, the device and its token (they are in
+/// the database, not the folder), and the next apply reaches the agent.
+#[test]
+fn apply_converges_with_the_state_in_postgres() {
+    let mut pg = PgServer::start();
+    let db = pg.create_db();
+    let url = pg.url(&db);
+    let addr = format!("127.0.0.1:{}", server_port());
+    let data = tempfile::tempdir().expect("data");
+    let cloud1 = cloud(data.path(), &addr, &url);
+    let project = project(1);
+    let config: PathBuf = project.path().join("dev-a.agent.yaml");
+    ok(&cli(
+        project.path(),
+        &cloud1,
+        &[
+            "device",
+            "add",
+            "dev-a",
+            "--out",
+            config.to_str().expect("utf8"),
+        ],
+    ));
+    let mut text = std::fs::read_to_string(&config).expect("read");
+    text.push_str("healthWindow: 1s\npollWait: 2s\nreportInterval: 1s\n");
+    std::fs::write(&config, text).expect("write");
+    ok(&cli(project.path(), &cloud1, &["apply"]));
+    let agent_data = tempfile::tempdir().expect("agent data");
+    let _agent = AgentProc::start(&config, agent_data.path(), &[]);
+    wait_until(60, "dev-a converges on revision 1", || {
+        let d = device(&cloud1, "dev-a");
+        d["converged"] == true && d["report"]["runningRevision"] == 1
+    });
+    assert!(
+        !data.path().join("cloud.redb").exists() && !data.path().join("bundles").exists(),
+        "with --store, no state in the data folder"
+    );
+    assert!(cloud1.stop().success());
+
+    // A new data folder: everything the device needs is in the database.
+    let data2 = tempfile::tempdir().expect("data");
+    let cloud2 = cloud(data2.path(), &addr, &url);
+    std::fs::write(project.path().join("edgefn.yaml"), manifest(2, "")).expect("write");
+    git(project.path(), &["commit", "-q", "-am", "v2"]);
+    let out: serde_json::Value = serde_json::from_str(&ok(&cli(
+        project.path(),
+        &cloud2,
+        &["apply", "--output", "json"],
+    )))
+    .expect("json");
+    assert_eq!(out["revision"], 2, "revision 1 was kept: {out}");
+    wait_until(60, "dev-a converges on revision 2", || {
+        let d = device(&cloud2, "dev-a");
+        d["converged"] == true && d["report"]["runningRevision"] == 2
+    });
+    assert_eq!(pg.psql(&db, "SELECT count(*) FROM revisions"), "2");
+    assert_eq!(
+        pg.psql(&db, "SELECT string_agg(name, ',') FROM devices"),
+        "dev-a"
+    );
+}
+
+/// Two control-plane processes on one database: applies racing on the same parent, one to
+/// each, give one 201 and one 409 naming the new latest revision; both then serve it.
+#[test]
+fn applies_racing_on_two_processes_give_one_201_and_one_409() {
+    let mut pg = PgServer::start();
+    let db = pg.create_db();
+    let url = pg.url(&db);
+    let (data_a, data_b) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let a = cloud(data_a.path(), "127.0.0.1:0", &url);
+    let b = cloud(data_b.path(), "127.0.0.1:0", &url);
+    let project = project(1);
+    // Uploaded through one, stored for both.
+    let bundles = upload(&a, project.path());
+    for round in 0..5u64 {
+        let (ra, rb) = std::thread::scope(|s| {
+            let ta = s.spawn(|| submit(&a, &manifest(2 * round as u32 + 1, ""), &bundles, round));
+            let tb = s.spawn(|| submit(&b, &manifest(2 * round as u32 + 2, ""), &bundles, round));
+            (ta.join().expect("a"), tb.join().expect("b"))
+        });
+        let mut statuses = [ra.status, rb.status];
+        statuses.sort_unstable();
+        assert_eq!(
+            statuses,
+            [201, 409],
+            "round {round}: a: {} b: {}",
+            text(&ra.body),
+            text(&rb.body)
+        );
+        let conflict = if ra.status == 409 { &ra } else { &rb };
+        assert_eq!(conflict.json()["error"]["code"], "conflict");
+        assert_eq!(conflict.json()["error"]["details"]["latest"], round + 1);
+    }
+    for c in [&a, &b] {
+        let history = get(c, "/v1/revisions").json();
+        assert_eq!(history.as_array().map(Vec::len), Some(5));
+        // Each serves the latest: the loser of the last race read it again.
+        let status = get(c, "/v1/status").json();
+        assert_eq!(status["revision"], 5, "{status}");
+    }
+}
+
+/// PostgreSQL down when the cloud starts: it says which database (never the password, given
+/// here in `$PGPASSWORD`) and why, and that it retries; keeps retrying, and serves once the
+/// database is up.
+#[test]
+fn a_database_down_at_start_is_retried_until_it_comes_up() {
+    let mut pg = PgServer::start();
+    let db = pg.create_db();
+    // The password from $PGPASSWORD, as the README recommends.
+    let url = pg.url(&db).replace(&format!(":{PG_PASSWORD}@"), "@");
+    pg.stop();
+    let data = tempfile::tempdir().expect("data");
+    let log = data.path().join("cloud.log");
+    let mut child = Command::new(sibling_bin("edgefn-cloud"))
+        .args(["--listen", "127.0.0.1:0", "--mqtt-listen", "none", "--data"])
+        .arg(data.path().join("local"))
+        .arg("--admin-token-file")
+        .arg(data.path().join("admin.token"))
+        .args(["--store", &url])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("PGPASSWORD", PG_PASSWORD)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(std::fs::File::create(&log).expect("log")))
+        .spawn()
+        .expect("start edgefn-cloud");
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until(30, "the cloud says it retries, twice", || {
+        read_log().matches("retrying in").count() >= 2
+    });
+    let text = read_log();
+    assert!(
+        text.contains(&format!(
+            "PostgreSQL at postgres://edgefn@127.0.0.1:{}/{db} is not reachable",
+            pg.port
+        )),
+        "{text}"
+    );
+    assert!(text.contains("Connection refused"), "says why: {text}");
+    assert!(
+        !text.contains(PG_PASSWORD),
+        "the password is never logged: {text}"
+    );
+    assert!(child.try_wait().expect("wait").is_none(), "still waiting");
+    pg.start_again();
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let started = Instant::now();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("edgefn-cloud exited before listening")
+            .expect("read");
+        if let Some(u) = line.strip_prefix("edgefn-cloud listening on ") {
+            break u.to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "never listened"
+        );
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let admin = std::fs::read_to_string(data.path().join("admin.token")).expect("token");
+    let r = http(
+        url.trim_start_matches("http://"),
+        "GET",
+        "/v1/revisions",
+        Some(admin.trim()),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", common::text(&r.body));
+    assert!(!read_log().contains(PG_PASSWORD));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// PostgreSQL crashes while an apply is being committed (its revision inserted, its rollout
+/// record waiting on a lock another session holds): the apply is answered 503
+/// `store_unavailable` with `Retry-After`; after the restart the database holds neither the
+/// revision nor its rollout, and the same apply retried succeeds on the same cloud.
+#[test]
+fn a_database_lost_mid_apply_answers_503_and_keeps_no_partial_revision() {
+    let mut pg = PgServer::start();
+    let db = pg.create_db();
+    let url = pg.url(&db);
+    let data = tempfile::tempdir().expect("data");
+    let c = cloud(data.path(), "127.0.0.1:0", &url);
+    let project = project(1);
+    let bundles = upload(&c, project.path());
+    assert_eq!(submit(&c, &manifest(1, ""), &bundles, 0).status, 201);
+    // Revision 2 rolls out (from revision 1): its commit writes a rollout record too.
+    let v2 = manifest(
+        2,
+        "rollout:\n  deadline: 30s\n  stages:\n    - { percent: 100, bake: 1s }\n",
+    );
+    let mut holder = pg.session(&db);
+    {
+        use std::io::Write as _;
+        let stdin = holder.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "BEGIN; LOCK TABLE meta IN ACCESS EXCLUSIVE MODE;").expect("lock");
+        stdin.flush().expect("flush");
+    }
+    wait_until(30, "the lock is held", || {
+        pg.psql(
+            &db,
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'meta' AND l.mode = 'AccessExclusiveLock' AND l.granted",
+        ) == "1"
+    });
+    let r = std::thread::scope(|s| {
+        let apply = s.spawn(|| submit(&c, &v2, &bundles, 1));
+        wait_until(30, "the commit waits on the lock", || {
+            pg.psql(
+                &db,
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'edgefn-cloud' AND wait_event_type = 'Lock'",
+            ) == "1"
+        });
+        pg.crash();
+        apply.join().expect("apply")
+    });
+    assert_eq!(r.status, 503, "{}", text(&r.body));
+    assert_eq!(r.json()["error"]["code"], "store_unavailable");
+    assert_eq!(r.header("retry-after"), Some("2"));
+    assert!(!text(&r.body).contains(PG_PASSWORD));
+    let _ = holder.kill();
+    let _ = holder.wait();
+    pg.start_again();
+    assert_eq!(pg.psql(&db, "SELECT max(number) FROM revisions"), "1");
+    assert_eq!(
+        pg.psql(&db, "SELECT count(*) FROM meta WHERE key = 'rollout'"),
+        "0"
+    );
+    let again = submit(&c, &v2, &bundles, 1);
+    assert_eq!(again.status, 201, "{}", text(&again.body));
+    assert_eq!(again.json()["revision"], 2);
+    assert_eq!(get(&c, "/v1/rollout").status, 200);
+}
+
+fn register(cloud: &Cloud, name: &str) -> String {
+    let r = http(
+        &cloud.addr(),
+        "POST",
+        "/v1/devices",
+        Some(&cloud.admin),
+        &[("Content-Type", "application/json")],
+        format!("{{\"name\":\"{name}\"}}").as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", text(&r.body));
+    r.json()["token"].as_str().expect("token").to_owned()
+}
+
+/// Long-polls `cloud` for `device`'s desired state changing from `etag`, on a thread; returns
+/// once the poll is parked on the server.
+fn park_long_poll(
+    cloud: &Cloud,
+    device: &str,
+    token: &str,
+    etag: &str,
+) -> std::thread::JoinHandle<Response> {
+    let addr = cloud.addr();
+    let (path, token, etag) = (
+        format!("/v1/devices/{device}/desired?wait=60"),
+        token.to_owned(),
+        etag.to_owned(),
+    );
+    let poll = std::thread::spawn(move || {
+        http(
+            &addr,
+            "GET",
+            &path,
+            Some(&token),
+            &[("If-None-Match", &etag)],
+            b"",
+        )
+    });
+    wait_until(30, "the long-poll is parked", || {
+        get(cloud, "/metrics")
+            .body
+            .windows(26)
+            .any(|w| w == b"edgefn_longpolls_waiting 1")
+    });
+    poll
+}
+
+/// Two processes on one database: a device registered through A is known to B; long-polling
+/// B, it wakes when an apply lands on A (PostgreSQL LISTEN/NOTIFY), and again after PostgreSQL
+/// restarted (B's listener reconnects and reads the latest revision again); a report sent to B
+/// is shown by A; removed through A, B refuses its token.
+#[test]
+fn a_device_long_polling_one_process_wakes_when_an_apply_lands_on_another() {
+    let mut pg = PgServer::start();
+    let db = pg.create_db();
+    let url = pg.url(&db);
+    let (data_a, data_b) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let a = cloud(data_a.path(), "127.0.0.1:0", &url);
+    let project = project(1);
+    let bundles = upload(&a, project.path());
+    assert_eq!(submit(&a, &manifest(1, ""), &bundles, 0).status, 201);
+    let b = cloud(data_b.path(), "127.0.0.1:0", &url);
+    // Registered through A, known to B.
+    let token = register(&a, "dev-a");
+    let desired = |c: &Cloud| {
+        http(
+            &c.addr(),
+            "GET",
+            "/v1/devices/dev-a/desired",
+            Some(&token),
+            &[],
+            b"",
+        )
+    };
+    wait_until(30, "B knows the device registered through A", || {
+        desired(&b).status == 200
+    });
+    let first = desired(&b);
+    assert_eq!(first.json()["revision"], 1);
+    let etag = first.header("etag").expect("etag").to_owned();
+
+    let poll = park_long_poll(&b, "dev-a", &token, &etag);
+    assert_eq!(submit(&a, &manifest(2, ""), &bundles, 1).status, 201);
+    let woke = poll.join().expect("poll");
+    assert_eq!(woke.status, 200, "{}", text(&woke.body));
+    assert_eq!(woke.json()["revision"], 2);
+    assert_eq!(get(&b, "/v1/status").json()["revision"], 2);
+
+    // PostgreSQL restarts; the next apply on A still reaches the device waiting on B.
+    let etag = woke.header("etag").expect("etag").to_owned();
+    let poll = park_long_poll(&b, "dev-a", &token, &etag);
+    pg.crash();
+    pg.start_again();
+    let r = submit(&a, &manifest(3, ""), &bundles, 2);
+    assert_eq!(r.status, 201, "{}", text(&r.body));
+    let woke = poll.join().expect("poll");
+    assert_eq!(woke.status, 200, "{}", text(&woke.body));
+    assert_eq!(woke.json()["revision"], 3);
+
+    // A report sent to B is seen by A (through the database, within a flush or two).
+    let report = http(
+        &b.addr(),
+        "POST",
+        "/v1/devices/dev-a/status",
+        Some(&token),
+        &[("Content-Type", "application/json")],
+        br#"{"state":"running","runningRevision":3}"#,
+    );
+    assert_eq!(report.status, 204, "{}", text(&report.body));
+    wait_until(30, "A shows the report B received", || {
+        device(&a, "dev-a")["report"]["runningRevision"] == 3
+    });
+
+    // Removed through A: B refuses its token.
+    let r = http(
+        &a.addr(),
+        "DELETE",
+        "/v1/devices/dev-a",
+        Some(&a.admin),
+        &[],
+        b"",
+    );
+    assert!(r.status == 204 || r.status == 200, "{}", text(&r.body));
+    wait_until(30, "B refuses the removed device's token", || {
+        desired(&b).status == 401
+    });
+}
+
+/// HAProxy (Debian's) in front of the given `host:port` backends, health-checked on
+/// `/healthz`; stopped when dropped.
+struct Haproxy {
+    child: std::process::Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Haproxy {
+    fn start(backends: &[String]) -> Haproxy {
+        let bin = ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
+            .into_iter()
+            .find(|p| Path::new(p).is_file())
+            .expect("HAProxy is not installed: `apt-get install haproxy`, or run scripts/test.sh");
+        let dir = tempfile::tempdir().expect("dir");
+        let port = server_port();
+        let servers: String = backends
+            .iter()
+            .enumerate()
+            .map(|(i, b)| format!("    server cloud{i} {b} check inter 200ms fall 1 rise 1\n"))
+            .collect();
+        // Long-polls wait up to 60 s: the timeouts are longer. A request whose replica is
+        // down is sent to another (redispatch).
+        let config = format!(
+            "global\n    maxconn 512\n\ndefaults\n    mode http\n    timeout connect 2s\n    timeout client 90s\n    timeout server 90s\n    retries 3\n    option redispatch\n\nfrontend api\n    bind 127.0.0.1:{port}\n    default_backend clouds\n\nbackend clouds\n    balance roundrobin\n    option httpchk GET /healthz\n{servers}"
+        );
+        let cfg = dir.path().join("haproxy.cfg");
+        std::fs::write(&cfg, config).expect("config");
+        let check = Command::new(bin)
+            .arg("-c")
+            .arg("-f")
+            .arg(&cfg)
+            .output()
+            .expect("haproxy -c");
+        assert!(check.status.success(), "{}", text(&check.stderr));
+        let child = Command::new(bin)
+            .arg("-db")
+            .arg("-f")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start haproxy");
+        let addr = format!("127.0.0.1:{port}");
+        wait_until(30, "HAProxy listens", || {
+            std::net::TcpStream::connect(&addr).is_ok()
+        });
+        Haproxy {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Two replicas on one database behind HAProxy: the CLI and a real agent talk only to
+/// HAProxy; the agent converges on revision 1; with one replica SIGKILLed, the next apply
+/// still lands and the agent converges on it through the other.
+#[test]
+fn two_replicas_behind_haproxy_keep_serving_when_one_is_killed() {
+    let mut pg = PgServer::start();
+    let db = pg.create_db();
+    let url = pg.url(&db);
+    let (data_a, data_b) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let a = cloud(data_a.path(), "127.0.0.1:0", &url);
+    let b = cloud(data_b.path(), "127.0.0.1:0", &url);
+    let lb = Haproxy::start(&[a.addr(), b.addr()]);
+    // The CLI sees one control plane: HAProxy, with A's admin token (valid on both).
+    let front_url = format!("http://{}", lb.addr);
+    let admin = a.admin.clone();
+    let front = |dir: &Path, args: &[&str]| {
+        edgefn_env(
+            dir,
+            args,
+            &[
+                ("EDGEFN_CLOUD", front_url.as_str()),
+                ("EDGEFN_TOKEN", admin.as_str()),
+            ],
+        )
+    };
+    let project = project(1);
+    let config: PathBuf = project.path().join("dev-a.agent.yaml");
+    ok(&front(
+        project.path(),
+        &[
+            "device",
+            "add",
+            "dev-a",
+            "--out",
+            config.to_str().expect("utf8"),
+        ],
+    ));
+    let mut text_config = std::fs::read_to_string(&config).expect("read");
+    assert!(
+        text_config.contains(&lb.addr),
+        "the agent is given HAProxy's address"
+    );
+    text_config.push_str("healthWindow: 1s\npollWait: 2s\nreportInterval: 1s\n");
+    std::fs::write(&config, text_config).expect("write");
+    // Both replicas know the device before it starts (registered through one of them).
+    for c in [&a, &b] {
+        wait_until(30, "the replica knows dev-a", || {
+            get(c, "/v1/devices").json().to_string().contains("dev-a")
+        });
+    }
+    ok(&front(project.path(), &["apply"]));
+    let agent_data = tempfile::tempdir().expect("agent data");
+    let _agent = AgentProc::start(&config, agent_data.path(), &[]);
+    wait_until(60, "dev-a runs revision 1", || {
+        device(&b, "dev-a")["report"]["runningRevision"] == 1
+            || device(&a, "dev-a")["report"]["runningRevision"] == 1
+    });
+
+    a.kill();
+    std::fs::write(project.path().join("edgefn.yaml"), manifest(2, "")).expect("write");
+    git(project.path(), &["commit", "-q", "-am", "v2"]);
+    let out: serde_json::Value =
+        serde_json::from_str(&ok(&front(project.path(), &["apply", "--output", "json"])))
+            .expect("json");
+    assert_eq!(out["revision"], 2, "{out}");
+    wait_until(60, "dev-a converges on revision 2 through B", || {
+        let d = device(&b, "dev-a");
+        d["converged"] == true && d["report"]["runningRevision"] == 2
+    });
+}
