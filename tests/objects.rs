@@ -6,6 +6,9 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/postgres.rs"]
+#[allow(dead_code)]
+mod pg;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -163,12 +166,19 @@ fn manifest(version: u32) -> String {
 
 impl Fleet {
     fn new(s3: &S3Server, prefix: &str) -> Fleet {
+        Fleet::new_with(s3, prefix, &[])
+    }
+
+    /// [`Fleet::new`], the cloud started with `extra` arguments too.
+    fn new_with(s3: &S3Server, prefix: &str, extra: &[&str]) -> Fleet {
         let cloud_data = tempfile::tempdir().expect("data");
         let cloud_log = cloud_data.path().join("cloud.log");
         let url = format!("s3://{BUCKET}/{prefix}");
+        let mut args = vec!["--objects", url.as_str()];
+        args.extend_from_slice(extra);
         let cloud = Cloud::start_env(
             &cloud_data.path().join("data"),
-            &["--objects", &url],
+            &args,
             &pairs(&s3.env()),
             Some(&cloud_log),
         );
@@ -545,5 +555,40 @@ fn bad_object_store_configuration_is_refused_at_start_naming_what_to_fix() {
     assert!(
         said.contains("cannot list bucket") && said.contains("AWS_ENDPOINT_URL"),
         "{said}"
+    );
+}
+
+/// With the state in PostgreSQL (`--store`) and `--objects`, bundles go to the object store and
+/// nothing of them to the database; an agent runs them; a code change adds one object.
+#[test]
+fn with_the_state_in_postgres_bundles_go_to_the_object_store_not_the_database() {
+    let mut pg = pg::PgServer::start();
+    let db = pg.create_db();
+    let s3_root = tempfile::tempdir().expect("s3 root");
+    let s3 = S3Server::start(s3_root.path());
+    let store = pg.url(&db);
+    let fleet = Fleet::new_with(&s3, "pg", &["--store", &store]);
+    let out = fleet.commit_and_apply(1, "");
+    assert!(out.status.success(), "{}", all_output(&out));
+    assert_eq!(s3.objects("pg").len(), 1, "{:?}", s3.objects("pg"));
+    assert_eq!(pg.psql(&db, "SELECT count(*) FROM bundles"), "0");
+    assert_eq!(pg.psql(&db, "SELECT count(*) FROM revisions"), "1");
+
+    let agent_data = tempfile::tempdir().expect("agent data");
+    let agent = AgentProc::start(&fleet.agent_config, agent_data.path(), &[]);
+    wait_until(60, "revision 1 runs", || fleet.converged());
+    assert_eq!(version_of(&agent), "1");
+
+    let out = fleet.commit_and_apply(2, "# changed");
+    assert!(out.status.success(), "{}", all_output(&out));
+    assert_eq!(s3.objects("pg").len(), 2);
+    assert_eq!(pg.psql(&db, "SELECT count(*) FROM bundles"), "0");
+    wait_until(60, "revision 2 runs", || {
+        fleet.converged() && version_of(&agent) == "2"
+    });
+    let log = fleet.log_without_secret();
+    assert!(
+        !log.contains(pg::PG_PASSWORD),
+        "the database password is in the log"
     );
 }
