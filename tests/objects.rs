@@ -7,7 +7,6 @@
 #[path = "common/mod.rs"]
 mod common;
 #[path = "common/postgres.rs"]
-#[allow(dead_code)]
 mod pg;
 
 use std::path::{Path, PathBuf};
