@@ -1789,10 +1789,7 @@ fn a_binding_gets_its_device_node_and_a_missing_node_rolls_the_release_back() {
     let agent = AgentProc::start_in(&fleet.agent_config, data.path(), &[], sandbox);
     wait_until(30, "revision 1 runs", || fleet.converged());
     let v1 = fleet.desired_digest();
-    let r = agent.publish(
-        "probe",
-        &serde_json::json!({"paths": [&asked.0, &other.0]}),
-    );
+    let r = agent.publish("probe", &serde_json::json!({"paths": [&asked.0, &other.0]}));
     let result = &r["deliveries"][0]["result"];
     assert_eq!(result[&asked.0], "read 00000000", "{r}");
     if root {
@@ -1823,7 +1820,10 @@ fn a_binding_gets_its_device_node_and_a_missing_node_rolls_the_release_back() {
     );
     // Revision 1 is back, its function opens its node again.
     let r = agent.publish("probe", &serde_json::json!({"paths": [&asked.0]}));
-    assert_eq!(r["deliveries"][0]["result"][&asked.0], "read 00000000", "{r}");
+    assert_eq!(
+        r["deliveries"][0]["result"][&asked.0], "read 00000000",
+        "{r}"
+    );
 }
 
 /// The first release has nothing to roll back to: it fails, and the binding's state says

@@ -380,14 +380,18 @@ impl RunningRelease {
                 last_error: t.counters.last_error.lock().ok().and_then(|l| l.clone()),
             }
         }));
-        out.extend(self.unavailable.iter().map(|(binding, why)| FunctionStatus {
-            binding: binding.clone(),
-            state: edgefn_schema::api::FunctionState::Unavailable,
-            restarts: 0,
-            invocations: 0,
-            errors: 0,
-            last_error: Some(why.clone()),
-        }));
+        out.extend(
+            self.unavailable
+                .iter()
+                .map(|(binding, why)| FunctionStatus {
+                    binding: binding.clone(),
+                    state: edgefn_schema::api::FunctionState::Unavailable,
+                    restarts: 0,
+                    invocations: 0,
+                    errors: 0,
+                    last_error: Some(why.clone()),
+                }),
+        );
         out
     }
 

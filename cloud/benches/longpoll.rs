@@ -13,7 +13,9 @@
 //! state once (64 connections, then closed), and read the cloud's RSS. Then open N TCP
 //! connections, each sending the long-poll an agent sends (`GET /v1/devices/NAME/desired?wait=600`
 //! with `If-None-Match: "<digest>"`), wait until the cloud's `/metrics` counts N long-polls
-//! waiting, and read the RSS again: (after − before) / N is the memory per waiting device. Last,
+//! waiting, and read the RSS again. The connections open in two halves, and the second half's
+//! growth divided by N/2 is the memory per waiting device (the first half may reuse memory the
+//! allocator kept from the set-up; (after − before) / N is printed too). Last,
 //! the long-polls still work: a new revision is applied and every connection must get its new
 //! desired state (200, new ETag).
 //!
@@ -68,7 +70,9 @@ fn manifest(n: usize, version: u32) -> String {
 }
 
 fn main() {
-    let n: usize = arg("--devices").and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let n: usize = arg("--devices")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
     let own = PathBuf::from(env!("CARGO_BIN_EXE_edgefn-cloud"));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -81,7 +85,9 @@ fn main() {
     }
     results.push(("this build".to_owned(), rt.block_on(run(&own, n))));
     println!();
-    println!("memory per waiting device ({n} long-polls, RSS after − before, / N):");
+    println!(
+        "memory per waiting device ({n} long-polls; RSS growth of the second half / its count):"
+    );
     for (name, per) in &results {
         println!("  {per:>6.2} KiB  {name}");
     }
@@ -126,7 +132,10 @@ fn start(bin: &Path) -> Cloud {
         .expect("start edgefn-cloud");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let url = loop {
-        let line = lines.next().expect("the cloud says where it listens").unwrap();
+        let line = lines
+            .next()
+            .expect("the cloud says where it listens")
+            .unwrap();
         if let Some(u) = line.strip_prefix("edgefn-cloud listening on ") {
             break u.to_owned();
         }
@@ -250,7 +259,10 @@ async fn run(bin: &Path, n: usize) -> f64 {
             .await,
         );
     }
-    println!("  registered {n} devices in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "  registered {n} devices in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 
     let bytes = edgefn_schema::bundle::pack(vec![BundleFile {
         path: "run.sh".into(),
@@ -313,60 +325,82 @@ async fn run(bin: &Path, n: usize) -> f64 {
     }
     // Close the pool's connections; let the cloud settle.
     drop(pool);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Past jemalloc's 10 s decay of freed pages.
+    tokio::time::sleep(Duration::from_secs(12)).await;
     let before = rss_kib(pid);
-    println!("  RSS with {n} devices, none waiting: {:.1} MiB", before as f64 / 1024.0);
+    println!(
+        "  RSS with {n} devices, none waiting: {:.1} MiB",
+        before as f64 / 1024.0
+    );
 
-    // N long-polls on N connections.
+    // N long-polls on N connections, in two halves: memory freed earlier (and kept by the
+    // allocator) is reused by the first half, so the second half's growth is the cost of a
+    // waiting device.
+    let half = n / 2;
     let t = Instant::now();
     let mut streams: Vec<TcpStream> = Vec::with_capacity(n);
-    for chunk in (0..n).collect::<Vec<_>>().chunks(256) {
-        streams.extend(
-            join_all(chunk.iter().map(|&i| {
-                let addr = cloud.addr.clone();
-                let request = format!(
-                    "GET /v1/devices/{}/desired?wait=600 HTTP/1.1\r\nhost: {addr}\r\naccept: */*\r\nauthorization: Bearer {}\r\nif-none-match: \"{}\"\r\n\r\n",
-                    names[i], tokens[i], etags[i]
-                );
-                async move {
-                    let mut s = TcpStream::connect(&addr).await.unwrap();
-                    s.write_all(request.as_bytes()).await.unwrap();
-                    s
-                }
-            }))
-            .await,
-        );
-    }
-    loop {
-        let w = waiting(&http, &cloud).await;
-        if w >= n {
-            break;
+    let mut rss = Vec::new();
+    for range in [0..half, half..n] {
+        let end = range.end;
+        for chunk in range.collect::<Vec<_>>().chunks(256) {
+            streams.extend(
+                join_all(chunk.iter().map(|&i| {
+                    let addr = cloud.addr.clone();
+                    let request = format!(
+                        "GET /v1/devices/{}/desired?wait=600 HTTP/1.1\r\nhost: {addr}\r\naccept: */*\r\nauthorization: Bearer {}\r\nif-none-match: \"{}\"\r\n\r\n",
+                        names[i], tokens[i], etags[i]
+                    );
+                    async move {
+                        let mut s = TcpStream::connect(&addr).await.unwrap();
+                        s.write_all(request.as_bytes()).await.unwrap();
+                        s
+                    }
+                }))
+                .await,
+            );
         }
-        assert!(
-            t.elapsed() < Duration::from_secs(300),
-            "only {w} of {n} long-polls waiting"
+        loop {
+            let w = waiting(&http, &cloud).await;
+            if w >= end {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(300),
+                "only {w} of {end} long-polls waiting"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        rss.push(rss_kib(pid));
+        println!(
+            "  {end} long-polls waiting after {:.1} s: RSS {:.1} MiB",
+            t.elapsed().as_secs_f64(),
+            rss[rss.len() - 1] as f64 / 1024.0
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!("  {n} long-polls waiting after {:.1} s", t.elapsed().as_secs_f64());
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = rss_kib(pid);
-    let per = (after.saturating_sub(before)) as f64 / n as f64;
+    let whole = rss[1].saturating_sub(before) as f64 / n as f64;
+    let per = rss[1].saturating_sub(rss[0]) as f64 / (n - half) as f64;
     println!(
-        "  RSS with {n} long-polls waiting: {:.1} MiB: {per:.2} KiB per waiting device",
-        after as f64 / 1024.0
+        "  per waiting device: {per:.2} KiB (second half's growth / {}); {whole:.2} KiB (all N / N)",
+        n - half
     );
 
     // The long-polls still answer: a new revision reaches every connection.
     let t = Instant::now();
     apply(2, 1).await;
-    let answers = join_all(streams.into_iter().map(|mut s| async move {
-        read_response(&mut s).await
-    }))
+    let answers = join_all(
+        streams
+            .into_iter()
+            .map(|mut s| async move { read_response(&mut s).await }),
+    )
     .await;
     for (i, (status, etag)) in answers.iter().enumerate() {
         assert_eq!(*status, 200, "device {i}");
-        assert_ne!(etag.trim_matches('"'), etags[i], "device {i} got a new state");
+        assert_ne!(
+            etag.trim_matches('"'),
+            etags[i],
+            "device {i} got a new state"
+        );
     }
     println!(
         "  revision 2 reached all {n} waiting devices in {:.2} s",

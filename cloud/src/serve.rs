@@ -51,7 +51,8 @@ where
             accepted = listener.accept() => accepted,
             () = &mut shutdown => break,
         };
-        let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(app.clone()));
+        let conn =
+            builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(app.clone()));
         let mut stop = stop_rx.clone();
         let open = open_rx.clone();
         tokio::spawn(async move {

@@ -36,8 +36,8 @@ pub mod yaml;
 pub use diagnostic::{Code, Diagnostic, Diagnostics, Severity};
 pub use load::{EntryKind, Loaded, NoFiles, ProjectFiles, load};
 pub use manifest::{
-    API_VERSION, Binding, Device, DeviceSelector, Function, Gpu, Handler, Interface, Manifest, Mode,
-    Platform, Rollout, RolloutStage, Route, RouteTarget, Runtime, Trigger,
+    API_VERSION, Binding, Device, DeviceSelector, Function, Gpu, Handler, Interface, Manifest,
+    Mode, Platform, Rollout, RolloutStage, Route, RouteTarget, Runtime, Trigger,
 };
 pub use mqtt_url::{MqttUrl, MqttUrlError};
 pub use quantity::{Cpu, Duration, FailureThreshold, Memory};

@@ -657,7 +657,8 @@ fn decode_device_nodes(
         let Some(p) = cx.string(item, "a device node", "`/dev/dri/renderD128`") else {
             continue;
         };
-        cx.locs.record(format!("{path}.deviceNodes[{j}]"), item.span);
+        cx.locs
+            .record(format!("{path}.deviceNodes[{j}]"), item.span);
         if let Some(why) = crate::manifest::device_node_problem(&p) {
             cx.emit(
                 cx.error(

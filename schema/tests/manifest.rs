@@ -1032,7 +1032,11 @@ fn device_nodes_are_absolute_paths_under_dev_each_listed_once() {
         .manifest;
     assert_eq!(m.functions["filter"].gpu, Some(edgefn_schema::Gpu::Nvidia));
     let s = resolve(&m, "gw-01", &BTreeMap::new()).expect("gw-01");
-    let b = s.bindings.iter().find(|b| b.name == "filter").expect("filter");
+    let b = s
+        .bindings
+        .iter()
+        .find(|b| b.name == "filter")
+        .expect("filter");
     assert_eq!(
         b.device_nodes,
         ["/dev/dri/renderD128", "/dev/ttyUSB0"],
@@ -1046,7 +1050,11 @@ fn device_nodes_are_absolute_paths_under_dev_each_listed_once() {
     );
     // A binding without any keeps the digest it had before device nodes existed.
     let plain = resolve(&manifest(VALID), "gw-01", &BTreeMap::new()).expect("gw-01");
-    assert!(!serde_json::to_string(&plain).expect("json").contains("deviceNodes"));
+    assert!(
+        !serde_json::to_string(&plain)
+            .expect("json")
+            .contains("deviceNodes")
+    );
 
     // Relative, outside /dev, `..`, an empty component, a repeat, an unknown GPU: each at its
     // place, with what is wrong.
@@ -1074,7 +1082,10 @@ fn device_nodes_are_absolute_paths_under_dev_each_listed_once() {
         messages[2].contains("`/dev/../etc/shadow`") && messages[2].contains("`..`"),
         "{messages:?}"
     );
-    assert!(messages[0].contains("not an absolute path under `/dev/`"), "{messages:?}");
+    assert!(
+        messages[0].contains("not an absolute path under `/dev/`"),
+        "{messages:?}"
+    );
     let not_list = with(
         "    env: { THRESHOLD: 40 }\n",
         "    env: { THRESHOLD: 40 }\n    deviceNodes: /dev/null\n",

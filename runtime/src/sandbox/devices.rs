@@ -76,7 +76,11 @@ pub(crate) fn grant(binding: &ResolvedBinding, libraries: bool) -> Result<Grante
     grant_in(binding, Path::new("/dev"), libraries).map_err(|m| missing_sentence(&m))
 }
 
-fn grant_in(binding: &ResolvedBinding, dev: &Path, libraries: bool) -> Result<Granted, Vec<String>> {
+fn grant_in(
+    binding: &ResolvedBinding,
+    dev: &Path,
+    libraries: bool,
+) -> Result<Granted, Vec<String>> {
     let mut granted = Granted::default();
     let mut missing = Vec::new();
     for p in &binding.device_nodes {
@@ -188,23 +192,27 @@ fn nvidia_nodes(dev: &Path) -> (Vec<DeviceNode>, Vec<String>) {
 pub(crate) fn nvidia_libraries() -> &'static [PathBuf] {
     static FOUND: OnceLock<Vec<PathBuf>> = OnceLock::new();
     FOUND.get_or_init(|| {
-        let text = ["/sbin/ldconfig", "/usr/sbin/ldconfig", "/sbin/ldconfig.real"]
-            .iter()
-            .find(|p| Path::new(p).exists())
-            .and_then(|p| {
-                std::process::Command::new(p)
-                    .arg("-p")
-                    .env_clear()
-                    .stdin(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .output()
-                    .ok()
-            })
-            .map(|o| {
-                let end = o.stdout.len().min(LDCONFIG_MAX);
-                String::from_utf8_lossy(&o.stdout[..end]).into_owned()
-            })
-            .unwrap_or_default();
+        let text = [
+            "/sbin/ldconfig",
+            "/usr/sbin/ldconfig",
+            "/sbin/ldconfig.real",
+        ]
+        .iter()
+        .find(|p| Path::new(p).exists())
+        .and_then(|p| {
+            std::process::Command::new(p)
+                .arg("-p")
+                .env_clear()
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .output()
+                .ok()
+        })
+        .map(|o| {
+            let end = o.stdout.len().min(LDCONFIG_MAX);
+            String::from_utf8_lossy(&o.stdout[..end]).into_owned()
+        })
+        .unwrap_or_default();
         let mut libs: Vec<PathBuf> = parse_ldconfig(&text)
             .into_iter()
             .filter_map(|p| std::fs::canonicalize(&p).ok().map(|real| (p, real)))
@@ -292,7 +300,10 @@ mod tests {
         let b = binding(&[], Some(Gpu::Nvidia));
         assert_eq!(
             grant_in(&b, dev.path(), false).unwrap_err(),
-            ["/dev/nvidia-uvm (gpu: nvidia)", "/dev/nvidia[0-9]* (gpu: nvidia)"]
+            [
+                "/dev/nvidia-uvm (gpu: nvidia)",
+                "/dev/nvidia[0-9]* (gpu: nvidia)"
+            ]
         );
         for n in ["nvidia-uvm", "nvidia0", "nvidia1", "nvidia-modeset"] {
             mk(n).expect("mknod");

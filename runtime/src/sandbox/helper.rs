@@ -176,7 +176,10 @@ const EXTRA_V1_RULES: [&str; 6] = [
 /// standard set and the `asked` nodes, leaving exactly: `/dev/null`, `zero`, `full`, `random`,
 /// `urandom`, `tty` and `asked`, each `rwm`. A cgroup v2 host keeps libcontainer's eBPF program
 /// (the extra nodes are still absent from the container's `/dev`).
-fn narrow_device_cgroup(id: &str, asked: &[crate::sandbox::devices::DeviceNode]) -> Result<(), String> {
+fn narrow_device_cgroup(
+    id: &str,
+    asked: &[crate::sandbox::devices::DeviceNode],
+) -> Result<(), String> {
     let cgroup = Path::new("/sys/fs/cgroup/devices/edgefn").join(id);
     if !cgroup.is_dir() {
         return Ok(());
@@ -338,8 +341,10 @@ fn oci_spec(cfg: &HelperConfig, rootfs: &Path) -> serde_json::Value {
     // The device nodes the binding asked for, bound at their own path in the container's /dev
     // (a tmpfs without `nodev`), and GPU driver libraries outside /usr, read-only.
     for n in &cfg.device_nodes {
-        mounts.push(json!({"destination": n.path, "type": "bind", "source": n.path,
-                           "options": ["bind", "nosuid", "noexec"]}));
+        mounts.push(
+            json!({"destination": n.path, "type": "bind", "source": n.path,
+                           "options": ["bind", "nosuid", "noexec"]}),
+        );
     }
     for f in &cfg.read_only_files {
         mounts.push(json!({"destination": f, "type": "bind", "source": f,

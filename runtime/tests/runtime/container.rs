@@ -708,7 +708,10 @@ async fn a_container_gets_exactly_the_device_nodes_asked_for() {
         want.push(format!("c {major}:{minor} rwm"));
         want.sort();
         want.dedup();
-        assert_eq!(rules, want, "the standard set and the asked node, nothing else");
+        assert_eq!(
+            rules, want,
+            "the standard set and the asked node, nothing else"
+        );
     }
     p.stop().await;
     assert_eq!(
@@ -733,10 +736,10 @@ async fn a_missing_device_node_stops_the_instance_naming_it() {
         spec.binding.device_nodes = vec!["/dev/null".into(), missing.clone()];
         assert_eq!(
             edgefn_runtime::missing_device_nodes(&spec.binding),
-            [missing.clone()]
+            std::slice::from_ref(&missing)
         );
-        let p = Pool::start(spec, PoolOptions::default(), &sandbox, LogSink::discard())
-            .expect("pool");
+        let p =
+            Pool::start(spec, PoolOptions::default(), &sandbox, LogSink::discard()).expect("pool");
         let err = p.warm().await.expect_err("cannot start");
         assert!(
             err.to_string()
