@@ -16,6 +16,7 @@ pub mod openapi;
 mod registry;
 mod rollout;
 mod secrets;
+mod serve;
 mod state;
 mod store;
 pub mod tls;
@@ -535,21 +536,18 @@ pub async fn serve(
         shutdown.await;
         let _ = stop_tx.send(true);
     };
-    let served = match prepared.tls {
+    let served: Result<(), CloudError> = match prepared.tls {
         None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stopping)
-                .await
+            serve::serve(listener, app, stopping).await;
+            Ok(())
         }
         Some(config) => {
             let listener =
                 tls::TlsListener::new(listener, config, tls_stop).map_err(CloudError::Serve)?;
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stopping)
-                .await
+            serve::serve(listener, app, stopping).await;
+            Ok(())
         }
-    }
-    .map_err(CloudError::Serve);
+    };
     let _ = flusher.await;
     let _ = driver.await;
     // Reports received since the last tick.

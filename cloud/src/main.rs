@@ -6,6 +6,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// jemalloc: a waiting long-poll's connection buffers cost only the pages written (see
+/// `cloud/benches/longpoll.rs` and `serve.rs`).
+#[cfg(all(target_os = "linux", not(target_env = "musl")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The edgefn control plane: stores revisions and bundles and serves each device its desired state.
 #[derive(Debug, Parser)]
 #[command(
