@@ -16,6 +16,8 @@
 # session creation, and session.run p50/p99. The ratios are edgefn's overhead.
 #
 #   scripts/bench-vision.sh                   # release binaries (built first)
+#   CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+#     scripts/bench-vision.sh                 # the same, with a quicker release build
 #   PROFILE=debug scripts/bench-vision.sh     # the debug binaries already built
 #   N=5000 scripts/bench-vision.sh            # more warm requests (default 1000)
 #
