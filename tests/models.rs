@@ -375,8 +375,8 @@ fn a_model_larger_than_the_free_space_refuses_the_release_and_the_old_one_runs_o
     });
     assert!(
         message.contains("refused")
-            && message.contains("model `digits`")
-            && message.contains("do not fit")
+            && message.contains("models `digits`")
+            && message.contains("does not fit")
             && message.contains("free"),
         "{message}"
     );

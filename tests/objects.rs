@@ -538,6 +538,28 @@ fn bad_object_store_configuration_is_refused_at_start_naming_what_to_fix() {
     let said = refused("s3://edgefn-bundles", &plain);
     assert!(said.contains("AWS_ALLOW_HTTP=true"), "{said}");
 
+    // An endpoint without a scheme is refused (object_store would panic on it); an upper-case
+    // `HTTP://` is plain http all the same.
+    let endpoint = |value: &'static str| -> Vec<(&str, &str)> {
+        plain
+            .iter()
+            .map(|(k, v)| {
+                if *k == "AWS_ENDPOINT_URL" {
+                    (*k, value)
+                } else {
+                    (*k, *v)
+                }
+            })
+            .collect()
+    };
+    let said = refused("s3://edgefn-bundles", &endpoint("127.0.0.1:9"));
+    assert!(
+        said.contains("is not an http:// or https:// URL") && said.contains("AWS_ENDPOINT_URL"),
+        "{said}"
+    );
+    let said = refused("s3://edgefn-bundles", &endpoint("HTTP://127.0.0.1:9"));
+    assert!(said.contains("AWS_ALLOW_HTTP=true"), "{said}");
+
     // Nothing answers on the endpoint.
     let closed = format!("http://127.0.0.1:{}", server_port());
     let unreachable: Vec<(&str, &str)> = good
@@ -590,4 +612,35 @@ fn with_the_state_in_postgres_bundles_go_to_the_object_store_not_the_database() 
         !log.contains(pg::PG_PASSWORD),
         "the database password is in the log"
     );
+}
+
+/// A control plane moved to another object store without its bundles says at start which
+/// archives the latest revision names that are not there, and how to bring them back.
+#[test]
+fn a_control_plane_moved_to_an_object_store_without_its_bundles_says_so_at_start() {
+    let s3_root = tempfile::tempdir().expect("s3 root");
+    let s3 = S3Server::start(s3_root.path());
+    let fleet = Fleet::new(&s3, "before");
+    let out = fleet.commit_and_apply(1, "");
+    assert!(out.status.success(), "{}", all_output(&out));
+    let Fleet {
+        cloud, _cloud_data, ..
+    } = fleet;
+    let data = cloud.data.clone();
+    cloud.stop();
+    // The same data folder, its bundles now looked for under another prefix.
+    let log = _cloud_data.path().join("moved.log");
+    let moved = Cloud::start_env(
+        &data,
+        &["--objects", "s3://edgefn-bundles/after"],
+        &pairs(&s3.env()),
+        Some(&log),
+    );
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        said.contains("revision 1 names 1 archive(s) that are not stored here")
+            && said.contains("edgefn apply"),
+        "{said}"
+    );
+    drop(moved);
 }

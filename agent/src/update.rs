@@ -200,16 +200,19 @@ impl Updater {
             if let Err(e) = self.make_room(&wanted, &missing, &file_models).await {
                 // A model larger than the room there is, even after everything else that can
                 // go went: refused (the old release keeps running), not retried for ever.
-                if let Some(model) = desired
+                let models: Vec<String> = desired
                     .state
                     .models
                     .iter()
-                    .find_map(|(name, m)| (e.1 && missing.contains(&m.digest)).then_some(name))
-                {
+                    .filter(|(_, m)| missing.contains(&m.digest))
+                    .map(|(name, _)| format!("`{name}`"))
+                    .collect();
+                if e.1 && !models.is_empty() {
                     self.fail(
                         &digest,
                         format!(
-                            "revision {revision} refused: its models do not fit on the device (model `{model}` among them): {}",
+                            "revision {revision} refused: what it downloads does not fit on the device (models {}, with its other new archives): {}",
+                            models.join(", "),
                             e.0
                         ),
                     )

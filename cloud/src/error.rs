@@ -90,7 +90,7 @@ impl From<StoreError> for ApiError {
             .details(serde_json::json!({ "missing": gone })),
             StoreError::DeviceExists(name) => ApiError::new(
  ErrorCode::DeviceExists,
- format!("device `{name}` is already registered; remove it first to issue a new token"),
+ format!("device `{name}` is already registered; to issue it a new token, remove it first (`edgefn device remove {name}`), then add it again"),
             ),
             StoreError::Unavailable { store, reason } => {
                 tracing::warn!("the database {store} is unavailable: {reason}");

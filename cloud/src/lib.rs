@@ -138,6 +138,36 @@ pub fn prepare(config: &Config) -> Result<Prepared, CloudError> {
     prepare_with_store(config, None)
 }
 
+/// Says (in the log) which archives the latest revision names that the store lacks: after a
+/// move to another object store (`--objects`) without copying the bundles, devices would get
+/// 404s for them until they are uploaded again.
+fn warn_of_missing_archives(store: &dyn Store) -> Result<(), StoreError> {
+    let Some(latest) = store.latest()? else {
+        return Ok(());
+    };
+    let named: Vec<&str> = latest
+        .bundles
+        .values()
+        .chain(latest.layers.values().flat_map(|by| by.values()))
+        .chain(latest.models.values().map(|m| &m.digest))
+        .map(String::as_str)
+        .collect();
+    let missing = store.missing_bundles(&named)?;
+    if !missing.is_empty() {
+        tracing::warn!(
+            "revision {} names {} archive(s) that are not stored here ({}…): devices cannot download them; if the bundles moved (another --objects or data folder), copy them over, or run `edgefn apply` in the project again to upload them",
+            latest.summary.number,
+            missing.len(),
+            missing
+                .iter()
+                .map(|d| &d[..12.min(d.len())])
+                .collect::<Vec<_>>()
+                .join("…, ")
+        );
+    }
+    Ok(())
+}
+
 /// [`prepare`], with the state in the PostgreSQL database at `store` when given
 /// (`postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`; the password may come from
 /// `$PGPASSWORD` instead) rather than in `config.data`: waits for the database to come up
@@ -173,6 +203,7 @@ pub fn prepare_with_store(config: &Config, store: Option<&str>) -> Result<Prepar
             }
         }
     };
+    warn_of_missing_archives(store.as_ref())?;
     let mut new_admin_token = None;
     let mut admin_token_written = None;
     if let Some(path) = &config.admin_token_file {

@@ -489,11 +489,22 @@ impl S3 {
                 _ => {}
             }
         }
-        if endpoint
-            .as_deref()
-            .is_some_and(|e| e.starts_with("http://"))
-            && !allow_http
-        {
+        // The endpoint is a URL with a scheme: object_store panics on one it cannot parse.
+        let scheme = match endpoint.as_deref() {
+            None => None,
+            Some(e) => match reqwest::Url::parse(e) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                    Some(u.scheme().to_owned())
+                }
+                _ => {
+                    return Err(config(format!(
+                        "the endpoint `{}` is not an http:// or https:// URL: set AWS_ENDPOINT_URL to the S3 server's address with its scheme, e.g. https://s3.example.com or http://127.0.0.1:8014",
+                        redacted(e)
+                    )));
+                }
+            },
+        };
+        if scheme.as_deref() == Some("http") && !allow_http {
             return Err(config(format!(
                 "the endpoint {} is plain http: set AWS_ALLOW_HTTP=true to allow it (the bundles and the request signatures then travel unencrypted), or use https",
                 redacted(&endpoint.unwrap_or_default())

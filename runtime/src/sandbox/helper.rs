@@ -370,7 +370,15 @@ fn oci_spec(cfg: &HelperConfig, rootfs: &Path) -> serde_json::Value {
         json!({"allow": true, "type": n.kind.to_string(), "major": n.major, "minor": n.minor,
                "access": "rwm"})
     }));
-    // The binding's models, each read-only at /models/NAME; no other model is visible.
+    // The binding's models, each read-only at /models/NAME; no other model is visible. The
+    // container root is shared by every container, so /models is a small tmpfs of this
+    // container's own, root's and read-only to others: the mount points made there for
+    // one container's models do not show in the next.
+    mounts.push(
+        json!({"destination": crate::function::MODELS_MOUNT, "type": "tmpfs",
+                       "source": "tmpfs",
+                       "options": ["nosuid", "nodev", "noexec", "mode=755", "size=64k"]}),
+    );
     for (name, path) in &cfg.models {
         mounts.push(ro_bind(
             path,

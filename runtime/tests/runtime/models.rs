@@ -93,6 +93,12 @@ async fn a_container_mounts_only_its_models_read_only_at_models() {
     };
     let (_dir, file, links) = model();
     let code = bundle(&[("main.py", MAIN_PY)]);
+    // An instance of another binding, with a model named `other`, ran before in the same
+    // container root: its model's mount point must not show in the next container.
+    let mut before = spec(code.path(), &file, &links);
+    before.models.insert("other".into(), file.clone());
+    let r = calls(&sandbox, before, 1).await;
+    assert_eq!(r[0]["other"], true, "{}", r[0]);
     let r = calls(&sandbox, spec(code.path(), &file, &links), 2).await;
     let v = &r[1];
     assert_eq!(v["weights"], "the weights", "{v}");
