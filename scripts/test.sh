@@ -39,6 +39,14 @@ if ((${#need[@]})); then
   fi
 fi
 
+# tests/objects.rs starts its own S3 server: s3s-fs from crates.io, built once (about 4-6 min of
+# CPU) and cached outside the tree. 0.14.1 is the last release that builds with Rust 1.95.
+tools="${EDGEFN_TOOLS:-$HOME/.cache/edgefn-tools}"
+export PATH="$tools/bin:$PATH"
+if ! command -v s3s-fs >/dev/null; then
+  cargo install --locked --root "$tools" --version 0.14.1 --features binary s3s-fs
+fi
+
 # Every process of the run is marked, and the tests' files are in a folder of the run's own, so
 # that the check at the end finds whatever the suite left running (scripts/leftovers.sh).
 export EDGEFN_TEST_RUN="$$-$(date +%s%N)"

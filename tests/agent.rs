@@ -1716,3 +1716,151 @@ fn plain_programs_answer_messages_on_a_device() {
         );
     }
 }
+
+const PROBE_PY: &str = r#"import errno, os
+
+def probe(event, context):
+    out = {}
+    for p in event["payload"]["paths"]:
+        try:
+            fd = os.open(p, os.O_RDONLY)
+            out[p] = "read " + os.read(fd, 4).hex()
+            os.close(fd)
+        except OSError as e:
+            out[p] = errno.errorcode.get(e.errno, str(e.errno))
+    return out
+"#;
+
+/// A device node made with mknod for a test (a copy of `/dev/zero`'s 1:5), removed on drop.
+struct TestNode(String);
+
+impl TestNode {
+    fn make(name: &str) -> TestNode {
+        let path = format!("/dev/edgefn-test-{name}-{}", std::process::id());
+        let _ = std::fs::remove_file(&path);
+        let status = std::process::Command::new("mknod")
+            .args(["-m", "0666", &path, "c", "1", "5"])
+            .status()
+            .expect("mknod");
+        assert!(status.success(), "mknod {path}");
+        TestNode(path)
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A binding asking for a device node: on a device that has it, the function (in a container
+/// where this host allows one) opens it and no other node made beside it; on a device that
+/// lacks it, the binding is not started, the release fails its health window and is rolled
+/// back, and the device's status names the missing node.
+#[test]
+fn a_binding_gets_its_device_node_and_a_missing_node_rolls_the_release_back() {
+    let fleet = Fleet::new();
+    let root = is_root_with_cgroups();
+    let (asked, other) = if root {
+        (TestNode::make("asked"), TestNode::make("other"))
+    } else {
+        (TestNode("/dev/zero".into()), TestNode("/dev/full".into()))
+    };
+    let absent = format!("/dev/edgefn-test-absent-{}", std::process::id());
+    let project = fleet.project.path();
+    let dir = project.join("functions/probe");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("main.py"), PROBE_PY).expect("write");
+    let with_probe = |v: u32, node: &str| {
+        let m = manifest(v, &fleet.out).replace(
+            "devices:\n",
+            "  probe:\n    path: functions/probe\n    runtime: python3\n    handler: main.probe\ndevices:\n",
+        ) + &format!(
+            "  - function: probe\n    devices: {{ names: [dev-a] }}\n    triggers: [ \"probe\" ]\n    deviceNodes: [\"{node}\"]\n"
+        );
+        std::fs::write(project.join("edgefn.yaml"), m).expect("write");
+        git(project, &["add", "-A"]);
+        git(project, &["commit", "-q", "-m", &format!("v{v}")]);
+        ok(&fleet.cli(&["apply"]));
+    };
+    with_probe(1, &asked.0);
+    let data = tempfile::tempdir().expect("agent data");
+    let sandbox = if root { "container" } else { "process" };
+    let agent = AgentProc::start_in(&fleet.agent_config, data.path(), &[], sandbox);
+    wait_until(30, "revision 1 runs", || fleet.converged());
+    let v1 = fleet.desired_digest();
+    let r = agent.publish("probe", &serde_json::json!({"paths": [&asked.0, &other.0]}));
+    let result = &r["deliveries"][0]["result"];
+    assert_eq!(result[&asked.0], "read 00000000", "{r}");
+    if root {
+        assert_eq!(result[&other.0], "ENOENT", "not in the container: {r}");
+    }
+
+    // Revision 2 asks for a node this device lacks.
+    with_probe(2, &absent);
+    let mut message = String::new();
+    wait_until(60, "the device rolls back", || {
+        let s = fleet.device_status();
+        message = s["report"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        s["report"]["state"] == "rolled_back"
+    });
+    assert!(
+        message.contains(&format!("device node {absent} is missing")) && message.contains("probe"),
+        "the reason names the binding and the node: {message}"
+    );
+    assert_eq!(current_link(data.path()).as_deref(), Some(v1.as_str()));
+    assert_eq!(agent.running().as_deref(), Some(v1.as_str()));
+    let status = ok(&fleet.cli(&["status", "dev-a"]));
+    assert!(
+        status.contains("rolled_back") && status.contains(&absent),
+        "edgefn status names the node:\n{status}"
+    );
+    // Revision 1 is back, its function opens its node again.
+    let r = agent.publish("probe", &serde_json::json!({"paths": [&asked.0]}));
+    assert_eq!(
+        r["deliveries"][0]["result"][&asked.0], "read 00000000",
+        "{r}"
+    );
+}
+
+/// The first release has nothing to roll back to: it fails, and the binding's state says
+/// which node is missing.
+#[test]
+fn a_first_release_missing_a_device_node_fails_with_the_binding_unavailable() {
+    let fleet = Fleet::new();
+    let absent = format!("/dev/edgefn-test-absent-first-{}", std::process::id());
+    let project = fleet.project.path();
+    let m = manifest(1, &fleet.out).replace(
+        "    mode: continuous\n",
+        &format!("    mode: continuous\n    deviceNodes: [\"{absent}\"]\n"),
+    );
+    std::fs::write(project.join("edgefn.yaml"), m).expect("write");
+    git(project, &["add", "-A"]);
+    git(project, &["commit", "-q", "-m", "v1"]);
+    ok(&fleet.cli(&["apply"]));
+    let data = tempfile::tempdir().expect("agent data");
+    let _agent = AgentProc::start(&fleet.agent_config, data.path(), &[]);
+    let mut daemon = serde_json::Value::Null;
+    wait_until(60, "the release fails", || {
+        let s = fleet.device_status();
+        daemon = s["report"]["functions"]
+            .as_array()
+            .and_then(|f| f.iter().find(|f| f["binding"] == "daemon").cloned())
+            .unwrap_or_default();
+        s["report"]["state"] == "failed"
+    });
+    assert_eq!(daemon["state"], "unavailable", "{daemon}");
+    assert_eq!(
+        daemon["lastError"],
+        format!("device node {absent} is missing"),
+        "{daemon}"
+    );
+    let status = ok(&fleet.cli(&["status", "dev-a"]));
+    assert!(
+        status.contains("unavailable") && status.contains(&absent),
+        "edgefn status names the node:\n{status}"
+    );
+}

@@ -338,14 +338,16 @@ fn validate_accepts_warnings_with_exit_zero() {
 }
 
 #[test]
-fn the_quickstart_example_validates_cleanly() {
-    let out = edgefn(
-        &repo().join("examples/quickstart"),
-        &["validate", "--format", "short"],
-    );
-    let err = text(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    assert!(!err.contains("warning"), "{err}");
+fn the_examples_validate_cleanly() {
+    for example in ["quickstart", "dependencies", "vision"] {
+        let out = edgefn(
+            &repo().join("examples").join(example),
+            &["validate", "--format", "short"],
+        );
+        let err = text(&out.stderr);
+        assert!(out.status.success(), "{example}: {err}");
+        assert!(!err.contains("warning"), "{example}: {err}");
+    }
 }
 
 #[test]

@@ -184,6 +184,7 @@ fn latency(rt: &tokio::runtime::Runtime, port: u16, dir: &std::path::Path) {
         data: dir.join("cloud"),
         admin_token_file: Some(dir.join("admin.token")),
         secret_key_file: None,
+        objects: None,
     };
     let prepared = edgefn_cloud::prepare(&config).unwrap();
     let listener = rt

@@ -3,6 +3,8 @@
 //!
 //! ```text
 //! <data>/bundles/<sha256>/        extracted, verified, immutable (renamed into place whole)
+//! <data>/models/<sha256>          a file model, verified, read-only (renamed into place)
+//! <data>/model-links/<key>/NAME   a binding's models by name (links), `EDGEFN_MODELS_DIR`
 //! <data>/downloads/<sha256>.part  a download in progress (resumed after a restart)
 //! <data>/releases/<digest>.json   one desired state (written whole: temp file, fsync, rename)
 //! <data>/current -> releases/<digest>.json   what runs; switched with one rename + fsync
@@ -21,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use edgefn_schema::api::DesiredResponse;
 use edgefn_schema::bundle::{self, UnpackError};
+use edgefn_schema::{DesiredState, ModelArtifact, ModelKind, ResolvedBinding};
 use rustix::fs::{Mode, OFlags};
 use sha2::{Digest, Sha256};
 
@@ -142,7 +145,7 @@ impl Layout {
     pub(crate) fn open(root: &Path) -> Result<Layout, LayoutError> {
         // Functions run with their bundle as working folder: every path handed out is absolute.
         let root = &std::path::absolute(root).map_err(io("resolve", root))?;
-        for sub in ["bundles", "downloads", "releases"] {
+        for sub in ["bundles", "downloads", "releases", "models", "model-links"] {
             let p = root.join(sub);
             fs::create_dir_all(&p).map_err(io("create", &p))?;
         }
@@ -153,6 +156,8 @@ impl Layout {
         for dir in [
             layout.root.join("bundles"),
             layout.root.join("releases"),
+            layout.root.join("models"),
+            layout.root.join("model-links"),
             layout.root.clone(),
         ] {
             for e in fs::read_dir(&dir).map_err(io("read", &dir))?.flatten() {
@@ -178,6 +183,98 @@ impl Layout {
     /// Whether a bundle is extracted (and so verified).
     pub(crate) fn has_bundle(&self, digest: &str) -> bool {
         self.bundle_dir(digest).is_dir()
+    }
+
+    /// Where a model is on the device: a file model under `models/`, a folder model's
+    /// extracted bundle under `bundles/`. Shared read-only by every function and release that
+    /// names it.
+    pub(crate) fn model_path(&self, m: &ModelArtifact) -> PathBuf {
+        match m.kind {
+            ModelKind::File => self.root.join("models").join(&m.digest),
+            ModelKind::Folder => self.bundle_dir(&m.digest),
+        }
+    }
+
+    /// Whether an archive of a desired state is in place: a bundle extracted, or a file
+    /// model verified.
+    pub(crate) fn has_artifact(&self, digest: &str) -> bool {
+        self.has_bundle(digest) || self.root.join("models").join(digest).is_file()
+    }
+
+    /// Verifies a downloaded file model against its digest and renames it into place,
+    /// read-only. A file whose bytes are not its digest's is removed (so the next download
+    /// starts from the first byte) and refused.
+    pub(crate) fn install_model_file(&self, digest: &str) -> Result<(), LayoutError> {
+        let part = self.download_path(digest);
+        let mut file = fs::File::open(&part).map_err(io("read", &part))?;
+        let actual = sha256_of(&mut file).map_err(io("read", &part))?;
+        if actual != digest {
+            let _ = fs::remove_file(&part);
+            return Err(LayoutError::Bundle {
+                digest: digest.to_owned(),
+                reason: Refusal::Digest { actual },
+            });
+        }
+        let dir = self.root.join("models");
+        let final_path = dir.join(digest);
+        fs::set_permissions(&part, std::os::unix::fs::PermissionsExt::from_mode(0o444))
+            .map_err(io("protect", &part))?;
+        fs::rename(&part, &final_path).map_err(io("move into place", &final_path))?;
+        sync_dir(&dir)
+    }
+
+    /// The folder of links `EDGEFN_MODELS_DIR` names for a binding: one entry per model
+    /// (`NAME` → the model's file or folder), nothing else. Content-addressed by the names and
+    /// paths, so bindings and releases with the same models share one; made whole (temporary
+    /// folder, rename) when missing.
+    pub(crate) fn model_links(&self, models: &[(String, PathBuf)]) -> Result<PathBuf, LayoutError> {
+        let key = self.model_links_key(models);
+        let dir = self.root.join("model-links");
+        let final_dir = dir.join(&key);
+        if final_dir.is_dir() {
+            return Ok(final_dir);
+        }
+        let tmp = dir.join(format!("{key}.tmp-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&tmp);
+        let made = (|| {
+            fs::create_dir(&tmp).map_err(io("create", &tmp))?;
+            for (name, path) in models {
+                let link = tmp.join(name);
+                std::os::unix::fs::symlink(path, &link).map_err(io("link", &link))?;
+            }
+            sync_dir(&tmp)?;
+            fs::rename(&tmp, &final_dir).map_err(io("move into place", &final_dir))?;
+            sync_dir(&dir)
+        })();
+        if made.is_err() {
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        made.map(|()| final_dir)
+    }
+
+    /// The name of the links folder of `models`.
+    fn model_links_key(&self, models: &[(String, PathBuf)]) -> String {
+        let mut key = Sha256::new();
+        for (name, path) in models {
+            key.update(name.as_bytes());
+            key.update([0]);
+            key.update(path.as_os_str().as_encoded_bytes());
+            key.update([0]);
+        }
+        key.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// A binding's models on this device, name → file or folder, sorted by name (those
+    /// `state` describes).
+    pub(crate) fn binding_models(
+        &self,
+        state: &DesiredState,
+        b: &ResolvedBinding,
+    ) -> Vec<(String, PathBuf)> {
+        b.models
+            .iter()
+            .filter_map(|n| state.models.get(n).map(|m| (n.clone(), self.model_path(m))))
+            .collect()
     }
 
     /// Where a download in progress is kept.
@@ -353,21 +450,25 @@ impl Layout {
             .collect();
         let keep_releases: Vec<String> =
             keep.iter().map(|r| format!("{}.json", r.digest)).collect();
-        let mut keep_bundles: Vec<String> = keep
+        let mut keep_bundles: Vec<String> = keep.iter().flat_map(|r| r.state.artifacts()).collect();
+        keep_bundles.extend(wanted.iter().cloned());
+        // The links folders the kept releases' bindings use (made again when missing).
+        let keep_links: Vec<String> = keep
             .iter()
             .flat_map(|r| {
-                r.state
-                    .functions
-                    .values()
-                    .flat_map(|f| f.archives().cloned())
+                r.state.bindings.iter().filter_map(|b| {
+                    let models = self.binding_models(&r.state, b);
+                    (!models.is_empty()).then(|| self.model_links_key(&models))
+                })
             })
             .collect();
-        keep_bundles.extend(wanted.iter().cloned());
         let keep_parts: Vec<String> = wanted.iter().map(|d| format!("{d}.part")).collect();
         let mut freed = 0;
         for (sub, keep) in [
             ("releases", &keep_releases),
             ("bundles", &keep_bundles),
+            ("models", &keep_bundles),
+            ("model-links", &keep_links),
             ("downloads", &keep_parts),
         ] {
             let dir = self.root.join(sub);

@@ -41,6 +41,9 @@ pub(crate) struct RunningRelease {
     continuous: tokio::sync::Mutex<BTreeMap<String, Continuous>>,
     /// Where its bindings' secrets are.
     secrets: SecretFolders,
+    /// Bindings not started because this device lacks device nodes they ask for: binding →
+    /// why (`device node /dev/x is missing`). Its health window fails at once.
+    unavailable: BTreeMap<String, String>,
 }
 
 /// Why a release could not start.
@@ -60,6 +63,19 @@ fn spec(
     secrets: &SecretFolders,
 ) -> Option<FunctionSpec> {
     let f = desired.state.functions.get(&b.function)?;
+    // Only the models this binding names, and a folder of links to exactly those.
+    let models = layout.binding_models(&desired.state, b);
+    let models_dir = if models.is_empty() {
+        None
+    } else {
+        match layout.model_links(&models) {
+            Ok(dir) => Some(dir),
+            Err(e) => {
+                tracing::warn!(binding = %b.name, "the models folder: {e}");
+                None
+            }
+        }
+    };
     Some(FunctionSpec {
         binding: b.clone(),
         runtime: f.runtime,
@@ -70,7 +86,24 @@ fn spec(
         device: desired.state.device.clone(),
         revision: desired.revision,
         secrets_dir: secrets.folder(b),
+        models: models.iter().cloned().collect(),
+        models_dir,
     })
+}
+
+/// The bindings of `desired` asking for device nodes this device lacks, with why
+/// (`device node /dev/x is missing`): they are not started.
+fn unavailable_bindings(desired: &DesiredResponse) -> BTreeMap<String, String> {
+    desired
+        .state
+        .bindings
+        .iter()
+        .filter_map(|b| {
+            let missing = edgefn_runtime::missing_device_nodes(b);
+            (!missing.is_empty())
+                .then(|| (b.name.clone(), edgefn_runtime::missing_sentence(&missing)))
+        })
+        .collect()
 }
 
 impl RunningRelease {
@@ -85,11 +118,12 @@ impl RunningRelease {
         secrets: &SecretFolders,
     ) -> Result<RunningRelease, ReleaseStartError> {
         let mut triggered = BTreeMap::new();
+        let unavailable = unavailable_bindings(&desired);
         for b in desired
             .state
             .bindings
             .iter()
-            .filter(|b| b.mode == Mode::Triggered)
+            .filter(|b| b.mode == Mode::Triggered && !unavailable.contains_key(&b.name))
         {
             let Some(spec) = spec(layout, &desired, b, secrets) else {
                 return Err(ReleaseStartError {
@@ -128,7 +162,14 @@ impl RunningRelease {
             triggered,
             continuous: tokio::sync::Mutex::new(BTreeMap::new()),
             secrets: secrets.clone(),
+            unavailable,
         })
+    }
+
+    /// Bindings this release did not start because the device lacks something they ask for,
+    /// with why.
+    pub(crate) fn unavailable(&self) -> &BTreeMap<String, String> {
+        &self.unavailable
     }
 
     /// A release that runs nothing: its triggered bindings answer [`InvokeError::Stopped`]
@@ -144,6 +185,7 @@ impl RunningRelease {
                 "/".as_ref(),
                 None,
             ),
+            unavailable: BTreeMap::new(),
         }
     }
 
@@ -203,7 +245,7 @@ impl RunningRelease {
             .state
             .bindings
             .iter()
-            .filter(|b| b.mode == Mode::Continuous)
+            .filter(|b| b.mode == Mode::Continuous && !self.unavailable.contains_key(&b.name))
         {
             if let Some(c) = kept.remove(&b.name) {
                 running.insert(b.name.clone(), c);
@@ -353,6 +395,18 @@ impl RunningRelease {
                 last_error: t.counters.last_error.lock().ok().and_then(|l| l.clone()),
             }
         }));
+        out.extend(
+            self.unavailable
+                .iter()
+                .map(|(binding, why)| FunctionStatus {
+                    binding: binding.clone(),
+                    state: edgefn_schema::api::FunctionState::Unavailable,
+                    restarts: 0,
+                    invocations: 0,
+                    errors: 0,
+                    last_error: Some(why.clone()),
+                }),
+        );
         out
     }
 

@@ -180,27 +180,55 @@ impl Updater {
         );
 
         // 1. Bundles: download what is missing, verify, extract.
-        // Dependency layers are bundles too: downloaded once, shared by every function and
-        // release that names them.
-        let mut wanted: Vec<String> = desired
-            .state
-            .functions
-            .values()
-            .flat_map(|f| f.archives().cloned())
-            .collect();
-        wanted.sort();
-        wanted.dedup();
+        // Dependency layers are bundles too, and models are artifacts: each downloaded once,
+        // shared by every function and release that names it.
+        let wanted: Vec<String> = desired.state.artifacts();
         let missing: Vec<String> = wanted
             .iter()
-            .filter(|b| !self.layout.has_bundle(b))
+            .filter(|b| !self.layout.has_artifact(b))
             .cloned()
             .collect();
+        // File models: verified and renamed into place, not extracted.
+        let file_models: Vec<String> = desired
+            .state
+            .models
+            .values()
+            .filter(|m| m.kind == edgefn_schema::ModelKind::File)
+            .map(|m| m.digest.clone())
+            .collect();
         if !missing.is_empty() {
-            if let Err(e) = self.make_room(&wanted, &missing).await {
-                return self.interrupted(revision, e);
+            if let Err(e) = self.make_room(&wanted, &missing, &file_models).await {
+                // A model larger than the room there is, even after everything else that can
+                // go went: refused (the old release keeps running), not retried for ever.
+                let models: Vec<String> = desired
+                    .state
+                    .models
+                    .iter()
+                    .filter(|(_, m)| missing.contains(&m.digest))
+                    .map(|(name, _)| format!("`{name}`"))
+                    .collect();
+                if e.1 && !models.is_empty() {
+                    self.fail(
+                        &digest,
+                        format!(
+                            "revision {revision} refused: what it downloads does not fit on the device (models {}, with its other new archives): {}",
+                            models.join(", "),
+                            e.0
+                        ),
+                    )
+                    .await;
+                    return Outcome::Done;
+                }
+                return self.interrupted(revision, e.0);
             }
         }
         for b in &missing {
+            if file_models.contains(b) {
+                if let Err(why) = self.fetch_model_file(b).await {
+                    return self.interrupted(revision, why);
+                }
+                continue;
+            }
             if let Err(e) = self.cloud.download(&self.layout, b, self.faults).await {
                 // The network or the disk failed: not this release's fault. Keep the old one,
                 // try again later.
@@ -249,7 +277,19 @@ impl Updater {
 
         // 2. The release, written whole.
         let release = desired.clone();
-        if let Err(e) = self.disk(move |l| l.write_release(&release)).await {
+        let written = self
+            .disk(move |l| {
+                // Each binding's models folder (links), before its instances start.
+                for b in &release.state.bindings {
+                    let models = l.binding_models(&release.state, b);
+                    if !models.is_empty() {
+                        l.model_links(&models)?;
+                    }
+                }
+                l.write_release(&release)
+            })
+            .await;
+        if let Err(e) = written {
             if e.is_storage() {
                 if e.is_full() {
                     self.reclaim(&wanted).await;
@@ -378,30 +418,64 @@ impl Updater {
         }
     }
 
-    /// Bytes the `missing` bundles need on disk: what is left to download of each, plus at
-    /// least as much again once extracted (the exact figure is checked before extraction).
-    async fn space_needed(&self, missing: &[String]) -> Result<u64, CloudError> {
+    /// Downloads a file model (resuming), verifies its digest and renames it into place. A
+    /// download whose bytes are not the digest's is removed and fetched again from the first
+    /// byte, up to three times; the error says why when it still fails.
+    async fn fetch_model_file(&self, digest: &str) -> Result<(), String> {
+        let mut last = String::new();
+        for attempt in 1..=3 {
+            if let Err(e) = self.cloud.download(&self.layout, digest, self.faults).await {
+                return Err(e.to_string());
+            }
+            let d = digest.to_owned();
+            match self.disk(move |l| l.install_model_file(&d)).await {
+                Ok(()) => return Ok(()),
+                Err(e @ LayoutError::Bundle { .. }) => {
+                    tracing::warn!("model {digest}: download {attempt} of 3 refused: {e}");
+                    last = e.to_string();
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Err(format!("model {}: {last} (three downloads)", &digest[..12]))
+    }
+
+    /// Bytes the `missing` archives need on disk: what is left to download of each, plus (for
+    /// a bundle, not a file model, which is renamed into place) at least as much again once
+    /// extracted (the exact figure is checked before extraction).
+    async fn space_needed(
+        &self,
+        missing: &[String],
+        file_models: &[String],
+    ) -> Result<u64, CloudError> {
         let mut need = 0u64;
         for b in missing {
             let size = self.cloud.bundle_size(b).await?;
-            need = need
-                .saturating_add(size.saturating_sub(self.layout.partial_bytes(b)))
-                .saturating_add(size);
+            need = need.saturating_add(size.saturating_sub(self.layout.partial_bytes(b)));
+            if !file_models.contains(b) {
+                need = need.saturating_add(size);
+            }
         }
         Ok(need)
     }
 
-    /// Checks, before downloading, that the missing bundles fit; when they do not, frees what
-    /// no release needs (debris, stale downloads, unused bundles) and measures again.
-    async fn make_room(&self, wanted: &[String], missing: &[String]) -> Result<(), String> {
+    /// Checks, before downloading, that the missing archives fit; when they do not, frees what
+    /// no release needs (debris, stale downloads, unused bundles) and measures again. The
+    /// error says why, and whether it is the room itself (`true`: they do not fit).
+    async fn make_room(
+        &self,
+        wanted: &[String],
+        missing: &[String],
+        file_models: &[String],
+    ) -> Result<(), (String, bool)> {
         let need = self
-            .space_needed(missing)
+            .space_needed(missing, file_models)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| (e.to_string(), false))?;
         let free = self
             .disk(Layout::free_bytes)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| (e.to_string(), false))?;
         if free >= need {
             return Ok(());
         }
@@ -409,7 +483,7 @@ impl Updater {
         let freed = self
             .disk(move |l| l.reclaim(&w))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| (e.to_string(), false))?;
         tracing::info!(
             "{}: freed {} of debris, stale downloads and unused bundles",
             crate::layout::need_free(need, free),
@@ -418,11 +492,11 @@ impl Updater {
         let free = self
             .disk(Layout::free_bytes)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| (e.to_string(), false))?;
         if free >= need {
             Ok(())
         } else {
-            Err(LayoutError::NoSpace { need, free }.to_string())
+            Err((LayoutError::NoSpace { need, free }.to_string(), true))
         }
     }
 
@@ -431,7 +505,7 @@ impl Updater {
     async fn storage_full(&self, wanted: &[String], missing: &[String]) -> String {
         self.reclaim(wanted).await;
         let free = self.disk(Layout::free_bytes).await.unwrap_or(0);
-        match self.space_needed(missing).await {
+        match self.space_needed(missing, &[]).await {
             Ok(need) => LayoutError::NoSpace { need, free }.to_string(),
             Err(_) => format!(
                 "no space left on the device: {} free",
@@ -520,6 +594,10 @@ impl Updater {
     /// crash loop. Woken by each change of a continuous function's state, not by polling.
     async fn watch_health(&self) -> Option<String> {
         let release = self.bus.live().get().await?;
+        // A binding that could not start for want of a device node fails the window at once.
+        if let Some((binding, why)) = release.unavailable().iter().next() {
+            return Some(format!("binding `{binding}` cannot start: {why}"));
+        }
         let deadline = tokio::time::Instant::now() + self.health_window;
         let restarts = |st: &ContinuousState| match st {
             ContinuousState::Starting { restarts }

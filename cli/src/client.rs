@@ -302,6 +302,47 @@ impl Client {
         }
     }
 
+    /// PUT a file's bytes, streamed from disk (a model of hundreds of MB is never held in
+    /// memory).
+    pub(crate) fn put_file(
+        &self,
+        path: &str,
+        file: &std::path::Path,
+    ) -> Result<StatusCode, CliError> {
+        let (status, body) = self.rt.block_on(async {
+            let f = tokio::fs::File::open(file)
+                .await
+                .map_err(CliError::io("read", file))?;
+            let len = f
+                .metadata()
+                .await
+                .map_err(CliError::io("read", file))?
+                .len();
+            let resp = self
+                .http
+                .put(format!("{}{path}", self.base))
+                .header("content-type", "application/octet-stream")
+                .header("content-length", len)
+                .body(reqwest::Body::from(f))
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .map_err(|e| self.unreachable(e))?;
+            let status = resp.status();
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| self.unreachable(e))?
+                .to_vec();
+            Ok::<_, CliError>((status, body))
+        })?;
+        if status.is_success() {
+            Ok(status)
+        } else {
+            Err(self.error(status, &body))
+        }
+    }
+
     /// PUT raw bytes (`application/octet-stream`), returning the decoded JSON answer.
     pub(crate) fn put_raw<T: DeserializeOwned>(
         &self,

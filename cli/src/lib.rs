@@ -20,6 +20,7 @@ pub(crate) mod function_output;
 pub(crate) mod human;
 pub(crate) mod layers;
 pub(crate) mod local_secrets;
+pub(crate) mod models;
 pub(crate) mod package;
 pub(crate) mod payload;
 pub(crate) mod progressive;

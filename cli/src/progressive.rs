@@ -49,11 +49,11 @@ pub(crate) fn describe(s: &RolloutStatus) -> String {
             .map(|(k, v)| format!("{k}: {}", v.join(", ")))
             .collect();
         text.push_str(&format!(
-            "  stage {} ({} device{}, bake {}ms, maxFailures {}){}{}\n",
+            "  stage {} ({} device{}, bake {}, maxFailures {}){}{}\n",
             i + 1,
             stage.devices.len(),
             if stage.devices.len() == 1 { "" } else { "s" },
-            stage.bake_ms,
+            crate::human::duration(stage.bake_ms),
             stage.max_failures,
             if states.is_empty() { "" } else { ": " },
             states.join("; ")

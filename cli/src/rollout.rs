@@ -122,6 +122,7 @@ pub(crate) fn submit(
         None
     };
     let layers = crate::layers::build_all(&project.root, manifest, host.transpose()?)?;
+    let models = crate::models::prepare_all(&project.root, manifest)?;
     let parent = latest_revision(client)?;
     // Everything the revision names, each archive once: (what it is, digest, bytes).
     let mut archives: Vec<(String, &str, &[u8])> = bundles
@@ -137,25 +138,43 @@ pub(crate) fn submit(
             ));
         }
     }
-    let digests: Vec<String> = archives.iter().map(|(_, d, _)| (*d).to_owned()).collect();
+    let mut digests: Vec<String> = archives.iter().map(|(_, d, _)| (*d).to_owned()).collect();
+    digests.extend(models.iter().map(|m| m.artifact.digest.clone()));
     let (_, missing): (_, MissingBundlesResponse) =
         client.post("/v1/bundles/missing", &MissingBundlesRequest { digests })?;
     let to_upload: Vec<&(String, &str, &[u8])> = archives
         .iter()
         .filter(|(_, d, _)| missing.missing.iter().any(|m| m == d))
         .collect();
-    let total: u64 = to_upload.iter().map(|(_, _, b)| b.len() as u64).sum();
-    let bar = (output == Output::Text && std::io::stderr().is_terminal() && !to_upload.is_empty())
-        .then(|| {
-            let bar = indicatif::ProgressBar::new(total);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "uploading {bar:30} {bytes}/{total_bytes} {msg}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            bar
-        });
+    // Models the cloud lacks, each once (two models may be the same file).
+    let mut models_to_upload: Vec<&crate::models::Prepared> = Vec::new();
+    for m in &models {
+        if missing.missing.contains(&m.artifact.digest)
+            && !models_to_upload
+                .iter()
+                .any(|u| u.artifact.digest == m.artifact.digest)
+        {
+            models_to_upload.push(m);
+        }
+    }
+    let total: u64 = to_upload
+        .iter()
+        .map(|(_, _, b)| b.len() as u64)
+        .sum::<u64>()
+        + models_to_upload.iter().map(|m| m.bytes).sum::<u64>();
+    let bar = (output == Output::Text
+        && std::io::stderr().is_terminal()
+        && (!to_upload.is_empty() || !models_to_upload.is_empty()))
+    .then(|| {
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "uploading {bar:30} {bytes}/{total_bytes} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
     for (what, digest, bytes) in &to_upload {
         match &bar {
             Some(bar) => bar.set_message(what.clone()),
@@ -173,6 +192,24 @@ pub(crate) fn submit(
             bar.inc(bytes.len() as u64);
         }
     }
+    for m in &models_to_upload {
+        let what = format!("model {}", m.name);
+        match &bar {
+            Some(bar) => bar.set_message(what.clone()),
+            None => say(
+                output,
+                &format!(
+                    "uploading {what} ({} bytes, {})",
+                    m.bytes,
+                    &m.artifact.digest[..12]
+                ),
+            ),
+        }
+        client.put_file(&format!("/v1/bundles/{}", m.artifact.digest), &m.file)?;
+        if let Some(bar) = &bar {
+            bar.inc(m.bytes);
+        }
+    }
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
@@ -181,6 +218,7 @@ pub(crate) fn submit(
         .map(|b| (b.function.clone(), b.digest.clone()))
         .collect();
     let layers = crate::layers::digests(&layers);
+    let model_artifacts = crate::models::artifacts(&models);
     let signatures = match sign {
         None => None,
         Some(key) => {
@@ -189,8 +227,11 @@ pub(crate) fn submit(
                 client,
                 key,
                 manifest,
-                &bundles,
-                &layers,
+                &crate::signing::Artifacts {
+                    bundles: &bundles,
+                    layers: &layers,
+                    models: &model_artifacts,
+                },
                 &pins,
                 parent + 1,
             )?)
@@ -200,6 +241,7 @@ pub(crate) fn submit(
         manifest: manifest_text.to_owned(),
         bundles,
         layers,
+        models: model_artifacts,
         provenance,
         expected_parent: Some(parent),
         signatures,
@@ -208,8 +250,12 @@ pub(crate) fn submit(
     let (_, applied): (_, ApplyResponse) = client.post("/v1/revisions", &request)?;
     Ok(Submitted {
         applied,
-        uploaded: to_upload.iter().map(|(what, _, _)| what.clone()).collect(),
-        uploaded_bytes: to_upload.iter().map(|(_, _, b)| b.len() as u64).sum(),
+        uploaded: to_upload
+            .iter()
+            .map(|(what, _, _)| what.clone())
+            .chain(models_to_upload.iter().map(|m| format!("model {}", m.name)))
+            .collect(),
+        uploaded_bytes: total,
         request,
     })
 }

@@ -73,24 +73,40 @@ pub(crate) fn latest_secret_versions(
     Ok(set.into_iter().map(|s| (s.name, s.version)).collect())
 }
 
-/// Signs, for revision `revision`, the desired state of every device of `manifest` (with
-/// `bundles`, its dependency `layers` and the secret versions `pins`), and the empty state of every registered device
+/// What a revision's desired states name by digest: the functions' bundles, their dependency
+/// layers and their models.
+pub(crate) struct Artifacts<'a> {
+    /// Bundle digest by function.
+    pub(crate) bundles: &'a BTreeMap<String, String>,
+    /// Dependency layer digests by function and platform.
+    pub(crate) layers: &'a edgefn_schema::Layers,
+    /// Model artifacts by name.
+    pub(crate) models: &'a edgefn_schema::Models,
+}
+
+/// Signs, for revision `revision`, the desired state of every device of `manifest` (with the
+/// `artifacts` and the secret versions `pins`), and the empty state of every registered device
 /// the manifest does not list (so that removing a device from the manifest also reaches a
 /// device that checks signatures).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn sign_revision(
     client: &Client,
     key: &SigningKey,
     manifest: &Manifest,
-    bundles: &BTreeMap<String, String>,
-    layers: &edgefn_schema::Layers,
+    artifacts: &Artifacts<'_>,
     pins: &BTreeMap<String, u64>,
     revision: u64,
 ) -> Result<RevisionSignatures, CliError> {
     let registered: Vec<DeviceInfo> = client.get("/v1/devices")?;
     let mut devices = BTreeMap::new();
     for name in manifest.devices.keys() {
-        if let Some(mut state) = edgefn_schema::resolve_with_layers(manifest, name, bundles, layers)
-        {
+        if let Some(mut state) = edgefn_schema::resolve_with_models(
+            manifest,
+            name,
+            artifacts.bundles,
+            artifacts.layers,
+            artifacts.models,
+        ) {
             state.pin_secrets(pins);
             devices.insert(name.clone(), sign_state(key, &state, revision));
         }

@@ -90,13 +90,24 @@ impl From<StoreError> for ApiError {
             .details(serde_json::json!({ "missing": gone })),
             StoreError::DeviceExists(name) => ApiError::new(
  ErrorCode::DeviceExists,
- format!("device `{name}` is already registered; remove it first to issue a new token"),
+ format!("device `{name}` is already registered; to issue it a new token, remove it first (`edgefn device remove {name}`), then add it again"),
             ),
             StoreError::Unavailable { store, reason } => {
                 tracing::warn!("the database {store} is unavailable: {reason}");
                 ApiError::new(
  ErrorCode::StoreUnavailable,
  format!("the control plane's database is unavailable ({reason}); retry in a few seconds"),
+                )
+            }
+            StoreError::Objects(e @ crate::objects::ObjectsError::Unavailable { .. }) => {
+                tracing::warn!("{e}");
+                let store = match &e {
+                    crate::objects::ObjectsError::Unavailable { store, .. } => store.clone(),
+                    _ => String::new(),
+                };
+                ApiError::new(
+                    ErrorCode::ObjectStoreUnavailable,
+                    format!("the object store that keeps bundles ({store}) failed or is unreachable; nothing was stored or committed: try again later (the control plane's log says why)"),
                 )
             }
             other => ApiError::internal(other),

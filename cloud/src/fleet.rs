@@ -61,6 +61,8 @@ pub(crate) struct FleetView {
     pub(crate) secrets: BTreeMap<String, u64>,
     /// Its dependency layers.
     pub(crate) layers: edgefn_schema::Layers,
+    /// Its models' artifacts.
+    pub(crate) models: edgefn_schema::Models,
     /// Desired state of each device in the manifest.
     pub(crate) devices: HashMap<String, Arc<DeviceDesired>>,
     /// The signatures its applier made, when it was applied signed.
@@ -84,12 +86,8 @@ fn desired(
     state: DesiredState,
     signature: Option<DesiredSignature>,
 ) -> Arc<DeviceDesired> {
-    // A device may download its functions' bundles and dependency layers.
-    let bundles = state
-        .functions
-        .values()
-        .flat_map(|f| f.archives().cloned())
-        .collect();
+    // A device may download its functions' bundles and dependency layers, and its models.
+    let bundles = state.artifacts().into_iter().collect();
     let down_routes = state
         .routes
         .iter()
@@ -134,9 +132,13 @@ impl FleetView {
         let mut devices = HashMap::new();
         if let Some(m) = &manifest {
             for name in m.devices.keys() {
-                if let Some(mut state) =
-                    edgefn_schema::resolve_with_layers(m, name, &rev.bundles, &rev.layers)
-                {
+                if let Some(mut state) = edgefn_schema::resolve_with_models(
+                    m,
+                    name,
+                    &rev.bundles,
+                    &rev.layers,
+                    &rev.models,
+                ) {
                     state.pin_secrets(&rev.secrets);
                     let signature = signature_of(rev.signatures.as_ref(), name);
                     devices.insert(name.clone(), desired(rev.summary.number, state, signature));
@@ -149,6 +151,7 @@ impl FleetView {
             bundles: rev.bundles.clone(),
             secrets: rev.secrets.clone(),
             layers: rev.layers.clone(),
+            models: rev.models.clone(),
             devices,
             signatures: rev.signatures.clone(),
             overlay: None,

@@ -11,16 +11,19 @@ mod error;
 mod fleet;
 mod messaging;
 mod metrics;
+mod objects;
 pub mod openapi;
 mod registry;
 mod rollout;
 mod secrets;
+mod serve;
 mod state;
 mod store;
 pub mod tls;
 
 pub use messaging::mosquitto::MosquittoError;
 pub use messaging::{BrokerUrlError, MosquittoFiles, MqttMode, parse_url as parse_mqtt_url};
+pub use objects::ObjectsError;
 pub use secrets::KeyError;
 pub use store::StoreError;
 
@@ -46,6 +49,10 @@ pub struct Config {
     /// first secret is set. Must be outside `data`. Default: `DATA.secret-key`, beside the
     /// data folder.
     pub secret_key_file: Option<PathBuf>,
+    /// Where bundles (and dependency layers) are kept: `s3://BUCKET[/PREFIX]`, an
+    /// S3-compatible object store configured by the `AWS_*` variables (see the README), or
+    /// `None` for files in `DATA/bundles`.
+    pub objects: Option<String>,
 }
 
 /// Why the control plane could not start.
@@ -54,6 +61,9 @@ pub enum CloudError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The object store cannot be used (`--objects`).
+    #[error(transparent)]
+    Objects(#[from] ObjectsError),
     /// The admin token file could not be used.
     #[error("admin token file {}: {source}", .path.display())]
     TokenFile {
@@ -128,6 +138,36 @@ pub fn prepare(config: &Config) -> Result<Prepared, CloudError> {
     prepare_with_store(config, None)
 }
 
+/// Says (in the log) which archives the latest revision names that the store lacks: after a
+/// move to another object store (`--objects`) without copying the bundles, devices would get
+/// 404s for them until they are uploaded again.
+fn warn_of_missing_archives(store: &dyn Store) -> Result<(), StoreError> {
+    let Some(latest) = store.latest()? else {
+        return Ok(());
+    };
+    let named: Vec<&str> = latest
+        .bundles
+        .values()
+        .chain(latest.layers.values().flat_map(|by| by.values()))
+        .chain(latest.models.values().map(|m| &m.digest))
+        .map(String::as_str)
+        .collect();
+    let missing = store.missing_bundles(&named)?;
+    if !missing.is_empty() {
+        tracing::warn!(
+            "revision {} names {} archive(s) that are not stored here ({}…): devices cannot download them; if the bundles moved (another --objects or data folder), copy them over, or run `edgefn apply` in the project again to upload them",
+            latest.summary.number,
+            missing.len(),
+            missing
+                .iter()
+                .map(|d| &d[..12.min(d.len())])
+                .collect::<Vec<_>>()
+                .join("…, ")
+        );
+    }
+    Ok(())
+}
+
 /// [`prepare`], with the state in the PostgreSQL database at `store` when given
 /// (`postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE`; the password may come from
 /// `$PGPASSWORD` instead) rather than in `config.data`: waits for the database to come up
@@ -136,7 +176,11 @@ pub fn prepare(config: &Config) -> Result<Prepared, CloudError> {
 /// sessions (`mqtt.redb`) and the cloud's MQTT password (`mqtt-cloud.secret`).
 pub fn prepare_with_store(config: &Config, store: Option<&str>) -> Result<Prepared, CloudError> {
     let store: Arc<dyn Store> = match store {
-        None => Arc::new(LocalStore::open(&config.data)?),
+        None => {
+            let objects = objects::open(config.objects.as_deref(), &config.data.join("bundles"))?;
+            tracing::info!("bundles in {}", objects.describe());
+            Arc::new(LocalStore::open_with(&config.data, objects)?)
+        }
         Some(url) => {
             std::fs::create_dir_all(&config.data).map_err(|source| StoreError::Io {
                 action: "create",
@@ -145,9 +189,21 @@ pub fn prepare_with_store(config: &Config, store: Option<&str>) -> Result<Prepar
             })?;
             let pg = PgStore::connect(url, store::postgres::Retry::FOREVER)?;
             tracing::info!("state in PostgreSQL at {}", pg.shown());
-            Arc::new(pg)
+            match config.objects.as_deref() {
+                // Bundles in the object store, the rest in the database.
+                Some(url) => {
+                    let objects = objects::open(Some(url), &config.data.join("bundles"))?;
+                    tracing::info!("bundles in {}", objects.describe());
+                    Arc::new(pg.with_objects(objects, config.data.join("uploads"))?)
+                }
+                None => {
+                    tracing::info!("bundles in PostgreSQL");
+                    Arc::new(pg)
+                }
+            }
         }
     };
+    warn_of_missing_archives(store.as_ref())?;
     let mut new_admin_token = None;
     let mut admin_token_written = None;
     if let Some(path) = &config.admin_token_file {
@@ -522,21 +578,18 @@ pub async fn serve(
         shutdown.await;
         let _ = stop_tx.send(true);
     };
-    let served = match prepared.tls {
+    let served: Result<(), CloudError> = match prepared.tls {
         None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stopping)
-                .await
+            serve::serve(listener, app, stopping).await;
+            Ok(())
         }
         Some(config) => {
             let listener =
                 tls::TlsListener::new(listener, config, tls_stop).map_err(CloudError::Serve)?;
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stopping)
-                .await
+            serve::serve(listener, app, stopping).await;
+            Ok(())
         }
-    }
-    .map_err(CloudError::Serve);
+    };
     let _ = flusher.await;
     let _ = driver.await;
     // Reports received since the last tick.

@@ -6,6 +6,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// jemalloc: a waiting long-poll's connection buffers cost only the pages written (see
+/// `cloud/benches/longpoll.rs` and `serve.rs`).
+#[cfg(all(target_os = "linux", not(target_env = "musl")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The edgefn control plane: stores revisions and bundles and serves each device its desired state.
 #[derive(Debug, Parser)]
 #[command(
@@ -69,6 +75,12 @@ struct Args {
     /// control plane's host on port 1883]
     #[arg(long, value_name = "URL")]
     device_mqtt_url: Option<String>,
+    /// Keep bundles, dependency layers and models in an S3-compatible object store:
+    /// s3://BUCKET[/PREFIX]; endpoint, region and credentials from AWS_ENDPOINT_URL,
+    /// AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (AWS_ALLOW_HTTP=true for a plain-http
+    /// endpoint) [default: files in DATA/bundles]
+    #[arg(long, value_name = "URL")]
+    objects: Option<String>,
     /// Log level: error, warn, info, debug, trace
     #[arg(long, default_value = "info")]
     log_level: tracing::Level,
@@ -89,6 +101,7 @@ fn main() -> ExitCode {
             .secret_key_file
             .clone()
             .or_else(|| std::env::var_os("EDGEFN_SECRET_KEY_FILE").map(PathBuf::from)),
+        objects: args.objects.clone(),
     };
     let prepared = match edgefn_cloud::prepare_with_store(&config, args.store.as_deref()) {
         Ok(p) => p,

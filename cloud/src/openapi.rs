@@ -66,7 +66,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "put",
         path: "/v1/bundles/{digest}",
         access: Access::Admin,
-        summary: "Upload a bundle; the body's sha256 must equal `digest`. Idempotent: 201 when stored, 200 when already there.",
+        summary: "Upload a bundle, dependency layer or model (a file model's bytes as they are); the body's sha256 must equal `digest`. Streamed to disk, at most 4 GiB (413 `body_too_large`). Idempotent: 201 when stored, 200 when already there.",
         request: Some("bytes"),
         response: (201, None),
     },
@@ -74,7 +74,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "get",
         path: "/v1/bundles/{digest}",
         access: Access::DeviceBundle,
-        summary: "Download a bundle.",
+        summary: "Download a bundle, layer or model, streamed; `Range: bytes=N-` resumes from byte N (206, or 416 with `Content-Range: bytes */SIZE` when nothing is left).",
         request: None,
         response: (200, Some("bytes")),
     },
@@ -359,9 +359,9 @@ fn add<T: JsonSchema>(
 
 fn content(schema: Option<&str>) -> Option<Value> {
     match schema? {
-        "bytes" => {
-            Some(json!({"application/zstd": {"schema": {"type": "string", "format": "binary"}}}))
-        }
+        "bytes" => Some(
+            json!({"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}),
+        ),
         "text" => Some(json!({"text/plain": {"schema": {"type": "string"}}})),
         "secret" => Some(
             json!({"application/octet-stream": {"schema": {"type": "string", "format": "binary", "minLength": 1, "maxLength": edgefn_schema::api::MAX_SECRET_BYTES}}}),

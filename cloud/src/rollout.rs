@@ -412,6 +412,7 @@ mod tests {
             manifest: text.clone(),
             bundles: BTreeMap::new(),
             layers: BTreeMap::new(),
+            models: BTreeMap::new(),
             secrets: BTreeMap::new(),
             signatures: None,
         };

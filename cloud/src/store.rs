@@ -2,16 +2,19 @@
 //! know where state lives.
 //!
 //! [`PgStore`] (`--store postgres://…`, in [`postgres`]) keeps it in PostgreSQL.
-//! [`LocalStore`] is the embedded default: metadata in redb (ACID, crash-safe), bundles as files
-//! named by their digest, written atomically (temporary file, fsync, rename, fsync of the folder).
-//! A revision is committed in one redb transaction after checking that all its bundles exist, so
-//! after a crash it is either there whole or absent.
+//! [`LocalStore`] is the embedded default: metadata in redb (ACID, crash-safe), bundles in the
+//! configured [`Objects`] (files named by their digest in `DATA/bundles`, written atomically, or an
+//! S3-compatible object store). A revision is committed in one redb transaction after checking
+//! that all its bundles exist (in S3: a HEAD each), so after a crash it is either there whole or
+//! absent, and no revision names a bundle that is not stored.
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::objects::{ObjectRead, Objects, ObjectsError};
 use edgefn_schema::api::{DeviceInfo, Provenance, Revision, RevisionSummary, StatusReport};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -72,6 +75,9 @@ pub enum StoreError {
     /// A stored record does not decode.
     #[error("database: corrupt record: {0}")]
     Corrupt(#[source] serde_json::Error),
+    /// The object store holding bundles failed (see [`ObjectsError`]).
+    #[error(transparent)]
+    Objects(#[from] ObjectsError),
     /// A file operation failed.
     #[error("{action} {}: {source}", .path.display())]
     Io {
@@ -117,6 +123,8 @@ pub(crate) struct Draft {
     pub(crate) bundles: BTreeMap<String, String>,
     /// Dependency layer digests by function and platform.
     pub(crate) layers: edgefn_schema::Layers,
+    /// Model artifacts by model name.
+    pub(crate) models: edgefn_schema::Models,
     /// Where it came from.
     pub(crate) provenance: Provenance,
     /// Set for rollbacks.
@@ -196,10 +204,46 @@ impl DeviceRecord {
 pub(crate) trait Store: Send + Sync + 'static {
     /// Whether the bundle is stored.
     fn has_bundle(&self, digest: &str) -> Result<bool, StoreError>;
+    /// Which of `digests` are not stored, in their order, each once.
+    fn missing_bundles(&self, digests: &[&str]) -> Result<Vec<String>, StoreError> {
+        let mut out: Vec<String> = Vec::new();
+        for d in digests {
+            if !out.iter().any(|m| m == d) && !self.has_bundle(d)? {
+                out.push((*d).to_owned());
+            }
+        }
+        Ok(out)
+    }
     /// Stores a bundle whose digest the caller verified; `false` when it was already there.
     fn put_bundle(&self, digest: &str, bytes: &[u8]) -> Result<bool, StoreError>;
     /// A bundle's bytes.
     fn bundle(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Stores a bundle read from `body` to its end, streaming (a model of hundreds of MB is
+    /// never held whole); `false` when it was already there. `body` checks the digest itself
+    /// and fails its last read when it is wrong: a failed read stores nothing.
+    ///
+    /// The default reads `body` whole and calls [`Store::put_bundle`]; stores override it to
+    /// stream.
+    fn put_bundle_from(&self, digest: &str, body: &mut dyn Read) -> Result<bool, StoreError> {
+        let mut bytes = Vec::new();
+        body.read_to_end(&mut bytes)
+            .map_err(|e| io("receive bundle", Path::new(digest))(e))?;
+        self.put_bundle(digest, &bytes)
+    }
+    /// A bundle from byte `start` on, streamed (its size, and its bytes from `start`); `None`
+    /// when absent. The default reads it whole with [`Store::bundle`].
+    fn read_bundle(&self, digest: &str, start: u64) -> Result<Option<ObjectRead>, StoreError> {
+        Ok(self.bundle(digest)?.map(|b| {
+            let total = b.len() as u64;
+            let start = start.min(total);
+            let rest = bytes::Bytes::from(b).slice(usize::try_from(start).unwrap_or(0)..);
+            ObjectRead {
+                total,
+                start,
+                body: Box::pin(futures_util::stream::iter([Ok(rest)])),
+            }
+        }))
+    }
     /// The latest revision.
     fn latest(&self) -> Result<Option<Revision>, StoreError>;
     /// Revision `n`.
@@ -420,11 +464,14 @@ const ADMIN_V1: TableDefinition<&[u8], u64> = TableDefinition::new("admin_tokens
 /// Admin tokens: hash → JSON [`AdminTokenRecord`].
 const ADMIN_TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("admin_tokens_v2");
 
-/// redb metadata plus bundle files under one data folder.
+/// redb metadata under one data folder, bundles in [`Objects`].
 #[derive(Debug)]
 pub(crate) struct LocalStore {
     db: Database,
-    bundles: PathBuf,
+    objects: std::sync::Arc<dyn Objects>,
+    /// `DATA/uploads`: bundles being received, before they go to `objects` (emptied at open:
+    /// what a crash left there was never stored).
+    uploads: PathBuf,
 }
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
@@ -445,10 +492,22 @@ fn parse<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StoreError> {
 }
 
 impl LocalStore {
-    /// Opens (creating if needed) the store in `dir`.
+    /// Opens (creating if needed) the store in `dir`, its bundles in `dir/bundles`.
+    #[cfg(test)]
     pub(crate) fn open(dir: &Path) -> Result<Self, StoreError> {
-        let bundles = dir.join("bundles");
-        fs::create_dir_all(&bundles).map_err(io("create", &bundles))?;
+        let objects = crate::objects::Folder::open(&dir.join("bundles"))?;
+        Self::open_with(dir, std::sync::Arc::new(objects))
+    }
+
+    /// Opens (creating if needed) the store in `dir`, its bundles in `objects`.
+    pub(crate) fn open_with(
+        dir: &Path,
+        objects: std::sync::Arc<dyn Objects>,
+    ) -> Result<Self, StoreError> {
+        fs::create_dir_all(dir).map_err(io("create", dir))?;
+        let uploads = dir.join("uploads");
+        let _ = fs::remove_dir_all(&uploads);
+        fs::create_dir_all(&uploads).map_err(io("create", &uploads))?;
         let db = Database::create(dir.join("cloud.redb"))?;
         let tx = db.begin_write()?;
         tx.open_table(REVISIONS)?;
@@ -481,19 +540,11 @@ impl LocalStore {
             }
         }
         tx.commit()?;
-        // Temporary files of bundle writes a crash interrupted.
-        if let Ok(entries) = fs::read_dir(&bundles) {
-            for e in entries.flatten() {
-                if e.file_name().to_string_lossy().starts_with(".tmp-") {
-                    let _ = fs::remove_file(e.path());
-                }
-            }
-        }
-        Ok(Self { db, bundles })
-    }
-
-    fn bundle_path(&self, digest: &str) -> PathBuf {
-        self.bundles.join(digest)
+        Ok(Self {
+            db,
+            objects,
+            uploads,
+        })
     }
 
     fn read_revision(
@@ -509,31 +560,52 @@ impl LocalStore {
 
 impl Store for LocalStore {
     fn has_bundle(&self, digest: &str) -> Result<bool, StoreError> {
-        Ok(self.bundle_path(digest).is_file())
+        Ok(self.objects.has(digest)?)
+    }
+
+    fn missing_bundles(&self, digests: &[&str]) -> Result<Vec<String>, StoreError> {
+        Ok(self.objects.missing(digests)?)
     }
 
     fn put_bundle(&self, digest: &str, bytes: &[u8]) -> Result<bool, StoreError> {
-        let path = self.bundle_path(digest);
-        if path.is_file() {
-            return Ok(false);
-        }
-        edgefn_os::file::write_atomic(&path, bytes, edgefn_os::file::PUBLIC).map_err(|e| {
-            StoreError::Io {
-                action: "write bundle",
-                path: path.clone(),
-                source: e,
-            }
-        })?;
-        Ok(true)
+        Ok(self.objects.put(digest, bytes)?)
     }
 
     fn bundle(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let path = self.bundle_path(digest);
-        match fs::read(&path) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io("read", &path)(e)),
+        Ok(self.objects.get(digest)?)
+    }
+
+    fn read_bundle(&self, digest: &str, start: u64) -> Result<Option<ObjectRead>, StoreError> {
+        Ok(self.objects.read(digest, start)?)
+    }
+
+    fn put_bundle_from(&self, digest: &str, body: &mut dyn Read) -> Result<bool, StoreError> {
+        if self.objects.has(digest)? {
+            // Still read to the end: the caller's digest check and the client's upload finish.
+            std::io::copy(body, &mut std::io::sink())
+                .map_err(io("receive bundle", Path::new(digest)))?;
+            return Ok(false);
         }
+        // Spooled to a file in the data folder (never whole in memory), then handed to the
+        // objects, which copy it into place (or upload it in parts); removed either way.
+        let tmp = self.uploads.join(format!(
+            "{digest}-{}-{}",
+            std::process::id(),
+            edgefn_os::time::now_ms()
+        ));
+        let spooled = (|| {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
+            std::io::copy(body, &mut f)?;
+            Ok(())
+        })();
+        let stored = spooled
+            .map_err(io("receive bundle", &tmp))
+            .and_then(|()| Ok(self.objects.put_file(digest, &tmp)?));
+        let _ = fs::remove_file(&tmp);
+        stored
     }
 
     fn latest(&self) -> Result<Option<Revision>, StoreError> {
@@ -582,13 +654,14 @@ impl Store for LocalStore {
         expected_parent: Option<u64>,
         rollout: &mut dyn FnMut(&Revision) -> Option<Vec<u8>>,
     ) -> Result<Revision, StoreError> {
-        let missing: Vec<String> = draft
+        let named: Vec<&str> = draft
             .bundles
             .values()
             .chain(draft.layers.values().flat_map(|by| by.values()))
-            .filter(|d| !self.bundle_path(d).is_file())
-            .cloned()
+            .chain(draft.models.values().map(|m| &m.digest))
+            .map(String::as_str)
             .collect();
+        let missing = self.objects.missing(&named)?;
         if !missing.is_empty() {
             return Err(StoreError::MissingBundles(missing));
         }
@@ -633,6 +706,7 @@ impl Store for LocalStore {
                 secrets: draft.secrets,
                 signatures: draft.signatures,
                 layers: draft.layers,
+                models: draft.models,
             };
             t.insert(latest + 1, json(&revision).as_slice())?;
             revision

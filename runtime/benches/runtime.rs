@@ -58,6 +58,9 @@ fn spec(runtime: Runtime, dir: &Path, concurrency: u32) -> FunctionSpec {
             timeout_ms: 10_000,
             env: BTreeMap::new(),
             secrets: BTreeMap::new(),
+            device_nodes: Vec::new(),
+            gpu: None,
+            models: Vec::new(),
         },
         runtime,
         handler,
@@ -67,6 +70,8 @@ fn spec(runtime: Runtime, dir: &Path, concurrency: u32) -> FunctionSpec {
         device: "bench".into(),
         revision: 1,
         secrets_dir: None,
+        models: Default::default(),
+        models_dir: None,
     }
 }
 

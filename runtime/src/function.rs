@@ -1,6 +1,7 @@
 //! What the runtime runs ([`FunctionSpec`]) and what crosses it ([`Event`], [`Reply`],
 //! [`Message`]).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use edgefn_schema::{Handler, Interface, ResolvedBinding, Runtime};
@@ -33,7 +34,22 @@ pub struct FunctionSpec {
     /// memory file system): bound read-only at `/run/secrets` in a container, named by
     /// `EDGEFN_SECRETS_DIR` in the process sandbox. Never passed as environment values.
     pub secrets_dir: Option<PathBuf>,
+    /// The models the binding names: name → the model's file or folder on the host. Each is
+    /// named by `EDGEFN_MODEL_<NAME>` ([`edgefn_schema::Model::env_var`]); in a container it
+    /// is bound read-only at `/models/NAME` and the variables point there. Only these are
+    /// visible in a container.
+    pub models: BTreeMap<String, PathBuf>,
+    /// A folder whose entries, named after the models, are (links to) exactly the models in
+    /// [`FunctionSpec::models`]: `EDGEFN_MODELS_DIR` in the process sandbox (a container gets
+    /// `/models`). `None` when there are no models.
+    pub models_dir: Option<PathBuf>,
 }
+
+/// Where a function's models are inside a container: one entry per model, read-only.
+pub(crate) const MODELS_MOUNT: &str = "/models";
+
+/// The environment variable naming the folder of a function's models.
+pub(crate) const MODELS_DIR_ENV: &str = "EDGEFN_MODELS_DIR";
 
 /// Where a function's secrets are inside a container: one file per secret, read-only.
 pub const SECRETS_MOUNT: &str = "/run/secrets";

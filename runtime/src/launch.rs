@@ -15,6 +15,7 @@ use crate::function::FunctionSpec;
 use crate::log::LogSink;
 use crate::protocol::{PROTOCOL_VERSION, WireContext};
 use crate::sandbox::container::{self, HelperConfig};
+use crate::sandbox::devices;
 use crate::sandbox::process::{self, ProcessCommand, Rlimits};
 use crate::sandbox::record::{self, RecordGuard};
 use crate::sandbox::{Sandbox, SandboxKind};
@@ -230,6 +231,26 @@ impl Launch {
             };
             env.push((crate::function::SECRETS_DIR_ENV.into(), dir));
         }
+        // Models: the folder and one variable per model (in a container, where they are bound).
+        if !spec.models.is_empty() {
+            let container = sandbox.kind() == SandboxKind::Container;
+            let dir = match (&spec.models_dir, container) {
+                (_, true) => Some(crate::function::MODELS_MOUNT.to_owned()),
+                (Some(d), false) => Some(d.display().to_string()),
+                (None, false) => None,
+            };
+            if let Some(dir) = dir {
+                env.push((crate::function::MODELS_DIR_ENV.into(), dir));
+            }
+            for (name, path) in &spec.models {
+                let at = if container {
+                    format!("{}/{name}", crate::function::MODELS_MOUNT)
+                } else {
+                    path.display().to_string()
+                };
+                env.push((edgefn_schema::Model::env_var(name), at));
+            }
+        }
         env.extend(shim_env);
         if let Some(layer) = &spec.layer_dir {
             let layer = match sandbox.kind() {
@@ -284,6 +305,9 @@ impl Launch {
                 format!("the bundle folder {} does not exist", bundle.display()),
             ));
         }
+        // No isolation of devices here, but a node the binding asks for must be present.
+        devices::grant(&self.spec.binding, false)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::NotFound, e))?;
         let mut env = self.env.clone();
         env.push(("EDGEFN_INSTANCE".into(), instance.to_string()));
         env.extend(extra_env.iter().cloned());
@@ -355,6 +379,8 @@ impl Launch {
                 "no sandbox helper program configured",
             ));
         };
+        let granted = devices::grant(&self.spec.binding, true)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::NotFound, e))?;
         let mut env = self.env.clone();
         env.push(("EDGEFN_INSTANCE".into(), instance.to_string()));
         env.extend(extra_env.iter().cloned());
@@ -368,6 +394,12 @@ impl Launch {
                 .as_ref()
                 .map(std::fs::canonicalize)
                 .transpose()?,
+            models: self
+                .spec
+                .models
+                .iter()
+                .map(|(n, p)| Ok((n.clone(), std::fs::canonicalize(p)?)))
+                .collect::<std::io::Result<_>>()?,
             program: self.program.clone(),
             args: self.args.clone(),
             env,
@@ -379,6 +411,8 @@ impl Launch {
             probe: false,
             channel_as_stdio: self.plain,
             secrets_dir: self.spec.secrets_dir.clone(),
+            device_nodes: granted.nodes,
+            read_only_files: granted.libraries,
         };
         let (control_read, control_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let (status_read, status_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;

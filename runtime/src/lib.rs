@@ -70,6 +70,7 @@ pub use function::{Event, FunctionSpec, Message, Reply, SECRETS_DIR_ENV, SECRETS
 pub use log::{LogLine, LogSink, Stream};
 pub use pool::{Pool, PoolOptions, PoolStats};
 pub use protocol::{PROTOCOL_VERSION, Payload};
+pub use sandbox::devices::{missing_device_nodes, missing_sentence};
 pub use sandbox::helper::sandbox_helper_main_if_requested;
 pub use sandbox::{Sandbox, SandboxError, SandboxKind, SandboxOptions};
 pub use shim::Interpreters;

@@ -118,6 +118,9 @@ error_codes! {
     /// The broker could not store a message for its devices (`POST /v1/publish`): nothing
     /// was answered as sent; retrying may deliver it twice to a device that already got it.
     MessageNotStored => "message_not_stored", 503;
+    /// The object store that keeps bundles (`edgefn-cloud --objects`) failed or cannot be
+    /// reached (after retries): nothing was stored or committed; try again.
+    ObjectStoreUnavailable => "object_store_unavailable", 503;
     /// A publish by labels that selects no device.
     NoDevices => "no_devices", 404;
     /// A rollback with no earlier revision to return to.
@@ -362,6 +365,10 @@ pub struct NewRevision {
     /// uploaded like bundles (`PUT /v1/bundles/{digest}`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub layers: crate::Layers,
+    /// The artifact of every model the manifest defines, by model name. Uploaded like bundles
+    /// (`PUT /v1/bundles/{digest}`, streamed), only when the cloud lacks them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: crate::Models,
     /// Where it came from.
     #[serde(default)]
     pub provenance: Provenance,
@@ -563,6 +570,9 @@ pub struct Revision {
     /// Dependency layers, as in [`NewRevision::layers`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub layers: crate::Layers,
+    /// Models, as in [`NewRevision::models`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: crate::Models,
 }
 
 /// The answer to `POST /v1/revisions` and `POST /v1/rollback`.
@@ -710,11 +720,14 @@ pub enum FunctionState {
     CrashLoop,
     /// Continuous: stopped on request.
     Stopped,
+    /// Not started: the device lacks something the binding asks for, such as a device node
+    /// (`lastError` names it). Its release fails its health window.
+    Unavailable,
 }
 
 impl FunctionState {
-    /// The state on the wire: `starting`, `running`, `idle`, `backoff`, `crash_loop` or
-    /// `stopped`.
+    /// The state on the wire: `starting`, `running`, `idle`, `backoff`, `crash_loop`,
+    /// `stopped` or `unavailable`.
     pub fn as_str(self) -> &'static str {
         match self {
             FunctionState::Starting => "starting",
@@ -723,6 +736,7 @@ impl FunctionState {
             FunctionState::Backoff => "backoff",
             FunctionState::CrashLoop => "crash_loop",
             FunctionState::Stopped => "stopped",
+            FunctionState::Unavailable => "unavailable",
         }
     }
 }
@@ -887,6 +901,7 @@ mod tests {
             FunctionState::Backoff,
             FunctionState::CrashLoop,
             FunctionState::Stopped,
+            FunctionState::Unavailable,
         ] {
             assert_eq!(
                 serde_json::to_string(&st).unwrap(),

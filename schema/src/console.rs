@@ -177,6 +177,7 @@ pub fn diff_states(
         functions: BTreeMap::new(),
         bindings: Vec::new(),
         routes: Vec::new(),
+        models: crate::Models::new(),
     };
     let (a, b) = (old.unwrap_or(&empty), new.unwrap_or(&empty));
     let mut d = DeviceChange {

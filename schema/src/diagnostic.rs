@@ -98,6 +98,11 @@ codes! {
     /// A `rollout:` that cannot run: stages that select nothing or go down, an unknown label,
     /// no devices to roll out to.
     InvalidRollout => "edgefn::manifest::invalid_rollout",
+    /// A device node (`deviceNodes`) that is not an absolute path under `/dev/`, or has `.` or
+    /// `..` components.
+    InvalidDeviceNode => "edgefn::manifest::invalid_device_node",
+    /// A function or binding names a model that `models:` does not define.
+    UnknownModel => "edgefn::manifest::unknown_model",
 }
 
 impl fmt::Display for Code {

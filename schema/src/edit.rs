@@ -1,6 +1,7 @@
-//! Span-preserving edits of `edgefn.yaml` text, shared by the CLI (`edgefn new`) and the control
-//! plane (the console's bind): an item is appended to a top-level sequence in the style the file
-//! already uses (block or flow, its indentation), keeping comments and order, rather than
+//! Span-preserving edits of `edgefn.yaml` text, shared by the CLI (`edgefn new`, `edgefn device
+//! add`) and the control plane (the console's bind): an entry is added to a top-level mapping
+//! ([`add_entry`]) or an item appended to a top-level sequence ([`append_item`]) in the style the
+//! file already uses (block or flow, its indentation), keeping comments and order, rather than
 //! re-serialising the manifest. No I/O.
 //!
 //! An edit is parsed again before it is returned, so it never yields text that does not parse;
@@ -18,6 +19,9 @@ pub enum EditError {
         "edgefn.yaml is not a YAML mapping that can be edited; fix it first (`edgefn validate` says how)"
     )]
     Unparseable,
+    /// The mapping already has an entry of that name.
+    #[error("`{0}` is already in edgefn.yaml")]
+    Exists(String),
     /// The edit did not give the expected result.
     #[error("could not add the item to edgefn.yaml automatically")]
     Failed,
@@ -188,6 +192,131 @@ pub fn append_item(
     }
 }
 
+/// Inserts `name` with `fields` (key and YAML-formatted value, in order) into the top-level
+/// mapping `section` (`functions`, `devices`), in the style the mapping already uses (block or
+/// flow, its indentation); a missing section is added before the sections that follow it.
+///
+/// # Errors
+///
+/// [`EditError::Exists`] when `section` already has `name`; [`EditError::Unparseable`] when
+/// `text` is not a YAML mapping or `section` is not a mapping; [`EditError::Failed`] when the
+/// edited text would not hold the new entry.
+pub fn add_entry(
+    text: &str,
+    section: &str,
+    name: &str,
+    fields: &[(&str, String)],
+) -> Result<String, EditError> {
+    let source = Source::new("edgefn.yaml", text);
+    let (Some(root), _) = yaml::parse(&source) else {
+        return Err(EditError::Unparseable);
+    };
+    let NodeKind::Map(top) = &root.kind else {
+        return Err(EditError::Unparseable);
+    };
+    let later: &[&str] = SECTIONS
+        .iter()
+        .position(|s| *s == section)
+        .map_or(&[], |i| &SECTIONS[i + 1..]);
+    let edited = match root.entry(section) {
+        None => {
+            // No such section yet: add it before the first of the later sections, or at the end.
+            let block = format!("{section}:\n{}", block_entry(name, fields, "  ", "  "));
+            let before = top
+                .iter()
+                .find(|(k, _)| k.as_str().is_some_and(|k| later.contains(&k)))
+                .map(|(k, _)| line_start(text, k.span.offset));
+            match before {
+                Some(at) => splice(text, at, &format!("{block}\n")),
+                None => {
+                    let mut out = text.to_owned();
+                    if !out.is_empty() && !out.ends_with('\n') {
+                        out.push('\n');
+                    }
+                    out.push_str(&block);
+                    out
+                }
+            }
+        }
+        Some((key, value)) => {
+            if value.get(name).is_some() {
+                return Err(EditError::Exists(name.to_owned()));
+            }
+            let indent = " ".repeat(column(&source, key.span.offset) + 2);
+            match &value.kind {
+                NodeKind::Map(entries) if flow(text, value) && !entries.is_empty() => {
+                    // `functions: { a: {...} }`: add `, name: {...}` after the last entry.
+                    let (last_key, last_value) = &entries[entries.len() - 1];
+                    let at = last_value.span.end().max(last_key.span.end());
+                    let inline: Vec<String> =
+                        fields.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                    let value = if inline.is_empty() {
+                        "{}".to_owned()
+                    } else {
+                        format!("{{ {} }}", inline.join(", "))
+                    };
+                    splice(text, at, &format!(", {name}: {value}"))
+                }
+                NodeKind::Map(entries) if !entries.is_empty() => {
+                    let (first_key, first_value) = &entries[0];
+                    let entry_indent = " ".repeat(column(&source, first_key.span.offset));
+                    let step = match &first_value.kind {
+                        NodeKind::Map(children)
+                            if !children.is_empty() && !flow(text, first_value) =>
+                        {
+                            column(&source, children[0].0.span.offset)
+                                .saturating_sub(column(&source, first_key.span.offset))
+                                .max(1)
+                        }
+                        _ => 2,
+                    };
+                    let (last_key, last_value) = &entries[entries.len() - 1];
+                    let end = last_value.span.end().max(last_key.span.end());
+                    let at = line_end(text, end.saturating_sub(1).max(last_key.span.offset));
+                    let block = block_entry(name, fields, &entry_indent, &" ".repeat(step));
+                    insert_line(text, at, &block)
+                }
+                _ if value.is_null() || matches!(&value.kind, NodeKind::Map(e) if e.is_empty()) => {
+                    // `functions:` or `functions: {}`: drop the empty value, add a block below.
+                    let (text, key_end) = if value.is_null() {
+                        (text.to_owned(), key.span.end())
+                    } else {
+                        let mut t = text.to_owned();
+                        t.replace_range(value.span.offset..value.span.end(), "");
+                        (t, key.span.end())
+                    };
+                    let at = line_end(&text, key_end);
+                    insert_line(&text, at, &block_entry(name, fields, &indent, "  "))
+                }
+                _ => return Err(EditError::Unparseable),
+            }
+        }
+    };
+    // The edit must load and contain the new function.
+    let check = Source::new("edgefn.yaml", edited.as_str());
+    match yaml::parse(&check) {
+        (Some(root), diags)
+            if diags.is_empty() && root.get(section).and_then(|f| f.get(name)).is_some() =>
+        {
+            Ok(edited)
+        }
+        _ => Err(EditError::Failed),
+    }
+}
+
+/// The YAML text of the entry `name` as it is added to a block mapping: `indent` before the
+/// key, `indent` + `step` before each field.
+pub fn block_entry(name: &str, fields: &[(&str, String)], indent: &str, step: &str) -> String {
+    if fields.is_empty() {
+        return format!("{indent}{name}: {{}}\n");
+    }
+    let mut out = format!("{indent}{name}:\n");
+    for (k, v) in fields {
+        out.push_str(&format!("{indent}{step}{k}: {v}\n"));
+    }
+    out
+}
+
 fn flow(text: &str, node: &Node) -> bool {
     text[node.span.offset..].starts_with(['{', '['])
 }
@@ -307,5 +436,112 @@ mod tests {
             Some(hostile)
         );
         assert_eq!(item.get("triggers").map(|t| t.type_name()), Some("a list"));
+    }
+}
+
+#[cfg(test)]
+mod entry_tests {
+    use super::*;
+
+    fn add_function(
+        text: &str,
+        name: &str,
+        fields: &[(&str, String)],
+    ) -> Result<String, EditError> {
+        add_entry(text, "functions", name, fields)
+    }
+
+    fn fields() -> Vec<(&'static str, String)> {
+        vec![
+            ("path", "functions/avg".to_owned()),
+            ("runtime", "python3".to_owned()),
+            ("handler", "main.handle".to_owned()),
+        ]
+    }
+
+    #[test]
+    fn appends_to_a_block_mapping_keeping_comments_and_indent() {
+        let text = "# top comment\napiVersion: edgefn/v1\nproject: p\nfunctions:\n    # first one\n    a:\n        path: functions/a   # trailing\n        runtime: exec\n        handler: [\"./run\"]\n# devices below\ndevices: {}\n";
+        let out = add_function(text, "avg", &fields()).unwrap();
+        assert_eq!(
+            out,
+            "# top comment\napiVersion: edgefn/v1\nproject: p\nfunctions:\n    # first one\n    a:\n        path: functions/a   # trailing\n        runtime: exec\n        handler: [\"./run\"]\n    avg:\n        path: functions/avg\n        runtime: python3\n        handler: main.handle\n# devices below\ndevices: {}\n"
+        );
+    }
+
+    #[test]
+    fn fills_an_empty_section() {
+        let text =
+            "apiVersion: edgefn/v1\nproject: p\nfunctions:   # add functions here\ndevices: {}\n";
+        let out = add_function(text, "avg", &fields()).unwrap();
+        assert!(out.starts_with("apiVersion: edgefn/v1\nproject: p\nfunctions:   # add functions here\n  avg:\n    path: functions/avg\n"), "{out}");
+        let out = add_function("project: p\nfunctions: {}\n", "avg", &fields()).unwrap();
+        assert_eq!(
+            out,
+            "project: p\nfunctions: \n  avg:\n    path: functions/avg\n    runtime: python3\n    handler: main.handle\n"
+        );
+    }
+
+    #[test]
+    fn adds_the_section_before_devices() {
+        let text = "apiVersion: edgefn/v1\nproject: p\n\ndevices:\n  d: {}\n";
+        let out = add_function(text, "avg", &fields()).unwrap();
+        assert_eq!(
+            out,
+            "apiVersion: edgefn/v1\nproject: p\n\nfunctions:\n  avg:\n    path: functions/avg\n    runtime: python3\n    handler: main.handle\n\ndevices:\n  d: {}\n"
+        );
+    }
+
+    #[test]
+    fn keeps_flow_style() {
+        let text =
+            "project: p\nfunctions: { a: { path: functions/a, runtime: exec, handler: ./a } }\n";
+        let out = add_function(text, "avg", &fields()).unwrap();
+        assert_eq!(
+            out,
+            "project: p\nfunctions: { a: { path: functions/a, runtime: exec, handler: ./a }, avg: { path: functions/avg, runtime: python3, handler: main.handle } }\n"
+        );
+    }
+
+    #[test]
+    fn last_entry_at_end_of_file_without_newline() {
+        let text = "project: p\nfunctions:\n  a:\n    path: functions/a";
+        let out = add_function(text, "avg", &fields()).unwrap();
+        assert!(out.ends_with("    path: functions/a\n  avg:\n    path: functions/avg\n    runtime: python3\n    handler: main.handle\n"), "{out}");
+    }
+
+    #[test]
+    fn adds_devices_in_the_style_of_the_section() {
+        let text = "project: p\ndevices:\n  gw-01: { labels: { a: b } }\nbindings: []\n";
+        let out = add_entry(
+            text,
+            "devices",
+            "gw-02",
+            &[("labels", "{ site: lab }".to_owned())],
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "project: p\ndevices:\n  gw-01: { labels: { a: b } }\n  gw-02:\n    labels: { site: lab }\nbindings: []\n"
+        );
+        let out = add_entry("project: p\nbindings: []\n", "devices", "gw-02", &[]).unwrap();
+        assert_eq!(out, "project: p\ndevices:\n  gw-02: {}\n\nbindings: []\n");
+    }
+
+    #[test]
+    fn refuses_duplicates_and_broken_files() {
+        let text = "project: p\nfunctions:\n  avg:\n    path: x\n";
+        assert!(matches!(
+            add_function(text, "avg", &fields()),
+            Err(EditError::Exists(_))
+        ));
+        assert!(matches!(
+            add_function("a: [1,\n", "avg", &fields()),
+            Err(EditError::Unparseable)
+        ));
+        assert!(matches!(
+            add_function("- 1\n", "avg", &fields()),
+            Err(EditError::Unparseable)
+        ));
     }
 }

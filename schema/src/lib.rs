@@ -36,14 +36,14 @@ pub mod yaml;
 pub use diagnostic::{Code, Diagnostic, Diagnostics, Severity};
 pub use load::{EntryKind, Loaded, NoFiles, ProjectFiles, load};
 pub use manifest::{
-    API_VERSION, Binding, Device, DeviceSelector, Function, Handler, Interface, Manifest, Mode,
-    Platform, Rollout, RolloutStage, Route, RouteTarget, Runtime, Trigger,
+    API_VERSION, Binding, Device, DeviceSelector, Function, Gpu, Handler, Interface, Manifest,
+    Mode, Model, Platform, Rollout, RolloutStage, Route, RouteTarget, Runtime, Trigger,
 };
 pub use mqtt_url::{MqttUrl, MqttUrlError};
 pub use quantity::{Cpu, Duration, FailureThreshold, Memory};
 pub use resolve::{
-    DesiredState, Layers, ResolvedBinding, ResolvedFunction, ResolvedRoute, defaults_binding,
-    resolve, resolve_with_layers,
+    DesiredState, Layers, ModelArtifact, ModelKind, Models, ResolvedBinding, ResolvedFunction,
+    ResolvedRoute, defaults_binding, resolve, resolve_with_layers, resolve_with_models,
 };
 pub use source::{Source, Span};
 

@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 use crate::decode::{Cx, Obj, first_line};
 use crate::diagnostic::{Code, Diagnostics, did_you_mean};
 use crate::manifest::{
-    API_VERSION, Binding, CLOUD_PREFIX, Device, DeviceSelector, Function, Handler, Interface,
-    Manifest, Mode, Platform, Rollout, RolloutStage, Route, RouteTarget, Runtime, Trigger, limits,
+    API_VERSION, Binding, CLOUD_PREFIX, Device, DeviceSelector, Function, Gpu, Handler, Interface,
+    Manifest, Mode, Model, Platform, Rollout, RolloutStage, Route, RouteTarget, Runtime, Trigger,
+    limits,
 };
 use crate::quantity::{Cpu, Duration, Memory};
 use crate::source::{Source, Span};
@@ -84,6 +85,7 @@ const TOP_KEYS: &[&str] = &[
     "bindings",
     "routes",
     "rollout",
+    "models",
 ];
 const FUNCTION_KEYS: &[&str] = &[
     "path",
@@ -95,6 +97,9 @@ const FUNCTION_KEYS: &[&str] = &[
     "timeout",
     "env",
     "secrets",
+    "deviceNodes",
+    "gpu",
+    "models",
 ];
 const DEVICE_KEYS: &[&str] = &["labels", "vars", "platform"];
 const BINDING_KEYS: &[&str] = &[
@@ -110,6 +115,9 @@ const BINDING_KEYS: &[&str] = &[
     "timeout",
     "env",
     "secrets",
+    "deviceNodes",
+    "gpu",
+    "models",
 ];
 const SELECTOR_KEYS: &[&str] = &["names", "labels"];
 const ROUTE_KEYS: &[&str] = &["from", "to", "devices"];
@@ -175,6 +183,7 @@ fn decode(source: &Source) -> (Option<Manifest>, Cx<'_>) {
         bindings: Vec::new(),
         routes: Vec::new(),
         rollout: None,
+        models: Vec::new(),
     };
 
     if let Some(n) = top.get("functions") {
@@ -252,6 +261,9 @@ fn decode(source: &Source) -> (Option<Manifest>, Cx<'_>) {
                 manifest.routes.push(r);
             }
         }
+    }
+    if let Some(n) = top.get("models") {
+        manifest.models = decode_models(&mut cx, n);
     }
     if let Some(n) = top.get("rollout") {
         if !n.is_null() {
@@ -624,6 +636,167 @@ fn decode_secrets(cx: &mut Cx<'_>, obj: &Obj<'_>, path: &str, owner: &str) -> Ve
     names
 }
 
+/// `deviceNodes: [/dev/dri/renderD128]`: absolute paths under `/dev/`, each listed once; and
+/// `gpu: nvidia`.
+fn decode_device_nodes(
+    cx: &mut Cx<'_>,
+    obj: &Obj<'_>,
+    path: &str,
+    owner: &str,
+) -> (Vec<String>, Option<Gpu>) {
+    let gpu = obj.get("gpu").and_then(|n| {
+        cx.locs.record(format!("{path}.gpu"), n.span);
+        let names: Vec<&str> = Gpu::ALL.iter().map(|g| g.as_str()).collect();
+        let chosen = cx.choice(n, "gpu", &names)?;
+        Gpu::ALL.into_iter().find(|g| g.as_str() == chosen)
+    });
+    let Some(n) = obj.get("deviceNodes") else {
+        return (Vec::new(), gpu);
+    };
+    let items = cx
+        .seq(
+            n,
+            &format!("the device nodes of {owner}"),
+            "`deviceNodes: [/dev/dri/renderD128]`",
+        )
+        .unwrap_or(&[]);
+    let mut paths: Vec<String> = Vec::new();
+    for (j, item) in items.iter().enumerate() {
+        let Some(p) = cx.string(item, "a device node", "`/dev/dri/renderD128`") else {
+            continue;
+        };
+        cx.locs
+            .record(format!("{path}.deviceNodes[{j}]"), item.span);
+        if let Some(why) = crate::manifest::device_node_problem(&p) {
+            cx.emit(
+                cx.error(
+                    Code::InvalidDeviceNode,
+                    item.span,
+                    format!("{owner} asks for the device node `{p}`, but {why}"),
+                )
+                .label("not a device node under /dev")
+                .help("name a node under `/dev` by its absolute path, e.g. `/dev/dri/renderD128`"),
+            );
+            continue;
+        }
+        if paths.contains(&p) {
+            cx.emit(
+                cx.error(
+                    Code::DuplicateName,
+                    item.span,
+                    format!("{owner} lists the device node `{p}` twice"),
+                )
+                .label("listed before")
+                .help("list each device node once"),
+            );
+            continue;
+        }
+        paths.push(p);
+    }
+    (paths, gpu)
+}
+
+const MODEL_KEYS: &[&str] = &["name", "path"];
+
+/// `models: [ { name: digits, path: models/digits.onnx } ]`: each with a valid, unique name
+/// and a path (checked against the project's files by [`check_files`]).
+fn decode_models(cx: &mut Cx<'_>, node: &Node) -> Vec<Model> {
+    let items = cx
+        .seq(
+            node,
+            "`models`",
+            "`models: [ { name: digits, path: models/digits.onnx } ]`",
+        )
+        .unwrap_or(&[]);
+    let mut models: Vec<Model> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let path = format!("models[{i}]");
+        let anchor = first_line(cx.source, item.span);
+        cx.locs.record(path.clone(), anchor);
+        let Some(obj) = cx.object(
+            item,
+            &format!("model #{}", i + 1),
+            MODEL_KEYS,
+            &["name", "path"],
+            anchor,
+        ) else {
+            continue;
+        };
+        let name = obj.get("name").and_then(|n| {
+            cx.locs.record(format!("{path}.name"), n.span);
+            let name = cx.string(n, "a model name", "`digits`")?;
+            if !crate::manifest::valid_name(&name) {
+                check_name(cx, &name, n.span, "model");
+                return None;
+            }
+            if name.contains('_') {
+                cx.emit(
+                    cx.error(Code::InvalidName, n.span, format!("`{name}` is not a valid model name"))
+                        .label("`_` in a model name")
+                        .help(format!("a model name uses lowercase letters, digits and `-` (its variable is `EDGEFN_MODEL_` + the name with `-` as `_`): e.g. `{}`", name.replace('_', "-"))),
+                );
+                return None;
+            }
+            if let Some(first) = models.iter().position(|m| m.name == name) {
+                let at = cx.locs.get(&format!("models[{first}].name")).unwrap_or_default();
+                cx.emit(
+                    cx.error(Code::DuplicateName, n.span, format!("two models are named `{name}`"))
+                        .label("second model with this name")
+                        .with_label(at, "first one")
+                        .help("give each model a name of its own"),
+                );
+                return None;
+            }
+            Some(name)
+        });
+        let file = obj.get("path").and_then(|n| {
+            cx.locs.record(format!("{path}.path"), n.span);
+            cx.string(
+                n,
+                &format!("the path of model #{}", i + 1),
+                "`models/digits.onnx`",
+            )
+        });
+        if let (Some(name), Some(path)) = (name, file) {
+            cx.locs.record(format!("model:{name}"), anchor);
+            models.push(Model { name, path });
+        }
+    }
+    models
+}
+
+/// `models: [digits]` on a function or binding: names of models, each listed once (whether
+/// `models:` defines them is checked by [`check_references`]).
+fn decode_model_refs(cx: &mut Cx<'_>, obj: &Obj<'_>, path: &str, owner: &str) -> Vec<String> {
+    let Some(n) = obj.get("models") else {
+        return Vec::new();
+    };
+    let items = cx
+        .seq(n, &format!("the models of {owner}"), "`models: [digits]`")
+        .unwrap_or(&[]);
+    let mut names: Vec<String> = Vec::new();
+    for (j, item) in items.iter().enumerate() {
+        let Some(name) = cx.string(item, "a model name", "`digits`") else {
+            continue;
+        };
+        cx.locs.record(format!("{path}.models[{j}]"), item.span);
+        if names.contains(&name) {
+            cx.emit(
+                cx.error(
+                    Code::DuplicateName,
+                    item.span,
+                    format!("{owner} lists the model `{name}` twice"),
+                )
+                .label("listed before")
+                .help("list each model once"),
+            );
+            continue;
+        }
+        names.push(name);
+    }
+    names
+}
+
 fn decode_function(cx: &mut Cx<'_>, name: &str, key: &Node, node: &Node) -> Option<Function> {
     let owner = format!("function `{name}`");
     let path_prefix = format!("functions.{name}");
@@ -678,6 +851,8 @@ fn decode_function(cx: &mut Cx<'_>, name: &str, key: &Node, node: &Node) -> Opti
     let (memory, cpu, timeout) = decode_limits(cx, &obj, &path_prefix, &owner);
     let env = decode_env(cx, &obj, &path_prefix, &owner);
     let secrets = decode_secrets(cx, &obj, &path_prefix, &owner);
+    let (device_nodes, gpu) = decode_device_nodes(cx, &obj, &path_prefix, &owner);
+    let models = decode_model_refs(cx, &obj, &path_prefix, &owner);
     Some(Function {
         path: path?,
         runtime: runtime?,
@@ -688,6 +863,9 @@ fn decode_function(cx: &mut Cx<'_>, name: &str, key: &Node, node: &Node) -> Opti
         timeout,
         env,
         secrets,
+        device_nodes,
+        gpu,
+        models,
     })
 }
 
@@ -959,6 +1137,8 @@ fn decode_binding(cx: &mut Cx<'_>, i: usize, node: &Node) -> Option<Binding> {
     let (memory, cpu, timeout) = decode_limits(cx, &obj, &path, &owner);
     let env = decode_env(cx, &obj, &path, &owner);
     let secrets = decode_secrets(cx, &obj, &path, &owner);
+    let (device_nodes, gpu) = decode_device_nodes(cx, &obj, &path, &owner);
+    let models = decode_model_refs(cx, &obj, &path, &owner);
     Some(Binding {
         name,
         function: function?,
@@ -972,6 +1152,9 @@ fn decode_binding(cx: &mut Cx<'_>, i: usize, node: &Node) -> Option<Binding> {
         timeout,
         env,
         secrets,
+        device_nodes,
+        gpu,
+        models,
     })
 }
 
@@ -1218,6 +1401,7 @@ fn check_references(cx: &mut Cx<'_>, m: &Manifest) {
             );
         }
     }
+    check_model_refs(cx, m);
     for name in &defined {
         if !cx.referenced.contains(&format!("function:{name}")) {
             let span = cx
@@ -1302,8 +1486,101 @@ fn join(a: &str, b: &str) -> String {
     }
 }
 
+/// Every model a function or binding names is defined under `models:`.
+fn check_model_refs(cx: &mut Cx<'_>, m: &Manifest) {
+    let defined: Vec<&str> = m.models.iter().map(|m| m.name.as_str()).collect();
+    let mut uses: Vec<(String, String, &Vec<String>)> = m
+        .functions
+        .iter()
+        .map(|(n, f)| {
+            (
+                format!("functions.{n}"),
+                format!("function `{n}`"),
+                &f.models,
+            )
+        })
+        .collect();
+    uses.extend(m.bindings.iter().enumerate().map(|(i, b)| {
+        (
+            format!("bindings[{i}]"),
+            format!("binding #{}", i + 1),
+            &b.models,
+        )
+    }));
+    for (path, owner, names) in uses {
+        for (j, name) in names.iter().enumerate() {
+            if defined.contains(&name.as_str()) {
+                continue;
+            }
+            let span = cx
+                .locs
+                .get(&format!("{path}.models[{j}]"))
+                .unwrap_or_default();
+            let suggestion = did_you_mean(name, defined.iter().copied());
+            cx.emit(
+                cx.error(Code::UnknownModel, span, format!("{owner} names the model `{name}`, which is not defined"))
+                    .label(match suggestion {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => "no such model".to_owned(),
+                    })
+                    .help(if defined.is_empty() {
+                        format!("define it under `models:` (`models: [ {{ name: {name}, path: models/FILE }} ]`), or remove it")
+                    } else {
+                        format!("define it under `models:`, or use one of {}", crate::decode::list(&defined))
+                    }),
+            );
+        }
+    }
+}
+
+/// Each model's file or folder exists and stays inside the project.
+fn check_model_files(cx: &mut Cx<'_>, m: &Manifest, files: &dyn ProjectFiles) {
+    for (i, model) in m.models.iter().enumerate() {
+        let span = cx
+            .locs
+            .get(&format!("models[{i}].path"))
+            .unwrap_or_default();
+        let owner = format!("model `{}`", model.name);
+        let outside = |cx: &mut Cx<'_>, why: &str| {
+            cx.emit(
+                cx.error(Code::PathOutsideProject, span, format!("the path of {owner} {why}"))
+                    .label("outside the project")
+                    .help("a model must live in the project, next to edgefn.yaml, so it can be uploaded: use a relative path such as `models/NAME.onnx`"),
+            );
+        };
+        let p = &model.path;
+        if p.starts_with('/') || p.contains('\\') || p.get(1..2) == Some(":") {
+            outside(cx, "is absolute");
+            continue;
+        }
+        let Some(rel) = normalise(p).filter(|r| !r.is_empty()) else {
+            outside(cx, "leaves the project folder");
+            continue;
+        };
+        if files.kind(&rel).is_none() {
+            cx.emit(
+                cx.error(
+                    Code::PathMissing,
+                    span,
+                    format!("the file `{p}` of {owner} does not exist"),
+                )
+                .label("no such file or folder")
+                .help("put the model's file (or folder) there, or correct the path; edgefn fetches nothing at run time"),
+            );
+            continue;
+        }
+        if !files.is_inside(&rel) {
+            outside(
+                cx,
+                "resolves (through a symlink) to a path outside the project",
+            );
+        }
+    }
+}
+
 /// The project's files: function folders and handler files exist and stay inside the project.
 fn check_files(cx: &mut Cx<'_>, m: &Manifest, files: &dyn ProjectFiles) {
+    check_model_files(cx, m, files);
     for (name, f) in &m.functions {
         let span = cx
             .locs

@@ -109,6 +109,37 @@ pub struct Manifest {
     /// health of its devices (absent: every device at once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<Rollout>,
+    /// Machine-learning models (or any large read-only data): each a file or a folder of the
+    /// project, shipped to the devices that run a function naming it as a content-addressed
+    /// artifact (sha256), apart from the code, so a code-only change moves no model bytes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<Model>,
+}
+
+/// A model: a file or a folder of the project that functions read at run time.
+///
+/// A function that names it (`models: [NAME]`, on the function or a binding) finds it at
+/// `$EDGEFN_MODELS_DIR/NAME` (the file, or the folder, as in the project) and at
+/// `$EDGEFN_MODEL_<NAME>` (the name upper-cased, `-` as `_`); read-only, at `/models/NAME` in a
+/// container. It counts towards the memory limit of the instance that loads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Model {
+    /// The model's name (lowercase letters, digits and `-`), unique in the manifest.
+    pub name: String,
+    /// The file or folder, relative to the manifest (for example `models/digits.onnx`).
+    pub path: String,
+}
+
+impl Model {
+    /// The environment variable that holds the model's path: `EDGEFN_MODEL_` and the name
+    /// upper-cased, `-` as `_` (`digits-v2` → `EDGEFN_MODEL_DIGITS_V2`).
+    pub fn env_var(name: &str) -> String {
+        format!(
+            "EDGEFN_MODEL_{}",
+            name.to_ascii_uppercase().replace('-', "_")
+        )
+    }
 }
 
 /// A progressive rollout: the control plane serves a new revision to one stage of devices at a
@@ -219,6 +250,74 @@ pub struct Function {
     /// `/run/secrets/NAME` in a container, `$EDGEFN_SECRETS_DIR/NAME` in the process sandbox.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// Names of the models it reads (defined under `models:`), found at
+    /// `$EDGEFN_MODELS_DIR/NAME`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
+    /// Device nodes its instances may open, absolute paths under `/dev` (for example
+    /// `/dev/dri/renderD128`): bound into a container's `/dev` and allowed by its device cgroup
+    /// (read, write, mknod), nothing else. A device that lacks one does not start the binding
+    /// and rolls the release back. (`devices:` of a binding selects the fleet's devices, hence
+    /// the name.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub device_nodes: Vec<String>,
+    /// A GPU whose device nodes and driver libraries its instances get (see [`Gpu`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<Gpu>,
+}
+
+/// A GPU vendor whose device nodes and user-space driver a function gets: the shorthand for
+/// listing them in `deviceNodes`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Gpu {
+    /// NVIDIA: `/dev/nvidiactl`, `/dev/nvidia-uvm` and every `/dev/nvidia[0-9]*` (required),
+    /// `/dev/nvidia-uvm-tools` and `/dev/nvidia-modeset` (when present), and the driver's
+    /// user-space libraries (`libcuda`, `libnvidia-*`, ... as `ldconfig -p` lists them),
+    /// read-only: what nvidia-container-toolkit maps for the `compute,utility` capabilities.
+    Nvidia,
+}
+
+impl Gpu {
+    /// Every vendor, in the order users see them.
+    pub const ALL: [Gpu; 1] = [Gpu::Nvidia];
+
+    /// The name used in the manifest.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Gpu::Nvidia => "nvidia",
+        }
+    }
+}
+
+impl std::fmt::Display for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why `path` cannot be a device node a function asks for, or `None` when it can: an absolute
+/// path under `/dev/`, without `.` or `..` components, empty components or a trailing `/`,
+/// at most 255 bytes of printable ASCII without spaces.
+pub fn device_node_problem(path: &str) -> Option<&'static str> {
+    let Some(rest) = path.strip_prefix("/dev/") else {
+        return Some("it is not an absolute path under `/dev/`");
+    };
+    if path.len() > 255 {
+        return Some("it is longer than 255 bytes");
+    }
+    if !path.bytes().all(|b| b.is_ascii_graphic()) {
+        return Some("it holds a space, a control character or a non-ASCII character");
+    }
+    if rest.split('/').any(|c| c.is_empty()) {
+        return Some("it has an empty component (`//` or a trailing `/`)");
+    }
+    if rest.split('/').any(|c| c == "." || c == "..") {
+        return Some("it has a `.` or `..` component");
+    }
+    None
 }
 
 /// Whether `name` is a valid secret name: the rule of [`valid_name`] (a secret's name is a file
@@ -502,6 +601,16 @@ pub struct Binding {
     /// Secrets this binding needs besides its function's (see [`Function::secrets`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<String>,
+    /// Device nodes this binding needs besides its function's (see [`Function::device_nodes`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub device_nodes: Vec<String>,
+    /// Overrides the function's GPU (see [`Gpu`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<Gpu>,
+    /// Models this binding hands its function besides the function's (see
+    /// [`Function::models`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
 }
 
 impl Binding {
@@ -518,6 +627,34 @@ impl Binding {
             .unwrap_or_default()
             .into_iter()
             .chain(self.secrets.iter().cloned())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// The device nodes the binding hands its function: the function's, then its own, sorted
+    /// and without repeats.
+    pub fn device_node_paths(&self, function: Option<&Function>) -> Vec<String> {
+        let mut paths: Vec<String> = function
+            .map(|f| f.device_nodes.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .chain(self.device_nodes.iter().cloned())
+            .collect();
+        paths.sort();
+        paths.dedup();
+        paths
+    }
+
+    /// The models the binding hands its function: the function's, then its own, sorted and
+    /// without repeats.
+    pub fn model_names(&self, function: Option<&Function>) -> Vec<String> {
+        let mut names: Vec<String> = function
+            .map(|f| f.models.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .chain(self.models.iter().cloned())
             .collect();
         names.sort();
         names.dedup();

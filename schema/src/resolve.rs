@@ -29,7 +29,38 @@ pub struct DesiredState {
     pub bindings: Vec<ResolvedBinding>,
     /// The routes that apply to this device, in manifest order.
     pub routes: Vec<ResolvedRoute>,
+    /// The models this device's bindings name, by name, each with its artifact's digest;
+    /// absent when there are none, so the digests of existing desired states do not change.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: Models,
 }
+
+/// A model as shipped: its artifact's sha256 and whether it is a file or a folder.
+///
+/// A file model's artifact is the file's bytes, unchanged (so its digest is what `sha256sum`
+/// prints, and nothing is compressed); a folder model's is a bundle of the folder
+/// ([`crate::bundle`] format).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelArtifact {
+    /// sha256 (lowercase hex) of the artifact.
+    pub digest: String,
+    /// A file or a folder.
+    pub kind: ModelKind,
+}
+
+/// What a model is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ModelKind {
+    /// One file, shipped as it is.
+    File,
+    /// A folder, shipped as a bundle.
+    Folder,
+}
+
+/// Models: model name → artifact (see [`resolve_with_models`]).
+pub type Models = BTreeMap<String, ModelArtifact>;
 
 /// A function's code, as a device needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -94,6 +125,18 @@ pub struct ResolvedBinding {
     /// secret is a rollout. Absent when there are none, so existing digests do not change.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secrets: BTreeMap<String, u64>,
+    /// Device nodes the function may open (`/dev/...`, sorted, each once): the function's
+    /// `deviceNodes`, then the binding's. Absent when empty, so existing digests do not change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub device_nodes: Vec<String>,
+    /// The GPU whose nodes and driver libraries the function gets (expanded on the device,
+    /// which knows how many GPUs it has). Absent when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<crate::manifest::Gpu>,
+    /// The models handed to the function (the function's and the binding's, sorted), each
+    /// described in [`DesiredState::models`]. Absent when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
 }
 
 /// A route as it applies on a device.
@@ -146,7 +189,22 @@ impl DesiredState {
             functions: BTreeMap::new(),
             bindings: Vec::new(),
             routes: Vec::new(),
+            models: Models::new(),
         }
+    }
+
+    /// Every archive the device downloads, keeps and may read for this state, by digest,
+    /// sorted and without repeats: the functions' bundles and layers, and the models.
+    pub fn artifacts(&self) -> Vec<String> {
+        let mut all: Vec<String> = self
+            .functions
+            .values()
+            .flat_map(|f| f.archives().cloned())
+            .chain(self.models.values().map(|m| m.digest.clone()))
+            .collect();
+        all.sort();
+        all.dedup();
+        all
     }
 
     /// True when the device runs nothing.
@@ -323,6 +381,14 @@ pub fn defaults_binding(manifest: &Manifest, function: &str) -> Option<ResolvedB
         timeout_ms: f.timeout.unwrap_or(defaults::TIMEOUT).millis(),
         env: f.env.clone(),
         secrets: f.secrets.iter().map(|n| (n.clone(), 0)).collect(),
+        device_nodes: {
+            let mut paths = f.device_nodes.clone();
+            paths.sort();
+            paths.dedup();
+            paths
+        },
+        gpu: f.gpu,
+        models: f.models.clone(),
     })
 }
 
@@ -346,6 +412,19 @@ pub fn resolve_with_layers(
     device: &str,
     bundles: &BTreeMap<String, String>,
     layers: &Layers,
+) -> Option<DesiredState> {
+    resolve_with_models(manifest, device, bundles, layers, &Models::new())
+}
+
+/// [`resolve_with_layers`], with the artifacts of the models the device's bindings name taken
+/// from `models` (model name → artifact). A model `models` lacks is left out of
+/// [`DesiredState::models`] (the binding still names it).
+pub fn resolve_with_models(
+    manifest: &Manifest,
+    device: &str,
+    bundles: &BTreeMap<String, String>,
+    layers: &Layers,
+    models: &Models,
 ) -> Option<DesiredState> {
     let dev = manifest.devices.get(device)?;
     let platform = dev.platform();
@@ -410,8 +489,16 @@ pub fn resolve_with_layers(
                 .into_iter()
                 .map(|n| (n, 0))
                 .collect(),
+            device_nodes: b.device_node_paths(Some(f)),
+            gpu: b.gpu.or(f.gpu),
+            models: b.model_names(Some(f)),
         });
     }
+    let used: Models = bindings
+        .iter()
+        .flat_map(|b| b.models.iter())
+        .filter_map(|n| models.get(n).map(|a| (n.clone(), a.clone())))
+        .collect();
     bindings.sort_by(|a, b| a.name.cmp(&b.name));
     let routes = manifest
         .routes
@@ -428,6 +515,7 @@ pub fn resolve_with_layers(
         functions,
         bindings,
         routes,
+        models: used,
     })
 }
 
@@ -487,5 +575,49 @@ mod tests {
         assert_eq!(digest("x86", &layers), digest("x86", &changed));
         assert_eq!(digest("pi", &layers), digest("pi", &changed));
         assert_ne!(digest("old-pi", &layers), digest("old-pi", &changed));
+    }
+
+    #[test]
+    fn a_device_gets_only_the_models_its_bindings_name_and_no_model_changes_no_digest() {
+        let text = "apiVersion: edgefn/v1\nproject: p\nmodels:\n  - { name: digits, path: m/d.onnx }\n  - { name: words, path: m/w }\nfunctions:\n  f: { path: f, runtime: python3, handler: main.handle, models: [digits] }\n  g: { path: g, runtime: python3, handler: main.handle }\ndevices:\n  a: {}\n  b: {}\nbindings:\n  - { function: f, devices: { names: [a] }, triggers: [ { topic: x } ], models: [words] }\n  - { function: g, devices: { names: [b] }, triggers: [ { topic: y } ] }\n";
+        let m = load(&Source::new("edgefn.yaml", text), None)
+            .expect("valid")
+            .manifest;
+        let bundles: BTreeMap<String, String> = [
+            ("f".to_owned(), "b".repeat(64)),
+            ("g".to_owned(), "c".repeat(64)),
+        ]
+        .into();
+        let artifact = |d: &str, kind| ModelArtifact {
+            digest: d.repeat(64),
+            kind,
+        };
+        let models: Models = [
+            ("digits".to_owned(), artifact("1", ModelKind::File)),
+            ("words".to_owned(), artifact("2", ModelKind::Folder)),
+        ]
+        .into();
+        let a = resolve_with_models(&m, "a", &bundles, &Layers::new(), &models).expect("a");
+        assert_eq!(a.bindings[0].models, ["digits", "words"]);
+        assert_eq!(a.models, models);
+        assert_eq!(
+            a.artifacts(),
+            ["1".repeat(64), "2".repeat(64), "b".repeat(64)]
+        );
+        // A device whose bindings name no model: the state it had before models existed.
+        let b = resolve_with_models(&m, "b", &bundles, &Layers::new(), &models).expect("b");
+        let json = serde_json::to_string(&b).expect("json");
+        assert!(!json.contains("models"), "{json}");
+        assert_eq!(b.digest(), resolve(&m, "b", &bundles).expect("b").digest());
+        // A new model digest moves only the devices that use it; new code keeps the models.
+        let mut changed = models.clone();
+        changed.insert("digits".to_owned(), artifact("3", ModelKind::File));
+        let digest = |d: &str, ms: &Models| {
+            resolve_with_models(&m, d, &bundles, &Layers::new(), ms)
+                .expect("d")
+                .digest()
+        };
+        assert_ne!(digest("a", &models), digest("a", &changed));
+        assert_eq!(digest("b", &models), digest("b", &changed));
     }
 }

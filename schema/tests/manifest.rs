@@ -1015,3 +1015,80 @@ fn a_rollout_without_devices_is_an_error() {
     let msg = problems_of(&check(text).unwrap_err()).join("\n");
     assert!(msg.contains("no devices"), "{msg}");
 }
+
+#[test]
+fn device_nodes_are_absolute_paths_under_dev_each_listed_once() {
+    let text = with(
+        "    env: { THRESHOLD: 40 }\n",
+        "    env: { THRESHOLD: 40 }\n    deviceNodes: [/dev/dri/renderD128]\n    gpu: nvidia\n",
+    );
+    let text = text.replacen(
+        "    concurrency: 4\n",
+        "    concurrency: 4\n    deviceNodes: [/dev/ttyUSB0, /dev/dri/renderD128]\n",
+        1,
+    );
+    let m = check(&text)
+        .unwrap_or_else(|d| panic!("{:#?}", problems_of(&d)))
+        .manifest;
+    assert_eq!(m.functions["filter"].gpu, Some(edgefn_schema::Gpu::Nvidia));
+    let s = resolve(&m, "gw-01", &BTreeMap::new()).expect("gw-01");
+    let b = s
+        .bindings
+        .iter()
+        .find(|b| b.name == "filter")
+        .expect("filter");
+    assert_eq!(
+        b.device_nodes,
+        ["/dev/dri/renderD128", "/dev/ttyUSB0"],
+        "the function's and the binding's, sorted, once"
+    );
+    assert_eq!(b.gpu, Some(edgefn_schema::Gpu::Nvidia));
+    let json = serde_json::to_string(&b).expect("json");
+    assert!(
+        json.contains(r#""deviceNodes":["/dev/dri/renderD128","/dev/ttyUSB0"],"gpu":"nvidia""#),
+        "{json}"
+    );
+    // A binding without any keeps the digest it had before device nodes existed.
+    let plain = resolve(&manifest(VALID), "gw-01", &BTreeMap::new()).expect("gw-01");
+    assert!(
+        !serde_json::to_string(&plain)
+            .expect("json")
+            .contains("deviceNodes")
+    );
+
+    // Relative, outside /dev, `..`, an empty component, a repeat, an unknown GPU: each at its
+    // place, with what is wrong.
+    let bad = with(
+        "    env: { THRESHOLD: 40 }\n",
+        "    env: { THRESHOLD: 40 }\n    deviceNodes: [dev/null, /etc/passwd, /dev/../etc/shadow, /dev//null, /dev/null, /dev/null]\n    gpu: amd\n",
+    );
+    let found = problems(&bad);
+    let codes: Vec<Code> = found.iter().map(|p| p.0).collect();
+    assert_eq!(
+        codes,
+        [
+            Code::InvalidDeviceNode,
+            Code::InvalidDeviceNode,
+            Code::InvalidDeviceNode,
+            Code::InvalidDeviceNode,
+            Code::DuplicateName,
+            Code::InvalidValue,
+        ],
+        "{found:?}"
+    );
+    let d = check(&bad).unwrap_err();
+    let messages: Vec<&str> = d.0.iter().map(|d| d.message.as_str()).collect();
+    assert!(
+        messages[2].contains("`/dev/../etc/shadow`") && messages[2].contains("`..`"),
+        "{messages:?}"
+    );
+    assert!(
+        messages[0].contains("not an absolute path under `/dev/`"),
+        "{messages:?}"
+    );
+    let not_list = with(
+        "    env: { THRESHOLD: 40 }\n",
+        "    env: { THRESHOLD: 40 }\n    deviceNodes: /dev/null\n",
+    );
+    assert_eq!(problems(&not_list), [(Code::WrongType, 12, 18)]);
+}

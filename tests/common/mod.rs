@@ -103,6 +103,22 @@ impl Cloud {
         Self::spawn_logged(data, "127.0.0.1:0", extra, Some(log))
     }
 
+    /// Starts a cloud on port 0 without a broker, with extra arguments and environment
+    /// variables (e.g. `--objects s3://…` and the `AWS_*` variables).
+    /// Its log (stderr) goes to `log` when given.
+    pub fn start_env(
+        data: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> Cloud {
+        let args: Vec<&str> = ["--mqtt-listen", "none"]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        Self::spawn_env(data, "127.0.0.1:0", &args, log, env).0
+    }
+
     fn spawn(data: &Path, addr: &str, extra: &[&str]) -> (Cloud, Option<String>) {
         Self::spawn_logged(data, addr, extra, None)
     }
@@ -112,6 +128,16 @@ impl Cloud {
         addr: &str,
         extra: &[&str],
         log: Option<&Path>,
+    ) -> (Cloud, Option<String>) {
+        Self::spawn_env(data, addr, extra, log, &[])
+    }
+
+    fn spawn_env(
+        data: &Path,
+        addr: &str,
+        extra: &[&str],
+        log: Option<&Path>,
+        env: &[(&str, &str)],
     ) -> (Cloud, Option<String>) {
         let token_file = data.join("admin.token");
         std::fs::create_dir_all(data).expect("data dir");
@@ -132,6 +158,7 @@ impl Cloud {
             .args(extra)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(match log {
                 Some(path) => Stdio::from(std::fs::File::create(path).expect("cloud log file")),

@@ -49,6 +49,7 @@ pub(crate) fn control_plane(
         data: data.join("cloud"),
         admin_token_file: Some(data.join("admin.token")),
         secret_key_file: None,
+        objects: None,
     };
     let prepared = edgefn_cloud::prepare(&config).unwrap();
     let listener = rt

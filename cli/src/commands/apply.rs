@@ -167,6 +167,7 @@ pub(crate) fn run(args: &ApplyArgs) -> CliResult {
             "uploadedBytes": uploaded_bytes,
             "bundles": request.bundles,
             "layers": request.layers,
+            "models": request.models,
             "converged": outcome == Outcome::Success && args.wait,
         });
         let _ = writeln!(

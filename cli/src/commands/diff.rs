@@ -33,8 +33,8 @@ pub(crate) struct DeviceDiff {
 pub(crate) struct FunctionChange {
     /// Function name.
     pub(crate) function: String,
-    /// One line per difference: `bundle OLD → NEW` (short digests), `runtime: "python3" →
-    /// "node"`, `binding NAME: env.KEY: "1" → "2"`, `+ binding NAME`, `- binding NAME`.
+    /// One line per difference: `bundle OLD → NEW` (short digests), `model NAME OLD → NEW`,
+    /// `runtime: "python3" → "node"`, `binding NAME: env.KEY: "1" → "2"`, `+ binding NAME`, `- binding NAME`.
     pub(crate) details: Vec<String>,
 }
 
@@ -52,8 +52,9 @@ fn state(
     device: &str,
     bundles: &BTreeMap<String, String>,
     layers: &edgefn_schema::Layers,
+    models: &edgefn_schema::Models,
 ) -> Option<DesiredState> {
-    m.and_then(|m| edgefn_schema::resolve_with_layers(m, device, bundles, layers))
+    m.and_then(|m| edgefn_schema::resolve_with_models(m, device, bundles, layers, models))
 }
 
 /// `value`'s leaves by dotted path (`env.THRESHOLD`); lists and scalars are leaves, as JSON.
@@ -155,6 +156,19 @@ pub(crate) fn compare(old: Option<&DesiredState>, new: Option<&DesiredState>) ->
                 (None, None) => {}
             }
         }
+        // A model its bindings read changes: a new artifact moves to the device.
+        let read: BTreeSet<&String> = bn.values().flat_map(|b| b.models.iter()).collect();
+        for m in read {
+            if let (Some(a), Some(b)) = (old.models.get(m), new.models.get(m)) {
+                if a.digest != b.digest {
+                    details.push(format!(
+                        "model {m} {} → {}",
+                        short(Some(&a.digest)),
+                        short(Some(&b.digest))
+                    ));
+                }
+            }
+        }
         if !details.is_empty() {
             d.changed.push(FunctionChange {
                 function: f.clone(),
@@ -194,16 +208,25 @@ pub(crate) fn run(args: &DiffArgs) -> CliResult {
         &loaded.manifest,
         None,
     )?);
+    let models = crate::models::artifacts(&crate::models::prepare_all(
+        &project.root,
+        &loaded.manifest,
+    )?);
     let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
     let latest = crate::rollout::latest_revision(&client)?;
-    let (old_manifest, old_bundles, old_layers) = if latest == 0 {
-        (None, BTreeMap::new(), edgefn_schema::Layers::new())
+    let (old_manifest, old_bundles, old_layers, old_models) = if latest == 0 {
+        (
+            None,
+            BTreeMap::new(),
+            edgefn_schema::Layers::new(),
+            edgefn_schema::Models::new(),
+        )
     } else {
         let rev: Revision = client.get(&format!("/v1/revisions/{latest}"))?;
         let m = edgefn_schema::load(&Source::new("edgefn.yaml", rev.manifest.as_str()), None)
             .ok()
             .map(|l| l.manifest);
-        (m, rev.bundles, rev.layers)
+        (m, rev.bundles, rev.layers, rev.models)
     };
     let new = &loaded.manifest;
     let mut devices: BTreeSet<&String> = new.devices.keys().collect();
@@ -215,8 +238,14 @@ pub(crate) fn run(args: &DiffArgs) -> CliResult {
     let _ = writeln!(out, "against revision {latest} on {}", client.base());
     let drift = crate::drift::detect(&client)?;
     for device in devices {
-        let before = state(old_manifest.as_ref(), device, &old_bundles, &old_layers);
-        let after = state(Some(new), device, &bundles, &layers);
+        let before = state(
+            old_manifest.as_ref(),
+            device,
+            &old_bundles,
+            &old_layers,
+            &old_models,
+        );
+        let after = state(Some(new), device, &bundles, &layers, &models);
         let d = compare(before.as_ref(), after.as_ref());
         match (&before, &after) {
             (None, Some(_)) => {
@@ -284,4 +313,51 @@ pub(crate) fn run(args: &DiffArgs) -> CliResult {
     } else {
         Outcome::Success
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use edgefn_schema::resolve::{ModelArtifact, ModelKind};
+
+    #[test]
+    fn a_model_change_alone_is_a_change_of_the_functions_that_read_it() {
+        let text = "apiVersion: edgefn/v1\nproject: p\nmodels:\n  - { name: digits, path: m.onnx }\nfunctions:\n  f: { path: f, runtime: python3, handler: main.handle, models: [digits] }\n  g: { path: g, runtime: python3, handler: main.handle }\ndevices:\n  d: {}\nbindings:\n  - { function: f, devices: { names: [d] }, mode: continuous }\n  - { function: g, devices: { names: [d] }, mode: continuous }\n";
+        let manifest = edgefn_schema::load(&edgefn_schema::Source::new("edgefn.yaml", text), None)
+            .expect("loads")
+            .manifest;
+        let bundles = BTreeMap::from([
+            ("f".to_owned(), "a".repeat(64)),
+            ("g".to_owned(), "b".repeat(64)),
+        ]);
+        let models = |digest: &str| {
+            BTreeMap::from([(
+                "digits".to_owned(),
+                ModelArtifact {
+                    digest: digest.repeat(64),
+                    kind: ModelKind::File,
+                },
+            )])
+        };
+        let state = |m| {
+            edgefn_schema::resolve_with_models(&manifest, "d", &bundles, &Default::default(), &m)
+        };
+        let (old, new) = (state(models("1")), state(models("2")));
+        let d = compare(old.as_ref(), new.as_ref());
+        assert_eq!(
+            d.changed,
+            [FunctionChange {
+                function: "f".into(),
+                details: vec![format!(
+                    "model digits {} → {}",
+                    short(Some(&"1".repeat(64))),
+                    short(Some(&"2".repeat(64)))
+                )],
+            }]
+        );
+        assert!(d.added.is_empty() && d.removed.is_empty() && d.routes.is_empty());
+        // The same model: no change.
+        let same = compare(old.as_ref(), state(models("1")).as_ref());
+        assert!(same.changed.is_empty(), "{same:?}");
+    }
 }

@@ -292,8 +292,11 @@ fn sign_rollback(
         client,
         key,
         &loaded.manifest,
-        &old.bundles,
-        &old.layers,
+        &crate::signing::Artifacts {
+            bundles: &old.bundles,
+            layers: &old.layers,
+            models: &old.models,
+        },
         &pins,
         parent + 1,
     )

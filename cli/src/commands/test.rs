@@ -148,9 +148,12 @@ fn spec(
     binding: ResolvedBinding,
     device: &str,
     secrets: &mut LocalSecrets,
+    models: &mut crate::models::LocalModels,
 ) -> Result<edgefn_runtime::FunctionSpec, CliError> {
     let f = &m.functions[function];
     let secrets_dir = secrets.folder_for(&binding)?;
+    // The binding's models, read from the project where they are (no copy).
+    let (models, models_dir) = models.for_binding(&binding.models)?;
     // The function's dependencies, as devices get them, built for this machine.
     let layer_dir = crate::layers::for_host(root, function, f)?;
     Ok(edgefn_runtime::FunctionSpec {
@@ -163,6 +166,8 @@ fn spec(
         device: device.to_owned(),
         revision: 0,
         secrets_dir,
+        models,
+        models_dir,
     })
 }
 
@@ -322,7 +327,15 @@ pub(crate) fn run(args: &TestArgs) -> CliResult {
     eprintln!("sandbox: {} ({})", sandbox.kind(), sandbox.reason());
     let rt = runtime()?;
     let mut secrets = LocalSecrets::load(&project.root)?;
-    let results = rt.block_on(run_cases(&sandbox, &project.root, m, cases, &mut secrets))?;
+    let mut models = crate::models::LocalModels::new(&project.root, m)?;
+    let results = rt.block_on(run_cases(
+        &sandbox,
+        &project.root,
+        m,
+        cases,
+        &mut secrets,
+        &mut models,
+    ))?;
 
     let mut out = std::io::stdout().lock();
     let failed = results.iter().filter(|r| !r.failures.is_empty()).count();
@@ -373,6 +386,7 @@ async fn run_cases(
     m: &Manifest,
     cases: Vec<(String, PathBuf, TestCase)>,
     secrets: &mut LocalSecrets,
+    models: &mut crate::models::LocalModels,
 ) -> Result<Vec<CaseResult>, CliError> {
     let mut results = Vec::new();
     for (function, file, case) in cases {
@@ -384,7 +398,7 @@ async fn run_cases(
         )?;
         let (sink, mut logs) = LogSink::channel();
         let pool = Pool::start(
-            spec(m, root, &function, binding, &device, secrets)?,
+            spec(m, root, &function, binding, &device, secrets, models)?,
             PoolOptions::default(),
             sandbox,
             sink,
@@ -524,6 +538,7 @@ fn simulate(args: &TestArgs, project: &Project, m: &Manifest, topic: &str) -> Cl
     };
     let payload = parse_payload(args.payload.as_deref().unwrap_or("null"));
     let mut secrets = LocalSecrets::load(&project.root)?;
+    let mut models = crate::models::LocalModels::new(&project.root, m)?;
     let sandbox = sandbox(args.sandbox)?;
     let rt = runtime()?;
     let mut out = std::io::stdout().lock();
@@ -548,6 +563,7 @@ fn simulate(args: &TestArgs, project: &Project, m: &Manifest, topic: &str) -> Cl
                 b.clone(),
                 &device,
                 &mut secrets,
+                &mut models,
             )?;
             let (sink, mut logs) = LogSink::channel();
             let event = Event {
@@ -633,6 +649,7 @@ pub(crate) fn invoke(args: &InvokeArgs) -> CliResult {
     let sandbox = sandbox(args.sandbox)?;
     let rt = runtime()?;
     let mut secrets = LocalSecrets::load(&project.root)?;
+    let mut models = crate::models::LocalModels::new(&project.root, m)?;
     let spec = spec(
         m,
         &project.root,
@@ -640,6 +657,7 @@ pub(crate) fn invoke(args: &InvokeArgs) -> CliResult {
         binding,
         &device,
         &mut secrets,
+        &mut models,
     )?;
     let event = Event {
         topic: args.topic.clone(),

@@ -178,6 +178,7 @@ pub(super) async fn bind(
             manifest: text,
             bundles: latest.bundles,
             layers: latest.layers,
+            models: latest.models,
             provenance: Provenance {
                 author: who,
                 message: Some(format!(
@@ -203,6 +204,7 @@ pub(super) async fn bind(
         manifest: request.manifest,
         bundles: request.bundles,
         layers: request.layers,
+        models: request.models,
         signatures: None,
         provenance: request.provenance,
         rollback_of: None,

@@ -156,7 +156,11 @@ pub(super) async fn desired(
         ApiError::bad_request(format!("{}; `wait` is a number of seconds", e.body_text()))
     })?;
     let wait = Duration::from_secs(q.wait.unwrap_or(0).min(MAX_WAIT_SECS));
+    let after = q.after;
     let known = etag_value(&headers);
+    // A waiting long-poll keeps only what it compares: the request's headers share the
+    // connection's read buffer, which is free to be reused once they are gone.
+    drop((headers, caller, q));
     let deadline = tokio::time::Instant::now() + wait;
     let mut rx = state.subscribe_view();
     let mut shutdown = state.shutdown_signal();
@@ -166,7 +170,7 @@ pub(super) async fn desired(
             let view = rx.borrow_and_update();
             (view.desired_for(&name), view.revision)
         };
-        if known.as_deref() != Some(d.digest.as_str()) || q.after.is_some_and(|a| revision > a) {
+        if known.as_deref() != Some(d.digest.as_str()) || after.is_some_and(|a| revision > a) {
             drop(waiting);
             state
                 .metrics

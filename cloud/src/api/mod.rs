@@ -51,7 +51,9 @@ use crate::state::AppState;
 use edgefn_schema::api::ErrorCode;
 
 /// Largest bundle accepted.
-const MAX_BUNDLE_BYTES: usize = 256 << 20;
+/// Largest bundle, dependency layer or model upload (streamed to the store's disk, never held
+/// in memory): 4 GiB.
+const MAX_BUNDLE_BYTES: u64 = 4 << 30;
 /// Largest JSON body accepted, where a route sets no smaller limit.
 const MAX_JSON_BYTES: usize = 16 << 20;
 /// Largest manifest `POST /v1/revisions` accepts, in bytes of YAML. What reading it may cost
@@ -151,7 +153,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
                 .get(bundles::get_bundle)
                 .head(bundles::get_bundle),
         )
-        .layer(DefaultBodyLimit::max(MAX_BUNDLE_BYTES));
+        .layer(DefaultBodyLimit::disable());
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(status::metrics))

@@ -94,6 +94,7 @@ pub(super) fn validate_submission(req: &NewRevision) -> Result<edgefn_schema::Ma
         }
     }
     layer_problems(&manifest, &req.layers, &mut problems);
+    model_problems(&manifest, &req.models, &mut problems);
     if !problems.is_empty() {
         return Err(ApiError::new(
             ErrorCode::InvalidBundles,
@@ -136,6 +137,31 @@ fn layer_problems(
                     "`{name}` has dependency layers but none for {platform}, the platform of device `{device_name}` that runs it"
                 ));
             }
+        }
+    }
+}
+
+/// What is wrong with a revision's models: an artifact for a model the manifest does not
+/// define, a digest that is not one, or a model the manifest defines without an artifact.
+fn model_problems(
+    manifest: &edgefn_schema::Manifest,
+    models: &edgefn_schema::Models,
+    problems: &mut Vec<String>,
+) {
+    for (name, artifact) in models {
+        if !manifest.models.iter().any(|m| &m.name == name) {
+            problems.push(format!(
+                "an artifact for model `{name}`, which the manifest does not define"
+            ));
+        } else if !bundle::is_digest(&artifact.digest) {
+            problems.push(format!(
+                "the artifact of model `{name}` is not a sha256 digest"
+            ));
+        }
+    }
+    for m in &manifest.models {
+        if !models.contains_key(&m.name) {
+            problems.push(format!("model `{}` has no artifact digest", m.name));
         }
     }
 }
@@ -242,6 +268,7 @@ pub(super) async fn commit_with(
         && view.bundles == draft.bundles
         && view.secrets == draft.secrets
         && view.layers == draft.layers
+        && view.models == draft.models
         && (draft.signatures.is_none()
             || signer(view.signatures.as_ref()) == signer(draft.signatures.as_ref()))
     {
@@ -378,6 +405,7 @@ async fn check_signatures(
         manifest: draft.manifest.clone(),
         bundles: draft.bundles.clone(),
         layers: draft.layers.clone(),
+        models: draft.models.clone(),
         secrets: draft.secrets.clone(),
         signatures: None,
     };
@@ -418,6 +446,7 @@ pub(super) async fn create_revision(
         manifest: req.manifest,
         bundles: req.bundles,
         layers: req.layers,
+        models: req.models,
         provenance: req.provenance,
         rollback_of: None,
         created_ms: now_ms(),
@@ -512,6 +541,7 @@ pub(super) async fn rollback(
         manifest: old.manifest.clone(),
         bundles: old.bundles.clone(),
         layers: old.layers.clone(),
+        models: old.models.clone(),
         provenance: Provenance {
             message: Some(format!("rollback to revision {to}")),
             ..old.summary.provenance.clone()

@@ -136,6 +136,7 @@ pub(super) async fn set(
             manifest: latest.manifest,
             bundles: latest.bundles,
             layers: latest.layers,
+            models: latest.models,
             provenance: Provenance {
                 message: Some(format!("secret set {name} (version {version})")),
                 tool: tool.clone(),

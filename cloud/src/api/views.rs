@@ -21,8 +21,8 @@ use crate::error::{ApiError, blocking};
 use crate::registry::Caller;
 use crate::state::AppState;
 
-/// Most bytes a bundle may inflate to when it is read for a view (a bundle is at most 256 MiB
-/// compressed; what it inflates to is capped here, as on a device).
+/// Most bytes a bundle may inflate to when it is read for a view (it is read streaming; what
+/// it inflates to is capped here, as on a device).
 const MAX_INFLATED: u64 = 1 << 30;
 /// Most entries a listing shows (the total is counted).
 const MAX_LISTED: usize = 1000;
@@ -187,20 +187,24 @@ async fn read_bundle(
     }
     let store = state.store.clone();
     blocking(move || {
-        let bytes = store
-            .bundle(&digest)?
+        // Streamed from the store: a stored model of hundreds of MB is never held whole.
+        let read = store
+            .read_bundle(&digest, 0)?
             .ok_or_else(|| ApiError::not_found("no bundle with this digest"))?;
+        let size = read.total;
         let mut lister = Lister {
             want,
             ..Lister::default()
         };
-        bundle::unpack_into(bytes.as_slice(), MAX_INFLATED, &mut lister).map_err(|e| {
+        let reader =
+            std::io::BufReader::with_capacity(64 << 10, crate::objects::BlockingRead::new(read));
+        bundle::unpack_into(reader, MAX_INFLATED, &mut lister).map_err(|e| {
             ApiError::new(
                 edgefn_schema::api::ErrorCode::Internal,
                 format!("the stored bundle cannot be read: {e}"),
             )
         })?;
-        Ok((lister, bytes.len() as u64))
+        Ok((lister, size))
     })
     .await
 }

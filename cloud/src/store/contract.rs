@@ -16,6 +16,7 @@ pub(crate) fn draft(bundles: &[(&str, &str)], secrets: &[(&str, u64)], created_m
             .map(|(f, d)| ((*f).to_owned(), (*d).to_owned()))
             .collect(),
         layers: Default::default(),
+        models: Default::default(),
         provenance: Provenance {
             commit: Some("0123abcd".into()),
             message: Some("a change".into()),

@@ -108,6 +108,12 @@ pub(crate) struct PgStore {
     /// Messages marked by this process ([`Store::mark_message`]), to sweep expired marks now
     /// and then.
     marks: std::sync::atomic::AtomicU64,
+    /// Where bundles live when an object store is configured (`--objects`), with the folder
+    /// uploads are spooled to; `None`: in the `bundles` table.
+    objects: Option<(
+        std::sync::Arc<dyn crate::objects::Objects>,
+        std::path::PathBuf,
+    )>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -392,6 +398,7 @@ impl PgStore {
             .test_on_check_out(true)
             .build_unchecked(PostgresConnectionManager::new(config.clone(), NoTls));
         Ok(Self {
+            objects: None,
             pool: Some(pool),
             config,
             shown,
@@ -410,6 +417,23 @@ impl PgStore {
     /// The database as shown in messages (no password).
     pub(crate) fn shown(&self) -> &str {
         &self.shown
+    }
+
+    /// Keeps bundles (and layers and models) in `objects` rather than in the database; an
+    /// upload is spooled to a file in `uploads` (emptied now) on its way there.
+    pub(crate) fn with_objects(
+        mut self,
+        objects: std::sync::Arc<dyn crate::objects::Objects>,
+        uploads: std::path::PathBuf,
+    ) -> Result<Self, StoreError> {
+        let _ = std::fs::remove_dir_all(&uploads);
+        std::fs::create_dir_all(&uploads).map_err(|source| StoreError::Io {
+            action: "create",
+            path: uploads.clone(),
+            source,
+        })?;
+        self.objects = Some((objects, uploads));
+        Ok(self)
     }
 
     fn conn(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>, StoreError> {
@@ -462,6 +486,10 @@ impl PgStore {
     fn missing_bundles(&self, digests: &[String]) -> Result<Vec<String>, StoreError> {
         if digests.is_empty() {
             return Ok(Vec::new());
+        }
+        if let Some((objects, _)) = &self.objects {
+            let named: Vec<&str> = digests.iter().map(String::as_str).collect();
+            return Ok(objects.missing(&named)?);
         }
         let stored: std::collections::HashSet<String> = self
             .conn()?
@@ -534,6 +562,9 @@ impl Store for PgStore {
     }
 
     fn put_bundle(&self, digest: &str, bytes: &[u8]) -> Result<bool, StoreError> {
+        if let Some((objects, _)) = &self.objects {
+            return Ok(objects.put(digest, bytes)?);
+        }
         let n = self
             .conn()?
             .execute(
@@ -544,7 +575,81 @@ impl Store for PgStore {
         Ok(n == 1)
     }
 
+    fn put_bundle_from(
+        &self,
+        digest: &str,
+        body: &mut dyn std::io::Read,
+    ) -> Result<bool, StoreError> {
+        let Some((objects, uploads)) = &self.objects else {
+            // Into the `bundles` table: held whole (bytea), as `put_bundle` does.
+            let mut bytes = Vec::new();
+            body.read_to_end(&mut bytes)
+                .map_err(|source| StoreError::Io {
+                    action: "receive bundle",
+                    path: digest.into(),
+                    source,
+                })?;
+            return self.put_bundle(digest, &bytes);
+        };
+        if objects.has(digest)? {
+            // Still read to the end: the caller's digest check and the client's upload finish.
+            std::io::copy(body, &mut std::io::sink()).map_err(|source| StoreError::Io {
+                action: "receive bundle",
+                path: digest.into(),
+                source,
+            })?;
+            return Ok(false);
+        }
+        let tmp = uploads.join(format!(
+            "{digest}-{}-{}",
+            std::process::id(),
+            edgefn_os::time::now_ms()
+        ));
+        let spooled = (|| {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
+            std::io::copy(body, &mut f).map(|_| ())
+        })();
+        let stored = spooled
+            .map_err(|source| StoreError::Io {
+                action: "receive bundle",
+                path: tmp.clone(),
+                source,
+            })
+            .and_then(|()| Ok(objects.put_file(digest, &tmp)?));
+        let _ = std::fs::remove_file(&tmp);
+        stored
+    }
+
+    fn read_bundle(
+        &self,
+        digest: &str,
+        start: u64,
+    ) -> Result<Option<crate::objects::ObjectRead>, StoreError> {
+        match &self.objects {
+            Some((objects, _)) => Ok(objects.read(digest, start)?),
+            None => {
+                // The default: the bytea, whole.
+                Ok(self.bundle(digest)?.map(|b| {
+                    let total = b.len() as u64;
+                    let start = start.min(total);
+                    let rest = bytes::Bytes::from(b).slice(usize::try_from(start).unwrap_or(0)..);
+                    crate::objects::ObjectRead {
+                        total,
+                        start,
+                        body: Box::pin(futures_util::stream::iter([Ok(rest)])),
+                    }
+                }))
+            }
+        }
+    }
+
     fn bundle(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some((objects, _)) = &self.objects {
+            return Ok(objects.get(digest)?);
+        }
         let row = self
             .conn()?
             .query_opt("SELECT bytes FROM bundles WHERE digest = $1", &[&digest])
@@ -599,6 +704,7 @@ impl Store for PgStore {
             .bundles
             .values()
             .chain(draft.layers.values().flat_map(|by| by.values()))
+            .chain(draft.models.values().map(|m| &m.digest))
             .cloned()
             .collect();
         let missing = self.missing_bundles(&digests)?;
@@ -661,6 +767,7 @@ impl Store for PgStore {
             secrets: draft.secrets,
             signatures: draft.signatures,
             layers: draft.layers,
+            models: draft.models,
         };
         let body = String::from_utf8(json(&revision)).expect("JSON is UTF-8");
         let summary = String::from_utf8(json(&revision.summary)).expect("JSON is UTF-8");
@@ -1523,6 +1630,7 @@ mod tests {
             secrets: BTreeMap::from([("db".to_owned(), 1)]),
             signatures: None,
             layers: Default::default(),
+            models: Default::default(),
         };
         let body = String::from_utf8(json(&old))
             .expect("utf-8")

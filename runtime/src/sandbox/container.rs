@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Exit;
 use crate::sandbox::SandboxOptions;
+use crate::sandbox::devices::DeviceNode;
 
 /// argv\[1\] that makes a binary act as the sandbox helper.
 pub(crate) const HELPER_MARKER: &str = "__edgefn_sandbox_helper";
@@ -61,6 +62,16 @@ pub(crate) struct HelperConfig {
     /// The function's secrets folder on the host, bound read-only at [`SECRETS_MOUNT`].
     #[serde(default)]
     pub(crate) secrets_dir: Option<PathBuf>,
+    /// Device nodes bound into the container's `/dev` and allowed by its device cgroup.
+    #[serde(default)]
+    pub(crate) device_nodes: Vec<DeviceNode>,
+    /// Files bound read-only at their own path (GPU driver libraries outside `/usr`).
+    #[serde(default)]
+    pub(crate) read_only_files: Vec<PathBuf>,
+    /// The function's models on the host (name → file or folder), each bound read-only at
+    /// `/models/NAME`.
+    #[serde(default)]
+    pub(crate) models: Vec<(String, PathBuf)>,
 }
 
 /// One line the helper writes on its status pipe.
@@ -175,6 +186,9 @@ fn probe(helper: &Path, options: &SandboxOptions) -> Result<(), String> {
         probe: true,
         channel_as_stdio: false,
         secrets_dir: None,
+        device_nodes: Vec::new(),
+        read_only_files: Vec::new(),
+        models: Vec::new(),
     };
     let json = serde_json::to_string(&config).map_err(|e| e.to_string())?;
     let out = std::process::Command::new(helper)

@@ -76,6 +76,19 @@ impl StatusWriter {
 
 fn run(cfg: &HelperConfig, status: &mut StatusWriter) -> Result<(), String> {
     let rootfs = ensure_rootfs(&cfg.state_dir)?;
+    // Mount points of the models: a file for a file, a folder for a folder (the root is
+    // shared and read-only inside; an empty entry is all it holds).
+    for (name, path) in &cfg.models {
+        let point = rootfs.join("models").join(name);
+        let made = if path.is_dir() {
+            std::fs::create_dir_all(&point)
+        } else if point.exists() {
+            Ok(())
+        } else {
+            std::fs::File::create(&point).map(drop)
+        };
+        made.map_err(|e| format!("{}: {e}", point.display()))?;
+    }
     let bundle = cfg.state_dir.join("bundles").join(&cfg.id);
     let state_root = cfg.state_dir.join("state");
     if cfg.probe {
@@ -130,6 +143,11 @@ fn create_and_run(
         .with_detach(true)
         .build()
         .map_err(|e| format!("cannot create the container: {e}"))?;
+    // Created, not yet running the function: narrow the device cgroup before it does.
+    if let Err(e) = narrow_device_cgroup(&cfg.id, &cfg.device_nodes) {
+        let _ = container.delete(true);
+        return Err(e);
+    }
     container
         .start()
         .map_err(|e| format!("cannot start the container: {e}"))?;
@@ -152,6 +170,44 @@ fn create_and_run(
     let oom = signal == Some(Signal::SIGKILL as i32) && oom_killed(&cfg.id);
     let _ = container.delete(true);
     status.send(&HelperStatus::Exited { code, signal, oom });
+    Ok(())
+}
+
+/// Rules libcontainer's cgroup v1 devices controller always adds beyond the standard set
+/// (`/dev/console`, `/dev/pts/*`, `/dev/ptmx`, `/dev/net/tun`, and mknod of any node): none of
+/// them is in the container's `/dev`, and none may be opened or made there.
+const EXTRA_V1_RULES: [&str; 6] = [
+    "c 5:1 rwm",
+    "c 136:* rwm",
+    "c 5:2 rwm",
+    "c 10:200 rwm",
+    "c *:* m",
+    "b *:* m",
+];
+
+/// Takes out of container `id`'s cgroup v1 device rules what libcontainer adds beyond the
+/// standard set and the `asked` nodes, leaving exactly: `/dev/null`, `zero`, `full`, `random`,
+/// `urandom`, `tty` and `asked`, each `rwm`. A cgroup v2 host keeps libcontainer's eBPF program
+/// (the extra nodes are still absent from the container's `/dev`).
+fn narrow_device_cgroup(
+    id: &str,
+    asked: &[crate::sandbox::devices::DeviceNode],
+) -> Result<(), String> {
+    let cgroup = Path::new("/sys/fs/cgroup/devices/edgefn").join(id);
+    if !cgroup.is_dir() {
+        return Ok(());
+    }
+    for rule in EXTRA_V1_RULES {
+        let asked_too = asked.iter().any(|n| {
+            let exact = n.rule() + " rwm";
+            exact == rule || (rule == "c 136:* rwm" && n.kind == 'c' && n.major == 136)
+        });
+        if asked_too {
+            continue;
+        }
+        std::fs::write(cgroup.join("devices.deny"), rule)
+            .map_err(|e| format!("cannot narrow the device cgroup ({rule}): {e}"))?;
+    }
     Ok(())
 }
 
@@ -245,6 +301,7 @@ fn ensure_rootfs(state_dir: &Path) -> Result<PathBuf, String> {
         "proc",
         "dev",
         "run/secrets",
+        "models",
     ] {
         let p = rootfs.join(dir);
         std::fs::create_dir_all(&p).map_err(|e| fail(&p, e))?;
@@ -295,6 +352,39 @@ fn oci_spec(cfg: &HelperConfig, rootfs: &Path) -> serde_json::Value {
     if let Some(dir) = &cfg.secrets_dir {
         mounts.push(ro_bind(dir, SECRETS_MOUNT));
     }
+    // The device nodes the binding asked for, bound at their own path in the container's /dev
+    // (a tmpfs without `nodev`), and GPU driver libraries outside /usr, read-only.
+    for n in &cfg.device_nodes {
+        mounts.push(
+            json!({"destination": n.path, "type": "bind", "source": n.path,
+                           "options": ["bind", "nosuid", "noexec"]}),
+        );
+    }
+    for f in &cfg.read_only_files {
+        mounts.push(json!({"destination": f, "type": "bind", "source": f,
+                           "options": ["bind", "ro", "nosuid", "nodev"]}));
+    }
+    // The device cgroup: nothing, then the asked nodes (libcontainer adds the standard set).
+    let mut device_rules = vec![json!({"allow": false, "access": "rwm"})];
+    device_rules.extend(cfg.device_nodes.iter().map(|n| {
+        json!({"allow": true, "type": n.kind.to_string(), "major": n.major, "minor": n.minor,
+               "access": "rwm"})
+    }));
+    // The binding's models, each read-only at /models/NAME; no other model is visible. The
+    // container root is shared by every container, so /models is a small tmpfs of this
+    // container's own, root's and read-only to others: the mount points made there for
+    // one container's models do not show in the next.
+    mounts.push(
+        json!({"destination": crate::function::MODELS_MOUNT, "type": "tmpfs",
+                       "source": "tmpfs",
+                       "options": ["nosuid", "nodev", "noexec", "mode=755", "size=64k"]}),
+    );
+    for (name, path) in &cfg.models {
+        mounts.push(ro_bind(
+            path,
+            &format!("{}/{name}", crate::function::MODELS_MOUNT),
+        ));
+    }
     json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -316,7 +406,7 @@ fn oci_spec(cfg: &HelperConfig, rootfs: &Path) -> serde_json::Value {
             "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
             "cgroupsPath": format!("/edgefn/{}", cfg.id),
             "resources": {
-                "devices": [{"allow": false, "access": "rwm"}],
+                "devices": device_rules,
                 "memory": {"limit": cfg.memory_bytes},
                 "cpu": {"quota": u64::from(cfg.cpu_millis) * 100, "period": 100_000},
                 "pids": {"limit": cfg.max_pids}

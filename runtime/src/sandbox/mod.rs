@@ -8,6 +8,7 @@
 //! [`Sandbox::new`] resolves [`SandboxKind::Auto`] once and says why it picked what it picked.
 
 pub(crate) mod container;
+pub(crate) mod devices;
 pub(crate) mod helper;
 pub(crate) mod process;
 pub(crate) mod record;

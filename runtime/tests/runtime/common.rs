@@ -35,6 +35,9 @@ pub fn binding(name: &str, mode: Mode) -> ResolvedBinding {
         timeout_ms: 5_000,
         env: BTreeMap::new(),
         secrets: BTreeMap::new(),
+        device_nodes: Vec::new(),
+        gpu: None,
+        models: Vec::new(),
     }
 }
 
@@ -51,6 +54,8 @@ pub fn exec_spec(args: &[&str]) -> FunctionSpec {
         device: "dev-1".into(),
         revision: 7,
         secrets_dir: None,
+        models: Default::default(),
+        models_dir: None,
     }
 }
 
@@ -74,6 +79,8 @@ pub fn lang_spec(runtime: Runtime, handler: &str, dir: &Path) -> FunctionSpec {
         device: "dev-1".into(),
         revision: 7,
         secrets_dir: None,
+        models: Default::default(),
+        models_dir: None,
     }
 }
 

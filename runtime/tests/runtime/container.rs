@@ -579,3 +579,173 @@ async fn a_container_left_by_a_dead_runtime_is_swept() {
         Vec::<String>::new()
     );
 }
+
+/// A character device node made for a test with mknod under `/dev`, removed when dropped.
+struct TestNode(PathBuf);
+
+impl TestNode {
+    fn make(name: &str, major: u64, minor: u64) -> TestNode {
+        let path = PathBuf::from(format!("/dev/edgefn-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let status = std::process::Command::new("mknod")
+            .args(["-m", "0666"])
+            .arg(&path)
+            .args(["c", &major.to_string(), &minor.to_string()])
+            .status()
+            .expect("run mknod");
+        assert!(status.success(), "mknod {}", path.display());
+        TestNode(path)
+    }
+
+    fn path(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+const PY_DEVICES: &str = r#"
+import errno, os
+
+def probe(event, context):
+    out = {}
+    for p in event["payload"]["paths"]:
+        try:
+            fd = os.open(p, os.O_RDWR)
+            os.close(fd)
+            out[p] = "opened"
+        except OSError as e:
+            out[p] = errno.errorcode.get(e.errno, str(e.errno))
+    out["dev"] = sorted(os.listdir("/dev"))
+    return out
+"#;
+
+/// The device cgroup (v1) rules of the running container of `binding`, sorted; `None` on a
+/// cgroup v2 host.
+fn device_rules(binding: &str) -> Option<Vec<String>> {
+    let prefix = format!("{binding}-{}-", std::process::id());
+    let dir = std::fs::read_dir("/sys/fs/cgroup/devices/edgefn")
+        .ok()?
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with(&prefix))?
+        .path();
+    let text = std::fs::read_to_string(dir.join("devices.list")).expect("devices.list");
+    let mut rules: Vec<String> = text.lines().map(str::to_owned).collect();
+    rules.sort();
+    Some(rules)
+}
+
+/// A binding that asks for a device node sees exactly that node in its container's `/dev` and
+/// can open it; another node the host has is neither there nor allowed by the device cgroup,
+/// whose rules are the standard set plus the asked node.
+#[tokio::test]
+async fn a_container_gets_exactly_the_device_nodes_asked_for() {
+    let Some((sandbox, state)) = container() else {
+        return;
+    };
+    // /dev/fuse's numbers (outside the standard set, opened by anyone) where the host has it.
+    let (major, minor) = if Path::new("/dev/fuse").exists() {
+        (10, 229)
+    } else {
+        (1, 3)
+    };
+    let asked = TestNode::make("asked", major, minor);
+    let other = TestNode::make("other", 1, 5);
+    let dir = bundle(&[("main.py", PY_DEVICES)]);
+    let mut spec = lang_spec(Runtime::Python3, "main.probe", dir.path());
+    spec.binding.name = "ctr-dev".into();
+    spec.binding.device_nodes = vec![asked.path()];
+    let p = Pool::start(spec, PoolOptions::default(), &sandbox, LogSink::discard()).expect("pool");
+    let r = p
+        .invoke(&Event::json(
+            "t",
+            json!({"paths": [asked.path(), other.path(), "/dev/kmsg", "/dev/null"]}),
+        ))
+        .await
+        .expect("reply");
+    let Payload::Json(v) = &r.result else {
+        panic!("{r:?}")
+    };
+    assert_eq!(v[asked.path()], "opened", "{v}");
+    assert_eq!(v[other.path()], "ENOENT", "{v}");
+    assert_eq!(v["/dev/kmsg"], "ENOENT", "{v}");
+    assert_eq!(v["/dev/null"], "opened", "{v}");
+    let listed: Vec<&str> = v["dev"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|x| x.as_str())
+        .collect();
+    let asked_name = asked.0.file_name().unwrap().to_string_lossy().into_owned();
+    let nodes: Vec<&str> = listed
+        .iter()
+        .copied()
+        .filter(|n| n.starts_with("edgefn-test-"))
+        .collect();
+    assert_eq!(nodes, [asked_name.as_str()], "{listed:?}");
+    let rules = device_rules("ctr-dev");
+    assert_eq!(
+        rules.is_some(),
+        Path::new("/sys/fs/cgroup/devices").is_dir(),
+        "a cgroup v1 host has the container's device rules"
+    );
+    if let Some(rules) = rules {
+        let mut want: Vec<String> = [
+            "c 1:3 rwm",
+            "c 1:5 rwm",
+            "c 1:7 rwm",
+            "c 1:8 rwm",
+            "c 1:9 rwm",
+            "c 5:0 rwm",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        want.push(format!("c {major}:{minor} rwm"));
+        want.sort();
+        want.dedup();
+        assert_eq!(
+            rules, want,
+            "the standard set and the asked node, nothing else"
+        );
+    }
+    p.stop().await;
+    assert_eq!(
+        container_leftovers_of(state.path(), "ctr-dev"),
+        Vec::<String>::new()
+    );
+}
+
+/// A node that is not there stops the instance before it starts, naming the node; in either
+/// sandbox.
+#[tokio::test]
+async fn a_missing_device_node_stops_the_instance_naming_it() {
+    let dir = bundle(&[("main.py", PY_DEVICES)]);
+    let missing = format!("/dev/edgefn-test-absent-{}", std::process::id());
+    let mut sandboxes = vec![(Sandbox::process(), None)];
+    if let Some((s, state)) = container() {
+        sandboxes.push((s, Some(state)));
+    }
+    for (sandbox, _state) in sandboxes {
+        let mut spec = lang_spec(Runtime::Python3, "main.probe", dir.path());
+        spec.binding.name = "ctr-missing".into();
+        spec.binding.device_nodes = vec!["/dev/null".into(), missing.clone()];
+        assert_eq!(
+            edgefn_runtime::missing_device_nodes(&spec.binding),
+            std::slice::from_ref(&missing)
+        );
+        let p =
+            Pool::start(spec, PoolOptions::default(), &sandbox, LogSink::discard()).expect("pool");
+        let err = p.warm().await.expect_err("cannot start");
+        assert!(
+            err.to_string()
+                .contains(&format!("device node {missing} is missing")),
+            "{err}"
+        );
+        p.stop().await;
+    }
+}

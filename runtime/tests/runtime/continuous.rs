@@ -23,6 +23,8 @@ fn sh(script: &str) -> FunctionSpec {
         device: "dev-1".into(),
         revision: 1,
         secrets_dir: None,
+        models: Default::default(),
+        models_dir: None,
     }
 }
 

@@ -5,6 +5,7 @@ mod container;
 mod continuous;
 mod hostile;
 mod layers;
+mod models;
 mod plain;
 mod pool;
 mod shims;

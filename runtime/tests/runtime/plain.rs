@@ -21,6 +21,8 @@ fn sh(interface: Interface, script: &str) -> FunctionSpec {
         device: "dev-1".into(),
         revision: 3,
         secrets_dir: None,
+        models: Default::default(),
+        models_dir: None,
     }
 }
 

@@ -96,6 +96,7 @@ pub(crate) fn run(args: &DevArgs) -> CliResult {
         admin_token_file: Some(state.join("admin.token")),
         // Beside the data folder, not in it (both git-ignored under `.edgefn/`).
         secret_key_file: Some(state.join("cloud.secret-key")),
+        objects: None,
     };
     let prepared = edgefn_cloud::prepare(&cloud_config)
         .map_err(|e| CliError::failed("the local control plane", "", e))?;
