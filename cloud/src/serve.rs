@@ -27,7 +27,9 @@ use tokio::sync::watch;
 /// hyper's smallest allowed read buffer limit: the longest request head the API accepts.
 pub(crate) const MAX_BUF_SIZE: usize = 8 * 1024;
 
-/// Longest a client may take to send a request head.
+/// Longest a client may take to send a request head; hyper runs it also while a kept-alive
+/// connection waits for its next request, so it is the idle timeout of kept-alive connections
+/// too (edgefn's clients drop idle connections sooner: `edgefn_os::http::POOL_IDLE_TIMEOUT`).
 pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves `app` on `listener` until `shutdown` completes, then waits for the connections to

@@ -6,6 +6,14 @@ use std::time::Duration;
 /// How long a client waits for a TCP connection (and TLS handshake) to the server.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a kept-alive connection may sit idle in the client's pool before it is dropped
+/// rather than reused. The control plane closes a connection that sends no request head for 30
+/// s (hyper's header read timeout, which also runs while a kept-alive connection waits for its
+/// next request); a client that reused an older one (the CLI, whose runtime does not run
+/// between requests and so never sees the close) got "connection closed before message
+/// completed" after a slow step, such as building a dependency layer between two requests.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Why a client could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -21,7 +29,8 @@ pub enum ClientError {
 }
 
 /// An HTTP client for `http://` and `https://` servers: connections time out after
-/// [`CONNECT_TIMEOUT`], and `https://` servers are verified against the system's roots and, when
+/// [`CONNECT_TIMEOUT`], idle ones are not reused after [`POOL_IDLE_TIMEOUT`], and `https://`
+/// servers are verified against the system's roots and, when
 /// `ca_pem` is given, the certificates of that PEM bundle too (a private CA).
 ///
 /// Installs rustls' ring provider as the process default, once per process.
@@ -32,7 +41,9 @@ pub fn client(ca_pem: Option<&[u8]>) -> Result<reqwest::Client, ClientError> {
 /// Like [`client`], for a caller that sets more (e.g. timeouts of its own) before building.
 pub fn builder(ca_pem: Option<&[u8]>) -> Result<reqwest::ClientBuilder, ClientError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut builder = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT);
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT);
     if let Some(pem) = ca_pem {
         let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(ClientError::Pem)?;
         if certs.is_empty() {
