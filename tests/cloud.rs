@@ -644,18 +644,18 @@ fn hostile_manifests_and_bodies_get_a_4xx_and_the_cloud_stays_up() {
         body["error"]["message"]
     );
 
-    // A manifest over 1 MiB, in a body under the route's limit.
+    // A manifest over 8 MiB, in a body under the route's limit.
     let big = format!(
         "apiVersion: edgefn/v1\nproject: big\n# {}\n",
-        "x".repeat(1 << 20)
+        "x".repeat(8 << 20)
     );
     let r = submit(&cloud, &big, &no_bundles, 0);
     assert_eq!(r.status, 413, "{}", text(&r.body));
     assert_eq!(r.json()["error"]["code"], "manifest_too_large");
 
-    // Bodies over a route's limit: 4 MiB for revisions, 6 × 256 KiB + 64 KiB for messages.
+    // Bodies over a route's limit: 32 MiB for revisions, 6 × 256 KiB + 64 KiB for messages.
     for (path, limit) in [
-        ("/v1/revisions", 4 << 20),
+        ("/v1/revisions", 32 << 20),
         ("/v1/publish", 6 * (256 << 10) + (64 << 10)),
     ] {
         let r = http(&addr, "POST", path, admin, &json, &vec![b' '; limit + 1]);

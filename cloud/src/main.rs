@@ -94,6 +94,20 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
+    // One descriptor per connected device: lift the soft limit to the hard one.
+    match edgefn_os::limits::raise_open_files(None) {
+        Ok(l) if l.now > l.before => {
+            tracing::debug!(
+                before = l.before,
+                now = l.now,
+                "raised the open-files limit"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(
+            "cannot raise the open-files limit ({e}): each connected device holds one"
+        ),
+    }
     let config = edgefn_cloud::Config {
         data: args.data.clone(),
         admin_token_file: args.admin_token_file.clone(),

@@ -98,7 +98,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "post",
         path: "/v1/revisions",
         access: Access::Admin,
-        summary: "Submit a manifest and its bundle digests as the next revision. 409 when `expectedParent` is not the latest; 200 with `created: false` when nothing changes. 422 with the manifest's diagnostics (the first 100); 413 for a body over 4 MiB or a manifest over 1 MiB.",
+        summary: "Submit a manifest and its bundle digests as the next revision. 409 when `expectedParent` is not the latest; 200 with `created: false` when nothing changes. 422 with the manifest's diagnostics (the first 100); 413 for a body over 32 MiB or a manifest over 8 MiB.",
         request: Some("NewRevision"),
         response: (201, Some("ApplyResponse")),
     },

@@ -7,6 +7,7 @@
 //! - [`signal`]: the shutdown signal (SIGINT or SIGTERM) as a future.
 //! - [`backoff`]: exponential backoff with a cap and jitter, for retries.
 //! - [`secret`]: comparison of secrets in constant time.
+//! - [`limits`]: raising the open-files limit (one descriptor per connected device).
 //! - `http` (cargo feature `http`): the HTTP client, trusting a private CA besides the system's
 //!   roots.
 
@@ -14,6 +15,7 @@ pub mod backoff;
 pub mod file;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod limits;
 pub mod secret;
 pub mod signal;
 pub mod time;

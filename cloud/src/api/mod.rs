@@ -58,8 +58,9 @@ const MAX_BUNDLE_BYTES: u64 = 4 << 30;
 const MAX_JSON_BYTES: usize = 16 << 20;
 /// Largest manifest `POST /v1/revisions` accepts, in bytes of YAML. What reading it may cost
 /// is proportional: the tree, and what aliases copy (the YAML reader's
-/// `edgefn_schema::yaml::expansion_budget`).
-const MAX_MANIFEST_BYTES: usize = 1 << 20;
+/// `edgefn_schema::yaml::expansion_budget`). 8 MiB holds a fleet of 100,000 devices listed
+/// with a label or two each (about 40–60 bytes a device).
+const MAX_MANIFEST_BYTES: usize = 8 << 20;
 /// Largest body of `POST /v1/revisions`: a manifest of [`MAX_MANIFEST_BYTES`] (which JSON
 /// escaping at most doubles: YAML has no other control characters than tab and line breaks)
 /// and its bundle map.

@@ -1,0 +1,787 @@
+//! Fleet benchmark against two control-plane replicas on one PostgreSQL, with one of them
+//! SIGKILLed in the middle of a rollout.
+//!
+//! ```sh
+//! cargo bench -p edgefn-cloud --bench replicas -- --devices 10000
+//! cargo bench -p edgefn-cloud --bench replicas -- --devices 100000
+//! ```
+//!
+//! Needs PostgreSQL's programs (`apt-get install postgresql`; `scripts/test.sh` installs them)
+//! and N + 1,500 open files per process (`ulimit -Hn`; each device holds a TCP connection here
+//! and, once B is killed, in replica A): the benchmark raises its soft limit, and its hard limit
+//! when it may (root with CAP_SYS_RESOURCE); the replicas inherit them.
+//!
+//! What it runs: a throwaway PostgreSQL cluster (`tests/common/postgres.rs`: its own `initdb`,
+//! `fsync=off`, so the database's disk is not measured, its CPU is) with `pg_stat_statements`;
+//! two `edgefn-cloud` processes (release build) on it with `--store postgres://…`, A and B; N
+//! devices registered through both, and a revision binding a function to all of them. Then N
+//! light simulated agents, each one TCP connection speaking HTTP/1.1 as an agent does: the
+//! desired state (long-poll with `If-None-Match`, `wait=120`), a status report for each new
+//! state, again. Device i talks to replica i mod 2, as a round-robin balancer would spread them;
+//! when its connection fails it waits as the agent does (0.5–1 s, `agent/src/retry.rs`) and goes
+//! to the other replica, as a balancer that health-checks its backends would send it.
+//!
+//! Measured, for an apply through A with every device long-polling:
+//!
+//! 1. all replicas up: apply → every device has received the revision, → every device has
+//!    reported it, → replica A's `GET /v1/status/page` counts all N converged;
+//! 2. the same apply with replica B SIGKILLed when half the devices have received it: B's devices
+//!    reconnect to A and converge through it.
+//!
+//! For each: the CPU time of each replica and of PostgreSQL (the postmaster and its backends,
+//! from /proc), the statements' execution time and count (`pg_stat_statements`) and the
+//! transactions committed (`pg_stat_database`); the replicas' RSS while all devices wait. Last,
+//! replica A's history must hold each revision once.
+//!
+//! Traffic goes only to 127.0.0.0/8 (the devices use source addresses 127.0.0.2, .3, … so that
+//! 100,000 connections do not run out of ephemeral ports); every wait is bounded in time.
+
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_methods
+)]
+
+#[path = "../../tests/common/postgres.rs"]
+mod pg;
+
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use edgefn_schema::bundle::{BundleFile, FileKind};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// Devices per source address (Linux gives each about 28,000 ephemeral ports).
+const DEVICES_PER_SOURCE: usize = 10_000;
+/// Longest wait for any phase.
+const PHASE_LIMIT: Duration = Duration::from_secs(900);
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn proc_status_kib(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// (ppid, utime + stime in clock ticks) of a process.
+fn stat(pid: u32) -> Option<(u32, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+    Some((u32::try_from(num(1)?).ok()?, num(11)? + num(12)?))
+}
+
+/// CPU seconds of a process.
+fn cpu_secs(pid: u32) -> f64 {
+    stat(pid).map_or(0.0, |(_, t)| t as f64 / 100.0)
+}
+
+/// CPU seconds of PostgreSQL: the postmaster and every process it started. Backends that
+/// ended in between are not counted (the replicas' pools keep theirs).
+fn pg_cpu_secs(postmaster: u32) -> f64 {
+    let mut ticks = stat(postmaster).map_or(0, |(_, t)| t);
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Some((ppid, t)) = stat(pid)
+            && ppid == postmaster
+        {
+            ticks += t;
+        }
+    }
+    ticks as f64 / 100.0
+}
+
+fn manifest(n: usize, version: u32) -> String {
+    let mut m = String::with_capacity(n * 40 + 512);
+    m.push_str(
+        "apiVersion: edgefn/v1\nproject: fleet-bench\nfunctions:\n  f:\n    path: functions/f\n    runtime: exec\n    handler: [\"./run.sh\"]\ndevices:\n",
+    );
+    for i in 0..n {
+        m.push_str(&format!("  dev-{i:06}: {{ labels: {{ role: sim }} }}\n"));
+    }
+    m.push_str(&format!(
+        "bindings:\n  - function: f\n    devices: {{ labels: {{ role: sim }} }}\n    mode: continuous\n    env: {{ VERSION: \"{version}\" }}\n"
+    ));
+    m
+}
+
+/// One `edgefn-cloud` replica.
+struct Replica {
+    child: Child,
+    url: String,
+    addr: SocketAddr,
+}
+
+impl Replica {
+    fn start(
+        name: &'static str,
+        dir: &std::path::Path,
+        token: &std::path::Path,
+        store: &str,
+    ) -> Replica {
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_edgefn-cloud"))
+            .arg("--data")
+            .arg(dir.join(name))
+            .args(["--listen", "127.0.0.1:0", "--mqtt-listen", "none"])
+            .arg("--admin-token-file")
+            .arg(token)
+            .args(["--store", store, "--log-level", "warn"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start edgefn-cloud");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("replica {name} exited; see its log"))
+                .unwrap();
+            if let Some(u) = line.strip_prefix("edgefn-cloud listening on ") {
+                break u.to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        let addr = url.trim_start_matches("http://").parse().unwrap();
+        Replica { child, url, addr }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the simulated devices have done, shared with the measuring loop.
+struct Progress {
+    /// By revision (index), how many devices have received it / reported it running.
+    received: Vec<AtomicUsize>,
+    reported: Vec<AtomicUsize>,
+    /// Connections opened again after a failure.
+    reconnects: AtomicU64,
+}
+
+const MAX_REVISION: usize = 8;
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            received: (0..=MAX_REVISION).map(|_| AtomicUsize::new(0)).collect(),
+            reported: (0..=MAX_REVISION).map(|_| AtomicUsize::new(0)).collect(),
+            reconnects: AtomicU64::new(0),
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Desired {
+    revision: u64,
+    digest: String,
+}
+
+/// Reads one HTTP/1.1 answer (head and a `Content-Length` body of at most 1 MiB): status, body.
+async fn read_answer(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<(u16, Vec<u8>)> {
+    buf.clear();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let k = s.read(&mut chunk).await?;
+        if k == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..k]);
+        if buf.len() > 1 << 20 {
+            return Err(std::io::Error::other("answer over 1 MiB"));
+        }
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if buf.len() >= end + 4 + len {
+            return Ok((status, buf[end + 4..end + 4 + len].to_vec()));
+        }
+    }
+}
+
+/// One simulated agent: long-poll, report each new state, again; on a failed connection wait
+/// 0.5–1 s and go to the other replica. Runs until aborted.
+#[allow(clippy::too_many_arguments)]
+async fn device(
+    i: usize,
+    name: String,
+    token: String,
+    replicas: [SocketAddr; 2],
+    progress: Arc<Progress>,
+    first: Arc<tokio::sync::Semaphore>,
+) {
+    let source = Ipv4Addr::new(127, 0, 0, 2 + u8::try_from(i / DEVICES_PER_SOURCE).unwrap());
+    let mut home = i % 2;
+    let mut etag = String::new();
+    // A state received but not yet reported (the report failed with the connection).
+    let mut unreported: Option<Desired> = None;
+    let mut permit = Some(first.acquire_owned().await.unwrap());
+    let mut buf = Vec::with_capacity(4096);
+    let mut failures = 0u32;
+    loop {
+        let conn = async {
+            let sock = TcpSocket::new_v4()?;
+            sock.bind(SocketAddr::new(source.into(), 0))?;
+            sock.connect(replicas[home]).await
+        };
+        let mut s = match conn.await {
+            Ok(s) => s,
+            Err(_) => {
+                failures += 1;
+                home = 1 - home;
+                tokio::time::sleep(backoff()).await;
+                continue;
+            }
+        };
+        if failures > 0 {
+            progress.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        let result: std::io::Result<()> = async {
+            loop {
+                if let Some(d) = &unreported {
+                    let body = format!(
+                        "{{\"state\":\"running\",\"runningDigest\":\"{}\",\"runningRevision\":{}}}",
+                        d.digest, d.revision
+                    );
+                    let req = format!(
+                        "POST /v1/devices/{name}/status HTTP/1.1\r\nhost: edgefn\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    s.write_all(req.as_bytes()).await?;
+                    let (status, _) = read_answer(&mut s, &mut buf).await?;
+                    if status != 204 {
+                        return Err(std::io::Error::other(format!("report answered {status}")));
+                    }
+                    let rev = usize::try_from(d.revision).unwrap().min(MAX_REVISION);
+                    progress.reported[rev].fetch_add(1, Ordering::Relaxed);
+                    unreported = None;
+                    permit.take();
+                }
+                let if_none_match = if etag.is_empty() {
+                    String::new()
+                } else {
+                    format!("if-none-match: \"{etag}\"\r\n")
+                };
+                let req = format!(
+                    "GET /v1/devices/{name}/desired?wait=120 HTTP/1.1\r\nhost: edgefn\r\nauthorization: Bearer {token}\r\n{if_none_match}\r\n"
+                );
+                s.write_all(req.as_bytes()).await?;
+                let (status, body) = read_answer(&mut s, &mut buf).await?;
+                match status {
+                    200 => {
+                        let d: Desired = serde_json::from_slice(&body)
+                            .map_err(|e| std::io::Error::other(e.to_string()))?;
+                        let rev = usize::try_from(d.revision).unwrap().min(MAX_REVISION);
+                        progress.received[rev].fetch_add(1, Ordering::Relaxed);
+                        etag.clone_from(&d.digest);
+                        unreported = Some(d);
+                    }
+                    304 => {}
+                    other => return Err(std::io::Error::other(format!("desired answered {other}"))),
+                }
+            }
+        }
+        .await;
+        if result.is_err() {
+            failures += 1;
+            // A closed or reset connection: the replica is gone, go to the other one (a
+            // balancer's redispatch). An HTTP error from a live replica: try it again.
+            let gone = matches!(&result, Err(e) if e.kind() != std::io::ErrorKind::Other);
+            if gone {
+                home = 1 - home;
+            }
+            tokio::time::sleep(backoff()).await;
+        }
+    }
+}
+
+/// The agent's first retry delay: uniformly random in [0.5 s, 1 s] (`agent/src/retry.rs`).
+fn backoff() -> Duration {
+    edgefn_os::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(60)).delay(0)
+}
+
+fn main() {
+    let n = arg("--devices", 10_000);
+    assert!(
+        n <= DEVICES_PER_SOURCE * 200,
+        "at most {} devices",
+        DEVICES_PER_SOURCE * 200
+    );
+    // A connection per device here, and in replica A once B is killed (plus the pools').
+    let want = u64::try_from(n).unwrap() + 1_500;
+    match edgefn_os::limits::raise_open_files(Some(want)) {
+        Ok(l) => println!("open-files limit: {} (was {})", l.now, l.before),
+        Err(e) => {
+            let hard = edgefn_os::limits::raise_open_files(None).map_or(0, |l| l.hard);
+            panic!(
+                "{n} devices need {want} open files in this process and in each replica (every \
+                 device is a TCP connection here and, once B is killed, in A), but the hard \
+                 limit is {hard} and raising it failed ({e}; it takes root with \
+                 CAP_SYS_RESOURCE): raise `ulimit -Hn`, or run with --devices {}",
+                hard.saturating_sub(1_500)
+            )
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run(n));
+}
+
+/// Figures of one phase.
+struct Phase {
+    received: Duration,
+    reported: Duration,
+    converged: Duration,
+    cpu: [f64; 2],
+    pg_cpu: f64,
+    statements_ms: f64,
+    statements: u64,
+    commits: u64,
+    reconnects: u64,
+    killed_at: Option<usize>,
+}
+
+/// (total execution time in ms, calls) of all statements, and the commits of `db`.
+fn pg_counters(pg: &pg::PgServer, db: &str) -> (f64, u64, u64) {
+    let out = pg.psql(
+        db,
+        &format!(
+            "SELECT coalesce(sum(total_exec_time), 0), coalesce(sum(calls), 0), \
+             (SELECT xact_commit FROM pg_stat_database WHERE datname = '{db}') \
+             FROM pg_stat_statements"
+        ),
+    );
+    let f: Vec<&str> = out.split('|').collect();
+    (
+        f[0].parse().unwrap(),
+        f[1].parse().unwrap(),
+        f[2].parse().unwrap(),
+    )
+}
+
+#[allow(clippy::too_many_lines)]
+async fn run(n: usize) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // PostgreSQL with pg_stat_statements.
+    let mut pg = pg::PgServer::start();
+    pg.psql(
+        "postgres",
+        "ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'",
+    );
+    pg.stop();
+    pg.start_again();
+    let db = pg.create_db();
+    pg.psql(&db, "CREATE EXTENSION pg_stat_statements");
+    let postmaster: u32 = std::fs::read_to_string(pg.socket_dir().join("data/postmaster.pid"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let store = pg.url(&db);
+
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("admin.token");
+    let a = Replica::start("a", dir.path(), &token_file, &store);
+    let mut b = Some(Replica::start("b", dir.path(), &token_file, &store));
+    let admin = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let urls = [a.url.clone(), b.as_ref().unwrap().url.clone()];
+    let addrs = [a.addr, b.as_ref().unwrap().addr];
+    let pids = [a.pid(), b.as_ref().unwrap().pid()];
+    println!(
+        "edgefn-cloud on PostgreSQL, two replicas: {n} devices; A pid {} at {}, B pid {} at {}",
+        pids[0], urls[0], pids[1], urls[1]
+    );
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap();
+
+    // Register the devices through both replicas, 64 at a time.
+    let t = Instant::now();
+    let names: Vec<String> = (0..n).map(|i| format!("dev-{i:06}")).collect();
+    let mut tokens = Vec::with_capacity(n);
+    for (c, chunk) in names.chunks(64).enumerate() {
+        let handles: Vec<_> = chunk
+            .iter()
+            .enumerate()
+            .map(|(k, name)| {
+                let (http, url, admin, name) = (
+                    http.clone(),
+                    urls[(c + k) % 2].clone(),
+                    admin.clone(),
+                    name.clone(),
+                );
+                tokio::spawn(async move {
+                    let r = http
+                        .post(format!("{url}/v1/devices"))
+                        .bearer_auth(&admin)
+                        .json(&serde_json::json!({ "name": name }))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 201);
+                    let v: serde_json::Value = r.json().await.unwrap();
+                    v["token"].as_str().unwrap().to_owned()
+                })
+            })
+            .collect();
+        for h in handles {
+            tokens.push(h.await.unwrap());
+        }
+    }
+    println!(
+        "registered {n} devices through both replicas in {:.1} s ({:.0} per second)",
+        t.elapsed().as_secs_f64(),
+        n as f64 / t.elapsed().as_secs_f64()
+    );
+
+    let bytes = edgefn_schema::bundle::pack(vec![BundleFile {
+        path: "run.sh".into(),
+        kind: FileKind::Regular {
+            data: b"#!/bin/sh\nsleep 3600\n".to_vec(),
+            executable: true,
+        },
+    }])
+    .unwrap();
+    let digest = edgefn_schema::bundle::digest(&bytes);
+    let r = http
+        .put(format!("{}/v1/bundles/{digest}", urls[0]))
+        .bearer_auth(&admin)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let apply = |version: u32| {
+        let (http, url, admin, digest) =
+            (http.clone(), urls[0].clone(), admin.clone(), digest.clone());
+        async move {
+            let body = serde_json::json!({
+                "manifest": manifest(n, version),
+                "bundles": { "f": digest },
+                "expectedParent": u64::from(version) - 1,
+            });
+            let r = http
+                .post(format!("{url}/v1/revisions"))
+                .bearer_auth(&admin)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        }
+    };
+    let t = Instant::now();
+    apply(1).await;
+    println!(
+        "revision 1 (a manifest of {n} devices, {:.1} MiB) committed in {:.2} s",
+        manifest(n, 1).len() as f64 / f64::from(1 << 20),
+        t.elapsed().as_secs_f64()
+    );
+
+    // The devices join: fetch, report, long-poll; 512 joining at a time.
+    let progress = Arc::new(Progress::new());
+    let joining = Arc::new(tokio::sync::Semaphore::new(512));
+    let t = Instant::now();
+    let sim_cpu_before = cpu_secs(std::process::id());
+    let devices: Vec<_> = names
+        .iter()
+        .cloned()
+        .zip(tokens.iter().cloned())
+        .enumerate()
+        .map(|(i, (name, token))| {
+            tokio::spawn(device(
+                i,
+                name,
+                token,
+                addrs,
+                progress.clone(),
+                joining.clone(),
+            ))
+        })
+        .collect();
+    let waiting = |url: String| {
+        let (http, admin) = (http.clone(), admin.clone());
+        async move {
+            let Ok(r) = http
+                .get(format!("{url}/metrics"))
+                .bearer_auth(&admin)
+                .send()
+                .await
+            else {
+                return 0;
+            };
+            r.text()
+                .await
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("edgefn_longpolls_waiting "))
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0)
+        }
+    };
+    loop {
+        let w = waiting(urls[0].clone()).await + waiting(urls[1].clone()).await;
+        if progress.reported[1].load(Ordering::Relaxed) >= n && w >= n {
+            break;
+        }
+        assert!(
+            t.elapsed() < PHASE_LIMIT,
+            "only {w} of {n} long-polls waiting"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "{n} devices fetched, reported and are long-polling after {:.1} s (simulator CPU {:.1} s)",
+        t.elapsed().as_secs_f64(),
+        cpu_secs(std::process::id()) - sim_cpu_before
+    );
+    let rss_waiting = [
+        proc_status_kib(pids[0], "VmRSS:"),
+        proc_status_kib(pids[1], "VmRSS:"),
+    ];
+    println!(
+        "RSS with all devices waiting (about {} on each): A {:.1} MiB, B {:.1} MiB",
+        n / 2,
+        rss_waiting[0] as f64 / 1024.0,
+        rss_waiting[1] as f64 / 1024.0
+    );
+
+    // Converged as replica A's status page counts it.
+    let converged = |url: String| {
+        let (http, admin) = (http.clone(), admin.clone());
+        async move {
+            let Ok(r) = http
+                .get(format!("{url}/v1/status/page?page=0&size=1"))
+                .bearer_auth(&admin)
+                .send()
+                .await
+            else {
+                return (0, 0);
+            };
+            let v: serde_json::Value = r.json().await.unwrap_or_default();
+            (
+                v["revision"].as_u64().unwrap_or(0),
+                v["counts"]["converged"].as_u64().unwrap_or(0),
+            )
+        }
+    };
+
+    let mut phases = Vec::new();
+    for (version, kill) in [(2u32, false), (3u32, true)] {
+        let rev = version as usize;
+        // Let the previous phase's reports settle into the database.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let pg_before = pg_counters(&pg, &db);
+        let cpu_before = [cpu_secs(pids[0]), cpu_secs(pids[1])];
+        let pg_cpu_before = pg_cpu_secs(postmaster);
+        let reconnects_before = progress.reconnects.load(Ordering::Relaxed);
+        let start = Instant::now();
+        apply(version).await;
+        let (mut received, mut reported, mut killed_at) = (None, None, None);
+        let mut cpu_b = 0.0;
+        loop {
+            let got = progress.received[rev].load(Ordering::Relaxed);
+            if kill && killed_at.is_none() && got >= n / 2 {
+                cpu_b = cpu_secs(pids[1]) - cpu_before[1];
+                drop(b.take()); // SIGKILL
+                killed_at = Some(got);
+                println!(
+                    "  replica B SIGKILLed {:.2} s after the apply, when {got} of {n} devices had received revision {version}",
+                    start.elapsed().as_secs_f64()
+                );
+            }
+            if received.is_none() && got >= n {
+                received = Some(start.elapsed());
+            }
+            if reported.is_none() && progress.reported[rev].load(Ordering::Relaxed) >= n {
+                reported = Some(start.elapsed());
+                break;
+            }
+            assert!(
+                start.elapsed() < PHASE_LIMIT,
+                "revision {version}: {got} of {n} received, {} reported",
+                progress.reported[rev].load(Ordering::Relaxed)
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let converged_at = loop {
+            let (r, c) = converged(urls[0].clone()).await;
+            if r == u64::from(version) && c >= n as u64 {
+                break start.elapsed();
+            }
+            assert!(
+                start.elapsed() < PHASE_LIMIT,
+                "replica A counts {c} of {n} converged on revision {r}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let cpu = [
+            cpu_secs(pids[0]) - cpu_before[0],
+            if kill {
+                cpu_b
+            } else {
+                cpu_secs(pids[1]) - cpu_before[1]
+            },
+        ];
+        let pg_after = pg_counters(&pg, &db);
+        phases.push(Phase {
+            received: received.unwrap(),
+            reported: reported.unwrap(),
+            converged: converged_at,
+            cpu,
+            pg_cpu: pg_cpu_secs(postmaster) - pg_cpu_before,
+            statements_ms: pg_after.0 - pg_before.0,
+            statements: pg_after.1 - pg_before.1,
+            commits: pg_after.2 - pg_before.2,
+            reconnects: progress.reconnects.load(Ordering::Relaxed) - reconnects_before,
+            killed_at,
+        });
+        println!(
+            "  revision {version}{}: all received {:.2} s, all reported {:.2} s, all converged in A's status {:.2} s",
+            if kill {
+                " (B killed at the midpoint)"
+            } else {
+                ""
+            },
+            phases[phases.len() - 1].received.as_secs_f64(),
+            phases[phases.len() - 1].reported.as_secs_f64(),
+            converged_at.as_secs_f64()
+        );
+    }
+
+    // Nothing lost or duplicated: A's history holds revisions 1, 2, 3 once each.
+    let history: serde_json::Value = http
+        .get(format!("{}/v1/revisions", urls[0]))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut numbers: Vec<u64> = history
+        .as_array()
+        .or_else(|| history["revisions"].as_array())
+        .expect("a list of revisions")
+        .iter()
+        .filter_map(|r| r["number"].as_u64().or_else(|| r["revision"].as_u64()))
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, [1, 2, 3], "replica A's history: {history}");
+    println!("replica A's history: revisions 1, 2, 3, each once");
+
+    for d in devices {
+        d.abort();
+    }
+    let (p, k) = (&phases[0], &phases[1]);
+    let ratio = |a: f64, b: f64| {
+        if a > 0.0 {
+            format!("{:.2}", b / a)
+        } else {
+            "–".into()
+        }
+    };
+    println!();
+    println!(
+        "| {n} devices, 2 replicas + PostgreSQL | both replicas up | B SIGKILLed at the midpoint | ratio |"
+    );
+    println!("|---|---:|---:|---:|");
+    for (what, x, y) in [
+        (
+            "apply → every device received the revision (s)",
+            p.received.as_secs_f64(),
+            k.received.as_secs_f64(),
+        ),
+        (
+            "apply → every device reported it (s)",
+            p.reported.as_secs_f64(),
+            k.reported.as_secs_f64(),
+        ),
+        (
+            "apply → all converged in replica A's `/v1/status/page` (s)",
+            p.converged.as_secs_f64(),
+            k.converged.as_secs_f64(),
+        ),
+        ("replica A CPU (s)", p.cpu[0], k.cpu[0]),
+        ("replica B CPU (s; until killed)", p.cpu[1], k.cpu[1]),
+        ("PostgreSQL CPU (s)", p.pg_cpu, k.pg_cpu),
+        (
+            "statements' execution time in PostgreSQL (s)",
+            p.statements_ms / 1000.0,
+            k.statements_ms / 1000.0,
+        ),
+    ] {
+        println!("| {what} | {x:.2} | {y:.2} | {} |", ratio(x, y));
+    }
+    println!(
+        "| statements executed / transactions committed | {} / {} | {} / {} | |",
+        p.statements, p.commits, k.statements, k.commits
+    );
+    println!(
+        "| devices that reconnected | {} | {} (B killed when {} had the revision) | |",
+        p.reconnects,
+        k.reconnects,
+        k.killed_at.unwrap_or(0)
+    );
+    println!(
+        "| RSS with all devices waiting, A / B (MiB) | {:.0} / {:.0} | | |",
+        rss_waiting[0] as f64 / 1024.0,
+        rss_waiting[1] as f64 / 1024.0
+    );
+    println!(
+        "| peak RSS, A (MiB) | {:.0} | | |",
+        proc_status_kib(pids[0], "VmHWM:") as f64 / 1024.0
+    );
+    drop(a);
+    drop(pg);
+}
