@@ -901,16 +901,23 @@ impl Store for PgStore {
             .map(|(r, _)| String::from_utf8(json(r)).expect("JSON is UTF-8"))
             .collect();
         let times: Vec<i64> = last.values().map(|(_, at)| big(*at)).collect();
-        self.conn()?
-            .execute(
-                "INSERT INTO device_status (name, report, at_ms)
-                 SELECT * FROM unnest($1::text[], $2::text[]::jsonb[], $3::bigint[])
-                 ON CONFLICT (name) DO UPDATE SET report = EXCLUDED.report, at_ms = EXCLUDED.at_ms,
-                     seq = nextval('device_status_seq')",
-                &[&names, &reports, &times],
-            )
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(|e| self.err(e))?;
+        // Batches one at a time across every process, so that sequence numbers commit in
+        // order: a reader's `seq > last` (`statuses_since`) would otherwise pass over a batch
+        // that drew lower numbers and committed after a later one — and never see it. EXCLUSIVE
+        // lets readers go on; each process writes one batch at a time, so the wait is short.
+        tx.batch_execute("LOCK TABLE device_status IN EXCLUSIVE MODE")
             .map_err(|e| self.err(e))?;
-        Ok(())
+        tx.execute(
+            "INSERT INTO device_status (name, report, at_ms)
+             SELECT * FROM unnest($1::text[], $2::text[]::jsonb[], $3::bigint[])
+             ON CONFLICT (name) DO UPDATE SET report = EXCLUDED.report, at_ms = EXCLUDED.at_ms,
+                 seq = nextval('device_status_seq')",
+            &[&names, &reports, &times],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
     }
 
     fn statuses(&self) -> Result<BTreeMap<String, (StatusReport, u64)>, StoreError> {
@@ -1490,6 +1497,62 @@ mod tests {
     /// new latest revision; no number is taken twice or skipped.
     /// Two stores on one database: exactly one is the rollout driver; when it stops (its
     /// session ends) the other takes over. A rollout step written over a record that changed
+    /// Reports committed out of the order of their sequence numbers would be passed over by a
+    /// reader's `statuses_since(last)`: a batch in flight (here an open transaction writing a
+    /// report, standing for another process's batch) holds back every later batch, so a reader
+    /// sees it before anything that comes after it.
+    #[test]
+    fn a_report_batch_in_flight_is_never_passed_over_by_a_reader() {
+        let mut server = PgServer::start();
+        let db = server.create_db();
+        let url = server.url(&db);
+        let store = Arc::new(PgStore::connect(&url, QUICK).expect("connect"));
+        let report: StatusReport =
+            serde_json::from_str(r#"{"state":"running","runningRevision":1}"#).expect("report");
+        let mut raw = postgres::Client::connect(&url, postgres::NoTls).expect("raw");
+        let mut slow = raw.transaction().expect("begin");
+        slow.execute(
+            "INSERT INTO device_status (name, report, at_ms) VALUES ('slow', $1::text::jsonb, 1)",
+            &[&String::from_utf8(json(&report)).expect("utf-8")],
+        )
+        .expect("the slow batch draws its number");
+        let writer = {
+            let (store, report) = (store.clone(), report.clone());
+            std::thread::spawn(move || {
+                store
+                    .put_statuses(&[("fast".to_string(), report, 2)])
+                    .expect("the later batch")
+            })
+        };
+        // Wait until the later batch has either committed or is waiting on a lock.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !writer.is_finished()
+            && server.psql(
+                &db,
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+            ) == "0"
+        {
+            assert!(std::time::Instant::now() < deadline, "the writer never ran");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let first = store.statuses_since(0).expect("since");
+        slow.commit().expect("the slow batch commits");
+        writer.join().expect("writer");
+        let rest = store.statuses_since(first.last).expect("since");
+        let mut seen: Vec<String> = first
+            .reports
+            .iter()
+            .chain(&rest.reports)
+            .map(|r| r.0.clone())
+            .collect();
+        seen.sort();
+        assert_eq!(
+            seen,
+            ["fast", "slow"],
+            "every report read once, none passed over"
+        );
+    }
+
     /// meanwhile is refused and writes nothing.
     #[test]
     fn one_rollout_driver_and_steps_only_over_the_record_they_came_from() {
