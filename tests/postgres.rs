@@ -885,3 +885,158 @@ fn applies_racing_through_haproxy_give_one_201_and_one_409() {
         assert_eq!(history.as_array().map(Vec::len), Some(5), "{history}");
     }
 }
+
+/// Signs in to the console at `addr` with admin token `token`: the cookie pair
+/// (`edgefn_session=…`) and the CSRF token.
+fn console_sign_in(addr: &str, token: &str) -> (String, String) {
+    let signed = http(
+        addr,
+        "POST",
+        "/console/session",
+        None,
+        &[("Content-Type", "application/json")],
+        format!(r#"{{"token": "{token}"}}"#).as_bytes(),
+    );
+    assert_eq!(signed.status, 201, "{}", text(&signed.body));
+    let cookie = signed
+        .header("set-cookie")
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_owned();
+    let csrf = signed.json()["csrf"].as_str().expect("csrf").to_owned();
+    (cookie, csrf)
+}
+
+/// A request to `addr` with a console session's cookie (and its CSRF token, when given).
+fn with_session(
+    addr: &str,
+    method: &str,
+    path: &str,
+    cookie: &str,
+    csrf: Option<&str>,
+) -> Response {
+    let mut headers = vec![("Cookie", cookie), ("Content-Type", "application/json")];
+    if let Some(c) = csrf {
+        headers.push(("X-CSRF-Token", c));
+    }
+    http(addr, method, path, None, &headers, b"{}")
+}
+
+/// Console sessions live in the database, so the balancer need not be sticky: a session made
+/// on replica A reads and changes (with its CSRF token) through replica B and through HAProxy;
+/// signed out on B, A refuses it; a session made with an admin token that is then revoked
+/// ends on every replica. The database holds the sha256 of the cookie's value, never the
+/// value, and no replica's log (at debug level) nor PostgreSQL's holds the value or the CSRF
+/// token.
+#[test]
+fn a_console_session_works_on_every_replica_and_ends_on_all() {
+    let logs = tempfile::tempdir().expect("logs");
+    let r = Replicas::start_logged(2, &["--mqtt-listen", "none"], logs.path());
+    let (a, b) = (r.cloud(0).addr(), r.cloud(1).addr());
+    let (cookie, csrf) = console_sign_in(&a, &r.admin);
+    let id = cookie.strip_prefix("edgefn_session=").expect("value");
+    assert_eq!(
+        r.pg.psql(
+            &r.db,
+            &format!(
+                "SELECT count(*) FROM console_sessions WHERE id_hash = sha256(convert_to('{id}', 'UTF8'))"
+            )
+        ),
+        "1",
+        "stored by the sha256 of the cookie's value"
+    );
+    assert_eq!(
+        r.pg.psql(
+            &r.db,
+            &format!(
+                "SELECT count(*) FROM console_sessions WHERE position(convert_to('{id}', 'UTF8') IN id_hash || token_hash || convert_to(csrf, 'UTF8')) > 0"
+            )
+        ),
+        "0",
+        "never the value itself"
+    );
+
+    // B accepts A's session: reads, and changes with the CSRF token only.
+    let status = with_session(&b, "GET", "/v1/status", &cookie, None);
+    assert_eq!(status.status, 200, "{}", text(&status.body));
+    let info = with_session(&b, "GET", "/console/session", &cookie, None).json();
+    assert_eq!(info["signedIn"], true, "{info}");
+    assert_eq!(info["csrf"], csrf.as_str());
+    let no_csrf = with_session(&b, "POST", "/v1/rollback", &cookie, None);
+    assert_eq!(no_csrf.status, 403, "{}", text(&no_csrf.body));
+    let change = with_session(&b, "POST", "/v1/rollback", &cookie, Some(&csrf));
+    assert_eq!(
+        change.status,
+        409,
+        "past the session and CSRF checks, the API's own answer (nothing to roll back): {}",
+        text(&change.body)
+    );
+    // Round robin through HAProxy: every request lands on either replica, each accepted.
+    for _ in 0..4 {
+        let r = with_session(&r.lb.addr, "GET", "/v1/status", &cookie, None);
+        assert_eq!(r.status, 200, "{}", text(&r.body));
+    }
+
+    // Signed out on B: A refuses the cookie.
+    let out = with_session(&b, "DELETE", "/console/session", &cookie, Some(&csrf));
+    assert_eq!(out.status, 204, "{}", text(&out.body));
+    let refused = with_session(&a, "GET", "/v1/status", &cookie, None);
+    assert_eq!(refused.status, 401, "{}", text(&refused.body));
+    assert!(text(&refused.body).contains("sign in again"));
+
+    // A session made on B with a second admin token; the token revoked through A: B refuses
+    // the session, and its row is gone.
+    let made = http(
+        &a,
+        "POST",
+        "/v1/tokens",
+        Some(&r.admin),
+        &[("Content-Type", "application/json")],
+        br#"{"name": "second"}"#,
+    )
+    .json();
+    let second = made["token"].as_str().expect("token").to_owned();
+    wait_until(30, "B knows the second admin token", || {
+        http(&b, "GET", "/v1/status", Some(&second), &[], b"").status == 200
+    });
+    let (cookie2, csrf2) = console_sign_in(&b, &second);
+    assert_eq!(
+        with_session(&a, "GET", "/v1/status", &cookie2, None).status,
+        200
+    );
+    let revoked = http(
+        &a,
+        "DELETE",
+        &format!("/v1/tokens/{}", made["id"].as_str().expect("id")),
+        Some(&r.admin),
+        &[],
+        b"",
+    );
+    assert_eq!(revoked.status, 204, "{}", text(&revoked.body));
+    for addr in [&a, &b] {
+        let after = with_session(addr, "GET", "/v1/status", &cookie2, None);
+        assert_eq!(after.status, 401, "{}", text(&after.body));
+    }
+    assert_eq!(
+        r.pg.psql(&r.db, "SELECT count(*) FROM console_sessions"),
+        "0",
+        "signed out, and revoked: no session is kept"
+    );
+
+    // Nothing about the sessions reaches a log.
+    let mut all = r.logs(logs.path());
+    all.push(r.pg.log());
+    let id2 = cookie2.strip_prefix("edgefn_session=").expect("value");
+    for secret in [id, &csrf, id2, &csrf2] {
+        for log in &all {
+            assert!(!log.contains(secret), "a session's secret is logged: {log}");
+        }
+    }
+    assert!(
+        all[0].contains("DEBUG") || all[0].contains("debug"),
+        "the logs were written: {}",
+        all[0]
+    );
+}

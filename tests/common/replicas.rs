@@ -158,6 +158,25 @@ impl Replicas {
 
     /// `n` replicas started with `args` besides `--store` (e.g. `--mqtt-url mqtt://…`).
     pub fn start_with(n: usize, args: &[&str]) -> Replicas {
+        Self::spawn(n, args, None)
+    }
+
+    /// [`Replicas::start_with`], replica `i`'s log (at debug level) written to
+    /// `logs/replica-i.log` instead of the test's output.
+    pub fn start_logged(n: usize, args: &[&str], logs: &Path) -> Replicas {
+        Self::spawn(n, args, Some(logs))
+    }
+
+    /// The log files of [`Replicas::start_logged`] in `logs`, whole.
+    pub fn logs(&self, logs: &Path) -> Vec<String> {
+        (0..self.clouds.len())
+            .map(|i| {
+                std::fs::read_to_string(logs.join(format!("replica-{i}.log"))).unwrap_or_default()
+            })
+            .collect()
+    }
+
+    fn spawn(n: usize, args: &[&str], logs: Option<&Path>) -> Replicas {
         let mut pg = PgServer::start();
         let db = pg.create_db();
         let url = pg.url(&db);
@@ -167,9 +186,14 @@ impl Replicas {
             let dir = tempfile::tempdir().expect("replica data");
             let mut all: Vec<&str> = args.to_vec();
             all.extend(["--store", url.as_str()]);
-            clouds.push(Some(
-                Cloud::start_at_with(dir.path(), "127.0.0.1:0", &all).0,
-            ));
+            let cloud = match logs {
+                Some(logs) => {
+                    let log = logs.join(format!("replica-{}.log", clouds.len()));
+                    Cloud::start_logged(dir.path(), &all, &log).0
+                }
+                None => Cloud::start_at_with(dir.path(), "127.0.0.1:0", &all).0,
+            };
+            clouds.push(Some(cloud));
             data.push(dir);
         }
         let addrs: Vec<String> = clouds.iter().flatten().map(Cloud::addr).collect();
