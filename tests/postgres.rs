@@ -1040,3 +1040,145 @@ fn a_console_session_works_on_every_replica_and_ends_on_all() {
         all[0]
     );
 }
+
+/// A daemon that writes a numbered line every 200 ms.
+const TICKER: &str =
+    "#!/bin/sh\ni=0\nwhile true; do i=$((i+1)); echo \"tick $i\"; sleep 0.2; done\n";
+
+/// The lines of device `dev-a`'s log ring on the replica at `addr` (`GET
+/// /v1/devices/dev-a/logs`, the whole ring).
+fn ring(addr: &str, admin: &str) -> Vec<String> {
+    let r = http(
+        addr,
+        "GET",
+        "/v1/devices/dev-a/logs?tail=1000",
+        Some(admin),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", text(&r.body));
+    text(&r.body)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+            v["line"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect()
+}
+
+/// The highest `tick N` among `lines`.
+fn last_tick(lines: &[String]) -> Option<u64> {
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("tick ")?.trim().parse().ok())
+        .max()
+}
+
+/// Log rings across replicas: two replicas on one PostgreSQL and one Mosquitto each subscribe
+/// to every device's log lines (not shared) and keep a ring of their own. A real agent's daemon
+/// writes numbered lines; a line in replica A's ring is in B's too, and the reverse (`GET
+/// /v1/devices/dev-a/logs` on each, and `edgefn logs` through HAProxy); a live log stream
+/// opened on B (`follow=true&tail=0`: only lines that arrive after it opened) shows new ones.
+#[test]
+fn log_lines_reach_the_ring_of_every_replica() {
+    let broker = Mosquitto::start();
+    let r = Replicas::start_with(
+        2,
+        &[
+            "--mqtt-url",
+            &broker.url(),
+            "--device-mqtt-url",
+            &broker.url(),
+        ],
+    );
+    for c in r.running() {
+        wait_until(30, "the replica is subscribed", || {
+            metric(c, "edgefn_mqtt_connected ") == 1
+        });
+    }
+    let project = project(1);
+    std::fs::write(project.path().join("functions/daemon/run.sh"), TICKER).expect("write");
+    git(project.path(), &["commit", "-q", "-am", "ticker"]);
+    let config: PathBuf = project.path().join("dev-a.agent.yaml");
+    ok(&r.cli(
+        project.path(),
+        &[
+            "device",
+            "add",
+            "dev-a",
+            "--out",
+            config.to_str().expect("utf8"),
+        ],
+    ));
+    let mut text_config = std::fs::read_to_string(&config).expect("read");
+    assert!(
+        text_config.contains(&broker.url()),
+        "the agent is given Mosquitto's address: {text_config}"
+    );
+    text_config.push_str("healthWindow: 1s\npollWait: 2s\nreportInterval: 1s\n");
+    std::fs::write(&config, text_config).expect("write");
+    for c in r.running() {
+        wait_until(30, "the replica knows dev-a", || {
+            get(c, "/v1/devices").json().to_string().contains("dev-a")
+        });
+    }
+    ok(&r.cli(project.path(), &["apply"]));
+    let agent_data = tempfile::tempdir().expect("agent data");
+    let _agent = AgentProc::start(&config, agent_data.path(), &[]);
+    let (a, b) = (r.cloud(0).addr(), r.cloud(1).addr());
+
+    let mut on_a = None;
+    wait_until(60, "A's ring holds the daemon's lines", || {
+        on_a = last_tick(&ring(&a, &r.admin));
+        on_a.is_some()
+    });
+    let on_a = on_a.expect("a line");
+    let mut on_b = 0;
+    wait_until(30, "B's ring holds A's line, and a later one", || {
+        let lines = ring(&b, &r.admin);
+        on_b = last_tick(&lines).unwrap_or(0);
+        lines.contains(&format!("tick {on_a}")) && on_b > on_a
+    });
+    wait_until(30, "A's ring holds B's later line", || {
+        ring(&a, &r.admin).contains(&format!("tick {on_b}"))
+    });
+    // `edgefn logs` through HAProxy (either replica) shows them too.
+    let out = ok(&r.cli(project.path(), &["logs", "dev-a", "--tail", "1000"]));
+    assert!(
+        out.contains(&format!("daemon stdout: tick {on_b}")),
+        "{out}"
+    );
+
+    // A live stream on B, from now on only.
+    let stream = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let (addr, admin, sink) = (b.clone(), r.admin.clone(), stream.clone());
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+        write!(
+            s,
+            "GET /v1/devices/dev-a/logs?follow=true&tail=0 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {admin}\r\n\r\n"
+        )
+        .expect("request");
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().expect("lock").extend_from_slice(&buf[..n]);
+        }
+    });
+    let streamed = || String::from_utf8_lossy(&stream.lock().expect("lock")).into_owned();
+    wait_until(30, "the stream is open", || streamed().contains(" 200 "));
+    let opened_after = last_tick(&ring(&b, &r.admin)).unwrap_or(0);
+    wait_until(30, "B's live stream shows a new line", || {
+        let text = streamed();
+        let ticks: Vec<String> = text
+            .split("\"line\":\"")
+            .skip(1)
+            .filter_map(|l| l.split('"').next().map(str::to_owned))
+            .collect();
+        last_tick(&ticks).is_some_and(|n| n > opened_after)
+    });
+}
