@@ -1,7 +1,9 @@
 //! End-to-end tests of `edgefn-cloud --store postgres://…` against a real PostgreSQL server
 //! (a throwaway cluster per test, tests/common/postgres.rs): the control-plane flow with a
 //! real agent, two processes on one database racing applies, the database down at start, and
-//! the database lost in the middle of an apply.
+//! the database lost in the middle of an apply; and replicas behind HAProxy
+//! (tests/common/replicas.rs): one killed, the rollout driver killed mid-rollout, messages
+//! handled once on one Mosquitto, console sessions and log rings across replicas.
 
 #[path = "common/mod.rs"]
 mod common;
