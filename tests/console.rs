@@ -691,6 +691,90 @@ fn sessions_and_csrf_are_enforced_and_pages_carry_a_strict_csp() {
     drop(events);
 }
 
+/// Sessions are kept in the store (redb in the data folder): one made before a restart of the
+/// control plane still reads and changes (with its CSRF token) after it, and signing out ends
+/// it. The data folder holds the sha256 of the cookie's value, never the value, and neither
+/// log (at debug level) holds the value or the CSRF token.
+#[test]
+fn a_console_session_survives_a_restart_of_the_control_plane() {
+    let data = tempfile::tempdir().expect("data");
+    let logs = tempfile::tempdir().expect("logs");
+    let (first, second) = (logs.path().join("1.log"), logs.path().join("2.log"));
+    let (cloud, _) = Cloud::start_logged(data.path(), &["--mqtt-listen", "none"], &first);
+    let signed = http(
+        &cloud.addr(),
+        "POST",
+        "/console/session",
+        None,
+        &[("Content-Type", "application/json")],
+        format!(r#"{{"token": "{}"}}"#, cloud.admin).as_bytes(),
+    );
+    assert_eq!(signed.status, 201, "{}", text(&signed.body));
+    let cookie = signed
+        .header("set-cookie")
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_owned();
+    let id = cookie
+        .strip_prefix("edgefn_session=")
+        .expect("value")
+        .to_owned();
+    let csrf = signed.json()["csrf"].as_str().expect("csrf").to_owned();
+    assert!(cloud.stop().success());
+
+    let (cloud, _) = Cloud::start_logged(data.path(), &["--mqtt-listen", "none"], &second);
+    let addr = cloud.addr();
+    let request = |method: &str, path: &str, csrf: Option<&str>| {
+        let mut headers = vec![
+            ("Cookie", cookie.as_str()),
+            ("Content-Type", "application/json"),
+        ];
+        if let Some(c) = csrf {
+            headers.push(("X-CSRF-Token", c));
+        }
+        http(&addr, method, path, None, &headers, b"{}")
+    };
+    let status = request("GET", "/v1/status", None);
+    assert_eq!(
+        status.status,
+        200,
+        "still signed in: {}",
+        text(&status.body)
+    );
+    let info = request("GET", "/console/session", None).json();
+    assert_eq!(info["signedIn"], true, "{info}");
+    assert_eq!(info["csrf"], csrf.as_str(), "the same CSRF token");
+    let change = request("POST", "/v1/rollback", Some(&csrf));
+    assert_eq!(
+        change.status,
+        409,
+        "past the CSRF check, the API's own answer: {}",
+        text(&change.body)
+    );
+    assert_eq!(
+        request("DELETE", "/console/session", Some(&csrf)).status,
+        204
+    );
+    assert_eq!(request("GET", "/v1/status", None).status, 401, "signed out");
+    assert!(cloud.stop().success());
+
+    let db = std::fs::read(data.path().join("cloud.redb")).expect("redb");
+    assert!(
+        !db.windows(id.len()).any(|w| w == id.as_bytes()),
+        "the cookie's value is not stored"
+    );
+    for log in [&first, &second] {
+        let log = std::fs::read_to_string(log).expect("log");
+        assert!(!log.is_empty(), "the log was written");
+        assert!(
+            !log.contains(&id) && !log.contains(&csrf),
+            "a session's secret is logged: {log}"
+        );
+    }
+}
+
 /// Waits (`secs` at most) until the element `css` has text containing `want`.
 async fn text_within(c: &Client, css: &str, want: &str, secs: u64) -> String {
     let mut last = String::new();

@@ -1,12 +1,16 @@
 //! End-to-end tests of `edgefn-cloud --store postgres://…` against a real PostgreSQL server
 //! (a throwaway cluster per test, tests/common/postgres.rs): the control-plane flow with a
 //! real agent, two processes on one database racing applies, the database down at start, and
-//! the database lost in the middle of an apply.
+//! the database lost in the middle of an apply; and replicas behind HAProxy
+//! (tests/common/replicas.rs): one killed, the rollout driver killed mid-rollout, messages
+//! handled once on one Mosquitto, console sessions and log rings across replicas.
 
 #[path = "common/mod.rs"]
 mod common;
 #[path = "common/postgres.rs"]
 mod pg;
+#[path = "common/replicas.rs"]
+mod replicas;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -15,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use pg::{PG_PASSWORD, PgServer};
+use replicas::{Mosquitto, Replicas};
 
 const DAEMON: &str = "#!/bin/sh\necho \"daemon up\"\nwhile true; do sleep 1; done\n";
 
@@ -495,99 +500,16 @@ fn a_device_long_polling_one_process_wakes_when_an_apply_lands_on_another() {
     });
 }
 
-/// HAProxy (Debian's) in front of the given `host:port` backends, health-checked on
-/// `/healthz`; stopped when dropped.
-struct Haproxy {
-    child: std::process::Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Haproxy {
-    fn start(backends: &[String]) -> Haproxy {
-        let bin = ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
-            .into_iter()
-            .find(|p| Path::new(p).is_file())
-            .expect("HAProxy is not installed: `apt-get install haproxy`, or run scripts/test.sh");
-        let dir = tempfile::tempdir().expect("dir");
-        let port = server_port();
-        let servers: String = backends
-            .iter()
-            .enumerate()
-            .map(|(i, b)| format!("    server cloud{i} {b} check inter 200ms fall 1 rise 1\n"))
-            .collect();
-        // Long-polls wait up to 60 s: the timeouts are longer. A request whose replica is
-        // down is sent to another (redispatch).
-        let config = format!(
-            "global\n    maxconn 512\n\ndefaults\n    mode http\n    timeout connect 2s\n    timeout client 90s\n    timeout server 90s\n    retries 3\n    option redispatch\n\nfrontend api\n    bind 127.0.0.1:{port}\n    default_backend clouds\n\nbackend clouds\n    balance roundrobin\n    option httpchk GET /healthz\n{servers}"
-        );
-        let cfg = dir.path().join("haproxy.cfg");
-        std::fs::write(&cfg, config).expect("config");
-        let check = Command::new(bin)
-            .arg("-c")
-            .arg("-f")
-            .arg(&cfg)
-            .output()
-            .expect("haproxy -c");
-        assert!(check.status.success(), "{}", text(&check.stderr));
-        let child = Command::new(bin)
-            .arg("-db")
-            .arg("-f")
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start haproxy");
-        let addr = format!("127.0.0.1:{port}");
-        wait_until(30, "HAProxy listens", || {
-            std::net::TcpStream::connect(&addr).is_ok()
-        });
-        Haproxy {
-            child,
-            addr,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Two replicas on one database behind HAProxy: the CLI and a real agent talk only to
 /// HAProxy; the agent converges on revision 1; with one replica SIGKILLed, the next apply
 /// still lands and the agent converges on it through the other.
 #[test]
 fn two_replicas_behind_haproxy_keep_serving_when_one_is_killed() {
-    let mut pg = PgServer::start();
-    let db = pg.create_db();
-    let url = pg.url(&db);
-    let (data_a, data_b) = (
-        tempfile::tempdir().expect("a"),
-        tempfile::tempdir().expect("b"),
-    );
-    let a = cloud(data_a.path(), "127.0.0.1:0", &url);
-    let b = cloud(data_b.path(), "127.0.0.1:0", &url);
-    let lb = Haproxy::start(&[a.addr(), b.addr()]);
     // The CLI sees one control plane: HAProxy, with A's admin token (valid on both).
-    let front_url = format!("http://{}", lb.addr);
-    let admin = a.admin.clone();
-    let front = |dir: &Path, args: &[&str]| {
-        edgefn_env(
-            dir,
-            args,
-            &[
-                ("EDGEFN_CLOUD", front_url.as_str()),
-                ("EDGEFN_TOKEN", admin.as_str()),
-            ],
-        )
-    };
+    let mut r = Replicas::start(2);
     let project = project(1);
     let config: PathBuf = project.path().join("dev-a.agent.yaml");
-    ok(&front(
+    ok(&r.cli(
         project.path(),
         &[
             "device",
@@ -599,34 +521,34 @@ fn two_replicas_behind_haproxy_keep_serving_when_one_is_killed() {
     ));
     let mut text_config = std::fs::read_to_string(&config).expect("read");
     assert!(
-        text_config.contains(&lb.addr),
+        text_config.contains(&r.lb.addr),
         "the agent is given HAProxy's address"
     );
     text_config.push_str("healthWindow: 1s\npollWait: 2s\nreportInterval: 1s\n");
     std::fs::write(&config, text_config).expect("write");
     // Both replicas know the device before it starts (registered through one of them).
-    for c in [&a, &b] {
+    for c in r.running() {
         wait_until(30, "the replica knows dev-a", || {
             get(c, "/v1/devices").json().to_string().contains("dev-a")
         });
     }
-    ok(&front(project.path(), &["apply"]));
+    ok(&r.cli(project.path(), &["apply"]));
     let agent_data = tempfile::tempdir().expect("agent data");
     let _agent = AgentProc::start(&config, agent_data.path(), &[]);
     wait_until(60, "dev-a runs revision 1", || {
-        device(&b, "dev-a")["report"]["runningRevision"] == 1
-            || device(&a, "dev-a")["report"]["runningRevision"] == 1
+        r.running()
+            .any(|c| device(c, "dev-a")["report"]["runningRevision"] == 1)
     });
 
-    a.kill();
+    r.kill(0);
     std::fs::write(project.path().join("edgefn.yaml"), manifest(2, "")).expect("write");
     git(project.path(), &["commit", "-q", "-am", "v2"]);
     let out: serde_json::Value =
-        serde_json::from_str(&ok(&front(project.path(), &["apply", "--output", "json"])))
+        serde_json::from_str(&ok(&r.cli(project.path(), &["apply", "--output", "json"])))
             .expect("json");
     assert_eq!(out["revision"], 2, "{out}");
     wait_until(60, "dev-a converges on revision 2 through B", || {
-        let d = device(&b, "dev-a");
+        let d = device(r.cloud(1), "dev-a");
         d["converged"] == true && d["report"]["runningRevision"] == 2
     });
 }
@@ -659,29 +581,7 @@ fn driver_pids(pg: &PgServer, db: &str) -> Vec<u32> {
 /// the history holds revisions 1 and 2 once each.
 #[test]
 fn a_staged_rollout_continues_through_the_other_replica_when_its_driver_is_killed() {
-    let mut pg = PgServer::start();
-    let db = pg.create_db();
-    let url = pg.url(&db);
-    let (data_a, data_b) = (
-        tempfile::tempdir().expect("a"),
-        tempfile::tempdir().expect("b"),
-    );
-    let a = cloud(data_a.path(), "127.0.0.1:0", &url);
-    let b = cloud(data_b.path(), "127.0.0.1:0", &url);
-    let lb = Haproxy::start(&[a.addr(), b.addr()]);
-    let front_url = format!("http://{}", lb.addr);
-    let admin = a.admin.clone();
-    let front = |dir: &Path, args: &[&str]| {
-        edgefn_env(
-            dir,
-            args,
-            &[
-                ("EDGEFN_CLOUD", front_url.as_str()),
-                ("EDGEFN_TOKEN", admin.as_str()),
-            ],
-        )
-    };
-    let front_get = |path: &str| http(&lb.addr, "GET", path, Some(&admin), &[], b"");
+    let mut r = Replicas::start(2);
     let project = project(1);
     std::fs::write(project.path().join("edgefn.yaml"), fleet_manifest(1, "")).expect("write");
     git(project.path(), &["commit", "-q", "-am", "two devices"]);
@@ -689,7 +589,7 @@ fn a_staged_rollout_continues_through_the_other_replica_when_its_driver_is_kille
     let mut agent_dirs = Vec::new();
     for name in ["dev-a", "dev-b"] {
         let config: PathBuf = project.path().join(format!("{name}.agent.yaml"));
-        ok(&front(
+        ok(&r.cli(
             project.path(),
             &[
                 "device",
@@ -704,13 +604,13 @@ fn a_staged_rollout_continues_through_the_other_replica_when_its_driver_is_kille
         std::fs::write(&config, text_config).expect("write");
         agent_dirs.push((name, config));
     }
-    for c in [&a, &b] {
+    for c in r.running() {
         wait_until(30, "the replica knows both devices", || {
             let list = get(c, "/v1/devices").json().to_string();
             list.contains("dev-a") && list.contains("dev-b")
         });
     }
-    ok(&front(project.path(), &["apply"]));
+    ok(&r.cli(project.path(), &["apply"]));
     for (_, config) in &agent_dirs {
         let data = tempfile::tempdir().expect("agent data");
         agents.push((AgentProc::start(config, data.path(), &[]), data));
@@ -718,13 +618,13 @@ fn a_staged_rollout_continues_through_the_other_replica_when_its_driver_is_kille
     wait_until(60, "both devices run revision 1", || {
         ["dev-a", "dev-b"]
             .iter()
-            .all(|d| device(&b, d)["report"]["runningRevision"] == 1)
+            .all(|d| device(r.cloud(1), d)["report"]["runningRevision"] == 1)
     });
     wait_until(30, "one replica drives rollouts", || {
-        driver_pids(&pg, &db).len() == 1
+        driver_pids(&r.pg, &r.db).len() == 1
     });
-    let pids = [a.child.id(), b.child.id()];
-    let leader = driver_pids(&pg, &db)[0];
+    let pids = [r.cloud(0).child.id(), r.cloud(1).child.id()];
+    let leader = driver_pids(&r.pg, &r.db)[0];
     assert!(pids.contains(&leader), "{leader} is one of {pids:?}");
 
     // Revision 2 rolls out in two stages: one device, bake, then everyone.
@@ -735,52 +635,47 @@ fn a_staged_rollout_continues_through_the_other_replica_when_its_driver_is_kille
     )
     .expect("write");
     git(project.path(), &["commit", "-q", "-am", "v2"]);
-    ok(&front(project.path(), &["apply"]));
+    ok(&r.cli(project.path(), &["apply"]));
     // The other replica reads the new revision when its NOTIFY arrives (milliseconds).
     wait_until(30, "both replicas serve revision 2's rollout", || {
-        [&a, &b]
-            .iter()
+        r.running()
             .all(|c| get(c, "/v1/rollout").json()["revision"] == 2)
     });
-    let started = front_get("/v1/rollout").json();
+    let started = r.get("/v1/rollout").json();
     assert_eq!(started["revision"], 2, "{started}");
     let canary = started["stages"][0]["devices"][0]
         .as_str()
         .expect("canary")
         .to_owned();
     wait_until(60, "the canary runs revision 2", || {
-        device(&b, &canary)["report"]["runningRevision"] == 2
+        device(r.cloud(1), &canary)["report"]["runningRevision"] == 2
     });
-    let middle = front_get("/v1/rollout").json();
+    let middle = r.get("/v1/rollout").json();
     assert_eq!(middle["state"], "running", "killed in the middle: {middle}");
-    assert_eq!(driver_pids(&pg, &db), vec![leader], "still one driver");
+    assert_eq!(driver_pids(&r.pg, &r.db), vec![leader], "still one driver");
 
     // SIGKILL the driver: its session ends, the other replica takes the lock.
-    let survivor = if leader == a.child.id() {
-        a.kill();
-        b
-    } else {
-        b.kill();
-        a
-    };
+    let (killed, survivor) = if leader == pids[0] { (0, 1) } else { (1, 0) };
+    r.kill(killed);
+    let survivor = r.cloud(survivor);
     wait_until(30, "the survivor drives rollouts", || {
-        driver_pids(&pg, &db) == vec![survivor.child.id()]
+        driver_pids(&r.pg, &r.db) == vec![survivor.child.id()]
     });
     wait_until(90, "the rollout completes through the survivor", || {
-        get(&survivor, "/v1/rollout").json()["state"] == "completed"
+        get(survivor, "/v1/rollout").json()["state"] == "completed"
     });
     wait_until(60, "both devices converge on revision 2", || {
         ["dev-a", "dev-b"].iter().all(|d| {
-            let d = device(&survivor, d);
+            let d = device(survivor, d);
             d["converged"] == true && d["report"]["runningRevision"] == 2
         })
     });
-    let history = get(&survivor, "/v1/revisions").json();
+    let history = get(survivor, "/v1/revisions").json();
     let numbers: Vec<u64> = history
         .as_array()
         .expect("history")
         .iter()
-        .map(|r| r["number"].as_u64().expect("number"))
+        .map(|h| h["number"].as_u64().expect("number"))
         .collect();
     assert_eq!(
         numbers,
@@ -788,56 +683,12 @@ fn a_staged_rollout_continues_through_the_other_replica_when_its_driver_is_kille
         "no revision lost or duplicated: {history}"
     );
     assert_eq!(
-        pg.psql(
-            &db,
+        r.pg.psql(
+            &r.db,
             "SELECT count(*), count(DISTINCT number) FROM revisions"
         ),
         "2|2"
     );
-}
-
-/// An anonymous Mosquitto on a free port, for one test; killed when dropped.
-struct Mosquitto {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Mosquitto {
-    fn start() -> Mosquitto {
-        let dir = tempfile::tempdir().expect("dir");
-        let port = server_port();
-        let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nuser root\nallow_anonymous true\npersistence false\nlog_dest stderr\nlog_type error\n"
-            ),
-        )
-        .expect("conf");
-        let child = Command::new(mosquitto_bin().expect(
-            "mosquitto is not installed: scripts/test.sh installs it (apt-get install mosquitto)",
-        ))
-        .args(["-c", conf.to_str().expect("utf8")])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start mosquitto");
-        wait_until(10, "mosquitto accepts connections", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        Mosquitto {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Publishes `(id, copies)` messages up as device `dev-a`'s outbox `outbox` would: each on
@@ -1000,20 +851,19 @@ fn messages_sent_up_are_handled_once_across_replicas_on_one_mosquitto() {
 /// history.
 #[test]
 fn applies_racing_through_haproxy_give_one_201_and_one_409() {
-    let mut pg = PgServer::start();
-    let db = pg.create_db();
-    let url = pg.url(&db);
-    let (data_a, data_b) = (
-        tempfile::tempdir().expect("a"),
-        tempfile::tempdir().expect("b"),
-    );
-    let a = cloud(data_a.path(), "127.0.0.1:0", &url);
-    let b = cloud(data_b.path(), "127.0.0.1:0", &url);
-    let lb = Haproxy::start(&[a.addr(), b.addr()]);
+    let r = Replicas::start(2);
     let project = project(1);
-    let bundles = upload(&a, project.path());
+    let bundles = upload(r.cloud(0), project.path());
     for round in 0..5u64 {
-        let send = |v: u64| submit_to(&lb.addr, &a.admin, &manifest(v as u32, ""), &bundles, round);
+        let send = |v: u64| {
+            submit_to(
+                &r.lb.addr,
+                &r.admin,
+                &manifest(v as u32, ""),
+                &bundles,
+                round,
+            )
+        };
         let (r1, r2) = std::thread::scope(|s| {
             let t1 = s.spawn(|| send(2 * round + 1));
             let t2 = s.spawn(|| send(2 * round + 2));
@@ -1029,11 +879,308 @@ fn applies_racing_through_haproxy_give_one_201_and_one_409() {
             text(&r2.body)
         );
     }
-    for c in [&a, &b] {
+    for c in r.running() {
         wait_until(30, "the replica serves revision 5", || {
             get(c, "/v1/status").json()["revision"] == 5
         });
         let history = get(c, "/v1/revisions").json();
         assert_eq!(history.as_array().map(Vec::len), Some(5), "{history}");
     }
+}
+
+/// Signs in to the console at `addr` with admin token `token`: the cookie pair
+/// (`edgefn_session=…`) and the CSRF token.
+fn console_sign_in(addr: &str, token: &str) -> (String, String) {
+    let signed = http(
+        addr,
+        "POST",
+        "/console/session",
+        None,
+        &[("Content-Type", "application/json")],
+        format!(r#"{{"token": "{token}"}}"#).as_bytes(),
+    );
+    assert_eq!(signed.status, 201, "{}", text(&signed.body));
+    let cookie = signed
+        .header("set-cookie")
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_owned();
+    let csrf = signed.json()["csrf"].as_str().expect("csrf").to_owned();
+    (cookie, csrf)
+}
+
+/// A request to `addr` with a console session's cookie (and its CSRF token, when given).
+fn with_session(
+    addr: &str,
+    method: &str,
+    path: &str,
+    cookie: &str,
+    csrf: Option<&str>,
+) -> Response {
+    let mut headers = vec![("Cookie", cookie), ("Content-Type", "application/json")];
+    if let Some(c) = csrf {
+        headers.push(("X-CSRF-Token", c));
+    }
+    http(addr, method, path, None, &headers, b"{}")
+}
+
+/// Console sessions live in the database, so the balancer need not be sticky: a session made
+/// on replica A reads and changes (with its CSRF token) through replica B and through HAProxy;
+/// signed out on B, A refuses it; a session made with an admin token that is then revoked
+/// ends on every replica. The database holds the sha256 of the cookie's value, never the
+/// value, and no replica's log (at debug level) nor PostgreSQL's holds the value or the CSRF
+/// token.
+#[test]
+fn a_console_session_works_on_every_replica_and_ends_on_all() {
+    let logs = tempfile::tempdir().expect("logs");
+    let r = Replicas::start_logged(2, &["--mqtt-listen", "none"], logs.path());
+    let (a, b) = (r.cloud(0).addr(), r.cloud(1).addr());
+    let (cookie, csrf) = console_sign_in(&a, &r.admin);
+    let id = cookie.strip_prefix("edgefn_session=").expect("value");
+    assert_eq!(
+        r.pg.psql(
+            &r.db,
+            &format!(
+                "SELECT count(*) FROM console_sessions WHERE id_hash = sha256(convert_to('{id}', 'UTF8'))"
+            )
+        ),
+        "1",
+        "stored by the sha256 of the cookie's value"
+    );
+    assert_eq!(
+        r.pg.psql(
+            &r.db,
+            &format!(
+                "SELECT count(*) FROM console_sessions WHERE position(convert_to('{id}', 'UTF8') IN id_hash || token_hash || convert_to(csrf, 'UTF8')) > 0"
+            )
+        ),
+        "0",
+        "never the value itself"
+    );
+
+    // B accepts A's session: reads, and changes with the CSRF token only.
+    let status = with_session(&b, "GET", "/v1/status", &cookie, None);
+    assert_eq!(status.status, 200, "{}", text(&status.body));
+    let info = with_session(&b, "GET", "/console/session", &cookie, None).json();
+    assert_eq!(info["signedIn"], true, "{info}");
+    assert_eq!(info["csrf"], csrf.as_str());
+    let no_csrf = with_session(&b, "POST", "/v1/rollback", &cookie, None);
+    assert_eq!(no_csrf.status, 403, "{}", text(&no_csrf.body));
+    let change = with_session(&b, "POST", "/v1/rollback", &cookie, Some(&csrf));
+    assert_eq!(
+        change.status,
+        409,
+        "past the session and CSRF checks, the API's own answer (nothing to roll back): {}",
+        text(&change.body)
+    );
+    // Round robin through HAProxy: every request lands on either replica, each accepted.
+    for _ in 0..4 {
+        let r = with_session(&r.lb.addr, "GET", "/v1/status", &cookie, None);
+        assert_eq!(r.status, 200, "{}", text(&r.body));
+    }
+
+    // Signed out on B: A refuses the cookie.
+    let out = with_session(&b, "DELETE", "/console/session", &cookie, Some(&csrf));
+    assert_eq!(out.status, 204, "{}", text(&out.body));
+    let refused = with_session(&a, "GET", "/v1/status", &cookie, None);
+    assert_eq!(refused.status, 401, "{}", text(&refused.body));
+    assert!(text(&refused.body).contains("sign in again"));
+
+    // A session made on B with a second admin token; the token revoked through A: B refuses
+    // the session, and its row is gone.
+    let made = http(
+        &a,
+        "POST",
+        "/v1/tokens",
+        Some(&r.admin),
+        &[("Content-Type", "application/json")],
+        br#"{"name": "second"}"#,
+    )
+    .json();
+    let second = made["token"].as_str().expect("token").to_owned();
+    wait_until(30, "B knows the second admin token", || {
+        http(&b, "GET", "/v1/status", Some(&second), &[], b"").status == 200
+    });
+    let (cookie2, csrf2) = console_sign_in(&b, &second);
+    assert_eq!(
+        with_session(&a, "GET", "/v1/status", &cookie2, None).status,
+        200
+    );
+    let revoked = http(
+        &a,
+        "DELETE",
+        &format!("/v1/tokens/{}", made["id"].as_str().expect("id")),
+        Some(&r.admin),
+        &[],
+        b"",
+    );
+    assert_eq!(revoked.status, 204, "{}", text(&revoked.body));
+    for addr in [&a, &b] {
+        let after = with_session(addr, "GET", "/v1/status", &cookie2, None);
+        assert_eq!(after.status, 401, "{}", text(&after.body));
+    }
+    assert_eq!(
+        r.pg.psql(&r.db, "SELECT count(*) FROM console_sessions"),
+        "0",
+        "signed out, and revoked: no session is kept"
+    );
+
+    // Nothing about the sessions reaches a log.
+    let mut all = r.logs(logs.path());
+    all.push(r.pg.log());
+    let id2 = cookie2.strip_prefix("edgefn_session=").expect("value");
+    for secret in [id, &csrf, id2, &csrf2] {
+        for log in &all {
+            assert!(!log.contains(secret), "a session's secret is logged: {log}");
+        }
+    }
+    assert!(
+        all[0].contains("DEBUG") || all[0].contains("debug"),
+        "the logs were written: {}",
+        all[0]
+    );
+}
+
+/// A daemon that writes a numbered line every 200 ms.
+const TICKER: &str =
+    "#!/bin/sh\ni=0\nwhile true; do i=$((i+1)); echo \"tick $i\"; sleep 0.2; done\n";
+
+/// The lines of device `dev-a`'s log ring on the replica at `addr` (`GET
+/// /v1/devices/dev-a/logs`, the whole ring).
+fn ring(addr: &str, admin: &str) -> Vec<String> {
+    let r = http(
+        addr,
+        "GET",
+        "/v1/devices/dev-a/logs?tail=1000",
+        Some(admin),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", text(&r.body));
+    text(&r.body)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+            v["line"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect()
+}
+
+/// The highest `tick N` among `lines`.
+fn last_tick(lines: &[String]) -> Option<u64> {
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("tick ")?.trim().parse().ok())
+        .max()
+}
+
+/// Log rings across replicas: two replicas on one PostgreSQL and one Mosquitto each subscribe
+/// to every device's log lines (not shared) and keep a ring of their own. A real agent's daemon
+/// writes numbered lines; a line in replica A's ring is in B's too, and the reverse (`GET
+/// /v1/devices/dev-a/logs` on each, and `edgefn logs` through HAProxy); a live log stream
+/// opened on B (`follow=true&tail=0`: only lines that arrive after it opened) shows new ones.
+#[test]
+fn log_lines_reach_the_ring_of_every_replica() {
+    let broker = Mosquitto::start();
+    let r = Replicas::start_with(
+        2,
+        &[
+            "--mqtt-url",
+            &broker.url(),
+            "--device-mqtt-url",
+            &broker.url(),
+        ],
+    );
+    for c in r.running() {
+        wait_until(30, "the replica is subscribed", || {
+            metric(c, "edgefn_mqtt_connected ") == 1
+        });
+    }
+    let project = project(1);
+    std::fs::write(project.path().join("functions/daemon/run.sh"), TICKER).expect("write");
+    git(project.path(), &["commit", "-q", "-am", "ticker"]);
+    let config: PathBuf = project.path().join("dev-a.agent.yaml");
+    ok(&r.cli(
+        project.path(),
+        &[
+            "device",
+            "add",
+            "dev-a",
+            "--out",
+            config.to_str().expect("utf8"),
+        ],
+    ));
+    let mut text_config = std::fs::read_to_string(&config).expect("read");
+    assert!(
+        text_config.contains(&broker.url()),
+        "the agent is given Mosquitto's address: {text_config}"
+    );
+    text_config.push_str("healthWindow: 1s\npollWait: 2s\nreportInterval: 1s\n");
+    std::fs::write(&config, text_config).expect("write");
+    for c in r.running() {
+        wait_until(30, "the replica knows dev-a", || {
+            get(c, "/v1/devices").json().to_string().contains("dev-a")
+        });
+    }
+    ok(&r.cli(project.path(), &["apply"]));
+    let agent_data = tempfile::tempdir().expect("agent data");
+    let _agent = AgentProc::start(&config, agent_data.path(), &[]);
+    let (a, b) = (r.cloud(0).addr(), r.cloud(1).addr());
+
+    let mut on_a = None;
+    wait_until(60, "A's ring holds the daemon's lines", || {
+        on_a = last_tick(&ring(&a, &r.admin));
+        on_a.is_some()
+    });
+    let on_a = on_a.expect("a line");
+    let mut on_b = 0;
+    wait_until(30, "B's ring holds A's line, and a later one", || {
+        let lines = ring(&b, &r.admin);
+        on_b = last_tick(&lines).unwrap_or(0);
+        lines.contains(&format!("tick {on_a}")) && on_b > on_a
+    });
+    wait_until(30, "A's ring holds B's later line", || {
+        ring(&a, &r.admin).contains(&format!("tick {on_b}"))
+    });
+    // `edgefn logs` through HAProxy (either replica) shows them too.
+    let out = ok(&r.cli(project.path(), &["logs", "dev-a", "--tail", "1000"]));
+    assert!(
+        out.contains(&format!("daemon stdout: tick {on_b}")),
+        "{out}"
+    );
+
+    // A live stream on B, from now on only.
+    let stream = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+    let (addr, admin, sink) = (b.clone(), r.admin.clone(), stream.clone());
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+        write!(
+            s,
+            "GET /v1/devices/dev-a/logs?follow=true&tail=0 HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {admin}\r\n\r\n"
+        )
+        .expect("request");
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().expect("lock").extend_from_slice(&buf[..n]);
+        }
+    });
+    let streamed = || String::from_utf8_lossy(&stream.lock().expect("lock")).into_owned();
+    wait_until(30, "the stream is open", || streamed().contains(" 200 "));
+    let opened_after = last_tick(&ring(&b, &r.admin)).unwrap_or(0);
+    wait_until(30, "B's live stream shows a new line", || {
+        let text = streamed();
+        let ticks: Vec<String> = text
+            .split("\"line\":\"")
+            .skip(1)
+            .filter_map(|l| l.split('"').next().map(str::to_owned))
+            .collect();
+        last_tick(&ticks).is_some_and(|n| n > opened_after)
+    });
 }

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -27,9 +27,10 @@ use axum::routing::get;
 use serde::{Deserialize, Serialize};
 
 use crate::auth;
-use crate::error::ApiError;
+use crate::error::{ApiError, blocking};
 use crate::registry::Caller;
 use crate::state::AppState;
+use crate::store::ConsoleSession;
 
 /// The session cookie's name.
 pub(crate) const COOKIE: &str = "edgefn_session";
@@ -37,7 +38,8 @@ pub(crate) const COOKIE: &str = "edgefn_session";
 pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
 /// How long a session lasts, in milliseconds (12 h).
 const LIFETIME_MS: u64 = 12 * 3600 * 1000;
-/// Most sessions kept at once; past it the oldest ends (a bound on what sign-ins can cost).
+/// Most sessions kept at once (per store, across processes); past it the oldest ends (a bound on
+/// what sign-ins can cost).
 const MAX_SESSIONS: usize = 10_000;
 
 const INDEX: &str = include_str!("../console/index.html");
@@ -48,68 +50,37 @@ const APP_CSS: &str = include_str!("../console/app.css");
 /// X-Frame-Options).
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-/// One signed-in browser.
-#[derive(Debug, Clone)]
-struct Session {
-    /// sha256 of the admin token it was made with.
+/// A new session for the admin token whose hash is `token`, stored: its cookie value (never
+/// stored, never logged) and what the store keeps. Blocking (the store).
+fn create(
+    store: &dyn crate::store::Store,
     token: [u8; 32],
-    csrf: String,
-    expires_ms: u64,
+    now_ms: u64,
+) -> Result<(String, ConsoleSession), ApiError> {
+    let id = auth::generate("").map_err(|e| ApiError::internal(format!("no randomness: {e}")))?;
+    let csrf = auth::generate("").map_err(|e| ApiError::internal(format!("no randomness: {e}")))?;
+    let session = ConsoleSession {
+        id_hash: auth::hash(&id),
+        token_hash: token,
+        csrf,
+        created_ms: now_ms,
+        expires_ms: now_ms + LIFETIME_MS,
+    };
+    store.put_console_session(&session, MAX_SESSIONS, now_ms)?;
+    Ok((id, session))
 }
 
-/// The sessions, by the sha256 of their cookie's value. In memory: a restart signs everyone out.
-#[derive(Debug, Default)]
-pub(crate) struct Sessions {
-    by_id: Mutex<HashMap<[u8; 32], Session>>,
+/// The live session whose cookie value is `id`, if any. Async: the store is read on a blocking
+/// thread.
+async fn find(state: &AppState, id: &str) -> Result<Option<ConsoleSession>, ApiError> {
+    let (store, key) = (state.store.clone(), auth::hash(id));
+    blocking(move || Ok(store.console_session(&key, edgefn_os::time::now_ms())?)).await
 }
 
-impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Session>> {
-        self.by_id.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A new session for the admin token whose hash is `token`: its cookie value and CSRF token.
-    fn create(&self, token: [u8; 32], now_ms: u64) -> Result<(String, Session), ApiError> {
-        let id =
-            auth::generate("").map_err(|e| ApiError::internal(format!("no randomness: {e}")))?;
-        let csrf =
-            auth::generate("").map_err(|e| ApiError::internal(format!("no randomness: {e}")))?;
-        let session = Session {
-            token,
-            csrf,
-            expires_ms: now_ms + LIFETIME_MS,
-        };
-        let mut map = self.lock();
-        map.retain(|_, s| s.expires_ms > now_ms);
-        if map.len() >= MAX_SESSIONS {
-            if let Some(oldest) = map
-                .iter()
-                .min_by_key(|(_, s)| s.expires_ms)
-                .map(|(k, _)| *k)
-            {
-                map.remove(&oldest);
-            }
-        }
-        map.insert(auth::hash(&id), session.clone());
-        Ok((id, session))
-    }
-
-    fn get(&self, id: &str, now_ms: u64) -> Option<Session> {
-        let key = auth::hash(id);
-        let mut map = self.lock();
-        match map.get(&key) {
-            Some(s) if s.expires_ms > now_ms => Some(s.clone()),
-            Some(_) => {
-                map.remove(&key);
-                None
-            }
-            None => None,
-        }
-    }
-
-    fn remove(&self, id: &str) {
-        self.lock().remove(&auth::hash(id));
-    }
+/// Ends the session whose cookie value is `id` (if there is one).
+async fn end(state: &AppState, id: &str) -> Result<(), ApiError> {
+    let (store, key) = (state.store.clone(), auth::hash(id));
+    blocking(move || Ok(store.remove_console_session(&key).map(|_| ())?)).await
 }
 
 /// The session cookie's value in `headers`, if any.
@@ -129,20 +100,25 @@ fn cookie(headers: &HeaderMap) -> Option<&str> {
 /// changes something (any method but GET and HEAD) must also carry the session's CSRF token.
 ///
 /// `None` when the request has no session cookie (the caller then needs a token).
-pub(crate) fn session_caller(
+pub(crate) async fn session_caller(
     state: &AppState,
     method: &Method,
     headers: &HeaderMap,
 ) -> Option<Result<Caller, ApiError>> {
     let id = cookie(headers)?;
-    let now = edgefn_os::time::now_ms();
-    let Some(session) = state.console.get(id, now) else {
-        return Some(Err(ApiError::unauthorized(
-            "your console session ended: sign in again",
-        )));
+    let session = match find(state, id).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return Some(Err(ApiError::unauthorized(
+                "your console session ended: sign in again",
+            )));
+        }
+        Err(e) => return Some(Err(e)),
     };
-    if state.registry.authenticate(&session.token).is_none() {
-        state.console.remove(id);
+    if state.registry.authenticate(&session.token_hash).is_none() {
+        if let Err(e) = end(state, id).await {
+            return Some(Err(e));
+        }
         return Some(Err(ApiError::unauthorized(
             "the admin token this session was made with was revoked: sign in again",
         )));
@@ -163,7 +139,7 @@ pub(crate) fn session_caller(
 
 /// The sha256 of the admin token behind a request: its bearer token, or the token its console
 /// session was made with. `None` when it has neither (the handler's `Caller` refused it then).
-pub(crate) fn admin_token_hash(state: &AppState, headers: &HeaderMap) -> Option<[u8; 32]> {
+pub(crate) async fn admin_token_hash(state: &AppState, headers: &HeaderMap) -> Option<[u8; 32]> {
     if let Some(v) = headers.get(header::AUTHORIZATION) {
         return v
             .to_str()
@@ -172,10 +148,7 @@ pub(crate) fn admin_token_hash(state: &AppState, headers: &HeaderMap) -> Option<
             .map(|t| auth::hash(t.trim()));
     }
     let id = cookie(headers)?;
-    state
-        .console
-        .get(id, edgefn_os::time::now_ms())
-        .map(|s| s.token)
+    find(state, id).await.ok().flatten().map(|s| s.token_hash)
 }
 
 /// Whether a request comes from a console session (no `Authorization` header, a session cookie).
@@ -220,11 +193,15 @@ struct SessionInfo {
     expires_ms: Option<u64>,
 }
 
-async fn session_info(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let now = edgefn_os::time::now_ms();
-    let session = cookie(&headers)
-        .and_then(|id| state.console.get(id, now))
-        .filter(|s| state.registry.authenticate(&s.token).is_some());
+async fn session_info(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let session = match cookie(&headers) {
+        Some(id) => find(&state, id).await?,
+        None => None,
+    }
+    .filter(|s| state.registry.authenticate(&s.token_hash).is_some());
     let info = match session {
         Some(s) => SessionInfo {
             signed_in: true,
@@ -237,7 +214,7 @@ async fn session_info(State(state): State<Arc<AppState>>, headers: HeaderMap) ->
             expires_ms: None,
         },
     };
-    ([(header::CACHE_CONTROL, "no-store")], Json(info)).into_response()
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(info)).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -270,7 +247,9 @@ async fn sign_in(
             ));
         }
     }
-    let (id, session) = state.console.create(hash, edgefn_os::time::now_ms())?;
+    let store = state.store.clone();
+    let (id, session) =
+        blocking(move || create(store.as_ref(), hash, edgefn_os::time::now_ms())).await?;
     let secure = if state.https() { "; Secure" } else { "" };
     let cookie = format!(
         "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
@@ -296,11 +275,11 @@ async fn sign_out(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if let Some(caller) = session_caller(&state, &Method::DELETE, &headers) {
+    if let Some(caller) = session_caller(&state, &Method::DELETE, &headers).await {
         caller?;
     }
     if let Some(id) = cookie(&headers) {
-        state.console.remove(id);
+        end(&state, id).await?;
     }
     Ok((
         StatusCode::NO_CONTENT,
@@ -453,19 +432,6 @@ pub(crate) fn routes() -> axum::Router<Arc<AppState>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sessions_expire_and_are_found_only_by_their_id() {
-        let s = Sessions::default();
-        let (id, made) = s.create([7; 32], 1_000).expect("session");
-        assert_eq!(s.get(&id, 2_000).map(|x| x.csrf), Some(made.csrf.clone()));
-        assert!(s.get("not-the-id", 2_000).is_none());
-        assert!(s.get(&id, 1_000 + LIFETIME_MS).is_none(), "expired");
-        assert!(s.get(&id, 2_000).is_none(), "an expired session is gone");
-        let (id, _) = s.create([7; 32], 1_000).expect("session");
-        s.remove(&id);
-        assert!(s.get(&id, 2_000).is_none());
-    }
 
     #[test]
     fn the_cookie_is_read_among_others() {

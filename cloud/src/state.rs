@@ -55,8 +55,6 @@ pub(crate) struct AppState {
     messaging: OnceLock<Arc<Messaging>>,
     /// The broker URL given to newly registered devices.
     device_mqtt_url: OnceLock<String>,
-    /// The web console's sessions.
-    pub(crate) console: crate::console::Sessions,
     /// Counts changes to what `GET /v1/status` shows (reports, revisions, registrations): the
     /// console's live pages wait on it.
     changes: watch::Sender<u64>,
@@ -156,7 +154,6 @@ impl AppState {
             metrics: Metrics::default(),
             messaging: OnceLock::new(),
             device_mqtt_url: OnceLock::new(),
-            console: crate::console::Sessions::default(),
             changes: watch::Sender::new(0),
             https: OnceLock::new(),
             broker_port: OnceLock::new(),

@@ -377,6 +377,61 @@ pub(crate) trait Store: Send + Sync + 'static {
         let _ = expected;
         self.put_rollout(record).map(|()| true)
     }
+    /// Stores a new console session, first deleting the sessions expired at `now_ms`, then, when
+    /// `max` are still kept, the ones closest to expiring (the oldest: every session lasts as
+    /// long), so that at most `max` are kept with the new one. Sessions live in the store so
+    /// that any process sharing it accepts a session another made, and a restart keeps them.
+    fn put_console_session(
+        &self,
+        session: &ConsoleSession,
+        max: usize,
+        now_ms: u64,
+    ) -> Result<(), StoreError>;
+    /// The console session whose cookie value has sha256 `id_hash`, unless it expired by
+    /// `now_ms` (an expired one is `None`, and deleted by the next
+    /// [`Store::put_console_session`]).
+    fn console_session(
+        &self,
+        id_hash: &[u8; 32],
+        now_ms: u64,
+    ) -> Result<Option<ConsoleSession>, StoreError>;
+    /// Ends the console session whose cookie value has sha256 `id_hash` (signing out); false
+    /// when there was none.
+    fn remove_console_session(&self, id_hash: &[u8; 32]) -> Result<bool, StoreError>;
+    /// Ends every console session made with the admin token whose sha256 is `token_hash` (it
+    /// was revoked); how many there were.
+    fn remove_console_sessions_of(&self, token_hash: &[u8; 32]) -> Result<usize, StoreError>;
+}
+
+/// A signed-in console browser, as stored ([`Store::put_console_session`]).
+///
+/// Never the cookie's value: only its sha256, so that what the store holds (a backup, a
+/// replica of the database) cannot be replayed as a cookie. The CSRF token is kept as it is:
+/// the console page reads it back (`GET /console/session`) after a reload, so it cannot be a
+/// hash; it is not a credential by itself — a request is accepted only with the session
+/// cookie too, whose value the store does not have.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ConsoleSession {
+    /// sha256 of the session cookie's value (a random 256-bit id).
+    pub(crate) id_hash: [u8; 32],
+    /// sha256 of the admin token it was made with (revoking that token ends the session).
+    pub(crate) token_hash: [u8; 32],
+    /// The token the page sends as `X-CSRF-Token` with every change.
+    pub(crate) csrf: String,
+    /// When it was made, ms since the Unix epoch.
+    pub(crate) created_ms: u64,
+    /// When it ends, ms since the Unix epoch.
+    pub(crate) expires_ms: u64,
+}
+
+impl std::fmt::Debug for ConsoleSession {
+    /// Without the CSRF token or the hashes, so that no log line can carry them.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleSession")
+            .field("created_ms", &self.created_ms)
+            .field("expires_ms", &self.expires_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What [`Store::statuses_since`] found.
@@ -463,6 +518,8 @@ const ROLLOUT: &str = "rollout";
 const ADMIN_V1: TableDefinition<&[u8], u64> = TableDefinition::new("admin_tokens");
 /// Admin tokens: hash → JSON [`AdminTokenRecord`].
 const ADMIN_TOKENS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("admin_tokens_v2");
+/// Console sessions: sha256 of the cookie's value → JSON [`ConsoleSession`].
+const CONSOLE_SESSIONS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("console_sessions");
 
 /// redb metadata under one data folder, bundles in [`Objects`].
 #[derive(Debug)]
@@ -515,6 +572,7 @@ impl LocalStore {
         tx.open_table(STATUS)?;
         tx.open_table(SECRETS)?;
         tx.open_table(META)?;
+        tx.open_table(CONSOLE_SESSIONS)?;
         {
             // Tokens of the first format become records named `initial`, in the same
             // transaction that empties the old table: whole or not at all.
@@ -916,6 +974,86 @@ impl Store for LocalStore {
         tx.open_table(META)?.insert(KEY_CHECK, sealed)?;
         tx.commit()?;
         Ok(())
+    }
+
+    fn put_console_session(
+        &self,
+        session: &ConsoleSession,
+        max: usize,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(CONSOLE_SESSIONS)?;
+            let mut kept: Vec<(u64, Vec<u8>)> = Vec::new();
+            let mut expired: Vec<Vec<u8>> = Vec::new();
+            for entry in t.iter()? {
+                let (k, v) = entry?;
+                let s: ConsoleSession = parse(v.value())?;
+                if s.expires_ms <= now_ms {
+                    expired.push(k.value().to_vec());
+                } else {
+                    kept.push((s.expires_ms, k.value().to_vec()));
+                }
+            }
+            // The oldest first, past what leaves room for the new one.
+            kept.sort_unstable();
+            let excess = (kept.len() + 1).saturating_sub(max.max(1));
+            for k in expired
+                .iter()
+                .chain(kept.iter().take(excess).map(|(_, k)| k))
+            {
+                t.remove(k.as_slice())?;
+            }
+            t.insert(session.id_hash.as_slice(), json(session).as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn console_session(
+        &self,
+        id_hash: &[u8; 32],
+        now_ms: u64,
+    ) -> Result<Option<ConsoleSession>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(CONSOLE_SESSIONS)?;
+        let Some(v) = t.get(id_hash.as_slice())? else {
+            return Ok(None);
+        };
+        let s: ConsoleSession = parse(v.value())?;
+        Ok((s.expires_ms > now_ms).then_some(s))
+    }
+
+    fn remove_console_session(&self, id_hash: &[u8; 32]) -> Result<bool, StoreError> {
+        let tx = self.db.begin_write()?;
+        let removed = tx
+            .open_table(CONSOLE_SESSIONS)?
+            .remove(id_hash.as_slice())?
+            .is_some();
+        tx.commit()?;
+        Ok(removed)
+    }
+
+    fn remove_console_sessions_of(&self, token_hash: &[u8; 32]) -> Result<usize, StoreError> {
+        let tx = self.db.begin_write()?;
+        let n = {
+            let mut t = tx.open_table(CONSOLE_SESSIONS)?;
+            let mut of: Vec<Vec<u8>> = Vec::new();
+            for entry in t.iter()? {
+                let (k, v) = entry?;
+                let s: ConsoleSession = parse(v.value())?;
+                if s.token_hash == *token_hash {
+                    of.push(k.value().to_vec());
+                }
+            }
+            for k in &of {
+                t.remove(k.as_slice())?;
+            }
+            of.len()
+        };
+        tx.commit()?;
+        Ok(n)
     }
 }
 

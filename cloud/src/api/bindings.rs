@@ -46,7 +46,7 @@ pub(super) async fn bind(
             )));
         }
     }
-    let hash = crate::console::admin_token_hash(&state, &headers);
+    let hash = crate::console::admin_token_hash(&state, &headers).await;
     let via = if crate::console::is_session(&headers) {
         CONSOLE_TOOL
     } else {

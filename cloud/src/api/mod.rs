@@ -104,7 +104,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         if parts.headers.get(header::AUTHORIZATION).is_none() {
             // The web console's session cookie (CSRF-checked for changes) stands for an admin.
             if let Some(caller) =
-                crate::console::session_caller(state, &parts.method, &parts.headers)
+                crate::console::session_caller(state, &parts.method, &parts.headers).await
             {
                 return caller;
             }

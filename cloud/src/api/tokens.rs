@@ -113,7 +113,17 @@ pub(super) async fn revoke(
     let revoked = state
         .registry
         .change(
-            move || Ok(store.revoke_admin_token(&key, now_ms())?),
+            move || {
+                let revoked = store.revoke_admin_token(&key, now_ms())?;
+                if let Some(Revoked::Done(hash)) = &revoked {
+                    // Its console sessions end with it. Were this to fail, they would still be
+                    // refused (a session is checked against the live admin tokens each request).
+                    if let Err(e) = store.remove_console_sessions_of(hash) {
+                        tracing::warn!("ending the revoked token's console sessions: {e}");
+                    }
+                }
+                Ok(revoked)
+            },
             |entries, revoked| {
                 if let Some(Revoked::Done(hash)) = revoked {
                     entries.revoke_admin(hash);

@@ -273,6 +273,66 @@ pub(crate) fn check(store: &dyn Store) {
         store.key_check().expect("check").as_deref(),
         Some(&b"sealed"[..])
     );
+
+    // Console sessions: found by the hash of their cookie's value while they last; at most
+    // `max` kept, the oldest ending first; expired ones take no room; ended one at a time
+    // (sign-out) or all of one admin token's at once (revoked).
+    let session = |id: u8, token: u8, created_ms: u64| ConsoleSession {
+        id_hash: [id; 32],
+        token_hash: [token; 32],
+        csrf: format!("csrf-{id}"),
+        created_ms,
+        expires_ms: created_ms + 1000,
+    };
+    let found = |id: u8, now: u64| {
+        store
+            .console_session(&[id; 32], now)
+            .expect("session")
+            .map(|s| s.id_hash[0])
+    };
+    assert_eq!(store.console_session(&[1; 32], 0).expect("none"), None);
+    for (id, token, at) in [(1, 1, 100), (2, 1, 200), (3, 2, 300)] {
+        store
+            .put_console_session(&session(id, token, at), 3, at)
+            .expect("put");
+    }
+    assert_eq!(
+        store.console_session(&[1; 32], 500).expect("get"),
+        Some(session(1, 1, 100))
+    );
+    assert_eq!(found(1, 1100), None, "expired");
+    assert_eq!(found(9, 500), None, "unknown");
+    store
+        .put_console_session(&session(4, 2, 400), 3, 400)
+        .expect("put");
+    assert_eq!(
+        [1, 2, 3, 4].map(|i| found(i, 450)),
+        [None, Some(2), Some(3), Some(4)],
+        "the oldest ended to keep 3"
+    );
+    // At 1250, session 2 (ends at 1200) has expired: it takes no room, 3 stays.
+    store
+        .put_console_session(&session(5, 1, 1250), 3, 1250)
+        .expect("put");
+    assert_eq!(
+        [2, 3, 4, 5].map(|i| found(i, 1250)),
+        [None, Some(3), Some(4), Some(5)]
+    );
+    store
+        .put_console_session(&session(6, 1, 1260), 3, 1260)
+        .expect("put");
+    assert_eq!(
+        [3, 4, 5, 6].map(|i| found(i, 1260)),
+        [None, Some(4), Some(5), Some(6)]
+    );
+    assert_eq!(
+        store.remove_console_sessions_of(&[2; 32]).expect("revoked"),
+        1
+    );
+    assert_eq!(found(4, 1260), None, "its admin token was revoked");
+    assert!(store.remove_console_session(&[5; 32]).expect("sign out"));
+    assert!(!store.remove_console_session(&[5; 32]).expect("again"));
+    assert_eq!([5, 6].map(|i| found(i, 1260)), [None, Some(6)]);
 }
 
 #[test]

@@ -26,8 +26,8 @@ use postgres::NoTls;
 use r2d2_postgres::PostgresConnectionManager;
 
 use super::{
-    AdminTokenRecord, Changed, DeviceRecord, Draft, Revoked, SealedVersion, SecretRecord,
-    SharedMessage, StatusesSince, Store, StoreError, json, parse,
+    AdminTokenRecord, Changed, ConsoleSession, DeviceRecord, Draft, Revoked, SealedVersion,
+    SecretRecord, SharedMessage, StatusesSince, Store, StoreError, json, parse,
 };
 
 /// The schema's migrations: version, name, SQL. Applied in order, each once, at start; never
@@ -53,6 +53,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         5,
         "shared_messages",
         include_str!("migrations/0005_shared_messages.sql"),
+    ),
+    (
+        6,
+        "console_sessions",
+        include_str!("migrations/0006_console_sessions.sql"),
     ),
 ];
 
@@ -1235,6 +1240,93 @@ impl Store for PgStore {
             );
         }
     }
+
+    fn put_console_session(
+        &self,
+        session: &ConsoleSession,
+        max: usize,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(|e| self.err(e))?;
+        // Sign-ins one at a time across processes, so that two never both find room for one.
+        tx.batch_execute("LOCK TABLE console_sessions IN SHARE ROW EXCLUSIVE MODE")
+            .map_err(|e| self.err(e))?;
+        tx.execute(
+            "DELETE FROM console_sessions WHERE expires_ms <= $1",
+            &[&big(now_ms)],
+        )
+        .map_err(|e| self.err(e))?;
+        // The newest `max - 1` stay; the new one makes `max`.
+        let keep = i64::try_from(max.max(1) - 1).unwrap_or(i64::MAX);
+        tx.execute(
+            "DELETE FROM console_sessions WHERE id_hash IN (
+                 SELECT id_hash FROM console_sessions
+                 ORDER BY expires_ms DESC, id_hash OFFSET $1)",
+            &[&keep],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.execute(
+            "INSERT INTO console_sessions (id_hash, token_hash, csrf, created_ms, expires_ms)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &session.id_hash.as_slice(),
+                &session.token_hash.as_slice(),
+                &session.csrf,
+                &big(session.created_ms),
+                &big(session.expires_ms),
+            ],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    fn console_session(
+        &self,
+        id_hash: &[u8; 32],
+        now_ms: u64,
+    ) -> Result<Option<ConsoleSession>, StoreError> {
+        let row = self
+            .conn()?
+            .query_opt(
+                "SELECT id_hash, token_hash, csrf, created_ms, expires_ms FROM console_sessions
+                 WHERE id_hash = $1 AND expires_ms > $2",
+                &[&id_hash.as_slice(), &big(now_ms)],
+            )
+            .map_err(|e| self.err(e))?;
+        row.map(|r| {
+            Ok(ConsoleSession {
+                id_hash: hash32(r.get(0))?,
+                token_hash: hash32(r.get(1))?,
+                csrf: r.get(2),
+                created_ms: unbig(r.get(3)),
+                expires_ms: unbig(r.get(4)),
+            })
+        })
+        .transpose()
+    }
+
+    fn remove_console_session(&self, id_hash: &[u8; 32]) -> Result<bool, StoreError> {
+        let n = self
+            .conn()?
+            .execute(
+                "DELETE FROM console_sessions WHERE id_hash = $1",
+                &[&id_hash.as_slice()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(n > 0)
+    }
+
+    fn remove_console_sessions_of(&self, token_hash: &[u8; 32]) -> Result<usize, StoreError> {
+        let n = self
+            .conn()?
+            .execute(
+                "DELETE FROM console_sessions WHERE token_hash = $1",
+                &[&token_hash.as_slice()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
 }
 
 /// The listener of [`Store::watch_changes`]: LISTEN on [`CHANGES`] over a connection of its
@@ -1474,7 +1566,7 @@ mod tests {
                 &db,
                 "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"
             ),
-            "1,2,3,4,5"
+            "1,2,3,4,5,6"
         );
         // Message marks: the first mark of a message says "first", a second says "seen".
         assert_eq!(
@@ -1665,7 +1757,8 @@ mod tests {
     }
 
     /// A database written by the first release of the schema (version 1: revisions without
-    /// their summary column) is brought to version 2 at start, its data kept and readable.
+    /// their summary column) is brought to the latest version at start, its data kept and
+    /// readable, the tables added since usable.
     #[test]
     fn an_upgrade_from_schema_version_1_keeps_the_data() {
         let mut server = PgServer::start();
@@ -1717,7 +1810,7 @@ mod tests {
                 &db,
                 "SELECT string_agg(version::text, ',' ORDER BY version) FROM schema_migrations"
             ),
-            "1,2,3,4,5"
+            "1,2,3,4,5,6"
         );
         assert_eq!(
             store.history(10).expect("history"),
@@ -1735,6 +1828,21 @@ mod tests {
             .expect("commit on the upgraded schema");
         assert_eq!(next.summary.number, 2);
         assert_eq!(store.history(10).expect("history").len(), 2);
+        // Version 6's console sessions, on the upgraded schema.
+        let session = ConsoleSession {
+            id_hash: [1; 32],
+            token_hash: [7; 32],
+            csrf: "c".into(),
+            created_ms: 1,
+            expires_ms: 10,
+        };
+        store
+            .put_console_session(&session, 10, 1)
+            .expect("a session");
+        assert_eq!(
+            store.console_session(&[1; 32], 2).expect("read"),
+            Some(session)
+        );
     }
 
     /// A schema newer than this program, or a released migration edited since, is refused
