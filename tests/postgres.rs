@@ -1037,3 +1037,170 @@ fn applies_racing_through_haproxy_give_one_201_and_one_409() {
         assert_eq!(history.as_array().map(Vec::len), Some(5), "{history}");
     }
 }
+
+/// Runs `edgefn-cloud --store URL` expecting it to refuse to start; its error output.
+fn cloud_refuses(url: &str) -> String {
+    let data = tempfile::tempdir().expect("data");
+    let log = data.path().join("cloud.log");
+    let mut child = Command::new(sibling_bin("edgefn-cloud"))
+        .args(["--listen", "127.0.0.1:0", "--mqtt-listen", "none", "--data"])
+        .arg(data.path().join("local"))
+        .args(["--store", url])
+        .env_remove("PGSSLMODE")
+        .env_remove("PGSSLROOTCERT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log).expect("log")))
+        .spawn()
+        .expect("start edgefn-cloud");
+    let mut status = None;
+    wait_until(60, "edgefn-cloud to give up", || {
+        status = child.try_wait().expect("wait");
+        status.is_some()
+    });
+    assert!(!status.expect("exited").success(), "it must not start");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !text.contains(PG_PASSWORD),
+        "the password is never shown: {text}"
+    );
+    text
+}
+
+/// `--store` URL of `db` with TLS parameters `query` (`sslmode=…&sslrootcert=…`).
+fn tls_url(pg: &PgServer, db: &str, query: &str) -> String {
+    format!("{}?{query}", pg.url(db))
+}
+
+/// `sslmode=verify-full` with the CA that signed the server's certificate: the cloud starts on
+/// a server that takes only TLS connections, an apply commits, and PostgreSQL reports every
+/// connection of the cloud — the pool's, the LISTEN connection's and the rollout driver's —
+/// as TLS.
+#[test]
+fn verify_full_with_the_right_ca_keeps_every_connection_on_tls() {
+    let mut pg = PgServer::start();
+    let db = pg.create_db();
+    let pki = tempfile::tempdir().expect("pki");
+    test_pki(pki.path());
+    pg.require_tls(&pki.path().join("server.pem"), &pki.path().join("server.key"));
+    let url = tls_url(
+        &pg,
+        &db,
+        &format!(
+            "sslmode=verify-full&sslrootcert={}",
+            pki.path().join("ca.pem").display()
+        ),
+    );
+    let data = tempfile::tempdir().expect("data");
+    let cloud = cloud(data.path(), "127.0.0.1:0", &url);
+    let dir = project(1);
+    let bundles = upload(&cloud, dir.path());
+    let r = submit(&cloud, &manifest(1, ""), &bundles, 0);
+    assert_eq!(r.status, 201, "{}", text(&r.body));
+    let r = get(&cloud, "/v1/revisions");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()[0]["number"], 1, "{}", text(&r.body));
+    // The connections of role `edgefn` (the cloud's): the LISTEN one is up and on TLS.
+    let count = |cond: &str| {
+        pg.psql(
+            &db,
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.usename = 'edgefn' AND {cond}"
+            ),
+        )
+    };
+    wait_until(30, "the cloud's LISTEN connection", || {
+        count("a.query = 'LISTEN edgefn_changes'") == "1"
+    });
+    wait_until(30, "the rollout driver's connection", || {
+        count("a.application_name LIKE 'edgefn-cloud pid %'") == "1"
+    });
+    assert_eq!(count("NOT s.ssl"), "0", "no connection without TLS");
+    assert_eq!(count("a.query = 'LISTEN edgefn_changes' AND s.ssl"), "1");
+    assert_eq!(count("a.application_name LIKE 'edgefn-cloud pid %' AND s.ssl"), "1");
+    let versions = pg.psql(
+        &db,
+        "SELECT DISTINCT s.version FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.usename = 'edgefn'",
+    );
+    assert!(versions.starts_with("TLSv1."), "{versions}");
+}
+
+/// A server certificate signed by another CA than `sslrootcert`'s is refused, the error naming
+/// the host and the CA file and saying how to fix it; so are a missing CA file and an unknown
+/// `sslmode`.
+#[test]
+fn a_certificate_the_ca_did_not_sign_is_refused_with_the_host_named() {
+    let mut pg = PgServer::start();
+    let db = pg.create_db();
+    let pki = tempfile::tempdir().expect("pki");
+    test_pki(pki.path());
+    let other = tempfile::tempdir().expect("other pki");
+    test_pki(other.path());
+    pg.require_tls(&pki.path().join("server.pem"), &pki.path().join("server.key"));
+    let wrong = other.path().join("ca.pem");
+    let err = cloud_refuses(&tls_url(
+        &pg,
+        &db,
+        &format!("sslmode=verify-full&sslrootcert={}", wrong.display()),
+    ));
+    assert!(
+        err.contains(&format!(
+            "the certificate of 127.0.0.1:{} does not verify against the CA in {}",
+            pg.port,
+            wrong.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("sslrootcert=PATH"), "says how to fix it: {err}");
+    // verify-ca checks the chain too.
+    let err = cloud_refuses(&tls_url(
+        &pg,
+        &db,
+        &format!("sslmode=verify-ca&sslrootcert={}", wrong.display()),
+    ));
+    assert!(err.contains("does not verify against"), "{err}");
+    let missing = other.path().join("missing.pem");
+    let err = cloud_refuses(&tls_url(
+        &pg,
+        &db,
+        &format!("sslmode=verify-full&sslrootcert={}", missing.display()),
+    ));
+    assert!(
+        err.contains(&format!("sslrootcert {}: cannot read it", missing.display()))
+            && err.contains("sslrootcert=PATH"),
+        "{err}"
+    );
+    let err = cloud_refuses(&tls_url(&pg, &db, "sslmode=verify-everything"));
+    assert!(
+        err.contains("unknown sslmode `verify-everything`: use disable, prefer, require, verify-ca or verify-full"),
+        "{err}"
+    );
+}
+
+/// `sslmode=require` against a server without TLS, and `sslmode=disable` against one that
+/// takes only TLS connections: each refused with what is wrong and how to fix it.
+#[test]
+fn plain_and_tls_mismatches_are_said_clearly() {
+    let mut pg = PgServer::start();
+    let db = pg.create_db();
+    let err = cloud_refuses(&tls_url(&pg, &db, "sslmode=require"));
+    assert!(
+        err.contains(&format!(
+            "127.0.0.1:{} does not accept TLS connections, and sslmode=require requires TLS",
+            pg.port
+        )),
+        "{err}"
+    );
+    let pki = tempfile::tempdir().expect("pki");
+    test_pki(pki.path());
+    pg.require_tls(&pki.path().join("server.pem"), &pki.path().join("server.key"));
+    let err = cloud_refuses(&tls_url(&pg, &db, "sslmode=disable"));
+    assert!(err.contains("no pg_hba.conf entry"), "{err}");
+    assert!(
+        err.contains("the server accepts this connection only over TLS, and sslmode=disable does not use it"),
+        "{err}"
+    );
+    // The default (prefer) uses TLS when the server offers it.
+    let data = tempfile::tempdir().expect("data");
+    let cloud = cloud(data.path(), "127.0.0.1:0", &pg.url(&db));
+    assert_eq!(get(&cloud, "/v1/revisions").status, 200);
+}
