@@ -26,6 +26,9 @@ use r2d2_postgres::PostgresConnectionManager;
 
 use tls::Tls;
 
+pub(crate) use import::Snapshot;
+
+mod import;
 mod tls;
 
 use super::{
