@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::store::postgres::{Retry, Snapshot};
-use crate::store::{LocalStore, PgStore, Store, StoreError};
+use crate::store::{LocalStore, PgStore, Store as _, StoreError};
 
 /// What [`move_store`] copied.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -88,7 +88,7 @@ pub fn move_store(data: &Path, to: &str, objects: Option<&str>) -> Result<Moved,
         )),
         other => MoveError(format!("{}: {other}", redb.display())),
     })?;
-    let snapshot = snapshot(&source)?;
+    let snapshot = Snapshot::read(&source)?;
 
     let pg = PgStore::connect(to, CONNECT)?;
     let database = pg.shown().to_owned();
@@ -99,8 +99,8 @@ pub fn move_store(data: &Path, to: &str, objects: Option<&str>) -> Result<Moved,
     }
     let target = match objects {
         Some(url) => {
-            let objects = crate::objects::open(Some(url), &folder)
-                .map_err(|e| MoveError(e.to_string()))?;
+            let objects =
+                crate::objects::open(Some(url), &folder).map_err(|e| MoveError(e.to_string()))?;
             pg.with_objects(objects, data.join("uploads"))?
         }
         None => pg,
@@ -152,35 +152,6 @@ pub fn move_store(data: &Path, to: &str, objects: Option<&str>) -> Result<Moved,
         objects_present: present,
         objects_in,
         database,
-    })
-}
-
-/// Everything `source` keeps besides object bytes.
-fn snapshot(source: &LocalStore) -> Result<Snapshot, MoveError> {
-    let latest = source.latest()?.map_or(0, |r| r.summary.number);
-    let mut revisions = Vec::new();
-    for n in 1..=latest {
-        match source.revision(n)? {
-            Some(r) => revisions.push(r),
-            None => {
-                return Err(MoveError(format!(
-                    "revision {n} of {latest} is missing from the embedded store: it is damaged; restore it from a backup first"
-                )));
-            }
-        }
-    }
-    Ok(Snapshot {
-        revisions,
-        devices: source.devices()?,
-        statuses: source
-            .statuses()?
-            .into_iter()
-            .map(|(name, (report, at))| (name, report, at))
-            .collect(),
-        admin_tokens: source.admin_tokens()?,
-        secrets: source.secrets()?,
-        key_check: source.key_check()?,
-        rollout: source.rollout()?,
     })
 }
 

@@ -546,7 +546,11 @@ impl Drop for PgStore {
 /// A client error's message, with the database's own detail and hint when it sent them.
 /// Why connecting failed, for an operator: TLS failures explained ([`tls::explain`]), and a
 /// server that accepts this client only over TLS said so; else [`db_message`].
-fn connect_message(e: &postgres::Error, settings: &tls::Settings, config: &postgres::Config) -> String {
+fn connect_message(
+    e: &postgres::Error,
+    settings: &tls::Settings,
+    config: &postgres::Config,
+) -> String {
     let host = shown_url(Some(config), "")
         .trim_start_matches("postgres://")
         .split('@')

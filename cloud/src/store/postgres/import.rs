@@ -4,7 +4,7 @@
 use edgefn_schema::api::Revision;
 
 use super::{KEY_CHECK, PgStore, ROLLOUT, big};
-use crate::store::{StoreError, json};
+use crate::store::{Store, StoreError, json};
 
 /// Everything the [`crate::store::Store`] trait keeps besides bundle bytes, read from one store
 /// to be written into another.
@@ -24,6 +24,40 @@ pub(crate) struct Snapshot {
     pub(crate) key_check: Option<Vec<u8>>,
     /// The latest revision's rollout record.
     pub(crate) rollout: Option<Vec<u8>>,
+}
+
+impl Snapshot {
+    /// Everything `source` keeps besides object bytes.
+    ///
+    /// Errors: the store's; a revision missing below the latest (a damaged store):
+    /// [`StoreError::Schema`].
+    pub(crate) fn read(source: &dyn Store) -> Result<Snapshot, StoreError> {
+        let latest = source.latest()?.map_or(0, |r| r.summary.number);
+        let mut revisions = Vec::new();
+        for n in 1..=latest {
+            match source.revision(n)? {
+                Some(r) => revisions.push(r),
+                None => {
+                    return Err(StoreError::Schema(format!(
+                        "revision {n} of {latest} is missing from the store: it is damaged; restore it from a backup first"
+                    )));
+                }
+            }
+        }
+        Ok(Snapshot {
+            revisions,
+            devices: source.devices()?,
+            statuses: source
+                .statuses()?
+                .into_iter()
+                .map(|(name, (report, at))| (name, report, at))
+                .collect(),
+            admin_tokens: source.admin_tokens()?,
+            secrets: source.secrets()?,
+            key_check: source.key_check()?,
+            rollout: source.rollout()?,
+        })
+    }
 }
 
 /// The tables that must be empty for [`PgStore::import`]: the control plane's state. Not
@@ -136,7 +170,10 @@ impl PgStore {
                 .map_err(|e| self.err(e))?;
             }
         }
-        for (key, value) in [(KEY_CHECK, &snapshot.key_check), (ROLLOUT, &snapshot.rollout)] {
+        for (key, value) in [
+            (KEY_CHECK, &snapshot.key_check),
+            (ROLLOUT, &snapshot.rollout),
+        ] {
             if let Some(value) = value {
                 tx.execute(
                     "INSERT INTO meta (key, value) VALUES ($1, $2)",
@@ -165,4 +202,96 @@ fn first_non_empty(
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_server::PgServer;
+    use super::super::{PgStore, Retry};
+    use super::Snapshot;
+    use crate::store::contract::check;
+    use crate::store::{LocalStore, Store};
+
+    const QUICK: Retry = Retry {
+        first: std::time::Duration::from_millis(10),
+        max: std::time::Duration::from_millis(50),
+        attempts: Some(3),
+    };
+
+    /// What `store` answers through the trait, as text (to compare two stores).
+    fn everything(store: &dyn Store) -> String {
+        let s = Snapshot::read(store).expect("read");
+        let mut devices = s.devices.clone();
+        devices.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut tokens = s.admin_tokens.clone();
+        tokens.sort_by_key(|t| t.hash);
+        format!(
+            "{:?}\n{devices:?}\n{:?}\n{tokens:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+            s.revisions,
+            s.statuses,
+            s.secrets,
+            s.key_check,
+            s.rollout,
+            store.history(100).expect("history")
+        )
+    }
+
+    /// The embedded store after the store contract's writes (revisions, devices and reports,
+    /// tokens, secrets, the key check, the rollout), imported into PostgreSQL: every read
+    /// through the trait answers the same.
+    #[test]
+    fn an_import_answers_every_read_as_the_embedded_store_did() {
+        let dir = tempfile::tempdir().expect("dir");
+        let local = LocalStore::open(dir.path()).expect("open");
+        check(&local);
+        local.set_key_check(b"sealed check").expect("key check");
+        local.put_rollout(b"{\"rollout\":1}").expect("rollout");
+        let mut server = PgServer::start();
+        let db = server.create_db();
+        let pg = PgStore::connect(&server.url(&db), QUICK).expect("connect");
+        let snapshot = Snapshot::read(&local).expect("snapshot");
+        assert!(snapshot.revisions.len() > 1 && !snapshot.secrets.is_empty());
+        pg.import(&snapshot).expect("import");
+        assert_eq!(everything(&pg), everything(&local));
+        // The next revision follows on the imported history.
+        let next = pg
+            .commit_rollout(
+                crate::store::contract::draft(&[], &[], 9),
+                Some(snapshot.revisions.len() as u64),
+                &mut |_| None,
+            )
+            .expect("commit");
+        assert_eq!(next.summary.number, snapshot.revisions.len() as u64 + 1);
+    }
+
+    /// An import that fails part-way (a device twice: the second insert is refused) leaves the
+    /// database as empty as it was, and a second import into a filled one is refused.
+    #[test]
+    fn an_import_is_whole_or_nothing() {
+        let dir = tempfile::tempdir().expect("dir");
+        let local = LocalStore::open(dir.path()).expect("open");
+        check(&local);
+        let mut server = PgServer::start();
+        let db = server.create_db();
+        let pg = PgStore::connect(&server.url(&db), QUICK).expect("connect");
+        let mut snapshot = Snapshot::read(&local).expect("snapshot");
+        let twice = snapshot.devices[0].clone();
+        snapshot.devices.push(twice);
+        let err = pg.import(&snapshot).expect_err("a device twice");
+        assert!(err.to_string().contains("duplicate key"), "{err}");
+        for table in ["revisions", "devices", "secrets", "admin_tokens", "meta"] {
+            assert_eq!(
+                server.psql(&db, &format!("SELECT count(*) FROM {table}")),
+                "0",
+                "{table}"
+            );
+        }
+        snapshot.devices.pop();
+        pg.import(&snapshot).expect("import");
+        let err = pg.import(&snapshot).expect_err("into a filled database");
+        assert!(
+            err.to_string().contains("table `revisions` is not empty"),
+            "{err}"
+        );
+    }
 }

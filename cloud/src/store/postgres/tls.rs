@@ -265,7 +265,12 @@ impl Settings {
         };
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes)
             .collect::<Result<_, _>>()
-            .map_err(|e| format!("sslrootcert {}: not a PEM file ({e}): {how}", path.display()))?;
+            .map_err(|e| {
+                format!(
+                    "sslrootcert {}: not a PEM file ({e}): {how}",
+                    path.display()
+                )
+            })?;
         let (added, _) = roots.add_parsable_certificates(certs);
         if added == 0 {
             return Err(format!(
@@ -433,13 +438,10 @@ impl ServerCertVerifier for ChainOnly {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -512,7 +514,10 @@ mod tests {
     #[test]
     fn bad_parameters_are_refused_with_the_accepted_ones() {
         let e = split("postgres://u@h/db?sslmode=strict").unwrap_err();
-        assert!(e.contains("unknown sslmode `strict`") && e.contains("verify-full"), "{e}");
+        assert!(
+            e.contains("unknown sslmode `strict`") && e.contains("verify-full"),
+            "{e}"
+        );
         let e = split("postgres://u@h/db?sslmode=require&sslmode=disable").unwrap_err();
         assert!(e.contains("given twice"), "{e}");
         let e = split("postgres://u@h/db?sslrootcert=%ZZ").unwrap_err();
