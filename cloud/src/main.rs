@@ -26,8 +26,11 @@ struct Args {
     #[arg(long, default_value = "edgefn-data")]
     data: PathBuf,
     /// Keep the control plane's state in this PostgreSQL database instead of the data folder:
-    /// postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (the password may come from $PGPASSWORD
-    /// instead). Waits for the database to come up; migrates its schema at start
+    /// postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=MODE&sslrootcert=CA.pem] (the
+    /// password may come from $PGPASSWORD instead; sslmode is libpq's: disable, prefer (the
+    /// default), require, verify-ca, verify-full; also from $PGSSLMODE, $PGSSLROOTCERT). Waits
+    /// for the database to come up; migrates its schema at start. To move an existing data
+    /// folder's state there: `edgefn-cloud move-store`
     #[arg(long, value_name = "URL")]
     store: Option<String>,
     /// Address to listen on (port 0 picks a free one)
@@ -102,7 +105,8 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct MoveStore {
-    /// The data folder the cloud ran with (holding cloud.redb and bundles/); only read
+    /// The data folder the cloud ran with (holding cloud.redb and bundles/); its state is only
+    /// read
     #[arg(long, value_name = "DATA")]
     data: PathBuf,
     /// The empty PostgreSQL database to move into:
@@ -138,7 +142,7 @@ fn move_store(args: &MoveStore) -> ExitCode {
                 .map(|o| format!(" --objects {o}"))
                 .unwrap_or_default();
             println!(
-                "start the cloud on it with the same data folder (its secret key file and MQTT password stay there):\n  edgefn-cloud --data {} --store URL{objects}",
+                "start the cloud on it with the --to URL, the same data folder (its MQTT password stays there) and the same --secret-key-file if it had one:\n  edgefn-cloud --data {} --store URL{objects}",
                 args.data.display()
             );
             ExitCode::SUCCESS

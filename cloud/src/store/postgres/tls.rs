@@ -137,9 +137,10 @@ pub(crate) fn split_url_with(
             format!("the value of `{key}` in the URL is not valid percent-encoded UTF-8")
         })?);
     }
-    let mode = match mode.or_else(|| env("PGSSLMODE")) {
-        Some(m) => SslMode::parse(&m)?,
-        None => SslMode::Prefer,
+    let mode = match (mode, env("PGSSLMODE")) {
+        (Some(m), _) => SslMode::parse(&m)?,
+        (None, Some(m)) => SslMode::parse(&m).map_err(|e| format!("$PGSSLMODE: {e}"))?,
+        (None, None) => SslMode::Prefer,
     };
     let root_cert = root_cert
         .or_else(|| env("PGSSLROOTCERT"))
@@ -509,6 +510,13 @@ mod tests {
         let (_, s) = split_url_with("postgres://u@h/db?sslmode=disable", env).unwrap();
         assert_eq!(s.mode, SslMode::Disable);
         assert_eq!(s.root_cert.as_deref(), Some("/env.pem"));
+        let (_, s) = split_url_with("postgres://u@h/db", env).unwrap();
+        assert_eq!(s.mode, SslMode::Require);
+        let e = split_url_with("postgres://u@h/db", |k| {
+            (k == "PGSSLMODE").then(|| "on".to_owned())
+        })
+        .unwrap_err();
+        assert!(e.starts_with("$PGSSLMODE: unknown sslmode `on`"), "{e}");
     }
 
     #[test]
