@@ -1063,6 +1063,7 @@ fn cloud_refuses(url: &str) -> String {
         !text.contains(PG_PASSWORD),
         "the password is never shown: {text}"
     );
+    eprintln!("edgefn-cloud refused, as expected: {text}");
     text
 }
 
@@ -1411,4 +1412,77 @@ fn move_store_moves_a_local_cloud_into_postgres_whole() {
         "{err}"
     );
     assert!(!err.contains(PG_PASSWORD), "{err}");
+}
+
+/// A server certificate for another name than the URL's host: `verify-full` refuses it saying
+/// so; `verify-ca` (the chain only) accepts it.
+#[test]
+fn verify_full_checks_the_name_and_verify_ca_does_not() {
+    let mut pg = PgServer::start();
+    let db = pg.create_db();
+    let pki = tempfile::tempdir().expect("pki");
+    test_pki(pki.path());
+    // Another certificate from the same CA, for db.example.com only.
+    let dir = pki.path();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "other.key",
+            "-out",
+            "other.csr",
+            "-subj",
+            "/CN=db.example.com",
+        ],
+    );
+    std::fs::write(dir.join("other.cnf"), "subjectAltName=DNS:db.example.com\n").expect("write");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "other.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "other.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "other.cnf",
+        ],
+    );
+    pg.require_tls(&dir.join("other.pem"), &dir.join("other.key"));
+    let ca = dir.join("ca.pem");
+    let err = cloud_refuses(&tls_url(
+        &pg,
+        &db,
+        &format!("sslmode=verify-full&sslrootcert={}", ca.display()),
+    ));
+    assert!(
+        err.contains(&format!(
+            "the certificate of 127.0.0.1:{} does not name that host",
+            pg.port
+        )) && err.contains("sslmode=verify-ca"),
+        "{err}"
+    );
+    let data = tempfile::tempdir().expect("data");
+    let cloud = cloud(
+        data.path(),
+        "127.0.0.1:0",
+        &tls_url(
+            &pg,
+            &db,
+            &format!("sslmode=verify-ca&sslrootcert={}", ca.display()),
+        ),
+    );
+    assert_eq!(get(&cloud, "/v1/revisions").status, 200);
 }
