@@ -161,7 +161,7 @@ fn config(url: &str) -> Result<(postgres::Config, tls::Settings), StoreError> {
             url.split('@').next_back().unwrap_or_default()
         )));
     }
-    let (rest, settings) = tls::split_url(url)
+    let (rest, mut settings) = tls::split_url(url)
         .map_err(|e| StoreError::BadUrl(format!("{}: {e}", shown_url(None, url))))?;
     let mut config: postgres::Config = rest.parse().map_err(|e: postgres::Error| {
         StoreError::BadUrl(format!(
@@ -186,6 +186,15 @@ fn config(url: &str) -> Result<(postgres::Config, tls::Settings), StoreError> {
         .keepalives_retries(3);
     if config.get_application_name().is_none() {
         config.application_name("edgefn-cloud");
+    }
+    // As libpq: `sslmode` does not apply to unix sockets (PostgreSQL serves no TLS on them).
+    if !config.get_hosts().is_empty()
+        && config
+            .get_hosts()
+            .iter()
+            .all(|h| matches!(h, postgres::config::Host::Unix(_)))
+    {
+        settings.mode = tls::SslMode::Disable;
     }
     config.ssl_mode(settings.client_mode());
     Ok((config, settings))
@@ -1490,6 +1499,22 @@ mod tests {
         max: Duration::from_millis(50),
         attempts: Some(3),
     };
+
+    #[test]
+    fn sslmode_goes_to_the_client_and_not_over_unix_sockets() {
+        let (c, s) =
+            config("postgres://u@db.example.com/d?sslmode=verify-full&sslrootcert=/ca.pem")
+                .expect("config");
+        assert_eq!(c.get_ssl_mode(), postgres::config::SslMode::Require);
+        assert_eq!(s.mode, tls::SslMode::VerifyFull);
+        let (c, _) = config("postgres://u@db.example.com/d?sslmode=disable").expect("config");
+        assert_eq!(c.get_ssl_mode(), postgres::config::SslMode::Disable);
+        let (c, s) =
+            config("postgres://u@%2Frun%2Fpostgresql/d?sslmode=verify-full").expect("config");
+        assert_eq!(c.get_ssl_mode(), postgres::config::SslMode::Disable);
+        assert_eq!(s.mode, tls::SslMode::Disable);
+        assert!(s.connector().is_ok(), "no CA needed on a unix socket");
+    }
 
     #[test]
     fn the_postgres_store_keeps_the_contract() {

@@ -19,7 +19,8 @@
 //! certificate): across a network, use `verify-full`. As in libpq, `sslrootcert` without a
 //! `verify-*` mode still checks the chain, and `sslrootcert=system` uses the operating system's
 //! trusted CAs. With `verify-ca`/`verify-full` and no `sslrootcert`, `~/.postgresql/root.crt`
-//! is used, as libpq does.
+//! is used, as libpq does. As in libpq, `sslmode` does not apply to a unix-socket host
+//! (PostgreSQL serves no TLS there): such a connection is plain.
 //!
 //! The TLS stream comes from `tokio-postgres-rustls`, which also gives the server's certificate
 //! hash for SCRAM channel binding (`SCRAM-SHA-256-PLUS`).
