@@ -1038,7 +1038,9 @@ fn applies_racing_through_haproxy_give_one_201_and_one_409() {
     }
 }
 
-/// Runs `edgefn-cloud --store URL` expecting it to refuse to start; its error output.
+/// Runs `edgefn-cloud --store URL` expecting it to refuse to start; its error output (also
+/// printed, to read the messages with `--nocapture`).
+#[allow(clippy::print_stderr)]
 fn cloud_refuses(url: &str) -> String {
     let data = tempfile::tempdir().expect("data");
     let log = data.path().join("cloud.log");
