@@ -644,3 +644,73 @@ fn a_control_plane_moved_to_an_object_store_without_its_bundles_says_so_at_start
     );
     drop(moved);
 }
+
+/// `edgefn-cloud move-store --objects s3://…`: a cloud on its data folder, moved into
+/// PostgreSQL with its bundles put into the object store (none into the database); started with
+/// `--store` and the same `--objects`, it serves the same revision and the same bundle bytes.
+#[test]
+fn move_store_puts_the_bundles_into_the_object_store() {
+    let mut pg = pg::PgServer::start();
+    let db = pg.create_db();
+    let s3_root = tempfile::tempdir().expect("s3 root");
+    let s3 = S3Server::start(s3_root.path());
+    let data = tempfile::tempdir().expect("data");
+    let project = tempfile::tempdir().expect("project");
+    let dir = project.path().join("functions/work");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("main.py"), MAIN_PY).expect("write");
+    std::fs::write(project.path().join("edgefn.yaml"), manifest(1)).expect("write");
+    git(project.path(), &["init", "-q"]);
+    git(project.path(), &["add", "-A"]);
+    git(project.path(), &["commit", "-q", "-m", "v1"]);
+    let local = Cloud::start(data.path());
+    let env = local.env();
+    let env = [(env[0].0, env[0].1.as_str()), (env[1].0, env[1].1.as_str())];
+    ok(&edgefn_env(project.path(), &["apply"], &env));
+    let get =
+        |cloud: &Cloud, path: &str| http(&cloud.addr(), "GET", path, Some(&cloud.admin), &[], b"");
+    let revision = get(&local, "/v1/revisions/1").json();
+    let digest = revision["bundles"]["work"]
+        .as_str()
+        .expect("the bundle's digest")
+        .to_owned();
+    let bytes = get(&local, &format!("/v1/bundles/{digest}")).body;
+    assert!(!bytes.is_empty());
+    assert!(local.stop().success());
+
+    let url = format!("s3://{BUCKET}/moved");
+    let out = Command::new(sibling_bin("edgefn-cloud"))
+        .args(["move-store", "--data"])
+        .arg(data.path())
+        .args(["--to", &pg.url(&db), "--objects", &url])
+        .envs(s3.env())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run move-store");
+    assert!(out.status.success(), "{}", all_output(&out));
+    assert!(
+        text(&out.stdout).contains(&format!("1 object(s) copied into {url}")),
+        "{}",
+        all_output(&out)
+    );
+    assert!(!all_output(&out).contains(SECRET_KEY));
+    assert_eq!(
+        s3.objects("moved")
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect::<Vec<_>>(),
+        vec![digest.clone()]
+    );
+    assert_eq!(pg.psql(&db, "SELECT count(*) FROM bundles"), "0");
+
+    let moved = Cloud::start_env(
+        data.path(),
+        &["--store", &pg.url(&db), "--objects", &url],
+        &pairs(&s3.env()),
+        None,
+    );
+    assert_eq!(get(&moved, "/v1/revisions/1").json(), revision);
+    let served = get(&moved, &format!("/v1/bundles/{digest}"));
+    assert_eq!(served.status, 200);
+    assert!(served.body == bytes, "the same bundle bytes");
+}

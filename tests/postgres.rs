@@ -3,7 +3,8 @@
 //! real agent, two processes on one database racing applies, the database down at start, and
 //! the database lost in the middle of an apply; and replicas behind HAProxy
 //! (tests/common/replicas.rs): one killed, the rollout driver killed mid-rollout, messages
-//! handled once on one Mosquitto, console sessions and log rings across replicas.
+//! handled once on one Mosquitto, console sessions and log rings across replicas; TLS to the
+//! database (sslmode, sslrootcert) and `edgefn-cloud move-store`.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -1183,4 +1184,455 @@ fn log_lines_reach_the_ring_of_every_replica() {
             .collect();
         last_tick(&ticks).is_some_and(|n| n > opened_after)
     });
+}
+
+/// Runs `edgefn-cloud --store URL` expecting it to refuse to start; its error output (also
+/// printed, to read the messages with `--nocapture`).
+#[allow(clippy::print_stderr)]
+fn cloud_refuses(url: &str) -> String {
+    let data = tempfile::tempdir().expect("data");
+    let log = data.path().join("cloud.log");
+    let mut child = Command::new(sibling_bin("edgefn-cloud"))
+        .args(["--listen", "127.0.0.1:0", "--mqtt-listen", "none", "--data"])
+        .arg(data.path().join("local"))
+        .args(["--store", url])
+        .env_remove("PGSSLMODE")
+        .env_remove("PGSSLROOTCERT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log).expect("log")))
+        .spawn()
+        .expect("start edgefn-cloud");
+    let mut status = None;
+    wait_until(60, "edgefn-cloud to give up", || {
+        status = child.try_wait().expect("wait");
+        status.is_some()
+    });
+    assert!(!status.expect("exited").success(), "it must not start");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !text.contains(PG_PASSWORD),
+        "the password is never shown: {text}"
+    );
+    eprintln!("edgefn-cloud refused, as expected: {text}");
+    text
+}
+
+/// `--store` URL of `db` with TLS parameters `query` (`sslmode=…&sslrootcert=…`).
+fn tls_url(pg: &PgServer, db: &str, query: &str) -> String {
+    format!("{}?{query}", pg.url(db))
+}
+
+/// `sslmode=verify-full` with the CA that signed the server's certificate: the cloud starts on
+/// a server that takes only TLS connections, an apply commits, and PostgreSQL reports every
+/// connection of the cloud — the pool's, the LISTEN connection's and the rollout driver's —
+/// as TLS.
+#[test]
+fn verify_full_with_the_right_ca_keeps_every_connection_on_tls() {
+    let mut pg = PgServer::start();
+    let db = pg.create_db();
+    let pki = tempfile::tempdir().expect("pki");
+    test_pki(pki.path());
+    pg.require_tls(
+        &pki.path().join("server.pem"),
+        &pki.path().join("server.key"),
+    );
+    let url = tls_url(
+        &pg,
+        &db,
+        &format!(
+            "sslmode=verify-full&sslrootcert={}",
+            pki.path().join("ca.pem").display()
+        ),
+    );
+    let data = tempfile::tempdir().expect("data");
+    let cloud = cloud(data.path(), "127.0.0.1:0", &url);
+    let dir = project(1);
+    let bundles = upload(&cloud, dir.path());
+    let r = submit(&cloud, &manifest(1, ""), &bundles, 0);
+    assert_eq!(r.status, 201, "{}", text(&r.body));
+    let r = get(&cloud, "/v1/revisions");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()[0]["number"], 1, "{}", text(&r.body));
+    // The connections of role `edgefn` (the cloud's): the LISTEN one is up and on TLS.
+    let count = |cond: &str| {
+        pg.psql(
+            &db,
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.usename = 'edgefn' AND {cond}"
+            ),
+        )
+    };
+    wait_until(30, "the cloud's LISTEN connection", || {
+        count("a.query = 'LISTEN edgefn_changes'") == "1"
+    });
+    wait_until(30, "the rollout driver's connection", || {
+        count("a.application_name LIKE 'edgefn-cloud pid %'") == "1"
+    });
+    assert_eq!(count("NOT s.ssl"), "0", "no connection without TLS");
+    assert_eq!(count("a.query = 'LISTEN edgefn_changes' AND s.ssl"), "1");
+    assert_eq!(
+        count("a.application_name LIKE 'edgefn-cloud pid %' AND s.ssl"),
+        "1"
+    );
+    let versions = pg.psql(
+        &db,
+        "SELECT DISTINCT s.version FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.usename = 'edgefn'",
+    );
+    assert!(versions.starts_with("TLSv1."), "{versions}");
+}
+
+/// A server certificate signed by another CA than `sslrootcert`'s is refused, the error naming
+/// the host and the CA file and saying how to fix it; so are a missing CA file and an unknown
+/// `sslmode`.
+#[test]
+fn a_certificate_the_ca_did_not_sign_is_refused_with_the_host_named() {
+    let mut pg = PgServer::start();
+    let db = pg.create_db();
+    let pki = tempfile::tempdir().expect("pki");
+    test_pki(pki.path());
+    let other = tempfile::tempdir().expect("other pki");
+    test_pki(other.path());
+    pg.require_tls(
+        &pki.path().join("server.pem"),
+        &pki.path().join("server.key"),
+    );
+    let wrong = other.path().join("ca.pem");
+    let err = cloud_refuses(&tls_url(
+        &pg,
+        &db,
+        &format!("sslmode=verify-full&sslrootcert={}", wrong.display()),
+    ));
+    assert!(
+        err.contains(&format!(
+            "the certificate of 127.0.0.1:{} does not verify against the CA in {}",
+            pg.port,
+            wrong.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("sslrootcert=PATH"),
+        "says how to fix it: {err}"
+    );
+    // verify-ca checks the chain too.
+    let err = cloud_refuses(&tls_url(
+        &pg,
+        &db,
+        &format!("sslmode=verify-ca&sslrootcert={}", wrong.display()),
+    ));
+    assert!(err.contains("does not verify against"), "{err}");
+    let missing = other.path().join("missing.pem");
+    let err = cloud_refuses(&tls_url(
+        &pg,
+        &db,
+        &format!("sslmode=verify-full&sslrootcert={}", missing.display()),
+    ));
+    assert!(
+        err.contains(&format!(
+            "sslrootcert {}: cannot read it",
+            missing.display()
+        )) && err.contains("sslrootcert=PATH"),
+        "{err}"
+    );
+    let err = cloud_refuses(&tls_url(&pg, &db, "sslmode=verify-everything"));
+    assert!(
+        err.contains("unknown sslmode `verify-everything`: use disable, prefer, require, verify-ca or verify-full"),
+        "{err}"
+    );
+}
+
+/// `sslmode=require` against a server without TLS, and `sslmode=disable` against one that
+/// takes only TLS connections: each refused with what is wrong and how to fix it.
+#[test]
+fn plain_and_tls_mismatches_are_said_clearly() {
+    let mut pg = PgServer::start();
+    let db = pg.create_db();
+    let err = cloud_refuses(&tls_url(&pg, &db, "sslmode=require"));
+    assert!(
+        err.contains(&format!(
+            "127.0.0.1:{} does not accept TLS connections, and sslmode=require requires TLS",
+            pg.port
+        )),
+        "{err}"
+    );
+    let pki = tempfile::tempdir().expect("pki");
+    test_pki(pki.path());
+    pg.require_tls(
+        &pki.path().join("server.pem"),
+        &pki.path().join("server.key"),
+    );
+    let err = cloud_refuses(&tls_url(&pg, &db, "sslmode=disable"));
+    assert!(err.contains("no pg_hba.conf entry"), "{err}");
+    assert!(
+        err.contains(
+            "the server accepts this connection only over TLS, and sslmode=disable does not use it"
+        ),
+        "{err}"
+    );
+    // The default (prefer) uses TLS when the server offers it.
+    let data = tempfile::tempdir().expect("data");
+    let cloud = cloud(data.path(), "127.0.0.1:0", &pg.url(&db));
+    assert_eq!(get(&cloud, "/v1/revisions").status, 200);
+}
+
+/// Runs `edgefn-cloud move-store ARGS`; its output.
+fn move_store(args: &[&str]) -> std::process::Output {
+    Command::new(sibling_bin("edgefn-cloud"))
+        .arg("move-store")
+        .args(args)
+        .env_remove("PGSSLMODE")
+        .env_remove("PGSSLROOTCERT")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run edgefn-cloud move-store")
+}
+
+/// A cloud on the embedded store, populated through the API and the CLI (a device with a
+/// report, two revisions, a secret, bundles), moved into PostgreSQL while stopped: started
+/// with `--store` it shows the same history, devices and status, and an agent with its old
+/// token and an empty folder gets its desired state and bundle. Refused: a move while the
+/// cloud runs, a second move into the same database, a missing data folder, an unreachable
+/// database.
+#[test]
+fn move_store_moves_a_local_cloud_into_postgres_whole() {
+    let mut pg = PgServer::start();
+    let db = pg.create_db();
+    let url = pg.url(&db);
+    let addr = format!("127.0.0.1:{}", server_port());
+    let data = tempfile::tempdir().expect("data");
+    let local = Cloud::start_at_with(data.path(), &addr, &["--mqtt-listen", "none"]).0;
+    let project = project(1);
+    let config: PathBuf = project.path().join("dev-a.agent.yaml");
+    ok(&cli(
+        project.path(),
+        &local,
+        &[
+            "device",
+            "add",
+            "dev-a",
+            "--out",
+            config.to_str().expect("utf8"),
+        ],
+    ));
+    let mut yaml = std::fs::read_to_string(&config).expect("read");
+    yaml.push_str("healthWindow: 1s\npollWait: 2s\nreportInterval: 1s\n");
+    std::fs::write(&config, yaml).expect("write");
+    ok(&cli(project.path(), &local, &["apply"]));
+    let r = http(
+        &local.addr(),
+        "PUT",
+        "/v1/secrets/db-token",
+        Some(&local.admin),
+        &[],
+        b"s3cr3t-value",
+    );
+    assert!(r.status == 201 || r.status == 200, "{}", text(&r.body));
+    let v2 = manifest(2, "").replace(
+        "    env: { VERSION: \"2\" }\n",
+        "    env: { VERSION: \"2\" }\n    secrets: [db-token]\n",
+    );
+    std::fs::write(project.path().join("edgefn.yaml"), v2).expect("write");
+    git(project.path(), &["commit", "-q", "-am", "v2"]);
+    ok(&cli(project.path(), &local, &["apply"]));
+    {
+        let agent_data = tempfile::tempdir().expect("agent data");
+        let _agent = AgentProc::start(&config, agent_data.path(), &[]);
+        wait_until(60, "dev-a converges on revision 2", || {
+            let d = device(&local, "dev-a");
+            d["converged"] == true && d["report"]["runningRevision"] == 2
+        });
+    }
+    // What must read the same after the move.
+    let kept = [
+        "/v1/revisions",
+        "/v1/revisions/1",
+        "/v1/revisions/2",
+        "/v1/secrets",
+        "/v1/tokens",
+        "/v1/rollout",
+    ];
+    let snapshot: Vec<serde_json::Value> = kept.iter().map(|p| get(&local, p).json()).collect();
+    let history = snapshot[0].clone();
+    let before = device(&local, "dev-a");
+    assert_eq!(history.as_array().map(Vec::len), Some(2), "{history}");
+
+    // Not while the cloud runs.
+    let out = move_store(&["--data", data.path().to_str().expect("utf8"), "--to", &url]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("is in use by a running edgefn-cloud: stop it first"),
+        "{err}"
+    );
+    assert_eq!(
+        pg.psql(
+            &db,
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'revisions'"
+        ),
+        "0",
+        "nothing was written"
+    );
+    assert!(local.stop().success());
+
+    let out = move_store(&["--data", data.path().to_str().expect("utf8"), "--to", &url]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("moved 2 revision(s), 1 device(s)") && said.contains("1 secret(s)"),
+        "{said}"
+    );
+    assert!(!said.contains(PG_PASSWORD) && !text(&out.stderr).contains(PG_PASSWORD));
+
+    let moved = cloud(data.path(), &addr, &url);
+    for (path, was) in kept.iter().zip(&snapshot) {
+        assert_eq!(&get(&moved, path).json(), was, "GET {path}");
+    }
+    let after = device(&moved, "dev-a");
+    assert_eq!(after, before, "the device's status and last report");
+    assert_eq!(get(&moved, "/v1/status").json()["revision"], 2);
+    // The old device token, an empty agent folder: the bundle comes from the database.
+    let agent_data = tempfile::tempdir().expect("agent data");
+    let agent = AgentProc::start(&config, agent_data.path(), &[]);
+    wait_until(
+        60,
+        "a new agent with the old token converges on revision 2",
+        || {
+            let d = device(&moved, "dev-a");
+            d["converged"] == true
+                && d["report"]["runningRevision"] == 2
+                && d["lastSeenMs"] != before["lastSeenMs"]
+        },
+    );
+    drop(agent);
+    let files = std::fs::read_dir(data.path().join("bundles"))
+        .expect("bundles")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        })
+        .count();
+    assert!(files > 0);
+    assert_eq!(
+        pg.psql(&db, "SELECT count(*) FROM bundles"),
+        files.to_string(),
+        "every bundle of the folder is in the database"
+    );
+    assert!(moved.stop().success());
+
+    // Into the same database again: refused, nothing changed.
+    let out = move_store(&["--data", data.path().to_str().expect("utf8"), "--to", &url]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("already holds a control plane's state (table `revisions` is not empty)")
+            && err.contains("CREATE DATABASE"),
+        "{err}"
+    );
+    assert_eq!(pg.psql(&db, "SELECT count(*) FROM revisions"), "2");
+
+    // A folder that is not a cloud's data folder.
+    let empty = tempfile::tempdir().expect("empty");
+    let missing = empty.path().join("nope");
+    let out = move_store(&["--data", missing.to_str().expect("utf8"), "--to", &url]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}: no such file",
+            missing.join("cloud.redb").display()
+        )) && err.contains("give --data the folder the old cloud ran with"),
+        "{err}"
+    );
+    // A database nobody listens for.
+    let db2 = pg.create_db();
+    let port = pg.port;
+    pg.stop();
+    let out = move_store(&[
+        "--data",
+        data.path().to_str().expect("utf8"),
+        "--to",
+        &pg.url(&db2),
+    ]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "the database postgres://edgefn@127.0.0.1:{port}/{db2} is unavailable"
+        )) && err.contains("Connection refused"),
+        "{err}"
+    );
+    assert!(!err.contains(PG_PASSWORD), "{err}");
+}
+
+/// A server certificate for another name than the URL's host: `verify-full` refuses it saying
+/// so; `verify-ca` (the chain only) accepts it.
+#[test]
+fn verify_full_checks_the_name_and_verify_ca_does_not() {
+    let mut pg = PgServer::start();
+    let db = pg.create_db();
+    let pki = tempfile::tempdir().expect("pki");
+    test_pki(pki.path());
+    // Another certificate from the same CA, for db.example.com only.
+    let dir = pki.path();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "other.key",
+            "-out",
+            "other.csr",
+            "-subj",
+            "/CN=db.example.com",
+        ],
+    );
+    std::fs::write(dir.join("other.cnf"), "subjectAltName=DNS:db.example.com\n").expect("write");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "other.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "other.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "other.cnf",
+        ],
+    );
+    pg.require_tls(&dir.join("other.pem"), &dir.join("other.key"));
+    let ca = dir.join("ca.pem");
+    let err = cloud_refuses(&tls_url(
+        &pg,
+        &db,
+        &format!("sslmode=verify-full&sslrootcert={}", ca.display()),
+    ));
+    assert!(
+        err.contains(&format!(
+            "the certificate of 127.0.0.1:{} does not name that host",
+            pg.port
+        )) && err.contains("sslmode=verify-ca"),
+        "{err}"
+    );
+    let data = tempfile::tempdir().expect("data");
+    let cloud = cloud(
+        data.path(),
+        "127.0.0.1:0",
+        &tls_url(
+            &pg,
+            &db,
+            &format!("sslmode=verify-ca&sslrootcert={}", ca.display()),
+        ),
+    );
+    assert_eq!(get(&cloud, "/v1/revisions").status, 200);
 }

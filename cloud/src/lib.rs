@@ -11,6 +11,7 @@ mod error;
 mod fleet;
 mod messaging;
 mod metrics;
+pub mod move_store;
 mod objects;
 pub mod openapi;
 mod registry;

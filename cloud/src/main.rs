@@ -17,6 +17,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[command(
     name = "edgefn-cloud",
     version,
+    args_conflicts_with_subcommands = true,
     after_help = "Example:\n  edgefn-cloud --data /var/lib/edgefn --listen 0.0.0.0:7070 --admin-token-file /etc/edgefn/admin.token"
 )]
 struct Args {
@@ -25,8 +26,11 @@ struct Args {
     #[arg(long, default_value = "edgefn-data")]
     data: PathBuf,
     /// Keep the control plane's state in this PostgreSQL database instead of the data folder:
-    /// postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (the password may come from $PGPASSWORD
-    /// instead). Waits for the database to come up; migrates its schema at start
+    /// postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=MODE&sslrootcert=CA.pem] (the
+    /// password may come from $PGPASSWORD instead; sslmode is libpq's: disable, prefer (the
+    /// default), require, verify-ca, verify-full; also from $PGSSLMODE, $PGSSLROOTCERT). Waits
+    /// for the database to come up; migrates its schema at start. To move an existing data
+    /// folder's state there: `edgefn-cloud move-store`
     #[arg(long, value_name = "URL")]
     store: Option<String>,
     /// Address to listen on (port 0 picks a free one)
@@ -84,6 +88,70 @@ struct Args {
     /// Log level: error, warn, info, debug, trace
     #[arg(long, default_value = "info")]
     log_level: tracing::Level,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Move the state of a cloud on the embedded store (DATA/cloud.redb, DATA/bundles) into an
+    /// empty PostgreSQL database, whole or not at all; run it while that cloud is stopped, then
+    /// start the cloud with --store
+    #[command(
+        after_help = "Example:\n  systemctl stop edgefn-cloud\n  PGPASSWORD=… edgefn-cloud move-store --data /var/lib/edgefn --to 'postgres://edgefn@db.example.com/edgefn?sslmode=verify-full&sslrootcert=/etc/edgefn/db-ca.pem'\n  edgefn-cloud --data /var/lib/edgefn --store 'postgres://edgefn@db.example.com/edgefn?sslmode=verify-full&sslrootcert=/etc/edgefn/db-ca.pem'"
+    )]
+    MoveStore(MoveStore),
+}
+
+#[derive(Debug, clap::Args)]
+struct MoveStore {
+    /// The data folder the cloud ran with (holding cloud.redb and bundles/); its state is only
+    /// read
+    #[arg(long, value_name = "DATA")]
+    data: PathBuf,
+    /// The empty PostgreSQL database to move into:
+    /// postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=…&sslrootcert=…] (the password
+    /// may come from $PGPASSWORD instead)
+    #[arg(long, value_name = "URL")]
+    to: String,
+    /// Put the bundles, dependency layers and models into this S3-compatible object store
+    /// (s3://BUCKET[/PREFIX], configured as the cloud's --objects) [default: into the database]
+    #[arg(long, value_name = "URL")]
+    objects: Option<String>,
+}
+
+/// `edgefn-cloud move-store`.
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+fn move_store(args: &MoveStore) -> ExitCode {
+    match edgefn_cloud::move_store::move_store(&args.data, &args.to, args.objects.as_deref()) {
+        Ok(m) => {
+            println!(
+                "moved {} revision(s), {} device(s), {} admin token(s) and {} secret(s) into {}; {} object(s) copied into {} ({} already there)",
+                m.revisions,
+                m.devices,
+                m.admin_tokens,
+                m.secrets,
+                m.database,
+                m.objects_copied,
+                m.objects_in,
+                m.objects_present
+            );
+            let objects = args
+                .objects
+                .as_deref()
+                .map(|o| format!(" --objects {o}"))
+                .unwrap_or_default();
+            println!(
+                "start the cloud on it with the --to URL, the same data folder (its MQTT password stays there) and the same --secret-key-file if it had one:\n  edgefn-cloud --data {} --store URL{objects}",
+                args.data.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("edgefn-cloud move-store: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 #[allow(clippy::print_stdout, clippy::print_stderr)]
@@ -94,6 +162,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
+    if let Some(Command::MoveStore(m)) = &args.command {
+        return move_store(m);
+    }
     // One descriptor per connected device: lift the soft limit to the hard one.
     match edgefn_os::limits::raise_open_files(None) {
         Ok(l) if l.now > l.before => {

@@ -315,3 +315,32 @@ impl Drop for PgServer {
         self.signal("-QUIT");
     }
 }
+
+/// TLS on a [`PgServer`] (added by the TLS tests; kept apart from the code above).
+impl PgServer {
+    /// Restarts the server with `ssl = on`, serving `cert` and `key` (PEM), and a `pg_hba.conf`
+    /// that takes TCP connections only over TLS (`hostssl`), so a plain one is refused; the
+    /// unix socket (the superuser's [`PgServer::psql`]) stays as it was.
+    pub fn require_tls(&mut self, cert: &Path, key: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        let data = self.dir.path().join("data");
+        for (from, to) in [(cert, "server.crt"), (key, "server.key")] {
+            let path = data.join(to);
+            std::fs::copy(from, &path).expect("copy the server's certificate and key");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+            if let Some((uid, gid)) = self.owner {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid)).expect("chown");
+            }
+        }
+        let mut conf = std::fs::read_to_string(data.join("postgresql.conf")).expect("conf");
+        conf.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(data.join("postgresql.conf"), conf).expect("write conf");
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .expect("write pg_hba.conf");
+        self.stop();
+        self.start_again();
+    }
+}

@@ -22,8 +22,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use edgefn_schema::api::{Revision, RevisionSummary, StatusReport};
-use postgres::NoTls;
 use r2d2_postgres::PostgresConnectionManager;
+
+use tls::Tls;
+
+pub(crate) use import::Snapshot;
+
+mod import;
+mod tls;
 
 use super::{
     AdminTokenRecord, Changed, ConsoleSession, DeviceRecord, Draft, Revoked, SealedVersion,
@@ -100,7 +106,7 @@ const ADMIN_TOKENS: &str = "admin-tokens";
 /// ([`Store::rollout_driver`]): "edgefn-rollout" in ASCII, distinct from [`MIGRATION_LOCK`].
 pub(crate) const DRIVER_LOCK: i64 = 0x0065_6466_6e72_6f6c;
 
-type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+type Pool = r2d2::Pool<PostgresConnectionManager<Tls>>;
 
 /// The store in a PostgreSQL database.
 pub(crate) struct PgStore {
@@ -108,6 +114,8 @@ pub(crate) struct PgStore {
     pool: Option<Pool>,
     /// How to connect (the listener of [`Store::watch_changes`] has a connection of its own).
     config: postgres::Config,
+    /// TLS for every connection: the pool's, the listener's and the rollout driver's.
+    tls: Tls,
     /// The database as shown in messages: its URL without the password.
     shown: String,
     /// Messages marked by this process ([`Store::mark_message`]), to sweep expired marks now
@@ -149,15 +157,18 @@ impl Retry {
     };
 }
 
-/// `url` parsed, with the password from `$PGPASSWORD` when the URL has none.
-fn config(url: &str) -> Result<postgres::Config, StoreError> {
+/// `url` parsed, with the password from `$PGPASSWORD` when the URL has none, and its TLS
+/// settings (`sslmode`, `sslrootcert`: [`tls`]).
+fn config(url: &str) -> Result<(postgres::Config, tls::Settings), StoreError> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(StoreError::BadUrl(format!(
             "`{}` is not a PostgreSQL URL: give postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE",
             url.split('@').next_back().unwrap_or_default()
         )));
     }
-    let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
+    let (rest, mut settings) = tls::split_url(url)
+        .map_err(|e| StoreError::BadUrl(format!("{}: {e}", shown_url(None, url))))?;
+    let mut config: postgres::Config = rest.parse().map_err(|e: postgres::Error| {
         StoreError::BadUrl(format!(
             "{}: {e}; give postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE",
             shown_url(None, url)
@@ -181,7 +192,17 @@ fn config(url: &str) -> Result<postgres::Config, StoreError> {
     if config.get_application_name().is_none() {
         config.application_name("edgefn-cloud");
     }
-    Ok(config)
+    // As libpq: `sslmode` does not apply to unix sockets (PostgreSQL serves no TLS on them).
+    if !config.get_hosts().is_empty()
+        && config
+            .get_hosts()
+            .iter()
+            .all(|h| matches!(h, postgres::config::Host::Unix(_)))
+    {
+        settings.mode = tls::SslMode::Disable;
+    }
+    config.ssl_mode(settings.client_mode());
+    Ok((config, settings))
 }
 
 /// The database as shown in messages and logs: `postgres://USER@HOST:PORT/DATABASE`, never a
@@ -350,13 +371,16 @@ impl PgStore {
     /// [`PgStore::connect`], migrating only up to version `target` (tests of upgrades).
     #[allow(clippy::disallowed_methods)] // Runs before the async runtime, or on a blocking thread.
     pub(crate) fn connect_to(url: &str, retry: Retry, target: i32) -> Result<Self, StoreError> {
-        let config = config(url)?;
+        let (config, tls_settings) = config(url)?;
         let shown = shown_url(Some(&config), url);
+        let tls = tls_settings
+            .connector()
+            .map_err(|e| StoreError::BadUrl(format!("{shown}: {e}")))?;
         let mut wait = retry.first;
         let mut attempt = 0u32;
         let mut client = loop {
             attempt += 1;
-            match config.connect(NoTls) {
+            match config.connect(tls.clone()) {
                 Ok(c) => break c,
                 Err(e) if transient(&e) && retry.attempts.is_none_or(|n| attempt < n) => {
                     tracing::warn!(
@@ -376,7 +400,7 @@ impl PgStore {
                 Err(e) => {
                     return Err(StoreError::Postgres(format!(
                         "cannot use PostgreSQL at {shown}: {}",
-                        db_message(&e)
+                        connect_message(&e, &tls_settings, &config)
                     )));
                 }
             }
@@ -401,11 +425,12 @@ impl PgStore {
             .connection_timeout(CHECKOUT_TIMEOUT)
             // A connection PostgreSQL closed (a restart, a failover) is replaced before use.
             .test_on_check_out(true)
-            .build_unchecked(PostgresConnectionManager::new(config.clone(), NoTls));
+            .build_unchecked(PostgresConnectionManager::new(config.clone(), tls.clone()));
         Ok(Self {
             objects: None,
             pool: Some(pool),
             config,
+            tls,
             shown,
             marks: std::sync::atomic::AtomicU64::new(0),
         })
@@ -441,7 +466,7 @@ impl PgStore {
         Ok(self)
     }
 
-    fn conn(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>, StoreError> {
+    fn conn(&self) -> Result<r2d2::PooledConnection<PostgresConnectionManager<Tls>>, StoreError> {
         let pool = self
             .pool
             .as_ref()
@@ -533,6 +558,36 @@ impl Drop for PgStore {
 }
 
 /// A client error's message, with the database's own detail and hint when it sent them.
+/// Why connecting failed, for an operator: TLS failures explained ([`tls::explain`]), and a
+/// server that accepts this client only over TLS said so; else [`db_message`].
+fn connect_message(
+    e: &postgres::Error,
+    settings: &tls::Settings,
+    config: &postgres::Config,
+) -> String {
+    let host = shown_url(Some(config), "")
+        .trim_start_matches("postgres://")
+        .split('@')
+        .nth(1)
+        .and_then(|h| h.split('/').next())
+        .unwrap_or_default()
+        .to_owned();
+    if let Some(m) = tls::explain(e, settings, &host) {
+        return m;
+    }
+    let m = db_message(e);
+    match e.as_db_error() {
+        // "no pg_hba.conf entry for host …, no encryption": only `hostssl` lines match.
+        Some(db) if db.code().code() == "28000" && db.message().contains("no encryption") => {
+            format!(
+                "{m}; the server accepts this connection only over TLS, and sslmode={} does not use it: use sslmode=verify-full with sslrootcert=PATH (or require)",
+                settings.mode.name()
+            )
+        }
+        _ => m,
+    }
+}
+
 fn db_message(e: &postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => {
@@ -1214,9 +1269,10 @@ impl Store for PgStore {
     ) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
         let held = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (config, shown, flag) = (self.config.clone(), self.shown.clone(), held.clone());
+        let tls = self.tls.clone();
         let thread = std::thread::Builder::new()
             .name("pg-driver".into())
-            .spawn(move || hold_driver_lock(config, &shown, &flag, &stop));
+            .spawn(move || hold_driver_lock(config, &tls, &shown, &flag, &stop));
         if let Err(e) = thread {
             tracing::error!(
                 "cannot start the rollout driver's election: {e}; this process will not drive rollouts"
@@ -1230,10 +1286,10 @@ impl Store for PgStore {
         changed: Box<dyn Fn(Changed) + Send>,
         stop: tokio::sync::watch::Receiver<bool>,
     ) {
-        let (config, shown) = (self.config.clone(), self.shown.clone());
+        let (config, tls, shown) = (self.config.clone(), self.tls.clone(), self.shown.clone());
         let listener = std::thread::Builder::new()
             .name("pg-listen".into())
-            .spawn(move || listen(&config, &shown, changed.as_ref(), &stop));
+            .spawn(move || listen(&config, &tls, &shown, changed.as_ref(), &stop));
         if let Err(e) = listener {
             tracing::error!(
                 "cannot start the PostgreSQL listener: {e}; revisions committed by other processes are served after a restart"
@@ -1335,6 +1391,7 @@ impl Store for PgStore {
 #[allow(clippy::disallowed_methods)] // A thread of its own, not an async worker.
 fn listen(
     config: &postgres::Config,
+    tls: &Tls,
     shown: &str,
     changed: &dyn Fn(Changed),
     stop: &tokio::sync::watch::Receiver<bool>,
@@ -1344,7 +1401,7 @@ fn listen(
     let mut wait = Retry::FOREVER.first;
     while !*stop.borrow() {
         let connected = config
-            .connect(NoTls)
+            .connect(tls.clone())
             .and_then(|mut c| c.batch_execute(&format!("LISTEN {CHANGES}")).map(|()| c));
         let mut client = match connected {
             Ok(c) => c,
@@ -1424,6 +1481,7 @@ fn listen(
 #[allow(clippy::disallowed_methods)] // A thread of its own, not an async worker.
 fn hold_driver_lock(
     mut config: postgres::Config,
+    tls: &Tls,
     shown: &str,
     held: &std::sync::atomic::AtomicBool,
     stop: &tokio::sync::watch::Receiver<bool>,
@@ -1439,7 +1497,7 @@ fn hold_driver_lock(
     };
     let mut wait = Retry::FOREVER.first;
     while !*stop.borrow() {
-        let mut client = match config.connect(NoTls) {
+        let mut client = match config.connect(tls.clone()) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(
@@ -1540,6 +1598,22 @@ mod tests {
         max: Duration::from_millis(50),
         attempts: Some(3),
     };
+
+    #[test]
+    fn sslmode_goes_to_the_client_and_not_over_unix_sockets() {
+        let (c, s) =
+            config("postgres://u@db.example.com/d?sslmode=verify-full&sslrootcert=/ca.pem")
+                .expect("config");
+        assert_eq!(c.get_ssl_mode(), postgres::config::SslMode::Require);
+        assert_eq!(s.mode, tls::SslMode::VerifyFull);
+        let (c, _) = config("postgres://u@db.example.com/d?sslmode=disable").expect("config");
+        assert_eq!(c.get_ssl_mode(), postgres::config::SslMode::Disable);
+        let (c, s) =
+            config("postgres://u@%2Frun%2Fpostgresql/d?sslmode=verify-full").expect("config");
+        assert_eq!(c.get_ssl_mode(), postgres::config::SslMode::Disable);
+        assert_eq!(s.mode, tls::SslMode::Disable);
+        assert!(s.connector().is_ok(), "no CA needed on a unix socket");
+    }
 
     #[test]
     fn the_postgres_store_keeps_the_contract() {
