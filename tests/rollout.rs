@@ -280,6 +280,39 @@ fn pause_holds_resume_continues_and_abort_returns_everyone() {
     for name in DEVICES.iter().filter(|d| **d != canary) {
         assert_eq!(fleet.device(name)["report"]["runningRevision"], 1, "{name}");
     }
+    // They are held at the baseline, waiting for their stage: not "converged" on revision 2,
+    // in `edgefn status` as in the console's fleet page (the same rule).
+    let status = ok(&fleet.cli(&["status"]));
+    for name in DEVICES {
+        let line = status
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} in:\n{status}"));
+        let columns: Vec<&str> = line.split_whitespace().collect();
+        if name == canary {
+            assert_eq!(columns[1..4], ["2", "2", "running"], "{status}");
+            assert!(line.contains("converged"), "{status}");
+            assert_eq!(fleet.device(name)["held"], serde_json::Value::Null);
+        } else {
+            assert_eq!(columns[1..4], ["2", "1", "held"], "{status}");
+            assert!(
+                line.contains(
+                    "held at revision 1: the rollout of revision 2 (paused) has not reached its stage yet"
+                ) && !line.contains("converged"),
+                "{status}"
+            );
+            assert_eq!(
+                fleet.device(name)["held"],
+                serde_json::json!({"revision": 1, "rolloutRevision": 2, "rollout": "paused"})
+            );
+        }
+    }
+    let page = fleet.get("/v1/status/page").json();
+    assert_eq!(
+        page["counts"]["held"].as_u64(),
+        Some(DEVICES.len() as u64 - 1),
+        "{page}"
+    );
     let resumed = fleet.cli(&["rollout", "resume", "--wait", "--timeout", "60s"]);
     assert!(resumed.status.success(), "{}", text(&resumed.stderr));
     assert_eq!(fleet.rollout()["state"], "completed");
