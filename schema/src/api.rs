@@ -142,6 +142,10 @@ error_codes! {
     /// A signed revision whose signatures do not match the desired states the control plane
     /// computes (details: `devices`, each with why).
     InvalidSignatures => "invalid_signatures", 422;
+    /// A change the control plane would make as a new revision (a bind, a rollback without
+    /// signatures) on top of a signed revision: it holds no signing key, and devices with
+    /// `trustedKeys` would refuse it. Make the change in git and apply it signed.
+    SigningRequired => "signing_required", 409;
     /// An invocation of a function the device does not run as a triggered binding under its
     /// current desired state (`POST /v1/devices/{name}/invoke`; details: `suggestion`,
     /// `names`).
@@ -193,6 +197,12 @@ pub struct SecretSetResponse {
     /// bundles with this version), when the latest revision uses the secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<u64>,
+    /// The latest revision uses the secret but is signed: the control plane (which holds no
+    /// signing key) made no revision, since devices with `trustedKeys` would refuse it. The
+    /// version is stored; `edgefn apply --sign-key FILE` rolls it out (a signed apply pins the
+    /// latest version of each secret).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub signing_required: bool,
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -373,6 +373,29 @@ pub(super) async fn commit_with(
     ))
 }
 
+/// Refuses `what` (`a bind`, `a rollback without signatures`), a revision the control plane
+/// would make unsigned on top of the signed revision `latest`: it holds no signing key, so
+/// devices with `trustedKeys` would refuse it. 409 `signing_required`, saying `how` to make it
+/// signed instead.
+pub(super) fn refuse_unsigned_after_signed(
+    latest: &edgefn_schema::api::Revision,
+    what: &str,
+    how: &str,
+) -> Result<(), ApiError> {
+    if latest.signatures.is_none() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::SigningRequired,
+        format!(
+            "revision {} is signed, and the control plane cannot sign (it holds no signing key): \
+             devices with trustedKeys would refuse the unsigned revision {what} makes here, so \
+             nothing was changed; {how}",
+            latest.summary.number
+        ),
+    ))
+}
+
 /// Checks a signed draft's signatures against the desired states the control plane computes
 /// for it as revision `expected_parent + 1` (the number the commit gives it, or it fails with
 /// 409): a 422 naming every device whose signature does not match.
@@ -524,6 +547,16 @@ pub(super) async fn rollback(
     let old = blocking(move || Ok(store.revision(to)?))
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no revision {to}")))?;
+    if req.signatures.is_none() {
+        let store = state.store.clone();
+        if let Some(current) = blocking(move || Ok(store.latest()?)).await? {
+            refuse_unsigned_after_signed(
+                &current,
+                "a rollback",
+                &format!("roll back signed: `edgefn rollback {to} --sign-key FILE`"),
+            )?;
+        }
+    }
     let (old, manifest) = blocking(move || {
         let manifest =
             edgefn_schema::load(&Source::new("edgefn.yaml", old.manifest.as_str()), None)
