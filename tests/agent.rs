@@ -1836,6 +1836,38 @@ fn a_binding_gets_its_device_node_and_a_missing_node_is_refused_before_the_switc
     assert_eq!(daemon["restarts"], 0, "{report}");
 }
 
+/// A bundle the control plane answers 404 to (its objects lost it after the apply): the agent
+/// keeps what it runs and says which digest is missing and to apply again.
+#[test]
+fn a_bundle_the_control_plane_lacks_is_named_with_what_to_do() {
+    let fleet = Fleet::new();
+    let applied: serde_json::Value =
+        serde_json::from_str(&ok(&fleet.cli(&["apply", "--output", "json"]))).expect("json");
+    let digest = applied["bundles"]["work"]
+        .as_str()
+        .expect("work's bundle")
+        .to_owned();
+    let stored = fleet._cloud_data.path().join("bundles").join(&digest);
+    std::fs::remove_file(&stored)
+        .unwrap_or_else(|e| panic!("{}: {e}", stored.display()));
+    let data = tempfile::tempdir().expect("agent data");
+    let _agent = AgentProc::start(&fleet.agent_config, data.path(), &[]);
+    let mut message = String::new();
+    wait_until(60, "the device says the bundle is missing", || {
+        message = fleet.device_status()["report"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        message.contains("HTTP 404")
+    });
+    assert!(
+        message.contains(&format!("bundle {digest}: the control plane does not have it"))
+            && message.contains("apply again (`edgefn apply`"),
+        "{message}"
+    );
+    assert_eq!(current_link(data.path()), None, "nothing switched");
+}
+
 /// A first release asking for a node the device lacks is refused before it starts anything:
 /// it is marked failed, and the reason names the binding and the node.
 #[test]
