@@ -362,6 +362,17 @@ fn pause_holds_resume_continues_and_abort_returns_everyone() {
                 .all(|(d, digest)| fleet.device(d)["desiredDigest"] == *digest)
     });
     assert_eq!(fleet.post("/v1/rollout/abort").status, 409);
+    // `edgefn diff` compares with what the devices run (revision 2), and says why, not "no
+    // changes" against the aborted revision 3.
+    let diff = fleet.cli(&["diff"]);
+    let said = text(&diff.stdout);
+    assert_eq!(diff.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("against revision 2")
+            && said.contains("revision 3's rollout was aborted: the devices run revision 2")
+            && !said.contains("no changes"),
+        "{said}"
+    );
     // The aborted revision never reached the fleet: applying the same commit again makes a
     // new revision that rolls out afresh, not "no changes".
     let out = ok(&fleet.cli(&["apply", "--output", "json"]));
