@@ -281,9 +281,13 @@ pub(super) async fn commit_with(
             }),
         ));
     }
-    if let Some(signatures) = &draft.signatures {
-        check_signatures(&draft, signatures, view.revision, expected_parent).await?;
-    }
+    // A signed draft's view is built once: to check its signatures, then served as is.
+    let checked = match &draft.signatures {
+        Some(signatures) => {
+            Some(check_signatures(&draft, signatures, view.revision, expected_parent).await?)
+        }
+        None => None,
+    };
     let store = state.store.clone();
     let previous = state
         .rollout_record()
@@ -352,12 +356,21 @@ pub(super) async fn commit_with(
             ))),
             (None, _) => None,
         };
-        Ok((
-            revision.summary.number,
-            FleetView::build(Some(&revision)),
-            record,
-            baseline_view,
-        ))
+        // The view the signatures were checked against is this revision's, unless the commit
+        // pinned or numbered it otherwise.
+        let new_view = match checked {
+            Some(v)
+                if v.revision == revision.summary.number
+                    && v.secrets == revision.secrets
+                    && v.bundles == revision.bundles
+                    && v.layers == revision.layers
+                    && v.models == revision.models =>
+            {
+                v
+            }
+            _ => FleetView::build(Some(&revision)),
+        };
+        Ok((revision.summary.number, new_view, record, baseline_view))
     })
     .await?;
     let rolling = record.is_some();
@@ -398,13 +411,14 @@ pub(super) fn refuse_unsigned_after_signed(
 
 /// Checks a signed draft's signatures against the desired states the control plane computes
 /// for it as revision `expected_parent + 1` (the number the commit gives it, or it fails with
-/// 409): a 422 naming every device whose signature does not match.
+/// 409): a 422 naming every device whose signature does not match. The view it checked (with
+/// the signatures, as served) when they all match.
 async fn check_signatures(
     draft: &Draft,
     signatures: &edgefn_schema::api::RevisionSignatures,
     latest: u64,
     expected_parent: Option<u64>,
-) -> Result<(), ApiError> {
+) -> Result<FleetView, ApiError> {
     let Some(parent) = expected_parent else {
         return Err(ApiError::bad_request(
             "a signed revision needs `expectedParent`: the revision signed is the one after it",
@@ -430,14 +444,17 @@ async fn check_signatures(
         layers: draft.layers.clone(),
         models: draft.models.clone(),
         secrets: draft.secrets.clone(),
-        signatures: None,
+        signatures: Some(signatures.clone()),
     };
     let signatures = signatures.clone();
-    let problems =
-        blocking(move || Ok(FleetView::build(Some(&revision)).signature_problems(&signatures)))
-            .await?;
+    let (view, problems) = blocking(move || {
+        let view = FleetView::build(Some(&revision));
+        let problems = view.signature_problems(&signatures);
+        Ok((view, problems))
+    })
+    .await?;
     if problems.is_empty() {
-        return Ok(());
+        return Ok(view);
     }
     Err(ApiError::new(
         ErrorCode::InvalidSignatures,
