@@ -1826,7 +1826,10 @@ fn a_binding_gets_its_device_node_and_a_missing_node_is_refused_before_the_switc
     let r = agent.publish("probe", &serde_json::json!({"paths": [&asked.0]}));
     let result = &r["deliveries"][0]["result"];
     assert_eq!(result[&asked.0], "read 00000000", "{r}");
-    assert_eq!(result["instance"], instance, "revision 1 was not restarted: {r}");
+    assert_eq!(
+        result["instance"], instance,
+        "revision 1 was not restarted: {r}"
+    );
     // Its continuous function was not restarted either.
     let daemon = report["functions"]
         .as_array()
@@ -1848,8 +1851,7 @@ fn a_bundle_the_control_plane_lacks_is_named_with_what_to_do() {
         .expect("work's bundle")
         .to_owned();
     let stored = fleet._cloud_data.path().join("bundles").join(&digest);
-    std::fs::remove_file(&stored)
-        .unwrap_or_else(|e| panic!("{}: {e}", stored.display()));
+    std::fs::remove_file(&stored).unwrap_or_else(|e| panic!("{}: {e}", stored.display()));
     let data = tempfile::tempdir().expect("agent data");
     let _agent = AgentProc::start(&fleet.agent_config, data.path(), &[]);
     let mut message = String::new();
@@ -1861,8 +1863,9 @@ fn a_bundle_the_control_plane_lacks_is_named_with_what_to_do() {
         message.contains("HTTP 404")
     });
     assert!(
-        message.contains(&format!("bundle {digest}: the control plane does not have it"))
-            && message.contains("apply again (`edgefn apply`"),
+        message.contains(&format!(
+            "bundle {digest}: the control plane does not have it"
+        )) && message.contains("apply again (`edgefn apply`"),
         "{message}"
     );
     assert_eq!(current_link(data.path()), None, "nothing switched");
@@ -1892,7 +1895,9 @@ fn a_first_release_missing_a_device_node_is_refused() {
     });
     assert_eq!(
         report["message"],
-        format!("revision 1 refused: binding `daemon` cannot start: device node {absent} is missing"),
+        format!(
+            "revision 1 refused: binding `daemon` cannot start: device node {absent} is missing"
+        ),
         "{report}"
     );
     assert_eq!(current_link(data.path()), None, "nothing was switched to");

@@ -195,7 +195,11 @@ fn apply_warns_of_unregistered_devices_and_another_project() {
     register(&cloud, "gw-02");
     let quiet = cli(dir, &cloud, &["apply"]);
     ok(&quiet);
-    assert!(!text(&quiet.stderr).contains("warning"), "{}", text(&quiet.stderr));
+    assert!(
+        !text(&quiet.stderr).contains("warning"),
+        "{}",
+        text(&quiet.stderr)
+    );
 
     // Another project name: applied, and said.
     let manifest = std::fs::read_to_string(dir.join("edgefn.yaml")).expect("read");

@@ -307,7 +307,10 @@ fn layers_are_reproducible_and_a_warm_cache_is_used() {
     assert_eq!(layers(&cold), layers(&fresh));
     assert_eq!(layers(&cold).len(), 2);
     let (warm, said) = package(&project);
-    assert!(!said.contains("dependency layer"), "a hit says nothing: {said}");
+    assert!(
+        !said.contains("dependency layer"),
+        "a hit says nothing: {said}"
+    );
     assert_eq!(layers(&warm), layers(&cold));
     assert!(
         warm.iter()

@@ -11,8 +11,8 @@ mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use common::*;
 
@@ -743,7 +743,10 @@ fn the_agent_removes_its_secrets_when_it_stops_and_what_a_killed_run_left_when_i
 
     let agent = AgentProc::start(&s.agent_config, data.path(), &[]);
     wait_until(60, "dev-a converges", || s.converged());
-    assert_eq!(read_secrets(&agent)["db-password"]["sha256"], sha256_hex(b"one"));
+    assert_eq!(
+        read_secrets(&agent)["db-password"]["sha256"],
+        sha256_hex(b"one")
+    );
     let running = folders(&root);
     assert_eq!(running.len(), 1, "one binding's folder: {running:?}");
     assert!(agent.stop(Duration::from_secs(30)).success());
@@ -766,7 +769,10 @@ fn the_agent_removes_its_secrets_when_it_stops_and_what_a_killed_run_left_when_i
     wait_until(60, "the agent fetches its secrets again", || {
         folders(&root) == running
     });
-    assert_eq!(read_secrets(&agent)["db-password"]["sha256"], sha256_hex(b"one"));
+    assert_eq!(
+        read_secrets(&agent)["db-password"]["sha256"],
+        sha256_hex(b"one")
+    );
     assert_eq!(folders(&root), running, "its own folder is fetched again");
     assert!(agent.stop(Duration::from_secs(30)).success());
     assert!(!root.exists());

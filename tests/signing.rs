@@ -427,7 +427,8 @@ fn a_malformed_trusted_key_stops_the_agent_with_where() {
 /// signed revision, and a signed apply of the same manifest then makes a signed revision
 /// (equal content, but the latest was unsigned) that pins the new version.
 #[test]
-fn after_a_signed_revision_the_control_plane_makes_no_unsigned_one_and_a_signed_apply_rolls_a_secret_out() {
+fn after_a_signed_revision_the_control_plane_makes_no_unsigned_one_and_a_signed_apply_rolls_a_secret_out()
+ {
     let fleet = Fleet::new();
     // The control plane creates its secrets key beside its data folder: removed at the end.
     struct RemoveOnDrop(PathBuf);
@@ -481,7 +482,11 @@ fn after_a_signed_revision_the_control_plane_makes_no_unsigned_one_and_a_signed_
         )
         .json()
     };
-    assert_eq!(get(2)["error"]["code"], "not_found", "no unsigned revision 2");
+    assert_eq!(
+        get(2)["error"]["code"],
+        "not_found",
+        "no unsigned revision 2"
+    );
     // Nor does a bind (the console's, or the API's) or an unsigned rollback: refused, saying
     // how to make the change signed, and nothing committed.
     let admin = |method: &str, path: &str, body: &str| {
@@ -501,7 +506,10 @@ fn after_a_signed_revision_the_control_plane_makes_no_unsigned_one_and_a_signed_
     );
     assert_eq!(bind.status, 409, "{}", text(&bind.body));
     assert_eq!(bind.json()["error"]["code"], "signing_required");
-    let message = bind.json()["error"]["message"].as_str().unwrap_or_default().to_owned();
+    let message = bind.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     assert!(
         message.contains("revision 1 is signed")
             && message.contains("add the binding to edgefn.yaml")

@@ -85,7 +85,10 @@ impl SecretFolders {
         };
         for e in entries.flatten().filter(|e| written_here(&e.file_name())) {
             if let Err(err) = remove_folder(&e.path()) {
-                tracing::warn!("cannot remove the secrets folder {}: {err}", e.path().display());
+                tracing::warn!(
+                    "cannot remove the secrets folder {}: {err}",
+                    e.path().display()
+                );
             }
         }
         if !self.configured {
@@ -239,7 +242,8 @@ fn written_here(name: &std::ffi::OsStr) -> bool {
     if name.starts_with("edgefn-agent-") || name.starts_with("edgefn-dev-") {
         return false;
     }
-    let hex12 = |h: &str| h.len() == 12 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let hex12 =
+        |h: &str| h.len() == 12 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     match name.strip_prefix(".tmp-") {
         Some(rest) => hex12(rest),
         None => name.rsplit_once('-').is_some_and(|(binding, h)| {
@@ -312,7 +316,11 @@ mod tests {
 
     #[test]
     fn only_names_the_agent_writes_are_removed() {
-        for ours in ["reader-0123456789ab", "my-binding-2-abcdef012345", ".tmp-00aa11bb22cc"] {
+        for ours in [
+            "reader-0123456789ab",
+            "my-binding-2-abcdef012345",
+            ".tmp-00aa11bb22cc",
+        ] {
             assert!(written_here(ours.as_ref()), "{ours}");
         }
         for other in [
@@ -337,16 +345,26 @@ mod tests {
         let configured = shm.path().join("s");
         std::fs::create_dir(&configured).expect("mkdir");
         let folder = configured.join("reader-0123456789ab");
-        write_folder(&configured, &folder, &[("token".into(), b"v".to_vec())], None)
-            .expect("write");
+        write_folder(
+            &configured,
+            &folder,
+            &[("token".into(), b"v".to_vec())],
+            None,
+        )
+        .expect("write");
         std::fs::write(configured.join("someone-else.txt"), "kept").expect("write");
         // Opening clears what an earlier run left.
         let f = SecretFolders::open(Some(&configured), data.path(), None);
         assert!(!folder.exists());
         assert!(configured.join("someone-else.txt").exists());
         assert!(configured.is_dir(), "a configured folder is kept");
-        write_folder(&configured, &folder, &[("token".into(), b"v".to_vec())], None)
-            .expect("write");
+        write_folder(
+            &configured,
+            &folder,
+            &[("token".into(), b"v".to_vec())],
+            None,
+        )
+        .expect("write");
         f.clear();
         assert!(!folder.exists());
         assert!(configured.join("someone-else.txt").exists());

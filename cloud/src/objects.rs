@@ -502,8 +502,16 @@ impl S3 {
         if key_id != secret_key {
             return Err(config(format!(
                 "{} is set but {} is not: set both (and AWS_SESSION_TOKEN for temporary credentials)",
-                if key_id { "AWS_ACCESS_KEY_ID" } else { "AWS_SECRET_ACCESS_KEY" },
-                if key_id { "AWS_SECRET_ACCESS_KEY" } else { "AWS_ACCESS_KEY_ID" },
+                if key_id {
+                    "AWS_ACCESS_KEY_ID"
+                } else {
+                    "AWS_SECRET_ACCESS_KEY"
+                },
+                if key_id {
+                    "AWS_SECRET_ACCESS_KEY"
+                } else {
+                    "AWS_ACCESS_KEY_ID"
+                },
             )));
         }
         let no_credentials = !key_id && !other_source;
@@ -819,18 +827,18 @@ mod tests {
             .map(|(k, v)| ((*k).into(), (*v).into()))
             .collect()
         };
-        let e = S3::open("s3://edgefn-bundles", env(&[]))
-            .err()
-            .expect("no credentials")
-            .to_string();
+        let Err(e) = S3::open("s3://edgefn-bundles", env(&[])) else {
+            panic!("no credentials: opened");
+        };
+        let e = e.to_string();
         assert!(
             e.contains("no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
             "{e}"
         );
-        let e = S3::open("s3://edgefn-bundles", env(&[("AWS_ACCESS_KEY_ID", "ak")]))
-            .err()
-            .expect("half the keys")
-            .to_string();
+        let Err(e) = S3::open("s3://edgefn-bundles", env(&[("AWS_ACCESS_KEY_ID", "ak")])) else {
+            panic!("half the keys: opened");
+        };
+        let e = e.to_string();
         assert!(
             e.contains("AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not"),
             "{e}"

@@ -559,7 +559,10 @@ impl Drop for AgentProc {
             // And its secrets, as a restarted agent clears them.
             let root = agent_secrets_root(&data);
             if root.exists() {
-                let _ = Command::new("chmod").args(["-R", "u+w"]).arg(&root).status();
+                let _ = Command::new("chmod")
+                    .args(["-R", "u+w"])
+                    .arg(&root)
+                    .status();
                 let _ = std::fs::remove_dir_all(&root);
             }
         }

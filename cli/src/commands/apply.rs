@@ -217,8 +217,7 @@ fn fleet_warnings(
             unknown[0]
         ));
     }
-    let recent: Vec<edgefn_schema::api::RevisionSummary> =
-        client.get("/v1/revisions?limit=1")?;
+    let recent: Vec<edgefn_schema::api::RevisionSummary> = client.get("/v1/revisions?limit=1")?;
     if let Some(latest) = recent.first() {
         let rev: edgefn_schema::api::Revision =
             client.get(&format!("/v1/revisions/{}", latest.number))?;
