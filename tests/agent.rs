@@ -1887,7 +1887,7 @@ fn a_first_release_missing_a_device_node_is_refused() {
     git(project, &["commit", "-q", "-m", "v1"]);
     ok(&fleet.cli(&["apply"]));
     let data = tempfile::tempdir().expect("agent data");
-    let _agent = AgentProc::start(&fleet.agent_config, data.path(), &[]);
+    let agent = AgentProc::start(&fleet.agent_config, data.path(), &[]);
     let mut report = serde_json::Value::Null;
     wait_until(60, "the release fails", || {
         report = fleet.device_status()["report"].clone();
@@ -1906,4 +1906,19 @@ fn a_first_release_missing_a_device_node_is_refused() {
         status.contains("failed") && status.contains(&absent),
         "edgefn status names the node:\n{status}"
     );
+    // The node comes (a camera plugged in): the refusal was not remembered as a failure, so
+    // the agent's next start runs the revision.
+    let uid0 = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.split_whitespace().take(2).eq(["Uid:", "0"]))
+    });
+    if uid0 {
+        let node = TestNode::make("absent-first");
+        assert_eq!(node.0, absent);
+        drop(agent);
+        let _agent = AgentProc::start(&fleet.agent_config, data.path(), &[]);
+        wait_until(60, "revision 1 runs once its node is there", || {
+            fleet.converged()
+        });
+    }
 }

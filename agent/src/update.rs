@@ -67,6 +67,10 @@ pub(crate) enum Outcome {
     /// Something outside the release failed (the network, the disk): the old release keeps
     /// running, and the update is tried again later.
     Interrupted,
+    /// Refused for something this device lacks that may come (a device node: a camera plugged
+    /// in later): reported failed but not remembered as failed, so a newer revision, or the
+    /// same one after a restart of the agent, is tried again.
+    Refused,
 }
 
 impl Updater {
@@ -183,9 +187,11 @@ impl Updater {
         // 0. Device nodes: a release asking for a node this device lacks is refused before
         // anything is downloaded or switched; the running release goes on untouched.
         if let Some(why) = crate::release::missing_devices(&desired) {
-            self.fail(&digest, format!("revision {revision} refused: {why}"))
-                .await;
-            return Outcome::Done;
+            let reason = format!("revision {revision} refused: {why}");
+            tracing::error!("{reason}");
+            self.reporter
+                .set(DeviceState::Failed, Some(reason), Some(digest));
+            return Outcome::Refused;
         }
 
         // 1. Bundles: download what is missing, verify, extract.
