@@ -1719,8 +1719,11 @@ fn plain_programs_answer_messages_on_a_device() {
 
 const PROBE_PY: &str = r#"import errno, os
 
+# Which instance answered: a restarted function answers with another.
+INSTANCE = os.urandom(8).hex()
+
 def probe(event, context):
-    out = {}
+    out = {"instance": INSTANCE}
     for p in event["payload"]["paths"]:
         try:
             fd = os.open(p, os.O_RDONLY)
@@ -1754,11 +1757,11 @@ impl Drop for TestNode {
 }
 
 /// A binding asking for a device node: on a device that has it, the function (in a container
-/// where this host allows one) opens it and no other node made beside it; on a device that
-/// lacks it, the binding is not started, the release fails its health window and is rolled
-/// back, and the device's status names the missing node.
+/// where this host allows one) opens it and no other node made beside it; a release asking for
+/// a node the device lacks is refused before the switch: the running release goes on untouched
+/// (the same instance answers), and the device reports the release failed, naming the node.
 #[test]
-fn a_binding_gets_its_device_node_and_a_missing_node_rolls_the_release_back() {
+fn a_binding_gets_its_device_node_and_a_missing_node_is_refused_before_the_switch() {
     let fleet = Fleet::new();
     let root = is_root_with_cgroups();
     let (asked, other) = if root {
@@ -1795,41 +1798,83 @@ fn a_binding_gets_its_device_node_and_a_missing_node_rolls_the_release_back() {
     if root {
         assert_eq!(result[&other.0], "ENOENT", "not in the container: {r}");
     }
+    let instance = result["instance"].clone();
+    assert!(instance.is_string(), "{r}");
 
     // Revision 2 asks for a node this device lacks.
     with_probe(2, &absent);
-    let mut message = String::new();
-    wait_until(60, "the device rolls back", || {
-        let s = fleet.device_status();
-        message = s["report"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        s["report"]["state"] == "rolled_back"
+    let mut report = serde_json::Value::Null;
+    wait_until(60, "the device refuses revision 2", || {
+        report = fleet.device_status()["report"].clone();
+        report["state"] == "failed"
     });
+    let message = report["message"].as_str().unwrap_or_default();
     assert!(
-        message.contains(&format!("device node {absent} is missing")) && message.contains("probe"),
+        message.contains("revision 2 refused")
+            && message.contains(&format!("device node {absent} is missing"))
+            && message.contains("`probe`"),
         "the reason names the binding and the node: {message}"
     );
     assert_eq!(current_link(data.path()).as_deref(), Some(v1.as_str()));
     assert_eq!(agent.running().as_deref(), Some(v1.as_str()));
     let status = ok(&fleet.cli(&["status", "dev-a"]));
     assert!(
-        status.contains("rolled_back") && status.contains(&absent),
+        status.contains("failed") && status.contains(&absent),
         "edgefn status names the node:\n{status}"
     );
-    // Revision 1 is back, its function opens its node again.
+    // Revision 1 was never stopped: the very instance that answered before answers again.
     let r = agent.publish("probe", &serde_json::json!({"paths": [&asked.0]}));
+    let result = &r["deliveries"][0]["result"];
+    assert_eq!(result[&asked.0], "read 00000000", "{r}");
     assert_eq!(
-        r["deliveries"][0]["result"][&asked.0], "read 00000000",
-        "{r}"
+        result["instance"], instance,
+        "revision 1 was not restarted: {r}"
     );
+    // Its continuous function was not restarted either.
+    let daemon = report["functions"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["binding"] == "daemon").cloned())
+        .unwrap_or_default();
+    assert_eq!(daemon["state"], "running", "{report}");
+    assert_eq!(daemon["restarts"], 0, "{report}");
 }
 
-/// The first release has nothing to roll back to: it fails, and the binding's state says
-/// which node is missing.
+/// A bundle the control plane answers 404 to (its objects lost it after the apply): the agent
+/// keeps what it runs and says which digest is missing and to apply again.
 #[test]
-fn a_first_release_missing_a_device_node_fails_with_the_binding_unavailable() {
+fn a_bundle_the_control_plane_lacks_is_named_with_what_to_do() {
+    let fleet = Fleet::new();
+    let applied: serde_json::Value =
+        serde_json::from_str(&ok(&fleet.cli(&["apply", "--output", "json"]))).expect("json");
+    let digest = applied["bundles"]["work"]
+        .as_str()
+        .expect("work's bundle")
+        .to_owned();
+    let stored = fleet._cloud_data.path().join("bundles").join(&digest);
+    std::fs::remove_file(&stored).unwrap_or_else(|e| panic!("{}: {e}", stored.display()));
+    let data = tempfile::tempdir().expect("agent data");
+    let _agent = AgentProc::start(&fleet.agent_config, data.path(), &[]);
+    let mut message = String::new();
+    wait_until(60, "the device says the bundle is missing", || {
+        message = fleet.device_status()["report"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        message.contains("HTTP 404")
+    });
+    assert!(
+        message.contains(&format!(
+            "bundle {digest}: the control plane does not have it"
+        )) && message.contains("apply again (`edgefn apply`"),
+        "{message}"
+    );
+    assert_eq!(current_link(data.path()), None, "nothing switched");
+}
+
+/// A first release asking for a node the device lacks is refused before it starts anything:
+/// it is marked failed, and the reason names the binding and the node.
+#[test]
+fn a_first_release_missing_a_device_node_is_refused() {
     let fleet = Fleet::new();
     let absent = format!("/dev/edgefn-test-absent-first-{}", std::process::id());
     let project = fleet.project.path();
@@ -1842,25 +1887,38 @@ fn a_first_release_missing_a_device_node_fails_with_the_binding_unavailable() {
     git(project, &["commit", "-q", "-m", "v1"]);
     ok(&fleet.cli(&["apply"]));
     let data = tempfile::tempdir().expect("agent data");
-    let _agent = AgentProc::start(&fleet.agent_config, data.path(), &[]);
-    let mut daemon = serde_json::Value::Null;
+    let agent = AgentProc::start(&fleet.agent_config, data.path(), &[]);
+    let mut report = serde_json::Value::Null;
     wait_until(60, "the release fails", || {
-        let s = fleet.device_status();
-        daemon = s["report"]["functions"]
-            .as_array()
-            .and_then(|f| f.iter().find(|f| f["binding"] == "daemon").cloned())
-            .unwrap_or_default();
-        s["report"]["state"] == "failed"
+        report = fleet.device_status()["report"].clone();
+        report["state"] == "failed"
     });
-    assert_eq!(daemon["state"], "unavailable", "{daemon}");
     assert_eq!(
-        daemon["lastError"],
-        format!("device node {absent} is missing"),
-        "{daemon}"
+        report["message"],
+        format!(
+            "revision 1 refused: binding `daemon` cannot start: device node {absent} is missing"
+        ),
+        "{report}"
     );
+    assert_eq!(current_link(data.path()), None, "nothing was switched to");
     let status = ok(&fleet.cli(&["status", "dev-a"]));
     assert!(
-        status.contains("unavailable") && status.contains(&absent),
+        status.contains("failed") && status.contains(&absent),
         "edgefn status names the node:\n{status}"
     );
+    // The node comes (a camera plugged in): the refusal was not remembered as a failure, so
+    // the agent's next start runs the revision.
+    let uid0 = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.split_whitespace().take(2).eq(["Uid:", "0"]))
+    });
+    if uid0 {
+        let node = TestNode::make("absent-first");
+        assert_eq!(node.0, absent);
+        drop(agent);
+        let _agent = AgentProc::start(&fleet.agent_config, data.path(), &[]);
+        wait_until(60, "revision 1 runs once its node is there", || {
+            fleet.converged()
+        });
+    }
 }

@@ -159,6 +159,68 @@ fn apply_reapply_diff_history_rollback() {
     );
 }
 
+/// `edgefn apply` says, without failing, when the manifest names devices the control plane
+/// does not know (they would never converge) and when its `project:` is not the current
+/// revision's (a rename, or the wrong folder); it says nothing of either when all is well.
+#[test]
+fn apply_warns_of_unregistered_devices_and_another_project() {
+    let data = tempfile::tempdir().expect("data");
+    let cloud = Cloud::start(data.path());
+    let project = quickstart_repo();
+    let dir = project.path();
+
+    let first = cli(dir, &cloud, &["apply"]);
+    ok(&first);
+    let err = text(&first.stderr);
+    assert!(
+        err.contains(
+            "warning: the manifest names devices not registered with the control plane: gw-01, gw-02"
+        ) && err.contains("`edgefn device add NAME`"),
+        "{err}"
+    );
+    assert!(!err.contains("project `"), "{err}");
+    // In JSON too, without breaking stdout.
+    let json = cli(dir, &cloud, &["apply", "--output", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&ok(&json)).expect("json");
+    assert_eq!(json["warnings"].as_array().map(Vec::len), Some(1), "{json}");
+
+    // One registered: only the other is named.
+    register(&cloud, "gw-01");
+    let err = text(&cli(dir, &cloud, &["apply"]).stderr);
+    assert!(
+        err.contains("the manifest names device not registered with the control plane: gw-02;")
+            && err.contains("`edgefn device add gw-02`"),
+        "{err}"
+    );
+    register(&cloud, "gw-02");
+    let quiet = cli(dir, &cloud, &["apply"]);
+    ok(&quiet);
+    assert!(
+        !text(&quiet.stderr).contains("warning"),
+        "{}",
+        text(&quiet.stderr)
+    );
+
+    // Another project name: applied, and said.
+    let manifest = std::fs::read_to_string(dir.join("edgefn.yaml")).expect("read");
+    std::fs::write(
+        dir.join("edgefn.yaml"),
+        manifest.replace("project: quickstart", "project: quickstart-two"),
+    )
+    .expect("write");
+    git(dir, &["commit", "-qam", "rename"]);
+    let renamed = cli(dir, &cloud, &["apply"]);
+    ok(&renamed);
+    let err = text(&renamed.stderr);
+    assert!(
+        err.contains(
+            "warning: this manifest is project `quickstart-two`, but the current revision (1) is project `quickstart`"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("applied revision 2"), "{err}");
+}
+
 #[test]
 fn allow_dirty_records_it() {
     let data = tempfile::tempdir().expect("data");

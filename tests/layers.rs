@@ -267,8 +267,13 @@ fn packages_run_on_a_real_agent_and_a_code_only_change_moves_only_the_code() {
 #[test]
 fn layers_are_reproducible_and_a_warm_cache_is_used() {
     let project = Project::example();
-    let package = |p: &Project| -> Vec<serde_json::Value> {
-        serde_json::from_str(&ok(&p.edgefn(None, &["package", "--output", "json"]))).expect("json")
+    // The list, and what was said on stderr.
+    let package = |p: &Project| -> (Vec<serde_json::Value>, String) {
+        let out = p.edgefn(None, &["package", "--output", "json"]);
+        (
+            serde_json::from_str(&ok(&out)).expect("json"),
+            text(&out.stderr),
+        )
     };
     let layers = |list: &[serde_json::Value]| -> Vec<(String, String)> {
         list.iter()
@@ -281,7 +286,16 @@ fn layers_are_reproducible_and_a_warm_cache_is_used() {
             })
             .collect()
     };
-    let cold = package(&project);
+    let (cold, said) = package(&project);
+    // A miss says what it builds before pip or npm runs, and how long it took after.
+    for line in [
+        "building the dependency layer of function `units` for linux/amd64 from requirements.txt with pip (once: it is cached afterwards in ",
+        "building the dependency layer of function `durations` for linux/amd64 from package-lock.json with npm (once: it is cached afterwards in ",
+        "built the dependency layer of function `units` for linux/amd64 in ",
+        "built the dependency layer of function `durations` for linux/amd64 in ",
+    ] {
+        assert!(said.contains(line), "{line}\n{said}");
+    }
     assert!(
         cold.iter()
             .filter(|e| e.get("layer").is_some())
@@ -289,10 +303,14 @@ fn layers_are_reproducible_and_a_warm_cache_is_used() {
     );
     // Another machine's view: a fresh cache, a fresh install, the same bytes.
     let other = Project::example();
-    let fresh = package(&other);
+    let (fresh, _) = package(&other);
     assert_eq!(layers(&cold), layers(&fresh));
     assert_eq!(layers(&cold).len(), 2);
-    let warm = package(&project);
+    let (warm, said) = package(&project);
+    assert!(
+        !said.contains("dependency layer"),
+        "a hit says nothing: {said}"
+    );
     assert_eq!(layers(&warm), layers(&cold));
     assert!(
         warm.iter()

@@ -280,6 +280,39 @@ fn pause_holds_resume_continues_and_abort_returns_everyone() {
     for name in DEVICES.iter().filter(|d| **d != canary) {
         assert_eq!(fleet.device(name)["report"]["runningRevision"], 1, "{name}");
     }
+    // They are held at the baseline, waiting for their stage: not "converged" on revision 2,
+    // in `edgefn status` as in the console's fleet page (the same rule).
+    let status = ok(&fleet.cli(&["status"]));
+    for name in DEVICES {
+        let line = status
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} in:\n{status}"));
+        let columns: Vec<&str> = line.split_whitespace().collect();
+        if name == canary {
+            assert_eq!(columns[1..4], ["2", "2", "running"], "{status}");
+            assert!(line.contains("converged"), "{status}");
+            assert_eq!(fleet.device(name)["held"], serde_json::Value::Null);
+        } else {
+            assert_eq!(columns[1..4], ["2", "1", "held"], "{status}");
+            assert!(
+                line.contains(
+                    "held at revision 1: the rollout of revision 2 (paused) has not reached its stage yet"
+                ) && !line.contains("converged"),
+                "{status}"
+            );
+            assert_eq!(
+                fleet.device(name)["held"],
+                serde_json::json!({"revision": 1, "rolloutRevision": 2, "rollout": "paused"})
+            );
+        }
+    }
+    let page = fleet.get("/v1/status/page").json();
+    assert_eq!(
+        page["counts"]["held"].as_u64(),
+        Some(DEVICES.len() as u64 - 1),
+        "{page}"
+    );
     let resumed = fleet.cli(&["rollout", "resume", "--wait", "--timeout", "60s"]);
     assert!(resumed.status.success(), "{}", text(&resumed.stderr));
     assert_eq!(fleet.rollout()["state"], "completed");
@@ -329,6 +362,17 @@ fn pause_holds_resume_continues_and_abort_returns_everyone() {
                 .all(|(d, digest)| fleet.device(d)["desiredDigest"] == *digest)
     });
     assert_eq!(fleet.post("/v1/rollout/abort").status, 409);
+    // `edgefn diff` compares with what the devices run (revision 2), and says why, not "no
+    // changes" against the aborted revision 3.
+    let diff = fleet.cli(&["diff"]);
+    let said = text(&diff.stdout);
+    assert_eq!(diff.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("against revision 2")
+            && said.contains("revision 3's rollout was aborted: the devices run revision 2")
+            && !said.contains("no changes"),
+        "{said}"
+    );
     // The aborted revision never reached the fleet: applying the same commit again makes a
     // new revision that rolls out afresh, not "no changes".
     let out = ok(&fleet.cli(&["apply", "--output", "json"]));

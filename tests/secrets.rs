@@ -12,6 +12,7 @@ mod common;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use common::*;
 
@@ -717,6 +718,66 @@ fn a_missing_malformed_or_wrong_key_stops_the_control_plane_with_a_clear_error()
 /// A rollback runs with the secret versions its revision pinned, while the control plane keeps
 /// them (the last five); past that it is refused with a code saying so. Versions are never
 /// reused, even after a removal.
+/// The values live as long as the agent runs: a clean stop (SIGTERM) removes the folders it
+/// wrote on /dev/shm; after a SIGKILL the next start on the same data folder removes what the
+/// killed run left, and fetches what its release names again.
+#[test]
+fn the_agent_removes_its_secrets_when_it_stops_and_what_a_killed_run_left_when_it_starts() {
+    let mut s = Setup::new();
+    ok(&s.cli_stdin(&["secret", "set", "db-password"], b"one"));
+    ok(&s.cli_stdin(&["secret", "set", "api-key"], b"key"));
+    s.cli_ok(&["apply"]);
+    let data = tempfile::tempdir().expect("agent data");
+    let root = agent_secrets_root(data.path());
+    let folders = |root: &Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(root)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+
+    let agent = AgentProc::start(&s.agent_config, data.path(), &[]);
+    wait_until(60, "dev-a converges", || s.converged());
+    assert_eq!(
+        read_secrets(&agent)["db-password"]["sha256"],
+        sha256_hex(b"one")
+    );
+    let running = folders(&root);
+    assert_eq!(running.len(), 1, "one binding's folder: {running:?}");
+    assert!(agent.stop(Duration::from_secs(30)).success());
+    assert!(!root.exists(), "a clean stop removes {}", root.display());
+
+    // SIGKILL: the folder stays behind, with one an older version left (a run killed mid-way).
+    let agent = AgentProc::start(&s.agent_config, data.path(), &[]);
+    wait_until(60, "the agent fetches its secrets again", || {
+        folders(&root) == running
+    });
+    agent.kill();
+    let stale = root.join("reader-0123456789ab");
+    std::fs::create_dir(&stale).expect("mkdir");
+    std::fs::write(stale.join("db-password"), "old").expect("write");
+    assert_eq!(folders(&root).len(), 2);
+    let agent = AgentProc::start(&s.agent_config, data.path(), &[]);
+    wait_until(30, "the start removes what the killed run left", || {
+        !stale.exists()
+    });
+    wait_until(60, "the agent fetches its secrets again", || {
+        folders(&root) == running
+    });
+    assert_eq!(
+        read_secrets(&agent)["db-password"]["sha256"],
+        sha256_hex(b"one")
+    );
+    assert_eq!(folders(&root), running, "its own folder is fetched again");
+    assert!(agent.stop(Duration::from_secs(30)).success());
+    assert!(!root.exists());
+}
+
 #[test]
 fn a_rollback_pins_the_versions_it_ran_with_while_they_are_kept() {
     let mut s = Setup::new();

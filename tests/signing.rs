@@ -427,7 +427,8 @@ fn a_malformed_trusted_key_stops_the_agent_with_where() {
 /// signed revision, and a signed apply of the same manifest then makes a signed revision
 /// (equal content, but the latest was unsigned) that pins the new version.
 #[test]
-fn a_secret_set_after_a_signed_revision_warns_and_a_signed_apply_signs_it() {
+fn after_a_signed_revision_the_control_plane_makes_no_unsigned_one_and_a_signed_apply_rolls_a_secret_out()
+ {
     let fleet = Fleet::new();
     // The control plane creates its secrets key beside its data folder: removed at the end.
     struct RemoveOnDrop(PathBuf);
@@ -466,7 +467,8 @@ fn a_secret_set_after_a_signed_revision_warns_and_a_signed_apply_signs_it() {
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
-        err.contains("revision 2 is not signed") && err.contains("edgefn apply --sign-key"),
+        err.contains("the latest revision is signed and the control plane cannot sign, so it made no revision")
+            && err.contains("edgefn apply --sign-key"),
         "{err}"
     );
     let get = |n: u64| {
@@ -480,7 +482,51 @@ fn a_secret_set_after_a_signed_revision_warns_and_a_signed_apply_signs_it() {
         )
         .json()
     };
-    assert!(get(2).get("signatures").is_none(), "{}", get(2));
+    assert_eq!(
+        get(2)["error"]["code"],
+        "not_found",
+        "no unsigned revision 2"
+    );
+    // Nor does a bind (the console's, or the API's) or an unsigned rollback: refused, saying
+    // how to make the change signed, and nothing committed.
+    let admin = |method: &str, path: &str, body: &str| {
+        http(
+            &fleet.cloud().addr(),
+            method,
+            path,
+            Some(&fleet.cloud().admin),
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+    };
+    let bind = admin(
+        "POST",
+        "/v1/bindings",
+        r#"{"function": "work", "devices": {"names": ["dev-a"]}, "name": "work-again"}"#,
+    );
+    assert_eq!(bind.status, 409, "{}", text(&bind.body));
+    assert_eq!(bind.json()["error"]["code"], "signing_required");
+    let message = bind.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        message.contains("revision 1 is signed")
+            && message.contains("add the binding to edgefn.yaml")
+            && message.contains("edgefn apply --sign-key FILE"),
+        "{message}"
+    );
+    let rollback = admin("POST", "/v1/rollback", r#"{"to": 1}"#);
+    assert_eq!(rollback.status, 409, "{}", text(&rollback.body));
+    assert!(
+        rollback.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("edgefn rollback 1 --sign-key FILE"),
+        "{}",
+        text(&rollback.body)
+    );
+    assert_eq!(get(2)["error"]["code"], "not_found", "nothing committed");
     let r3 = fleet.cli(&[
         "apply",
         "--allow-dirty",
@@ -490,8 +536,8 @@ fn a_secret_set_after_a_signed_revision_warns_and_a_signed_apply_signs_it() {
         "json",
     ]);
     let r3: serde_json::Value = serde_json::from_str(&ok(&r3)).expect("json");
-    assert_eq!(r3["revision"], 3, "{r3}");
-    let rev3 = get(3);
+    assert_eq!(r3["revision"], 2, "{r3}");
+    let rev3 = get(2);
     assert_eq!(rev3["secrets"]["api-key"], 2, "{rev3}");
     assert!(rev3["signatures"]["devices"]["dev-a"].is_string(), "{rev3}");
     // Applied signed again, unchanged: nothing new.
@@ -504,5 +550,5 @@ fn a_secret_set_after_a_signed_revision_warns_and_a_signed_apply_signs_it() {
         "json",
     ]);
     let again: serde_json::Value = serde_json::from_str(&ok(&again)).expect("json");
-    assert_eq!(again["revision"], 3, "{again}");
+    assert_eq!(again["revision"], 2, "{again}");
 }

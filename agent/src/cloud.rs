@@ -25,6 +25,15 @@ pub enum CloudError {
         /// Bytes announced.
         expected: u64,
     },
+    /// The control plane does not have a bundle (or layer, or model) the desired state names:
+    /// 404, to `HEAD` (no body to say why) or `GET`.
+    #[error(
+        "bundle {digest}: the control plane does not have it (HTTP 404), although the desired state names it: apply again (`edgefn apply` uploads what the control plane lacks); retrying"
+    )]
+    BundleMissing {
+        /// Which bundle.
+        digest: String,
+    },
     /// The token was refused: retrying will not help.
     #[error(
         "the cloud refused this device's token (HTTP {0}): re-register it with `edgefn device add NAME --force` (a new token, written over its file), or remove this agent"
@@ -99,6 +108,16 @@ async fn check(resp: reqwest::Response) -> Result<reqwest::Response, CloudError>
     Ok(resp)
 }
 
+/// A 404 to a bundle's `HEAD` or `GET`, as [`CloudError::BundleMissing`] naming `digest`.
+fn missing(e: CloudError, digest: &str) -> CloudError {
+    match e {
+        CloudError::Status { status: 404, .. } => CloudError::BundleMissing {
+            digest: digest.to_owned(),
+        },
+        other => other,
+    }
+}
+
 impl CloudClient {
     /// A client for `device` at `base`.
     pub(crate) fn new(
@@ -164,7 +183,7 @@ impl CloudClient {
             .send()
             .await
             .map_err(unreachable)?;
-        let resp = check(resp).await?;
+        let resp = check(resp).await.map_err(|e| missing(e, digest))?;
         resp.headers()
             .get(reqwest::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
@@ -216,7 +235,7 @@ impl CloudClient {
             // A stale or overlong partial file: start again.
             let _ = tokio::fs::remove_file(&path).await;
         }
-        let mut resp = check(resp).await?;
+        let mut resp = check(resp).await.map_err(|e| missing(e, digest))?;
         let expected = resp.content_length();
         // A server that ignores Range sends the whole body: start over.
         let append = have > 0 && resp.status() == StatusCode::PARTIAL_CONTENT;

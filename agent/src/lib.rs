@@ -302,6 +302,9 @@ pub async fn run_with_hooks(
         let _ = link.await;
     }
     updater.shutdown().await;
+    // The functions stopped: their secrets go with them.
+    let secrets = updater.secrets.clone();
+    blocking(move || secrets.clear()).await;
     result
 }
 

@@ -104,13 +104,21 @@ pub(crate) async fn run(
                     }
                     continue;
                 }
-                let digest = desired.digest.clone();
+                let (digest, revision) = (desired.digest.clone(), desired.revision);
                 match u.update(desired).await {
                     Outcome::Done => {
                         attempt = 0;
                         if u.state.lock().failed.contains(&digest) {
                             refused = Some(digest);
                         }
+                        continue;
+                    }
+                    // Not for good (a device node that may come): the next long-poll waits
+                    // for another state or a newer revision; a restart tries it again.
+                    Outcome::Refused => {
+                        attempt = 0;
+                        refused = Some(digest);
+                        refused_revision = Some(revision);
                         continue;
                     }
                     // A download failed: wait before the next attempt, as for any outage.

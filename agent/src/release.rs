@@ -42,7 +42,9 @@ pub(crate) struct RunningRelease {
     /// Where its bindings' secrets are.
     secrets: SecretFolders,
     /// Bindings not started because this device lacks device nodes they ask for: binding →
-    /// why (`device node /dev/x is missing`). Its health window fails at once.
+    /// why (`device node /dev/x is missing`). Its health window fails at once. An update never
+    /// starts such a release ([`missing_devices`] refuses it first); this is for the release
+    /// started again at boot, on a device that lost a node since.
     unavailable: BTreeMap<String, String>,
 }
 
@@ -104,6 +106,23 @@ fn unavailable_bindings(desired: &DesiredResponse) -> BTreeMap<String, String> {
                 .then(|| (b.name.clone(), edgefn_runtime::missing_sentence(&missing)))
         })
         .collect()
+}
+
+/// Why `desired` cannot run on this device for want of device nodes its bindings ask for
+/// (`deviceNodes:`, `gpu: nvidia`): `binding `b` cannot start: device node /dev/x is missing`,
+/// one clause per such binding joined by `; `. `None` when every node is here.
+///
+/// The updater asks this before it downloads or switches anything: such a release is refused
+/// and the running one goes on untouched.
+pub(crate) fn missing_devices(desired: &DesiredResponse) -> Option<String> {
+    let unavailable = unavailable_bindings(desired);
+    (!unavailable.is_empty()).then(|| {
+        unavailable
+            .iter()
+            .map(|(binding, why)| format!("binding `{binding}` cannot start: {why}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
 }
 
 impl RunningRelease {

@@ -5,8 +5,9 @@
 //! The root is a private folder on tmpfs or ramfs: `secretsDir` from the configuration, or
 //! `/dev/shm/edgefn-agent-<id>` (else `/run/edgefn-agent-<id>`), `<id>` derived from the data
 //! folder so that two agents on one host keep apart. Nothing is written to the data folder, so
-//! no value reaches a disk or a backup, and a reboot forgets them all (they are fetched again
-//! when the agent next updates or boots with the cloud reachable). Without a memory file system
+//! no value reaches a disk or a backup. The values live as long as the agent runs: a clean stop
+//! removes the folders (and the agent's own root), and a start removes what a killed run left;
+//! they are fetched again when the agent boots or updates with the cloud reachable. Without a memory file system
 //! a release that names secrets does not start, and says why; one that names none is not
 //! affected.
 //!
@@ -35,6 +36,9 @@ const RAMFS_MAGIC: i64 = 0x8584_58f6;
 pub(crate) struct SecretFolders {
     /// The root folder, or why there is none.
     root: Result<PathBuf, String>,
+    /// Whether the root is the configured `secretsDir` (emptied, kept) rather than this agent's
+    /// own folder under `/dev/shm` or `/run` (removed).
+    configured: bool,
     /// Owner of the files (the sandbox's `run_as`), so the function can read them.
     owner: Option<(u32, u32)>,
 }
@@ -60,18 +64,38 @@ impl SecretFolders {
         data: &Path,
         owner: Option<(u32, u32)>,
     ) -> SecretFolders {
-        let root = Self::choose(configured, data);
-        if let Ok(root) = &root {
-            // Folders a crash left half written.
-            if let Ok(entries) = std::fs::read_dir(root) {
-                for e in entries.flatten() {
-                    if e.file_name().to_string_lossy().starts_with(".tmp-") {
-                        let _ = std::fs::remove_dir_all(e.path());
-                    }
-                }
+        let folders = SecretFolders {
+            root: Self::choose(configured, data),
+            configured: configured.is_some(),
+            owner,
+        };
+        // What an earlier run left (it was killed, or the host lost power with /run kept):
+        // the values live as long as the agent runs, and are fetched again at boot.
+        folders.clear();
+        folders
+    }
+
+    /// Removes every folder of secrets this agent wrote, and its own root (a configured
+    /// `secretsDir` is emptied, not removed: it may be a mount point). Called when the agent
+    /// starts (what a killed run left) and when it stops cleanly, once its functions stopped.
+    pub(crate) fn clear(&self) {
+        let Ok(root) = &self.root else { return };
+        let Ok(entries) = std::fs::read_dir(root) else {
+            return;
+        };
+        for e in entries.flatten().filter(|e| written_here(&e.file_name())) {
+            if let Err(err) = remove_folder(&e.path()) {
+                tracing::warn!(
+                    "cannot remove the secrets folder {}: {err}",
+                    e.path().display()
+                );
             }
         }
-        SecretFolders { root, owner }
+        if !self.configured {
+            if let Err(err) = std::fs::remove_dir(root) {
+                tracing::warn!("cannot remove the secrets folder {}: {err}", root.display());
+            }
+        }
     }
 
     /// Creates the root (when a release first needs it): 0700, or 0711 when the functions run
@@ -195,12 +219,52 @@ impl SecretFolders {
         if let Ok(entries) = std::fs::read_dir(root) {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if !used.contains(&name) && !name.starts_with(".tmp-") {
-                    let _ = std::fs::remove_dir_all(e.path());
+                if !used.contains(&name)
+                    && !name.starts_with(".tmp-")
+                    && written_here(&e.file_name())
+                {
+                    let _ = remove_folder(&e.path());
                 }
             }
         }
     }
+}
+
+/// Whether `name` is one the agent gives what it writes in the root: a binding's folder
+/// (`<binding>-<12 hex>`) or one being written (`.tmp-<12 hex>`). Nothing else is removed, so a
+/// configured `secretsDir` shared with other files (even `/dev/shm` itself, with other agents'
+/// roots) keeps them.
+fn written_here(name: &std::ffi::OsStr) -> bool {
+    let Some(name) = name.to_str() else {
+        return false;
+    };
+    // Another agent's root, or `edgefn dev`'s, when `secretsDir` is /dev/shm itself.
+    if name.starts_with("edgefn-agent-") || name.starts_with("edgefn-dev-") {
+        return false;
+    }
+    let hex12 =
+        |h: &str| h.len() == 12 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    match name.strip_prefix(".tmp-") {
+        Some(rest) => hex12(rest),
+        None => name.rsplit_once('-').is_some_and(|(binding, h)| {
+            hex12(h)
+                && !binding.is_empty()
+                && binding
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        }),
+    }
+}
+
+/// Removes a binding's folder (0500, so made writable first: an agent not running as root may
+/// not unlink what it holds otherwise), or a stray file.
+fn remove_folder(path: &Path) -> std::io::Result<()> {
+    let meta = std::fs::symlink_metadata(path)?;
+    if !meta.is_dir() {
+        return std::fs::remove_file(path);
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
+    std::fs::remove_dir_all(path)
 }
 
 /// Writes `files` into a new folder and renames it to `dir`: the folder 0500 and each file
@@ -251,6 +315,62 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_names_the_agent_writes_are_removed() {
+        for ours in [
+            "reader-0123456789ab",
+            "my-binding-2-abcdef012345",
+            ".tmp-00aa11bb22cc",
+        ] {
+            assert!(written_here(ours.as_ref()), "{ours}");
+        }
+        for other in [
+            "edgefn-agent-0123456789ab",
+            "reader-0123456789AB",
+            "reader-0123456789a",
+            "-0123456789ab",
+            ".tmp-x",
+            "sem.lock",
+            "Reader-0123456789ab",
+        ] {
+            assert!(!written_here(other.as_ref()), "{other}");
+        }
+    }
+
+    /// A configured folder is emptied of what the agent wrote and kept, with everything else
+    /// in it; the agent's own root is removed.
+    #[test]
+    fn clearing_removes_what_the_agent_wrote_and_nothing_else() {
+        let shm = tempfile::tempdir_in("/dev/shm").expect("a memory file system at /dev/shm");
+        let data = tempfile::tempdir().expect("data");
+        let configured = shm.path().join("s");
+        std::fs::create_dir(&configured).expect("mkdir");
+        let folder = configured.join("reader-0123456789ab");
+        write_folder(
+            &configured,
+            &folder,
+            &[("token".into(), b"v".to_vec())],
+            None,
+        )
+        .expect("write");
+        std::fs::write(configured.join("someone-else.txt"), "kept").expect("write");
+        // Opening clears what an earlier run left.
+        let f = SecretFolders::open(Some(&configured), data.path(), None);
+        assert!(!folder.exists());
+        assert!(configured.join("someone-else.txt").exists());
+        assert!(configured.is_dir(), "a configured folder is kept");
+        write_folder(
+            &configured,
+            &folder,
+            &[("token".into(), b"v".to_vec())],
+            None,
+        )
+        .expect("write");
+        f.clear();
+        assert!(!folder.exists());
+        assert!(configured.join("someone-else.txt").exists());
+    }
+
+    #[test]
     fn a_configured_folder_off_memory_is_refused_with_the_reason() {
         let data = tempfile::tempdir().expect("tmp");
         // The data folder's own file system is not where secrets go unless it is in memory.
@@ -272,7 +392,7 @@ mod tests {
         let root = f.root.clone().expect("in memory");
         assert!(!root.exists(), "made only when a release needs it");
         SecretFolders::create_root(&root, None).expect("root");
-        let dir = root.join("b-1");
+        let dir = root.join("b-0123456789ab");
         write_folder(&root, &dir, &[("db-password".into(), b"v1".to_vec())], None)
             .expect("written");
         let meta = std::fs::metadata(dir.join("db-password")).expect("file");

@@ -1,7 +1,8 @@
 //! Updates: the state machine that takes the device from its running release to a desired
 //! state, the health window that judges the new release, and the rollback.
 //!
-//! An update, in order: download and verify the missing bundles → extract them safely → write
+//! An update, in order: check the device nodes its bindings ask for (a missing one refuses it,
+//! nothing switched) → download and verify the missing bundles → extract them safely → write
 //! the release → start the new release's triggered instances, warm → record the update as
 //! pending → point `previous` at the old release and switch `current` to the new one (one
 //! rename, then fsync) → route new events to the new release → stop the old continuous
@@ -66,6 +67,10 @@ pub(crate) enum Outcome {
     /// Something outside the release failed (the network, the disk): the old release keeps
     /// running, and the update is tried again later.
     Interrupted,
+    /// Refused for something this device lacks that may come (a device node: a camera plugged
+    /// in later): reported failed but not remembered as failed, so a newer revision, or the
+    /// same one after a restart of the agent, is tried again.
+    Refused,
 }
 
 impl Updater {
@@ -178,6 +183,16 @@ impl Updater {
             Some(format!("updating to revision {revision}")),
             Some(digest.clone()),
         );
+
+        // 0. Device nodes: a release asking for a node this device lacks is refused before
+        // anything is downloaded or switched; the running release goes on untouched.
+        if let Some(why) = crate::release::missing_devices(&desired) {
+            let reason = format!("revision {revision} refused: {why}");
+            tracing::error!("{reason}");
+            self.reporter
+                .set(DeviceState::Failed, Some(reason), Some(digest));
+            return Outcome::Refused;
+        }
 
         // 1. Bundles: download what is missing, verify, extract.
         // Dependency layers are bundles too, and models are artifacts: each downloaded once,
@@ -594,7 +609,9 @@ impl Updater {
     /// crash loop. Woken by each change of a continuous function's state, not by polling.
     async fn watch_health(&self) -> Option<String> {
         let release = self.bus.live().get().await?;
-        // A binding that could not start for want of a device node fails the window at once.
+        // A binding that could not start for want of a device node (a release started again at
+        // boot on a device that lost a node since; an update refuses such a release before its
+        // switch) fails the window at once.
         if let Some((binding, why)) = release.unavailable().iter().next() {
             return Some(format!("binding `{binding}` cannot start: {why}"));
         }

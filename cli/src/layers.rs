@@ -322,6 +322,20 @@ fn build(
             cached: true,
         }));
     }
+    // A miss takes as long as pip or npm does (half a minute is common): said before, and
+    // how long it took after, on stderr (stdout may be JSON).
+    let (lock, installer_name) = match tool {
+        Tool::Pip => (REQUIREMENTS, "pip"),
+        Tool::Npm => (PACKAGE_LOCK, "npm"),
+    };
+    eprintln!(
+        "building the dependency layer of function `{name}` for {platform} from {lock} with {installer_name} (once: it is cached afterwards{})",
+        cache
+            .as_deref()
+            .map(|c| format!(" in {}", c.display()))
+            .unwrap_or_default()
+    );
+    let started = std::time::Instant::now();
     let work = tempfile::Builder::new()
         .prefix("edgefn-layer-")
         .tempdir()
@@ -351,6 +365,11 @@ fn build(
         })?
     };
     let digest = (!bytes.is_empty()).then(|| bundle::digest(&bytes));
+    eprintln!(
+        "built the dependency layer of function `{name}` for {platform} in {:.1} s ({} bytes)",
+        started.elapsed().as_secs_f64(),
+        bytes.len()
+    );
     if let Some(c) = &cache {
         // The cache only saves time: failing to write it is not the package's failure.
         let _ = store(c, &key, digest.as_deref(), &bytes);

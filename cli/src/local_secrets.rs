@@ -186,6 +186,8 @@ impl LocalSecrets {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.subsec_nanos())
                     .unwrap_or(0);
+                // What a killed run left there first.
+                sweep_stale_in(&parent);
                 let d = parent.join(format!("edgefn-secrets-{}-{nanos}", std::process::id()));
                 std::fs::DirBuilder::new()
                     .mode(0o700)
@@ -258,10 +260,93 @@ pub(crate) fn push_changed(
     Ok(())
 }
 
+/// Removes the folders of local secret values on `/dev/shm` that an `edgefn test`, `invoke` or
+/// `dev` killed before its own cleanup left behind (see [`sweep_stale_in`]).
+pub(crate) fn sweep_stale() {
+    sweep_stale_in(Path::new("/dev/shm"));
+}
+
+/// Removes, in `dir`, the folders `edgefn-secrets-PID-…` (`test`, `invoke`) and
+/// `edgefn-dev-PID-…` (`dev`'s agents) whose process `PID` no longer runs (`/proc/PID` is
+/// gone). A running one's, or another user's, are left alone.
+pub(crate) fn sweep_stale_in(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name
+            .strip_prefix("edgefn-secrets-")
+            .or_else(|| name.strip_prefix("edgefn-dev-"))
+        else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists() {
+            continue;
+        }
+        writable(&e.path());
+        let _ = std::fs::remove_dir_all(e.path());
+    }
+}
+
+/// Makes the folders under `dir` (itself included) writable by their owner, so that what they
+/// hold can be removed: an agent writes its secrets folders 0500. Symbolic links are not
+/// followed.
+fn writable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Ok(meta) = std::fs::symlink_metadata(dir) else {
+        return;
+    };
+    if !meta.is_dir() {
+        return;
+    }
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            writable(&e.path());
+        }
+    }
+}
+
 impl Drop for LocalSecrets {
     fn drop(&mut self) {
         if let Some(d) = self.dir.take() {
             let _ = std::fs::remove_dir_all(d);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    /// A killed run's folders go, a running process's and unrelated ones stay.
+    #[test]
+    fn folders_of_processes_that_are_gone_are_swept() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut child = std::process::Command::new("true").spawn().expect("spawn");
+        let gone = child.id();
+        child.wait().expect("wait");
+        let stale = dir.path().join(format!("edgefn-secrets-{gone}-123"));
+        let stale_dev = dir.path().join(format!("edgefn-dev-{gone}-dev-a"));
+        let ours = dir
+            .path()
+            .join(format!("edgefn-secrets-{}-1", std::process::id()));
+        let other = dir.path().join("edgefn-secrets-notapid");
+        for d in [&stale, &stale_dev, &ours, &other] {
+            std::fs::create_dir(d).expect("mkdir");
+        }
+        // As an agent writes them: a 0500 folder with a 0400 file.
+        let held = stale_dev.join("reader-0123456789ab");
+        std::fs::create_dir(&held).expect("mkdir");
+        std::fs::write(held.join("token"), "v").expect("write");
+        std::fs::set_permissions(&held, std::fs::Permissions::from_mode(0o500)).expect("chmod");
+        sweep_stale_in(dir.path());
+        assert!(!stale.exists() && !stale_dev.exists());
+        assert!(ours.exists() && other.exists());
     }
 }

@@ -265,7 +265,8 @@ pub(crate) fn submit(
 /// did not change it is not re-sent); otherwise the revision it reported.
 pub(crate) fn running_revision(d: &DeviceStatus, latest: u64) -> Option<u64> {
     if d.converged {
-        Some(latest)
+        // Held at a rollout's baseline: it runs the baseline's state.
+        Some(d.held.map_or(latest, |h| h.revision))
     } else {
         d.report.as_ref().and_then(|r| r.running_revision)
     }
@@ -283,7 +284,10 @@ pub(crate) fn progress_line(d: &DeviceStatus, revision: u64, seen: bool) -> Stri
         .map(|ms| format!(" (reported {})", crate::human::ago(ms)))
         .unwrap_or_default();
     if d.converged {
-        return format!("{}: converged, runs revision {revision}", d.name);
+        return match d.held {
+            Some(h) => format!("{}: {}", d.name, held_words(&h)),
+            None => format!("{}: converged, runs revision {revision}", d.name),
+        };
     }
     let state = serde_json::to_value(r.state)
         .ok()
@@ -317,6 +321,30 @@ pub(crate) fn progress_line(d: &DeviceStatus, revision: u64, seen: bool) -> Stri
     }
     line.push_str(&seen);
     line
+}
+
+/// What a device converged on a rollout's baseline does, in words: `held at revision 1: the
+/// rollout of revision 2 has not reached its stage yet`, or `back on revision 1: the rollout of
+/// revision 2 was aborted`.
+pub(crate) fn held_words(h: &edgefn_schema::api::Held) -> String {
+    if h.waiting() {
+        format!(
+            "held at revision {}: the rollout of revision {} ({}) has not reached its stage yet (`edgefn rollout status`)",
+            h.revision,
+            h.rollout_revision,
+            h.rollout.as_str()
+        )
+    } else {
+        format!(
+            "back on revision {}: the rollout of revision {} {}",
+            h.revision,
+            h.rollout_revision,
+            match h.rollout {
+                edgefn_schema::api::RolloutState::Aborted => "was aborted",
+                _ => "halted",
+            }
+        )
+    }
 }
 
 /// Whether a device's report says the update to its desired state failed.

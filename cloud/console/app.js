@@ -83,6 +83,20 @@ const STATE_CLASS = {
   failed: "bad", rolled_back: "bad", crash_loop: "bad", backoff: "warn",
 };
 
+// How a device stands against the latest revision, from GET /v1/status's `converged` and
+// `held` (the control plane's one rule, also `edgefn status`'s): held at a rollout's baseline
+// until its stage, back on the baseline after an aborted or halted rollout, converged, or not.
+function convergence(d) {
+  const held = d.held;
+  if (d.converged && held && (held.rollout === "running" || held.rollout === "paused")) {
+    return { cls: "warn", text: `held at revision ${held.revision} until the rollout of ${held.rolloutRevision} reaches it` };
+  }
+  if (d.converged && held) {
+    return { cls: "warn", text: `back on revision ${held.revision} (rollout of ${held.rolloutRevision} ${held.rollout})` };
+  }
+  return d.converged ? { cls: "ok", text: "✓ converged" } : { cls: "warn", text: "not converged" };
+}
+
 function pill(text) {
   return h("span", { class: "pill " + (STATE_CLASS[text] || "") }, text);
 }
@@ -201,7 +215,8 @@ function fleetView() {
     const c = p.counts;
     const filtered = f.q || f.label || f.state;
     const states = Object.entries(c.byState || {}).map(([k, v]) => `${k} ${v}`).join(", ");
-    summary.textContent = `Revision ${p.revision}: ${c.converged} of ${c.total} devices converged` +
+    summary.textContent = `Revision ${p.revision}: ${c.converged - (c.held || 0)} of ${c.total} devices converged` +
+      (c.held ? `, ${c.held} held at the baseline until the rollout reaches them` : "") +
       (filtered ? `; ${p.matching} shown by the filters` : "") + (states ? ` (${states})` : "");
     const pages = Math.max(1, Math.ceil(p.matching / PAGE));
     if (state.page > pages - 1) { state.page = pages - 1; subscribe(); return; }
@@ -211,7 +226,7 @@ function fleetView() {
       return h("tr", { "data-device": d.name },
         h("td", { class: "wrap" }, h("a", { href: "#/devices/" + encodeURIComponent(d.name) }, d.name)),
         h("td", { class: "hide-narrow wrap labels" }, Object.entries(d.labels || {}).map(([k, v]) => `${k}=${v}`).join(", ")),
-        h("td", {}, pill(deviceState(d)), " ", d.converged ? h("span", { class: "ok" }, "✓ converged") : h("span", { class: "warn" }, "not converged")),
+        h("td", {}, pill(deviceState(d)), " ", ((c) => h("span", { class: c.cls }, c.text))(convergence(d))),
         h("td", {}, r.runningRevision ?? "—"),
         h("td", { class: "hide-narrow" }, ago(d.lastSeenMs)),
         h("td", { class: "hide-narrow" }, r.outbox ? String(r.outbox.pending ?? 0) : "—"),
@@ -265,7 +280,7 @@ function deviceView(name) {
     if (!d) { head.replaceChildren(h("p", { class: "bad" }, `No device named ${name}.`)); return; }
     const r = d.report || {};
     head.replaceChildren(h("dl", { class: "kv" },
-      h("dt", {}, "State"), h("dd", {}, pill(deviceState(d)), " ", d.converged ? "converged" : "not converged"),
+      h("dt", {}, "State"), h("dd", {}, pill(deviceState(d)), " ", convergence(d).text.replace("✓ ", "")),
       h("dt", {}, "Labels"), h("dd", {}, Object.entries(d.labels || {}).map(([k, v]) => `${k}=${v}`).join(", ") || "—"),
       h("dt", {}, "Running revision"), h("dd", {}, r.runningRevision ?? "—"),
       h("dt", {}, "Desired digest"), h("dd", {}, d.desiredDigest.slice(0, 12)),

@@ -46,6 +46,9 @@ pub(crate) struct Overlay {
     pub(crate) baseline: Arc<FleetView>,
     /// The devices served the view's own revision.
     pub(crate) reached: HashSet<String>,
+    /// The rollout's state: running or paused (the others wait for their stage), halted or
+    /// aborted (everyone is back on the baseline).
+    pub(crate) rollout: edgefn_schema::api::RolloutState,
 }
 
 /// The fleet under one revision.
@@ -202,6 +205,25 @@ impl FleetView {
             overlay: None,
             ..self.clone()
         }
+    }
+
+    /// Why `device` is served the baseline's state rather than this view's revision: a
+    /// rollout has not reached it (or ended halted or aborted). `None` when it is served this
+    /// revision, or the baseline's state for it is the same. The one rule `GET /v1/status` and
+    /// the console's fleet page both show.
+    pub(crate) fn held(&self, device: &str) -> Option<edgefn_schema::api::Held> {
+        let o = self.overlay.as_ref()?;
+        if o.reached.contains(device) || o.baseline.revision == self.revision {
+            return None;
+        }
+        if o.baseline.own_desired_for(device).digest == self.own_desired_for(device).digest {
+            return None;
+        }
+        Some(edgefn_schema::api::Held {
+            revision: o.baseline.revision,
+            rollout_revision: self.revision,
+            rollout: o.rollout,
+        })
     }
 
     /// What `device` should run: the baseline's state while a rollout has not reached it, else

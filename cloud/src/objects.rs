@@ -471,6 +471,10 @@ impl S3 {
         // AWS_TIMEOUT and AWS_CONNECT_TIMEOUT override them).
         let mut endpoint = None;
         let mut allow_http = false;
+        // Where credentials come from: keys, or another source `object_store` reads (a web
+        // identity token, a container's credentials endpoint); else it asks the instance
+        // metadata service, which answers only on a cloud instance with a role.
+        let (mut key_id, mut secret_key, mut other_source) = (false, false, false);
         for (key, value) in env {
             let (Some(key), Some(value)) = (key.to_str(), value.to_str()) else {
                 continue;
@@ -486,9 +490,31 @@ impl S3 {
                     endpoint = Some(value.to_owned());
                 }
                 "AWS_ALLOW_HTTP" => allow_http = value.eq_ignore_ascii_case("true"),
+                "AWS_ACCESS_KEY_ID" => key_id = !value.is_empty(),
+                "AWS_SECRET_ACCESS_KEY" => secret_key = !value.is_empty(),
+                "AWS_WEB_IDENTITY_TOKEN_FILE"
+                | "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"
+                | "AWS_CONTAINER_CREDENTIALS_FULL_URI"
+                | "AWS_SKIP_SIGNATURE" => other_source |= !value.is_empty(),
                 _ => {}
             }
         }
+        if key_id != secret_key {
+            return Err(config(format!(
+                "{} is set but {} is not: set both (and AWS_SESSION_TOKEN for temporary credentials)",
+                if key_id {
+                    "AWS_ACCESS_KEY_ID"
+                } else {
+                    "AWS_SECRET_ACCESS_KEY"
+                },
+                if key_id {
+                    "AWS_SECRET_ACCESS_KEY"
+                } else {
+                    "AWS_ACCESS_KEY_ID"
+                },
+            )));
+        }
+        let no_credentials = !key_id && !other_source;
         // The endpoint is a URL with a scheme: object_store panics on one it cannot parse.
         let scheme = match endpoint.as_deref() {
             None => None,
@@ -546,7 +572,17 @@ impl S3 {
             url: shown,
             runtime: Some(runtime),
         };
-        s3.check(&bucket, endpoint.as_deref()).map_err(config)?;
+        s3.check(&bucket, endpoint.as_deref())
+            .map_err(|why| {
+                if no_credentials {
+                    format!(
+                        "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary credentials) in the environment of edgefn-cloud; without them it asked the instance metadata service (on AWS, an instance or container role), which failed: {why}"
+                    )
+                } else {
+                    why
+                }
+            })
+            .map_err(config)?;
         Ok(s3)
     }
 
@@ -770,6 +806,44 @@ impl Objects for S3 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Without keys (or another credential source) the error names the variables to set,
+    /// not only what the metadata service answered; one key without the other is refused
+    /// before any request.
+    #[test]
+    fn s3_without_credentials_says_which_variables_to_set() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let at = format!("http://{}", closed.local_addr().expect("addr"));
+        drop(closed);
+        let env = |extra: &[(&str, &str)]| -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+            [
+                ("AWS_ENDPOINT_URL", at.as_str()),
+                ("AWS_ALLOW_HTTP", "true"),
+                // Where the metadata service is asked (here: nothing listens).
+                ("AWS_METADATA_ENDPOINT", at.as_str()),
+            ]
+            .iter()
+            .chain(extra)
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
+        };
+        let Err(e) = S3::open("s3://edgefn-bundles", env(&[])) else {
+            panic!("no credentials: opened");
+        };
+        let e = e.to_string();
+        assert!(
+            e.contains("no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+            "{e}"
+        );
+        let Err(e) = S3::open("s3://edgefn-bundles", env(&[("AWS_ACCESS_KEY_ID", "ak")])) else {
+            panic!("half the keys: opened");
+        };
+        let e = e.to_string();
+        assert!(
+            e.contains("AWS_ACCESS_KEY_ID is set but AWS_SECRET_ACCESS_KEY is not"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn urls_that_are_refused_say_why() {

@@ -348,6 +348,7 @@ pub(crate) fn overlaid(
         v.overlay = Some(Arc::new(crate::fleet::Overlay {
             baseline: Arc::clone(base),
             reached,
+            rollout: record.state,
         }));
     }
     v

@@ -142,6 +142,10 @@ error_codes! {
     /// A signed revision whose signatures do not match the desired states the control plane
     /// computes (details: `devices`, each with why).
     InvalidSignatures => "invalid_signatures", 422;
+    /// A change the control plane would make as a new revision (a bind, a rollback without
+    /// signatures) on top of a signed revision: it holds no signing key, and devices with
+    /// `trustedKeys` would refuse it. Make the change in git and apply it signed.
+    SigningRequired => "signing_required", 409;
     /// An invocation of a function the device does not run as a triggered binding under its
     /// current desired state (`POST /v1/devices/{name}/invoke`; details: `suggestion`,
     /// `names`).
@@ -193,6 +197,12 @@ pub struct SecretSetResponse {
     /// bundles with this version), when the latest revision uses the secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<u64>,
+    /// The latest revision uses the secret but is signed: the control plane (which holds no
+    /// signing key) made no revision, since devices with `trustedKeys` would refuse it. The
+    /// version is stored; `edgefn apply --sign-key FILE` rolls it out (a signed apply pins the
+    /// latest version of each secret).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub signing_required: bool,
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -851,11 +861,38 @@ pub struct DeviceStatus {
     /// When it last reported (ms since the epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen_ms: Option<u64>,
-    /// Runs exactly its desired state.
+    /// Runs exactly its desired state (`desiredDigest`). While [`DeviceStatus::held`] is set,
+    /// that is the baseline's state, not the latest revision's.
     pub converged: bool,
     /// Its labels in the latest manifest.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Set when the rollout of the latest revision serves this device the baseline's desired
+    /// state instead of the latest's: it is waiting for its stage (the rollout is `running` or
+    /// `paused`), or the rollout ended `halted` or `aborted` and put it back. Absent otherwise
+    /// (no rollout, a completed one, or a device the rollout reached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<Held>,
+}
+
+/// Why a device is served another revision than the latest (see [`DeviceStatus::held`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Held {
+    /// The revision whose desired state it is served: the rollout's baseline.
+    pub revision: u64,
+    /// The revision being rolled out (the latest).
+    pub rollout_revision: u64,
+    /// The rollout's state: `running` or `paused` (the device waits for its stage), `halted` or
+    /// `aborted` (it is back on the baseline for good).
+    pub rollout: RolloutState,
+}
+
+impl Held {
+    /// Whether the device waits for its stage of a rollout still going (running or paused).
+    pub fn waiting(&self) -> bool {
+        !self.rollout.is_final()
+    }
 }
 
 /// `GET /v1/status`: the fleet.

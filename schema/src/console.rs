@@ -323,6 +323,10 @@ pub struct FleetCounts {
     pub total: u64,
     /// Converged.
     pub converged: u64,
+    /// Converged on the baseline while a running or paused rollout has not reached them yet
+    /// (counted in `converged` too: they run what they are served).
+    #[serde(default)]
+    pub held: u64,
     /// Reporting state `running`, `updating`, `failed`, `rolled_back`, or `never seen` and
     /// `unregistered`, by that name.
     pub by_state: BTreeMap<String, u64>,

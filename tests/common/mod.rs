@@ -516,6 +516,23 @@ impl AgentProc {
         }
     }
 
+    /// SIGTERM, then wait for it to stop by itself; returns how it ended.
+    pub fn stop(mut self, timeout: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "edgefn-agent did not stop within {timeout:?} of SIGTERM"
+            );
+            pause(20);
+        }
+    }
+
     /// SIGKILL. What its functions left (their own children: the instances themselves die with
     /// the agent) is left for the next agent on the same data folder to sweep.
     pub fn kill(mut self) {
@@ -539,8 +556,28 @@ impl Drop for AgentProc {
             if let Ok(sandbox) = edgefn_runtime::Sandbox::new(options) {
                 sandbox.sweep_leftovers();
             }
+            // And its secrets, as a restarted agent clears them.
+            let root = agent_secrets_root(&data);
+            if root.exists() {
+                let _ = Command::new("chmod")
+                    .args(["-R", "u+w"])
+                    .arg(&root)
+                    .status();
+                let _ = std::fs::remove_dir_all(&root);
+            }
         }
     }
+}
+
+/// Where an agent whose data folder is `data` keeps its secrets when no `secretsDir` is
+/// configured: `/dev/shm/edgefn-agent-<the first 12 hex digits of sha256(absolute data path)>`
+/// (`agent/src/secrets.rs`).
+pub fn agent_secrets_root(data: &Path) -> PathBuf {
+    use sha2::Digest as _;
+    let data = std::path::absolute(data).unwrap_or_else(|_| data.to_owned());
+    let digest = sha2::Sha256::digest(data.as_os_str().as_encoded_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    PathBuf::from(format!("/dev/shm/edgefn-agent-{}", &hex[..12]))
 }
 
 /// A short pause between two observations of something that changes by itself.

@@ -85,6 +85,12 @@ pub(crate) fn run(args: &ApplyArgs) -> CliResult {
             });
         }
     }
+    // Said, not refused: devices the control plane does not know, and a project that is not
+    // the one it runs.
+    let warnings = fleet_warnings(&client, &loaded.manifest)?;
+    for w in &warnings {
+        say(args.output, &format!("warning: {w}"));
+    }
     let submitted = rollout::submit(
         &client,
         &project,
@@ -169,6 +175,7 @@ pub(crate) fn run(args: &ApplyArgs) -> CliResult {
             "layers": request.layers,
             "models": request.models,
             "converged": outcome == Outcome::Success && args.wait,
+            "warnings": warnings,
         });
         let _ = writeln!(
             std::io::stdout().lock(),
@@ -177,4 +184,56 @@ pub(crate) fn run(args: &ApplyArgs) -> CliResult {
         );
     }
     Ok(outcome)
+}
+
+/// What an apply goes on with but should say: the devices `manifest` names that are not
+/// registered with the control plane (they have no token, so they never fetch what it asks of
+/// them), and a `project:` that differs from the current revision's (a rename, or the wrong
+/// folder). One sentence each, without the `warning: ` prefix; empty when all is well.
+fn fleet_warnings(
+    client: &Client,
+    manifest: &edgefn_schema::Manifest,
+) -> Result<Vec<String>, CliError> {
+    let mut warnings = Vec::new();
+    let registered: Vec<edgefn_schema::api::DeviceInfo> = client.get("/v1/devices")?;
+    let unknown: Vec<&str> = manifest
+        .devices
+        .keys()
+        .filter(|name| !registered.iter().any(|d| &d.name == *name))
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        let (noun, them) = if unknown.len() == 1 {
+            ("device", "it")
+        } else {
+            ("devices", "each")
+        };
+        warnings.push(format!(
+            "the manifest names {noun} not registered with the control plane: {}; {} will never \
+             run this revision until registered: `edgefn device add NAME` for {them} (`edgefn \
+             device add {}`), then start its agent with the configuration that prints",
+            unknown.join(", "),
+            if unknown.len() == 1 { "it" } else { "they" },
+            unknown[0]
+        ));
+    }
+    let recent: Vec<edgefn_schema::api::RevisionSummary> = client.get("/v1/revisions?limit=1")?;
+    if let Some(latest) = recent.first() {
+        let rev: edgefn_schema::api::Revision =
+            client.get(&format!("/v1/revisions/{}", latest.number))?;
+        let current = edgefn_schema::load(
+            &edgefn_schema::Source::new("edgefn.yaml", rev.manifest.as_str()),
+            None,
+        )
+        .ok()
+        .map(|l| l.manifest.project);
+        if let Some(current) = current.filter(|p| *p != manifest.project) {
+            warnings.push(format!(
+                "this manifest is project `{}`, but the current revision ({}) is project \
+                 `{current}`: applying replaces it (a rename, or the wrong folder?)",
+                manifest.project, latest.number
+            ));
+        }
+    }
+    Ok(warnings)
 }

@@ -213,7 +213,21 @@ pub(crate) fn run(args: &DiffArgs) -> CliResult {
         &loaded.manifest,
     )?);
     let client = Client::from_args(args.cloud.cloud.as_deref(), args.cloud.token.as_deref())?;
-    let latest = crate::rollout::latest_revision(&client)?;
+    let newest = crate::rollout::latest_revision(&client)?;
+    // A revision whose rollout halted or was aborted never reached the fleet: the devices run
+    // its baseline, and an apply makes a new revision. Compared with what they run.
+    let stopped = client
+        .get::<edgefn_schema::api::RolloutStatus>("/v1/rollout")
+        .ok()
+        .filter(|r| {
+            r.revision == newest
+                && matches!(
+                    r.state,
+                    edgefn_schema::api::RolloutState::Halted
+                        | edgefn_schema::api::RolloutState::Aborted
+                )
+        });
+    let latest = stopped.as_ref().map_or(newest, |r| r.baseline);
     let (old_manifest, old_bundles, old_layers, old_models) = if latest == 0 {
         (
             None,
@@ -236,6 +250,17 @@ pub(crate) fn run(args: &DiffArgs) -> CliResult {
     let mut out = std::io::stdout().lock();
     let mut any = false;
     let _ = writeln!(out, "against revision {latest} on {}", client.base());
+    if let Some(r) = &stopped {
+        let _ = writeln!(
+            out,
+            "revision {newest}'s rollout {}: the devices run revision {latest}, its baseline; `edgefn apply` makes a new revision that rolls out afresh",
+            if r.state == edgefn_schema::api::RolloutState::Aborted {
+                "was aborted"
+            } else {
+                "halted"
+            }
+        );
+    }
     let drift = crate::drift::detect(&client)?;
     for device in devices {
         let before = state(

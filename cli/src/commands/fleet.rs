@@ -92,6 +92,9 @@ pub(crate) fn status(args: &StatusArgs) -> CliResult {
         let state = match (&d.report, d.registered) {
             (_, false) => "unregistered".to_owned(),
             (None, true) => "never seen".to_owned(),
+            // Converged on the baseline while a rollout has not reached it: not "running" the
+            // latest, but waiting for its stage.
+            (Some(_), _) if d.converged && d.held.is_some_and(|h| h.waiting()) => "held".to_owned(),
             (Some(r), _) => serde_json::to_value(r.state)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
@@ -108,7 +111,9 @@ pub(crate) fn status(args: &StatusArgs) -> CliResult {
             .as_ref()
             .and_then(|r| r.message.clone())
             .unwrap_or_default();
-        if d.converged {
+        if let (true, Some(h)) = (d.converged, d.held) {
+            message = crate::rollout::held_words(&h);
+        } else if d.converged {
             let took = d.report.as_ref().and_then(|r| r.running_revision);
             message = match took {
                 // The agent's own words name the revision it took the state at.

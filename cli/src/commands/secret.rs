@@ -131,6 +131,15 @@ fn set(args: &SecretSetArgs) -> CliResult {
                 Outcome::Success
             }
         }
+        None if set.signing_required => {
+            if args.output == Output::Text {
+                eprintln!(
+                    "set secret `{}` version {}; the latest revision is signed and the control plane cannot sign, so it made no revision (agents with trustedKeys would refuse it): roll the new version out with `edgefn apply --sign-key FILE`",
+                    set.name, set.version
+                );
+            }
+            Outcome::Success
+        }
         None => {
             if args.output == Output::Text {
                 eprintln!(

@@ -71,6 +71,11 @@ pub(super) async fn bind(
             "nothing has been applied yet: `edgefn apply` the project first, then bind its functions",
         ));
     };
+    super::revisions::refuse_unsigned_after_signed(
+        &latest,
+        "a bind",
+        "add the binding to edgefn.yaml, commit it and apply it signed: `edgefn apply --sign-key FILE`",
+    )?;
     let parent = latest.summary.number;
     // A choice made against an older revision is refused before anything is read from the
     // newer one (the commit checks it again, in its transaction).
@@ -190,8 +195,7 @@ pub(super) async fn bind(
                 ..Provenance::default()
             },
             expected_parent: Some(req.expected_parent.unwrap_or(parent)),
-            // The control plane cannot sign: devices that check signatures refuse this
-            // revision until an apply signs its manifest (as for `edgefn secret set`).
+            // The latest revision is unsigned (a signed one refuses the bind above).
             signatures: None,
             rollout: None,
         };

@@ -153,6 +153,8 @@ pub(crate) fn fleet_page_of(
             let st = state_name(registered.contains(name), report.map(|(r, _)| r));
             counts.total += 1;
             counts.converged += u64::from(is_converged);
+            let held = view.held(name);
+            counts.held += u64::from(is_converged && held.is_some_and(|h| h.waiting()));
             by_state[STATE_NAMES.iter().position(|n| *n == st).unwrap_or(0)] += 1;
             let device_labels = view
                 .manifest
@@ -180,6 +182,7 @@ pub(crate) fn fleet_page_of(
                     report: report.map(|(r, _)| r.clone()),
                     converged: is_converged,
                     labels: device_labels.clone(),
+                    held,
                     name: name.clone(),
                 });
             }

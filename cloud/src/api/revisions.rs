@@ -281,9 +281,13 @@ pub(super) async fn commit_with(
             }),
         ));
     }
-    if let Some(signatures) = &draft.signatures {
-        check_signatures(&draft, signatures, view.revision, expected_parent).await?;
-    }
+    // A signed draft's view is built once: to check its signatures, then served as is.
+    let checked = match &draft.signatures {
+        Some(signatures) => {
+            Some(check_signatures(&draft, signatures, view.revision, expected_parent).await?)
+        }
+        None => None,
+    };
     let store = state.store.clone();
     let previous = state
         .rollout_record()
@@ -352,12 +356,21 @@ pub(super) async fn commit_with(
             ))),
             (None, _) => None,
         };
-        Ok((
-            revision.summary.number,
-            FleetView::build(Some(&revision)),
-            record,
-            baseline_view,
-        ))
+        // The view the signatures were checked against is this revision's, unless the commit
+        // pinned or numbered it otherwise.
+        let new_view = match checked {
+            Some(v)
+                if v.revision == revision.summary.number
+                    && v.secrets == revision.secrets
+                    && v.bundles == revision.bundles
+                    && v.layers == revision.layers
+                    && v.models == revision.models =>
+            {
+                v
+            }
+            _ => FleetView::build(Some(&revision)),
+        };
+        Ok((revision.summary.number, new_view, record, baseline_view))
     })
     .await?;
     let rolling = record.is_some();
@@ -373,15 +386,39 @@ pub(super) async fn commit_with(
     ))
 }
 
+/// Refuses `what` (`a bind`, `a rollback without signatures`), a revision the control plane
+/// would make unsigned on top of the signed revision `latest`: it holds no signing key, so
+/// devices with `trustedKeys` would refuse it. 409 `signing_required`, saying `how` to make it
+/// signed instead.
+pub(super) fn refuse_unsigned_after_signed(
+    latest: &edgefn_schema::api::Revision,
+    what: &str,
+    how: &str,
+) -> Result<(), ApiError> {
+    if latest.signatures.is_none() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::SigningRequired,
+        format!(
+            "revision {} is signed, and the control plane cannot sign (it holds no signing key): \
+             devices with trustedKeys would refuse the unsigned revision {what} makes here, so \
+             nothing was changed; {how}",
+            latest.summary.number
+        ),
+    ))
+}
+
 /// Checks a signed draft's signatures against the desired states the control plane computes
 /// for it as revision `expected_parent + 1` (the number the commit gives it, or it fails with
-/// 409): a 422 naming every device whose signature does not match.
+/// 409): a 422 naming every device whose signature does not match. The view it checked (with
+/// the signatures, as served) when they all match.
 async fn check_signatures(
     draft: &Draft,
     signatures: &edgefn_schema::api::RevisionSignatures,
     latest: u64,
     expected_parent: Option<u64>,
-) -> Result<(), ApiError> {
+) -> Result<FleetView, ApiError> {
     let Some(parent) = expected_parent else {
         return Err(ApiError::bad_request(
             "a signed revision needs `expectedParent`: the revision signed is the one after it",
@@ -407,14 +444,17 @@ async fn check_signatures(
         layers: draft.layers.clone(),
         models: draft.models.clone(),
         secrets: draft.secrets.clone(),
-        signatures: None,
+        signatures: Some(signatures.clone()),
     };
     let signatures = signatures.clone();
-    let problems =
-        blocking(move || Ok(FleetView::build(Some(&revision)).signature_problems(&signatures)))
-            .await?;
+    let (view, problems) = blocking(move || {
+        let view = FleetView::build(Some(&revision));
+        let problems = view.signature_problems(&signatures);
+        Ok((view, problems))
+    })
+    .await?;
     if problems.is_empty() {
-        return Ok(());
+        return Ok(view);
     }
     Err(ApiError::new(
         ErrorCode::InvalidSignatures,
@@ -524,6 +564,16 @@ pub(super) async fn rollback(
     let old = blocking(move || Ok(store.revision(to)?))
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no revision {to}")))?;
+    if req.signatures.is_none() {
+        let store = state.store.clone();
+        if let Some(current) = blocking(move || Ok(store.latest()?)).await? {
+            refuse_unsigned_after_signed(
+                &current,
+                "a rollback",
+                &format!("roll back signed: `edgefn rollback {to} --sign-key FILE`"),
+            )?;
+        }
+    }
     let (old, manifest) = blocking(move || {
         let manifest =
             edgefn_schema::load(&Source::new("edgefn.yaml", old.manifest.as_str()), None)

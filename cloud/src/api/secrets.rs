@@ -114,6 +114,7 @@ pub(super) async fn set(
     // A new value is a rollout: the latest revision again, with this version. Made against
     // that revision (a concurrent apply wins, and the rollout is made on top of it instead).
     let mut revision = None;
+    let mut signing_required = false;
     for _ in 0..3 {
         let store = state.store.clone();
         let latest = blocking(move || {
@@ -132,6 +133,12 @@ pub(super) async fn set(
         if !manifest.secret_users().contains_key(&name) {
             break;
         }
+        // The control plane cannot sign: on top of a signed revision it makes none (devices
+        // with trustedKeys would refuse it); a signed apply rolls the stored version out.
+        if latest.signatures.is_some() {
+            signing_required = true;
+            break;
+        }
         let draft = Draft {
             manifest: latest.manifest,
             bundles: latest.bundles,
@@ -145,8 +152,7 @@ pub(super) async fn set(
             rollback_of: None,
             created_ms: now_ms(),
             secrets: Default::default(),
-            // Unsigned: the control plane holds no signing key. Agents with `trustedKeys`
-            // refuse it until it is applied again signed (`edgefn apply --sign-key`).
+            // Unsigned, on top of an unsigned revision.
             signatures: None,
         };
         match commit(
@@ -172,6 +178,7 @@ pub(super) async fn set(
             name,
             version,
             revision,
+            signing_required,
         }),
     ))
 }

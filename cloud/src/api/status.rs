@@ -110,6 +110,7 @@ pub(crate) fn fleet_status_of(state: &AppState) -> FleetStatus {
                     .and_then(|m| m.devices.get(&name))
                     .map(|d| d.labels.clone())
                     .unwrap_or_default(),
+                held: view.held(&name),
                 name,
             }
         })

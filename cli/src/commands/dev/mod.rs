@@ -48,6 +48,8 @@ fn provenance() -> Provenance {
 
 /// Runs `edgefn dev`.
 pub(crate) fn run(args: &DevArgs) -> CliResult {
+    // Secrets folders an earlier, killed session left on /dev/shm.
+    crate::local_secrets::sweep_stale();
     // Like every command, the project is found from here upwards; a folder given names it.
     let project = if args.dir == Path::new(".") {
         Project::locate(None)
