@@ -1042,6 +1042,43 @@ fn sigkill_during_applies_leaves_whole_revisions() {
     }
 }
 
+/// A report answered `204` is on disk: SIGKILLed straight after answering, the cloud started
+/// again on the same data shows it (reports used to wait up to a second in memory).
+#[test]
+fn a_report_answered_204_survives_a_sigkill() {
+    let data = tempfile::tempdir().expect("data");
+    let cloud = Cloud::start(data.path());
+    let token = register(&cloud, "gw-01");
+    let r = http(
+        &cloud.addr(),
+        "POST",
+        "/v1/devices/gw-01/status",
+        Some(&token),
+        &[("Content-Type", "application/json")],
+        br#"{"state":"running","runningRevision":7}"#,
+    );
+    assert_eq!(r.status, 204, "{}", text(&r.body));
+    cloud.kill();
+    let cloud = Cloud::start(data.path());
+    let status = http(
+        &cloud.addr(),
+        "GET",
+        "/v1/status",
+        Some(&cloud.admin),
+        &[],
+        b"",
+    )
+    .json();
+    let gw = status["devices"]
+        .as_array()
+        .expect("devices")
+        .iter()
+        .find(|d| d["name"] == "gw-01")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(gw["report"]["runningRevision"], 7, "{status}");
+}
+
 /// SIGKILLs the cloud after `delay`: the chosen point of the crash test.
 #[allow(clippy::disallowed_methods)] // A plain thread waiting in a test, not async code.
 fn kill_after(cloud: Cloud, delay: Duration) {

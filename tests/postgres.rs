@@ -235,6 +235,58 @@ fn applies_racing_on_two_processes_give_one_201_and_one_409() {
     }
 }
 
+/// A report answered `204` is in the database: the replica that took it, SIGKILLed straight
+/// after answering, loses none, and the other replica shows every one. (Reports used to wait
+/// up to a second in memory, and a killed replica's last second of them was lost until each
+/// device's next report.)
+#[test]
+fn reports_answered_204_survive_a_sigkill_of_the_replica_that_took_them() {
+    let mut pg = PgServer::start();
+    let db = pg.create_db();
+    let url = pg.url(&db);
+    let (data_a, data_b) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let a = cloud(data_a.path(), "127.0.0.1:0", &url);
+    let b = cloud(data_b.path(), "127.0.0.1:0", &url);
+    let names: Vec<String> = (0..20).map(|i| format!("dev-{i:02}")).collect();
+    let tokens: Vec<String> = names.iter().map(|n| register(&a, n)).collect();
+    wait_until(30, "B knows the devices", || {
+        get(&b, "/v1/devices").json().as_array().map(Vec::len) == Some(names.len())
+    });
+    std::thread::scope(|s| {
+        for (name, token) in names.iter().zip(&tokens) {
+            let b = &b;
+            s.spawn(move || {
+                let r = http(
+                    &b.addr(),
+                    "POST",
+                    &format!("/v1/devices/{name}/status"),
+                    Some(token),
+                    &[("Content-Type", "application/json")],
+                    br#"{"state":"running","runningRevision":7}"#,
+                );
+                assert_eq!(r.status, 204, "{}", text(&r.body));
+            });
+        }
+    });
+    b.kill();
+    assert_eq!(
+        pg.psql(
+            &db,
+            "SELECT count(*) FROM device_status WHERE report->>'runningRevision' = '7'"
+        ),
+        names.len().to_string(),
+        "every answered report is stored"
+    );
+    wait_until(30, "A shows every report", || {
+        names
+            .iter()
+            .all(|n| device(&a, n)["report"]["runningRevision"] == 7)
+    });
+}
+
 /// PostgreSQL down when the cloud starts: it says which database (never the password, given
 /// here in `$PGPASSWORD`) and why, and that it retries; keeps retrying, and serves once the
 /// database is up.

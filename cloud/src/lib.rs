@@ -554,17 +554,20 @@ pub async fn serve(
     )
     .await?;
     let tls_stop = stop_rx.clone();
+    // Writes reports as they come (group commits) and reads other processes' every second.
+    // It runs until the server has stopped: a report being answered waits for it.
+    let (served_tx, mut served_rx) = tokio::sync::oneshot::channel::<()>();
     let flusher = tokio::spawn({
         let state = state.clone();
-        let mut stop = stop_rx.clone();
         async move {
             let mut tick = tokio::time::interval(state::STATUS_FLUSH);
             loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = stop.wait_for(|s| *s) => break,
-                }
-                if let Err(e) = state.flush_statuses().await {
+                let read_others = tokio::select! {
+                    () = state.status_recorded.notified() => false,
+                    _ = tick.tick() => true,
+                    _ = &mut served_rx => break,
+                };
+                if let Err(e) = state.flush_statuses(read_others).await {
                     tracing::warn!("could not save device reports: {e:?}");
                 }
             }
@@ -591,10 +594,11 @@ pub async fn serve(
             Ok(())
         }
     };
+    let _ = served_tx.send(());
     let _ = flusher.await;
     let _ = driver.await;
     // Reports received since the last tick.
-    if let Err(e) = state.flush_statuses().await {
+    if let Err(e) = state.flush_statuses(false).await {
         tracing::warn!("could not save device reports: {e:?}");
     }
     served

@@ -266,7 +266,7 @@ pub const OPERATIONS: &[Operation] = &[
         method: "post",
         path: "/v1/devices/{name}/status",
         access: Access::Device,
-        summary: "Report what the device runs.",
+        summary: "Report what the device runs. Answered 204 once the report is stored (reports arriving together share one transaction); 503 with Retry-After when the store cannot take it (send it again).",
         request: Some("StatusReport"),
         response: (204, None),
     },

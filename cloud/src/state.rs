@@ -20,10 +20,21 @@ use crate::registry::Registry;
 use crate::rollout::RolloutRecord;
 use crate::store::{Store, StoreError};
 
-/// How often reports are written to the store. Reports are soft state that devices resend; one
-/// transaction per interval, rather than one per report, keeps a fleet's reports off the disk's
-/// critical path. At most this much is lost on a crash (a clean stop flushes).
+/// How often the reports other processes sharing the store received are read (and anything
+/// left unwritten is written again). Reports received here are written as they come, in group
+/// commits: see [`AppState::record_status`].
 pub(crate) const STATUS_FLUSH: Duration = Duration::from_secs(1);
+
+/// How long a report's answer waits for the store to take it before answering 503.
+const STATUS_STORED_WAIT: Duration = Duration::from_secs(30);
+
+/// Where the writing of reports is: every report recorded with a ticket up to `stored` is in
+/// the store; the write with number `failed` failed (its reports wait for the next one).
+#[derive(Debug, Clone, Copy, Default)]
+struct Flushed {
+    stored: u64,
+    failed: u64,
+}
 
 /// Device reports, kept in memory and flushed to the store in batches.
 #[derive(Debug, Default)]
@@ -35,6 +46,8 @@ struct Statuses {
     /// Where [`Store::statuses_since`] reads from next: reports other processes sharing the
     /// store received.
     seen: u64,
+    /// The number of the write that will take the reports recorded now (their ticket).
+    batch: u64,
 }
 
 /// Shared server state.
@@ -49,6 +62,10 @@ pub(crate) struct AppState {
     shutdown: watch::Receiver<bool>,
     /// Last report of each device, and the names reported since the last flush to the store.
     statuses: Mutex<Statuses>,
+    /// Wakes the writer of reports ([`AppState::flush_statuses`]'s loop) when one is recorded.
+    pub(crate) status_recorded: tokio::sync::Notify,
+    /// Where the writing of reports is; a report's answer waits on it.
+    status_flushed: watch::Sender<Flushed>,
     /// Counters for `/metrics`.
     pub(crate) metrics: Metrics,
     /// The broker connection and message endpoints, when messages are enabled.
@@ -143,6 +160,7 @@ impl AppState {
             last: store.statuses()?.into_iter().collect(),
             dirty: HashSet::new(),
             seen: 0,
+            batch: 1,
         };
         Ok(Arc::new(Self {
             store,
@@ -151,6 +169,8 @@ impl AppState {
             commit: tokio::sync::Mutex::new(()),
             shutdown,
             statuses: Mutex::new(statuses),
+            status_recorded: tokio::sync::Notify::new(),
+            status_flushed: watch::Sender::new(Flushed::default()),
             metrics: Metrics::default(),
             messaging: OnceLock::new(),
             device_mqtt_url: OnceLock::new(),
@@ -184,16 +204,52 @@ impl AppState {
         self.device_mqtt_url.get()
     }
 
-    /// Records `report` as device `name`'s last, received at `at_ms`.
-    pub(crate) fn record_status(&self, name: String, report: StatusReport, at_ms: u64) {
-        let mut st = self
-            .statuses
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        st.dirty.insert(name.clone());
-        st.last.insert(name, (report, at_ms));
-        drop(st);
+    /// Records `report` as device `name`'s last, received at `at_ms`, and returns once the
+    /// store holds it — so a device told `204` may rely on it (a replica killed right after
+    /// answering loses nothing). Reports are written in group commits: the writer takes all
+    /// those recorded while the previous write ran in one transaction, so a busy fleet's
+    /// reports cost a few transactions a second and a lone report waits for one.
+    ///
+    /// Errors: the store failing or taking over [`STATUS_STORED_WAIT`]:
+    /// [`StoreError::Unavailable`] (503; the device sends it again).
+    pub(crate) async fn record_status(
+        &self,
+        name: String,
+        report: StatusReport,
+        at_ms: u64,
+    ) -> Result<(), ApiError> {
+        let ticket = {
+            let mut st = self
+                .statuses
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            st.dirty.insert(name.clone());
+            st.last.insert(name, (report, at_ms));
+            st.batch
+        };
         self.changed();
+        self.status_recorded.notify_one();
+        let mut flushed = self.status_flushed.subscribe();
+        let unavailable = |reason: &str| {
+            ApiError::from(StoreError::Unavailable {
+                store: "reports".to_owned(),
+                reason: reason.to_owned(),
+            })
+        };
+        let done = tokio::time::timeout(
+            STATUS_STORED_WAIT,
+            flushed.wait_for(|f| f.stored >= ticket || f.failed >= ticket),
+        )
+        .await
+        .map_err(|_| unavailable("the report was not stored in time"))?
+        .map_err(|_| unavailable("the control plane is stopping"))?
+        .stored
+            >= ticket;
+        if done {
+            Ok(())
+        } else {
+            Err(unavailable("the report could not be stored"))
+        }
     }
 
     /// Tells the console's live pages that the fleet's status changed.
@@ -229,8 +285,12 @@ impl AppState {
     /// Writes the reports received since the last flush, then reads those that other
     /// processes sharing the store received meanwhile, keeping the newer of two reports of a
     /// device (off the async threads).
-    pub(crate) async fn flush_statuses(&self) -> Result<(), ApiError> {
-        let (batch, seen): (Vec<(String, StatusReport, u64)>, u64) = {
+    ///
+    /// The reports taken are those recorded with a ticket up to this write's number; when the
+    /// write fails they are written by the next one, and their answers say 503.
+    /// Other processes' reports are read only when `read_others`.
+    pub(crate) async fn flush_statuses(&self, read_others: bool) -> Result<(), ApiError> {
+        let (batch, seen, number): (Vec<(String, StatusReport, u64)>, u64, u64) = {
             let mut st = self
                 .statuses
                 .lock()
@@ -240,16 +300,36 @@ impl AppState {
                 .into_iter()
                 .filter_map(|n| st.last.get(&n).map(|(r, at)| (n, r.clone(), *at)))
                 .collect();
-            (batch, st.seen)
+            let number = st.batch;
+            st.batch += 1;
+            (batch, st.seen, number)
         };
         let store = self.store.clone();
-        let others = blocking(move || {
+        let names: Vec<String> = batch.iter().map(|(n, _, _)| n.clone()).collect();
+        let written = blocking(move || {
             if !batch.is_empty() {
                 store.put_statuses(&batch)?;
             }
-            Ok(store.statuses_since(seen)?)
+            Ok(())
         })
-        .await?;
+        .await;
+        if let Err(e) = written {
+            // Written again by the next write (unless a newer report came meanwhile, which is
+            // marked anyway).
+            self.statuses
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .dirty
+                .extend(names);
+            self.status_flushed.send_modify(|f| f.failed = number);
+            return Err(e);
+        }
+        self.status_flushed.send_modify(|f| f.stored = number);
+        if !read_others {
+            return Ok(());
+        }
+        let store = self.store.clone();
+        let others = blocking(move || Ok(store.statuses_since(seen)?)).await?;
         if others.reports.is_empty() && others.last == seen {
             return Ok(());
         }

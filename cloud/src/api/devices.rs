@@ -237,6 +237,6 @@ pub(super) async fn report_status(
         .metrics
         .status_reports
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    state.record_status(name, report, now_ms());
+    state.record_status(name, report, now_ms()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
