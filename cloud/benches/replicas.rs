@@ -262,6 +262,7 @@ async fn device(
     replicas: [SocketAddr; 2],
     progress: Arc<Progress>,
     first: Arc<tokio::sync::Semaphore>,
+    mut wait: tokio::sync::watch::Receiver<bool>,
 ) {
     let source = Ipv4Addr::new(127, 0, 0, 2 + u8::try_from(i / DEVICES_PER_SOURCE).unwrap());
     let mut home = i % 2;
@@ -289,7 +290,7 @@ async fn device(
         if failures > 0 {
             progress.reconnects.fetch_add(1, Ordering::Relaxed);
         }
-        let result: std::io::Result<()> = async {
+        let result: std::io::Result<bool> = async {
             loop {
                 if let Some(d) = &unreported {
                     let body = format!(
@@ -308,7 +309,11 @@ async fn device(
                     let rev = usize::try_from(d.revision).unwrap().min(MAX_REVISION);
                     progress.reported[rev].fetch_add(1, Ordering::Relaxed);
                     unreported = None;
-                    permit.take();
+                    if permit.take().is_some() {
+                        // Joined: hang up until every device has, so that the replicas' memory
+                        // for reports is measured apart from that for waiting connections.
+                        return Ok(true);
+                    }
                 }
                 let if_none_match = if etag.is_empty() {
                     String::new()
@@ -335,6 +340,14 @@ async fn device(
             }
         }
         .await;
+        if matches!(result, Ok(true)) {
+            // Reset rather than close: a closed connection's port stays in TIME_WAIT for a
+            // minute, and binding 10,000 more beside those slows the kernel's port search.
+            let _ = s.set_zero_linger();
+            drop(s);
+            let _ = wait.wait_for(|go| *go).await;
+            continue;
+        }
         if result.is_err() {
             failures += 1;
             // A closed or reset connection: the replica is gone, go to the other one (a
@@ -448,6 +461,10 @@ async fn run(n: usize) {
         .build()
         .unwrap();
 
+    // Where replica A's memory goes: its RSS at each step (KiB).
+    let rss_a = || proc_status_kib(pids[0], "VmRSS:");
+    let rss_start = rss_a();
+
     // Register the devices through both replicas, 64 at a time.
     let t = Instant::now();
     let names: Vec<String> = (0..n).map(|i| format!("dev-{i:06}")).collect();
@@ -523,6 +540,7 @@ async fn run(n: usize) {
             assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
         }
     };
+    let rss_registered = rss_a();
     let t = Instant::now();
     apply(1).await;
     println!(
@@ -530,10 +548,31 @@ async fn run(n: usize) {
         manifest(n, 1).len() as f64 / f64::from(1 << 20),
         t.elapsed().as_secs_f64()
     );
+    // B serves it once it has read it (NOTIFY); a device asking B before would be given
+    // revision 0 and report that.
+    let t = Instant::now();
+    loop {
+        let v: serde_json::Value = http
+            .get(format!("{}/v1/status/page?page=0&size=1", urls[1]))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["revision"] == 1 {
+            break;
+        }
+        assert!(t.elapsed() < PHASE_LIMIT, "B never served revision 1");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rss_applied = rss_a();
 
     // The devices join: fetch, report, long-poll; 512 joining at a time.
     let progress = Arc::new(Progress::new());
     let joining = Arc::new(tokio::sync::Semaphore::new(512));
+    let (go_tx, go_rx) = tokio::sync::watch::channel(false);
     let t = Instant::now();
     let sim_cpu_before = cpu_secs(std::process::id());
     let devices: Vec<_> = names
@@ -549,6 +588,7 @@ async fn run(n: usize) {
                 addrs,
                 progress.clone(),
                 joining.clone(),
+                go_rx.clone(),
             ))
         })
         .collect();
@@ -572,9 +612,23 @@ async fn run(n: usize) {
                 .unwrap_or(0)
         }
     };
+    // Step 1: every device fetched its state, reported it and hung up.
+    while progress.reported[1].load(Ordering::Relaxed) < n {
+        assert!(
+            t.elapsed() < PHASE_LIMIT,
+            "only {} of {n} reported",
+            progress.reported[1].load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Each replica reads the other's reports within a second.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_reported = rss_a();
+    // Step 2: every device long-polls.
+    go_tx.send_replace(true);
     loop {
         let w = waiting(urls[0].clone()).await + waiting(urls[1].clone()).await;
-        if progress.reported[1].load(Ordering::Relaxed) >= n && w >= n {
+        if w >= n {
             break;
         }
         assert!(
@@ -597,6 +651,20 @@ async fn run(n: usize) {
         n / 2,
         rss_waiting[0] as f64 / 1024.0,
         rss_waiting[1] as f64 / 1024.0
+    );
+    let per = |after: u64, before: u64, count: usize| {
+        (after.saturating_sub(before)) as f64 / count as f64
+    };
+    println!(
+        "replica A's RSS: {:.1} MiB at start; per device of the fleet: {:+.2} KiB registered, \
+         {:+.2} KiB once revision 1 is served, {:+.2} KiB once every device has reported (each \
+         replica keeps every report); {:+.2} KiB per device waiting on A ({} of them)",
+        rss_start as f64 / 1024.0,
+        per(rss_registered, rss_start, n),
+        per(rss_applied, rss_registered, n),
+        per(rss_reported, rss_applied, n),
+        per(rss_waiting[0], rss_reported, n.div_ceil(2)),
+        n.div_ceil(2),
     );
 
     // Converged as replica A's status page counts it.
