@@ -204,6 +204,16 @@ struct Progress {
 const MAX_REVISION: usize = 8;
 
 impl Progress {
+    /// The counters as a simulator process prints them.
+    fn line(&self) -> String {
+        let mut out = String::from("P");
+        for c in self.received.iter().chain(&self.reported) {
+            out.push_str(&format!(" {}", c.load(Ordering::Relaxed)));
+        }
+        out.push_str(&format!(" {}", self.reconnects.load(Ordering::Relaxed)));
+        out
+    }
+
     fn new() -> Progress {
         Progress {
             received: (0..=MAX_REVISION).map(|_| AtomicUsize::new(0)).collect(),
@@ -253,19 +263,19 @@ async fn read_answer(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<(u
 }
 
 /// One simulated agent: long-poll, report each new state, again; on a failed connection wait
-/// 0.5–1 s and go to the other replica. Runs until aborted.
+/// 0.5–1 s and go to the next replica. Runs until aborted.
 #[allow(clippy::too_many_arguments)]
 async fn device(
     i: usize,
     name: String,
     token: String,
-    replicas: [SocketAddr; 2],
+    replicas: Arc<[SocketAddr]>,
     progress: Arc<Progress>,
     first: Arc<tokio::sync::Semaphore>,
     mut wait: tokio::sync::watch::Receiver<bool>,
 ) {
     let source = Ipv4Addr::new(127, 0, 0, 2 + u8::try_from(i / DEVICES_PER_SOURCE).unwrap());
-    let mut home = i % 2;
+    let mut home = i % replicas.len();
     let mut etag = String::new();
     // A state received but not yet reported (the report failed with the connection).
     let mut unreported: Option<Desired> = None;
@@ -282,7 +292,7 @@ async fn device(
             Ok(s) => s,
             Err(_) => {
                 failures += 1;
-                home = 1 - home;
+                home = (home + 1) % replicas.len();
                 tokio::time::sleep(backoff()).await;
                 continue;
             }
@@ -354,7 +364,7 @@ async fn device(
             // balancer's redispatch). An HTTP error from a live replica: try it again.
             let gone = matches!(&result, Err(e) if e.kind() != std::io::ErrorKind::Other);
             if gone {
-                home = 1 - home;
+                home = (home + 1) % replicas.len();
             }
             tokio::time::sleep(backoff()).await;
         }
@@ -367,32 +377,200 @@ fn backoff() -> Duration {
 }
 
 fn main() {
+    if let Some(i) = std::env::args().position(|a| a == "--simulate") {
+        let args: Vec<String> = std::env::args().skip(i + 1).collect();
+        simulate(&args);
+        return;
+    }
     let n = arg("--devices", 10_000);
+    let k = arg("--replicas", 2);
+    assert!(k >= 2, "--replicas: at least 2 (one is killed)");
     assert!(
         n <= DEVICES_PER_SOURCE * 200,
         "at most {} devices",
         DEVICES_PER_SOURCE * 200
     );
-    // A connection per device here, and in replica A once B is killed (plus the pools').
-    let want = u64::try_from(n).unwrap() + 1_500;
-    match edgefn_os::limits::raise_open_files(Some(want)) {
-        Ok(l) => println!("open-files limit: {} (was {})", l.now, l.before),
-        Err(e) => {
-            let hard = edgefn_os::limits::raise_open_files(None).map_or(0, |l| l.hard);
-            panic!(
-                "{n} devices need {want} open files in this process and in each replica (every \
-                 device is a TCP connection here and, once B is killed, in A), but the hard \
-                 limit is {hard} and raising it failed ({e}; it takes root with \
-                 CAP_SYS_RESOURCE): raise `ulimit -Hn`, or run with --devices {}",
-                hard.saturating_sub(1_500)
-            )
-        }
-    }
+    // Each device is a connection in a simulator process and in a replica: once the last
+    // replica is killed, the others hold its devices too (plus their pools').
+    let hard = edgefn_os::limits::raise_open_files(None).map_or(0, |l| l.hard);
+    let per_replica = u64::try_from(n.div_ceil(k - 1)).unwrap() + 1_500;
+    assert!(
+        per_replica <= hard,
+        "{n} devices over {k} replicas need {per_replica} open files in each replica once one is \
+         killed, but the hard limit is {hard} (raising it takes root with CAP_SYS_RESOURCE): \
+         raise `ulimit -Hn`, or run with more --replicas or fewer --devices"
+    );
+    // Simulated devices per process: as many as its open files allow.
+    let per_simulator = usize::try_from(hard.saturating_sub(1_000)).unwrap().max(1);
+    let simulators = arg("--simulators", n.div_ceil(per_simulator).max(1)).max(1);
+    println!(
+        "open-files limit: {hard}; {k} replicas; {n} devices in {simulators} simulator process{}",
+        if simulators == 1 { "" } else { "es" }
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(run(n));
+    rt.block_on(run(n, k, simulators));
+}
+
+/// A simulator process (`--simulate FROM TO ADDR,ADDR,… TOKENS`): devices FROM..TO of the
+/// tokens file (one token a line, device i named `dev-{i:06}`), against the replicas at the
+/// addresses. Prints its counters (`P`, then received and reported by revision, then
+/// reconnects) when they change; starts long-polling at a `go` line on stdin, and exits when
+/// stdin closes (the benchmark ended or died).
+fn simulate(args: &[String]) {
+    let from: usize = args[0].parse().unwrap();
+    let to: usize = args[1].parse().unwrap();
+    let addrs: Arc<[SocketAddr]> = args[2].split(',').map(|a| a.parse().unwrap()).collect();
+    let tokens: Vec<String> = std::fs::read_to_string(&args[3])
+        .unwrap()
+        .lines()
+        .skip(from)
+        .take(to - from)
+        .map(str::to_owned)
+        .collect();
+    let _ = edgefn_os::limits::raise_open_files(None);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let progress = Arc::new(Progress::new());
+        let (go_tx, go_rx) = tokio::sync::watch::channel(false);
+        let _devices = spawn_devices(from, &tokens, &addrs, &progress, &go_rx);
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lines() {
+                match line {
+                    Ok(l) if l.trim() == "go" => {
+                        go_tx.send_replace(true);
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            std::process::exit(0);
+        });
+        let mut last = String::new();
+        loop {
+            let now = progress.line();
+            if now != last {
+                println!("{now}");
+                last = now;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+}
+
+/// Spawns devices `first`.. with `tokens` (device i is `dev-{i:06}`).
+fn spawn_devices(
+    first: usize,
+    tokens: &[String],
+    addrs: &Arc<[SocketAddr]>,
+    progress: &Arc<Progress>,
+    go: &tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    // 512 joining at a time.
+    let joining = Arc::new(tokio::sync::Semaphore::new(512));
+    tokens
+        .iter()
+        .enumerate()
+        .map(|(k, token)| {
+            let i = first + k;
+            tokio::spawn(device(
+                i,
+                format!("dev-{i:06}"),
+                token.clone(),
+                addrs.clone(),
+                progress.clone(),
+                joining.clone(),
+                go.clone(),
+            ))
+        })
+        .collect()
+}
+
+/// Simulator processes, their counters summed into one [`Progress`].
+struct Simulators {
+    children: Vec<Child>,
+    stdins: Vec<std::process::ChildStdin>,
+}
+
+impl Simulators {
+    /// Starts `count` processes sharing devices 0..n between them.
+    fn start(
+        count: usize,
+        n: usize,
+        addrs: &[SocketAddr],
+        tokens: &std::path::Path,
+        progress: &Arc<Progress>,
+    ) -> Simulators {
+        let list: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+        let mut children = Vec::new();
+        let mut stdins = Vec::new();
+        for c in 0..count {
+            let (from, to) = (n * c / count, n * (c + 1) / count);
+            let mut child = Command::new(std::env::current_exe().unwrap())
+                .arg("--simulate")
+                .args([from.to_string(), to.to_string(), list.join(",")])
+                .arg(tokens)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("start a simulator process");
+            stdins.push(child.stdin.take().unwrap());
+            let out = BufReader::new(child.stdout.take().unwrap());
+            let progress = progress.clone();
+            std::thread::spawn(move || {
+                let mut seen = [0u64; 2 * (MAX_REVISION + 1) + 1];
+                for line in out.lines() {
+                    let Ok(line) = line else { break };
+                    let Some(rest) = line.strip_prefix("P ") else {
+                        continue;
+                    };
+                    let now: Vec<u64> = rest.split(' ').map(|v| v.parse().unwrap()).collect();
+                    for (j, (v, was)) in now.iter().zip(seen.iter_mut()).enumerate() {
+                        let d = v - *was;
+                        *was = *v;
+                        let d_usize = usize::try_from(d).unwrap();
+                        if j <= MAX_REVISION {
+                            progress.received[j].fetch_add(d_usize, Ordering::Relaxed);
+                        } else if j <= 2 * MAX_REVISION + 1 {
+                            progress.reported[j - MAX_REVISION - 1]
+                                .fetch_add(d_usize, Ordering::Relaxed);
+                        } else {
+                            progress.reconnects.fetch_add(d, Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+            children.push(child);
+        }
+        Simulators { children, stdins }
+    }
+
+    fn go(&mut self) {
+        use std::io::Write as _;
+        for s in &mut self.stdins {
+            writeln!(s, "go").unwrap();
+            s.flush().unwrap();
+        }
+    }
+
+    fn cpu_secs(&self) -> f64 {
+        self.children.iter().map(|c| cpu_secs(c.id())).sum()
+    }
+}
+
+impl Drop for Simulators {
+    fn drop(&mut self) {
+        self.stdins.clear();
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }
 
 /// Figures of one phase.
@@ -400,7 +578,8 @@ struct Phase {
     received: Duration,
     reported: Duration,
     converged: Duration,
-    cpu: [f64; 2],
+    /// A, the killed replica (until killed), the others together.
+    cpu: [f64; 3],
     pg_cpu: f64,
     statements_ms: f64,
     statements: u64,
@@ -419,7 +598,7 @@ fn pg_counters(pg: &pg::PgServer, db: &str) -> (f64, u64) {
 }
 
 #[allow(clippy::too_many_lines)]
-async fn run(n: usize) {
+async fn run(n: usize, k: usize, simulators: usize) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     // PostgreSQL with pg_stat_statements.
     let mut pg = pg::PgServer::start();
@@ -443,18 +622,33 @@ async fn run(n: usize) {
 
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("admin.token");
-    let a = Replica::start("a", dir.path(), &token_file, &store);
-    let mut b = Some(Replica::start("b", dir.path(), &token_file, &store));
+    // Replica A (index 0) takes the applies and is asked for the status; the last one, "B",
+    // is killed in the second phase.
+    const NAMES: [&str; 26] = [
+        "a", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p", "q", "r", "s",
+        "t", "u", "v", "w", "x", "y", "z", "b",
+    ];
+    assert!(k <= NAMES.len(), "at most {} replicas", NAMES.len());
+    let mut reps: Vec<Option<Replica>> = (0..k)
+        .map(|r| {
+            let name = if r == k - 1 { "b" } else { NAMES[r] };
+            Some(Replica::start(name, dir.path(), &token_file, &store))
+        })
+        .collect();
     let admin = std::fs::read_to_string(&token_file)
         .unwrap()
         .trim()
         .to_owned();
-    let urls = [a.url.clone(), b.as_ref().unwrap().url.clone()];
-    let addrs = [a.addr, b.as_ref().unwrap().addr];
-    let pids = [a.pid(), b.as_ref().unwrap().pid()];
+    let urls: Vec<String> = reps
+        .iter()
+        .map(|r| r.as_ref().unwrap().url.clone())
+        .collect();
+    let addrs: Arc<[SocketAddr]> = reps.iter().map(|r| r.as_ref().unwrap().addr).collect();
+    let pids: Vec<u32> = reps.iter().map(|r| r.as_ref().unwrap().pid()).collect();
+    let killed = k - 1;
     println!(
-        "edgefn-cloud on PostgreSQL, two replicas: {n} devices; A pid {} at {}, B pid {} at {}",
-        pids[0], urls[0], pids[1], urls[1]
+        "edgefn-cloud on PostgreSQL, {k} replicas: {n} devices; A pid {} at {}, B (the one killed) pid {} at {}",
+        pids[0], urls[0], pids[killed], urls[killed]
     );
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(300))
@@ -473,10 +667,10 @@ async fn run(n: usize) {
         let handles: Vec<_> = chunk
             .iter()
             .enumerate()
-            .map(|(k, name)| {
+            .map(|(j, name)| {
                 let (http, url, admin, name) = (
                     http.clone(),
-                    urls[(c + k) % 2].clone(),
+                    urls[(c * 64 + j) % urls.len()].clone(),
                     admin.clone(),
                     name.clone(),
                 );
@@ -499,7 +693,7 @@ async fn run(n: usize) {
         }
     }
     println!(
-        "registered {n} devices through both replicas in {:.1} s ({:.0} per second)",
+        "registered {n} devices through the replicas in {:.1} s ({:.0} per second)",
         t.elapsed().as_secs_f64(),
         n as f64 / t.elapsed().as_secs_f64()
     );
@@ -548,50 +742,47 @@ async fn run(n: usize) {
         manifest(n, 1).len() as f64 / f64::from(1 << 20),
         t.elapsed().as_secs_f64()
     );
-    // B serves it once it has read it (NOTIFY); a device asking B before would be given
-    // revision 0 and report that.
+    // The others serve it once they have read it (NOTIFY); a device asking one before would
+    // be given revision 0 and report that.
     let t = Instant::now();
-    loop {
-        let v: serde_json::Value = http
-            .get(format!("{}/v1/status/page?page=0&size=1", urls[1]))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["revision"] == 1 {
-            break;
+    for url in &urls[1..] {
+        loop {
+            let v: serde_json::Value = http
+                .get(format!("{url}/v1/status/page?page=0&size=1"))
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if v["revision"] == 1 {
+                break;
+            }
+            assert!(t.elapsed() < PHASE_LIMIT, "{url} never served revision 1");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(t.elapsed() < PHASE_LIMIT, "B never served revision 1");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let rss_applied = rss_a();
 
-    // The devices join: fetch, report, long-poll; 512 joining at a time.
+    // The devices join: fetch, report, long-poll; in this process, or in simulator processes
+    // when one cannot hold every connection.
     let progress = Arc::new(Progress::new());
-    let joining = Arc::new(tokio::sync::Semaphore::new(512));
     let (go_tx, go_rx) = tokio::sync::watch::channel(false);
     let t = Instant::now();
     let sim_cpu_before = cpu_secs(std::process::id());
-    let devices: Vec<_> = names
-        .iter()
-        .cloned()
-        .zip(tokens.iter().cloned())
-        .enumerate()
-        .map(|(i, (name, token))| {
-            tokio::spawn(device(
-                i,
-                name,
-                token,
-                addrs,
-                progress.clone(),
-                joining.clone(),
-                go_rx.clone(),
-            ))
-        })
-        .collect();
+    let (devices, mut sims) = if simulators == 1 {
+        (spawn_devices(0, &tokens, &addrs, &progress, &go_rx), None)
+    } else {
+        let file = dir.path().join("tokens");
+        std::fs::write(&file, tokens.join("\n")).unwrap();
+        let sims = Simulators::start(simulators, n, &addrs, &file, &progress);
+        (Vec::new(), Some(sims))
+    };
+    let sim_cpu = |sims: &Option<Simulators>| {
+        cpu_secs(std::process::id()) - sim_cpu_before
+            + sims.as_ref().map_or(0.0, Simulators::cpu_secs)
+    };
     let waiting = |url: String| {
         let (http, admin) = (http.clone(), admin.clone());
         async move {
@@ -626,8 +817,14 @@ async fn run(n: usize) {
     let rss_reported = rss_a();
     // Step 2: every device long-polls.
     go_tx.send_replace(true);
+    if let Some(s) = &mut sims {
+        s.go();
+    }
     loop {
-        let w = waiting(urls[0].clone()).await + waiting(urls[1].clone()).await;
+        let mut w = 0;
+        for url in &urls {
+            w += waiting(url.clone()).await;
+        }
         if w >= n {
             break;
         }
@@ -637,18 +834,18 @@ async fn run(n: usize) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let sim_cpu_join = sim_cpu(&sims);
     println!(
-        "{n} devices fetched, reported and are long-polling after {:.1} s (simulator CPU {:.1} s)",
+        "{n} devices fetched, reported and are long-polling after {:.1} s (simulator CPU {sim_cpu_join:.1} s)",
         t.elapsed().as_secs_f64(),
-        cpu_secs(std::process::id()) - sim_cpu_before
     );
     let rss_waiting = [
         proc_status_kib(pids[0], "VmRSS:"),
-        proc_status_kib(pids[1], "VmRSS:"),
+        proc_status_kib(pids[killed], "VmRSS:"),
     ];
+    let on_a = n.div_ceil(k);
     println!(
-        "RSS with all devices waiting (about {} on each): A {:.1} MiB, B {:.1} MiB",
-        n / 2,
+        "RSS with all devices waiting (about {on_a} on each): A {:.1} MiB, B {:.1} MiB",
         rss_waiting[0] as f64 / 1024.0,
         rss_waiting[1] as f64 / 1024.0
     );
@@ -663,8 +860,8 @@ async fn run(n: usize) {
         per(rss_registered, rss_start, n),
         per(rss_applied, rss_registered, n),
         per(rss_reported, rss_applied, n),
-        per(rss_waiting[0], rss_reported, n.div_ceil(2)),
-        n.div_ceil(2),
+        per(rss_waiting[0], rss_reported, on_a),
+        on_a,
     );
 
     // Converged as replica A's status page counts it.
@@ -694,7 +891,7 @@ async fn run(n: usize) {
         tokio::time::sleep(Duration::from_secs(3)).await;
         pg.psql(&db, "SELECT pg_stat_statements_reset()");
         let pg_before = pg_counters(&pg, &db);
-        let cpu_before = [cpu_secs(pids[0]), cpu_secs(pids[1])];
+        let cpu_before: Vec<f64> = pids.iter().map(|p| cpu_secs(*p)).collect();
         let pg_cpu_before = pg_cpu_secs(postmaster);
         let reconnects_before = progress.reconnects.load(Ordering::Relaxed);
         let start = Instant::now();
@@ -704,8 +901,8 @@ async fn run(n: usize) {
         loop {
             let got = progress.received[rev].load(Ordering::Relaxed);
             if kill && killed_at.is_none() && got >= n / 2 {
-                cpu_b = cpu_secs(pids[1]) - cpu_before[1];
-                drop(b.take()); // SIGKILL
+                cpu_b = cpu_secs(pids[killed]) - cpu_before[killed];
+                drop(reps[killed].take()); // SIGKILL
                 killed_at = Some(got);
                 println!(
                     "  replica B SIGKILLed {:.2} s after the apply, when {got} of {n} devices had received revision {version}",
@@ -742,8 +939,9 @@ async fn run(n: usize) {
             if kill {
                 cpu_b
             } else {
-                cpu_secs(pids[1]) - cpu_before[1]
+                cpu_secs(pids[killed]) - cpu_before[killed]
             },
+            (1..killed).map(|r| cpu_secs(pids[r]) - cpu_before[r]).sum(),
         ];
         let pg_after = pg_counters(&pg, &db);
         // Where the database's time went.
@@ -808,7 +1006,8 @@ async fn run(n: usize) {
     for d in devices {
         d.abort();
     }
-    let (p, k) = (&phases[0], &phases[1]);
+    drop(sims);
+    let (p, kp) = (&phases[0], &phases[1]);
     let ratio = |a: f64, b: f64| {
         if a > 0.0 {
             format!("{:.2}", b / a)
@@ -818,45 +1017,51 @@ async fn run(n: usize) {
     };
     println!();
     println!(
-        "| {n} devices, 2 replicas + PostgreSQL | both replicas up | B SIGKILLed at the midpoint | ratio |"
+        "| {n} devices, {k} replicas + PostgreSQL | all replicas up | B SIGKILLed at the midpoint | ratio |"
     );
     println!("|---|---:|---:|---:|");
     for (what, x, y) in [
         (
             "apply → every device received the revision (s)",
             p.received.as_secs_f64(),
-            k.received.as_secs_f64(),
+            kp.received.as_secs_f64(),
         ),
         (
             "apply → every device reported it (s)",
             p.reported.as_secs_f64(),
-            k.reported.as_secs_f64(),
+            kp.reported.as_secs_f64(),
         ),
         (
             "apply → all converged in replica A's `/v1/status/page` (s)",
             p.converged.as_secs_f64(),
-            k.converged.as_secs_f64(),
+            kp.converged.as_secs_f64(),
         ),
-        ("replica A CPU (s)", p.cpu[0], k.cpu[0]),
-        ("replica B CPU (s; until killed)", p.cpu[1], k.cpu[1]),
-        ("PostgreSQL CPU (s)", p.pg_cpu, k.pg_cpu),
+        ("replica A CPU (s)", p.cpu[0], kp.cpu[0]),
+        ("replica B CPU (s; until killed)", p.cpu[1], kp.cpu[1]),
+        ("the other replicas' CPU together (s)", p.cpu[2], kp.cpu[2]),
+        ("PostgreSQL CPU (s)", p.pg_cpu, kp.pg_cpu),
         (
             "statements' execution time in PostgreSQL (s)",
             p.statements_ms / 1000.0,
-            k.statements_ms / 1000.0,
+            kp.statements_ms / 1000.0,
         ),
     ] {
         println!("| {what} | {x:.2} | {y:.2} | {} |", ratio(x, y));
     }
     println!(
         "| statements executed | {} | {} | |",
-        p.statements, k.statements
+        p.statements, kp.statements
     );
     println!(
         "| devices that reconnected | {} | {} (B killed when {} had the revision) | |",
         p.reconnects,
-        k.reconnects,
-        k.killed_at.unwrap_or(0)
+        kp.reconnects,
+        kp.killed_at.unwrap_or(0)
+    );
+    println!(
+        "| simulator CPU while devices joined (s; {simulators} process{}) | {:.1} | | |",
+        if simulators == 1 { "" } else { "es" },
+        sim_cpu_join
     );
     println!(
         "| RSS with all devices waiting, A / B (MiB) | {:.0} / {:.0} | | |",
@@ -867,6 +1072,6 @@ async fn run(n: usize) {
         "| peak RSS, A (MiB) | {:.0} | | |",
         proc_status_kib(pids[0], "VmHWM:") as f64 / 1024.0
     );
-    drop(a);
+    drop(reps);
     drop(pg);
 }
