@@ -1,32 +1,39 @@
-//! Fleet benchmark against two control-plane replicas on one PostgreSQL, with one of them
-//! SIGKILLed in the middle of a rollout.
+//! Fleet benchmark against control-plane replicas (two by default) on one PostgreSQL, with one
+//! of them SIGKILLed in the middle of a rollout.
 //!
 //! ```sh
 //! cargo bench -p edgefn-cloud --bench replicas -- --devices 10000
-//! cargo bench -p edgefn-cloud --bench replicas -- --devices 100000
+//! cargo bench -p edgefn-cloud --bench replicas -- --devices 100000 --replicas 7
+//! # where memory goes, without freed memory the allocator keeps:
+//! _RJEM_MALLOC_CONF=dirty_decay_ms:0,muzzy_decay_ms:0 cargo bench -p edgefn-cloud --bench replicas -- --devices 10000
 //! ```
 //!
-//! Needs PostgreSQL's programs (`apt-get install postgresql`; `scripts/test.sh` installs them)
-//! and N + 1,500 open files per process (`ulimit -Hn`; each device holds a TCP connection here
-//! and, once B is killed, in replica A): the benchmark raises its soft limit, and its hard limit
-//! when it may (root with CAP_SYS_RESOURCE); the replicas inherit them.
+//! Needs PostgreSQL's programs (`apt-get install postgresql`; `scripts/test.sh` installs them).
+//! Each device holds a TCP connection in a simulator process and in a replica, so each replica
+//! needs N / (K - 1) + 1,500 open files once one of the K is killed: the benchmark refuses to
+//! start when the hard limit (`ulimit -Hn`) is lower, saying to add replicas. Simulated devices
+//! run in this process, or spread over simulator processes (this binary with `--simulate`)
+//! when one cannot hold them all; `--simulators S` sets their number.
 //!
 //! What it runs: a throwaway PostgreSQL cluster (`tests/common/postgres.rs`: its own `initdb`,
 //! `fsync=off`, so the database's disk is not measured, its CPU is) with `pg_stat_statements`;
-//! two `edgefn-cloud` processes (release build) on it with `--store postgres://…`, A and B; N
-//! devices registered through both, and a revision binding a function to all of them. Then N
+//! K `edgefn-cloud` processes (release build) on it with `--store postgres://…` (A takes the
+//! applies, B is the one killed); N devices registered through them, and a revision binding a
+//! function to all of them. Then N
 //! light simulated agents, each one TCP connection speaking HTTP/1.1 as an agent does: the
 //! desired state (long-poll with `If-None-Match`, `wait=120`), a status report for each new
-//! state, again. Device i talks to replica i mod 2, as a round-robin balancer would spread them;
+//! state, again. Device i talks to replica i mod K, as a round-robin balancer would spread them;
 //! when its connection fails it waits as the agent does (0.5–1 s, `agent/src/retry.rs`) and goes
-//! to the other replica, as a balancer that health-checks its backends would send it.
+//! to the next replica, as a balancer that health-checks its backends would send it. Devices
+//! join in two steps — fetch and report, hang up; then long-poll — so that replica A's memory
+//! is measured per device for each.
 //!
 //! Measured, for an apply through A with every device long-polling:
 //!
 //! 1. all replicas up: apply → every device has received the revision, → every device has
 //!    reported it, → replica A's `GET /v1/status/page` counts all N converged;
 //! 2. the same apply with replica B SIGKILLed when half the devices have received it: B's devices
-//!    reconnect to A and converge through it.
+//!    reconnect to another replica and converge through it.
 //!
 //! For each: the CPU time of each replica and of PostgreSQL (the postmaster and its backends,
 //! from /proc; the backends of the killed replica included), the statements' execution time and
@@ -263,7 +270,7 @@ async fn read_answer(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<(u
 }
 
 /// One simulated agent: long-poll, report each new state, again; on a failed connection wait
-/// 0.5–1 s and go to the next replica. Runs until aborted.
+/// 0.5–1 s and go to another replica ([`next`]). Runs until aborted.
 #[allow(clippy::too_many_arguments)]
 async fn device(
     i: usize,
@@ -292,7 +299,7 @@ async fn device(
             Ok(s) => s,
             Err(_) => {
                 failures += 1;
-                home = (home + 1) % replicas.len();
+                home = next(home, i, replicas.len());
                 tokio::time::sleep(backoff()).await;
                 continue;
             }
@@ -364,11 +371,17 @@ async fn device(
             // balancer's redispatch). An HTTP error from a live replica: try it again.
             let gone = matches!(&result, Err(e) if e.kind() != std::io::ErrorKind::Other);
             if gone {
-                home = (home + 1) % replicas.len();
+                home = next(home, i, replicas.len());
             }
             tokio::time::sleep(backoff()).await;
         }
     }
+}
+
+/// The replica device `i` tries after a failure on replica `home` (of `k`): the devices of a
+/// failed replica spread evenly over the others, as a round-robin balancer sends them.
+fn next(home: usize, i: usize, k: usize) -> usize {
+    (home + 1 + (i / k) % (k - 1)) % k
 }
 
 /// The agent's first retry delay: uniformly random in [0.5 s, 1 s] (`agent/src/retry.rs`).
