@@ -67,8 +67,10 @@ use edgefn_schema::bundle::{BundleFile, FileKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-/// Devices per source address (Linux gives each about 28,000 ephemeral ports).
-const DEVICES_PER_SOURCE: usize = 10_000;
+/// Devices per source address. Linux has about 28,000 ephemeral ports, and `bind` to port 0
+/// takes the even ones first (leaving odd ones to `connect`): with 10,000 devices an address,
+/// reconnecting thousands at once made the port search itself the bottleneck.
+const DEVICES_PER_SOURCE: usize = 4_000;
 /// Longest wait for any phase.
 const PHASE_LIMIT: Duration = Duration::from_secs(900);
 
@@ -1051,7 +1053,6 @@ async fn run(n: usize, k: usize, simulators: usize) {
         ),
         ("replica A CPU (s)", p.cpu[0], kp.cpu[0]),
         ("replica B CPU (s; until killed)", p.cpu[1], kp.cpu[1]),
-        ("the other replicas' CPU together (s)", p.cpu[2], kp.cpu[2]),
         ("PostgreSQL CPU (s)", p.pg_cpu, kp.pg_cpu),
         (
             "statements' execution time in PostgreSQL (s)",
@@ -1060,6 +1061,13 @@ async fn run(n: usize, k: usize, simulators: usize) {
         ),
     ] {
         println!("| {what} | {x:.2} | {y:.2} | {} |", ratio(x, y));
+    }
+    if k > 2 {
+        let (x, y) = (p.cpu[2], kp.cpu[2]);
+        println!(
+            "| the other replicas' CPU together (s) | {x:.2} | {y:.2} | {} |",
+            ratio(x, y)
+        );
     }
     println!(
         "| statements executed | {} | {} | |",
