@@ -239,7 +239,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        let mqtts = match args.mqtts_listen.map(std::net::TcpListener::bind) {
+        let mqtts = match args.mqtts_listen.map(edgefn_os::net::listen) {
             None => None,
             Some(Ok(l)) => Some(l),
             Some(Err(e)) => {
@@ -257,7 +257,10 @@ fn main() -> ExitCode {
         scheme = "https";
     }
     runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        let listener = match edgefn_os::net::listen(args.listen)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .and_then(tokio::net::TcpListener::from_std)
+        {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("edgefn-cloud: cannot listen on {}: {e}", args.listen);
@@ -311,7 +314,7 @@ fn mqtt_mode(args: &Args) -> Result<edgefn_cloud::MqttMode, String> {
     let parsed: SocketAddr = addr.parse().map_err(|_| {
         format!("--mqtt-listen `{addr}` is not an address such as 127.0.0.1:1883 (or `none`)")
     })?;
-    match std::net::TcpListener::bind(parsed) {
+    match edgefn_os::net::listen(parsed) {
         Ok(l) => Ok(MqttMode::Embedded(l)),
         Err(e) if !explicit => {
             eprintln!(

@@ -8,6 +8,7 @@
 //! - [`backoff`]: exponential backoff with a cap and jitter, for retries.
 //! - [`secret`]: comparison of secrets in constant time.
 //! - [`limits`]: raising the open-files limit (one descriptor per connected device).
+//! - [`net`]: listening sockets with a backlog for thousands of devices reconnecting at once.
 //! - `http` (cargo feature `http`): the HTTP client, trusting a private CA besides the system's
 //!   roots.
 
@@ -16,6 +17,7 @@ pub mod file;
 #[cfg(feature = "http")]
 pub mod http;
 pub mod limits;
+pub mod net;
 pub mod secret;
 pub mod signal;
 pub mod time;
