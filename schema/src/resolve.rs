@@ -155,8 +155,16 @@ impl DesiredState {
     /// Canonical because every map is a `BTreeMap`, every list is in a defined order, and
     /// serde_json writes struct fields in declaration order.
     pub fn digest(&self) -> String {
+        self.json_and_digest().1
+    }
+
+    /// The state's canonical JSON and its [`digest`](Self::digest), from one serialization: a
+    /// control plane that sends the JSON and the digest together (the body of
+    /// `GET /v1/devices/{name}/desired` and its ETag) need not serialize the state twice.
+    pub fn json_and_digest(&self) -> (Vec<u8>, String) {
         let json = serde_json::to_vec(self).expect("desired state serializes");
-        hex(&Sha256::digest(&json))
+        let digest = hex(&Sha256::digest(&json));
+        (json, digest)
     }
 
     /// Pins every secret the bindings name to its version in `versions` (name → version);
