@@ -553,6 +553,97 @@ fn a_device_long_polling_one_process_wakes_when_an_apply_lands_on_another() {
     });
 }
 
+/// A device woken by one process downloads its new bundle through another that has not heard
+/// of the revision yet (behind a balancer the download may go anywhere): the download is
+/// served, not refused with a 403 that the agent took for a refused token. The late
+/// notification is made certain by stopping A's LISTEN backend (SIGSTOP) while B commits.
+#[test]
+fn a_download_through_a_process_not_yet_notified_of_the_revision_is_served() {
+    let mut pg = PgServer::start();
+    let db = pg.create_db();
+    let url = pg.url(&db);
+    let (data_a, data_b) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let a = cloud(data_a.path(), "127.0.0.1:0", &url);
+    let listen_sql = "SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN%'";
+    let mut listener = String::new();
+    wait_until(30, "A listens for notifications", || {
+        listener = pg.psql(&db, listen_sql).trim().to_owned();
+        !listener.is_empty()
+    });
+    let listener: i32 = listener.parse().expect("one LISTEN backend: A's");
+    let project = project(1);
+    let bundles = upload(&a, project.path());
+    assert_eq!(submit(&a, &manifest(1, ""), &bundles, 0).status, 201);
+    let token = register(&a, "dev-a");
+    let b = cloud(data_b.path(), "127.0.0.1:0", &url);
+
+    // Revision 2 with a new bundle, committed through B while A cannot hear of it.
+    let run = project.path().join("functions/daemon/run.sh");
+    std::fs::write(&run, format!("{DAEMON}# v2\n")).expect("write");
+    git(project.path(), &["commit", "-qam", "v2"]);
+    /// Continues the stopped backend however the test ends (a stopped backend would keep
+    /// the cluster from stopping).
+    struct Stopped(i32);
+    impl Drop for Stopped {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-CONT", &self.0.to_string()])
+                .status();
+        }
+    }
+    let s = Command::new("kill")
+        .args(["-STOP", &listener.to_string()])
+        .status()
+        .expect("kill");
+    assert!(s.success(), "kill -STOP {listener}");
+    let stopped = Stopped(listener);
+    let new = upload(&b, project.path());
+    let r = submit(&b, &manifest(2, ""), &new, 1);
+    let digest = new["daemon"].as_str().expect("digest").to_owned();
+    let from_a = http(
+        &a.addr(),
+        "GET",
+        &format!("/v1/bundles/{digest}"),
+        Some(&token),
+        &[],
+        b"",
+    );
+    let a_status = get(&a, "/v1/status").json()["revision"].clone();
+    drop(stopped);
+    assert_eq!(r.status, 201, "{}", text(&r.body));
+    assert_ne!(
+        bundles["daemon"], new["daemon"],
+        "revision 2 has a new bundle"
+    );
+    assert_eq!(
+        from_a.status,
+        200,
+        "the download through A: {}",
+        text(&from_a.body)
+    );
+    assert_eq!(
+        from_a.body,
+        std::fs::read(project.path().join(format!("dist/{digest}.tar.zst"))).expect("bundle")
+    );
+    assert_eq!(a_status, 2, "A serves revision 2 once it caught up");
+    // A bundle no desired state names is still refused, after the same catch-up.
+    let other = http(
+        &a.addr(),
+        "GET",
+        &format!(
+            "/v1/bundles/{}",
+            bundles["daemon"].as_str().expect("digest")
+        ),
+        Some(&token),
+        &[],
+        b"",
+    );
+    assert_eq!(other.status, 403, "{}", text(&other.body));
+}
+
 /// Two replicas on one database behind HAProxy: the CLI and a real agent talk only to
 /// HAProxy; the agent converges on revision 1; with one replica SIGKILLed, the next apply
 /// still lands and the agent converges on it through the other.

@@ -92,7 +92,10 @@ fn unreachable(e: reqwest::Error) -> CloudError {
 
 async fn check(resp: reqwest::Response) -> Result<reqwest::Response, CloudError> {
     let status = resp.status();
-    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+    // 401 is the token refused (unknown or revoked). A 403 refuses one request of a known
+    // device (a bundle or secret its desired state does not name): it says why in its body,
+    // and re-registering would not help.
+    if status == StatusCode::UNAUTHORIZED {
         return Err(CloudError::Rejected(status.as_u16()));
     }
     if !status.is_success()

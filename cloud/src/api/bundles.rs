@@ -167,7 +167,8 @@ pub(super) async fn get_bundle(
 ) -> Result<Response, ApiError> {
     check_digest(&digest)?;
     if let Caller::Device(name) = &caller {
-        if !state.view().desired_for(name).bundles.contains(&digest) {
+        let named = |state: &AppState| state.view().desired_for(name).bundles.contains(&digest);
+        if !named(&state) && !(super::catch_up(&state).await? && named(&state)) {
             return Err(ApiError::forbidden(
                 "a device may download only the bundles its desired state names",
             ));

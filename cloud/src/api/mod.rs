@@ -127,6 +127,18 @@ impl FromRequestParts<Arc<AppState>> for Caller {
     }
 }
 
+/// Reads the latest revision and its rollout again when a device asks for something the
+/// served view does not give it (a bundle, a secret), before refusing: with several processes
+/// on one database, the device may have been served a revision by another process whose
+/// notification has not reached this one yet — it was woken there and its download came here
+/// a few milliseconds later. Whether the view changed. Serialised with commits, as a
+/// notification's re-read is; one small read of the store.
+async fn catch_up(state: &Arc<AppState>) -> Result<bool, ApiError> {
+    let _serialised = state.commit.lock().await;
+    let st = state.clone();
+    crate::error::blocking(move || Ok(st.reload_latest()?)).await
+}
+
 fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     body.map(|Json(v)| v).map_err(body_error)
 }

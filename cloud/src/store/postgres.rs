@@ -584,6 +584,15 @@ fn connect_message(
                 settings.mode.name()
             )
         }
+        // invalid_password (PostgreSQL's errcodes, class 28).
+        Some(db) if db.code().code() == "28P01" => format!(
+            "{m}: check the password in $PGPASSWORD (or in the URL, postgres://USER:PASSWORD@HOST/DB) against the role's (ALTER ROLE {} PASSWORD '…')",
+            config.get_user().unwrap_or("USER")
+        ),
+        // The server asked for a password and none was given: the client's own error.
+        None if m.contains("password missing") => format!(
+            "{m}: the server asks for a password; set $PGPASSWORD (as the README shows) or put it in the URL (postgres://USER:PASSWORD@HOST/DB)"
+        ),
         _ => m,
     }
 }
@@ -1977,6 +1986,7 @@ mod tests {
             .expect_err("wrong password")
             .to_string();
         assert!(m.contains("password authentication failed"), "{m}");
+        assert!(m.contains("check the password in $PGPASSWORD"), "{m}");
         assert!(!m.contains("not-the-password"), "{m}");
         if std::env::var_os("PGPASSWORD").is_none() {
             // No password at all, where the server asks for one: said at once, not retried.
@@ -1985,6 +1995,7 @@ mod tests {
                 .expect_err("no password")
                 .to_string();
             assert!(m.contains("password missing"), "{m}");
+            assert!(m.contains("set $PGPASSWORD"), "{m}");
         }
         let missing = url.replace(&db, "no_such_db");
         let m = PgStore::connect(&missing, Retry::FOREVER)
