@@ -142,7 +142,7 @@ fn move_store(args: &MoveStore) -> ExitCode {
                 .map(|o| format!(" --objects {o}"))
                 .unwrap_or_default();
             println!(
-                "start the cloud on it with the --to URL, the same data folder (its MQTT password stays there) and the same --secret-key-file if it had one:\n  edgefn-cloud --data {} --store URL{objects}",
+                "start the cloud on it with the --to URL (and $PGPASSWORD, as here, when the URL has no password), the same data folder (its MQTT password stays there) and the same --secret-key-file if it had one; the admin tokens moved too, so existing logins keep working:\n  edgefn-cloud --data {} --store URL{objects}",
                 args.data.display()
             );
             ExitCode::SUCCESS
