@@ -168,7 +168,8 @@ pub(super) async fn get_bundle(
     check_digest(&digest)?;
     if let Caller::Device(name) = &caller {
         let named = |state: &AppState| state.view().desired_for(name).bundles.contains(&digest);
-        if !named(&state) && !(super::catch_up(&state).await? && named(&state)) {
+        let allowed = named(&state) || (super::catch_up(&state).await? && named(&state));
+        if !allowed {
             return Err(ApiError::forbidden(
                 "a device may download only the bundles its desired state names",
             ));
