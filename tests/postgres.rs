@@ -642,6 +642,42 @@ fn a_download_through_a_process_not_yet_notified_of_the_revision_is_served() {
         b"",
     );
     assert_eq!(other.status, 403, "{}", text(&other.body));
+
+    // Revision 3 through B, A again unaware: the device, served revision 3 by B, polls A
+    // saying so (`seen`, as the agent does) and is not sent back to revision 2.
+    let s = Command::new("kill")
+        .args(["-STOP", &listener.to_string()])
+        .status()
+        .expect("kill");
+    assert!(s.success(), "kill -STOP {listener}");
+    let stopped = Stopped(listener);
+    let r = submit(&b, &manifest(3, ""), &new, 2);
+    let from_b = http(
+        &b.addr(),
+        "GET",
+        "/v1/devices/dev-a/desired",
+        Some(&token),
+        &[],
+        b"",
+    );
+    let etag = from_b.header("etag").unwrap_or_default().to_owned();
+    let poll_a = http(
+        &a.addr(),
+        "GET",
+        "/v1/devices/dev-a/desired?wait=0&seen=3",
+        Some(&token),
+        &[("If-None-Match", &etag)],
+        b"",
+    );
+    drop(stopped);
+    assert_eq!(r.status, 201, "{}", text(&r.body));
+    assert_eq!(from_b.json()["revision"], 3, "{}", text(&from_b.body));
+    assert_eq!(
+        poll_a.status,
+        304,
+        "A answered the device that has revision 3 with: {}",
+        text(&poll_a.body)
+    );
 }
 
 /// Two replicas on one database behind HAProxy: the CLI and a real agent talk only to

@@ -144,21 +144,32 @@ impl CloudClient {
     ///
     /// With `after`, also answers when the latest revision is newer than `after`, even with the
     /// digest `known` (an agent that refused a state for its signature waits for it signed anew).
+    ///
+    /// `seen`, the newest revision this device has been served, keeps a control-plane process
+    /// that has not heard of it yet (several behind a balancer) from answering an older one.
     pub(crate) async fn desired(
         &self,
         known: Option<&str>,
         after: Option<u64>,
+        seen: Option<u64>,
         wait: Duration,
     ) -> Result<Option<DesiredResponse>, CloudError> {
+        let seen = seen.map(|s| format!("seen={s}"));
         let url = match known {
             Some(_) => format!(
-                "{}/v1/devices/{}/desired?wait={}{}",
+                "{}/v1/devices/{}/desired?wait={}{}{}",
                 self.base,
                 self.device,
                 wait.as_secs(),
-                after.map(|a| format!("&after={a}")).unwrap_or_default()
+                after.map(|a| format!("&after={a}")).unwrap_or_default(),
+                seen.map(|s| format!("&{s}")).unwrap_or_default()
             ),
-            None => format!("{}/v1/devices/{}/desired", self.base, self.device),
+            None => format!(
+                "{}/v1/devices/{}/desired{}",
+                self.base,
+                self.device,
+                seen.map(|s| format!("?{s}")).unwrap_or_default()
+            ),
         };
         let mut req = self
             .http

@@ -28,11 +28,14 @@ pub(crate) async fn run(
     // The revision of a state refused for its signature: the next long-poll also ends when a
     // newer revision exists, which may serve the same state signed anew.
     let mut refused_revision: Option<u64> = None;
+    // The newest revision served to this run: a control-plane process behind a balancer that
+    // has not heard of it yet catches up rather than answer an older one.
+    let mut seen: Option<u64> = None;
     loop {
         let running = u.bus.live().digest().await;
         let known = refused.clone().or_else(|| running.clone());
         let polled = tokio::select! {
-            r = u.cloud.desired(known.as_deref(), refused_revision, poll_wait) => r,
+            r = u.cloud.desired(known.as_deref(), refused_revision, seen, poll_wait) => r,
             _ = stop.wait_for(|s| *s) => return Ok(()),
         };
         let wait = match polled {
@@ -41,6 +44,7 @@ pub(crate) async fn run(
                 continue;
             }
             Ok(Some(desired)) => {
+                seen = seen.max(Some(desired.revision));
                 refused = None;
                 refused_revision = None;
                 if trust.checks() {

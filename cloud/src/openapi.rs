@@ -435,6 +435,7 @@ pub fn document() -> String {
         if op.path.ends_with("/desired") {
             params.push(json!({"name": "wait", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 300}}));
             params.push(json!({"name": "after", "in": "query", "description": "Answer also when the latest revision is newer than this one, even with the same digest (an agent that refused a state for its signature waits for it signed anew)", "schema": {"type": "integer", "minimum": 0}}));
+            params.push(json!({"name": "seen", "in": "query", "description": "The newest revision this device has been served (by any process of the control plane). A process serving an older one reads the latest revision again before it answers, so a device woken by one process is never sent back to an older revision by another that has not heard of the new one yet", "schema": {"type": "integer", "minimum": 0}}));
             params.push(
                 json!({"name": "If-None-Match", "in": "header", "schema": {"type": "string"}}),
             );

@@ -136,6 +136,10 @@ pub(super) struct WaitQuery {
     /// Answer also when the latest revision is newer than this one, even with the same
     /// digest: an agent that refused a state for its signature waits for it signed anew.
     after: Option<u64>,
+    /// The newest revision this device has been served (by any process): a process serving an
+    /// older one has not heard of it yet and catches up before it answers, so that it never
+    /// sends the device back to an older revision.
+    seen: Option<u64>,
 }
 
 /// Strips quotes and a weak prefix from an `If-None-Match` value.
@@ -157,6 +161,9 @@ pub(super) async fn desired(
     })?;
     let wait = Duration::from_secs(q.wait.unwrap_or(0).min(MAX_WAIT_SECS));
     let after = q.after;
+    if q.seen.is_some_and(|seen| seen > state.view().revision) {
+        super::catch_up(&state).await?;
+    }
     let known = etag_value(&headers);
     // A waiting long-poll keeps only what it compares: the request's headers share the
     // connection's read buffer, which is free to be reused once they are gone.
