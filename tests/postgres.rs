@@ -584,9 +584,19 @@ fn a_download_through_a_process_not_yet_notified_of_the_revision_is_served() {
     let run = project.path().join("functions/daemon/run.sh");
     std::fs::write(&run, format!("{DAEMON}# v2\n")).expect("write");
     git(project.path(), &["commit", "-qam", "v2"]);
-    /// Continues the stopped backend however the test ends (a stopped backend would keep
-    /// the cluster from stopping).
+    /// A backend stopped (SIGSTOP) until this is dropped (SIGCONT), however the test ends: a
+    /// stopped backend would keep the cluster from stopping.
     struct Stopped(i32);
+    impl Stopped {
+        fn new(pid: i32) -> Stopped {
+            let s = Command::new("kill")
+                .args(["-STOP", &pid.to_string()])
+                .status()
+                .expect("kill");
+            assert!(s.success(), "kill -STOP {pid}");
+            Stopped(pid)
+        }
+    }
     impl Drop for Stopped {
         fn drop(&mut self) {
             let _ = Command::new("kill")
@@ -594,12 +604,7 @@ fn a_download_through_a_process_not_yet_notified_of_the_revision_is_served() {
                 .status();
         }
     }
-    let s = Command::new("kill")
-        .args(["-STOP", &listener.to_string()])
-        .status()
-        .expect("kill");
-    assert!(s.success(), "kill -STOP {listener}");
-    let stopped = Stopped(listener);
+    let stopped = Stopped::new(listener);
     let new = upload(&b, project.path());
     let r = submit(&b, &manifest(2, ""), &new, 1);
     let digest = new["daemon"].as_str().expect("digest").to_owned();
@@ -645,12 +650,7 @@ fn a_download_through_a_process_not_yet_notified_of_the_revision_is_served() {
 
     // Revision 3 through B, A again unaware: the device, served revision 3 by B, polls A
     // saying so (`seen`, as the agent does) and is not sent back to revision 2.
-    let s = Command::new("kill")
-        .args(["-STOP", &listener.to_string()])
-        .status()
-        .expect("kill");
-    assert!(s.success(), "kill -STOP {listener}");
-    let stopped = Stopped(listener);
+    let stopped = Stopped::new(listener);
     let r = submit(&b, &manifest(3, ""), &new, 2);
     let from_b = http(
         &b.addr(),

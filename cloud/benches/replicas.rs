@@ -588,6 +588,18 @@ impl Drop for Simulators {
     }
 }
 
+/// `GET url` with the admin token, as JSON (a benchmark: any failure panics).
+async fn admin_json(http: &reqwest::Client, admin: &str, url: &str) -> serde_json::Value {
+    http.get(url)
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Figures of one phase.
 struct Phase {
     received: Duration,
@@ -762,15 +774,12 @@ async fn run(n: usize, k: usize, simulators: usize) {
     let t = Instant::now();
     for url in &urls[1..] {
         loop {
-            let v: serde_json::Value = http
-                .get(format!("{url}/v1/status/page?page=0&size=1"))
-                .bearer_auth(&admin)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v = admin_json(
+                &http,
+                &admin,
+                &format!("{url}/v1/status/page?page=0&size=1"),
+            )
+            .await;
             if v["revision"] == 1 {
                 break;
             }
@@ -998,15 +1007,7 @@ async fn run(n: usize, k: usize, simulators: usize) {
     }
 
     // Nothing lost or duplicated: A's history holds revisions 1, 2, 3 once each.
-    let history: serde_json::Value = http
-        .get(format!("{}/v1/revisions", urls[0]))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history = admin_json(&http, &admin, &format!("{}/v1/revisions", urls[0])).await;
     let mut numbers: Vec<u64> = history
         .as_array()
         .or_else(|| history["revisions"].as_array())

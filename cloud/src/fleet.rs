@@ -114,10 +114,11 @@ fn desired(
     })
 }
 
-/// The JSON of a [`DesiredResponse`](edgefn_schema::api::DesiredResponse) whose state is already serialized (`state_json`, the bytes
-/// `digest` hashes): the same bytes `serde_json::to_vec(&DesiredResponse { .. })` gives (fields
-/// in declaration order, `signature` left out when absent), without serializing the state a
-/// second time. Building a view is most of an apply's CPU on every replica at 100,000 devices.
+/// The JSON of a [`DesiredResponse`](edgefn_schema::api::DesiredResponse) whose state is
+/// already serialized (`state_json`, the bytes `digest` hashes): the same bytes
+/// `serde_json::to_vec(&DesiredResponse { .. })` gives (fields in declaration order,
+/// `signature` left out when absent), without serializing the state a second time. Building a
+/// view is most of an apply's CPU on every replica at 100,000 devices.
 fn response_body(
     revision: u64,
     digest: &str,

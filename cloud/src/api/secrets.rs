@@ -296,15 +296,15 @@ pub(super) async fn device_secret(
     let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let mut view = state.view();
     let mut pinned = view.desired_for(&device).secrets.get(&name).copied();
-    if (pinned.is_none() || q.version.is_some_and(|v| Some(v) != pinned))
-        && super::catch_up(&state).await?
-    {
+    let unmatched =
+        |pinned: Option<u64>| pinned.is_none() || q.version.is_some_and(|v| Some(v) != pinned);
+    if unmatched(pinned) && super::catch_up(&state).await? {
         view = state.view();
         pinned = view.desired_for(&device).secrets.get(&name).copied();
     }
     // A device that runs an older revision (rolled back on its own, then restarted) may fetch
     // what that revision's desired state names for it, as it reported.
-    if pinned.is_none() || q.version.is_some_and(|v| Some(v) != pinned) {
+    if unmatched(pinned) {
         if let Some(n) = state
             .running_revision(&device)
             .filter(|n| *n != view.revision)
